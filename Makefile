@@ -1,0 +1,66 @@
+# kordiam-bridge. `make demo` and `make test` work on a fresh machine: they create the virtualenv themselves.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+PYTEST_FLAGS ?= -q
+
+.PHONY: help venv demo test lint typecheck unit integration test-localstack localstack localstack-stop \
+        moto simulator run clean
+
+help:
+	@echo "make demo             run the whole bridge on embedded defaults (SQS, Kordiam simulator, folder channels)"
+	@echo "make test             lint, type-check, all tests on moto server, then the LocalStack pass"
+	@echo "make localstack       start LocalStack in host mode (no Docker) on 127.0.0.1:4566"
+	@echo "make simulator        serve the Kordiam API simulator on 127.0.0.1:8700"
+	@echo "make run CONFIG=...   run the worker with a config file"
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@rm -f $(VENV)/.installed-* && touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: venv
+	$(BIN)/kordiam-bridge demo
+
+lint: venv
+	$(BIN)/ruff check bridge tests
+	$(BIN)/ruff format --check bridge tests
+
+typecheck: venv
+	$(BIN)/mypy --strict bridge
+
+unit: venv
+	$(BIN)/pytest $(PYTEST_FLAGS) tests/unit
+
+integration: venv
+	$(BIN)/pytest $(PYTEST_FLAGS) tests/integration
+
+# The same end-to-end tests against LocalStack (host mode, no Docker).
+test-localstack: venv
+	scripts/localstack.sh start
+	BRIDGE_TEST_SQS=localstack LOCALSTACK_ENDPOINT=http://127.0.0.1:4566 $(BIN)/pytest $(PYTEST_FLAGS) -m localstack tests; \
+	  status=$$?; scripts/localstack.sh stop; exit $$status
+
+test: lint typecheck venv
+	$(BIN)/pytest $(PYTEST_FLAGS) tests
+	$(MAKE) test-localstack
+
+localstack:
+	scripts/localstack.sh start
+
+localstack-stop:
+	scripts/localstack.sh stop
+
+simulator: venv
+	$(BIN)/kordiam-bridge simulator --port 8700
+
+run: venv
+	$(BIN)/kordiam-bridge run --config $(CONFIG)
+
+clean:
+	rm -rf $(VENV) .cache .mypy_cache .ruff_cache .pytest_cache demo-output

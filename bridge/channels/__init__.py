@@ -1,0 +1,49 @@
+"""Channel adapters: one module per target system, behind the ``Channel`` Protocol, built by ``type``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import httpx
+from pydantic import BaseModel, ValidationError
+
+from bridge.channels.base import Channel, ChannelResult
+from bridge.config import ChannelSettings, config_error
+from bridge.errors import ConfigError
+
+__all__ = ["Channel", "ChannelContext", "ChannelResult", "build_channel", "channel_types"]
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelContext:
+    """What the process shares with every adapter."""
+
+    http: httpx.AsyncClient
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelType:
+    options: type[BaseModel]
+    create: Callable[[ChannelSettings, BaseModel, ChannelContext], Channel]
+
+
+def channel_types() -> dict[str, ChannelType]:
+    # Imported here so that an adapter's dependencies load only when the registry is consulted.
+    from bridge.channels import folder
+
+    return {"folder": ChannelType(folder.FolderOptions, folder.create)}
+
+
+def build_channel(settings: ChannelSettings, context: ChannelContext, *, index: int = 0) -> Channel:
+    """Validate the adapter's own keys and build it; a problem names the key as ``channels[i].key``."""
+    types = channel_types()
+    kind = types.get(settings.type)
+    if kind is None:
+        known = ", ".join(sorted(types))
+        raise ConfigError(f"channels[{index}].type", f"unknown channel type {settings.type!r} (known: {known})")
+    try:
+        options = kind.options.model_validate(settings.options)
+    except ValidationError as error:
+        raise config_error(error, prefix=f"channels[{index}]") from None
+    return kind.create(settings, options, context)

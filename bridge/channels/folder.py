@@ -1,0 +1,143 @@
+"""``folder``: each publication as a JSON document plus a readable HTML page in a directory.
+
+Useful on its own (a hot folder, an archive, a static preview) and as the demo's channel. File names are
+deterministic (``<element>-<publication>``), so a re-sent story replaces its files instead of adding new ones,
+and every write goes to a temporary file first and is renamed into place, so readers never see half a file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import nh3
+from pydantic import BaseModel, ConfigDict, field_validator
+
+from bridge.channels.base import Channel, ChannelResult
+from bridge.config import ChannelSettings
+from bridge.errors import ChannelRejected
+from bridge.kordiam.models import Element, Publication
+
+
+class FolderOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    path: Path
+
+    @field_validator("path")
+    @classmethod
+    def _usable(cls, value: Path) -> Path:
+        if value.exists() and not value.is_dir():
+            raise ValueError(f"{value} exists and is not a directory")
+        return value
+
+
+class FolderChannel:
+    def __init__(self, name: str, path: Path) -> None:
+        self.name = name
+        self.path = path.resolve()
+
+    async def upsert(self, element: Element, publication: Publication, external_id: str | None) -> ChannelResult:
+        stem = f"{element.id}-{publication.id}"
+        document = json.dumps(_document(element, publication), ensure_ascii=False, indent=2)
+        page = _page(element, publication)
+        await asyncio.to_thread(self._write, stem, document, page)
+        return ChannelResult(
+            external_id=stem,
+            edit_link=(self.path / f"{stem}.json").as_uri(),
+            open_link=(self.path / f"{stem}.html").as_uri(),
+            live=publication.is_published,
+        )
+
+    async def delete(self, element_id: int, publication_id: int, external_id: str) -> None:
+        await asyncio.to_thread(self._remove, external_id)
+
+    async def aclose(self) -> None:
+        return None
+
+    def _write(self, stem: str, document: str, page: str) -> None:
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            _atomic_write(self.path / f"{stem}.json", document)
+            _atomic_write(self.path / f"{stem}.html", page)
+        except OSError as error:
+            raise ChannelRejected(f"folder {self.path}: cannot write {stem}: {error.strerror}") from error
+
+    def _remove(self, stem: str) -> None:
+        # The external id is ours; refuse anything that could point outside the folder.
+        if "/" in stem or stem.startswith("."):
+            raise ChannelRejected(f"folder {self.path}: refusing to delete {stem!r}")
+        for suffix in (".json", ".html"):
+            (self.path / f"{stem}{suffix}").unlink(missing_ok=True)
+
+
+def _atomic_write(target: Path, text: str) -> None:
+    fd, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(temp, target)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def _document(element: Element, publication: Publication) -> dict[str, Any]:
+    text = element.text_task_for(publication)
+    scheduled = publication.scheduled_at()
+    return {
+        "element": {
+            "id": element.id,
+            "version": element.version,
+            "title": element.title,
+            "slug": element.slug,
+            "note": element.note,
+            "status": element.status.name if element.status else None,
+            "modificationDate": element.modification_date.isoformat() if element.modification_date else None,
+        },
+        "publication": {
+            "id": publication.id,
+            "platform": publication.platform.id,
+            "status": publication.status.name if publication.status else None,
+            "category": publication.category.name if publication.category else None,
+            "type": publication.type.name if publication.type else None,
+            "date": publication.schedule.date.isoformat()
+            if publication.schedule and publication.schedule.date
+            else None,
+            "scheduledAt": scheduled.isoformat() if scheduled else None,
+        },
+        "text": {
+            "headline": text.content.headline if text and text.content else None,
+            "lead": text.content.lead if text and text.content else None,
+            "html": nh3.clean(text.content.text) if text and text.content and text.content.text else None,
+            "author": text.assignee.display_name if text and text.assignee else None,
+        },
+        "customFields": {str(field.id): field.as_text() for field in element.custom_fields},
+    }
+
+
+def _page(element: Element, publication: Publication) -> str:
+    document = _document(element, publication)
+    text, meta = document["text"], document["publication"]
+    title = html.escape(text["headline"] or element.title or element.slug or f"Element {element.id}")
+    facts = " · ".join(
+        html.escape(str(value))
+        for value in (meta["status"], meta["category"], meta["scheduledAt"] or meta["date"], text["author"])
+        if value
+    )
+    lead = f'<p class="lead">{html.escape(text["lead"])}</p>' if text["lead"] else ""
+    return (
+        '<!doctype html>\n<html lang="und"><head><meta charset="utf-8">'
+        f"<title>{title}</title></head>\n<body>\n<article>\n<h1>{title}</h1>\n"
+        f'<p class="meta">{facts}</p>\n{lead}\n{text["html"] or ""}\n</article>\n</body></html>\n'
+    )
+
+
+def create(settings: ChannelSettings, options: BaseModel, context: object) -> Channel:
+    assert isinstance(options, FolderOptions)
+    return FolderChannel(settings.name, options.path)

@@ -1,0 +1,213 @@
+"""Configuration: a TOML file, every key overridable from the environment as ``BRIDGE_<SECTION>__<KEY>``.
+
+A wrong or missing value stops start-up with one message that names the key (``ConfigError``); secret values
+are ``SecretStr`` and never printed, not even in validation errors.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlparse
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from bridge.errors import ConfigError
+
+CONFIG_ENV = "BRIDGE_CONFIG"
+
+
+def _http_url(value: str) -> str:
+    parsed = urlparse(value)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise ValueError("must be an http(s) URL")
+    return value
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class QueueSettings(Section):
+    url: str
+    endpoint_url: str | None = None
+    region: str = "eu-central-1"
+    concurrency: int = Field(default=32, ge=1, le=1000)
+    wait_time_seconds: int = Field(default=20, ge=0, le=20)
+    visibility_timeout: int = Field(default=60, ge=5, le=43_200)
+    dlq_url: str | None = None
+    # Attempts before the worker dead-letters a failing message itself, with context; default: the queue's
+    # redrive maxReceiveCount (the worker acts one receive earlier so the reason is kept).
+    max_receive_count: int | None = Field(default=None, ge=1, le=1000)
+    shutdown_timeout: float = Field(default=25.0, gt=0, le=120)
+    # Back-off between attempts of a failing message: exponential from `retry_base_seconds`, capped.
+    retry_base_seconds: float = Field(default=5.0, gt=0, le=3600)
+    retry_max_seconds: float = Field(default=900.0, gt=0, le=43_200)
+
+    @field_validator("url", "endpoint_url", "dlq_url")
+    @classmethod
+    def _urls(cls, value: str | None) -> str | None:
+        return value if value is None else _http_url(value)
+
+    @property
+    def is_fifo(self) -> bool:
+        return self.url.endswith(".fifo")
+
+
+class KordiamSettings(Section):
+    base_url: str
+    client_id: str = Field(min_length=1)
+    client_secret: SecretStr
+    timeout: float = Field(default=10.0, gt=0, le=120)
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        return _http_url(value)
+
+    @field_validator("client_secret")
+    @classmethod
+    def _not_empty(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value():
+            raise ValueError("must not be empty")
+        return value
+
+
+class StateSettings(Section):
+    url: str = "sqlite:///bridge-state.db"
+
+    @field_validator("url")
+    @classmethod
+    def _known_backend(cls, value: str) -> str:
+        if not value.startswith("sqlite:///") or len(value) <= len("sqlite:///"):
+            raise ValueError("must be sqlite:///PATH (other back ends come later)")
+        return value
+
+    @property
+    def sqlite_path(self) -> Path:
+        return Path(self.url.removeprefix("sqlite:///"))
+
+
+StatusSelector = int | Annotated[str, Field(min_length=1)]
+
+
+class ChannelSettings(BaseModel):
+    """Keys every channel has; the adapter's own keys stay in ``model_extra`` and its model validates them."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    type: str = Field(min_length=1)
+    platforms: list[int] = Field(min_length=1)
+    statuses: list[StatusSelector] | None = None
+    main: bool = False
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class FeedbackSettings(Section):
+    enabled: bool = True
+    link_element: bool = True
+    # When a channel reports the item live and Kordiam does not yet show the publication as published.
+    publish_when_live: bool = True
+
+
+class OpsSettings(Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=9090, ge=0, le=65535)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="BRIDGE_", env_nested_delimiter="__", extra="forbid", frozen=True, case_sensitive=False
+    )
+
+    queue: QueueSettings
+    kordiam: KordiamSettings
+    state: StateSettings = StateSettings()
+    channels: list[ChannelSettings] = Field(min_length=1)
+    feedback: FeedbackSettings = FeedbackSettings()
+    ops: OpsSettings = OpsSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The file's values arrive as init arguments; the environment must win over them.
+        return (env_settings, init_settings)
+
+    @model_validator(mode="after")
+    def _channels_consistent(self) -> Settings:
+        names = [c.name for c in self.channels]
+        for index, name in enumerate(names):
+            if name in names[:index]:
+                raise ValueError(f"channels[{index}].name: {name!r} is used by another channel")
+        if sum(c.main for c in self.channels) > 1:
+            raise ValueError("channels: at most one channel may set main = true")
+        return self
+
+    @property
+    def main_channel(self) -> str:
+        """The channel whose item the Kordiam element is linked to: the one marked main, else the first."""
+        return next((c.name for c in self.channels if c.main), self.channels[0].name)
+
+
+def load_settings(path: Path | str | None = None, *, overrides: dict[str, Any] | None = None) -> Settings:
+    """Read the TOML file (``path`` or ``$BRIDGE_CONFIG``), apply the environment, validate everything."""
+    data: dict[str, Any] = {}
+    source = path or os.environ.get(CONFIG_ENV)
+    if source:
+        file = Path(source)
+        try:
+            with file.open("rb") as handle:
+                data = tomllib.load(handle)
+        except FileNotFoundError:
+            raise ConfigError("--config", f"file {file} does not exist") from None
+        except tomllib.TOMLDecodeError as error:
+            raise ConfigError(str(file), f"not valid TOML: {error}") from None
+        except OSError as error:
+            raise ConfigError(str(file), f"cannot be read: {error.strerror}") from None
+    data.update(overrides or {})
+    try:
+        return Settings(**data)
+    except ValidationError as error:
+        raise config_error(error) from None
+
+
+def config_error(error: ValidationError, prefix: str = "") -> ConfigError:
+    """The first validation error as a ``ConfigError`` naming its key, never echoing the offending value."""
+    first = error.errors(include_input=False, include_url=False)[0]
+    key = prefix
+    for part in first["loc"]:
+        key += f"[{part}]" if isinstance(part, int) else (f".{part}" if key else str(part))
+    message = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "missing":
+        message = "is required"
+    elif first["type"] == "extra_forbidden":
+        message = "is not a known key"
+    # Model validators report their own key in the message ("channels[1].name: …").
+    if ": " in message and not key:
+        key, message = message.split(": ", 1)
+    others = len(error.errors()) - 1
+    if others:
+        message += f" (and {others} more problem{'s' if others > 1 else ''})"
+    return ConfigError(key or "config", message)

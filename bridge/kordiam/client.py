@@ -1,0 +1,290 @@
+"""Kordiam REST API v2 client: OAuth2 client credentials, element reads, feedback writes.
+
+Retries are bounded in attempts and total time (``RetryPolicy``); when the budget runs out the client raises
+``KordiamUnavailable`` carrying the server's ``Retry-After``, and the message is retried through the queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+from email.utils import parsedate_to_datetime
+from typing import Any, TypeVar
+
+import httpx
+import structlog
+from pydantic import SecretStr, ValidationError
+
+from bridge.errors import KordiamAuthFailed, KordiamRejected, KordiamUnavailable, UnexpectedResponse
+from bridge.kordiam import assumptions
+from bridge.kordiam.models import CmsLinks, Element, ProblemDetails, Token
+from bridge.ops import metrics
+from bridge.retry import RetryPolicy
+
+log = structlog.get_logger("bridge.kordiam")
+
+API = "/api/v2"
+# Refresh the token this long before Kordiam says it expires, so no request carries a token about to lapse.
+TOKEN_EARLY_REFRESH_SECONDS = 60.0
+M = TypeVar("M", Element, Token)
+RETRYABLE_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
+
+
+class KordiamClient:
+    """One per process, on the process's shared ``httpx.AsyncClient``."""
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        *,
+        base_url: str,
+        client_id: str,
+        client_secret: SecretStr,
+        timeout: float = 10.0,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        self._http = http
+        self._base = base_url.rstrip("/")
+        self._client_id = client_id
+        self._client_secret = client_secret
+        self._timeout = timeout
+        self._retry = retry or RetryPolicy()
+        self._token: str | None = None
+        self._token_expires_at = 0.0
+        self._token_lock = asyncio.Lock()
+
+    # ---- reads -------------------------------------------------------------------------------------------
+
+    async def get_element(self, element_id: int) -> Element | None:
+        """The element, or ``None`` when Kordiam says it does not exist or is not visible (404)."""
+        response = await self._request("GET", f"/elements/{element_id}", allow_not_found=True)
+        if response is None:
+            return None
+        return self._parse(Element, response)
+
+    # ---- feedback writes ----------------------------------------------------------------------------------
+
+    async def update_publication(
+        self,
+        element_id: int,
+        publication_id: int,
+        *,
+        external_id: str | None = None,
+        cms: CmsLinks | None = None,
+    ) -> None:
+        """PATCH the publication's ``externalId`` and ``cms`` links (presence-aware: omitted = unchanged)."""
+        body: dict[str, Any] = {}
+        if external_id is not None:
+            body["externalId"] = external_id
+        if cms is not None:
+            body["cms"] = {
+                wire: getattr(cms, ours)
+                for ours, wire in assumptions.CMS_FIELDS.items()
+                if getattr(cms, ours) is not None
+            }
+        if body:
+            await self._request("PATCH", f"/elements/{element_id}/publications/{publication_id}", json=body)
+
+    async def link_external_element(self, element_id: int, *, external_id: str, link: str | None) -> None:
+        """Record the element's representation in the main channel's system (the SQS path has no sync reply)."""
+        representation: dict[str, Any] = {"externalId": external_id}
+        if link:
+            representation["link"] = link
+        if assumptions.LINK_SYSTEM_URL:
+            representation["systemUrl"] = assumptions.LINK_SYSTEM_URL
+        wrapper = assumptions.LINK_BODY_WRAPPER
+        body = {wrapper: representation} if wrapper else representation
+        await self._request("POST", f"/elements/{element_id}/external-element/link", json=body)
+
+    async def publish_publication(self, element_id: int, publication_id: int) -> bool:
+        """Mark the publication published; ``False`` if it already was (409)."""
+        try:
+            # Here 409 means "already published", not a concurrent write to retry.
+            await self._request(
+                "POST", f"/elements/{element_id}/publications/{publication_id}/publish", conflict_is_final=True
+            )
+        except KordiamRejected as error:
+            if error.status == 409:
+                return False
+            raise
+        return True
+
+    async def list_reference(self, path: str) -> list[dict[str, Any]]:
+        """A reference-data list such as ``/platforms`` or ``/publication-statuses`` (first page)."""
+        response = await self._request("GET", path)
+        assert response is not None
+        content = _json(response).get("content")
+        if not isinstance(content, list):
+            raise UnexpectedResponse(f"GET {path}: expected a list envelope with `content`")
+        return [item for item in content if isinstance(item, dict)]
+
+    # ---- transport -----------------------------------------------------------------------------------------
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        allow_not_found: bool = False,
+        conflict_is_final: bool = False,
+    ) -> httpx.Response | None:
+        url = f"{self._base}{API}{path}"
+        started = time.monotonic()
+        refreshed = False
+        attempt = 0
+        while True:
+            attempt += 1
+            token = await self._access_token()
+            try:
+                response = await self._http.request(
+                    method,
+                    url,
+                    json=json,
+                    headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
+                    timeout=self._timeout,
+                )
+            except httpx.TransportError as error:
+                reason = f"{method} {path}: {type(error).__name__}: {error or 'no detail'}"
+                await self._pause_or_raise(reason, attempt, started, retry_after=None)
+                continue
+
+            status = response.status_code
+            if status < 300:
+                return response
+            if status == 404 and allow_not_found:
+                return None
+            problem = _problem(response)
+            if status == 401 and not refreshed:
+                # The token may have been revoked or expired early: fetch a new one, once.
+                refreshed = True
+                self._token = None
+                continue
+            if status in {401, 403}:
+                raise KordiamAuthFailed(
+                    f"{method} {path}: {status} {problem.summary()}", status=status, problem_type=problem.slug
+                )
+            if status in RETRYABLE_STATUSES and not (status == 409 and conflict_is_final):
+                if status == 429:
+                    metrics.KORDIAM_THROTTLED.inc()
+                retry_after = _retry_after(response.headers, problem)
+                await self._pause_or_raise(
+                    f"{method} {path}: {status} {problem.summary()}",
+                    attempt,
+                    started,
+                    retry_after=retry_after,
+                )
+                continue
+            raise KordiamRejected(
+                f"{method} {path}: {status} {problem.summary()}", status=status, problem_type=problem.slug
+            )
+
+    async def _pause_or_raise(self, reason: str, attempt: int, started: float, *, retry_after: float | None) -> None:
+        """Sleep before the next attempt, or give up with ``KordiamUnavailable`` once the budget is spent."""
+        delay = retry_after if retry_after is not None else self._retry.backoff(attempt)
+        elapsed = time.monotonic() - started
+        if attempt >= self._retry.attempts or elapsed + delay > self._retry.total_seconds:
+            raise KordiamUnavailable(f"{reason} (gave up after {attempt} attempts)", retry_after=retry_after)
+        log.info("kordiam_retry", reason=reason, attempt=attempt, delay=round(delay, 3))
+        await asyncio.sleep(delay)
+
+    async def _access_token(self) -> str:
+        if self._token is not None and time.monotonic() < self._token_expires_at:
+            return self._token
+        async with self._token_lock:
+            # Another request may have fetched it while this one waited for the lock.
+            if self._token is not None and time.monotonic() < self._token_expires_at:
+                return self._token
+            token = await self._fetch_token()
+            lifetime = max(1.0, token.expires_in - min(TOKEN_EARLY_REFRESH_SECONDS, token.expires_in / 10))
+            self._token = token.access_token
+            self._token_expires_at = time.monotonic() + lifetime
+            return self._token
+
+    async def _fetch_token(self) -> Token:
+        url = f"{self._base}{API}/auth/token"
+        form = {
+            "grant_type": "client_credentials",
+            "client_id": self._client_id,
+            "client_secret": self._client_secret.get_secret_value(),
+        }
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                response = await self._http.post(url, data=form, timeout=self._timeout)
+            except httpx.TransportError as error:
+                await self._pause_or_raise(
+                    f"POST /auth/token: {type(error).__name__}", attempt, started, retry_after=None
+                )
+                continue
+            if response.status_code == 200:
+                return self._parse(Token, response)
+            problem = _problem(response)
+            if response.status_code in RETRYABLE_STATUSES:
+                await self._pause_or_raise(
+                    f"POST /auth/token: {response.status_code} {problem.summary()}",
+                    attempt,
+                    started,
+                    retry_after=_retry_after(response.headers, problem),
+                )
+                continue
+            raise KordiamAuthFailed(
+                f"Kordiam refused the client credentials of client_id {self._client_id!r}: "
+                f"{response.status_code} {problem.summary()}",
+                status=response.status_code,
+                problem_type=problem.slug,
+            )
+
+    @staticmethod
+    def _parse(model: type[M], response: httpx.Response) -> M:
+        try:
+            return model.model_validate(_json(response))
+        except ValidationError as error:
+            first = error.errors()[0]
+            where = ".".join(str(part) for part in first["loc"]) or "body"
+            raise UnexpectedResponse(
+                f"{response.request.method} {response.request.url.path}: unexpected {model.__name__} shape "
+                f"at {where}: {first['msg']}"
+            ) from error
+
+
+def _json(response: httpx.Response) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError as error:
+        raise UnexpectedResponse(
+            f"{response.request.method} {response.request.url.path}: answer is not JSON "
+            f"({response.headers.get('content-type', 'no content type')})"
+        ) from error
+    if not isinstance(body, dict):
+        raise UnexpectedResponse(f"{response.request.method} {response.request.url.path}: answer is not an object")
+    return body
+
+
+def _problem(response: httpx.Response) -> ProblemDetails:
+    """Problem Details from an error answer; a non-JSON body becomes a problem with its first bytes as detail."""
+    try:
+        body = response.json()
+        if isinstance(body, dict):
+            return ProblemDetails.model_validate(body)
+    except (ValueError, ValidationError):
+        pass
+    text = response.text[:200].strip()
+    return ProblemDetails(title=response.reason_phrase or None, status=response.status_code, detail=text or None)
+
+
+def _retry_after(headers: Mapping[str, str], problem: ProblemDetails) -> float | None:
+    """``Retry-After`` (seconds or an HTTP date) from the header, else ``retryAfter`` from the body."""
+    raw = headers.get("retry-after")
+    if raw:
+        raw = raw.strip()
+        if raw.replace(".", "", 1).isdigit():
+            return float(raw)
+        try:
+            return max(0.0, parsedate_to_datetime(raw).timestamp() - time.time())
+        except (TypeError, ValueError):
+            pass
+    return problem.retry_after

@@ -1,0 +1,24 @@
+"""Prometheus metrics. One asyncio process per container, so the default registry is enough."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+MESSAGES_RECEIVED = Counter("bridge_messages_received", "Messages received from SQS")
+MESSAGE_OUTCOMES = Counter("bridge_message_outcomes", "Messages by final outcome of one attempt", ["outcome"])
+IN_FLIGHT = Gauge("bridge_messages_in_flight", "Messages received and not yet settled")
+MESSAGE_AGE = Histogram(
+    "bridge_message_age_seconds",
+    "Age of a message (since it was sent) when the worker picks it up",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600),
+)
+CHANNEL_LATENCY = Histogram(
+    "bridge_channel_write_seconds",
+    "Duration of one channel write",
+    ["channel", "operation"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+CHANNEL_ERRORS = Counter("bridge_channel_errors", "Failed channel writes", ["channel", "kind"])
+KORDIAM_THROTTLED = Counter("bridge_kordiam_throttled", "Kordiam API answers with 429")
+VISIBILITY_EXTENSIONS = Counter("bridge_visibility_extensions", "Visibility timeouts extended for slow messages")
+FEEDBACK_WRITES = Counter("bridge_feedback_writes", "Feedback writes to Kordiam", ["kind"])

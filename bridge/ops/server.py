@@ -1,0 +1,46 @@
+"""``/healthz``, ``/readyz`` and ``/metrics`` on the ``[ops]`` port."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+
+class OpsServer:
+    def __init__(self, host: str, port: int, *, healthy: Callable[[], bool], ready: Callable[[], bool]) -> None:
+        self._host = host
+        self._port = port
+        self._healthy = healthy
+        self._ready = ready
+        self._runner: web.AppRunner | None = None
+        self.port = port
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_get("/healthz", self._health)
+        app.router.add_get("/readyz", self._readiness)
+        app.router.add_get("/metrics", self._metrics)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self._host, self._port)
+        await site.start()
+        addresses = self._runner.addresses  # the bound port, when port 0 asked for any free one
+        if addresses:
+            self.port = int(addresses[0][1])
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _health(self, _: web.Request) -> web.Response:
+        ok = self._healthy()
+        return web.json_response({"status": "ok" if ok else "poll loop stalled"}, status=200 if ok else 503)
+
+    async def _readiness(self, _: web.Request) -> web.Response:
+        ok = self._ready()
+        return web.json_response({"status": "ready" if ok else "not ready"}, status=200 if ok else 503)
+
+    async def _metrics(self, _: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})

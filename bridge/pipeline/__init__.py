@@ -1,0 +1,1 @@
+"""The processing pipeline: notification → element → channels → feedback."""

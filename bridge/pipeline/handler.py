@@ -1,0 +1,66 @@
+"""One message through the pipeline, ending in an explicit outcome."""
+
+from __future__ import annotations
+
+import structlog
+
+from bridge.pipeline.notification import PoisonMessage, decode_notification
+from bridge.pipeline.sync import SyncEngine, SyncFailed
+from bridge.queue.outcome import DeadLetter, Done, Outcome, Retry
+from bridge.queue.sqs import QueueMessage
+
+log = structlog.get_logger("bridge.pipeline")
+
+
+class MessageHandler:
+    def __init__(self, engine: SyncEngine) -> None:
+        self._engine = engine
+
+    async def __call__(self, message: QueueMessage) -> Outcome:
+        try:
+            notification = decode_notification(message.body, message.attributes)
+        except PoisonMessage as poison:
+            return DeadLetter(stage="decode", reason=poison.reason, error_class="PoisonMessage")
+
+        bound = log.bind(
+            message_id=message.message_id,
+            element_id=notification.element_id,
+            event=notification.event.value if notification.event else None,
+            receive_count=message.receive_count,
+        )
+        try:
+            report = await self._engine.sync(notification)
+        except SyncFailed as failed:
+            first = failed.failures[0].error
+            reason = str(failed)[:900]
+            for action in failed.report.actions:
+                bound.info(
+                    "channel_synced",
+                    channel=action.channel,
+                    publication_id=action.publication_id,
+                    action=action.action.value,
+                    external_id=action.external_id,
+                )
+            if failed.transient:
+                return Retry(
+                    delay=failed.retry_after,
+                    stage=failed.stage,
+                    reason=reason,
+                    error_class=type(first).__name__,
+                    element_id=notification.element_id,
+                )
+            return DeadLetter(
+                stage=failed.stage, reason=reason, error_class=type(first).__name__, element_id=notification.element_id
+            )
+
+        changed = [a for a in report.actions if a.action.value != "unchanged"]
+        bound.info(
+            "done",
+            outcome="done",
+            skipped=report.skipped,
+            element_deleted=report.deleted_element or None,
+            channels={f"{a.channel}/{a.publication_id}": a.action.value for a in report.actions} or None,
+            feedback=report.feedback or None,
+            changed=len(changed),
+        )
+        return Done()

@@ -1,0 +1,147 @@
+"""Decode an SQS message into a ``Notification``: which element changed, and how, if the sender said.
+
+Accepted shapes (Kordiam's SQS contract is undocumented, so the decoder takes every shape Kordiam or AWS plumbing
+can deliver, and nothing else):
+
+1. ``{"id": 123}`` or ``{"elementId": 123}``, optionally with ``"event": "created" | "updated" | "deleted"``;
+   the event may also come as the message attribute ``event``.
+2. The full Global Export element body (seed 001): an object with ``id`` and element fields; its
+   ``modificationDate`` lets the worker skip a notification older than what it already synced.
+3. An SNS envelope: ``{"Type": "Notification", "Message": "<one of these, as a JSON string>"}``.
+4. An EventBridge envelope: ``{"detail-type": …, "source": …, "detail": {<one of these>}}``.
+
+Anything else is poison (``PoisonMessage``): it goes to the dead-letter queue on its first receive.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import ValidationError
+
+from bridge.kordiam import assumptions
+from bridge.kordiam.models import Element
+
+MAX_ENVELOPE_DEPTH = 3
+ELEMENT_FIELDS = frozenset({"title", "slug", "note", "tasks", "publications", "publication", "elementStatus"})
+
+
+class Event(StrEnum):
+    CREATED = "created"
+    UPDATED = "updated"
+    DELETED = "deleted"
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    element_id: int
+    event: Event | None = None
+    modification_date: datetime | None = None
+    shape: str = "id"
+
+
+class PoisonMessage(Exception):
+    """A message the bridge can never process; ``reason`` says why, for the dead-letter attributes."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def decode_notification(body: str, attributes: dict[str, str] | None = None) -> Notification:
+    try:
+        payload = json.loads(body)
+    except (json.JSONDecodeError, RecursionError) as error:
+        raise PoisonMessage(f"body is not JSON: {error}") from None
+    return _decode(payload, dict(attributes or {}), depth=0)
+
+
+def _decode(payload: Any, attributes: dict[str, str], *, depth: int) -> Notification:
+    if not isinstance(payload, dict):
+        raise PoisonMessage(f"body is a JSON {type(payload).__name__}, not an object")
+    if depth > MAX_ENVELOPE_DEPTH:
+        raise PoisonMessage("envelopes nested too deeply")
+
+    if payload.get("Type") == "Notification" and "Message" in payload:
+        inner = payload["Message"]
+        if not isinstance(inner, str):
+            raise PoisonMessage("SNS envelope: Message is not a string")
+        try:
+            inner_payload = json.loads(inner)
+        except json.JSONDecodeError as error:
+            raise PoisonMessage(f"SNS envelope: Message is not JSON: {error}") from None
+        return _with_shape(_decode(inner_payload, {**_sns_attributes(payload), **attributes}, depth=depth + 1), "sns")
+
+    if isinstance(payload.get("detail"), dict) and ("detail-type" in payload or "source" in payload):
+        detail_type = payload.get("detail-type")
+        if isinstance(detail_type, str) and "event" not in attributes:
+            hinted = next((e.value for e in Event if e.value in detail_type.casefold()), None)
+            if hinted:
+                attributes = {**attributes, "event": hinted}
+        return _with_shape(_decode(payload["detail"], attributes, depth=depth + 1), "eventbridge")
+
+    element_id = _element_id(payload)
+    event = _event(payload, attributes)
+    if ELEMENT_FIELDS & payload.keys():
+        try:
+            element = Element.model_validate(payload)
+        except ValidationError as error:
+            first = error.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise PoisonMessage(f"element body does not parse at {where}: {first['msg']}") from None
+        return Notification(element.id, event, element.modification_date, "element")
+    return Notification(element_id, event, None, "id")
+
+
+def _element_id(payload: dict[str, Any]) -> int:
+    for key in assumptions.NOTIFICATION_ID_KEYS:
+        if key in payload:
+            value = payload[key]
+            if isinstance(value, bool):
+                break
+            if isinstance(value, int) and value > 0:
+                return value
+            if isinstance(value, str) and value.strip().isdigit() and int(value) > 0:
+                return int(value)
+            raise PoisonMessage(f"`{key}` is not a positive element id: {str(value)[:40]!r}")
+    keys = ", ".join(sorted(payload)[:8]) or "none"
+    raise PoisonMessage(f"no element id (expected `id` or `elementId`; keys: {keys})")
+
+
+def _event(payload: dict[str, Any], attributes: dict[str, str]) -> Event | None:
+    raw = next((payload[k] for k in assumptions.NOTIFICATION_EVENT_KEYS if k in payload), None)
+    if raw is None:
+        raw = attributes.get("event")
+    if raw is None:
+        return None
+    if not isinstance(raw, str):
+        raise PoisonMessage(f"event is not a string: {raw!r}")
+    text = raw.strip().casefold()
+    for event in Event:
+        # Accept "updated", "update", "ELEMENT_UPDATED"…
+        if text == event.value or text.endswith(event.value) or text.endswith(event.value[:-1]):
+            return event
+    raise PoisonMessage(f"unknown event {raw[:40]!r} (expected created, updated or deleted)")
+
+
+def _sns_attributes(payload: dict[str, Any]) -> dict[str, str]:
+    attributes = payload.get("MessageAttributes")
+    if not isinstance(attributes, dict):
+        return {}
+    found = attributes.get("event")
+    if isinstance(found, dict) and isinstance(found.get("Value"), str):
+        return {"event": found["Value"]}
+    return {}
+
+
+def _with_shape(notification: Notification, envelope: str) -> Notification:
+    return Notification(
+        notification.element_id,
+        notification.event,
+        notification.modification_date,
+        f"{envelope}/{notification.shape}",
+    )

@@ -1,0 +1,38 @@
+"""Which publication goes to which channel."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bridge.channels.base import Channel
+from bridge.kordiam.models import Element, Publication
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """A configured channel and the Kordiam platforms and publication statuses it takes."""
+
+    channel: Channel
+    platforms: frozenset[int]
+    statuses: tuple[int | str, ...] | None = None
+
+    @property
+    def name(self) -> str:
+        return self.channel.name
+
+    def carries(self, publication: Publication) -> bool:
+        """The publication is on one of this channel's platforms (whatever its status)."""
+        return publication.platform.id in self.platforms
+
+    def exports(self, publication: Publication) -> bool:
+        """The publication is on this channel's platforms and its status triggers export."""
+        if not self.carries(publication):
+            return False
+        if self.statuses is None:
+            return True
+        status = publication.status
+        return status is not None and any(status.matches(selector) for selector in self.statuses)
+
+
+def publications_for(route: Route, element: Element) -> list[Publication]:
+    return [p for p in element.publications if route.exports(p)]

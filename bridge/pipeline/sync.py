@@ -1,0 +1,308 @@
+"""The sync engine: notification → element → channels → state → feedback to Kordiam.
+
+Kordiam is the source of truth: the engine always fetches the current element and makes every channel match
+it. What it delivered is recorded per (element, channel, publication) with a fingerprint of the content, so a
+duplicate or re-ordered notification, or our own feedback write coming back as a notification, changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+import structlog
+
+from bridge.channels.base import ChannelResult
+from bridge.config import FeedbackSettings
+from bridge.errors import BridgeError, PermanentError, TransientError
+from bridge.kordiam.client import KordiamClient
+from bridge.kordiam.models import CmsLinks, Element, Publication
+from bridge.ops import metrics
+from bridge.pipeline.fingerprint import fingerprint
+from bridge.pipeline.locks import KeyedLock
+from bridge.pipeline.notification import Notification
+from bridge.pipeline.routing import Route
+from bridge.state.base import Delivery, ElementMark, StateStore
+
+log = structlog.get_logger("bridge.sync")
+
+
+class Action(StrEnum):
+    CREATED = "created"
+    UPDATED = "updated"
+    UNCHANGED = "unchanged"
+    DELETED = "deleted"
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelAction:
+    channel: str
+    publication_id: int
+    action: Action
+    external_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """Where a sync failed (``fetch``, ``feedback`` or a channel's name) and why."""
+
+    stage: str
+    error: BaseException
+
+    @property
+    def transient(self) -> bool:
+        # An error we did not classify (a bug, an unexpected library exception) is retried, not dropped:
+        # after the retry budget it still reaches the dead-letter queue with its context.
+        return not isinstance(self.error, PermanentError)
+
+    @property
+    def retry_after(self) -> float | None:
+        return self.error.retry_after if isinstance(self.error, TransientError) else None
+
+    def describe(self) -> str:
+        return f"{self.stage}: {type(self.error).__name__}: {self.error}"
+
+
+@dataclass(slots=True)
+class SyncReport:
+    element_id: int
+    skipped: str | None = None
+    deleted_element: bool = False
+    actions: list[ChannelAction] = field(default_factory=list)
+    feedback: list[str] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
+
+
+class SyncFailed(BridgeError):
+    """Some stage failed; the successful ones are recorded, so a retry redoes only what failed."""
+
+    def __init__(self, report: SyncReport) -> None:
+        self.report = report
+        self.failures = report.failures
+        super().__init__("; ".join(f.describe() for f in report.failures))
+
+    @property
+    def transient(self) -> bool:
+        return any(f.transient for f in self.failures)
+
+    @property
+    def stage(self) -> str:
+        return ",".join(f.stage for f in self.failures)
+
+    @property
+    def retry_after(self) -> float | None:
+        hints = [f.retry_after for f in self.failures if f.retry_after is not None]
+        return max(hints) if hints else None
+
+
+class SyncEngine:
+    def __init__(
+        self,
+        *,
+        kordiam: KordiamClient,
+        routes: Sequence[Route],
+        state: StateStore,
+        feedback: FeedbackSettings,
+        main_channel: str,
+    ) -> None:
+        # The main channel first: when one publication reaches several channels, its id is the one Kordiam keeps.
+        self._routes = sorted(routes, key=lambda route: route.name != main_channel)
+        self._kordiam = kordiam
+        self._state = state
+        self._feedback = feedback
+        self._main = main_channel
+        self._locks = KeyedLock()
+
+    async def sync(self, notification: Notification) -> SyncReport:
+        """Bring every channel in line with the element; raise ``SyncFailed`` if any stage failed."""
+        async with self._locks.hold(notification.element_id):
+            report = await self._sync(notification)
+        if report.failures:
+            raise SyncFailed(report)
+        return report
+
+    async def _sync(self, notification: Notification) -> SyncReport:
+        element_id = notification.element_id
+        report = SyncReport(element_id)
+        mark = await self._state.element_mark(element_id)
+        if _older(notification, mark):
+            report.skipped = "older than the version already synced"
+            return report
+
+        try:
+            element = await self._kordiam.get_element(element_id)
+        except Exception as error:
+            report.failures.append(Failure("fetch", error))
+            return report
+
+        deliveries = await self._state.deliveries(element_id)
+        if element is None:
+            report.deleted_element = True
+            await self._retract(deliveries, keep=set(), report=report)
+            if not report.failures:
+                await self._state.mark_element(ElementMark(element_id, None, None, deleted=True))
+            return report
+
+        carried = {(r.name, p.id) for r in self._routes for p in element.publications if r.carries(p)}
+        await self._retract(deliveries, keep=carried, report=report)
+        by_key = {(d.channel, d.publication_id): d for d in deliveries}
+        await asyncio.gather(*(self._deliver(route, element, by_key, report) for route in self._routes))
+
+        if self._feedback.enabled:
+            try:
+                await self._write_feedback(element, report)
+            except Exception as error:
+                report.failures.append(Failure("feedback", error))
+        if not report.failures:
+            await self._state.mark_element(
+                ElementMark(element_id, element.modification_date, element.version, deleted=False)
+            )
+        return report
+
+    async def _deliver(
+        self, route: Route, element: Element, known: dict[tuple[str, int], Delivery], report: SyncReport
+    ) -> None:
+        """Upsert this route's publications one after another; stop at the first failure of this channel."""
+        for publication in element.publications:
+            if not route.exports(publication):
+                continue
+            previous = known.get((route.name, publication.id))
+            digest = fingerprint(element, publication)
+            if previous is not None and previous.fingerprint == digest:
+                report.actions.append(ChannelAction(route.name, publication.id, Action.UNCHANGED, previous.external_id))
+                continue
+            started = time.perf_counter()
+            try:
+                result = await route.channel.upsert(element, publication, previous.external_id if previous else None)
+            except Exception as error:
+                metrics.CHANNEL_ERRORS.labels(route.name, _kind(error)).inc()
+                report.failures.append(Failure(route.name, error))
+                return
+            finally:
+                metrics.CHANNEL_LATENCY.labels(route.name, "upsert").observe(time.perf_counter() - started)
+            await self._state.record(_delivery(element, publication, route.name, result, digest))
+            action = (
+                Action.CREATED if previous is None or previous.external_id != result.external_id else Action.UPDATED
+            )
+            report.actions.append(ChannelAction(route.name, publication.id, action, result.external_id))
+
+    async def _retract(self, deliveries: list[Delivery], *, keep: set[tuple[str, int]], report: SyncReport) -> None:
+        """Delete what channels hold for publications the element no longer has on their platforms."""
+        channels = {route.name: route.channel for route in self._routes}
+        failed: set[str] = set()
+        for delivery in deliveries:
+            key = (delivery.channel, delivery.publication_id)
+            if key in keep or delivery.channel in failed:
+                continue
+            channel = channels.get(delivery.channel)
+            if channel is None:
+                log.warning(
+                    "delivery_for_unknown_channel",
+                    element_id=delivery.element_id,
+                    channel=delivery.channel,
+                    external_id=delivery.external_id,
+                    hint="the channel was removed from the config; its item was left in place",
+                )
+                continue
+            started = time.perf_counter()
+            try:
+                await channel.delete(delivery.element_id, delivery.publication_id, delivery.external_id)
+            except Exception as error:
+                metrics.CHANNEL_ERRORS.labels(delivery.channel, _kind(error)).inc()
+                report.failures.append(Failure(delivery.channel, error))
+                failed.add(delivery.channel)
+                continue
+            finally:
+                metrics.CHANNEL_LATENCY.labels(delivery.channel, "delete").observe(time.perf_counter() - started)
+            await self._state.forget(delivery.element_id, delivery.channel, delivery.publication_id)
+            report.actions.append(
+                ChannelAction(delivery.channel, delivery.publication_id, Action.DELETED, delivery.external_id)
+            )
+
+    async def _write_feedback(self, element: Element, report: SyncReport) -> None:
+        """Tell Kordiam where each publication landed, skipping every value Kordiam already holds."""
+        deliveries = {(d.channel, d.publication_id): d for d in await self._state.deliveries(element.id)}
+        linked = False
+        for publication in element.publications:
+            # The first route (main channel first) that holds this publication speaks for it.
+            delivery = next(
+                (deliveries[(r.name, publication.id)] for r in self._routes if (r.name, publication.id) in deliveries),
+                None,
+            )
+            if delivery is None:
+                continue
+            await self._publication_feedback(element, publication, delivery, report)
+            if self._feedback.link_element and not linked and delivery.channel == self._main:
+                linked = True
+                await self._link_element(element, delivery, report)
+
+    async def _publication_feedback(
+        self, element: Element, publication: Publication, delivery: Delivery, report: SyncReport
+    ) -> None:
+        cms = CmsLinks(
+            edit_link=delivery.edit_link,
+            open_link=delivery.open_link,
+            edit_link_title=delivery.edit_link_title,
+            open_link_title=delivery.open_link_title,
+        )
+        held = publication.cms or CmsLinks()
+        cms_stale = any(
+            getattr(cms, name) is not None and getattr(cms, name) != getattr(held, name)
+            for name in CmsLinks.model_fields
+        )
+        id_stale = publication.external_id != delivery.external_id
+        if id_stale or cms_stale:
+            await self._kordiam.update_publication(
+                element.id,
+                publication.id,
+                external_id=delivery.external_id if id_stale else None,
+                cms=cms if cms_stale else None,
+            )
+            metrics.FEEDBACK_WRITES.labels("publication").inc()
+            report.feedback.append(f"publication {publication.id}: externalId={delivery.external_id}")
+        wants_publish = delivery.live and not publication.is_published and self._feedback.publish_when_live
+        if wants_publish and await self._kordiam.publish_publication(element.id, publication.id):
+            metrics.FEEDBACK_WRITES.labels("publish").inc()
+            report.feedback.append(f"publication {publication.id}: published")
+
+    async def _link_element(self, element: Element, delivery: Delivery, report: SyncReport) -> None:
+        link = delivery.edit_link or delivery.open_link
+        held = element.external_element
+        if held is not None and held.external_id == delivery.external_id and (link is None or held.link == link):
+            return
+        await self._kordiam.link_external_element(element.id, external_id=delivery.external_id, link=link)
+        metrics.FEEDBACK_WRITES.labels("link").inc()
+        report.feedback.append(f"element {element.id}: linked to {delivery.channel} {delivery.external_id}")
+
+
+def _older(notification: Notification, mark: ElementMark | None) -> bool:
+    """A notification that carries a modification date older than the one already synced needs no work."""
+    if notification.modification_date is None or mark is None or mark.modification_date is None:
+        return False
+    return notification.modification_date < mark.modification_date
+
+
+def _delivery(element: Element, publication: Publication, channel: str, result: ChannelResult, digest: str) -> Delivery:
+    return Delivery(
+        element_id=element.id,
+        channel=channel,
+        publication_id=publication.id,
+        external_id=result.external_id,
+        fingerprint=digest,
+        edit_link=result.edit_link,
+        open_link=result.open_link,
+        live=result.live,
+        edit_link_title=result.edit_link_title,
+        open_link_title=result.open_link_title,
+        modification_date=element.modification_date,
+        version=element.version,
+    )
+
+
+def _kind(error: BaseException) -> str:
+    if isinstance(error, PermanentError):
+        return "permanent"
+    return "transient"

@@ -1,0 +1,1 @@
+"""SQS transport and the consumer loop."""

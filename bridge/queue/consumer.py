@@ -1,0 +1,316 @@
+"""The consumer loop: long-poll pollers feeding a bounded in-flight set, and an explicit outcome per message.
+
+- Concurrency is independent of the batch size: a poller asks SQS only for as many messages as there are free
+  slots, so a slow message never holds back nine others.
+- A heartbeat extends the visibility of messages still in progress, in batches; a settled message leaves the
+  in-flight set before its delete is queued, so the two never race on one receipt handle.
+- Deletes are batched (10, or after a short linger).
+- Shutdown stops receiving, aborts the long poll, lets in-flight work finish within a deadline, releases what is
+  left with visibility 0, and flushes pending deletes.
+- Every message ends in ``Done``, ``Retry`` (a visibility back-off; the message is never re-sent, so SQS's
+  receive count and native redrive keep working) or ``DeadLetter`` (copied to the DLQ with context, then deleted).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import structlog
+
+from bridge.ops import metrics
+from bridge.queue.outcome import DeadLetter, Done, Outcome, Retry
+from bridge.queue.sqs import MAX_BATCH, DeadLetterContext, QueueMessage, SqsTransport
+from bridge.retry import queue_backoff
+
+log = structlog.get_logger("bridge.consumer")
+
+Handler = Callable[[QueueMessage], Awaitable[Outcome]]
+
+DELETE_LINGER_SECONDS = 0.05
+# Stop extending a message's visibility after this long: a handler stuck for hours is a bug to surface, and SQS
+# caps a message's total visibility at 12 h anyway.
+MAX_HOLD_SECONDS = 3600.0
+POLL_ERROR_BACKOFF_MAX = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerSettings:
+    concurrency: int
+    wait_time_seconds: int
+    visibility_timeout: int
+    shutdown_timeout: float
+    max_receive_count: int
+    retry_base_seconds: float = 5.0
+    retry_max_seconds: float = 900.0
+
+    @property
+    def poller_count(self) -> int:
+        return poller_count(self.concurrency)
+
+
+def poller_count(concurrency: int) -> int:
+    """One long poll per 10 slots (a receive returns at most 10), at most 8."""
+    return max(1, min(8, -(-concurrency // MAX_BATCH)))
+
+
+class Consumer:
+    def __init__(self, transport: SqsTransport, handler: Handler, settings: ConsumerSettings) -> None:
+        self._transport = transport
+        self._handler = handler
+        self._settings = settings
+        self._free = settings.concurrency
+        self._capacity = asyncio.Condition()
+        self._in_flight: dict[str, QueueMessage] = {}
+        self._tasks: dict[asyncio.Task[None], QueueMessage] = {}
+        self._deletes: asyncio.Queue[QueueMessage] = asyncio.Queue()
+        self._receiving = True
+        self.last_poll = time.monotonic()
+        self.started = False
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._tasks)
+
+    def healthy(self) -> bool:
+        """False once the poll loop has not completed a receive for twice the long-poll wait (plus slack)."""
+        if not self._receiving:
+            return True
+        return time.monotonic() - self.last_poll < 2 * self._settings.wait_time_seconds + 10
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume until ``stop`` is set, then drain within ``shutdown_timeout``."""
+        pollers = [asyncio.create_task(self._poll(n), name=f"poller-{n}") for n in range(self._settings.poller_count)]
+        heartbeat = asyncio.create_task(self._heartbeat(), name="heartbeat")
+        deleter = asyncio.create_task(self._delete_loop(), name="deleter")
+        self.started = True
+        log.info("consumer_started", queue=self._transport.url, **_public(self._settings))
+        try:
+            await stop.wait()
+        finally:
+            await self._shutdown(pollers, heartbeat, deleter)
+
+    async def _shutdown(
+        self, pollers: list[asyncio.Task[None]], heartbeat: asyncio.Task[None], deleter: asyncio.Task[None]
+    ) -> None:
+        started = time.monotonic()
+        self._receiving = False
+        for poller in pollers:
+            poller.cancel()  # aborts the long poll
+        await asyncio.gather(*pollers, return_exceptions=True)
+        log.info("consumer_draining", in_flight=len(self._tasks), deadline=self._settings.shutdown_timeout)
+        # Keep a little of the deadline for releasing and flushing.
+        budget = max(0.5, self._settings.shutdown_timeout - 2.0)
+        if self._tasks:
+            _, pending = await asyncio.wait(set(self._tasks), timeout=budget)
+            unfinished = [self._tasks[task] for task in pending]
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            if unfinished:
+                await self._release(unfinished)
+        heartbeat.cancel()
+        await asyncio.gather(heartbeat, return_exceptions=True)
+        await self._deletes.join()
+        deleter.cancel()
+        await asyncio.gather(deleter, return_exceptions=True)
+        log.info("consumer_stopped", seconds=round(time.monotonic() - started, 3))
+
+    # ---- receiving -----------------------------------------------------------------------------------------
+
+    async def _poll(self, number: int) -> None:
+        failures = 0
+        while self._receiving:
+            wanted = await self._reserve()
+            try:
+                messages = await self._transport.receive(wanted, self._settings.wait_time_seconds)
+            except asyncio.CancelledError:
+                await self._give_back(wanted)
+                raise
+            except Exception as error:
+                await self._give_back(wanted)
+                failures += 1
+                delay = min(POLL_ERROR_BACKOFF_MAX, 0.5 * 2**failures)
+                log.error("receive_failed", poller=number, error=f"{type(error).__name__}: {error}", retry_in=delay)
+                await asyncio.sleep(delay)
+                continue
+            failures = 0
+            self.last_poll = time.monotonic()
+            await self._give_back(wanted - len(messages))
+            for message in messages:
+                self._start(message)
+
+    async def _reserve(self) -> int:
+        """Wait for a free slot, then take as many as one receive can use."""
+        async with self._capacity:
+            await self._capacity.wait_for(lambda: self._free > 0)
+            taken = min(MAX_BATCH, self._free)
+            self._free -= taken
+            return taken
+
+    async def _give_back(self, slots: int) -> None:
+        if slots <= 0:
+            return
+        async with self._capacity:
+            self._free += slots
+            self._capacity.notify_all()
+
+    def _start(self, message: QueueMessage) -> None:
+        metrics.MESSAGES_RECEIVED.inc()
+        if message.age is not None:
+            metrics.MESSAGE_AGE.observe(message.age)
+        self._in_flight[message.receipt_handle] = message
+        task = asyncio.create_task(self._process(message), name=f"message-{message.message_id}")
+        self._tasks[task] = message
+        metrics.IN_FLIGHT.set(len(self._tasks))
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._tasks.pop(task, None)
+        metrics.IN_FLIGHT.set(len(self._tasks))
+        # Free the slot; done callbacks are synchronous, so schedule the notification.
+        self._free += 1
+        if self._receiving:
+            asyncio.get_running_loop().create_task(self._notify_capacity())
+
+    async def _notify_capacity(self) -> None:
+        async with self._capacity:
+            self._capacity.notify_all()
+
+    # ---- settling ------------------------------------------------------------------------------------------
+
+    async def _process(self, message: QueueMessage) -> None:
+        bound = log.bind(message_id=message.message_id, receive_count=message.receive_count)
+        try:
+            outcome = await self._handler(message)
+        except asyncio.CancelledError:
+            self._in_flight.pop(message.receipt_handle, None)
+            raise
+        except Exception as error:  # a bug in a handler must not lose the message or kill the loop
+            bound.exception("handler_crashed")
+            outcome = Retry(
+                delay=None, stage="handler", reason=f"{type(error).__name__}: {error}", error_class=type(error).__name__
+            )
+        if isinstance(outcome, Retry) and message.receive_count >= self._settings.max_receive_count:
+            outcome = outcome.exhausted(message.receive_count)
+        # Leave the in-flight set before settling, so the heartbeat never touches a settled receipt handle.
+        self._in_flight.pop(message.receipt_handle, None)
+        await self._settle(message, outcome, bound)
+
+    async def _settle(
+        self, message: QueueMessage, outcome: Outcome, bound: structlog.typing.FilteringBoundLogger
+    ) -> None:
+        metrics.MESSAGE_OUTCOMES.labels(outcome.kind).inc()
+        if isinstance(outcome, Done):
+            self._deletes.put_nowait(message)
+            return
+        if isinstance(outcome, Retry):
+            delay = queue_backoff(
+                message.receive_count,
+                base=self._settings.retry_base_seconds,
+                cap=self._settings.retry_max_seconds,
+                floor=outcome.delay or 0.0,
+            )
+            bound.warning("retry_later", stage=outcome.stage, reason=outcome.reason, visibility=delay)
+            await self._set_visibility([message], delay)
+            return
+        assert isinstance(outcome, DeadLetter)
+        context = DeadLetterContext(outcome.stage, outcome.reason, outcome.error_class, outcome.element_id)
+        try:
+            await self._transport.send_dead_letter(message, context)
+        except Exception as error:
+            # Never delete what did not reach the DLQ: leave it for a later receive (or native redrive).
+            bound.error("dead_letter_failed", error=f"{type(error).__name__}: {error}", reason=outcome.reason)
+            await self._set_visibility([message], queue_backoff(message.receive_count))
+            return
+        bound.error(
+            "dead_lettered",
+            stage=outcome.stage,
+            reason=outcome.reason,
+            error_class=outcome.error_class,
+            element_id=outcome.element_id,
+        )
+        self._deletes.put_nowait(message)
+
+    async def _set_visibility(self, messages: list[QueueMessage], seconds: int) -> None:
+        for start in range(0, len(messages), MAX_BATCH):
+            chunk = messages[start : start + MAX_BATCH]
+            try:
+                failed = await self._transport.change_visibility(chunk, seconds)
+            except Exception as error:
+                log.error("visibility_change_failed", count=len(chunk), error=f"{type(error).__name__}: {error}")
+                continue
+            if failed:
+                log.warning("visibility_change_rejected", message_ids=failed)
+
+    async def _release(self, messages: list[QueueMessage]) -> None:
+        """Make unfinished messages visible again at once, so another worker can take them."""
+        log.warning("releasing_unfinished", count=len(messages))
+        await self._set_visibility(messages, 0)
+
+    async def _delete_loop(self) -> None:
+        while True:
+            first = await self._deletes.get()
+            batch = [first]
+            deadline = time.monotonic() + DELETE_LINGER_SECONDS
+            while len(batch) < MAX_BATCH:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                try:
+                    batch.append(await asyncio.wait_for(self._deletes.get(), remaining))
+                except TimeoutError:
+                    break
+            try:
+                await self._transport.delete_batch(batch)
+            except Exception as error:
+                log.error(
+                    "delete_batch_failed",
+                    count=len(batch),
+                    error=f"{type(error).__name__}: {error}",
+                    hint="the messages will be received again; processing is idempotent",
+                )
+            finally:
+                for _ in batch:
+                    self._deletes.task_done()
+
+    # ---- heartbeat -----------------------------------------------------------------------------------------
+
+    async def _heartbeat(self) -> None:
+        timeout = self._settings.visibility_timeout
+        interval = max(1.0, timeout / 6)
+        while True:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            due = [
+                m
+                for m in list(self._in_flight.values())
+                if m.visible_until - now < timeout / 2 and now - m.received_at < MAX_HOLD_SECONDS
+            ]
+            if not due:
+                continue
+            for start in range(0, len(due), MAX_BATCH):
+                chunk = [m for m in due[start : start + MAX_BATCH] if m.receipt_handle in self._in_flight]
+                if not chunk:
+                    continue
+                try:
+                    failed = set(await self._transport.change_visibility(chunk, timeout))
+                except Exception as error:
+                    log.error("heartbeat_failed", count=len(chunk), error=f"{type(error).__name__}: {error}")
+                    continue
+                for message in chunk:
+                    if message.message_id not in failed:
+                        message.visible_until = now + timeout
+                        metrics.VISIBILITY_EXTENSIONS.inc()
+
+
+def _public(settings: ConsumerSettings) -> dict[str, object]:
+    return {
+        "concurrency": settings.concurrency,
+        "pollers": settings.poller_count,
+        "wait_time_seconds": settings.wait_time_seconds,
+        "visibility_timeout": settings.visibility_timeout,
+        "max_receive_count": settings.max_receive_count,
+    }

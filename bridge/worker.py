@@ -1,0 +1,115 @@
+"""Assemble the worker from its parts: one HTTP client, one SQS client, one state store, per process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import structlog
+
+from bridge.channels import Channel, ChannelContext, build_channel
+from bridge.config import Settings
+from bridge.http import create_http_client
+from bridge.kordiam.client import KordiamClient
+from bridge.ops.server import OpsServer
+from bridge.pipeline.handler import MessageHandler
+from bridge.pipeline.routing import Route
+from bridge.pipeline.sync import SyncEngine
+from bridge.queue.consumer import Consumer, ConsumerSettings, poller_count
+from bridge.queue.sqs import SqsTransport
+from bridge.state import StateStore, open_state_store
+
+log = structlog.get_logger("bridge.worker")
+
+
+@dataclass(slots=True)
+class Worker:
+    consumer: Consumer
+    ops: OpsServer | None
+
+
+async def run_worker(settings: Settings, stop: asyncio.Event, *, serve_ops: bool = True) -> None:
+    """Run until ``stop`` is set; then drain and close everything."""
+    async with assemble(settings, serve_ops=serve_ops) as worker:
+        await worker.consumer.run(stop)
+
+
+@contextlib.asynccontextmanager
+async def assemble(settings: Settings, *, serve_ops: bool = True) -> AsyncIterator[Worker]:
+    queue = settings.queue
+    async with contextlib.AsyncExitStack() as stack:
+        # Connections: every in-flight message may talk to Kordiam and a channel at the same time.
+        http = create_http_client(max_connections=max(10, queue.concurrency * 2), timeout=settings.kordiam.timeout)
+        stack.push_async_callback(http.aclose)
+        context = ChannelContext(http=http)
+        channels: list[Channel] = []
+        routes = []
+        for index, channel_settings in enumerate(settings.channels):
+            channel = build_channel(channel_settings, context, index=index)
+            channels.append(channel)
+            stack.push_async_callback(channel.aclose)
+            statuses = tuple(channel_settings.statuses) if channel_settings.statuses is not None else None
+            routes.append(Route(channel, frozenset(channel_settings.platforms), statuses))
+
+        state: StateStore = await open_state_store(settings.state.url)
+        stack.push_async_callback(state.close)
+        kordiam = KordiamClient(
+            http,
+            base_url=settings.kordiam.base_url,
+            client_id=settings.kordiam.client_id,
+            client_secret=settings.kordiam.client_secret,
+            timeout=settings.kordiam.timeout,
+        )
+        engine = SyncEngine(
+            kordiam=kordiam, routes=routes, state=state, feedback=settings.feedback, main_channel=settings.main_channel
+        )
+        transport = await stack.enter_async_context(
+            SqsTransport.connect(queue, pollers=poller_count(queue.concurrency))
+        )
+        info = await transport.describe()
+        # SQS moves a message to the DLQ on the receive after its maxReceiveCount-th; the worker dead-letters it
+        # itself on that last receive, so the dead letter carries its reason.
+        consumer_settings = ConsumerSettings(
+            concurrency=queue.concurrency,
+            wait_time_seconds=queue.wait_time_seconds,
+            visibility_timeout=queue.visibility_timeout,
+            shutdown_timeout=queue.shutdown_timeout,
+            max_receive_count=queue.max_receive_count or info.max_receive_count,
+            retry_base_seconds=queue.retry_base_seconds,
+            retry_max_seconds=queue.retry_max_seconds,
+        )
+        consumer = Consumer(transport, MessageHandler(engine), consumer_settings)
+        ops = None
+        if serve_ops:
+            ops = OpsServer(
+                settings.ops.host, settings.ops.port, healthy=consumer.healthy, ready=lambda: consumer.started
+            )
+            await ops.start()
+            stack.push_async_callback(ops.stop)
+        log.info(
+            "worker_ready",
+            queue=queue.url,
+            dlq=info.dlq_url,
+            max_receive_count=consumer_settings.max_receive_count,
+            channels=[c.name for c in channels],
+            main_channel=settings.main_channel,
+            ops_port=ops.port if ops else None,
+        )
+        yield Worker(consumer, ops)
+
+
+def install_signal_handlers(stop: asyncio.Event) -> None:
+    """SIGTERM (ECS, Kubernetes, docker stop) and SIGINT (Ctrl-C) start a graceful drain."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, _on_signal, stop, sig)
+
+
+def _on_signal(stop: asyncio.Event, sig: signal.Signals) -> None:
+    if stop.is_set():
+        return
+    log.info("shutdown_requested", signal=sig.name)
+    stop.set()

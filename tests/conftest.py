@@ -1,0 +1,40 @@
+"""Shared fixtures: a real SQS endpoint (moto server by default, LocalStack with ``BRIDGE_TEST_SQS=localstack``),
+the Kordiam simulator over HTTP, and per-test queues."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+# Credentials for the emulators; never real ones. Set before any AWS client is created.
+os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+os.environ.setdefault("AWS_DEFAULT_REGION", "eu-central-1")
+os.environ.pop("AWS_PROFILE", None)
+
+from tests.support import SqsEndpoint, make_queues, start_moto
+
+REGION = "eu-central-1"
+
+
+@pytest.fixture(scope="session")
+def sqs_endpoint() -> Iterator[SqsEndpoint]:
+    """One SQS endpoint for the session. LocalStack must already run (``make localstack``)."""
+    if os.environ.get("BRIDGE_TEST_SQS") == "localstack":
+        url = os.environ.get("LOCALSTACK_ENDPOINT", "http://127.0.0.1:4566")
+        yield SqsEndpoint(url, "localstack")
+        return
+    server, url = start_moto()
+    try:
+        yield SqsEndpoint(url, "moto")
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def queues(sqs_endpoint: SqsEndpoint) -> tuple[str, str]:
+    """A fresh queue and its dead-letter queue (redrive after 3 receives) for each test."""
+    return make_queues(sqs_endpoint.url, f"t-{uuid.uuid4().hex[:12]}", max_receive_count=3)

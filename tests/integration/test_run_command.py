@@ -1,0 +1,223 @@
+"""``kordiam-bridge run`` as a real process: the command users run, its ops endpoints, and SIGTERM.
+
+These tests also make up the LocalStack pass of ``make test`` (``BRIDGE_TEST_SQS=localstack pytest -m localstack``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from bridge.simulator import RunningSimulator
+from tests.support import REGION, SimulatorAdmin, SqsEndpoint, drain, eventually, queue_depth, story
+
+pytestmark = [pytest.mark.integration, pytest.mark.localstack]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def write_config(path: Path, *, queue: str, endpoint: str, kordiam: str, workdir: Path, ops_port: int) -> Path:
+    path.write_text(
+        f"""
+[queue]
+url = "{queue}"
+endpoint_url = "{endpoint}"
+region = "{REGION}"
+concurrency = 4
+wait_time_seconds = 2
+visibility_timeout = 20
+retry_base_seconds = 1
+shutdown_timeout = 20
+
+[kordiam]
+base_url = "{kordiam}"
+client_id = "demo-client"
+timeout = 5
+
+[state]
+url = "sqlite:///{workdir / "state.db"}"
+
+[[channels]]
+name = "web"
+type = "folder"
+platforms = [99003]
+path = "{workdir / "web"}"
+
+[[channels]]
+name = "print"
+type = "folder"
+platforms = [99004]
+path = "{workdir / "print"}"
+
+[ops]
+port = {ops_port}
+""",
+        encoding="utf-8",
+    )
+    return path
+
+
+class WorkerProcess:
+    def __init__(self, config: Path, log: Path) -> None:
+        env = {**os.environ, "BRIDGE_KORDIAM__CLIENT_SECRET": "demo-secret"}
+        self.log = log
+        self._handle = log.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "bridge", "run", "--config", str(config)],
+            stdout=self._handle,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+
+    def terminate(self, timeout: float = 30) -> tuple[int, float]:
+        started = time.monotonic()
+        self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(timeout=timeout)
+        self._handle.close()
+        return code, time.monotonic() - started
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self._handle.close()
+
+    def events(self) -> list[dict[str, object]]:
+        lines = self.log.read_text(encoding="utf-8").splitlines()
+        return [json.loads(line) for line in lines if line.startswith("{")]
+
+
+@pytest.fixture
+def config(
+    sqs_endpoint: SqsEndpoint, queues: tuple[str, str], simulator: RunningSimulator, tmp_path: Path
+) -> Iterator[tuple[Path, int]]:
+    port = free_port()
+    yield (
+        write_config(
+            tmp_path / "bridge.toml",
+            queue=queues[0],
+            endpoint=sqs_endpoint.url,
+            kordiam=simulator.base_url,
+            workdir=tmp_path,
+            ops_port=port,
+        ),
+        port,
+    )
+
+
+def deliveries(workdir: Path) -> list[tuple[int, str, int]]:
+    with sqlite3.connect(workdir / "state.db") as db:
+        return db.execute("SELECT element_id, channel, publication_id FROM deliveries ORDER BY 1, 2, 3").fetchall()
+
+
+async def test_run_processes_create_update_delete(
+    config: tuple[Path, int], admin: SimulatorAdmin, sqs_endpoint: SqsEndpoint, queues: tuple[str, str], tmp_path: Path
+) -> None:
+    path, ops_port = config
+    worker = WorkerProcess(path, tmp_path / "worker.log")
+    try:
+        ops = httpx.AsyncClient(base_url=f"http://127.0.0.1:{ops_port}")
+
+        async def ready() -> bool:
+            try:
+                return (await ops.get("/readyz")).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        await eventually(ready, what="/readyz")
+        assert (await ops.get("/healthz")).json() == {"status": "ok"}
+
+        created = await admin.create(story("Election night"))
+        element_id = created["id"]
+        web_pub, print_pub = (p["id"] for p in created["publications"])
+        web_json = tmp_path / "web" / f"{element_id}-{web_pub}.json"
+        await eventually(web_json.exists, what="created in the web channel")
+        await eventually((tmp_path / "print" / f"{element_id}-{print_pub}.json").exists, what="print")
+
+        element = await admin.get(element_id)
+        await admin.replace(element_id, {**element, "title": "Election night: results"})
+        await eventually(
+            lambda: json.loads(web_json.read_text())["element"]["title"] == "Election night: results", what="update"
+        )
+        await admin.delete(element_id)
+        await eventually(lambda: not web_json.exists(), what="delete")
+        await eventually(lambda: queue_depth(sqs_endpoint.url, queues[0]) == 0, what="queue settled")
+
+        metrics = (await ops.get("/metrics")).text
+        assert (
+            "bridge_messages_received_total" in metrics and 'bridge_message_outcomes_total{outcome="done"}' in metrics
+        )
+        await ops.aclose()
+    finally:
+        code, _ = worker.terminate()
+    assert code == 0
+    outcomes = [e for e in worker.events() if e.get("event") == "done"]
+    assert outcomes and all(e.get("message_id") and e.get("element_id") == element_id for e in outcomes)
+    assert deliveries(tmp_path) == []
+    assert drain(sqs_endpoint.url, queues[1]) == []
+
+
+async def test_sigterm_mid_batch_loses_nothing(
+    config: tuple[Path, int], admin: SimulatorAdmin, sqs_endpoint: SqsEndpoint, queues: tuple[str, str], tmp_path: Path
+) -> None:
+    path, _ = config
+    stories = [await admin.create(story(f"Story {n}")) for n in range(16)]
+    # Slow some fetches down (429 with Retry-After: 1 s) so that work is in flight when SIGTERM arrives.
+    await admin.fault(method="GET", path=r"^/api/v2/elements/\d+$", status=429, count=8, retry_after=1)
+    worker = WorkerProcess(path, tmp_path / "worker-1.log")
+    try:
+        await eventually(lambda: len(list((tmp_path / "web").glob("*.json"))) >= 2, what="first deliveries")
+        code, seconds = worker.terminate()
+    finally:
+        worker.kill()
+    assert code == 0
+    assert seconds < 25, f"shutdown took {seconds:.1f} s"
+    events = [e.get("event") for e in worker.events()]
+    assert "consumer_draining" in events and "consumer_stopped" in events
+
+    # A second worker finishes the rest: every story in every channel exactly once, nothing dead-lettered.
+    second = WorkerProcess(path, tmp_path / "worker-2.log")
+    try:
+        expected = sorted(
+            (s["id"], ch, p["id"]) for s in stories for ch, p in zip(("web", "print"), s["publications"], strict=True)
+        )
+        await eventually(lambda: deliveries(tmp_path) == expected, timeout=60, what="all stories delivered")
+        await eventually(lambda: queue_depth(sqs_endpoint.url, queues[0]) == 0, timeout=30, what="queue settled")
+    finally:
+        second.terminate()
+    assert len(list((tmp_path / "web").glob("*.json"))) == 16
+    assert len(list((tmp_path / "print").glob("*.json"))) == 16
+    assert drain(sqs_endpoint.url, queues[1]) == []
+    for created in stories:
+        element = await admin.get(created["id"])
+        assert all(p.get("externalId") for p in element["publications"])
+
+
+async def test_wrong_config_exits_2_naming_the_key(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text('[queue]\nurl = "http://x/q"\nconcurrency = "many"\n', encoding="utf-8")
+    result = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bridge", "run", "--config", str(path), stderr=asyncio.subprocess.PIPE
+    )
+    _, err = await result.communicate()
+    assert result.returncode == 2
+    assert err.decode().strip() == (
+        "kordiam-bridge: configuration error: queue.concurrency: Input should be a valid integer, "
+        "unable to parse string as an integer (and 2 more problems)"
+    )

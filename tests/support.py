@@ -1,0 +1,287 @@
+"""Test support: real endpoints, a worker running in-process, and a channel that counts what it was asked."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+import httpx
+from moto.server import ThreadedMotoServer
+from pydantic import BaseModel, ConfigDict
+
+from bridge import channels as channel_registry
+from bridge.channels import ChannelResult
+from bridge.channels.folder import FolderChannel, FolderOptions
+from bridge.config import ChannelSettings, Settings
+from bridge.kordiam.models import Element, Publication
+from bridge.worker import run_worker
+
+REGION = "eu-central-1"
+
+
+@dataclass(frozen=True)
+class SqsEndpoint:
+    url: str
+    kind: str
+
+
+def start_moto() -> tuple[ThreadedMotoServer, str]:
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    return server, f"http://{host}:{port}"
+
+
+def sqs_client(endpoint: str) -> Any:
+    return boto3.client("sqs", region_name=REGION, endpoint_url=endpoint)
+
+
+def make_queues(endpoint: str, name: str, *, max_receive_count: int = 3, fifo: bool = False) -> tuple[str, str]:
+    client = sqs_client(endpoint)
+    suffix = ".fifo" if fifo else ""
+    fifo_attributes = {"FifoQueue": "true"} if fifo else {}
+    dlq = client.create_queue(QueueName=f"{name}-dlq{suffix}", Attributes=fifo_attributes)["QueueUrl"]
+    dlq_arn = client.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    redrive = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(max_receive_count)})
+    queue = client.create_queue(QueueName=f"{name}{suffix}", Attributes={"RedrivePolicy": redrive, **fifo_attributes})[
+        "QueueUrl"
+    ]
+    return queue, dlq
+
+
+def send(endpoint: str, queue: str, body: str | dict[str, Any], attributes: dict[str, str] | None = None) -> str:
+    text = body if isinstance(body, str) else json.dumps(body)
+    response = sqs_client(endpoint).send_message(
+        QueueUrl=queue,
+        MessageBody=text,
+        MessageAttributes={k: {"DataType": "String", "StringValue": v} for k, v in (attributes or {}).items()},
+    )
+    return str(response["MessageId"])
+
+
+def queue_depth(endpoint: str, queue: str) -> int:
+    """Visible plus in-flight messages."""
+    attributes = sqs_client(endpoint).get_queue_attributes(
+        QueueUrl=queue,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    return int(attributes["ApproximateNumberOfMessages"]) + int(attributes["ApproximateNumberOfMessagesNotVisible"])
+
+
+def drain(endpoint: str, queue: str) -> list[dict[str, Any]]:
+    """Receive (and delete) everything visible in a queue, with its message attributes."""
+    client = sqs_client(endpoint)
+    found: list[dict[str, Any]] = []
+    while True:
+        response = client.receive_message(
+            QueueUrl=queue, MaxNumberOfMessages=10, WaitTimeSeconds=1, MessageAttributeNames=["All"]
+        )
+        messages = response.get("Messages", [])
+        if not messages:
+            return found
+        for message in messages:
+            found.append(message)
+            client.delete_message(QueueUrl=queue, ReceiptHandle=message["ReceiptHandle"])
+
+
+async def eventually(
+    check: Callable[[], Awaitable[bool]] | Callable[[], bool], *, timeout: float = 20.0, what: str = "condition"
+) -> None:
+    """Poll ``check`` until it is true; fail with ``what`` after ``timeout`` seconds (a bound, not a speed test)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if asyncio.iscoroutine(result) or isinstance(result, Awaitable):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(0.1)
+
+
+class SimulatorAdmin:
+    """The simulator's admin API over HTTP."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+        self.http = httpx.AsyncClient(base_url=base_url, timeout=10)
+
+    async def create(self, element: dict[str, Any]) -> dict[str, Any]:
+        return await self._call("POST", "/_admin/elements", element)
+
+    async def replace(self, element_id: int, element: dict[str, Any]) -> dict[str, Any]:
+        return await self._call("PUT", f"/_admin/elements/{element_id}", element)
+
+    async def patch(self, element_id: int, changes: dict[str, Any]) -> dict[str, Any]:
+        return await self._call("PATCH", f"/_admin/elements/{element_id}", changes)
+
+    async def delete(self, element_id: int) -> None:
+        await self._call("DELETE", f"/_admin/elements/{element_id}")
+
+    async def get(self, element_id: int) -> dict[str, Any]:
+        return await self._call("GET", f"/_admin/elements/{element_id}")
+
+    async def notify(self, element_id: int, event: str = "updated") -> None:
+        await self._call("POST", f"/_admin/elements/{element_id}/notify", {"event": event})
+
+    async def fault(self, **fault: Any) -> None:
+        await self._call("POST", "/_admin/faults", fault)
+
+    async def requests(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = await self._call("GET", "/_admin/requests")
+        return result
+
+    async def notifications(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = await self._call("GET", "/_admin/notifications")
+        return result
+
+    async def revoke_tokens(self) -> None:
+        await self._call("POST", "/_admin/tokens/revoke")
+
+    async def _call(self, method: str, path: str, body: Any = None) -> Any:
+        response = await self.http.request(method, path, json=body)
+        response.raise_for_status()
+        return response.json() if response.content else None
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+
+class RecordingOptions(FolderOptions):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass
+class ChannelLog:
+    """What every recording channel was asked to do, for exactly-once assertions."""
+
+    creates: Counter[tuple[str, int, int]] = field(default_factory=Counter)
+    updates: Counter[tuple[str, int, int]] = field(default_factory=Counter)
+    deletes: Counter[tuple[str, int, int]] = field(default_factory=Counter)
+    fail_next: dict[str, list[Exception]] = field(default_factory=dict)
+
+
+CHANNEL_LOG = ChannelLog()
+
+
+class RecordingChannel(FolderChannel):
+    """A folder channel that also counts creates, updates and deletes (a create twice would be a duplicate)."""
+
+    async def upsert(self, element: Element, publication: Publication, external_id: str | None) -> ChannelResult:
+        failures = CHANNEL_LOG.fail_next.get(self.name)
+        if failures:
+            raise failures.pop(0)
+        key = (self.name, element.id, publication.id)
+        (CHANNEL_LOG.creates if external_id is None else CHANNEL_LOG.updates)[key] += 1
+        return await super().upsert(element, publication, external_id)
+
+    async def delete(self, element_id: int, publication_id: int, external_id: str) -> None:
+        CHANNEL_LOG.deletes[(self.name, element_id, publication_id)] += 1
+        await super().delete(element_id, publication_id, external_id)
+
+
+def _create_recording(settings: ChannelSettings, options: BaseModel, context: object) -> RecordingChannel:
+    assert isinstance(options, RecordingOptions)
+    return RecordingChannel(settings.name, options.path)
+
+
+@contextlib.contextmanager
+def recording_channels() -> Any:
+    """Register the ``recording`` channel type for the duration of a test."""
+    original = channel_registry.channel_types
+
+    def with_recording() -> dict[str, channel_registry.ChannelType]:
+        types = original()
+        types["recording"] = channel_registry.ChannelType(RecordingOptions, _create_recording)
+        return types
+
+    channel_registry.channel_types = with_recording
+    CHANNEL_LOG.creates.clear()
+    CHANNEL_LOG.updates.clear()
+    CHANNEL_LOG.deletes.clear()
+    CHANNEL_LOG.fail_next.clear()
+    try:
+        yield CHANNEL_LOG
+    finally:
+        channel_registry.channel_types = original
+
+
+def worker_settings(
+    *,
+    queue: str,
+    endpoint: str,
+    kordiam: str,
+    workdir: Path,
+    channel_type: str = "recording",
+    concurrency: int = 8,
+    **queue_overrides: Any,
+) -> Settings:
+    return Settings(
+        queue={
+            "url": queue,
+            "endpoint_url": endpoint,
+            "region": REGION,
+            "concurrency": concurrency,
+            "wait_time_seconds": 1,
+            "visibility_timeout": 10,
+            "retry_base_seconds": 1,
+            "retry_max_seconds": 2,
+            "shutdown_timeout": 10,
+            **queue_overrides,
+        },
+        kordiam={"base_url": kordiam, "client_id": "demo-client", "client_secret": "demo-secret", "timeout": 5},
+        state={"url": f"sqlite:///{workdir / 'state.db'}"},
+        channels=[
+            {"name": "web", "type": channel_type, "platforms": [99003], "path": str(workdir / "web")},
+            {"name": "print", "type": channel_type, "platforms": [99004], "path": str(workdir / "print")},
+        ],
+        ops={"port": 0},
+    )
+
+
+@contextlib.asynccontextmanager
+async def running_worker(settings: Settings) -> AsyncIterator[asyncio.Task[None]]:
+    """The worker as a task in this event loop; stopped (drained) on exit, and any crash re-raised."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_worker(settings, stop, serve_ops=False))
+    try:
+        yield task
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=30)
+
+
+def story(title: str = "Council approves budget", *, platforms: tuple[int, ...] = (99003, 99004)) -> dict[str, Any]:
+    """A story like the seeds' examples: a text task and one publication per platform."""
+    return {
+        "title": title,
+        "slug": title.lower().replace(" ", "-")[:40],
+        "note": "Check the figures with the finance desk.",
+        "elementStatus": {"id": 2, "name": "Accepted"},
+        "tasks": [
+            {
+                "format": {"id": 1, "name": "Text"},
+                "status": {"id": 2, "name": "Received"},
+                "user": {"id": 3, "email": "anna@example.org", "firstName": "Anna", "lastName": "Berg"},
+                "content": {"headline": title, "lead": "The lead.", "text": "<p>Body <b>text</b>.</p>"},
+            }
+        ],
+        "publications": [
+            {
+                "status": {"id": 1, "name": "No Status"},
+                "platform": {"id": platform},
+                "category": {"id": 90000, "name": "Politics"},
+                "schedule": {"kind": "single", "date": "2026-11-23", "timing": {"type": "time", "time": "19:30"}},
+            }
+            for platform in platforms
+        ],
+    }

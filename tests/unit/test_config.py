@@ -1,0 +1,123 @@
+"""Configuration: TOML plus environment overrides, and one clear error naming the key."""
+
+from pathlib import Path
+
+import pytest
+
+from bridge.cli import main
+from bridge.config import load_settings
+from bridge.errors import ConfigError
+
+VALID = """
+[queue]
+url = "http://127.0.0.1:4566/000000000000/kordiam"
+endpoint_url = "http://127.0.0.1:4566"
+
+[kordiam]
+base_url = "https://api.kordiam.app"
+client_id = "bridge"
+client_secret = "s3cret-value"
+
+[state]
+url = "sqlite:///tmp/state.db"
+
+[[channels]]
+name = "web"
+type = "folder"
+platforms = [99003]
+path = "/tmp/web"
+
+[[channels]]
+name = "print"
+type = "folder"
+platforms = [99004]
+statuses = [5, "Ready for print"]
+main = true
+path = "/tmp/print"
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "bridge.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_valid_file_loads_with_defaults(tmp_path: Path) -> None:
+    settings = load_settings(write(tmp_path, VALID))
+    assert settings.queue.concurrency == 32 and settings.queue.wait_time_seconds == 20
+    assert settings.kordiam.client_secret.get_secret_value() == "s3cret-value"
+    assert settings.channels[1].statuses == [5, "Ready for print"]
+    assert settings.channels[0].options == {"path": "/tmp/web"}
+    assert settings.main_channel == "print"
+    assert settings.feedback.enabled and settings.feedback.link_element
+    assert (settings.ops.host, settings.ops.port) == ("127.0.0.1", 9090)
+
+
+def test_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BRIDGE_KORDIAM__CLIENT_SECRET", "from-env")
+    monkeypatch.setenv("BRIDGE_QUEUE__CONCURRENCY", "8")
+    settings = load_settings(write(tmp_path, VALID))
+    assert settings.kordiam.client_secret.get_secret_value() == "from-env"
+    assert settings.queue.concurrency == 8
+    assert settings.queue.url.endswith("/kordiam")  # the rest of the section is kept
+
+
+def test_config_path_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BRIDGE_CONFIG", str(write(tmp_path, VALID)))
+    assert load_settings().kordiam.client_id == "bridge"
+
+
+@pytest.mark.parametrize(
+    ("change", "key", "problem"),
+    [
+        (('client_id = "bridge"', ""), "kordiam.client_id", "is required"),
+        (('url = "sqlite:///tmp/state.db"', 'url = "postgres://x"'), "state.url", "sqlite:///PATH"),
+        (('base_url = "https://api.kordiam.app"', 'base_url = "api.kordiam.app"'), "kordiam.base_url", "http(s) URL"),
+        (("[queue]\n", "[queue]\nconcurrency = 0\n"), "queue.concurrency", "greater than or equal to 1"),
+        (("[queue]\n", "[queue]\nurll = 'x'\n"), "queue.urll", "is not a known key"),
+        (("platforms = [99003]", "platforms = []"), "channels[0].platforms", "at least 1 item"),
+        (('name = "print"', 'name = "web"'), "channels[1].name", "used by another channel"),
+    ],
+)
+def test_errors_name_the_key(tmp_path: Path, change: tuple[str, str], key: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_settings(write(tmp_path, VALID.replace(*change, 1)))
+    assert raised.value.key == key
+    assert problem in raised.value.problem
+
+
+def test_secrets_never_appear_in_errors_or_dumps(tmp_path: Path) -> None:
+    broken = VALID.replace('client_id = "bridge"', 'client_id = ""')
+    with pytest.raises(ConfigError) as raised:
+        load_settings(write(tmp_path, broken))
+    assert "s3cret-value" not in str(raised.value)
+    settings = load_settings(write(tmp_path, VALID))
+    assert "s3cret-value" not in settings.model_dump_json()
+    assert "s3cret-value" not in repr(settings)
+
+
+def test_missing_file_and_bad_toml(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings(tmp_path / "nope.toml")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_settings(write(tmp_path, "[queue\n"))
+
+
+def test_cli_exits_2_with_one_line_naming_the_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(tmp_path, VALID.replace('type = "folder"', 'type = "fax"', 1))
+    assert main(["check-config", "--config", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "kordiam-bridge: configuration error: channels[0].type: unknown channel type 'fax' (known: folder)"
+
+
+def test_cli_names_a_wrong_adapter_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(tmp_path, VALID.replace('path = "/tmp/web"', 'pth = "/tmp/web"'))
+    assert main(["check-config", "--config", str(path)]) == 2
+    assert "channels[0].path: is required (and 1 more problem)" in capsys.readouterr().err
+
+
+def test_example_config_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BRIDGE_KORDIAM__CLIENT_SECRET", "x")
+    settings = load_settings(Path(__file__).parents[2] / "examples" / "bridge.toml")
+    assert settings.channels

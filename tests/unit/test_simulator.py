@@ -1,0 +1,697 @@
+"""Tests for the Kordiam API v2 simulator (bridge.simulator)."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import boto3
+import httpx
+import pytest
+from moto.server import ThreadedMotoServer
+
+from bridge.simulator import RunningSimulator, SimulatorSettings, create_app
+from bridge.simulator.notify import build_message
+
+ERRORS = "https://docs.kordiam.app/docs/errors/"
+START = datetime(2026, 11, 22, 10, 0, 0, tzinfo=UTC)
+
+
+class FakeClock:
+    """A settable clock so expiry and timestamps are tested without sleeping."""
+
+    def __init__(self, now: datetime = START) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+def sample_element(title: str = "Budget vote") -> dict[str, Any]:
+    return {
+        "title": title,
+        "slug": "budget-vote",
+        "note": "Check figures",
+        "elementStatus": {"id": 2, "name": "Accepted"},
+        "groups": [{"id": 20082, "name": "Team"}],
+        "customFields": [{"id": 7, "value": "x"}],
+        "tasks": [
+            {
+                "format": {"id": 1, "name": "Text"},
+                "status": {"id": 2, "name": "Received"},
+                "user": {"id": 3, "email": "anna@example.org", "firstName": "Anna", "lastName": "Berg"},
+                "deadline": {"date": "2026-11-22", "time": "11:00"},
+                "content": {"headline": "Budget passes", "lead": "Lead", "text": "<p>Body</p>"},
+                "done": False,
+            }
+        ],
+        "publications": [
+            {
+                "platform": {"id": 99003, "name": "Website"},
+                "category": {"id": 90000, "name": "Politics"},
+                "type": {"id": 34, "name": "Article"},
+                "schedule": {"kind": "single", "date": "2026-11-23", "timing": {"type": "time", "time": "19:30"}},
+                "assignedTaskIds": [],
+            }
+        ],
+    }
+
+
+def assert_problem(response: httpx.Response, status: int, slug: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    problem: dict[str, Any] = response.json()
+    assert problem["type"] == ERRORS + slug
+    assert problem["status"] == status
+    assert problem["instance"] == response.request.url.path
+    assert problem["title"] and problem["detail"] and problem["traceId"]
+    return problem
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def settings() -> SimulatorSettings:
+    return SimulatorSettings(token_ttl_seconds=3600)
+
+
+@pytest.fixture
+async def client(settings: SimulatorSettings, clock: FakeClock) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(settings, clock=clock)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sim") as http:
+        yield http
+
+
+async def get_token(client: httpx.AsyncClient) -> str:
+    response = await client.post(
+        "/api/v2/auth/token",
+        json={"grant_type": "client_credentials", "client_id": "demo-client", "client_secret": "demo-secret"},
+    )
+    assert response.status_code == 200, response.text
+    token: str = response.json()["access_token"]
+    return token
+
+
+@pytest.fixture
+async def api(client: httpx.AsyncClient) -> httpx.AsyncClient:
+    """The same client with a valid bearer token preset."""
+    client.headers["Authorization"] = f"Bearer {await get_token(client)}"
+    return client
+
+
+async def create_element(client: httpx.AsyncClient, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    response = await client.post("/_admin/elements", json=body or sample_element())
+    assert response.status_code == 201, response.text
+    element: dict[str, Any] = response.json()
+    return element
+
+
+async def notifications(client: httpx.AsyncClient) -> list[tuple[int, str]]:
+    response = await client.get("/_admin/notifications")
+    return [(item["element_id"], item["event"]) for item in response.json()]
+
+
+# -- authentication ------------------------------------------------------------------------------------
+
+
+async def test_token_accepts_json_and_form(client: httpx.AsyncClient) -> None:
+    form = {"grant_type": "client_credentials", "client_id": "demo-client", "client_secret": "demo-secret"}
+    by_form = await client.post("/api/v2/auth/token", data=form)
+    by_json = await client.post("/api/v2/auth/token", json=form)
+
+    for response in (by_form, by_json):
+        assert response.status_code == 200
+        body = response.json()
+        assert body["token_type"] == "Bearer"
+        assert body["expires_in"] == 3600
+        assert body["scope"] == "api.read api.write"
+        assert body["access_token"] and body["refresh_token"]
+    assert by_form.json()["access_token"] != by_json.json()["access_token"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"grant_type": "client_credentials", "client_id": "demo-client", "client_secret": "wrong"},
+        {"grant_type": "client_credentials", "client_id": "other", "client_secret": "demo-secret"},
+        {"grant_type": "password", "client_id": "demo-client", "client_secret": "demo-secret"},
+        {"client_id": "demo-client", "client_secret": "demo-secret"},
+    ],
+)
+async def test_token_rejects_bad_credentials_or_grant(client: httpx.AsyncClient, body: dict[str, str]) -> None:
+    assert_problem(await client.post("/api/v2/auth/token", json=body), 401, "unauthorized")
+
+
+async def test_missing_or_unknown_bearer_is_unauthorized(client: httpx.AsyncClient) -> None:
+    assert_problem(await client.get("/api/v2/platforms"), 401, "unauthorized")
+    response = await client.get("/api/v2/platforms", headers={"Authorization": "Bearer nope"})
+    assert_problem(response, 401, "unauthorized")
+    assert response.headers["www-authenticate"] == "Bearer"
+
+
+async def test_token_expires_after_ttl(client: httpx.AsyncClient, clock: FakeClock) -> None:
+    headers = {"Authorization": f"Bearer {await get_token(client)}"}
+    clock.advance(3599)
+    assert (await client.get("/api/v2/platforms", headers=headers)).status_code == 200
+    clock.advance(1)
+    assert_problem(await client.get("/api/v2/platforms", headers=headers), 401, "unauthorized")
+
+
+async def test_revoked_tokens_answer_token_revoked(client: httpx.AsyncClient) -> None:
+    headers = {"Authorization": f"Bearer {await get_token(client)}"}
+    revoke = await client.post("/_admin/tokens/revoke")
+    assert revoke.json() == {"revoked": 1}
+
+    assert_problem(await client.get("/api/v2/platforms", headers=headers), 401, "token-revoked")
+    fresh = {"Authorization": f"Bearer {await get_token(client)}"}
+    assert (await client.get("/api/v2/platforms", headers=fresh)).status_code == 200
+
+
+async def test_refresh_token_is_single_use(client: httpx.AsyncClient) -> None:
+    issued = await client.post(
+        "/api/v2/auth/token",
+        json={"grant_type": "client_credentials", "client_id": "demo-client", "client_secret": "demo-secret"},
+    )
+    refresh = {"refresh_token": issued.json()["refresh_token"]}
+    first = await client.post("/api/v2/auth/refresh", json=refresh)
+    assert first.status_code == 200
+    assert first.json()["refresh_token"] != refresh["refresh_token"]
+    assert_problem(await client.post("/api/v2/auth/refresh", json=refresh), 401, "unauthorized")
+
+
+# -- elements and admin --------------------------------------------------------------------------------
+
+
+async def test_admin_create_assigns_ids_and_server_fields(api: httpx.AsyncClient) -> None:
+    created = await create_element(api)
+
+    assert created["id"] == 1001
+    assert created["tasks"][0]["id"] == 5001
+    publication = created["publications"][0]
+    assert publication["id"] == 7001
+    assert publication["status"] == {"id": 1, "name": "No Status"}
+    assert created["version"] == 1
+    assert created["creationTime"] == created["modificationDate"] == "2026-11-22T10:00:00Z"
+    assert "externalElement" not in created
+
+    fetched = await api.get("/api/v2/elements/1001")
+    assert fetched.status_code == 200
+    assert fetched.json() == created
+    assert await notifications(api) == [(1001, "created")]
+
+
+async def test_admin_replace_merge_delete_and_notifications(api: httpx.AsyncClient, clock: FakeClock) -> None:
+    created = await create_element(api)
+    task_id = created["tasks"][0]["id"]
+
+    clock.advance(5)
+    replacement = sample_element("Budget vote, updated")
+    replacement["tasks"] = [{**replacement["tasks"][0], "id": task_id}, {"format": {"id": 2, "name": "Picture"}}]
+    replacement["publications"] = []
+    replaced = (await api.put("/_admin/elements/1001", json=replacement)).json()
+    assert replaced["id"] == 1001
+    assert replaced["title"] == "Budget vote, updated"
+    assert [task["id"] for task in replaced["tasks"]] == [task_id, 5002]
+    assert replaced["publications"] == []
+    assert replaced["version"] == 2
+    assert replaced["creationTime"] == created["creationTime"]
+    assert replaced["modificationDate"] == "2026-11-22T10:00:05Z"
+
+    merged = (await api.patch("/_admin/elements/1001", json={"slug": "new-slug", "note": None})).json()
+    assert merged["slug"] == "new-slug"
+    assert "note" not in merged
+    assert merged["title"] == "Budget vote, updated"
+    assert merged["version"] == 3
+
+    assert (await api.delete("/_admin/elements/1001")).status_code == 204
+    assert_problem(await api.get("/api/v2/elements/1001"), 404, "resource-not-found")
+    assert_problem(await api.get("/_admin/elements/1001"), 404, "resource-not-found")
+    assert_problem(await api.delete("/_admin/elements/1001"), 404, "resource-not-found")
+
+    assert await notifications(api) == [(1001, "created"), (1001, "updated"), (1001, "updated"), (1001, "deleted")]
+    records = (await api.get("/_admin/notifications")).json()
+    assert all(record["sent"] is False for record in records)  # no queue configured: recorded only
+    assert records[0]["body"] == {"id": 1001, "event": "created"}
+
+
+async def test_admin_create_validates_and_rejects_duplicate_ids(api: httpx.AsyncClient) -> None:
+    assert_problem(await api.post("/_admin/elements", json={"tasks": "nope"}), 400, "validation-failed")
+    assert_problem(await api.post("/_admin/elements", json=[1, 2]), 400, "validation-failed")
+    await create_element(api, {**sample_element(), "id": 2000})
+    assert_problem(await api.post("/_admin/elements", json={"id": 2000}), 409, "conflict")
+    # Generated ids stay clear of explicitly chosen ones.
+    assert (await create_element(api))["id"] == 2001
+
+
+async def test_not_found_problem_shape(api: httpx.AsyncClient) -> None:
+    problem = assert_problem(await api.get("/api/v2/elements/4242"), 404, "resource-not-found")
+    assert problem["title"] == "Resource not found"
+    assert "does not exist or is not visible" in problem["detail"]
+    assert problem["instance"] == "/api/v2/elements/4242"
+
+
+async def test_unknown_route_and_method_are_problems(api: httpx.AsyncClient) -> None:
+    assert_problem(await api.get("/api/v2/nothing-here"), 404, "endpoint-not-found")
+    response = await api.delete("/api/v2/elements/1001")
+    assert_problem(response, 405, "method-not-allowed")
+    assert "GET" in response.headers["allow"]
+
+
+async def test_admin_notify_resends_without_changing(api: httpx.AsyncClient) -> None:
+    created = await create_element(api)
+    response = await api.post("/_admin/elements/1001/notify", json={"event": "updated"})
+    assert response.status_code == 200
+    assert response.json()["event"] == "updated"
+    assert (await api.get("/api/v2/elements/1001")).json() == created
+    assert await notifications(api) == [(1001, "created"), (1001, "updated")]
+    assert_problem(await api.post("/_admin/elements/1001/notify", json={"event": "moved"}), 400, "validation-failed")
+
+
+async def test_reset_clears_everything(api: httpx.AsyncClient) -> None:
+    await create_element(api)
+    await api.post("/_admin/faults", json={"path": "^/nowhere$", "status": 503})
+    assert (await api.post("/_admin/reset")).status_code == 204
+
+    assert (await api.get("/_admin/elements")).json() == []
+    assert (await api.get("/_admin/notifications")).json() == []
+    assert (await api.get("/_admin/faults")).json() == []
+    assert_problem(await api.get("/api/v2/platforms"), 401, "unauthorized")  # tokens are gone
+    assert [entry["status"] for entry in (await api.get("/_admin/requests")).json()] == [401]
+    api.headers["Authorization"] = f"Bearer {await get_token(api)}"
+    assert (await create_element(api))["id"] == 1001
+
+
+# -- publication PATCH ---------------------------------------------------------------------------------
+
+PUBLICATION_URL = "/api/v2/elements/1001/publications/7001"
+
+
+@pytest.mark.parametrize(
+    ("body", "slug", "path"),
+    [
+        ({"schedule": {"kind": "single", "date": "2026-11-24"}}, "validation-failed", "schedule"),
+        ({"published": {"date": "2026-11-24", "time": "10:00"}}, "validation-failed", "published"),
+        ({"statusId": 42}, "validation-failed", "statusId"),
+        ({"statusId": None}, "validation-failed", "statusId"),
+        ({"statusId": "3"}, "validation-failed", "statusId"),
+        ({"platformId": 99004}, "validation-failed", "platformId"),
+        ({"cms": {"editUrl": "x"}}, "validation-failed", "cms.editUrl"),
+        ({"categoryId": 12345}, "validation-failed", "categoryId"),
+        ({"statusId": 5}, "business-error", None),
+    ],
+)
+async def test_patch_publication_is_strict(
+    api: httpx.AsyncClient, body: dict[str, Any], slug: str, path: str | None
+) -> None:
+    await create_element(api)
+    problem = assert_problem(await api.patch(PUBLICATION_URL, json=body), 400, slug)
+    if path is not None:
+        assert [error["path"] for error in problem["errors"]] == [path]
+        assert problem["errors"][0]["scope"] == "body"
+    element = (await api.get("/api/v2/elements/1001")).json()
+    assert element["version"] == 1  # rejected writes change nothing
+
+
+async def test_patch_publication_updates_and_merges_cms(api: httpx.AsyncClient) -> None:
+    await create_element(api)
+    first = await api.patch(
+        PUBLICATION_URL,
+        json={
+            "statusId": 3,
+            "externalId": "12",
+            "categoryId": 90002,
+            "cms": {"editLink": "https://cms/edit/12", "openLink": "https://site/12"},
+        },
+    )
+    assert first.status_code == 200, first.text
+    publication = first.json()["publications"][0]
+    assert publication["status"] == {"id": 3, "name": "Accepted"}
+    assert publication["externalId"] == "12"
+    assert publication["category"] == {"id": 90002, "name": "Sports"}
+    assert first.json()["version"] == 2
+
+    second = await api.patch(PUBLICATION_URL, json={"cms": {"openLink": None, "editLinkTitle": "Edit in CMS"}})
+    cms = second.json()["publications"][0]["cms"]
+    assert cms == {"editLink": "https://cms/edit/12", "editLinkTitle": "Edit in CMS"}
+    assert second.json()["publications"][0]["status"]["id"] == 3  # omitted fields are unchanged
+
+    cleared = await api.patch(PUBLICATION_URL, json={"cms": None, "externalId": None, "typeId": None})
+    assert {"cms", "externalId", "type"}.isdisjoint(cleared.json()["publications"][0])
+
+
+async def test_patch_unknown_publication_or_bad_json(api: httpx.AsyncClient) -> None:
+    await create_element(api)
+    assert_problem(
+        await api.patch("/api/v2/elements/1001/publications/9", json={"statusId": 2}), 404, "resource-not-found"
+    )
+    bad = await api.patch(PUBLICATION_URL, content=b"{not json", headers={"Content-Type": "application/json"})
+    assert_problem(bad, 400, "bad-request")
+
+
+async def test_api_writes_send_updated_notifications(api: httpx.AsyncClient) -> None:
+    await create_element(api)
+    await api.patch(PUBLICATION_URL, json={"statusId": 2})
+    await api.post(PUBLICATION_URL + "/publish")
+    await api.post("/api/v2/elements/1001/external-element/link", json={"externalId": "wp-12"})
+    assert await notifications(api) == [(1001, "created")] + [(1001, "updated")] * 3
+
+
+async def test_api_writes_can_be_silent(clock: FakeClock) -> None:
+    app = create_app(SimulatorSettings(notify_on_api_writes=False), clock=clock)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sim") as client:
+        client.headers["Authorization"] = f"Bearer {await get_token(client)}"
+        await create_element(client)
+        patched = await client.patch(PUBLICATION_URL, json={"statusId": 2})
+        assert patched.json()["version"] == 2  # still a change, just not announced
+        assert await notifications(client) == [(1001, "created")]
+
+
+# -- publish and link ----------------------------------------------------------------------------------
+
+
+async def test_publish_then_conflict(api: httpx.AsyncClient, clock: FakeClock) -> None:
+    await create_element(api)
+    clock.now = datetime(2026, 11, 22, 10, 31, 42, tzinfo=UTC)
+    published = await api.post(PUBLICATION_URL + "/publish")
+    assert published.status_code == 200, published.text
+    publication = published.json()["publications"][0]
+    assert publication["status"] == {"id": 5, "name": "Published"}
+    assert publication["published"] == {"date": "2026-11-22", "time": "10:31"}
+    assert published.json()["modificationDate"] == "2026-11-22T10:31:42Z"
+
+    assert_problem(await api.post(PUBLICATION_URL + "/publish"), 409, "conflict")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"systemUrl": "https://cms.example"},
+        {"externalId": ""},
+        {"externalElement": {"externalId": "wp-12"}},
+        {"externalId": 12},
+    ],
+)
+async def test_link_validates_body(api: httpx.AsyncClient, body: dict[str, Any]) -> None:
+    await create_element(api)
+    response = await api.post("/api/v2/elements/1001/external-element/link", json=body)
+    assert_problem(response, 400, "validation-failed")
+
+
+async def test_link_sets_external_element(api: httpx.AsyncClient) -> None:
+    await create_element(api)
+    response = await api.post(
+        "/api/v2/elements/1001/external-element/link", json={"externalId": "wp-12", "link": "https://wp/?p=12"}
+    )
+    assert response.status_code == 200
+    expected = {"externalId": "wp-12", "link": "https://wp/?p=12", "systemUrl": None}
+    assert response.json() == expected
+    element = (await api.get("/api/v2/elements/1001")).json()
+    assert element["externalElement"] == expected
+    assert element["version"] == 2
+    missing = await api.post("/api/v2/elements/9/external-element/link", json={"externalId": "x"})
+    assert_problem(missing, 404, "resource-not-found")
+
+
+# -- listing -------------------------------------------------------------------------------------------
+
+
+async def make_elements(api: httpx.AsyncClient, clock: FakeClock, count: int) -> None:
+    for index in range(count):
+        await create_element(api, sample_element(f"Story {index}"))
+        clock.advance(60)
+
+
+async def test_list_pages_with_cursor_in_modification_order(api: httpx.AsyncClient, clock: FakeClock) -> None:
+    await make_elements(api, clock, 5)
+    seen: list[int] = []
+    cursor: str | None = None
+    while True:
+        params: dict[str, Any] = {"size": 2, **({"cursor": cursor} if cursor else {})}
+        body = (await api.get("/api/v2/elements", params=params)).json()
+        seen += [element["id"] for element in body["content"]]
+        assert body["size"] == len(body["content"])
+        if not body["hasMore"]:
+            assert "nextCursor" not in body
+            break
+        cursor = body["nextCursor"]
+        assert re.fullmatch(r"v1\.[A-Za-z0-9._~\-]+", cursor)
+    assert seen == [1001, 1002, 1003, 1004, 1005]
+
+
+async def test_list_filters_by_modification_date(api: httpx.AsyncClient, clock: FakeClock) -> None:
+    await make_elements(api, clock, 4)  # modified at 10:00, 10:01, 10:02, 10:03
+    body = (
+        await api.get(
+            "/api/v2/elements",
+            params={"modificationDateFrom": "2026-11-22T10:01:00Z", "modificationDateTo": "2026-11-22T11:02:00+01:00"},
+        )
+    ).json()
+    assert [element["id"] for element in body["content"]] == [1002, 1003]
+    whole_day = (await api.get("/api/v2/elements", params={"modificationDateFrom": "2026-11-22"})).json()
+    assert len(whole_day["content"]) == 4
+    assert whole_day["hasMore"] is False
+
+
+async def test_list_moves_changed_element_behind_cursor(api: httpx.AsyncClient, clock: FakeClock) -> None:
+    await make_elements(api, clock, 3)
+    first = (await api.get("/api/v2/elements", params={"size": 2})).json()
+    await api.patch("/_admin/elements/1001", json={"note": "late edit"})
+    rest = (await api.get("/api/v2/elements", params={"size": 2, "cursor": first["nextCursor"]})).json()
+    assert [element["id"] for element in rest["content"]] == [1003, 1001]
+
+
+@pytest.mark.parametrize(
+    ("params", "slug"),
+    [
+        ({"modificationDateFrom": "yesterday"}, "date-format-error"),
+        ({"modificationDateTo": "2026-13-01"}, "date-format-error"),
+        ({"size": 101}, "validation-failed"),
+        ({"size": 0}, "validation-failed"),
+        ({"size": "ten"}, "validation-failed"),
+        ({"cursor": "v1.!!!"}, "validation-failed"),
+        ({"cursor": "garbage"}, "validation-failed"),
+        ({"page": 0}, "validation-failed"),
+    ],
+)
+async def test_list_rejects_bad_parameters(api: httpx.AsyncClient, params: dict[str, Any], slug: str) -> None:
+    assert_problem(await api.get("/api/v2/elements", params=params), 400, slug)
+
+
+async def test_list_default_size_is_20(api: httpx.AsyncClient, clock: FakeClock) -> None:
+    await make_elements(api, clock, 21)
+    body = (await api.get("/api/v2/elements")).json()
+    assert len(body["content"]) == 20
+    assert body["hasMore"] is True
+
+
+# -- reference data ------------------------------------------------------------------------------------
+
+
+async def test_reference_data(api: httpx.AsyncClient) -> None:
+    platforms = (await api.get("/api/v2/platforms")).json()
+    assert [p["name"] for p in platforms["content"]] == ["Website", "Print", "Newsletter"]
+    assert set(platforms["content"][0]) == {"id", "name", "position", "typeCode", "version"}
+    assert platforms["hasMore"] is False and platforms["size"] == 3
+
+    statuses = (await api.get("/api/v2/publication-statuses")).json()
+    assert {s["id"]: s["name"] for s in statuses["content"]}[5] == "Published"
+    assert all(s["active"] for s in statuses["content"])
+    per_platform = await api.get("/api/v2/publication-statuses/platform/99004")
+    assert per_platform.json() == statuses
+    assert_problem(await api.get("/api/v2/publication-statuses/platform/1"), 404, "resource-not-found")
+
+
+# -- faults and request log ----------------------------------------------------------------------------
+
+
+async def test_fault_503_twice_then_success(api: httpx.AsyncClient) -> None:
+    await create_element(api)
+    await api.delete("/_admin/requests")
+    added = await api.post(
+        "/_admin/faults", json={"method": "GET", "path": r"^/api/v2/elements/\d+$", "status": 503, "count": 2}
+    )
+    assert added.status_code == 201
+
+    for _ in range(2):
+        problem = assert_problem(await api.get("/api/v2/elements/1001"), 503, "server-error")
+        assert "retryAfter" not in problem
+    assert (await api.get("/api/v2/elements/1001")).status_code == 200
+    assert (await api.get("/_admin/faults")).json() == []
+
+    log = (await api.get("/_admin/requests")).json()
+    assert [(entry["method"], entry["path"], entry["status"]) for entry in log] == [
+        ("GET", "/api/v2/elements/1001", 503),
+        ("GET", "/api/v2/elements/1001", 503),
+        ("GET", "/api/v2/elements/1001", 200),
+    ]
+
+
+@pytest.mark.parametrize(("placement", "in_header", "in_body"), [("header", True, False), ("body", False, True)])
+async def test_fault_429_retry_after(api: httpx.AsyncClient, placement: str, in_header: bool, in_body: bool) -> None:
+    await api.post(
+        "/_admin/faults",
+        json={"method": "*", "path": "/platforms", "status": 429, "retry_after": 1, "retry_after_in": placement},
+    )
+    response = await api.get("/api/v2/platforms")
+    problem = assert_problem(response, 429, "too-many-requests")
+    assert (response.headers.get("retry-after") == "1") is in_header
+    assert (problem.get("retryAfter") == 1) is in_body
+    assert (await api.get("/api/v2/platforms")).status_code == 200
+
+
+async def test_fault_definitions_are_validated(api: httpx.AsyncClient) -> None:
+    for body in ({"status": 200}, {"status": 503, "path": "("}, {"status": 503, "retry_after_in": "nowhere"}):
+        assert_problem(await api.post("/_admin/faults", json=body), 400, "validation-failed")
+    await api.post("/_admin/faults", json={"status": 500, "count": 5})
+    assert (await api.delete("/_admin/faults")).status_code == 204
+    assert (await api.get("/api/v2/platforms")).status_code == 200
+
+
+async def test_request_log_redacts_secrets_and_clears(client: httpx.AsyncClient) -> None:
+    await get_token(client)
+    await client.get("/api/v2/platforms")
+    log = (await client.get("/_admin/requests")).json()
+    assert [(entry["path"], entry["status"]) for entry in log] == [
+        ("/api/v2/auth/token", 200),
+        ("/api/v2/platforms", 401),
+    ]
+    assert log[0]["body"]["client_secret"] == "***"
+    assert log[0]["body"]["client_id"] == "demo-client"
+    assert log[1]["body"] is None
+    assert log[0]["at"].endswith("Z")
+    assert (await client.delete("/_admin/requests")).status_code == 204
+    assert (await client.get("/_admin/requests")).json() == []
+
+
+# -- versioning ----------------------------------------------------------------------------------------
+
+
+async def test_modification_date_and_version_are_monotonic(api: httpx.AsyncClient, clock: FakeClock) -> None:
+    await create_element(api)
+    versions: list[int] = []
+    dates: list[str] = []
+    # Same second, then the clock jumping backwards: the date must hold, the version must still move.
+    for step in (0, 0.3, -3600, 2):
+        clock.advance(step)
+        element = (await api.patch(PUBLICATION_URL, json={"statusId": 2})).json()
+        versions.append(element["version"])
+        dates.append(element["modificationDate"])
+    assert versions == [2, 3, 4, 5]
+    assert dates == sorted(dates)
+    assert dates[:3] == ["2026-11-22T10:00:00Z"] * 3
+    assert dates[3] == "2026-11-22T10:00:00Z"  # 2 s after a 1 h jump back is still behind the high-water mark
+
+
+# -- real HTTP and SQS ---------------------------------------------------------------------------------
+
+
+async def test_running_simulator_serves_http_inside_an_event_loop() -> None:
+    with RunningSimulator(SimulatorSettings()) as running:
+        assert re.fullmatch(r"http://127\.0\.0\.1:\d+", running.base_url)
+        assert not running.base_url.endswith(":0")
+        async with httpx.AsyncClient(base_url=running.base_url) as http:
+            http.headers["Authorization"] = f"Bearer {await get_token(http)}"
+            created = await create_element(http)
+            fetched = await http.get(f"/api/v2/elements/{created['id']}")
+            assert fetched.json() == created
+    with pytest.raises(RuntimeError):
+        _ = running.base_url
+
+
+@pytest.fixture(scope="module")
+def moto_endpoint() -> Iterator[str]:
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+def sqs_client(endpoint: str) -> Any:
+    return boto3.client(
+        "sqs",
+        region_name="eu-central-1",
+        endpoint_url=endpoint,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+
+
+def receive_one(sqs: Any, queue_url: str) -> dict[str, Any]:
+    response = sqs.receive_message(
+        QueueUrl=queue_url,
+        MaxNumberOfMessages=1,
+        WaitTimeSeconds=5,
+        MessageAttributeNames=["All"],
+        MessageSystemAttributeNames=["All"],
+    )
+    messages: list[dict[str, Any]] = response.get("Messages", [])
+    assert len(messages) == 1, response
+    return messages[0]
+
+
+def simulator_settings(endpoint: str, queue_url: str) -> SimulatorSettings:
+    return SimulatorSettings(queue_url=queue_url, sqs_endpoint_url=endpoint)
+
+
+@pytest.mark.integration
+def test_notifications_reach_sqs(moto_endpoint: str) -> None:
+    sqs = sqs_client(moto_endpoint)
+    queue_url = sqs.create_queue(QueueName="kordiam-notifications")["QueueUrl"]
+
+    with RunningSimulator(simulator_settings(moto_endpoint, queue_url)) as running, httpx.Client() as http:
+        created = http.post(running.base_url + "/_admin/elements", json=sample_element())
+        assert created.status_code == 201
+        records = http.get(running.base_url + "/_admin/notifications").json()
+
+    message = receive_one(sqs, queue_url)
+    assert json.loads(message["Body"]) == {"id": 1001, "event": "created"}
+    assert message["MessageAttributes"]["event"] == {"DataType": "String", "StringValue": "created"}
+    assert records[0]["sent"] is True
+    assert records[0]["message_id"] == message["MessageId"]
+
+
+@pytest.mark.integration
+def test_fifo_notifications_group_by_element(moto_endpoint: str) -> None:
+    sqs = sqs_client(moto_endpoint)
+    queue_url = sqs.create_queue(QueueName="kordiam.fifo", Attributes={"FifoQueue": "true"})["QueueUrl"]
+
+    with RunningSimulator(simulator_settings(moto_endpoint, queue_url)) as running, httpx.Client() as http:
+        http.post(running.base_url + "/_admin/elements", json=sample_element())
+        http.post(running.base_url + "/_admin/elements/1001/notify", json={"event": "created"})
+
+    first = receive_one(sqs, queue_url)
+    assert first["Attributes"]["MessageGroupId"] == "1001"
+    sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=first["ReceiptHandle"])
+    # The deliberate duplicate gets its own dedup id, so SQS delivers it too.
+    second = receive_one(sqs, queue_url)
+    assert json.loads(second["Body"]) == {"id": 1001, "event": "created"}
+
+
+@pytest.mark.integration
+def test_sqs_failure_is_recorded_not_raised(moto_endpoint: str) -> None:
+    missing_queue = moto_endpoint + "/123456789012/does-not-exist"
+    with RunningSimulator(simulator_settings(moto_endpoint, missing_queue)) as running, httpx.Client() as http:
+        created = http.post(running.base_url + "/_admin/elements", json=sample_element())
+        records = http.get(running.base_url + "/_admin/notifications").json()
+    assert created.status_code == 201
+    assert records[0]["sent"] is False
+    assert records[0]["error"]
+
+
+def test_build_message_for_standard_queue_has_no_fifo_fields() -> None:
+    message = build_message("https://sqs.eu-central-1.amazonaws.com/1/q", 7, "deleted")
+    assert json.loads(message["MessageBody"]) == {"id": 7, "event": "deleted"}
+    assert "MessageGroupId" not in message and "MessageDeduplicationId" not in message
