@@ -7,6 +7,7 @@ are ``SecretStr`` and never printed, not even in validation errors.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -85,18 +86,42 @@ class KordiamSettings(Section):
 
 
 class StateSettings(Section):
+    """``sqlite:///PATH`` (one host) or ``dynamodb://TABLE`` (many workers, shared)."""
+
     url: str = "sqlite:///bridge-state.db"
+    # DynamoDB only: for DynamoDB Local / moto server, and the table's region (default: queue.region's default).
+    endpoint_url: str | None = None
+    region: str | None = None
+    # An element's lease: held while one worker syncs it, so two workers never sync one element at once.
+    lease_seconds: float = Field(default=120.0, gt=0, le=3600)
+    lease_wait_seconds: float = Field(default=10.0, ge=0, le=300)
 
     @field_validator("url")
     @classmethod
     def _known_backend(cls, value: str) -> str:
-        if not value.startswith("sqlite:///") or len(value) <= len("sqlite:///"):
-            raise ValueError("must be sqlite:///PATH (other back ends come later)")
-        return value
+        scheme, _, rest = value.partition("://")
+        if scheme == "sqlite" and rest.startswith("/") and len(rest) > 1:
+            return value
+        if scheme == "dynamodb" and re.fullmatch(r"[A-Za-z0-9_.-]{3,255}", rest):
+            return value
+        raise ValueError("must be sqlite:///PATH or dynamodb://TABLE")
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _endpoint(cls, value: str | None) -> str | None:
+        return value if value is None else _http_url(value)
+
+    @property
+    def backend(self) -> Literal["sqlite", "dynamodb"]:
+        return "dynamodb" if self.url.startswith("dynamodb://") else "sqlite"
 
     @property
     def sqlite_path(self) -> Path:
         return Path(self.url.removeprefix("sqlite:///"))
+
+    @property
+    def table(self) -> str:
+        return self.url.removeprefix("dynamodb://")
 
 
 StatusSelector = int | Annotated[str, Field(min_length=1)]

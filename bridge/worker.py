@@ -54,7 +54,7 @@ async def assemble(settings: Settings, *, serve_ops: bool = True) -> AsyncIterat
             statuses = tuple(channel_settings.statuses) if channel_settings.statuses is not None else None
             routes.append(Route(channel, frozenset(channel_settings.platforms), statuses))
 
-        state: StateStore = await open_state_store(settings.state.url)
+        state: StateStore = await open_state_store(settings.state)
         stack.push_async_callback(state.close)
         kordiam = KordiamClient(
             http,

@@ -25,7 +25,7 @@ from bridge.pipeline.fingerprint import fingerprint
 from bridge.pipeline.locks import KeyedLock
 from bridge.pipeline.notification import Notification
 from bridge.pipeline.routing import Route
-from bridge.state.base import Delivery, ElementMark, StateStore
+from bridge.state.base import Delivery, ElementBusy, ElementMark, StateStore
 
 log = structlog.get_logger("bridge.sync")
 
@@ -76,6 +76,10 @@ class SyncReport:
     failures: list[Failure] = field(default_factory=list)
 
 
+class StaleWrite(TransientError):
+    """Another worker recorded a newer version of this publication while this one was writing."""
+
+
 class SyncFailed(BridgeError):
     """Some stage failed; the successful ones are recorded, so a retry redoes only what failed."""
 
@@ -119,7 +123,11 @@ class SyncEngine:
     async def sync(self, notification: Notification) -> SyncReport:
         """Bring every channel in line with the element; raise ``SyncFailed`` if any stage failed."""
         async with self._locks.hold(notification.element_id):
-            report = await self._sync(notification)
+            try:
+                async with self._state.lease(notification.element_id):
+                    report = await self._sync(notification)
+            except ElementBusy as busy:
+                report = SyncReport(notification.element_id, failures=[Failure("lease", busy)])
         if report.failures:
             raise SyncFailed(report)
         return report
@@ -183,7 +191,10 @@ class SyncEngine:
                 return
             finally:
                 metrics.CHANNEL_LATENCY.labels(route.name, "upsert").observe(time.perf_counter() - started)
-            await self._state.record(_delivery(element, publication, route.name, result, digest))
+            if not await self._state.record(_delivery(element, publication, route.name, result, digest)):
+                # Only possible if a sync outlived its lease: retry, so the newest version is fetched again.
+                report.failures.append(Failure(route.name, StaleWrite(f"a newer version of {element.id} was synced")))
+                return
             action = (
                 Action.CREATED if previous is None or previous.external_id != result.external_id else Action.UPDATED
             )

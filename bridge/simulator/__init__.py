@@ -1,7 +1,7 @@
 """In-memory simulator of the Kordiam REST API v2 subset the bridge uses, with SQS change notifications.
 
 Use ``create_app`` for an ASGI app (tests with ``httpx.ASGITransport``), ``RunningSimulator`` for a
-real HTTP server in a background thread, or ``run_simulator`` / ``python -m bridge.simulator`` to
+real HTTP server in a background thread, or ``run_simulator`` / ``kordiam-bridge simulator`` to
 serve it in the foreground.
 """
 

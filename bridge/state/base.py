@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
+
+from bridge.errors import TransientError
+
+
+class ElementBusy(TransientError):
+    """Another worker holds this element's lease; the message is retried shortly."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,14 +42,33 @@ class ElementMark:
     deleted: bool
 
 
+def is_older(a: tuple[datetime | None, int | None], b: tuple[datetime | None, int | None]) -> bool:
+    """True if Kordiam version ``a`` (modificationDate, version) is strictly older than ``b``."""
+    a_date, a_version = a
+    b_date, b_version = b
+    if a_date is not None and b_date is not None and a_date != b_date:
+        return a_date < b_date
+    if a_version is not None and b_version is not None:
+        return a_version < b_version
+    return False
+
+
 class StateStore(Protocol):
+    """What the bridge delivered where. Implementations must be safe for several worker processes."""
+
     async def open(self) -> None: ...
 
     async def close(self) -> None: ...
 
+    def lease(self, element_id: int) -> AbstractAsyncContextManager[None]:
+        """Hold the element exclusively across processes; raise ``ElementBusy`` if another worker keeps it."""
+        ...
+
     async def deliveries(self, element_id: int) -> list[Delivery]: ...
 
-    async def record(self, delivery: Delivery) -> None: ...
+    async def record(self, delivery: Delivery) -> bool:
+        """Store the delivery unless a newer Kordiam version is already recorded; False if it was older."""
+        ...
 
     async def forget(self, element_id: int, channel: str, publication_id: int) -> None: ...
 

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -9,9 +14,9 @@ from typing import Any
 import aiosqlite
 
 from bridge.errors import ConfigError
-from bridge.state.base import Delivery, ElementMark
+from bridge.state.base import Delivery, ElementBusy, ElementMark, is_older
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 MIGRATIONS: dict[int, str] = {
     1: """
     CREATE TABLE deliveries (
@@ -38,6 +43,13 @@ MIGRATIONS: dict[int, str] = {
         updated_at        TEXT    NOT NULL
     );
     """,
+    2: """
+    CREATE TABLE leases (
+        element_id INTEGER PRIMARY KEY,
+        owner      TEXT    NOT NULL,
+        expires_at REAL    NOT NULL
+    );
+    """,
 }
 DELIVERY_COLUMNS = (
     "element_id, channel, publication_id, external_id, fingerprint, edit_link, open_link, live, "
@@ -46,9 +58,16 @@ DELIVERY_COLUMNS = (
 
 
 class SqliteStateStore:
-    def __init__(self, path: str | Path) -> None:
+    """Several worker processes on one host may share the file: leases and writes are transactions."""
+
+    def __init__(self, path: str | Path, *, lease_seconds: float = 120.0, lease_wait_seconds: float = 10.0) -> None:
         self.path = Path(path)
         self._db: aiosqlite.Connection | None = None
+        self._owner = uuid.uuid4().hex
+        self._lease_seconds = lease_seconds
+        self._lease_wait = lease_wait_seconds
+        # One connection per process: transactions from concurrent coroutines must not interleave on it.
+        self._write = asyncio.Lock()
 
     async def open(self) -> None:
         try:
@@ -69,26 +88,21 @@ class SqliteStateStore:
             self._db = None
 
     async def _migrate(self) -> None:
-        db = self._conn
-        await db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-        async with db.execute("SELECT MAX(version) FROM schema_version") as cursor:
-            row = await cursor.fetchone()
-        current = row[0] if row and row[0] is not None else 0
-        if current > SCHEMA_VERSION:
-            raise ConfigError(
-                "state.url",
-                f"{self.path} has schema version {current}, newer than this bridge ({SCHEMA_VERSION})",
-            )
-        for version in range(current + 1, SCHEMA_VERSION + 1):
-            await db.execute("BEGIN IMMEDIATE")
-            try:
+        # One immediate transaction, so two workers starting at once cannot both apply a migration.
+        async with self._transaction() as db:
+            await db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            async with db.execute("SELECT MAX(version) FROM schema_version") as cursor:
+                row = await cursor.fetchone()
+            current = row[0] if row and row[0] is not None else 0
+            if current > SCHEMA_VERSION:
+                raise ConfigError(
+                    "state.url",
+                    f"{self.path} has schema version {current}, newer than this bridge ({SCHEMA_VERSION})",
+                )
+            for version in range(current + 1, SCHEMA_VERSION + 1):
                 for statement in filter(str.strip, MIGRATIONS[version].split(";")):
                     await db.execute(statement)
                 await db.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
-                await db.execute("COMMIT")
-            except BaseException:
-                await db.execute("ROLLBACK")
-                raise
 
     @property
     def _conn(self) -> aiosqlite.Connection:
@@ -106,36 +120,87 @@ class SqliteStateStore:
         async with self._conn.execute(query) as cursor:
             return [_delivery(row) for row in await cursor.fetchall()]
 
-    async def record(self, delivery: Delivery) -> None:
-        await self._conn.execute(
-            f"INSERT INTO deliveries ({DELIVERY_COLUMNS}, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) "
-            "ON CONFLICT (element_id, channel, publication_id) DO UPDATE SET "
-            "external_id=excluded.external_id, fingerprint=excluded.fingerprint, edit_link=excluded.edit_link, "
-            "open_link=excluded.open_link, live=excluded.live, edit_link_title=excluded.edit_link_title, "
-            "open_link_title=excluded.open_link_title, modification_date=excluded.modification_date, "
-            "version=excluded.version, updated_at=excluded.updated_at",
-            (
-                delivery.element_id,
-                delivery.channel,
-                delivery.publication_id,
-                delivery.external_id,
-                delivery.fingerprint,
-                delivery.edit_link,
-                delivery.open_link,
-                int(delivery.live),
-                delivery.edit_link_title,
-                delivery.open_link_title,
-                _iso(delivery.modification_date),
-                delivery.version,
-                _now(),
-            ),
-        )
+    async def record(self, delivery: Delivery) -> bool:
+        async with self._transaction() as db:
+            query = (
+                "SELECT modification_date, version FROM deliveries "
+                "WHERE element_id = ? AND channel = ? AND publication_id = ?"
+            )
+            async with db.execute(query, (delivery.element_id, delivery.channel, delivery.publication_id)) as cursor:
+                row = await cursor.fetchone()
+            if row is not None and is_older((delivery.modification_date, delivery.version), (_parse(row[0]), row[1])):
+                return False
+            await db.execute(
+                f"INSERT INTO deliveries ({DELIVERY_COLUMNS}, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) "
+                "ON CONFLICT (element_id, channel, publication_id) DO UPDATE SET "
+                "external_id=excluded.external_id, fingerprint=excluded.fingerprint, edit_link=excluded.edit_link, "
+                "open_link=excluded.open_link, live=excluded.live, edit_link_title=excluded.edit_link_title, "
+                "open_link_title=excluded.open_link_title, modification_date=excluded.modification_date, "
+                "version=excluded.version, updated_at=excluded.updated_at",
+                (
+                    delivery.element_id,
+                    delivery.channel,
+                    delivery.publication_id,
+                    delivery.external_id,
+                    delivery.fingerprint,
+                    delivery.edit_link,
+                    delivery.open_link,
+                    int(delivery.live),
+                    delivery.edit_link_title,
+                    delivery.open_link_title,
+                    _iso(delivery.modification_date),
+                    delivery.version,
+                    _now(),
+                ),
+            )
+            return True
+
+    @asynccontextmanager
+    async def lease(self, element_id: int) -> AsyncIterator[None]:
+        deadline = time.monotonic() + self._lease_wait
+        delay = 0.05
+        while not await self._try_lease(element_id):
+            if time.monotonic() + delay > deadline:
+                raise ElementBusy(f"element {element_id} is being processed by another worker")
+            await asyncio.sleep(delay)
+            delay = min(1.0, delay * 2)
+        try:
+            yield
+        finally:
+            async with self._write:
+                await self._conn.execute(
+                    "DELETE FROM leases WHERE element_id = ? AND owner = ?", (element_id, self._owner)
+                )
+
+    async def _try_lease(self, element_id: int) -> bool:
+        now = time.time()
+        async with self._write:
+            cursor = await self._conn.execute(
+                "INSERT INTO leases (element_id, owner, expires_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (element_id) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at "
+                "WHERE leases.expires_at < ? OR leases.owner = ?",
+                (element_id, self._owner, now + self._lease_seconds, now, self._owner),
+            )
+            return cursor.rowcount == 1
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        async with self._write:
+            db = self._conn
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                await db.execute("ROLLBACK")
+                raise
+            await db.execute("COMMIT")
 
     async def forget(self, element_id: int, channel: str, publication_id: int) -> None:
-        await self._conn.execute(
-            "DELETE FROM deliveries WHERE element_id = ? AND channel = ? AND publication_id = ?",
-            (element_id, channel, publication_id),
-        )
+        async with self._write:
+            await self._conn.execute(
+                "DELETE FROM deliveries WHERE element_id = ? AND channel = ? AND publication_id = ?",
+                (element_id, channel, publication_id),
+            )
 
     async def element_mark(self, element_id: int) -> ElementMark | None:
         query = "SELECT element_id, modification_date, version, deleted FROM elements WHERE element_id = ?"
@@ -146,12 +211,14 @@ class SqliteStateStore:
         return ElementMark(row[0], _parse(row[1]), row[2], bool(row[3]))
 
     async def mark_element(self, mark: ElementMark) -> None:
-        await self._conn.execute(
-            "INSERT INTO elements (element_id, modification_date, version, deleted, updated_at) VALUES (?,?,?,?,?) "
-            "ON CONFLICT (element_id) DO UPDATE SET modification_date=excluded.modification_date, "
-            "version=excluded.version, deleted=excluded.deleted, updated_at=excluded.updated_at",
-            (mark.element_id, _iso(mark.modification_date), mark.version, int(mark.deleted), _now()),
-        )
+        async with self._write:
+            await self._conn.execute(
+                "INSERT INTO elements (element_id, modification_date, version, deleted, updated_at) "
+                "VALUES (?,?,?,?,?) ON CONFLICT (element_id) DO UPDATE SET "
+                "modification_date=excluded.modification_date, version=excluded.version, "
+                "deleted=excluded.deleted, updated_at=excluded.updated_at",
+                (mark.element_id, _iso(mark.modification_date), mark.version, int(mark.deleted), _now()),
+            )
 
 
 def _delivery(row: Any) -> Delivery:

@@ -3,6 +3,7 @@ folder channels on disk. Every test asserts nothing lost and nothing delivered t
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -188,6 +189,32 @@ async def test_token_expiry_and_revocation_refresh_the_token(
     assert any(r["status"] == 401 for r in requests)
     assert {key[1] for key in channel_log.creates} == {first["id"], second["id"]}
     assert drain(sqs_endpoint.url, queues[1]) == []
+
+
+async def test_an_expiring_token_is_renewed_before_it_lapses(
+    sqs_endpoint: SqsEndpoint, queues, channel_log: ChannelLog, tmp_path: Path
+) -> None:
+    from bridge.simulator import SimulatorSettings
+
+    short = SimulatorSettings(
+        queue_url=queues[0], sqs_endpoint_url=sqs_endpoint.url, region="eu-central-1", token_ttl_seconds=2
+    )
+    with RunningSimulator(short) as simulator:
+        admin = SimulatorAdmin(simulator.base_url)
+        settings = worker_settings(
+            queue=queues[0], endpoint=sqs_endpoint.url, kordiam=simulator.base_url, workdir=tmp_path
+        )
+        async with running_worker(settings):
+            await admin.create(story("Before expiry"))
+            await eventually(lambda: settled(sqs_endpoint, queues[0]), what="first story")
+            await asyncio.sleep(2.5)  # past the first token's lifetime
+            await admin.create(story("After expiry"))
+            await eventually(lambda: settled(sqs_endpoint, queues[0]), what="second story")
+        requests = await admin.requests()
+        await admin.aclose()
+    assert [r["status"] for r in requests if r["path"] == "/api/v2/auth/token"] == [200, 200]
+    assert all(r["status"] != 401 for r in requests)  # renewed ahead of expiry, never refused
+    assert len(channel_log.creates) == 4 and set(channel_log.creates.values()) == {1}
 
 
 @pytest.mark.parametrize(("status", "retry_after_in"), [(429, "header"), (429, "body"), (503, "header")])
