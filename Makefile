@@ -7,12 +7,13 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 PYTEST_FLAGS ?= -q
 
 .PHONY: help venv demo test lint typecheck unit integration test-localstack localstack localstack-stop \
-        moto simulator run clean
+        wordpress wordpress-stop simulator run clean
 
 help:
 	@echo "make demo             run the whole bridge on embedded defaults (SQS, Kordiam simulator, folder channels)"
 	@echo "make test             lint, type-check, all tests on moto server, then the LocalStack pass"
 	@echo "make localstack       start LocalStack in host mode (no Docker) on 127.0.0.1:4566"
+	@echo "make wordpress        install (Debian packages) and serve a real WordPress on 127.0.0.1:8089"
 	@echo "make simulator        serve the Kordiam API simulator on 127.0.0.1:8700"
 	@echo "make run CONFIG=...   run the worker with a config file"
 
@@ -38,7 +39,8 @@ unit: venv
 	$(BIN)/pytest $(PYTEST_FLAGS) tests/unit
 
 integration: venv
-	$(BIN)/pytest $(PYTEST_FLAGS) tests/integration
+	scripts/wordpress.sh start
+	$(WORDPRESS_ENV) $(BIN)/pytest $(PYTEST_FLAGS) tests/integration
 
 # The same end-to-end tests against LocalStack (host mode, no Docker).
 test-localstack: venv
@@ -46,8 +48,11 @@ test-localstack: venv
 	BRIDGE_TEST_SQS=localstack LOCALSTACK_ENDPOINT=http://127.0.0.1:4566 $(BIN)/pytest $(PYTEST_FLAGS) -m localstack tests; \
 	  status=$$?; scripts/localstack.sh stop; exit $$status
 
+WORDPRESS_ENV := BRIDGE_TEST_WORDPRESS=$(CURDIR)/.cache/wordpress/credentials.json
+
 test: lint typecheck venv
-	$(BIN)/pytest $(PYTEST_FLAGS) tests
+	scripts/wordpress.sh start
+	$(WORDPRESS_ENV) $(BIN)/pytest $(PYTEST_FLAGS) tests; status=$$?; scripts/wordpress.sh stop; exit $$status
 	$(MAKE) test-localstack
 
 localstack:
@@ -55,6 +60,12 @@ localstack:
 
 localstack-stop:
 	scripts/localstack.sh stop
+
+wordpress:
+	scripts/wordpress.sh start
+
+wordpress-stop:
+	scripts/wordpress.sh stop
 
 simulator: venv
 	$(BIN)/kordiam-bridge simulator --port 8700

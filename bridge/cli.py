@@ -78,20 +78,21 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _check_config(args: argparse.Namespace) -> int:
-    from bridge.channels import ChannelContext, build_channel
+    import json
+
+    from bridge.channels import channel_options
     from bridge.config import load_settings
 
     settings = load_settings(args.config)
-
-    async def _validate_channels() -> None:
-        import httpx
-
-        async with httpx.AsyncClient() as http:
-            for index, channel in enumerate(settings.channels):
-                await build_channel(channel, ChannelContext(http=http), index=index).aclose()
-
-    asyncio.run(_validate_channels())
-    print(settings.model_dump_json(indent=2))
+    effective = settings.model_dump(mode="json", exclude={"channels"})
+    effective["channels"] = [
+        {
+            **channel.model_dump(mode="json", include={"name", "type", "platforms", "statuses", "main"}),
+            **channel_options(channel, index=index).model_dump(mode="json"),
+        }
+        for index, channel in enumerate(settings.channels)
+    ]
+    print(json.dumps(effective, indent=2))
     return 0
 
 

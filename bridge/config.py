@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlparse
@@ -22,11 +23,13 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 from bridge.errors import ConfigError
 
 CONFIG_ENV = "BRIDGE_CONFIG"
+# Channels are a list, so their keys are addressed by channel name: BRIDGE_CHANNELS__<NAME>__<KEY>.
+CHANNEL_ENV_PREFIX = "BRIDGE_CHANNELS__"
 
 
 def _http_url(value: str) -> str:
@@ -142,6 +145,10 @@ class ChannelSettings(BaseModel):
     def options(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
 
+    def __repr_args__(self) -> Any:
+        # The adapter's own keys may hold secrets until its model turns them into SecretStr: never show them.
+        return [(key, value) for key, value in super().__repr_args__() if key not in (self.model_extra or {})]
+
 
 class FeedbackSettings(Section):
     enabled: bool = True
@@ -178,7 +185,7 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # The file's values arrive as init arguments; the environment must win over them.
-        return (env_settings, init_settings)
+        return (_SectionEnvSource(settings_cls), init_settings)
 
     @model_validator(mode="after")
     def _channels_consistent(self) -> Settings:
@@ -194,6 +201,30 @@ class Settings(BaseSettings):
     def main_channel(self) -> str:
         """The channel whose item the Kordiam element is linked to: the one marked main, else the first."""
         return next((c.name for c in self.channels if c.main), self.channels[0].name)
+
+
+class _SectionEnvSource(EnvSettingsSource):
+    """The environment, minus the per-channel variables that ``load_settings`` applies by channel name."""
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        loaded = super()._load_env_vars()
+        return {key: value for key, value in loaded.items() if not key.startswith(CHANNEL_ENV_PREFIX.lower())}
+
+
+def _channel_overrides(data: dict[str, Any]) -> None:
+    """Apply ``BRIDGE_CHANNELS__<NAME>__<KEY>=value`` to the channel of that name (``-`` and ``.`` read as ``_``)."""
+    channels = data.get("channels")
+    if not isinstance(channels, list):
+        return
+    by_name = {re.sub(r"[^A-Z0-9]", "_", str(c.get("name", "")).upper()): c for c in channels if isinstance(c, dict)}
+    for variable, value in os.environ.items():
+        if not variable.upper().startswith(CHANNEL_ENV_PREFIX):
+            continue
+        name, _, key = variable[len(CHANNEL_ENV_PREFIX) :].partition("__")
+        channel = by_name.get(name.upper())
+        if channel is None or not key:
+            raise ConfigError(variable, f"names no configured channel (known: {', '.join(sorted(by_name)) or 'none'})")
+        channel[key.lower()] = value
 
 
 def load_settings(path: Path | str | None = None, *, overrides: dict[str, Any] | None = None) -> Settings:
@@ -212,6 +243,7 @@ def load_settings(path: Path | str | None = None, *, overrides: dict[str, Any] |
         except OSError as error:
             raise ConfigError(str(file), f"cannot be read: {error.strerror}") from None
     data.update(overrides or {})
+    _channel_overrides(data)
     try:
         return Settings(**data)
     except ValidationError as error:

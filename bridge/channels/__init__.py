@@ -12,7 +12,7 @@ from bridge.channels.base import Channel, ChannelResult
 from bridge.config import ChannelSettings, config_error
 from bridge.errors import ConfigError
 
-__all__ = ["Channel", "ChannelContext", "ChannelResult", "build_channel", "channel_types"]
+__all__ = ["Channel", "ChannelContext", "ChannelResult", "build_channel", "channel_options", "channel_types"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,20 +30,28 @@ class ChannelType:
 
 def channel_types() -> dict[str, ChannelType]:
     # Imported here so that an adapter's dependencies load only when the registry is consulted.
-    from bridge.channels import folder
+    from bridge.channels import folder, wordpress
 
-    return {"folder": ChannelType(folder.FolderOptions, folder.create)}
+    return {
+        "folder": ChannelType(folder.FolderOptions, folder.create),
+        "wordpress": ChannelType(wordpress.WordPressOptions, wordpress.create),
+    }
 
 
-def build_channel(settings: ChannelSettings, context: ChannelContext, *, index: int = 0) -> Channel:
-    """Validate the adapter's own keys and build it; a problem names the key as ``channels[i].key``."""
+def channel_options(settings: ChannelSettings, *, index: int = 0) -> BaseModel:
+    """The adapter's own keys, validated by its model (secrets become ``SecretStr``)."""
     types = channel_types()
     kind = types.get(settings.type)
     if kind is None:
         known = ", ".join(sorted(types))
         raise ConfigError(f"channels[{index}].type", f"unknown channel type {settings.type!r} (known: {known})")
     try:
-        options = kind.options.model_validate(settings.options)
+        return kind.options.model_validate(settings.options)
     except ValidationError as error:
         raise config_error(error, prefix=f"channels[{index}]") from None
-    return kind.create(settings, options, context)
+
+
+def build_channel(settings: ChannelSettings, context: ChannelContext, *, index: int = 0) -> Channel:
+    """Validate the adapter's own keys and build it; a problem names the key as ``channels[i].key``."""
+    options = channel_options(settings, index=index)
+    return channel_types()[settings.type].create(settings, options, context)

@@ -49,6 +49,7 @@ def test_valid_file_loads_with_defaults(tmp_path: Path) -> None:
     assert settings.kordiam.client_secret.get_secret_value() == "s3cret-value"
     assert settings.channels[1].statuses == [5, "Ready for print"]
     assert settings.channels[0].options == {"path": "/tmp/web"}
+    assert "/from/env" not in repr(settings)  # adapter keys may be secrets: never in a repr
     assert settings.main_channel == "print"
     assert settings.feedback.enabled and settings.feedback.link_element
     assert (settings.ops.host, settings.ops.port) == ("127.0.0.1", 9090)
@@ -108,7 +109,8 @@ def test_cli_exits_2_with_one_line_naming_the_key(tmp_path: Path, capsys: pytest
     path = write(tmp_path, VALID.replace('type = "folder"', 'type = "fax"', 1))
     assert main(["check-config", "--config", str(path)]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == "kordiam-bridge: configuration error: channels[0].type: unknown channel type 'fax' (known: folder)"
+    expected = "channels[0].type: unknown channel type 'fax' (known: folder, wordpress)"
+    assert err == f"kordiam-bridge: configuration error: {expected}"
 
 
 def test_cli_names_a_wrong_adapter_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -117,7 +119,27 @@ def test_cli_names_a_wrong_adapter_key(tmp_path: Path, capsys: pytest.CaptureFix
     assert "channels[0].path: is required (and 1 more problem)" in capsys.readouterr().err
 
 
-def test_example_config_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_example_config_is_valid(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    example = Path(__file__).parents[2] / "examples" / "bridge.toml"
     monkeypatch.setenv("BRIDGE_KORDIAM__CLIENT_SECRET", "x")
-    settings = load_settings(Path(__file__).parents[2] / "examples" / "bridge.toml")
-    assert settings.channels
+    monkeypatch.setenv("BRIDGE_CHANNELS__WEBSITE__APP_PASSWORD", "abcd efgh ijkl mnop qrst uvwx")
+    # check-config validates every channel's own keys too.
+    assert main(["check-config", "--config", str(example)]) == 0
+    assert "abcd efgh" not in capsys.readouterr().out
+
+
+def test_channel_keys_from_the_environment_by_channel_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BRIDGE_CHANNELS__PRINT__PATH", "/from/env")
+    settings = load_settings(write(tmp_path, VALID))
+    assert settings.channels[1].options == {"path": "/from/env"}
+    assert settings.channels[0].options == {"path": "/tmp/web"}
+
+
+def test_an_environment_variable_for_an_unknown_channel_is_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BRIDGE_CHANNELS__WEBISTE__PATH", "/x")
+    with pytest.raises(ConfigError) as raised:
+        load_settings(write(tmp_path, VALID))
+    assert raised.value.key == "BRIDGE_CHANNELS__WEBISTE__PATH"
+    assert "known: PRINT, WEB" in raised.value.problem

@@ -1,0 +1,637 @@
+"""``wordpress``: each publication as a WordPress post (or page, or custom post type) over the REST API.
+
+Authentication is an Application Password (WordPress ≥ 5.6) sent as HTTP Basic auth on every request, through
+the process's shared HTTP client. The REST API is reached at ``{url}/wp-json/…`` or, on sites without pretty
+permalinks, ``{url}/?rest_route=/…``; ``rest_route = "auto"`` asks the first, falls back to the second when the
+first answers a 404 that is not WordPress's, and remembers which one worked. That first request reads the post
+type (``/wp/v2/types/{post_type}``), so a wrong ``url``, password or ``post_type`` shows at once and the REST
+base comes from WordPress itself (the fallback rule: ``post`` → ``posts``, ``page`` → ``pages``, else the name).
+
+Options (``[[channels]]`` keys besides name/type/platforms/statuses/main):
+
+- ``url`` (the site's address), ``username``, ``app_password`` (an Application Password; spaces optional)
+- ``post_type`` = "post" (or "page", or a custom type shown in REST)
+- ``status_map`` = {Kordiam publication status id or name = "draft" | "pending" | "publish" | "private"}
+- ``category_map`` = {Kordiam category id or name = WordPress category id (digits) or name}
+- ``create_missing_categories`` = false, ``default_author`` = WordPress user id (optional)
+- ``delete_mode`` = "trash" | "force", ``rest_route`` = "auto" | "pretty" (/wp-json/) | "query" (?rest_route=)
+
+Mapping, Kordiam → WordPress:
+
+==============  ==================================================================================================
+WordPress       Kordiam
+==============  ==================================================================================================
+title           the publication's text task headline, else the element title, else its slug; as plain text
+                (tags removed, ``&``/``<`` escaped as WordPress itself stores them)
+content         the text task's HTML through nh3: no script/style (with their content), no event handlers, no
+                ``javascript:``/``data:`` URLs; keeps p, br, h2–h6, a[href], strong/b, em/i, lists, blockquote,
+                figure/figcaption, img[src alt], tables, code/pre and ``lang``/``dir`` on any element
+excerpt         the text task's lead, as plain text
+slug            the element's slug (WordPress makes it unique and URL-safe)
+status, date    the publication status (id or name) through ``status_map``, with ``publication.scheduled_at()``:
+
+                ==========================  ================  ==============  ================================
+                status_map gives            scheduled_at()    status sent     date_gmt sent
+                ==========================  ================  ==============  ================================
+                nothing (status unmapped)   none              draft           —
+                nothing (status unmapped)   any               draft           the schedule
+                publish                     none              publish         — (¹)
+                publish                     in the future     future          the schedule
+                publish                     now or past       publish         the schedule (back-dated)
+                draft / pending / private   none              as mapped       —
+                draft / pending / private   any               as mapped       the schedule
+                ==========================  ================  ==============  ================================
+
+                An unmapped status never publishes: the newsroom did not say it may. WordPress itself publishes a
+                ``future`` post less than 60 s ahead at once, and a scheduled post goes live on the first request
+                after its time (WP-cron). (¹) If WordPress keeps the post ``future`` because an earlier schedule
+                left a date ahead, the adapter sends ``date_gmt`` = now, so "publish" means now.
+categories      the publication category through ``category_map`` (Kordiam id or name → WordPress id, or name
+                looked up); an unmapped category is looked up by its Kordiam name, and created if missing, only
+                with ``create_missing_categories``; otherwise the post's categories are left as they are
+                (WordPress gives a new post its default category). Only for post types with categories.
+author          the text task assignee's e-mail → the WordPress user with that e-mail (``users?search=…&
+                context=edit``, which needs the ``list_users`` capability), else ``default_author``, else unset
+                (WordPress keeps the current author; a new post gets the API user)
+==============  ==================================================================================================
+
+Upsert: with an external id, ``POST /wp/v2/{base}/{id}``; a post deleted in WordPress (404) is created again and
+the new id returned; a post moved to the trash by hand comes back out of it (Kordiam is the source of truth).
+Delete: ``DELETE /wp/v2/{base}/{id}``, to the trash or, with ``delete_mode = "force"``, for good; a post that is
+already gone (404) or already in the trash (410) counts as deleted.
+
+Result: ``external_id`` = the post id, ``edit_link`` = ``{url}/wp-admin/post.php?post={id}&action=edit``,
+``open_link`` = the post's ``link``, ``live`` = WordPress answered status ``publish``.
+
+Errors: 401/403 and other 4xx → ``ChannelRejected`` with WordPress's ``code`` and ``message``; 408, 409, 425, 429,
+5xx, timeouts and connection errors → ``ChannelUnavailable`` (with ``Retry-After``); an answer that is not
+JSON → ``ChannelRejected``. Nothing is retried in-process: the queue retries.
+
+Limitation: if WordPress creates a post but its answer is lost (timeout), the retry creates a second one;
+WordPress offers no idempotency key or searchable field for the Kordiam ids without a plugin.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any, Literal, TypeVar
+from urllib.parse import urlparse
+
+import httpx
+import nh3
+import structlog
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+from bridge.channels import ChannelContext
+from bridge.channels.base import Channel, ChannelResult
+from bridge.config import ChannelSettings
+from bridge.errors import BridgeError, ChannelRejected, ChannelUnavailable
+from bridge.kordiam.models import Element, Publication, Ref
+
+log = structlog.get_logger(__name__)
+
+WordPressStatus = Literal["draft", "pending", "publish", "private"]
+
+T = TypeVar("T")
+
+# --- options -----------------------------------------------------------------------------------------------
+
+
+def _selector_key(key: object) -> str:
+    """A map key as the adapter looks it up: an id as its digits, a name case-folded."""
+    if isinstance(key, bool) or not isinstance(key, int | str):
+        raise ValueError(f"key {key!r} must be a Kordiam id or name")
+    text = str(key).strip()
+    if not text:
+        raise ValueError("keys must not be empty")
+    return str(int(text)) if text.lstrip("-").isdigit() else text.casefold()
+
+
+class WordPressOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: str
+    username: str = Field(min_length=1)
+    app_password: SecretStr
+    post_type: str = Field(default="post", pattern=r"^[a-z0-9_-]{1,20}$")
+    status_map: dict[str, WordPressStatus] = Field(default_factory=dict)
+    category_map: dict[str, int | str] = Field(default_factory=dict)
+    create_missing_categories: bool = False
+    default_author: int | None = Field(default=None, gt=0)
+    delete_mode: Literal["trash", "force"] = "trash"
+    rest_route: Literal["auto", "pretty", "query"] = "auto"
+
+    @field_validator("url")
+    @classmethod
+    def _site_url(cls, value: str) -> str:
+        parsed = urlparse(value.strip())
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise ValueError("must be an http(s) URL")
+        if parsed.query or parsed.fragment:
+            raise ValueError("must be the site's address, without ?query or #fragment")
+        return value.strip().rstrip("/")
+
+    @field_validator("app_password")
+    @classmethod
+    def _not_empty(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().strip():
+            raise ValueError("must not be empty")
+        return value
+
+    @field_validator("status_map", mode="before")
+    @classmethod
+    def _status_keys(cls, value: Any) -> Any:
+        if not isinstance(value, Mapping):
+            return value
+        return {
+            _selector_key(key): status.strip().lower() if isinstance(status, str) else status
+            for key, status in value.items()
+        }
+
+    @field_validator("category_map", mode="before")
+    @classmethod
+    def _category_keys(cls, value: Any) -> Any:
+        if not isinstance(value, Mapping):
+            return value
+        # A value of digits is an id even when it comes as text (environment overrides are always text).
+        return {
+            _selector_key(key): int(target.strip()) if isinstance(target, str) and target.strip().isdigit() else target
+            for key, target in value.items()
+        }
+
+    @field_validator("category_map")
+    @classmethod
+    def _category_targets(cls, value: dict[str, int | str]) -> dict[str, int | str]:
+        for key, target in value.items():
+            if isinstance(target, int) and target <= 0:
+                raise ValueError(f"{key}: a WordPress category id must be positive")
+            if isinstance(target, str) and not target.strip():
+                raise ValueError(f"{key}: a WordPress category name must not be empty")
+        return {key: target.strip() if isinstance(target, str) else target for key, target in value.items()}
+
+
+def lookup(mapping: Mapping[str, T], ref: Ref | None) -> T | None:
+    """The value for a Kordiam reference in a ``status_map``/``category_map``: by id first, then by name."""
+    if ref is None:
+        return None
+    hit = mapping.get(str(ref.id))
+    if hit is None and ref.name:
+        hit = mapping.get(ref.name.strip().casefold())
+    return hit
+
+
+# --- pure mapping --------------------------------------------------------------------------------------------
+
+CONTENT_TAGS = frozenset(
+    {
+        "p", "br", "hr", "h2", "h3", "h4", "h5", "h6", "a", "strong", "b", "em", "i", "u", "s", "sub", "sup",
+        "small", "mark", "code", "pre", "kbd", "abbr", "cite", "q", "blockquote", "ul", "ol", "li", "dl", "dt",
+        "dd", "figure", "figcaption", "img", "table", "thead", "tbody", "tfoot", "tr", "th", "td", "caption",
+        "span", "div",
+    }
+)  # fmt: skip
+CONTENT_ATTRIBUTES: dict[str, set[str]] = {
+    "*": {"lang", "dir"},
+    "a": {"href", "title", "hreflang"},
+    "img": {"src", "alt", "title", "width", "height"},
+    "blockquote": {"cite"},
+    "q": {"cite"},
+    "abbr": {"title"},
+    "ol": {"start", "reversed"},
+    "th": {"colspan", "rowspan", "scope"},
+    "td": {"colspan", "rowspan"},
+}
+URL_SCHEMES = frozenset({"http", "https", "mailto", "tel"})
+
+
+def sanitize_html(text: str) -> str:
+    """The story's HTML, safe to store in WordPress (where the API user usually may post unfiltered HTML)."""
+    return nh3.clean(
+        text,
+        tags=set(CONTENT_TAGS),
+        clean_content_tags={"script", "style", "template", "noscript", "iframe", "object", "embed", "svg", "math"},
+        attributes=CONTENT_ATTRIBUTES,
+        url_schemes=set(URL_SCHEMES),
+        link_rel=None,
+    )
+
+
+def plain_text(text: str) -> str:
+    """Text for a title or excerpt: tags dropped, ``&``/``<``/``>`` as entities (how WordPress stores them)."""
+    return nh3.clean(text, tags=set(), clean_content_tags={"script", "style"}).strip()
+
+
+def wordpress_date(moment: datetime) -> str:
+    """``date_gmt`` as WordPress wants it: ISO 8601 in UTC, seconds, no offset suffix."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).replace(tzinfo=None, microsecond=0).isoformat()
+
+
+def plan_status(
+    mapped: WordPressStatus | None, scheduled: datetime | None, now: datetime
+) -> tuple[str, datetime | None]:
+    """The WordPress ``status`` and GMT date for a mapped status and a schedule (the table in the docstring)."""
+    if mapped is None:
+        return "draft", scheduled
+    if mapped == "publish" and scheduled is not None and scheduled > now:
+        return "future", scheduled
+    return mapped, scheduled
+
+
+@dataclass(frozen=True, slots=True)
+class PostPlan:
+    """What one publication becomes, before the parts that need WordPress (category and author ids)."""
+
+    fields: dict[str, Any]
+    category: Ref | None
+    author_email: str | None
+
+
+def map_post(
+    element: Element, publication: Publication, status_map: Mapping[str, WordPressStatus], now: datetime
+) -> PostPlan:
+    text = element.text_task_for(publication)
+    content = text.content if text else None
+    title = (content.headline if content else None) or element.title or element.slug or ""
+    status, date = plan_status(lookup(status_map, publication.status), publication.scheduled_at(), now)
+    fields: dict[str, Any] = {"title": plain_text(title), "status": status}
+    if content and content.text:
+        fields["content"] = sanitize_html(content.text)
+    if content and content.lead:
+        fields["excerpt"] = plain_text(content.lead)
+    if element.slug:
+        fields["slug"] = element.slug
+    if date is not None:
+        fields["date_gmt"] = wordpress_date(date)
+    email = text.assignee.email if text and text.assignee and text.assignee.email else None
+    return PostPlan(fields=fields, category=publication.category, author_email=email)
+
+
+# --- the adapter ---------------------------------------------------------------------------------------------
+
+POST_FIELDS = "id,status,link,slug,date_gmt"
+AUTHOR_MISS_TTL = 300.0  # seconds a "no WordPress user has this e-mail" answer is remembered
+
+
+@dataclass(frozen=True, slots=True)
+class _Route:
+    style: Literal["pretty", "query"]
+    rest_base: str
+    has_categories: bool
+
+
+class WordPressChannel:
+    def __init__(self, name: str, options: WordPressOptions, http: httpx.AsyncClient) -> None:
+        self.name = name
+        self.options = options
+        self._http = http
+        self._auth = httpx.BasicAuth(options.username, options.app_password.get_secret_value())
+        self._route: _Route | None = None
+        self._route_lock = asyncio.Lock()
+        self._categories: dict[str, int] = {}
+        self._authors: dict[str, int] = {}
+        self._author_misses: dict[str, float] = {}
+        self._can_list_users = True
+
+    @property
+    def _label(self) -> str:
+        return f"wordpress channel {self.name!r}"
+
+    # --- Channel Protocol ---
+
+    async def upsert(self, element: Element, publication: Publication, external_id: str | None) -> ChannelResult:
+        route = await self._resolve_route()
+        plan = map_post(element, publication, self.options.status_map, datetime.now(UTC))
+        body = dict(plan.fields)
+        if route.has_categories:
+            category = await self._category_for(plan.category)
+            if category is not None:
+                body["categories"] = [category]
+        author = await self._author_for(plan.author_email)
+        if author is not None:
+            body["author"] = author
+
+        post: dict[str, Any] | None = None
+        post_id = _post_id(external_id)
+        if post_id is not None:
+            action = f"updating post {post_id}"
+            response = await self._call(route, "POST", f"{post_id}", action, {"_fields": POST_FIELDS}, body)
+            if response.status_code in (404, 410) and _wordpress_error(response) is not None:
+                log.info("wordpress.post_gone", channel=self.name, post=post_id, element=element.id)
+            else:
+                post = self._post(response, action)
+        if post is None:
+            response = await self._call(route, "POST", "", "creating a post", {"_fields": POST_FIELDS}, body)
+            post = self._post(response, "creating a post")
+        if body["status"] == "publish" and "date_gmt" not in body and post["status"] == "future":
+            # An earlier schedule left the post's date ahead, so WordPress kept it scheduled: publish now.
+            action = f"publishing post {post['id']} now"
+            fix = {"status": "publish", "date_gmt": wordpress_date(datetime.now(UTC))}
+            response = await self._call(route, "POST", str(post["id"]), action, {"_fields": POST_FIELDS}, fix)
+            post = self._post(response, action)
+        return ChannelResult(
+            external_id=str(post["id"]),
+            edit_link=f"{self.options.url}/wp-admin/post.php?post={post['id']}&action=edit",
+            open_link=post["link"],
+            live=post["status"] == "publish",
+            edit_link_title="Edit in WordPress",
+            open_link_title="View in WordPress",
+        )
+
+    async def delete(self, element_id: int, publication_id: int, external_id: str) -> None:
+        post_id = _post_id(external_id)
+        if post_id is None:
+            return  # not a WordPress post id: nothing of ours to delete
+        route = await self._resolve_route()
+        params = {"force": "true"} if self.options.delete_mode == "force" else {}
+        action = f"deleting post {post_id}"
+        response = await self._call(route, "DELETE", str(post_id), action, params)
+        if response.is_success:
+            return
+        error = _wordpress_error(response)
+        if response.status_code in (404, 410) and error is not None:
+            return  # already deleted, or already in the trash
+        if error is not None and error[0] == "rest_trash_not_supported":
+            raise ChannelRejected(
+                f"{self._label}: {action}: this post type cannot be trashed ({error[1]}); "
+                'set delete_mode = "force" to delete for good'
+            )
+        raise self._error(response, action)
+
+    async def aclose(self) -> None:
+        self._categories.clear()
+        self._authors.clear()
+        self._author_misses.clear()
+
+    # --- REST plumbing ---
+
+    def _url(self, style: Literal["pretty", "query"], route: str, params: dict[str, str]) -> tuple[str, dict[str, str]]:
+        if style == "pretty":
+            return f"{self.options.url}/wp-json/{route}", params
+        return f"{self.options.url}/", {"rest_route": f"/{route}", **params}
+
+    async def _send(
+        self,
+        style: Literal["pretty", "query"],
+        method: str,
+        route: str,
+        action: str,
+        params: dict[str, str] | None = None,
+        body: dict[str, Any] | None = None,
+    ) -> httpx.Response:
+        url, query = self._url(style, route, params or {})
+        try:
+            return await self._http.request(method, url, params=query, json=body, auth=self._auth)
+        except (httpx.TransportError, TimeoutError, ConnectionError) as error:
+            reason = str(error) or type(error).__name__
+            raise ChannelUnavailable(f"{self._label}: {action}: {self.options.url} unreachable: {reason}") from error
+
+    async def _call(
+        self,
+        route: _Route,
+        method: str,
+        item: str,
+        action: str,
+        params: dict[str, str] | None = None,
+        body: dict[str, Any] | None = None,
+    ) -> httpx.Response:
+        path = f"wp/v2/{route.rest_base}" + (f"/{item}" if item else "")
+        response = await self._send(route.style, method, path, action, params, body)
+        if response.status_code == 404 and _wordpress_error(response) is None:
+            raise ChannelRejected(
+                f"{self._label}: {action}: {response.request.url} answered 404 without a WordPress error; "
+                f"is {self.options.url} still a WordPress site with its REST API on?"
+            )
+        return response
+
+    def _json(self, response: httpx.Response, action: str) -> Any:
+        try:
+            return response.json()
+        except ValueError:
+            kind = response.headers.get("content-type", "no content type")
+            start = response.text[:80].strip().replace("\n", " ")
+            raise ChannelRejected(
+                f"{self._label}: {action}: WordPress answered HTTP {response.status_code} with something that is "
+                f"not JSON ({kind}: {start!r})"
+            ) from None
+
+    def _post(self, response: httpx.Response, action: str) -> dict[str, Any]:
+        if not response.is_success:
+            raise self._error(response, action)
+        post = self._json(response, action)
+        if not (
+            isinstance(post, dict)
+            and isinstance(post.get("id"), int)
+            and isinstance(post.get("status"), str)
+            and isinstance(post.get("link"), str)
+        ):
+            raise ChannelRejected(f"{self._label}: {action}: the answer has no post id, status and link")
+        return post
+
+    def _error(self, response: httpx.Response, action: str) -> BridgeError:
+        status = response.status_code
+        error = _wordpress_error(response)
+        said = f"{error[0]}: {error[1]}" if error else response.reason_phrase or "no details"
+        if error and error[2]:
+            said += f" ({error[2]})"
+        prefix = f"{self._label}: {action}: HTTP {status}"
+        if status in (408, 409, 425, 429) or status >= 500:
+            return ChannelUnavailable(f"{prefix} {said}", retry_after=_retry_after(response))
+        if status in (401, 403):
+            return ChannelRejected(f"{prefix} {said} — check username and app_password, and that the user may do this")
+        if 300 <= status < 400:
+            location = response.headers.get("location", "?")
+            return ChannelRejected(f"{prefix}: redirected to {location}; set url to the address WordPress uses")
+        return ChannelRejected(f"{prefix} {said}")
+
+    async def _resolve_route(self) -> _Route:
+        """Find how this site exposes its REST API and the post type's REST base (once)."""
+        if self._route is not None:
+            return self._route
+        async with self._route_lock:
+            if self._route is not None:
+                return self._route
+            post_type = self.options.post_type
+            styles: list[Literal["pretty", "query"]] = (
+                ["pretty", "query"] if self.options.rest_route == "auto" else [self.options.rest_route]
+            )
+            tried = []
+            for style in styles:
+                path = f"wp/v2/types/{post_type}"
+                action = f"reading post type {post_type!r}"
+                params = {"_fields": "slug,rest_base,taxonomies"}
+                response = await self._send(style, "GET", path, action, params)
+                error = _wordpress_error(response)
+                if response.status_code == 404 and error is None:
+                    tried.append(str(response.request.url))
+                    continue
+                if response.status_code == 404:
+                    raise ChannelRejected(
+                        f"{self._label}: post type {post_type!r} is not available over WordPress's REST API at "
+                        f"{self.options.url} ({error[0] if error else 404})"
+                    )
+                if not response.is_success:
+                    raise self._error(response, action)
+                data = self._json(response, action)
+                if not isinstance(data, dict):
+                    raise ChannelRejected(f"{self._label}: {action}: unexpected answer {str(data)[:80]!r}")
+                rest_base = data.get("rest_base")
+                taxonomies = data.get("taxonomies")
+                self._route = _Route(
+                    style=style,
+                    rest_base=rest_base if isinstance(rest_base, str) and rest_base else _default_rest_base(post_type),
+                    has_categories=isinstance(taxonomies, list) and "category" in taxonomies,
+                )
+                return self._route
+            raise ChannelRejected(
+                f"{self._label}: no WordPress REST API at {self.options.url}: "
+                + " and ".join(tried)
+                + " answered 404 (is url the site's address, and is the REST API enabled?)"
+            )
+
+    # --- categories and authors ---
+
+    async def _category_for(self, category: Ref | None) -> int | None:
+        target = lookup(self.options.category_map, category)
+        if isinstance(target, int):
+            return target
+        if isinstance(target, str):
+            return await self._category_id(target, create=self.options.create_missing_categories)
+        if category is not None and category.name and self.options.create_missing_categories:
+            return await self._category_id(category.name, create=True)
+        return None
+
+    async def _category_id(self, name: str, *, create: bool) -> int:
+        key = name.strip().casefold()
+        cached = self._categories.get(key)
+        if cached is not None:
+            return cached
+        route = await self._resolve_route()
+        category_route = _Route(route.style, "categories", False)
+        action = f"looking up category {name!r}"
+        params = {"search": name.strip(), "per_page": "100", "_fields": "id,name"}
+        response = await self._call(category_route, "GET", "", action, params)
+        if not response.is_success:
+            raise self._error(response, action)
+        found = self._json(response, action)
+        for item in found if isinstance(found, list) else []:
+            if (
+                isinstance(item, dict)
+                and isinstance(item.get("id"), int)
+                and html.unescape(str(item.get("name", ""))).strip().casefold() == key
+            ):
+                self._categories[key] = item["id"]
+                return int(item["id"])
+        if not create:
+            raise ChannelRejected(
+                f"{self._label}: category {name!r} (from category_map) does not exist in WordPress; create it there "
+                "or set create_missing_categories = true"
+            )
+        action = f"creating category {name!r}"
+        response = await self._call(category_route, "POST", "", action, {"_fields": "id,name"}, {"name": name.strip()})
+        error = _wordpress_error(response)
+        if response.status_code == 400 and error is not None and error[0] == "term_exists":
+            term_id = error[3].get("term_id") if error[3] else None
+            if isinstance(term_id, int):
+                self._categories[key] = term_id
+                return term_id
+        if not response.is_success:
+            raise self._error(response, action)
+        created = self._json(response, action)
+        if not isinstance(created, dict) or not isinstance(created.get("id"), int):
+            raise ChannelRejected(f"{self._label}: {action}: the answer has no category id")
+        self._categories[key] = created["id"]
+        log.info("wordpress.category_created", channel=self.name, category=name, id=created["id"])
+        return int(created["id"])
+
+    async def _author_for(self, email: str | None) -> int | None:
+        if email and self._can_list_users:
+            user = await self._user_by_email(email)
+            if user is not None:
+                return user
+        return self.options.default_author
+
+    async def _user_by_email(self, email: str) -> int | None:
+        key = email.strip().casefold()
+        if key in self._authors:
+            return self._authors[key]
+        if self._author_misses.get(key, 0.0) > time.monotonic():
+            return None
+        route = await self._resolve_route()
+        users = _Route(route.style, "users", False)
+        action = "looking up the author by e-mail"
+        params = {"search": email.strip(), "context": "edit", "_fields": "id,email", "per_page": "100"}
+        response = await self._call(users, "GET", "", action, params)
+        if response.status_code == 403:
+            # The API user may not list users (list_users): fall back to default_author from now on.
+            self._can_list_users = False
+            log.warning("wordpress.cannot_list_users", channel=self.name, detail=_wordpress_error(response))
+            return None
+        if not response.is_success:
+            raise self._error(response, action)
+        found = self._json(response, action)
+        for item in found if isinstance(found, list) else []:
+            if (
+                isinstance(item, dict)
+                and isinstance(item.get("id"), int)
+                and str(item.get("email", "")).strip().casefold() == key
+            ):
+                self._authors[key] = item["id"]
+                return int(item["id"])
+        self._author_misses[key] = time.monotonic() + AUTHOR_MISS_TTL
+        return None
+
+
+def _default_rest_base(post_type: str) -> str:
+    return {"post": "posts", "page": "pages"}.get(post_type, post_type)
+
+
+def _post_id(external_id: str | None) -> int | None:
+    if external_id is None:
+        return None
+    text = external_id.strip()
+    return int(text) if text.isdigit() and int(text) > 0 else None
+
+
+def _wordpress_error(response: httpx.Response) -> tuple[str, str, str, dict[str, Any]] | None:
+    """``(code, message, parameter details, data)`` of a WordPress REST error answer, None for anything else."""
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    if not isinstance(body, dict) or not isinstance(body.get("code"), str):
+        return None
+    data = body.get("data") if isinstance(body.get("data"), dict) else {}
+    assert isinstance(data, dict)
+    params = data.get("params")
+    details = "; ".join(f"{k}: {v}" for k, v in params.items()) if isinstance(params, dict) else ""
+    return body["code"], html.unescape(str(body.get("message") or "")), details, data
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return max(0.0, (moment - datetime.now(UTC)).total_seconds())
+
+
+def create(settings: ChannelSettings, options: BaseModel, context: ChannelContext) -> Channel:
+    assert isinstance(options, WordPressOptions)
+    return WordPressChannel(settings.name, options, context.http)

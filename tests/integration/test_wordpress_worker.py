@@ -1,0 +1,162 @@
+"""A story's life in Kordiam ends in the matching post state in a real WordPress, through the whole worker:
+simulator → SQS → worker → WordPress → feedback (post id, both links, published) back in Kordiam."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from bridge.config import Settings
+from bridge.simulator import RunningSimulator
+from tests.support import SimulatorAdmin, SqsEndpoint, drain, eventually, queue_depth, running_worker, send, story
+
+CREDENTIALS_ENV = "BRIDGE_TEST_WORDPRESS"
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(
+        not os.environ.get(CREDENTIALS_ENV),
+        reason=f'{CREDENTIALS_ENV} is not set: run scripts/wordpress.sh start && eval "$(scripts/wordpress.sh env)"',
+    ),
+]
+
+
+@pytest.fixture
+async def wordpress() -> AsyncIterator[tuple[dict[str, Any], httpx.AsyncClient]]:
+    creds: dict[str, Any] = json.loads(Path(os.environ[CREDENTIALS_ENV]).read_text())
+    async with httpx.AsyncClient(
+        base_url=f"{creds['url']}/wp-json/wp/v2/", auth=(creds["username"], creds["app_password"]), timeout=15
+    ) as client:
+        yield creds, client
+
+
+def settings(creds: dict[str, Any], queue: str, endpoint: str, kordiam: str, workdir: Path) -> Settings:
+    return Settings(
+        queue={
+            "url": queue,
+            "endpoint_url": endpoint,
+            "concurrency": 4,
+            "wait_time_seconds": 1,
+            "visibility_timeout": 20,
+            "retry_base_seconds": 1,
+            "retry_max_seconds": 2,
+            "shutdown_timeout": 10,
+        },
+        kordiam={"base_url": kordiam, "client_id": "demo-client", "client_secret": "demo-secret"},
+        state={"url": f"sqlite:///{workdir / 'state.db'}"},
+        channels=[
+            {
+                "name": "website",
+                "type": "wordpress",
+                "platforms": [99003],
+                "url": creds["url"],
+                "username": creds["username"],
+                "app_password": creds["app_password"],
+                "status_map": {"Accepted": "publish", "Published": "publish"},
+                "create_missing_categories": True,
+            }
+        ],
+        ops={"port": 0},
+    )
+
+
+async def test_story_life_in_wordpress(
+    sqs_endpoint: SqsEndpoint,
+    queues: tuple[str, str],
+    simulator: RunningSimulator,
+    admin: SimulatorAdmin,
+    wordpress: tuple[dict[str, Any], httpx.AsyncClient],
+    tmp_path: Path,
+) -> None:
+    creds, wp = wordpress
+    slug = f"bridge-{uuid.uuid4().hex[:10]}"
+    later = datetime.now(UTC) + timedelta(days=2)
+    body = story("Harbour reopens", platforms=(99003,))
+    body["slug"] = slug
+    body["publications"][0]["schedule"] = {
+        "kind": "single",
+        "date": later.date().isoformat(),
+        "timing": {"type": "time", "time": "10:00"},
+    }
+    body["tasks"][0]["content"]["text"] = '<p onclick="x()">Ships are back.<script>alert(1)</script></p>'
+
+    async def post_of(element_id: int) -> dict[str, Any] | None:
+        element = await admin.get(element_id)
+        post_id = element["publications"][0].get("externalId")
+        if not post_id:
+            return None
+        response = await wp.get(f"posts/{post_id}", params={"context": "edit"})
+        return response.json() if response.status_code == 200 else None
+
+    async def settled() -> bool:
+        return queue_depth(sqs_endpoint.url, queues[0]) == 0
+
+    async with running_worker(settings(creds, queues[0], sqs_endpoint.url, simulator.base_url, tmp_path)):
+        # 1. Created with an unmapped status ("No Status"): a draft, dated, never published.
+        element_id = (await admin.create(body))["id"]
+        await eventually(lambda: _has(post_of(element_id)), what="draft post")
+        post = await post_of(element_id)
+        assert post is not None and post["status"] == "draft" and post["slug"] == slug
+        assert post["title"]["raw"] == "Harbour reopens"
+        assert "<script" not in post["content"]["raw"] and "onclick" not in post["content"]["raw"]
+        assert post["date_gmt"].startswith(f"{later.date().isoformat()}T10:00")
+        element = await admin.get(element_id)
+        publication = element["publications"][0]
+        assert publication["cms"]["editLink"] == f"{creds['url']}/wp-admin/post.php?post={post['id']}&action=edit"
+        assert publication["cms"]["openLink"] == post["link"]
+        assert element["externalElement"]["externalId"] == str(post["id"])
+
+        # 2. Accepted (mapped to publish) with a date ahead: scheduled ("future").
+        element["publications"][0]["status"] = {"id": 3, "name": "Accepted"}
+        element["tasks"][0]["content"]["headline"] = "Harbour reopens after storm"
+        await admin.replace(element_id, element)
+        await eventually(lambda: _status(post_of(element_id), "future"), what="scheduled post")
+        post = await post_of(element_id)
+        assert post is not None and post["title"]["raw"] == "Harbour reopens after storm"
+
+        # 3. The date is removed: published now, live, and Kordiam's publication is published by the bridge.
+        element = await admin.get(element_id)
+        element["publications"][0].pop("schedule", None)
+        await admin.replace(element_id, element)
+        await eventually(lambda: _status(post_of(element_id), "publish"), what="published post")
+
+        async def published_in_kordiam() -> bool:
+            return "published" in (await admin.get(element_id))["publications"][0]
+
+        await eventually(published_in_kordiam, what="publication published in Kordiam")
+        await eventually(settled, what="queue settled")
+
+        # 4. Duplicate and re-ordered notifications: still one post.
+        await admin.notify(element_id, "created")
+        send(sqs_endpoint.url, queues[0], {**(await admin.get(element_id)), "modificationDate": "2020-01-01T00:00:00Z"})
+        await eventually(settled, what="duplicates processed")
+        found = (await wp.get("posts", params={"slug": slug, "status": "any", "context": "edit"})).json()
+        assert len(found) == 1
+
+        # 5. Deleted in Kordiam: the post goes to the trash.
+        post_id = found[0]["id"]
+        await admin.delete(element_id)
+
+        async def trashed() -> bool:
+            response = await wp.get(f"posts/{post_id}", params={"context": "edit"})
+            return response.status_code == 200 and response.json()["status"] == "trash"
+
+        await eventually(trashed, what="post in the trash")
+    assert drain(sqs_endpoint.url, queues[1]) == []
+    await wp.delete(f"posts/{post_id}", params={"force": "true"})
+
+
+async def _has(post: Any) -> bool:
+    return (await post) is not None
+
+
+async def _status(post: Any, status: str) -> bool:
+    found = await post
+    return found is not None and found["status"] == status
