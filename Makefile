@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 PYTEST_FLAGS ?= -q
 
 .PHONY: help venv demo test lint typecheck unit integration test-localstack localstack localstack-stop \
-        wordpress wordpress-stop simulator run clean
+        wordpress wordpress-stop simulator run clean image up down infra-test checkov
 
 help:
 	@echo "make demo             run the whole bridge on embedded defaults (SQS, Kordiam simulator, folder channels)"
@@ -16,6 +16,7 @@ help:
 	@echo "make wordpress        install (Debian packages) and serve a real WordPress on 127.0.0.1:8089"
 	@echo "make simulator        serve the Kordiam API simulator on 127.0.0.1:8700"
 	@echo "make run CONFIG=...   run the worker with a config file"
+	@echo "make image / up / down  container image; worker + simulator + SQS emulator with docker compose"
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,11 +43,14 @@ integration: venv
 	scripts/wordpress.sh start
 	$(WORDPRESS_ENV) $(BIN)/pytest $(PYTEST_FLAGS) tests/integration
 
-# The same end-to-end tests against LocalStack (host mode, no Docker).
+# The same end-to-end tests against LocalStack (host mode, no Docker), on a port and in a folder of their own so
+# they never stop a LocalStack that is running for something else (`make localstack`, `make bench`).
+TEST_LOCALSTACK := LOCALSTACK_PORT=4599 LOCALSTACK_HOME=$(CURDIR)/.cache/localstack-tests
+
 test-localstack: venv
-	scripts/localstack.sh start
-	BRIDGE_TEST_SQS=localstack LOCALSTACK_ENDPOINT=http://127.0.0.1:4566 $(BIN)/pytest $(PYTEST_FLAGS) -m localstack tests; \
-	  status=$$?; scripts/localstack.sh stop; exit $$status
+	$(TEST_LOCALSTACK) scripts/localstack.sh start
+	BRIDGE_TEST_SQS=localstack LOCALSTACK_ENDPOINT=http://127.0.0.1:4599 $(BIN)/pytest $(PYTEST_FLAGS) -m localstack tests; \
+	  status=$$?; $(TEST_LOCALSTACK) scripts/localstack.sh stop; exit $$status
 
 WORDPRESS_ENV := BRIDGE_TEST_WORDPRESS=$(CURDIR)/.cache/wordpress/credentials.json
 
@@ -72,6 +76,24 @@ simulator: venv
 
 run: venv
 	$(BIN)/kordiam-bridge run --config $(CONFIG)
+
+# Container and local stack (need a Docker engine): EMULATOR=localstack (default) or moto.
+EMULATOR ?= localstack
+
+image:
+	docker build -f infra/docker/Dockerfile -t kordiam-bridge:$$(git rev-parse --short HEAD) -t kordiam-bridge:local .
+
+up:
+	docker compose --profile $(EMULATOR) up --build --detach --wait
+
+down:
+	docker compose --profile $(EMULATOR) down
+
+infra-test: venv
+	$(BIN)/pytest $(PYTEST_FLAGS) tests/infra
+
+checkov:
+	scripts/checkov.sh run infra/terraform
 
 clean:
 	rm -rf $(VENV) .cache .mypy_cache .ruff_cache .pytest_cache demo-output

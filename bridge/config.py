@@ -6,6 +6,7 @@ are ``SecretStr`` and never printed, not even in validation errors.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import tomllib
@@ -140,6 +141,12 @@ class ChannelSettings(BaseModel):
     platforms: list[int] = Field(min_length=1)
     statuses: list[StatusSelector] | None = None
     main: bool = False
+    # Isolation: after this many transient failures in a row the channel's calls fail fast for the cool-down.
+    breaker_threshold: int = Field(default=5, ge=1, le=1000)
+    breaker_cooldown: float = Field(default=30.0, gt=0, le=3600)
+    # Optional limits for a CMS that cannot take the worker's full concurrency or rate.
+    max_in_flight: int | None = Field(default=None, ge=1, le=1000)
+    rate_limit: float | None = Field(default=None, gt=0, le=10_000)
 
     @property
     def options(self) -> dict[str, Any]:
@@ -155,6 +162,15 @@ class FeedbackSettings(Section):
     link_element: bool = True
     # When a channel reports the item live and Kordiam does not yet show the publication as published.
     publish_when_live: bool = True
+
+
+class ReconcileSettings(Section):
+    """The optional sweep that heals changes whose notification never arrived."""
+
+    enabled: bool = False
+    interval_seconds: float = Field(default=900.0, ge=1, le=86_400)
+    # How far back the first sweep after start-up looks.
+    lookback_seconds: float = Field(default=3600.0, ge=0, le=30 * 86_400)
 
 
 class OpsSettings(Section):
@@ -173,6 +189,7 @@ class Settings(BaseSettings):
     state: StateSettings = StateSettings()
     channels: list[ChannelSettings] = Field(min_length=1)
     feedback: FeedbackSettings = FeedbackSettings()
+    reconcile: ReconcileSettings = ReconcileSettings()
     ops: OpsSettings = OpsSettings()
 
     @classmethod
@@ -212,19 +229,36 @@ class _SectionEnvSource(EnvSettingsSource):
 
 
 def _channel_overrides(data: dict[str, Any]) -> None:
-    """Apply ``BRIDGE_CHANNELS__<NAME>__<KEY>=value`` to the channel of that name (``-`` and ``.`` read as ``_``)."""
+    """Apply ``BRIDGE_CHANNELS__<NAME>__<KEY>[__<SUBKEY>…]=value`` to the channel of that name.
+
+    The name is matched upper-cased with ``-`` and ``.`` read as ``_``; a value that is a JSON object or list
+    (``{…}``, ``[…]``) is parsed, so a whole table can come from one variable too.
+    """
     channels = data.get("channels")
     if not isinstance(channels, list):
         return
     by_name = {re.sub(r"[^A-Z0-9]", "_", str(c.get("name", "")).upper()): c for c in channels if isinstance(c, dict)}
-    for variable, value in os.environ.items():
+    for variable, raw in sorted(os.environ.items()):
         if not variable.upper().startswith(CHANNEL_ENV_PREFIX):
             continue
-        name, _, key = variable[len(CHANNEL_ENV_PREFIX) :].partition("__")
+        name, *path = variable[len(CHANNEL_ENV_PREFIX) :].split("__")
         channel = by_name.get(name.upper())
-        if channel is None or not key:
-            raise ConfigError(variable, f"names no configured channel (known: {', '.join(sorted(by_name)) or 'none'})")
-        channel[key.lower()] = value
+        if channel is None or not path or not all(path):
+            known = ", ".join(sorted(by_name)) or "none"
+            raise ConfigError(variable, f"names no configured channel key (channels: {known})")
+        value: Any = raw
+        if raw.lstrip().startswith(("{", "[")):
+            try:
+                value = json.loads(raw)
+            except ValueError as error:
+                raise ConfigError(variable, f"looks like JSON but does not parse: {error.args[0]}") from None
+        target = channel
+        for part in path[:-1]:
+            nested = target.setdefault(part.lower(), {})
+            if not isinstance(nested, dict):
+                raise ConfigError(variable, f"{part.lower()} is not a table")
+            target = nested
+        target[path[-1].lower()] = value
 
 
 def load_settings(path: Path | str | None = None, *, overrides: dict[str, Any] | None = None) -> Settings:

@@ -7,6 +7,10 @@ README, "Performance"). Every outbound call (Kordiam, channels) shares this clie
 
 from __future__ import annotations
 
+import time
+from collections.abc import Mapping
+from email.utils import parsedate_to_datetime
+
 import httpx
 from httpx_aiohttp import AiohttpTransport
 
@@ -23,3 +27,20 @@ def create_http_client(*, max_connections: int, timeout: float) -> httpx.AsyncCl
         headers={"User-Agent": USER_AGENT},
         follow_redirects=False,
     )
+
+
+def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
+    """``Retry-After`` in seconds from now: the header holds either seconds or an HTTP date (RFC 9110 §10.2.3)."""
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, moment.timestamp() - time.time())

@@ -11,11 +11,13 @@ from dataclasses import dataclass
 import structlog
 
 from bridge.channels import Channel, ChannelContext, build_channel
+from bridge.channels.guard import GuardedChannel
 from bridge.config import Settings
 from bridge.http import create_http_client
 from bridge.kordiam.client import KordiamClient
 from bridge.ops.server import OpsServer
 from bridge.pipeline.handler import MessageHandler
+from bridge.pipeline.reconcile import Reconciler
 from bridge.pipeline.routing import Route
 from bridge.pipeline.sync import SyncEngine
 from bridge.queue.consumer import Consumer, ConsumerSettings, poller_count
@@ -29,12 +31,19 @@ log = structlog.get_logger("bridge.worker")
 class Worker:
     consumer: Consumer
     ops: OpsServer | None
+    reconciler: Reconciler | None
 
 
 async def run_worker(settings: Settings, stop: asyncio.Event, *, serve_ops: bool = True) -> None:
     """Run until ``stop`` is set; then drain and close everything."""
     async with assemble(settings, serve_ops=serve_ops) as worker:
-        await worker.consumer.run(stop)
+        sweeper = asyncio.create_task(worker.reconciler.run(stop)) if worker.reconciler else None
+        try:
+            await worker.consumer.run(stop)
+        finally:
+            if sweeper is not None:
+                sweeper.cancel()
+                await asyncio.gather(sweeper, return_exceptions=True)
 
 
 @contextlib.asynccontextmanager
@@ -48,13 +57,19 @@ async def assemble(settings: Settings, *, serve_ops: bool = True) -> AsyncIterat
         channels: list[Channel] = []
         routes = []
         for index, channel_settings in enumerate(settings.channels):
-            channel = build_channel(channel_settings, context, index=index)
+            channel: Channel = GuardedChannel(
+                build_channel(channel_settings, context, index=index),
+                breaker_threshold=channel_settings.breaker_threshold,
+                breaker_cooldown=channel_settings.breaker_cooldown,
+                max_in_flight=channel_settings.max_in_flight,
+                rate_limit=channel_settings.rate_limit,
+            )
             channels.append(channel)
             stack.push_async_callback(channel.aclose)
             statuses = tuple(channel_settings.statuses) if channel_settings.statuses is not None else None
             routes.append(Route(channel, frozenset(channel_settings.platforms), statuses))
 
-        state: StateStore = await open_state_store(settings.state)
+        state: StateStore = await open_state_store(settings.state, default_region=settings.queue.region)
         stack.push_async_callback(state.close)
         kordiam = KordiamClient(
             http,
@@ -98,7 +113,16 @@ async def assemble(settings: Settings, *, serve_ops: bool = True) -> AsyncIterat
             main_channel=settings.main_channel,
             ops_port=ops.port if ops else None,
         )
-        yield Worker(consumer, ops)
+        reconciler = None
+        if settings.reconcile.enabled:
+            reconciler = Reconciler(
+                kordiam=kordiam,
+                state=state,
+                transport=transport,
+                interval=settings.reconcile.interval_seconds,
+                lookback=settings.reconcile.lookback_seconds,
+            )
+        yield Worker(consumer, ops, reconciler)
 
 
 def install_signal_handlers(stop: asyncio.Event) -> None:

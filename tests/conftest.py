@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
@@ -15,7 +15,15 @@ os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
 os.environ.setdefault("AWS_DEFAULT_REGION", "eu-central-1")
 os.environ.pop("AWS_PROFILE", None)
 
-from tests.support import SqsEndpoint, make_queues, start_moto
+from bridge.simulator import RunningSimulator, SimulatorSettings
+from tests.support import (
+    ChannelLog,
+    SimulatorAdmin,
+    SqsEndpoint,
+    make_queues,
+    recording_channels,
+    start_moto,
+)
 
 REGION = "eu-central-1"
 
@@ -38,3 +46,25 @@ def sqs_endpoint() -> Iterator[SqsEndpoint]:
 def queues(sqs_endpoint: SqsEndpoint) -> tuple[str, str]:
     """A fresh queue and its dead-letter queue (redrive after 3 receives) for each test."""
     return make_queues(sqs_endpoint.url, f"t-{uuid.uuid4().hex[:12]}", max_receive_count=3)
+
+
+@pytest.fixture
+def simulator(sqs_endpoint: SqsEndpoint, queues: tuple[str, str]) -> Iterator[RunningSimulator]:
+    """The Kordiam simulator over HTTP, sending its change notifications to this test's queue."""
+    settings = SimulatorSettings(queue_url=queues[0], sqs_endpoint_url=sqs_endpoint.url, region=REGION)
+    with RunningSimulator(settings) as running:
+        yield running
+
+
+@pytest.fixture
+async def admin(simulator: RunningSimulator) -> AsyncIterator[SimulatorAdmin]:
+    client = SimulatorAdmin(simulator.base_url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def channel_log() -> Iterator[ChannelLog]:
+    """Registers the `recording` channel type (a folder channel that counts what it was asked to do)."""
+    with recording_channels() as log:
+        yield log

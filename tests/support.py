@@ -6,6 +6,12 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -22,6 +28,7 @@ from bridge import channels as channel_registry
 from bridge.channels import ChannelResult
 from bridge.channels.folder import FolderChannel, FolderOptions
 from bridge.config import ChannelSettings, Settings
+from bridge.errors import ChannelUnavailable
 from bridge.kordiam.models import Element, Publication
 from bridge.worker import run_worker
 
@@ -170,6 +177,22 @@ class ChannelLog:
     updates: Counter[tuple[str, int, int]] = field(default_factory=Counter)
     deletes: Counter[tuple[str, int, int]] = field(default_factory=Counter)
     fail_next: dict[str, list[Exception]] = field(default_factory=dict)
+    # A channel answers ChannelUnavailable until this monotonic time.
+    down_until: dict[str, float] = field(default_factory=dict)
+    # When each write happened (monotonic), per channel.
+    written_at: dict[str, list[float]] = field(default_factory=dict)
+    attempts: Counter[str] = field(default_factory=Counter)
+
+    def clear(self) -> None:
+        for counter in (self.creates, self.updates, self.deletes, self.attempts):
+            counter.clear()
+        self.fail_next.clear()
+        self.down_until.clear()
+        self.written_at.clear()
+
+    def duplicates(self) -> int:
+        """Creates beyond the first for one (channel, element, publication): each one a duplicate item."""
+        return sum(count - 1 for count in self.creates.values() if count > 1)
 
 
 CHANNEL_LOG = ChannelLog()
@@ -179,9 +202,13 @@ class RecordingChannel(FolderChannel):
     """A folder channel that also counts creates, updates and deletes (a create twice would be a duplicate)."""
 
     async def upsert(self, element: Element, publication: Publication, external_id: str | None) -> ChannelResult:
+        CHANNEL_LOG.attempts[self.name] += 1
         failures = CHANNEL_LOG.fail_next.get(self.name)
         if failures:
             raise failures.pop(0)
+        if time.monotonic() < CHANNEL_LOG.down_until.get(self.name, 0.0):
+            raise ChannelUnavailable(f"{self.name} is down")
+        CHANNEL_LOG.written_at.setdefault(self.name, []).append(time.monotonic())
         key = (self.name, element.id, publication.id)
         (CHANNEL_LOG.creates if external_id is None else CHANNEL_LOG.updates)[key] += 1
         return await super().upsert(element, publication, external_id)
@@ -207,10 +234,7 @@ def recording_channels() -> Any:
         return types
 
     channel_registry.channel_types = with_recording
-    CHANNEL_LOG.creates.clear()
-    CHANNEL_LOG.updates.clear()
-    CHANNEL_LOG.deletes.clear()
-    CHANNEL_LOG.fail_next.clear()
+    CHANNEL_LOG.clear()
     try:
         yield CHANNEL_LOG
     finally:
@@ -287,3 +311,96 @@ def story(title: str = "Council approves budget", *, platforms: tuple[int, ...] 
             for platform in platforms
         ],
     }
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def write_config(
+    path: Path,
+    *,
+    queue: str,
+    endpoint: str,
+    kordiam: str,
+    workdir: Path,
+    ops_port: int,
+    state_extra: str = "",
+    visibility_timeout: int = 20,
+) -> Path:
+    path.write_text(
+        f"""
+[queue]
+url = "{queue}"
+endpoint_url = "{endpoint}"
+region = "{REGION}"
+concurrency = 4
+wait_time_seconds = 2
+visibility_timeout = {visibility_timeout}
+retry_base_seconds = 1
+shutdown_timeout = 20
+
+[kordiam]
+base_url = "{kordiam}"
+client_id = "demo-client"
+timeout = 5
+
+[state]
+url = "sqlite:///{workdir / "state.db"}"
+{state_extra}
+
+[[channels]]
+name = "web"
+type = "folder"
+platforms = [99003]
+path = "{workdir / "web"}"
+
+[[channels]]
+name = "print"
+type = "folder"
+platforms = [99004]
+path = "{workdir / "print"}"
+
+[ops]
+port = {ops_port}
+""",
+        encoding="utf-8",
+    )
+    return path
+
+
+class WorkerProcess:
+    def __init__(self, config: Path, log: Path) -> None:
+        env = {**os.environ, "BRIDGE_KORDIAM__CLIENT_SECRET": "demo-secret"}
+        self.log = log
+        self._handle = log.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "bridge", "run", "--config", str(config)],
+            stdout=self._handle,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+
+    def terminate(self, timeout: float = 30) -> tuple[int, float]:
+        started = time.monotonic()
+        self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(timeout=timeout)
+        self._handle.close()
+        return code, time.monotonic() - started
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self._handle.close()
+
+    def events(self) -> list[dict[str, object]]:
+        lines = self.log.read_text(encoding="utf-8").splitlines()
+        return [json.loads(line) for line in lines if line.startswith("{")]
+
+
+def deliveries(workdir: Path) -> list[tuple[int, str, int]]:
+    with sqlite3.connect(workdir / "state.db") as db:
+        return db.execute("SELECT element_id, channel, publication_id FROM deliveries ORDER BY 1, 2, 3").fetchall()

@@ -30,11 +30,15 @@ class ChannelType:
 
 def channel_types() -> dict[str, ChannelType]:
     # Imported here so that an adapter's dependencies load only when the registry is consulted.
-    from bridge.channels import folder, wordpress
+    from bridge.channels import folder, kordiam_platform, kordiam_webhook, mailchimp, newsml, wordpress
 
     return {
         "folder": ChannelType(folder.FolderOptions, folder.create),
         "wordpress": ChannelType(wordpress.WordPressOptions, wordpress.create),
+        "newsml": ChannelType(newsml.NewsMLOptions, newsml.create),
+        "mailchimp": ChannelType(mailchimp.MailchimpOptions, mailchimp.create),
+        "kordiam-webhook": ChannelType(kordiam_webhook.KordiamWebhookOptions, kordiam_webhook.create),
+        "kordiam-platform": ChannelType(kordiam_platform.KordiamPlatformOptions, kordiam_platform.create),
     }
 
 

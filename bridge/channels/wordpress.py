@@ -79,7 +79,6 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any, Literal, TypeVar
 from urllib.parse import urlparse
 
@@ -92,6 +91,7 @@ from bridge.channels import ChannelContext
 from bridge.channels.base import Channel, ChannelResult
 from bridge.config import ChannelSettings
 from bridge.errors import BridgeError, ChannelRejected, ChannelUnavailable
+from bridge.http import retry_after_seconds
 from bridge.kordiam.models import Element, Publication, Ref
 
 log = structlog.get_logger(__name__)
@@ -443,7 +443,7 @@ class WordPressChannel:
             said += f" ({error[2]})"
         prefix = f"{self._label}: {action}: HTTP {status}"
         if status in (408, 409, 425, 429) or status >= 500:
-            return ChannelUnavailable(f"{prefix} {said}", retry_after=_retry_after(response))
+            return ChannelUnavailable(f"{prefix} {said}", retry_after=retry_after_seconds(response.headers))
         if status in (401, 403):
             return ChannelRejected(f"{prefix} {said} — check username and app_password, and that the user may do this")
         if 300 <= status < 400:
@@ -613,23 +613,6 @@ def _wordpress_error(response: httpx.Response) -> tuple[str, str, str, dict[str,
     params = data.get("params")
     details = "; ".join(f"{k}: {v}" for k, v in params.items()) if isinstance(params, dict) else ""
     return body["code"], html.unescape(str(body.get("message") or "")), details, data
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        moment = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return max(0.0, (moment - datetime.now(UTC)).total_seconds())
 
 
 def create(settings: ChannelSettings, options: BaseModel, context: ChannelContext) -> Channel:

@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
-from email.utils import parsedate_to_datetime
+from collections.abc import AsyncIterator, Mapping
+from datetime import UTC, datetime
 from typing import Any, TypeVar
+from urllib.parse import urlencode
 
 import httpx
 import structlog
 from pydantic import SecretStr, ValidationError
 
 from bridge.errors import KordiamAuthFailed, KordiamRejected, KordiamUnavailable, UnexpectedResponse
+from bridge.http import retry_after_seconds
 from bridge.kordiam import assumptions
 from bridge.kordiam.models import CmsLinks, Element, ProblemDetails, Token
 from bridge.ops import metrics
@@ -62,6 +64,29 @@ class KordiamClient:
         if response is None:
             return None
         return self._parse(Element, response)
+
+    async def iter_modified_elements(self, since: datetime, *, page_size: int = 100) -> AsyncIterator[Element]:
+        """Every element modified at or after ``since`` (cursor pagination; the API's list is cursor-only)."""
+        cursor: str | None = None
+        while True:
+            params = {"modificationDateFrom": since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), "size": page_size}
+            if cursor:
+                params["cursor"] = cursor
+            response = await self._request("GET", "/elements?" + urlencode(params))
+            assert response is not None
+            body = _json(response)
+            content = body.get("content")
+            if not isinstance(content, list):
+                raise UnexpectedResponse("GET /elements: expected a list envelope with `content`")
+            for item in content:
+                try:
+                    yield Element.model_validate(item)
+                except ValidationError as error:
+                    # One odd element must not stop the sweep; its own notification path will report it.
+                    log.warning("reconcile_unparsable_element", element_id=item.get("id"), error=str(error)[:300])
+            cursor = body.get("nextCursor") if body.get("hasMore") else None
+            if not cursor:
+                return
 
     # ---- feedback writes ----------------------------------------------------------------------------------
 
@@ -278,13 +303,5 @@ def _problem(response: httpx.Response) -> ProblemDetails:
 
 def _retry_after(headers: Mapping[str, str], problem: ProblemDetails) -> float | None:
     """``Retry-After`` (seconds or an HTTP date) from the header, else ``retryAfter`` from the body."""
-    raw = headers.get("retry-after")
-    if raw:
-        raw = raw.strip()
-        if raw.replace(".", "", 1).isdigit():
-            return float(raw)
-        try:
-            return max(0.0, parsedate_to_datetime(raw).timestamp() - time.time())
-        except (TypeError, ValueError):
-            pass
-    return problem.retry_after
+    from_header = retry_after_seconds(headers)
+    return from_header if from_header is not None else problem.retry_after

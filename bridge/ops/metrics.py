@@ -22,3 +22,7 @@ CHANNEL_ERRORS = Counter("bridge_channel_errors", "Failed channel writes", ["cha
 KORDIAM_THROTTLED = Counter("bridge_kordiam_throttled", "Kordiam API answers with 429")
 VISIBILITY_EXTENSIONS = Counter("bridge_visibility_extensions", "Visibility timeouts extended for slow messages")
 FEEDBACK_WRITES = Counter("bridge_feedback_writes", "Feedback writes to Kordiam", ["kind"])
+BREAKER_STATE = Gauge(
+    "bridge_channel_breaker_state", "Circuit breaker per channel: 0 closed, 1 half-open, 2 open", ["channel"]
+)
+RECONCILED = Counter("bridge_reconcile_enqueued", "Elements the reconciliation sweep found out of date and enqueued")

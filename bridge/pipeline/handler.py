@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import structlog
 
+from bridge.ops.tracing import message_span
 from bridge.pipeline.notification import PoisonMessage, decode_notification
 from bridge.pipeline.sync import SyncEngine, SyncFailed
 from bridge.queue.outcome import DeadLetter, Done, Outcome, Retry
@@ -17,24 +18,29 @@ class MessageHandler:
         self._engine = engine
 
     async def __call__(self, message: QueueMessage) -> Outcome:
+        with message_span(message.message_id, message.attributes, message.trace_header) as span:
+            outcome = await self._handle(message)
+            if span is not None:
+                span.set_attribute("bridge.outcome", outcome.kind)
+            return outcome
+
+    async def _handle(self, message: QueueMessage) -> Outcome:
         try:
             notification = decode_notification(message.body, message.attributes)
         except PoisonMessage as poison:
             return DeadLetter(stage="decode", reason=poison.reason, error_class="PoisonMessage")
 
-        bound = log.bind(
-            message_id=message.message_id,
-            element_id=notification.element_id,
-            event=notification.event.value if notification.event else None,
-            receive_count=message.receive_count,
+        structlog.contextvars.bind_contextvars(
+            element_id=notification.element_id, event=notification.event.value if notification.event else None
         )
+
         try:
             report = await self._engine.sync(notification)
         except SyncFailed as failed:
             first = failed.failures[0].error
             reason = str(failed)[:900]
             for action in failed.report.actions:
-                bound.info(
+                log.info(
                     "channel_synced",
                     channel=action.channel,
                     publication_id=action.publication_id,
@@ -54,7 +60,7 @@ class MessageHandler:
             )
 
         changed = [a for a in report.actions if a.action.value != "unchanged"]
-        bound.info(
+        log.info(
             "done",
             outcome="done",
             skipped=report.skipped,

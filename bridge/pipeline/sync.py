@@ -128,6 +128,8 @@ class SyncEngine:
                     report = await self._sync(notification)
             except ElementBusy as busy:
                 report = SyncReport(notification.element_id, failures=[Failure("lease", busy)])
+            except BridgeError as error:  # the state store itself failed (transient or permanent, as it says)
+                report = SyncReport(notification.element_id, failures=[Failure("state", error)])
         if report.failures:
             raise SyncFailed(report)
         return report

@@ -7,6 +7,8 @@
 - Deletes are batched (10, or after a short linger).
 - Shutdown stops receiving, aborts the long poll, lets in-flight work finish within a deadline, releases what is
   left with visibility 0, and flushes pending deletes.
+- FIFO queues: messages of one group run one after another in the order SQS gave them, groups in parallel; when
+  one fails and will be retried, the rest of its group is released (visibility 0) rather than run out of order.
 - Every message ends in ``Done``, ``Retry`` (a visibility back-off; the message is never re-sent, so SQS's
   receive count and native redrive keep working) or ``DeadLetter`` (copied to the DLQ with context, then deleted).
 """
@@ -66,6 +68,9 @@ class Consumer:
         self._in_flight: dict[str, QueueMessage] = {}
         self._tasks: dict[asyncio.Task[None], QueueMessage] = {}
         self._deletes: asyncio.Queue[QueueMessage] = asyncio.Queue()
+        # FIFO: the messages of a group waiting behind the one that runs.
+        self._fifo = transport.url.endswith(".fifo")
+        self._groups: dict[str, list[QueueMessage]] = {}
         self._receiving = True
         self.last_poll = time.monotonic()
         self.started = False
@@ -111,6 +116,10 @@ class Consumer:
             await asyncio.gather(*pending, return_exceptions=True)
             if unfinished:
                 await self._release(unfinished)
+        waiting = [message for group in self._groups.values() for message in group]
+        self._groups.clear()
+        if waiting:
+            await self._release(waiting)
         heartbeat.cancel()
         await asyncio.gather(heartbeat, return_exceptions=True)
         await self._deletes.join()
@@ -162,10 +171,35 @@ class Consumer:
         if message.age is not None:
             metrics.MESSAGE_AGE.observe(message.age)
         self._in_flight[message.receipt_handle] = message
+        if self._fifo and message.group_id is not None:
+            waiting = self._groups.get(message.group_id)
+            if waiting is not None:
+                waiting.append(message)  # runs when the one ahead of it is settled
+                return
+            self._groups[message.group_id] = []
+        self._spawn(message)
+
+    def _spawn(self, message: QueueMessage) -> None:
         task = asyncio.create_task(self._process(message), name=f"message-{message.message_id}")
         self._tasks[task] = message
         metrics.IN_FLIGHT.set(len(self._tasks))
         task.add_done_callback(self._finished)
+
+    async def _continue_group(self, group: str, *, failed: bool) -> None:
+        waiting = self._groups.get(group)
+        if waiting is None:
+            return
+        if not waiting:
+            del self._groups[group]
+        elif failed:
+            # Running the rest now would overtake the failed message: give them back to SQS, which keeps order.
+            del self._groups[group]
+            for message in waiting:
+                self._in_flight.pop(message.receipt_handle, None)
+            await self._release(waiting)
+            await self._give_back(len(waiting))
+        else:
+            self._spawn(waiting.pop(0))
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._tasks.pop(task, None)
@@ -182,14 +216,15 @@ class Consumer:
     # ---- settling ------------------------------------------------------------------------------------------
 
     async def _process(self, message: QueueMessage) -> None:
-        bound = log.bind(message_id=message.message_id, receive_count=message.receive_count)
+        # Each message runs in its own task, so these bindings reach every log line of its processing only.
+        structlog.contextvars.bind_contextvars(message_id=message.message_id, receive_count=message.receive_count)
         try:
             outcome = await self._handler(message)
         except asyncio.CancelledError:
             self._in_flight.pop(message.receipt_handle, None)
             raise
         except Exception as error:  # a bug in a handler must not lose the message or kill the loop
-            bound.exception("handler_crashed")
+            log.exception("handler_crashed")
             outcome = Retry(
                 delay=None, stage="handler", reason=f"{type(error).__name__}: {error}", error_class=type(error).__name__
             )
@@ -197,11 +232,11 @@ class Consumer:
             outcome = outcome.exhausted(message.receive_count)
         # Leave the in-flight set before settling, so the heartbeat never touches a settled receipt handle.
         self._in_flight.pop(message.receipt_handle, None)
-        await self._settle(message, outcome, bound)
+        await self._settle(message, outcome)
+        if self._fifo and message.group_id is not None:
+            await self._continue_group(message.group_id, failed=isinstance(outcome, Retry))
 
-    async def _settle(
-        self, message: QueueMessage, outcome: Outcome, bound: structlog.typing.FilteringBoundLogger
-    ) -> None:
+    async def _settle(self, message: QueueMessage, outcome: Outcome) -> None:
         metrics.MESSAGE_OUTCOMES.labels(outcome.kind).inc()
         if isinstance(outcome, Done):
             self._deletes.put_nowait(message)
@@ -213,7 +248,7 @@ class Consumer:
                 cap=self._settings.retry_max_seconds,
                 floor=outcome.delay or 0.0,
             )
-            bound.warning("retry_later", stage=outcome.stage, reason=outcome.reason, visibility=delay)
+            log.warning("retry_later", outcome="retry", stage=outcome.stage, reason=outcome.reason, visibility=delay)
             await self._set_visibility([message], delay)
             return
         assert isinstance(outcome, DeadLetter)
@@ -222,11 +257,14 @@ class Consumer:
             await self._transport.send_dead_letter(message, context)
         except Exception as error:
             # Never delete what did not reach the DLQ: leave it for a later receive (or native redrive).
-            bound.error("dead_letter_failed", error=f"{type(error).__name__}: {error}", reason=outcome.reason)
+            log.error(
+                "dead_letter_failed", outcome="retry", error=f"{type(error).__name__}: {error}", reason=outcome.reason
+            )
             await self._set_visibility([message], queue_backoff(message.receive_count))
             return
-        bound.error(
+        log.error(
             "dead_lettered",
+            outcome="dead_letter",
             stage=outcome.stage,
             reason=outcome.reason,
             error_class=outcome.error_class,

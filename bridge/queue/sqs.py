@@ -36,6 +36,7 @@ class QueueMessage:
     receive_count: int
     sent_at: float | None
     group_id: str | None
+    trace_header: str | None = None
     received_at: float = field(default_factory=time.monotonic)
     visible_until: float = 0.0
 
@@ -68,6 +69,11 @@ class SqsTransport:
         self.settings = settings
         self.url = settings.url
         self.dlq_url: str | None = settings.dlq_url
+
+    @property
+    def client(self) -> Any:
+        """The underlying aiobotocore SQS client, for operator commands that need calls not wrapped here."""
+        return self._client
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -117,7 +123,12 @@ class SqsTransport:
             MaxNumberOfMessages=max(1, min(MAX_BATCH, max_messages)),
             WaitTimeSeconds=wait_time,
             VisibilityTimeout=self.settings.visibility_timeout,
-            MessageSystemAttributeNames=["ApproximateReceiveCount", "SentTimestamp", "MessageGroupId"],
+            MessageSystemAttributeNames=[
+                "ApproximateReceiveCount",
+                "SentTimestamp",
+                "MessageGroupId",
+                "AWSTraceHeader",
+            ],
             MessageAttributeNames=["All"],
         )
         now = time.monotonic()
@@ -138,6 +149,7 @@ class SqsTransport:
                     receive_count=int(system.get("ApproximateReceiveCount", "1")),
                     sent_at=int(sent) / 1000 if sent else None,
                     group_id=system.get("MessageGroupId"),
+                    trace_header=system.get("AWSTraceHeader"),
                     received_at=now,
                     visible_until=now + self.settings.visibility_timeout,
                 )

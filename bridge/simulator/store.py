@@ -11,6 +11,7 @@ import base64
 import binascii
 import copy
 import json
+import random
 import re
 import secrets
 from collections import deque
@@ -298,6 +299,8 @@ class Fault:
     remaining: int
     retry_after: int | None = None
     retry_after_in: RetryAfterPlacement = "both"
+    # The share of matching requests that fail (1.0: every one until `count` is used up).
+    probability: float = 1.0
 
     def matches(self, method: str, path: str) -> bool:
         return self.remaining > 0 and self.method in ("*", method) and self.path.search(path) is not None
@@ -326,6 +329,7 @@ class Fault:
             "count": self.remaining,
             "retry_after": self.retry_after,
             "retry_after_in": self.retry_after_in,
+            "probability": self.probability,
         }
 
 
@@ -370,23 +374,28 @@ def parse_fault(body: object) -> Fault:
     placement = body.get("retry_after_in", "both")
     if placement not in _PLACEMENTS:
         errors.append(FieldError("body", "retry_after_in", "invalid", "retry_after_in: header, body or both."))
+    probability = body.get("probability", 1.0)
+    if isinstance(probability, bool) or not isinstance(probability, int | float) or not 0 < probability <= 1:
+        errors.append(FieldError("body", "probability", "invalid", "probability must be a number in (0, 1]."))
     if errors or pattern is None or status is None or count is None:
         raise validation_failed(errors)
-    return Fault(str(method).upper(), pattern, status, count, retry_after, placement)
+    return Fault(str(method).upper(), pattern, status, count, retry_after, placement, float(probability))
 
 
 class FaultInjector:
     """Queue of faults; each matching API request consumes one shot of the first matching fault."""
 
-    def __init__(self) -> None:
+    def __init__(self, seed: int = 2026) -> None:
         self._faults: list[Fault] = []
+        # Seeded, so a probabilistic fault run can be repeated exactly.
+        self._random = random.Random(seed)
 
     def add(self, fault: Fault) -> None:
         self._faults.append(fault)
 
     def take(self, method: str, path: str) -> Fault | None:
         for fault in self._faults:
-            if fault.matches(method, path):
+            if fault.matches(method, path) and (fault.probability >= 1 or self._random.random() < fault.probability):
                 fault.remaining -= 1
                 self._faults = [f for f in self._faults if f.remaining > 0]
                 return fault

@@ -2,15 +2,32 @@
 
 from bridge.config import StateSettings
 from bridge.state.base import Delivery, ElementBusy, ElementMark, StateStore
+from bridge.state.dynamodb import DynamoDbStateStore
 from bridge.state.sqlite import SqliteStateStore
 
-__all__ = ["Delivery", "ElementBusy", "ElementMark", "SqliteStateStore", "StateStore", "open_state_store"]
+__all__ = [
+    "Delivery",
+    "DynamoDbStateStore",
+    "ElementBusy",
+    "ElementMark",
+    "SqliteStateStore",
+    "StateStore",
+    "open_state_store",
+]
 
 
-async def open_state_store(settings: StateSettings) -> StateStore:
-    """Open the store ``state.url`` names (validated by the config)."""
-    store = SqliteStateStore(
-        settings.sqlite_path, lease_seconds=settings.lease_seconds, lease_wait_seconds=settings.lease_wait_seconds
-    )
+async def open_state_store(settings: StateSettings, *, default_region: str | None = None) -> StateStore:
+    """Open the store ``state.url`` names (validated by the config).
+
+    ``default_region`` (the queue's region) is the DynamoDB table's region when neither ``state.region`` nor
+    ``AWS_DEFAULT_REGION``/``AWS_REGION`` names one.
+    """
+    store: StateStore
+    if settings.backend == "dynamodb":
+        store = DynamoDbStateStore.from_settings(settings, default_region=default_region)
+    else:
+        store = SqliteStateStore(
+            settings.sqlite_path, lease_seconds=settings.lease_seconds, lease_wait_seconds=settings.lease_wait_seconds
+        )
     await store.open()
     return store

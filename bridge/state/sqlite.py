@@ -77,10 +77,27 @@ class SqliteStateStore:
             raise ConfigError("state.url", f"cannot open SQLite database {self.path}: {error}") from None
         # WAL lets readers (e.g. `kordiam-bridge status`) run beside the worker; the timeout covers a second
         # process writing at the same moment.
-        await self._db.execute("PRAGMA journal_mode=WAL")
-        await self._db.execute("PRAGMA busy_timeout=5000")
-        await self._db.execute("PRAGMA synchronous=NORMAL")
-        await self._migrate()
+        try:
+            # The timeout first: switching a new file to WAL takes a lock that another worker may hold right now,
+            # and that switch does not wait on the busy timeout, so it is retried briefly.
+            await self._db.execute("PRAGMA busy_timeout=5000")
+            await self._switch_to_wal()
+            await self._db.execute("PRAGMA synchronous=NORMAL")
+            await self._migrate()
+        except BaseException:
+            await self.close()
+            raise
+
+    async def _switch_to_wal(self) -> None:
+        deadline = time.monotonic() + 5.0
+        while True:
+            try:
+                await self._conn.execute("PRAGMA journal_mode=WAL")
+                return
+            except aiosqlite.OperationalError as error:
+                if "locked" not in str(error) or time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.05)
 
     async def close(self) -> None:
         if self._db is not None:

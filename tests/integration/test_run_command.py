@@ -8,99 +8,30 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
-import socket
-import sqlite3
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from bridge.simulator import RunningSimulator
-from tests.support import REGION, SimulatorAdmin, SqsEndpoint, drain, eventually, queue_depth, story
+from tests.support import (
+    SimulatorAdmin,
+    SqsEndpoint,
+    WorkerProcess,
+    deliveries,
+    drain,
+    eventually,
+    free_port,
+    queue_depth,
+    story,
+    write_config,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.localstack]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def write_config(path: Path, *, queue: str, endpoint: str, kordiam: str, workdir: Path, ops_port: int) -> Path:
-    path.write_text(
-        f"""
-[queue]
-url = "{queue}"
-endpoint_url = "{endpoint}"
-region = "{REGION}"
-concurrency = 4
-wait_time_seconds = 2
-visibility_timeout = 20
-retry_base_seconds = 1
-shutdown_timeout = 20
-
-[kordiam]
-base_url = "{kordiam}"
-client_id = "demo-client"
-timeout = 5
-
-[state]
-url = "sqlite:///{workdir / "state.db"}"
-
-[[channels]]
-name = "web"
-type = "folder"
-platforms = [99003]
-path = "{workdir / "web"}"
-
-[[channels]]
-name = "print"
-type = "folder"
-platforms = [99004]
-path = "{workdir / "print"}"
-
-[ops]
-port = {ops_port}
-""",
-        encoding="utf-8",
-    )
-    return path
-
-
-class WorkerProcess:
-    def __init__(self, config: Path, log: Path) -> None:
-        env = {**os.environ, "BRIDGE_KORDIAM__CLIENT_SECRET": "demo-secret"}
-        self.log = log
-        self._handle = log.open("ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "bridge", "run", "--config", str(config)],
-            stdout=self._handle,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-
-    def terminate(self, timeout: float = 30) -> tuple[int, float]:
-        started = time.monotonic()
-        self.process.send_signal(signal.SIGTERM)
-        code = self.process.wait(timeout=timeout)
-        self._handle.close()
-        return code, time.monotonic() - started
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-        self._handle.close()
-
-    def events(self) -> list[dict[str, object]]:
-        lines = self.log.read_text(encoding="utf-8").splitlines()
-        return [json.loads(line) for line in lines if line.startswith("{")]
 
 
 @pytest.fixture
@@ -119,11 +50,6 @@ def config(
         ),
         port,
     )
-
-
-def deliveries(workdir: Path) -> list[tuple[int, str, int]]:
-    with sqlite3.connect(workdir / "state.db") as db:
-        return db.execute("SELECT element_id, channel, publication_id FROM deliveries ORDER BY 1, 2, 3").fetchall()
 
 
 async def test_run_processes_create_update_delete(
@@ -221,3 +147,45 @@ async def test_wrong_config_exits_2_naming_the_key(tmp_path: Path) -> None:
         "kordiam-bridge: configuration error: queue.concurrency: Input should be a valid integer, "
         "unable to parse string as an integer (and 2 more problems)"
     )
+
+
+async def test_operator_commands_on_dead_letters_made_by_the_worker(
+    config: tuple[Path, int], sqs_endpoint: SqsEndpoint, queues: tuple[str, str], tmp_path: Path
+) -> None:
+    from tests.support import send
+
+    path, _ = config
+    for body in ("not json", '{"hello": 1}'):
+        send(sqs_endpoint.url, queues[0], body)
+    worker = WorkerProcess(path, tmp_path / "worker.log")
+    try:
+        await eventually(lambda: queue_depth(sqs_endpoint.url, queues[0]) == 0, what="poison dead-lettered")
+    finally:
+        worker.terminate()
+
+    def cli(*args: str) -> Any:
+        env = {**os.environ, "BRIDGE_KORDIAM__CLIENT_SECRET": "demo-secret"}
+        done = subprocess.run(
+            [sys.executable, "-m", "bridge", *args, "--config", str(path), "--json"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    listing = cli("dlq", "list")
+    stages = sorted(m["failure"]["stage"] for m in listing["messages"])
+    assert stages == ["decode", "decode"]
+    reasons = sorted(m["failure"]["reason"] for m in listing["messages"])
+    assert "body is not JSON" in reasons[0] and "no element id" in reasons[1]
+    shown = cli("dlq", "show", listing["messages"][0]["message_id"])
+    assert shown["body"] in ("not json", '{"hello": 1}')
+    status = cli("status")
+    assert status["dead_letter"]["visible"] + status["dead_letter"]["in_flight"] == 2
+    moved = cli("dlq", "redrive")
+    assert moved["moved_total"] == 2 and moved["ok"]
+    await eventually(lambda: queue_depth(sqs_endpoint.url, queues[0]) == 2, what="messages back on the queue")
+    assert drain(sqs_endpoint.url, queues[1]) == []

@@ -109,7 +109,8 @@ def test_cli_exits_2_with_one_line_naming_the_key(tmp_path: Path, capsys: pytest
     path = write(tmp_path, VALID.replace('type = "folder"', 'type = "fax"', 1))
     assert main(["check-config", "--config", str(path)]) == 2
     err = capsys.readouterr().err.strip()
-    expected = "channels[0].type: unknown channel type 'fax' (known: folder, wordpress)"
+    known = "folder, kordiam-platform, kordiam-webhook, mailchimp, newsml, wordpress"
+    expected = f"channels[0].type: unknown channel type 'fax' (known: {known})"
     assert err == f"kordiam-bridge: configuration error: {expected}"
 
 
@@ -123,9 +124,14 @@ def test_example_config_is_valid(monkeypatch: pytest.MonkeyPatch, capsys: pytest
     example = Path(__file__).parents[2] / "examples" / "bridge.toml"
     monkeypatch.setenv("BRIDGE_KORDIAM__CLIENT_SECRET", "x")
     monkeypatch.setenv("BRIDGE_CHANNELS__WEBSITE__APP_PASSWORD", "abcd efgh ijkl mnop qrst uvwx")
+    monkeypatch.setenv("BRIDGE_CHANNELS__NEWSLETTER__API_KEY", "0123456789abcdef-us21")
+    monkeypatch.setenv("BRIDGE_CHANNELS__CMS__AUTH__TOKEN", "t0ken-value")
+    monkeypatch.setenv("BRIDGE_CHANNELS__MAGAZINE__API_SECRET", "magazine-secret")
     # check-config validates every channel's own keys too.
     assert main(["check-config", "--config", str(example)]) == 0
-    assert "abcd efgh" not in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    for secret in ("abcd efgh", "0123456789abcdef", "t0ken-value", "magazine-secret"):
+        assert secret not in printed
 
 
 def test_channel_keys_from_the_environment_by_channel_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -142,4 +148,26 @@ def test_an_environment_variable_for_an_unknown_channel_is_an_error(
     with pytest.raises(ConfigError) as raised:
         load_settings(write(tmp_path, VALID))
     assert raised.value.key == "BRIDGE_CHANNELS__WEBISTE__PATH"
-    assert "known: PRINT, WEB" in raised.value.problem
+    assert "channels: PRINT, WEB" in raised.value.problem
+
+
+def test_nested_channel_keys_and_json_tables_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BRIDGE_CHANNELS__WEB__AUTH__TOKEN", "from-env")
+    monkeypatch.setenv("BRIDGE_CHANNELS__PRINT__STATUS_MAP", '{"Ready": "publish"}')
+    settings = load_settings(write(tmp_path, VALID))
+    assert settings.channels[0].options["auth"] == {"token": "from-env"}
+    assert settings.channels[1].options["status_map"] == {"Ready": "publish"}
+    monkeypatch.setenv("BRIDGE_CHANNELS__PRINT__STATUS_MAP", '{"Ready": ')
+    with pytest.raises(ConfigError, match="looks like JSON but does not parse"):
+        load_settings(write(tmp_path, VALID))
+
+
+def test_the_whole_channel_list_from_one_variable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The Terraform module hands ECS the channels (credentials included) as one secret in BRIDGE_CHANNELS.
+    channels = '[{"name": "cms", "type": "folder", "platforms": [7], "path": "/srv/cms"}]'
+    monkeypatch.setenv("BRIDGE_CHANNELS", channels)
+    settings = load_settings(write(tmp_path, VALID))
+    assert [c.name for c in settings.channels] == ["cms"]
+    assert settings.channels[0].options == {"path": "/srv/cms"}

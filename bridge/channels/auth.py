@@ -1,0 +1,410 @@
+"""Authentication and HTTP plumbing shared by the Kordiam-protocol channels (``kordiam-webhook``, ``kordiam-platform``).
+
+Both channels speak a protocol Kordiam itself uses towards a CMS, so the CMS authenticates the bridge the way it
+authenticates Kordiam:
+
+- ``bearer``: a persistent token, sent as ``Authorization: Bearer …`` (a persistent JWT is also just this);
+- ``jwt``: an HS256 JSON Web Token signed with a shared secret, minted for every request with a short expiry
+  (``iat``, ``exp``, ``jti`` and, when configured, ``iss``, ``aud``, ``sub``); built with the standard library;
+- ``api_key``: ``api_key``/``api_secret`` exchanged for a bearer token at a token endpoint (as Kordiam's own API
+  and the Platform integration do), cached until shortly before its ``expires_in`` and fetched again once
+  when the CMS answers 401 to a cached token;
+- ``headers``: fixed custom headers, every value a secret.
+
+A token endpoint is asked with ``POST`` and both forms seed 002 documents at once: HTTP Basic
+``base64(key:secret)`` (what Kordiam sends) and the form body ``grant_type=client_credentials&api_key=…&
+api_secret=…`` (what the WordPress connector reads). It must answer ``{"access_token", "token_type",
+"expires_in"}``.
+
+``ProtocolHttp`` sends every request through the process's shared client and turns failures into the bridge's
+error classes: timeouts, connection errors, 408/409/425/429 and 5xx → ``ChannelUnavailable`` (with the server's
+``Retry-After``); 401/403 → ``ChannelRejected`` naming the channel and the keys to check; any other 4xx →
+``ChannelRejected`` keeping the server's own message. Nothing is retried in-process (the queue retries), except
+the one token refresh after a 401.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import re
+import secrets
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal, Protocol
+from urllib.parse import urlparse
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+from bridge.errors import BridgeError, ChannelRejected, ChannelUnavailable
+from bridge.http import retry_after_seconds
+
+# A token is used until this long before its expiry (at most), so it never expires on the way.
+TOKEN_EXPIRY_MARGIN = 30.0
+# How long a token whose answer had no usable ``expires_in`` is kept (a 401 fetches a new one anyway).
+TOKEN_DEFAULT_LIFETIME = 300.0
+JSON_HEADERS = {"Accept": "application/json, application/*+json"}
+
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+_RESERVED_HEADERS = frozenset({"host", "content-length", "content-type", "transfer-encoding", "connection"})
+
+
+def http_url(value: str) -> str:
+    """An http(s) base URL without query or fragment, and without a trailing slash."""
+    text = value.strip()
+    parsed = urlparse(text)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise ValueError("must be an http(s) URL")
+    if parsed.query or parsed.fragment:
+        raise ValueError("must be a base address, without ?query or #fragment")
+    return text.rstrip("/")
+
+
+def _secret_not_empty(value: SecretStr) -> SecretStr:
+    if not value.get_secret_value().strip():
+        raise ValueError("must not be empty")
+    return value
+
+
+# --- options -------------------------------------------------------------------------------------------------
+
+
+class _AuthOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BearerAuth(_AuthOptions):
+    """``Authorization: Bearer {token}`` with a persistent token."""
+
+    type: Literal["bearer"]
+    token: SecretStr
+
+    _token = field_validator("token")(_secret_not_empty)
+
+
+class JwtAuth(_AuthOptions):
+    """An HS256 JWT minted per request: ``iat``, ``exp`` = iat + ttl_seconds, ``jti``, and iss/aud/sub if set."""
+
+    type: Literal["jwt"]
+    secret: SecretStr
+    issuer: str | None = Field(default="kordiam-bridge", min_length=1)
+    audience: str | None = Field(default=None, min_length=1)
+    subject: str | None = Field(default=None, min_length=1)
+    ttl_seconds: int = Field(default=60, ge=5, le=3600)
+
+    _secret = field_validator("secret")(_secret_not_empty)
+
+
+class ApiKeyAuth(_AuthOptions):
+    """``api_key``/``api_secret`` exchanged at ``token_url`` (default ``{url}/oauth2/token``) for a bearer token."""
+
+    type: Literal["api_key"]
+    api_key: str = Field(min_length=1)
+    api_secret: SecretStr
+    token_url: str | None = None
+
+    _secret = field_validator("api_secret")(_secret_not_empty)
+
+    @field_validator("token_url")
+    @classmethod
+    def _token_url(cls, value: str | None) -> str | None:
+        return None if value is None else http_url(value)
+
+
+class HeadersAuth(_AuthOptions):
+    """Fixed custom headers, e.g. ``{ "X-Api-Key" = "…" }``; the values are secrets."""
+
+    type: Literal["headers"]
+    headers: dict[str, SecretStr] = Field(min_length=1)
+
+    @field_validator("headers")
+    @classmethod
+    def _header_names(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        for name, secret in value.items():
+            if not _HEADER_NAME.match(name):
+                raise ValueError(f"{name!r} is not a valid header name")
+            if name.lower() in _RESERVED_HEADERS:
+                raise ValueError(f"{name!r} is set by the bridge itself")
+            text = secret.get_secret_value()
+            if not text.strip() or "\n" in text or "\r" in text:
+                raise ValueError(f"header {name!r}: the value must be one non-empty line")
+        return value
+
+
+WebhookAuth = Annotated[BearerAuth | JwtAuth | ApiKeyAuth | HeadersAuth, Field(discriminator="type")]
+
+
+# --- authenticators ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """Headers for one request; ``renewable``: a 401 may be cured by asking for new credentials once."""
+
+    headers: dict[str, str]
+    renewable: bool = False
+
+
+class Authenticator(Protocol):
+    #: The keys to check when the target refuses the credentials (for error messages).
+    hint: str
+
+    async def credentials(self) -> Credentials: ...
+
+    def refused(self, credentials: Credentials) -> None:
+        """The target answered 401 to these credentials: do not use them again."""
+        ...
+
+
+class StaticHeaders:
+    def __init__(self, headers: Mapping[str, SecretStr], hint: str) -> None:
+        self._headers = dict(headers)
+        self.hint = hint
+
+    async def credentials(self) -> Credentials:
+        return Credentials({name: value.get_secret_value() for name, value in self._headers.items()})
+
+    def refused(self, credentials: Credentials) -> None:
+        return None
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def mint_hs256(secret: bytes, claims: Mapping[str, Any]) -> str:
+    """A compact JWS (RFC 7515/7519) with ``{"alg": "HS256", "typ": "JWT"}``."""
+    header = _b64url(json.dumps({"alg": "HS256", "typ": "JWT"}, separators=(",", ":")).encode())
+    payload = _b64url(json.dumps(dict(claims), separators=(",", ":"), sort_keys=True).encode())
+    signing_input = f"{header}.{payload}".encode("ascii")
+    signature = hmac.new(secret, signing_input, hashlib.sha256).digest()
+    return f"{header}.{payload}.{_b64url(signature)}"
+
+
+class JwtSigner:
+    hint = "check auth.secret (and auth.issuer/auth.audience if the target checks them)"
+
+    def __init__(self, options: JwtAuth) -> None:
+        self._options = options
+
+    def claims(self, now: float | None = None) -> dict[str, Any]:
+        issued = int(now if now is not None else time.time())
+        claims: dict[str, Any] = {"iat": issued, "exp": issued + self._options.ttl_seconds, "jti": secrets.token_hex(8)}
+        for claim, value in (("iss", self._options.issuer), ("aud", self._options.audience)):
+            if value is not None:
+                claims[claim] = value
+        if self._options.subject is not None:
+            claims["sub"] = self._options.subject
+        return claims
+
+    async def credentials(self) -> Credentials:
+        token = mint_hs256(self._options.secret.get_secret_value().encode(), self.claims())
+        return Credentials({"Authorization": f"Bearer {token}"})
+
+    def refused(self, credentials: Credentials) -> None:
+        return None
+
+
+@dataclass(slots=True)
+class _Token:
+    value: str
+    expires_at: float
+
+
+@dataclass(slots=True)
+class TokenSource:
+    """Bearer tokens from a token endpoint, asked with HTTP Basic plus the ``api_key``/``api_secret`` form fields.
+
+    With ``cache`` a token is reused until ``TOKEN_EXPIRY_MARGIN`` (or a tenth of its lifetime) before it
+    expires; without, every request gets a new one (what Kordiam does, seed 002). Concurrent callers share one
+    fetch.
+    """
+
+    http: httpx.AsyncClient
+    token_url: str
+    key: str
+    secret: SecretStr
+    label: str
+    hint: str
+    cache: bool = True
+    fetches: int = 0
+    _token: _Token | None = None
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    async def credentials(self) -> Credentials:
+        if not self.cache:
+            return Credentials({"Authorization": f"Bearer {(await self._fetch()).value}"})
+        if (cached := self._valid()) is not None:
+            return Credentials({"Authorization": f"Bearer {cached}"}, renewable=True)
+        async with self._lock:
+            if (cached := self._valid()) is not None:
+                return Credentials({"Authorization": f"Bearer {cached}"}, renewable=True)
+            self._token = await self._fetch()
+            return Credentials({"Authorization": f"Bearer {self._token.value}"})
+
+    def refused(self, credentials: Credentials) -> None:
+        if self._token is not None and credentials.headers.get("Authorization") == f"Bearer {self._token.value}":
+            self._token = None
+
+    def _valid(self) -> str | None:
+        token = self._token
+        if token is None or time.monotonic() >= token.expires_at:
+            return None
+        return token.value
+
+    async def _fetch(self) -> _Token:
+        action = f"obtaining a token from {self.token_url}"
+        secret = self.secret.get_secret_value()
+        basic = base64.b64encode(f"{self.key}:{secret}".encode()).decode("ascii")
+        form = {"grant_type": "client_credentials", "api_key": self.key, "api_secret": secret}
+        headers = {**JSON_HEADERS, "Authorization": f"Basic {basic}"}
+        self.fetches += 1
+        try:
+            response = await self.http.post(self.token_url, data=form, headers=headers)
+        except (httpx.TransportError, TimeoutError, ConnectionError) as error:
+            raise unreachable(self.label, action, self.token_url, error) from error
+        if not response.is_success:
+            raise http_error(response, self.label, action, self.hint)
+        answer = response_json(response, self.label, action)
+        access = answer.get("access_token") if isinstance(answer, dict) else None
+        if not isinstance(access, str) or not access.strip():
+            raise ChannelRejected(f"{self.label}: {action}: the answer has no access_token")
+        return _Token(access.strip(), time.monotonic() + _lifetime(answer.get("expires_in")))
+
+
+def _lifetime(expires_in: Any) -> float:
+    seconds: float | None = None
+    if isinstance(expires_in, int | float) and not isinstance(expires_in, bool):
+        seconds = float(expires_in)
+    elif isinstance(expires_in, str) and expires_in.strip().isdigit():
+        seconds = float(expires_in.strip())
+    if seconds is None or seconds <= 0:
+        return TOKEN_DEFAULT_LIFETIME
+    return seconds - min(TOKEN_EXPIRY_MARGIN, seconds / 10)
+
+
+def webhook_authenticator(auth: BaseModel, http: httpx.AsyncClient, url: str, label: str) -> Authenticator:
+    """The authenticator for a ``kordiam-webhook`` ``auth`` table."""
+    if isinstance(auth, BearerAuth):
+        return StaticHeaders(
+            {"Authorization": SecretStr(f"Bearer {auth.token.get_secret_value()}")}, "check auth.token"
+        )
+    if isinstance(auth, JwtAuth):
+        return JwtSigner(auth)
+    if isinstance(auth, ApiKeyAuth):
+        return TokenSource(
+            http,
+            auth.token_url or f"{url}/oauth2/token",
+            auth.api_key,
+            auth.api_secret,
+            label,
+            "check auth.api_key and auth.api_secret",
+        )
+    if isinstance(auth, HeadersAuth):
+        return StaticHeaders(auth.headers, "check the values of auth.headers")
+    raise TypeError(f"unknown auth options {type(auth).__name__}")
+
+
+# --- requests and their failures -----------------------------------------------------------------------------
+
+
+class ProtocolHttp:
+    """Authenticated JSON requests through the shared client, failures as ``ChannelUnavailable``/``ChannelRejected``."""
+
+    def __init__(self, http: httpx.AsyncClient, authenticator: Authenticator, label: str) -> None:
+        self.http = http
+        self.auth = authenticator
+        self.label = label
+
+    async def request(self, method: str, url: str, action: str, body: Any = None) -> httpx.Response:
+        """Send; a 401 to renewable credentials (a cached token) is retried once with new ones."""
+        credentials = await self.auth.credentials()
+        response = await self._send(method, url, action, body, credentials)
+        if response.status_code == 401 and credentials.renewable:
+            self.auth.refused(credentials)
+            credentials = await self.auth.credentials()
+            response = await self._send(method, url, action, body, credentials)
+        return response
+
+    async def _send(self, method: str, url: str, action: str, body: Any, credentials: Credentials) -> httpx.Response:
+        headers = {**JSON_HEADERS, **credentials.headers}
+        content: bytes | None = None
+        if body is not None:
+            content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+            headers["Content-Type"] = "application/json;charset=UTF-8"
+        try:
+            return await self.http.request(method, url, content=content, headers=headers)
+        except (httpx.TransportError, TimeoutError, ConnectionError) as error:
+            raise unreachable(self.label, action, url, error) from error
+
+    def error(self, response: httpx.Response, action: str) -> BridgeError:
+        return http_error(response, self.label, action, self.auth.hint)
+
+
+def unreachable(label: str, action: str, url: str, error: BaseException) -> ChannelUnavailable:
+    reason = str(error) or type(error).__name__
+    return ChannelUnavailable(f"{label}: {action}: {url} unreachable: {reason}")
+
+
+def http_error(response: httpx.Response, label: str, action: str, hint: str) -> BridgeError:
+    """The bridge's error for a failed answer."""
+    status = response.status_code
+    prefix = f"{label}: {action}: HTTP {status}"
+    said = server_message(response)
+    if status in (408, 409, 425, 429) or status >= 500:
+        return ChannelUnavailable(f"{prefix} {said}", retry_after=retry_after_seconds(response.headers))
+    if status in (401, 403):
+        return ChannelRejected(f"{prefix} {said} — the target refused the bridge's credentials; {hint}")
+    if 300 <= status < 400:
+        location = response.headers.get("location", "?")
+        return ChannelRejected(f"{prefix}: redirected to {location}; set url to the address the target uses")
+    return ChannelRejected(f"{prefix} {said}")
+
+
+def server_message(response: httpx.Response) -> str:
+    """What the server said: a JSON ``message``/``error``/``detail``/``title``, else the start of the text."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict):
+        parts = []
+        for key in ("code", "error", "message", "detail", "title", "error_description"):
+            value = body.get(key)
+            if isinstance(value, str | int) and not isinstance(value, bool) and str(value).strip():
+                text = str(value).strip()
+                if text not in parts:
+                    parts.append(text)
+        if parts:
+            return ": ".join(parts)[:500]
+    text = " ".join(response.text.split())[:200]
+    return text or response.reason_phrase or "no details"
+
+
+def response_json(response: httpx.Response, label: str, action: str) -> Any:
+    if not response.content.strip():
+        return None
+    try:
+        return response.json()
+    except ValueError:
+        kind = response.headers.get("content-type", "no content type")
+        start = " ".join(response.text.split())[:80]
+        raise ChannelRejected(
+            f"{label}: {action}: HTTP {response.status_code} with something that is not JSON ({kind}: {start!r})"
+        ) from None
+
+
+def answer_id(value: Any) -> str | None:
+    """An id from an answer: a number or a non-empty string, as text."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str) and value.strip():
+        return value.strip()
+    return None

@@ -1,0 +1,185 @@
+"""Isolation around each channel: a circuit breaker, a concurrency limit and a rate limit.
+
+A broken or slow CMS must hold back only its own work. After ``breaker_threshold`` transient failures in a row
+the breaker opens and calls fail fast (``ChannelUnavailable`` with the remaining cool-down as ``retry_after``),
+so messages for that channel go back to the queue at once instead of each waiting for a timeout, and the slots
+they would have held serve the other channels. After the cool-down one probe call is let through (half-open);
+its success closes the breaker, its failure opens it again for twice as long (up to ``MAX_COOLDOWN``).
+Permanent errors (a rejected story) say nothing about the channel's health and do not count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from enum import IntEnum
+
+import structlog
+
+from bridge.channels.base import Channel, ChannelResult
+from bridge.errors import ChannelUnavailable, PermanentError
+from bridge.kordiam.models import Element, Publication
+from bridge.ops import metrics
+
+log = structlog.get_logger("bridge.channels")
+
+MAX_COOLDOWN = 600.0
+# A call waiting this long for a concurrency slot or a rate token is handed back to the queue instead.
+MAX_QUEUE_WAIT = 5.0
+
+
+class BreakerState(IntEnum):
+    CLOSED = 0
+    HALF_OPEN = 1
+    OPEN = 2
+
+
+class CircuitBreaker:
+    def __init__(self, channel: str, *, threshold: int, cooldown: float) -> None:
+        self.channel = channel
+        self.threshold = threshold
+        self.base_cooldown = cooldown
+        self.cooldown = cooldown
+        self.state = BreakerState.CLOSED
+        self.failures = 0
+        self.opened_at = 0.0
+        self._probing = False
+        metrics.BREAKER_STATE.labels(channel).set(self.state)
+
+    def before_call(self) -> None:
+        """Raise ``ChannelUnavailable`` if the call must not reach the channel now."""
+        if self.state == BreakerState.CLOSED:
+            return
+        remaining = self.opened_at + self.cooldown - time.monotonic()
+        if self.state == BreakerState.OPEN and remaining <= 0:
+            self._set(BreakerState.HALF_OPEN)
+        if self.state == BreakerState.HALF_OPEN and not self._probing:
+            self._probing = True
+            return
+        raise ChannelUnavailable(
+            f"channel {self.channel}: circuit open after {self.failures} failures", retry_after=max(1.0, remaining)
+        )
+
+    def release_probe(self) -> None:
+        """The probe call ended without telling anything about the channel's health."""
+        self._probing = False
+
+    def succeeded(self) -> None:
+        self._probing = False
+        self.failures = 0
+        self.cooldown = self.base_cooldown
+        if self.state != BreakerState.CLOSED:
+            self._set(BreakerState.CLOSED)
+
+    def failed(self) -> None:
+        self.failures += 1
+        if self.state == BreakerState.HALF_OPEN:
+            self._probing = False
+            self.cooldown = min(MAX_COOLDOWN, self.cooldown * 2)
+            self._open()
+        elif self.state == BreakerState.CLOSED and self.failures >= self.threshold:
+            self._open()
+
+    def _open(self) -> None:
+        self.opened_at = time.monotonic()
+        self._set(BreakerState.OPEN)
+
+    def _set(self, state: BreakerState) -> None:
+        previous, self.state = self.state, state
+        metrics.BREAKER_STATE.labels(self.channel).set(state)
+        log.warning(
+            "breaker_" + state.name.lower(),
+            channel=self.channel,
+            previous=previous.name.lower(),
+            failures=self.failures,
+            cooldown=self.cooldown,
+        )
+
+
+class RateLimiter:
+    """A token bucket: at most ``rate`` calls per second on average, bursts up to ``rate`` calls."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.capacity = max(1.0, rate)
+        self.tokens = self.capacity
+        self.updated = time.monotonic()
+        self._lock = asyncio.Lock()
+
+    async def acquire(self) -> None:
+        async with self._lock:
+            while True:
+                now = time.monotonic()
+                self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
+                self.updated = now
+                if self.tokens >= 1:
+                    self.tokens -= 1
+                    return
+                await asyncio.sleep((1 - self.tokens) / self.rate)
+
+
+class GuardedChannel:
+    """A channel behind its breaker and limits; implements the same Protocol."""
+
+    def __init__(
+        self,
+        channel: Channel,
+        *,
+        breaker_threshold: int = 5,
+        breaker_cooldown: float = 30.0,
+        max_in_flight: int | None = None,
+        rate_limit: float | None = None,
+    ) -> None:
+        self.inner = channel
+        self.name = channel.name
+        self.breaker = CircuitBreaker(channel.name, threshold=breaker_threshold, cooldown=breaker_cooldown)
+        self._slots = asyncio.Semaphore(max_in_flight) if max_in_flight else None
+        self._rate = RateLimiter(rate_limit) if rate_limit else None
+
+    async def upsert(self, element: Element, publication: Publication, external_id: str | None) -> ChannelResult:
+        async with self._guarded():
+            return await self.inner.upsert(element, publication, external_id)
+
+    async def delete(self, element_id: int, publication_id: int, external_id: str) -> None:
+        async with self._guarded():
+            await self.inner.delete(element_id, publication_id, external_id)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+    @asynccontextmanager
+    async def _guarded(self) -> AsyncIterator[None]:
+        self.breaker.before_call()
+        holds_slot = False
+        try:
+            if self._slots is not None:
+                await asyncio.wait_for(self._slots.acquire(), MAX_QUEUE_WAIT)
+                holds_slot = True
+            if self._rate is not None:
+                await asyncio.wait_for(self._rate.acquire(), MAX_QUEUE_WAIT)
+        except TimeoutError:
+            if holds_slot and self._slots is not None:
+                self._slots.release()
+            # The channel is busy, not failing: leave the breaker's count alone and let the queue retry.
+            self.breaker.release_probe()
+            raise ChannelUnavailable(
+                f"channel {self.name}: busy (concurrency or rate limit)", retry_after=1.0
+            ) from None
+        try:
+            yield
+        except PermanentError:
+            self.breaker.release_probe()  # a rejected story says nothing about the channel's health
+            raise
+        except Exception:
+            self.breaker.failed()
+            raise
+        except BaseException:
+            self.breaker.release_probe()  # cancelled
+            raise
+        else:
+            self.breaker.succeeded()
+        finally:
+            if holds_slot and self._slots is not None:
+                self._slots.release()

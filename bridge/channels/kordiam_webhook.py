@@ -1,0 +1,422 @@
+"""``kordiam-webhook``: Kordiam's Global Export protocol (seed 001), towards any CMS that already implements it.
+
+The bridge sends what Kordiam's own Global Export would send, so a CMS with a Global Export receiver works
+through the bridge unchanged:
+
+- ``POST {url}/element`` with the element, answered ``{"id": …}``: the CMS's id, kept as the external id;
+- ``PUT {url}/element/{id}`` with the element when it changes;
+- ``DELETE {url}/element/{id}`` when it is gone.
+
+Options (``[[channels]]`` keys besides name/type/platforms/statuses/main):
+
+- ``url``: the receiver's base address (``/element`` is appended)
+- ``auth``: a table with ``type`` and its keys (see ``bridge.channels.auth``):
+  ``bearer`` {``token``}; ``jwt`` {``secret``, ``issuer`` = "kordiam-bridge", ``audience``, ``subject``,
+  ``ttl_seconds`` = 60} (HS256, minted per request); ``api_key`` {``api_key``, ``api_secret``, ``token_url`` =
+  ``{url}/oauth2/token``} (exchanged for a bearer token, cached until shortly before ``expires_in``, fetched
+  again once on a 401); ``headers`` {``headers`` = {name = value}}. Every secret is a ``SecretStr``.
+- ``edit_link_template``, ``open_link_template``: optional, e.g. ``"https://cms.example.org/edit/{id}"``; the
+  links Kordiam shows for the publication (the Global Export answers only an id; an answer that carries
+  ``cmsEditLink``/``cmsOpenLink`` and their titles, as the Platform integration's does, is used instead).
+
+Example::
+
+    [[channels]]
+    name = "cms"
+    type = "kordiam-webhook"
+    platforms = [99003, 99004]
+    main = true                       # the Kordiam element is linked to the CMS's element (see below)
+    url = "https://cms.example.org/kordiam"
+    auth = { type = "jwt", audience = "cms" }
+    # auth.secret from the environment: BRIDGE_CHANNELS__CMS__AUTH__SECRET=…
+    edit_link_template = "https://cms.example.org/edit/{id}"
+
+Body: the v1 "Get Element" shape of seed 001, built by ``global_export_body`` from the ``Element`` model: ``id``,
+``title``, ``slug``, ``note``, ``elementStatus`` {id, name}, ``modificationDate`` (UTC, ``…Z``),
+``customFields`` (when any), ``externalElement`` {id, link}, ``tasks`` [{id, format, status,
+confirmationStatus, assignee {id, name = e-mail, external_id}, deadline {date, time}, note, done, content,
+headline}], ``publications`` [{id, status, platform (a bare id), category, type, single {start {date, time}},
+published {start}, assignments (booleans positional to ``tasks``)}], ``groups`` [{id, name}]. A field Kordiam
+leaves empty is left out. Not sent, because the ``Element`` model does not keep them: a group's ``parent`` and
+``selected``, a publication's ``single.issue_label``, a task's text length and files.
+
+One element, one remote item. The Global Export is element-level while the bridge calls ``upsert`` once per
+publication routed to the channel, so every publication of an element on this channel maps to ONE remote
+element, and every one of them reports that element's id as its external id:
+
+- The body carries the element with the publications on the channel's ``platforms`` (whatever their status:
+  the channel's ``statuses`` filter decides when something is sent, as Kordiam's trigger rules do, not what).
+- The remote id is looked for in this order: the id this process last used for the element (kept in memory
+  for the most recent 10,000 elements); the external id the bridge passes for the publication; with
+  ``main = true``, the id Kordiam's ``externalElement`` holds (the bridge links the element to the main
+  channel's item, as Kordiam's Global Export itself does). Each known id is tried with ``PUT`` until one is
+  not answered 404; with none left (all deleted in the CMS, or none known) the element is created with
+  ``POST`` and the new id returned. So the first routed publication of an element creates it and the others,
+  handled after it in the same sync, update it; and after a re-creation a publication whose recorded id is
+  the old one still reaches the new element.
+- ``delete`` for one publication: if other publications of the element are still on this channel (as far as
+  this process has seen: those it exported, and those it held that are still on its platforms), the remote
+  element is kept and ``PUT`` without that publication; for the last one, ``DELETE``. So deleting a story
+  sends one ``PUT`` per publication but the last, then one ``DELETE``. A 404 on ``DELETE`` counts as deleted.
+
+Limitations of that mapping, all after a restart (the memory is per process) or across several workers: a
+publication added later to an element is created as a second remote element unless the channel is ``main``;
+removing one of several publications from the channel deletes the remote element (the next change of the
+others creates it again). Both disappear if the sync engine passes an element-level channel the external id
+it holds for any publication of the element (and calls ``delete`` only for the last one).
+
+Errors: 401/403 → ``ChannelRejected`` naming the channel and the keys to check; 400/404/422 and other 4xx →
+``ChannelRejected`` with the receiver's message; 408/409/425/429, 5xx, timeouts and connection errors →
+``ChannelUnavailable`` (with ``Retry-After``). Nothing is retried in-process: the queue retries. A ``POST``
+whose answer has no id is rejected: the bridge could not link the element (Kordiam itself would then send
+``PUT /element/null``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import structlog
+from pydantic import BaseModel, ConfigDict, field_validator
+
+from bridge.channels import ChannelContext
+from bridge.channels.auth import (
+    ProtocolHttp,
+    WebhookAuth,
+    answer_id,
+    http_url,
+    response_json,
+    webhook_authenticator,
+)
+from bridge.channels.base import Channel, ChannelResult
+from bridge.config import ChannelSettings, StatusSelector
+from bridge.errors import ChannelRejected
+from bridge.kordiam.models import (
+    CustomFieldValue,
+    DateTimeSlot,
+    Element,
+    Person,
+    Publication,
+    Ref,
+    Task,
+)
+from bridge.pipeline.locks import KeyedLock
+
+log = structlog.get_logger(__name__)
+
+CHANNEL_TYPE = "kordiam-webhook"
+REMEMBERED_ELEMENTS = 10_000
+
+
+# --- options -------------------------------------------------------------------------------------------------
+
+
+def link_template(value: str | None) -> str | None:
+    if value is None:
+        return None
+    text = value.strip()
+    if "{id}" not in text:
+        raise ValueError("must contain {id}, where the item's id goes")
+    http_url(text.replace("{id}", "1").split("?", 1)[0].split("#", 1)[0])
+    return text
+
+
+class KordiamWebhookOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: str
+    auth: WebhookAuth
+    edit_link_template: str | None = None
+    open_link_template: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        return http_url(value)
+
+    @field_validator("edit_link_template", "open_link_template")
+    @classmethod
+    def _template(cls, value: str | None) -> str | None:
+        return link_template(value)
+
+
+# --- the v1 wire shapes (seeds 001 and 002) ------------------------------------------------------------------
+
+
+def v1_ref(ref: Ref | None) -> dict[str, Any] | None:
+    if ref is None:
+        return None
+    return compact({"id": ref.id, "name": ref.name})
+
+
+def v1_slot(slot: DateTimeSlot | None) -> dict[str, Any] | None:
+    if slot is None or slot.date is None:
+        return None
+    return compact({"date": slot.date.isoformat(), "time": _hhmm(slot.time)})
+
+
+def v1_person(person: Person | None) -> dict[str, Any] | None:
+    if person is None:
+        return None
+    # v1 puts the e-mail address into `name`.
+    return compact({"id": person.id, "name": person.email or person.name, "external_id": person.external_id}) or None
+
+
+def v1_task(task: Task) -> dict[str, Any]:
+    content = task.content
+    return compact(
+        {
+            "id": task.id,
+            "format": v1_ref(task.format),
+            "status": v1_ref(task.status),
+            "confirmationStatus": v1_ref(task.confirmation_status),
+            "assignee": v1_person(task.assignee),
+            "deadline": v1_slot(task.deadline),
+            "note": task.note,
+            "done": task.done,
+            "content": content.text if content else None,
+            "headline": content.headline if content else None,
+        }
+    )
+
+
+def v1_publication(publication: Publication, tasks: Sequence[Task]) -> dict[str, Any]:
+    schedule = publication.schedule
+    single = None
+    if schedule is not None and schedule.kind == "single" and schedule.date is not None:
+        single = {"start": compact({"date": schedule.date.isoformat(), "time": _hhmm(schedule.time)})}
+    published = v1_slot(publication.published)
+    assigned = set(publication.assigned_task_ids)
+    cms = publication.cms
+    return compact(
+        {
+            "id": publication.id,
+            "status": v1_ref(publication.status),
+            "platform": publication.platform.id,
+            "category": v1_ref(publication.category),
+            "type": v1_ref(publication.type),
+            "single": single,
+            "published": {"start": published} if published else None,
+            "assignments": [task.id in assigned for task in tasks] if assigned else None,
+            "cms_id": publication.external_id,
+            "url_to_content_in_cms": cms.edit_link if cms else None,
+            "url_to_published_content": cms.open_link if cms else None,
+        }
+    )
+
+
+def v1_custom_field(field: CustomFieldValue) -> dict[str, Any]:
+    return compact({"customFieldId": field.id, "value": field.as_text()})
+
+
+def global_export_body(element: Element, publications: Iterable[Publication] | None = None) -> dict[str, Any]:
+    """The Global Export body (seed 001) for ``element`` with ``publications`` (default: all of its own)."""
+    chosen = element.publications if publications is None else tuple(publications)
+    external = element.external_element
+    return compact(
+        {
+            "id": element.id,
+            "title": element.title,
+            "slug": element.slug,
+            "note": element.note,
+            "elementStatus": v1_ref(element.status),
+            "modificationDate": _utc_timestamp(element.modification_date),
+            "customFields": [v1_custom_field(f) for f in element.custom_fields] or None,
+            "externalElement": compact({"id": external.external_id, "link": external.link}) if external else None,
+            "tasks": [v1_task(task) for task in element.tasks],
+            "publications": [v1_publication(p, element.tasks) for p in chosen],
+            "groups": [v1_ref(group) for group in element.groups],
+        },
+        keep=("tasks", "publications", "groups"),
+    )
+
+
+def compact(data: dict[str, Any], keep: Sequence[str] = ()) -> dict[str, Any]:
+    """Leave out what Kordiam would leave out: absent values (``None``) and empty objects."""
+    return {key: value for key, value in data.items() if key in keep or value not in (None, {}, [])}
+
+
+def _hhmm(value: dt.time | None) -> str | None:
+    return None if value is None else value.strftime("%H:%M")
+
+
+def _utc_timestamp(value: dt.datetime | None) -> str | None:
+    if value is None:
+        return None
+    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def status_passes(publication: Publication, statuses: Sequence[StatusSelector] | None) -> bool:
+    """The channel's ``statuses`` filter, as the router applies it."""
+    if statuses is None:
+        return True
+    status = publication.status
+    return status is not None and any(status.matches(selector) for selector in statuses)
+
+
+def result_links(answer: Any, item_id: str, edit_template: str | None, open_template: str | None) -> dict[str, Any]:
+    """Link fields for a ``ChannelResult``: the answer's ``cms…`` fields, else the templates."""
+    fields = answer if isinstance(answer, dict) else {}
+
+    def text(key: str) -> str | None:
+        value = fields.get(key)
+        return value.strip() if isinstance(value, str) and value.strip() else None
+
+    def filled(template: str | None) -> str | None:
+        return template.replace("{id}", quote(item_id, safe="")) if template else None
+
+    return {
+        "edit_link": text("cmsEditLink") or filled(edit_template),
+        "open_link": text("cmsOpenLink") or filled(open_template),
+        "edit_link_title": text("cmsEditLinkTitle"),
+        "open_link_title": text("cmsOpenLinkTitle"),
+    }
+
+
+# --- the adapter ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteElement:
+    """What this process knows of an element's remote item."""
+
+    remote_id: str
+    body: dict[str, Any]
+    held: frozenset[int]  # the publications the remote element stands for (their deliveries point at it)
+
+
+class KordiamWebhookChannel:
+    def __init__(
+        self,
+        name: str,
+        options: KordiamWebhookOptions,
+        http: httpx.AsyncClient,
+        *,
+        platforms: Iterable[int],
+        statuses: Sequence[StatusSelector] | None = None,
+        main: bool = False,
+    ) -> None:
+        self.name = name
+        self.options = options
+        self._platforms = frozenset(platforms)
+        self._statuses = tuple(statuses) if statuses is not None else None
+        self._main = main
+        self._http = ProtocolHttp(
+            http, webhook_authenticator(options.auth, http, options.url, self._label), self._label
+        )
+        self._remote: OrderedDict[int, RemoteElement] = OrderedDict()
+        self._locks = KeyedLock()
+
+    @property
+    def _label(self) -> str:
+        return f"{CHANNEL_TYPE} channel {self.name!r}"
+
+    def remote(self, element_id: int) -> RemoteElement | None:
+        """What this process knows of the element's remote item (for tests and diagnostics)."""
+        return self._remote.get(element_id)
+
+    # --- Channel Protocol ---
+
+    async def upsert(self, element: Element, publication: Publication, external_id: str | None) -> ChannelResult:
+        async with self._locks.hold(element.id):
+            carried = [p for p in element.publications if p.platform.id in self._platforms]
+            if all(p.id != publication.id for p in carried):
+                carried.append(publication)  # asked for it explicitly: it belongs to the remote element
+            known = self._remote.get(element.id)
+            exported = {p.id for p in carried if status_passes(p, self._statuses)} | {publication.id}
+            held = exported | (known.held & {p.id for p in carried} if known else set())
+            body = global_export_body(element, carried)
+            answer: Any = None
+            item_id: str | None = None
+            for remote_id in self._candidates(element, external_id, known):
+                action = f"updating element {element.id} as {remote_id}"
+                response = await self._http.request("PUT", self._element_url(remote_id), action, body)
+                if response.status_code in (404, 410):
+                    log.info("kordiam_webhook.element_gone", channel=self.name, element=element.id, remote=remote_id)
+                    continue
+                if not response.is_success:
+                    raise self._http.error(response, action)
+                answer = response_json(response, self._label, action)
+                item_id = answer_id(answer.get("id") if isinstance(answer, dict) else None) or remote_id
+                break
+            if item_id is None:
+                action = f"creating element {element.id}"
+                response = await self._http.request("POST", f"{self.options.url}/element", action, body)
+                if not response.is_success:
+                    raise self._http.error(response, action)
+                answer = response_json(response, self._label, action)
+                item_id = answer_id(answer.get("id") if isinstance(answer, dict) else None)
+                if item_id is None:
+                    raise ChannelRejected(
+                        f"{self._label}: {action}: HTTP {response.status_code} without the element's id "
+                        '(the Global Export expects {"id": …}); the element cannot be linked'
+                    )
+            self._remember(element.id, RemoteElement(item_id, body, frozenset(held)))
+            links = result_links(answer, item_id, self.options.edit_link_template, self.options.open_link_template)
+            return ChannelResult(external_id=item_id, **links)
+
+    async def delete(self, element_id: int, publication_id: int, external_id: str) -> None:
+        remote_id = external_id.strip()
+        if not remote_id:
+            return
+        async with self._locks.hold(element_id):
+            known = self._remote.get(element_id)
+            if known is not None and known.remote_id == remote_id and known.held - {publication_id}:
+                # Other publications of the element still stand on the remote element: keep it, without this one.
+                body = {
+                    **known.body,
+                    "publications": [p for p in known.body.get("publications", []) if p.get("id") != publication_id],
+                }
+                action = f"removing publication {publication_id} from element {element_id} ({remote_id})"
+                response = await self._http.request("PUT", self._element_url(remote_id), action, body)
+                if response.status_code in (404, 410):
+                    self._remote.pop(element_id, None)
+                    return
+                if not response.is_success:
+                    raise self._http.error(response, action)
+                self._remember(element_id, RemoteElement(remote_id, body, known.held - {publication_id}))
+                return
+            action = f"deleting element {element_id} ({remote_id})"
+            response = await self._http.request("DELETE", self._element_url(remote_id), action)
+            if not (response.is_success or response.status_code in (404, 410)):
+                raise self._http.error(response, action)
+            if known is not None and known.remote_id == remote_id:
+                self._remote.pop(element_id, None)
+
+    async def aclose(self) -> None:
+        self._remote.clear()
+
+    # --- helpers ---
+
+    def _candidates(self, element: Element, external_id: str | None, known: RemoteElement | None) -> list[str]:
+        """Ids the element's remote item may have, most trusted first (see the module docstring)."""
+        linked = element.external_element.external_id if element.external_element and self._main else None
+        found = [known.remote_id if known else None, external_id, linked]
+        return list(dict.fromkeys(text.strip() for text in found if text and text.strip()))
+
+    def _element_url(self, remote_id: str) -> str:
+        return f"{self.options.url}/element/{quote(remote_id, safe='')}"
+
+    def _remember(self, element_id: int, remote: RemoteElement) -> None:
+        self._remote[element_id] = remote
+        self._remote.move_to_end(element_id)
+        while len(self._remote) > REMEMBERED_ELEMENTS:
+            self._remote.popitem(last=False)
+
+
+def create(settings: ChannelSettings, options: BaseModel, context: ChannelContext) -> Channel:
+    assert isinstance(options, KordiamWebhookOptions)
+    return KordiamWebhookChannel(
+        settings.name,
+        options,
+        context.http,
+        platforms=settings.platforms,
+        statuses=settings.statuses,
+        main=settings.main,
+    )

@@ -1,0 +1,553 @@
+"""``mailchimp``: each publication on a newsletter platform as a Mailchimp campaign (Marketing API v3).
+
+One regular campaign per publication, sent to one audience (``list_id``): created as a draft, its subject, preview
+text and HTML taken from the story, and scheduled for the publication's date and time. Authentication is HTTP
+Basic auth with any user name and the API key, on every request, through the process's shared HTTP client. The
+API lives at ``https://{dc}.api.mailchimp.com/3.0``, where ``dc`` is the key's suffix (``…-us21`` → ``us21``).
+
+Options (``[[channels]]`` keys besides name/type/platforms/statuses/main):
+
+- ``api_key`` (required, a secret; ``BRIDGE_CHANNELS__…`` or the config file), ``list_id`` (required: the
+  audience id, Audience → Settings → "Audience name and defaults")
+- ``base_url`` (optional): overrides the data-centre URL derived from the key (a proxy, a test server)
+- ``from_name``, ``reply_to`` (optional): the sender name and reply-to address; default: the audience's campaign
+  defaults, read once from ``GET /lists/{list_id}``. Mailchimp schedules nothing without both.
+- ``folder_id`` (optional): the campaign folder new campaigns are filed in
+- ``footer_html``: appended to every campaign; the default carries ``*|UNSUB|*`` and ``*|UPDATE_PROFILE|*``,
+  which Mailchimp requires in custom HTML. Trusted configuration: not sanitised.
+- ``delete_mode`` = "delete" | "unschedule": what retracting a publication does to its campaign
+- ``sent_edits`` = "reject" | "ignore": what an edit to a story whose campaign was already sent does (below)
+
+Mapping, Kordiam → Mailchimp:
+
+==========================  ====================================================================================
+settings.subject_line       the text task's headline, else the element title, else its slug (plain text, at most
+                            150 characters: longer ones are cut with "…")
+settings.preview_text       the text task's lead (plain text, at most 150 characters)
+settings.title              the subject plus ``[Kordiam {element}/{publication}]``, so people can find it
+settings.from_name/reply_to ``from_name``/``reply_to``, else the audience's defaults
+recipients.list_id          ``list_id``
+content (``html``)          a small HTML e-mail: the headline, the byline, the lead, the text task's HTML through
+                            nh3 (no script/style/iframe/forms, no event handlers, only http/https/mailto/tel
+                            links), then ``footer_html``
+schedule_time               ``publication.scheduled_at()`` rounded UP to the next quarter hour (Mailchimp sends
+                            only at :00, :15, :30 and :45), as ISO 8601 UTC. No date and time, a time that has
+                            passed, one less than a minute away once rounded, or one more than a year ahead
+                            (Mailchimp's limit): the campaign stays an unscheduled draft.
+==========================  ====================================================================================
+
+Upsert: with an external id the campaign is read first. A campaign deleted by hand (404) is created again and
+the new id returned. A scheduled campaign cannot be edited, so it is unscheduled, edited (``PATCH``, content
+``PUT``) and scheduled again; a story that lost its date leaves an unscheduled draft. If a step fails after the
+unschedule, the campaign stays an unscheduled draft until a retry succeeds: it is never sent with stale content.
+A campaign that Mailchimp is sending or has sent (status ``sending``/``sent``/``canceling``/``canceled``) cannot
+be changed: with ``sent_edits = "reject"`` (default) the edit fails with ``ChannelRejected`` naming the campaign
+and its send time, which dead-letters the message with that reason instead of retrying it; with ``"ignore"`` the
+edit is skipped with a warning and the result reports the campaign as live. If Mailchimp refuses a step for any
+other reason (e.g. sending began between our read and our write) its ``detail`` is in the ``ChannelRejected``.
+
+Delete: the campaign is unscheduled and deleted (``delete_mode = "unschedule"``: only unscheduled, kept as a
+draft). A campaign already gone (404) counts as deleted. A campaign that was sent is left alone — an e-mail cannot
+be recalled, and deleting it would only destroy its report — and the delete counts as done, with a warning.
+
+Result: ``external_id`` = the campaign id, ``edit_link`` = ``https://{dc}.admin.mailchimp.com/campaigns/edit?id=
+{web_id}`` (when the data centre is known), ``open_link`` = the campaign's ``archive_url``, ``live`` = Mailchimp
+reports it ``sending`` or ``sent``. A scheduled campaign is not live: the newsletter has not gone out, and
+"published" in Kordiam would claim it had. Mailchimp sends on its own later, so ``live`` is seen only by an
+upsert after the send (``sent_edits = "ignore"``).
+
+Errors (Mailchimp answers problem JSON: ``type, title, status, detail, instance`` and, for 400, ``errors``):
+401/403 → ``ChannelRejected`` naming the channel and the key; 400 and other 4xx → ``ChannelRejected`` with
+Mailchimp's ``title``/``detail``/``errors``; 408, 409, 425, 429, 5xx, timeouts and connection errors →
+``ChannelUnavailable`` (with ``Retry-After``). Nothing is retried in-process: the queue retries.
+
+Limitation: if Mailchimp creates a campaign but its answer is lost (timeout), the retry creates a second draft;
+the Marketing API has no idempotency key. The title's ``[Kordiam e/p]`` marks such drafts for clean-up.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+import re
+from dataclasses import dataclass
+from typing import Any, Literal
+from urllib.parse import urlparse
+
+import httpx
+import nh3
+import structlog
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator
+
+from bridge.channels import ChannelContext
+from bridge.channels.base import Channel, ChannelResult
+from bridge.config import ChannelSettings
+from bridge.errors import BridgeError, ChannelRejected, ChannelUnavailable
+from bridge.http import retry_after_seconds
+from bridge.kordiam.models import Element, Publication
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_FOOTER = (
+    '<hr><p style="font-size:12px;color:#666666">'
+    '<a href="*|UPDATE_PROFILE|*">Update your preferences</a> · <a href="*|UNSUB|*">Unsubscribe</a></p>'
+)
+SUBJECT_MAX = 150
+PREVIEW_MAX = 150
+TITLE_MAX = 100
+MIN_LEAD = dt.timedelta(minutes=1)  # closer than this, Mailchimp's clock may already call the time past
+MAX_AHEAD = dt.timedelta(days=365)  # Mailchimp schedules at most a year ahead
+SENT_STATES = frozenset({"sending", "sent", "canceling", "canceled"})
+LIVE_STATES = frozenset({"sending", "sent"})
+CAMPAIGN_FIELDS = "id,web_id,status,archive_url,long_archive_url,send_time"
+
+_DC = re.compile(r"^[a-z]+[0-9]+$")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+# --- options -------------------------------------------------------------------------------------------------
+
+
+class MailchimpOptions(BaseModel):
+    # Never echo a value in a validation error: one of them is the API key.
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+    # base_url comes before api_key so that the key's check can see it.
+    base_url: str | None = None
+    api_key: SecretStr
+    list_id: str = Field(pattern=r"^[A-Za-z0-9]{1,64}$")
+    from_name: str | None = Field(default=None, min_length=1, max_length=100)
+    reply_to: str | None = None
+    folder_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9]{1,64}$")
+    footer_html: str = DEFAULT_FOOTER
+    delete_mode: Literal["delete", "unschedule"] = "delete"
+    sent_edits: Literal["reject", "ignore"] = "reject"
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parsed = urlparse(value.strip())
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise ValueError("must be an http(s) URL")
+        if parsed.query or parsed.fragment:
+            raise ValueError("must be the API's address, without ?query or #fragment")
+        return value.strip().rstrip("/")
+
+    @field_validator("api_key")
+    @classmethod
+    def _key(cls, value: SecretStr, info: ValidationInfo) -> SecretStr:
+        key = value.get_secret_value().strip()
+        if not key or any(character.isspace() or ord(character) < 32 for character in key):
+            raise ValueError("must be a Mailchimp API key (no spaces)")
+        if info.data.get("base_url") is None and _data_centre(key) is None:
+            raise ValueError("has no data-centre suffix (like -us21): use the whole key, or set base_url")
+        return SecretStr(key)
+
+    @field_validator("reply_to")
+    @classmethod
+    def _reply_to(cls, value: str | None) -> str | None:
+        if value is not None and not _EMAIL.match(value.strip()):
+            raise ValueError("must be an e-mail address")
+        return value.strip() if value else value
+
+    @property
+    def data_centre(self) -> str | None:
+        return _data_centre(self.api_key.get_secret_value())
+
+    @property
+    def api_url(self) -> str:
+        return self.base_url or f"https://{self.data_centre}.api.mailchimp.com/3.0"
+
+
+def _data_centre(key: str) -> str | None:
+    _, dash, suffix = key.rpartition("-")
+    return suffix if dash and _DC.match(suffix) else None
+
+
+# --- pure mapping --------------------------------------------------------------------------------------------
+
+BODY_TAGS = frozenset(
+    {
+        "p", "br", "hr", "h2", "h3", "h4", "h5", "h6", "a", "strong", "b", "em", "i", "u", "s", "sub", "sup",
+        "small", "code", "pre", "cite", "q", "blockquote", "ul", "ol", "li", "figure", "figcaption", "img",
+        "table", "thead", "tbody", "tr", "th", "td", "caption", "span", "div",
+    }
+)  # fmt: skip
+BODY_ATTRIBUTES: dict[str, set[str]] = {
+    "*": {"lang", "dir"},
+    "a": {"href", "title"},
+    "img": {"src", "alt", "width", "height"},
+    "th": {"colspan", "rowspan"},
+    "td": {"colspan", "rowspan"},
+}
+
+
+def sanitize_html(text: str) -> str:
+    return nh3.clean(
+        _no_surrogates(text),
+        tags=set(BODY_TAGS),
+        clean_content_tags={"script", "style", "template", "noscript", "iframe", "object", "embed", "svg", "math"},
+        attributes=BODY_ATTRIBUTES,
+        url_schemes={"http", "https", "mailto", "tel"},
+        link_rel=None,
+    )
+
+
+def plain_text(text: str | None) -> str:
+    """Subject or preview text: tags dropped, entities decoded, whitespace collapsed (JSON carries it as is)."""
+    if not text:
+        return ""
+    cleaned = nh3.clean(_no_surrogates(text), tags=set(), clean_content_tags={"script", "style"})
+    return " ".join(html.unescape(cleaned).split())
+
+
+def _no_surrogates(text: str) -> str:
+    return text.encode("utf-8", "ignore").decode("utf-8")
+
+
+def shorten(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def quarter_hour_ceil(moment: dt.datetime) -> dt.datetime:
+    """The first quarter hour (:00, :15, :30, :45 UTC) at or after ``moment``."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    moment = moment.astimezone(dt.UTC)
+    floor = moment.replace(minute=moment.minute - moment.minute % 15, second=0, microsecond=0)
+    return floor if floor == moment else floor + dt.timedelta(minutes=15)
+
+
+def plan_schedule(scheduled: dt.datetime | None, now: dt.datetime) -> dt.datetime | None:
+    """When to send: the planned time rounded up to a quarter hour, or None (leave an unscheduled draft)."""
+    if scheduled is None or scheduled <= now:
+        return None
+    send_at = quarter_hour_ceil(scheduled)
+    if send_at - now < MIN_LEAD or send_at - now > MAX_AHEAD:
+        return None
+    return send_at
+
+
+def mailchimp_time(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.UTC).replace(microsecond=0).isoformat()
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignPlan:
+    """What one publication becomes, before the parts that need Mailchimp (sender defaults)."""
+
+    settings: dict[str, str]
+    html: str
+    send_at: dt.datetime | None
+
+
+def map_campaign(element: Element, publication: Publication, *, footer_html: str, now: dt.datetime) -> CampaignPlan:
+    text = element.text_task_for(publication)
+    content = text.content if text else None
+    headline = plain_text(content.headline if content else None) or plain_text(element.title)
+    headline = headline or plain_text(element.slug) or f"Kordiam element {element.id}"
+    lead = plain_text(content.lead if content else None)
+    subject = shorten(headline, SUBJECT_MAX)
+    marker = f" [Kordiam {element.id}/{publication.id}]"
+    settings = {
+        "subject_line": subject,
+        "preview_text": shorten(lead, PREVIEW_MAX),
+        "title": shorten(subject, TITLE_MAX - len(marker)) + marker,
+    }
+    author = plain_text(text.assignee.display_name if text and text.assignee else None)
+    parts = [
+        '<!DOCTYPE html>\n<html><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{html.escape(subject)}</title></head>\n"
+        '<body style="font-family:Georgia,serif;max-width:640px;margin:0 auto;padding:16px">\n',
+        f"<h1>{html.escape(headline)}</h1>\n",
+    ]
+    if author:
+        parts.append(f'<p style="color:#666666">{html.escape(author)}</p>\n')
+    if lead:
+        parts.append(f"<p><strong>{html.escape(lead)}</strong></p>\n")
+    if content and content.text:
+        parts.append(sanitize_html(content.text) + "\n")
+    parts.append(footer_html + "\n</body></html>\n")
+    return CampaignPlan(settings, "".join(parts), plan_schedule(publication.scheduled_at(), now))
+
+
+# --- the adapter ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Campaign:
+    id: str
+    web_id: int | None
+    status: str
+    archive_url: str | None
+    send_time: str | None
+
+
+class MailchimpChannel:
+    def __init__(self, name: str, options: MailchimpOptions, http: httpx.AsyncClient) -> None:
+        self.name = name
+        self.options = options
+        self._http = http
+        self._auth = httpx.BasicAuth("kordiam-bridge", options.api_key.get_secret_value())
+        self._sender: tuple[str, str] | None = None
+
+    @property
+    def _label(self) -> str:
+        return f"mailchimp channel {self.name!r}"
+
+    # --- Channel Protocol ---
+
+    async def upsert(self, element: Element, publication: Publication, external_id: str | None) -> ChannelResult:
+        plan = map_campaign(element, publication, footer_html=self.options.footer_html, now=dt.datetime.now(dt.UTC))
+        from_name, reply_to = await self._sender_for()
+        body: dict[str, Any] = {
+            "recipients": {"list_id": self.options.list_id},
+            "settings": {**plan.settings, "from_name": from_name, "reply_to": reply_to},
+        }
+        if self.options.folder_id:
+            body["settings"]["folder_id"] = self.options.folder_id
+
+        campaign_id = _campaign_id(external_id)
+        campaign = await self._get(campaign_id) if campaign_id else None
+        if campaign is not None and campaign.status in SENT_STATES:
+            return self._already_sent(campaign)
+        if campaign is not None:
+            if campaign.status == "schedule":
+                await self._action(campaign.id, "unschedule")
+            campaign = await self._update(campaign.id, body)
+        if campaign is None:
+            if campaign_id:
+                log.info("mailchimp.campaign_gone", channel=self.name, campaign=campaign_id, element=element.id)
+            campaign = await self._create(body)
+
+        action = f"setting the content of campaign {campaign.id}"
+        response = await self._request("PUT", f"/campaigns/{campaign.id}/content", action, {"html": plan.html})
+        self._json_object(response, action)
+        status = campaign.status
+        if plan.send_at is not None:
+            await self._action(campaign.id, "schedule", {"schedule_time": mailchimp_time(plan.send_at)})
+            status = "schedule"
+        elif publication.scheduled_at() is not None:
+            log.info(
+                "mailchimp.not_scheduled",
+                channel=self.name,
+                campaign=campaign.id,
+                planned=publication.scheduled_at(),
+                reason="the planned time has passed, is too close or more than a year ahead",
+            )
+        return self._result(campaign, status)
+
+    async def delete(self, element_id: int, publication_id: int, external_id: str) -> None:
+        campaign_id = _campaign_id(external_id)
+        if campaign_id is None:
+            return  # not a Mailchimp campaign id: nothing of ours to delete
+        campaign = await self._get(campaign_id)
+        if campaign is None:
+            return
+        if campaign.status in SENT_STATES:
+            log.warning(
+                "mailchimp.sent_campaign_kept",
+                channel=self.name,
+                campaign=campaign.id,
+                status=campaign.status,
+                send_time=campaign.send_time,
+                hint="the newsletter went out already; it cannot be recalled and its report is kept",
+            )
+            return
+        if campaign.status == "schedule":
+            await self._action(campaign.id, "unschedule")
+        if self.options.delete_mode == "unschedule":
+            return
+        action = f"deleting campaign {campaign.id}"
+        response = await self._request("DELETE", f"/campaigns/{campaign.id}", action)
+        if response.is_success or response.status_code == 404:
+            return
+        raise self._error(response, action)
+
+    async def aclose(self) -> None:
+        self._sender = None
+
+    # --- steps ---
+
+    def _already_sent(self, campaign: _Campaign) -> ChannelResult:
+        sent = f"{campaign.status}" + (f" at {campaign.send_time}" if campaign.send_time else "")
+        if self.options.sent_edits == "reject":
+            raise ChannelRejected(
+                f"{self._label}: campaign {campaign.id} was already {sent}; Mailchimp cannot change a sent "
+                'campaign, so this edit was not applied (sent_edits = "ignore" skips such edits)'
+            )
+        log.warning("mailchimp.sent_campaign_not_updated", channel=self.name, campaign=campaign.id, status=sent)
+        return self._result(campaign, campaign.status)
+
+    def _result(self, campaign: _Campaign, status: str) -> ChannelResult:
+        data_centre = self.options.data_centre
+        edit_link = (
+            f"https://{data_centre}.admin.mailchimp.com/campaigns/edit?id={campaign.web_id}"
+            if data_centre and campaign.web_id is not None
+            else None
+        )
+        return ChannelResult(
+            external_id=campaign.id,
+            edit_link=edit_link,
+            open_link=campaign.archive_url,
+            live=status in LIVE_STATES,
+            edit_link_title="Edit in Mailchimp" if edit_link else None,
+            open_link_title="Newsletter archive page" if campaign.archive_url else None,
+        )
+
+    async def _sender_for(self) -> tuple[str, str]:
+        """``from_name`` and ``reply_to``: configured, else the audience's campaign defaults (read once)."""
+        if self.options.from_name and self.options.reply_to:
+            return self.options.from_name, self.options.reply_to
+        if self._sender is None:
+            action = f"reading audience {self.options.list_id}"
+            response = await self._request(
+                "GET", f"/lists/{self.options.list_id}", action, params={"fields": "id,name,campaign_defaults"}
+            )
+            if response.status_code == 404:
+                raise ChannelRejected(
+                    f"{self._label}: audience list_id {self.options.list_id!r} does not exist in this Mailchimp "
+                    "account (Audience → Settings → Audience name and defaults shows the id)"
+                )
+            data = self._json_object(response, action)
+            defaults = data.get("campaign_defaults") if isinstance(data.get("campaign_defaults"), dict) else {}
+            assert isinstance(defaults, dict)
+            self._sender = (str(defaults.get("from_name") or ""), str(defaults.get("from_email") or ""))
+        from_name = self.options.from_name or self._sender[0]
+        reply_to = self.options.reply_to or self._sender[1]
+        if not from_name or not reply_to:
+            raise ChannelRejected(
+                f"{self._label}: the audience has no default sender name and address; set from_name and reply_to"
+            )
+        return from_name, reply_to
+
+    async def _get(self, campaign_id: str) -> _Campaign | None:
+        action = f"reading campaign {campaign_id}"
+        response = await self._request("GET", f"/campaigns/{campaign_id}", action, params={"fields": CAMPAIGN_FIELDS})
+        if response.status_code == 404:
+            return None
+        return self._campaign(response, action)
+
+    async def _create(self, body: dict[str, Any]) -> _Campaign:
+        action = "creating a campaign"
+        response = await self._request("POST", "/campaigns", action, {"type": "regular", **body})
+        campaign = self._campaign(response, action)
+        log.info("mailchimp.campaign_created", channel=self.name, campaign=campaign.id)
+        return campaign
+
+    async def _update(self, campaign_id: str, body: dict[str, Any]) -> _Campaign | None:
+        action = f"updating campaign {campaign_id}"
+        response = await self._request("PATCH", f"/campaigns/{campaign_id}", action, body)
+        if response.status_code == 404:
+            return None  # deleted between our read and our write: created again
+        return self._campaign(response, action)
+
+    async def _action(self, campaign_id: str, name: str, body: dict[str, Any] | None = None) -> None:
+        action = f"{name.replace('_', ' ')} campaign {campaign_id}"
+        response = await self._request("POST", f"/campaigns/{campaign_id}/actions/{name}", action, body)
+        if not response.is_success:
+            raise self._error(response, action)
+
+    # --- HTTP plumbing ---
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        action: str,
+        body: dict[str, Any] | None = None,
+        *,
+        params: dict[str, str] | None = None,
+    ) -> httpx.Response:
+        url = f"{self.options.api_url}{path}"
+        try:
+            response = await self._http.request(method, url, json=body, params=params, auth=self._auth)
+        except (httpx.TransportError, TimeoutError, ConnectionError) as error:
+            reason = str(error) or type(error).__name__
+            raise ChannelUnavailable(
+                f"{self._label}: {action}: {self.options.api_url} unreachable: {reason}"
+            ) from error
+        # Refusals of the key and transient answers mean the same for every step; the rest is the caller's.
+        if response.status_code in (401, 403, 408, 409, 425, 429) or response.status_code >= 500:
+            raise self._error(response, action)
+        return response
+
+    def _json_object(self, response: httpx.Response, action: str) -> dict[str, Any]:
+        if not response.is_success:
+            raise self._error(response, action)
+        try:
+            data = response.json()
+        except ValueError:
+            kind = response.headers.get("content-type", "no content type")
+            start = response.text[:80].strip().replace("\n", " ")
+            raise ChannelRejected(
+                f"{self._label}: {action}: Mailchimp answered HTTP {response.status_code} with something that is "
+                f"not JSON ({kind}: {start!r})"
+            ) from None
+        if not isinstance(data, dict):
+            raise ChannelRejected(f"{self._label}: {action}: unexpected answer {str(data)[:80]!r}")
+        return data
+
+    def _campaign(self, response: httpx.Response, action: str) -> _Campaign:
+        data = self._json_object(response, action)
+        campaign_id, status = data.get("id"), data.get("status")
+        if not isinstance(campaign_id, str) or not campaign_id or not isinstance(status, str):
+            raise ChannelRejected(f"{self._label}: {action}: the answer has no campaign id and status")
+        web_id = data.get("web_id")
+        archive = data.get("archive_url") or data.get("long_archive_url")
+        send_time = data.get("send_time")
+        return _Campaign(
+            id=campaign_id,
+            web_id=web_id if isinstance(web_id, int) and not isinstance(web_id, bool) else None,
+            status=status,
+            archive_url=archive if isinstance(archive, str) and archive else None,
+            send_time=send_time if isinstance(send_time, str) and send_time else None,
+        )
+
+    def _error(self, response: httpx.Response, action: str) -> BridgeError:
+        status = response.status_code
+        said = problem_summary(response)
+        prefix = f"{self._label}: {action}: HTTP {status}"
+        if status in (408, 409, 425, 429) or status >= 500:
+            return ChannelUnavailable(f"{prefix} {said}", retry_after=retry_after_seconds(response.headers))
+        if status in (401, 403):
+            return ChannelRejected(
+                f"{prefix} {said} — check api_key (and that its -dc suffix or base_url points at its data centre)"
+            )
+        if 300 <= status < 400:
+            location = response.headers.get("location", "?")
+            return ChannelRejected(f"{prefix}: redirected to {location}; check base_url")
+        return ChannelRejected(f"{prefix} {said}")
+
+
+def problem_summary(response: httpx.Response) -> str:
+    """Mailchimp's problem JSON as one line: title, detail and the field errors of a 400."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.reason_phrase or "no details"
+    if not isinstance(body, dict):
+        return response.reason_phrase or "no details"
+    parts = [str(body[key]) for key in ("title", "detail") if isinstance(body.get(key), str) and body[key]]
+    errors = body.get("errors")
+    if isinstance(errors, list):
+        for item in errors[:5]:
+            if isinstance(item, dict):
+                parts.append(f"{item.get('field') or '?'}: {item.get('message') or '?'}")
+    if isinstance(body.get("instance"), str) and body["instance"]:
+        parts.append(f"instance {body['instance']}")
+    return "; ".join(parts) or response.reason_phrase or "no details"
+
+
+def _campaign_id(external_id: str | None) -> str | None:
+    if external_id is None:
+        return None
+    text = external_id.strip()
+    return text if re.fullmatch(r"[A-Za-z0-9]{1,64}", text) else None
+
+
+def create(settings: ChannelSettings, options: BaseModel, context: ChannelContext) -> Channel:
+    assert isinstance(options, MailchimpOptions)
+    return MailchimpChannel(settings.name, options, context.http)

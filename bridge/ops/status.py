@@ -1,0 +1,359 @@
+"""``kordiam-bridge status``: queue depths, the age of the oldest message, dead letters, per-channel health.
+
+Sources, each optional and reported as unavailable rather than failing the command:
+
+- SQS ``GetQueueAttributes`` for both queues (visible, in flight, delayed).
+- The age of the oldest message: SQS exposes it only as a CloudWatch metric, so it is *estimated* from a sample of
+  messages peeked and released again (their oldest ``SentTimestamp``). Every receive counts towards the queue's
+  ``maxReceiveCount``, so the main queue is sampled only on request (``sample_main``); the dead-letter queue is
+  sampled unless it has a redrive policy of its own.
+- The state store: what was delivered to each channel, and the newest Kordiam version synced there.
+- The worker's ops endpoint (``/healthz``, ``/readyz``, ``/metrics``): liveness, readiness, per-channel error
+  counters. It shows one worker process; with several, ask each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from bridge.config import Settings
+from bridge.errors import BridgeError
+from bridge.queue.admin import AdminError, QueueAdmin, format_age, queue_admin
+from bridge.state import open_state_store
+
+DEFAULT_SAMPLE = 10
+OPS_TIMEOUT_SECONDS = 2.0
+# A dead letter older than this, or a backlog whose oldest sampled message is, counts as a problem.
+STALE_SECONDS = 15 * 60
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStatus:
+    role: str  # "queue" or "dead-letter queue"
+    url: str
+    visible: int | None = None
+    in_flight: int | None = None
+    delayed: int | None = None
+    # An estimate: the oldest SentTimestamp among `sampled` messages peeked (and released) just now.
+    oldest_sent_at: datetime | None = None
+    oldest_age_seconds: float | None = None
+    sampled: int = 0
+    age_note: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelHealth:
+    name: str
+    type: str | None
+    configured: bool
+    deliveries: int = 0
+    elements: int = 0
+    live: int = 0
+    # The newest Kordiam modification date synced to this channel (the store keeps no write time).
+    latest_synced: datetime | None = None
+    # From the worker's /metrics (bridge_channel_errors_total by kind); None when the endpoint was not reachable.
+    errors: dict[str, int] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerHealth:
+    endpoint: str | None
+    reachable: bool
+    healthy: bool | None = None
+    ready: bool | None = None
+    detail: str | None = None
+    in_flight: int | None = None
+    received: int | None = None
+    outcomes: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class StateStatus:
+    url: str
+    available: bool
+    detail: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StatusReport:
+    generated_at: datetime
+    queue: QueueStatus
+    dead_letter: QueueStatus
+    state: StateStatus
+    channels: list[ChannelHealth]
+    worker: WorkerHealth
+
+    @property
+    def problems(self) -> list[str]:
+        found: list[str] = []
+        for status in (self.queue, self.dead_letter):
+            if status.error:
+                found.append(f"{status.role}: {status.error}")
+        if self.dead_letter.visible or self.dead_letter.in_flight:
+            count = (self.dead_letter.visible or 0) + (self.dead_letter.in_flight or 0)
+            found.append(f"{count} message(s) in the dead-letter queue")
+        age = self.queue.oldest_age_seconds
+        if age is not None and age > STALE_SECONDS:
+            found.append(f"oldest sampled message on the queue is {format_age(age)} old")
+        if self.worker.endpoint and not self.worker.reachable:
+            found.append(f"worker ops endpoint {self.worker.endpoint} not reachable")
+        if self.worker.healthy is False:
+            found.append(f"worker unhealthy: {self.worker.detail or 'healthz failed'}")
+        if not self.state.available:
+            found.append(f"state store: {self.state.detail}")
+        for channel in self.channels:
+            if channel.errors:
+                found.append(f"channel {channel.name}: {sum(channel.errors.values())} failed write(s) since start")
+        return found
+
+
+async def collect_status(
+    settings: Settings,
+    *,
+    sample_main: bool = False,
+    sample_size: int = DEFAULT_SAMPLE,
+    ops_timeout: float = OPS_TIMEOUT_SECONDS,
+    admin: QueueAdmin | None = None,
+) -> StatusReport:
+    """Gather everything; only a missing or unusable queue configuration raises (``ConfigError``)."""
+    if admin is None:
+        async with queue_admin(settings.queue) as own:
+            return await collect_status(
+                settings, sample_main=sample_main, sample_size=sample_size, ops_timeout=ops_timeout, admin=own
+            )
+    dlq_url = await admin.dead_letter_url()
+    queue, dead_letter, (state, store_channels), worker = await asyncio.gather(
+        _queue_status(admin, "queue", admin.queue_url, sample_size if sample_main else 0, main=True),
+        _queue_status(admin, "dead-letter queue", dlq_url, sample_size, main=False),
+        _state_status(settings),
+        _worker_health(settings, ops_timeout),
+    )
+    errors = worker[1]
+    channels: list[ChannelHealth] = []
+    configured = {c.name: c.type for c in settings.channels}
+    names = list(configured) + sorted(set(store_channels) - set(configured))
+    for name in names:
+        stats = store_channels.get(name)
+        channels.append(
+            ChannelHealth(
+                name=name,
+                type=configured.get(name),
+                configured=name in configured,
+                deliveries=stats.deliveries if stats else 0,
+                elements=len(stats.elements) if stats else 0,
+                live=stats.live if stats else 0,
+                latest_synced=stats.latest if stats else None,
+                errors=None if errors is None else dict(errors.get(name, {})),
+            )
+        )
+    return StatusReport(datetime.now(UTC), queue, dead_letter, state, channels, worker[0])
+
+
+async def _queue_status(admin: QueueAdmin, role: str, url: str, sample_size: int, *, main: bool) -> QueueStatus:
+    try:
+        depth = await admin.depth(url)
+    except AdminError as error:
+        return QueueStatus(role, url, error=str(error))
+    note: str | None
+    oldest: datetime | None = None
+    sampled = 0
+    if depth.visible == 0:
+        note = "empty" if depth.in_flight == 0 else "no visible message to sample (all in flight)"
+    elif sample_size <= 0:
+        note = "not sampled: a peek counts as a receive towards maxReceiveCount (use --sample)" if main else None
+    elif not main and depth.redrive_policy:
+        note = "not sampled: this queue has its own redrive policy, a peek would count as a receive"
+    else:
+        try:
+            messages, _ = await admin.peek(url, limit=sample_size)
+        except AdminError as error:
+            messages, note = [], f"sampling failed: {error}"
+        else:
+            sampled = len(messages)
+            stamps = [m.sent_at for m in messages if m.sent_at is not None]
+            oldest = min(stamps) if stamps else None
+            note = f"estimate from {sampled} of ~{depth.visible} visible message(s)"
+            if sampled >= depth.visible:
+                note = f"from all {sampled} visible message(s)"
+    age = None if oldest is None else max(0.0, (datetime.now(UTC) - oldest).total_seconds())
+    return QueueStatus(
+        role,
+        url,
+        visible=depth.visible,
+        in_flight=depth.in_flight,
+        delayed=depth.delayed,
+        oldest_sent_at=oldest,
+        oldest_age_seconds=age,
+        sampled=sampled,
+        age_note=note,
+    )
+
+
+@dataclass
+class _ChannelStats:
+    deliveries: int = 0
+    live: int = 0
+    elements: set[int] = field(default_factory=set)
+    latest: datetime | None = None
+
+
+async def _state_status(settings: Settings) -> tuple[StateStatus, dict[str, _ChannelStats]]:
+    state = settings.state
+    if state.backend == "sqlite" and not state.sqlite_path.exists():
+        # Opening would create an empty database: status must not write anything.
+        return StateStatus(state.url, False, f"{state.sqlite_path} does not exist yet (nothing synced)"), {}
+    try:
+        store = await open_state_store(state, default_region=settings.queue.region)
+    except BridgeError as error:
+        return StateStatus(state.url, False, str(error)), {}
+    except Exception as error:  # status reports an unreadable store, it does not fail on it
+        return StateStatus(state.url, False, f"cannot open: {type(error).__name__}: {error}"), {}
+    try:
+        deliveries = await store.all_deliveries()
+    except Exception as error:
+        return StateStatus(state.url, False, f"cannot read deliveries: {type(error).__name__}: {error}"), {}
+    finally:
+        await store.close()
+    channels: dict[str, _ChannelStats] = {}
+    for delivery in deliveries:
+        stats = channels.setdefault(delivery.channel, _ChannelStats())
+        stats.deliveries += 1
+        stats.live += int(delivery.live)
+        stats.elements.add(delivery.element_id)
+        modified = delivery.modification_date
+        if modified is not None:
+            if modified.tzinfo is None:
+                modified = modified.replace(tzinfo=UTC)
+            stats.latest = modified if stats.latest is None else max(stats.latest, modified)
+    return StateStatus(state.url, True, f"{len(deliveries)} deliveries"), channels
+
+
+async def _worker_health(
+    settings: Settings, http_timeout: float
+) -> tuple[WorkerHealth, dict[str, Counter[str]] | None]:
+    host, port = settings.ops.host, settings.ops.port
+    if port == 0:
+        return WorkerHealth(None, False, detail="ops.port is 0 (a random port): set a fixed port to query it"), None
+    if host in ("0.0.0.0", "", "::"):
+        host = "127.0.0.1"
+    base = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    try:
+        async with httpx.AsyncClient(base_url=base, timeout=http_timeout) as http:
+            health, ready, metrics = await asyncio.gather(
+                http.get("/healthz"), http.get("/readyz"), http.get("/metrics")
+            )
+    except httpx.HTTPError as error:
+        return WorkerHealth(base, False, detail=f"{type(error).__name__}: {error}".rstrip(": ")), None
+    detail = _status_text(health)
+    errors: dict[str, Counter[str]] = {}
+    in_flight: int | None = None
+    received: int | None = None
+    outcomes: dict[str, int] = {}
+    if metrics.status_code == 200:
+        try:
+            for family in text_string_to_metric_families(metrics.text):
+                for sample in family.samples:
+                    if sample.name == "bridge_channel_errors_total":
+                        channel = sample.labels.get("channel", "?")
+                        errors.setdefault(channel, Counter())[sample.labels.get("kind", "error")] += int(sample.value)
+                    elif sample.name == "bridge_messages_in_flight":
+                        in_flight = int(sample.value)
+                    elif sample.name == "bridge_messages_received_total":
+                        received = int(sample.value)
+                    elif sample.name == "bridge_message_outcomes_total":
+                        outcomes[sample.labels.get("outcome", "?")] = int(sample.value)
+        except ValueError as error:
+            detail = f"{detail}; unreadable metrics: {error}"
+    worker = WorkerHealth(
+        base,
+        True,
+        healthy=health.status_code == 200,
+        ready=ready.status_code == 200,
+        detail=detail,
+        in_flight=in_flight,
+        received=received,
+        outcomes=outcomes,
+    )
+    return worker, errors
+
+
+def _status_text(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return f"HTTP {response.status_code}"
+    status = body.get("status") if isinstance(body, dict) else None
+    return str(status) if status else f"HTTP {response.status_code}"
+
+
+# --------------------------------------------------------------------------------------------------- rendering
+
+
+def render_status(report: StatusReport, console: Console) -> None:
+    queues = Table(title="Queues", title_justify="left")
+    for column in ("queue", "visible", "in flight", "delayed", "oldest message", "note"):
+        queues.add_column(column, overflow="fold" if column in ("queue", "note") else "ellipsis")
+    for status in (report.queue, report.dead_letter):
+        if status.error:
+            queues.add_row(f"{status.role}\n{status.url}", "-", "-", "-", "-", f"[red]{escape(status.error)}[/red]")
+            continue
+        queues.add_row(
+            f"{status.role}\n{status.url}",
+            str(status.visible),
+            str(status.in_flight),
+            str(status.delayed),
+            f"~{format_age(status.oldest_age_seconds)}" if status.oldest_age_seconds is not None else "-",
+            escape(status.age_note or ""),
+        )
+    console.print(queues)
+
+    worker = report.worker
+    if worker.reachable:
+        state = "[green]healthy[/green]" if worker.healthy else f"[red]unhealthy[/red] ({escape(worker.detail or '')})"
+        ready = "ready" if worker.ready else "not ready"
+        extra = f", {worker.in_flight} in flight" if worker.in_flight is not None else ""
+        console.print(f"Worker at {worker.endpoint}: {state}, {ready}{extra}")
+    else:
+        where = f"at {worker.endpoint} " if worker.endpoint else ""
+        console.print(f"Worker {where}[yellow]not reachable[/yellow]: {escape(worker.detail or '')}")
+
+    channels = Table(title=f"Channels (state: {report.state.url})", title_justify="left")
+    for column in ("channel", "type", "deliveries", "elements", "live", "newest version synced", "errors"):
+        channels.add_column(column)
+    for channel in report.channels:
+        if channel.errors is None:
+            errors = "?"
+        elif not channel.errors:
+            errors = "0"
+        else:
+            errors = ", ".join(f"{kind} {count}" for kind, count in sorted(channel.errors.items()))
+        channels.add_row(
+            channel.name if channel.configured else f"{channel.name} (not configured)",
+            channel.type or "-",
+            str(channel.deliveries),
+            str(channel.elements),
+            str(channel.live),
+            channel.latest_synced.isoformat(timespec="seconds") if channel.latest_synced else "-",
+            errors,
+        )
+    console.print(channels)
+    if not report.state.available:
+        console.print(f"[yellow]state store:[/yellow] {escape(report.state.detail or '')}")
+
+    problems = report.problems
+    if problems:
+        console.print("[bold red]Problems[/bold red]")
+        for problem in problems:
+            console.print(f"  - {escape(problem)}")
+    else:
+        console.print("[green]No problems found.[/green]")

@@ -1,0 +1,71 @@
+"""The reconciliation sweep: heal changes whose notification never arrived.
+
+Every ``interval_seconds`` the sweep lists the elements Kordiam changed since the previous sweep (minus an
+overlap, because modification dates have one-second resolution and clocks differ) and enqueues a notification
+for each element newer than what the state store holds. It goes through the normal queue, so retries, the
+dead-letter queue and idempotency apply unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime, timedelta
+
+import structlog
+
+from bridge.kordiam.client import KordiamClient
+from bridge.ops import metrics
+from bridge.queue.sqs import SqsTransport
+from bridge.state.base import StateStore, is_older
+
+log = structlog.get_logger("bridge.reconcile")
+
+
+class Reconciler:
+    def __init__(
+        self,
+        *,
+        kordiam: KordiamClient,
+        state: StateStore,
+        transport: SqsTransport,
+        interval: float,
+        lookback: float,
+        overlap: float = 120.0,
+    ) -> None:
+        self._kordiam = kordiam
+        self._state = state
+        self._transport = transport
+        self._interval = interval
+        self._overlap = overlap
+        self._since = datetime.now(UTC) - timedelta(seconds=lookback)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Sweep at once (catching up on ``lookback``), then every ``interval`` until ``stop``."""
+        while not stop.is_set():
+            try:
+                await self.sweep()
+            except Exception as error:
+                log.error("reconcile_failed", error=f"{type(error).__name__}: {error}", retry_in=self._interval)
+            try:
+                await asyncio.wait_for(stop.wait(), self._interval)
+            except TimeoutError:
+                continue
+
+    async def sweep(self) -> int:
+        started = datetime.now(UTC)
+        since = self._since - timedelta(seconds=self._overlap)
+        seen = enqueued = 0
+        async for element in self._kordiam.iter_modified_elements(since):
+            seen += 1
+            mark = await self._state.element_mark(element.id)
+            synced = (mark.modification_date, mark.version) if mark and not mark.deleted else None
+            if synced is not None and not is_older(synced, (element.modification_date, element.version)):
+                continue
+            body = json.dumps({"id": element.id, "event": "updated"})
+            await self._transport.send(body, {"event": "updated", "source": "reconcile"}, group_id=str(element.id))
+            enqueued += 1
+            metrics.RECONCILED.inc()
+        self._since = started
+        log.info("reconcile_swept", since=since.isoformat(), seen=seen, enqueued=enqueued)
+        return enqueued

@@ -1,0 +1,517 @@
+"""DynamoDB state store: one table shared by any number of workers, every write conditional.
+
+Single-table layout (hash key ``pk``, range key ``sk``, both strings; TTL on ``expires_at``):
+
+* ``pk = "element#<id>"``, ``sk = "delivery#<channel>#<publication>"``: one publication delivered to one channel,
+  with the Kordiam version it carried (``modification_date`` as fixed-width ISO-8601 UTC text, ``version``
+  as a number). A write only lands if the stored version is not newer (the ordering of ``is_older``).
+* ``sk = "mark"``: the newest version of the element fully synced (or seen deleted).
+* ``sk = "lease"``: the worker (``owner``) syncing the element until ``expires_at`` (epoch seconds).
+
+The table is created outside the bridge (Terraform in production; ``create_table`` for local use and tests):
+``open()`` checks that it exists and refuses to start otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import os
+import random
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from aiobotocore.config import AioConfig
+from aiobotocore.session import get_session
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+
+from bridge.config import StateSettings
+from bridge.errors import ConfigError, PermanentError, TransientError
+from bridge.state.base import Delivery, ElementBusy, ElementMark
+
+log = structlog.get_logger("bridge.state")
+
+HASH_KEY = "pk"
+RANGE_KEY = "sk"
+TTL_ATTRIBUTE = "expires_at"
+DELIVERY_PREFIX = "delivery#"
+MARK = "mark"
+LEASE = "lease"
+
+# Throttling and server-side trouble: the same request may succeed later.
+TRANSIENT_CODES = frozenset(
+    {
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "Throttling",
+        "RequestLimitExceeded",
+        "InternalServerError",
+        "InternalFailure",
+        "ServiceUnavailable",
+        "TransactionConflictException",
+        "LimitExceededException",
+        "RequestTimeout",
+        "RequestTimeoutException",
+        # Refreshable credentials are renewed by botocore on the next call.
+        "ExpiredTokenException",
+        # The table is missing or being re-created: retrying later may work, and the queue's retry budget
+        # still dead-letters the message if it never comes back.
+        "ResourceNotFoundException",
+    }
+)
+DATE_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+
+class StateUnavailable(TransientError):
+    """DynamoDB throttled the request, failed server-side or could not be reached."""
+
+
+class StateRejected(PermanentError):
+    """DynamoDB refused the request (permissions, validation): retrying the same request cannot help."""
+
+
+class _ConditionFailed(Exception):
+    """A conditional write's condition was false (not an error: the caller decides what it means)."""
+
+
+def resolve_region(settings: StateSettings, default_region: str | None = None) -> str:
+    """``state.region``, else ``AWS_DEFAULT_REGION``/``AWS_REGION``, else ``default_region`` (the queue's)."""
+    region = settings.region or os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION") or default_region
+    if not region:
+        raise ConfigError("state.region", "no AWS region for the DynamoDB table; set state.region or AWS_REGION")
+    return region
+
+
+class DynamoDbStateStore:
+    """Safe for many worker processes on many hosts: leases and records are conditional writes."""
+
+    def __init__(
+        self,
+        table: str,
+        *,
+        region: str,
+        endpoint_url: str | None = None,
+        lease_seconds: float = 120.0,
+        lease_wait_seconds: float = 10.0,
+        max_connections: int = 64,
+    ) -> None:
+        self.table = table
+        self.region = region
+        self.endpoint_url = endpoint_url
+        self.owner = uuid.uuid4().hex
+        self._lease_seconds = lease_seconds
+        self._lease_wait = lease_wait_seconds
+        self._max_connections = max_connections
+        self._client: Any = None
+        self._stack: AsyncExitStack | None = None
+
+    @classmethod
+    def from_settings(cls, settings: StateSettings, *, default_region: str | None = None) -> DynamoDbStateStore:
+        return cls(
+            settings.table,
+            region=resolve_region(settings, default_region),
+            endpoint_url=settings.endpoint_url,
+            lease_seconds=settings.lease_seconds,
+            lease_wait_seconds=settings.lease_wait_seconds,
+        )
+
+    # ---- life cycle ----------------------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        if self._client is not None:
+            return
+        stack = AsyncExitStack()
+        try:
+            self._client = await stack.enter_async_context(
+                _create_client(self.region, self.endpoint_url, max_connections=self._max_connections)
+            )
+            await self._check_table()
+        except BaseException:
+            self._client = None
+            await stack.aclose()
+            raise
+        self._stack = stack
+
+    async def close(self) -> None:
+        stack, self._stack, self._client = self._stack, None, None
+        if stack is not None:
+            await stack.aclose()
+
+    async def _check_table(self) -> None:
+        where = f"DynamoDB table {self.table!r} in {self.region}" + (
+            f" at {self.endpoint_url}" if self.endpoint_url else ""
+        )
+        try:
+            response = await self._client.describe_table(TableName=self.table)
+        except ClientError as error:
+            code, message = _code(error), _message(error)
+            if code == "ResourceNotFoundException":
+                raise ConfigError(
+                    "state.url",
+                    f"{where} does not exist; create it first (Terraform, or bridge.state.dynamodb.create_table "
+                    f"for local use) with string keys {HASH_KEY!r} (hash) and {RANGE_KEY!r} (range)",
+                ) from None
+            raise ConfigError("state.url", f"{where} is not usable: {code}: {message}") from None
+        except NoCredentialsError:
+            raise ConfigError("state.url", f"{where}: no AWS credentials found") from None
+        except (BotoCoreError, OSError) as error:
+            key = "state.endpoint_url" if self.endpoint_url else "state.region"
+            raise ConfigError(key, f"cannot reach DynamoDB for {where}: {error}") from None
+        description = response.get("Table", {})
+        keys = {k["AttributeName"]: k["KeyType"] for k in description.get("KeySchema", [])}
+        types = {a["AttributeName"]: a["AttributeType"] for a in description.get("AttributeDefinitions", [])}
+        if keys != {HASH_KEY: "HASH", RANGE_KEY: "RANGE"} or types.get(HASH_KEY) != "S" or types.get(RANGE_KEY) != "S":
+            raise ConfigError(
+                "state.url",
+                f"{where} has key schema {keys}; the bridge needs string keys {HASH_KEY!r} (hash) and "
+                f"{RANGE_KEY!r} (range)",
+            )
+
+    # ---- deliveries ----------------------------------------------------------------------------------------
+
+    async def deliveries(self, element_id: int) -> list[Delivery]:
+        items = await self._query(
+            KeyConditionExpression="#pk = :pk AND begins_with(#sk, :prefix)",
+            ExpressionAttributeNames={"#pk": HASH_KEY, "#sk": RANGE_KEY},
+            ExpressionAttributeValues={":pk": _s(_pk(element_id)), ":prefix": _s(DELIVERY_PREFIX)},
+        )
+        found = [_delivery(item) for item in items]
+        return sorted(found, key=lambda d: (d.channel, d.publication_id))
+
+    async def all_deliveries(self) -> list[Delivery]:
+        """Every delivery in the table: a full scan, for operator commands only."""
+        items = await self._paginate(
+            "scan",
+            FilterExpression="begins_with(#sk, :prefix)",
+            ExpressionAttributeNames={"#sk": RANGE_KEY},
+            ExpressionAttributeValues={":prefix": _s(DELIVERY_PREFIX)},
+        )
+        found = [_delivery(item) for item in items]
+        return sorted(found, key=lambda d: (d.element_id, d.channel, d.publication_id))
+
+    async def record(self, delivery: Delivery) -> bool:
+        item: dict[str, Any] = {
+            HASH_KEY: _s(_pk(delivery.element_id)),
+            RANGE_KEY: _s(_delivery_sk(delivery.channel, delivery.publication_id)),
+            "element_id": _n(delivery.element_id),
+            "channel": _s(delivery.channel),
+            "publication_id": _n(delivery.publication_id),
+            "external_id": _s(delivery.external_id),
+            "fingerprint": _s(delivery.fingerprint),
+            "live": {"BOOL": delivery.live},
+            "updated_at": _s(encode_date(datetime.now(UTC))),
+        }
+        optional = {
+            "edit_link": delivery.edit_link,
+            "open_link": delivery.open_link,
+            "edit_link_title": delivery.edit_link_title,
+            "open_link_title": delivery.open_link_title,
+        }
+        item.update({name: _s(value) for name, value in optional.items() if value is not None})
+        if delivery.modification_date is not None:
+            item["modification_date"] = _s(encode_date(delivery.modification_date))
+        if delivery.version is not None:
+            item["version"] = _n(delivery.version)
+        condition = not_newer_condition(delivery.modification_date, delivery.version)
+        request: dict[str, Any] = {"Item": item}
+        if condition is not None:
+            expression, values = condition
+            request.update(
+                ConditionExpression=expression,
+                ExpressionAttributeNames={
+                    name: attribute
+                    for name, attribute in (("#pk", HASH_KEY), ("#md", "modification_date"), ("#v", "version"))
+                    if name in expression
+                },
+                ExpressionAttributeValues=values,
+            )
+        try:
+            await self._call("put_item", **request)
+        except _ConditionFailed:
+            return False
+        return True
+
+    async def forget(self, element_id: int, channel: str, publication_id: int) -> None:
+        await self._call("delete_item", Key=_key(element_id, _delivery_sk(channel, publication_id)))
+
+    # ---- element marks -------------------------------------------------------------------------------------
+
+    async def element_mark(self, element_id: int) -> ElementMark | None:
+        response = await self._call("get_item", Key=_key(element_id, MARK), ConsistentRead=True)
+        item = response.get("Item")
+        if item is None:
+            return None
+        return ElementMark(
+            element_id=element_id,
+            modification_date=_date_attribute(item, "modification_date"),
+            version=_int_attribute(item, "version"),
+            deleted=bool(item.get("deleted", {}).get("BOOL", False)),
+        )
+
+    async def mark_element(self, mark: ElementMark) -> None:
+        item: dict[str, Any] = {
+            **_key(mark.element_id, MARK),
+            "element_id": _n(mark.element_id),
+            "deleted": {"BOOL": mark.deleted},
+            "updated_at": _s(encode_date(datetime.now(UTC))),
+        }
+        if mark.modification_date is not None:
+            item["modification_date"] = _s(encode_date(mark.modification_date))
+        if mark.version is not None:
+            item["version"] = _n(mark.version)
+        await self._call("put_item", Item=item)
+
+    # ---- leases --------------------------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def lease(self, element_id: int) -> AsyncIterator[None]:
+        deadline = time.monotonic() + self._lease_wait
+        delay = 0.05
+        while not await self._try_lease(element_id):
+            if time.monotonic() + delay > deadline:
+                raise ElementBusy(f"element {element_id} is being processed by another worker")
+            # Jitter, so two workers waiting for the same element do not retry in lockstep.
+            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+            delay = min(1.0, delay * 2)
+        try:
+            yield
+        finally:
+            await self._release(element_id)
+
+    async def _try_lease(self, element_id: int) -> bool:
+        now = time.time()
+        try:
+            await self._call(
+                "put_item",
+                Item={
+                    **_key(element_id, LEASE),
+                    "element_id": _n(element_id),
+                    "owner": _s(self.owner),
+                    # Whole seconds: what DynamoDB's TTL expects; a lease lasts at most a second longer.
+                    TTL_ATTRIBUTE: _n(math.ceil(now + self._lease_seconds)),
+                },
+                ConditionExpression="attribute_not_exists(#pk) OR #expires < :now OR #owner = :me",
+                ExpressionAttributeNames={"#pk": HASH_KEY, "#expires": TTL_ATTRIBUTE, "#owner": "owner"},
+                ExpressionAttributeValues={":now": {"N": f"{now:.3f}"}, ":me": _s(self.owner)},
+            )
+        except _ConditionFailed:
+            return False
+        return True
+
+    async def _release(self, element_id: int) -> None:
+        try:
+            await self._call(
+                "delete_item",
+                Key=_key(element_id, LEASE),
+                ConditionExpression="#owner = :me",
+                ExpressionAttributeNames={"#owner": "owner"},
+                ExpressionAttributeValues={":me": _s(self.owner)},
+            )
+        except _ConditionFailed:
+            log.warning(
+                "lease_lost",
+                element_id=element_id,
+                hint="the sync outlived state.lease_seconds and another worker took the element over",
+            )
+        except (StateUnavailable, StateRejected) as error:
+            # Not worth failing a finished sync for: the lease expires on its own after state.lease_seconds.
+            log.warning("lease_release_failed", element_id=element_id, error=str(error))
+
+    # ---- DynamoDB calls ------------------------------------------------------------------------------------
+
+    async def _query(self, **request: Any) -> list[dict[str, Any]]:
+        return await self._paginate("query", ConsistentRead=True, **request)
+
+    async def _paginate(self, operation: str, **request: Any) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        start: dict[str, Any] | None = None
+        while True:
+            page = await self._call(operation, **request, **({"ExclusiveStartKey": start} if start else {}))
+            items.extend(page.get("Items", []))
+            start = page.get("LastEvaluatedKey")
+            if not start:
+                return items
+
+    async def _call(self, operation: str, **request: Any) -> dict[str, Any]:
+        if self._client is None:
+            raise RuntimeError("state store is not open")
+        method = getattr(self._client, operation)
+        try:
+            response: dict[str, Any] = await method(TableName=self.table, **request)
+        except ClientError as error:
+            raise self._translate(operation, error) from error
+        except (BotoCoreError, OSError) as error:
+            raise StateUnavailable(f"DynamoDB {operation} on {self.table}: {type(error).__name__}: {error}") from error
+        return response
+
+    def _translate(self, operation: str, error: ClientError) -> Exception:
+        code, message = _code(error), _message(error)
+        if code == "ConditionalCheckFailedException":
+            return _ConditionFailed(message)
+        status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+        text = f"DynamoDB {operation} on {self.table}: {code or status}: {message}"
+        if code in TRANSIENT_CODES or status >= 500:
+            return StateUnavailable(text)
+        if code in ("AccessDeniedException", "UnrecognizedClientException", "InvalidSignatureException"):
+            return StateRejected(f"{text} (check the worker's IAM permissions on the table named by state.url)")
+        return StateRejected(text)
+
+
+# ---- the version ordering -------------------------------------------------------------------------------------
+
+
+def encode_date(value: datetime) -> str:
+    """Fixed-width ISO-8601 UTC with microseconds: string order is time order (naive values count as UTC)."""
+    moment = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return (
+        f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}T"
+        f"{moment.hour:02d}:{moment.minute:02d}:{moment.second:02d}.{moment.microsecond:06d}Z"
+    )
+
+
+def decode_date(text: str) -> datetime:
+    return datetime.strptime(text, DATE_FORMAT).replace(tzinfo=UTC)
+
+
+def not_newer_condition(modification_date: datetime | None, version: int | None) -> tuple[str, dict[str, Any]] | None:
+    """A condition that holds unless the stored (modification_date, version) is newer than the given one.
+
+    The same ordering as ``is_older``: dates decide when both are known and differ; otherwise versions decide
+    when both are known; otherwise neither is older. ``None`` means any stored value may be replaced.
+    """
+    values: dict[str, Any] = {}
+    version_ok: str | None = None
+    if version is not None:
+        values[":v"] = _n(version)
+        version_ok = "(attribute_not_exists(#v) OR #v <= :v)"
+    if modification_date is None:
+        if version_ok is None:
+            return None
+        return f"attribute_not_exists(#pk) OR {version_ok}", values
+    values[":d"] = _s(encode_date(modification_date))
+    same_or_unknown_date = "(attribute_not_exists(#md) OR #md = :d)"
+    tie = f"({same_or_unknown_date} AND {version_ok})" if version_ok else same_or_unknown_date
+    return f"attribute_not_exists(#pk) OR (attribute_exists(#md) AND #md < :d) OR {tie}", values
+
+
+# ---- table management (local use and tests; production tables come from Terraform) ---------------------------------
+
+
+async def create_table(target: Any, table: str, *, region: str | None = None) -> None:
+    """Create the state table as Terraform does (``pk``/``sk`` strings, on demand, TTL on ``expires_at``).
+
+    ``target`` is an aiobotocore DynamoDB client or an endpoint URL (DynamoDB Local, moto server); a table
+    that already exists is left as it is.
+    """
+    if isinstance(target, str):
+        region = region or os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION") or "eu-central-1"
+        async with _create_client(region, target) as client:
+            await _create_table(client, table)
+    else:
+        await _create_table(target, table)
+
+
+async def _create_table(client: Any, table: str) -> None:
+    try:
+        await client.create_table(
+            TableName=table,
+            AttributeDefinitions=[
+                {"AttributeName": HASH_KEY, "AttributeType": "S"},
+                {"AttributeName": RANGE_KEY, "AttributeType": "S"},
+            ],
+            KeySchema=[
+                {"AttributeName": HASH_KEY, "KeyType": "HASH"},
+                {"AttributeName": RANGE_KEY, "KeyType": "RANGE"},
+            ],
+            BillingMode="PAY_PER_REQUEST",
+        )
+    except ClientError as error:
+        if _code(error) != "ResourceInUseException":
+            raise
+        return
+    await client.get_waiter("table_exists").wait(TableName=table, WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+    with contextlib.suppress(ClientError):  # some emulators do not implement TTL; leases do not rely on it
+        await client.update_time_to_live(
+            TableName=table, TimeToLiveSpecification={"Enabled": True, "AttributeName": TTL_ATTRIBUTE}
+        )
+
+
+def _create_client(region: str, endpoint_url: str | None, *, max_connections: int = 10) -> Any:
+    config = AioConfig(
+        # Every in-flight message may hold a lease and write a record at the same time.
+        max_pool_connections=max_connections,
+        connect_timeout=5,
+        read_timeout=10,
+        # Standard mode retries throttling and 5xx with back-off; every write here is idempotent on retry.
+        retries={"max_attempts": 3, "mode": "standard"},
+    )
+    return get_session().create_client("dynamodb", region_name=region, endpoint_url=endpoint_url, config=config)
+
+
+# ---- items ----------------------------------------------------------------------------------------------------
+
+
+def _pk(element_id: int) -> str:
+    return f"element#{element_id}"
+
+
+def _delivery_sk(channel: str, publication_id: int) -> str:
+    return f"{DELIVERY_PREFIX}{channel}#{publication_id}"
+
+
+def _key(element_id: int, sk: str) -> dict[str, Any]:
+    return {HASH_KEY: _s(_pk(element_id)), RANGE_KEY: _s(sk)}
+
+
+def _s(value: str) -> dict[str, str]:
+    return {"S": value}
+
+
+def _n(value: int) -> dict[str, str]:
+    return {"N": str(value)}
+
+
+def _str_attribute(item: dict[str, Any], name: str) -> str | None:
+    value = item.get(name)
+    return None if value is None else str(value["S"])
+
+
+def _int_attribute(item: dict[str, Any], name: str) -> int | None:
+    value = item.get(name)
+    return None if value is None else int(value["N"])
+
+
+def _date_attribute(item: dict[str, Any], name: str) -> datetime | None:
+    text = _str_attribute(item, name)
+    return None if text is None else decode_date(text)
+
+
+def _delivery(item: dict[str, Any]) -> Delivery:
+    return Delivery(
+        element_id=int(item["element_id"]["N"]),
+        channel=str(item["channel"]["S"]),
+        publication_id=int(item["publication_id"]["N"]),
+        external_id=str(item["external_id"]["S"]),
+        fingerprint=str(item["fingerprint"]["S"]),
+        edit_link=_str_attribute(item, "edit_link"),
+        open_link=_str_attribute(item, "open_link"),
+        live=bool(item.get("live", {}).get("BOOL", False)),
+        edit_link_title=_str_attribute(item, "edit_link_title"),
+        open_link_title=_str_attribute(item, "open_link_title"),
+        modification_date=_date_attribute(item, "modification_date"),
+        version=_int_attribute(item, "version"),
+    )
+
+
+def _code(error: ClientError) -> str:
+    return str(error.response.get("Error", {}).get("Code", ""))
+
+
+def _message(error: ClientError) -> str:
+    return str(error.response.get("Error", {}).get("Message", ""))

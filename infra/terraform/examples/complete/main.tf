@@ -1,0 +1,95 @@
+# A complete deployment: the bridge module, an encrypted SNS topic for its alarms, and an operator role for
+# dead-letter redrives and replays.
+
+locals {
+  name = "kordiam-bridge-${var.environment}"
+}
+
+# Operators: assumed by the principals you trust; gets the module's operator policy (redrive, replay).
+data "aws_iam_policy_document" "operator_assume" {
+  count = length(var.operator_trusted_principal_arns) > 0 ? 1 : 0
+
+  statement {
+    effect  = "Allow"
+    actions = ["sts:AssumeRole"]
+
+    principals {
+      type        = "AWS"
+      identifiers = var.operator_trusted_principal_arns
+    }
+  }
+}
+
+resource "aws_iam_role" "operator" {
+  count = length(var.operator_trusted_principal_arns) > 0 ? 1 : 0
+
+  name                 = "${local.name}-operator"
+  description          = "Redrive kordiam-bridge dead letters and replay messages."
+  assume_role_policy   = data.aws_iam_policy_document.operator_assume[0].json
+  max_session_duration = 3600
+}
+
+resource "aws_iam_role_policy_attachment" "operator" {
+  count = length(var.operator_trusted_principal_arns) > 0 ? 1 : 0
+
+  role       = aws_iam_role.operator[0].name
+  policy_arn = module.kordiam_bridge.operator_policy_arn
+}
+
+module "kordiam_bridge" {
+  source = "../../modules/kordiam-bridge"
+
+  name = local.name
+
+  # Queue
+  kordiam_sender_principal_arns = var.kordiam_sender_principal_arns
+  operator_principal_arns       = aws_iam_role.operator[*].arn
+  fifo_queue                    = var.fifo_queue
+  max_receive_count             = 5
+  message_retention_seconds     = 345600 # 4 days
+  processing_budget_seconds     = 60
+
+  # Worker
+  image                    = var.image
+  ecr_repository_arns      = var.ecr_repository_arns
+  kordiam_base_url         = "https://api.kordiam.app"
+  kordiam_client_id        = var.kordiam_client_id
+  worker_concurrency       = 32
+  shutdown_timeout_seconds = 25
+  stop_timeout_seconds     = 40
+  extra_environment = {
+    BRIDGE_FEEDBACK__PUBLISH_WHEN_LIVE = "true"
+  }
+
+  # Service
+  enable_service          = var.enable_service
+  vpc_id                  = var.vpc_id
+  subnet_ids              = var.private_subnet_ids
+  task_cpu                = 512
+  task_memory             = 1024
+  min_capacity            = 1
+  max_capacity            = 10
+  target_backlog_per_task = 300
+
+  # Alarms
+  alarm_actions                        = [aws_sns_topic.alarms.arn]
+  ok_actions                           = [aws_sns_topic.alarms.arn]
+  oldest_message_age_threshold_seconds = 900
+
+  tags = {
+    service = "kordiam-bridge"
+  }
+}
+
+resource "aws_sns_topic" "alarms" {
+  name              = "${local.name}-alarms"
+  kms_master_key_id = module.kordiam_bridge.kms_key_arn
+}
+
+resource "aws_sns_topic_subscription" "alarms_email" {
+  count = var.alarm_email == null ? 0 : 1
+
+  topic_arn = aws_sns_topic.alarms.arn
+  protocol  = "email"
+  endpoint  = var.alarm_email
+}

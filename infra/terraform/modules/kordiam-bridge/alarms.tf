@@ -1,0 +1,72 @@
+# Dead letters need a person; an old message means the bridge is stalled or too slow; no running task means
+# nothing consumes at all.
+
+resource "aws_cloudwatch_metric_alarm" "dlq_not_empty" {
+  alarm_name        = "${var.name}-dead-letters"
+  alarm_description = "Messages on ${aws_sqs_queue.dlq.name}: each carries failure.stage and failure.reason attributes. Fix the cause, then redrive (StartMessageMoveTask) or drop them."
+
+  namespace   = "AWS/SQS"
+  metric_name = "ApproximateNumberOfMessagesVisible"
+  dimensions = {
+    QueueName = aws_sqs_queue.dlq.name
+  }
+  statistic           = "Maximum"
+  period              = 60
+  evaluation_periods  = 1
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = 0
+  treat_missing_data  = "notBreaching"
+
+  actions_enabled = true
+  alarm_actions   = var.alarm_actions
+  ok_actions      = var.ok_actions
+  tags            = local.tags
+}
+
+resource "aws_cloudwatch_metric_alarm" "oldest_message_age" {
+  alarm_name        = "${var.name}-oldest-message-age"
+  alarm_description = "The oldest notification on ${aws_sqs_queue.main.name} has waited more than ${var.oldest_message_age_threshold_seconds} s: workers down, stalled or too few."
+
+  namespace   = "AWS/SQS"
+  metric_name = "ApproximateAgeOfOldestMessage"
+  dimensions = {
+    QueueName = aws_sqs_queue.main.name
+  }
+  statistic           = "Maximum"
+  period              = 60
+  evaluation_periods  = 5
+  datapoints_to_alarm = 3
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = var.oldest_message_age_threshold_seconds
+  treat_missing_data  = "notBreaching"
+
+  actions_enabled = true
+  alarm_actions   = var.alarm_actions
+  ok_actions      = var.ok_actions
+  tags            = local.tags
+}
+
+resource "aws_cloudwatch_metric_alarm" "no_running_task" {
+  count = var.enable_service ? 1 : 0
+
+  alarm_name        = "${var.name}-no-running-task"
+  alarm_description = "The ${var.name} ECS service has no running task: tasks fail to start (secrets, image, network) or crash."
+
+  namespace   = "ECS/ContainerInsights"
+  metric_name = "RunningTaskCount"
+  dimensions = {
+    ClusterName = local.cluster_name
+    ServiceName = aws_ecs_service.worker[0].name
+  }
+  statistic           = "Minimum"
+  period              = 60
+  evaluation_periods  = 5
+  comparison_operator = "LessThanThreshold"
+  threshold           = 1
+  treat_missing_data  = "breaching"
+
+  actions_enabled = true
+  alarm_actions   = var.alarm_actions
+  ok_actions      = var.ok_actions
+  tags            = local.tags
+}

@@ -1,0 +1,289 @@
+"""docker-compose.yml, checked without a Docker engine: its structure, its secrets, and that its pieces fit.
+
+The queue-creation hook runs for real against a moto server, and the worker's own start-up check (redrive
+policy → dead-letter queue) runs against what it created, with the compose configuration.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlparse
+
+import pytest
+import yaml  # type: ignore[import-untyped]
+
+from bridge.config import load_settings
+from tests.infra.support import COMPOSE_DIR, COMPOSE_FILE
+
+SECRETISH = re.compile(r"SECRET|PASSWORD|TOKEN|ACCESS_KEY|CREDENTIAL|API_KEY", re.IGNORECASE)
+EMULATOR_DUMMIES = {"test"}
+INTERPOLATION = re.compile(r"^\$\{([A-Z_][A-Z0-9_]*)(?::?-([^}]*))?\}$")
+CREATE_QUEUES = COMPOSE_DIR / "create_queues.py"
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load(COMPOSE_FILE.read_text())
+    return data
+
+
+def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    result: dict[str, dict[str, Any]] = compose["services"]
+    return result
+
+
+def interpolate(value: str) -> str:
+    """Resolve ${VAR:-default} the way compose does when VAR is unset."""
+    return re.sub(r"\$\{[A-Z_][A-Z0-9_]*(?::?-([^}]*))?\}", lambda m: m.group(1) or "", value)
+
+
+def seconds(duration: str) -> float:
+    match = re.fullmatch(r"(\d+)s", duration)
+    assert match, duration
+    return float(match.group(1))
+
+
+def command_options(command: list[str]) -> dict[str, str]:
+    return dict(arg[2:].split("=", 1) for arg in command if arg.startswith("--") and "=" in arg)
+
+
+# --- structure --------------------------------------------------------------------------------------------------
+
+
+def test_services_and_profiles(compose: dict[str, Any]) -> None:
+    found = services(compose)
+    assert set(found) == {"localstack", "moto", "sqs-init", "simulator", "worker"}
+    assert found["localstack"]["profiles"] == ["localstack"]
+    assert found["moto"]["profiles"] == ["moto"] and found["sqs-init"]["profiles"] == ["moto"]
+    for name in ("simulator", "worker"):
+        assert sorted(found[name]["profiles"]) == ["localstack", "moto"]
+    # Both emulators answer as "sqs" on port 4566, so one worker configuration fits either.
+    for name in ("localstack", "moto"):
+        assert found[name]["networks"]["default"]["aliases"] == ["sqs"]
+        assert found[name]["ports"] == ["127.0.0.1:4566:4566"]
+
+
+def test_localstack_is_pinned_to_the_last_tag_without_a_token(compose: dict[str, Any]) -> None:
+    localstack = services(compose)["localstack"]
+    match = INTERPOLATION.match(localstack["image"])
+    assert match and match.group(1) == "LOCALSTACK_IMAGE" and match.group(2) == "localstack/localstack:4.14.0"
+    assert localstack["environment"]["LOCALSTACK_AUTH_TOKEN"] is None  # passed through, never written here
+    assert "SQS" in localstack["environment"]["SERVICES"].upper()
+    hooks = [v for v in localstack["volumes"] if "/etc/localstack/init/ready.d/" in v]
+    assert hooks == ["./infra/compose/create_queues.py:/etc/localstack/init/ready.d/create_queues.py:ro"]
+
+
+def test_every_long_running_service_has_a_healthcheck(compose: dict[str, Any]) -> None:
+    for name, service in services(compose).items():
+        healthcheck = service.get("healthcheck", {})
+        if name == "sqs-init":
+            assert healthcheck == {"disable": True} and service["restart"] == "no"
+            continue
+        test = healthcheck.get("test")
+        assert test and test[0] == "CMD", f"{name}: no exec-form healthcheck"
+        assert seconds(healthcheck["interval"]) <= 30 and healthcheck["retries"] >= 3
+        if test[1] in ("python", "python3"):
+            compile(test[3], f"{name}-healthcheck", "exec")  # the one-liner is valid Python
+    worker = services(compose)["worker"]
+    assert worker["healthcheck"]["test"] == ["CMD", "kordiam-bridge-healthcheck"]
+
+
+def test_dependencies_wait_for_health_and_for_the_queues(compose: dict[str, Any]) -> None:
+    found = services(compose)
+    for name in ("simulator", "worker"):
+        depends = found[name]["depends_on"]
+        assert depends["localstack"] == {"condition": "service_healthy", "required": False}
+        # Adopting the one-shot init also lets `docker compose up --wait` succeed when it exits 0.
+        assert depends["sqs-init"] == {"condition": "service_completed_successfully", "required": False}
+    assert found["worker"]["depends_on"]["simulator"] == {"condition": "service_healthy"}
+    assert found["sqs-init"]["depends_on"]["moto"] == {"condition": "service_healthy"}
+
+
+def test_worker_gets_time_to_drain_and_runs_locked_down(
+    compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    worker = services(compose)["worker"]
+    assert worker["stop_signal"] == "SIGTERM"
+    settings = compose_settings(compose, monkeypatch)
+    assert seconds(worker["stop_grace_period"]) >= settings.queue.shutdown_timeout + 10
+    assert worker["read_only"] is True and worker["cap_drop"] == ["ALL"]
+    assert "no-new-privileges:true" in worker["security_opt"]
+    assert "bridge-data:/var/lib/kordiam-bridge" in worker["volumes"]
+    assert "./infra/compose/bridge.toml:/etc/kordiam-bridge/bridge.toml:ro" in worker["volumes"]
+    assert worker["command"] == ["run", "--config", "/etc/kordiam-bridge/bridge.toml"]
+    for name, service in services(compose).items():
+        for port in service.get("ports", []):
+            assert port.startswith("127.0.0.1:"), f"{name} publishes {port} beyond localhost"
+
+
+def test_no_secret_is_written_into_the_file(compose: dict[str, Any]) -> None:
+    for name, service in services(compose).items():
+        for key, value in (service.get("environment") or {}).items():
+            if not SECRETISH.search(key):
+                continue
+            if value is None or value in EMULATOR_DUMMIES:
+                continue  # passed through from the environment, or the emulators' dummy key
+            assert INTERPOLATION.match(str(value)), f"{name}: {key} is hard-coded"
+        for arg in service.get("command") or []:
+            if SECRETISH.search(arg.split("=", 1)[0]):
+                assert INTERPOLATION.match(arg.split("=", 1)[1]), f"{name}: {arg} is hard-coded"
+    text = COMPOSE_FILE.read_text()
+    assert not re.search(r"AKIA[0-9A-Z]{16}", text), "an AWS access key id in docker-compose.yml"
+
+
+# --- the pieces fit ---------------------------------------------------------------------------------------------
+
+
+def compose_settings(compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Any:
+    worker = services(compose)["worker"]
+    for name in list(os.environ):
+        if name.startswith("BRIDGE_"):
+            monkeypatch.delenv(name)
+    for key, value in worker["environment"].items():
+        if key.startswith("BRIDGE_"):
+            monkeypatch.setenv(key, interpolate(str(value)))
+    return load_settings(COMPOSE_DIR / "bridge.toml")
+
+
+def test_worker_config_matches_the_simulator_and_the_queues(
+    compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = compose_settings(compose, monkeypatch)
+    found = services(compose)
+    simulator = command_options(found["simulator"]["command"])
+    init = found["localstack"]["environment"]
+    assert found["sqs-init"]["environment"]["BRIDGE_INIT_QUEUE_NAME"] == init["BRIDGE_INIT_QUEUE_NAME"]
+
+    assert settings.queue.url == simulator["queue-url"]
+    assert settings.queue.endpoint_url == simulator["sqs-endpoint-url"] == "http://sqs:4566"
+    assert settings.queue.region == simulator["region"] == init["BRIDGE_INIT_REGION"]
+    assert settings.queue.url.rsplit("/", 1)[1] == init["BRIDGE_INIT_QUEUE_NAME"]
+    assert settings.queue.dlq_url and settings.queue.dlq_url.rsplit("/", 1)[1] == init["BRIDGE_INIT_DLQ_NAME"]
+    assert "/000000000000/" in settings.queue.url  # LocalStack's account; moto is given the same one
+    assert found["moto"]["environment"]["MOTO_ACCOUNT_ID"] == "000000000000"
+    assert settings.queue.visibility_timeout == int(init["BRIDGE_INIT_VISIBILITY_TIMEOUT"])
+
+    base = urlparse(settings.kordiam.base_url)
+    assert (base.hostname, base.port) == ("simulator", int(simulator["port"]))
+    assert settings.kordiam.client_id == simulator["client-id"]
+    assert settings.kordiam.client_secret.get_secret_value() == interpolate(simulator["client-secret"])
+
+    assert settings.ops.port == 9090 and "127.0.0.1:9090:9090" in found["worker"]["ports"]
+    assert settings.state.backend == "sqlite" and str(settings.state.sqlite_path).startswith("/var/lib/kordiam-bridge")
+    for channel in settings.channels:
+        assert str(channel.options["path"]).startswith("/var/lib/kordiam-bridge/"), channel.name
+
+
+@pytest.fixture
+def moto_server() -> Iterator[str]:
+    """A moto server in its own process with LocalStack's account id, like compose's moto service."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = dict(os.environ, MOTO_ACCOUNT_ID="000000000000")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/moto-api/", timeout=1).close()
+                break
+            except OSError:
+                assert process.poll() is None, "moto server exited"
+                assert time.monotonic() < deadline, "moto server did not start within 30 s"
+                time.sleep(0.2)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def run_create_queues(endpoint: str, environment: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_INIT_")}
+    env.update({k: str(v) for k, v in environment.items() if k.startswith(("BRIDGE_INIT_", "AWS_"))})
+    env["BRIDGE_INIT_ENDPOINT_URL"] = endpoint
+    return subprocess.run(
+        [sys.executable, str(CREATE_QUEUES)], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+async def test_queues_created_at_start_give_the_worker_its_dead_letter_queue(
+    compose: dict[str, Any], moto_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import boto3
+
+    from bridge.queue.sqs import SqsTransport
+
+    environment = services(compose)["sqs-init"]["environment"]
+    for _ in range(2):  # idempotent: a restarted emulator container runs the hook again
+        result = run_create_queues(moto_server, environment)
+        assert result.returncode == 0, result.stderr
+    assert "dead-letter queue" in result.stdout
+
+    client = boto3.client(
+        "sqs",
+        endpoint_url=moto_server,
+        region_name="eu-central-1",
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+    )
+    queue = client.get_queue_url(QueueName="kordiam-notifications")["QueueUrl"]
+    dlq = client.get_queue_url(QueueName="kordiam-notifications-dlq")["QueueUrl"]
+    dlq_attributes = client.get_queue_attributes(QueueUrl=dlq, AttributeNames=["All"])["Attributes"]
+    assert dlq_attributes["MessageRetentionPeriod"] == str(14 * 24 * 3600)
+    assert dlq_attributes["QueueArn"] == "arn:aws:sqs:eu-central-1:000000000000:kordiam-notifications-dlq"
+
+    # The worker's own start-up check, with the compose configuration pointed at this server and no dlq_url:
+    # it must find the DLQ through the redrive policy the hook set.
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(key, "test")
+    settings = compose_settings(compose, monkeypatch)
+    queue_settings = settings.queue.model_copy(update={"url": queue, "endpoint_url": moto_server, "dlq_url": None})
+    async with SqsTransport.connect(queue_settings) as transport:
+        info = await transport.describe()
+    assert info.has_redrive and info.max_receive_count == int(environment["BRIDGE_INIT_MAX_RECEIVE_COUNT"])
+    assert info.dlq_url.rsplit("/", 1)[1] == "kordiam-notifications-dlq"
+    assert urlparse(settings.queue.url).path == urlparse(queue).path  # the configured URL names this queue
+
+
+def test_create_queues_runs_as_a_localstack_hook(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """LocalStack exec()s ready.d/*.py with empty globals; the script must run its main there too."""
+    monkeypatch.setenv("BRIDGE_INIT_ENDPOINT_URL", moto_server)
+    monkeypatch.setenv("BRIDGE_INIT_QUEUE_NAME", "hook-check.fifo")
+    monkeypatch.delenv("BRIDGE_INIT_DLQ_NAME", raising=False)
+    exec(compile(CREATE_QUEUES.read_text(), str(CREATE_QUEUES), "exec"), {})
+    import boto3
+
+    client = boto3.client(
+        "sqs",
+        endpoint_url=moto_server,
+        region_name="eu-central-1",
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+    )
+    queue = client.get_queue_url(QueueName="hook-check.fifo")["QueueUrl"]
+    attributes = client.get_queue_attributes(QueueUrl=queue, AttributeNames=["All"])["Attributes"]
+    assert attributes["FifoQueue"] == "true" and attributes["ContentBasedDeduplication"] == "false"
+    assert "hook-check-dlq.fifo" in attributes["RedrivePolicy"]
+
+
+def test_create_queues_fails_loudly_without_an_endpoint() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    result = run_create_queues(f"http://127.0.0.1:{port}", {"BRIDGE_INIT_WAIT_SECONDS": "1"})
+    assert result.returncode != 0 and "not reachable" in result.stderr

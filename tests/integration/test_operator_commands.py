@@ -1,0 +1,565 @@
+"""Operator commands against a real SQS endpoint (moto server; LocalStack with ``BRIDGE_TEST_SQS=localstack``):
+replay, dlq list/show/redrive, status. Every redrive test counts messages: nothing lost, nothing copied twice."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+from rich.console import Console
+
+from bridge.config import OpsSettings, Settings
+from bridge.ops import metrics
+from bridge.ops.server import OpsServer
+from bridge.ops.status import collect_status, render_status
+from bridge.queue.admin import (
+    QueueAdmin,
+    RedriveResult,
+    dlq_list,
+    dlq_redrive,
+    dlq_show,
+    progress_bar,
+    render_dlq_list,
+    render_dlq_message,
+    render_redrive,
+    render_replay,
+    replay,
+    to_json,
+)
+from bridge.queue.sqs import DeadLetterContext, QueueMessage, SqsTransport
+from bridge.simulator import RunningSimulator
+from bridge.state import Delivery, open_state_store
+from tests.support import (
+    ChannelLog,
+    SimulatorAdmin,
+    SqsEndpoint,
+    drain,
+    eventually,
+    make_queues,
+    queue_depth,
+    running_worker,
+    send,
+    sqs_client,
+    story,
+    worker_settings,
+)
+
+pytestmark = pytest.mark.integration
+
+NOWHERE = "http://127.0.0.1:9"  # Kordiam is never called by these commands
+
+
+@pytest.fixture
+def settings(sqs_endpoint: SqsEndpoint, queues: tuple[str, str], tmp_path: Path) -> Settings:
+    return worker_settings(queue=queues[0], endpoint=sqs_endpoint.url, kordiam=NOWHERE, workdir=tmp_path)
+
+
+@pytest.fixture
+async def transport(settings: Settings) -> AsyncIterator[SqsTransport]:
+    async with SqsTransport.connect(settings.queue) as connected:
+        await connected.describe()
+        yield connected
+
+
+async def dead_letter(
+    transport: SqsTransport,
+    element_id: int | None,
+    *,
+    stage: str = "sync",
+    reason: str = "channel web refused the item: HTTP 422",
+    error_class: str = "ChannelRejected",
+    attributes: dict[str, str] | None = None,
+    body: str | None = None,
+) -> str:
+    """Dead-letter a message the way the worker does; returns its original (main-queue) message id."""
+    source_id = str(uuid.uuid4())
+    message = QueueMessage(
+        message_id=source_id,
+        receipt_handle="unused",
+        body=body if body is not None else json.dumps({"id": element_id, "event": "updated"}),
+        attributes={"event": "updated", **(attributes or {})},
+        receive_count=3,
+        sent_at=None,
+        group_id=None,
+    )
+    await transport.send_dead_letter(message, DeadLetterContext(stage, reason, error_class, element_id))
+    return source_id
+
+
+def receive_all(endpoint: str, queue: str) -> list[dict[str, Any]]:
+    """Drain a queue with message and system attributes (FIFO group ids included)."""
+    client = sqs_client(endpoint)
+    found: list[dict[str, Any]] = []
+    while True:
+        response = client.receive_message(
+            QueueUrl=queue,
+            MaxNumberOfMessages=10,
+            WaitTimeSeconds=1,
+            MessageAttributeNames=["All"],
+            MessageSystemAttributeNames=["All"],
+        )
+        messages = response.get("Messages", [])
+        if not messages:
+            return found
+        for message in messages:
+            found.append(message)
+            client.delete_message(QueueUrl=queue, ReceiptHandle=message["ReceiptHandle"])
+
+
+def string_attributes(message: dict[str, Any]) -> dict[str, str]:
+    return {k: v["StringValue"] for k, v in message.get("MessageAttributes", {}).items() if "StringValue" in v}
+
+
+def visible(endpoint: str, queue: str) -> int:
+    attributes = sqs_client(endpoint).get_queue_attributes(
+        QueueUrl=queue, AttributeNames=["ApproximateNumberOfMessages"]
+    )["Attributes"]
+    return int(attributes["ApproximateNumberOfMessages"])
+
+
+def rendered(render: Any, value: Any) -> str:
+    console = Console(record=True, width=200, color_system=None)
+    render(value, console)
+    return console.export_text()
+
+
+class FlakyClient:
+    """The real aiobotocore client, with chosen batch calls failing."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.send_calls = 0
+        self.fail_send_calls: set[int] = set()  # these SendMessageBatch calls raise (nothing sent)
+        self.refuse_entries: set[str] = set()  # bodies SQS "refuses" within an otherwise good batch
+        self.fail_deletes = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    async def send_message_batch(self, **request: Any) -> Any:
+        self.send_calls += 1
+        if self.send_calls in self.fail_send_calls:
+            raise ClientError(
+                {"Error": {"Code": "AWS.SimpleQueueService.NonExistentQueue", "Message": "gone"}}, "SendMessageBatch"
+            )
+        refused = [e for e in request["Entries"] if e["MessageBody"] in self.refuse_entries]
+        accepted = [e for e in request["Entries"] if e["MessageBody"] not in self.refuse_entries]
+        response: dict[str, Any] = {"Successful": [], "Failed": []}
+        if accepted:
+            response = dict(await self._client.send_message_batch(QueueUrl=request["QueueUrl"], Entries=accepted))
+            response.setdefault("Failed", [])
+        response["Failed"] = [
+            *response["Failed"],
+            *({"Id": e["Id"], "Code": "InternalError", "SenderFault": False} for e in refused),
+        ]
+        return response
+
+    async def delete_message_batch(self, **request: Any) -> Any:
+        if self.fail_deletes:
+            raise ClientError({"Error": {"Code": "ServiceUnavailable", "Message": "try later"}}, "DeleteMessageBatch")
+        return await self._client.delete_message_batch(**request)
+
+
+# --------------------------------------------------------------------------------------------------- replay
+
+
+async def test_replay_enqueues_fresh_notifications(
+    settings: Settings, sqs_endpoint: SqsEndpoint, queues: tuple[str, str]
+) -> None:
+    result = await replay(settings.queue, [101, 102, 101, 103])
+    assert [e.element_id for e in result.elements] == [101, 102, 103]  # a repeated id is sent once
+    assert result.sent == 3 and result.failed == 0
+    assert all(e.message_id for e in result.elements)
+
+    messages = receive_all(sqs_endpoint.url, queues[0])
+    assert sorted(json.loads(m["Body"])["id"] for m in messages) == [101, 102, 103]
+    for message in messages:
+        assert json.loads(message["Body"]) == {"id": json.loads(message["Body"])["id"], "event": "updated"}
+        assert string_attributes(message) == {"event": "updated", "source": "replay"}
+    assert "enqueued as" in rendered(render_replay, result)
+
+
+async def test_replay_rejects_bad_ids(settings: Settings) -> None:
+    with pytest.raises(ValueError, match="positive integers"):
+        await replay(settings.queue, [5, 0])
+
+
+async def test_replay_on_a_fifo_queue_groups_by_element(sqs_endpoint: SqsEndpoint, tmp_path: Path) -> None:
+    queue, _ = make_queues(sqs_endpoint.url, f"t-{uuid.uuid4().hex[:12]}", fifo=True)
+    settings = worker_settings(queue=queue, endpoint=sqs_endpoint.url, kordiam=NOWHERE, workdir=tmp_path)
+    # The same element twice in two runs: a fresh deduplication id each time, so nothing is swallowed.
+    await replay(settings.queue, [7, 8])
+    await replay(settings.queue, [7])
+    messages = receive_all(sqs_endpoint.url, queue)
+    assert sorted((m["Attributes"]["MessageGroupId"], json.loads(m["Body"])["id"]) for m in messages) == [
+        ("7", 7),
+        ("7", 7),
+        ("8", 8),
+    ]
+
+
+async def test_replayed_notifications_are_processed_by_the_worker(
+    sqs_endpoint: SqsEndpoint,
+    queues: tuple[str, str],
+    simulator: RunningSimulator,
+    admin: SimulatorAdmin,
+    channel_log: ChannelLog,
+    tmp_path: Path,
+) -> None:
+    settings = worker_settings(queue=queues[0], endpoint=sqs_endpoint.url, kordiam=simulator.base_url, workdir=tmp_path)
+    created = await admin.create(story("Replayed"))
+    async with running_worker(settings):
+        await eventually(lambda: queue_depth(sqs_endpoint.url, queues[0]) == 0, what="first sync")
+        await replay(settings.queue, [created["id"]])
+        await eventually(lambda: queue_depth(sqs_endpoint.url, queues[0]) == 0, what="replay processed")
+    # Processed, idempotently: still one create per channel, nothing dead-lettered.
+    assert len(channel_log.creates) == 2 and set(channel_log.creates.values()) == {1}
+    assert drain(sqs_endpoint.url, queues[1]) == []
+
+
+# --------------------------------------------------------------------------------------------------- dlq list/show
+
+
+async def test_dlq_list_and_show_give_the_failure_context(
+    settings: Settings, transport: SqsTransport, sqs_endpoint: SqsEndpoint, queues: tuple[str, str]
+) -> None:
+    first = await dead_letter(transport, 11, stage="decode", reason="body is not JSON", error_class="PoisonMessage")
+    await dead_letter(transport, 12, reason="x" * 300, attributes={"origin": "kordiam"})
+    # A message SQS moved by itself (maxReceiveCount): no failure context, element id from the body.
+    moved_by_sqs = send(sqs_endpoint.url, queues[1], {"id": 13, "event": "created"})
+
+    listing = await dlq_list(settings.queue, limit=50)
+    assert len(listing.messages) == 3 and not listing.truncated
+    by_element = {m.element_id: m for m in listing.messages}
+    assert set(by_element) == {11, 12, 13}
+    poison = by_element[11]
+    assert poison.failure is not None
+    assert (poison.failure.stage, poison.failure.reason, poison.failure.error_class) == (
+        "decode",
+        "body is not JSON",
+        "PoisonMessage",
+    )
+    assert poison.failure.attempts == 3 and poison.failure.source_message_id == first
+    assert poison.age_seconds() is not None and poison.age_seconds() < 60  # type: ignore[operator]
+    assert by_element[12].attributes["origin"] == "kordiam"
+    assert by_element[13].failure is None and by_element[13].message_id == moved_by_sqs
+
+    # Listing consumed nothing and hid nothing: all three are visible again at once.
+    assert visible(sqs_endpoint.url, queues[1]) == 3
+
+    table = rendered(render_dlq_list, listing)
+    assert "decode" in table and "PoisonMessage" in table and "(moved by SQS)" in table
+    assert "x" * 300 not in table  # the reason is truncated in the table
+
+    shown = await dlq_show(settings.queue, poison.message_id)
+    assert shown is not None and shown.message_id == poison.message_id
+    assert shown.attributes["failure.reason"] == "body is not JSON"
+    assert json.loads(shown.body) == {"id": 11, "event": "updated"}
+    assert "SentTimestamp" in shown.system_attributes
+    text = rendered(render_dlq_message, shown)
+    assert "failure.stage" in text and '"id": 11' in text
+
+    # Also found by the id it had on the main queue; an unknown id is None.
+    by_source = await dlq_show(settings.queue, first)
+    assert by_source is not None and by_source.message_id == poison.message_id
+    assert await dlq_show(settings.queue, "no-such-message") is None
+    assert visible(sqs_endpoint.url, queues[1]) == 3
+
+    as_json = json.loads(to_json(listing))
+    assert as_json["messages"][0]["failure"] is not None or as_json["messages"][0]["element_id"] == 13
+
+
+async def test_dlq_list_pages_past_ten_messages(
+    settings: Settings, transport: SqsTransport, sqs_endpoint: SqsEndpoint, queues: tuple[str, str]
+) -> None:
+    for element_id in range(1, 26):
+        await dead_letter(transport, element_id)
+    listing = await dlq_list(settings.queue, limit=100)
+    assert sorted(m.element_id for m in listing.messages) == list(range(1, 26))  # type: ignore[type-var]
+    assert len({m.message_id for m in listing.messages}) == 25
+    short = await dlq_list(settings.queue, limit=12)
+    assert len(short.messages) == 12 and short.truncated
+    assert visible(sqs_endpoint.url, queues[1]) == 25
+
+
+# --------------------------------------------------------------------------------------------------- redrive
+
+
+async def test_redrive_moves_every_message_back_without_loss(
+    settings: Settings, transport: SqsTransport, sqs_endpoint: SqsEndpoint, queues: tuple[str, str]
+) -> None:
+    for element_id in range(1, 24):
+        await dead_letter(transport, element_id, attributes={"origin": "kordiam", "trace": f"t-{element_id}"})
+    before = queue_depth(sqs_endpoint.url, queues[1])
+    assert before == 23
+
+    bar_console = Console(record=True, width=120, color_system=None, force_terminal=True)
+    with progress_bar(True, bar_console) as progress:
+        result = await dlq_redrive(settings.queue, native=False, progress=progress)
+    assert "23/23" in bar_console.export_text()
+    assert result.method == "manual" and result.ok
+    assert len(result.moved) == 23 and result.failed == [] and result.duplicated == []
+    assert result.remaining == 0
+
+    assert queue_depth(sqs_endpoint.url, queues[0]) == before
+    messages = receive_all(sqs_endpoint.url, queues[0])
+    assert sorted(json.loads(m["Body"])["id"] for m in messages) == list(range(1, 24))
+    moved_from = {m.dlq_message_id for m in result.moved}
+    for message in messages:
+        attributes = string_attributes(message)
+        element_id = json.loads(message["Body"])["id"]
+        assert not any(name.startswith("failure.") for name in attributes)
+        assert attributes["origin"] == "kordiam" and attributes["trace"] == f"t-{element_id}"
+        assert attributes["event"] == "updated"
+        assert attributes["redriven_from"] in moved_from
+    assert queue_depth(sqs_endpoint.url, queues[1]) == 0
+    assert "moved: 23" in rendered(render_redrive, result)
+
+
+async def test_redrive_without_a_filter_uses_the_move_task_where_supported(
+    settings: Settings, transport: SqsTransport, sqs_endpoint: SqsEndpoint, queues: tuple[str, str]
+) -> None:
+    for element_id in range(1, 6):
+        await dead_letter(transport, element_id)
+    result = await dlq_redrive(settings.queue)
+    if sqs_endpoint.kind == "moto":
+        # moto server does not implement StartMessageMoveTask: the manual copy takes over.
+        assert result.method == "manual" and result.fallback_reason
+        assert "StartMessageMoveTask unavailable" in result.fallback_reason
+    else:
+        await eventually(lambda: queue_depth(sqs_endpoint.url, queues[0]) == 5, what="move task")
+    assert result.moved_total == 5
+    assert sorted(json.loads(m["Body"])["id"] for m in receive_all(sqs_endpoint.url, queues[0])) == [1, 2, 3, 4, 5]
+    assert queue_depth(sqs_endpoint.url, queues[1]) == 0
+
+
+async def test_redrive_by_element_and_with_a_limit(
+    settings: Settings, transport: SqsTransport, sqs_endpoint: SqsEndpoint, queues: tuple[str, str]
+) -> None:
+    for element_id in (1, 2, 3, 4, 5) * 3:
+        await dead_letter(transport, element_id)
+
+    chosen = await dlq_redrive(settings.queue, element_ids=[2, 4])
+    assert chosen.method == "manual" and chosen.ok
+    assert sorted(m.element_id for m in chosen.moved) == [2, 2, 2, 4, 4, 4]  # type: ignore[type-var]
+    assert chosen.skipped == 9
+    # The others stay, visible again at once (released, not left to expire).
+    assert visible(sqs_endpoint.url, queues[1]) == 9
+    moved = receive_all(sqs_endpoint.url, queues[0])
+    assert sorted(json.loads(m["Body"])["id"] for m in moved) == [2, 2, 2, 4, 4, 4]
+
+    limited = await dlq_redrive(settings.queue, limit=4)
+    assert len(limited.moved) == 4 and limited.ok
+    assert visible(sqs_endpoint.url, queues[1]) == 5
+    assert queue_depth(sqs_endpoint.url, queues[0]) == 4
+    with pytest.raises(ValueError, match="move task"):
+        await dlq_redrive(settings.queue, limit=1, native=True)
+
+
+async def test_a_send_failure_midway_loses_nothing(
+    settings: Settings, transport: SqsTransport, sqs_endpoint: SqsEndpoint, queues: tuple[str, str]
+) -> None:
+    for element_id in range(1, 26):
+        await dead_letter(transport, element_id)
+    flaky = FlakyClient(transport._client)
+    flaky.fail_send_calls = {2}  # the second batch: the destination "disappears"
+    transport._client = flaky
+    admin = QueueAdmin(transport)
+
+    result = await admin.redrive(native=False)
+    assert not result.ok and result.stopped_reason and "NonExistentQueue" in result.stopped_reason
+    assert len(result.moved) == 10 and len(result.failed) == 10
+    # Ten copied and deleted; everything else still in the dead-letter queue, visible at once.
+    assert queue_depth(sqs_endpoint.url, queues[0]) == 10
+    assert visible(sqs_endpoint.url, queues[1]) == 15
+    assert "stopped early" in rendered(render_redrive, result)
+
+    # The destination is back: a second run moves the rest; every element arrives exactly once.
+    flaky.fail_send_calls = set()
+    again = await admin.redrive(native=False)
+    assert len(again.moved) == 15 and again.ok
+    bodies = [json.loads(m["Body"])["id"] for m in receive_all(sqs_endpoint.url, queues[0])]
+    assert sorted(bodies) == list(range(1, 26))
+    assert queue_depth(sqs_endpoint.url, queues[1]) == 0
+
+
+async def test_refused_entries_stay_in_the_dead_letter_queue(
+    settings: Settings, transport: SqsTransport, sqs_endpoint: SqsEndpoint, queues: tuple[str, str]
+) -> None:
+    for element_id in range(1, 13):
+        await dead_letter(transport, element_id)
+    flaky = FlakyClient(transport._client)
+    flaky.refuse_entries = {json.dumps({"id": 3, "event": "updated"}), json.dumps({"id": 11, "event": "updated"})}
+    transport._client = flaky
+
+    result = await QueueAdmin(transport).redrive(native=False)
+    assert len(result.moved) == 10 and sorted(f.reason for f in result.failed) == ["InternalError"] * 2
+    assert result.stopped_reason is None  # one refused entry does not stop the run
+    left = receive_all(sqs_endpoint.url, queues[1])
+    assert sorted(json.loads(m["Body"])["id"] for m in left) == [3, 11]
+    assert all(string_attributes(m)["failure.stage"] == "sync" for m in left)  # untouched
+    assert queue_depth(sqs_endpoint.url, queues[0]) == 10
+
+
+async def test_a_failed_delete_duplicates_rather_than_loses(
+    settings: Settings, transport: SqsTransport, sqs_endpoint: SqsEndpoint, queues: tuple[str, str]
+) -> None:
+    for element_id in range(1, 4):
+        await dead_letter(transport, element_id)
+    flaky = FlakyClient(transport._client)
+    flaky.fail_deletes = True
+    transport._client = flaky
+
+    result = await QueueAdmin(transport).redrive(native=False, hold=5)
+    assert len(result.moved) == 3 and len(result.duplicated) == 3
+    assert queue_depth(sqs_endpoint.url, queues[0]) == 3
+    assert queue_depth(sqs_endpoint.url, queues[1]) == 3  # still there (in flight until the hold expires)
+    assert "copied but still in the dead-letter queue" in rendered(render_redrive, result)
+
+
+async def test_redrive_on_fifo_queues_keeps_the_group(sqs_endpoint: SqsEndpoint, tmp_path: Path) -> None:
+    queue, dlq = make_queues(sqs_endpoint.url, f"t-{uuid.uuid4().hex[:12]}", fifo=True)
+    settings = worker_settings(queue=queue, endpoint=sqs_endpoint.url, kordiam=NOWHERE, workdir=tmp_path)
+    async with SqsTransport.connect(settings.queue) as transport:
+        await transport.describe()
+        for element_id in (5, 5, 6):
+            message = QueueMessage(
+                message_id=str(uuid.uuid4()),
+                receipt_handle="unused",
+                body=json.dumps({"id": element_id}),
+                attributes={},
+                receive_count=3,
+                sent_at=None,
+                group_id=str(element_id),
+            )
+            await transport.send_dead_letter(message, DeadLetterContext("sync", "boom", "ChannelRejected", element_id))
+    result = await dlq_redrive(settings.queue, native=False)
+    assert len(result.moved) == 3 and result.ok
+    messages = receive_all(sqs_endpoint.url, queue)
+    assert sorted(m["Attributes"]["MessageGroupId"] for m in messages) == ["5", "5", "6"]
+    assert queue_depth(sqs_endpoint.url, dlq) == 0
+
+
+async def test_the_move_task_is_followed_to_completion(
+    settings: Settings, transport: SqsTransport, sqs_endpoint: SqsEndpoint, queues: tuple[str, str]
+) -> None:
+    """The StartMessageMoveTask path, against a client that implements it (moto does not) by moving for real."""
+    for element_id in range(1, 4):
+        await dead_letter(transport, element_id)
+    real = transport._client
+
+    class MovingClient(FlakyClient):
+        polls = 0
+
+        async def start_message_move_task(self, **request: Any) -> Any:
+            self.request = request
+            return {"TaskHandle": "task-1"}
+
+        async def list_message_move_tasks(self, **request: Any) -> Any:
+            self.polls += 1
+            if self.polls == 1:
+                return {
+                    "Results": [{"TaskHandle": "task-1", "Status": "RUNNING", "ApproximateNumberOfMessagesMoved": 0}]
+                }
+            for message in receive_all(sqs_endpoint.url, queues[1]):
+                send(sqs_endpoint.url, queues[0], message["Body"])
+            return {"Results": [{"Status": "COMPLETED", "ApproximateNumberOfMessagesMoved": 3}]}
+
+    moving = MovingClient(real)
+    transport._client = moving
+    result = await QueueAdmin(transport).redrive(poll_interval=0.01)
+    assert result.method == "move-task" and result.task_status == "COMPLETED" and result.ok
+    assert result.moved_total == 3 and result.remaining == 0
+    assert moving.request["SourceArn"].endswith(queues[1].rsplit("/", 1)[1])
+    assert moving.request["DestinationArn"].endswith(queues[0].rsplit("/", 1)[1])
+    assert queue_depth(sqs_endpoint.url, queues[0]) == 3
+
+
+# --------------------------------------------------------------------------------------------------- status
+
+
+async def test_status_reports_depths_and_an_oldest_age_estimate(
+    settings: Settings, transport: SqsTransport, sqs_endpoint: SqsEndpoint, queues: tuple[str, str]
+) -> None:
+    for element_id in (1, 2, 3):
+        send(sqs_endpoint.url, queues[0], {"id": element_id})
+    await dead_letter(transport, 9)
+    await dead_letter(transport, 10)
+
+    report = await collect_status(settings)
+    assert (report.queue.visible, report.queue.in_flight, report.queue.delayed) == (3, 0, 0)
+    assert report.dead_letter.visible == 2
+    # The main queue is not peeked unless asked: a peek counts as a receive towards maxReceiveCount.
+    assert report.queue.oldest_age_seconds is None and "not sampled" in (report.queue.age_note or "")
+    assert report.dead_letter.oldest_age_seconds is not None and report.dead_letter.sampled == 2
+    assert any("2 message(s) in the dead-letter queue" in p for p in report.problems)
+    # No worker endpoint (ops.port 0) and no state yet: reported, not raised; and status created no database.
+    assert report.worker.reachable is False and report.state.available is False
+    assert not settings.state.sqlite_path.exists()
+    assert [c.name for c in report.channels] == ["web", "print"] and report.channels[0].errors is None
+
+    sampled = await collect_status(settings, sample_main=True)
+    assert sampled.queue.oldest_age_seconds is not None and sampled.queue.sampled == 3
+    assert sampled.queue.oldest_age_seconds < 60
+    assert "from all 3" in (sampled.queue.age_note or "")
+    assert queue_depth(sqs_endpoint.url, queues[0]) == 3 and visible(sqs_endpoint.url, queues[0]) == 3
+
+    text = rendered(render_status, sampled)
+    assert "dead-letter queue" in text and "Problems" in text
+    as_json = json.loads(to_json(sampled))
+    assert as_json["queue"]["visible"] == 3 and as_json["dead_letter"]["visible"] == 2
+
+
+async def test_status_reads_the_state_store_and_the_worker_endpoint(
+    settings: Settings, sqs_endpoint: SqsEndpoint, queues: tuple[str, str]
+) -> None:
+    store = await open_state_store(settings.state)
+    modified = datetime(2026, 11, 20, 9, 30, tzinfo=UTC)
+    for publication in (1, 2):
+        await store.record(
+            Delivery(
+                element_id=40,
+                channel="web",
+                publication_id=publication,
+                external_id=f"40-{publication}",
+                fingerprint="f",
+                live=publication == 1,
+                modification_date=modified,
+            )
+        )
+    await store.close()
+    metrics.CHANNEL_ERRORS.labels(channel="print", kind="unavailable").inc(2)
+
+    server = OpsServer("127.0.0.1", 0, healthy=lambda: True, ready=lambda: False)
+    await server.start()
+    try:
+        with_ops = settings.model_copy(update={"ops": OpsSettings(host="127.0.0.1", port=server.port)})
+        report = await collect_status(with_ops)
+    finally:
+        await server.stop()
+
+    web, printed = report.channels
+    assert (web.name, web.deliveries, web.elements, web.live, web.latest_synced) == ("web", 2, 1, 1, modified)
+    assert report.worker.reachable and report.worker.healthy is True and report.worker.ready is False
+    assert printed.errors is not None and printed.errors.get("unavailable", 0) >= 2
+    assert report.state.available
+    assert "unavailable" in rendered(render_status, report)
+
+
+async def test_status_with_an_unreachable_worker_endpoint(settings: Settings) -> None:
+    unreachable = settings.model_copy(update={"ops": OpsSettings(host="127.0.0.1", port=9)})
+    report = await collect_status(unreachable, ops_timeout=1)
+    assert report.worker.reachable is False and report.worker.endpoint == "http://127.0.0.1:9"
+    assert any("not reachable" in p for p in report.problems)
+    assert "not reachable" in rendered(render_status, report)
+
+
+def test_redrive_result_is_json_serialisable() -> None:
+    result = RedriveResult("manual", "q", "d")
+    assert json.loads(to_json(result))["ok"] is True
