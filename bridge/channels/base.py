@@ -21,7 +21,12 @@ class ChannelResult:
 
 
 class Channel(Protocol):
-    """A publishing target. Both methods must be idempotent: the bridge may call them again after a crash."""
+    """A publishing target. Both methods must be idempotent: the bridge may call them again after a crash.
+
+    A channel whose remote item is the whole element rather than one publication (the Global Export protocol)
+    sets ``element_scoped = True``: the bridge then hands a publication that has no item of its own the external
+    id of one of its siblings on that channel, so every worker, and every restart, finds the same remote item.
+    """
 
     name: str
 

@@ -134,6 +134,7 @@ class GuardedChannel:
     ) -> None:
         self.inner = channel
         self.name = channel.name
+        self.element_scoped: bool = getattr(channel, "element_scoped", False)
         self.breaker = CircuitBreaker(channel.name, threshold=breaker_threshold, cooldown=breaker_cooldown)
         self._slots = asyncio.Semaphore(max_in_flight) if max_in_flight else None
         self._rate = RateLimiter(rate_limit) if rate_limit else None

@@ -47,7 +47,9 @@ element, and every one of them reports that element's id as its external id:
 - The body carries the element with the publications on the channel's ``platforms`` (whatever their status:
   the channel's ``statuses`` filter decides when something is sent, as Kordiam's trigger rules do, not what).
 - The remote id is looked for in this order: the id this process last used for the element (kept in memory
-  for the most recent 10,000 elements); the external id the bridge passes for the publication; with
+  for the most recent 10,000 elements); the external id the bridge passes for the publication (its own or,
+  since the channel is ``element_scoped``, a sibling publication's from the shared state store, which survives
+  restarts and is shared by all workers); with
   ``main = true``, the id Kordiam's ``externalElement`` holds (the bridge links the element to the main
   channel's item, as Kordiam's Global Export itself does). Each known id is tried with ``PUT`` until one is
   not answered 404; with none left (all deleted in the CMS, or none known) the element is created with
@@ -303,6 +305,8 @@ class KordiamWebhookChannel:
         main: bool = False,
     ) -> None:
         self.name = name
+        # One remote element per Kordiam element: the sync engine passes a sibling publication's external id.
+        self.element_scoped = True
         self.options = options
         self._platforms = frozenset(platforms)
         self._statuses = tuple(statuses) if statuses is not None else None

@@ -20,6 +20,10 @@ class Route:
     def name(self) -> str:
         return self.channel.name
 
+    @property
+    def element_scoped(self) -> bool:
+        return bool(getattr(self.channel, "element_scoped", False))
+
     def carries(self, publication: Publication) -> bool:
         """The publication is on one of this channel's platforms (whatever its status)."""
         return publication.platform.id in self.platforms

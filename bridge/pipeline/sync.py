@@ -176,6 +176,9 @@ class SyncEngine:
         self, route: Route, element: Element, known: dict[tuple[str, int], Delivery], report: SyncReport
     ) -> None:
         """Upsert this route's publications one after another; stop at the first failure of this channel."""
+        # For an element-scoped channel every publication shares one remote item: the state store (shared by
+        # all workers) says which, so a new publication updates it instead of creating a second one.
+        sibling = next((d.external_id for (channel, _), d in known.items() if channel == route.name), None)
         for publication in element.publications:
             if not route.exports(publication):
                 continue
@@ -184,9 +187,10 @@ class SyncEngine:
             if previous is not None and previous.fingerprint == digest:
                 report.actions.append(ChannelAction(route.name, publication.id, Action.UNCHANGED, previous.external_id))
                 continue
+            external_id = previous.external_id if previous else (sibling if route.element_scoped else None)
             started = time.perf_counter()
             try:
-                result = await route.channel.upsert(element, publication, previous.external_id if previous else None)
+                result = await route.channel.upsert(element, publication, external_id)
             except Exception as error:
                 metrics.CHANNEL_ERRORS.labels(route.name, _kind(error)).inc()
                 report.failures.append(Failure(route.name, error))

@@ -506,3 +506,49 @@ async def test_worker_end_to_end_with_both_protocol_channels(
         assert len(website.statuses()) == 1 and website.token_requests == 1
         assert archive.auth_failures == [] and len(archive.calls("POST")) == 1
     assert drain(sqs_endpoint.url, queues[1]) == []
+
+
+async def test_a_restarted_worker_adds_a_publication_to_the_same_remote_element(
+    sqs_endpoint: SqsEndpoint,
+    queues: tuple[str, str],
+    simulator: RunningSimulator,
+    admin: SimulatorAdmin,
+    tmp_path: Path,
+) -> None:
+    # The Global Export is element-level: after a restart (or on another worker) the channel's memory is empty,
+    # so only the shared state store can say which remote element a new publication belongs to.
+    with GlobalExportServer() as cms:
+        base = worker_settings(queue=queues[0], endpoint=sqs_endpoint.url, kordiam=simulator.base_url, workdir=tmp_path)
+        archive = ChannelSettings(
+            name="archive",
+            type="kordiam-webhook",
+            platforms=[99003, 99004],
+            url=cms.base_url,
+            auth={"type": "bearer", "token": cms.token},
+        )
+        settings = base.model_copy(update={"channels": [archive]})
+
+        async def settled() -> bool:
+            return queue_depth(sqs_endpoint.url, queues[0]) == 0
+
+        async with running_worker(settings):
+            created = await admin.create(story("One platform first", platforms=(99003,)))
+            await eventually(lambda: len(cms.elements()) == 1, what="the remote element")
+            await eventually(settled, what="first sync settled")
+        (remote_id,) = cms.elements()
+
+        async with running_worker(settings):  # a new process: a new channel with an empty memory
+            current = await admin.get(created["id"])
+            second = {**current["publications"][0], "platform": {"id": 99004}}
+            second.pop("id")
+            second.pop("externalId", None)
+            second.pop("cms", None)
+            await admin.replace(created["id"], {**current, "publications": [*current["publications"], second]})
+            await eventually(
+                lambda: len(cms.elements().get(remote_id, {}).get("publications", [])) == 2,
+                what="the second publication on the same remote element",
+            )
+            await eventually(settled, what="second sync settled")
+        assert list(cms.elements()) == [remote_id]
+        element = await admin.get(created["id"])
+        assert [p["externalId"] for p in element["publications"]] == [remote_id, remote_id]
