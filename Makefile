@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 PYTEST_FLAGS ?= -q
 
 .PHONY: help venv demo test lint typecheck unit integration test-localstack localstack localstack-stop \
-        wordpress wordpress-stop simulator run clean image up down infra-test checkov
+        wordpress wordpress-stop simulator run clean image up down infra-test checkov bench
 
 help:
 	@echo "make demo             run the whole bridge on embedded defaults (SQS, Kordiam simulator, folder channels)"
@@ -17,6 +17,7 @@ help:
 	@echo "make simulator        serve the Kordiam API simulator on 127.0.0.1:8700"
 	@echo "make run CONFIG=...   run the worker with a config file"
 	@echo "make image / up / down  container image; worker + simulator + SQS emulator with docker compose"
+	@echo "make bench            throughput, latency, CPU and memory vs the simplest loop (LocalStack)"
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,11 +31,11 @@ demo: venv
 	$(BIN)/kordiam-bridge demo
 
 lint: venv
-	$(BIN)/ruff check bridge tests
-	$(BIN)/ruff format --check bridge tests
+	$(BIN)/ruff check bridge tests bench
+	$(BIN)/ruff format --check bridge tests bench
 
 typecheck: venv
-	$(BIN)/mypy --strict bridge
+	$(BIN)/mypy --strict bridge bench
 
 unit: venv
 	$(BIN)/pytest $(PYTEST_FLAGS) tests/unit
@@ -76,6 +77,14 @@ simulator: venv
 
 run: venv
 	$(BIN)/kordiam-bridge run --config $(CONFIG)
+
+# Throughput, latency, CPU and memory against the simplest possible loop (not part of `make test`).
+BENCH_ARGS ?=
+
+bench: venv
+	$(BIN)/python -m pip install -q -e '.[bench]'
+	LOCALSTACK_GATEWAY_SERVER=twisted scripts/localstack.sh start
+	$(BIN)/python -m bench.run $(BENCH_ARGS); status=$$?; scripts/localstack.sh stop; exit $$status
 
 # Container and local stack (need a Docker engine): EMULATOR=localstack (default) or moto.
 EMULATOR ?= localstack

@@ -125,19 +125,19 @@ class SimulatorAdmin:
         self.http = httpx.AsyncClient(base_url=base_url, timeout=10)
 
     async def create(self, element: dict[str, Any]) -> dict[str, Any]:
-        return await self._call("POST", "/_admin/elements", element)
+        return await self._object("POST", "/_admin/elements", element)
 
     async def replace(self, element_id: int, element: dict[str, Any]) -> dict[str, Any]:
-        return await self._call("PUT", f"/_admin/elements/{element_id}", element)
+        return await self._object("PUT", f"/_admin/elements/{element_id}", element)
 
     async def patch(self, element_id: int, changes: dict[str, Any]) -> dict[str, Any]:
-        return await self._call("PATCH", f"/_admin/elements/{element_id}", changes)
+        return await self._object("PATCH", f"/_admin/elements/{element_id}", changes)
 
     async def delete(self, element_id: int) -> None:
         await self._call("DELETE", f"/_admin/elements/{element_id}")
 
     async def get(self, element_id: int) -> dict[str, Any]:
-        return await self._call("GET", f"/_admin/elements/{element_id}")
+        return await self._object("GET", f"/_admin/elements/{element_id}")
 
     async def notify(self, element_id: int, event: str = "updated") -> None:
         await self._call("POST", f"/_admin/elements/{element_id}/notify", {"event": event})
@@ -155,6 +155,11 @@ class SimulatorAdmin:
 
     async def revoke_tokens(self) -> None:
         await self._call("POST", "/_admin/tokens/revoke")
+
+    async def _object(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
+        result = await self._call(method, path, body)
+        assert isinstance(result, dict)
+        return result
 
     async def _call(self, method: str, path: str, body: Any = None) -> Any:
         response = await self.http.request(method, path, json=body)

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -31,7 +32,11 @@ log = structlog.get_logger("bridge.consumer")
 
 Handler = Callable[[QueueMessage], Awaitable[Outcome]]
 
-DELETE_LINGER_SECONDS = 0.05
+# Deletes wait this long for company (SQS deletes up to 10 per call); a processed message is not re-received
+# meanwhile, because it is still invisible.
+DELETE_LINGER_SECONDS = 0.2
+# How long a poller waits for a whole batch of free slots before receiving fewer (see _reserve).
+BATCH_FILL_SECONDS = 0.05
 # Stop extending a message's visibility after this long: a handler stuck for hours is a bug to surface, and SQS
 # caps a message's total visibility at 12 h anyway.
 MAX_HOLD_SECONDS = 3600.0
@@ -152,9 +157,18 @@ class Consumer:
                 self._start(message)
 
     async def _reserve(self) -> int:
-        """Wait for a free slot, then take as many as one receive can use."""
+        """Wait for a free slot, then take as many as one receive can use.
+
+        Under load slots free up one at a time; receiving for each would cost one SQS call per message (CPU in the
+        worker and in SQS, and money). So a poller waits up to ``BATCH_FILL_SECONDS`` for a whole batch of free
+        slots, then takes what there is.
+        """
+        target = min(MAX_BATCH, self._settings.concurrency)
         async with self._capacity:
             await self._capacity.wait_for(lambda: self._free > 0)
+            if self._free < target:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._capacity.wait_for(lambda: self._free >= target), BATCH_FILL_SECONDS)
             taken = min(MAX_BATCH, self._free)
             self._free -= taken
             return taken

@@ -442,7 +442,13 @@ class Simulator:
             Route("/_admin/faults", self.admin(self.admin_clear_faults), methods=["DELETE"]),
             Route("/_admin/tokens/revoke", self.admin(self.admin_revoke_tokens), methods=["POST"]),
             Route("/_admin/reset", self.admin(self.admin_reset), methods=["POST"]),
+            # Liveness for container health checks; touches no state and is not recorded.
+            Route("/healthz", _healthz, methods=["GET"]),
         ]
+
+
+async def _healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
 
 
 async def _routing_error(request: Request, exc: Exception) -> Response:

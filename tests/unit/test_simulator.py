@@ -695,3 +695,10 @@ def test_build_message_for_standard_queue_has_no_fifo_fields() -> None:
     message = build_message("https://sqs.eu-central-1.amazonaws.com/1/q", 7, "deleted")
     assert json.loads(message["MessageBody"]) == {"id": 7, "event": "deleted"}
     assert "MessageGroupId" not in message and "MessageDeduplicationId" not in message
+
+
+async def test_healthz_answers_without_authentication() -> None:
+    app = create_app(SimulatorSettings())
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sim") as client:
+        response = await client.get("/healthz")
+    assert (response.status_code, response.json()) == (200, {"status": "ok"})

@@ -1,0 +1,472 @@
+"""`make bench`: the bridge against the simplest aiohttp loop, same workload, same machine, same run.
+
+    python -m bench.run --messages 5000 --concurrency 1,8,32,128 --kordiam-latency-ms 20 --channel-latency-ms 50
+                        [--sqs localstack|moto] [--smoke] [--out bench/results]
+
+Per concurrency C and per implementation (bridge, simple loop), on a fresh queue (with a DLQ):
+1. start the worker as a subprocess; send one warm-up message and wait for it at the channel stub (so start-up
+   and imports are not counted);
+2. send n messages {"id": k} with SendMessageBatch, recording each id's send time client-side (same clock as the
+   stub's arrival time; it stands in for SentTimestamp);
+3. wait until the channel stub has seen all n element ids and the queue is empty (all deleted);
+4. read the worker's CPU (user+sys, psutil) and peak RSS (VmHWM), and /proc/stat idle over the window; SIGTERM.
+
+Throughput = n / (last channel arrival - first send). Latency = channel arrival - send time: it includes the time
+a message waits in the queue behind the burst, as a real burst would. The bridge runs with
+feedback.link_element = false and publish_when_live = false so it makes the same 3 HTTP calls per message as the
+simple loop (GET element, POST channel, PATCH publication).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import boto3
+import psutil  # type: ignore[import-untyped]
+
+ROOT = Path(__file__).resolve().parent.parent
+REGION = "eu-central-1"
+LOCALSTACK = "http://127.0.0.1:4566"
+LOADER_THREADS = 8
+FIELDS = (
+    "impl",
+    "concurrency",
+    "messages",
+    "msg_per_s",
+    "p50_ms",
+    "p95_ms",
+    "p99_ms",
+    "work_p50_ms",
+    "work_p99_ms",
+    "cpu_s_per_1000",
+    "peak_rss_mb",
+    "machine_idle_pct",
+    "elapsed_s",
+    "load_s",
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def http_json(url: str, method: str = "GET") -> Any:
+    request = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None)
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def machine_info() -> dict[str, Any]:
+    model = "unknown"
+    with open("/proc/cpuinfo") as cpuinfo:
+        for line in cpuinfo:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return {
+        "cores": os.cpu_count(),
+        "cpu_model": model,
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "hostname": platform.node(),
+    }
+
+
+def cpu_idle_total() -> tuple[float, float]:
+    with open("/proc/stat") as stat:
+        fields = [float(x) for x in stat.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return idle, sum(fields[:8])
+
+
+def peak_rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+class Stubs:
+    def __init__(self, kordiam_ms: float, channel_ms: float, log: Path) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "bench.stubs", "--port", str(self.port),
+             "--kordiam-latency-ms", str(kordiam_ms), "--channel-latency-ms", str(channel_ms)],
+            cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                self.stats()
+                return
+            except OSError:
+                if time.monotonic() > deadline or self.process.poll() is not None:
+                    raise RuntimeError(f"stubs did not start, see {log}") from None
+                time.sleep(0.1)
+
+    def stats(self) -> dict[str, Any]:
+        return dict(http_json(self.base + "/_stats"))
+
+    def reset(self) -> None:
+        http_json(self.base + "/_reset", "POST")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(10)
+
+
+def make_queues(sqs: Any, name: str) -> tuple[str, str]:
+    dlq = sqs.create_queue(QueueName=f"{name}-dlq")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    redrive = json.dumps({"deadLetterTargetArn": arn, "maxReceiveCount": "5"})
+    queue = sqs.create_queue(QueueName=name, Attributes={"RedrivePolicy": redrive, "VisibilityTimeout": "60"})[
+        "QueueUrl"
+    ]
+    return queue, dlq
+
+
+def send_ids(sqs: Any, queue: str, ids: list[int], sent: dict[str, float], threads: int = 1) -> None:
+    """SendMessageBatch by 10, from `threads` threads so the loader does not set the pace (boto3 clients are
+    thread-safe)."""
+    chunks = [ids[start : start + 10] for start in range(0, len(ids), 10)]
+    if threads > 1:
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(lambda chunk: send_ids(sqs, queue, chunk, sent), chunks))
+        return
+    for chunk in chunks:
+        entries = [{"Id": str(i), "MessageBody": json.dumps({"id": i})} for i in chunk]
+        now = time.time()
+        for i in chunk:
+            sent[str(i)] = now
+        answer = sqs.send_message_batch(QueueUrl=queue, Entries=entries)
+        if answer.get("Failed"):
+            raise RuntimeError(f"SendMessageBatch failed: {answer['Failed']}")
+
+
+def queue_depth(sqs: Any, queue: str) -> int:
+    attributes = sqs.get_queue_attributes(
+        QueueUrl=queue,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    return int(attributes["ApproximateNumberOfMessages"]) + int(attributes["ApproximateNumberOfMessagesNotVisible"])
+
+
+def bridge_command(config_dir: Path, queue: str, dlq: str, endpoint: str, base: str, concurrency: int,
+                   log_level: str) -> list[str]:  # fmt: skip
+    config = config_dir / "bridge.toml"
+    config.write_text(
+        f"""
+[queue]
+url = "{queue}"
+dlq_url = "{dlq}"
+endpoint_url = "{endpoint}"
+region = "{REGION}"
+concurrency = {concurrency}
+wait_time_seconds = 1
+visibility_timeout = 60
+shutdown_timeout = 5
+
+[kordiam]
+base_url = "{base}"
+client_id = "bench"
+
+[state]
+url = "sqlite:///{config_dir}/state.db"
+
+[[channels]]
+name = "cms"
+type = "kordiam-webhook"
+platforms = [99003]
+url = "{base}"
+auth = {{ type = "headers", headers = {{ X-Bench = "1" }} }}
+
+[feedback]
+enabled = true
+link_element = false
+publish_when_live = false
+
+[ops]
+host = "127.0.0.1"
+port = 0
+log_level = "{log_level}"
+"""
+    )
+    return [sys.executable, "-m", "bridge", "run", "--config", str(config)]
+
+
+def simple_command(queue: str, endpoint: str, base: str, concurrency: int) -> list[str]:
+    return [sys.executable, "-m", "bench.simple_loop", "--queue-url", queue, "--endpoint-url", endpoint,
+            "--base-url", base, "--concurrency", str(concurrency)]  # fmt: skip
+
+
+def run_one(
+    impl: str,
+    concurrency: int,
+    n: int,
+    offset: int,
+    sqs: Any,
+    endpoint: str,
+    stubs: Stubs,
+    workdir: Path,
+    log_level: str,
+    timeout: float,
+) -> dict[str, Any]:
+    run_dir = workdir / f"{impl}-{concurrency}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    queue, dlq = make_queues(sqs, f"bench-{impl}-{concurrency}-{offset}")
+    stubs.reset()
+    if impl == "bridge":
+        command = bridge_command(run_dir, queue, dlq, endpoint, stubs.base, concurrency, log_level)
+    else:
+        command = simple_command(queue, endpoint, stubs.base, concurrency)
+    env = {
+        **os.environ,
+        "BRIDGE_KORDIAM__CLIENT_SECRET": "bench-secret",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+    }
+    log = run_dir / "worker.log"
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+    worker = psutil.Process(process.pid)
+    sent: dict[str, float] = {}
+    try:
+        # Warm-up: one message through the whole path, so start-up is not measured.
+        send_ids(sqs, queue, [offset], {})
+
+        def wait(condition: Callable[[dict[str, Any]], bool], what: str, limit: float) -> dict[str, Any]:
+            deadline = time.monotonic() + limit
+            while True:
+                if process.poll() is not None:
+                    raise RuntimeError(f"{impl} exited with {process.returncode} {what}, see {log}")
+                stats = stubs.stats()
+                if condition(stats):
+                    return stats
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{impl} at C={concurrency}: timed out {what} ({stats['counts']}), see {log}")
+                time.sleep(0.1)
+
+        wait(lambda s: str(offset) in s["arrivals"] and queue_depth(sqs, queue) == 0, "warming up", 60)
+        cpu_before = sum(worker.cpu_times()[:2])
+        idle_before, total_before = cpu_idle_total()
+        started = time.time()
+        ids = list(range(offset + 1, offset + 1 + n))
+        send_ids(sqs, queue, ids, sent, threads=LOADER_THREADS)
+        loaded = time.time()
+        wanted = set(sent)
+        stats = wait(lambda s: wanted <= s["arrivals"].keys(), "waiting for the channel writes", timeout)
+        deadline = time.monotonic() + 60
+        while queue_depth(sqs, queue) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        finished = time.time()
+        cpu_after = sum(worker.cpu_times()[:2])
+        idle_after, total_after = cpu_idle_total()
+        rss = peak_rss_mb(process.pid)
+        left = queue_depth(sqs, queue)
+        calls = stubs.stats()["counts"]  # after the queue drained: every PATCH is in
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    arrivals = {k: v for k, v in stats["arrivals"].items() if k in wanted}
+    latencies = [(arrivals[k] - sent[k]) * 1000 for k in wanted]
+    # From the worker's first GET of the element to the channel write: the worker's own path, without queue wait.
+    work = [(arrivals[k] - stats["fetched"][k]) * 1000 for k in wanted if k in stats["fetched"]]
+    span = max(arrivals.values()) - started
+    return {
+        "impl": impl,
+        "concurrency": concurrency,
+        "messages": n,
+        "processed": len(arrivals),
+        "left_in_queue": left,
+        "msg_per_s": round(n / span, 1),
+        "p50_ms": round(percentile(latencies, 50), 1),
+        "p95_ms": round(percentile(latencies, 95), 1),
+        "p99_ms": round(percentile(latencies, 99), 1),
+        "work_p50_ms": round(percentile(work, 50), 1),
+        "work_p99_ms": round(percentile(work, 99), 1),
+        "cpu_s_per_1000": round((cpu_after - cpu_before) / n * 1000, 3),
+        "peak_rss_mb": round(rss, 1),
+        "machine_idle_pct": round(100 * (idle_after - idle_before) / max(1.0, total_after - total_before), 1),
+        "elapsed_s": round(finished - started, 2),
+        "load_s": round(loaded - started, 2),
+        "stub_calls": calls,
+    }
+
+
+def messages_for(n: int, concurrency: int) -> int:
+    """Fewer messages at low concurrency so the bench stays short (C=1 runs at about 11 msg/s)."""
+    if concurrency <= 1:
+        return min(n, 200)
+    if concurrency <= 8:
+        return min(n, 1000)
+    return n
+
+
+def plot(results: list[dict[str, Any]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for impl, style, color in (("bridge", "o-", "tab:blue"), ("simple", "s--", "tab:orange")):
+        rows = sorted((r for r in results if r["impl"] == impl), key=lambda r: r["concurrency"])
+        xs = [r["concurrency"] for r in rows]
+        left.plot(xs, [r["msg_per_s"] for r in rows], style, color=color, label=impl)
+        right.plot(xs, [r["p99_ms"] for r in rows], style, color=color, label=f"{impl}: send -> channel")
+        if all("work_p99_ms" in r for r in rows):
+            work = [r["work_p99_ms"] for r in rows]
+            right.plot(xs, work, style[0] + ":", color=color, label=f"{impl}: GET -> channel")
+    right.set_yscale("log")
+    for axis, label in ((left, "messages / s"), (right, "p99 latency (ms)")):
+        axis.set_xscale("log", base=2)
+        axis.set_xlabel("concurrency")
+        axis.set_ylabel(label)
+        axis.grid(True, alpha=0.3)
+        axis.legend()
+    figure.suptitle(title, fontsize=9)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def print_table(results: list[dict[str, Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="kordiam-bridge vs the simplest aiohttp loop (latency: send -> channel write)")
+    headers = (
+        *("impl", "C", "n", "msg/s", "p50 ms", "p95 ms", "p99 ms"),
+        *("GET>ch p50", "GET>ch p99", "CPU s/1k", "RSS MB", "idle %", "s", "load s"),
+    )
+    for name in (*headers, "x simple"):
+        table.add_column(name, justify="right")
+    simple = {r["concurrency"]: r for r in results if r["impl"] == "simple"}
+    for row in results:
+        base = simple.get(row["concurrency"])
+        ratio = f"{row['msg_per_s'] / base['msg_per_s']:.2f}" if base and row["impl"] == "bridge" else ""
+        table.add_row(*(str(row[name]) for name in FIELDS), ratio)
+    Console(width=max(120, Console().width)).print(table)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(prog="python -m bench.run")
+    parser.add_argument("--messages", type=int, default=5000)
+    parser.add_argument("--concurrency", default="1,8,32,128")
+    parser.add_argument("--kordiam-latency-ms", type=float, default=20)
+    parser.add_argument("--channel-latency-ms", type=float, default=50)
+    parser.add_argument("--sqs", choices=["localstack", "moto"], default="localstack")
+    parser.add_argument("--endpoint", default=None, help="SQS endpoint (default: LocalStack, or an embedded moto)")
+    parser.add_argument("--impl", default="bridge,simple")
+    parser.add_argument("--log-level", default="info", help="the bridge's ops.log_level (production: info)")
+    parser.add_argument("--timeout", type=float, default=600, help="seconds per run")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--smoke", action="store_true", help="20 messages, C=4, 1 ms latencies, moto; no plot")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.messages, args.concurrency, args.sqs = 20, "4", "moto"
+        args.kordiam_latency_ms = args.channel_latency_ms = 1
+        args.timeout = 120
+    concurrencies = [int(c) for c in args.concurrency.split(",")]
+    impls = args.impl.split(",")
+
+    moto_server = None
+    endpoint = args.endpoint
+    if endpoint is None and args.sqs == "moto":
+        sys.path.insert(0, str(ROOT))
+        from tests.support import start_moto
+
+        moto_server, endpoint = start_moto()
+    endpoint = endpoint or LOCALSTACK
+    sqs = boto3.client("sqs", region_name=REGION, endpoint_url=endpoint,
+                       aws_access_key_id="testing", aws_secret_access_key="testing")  # fmt: skip
+    workdir = Path(tempfile.mkdtemp(prefix="kordiam-bench-"))
+    stubs = Stubs(args.kordiam_latency_ms, args.channel_latency_ms, workdir / "stubs.log")
+    results: list[dict[str, Any]] = []
+    run_offset = int(time.time()) % 1000 * 10_000_000
+    try:
+        for index, concurrency in enumerate(concurrencies):
+            n = messages_for(args.messages, concurrency)
+            for impl_index, impl in enumerate(impls):
+                offset = run_offset + (index * len(impls) + impl_index + 1) * 100_000
+                print(f"bench: {impl} C={concurrency} n={n} …", file=sys.stderr, flush=True)
+                result = run_one(impl, concurrency, n, offset, sqs, endpoint, stubs, workdir, args.log_level,
+                                 args.timeout)  # fmt: skip
+                print(f"bench:   {result['msg_per_s']} msg/s, p99 {result['p99_ms']} ms", file=sys.stderr, flush=True)
+                results.append(result)
+    finally:
+        stubs.stop()
+        if moto_server is not None:
+            moto_server.stop()
+
+    for row in results:
+        base = next((r for r in results if r["impl"] == "simple" and r["concurrency"] == row["concurrency"]), None)
+        row["ratio_to_simple"] = round(row["msg_per_s"] / base["msg_per_s"], 3) if base else None
+    today = dt.date.today().isoformat()
+    report: dict[str, Any] = {
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "machine": machine_info(),
+        "workload": {
+            "sqs": args.sqs,
+            "endpoint": endpoint,
+            "messages_requested": args.messages,
+            "kordiam_latency_ms": args.kordiam_latency_ms,
+            "channel_latency_ms": args.channel_latency_ms,
+            "bridge_log_level": args.log_level,
+            "calls_per_message": "GET element, POST channel, PATCH publication (link_element = false); delete batched",
+            "latency": "channel arrival - client-side send time (stands in for SentTimestamp; same clock)",
+            "work_latency": "channel arrival - the stub's first GET of the element (the worker's own path)",
+            "throughput": "n / (last channel arrival - first send), after a warm-up message; load_s = time to send "
+            f"all n ({LOADER_THREADS} threads): when it is close to elapsed_s the loader set the pace",
+        },
+        "results": results,
+        "workdir": str(workdir),
+    }
+    print_table(results)
+    if not args.smoke:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / f"{today}.json").write_text(json.dumps(report, indent=2) + "\n")
+        machine = report["machine"]
+        title = (
+            f"{today}: {machine['cores']} cores, {machine['cpu_model']}, Python {machine['python']}, "
+            f"SQS {args.sqs}, Kordiam {args.kordiam_latency_ms:g} ms, channel {args.channel_latency_ms:g} ms"
+        )
+        plot(results, args.out / f"{today}.png", title)
+        print(f"bench: wrote {args.out / (today + '.json')} and .png", file=sys.stderr)
+    return report
+
+
+if __name__ == "__main__":
+    main()

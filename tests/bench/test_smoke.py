@@ -1,0 +1,40 @@
+"""A tiny run of the benchmark harness (20 messages, C=4, 1 ms stubs, moto server), so `make bench` never rots.
+
+It asserts the report's shape and that both workers delivered every message, never a timing.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+pytest.importorskip("psutil", reason="the bench extra is not installed")
+
+from bench.run import FIELDS, main
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(300)
+def test_bench_smoke_run_reports_every_field_and_delivers_everything() -> None:
+    report = main(["--smoke"])
+
+    assert report["machine"]["cores"] >= 1
+    assert report["machine"]["python"]
+    results = {row["impl"]: row for row in report["results"]}
+    assert set(results) == {"bridge", "simple"}
+    for impl, row in results.items():
+        for field in FIELDS:
+            assert field in row, (impl, field)
+            if isinstance(row[field], float):
+                assert not math.isnan(row[field]), (impl, field)
+        assert row["processed"] == row["messages"] == 20, impl
+        assert row["left_in_queue"] == 0, impl
+        assert row["msg_per_s"] > 0 and row["peak_rss_mb"] > 0, impl
+        assert row["p50_ms"] <= row["p95_ms"] <= row["p99_ms"], impl
+        # Same work per message: one GET, one channel POST, one PATCH (+ the warm-up message).
+        calls = row["stub_calls"]
+        assert calls["get"] >= 20 and calls["post"] >= 20 and calls["patch"] >= 20, (impl, calls)
+        assert calls["link"] == 0, (impl, calls)
+    assert results["bridge"]["ratio_to_simple"] > 0
+    assert results["simple"]["ratio_to_simple"] == 1.0
