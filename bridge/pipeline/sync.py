@@ -157,13 +157,14 @@ class SyncEngine:
             return report
 
         carried = {(r.name, p.id) for r in self._routes for p in element.publications if r.carries(p)}
-        await self._retract(deliveries, keep=carried, report=report)
-        by_key = {(d.channel, d.publication_id): d for d in deliveries}
-        await asyncio.gather(*(self._deliver(route, element, by_key, report) for route in self._routes))
+        # What the channels hold, kept current through this sync (retractions, deliveries) for the feedback.
+        held = {(d.channel, d.publication_id): d for d in deliveries}
+        await self._retract(deliveries, keep=carried, report=report, held=held)
+        await asyncio.gather(*(self._deliver(route, element, held, report) for route in self._routes))
 
         if self._feedback.enabled:
             try:
-                await self._write_feedback(element, report)
+                await self._write_feedback(element, held, report)
             except Exception as error:
                 report.failures.append(Failure("feedback", error))
         if not report.failures:
@@ -197,16 +198,24 @@ class SyncEngine:
                 return
             finally:
                 metrics.CHANNEL_LATENCY.labels(route.name, "upsert").observe(time.perf_counter() - started)
-            if not await self._state.record(_delivery(element, publication, route.name, result, digest)):
+            delivery = _delivery(element, publication, route.name, result, digest)
+            if not await self._state.record(delivery):
                 # Only possible if a sync outlived its lease: retry, so the newest version is fetched again.
                 report.failures.append(Failure(route.name, StaleWrite(f"a newer version of {element.id} was synced")))
                 return
-            action = (
-                Action.CREATED if previous is None or previous.external_id != result.external_id else Action.UPDATED
-            )
+            known[(route.name, publication.id)] = delivery
+            sibling = result.external_id
+            action = Action.CREATED if external_id is None or external_id != result.external_id else Action.UPDATED
             report.actions.append(ChannelAction(route.name, publication.id, action, result.external_id))
 
-    async def _retract(self, deliveries: list[Delivery], *, keep: set[tuple[str, int]], report: SyncReport) -> None:
+    async def _retract(
+        self,
+        deliveries: list[Delivery],
+        *,
+        keep: set[tuple[str, int]],
+        report: SyncReport,
+        held: dict[tuple[str, int], Delivery] | None = None,
+    ) -> None:
         """Delete what channels hold for publications the element no longer has on their platforms."""
         channels = {route.name: route.channel for route in self._routes}
         failed: set[str] = set()
@@ -235,13 +244,16 @@ class SyncEngine:
             finally:
                 metrics.CHANNEL_LATENCY.labels(delivery.channel, "delete").observe(time.perf_counter() - started)
             await self._state.forget(delivery.element_id, delivery.channel, delivery.publication_id)
+            if held is not None:
+                held.pop(key, None)
             report.actions.append(
                 ChannelAction(delivery.channel, delivery.publication_id, Action.DELETED, delivery.external_id)
             )
 
-    async def _write_feedback(self, element: Element, report: SyncReport) -> None:
+    async def _write_feedback(
+        self, element: Element, deliveries: dict[tuple[str, int], Delivery], report: SyncReport
+    ) -> None:
         """Tell Kordiam where each publication landed, skipping every value Kordiam already holds."""
-        deliveries = {(d.channel, d.publication_id): d for d in await self._state.deliveries(element.id)}
         linked = False
         for publication in element.publications:
             # The first route (main channel first) that holds this publication speaks for it.

@@ -36,7 +36,7 @@ Handler = Callable[[QueueMessage], Awaitable[Outcome]]
 # meanwhile, because it is still invisible.
 DELETE_LINGER_SECONDS = 0.2
 # How long a poller waits for a whole batch of free slots before receiving fewer (see _reserve).
-BATCH_FILL_SECONDS = 0.05
+BATCH_FILL_SECONDS = 0.02
 # Stop extending a message's visibility after this long: a handler stuck for hours is a bug to surface, and SQS
 # caps a message's total visibility at 12 h anyway.
 MAX_HOLD_SECONDS = 3600.0
@@ -160,10 +160,11 @@ class Consumer:
         """Wait for a free slot, then take as many as one receive can use.
 
         Under load slots free up one at a time; receiving for each would cost one SQS call per message (CPU in the
-        worker and in SQS, and money). So a poller waits up to ``BATCH_FILL_SECONDS`` for a whole batch of free
-        slots, then takes what there is.
+        worker and in SQS, and money). So a poller waits up to ``BATCH_FILL_SECONDS`` for several free slots, then
+        takes what there is.
         """
-        target = min(MAX_BATCH, self._settings.concurrency)
+        # A quarter of the slots at most: waiting for all of them would make the loop batch-synchronous again.
+        target = max(1, min(MAX_BATCH, self._settings.concurrency // 4))
         async with self._capacity:
             await self._capacity.wait_for(lambda: self._free > 0)
             if self._free < target:

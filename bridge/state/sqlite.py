@@ -14,7 +14,7 @@ from typing import Any
 import aiosqlite
 
 from bridge.errors import ConfigError
-from bridge.state.base import Delivery, ElementBusy, ElementMark, is_older
+from bridge.state.base import Delivery, ElementBusy, ElementMark
 
 SCHEMA_VERSION = 2
 MIGRATIONS: dict[int, str] = {
@@ -138,22 +138,24 @@ class SqliteStateStore:
             return [_delivery(row) for row in await cursor.fetchall()]
 
     async def record(self, delivery: Delivery) -> bool:
-        async with self._transaction() as db:
-            query = (
-                "SELECT modification_date, version FROM deliveries "
-                "WHERE element_id = ? AND channel = ? AND publication_id = ?"
-            )
-            async with db.execute(query, (delivery.element_id, delivery.channel, delivery.publication_id)) as cursor:
-                row = await cursor.fetchone()
-            if row is not None and is_older((delivery.modification_date, delivery.version), (_parse(row[0]), row[1])):
-                return False
-            await db.execute(
+        # One atomic statement (one hop to the database thread): the update only happens when the stored version
+        # is not newer (the same order as `is_older`: the date first, the version when the dates are equal or
+        # missing). Dates are fixed-width UTC text, so comparing the text compares the times.
+        async with self._write:
+            cursor = await self._conn.execute(
                 f"INSERT INTO deliveries ({DELIVERY_COLUMNS}, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) "
                 "ON CONFLICT (element_id, channel, publication_id) DO UPDATE SET "
                 "external_id=excluded.external_id, fingerprint=excluded.fingerprint, edit_link=excluded.edit_link, "
                 "open_link=excluded.open_link, live=excluded.live, edit_link_title=excluded.edit_link_title, "
                 "open_link_title=excluded.open_link_title, modification_date=excluded.modification_date, "
-                "version=excluded.version, updated_at=excluded.updated_at",
+                "version=excluded.version, updated_at=excluded.updated_at "
+                "WHERE NOT ("
+                "  (excluded.modification_date IS NOT NULL AND deliveries.modification_date IS NOT NULL"
+                "   AND excluded.modification_date < deliveries.modification_date)"
+                "  OR ((excluded.modification_date IS NULL OR deliveries.modification_date IS NULL"
+                "       OR excluded.modification_date = deliveries.modification_date)"
+                "      AND excluded.version IS NOT NULL AND deliveries.version IS NOT NULL"
+                "      AND excluded.version < deliveries.version))",
                 (
                     delivery.element_id,
                     delivery.channel,
@@ -170,7 +172,7 @@ class SqliteStateStore:
                     _now(),
                 ),
             )
-            return True
+            return cursor.rowcount == 1
 
     @asynccontextmanager
     async def lease(self, element_id: int) -> AsyncIterator[None]:
@@ -256,11 +258,15 @@ def _delivery(row: Any) -> Delivery:
 
 
 def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value else None
+    """Fixed-width UTC text (``2026-01-02T03:04:05.000000Z``): ordering the text orders the times."""
+    if value is None:
+        return None
+    moment = value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _parse(value: str | None) -> datetime | None:
-    return datetime.fromisoformat(value) if value else None
+    return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
 
 
 def _now() -> str:
