@@ -332,9 +332,14 @@ def write_config(
     kordiam: str,
     workdir: Path,
     ops_port: int,
+    state_url: str | None = None,
     state_extra: str = "",
     visibility_timeout: int = 20,
+    wait_time_seconds: int = 2,
+    retry_max_seconds: float = 900,
 ) -> Path:
+    """A worker config with two folder channels (web: 99003, print: 99004); SQLite state unless ``state_url``."""
+    state_url = state_url or f"sqlite:///{workdir / 'state.db'}"
     path.write_text(
         f"""
 [queue]
@@ -342,9 +347,10 @@ url = "{queue}"
 endpoint_url = "{endpoint}"
 region = "{REGION}"
 concurrency = 4
-wait_time_seconds = 2
+wait_time_seconds = {wait_time_seconds}
 visibility_timeout = {visibility_timeout}
 retry_base_seconds = 1
+retry_max_seconds = {retry_max_seconds}
 shutdown_timeout = 20
 
 [kordiam]
@@ -353,7 +359,7 @@ client_id = "demo-client"
 timeout = 5
 
 [state]
-url = "sqlite:///{workdir / "state.db"}"
+url = "{state_url}"
 {state_extra}
 
 [[channels]]
@@ -377,8 +383,11 @@ port = {ops_port}
 
 
 class WorkerProcess:
-    def __init__(self, config: Path, log: Path) -> None:
+    """``python -m bridge run`` as a real process, its output in ``log``."""
+
+    def __init__(self, config: Path, log: Path, *, name: str = "worker") -> None:
         env = {**os.environ, "BRIDGE_KORDIAM__CLIENT_SECRET": "demo-secret"}
+        self.name = name
         self.log = log
         self._handle = log.open("ab")
         self.process = subprocess.Popen(
@@ -388,10 +397,27 @@ class WorkerProcess:
             env=env,
         )
 
+    async def ready(self, ops_port: int) -> bool:
+        """``/readyz`` answers 200; a worker that exited fails the test with its log."""
+        if self.process.poll() is not None:
+            log = self.log.read_text()[-3000:]
+            raise AssertionError(f"{self.name} exited with {self.process.returncode}:\n{log}")
+        try:
+            async with httpx.AsyncClient() as client:
+                return (await client.get(f"http://127.0.0.1:{ops_port}/readyz")).status_code == 200
+        except httpx.TransportError:
+            return False
+
     def terminate(self, timeout: float = 30) -> tuple[int, float]:
+        """SIGTERM, then the exit code and how long the drain took; killed (code -9) if it outlasts ``timeout``."""
         started = time.monotonic()
-        self.process.send_signal(signal.SIGTERM)
-        code = self.process.wait(timeout=timeout)
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            code = self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            code = self.process.wait()
         self._handle.close()
         return code, time.monotonic() - started
 

@@ -9,26 +9,32 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import uuid
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
 import pytest
 
 from bridge.simulator import RunningSimulator
 from bridge.state.dynamodb import DynamoDbStateStore, create_table
-from tests.support import REGION, SimulatorAdmin, SqsEndpoint, drain, eventually, queue_depth, story
+from tests.support import (
+    REGION,
+    SimulatorAdmin,
+    SqsEndpoint,
+    WorkerProcess,
+    drain,
+    eventually,
+    free_port,
+    queue_depth,
+    story,
+    write_config,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -38,105 +44,6 @@ ROUNDS = 4  # updates per updated story, sent back to back
 EXTRA_NOTIFICATIONS = 2  # sent right after each "created" notification
 KORDIAM_DELAY = 0.15  # seconds added to every request a worker sends to the simulator
 CHANNELS = ("web", "print")  # platforms 99003 and 99004, in the order of story()'s publications
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def write_config(path: Path, *, queue: str, endpoint: str, kordiam: str, table: str, workdir: Path, port: int) -> Path:
-    path.write_text(
-        f"""
-[queue]
-url = "{queue}"
-endpoint_url = "{endpoint}"
-region = "{REGION}"
-concurrency = 4
-wait_time_seconds = 1
-visibility_timeout = 20
-retry_base_seconds = 1
-retry_max_seconds = 3
-shutdown_timeout = 20
-
-[kordiam]
-base_url = "{kordiam}"
-client_id = "demo-client"
-timeout = 5
-
-[state]
-url = "dynamodb://{table}"
-endpoint_url = "{endpoint}"
-region = "{REGION}"
-lease_seconds = 60
-lease_wait_seconds = 10
-
-[[channels]]
-name = "web"
-type = "folder"
-platforms = [99003]
-path = "{workdir / "web"}"
-
-[[channels]]
-name = "print"
-type = "folder"
-platforms = [99004]
-path = "{workdir / "print"}"
-
-[ops]
-port = {port}
-""",
-        encoding="utf-8",
-    )
-    return path
-
-
-class WorkerProcess:
-    def __init__(self, name: str, config: Path, log: Path, port: int) -> None:
-        self.name = name
-        self.log = log
-        self.port = port
-        self.config = config
-        self.process: subprocess.Popen[bytes] | None = None
-        self._handle: BinaryIO | None = None
-
-    def start(self) -> None:
-        self._handle = self.log.open("ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "bridge", "run", "--config", str(self.config)],
-            stdout=self._handle,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "BRIDGE_KORDIAM__CLIENT_SECRET": "demo-secret"},
-        )
-
-    async def ready(self) -> bool:
-        assert self.process is not None
-        if self.process.poll() is not None:
-            raise AssertionError(f"{self.name} exited with {self.process.returncode}:\n{self.log.read_text()[-3000:]}")
-        try:
-            async with httpx.AsyncClient() as client:
-                return (await client.get(f"http://127.0.0.1:{self.port}/readyz")).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    def terminate(self, timeout: float = 30) -> int | None:
-        if self.process is None:
-            return None
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout=timeout)
-        finally:
-            if self.process.poll() is None:
-                self.process.kill()
-                self.process.wait()
-            if self._handle is not None:
-                self._handle.close()
-
-    def events(self) -> list[dict[str, Any]]:
-        lines = self.log.read_text(encoding="utf-8").splitlines()
-        return [json.loads(line) for line in lines if line.startswith("{")]
 
 
 class SlowProxy:
@@ -235,17 +142,25 @@ async def test_two_workers_deliver_every_story_once_in_its_newest_version(
             queue=queues[0],
             endpoint=sqs_endpoint.url,
             kordiam=kordiam.url,
-            table=table,
             workdir=tmp_path,
-            port=port,
+            ops_port=port,
+            state_url=f"dynamodb://{table}",
+            state_extra="\n".join(
+                (
+                    f'endpoint_url = "{sqs_endpoint.url}"',
+                    f'region = "{REGION}"',
+                    "lease_seconds = 60",
+                    "lease_wait_seconds = 10",
+                )
+            ),
+            wait_time_seconds=1,
+            retry_max_seconds=3,
         )
-        workers.append(WorkerProcess(name, config, tmp_path / f"{name}.log", port))
-    codes: list[int | None] = []
+        workers.append((WorkerProcess(config, tmp_path / f"{name}.log", name=name), port))
+    codes: list[int] = []
     try:
-        for worker in workers:
-            worker.start()
-        for worker in workers:
-            await eventually(worker.ready, timeout=30, what=f"{worker.name} ready")
+        for worker, port in workers:
+            await eventually(functools.partial(worker.ready, port), timeout=30, what=f"{worker.name} ready")
 
         # Bursts while both workers poll: each new story is notified twice more at once, each updated story
         # changes several times back to back, so both workers hold messages for one element at the same time.
@@ -283,7 +198,7 @@ async def test_two_workers_deliver_every_story_once_in_its_newest_version(
         await asyncio.sleep(3)  # feedback notifications from the last syncs must not start anything new
         await eventually(lambda: queue_depth(sqs_endpoint.url, queues[0]) == 0, timeout=60, what="queue settled")
     finally:
-        codes = [worker.terminate() for worker in workers]
+        codes = [worker.terminate()[0] for worker, _ in workers]
     assert codes == [0, 0]
 
     # The state table: exactly one delivery per element, channel and publication, each of the newest content.
@@ -318,7 +233,7 @@ async def test_two_workers_deliver_every_story_once_in_its_newest_version(
         assert names == wanted
 
     # Exactly once across both processes: each publication was *created* in its channel by one sync only.
-    events = {worker.name: worker.events() for worker in workers}
+    events = {worker.name: worker.events() for worker, _ in workers}
     done = {name: [e for e in log if e.get("event") == "done"] for name, log in events.items()}
     actions: Counter[tuple[str, str]] = Counter()
     creates: Counter[str] = Counter()
