@@ -97,6 +97,14 @@ def _decode(payload: Any, attributes: dict[str, str], *, depth: int) -> Notifica
     return Notification(element_id, event, None, "id")
 
 
+def resync_notification(
+    element_id: int, *, source: str, event: str = Event.UPDATED.value
+) -> tuple[str, dict[str, str]]:
+    """The body and message attributes of a notification the bridge enqueues itself (replay, reconciliation):
+    Kordiam's own id shape, so it takes the same path as a notification from Kordiam; ``source`` says who sent it."""
+    return json.dumps({"id": element_id, "event": event}), {"event": event, "source": source}
+
+
 def _element_id(payload: dict[str, Any]) -> int:
     for key in assumptions.NOTIFICATION_ID_KEYS:
         if key in payload:

@@ -9,13 +9,13 @@ dead-letter queue and idempotency apply unchanged.
 from __future__ import annotations
 
 import asyncio
-import json
 from datetime import UTC, datetime, timedelta
 
 import structlog
 
 from bridge.kordiam.client import KordiamClient
 from bridge.ops import metrics
+from bridge.pipeline.notification import resync_notification
 from bridge.queue.sqs import SqsTransport
 from bridge.state.base import StateStore, is_older
 
@@ -62,8 +62,8 @@ class Reconciler:
             synced = (mark.modification_date, mark.version) if mark and not mark.deleted else None
             if synced is not None and not is_older(synced, (element.modification_date, element.version)):
                 continue
-            body = json.dumps({"id": element.id, "event": "updated"})
-            await self._transport.send(body, {"event": "updated", "source": "reconcile"}, group_id=str(element.id))
+            body, attributes = resync_notification(element.id, source="reconcile")
+            await self._transport.send(body, attributes, group_id=str(element.id))
             enqueued += 1
             metrics.RECONCILED.inc()
         self._since = started

@@ -149,16 +149,16 @@ class SyncEngine:
             return report
 
         deliveries = await self._state.deliveries(element_id)
+        # What the channels hold, kept current through this sync (retractions, deliveries) for the feedback.
+        held = {(d.channel, d.publication_id): d for d in deliveries}
         if element is None:
             report.deleted_element = True
-            await self._retract(deliveries, keep=set(), report=report)
+            await self._retract(deliveries, keep=set(), report=report, held=held)
             if not report.failures:
                 await self._state.mark_element(ElementMark(element_id, None, None, deleted=True))
             return report
 
         carried = {(r.name, p.id) for r in self._routes for p in element.publications if r.carries(p)}
-        # What the channels hold, kept current through this sync (retractions, deliveries) for the feedback.
-        held = {(d.channel, d.publication_id): d for d in deliveries}
         await self._retract(deliveries, keep=carried, report=report, held=held)
         await asyncio.gather(*(self._deliver(route, element, held, report) for route in self._routes))
 
@@ -174,16 +174,16 @@ class SyncEngine:
         return report
 
     async def _deliver(
-        self, route: Route, element: Element, known: dict[tuple[str, int], Delivery], report: SyncReport
+        self, route: Route, element: Element, held: dict[tuple[str, int], Delivery], report: SyncReport
     ) -> None:
         """Upsert this route's publications one after another; stop at the first failure of this channel."""
         # For an element-scoped channel every publication shares one remote item: the state store (shared by
         # all workers) says which, so a new publication updates it instead of creating a second one.
-        sibling = next((d.external_id for (channel, _), d in known.items() if channel == route.name), None)
+        sibling = next((d.external_id for (channel, _), d in held.items() if channel == route.name), None)
         for publication in element.publications:
             if not route.exports(publication):
                 continue
-            previous = known.get((route.name, publication.id))
+            previous = held.get((route.name, publication.id))
             digest = fingerprint(element, publication)
             if previous is not None and previous.fingerprint == digest:
                 report.actions.append(ChannelAction(route.name, publication.id, Action.UNCHANGED, previous.external_id))
@@ -203,7 +203,7 @@ class SyncEngine:
                 # Only possible if a sync outlived its lease: retry, so the newest version is fetched again.
                 report.failures.append(Failure(route.name, StaleWrite(f"a newer version of {element.id} was synced")))
                 return
-            known[(route.name, publication.id)] = delivery
+            held[(route.name, publication.id)] = delivery
             sibling = result.external_id
             action = Action.CREATED if external_id is None or external_id != result.external_id else Action.UPDATED
             report.actions.append(ChannelAction(route.name, publication.id, action, result.external_id))
@@ -214,7 +214,7 @@ class SyncEngine:
         *,
         keep: set[tuple[str, int]],
         report: SyncReport,
-        held: dict[tuple[str, int], Delivery] | None = None,
+        held: dict[tuple[str, int], Delivery],
     ) -> None:
         """Delete what channels hold for publications the element no longer has on their platforms."""
         channels = {route.name: route.channel for route in self._routes}
@@ -244,8 +244,7 @@ class SyncEngine:
             finally:
                 metrics.CHANNEL_LATENCY.labels(delivery.channel, "delete").observe(time.perf_counter() - started)
             await self._state.forget(delivery.element_id, delivery.channel, delivery.publication_id)
-            if held is not None:
-                held.pop(key, None)
+            held.pop(key, None)
             report.actions.append(
                 ChannelAction(delivery.channel, delivery.publication_id, Action.DELETED, delivery.external_id)
             )

@@ -36,7 +36,7 @@ from rich.table import Table
 
 from bridge.config import QueueSettings
 from bridge.errors import BridgeError
-from bridge.pipeline.notification import PoisonMessage, decode_notification
+from bridge.pipeline.notification import PoisonMessage, decode_notification, resync_notification
 from bridge.queue.sqs import MAX_ATTRIBUTES, MAX_BATCH, QueueInfo, SqsTransport
 
 log = structlog.get_logger("bridge.admin")
@@ -552,12 +552,12 @@ class QueueAdmin:
         for chunk in _chunks(ids):
             entries: list[dict[str, Any]] = []
             for index, element_id in enumerate(chunk):
+                body, attributes = resync_notification(element_id, source="replay", event=event)
                 entry: dict[str, Any] = {
                     "Id": str(index),
-                    "MessageBody": json.dumps({"id": element_id, "event": event}),
+                    "MessageBody": body,
                     "MessageAttributes": {
-                        "event": {"DataType": "String", "StringValue": event},
-                        "source": {"DataType": "String", "StringValue": "replay"},
+                        name: {"DataType": "String", "StringValue": value} for name, value in attributes.items()
                     },
                 }
                 if fifo:

@@ -216,7 +216,7 @@ class SqsTransport:
         await self._client.send_message(**request)
 
     async def send(self, body: str, attributes: dict[str, str] | None = None, *, group_id: str | None = None) -> str:
-        """Send one message to the main queue (used by `replay` and the tests)."""
+        """Send one message to the main queue (used by the reconciliation sweep)."""
         request: dict[str, Any] = {
             "QueueUrl": self.url,
             "MessageBody": body,
