@@ -85,6 +85,18 @@ def queue_depth(endpoint: str, queue: str) -> int:
     return int(attributes["ApproximateNumberOfMessages"]) + int(attributes["ApproximateNumberOfMessagesNotVisible"])
 
 
+async def queue_settled(endpoint: str, queue: str) -> bool:
+    """True when the queue holds nothing, visible or in flight, on two reads a moment apart.
+
+    One read is not enough: moto computes each attribute separately, so a message whose visibility ends between
+    the two counts is in neither, and an in-flight retry looks like an empty queue.
+    """
+    if queue_depth(endpoint, queue) != 0:
+        return False
+    await asyncio.sleep(0.3)
+    return queue_depth(endpoint, queue) == 0
+
+
 def drain(endpoint: str, queue: str) -> list[dict[str, Any]]:
     """Receive (and delete) everything visible in a queue, with its message attributes."""
     client = sqs_client(endpoint)

@@ -27,7 +27,7 @@ from tests.support import (
     eventually,
     free_port,
     make_queues,
-    queue_depth,
+    queue_settled,
     running_worker,
     send,
     sqs_client,
@@ -48,10 +48,6 @@ def queues(sqs_endpoint: SqsEndpoint, request: pytest.FixtureRequest) -> tuple[s
     sqs_client(sqs_endpoint.url).set_queue_attributes(QueueUrl=queue, Attributes={"MaximumMessageSize": "1048576"})
     sqs_client(sqs_endpoint.url).set_queue_attributes(QueueUrl=dlq, Attributes={"MaximumMessageSize": "1048576"})
     return queue, dlq
-
-
-def settled(endpoint: SqsEndpoint, queue: str) -> bool:
-    return queue_depth(endpoint.url, queue) == 0
 
 
 @pytest.mark.localstack
@@ -104,7 +100,7 @@ async def test_worker_stopped_mid_batch_then_restarted(
     )
     try:
         await eventually(lambda: deliveries(tmp_path) == expected, timeout=60, what="every story delivered")
-        await eventually(lambda: settled(sqs_endpoint, queues[0]), timeout=30, what="queue settled")
+        await eventually(lambda: queue_settled(sqs_endpoint.url, queues[0]), timeout=30, what="queue settled")
     finally:
         second.terminate()
     files = sorted(p.name for p in (tmp_path / "web").glob("*.json")) + sorted(
@@ -144,7 +140,7 @@ async def test_kordiam_answering_30_percent_5xx_and_bursts_of_429(
     async with running_worker(settings_) as worker:
         stories = [await admin.create(story(f"Flaky {n}")) for n in range(20)]
         await eventually(lambda: len(channel_log.creates) == 40, timeout=90, what="40 deliveries")
-        await eventually(lambda: settled(sqs_endpoint, queues[0]), timeout=60, what="queue settled")
+        await eventually(lambda: queue_settled(sqs_endpoint.url, queues[0]), timeout=60, what="queue settled")
         assert not worker.done()
     requests = await admin.requests()
     dead = drain(sqs_endpoint.url, queues[1])
@@ -188,7 +184,7 @@ async def test_a_channel_down_for_a_while_delays_only_itself(
         await eventually(lambda: len([k for k in channel_log.creates if k[0] == "web"]) == 12, what="web deliveries")
         web_done = max(channel_log.written_at["web"])
         await eventually(lambda: len(channel_log.creates) == 24, timeout=60, what="print deliveries after recovery")
-        await eventually(lambda: settled(sqs_endpoint, queues[0]), timeout=30, what="queue settled")
+        await eventually(lambda: queue_settled(sqs_endpoint.url, queues[0]), timeout=30, what="queue settled")
         assert not worker.done()
     dead = drain(sqs_endpoint.url, queues[1])
     figures.sent = len(stories)
@@ -223,7 +219,7 @@ async def test_a_channel_rejecting_permanently_dead_letters_with_context(
     async with running_worker(settings_) as worker:
         stories = [await admin.create(story(f"Rejected {n}")) for n in range(8)]
         await eventually(lambda: len(channel_log.creates) == 8, what="web deliveries")
-        await eventually(lambda: settled(sqs_endpoint, queues[0]), timeout=30, what="queue settled")
+        await eventually(lambda: queue_settled(sqs_endpoint.url, queues[0]), timeout=30, what="queue settled")
         assert not worker.done()
     dead = drain(sqs_endpoint.url, queues[1])
     ids = {str(s["id"]) for s in stories}
@@ -306,7 +302,7 @@ async def test_malformed_bodies_big_messages_and_hostile_html(
         send(sqs_endpoint.url, queues[0], big)
         send(sqs_endpoint.url, queues[0], json.dumps({"id": 424242, "padding": big[:500_000]}))  # valid, no element
         created = await admin.create(hostile)
-        await eventually(lambda: settled(sqs_endpoint, queues[0]), timeout=60, what="every message settled")
+        await eventually(lambda: queue_settled(sqs_endpoint.url, queues[0]), timeout=60, what="every message settled")
         assert not worker.done()
     dead = drain(sqs_endpoint.url, queues[1])
     reasons = [m["MessageAttributes"]["failure.reason"]["StringValue"] for m in dead]

@@ -37,7 +37,7 @@ from tests.support import (
     SqsEndpoint,
     drain,
     eventually,
-    queue_depth,
+    queue_settled,
     running_worker,
     story,
     worker_settings,
@@ -463,9 +463,6 @@ async def test_worker_end_to_end_with_both_protocol_channels(
         ]
         settings = base.model_copy(update={"channels": channels})
 
-        async def settled() -> bool:
-            return queue_depth(sqs_endpoint.url, queues[0]) == 0
-
         async with running_worker(settings):
             created = await admin.create(story("Budget passes"))
             element_id = created["id"]
@@ -476,7 +473,7 @@ async def test_worker_end_to_end_with_both_protocol_channels(
                 return all(p.get("externalId") for p in current["publications"]) and "externalElement" in current
 
             await eventually(fed_back, what="feedback in Kordiam")
-            await eventually(settled, what="queue to settle after create")
+            await eventually(lambda: queue_settled(sqs_endpoint.url, queues[0]), what="queue to settle after create")
             current = await admin.get(element_id)
             (cms_id,) = website.publications()
             (archive_id,) = archive.elements()
@@ -496,12 +493,12 @@ async def test_worker_end_to_end_with_both_protocol_channels(
                 lambda: website.publications().get(cms_id, {}).get("title") == "Budget passes after all",
                 what="the title update on the website",
             )
-            await eventually(settled, what="queue to settle after update")
+            await eventually(lambda: queue_settled(sqs_endpoint.url, queues[0]), what="queue to settle after update")
             assert list(archive.elements()) == [archive_id] and list(website.publications()) == [cms_id]
 
             await admin.delete(element_id)
             await eventually(lambda: not archive.elements() and not website.publications(), what="retraction")
-            await eventually(settled, what="queue to settle after delete")
+            await eventually(lambda: queue_settled(sqs_endpoint.url, queues[0]), what="queue to settle after delete")
 
         assert len(website.statuses()) == 1 and website.token_requests == 1
         assert archive.auth_failures == [] and len(archive.calls("POST")) == 1
@@ -528,13 +525,10 @@ async def test_a_restarted_worker_adds_a_publication_to_the_same_remote_element(
         )
         settings = base.model_copy(update={"channels": [archive]})
 
-        async def settled() -> bool:
-            return queue_depth(sqs_endpoint.url, queues[0]) == 0
-
         async with running_worker(settings):
             created = await admin.create(story("One platform first", platforms=(99003,)))
             await eventually(lambda: len(cms.elements()) == 1, what="the remote element")
-            await eventually(settled, what="first sync settled")
+            await eventually(lambda: queue_settled(sqs_endpoint.url, queues[0]), what="first sync settled")
         (remote_id,) = cms.elements()
 
         async with running_worker(settings):  # a new process: a new channel with an empty memory
@@ -548,7 +542,7 @@ async def test_a_restarted_worker_adds_a_publication_to_the_same_remote_element(
                 lambda: len(cms.elements().get(remote_id, {}).get("publications", [])) == 2,
                 what="the second publication on the same remote element",
             )
-            await eventually(settled, what="second sync settled")
+            await eventually(lambda: queue_settled(sqs_endpoint.url, queues[0]), what="second sync settled")
         assert list(cms.elements()) == [remote_id]
         element = await admin.get(created["id"])
         assert [p["externalId"] for p in element["publications"]] == [remote_id, remote_id]

@@ -43,6 +43,7 @@ from tests.support import (
     eventually,
     make_queues,
     queue_depth,
+    queue_settled,
     running_worker,
     send,
     sqs_client,
@@ -215,9 +216,9 @@ async def test_replayed_notifications_are_processed_by_the_worker(
     settings = worker_settings(queue=queues[0], endpoint=sqs_endpoint.url, kordiam=simulator.base_url, workdir=tmp_path)
     created = await admin.create(story("Replayed"))
     async with running_worker(settings):
-        await eventually(lambda: queue_depth(sqs_endpoint.url, queues[0]) == 0, what="first sync")
+        await eventually(lambda: queue_settled(sqs_endpoint.url, queues[0]), what="first sync")
         await replay(settings.queue, [created["id"]])
-        await eventually(lambda: queue_depth(sqs_endpoint.url, queues[0]) == 0, what="replay processed")
+        await eventually(lambda: queue_settled(sqs_endpoint.url, queues[0]), what="replay processed")
     # Processed, idempotently: still one create per channel, nothing dead-lettered.
     assert len(channel_log.creates) == 2 and set(channel_log.creates.values()) == {1}
     assert drain(sqs_endpoint.url, queues[1]) == []

@@ -27,6 +27,7 @@ from tests.support import (
     eventually,
     free_port,
     queue_depth,
+    queue_settled,
     story,
     write_config,
 )
@@ -83,7 +84,7 @@ async def test_run_processes_create_update_delete(
         )
         await admin.delete(element_id)
         await eventually(lambda: not web_json.exists(), what="delete")
-        await eventually(lambda: queue_depth(sqs_endpoint.url, queues[0]) == 0, what="queue settled")
+        await eventually(lambda: queue_settled(sqs_endpoint.url, queues[0]), what="queue settled")
 
         metrics = (await ops.get("/metrics")).text
         assert (
@@ -124,7 +125,7 @@ async def test_sigterm_mid_batch_loses_nothing(
             (s["id"], ch, p["id"]) for s in stories for ch, p in zip(("web", "print"), s["publications"], strict=True)
         )
         await eventually(lambda: deliveries(tmp_path) == expected, timeout=60, what="all stories delivered")
-        await eventually(lambda: queue_depth(sqs_endpoint.url, queues[0]) == 0, timeout=30, what="queue settled")
+        await eventually(lambda: queue_settled(sqs_endpoint.url, queues[0]), timeout=30, what="queue settled")
     finally:
         second.terminate()
     assert len(list((tmp_path / "web").glob("*.json"))) == 16
@@ -159,7 +160,7 @@ async def test_operator_commands_on_dead_letters_made_by_the_worker(
         send(sqs_endpoint.url, queues[0], body)
     worker = WorkerProcess(path, tmp_path / "worker.log")
     try:
-        await eventually(lambda: queue_depth(sqs_endpoint.url, queues[0]) == 0, what="poison dead-lettered")
+        await eventually(lambda: queue_settled(sqs_endpoint.url, queues[0]), what="poison dead-lettered")
     finally:
         worker.terminate()
 

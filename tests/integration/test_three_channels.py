@@ -18,7 +18,7 @@ import pytest
 from bridge.config import Settings
 from bridge.simulator import RunningSimulator
 from tests.servers.mailchimp import RunningMailchimp
-from tests.support import REGION, SimulatorAdmin, SqsEndpoint, drain, eventually, queue_depth, running_worker, story
+from tests.support import REGION, SimulatorAdmin, SqsEndpoint, drain, eventually, queue_settled, running_worker, story
 
 CREDENTIALS_ENV = "BRIDGE_TEST_WORDPRESS"
 NAR = "{http://iptc.org/std/nar/2006-10-01/}"
@@ -127,7 +127,7 @@ async def test_website_print_and_newsletter_then_retracted(
             assert campaign["send_time"].startswith(f"{when.date().isoformat()}T18:15")  # rounded up to :15
             assert campaign["settings"]["subject_line"] == "Three channels"
 
-            await eventually(lambda: queue_depth(sqs_endpoint.url, queues[0]) == 0, what="settled")
+            await eventually(lambda: queue_settled(sqs_endpoint.url, queues[0]), what="settled")
             await admin.delete(element_id)
 
             async def retracted() -> bool:

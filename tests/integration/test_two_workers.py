@@ -31,7 +31,7 @@ from tests.support import (
     drain,
     eventually,
     free_port,
-    queue_depth,
+    queue_settled,
     story,
     write_config,
 )
@@ -194,9 +194,9 @@ async def test_two_workers_deliver_every_story_once_in_its_newest_version(
             return True
 
         await eventually(all_current, timeout=120, what="every story in every channel in its newest version")
-        await eventually(lambda: queue_depth(sqs_endpoint.url, queues[0]) == 0, timeout=60, what="queue empty")
+        await eventually(lambda: queue_settled(sqs_endpoint.url, queues[0]), timeout=60, what="queue empty")
         await asyncio.sleep(3)  # feedback notifications from the last syncs must not start anything new
-        await eventually(lambda: queue_depth(sqs_endpoint.url, queues[0]) == 0, timeout=60, what="queue settled")
+        await eventually(lambda: queue_settled(sqs_endpoint.url, queues[0]), timeout=60, what="queue settled")
     finally:
         codes = [worker.terminate()[0] for worker, _ in workers]
     assert codes == [0, 0]

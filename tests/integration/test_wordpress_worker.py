@@ -16,7 +16,7 @@ import pytest
 
 from bridge.config import Settings
 from bridge.simulator import RunningSimulator
-from tests.support import SimulatorAdmin, SqsEndpoint, drain, eventually, queue_depth, running_worker, send, story
+from tests.support import SimulatorAdmin, SqsEndpoint, drain, eventually, queue_settled, running_worker, send, story
 
 CREDENTIALS_ENV = "BRIDGE_TEST_WORDPRESS"
 pytestmark = [
@@ -95,9 +95,6 @@ async def test_story_life_in_wordpress(
         response = await wp.get(f"posts/{post_id}", params={"context": "edit"})
         return response.json() if response.status_code == 200 else None
 
-    async def settled() -> bool:
-        return queue_depth(sqs_endpoint.url, queues[0]) == 0
-
     async with running_worker(settings(creds, queues[0], sqs_endpoint.url, simulator.base_url, tmp_path)):
         # 1. Created with an unmapped status ("No Status"): a draft, dated, never published.
         element_id = (await admin.create(body))["id"]
@@ -131,12 +128,12 @@ async def test_story_life_in_wordpress(
             return "published" in (await admin.get(element_id))["publications"][0]
 
         await eventually(published_in_kordiam, what="publication published in Kordiam")
-        await eventually(settled, what="queue settled")
+        await eventually(lambda: queue_settled(sqs_endpoint.url, queues[0]), what="queue settled")
 
         # 4. Duplicate and re-ordered notifications: still one post.
         await admin.notify(element_id, "created")
         send(sqs_endpoint.url, queues[0], {**(await admin.get(element_id)), "modificationDate": "2020-01-01T00:00:00Z"})
-        await eventually(settled, what="duplicates processed")
+        await eventually(lambda: queue_settled(sqs_endpoint.url, queues[0]), what="duplicates processed")
         found = (await wp.get("posts", params={"slug": slug, "status": "any", "context": "edit"})).json()
         assert len(found) == 1
 

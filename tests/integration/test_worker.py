@@ -16,7 +16,7 @@ from tests.support import (
     SqsEndpoint,
     drain,
     eventually,
-    queue_depth,
+    queue_settled,
     running_worker,
     send,
     story,
@@ -28,10 +28,6 @@ pytestmark = pytest.mark.integration
 
 def files(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.glob("*")) if folder.exists() else []
-
-
-async def settled(endpoint: SqsEndpoint, queue: str) -> bool:
-    return queue_depth(endpoint.url, queue) == 0
 
 
 @pytest.fixture
@@ -69,7 +65,7 @@ async def test_create_update_delete_with_two_platforms(
         assert "<h1>Budget passes</h1>" in page and "<b>text</b>" in page
 
         # Our own feedback writes come back as notifications; they must settle, not loop.
-        await eventually(lambda: settled(sqs_endpoint, queues[0]), what="queue to settle after feedback")
+        await eventually(lambda: queue_settled(sqs_endpoint.url, queues[0]), what="queue to settle after feedback")
         writes_after_create = [
             (r["method"], r["path"])
             for r in await admin.requests()
@@ -88,7 +84,7 @@ async def test_create_update_delete_with_two_platforms(
             lambda: json.loads(document.read_text())["text"]["headline"] == "Budget passes after all",
             what="updated headline in the web channel",
         )
-        await eventually(lambda: settled(sqs_endpoint, queues[0]), what="queue to settle after update")
+        await eventually(lambda: queue_settled(sqs_endpoint.url, queues[0]), what="queue to settle after update")
 
         # Remove the print publication: only the print item is retracted.
         element = await admin.get(element_id)
@@ -99,7 +95,7 @@ async def test_create_update_delete_with_two_platforms(
         # Delete the story: everything is retracted.
         await admin.delete(element_id)
         await eventually(lambda: files(tmp_path / "web") == [], what="web item retracted")
-        await eventually(lambda: settled(sqs_endpoint, queues[0]), what="queue to settle after delete")
+        await eventually(lambda: queue_settled(sqs_endpoint.url, queues[0]), what="queue to settle after delete")
 
     assert channel_log.creates == {("web", element_id, web_pub): 1, ("print", element_id, print_pub): 1}
     assert channel_log.updates[("web", element_id, web_pub)] == 1
@@ -122,7 +118,7 @@ async def test_duplicate_delivery_creates_nothing_twice(
     for _ in range(4):
         await admin.notify(created["id"], "created")
     async with running_worker(settings_for()):
-        await eventually(lambda: settled(sqs_endpoint, queues[0]), what="all deliveries processed")
+        await eventually(lambda: queue_settled(sqs_endpoint.url, queues[0]), what="all deliveries processed")
     assert set(channel_log.creates.values()) == {1} and len(channel_log.creates) == 2
     assert sum(channel_log.updates.values()) == 0
     assert drain(sqs_endpoint.url, queues[1]) == []
@@ -134,7 +130,7 @@ async def test_out_of_order_delivery(
     created = await admin.create(story("First"))
     element_id = created["id"]
     async with running_worker(settings_for()):
-        await eventually(lambda: settled(sqs_endpoint, queues[0]), what="first sync")
+        await eventually(lambda: queue_settled(sqs_endpoint.url, queues[0]), what="first sync")
         current = await admin.get(element_id)
         # A Global Export body older than what was synced: acknowledged without any work.
         stale = {**current, "modificationDate": "2020-01-01T00:00:00Z"}
@@ -143,7 +139,7 @@ async def test_out_of_order_delivery(
         await admin.delete(element_id)
         await eventually(lambda: files(tmp_path / "web") == [], what="delete")
         send(sqs_endpoint.url, queues[0], {"id": element_id, "event": "updated"})
-        await eventually(lambda: settled(sqs_endpoint, queues[0]), what="late messages processed")
+        await eventually(lambda: queue_settled(sqs_endpoint.url, queues[0]), what="late messages processed")
     assert files(tmp_path / "web") == [] and files(tmp_path / "print") == []
     assert set(channel_log.creates.values()) == {1}
     assert set(channel_log.deletes.values()) == {1}
@@ -163,7 +159,7 @@ async def test_poison_message_goes_to_the_dlq_with_a_reason_on_first_receive(
 ) -> None:
     message_id = send(sqs_endpoint.url, queues[0], body, {"origin": "test"})
     async with running_worker(settings_for()):
-        await eventually(lambda: settled(sqs_endpoint, queues[0]), what="poison removed from the main queue")
+        await eventually(lambda: queue_settled(sqs_endpoint.url, queues[0]), what="poison removed from the main queue")
     dead = drain(sqs_endpoint.url, queues[1])
     assert len(dead) == 1
     attributes = {k: v["StringValue"] for k, v in dead[0]["MessageAttributes"].items()}
@@ -180,10 +176,10 @@ async def test_token_expiry_and_revocation_refresh_the_token(
 ) -> None:
     async with running_worker(settings_for()):
         first = await admin.create(story("One"))
-        await eventually(lambda: settled(sqs_endpoint, queues[0]), what="first story")
+        await eventually(lambda: queue_settled(sqs_endpoint.url, queues[0]), what="first story")
         await admin.revoke_tokens()
         second = await admin.create(story("Two"))
-        await eventually(lambda: settled(sqs_endpoint, queues[0]), what="second story")
+        await eventually(lambda: queue_settled(sqs_endpoint.url, queues[0]), what="second story")
     requests = await admin.requests()
     assert [r["status"] for r in requests if r["path"] == "/api/v2/auth/token"] == [200, 200]
     assert any(r["status"] == 401 for r in requests)
@@ -206,10 +202,10 @@ async def test_an_expiring_token_is_renewed_before_it_lapses(
         )
         async with running_worker(settings):
             await admin.create(story("Before expiry"))
-            await eventually(lambda: settled(sqs_endpoint, queues[0]), what="first story")
+            await eventually(lambda: queue_settled(sqs_endpoint.url, queues[0]), what="first story")
             await asyncio.sleep(2.5)  # past the first token's lifetime
             await admin.create(story("After expiry"))
-            await eventually(lambda: settled(sqs_endpoint, queues[0]), what="second story")
+            await eventually(lambda: queue_settled(sqs_endpoint.url, queues[0]), what="second story")
         requests = await admin.requests()
         await admin.aclose()
     assert [r["status"] for r in requests if r["path"] == "/api/v2/auth/token"] == [200, 200]
@@ -237,7 +233,7 @@ async def test_throttling_and_server_errors_are_retried(
     )
     created = await admin.create(story())
     async with running_worker(settings_for()):
-        await eventually(lambda: settled(sqs_endpoint, queues[0]), what="delivery despite faults")
+        await eventually(lambda: queue_settled(sqs_endpoint.url, queues[0]), what="delivery despite faults")
     gets = [
         r["status"]
         for r in await admin.requests()
@@ -257,7 +253,9 @@ async def test_a_long_outage_is_retried_through_the_queue(
     await admin.fault(method="GET", path=r"^/api/v2/elements/\d+$", status=503, count=5)
     await admin.create(story())
     async with running_worker(settings_for()):
-        await eventually(lambda: settled(sqs_endpoint, queues[0]), timeout=30, what="delivery after the outage")
+        await eventually(
+            lambda: queue_settled(sqs_endpoint.url, queues[0]), timeout=30, what="delivery after the outage"
+        )
     assert len(channel_log.creates) == 2 and set(channel_log.creates.values()) == {1}
     assert drain(sqs_endpoint.url, queues[1]) == []
 
@@ -270,11 +268,8 @@ async def test_a_channel_failure_retries_only_that_channel(
     channel_log.fail_next["print"] = [ChannelUnavailable("print system down")]
     created = await admin.create(story())
     async with running_worker(settings_for()):
-        await eventually(
-            lambda: len(channel_log.creates) == 2 and queue_depth(sqs_endpoint.url, queues[0]) == 0,
-            timeout=30,
-            what="both channels delivered",
-        )
+        await eventually(lambda: len(channel_log.creates) == 2, timeout=30, what="both channels delivered")
+        await eventually(lambda: queue_settled(sqs_endpoint.url, queues[0]), what="message settled")
     web_pub, print_pub = (p["id"] for p in created["publications"])
     assert channel_log.creates[("web", created["id"], web_pub)] == 1  # not redone on the retry
     assert channel_log.creates[("print", created["id"], print_pub)] == 1
@@ -289,7 +284,7 @@ async def test_a_permanent_channel_rejection_is_dead_lettered_with_context(
     channel_log.fail_next["print"] = [ChannelRejected("401 rest_cannot_create: wrong credentials")] * 5
     created = await admin.create(story())
     async with running_worker(settings_for()):
-        await eventually(lambda: settled(sqs_endpoint, queues[0]), timeout=30, what="message settled")
+        await eventually(lambda: queue_settled(sqs_endpoint.url, queues[0]), timeout=30, what="message settled")
     # The create, and each notification our web feedback caused, failed on the print channel: all are dead
     # letters with the same context, none is lost.
     dead = drain(sqs_endpoint.url, queues[1])
@@ -314,7 +309,7 @@ async def test_the_reconciliation_sweep_heals_a_lost_notification(
     )
     async with running_worker(settings):
         await eventually(lambda: len(channel_log.creates) == 2, what="the sweep to enqueue and deliver the story")
-        await eventually(lambda: settled(sqs_endpoint, queues[0]), what="queue settled")
+        await eventually(lambda: queue_settled(sqs_endpoint.url, queues[0]), what="queue settled")
         # Our feedback moves the element's version on once, so one more sweep may re-enqueue it; after that the
         # sweeps must find it synced and stop (a sweep that ignored the state store would fetch it every second).
 
