@@ -1,7 +1,9 @@
 """The consumer loop: long-poll pollers feeding a bounded in-flight set, and an explicit outcome per message.
 
-- Concurrency is independent of the batch size: a poller asks SQS only for as many messages as there are free
-  slots, so a slow message never holds back nine others.
+- Concurrency is independent of the batch size: each message runs as soon as one of ``concurrency`` slots is free,
+  so a slow message never holds back nine others. Pollers receive whole batches into a small prefetch (at most
+  one or two batches beyond the slots), so the workers never wait on a receive and a receive carries 10 messages,
+  not one per freed slot. When slots sit idle, a poller takes what it can at once.
 - A heartbeat extends the visibility of messages still in progress, in batches; a settled message leaves the
   in-flight set before its delete is queued, so the two never race on one receipt handle.
 - Deletes are batched (10, or after a short linger).
@@ -16,7 +18,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -35,8 +36,6 @@ Handler = Callable[[QueueMessage], Awaitable[Outcome]]
 # Deletes wait this long for company (SQS deletes up to 10 per call); a processed message is not re-received
 # meanwhile, because it is still invisible.
 DELETE_LINGER_SECONDS = 0.2
-# How long a poller waits for a whole batch of free slots before receiving fewer (see _reserve).
-BATCH_FILL_SECONDS = 0.02
 # Stop extending a message's visibility after this long: a handler stuck for hours is a bug to surface, and SQS
 # caps a message's total visibility at 12 h anyway.
 MAX_HOLD_SECONDS = 3600.0
@@ -57,6 +56,11 @@ class ConsumerSettings:
     def poller_count(self) -> int:
         return poller_count(self.concurrency)
 
+    @property
+    def prefetch(self) -> int:
+        """Messages held beyond the running ones: a batch, two for wide concurrency (they are heartbeated too)."""
+        return min(2 * MAX_BATCH, max(MAX_BATCH, self.concurrency))
+
 
 def poller_count(concurrency: int) -> int:
     """One long poll per 10 slots (a receive returns at most 10), at most 8."""
@@ -68,9 +72,13 @@ class Consumer:
         self._transport = transport
         self._handler = handler
         self._settings = settings
-        self._free = settings.concurrency
+        # Messages this worker may hold (running or waiting for a slot), and the slots that run them.
+        self._free = settings.concurrency + settings.prefetch
+        self._slots = asyncio.Semaphore(settings.concurrency)
         self._capacity = asyncio.Condition()
         self._in_flight: dict[str, QueueMessage] = {}
+        # Receipt handles of prefetched messages still waiting for a slot: a shutdown releases them without running.
+        self._waiting: set[str] = set()
         self._tasks: dict[asyncio.Task[None], QueueMessage] = {}
         self._deletes: asyncio.Queue[QueueMessage] = asyncio.Queue()
         # FIFO: the messages of a group waiting behind the one that runs.
@@ -111,6 +119,13 @@ class Consumer:
             poller.cancel()  # aborts the long poll
         await asyncio.gather(*pollers, return_exceptions=True)
         log.info("consumer_draining", in_flight=len(self._tasks), deadline=self._settings.shutdown_timeout)
+        not_started = [task for task, message in self._tasks.items() if message.receipt_handle in self._waiting]
+        if not_started:
+            released = [self._tasks[task] for task in not_started]
+            for task in not_started:
+                task.cancel()
+            await asyncio.gather(*not_started, return_exceptions=True)
+            await self._release(released)
         # Keep a little of the deadline for releasing and flushing.
         budget = max(0.5, self._settings.shutdown_timeout - 2.0)
         if self._tasks:
@@ -157,19 +172,18 @@ class Consumer:
                 self._start(message)
 
     async def _reserve(self) -> int:
-        """Wait for a free slot, then take as many as one receive can use.
+        """Wait until a whole batch fits, or until slots sit idle; then take as much as one receive can use.
 
         Under load slots free up one at a time; receiving for each would cost one SQS call per message (CPU in the
-        worker and in SQS, and money). So a poller waits up to ``BATCH_FILL_SECONDS`` for several free slots, then
-        takes what there is.
+        worker and in SQS, and money). While every slot is busy and messages wait for one, there is no hurry, so a
+        poller waits for room for a full batch; an idle slot ends the wait at once.
         """
-        # A quarter of the slots at most: waiting for all of them would make the loop batch-synchronous again.
-        target = max(1, min(MAX_BATCH, self._settings.concurrency // 4))
+
+        def ready() -> bool:
+            return self._free >= MAX_BATCH or (self._free > 0 and len(self._tasks) < self._settings.concurrency)
+
         async with self._capacity:
-            await self._capacity.wait_for(lambda: self._free > 0)
-            if self._free < target:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._capacity.wait_for(lambda: self._free >= target), BATCH_FILL_SECONDS)
+            await self._capacity.wait_for(ready)
             taken = min(MAX_BATCH, self._free)
             self._free -= taken
             return taken
@@ -233,9 +247,13 @@ class Consumer:
     async def _process(self, message: QueueMessage) -> None:
         # Each message runs in its own task, so these bindings reach every log line of its processing only.
         structlog.contextvars.bind_contextvars(message_id=message.message_id, receive_count=message.receive_count)
+        self._waiting.add(message.receipt_handle)
         try:
-            outcome = await self._handler(message)
+            async with self._slots:
+                self._waiting.discard(message.receipt_handle)
+                outcome = await self._handler(message)
         except asyncio.CancelledError:
+            self._waiting.discard(message.receipt_handle)
             self._in_flight.pop(message.receipt_handle, None)
             raise
         except Exception as error:  # a bug in a handler must not lose the message or kill the loop

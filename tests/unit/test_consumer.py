@@ -138,6 +138,45 @@ async def test_concurrency_is_bounded_and_independent_of_the_batch() -> None:
     assert peak <= 4 and len(transport.deleted) == 20
 
 
+class SteadyTransport(FakeTransport):
+    """Answers each receive like SQS: up to the asked number of messages while any are left."""
+
+    def __init__(self, total: int) -> None:
+        super().__init__([])
+        self.left = total
+        self.asked: list[int] = []
+
+    async def receive(self, max_messages: int, wait_time: int) -> list[QueueMessage]:
+        self.asked.append(max_messages)
+        await asyncio.sleep(0.001)
+        count = min(self.left, max(1, max_messages))  # SQS never answers with 0 when messages are waiting
+        self.left -= count
+        if not count:
+            await asyncio.sleep(0.05)
+        return [message() for _ in range(count)]
+
+
+async def test_several_pollers_never_overcommit_the_slots() -> None:
+    # Four pollers compete for 32 slots that free up one at a time: a poller must never ask for 0 messages (and
+    # get one anyway), which would run more than `concurrency` at once.
+    transport = SteadyTransport(600)
+    running = peak = 0
+
+    async def handler(m: QueueMessage) -> Outcome:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await asyncio.sleep(0.01 + 0.01 * (int(m.message_id[1:]) % 5))
+        running -= 1
+        return Done()
+
+    consumer = Consumer(transport, handler, settings(concurrency=32))  # type: ignore[arg-type]
+    await run_until(consumer, lambda: len(transport.deleted) == 600, timeout=20)
+    assert len(transport.deleted) == 600
+    assert min(transport.asked) >= 1 and max(transport.asked) <= 10
+    assert peak <= 32
+
+
 async def test_fifo_runs_a_group_in_order_and_releases_it_after_a_failure() -> None:
     a1, a2, a3 = (message(group="A") for _ in range(3))
     b1, b2 = (message(group="B") for _ in range(2))
@@ -179,6 +218,44 @@ async def test_shutdown_releases_unfinished_work_at_once() -> None:
     await asyncio.wait_for(task, 10)
     assert transport.visibility == [(slow.message_id, 0)]
     assert transport.deleted == []
+
+
+async def test_shutdown_releases_prefetched_messages_without_running_them() -> None:
+    # One slot, a batch of five: one runs, four wait in the prefetch. Stopping runs none of the four.
+    batch = [message() for _ in range(5)]
+    transport = FakeTransport([batch])
+    started: list[str] = []
+    running = asyncio.Event()
+
+    async def handler(m: QueueMessage) -> Outcome:
+        started.append(m.message_id)
+        running.set()
+        await asyncio.sleep(0.3)
+        return Done()
+
+    consumer = Consumer(transport, handler, settings(concurrency=1, shutdown_timeout=5))  # type: ignore[arg-type]
+    stop = asyncio.Event()
+    task = asyncio.create_task(consumer.run(stop))
+    await asyncio.wait_for(running.wait(), 5)
+    stop.set()
+    await asyncio.wait_for(task, 10)
+    assert started == [batch[0].message_id]
+    assert transport.deleted == [batch[0].message_id]
+    assert sorted(transport.visibility) == sorted((m.message_id, 0) for m in batch[1:])
+
+
+async def test_under_load_receives_ask_for_whole_batches() -> None:
+    transport = SteadyTransport(400)
+
+    async def handler(m: QueueMessage) -> Outcome:
+        await asyncio.sleep(0.005)
+        return Done()
+
+    consumer = Consumer(transport, handler, settings(concurrency=8))  # type: ignore[arg-type]
+    await run_until(consumer, lambda: len(transport.deleted) == 400, timeout=20)
+    # Slots free up one at a time; still every receive but the first few carries a whole batch.
+    assert transport.asked.count(10) >= 0.9 * len(transport.asked)
+    assert len(transport.asked) <= 400 / 10 + 5
 
 
 async def test_heartbeat_extends_messages_still_in_progress() -> None:
