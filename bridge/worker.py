@@ -13,7 +13,7 @@ import structlog
 from bridge.channels import Channel, ChannelContext, build_channel
 from bridge.channels.guard import GuardedChannel
 from bridge.config import Settings
-from bridge.http import create_http_client
+from bridge.http import HttpClient
 from bridge.kordiam.client import KordiamClient
 from bridge.ops.server import OpsServer
 from bridge.pipeline.handler import MessageHandler
@@ -51,7 +51,7 @@ async def assemble(settings: Settings, *, serve_ops: bool = True) -> AsyncIterat
     queue = settings.queue
     async with contextlib.AsyncExitStack() as stack:
         # Connections: every in-flight message may talk to Kordiam and a channel at the same time.
-        http = create_http_client(max_connections=max(10, queue.concurrency * 2), timeout=settings.kordiam.timeout)
+        http = HttpClient(max_connections=max(10, queue.concurrency * 2), timeout=settings.kordiam.timeout)
         stack.push_async_callback(http.aclose)
         context = ChannelContext(http=http)
         channels: list[Channel] = []

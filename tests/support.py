@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import logging
 import os
@@ -22,6 +23,7 @@ from typing import Any
 import boto3
 import httpx
 from moto.server import ThreadedMotoServer
+from multidict import CIMultiDict, CIMultiDictProxy
 from pydantic import BaseModel, ConfigDict
 
 from bridge import channels as channel_registry
@@ -29,6 +31,7 @@ from bridge.channels import ChannelResult
 from bridge.channels.folder import FolderChannel, FolderOptions
 from bridge.config import ChannelSettings, Settings
 from bridge.errors import ChannelUnavailable
+from bridge.http import HttpClient, HttpRequest, HttpResponse, HttpTimeout, HttpTransportError
 from bridge.kordiam.models import Element, Publication
 from bridge.worker import run_worker
 
@@ -83,6 +86,33 @@ def queue_depth(endpoint: str, queue: str) -> int:
         AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
     )["Attributes"]
     return int(attributes["ApproximateNumberOfMessages"]) + int(attributes["ApproximateNumberOfMessagesNotVisible"])
+
+
+MockHandler = Callable[[httpx.Request], httpx.Response | Awaitable[httpx.Response]]
+
+
+def http_answering(handler: MockHandler) -> HttpClient:
+    """The bridge's HTTP client answered in process by an httpx-style handler (as with ``httpx.MockTransport``).
+
+    A handler raising ``httpx.TimeoutException``/``httpx.TransportError`` stands for a request with no answer.
+    """
+
+    async def answer(request: HttpRequest) -> HttpResponse:
+        mirrored = httpx.Request(
+            request.method, str(request.url), headers=list(request.headers.items()), content=request.content or b""
+        )
+        try:
+            result = handler(mirrored)
+            response = await result if inspect.isawaitable(result) else result
+        except httpx.TimeoutException as error:
+            raise HttpTimeout(str(error)) from error
+        except httpx.TransportError as error:
+            raise HttpTransportError(str(error)) from error
+        assert isinstance(response, httpx.Response)
+        headers = CIMultiDictProxy(CIMultiDict(response.headers.multi_items()))
+        return HttpResponse(response.status_code, headers, await response.aread(), request)
+
+    return HttpClient.answering(answer)
 
 
 async def queue_settled(endpoint: str, queue: str) -> bool:

@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import httpx
 from pydantic import BaseModel, ValidationError
 
 from bridge.channels.base import Channel, ChannelResult
 from bridge.config import ChannelSettings, config_error
 from bridge.errors import ConfigError
+from bridge.http import HttpClient
 
 __all__ = ["Channel", "ChannelContext", "ChannelResult", "build_channel", "channel_options", "channel_types"]
 
@@ -19,7 +19,7 @@ __all__ = ["Channel", "ChannelContext", "ChannelResult", "build_channel", "chann
 class ChannelContext:
     """What the process shares with every adapter."""
 
-    http: httpx.AsyncClient
+    http: HttpClient
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,11 +38,10 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, Protocol
 from urllib.parse import urlparse
 
-import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from bridge.errors import BridgeError, ChannelRejected, ChannelUnavailable
-from bridge.http import retry_after_seconds
+from bridge.http import HttpClient, HttpResponse, HttpTransportError, retry_after_seconds
 
 # A token is used until this long before its expiry (at most), so it never expires on the way.
 TOKEN_EXPIRY_MARGIN = 30.0
@@ -225,7 +224,7 @@ class TokenSource:
     fetch.
     """
 
-    http: httpx.AsyncClient
+    http: HttpClient
     token_url: str
     key: str
     secret: SecretStr
@@ -265,8 +264,8 @@ class TokenSource:
         headers = {**JSON_HEADERS, "Authorization": f"Basic {basic}"}
         self.fetches += 1
         try:
-            response = await self.http.post(self.token_url, data=form, headers=headers)
-        except (httpx.TransportError, TimeoutError, ConnectionError) as error:
+            response = await self.http.request("POST", self.token_url, data=form, headers=headers)
+        except HttpTransportError as error:
             raise unreachable(self.label, action, self.token_url, error) from error
         if not response.is_success:
             raise http_error(response, self.label, action, self.hint)
@@ -288,7 +287,7 @@ def _lifetime(expires_in: Any) -> float:
     return seconds - min(TOKEN_EXPIRY_MARGIN, seconds / 10)
 
 
-def webhook_authenticator(auth: BaseModel, http: httpx.AsyncClient, url: str, label: str) -> Authenticator:
+def webhook_authenticator(auth: BaseModel, http: HttpClient, url: str, label: str) -> Authenticator:
     """The authenticator for a ``kordiam-webhook`` ``auth`` table."""
     if isinstance(auth, BearerAuth):
         return StaticHeaders(
@@ -316,12 +315,12 @@ def webhook_authenticator(auth: BaseModel, http: httpx.AsyncClient, url: str, la
 class ProtocolHttp:
     """Authenticated JSON requests through the shared client, failures as ``ChannelUnavailable``/``ChannelRejected``."""
 
-    def __init__(self, http: httpx.AsyncClient, authenticator: Authenticator, label: str) -> None:
+    def __init__(self, http: HttpClient, authenticator: Authenticator, label: str) -> None:
         self.http = http
         self.auth = authenticator
         self.label = label
 
-    async def request(self, method: str, url: str, action: str, body: Any = None) -> httpx.Response:
+    async def request(self, method: str, url: str, action: str, body: Any = None) -> HttpResponse:
         """Send; a 401 to renewable credentials (a cached token) is retried once with new ones."""
         credentials = await self.auth.credentials()
         response = await self._send(method, url, action, body, credentials)
@@ -331,7 +330,7 @@ class ProtocolHttp:
             response = await self._send(method, url, action, body, credentials)
         return response
 
-    async def _send(self, method: str, url: str, action: str, body: Any, credentials: Credentials) -> httpx.Response:
+    async def _send(self, method: str, url: str, action: str, body: Any, credentials: Credentials) -> HttpResponse:
         headers = {**JSON_HEADERS, **credentials.headers}
         content: bytes | None = None
         if body is not None:
@@ -339,10 +338,10 @@ class ProtocolHttp:
             headers["Content-Type"] = "application/json;charset=UTF-8"
         try:
             return await self.http.request(method, url, content=content, headers=headers)
-        except (httpx.TransportError, TimeoutError, ConnectionError) as error:
+        except HttpTransportError as error:
             raise unreachable(self.label, action, url, error) from error
 
-    def error(self, response: httpx.Response, action: str) -> BridgeError:
+    def error(self, response: HttpResponse, action: str) -> BridgeError:
         return http_error(response, self.label, action, self.auth.hint)
 
 
@@ -351,7 +350,7 @@ def unreachable(label: str, action: str, url: str, error: BaseException) -> Chan
     return ChannelUnavailable(f"{label}: {action}: {url} unreachable: {reason}")
 
 
-def http_error(response: httpx.Response, label: str, action: str, hint: str) -> BridgeError:
+def http_error(response: HttpResponse, label: str, action: str, hint: str) -> BridgeError:
     """The bridge's error for a failed answer."""
     status = response.status_code
     prefix = f"{label}: {action}: HTTP {status}"
@@ -366,7 +365,7 @@ def http_error(response: httpx.Response, label: str, action: str, hint: str) -> 
     return ChannelRejected(f"{prefix} {said}")
 
 
-def server_message(response: httpx.Response) -> str:
+def server_message(response: HttpResponse) -> str:
     """What the server said: a JSON ``message``/``error``/``detail``/``title``, else the start of the text."""
     try:
         body = response.json()
@@ -386,7 +385,7 @@ def server_message(response: httpx.Response) -> str:
     return text or response.reason_phrase or "no details"
 
 
-def response_json(response: httpx.Response, label: str, action: str) -> Any:
+def response_json(response: HttpResponse, label: str, action: str) -> Any:
     if not response.content.strip():
         return None
     try:

@@ -67,7 +67,6 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 from urllib.parse import quote
 
-import httpx
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
@@ -77,6 +76,7 @@ from bridge.channels.base import Channel, ChannelResult
 from bridge.channels.kordiam_webhook import compact, result_links, v1_custom_field, v1_publication, v1_task
 from bridge.config import ChannelSettings, StatusSelector
 from bridge.errors import ChannelRejected
+from bridge.http import HttpClient
 from bridge.kordiam.models import Element, Publication, Ref
 
 log = structlog.get_logger(__name__)
@@ -191,7 +191,7 @@ class KordiamPlatformChannel:
         self,
         name: str,
         options: KordiamPlatformOptions,
-        http: httpx.AsyncClient,
+        http: HttpClient,
         *,
         platforms: Iterable[int],
         statuses: Sequence[StatusSelector] | None = None,

@@ -83,7 +83,6 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-import httpx
 import structlog
 from pydantic import BaseModel, ConfigDict, field_validator
 
@@ -99,6 +98,7 @@ from bridge.channels.auth import (
 from bridge.channels.base import Channel, ChannelResult
 from bridge.config import ChannelSettings, StatusSelector
 from bridge.errors import ChannelRejected
+from bridge.http import HttpClient
 from bridge.kordiam.models import (
     CustomFieldValue,
     DateTimeSlot,
@@ -298,7 +298,7 @@ class KordiamWebhookChannel:
         self,
         name: str,
         options: KordiamWebhookOptions,
-        http: httpx.AsyncClient,
+        http: HttpClient,
         *,
         platforms: Iterable[int],
         statuses: Sequence[StatusSelector] | None = None,

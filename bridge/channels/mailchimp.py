@@ -74,7 +74,6 @@ from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlparse
 
-import httpx
 import nh3
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator
@@ -83,7 +82,7 @@ from bridge.channels import ChannelContext
 from bridge.channels.base import Channel, ChannelResult
 from bridge.config import ChannelSettings
 from bridge.errors import BridgeError, ChannelRejected, ChannelUnavailable
-from bridge.http import retry_after_seconds
+from bridge.http import BasicAuth, HttpClient, HttpResponse, HttpTransportError, retry_after_seconds
 from bridge.kordiam.models import Element, Publication
 
 log = structlog.get_logger(__name__)
@@ -286,11 +285,11 @@ class _Campaign:
 
 
 class MailchimpChannel:
-    def __init__(self, name: str, options: MailchimpOptions, http: httpx.AsyncClient) -> None:
+    def __init__(self, name: str, options: MailchimpOptions, http: HttpClient) -> None:
         self.name = name
         self.options = options
         self._http = http
-        self._auth = httpx.BasicAuth("kordiam-bridge", options.api_key.get_secret_value())
+        self._auth = BasicAuth("kordiam-bridge", options.api_key.get_secret_value())
         self._sender: tuple[str, str] | None = None
 
     @property
@@ -460,11 +459,11 @@ class MailchimpChannel:
         body: dict[str, Any] | None = None,
         *,
         params: dict[str, str] | None = None,
-    ) -> httpx.Response:
+    ) -> HttpResponse:
         url = f"{self.options.api_url}{path}"
         try:
             response = await self._http.request(method, url, json=body, params=params, auth=self._auth)
-        except (httpx.TransportError, TimeoutError, ConnectionError) as error:
+        except HttpTransportError as error:
             reason = str(error) or type(error).__name__
             raise ChannelUnavailable(
                 f"{self._label}: {action}: {self.options.api_url} unreachable: {reason}"
@@ -474,7 +473,7 @@ class MailchimpChannel:
             raise self._error(response, action)
         return response
 
-    def _json_object(self, response: httpx.Response, action: str) -> dict[str, Any]:
+    def _json_object(self, response: HttpResponse, action: str) -> dict[str, Any]:
         if not response.is_success:
             raise self._error(response, action)
         try:
@@ -490,7 +489,7 @@ class MailchimpChannel:
             raise ChannelRejected(f"{self._label}: {action}: unexpected answer {str(data)[:80]!r}")
         return data
 
-    def _campaign(self, response: httpx.Response, action: str) -> _Campaign:
+    def _campaign(self, response: HttpResponse, action: str) -> _Campaign:
         data = self._json_object(response, action)
         campaign_id, status = data.get("id"), data.get("status")
         if not isinstance(campaign_id, str) or not campaign_id or not isinstance(status, str):
@@ -506,7 +505,7 @@ class MailchimpChannel:
             send_time=send_time if isinstance(send_time, str) and send_time else None,
         )
 
-    def _error(self, response: httpx.Response, action: str) -> BridgeError:
+    def _error(self, response: HttpResponse, action: str) -> BridgeError:
         status = response.status_code
         said = problem_summary(response)
         prefix = f"{self._label}: {action}: HTTP {status}"
@@ -522,7 +521,7 @@ class MailchimpChannel:
         return ChannelRejected(f"{prefix} {said}")
 
 
-def problem_summary(response: httpx.Response) -> str:
+def problem_summary(response: HttpResponse) -> str:
     """Mailchimp's problem JSON as one line: title, detail and the field errors of a 400."""
     try:
         body = response.json()

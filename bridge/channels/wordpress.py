@@ -82,7 +82,6 @@ from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
 from urllib.parse import urlparse
 
-import httpx
 import nh3
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
@@ -91,7 +90,7 @@ from bridge.channels import ChannelContext
 from bridge.channels.base import Channel, ChannelResult
 from bridge.config import ChannelSettings
 from bridge.errors import BridgeError, ChannelRejected, ChannelUnavailable
-from bridge.http import retry_after_seconds
+from bridge.http import BasicAuth, HttpClient, HttpResponse, HttpTransportError, retry_after_seconds
 from bridge.kordiam.models import Element, Publication, Ref
 
 log = structlog.get_logger(__name__)
@@ -288,11 +287,11 @@ class _Route:
 
 
 class WordPressChannel:
-    def __init__(self, name: str, options: WordPressOptions, http: httpx.AsyncClient) -> None:
+    def __init__(self, name: str, options: WordPressOptions, http: HttpClient) -> None:
         self.name = name
         self.options = options
         self._http = http
-        self._auth = httpx.BasicAuth(options.username, options.app_password.get_secret_value())
+        self._auth = BasicAuth(options.username, options.app_password.get_secret_value())
         self._route: _Route | None = None
         self._route_lock = asyncio.Lock()
         self._categories: dict[str, int] = {}
@@ -385,11 +384,11 @@ class WordPressChannel:
         action: str,
         params: dict[str, str] | None = None,
         body: dict[str, Any] | None = None,
-    ) -> httpx.Response:
+    ) -> HttpResponse:
         url, query = self._url(style, route, params or {})
         try:
             return await self._http.request(method, url, params=query, json=body, auth=self._auth)
-        except (httpx.TransportError, TimeoutError, ConnectionError) as error:
+        except HttpTransportError as error:
             reason = str(error) or type(error).__name__
             raise ChannelUnavailable(f"{self._label}: {action}: {self.options.url} unreachable: {reason}") from error
 
@@ -401,7 +400,7 @@ class WordPressChannel:
         action: str,
         params: dict[str, str] | None = None,
         body: dict[str, Any] | None = None,
-    ) -> httpx.Response:
+    ) -> HttpResponse:
         path = f"wp/v2/{route.rest_base}" + (f"/{item}" if item else "")
         response = await self._send(route.style, method, path, action, params, body)
         if response.status_code == 404 and _wordpress_error(response) is None:
@@ -411,7 +410,7 @@ class WordPressChannel:
             )
         return response
 
-    def _json(self, response: httpx.Response, action: str) -> Any:
+    def _json(self, response: HttpResponse, action: str) -> Any:
         try:
             return response.json()
         except ValueError:
@@ -422,7 +421,7 @@ class WordPressChannel:
                 f"not JSON ({kind}: {start!r})"
             ) from None
 
-    def _post(self, response: httpx.Response, action: str) -> dict[str, Any]:
+    def _post(self, response: HttpResponse, action: str) -> dict[str, Any]:
         if not response.is_success:
             raise self._error(response, action)
         post = self._json(response, action)
@@ -435,7 +434,7 @@ class WordPressChannel:
             raise ChannelRejected(f"{self._label}: {action}: the answer has no post id, status and link")
         return post
 
-    def _error(self, response: httpx.Response, action: str) -> BridgeError:
+    def _error(self, response: HttpResponse, action: str) -> BridgeError:
         status = response.status_code
         error = _wordpress_error(response)
         said = f"{error[0]}: {error[1]}" if error else response.reason_phrase or "no details"
@@ -600,7 +599,7 @@ def _post_id(external_id: str | None) -> int | None:
     return int(text) if text.isdigit() and int(text) > 0 else None
 
 
-def _wordpress_error(response: httpx.Response) -> tuple[str, str, str, dict[str, Any]] | None:
+def _wordpress_error(response: HttpResponse) -> tuple[str, str, str, dict[str, Any]] | None:
     """``(code, message, parameter details, data)`` of a WordPress REST error answer, None for anything else."""
     try:
         body = response.json()

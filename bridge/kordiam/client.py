@@ -13,12 +13,11 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 from urllib.parse import urlencode
 
-import httpx
 import structlog
 from pydantic import SecretStr, ValidationError
 
 from bridge.errors import KordiamAuthFailed, KordiamRejected, KordiamUnavailable, UnexpectedResponse
-from bridge.http import retry_after_seconds
+from bridge.http import HttpClient, HttpResponse, HttpTransportError, retry_after_seconds
 from bridge.kordiam import assumptions
 from bridge.kordiam.models import CmsLinks, Element, ProblemDetails, Token
 from bridge.ops import metrics
@@ -34,11 +33,11 @@ RETRYABLE_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 
 
 class KordiamClient:
-    """One per process, on the process's shared ``httpx.AsyncClient``."""
+    """One per process, on the process's shared ``HttpClient``."""
 
     def __init__(
         self,
-        http: httpx.AsyncClient,
+        http: HttpClient,
         *,
         base_url: str,
         client_id: str,
@@ -154,7 +153,7 @@ class KordiamClient:
         json: Any = None,
         allow_not_found: bool = False,
         conflict_is_final: bool = False,
-    ) -> httpx.Response | None:
+    ) -> HttpResponse | None:
         url = f"{self._base}{API}{path}"
         started = time.monotonic()
         refreshed = False
@@ -168,9 +167,9 @@ class KordiamClient:
                     url,
                     json=json,
                     headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
-                    timeout=self._timeout,
+                    timeout_seconds=self._timeout,
                 )
-            except httpx.TransportError as error:
+            except HttpTransportError as error:
                 reason = f"{method} {path}: {type(error).__name__}: {error or 'no detail'}"
                 await self._pause_or_raise(reason, attempt, started, retry_after=None)
                 continue
@@ -239,8 +238,8 @@ class KordiamClient:
         while True:
             attempt += 1
             try:
-                response = await self._http.post(url, data=form, timeout=self._timeout)
-            except httpx.TransportError as error:
+                response = await self._http.request("POST", url, data=form, timeout_seconds=self._timeout)
+            except HttpTransportError as error:
                 await self._pause_or_raise(
                     f"POST /auth/token: {type(error).__name__}", attempt, started, retry_after=None
                 )
@@ -264,7 +263,7 @@ class KordiamClient:
             )
 
     @staticmethod
-    def _parse(model: type[M], response: httpx.Response) -> M:
+    def _parse(model: type[M], response: HttpResponse) -> M:
         try:
             return model.model_validate(_json(response))
         except ValidationError as error:
@@ -276,7 +275,7 @@ class KordiamClient:
             ) from error
 
 
-def _json(response: httpx.Response) -> dict[str, Any]:
+def _json(response: HttpResponse) -> dict[str, Any]:
     try:
         body = response.json()
     except ValueError as error:
@@ -289,7 +288,7 @@ def _json(response: httpx.Response) -> dict[str, Any]:
     return body
 
 
-def _problem(response: httpx.Response) -> ProblemDetails:
+def _problem(response: HttpResponse) -> ProblemDetails:
     """Problem Details from an error answer; a non-JSON body becomes a problem with its first bytes as detail."""
     try:
         body = response.json()

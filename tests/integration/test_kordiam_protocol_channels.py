@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from bridge import channels as channel_registry
@@ -26,7 +25,7 @@ from bridge.channels.kordiam_webhook import KordiamWebhookChannel, KordiamWebhoo
 from bridge.channels.kordiam_webhook import create as create_webhook
 from bridge.config import ChannelSettings
 from bridge.errors import ChannelRejected, ChannelUnavailable
-from bridge.http import create_http_client
+from bridge.http import HttpClient
 from bridge.kordiam.models import Element
 from bridge.simulator import RunningSimulator
 from tests.fixtures import load
@@ -49,9 +48,9 @@ JWT_SECRET = "jwt-shared-secret"
 
 
 @pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
+async def http() -> AsyncIterator[HttpClient]:
     """The bridge's own shared client, as the worker passes it in ChannelContext."""
-    client = create_http_client(max_connections=8, timeout=5)
+    client = HttpClient(max_connections=8, timeout=5)
     try:
         yield client
     finally:
@@ -69,7 +68,7 @@ def auth_table(kind: str, server: GlobalExportServer) -> dict[str, Any]:
 
 
 def webhook_channel(
-    http: httpx.AsyncClient,
+    http: HttpClient,
     server: GlobalExportServer,
     *,
     auth: dict[str, Any] | None = None,
@@ -91,7 +90,7 @@ def webhook_channel(
 
 
 def platform_channel(
-    http: httpx.AsyncClient,
+    http: HttpClient,
     server: PlatformIntegrationServer,
     *,
     platforms: tuple[int, ...] = (99003,),
@@ -122,7 +121,7 @@ def element(data: dict[str, Any]) -> Element:
 
 
 @pytest.mark.parametrize("kind", ["bearer", "jwt", "api_key", "headers"])
-async def test_webhook_every_auth_type_create_update_delete(http: httpx.AsyncClient, kind: str) -> None:
+async def test_webhook_every_auth_type_create_update_delete(http: HttpClient, kind: str) -> None:
     with GlobalExportServer(kind, jwt_issuer="kordiam-bridge", jwt_audience="cms", prefix="/kordiam") as server:
         channel = webhook_channel(http, server)
         full = element(load("seed001_full"))
@@ -147,7 +146,7 @@ async def test_webhook_every_auth_type_create_update_delete(http: httpx.AsyncCli
             assert all(c["exp"] - c["iat"] == 60 and c["iss"] == "kordiam-bridge" for c in server.jwt_claims)
 
 
-async def test_webhook_seed_request_examples_create_then_update(http: httpx.AsyncClient) -> None:
+async def test_webhook_seed_request_examples_create_then_update(http: HttpClient) -> None:
     with GlobalExportServer() as server:
         channel = webhook_channel(http, server)
         first = element(load("seed001_create"))
@@ -159,7 +158,7 @@ async def test_webhook_seed_request_examples_create_then_update(http: httpx.Asyn
         assert server.elements() == {created.external_id: load("seed001_update")}
 
 
-async def test_webhook_two_publications_of_one_element_are_one_remote_element(http: httpx.AsyncClient) -> None:
+async def test_webhook_two_publications_of_one_element_are_one_remote_element(http: HttpClient) -> None:
     with GlobalExportServer() as server:
         channel = webhook_channel(http, server)
         story_element = element(two_publication_element())
@@ -178,7 +177,7 @@ async def test_webhook_two_publications_of_one_element_are_one_remote_element(ht
         assert server.elements() == {}
 
 
-async def test_webhook_main_channel_finds_its_element_after_a_restart(http: httpx.AsyncClient) -> None:
+async def test_webhook_main_channel_finds_its_element_after_a_restart(http: HttpClient) -> None:
     with GlobalExportServer() as server:
         data = two_publication_element()
         first = element({**data, "publications": data["publications"][:1]})
@@ -190,7 +189,7 @@ async def test_webhook_main_channel_finds_its_element_after_a_restart(http: http
         assert result.external_id == created.external_id and len(server.elements()) == 1
 
 
-async def test_webhook_404_on_update_creates_again(http: httpx.AsyncClient) -> None:
+async def test_webhook_404_on_update_creates_again(http: HttpClient) -> None:
     with GlobalExportServer() as server:
         channel = webhook_channel(http, server)
         seed = element(load("seed001_create"))
@@ -213,7 +212,7 @@ async def test_webhook_404_on_update_creates_again(http: httpx.AsyncClient) -> N
     ],
 )
 async def test_webhook_wrong_credentials_are_rejected_naming_the_channel(
-    http: httpx.AsyncClient, kind: str, wrong: dict[str, Any], hint: str
+    http: HttpClient, kind: str, wrong: dict[str, Any], hint: str
 ) -> None:
     with GlobalExportServer(kind) as server:
         channel = webhook_channel(http, server, auth=wrong)
@@ -226,7 +225,7 @@ async def test_webhook_wrong_credentials_are_rejected_naming_the_channel(
         assert server.elements() == {}
 
 
-async def test_webhook_api_key_token_is_renewed_on_expiry_and_on_401(http: httpx.AsyncClient) -> None:
+async def test_webhook_api_key_token_is_renewed_on_expiry_and_on_401(http: HttpClient) -> None:
     with GlobalExportServer("api_key", token_ttl=1) as server:
         channel = webhook_channel(http, server)
         seed = element(load("seed001_create"))
@@ -244,7 +243,7 @@ async def test_webhook_api_key_token_is_renewed_on_expiry_and_on_401(http: httpx
         assert [c.status for c in server.calls("PUT")] == [401, 200]
 
 
-async def test_webhook_transient_failures_are_unavailable(http: httpx.AsyncClient) -> None:
+async def test_webhook_transient_failures_are_unavailable(http: HttpClient) -> None:
     with GlobalExportServer() as server:
         channel = webhook_channel(http, server)
         seed = element(load("seed001_create"))
@@ -262,7 +261,7 @@ async def test_webhook_transient_failures_are_unavailable(http: httpx.AsyncClien
         created = await channel.upsert(seed, seed.publications[0], None)
         assert list(server.elements()) == [created.external_id]
 
-    short = create_http_client(max_connections=2, timeout=0.5)
+    short = HttpClient(max_connections=2, timeout=0.5)
     try:
         with GlobalExportServer() as server:
             server.stall_next(2.0)
@@ -282,7 +281,7 @@ async def test_webhook_transient_failures_are_unavailable(http: httpx.AsyncClien
 # --- kordiam-platform ------------------------------------------------------------------------------------------
 
 
-async def test_platform_create_update_delete_with_seed_body_and_links(http: httpx.AsyncClient) -> None:
+async def test_platform_create_update_delete_with_seed_body_and_links(http: HttpClient) -> None:
     with PlatformIntegrationServer() as server:
         channel = platform_channel(http, server, statuses=["Published", "Top story", "Proposal", "No Status"])
         seed = element(load("seed002_publication"))
@@ -310,7 +309,7 @@ async def test_platform_create_update_delete_with_seed_body_and_links(http: http
         assert token_call.form["grant_type"] == "client_credentials"
 
 
-async def test_platform_statuses_are_posted_once_per_start(http: httpx.AsyncClient) -> None:
+async def test_platform_statuses_are_posted_once_per_start(http: HttpClient) -> None:
     with PlatformIntegrationServer() as server:
         channel = platform_channel(http, server, platforms=(99003, 99004))
         data = two_publication_element()
@@ -325,7 +324,7 @@ async def test_platform_statuses_are_posted_once_per_start(http: httpx.AsyncClie
         assert len(server.statuses()) == 3
 
 
-async def test_platform_404_on_update_creates_again(http: httpx.AsyncClient) -> None:
+async def test_platform_404_on_update_creates_again(http: HttpClient) -> None:
     with PlatformIntegrationServer() as server:
         channel = platform_channel(http, server)
         seed = element(load("seed002_publication"))
@@ -337,7 +336,7 @@ async def test_platform_404_on_update_creates_again(http: httpx.AsyncClient) -> 
         assert list(server.publications()) == [again.external_id]
 
 
-async def test_platform_wrong_credentials_are_rejected_naming_the_channel(http: httpx.AsyncClient) -> None:
+async def test_platform_wrong_credentials_are_rejected_naming_the_channel(http: HttpClient) -> None:
     with PlatformIntegrationServer() as server:
         channel = platform_channel(http, server)  # configured with the secret the connector had
         server.api_secret = "rotated-in-the-cms"
@@ -350,7 +349,7 @@ async def test_platform_wrong_credentials_are_rejected_naming_the_channel(http: 
         assert server.publications() == {} and server.statuses() == []
 
 
-async def test_platform_tokens_cached_renewed_or_fetched_per_request(http: httpx.AsyncClient) -> None:
+async def test_platform_tokens_cached_renewed_or_fetched_per_request(http: HttpClient) -> None:
     seed = element(load("seed002_publication"))
     with PlatformIntegrationServer() as server:
         channel = platform_channel(http, server)
@@ -367,7 +366,7 @@ async def test_platform_tokens_cached_renewed_or_fetched_per_request(http: httpx
         assert server.token_requests == 3  # /statuses, POST, PUT
 
 
-async def test_platform_failures_and_a_connector_without_statuses(http: httpx.AsyncClient) -> None:
+async def test_platform_failures_and_a_connector_without_statuses(http: HttpClient) -> None:
     seed = element(load("seed002_publication"))
     with PlatformIntegrationServer(statuses_supported=False, prefix="/api/v1/kordiam-integration") as server:
         channel = platform_channel(http, server)

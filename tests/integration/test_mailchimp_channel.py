@@ -1,5 +1,5 @@
 """The mailchimp channel against a Mailchimp API v3 server built from Mailchimp's public reference
-(``tests/servers/mailchimp.py``), over real HTTP through the bridge's own shared client (httpx on aiohttp)."""
+(``tests/servers/mailchimp.py``), over real HTTP through the bridge's own shared client (aiohttp)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from bridge.channels import ChannelContext
 from bridge.channels.mailchimp import MailchimpChannel, MailchimpOptions, create, quarter_hour_ceil
 from bridge.config import ChannelSettings
 from bridge.errors import ChannelRejected, ChannelUnavailable
-from bridge.http import create_http_client
+from bridge.http import HttpClient
 from bridge.kordiam.models import Element
 from tests.servers.mailchimp import RunningMailchimp
 from tests.support import story
@@ -40,13 +40,13 @@ async def mailchimp_admin(server: RunningMailchimp) -> AsyncIterator[httpx.Async
 
 
 @pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    client = create_http_client(max_connections=8, timeout=10)
+async def http() -> AsyncIterator[HttpClient]:
+    client = HttpClient(max_connections=8, timeout=10)
     yield client
     await client.aclose()
 
 
-def make_channel(server: RunningMailchimp, http: httpx.AsyncClient, **options: Any) -> MailchimpChannel:
+def make_channel(server: RunningMailchimp, http: HttpClient, **options: Any) -> MailchimpChannel:
     settings = ChannelSettings(
         name="newsletter",
         type="mailchimp",
@@ -62,7 +62,7 @@ def make_channel(server: RunningMailchimp, http: httpx.AsyncClient, **options: A
 
 
 @pytest.fixture
-async def channel(server: RunningMailchimp, http: httpx.AsyncClient) -> AsyncIterator[MailchimpChannel]:
+async def channel(server: RunningMailchimp, http: HttpClient) -> AsyncIterator[MailchimpChannel]:
     channel = make_channel(server, http, from_name="The Daily Bridge", reply_to="desk@example.org")
     yield channel
     await channel.aclose()
@@ -91,13 +91,13 @@ def element(title: str = "Council approves budget", *, when: dt.datetime | None 
     return Element.model_validate(data)
 
 
-async def campaigns(mailchimp_admin: httpx.AsyncClient) -> dict[str, dict[str, Any]]:
+async def campaigns(mailchimp_admin: HttpClient) -> dict[str, dict[str, Any]]:
     response = await mailchimp_admin.get("/campaigns")
     response.raise_for_status()
     return {campaign["id"]: campaign for campaign in response.json()}
 
 
-async def requests(mailchimp_admin: httpx.AsyncClient) -> list[str]:
+async def requests(mailchimp_admin: HttpClient) -> list[str]:
     response = await mailchimp_admin.get("/requests")
     return [f"{r['method']} {r['path'].removeprefix('/3.0')}" for r in response.json()]
 
@@ -110,7 +110,7 @@ async def upsert(channel: MailchimpChannel, value: Element, external_id: str | N
 
 
 async def test_create_without_a_date_is_a_draft_with_content(
-    channel: MailchimpChannel, mailchimp_admin: httpx.AsyncClient
+    channel: MailchimpChannel, mailchimp_admin: HttpClient
 ) -> None:
     result = await upsert(channel, element())
     campaign = (await campaigns(mailchimp_admin))[result.external_id]
@@ -130,9 +130,7 @@ async def test_create_without_a_date_is_a_draft_with_content(
     assert await requests(mailchimp_admin) == ["POST /campaigns", f"PUT /campaigns/{result.external_id}/content"]
 
 
-async def test_schedule_reschedule_lose_date_and_delete(
-    channel: MailchimpChannel, mailchimp_admin: httpx.AsyncClient
-) -> None:
+async def test_schedule_reschedule_lose_date_and_delete(channel: MailchimpChannel, mailchimp_admin: HttpClient) -> None:
     first = future(minute=37)  # Mailchimp sends on the quarter hour: 19:37 → 19:45
     result = await upsert(channel, element(when=first))
     campaign_id = result.external_id
@@ -172,7 +170,7 @@ async def test_schedule_reschedule_lose_date_and_delete(
 
 
 async def test_a_time_in_the_past_leaves_an_unscheduled_draft(
-    channel: MailchimpChannel, mailchimp_admin: httpx.AsyncClient
+    channel: MailchimpChannel, mailchimp_admin: HttpClient
 ) -> None:
     past = dt.datetime.now(dt.UTC) - dt.timedelta(hours=3)
     result = await upsert(channel, element(when=past))
@@ -189,7 +187,7 @@ async def test_a_campaign_deleted_by_hand_is_created_again(channel: MailchimpCha
 
 
 async def test_delete_mode_unschedule_keeps_a_draft(
-    server: RunningMailchimp, http: httpx.AsyncClient, mailchimp_admin: httpx.AsyncClient
+    server: RunningMailchimp, http: HttpClient, mailchimp_admin: HttpClient
 ) -> None:
     channel = make_channel(server, http, delete_mode="unschedule", from_name="X", reply_to="x@example.org")
     result = await upsert(channel, element(when=future()))
@@ -198,7 +196,7 @@ async def test_delete_mode_unschedule_keeps_a_draft(
 
 
 async def test_sender_defaults_come_from_the_audience(
-    server: RunningMailchimp, http: httpx.AsyncClient, mailchimp_admin: httpx.AsyncClient
+    server: RunningMailchimp, http: HttpClient, mailchimp_admin: HttpClient
 ) -> None:
     channel = make_channel(server, http)
     await upsert(channel, element(when=future()))
@@ -214,7 +212,7 @@ async def test_sender_defaults_come_from_the_audience(
 
 
 async def test_an_edit_after_sending_is_rejected_clearly(
-    channel: MailchimpChannel, mailchimp_admin: httpx.AsyncClient
+    channel: MailchimpChannel, mailchimp_admin: HttpClient
 ) -> None:
     result = await upsert(channel, element(when=future()))
     (await mailchimp_admin.post(f"/campaigns/{result.external_id}/send")).raise_for_status()
@@ -226,7 +224,7 @@ async def test_an_edit_after_sending_is_rejected_clearly(
 
 
 async def test_sent_edits_ignore_reports_the_campaign_live(
-    server: RunningMailchimp, http: httpx.AsyncClient, mailchimp_admin: httpx.AsyncClient
+    server: RunningMailchimp, http: HttpClient, mailchimp_admin: HttpClient
 ) -> None:
     channel = make_channel(server, http, sent_edits="ignore", from_name="X", reply_to="x@example.org")
     result = await upsert(channel, element(when=future()))
@@ -235,7 +233,7 @@ async def test_sent_edits_ignore_reports_the_campaign_live(
     assert again.external_id == result.external_id and again.live is True
 
 
-async def test_a_sent_campaign_is_never_deleted(channel: MailchimpChannel, mailchimp_admin: httpx.AsyncClient) -> None:
+async def test_a_sent_campaign_is_never_deleted(channel: MailchimpChannel, mailchimp_admin: HttpClient) -> None:
     result = await upsert(channel, element(when=future()))
     await mailchimp_admin.post(f"/campaigns/{result.external_id}/send")
     await channel.delete(4711, 813, result.external_id)  # no error: an e-mail cannot be recalled
@@ -245,19 +243,19 @@ async def test_a_sent_campaign_is_never_deleted(channel: MailchimpChannel, mailc
 # --- errors --------------------------------------------------------------------------------------------------------
 
 
-async def test_wrong_key_is_rejected_naming_the_channel(server: RunningMailchimp, http: httpx.AsyncClient) -> None:
+async def test_wrong_key_is_rejected_naming_the_channel(server: RunningMailchimp, http: HttpClient) -> None:
     channel = make_channel(server, http, api_key="wrong-key-us21", from_name="X", reply_to="x@example.org")
     with pytest.raises(ChannelRejected, match=r"mailchimp channel 'newsletter'.*HTTP 401 API Key Invalid.*api_key"):
         await upsert(channel, element())
 
 
-async def test_unknown_audience_is_rejected(server: RunningMailchimp, http: httpx.AsyncClient) -> None:
+async def test_unknown_audience_is_rejected(server: RunningMailchimp, http: HttpClient) -> None:
     channel = make_channel(server, http, list_id="nosuchlist")
     with pytest.raises(ChannelRejected, match="audience list_id 'nosuchlist' does not exist"):
         await upsert(channel, element())
 
 
-async def test_validation_errors_keep_mailchimps_detail(server: RunningMailchimp, http: httpx.AsyncClient) -> None:
+async def test_validation_errors_keep_mailchimps_detail(server: RunningMailchimp, http: HttpClient) -> None:
     channel = make_channel(server, http, list_id="nosuchlist", from_name="X", reply_to="x@example.org")
     with pytest.raises(ChannelRejected, match=r"HTTP 400 Invalid Resource.*recipients\.list_id: The list_id is not"):
         await upsert(channel, element())
@@ -265,7 +263,7 @@ async def test_validation_errors_keep_mailchimps_detail(server: RunningMailchimp
 
 @pytest.mark.parametrize("status", [429, 500, 503])
 async def test_throttling_and_outages_are_transient(
-    channel: MailchimpChannel, mailchimp_admin: httpx.AsyncClient, status: int
+    channel: MailchimpChannel, mailchimp_admin: HttpClient, status: int
 ) -> None:
     await mailchimp_admin.post("/faults", json={"status": status, "count": 1, "retry_after": 7})
     with pytest.raises(ChannelUnavailable, match=rf"mailchimp channel 'newsletter'.*HTTP {status}") as caught:
@@ -275,7 +273,7 @@ async def test_throttling_and_outages_are_transient(
     assert (await campaigns(mailchimp_admin))[result.external_id]["status"] == "schedule"
 
 
-async def test_unreachable_is_transient(http: httpx.AsyncClient, server: RunningMailchimp) -> None:
+async def test_unreachable_is_transient(http: HttpClient, server: RunningMailchimp) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -287,7 +285,7 @@ async def test_unreachable_is_transient(http: httpx.AsyncClient, server: Running
 # --- the test server keeps Mailchimp's rules (so the adapter is tested against them) ----------------------------------
 
 
-async def test_server_enforces_mailchimps_rules(server: RunningMailchimp, mailchimp_admin: httpx.AsyncClient) -> None:
+async def test_server_enforces_mailchimps_rules(server: RunningMailchimp, mailchimp_admin: HttpClient) -> None:
     async with httpx.AsyncClient(base_url=server.base_url, auth=("anyone", KEY), timeout=10) as api:
         assert (await api.get("/campaigns/nope")).json()["title"] == "Resource Not Found"
         async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as without_key:

@@ -19,7 +19,7 @@ from bridge.channels import ChannelContext
 from bridge.channels.newsml import CANCELED, NAR, USABLE, NewsMLChannel, NewsMLOptions, create
 from bridge.config import ChannelSettings
 from bridge.errors import ChannelRejected, ChannelUnavailable
-from bridge.http import create_http_client
+from bridge.http import HttpClient
 from bridge.kordiam.models import Element
 from tests.support import REGION, start_moto, story
 from tests.unit.test_newsml import assert_valid_item
@@ -115,7 +115,7 @@ async def test_folder_not_writable_is_rejected(tmp_path: Path) -> None:
 
 async def test_built_through_create_with_the_shared_context(tmp_path: Path) -> None:
     settings = ChannelSettings(name="print", type="newsml", platforms=[99004], target=str(tmp_path))
-    http = create_http_client(max_connections=2, timeout=5)
+    http = HttpClient(max_connections=2, timeout=5)
     try:
         channel = create(settings, NewsMLOptions.model_validate(settings.options), ChannelContext(http))
         result = await channel.upsert(element(), element().publications[0], None)

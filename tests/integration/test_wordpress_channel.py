@@ -19,7 +19,7 @@ from bridge.channels import ChannelContext
 from bridge.channels.wordpress import WordPressChannel, WordPressOptions, create
 from bridge.config import ChannelSettings
 from bridge.errors import ChannelRejected
-from bridge.http import create_http_client
+from bridge.http import HttpClient
 from bridge.kordiam.models import Element
 
 CREDENTIALS_ENV = "BRIDGE_TEST_WORDPRESS"
@@ -46,9 +46,9 @@ def creds() -> dict[str, Any]:
 
 
 @pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    """The bridge's own shared client (httpx on aiohttp), as the worker passes it in ChannelContext."""
-    client = create_http_client(max_connections=8, timeout=15)
+async def http() -> AsyncIterator[HttpClient]:
+    """The bridge's own shared client (aiohttp), as the worker passes it in ChannelContext."""
+    client = HttpClient(max_connections=8, timeout=15)
     try:
         yield client
     finally:
@@ -119,7 +119,7 @@ ChannelFactory = Callable[..., WordPressChannel]
 
 
 @pytest.fixture
-def make_channel(creds: dict[str, Any], http: httpx.AsyncClient) -> ChannelFactory:
+def make_channel(creds: dict[str, Any], http: HttpClient) -> ChannelFactory:
     def build(**overrides: Any) -> WordPressChannel:
         values: dict[str, Any] = {
             "url": creds["url"],

@@ -11,6 +11,7 @@ from bridge.errors import KordiamAuthFailed, KordiamRejected, KordiamUnavailable
 from bridge.kordiam.client import KordiamClient
 from bridge.kordiam.models import CmsLinks
 from bridge.retry import RetryPolicy
+from tests.support import http_answering
 
 ELEMENT = {"id": 5, "title": "T", "publications": [{"id": 7, "platform": {"id": 1}}]}
 FAST = RetryPolicy(attempts=4, base_delay=0.001, max_delay=0.002, total_seconds=5)
@@ -43,7 +44,7 @@ class Script:
 
 
 def client_for(script: Script, secret: str = "secret") -> KordiamClient:
-    http = httpx.AsyncClient(transport=httpx.MockTransport(script))
+    http = http_answering(script)
     return KordiamClient(
         http, base_url="https://kordiam.test/", client_id="c", client_secret=SecretStr(secret), retry=FAST
     )

@@ -1,5 +1,5 @@
 """``kordiam-webhook`` and ``kordiam-platform``: wire bodies against the seeds' examples, options, auth, the
-element-vs-publication mapping and the error classes (HTTP answered by ``httpx.MockTransport``)."""
+element-vs-publication mapping and the error classes (HTTP answered in process by httpx-style handlers)."""
 
 from __future__ import annotations
 
@@ -35,9 +35,11 @@ from bridge.channels.kordiam_webhook import (
 from bridge.channels.kordiam_webhook import create as create_webhook
 from bridge.config import ChannelSettings
 from bridge.errors import ChannelRejected, ChannelUnavailable, ConfigError
+from bridge.http import HttpClient
 from bridge.kordiam.models import Element
 from tests.fixtures import load
 from tests.servers.global_export import verify_hs256
+from tests.support import http_answering
 
 # Fields of the seeds' examples that the Element model does not keep (reported as a model change).
 SEED001_NOT_CARRIED: set[tuple[str, ...]] = {
@@ -226,7 +228,7 @@ def test_build_channel_names_the_key(monkeypatch: pytest.MonkeyPatch) -> None:
         "kordiam-platform": ChannelType(KordiamPlatformOptions, create_platform),
     }
     monkeypatch.setattr(registry, "channel_types", lambda: types)
-    context = ChannelContext(http=httpx.AsyncClient())
+    context = ChannelContext(http=http_answering(lambda request: httpx.Response(500)))
     settings = ChannelSettings(
         name="cms", type="kordiam-webhook", platforms=[1], url="https://x", auth={"type": "bearer", "token": "t"}
     )
@@ -261,8 +263,8 @@ def test_jwt_is_hs256_with_short_expiry_and_verifies_independently() -> None:
 Handler = Callable[[httpx.Request], httpx.Response]
 
 
-def mock_http(handler: Handler) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.MockTransport(handler))
+def mock_http(handler: Handler) -> HttpClient:
+    return http_answering(handler)
 
 
 async def test_token_source_caches_until_expiry_and_fetches_once_concurrently() -> None:
@@ -338,7 +340,7 @@ def v2_element(element_id: int = 301, platforms: tuple[int, ...] = (99003,), **e
 
 
 class FakeReceiver:
-    """A Global Export receiver inside MockTransport, to check the mapping's requests one by one."""
+    """A Global Export receiver answering in process, to check the mapping's requests one by one."""
 
     def __init__(self) -> None:
         self.requests: list[tuple[str, str, Any]] = []
@@ -367,9 +369,7 @@ class FakeReceiver:
         return httpx.Response(204)
 
 
-def webhook(
-    http: httpx.AsyncClient, platforms: tuple[int, ...] = (99003, 99004), **kwargs: Any
-) -> KordiamWebhookChannel:
+def webhook(http: HttpClient, platforms: tuple[int, ...] = (99003, 99004), **kwargs: Any) -> KordiamWebhookChannel:
     options = KordiamWebhookOptions.model_validate(
         {"url": "https://cms.example.org/ge", "auth": {"type": "bearer", "token": "t"}}
     )
@@ -541,7 +541,7 @@ async def test_retry_after_as_http_date_and_transport_errors() -> None:
 # --- the kordiam-platform adapter ------------------------------------------------------------------------------
 
 
-def platform(http: httpx.AsyncClient, **options: Any) -> KordiamPlatformChannel:
+def platform(http: HttpClient, **options: Any) -> KordiamPlatformChannel:
     parsed = KordiamPlatformOptions.model_validate(
         {"url": "https://wp.example.org/wp-json/wp-desk-net/v1", "api_user": "u", "api_secret": "s", **options}
     )

@@ -1,5 +1,6 @@
 """The WordPress channel's pure parts: options, the status/date table, HTML sanitising, and how HTTP answers
-become errors (with httpx's MockTransport; the real site is in tests/integration/test_wordpress_channel.py)."""
+become errors (answered in process by httpx-style handlers; the real site is in
+tests/integration/test_wordpress_channel.py)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from bridge.channels.wordpress import (
 )
 from bridge.errors import ChannelRejected, ChannelUnavailable
 from bridge.kordiam.models import Element, Ref
+from tests.support import http_answering
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 FUTURE = NOW + timedelta(hours=3)
@@ -265,7 +267,7 @@ TYPE_POST = {"slug": "post", "rest_base": "posts", "taxonomies": ["category", "p
 
 
 def channel(handler: Callable[[httpx.Request], httpx.Response], **overrides: Any) -> WordPressChannel:
-    client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+    client = http_answering(handler)
     return WordPressChannel("web", options(**overrides), client)
 
 
