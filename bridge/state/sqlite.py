@@ -1,20 +1,26 @@
-"""SQLite state store: one file, WAL journal, a versioned schema, off the event loop via aiosqlite."""
+"""SQLite state store: one file, WAL journal, a versioned schema, off the event loop on one thread of its own.
+
+Every operation is one call on that thread (its statements and any fetch together): a hop between the event loop
+and a thread costs more than the SQL itself here, so an operation never takes several.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
-
-import aiosqlite
+from typing import Any, TypeVar
 
 from bridge.errors import ConfigError
 from bridge.state.base import Delivery, ElementBusy, ElementMark
+
+T = TypeVar("T")
 
 SCHEMA_VERSION = 2
 MIGRATIONS: dict[int, str] = {
@@ -62,54 +68,74 @@ class SqliteStateStore:
 
     def __init__(self, path: str | Path, *, lease_seconds: float = 120.0, lease_wait_seconds: float = 10.0) -> None:
         self.path = Path(path)
-        self._db: aiosqlite.Connection | None = None
+        self._db: sqlite3.Connection | None = None
+        # One thread owns the connection, so operations from concurrent coroutines run one after another.
+        self._thread: ThreadPoolExecutor | None = None
         self._owner = uuid.uuid4().hex
         self._lease_seconds = lease_seconds
         self._lease_wait = lease_wait_seconds
-        # One connection per process: transactions from concurrent coroutines must not interleave on it.
-        self._write = asyncio.Lock()
 
     async def open(self) -> None:
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="state-sqlite")
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = await aiosqlite.connect(self.path, isolation_level=None)
-        except (OSError, aiosqlite.Error) as error:
-            raise ConfigError("state.url", f"cannot open SQLite database {self.path}: {error}") from None
-        # WAL lets readers (e.g. `kordiam-bridge status`) run beside the worker; the timeout covers a second
-        # process writing at the same moment.
-        try:
-            # The timeout first: switching a new file to WAL takes a lock that another worker may hold right now,
-            # and that switch does not wait on the busy timeout, so it is retried briefly.
-            await self._db.execute("PRAGMA busy_timeout=5000")
-            await self._switch_to_wal()
-            await self._db.execute("PRAGMA synchronous=NORMAL")
-            await self._migrate()
+            self._db = await self._call(self._connect)
+            await self._run(self._migrate)
         except BaseException:
             await self.close()
             raise
 
-    async def _switch_to_wal(self) -> None:
-        deadline = time.monotonic() + 5.0
-        while True:
-            try:
-                await self._conn.execute("PRAGMA journal_mode=WAL")
-                return
-            except aiosqlite.OperationalError as error:
-                if "locked" not in str(error) or time.monotonic() > deadline:
-                    raise
-                await asyncio.sleep(0.05)
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        except (OSError, sqlite3.Error) as error:
+            raise ConfigError("state.url", f"cannot open SQLite database {self.path}: {error}") from None
+        try:
+            # WAL lets readers (e.g. `kordiam-bridge status`) run beside the worker; the timeout covers a second
+            # process writing at the same moment. The timeout first: switching a new file to WAL takes a lock that
+            # another worker may hold right now, and that switch does not wait on the busy timeout.
+            db.execute("PRAGMA busy_timeout=5000")
+            deadline = time.monotonic() + 5.0
+            while True:
+                try:
+                    db.execute("PRAGMA journal_mode=WAL")
+                    break
+                except sqlite3.OperationalError as error:
+                    if "locked" not in str(error) or time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.05)
+            db.execute("PRAGMA synchronous=NORMAL")
+        except BaseException:
+            db.close()
+            raise
+        return db
 
     async def close(self) -> None:
-        if self._db is not None:
-            await self._db.close()
-            self._db = None
+        thread, db = self._thread, self._db
+        self._thread, self._db = None, None
+        if thread is None:
+            return
+        if db is not None:
+            await asyncio.get_running_loop().run_in_executor(thread, db.close)
+        thread.shutdown(wait=False)
 
-    async def _migrate(self) -> None:
+    async def _call(self, operation: Callable[[], T]) -> T:
+        if self._thread is None:
+            raise RuntimeError("state store is not open")
+        return await asyncio.get_running_loop().run_in_executor(self._thread, operation)
+
+    async def _run(self, operation: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``operation`` with the connection, on the store's thread."""
+        db = self._db
+        if db is None:
+            raise RuntimeError("state store is not open")
+        return await self._call(lambda: operation(db))
+
+    def _migrate(self, db: sqlite3.Connection) -> None:
         # One immediate transaction, so two workers starting at once cannot both apply a migration.
-        async with self._transaction() as db:
-            await db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-            async with db.execute("SELECT MAX(version) FROM schema_version") as cursor:
-                row = await cursor.fetchone()
+        with _transaction(db):
+            db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            row = db.execute("SELECT MAX(version) FROM schema_version").fetchone()
             current = row[0] if row and row[0] is not None else 0
             if current > SCHEMA_VERSION:
                 raise ConfigError(
@@ -118,61 +144,39 @@ class SqliteStateStore:
                 )
             for version in range(current + 1, SCHEMA_VERSION + 1):
                 for statement in filter(str.strip, MIGRATIONS[version].split(";")):
-                    await db.execute(statement)
-                await db.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
-
-    @property
-    def _conn(self) -> aiosqlite.Connection:
-        if self._db is None:
-            raise RuntimeError("state store is not open")
-        return self._db
+                    db.execute(statement)
+                db.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
 
     async def deliveries(self, element_id: int) -> list[Delivery]:
         query = f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE element_id = ? ORDER BY channel, publication_id"
-        async with self._conn.execute(query, (element_id,)) as cursor:
-            return [_delivery(row) for row in await cursor.fetchall()]
+        rows = await self._run(lambda db: db.execute(query, (element_id,)).fetchall())
+        return [_delivery(row) for row in rows]
 
     async def all_deliveries(self) -> list[Delivery]:
         query = f"SELECT {DELIVERY_COLUMNS} FROM deliveries ORDER BY element_id, channel, publication_id"
-        async with self._conn.execute(query) as cursor:
-            return [_delivery(row) for row in await cursor.fetchall()]
+        rows = await self._run(lambda db: db.execute(query).fetchall())
+        return [_delivery(row) for row in rows]
 
     async def record(self, delivery: Delivery) -> bool:
-        # One atomic statement (one hop to the database thread): the update only happens when the stored version
-        # is not newer (the same order as `is_older`: the date first, the version when the dates are equal or
-        # missing). Dates are fixed-width UTC text, so comparing the text compares the times.
-        async with self._write:
-            cursor = await self._conn.execute(
-                f"INSERT INTO deliveries ({DELIVERY_COLUMNS}, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) "
-                "ON CONFLICT (element_id, channel, publication_id) DO UPDATE SET "
-                "external_id=excluded.external_id, fingerprint=excluded.fingerprint, edit_link=excluded.edit_link, "
-                "open_link=excluded.open_link, live=excluded.live, edit_link_title=excluded.edit_link_title, "
-                "open_link_title=excluded.open_link_title, modification_date=excluded.modification_date, "
-                "version=excluded.version, updated_at=excluded.updated_at "
-                "WHERE NOT ("
-                "  (excluded.modification_date IS NOT NULL AND deliveries.modification_date IS NOT NULL"
-                "   AND excluded.modification_date < deliveries.modification_date)"
-                "  OR ((excluded.modification_date IS NULL OR deliveries.modification_date IS NULL"
-                "       OR excluded.modification_date = deliveries.modification_date)"
-                "      AND excluded.version IS NOT NULL AND deliveries.version IS NOT NULL"
-                "      AND excluded.version < deliveries.version))",
-                (
-                    delivery.element_id,
-                    delivery.channel,
-                    delivery.publication_id,
-                    delivery.external_id,
-                    delivery.fingerprint,
-                    delivery.edit_link,
-                    delivery.open_link,
-                    int(delivery.live),
-                    delivery.edit_link_title,
-                    delivery.open_link_title,
-                    _iso(delivery.modification_date),
-                    delivery.version,
-                    _now(),
-                ),
-            )
-            return cursor.rowcount == 1
+        # One atomic statement: the update only happens when the stored version is not newer (the same order as
+        # `is_older`: the date first, the version when the dates are equal or missing). Dates are fixed-width UTC
+        # text, so comparing the text compares the times.
+        values = (
+            delivery.element_id,
+            delivery.channel,
+            delivery.publication_id,
+            delivery.external_id,
+            delivery.fingerprint,
+            delivery.edit_link,
+            delivery.open_link,
+            int(delivery.live),
+            delivery.edit_link_title,
+            delivery.open_link_title,
+            _iso(delivery.modification_date),
+            delivery.version,
+            _now(),
+        )
+        return await self._run(lambda db: db.execute(RECORD, values).rowcount == 1)
 
     @asynccontextmanager
     async def lease(self, element_id: int) -> AsyncIterator[None]:
@@ -186,58 +190,74 @@ class SqliteStateStore:
         try:
             yield
         finally:
-            async with self._write:
-                await self._conn.execute(
-                    "DELETE FROM leases WHERE element_id = ? AND owner = ?", (element_id, self._owner)
-                )
+            owner = self._owner
+            await self._run(
+                lambda db: db.execute("DELETE FROM leases WHERE element_id = ? AND owner = ?", (element_id, owner))
+            )
 
     async def _try_lease(self, element_id: int) -> bool:
         now = time.time()
-        async with self._write:
-            cursor = await self._conn.execute(
-                "INSERT INTO leases (element_id, owner, expires_at) VALUES (?, ?, ?) "
-                "ON CONFLICT (element_id) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at "
-                "WHERE leases.expires_at < ? OR leases.owner = ?",
-                (element_id, self._owner, now + self._lease_seconds, now, self._owner),
-            )
-            return cursor.rowcount == 1
-
-    @asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
-        async with self._write:
-            db = self._conn
-            await db.execute("BEGIN IMMEDIATE")
-            try:
-                yield db
-            except BaseException:
-                await db.execute("ROLLBACK")
-                raise
-            await db.execute("COMMIT")
+        values = (element_id, self._owner, now + self._lease_seconds, now, self._owner)
+        return await self._run(lambda db: db.execute(TRY_LEASE, values).rowcount == 1)
 
     async def forget(self, element_id: int, channel: str, publication_id: int) -> None:
-        async with self._write:
-            await self._conn.execute(
+        await self._run(
+            lambda db: db.execute(
                 "DELETE FROM deliveries WHERE element_id = ? AND channel = ? AND publication_id = ?",
                 (element_id, channel, publication_id),
             )
+        )
 
     async def element_mark(self, element_id: int) -> ElementMark | None:
         query = "SELECT element_id, modification_date, version, deleted FROM elements WHERE element_id = ?"
-        async with self._conn.execute(query, (element_id,)) as cursor:
-            row = await cursor.fetchone()
+        row = await self._run(lambda db: db.execute(query, (element_id,)).fetchone())
         if row is None:
             return None
         return ElementMark(row[0], _parse(row[1]), row[2], bool(row[3]))
 
     async def mark_element(self, mark: ElementMark) -> None:
-        async with self._write:
-            await self._conn.execute(
-                "INSERT INTO elements (element_id, modification_date, version, deleted, updated_at) "
-                "VALUES (?,?,?,?,?) ON CONFLICT (element_id) DO UPDATE SET "
-                "modification_date=excluded.modification_date, version=excluded.version, "
-                "deleted=excluded.deleted, updated_at=excluded.updated_at",
-                (mark.element_id, _iso(mark.modification_date), mark.version, int(mark.deleted), _now()),
-            )
+        values = (mark.element_id, _iso(mark.modification_date), mark.version, int(mark.deleted), _now())
+        await self._run(lambda db: db.execute(MARK_ELEMENT, values))
+
+
+RECORD = (
+    f"INSERT INTO deliveries ({DELIVERY_COLUMNS}, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) "
+    "ON CONFLICT (element_id, channel, publication_id) DO UPDATE SET "
+    "external_id=excluded.external_id, fingerprint=excluded.fingerprint, edit_link=excluded.edit_link, "
+    "open_link=excluded.open_link, live=excluded.live, edit_link_title=excluded.edit_link_title, "
+    "open_link_title=excluded.open_link_title, modification_date=excluded.modification_date, "
+    "version=excluded.version, updated_at=excluded.updated_at "
+    "WHERE NOT ("
+    "  (excluded.modification_date IS NOT NULL AND deliveries.modification_date IS NOT NULL"
+    "   AND excluded.modification_date < deliveries.modification_date)"
+    "  OR ((excluded.modification_date IS NULL OR deliveries.modification_date IS NULL"
+    "       OR excluded.modification_date = deliveries.modification_date)"
+    "      AND excluded.version IS NOT NULL AND deliveries.version IS NOT NULL"
+    "      AND excluded.version < deliveries.version))"
+)
+TRY_LEASE = (
+    "INSERT INTO leases (element_id, owner, expires_at) VALUES (?, ?, ?) "
+    "ON CONFLICT (element_id) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at "
+    "WHERE leases.expires_at < ? OR leases.owner = ?"
+)
+MARK_ELEMENT = (
+    "INSERT INTO elements (element_id, modification_date, version, deleted, updated_at) "
+    "VALUES (?,?,?,?,?) ON CONFLICT (element_id) DO UPDATE SET "
+    "modification_date=excluded.modification_date, version=excluded.version, "
+    "deleted=excluded.deleted, updated_at=excluded.updated_at"
+)
+
+
+@contextmanager
+def _transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """``BEGIN IMMEDIATE`` … ``COMMIT``, or ``ROLLBACK`` on any error (the connection is in autocommit mode)."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
 
 
 def _delivery(row: Any) -> Delivery:
