@@ -1,17 +1,19 @@
 """SQLite state store: one file, WAL journal, a versioned schema, off the event loop on one thread of its own.
 
-Every operation is one call on that thread (its statements and any fetch together): a hop between the event loop
-and a thread costs more than the SQL itself here, so an operation never takes several.
+Every operation is one call on that thread (its statements and any fetch together), and the calls of one turn of
+the event loop travel together: a hop between the loop and a thread costs more than these statements.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import queue
 import sqlite3
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -69,14 +71,13 @@ class SqliteStateStore:
     def __init__(self, path: str | Path, *, lease_seconds: float = 120.0, lease_wait_seconds: float = 10.0) -> None:
         self.path = Path(path)
         self._db: sqlite3.Connection | None = None
-        # One thread owns the connection, so operations from concurrent coroutines run one after another.
-        self._thread: ThreadPoolExecutor | None = None
+        self._thread: _DatabaseThread | None = None
         self._owner = uuid.uuid4().hex
         self._lease_seconds = lease_seconds
         self._lease_wait = lease_wait_seconds
 
     async def open(self) -> None:
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="state-sqlite")
+        self._thread = _DatabaseThread("state-sqlite")
         try:
             self._db = await self._call(self._connect)
             await self._run(self._migrate)
@@ -116,13 +117,13 @@ class SqliteStateStore:
         if thread is None:
             return
         if db is not None:
-            await asyncio.get_running_loop().run_in_executor(thread, db.close)
-        thread.shutdown(wait=False)
+            await thread.call(db.close)
+        thread.stop()
 
     async def _call(self, operation: Callable[[], T]) -> T:
         if self._thread is None:
             raise RuntimeError("state store is not open")
-        return await asyncio.get_running_loop().run_in_executor(self._thread, operation)
+        return await self._thread.call(operation)
 
     async def _run(self, operation: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``operation`` with the connection, on the store's thread."""
@@ -218,6 +219,63 @@ class SqliteStateStore:
     async def mark_element(self, mark: ElementMark) -> None:
         values = (mark.element_id, _iso(mark.modification_date), mark.version, int(mark.deleted), _now())
         await self._run(lambda db: db.execute(MARK_ELEMENT, values))
+
+
+class _DatabaseThread:
+    """One thread that owns the connection and runs the event loop's calls on it, in batches.
+
+    The calls submitted during one turn of the event loop travel to the thread together, and their results come
+    back together: a busy worker pays one wake-up each way per batch, not per call (a thread hop costs more than
+    these statements). Calls run one after another, so concurrent coroutines never interleave on the connection.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._inbox: queue.SimpleQueue[list[_Call] | None] = queue.SimpleQueue()
+        self._pending: list[_Call] = []
+        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
+        self._thread.start()
+
+    def call(self, operation: Callable[[], T]) -> asyncio.Future[T]:
+        future: asyncio.Future[T] = self._loop.create_future()
+        if not self._pending:
+            self._loop.call_soon(self._send)
+        self._pending.append((operation, future))
+        return future
+
+    def stop(self) -> None:
+        """End the thread once everything submitted so far has run."""
+        self._send()
+        self._inbox.put(None)
+
+    def _send(self) -> None:
+        if self._pending:
+            batch, self._pending = self._pending, []
+            self._inbox.put(batch)
+
+    def _serve(self) -> None:
+        while (batch := self._inbox.get()) is not None:
+            outcomes: list[tuple[asyncio.Future[Any], Any, Exception | None]] = []
+            for operation, future in batch:
+                try:
+                    outcomes.append((future, operation(), None))
+                except Exception as error:
+                    outcomes.append((future, None, error))
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting any more
+                self._loop.call_soon_threadsafe(_settle, outcomes)
+
+
+_Call = tuple[Callable[[], Any], "asyncio.Future[Any]"]
+
+
+def _settle(outcomes: list[tuple[asyncio.Future[Any], Any, Exception | None]]) -> None:
+    for future, value, error in outcomes:
+        if future.cancelled():
+            continue
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(value)
 
 
 RECORD = (
