@@ -32,11 +32,16 @@ def xray_to_traceparent(header: str) -> str | None:
     return f"00-{found.group('time')}{found.group('id')}-{found.group('parent')}-{flags}"
 
 
+def tracing_configured() -> bool:
+    """True when an OpenTelemetry SDK is in place; without one every span would be a no-op."""
+    return trace is not None and not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+
+
 @contextmanager
 def message_span(message_id: str, attributes: dict[str, str], trace_header: str | None) -> Iterator[Any]:
     """A CONSUMER span for one message, child of the producer's span when the message carries one."""
     # Without an SDK (the API's proxy provider) every span would be a no-op: skip the work entirely.
-    if trace is None or propagate is None or isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+    if trace is None or propagate is None or not tracing_configured():
         yield None
         return
     carrier: dict[str, str] = {}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import structlog
 
-from bridge.ops.tracing import message_span
+from bridge.ops.tracing import message_span, tracing_configured
 from bridge.pipeline.notification import PoisonMessage, decode_notification
 from bridge.pipeline.sync import SyncEngine, SyncFailed
 from bridge.queue.outcome import DeadLetter, Done, Outcome, Retry
@@ -14,10 +14,14 @@ log = structlog.get_logger("bridge.pipeline")
 
 
 class MessageHandler:
-    def __init__(self, engine: SyncEngine) -> None:
+    def __init__(self, engine: SyncEngine, *, tracing: bool | None = None) -> None:
         self._engine = engine
+        # Decided once: looking the tracer provider up reads the environment, a cost on every message.
+        self._tracing = tracing_configured() if tracing is None else tracing
 
     async def __call__(self, message: QueueMessage) -> Outcome:
+        if not self._tracing:
+            return await self._handle(message)
         with message_span(message.message_id, message.attributes, message.trace_header) as span:
             outcome = await self._handle(message)
             if span is not None:

@@ -137,18 +137,25 @@ class SyncEngine:
     async def _sync(self, notification: Notification) -> SyncReport:
         element_id = notification.element_id
         report = SyncReport(element_id)
-        mark = await self._state.element_mark(element_id)
-        if _older(notification, mark):
-            report.skipped = "older than the version already synced"
-            return report
+        # Only a notification that carries a modification date can be older than what was synced.
+        if notification.modification_date is not None:
+            mark = await self._state.element_mark(element_id)
+            if _older(notification, mark):
+                report.skipped = "older than the version already synced"
+                return report
 
-        try:
-            element = await self._kordiam.get_element(element_id)
-        except Exception as error:
-            report.failures.append(Failure("fetch", error))
+        # What the channels hold is read while the element is fetched: both only need the lease.
+        fetched, stored = await asyncio.gather(
+            self._kordiam.get_element(element_id), self._state.deliveries(element_id), return_exceptions=True
+        )
+        if isinstance(stored, BaseException):
+            raise stored
+        if isinstance(fetched, Exception):
+            report.failures.append(Failure("fetch", fetched))
             return report
-
-        deliveries = await self._state.deliveries(element_id)
+        if isinstance(fetched, BaseException):
+            raise fetched
+        element, deliveries = fetched, stored
         # What the channels hold, kept current through this sync (retractions, deliveries) for the feedback.
         held = {(d.channel, d.publication_id): d for d in deliveries}
         if element is None:

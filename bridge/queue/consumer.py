@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -75,7 +76,8 @@ class Consumer:
         # Messages this worker may hold (running or waiting for a slot), and the slots that run them.
         self._free = settings.concurrency + settings.prefetch
         self._slots = asyncio.Semaphore(settings.concurrency)
-        self._capacity = asyncio.Condition()
+        # Pollers waiting for room; woken (all of them, to re-check) whenever room may have appeared.
+        self._room_waiters: list[asyncio.Future[None]] = []
         self._in_flight: dict[str, QueueMessage] = {}
         # Receipt handles of prefetched messages still waiting for a slot: a shutdown releases them without running.
         self._waiting: set[str] = set()
@@ -156,10 +158,10 @@ class Consumer:
             try:
                 messages = await self._transport.receive(wanted, self._settings.wait_time_seconds)
             except asyncio.CancelledError:
-                await self._give_back(wanted)
+                self._give_back(wanted)
                 raise
             except Exception as error:
-                await self._give_back(wanted)
+                self._give_back(wanted)
                 failures += 1
                 delay = min(POLL_ERROR_BACKOFF_MAX, 0.5 * 2**failures)
                 log.error("receive_failed", poller=number, error=f"{type(error).__name__}: {error}", retry_in=delay)
@@ -167,7 +169,7 @@ class Consumer:
                 continue
             failures = 0
             self.last_poll = time.monotonic()
-            await self._give_back(wanted - len(messages))
+            self._give_back(wanted - len(messages))
             for message in messages:
                 self._start(message)
 
@@ -179,21 +181,33 @@ class Consumer:
         poller waits for room for a full batch; an idle slot ends the wait at once.
         """
 
-        def ready() -> bool:
-            return self._free >= MAX_BATCH or (self._free > 0 and len(self._tasks) < self._settings.concurrency)
+        while not self._has_room():
+            waiter = asyncio.get_running_loop().create_future()
+            self._room_waiters.append(waiter)
+            try:
+                await waiter
+            finally:
+                with contextlib.suppress(ValueError):
+                    self._room_waiters.remove(waiter)
+        # No await between the check and the take: no other poller can take the same room.
+        taken = min(MAX_BATCH, self._free)
+        self._free -= taken
+        return taken
 
-        async with self._capacity:
-            await self._capacity.wait_for(ready)
-            taken = min(MAX_BATCH, self._free)
-            self._free -= taken
-            return taken
+    def _has_room(self) -> bool:
+        return self._free >= MAX_BATCH or (self._free > 0 and len(self._tasks) < self._settings.concurrency)
 
-    async def _give_back(self, slots: int) -> None:
-        if slots <= 0:
-            return
-        async with self._capacity:
+    def _wake_pollers(self) -> None:
+        if self._room_waiters and self._has_room():
+            waiters, self._room_waiters = self._room_waiters, []
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    def _give_back(self, slots: int) -> None:
+        if slots > 0:
             self._free += slots
-            self._capacity.notify_all()
+            self._wake_pollers()
 
     def _start(self, message: QueueMessage) -> None:
         metrics.MESSAGES_RECEIVED.inc()
@@ -226,21 +240,15 @@ class Consumer:
             for message in waiting:
                 self._in_flight.pop(message.receipt_handle, None)
             await self._release(waiting)
-            await self._give_back(len(waiting))
+            self._give_back(len(waiting))
         else:
             self._spawn(waiting.pop(0))
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._tasks.pop(task, None)
         metrics.IN_FLIGHT.set(len(self._tasks))
-        # Free the slot; done callbacks are synchronous, so schedule the notification.
         self._free += 1
-        if self._receiving:
-            asyncio.get_running_loop().create_task(self._notify_capacity())
-
-    async def _notify_capacity(self) -> None:
-        async with self._capacity:
-            self._capacity.notify_all()
+        self._wake_pollers()
 
     # ---- settling ------------------------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import queue
 import sqlite3
 import threading
@@ -19,10 +20,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+import structlog
+
 from bridge.errors import ConfigError
 from bridge.state.base import Delivery, ElementBusy, ElementMark
 
 T = TypeVar("T")
+log = structlog.get_logger("bridge.state")
 
 SCHEMA_VERSION = 2
 MIGRATIONS: dict[int, str] = {
@@ -191,10 +195,21 @@ class SqliteStateStore:
         try:
             yield
         finally:
-            owner = self._owner
-            await self._run(
-                lambda db: db.execute("DELETE FROM leases WHERE element_id = ? AND owner = ?", (element_id, owner))
-            )
+            self._release_soon(element_id)
+
+    def _release_soon(self, element_id: int) -> None:
+        """Give the lease back without waiting for it.
+
+        The store's thread runs calls in order, so the release follows this sync's writes; the message need not
+        wait for one more round trip. Should it fail, the lease lapses after ``lease_seconds``.
+        """
+        thread, db, owner = self._thread, self._db, self._owner
+        if thread is None or db is None:
+            return
+        release = thread.call(
+            lambda: db.execute("DELETE FROM leases WHERE element_id = ? AND owner = ?", (element_id, owner))
+        )
+        release.add_done_callback(functools.partial(_log_failed_release, element_id))
 
     async def _try_lease(self, element_id: int) -> bool:
         now = time.time()
@@ -263,6 +278,16 @@ class _DatabaseThread:
                     outcomes.append((future, None, error))
             with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting any more
                 self._loop.call_soon_threadsafe(_settle, outcomes)
+
+
+def _log_failed_release(element_id: int, release: asyncio.Future[Any]) -> None:
+    if not release.cancelled() and (error := release.exception()) is not None:
+        log.warning(
+            "lease_release_failed",
+            element_id=element_id,
+            error=f"{type(error).__name__}: {error}",
+            hint="the lease lapses after state.lease_seconds",
+        )
 
 
 _Call = tuple[Callable[[], Any], "asyncio.Future[Any]"]
