@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 import structlog
 
@@ -145,17 +146,15 @@ class SyncEngine:
                 return report
 
         # What the channels hold is read while the element is fetched: both only need the lease.
-        fetched, stored = await asyncio.gather(
-            self._kordiam.get_element(element_id), self._state.deliveries(element_id), return_exceptions=True
-        )
-        if isinstance(stored, BaseException):
-            raise stored
-        if isinstance(fetched, Exception):
-            report.failures.append(Failure("fetch", fetched))
+        reading = asyncio.ensure_future(self._state.deliveries(element_id))
+        try:
+            element = await self._kordiam.get_element(element_id)
+        except Exception as error:
+            report.failures.append(Failure("fetch", error))
             return report
-        if isinstance(fetched, BaseException):
-            raise fetched
-        element, deliveries = fetched, stored
+        finally:
+            # Waited for even when the fetch failed, so a read never outlives the lease.
+            deliveries = await reading
         # What the channels hold, kept current through this sync (retractions, deliveries) for the feedback.
         held = {(d.channel, d.publication_id): d for d in deliveries}
         if element is None:
@@ -167,7 +166,7 @@ class SyncEngine:
 
         carried = {(r.name, p.id) for r in self._routes for p in element.publications if r.carries(p)}
         await self._retract(deliveries, keep=carried, report=report, held=held)
-        await asyncio.gather(*(self._deliver(route, element, held, report) for route in self._routes))
+        await _concurrently([self._deliver(route, element, held, report) for route in self._routes])
 
         if self._feedback.enabled:
             try:
@@ -311,6 +310,14 @@ class SyncEngine:
         await self._kordiam.link_external_element(element.id, external_id=delivery.external_id, link=link)
         metrics.FEEDBACK_WRITES.labels("link").inc()
         report.feedback.append(f"element {element.id}: linked to {delivery.channel} {delivery.external_id}")
+
+
+async def _concurrently(steps: list[Coroutine[Any, Any, None]]) -> None:
+    """Run the steps concurrently; a lone step runs in the caller's task (a task per message costs CPU)."""
+    if len(steps) == 1:
+        await steps[0]
+    else:
+        await asyncio.gather(*steps)
 
 
 def _older(notification: Notification, mark: ElementMark | None) -> bool:

@@ -333,15 +333,11 @@ class Consumer:
         while True:
             first = await self._deletes.get()
             batch = [first]
-            deadline = time.monotonic() + DELETE_LINGER_SECONDS
-            while len(batch) < MAX_BATCH:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                try:
-                    batch.append(await asyncio.wait_for(self._deletes.get(), remaining))
-                except TimeoutError:
-                    break
+            # One timeout for the whole linger (asyncio.wait_for would make a task per message).
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(DELETE_LINGER_SECONDS):
+                    while len(batch) < MAX_BATCH:
+                        batch.append(await self._deletes.get())
             try:
                 await self._transport.delete_batch(batch)
             except Exception as error:
