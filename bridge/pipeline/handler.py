@@ -35,7 +35,9 @@ class MessageHandler:
             return DeadLetter(stage="decode", reason=poison.reason, error_class="PoisonMessage")
 
         structlog.contextvars.bind_contextvars(
-            element_id=notification.element_id, event=notification.event.value if notification.event else None
+            # Not "event": structlog uses that key for the log line's own name.
+            element_id=notification.element_id,
+            kordiam_event=notification.event.value if notification.event else None,
         )
 
         try:
