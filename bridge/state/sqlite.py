@@ -1,20 +1,21 @@
-"""SQLite state store: one file, WAL journal, a versioned schema, off the event loop on one thread of its own.
+"""SQLite state store: one file, WAL journal, a versioned schema.
 
-Every operation is one call on that thread (its statements and any fetch together), and the calls of one turn of
-the event loop travel together: a hop between the loop and a thread costs more than these statements.
+Per-element operations run on the event loop itself, on a connection that never waits: each is one indexed
+statement of some 10–50 µs, and in WAL mode with ``synchronous=NORMAL`` a commit appends to the WAL without an
+fsync. What could block is moved off the loop: a statement that finds the database locked by another process
+(``busy_timeout`` is 0 on that connection) is retried on a second connection on a thread of the store's own,
+which waits up to 5 s; checkpoints (they fsync) and whole-table reads run on that thread too. Handing every
+statement to a thread cost 2–6 ms of latency per hop under load, three hops per message (measured).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import functools
-import queue
 import sqlite3
-import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +28,12 @@ from bridge.state.base import Delivery, ElementBusy, ElementMark
 
 T = TypeVar("T")
 log = structlog.get_logger("bridge.state")
+# Checkpoint the WAL (on the thread) after this many writes on the loop's connection, whose automatic
+# checkpoints are off: about the 1,000 pages at which SQLite would checkpoint by itself. RESTART, not PASSIVE:
+# under steady writes a passive checkpoint never catches up, and the WAL would grow without end; loop writes
+# that meet the checkpoint find the file locked and wait for it on the thread.
+CHECKPOINT_EVERY_WRITES = 500
+BUSY_TIMEOUT_MS = 5000
 
 SCHEMA_VERSION = 2
 MIGRATIONS: dict[int, str] = {
@@ -74,32 +81,35 @@ class SqliteStateStore:
 
     def __init__(self, path: str | Path, *, lease_seconds: float = 120.0, lease_wait_seconds: float = 10.0) -> None:
         self.path = Path(path)
-        self._db: sqlite3.Connection | None = None
-        self._thread: _DatabaseThread | None = None
+        self._loop_db: sqlite3.Connection | None = None  # used on the event loop only; never waits
+        self._thread_db: sqlite3.Connection | None = None  # used on the store's thread only; waits for locks
+        self._thread: ThreadPoolExecutor | None = None
+        self._writes = 0
         self._owner = uuid.uuid4().hex
         self._lease_seconds = lease_seconds
         self._lease_wait = lease_wait_seconds
 
     async def open(self) -> None:
-        self._thread = _DatabaseThread("state-sqlite")
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="state-sqlite")
         try:
-            self._db = await self._call(self._connect)
-            await self._run(self._migrate)
+            self._thread_db = await self._on_thread(lambda: self._connect(busy_timeout_ms=BUSY_TIMEOUT_MS))
+            await self._on_thread(lambda: self._migrate(self._require(self._thread_db)))
+            self._loop_db = await self._on_thread(lambda: self._connect(busy_timeout_ms=0))
         except BaseException:
             await self.close()
             raise
 
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self, *, busy_timeout_ms: int) -> sqlite3.Connection:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         except (OSError, sqlite3.Error) as error:
             raise ConfigError("state.url", f"cannot open SQLite database {self.path}: {error}") from None
         try:
-            # WAL lets readers (e.g. `kordiam-bridge status`) run beside the worker; the timeout covers a second
-            # process writing at the same moment. The timeout first: switching a new file to WAL takes a lock that
-            # another worker may hold right now, and that switch does not wait on the busy timeout.
-            db.execute("PRAGMA busy_timeout=5000")
+            # WAL lets readers (e.g. `kordiam-bridge status`) run beside the worker. Switching a new file to WAL
+            # takes a lock that another worker may hold right now and does not wait on the busy timeout, so it
+            # is retried briefly here.
+            db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             deadline = time.monotonic() + 5.0
             while True:
                 try:
@@ -110,31 +120,57 @@ class SqliteStateStore:
                         raise
                     time.sleep(0.05)
             db.execute("PRAGMA synchronous=NORMAL")
+            db.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
+            if busy_timeout_ms == 0:
+                db.execute("PRAGMA wal_autocheckpoint=0")  # checkpoints fsync: the thread runs them
         except BaseException:
             db.close()
             raise
         return db
 
     async def close(self) -> None:
-        thread, db = self._thread, self._db
-        self._thread, self._db = None, None
+        thread, loop_db, thread_db = self._thread, self._loop_db, self._thread_db
+        self._thread, self._loop_db, self._thread_db = None, None, None
+        if loop_db is not None:
+            loop_db.close()  # not the last connection: no checkpoint on close
         if thread is None:
             return
-        if db is not None:
-            await thread.call(db.close)
-        thread.stop()
+        if thread_db is not None:
+            await asyncio.get_running_loop().run_in_executor(thread, thread_db.close)
+        thread.shutdown(wait=False)
 
-    async def _call(self, operation: Callable[[], T]) -> T:
-        if self._thread is None:
-            raise RuntimeError("state store is not open")
-        return await self._thread.call(operation)
-
-    async def _run(self, operation: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``operation`` with the connection, on the store's thread."""
-        db = self._db
+    @staticmethod
+    def _require(db: sqlite3.Connection | None) -> sqlite3.Connection:
         if db is None:
             raise RuntimeError("state store is not open")
-        return await self._call(lambda: operation(db))
+        return db
+
+    async def _on_thread(self, operation: Callable[[], T]) -> T:
+        if self._thread is None:
+            raise RuntimeError("state store is not open")
+        return await asyncio.get_running_loop().run_in_executor(self._thread, operation)
+
+    async def _run(self, operation: Callable[[sqlite3.Connection], T], *, writes: bool = False) -> T:
+        """Run one statement's worth of work on the loop's connection, or on the thread if the file is locked."""
+        try:
+            result = operation(self._require(self._loop_db))
+        except sqlite3.OperationalError as error:
+            if not _locked(error):
+                raise
+            thread_db = self._require(self._thread_db)
+            return await self._on_thread(lambda: operation(thread_db))
+        if writes:
+            self._wrote()
+        return result
+
+    def _wrote(self) -> None:
+        self._writes += 1
+        if self._writes % CHECKPOINT_EVERY_WRITES == 0 and self._thread is not None and self._thread_db is not None:
+            thread_db = self._thread_db
+            checkpoint = asyncio.get_running_loop().run_in_executor(
+                self._thread, lambda: thread_db.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+            )
+            checkpoint.add_done_callback(_log_failure("wal_checkpoint_failed"))
 
     def _migrate(self, db: sqlite3.Connection) -> None:
         # One immediate transaction, so two workers starting at once cannot both apply a migration.
@@ -158,8 +194,10 @@ class SqliteStateStore:
         return [_delivery(row) for row in rows]
 
     async def all_deliveries(self) -> list[Delivery]:
+        # The whole table: on the thread, it may take a while.
         query = f"SELECT {DELIVERY_COLUMNS} FROM deliveries ORDER BY element_id, channel, publication_id"
-        rows = await self._run(lambda db: db.execute(query).fetchall())
+        thread_db = self._require(self._thread_db)
+        rows = await self._on_thread(lambda: thread_db.execute(query).fetchall())
         return [_delivery(row) for row in rows]
 
     async def record(self, delivery: Delivery) -> bool:
@@ -181,7 +219,7 @@ class SqliteStateStore:
             delivery.version,
             _now(),
         )
-        return await self._run(lambda db: db.execute(RECORD, values).rowcount == 1)
+        return await self._run(lambda db: db.execute(RECORD, values).rowcount == 1, writes=True)
 
     @asynccontextmanager
     async def lease(self, element_id: int) -> AsyncIterator[None]:
@@ -195,33 +233,24 @@ class SqliteStateStore:
         try:
             yield
         finally:
-            self._release_soon(element_id)
-
-    def _release_soon(self, element_id: int) -> None:
-        """Give the lease back without waiting for it.
-
-        The store's thread runs calls in order, so the release follows this sync's writes; the message need not
-        wait for one more round trip. Should it fail, the lease lapses after ``lease_seconds``.
-        """
-        thread, db, owner = self._thread, self._db, self._owner
-        if thread is None or db is None:
-            return
-        release = thread.call(
-            lambda: db.execute("DELETE FROM leases WHERE element_id = ? AND owner = ?", (element_id, owner))
-        )
-        release.add_done_callback(functools.partial(_log_failed_release, element_id))
+            owner = self._owner
+            await self._run(
+                lambda db: db.execute("DELETE FROM leases WHERE element_id = ? AND owner = ?", (element_id, owner)),
+                writes=True,
+            )
 
     async def _try_lease(self, element_id: int) -> bool:
         now = time.time()
         values = (element_id, self._owner, now + self._lease_seconds, now, self._owner)
-        return await self._run(lambda db: db.execute(TRY_LEASE, values).rowcount == 1)
+        return await self._run(lambda db: db.execute(TRY_LEASE, values).rowcount == 1, writes=True)
 
     async def forget(self, element_id: int, channel: str, publication_id: int) -> None:
         await self._run(
             lambda db: db.execute(
                 "DELETE FROM deliveries WHERE element_id = ? AND channel = ? AND publication_id = ?",
                 (element_id, channel, publication_id),
-            )
+            ),
+            writes=True,
         )
 
     async def element_mark(self, element_id: int) -> ElementMark | None:
@@ -233,74 +262,23 @@ class SqliteStateStore:
 
     async def mark_element(self, mark: ElementMark) -> None:
         values = (mark.element_id, _iso(mark.modification_date), mark.version, int(mark.deleted), _now())
-        await self._run(lambda db: db.execute(MARK_ELEMENT, values))
+        await self._run(lambda db: db.execute(MARK_ELEMENT, values), writes=True)
 
 
-class _DatabaseThread:
-    """One thread that owns the connection and runs the event loop's calls on it, in batches.
-
-    The calls submitted during one turn of the event loop travel to the thread together, and their results come
-    back together: a busy worker pays one wake-up each way per batch, not per call (a thread hop costs more than
-    these statements). Calls run one after another, so concurrent coroutines never interleave on the connection.
-    """
-
-    def __init__(self, name: str) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._inbox: queue.SimpleQueue[list[_Call] | None] = queue.SimpleQueue()
-        self._pending: list[_Call] = []
-        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
-        self._thread.start()
-
-    def call(self, operation: Callable[[], T]) -> asyncio.Future[T]:
-        future: asyncio.Future[T] = self._loop.create_future()
-        if not self._pending:
-            self._loop.call_soon(self._send)
-        self._pending.append((operation, future))
-        return future
-
-    def stop(self) -> None:
-        """End the thread once everything submitted so far has run."""
-        self._send()
-        self._inbox.put(None)
-
-    def _send(self) -> None:
-        if self._pending:
-            batch, self._pending = self._pending, []
-            self._inbox.put(batch)
-
-    def _serve(self) -> None:
-        while (batch := self._inbox.get()) is not None:
-            outcomes: list[tuple[asyncio.Future[Any], Any, Exception | None]] = []
-            for operation, future in batch:
-                try:
-                    outcomes.append((future, operation(), None))
-                except Exception as error:
-                    outcomes.append((future, None, error))
-            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting any more
-                self._loop.call_soon_threadsafe(_settle, outcomes)
+def _locked(error: sqlite3.OperationalError) -> bool:
+    """SQLITE_BUSY / SQLITE_LOCKED: another connection holds the lock this statement needs."""
+    code = getattr(error, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    return "locked" in str(error) or "busy" in str(error)
 
 
-def _log_failed_release(element_id: int, release: asyncio.Future[Any]) -> None:
-    if not release.cancelled() and (error := release.exception()) is not None:
-        log.warning(
-            "lease_release_failed",
-            element_id=element_id,
-            error=f"{type(error).__name__}: {error}",
-            hint="the lease lapses after state.lease_seconds",
-        )
+def _log_failure(event: str) -> Callable[[asyncio.Future[Any]], None]:
+    def log_failure(done: asyncio.Future[Any]) -> None:
+        if not done.cancelled() and (error := done.exception()) is not None:
+            log.warning(event, error=f"{type(error).__name__}: {error}")
 
-
-_Call = tuple[Callable[[], Any], "asyncio.Future[Any]"]
-
-
-def _settle(outcomes: list[tuple[asyncio.Future[Any], Any, Exception | None]]) -> None:
-    for future, value, error in outcomes:
-        if future.cancelled():
-            continue
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(value)
+    return log_failure
 
 
 RECORD = (
@@ -364,8 +342,8 @@ def _iso(value: datetime | None) -> str | None:
     """Fixed-width UTC text (``2026-01-02T03:04:05.000000Z``): ordering the text orders the times."""
     if value is None:
         return None
-    moment = value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    moment = value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo else value
+    return moment.isoformat(timespec="microseconds") + "Z"  # isoformat: the same text as strftime, 5x cheaper
 
 
 def _parse(value: str | None) -> datetime | None:

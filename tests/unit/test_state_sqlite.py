@@ -261,3 +261,46 @@ async def test_marks_round_trip(stores: StoreFactory) -> None:
     assert await other.element_mark(4) == ElementMark(4, T0, 3, deleted=False)
     await store.mark_element(ElementMark(4, None, None, deleted=True))
     assert await other.element_mark(4) == ElementMark(4, None, None, deleted=True)
+
+
+# ---- never blocking the event loop -----------------------------------------------------------------------------
+
+
+async def test_a_locked_file_is_waited_for_off_the_event_loop(stores: StoreFactory, tmp_path: Path) -> None:
+    # Another process holds the write lock for a while: the store's write must neither fail at once nor stall
+    # the event loop; it waits on the store's thread and lands when the lock is released.
+    store = await stores()
+    other = sqlite3.connect(tmp_path / "state.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    ticking = asyncio.create_task(ticker())
+    writing = asyncio.create_task(store.record(delivery(9)))
+    await asyncio.sleep(0.5)
+    assert not writing.done()
+    assert ticks >= 20  # the loop kept running while the write waited
+    other.execute("COMMIT")
+    other.close()
+    assert await asyncio.wait_for(writing, 5)
+    ticking.cancel()
+    assert [d.element_id for d in await store.deliveries(9)] == [9]
+
+
+async def test_the_wal_is_checkpointed_off_the_loop(stores: StoreFactory, tmp_path: Path) -> None:
+    # The loop's connection never checkpoints (a checkpoint fsyncs); the store asks its thread to, regularly, so
+    # the WAL is reused from its start instead of growing with every commit.
+    store = await stores()
+    for n in range(1500):
+        await store.mark_element(ElementMark(n, T0, n, deleted=False))
+        if n % 100 == 0:
+            await asyncio.sleep(0.005)  # a worker waits on the network between writes; the thread runs then
+    await asyncio.sleep(0.2)
+    page_size = sqlite3.connect(tmp_path / "state.db").execute("PRAGMA page_size").fetchone()[0]
+    frames = ((tmp_path / "state.db-wal").stat().st_size - 32) // (page_size + 24)
+    assert frames < 1000  # one frame or more per commit without checkpoints
