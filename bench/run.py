@@ -43,6 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 REGION = "eu-central-1"
 LOCALSTACK = "http://127.0.0.1:4566"
 LOADER_THREADS = 8
+# The figures every run reports (the smoke test checks them).
 FIELDS = (
     "impl",
     "concurrency",
@@ -54,11 +55,17 @@ FIELDS = (
     "work_p50_ms",
     "work_p99_ms",
     "cpu_s_per_1000",
+    "worker_cpu_pct",
     "peak_rss_mb",
     "machine_idle_pct",
     "elapsed_s",
     "load_s",
+    "limited_by",
 )
+# What a run's throughput is limited by (see limited_by).
+LATENCY_BOUND = 0.75  # of the latency ceiling C / (sum of the stub latencies)
+CPU_BOUND_PCT = 75.0  # of one core: the worker's event loop runs on one, and queues up well before 100 %
+MACHINE_BOUND_IDLE_PCT = 10.0
 
 
 def free_port() -> int:
@@ -319,6 +326,7 @@ def run_one(
         "cpu_s_per_1000": round((cpu_after - cpu_before) / n * 1000, 3),
         "peak_rss_mb": round(rss, 1),
         "machine_idle_pct": round(100 * (idle_after - idle_before) / max(1.0, total_after - total_before), 1),
+        "worker_cpu_pct": round(100 * (cpu_after - cpu_before) / max(0.001, finished - started), 1),
         "elapsed_s": round(finished - started, 2),
         "load_s": round(loaded - started, 2),
         "stub_calls": calls,
@@ -362,23 +370,43 @@ def plot(results: list[dict[str, Any]], path: Path, title: str) -> None:
     plt.close(figure)
 
 
+def limited_by(row: dict[str, Any], seconds_per_message: float) -> str:
+    """Which limit a run met: the stubs' latency, the worker's one core, the machine's CPU, or the emulator."""
+    ceiling = row["concurrency"] / seconds_per_message
+    if row["msg_per_s"] >= LATENCY_BOUND * ceiling:
+        return "latency"
+    if row["worker_cpu_pct"] >= CPU_BOUND_PCT:
+        return "worker CPU"
+    if row["machine_idle_pct"] <= MACHINE_BOUND_IDLE_PCT:
+        return "machine CPU"
+    return "emulator"
+
+
 def print_table(results: list[dict[str, Any]]) -> None:
     from rich.console import Console
     from rich.table import Table
 
     table = Table(title="kordiam-bridge vs the simplest aiohttp loop (latency: send -> channel write)")
-    headers = (
-        *("impl", "C", "n", "msg/s", "p50 ms", "p95 ms", "p99 ms"),
-        *("GET>ch p50", "GET>ch p99", "CPU s/1k", "RSS MB", "idle %", "s", "load s"),
-    )
-    for name in (*headers, "x simple"):
-        table.add_column(name, justify="right")
-    simple = {r["concurrency"]: r for r in results if r["impl"] == "simple"}
+    columns = {
+        "impl": "impl",
+        "concurrency": "C",
+        "messages": "n",
+        "msg_per_s": "msg/s",
+        "ratio_to_simple": "x simple",
+        "p50_ms": "p50 ms",
+        "p99_ms": "p99 ms",
+        "work_p99_ms": "GET>ch p99",
+        "cpu_s_per_1000": "CPU ms/msg",
+        "worker_cpu_pct": "worker %",
+        "peak_rss_mb": "RSS MB",
+        "machine_idle_pct": "idle %",
+        "limited_by": "limit",
+    }
+    for header in columns.values():
+        table.add_column(header, justify="right", no_wrap=True)
     for row in results:
-        base = simple.get(row["concurrency"])
-        ratio = f"{row['msg_per_s'] / base['msg_per_s']:.2f}" if base and row["impl"] == "bridge" else ""
-        table.add_row(*(str(row[name]) for name in FIELDS), ratio)
-    Console(width=max(120, Console().width)).print(table)
+        table.add_row(*("" if row.get(key) is None else str(row[key]) for key in columns))
+    Console(width=max(130, Console().width)).print(table)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -431,9 +459,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if moto_server is not None:
             moto_server.stop()
 
+    seconds_per_message = (2 * args.kordiam_latency_ms + args.channel_latency_ms) / 1000
     for row in results:
         base = next((r for r in results if r["impl"] == "simple" and r["concurrency"] == row["concurrency"]), None)
         row["ratio_to_simple"] = round(row["msg_per_s"] / base["msg_per_s"], 3) if base else None
+        row["limited_by"] = limited_by(row, seconds_per_message)
     today = dt.date.today().isoformat()
     report: dict[str, Any] = {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -450,6 +480,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "work_latency": "channel arrival - the stub's first GET of the element (the worker's own path)",
             "throughput": "n / (last channel arrival - first send), after a warm-up message; load_s = time to send "
             f"all n ({LOADER_THREADS} threads): when it is close to elapsed_s the loader set the pace",
+            "limited_by": f"latency: >= {LATENCY_BOUND:g} x C / (2 x Kordiam + channel latency); worker CPU: the "
+            f"worker used >= {CPU_BOUND_PCT:g} % of one core; machine CPU: <= {MACHINE_BOUND_IDLE_PCT:g} % idle; "
+            "emulator: none of these (SQS calls set the pace)",
         },
         "results": results,
         "workdir": str(workdir),

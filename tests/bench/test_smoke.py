@@ -11,7 +11,7 @@ import pytest
 
 pytest.importorskip("psutil", reason="the bench extra is not installed")
 
-from bench.run import FIELDS, main
+from bench.run import FIELDS, limited_by, main
 
 
 @pytest.mark.integration
@@ -36,5 +36,27 @@ def test_bench_smoke_run_reports_every_field_and_delivers_everything() -> None:
         calls = row["stub_calls"]
         assert calls["get"] >= 20 and calls["post"] >= 20 and calls["patch"] >= 20, (impl, calls)
         assert calls["link"] == 0, (impl, calls)
+        assert row["limited_by"] in {"latency", "worker CPU", "machine CPU", "emulator"}, impl
     assert results["bridge"]["ratio_to_simple"] > 0
     assert results["simple"]["ratio_to_simple"] == 1.0
+
+
+@pytest.mark.parametrize(
+    ("msg_per_s", "worker_cpu_pct", "machine_idle_pct", "expected"),
+    [
+        (300.0, 60.0, 50.0, "latency"),  # 32 in flight / 0.09 s = 356 msg/s at most
+        (200.0, 92.0, 30.0, "worker CPU"),
+        (200.0, 60.0, 5.0, "machine CPU"),
+        (200.0, 60.0, 40.0, "emulator"),
+    ],
+)
+def test_each_run_names_what_limited_it(
+    msg_per_s: float, worker_cpu_pct: float, machine_idle_pct: float, expected: str
+) -> None:
+    row = {
+        "concurrency": 32,
+        "msg_per_s": msg_per_s,
+        "worker_cpu_pct": worker_cpu_pct,
+        "machine_idle_pct": machine_idle_pct,
+    }
+    assert limited_by(row, 0.09) == expected
