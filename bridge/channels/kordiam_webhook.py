@@ -251,7 +251,7 @@ def _hhmm(value: dt.time | None) -> str | None:
 def _utc_timestamp(value: dt.datetime | None) -> str | None:
     if value is None:
         return None
-    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return value.astimezone(dt.UTC).replace(tzinfo=None).isoformat(timespec="seconds") + "Z"
 
 
 def status_passes(publication: Publication, statuses: Sequence[StatusSelector] | None) -> bool:
