@@ -268,7 +268,7 @@ class TokenSource:
         except HttpTransportError as error:
             raise unreachable(self.label, action, self.token_url, error) from error
         if not response.is_success:
-            raise http_error(response, self.label, action, self.hint)
+            raise http_error(response, self.label, action, refused=_refused(self.hint))
         answer = response_json(response, self.label, action)
         access = answer.get("access_token") if isinstance(answer, dict) else None
         if not isinstance(access, str) or not access.strip():
@@ -342,26 +342,44 @@ class ProtocolHttp:
             raise unreachable(self.label, action, url, error) from error
 
     def error(self, response: HttpResponse, action: str) -> BridgeError:
-        return http_error(response, self.label, action, self.auth.hint)
+        return http_error(response, self.label, action, refused=_refused(self.auth.hint))
+
+
+def _refused(hint: str) -> str:
+    return f"the target refused the bridge's credentials; {hint}"
 
 
 def unreachable(label: str, action: str, url: str, error: BaseException) -> ChannelUnavailable:
+    """The bridge's error for a request that got no answer (every channel that speaks HTTP)."""
     reason = str(error) or type(error).__name__
     return ChannelUnavailable(f"{label}: {action}: {url} unreachable: {reason}")
 
 
-def http_error(response: HttpResponse, label: str, action: str, hint: str) -> BridgeError:
-    """The bridge's error for a failed answer."""
+def http_error(
+    response: HttpResponse,
+    label: str,
+    action: str,
+    *,
+    refused: str,
+    redirect: str = "set url to the address the target uses",
+    said: str | None = None,
+) -> BridgeError:
+    """The bridge's error for a failed answer (every channel that speaks HTTP).
+
+    Transient statuses become ``ChannelUnavailable`` with the server's ``Retry-After``; the rest
+    ``ChannelRejected``. ``refused`` tells the operator what to check on a 401/403, ``redirect`` on a 3xx;
+    ``said`` is what the server said (default: ``server_message``).
+    """
     status = response.status_code
     prefix = f"{label}: {action}: HTTP {status}"
-    said = server_message(response)
+    said = server_message(response) if said is None else said
     if status in (408, 409, 425, 429) or status >= 500:
         return ChannelUnavailable(f"{prefix} {said}", retry_after=retry_after_seconds(response.headers))
     if status in (401, 403):
-        return ChannelRejected(f"{prefix} {said} — the target refused the bridge's credentials; {hint}")
+        return ChannelRejected(f"{prefix} {said} — {refused}")
     if 300 <= status < 400:
         location = response.headers.get("location", "?")
-        return ChannelRejected(f"{prefix}: redirected to {location}; set url to the address the target uses")
+        return ChannelRejected(f"{prefix}: redirected to {location}; {redirect}")
     return ChannelRejected(f"{prefix} {said}")
 
 

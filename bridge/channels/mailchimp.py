@@ -79,10 +79,11 @@ import structlog
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator
 
 from bridge.channels import ChannelContext
+from bridge.channels.auth import http_error, unreachable
 from bridge.channels.base import Channel, ChannelResult
 from bridge.config import ChannelSettings
-from bridge.errors import BridgeError, ChannelRejected, ChannelUnavailable
-from bridge.http import BasicAuth, HttpClient, HttpResponse, HttpTransportError, retry_after_seconds
+from bridge.errors import BridgeError, ChannelRejected
+from bridge.http import BasicAuth, HttpClient, HttpResponse, HttpTransportError
 from bridge.kordiam.models import Element, Publication
 
 log = structlog.get_logger(__name__)
@@ -464,10 +465,7 @@ class MailchimpChannel:
         try:
             response = await self._http.request(method, url, json=body, params=params, auth=self._auth)
         except HttpTransportError as error:
-            reason = str(error) or type(error).__name__
-            raise ChannelUnavailable(
-                f"{self._label}: {action}: {self.options.api_url} unreachable: {reason}"
-            ) from error
+            raise unreachable(self._label, action, self.options.api_url, error) from error
         # Refusals of the key and transient answers mean the same for every step; the rest is the caller's.
         if response.status_code in (401, 403, 408, 409, 425, 429) or response.status_code >= 500:
             raise self._error(response, action)
@@ -506,19 +504,14 @@ class MailchimpChannel:
         )
 
     def _error(self, response: HttpResponse, action: str) -> BridgeError:
-        status = response.status_code
-        said = problem_summary(response)
-        prefix = f"{self._label}: {action}: HTTP {status}"
-        if status in (408, 409, 425, 429) or status >= 500:
-            return ChannelUnavailable(f"{prefix} {said}", retry_after=retry_after_seconds(response.headers))
-        if status in (401, 403):
-            return ChannelRejected(
-                f"{prefix} {said} — check api_key (and that its -dc suffix or base_url points at its data centre)"
-            )
-        if 300 <= status < 400:
-            location = response.headers.get("location", "?")
-            return ChannelRejected(f"{prefix}: redirected to {location}; check base_url")
-        return ChannelRejected(f"{prefix} {said}")
+        return http_error(
+            response,
+            self._label,
+            action,
+            refused="check api_key (and that its -dc suffix or base_url points at its data centre)",
+            redirect="check base_url",
+            said=problem_summary(response),
+        )
 
 
 def problem_summary(response: HttpResponse) -> str:

@@ -87,10 +87,11 @@ import structlog
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from bridge.channels import ChannelContext
+from bridge.channels.auth import http_error, unreachable
 from bridge.channels.base import Channel, ChannelResult
 from bridge.config import ChannelSettings
-from bridge.errors import BridgeError, ChannelRejected, ChannelUnavailable
-from bridge.http import BasicAuth, HttpClient, HttpResponse, HttpTransportError, retry_after_seconds
+from bridge.errors import BridgeError, ChannelRejected
+from bridge.http import BasicAuth, HttpClient, HttpResponse, HttpTransportError
 from bridge.kordiam.models import Element, Publication, Ref
 
 log = structlog.get_logger(__name__)
@@ -389,8 +390,7 @@ class WordPressChannel:
         try:
             return await self._http.request(method, url, params=query, json=body, auth=self._auth)
         except HttpTransportError as error:
-            reason = str(error) or type(error).__name__
-            raise ChannelUnavailable(f"{self._label}: {action}: {self.options.url} unreachable: {reason}") from error
+            raise unreachable(self._label, action, self.options.url, error) from error
 
     async def _call(
         self,
@@ -435,20 +435,18 @@ class WordPressChannel:
         return post
 
     def _error(self, response: HttpResponse, action: str) -> BridgeError:
-        status = response.status_code
         error = _wordpress_error(response)
         said = f"{error[0]}: {error[1]}" if error else response.reason_phrase or "no details"
         if error and error[2]:
             said += f" ({error[2]})"
-        prefix = f"{self._label}: {action}: HTTP {status}"
-        if status in (408, 409, 425, 429) or status >= 500:
-            return ChannelUnavailable(f"{prefix} {said}", retry_after=retry_after_seconds(response.headers))
-        if status in (401, 403):
-            return ChannelRejected(f"{prefix} {said} — check username and app_password, and that the user may do this")
-        if 300 <= status < 400:
-            location = response.headers.get("location", "?")
-            return ChannelRejected(f"{prefix}: redirected to {location}; set url to the address WordPress uses")
-        return ChannelRejected(f"{prefix} {said}")
+        return http_error(
+            response,
+            self._label,
+            action,
+            refused="check username and app_password, and that the user may do this",
+            redirect="set url to the address WordPress uses",
+            said=said,
+        )
 
     async def _resolve_route(self) -> _Route:
         """Find how this site exposes its REST API and the post type's REST base (once)."""
