@@ -1,5 +1,5 @@
-"""``kordiam-webhook`` and ``kordiam-platform`` over real HTTP, through the bridge's own HTTP client (httpx on
-aiohttp), against receivers built as seeds 001 and 002 describe (``tests/servers``); and once through the whole
+"""``kordiam-webhook`` and ``kordiam-platform`` over real HTTP, through the bridge's own HTTP client (aiohttp),
+against receivers built as seeds 001 and 002 describe (``tests/servers``); and once through the whole
 worker (SQS, the Kordiam simulator, feedback)."""
 
 from __future__ import annotations
