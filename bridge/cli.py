@@ -203,7 +203,7 @@ def _run(args: argparse.Namespace) -> int:
     async def _main() -> None:
         stop = asyncio.Event()
         install_signal_handlers(stop)
-        await run_worker(settings, stop)
+        await run_worker(settings, stop, own_process=True)
 
     asyncio.run(_main())
     return 0

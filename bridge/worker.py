@@ -15,6 +15,7 @@ from bridge.channels.guard import GuardedChannel
 from bridge.config import Settings
 from bridge.http import HttpClient
 from bridge.kordiam.client import KordiamClient
+from bridge.ops.heap import settle_after_startup
 from bridge.ops.server import OpsServer
 from bridge.pipeline.handler import MessageHandler
 from bridge.pipeline.reconcile import Reconciler
@@ -34,9 +35,17 @@ class Worker:
     reconciler: Reconciler | None
 
 
-async def run_worker(settings: Settings, stop: asyncio.Event, *, serve_ops: bool = True) -> None:
-    """Run until ``stop`` is set; then drain and close everything."""
+async def run_worker(
+    settings: Settings, stop: asyncio.Event, *, serve_ops: bool = True, own_process: bool = False
+) -> None:
+    """Run until ``stop`` is set; then drain and close everything.
+
+    ``own_process``: the worker is all this process runs (``kordiam-bridge run``), so what start-up built is
+    frozen out of the garbage collector's way (see ``bridge.ops.heap``).
+    """
     async with assemble(settings, serve_ops=serve_ops) as worker:
+        if own_process:
+            settle_after_startup()
         sweeper = asyncio.create_task(worker.reconciler.run(stop)) if worker.reconciler else None
         try:
             await worker.consumer.run(stop)
