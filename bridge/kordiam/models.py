@@ -29,7 +29,8 @@ class KordiamModel(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _blank_strings(cls, data: Any) -> Any:
-        if isinstance(data, dict):
+        # Runs for every nested object of every element: copy only the rare object that has a blank string.
+        if isinstance(data, dict) and any(isinstance(value, str) and not value.strip() for value in data.values()):
             return {key: _blank_to_none(value) for key, value in data.items()}
         return data
 

@@ -46,6 +46,21 @@ V2_ELEMENT = {
 }
 
 
+def test_blank_strings_are_absent_at_every_depth() -> None:
+    body = {
+        **V2_ELEMENT,
+        "slug": "  ",
+        "externalElement": {"externalId": "wp-12", "link": " "},
+        "tasks": [{"id": 5001, "format": {"id": 1, "name": ""}, "user": {"id": 3, "email": "", "firstName": "\t"}}],
+    }
+    element = Element.model_validate(body)
+    assert element.slug is None
+    assert element.external_element is not None and element.external_element.link is None
+    task = element.tasks[0]
+    assert task.format is not None and task.format.name is None
+    assert task.assignee is not None and task.assignee.email is None and task.assignee.first_name is None
+
+
 def test_v2_element_parses_with_every_part() -> None:
     element = Element.model_validate(V2_ELEMENT)
     assert element.title == "Council approves budget"
