@@ -35,6 +35,47 @@ class Worker:
     reconciler: Reconciler | None
 
 
+@dataclass(slots=True)
+class Pipeline:
+    """What turns one queue message into channel writes and feedback (everything but the queue itself)."""
+
+    kordiam: KordiamClient
+    channels: list[Channel]
+    handler: MessageHandler
+
+
+def build_pipeline(settings: Settings, http: HttpClient, state: StateStore) -> Pipeline:
+    """The Kordiam client, the guarded channels and the sync engine behind a message handler.
+
+    The caller owns ``http`` and ``state``, and closes the channels (``aclose``) when it is done.
+    """
+    context = ChannelContext(http=http)
+    channels: list[Channel] = []
+    routes = []
+    for index, channel_settings in enumerate(settings.channels):
+        channel: Channel = GuardedChannel(
+            build_channel(channel_settings, context, index=index),
+            breaker_threshold=channel_settings.breaker_threshold,
+            breaker_cooldown=channel_settings.breaker_cooldown,
+            max_in_flight=channel_settings.max_in_flight,
+            rate_limit=channel_settings.rate_limit,
+        )
+        channels.append(channel)
+        statuses = tuple(channel_settings.statuses) if channel_settings.statuses is not None else None
+        routes.append(Route(channel, frozenset(channel_settings.platforms), statuses))
+    kordiam = KordiamClient(
+        http,
+        base_url=settings.kordiam.base_url,
+        client_id=settings.kordiam.client_id,
+        client_secret=settings.kordiam.client_secret,
+        timeout=settings.kordiam.timeout,
+    )
+    engine = SyncEngine(
+        kordiam=kordiam, routes=routes, state=state, feedback=settings.feedback, main_channel=settings.main_channel
+    )
+    return Pipeline(kordiam, channels, MessageHandler(engine))
+
+
 async def run_worker(
     settings: Settings, stop: asyncio.Event, *, serve_ops: bool = True, own_process: bool = False
 ) -> None:
@@ -62,34 +103,11 @@ async def assemble(settings: Settings, *, serve_ops: bool = True) -> AsyncIterat
         # Connections: every in-flight message may talk to Kordiam and a channel at the same time.
         http = HttpClient(max_connections=max(10, queue.concurrency * 2), timeout=settings.kordiam.timeout)
         stack.push_async_callback(http.aclose)
-        context = ChannelContext(http=http)
-        channels: list[Channel] = []
-        routes = []
-        for index, channel_settings in enumerate(settings.channels):
-            channel: Channel = GuardedChannel(
-                build_channel(channel_settings, context, index=index),
-                breaker_threshold=channel_settings.breaker_threshold,
-                breaker_cooldown=channel_settings.breaker_cooldown,
-                max_in_flight=channel_settings.max_in_flight,
-                rate_limit=channel_settings.rate_limit,
-            )
-            channels.append(channel)
-            stack.push_async_callback(channel.aclose)
-            statuses = tuple(channel_settings.statuses) if channel_settings.statuses is not None else None
-            routes.append(Route(channel, frozenset(channel_settings.platforms), statuses))
-
         state: StateStore = await open_state_store(settings.state, default_region=settings.queue.region)
         stack.push_async_callback(state.close)
-        kordiam = KordiamClient(
-            http,
-            base_url=settings.kordiam.base_url,
-            client_id=settings.kordiam.client_id,
-            client_secret=settings.kordiam.client_secret,
-            timeout=settings.kordiam.timeout,
-        )
-        engine = SyncEngine(
-            kordiam=kordiam, routes=routes, state=state, feedback=settings.feedback, main_channel=settings.main_channel
-        )
+        pipeline = build_pipeline(settings, http, state)
+        for channel in pipeline.channels:
+            stack.push_async_callback(channel.aclose)
         transport = await stack.enter_async_context(
             SqsTransport.connect(queue, pollers=poller_count(queue.concurrency))
         )
@@ -105,7 +123,7 @@ async def assemble(settings: Settings, *, serve_ops: bool = True) -> AsyncIterat
             retry_base_seconds=queue.retry_base_seconds,
             retry_max_seconds=queue.retry_max_seconds,
         )
-        consumer = Consumer(transport, MessageHandler(engine), consumer_settings)
+        consumer = Consumer(transport, pipeline.handler, consumer_settings)
         ops = None
         if serve_ops:
             ops = OpsServer(
@@ -118,14 +136,14 @@ async def assemble(settings: Settings, *, serve_ops: bool = True) -> AsyncIterat
             queue=queue.url,
             dlq=info.dlq_url,
             max_receive_count=consumer_settings.max_receive_count,
-            channels=[c.name for c in channels],
+            channels=[c.name for c in pipeline.channels],
             main_channel=settings.main_channel,
             ops_port=ops.port if ops else None,
         )
         reconciler = None
         if settings.reconcile.enabled:
             reconciler = Reconciler(
-                kordiam=kordiam,
+                kordiam=pipeline.kordiam,
                 state=state,
                 transport=transport,
                 interval=settings.reconcile.interval_seconds,

@@ -5,12 +5,15 @@ It asserts the report's shape and that both workers delivered every message, nev
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import math
 
 import pytest
 
 pytest.importorskip("psutil", reason="the bench extra is not installed")
 
+from bench.pipeline import measure
 from bench.run import FIELDS, limited_by, main
 
 
@@ -60,3 +63,11 @@ def test_each_run_names_what_limited_it(
         "machine_idle_pct": machine_idle_pct,
     }
     assert limited_by(row, 0.09) == expected
+
+
+@pytest.mark.timeout(120)
+def test_pipeline_cost_run_syncs_every_message() -> None:
+    # measure() raises unless every message ends Done, through the real SQLite store and the bench's channel.
+    per_message = asyncio.run(measure(20, 4))
+    assert per_message > 0
+    assert gc.get_freeze_count() == 0  # the collector is left as it was found
