@@ -96,7 +96,8 @@ class StateSettings(Section):
     # DynamoDB only: for DynamoDB Local / moto server, and the table's region (default: queue.region's default).
     endpoint_url: str | None = None
     region: str | None = None
-    # An element's lease: held while one worker syncs it, so two workers never sync one element at once.
+    # An element's lease: held while one worker syncs it, so two workers never sync one element at once. The
+    # holder extends it while it works; a crashed or stalled worker's elements come free after lease_seconds.
     lease_seconds: float = Field(default=120.0, gt=0, le=3600)
     lease_wait_seconds: float = Field(default=10.0, ge=0, le=300)
 

@@ -34,6 +34,7 @@ from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 from bridge.config import StateSettings
 from bridge.errors import ConfigError, PermanentError, TransientError
 from bridge.state.base import Delivery, ElementBusy, ElementMark
+from bridge.state.leases import LeaseKeeper
 
 log = structlog.get_logger("bridge.state")
 
@@ -100,6 +101,7 @@ class DynamoDbStateStore:
         lease_seconds: float = 120.0,
         lease_wait_seconds: float = 10.0,
         max_connections: int = 64,
+        keep_leases: bool = True,
     ) -> None:
         self.table = table
         self.region = region
@@ -110,6 +112,8 @@ class DynamoDbStateStore:
         self._max_connections = max_connections
         self._client: Any = None
         self._stack: AsyncExitStack | None = None
+        # keep_leases=False: a worker that never extends its leases (tests of expiry stand in a hung worker so).
+        self._keeper = LeaseKeeper(lease_seconds, self._extend_leases, enabled=keep_leases)
 
     @classmethod
     def from_settings(cls, settings: StateSettings, *, default_region: str | None = None) -> DynamoDbStateStore:
@@ -137,8 +141,10 @@ class DynamoDbStateStore:
             await stack.aclose()
             raise
         self._stack = stack
+        self._keeper.start()
 
     async def close(self) -> None:
+        await self._keeper.stop()
         stack, self._stack, self._client = self._stack, None, None
         if stack is not None:
             await stack.aclose()
@@ -279,9 +285,11 @@ class DynamoDbStateStore:
             # Jitter, so two workers waiting for the same element do not retry in lockstep.
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))
             delay = min(1.0, delay * 2)
+        self._keeper.taken(element_id)
         try:
             yield
         finally:
+            self._keeper.released(element_id)
             await self._release(element_id)
 
     async def _try_lease(self, element_id: int) -> bool:
@@ -304,6 +312,25 @@ class DynamoDbStateStore:
             return False
         return True
 
+    async def _extend_leases(self, element_ids: list[int]) -> set[int]:
+        lost: set[int] = set()
+        for element_id in element_ids:
+            try:
+                await self._call(
+                    "update_item",
+                    Key=_key(element_id, LEASE),
+                    UpdateExpression="SET #expires = :until",
+                    ConditionExpression="#owner = :me",
+                    ExpressionAttributeNames={"#expires": TTL_ATTRIBUTE, "#owner": "owner"},
+                    ExpressionAttributeValues={
+                        ":until": _n(math.ceil(time.time() + self._lease_seconds)),
+                        ":me": _s(self.owner),
+                    },
+                )
+            except _ConditionFailed:
+                lost.add(element_id)
+        return lost
+
     async def _release(self, element_id: int) -> None:
         try:
             await self._call(
@@ -317,7 +344,7 @@ class DynamoDbStateStore:
             log.warning(
                 "lease_lost",
                 element_id=element_id,
-                hint="the sync outlived state.lease_seconds and another worker took the element over",
+                hint="this worker stalled past state.lease_seconds and another worker took the element over",
             )
         except (StateUnavailable, StateRejected) as error:
             # Not worth failing a finished sync for: the lease expires on its own after state.lease_seconds.

@@ -25,6 +25,7 @@ import structlog
 
 from bridge.errors import ConfigError
 from bridge.state.base import Delivery, ElementBusy, ElementMark
+from bridge.state.leases import LeaseKeeper
 
 T = TypeVar("T")
 log = structlog.get_logger("bridge.state")
@@ -79,7 +80,14 @@ DELIVERY_COLUMNS = (
 class SqliteStateStore:
     """Several worker processes on one host may share the file: leases and writes are transactions."""
 
-    def __init__(self, path: str | Path, *, lease_seconds: float = 120.0, lease_wait_seconds: float = 10.0) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        lease_seconds: float = 120.0,
+        lease_wait_seconds: float = 10.0,
+        keep_leases: bool = True,
+    ) -> None:
         self.path = Path(path)
         self._loop_db: sqlite3.Connection | None = None  # used on the event loop only; never waits
         self._thread_db: sqlite3.Connection | None = None  # used on the store's thread only; waits for locks
@@ -88,6 +96,8 @@ class SqliteStateStore:
         self._owner = uuid.uuid4().hex
         self._lease_seconds = lease_seconds
         self._lease_wait = lease_wait_seconds
+        # keep_leases=False: a worker that never extends its leases (tests of expiry stand in a hung worker so).
+        self._keeper = LeaseKeeper(lease_seconds, self._extend_leases, enabled=keep_leases)
 
     async def open(self) -> None:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="state-sqlite")
@@ -98,6 +108,7 @@ class SqliteStateStore:
         except BaseException:
             await self.close()
             raise
+        self._keeper.start()
 
     def _connect(self, *, busy_timeout_ms: int) -> sqlite3.Connection:
         try:
@@ -129,6 +140,7 @@ class SqliteStateStore:
         return db
 
     async def close(self) -> None:
+        await self._keeper.stop()
         thread, loop_db, thread_db = self._thread, self._loop_db, self._thread_db
         self._thread, self._loop_db, self._thread_db = None, None, None
         if loop_db is not None:
@@ -230,9 +242,11 @@ class SqliteStateStore:
                 raise ElementBusy(f"element {element_id} is being processed by another worker")
             await asyncio.sleep(delay)
             delay = min(1.0, delay * 2)
+        self._keeper.taken(element_id)
         try:
             yield
         finally:
+            self._keeper.released(element_id)
             owner = self._owner
             await self._run(
                 lambda db: db.execute("DELETE FROM leases WHERE element_id = ? AND owner = ?", (element_id, owner)),
@@ -243,6 +257,15 @@ class SqliteStateStore:
         now = time.time()
         values = (element_id, self._owner, now + self._lease_seconds, now, self._owner)
         return await self._run(lambda db: db.execute(TRY_LEASE, values).rowcount == 1, writes=True)
+
+    async def _extend_leases(self, element_ids: list[int]) -> set[int]:
+        expires_at, owner = time.time() + self._lease_seconds, self._owner
+
+        def extend(db: sqlite3.Connection) -> set[int]:
+            statement = "UPDATE leases SET expires_at = ? WHERE element_id = ? AND owner = ?"
+            return {e for e in element_ids if db.execute(statement, (expires_at, e, owner)).rowcount != 1}
+
+        return await self._run(extend, writes=True)
 
     async def forget(self, element_id: int, channel: str, publication_id: int) -> None:
         await self._run(

@@ -97,11 +97,11 @@ async def test_waiting_store_gets_the_lease_once_released(stores: StoreFactory) 
 
 
 async def test_expired_lease_is_taken_over(stores: StoreFactory) -> None:
-    first = await stores(lease_seconds=0.3)
+    first = await stores(lease_seconds=0.3, keep_leases=False)  # a worker whose event loop hangs, or died
     second = await stores(lease_wait_seconds=0)
     third = await stores(lease_wait_seconds=0)
     lease = first.lease(1)
-    await lease.__aenter__()  # a worker that died while holding the element
+    await lease.__aenter__()
     with pytest.raises(ElementBusy):
         async with second.lease(1):
             pass
@@ -112,6 +112,19 @@ async def test_expired_lease_is_taken_over(stores: StoreFactory) -> None:
         with pytest.raises(ElementBusy):
             async with third.lease(1):
                 pass
+
+
+async def test_a_working_holder_keeps_its_lease_past_lease_seconds(stores: StoreFactory) -> None:
+    holder = await stores(lease_seconds=0.6)
+    other = await stores(lease_wait_seconds=0)
+    async with holder.lease(1):
+        for _ in range(8):  # 2 s: more than three lease lifetimes
+            with pytest.raises(ElementBusy):
+                async with other.lease(1):
+                    pass
+            await asyncio.sleep(0.25)
+    async with other.lease(1):
+        pass
 
 
 async def test_lease_is_reentrant_for_its_owner(stores: StoreFactory) -> None:

@@ -1,0 +1,97 @@
+"""The lease keeper: which leases it extends, and what it does when one is lost or the store is down."""
+
+from __future__ import annotations
+
+import pytest
+from structlog.testing import capture_logs
+
+from bridge.state import leases
+from bridge.state.leases import LeaseKeeper
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Store:
+    """Extends what it is asked to, except the ids in ``lost``; ``down`` makes every call fail."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[int]] = []
+        self.lost: set[int] = set()
+        self.down = False
+
+    async def extend(self, element_ids: list[int]) -> set[int]:
+        self.calls.append(sorted(element_ids))
+        if self.down:
+            raise ConnectionError("state store unreachable")
+        return self.lost & set(element_ids)
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    clock = Clock()
+    monkeypatch.setattr(leases, "monotonic", clock)
+    return clock
+
+
+async def test_only_leases_held_a_third_of_their_life_are_extended(clock: Clock) -> None:
+    store = Store()
+    keeper = LeaseKeeper(30.0, store.extend)
+    keeper.taken(1)
+    clock.now += 6
+    keeper.taken(2)
+    clock.now += 4  # lease 1 held 10 s (a third of 30), lease 2 held 4 s
+    await keeper.extend_due()
+    assert store.calls == [[1]]
+    clock.now += 6  # lease 1 was extended 6 s ago, lease 2 is 10 s old
+    await keeper.extend_due()
+    assert store.calls == [[1], [2]]
+
+
+async def test_a_released_lease_is_not_extended_but_a_re_entered_one_is(clock: Clock) -> None:
+    store = Store()
+    keeper = LeaseKeeper(3.0, store.extend)
+    keeper.taken(1)
+    keeper.taken(1)
+    keeper.taken(2)
+    keeper.released(1)  # still held once
+    keeper.released(2)
+    clock.now += 1
+    await keeper.extend_due()
+    assert store.calls == [[1]]
+
+
+async def test_a_lost_lease_is_reported_and_no_longer_extended(clock: Clock) -> None:
+    store = Store()
+    store.lost = {2}
+    keeper = LeaseKeeper(3.0, store.extend)
+    keeper.taken(1)
+    keeper.taken(2)
+    clock.now += 1
+    with capture_logs() as logs:
+        await keeper.extend_due()
+    assert [(entry["event"], entry["element_id"]) for entry in logs] == [("lease_lost", 2)]
+    assert logs[0]["log_level"] == "error"
+    clock.now += 1
+    await keeper.extend_due()
+    assert store.calls == [[1, 2], [1]]
+    keeper.released(2)  # the sync ends later: nothing left to release in the keeper
+
+
+async def test_an_unreachable_store_is_tried_again_on_the_next_tick(clock: Clock) -> None:
+    store = Store()
+    store.down = True
+    keeper = LeaseKeeper(3.0, store.extend)
+    keeper.taken(1)
+    clock.now += 1
+    with capture_logs() as logs:
+        await keeper.extend_due()
+    assert [entry["event"] for entry in logs] == ["lease_extension_failed"]
+    store.down = False
+    await keeper.extend_due()
+    assert store.calls == [[1], [1]]
