@@ -68,3 +68,13 @@ def channel_log() -> Iterator[ChannelLog]:
     """Registers the `recording` channel type (a folder channel that counts what it was asked to do)."""
     with recording_channels() as log:
         yield log
+
+
+@pytest.fixture(scope="session")
+def moto_url() -> Iterator[str]:
+    """A moto server for the DynamoDB state store tests (its own, apart from the SQS endpoint)."""
+    server, url = start_moto()
+    try:
+        yield url
+    finally:
+        server.stop()

@@ -17,6 +17,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from bridge.config import ChannelSettings, Settings
 from bridge.errors import ChannelUnavailable
 from bridge.http import HttpClient, HttpRequest, HttpResponse, HttpTimeout, HttpTransportError
 from bridge.kordiam.models import Element, Publication
+from bridge.state.base import Delivery
 from bridge.worker import run_worker
 
 REGION = "eu-central-1"
@@ -477,3 +479,31 @@ class WorkerProcess:
 def deliveries(workdir: Path) -> list[tuple[int, str, int]]:
     with sqlite3.connect(workdir / "state.db") as db:
         return db.execute("SELECT element_id, channel, publication_id FROM deliveries ORDER BY 1, 2, 3").fetchall()
+
+
+# ---- state store records ---------------------------------------------------------------------------------------
+
+T0 = datetime(2026, 3, 1, 9, 30, tzinfo=UTC)
+
+
+def delivery(
+    element_id: int = 1,
+    channel: str = "web",
+    publication_id: int = 10,
+    *,
+    modification_date: datetime | None = T0,
+    version: int | None = 1,
+    external_id: str = "ext-1",
+    **fields: Any,
+) -> Delivery:
+    """A delivery record as the state store tests write it (fingerprint from the version)."""
+    return Delivery(
+        element_id=element_id,
+        channel=channel,
+        publication_id=publication_id,
+        external_id=external_id,
+        fingerprint=f"fp-{version}",
+        modification_date=modification_date,
+        version=version,
+        **fields,
+    )

@@ -1,12 +1,14 @@
-"""The SQLite state store: leases across store instances (as across processes), conditional records, migration."""
+"""The SQLite store's own behaviour: migrations, reopening, never blocking the event loop on a locked file.
+
+What every store promises (leases, conditional records, marks) is tested on SQLite and DynamoDB alike in
+tests/integration/test_state_contract.py.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +17,11 @@ import pytest
 from bridge.config import StateSettings
 from bridge.errors import ConfigError
 from bridge.state import SqliteStateStore, open_state_store
-from bridge.state.base import Delivery, ElementBusy, ElementMark, is_older
+from bridge.state.base import ElementMark
 from bridge.state.sqlite import SCHEMA_VERSION
+from tests.support import T0, delivery
 
 StoreFactory = Callable[..., Awaitable[SqliteStateStore]]
-T0 = datetime(2026, 3, 1, 9, 30, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -36,172 +38,6 @@ async def stores(tmp_path: Path) -> AsyncIterator[StoreFactory]:
     yield factory
     for store in opened:
         await store.close()
-
-
-def delivery(
-    element_id: int = 1,
-    channel: str = "web",
-    publication_id: int = 10,
-    *,
-    modification_date: datetime | None = T0,
-    version: int | None = 1,
-    external_id: str = "ext-1",
-    **fields: Any,
-) -> Delivery:
-    return Delivery(
-        element_id=element_id,
-        channel=channel,
-        publication_id=publication_id,
-        external_id=external_id,
-        fingerprint=f"fp-{version}",
-        modification_date=modification_date,
-        version=version,
-        **fields,
-    )
-
-
-# ---- leases ----------------------------------------------------------------------------------------------------
-
-
-async def test_lease_is_exclusive_across_stores(stores: StoreFactory) -> None:
-    first = await stores()
-    second = await stores(lease_wait_seconds=0.2)
-    async with first.lease(1):
-        with pytest.raises(ElementBusy):
-            async with second.lease(1):
-                pytest.fail("two stores held one element")
-        async with second.lease(2):
-            pass
-    async with second.lease(1):
-        pass
-
-
-async def test_waiting_store_gets_the_lease_once_released(stores: StoreFactory) -> None:
-    first = await stores()
-    second = await stores(lease_wait_seconds=5)
-    order: list[str] = []
-
-    async def hold() -> None:
-        async with first.lease(1):
-            order.append("first in")
-            await asyncio.sleep(0.3)
-            order.append("first out")
-
-    async def wait() -> None:
-        await asyncio.sleep(0.05)
-        async with second.lease(1):
-            order.append("second in")
-
-    await asyncio.gather(hold(), wait())
-    assert order == ["first in", "first out", "second in"]
-
-
-async def test_expired_lease_is_taken_over(stores: StoreFactory) -> None:
-    first = await stores(lease_seconds=0.3, keep_leases=False)  # a worker whose event loop hangs, or died
-    second = await stores(lease_wait_seconds=0)
-    third = await stores(lease_wait_seconds=0)
-    lease = first.lease(1)
-    await lease.__aenter__()
-    with pytest.raises(ElementBusy):
-        async with second.lease(1):
-            pass
-    await asyncio.sleep(0.4)
-    async with second.lease(1):
-        # The stale holder's release must not free the element for anyone else.
-        await lease.__aexit__(None, None, None)
-        with pytest.raises(ElementBusy):
-            async with third.lease(1):
-                pass
-
-
-async def test_a_working_holder_keeps_its_lease_past_lease_seconds(stores: StoreFactory) -> None:
-    holder = await stores(lease_seconds=0.6)
-    other = await stores(lease_wait_seconds=0)
-    async with holder.lease(1):
-        for _ in range(8):  # 2 s: more than three lease lifetimes
-            with pytest.raises(ElementBusy):
-                async with other.lease(1):
-                    pass
-            await asyncio.sleep(0.25)
-    async with other.lease(1):
-        pass
-
-
-async def test_lease_is_reentrant_for_its_owner(stores: StoreFactory) -> None:
-    store = await stores(lease_wait_seconds=0)
-    other = await stores(lease_wait_seconds=0)
-    async with store.lease(1), store.lease(1):
-        with pytest.raises(ElementBusy):
-            async with other.lease(1):
-                pass
-
-
-# ---- conditional records ---------------------------------------------------------------------------------------
-
-
-async def test_older_version_is_refused_equal_and_newer_accepted(stores: StoreFactory) -> None:
-    store = await stores()
-    other = await stores()
-    assert await store.record(delivery(version=1, external_id="a"))
-    assert await other.record(delivery(version=2, external_id="b"))
-    assert not await store.record(delivery(version=1, external_id="c"))
-    assert await store.record(delivery(version=2, external_id="d"))
-    assert not await store.record(delivery(modification_date=T0 - timedelta(seconds=1), version=9))
-    assert await store.record(delivery(modification_date=T0 + timedelta(seconds=1), version=1, external_id="e"))
-    [stored] = await other.deliveries(1)
-    assert (stored.external_id, stored.version, stored.modification_date) == ("e", 1, T0 + timedelta(seconds=1))
-
-
-async def test_record_ordering_matches_is_older(stores: StoreFactory) -> None:
-    store = await stores()
-    dates = [None, T0, T0 + timedelta(microseconds=1), T0.astimezone(timezone(timedelta(hours=1)))]
-    values = list(itertools.product(dates, [None, 1, 2]))
-    for element, (stored, new) in enumerate(itertools.product(values, values), start=1):
-        assert await store.record(delivery(element, modification_date=stored[0], version=stored[1]))
-        expected = not is_older(new, stored)
-        assert await store.record(delivery(element, modification_date=new[0], version=new[1])) == expected, (
-            f"stored {stored}, new {new}"
-        )
-
-
-async def test_concurrent_records_from_two_stores_keep_the_newest(stores: StoreFactory) -> None:
-    first = await stores()
-    second = await stores()
-
-    def write(store: SqliteStateStore, element: int, version: int) -> Awaitable[bool]:
-        return store.record(
-            delivery(
-                element, version=version, modification_date=T0 + timedelta(seconds=version), external_id=f"v{version}"
-            )
-        )
-
-    await asyncio.gather(
-        *(
-            asyncio.gather(write(first, n, 1), write(second, n, 2))
-            if n % 2
-            else asyncio.gather(write(first, n, 2), write(second, n, 1))
-            for n in range(1, 21)
-        )
-    )
-    assert {(d.version, d.external_id) for d in await first.all_deliveries()} == {(2, "v2")}
-
-
-async def test_record_keeps_every_field(stores: StoreFactory) -> None:
-    store = await stores()
-    full = delivery(
-        7,
-        "print",
-        70,
-        edit_link="https://cms.example/edit/7",
-        open_link="https://example.org/7",
-        live=True,
-        edit_link_title="Edit",
-        open_link_title="Open",
-    )
-    bare = delivery(7, "web", 71, modification_date=None, version=None)
-    assert await store.record(full)
-    assert await store.record(bare)
-    assert await store.deliveries(7) == [full, bare]
 
 
 # ---- opening and migrating -------------------------------------------------------------------------------------
@@ -246,34 +82,6 @@ async def test_open_state_store_opens_sqlite(tmp_path: Path) -> None:
         assert await store.element_mark(1) is None
     finally:
         await store.close()
-
-
-# ---- forget and marks ------------------------------------------------------------------------------------------
-
-
-async def test_forget_and_all_deliveries(stores: StoreFactory) -> None:
-    store = await stores()
-    other = await stores()
-    for element, channel, publication in [(2, "web", 20), (2, "print", 21), (1, "web", 10)]:
-        assert await store.record(delivery(element, channel, publication))
-    assert [(d.element_id, d.channel, d.publication_id) for d in await other.all_deliveries()] == [
-        (1, "web", 10),
-        (2, "print", 21),
-        (2, "web", 20),
-    ]
-    await store.forget(2, "web", 20)
-    await store.forget(2, "web", 99)
-    assert [d.publication_id for d in await other.deliveries(2)] == [21]
-
-
-async def test_marks_round_trip(stores: StoreFactory) -> None:
-    store = await stores()
-    other = await stores()
-    assert await store.element_mark(4) is None
-    await store.mark_element(ElementMark(4, T0, 3, deleted=False))
-    assert await other.element_mark(4) == ElementMark(4, T0, 3, deleted=False)
-    await store.mark_element(ElementMark(4, None, None, deleted=True))
-    assert await other.element_mark(4) == ElementMark(4, None, None, deleted=True)
 
 
 # ---- never blocking the event loop -----------------------------------------------------------------------------

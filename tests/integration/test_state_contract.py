@@ -1,0 +1,262 @@
+"""What every state store promises (``bridge.state.base.StateStore``), checked on SQLite and on DynamoDB (moto
+server): leases across store instances (as across worker processes), conditional records, deliveries, marks.
+
+Each store backend's own behaviour (SQLite's migrations and locking, DynamoDB's table check and errors) is tested
+beside it: tests/unit/test_state_sqlite.py and tests/integration/test_dynamodb_state.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bridge.state import DynamoDbStateStore, SqliteStateStore
+from bridge.state.base import ElementBusy, ElementMark, StateStore, is_older
+from bridge.state.dynamodb import create_table
+from tests.support import REGION, T0, delivery
+
+pytestmark = pytest.mark.integration
+
+StoreFactory = Callable[..., Awaitable[StateStore]]
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Lease timings a backend can keep: DynamoDB stores expiry in whole seconds (its TTL format)."""
+
+    short_lease: float  # lease_seconds for the expiry tests
+    past_expiry: float  # how long after taking a short lease it has surely expired
+    hold_step: float  # the keep-alive test checks the lease this often, eight times
+
+
+TIMINGS = {"sqlite": Timing(0.3, 0.4, 0.25), "dynamodb": Timing(1.0, 2.1, 0.5)}
+
+
+@pytest.fixture(params=sorted(TIMINGS))
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def timing(backend: str) -> Timing:
+    return TIMINGS[backend]
+
+
+@pytest.fixture
+async def stores(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[StoreFactory]:
+    """Open stores on one database, each with its own owner, like separate worker processes."""
+    opened: list[StateStore] = []
+    if backend == "dynamodb":
+        moto_url: str = request.getfixturevalue("moto_url")
+        table = f"bridge-state-{uuid.uuid4().hex[:12]}"
+        await create_table(moto_url, table, region=REGION)
+
+    async def factory(**options: Any) -> StateStore:
+        store: StateStore
+        if backend == "dynamodb":
+            store = DynamoDbStateStore(table, region=REGION, endpoint_url=moto_url, **options)
+        else:
+            store = SqliteStateStore(tmp_path / "state.db", **options)
+        opened.append(store)  # before open(): a failed open leaves its connection to close
+        await store.open()
+        return store
+
+    yield factory
+    for store in opened:
+        await store.close()
+
+
+# ---- leases ----------------------------------------------------------------------------------------------------
+
+
+async def test_lease_is_exclusive_across_stores(stores: StoreFactory) -> None:
+    first = await stores()
+    second = await stores(lease_wait_seconds=0.3)
+    async with first.lease(1):
+        with pytest.raises(ElementBusy):
+            async with second.lease(1):
+                pytest.fail("two stores held one element")
+        async with second.lease(2):  # other elements are free
+            pass
+    async with second.lease(1):  # released
+        pass
+
+
+async def test_waiting_store_gets_the_lease_once_it_is_released(stores: StoreFactory) -> None:
+    first = await stores()
+    second = await stores(lease_wait_seconds=5)
+    order: list[str] = []
+
+    async def hold() -> None:
+        async with first.lease(1):
+            order.append("first in")
+            await asyncio.sleep(0.5)
+            order.append("first out")
+
+    async def wait() -> None:
+        await asyncio.sleep(0.1)
+        async with second.lease(1):
+            order.append("second in")
+
+    await asyncio.gather(hold(), wait())
+    assert order == ["first in", "first out", "second in"]
+
+
+async def test_expired_lease_is_taken_over(stores: StoreFactory, timing: Timing) -> None:
+    first = await stores(lease_seconds=timing.short_lease, keep_leases=False)  # a worker that hangs, or died
+    second = await stores(lease_seconds=60, lease_wait_seconds=0)
+    third = await stores(lease_wait_seconds=0)
+    lease = first.lease(1)
+    await lease.__aenter__()
+    with pytest.raises(ElementBusy):
+        async with second.lease(1):
+            pass
+    await asyncio.sleep(timing.past_expiry)
+    async with second.lease(1):
+        # The stale holder's release must not free the element the new holder has.
+        await lease.__aexit__(None, None, None)
+        with pytest.raises(ElementBusy):
+            async with third.lease(1):
+                pass
+
+
+async def test_a_working_holder_keeps_its_lease_past_lease_seconds(stores: StoreFactory, timing: Timing) -> None:
+    holder = await stores(lease_seconds=timing.short_lease * 2)
+    other = await stores(lease_wait_seconds=0)
+    async with holder.lease(1):
+        for _ in range(8):  # several lease lifetimes
+            with pytest.raises(ElementBusy):
+                async with other.lease(1):
+                    pass
+            await asyncio.sleep(timing.hold_step)
+    async with other.lease(1):
+        pass
+
+
+async def test_lease_is_reentrant_for_its_owner(stores: StoreFactory) -> None:
+    store = await stores(lease_wait_seconds=0)
+    other = await stores(lease_wait_seconds=0)
+    async with store.lease(1), store.lease(1):
+        with pytest.raises(ElementBusy):
+            async with other.lease(1):
+                pass
+
+
+# ---- conditional records ---------------------------------------------------------------------------------------
+
+
+async def test_older_version_is_refused_equal_and_newer_accepted(stores: StoreFactory) -> None:
+    store = await stores()
+    other = await stores()
+    assert await store.record(delivery(version=1, external_id="a"))
+    assert await other.record(delivery(version=2, external_id="b"))
+    assert not await store.record(delivery(version=1, external_id="c"))
+    assert await store.record(delivery(version=2, external_id="d"))  # a retry of the same version
+    # The date decides before the version; the version breaks a tie of dates.
+    assert not await store.record(delivery(modification_date=T0 - timedelta(seconds=1), version=9))
+    assert await store.record(delivery(modification_date=T0 + timedelta(seconds=1), version=1, external_id="e"))
+    [stored] = await other.deliveries(1)
+    assert (stored.external_id, stored.version, stored.modification_date) == ("e", 1, T0 + timedelta(seconds=1))
+
+
+async def test_record_ordering_matches_is_older_exhaustively(stores: StoreFactory) -> None:
+    """Every (stored, new) pair of dates {None, t, t+1µs, same instant in another zone} × versions {None, 1, 2}."""
+    store = await stores()
+    dates = [None, T0, T0 + timedelta(microseconds=1), T0.astimezone(timezone(timedelta(hours=1)))]
+    values = list(itertools.product(dates, [None, 1, 2]))
+    for element, (stored, new) in enumerate(itertools.product(values, values), start=1000):
+        assert await store.record(delivery(element, modification_date=stored[0], version=stored[1]))
+        expected = not is_older(new, stored)
+        accepted = await store.record(delivery(element, modification_date=new[0], version=new[1], external_id="new"))
+        assert accepted == expected, f"stored {stored}, new {new}"
+        [kept] = await store.deliveries(element)
+        assert kept.external_id == ("new" if expected else "ext-1")
+
+
+async def test_concurrent_records_from_two_stores_keep_the_newest(stores: StoreFactory) -> None:
+    """v1 and v2 written at once by two workers, in both orders and with jitter: v2 always wins."""
+    first = await stores()
+    second = await stores()
+
+    async def write(store: StateStore, element: int, version: int) -> bool:
+        await asyncio.sleep(random.uniform(0, 0.01))
+        stamp = T0 + timedelta(seconds=version)
+        return await store.record(
+            delivery(element, version=version, modification_date=stamp, external_id=f"v{version}")
+        )
+
+    rounds = 40
+    results = await asyncio.gather(
+        *(
+            asyncio.gather(write(first, n, 1), write(second, n, 2))
+            if n % 2
+            else asyncio.gather(write(first, n, 2), write(second, n, 1))
+            for n in range(1, rounds + 1)
+        )
+    )
+    for n, outcome in enumerate(results, start=1):
+        [kept] = await first.deliveries(n)
+        assert (kept.version, kept.external_id) == (2, "v2"), f"element {n}: {outcome}"
+        assert (outcome[1] if n % 2 else outcome[0]) is True  # v2's write was accepted
+    assert len(await second.all_deliveries()) == rounds
+
+
+async def test_record_keeps_every_field(stores: StoreFactory) -> None:
+    store = await stores()
+    full = delivery(
+        7,
+        "print",
+        70,
+        edit_link="https://cms.example/edit/7",
+        open_link="https://example.org/7",
+        live=True,
+        edit_link_title="Edit",
+        open_link_title="Open",
+    )
+    bare = delivery(7, "web", 71, modification_date=None, version=None)
+    assert await store.record(full)
+    assert await store.record(bare)
+    assert await store.deliveries(7) == [full, bare]
+    assert await store.deliveries(8) == []
+
+
+# ---- deliveries, forget, marks ---------------------------------------------------------------------------------
+
+
+async def test_forget_and_all_deliveries(stores: StoreFactory) -> None:
+    store = await stores()
+    other = await stores()
+    for element, channel, publication in [(2, "web", 20), (2, "print", 21), (1, "web", 10), (3, "web", 30)]:
+        assert await store.record(delivery(element, channel, publication))
+    await store.mark_element(ElementMark(2, T0, 1, deleted=False))
+    async with store.lease(2):  # marks and leases live beside deliveries and must not show up as deliveries
+        assert [(d.element_id, d.channel, d.publication_id) for d in await other.all_deliveries()] == [
+            (1, "web", 10),
+            (2, "print", 21),
+            (2, "web", 20),
+            (3, "web", 30),
+        ]
+        assert [d.publication_id for d in await other.deliveries(2)] == [21, 20]
+    await store.forget(2, "web", 20)
+    await store.forget(2, "web", 99)  # nothing there: no error
+    assert [d.publication_id for d in await other.deliveries(2)] == [21]
+    assert len(await other.all_deliveries()) == 3
+
+
+async def test_marks_round_trip(stores: StoreFactory) -> None:
+    store = await stores()
+    other = await stores()
+    assert await store.element_mark(4) is None
+    await store.mark_element(ElementMark(4, T0, 3, deleted=False))
+    assert await other.element_mark(4) == ElementMark(4, T0, 3, deleted=False)
+    await store.mark_element(ElementMark(4, None, None, deleted=True))
+    assert await other.element_mark(4) == ElementMark(4, None, None, deleted=True)
