@@ -65,18 +65,17 @@ class LeaseKeeper:
     async def extend_due(self) -> None:
         """Extend the leases held for ``interval`` or longer (what each tick of the keeper does)."""
         now = monotonic()
-        due = [element_id for element_id, held in self._held.items() if now - held.since >= self.interval]
+        due = {element_id: held for element_id, held in self._held.items() if now - held.since >= self.interval}
         if not due:
             return
         try:
-            lost = await self._extend(due)
+            lost = await self._extend(list(due))
         except Exception as error:  # the store is unreachable: try again next tick, the leases have a third left
             log.warning("lease_extension_failed", count=len(due), error=f"{type(error).__name__}: {error}")
             return
-        for element_id in due:
-            held = self._held.get(element_id)
-            if held is None:
-                continue  # released while the extension ran
+        for element_id, held in due.items():
+            if self._held.get(element_id) is not held:
+                continue  # released (and perhaps taken anew) while the extension ran
             if element_id in lost:
                 del self._held[element_id]
                 log.error(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 from structlog.testing import capture_logs
 
@@ -24,9 +26,12 @@ class Store:
         self.calls: list[list[int]] = []
         self.lost: set[int] = set()
         self.down = False
+        self.during: Callable[[], object] | None = None  # runs while the extension is in flight
 
     async def extend(self, element_ids: list[int]) -> set[int]:
         self.calls.append(sorted(element_ids))
+        if self.during is not None:
+            self.during()
         if self.down:
             raise ConnectionError("state store unreachable")
         return self.lost & set(element_ids)
@@ -93,5 +98,19 @@ async def test_an_unreachable_store_is_tried_again_on_the_next_tick(clock: Clock
         await keeper.extend_due()
     assert [entry["event"] for entry in logs] == ["lease_extension_failed"]
     store.down = False
+    await keeper.extend_due()
+    assert store.calls == [[1], [1]]
+
+
+async def test_a_lease_taken_anew_while_an_extension_ran_is_kept(clock: Clock) -> None:
+    store = Store()
+    keeper = LeaseKeeper(3.0, store.extend)
+    keeper.taken(1)
+    clock.now += 1
+    store.lost = {1}  # the old lease was lost...
+    store.during = lambda: (keeper.released(1), keeper.taken(1))  # ...and the element taken anew meanwhile
+    await keeper.extend_due()
+    store.lost, store.during = set(), None
+    clock.now += 1
     await keeper.extend_due()
     assert store.calls == [[1], [1]]
