@@ -25,7 +25,8 @@ title           the publication's text task headline, else the element title, el
                 (tags removed, ``&``/``<`` escaped as WordPress itself stores them)
 content         the text task's HTML through nh3: no script/style (with their content), no event handlers, no
                 ``javascript:``/``data:`` URLs; keeps p, br, h2–h6, a[href], strong/b, em/i, lists, blockquote,
-                figure/figcaption, img[src alt], tables, code/pre and ``lang``/``dir`` on any element
+                figure/figcaption, img[src alt], tables, code/pre and ``lang``/``dir`` on any element; then the
+                publication's marker comment (see "Never two posts" below)
 excerpt         the text task's lead, as plain text
 slug            the element's slug (WordPress makes it unique and URL-safe)
 status, date    the publication status (id or name) through ``status_map``, with ``publication.scheduled_at()``:
@@ -67,8 +68,12 @@ Errors: 401/403 and other 4xx → ``ChannelRejected`` with WordPress's ``code`` 
 5xx, timeouts and connection errors → ``ChannelUnavailable`` (with ``Retry-After``); an answer that is not
 JSON → ``ChannelRejected``. Nothing is retried in-process: the queue retries.
 
-Limitation: if WordPress creates a post but its answer is lost (timeout), the retry creates a second one;
-WordPress offers no idempotency key or searchable field for the Kordiam ids without a plugin.
+Never two posts for one publication: WordPress has no idempotency key, and if it creates a post but its answer
+is lost (a timeout), the bridge never learns the post's id. So each post's content ends with an HTML comment that
+names the publication, ``<!-- kordiam-{element id}-{publication id} -->`` (invisible on the site; a post without
+text gets the comment alone). Before creating a post, the adapter searches the post type for that word (``status
+= any``, so drafts and scheduled posts too) and updates the oldest post that carries it instead. It costs one
+search per creation, never per update. An editor who removes the comment, or trashes the post, gives that up.
 """
 
 from __future__ import annotations
@@ -318,6 +323,10 @@ class WordPressChannel:
         if author is not None:
             body["author"] = author
 
+        marker = publication_marker(element.id, publication.id)
+        if "content" in body:
+            body["content"] += marker
+
         post: dict[str, Any] | None = None
         post_id = _post_id(external_id)
         if post_id is not None:
@@ -328,8 +337,18 @@ class WordPressChannel:
             else:
                 post = self._post(response, action)
         if post is None:
-            response = await self._call(route, "POST", "", "creating a post", {"_fields": POST_FIELDS}, body)
-            post = self._post(response, "creating a post")
+            # A post whose creation answer was lost (or whose record the bridge lost) carries the marker: update
+            # it rather than create a second one.
+            found = await self._marked_post(route, marker)
+            if found is not None:
+                log.warning("wordpress.post_recovered", channel=self.name, post=found, element=element.id)
+                action = f"updating post {found} (found by its marker)"
+                response = await self._call(route, "POST", f"{found}", action, {"_fields": POST_FIELDS}, body)
+                post = self._post(response, action)
+            else:
+                created = body if "content" in body else {**body, "content": marker}
+                response = await self._call(route, "POST", "", "creating a post", {"_fields": POST_FIELDS}, created)
+                post = self._post(response, "creating a post")
         if body["status"] == "publish" and "date_gmt" not in body and post["status"] == "future":
             # An earlier schedule left the post's date ahead, so WordPress kept it scheduled: publish now.
             action = f"publishing post {post['id']} now"
@@ -344,6 +363,41 @@ class WordPressChannel:
             edit_link_title="Edit in WordPress",
             open_link_title="View in WordPress",
         )
+
+    async def _marked_post(self, route: _Route, marker: str) -> int | None:
+        """The oldest post (any status but trash) whose content carries ``marker``, if any."""
+        action = "looking for a post made before"
+        params = {
+            "search": marker_token(marker),
+            "status": "any",
+            "context": "edit",
+            "_fields": "id,content",
+            "orderby": "id",
+            "order": "asc",
+            "per_page": "20",
+        }
+        response = await self._call(route, "GET", "", action, params)
+        if not response.is_success:
+            error = _wordpress_error(response)
+            if response.status_code == 400 and error is not None and "status" in error[3].get("params", {}):
+                # WordPress treats a request with wrong credentials as a visitor's, who may not see drafts.
+                raise ChannelRejected(
+                    f"{self._label}: {action}: HTTP 400 {error[0]}: {error[1]} — WordPress answered as to a "
+                    "visitor: check username and app_password, and that the user may edit posts"
+                )
+            raise self._error(response, action)
+        posts = self._json(response, action)
+        found = [
+            post["id"]
+            for post in (posts if isinstance(posts, list) else [])
+            if isinstance(post, dict)
+            and isinstance(post.get("id"), int)
+            and isinstance(post.get("content"), dict)
+            and marker in str(post["content"].get("raw", ""))
+        ]
+        if len(found) > 1:
+            log.warning("wordpress.duplicate_posts", channel=self.name, posts=found, kept=found[0])
+        return found[0] if found else None
 
     async def delete(self, element_id: int, publication_id: int, external_id: str) -> None:
         post_id = _post_id(external_id)
@@ -588,6 +642,16 @@ class WordPressChannel:
 
 def _default_rest_base(post_type: str) -> str:
     return {"post": "posts", "page": "pages"}.get(post_type, post_type)
+
+
+def publication_marker(element_id: int, publication_id: int) -> str:
+    """The HTML comment at the end of each post's content that names its Kordiam publication (see upsert)."""
+    return f"<!-- kordiam-{element_id}-{publication_id} -->"
+
+
+def marker_token(marker: str) -> str:
+    """The marker's one searchable word: WordPress search matches words anywhere in title, excerpt or content."""
+    return marker.removeprefix("<!-- ").removesuffix(" -->")
 
 
 def _post_id(external_id: str | None) -> int | None:

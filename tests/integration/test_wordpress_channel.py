@@ -16,10 +16,10 @@ import httpx
 import pytest
 
 from bridge.channels import ChannelContext
-from bridge.channels.wordpress import WordPressChannel, WordPressOptions, create
+from bridge.channels.wordpress import WordPressChannel, WordPressOptions, create, marker_token, publication_marker
 from bridge.config import ChannelSettings
-from bridge.errors import ChannelRejected
-from bridge.http import HttpClient
+from bridge.errors import ChannelRejected, ChannelUnavailable
+from bridge.http import HttpClient, HttpRequest, HttpResponse, HttpTimeout
 from bridge.kordiam.models import Element
 
 CREDENTIALS_ENV = "BRIDGE_TEST_WORDPRESS"
@@ -91,6 +91,14 @@ class Site:
         category_id = int(response.json()["id"])
         self.categories.add(category_id)
         return category_id
+
+    async def marked(self, element: Element, index: int = 0) -> list[int]:
+        """The ids of the posts, in any status but trash, whose content carries the publication's marker."""
+        marker = marker_of(element, index)
+        params = {"search": marker_token(marker), "status": "any", "context": "edit", "per_page": "100"}
+        response = await self.client.get("posts", params=params)
+        response.raise_for_status()
+        return sorted(post["id"] for post in response.json() if marker in post["content"]["raw"])
 
     async def trash(self, post_id: int | str) -> None:
         (await self.client.delete(f"posts/{post_id}")).raise_for_status()
@@ -199,6 +207,10 @@ async def upsert(
     return result
 
 
+def marker_of(element: Element, index: int = 0) -> str:
+    return publication_marker(element.id, element.publications[index].id)
+
+
 # --- create, update, schedule, publish ------------------------------------------------------------------------
 
 
@@ -208,11 +220,12 @@ async def test_create_then_update_title_content_category_schedule(make_channel: 
     channel = make_channel(category_map={"90001": politics, "Sport": sport})
     slug = unique()
 
-    created = await upsert(channel, site, story(slug, category=(90001, "Politik")))
+    element = story(slug, category=(90001, "Politik"))
+    created = await upsert(channel, site, element)
     post = await site.must_post(created.external_id)
     assert post["status"] == "draft"
     assert post["title"]["raw"] == "Council approves budget"
-    assert post["content"]["raw"] == "<p>The council approved the budget.</p>"
+    assert post["content"]["raw"] == "<p>The council approved the budget.</p>" + marker_of(element)
     assert post["excerpt"]["raw"] == "A short lead."
     assert post["slug"] == slug
     assert post["categories"] == [politics]
@@ -222,23 +235,19 @@ async def test_create_then_update_title_content_category_schedule(make_channel: 
     assert channel._route is not None and channel._route.style == "pretty"
 
     when = minute(timedelta(days=2))
-    updated = await upsert(
-        channel,
-        site,
-        story(
-            slug,
-            headline="Council approves budget, again",
-            text="<p>Updated text.</p><h2>More</h2>",
-            status=(READY, "Ready"),
-            at=when,
-            category=(55, "Sport"),
-        ),
-        created.external_id,
+    changed = story(
+        slug,
+        headline="Council approves budget, again",
+        text="<p>Updated text.</p><h2>More</h2>",
+        status=(READY, "Ready"),
+        at=when,
+        category=(55, "Sport"),
     )
+    updated = await upsert(channel, site, changed, created.external_id)
     assert updated.external_id == created.external_id
     post = await site.must_post(created.external_id)
     assert post["title"]["raw"] == "Council approves budget, again"
-    assert post["content"]["raw"] == "<p>Updated text.</p><h2>More</h2>"
+    assert post["content"]["raw"] == "<p>Updated text.</p><h2>More</h2>" + marker_of(changed)
     assert post["categories"] == [sport]
     assert post["status"] == "future"
     assert post["date_gmt"] == wp_date(when)
@@ -355,6 +364,52 @@ async def test_post_trashed_by_hand_comes_back(make_channel: ChannelFactory, sit
 # --- content --------------------------------------------------------------------------------------------------
 
 
+async def test_a_creation_whose_answer_was_lost_is_not_made_twice(
+    creds: dict[str, Any], http: HttpClient, site: Site
+) -> None:
+    """WordPress creates the post but its answer never arrives (a timeout); the queue's retry finds the post."""
+    lost: list[int] = []
+
+    async def lose_the_first_creation(request: HttpRequest) -> HttpResponse:
+        response = await http.request(
+            request.method,
+            str(request.url),
+            content=request.content,
+            headers=request.headers,
+            timeout_seconds=request.timeout_seconds,
+        )
+        if request.method == "POST" and request.url.path.endswith("/wp/v2/posts") and not lost:
+            lost.append(int(json.loads(response.content)["id"]))
+            site.posts.update(lost)
+            raise HttpTimeout("no answer within 15 s")
+        return response
+
+    settings = ChannelSettings(name="wp-test", type="wordpress", platforms=[1])
+    options = WordPressOptions.model_validate(
+        {"url": creds["url"], "username": creds["username"], "app_password": creds["app_password"]}
+    )
+    channel = create(settings, options, ChannelContext(http=HttpClient.answering(lose_the_first_creation)))
+    element = story(unique())
+    with pytest.raises(ChannelUnavailable):
+        await channel.upsert(element, element.publications[0], None)
+    assert len(lost) == 1 and await site.marked(element) == lost
+
+    retried = await upsert(channel, site, element)
+    assert int(retried.external_id) == lost[0]
+    assert await site.marked(element) == lost
+
+
+async def test_a_post_without_text_still_carries_its_marker(make_channel: ChannelFactory, site: Site) -> None:
+    element = story(unique(), text="")
+    result = await upsert(make_channel(), site, element)
+    post = await site.must_post(result.external_id)
+    assert post["content"]["raw"] == marker_of(element)
+    # A second channel instance (a restarted worker) with no record of the post finds it instead of creating one.
+    again = await upsert(make_channel(), site, element)
+    assert again.external_id == result.external_id
+    assert await site.marked(element) == [int(result.external_id)]
+
+
 async def test_hostile_html_never_reaches_wordpress(make_channel: ChannelFactory, site: Site) -> None:
     hostile = (
         '<p onclick="steal()">Hello <script>alert("x")</script><a href="javascript:alert(1)">click</a></p>'
@@ -377,10 +432,11 @@ async def test_non_latin_and_emoji_round_trip(make_channel: ChannelFactory, site
     headline = "Тест: 東京で会議 — مرحبا 🎉👩🏽‍💻"
     text = '<p lang="ar" dir="rtl">مرحبا بالعالم</p><p>Zürich, Ελλάδα, 中文, हिन्दी 🚀🇺🇦</p>'
     lead = "Kurz: Grüße aus 🌍"
-    result = await upsert(make_channel(), site, story(unique(), headline=headline, text=text, lead=lead))
+    element = story(unique(), headline=headline, text=text, lead=lead)
+    result = await upsert(make_channel(), site, element)
     post = await site.must_post(result.external_id)
     assert post["title"]["raw"] == headline
-    assert post["content"]["raw"] == text
+    assert post["content"]["raw"] == text + marker_of(element)
     assert post["excerpt"]["raw"] == lead
 
 
@@ -390,7 +446,8 @@ async def test_non_latin_and_emoji_round_trip(make_channel: ChannelFactory, site
 async def test_wrong_app_password_is_rejected_naming_the_channel(make_channel: ChannelFactory) -> None:
     channel = make_channel(app_password="abcd efgh ijkl mnop qrst uvwx")
     element = story(unique())
-    with pytest.raises(ChannelRejected, match=r"wordpress channel 'wp-test'.*HTTP 401") as raised:
+    expected = r"wordpress channel 'wp-test'.*check username and app_password"
+    with pytest.raises(ChannelRejected, match=expected) as raised:
         await channel.upsert(element, element.publications[0], None)
     assert "abcd" not in str(raised.value)
 

@@ -12,14 +12,17 @@ from typing import Any
 import httpx
 import pytest
 from pydantic import ValidationError
+from structlog.testing import capture_logs
 
 from bridge.channels.wordpress import (
     WordPressChannel,
     WordPressOptions,
     lookup,
     map_post,
+    marker_token,
     plain_text,
     plan_status,
+    publication_marker,
     sanitize_html,
     wordpress_date,
 )
@@ -379,13 +382,84 @@ async def test_update_of_deleted_post_creates_a_new_one() -> None:
             return httpx.Response(200, json=TYPE_POST)
         if request.url.path.endswith("/posts/12"):
             return wp_error(404, "rest_post_invalid_id", "Invalid post ID.")
+        if request.method == "GET" and request.url.path.endswith("/posts"):
+            return httpx.Response(200, json=[])  # no post carries the publication's marker
         return post_answer(13)
 
     wp = channel(handler)
     item = element()
     result = await wp.upsert(item, item.publications[0], "12")
     assert result.external_id == "13"
-    assert calls[-2:] == ["POST /wp-json/wp/v2/posts/12", "POST /wp-json/wp/v2/posts"]
+    assert calls[-3:] == ["POST /wp-json/wp/v2/posts/12", "GET /wp-json/wp/v2/posts", "POST /wp-json/wp/v2/posts"]
+
+
+def marked_posts_answer(request: httpx.Request, posts: list[tuple[int, str]]) -> httpx.Response:
+    params = request.url.params
+    assert (params["status"], params["context"], params["orderby"], params["order"]) == ("any", "edit", "id", "asc")
+    return httpx.Response(200, json=[{"id": post_id, "content": {"raw": raw}} for post_id, raw in posts])
+
+
+async def test_creation_adopts_the_oldest_post_carrying_the_exact_marker() -> None:
+    item = element()
+    marker = publication_marker(item.id, item.publications[0].id)
+    longer = publication_marker(item.id, item.publications[0].id * 10 + 1)  # the same word plus a digit
+    calls: list[str] = []
+    bodies: dict[str, dict[str, Any]] = {}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(f"{request.method} {request.url.path}")
+        path = request.url.path
+        if "types" in path:
+            return httpx.Response(200, json=TYPE_POST)
+        if path.endswith("/users"):
+            return httpx.Response(200, json=[])
+        if request.method == "GET" and path.endswith("/posts"):
+            assert request.url.params["search"] == marker_token(marker)
+            return marked_posts_answer(request, [(30, f"<p>x</p>{longer}"), (31, f"<p>a</p>{marker}"), (32, marker)])
+        bodies[path] = json.loads(request.content)
+        return post_answer(int(path.rsplit("/", 1)[1]))
+
+    wp = channel(handler)
+    with capture_logs() as logs:
+        result = await wp.upsert(item, item.publications[0], None)
+    assert result.external_id == "31"
+    assert calls[-2:] == ["GET /wp-json/wp/v2/posts", "POST /wp-json/wp/v2/posts/31"]
+    assert bodies["/wp-json/wp/v2/posts/31"]["content"].endswith(marker)
+    assert ("wordpress.duplicate_posts", [31, 32]) in [(entry["event"], entry.get("posts")) for entry in logs]
+
+
+async def test_a_new_post_without_text_is_created_with_the_marker_alone() -> None:
+    item = element(content={"headline": "Only a headline"})
+    created: list[dict[str, Any]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        if "types" in path:
+            return httpx.Response(200, json=TYPE_POST)
+        if path.endswith("/users"):
+            return httpx.Response(200, json=[])
+        if request.method == "GET" and path.endswith("/posts"):
+            return marked_posts_answer(request, [])
+        created.append(json.loads(request.content))
+        return post_answer(40)
+
+    await channel(handler).upsert(item, item.publications[0], None)
+    assert created[0]["content"] == publication_marker(item.id, item.publications[0].id)
+    await channel(handler).upsert(item, item.publications[0], "40")  # an update leaves WordPress's content alone
+    assert "content" not in created[1]
+
+
+async def test_search_refused_to_a_visitor_names_the_credentials() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if "types" in request.url.path:
+            return httpx.Response(200, json=TYPE_POST)
+        if request.url.path.endswith("/users"):
+            return httpx.Response(200, json=[])
+        return wp_error(400, "rest_invalid_param", "Invalid parameter(s): status", params={"status": "forbidden"})
+
+    item = element()
+    with pytest.raises(ChannelRejected, match=r"'web': looking for a post made before: HTTP 400.*app_password"):
+        await channel(handler).upsert(item, item.publications[0], None)
 
 
 async def test_delete_modes_and_already_gone() -> None:
@@ -417,6 +491,8 @@ async def test_body_sent_to_wordpress() -> None:
             return httpx.Response(200, json=[{"id": 5, "email": "anna@example.org"}])
         if path.endswith("/categories") and request.method == "GET":
             return httpx.Response(200, json=[{"id": 3, "name": "Politics &amp; More"}])
+        if request.method == "GET" and path.endswith("/posts"):
+            return httpx.Response(200, json=[])
         bodies.append(json.loads(request.content))
         return post_answer(21)
 
