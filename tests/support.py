@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import boto3
 import httpx
@@ -34,7 +34,7 @@ from bridge.config import ChannelSettings, Settings
 from bridge.errors import ChannelUnavailable
 from bridge.http import HttpClient, HttpRequest, HttpResponse, HttpTimeout, HttpTransportError
 from bridge.kordiam.models import Element, Publication
-from bridge.state.base import Delivery
+from bridge.state.base import Delivery, StateStore
 from bridge.worker import run_worker
 
 REGION = "eu-central-1"
@@ -481,7 +481,28 @@ def deliveries(workdir: Path) -> list[tuple[int, str, int]]:
         return db.execute("SELECT element_id, channel, publication_id FROM deliveries ORDER BY 1, 2, 3").fetchall()
 
 
-# ---- state store records ---------------------------------------------------------------------------------------
+# ---- state stores ----------------------------------------------------------------------------------------------
+
+Store = TypeVar("Store", bound=StateStore)
+
+
+@contextlib.asynccontextmanager
+async def opened_stores(make: Callable[..., Store]) -> AsyncIterator[Callable[..., Awaitable[Store]]]:
+    """A factory of open stores (each its own owner, like separate worker processes), all closed at the end."""
+    opened: list[Store] = []
+
+    async def factory(*args: Any, **options: Any) -> Store:
+        store = make(*args, **options)
+        opened.append(store)  # before open(): a failed open leaves its connection to close
+        await store.open()
+        return store
+
+    try:
+        yield factory
+    finally:
+        for store in opened:
+            await store.close()
+
 
 T0 = datetime(2026, 3, 1, 9, 30, tzinfo=UTC)
 

@@ -6,11 +6,11 @@ tests/integration/test_state_contract.py.
 
 from __future__ import annotations
 
+import functools
 import random
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
@@ -27,7 +27,7 @@ from bridge.state.dynamodb import (
     encode_date,
     resolve_region,
 )
-from tests.support import REGION, delivery, start_moto
+from tests.support import REGION, delivery, opened_stores, start_moto
 
 pytestmark = pytest.mark.integration
 
@@ -44,17 +44,9 @@ async def table(moto_url: str) -> str:
 @pytest.fixture
 async def stores(moto_url: str, table: str) -> AsyncIterator[StoreFactory]:
     """Open stores (each its own owner, like separate worker processes) on this test's table."""
-    opened: list[DynamoDbStateStore] = []
-
-    async def factory(**options: Any) -> DynamoDbStateStore:
-        store = DynamoDbStateStore(table, region=REGION, endpoint_url=moto_url, **options)
-        await store.open()
-        opened.append(store)
-        return store
-
-    yield factory
-    for store in opened:
-        await store.close()
+    make = functools.partial(DynamoDbStateStore, table, region=REGION, endpoint_url=moto_url)
+    async with opened_stores(make) as factory:
+        yield factory
 
 
 # ---- opening ---------------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ beside it: tests/unit/test_state_sqlite.py and tests/integration/test_dynamodb_s
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import random
 import uuid
@@ -15,14 +16,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta, timezone
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from bridge.state import DynamoDbStateStore, SqliteStateStore
 from bridge.state.base import ElementBusy, ElementMark, StateStore, is_older
 from bridge.state.dynamodb import create_table
-from tests.support import REGION, T0, delivery
+from tests.support import REGION, T0, delivery, opened_stores
 
 pytestmark = pytest.mark.integration
 
@@ -54,25 +54,16 @@ def timing(backend: str) -> Timing:
 @pytest.fixture
 async def stores(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[StoreFactory]:
     """Open stores on one database, each with its own owner, like separate worker processes."""
-    opened: list[StateStore] = []
+    make: Callable[..., StateStore]
     if backend == "dynamodb":
         moto_url: str = request.getfixturevalue("moto_url")
         table = f"bridge-state-{uuid.uuid4().hex[:12]}"
         await create_table(moto_url, table, region=REGION)
-
-    async def factory(**options: Any) -> StateStore:
-        store: StateStore
-        if backend == "dynamodb":
-            store = DynamoDbStateStore(table, region=REGION, endpoint_url=moto_url, **options)
-        else:
-            store = SqliteStateStore(tmp_path / "state.db", **options)
-        opened.append(store)  # before open(): a failed open leaves its connection to close
-        await store.open()
-        return store
-
-    yield factory
-    for store in opened:
-        await store.close()
+        make = functools.partial(DynamoDbStateStore, table, region=REGION, endpoint_url=moto_url)
+    else:
+        make = functools.partial(SqliteStateStore, tmp_path / "state.db")
+    async with opened_stores(make) as factory:
+        yield factory
 
 
 # ---- leases ----------------------------------------------------------------------------------------------------

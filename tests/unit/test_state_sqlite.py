@@ -19,7 +19,7 @@ from bridge.errors import ConfigError
 from bridge.state import SqliteStateStore, open_state_store
 from bridge.state.base import ElementMark
 from bridge.state.sqlite import SCHEMA_VERSION
-from tests.support import T0, delivery
+from tests.support import T0, delivery, opened_stores
 
 StoreFactory = Callable[..., Awaitable[SqliteStateStore]]
 
@@ -27,17 +27,12 @@ StoreFactory = Callable[..., Awaitable[SqliteStateStore]]
 @pytest.fixture
 async def stores(tmp_path: Path) -> AsyncIterator[StoreFactory]:
     """Open stores on one file, each with its own connection and owner, like separate worker processes."""
-    opened: list[SqliteStateStore] = []
 
-    async def factory(path: Path | None = None, **options: Any) -> SqliteStateStore:
-        store = SqliteStateStore(path or tmp_path / "state.db", **options)
-        opened.append(store)  # before open(): a failed open leaves its connection to close
-        await store.open()
-        return store
+    def make(path: Path | None = None, **options: Any) -> SqliteStateStore:
+        return SqliteStateStore(path or tmp_path / "state.db", **options)
 
-    yield factory
-    for store in opened:
-        await store.close()
+    async with opened_stores(make) as factory:
+        yield factory
 
 
 # ---- opening and migrating -------------------------------------------------------------------------------------
