@@ -278,6 +278,15 @@ def wp_error(status: int, code: str, message: str, **data: Any) -> httpx.Respons
     return httpx.Response(status, json={"code": code, "message": message, "data": {"status": status, **data}})
 
 
+def set_up_reads(request: httpx.Request) -> httpx.Response | None:
+    """WordPress's answer to the adapter's set-up reads (the post type; no user with the assignee's e-mail)."""
+    if "types" in request.url.path:
+        return httpx.Response(200, json=TYPE_POST)
+    if request.url.path.endswith("/users"):
+        return httpx.Response(200, json=[])
+    return None
+
+
 def post_answer(post_id: int, status: str = "draft") -> httpx.Response:
     return httpx.Response(200, json={"id": post_id, "status": status, "link": f"https://news.example/?p={post_id}"})
 
@@ -409,10 +418,8 @@ async def test_creation_adopts_the_oldest_post_carrying_the_exact_marker() -> No
     def handler(request: httpx.Request) -> httpx.Response:
         calls.append(f"{request.method} {request.url.path}")
         path = request.url.path
-        if "types" in path:
-            return httpx.Response(200, json=TYPE_POST)
-        if path.endswith("/users"):
-            return httpx.Response(200, json=[])
+        if (answer := set_up_reads(request)) is not None:
+            return answer
         if request.method == "GET" and path.endswith("/posts"):
             assert request.url.params["search"] == marker_token(marker)
             return marked_posts_answer(request, [(30, f"<p>x</p>{longer}"), (31, f"<p>a</p>{marker}"), (32, marker)])
@@ -434,10 +441,8 @@ async def test_a_new_post_without_text_is_created_with_the_marker_alone() -> Non
 
     def handler(request: httpx.Request) -> httpx.Response:
         path = request.url.path
-        if "types" in path:
-            return httpx.Response(200, json=TYPE_POST)
-        if path.endswith("/users"):
-            return httpx.Response(200, json=[])
+        if (answer := set_up_reads(request)) is not None:
+            return answer
         if request.method == "GET" and path.endswith("/posts"):
             return marked_posts_answer(request, [])
         created.append(json.loads(request.content))
@@ -451,10 +456,8 @@ async def test_a_new_post_without_text_is_created_with_the_marker_alone() -> Non
 
 async def test_search_refused_to_a_visitor_names_the_credentials() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
-        if "types" in request.url.path:
-            return httpx.Response(200, json=TYPE_POST)
-        if request.url.path.endswith("/users"):
-            return httpx.Response(200, json=[])
+        if (answer := set_up_reads(request)) is not None:
+            return answer
         return wp_error(400, "rest_invalid_param", "Invalid parameter(s): status", params={"status": "forbidden"})
 
     item = element()
@@ -510,10 +513,8 @@ async def test_category_created_or_taken_from_term_exists() -> None:
 
     def handler(request: httpx.Request) -> httpx.Response:
         path = request.url.path
-        if "types" in path:
-            return httpx.Response(200, json=TYPE_POST)
-        if path.endswith("/users"):
-            return httpx.Response(200, json=[])
+        if (answer := set_up_reads(request)) is not None:
+            return answer
         if path.endswith("/categories") and request.method == "GET":
             return httpx.Response(200, json=[{"id": 8, "name": "Politics abroad"}])  # a near miss
         if path.endswith("/categories"):
