@@ -29,7 +29,7 @@ from pathlib import Path
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from bench.run import REGION, bridge_command
-from bench.stubs import element
+from bench.stubs import TOKEN_ANSWER, element
 from bridge.config import load_settings
 from bridge.http import HttpClient, HttpRequest, HttpResponse
 from bridge.ops.heap import settle_after_startup
@@ -41,7 +41,7 @@ from bridge.state import open_state_store
 from bridge.worker import build_pipeline
 
 JSON_HEADERS = CIMultiDictProxy(CIMultiDict({"Content-Type": "application/json"}))
-TOKEN = json.dumps({"access_token": "bench", "token_type": "Bearer", "expires_in": 86_400}).encode()
+TOKEN = json.dumps(TOKEN_ANSWER).encode()
 WARM_UP_MESSAGES = 200
 
 

@@ -24,6 +24,7 @@ from aiohttp import web
 
 ELEMENT_TEMPLATE: dict[str, Any] = json.loads((Path(__file__).with_name("element.json")).read_text())
 PUBLICATION_ID_OFFSET = 10_000_000
+TOKEN_ANSWER = {"access_token": "bench", "token_type": "Bearer", "expires_in": 86_400}
 
 
 def element(element_id: int) -> bytes:
@@ -41,7 +42,7 @@ def make_app(kordiam_latency: float, channel_latency: float) -> web.Application:
     async def token(request: web.Request) -> web.Response:
         counts["token"] += 1
         await asyncio.sleep(kordiam_latency)
-        return web.json_response({"access_token": "bench", "token_type": "Bearer", "expires_in": 86_400})
+        return web.json_response(TOKEN_ANSWER)
 
     async def get_element(request: web.Request) -> web.Response:
         counts["get"] += 1
