@@ -7,13 +7,14 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 PYTEST_FLAGS ?= -q
 
 .PHONY: help venv demo test lint typecheck unit integration test-localstack localstack localstack-stop \
-        wordpress wordpress-stop simulator run clean image up down infra-test checkov bench
+        wordpress wordpress-stop activemq activemq-stop simulator run clean image up down infra-test checkov bench
 
 help:
 	@echo "make demo             run the whole bridge on embedded defaults (SQS, Kordiam simulator, folder channels)"
 	@echo "make test             lint, type-check, all tests on moto server, then the LocalStack pass"
 	@echo "make localstack       start LocalStack in host mode (no Docker) on 127.0.0.1:4566"
 	@echo "make wordpress        install (Debian packages) and serve a real WordPress on 127.0.0.1:8089"
+	@echo "make activemq         install (Debian packages) and run ActiveMQ Classic, STOMP on 127.0.0.1:61613"
 	@echo "make simulator        serve the Kordiam API simulator on 127.0.0.1:8700"
 	@echo "make run CONFIG=...   run the worker with a config file"
 	@echo "make image / up / down  container image; worker + simulator + SQS emulator with docker compose"
@@ -54,10 +55,16 @@ test-localstack: venv
 	  status=$$?; $(TEST_LOCALSTACK) scripts/localstack.sh stop; exit $$status
 
 WORDPRESS_ENV := BRIDGE_TEST_WORDPRESS=$(CURDIR)/.cache/wordpress/credentials.json
+# The tests' broker has a port and a folder of its own, so it never stops one running for `make activemq`; the
+# broker-restart tests restart it through scripts/activemq.sh with the same two variables.
+TEST_ACTIVEMQ := ACTIVEMQ_PORT=61623 ACTIVEMQ_HOME=$(CURDIR)/.cache/activemq-tests
+ACTIVEMQ_ENV := $(TEST_ACTIVEMQ) BRIDGE_TEST_ACTIVEMQ=stomp://127.0.0.1:61623
 
 test: lint typecheck venv
 	scripts/wordpress.sh start
-	$(WORDPRESS_ENV) $(BIN)/pytest $(PYTEST_FLAGS) tests; status=$$?; scripts/wordpress.sh stop; exit $$status
+	$(TEST_ACTIVEMQ) scripts/activemq.sh start
+	$(WORDPRESS_ENV) $(ACTIVEMQ_ENV) $(BIN)/pytest $(PYTEST_FLAGS) tests; status=$$?; \
+	  scripts/wordpress.sh stop; $(TEST_ACTIVEMQ) scripts/activemq.sh stop; exit $$status
 	$(MAKE) test-localstack
 
 localstack:
@@ -71,6 +78,12 @@ wordpress:
 
 wordpress-stop:
 	scripts/wordpress.sh stop
+
+activemq:
+	scripts/activemq.sh start
+
+activemq-stop:
+	scripts/activemq.sh stop
 
 simulator: venv
 	$(BIN)/kordiam-bridge simulator --port 8700
