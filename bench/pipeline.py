@@ -36,7 +36,7 @@ from bridge.ops.heap import settle_after_startup
 from bridge.ops.logging import configure_logging
 from bridge.pipeline.handler import MessageHandler
 from bridge.queue.outcome import Done
-from bridge.queue.sqs import QueueMessage
+from bridge.queue.transport import QueueMessage
 from bridge.state import open_state_store
 from bridge.worker import build_pipeline
 

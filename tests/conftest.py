@@ -1,5 +1,6 @@
 """Shared fixtures: a real SQS endpoint (moto server by default, LocalStack with ``BRIDGE_TEST_SQS=localstack``),
-the Kordiam simulator over HTTP, and per-test queues."""
+a real ActiveMQ broker (``BRIDGE_TEST_ACTIVEMQ``, started by ``make test``), the Kordiam simulator over HTTP, and
+per-test queues."""
 
 from __future__ import annotations
 
@@ -78,3 +79,22 @@ def moto_url() -> Iterator[str]:
         yield url
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def activemq() -> str:
+    """``stomp://HOST:PORT`` of a running ActiveMQ (``scripts/activemq.sh start``; ``make test`` starts one)."""
+    url = os.environ.get("BRIDGE_TEST_ACTIVEMQ")
+    if not url:
+        pytest.skip(
+            "BRIDGE_TEST_ACTIVEMQ is unset: start a broker with `scripts/activemq.sh start` and set it to "
+            "stomp://127.0.0.1:61613 (make test does both)"
+        )
+    return url.rstrip("/")
+
+
+@pytest.fixture
+def stomp_queues(activemq: str) -> tuple[str, str]:
+    """A fresh ActiveMQ queue and its dead-letter queue for each test (the broker creates them on first use)."""
+    name = f"t-{uuid.uuid4().hex[:12]}"
+    return f"{activemq}/queue/{name}", f"{activemq}/queue/{name}-dlq"

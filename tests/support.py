@@ -30,10 +30,12 @@ from pydantic import BaseModel, ConfigDict
 from bridge import channels as channel_registry
 from bridge.channels import ChannelResult
 from bridge.channels.folder import FolderChannel, FolderOptions
-from bridge.config import ChannelSettings, Settings
+from bridge.config import ChannelSettings, QueueSettings, Settings
 from bridge.errors import ChannelUnavailable
 from bridge.http import HttpClient, HttpRequest, HttpResponse, HttpTimeout, HttpTransportError
 from bridge.kordiam.models import Element, Publication
+from bridge.queue import open_transport
+from bridge.queue.transport import QueueMessage
 from bridge.state.base import Delivery, StateStore
 from bridge.worker import run_worker
 
@@ -143,6 +145,26 @@ def drain(endpoint: str, queue: str) -> list[dict[str, Any]]:
         for message in messages:
             found.append(message)
             client.delete_message(QueueUrl=queue, ReceiptHandle=message["ReceiptHandle"])
+
+
+def stomp_settings(url: str, **overrides: Any) -> QueueSettings:
+    """Settings for an ActiveMQ queue; the dead-letter queue is ``url`` + ``-dlq`` unless given."""
+    return QueueSettings(**({"url": url, "dlq_url": f"{url}-dlq", "concurrency": 4} | overrides))
+
+
+async def stomp_drain(url: str, *, quiet: float = 1.0) -> list[QueueMessage]:
+    """Receive and acknowledge everything an ActiveMQ queue holds, until ``quiet`` seconds pass without a message."""
+    found: list[QueueMessage] = []
+    async with open_transport(stomp_settings(url, dlq_url=f"{url}-unused")) as transport:
+        while messages := await transport.receive(10, wait_time=max(1, int(quiet))):
+            found.extend(messages)
+            await transport.complete(messages)
+    return found
+
+
+async def stomp_send(url: str, body: str, attributes: dict[str, str] | None = None) -> None:
+    async with open_transport(stomp_settings(url, dlq_url=f"{url}-unused"), consume=False) as transport:
+        await transport.send(body, attributes)
 
 
 async def eventually(
@@ -300,14 +322,16 @@ def worker_settings(
     concurrency: int = 8,
     **queue_overrides: Any,
 ) -> Settings:
+    """``queue`` an SQS queue on ``endpoint``, or a stomp:// queue (``endpoint`` is then its dead-letter queue)."""
+    if queue.startswith("stomp"):
+        backend: dict[str, Any] = {"dlq_url": endpoint}
+    else:
+        backend = {"endpoint_url": endpoint, "region": REGION, "wait_time_seconds": 1, "visibility_timeout": 10}
     return Settings(
         queue={
             "url": queue,
-            "endpoint_url": endpoint,
-            "region": REGION,
+            **backend,
             "concurrency": concurrency,
-            "wait_time_seconds": 1,
-            "visibility_timeout": 10,
             "retry_base_seconds": 1,
             "retry_max_seconds": 2,
             "shutdown_timeout": 10,
@@ -382,17 +406,24 @@ def write_config(
     wait_time_seconds: int = 2,
     retry_max_seconds: float = 900,
 ) -> Path:
-    """A worker config with two folder channels (web: 99003, print: 99004); SQLite state unless ``state_url``."""
+    """A worker config with two folder channels (web: 99003, print: 99004); SQLite state unless ``state_url``.
+
+    ``queue`` an SQS queue on ``endpoint``, or a stomp:// queue (``endpoint`` is then its dead-letter queue).
+    """
     state_url = state_url or f"sqlite:///{workdir / 'state.db'}"
+    if queue.startswith("stomp"):
+        backend = f'dlq_url = "{endpoint}"'
+    else:
+        backend = (
+            f'endpoint_url = "{endpoint}"\nregion = "{REGION}"\nwait_time_seconds = {wait_time_seconds}\n'
+            f"visibility_timeout = {visibility_timeout}"
+        )
     path.write_text(
         f"""
 [queue]
 url = "{queue}"
-endpoint_url = "{endpoint}"
-region = "{REGION}"
+{backend}
 concurrency = 4
-wait_time_seconds = {wait_time_seconds}
-visibility_timeout = {visibility_timeout}
 retry_base_seconds = 1
 retry_max_seconds = {retry_max_seconds}
 shutdown_timeout = 20

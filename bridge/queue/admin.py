@@ -37,7 +37,8 @@ from rich.table import Table
 from bridge.config import QueueSettings
 from bridge.errors import BridgeError
 from bridge.pipeline.notification import PoisonMessage, decode_notification, resync_notification
-from bridge.queue.sqs import MAX_ATTRIBUTES, MAX_BATCH, QueueInfo, SqsTransport
+from bridge.queue.sqs import MAX_ATTRIBUTES, SqsTransport
+from bridge.queue.transport import MAX_BATCH, QueueInfo
 
 log = structlog.get_logger("bridge.admin")
 
