@@ -98,3 +98,17 @@ def stomp_queues(activemq: str) -> tuple[str, str]:
     """A fresh ActiveMQ queue and its dead-letter queue for each test (the broker creates them on first use)."""
     name = f"t-{uuid.uuid4().hex[:12]}"
     return f"{activemq}/queue/{name}", f"{activemq}/queue/{name}-dlq"
+
+
+@pytest.fixture
+def stomp_simulator(stomp_queues: tuple[str, str]) -> Iterator[RunningSimulator]:
+    """The Kordiam simulator, publishing its change notifications to this test's ActiveMQ queue."""
+    with RunningSimulator(SimulatorSettings(stomp_url=stomp_queues[0])) as running:
+        yield running
+
+
+@pytest.fixture
+async def stomp_admin(stomp_simulator: RunningSimulator) -> AsyncIterator[SimulatorAdmin]:
+    client = SimulatorAdmin(stomp_simulator.base_url)
+    yield client
+    await client.aclose()

@@ -4,14 +4,13 @@ it, and the worker as a real process."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
 from bridge.errors import ChannelRejected
-from bridge.simulator import RunningSimulator, SimulatorSettings
+from bridge.simulator import RunningSimulator
 from tests.support import (
     ChannelLog,
     SimulatorAdmin,
@@ -28,20 +27,6 @@ from tests.support import (
 )
 
 pytestmark = [pytest.mark.integration]
-
-
-@pytest.fixture
-def stomp_simulator(stomp_queues: tuple[str, str]) -> Iterator[RunningSimulator]:
-    """The Kordiam simulator, publishing its change notifications to this test's ActiveMQ queue."""
-    with RunningSimulator(SimulatorSettings(stomp_url=stomp_queues[0])) as running:
-        yield running
-
-
-@pytest.fixture
-async def stomp_admin(stomp_simulator: RunningSimulator) -> AsyncIterator[SimulatorAdmin]:
-    client = SimulatorAdmin(stomp_simulator.base_url)
-    yield client
-    await client.aclose()
 
 
 @pytest.fixture
