@@ -35,7 +35,7 @@ from rich.syntax import Syntax
 from rich.table import Table
 
 from bridge.config import QueueSettings
-from bridge.errors import BridgeError
+from bridge.errors import BridgeError, ConfigError
 from bridge.pipeline.notification import PoisonMessage, decode_notification, resync_notification
 from bridge.queue.sqs import MAX_ATTRIBUTES, SqsTransport
 from bridge.queue.transport import MAX_BATCH, QueueInfo
@@ -869,6 +869,12 @@ class _MoveTaskUnavailable(Exception):
 @contextlib.asynccontextmanager
 async def queue_admin(settings: QueueSettings) -> AsyncIterator[QueueAdmin]:
     """One ``QueueAdmin`` on one aiobotocore client for the duration of a command."""
+    if settings.backend != "sqs":
+        raise ConfigError(
+            "queue.url",
+            "replay, dlq and status work on SQS queues only for now; on ActiveMQ use the broker's own tools "
+            '(see the README, "Kordiam gave me an ActiveMQ queue")',
+        )
     async with SqsTransport.connect(settings) as transport:
         yield QueueAdmin(transport)
 
