@@ -31,7 +31,7 @@ import structlog
 
 from bridge.ops import metrics
 from bridge.queue.outcome import DeadLetter, Done, Outcome, Retry
-from bridge.queue.transport import MAX_BATCH, DeadLetterContext, QueueMessage, Transport
+from bridge.queue.transport import MAX_BATCH, DeadLetterContext, QueueMessage, Transport, prefetch_for
 from bridge.retry import queue_backoff
 
 log = structlog.get_logger("bridge.consumer")
@@ -65,7 +65,7 @@ class ConsumerSettings:
     @property
     def prefetch(self) -> int:
         """Messages held beyond the running ones: a batch, two for wide concurrency (they are heartbeated too)."""
-        return min(2 * MAX_BATCH, max(MAX_BATCH, self.concurrency))
+        return prefetch_for(self.concurrency)
 
 
 def poller_count(concurrency: int) -> int:

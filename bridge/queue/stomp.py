@@ -3,8 +3,8 @@
 How each outcome is carried out (ActiveMQ Classic and Artemis both speak this):
 
 - Receive: one subscription with ``ack:client-individual`` and a broker prefetch of what the consumer may hold
-  (``held_messages``); MESSAGE frames wait in a local inbox until the consumer asks for them. A message stays
-  reserved for this connection until it is acknowledged or the connection ends; nothing needs extending.
+  (its slots plus ``prefetch_for``); MESSAGE frames wait in a local inbox until the consumer asks for them. A
+  message stays reserved for this connection until it is acknowledged or the connection ends: nothing to extend.
 - Done: ACK.
 - Retry later: the message is SENT again with ``AMQ_SCHEDULED_DELAY`` (the broker's scheduler holds it for the
   delay) and ``bridge-attempt`` one higher, then the original is ACKed. The attempt count lives on the message, so it
@@ -41,6 +41,7 @@ from bridge.queue.transport import (
     QueueInfo,
     QueueMessage,
     failure_attributes,
+    prefetch_for,
 )
 
 log = structlog.get_logger("bridge.queue")
@@ -72,11 +73,6 @@ BROKER_HEADERS = frozenset(
 )
 RECEIPT_TIMEOUT_SECONDS = 10.0
 FIRST_CONNECT_TIMEOUT_SECONDS = 15.0
-
-
-def held_messages(concurrency: int) -> int:
-    """Messages a worker holds at most: its slots plus the consumer's prefetch (``ConsumerSettings.prefetch``)."""
-    return concurrency + min(2 * MAX_BATCH, max(MAX_BATCH, concurrency))
 
 
 class StompTransport:
@@ -162,7 +158,7 @@ class StompTransport:
                     address.destination,
                     transport._on_message,
                     ack="client-individual",
-                    headers={"activemq.prefetchSize": str(held_messages(settings.concurrency))},
+                    headers={"activemq.prefetchSize": str(settings.concurrency + prefetch_for(settings.concurrency))},
                     receipt_timeout=RECEIPT_TIMEOUT_SECONDS,
                 )
             yield transport

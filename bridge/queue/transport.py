@@ -20,6 +20,12 @@ MAX_BATCH = 10
 DEFAULT_MAX_RECEIVE_COUNT = 10
 
 
+def prefetch_for(concurrency: int) -> int:
+    """Messages a consumer holds beyond the running ones: a batch, two for wide concurrency. A transport that
+    pushes messages (ActiveMQ) asks the broker for at most ``concurrency + prefetch_for(concurrency)``."""
+    return min(2 * MAX_BATCH, max(MAX_BATCH, concurrency))
+
+
 @dataclass(slots=True)
 class QueueMessage:
     """One delivery of one message, as the transport received it.

@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from bridge.errors import ChannelRejected
+from bridge.queue.transport import QueueMessage
 from bridge.simulator import RunningSimulator
 from tests.support import (
     ChannelLog,
@@ -145,4 +146,39 @@ async def test_a_channel_rejecting_permanently_is_dead_lettered_naming_the_chann
         assert message.attributes["failure.stage"] == "print"
         assert message.attributes["failure.error_class"] == "ChannelRejected"
         assert "wrong credentials" in message.attributes["failure.reason"]
+    assert {k[0] for k in channel_log.creates} == {"web"} and channel_log.duplicates() == 0
+
+
+async def test_the_attempt_count_travels_with_the_message_until_the_dead_letter(
+    stomp_queues: tuple[str, str],
+    stomp_simulator: RunningSimulator,
+    stomp_admin: SimulatorAdmin,
+    channel_log: ChannelLog,
+    tmp_path: Path,
+) -> None:
+    # The print channel stays down: each attempt is re-sent with a delay and one more on its attempt header, and
+    # the third attempt (max_receive_count) is dead-lettered with the last failure as its reason.
+    channel_log.down_until["print"] = float("inf")
+    settings = worker_settings(
+        queue=stomp_queues[0],
+        endpoint=stomp_queues[1],
+        kordiam=stomp_simulator.base_url,
+        workdir=tmp_path,
+        max_receive_count=3,
+    )
+    async with running_worker(settings):
+        created = await stomp_admin.create(story("Down in print"))
+        dead: list[QueueMessage] = []
+
+        async def dead_lettered() -> bool:
+            dead.extend(await stomp_drain(stomp_queues[1]))
+            return any(m.attributes.get("event") == "created" for m in dead)
+
+        await eventually(dead_lettered, timeout=60, what="the dead letter of the created notification")
+    # The simulator also notifies the bridge's own write-back (updated): every notification ends the same way.
+    assert {json.loads(m.body)["id"] for m in dead} == {created["id"]}
+    for message in dead:
+        assert message.attributes["failure.attempts"] == "3"
+        assert message.attributes["failure.reason"].startswith("gave up after 3 attempts")
+        assert message.attributes["failure.stage"] == "print"
     assert {k[0] for k in channel_log.creates} == {"web"} and channel_log.duplicates() == 0
