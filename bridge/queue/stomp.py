@@ -92,7 +92,6 @@ class StompTransport:
         self._dlq_destination = parse_stomp_url(settings.dlq_url).destination
         self._inbox: asyncio.Queue[QueueMessage] = asyncio.Queue()
         self._frames: dict[str, stompman.AckableMessageFrame] = {}
-        self._subscription: stompman.ManualAckSubscription | None = None
 
     @property
     def ordered_groups(self) -> bool:
@@ -141,34 +140,28 @@ class StompTransport:
             # The handler only files the frame in the inbox; the broker's prefetch bounds what arrives.
             max_concurrent_handlers=None,
         )
-        try:
-            async with asyncio.timeout(FIRST_CONNECT_TIMEOUT_SECONDS):
-                await client.__aenter__()
-        except (TimeoutError, stompman.FailedAllConnectAttemptsError, OSError) as error:
-            raise ConfigError(
-                "queue.url",
-                f"cannot connect to the ActiveMQ broker at {address.broker} ({type(error).__name__}); is it running, "
-                "and are host, port, username and password right?",
-            ) from None
-        transport = cls(settings, client)
-        failure: BaseException | None = None
-        try:
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                async with asyncio.timeout(FIRST_CONNECT_TIMEOUT_SECONDS):
+                    await stack.enter_async_context(client)
+            except (TimeoutError, stompman.FailedAllConnectAttemptsError, OSError) as error:
+                raise ConfigError(
+                    "queue.url",
+                    f"cannot connect to the ActiveMQ broker at {address.broker} ({type(error).__name__}); is it "
+                    "running, and are host, port, username and password right?",
+                ) from None
+            transport = cls(settings, client)
             if consume:
-                transport._subscription = await client.subscribe_with_manual_ack(
+                subscription = await client.subscribe_with_manual_ack(
                     address.destination,
                     transport._on_message,
                     ack="client-individual",
                     headers={"activemq.prefetchSize": str(settings.concurrency + prefetch_for(settings.concurrency))},
                     receipt_timeout=RECEIPT_TIMEOUT_SECONDS,
                 )
+                # The client waits for its subscriptions to end before it disconnects.
+                stack.push_async_callback(subscription.unsubscribe)
             yield transport
-        except BaseException as error:
-            failure = error
-            raise
-        finally:
-            if transport._subscription is not None:
-                await transport._subscription.unsubscribe()
-            await client.__aexit__(type(failure) if failure else None, failure, None)
 
     # ---- receiving -------------------------------------------------------------------------------------------
 
