@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
+import uuid
 from collections.abc import AsyncIterator, Sequence
 from typing import Literal, Self
 from urllib.parse import quote
@@ -47,6 +48,7 @@ from bridge.queue.transport import (
 log = structlog.get_logger("bridge.queue")
 
 ATTEMPT_HEADER = "bridge-attempt"
+SEND_ID_HEADER = "bridge-send-id"
 SCHEDULED_DELAY_HEADER = "AMQ_SCHEDULED_DELAY"
 GROUP_HEADER = "JMSXGroupID"
 # Headers the broker sets on a MESSAGE frame: not the producer's attributes, and never copied onto a re-send.
@@ -245,11 +247,14 @@ class StompTransport:
         await self._send_confirmed(self._dlq_destination, message.body or "(empty body)", headers)
 
     async def send(self, body: str, attributes: dict[str, str] | None = None, *, group_id: str | None = None) -> str:
-        headers = dict(attributes or {})
+        """Returns the ``bridge-send-id`` header it gave the message: the broker assigns its message id only on
+        delivery, so this is what ties a send (``replay``, the sweep) to the message on the queue."""
+        send_id = uuid.uuid4().hex
+        headers = dict(attributes or {}) | {SEND_ID_HEADER: send_id}
         if group_id is not None:
             headers[GROUP_HEADER] = group_id
         await self._send_confirmed(self._address.destination, body, headers)
-        return f"sent to {self._address.destination}"
+        return send_id
 
     def _carried_headers(self, message: QueueMessage) -> dict[str, str]:
         headers = dict(message.attributes)

@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from bridge.errors import ChannelRejected
+from bridge.queue.admin import replay
 from bridge.queue.transport import QueueMessage
 from bridge.simulator import RunningSimulator
 from tests.support import (
@@ -22,6 +23,7 @@ from tests.support import (
     running_worker,
     stomp_drain,
     stomp_send,
+    stomp_settings,
     story,
     worker_settings,
     write_config,
@@ -182,3 +184,14 @@ async def test_the_attempt_count_travels_with_the_message_until_the_dead_letter(
         assert message.attributes["failure.reason"].startswith("gave up after 3 attempts")
         assert message.attributes["failure.stage"] == "print"
     assert {k[0] for k in channel_log.creates} == {"web"} and channel_log.duplicates() == 0
+
+
+async def test_replay_sends_fresh_notifications_to_the_broker(stomp_queues: tuple[str, str]) -> None:
+    settings = stomp_settings(stomp_queues[0], dlq_url=stomp_queues[1])
+    result = await replay(settings, [101, 102, 101])
+    assert [e.element_id for e in result.elements] == [101, 102] and result.failed == 0
+    messages = sorted(await stomp_drain(stomp_queues[0]), key=lambda m: m.body)
+    assert [json.loads(m.body)["id"] for m in messages] == [101, 102]
+    for message, element in zip(messages, result.elements, strict=True):
+        assert message.attributes["event"] == "updated" and message.attributes["source"] == "replay"
+        assert message.attributes["bridge-send-id"] == element.message_id  # what replay printed finds the message
