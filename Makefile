@@ -18,7 +18,7 @@ help:
 	@echo "make simulator        serve the Kordiam API simulator on 127.0.0.1:8700"
 	@echo "make run CONFIG=...   run the worker with a config file"
 	@echo "make image / up / down  container image; worker + simulator + SQS emulator with docker compose"
-	@echo "make bench            throughput, latency, CPU and memory vs the simplest loop (LocalStack)"
+	@echo "make bench            throughput, latency, CPU and memory vs the simplest loop (LocalStack, then ActiveMQ)"
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -94,10 +94,16 @@ run: venv
 # Throughput, latency, CPU and memory against the simplest possible loop (not part of `make test`).
 BENCH_ARGS ?=
 
+# Then the same workload on ActiveMQ at C=32 against the simplest STOMP loop (its own broker, port and folder).
+BENCH_ACTIVEMQ := ACTIVEMQ_PORT=61633 ACTIVEMQ_HOME=$(CURDIR)/.cache/activemq-bench
+
 bench: venv
 	$(BIN)/python -m pip install -q -e '.[bench]'
 	LOCALSTACK_GATEWAY_SERVER=twisted scripts/localstack.sh start
 	$(BIN)/python -m bench.run $(BENCH_ARGS); status=$$?; scripts/localstack.sh stop; exit $$status
+	$(BENCH_ACTIVEMQ) scripts/activemq.sh start
+	$(BIN)/python -m bench.run --queue activemq --broker stomp://127.0.0.1:61633 --concurrency 32; \
+	  status=$$?; $(BENCH_ACTIVEMQ) scripts/activemq.sh stop; exit $$status
 
 # Container and local stack (need a Docker engine): EMULATOR=localstack (default) or moto.
 EMULATOR ?= localstack
