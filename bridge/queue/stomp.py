@@ -75,6 +75,7 @@ BROKER_HEADERS = frozenset(
 )
 RECEIPT_TIMEOUT_SECONDS = 10.0
 FIRST_CONNECT_TIMEOUT_SECONDS = 15.0
+CONNECTION_CHECK_SECONDS = 1.0
 
 
 class StompTransport:
@@ -163,7 +164,29 @@ class StompTransport:
                 )
                 # The client waits for its subscriptions to end before it disconnects.
                 stack.push_async_callback(subscription.unsubscribe)
+            watcher = asyncio.create_task(transport._watch_connection(), name="stomp-connection-watch")
+            stack.callback(watcher.cancel)
             yield transport
+
+    async def _watch_connection(self) -> None:
+        """One log line when the connection is lost and one when it is back (stompman reconnects by itself)."""
+        was_connected, lost_at = True, 0.0
+        while True:
+            await asyncio.sleep(CONNECTION_CHECK_SECONDS)
+            connected = self.connected()
+            if connected == was_connected:
+                continue
+            was_connected = connected
+            loop_time = asyncio.get_running_loop().time()
+            if not connected:
+                lost_at = loop_time
+                log.warning(
+                    "broker_connection_lost",
+                    broker=self._address.broker,
+                    hint="reconnecting; unacknowledged messages stay on the broker",
+                )
+            else:
+                log.info("broker_reconnected", broker=self._address.broker, outage_seconds=round(loop_time - lost_at))
 
     # ---- receiving -------------------------------------------------------------------------------------------
 
