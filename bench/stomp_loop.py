@@ -18,7 +18,7 @@ from urllib.parse import urlparse
 import aiohttp
 import stompman
 
-AUTH = {"Authorization": "Bearer bench"}
+from bench.simple_loop import sync_element
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -35,20 +35,7 @@ async def main(args: argparse.Namespace) -> None:
     ):
 
         async def handle(frame: stompman.AckableMessageFrame) -> None:
-            element_id = json.loads(frame.body)["id"]
-            async with http.get(f"{base}/api/v2/elements/{element_id}", headers=AUTH) as response:
-                response.raise_for_status()
-                element = await response.json()
-            async with http.post(f"{base}/element", json=element, headers={"X-Bench": "1"}) as response:
-                response.raise_for_status()
-                remote_id = (await response.json())["id"]
-            publication_id = element["publications"][0]["id"]
-            async with http.patch(
-                f"{base}/api/v2/elements/{element_id}/publications/{publication_id}",
-                json={"externalId": str(remote_id)},
-                headers=AUTH,
-            ) as response:
-                response.raise_for_status()
+            await sync_element(http, base, json.loads(frame.body)["id"])
             await frame.ack()
 
         subscription = await client.subscribe_with_manual_ack(

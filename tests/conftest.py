@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -21,9 +22,11 @@ from tests.support import (
     ChannelLog,
     SimulatorAdmin,
     SqsEndpoint,
+    free_port,
     make_queues,
     recording_channels,
     start_moto,
+    write_config,
 )
 
 REGION = "eu-central-1"
@@ -112,3 +115,20 @@ async def stomp_admin(stomp_simulator: RunningSimulator) -> AsyncIterator[Simula
     client = SimulatorAdmin(stomp_simulator.base_url)
     yield client
     await client.aclose()
+
+
+@pytest.fixture
+def stomp_config(stomp_queues: tuple[str, str], stomp_simulator: RunningSimulator, tmp_path: Path) -> tuple[Path, int]:
+    """A worker config on this test's ActiveMQ queue (two folder channels) and its ops port."""
+    port = free_port()
+    path = write_config(
+        tmp_path / "bridge.toml",
+        queue=stomp_queues[0],
+        endpoint=stomp_queues[1],
+        kordiam=stomp_simulator.base_url,
+        workdir=tmp_path,
+        ops_port=port,
+        # A killed worker's leases come free after this, not after the default.
+        state_extra="lease_seconds = 3",
+    )
+    return path, port

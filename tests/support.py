@@ -559,3 +559,32 @@ def delivery(
         version=version,
         **fields,
     )
+
+
+async def stop_worker_mid_batch(
+    sig: signal.Signals, config: Path, admin: SimulatorAdmin, workdir: Path, stories: int = 20
+) -> tuple[list[dict[str, Any]], float]:
+    """Create ``stories``, start a worker on ``config``, and stop it with ``sig`` once a few are delivered.
+
+    Returns the stories and how long the stop took; asserts what the signal promises (SIGTERM: a drain and exit 0
+    within 25 s; SIGKILL: killed).
+    """
+    created = [await admin.create(story(f"Story {n}")) for n in range(stories)]
+    # Slow some fetches (429, Retry-After: 1 s) so that work is in flight when the signal arrives.
+    await admin.fault(method="GET", path=r"^/api/v2/elements/\d+$", status=429, count=8, retry_after=1)
+    first = WorkerProcess(config, workdir / "worker-1.log")
+    try:
+        await eventually(lambda: len(list((workdir / "web").glob("*.json"))) >= 3, what="first deliveries")
+        started = time.monotonic()
+        first.process.send_signal(sig)
+        code = first.process.wait(timeout=30)
+        stop_seconds = time.monotonic() - started
+    finally:
+        first.kill()
+    if sig == signal.SIGTERM:
+        assert code == 0 and stop_seconds < 25, f"exit {code} after {stop_seconds:.1f} s"
+        events = [e.get("event") for e in first.events()]
+        assert "consumer_draining" in events and "consumer_stopped" in events
+    else:
+        assert code == -signal.SIGKILL
+    return created, stop_seconds

@@ -14,17 +14,15 @@ from urllib.parse import urlparse
 import httpx
 import pytest
 
-from bridge.simulator import RunningSimulator
 from tests.faults.conftest import Figures
 from tests.support import (
     SimulatorAdmin,
     WorkerProcess,
     deliveries,
     eventually,
-    free_port,
     stomp_drain,
+    stop_worker_mid_batch,
     story,
-    write_config,
 )
 
 pytestmark = pytest.mark.integration
@@ -51,50 +49,17 @@ def record(figures: Figures, stories: list[dict[str, Any]], workdir: Path, dead:
     figures.lost = len(expected - set(files))
 
 
-@pytest.fixture
-def config(stomp_queues: tuple[str, str], stomp_simulator: RunningSimulator, tmp_path: Path) -> tuple[Path, int]:
-    port = free_port()
-    path = write_config(
-        tmp_path / "bridge.toml",
-        queue=stomp_queues[0],
-        endpoint=stomp_queues[1],
-        kordiam=stomp_simulator.base_url,
-        workdir=tmp_path,
-        ops_port=port,
-        # A killed worker's leases come free after this, not after the default.
-        state_extra="lease_seconds = 3",
-    )
-    return path, port
-
-
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["sigkill", "sigterm"])
 async def test_worker_on_activemq_stopped_mid_batch_then_restarted(
     sig: signal.Signals,
-    config: tuple[Path, int],
+    stomp_config: tuple[Path, int],
     stomp_queues: tuple[str, str],
     stomp_admin: SimulatorAdmin,
     tmp_path: Path,
     figures: Figures,
 ) -> None:
-    path, ops_port = config
-    stories = [await stomp_admin.create(story(f"Story {n}")) for n in range(20)]
-    # Slow some fetches (429, Retry-After: 1 s) so that work is in flight when the signal arrives.
-    await stomp_admin.fault(method="GET", path=r"^/api/v2/elements/\d+$", status=429, count=8, retry_after=1)
-    first = WorkerProcess(path, tmp_path / "worker-1.log")
-    try:
-        await eventually(lambda: len(list((tmp_path / "web").glob("*.json"))) >= 3, what="first deliveries")
-        started = time.monotonic()
-        first.process.send_signal(sig)
-        code = first.process.wait(timeout=30)
-        stop_seconds = time.monotonic() - started
-    finally:
-        first.kill()
-    if sig == signal.SIGTERM:
-        assert code == 0 and stop_seconds < 25, f"exit {code} after {stop_seconds:.1f} s"
-        events = [e.get("event") for e in first.events()]
-        assert "consumer_draining" in events and "consumer_stopped" in events
-    else:
-        assert code == -signal.SIGKILL
+    path, ops_port = stomp_config
+    stories, stop_seconds = await stop_worker_mid_batch(sig, path, stomp_admin, tmp_path)
     delivered_before = len(deliveries(tmp_path))
 
     # The broker hands the first worker's unacknowledged messages to the second; the state store deduplicates.
@@ -137,13 +102,13 @@ async def port_closed(url: str) -> bool:
 
 async def test_broker_restart_mid_run_loses_nothing(
     activemq: str,
-    config: tuple[Path, int],
+    stomp_config: tuple[Path, int],
     stomp_queues: tuple[str, str],
     stomp_admin: SimulatorAdmin,
     tmp_path: Path,
     figures: Figures,
 ) -> None:
-    path, ops_port = config
+    path, ops_port = stomp_config
     stories = [await stomp_admin.create(story(f"Before {n}")) for n in range(10)]
     await stomp_admin.fault(method="GET", path=r"^/api/v2/elements/\d+$", status=429, count=6, retry_after=1)
     worker = WorkerProcess(path, tmp_path / "worker.log")

@@ -19,37 +19,21 @@ from tests.support import (
     WorkerProcess,
     deliveries,
     eventually,
-    free_port,
     running_worker,
     stomp_drain,
     stomp_send,
     stomp_settings,
     story,
     worker_settings,
-    write_config,
 )
 
 pytestmark = [pytest.mark.integration]
 
 
-@pytest.fixture
-def config(stomp_queues: tuple[str, str], stomp_simulator: RunningSimulator, tmp_path: Path) -> tuple[Path, int]:
-    port = free_port()
-    path = write_config(
-        tmp_path / "bridge.toml",
-        queue=stomp_queues[0],
-        endpoint=stomp_queues[1],
-        kordiam=stomp_simulator.base_url,
-        workdir=tmp_path,
-        ops_port=port,
-    )
-    return path, port
-
-
 async def test_run_on_activemq_creates_updates_and_deletes_in_two_channels(
-    config: tuple[Path, int], stomp_admin: SimulatorAdmin, stomp_queues: tuple[str, str], tmp_path: Path
+    stomp_config: tuple[Path, int], stomp_admin: SimulatorAdmin, stomp_queues: tuple[str, str], tmp_path: Path
 ) -> None:
-    path, ops_port = config
+    path, ops_port = stomp_config
     worker = WorkerProcess(path, tmp_path / "worker.log")
     try:
         await eventually(lambda: worker.ready(ops_port), what="/readyz")
@@ -81,9 +65,9 @@ async def test_run_on_activemq_creates_updates_and_deletes_in_two_channels(
 
 
 async def test_poison_messages_are_dead_lettered_with_their_reason(
-    config: tuple[Path, int], stomp_queues: tuple[str, str], tmp_path: Path
+    stomp_config: tuple[Path, int], stomp_queues: tuple[str, str], tmp_path: Path
 ) -> None:
-    path, ops_port = config
+    path, ops_port = stomp_config
     await stomp_send(stomp_queues[0], "not json", {"event": "updated"})
     await stomp_send(stomp_queues[0], '{"hello": 1}')
     worker = WorkerProcess(path, tmp_path / "worker.log")
@@ -105,9 +89,9 @@ async def test_poison_messages_are_dead_lettered_with_their_reason(
 
 
 async def test_kordiam_503_and_429_are_retried_through_the_broker_and_delivered(
-    config: tuple[Path, int], stomp_admin: SimulatorAdmin, stomp_queues: tuple[str, str], tmp_path: Path
+    stomp_config: tuple[Path, int], stomp_admin: SimulatorAdmin, stomp_queues: tuple[str, str], tmp_path: Path
 ) -> None:
-    path, ops_port = config
+    path, ops_port = stomp_config
     stories = [await stomp_admin.create(story(f"Story {n}")) for n in range(4)]
     # More failures than the in-process retries absorb: some messages go back to the broker with a delay.
     await stomp_admin.fault(method="GET", path=r"^/api/v2/elements/\d+$", status=503, count=12)
