@@ -43,7 +43,8 @@ unit: venv
 
 integration: venv
 	scripts/wordpress.sh start
-	$(WORDPRESS_ENV) $(BIN)/pytest $(PYTEST_FLAGS) tests/integration
+	$(TEST_ACTIVEMQ) scripts/activemq.sh start
+	$(WORDPRESS_ENV) $(ACTIVEMQ_ENV) $(BIN)/pytest $(PYTEST_FLAGS) tests/integration
 
 # The same end-to-end tests against LocalStack (host mode, no Docker), on a port and in a folder of their own so
 # they never stop a LocalStack that is running for something else (`make localstack`, `make bench`).
