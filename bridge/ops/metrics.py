@@ -21,6 +21,9 @@ CHANNEL_LATENCY = Histogram(
 CHANNEL_ERRORS = Counter("bridge_channel_errors", "Failed channel writes", ["channel", "kind"])
 KORDIAM_THROTTLED = Counter("bridge_kordiam_throttled", "Kordiam API answers with 429")
 VISIBILITY_EXTENSIONS = Counter("bridge_visibility_extensions", "Visibility timeouts extended for slow messages")
+NOTIFICATIONS_COALESCED = Counter(
+    "bridge_notifications_coalesced", "Notifications acknowledged without a fetch: a later-started fetch covered them"
+)
 FEEDBACK_WRITES = Counter("bridge_feedback_writes", "Feedback writes to Kordiam", ["kind"])
 BREAKER_STATE = Gauge(
     "bridge_channel_breaker_state", "Circuit breaker per channel: 0 closed, 1 half-open, 2 open", ["channel"]

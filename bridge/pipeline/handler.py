@@ -41,7 +41,7 @@ class MessageHandler:
         )
 
         try:
-            report = await self._engine.sync(notification)
+            report = await self._engine.sync(notification, sent_at=message.sent_at)
         except SyncFailed as failed:
             first = failed.failures[0].error
             reason = str(failed)[:900]
@@ -70,6 +70,7 @@ class MessageHandler:
             "done",
             outcome="done",
             skipped=report.skipped,
+            covered=report.covered or None,
             element_deleted=report.deleted_element or None,
             channels={f"{a.channel}/{a.publication_id}": a.action.value for a in report.actions} or None,
             feedback=report.feedback or None,

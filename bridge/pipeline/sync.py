@@ -22,6 +22,7 @@ from bridge.errors import BridgeError, PermanentError, TransientError
 from bridge.kordiam.client import KordiamClient
 from bridge.kordiam.models import CmsLinks, Element, Publication
 from bridge.ops import metrics
+from bridge.pipeline.covering import FetchLedger
 from bridge.pipeline.fingerprint import fingerprint
 from bridge.pipeline.locks import KeyedLock
 from bridge.pipeline.notification import Notification
@@ -71,10 +72,14 @@ class Failure:
 class SyncReport:
     element_id: int
     skipped: str | None = None
+    covered: bool = False
     deleted_element: bool = False
     actions: list[ChannelAction] = field(default_factory=list)
     feedback: list[str] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
+
+
+COVERED = "covered by a fetch that started after it was sent"
 
 
 class StaleWrite(TransientError):
@@ -112,6 +117,7 @@ class SyncEngine:
         state: StateStore,
         feedback: FeedbackSettings,
         main_channel: str,
+        fetched: FetchLedger | None = None,
     ) -> None:
         # The main channel first: when one publication reaches several channels, its id is the one Kordiam keeps.
         self._routes = sorted(routes, key=lambda route: route.name != main_channel)
@@ -120,10 +126,19 @@ class SyncEngine:
         self._feedback = feedback
         self._main = main_channel
         self._locks = KeyedLock()
+        self._fetched = fetched or FetchLedger()
 
-    async def sync(self, notification: Notification) -> SyncReport:
-        """Bring every channel in line with the element; raise ``SyncFailed`` if any stage failed."""
+    async def sync(self, notification: Notification, *, sent_at: float | None = None) -> SyncReport:
+        """Bring every channel in line with the element; raise ``SyncFailed`` if any stage failed.
+
+        ``sent_at`` is when the queue took the notification; a notification covered by a fetch that started
+        later (see ``FetchLedger``) is reported as skipped without a fetch. Waiting for the element's lock is
+        what lets notifications that arrive during a sync share the next one.
+        """
         async with self._locks.hold(notification.element_id):
+            if self._fetched.covers(notification.element_id, sent_at):
+                metrics.NOTIFICATIONS_COALESCED.inc()
+                return SyncReport(notification.element_id, skipped=COVERED, covered=True)
             try:
                 async with self._state.lease(notification.element_id):
                     report = await self._sync(notification)
@@ -147,6 +162,7 @@ class SyncEngine:
 
         # What the channels hold is read while the element is fetched: both only need the lease.
         reading = asyncio.ensure_future(self._state.deliveries(element_id))
+        fetch_started = time.time()
         try:
             element = await self._kordiam.get_element(element_id)
         except Exception as error:
@@ -162,6 +178,7 @@ class SyncEngine:
             await self._retract(deliveries, keep=set(), report=report, held=held)
             if not report.failures:
                 await self._state.mark_element(ElementMark(element_id, None, None, deleted=True))
+                self._fetched.record(element_id, fetch_started)
             return report
 
         carried = {(r.name, p.id) for r in self._routes for p in element.publications if r.carries(p)}
@@ -177,6 +194,7 @@ class SyncEngine:
             await self._state.mark_element(
                 ElementMark(element_id, element.modification_date, element.version, deleted=False)
             )
+            self._fetched.record(element_id, fetch_started)
         return report
 
     async def _deliver(

@@ -21,7 +21,7 @@ class RecordingEngine:
     def __init__(self) -> None:
         self.contexts: list[dict[str, Any]] = []
 
-    async def sync(self, notification: Notification) -> SyncReport:
+    async def sync(self, notification: Notification, *, sent_at: float | None = None) -> SyncReport:
         self.contexts.append(structlog.contextvars.get_contextvars())
         return SyncReport(notification.element_id)
 
