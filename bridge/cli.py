@@ -106,6 +106,10 @@ def _parser() -> argparse.ArgumentParser:
     _output_options(status)
     status.set_defaults(command=_status)
 
+    ingress = commands.add_parser("ingress", help="receive Kordiam's webhooks and enqueue them for the worker")
+    _config_option(ingress)
+    ingress.set_defaults(command=_ingress)
+
     demo = commands.add_parser("demo", help="run the whole bridge on embedded defaults and show what landed where")
     demo.add_argument("--workdir", type=Path, default=Path("demo-output"), help="where the demo writes its output")
     demo.set_defaults(command=_demo)
@@ -207,6 +211,26 @@ def _run(args: argparse.Namespace) -> int:
         stop = asyncio.Event()
         install_signal_handlers(stop)
         await run_worker(settings, stop, own_process=True)
+
+    asyncio.run(_main())
+    return 0
+
+
+def _ingress(args: argparse.Namespace) -> int:
+    from bridge.config import load_settings
+    from bridge.ingress.app import run_ingress
+    from bridge.ops.logging import configure_logging
+    from bridge.worker import install_signal_handlers
+
+    settings = load_settings(args.config)
+    if settings.ingress is None:
+        raise ConfigError("ingress", "is required for `kordiam-bridge ingress`: add an [ingress] table")
+    configure_logging(settings.ingress.log_level)
+
+    async def _main() -> None:
+        stop = asyncio.Event()
+        install_signal_handlers(stop)
+        await run_ingress(settings, stop)
 
     asyncio.run(_main())
     return 0

@@ -29,6 +29,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 from bridge.errors import ConfigError
+from bridge.ingress.settings import IngressSettings
 
 CONFIG_ENV = "BRIDGE_CONFIG"
 # Channels are a list, so their keys are addressed by channel name: BRIDGE_CHANNELS__<NAME>__<KEY>.
@@ -283,6 +284,8 @@ class Settings(BaseSettings):
     feedback: FeedbackSettings = FeedbackSettings()
     reconcile: ReconcileSettings = ReconcileSettings()
     ops: OpsSettings = OpsSettings()
+    # `kordiam-bridge ingress` only: the webhook receiver (bridge.ingress.settings).
+    ingress: IngressSettings | None = None
 
     @classmethod
     def settings_customise_sources(
