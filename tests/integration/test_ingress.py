@@ -19,6 +19,7 @@ from bridge.ingress.app import IngressServer, build_app
 from bridge.ingress.settings import IngressSettings
 from bridge.queue import open_transport
 from bridge.simulator import RunningSimulator, SimulatorSettings
+from bridge.simulator.webhooks import WebhookAuth
 from bridge.state import open_state_store
 from tests.support import (
     REGION,
@@ -202,3 +203,85 @@ async def test_a_burst_of_1000_calls_with_kordiams_retries_delivers_every_story_
     assert drain(sqs_endpoint.url, queues[1]) == []
     for element in elements:
         assert (tmp_path / "web" / f"{element['id']}-{element['publications'][0]['id']}.html").exists()
+
+
+GLOBAL_EXPORT_AUTH: dict[str, tuple[dict[str, Any], list[str]]] = {
+    "bearer": ({"type": "bearer", "token": "tok-1"}, ["bearer:tok-1"]),
+    "jwt": (
+        {"type": "jwt", "secret": "a-jwt-secret-of-32-bytes-or-more!!"},
+        ["jwt:a-jwt-secret-of-32-bytes-or-more!!"],
+    ),
+    "api_key": ({"type": "api_key", "api_key": "k-1", "api_secret": "s-1"}, ["api_key:k-1:s-1"]),
+    "headers": (
+        {"type": "headers", "headers": {"X-Api-Key": "h-1", "X-Org": "acme"}},
+        ["header:X-Api-Key=h-1", "header:X-Org=acme"],
+    ),
+}
+
+
+@pytest.mark.parametrize("auth", sorted(GLOBAL_EXPORT_AUTH))
+async def test_the_simulator_calls_the_ingress_as_kordiam_would(
+    sqs_endpoint: SqsEndpoint, queues: tuple[str, str], channel_log: ChannelLog, tmp_path: Path, auth: str
+) -> None:
+    """Simulator (Global Export, each auth type) → ingress → queue → worker → channels → feedback → the PUT and
+    DELETE Kordiam sends next carry the linked id, and the ingress maps them back."""
+    ingress_auth, flags = GLOBAL_EXPORT_AUTH[auth]
+    ingress = IngressSettings.model_validate(
+        {
+            "port": 0,
+            "global_export": {"path": "/kordiam", "auth": ingress_auth},
+            "platform": {"path": "/platform", "api_user": "api-user", "api_secret": "api-secret"},
+        }
+    )
+    placeholder = worker_settings(queue=queues[0], endpoint=sqs_endpoint.url, kordiam="http://x", workdir=tmp_path)
+    async with running_ingress(placeholder, ingress) as url:
+        simulator_settings = SimulatorSettings(
+            region=REGION,
+            global_export_url=f"{url}/kordiam",
+            global_export_auth=WebhookAuth.parse(flags),
+            platform_url=f"{url}/platform",
+            platform_api_user="api-user",
+            platform_api_secret="api-secret",
+        )
+        with RunningSimulator(simulator_settings) as simulator:
+            settings = worker_settings(
+                queue=queues[0], endpoint=sqs_endpoint.url, kordiam=simulator.base_url, workdir=tmp_path
+            )
+            admin = SimulatorAdmin(simulator.base_url)
+            try:
+                async with running_worker(settings):
+                    element = await admin.create(story("Bridge opens"))
+                    element_id = element["id"]
+                    web_pub = element["publications"][0]["id"]
+
+                    async def linked() -> bool:
+                        return "externalElement" in await admin.get(element_id)
+
+                    await eventually(linked, what="feedback linking the element")
+                    linked_id = f"{element_id}-{web_pub}"
+                    await admin.patch(element_id, {"title": "Bridge opens at noon"})
+
+                    async def updated() -> bool:
+                        return "Bridge opens at noon" in (tmp_path / "web" / f"{linked_id}.json").read_text()
+
+                    await eventually(updated, what="the update in the web channel")
+                    await admin.delete(element_id)
+
+                    async def gone() -> bool:
+                        return not (tmp_path / "web" / f"{linked_id}.html").exists()
+
+                    await eventually(gone, what="the deletion in the web channel")
+                    calls = await admin._call("GET", "/_admin/webhooks")
+            finally:
+                await admin.aclose()
+    global_export = [
+        (c["method"], c["path"], c["status"], c["attempts"]) for c in calls if c["target"] == "global_export"
+    ]
+    assert global_export == [
+        ("POST", "/element", 201, 1),
+        ("PUT", f"/element/{linked_id}", 200, 1),
+        ("DELETE", f"/element/{linked_id}", 200, 1),
+    ]
+    platform = [(c["method"], c["status"], c["attempts"]) for c in calls if c["target"] == "platform"]
+    assert platform == [("POST", 200, 1)] * 2 + [("PUT", 200, 1)] * 2 + [("DELETE", 200, 1)] * 2
+    assert channel_log.duplicates() == 0
