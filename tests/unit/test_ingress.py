@@ -523,3 +523,31 @@ def test_ingress_command_without_an_ingress_table_is_a_config_error(
     config.write_text(config.read_text() + '[ingress]\nport = 8780\n[ingress.platform]\napi_user = "u"\n')
     assert main(["ingress", "--config", str(config)]) == 2
     assert "ingress.platform.api_secret: is required" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--global-export-url", "ftp://x"], "--global-export-url: must be an http(s) URL"),
+        (["--global-export-url", "http://x"], "--global-export-auth: is required with the URL"),
+        (["--global-export-url", "http://x", "--global-export-auth", "basic:x"], "--global-export-auth: must be"),
+        (["--global-export-auth", "bearer:x"], "--global-export-auth: needs --global-export-url"),
+        (["--platform-url", "http://x"], "--platform-api-user: --platform-url needs --platform-api-user"),
+    ],
+)
+def test_simulator_webhook_flags_are_checked(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from bridge.cli import main
+
+    assert main(["simulator", *argv]) == 2
+    assert capsys.readouterr().err.startswith(f"kordiam-bridge: configuration error: {message}")
+
+
+def test_webhook_auth_specs() -> None:
+    from bridge.simulator.webhooks import WebhookAuth
+
+    assert WebhookAuth.parse(["bearer:t"]) == WebhookAuth("bearer", token="t")
+    assert WebhookAuth.parse(["jwt:s"]) == WebhookAuth("jwt", token="s")
+    assert WebhookAuth.parse(["api_key:k:s:x"]) == WebhookAuth("api_key", token="s:x", api_key="k")
+    assert WebhookAuth.parse(["header:A=1", "header:B=2"]) == WebhookAuth("headers", headers=(("A", "1"), ("B", "2")))
+    with pytest.raises(ValueError, match="only header"):
+        WebhookAuth.parse(["bearer:t", "bearer:u"])
