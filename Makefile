@@ -6,11 +6,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 PYTEST_FLAGS ?= -q
 
-.PHONY: help venv demo test lint typecheck unit integration test-localstack localstack localstack-stop \
+.PHONY: help venv demo demo-webhooks test lint typecheck unit integration test-localstack localstack localstack-stop \
         wordpress wordpress-stop activemq activemq-stop simulator run clean image up down infra-test checkov bench
 
 help:
 	@echo "make demo             run the whole bridge on embedded defaults (SQS, Kordiam simulator, folder channels)"
+	@echo "make demo-webhooks    the same, with Kordiam calling the webhook ingress instead of the queue"
 	@echo "make test             lint, type-check, all tests on moto server, then the LocalStack pass"
 	@echo "make localstack       start LocalStack in host mode (no Docker) on 127.0.0.1:4566"
 	@echo "make wordpress        install (Debian packages) and serve a real WordPress on 127.0.0.1:8089"
@@ -30,6 +31,10 @@ venv: $(STAMP)
 
 demo: venv
 	$(BIN)/kordiam-bridge demo
+
+# The same newsroom day with Kordiam's Global Export webhooks: simulator → ingress → queue → worker → channels.
+demo-webhooks: venv
+	$(BIN)/kordiam-bridge demo --webhooks
 
 lint: venv
 	$(BIN)/ruff check bridge tests bench

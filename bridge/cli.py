@@ -125,6 +125,9 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="run the whole bridge on embedded defaults and show what landed where")
     demo.add_argument("--workdir", type=Path, default=Path("demo-output"), help="where the demo writes its output")
+    demo.add_argument(
+        "--webhooks", action="store_true", help="Kordiam sends Global Export webhooks to the ingress instead of SQS"
+    )
     demo.set_defaults(command=_demo)
     return parser
 
@@ -326,7 +329,7 @@ def _simulator_webhooks(args: argparse.Namespace) -> dict[str, Any]:
 def _demo(args: argparse.Namespace) -> int:
     from bridge.demo import run_demo
 
-    return run_demo(args.workdir)
+    return run_demo(args.workdir, webhooks=args.webhooks)
 
 
 if __name__ == "__main__":
