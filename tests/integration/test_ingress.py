@@ -37,7 +37,7 @@ from tests.support import (
     worker_settings,
 )
 
-pytestmark = [pytest.mark.integration, pytest.mark.localstack]
+pytestmark = pytest.mark.integration
 
 TOKEN = "ingress-test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json;charset=UTF-8"}
@@ -77,6 +77,7 @@ async def running_ingress(settings: Settings, ingress: IngressSettings = INGRESS
         await state.close()
 
 
+@pytest.mark.localstack
 async def test_webhooks_reach_the_channels_and_feedback_links_the_element(
     sqs_endpoint: SqsEndpoint,
     queues: tuple[str, str],
@@ -219,6 +220,7 @@ GLOBAL_EXPORT_AUTH: dict[str, tuple[dict[str, Any], list[str]]] = {
 }
 
 
+@pytest.mark.localstack
 @pytest.mark.parametrize("auth", sorted(GLOBAL_EXPORT_AUTH))
 async def test_the_simulator_calls_the_ingress_as_kordiam_would(
     sqs_endpoint: SqsEndpoint, queues: tuple[str, str], channel_log: ChannelLog, tmp_path: Path, auth: str
@@ -284,4 +286,36 @@ async def test_the_simulator_calls_the_ingress_as_kordiam_would(
     ]
     platform = [(c["method"], c["status"], c["attempts"]) for c in calls if c["target"] == "platform"]
     assert platform == [("POST", 200, 1)] * 2 + [("PUT", 200, 1)] * 2 + [("DELETE", 200, 1)] * 2
+    assert channel_log.duplicates() == 0
+
+
+async def test_webhooks_through_activemq(
+    stomp_queues: tuple[str, str],
+    quiet_simulator: RunningSimulator,
+    kordiam: SimulatorAdmin,
+    channel_log: ChannelLog,
+    tmp_path: Path,
+) -> None:
+    """The same chain on ActiveMQ: the ingress enqueues through whichever transport ``queue.url`` names."""
+    settings = worker_settings(
+        queue=stomp_queues[0], endpoint=stomp_queues[1], kordiam=quiet_simulator.base_url, workdir=tmp_path
+    )
+    async with running_ingress(settings) as ingress, running_worker(settings), httpx.AsyncClient() as http:
+        element = await kordiam.create(story("Ferry strike ends"))
+        element_id = element["id"]
+        created = await http.post(f"{ingress}/kordiam/element", content=json.dumps(element), headers=AUTH)
+        assert created.status_code == 201
+
+        async def linked() -> bool:
+            return "externalElement" in await kordiam.get(element_id)
+
+        await eventually(linked, what="the worker's feedback linking the element")
+        linked_id = (await kordiam.get(element_id))["externalElement"]["externalId"]
+        await kordiam.delete(element_id)
+        assert (await http.delete(f"{ingress}/kordiam/element/{linked_id}", headers=AUTH)).status_code == 200
+
+        async def gone() -> bool:
+            return not (tmp_path / "web" / f"{linked_id}.html").exists()
+
+        await eventually(gone, what="the story removed from the web channel")
     assert channel_log.duplicates() == 0
