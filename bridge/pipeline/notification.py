@@ -27,6 +27,9 @@ from bridge.kordiam import assumptions
 from bridge.kordiam.models import Element
 
 MAX_ENVELOPE_DEPTH = 3
+# The largest element id the bridge accepts: state stores keep ids as signed 64-bit integers (SQLite's INTEGER),
+# and no Kordiam id comes near it. A larger id is poison, not a fault of the worker.
+MAX_ELEMENT_ID = 2**63 - 1
 ELEMENT_FIELDS = frozenset({"title", "slug", "note", "tasks", "publications", "publication", "elementStatus"})
 
 
@@ -93,7 +96,7 @@ def _decode(payload: Any, attributes: dict[str, str], *, depth: int) -> Notifica
             first = error.errors()[0]
             where = ".".join(str(p) for p in first["loc"])
             raise PoisonMessage(f"element body does not parse at {where}: {first['msg']}") from None
-        return Notification(element.id, event, element.modification_date, "element")
+        return Notification(_in_range(element.id, "id"), event, element.modification_date, "element")
     return Notification(element_id, event, None, "id")
 
 
@@ -112,12 +115,18 @@ def _element_id(payload: dict[str, Any]) -> int:
             if isinstance(value, bool):
                 break
             if isinstance(value, int) and value > 0:
-                return value
+                return _in_range(value, key)
             if isinstance(value, str) and value.strip().isdigit() and int(value) > 0:
-                return int(value)
+                return _in_range(int(value), key)
             raise PoisonMessage(f"`{key}` is not a positive element id: {str(value)[:40]!r}")
     keys = ", ".join(sorted(payload)[:8]) or "none"
     raise PoisonMessage(f"no element id (expected `id` or `elementId`; keys: {keys})")
+
+
+def _in_range(element_id: int, key: str) -> int:
+    if element_id > MAX_ELEMENT_ID:
+        raise PoisonMessage(f"`{key}` {element_id} is larger than the largest element id ({MAX_ELEMENT_ID})")
+    return element_id
 
 
 def _event(payload: dict[str, Any], attributes: dict[str, str]) -> Event | None:

@@ -19,6 +19,7 @@ from tests.fixtures import load
         ({"id": 12, "event": "ELEMENT_UPDATED"}, {}, 12, Event.UPDATED),
         ({"id": 12}, {"event": "created"}, 12, Event.CREATED),
         ({"id": 12, "event": "update"}, {}, 12, Event.UPDATED),
+        ({"id": 2**63 - 1}, {}, 2**63 - 1, None),
     ],
 )
 def test_id_notifications(
@@ -69,6 +70,9 @@ def test_sns_wrapping_a_global_export_body() -> None:
         ('{"id": -3}', "not a positive element id"),
         ('{"id": true}', "no element id"),
         ('{"id": 3.5}', "not a positive element id"),
+        ('{"id": 99999999999999999999}', "larger than the largest element id (9223372036854775807)"),
+        ('{"elementId": "9223372036854775808"}', "`elementId` 9223372036854775808 is larger than the largest"),
+        ('{"id": 9223372036854775808, "title": "x"}', "`id` 9223372036854775808 is larger than the largest"),
         ('{"id": 3, "event": "exploded"}', "unknown event"),
         ('{"id": 3, "event": 7}', "event is not a string"),
         ('{"Type": "Notification", "Message": "nope"}', "SNS envelope: Message is not JSON"),
