@@ -97,9 +97,12 @@ class StateSettings(Section):
     endpoint_url: str | None = None
     region: str | None = None
     # An element's lease: held while one worker syncs it, so two workers never sync one element at once. The
-    # holder extends it while it works; a crashed or stalled worker's elements come free after lease_seconds.
+    # holder extends it while it works; a crashed or stalled worker's elements come free after lease_seconds (on
+    # one host at once: a lease whose process is gone is taken over). A message whose element another worker
+    # holds waits in hand (heartbeated, no receive spent) up to lease_wait_seconds: longer than lease_seconds by
+    # default, so a dead worker's lease on another host expires within one wait.
     lease_seconds: float = Field(default=120.0, gt=0, le=3600)
-    lease_wait_seconds: float = Field(default=10.0, ge=0, le=300)
+    lease_wait_seconds: float = Field(default=300.0, ge=0, le=3600)
 
     @field_validator("url")
     @classmethod

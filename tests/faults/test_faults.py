@@ -41,9 +41,10 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def queues(sqs_endpoint: SqsEndpoint, request: pytest.FixtureRequest) -> tuple[str, str]:
-    """Queues that allow 10 receives: outages here last several back-offs by design."""
+    """Queues that allow 10 receives (outages here last several back-offs by design), or as many as a test asks
+    for by parametrizing ``queues`` indirectly."""
     name = f"f-{abs(hash(request.node.nodeid)) % 10**10}-{int(time.time() * 1000) % 10**6}"
-    queue, dlq = make_queues(sqs_endpoint.url, name, max_receive_count=10)
+    queue, dlq = make_queues(sqs_endpoint.url, name, max_receive_count=getattr(request, "param", 10))
     # Messages up to SQS's 1 MiB limit.
     sqs_client(sqs_endpoint.url).set_queue_attributes(QueueUrl=queue, Attributes={"MaximumMessageSize": "1048576"})
     sqs_client(sqs_endpoint.url).set_queue_attributes(QueueUrl=dlq, Attributes={"MaximumMessageSize": "1048576"})
@@ -51,7 +52,12 @@ def queues(sqs_endpoint: SqsEndpoint, request: pytest.FixtureRequest) -> tuple[s
 
 
 @pytest.mark.localstack
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["sigkill", "sigterm"])
+@pytest.mark.parametrize(
+    ("sig", "queues"),
+    [(signal.SIGKILL, 3), (signal.SIGKILL, 5), (signal.SIGTERM, 5)],
+    ids=["sigkill-maxreceive3", "sigkill-maxreceive5", "sigterm-maxreceive5"],
+    indirect=["queues"],
+)
 async def test_worker_stopped_mid_batch_then_restarted(
     sig: signal.Signals,
     sqs_endpoint: SqsEndpoint,
@@ -61,6 +67,7 @@ async def test_worker_stopped_mid_batch_then_restarted(
     tmp_path: Path,
     figures: Figures,
 ) -> None:
+    # The default state.lease_seconds (120 s): a killed worker's leases are recognised as its own, not waited out.
     config = write_config(
         tmp_path / "bridge.toml",
         queue=queues[0],
@@ -68,8 +75,7 @@ async def test_worker_stopped_mid_batch_then_restarted(
         kordiam=simulator.base_url,
         workdir=tmp_path,
         ops_port=free_port(),
-        # A killed worker's leases and in-flight messages come back after these, not after the defaults.
-        state_extra="lease_seconds = 3",
+        # A killed worker's in-flight messages come back after this, not after the default.
         visibility_timeout=6,
     )
     stories = [await admin.create(story(f"Story {n}")) for n in range(20)]
@@ -98,8 +104,10 @@ async def test_worker_stopped_mid_batch_then_restarted(
         for s in stories
         for channel, p in zip(("web", "print"), s["publications"], strict=True)
     )
+    restarted = time.monotonic()
     try:
         await eventually(lambda: deliveries(tmp_path) == expected, timeout=60, what="every story delivered")
+        all_delivered = time.monotonic() - restarted
         await eventually(lambda: queue_settled(sqs_endpoint.url, queues[0]), timeout=30, what="queue settled")
     finally:
         second.terminate()
@@ -118,8 +126,19 @@ async def test_worker_stopped_mid_batch_then_restarted(
     figures.dead_lettered = len(dead)
     figures.duplicates = len(files) - len(set(files)) + len(set(files) - set(expected_files))
     figures.lost = len(set(expected_files) - set(files))
-    figures.notes = {"delivered_before_stop": delivered_before, "stop_seconds": round(stop_seconds, 2)}
+    events = second.events()
+    redrive = sqs_client(sqs_endpoint.url).get_queue_attributes(QueueUrl=queues[0], AttributeNames=["RedrivePolicy"])
+    figures.notes = {
+        "max_receive_count": json.loads(redrive["Attributes"]["RedrivePolicy"])["maxReceiveCount"],
+        "delivered_before_stop": delivered_before,
+        "stop_seconds": round(stop_seconds, 2),
+        "leases_taken_over": sum(1 for e in events if e.get("event") == "lease_taken_over"),
+        "highest_receive_count": max((int(str(e["receive_count"])) for e in events if "receive_count" in e), default=0),
+        "restart_to_all_delivered_seconds": round(all_delivered, 2),
+        "busy_retries": sum(1 for e in events if "ElementBusy" in str(e.get("reason", ""))),
+    }
     assert files == expected_files
+    assert figures.notes["busy_retries"] == 0
     assert (figures.dead_lettered, figures.duplicates, figures.lost) == (0, 0, 0)
 
 
