@@ -58,4 +58,7 @@ def channel_options(settings: ChannelSettings, *, index: int = 0) -> BaseModel:
 def build_channel(settings: ChannelSettings, context: ChannelContext, *, index: int = 0) -> Channel:
     """Validate the adapter's own keys and build it; a problem names the key as ``channels[i].key``."""
     options = channel_options(settings, index=index)
-    return channel_types()[settings.type].create(settings, options, context)
+    try:
+        return channel_types()[settings.type].create(settings, options, context)
+    except ConfigError as error:  # an adapter's start-up check names its own key
+        raise ConfigError(f"channels[{index}].{error.key}", error.problem) from None

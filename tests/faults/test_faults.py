@@ -3,16 +3,21 @@ worker stays up. Every case is bounded in time and records its figures (see conf
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import signal
 import string
+import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from prometheus_client import REGISTRY
 
 from bridge.errors import ChannelRejected
 from bridge.simulator import RunningSimulator
@@ -340,3 +345,80 @@ async def test_malformed_bodies_big_messages_and_hostile_html(
     figures.lost = len(bodies) + 1 - len(dead)
     figures.notes = {"largest_body_bytes": len(big)}
     assert (figures.delivered, figures.duplicates, figures.lost) == (1, 0, 0)
+
+
+@contextlib.contextmanager
+def small_filesystem(path: Path, size: str = "256k") -> Iterator[Path]:
+    """A tmpfs of ``size`` mounted at ``path`` (root can fill a disk; it cannot be kept out of a read-only folder)."""
+    path.mkdir(parents=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], check=False, capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=True)
+
+
+def fill(folder: Path) -> Path:
+    """Fill the filesystem holding ``folder`` until a write fails with ENOSPC; the filler file is returned."""
+    filler = folder / ".filler"
+    with filler.open("wb", buffering=0) as handle:
+        try:
+            while True:
+                handle.write(b"\0" * 4096)
+        except OSError as error:
+            assert error.errno == errno.ENOSPC, error
+    return filler
+
+
+async def test_a_full_disk_under_the_folder_channel_heals_and_nothing_is_dead_lettered(
+    sqs_endpoint: SqsEndpoint,
+    queues: tuple[str, str],
+    simulator: RunningSimulator,
+    admin: SimulatorAdmin,
+    tmp_path: Path,
+    figures: Figures,
+) -> None:
+    settings_ = worker_settings(
+        queue=queues[0], endpoint=sqs_endpoint.url, kordiam=simulator.base_url, workdir=tmp_path, channel_type="folder"
+    )
+    # A short breaker cool-down: the web channel's breaker opens on the full disk, and the case need not wait 30 s.
+    settings_ = settings_.model_copy(
+        update={"channels": [c.model_copy(update={"breaker_cooldown": 2.0}) for c in settings_.channels]}
+    )
+
+    def web_failures() -> float:
+        return REGISTRY.get_sample_value("bridge_channel_errors_total", {"channel": "web", "kind": "transient"}) or 0.0
+
+    failures_before = web_failures()
+    with small_filesystem(tmp_path / "web") as web:
+        filler = fill(web)
+        async with running_worker(settings_) as worker:
+            stories = [await admin.create(story(f"Full disk {n}")) for n in range(6)]
+            await eventually(lambda: len(list((tmp_path / "print").glob("*.json"))) == 6, what="print deliveries")
+            # The web writes have failed (the disk is full) and wait to be retried; the print ones went through.
+            await eventually(lambda: web_failures() - failures_before >= len(stories), what="web write failures")
+            failed_writes = web_failures() - failures_before
+            assert list(web.glob("*.json")) == []
+            filler.unlink()
+            freed = time.monotonic()
+            await eventually(lambda: len(list(web.glob("*.json"))) == 6, timeout=60, what="web deliveries after")
+            healed_after = time.monotonic() - freed
+            await eventually(lambda: queue_settled(sqs_endpoint.url, queues[0]), timeout=30, what="queue settled")
+            assert not worker.done()
+        written = sorted(p.name for p in web.glob("*.json"))
+    dead = drain(sqs_endpoint.url, queues[1])
+    expected = sorted(f"{s['id']}-{s['publications'][0]['id']}.json" for s in stories)
+    figures.sent = len(stories)
+    figures.delivered = len(written) + len(list((tmp_path / "print").glob("*.json")))
+    figures.dead_lettered = len(dead)
+    figures.lost = len(set(expected) - set(written))
+    figures.notes = {
+        "web_writes_failed_enospc": int(failed_writes),
+        "delivered_after_freeing_s": round(healed_after, 1),
+    }
+    assert written == expected
+    assert (figures.dead_lettered, figures.lost) == (0, 0)

@@ -150,6 +150,35 @@ async def test_wrong_config_exits_2_naming_the_key(tmp_path: Path) -> None:
     )
 
 
+async def test_a_folder_that_cannot_be_written_stops_the_worker_at_start(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("where the folder should be", encoding="utf-8")
+    path = write_config(
+        tmp_path / "bridge.toml",
+        queue="http://127.0.0.1:9/000000000000/never-reached",
+        endpoint="http://127.0.0.1:9",
+        kordiam="http://127.0.0.1:9",
+        workdir=tmp_path / "a-file",
+        state_url=f"sqlite:///{tmp_path / 'state.db'}",
+        ops_port=free_port(),
+    )
+    result = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bridge",
+        "run",
+        "--config",
+        str(path),
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "BRIDGE_KORDIAM__CLIENT_SECRET": "demo-secret"},
+    )
+    _, err = await result.communicate()
+    assert result.returncode == 2
+    assert err.decode().strip() == (
+        f"kordiam-bridge: configuration error: channels[0].path: {tmp_path / 'a-file' / 'web'} is not a writable "
+        "directory: Not a directory (ENOTDIR)"
+    )
+
+
 async def test_operator_commands_on_dead_letters_made_by_the_worker(
     config: tuple[Path, int], sqs_endpoint: SqsEndpoint, queues: tuple[str, str], tmp_path: Path
 ) -> None:
