@@ -49,6 +49,14 @@ class KordiamAuthFailed(KordiamRejected):
     """The client credentials were refused (401 even with a fresh token, or 403)."""
 
 
+class KordiamCredentialsRefused(KordiamAuthFailed):
+    """Kordiam refused the worker's own credentials: the token endpoint said no, or a fresh token got 401.
+
+    A fault of the whole worker, never of the message that met it: the worker stops taking messages until a
+    token works again (``bridge.pipeline.credentials``). A 403 stays a ``KordiamAuthFailed`` of one request.
+    """
+
+
 class UnexpectedResponse(PermanentError):
     """An answer whose shape the bridge does not understand (not JSON, missing fields, wrong types)."""
 

@@ -17,11 +17,13 @@ from bridge.http import HttpClient
 from bridge.kordiam.client import KordiamClient
 from bridge.ops.heap import settle_after_startup
 from bridge.ops.server import OpsServer
+from bridge.pipeline.credentials import KordiamCredentials
 from bridge.pipeline.handler import MessageHandler
 from bridge.pipeline.reconcile import Reconciler
 from bridge.pipeline.routing import Route
 from bridge.pipeline.sync import SyncEngine
 from bridge.queue.consumer import Consumer, ConsumerSettings, poller_count
+from bridge.queue.gate import ReceiveGate
 from bridge.queue.sqs import SqsTransport
 from bridge.state import StateStore, open_state_store
 
@@ -42,12 +44,15 @@ class Pipeline:
     kordiam: KordiamClient
     channels: list[Channel]
     handler: MessageHandler
+    credentials: KordiamCredentials
+    gate: ReceiveGate
 
 
 def build_pipeline(settings: Settings, http: HttpClient, state: StateStore) -> Pipeline:
     """The Kordiam client, the guarded channels and the sync engine behind a message handler.
 
-    The caller owns ``http`` and ``state``, and closes the channels (``aclose``) when it is done.
+    The caller owns ``http`` and ``state``, and closes the channels and the credentials (``aclose``) when it is
+    done; ``gate`` is the consumer's: closed while the worker's Kordiam credentials are refused.
     """
     context = ChannelContext(http=http)
     channels: list[Channel] = []
@@ -73,7 +78,9 @@ def build_pipeline(settings: Settings, http: HttpClient, state: StateStore) -> P
     engine = SyncEngine(
         kordiam=kordiam, routes=routes, state=state, feedback=settings.feedback, main_channel=settings.main_channel
     )
-    return Pipeline(kordiam, channels, MessageHandler(engine))
+    gate = ReceiveGate()
+    credentials = KordiamCredentials(kordiam, gate, client_id=settings.kordiam.client_id)
+    return Pipeline(kordiam, channels, MessageHandler(engine, credentials=credentials), credentials, gate)
 
 
 async def run_worker(
@@ -108,6 +115,9 @@ async def assemble(settings: Settings, *, serve_ops: bool = True) -> AsyncIterat
         pipeline = build_pipeline(settings, http, state)
         for channel in pipeline.channels:
             stack.push_async_callback(channel.aclose)
+        stack.push_async_callback(pipeline.credentials.aclose)
+        # Refused credentials stop the start (exit 2); an unreachable Kordiam starts the worker paused.
+        await pipeline.credentials.check_at_start()
         transport = await stack.enter_async_context(
             SqsTransport.connect(queue, pollers=poller_count(queue.concurrency))
         )
@@ -123,11 +133,15 @@ async def assemble(settings: Settings, *, serve_ops: bool = True) -> AsyncIterat
             retry_base_seconds=queue.retry_base_seconds,
             retry_max_seconds=queue.retry_max_seconds,
         )
-        consumer = Consumer(transport, pipeline.handler, consumer_settings)
+        consumer = Consumer(transport, pipeline.handler, consumer_settings, gate=pipeline.gate)
         ops = None
         if serve_ops:
             ops = OpsServer(
-                settings.ops.host, settings.ops.port, healthy=consumer.healthy, ready=lambda: consumer.started
+                settings.ops.host,
+                settings.ops.port,
+                healthy=consumer.healthy,
+                ready=lambda: consumer.started,
+                not_ready_reason=lambda: pipeline.gate.reason,
             )
             await ops.start()
             stack.push_async_callback(ops.stop)

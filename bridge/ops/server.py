@@ -9,11 +9,21 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 
 class OpsServer:
-    def __init__(self, host: str, port: int, *, healthy: Callable[[], bool], ready: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        healthy: Callable[[], bool],
+        ready: Callable[[], bool],
+        not_ready_reason: Callable[[], str | None] = lambda: None,
+    ) -> None:
+        """``not_ready_reason`` says why the worker takes no messages now (None when it does, or no reason)."""
         self._host = host
         self._port = port
         self._healthy = healthy
         self._ready = ready
+        self._not_ready_reason = not_ready_reason
         self._runner: web.AppRunner | None = None
         self.port = port
 
@@ -39,8 +49,10 @@ class OpsServer:
         return web.json_response({"status": "ok" if ok else "poll loop stalled"}, status=200 if ok else 503)
 
     async def _readiness(self, _: web.Request) -> web.Response:
-        ok = self._ready()
-        return web.json_response({"status": "ready" if ok else "not ready"}, status=200 if ok else 503)
+        reason = self._not_ready_reason()
+        if reason is None and self._ready():
+            return web.json_response({"status": "ready"})
+        return web.json_response({"status": "not ready", "reason": reason or "not started"}, status=503)
 
     async def _metrics(self, _: web.Request) -> web.Response:
         return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})

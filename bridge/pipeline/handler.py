@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import structlog
 
+from bridge.errors import KordiamCredentialsRefused
 from bridge.ops.tracing import message_span, tracing_configured
-from bridge.pipeline.notification import PoisonMessage, decode_notification
-from bridge.pipeline.sync import SyncEngine, SyncFailed
+from bridge.pipeline.credentials import KordiamCredentials
+from bridge.pipeline.notification import Notification, PoisonMessage, decode_notification
+from bridge.pipeline.sync import SyncEngine, SyncFailed, SyncReport
 from bridge.queue.outcome import DeadLetter, Done, Outcome, Retry
 from bridge.queue.sqs import QueueMessage
 
@@ -14,8 +16,14 @@ log = structlog.get_logger("bridge.pipeline")
 
 
 class MessageHandler:
-    def __init__(self, engine: SyncEngine, *, tracing: bool | None = None) -> None:
+    """Decodes a message and syncs its element. With ``credentials``, a message waits in hand while the worker's
+    Kordiam credentials are refused, and runs again once they work: that fault is the worker's, not its own."""
+
+    def __init__(
+        self, engine: SyncEngine, *, credentials: KordiamCredentials | None = None, tracing: bool | None = None
+    ) -> None:
         self._engine = engine
+        self._credentials = credentials
         # Decided once: looking the tracer provider up reads the environment, a cost on every message.
         self._tracing = tracing_configured() if tracing is None else tracing
 
@@ -41,7 +49,7 @@ class MessageHandler:
         )
 
         try:
-            report = await self._engine.sync(notification)
+            report = await self._sync(notification)
         except SyncFailed as failed:
             first = failed.failures[0].error
             reason = str(failed)[:900]
@@ -76,3 +84,18 @@ class MessageHandler:
             changed=len(changed),
         )
         return Done()
+
+    async def _sync(self, notification: Notification) -> SyncReport:
+        while True:
+            if self._credentials is not None:
+                await self._credentials.wait_usable()
+            try:
+                return await self._engine.sync(notification)
+            except SyncFailed as failed:
+                refused = next(
+                    (f.error for f in failed.failures if isinstance(f.error, KordiamCredentialsRefused)), None
+                )
+                if refused is None or self._credentials is None:
+                    raise
+                # What succeeded is recorded; the next run redoes only the rest.
+                self._credentials.refused(refused)

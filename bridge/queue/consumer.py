@@ -11,6 +11,8 @@
   left with visibility 0, and flushes pending deletes.
 - FIFO queues: messages of one group run one after another in the order SQS gave them, groups in parallel; when
   one fails and will be retried, the rest of its group is released (visibility 0) rather than run out of order.
+- While the ``ReceiveGate`` is closed (a fault of the whole worker, such as refused Kordiam credentials) the
+  pollers receive nothing: messages wait in the queue without spending a receive.
 - Every message ends in ``Done``, ``Retry`` (a visibility back-off; the message is never re-sent, so SQS's
   receive count and native redrive keep working) or ``DeadLetter`` (copied to the DLQ with context, then deleted).
 """
@@ -26,6 +28,7 @@ from dataclasses import dataclass
 import structlog
 
 from bridge.ops import metrics
+from bridge.queue.gate import ReceiveGate
 from bridge.queue.outcome import DeadLetter, Done, Outcome, Retry
 from bridge.queue.sqs import MAX_BATCH, DeadLetterContext, QueueMessage, SqsTransport
 from bridge.retry import queue_backoff
@@ -69,10 +72,13 @@ def poller_count(concurrency: int) -> int:
 
 
 class Consumer:
-    def __init__(self, transport: SqsTransport, handler: Handler, settings: ConsumerSettings) -> None:
+    def __init__(
+        self, transport: SqsTransport, handler: Handler, settings: ConsumerSettings, *, gate: ReceiveGate | None = None
+    ) -> None:
         self._transport = transport
         self._handler = handler
         self._settings = settings
+        self.gate = gate or ReceiveGate()
         # Messages this worker may hold (running or waiting for a slot), and the slots that run them.
         self._free = settings.concurrency + settings.prefetch
         self._slots = asyncio.Semaphore(settings.concurrency)
@@ -96,8 +102,8 @@ class Consumer:
 
     def healthy(self) -> bool:
         """False once the poll loop has not completed a receive for twice the long-poll wait (plus slack)."""
-        if not self._receiving:
-            return True
+        if not self._receiving or self.gate.reason is not None:
+            return True  # not polling on purpose: draining, or paused for a fault of the whole worker
         return time.monotonic() - self.last_poll < 2 * self._settings.wait_time_seconds + 10
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -154,6 +160,9 @@ class Consumer:
     async def _poll(self, number: int) -> None:
         failures = 0
         while self._receiving:
+            if self.gate.reason is not None:
+                await self.gate.wait_open()
+                self.last_poll = time.monotonic()  # a pause is not a stalled poll loop
             wanted = await self._reserve()
             try:
                 messages = await self._transport.receive(wanted, self._settings.wait_time_seconds)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import re
 import signal
 import string
 import subprocess
@@ -14,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -422,3 +424,166 @@ async def test_a_full_disk_under_the_folder_channel_heals_and_nothing_is_dead_le
     }
     assert written == expected
     assert (figures.dead_lettered, figures.lost) == (0, 0)
+
+
+async def test_wrong_kordiam_credentials_stop_the_worker_at_start(
+    sqs_endpoint: SqsEndpoint,
+    queues: tuple[str, str],
+    simulator: RunningSimulator,
+    admin: SimulatorAdmin,
+    tmp_path: Path,
+    figures: Figures,
+) -> None:
+    config = write_config(
+        tmp_path / "bridge.toml",
+        queue=queues[0],
+        endpoint=sqs_endpoint.url,
+        kordiam=simulator.base_url,
+        workdir=tmp_path,
+        ops_port=free_port(),
+    )
+    stories = [await admin.create(story(f"Waiting {n}")) for n in range(3)]
+    worker = WorkerProcess(config, tmp_path / "worker.log", client_secret="wrong")
+    try:
+        code = worker.process.wait(timeout=60)
+    finally:
+        worker.kill()
+    lines = worker.log.read_text(encoding="utf-8").strip().splitlines()
+    assert code == 2
+    assert re.fullmatch(
+        r"kordiam-bridge: configuration error: kordiam\.client_secret: Kordiam refused the client credentials of "
+        r"client_id 'demo-client': 401 Unauthorized; Invalid client credentials .*\(check kordiam\.client_id and "
+        r"the secret\)",
+        lines[-1],
+    ), lines[-1]
+    assert not any("Traceback" in line for line in lines)
+    # Nothing was received: the notifications wait in the queue, none spent a receive or reached the DLQ.
+    waiting = sqs_client(sqs_endpoint.url).receive_message(
+        QueueUrl=queues[0], MaxNumberOfMessages=10, AttributeNames=["ApproximateReceiveCount"], WaitTimeSeconds=1
+    )["Messages"]
+    dead = drain(sqs_endpoint.url, queues[1])
+    figures.sent = len(stories)
+    figures.dead_lettered = len(dead)
+    figures.notes = {"exit_code": code, "waiting_in_queue": len(waiting)}
+    assert len(waiting) == len(stories)
+    assert {m["Attributes"]["ApproximateReceiveCount"] for m in waiting} == {"1"}  # this receive, the first
+    assert dead == []
+
+
+async def test_credentials_refused_under_a_running_worker_pause_it_until_a_token_works(
+    sqs_endpoint: SqsEndpoint,
+    queues: tuple[str, str],
+    simulator: RunningSimulator,
+    admin: SimulatorAdmin,
+    tmp_path: Path,
+    figures: Figures,
+) -> None:
+    ops_port = free_port()
+    config = write_config(
+        tmp_path / "bridge.toml",
+        queue=queues[0],
+        endpoint=sqs_endpoint.url,
+        kordiam=simulator.base_url,
+        workdir=tmp_path,
+        ops_port=ops_port,
+    )
+    ops = httpx.AsyncClient(base_url=f"http://127.0.0.1:{ops_port}", timeout=5)
+    worker = WorkerProcess(config, tmp_path / "worker.log")
+    try:
+        await eventually(lambda: worker.ready(ops_port), what="worker ready")
+        before = [await admin.create(story(f"Before {n}")) for n in range(4)]
+        await eventually(lambda: len(deliveries(tmp_path)) == 8, what="stories before the rotation")
+        # The secret is rotated: every token the worker holds is revoked and the token endpoint refuses the next
+        # five token requests (the messages' token refreshes, then the worker's own retries), then accepts again.
+        await admin.revoke_tokens()
+        await admin.fault(method="POST", path=r"^/api/v2/auth/token$", status=401, count=5)
+        during = [await admin.create(story(f"During {n}")) for n in range(8)]
+
+        async def paused() -> bool:
+            answer = await ops.get("/readyz")
+            return answer.status_code == 503 and "refuses the client credentials" in answer.json()["reason"]
+
+        await eventually(paused, what="/readyz not ready with the reason")
+        paused_metrics = (await ops.get("/metrics")).text
+        assert "bridge_consumer_paused 1.0" in paused_metrics
+        assert (await ops.get("/healthz")).status_code == 200  # paused on purpose, not stalled
+        await eventually(lambda: worker.ready(ops_port), timeout=90, what="worker ready again")
+        await eventually(lambda: len(deliveries(tmp_path)) == 24, timeout=60, what="every story delivered")
+        await eventually(lambda: queue_settled(sqs_endpoint.url, queues[0]), timeout=30, what="queue settled")
+        resumed_metrics = (await ops.get("/metrics")).text
+    finally:
+        await ops.aclose()
+        code, _ = worker.terminate()
+    events = worker.events()
+    refused = [e for e in events if e.get("event") == "kordiam_credentials_refused"]
+    resumed = [e for e in events if e.get("event") == "consumer_resumed"]
+    dead = drain(sqs_endpoint.url, queues[1])
+    auth_failures = _metric(resumed_metrics, "bridge_kordiam_auth_failures_total")
+    figures.sent = len(before) + len(during)
+    figures.delivered = len(deliveries(tmp_path))
+    figures.dead_lettered = len(dead)
+    figures.lost = 2 * figures.sent - figures.delivered
+    figures.notes = {
+        "auth_failures_counted": auth_failures,
+        "paused_seconds": resumed[0]["paused_seconds"] if resumed else None,
+        "highest_receive_count": max(int(str(e["receive_count"])) for e in events if "receive_count" in e),
+    }
+    assert code == 0
+    assert len(refused) == 1 and refused[0]["level"] == "error" and len(resumed) == 1
+    assert auth_failures >= 1 and "bridge_consumer_paused 0.0" in resumed_metrics
+    assert figures.notes["highest_receive_count"] == 1  # the messages that met the refusal waited in hand
+    assert (figures.dead_lettered, figures.lost) == (0, 0)
+
+
+def _metric(exposition: str, name: str) -> float:
+    return next(float(line.split()[-1]) for line in exposition.splitlines() if line.startswith(name + " "))
+
+
+async def test_kordiam_unreachable_at_start_the_worker_waits_not_ready_then_starts(
+    sqs_endpoint: SqsEndpoint,
+    queues: tuple[str, str],
+    simulator: RunningSimulator,
+    admin: SimulatorAdmin,
+    tmp_path: Path,
+    figures: Figures,
+) -> None:
+    ops_port = free_port()
+    config = write_config(
+        tmp_path / "bridge.toml",
+        queue=queues[0],
+        endpoint=sqs_endpoint.url,
+        kordiam=simulator.base_url,
+        workdir=tmp_path,
+        ops_port=ops_port,
+    )
+    stories = [await admin.create(story(f"Early {n}")) for n in range(3)]
+    # Kordiam answers the start-up check and the first retry with 503: not a configuration error.
+    await admin.fault(method="POST", path=r"^/api/v2/auth/token$", status=503, count=2)
+    worker = WorkerProcess(config, tmp_path / "worker.log")
+    ops = httpx.AsyncClient(base_url=f"http://127.0.0.1:{ops_port}", timeout=5)
+
+    async def waiting() -> bool:
+        try:
+            answer = await ops.get("/readyz")
+        except httpx.TransportError:
+            return False
+        return answer.status_code == 503 and "not reachable at start-up" in answer.json()["reason"]
+
+    try:
+        await eventually(waiting, what="/readyz not ready while Kordiam is unreachable")
+        await eventually(lambda: worker.ready(ops_port), timeout=60, what="ready once Kordiam answers")
+        await eventually(lambda: len(deliveries(tmp_path)) == 6, timeout=60, what="every story delivered")
+        await eventually(lambda: queue_settled(sqs_endpoint.url, queues[0]), timeout=30, what="queue settled")
+    finally:
+        await ops.aclose()
+        code, _ = worker.terminate()
+    events = worker.events()
+    dead = drain(sqs_endpoint.url, queues[1])
+    figures.sent = len(stories)
+    figures.delivered = len(deliveries(tmp_path))
+    figures.dead_lettered = len(dead)
+    figures.notes = {
+        "highest_receive_count": max(int(str(e["receive_count"])) for e in events if "receive_count" in e),
+        "paused_seconds": next(e["paused_seconds"] for e in events if e.get("event") == "consumer_resumed"),
+    }
+    assert code == 0 and figures.notes["highest_receive_count"] == 1 and dead == []

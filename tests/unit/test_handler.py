@@ -5,14 +5,21 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 import structlog
+from pydantic import SecretStr
 
+from bridge.errors import KordiamCredentialsRefused
+from bridge.kordiam.client import KordiamClient
+from bridge.pipeline.credentials import KordiamCredentials
 from bridge.pipeline.handler import MessageHandler
 from bridge.pipeline.notification import Notification
-from bridge.pipeline.sync import SyncReport
+from bridge.pipeline.sync import Failure, SyncFailed, SyncReport
+from bridge.queue.gate import ReceiveGate
 from bridge.queue.outcome import DeadLetter, Done
 from bridge.queue.sqs import QueueMessage
+from tests.support import http_answering
 
 
 class RecordingEngine:
@@ -54,3 +61,45 @@ async def test_an_undecodable_body_is_dead_lettered_without_a_sync() -> None:
     outcome = await MessageHandler(engine, tracing=False)(message("not json"))  # type: ignore[arg-type]
     assert isinstance(outcome, DeadLetter) and outcome.stage == "decode"
     assert engine.contexts == []
+
+
+class RefusedOnceEngine:
+    """Meets a refusal of the worker's Kordiam credentials on its first sync, then succeeds."""
+
+    def __init__(self) -> None:
+        self.syncs = 0
+
+    async def sync(self, notification: Notification) -> SyncReport:
+        self.syncs += 1
+        if self.syncs == 1:
+            refused = KordiamCredentialsRefused("GET /elements/5: 401 even with a fresh token", status=401)
+            raise SyncFailed(SyncReport(notification.element_id, failures=[Failure("fetch", refused)]))
+        return SyncReport(notification.element_id)
+
+
+async def test_a_refusal_of_the_workers_credentials_pauses_and_the_message_runs_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("bridge.pipeline.credentials.FIRST_RETRY_SECONDS", 0.01)
+    tokens: list[int] = []
+
+    def kordiam(request: httpx.Request) -> httpx.Response:
+        tokens.append(1)
+        if len(tokens) < 3:  # the secret is refused twice more, then works again
+            return httpx.Response(401, json={"title": "invalid_client", "status": 401})
+        return httpx.Response(200, json={"access_token": "t", "expires_in": 3600})
+
+    client = KordiamClient(
+        http_answering(kordiam), base_url="https://kordiam.test", client_id="c", client_secret=SecretStr("s")
+    )
+    gate = ReceiveGate()
+    credentials = KordiamCredentials(client, gate, client_id="c")
+    engine = RefusedOnceEngine()
+    handler = MessageHandler(engine, credentials=credentials, tracing=False)  # type: ignore[arg-type]
+    try:
+        outcome = await handler(message('{"id": 5}'))
+    finally:
+        await credentials.aclose()
+    assert isinstance(outcome, Done)  # neither dead-lettered nor handed back: it waited in hand, then ran
+    assert engine.syncs == 2 and len(tokens) == 3
+    assert gate.reason is None
