@@ -75,16 +75,8 @@ async def test_worker_stopped_mid_batch_then_restarted(
     figures: Figures,
 ) -> None:
     # The default state.lease_seconds (120 s): a killed worker's leases are recognised as its own, not waited out.
-    config = write_config(
-        tmp_path / "bridge.toml",
-        queue=queues[0],
-        endpoint=sqs_endpoint.url,
-        kordiam=simulator.base_url,
-        workdir=tmp_path,
-        ops_port=free_port(),
-        # A killed worker's in-flight messages come back after this, not after the default.
-        visibility_timeout=6,
-    )
+    # A killed worker's in-flight messages come back after this visibility timeout, not after the default.
+    config, _ = process_config(sqs_endpoint, queues, simulator, tmp_path, visibility_timeout=6)
     stories = [await admin.create(story(f"Story {n}")) for n in range(20)]
     # Slow some fetches (429, Retry-After: 1 s) so that work is in flight when the signal arrives.
     await admin.fault(method="GET", path=r"^/api/v2/elements/\d+$", status=429, count=8, retry_after=1)
@@ -140,7 +132,7 @@ async def test_worker_stopped_mid_batch_then_restarted(
         "delivered_before_stop": delivered_before,
         "stop_seconds": round(stop_seconds, 2),
         "leases_taken_over": sum(1 for e in events if e.get("event") == "lease_taken_over"),
-        "highest_receive_count": max((int(str(e["receive_count"])) for e in events if "receive_count" in e), default=0),
+        "highest_receive_count": highest_receive_count(events),
         "restart_to_all_delivered_seconds": round(all_delivered, 2),
         "busy_retries": sum(1 for e in events if "ElementBusy" in str(e.get("reason", ""))),
     }
@@ -434,14 +426,7 @@ async def test_wrong_kordiam_credentials_stop_the_worker_at_start(
     tmp_path: Path,
     figures: Figures,
 ) -> None:
-    config = write_config(
-        tmp_path / "bridge.toml",
-        queue=queues[0],
-        endpoint=sqs_endpoint.url,
-        kordiam=simulator.base_url,
-        workdir=tmp_path,
-        ops_port=free_port(),
-    )
+    config, _ = process_config(sqs_endpoint, queues, simulator, tmp_path)
     stories = [await admin.create(story(f"Waiting {n}")) for n in range(3)]
     worker = WorkerProcess(config, tmp_path / "worker.log", client_secret="wrong")
     try:
@@ -478,15 +463,7 @@ async def test_credentials_refused_under_a_running_worker_pause_it_until_a_token
     tmp_path: Path,
     figures: Figures,
 ) -> None:
-    ops_port = free_port()
-    config = write_config(
-        tmp_path / "bridge.toml",
-        queue=queues[0],
-        endpoint=sqs_endpoint.url,
-        kordiam=simulator.base_url,
-        workdir=tmp_path,
-        ops_port=ops_port,
-    )
+    config, ops_port = process_config(sqs_endpoint, queues, simulator, tmp_path)
     ops = httpx.AsyncClient(base_url=f"http://127.0.0.1:{ops_port}", timeout=5)
     worker = WorkerProcess(config, tmp_path / "worker.log")
     try:
@@ -499,11 +476,9 @@ async def test_credentials_refused_under_a_running_worker_pause_it_until_a_token
         await admin.fault(method="POST", path=r"^/api/v2/auth/token$", status=401, count=5)
         during = [await admin.create(story(f"During {n}")) for n in range(8)]
 
-        async def paused() -> bool:
-            answer = await ops.get("/readyz")
-            return answer.status_code == 503 and "refuses the client credentials" in answer.json()["reason"]
-
-        await eventually(paused, what="/readyz not ready with the reason")
+        await eventually(
+            lambda: not_ready_because(ops, "refuses the client credentials"), what="/readyz not ready with the reason"
+        )
         paused_metrics = (await ops.get("/metrics")).text
         assert "bridge_consumer_paused 1.0" in paused_metrics
         assert (await ops.get("/healthz")).status_code == 200  # paused on purpose, not stalled
@@ -526,7 +501,7 @@ async def test_credentials_refused_under_a_running_worker_pause_it_until_a_token
     figures.notes = {
         "auth_failures_counted": auth_failures,
         "paused_seconds": resumed[0]["paused_seconds"] if resumed else None,
-        "highest_receive_count": max(int(str(e["receive_count"])) for e in events if "receive_count" in e),
+        "highest_receive_count": highest_receive_count(events),
     }
     assert code == 0
     assert len(refused) == 1 and refused[0]["level"] == "error" and len(resumed) == 1
@@ -539,6 +514,37 @@ def _metric(exposition: str, name: str) -> float:
     return next(float(line.split()[-1]) for line in exposition.splitlines() if line.startswith(name + " "))
 
 
+def process_config(
+    sqs_endpoint: SqsEndpoint, queues: tuple[str, str], simulator: RunningSimulator, workdir: Path, **extra: Any
+) -> tuple[Path, int]:
+    """A config file for a worker process (two folder channels in ``workdir``) and its ops port."""
+    ops_port = free_port()
+    config = write_config(
+        workdir / "bridge.toml",
+        queue=queues[0],
+        endpoint=sqs_endpoint.url,
+        kordiam=simulator.base_url,
+        workdir=workdir,
+        ops_port=ops_port,
+        **extra,
+    )
+    return config, ops_port
+
+
+async def not_ready_because(ops: httpx.AsyncClient, reason: str) -> bool:
+    """``/readyz`` answers 503 with ``reason`` in its reason (False while the endpoint is not up yet)."""
+    try:
+        answer = await ops.get("/readyz")
+    except httpx.TransportError:
+        return False
+    return answer.status_code == 503 and reason in answer.json()["reason"]
+
+
+def highest_receive_count(events: list[dict[str, object]]) -> int:
+    """The highest ``ApproximateReceiveCount`` a worker's log lines name."""
+    return max((int(str(e["receive_count"])) for e in events if "receive_count" in e), default=0)
+
+
 async def test_kordiam_unreachable_at_start_the_worker_waits_not_ready_then_starts(
     sqs_endpoint: SqsEndpoint,
     queues: tuple[str, str],
@@ -547,30 +553,17 @@ async def test_kordiam_unreachable_at_start_the_worker_waits_not_ready_then_star
     tmp_path: Path,
     figures: Figures,
 ) -> None:
-    ops_port = free_port()
-    config = write_config(
-        tmp_path / "bridge.toml",
-        queue=queues[0],
-        endpoint=sqs_endpoint.url,
-        kordiam=simulator.base_url,
-        workdir=tmp_path,
-        ops_port=ops_port,
-    )
+    config, ops_port = process_config(sqs_endpoint, queues, simulator, tmp_path)
     stories = [await admin.create(story(f"Early {n}")) for n in range(3)]
     # Kordiam answers the start-up check and the first retry with 503: not a configuration error.
     await admin.fault(method="POST", path=r"^/api/v2/auth/token$", status=503, count=2)
     worker = WorkerProcess(config, tmp_path / "worker.log")
     ops = httpx.AsyncClient(base_url=f"http://127.0.0.1:{ops_port}", timeout=5)
-
-    async def waiting() -> bool:
-        try:
-            answer = await ops.get("/readyz")
-        except httpx.TransportError:
-            return False
-        return answer.status_code == 503 and "not reachable at start-up" in answer.json()["reason"]
-
     try:
-        await eventually(waiting, what="/readyz not ready while Kordiam is unreachable")
+        await eventually(
+            lambda: not_ready_because(ops, "not reachable at start-up"),
+            what="/readyz not ready while Kordiam is unreachable",
+        )
         await eventually(lambda: worker.ready(ops_port), timeout=60, what="ready once Kordiam answers")
         await eventually(lambda: len(deliveries(tmp_path)) == 6, timeout=60, what="every story delivered")
         await eventually(lambda: queue_settled(sqs_endpoint.url, queues[0]), timeout=30, what="queue settled")
@@ -583,7 +576,7 @@ async def test_kordiam_unreachable_at_start_the_worker_waits_not_ready_then_star
     figures.delivered = len(deliveries(tmp_path))
     figures.dead_lettered = len(dead)
     figures.notes = {
-        "highest_receive_count": max(int(str(e["receive_count"])) for e in events if "receive_count" in e),
+        "highest_receive_count": highest_receive_count(events),
         "paused_seconds": next(e["paused_seconds"] for e in events if e.get("event") == "consumer_resumed"),
     }
     assert code == 0 and figures.notes["highest_receive_count"] == 1 and dead == []

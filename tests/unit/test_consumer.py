@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from bridge.queue.consumer import Consumer, ConsumerSettings
+from bridge.queue.gate import ReceiveGate
 from bridge.queue.outcome import DeadLetter, Done, Outcome, Retry
 from bridge.queue.sqs import DeadLetterContext, QueueMessage
 
@@ -293,3 +294,33 @@ async def test_receive_count_drives_the_backoff(count: int) -> None:
     delays = [queue_backoff(count, base=5, cap=900) for _ in range(50)]
     ceiling = min(900, 5 * 2 ** (count - 1))
     assert all(max(1, ceiling / 2) - 1 <= d <= ceiling + 1 for d in delays)
+
+
+async def test_a_closed_gate_stops_receiving_until_it_opens() -> None:
+    class CountingTransport(FakeTransport):
+        receives = 0
+
+        async def receive(self, max_messages: int, wait_time: int) -> list[QueueMessage]:
+            self.receives += 1
+            return await super().receive(max_messages, wait_time)
+
+    waiting = message()
+    transport = CountingTransport([[waiting]])
+    gate = ReceiveGate()
+    gate.close("Kordiam refuses the client credentials")
+
+    async def handler(m: QueueMessage) -> Outcome:
+        return Done()
+
+    consumer = Consumer(transport, handler, settings(), gate=gate)  # type: ignore[arg-type]
+    stop = asyncio.Event()
+    task = asyncio.create_task(consumer.run(stop))
+    await asyncio.sleep(0.3)
+    assert transport.receives == 0 and consumer.healthy()  # paused on purpose is not a stalled poll loop
+    gate.open()
+    async with asyncio.timeout(5):
+        while not transport.deleted:
+            await asyncio.sleep(0.02)
+    stop.set()
+    await asyncio.wait_for(task, 10)
+    assert transport.deleted == [waiting.message_id]
