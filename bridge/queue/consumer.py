@@ -134,8 +134,9 @@ class Consumer:
                 task.cancel()
             await asyncio.gather(*not_started, return_exceptions=True)
             await self._release(released)
-        # Keep a little of the deadline for releasing and flushing.
-        budget = max(0.5, self._settings.shutdown_timeout - 2.0)
+        # Keep a little of the deadline for releasing and flushing. While paused for a fault of the whole worker
+        # the messages in hand cannot finish: release them at once.
+        budget = max(0.5, self._settings.shutdown_timeout - 2.0) if self.gate.reason is None else 0.0
         if self._tasks:
             _, pending = await asyncio.wait(set(self._tasks), timeout=budget)
             unfinished = [self._tasks[task] for task in pending]

@@ -324,3 +324,25 @@ async def test_a_closed_gate_stops_receiving_until_it_opens() -> None:
     stop.set()
     await asyncio.wait_for(task, 10)
     assert transport.deleted == [waiting.message_id]
+
+
+async def test_shutdown_while_paused_releases_the_messages_in_hand_at_once() -> None:
+    held = message()
+    transport = FakeTransport([[held]])
+    gate = ReceiveGate()
+    started = asyncio.Event()
+
+    async def handler(m: QueueMessage) -> Outcome:
+        gate.close("Kordiam refuses the client credentials")  # as the handler does when it meets the refusal
+        started.set()
+        await gate.wait_open()
+        return Done()
+
+    # A drain deadline far beyond the bound below: waiting for it would fail the test.
+    consumer = Consumer(transport, handler, settings(shutdown_timeout=120), gate=gate)  # type: ignore[arg-type]
+    stop = asyncio.Event()
+    task = asyncio.create_task(consumer.run(stop))
+    await asyncio.wait_for(started.wait(), 5)
+    stop.set()
+    await asyncio.wait_for(task, 10)
+    assert transport.visibility == [(held.message_id, 0)] and transport.deleted == []
