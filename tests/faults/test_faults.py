@@ -3,6 +3,7 @@ worker stays up. Every case is bounded in time and records its figures (see conf
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import json
@@ -23,6 +24,7 @@ from prometheus_client import REGISTRY
 
 from bridge.errors import ChannelRejected
 from bridge.simulator import RunningSimulator
+from bridge.state import SqliteStateStore
 from tests.faults.conftest import Figures
 from tests.support import (
     ChannelLog,
@@ -580,3 +582,46 @@ async def test_kordiam_unreachable_at_start_the_worker_waits_not_ready_then_star
         "paused_seconds": next(e["paused_seconds"] for e in events if e.get("event") == "consumer_resumed"),
     }
     assert code == 0 and figures.notes["highest_receive_count"] == 1 and dead == []
+
+
+async def test_waiting_for_a_live_workers_lease_spends_no_receive(
+    sqs_endpoint: SqsEndpoint,
+    queues: tuple[str, str],
+    simulator: RunningSimulator,
+    admin: SimulatorAdmin,
+    channel_log: ChannelLog,
+    tmp_path: Path,
+    figures: Figures,
+) -> None:
+    """Another worker (a live process: this one) holds an element for longer than the old 10 s lease wait."""
+
+    def retries() -> float:
+        return REGISTRY.get_sample_value("bridge_message_outcomes_total", {"outcome": "retry"}) or 0.0
+
+    held_for = 12.0
+    other_worker = SqliteStateStore(tmp_path / "state.db")
+    await other_worker.open()
+    retries_before = retries()
+    settings_ = worker_settings(
+        queue=queues[0], endpoint=sqs_endpoint.url, kordiam=simulator.base_url, workdir=tmp_path
+    )
+    try:
+        async with running_worker(settings_) as worker:
+            created = await admin.create(story("Held elsewhere"))
+            async with other_worker.lease(created["id"]):
+                await asyncio.sleep(held_for)
+                assert channel_log.creates == {}  # it waited for the lease
+            await eventually(lambda: len(channel_log.creates) == 2, what="delivered once the lease is free")
+            await eventually(lambda: queue_settled(sqs_endpoint.url, queues[0]), what="queue settled")
+            assert not worker.done()
+    finally:
+        await other_worker.close()
+    dead = drain(sqs_endpoint.url, queues[1])
+    figures.sent = 1
+    figures.delivered = len(channel_log.creates)
+    figures.dead_lettered = len(dead)
+    figures.duplicates = channel_log.duplicates()
+    figures.notes = {"lease_held_seconds": held_for, "retries": int(retries() - retries_before)}
+    # It waited in hand: no retry through the queue, so no receive spent on the other worker's lease.
+    assert figures.notes["retries"] == 0
+    assert (figures.dead_lettered, figures.duplicates) == (0, 0)
