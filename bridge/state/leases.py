@@ -75,7 +75,8 @@ class LeaseOwner:
 def owner_is_gone(owner: str) -> bool:
     """True if the lease's owner was a process on this host that no longer runs (exited, killed, a zombie).
 
-    False whenever that cannot be known: another host, another pid namespace, an unreadable owner.
+    False whenever that cannot be known: another host, another pid namespace (a restarted container has a new
+    one), an unreadable owner. Reads /proc, which the kernel answers from memory: nothing waits on a disk.
     """
     holder = LeaseOwner.decode(owner)
     if holder is None or holder.host is None or holder.started is None or holder.host != _host():
