@@ -78,7 +78,7 @@ class Consumer:
         self._transport = transport
         self._handler = handler
         self._settings = settings
-        self.gate = gate or ReceiveGate()
+        self._gate = gate or ReceiveGate()
         # Messages this worker may hold (running or waiting for a slot), and the slots that run them.
         self._free = settings.concurrency + settings.prefetch
         self._slots = asyncio.Semaphore(settings.concurrency)
@@ -102,7 +102,7 @@ class Consumer:
 
     def healthy(self) -> bool:
         """False once the poll loop has not completed a receive for twice the long-poll wait (plus slack)."""
-        if not self._receiving or self.gate.reason is not None:
+        if not self._receiving or self._gate.reason is not None:
             return True  # not polling on purpose: draining, or paused for a fault of the whole worker
         return time.monotonic() - self.last_poll < 2 * self._settings.wait_time_seconds + 10
 
@@ -136,7 +136,7 @@ class Consumer:
             await self._release(released)
         # Keep a little of the deadline for releasing and flushing. While paused for a fault of the whole worker
         # the messages in hand cannot finish: release them at once.
-        budget = max(0.5, self._settings.shutdown_timeout - 2.0) if self.gate.reason is None else 0.0
+        budget = max(0.5, self._settings.shutdown_timeout - 2.0) if self._gate.reason is None else 0.0
         if self._tasks:
             _, pending = await asyncio.wait(set(self._tasks), timeout=budget)
             unfinished = [self._tasks[task] for task in pending]
@@ -161,8 +161,8 @@ class Consumer:
     async def _poll(self, number: int) -> None:
         failures = 0
         while self._receiving:
-            if self.gate.reason is not None:
-                await self.gate.wait_open()
+            if self._gate.reason is not None:
+                await self._gate.wait_open()
                 self.last_poll = time.monotonic()  # a pause is not a stalled poll loop
             wanted = await self._reserve()
             try:
