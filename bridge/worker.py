@@ -79,7 +79,7 @@ def build_pipeline(settings: Settings, http: HttpClient, state: StateStore) -> P
         kordiam=kordiam, routes=routes, state=state, feedback=settings.feedback, main_channel=settings.main_channel
     )
     gate = ReceiveGate()
-    credentials = KordiamCredentials(kordiam, gate, client_id=settings.kordiam.client_id)
+    credentials = KordiamCredentials(kordiam, gate)
     return Pipeline(kordiam, channels, MessageHandler(engine, credentials=credentials), credentials, gate)
 
 

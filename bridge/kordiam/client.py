@@ -36,6 +36,8 @@ API = "/api/v2"
 TOKEN_EARLY_REFRESH_SECONDS = 60.0
 M = TypeVar("M", Element, Token)
 RETRYABLE_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
+# How an OAuth 2 token endpoint refuses client credentials (RFC 6749 5.2: invalid_client is 400 or 401).
+OAUTH_REFUSALS = frozenset({400, 401, 403})
 
 
 class KordiamClient:
@@ -284,6 +286,12 @@ class KordiamClient:
                     policy=retry,
                 )
                 continue
+            if response.status_code not in OAUTH_REFUSALS:  # no token endpoint here: a wrong base URL, say
+                raise KordiamRejected(
+                    f"POST {url}: {response.status_code} {problem.summary()}",
+                    status=response.status_code,
+                    problem_type=problem.slug,
+                )
             raise KordiamCredentialsRefused(
                 f"Kordiam refused the client credentials of client_id {self._client_id!r}: "
                 f"{response.status_code} {problem.summary()}",

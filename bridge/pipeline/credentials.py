@@ -7,7 +7,7 @@ import time
 
 import structlog
 
-from bridge.errors import ConfigError, KordiamCredentialsRefused
+from bridge.errors import ConfigError, KordiamCredentialsRefused, KordiamRejected
 from bridge.kordiam.client import KordiamClient
 from bridge.ops import metrics
 from bridge.queue.gate import ReceiveGate
@@ -24,20 +24,19 @@ START_UP_CHECK = RetryPolicy(attempts=1)
 class KordiamCredentials:
     """Keeps the consumer's gate closed while the worker holds no working Kordiam token.
 
-    At start-up (``check_at_start``) refused credentials are a configuration error naming
-    ``kordiam.client_secret``; an unreachable Kordiam is not (it may come back): the worker starts with the gate
-    closed, not ready, and takes messages once a token works. At run time a refusal met by any message
-    (``refused``: the secret was rotated under the worker) closes the gate, counts
+    At start-up (``check_at_start``) refused credentials are a configuration error naming ``kordiam.client_secret``
+    (a base URL with no token endpoint, ``kordiam.base_url``); an unreachable Kordiam is not (it may come back): the
+    worker starts with the gate closed, not ready, and takes messages once a token works. At run time a refusal met
+    by any message (``refused``: the secret was rotated under the worker) closes the gate, counts
     ``bridge_kordiam_auth_failures_total``, logs ``kordiam_credentials_refused`` at error level, and retries the
-    token with back-off (``FIRST_RETRY_SECONDS`` doubling to ``MAX_RETRY_SECONDS``) until one works; then the
-    gate opens by itself. The messages that met the refusal wait in hand and run again (``wait_usable``), so
-    none is dead-lettered for it and none spends another receive.
+    token with back-off (``FIRST_RETRY_SECONDS`` doubling to ``MAX_RETRY_SECONDS``) until one works; then the gate
+    opens by itself. The messages that met the refusal wait in hand and run again (``wait_usable``), so none is
+    dead-lettered for it and none spends another receive.
     """
 
-    def __init__(self, kordiam: KordiamClient, gate: ReceiveGate, *, client_id: str) -> None:
+    def __init__(self, kordiam: KordiamClient, gate: ReceiveGate) -> None:
         self._kordiam = kordiam
         self._gate = gate
-        self._client_id = client_id
         self._probe: asyncio.Task[None] | None = None
         self._delay = FIRST_RETRY_SECONDS
         self._opened_at = 0.0
@@ -47,6 +46,8 @@ class KordiamCredentials:
             await self._kordiam.check_credentials(retry=START_UP_CHECK)
         except KordiamCredentialsRefused as refused:
             raise ConfigError("kordiam.client_secret", f"{refused} (check kordiam.client_id and the secret)") from None
+        except KordiamRejected as rejected:
+            raise ConfigError("kordiam.base_url", f"no Kordiam token endpoint there: {rejected}") from None
         except Exception as error:  # unreachable, or an answer it does not understand: not the config's fault
             self._close(f"Kordiam not reachable at start-up: {type(error).__name__}: {error}")
             log.warning("kordiam_unreachable_at_start", error=f"{type(error).__name__}: {error}", retry_in=self._delay)

@@ -93,7 +93,7 @@ async def test_a_refusal_of_the_workers_credentials_pauses_and_the_message_runs_
         http_answering(kordiam), base_url="https://kordiam.test", client_id="c", client_secret=SecretStr("s")
     )
     gate = ReceiveGate()
-    credentials = KordiamCredentials(client, gate, client_id="c")
+    credentials = KordiamCredentials(client, gate)
     engine = RefusedOnceEngine()
     handler = MessageHandler(engine, credentials=credentials, tracing=False)  # type: ignore[arg-type]
     try:

@@ -184,3 +184,16 @@ async def test_feedback_bodies() -> None:
         "/api/v2/elements/5/publications/7/publish",
         b"",
     )
+
+
+async def test_a_url_with_no_token_endpoint_is_not_a_refusal_of_the_credentials() -> None:
+    client = KordiamClient(
+        http_answering(lambda request: problem(404, "not-found")),
+        base_url="https://kordiam.test/wrong/",
+        client_id="c",
+        client_secret=SecretStr("secret"),
+        retry=FAST,
+    )
+    with pytest.raises(KordiamRejected) as raised:
+        await client.check_credentials()
+    assert raised.value.status == 404 and not isinstance(raised.value, KordiamCredentialsRefused)
