@@ -10,7 +10,7 @@ from bridge.pipeline.credentials import KordiamCredentials
 from bridge.pipeline.notification import Notification, PoisonMessage, decode_notification
 from bridge.pipeline.sync import SyncEngine, SyncFailed, SyncReport
 from bridge.queue.outcome import DeadLetter, Done, Outcome, Retry
-from bridge.queue.sqs import QueueMessage
+from bridge.queue.transport import QueueMessage
 
 log = structlog.get_logger("bridge.pipeline")
 

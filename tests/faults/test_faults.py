@@ -40,6 +40,7 @@ from tests.support import (
     running_worker,
     send,
     sqs_client,
+    stop_worker_mid_batch,
     story,
     worker_settings,
     write_config,
@@ -79,24 +80,7 @@ async def test_worker_stopped_mid_batch_then_restarted(
     # The default state.lease_seconds (120 s): a killed worker's leases are recognised as its own, not waited out.
     # A killed worker's in-flight messages come back after this visibility timeout, not after the default.
     config, _ = process_config(sqs_endpoint, queues, simulator, tmp_path, visibility_timeout=6)
-    stories = [await admin.create(story(f"Story {n}")) for n in range(20)]
-    # Slow some fetches (429, Retry-After: 1 s) so that work is in flight when the signal arrives.
-    await admin.fault(method="GET", path=r"^/api/v2/elements/\d+$", status=429, count=8, retry_after=1)
-    first = WorkerProcess(config, tmp_path / "worker-1.log")
-    try:
-        await eventually(lambda: len(list((tmp_path / "web").glob("*.json"))) >= 3, what="first deliveries")
-        started = time.monotonic()
-        first.process.send_signal(sig)
-        code = first.process.wait(timeout=30)
-        stop_seconds = time.monotonic() - started
-    finally:
-        first.kill()
-    if sig == signal.SIGTERM:
-        assert code == 0 and stop_seconds < 25, f"exit {code} after {stop_seconds:.1f} s"
-        events = [e.get("event") for e in first.events()]
-        assert "consumer_draining" in events and "consumer_stopped" in events
-    else:
-        assert code == -signal.SIGKILL
+    stories, stop_seconds = await stop_worker_mid_batch(sig, config, admin, tmp_path)
     delivered_before = len(deliveries(tmp_path))
 
     second = WorkerProcess(config, tmp_path / "worker-2.log")
@@ -473,9 +457,10 @@ async def test_credentials_refused_under_a_running_worker_pause_it_until_a_token
         before = [await admin.create(story(f"Before {n}")) for n in range(4)]
         await eventually(lambda: len(deliveries(tmp_path)) == 8, what="stories before the rotation")
         # The secret is rotated: every token the worker holds is revoked and the token endpoint refuses the next
-        # five token requests (the messages' token refreshes, then the worker's own retries), then accepts again.
+        # three token requests (the messages' token refreshes, then the worker's own retries: 1 s, 2 s, 4 s apart),
+        # then accepts again.
         await admin.revoke_tokens()
-        await admin.fault(method="POST", path=r"^/api/v2/auth/token$", status=401, count=5)
+        await admin.fault(method="POST", path=r"^/api/v2/auth/token$", status=401, count=3)
         during = [await admin.create(story(f"During {n}")) for n in range(8)]
 
         await eventually(

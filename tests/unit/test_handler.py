@@ -18,7 +18,7 @@ from bridge.pipeline.notification import Notification
 from bridge.pipeline.sync import Failure, SyncFailed, SyncReport
 from bridge.queue.gate import ReceiveGate
 from bridge.queue.outcome import DeadLetter, Done
-from bridge.queue.sqs import QueueMessage
+from bridge.queue.transport import QueueMessage
 from tests.support import http_answering
 
 
