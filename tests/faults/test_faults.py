@@ -583,23 +583,32 @@ async def test_waiting_for_a_live_workers_lease_spends_no_receive(
     def retries() -> float:
         return REGISTRY.get_sample_value("bridge_message_outcomes_total", {"outcome": "retry"}) or 0.0
 
+    def received() -> float:
+        return REGISTRY.get_sample_value("bridge_messages_received_total") or 0.0
+
     held_for = 12.0
     other_worker = SqliteStateStore(tmp_path / "state.db")
     await other_worker.open()
-    retries_before = retries()
+    retries_before, received_before = retries(), received()
     settings_ = worker_settings(
         queue=queues[0], endpoint=sqs_endpoint.url, kordiam=simulator.base_url, workdir=tmp_path
     )
+    created = await admin.create(story("Held elsewhere"))  # its notification waits in the queue
+    holding: Any = other_worker.lease(created["id"])
+    await holding.__aenter__()  # before the worker starts: it can only meet the element held
     try:
         async with running_worker(settings_) as worker:
-            created = await admin.create(story("Held elsewhere"))
-            async with other_worker.lease(created["id"]):
-                await asyncio.sleep(held_for)
-                assert channel_log.creates == {}  # it waited for the lease
+            await asyncio.sleep(held_for)
+            # It received the message and waited for the lease.
+            assert received() - received_before == 1 and channel_log.creates == {}
+            await holding.__aexit__(None, None, None)
+            holding = None
             await eventually(lambda: len(channel_log.creates) == 2, what="delivered once the lease is free")
             await eventually(lambda: queue_settled(sqs_endpoint.url, queues[0]), what="queue settled")
             assert not worker.done()
     finally:
+        if holding is not None:
+            await holding.__aexit__(None, None, None)
         await other_worker.close()
     dead = drain(sqs_endpoint.url, queues[1])
     figures.sent = 1
