@@ -6,8 +6,9 @@
 #   scripts/docker.sh engine-start   start a Docker engine (as root; installs Debian's docker.io first if
 #                                    needed) unless one answers already
 #   scripts/docker.sh engine-stop    stop the engine engine-start started, nothing else
-#   scripts/docker.sh test           `make image-test`: engine, base, both images, then tests/image (the image run
-#                                    for real, and the compose stack); stops the engine if it started it
+#   scripts/docker.sh test           `make image-test`: engine, base, both images (BuildKit, legacy builder, and
+#                                    buildah as a third builder), then tests/image (the image run for real, and
+#                                    the compose stack); stops the engine if it started it
 #
 # Client: Debian's /usr/bin/docker (20.10, from docker.io) where it exists. It drives the engine's built-in
 # BuildKit (DOCKER_BUILDKIT=1); a newer CLI without the buildx plugin (the 28.x in /usr/local/bin on these
@@ -205,6 +206,20 @@ build_images() {
   say "built $DEMO_IMAGE with the legacy builder in $seconds s: $(image_size "$DEMO_IMAGE")"
 }
 
+# buildah (Debian's 1.28) builds the same Dockerfile in its own image store; --format docker keeps the
+# HEALTHCHECK, which the OCI format has no field for. chroot isolation and the host network: no CNI set-up.
+buildah_check() {
+  local base="$1" started=$SECONDS id healthcheck
+  command -v buildah >/dev/null || apt_install buildah
+  id="$(buildah pull -q "docker-daemon:$base")"
+  buildah bud -q --layers --isolation chroot --network host --format docker -f "$REPO/infra/docker/Dockerfile" \
+    --build-arg "BASE_IMAGE=$id" -t localhost/kordiam-bridge-buildah:local "$REPO" >/dev/null
+  healthcheck="$(buildah inspect --format '{{.Docker.Config.Healthcheck.Test}}' localhost/kordiam-bridge-buildah:local)"
+  [[ "$healthcheck" == *kordiam-bridge-healthcheck* ]] || fail "buildah's image has no HEALTHCHECK: $healthcheck"
+  say "built the image with buildah $(buildah --version | awk '{print $3}') in $((SECONDS - started)) s," \
+    "HEALTHCHECK kept"
+}
+
 image_size() { "$DOCKER" image inspect -f '{{.Size}}' "$1" | awk '{printf "%.0f MB", $1 / 1e6}'; }
 
 run_test() {
@@ -218,6 +233,7 @@ run_test() {
   local base
   base="$(base_image)"
   build_images "$base"
+  buildah_check "$base"
   local status=0
   BRIDGE_TEST_IMAGE="$IMAGE" BRIDGE_TEST_DEMO_IMAGE="$DEMO_IMAGE" BRIDGE_TEST_BASE_IMAGE="$base" \
     "$PYTHON" -m pytest ${PYTEST_FLAGS:--q} -s -p no:cacheprovider "$REPO/tests/image" || status=$?
