@@ -35,9 +35,11 @@ from rich.syntax import Syntax
 from rich.table import Table
 
 from bridge.config import QueueSettings
-from bridge.errors import BridgeError
+from bridge.errors import BridgeError, ConfigError
 from bridge.pipeline.notification import PoisonMessage, decode_notification, resync_notification
-from bridge.queue.sqs import MAX_ATTRIBUTES, MAX_BATCH, QueueInfo, SqsTransport
+from bridge.queue import open_transport
+from bridge.queue.sqs import MAX_ATTRIBUTES, SqsTransport
+from bridge.queue.transport import MAX_BATCH, QueueInfo
 
 log = structlog.get_logger("bridge.admin")
 
@@ -541,10 +543,7 @@ class QueueAdmin:
         self, element_ids: Sequence[int], *, event: str = "updated", progress: ProgressSink | None = None
     ) -> ReplayResult:
         """Enqueue a fresh notification per element, as Kordiam would (``{"id": N, "event": …}``)."""
-        ids = list(dict.fromkeys(element_ids))
-        for element_id in ids:
-            if isinstance(element_id, bool) or not isinstance(element_id, int) or element_id <= 0:
-                raise ValueError(f"element ids are positive integers, not {element_id!r}")
+        ids = _replay_ids(element_ids)
         fifo = self.queue_url.endswith(".fifo")
         progress = progress or _NoProgress()
         progress.start(f"replaying {len(ids)} element(s)", len(ids))
@@ -868,6 +867,12 @@ class _MoveTaskUnavailable(Exception):
 @contextlib.asynccontextmanager
 async def queue_admin(settings: QueueSettings) -> AsyncIterator[QueueAdmin]:
     """One ``QueueAdmin`` on one aiobotocore client for the duration of a command."""
+    if settings.backend != "sqs":
+        raise ConfigError(
+            "queue.url",
+            "dlq and status work on SQS queues only for now; on ActiveMQ use the broker's own tools "
+            '(see the README, "Kordiam gave me an ActiveMQ queue")',
+        )
     async with SqsTransport.connect(settings) as transport:
         yield QueueAdmin(transport)
 
@@ -879,8 +884,37 @@ async def replay(
     event: str = "updated",
     progress: ProgressSink | None = None,
 ) -> ReplayResult:
+    if settings.backend == "stomp":
+        return await _replay_on_broker(settings, element_ids, event=event, progress=progress or _NoProgress())
     async with queue_admin(settings) as admin:
         return await admin.replay(element_ids, event=event, progress=progress)
+
+
+async def _replay_on_broker(
+    settings: QueueSettings, element_ids: Sequence[int], *, event: str, progress: ProgressSink
+) -> ReplayResult:
+    """``replay`` on ActiveMQ: one confirmed send per element through the transport contract."""
+    ids = _replay_ids(element_ids)
+    progress.start(f"replaying {len(ids)} element(s)", len(ids))
+    results: list[ReplayedElement] = []
+    async with open_transport(settings, consume=False) as transport:
+        for element_id in ids:
+            body, attributes = resync_notification(element_id, source="replay", event=event)
+            try:
+                results.append(ReplayedElement(element_id, await transport.send(body, attributes)))
+            except Exception as error:  # stompman's errors: refused, no receipt in time, connection lost
+                results.append(ReplayedElement(element_id, None, _error_text(error)))
+            progress.advance(1)
+    log.info("replayed", queue=settings.url, sent=sum(r.error is None for r in results), total=len(results))
+    return ReplayResult(settings.url, results)
+
+
+def _replay_ids(element_ids: Sequence[int]) -> list[int]:
+    ids = list(dict.fromkeys(element_ids))
+    for element_id in ids:
+        if isinstance(element_id, bool) or not isinstance(element_id, int) or element_id <= 0:
+            raise ValueError(f"element ids are positive integers, not {element_id!r}")
+    return ids
 
 
 async def dlq_list(settings: QueueSettings, *, limit: int = 50, progress: ProgressSink | None = None) -> DlqListing:

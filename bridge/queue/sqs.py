@@ -1,4 +1,8 @@
-"""SQS transport on one long-lived aiobotocore client: receive, delete, change visibility, dead-letter."""
+"""The SQS backend of the transport contract, on one long-lived aiobotocore client.
+
+Done deletes the message; retry later, release and extend set its visibility (the message is never re-sent, so SQS's
+receive count and native redrive keep working); a dead letter is a copy on the DLQ with ``failure.*`` attributes.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,6 @@ import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
@@ -16,59 +19,42 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from bridge.config import QueueSettings
 from bridge.errors import ConfigError
+from bridge.queue.transport import (
+    DEFAULT_MAX_RECEIVE_COUNT,
+    MAX_BATCH,
+    DeadLetterContext,
+    QueueInfo,
+    QueueMessage,
+    failure_attributes,
+)
 
 log = structlog.get_logger("bridge.queue")
 
-MAX_BATCH = 10
 # SQS allows 10 message attributes; the failure context takes these, the original attributes get the rest.
 MAX_ATTRIBUTES = 10
 MAX_ATTRIBUTE_VALUE = 1024
-# Without a redrive policy the worker dead-letters a message itself after this many receives.
-DEFAULT_MAX_RECEIVE_COUNT = 10
-
-
-@dataclass(slots=True)
-class QueueMessage:
-    message_id: str
-    receipt_handle: str
-    body: str
-    attributes: dict[str, str]
-    receive_count: int
-    sent_at: float | None
-    group_id: str | None
-    trace_header: str | None = None
-    received_at: float = field(default_factory=time.monotonic)
-    visible_until: float = 0.0
-
-    @property
-    def age(self) -> float | None:
-        """Seconds since the producer sent it (SQS ``SentTimestamp``)."""
-        return None if self.sent_at is None else max(0.0, time.time() - self.sent_at)
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLetterContext:
-    stage: str
-    reason: str
-    error_class: str
-    element_id: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class QueueInfo:
-    dlq_url: str
-    max_receive_count: int
-    has_redrive: bool
 
 
 class SqsTransport:
-    """Thin, typed wrapper over the aiobotocore SQS client, one per process."""
+    """The ``Transport`` contract over SQS: a thin, typed wrapper over the aiobotocore client, one per process."""
 
     def __init__(self, client: Any, settings: QueueSettings) -> None:
         self._client = client
         self.settings = settings
         self.url = settings.url
         self.dlq_url: str | None = settings.dlq_url
+
+    @property
+    def ordered_groups(self) -> bool:
+        return self.settings.is_fifo
+
+    @property
+    def lease_seconds(self) -> int:
+        return self.settings.visibility_timeout
+
+    def connected(self) -> bool:
+        """SQS is an HTTP API: there is no connection to lose (a failing receive shows in the consumer's health)."""
+        return True
 
     @property
     def client(self) -> Any:
@@ -186,22 +172,25 @@ class SqsTransport:
         response = await self._client.change_message_visibility_batch(QueueUrl=self.url, Entries=entries)
         return [messages[int(f["Id"])].message_id for f in response.get("Failed", [])]
 
+    async def complete(self, messages: Sequence[QueueMessage]) -> list[str]:
+        return await self.delete_batch(messages)
+
+    async def retry_later(self, messages: Sequence[QueueMessage], seconds: int) -> list[str]:
+        return await self.change_visibility(messages, seconds)
+
+    async def release(self, messages: Sequence[QueueMessage]) -> list[str]:
+        return await self.change_visibility(messages, 0)
+
+    async def extend(self, messages: Sequence[QueueMessage], seconds: int) -> list[str]:
+        return await self.change_visibility(messages, seconds)
+
     async def send_dead_letter(self, message: QueueMessage, context: DeadLetterContext) -> None:
         """Copy the message to the dead-letter queue with its failure context as message attributes."""
         if self.dlq_url is None:
             raise RuntimeError("describe() must resolve the dead-letter queue first")
-        failure = {
-            "failure.stage": context.stage,
-            "failure.reason": context.reason,
-            "failure.error_class": context.error_class,
-            "failure.attempts": str(message.receive_count),
-            "failure.element_id": "" if context.element_id is None else str(context.element_id),
-            "failure.source_message_id": message.message_id,
-        }
         attributes = {
             name: {"DataType": "String", "StringValue": value[:MAX_ATTRIBUTE_VALUE]}
-            for name, value in failure.items()
-            if value
+            for name, value in failure_attributes(message, context).items()
         }
         for name, value in message.attributes.items():
             if len(attributes) >= MAX_ATTRIBUTES:
