@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,11 @@ WEBSITE, PRINT, NEWSLETTER = 99003, 99004, 99005
 PLATFORM_NAMES = {WEBSITE: "Website", PRINT: "Print", NEWSLETTER: "Newsletter"}
 CHANNEL_OF = {WEBSITE: "website", PRINT: "print"}
 SETTLE_TIMEOUT = 90.0
+EXIT_MISSING_EXTRA = 2
+MISSING_MOTO = (
+    "kordiam-bridge demo: the demo's SQS endpoint (moto) is not installed; "
+    "run pip install 'kordiam-bridge[demo]', or use the demo image (docker build --build-arg EXTRAS=demo)"
+)
 
 
 @dataclass(frozen=True)
@@ -73,6 +79,11 @@ SAMPLES = (
 
 
 def run_demo(workdir: Path) -> int:
+    try:
+        from moto.server import ThreadedMotoServer
+    except ImportError:  # a production install: moto is the `demo` extra
+        print(MISSING_MOTO, file=sys.stderr)
+        return EXIT_MISSING_EXTRA
     console = Console()
     workdir = workdir.resolve()
     for generated in ("website", "print", "state.db", "state.db-wal", "state.db-shm", "worker.log"):
@@ -83,8 +94,6 @@ def run_demo(workdir: Path) -> int:
             target.unlink(missing_ok=True)
     workdir.mkdir(parents=True, exist_ok=True)
     log_file = workdir / "worker.log"
-
-    from moto.server import ThreadedMotoServer
 
     # moto's server logs every request through werkzeug; the demo shows its own progress instead.
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
