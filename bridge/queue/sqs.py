@@ -7,6 +7,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -25,6 +26,12 @@ MAX_ATTRIBUTES = 10
 MAX_ATTRIBUTE_VALUE = 1024
 # Without a redrive policy the worker dead-letters a message itself after this many receives.
 DEFAULT_MAX_RECEIVE_COUNT = 10
+# What a redriven copy carries back to the main queue, so that its next dead letter (if it fails again) names the
+# same source message and first failure as the first one did: the DLQ message it was copied from, the message id
+# the first failure was reported under, and when that was.
+REDRIVEN_FROM = "redriven_from"
+FIRST_FAILURE_SOURCE = "first_failure.source_message_id"
+FIRST_FAILURE_AT = "first_failure.at"
 
 
 @dataclass(slots=True)
@@ -190,23 +197,32 @@ class SqsTransport:
         """Copy the message to the dead-letter queue with its failure context as message attributes."""
         if self.dlq_url is None:
             raise RuntimeError("describe() must resolve the dead-letter queue first")
+        # A message that failed before (redriven by copy, or moved back verbatim by an SQS move task) keeps the
+        # source message id and time of its first failure.
+        carried = message.attributes
         failure = {
             "failure.stage": context.stage,
             "failure.reason": context.reason,
             "failure.error_class": context.error_class,
             "failure.attempts": str(message.receive_count),
             "failure.element_id": "" if context.element_id is None else str(context.element_id),
-            "failure.source_message_id": message.message_id,
+            "failure.source_message_id": carried.get(FIRST_FAILURE_SOURCE)
+            or carried.get("failure.source_message_id")
+            or message.message_id,
+            "failure.first_failed_at": carried.get(FIRST_FAILURE_AT)
+            or carried.get("failure.first_failed_at")
+            or datetime.now(UTC).isoformat(timespec="milliseconds"),
         }
         attributes = {
             name: {"DataType": "String", "StringValue": value[:MAX_ATTRIBUTE_VALUE]}
             for name, value in failure.items()
             if value
         }
-        for name, value in message.attributes.items():
+        # Then the message's own attributes, `redriven_from` first (redrive uses it to tell its own copies apart).
+        for name, value in sorted(carried.items(), key=lambda item: item[0] != REDRIVEN_FROM):
             if len(attributes) >= MAX_ATTRIBUTES:
                 break
-            if name not in attributes and value:
+            if name not in attributes and value and name not in (FIRST_FAILURE_SOURCE, FIRST_FAILURE_AT):
                 attributes[name] = {"DataType": "String", "StringValue": value}
         request: dict[str, Any] = {
             "QueueUrl": self.dlq_url,

@@ -3,6 +3,7 @@ replay, dlq list/show/redrive, status. Every redrive test counts messages: nothi
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -361,6 +362,68 @@ async def test_redrive_by_element_and_with_a_limit(
     assert queue_depth(sqs_endpoint.url, queues[0]) == 4
     with pytest.raises(ValueError, match="move task"):
         await dlq_redrive(settings.queue, limit=1, native=True)
+
+
+async def test_redrive_ends_while_a_worker_dead_letters_every_copy_again(
+    sqs_endpoint: SqsEndpoint,
+    queues: tuple[str, str],
+    simulator: RunningSimulator,
+    channel_log: ChannelLog,
+    tmp_path: Path,
+) -> None:
+    """The manual copy moves what the DLQ held when it started; the worker's new dead letters of those copies stay
+    for a later run and still name the first failure's source message and time."""
+    settings = worker_settings(queue=queues[0], endpoint=sqs_endpoint.url, kordiam=simulator.base_url, workdir=tmp_path)
+    async with SqsTransport.connect(settings.queue) as transport:
+        await transport.describe()
+        for _ in range(5):
+            await dead_letter(transport, None, stage="decode", body="not json", error_class="PoisonMessage")
+    listed = (await dlq_list(settings.queue)).messages
+    first = {m.failure.source_message_id: m.failure.first_failed_at for m in listed if m.failure}
+    assert len(first) == 5 and all(first.values())
+
+    async with running_worker(settings):
+        # The worker dead-letters each copy again at once, under a new id; the run must still end.
+        result = await asyncio.wait_for(dlq_redrive(settings.queue, native=False), timeout=120)
+        await eventually(lambda: queue_settled(sqs_endpoint.url, queues[0]), what="copies failed again")
+        await eventually(lambda: queue_depth(sqs_endpoint.url, queues[1]) == 5, what="copies dead-lettered again")
+
+    assert result.method == "manual" and result.ok
+    assert len(result.moved) == 5 and result.failed == [] and result.skipped == 0
+    assert 0 <= result.arrived <= 5
+    again = receive_all(sqs_endpoint.url, queues[1])
+    assert len(again) == 5
+    moved_from = {m.dlq_message_id for m in result.moved}
+    for message in again:
+        attributes = string_attributes(message)
+        assert attributes["failure.stage"] == "decode"
+        assert attributes["redriven_from"] in moved_from
+        # The first failure, not the copy's: same source message id, same time.
+        source = attributes["failure.source_message_id"]
+        assert source in first and attributes["failure.first_failed_at"] == first[source]
+
+
+async def test_an_interrupted_redrive_reports_what_it_moved(
+    settings: Settings, transport: SqsTransport, sqs_endpoint: SqsEndpoint, queues: tuple[str, str]
+) -> None:
+    for element_id in range(1, 26):
+        await dead_letter(transport, element_id)
+    stop = asyncio.Event()
+
+    class InterruptedAfterOneBatch(FlakyClient):
+        async def send_message_batch(self, **request: Any) -> Any:
+            response = await super().send_message_batch(**request)
+            stop.set()  # Ctrl-C while the first batch was being copied
+            return response
+
+    transport._client = InterruptedAfterOneBatch(transport._client)
+    result = await QueueAdmin(transport).redrive(native=False, stop=stop)
+    assert result.interrupted and not result.ok
+    assert len(result.moved) == 10 and result.failed == [] and result.duplicated == []
+    assert queue_depth(sqs_endpoint.url, queues[0]) == 10
+    assert visible(sqs_endpoint.url, queues[1]) == 15  # the rest released at once, not held
+    assert json.loads(to_json(result))["interrupted"] is True
+    assert "interrupted (Ctrl-C)" in rendered(render_redrive, result)
 
 
 async def test_a_send_failure_midway_loses_nothing(
