@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn, TypeVar
 
 from rich.console import Console
 
@@ -15,6 +17,48 @@ from bridge import __version__
 from bridge.errors import BridgeError, ConfigError
 
 EXIT_CONFIG = 2
+EXIT_INTERRUPTED = 130
+T = TypeVar("T")
+# Kordiam element ids are positive 64-bit integers (the state stores keep them as SQLite INTEGER / DynamoDB N).
+MAX_ELEMENT_ID = 2**63 - 1
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows an option's default, unless it has none worth showing (None, False: the option is simply off)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default in (None, False) or action.help is None or "default" in action.help:
+            return action.help
+        return super()._get_help_string(action)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one line on a bad argument (no usage block), exit 2, and every option's default in --help."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_CONFIG, f"{self.prog}: {message}\n")
+
+
+def _bounded_int(low: int, high: int, what: str) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{text} is not {what} ({low}..{high})")
+        return value
+
+    return parse
+
+
+_element_id = _bounded_int(1, MAX_ELEMENT_ID, "an element id")
+_count = _bounded_int(1, 1_000_000, "a count")
+_port = _bounded_int(0, 65535, "a TCP port")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -32,61 +76,103 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BridgeError as error:  # operator commands: a clear message, no traceback
         print(f"kordiam-bridge: {error}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        return 130
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print("kordiam-bridge: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     return result
 
 
+def run_command(main: Callable[[asyncio.Event], Coroutine[Any, Any, T]], *, stops_on_interrupt: bool = False) -> T:
+    """Run a command's coroutine with Ctrl-C handled in two steps.
+
+    The first Ctrl-C sets the event ``main`` is given: a command that watches it (``stops_on_interrupt``) stops at
+    its next safe point and returns what it did (redrive prints its partial summary); any other is cancelled, and
+    its clean-up still runs. A second Ctrl-C exits at once with 130, the way out of a clean-up that hangs.
+    """
+
+    async def runner() -> T:
+        stop = asyncio.Event()
+        task = asyncio.current_task()
+        assert task is not None
+
+        def interrupted() -> None:
+            if stop.is_set():
+                force_exit()
+            stop.set()
+            if not stops_on_interrupt:
+                task.cancel()
+
+        asyncio.get_running_loop().add_signal_handler(signal.SIGINT, interrupted)
+        return await main(stop)
+
+    return asyncio.run(runner())
+
+
+def force_exit() -> NoReturn:
+    """The second Ctrl-C: one line, exit 130 now, without clean-up (held messages come back when their hold ends)."""
+    sys.stderr.write("kordiam-bridge: interrupted again, exiting now without cleaning up\n")
+    sys.stderr.flush()
+    os._exit(EXIT_INTERRUPTED)
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="kordiam-bridge",
         description="Consume Kordiam change notifications from SQS and keep publishing channels in sync.",
     )
     parser.add_argument("--version", action="version", version=f"kordiam-bridge {__version__}")
-    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(required=True, metavar="COMMAND", parser_class=_Parser)
 
     run = commands.add_parser("run", help="run the worker")
-    run.add_argument("--config", type=Path, help="TOML configuration file (default: $BRIDGE_CONFIG)")
+    _config_option(run)
     run.set_defaults(command=_run)
 
     check = commands.add_parser("check-config", help="validate the configuration and print it without secrets")
-    check.add_argument("--config", type=Path, help="TOML configuration file (default: $BRIDGE_CONFIG)")
+    _config_option(check)
     check.set_defaults(command=_check_config)
 
     simulator = commands.add_parser("simulator", help="serve the Kordiam API v2 simulator")
-    simulator.add_argument("--host", default="127.0.0.1")
-    simulator.add_argument("--port", type=int, default=8700)
+    simulator.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    simulator.add_argument("--port", type=_port, default=8700, help="port to listen on (0: any free port)")
     simulator.add_argument("--queue-url", help="SQS queue that receives change notifications")
     simulator.add_argument("--sqs-endpoint-url", help="SQS endpoint (LocalStack, moto server)")
-    simulator.add_argument("--region", default="eu-central-1")
-    simulator.add_argument("--client-id", default="demo-client")
-    simulator.add_argument("--client-secret", default="demo-secret")
-    simulator.add_argument("--token-ttl", type=int, default=3600, help="access token lifetime in seconds")
+    simulator.add_argument("--region", default="eu-central-1", help="AWS region of the SQS queue")
+    simulator.add_argument("--client-id", default="demo-client", help="OAuth client id the simulator accepts")
+    simulator.add_argument("--client-secret", default="demo-secret", help="OAuth client secret it accepts")
+    simulator.add_argument("--token-ttl", type=_count, default=3600, help="access token lifetime in seconds")
     simulator.set_defaults(command=_simulator)
 
     replay = commands.add_parser("replay", help="enqueue fresh notifications for elements (re-sync them)")
     _config_option(replay)
-    replay.add_argument("element_ids", metavar="ELEMENT_ID", type=int, nargs="+")
+    replay.add_argument(
+        "element_ids",
+        metavar="ELEMENT_ID",
+        type=_element_id,
+        nargs="+",
+        help=f"Kordiam element id (1..{MAX_ELEMENT_ID})",
+    )
     _output_options(replay, progress=True)
     replay.set_defaults(command=_replay)
 
     dlq = commands.add_parser("dlq", help="inspect and redrive the dead-letter queue")
-    dlq_commands = dlq.add_subparsers(required=True, metavar="ACTION")
+    dlq_commands = dlq.add_subparsers(required=True, metavar="ACTION", parser_class=_Parser)
     dlq_list = dlq_commands.add_parser("list", help="show dead letters with their failure context")
     _config_option(dlq_list)
-    dlq_list.add_argument("--limit", type=int, default=50)
+    dlq_list.add_argument("--limit", type=_count, default=50, help="show at most N dead letters")
     _output_options(dlq_list)
     dlq_list.set_defaults(command=_dlq_list)
     dlq_show = dlq_commands.add_parser("show", help="one dead letter, whole")
     _config_option(dlq_show)
     dlq_show.add_argument("message_id", metavar="MESSAGE_ID")
-    dlq_show.add_argument("--scan-limit", type=int, default=1000)
+    dlq_show.add_argument("--scan-limit", type=_count, default=1000, help="look at most at N dead letters")
     _output_options(dlq_show)
     dlq_show.set_defaults(command=_dlq_show)
     redrive = dlq_commands.add_parser("redrive", help="move dead letters back to the queue, never losing one")
     _config_option(redrive)
-    redrive.add_argument("--limit", type=int, help="move at most N messages")
-    redrive.add_argument("--element", type=int, action="append", dest="elements", help="only this element (repeat)")
+    redrive.add_argument("--limit", type=_count, help="move at most N messages")
+    redrive.add_argument(
+        "--element", type=_element_id, action="append", dest="elements", help="only this element (repeat)"
+    )
     redrive.add_argument(
         "--native",
         action=argparse.BooleanOptionalAction,
@@ -99,7 +185,7 @@ def _parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", help="queue depth, oldest message, DLQ depth, per-channel health")
     _config_option(status)
     status.add_argument("--sample", action="store_true", help="also peek at the main queue for the oldest message")
-    status.add_argument("--sample-size", type=int, default=10)
+    status.add_argument("--sample-size", type=_count, default=10, help="messages to peek at with --sample")
     _output_options(status)
     status.set_defaults(command=_status)
 
@@ -136,7 +222,7 @@ def _replay(args: argparse.Namespace) -> int:
 
     settings = load_settings(args.config)
     with progress_bar(args.progress) as progress:
-        result = asyncio.run(replay(settings.queue, args.element_ids, progress=progress))
+        result = run_command(lambda _: replay(settings.queue, args.element_ids, progress=progress))
     _show(args, result, render_replay)
     return 1 if result.failed else 0
 
@@ -146,7 +232,7 @@ def _dlq_list(args: argparse.Namespace) -> int:
     from bridge.queue.admin import dlq_list, render_dlq_list
 
     settings = load_settings(args.config)
-    _show(args, asyncio.run(dlq_list(settings.queue, limit=args.limit)), render_dlq_list)
+    _show(args, run_command(lambda _: dlq_list(settings.queue, limit=args.limit)), render_dlq_list)
     return 0
 
 
@@ -155,7 +241,7 @@ def _dlq_show(args: argparse.Namespace) -> int:
     from bridge.queue.admin import dlq_show, render_dlq_message
 
     settings = load_settings(args.config)
-    found = asyncio.run(dlq_show(settings.queue, args.message_id, scan_limit=args.scan_limit))
+    found = run_command(lambda _: dlq_show(settings.queue, args.message_id, scan_limit=args.scan_limit))
     if found is None:
         print(f"kordiam-bridge: no dead letter {args.message_id} found", file=sys.stderr)
         return 1
@@ -170,15 +256,23 @@ def _dlq_redrive(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     try:
         with progress_bar(args.progress) as progress:
-            result = asyncio.run(
-                dlq_redrive(
-                    settings.queue, limit=args.limit, element_ids=args.elements, native=args.native, progress=progress
-                )
+            result = run_command(
+                lambda stop: dlq_redrive(
+                    settings.queue,
+                    limit=args.limit,
+                    element_ids=args.elements,
+                    native=args.native,
+                    progress=progress,
+                    stop=stop,
+                ),
+                stops_on_interrupt=True,
             )
     except ValueError as error:  # --native together with a filter
         print(f"kordiam-bridge: {error}", file=sys.stderr)
         return EXIT_CONFIG
     _show(args, result, render_redrive)
+    if result.interrupted:
+        return EXIT_INTERRUPTED
     return 0 if result.ok else 1
 
 
@@ -187,7 +281,7 @@ def _status(args: argparse.Namespace) -> int:
     from bridge.ops.status import collect_status, render_status
 
     settings = load_settings(args.config)
-    report = asyncio.run(collect_status(settings, sample_main=args.sample, sample_size=args.sample_size))
+    report = run_command(lambda _: collect_status(settings, sample_main=args.sample, sample_size=args.sample_size))
     _show(args, report, render_status)
     return 0
 
