@@ -182,7 +182,12 @@ def _parser() -> argparse.ArgumentParser:
     _output_options(redrive, progress=True)
     redrive.set_defaults(command=_dlq_redrive)
 
-    status = commands.add_parser("status", help="queue depth, oldest message, DLQ depth, per-channel health")
+    status = commands.add_parser(
+        "status",
+        help="queue depth, oldest message, DLQ depth, per-channel health",
+        description="Exit code: 0 no problem found, 1 problems found (listed at the end, and as `problems` with "
+        "--json), 2 a configuration or argument error.",
+    )
     _config_option(status)
     status.add_argument("--sample", action="store_true", help="also peek at the main queue for the oldest message")
     status.add_argument("--sample-size", type=_count, default=10, help="messages to peek at with --sample")
@@ -217,10 +222,10 @@ def _show(args: argparse.Namespace, result: object, render: Callable[[Any, Conso
 
 
 def _replay(args: argparse.Namespace) -> int:
-    from bridge.config import load_settings
+    from bridge.config import QueueCommandSettings, load_settings
     from bridge.queue.admin import progress_bar, render_replay, replay
 
-    settings = load_settings(args.config)
+    settings = load_settings(args.config, model=QueueCommandSettings)
     with progress_bar(args.progress) as progress:
         result = run_command(lambda _: replay(settings.queue, args.element_ids, progress=progress))
     _show(args, result, render_replay)
@@ -228,19 +233,19 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def _dlq_list(args: argparse.Namespace) -> int:
-    from bridge.config import load_settings
+    from bridge.config import QueueCommandSettings, load_settings
     from bridge.queue.admin import dlq_list, render_dlq_list
 
-    settings = load_settings(args.config)
+    settings = load_settings(args.config, model=QueueCommandSettings)
     _show(args, run_command(lambda _: dlq_list(settings.queue, limit=args.limit)), render_dlq_list)
     return 0
 
 
 def _dlq_show(args: argparse.Namespace) -> int:
-    from bridge.config import load_settings
+    from bridge.config import QueueCommandSettings, load_settings
     from bridge.queue.admin import dlq_show, render_dlq_message
 
-    settings = load_settings(args.config)
+    settings = load_settings(args.config, model=QueueCommandSettings)
     found = run_command(lambda _: dlq_show(settings.queue, args.message_id, scan_limit=args.scan_limit))
     if found is None:
         print(f"kordiam-bridge: no dead letter {args.message_id} found", file=sys.stderr)
@@ -250,10 +255,10 @@ def _dlq_show(args: argparse.Namespace) -> int:
 
 
 def _dlq_redrive(args: argparse.Namespace) -> int:
-    from bridge.config import load_settings
+    from bridge.config import QueueCommandSettings, load_settings
     from bridge.queue.admin import dlq_redrive, progress_bar, render_redrive
 
-    settings = load_settings(args.config)
+    settings = load_settings(args.config, model=QueueCommandSettings)
     try:
         with progress_bar(args.progress) as progress:
             result = run_command(
@@ -277,21 +282,29 @@ def _dlq_redrive(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from bridge.config import load_settings
+    from bridge.channels import channel_problems
+    from bridge.config import StatusSettings, load_settings
     from bridge.ops.status import collect_status, render_status
 
-    settings = load_settings(args.config)
+    settings = load_settings(
+        args.config,
+        model=StatusSettings,
+        # status never calls a channel: the table's shape is checked, its secrets are not needed.
+        check_channel=lambda channel, index: channel_problems(channel, index, secrets=False),
+    )
     report = run_command(lambda _: collect_status(settings, sample_main=args.sample, sample_size=args.sample_size))
     _show(args, report, render_status)
-    return 0
+    # For scripts and cron: 0 all well, 1 the report lists problems (the same list the table ends with).
+    return 1 if report.problems else 0
 
 
 def _run(args: argparse.Namespace) -> int:
+    from bridge.channels import channel_problems
     from bridge.config import load_settings
     from bridge.ops.logging import configure_logging
     from bridge.worker import install_signal_handlers, run_worker
 
-    settings = load_settings(args.config)
+    settings = load_settings(args.config, check_channel=channel_problems)
     configure_logging(settings.ops.log_level)
 
     async def _main() -> None:
@@ -306,10 +319,10 @@ def _run(args: argparse.Namespace) -> int:
 def _check_config(args: argparse.Namespace) -> int:
     import json
 
-    from bridge.channels import channel_options
+    from bridge.channels import channel_options, channel_problems
     from bridge.config import load_settings
 
-    settings = load_settings(args.config)
+    settings = load_settings(args.config, check_channel=channel_problems)
     effective = settings.model_dump(mode="json", exclude={"channels"})
     effective["channels"] = [
         {

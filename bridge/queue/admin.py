@@ -278,7 +278,7 @@ def to_jsonable(value: Any) -> Any:
     """A result dataclass as plain JSON types (datetimes as ISO 8601)."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         data = {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
-        for name in ("sent", "failed", "moved_total", "ok"):
+        for name in ("sent", "failed", "moved_total", "ok", "problems"):
             if name not in data and isinstance(getattr(type(value), name, None), property):
                 data[name] = to_jsonable(getattr(value, name))
         return data

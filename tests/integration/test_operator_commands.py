@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -15,7 +16,7 @@ import pytest
 from botocore.exceptions import ClientError
 from rich.console import Console
 
-from bridge.config import OpsSettings, Settings
+from bridge.config import OpsSettings, Settings, load_settings
 from bridge.ops import metrics
 from bridge.ops.server import OpsServer
 from bridge.ops.status import collect_status, render_status
@@ -50,6 +51,7 @@ from tests.support import (
     sqs_client,
     story,
     worker_settings,
+    write_config,
 )
 
 pytestmark = pytest.mark.integration
@@ -622,6 +624,35 @@ async def test_status_with_an_unreachable_worker_endpoint(settings: Settings) ->
     assert report.worker.reachable is False and report.worker.endpoint == "http://127.0.0.1:9"
     assert any("not reachable" in p for p in report.problems)
     assert "not reachable" in rendered(render_status, report)
+
+
+async def test_status_exit_code_says_whether_it_found_problems(
+    sqs_endpoint: SqsEndpoint, queues: tuple[str, str], tmp_path: Path
+) -> None:
+    path = write_config(
+        tmp_path / "bridge.toml",
+        queue=queues[0],
+        endpoint=sqs_endpoint.url,
+        kordiam=NOWHERE,
+        workdir=tmp_path,
+        ops_port=0,
+    )
+    settings = load_settings(path, overrides={"kordiam": {"base_url": NOWHERE, "client_id": "c", "client_secret": "s"}})
+    await (await open_state_store(settings.state)).close()  # a state store that exists, empty
+
+    async def status() -> tuple[int, dict[str, Any]]:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bridge", "status", "--json", "--config", str(path), stdout=asyncio.subprocess.PIPE
+        )
+        out, _ = await process.communicate()
+        assert process.returncode is not None
+        return process.returncode, json.loads(out)
+
+    code, report = await status()
+    assert (code, report["problems"]) == (0, [])
+    send(sqs_endpoint.url, queues[1], {"id": 5})
+    code, report = await status()
+    assert (code, report["problems"]) == (1, ["1 message(s) in the dead-letter queue"])
 
 
 def test_redrive_result_is_json_serialisable() -> None:

@@ -166,7 +166,7 @@ async def test_operator_commands_on_dead_letters_made_by_the_worker(
     finally:
         worker.terminate()
 
-    def cli(*args: str) -> Any:
+    def cli(*args: str, code: int = 0) -> Any:
         env = {**os.environ, "BRIDGE_KORDIAM__CLIENT_SECRET": "demo-secret"}
         done = subprocess.run(
             [sys.executable, "-m", "bridge", *args, "--config", str(path), "--json"],
@@ -176,7 +176,7 @@ async def test_operator_commands_on_dead_letters_made_by_the_worker(
             timeout=60,
             check=False,
         )
-        assert done.returncode == 0, done.stderr
+        assert done.returncode == code, done.stderr
         return json.loads(done.stdout)
 
     listing = cli("dlq", "list")
@@ -186,8 +186,10 @@ async def test_operator_commands_on_dead_letters_made_by_the_worker(
     assert "body is not JSON" in reasons[0] and "no element id" in reasons[1]
     shown = cli("dlq", "show", listing["messages"][0]["message_id"])
     assert shown["body"] in ("not json", '{"hello": 1}')
-    status = cli("status")
+    # Dead letters (and the stopped worker) are problems: exit 1, for scripts and cron.
+    status = cli("status", code=1)
     assert status["dead_letter"]["visible"] + status["dead_letter"]["in_flight"] == 2
+    assert "2 message(s) in the dead-letter queue" in status["problems"]
     moved = cli("dlq", "redrive")
     assert moved["moved_total"] == 2 and moved["ok"]
     await eventually(lambda: queue_depth(sqs_endpoint.url, queues[0]) == 2, what="messages back on the queue")
