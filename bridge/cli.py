@@ -142,7 +142,13 @@ def _parser() -> argparse.ArgumentParser:
     simulator.add_argument("--token-ttl", type=_count, default=3600, help="access token lifetime in seconds")
     simulator.set_defaults(command=_simulator)
 
-    replay = commands.add_parser("replay", help="enqueue fresh notifications for elements (re-sync them)")
+    replay = commands.add_parser(
+        "replay",
+        help="enqueue fresh notifications for elements (re-sync them)",
+        description="The worker fetches each element again and writes every channel whose content changed since it "
+        "last wrote it; a channel that already holds this version is left alone (outcome 'unchanged'). --force "
+        "rewrites every channel of the element, to repair one that lost the item.",
+    )
     _config_option(replay)
     replay.add_argument(
         "element_ids",
@@ -150,6 +156,9 @@ def _parser() -> argparse.ArgumentParser:
         type=_element_id,
         nargs="+",
         help=f"Kordiam element id (1..{MAX_ELEMENT_ID})",
+    )
+    replay.add_argument(
+        "--force", action="store_true", help="rewrite every channel of the elements, even where nothing changed"
     )
     _output_options(replay, progress=True)
     replay.set_defaults(command=_replay)
@@ -227,7 +236,7 @@ def _replay(args: argparse.Namespace) -> int:
 
     settings = load_settings(args.config, model=QueueCommandSettings)
     with progress_bar(args.progress) as progress:
-        result = run_command(lambda _: replay(settings.queue, args.element_ids, progress=progress))
+        result = run_command(lambda _: replay(settings.queue, args.element_ids, force=args.force, progress=progress))
     _show(args, result, render_replay)
     return 1 if result.failed else 0
 

@@ -559,9 +559,18 @@ class QueueAdmin:
     # ------------------------------------------------------------------------------------------- replay
 
     async def replay(
-        self, element_ids: Sequence[int], *, event: str = "updated", progress: ProgressSink | None = None
+        self,
+        element_ids: Sequence[int],
+        *,
+        event: str = "updated",
+        force: bool = False,
+        progress: ProgressSink | None = None,
     ) -> ReplayResult:
-        """Enqueue a fresh notification per element, as Kordiam would (``{"id": N, "event": …}``)."""
+        """Enqueue a fresh notification per element, as Kordiam would (``{"id": N, "event": …}``).
+
+        The worker then writes a channel only where the element changed since it last wrote it (else its outcome is
+        ``unchanged``); ``force`` marks the notifications so that it rewrites every channel of the element.
+        """
         ids = list(dict.fromkeys(element_ids))
         for element_id in ids:
             if isinstance(element_id, bool) or not isinstance(element_id, int) or element_id <= 0:
@@ -573,7 +582,7 @@ class QueueAdmin:
         for chunk in _chunks(ids):
             entries: list[dict[str, Any]] = []
             for index, element_id in enumerate(chunk):
-                body, attributes = resync_notification(element_id, source="replay", event=event)
+                body, attributes = resync_notification(element_id, source="replay", event=event, force=force)
                 entry: dict[str, Any] = {
                     "Id": str(index),
                     "MessageBody": body,
@@ -951,10 +960,11 @@ async def replay(
     element_ids: Sequence[int],
     *,
     event: str = "updated",
+    force: bool = False,
     progress: ProgressSink | None = None,
 ) -> ReplayResult:
     async with queue_admin(settings) as admin:
-        return await admin.replay(element_ids, event=event, progress=progress)
+        return await admin.replay(element_ids, event=event, force=force, progress=progress)
 
 
 async def dlq_list(settings: QueueSettings, *, limit: int = 50, progress: ProgressSink | None = None) -> DlqListing:

@@ -227,6 +227,41 @@ async def test_replayed_notifications_are_processed_by_the_worker(
     assert drain(sqs_endpoint.url, queues[1]) == []
 
 
+async def test_replay_force_rewrites_what_a_channel_lost(
+    sqs_endpoint: SqsEndpoint,
+    queues: tuple[str, str],
+    simulator: RunningSimulator,
+    admin: SimulatorAdmin,
+    tmp_path: Path,
+) -> None:
+    """Plain replay leaves a channel that holds this version alone (its fingerprint matches), even if the files
+    were removed behind the bridge's back; --force writes every channel again."""
+    settings = worker_settings(
+        queue=queues[0], endpoint=sqs_endpoint.url, kordiam=simulator.base_url, workdir=tmp_path, channel_type="folder"
+    )
+    created = await admin.create(story("Lost on the channel side"))
+
+    def files() -> list[str]:
+        return sorted(str(p.relative_to(tmp_path)) for p in tmp_path.glob("[wp]*/**/*") if p.is_file())
+
+    async with running_worker(settings):
+        await eventually(lambda: queue_settled(sqs_endpoint.url, queues[0]), what="first sync")
+        delivered = files()
+        assert any(f.startswith("web/") for f in delivered) and any(f.startswith("print/") for f in delivered)
+        for name in delivered:
+            (tmp_path / name).unlink()
+
+        await replay(settings.queue, [created["id"]])
+        await eventually(lambda: queue_settled(sqs_endpoint.url, queues[0]), what="plain replay processed")
+        assert files() == []  # "unchanged": nothing written
+
+        forced = await replay(settings.queue, [created["id"]], force=True)
+        assert forced.sent == 1
+        await eventually(lambda: queue_settled(sqs_endpoint.url, queues[0]), what="forced replay processed")
+        assert files() == delivered
+    assert drain(sqs_endpoint.url, queues[1]) == []
+
+
 # --------------------------------------------------------------------------------------------------- dlq list/show
 
 
