@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import signal
 import sys
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from rich.console import Console
 
 from bridge import __version__
 from bridge.errors import BridgeError, ConfigError
+
+if TYPE_CHECKING:
+    from bridge.config import OpsSettings
+    from bridge.queue.admin import ProgressSink
 
 EXIT_CONFIG = 2
 EXIT_INTERRUPTED = 130
@@ -230,12 +235,34 @@ def _show(args: argparse.Namespace, result: object, render: Callable[[Any, Conso
         render(result, Console())
 
 
+def _log_format(ops: OpsSettings) -> None:
+    from bridge.ops.logging import configure_logging
+
+    configure_logging("info", log_format=ops.log_format)
+
+
+@contextlib.contextmanager
+def _progress(args: argparse.Namespace, console: Console | None = None) -> Iterator[ProgressSink]:
+    """The progress bar ``--progress`` asks for; while it is drawn, log lines are printed above it."""
+    from bridge.ops.logging import logs_through
+    from bridge.queue.admin import RichProgress, progress_bar
+
+    console = console or Console(stderr=True)
+    with progress_bar(args.progress, console) as progress:
+        if not isinstance(progress, RichProgress):
+            yield progress
+            return
+        with logs_through(lambda line: console.print(line, markup=False, highlight=False, soft_wrap=True)):
+            yield progress
+
+
 def _replay(args: argparse.Namespace) -> int:
     from bridge.config import QueueCommandSettings, load_settings
-    from bridge.queue.admin import progress_bar, render_replay, replay
+    from bridge.queue.admin import render_replay, replay
 
     settings = load_settings(args.config, model=QueueCommandSettings)
-    with progress_bar(args.progress) as progress:
+    _log_format(settings.ops)
+    with _progress(args) as progress:
         result = run_command(lambda _: replay(settings.queue, args.element_ids, force=args.force, progress=progress))
     _show(args, result, render_replay)
     return 1 if result.failed else 0
@@ -246,6 +273,7 @@ def _dlq_list(args: argparse.Namespace) -> int:
     from bridge.queue.admin import dlq_list, render_dlq_list
 
     settings = load_settings(args.config, model=QueueCommandSettings)
+    _log_format(settings.ops)
     _show(args, run_command(lambda _: dlq_list(settings.queue, limit=args.limit)), render_dlq_list)
     return 0
 
@@ -255,6 +283,7 @@ def _dlq_show(args: argparse.Namespace) -> int:
     from bridge.queue.admin import dlq_show, render_dlq_message
 
     settings = load_settings(args.config, model=QueueCommandSettings)
+    _log_format(settings.ops)
     found = run_command(lambda _: dlq_show(settings.queue, args.message_id, scan_limit=args.scan_limit))
     if found is None:
         print(f"kordiam-bridge: no dead letter {args.message_id} found", file=sys.stderr)
@@ -265,11 +294,12 @@ def _dlq_show(args: argparse.Namespace) -> int:
 
 def _dlq_redrive(args: argparse.Namespace) -> int:
     from bridge.config import QueueCommandSettings, load_settings
-    from bridge.queue.admin import dlq_redrive, progress_bar, render_redrive
+    from bridge.queue.admin import dlq_redrive, render_redrive
 
     settings = load_settings(args.config, model=QueueCommandSettings)
+    _log_format(settings.ops)
     try:
-        with progress_bar(args.progress) as progress:
+        with _progress(args) as progress:
             result = run_command(
                 lambda stop: dlq_redrive(
                     settings.queue,
@@ -301,6 +331,7 @@ def _status(args: argparse.Namespace) -> int:
         # status never calls a channel: the table's shape is checked, its secrets are not needed.
         check_channel=lambda channel, index: channel_problems(channel, index, secrets=False),
     )
+    _log_format(settings.ops)
     report = run_command(lambda _: collect_status(settings, sample_main=args.sample, sample_size=args.sample_size))
     _show(args, report, render_status)
     # For scripts and cron: 0 all well, 1 the report lists problems (the same list the table ends with).
@@ -314,7 +345,7 @@ def _run(args: argparse.Namespace) -> int:
     from bridge.worker import install_signal_handlers, run_worker
 
     settings = load_settings(args.config, check_channel=channel_problems)
-    configure_logging(settings.ops.log_level)
+    configure_logging(settings.ops.log_level, log_format=settings.ops.log_format)
 
     async def _main() -> None:
         stop = asyncio.Event()

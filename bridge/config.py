@@ -189,6 +189,8 @@ class OpsSettings(Section):
     host: str = "127.0.0.1"
     port: int = Field(default=9090, ge=0, le=65535)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # "json": one JSON object a line (log pipelines); "console": readable key=value lines for local use.
+    log_format: Literal["json", "console"] = "json"
 
 
 class _FileAndEnvironment(BaseSettings):
@@ -212,9 +214,11 @@ class _FileAndEnvironment(BaseSettings):
 
 
 class QueueCommandSettings(_FileAndEnvironment):
-    """What ``replay`` and ``dlq`` use: the ``[queue]`` section, and nothing else is required or validated."""
+    """What ``replay`` and ``dlq`` use: ``[queue]`` (and ``[ops]`` for the log format); nothing else is required
+    or validated."""
 
     queue: QueueSettings
+    ops: OpsSettings = OpsSettings()
 
 
 class StatusSettings(_FileAndEnvironment):
@@ -430,7 +434,7 @@ def _warn_unused_variables() -> None:
             reason = f"[{section.lower()}] has no key {key.lower()!r}"
         else:
             continue
-        log.warning("environment_variable_ignored", outcome="ignored", variable=variable, reason=reason)
+        log.warning("environment_variable_ignored", variable=variable, reason=reason)
 
 
 def _parsed_channels(data: dict[str, Any]) -> list[tuple[int, ChannelSettings]]:
