@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 import time
@@ -20,14 +21,20 @@ _GRACEFUL_SHUTDOWN_SECONDS: Final = 5
 
 
 def run_simulator(settings: SimulatorSettings, host: str = "127.0.0.1", port: int = 8089) -> None:
-    """Serve the simulator until interrupted (Ctrl-C / SIGTERM); blocks the calling thread."""
+    """Serve the simulator until interrupted (Ctrl-C / SIGTERM); blocks the calling thread.
+
+    uvicorn's own records go through the process's logging configuration (``bridge.ops.logging``: JSON or
+    console like every other line), at info level so that its start-up and access lines still show.
+    """
     config = uvicorn.Config(
         create_app(settings),
         host=host,
         port=port,
         lifespan="on",
         timeout_graceful_shutdown=_GRACEFUL_SHUTDOWN_SECONDS,
+        log_config=None,
     )
+    logging.getLogger("uvicorn").setLevel(logging.INFO)
     uvicorn.Server(config).run()
 
 

@@ -66,3 +66,21 @@ def test_log_lines_are_printed_above_the_progress_bar_not_inside_it() -> None:
     logged = [line for line in shown if "replayed" in line]
     assert len(logged) == 1 and json.loads(logged[0])["event"] == "replayed"  # a whole line of its own
     assert "2/2" in shown[-2]  # and the bar is drawn again below it
+
+
+def test_the_simulator_logs_through_the_same_renderer() -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bridge", "simulator", "--port", "0"], stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert process.stderr is not None
+        lines = []
+        while not any("startup complete" in line for line in lines):
+            line = process.stderr.readline()
+            assert line, f"the simulator ended: {lines}"
+            lines.append(line)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    records = [json.loads(line) for line in lines]  # uvicorn's lines are JSON too
+    assert {record["logger"] for record in records} == {"uvicorn.error"}
