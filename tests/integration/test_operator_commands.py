@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import sys
 import uuid
 from collections.abc import AsyncIterator
@@ -461,6 +462,41 @@ async def test_an_interrupted_redrive_reports_what_it_moved(
     assert visible(sqs_endpoint.url, queues[1]) == 15  # the rest released at once, not held
     assert json.loads(to_json(result))["interrupted"] is True
     assert "interrupted (Ctrl-C)" in rendered(render_redrive, result)
+
+
+async def test_ctrl_c_during_redrive_prints_the_partial_summary_as_json(
+    sqs_endpoint: SqsEndpoint, queues: tuple[str, str], tmp_path: Path
+) -> None:
+    total = 500
+    client = sqs_client(sqs_endpoint.url)
+    for start in range(0, total, 10):
+        entries = [{"Id": str(i), "MessageBody": json.dumps({"id": start + i + 1})} for i in range(10)]
+        client.send_message_batch(QueueUrl=queues[1], Entries=entries)
+    path = write_config(
+        tmp_path / "bridge.toml",
+        queue=queues[0],
+        endpoint=sqs_endpoint.url,
+        kordiam=NOWHERE,
+        workdir=tmp_path,
+        ops_port=0,
+    )
+    process = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "bridge", "dlq", "redrive", "--no-native", "--json", "--config", str(path)),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    # Interrupted once the first copies arrived, with hundreds still to go.
+    await eventually(lambda: queue_depth(sqs_endpoint.url, queues[0]) > 0, what="redrive under way")
+    process.send_signal(signal.SIGINT)
+    out, err = await process.communicate()
+    assert process.returncode == 130, err.decode()
+    summary = json.loads(out)
+    assert summary["interrupted"] is True and summary["ok"] is False
+    moved = len(summary["moved"])
+    assert 0 < moved < total and summary["failed"] == [] and summary["duplicated"] == []
+    # Nothing lost, nothing doubled: what moved is on the main queue, the rest still in the DLQ.
+    await eventually(lambda: queue_depth(sqs_endpoint.url, queues[0]) == moved, what="copies counted")
+    await eventually(lambda: queue_depth(sqs_endpoint.url, queues[1]) == total - moved, what="rest released")
 
 
 async def test_a_send_failure_midway_loses_nothing(
