@@ -97,6 +97,18 @@ async def dead_letter(
     return source_id
 
 
+def config_file(sqs_endpoint: SqsEndpoint, queues: tuple[str, str], tmp_path: Path) -> Path:
+    """A config file for the commands run as processes (no ops endpoint: ops.port 0)."""
+    return write_config(
+        tmp_path / "bridge.toml",
+        queue=queues[0],
+        endpoint=sqs_endpoint.url,
+        kordiam=NOWHERE,
+        workdir=tmp_path,
+        ops_port=0,
+    )
+
+
 def receive_all(endpoint: str, queue: str) -> list[dict[str, Any]]:
     """Drain a queue with message and system attributes (FIFO group ids included)."""
     client = sqs_client(endpoint)
@@ -472,14 +484,7 @@ async def test_ctrl_c_during_redrive_prints_the_partial_summary_as_json(
     for start in range(0, total, 10):
         entries = [{"Id": str(i), "MessageBody": json.dumps({"id": start + i + 1})} for i in range(10)]
         client.send_message_batch(QueueUrl=queues[1], Entries=entries)
-    path = write_config(
-        tmp_path / "bridge.toml",
-        queue=queues[0],
-        endpoint=sqs_endpoint.url,
-        kordiam=NOWHERE,
-        workdir=tmp_path,
-        ops_port=0,
-    )
+    path = config_file(sqs_endpoint, queues, tmp_path)
     process = await asyncio.create_subprocess_exec(
         *(sys.executable, "-m", "bridge", "dlq", "redrive", "--no-native", "--json", "--config", str(path)),
         stdout=asyncio.subprocess.PIPE,
@@ -700,14 +705,7 @@ async def test_status_with_an_unreachable_worker_endpoint(settings: Settings) ->
 async def test_status_exit_code_says_whether_it_found_problems(
     sqs_endpoint: SqsEndpoint, queues: tuple[str, str], tmp_path: Path
 ) -> None:
-    path = write_config(
-        tmp_path / "bridge.toml",
-        queue=queues[0],
-        endpoint=sqs_endpoint.url,
-        kordiam=NOWHERE,
-        workdir=tmp_path,
-        ops_port=0,
-    )
+    path = config_file(sqs_endpoint, queues, tmp_path)
     settings = load_settings(path, overrides={"kordiam": {"base_url": NOWHERE, "client_id": "c", "client_secret": "s"}})
     await (await open_state_store(settings.state)).close()  # a state store that exists, empty
 

@@ -196,21 +196,21 @@ async def test_operator_commands_on_dead_letters_made_by_the_worker(
     assert drain(sqs_endpoint.url, queues[1]) == []
 
 
+async def run_process(config: Path) -> asyncio.subprocess.Process:
+    """``kordiam-bridge run`` as a real process, its stderr piped."""
+    return await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "bridge", "run", "--config", str(config)),
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "BRIDGE_KORDIAM__CLIENT_SECRET": "demo-secret"},
+    )
+
+
 async def test_run_with_the_ops_port_taken_is_one_line_naming_it(config: tuple[Path, int]) -> None:
     path, ops_port = config
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", ops_port))
         taken.listen()
-        result = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "bridge",
-            "run",
-            "--config",
-            str(path),
-            stderr=asyncio.subprocess.PIPE,
-            env={**os.environ, "BRIDGE_KORDIAM__CLIENT_SECRET": "demo-secret"},
-        )
+        result = await run_process(path)
         _, err = await result.communicate()
     assert result.returncode == 2
     lines = [line for line in err.decode().splitlines() if not line.startswith("{")]  # JSON logs aside
@@ -241,16 +241,7 @@ async def test_a_second_ctrl_c_exits_at_once(tmp_path: Path) -> None:
         ops_port=free_port(),
     )
     async with server:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "bridge",
-            "run",
-            "--config",
-            str(path),
-            stderr=asyncio.subprocess.PIPE,
-            env={**os.environ, "BRIDGE_KORDIAM__CLIENT_SECRET": "demo-secret"},
-        )
+        process = await run_process(path)
         # Start-up has reached the hanging endpoint: the signal handlers are in place.
         await asyncio.wait_for(connected.wait(), timeout=60)
         process.send_signal(signal.SIGINT)
