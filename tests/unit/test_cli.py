@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 
 from bridge.cli import main
@@ -58,3 +60,14 @@ def test_help_shows_the_defaults(argv: list[str], shown: list[str], capsys: pyte
     for default in shown:
         assert default in text
     assert "(default: None)" not in text
+
+
+def test_the_simulator_on_a_taken_port_is_one_line_naming_it(capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["simulator", "--port", str(port)]) == 2
+    assert capsys.readouterr().err == (
+        f"kordiam-bridge: configuration error: --port: cannot listen on 127.0.0.1:{port}: address already in use\n"
+    )
