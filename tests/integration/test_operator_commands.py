@@ -588,6 +588,32 @@ async def test_redrive_on_fifo_queues_keeps_the_group(sqs_endpoint: SqsEndpoint,
     assert queue_depth(sqs_endpoint.url, dlq) == 0
 
 
+async def test_ctrl_c_cancels_the_move_task_and_reports_what_it_moved(
+    settings: Settings, transport: SqsTransport, sqs_endpoint: SqsEndpoint, queues: tuple[str, str]
+) -> None:
+    stop = asyncio.Event()
+    cancelled: list[str] = []
+
+    class EndlessMove(FlakyClient):
+        async def start_message_move_task(self, **request: Any) -> Any:
+            return {"TaskHandle": "task-2"}
+
+        async def list_message_move_tasks(self, **request: Any) -> Any:
+            stop.set()  # Ctrl-C while the task runs
+            running = {"TaskHandle": "task-2", "Status": "RUNNING", "ApproximateNumberOfMessagesMoved": 4}
+            return {"Results": [running]}
+
+        async def cancel_message_move_task(self, **request: Any) -> Any:
+            cancelled.append(request["TaskHandle"])
+            return {"ApproximateNumberOfMessagesMoved": 4}
+
+    transport._client = EndlessMove(transport._client)
+    result = await QueueAdmin(transport).redrive(native=True, stop=stop, poll_interval=30)
+    assert result.method == "move-task" and result.interrupted and not result.ok
+    assert result.moved_total == 4 and cancelled == ["task-2"]
+    assert "interrupted (Ctrl-C)" in rendered(render_redrive, result)
+
+
 async def test_the_move_task_is_followed_to_completion(
     settings: Settings, transport: SqsTransport, sqs_endpoint: SqsEndpoint, queues: tuple[str, str]
 ) -> None:
