@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 PYTEST_FLAGS ?= -q
 
 .PHONY: help venv demo test lint typecheck unit integration test-localstack localstack localstack-stop \
-        wordpress wordpress-stop simulator run clean image up down infra-test checkov bench
+        wordpress wordpress-stop activemq activemq-stop simulator run clean image up down infra-test checkov bench
 
 help:
 	@echo "make demo             run the whole bridge on embedded defaults (SQS, Kordiam simulator, folder channels)"
@@ -22,12 +22,14 @@ help:
 	@echo "make localstack-stop  stop it"
 	@echo "make wordpress        install (Debian packages) and serve a real WordPress on 127.0.0.1:8089"
 	@echo "make wordpress-stop   stop it"
+	@echo "make activemq         install (Debian packages) and run ActiveMQ Classic, STOMP on 127.0.0.1:61613"
+	@echo "make activemq-stop    stop it"
 	@echo "make simulator        serve the Kordiam API simulator on 127.0.0.1:8700"
 	@echo "make run CONFIG=...   run the worker with a config file"
 	@echo "make image / up / down  container image; worker + simulator + SQS emulator with docker compose"
 	@echo "make infra-test       the container, compose and Terraform tests"
 	@echo "make checkov          Checkov over infra/terraform"
-	@echo "make bench            throughput, latency, CPU and memory vs the simplest loop (LocalStack)"
+	@echo "make bench            throughput, latency, CPU and memory vs the simplest loop (LocalStack, then ActiveMQ)"
 	@echo "make clean            remove .venv, caches and demo-output"
 
 $(STAMP): pyproject.toml
@@ -53,7 +55,8 @@ unit: venv
 
 integration: venv
 	scripts/wordpress.sh start
-	$(WORDPRESS_ENV) $(BIN)/pytest $(PYTEST_FLAGS) tests/integration
+	$(TEST_ACTIVEMQ) scripts/activemq.sh start
+	$(WORDPRESS_ENV) $(ACTIVEMQ_ENV) $(BIN)/pytest $(PYTEST_FLAGS) tests/integration
 
 # The same end-to-end tests against LocalStack (host mode, no Docker), on a port and in a folder of their own so
 # they never stop a LocalStack that is running for something else (`make localstack`, `make bench`).
@@ -65,10 +68,16 @@ test-localstack: venv
 	  status=$$?; $(TEST_LOCALSTACK) scripts/localstack.sh stop; exit $$status
 
 WORDPRESS_ENV := BRIDGE_TEST_WORDPRESS=$(CURDIR)/.cache/wordpress/credentials.json
+# The tests' broker has a port and a folder of its own, so it never stops one running for `make activemq`; the
+# broker-restart tests restart it through scripts/activemq.sh with the same two variables.
+TEST_ACTIVEMQ := ACTIVEMQ_PORT=61623 ACTIVEMQ_HOME=$(CURDIR)/.cache/activemq-tests
+ACTIVEMQ_ENV := $(TEST_ACTIVEMQ) BRIDGE_TEST_ACTIVEMQ=stomp://127.0.0.1:61623
 
 test: lint typecheck venv
 	scripts/wordpress.sh start
-	$(WORDPRESS_ENV) $(BIN)/pytest $(PYTEST_FLAGS) tests; status=$$?; scripts/wordpress.sh stop; exit $$status
+	$(TEST_ACTIVEMQ) scripts/activemq.sh start
+	$(WORDPRESS_ENV) $(ACTIVEMQ_ENV) $(BIN)/pytest $(PYTEST_FLAGS) tests; status=$$?; \
+	  scripts/wordpress.sh stop; $(TEST_ACTIVEMQ) scripts/activemq.sh stop; exit $$status
 	$(MAKE) test-localstack
 
 localstack:
@@ -83,6 +92,12 @@ wordpress:
 wordpress-stop:
 	scripts/wordpress.sh stop
 
+activemq:
+	scripts/activemq.sh start
+
+activemq-stop:
+	scripts/activemq.sh stop
+
 simulator: venv
 	$(BIN)/kordiam-bridge simulator --port 8700
 
@@ -92,10 +107,16 @@ run: venv
 # Throughput, latency, CPU and memory against the simplest possible loop (not part of `make test`).
 BENCH_ARGS ?=
 
+# Then the same workload on ActiveMQ at C=32 against the simplest STOMP loop (its own broker, port and folder).
+BENCH_ACTIVEMQ := ACTIVEMQ_PORT=61633 ACTIVEMQ_HOME=$(CURDIR)/.cache/activemq-bench
+
 bench: venv
 	$(BIN)/python -m pip install -q -e '.[bench]'
 	LOCALSTACK_GATEWAY_SERVER=twisted scripts/localstack.sh start
 	$(BIN)/python -m bench.run $(BENCH_ARGS); status=$$?; scripts/localstack.sh stop; exit $$status
+	$(BENCH_ACTIVEMQ) scripts/activemq.sh start
+	$(BIN)/python -m bench.run --queue activemq --broker stomp://127.0.0.1:61633 --concurrency 32; \
+	  status=$$?; $(BENCH_ACTIVEMQ) scripts/activemq.sh stop; exit $$status
 
 # Container and local stack (need a Docker engine): EMULATOR=localstack (default) or moto.
 EMULATOR ?= localstack

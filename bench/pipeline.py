@@ -36,7 +36,7 @@ from bridge.ops.heap import settle_after_startup
 from bridge.ops.logging import configure_logging
 from bridge.pipeline.handler import MessageHandler
 from bridge.queue.outcome import Done
-from bridge.queue.sqs import QueueMessage
+from bridge.queue.transport import QueueMessage
 from bridge.state import open_state_store
 from bridge.worker import build_pipeline
 
@@ -67,7 +67,8 @@ async def measure(messages: int, concurrency: int, *, profile: bool = False) -> 
     with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as folder:
         workdir = Path(folder)
         base = "http://127.0.0.1:9"  # never dialled: every request is answered in process
-        bridge_command(workdir, f"{base}/000/bench", f"{base}/000/bench-dlq", base, base, concurrency, "info")
+        queue = f'url = "{base}/000/bench"\ndlq_url = "{base}/000/bench-dlq"\nendpoint_url = "{base}"'
+        bridge_command(workdir, queue, base, concurrency, "info")
         kordiam = {"base_url": base, "client_id": "bench", "client_secret": "bench-secret"}
         settings = load_settings(workdir / "bridge.toml", overrides={"kordiam": kordiam})
         warm_up = range(1, WARM_UP_MESSAGES + 1)

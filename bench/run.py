@@ -2,6 +2,10 @@
 
     python -m bench.run --messages 5000 --concurrency 1,8,32,128 --kordiam-latency-ms 20 --channel-latency-ms 50
                         [--sqs localstack|moto] [--smoke] [--out bench/results]
+    python -m bench.run --queue activemq --broker stomp://127.0.0.1:61613 --concurrency 32
+
+With ``--queue activemq`` the same workload runs on ActiveMQ (STOMP) against ``bench.stomp_loop``, the simplest
+STOMP loop; the broker's queue depth cannot be read over STOMP, so a run ends at the last channel arrival.
 
 Per concurrency C and per implementation (bridge, simple loop), on a fresh queue (with a DLQ):
 1. start the worker as a subprocess; send one warm-up message and wait for it at the channel stub (so start-up
@@ -20,6 +24,7 @@ simple loop (GET element, POST channel, PATCH publication).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import datetime as dt
 import json
 import os
@@ -35,9 +40,11 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import boto3
 import psutil  # type: ignore[import-untyped]
+import stompman
 
 ROOT = Path(__file__).resolve().parent.parent
 REGION = "eu-central-1"
@@ -186,19 +193,82 @@ def queue_depth(sqs: Any, queue: str) -> int:
     return int(attributes["ApproximateNumberOfMessages"]) + int(attributes["ApproximateNumberOfMessagesNotVisible"])
 
 
-def bridge_command(config_dir: Path, queue: str, dlq: str, endpoint: str, base: str, concurrency: int,
-                   log_level: str) -> list[str]:  # fmt: skip
+class SqsQueues:
+    """The bench's queue operations on SQS (LocalStack or moto)."""
+
+    kind = "sqs"
+
+    def __init__(self, endpoint: str) -> None:
+        self.endpoint = endpoint
+        self.sqs = boto3.client("sqs", region_name=REGION, endpoint_url=endpoint,
+                                aws_access_key_id="testing", aws_secret_access_key="testing")  # fmt: skip
+
+    def create(self, name: str) -> tuple[str, str]:
+        return make_queues(self.sqs, name)
+
+    def send(self, queue: str, ids: list[int], sent: dict[str, float], threads: int = 1) -> None:
+        send_ids(self.sqs, queue, ids, sent, threads)
+
+    def depth(self, queue: str) -> int:
+        return queue_depth(self.sqs, queue)
+
+    def queue_toml(self, queue: str, dlq: str) -> str:
+        return (
+            f'url = "{queue}"\ndlq_url = "{dlq}"\nendpoint_url = "{self.endpoint}"\nregion = "{REGION}"\n'
+            "wait_time_seconds = 1\nvisibility_timeout = 60"
+        )
+
+    def simple_command(self, queue: str, base: str, concurrency: int) -> list[str]:
+        return [sys.executable, "-m", "bench.simple_loop", "--queue-url", queue, "--endpoint-url", self.endpoint,
+                "--base-url", base, "--concurrency", str(concurrency)]  # fmt: skip
+
+
+class StompQueues:
+    """The bench's queue operations on ActiveMQ (STOMP): the broker creates queues on first use."""
+
+    kind = "activemq"
+
+    def __init__(self, broker: str) -> None:
+        self.broker = broker.rstrip("/")
+        parsed = urlparse(self.broker)
+        self.server = stompman.ConnectionParameters(parsed.hostname or "127.0.0.1", parsed.port or 61613, "", "")
+
+    def create(self, name: str) -> tuple[str, str]:
+        return f"{self.broker}/queue/{name}", f"{self.broker}/queue/{name}-dlq"
+
+    def send(self, queue: str, ids: list[int], sent: dict[str, float], threads: int = 1) -> None:
+        asyncio.run(self._send(urlparse(queue).path, ids, sent))
+
+    async def _send(self, destination: str, ids: list[int], sent: dict[str, float]) -> None:
+        async with stompman.Client([self.server], no_message_restart_interval=None) as client:
+            for index, element_id in enumerate(ids):
+                sent[str(element_id)] = time.time()
+                # Persistent, like Kordiam's; a receipt on the last one confirms the broker holds them all.
+                await client.send(json.dumps({"id": element_id}).encode(), destination,
+                                  headers={"persistent": "true"},
+                                  receipt_timeout=30 if index == len(ids) - 1 else None)  # fmt: skip
+
+    def depth(self, queue: str) -> int:
+        return 0  # not readable over STOMP: the run ends at the last channel arrival
+
+    def queue_toml(self, queue: str, dlq: str) -> str:
+        return f'url = "{queue}"\ndlq_url = "{dlq}"'
+
+    def simple_command(self, queue: str, base: str, concurrency: int) -> list[str]:
+        return [sys.executable, "-m", "bench.stomp_loop", "--queue-url", queue, "--base-url", base,
+                "--concurrency", str(concurrency)]  # fmt: skip
+
+
+Queues = SqsQueues | StompQueues
+
+
+def bridge_command(config_dir: Path, queue_toml: str, base: str, concurrency: int, log_level: str) -> list[str]:
     config = config_dir / "bridge.toml"
     config.write_text(
         f"""
 [queue]
-url = "{queue}"
-dlq_url = "{dlq}"
-endpoint_url = "{endpoint}"
-region = "{REGION}"
+{queue_toml}
 concurrency = {concurrency}
-wait_time_seconds = 1
-visibility_timeout = 60
 shutdown_timeout = 5
 
 [kordiam]
@@ -229,18 +299,12 @@ log_level = "{log_level}"
     return [sys.executable, "-m", "bridge", "run", "--config", str(config)]
 
 
-def simple_command(queue: str, endpoint: str, base: str, concurrency: int) -> list[str]:
-    return [sys.executable, "-m", "bench.simple_loop", "--queue-url", queue, "--endpoint-url", endpoint,
-            "--base-url", base, "--concurrency", str(concurrency)]  # fmt: skip
-
-
 def run_one(
     impl: str,
     concurrency: int,
     n: int,
     offset: int,
-    sqs: Any,
-    endpoint: str,
+    queues: Queues,
     stubs: Stubs,
     workdir: Path,
     log_level: str,
@@ -248,12 +312,12 @@ def run_one(
 ) -> dict[str, Any]:
     run_dir = workdir / f"{impl}-{concurrency}"
     run_dir.mkdir(parents=True, exist_ok=True)
-    queue, dlq = make_queues(sqs, f"bench-{impl}-{concurrency}-{offset}")
+    queue, dlq = queues.create(f"bench-{impl}-{concurrency}-{offset}")
     stubs.reset()
     if impl == "bridge":
-        command = bridge_command(run_dir, queue, dlq, endpoint, stubs.base, concurrency, log_level)
+        command = bridge_command(run_dir, queues.queue_toml(queue, dlq), stubs.base, concurrency, log_level)
     else:
-        command = simple_command(queue, endpoint, stubs.base, concurrency)
+        command = queues.simple_command(queue, stubs.base, concurrency)
     env = {
         **os.environ,
         "BRIDGE_KORDIAM__CLIENT_SECRET": "bench-secret",
@@ -267,7 +331,7 @@ def run_one(
     sent: dict[str, float] = {}
     try:
         # Warm-up: one message through the whole path, so start-up is not measured.
-        send_ids(sqs, queue, [offset], {})
+        queues.send(queue, [offset], {})
 
         def wait(condition: Callable[[dict[str, Any]], bool], what: str, limit: float) -> dict[str, Any]:
             deadline = time.monotonic() + limit
@@ -281,23 +345,23 @@ def run_one(
                     raise RuntimeError(f"{impl} at C={concurrency}: timed out {what} ({stats['counts']}), see {log}")
                 time.sleep(0.1)
 
-        wait(lambda s: str(offset) in s["arrivals"] and queue_depth(sqs, queue) == 0, "warming up", 60)
+        wait(lambda s: str(offset) in s["arrivals"] and queues.depth(queue) == 0, "warming up", 60)
         cpu_before = sum(worker.cpu_times()[:2])
         idle_before, total_before = cpu_idle_total()
         started = time.time()
         ids = list(range(offset + 1, offset + 1 + n))
-        send_ids(sqs, queue, ids, sent, threads=LOADER_THREADS)
+        queues.send(queue, ids, sent, threads=LOADER_THREADS)
         loaded = time.time()
         wanted = set(sent)
         stats = wait(lambda s: wanted <= s["arrivals"].keys(), "waiting for the channel writes", timeout)
         deadline = time.monotonic() + 60
-        while queue_depth(sqs, queue) and time.monotonic() < deadline:
+        while queues.depth(queue) and time.monotonic() < deadline:
             time.sleep(0.1)
         finished = time.time()
         cpu_after = sum(worker.cpu_times()[:2])
         idle_after, total_after = cpu_idle_total()
         rss = peak_rss_mb(process.pid)
-        left = queue_depth(sqs, queue)
+        left = queues.depth(queue)
         calls = stubs.stats()["counts"]  # after the queue drained: every PATCH is in
     finally:
         process.send_signal(signal.SIGTERM)
@@ -415,6 +479,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--concurrency", default="1,8,32,128")
     parser.add_argument("--kordiam-latency-ms", type=float, default=20)
     parser.add_argument("--channel-latency-ms", type=float, default=50)
+    parser.add_argument("--queue", choices=["sqs", "activemq"], default="sqs")
+    parser.add_argument("--broker", default="stomp://127.0.0.1:61613", help="ActiveMQ for --queue activemq")
     parser.add_argument("--sqs", choices=["localstack", "moto"], default="localstack")
     parser.add_argument("--endpoint", default=None, help="SQS endpoint (default: LocalStack, or an embedded moto)")
     parser.add_argument("--impl", default="bridge,simple")
@@ -438,8 +504,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
         moto_server, endpoint = start_moto()
     endpoint = endpoint or LOCALSTACK
-    sqs = boto3.client("sqs", region_name=REGION, endpoint_url=endpoint,
-                       aws_access_key_id="testing", aws_secret_access_key="testing")  # fmt: skip
+    queues: Queues = StompQueues(args.broker) if args.queue == "activemq" else SqsQueues(endpoint)
     workdir = Path(tempfile.mkdtemp(prefix="kordiam-bench-"))
     stubs = Stubs(args.kordiam_latency_ms, args.channel_latency_ms, workdir / "stubs.log")
     results: list[dict[str, Any]] = []
@@ -450,7 +515,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             for impl_index, impl in enumerate(impls):
                 offset = run_offset + (index * len(impls) + impl_index + 1) * 100_000
                 print(f"bench: {impl} C={concurrency} n={n} …", file=sys.stderr, flush=True)
-                result = run_one(impl, concurrency, n, offset, sqs, endpoint, stubs, workdir, args.log_level,
+                result = run_one(impl, concurrency, n, offset, queues, stubs, workdir, args.log_level,
                                  args.timeout)  # fmt: skip
                 print(f"bench:   {result['msg_per_s']} msg/s, p99 {result['p99_ms']} ms", file=sys.stderr, flush=True)
                 results.append(result)
@@ -469,8 +534,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": machine_info(),
         "workload": {
-            "sqs": args.sqs,
-            "endpoint": endpoint,
+            "queue": args.queue,
+            "sqs": args.sqs if args.queue == "sqs" else None,
+            "endpoint": endpoint if args.queue == "sqs" else args.broker,
             "messages_requested": args.messages,
             "kordiam_latency_ms": args.kordiam_latency_ms,
             "channel_latency_ms": args.channel_latency_ms,
@@ -490,14 +556,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print_table(results)
     if not args.smoke:
         args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / f"{today}.json").write_text(json.dumps(report, indent=2) + "\n")
+        stem = today if args.queue == "sqs" else f"{today}-activemq"
+        (args.out / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
         machine = report["machine"]
+        queue_name = f"SQS {args.sqs}" if args.queue == "sqs" else "ActiveMQ (STOMP)"
         title = (
             f"{today}: {machine['cores']} cores, {machine['cpu_model']}, Python {machine['python']}, "
-            f"SQS {args.sqs}, Kordiam {args.kordiam_latency_ms:g} ms, channel {args.channel_latency_ms:g} ms"
+            f"{queue_name}, Kordiam {args.kordiam_latency_ms:g} ms, channel {args.channel_latency_ms:g} ms"
         )
-        plot(results, args.out / f"{today}.png", title)
-        print(f"bench: wrote {args.out / (today + '.json')} and .png", file=sys.stderr)
+        plot(results, args.out / f"{stem}.png", title)
+        print(f"bench: wrote {args.out / (stem + '.json')} and .png", file=sys.stderr)
     return report
 
 

@@ -22,6 +22,23 @@ from aiobotocore.session import get_session
 AUTH = {"Authorization": "Bearer bench"}
 
 
+async def sync_element(http: aiohttp.ClientSession, base: str, element_id: int) -> None:
+    """The per-message work: GET the element, POST it to the channel, PATCH the publication's externalId."""
+    async with http.get(f"{base}/api/v2/elements/{element_id}", headers=AUTH) as response:
+        response.raise_for_status()
+        element = await response.json()
+    async with http.post(f"{base}/element", json=element, headers={"X-Bench": "1"}) as response:
+        response.raise_for_status()
+        remote_id = (await response.json())["id"]
+    publication_id = element["publications"][0]["id"]
+    async with http.patch(
+        f"{base}/api/v2/elements/{element_id}/publications/{publication_id}",
+        json={"externalId": str(remote_id)},
+        headers=AUTH,
+    ) as response:
+        response.raise_for_status()
+
+
 async def main(args: argparse.Namespace) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -44,20 +61,7 @@ async def main(args: argparse.Namespace) -> None:
 
         async def handle(message: dict[str, Any]) -> None:
             try:
-                element_id = json.loads(message["Body"])["id"]
-                async with http.get(f"{base}/api/v2/elements/{element_id}", headers=AUTH) as response:
-                    response.raise_for_status()
-                    element = await response.json()
-                async with http.post(f"{base}/element", json=element, headers={"X-Bench": "1"}) as response:
-                    response.raise_for_status()
-                    remote_id = (await response.json())["id"]
-                publication_id = element["publications"][0]["id"]
-                async with http.patch(
-                    f"{base}/api/v2/elements/{element_id}/publications/{publication_id}",
-                    json={"externalId": str(remote_id)},
-                    headers=AUTH,
-                ) as response:
-                    response.raise_for_status()
+                await sync_element(http, base, json.loads(message["Body"])["id"])
                 await deletions.put({"Id": message["MessageId"], "ReceiptHandle": message["ReceiptHandle"]})
             finally:
                 semaphore.release()

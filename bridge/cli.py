@@ -141,6 +141,9 @@ def _parser() -> argparse.ArgumentParser:
     simulator.add_argument("--port", type=_port, default=8700, help="port to listen on (0: any free port)")
     simulator.add_argument("--queue-url", help="SQS queue that receives change notifications")
     simulator.add_argument("--sqs-endpoint-url", help="SQS endpoint (LocalStack, moto server)")
+    simulator.add_argument(
+        "--stomp-url", help="ActiveMQ queue that receives change notifications instead: stomp://HOST:PORT/queue/NAME"
+    )
     simulator.add_argument("--region", default="eu-central-1", help="AWS region of the SQS queue")
     simulator.add_argument("--client-id", default="demo-client", help="OAuth client id the simulator accepts")
     simulator.add_argument("--client-secret", default="demo-secret", help="OAuth client secret it accepts")
@@ -376,14 +379,23 @@ def _check_config(args: argparse.Namespace) -> int:
 
 
 def _simulator(args: argparse.Namespace) -> int:
+    from bridge.config import parse_stomp_url
     from bridge.simulator import SimulatorSettings, run_simulator
 
+    if args.stomp_url is not None:
+        if args.queue_url is not None:
+            raise ConfigError("--stomp-url", "send notifications to one queue: give --queue-url or --stomp-url")
+        try:
+            parse_stomp_url(args.stomp_url)
+        except ValueError as error:
+            raise ConfigError("--stomp-url", str(error)) from None
     settings = SimulatorSettings(
         client_id=args.client_id,
         client_secret=args.client_secret,
         token_ttl_seconds=args.token_ttl,
         queue_url=args.queue_url,
         sqs_endpoint_url=args.sqs_endpoint_url,
+        stomp_url=args.stomp_url,
         region=args.region,
     )
     run_simulator(settings, args.host, args.port)

@@ -22,6 +22,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    FilePath,
     SecretStr,
     ValidationError,
     field_validator,
@@ -49,17 +50,65 @@ def _http_url(value: str) -> str:
     return value
 
 
+STOMP_SCHEMES = ("stomp", "stomp+ssl")
+STOMP_DEFAULT_PORT = 61613
+
+
+@dataclass(frozen=True, slots=True)
+class StompAddress:
+    """A ``stomp://HOST[:PORT]/queue/NAME`` URL, taken apart."""
+
+    host: str
+    port: int
+    destination: str
+    tls: bool
+
+    @property
+    def broker(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+def parse_stomp_url(value: str) -> StompAddress:
+    """Raises ``ValueError`` with what is wrong; the queue name may hold ``.``, ``-``, ``_`` (ActiveMQ's own)."""
+    parsed = urlparse(value)
+    if parsed.scheme not in STOMP_SCHEMES or not parsed.hostname:
+        raise ValueError("must be stomp://HOST:PORT/queue/NAME or stomp+ssl://HOST:PORT/queue/NAME")
+    if parsed.username or parsed.password:
+        raise ValueError("must not hold credentials: set queue.username and queue.password")
+    try:
+        port = parsed.port or STOMP_DEFAULT_PORT
+    except ValueError:
+        raise ValueError("has a port that is not a number from 1 to 65535") from None
+    if not re.fullmatch(r"/queue/[A-Za-z0-9_.\-]+", parsed.path) or parsed.query or parsed.fragment:
+        raise ValueError("must name one queue as its path: stomp://HOST:PORT/queue/NAME")
+    return StompAddress(parsed.hostname, port, parsed.path, tls=parsed.scheme == "stomp+ssl")
+
+
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# Keys that mean something for one kind of queue only: set for the other, they would silently do nothing.
+SQS_ONLY_KEYS = ("endpoint_url", "region", "wait_time_seconds", "visibility_timeout")
+STOMP_ONLY_KEYS = ("username", "password", "ca_file")
+
+
 class QueueSettings(Section):
+    """``url`` chooses the queue: ``https://…`` an SQS queue, ``stomp://HOST:PORT/queue/NAME`` (``stomp+ssl://``
+    for TLS) a queue on ActiveMQ. The keys of one kind are refused for the other."""
+
     url: str
+    # SQS only.
     endpoint_url: str | None = None
     region: str = "eu-central-1"
-    concurrency: int = Field(default=32, ge=1, le=1000)
     wait_time_seconds: int = Field(default=20, ge=0, le=20)
     visibility_timeout: int = Field(default=60, ge=5, le=43_200)
+    # ActiveMQ only: the broker login, and a CA bundle for stomp+ssl:// (default: the system's).
+    username: str | None = Field(default=None, min_length=1)
+    password: SecretStr | None = None
+    ca_file: FilePath | None = None
+    # Both.
+    concurrency: int = Field(default=32, ge=1, le=1000)
     dlq_url: str | None = None
     # Attempts before the worker dead-letters a failing message itself, with context; default: the queue's
     # redrive maxReceiveCount (the worker acts one receive earlier so the reason is kept).
@@ -69,10 +118,51 @@ class QueueSettings(Section):
     retry_base_seconds: float = Field(default=5.0, gt=0, le=3600)
     retry_max_seconds: float = Field(default=900.0, gt=0, le=43_200)
 
-    @field_validator("url", "endpoint_url", "dlq_url")
+    @field_validator("url", "dlq_url")
     @classmethod
-    def _urls(cls, value: str | None) -> str | None:
+    def _queue_urls(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if urlparse(value).scheme in STOMP_SCHEMES:
+            parse_stomp_url(value)
+            return value
+        try:
+            return _http_url(value)
+        except ValueError:
+            raise ValueError("must be an SQS queue URL (https://…) or stomp://HOST:PORT/queue/NAME") from None
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _endpoint(cls, value: str | None) -> str | None:
         return value if value is None else _http_url(value)
+
+    @model_validator(mode="after")
+    def _one_kind_of_queue(self) -> QueueSettings:
+        stomp = self.backend == "stomp"
+        for key in STOMP_ONLY_KEYS if not stomp else SQS_ONLY_KEYS:
+            if key in self.model_fields_set:
+                kind = "SQS" if key in SQS_ONLY_KEYS else "ActiveMQ (stomp://)"
+                raise ValueError(f"{key}: is for {kind} queues only; remove it for this queue.url")
+        if not stomp:
+            if self.dlq_url is not None and urlparse(self.dlq_url).scheme in STOMP_SCHEMES:
+                raise ValueError("dlq_url: must be an SQS queue URL, like queue.url")
+            return self
+        if self.dlq_url is None:
+            raise ValueError("dlq_url: is required for a stomp:// queue (the bridge never drops a message)")
+        if urlparse(self.dlq_url).scheme not in STOMP_SCHEMES:
+            raise ValueError("dlq_url: must be a stomp:// URL on the same broker as queue.url")
+        queue, dlq = parse_stomp_url(self.url), parse_stomp_url(self.dlq_url)
+        if (dlq.host, dlq.port, dlq.tls) != (queue.host, queue.port, queue.tls):
+            raise ValueError(f"dlq_url: must be on the same broker as queue.url ({queue.broker})")
+        if dlq.destination == queue.destination:
+            raise ValueError("dlq_url: must name another queue than queue.url")
+        if self.password is not None and self.username is None:
+            raise ValueError("username: is required with queue.password")
+        return self
+
+    @property
+    def backend(self) -> Literal["sqs", "stomp"]:
+        return "stomp" if urlparse(self.url).scheme in STOMP_SCHEMES else "sqs"
 
     @property
     def is_fifo(self) -> bool:
@@ -487,9 +577,10 @@ def validation_problems(error: ValidationError, model: type[BaseModel], prefix: 
             message = "is required"
         elif detail["type"] == "extra_forbidden":
             message = "is not a known key"
-        # Model validators report their own key in the message ("channels[1].name: …").
-        if ": " in message and not parts:
-            key, message = message.split(": ", 1)
+        # Model validators report their own key in the message ("channels[1].name: …", "dlq_url: …" in queue).
+        head, separator, rest = message.partition(": ")
+        if separator and re.fullmatch(r"[A-Za-z_][\w.\[\]]*", head):
+            key, message = (f"{key}.{head}" if key else head), rest
         secret = detail["type"] == "missing" and _strip(annotation) is SecretStr
         problems.append(Problem(key or "config", message, missing_secret=secret, variable=_variable_for(key)))
     return problems

@@ -1,4 +1,4 @@
-"""Assemble the worker from its parts: one HTTP client, one SQS client, one state store, per process."""
+"""Assemble the worker from its parts: one HTTP client, one queue transport, one state store, per process."""
 
 from __future__ import annotations
 
@@ -23,11 +23,13 @@ from bridge.pipeline.handler import MessageHandler
 from bridge.pipeline.reconcile import Reconciler
 from bridge.pipeline.routing import Route
 from bridge.pipeline.sync import SyncEngine
+from bridge.queue import open_transport
 from bridge.queue.consumer import Consumer, ConsumerSettings, poller_count
-from bridge.queue.sqs import SqsTransport
 from bridge.state import StateStore, open_state_store
 
 log = structlog.get_logger("bridge.worker")
+
+STOMP_WAIT_SECONDS = 5
 
 
 @dataclass(slots=True)
@@ -110,16 +112,15 @@ async def assemble(settings: Settings, *, serve_ops: bool = True) -> AsyncIterat
         pipeline = build_pipeline(settings, http, state)
         for channel in pipeline.channels:
             stack.push_async_callback(channel.aclose)
-        transport = await stack.enter_async_context(
-            SqsTransport.connect(queue, pollers=poller_count(queue.concurrency))
-        )
+        transport = await stack.enter_async_context(open_transport(queue, pollers=poller_count(queue.concurrency)))
         info = await transport.describe()
         # SQS moves a message to the DLQ on the receive after its maxReceiveCount-th; the worker dead-letters it
         # itself on that last receive, so the dead letter carries its reason.
         consumer_settings = ConsumerSettings(
             concurrency=queue.concurrency,
-            wait_time_seconds=queue.wait_time_seconds,
-            visibility_timeout=queue.visibility_timeout,
+            # ActiveMQ pushes messages into a local inbox: a short wait keeps the poll loop's health check fresh.
+            wait_time_seconds=queue.wait_time_seconds if queue.backend == "sqs" else STOMP_WAIT_SECONDS,
+            visibility_timeout=transport.lease_seconds,
             shutdown_timeout=queue.shutdown_timeout,
             max_receive_count=queue.max_receive_count or info.max_receive_count,
             retry_base_seconds=queue.retry_base_seconds,
@@ -128,9 +129,7 @@ async def assemble(settings: Settings, *, serve_ops: bool = True) -> AsyncIterat
         consumer = Consumer(transport, pipeline.handler, consumer_settings)
         ops = None
         if serve_ops:
-            ops = OpsServer(
-                settings.ops.host, settings.ops.port, healthy=consumer.healthy, ready=lambda: consumer.started
-            )
+            ops = OpsServer(settings.ops.host, settings.ops.port, healthy=consumer.healthy, ready=consumer.ready)
             await ops.start()
             stack.push_async_callback(ops.stop)
         log.info(

@@ -1,11 +1,13 @@
 """Shared fixtures: a real SQS endpoint (moto server by default, LocalStack with ``BRIDGE_TEST_SQS=localstack``),
-the Kordiam simulator over HTTP, and per-test queues."""
+a real ActiveMQ broker (``BRIDGE_TEST_ACTIVEMQ``, started by ``make test``), the Kordiam simulator over HTTP, and
+per-test queues."""
 
 from __future__ import annotations
 
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -20,9 +22,11 @@ from tests.support import (
     ChannelLog,
     SimulatorAdmin,
     SqsEndpoint,
+    free_port,
     make_queues,
     recording_channels,
     start_moto,
+    write_config,
 )
 
 REGION = "eu-central-1"
@@ -78,3 +82,53 @@ def moto_url() -> Iterator[str]:
         yield url
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def activemq() -> str:
+    """``stomp://HOST:PORT`` of a running ActiveMQ (``scripts/activemq.sh start``; ``make test`` starts one)."""
+    url = os.environ.get("BRIDGE_TEST_ACTIVEMQ")
+    if not url:
+        pytest.skip(
+            "BRIDGE_TEST_ACTIVEMQ is unset: start a broker with `scripts/activemq.sh start` and set it to "
+            "stomp://127.0.0.1:61613 (make test does both)"
+        )
+    return url.rstrip("/")
+
+
+@pytest.fixture
+def stomp_queues(activemq: str) -> tuple[str, str]:
+    """A fresh ActiveMQ queue and its dead-letter queue for each test (the broker creates them on first use)."""
+    name = f"t-{uuid.uuid4().hex[:12]}"
+    return f"{activemq}/queue/{name}", f"{activemq}/queue/{name}-dlq"
+
+
+@pytest.fixture
+def stomp_simulator(stomp_queues: tuple[str, str]) -> Iterator[RunningSimulator]:
+    """The Kordiam simulator, publishing its change notifications to this test's ActiveMQ queue."""
+    with RunningSimulator(SimulatorSettings(stomp_url=stomp_queues[0])) as running:
+        yield running
+
+
+@pytest.fixture
+async def stomp_admin(stomp_simulator: RunningSimulator) -> AsyncIterator[SimulatorAdmin]:
+    client = SimulatorAdmin(stomp_simulator.base_url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def stomp_config(stomp_queues: tuple[str, str], stomp_simulator: RunningSimulator, tmp_path: Path) -> tuple[Path, int]:
+    """A worker config on this test's ActiveMQ queue (two folder channels) and its ops port."""
+    port = free_port()
+    path = write_config(
+        tmp_path / "bridge.toml",
+        queue=stomp_queues[0],
+        endpoint=stomp_queues[1],
+        kordiam=stomp_simulator.base_url,
+        workdir=tmp_path,
+        ops_port=port,
+        # A killed worker's leases come free after this, not after the default.
+        state_extra="lease_seconds = 3",
+    )
+    return path, port

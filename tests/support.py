@@ -30,10 +30,12 @@ from pydantic import BaseModel, ConfigDict
 from bridge import channels as channel_registry
 from bridge.channels import ChannelResult
 from bridge.channels.folder import FolderChannel, FolderOptions
-from bridge.config import ChannelSettings, Settings
+from bridge.config import ChannelSettings, QueueSettings, Settings
 from bridge.errors import ChannelUnavailable
 from bridge.http import HttpClient, HttpRequest, HttpResponse, HttpTimeout, HttpTransportError
 from bridge.kordiam.models import Element, Publication
+from bridge.queue import open_transport
+from bridge.queue.transport import QueueMessage
 from bridge.state.base import Delivery, StateStore
 from bridge.worker import run_worker
 
@@ -143,6 +145,26 @@ def drain(endpoint: str, queue: str) -> list[dict[str, Any]]:
         for message in messages:
             found.append(message)
             client.delete_message(QueueUrl=queue, ReceiptHandle=message["ReceiptHandle"])
+
+
+def stomp_settings(url: str, **overrides: Any) -> QueueSettings:
+    """Settings for an ActiveMQ queue; the dead-letter queue is ``url`` + ``-dlq`` unless given."""
+    return QueueSettings(**({"url": url, "dlq_url": f"{url}-dlq", "concurrency": 4} | overrides))
+
+
+async def stomp_drain(url: str, *, quiet: float = 1.0) -> list[QueueMessage]:
+    """Receive and acknowledge everything an ActiveMQ queue holds, until ``quiet`` seconds pass without a message."""
+    found: list[QueueMessage] = []
+    async with open_transport(stomp_settings(url, dlq_url=f"{url}-unused")) as transport:
+        while messages := await transport.receive(10, wait_time=max(1, int(quiet))):
+            found.extend(messages)
+            await transport.complete(messages)
+    return found
+
+
+async def stomp_send(url: str, body: str, attributes: dict[str, str] | None = None) -> None:
+    async with open_transport(stomp_settings(url, dlq_url=f"{url}-unused"), consume=False) as transport:
+        await transport.send(body, attributes)
 
 
 async def eventually(
@@ -300,14 +322,16 @@ def worker_settings(
     concurrency: int = 8,
     **queue_overrides: Any,
 ) -> Settings:
+    """``queue`` an SQS queue on ``endpoint``, or a stomp:// queue (``endpoint`` is then its dead-letter queue)."""
+    if queue.startswith("stomp"):
+        backend: dict[str, Any] = {"dlq_url": endpoint}
+    else:
+        backend = {"endpoint_url": endpoint, "region": REGION, "wait_time_seconds": 1, "visibility_timeout": 10}
     return Settings(
         queue={
             "url": queue,
-            "endpoint_url": endpoint,
-            "region": REGION,
+            **backend,
             "concurrency": concurrency,
-            "wait_time_seconds": 1,
-            "visibility_timeout": 10,
             "retry_base_seconds": 1,
             "retry_max_seconds": 2,
             "shutdown_timeout": 10,
@@ -382,17 +406,24 @@ def write_config(
     wait_time_seconds: int = 2,
     retry_max_seconds: float = 900,
 ) -> Path:
-    """A worker config with two folder channels (web: 99003, print: 99004); SQLite state unless ``state_url``."""
+    """A worker config with two folder channels (web: 99003, print: 99004); SQLite state unless ``state_url``.
+
+    ``queue`` an SQS queue on ``endpoint``, or a stomp:// queue (``endpoint`` is then its dead-letter queue).
+    """
     state_url = state_url or f"sqlite:///{workdir / 'state.db'}"
+    if queue.startswith("stomp"):
+        backend = f'dlq_url = "{endpoint}"'
+    else:
+        backend = (
+            f'endpoint_url = "{endpoint}"\nregion = "{REGION}"\nwait_time_seconds = {wait_time_seconds}\n'
+            f"visibility_timeout = {visibility_timeout}"
+        )
     path.write_text(
         f"""
 [queue]
 url = "{queue}"
-endpoint_url = "{endpoint}"
-region = "{REGION}"
+{backend}
 concurrency = 4
-wait_time_seconds = {wait_time_seconds}
-visibility_timeout = {visibility_timeout}
 retry_base_seconds = 1
 retry_max_seconds = {retry_max_seconds}
 shutdown_timeout = 20
@@ -528,3 +559,32 @@ def delivery(
         version=version,
         **fields,
     )
+
+
+async def stop_worker_mid_batch(
+    sig: signal.Signals, config: Path, admin: SimulatorAdmin, workdir: Path, stories: int = 20
+) -> tuple[list[dict[str, Any]], float]:
+    """Create ``stories``, start a worker on ``config``, and stop it with ``sig`` once a few are delivered.
+
+    Returns the stories and how long the stop took; asserts what the signal promises (SIGTERM: a drain and exit 0
+    within 25 s; SIGKILL: killed).
+    """
+    created = [await admin.create(story(f"Story {n}")) for n in range(stories)]
+    # Slow some fetches (429, Retry-After: 1 s) so that work is in flight when the signal arrives.
+    await admin.fault(method="GET", path=r"^/api/v2/elements/\d+$", status=429, count=8, retry_after=1)
+    first = WorkerProcess(config, workdir / "worker-1.log")
+    try:
+        await eventually(lambda: len(list((workdir / "web").glob("*.json"))) >= 3, what="first deliveries")
+        started = time.monotonic()
+        first.process.send_signal(sig)
+        code = first.process.wait(timeout=30)
+        stop_seconds = time.monotonic() - started
+    finally:
+        first.kill()
+    if sig == signal.SIGTERM:
+        assert code == 0 and stop_seconds < 25, f"exit {code} after {stop_seconds:.1f} s"
+        events = [e.get("event") for e in first.events()]
+        assert "consumer_draining" in events and "consumer_stopped" in events
+    else:
+        assert code == -signal.SIGKILL
+    return created, stop_seconds

@@ -8,7 +8,7 @@ from bridge.ops.tracing import message_span, tracing_configured
 from bridge.pipeline.notification import PoisonMessage, decode_notification
 from bridge.pipeline.sync import SyncEngine, SyncFailed
 from bridge.queue.outcome import DeadLetter, Done, Outcome, Retry
-from bridge.queue.sqs import QueueMessage
+from bridge.queue.transport import QueueMessage
 
 log = structlog.get_logger("bridge.pipeline")
 

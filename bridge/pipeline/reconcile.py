@@ -16,7 +16,7 @@ import structlog
 from bridge.kordiam.client import KordiamClient
 from bridge.ops import metrics
 from bridge.pipeline.notification import resync_notification
-from bridge.queue.sqs import SqsTransport
+from bridge.queue.transport import Transport
 from bridge.state.base import StateStore, is_older
 
 log = structlog.get_logger("bridge.reconcile")
@@ -28,7 +28,7 @@ class Reconciler:
         *,
         kordiam: KordiamClient,
         state: StateStore,
-        transport: SqsTransport,
+        transport: Transport,
         interval: float,
         lookback: float,
         overlap: float = 120.0,

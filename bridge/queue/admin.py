@@ -36,17 +36,11 @@ from rich.syntax import Syntax
 from rich.table import Table
 
 from bridge.config import QueueSettings
-from bridge.errors import BridgeError
+from bridge.errors import BridgeError, ConfigError
 from bridge.pipeline.notification import PoisonMessage, decode_notification, resync_notification
-from bridge.queue.sqs import (
-    FIRST_FAILURE_AT,
-    FIRST_FAILURE_SOURCE,
-    MAX_ATTRIBUTES,
-    MAX_BATCH,
-    REDRIVEN_FROM,
-    QueueInfo,
-    SqsTransport,
-)
+from bridge.queue import open_transport
+from bridge.queue.sqs import MAX_ATTRIBUTES, SqsTransport
+from bridge.queue.transport import FIRST_FAILURE_AT, FIRST_FAILURE_SOURCE, MAX_BATCH, REDRIVEN_FROM, QueueInfo
 
 log = structlog.get_logger("bridge.admin")
 
@@ -571,10 +565,7 @@ class QueueAdmin:
         The worker then writes a channel only where the element changed since it last wrote it (else its outcome is
         ``unchanged``); ``force`` marks the notifications so that it rewrites every channel of the element.
         """
-        ids = list(dict.fromkeys(element_ids))
-        for element_id in ids:
-            if isinstance(element_id, bool) or not isinstance(element_id, int) or element_id <= 0:
-                raise ValueError(f"element ids are positive integers, not {element_id!r}")
+        ids = _replay_ids(element_ids)
         fifo = self.queue_url.endswith(".fifo")
         progress = progress or _NoProgress()
         progress.start(f"replaying {len(ids)} element(s)", len(ids))
@@ -951,6 +942,12 @@ def _arrived_during_run(raw: dict[str, Any], started_ms: int, moved_ids: set[str
 @contextlib.asynccontextmanager
 async def queue_admin(settings: QueueSettings) -> AsyncIterator[QueueAdmin]:
     """One ``QueueAdmin`` on one aiobotocore client for the duration of a command."""
+    if settings.backend != "sqs":
+        raise ConfigError(
+            "queue.url",
+            "dlq and status work on SQS queues only for now; on ActiveMQ use the broker's own tools "
+            '(see the README, "Kordiam gave me an ActiveMQ queue")',
+        )
     async with SqsTransport.connect(settings) as transport:
         yield QueueAdmin(transport)
 
@@ -963,8 +960,39 @@ async def replay(
     force: bool = False,
     progress: ProgressSink | None = None,
 ) -> ReplayResult:
+    if settings.backend == "stomp":
+        return await _replay_on_broker(
+            settings, element_ids, event=event, force=force, progress=progress or _NoProgress()
+        )
     async with queue_admin(settings) as admin:
         return await admin.replay(element_ids, event=event, force=force, progress=progress)
+
+
+async def _replay_on_broker(
+    settings: QueueSettings, element_ids: Sequence[int], *, event: str, force: bool, progress: ProgressSink
+) -> ReplayResult:
+    """``replay`` on ActiveMQ: one confirmed send per element through the transport contract."""
+    ids = _replay_ids(element_ids)
+    progress.start(f"replaying {len(ids)} element(s)", len(ids))
+    results: list[ReplayedElement] = []
+    async with open_transport(settings, consume=False) as transport:
+        for element_id in ids:
+            body, attributes = resync_notification(element_id, source="replay", event=event, force=force)
+            try:
+                results.append(ReplayedElement(element_id, await transport.send(body, attributes)))
+            except Exception as error:  # stompman's errors: refused, no receipt in time, connection lost
+                results.append(ReplayedElement(element_id, None, _error_text(error)))
+            progress.advance(1)
+    log.info("replayed", queue=settings.url, sent=sum(r.error is None for r in results), total=len(results))
+    return ReplayResult(settings.url, results)
+
+
+def _replay_ids(element_ids: Sequence[int]) -> list[int]:
+    ids = list(dict.fromkeys(element_ids))
+    for element_id in ids:
+        if isinstance(element_id, bool) or not isinstance(element_id, int) or element_id <= 0:
+            raise ValueError(f"element ids are positive integers, not {element_id!r}")
+    return ids
 
 
 async def dlq_list(settings: QueueSettings, *, limit: int = 50, progress: ProgressSink | None = None) -> DlqListing:

@@ -1,18 +1,22 @@
-"""The consumer loop: long-poll pollers feeding a bounded in-flight set, and an explicit outcome per message.
+"""The consumer loop: pollers feeding a bounded in-flight set, and an explicit outcome per message.
+
+It works on any ``bridge.queue.transport.Transport`` (SQS, ActiveMQ); what differs between queues (how a message is
+deleted, delayed, dead-lettered or handed back) lives in the backend. What follows is written in SQS's words; on
+ActiveMQ "visibility" is the broker holding an unacknowledged message for this connection, and "delete" an ACK.
 
 - Concurrency is independent of the batch size: each message runs as soon as one of ``concurrency`` slots is free,
   so a slow message never holds back nine others. Pollers receive whole batches into a small prefetch (at most
   one or two batches beyond the slots), so the workers never wait on a receive and a receive carries 10 messages,
   not one per freed slot. When slots sit idle, a poller takes what it can at once.
-- A heartbeat extends the visibility of messages still in progress, in batches; a settled message leaves the
-  in-flight set before its delete is queued, so the two never race on one receipt handle.
+- A heartbeat extends the visibility of messages still in progress, in batches (on a transport with a lease); a
+  settled message leaves the in-flight set before its delete is queued, so the two never race on one receipt handle.
 - Deletes are batched (10, or after a short linger).
 - Shutdown stops receiving, aborts the long poll, lets in-flight work finish within a deadline, releases what is
   left with visibility 0, and flushes pending deletes.
 - FIFO queues: messages of one group run one after another in the order SQS gave them, groups in parallel; when
   one fails and will be retried, the rest of its group is released (visibility 0) rather than run out of order.
-- Every message ends in ``Done``, ``Retry`` (a visibility back-off; the message is never re-sent, so SQS's
-  receive count and native redrive keep working) or ``DeadLetter`` (copied to the DLQ with context, then deleted).
+- Every message ends in ``Done``, ``Retry`` (``Transport.retry_later`` with an exponential back-off) or
+  ``DeadLetter`` (copied to the DLQ with context, then deleted).
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import structlog
 
 from bridge.ops import metrics
 from bridge.queue.outcome import DeadLetter, Done, Outcome, Retry
-from bridge.queue.sqs import MAX_BATCH, DeadLetterContext, QueueMessage, SqsTransport
+from bridge.queue.transport import MAX_BATCH, DeadLetterContext, QueueMessage, Transport, prefetch_for
 from bridge.retry import queue_backoff
 
 log = structlog.get_logger("bridge.consumer")
@@ -47,7 +51,8 @@ POLL_ERROR_BACKOFF_MAX = 30.0
 class ConsumerSettings:
     concurrency: int
     wait_time_seconds: int
-    visibility_timeout: int
+    # None: the transport holds a message until it is settled (ActiveMQ), so there is nothing to extend.
+    visibility_timeout: int | None
     shutdown_timeout: float
     max_receive_count: int
     retry_base_seconds: float = 5.0
@@ -60,7 +65,7 @@ class ConsumerSettings:
     @property
     def prefetch(self) -> int:
         """Messages held beyond the running ones: a batch, two for wide concurrency (they are heartbeated too)."""
-        return min(2 * MAX_BATCH, max(MAX_BATCH, self.concurrency))
+        return prefetch_for(self.concurrency)
 
 
 def poller_count(concurrency: int) -> int:
@@ -69,7 +74,7 @@ def poller_count(concurrency: int) -> int:
 
 
 class Consumer:
-    def __init__(self, transport: SqsTransport, handler: Handler, settings: ConsumerSettings) -> None:
+    def __init__(self, transport: Transport, handler: Handler, settings: ConsumerSettings) -> None:
         self._transport = transport
         self._handler = handler
         self._settings = settings
@@ -84,7 +89,7 @@ class Consumer:
         self._tasks: dict[asyncio.Task[None], QueueMessage] = {}
         self._deletes: asyncio.Queue[QueueMessage] = asyncio.Queue()
         # FIFO: the messages of a group waiting behind the one that runs.
-        self._fifo = transport.url.endswith(".fifo")
+        self._fifo = transport.ordered_groups
         self._groups: dict[str, list[QueueMessage]] = {}
         self._receiving = True
         self.last_poll = time.monotonic()
@@ -95,10 +100,17 @@ class Consumer:
         return len(self._tasks)
 
     def healthy(self) -> bool:
-        """False once the poll loop has not completed a receive for twice the long-poll wait (plus slack)."""
+        """False once the poll loop has not completed a receive for twice the long-poll wait (plus slack), or while
+        the transport's connection is down."""
         if not self._receiving:
             return True
+        if not self._transport.connected():
+            return False
         return time.monotonic() - self.last_poll < 2 * self._settings.wait_time_seconds + 10
+
+    def ready(self) -> bool:
+        """Consuming, on a connected transport."""
+        return self.started and self._transport.connected()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set, then drain within ``shutdown_timeout``."""
@@ -290,7 +302,7 @@ class Consumer:
                 floor=outcome.delay or 0.0,
             )
             log.warning("retry_later", outcome="retry", stage=outcome.stage, reason=outcome.reason, visibility=delay)
-            await self._set_visibility([message], delay)
+            await self._retry_later([message], delay)
             return
         assert isinstance(outcome, DeadLetter)
         context = DeadLetterContext(outcome.stage, outcome.reason, outcome.error_class, outcome.element_id)
@@ -301,7 +313,7 @@ class Consumer:
             log.error(
                 "dead_letter_failed", outcome="retry", error=f"{type(error).__name__}: {error}", reason=outcome.reason
             )
-            await self._set_visibility([message], queue_backoff(message.receive_count))
+            await self._retry_later([message], queue_backoff(message.receive_count))
             return
         log.error(
             "dead_lettered",
@@ -313,21 +325,29 @@ class Consumer:
         )
         self._deletes.put_nowait(message)
 
-    async def _set_visibility(self, messages: list[QueueMessage], seconds: int) -> None:
+    async def _retry_later(self, messages: list[QueueMessage], seconds: int) -> None:
+        async def retry(chunk: list[QueueMessage]) -> list[str]:
+            return await self._transport.retry_later(chunk, seconds)
+
+        await self._in_batches(retry, messages)
+
+    async def _release(self, messages: list[QueueMessage]) -> None:
+        """Make unfinished messages visible again at once, so another worker can take them."""
+        log.warning("releasing_unfinished", count=len(messages))
+        await self._in_batches(self._transport.release, messages)
+
+    async def _in_batches(
+        self, settle: Callable[[list[QueueMessage]], Awaitable[list[str]]], messages: list[QueueMessage]
+    ) -> None:
         for start in range(0, len(messages), MAX_BATCH):
             chunk = messages[start : start + MAX_BATCH]
             try:
-                failed = await self._transport.change_visibility(chunk, seconds)
+                failed = await settle(chunk)
             except Exception as error:
                 log.error("visibility_change_failed", count=len(chunk), error=f"{type(error).__name__}: {error}")
                 continue
             if failed:
                 log.warning("visibility_change_rejected", message_ids=failed)
-
-    async def _release(self, messages: list[QueueMessage]) -> None:
-        """Make unfinished messages visible again at once, so another worker can take them."""
-        log.warning("releasing_unfinished", count=len(messages))
-        await self._set_visibility(messages, 0)
 
     async def _delete_loop(self) -> None:
         while True:
@@ -339,7 +359,7 @@ class Consumer:
                     while len(batch) < MAX_BATCH:
                         batch.append(await self._deletes.get())
             try:
-                await self._transport.delete_batch(batch)
+                await self._transport.complete(batch)
             except Exception as error:
                 log.error(
                     "delete_batch_failed",
@@ -355,6 +375,8 @@ class Consumer:
 
     async def _heartbeat(self) -> None:
         timeout = self._settings.visibility_timeout
+        if timeout is None:
+            return
         interval = max(1.0, timeout / 6)
         while True:
             await asyncio.sleep(interval)
@@ -371,7 +393,7 @@ class Consumer:
                 if not chunk:
                     continue
                 try:
-                    failed = set(await self._transport.change_visibility(chunk, timeout))
+                    failed = set(await self._transport.extend(chunk, timeout))
                 except Exception as error:
                     log.error("heartbeat_failed", count=len(chunk), error=f"{type(error).__name__}: {error}")
                     continue

@@ -1,4 +1,8 @@
-"""SQS transport on one long-lived aiobotocore client: receive, delete, change visibility, dead-letter."""
+"""The SQS backend of the transport contract, on one long-lived aiobotocore client.
+
+Done deletes the message; retry later, release and extend set its visibility (the message is never re-sent, so SQS's
+receive count and native redrive keep working); a dead letter is a copy on the DLQ with ``failure.*`` attributes.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +10,6 @@ import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -17,65 +19,43 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from bridge.config import QueueSettings
 from bridge.errors import ConfigError
+from bridge.queue.transport import (
+    DEFAULT_MAX_RECEIVE_COUNT,
+    MAX_BATCH,
+    DeadLetterContext,
+    QueueInfo,
+    QueueMessage,
+    carried_attributes,
+    failure_attributes,
+)
 
 log = structlog.get_logger("bridge.queue")
 
-MAX_BATCH = 10
 # SQS allows 10 message attributes; the failure context takes these, the original attributes get the rest.
 MAX_ATTRIBUTES = 10
 MAX_ATTRIBUTE_VALUE = 1024
-# Without a redrive policy the worker dead-letters a message itself after this many receives.
-DEFAULT_MAX_RECEIVE_COUNT = 10
-# What a redriven copy carries back to the main queue, so that its next dead letter (if it fails again) names the
-# same source message and first failure as the first one did: the DLQ message it was copied from, the message id
-# the first failure was reported under, and when that was.
-REDRIVEN_FROM = "redriven_from"
-FIRST_FAILURE_SOURCE = "first_failure.source_message_id"
-FIRST_FAILURE_AT = "first_failure.at"
-
-
-@dataclass(slots=True)
-class QueueMessage:
-    message_id: str
-    receipt_handle: str
-    body: str
-    attributes: dict[str, str]
-    receive_count: int
-    sent_at: float | None
-    group_id: str | None
-    trace_header: str | None = None
-    received_at: float = field(default_factory=time.monotonic)
-    visible_until: float = 0.0
-
-    @property
-    def age(self) -> float | None:
-        """Seconds since the producer sent it (SQS ``SentTimestamp``)."""
-        return None if self.sent_at is None else max(0.0, time.time() - self.sent_at)
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLetterContext:
-    stage: str
-    reason: str
-    error_class: str
-    element_id: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class QueueInfo:
-    dlq_url: str
-    max_receive_count: int
-    has_redrive: bool
 
 
 class SqsTransport:
-    """Thin, typed wrapper over the aiobotocore SQS client, one per process."""
+    """The ``Transport`` contract over SQS: a thin, typed wrapper over the aiobotocore client, one per process."""
 
     def __init__(self, client: Any, settings: QueueSettings) -> None:
         self._client = client
         self.settings = settings
         self.url = settings.url
         self.dlq_url: str | None = settings.dlq_url
+
+    @property
+    def ordered_groups(self) -> bool:
+        return self.settings.is_fifo
+
+    @property
+    def lease_seconds(self) -> int:
+        return self.settings.visibility_timeout
+
+    def connected(self) -> bool:
+        """SQS is an HTTP API: there is no connection to lose (a failing receive shows in the consumer's health)."""
+        return True
 
     @property
     def client(self) -> Any:
@@ -193,36 +173,31 @@ class SqsTransport:
         response = await self._client.change_message_visibility_batch(QueueUrl=self.url, Entries=entries)
         return [messages[int(f["Id"])].message_id for f in response.get("Failed", [])]
 
+    async def complete(self, messages: Sequence[QueueMessage]) -> list[str]:
+        return await self.delete_batch(messages)
+
+    async def retry_later(self, messages: Sequence[QueueMessage], seconds: int) -> list[str]:
+        return await self.change_visibility(messages, seconds)
+
+    async def release(self, messages: Sequence[QueueMessage]) -> list[str]:
+        return await self.change_visibility(messages, 0)
+
+    async def extend(self, messages: Sequence[QueueMessage], seconds: int) -> list[str]:
+        return await self.change_visibility(messages, seconds)
+
     async def send_dead_letter(self, message: QueueMessage, context: DeadLetterContext) -> None:
         """Copy the message to the dead-letter queue with its failure context as message attributes."""
         if self.dlq_url is None:
             raise RuntimeError("describe() must resolve the dead-letter queue first")
-        # A message that failed before (redriven by copy, or moved back verbatim by an SQS move task) keeps the
-        # source message id and time of its first failure.
-        carried = message.attributes
-        failure = {
-            "failure.stage": context.stage,
-            "failure.reason": context.reason,
-            "failure.error_class": context.error_class,
-            "failure.attempts": str(message.receive_count),
-            "failure.element_id": "" if context.element_id is None else str(context.element_id),
-            "failure.source_message_id": carried.get(FIRST_FAILURE_SOURCE)
-            or carried.get("failure.source_message_id")
-            or message.message_id,
-            "failure.first_failed_at": carried.get(FIRST_FAILURE_AT)
-            or carried.get("failure.first_failed_at")
-            or datetime.now(UTC).isoformat(timespec="milliseconds"),
-        }
         attributes = {
             name: {"DataType": "String", "StringValue": value[:MAX_ATTRIBUTE_VALUE]}
-            for name, value in failure.items()
-            if value
+            for name, value in failure_attributes(message, context).items()
         }
         # Then the message's own attributes, `redriven_from` first (redrive uses it to tell its own copies apart).
-        for name, value in sorted(carried.items(), key=lambda item: item[0] != REDRIVEN_FROM):
+        for name, value in carried_attributes(message):
             if len(attributes) >= MAX_ATTRIBUTES:
                 break
-            if name not in attributes and value and name not in (FIRST_FAILURE_SOURCE, FIRST_FAILURE_AT):
+            if name not in attributes:
                 attributes[name] = {"DataType": "String", "StringValue": value}
         request: dict[str, Any] = {
             "QueueUrl": self.dlq_url,

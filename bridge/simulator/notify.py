@@ -1,7 +1,8 @@
-"""Change notifications to AWS SQS, shaped the way the bridge expects Kordiam to send them.
+"""Change notifications to AWS SQS or to ActiveMQ (STOMP), shaped the way the bridge expects Kordiam to send them.
 
-One aiobotocore client lives for the whole app (created in the lifespan) because creating a client
-per message costs a TLS/session setup and would dominate request latency.
+One client lives for the whole app (created in the lifespan) because creating a client per message costs a
+connection (and TLS) setup and would dominate request latency. On ActiveMQ a notification is a persistent SEND
+with the ``event`` header, confirmed by the broker's RECEIPT.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal, cast
 
+import stompman
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 
+from bridge.config import parse_stomp_url
 from bridge.simulator.settings import SimulatorSettings
 
 if TYPE_CHECKING:
@@ -75,6 +78,7 @@ class Notifier:
         self._settings = settings
         self._stack: AsyncExitStack | None = None
         self._client: SQSClient | None = None
+        self._stomp: stompman.Client | None = None
         self._start_lock = asyncio.Lock()
         self._records: list[NotificationRecord] = []
 
@@ -86,9 +90,28 @@ class Notifier:
         self._records.clear()
 
     async def start(self) -> None:
-        """Create the SQS client; a no-op without a queue URL or when already started."""
-        if self._settings.queue_url is not None:
+        """Create the SQS or STOMP client; a no-op without a queue URL or when already started."""
+        if self._settings.stomp_url is not None:
+            await self._ensure_stomp()
+        elif self._settings.queue_url is not None:
             await self._ensure_client()
+
+    async def _ensure_stomp(self) -> stompman.Client:
+        async with self._start_lock:
+            if self._stomp is not None:
+                return self._stomp
+            assert self._settings.stomp_url is not None
+            address = parse_stomp_url(self._settings.stomp_url)
+            client = stompman.Client(
+                servers=[stompman.ConnectionParameters(address.host, address.port, login="", passcode="")],
+                ssl=True if address.tls else None,
+                keep_alive_on_connection_failure=True,
+                no_message_restart_interval=None,
+            )
+            stack = AsyncExitStack()
+            await stack.enter_async_context(client)
+            self._stomp, self._stack = client, stack
+            return client
 
     async def _ensure_client(self) -> SQSClient:
         async with self._start_lock:
@@ -109,14 +132,16 @@ class Notifier:
 
     async def close(self) -> None:
         async with self._start_lock:
-            stack, self._stack, self._client = self._stack, None, None
+            stack, self._stack, self._client, self._stomp = self._stack, None, None, None
             if stack is not None:
                 await stack.aclose()
 
     async def send(self, element_id: int, event: NotificationEvent) -> NotificationRecord:
         body: dict[str, Any] = {"id": element_id, "event": event}
         queue_url = self._settings.queue_url
-        if queue_url is None:
+        if self._settings.stomp_url is not None:
+            record = await self._send_to_broker(self._settings.stomp_url, element_id, event, body)
+        elif queue_url is None:
             record = NotificationRecord(element_id, event, body, sent=False, error="no queue configured")
         else:
             record = await self._send_to_queue(queue_url, element_id, event, body)
@@ -134,3 +159,19 @@ class Notifier:
             logger.warning("Sending %s notification for element %s failed: %s", event, element_id, exc)
             return NotificationRecord(element_id, event, body, sent=False, error=f"{type(exc).__name__}: {exc}")
         return NotificationRecord(element_id, event, body, sent=True, message_id=response.get("MessageId"))
+
+    async def _send_to_broker(
+        self, stomp_url: str, element_id: int, event: NotificationEvent, body: dict[str, Any]
+    ) -> NotificationRecord:
+        try:
+            client = self._stomp or await self._ensure_stomp()
+            await client.send(
+                json.dumps(body).encode(),
+                parse_stomp_url(stomp_url).destination,
+                headers={"event": event, "persistent": "true"},
+                receipt_timeout=10,
+            )
+        except Exception as exc:  # any failure must be recorded, never break the simulated request
+            logger.warning("Sending %s notification for element %s failed: %s", event, element_id, exc)
+            return NotificationRecord(element_id, event, body, sent=False, error=f"{type(exc).__name__}: {exc}")
+        return NotificationRecord(element_id, event, body, sent=True)

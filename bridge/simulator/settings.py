@@ -19,6 +19,8 @@ class SimulatorSettings:
     token_ttl_seconds: int = 3600
     queue_url: str | None = None
     sqs_endpoint_url: str | None = None
+    # Kordiam's own message queue: notifications go to this ActiveMQ queue (stomp://HOST:PORT/queue/NAME) instead.
+    stomp_url: str | None = None
     region: str = "eu-central-1"
     notify_on_api_writes: bool = True
     aws_access_key_id: str = "testing"

@@ -31,6 +31,7 @@ from tests.support import (
     running_worker,
     send,
     sqs_client,
+    stop_worker_mid_batch,
     story,
     worker_settings,
     write_config,
@@ -72,24 +73,7 @@ async def test_worker_stopped_mid_batch_then_restarted(
         state_extra="lease_seconds = 3",
         visibility_timeout=6,
     )
-    stories = [await admin.create(story(f"Story {n}")) for n in range(20)]
-    # Slow some fetches (429, Retry-After: 1 s) so that work is in flight when the signal arrives.
-    await admin.fault(method="GET", path=r"^/api/v2/elements/\d+$", status=429, count=8, retry_after=1)
-    first = WorkerProcess(config, tmp_path / "worker-1.log")
-    try:
-        await eventually(lambda: len(list((tmp_path / "web").glob("*.json"))) >= 3, what="first deliveries")
-        started = time.monotonic()
-        first.process.send_signal(sig)
-        code = first.process.wait(timeout=30)
-        stop_seconds = time.monotonic() - started
-    finally:
-        first.kill()
-    if sig == signal.SIGTERM:
-        assert code == 0 and stop_seconds < 25, f"exit {code} after {stop_seconds:.1f} s"
-        events = [e.get("event") for e in first.events()]
-        assert "consumer_draining" in events and "consumer_stopped" in events
-    else:
-        assert code == -signal.SIGKILL
+    stories, stop_seconds = await stop_worker_mid_batch(sig, config, admin, tmp_path)
     delivered_before = len(deliveries(tmp_path))
 
     second = WorkerProcess(config, tmp_path / "worker-2.log")

@@ -284,3 +284,63 @@ def test_all_missing_secrets_in_one_line_with_their_variables(tmp_path: Path, mo
             overrides={"kordiam": {"base_url": "https://k", "client_id": "c", "client_secret": "s"}},
             check_channel=channel_problems,
         )
+
+
+# ---- ActiveMQ queues ----------------------------------------------------------------------------------------------
+
+STOMP = VALID.replace(
+    """url = "http://127.0.0.1:4566/000000000000/kordiam"
+endpoint_url = "http://127.0.0.1:4566"
+""",
+    """url = "stomp://mq.example.org:61613/queue/kordiam.acme"
+dlq_url = "stomp://mq.example.org:61613/queue/kordiam.acme.dlq"
+username = "acme"
+password = "mq-s3cret"
+""",
+)
+
+
+def test_a_stomp_queue_loads_with_its_own_keys(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    settings = load_settings(write(tmp_path, STOMP))
+    assert settings.queue.backend == "stomp" and settings.queue.username == "acme"
+    assert settings.queue.password is not None and settings.queue.password.get_secret_value() == "mq-s3cret"
+    assert load_settings(write(tmp_path, VALID)).queue.backend == "sqs"
+    assert main(["check-config", "--config", str(write(tmp_path, STOMP))]) == 0
+    assert "mq-s3cret" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("change", "key", "problem"),
+    [
+        (("username", "endpoint_url = 'http://x'\nusername"), "queue.endpoint_url", "is for SQS queues only"),
+        (("username", "visibility_timeout = 30\nusername"), "queue.visibility_timeout", "is for SQS queues only"),
+        (('dlq_url = "stomp://mq.example.org:61613/queue/kordiam.acme.dlq"\n', ""), "queue.dlq_url", "required"),
+        (("mq.example.org:61613/queue/kordiam.acme.dlq", "other:61613/queue/d"), "queue.dlq_url", "same broker"),
+        (("61613/queue/kordiam.acme.dlq", "61613/queue/kordiam.acme"), "queue.dlq_url", "another queue"),
+        (('61613/queue/kordiam.acme"', '61613/topic/kordiam.acme"'), "queue.url", "/queue/NAME"),
+        (('stomp://mq.example.org:61613/queue/kordiam.acme"', 'ftp://x/q"'), "queue.url", "stomp://HOST"),
+        (("stomp://mq.example.org", "stomp://u:p@mq.example.org"), "queue.url", "must not hold credentials"),
+    ],
+)
+def test_stomp_errors_name_the_key(tmp_path: Path, change: tuple[str, str], key: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_settings(write(tmp_path, STOMP.replace(*change, 1)))
+    assert (raised.value.key, problem in raised.value.problem) == (key, True), raised.value
+    assert "mq-s3cret" not in str(raised.value)
+
+
+def test_activemq_keys_are_refused_for_an_sqs_queue(tmp_path: Path) -> None:
+    for key, value in (("username", '"acme"'), ("password", '"x"'), ("ca_file", '"/etc/hosts"')):
+        with pytest.raises(ConfigError) as raised:
+            load_settings(write(tmp_path, VALID.replace("[queue]\n", f"[queue]\n{key} = {value}\n")))
+        assert raised.value.key == f"queue.{key}" and "ActiveMQ" in raised.value.problem
+
+
+@pytest.mark.parametrize("command", [["dlq", "list"], ["dlq", "show", "m1"], ["dlq", "redrive"], ["status"]])
+def test_operator_commands_on_a_stomp_queue_exit_2_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str]
+) -> None:
+    assert main([*command, "--config", str(write(tmp_path, STOMP))]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("kordiam-bridge: configuration error: queue.url: dlq and status work on SQS")
+    assert "\n" not in err

@@ -1,4 +1,4 @@
-"""The consumer loop against an in-process fake of the SQS transport (the integration tests use real SQS)."""
+"""The consumer loop against an in-process fake of the transport contract (the integration tests use real queues)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 from bridge.queue.consumer import Consumer, ConsumerSettings
 from bridge.queue.outcome import DeadLetter, Done, Outcome, Retry
-from bridge.queue.sqs import DeadLetterContext, QueueMessage
+from bridge.queue.transport import DeadLetterContext, QueueInfo, QueueMessage
 
 ids = itertools.count(1)
 
@@ -30,14 +30,32 @@ def message(body: str = "{}", *, group: str | None = None, receive_count: int = 
 
 
 class FakeTransport:
-    """Hands out scripted batches and records every settling call."""
+    """Hands out scripted batches and records every settling call; ``visibility`` records, as SQS would see it,
+    retries (their delay), releases (0) and extensions (the lease)."""
 
     def __init__(self, batches: list[list[QueueMessage]], *, fifo: bool = False) -> None:
         self.url = "https://sqs.test/q" + (".fifo" if fifo else "")
+        self.dlq_url: str | None = "https://sqs.test/dlq"
         self.batches = batches
         self.deleted: list[str] = []
         self.visibility: list[tuple[str, int]] = []
         self.dead: list[tuple[str, DeadLetterContext]] = []
+        self.sent: list[str] = []
+        self.fifo = fifo
+
+    @property
+    def ordered_groups(self) -> bool:
+        return self.fifo
+
+    @property
+    def lease_seconds(self) -> int:
+        return 30
+
+    def connected(self) -> bool:
+        return True
+
+    async def describe(self) -> QueueInfo:
+        return QueueInfo("https://sqs.test/dlq", 3, has_redrive=False)
 
     async def receive(self, max_messages: int, wait_time: int) -> list[QueueMessage]:
         if self.batches:
@@ -47,16 +65,26 @@ class FakeTransport:
         await asyncio.sleep(0.05)
         return []
 
-    async def delete_batch(self, messages: Sequence[QueueMessage]) -> list[str]:
+    async def complete(self, messages: Sequence[QueueMessage]) -> list[str]:
         self.deleted.extend(m.message_id for m in messages)
         return []
 
-    async def change_visibility(self, messages: Sequence[QueueMessage], seconds: int) -> list[str]:
+    async def retry_later(self, messages: Sequence[QueueMessage], seconds: int) -> list[str]:
         self.visibility.extend((m.message_id, seconds) for m in messages)
         return []
 
+    async def release(self, messages: Sequence[QueueMessage]) -> list[str]:
+        return await self.retry_later(messages, 0)
+
+    async def extend(self, messages: Sequence[QueueMessage], seconds: int) -> list[str]:
+        return await self.retry_later(messages, seconds)
+
     async def send_dead_letter(self, msg: QueueMessage, context: DeadLetterContext) -> None:
         self.dead.append((msg.message_id, context))
+
+    async def send(self, body: str, attributes: dict[str, str] | None = None, *, group_id: str | None = None) -> str:
+        self.sent.append(body)
+        return f"s{len(self.sent)}"
 
 
 def settings(**overrides: Any) -> ConsumerSettings:
@@ -96,7 +124,7 @@ async def test_each_outcome_settles_explicitly() -> None:
     async def handler(m: QueueMessage) -> Outcome:
         return outcomes[m.message_id]
 
-    consumer = Consumer(transport, handler, settings())  # type: ignore[arg-type]
+    consumer = Consumer(transport, handler, settings())
     await run_until(consumer, lambda: len(transport.deleted) == 3 and transport.visibility)
     assert sorted(transport.deleted) == sorted([ok.message_id, poison.message_id, exhausted.message_id])
     # The retry honours the server's delay as a floor.
@@ -115,7 +143,7 @@ async def test_a_crashing_handler_retries_instead_of_losing_the_message() -> Non
     async def handler(m: QueueMessage) -> Outcome:
         raise RuntimeError("bug")
 
-    consumer = Consumer(transport, handler, settings())  # type: ignore[arg-type]
+    consumer = Consumer(transport, handler, settings())
     await run_until(consumer, lambda: transport.visibility)
     assert transport.deleted == [] and transport.visibility[0][0] == crash.message_id
 
@@ -133,7 +161,7 @@ async def test_concurrency_is_bounded_and_independent_of_the_batch() -> None:
         running -= 1
         return Done()
 
-    consumer = Consumer(transport, handler, settings(concurrency=4))  # type: ignore[arg-type]
+    consumer = Consumer(transport, handler, settings(concurrency=4))
     await run_until(consumer, lambda: len(transport.deleted) == 20)
     assert peak <= 4 and len(transport.deleted) == 20
 
@@ -173,7 +201,7 @@ async def test_several_pollers_never_overcommit_the_slots() -> None:
         running -= 1
         return Done()
 
-    consumer = Consumer(transport, handler, settings(concurrency=32))  # type: ignore[arg-type]
+    consumer = Consumer(transport, handler, settings(concurrency=32))
     await run_until(consumer, lambda: len(transport.deleted) == 600, timeout=20)
     assert len(transport.deleted) == 600
     assert min(transport.asked) >= 1 and max(transport.asked) <= 10
@@ -193,7 +221,7 @@ async def test_fifo_runs_a_group_in_order_and_releases_it_after_a_failure() -> N
             return Retry(delay=None, stage="web", reason="down", error_class="ChannelUnavailable")
         return Done()
 
-    consumer = Consumer(transport, handler, settings(concurrency=10))  # type: ignore[arg-type]
+    consumer = Consumer(transport, handler, settings(concurrency=10))
     await run_until(consumer, lambda: len(transport.deleted) == 2 and len(transport.visibility) == 3)
     # Group B ran in order; group A stopped at its failure and gave the rest back, in order, unprocessed.
     assert [m for m in order if m in (b1.message_id, b2.message_id)] == [b1.message_id, b2.message_id]
@@ -213,7 +241,7 @@ async def test_shutdown_releases_unfinished_work_at_once() -> None:
         await asyncio.sleep(60)
         return Done()
 
-    consumer = Consumer(transport, handler, settings(shutdown_timeout=2.5))  # type: ignore[arg-type]
+    consumer = Consumer(transport, handler, settings(shutdown_timeout=2.5))
     stop = asyncio.Event()
     task = asyncio.create_task(consumer.run(stop))
     await asyncio.wait_for(started.wait(), 5)
@@ -236,7 +264,7 @@ async def test_shutdown_releases_prefetched_messages_without_running_them() -> N
         await asyncio.sleep(0.3)
         return Done()
 
-    consumer = Consumer(transport, handler, settings(concurrency=1, shutdown_timeout=5))  # type: ignore[arg-type]
+    consumer = Consumer(transport, handler, settings(concurrency=1, shutdown_timeout=5))
     stop = asyncio.Event()
     task = asyncio.create_task(consumer.run(stop))
     await asyncio.wait_for(running.wait(), 5)
@@ -254,7 +282,7 @@ async def test_under_load_receives_ask_for_whole_batches() -> None:
         await asyncio.sleep(0.005)
         return Done()
 
-    consumer = Consumer(transport, handler, settings(concurrency=8))  # type: ignore[arg-type]
+    consumer = Consumer(transport, handler, settings(concurrency=8))
     await run_until(consumer, lambda: len(transport.deleted) == 400, timeout=20)
     # Slots free up one at a time; still (nearly) every receive that finds messages asks for a whole batch.
     assert transport.answered.count(10) >= 0.9 * len(transport.answered)
@@ -271,7 +299,7 @@ async def test_heartbeat_extends_messages_still_in_progress() -> None:
         return Done()
 
     # visibility 6 s: the heartbeat ticks every second and extends once less than half is left.
-    consumer = Consumer(transport, handler, settings(visibility_timeout=6))  # type: ignore[arg-type]
+    consumer = Consumer(transport, handler, settings(visibility_timeout=6))
     stop = asyncio.Event()
     task = asyncio.create_task(consumer.run(stop))
     for _ in range(100):

@@ -12,7 +12,7 @@ from bridge.pipeline.handler import MessageHandler
 from bridge.pipeline.notification import Notification
 from bridge.pipeline.sync import SyncReport
 from bridge.queue.outcome import DeadLetter, Done
-from bridge.queue.sqs import QueueMessage
+from bridge.queue.transport import QueueMessage
 
 
 class RecordingEngine:

@@ -1,0 +1,308 @@
+"""The ActiveMQ backend of the transport contract: STOMP 1.2 on ``stompman``.
+
+How each outcome is carried out (ActiveMQ Classic and Artemis both speak this):
+
+- Receive: one subscription with ``ack:client-individual`` and a broker prefetch of what the consumer may hold
+  (its slots plus ``prefetch_for``); MESSAGE frames wait in a local inbox until the consumer asks for them. A
+  message stays reserved for this connection until it is acknowledged or the connection ends: nothing to extend.
+- Done: ACK.
+- Retry later: the message is SENT again with ``AMQ_SCHEDULED_DELAY`` (the broker's scheduler holds it for the
+  delay) and ``bridge-attempt`` one higher, then the original is ACKed. The attempt count lives on the message, so it
+  survives a worker restart and ``max_receive_count`` still ends in a dead letter with a reason. Not NACK: ActiveMQ
+  Classic treats a STOMP NACK as a poison acknowledgement and moves the message to its own DLQ at once, without the
+  bridge's reason; and holding the message unacknowledged for the delay would fill the prefetch with sleepers.
+- Dead letter: SEND to ``queue.dlq_url`` with the original body and headers plus the ``failure.*`` context, and
+  only when the broker's RECEIPT for it arrived is the original ACKed.
+- Release (shutdown): nothing is sent; closing the connection hands every unacknowledged message back.
+- Broker restart / network cut: stompman reconnects in the background (1 s, 2 s … 5 s apart, for ever) and
+  subscribes again; ``connected()`` is False meanwhile. What was unacknowledged on the lost connection is
+  redelivered (with ``redelivered:true``, counted as one more attempt); stompman drops an ACK for a frame of an
+  earlier connection, and the state store makes the second processing a no-op.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from typing import Literal, Self
+from urllib.parse import quote
+
+import stompman
+import structlog
+
+from bridge.config import QueueSettings, parse_stomp_url
+from bridge.errors import ConfigError
+from bridge.queue.transport import (
+    DEFAULT_MAX_RECEIVE_COUNT,
+    MAX_BATCH,
+    DeadLetterContext,
+    QueueInfo,
+    QueueMessage,
+    carried_attributes,
+    failure_attributes,
+    prefetch_for,
+)
+
+log = structlog.get_logger("bridge.queue")
+
+ATTEMPT_HEADER = "bridge-attempt"
+SEND_ID_HEADER = "bridge-send-id"
+SCHEDULED_DELAY_HEADER = "AMQ_SCHEDULED_DELAY"
+GROUP_HEADER = "JMSXGroupID"
+# Headers the broker sets on a MESSAGE frame: not the producer's attributes, and never copied onto a re-send.
+BROKER_HEADERS = frozenset(
+    {
+        "ack",
+        "content-length",
+        "destination",
+        "expires",
+        "message-id",
+        "persistent",
+        "priority",
+        "receipt",
+        "redelivered",
+        "subscription",
+        "timestamp",
+        "scheduledJobId",
+        ATTEMPT_HEADER,
+        SCHEDULED_DELAY_HEADER,
+        "AMQ_SCHEDULED_PERIOD",
+        "AMQ_SCHEDULED_REPEAT",
+        "AMQ_SCHEDULED_CRON",
+    }
+)
+RECEIPT_TIMEOUT_SECONDS = 10.0
+FIRST_CONNECT_TIMEOUT_SECONDS = 15.0
+CONNECTION_CHECK_SECONDS = 1.0
+
+
+class StompTransport:
+    """The ``Transport`` contract over one STOMP connection to ActiveMQ (see the module docstring for the mechanics).
+
+    One instance per process, around one ``stompman.Client`` that keeps its connection alive by itself.
+    """
+
+    def __init__(self, settings: QueueSettings, client: stompman.Client) -> None:
+        if settings.dlq_url is None:  # the config requires it; the check keeps the type narrow
+            raise ConfigError("queue.dlq_url", "is required for a stomp:// queue")
+        self.settings = settings
+        self.url = settings.url
+        self.dlq_url: str | None = settings.dlq_url
+        self._client = client
+        self._address = parse_stomp_url(settings.url)
+        self._dlq_destination = parse_stomp_url(settings.dlq_url).destination
+        self._inbox: asyncio.Queue[QueueMessage] = asyncio.Queue()
+        self._frames: dict[str, stompman.AckableMessageFrame] = {}
+
+    @property
+    def ordered_groups(self) -> bool:
+        # A retry goes to the back of the queue, so a group's order cannot be kept across one; elements keep theirs
+        # through the state store's leases and modification dates.
+        return False
+
+    @property
+    def lease_seconds(self) -> None:
+        return None
+
+    def connected(self) -> bool:
+        return self._client.is_alive()
+
+    # ---- lifecycle -------------------------------------------------------------------------------------------
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def connect(cls, settings: QueueSettings, *, consume: bool = True) -> AsyncIterator[Self]:
+        """Connect (``ConfigError`` naming ``queue.url`` when the broker cannot be reached) and, with ``consume``,
+        subscribe; on exit unsubscribe and disconnect, which hands every unacknowledged message back."""
+        address = parse_stomp_url(settings.url)
+        tls: Literal[True] | ssl.SSLContext | None = None
+        if address.tls:
+            tls = ssl.create_default_context(cafile=str(settings.ca_file) if settings.ca_file else None)
+        password = settings.password.get_secret_value() if settings.password else ""
+        server = stompman.ConnectionParameters(
+            host=address.host,
+            port=address.port,
+            login=settings.username or "",
+            # stompman percent-decodes the passcode (it is meant for URL parts): encode it so it arrives as written.
+            passcode=quote(password, safe=""),
+        )
+        client = stompman.Client(
+            servers=[server],
+            on_error_frame=_log_error_frame,
+            ssl=tls,
+            connect_retry_attempts=5,
+            connect_retry_interval=1,
+            connect_timeout=5,
+            connection_confirmation_timeout=5,
+            # After start-up, a lost connection is re-made in the background for as long as it takes.
+            keep_alive_on_connection_failure=True,
+            # Its default reconnects after an hour without messages: that would hand back what the worker holds.
+            no_message_restart_interval=None,
+            # The handler only files the frame in the inbox; the broker's prefetch bounds what arrives.
+            max_concurrent_handlers=None,
+        )
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                async with asyncio.timeout(FIRST_CONNECT_TIMEOUT_SECONDS):
+                    await stack.enter_async_context(client)
+            except (TimeoutError, stompman.FailedAllConnectAttemptsError, OSError) as error:
+                raise ConfigError(
+                    "queue.url",
+                    f"cannot connect to the ActiveMQ broker at {address.broker} ({type(error).__name__}); is it "
+                    "running, and are host, port, username and password right?",
+                ) from None
+            transport = cls(settings, client)
+            if consume:
+                subscription = await client.subscribe_with_manual_ack(
+                    address.destination,
+                    transport._on_message,
+                    ack="client-individual",
+                    headers={"activemq.prefetchSize": str(settings.concurrency + prefetch_for(settings.concurrency))},
+                    receipt_timeout=RECEIPT_TIMEOUT_SECONDS,
+                )
+                # The client waits for its subscriptions to end before it disconnects.
+                stack.push_async_callback(subscription.unsubscribe)
+            watcher = asyncio.create_task(transport._watch_connection(), name="stomp-connection-watch")
+            stack.callback(watcher.cancel)
+            yield transport
+
+    async def _watch_connection(self) -> None:
+        """One log line when the connection is lost and one when it is back (stompman reconnects by itself)."""
+        was_connected, lost_at = True, 0.0
+        while True:
+            await asyncio.sleep(CONNECTION_CHECK_SECONDS)
+            connected = self.connected()
+            if connected == was_connected:
+                continue
+            was_connected = connected
+            loop_time = asyncio.get_running_loop().time()
+            if not connected:
+                lost_at = loop_time
+                log.warning(
+                    "broker_connection_lost",
+                    broker=self._address.broker,
+                    hint="reconnecting; unacknowledged messages stay on the broker",
+                )
+            else:
+                log.info("broker_reconnected", broker=self._address.broker, outage_seconds=round(loop_time - lost_at))
+
+    # ---- receiving -------------------------------------------------------------------------------------------
+
+    async def _on_message(self, frame: stompman.AckableMessageFrame) -> None:
+        headers: dict[str, str] = dict(frame.headers)  # type: ignore[arg-type]
+        handle = f"{headers['subscription']}/{headers['ack']}"
+        attempt = _int(headers.get(ATTEMPT_HEADER), 1)
+        timestamp = _int(headers.get("timestamp"), 0)
+        message = QueueMessage(
+            message_id=headers.get("message-id", handle),
+            receipt_handle=handle,
+            body=frame.body.decode("utf-8", errors="replace"),
+            attributes={name: value for name, value in headers.items() if name not in BROKER_HEADERS},
+            # A redelivery after a lost connection is an attempt the message's header does not know of yet.
+            receive_count=attempt + (1 if headers.get("redelivered") == "true" else 0),
+            sent_at=timestamp / 1000 if timestamp else None,
+            group_id=headers.get(GROUP_HEADER),
+        )
+        self._frames[handle] = frame
+        self._inbox.put_nowait(message)
+
+    async def receive(self, max_messages: int, wait_time: int) -> list[QueueMessage]:
+        """Up to ``max_messages`` of what the broker pushed, waiting up to ``wait_time`` s for the first."""
+        wanted = max(1, min(MAX_BATCH, max_messages))
+        try:
+            async with asyncio.timeout(wait_time):
+                first = await self._inbox.get()
+        except TimeoutError:
+            return []
+        messages = [first]
+        while len(messages) < wanted and not self._inbox.empty():
+            messages.append(self._inbox.get_nowait())
+        return messages
+
+    # ---- settling --------------------------------------------------------------------------------------------
+
+    async def describe(self) -> QueueInfo:
+        assert self.dlq_url is not None
+        return QueueInfo(self.dlq_url, self.settings.max_receive_count or DEFAULT_MAX_RECEIVE_COUNT, has_redrive=False)
+
+    async def complete(self, messages: Sequence[QueueMessage]) -> list[str]:
+        """ACK each (stompman drops an ACK for a frame of an earlier connection: the broker redelivers that one)."""
+        failed = []
+        for message in messages:
+            frame = self._frames.pop(message.receipt_handle, None)
+            if frame is None:
+                failed.append(message.message_id)
+                continue
+            await frame.ack()
+        return failed
+
+    async def retry_later(self, messages: Sequence[QueueMessage], seconds: int) -> list[str]:
+        failed = []
+        for message in messages:
+            headers = self._carried_headers(message)
+            headers[ATTEMPT_HEADER] = str(message.receive_count + 1)
+            if seconds > 0:
+                headers[SCHEDULED_DELAY_HEADER] = str(seconds * 1000)
+            try:
+                await self._send_confirmed(self._address.destination, message.body, headers)
+            except Exception as error:
+                # Not ACKed: the broker holds it for this connection and hands it back when the connection ends.
+                log.error("retry_send_failed", message_id=message.message_id, error=f"{type(error).__name__}: {error}")
+                failed.append(message.message_id)
+                continue
+            failed.extend(await self.complete([message]))
+        return failed
+
+    async def release(self, messages: Sequence[QueueMessage]) -> list[str]:
+        """Forget the frames: closing the connection hands them back (a STOMP NACK would dead-letter them)."""
+        for message in messages:
+            self._frames.pop(message.receipt_handle, None)
+        return []
+
+    async def extend(self, messages: Sequence[QueueMessage], seconds: int) -> list[str]:
+        return []
+
+    async def send_dead_letter(self, message: QueueMessage, context: DeadLetterContext) -> None:
+        headers = self._carried_headers(message)
+        headers.update(failure_attributes(message, context))
+        await self._send_confirmed(self._dlq_destination, message.body or "(empty body)", headers)
+
+    async def send(self, body: str, attributes: dict[str, str] | None = None, *, group_id: str | None = None) -> str:
+        """Returns the ``bridge-send-id`` header it gave the message: the broker assigns its message id only on
+        delivery, so this is what ties a send (``replay``, the sweep) to the message on the queue."""
+        send_id = uuid.uuid4().hex
+        headers = dict(attributes or {}) | {SEND_ID_HEADER: send_id}
+        if group_id is not None:
+            headers[GROUP_HEADER] = group_id
+        await self._send_confirmed(self._address.destination, body, headers)
+        return send_id
+
+    def _carried_headers(self, message: QueueMessage) -> dict[str, str]:
+        headers = dict(carried_attributes(message))
+        if message.group_id is not None:
+            headers[GROUP_HEADER] = message.group_id
+        return headers
+
+    async def _send_confirmed(self, destination: str, body: str, headers: dict[str, str]) -> None:
+        """SEND persistently; returns once the broker's RECEIPT arrived (raises on an ERROR, a timeout, a lost
+        connection)."""
+        await self._client.send(
+            body.encode(),
+            destination,
+            headers=headers | {"persistent": "true"},
+            receipt_timeout=RECEIPT_TIMEOUT_SECONDS,
+        )
+
+
+def _log_error_frame(frame: stompman.ErrorFrame) -> None:
+    log.error("broker_error", message=frame.headers.get("message"), body=frame.body.decode(errors="replace")[:500])
+
+
+def _int(value: str | None, default: int) -> int:
+    try:
+        return int(value) if value else default
+    except ValueError:
+        return default

@@ -1,0 +1,181 @@
+"""``kordiam-bridge run`` on Kordiam's message queue: a real ActiveMQ broker (STOMP), the simulator publishing to
+it, and the worker as a real process."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+
+from bridge.errors import ChannelRejected
+from bridge.queue.admin import replay
+from bridge.queue.transport import QueueMessage
+from bridge.simulator import RunningSimulator
+from tests.support import (
+    ChannelLog,
+    SimulatorAdmin,
+    WorkerProcess,
+    deliveries,
+    eventually,
+    running_worker,
+    stomp_drain,
+    stomp_send,
+    stomp_settings,
+    story,
+    worker_settings,
+)
+
+pytestmark = [pytest.mark.integration]
+
+
+async def test_run_on_activemq_creates_updates_and_deletes_in_two_channels(
+    stomp_config: tuple[Path, int], stomp_admin: SimulatorAdmin, stomp_queues: tuple[str, str], tmp_path: Path
+) -> None:
+    path, ops_port = stomp_config
+    worker = WorkerProcess(path, tmp_path / "worker.log")
+    try:
+        await eventually(lambda: worker.ready(ops_port), what="/readyz")
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{ops_port}") as ops:
+            assert (await ops.get("/healthz")).json() == {"status": "ok"}
+
+        created = await stomp_admin.create(story("Election night"))
+        element_id = created["id"]
+        web_pub, print_pub = (p["id"] for p in created["publications"])
+        web_json = tmp_path / "web" / f"{element_id}-{web_pub}.json"
+        await eventually(web_json.exists, what="created in the web channel")
+        await eventually((tmp_path / "print" / f"{element_id}-{print_pub}.json").exists, what="print")
+        element = await stomp_admin.get(element_id)
+        assert all(p.get("externalId") for p in element["publications"])
+
+        await stomp_admin.replace(element_id, {**element, "title": "Election night: results"})
+        await eventually(
+            lambda: json.loads(web_json.read_text())["element"]["title"] == "Election night: results", what="update"
+        )
+        await stomp_admin.delete(element_id)
+        await eventually(lambda: not web_json.exists(), what="delete")
+        await eventually(lambda: deliveries(tmp_path) == [], what="deliveries retracted")
+    finally:
+        code, _ = worker.terminate()
+    assert code == 0
+    done = [e for e in worker.events() if e.get("event") == "done"]
+    assert done and all(e.get("element_id") == element_id for e in done)
+    assert await stomp_drain(stomp_queues[1]) == []
+
+
+async def test_poison_messages_are_dead_lettered_with_their_reason(
+    stomp_config: tuple[Path, int], stomp_queues: tuple[str, str], tmp_path: Path
+) -> None:
+    path, ops_port = stomp_config
+    await stomp_send(stomp_queues[0], "not json", {"event": "updated"})
+    await stomp_send(stomp_queues[0], '{"hello": 1}')
+    worker = WorkerProcess(path, tmp_path / "worker.log")
+    try:
+        await eventually(lambda: worker.ready(ops_port), what="/readyz")
+        await eventually(
+            lambda: sum(e.get("event") == "dead_lettered" for e in worker.events()) == 2, what="two dead letters"
+        )
+    finally:
+        code, _ = worker.terminate()
+    assert code == 0
+    dead = sorted(await stomp_drain(stomp_queues[1]), key=lambda m: m.body)
+    assert [m.body for m in dead] == ["not json", '{"hello": 1}']
+    assert all(m.attributes["failure.stage"] == "decode" for m in dead)
+    assert "body is not JSON" in dead[0].attributes["failure.reason"]
+    assert "no element id" in dead[1].attributes["failure.reason"]
+    assert dead[0].attributes["event"] == "updated"  # the original headers travel with the dead letter
+    assert await stomp_drain(stomp_queues[0]) == []
+
+
+async def test_kordiam_503_and_429_are_retried_through_the_broker_and_delivered(
+    stomp_config: tuple[Path, int], stomp_admin: SimulatorAdmin, stomp_queues: tuple[str, str], tmp_path: Path
+) -> None:
+    path, ops_port = stomp_config
+    stories = [await stomp_admin.create(story(f"Story {n}")) for n in range(4)]
+    # More failures than the in-process retries absorb: some messages go back to the broker with a delay.
+    await stomp_admin.fault(method="GET", path=r"^/api/v2/elements/\d+$", status=503, count=12)
+    await stomp_admin.fault(method="GET", path=r"^/api/v2/elements/\d+$", status=429, count=4, retry_after=1)
+    worker = WorkerProcess(path, tmp_path / "worker.log")
+    expected = sorted(
+        (s["id"], ch, p["id"]) for s in stories for ch, p in zip(("web", "print"), s["publications"], strict=True)
+    )
+    try:
+        await eventually(lambda: worker.ready(ops_port), what="/readyz")
+        await eventually(lambda: deliveries(tmp_path) == expected, timeout=90, what="every story delivered")
+    finally:
+        code, _ = worker.terminate()
+    assert code == 0
+    retried = [e for e in worker.events() if e.get("event") == "retry_later"]
+    assert retried, "the faults should have sent at least one message back to the broker"
+    assert await stomp_drain(stomp_queues[1]) == []
+
+
+async def test_a_channel_rejecting_permanently_is_dead_lettered_naming_the_channel(
+    stomp_queues: tuple[str, str],
+    stomp_simulator: RunningSimulator,
+    stomp_admin: SimulatorAdmin,
+    channel_log: ChannelLog,
+    tmp_path: Path,
+) -> None:
+    channel_log.fail_next["print"] = [ChannelRejected("print: 401 rest_forbidden: wrong credentials")] * 1000
+    settings = worker_settings(
+        queue=stomp_queues[0], endpoint=stomp_queues[1], kordiam=stomp_simulator.base_url, workdir=tmp_path
+    )
+    async with running_worker(settings) as worker:
+        stories = [await stomp_admin.create(story(f"Rejected {n}")) for n in range(4)]
+        await eventually(lambda: len(channel_log.creates) == 4, what="web deliveries")
+        assert not worker.done()
+    dead = await stomp_drain(stomp_queues[1])
+    assert {json.loads(m.body)["id"] for m in dead} == {s["id"] for s in stories}
+    for message in dead:
+        assert message.attributes["failure.stage"] == "print"
+        assert message.attributes["failure.error_class"] == "ChannelRejected"
+        assert "wrong credentials" in message.attributes["failure.reason"]
+    assert {k[0] for k in channel_log.creates} == {"web"} and channel_log.duplicates() == 0
+
+
+async def test_the_attempt_count_travels_with_the_message_until_the_dead_letter(
+    stomp_queues: tuple[str, str],
+    stomp_simulator: RunningSimulator,
+    stomp_admin: SimulatorAdmin,
+    channel_log: ChannelLog,
+    tmp_path: Path,
+) -> None:
+    # The print channel stays down: each attempt is re-sent with a delay and one more on its attempt header, and
+    # the third attempt (max_receive_count) is dead-lettered with the last failure as its reason.
+    channel_log.down_until["print"] = float("inf")
+    settings = worker_settings(
+        queue=stomp_queues[0],
+        endpoint=stomp_queues[1],
+        kordiam=stomp_simulator.base_url,
+        workdir=tmp_path,
+        max_receive_count=3,
+    )
+    async with running_worker(settings):
+        created = await stomp_admin.create(story("Down in print"))
+        dead: list[QueueMessage] = []
+
+        async def dead_lettered() -> bool:
+            dead.extend(await stomp_drain(stomp_queues[1]))
+            return any(m.attributes.get("event") == "created" for m in dead)
+
+        await eventually(dead_lettered, timeout=60, what="the dead letter of the created notification")
+    # The simulator also notifies the bridge's own write-back (updated): every notification ends the same way.
+    assert {json.loads(m.body)["id"] for m in dead} == {created["id"]}
+    for message in dead:
+        assert message.attributes["failure.attempts"] == "3"
+        assert message.attributes["failure.reason"].startswith("gave up after 3 attempts")
+        assert message.attributes["failure.stage"] == "print"
+    assert {k[0] for k in channel_log.creates} == {"web"} and channel_log.duplicates() == 0
+
+
+async def test_replay_sends_fresh_notifications_to_the_broker(stomp_queues: tuple[str, str]) -> None:
+    settings = stomp_settings(stomp_queues[0], dlq_url=stomp_queues[1])
+    result = await replay(settings, [101, 102, 101])
+    assert [e.element_id for e in result.elements] == [101, 102] and result.failed == 0
+    messages = sorted(await stomp_drain(stomp_queues[0]), key=lambda m: m.body)
+    assert [json.loads(m.body)["id"] for m in messages] == [101, 102]
+    for message, element in zip(messages, result.elements, strict=True):
+        assert message.attributes["event"] == "updated" and message.attributes["source"] == "replay"
+        assert message.attributes["bridge-send-id"] == element.message_id  # what replay printed finds the message

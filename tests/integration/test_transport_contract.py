@@ -1,0 +1,173 @@
+"""One contract suite for every queue transport, each against the real thing: SQS (moto server, or LocalStack) and
+ActiveMQ (``BRIDGE_TEST_ACTIVEMQ``). What ``bridge.queue.transport.Transport`` promises, checked on both."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import pytest
+
+from bridge.config import QueueSettings
+from bridge.queue import open_transport
+from bridge.queue.transport import DeadLetterContext, QueueMessage, Transport
+from tests.support import REGION, SqsEndpoint, make_queues, stomp_settings
+
+pytestmark = [pytest.mark.integration]
+
+
+@dataclass
+class Queue:
+    """One backend's queue and dead-letter queue, and how to open a transport on either."""
+
+    kind: str
+    settings: QueueSettings
+    dlq: QueueSettings
+
+    @contextlib.asynccontextmanager
+    async def open(self, *, dlq: bool = False) -> AsyncIterator[Transport]:
+        async with open_transport(self.dlq if dlq else self.settings) as transport:
+            await transport.describe()
+            yield transport
+
+
+@pytest.fixture(params=["sqs", "activemq"])
+def queue(request: pytest.FixtureRequest) -> Queue:
+    name = f"c-{uuid.uuid4().hex[:12]}"
+    if request.param == "sqs":
+        endpoint: SqsEndpoint = request.getfixturevalue("sqs_endpoint")
+        url, dlq = make_queues(endpoint.url, name, max_receive_count=5)
+        common: dict[str, Any] = {
+            "endpoint_url": endpoint.url,
+            "region": REGION,
+            "wait_time_seconds": 1,
+            "visibility_timeout": 5,
+        }
+        return Queue(
+            "sqs",
+            QueueSettings(url=url, dlq_url=dlq, **common),
+            QueueSettings(url=dlq, dlq_url=url, **common),
+        )
+    broker: str = request.getfixturevalue("activemq")
+    url = f"{broker}/queue/{name}"
+    return Queue("activemq", stomp_settings(url), stomp_settings(f"{url}-dlq", dlq_url=f"{url}-unused"))
+
+
+async def receive_all(
+    transport: Transport, count: int, *, timeout: float = 30, complete: bool = False
+) -> list[QueueMessage]:
+    """Receive until ``count`` messages arrived (a bound for a broken transport, not a speed test); ``complete``
+    each at once, so that none comes back while the rest are awaited."""
+    found: list[QueueMessage] = []
+    deadline = time.monotonic() + timeout
+    while len(found) < count:
+        assert time.monotonic() < deadline, f"received {len(found)} of {count} messages"
+        messages = await transport.receive(count - len(found), wait_time=1)
+        if complete and messages:
+            assert await transport.complete(messages) == []
+        found.extend(messages)
+    return found
+
+
+async def nothing_left(open_queue: Callable[[], Any]) -> bool:
+    async with open_queue() as transport:
+        return await transport.receive(10, wait_time=1) == []
+
+
+async def test_a_sent_message_arrives_with_its_attributes_and_is_gone_once_completed(queue: Queue) -> None:
+    async with queue.open() as transport:
+        await transport.send('{"id": 7, "event": "updated"}', {"event": "updated", "source": "contract"})
+        (message,) = await receive_all(transport, 1)
+        assert message.body == '{"id": 7, "event": "updated"}'
+        assert message.attributes["event"] == "updated" and message.attributes["source"] == "contract"
+        assert message.receive_count == 1 and message.message_id
+        assert message.sent_at is not None and message.age is not None
+        assert await transport.complete([message]) == []
+    assert await nothing_left(queue.open)
+
+
+async def test_retry_later_brings_the_message_back_counted_even_after_a_restart(queue: Queue) -> None:
+    async with queue.open() as transport:
+        await transport.send('{"id": 8}', {"event": "created"})
+        (first,) = await receive_all(transport, 1)
+        assert await transport.retry_later([first], 1) == []
+    # A new transport (a restarted worker) sees the second attempt as the second.
+    async with queue.open() as transport:
+        (again,) = await receive_all(transport, 1)
+        assert again.body == '{"id": 8}' and again.attributes["event"] == "created"
+        assert again.receive_count == 2
+        await transport.complete([again])
+    assert await nothing_left(queue.open)
+
+
+async def test_a_dead_letter_carries_body_attributes_and_failure_context(queue: Queue) -> None:
+    async with queue.open() as transport:
+        await transport.send("not json", {"event": "updated"})
+        (message,) = await receive_all(transport, 1)
+        context = DeadLetterContext("decode", "body is not JSON", "PoisonMessage", element_id=42)
+        await transport.send_dead_letter(message, context)
+        assert await transport.complete([message]) == []
+    async with queue.open(dlq=True) as dead_letters:
+        (dead,) = await receive_all(dead_letters, 1)
+        await dead_letters.complete([dead])
+    assert dead.body == "not json"
+    assert dead.attributes["event"] == "updated"
+    failure = {name: value for name, value in dead.attributes.items() if name.startswith("failure.")}
+    first_failed_at = datetime.fromisoformat(failure.pop("failure.first_failed_at"))
+    assert failure == {
+        "failure.stage": "decode",
+        "failure.reason": "body is not JSON",
+        "failure.error_class": "PoisonMessage",
+        "failure.attempts": "1",
+        "failure.element_id": "42",
+        "failure.source_message_id": message.message_id,
+    }
+    assert first_failed_at.tzinfo is not None
+    assert await nothing_left(queue.open)
+
+
+async def test_a_redriven_copy_that_fails_again_keeps_its_first_failure(queue: Queue) -> None:
+    first = {"first_failure.source_message_id": "m-0", "first_failure.at": "2026-12-01T10:00:00.000+00:00"}
+    async with queue.open() as transport:
+        await transport.send("not json", {"event": "updated", "redriven_from": "dead-1", **first})
+        (message,) = await receive_all(transport, 1)
+        await transport.send_dead_letter(message, DeadLetterContext("decode", "body is not JSON", "PoisonMessage"))
+        assert await transport.complete([message]) == []
+    async with queue.open(dlq=True) as dead_letters:
+        (dead,) = await receive_all(dead_letters, 1)
+        await dead_letters.complete([dead])
+    assert dead.attributes["failure.source_message_id"] == "m-0"
+    assert dead.attributes["failure.first_failed_at"] == "2026-12-01T10:00:00.000+00:00"
+    assert dead.attributes["redriven_from"] == "dead-1" and dead.attributes["event"] == "updated"
+    assert not set(first) & set(dead.attributes)  # carried into failure.*, not twice
+    assert await nothing_left(queue.open)
+
+
+async def test_released_and_unsettled_messages_come_back_after_the_transport_closes(queue: Queue) -> None:
+    async with queue.open() as transport:
+        for n in range(3):
+            await transport.send(f'{{"id": {n}}}')
+        received = await receive_all(transport, 3)
+        # One handed back on purpose (shutdown), one completed, one left unsettled (a crash).
+        assert await transport.release([received[0]]) == []
+        await transport.complete([received[1]])
+    async with queue.open() as transport:
+        back = await receive_all(transport, 2, complete=True)
+    assert sorted(m.body for m in back) == sorted([received[0].body, received[2].body])
+    assert await nothing_left(queue.open)
+
+
+async def test_extend_keeps_a_message_reserved(queue: Queue) -> None:
+    async with queue.open() as transport, queue.open() as other:
+        await transport.send('{"id": 9}')
+        (message,) = await receive_all(transport, 1)
+        assert await transport.extend([message], 30) == []
+        # Another consumer does not get it while it is reserved (longer than SQS's 5 s lease in this suite).
+        for _ in range(7):
+            assert await other.receive(10, wait_time=1) == []
+        await transport.complete([message])
