@@ -13,14 +13,26 @@ PYTEST_FLAGS ?= -q
 help:
 	@echo "make demo             run the whole bridge on embedded defaults (SQS, Kordiam simulator, folder channels)"
 	@echo "make test             lint, type-check, all tests (moto, ActiveMQ, WordPress), LocalStack, then image-test"
+	@echo "make venv             create .venv and install the bridge with its dev tools (other targets do it too)"
+	@echo "make lint             ruff check and ruff format --check"
+	@echo "make typecheck        mypy --strict over bridge and bench"
+	@echo "make unit             the unit tests"
+	@echo "make integration      the integration tests (starts the real WordPress first)"
+	@echo "make test-localstack  the end-to-end tests against LocalStack (its own port and folder)"
 	@echo "make localstack       start LocalStack in host mode (no Docker) on 127.0.0.1:4566"
+	@echo "make localstack-stop  stop it"
 	@echo "make wordpress        install (Debian packages) and serve a real WordPress on 127.0.0.1:8089"
+	@echo "make wordpress-stop   stop it"
 	@echo "make activemq         install (Debian packages) and run ActiveMQ Classic, STOMP on 127.0.0.1:61613"
+	@echo "make activemq-stop    stop it"
 	@echo "make simulator        serve the Kordiam API simulator on 127.0.0.1:8700"
 	@echo "make run CONFIG=...   run the worker with a config file"
 	@echo "make image-test       build the container image and run it, and the compose stack, on a Docker engine"
 	@echo "make image / up / down  container image; worker + simulator + SQS emulator with docker compose"
+	@echo "make infra-test       the container, compose and Terraform tests"
+	@echo "make checkov          Checkov over infra/terraform"
 	@echo "make bench            throughput, latency, CPU and memory vs the simplest loop (LocalStack, then ActiveMQ)"
+	@echo "make clean            remove .venv, caches and demo-output"
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

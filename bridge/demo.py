@@ -151,7 +151,7 @@ def _settings(queue_url: str, endpoint: str, kordiam: str, workdir: Path) -> Set
             "shutdown_timeout": 10,
         },
         kordiam={"base_url": kordiam, "client_id": "demo-client", "client_secret": "demo-secret"},
-        state={"url": f"sqlite:///{workdir / 'state.db'}"},
+        state={"url": f"sqlite:///{workdir / 'state.db'}", "create_directories": True},
         channels=[
             {"name": "website", "type": "folder", "platforms": [WEBSITE], "path": str(workdir / "website")},
             {"name": "print", "type": "folder", "platforms": [PRINT], "path": str(workdir / "print")},

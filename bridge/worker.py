@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -168,7 +170,8 @@ async def assemble(settings: Settings, *, serve_ops: bool = True) -> AsyncIterat
 
 
 def install_signal_handlers(stop: asyncio.Event) -> None:
-    """SIGTERM (ECS, Kubernetes, docker stop) and SIGINT (Ctrl-C) start a graceful drain."""
+    """SIGTERM (ECS, Kubernetes, docker stop) and SIGINT (Ctrl-C) start a graceful drain; a second Ctrl-C exits at
+    once (130): messages in flight come back when their visibility timeout ends."""
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, _on_signal, stop, sig)
@@ -176,6 +179,10 @@ def install_signal_handlers(stop: asyncio.Event) -> None:
 
 def _on_signal(stop: asyncio.Event, sig: signal.Signals) -> None:
     if stop.is_set():
+        if sig is signal.SIGINT:
+            sys.stderr.write("kordiam-bridge: interrupted again, exiting now without draining\n")
+            sys.stderr.flush()
+            os._exit(130)
         return
     log.info("shutdown_requested", signal=sig.name)
     stop.set()

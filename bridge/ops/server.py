@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import errno
+import os
 from collections.abc import Callable
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from bridge.errors import ConfigError
 
 
 class OpsServer:
@@ -35,7 +39,14 @@ class OpsServer:
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._host, self._port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as error:
+            await self._runner.cleanup()
+            self._runner = None
+            key = "ops.port" if error.errno == errno.EADDRINUSE else "ops.host"
+            reason = os.strerror(error.errno).lower() if error.errno else str(error)
+            raise ConfigError(key, f"cannot listen on {self._host}:{self._port}: {reason}") from None
         addresses = self._runner.addresses  # the bound port, when port 0 asked for any free one
         if addresses:
             self.port = int(addresses[0][1])

@@ -11,10 +11,14 @@ can deliver, and nothing else):
 4. An EventBridge envelope: ``{"detail-type": …, "source": …, "detail": {<one of these>}}``.
 
 Anything else is poison (``PoisonMessage``): it goes to the dead-letter queue on its first receive.
+
+The message attribute ``force = "true"`` (``replay --force``) asks for every channel to be written again even
+where the state store says it already holds this version.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from datetime import datetime
@@ -30,6 +34,7 @@ MAX_ENVELOPE_DEPTH = 3
 # The largest element id the bridge accepts: state stores keep ids as signed 64-bit integers (SQLite's INTEGER),
 # and no Kordiam id comes near it. A larger id is poison, not a fault of the worker.
 MAX_ELEMENT_ID = 2**63 - 1
+FORCE_ATTRIBUTE = "force"
 ELEMENT_FIELDS = frozenset({"title", "slug", "note", "tasks", "publications", "publication", "elementStatus"})
 
 
@@ -45,6 +50,8 @@ class Notification:
     event: Event | None = None
     modification_date: datetime | None = None
     shape: str = "id"
+    # Rewrite every channel whatever the fingerprints say (repairs a channel that lost the item).
+    force: bool = False
 
 
 class PoisonMessage(Exception):
@@ -60,7 +67,10 @@ def decode_notification(body: str, attributes: dict[str, str] | None = None) -> 
         payload = json.loads(body)
     except (json.JSONDecodeError, RecursionError) as error:
         raise PoisonMessage(f"body is not JSON: {error}") from None
-    return _decode(payload, dict(attributes or {}), depth=0)
+    notification = _decode(payload, dict(attributes or {}), depth=0)
+    if (attributes or {}).get(FORCE_ATTRIBUTE) == "true":
+        notification = dataclasses.replace(notification, force=True)
+    return notification
 
 
 def _decode(payload: Any, attributes: dict[str, str], *, depth: int) -> Notification:
@@ -101,11 +111,15 @@ def _decode(payload: Any, attributes: dict[str, str], *, depth: int) -> Notifica
 
 
 def resync_notification(
-    element_id: int, *, source: str, event: str = Event.UPDATED.value
+    element_id: int, *, source: str, event: str = Event.UPDATED.value, force: bool = False
 ) -> tuple[str, dict[str, str]]:
     """The body and message attributes of a notification the bridge enqueues itself (replay, reconciliation):
-    Kordiam's own id shape, so it takes the same path as a notification from Kordiam; ``source`` says who sent it."""
-    return json.dumps({"id": element_id, "event": event}), {"event": event, "source": source}
+    Kordiam's own id shape, so it takes the same path as a notification from Kordiam; ``source`` says who sent it,
+    ``force`` asks for every channel to be rewritten."""
+    attributes = {"event": event, "source": source}
+    if force:
+        attributes[FORCE_ATTRIBUTE] = "true"
+    return json.dumps({"id": element_id, "event": event}), attributes
 
 
 def _element_id(payload: dict[str, Any]) -> int:

@@ -166,7 +166,9 @@ class SyncEngine:
 
         carried = {(r.name, p.id) for r in self._routes for p in element.publications if r.carries(p)}
         await self._retract(deliveries, keep=carried, report=report, held=held)
-        await _concurrently([self._deliver(route, element, held, report) for route in self._routes])
+        await _concurrently(
+            [self._deliver(route, element, held, report, force=notification.force) for route in self._routes]
+        )
 
         if self._feedback.enabled:
             try:
@@ -180,9 +182,18 @@ class SyncEngine:
         return report
 
     async def _deliver(
-        self, route: Route, element: Element, held: dict[tuple[str, int], Delivery], report: SyncReport
+        self,
+        route: Route,
+        element: Element,
+        held: dict[tuple[str, int], Delivery],
+        report: SyncReport,
+        *,
+        force: bool = False,
     ) -> None:
-        """Upsert this route's publications one after another; stop at the first failure of this channel."""
+        """Upsert this route's publications one after another; stop at the first failure of this channel.
+
+        A publication whose fingerprint matches what the channel was last given is left alone, unless ``force``.
+        """
         # For an element-scoped channel every publication shares one remote item: the state store (shared by
         # all workers) says which, so a new publication updates it instead of creating a second one.
         sibling = next((d.external_id for (channel, _), d in held.items() if channel == route.name), None)
@@ -191,7 +202,7 @@ class SyncEngine:
                 continue
             previous = held.get((route.name, publication.id))
             digest = fingerprint(element, publication)
-            if previous is not None and previous.fingerprint == digest:
+            if previous is not None and previous.fingerprint == digest and not force:
                 report.actions.append(ChannelAction(route.name, publication.id, Action.UNCHANGED, previous.external_id))
                 continue
             external_id = previous.external_id if previous else (sibling if route.element_scoped else None)

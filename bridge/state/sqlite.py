@@ -88,8 +88,12 @@ class SqliteStateStore:
         lease_wait_seconds: float = 10.0,
         keep_leases: bool = True,
         owner: LeaseOwner | None = None,
+        create_directories: bool = False,
     ) -> None:
         self.path = Path(path)
+        # A typo in state.url must not start a fresh, empty store somewhere: its directory must exist, unless
+        # the configuration asks for it to be made (state.create_directories).
+        self._create_directories = create_directories
         self._loop_db: sqlite3.Connection | None = None  # used on the event loop only; never waits
         self._thread_db: sqlite3.Connection | None = None  # used on the store's thread only; waits for locks
         self._thread: ThreadPoolExecutor | None = None
@@ -113,6 +117,11 @@ class SqliteStateStore:
         self._keeper.start()
 
     def _connect(self, *, busy_timeout_ms: int) -> sqlite3.Connection:
+        if not self._create_directories and not self.path.parent.is_dir():
+            raise ConfigError(
+                "state.url",
+                f"directory {self.path.parent} does not exist (create it, or set state.create_directories = true)",
+            )
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)

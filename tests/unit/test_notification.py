@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from bridge.pipeline.notification import Event, PoisonMessage, decode_notification
+from bridge.pipeline.notification import Event, PoisonMessage, decode_notification, resync_notification
 from tests.fixtures import load
 
 
@@ -93,3 +93,10 @@ def test_envelopes_nested_too_deeply_are_poison() -> None:
         body = {"Type": "Notification", "Message": json.dumps(body)}
     with pytest.raises(PoisonMessage, match="nested too deeply"):
         decode_notification(json.dumps(body))
+
+
+def test_the_force_attribute_asks_for_every_channel_to_be_rewritten() -> None:
+    body, attributes = resync_notification(7, source="replay", force=True)
+    assert decode_notification(body, attributes).force is True
+    assert decode_notification(*resync_notification(7, source="replay")).force is False
+    assert decode_notification('{"id": 7}', {"force": "yes"}).force is False  # only the exact value counts
