@@ -10,16 +10,17 @@ import pytest
 import structlog
 from pydantic import SecretStr
 
-from bridge.errors import KordiamCredentialsRefused
+from bridge.errors import ChannelRejected, ChannelUnavailable, KordiamCredentialsRefused
 from bridge.kordiam.client import KordiamClient
 from bridge.pipeline.credentials import KordiamCredentials
 from bridge.pipeline.handler import MessageHandler
 from bridge.pipeline.notification import Notification
 from bridge.pipeline.sync import Failure, SyncFailed, SyncReport
 from bridge.queue.gate import ReceiveGate
-from bridge.queue.outcome import DeadLetter, Done
+from bridge.queue.outcome import DeadLetter, Done, Retry
 from bridge.queue.transport import QueueMessage
 from tests.support import http_answering
+from tests.unit.fakes import FakeKordiam, MemoryStateStore, ScriptedChannel, element_body, publication, sync_engine
 
 
 class RecordingEngine:
@@ -103,3 +104,72 @@ async def test_a_refusal_of_the_workers_credentials_pauses_and_the_message_runs_
     assert isinstance(outcome, Done)  # neither dead-lettered nor handed back: it waited in hand, then ran
     assert engine.syncs == 2 and len(tokens) == 3
     assert gate.reason is None
+
+
+# ---- the mapping from a sync's failures to an outcome, on a real engine over in-process fakes ----------------
+
+WEB, PRINT = 99003, 99004
+
+
+def handler_over(
+    kordiam: FakeKordiam, state: MemoryStateStore, *channels: tuple[ScriptedChannel, int]
+) -> MessageHandler:
+    return MessageHandler(sync_engine(kordiam, state, list(channels)), tracing=False)
+
+
+async def test_a_synced_element_is_done() -> None:
+    kordiam, state = FakeKordiam(), MemoryStateStore()
+    kordiam.elements[5] = element_body(5, publication(51, WEB))
+    assert isinstance(await handler_over(kordiam, state, (ScriptedChannel("web"), WEB))(message('{"id": 5}')), Done)
+
+
+async def test_a_transient_channel_failure_is_retried_with_its_hint_and_element() -> None:
+    kordiam, state = FakeKordiam(), MemoryStateStore()
+    kordiam.elements[5] = element_body(5, publication(51, WEB))
+    web = ScriptedChannel("web")
+    web.fail = ChannelUnavailable("CMS down", retry_after=42)
+    outcome = await handler_over(kordiam, state, (web, WEB))(message('{"id": 5}'))
+    assert outcome == Retry(
+        delay=42,
+        stage="web",
+        reason="web: ChannelUnavailable: CMS down",
+        error_class="ChannelUnavailable",
+        element_id=5,
+    )
+
+
+async def test_a_permanent_failure_is_dead_lettered_with_its_stage_and_reason() -> None:
+    kordiam, state = FakeKordiam(), MemoryStateStore()
+    kordiam.fail_get = 400
+    outcome = await handler_over(kordiam, state, (ScriptedChannel("web"), WEB))(message('{"id": 5}'))
+    assert isinstance(outcome, DeadLetter)
+    assert (outcome.stage, outcome.error_class, outcome.element_id) == ("fetch", "KordiamRejected", 5)
+    assert outcome.reason.startswith("fetch: KordiamRejected: ")
+
+
+async def test_one_transient_failure_beside_a_permanent_one_makes_the_message_retried() -> None:
+    # A retry may still heal the transient part; the permanent one reaches the DLQ once the budget is spent.
+    kordiam, state = FakeKordiam(), MemoryStateStore()
+    kordiam.elements[5] = element_body(5, publication(51, WEB), publication(52, PRINT))
+    web, paper = ScriptedChannel("web"), ScriptedChannel("print")
+    web.fail = ChannelRejected("content refused")
+    paper.fail = ChannelUnavailable("print system down")
+    outcome = await handler_over(kordiam, state, (web, WEB), (paper, PRINT))(message('{"id": 5}'))
+    assert isinstance(outcome, Retry)
+    assert outcome.stage == "web,print" and outcome.error_class == "ChannelRejected"
+
+
+async def test_a_busy_lease_is_retried() -> None:
+    kordiam, state = FakeKordiam(), MemoryStateStore()
+    state.busy = True
+    outcome = await handler_over(kordiam, state, (ScriptedChannel("web"), WEB))(message('{"id": 5}'))
+    assert isinstance(outcome, Retry) and outcome.stage == "lease" and outcome.error_class == "ElementBusy"
+
+
+async def test_a_long_reason_is_cut_to_fit_the_dead_letter_context() -> None:
+    kordiam, state = FakeKordiam(), MemoryStateStore()
+    kordiam.elements[5] = element_body(5, publication(51, WEB))
+    web = ScriptedChannel("web")
+    web.fail = ChannelRejected("x" * 2000)
+    outcome = await handler_over(kordiam, state, (web, WEB))(message('{"id": 5}'))
+    assert isinstance(outcome, DeadLetter) and len(outcome.reason) == 900
