@@ -7,9 +7,10 @@ import structlog
 from bridge.errors import KordiamCredentialsRefused
 from bridge.ops.tracing import message_span, tracing_configured
 from bridge.pipeline.credentials import KordiamCredentials
+from bridge.pipeline.fate import outcome_for, poisoned
 from bridge.pipeline.notification import Notification, PoisonMessage, decode_notification
 from bridge.pipeline.sync import SyncEngine, SyncFailed, SyncReport
-from bridge.queue.outcome import DeadLetter, Done, Outcome, Retry
+from bridge.queue.outcome import Done, Outcome
 from bridge.queue.transport import QueueMessage
 
 log = structlog.get_logger("bridge.pipeline")
@@ -40,7 +41,7 @@ class MessageHandler:
         try:
             notification = decode_notification(message.body, message.attributes)
         except PoisonMessage as poison:
-            return DeadLetter(stage="decode", reason=poison.reason, error_class="PoisonMessage")
+            return poisoned(poison)
 
         structlog.contextvars.bind_contextvars(
             # Not "event": structlog uses that key for the log line's own name.
@@ -51,8 +52,6 @@ class MessageHandler:
         try:
             report = await self._sync(notification)
         except SyncFailed as failed:
-            first = failed.failures[0].error
-            reason = str(failed)[:900]
             for action in failed.report.actions:
                 log.info(
                     "channel_synced",
@@ -61,17 +60,7 @@ class MessageHandler:
                     action=action.action.value,
                     external_id=action.external_id,
                 )
-            if failed.transient:
-                return Retry(
-                    delay=failed.retry_after,
-                    stage=failed.stage,
-                    reason=reason,
-                    error_class=type(first).__name__,
-                    element_id=notification.element_id,
-                )
-            return DeadLetter(
-                stage=failed.stage, reason=reason, error_class=type(first).__name__, element_id=notification.element_id
-            )
+            return outcome_for(failed.failures, element_id=notification.element_id)
 
         changed = [a for a in report.actions if a.action.value != "unchanged"]
         log.info(

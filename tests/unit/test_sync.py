@@ -9,6 +9,7 @@ import pytest
 
 from bridge.config import FeedbackSettings
 from bridge.errors import ChannelRejected, ChannelUnavailable, KordiamRejected
+from bridge.pipeline.fate import is_transient
 from bridge.pipeline.notification import Notification
 from bridge.pipeline.sync import Action, StaleWrite, SyncFailed
 from bridge.state.base import ElementBusy, ElementMark
@@ -74,7 +75,7 @@ async def test_one_failing_channel_keeps_what_the_others_did_and_a_retry_redoes_
     with pytest.raises(SyncFailed) as raised:
         await engine.sync(Notification(1))
     failed = raised.value
-    assert failed.stage == "print" and failed.transient
+    assert [(f.stage, type(f.error)) for f in failed.failures] == [("print", ChannelUnavailable)]
     assert [(a.channel, a.action) for a in failed.report.actions] == [("web", Action.CREATED)]
     assert set(state.rows) == {(1, "web", 11)}
     assert 1 not in state.marks  # the element is not marked synced while a channel lags behind
@@ -86,15 +87,13 @@ async def test_one_failing_channel_keeps_what_the_others_did_and_a_retry_redoes_
     assert 1 in state.marks
 
 
-async def test_a_permanent_channel_error_makes_the_failure_permanent(
-    kordiam: FakeKordiam, state: MemoryStateStore
-) -> None:
+async def test_a_channel_error_is_that_channels_failure(kordiam: FakeKordiam, state: MemoryStateStore) -> None:
     kordiam.elements[1] = element_body(1, publication(11, WEB))
     web = ScriptedChannel("web")
     web.fail = ChannelRejected("content refused")
     with pytest.raises(SyncFailed) as raised:
         await sync_engine(kordiam, state, [(web, WEB)]).sync(Notification(1))
-    assert not raised.value.transient and raised.value.stage == "web"
+    assert [(f.stage, type(f.error)) for f in raised.value.failures] == [("web", ChannelRejected)]
 
 
 async def test_a_stale_write_fails_the_channel_as_transient(kordiam: FakeKordiam, state: MemoryStateStore) -> None:
@@ -103,7 +102,7 @@ async def test_a_stale_write_fails_the_channel_as_transient(kordiam: FakeKordiam
     with pytest.raises(SyncFailed) as raised:
         await sync_engine(kordiam, state, [(ScriptedChannel("web"), WEB)]).sync(Notification(1))
     (failure,) = raised.value.failures
-    assert failure.stage == "web" and isinstance(failure.error, StaleWrite) and failure.transient
+    assert failure.stage == "web" and isinstance(failure.error, StaleWrite) and is_transient(failure.error)
     assert state.rows == {}
 
 
@@ -190,7 +189,7 @@ async def test_a_failed_retraction_leaves_the_element_unmarked_and_its_row_in_pl
     paper.fail = ChannelUnavailable("print system down")
     with pytest.raises(SyncFailed) as raised:
         await engine.sync(Notification(1))
-    assert raised.value.stage == "print"
+    assert [f.stage for f in raised.value.failures] == ["print"]
     assert set(state.rows) == {(1, "print", 12)} and not state.marks[1].deleted
 
 
@@ -219,27 +218,17 @@ async def test_a_notification_older_than_the_synced_version_is_skipped_without_a
     assert report.skipped is not None and web.upserts == []
 
 
-async def test_a_refused_fetch_is_a_permanent_fetch_failure(kordiam: FakeKordiam, state: MemoryStateStore) -> None:
+async def test_a_refused_fetch_is_a_fetch_failure(kordiam: FakeKordiam, state: MemoryStateStore) -> None:
     kordiam.fail_get = 400
     with pytest.raises(SyncFailed) as raised:
         await sync_engine(kordiam, state, [(ScriptedChannel("web"), WEB)]).sync(Notification(1))
     (failure,) = raised.value.failures
-    assert failure.stage == "fetch" and isinstance(failure.error, KordiamRejected) and not raised.value.transient
+    assert failure.stage == "fetch" and isinstance(failure.error, KordiamRejected)
 
 
-async def test_a_busy_lease_is_a_transient_lease_failure(kordiam: FakeKordiam, state: MemoryStateStore) -> None:
+async def test_a_busy_lease_is_a_lease_failure(kordiam: FakeKordiam, state: MemoryStateStore) -> None:
     state.busy = True
     with pytest.raises(SyncFailed) as raised:
         await sync_engine(kordiam, state, [(ScriptedChannel("web"), WEB)]).sync(Notification(1))
     (failure,) = raised.value.failures
-    assert failure.stage == "lease" and isinstance(failure.error, ElementBusy) and raised.value.transient
-
-
-async def test_the_longest_retry_hint_of_the_failures_wins(kordiam: FakeKordiam, state: MemoryStateStore) -> None:
-    kordiam.elements[1] = element_body(1, publication(11, WEB), publication(12, PRINT))
-    web, paper = ScriptedChannel("web"), ScriptedChannel("print")
-    web.fail = ChannelUnavailable("throttled", retry_after=30)
-    paper.fail = ChannelUnavailable("throttled", retry_after=120)
-    with pytest.raises(SyncFailed) as raised:
-        await sync_engine(kordiam, state, [(web, WEB), (paper, PRINT)]).sync(Notification(1))
-    assert raised.value.retry_after == 120 and raised.value.stage == "web,print"
+    assert failure.stage == "lease" and isinstance(failure.error, ElementBusy)
