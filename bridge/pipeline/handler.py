@@ -17,8 +17,19 @@ log = structlog.get_logger("bridge.pipeline")
 
 
 class MessageHandler:
-    """Decodes a message and syncs its element. With ``credentials``, a message waits in hand while the worker's
-    Kordiam credentials are refused, and runs again once they work: that fault is the worker's, not its own."""
+    """Turns one queue message into one ``Outcome``: decode it, sync its element, decide its fate.
+
+    Lifecycle: one per worker, called by the consumer once per message (concurrently for different messages);
+    it binds the message's element to the log context and, when tracing is configured, wraps it in a span.
+
+    Backpressure: none of its own; with ``credentials``, a message waits in hand while the worker's Kordiam
+    credentials are refused, and runs again once they work: that fault is the worker's, not the message's, so it
+    spends no receive.
+
+    Errors: it never raises for a failure of the message: an undecodable body is a ``DeadLetter`` and a failed
+    sync becomes ``Retry`` or ``DeadLetter`` as ``bridge.pipeline.fate`` decides; what a partly failed sync did
+    achieve is logged per channel. Anything it does raise is a bug, which the consumer retries.
+    """
 
     def __init__(
         self, engine: SyncEngine, *, credentials: KordiamCredentials | None = None, tracing: bool | None = None

@@ -80,6 +80,21 @@ class SyncFailed(BridgeError):
 
 
 class SyncEngine:
+    """Makes every channel hold what Kordiam holds for one element, and tells Kordiam where it landed.
+
+    Lifecycle: one engine per worker, shared by every message; ``sync`` may run concurrently for different
+    elements. It owns nothing it must close: the Kordiam client, channels and state store belong to the worker.
+
+    Backpressure: syncs of one element run one after another in this process (a keyed lock) and across workers
+    (the state store's lease, which may wait for a live holder); different elements never wait for each other.
+    Within a sync the routes run concurrently; one route's publications run in order, stopping at its first failure.
+
+    Errors: ``sync`` returns a ``SyncReport`` when every stage succeeded and raises ``SyncFailed`` otherwise, with
+    one ``Failure`` (stage, error) per failed stage; every other stage's work is recorded first, so a retry redoes
+    only what failed. It raises nothing else for a failure of Kordiam, a channel or the state store; what a
+    failure means for the message is ``bridge.pipeline.fate``'s decision, not the engine's.
+    """
+
     def __init__(
         self,
         *,
