@@ -91,8 +91,9 @@ class SyncEngine:
 
     Errors: ``sync`` returns a ``SyncReport`` when every stage succeeded and raises ``SyncFailed`` otherwise, with
     one ``Failure`` (stage, error) per failed stage; every other stage's work is recorded first, so a retry redoes
-    only what failed. It raises nothing else for a failure of Kordiam, a channel or the state store; what a
-    failure means for the message is ``bridge.pipeline.fate``'s decision, not the engine's.
+    only what failed. A failure of Kordiam or a channel, and a ``BridgeError`` of the state store, never escape
+    otherwise (anything else escaping is a bug); what a failure means for the message is
+    ``bridge.pipeline.fate``'s decision, not the engine's.
     """
 
     def __init__(
