@@ -42,13 +42,17 @@ class FakeKordiam:
     """Kordiam's API in process: the elements it holds, and every write the bridge sends it (method, path, body),
     applied to the element it names.
 
-    ``fail_get`` answers every element read with that status (a 4xx other than 404 is a permanent refusal).
+    ``fail_get`` answers every element read with that status (a 4xx other than 404 is a permanent refusal);
+    ``refuse_tokens`` refuses that many token requests first, as Kordiam does a rotated secret.
     """
 
     def __init__(self) -> None:
         self.elements: dict[int, dict[str, Any]] = {}
         self.writes: list[tuple[str, str, dict[str, Any] | None]] = []
         self.fail_get: int | None = None
+        self.refuse_tokens = 0
+        self.tokens_asked = 0
+        self.reads: list[str] = []
 
     def client(self) -> KordiamClient:
         return KordiamClient(
@@ -58,7 +62,12 @@ class FakeKordiam:
     def answer(self, request: httpx.Request) -> httpx.Response:
         path = request.url.path.removeprefix(API)
         if path == "/auth/token":
+            self.tokens_asked += 1
+            if self.tokens_asked <= self.refuse_tokens:  # the worker's secret was rotated under it
+                return httpx.Response(401, json={"title": "invalid_client", "status": 401})
             return httpx.Response(200, json={"access_token": "t", "expires_in": 3600})
+        if request.method == "GET":
+            self.reads.append(path)
         if request.method == "GET" and path == "/elements":  # the sweep's list: one page of every element
             return httpx.Response(200, json={"content": list(self.elements.values()), "hasMore": False})
         if request.method == "GET" and path.startswith("/elements/"):
