@@ -282,7 +282,7 @@ async def test_a_closed_gate_stops_receiving_until_it_opens() -> None:
     async def handler(m: QueueMessage) -> Outcome:
         return Done()
 
-    consumer = Consumer(transport, handler, settings(), gate=gate)  # type: ignore[arg-type]
+    consumer = Consumer(transport, handler, settings(), gate=gate)
     stop = asyncio.Event()
     task = asyncio.create_task(consumer.run(stop))
     await asyncio.sleep(0.3)
@@ -309,7 +309,7 @@ async def test_shutdown_while_paused_releases_the_messages_in_hand_at_once() -> 
         return Done()
 
     # A drain deadline far beyond the bound below: waiting for it would fail the test.
-    consumer = Consumer(transport, handler, settings(shutdown_timeout=120), gate=gate)  # type: ignore[arg-type]
+    consumer = Consumer(transport, handler, settings(shutdown_timeout=120), gate=gate)
     stop = asyncio.Event()
     task = asyncio.create_task(consumer.run(stop))
     await asyncio.wait_for(started.wait(), 5)
