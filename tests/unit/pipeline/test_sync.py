@@ -11,7 +11,7 @@ from bridge.config import FeedbackSettings
 from bridge.errors import ChannelRejected, ChannelUnavailable, KordiamRejected
 from bridge.pipeline.fate import is_transient
 from bridge.pipeline.notification import Notification
-from bridge.pipeline.sync import Action, StaleWrite, SyncFailed
+from bridge.pipeline.sync import Action, StaleWrite, SyncEngine, SyncFailed
 from bridge.state.base import ElementBusy, ElementMark
 from tests.unit.fakes import FakeKordiam, MemoryStateStore, ScriptedChannel, element_body, publication, sync_engine
 
@@ -26,6 +26,17 @@ def kordiam() -> FakeKordiam:
 @pytest.fixture
 def state() -> MemoryStateStore:
     return MemoryStateStore()
+
+
+async def delivered_to_web_and_print(
+    kordiam: FakeKordiam, state: MemoryStateStore
+) -> tuple[SyncEngine, ScriptedChannel, ScriptedChannel]:
+    """Element 1 with publication 11 on the website and 12 in print, synced once to both."""
+    kordiam.elements[1] = element_body(1, publication(11, WEB), publication(12, PRINT))
+    web, paper = ScriptedChannel("web"), ScriptedChannel("print")
+    engine = sync_engine(kordiam, state, [(web, WEB), (paper, PRINT)])
+    await engine.sync(Notification(1))
+    return engine, web, paper
 
 
 async def test_each_channel_gets_its_platforms_publication_and_the_state_remembers_it(
@@ -166,10 +177,7 @@ async def test_no_feedback_when_it_is_disabled(kordiam: FakeKordiam, state: Memo
 async def test_a_404_retracts_every_delivery_and_marks_the_element_deleted(
     kordiam: FakeKordiam, state: MemoryStateStore
 ) -> None:
-    kordiam.elements[1] = element_body(1, publication(11, WEB), publication(12, PRINT))
-    web, paper = ScriptedChannel("web"), ScriptedChannel("print")
-    engine = sync_engine(kordiam, state, [(web, WEB), (paper, PRINT)])
-    await engine.sync(Notification(1))
+    engine, web, paper = await delivered_to_web_and_print(kordiam, state)
     del kordiam.elements[1]
     report = await engine.sync(Notification(1))
     assert report.deleted_element
@@ -181,15 +189,13 @@ async def test_a_404_retracts_every_delivery_and_marks_the_element_deleted(
 async def test_a_failed_retraction_leaves_the_element_unmarked_and_its_row_in_place(
     kordiam: FakeKordiam, state: MemoryStateStore
 ) -> None:
-    kordiam.elements[1] = element_body(1, publication(11, WEB), publication(12, PRINT))
-    web, paper = ScriptedChannel("web"), ScriptedChannel("print")
-    engine = sync_engine(kordiam, state, [(web, WEB), (paper, PRINT)])
-    await engine.sync(Notification(1))
+    engine, web, paper = await delivered_to_web_and_print(kordiam, state)
     del kordiam.elements[1]
     paper.fail = ChannelUnavailable("print system down")
     with pytest.raises(SyncFailed) as raised:
         await engine.sync(Notification(1))
     assert [f.stage for f in raised.value.failures] == ["print"]
+    assert web.deletes == ["web-1-11"]  # the other channel's retraction is done and forgotten
     assert set(state.rows) == {(1, "print", 12)} and not state.marks[1].deleted
 
 
