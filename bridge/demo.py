@@ -13,6 +13,7 @@ import json
 import logging
 import shutil
 import socket
+import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -37,6 +38,11 @@ PLATFORM_NAMES = {WEBSITE: "Website", PRINT: "Print", NEWSLETTER: "Newsletter"}
 CHANNEL_OF = {WEBSITE: "website", PRINT: "print"}
 SETTLE_TIMEOUT = 90.0
 DEMO_WEBHOOK_TOKEN = "demo-webhook-token"
+EXIT_MISSING_EXTRA = 2
+MISSING_MOTO = (
+    "kordiam-bridge demo: the demo's SQS endpoint (moto) is not installed; "
+    "run pip install 'kordiam-bridge[demo]', or use the demo image (docker build --build-arg EXTRAS=demo)"
+)
 
 
 @dataclass(frozen=True)
@@ -80,6 +86,11 @@ SAMPLES = (
 def run_demo(workdir: Path, *, webhooks: bool = False) -> int:
     """``webhooks``: Kordiam reaches the bridge through Global Export webhooks (simulator → ingress → queue)
     instead of putting notifications on the queue itself."""
+    try:
+        from moto.server import ThreadedMotoServer
+    except ImportError:  # a production install: moto is the `demo` extra
+        print(MISSING_MOTO, file=sys.stderr)
+        return EXIT_MISSING_EXTRA
     console = Console()
     workdir = workdir.resolve()
     for generated in ("website", "print", "state.db", "state.db-wal", "state.db-shm", "worker.log"):
@@ -90,8 +101,6 @@ def run_demo(workdir: Path, *, webhooks: bool = False) -> int:
             target.unlink(missing_ok=True)
     workdir.mkdir(parents=True, exist_ok=True)
     log_file = workdir / "worker.log"
-
-    from moto.server import ThreadedMotoServer
 
     # moto's server logs every request through werkzeug; the demo shows its own progress instead.
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
@@ -159,7 +168,7 @@ def _settings(queue_url: str, endpoint: str, kordiam: str, workdir: Path) -> Set
             "shutdown_timeout": 10,
         },
         kordiam={"base_url": kordiam, "client_id": "demo-client", "client_secret": "demo-secret"},
-        state={"url": f"sqlite:///{workdir / 'state.db'}"},
+        state={"url": f"sqlite:///{workdir / 'state.db'}", "create_directories": True},
         channels=[
             {"name": "website", "type": "folder", "platforms": [WEBSITE], "path": str(workdir / "website")},
             {"name": "print", "type": "folder", "platforms": [PRINT], "path": str(workdir / "print")},
@@ -201,8 +210,8 @@ async def _run(
 @contextlib.asynccontextmanager
 async def _ingress(settings: Settings, port: int) -> AsyncIterator[str]:
     """``kordiam-bridge ingress`` in this process: Global Export webhooks onto the worker's queue."""
+    from bridge.config import IngressSettings
     from bridge.ingress.app import IngressServer, build_app
-    from bridge.ingress.settings import IngressSettings
     from bridge.queue import open_transport
     from bridge.state import open_state_store
 

@@ -460,8 +460,8 @@ port = {ops_port}
 class WorkerProcess:
     """``python -m bridge run`` as a real process, its output in ``log``."""
 
-    def __init__(self, config: Path, log: Path, *, name: str = "worker") -> None:
-        env = {**os.environ, "BRIDGE_KORDIAM__CLIENT_SECRET": "demo-secret"}
+    def __init__(self, config: Path, log: Path, *, name: str = "worker", client_secret: str = "demo-secret") -> None:
+        env = {**os.environ, "BRIDGE_KORDIAM__CLIENT_SECRET": client_secret}
         self.name = name
         self.log = log
         self._handle = log.open("ab")

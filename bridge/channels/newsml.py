@@ -82,9 +82,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import html
-import os
 import re
-import tempfile
 import time
 import xml.etree.ElementTree as ET
 from contextlib import AsyncExitStack
@@ -103,6 +101,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from bridge import __version__
 from bridge.channels.base import Channel, ChannelResult
+from bridge.channels.files import atomic_write, os_error
 from bridge.config import ChannelSettings
 from bridge.errors import BridgeError, ChannelRejected, ChannelUnavailable
 from bridge.kordiam.models import Element, Publication
@@ -666,25 +665,16 @@ class FolderTarget:
         except FileNotFoundError:
             return None
         except OSError as error:
-            raise ChannelRejected(f"{self._label}: cannot read {self.path / name}: {error.strerror}") from error
+            raise os_error(error, f"{self._label}: cannot read {self.path / name}") from error
 
     def _write(self, name: str, data: bytes) -> None:
         target = self.path / name
         try:
             self.path.mkdir(parents=True, exist_ok=True)
-            fd, temp = tempfile.mkstemp(dir=self.path, prefix=f".{name}.", suffix=".tmp")
-            try:
-                with os.fdopen(fd, "wb") as handle:
-                    handle.write(data)
-                    handle.flush()
-                    os.fsync(handle.fileno())
-                os.chmod(temp, 0o644)  # mkstemp makes 0600; the print system usually runs as another user
-                os.replace(temp, target)
-            except BaseException:
-                Path(temp).unlink(missing_ok=True)
-                raise
+            # Readable by the print system, which usually runs as another user.
+            atomic_write(target, data, durable=True)
         except OSError as error:
-            raise ChannelRejected(f"{self._label}: cannot write {target}: {error.strerror}") from error
+            raise os_error(error, f"{self._label}: cannot write {target}") from error
 
 
 # S3 error codes that retrying cannot fix; everything else 4xx is rejected too, 5xx and these are transient.

@@ -18,14 +18,13 @@ import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from bridge.config import Settings
+from bridge.config import ApiKeyCheck, IngressCommandSettings, IngressSettings
 from bridge.ingress import metrics
 from bridge.ingress.auth import KeyExchange, TokenIssuer, credential_check
 from bridge.ingress.common import Enqueuer, log, problem
 from bridge.ingress.global_export import GlobalExportReceiver
 from bridge.ingress.lookup import ElementLookup
 from bridge.ingress.platform import PlatformReceiver
-from bridge.ingress.settings import ApiKeyCheck, IngressSettings
 from bridge.queue import Transport, open_transport
 from bridge.state import StateStore, open_state_store
 
@@ -181,13 +180,11 @@ class IngressServer:
             self._runner = None
 
 
-async def run_ingress(settings: Settings, stop: asyncio.Event, *, started: asyncio.Event | None = None) -> None:
+async def run_ingress(
+    settings: IngressCommandSettings, stop: asyncio.Event, *, started: asyncio.Event | None = None
+) -> None:
     """Serve ``settings.ingress`` until ``stop`` is set: the queue of ``[queue]``, the state store of ``[state]``."""
     ingress = settings.ingress
-    if ingress is None:
-        from bridge.errors import ConfigError
-
-        raise ConfigError("ingress", "is required for `kordiam-bridge ingress`: add an [ingress] table")
     state = await open_state_store(settings.state, default_region=settings.queue.region)
     try:
         async with open_transport(settings.queue, consume=False) as transport:

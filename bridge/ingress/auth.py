@@ -20,7 +20,7 @@ from urllib.parse import parse_qs
 
 import jwt
 
-from bridge.ingress.settings import ApiKeyCheck, BearerCheck, HeadersCheck, IngressAuth, JwtCheck
+from bridge.config import ApiKeyCheck, BearerCheck, HeadersCheck, IngressAuth, JwtCheck
 
 ISSUED_TOKEN_ISSUER = "kordiam-bridge-ingress"
 

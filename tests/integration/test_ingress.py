@@ -14,9 +14,8 @@ import httpx
 import pytest
 from moto.server import ThreadedMotoServer
 
-from bridge.config import Settings
+from bridge.config import IngressSettings, Settings
 from bridge.ingress.app import IngressServer, build_app
-from bridge.ingress.settings import IngressSettings
 from bridge.queue import open_transport
 from bridge.simulator import RunningSimulator, SimulatorSettings
 from bridge.simulator.webhooks import WebhookAuth

@@ -19,13 +19,13 @@ import jwt
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from bridge.config import DEFAULT_MAX_BODY_BYTES, IngressSettings
 from bridge.ingress.app import RateLimiter, build_app
 from bridge.ingress.auth import TokenIssuer
-from bridge.ingress.settings import DEFAULT_MAX_BODY_BYTES, IngressSettings
 from bridge.pipeline.notification import decode_notification
 from bridge.state import Delivery, SqliteStateStore
 
-FIXTURES = Path(__file__).parent.parent / "fixtures"
+FIXTURES = Path(__file__).parents[2] / "fixtures"
 JSON = {"Content-Type": "application/json;charset=UTF-8", "Accept": "application/json, application/*+json"}
 TOKEN = "persistent-token-1"
 JWT_SECRET = "jwt-secret-of-at-least-32-bytes-long!"
@@ -517,9 +517,7 @@ def test_ingress_command_without_an_ingress_table_is_a_config_error(
         '[[channels]]\nname = "web"\ntype = "folder"\nplatforms = [1]\npath = "out"\n'
     )
     assert main(["ingress", "--config", str(config)]) == 2
-    assert capsys.readouterr().err.strip() == (
-        "kordiam-bridge: configuration error: ingress: is required for `kordiam-bridge ingress`: add an [ingress] table"
-    )
+    assert capsys.readouterr().err.strip().endswith("configuration error: ingress: is required")
     config.write_text(config.read_text() + '[ingress]\nport = 8780\n[ingress.platform]\napi_user = "u"\n')
     assert main(["ingress", "--config", str(config)]) == 2
     assert "ingress.platform.api_secret: is required" in capsys.readouterr().err

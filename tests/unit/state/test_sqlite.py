@@ -41,6 +41,7 @@ async def stores(tmp_path: Path) -> AsyncIterator[StoreFactory]:
 async def test_two_stores_migrate_one_new_file_at_once(stores: StoreFactory, tmp_path: Path) -> None:
     for attempt in range(20):
         path = tmp_path / f"fresh-{attempt}" / "state.db"
+        path.parent.mkdir()
         opened = await asyncio.gather(stores(path), stores(path), stores(path))
         assert await opened[0].record(delivery())
         assert [d.external_id for d in await opened[1].deliveries(1)] == ["ext-1"]
@@ -70,8 +71,18 @@ async def test_newer_schema_is_refused(tmp_path: Path) -> None:
     assert raised.value.key == "state.url" and "newer" in raised.value.problem
 
 
+async def test_a_state_directory_that_does_not_exist_is_refused_unless_asked_for(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'tpyo' / 'state.db'}"
+    with pytest.raises(ConfigError) as raised:
+        await open_state_store(StateSettings(url=url))
+    assert raised.value.key == "state.url" and "state.create_directories" in raised.value.problem
+    assert not (tmp_path / "tpyo").exists()  # no fresh, empty store made by a typo
+
+
 async def test_open_state_store_opens_sqlite(tmp_path: Path) -> None:
-    store = await open_state_store(StateSettings(url=f"sqlite:///{tmp_path / 'sub' / 'state.db'}"))
+    store = await open_state_store(
+        StateSettings(url=f"sqlite:///{tmp_path / 'sub' / 'state.db'}", create_directories=True)
+    )
     try:
         assert isinstance(store, SqliteStateStore)
         assert await store.element_mark(1) is None

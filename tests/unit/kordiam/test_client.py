@@ -7,7 +7,13 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from bridge.errors import KordiamAuthFailed, KordiamRejected, KordiamUnavailable, UnexpectedResponse
+from bridge.errors import (
+    KordiamAuthFailed,
+    KordiamCredentialsRefused,
+    KordiamRejected,
+    KordiamUnavailable,
+    UnexpectedResponse,
+)
 from bridge.kordiam.client import KordiamClient
 from bridge.kordiam.models import CmsLinks
 from bridge.retry import RetryPolicy
@@ -71,13 +77,29 @@ async def test_401_fetches_a_new_token_once() -> None:
     assert script.requests[1].headers["authorization"] == "Bearer t2"
 
 
-async def test_401_twice_is_an_auth_failure() -> None:
-    with pytest.raises(KordiamAuthFailed, match="401"):
+async def test_401_twice_is_a_refusal_of_the_workers_credentials() -> None:
+    with pytest.raises(KordiamCredentialsRefused, match="401"):
         await client_for(Script(problem(401, "unauthorized"), problem(401, "unauthorized"))).get_element(5)
 
 
-async def test_bad_credentials_name_the_client_id_but_not_the_secret() -> None:
+async def test_403_is_a_refusal_of_one_request_not_of_the_credentials() -> None:
     with pytest.raises(KordiamAuthFailed) as raised:
+        await client_for(Script(problem(403, "forbidden"))).get_element(5)
+    assert not isinstance(raised.value, KordiamCredentialsRefused)
+
+
+async def test_check_credentials_fetches_a_token_that_the_next_request_uses() -> None:
+    script = Script(httpx.Response(200, json=ELEMENT))
+    client = client_for(script)
+    await client.check_credentials()
+    assert await client.get_element(5) is not None
+    assert script.tokens == 1
+    with pytest.raises(KordiamCredentialsRefused, match="client_id 'c'"):
+        await client_for(Script(), secret="wrong").check_credentials()
+
+
+async def test_bad_credentials_name_the_client_id_but_not_the_secret() -> None:
+    with pytest.raises(KordiamCredentialsRefused) as raised:
         await client_for(Script(), secret="wrong").get_element(5)
     assert "client_id 'c'" in str(raised.value) and "wrong" not in str(raised.value)
 
@@ -162,3 +184,16 @@ async def test_feedback_bodies() -> None:
         "/api/v2/elements/5/publications/7/publish",
         b"",
     )
+
+
+async def test_a_url_with_no_token_endpoint_is_not_a_refusal_of_the_credentials() -> None:
+    client = KordiamClient(
+        http_answering(lambda request: problem(404, "not-found")),
+        base_url="https://kordiam.test/wrong/",
+        client_id="c",
+        client_secret=SecretStr("secret"),
+        retry=FAST,
+    )
+    with pytest.raises(KordiamRejected) as raised:
+        await client.check_credentials()
+    assert raised.value.status == 404 and not isinstance(raised.value, KordiamCredentialsRefused)

@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from bridge.pipeline.notification import Event, PoisonMessage, decode_notification
+from bridge.pipeline.notification import Event, PoisonMessage, decode_notification, resync_notification
 from tests.fixtures import load
 
 
@@ -19,6 +19,7 @@ from tests.fixtures import load
         ({"id": 12, "event": "ELEMENT_UPDATED"}, {}, 12, Event.UPDATED),
         ({"id": 12}, {"event": "created"}, 12, Event.CREATED),
         ({"id": 12, "event": "update"}, {}, 12, Event.UPDATED),
+        ({"id": 2**63 - 1}, {}, 2**63 - 1, None),
     ],
 )
 def test_id_notifications(
@@ -69,6 +70,9 @@ def test_sns_wrapping_a_global_export_body() -> None:
         ('{"id": -3}', "not a positive element id"),
         ('{"id": true}', "no element id"),
         ('{"id": 3.5}', "not a positive element id"),
+        ('{"id": 99999999999999999999}', "larger than the largest element id (9223372036854775807)"),
+        ('{"elementId": "9223372036854775808"}', "`elementId` 9223372036854775808 is larger than the largest"),
+        ('{"id": 9223372036854775808, "title": "x"}', "`id` 9223372036854775808 is larger than the largest"),
         ('{"id": 3, "event": "exploded"}', "unknown event"),
         ('{"id": 3, "event": 7}', "event is not a string"),
         ('{"Type": "Notification", "Message": "nope"}', "SNS envelope: Message is not JSON"),
@@ -89,3 +93,10 @@ def test_envelopes_nested_too_deeply_are_poison() -> None:
         body = {"Type": "Notification", "Message": json.dumps(body)}
     with pytest.raises(PoisonMessage, match="nested too deeply"):
         decode_notification(json.dumps(body))
+
+
+def test_the_force_attribute_asks_for_every_channel_to_be_rewritten() -> None:
+    body, attributes = resync_notification(7, source="replay", force=True)
+    assert decode_notification(body, attributes).force is True
+    assert decode_notification(*resync_notification(7, source="replay")).force is False
+    assert decode_notification('{"id": 7}', {"force": "yes"}).force is False  # only the exact value counts
