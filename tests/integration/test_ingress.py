@@ -6,6 +6,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import signal
+import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -34,6 +37,7 @@ from tests.support import (
     running_worker,
     story,
     worker_settings,
+    write_config,
 )
 
 pytestmark = pytest.mark.integration
@@ -318,3 +322,52 @@ async def test_webhooks_through_activemq(
 
         await eventually(gone, what="the story removed from the web channel")
     assert channel_log.duplicates() == 0
+
+
+async def test_the_ingress_command_serves_and_stops_on_sigterm(
+    sqs_endpoint: SqsEndpoint, queues: tuple[str, str], tmp_path: Path
+) -> None:
+    """``kordiam-bridge ingress --config …`` as a real process: the secret from the environment, a webhook call
+    answered after the queue holds it, SIGTERM ends it with exit code 0."""
+    port = free_port()
+    config = write_config(
+        tmp_path / "bridge.toml",
+        queue=queues[0],
+        endpoint=sqs_endpoint.url,
+        kordiam="http://127.0.0.1:9",
+        workdir=tmp_path,
+        ops_port=free_port(),
+    )
+    config.write_text(
+        config.read_text()
+        + f'\n[ingress]\nport = {port}\n[ingress.global_export]\npath = "/kordiam"\nauth = {{ type = "bearer" }}\n'
+    )
+    env = {**os.environ, "BRIDGE_INGRESS__GLOBAL_EXPORT__AUTH__TOKEN": TOKEN}
+    log = (tmp_path / "ingress.log").open("w")
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bridge", "ingress", "--config", str(config), stdout=log, stderr=log, env=env
+    )
+    try:
+        async with httpx.AsyncClient(timeout=10) as http:
+
+            async def healthy() -> bool:
+                try:
+                    return (await http.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200
+                except httpx.HTTPError:
+                    return False
+
+            await eventually(healthy, what="the ingress process to answer /healthz")
+            body = json.dumps({"id": 31, "title": "From a process", "modificationDate": "2026-12-04T10:00:00Z"})
+            answer = await http.post(f"http://127.0.0.1:{port}/kordiam/element", content=body, headers=AUTH)
+            assert answer.status_code == 201
+            assert queue_depth(sqs_endpoint.url, queues[0]) == 1
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), timeout=30) == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        log.close()
+    logged = (tmp_path / "ingress.log").read_text()
+    assert TOKEN not in logged
+    assert '"event": "enqueued"' in logged
