@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+from aiohttp import web
 from moto.server import ThreadedMotoServer
 
 from bridge.config import IngressSettings, Settings
@@ -371,3 +372,59 @@ async def test_the_ingress_command_serves_and_stops_on_sigterm(
     logged = (tmp_path / "ingress.log").read_text()
     assert TOKEN not in logged
     assert '"event": "enqueued"' in logged
+
+
+async def test_an_answer_lost_after_the_enqueue_makes_a_harmless_duplicate(
+    sqs_endpoint: SqsEndpoint,
+    queues: tuple[str, str],
+    quiet_simulator: RunningSimulator,
+    kordiam: SimulatorAdmin,
+    channel_log: ChannelLog,
+    tmp_path: Path,
+) -> None:
+    """The ingress dies between the queue's confirmation and its answer (here: the connection is cut right after
+    the enqueue); Kordiam sees no answer and retries. Both copies are on the queue; the story lands once."""
+    settings = worker_settings(
+        queue=queues[0], endpoint=sqs_endpoint.url, kordiam=quiet_simulator.base_url, workdir=tmp_path
+    )
+    state = await open_state_store(settings.state)
+    cut: list[str] = []
+
+    @web.middleware
+    async def cut_the_first_answer(request: web.Request, handler: Any) -> web.StreamResponse:
+        response = await handler(request)
+        if not cut and request.transport is not None:
+            cut.append(request.path)
+            request.transport.abort()  # the queue holds the message; the answer never leaves
+        return response
+
+    try:
+        async with open_transport(settings.queue, consume=False) as transport:
+            app, _ = build_app(INGRESS, transport, state, settings.main_channel)
+            app.middlewares.append(cut_the_first_answer)
+            server = IngressServer(app, "127.0.0.1", 0)
+            await server.start()
+            url = f"http://127.0.0.1:{server.port}/kordiam/element"
+            try:
+                element = await kordiam.create(story("Lost answer", platforms=(99003,)))
+                async with httpx.AsyncClient(timeout=10) as http:
+                    with pytest.raises(httpx.HTTPError):
+                        await http.post(url, content=json.dumps(element), headers=AUTH)
+                    # Kordiam's retry (Global Export: after 5 s; here at once)
+                    retried = await http.post(url, content=json.dumps(element), headers=AUTH)
+                    assert retried.status_code == 201
+                assert queue_depth(sqs_endpoint.url, queues[0]) == 2
+                async with running_worker(settings):
+
+                    async def delivered() -> bool:
+                        return len(channel_log.creates) == 1
+
+                    await eventually(delivered, what="the story in the web channel")
+                    await eventually(lambda: queue_settled(sqs_endpoint.url, queues[0]), what="the queue to settle")
+            finally:
+                await server.stop()
+    finally:
+        await state.close()
+    assert cut == ["/kordiam/element"]
+    assert channel_log.duplicates() == 0
+    assert drain(sqs_endpoint.url, queues[1]) == []
