@@ -78,9 +78,8 @@ import nh3
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator
 
-from bridge.channels import ChannelContext
 from bridge.channels.auth import http_error, unreachable
-from bridge.channels.base import Channel, ChannelResult
+from bridge.channels.base import Channel, ChannelContext, ChannelResult
 from bridge.config import ChannelSettings
 from bridge.errors import BridgeError, ChannelRejected
 from bridge.http import BasicAuth, HttpClient, HttpResponse, HttpTransportError
@@ -286,6 +285,17 @@ class _Campaign:
 
 
 class MailchimpChannel:
+    """One Mailchimp campaign per publication, its id the external id; scheduled for the publication's date.
+
+    Upsert reads the campaign first: gone (404) → created again; scheduled → unscheduled, edited, scheduled again;
+    already sent → left alone (``sent_edits``). A create whose answer was lost is found again by the ``[Kordiam
+    e/p]`` title mark, so a retry does not make a second campaign. Delete of a missing or sent campaign is done.
+    Raises ``ChannelRejected`` (401/403 naming ``api_key``, other 4xx with Mailchimp's detail) and
+    ``ChannelUnavailable`` (408/409/425/429, 5xx, unreachable).
+    """
+
+    element_scoped = False
+
     def __init__(self, name: str, options: MailchimpOptions, http: HttpClient) -> None:
         self.name = name
         self.options = options

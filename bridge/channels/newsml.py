@@ -100,7 +100,7 @@ from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from bridge import __version__
-from bridge.channels.base import Channel, ChannelResult
+from bridge.channels.base import Channel, ChannelContext, ChannelResult
 from bridge.channels.files import atomic_write, os_error
 from bridge.config import ChannelSettings
 from bridge.errors import BridgeError, ChannelRejected, ChannelUnavailable
@@ -802,6 +802,16 @@ class S3Target:
 
 
 class NewsMLChannel:
+    """One NewsML-G2 file per publication (in a folder or an S3 bucket), its name the external id.
+
+    Upsert reads the item written last and writes the next version unless it is the same item again (a re-send
+    writes nothing); delete writes the item again as ``stat:canceled`` (a missing file gets a minimal canceled
+    item), so a retried delete changes nothing. Raises ``ChannelRejected`` (S3 4xx and bad credentials, a folder
+    that cannot be written) and ``ChannelUnavailable`` (throttling, 5xx, unreachable, a full disk).
+    """
+
+    element_scoped = False
+
     def __init__(self, name: str, options: NewsMLOptions) -> None:
         self.name = name
         self.options = options
@@ -888,6 +898,6 @@ def _metadata(element_id: int, publication_id: int, version: int, status: str) -
     }
 
 
-def create(settings: ChannelSettings, options: BaseModel, context: object) -> Channel:
+def create(settings: ChannelSettings, options: BaseModel, context: ChannelContext) -> Channel:
     assert isinstance(options, NewsMLOptions)
     return NewsMLChannel(settings.name, options)

@@ -91,9 +91,8 @@ import nh3
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-from bridge.channels import ChannelContext
 from bridge.channels.auth import http_error, unreachable
-from bridge.channels.base import Channel, ChannelResult
+from bridge.channels.base import Channel, ChannelContext, ChannelResult
 from bridge.config import ChannelSettings
 from bridge.errors import BridgeError, ChannelRejected
 from bridge.http import BasicAuth, HttpClient, HttpResponse, HttpTransportError
@@ -293,6 +292,17 @@ class _Route:
 
 
 class WordPressChannel:
+    """One WordPress post (of the configured type) per publication, its id the external id.
+
+    Upsert updates the post it names (a post deleted there, 404, is created again); before creating, it looks for
+    the post carrying the publication's ``<!-- kordiam-e-p -->`` marker, so a create whose answer was lost is not
+    repeated. Delete trashes (or force-deletes) the post; 404/410 is done. Raises ``ChannelRejected`` (401/403
+    and other 4xx with WordPress's code, an answer that is not JSON) and ``ChannelUnavailable`` (408/409/425/429,
+    5xx, unreachable).
+    """
+
+    element_scoped = False
+
     def __init__(self, name: str, options: WordPressOptions, http: HttpClient) -> None:
         self.name = name
         self.options = options

@@ -21,9 +21,9 @@ from bridge.config import FeedbackSettings
 from bridge.errors import BridgeError, PermanentError, TransientError
 from bridge.kordiam.client import KordiamClient
 from bridge.kordiam.models import CmsLinks, Element, Publication
+from bridge.locks import KeyedLock
 from bridge.ops import metrics
 from bridge.pipeline.fingerprint import fingerprint
-from bridge.pipeline.locks import KeyedLock
 from bridge.pipeline.notification import Notification
 from bridge.pipeline.routing import Route
 from bridge.state.base import Delivery, ElementBusy, ElementMark, StateStore

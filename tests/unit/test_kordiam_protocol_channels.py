@@ -220,26 +220,23 @@ def test_platform_options_defaults() -> None:
             KordiamPlatformOptions.model_validate({"url": "https://x", "api_user": "u", "api_secret": "s", **bad})
 
 
-def test_build_channel_names_the_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    from bridge import channels as registry
-
+def test_build_channel_names_the_key() -> None:
     types = {
         "kordiam-webhook": ChannelType(KordiamWebhookOptions, create_webhook),
         "kordiam-platform": ChannelType(KordiamPlatformOptions, create_platform),
     }
-    monkeypatch.setattr(registry, "channel_types", lambda: types)
     context = ChannelContext(http=http_answering(lambda request: httpx.Response(500)))
     settings = ChannelSettings(
         name="cms", type="kordiam-webhook", platforms=[1], url="https://x", auth={"type": "bearer", "token": "t"}
     )
-    assert isinstance(build_channel(settings, context), KordiamWebhookChannel)
+    assert isinstance(build_channel(settings, context, types=types), KordiamWebhookChannel)
     platform = ChannelSettings(
         name="wp", type="kordiam-platform", platforms=[1], url="https://x", api_user="u", api_secret="s"
     )
-    assert isinstance(build_channel(platform, context), KordiamPlatformChannel)
+    assert isinstance(build_channel(platform, context, types=types), KordiamPlatformChannel)
     broken = ChannelSettings(name="cms", type="kordiam-webhook", platforms=[1], url="https://x", auth={"type": "jwt"})
     with pytest.raises(ConfigError) as error:
-        build_channel(broken, context, index=2)
+        build_channel(broken, context, index=2, types=types)
     assert error.value.key.startswith("channels[2].auth")
 
 
