@@ -70,8 +70,9 @@ from urllib.parse import quote
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-from bridge.channels.auth import ProtocolHttp, TokenSource, answer_id, http_url, response_json
+from bridge.channels.auth import ProtocolHttp, TokenSource, answer_id, http_url
 from bridge.channels.base import Channel, ChannelContext, ChannelResult
+from bridge.channels.http_errors import response_json
 from bridge.channels.kordiam_v1 import compact, result_links, v1_custom_field, v1_publication, v1_task
 from bridge.config import ChannelSettings, StatusSelector
 from bridge.errors import ChannelRejected

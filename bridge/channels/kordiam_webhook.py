@@ -90,10 +90,10 @@ from bridge.channels.auth import (
     WebhookAuth,
     answer_id,
     http_url,
-    response_json,
     webhook_authenticator,
 )
 from bridge.channels.base import Channel, ChannelContext, ChannelResult
+from bridge.channels.http_errors import response_json
 from bridge.channels.kordiam_v1 import (
     compact,
     result_links,

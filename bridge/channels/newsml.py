@@ -81,7 +81,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import html
 import re
 import time
 import xml.etree.ElementTree as ET
@@ -92,7 +91,6 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import unquote, urlparse
 
-import nh3
 import structlog
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
@@ -102,6 +100,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from bridge import __version__
 from bridge.channels.base import Channel, ChannelContext, ChannelResult
 from bridge.channels.files import atomic_write, os_error
+from bridge.channels.text import HtmlPolicy, plain_text, sanitize_html, xml_text
 from bridge.config import ChannelSettings
 from bridge.errors import BridgeError, ChannelRejected, ChannelUnavailable
 from bridge.kordiam.models import Element, Publication
@@ -213,58 +212,36 @@ def _folder_path(target: str) -> Path:
     return Path(target).expanduser()
 
 
-# --- text helpers ----------------------------------------------------------------------------------------------
+# --- the body's XHTML ---------------------------------------------------------------------------------------
 
-# Characters XML 1.0 cannot carry (and lone surrogates, which cannot even be encoded as UTF-8).
-_NOT_XML = re.compile("[^\u0009\u000a\u000d\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
-
-
-def xml_text(text: str) -> str:
-    """``text`` without the characters XML 1.0 forbids."""
-    return _NOT_XML.sub("", text)
-
-
-def plain_text(text: str | None) -> str:
-    """A headline, lead or note as plain text: tags dropped, entities decoded, whitespace collapsed."""
-    if not text:
-        return ""
-    cleaned = nh3.clean(xml_text(text), tags=set(), clean_content_tags={"script", "style"})
-    return " ".join(xml_text(html.unescape(cleaned)).split())
-
-
-BODY_TAGS = frozenset(
-    {
-        "p", "br", "hr", "h2", "h3", "h4", "h5", "h6", "a", "strong", "b", "em", "i", "u", "s", "sub", "sup",
-        "small", "mark", "code", "pre", "abbr", "cite", "q", "blockquote", "ul", "ol", "li", "dl", "dt", "dd",
-        "figure", "figcaption", "img", "table", "thead", "tbody", "tfoot", "tr", "th", "td", "caption", "span",
-        "div",
-    }
+BODY_HTML = HtmlPolicy(
+    tags=frozenset(
+        {
+            "p", "br", "hr", "h2", "h3", "h4", "h5", "h6", "a", "strong", "b", "em", "i", "u", "s", "sub", "sup",
+            "small", "mark", "code", "pre", "abbr", "cite", "q", "blockquote", "ul", "ol", "li", "dl", "dt", "dd",
+            "figure", "figcaption", "img", "table", "thead", "tbody", "tfoot", "tr", "th", "td", "caption", "span",
+            "div",
+        }
+    ),
+    attributes={
+        "*": frozenset({"lang", "dir"}),
+        "a": frozenset({"href", "title"}),
+        "img": frozenset({"src", "alt", "title", "width", "height"}),
+        "blockquote": frozenset({"cite"}),
+        "q": frozenset({"cite"}),
+        "abbr": frozenset({"title"}),
+        "ol": frozenset({"start"}),
+        "th": frozenset({"colspan", "rowspan", "scope"}),
+        "td": frozenset({"colspan", "rowspan"}),
+    },
 )  # fmt: skip
-BODY_ATTRIBUTES: dict[str, set[str]] = {
-    "*": {"lang", "dir"},
-    "a": {"href", "title"},
-    "img": {"src", "alt", "title", "width", "height"},
-    "blockquote": {"cite"},
-    "q": {"cite"},
-    "abbr": {"title"},
-    "ol": {"start"},
-    "th": {"colspan", "rowspan", "scope"},
-    "td": {"colspan", "rowspan"},
-}
-URL_SCHEMES = frozenset({"http", "https", "mailto", "tel"})
+"""What the body keeps of the story's HTML (then rebuilt as XHTML by ``_XhtmlBuilder``)."""
 VOID_TAGS = frozenset({"br", "hr", "img"})
 
 
-def sanitize_html(text: str) -> str:
-    """The story's HTML through nh3 (HTML5 serialisation: may still hold ``&nbsp;`` and unclosed void tags)."""
-    return nh3.clean(
-        xml_text(text),
-        tags=set(BODY_TAGS),
-        clean_content_tags={"script", "style", "template", "noscript", "iframe", "object", "embed", "svg", "math"},
-        attributes=BODY_ATTRIBUTES,
-        url_schemes=set(URL_SCHEMES),
-        link_rel=None,
-    )
+def item_text(text: str | None) -> str:
+    """A headline, lead or note as plain text an XML item can carry."""
+    return plain_text(text, keep=xml_text)
 
 
 class _XhtmlBuilder(HTMLParser):
@@ -281,9 +258,9 @@ class _XhtmlBuilder(HTMLParser):
         self._open(tag, attrs, void=True)
 
     def _open(self, tag: str, attrs: list[tuple[str, str | None]], *, void: bool) -> None:
-        if tag not in BODY_TAGS:  # nh3 has removed these already; never trust one layer alone
+        if tag not in BODY_HTML.tags:  # nh3 has removed these already; never trust one layer alone
             return
-        allowed = BODY_ATTRIBUTES.get(tag, set()) | BODY_ATTRIBUTES["*"]
+        allowed = BODY_HTML.allowed_attributes(tag)
         attributes = {name: xml_text(value or "") for name, value in attrs if name in allowed}
         element = ET.SubElement(self._stack[-1], f"{{{XHTML}}}{tag}", attributes)
         if not void:
@@ -315,7 +292,7 @@ def xhtml_document(title: str, body_html: str | None, language: str | None) -> E
     body = ET.SubElement(root, f"{{{XHTML}}}body")
     if body_html:
         builder = _XhtmlBuilder(body)
-        builder.feed(sanitize_html(body_html))
+        builder.feed(sanitize_html(xml_text(body_html), BODY_HTML))
         builder.close()
     return root
 
@@ -404,8 +381,8 @@ def build_item(
     """The ``newsItem`` for one publication (the mapping table in the module docstring)."""
     text = element.text_task_for(publication)
     content = text.content if text else None
-    headline = plain_text(content.headline if content else None) or plain_text(element.title)
-    headline = headline or plain_text(element.slug) or f"Kordiam element {element.id}"
+    headline = item_text(content.headline if content else None) or item_text(element.title)
+    headline = headline or item_text(element.slug) or f"Kordiam element {element.id}"
     author = text.assignee.display_name if text and text.assignee else None
     modified = element.modification_date
     name = file_name(options.file_prefix, element.id, publication.id)
@@ -418,14 +395,14 @@ def build_item(
     _nar(item_meta, "pubStatus", qcode=pub_status)
     _nar(item_meta, "fileName", name)
     _nar(item_meta, "generator", "kordiam-bridge", versioninfo=__version__)
-    note = plain_text(element.note)
+    note = item_text(element.note)
     if note:
         _nar(item_meta, "edNote", note)
 
     content_meta = _nar(root, "contentMeta")
     if modified is not None:
         _nar(content_meta, "contentModified", g2_datetime(modified))
-    byline = plain_text(author)
+    byline = item_text(author)
     if byline:
         creator = _nar(content_meta, "creator")
         _nar(creator, "name", byline)
@@ -435,14 +412,14 @@ def build_item(
     if category is not None:
         subject = _nar(content_meta, "subject", qcode=f"kdmcat:{category.id}")
         if category.name:
-            _nar(subject, "name", plain_text(category.name))
-    slug = plain_text(element.slug)
+            _nar(subject, "name", item_text(category.name))
+    slug = item_text(element.slug)
     if slug:
         _nar(content_meta, "slugline", slug)
     _nar(content_meta, "headline", headline)
     if byline:
         _nar(content_meta, "by", byline)
-    lead = plain_text(content.lead if content else None)
+    lead = item_text(content.lead if content else None)
     if lead:
         _nar(content_meta, "description", lead, role="drol:summary")
     if publication.schedule is not None and publication.schedule.date is not None:
@@ -454,9 +431,9 @@ def build_item(
     _ext(content_meta, "kdm:publicationId", str(publication.id), "xs:integer")
     _ext(content_meta, "kdm:platformId", str(publication.platform.id), "xs:integer")
     if publication.status is not None and publication.status.name:
-        _ext(content_meta, "kdm:publicationStatus", plain_text(publication.status.name))
+        _ext(content_meta, "kdm:publicationStatus", item_text(publication.status.name))
     if publication.type is not None and publication.type.name:
-        _ext(content_meta, "kdm:pageElementType", plain_text(publication.type.name))
+        _ext(content_meta, "kdm:pageElementType", item_text(publication.type.name))
     for field in element.custom_fields:
         value = field.as_text()
         if value is None:
@@ -672,7 +649,7 @@ class FolderTarget:
         try:
             self.path.mkdir(parents=True, exist_ok=True)
             # Readable by the print system, which usually runs as another user.
-            atomic_write(target, data, durable=True)
+            atomic_write(target, data)
         except OSError as error:
             raise os_error(error, f"{self._label}: cannot write {target}") from error
 

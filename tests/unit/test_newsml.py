@@ -30,8 +30,8 @@ from bridge.channels.newsml import (
     cancel_item,
     canceled_stub,
     derived_version,
+    item_text,
     parse_item,
-    plain_text,
     render,
     s3_error,
 )
@@ -375,8 +375,8 @@ def test_parse_rejects_what_is_not_a_news_item() -> None:
 
 
 def test_plain_text_collapses_and_cleans() -> None:
-    assert plain_text(" a \n <b>b</b>&amp;c\t ") == "a b&c"
-    assert plain_text(None) == "" and plain_text("") == ""
+    assert item_text(" a \n <b>b</b>&amp;c\t ") == "a b&c"
+    assert item_text(None) == "" and item_text("") == ""
 
 
 # --- options -------------------------------------------------------------------------------------------------------
