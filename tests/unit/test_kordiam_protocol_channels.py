@@ -253,6 +253,11 @@ def test_jwt_is_hs256_with_short_expiry_and_verifies_independently() -> None:
     with pytest.raises(ValueError, match="signature"):
         verify_hs256(token, b"other")
     assert mint_hs256(b"k", {"a": 1}).split(".")[0] == "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9"
+    # The bytes the hand-written minting produced before PyJWT signed: claims sorted, compact JSON, ASCII-escaped.
+    assert mint_hs256("ünï".encode(), {"sub": "é", "jti": "ab", "iat": 1, "aud": "cms"}) == (
+        "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJhdWQiOiJjbXMiLCJpYXQiOjEsImp0aSI6ImFiIiwic3ViIjoiXHUwMGU5In0"
+        ".aoU_LN2Dwqg932tgPYQZwcEDknogc8muF4B1-Y08OFI"
+    )
     second = asyncio.run(signer.credentials())
     assert second.headers != credentials.headers  # a new token per request (jti)
 
