@@ -95,6 +95,7 @@ import structlog
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, PartialCredentialsError
+from lxml import etree
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from bridge import __version__
@@ -514,13 +515,7 @@ def _local(tag: str) -> str:
 # --- serialisation ----------------------------------------------------------------------------------------------
 
 
-def _escape(text: str, *, attribute: bool = False) -> str:
-    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    if attribute:
-        text = text.replace('"', "&quot;").replace("\n", "&#10;").replace("\r", "&#13;").replace("\t", "&#9;")
-    else:
-        text = text.replace("\r", "&#13;")
-    return text
+XML_DECLARATION = b'<?xml version="1.0" encoding="UTF-8"?>\n'
 
 
 def _split(tag: str) -> tuple[str | None, str]:
@@ -530,51 +525,46 @@ def _split(tag: str) -> tuple[str | None, str]:
     return None, tag
 
 
-def _write(element: ET.Element, out: list[str], parent_ns: str | None, indent: str | None) -> None:
-    namespace, local = _split(element.tag)
-    parts = [local]
-    if namespace != parent_ns:
-        parts.append(f'xmlns="{_escape(namespace or "", attribute=True)}"')
-    for key, value in element.attrib.items():
-        key_ns, key_local = _split(key)
-        if key_ns == XML_NS:
-            written = f"xml:{key_local}"
-        elif key_ns is None:
-            written = key
-        else:
-            continue  # only our own attributes are written; foreign ones are not kept
-        parts.append(f'{written}="{_escape(value, attribute=True)}"')
-    out.append("<" + " ".join(parts))
-    children = list(element)
-    text = element.text or ""
-    # NewsML metadata is element-only content, indented for people; XHTML is mixed content and kept verbatim.
-    pretty = indent is not None and namespace == NAR and children and not text.strip()
-    if not children and not text:
-        out.append("/>")
+def _copy(
+    source: ET.Element, parent: etree._Element | None, parent_ns: str | None, indent: str | None
+) -> etree._Element:
+    """``source`` as an lxml element under ``parent``, declaring its namespace as the default where it changes.
+
+    NewsML metadata is element-only content, indented here for people; XHTML is mixed content and kept verbatim.
+    """
+    namespace = _split(source.tag)[0]
+    nsmap = {None: namespace} if namespace is not None and namespace != parent_ns else None
+    target = (
+        etree.Element(source.tag, nsmap=nsmap) if parent is None else etree.SubElement(parent, source.tag, nsmap=nsmap)
+    )
+    for key, value in source.attrib.items():
+        key_ns, _ = _split(key)
+        if key_ns in (None, XML_NS):  # only our own attributes are written; foreign ones are not kept
+            target.set(key, value)
+    children = list(source)
+    pretty = indent is not None and namespace == NAR and children and not (source.text or "").strip()
+    if pretty:
+        assert indent is not None
+        inner = indent + "  "
+        target.text = "\n" + inner
+        for child in children:
+            copied = _copy(child, target, namespace, None if _local(child.tag) == "inlineXML" else inner)
+            copied.tail = "\n" + inner
+        copied.tail = "\n" + indent
     else:
-        out.append(">")
-        if pretty:
-            assert indent is not None
-            inner = indent + "  "
-            for child in children:
-                out.append("\n" + inner)
-                child_indent = None if _local(child.tag) == "inlineXML" else inner
-                _write(child, out, namespace, child_indent)
-            out.append("\n" + indent)
-        else:
-            out.append(_escape(text))
-            for child in children:
-                _write(child, out, namespace, None)
-                out.append(_escape(child.tail or ""))
-        out.append(f"</{local}>")
+        target.text = source.text or None
+        for child in children:
+            _copy(child, target, namespace, None).tail = child.tail or None
+    return target
 
 
 def render(root: ET.Element) -> bytes:
-    """The item as UTF-8 XML: one namespace declaration per namespace change, no prefixes, deterministic."""
-    out = ['<?xml version="1.0" encoding="UTF-8"?>\n']
-    _write(root, out, None, "")
-    out.append("\n")
-    return "".join(out).encode("utf-8")
+    """The item as UTF-8 XML, serialised by lxml: a default namespace declared where it changes, no prefixes.
+
+    The item is built, read back and edited as a standard-library tree; it is copied into lxml only to be written.
+    """
+    document = _copy(root, None, None, "")
+    return XML_DECLARATION + etree.tostring(document, encoding="UTF-8", xml_declaration=False) + b"\n"
 
 
 @dataclass(frozen=True, slots=True)

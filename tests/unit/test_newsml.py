@@ -19,6 +19,7 @@ import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
 from pydantic import ValidationError
 
+from bridge import __version__
 from bridge.channels.newsml import (
     CANCELED,
     NAR,
@@ -338,6 +339,13 @@ def test_version_comes_from_kordiam() -> None:
     assert derived_version(element(modificationDate=None, version=None)) == 1
     later = element(modificationDate="2026-11-20T10:00:01.900Z")
     assert derived_version(later) == derived_version(element()) + 1
+
+
+def test_render_writes_the_bytes_of_the_hand_written_serialiser() -> None:
+    # tests/fixtures/newsml_item.xml was written by the serialiser lxml replaced: the same item, the same bytes.
+    written = (FIXTURES / "newsml_item.xml").read_bytes()
+    expected = written.replace(b'versioninfo="0.1.0"', f'versioninfo="{__version__}"'.encode())
+    assert item(element(text="".join(HOSTILE)), language="de") == expected
 
 
 def test_render_is_deterministic_and_round_trips() -> None:
