@@ -58,7 +58,8 @@ class Channel(Protocol):
     async def upsert(self, element: Element, publication: Publication, external_id: str | None) -> ChannelResult:
         """Create the publication in the target (``external_id`` is None) or update the item it names.
 
-        Called again with the same arguments (after a crash), it leaves one item, not two.
+        Called again with the external id it returned, it updates that item. Whether a create whose answer was
+        lost is found again (and not made twice) is the adapter's to say on its class docstring.
         """
         ...
 

@@ -271,10 +271,10 @@ class MailchimpChannel:
     """One Mailchimp campaign per publication, its id the external id; scheduled for the publication's date.
 
     Upsert reads the campaign first: gone (404) → created again; scheduled → unscheduled, edited, scheduled again;
-    already sent → left alone (``sent_edits``). A create whose answer was lost is found again by the ``[Kordiam
-    e/p]`` title mark, so a retry does not make a second campaign. Delete of a missing or sent campaign is done.
-    Raises ``ChannelRejected`` (401/403 naming ``api_key``, other 4xx with Mailchimp's detail) and
-    ``ChannelUnavailable`` (408/409/425/429, 5xx, unreachable).
+    already sent → left alone (``sent_edits``). A create whose answer was lost makes a second draft on retry (the
+    API has no idempotency key); the ``[Kordiam e/p]`` title mark lets an operator find it. Delete of a missing
+    or sent campaign is done. Raises ``ChannelRejected`` (401/403 naming ``api_key``, other 4xx with Mailchimp's
+    detail) and ``ChannelUnavailable`` (408/409/425/429, 5xx, unreachable).
     """
 
     element_scoped = False
