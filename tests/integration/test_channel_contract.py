@@ -36,7 +36,7 @@ from bridge.kordiam.models import Element, Publication
 from tests.servers.global_export import GlobalExportServer
 from tests.servers.mailchimp import RunningMailchimp
 from tests.servers.platform_integration import PlatformIntegrationServer
-from tests.support import REGION, start_moto, story
+from tests.support import REGION, story
 
 pytestmark = pytest.mark.integration
 
@@ -76,16 +76,7 @@ def element() -> Element:
     return Element.model_validate(data)
 
 
-# --- servers (one per module) -------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def moto_s3() -> Iterator[str]:
-    server, url = start_moto()
-    try:
-        yield url
-    finally:
-        server.stop()
+# --- servers (one per module; moto is the session's moto_url) ---------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -263,7 +254,7 @@ async def adapter(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
     elif name == "newsml-folder":
         made = _newsml_folder(tmp_path)
     elif name == "newsml-s3":
-        made = _newsml_s3(request.getfixturevalue("moto_s3"))
+        made = _newsml_s3(request.getfixturevalue("moto_url"))
     elif name == "mailchimp":
         made = _mailchimp(request.getfixturevalue("mailchimp"))
     elif name == "kordiam-webhook":
