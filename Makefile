@@ -6,19 +6,34 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 PYTEST_FLAGS ?= -q
 
-.PHONY: help venv demo test lint typecheck unit integration test-localstack localstack localstack-stop \
-        wordpress wordpress-stop activemq activemq-stop simulator run clean image up down infra-test checkov bench
+.PHONY: help venv demo demo-webhooks test lint typecheck unit integration test-localstack localstack localstack-stop \
+        wordpress wordpress-stop activemq activemq-stop simulator run clean image image-test up down infra-test \
+        checkov bench
 
 help:
 	@echo "make demo             run the whole bridge on embedded defaults (SQS, Kordiam simulator, folder channels)"
-	@echo "make test             lint, type-check, all tests on moto server, then the LocalStack pass"
+	@echo "make demo-webhooks    the same, with Kordiam calling the webhook ingress instead of the queue"
+	@echo "make test             lint, type-check, all tests (moto, ActiveMQ, WordPress), LocalStack, then image-test"
+	@echo "make venv             create .venv and install the bridge with its dev tools (other targets do it too)"
+	@echo "make lint             ruff check, ruff format --check and the import layering (lint-imports)"
+	@echo "make typecheck        mypy --strict over bridge and bench"
+	@echo "make unit             the unit tests"
+	@echo "make integration      the integration tests (starts the real WordPress first)"
+	@echo "make test-localstack  the end-to-end tests against LocalStack (its own port and folder)"
 	@echo "make localstack       start LocalStack in host mode (no Docker) on 127.0.0.1:4566"
+	@echo "make localstack-stop  stop it"
 	@echo "make wordpress        install (Debian packages) and serve a real WordPress on 127.0.0.1:8089"
+	@echo "make wordpress-stop   stop it"
 	@echo "make activemq         install (Debian packages) and run ActiveMQ Classic, STOMP on 127.0.0.1:61613"
+	@echo "make activemq-stop    stop it"
 	@echo "make simulator        serve the Kordiam API simulator on 127.0.0.1:8700"
 	@echo "make run CONFIG=...   run the worker with a config file"
+	@echo "make image-test       build the container image and run it, and the compose stack, on a Docker engine"
 	@echo "make image / up / down  container image; worker + simulator + SQS emulator with docker compose"
+	@echo "make infra-test       the container, compose and Terraform tests"
+	@echo "make checkov          Checkov over infra/terraform"
 	@echo "make bench            throughput, latency, CPU and memory vs the simplest loop (LocalStack, then ActiveMQ)"
+	@echo "make clean            remove .venv, caches and demo-output"
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,12 +43,21 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# The demo's SQS endpoint (moto) is the `demo` extra; the dev install has it already, a production one does not.
 demo: venv
+	$(BIN)/python -c 'import moto.server' 2>/dev/null || $(BIN)/python -m pip install -q -e '.[demo]'
 	$(BIN)/kordiam-bridge demo
 
+# The same newsroom day with Kordiam's Global Export webhooks: simulator → ingress → queue → worker → channels.
+demo-webhooks: venv
+	$(BIN)/python -c 'import moto.server' 2>/dev/null || $(BIN)/python -m pip install -q -e '.[demo]'
+	$(BIN)/kordiam-bridge demo --webhooks
+
+# lint-imports: the layering contracts in pyproject.toml (README, Layout); no import runs up a layer.
 lint: venv
-	$(BIN)/ruff check bridge tests bench
-	$(BIN)/ruff format --check bridge tests bench
+	$(BIN)/ruff check bridge tests bench scripts
+	$(BIN)/ruff format --check bridge tests bench scripts
+	$(BIN)/lint-imports --no-cache
 
 typecheck: venv
 	$(BIN)/mypy --strict bridge bench
@@ -67,6 +91,7 @@ test: lint typecheck venv
 	$(WORDPRESS_ENV) $(ACTIVEMQ_ENV) $(BIN)/pytest $(PYTEST_FLAGS) tests; status=$$?; \
 	  scripts/wordpress.sh stop; $(TEST_ACTIVEMQ) scripts/activemq.sh stop; exit $$status
 	$(MAKE) test-localstack
+	$(MAKE) image-test
 
 localstack:
 	scripts/localstack.sh start
@@ -106,17 +131,23 @@ bench: venv
 	$(BIN)/python -m bench.run --queue activemq --broker stomp://127.0.0.1:61633 --concurrency 32; \
 	  status=$$?; $(BENCH_ACTIVEMQ) scripts/activemq.sh stop; exit $$status
 
-# Container and local stack (need a Docker engine): EMULATOR=localstack (default) or moto.
-EMULATOR ?= localstack
+# Container and local stack. `make image-test` (part of `make test`) starts a Docker engine if none answers
+# (root: Debian's docker.io) and stops it afterwards, makes the base image when no registry answers
+# (scripts/docker.sh), builds both images and runs tests/image. `image`, `up` and `down` need a running engine.
+EMULATOR ?= moto
+COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo docker compose || echo docker-compose)
+
+image-test: venv
+	PYTEST_FLAGS='$(PYTEST_FLAGS)' scripts/docker.sh test
 
 image:
-	docker build -f infra/docker/Dockerfile -t kordiam-bridge:$$(git rev-parse --short HEAD) -t kordiam-bridge:local .
+	scripts/docker.sh build
 
-up:
-	docker compose --profile $(EMULATOR) up --build --detach --wait
+up: image
+	$(COMPOSE) --profile $(EMULATOR) up --detach
 
 down:
-	docker compose --profile $(EMULATOR) down
+	$(COMPOSE) --profile $(EMULATOR) down
 
 infra-test: venv
 	$(BIN)/pytest $(PYTEST_FLAGS) tests/infra

@@ -4,17 +4,66 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import os
+import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from rich.console import Console
 
 from bridge import __version__
 from bridge.errors import BridgeError, ConfigError
 
+if TYPE_CHECKING:
+    from bridge.config import OpsSettings
+    from bridge.queue.admin import ProgressSink
+
 EXIT_CONFIG = 2
+EXIT_INTERRUPTED = 130
+T = TypeVar("T")
+# Kordiam element ids are positive 64-bit integers (the state stores keep them as SQLite INTEGER / DynamoDB N).
+MAX_ELEMENT_ID = 2**63 - 1
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows an option's default, unless it has none worth showing (None, False: the option is simply off)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default in (None, False) or action.help is None or "default" in action.help:
+            return action.help
+        return super()._get_help_string(action)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one line on a bad argument (no usage block), exit 2, and every option's default in --help."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_CONFIG, f"{self.prog}: {message}\n")
+
+
+def _bounded_int(low: int, high: int, what: str) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{text} is not {what} ({low}..{high})")
+        return value
+
+    return parse
+
+
+_element_id = _bounded_int(1, MAX_ELEMENT_ID, "an element id")
+_count = _bounded_int(1, 1_000_000, "a count")
+_port = _bounded_int(0, 65535, "a TCP port")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -32,64 +81,128 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BridgeError as error:  # operator commands: a clear message, no traceback
         print(f"kordiam-bridge: {error}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        return 130
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print("kordiam-bridge: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     return result
 
 
+def run_command(main: Callable[[asyncio.Event], Coroutine[Any, Any, T]], *, stops_on_interrupt: bool = False) -> T:
+    """Run a command's coroutine with Ctrl-C handled in two steps.
+
+    The first Ctrl-C sets the event ``main`` is given: a command that watches it (``stops_on_interrupt``) stops at
+    its next safe point and returns what it did (redrive prints its partial summary); any other is cancelled, and
+    its clean-up still runs. A second Ctrl-C exits at once with 130, the way out of a clean-up that hangs.
+    """
+
+    async def runner() -> T:
+        stop = asyncio.Event()
+        task = asyncio.current_task()
+        assert task is not None
+
+        def interrupted() -> None:
+            if stop.is_set():
+                force_exit()
+            stop.set()
+            if not stops_on_interrupt:
+                task.cancel()
+
+        asyncio.get_running_loop().add_signal_handler(signal.SIGINT, interrupted)
+        return await main(stop)
+
+    return asyncio.run(runner())
+
+
+def force_exit() -> NoReturn:
+    """The second Ctrl-C: one line, exit 130 now, without clean-up (held messages come back when their hold ends)."""
+    sys.stderr.write("kordiam-bridge: interrupted again, exiting now without cleaning up\n")
+    sys.stderr.flush()
+    os._exit(EXIT_INTERRUPTED)
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="kordiam-bridge",
         description="Consume Kordiam change notifications from SQS and keep publishing channels in sync.",
     )
     parser.add_argument("--version", action="version", version=f"kordiam-bridge {__version__}")
-    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(required=True, metavar="COMMAND", parser_class=_Parser)
 
     run = commands.add_parser("run", help="run the worker")
-    run.add_argument("--config", type=Path, help="TOML configuration file (default: $BRIDGE_CONFIG)")
+    _config_option(run)
     run.set_defaults(command=_run)
 
     check = commands.add_parser("check-config", help="validate the configuration and print it without secrets")
-    check.add_argument("--config", type=Path, help="TOML configuration file (default: $BRIDGE_CONFIG)")
+    _config_option(check)
     check.set_defaults(command=_check_config)
 
     simulator = commands.add_parser("simulator", help="serve the Kordiam API v2 simulator")
-    simulator.add_argument("--host", default="127.0.0.1")
-    simulator.add_argument("--port", type=int, default=8700)
+    simulator.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    simulator.add_argument("--port", type=_port, default=8700, help="port to listen on (0: any free port)")
     simulator.add_argument("--queue-url", help="SQS queue that receives change notifications")
     simulator.add_argument("--sqs-endpoint-url", help="SQS endpoint (LocalStack, moto server)")
     simulator.add_argument(
         "--stomp-url", help="ActiveMQ queue that receives change notifications instead: stomp://HOST:PORT/queue/NAME"
     )
-    simulator.add_argument("--region", default="eu-central-1")
-    simulator.add_argument("--client-id", default="demo-client")
-    simulator.add_argument("--client-secret", default="demo-secret")
-    simulator.add_argument("--token-ttl", type=int, default=3600, help="access token lifetime in seconds")
+    simulator.add_argument("--region", default="eu-central-1", help="AWS region of the SQS queue")
+    simulator.add_argument("--client-id", default="demo-client", help="OAuth client id the simulator accepts")
+    simulator.add_argument("--client-secret", default="demo-secret", help="OAuth client secret it accepts")
+    simulator.add_argument("--token-ttl", type=_count, default=3600, help="access token lifetime in seconds")
+    simulator.add_argument("--global-export-url", help="call Kordiam's Global Export webhooks here (seed 001)")
+    simulator.add_argument(
+        "--global-export-auth",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="bearer:TOKEN, jwt:SECRET, api_key:KEY:SECRET or header:NAME=VALUE (repeat for more headers)",
+    )
+    simulator.add_argument("--platform-url", help="call the Platform integration webhooks here (seed 002)")
+    simulator.add_argument("--platform-api-user", default="", help="the Platform integration's API user")
+    simulator.add_argument(
+        "--platform-api-secret", default="", help="its API secret (default: $KORDIAM_PLATFORM_API_SECRET)"
+    )
     simulator.set_defaults(command=_simulator)
 
-    replay = commands.add_parser("replay", help="enqueue fresh notifications for elements (re-sync them)")
+    replay = commands.add_parser(
+        "replay",
+        help="enqueue fresh notifications for elements (re-sync them)",
+        description="The worker fetches each element again and writes every channel whose content changed since it "
+        "last wrote it; a channel that already holds this version is left alone (outcome 'unchanged'). --force "
+        "rewrites every channel of the element, to repair one that lost the item.",
+    )
     _config_option(replay)
-    replay.add_argument("element_ids", metavar="ELEMENT_ID", type=int, nargs="+")
+    replay.add_argument(
+        "element_ids",
+        metavar="ELEMENT_ID",
+        type=_element_id,
+        nargs="+",
+        help=f"Kordiam element id (1..{MAX_ELEMENT_ID})",
+    )
+    replay.add_argument(
+        "--force", action="store_true", help="rewrite every channel of the elements, even where nothing changed"
+    )
     _output_options(replay, progress=True)
     replay.set_defaults(command=_replay)
 
     dlq = commands.add_parser("dlq", help="inspect and redrive the dead-letter queue")
-    dlq_commands = dlq.add_subparsers(required=True, metavar="ACTION")
+    dlq_commands = dlq.add_subparsers(required=True, metavar="ACTION", parser_class=_Parser)
     dlq_list = dlq_commands.add_parser("list", help="show dead letters with their failure context")
     _config_option(dlq_list)
-    dlq_list.add_argument("--limit", type=int, default=50)
+    dlq_list.add_argument("--limit", type=_count, default=50, help="show at most N dead letters")
     _output_options(dlq_list)
     dlq_list.set_defaults(command=_dlq_list)
     dlq_show = dlq_commands.add_parser("show", help="one dead letter, whole")
     _config_option(dlq_show)
     dlq_show.add_argument("message_id", metavar="MESSAGE_ID")
-    dlq_show.add_argument("--scan-limit", type=int, default=1000)
+    dlq_show.add_argument("--scan-limit", type=_count, default=1000, help="look at most at N dead letters")
     _output_options(dlq_show)
     dlq_show.set_defaults(command=_dlq_show)
     redrive = dlq_commands.add_parser("redrive", help="move dead letters back to the queue, never losing one")
     _config_option(redrive)
-    redrive.add_argument("--limit", type=int, help="move at most N messages")
-    redrive.add_argument("--element", type=int, action="append", dest="elements", help="only this element (repeat)")
+    redrive.add_argument("--limit", type=_count, help="move at most N messages")
+    redrive.add_argument(
+        "--element", type=_element_id, action="append", dest="elements", help="only this element (repeat)"
+    )
     redrive.add_argument(
         "--native",
         action=argparse.BooleanOptionalAction,
@@ -99,15 +212,27 @@ def _parser() -> argparse.ArgumentParser:
     _output_options(redrive, progress=True)
     redrive.set_defaults(command=_dlq_redrive)
 
-    status = commands.add_parser("status", help="queue depth, oldest message, DLQ depth, per-channel health")
+    status = commands.add_parser(
+        "status",
+        help="queue depth, oldest message, DLQ depth, per-channel health",
+        description="Exit code: 0 no problem found, 1 problems found (listed at the end, and as `problems` with "
+        "--json), 2 a configuration or argument error.",
+    )
     _config_option(status)
     status.add_argument("--sample", action="store_true", help="also peek at the main queue for the oldest message")
-    status.add_argument("--sample-size", type=int, default=10)
+    status.add_argument("--sample-size", type=_count, default=10, help="messages to peek at with --sample")
     _output_options(status)
     status.set_defaults(command=_status)
 
+    ingress = commands.add_parser("ingress", help="receive Kordiam's webhooks and enqueue them for the worker")
+    _config_option(ingress)
+    ingress.set_defaults(command=_ingress)
+
     demo = commands.add_parser("demo", help="run the whole bridge on embedded defaults and show what landed where")
     demo.add_argument("--workdir", type=Path, default=Path("demo-output"), help="where the demo writes its output")
+    demo.add_argument(
+        "--webhooks", action="store_true", help="Kordiam sends Global Export webhooks to the ingress instead of SQS"
+    )
     demo.set_defaults(command=_demo)
     return parser
 
@@ -133,32 +258,56 @@ def _show(args: argparse.Namespace, result: object, render: Callable[[Any, Conso
         render(result, Console())
 
 
-def _replay(args: argparse.Namespace) -> int:
-    from bridge.config import load_settings
-    from bridge.queue.admin import progress_bar, render_replay, replay
+def _log_format(ops: OpsSettings) -> None:
+    from bridge.ops.logging import configure_logging
 
-    settings = load_settings(args.config)
-    with progress_bar(args.progress) as progress:
-        result = asyncio.run(replay(settings.queue, args.element_ids, progress=progress))
+    configure_logging("info", log_format=ops.log_format)
+
+
+@contextlib.contextmanager
+def _progress(args: argparse.Namespace, console: Console | None = None) -> Iterator[ProgressSink]:
+    """The progress bar ``--progress`` asks for; while it is drawn, log lines are printed above it."""
+    from bridge.ops.logging import logs_through
+    from bridge.queue.admin import RichProgress, progress_bar
+
+    console = console or Console(stderr=True)
+    with progress_bar(args.progress, console) as progress:
+        if not isinstance(progress, RichProgress):
+            yield progress
+            return
+        with logs_through(lambda line: console.print(line, markup=False, highlight=False, soft_wrap=True)):
+            yield progress
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from bridge.config import QueueCommandSettings, load_settings
+    from bridge.queue.admin import render_replay, replay
+
+    settings = load_settings(args.config, model=QueueCommandSettings)
+    _log_format(settings.ops)
+    with _progress(args) as progress:
+        result = run_command(lambda _: replay(settings.queue, args.element_ids, force=args.force, progress=progress))
     _show(args, result, render_replay)
     return 1 if result.failed else 0
 
 
 def _dlq_list(args: argparse.Namespace) -> int:
-    from bridge.config import load_settings
+    from bridge.config import QueueCommandSettings, load_settings
     from bridge.queue.admin import dlq_list, render_dlq_list
 
-    settings = load_settings(args.config)
-    _show(args, asyncio.run(dlq_list(settings.queue, limit=args.limit)), render_dlq_list)
+    settings = load_settings(args.config, model=QueueCommandSettings)
+    _log_format(settings.ops)
+    _show(args, run_command(lambda _: dlq_list(settings.queue, limit=args.limit)), render_dlq_list)
     return 0
 
 
 def _dlq_show(args: argparse.Namespace) -> int:
-    from bridge.config import load_settings
+    from bridge.config import QueueCommandSettings, load_settings
     from bridge.queue.admin import dlq_show, render_dlq_message
 
-    settings = load_settings(args.config)
-    found = asyncio.run(dlq_show(settings.queue, args.message_id, scan_limit=args.scan_limit))
+    settings = load_settings(args.config, model=QueueCommandSettings)
+    _log_format(settings.ops)
+    found = run_command(lambda _: dlq_show(settings.queue, args.message_id, scan_limit=args.scan_limit))
     if found is None:
         print(f"kordiam-bridge: no dead letter {args.message_id} found", file=sys.stderr)
         return 1
@@ -167,41 +316,59 @@ def _dlq_show(args: argparse.Namespace) -> int:
 
 
 def _dlq_redrive(args: argparse.Namespace) -> int:
-    from bridge.config import load_settings
-    from bridge.queue.admin import dlq_redrive, progress_bar, render_redrive
+    from bridge.config import QueueCommandSettings, load_settings
+    from bridge.queue.admin import dlq_redrive, render_redrive
 
-    settings = load_settings(args.config)
+    settings = load_settings(args.config, model=QueueCommandSettings)
+    _log_format(settings.ops)
     try:
-        with progress_bar(args.progress) as progress:
-            result = asyncio.run(
-                dlq_redrive(
-                    settings.queue, limit=args.limit, element_ids=args.elements, native=args.native, progress=progress
-                )
+        with _progress(args) as progress:
+            result = run_command(
+                lambda stop: dlq_redrive(
+                    settings.queue,
+                    limit=args.limit,
+                    element_ids=args.elements,
+                    native=args.native,
+                    progress=progress,
+                    stop=stop,
+                ),
+                stops_on_interrupt=True,
             )
     except ValueError as error:  # --native together with a filter
         print(f"kordiam-bridge: {error}", file=sys.stderr)
         return EXIT_CONFIG
     _show(args, result, render_redrive)
+    if result.interrupted:
+        return EXIT_INTERRUPTED
     return 0 if result.ok else 1
 
 
 def _status(args: argparse.Namespace) -> int:
-    from bridge.config import load_settings
+    from bridge.channels import channel_problems
+    from bridge.config import StatusSettings, load_settings
     from bridge.ops.status import collect_status, render_status
 
-    settings = load_settings(args.config)
-    report = asyncio.run(collect_status(settings, sample_main=args.sample, sample_size=args.sample_size))
+    settings = load_settings(
+        args.config,
+        model=StatusSettings,
+        # status never calls a channel: the table's shape is checked, its secrets are not needed.
+        check_channel=lambda channel, index: channel_problems(channel, index, secrets=False),
+    )
+    _log_format(settings.ops)
+    report = run_command(lambda _: collect_status(settings, sample_main=args.sample, sample_size=args.sample_size))
     _show(args, report, render_status)
-    return 0
+    # For scripts and cron: 0 all well, 1 the report lists problems (the same list the table ends with).
+    return 1 if report.problems else 0
 
 
 def _run(args: argparse.Namespace) -> int:
+    from bridge.channels import channel_problems
     from bridge.config import load_settings
     from bridge.ops.logging import configure_logging
     from bridge.worker import install_signal_handlers, run_worker
 
-    settings = load_settings(args.config)
-    configure_logging(settings.ops.log_level)
+    settings = load_settings(args.config, check_channel=channel_problems)
+    configure_logging(settings.ops.log_level, log_format=settings.ops.log_format)
 
     async def _main() -> None:
         stop = asyncio.Event()
@@ -212,13 +379,31 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ingress(args: argparse.Namespace) -> int:
+    from bridge.config import IngressCommandSettings, load_settings
+    from bridge.ingress.app import run_ingress
+    from bridge.ops.logging import configure_logging
+    from bridge.worker import install_signal_handlers
+
+    settings = load_settings(args.config, model=IngressCommandSettings)
+    configure_logging(settings.ingress.log_level, log_format=settings.ops.log_format)
+
+    async def _main() -> None:
+        stop = asyncio.Event()
+        install_signal_handlers(stop)
+        await run_ingress(settings, stop)
+
+    asyncio.run(_main())
+    return 0
+
+
 def _check_config(args: argparse.Namespace) -> int:
     import json
 
-    from bridge.channels import channel_options
+    from bridge.channels import channel_options, channel_problems
     from bridge.config import load_settings
 
-    settings = load_settings(args.config)
+    settings = load_settings(args.config, check_channel=channel_problems)
     effective = settings.model_dump(mode="json", exclude={"channels"})
     effective["channels"] = [
         {
@@ -242,7 +427,9 @@ def _simulator(args: argparse.Namespace) -> int:
             parse_stomp_url(args.stomp_url)
         except ValueError as error:
             raise ConfigError("--stomp-url", str(error)) from None
+    webhooks = _simulator_webhooks(args)
     settings = SimulatorSettings(
+        **webhooks,
         client_id=args.client_id,
         client_secret=args.client_secret,
         token_ttl_seconds=args.token_ttl,
@@ -255,10 +442,39 @@ def _simulator(args: argparse.Namespace) -> int:
     return 0
 
 
+def _simulator_webhooks(args: argparse.Namespace) -> dict[str, Any]:
+    """The simulator's webhook settings from its flags; ``ConfigError`` naming the flag that is wrong."""
+    import os
+
+    from bridge.channels.auth import http_url
+    from bridge.simulator.webhooks import WebhookAuth
+
+    found: dict[str, Any] = {}
+    for flag, value in (("--global-export-url", args.global_export_url), ("--platform-url", args.platform_url)):
+        if value is not None:
+            try:
+                found[flag.removeprefix("--").replace("-", "_")] = http_url(value)
+            except ValueError as error:
+                raise ConfigError(flag, str(error)) from None
+    if "global_export_url" in found:
+        try:
+            found["global_export_auth"] = WebhookAuth.parse(args.global_export_auth)
+        except ValueError as error:
+            raise ConfigError("--global-export-auth", str(error)) from None
+    elif args.global_export_auth:
+        raise ConfigError("--global-export-auth", "needs --global-export-url")
+    if "platform_url" in found:
+        secret = args.platform_api_secret or os.environ.get("KORDIAM_PLATFORM_API_SECRET", "")
+        if not args.platform_api_user or not secret:
+            raise ConfigError("--platform-api-user", "--platform-url needs --platform-api-user and its secret")
+        found.update(platform_api_user=args.platform_api_user, platform_api_secret=secret)
+    return found
+
+
 def _demo(args: argparse.Namespace) -> int:
     from bridge.demo import run_demo
 
-    return run_demo(args.workdir)
+    return run_demo(args.workdir, webhooks=args.webhooks)
 
 
 if __name__ == "__main__":

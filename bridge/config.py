@@ -10,12 +10,14 @@ import json
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+import types
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin, overload
 from urllib.parse import urlparse
 
+import structlog
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -30,9 +32,15 @@ from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSetti
 
 from bridge.errors import ConfigError
 
+log = structlog.get_logger("bridge.config")
+
 CONFIG_ENV = "BRIDGE_CONFIG"
+ENV_PREFIX = "BRIDGE_"
 # Channels are a list, so their keys are addressed by channel name: BRIDGE_CHANNELS__<NAME>__<KEY>.
 CHANNEL_ENV_PREFIX = "BRIDGE_CHANNELS__"
+# BRIDGE_* variables that belong to other tools of the project, not to the configuration: the test suite, the
+# compose queue initialiser, the container health check.
+OTHER_ENV_PREFIXES = ("BRIDGE_TEST_", "BRIDGE_INIT_", "BRIDGE_HEALTHCHECK_", "BRIDGE_SKIP_")
 
 
 def _http_url(value: str) -> str:
@@ -188,9 +196,14 @@ class StateSettings(Section):
     endpoint_url: str | None = None
     region: str | None = None
     # An element's lease: held while one worker syncs it, so two workers never sync one element at once. The
-    # holder extends it while it works; a crashed or stalled worker's elements come free after lease_seconds.
+    # holder extends it while it works; a crashed or stalled worker's elements come free after lease_seconds (on
+    # one host at once: a lease whose process is gone is taken over). A message whose element another worker
+    # holds waits in hand (heartbeated, no receive spent) up to lease_wait_seconds: longer than lease_seconds by
+    # default, so a dead worker's lease on another host expires within one wait.
     lease_seconds: float = Field(default=120.0, gt=0, le=3600)
-    lease_wait_seconds: float = Field(default=10.0, ge=0, le=300)
+    lease_wait_seconds: float = Field(default=300.0, ge=0, le=3600)
+    # SQLite: make the database file's directory if it does not exist (default: refuse, naming state.url).
+    create_directories: bool = False
 
     @field_validator("url")
     @classmethod
@@ -269,20 +282,144 @@ class OpsSettings(Section):
     host: str = "127.0.0.1"
     port: int = Field(default=9090, ge=0, le=65535)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # "json": one JSON object a line (log pipelines); "console": readable key=value lines for local use.
+    log_format: Literal["json", "console"] = "json"
 
 
-class Settings(BaseSettings):
+# --- [ingress]: the webhook receiver (`kordiam-bridge ingress`, bridge/ingress) ---------------------------------
+#
+# The ``auth`` table has the shape of the ``kordiam-webhook`` channel's (``type`` = bearer | jwt | api_key |
+# headers), read from the receiving side: the values are what Kordiam must present. Secrets may come from the
+# environment (``BRIDGE_INGRESS__GLOBAL_EXPORT__AUTH__TOKEN=…``).
+
+_INGRESS_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+# A large Kordiam element (tests/unit/test_ingress.py builds one: 50 tasks each carrying a 20,000-character article
+# as content, 30 publications, custom fields everywhere) is about 1.1 MB of JSON; 4 MiB leaves room.
+DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
+
+
+def _ingress_secret(value: SecretStr) -> SecretStr:
+    if not value.get_secret_value().strip():
+        raise ValueError("must not be empty")
+    return value
+
+
+def _ingress_path(value: str) -> str:
+    if not re.fullmatch(r"(/[A-Za-z0-9._~-]+)+", value.rstrip("/") or "/x"):
+        raise ValueError("must be a URL path like /kordiam (letters, digits, . _ ~ -)")
+    return value.rstrip("/")
+
+
+class BearerCheck(Section):
+    """Kordiam sends ``Authorization: Bearer {token}``."""
+
+    type: Literal["bearer"]
+    token: SecretStr
+
+    _token = field_validator("token")(_ingress_secret)
+
+
+class JwtCheck(Section):
+    """Kordiam sends ``Authorization: Bearer {HS256 JWT}``: signature, ``exp`` (when present), and ``iss``/``aud``
+    when set here are verified."""
+
+    type: Literal["jwt"]
+    secret: SecretStr
+    issuer: str | None = Field(default=None, min_length=1)
+    audience: str | None = Field(default=None, min_length=1)
+    # Kordiam's JWT is a persistent token (seed 001); set true to refuse tokens without ``exp``.
+    require_expiry: bool = False
+
+    _secret = field_validator("secret")(_ingress_secret)
+
+
+class ApiKeyCheck(Section):
+    """Kordiam exchanges ``api_key``/``api_secret`` at ``{path}{token_path}`` for a bearer token, then sends it."""
+
+    type: Literal["api_key"]
+    api_key: str = Field(min_length=1)
+    api_secret: SecretStr
+    token_path: str = "/oauth2/token"
+    token_ttl_seconds: int = Field(default=3600, ge=60, le=31_536_000)
+
+    _secret = field_validator("api_secret")(_ingress_secret)
+    _token_path = field_validator("token_path")(_ingress_path)
+
+
+class HeadersCheck(Section):
+    """Kordiam sends these custom headers with these values (every one must match)."""
+
+    type: Literal["headers"]
+    headers: dict[str, SecretStr] = Field(min_length=1)
+
+    @field_validator("headers")
+    @classmethod
+    def _names(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        for name, secret in value.items():
+            if not _INGRESS_HEADER_NAME.match(name):
+                raise ValueError(f"{name!r} is not a valid header name")
+            if not secret.get_secret_value().strip():
+                raise ValueError(f"header {name!r}: the value must not be empty")
+        return value
+
+
+IngressAuth = Annotated[BearerCheck | JwtCheck | ApiKeyCheck | HeadersCheck, Field(discriminator="type")]
+
+
+class GlobalExportReceiver(Section):
+    """Seed 001: Kordiam calls ``{path}/element`` (POST) and ``{path}/element/{id}`` (PUT, DELETE)."""
+
+    path: str = "/kordiam"
+    auth: IngressAuth
+
+    _path = field_validator("path")(_ingress_path)
+
+
+class PlatformReceiver(Section):
+    """Seed 002: Kordiam calls ``{path}/oauth2/token`` with HTTP Basic ``api_user:api_secret``, then the rest with
+    the bearer token it got."""
+
+    path: str = "/platform"
+    api_user: str = Field(min_length=1)
+    api_secret: SecretStr
+    token_ttl_seconds: int = Field(default=3600, ge=60, le=31_536_000)
+
+    _path = field_validator("path")(_ingress_path)
+    _secret = field_validator("api_secret")(_ingress_secret)
+
+
+class IngressSettings(Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8780, ge=0, le=65535)
+    global_export: GlobalExportReceiver | None = None
+    platform: PlatformReceiver | None = None
+    max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, ge=1024, le=64 * 1024 * 1024)
+    # Per client address: a steady rate and a burst (Kordiam's retries and a bulk edit come in bursts).
+    rate_limit_per_second: float = Field(default=50.0, gt=0, le=100_000)
+    rate_limit_burst: int = Field(default=200, ge=1, le=1_000_000)
+    # Longest wait for the queue to confirm a send before answering 503 (Kordiam then retries).
+    enqueue_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @model_validator(mode="after")
+    def _receivers(self) -> IngressSettings:
+        if self.global_export is None and self.platform is None:
+            raise ValueError("global_export: configure [ingress.global_export] or [ingress.platform] (or both)")
+        if (
+            self.global_export is not None
+            and self.platform is not None
+            and self.global_export.path == self.platform.path
+        ):
+            raise ValueError("platform.path: must differ from global_export.path")
+        return self
+
+
+class _FileAndEnvironment(BaseSettings):
+    """A TOML file's values (passed as init arguments) under the environment's ``BRIDGE_<SECTION>__<KEY>``."""
+
     model_config = SettingsConfigDict(
-        env_prefix="BRIDGE_", env_nested_delimiter="__", extra="forbid", frozen=True, case_sensitive=False
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True, case_sensitive=False
     )
-
-    queue: QueueSettings
-    kordiam: KordiamSettings
-    state: StateSettings = StateSettings()
-    channels: list[ChannelSettings] = Field(min_length=1)
-    feedback: FeedbackSettings = FeedbackSettings()
-    reconcile: ReconcileSettings = ReconcileSettings()
-    ops: OpsSettings = OpsSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -296,8 +433,25 @@ class Settings(BaseSettings):
         # The file's values arrive as init arguments; the environment must win over them.
         return (_SectionEnvSource(settings_cls), init_settings)
 
+
+class QueueCommandSettings(_FileAndEnvironment):
+    """What ``replay`` and ``dlq`` use: ``[queue]`` (and ``[ops]`` for the log format); nothing else is required
+    or validated."""
+
+    queue: QueueSettings
+    ops: OpsSettings = OpsSettings()
+
+
+class StatusSettings(_FileAndEnvironment):
+    """What ``status`` uses: the queues, the state store, the channel table and the ops endpoint (no secrets)."""
+
+    queue: QueueSettings
+    state: StateSettings = StateSettings()
+    channels: list[ChannelSettings] = Field(min_length=1)
+    ops: OpsSettings = OpsSettings()
+
     @model_validator(mode="after")
-    def _channels_consistent(self) -> Settings:
+    def _channels_consistent(self) -> StatusSettings:
         names = [c.name for c in self.channels]
         for index, name in enumerate(names):
             if name in names[:index]:
@@ -312,6 +466,23 @@ class Settings(BaseSettings):
         return next((c.name for c in self.channels if c.main), self.channels[0].name)
 
 
+class IngressCommandSettings(StatusSettings):
+    """What ``ingress`` uses: ``[ingress]``, the queue it sends to, the state store and the main channel (the ids
+    Kordiam sends back are mapped through them); no Kordiam secrets."""
+
+    ingress: IngressSettings
+
+
+class Settings(StatusSettings):
+    """Everything the worker uses."""
+
+    kordiam: KordiamSettings
+    feedback: FeedbackSettings = FeedbackSettings()
+    reconcile: ReconcileSettings = ReconcileSettings()
+    # `kordiam-bridge ingress` only (IngressCommandSettings); the worker ignores it.
+    ingress: IngressSettings | None = None
+
+
 class _SectionEnvSource(EnvSettingsSource):
     """The environment, minus the per-channel variables that ``load_settings`` applies by channel name."""
 
@@ -320,16 +491,24 @@ class _SectionEnvSource(EnvSettingsSource):
         return {key: value for key, value in loaded.items() if not key.startswith(CHANNEL_ENV_PREFIX.lower())}
 
 
-def _channel_overrides(data: dict[str, Any]) -> None:
+def channel_variable(name: str, key: str) -> str:
+    """The variable that sets ``key`` (``auth.token``) of the channel called ``name``."""
+    return CHANNEL_ENV_PREFIX + re.sub(r"[^A-Z0-9]", "_", name.upper()) + "__" + key.replace(".", "__").upper()
+
+
+def _channel_overrides(data: dict[str, Any]) -> dict[str, str]:
     """Apply ``BRIDGE_CHANNELS__<NAME>__<KEY>[__<SUBKEY>…]=value`` to the channel of that name.
 
     The name is matched upper-cased with ``-`` and ``.`` read as ``_``; a value that is a JSON object or list
-    (``{…}``, ``[…]``) is parsed, so a whole table can come from one variable too.
+    (``{…}``, ``[…]``) is parsed, so a whole table can come from one variable too. Returns the variable that set
+    each key (``channels[0].path``).
     """
     channels = data.get("channels")
+    applied: dict[str, str] = {}
     if not isinstance(channels, list):
-        return
+        return applied
     by_name = {re.sub(r"[^A-Z0-9]", "_", str(c.get("name", "")).upper()): c for c in channels if isinstance(c, dict)}
+    index_of = {id(c): i for i, c in enumerate(channels)}
     for variable, raw in sorted(os.environ.items()):
         if not variable.upper().startswith(CHANNEL_ENV_PREFIX):
             continue
@@ -351,47 +530,251 @@ def _channel_overrides(data: dict[str, Any]) -> None:
                 raise ConfigError(variable, f"{part.lower()} is not a table")
             target = nested
         target[path[-1].lower()] = value
+        applied[f"channels[{index_of[id(channel)]}]." + ".".join(part.lower() for part in path)] = variable
+    return applied
 
 
-def load_settings(path: Path | str | None = None, *, overrides: dict[str, Any] | None = None) -> Settings:
-    """Read the TOML file (``path`` or ``$BRIDGE_CONFIG``), apply the environment, validate everything."""
+SettingsT = TypeVar("SettingsT", bound=_FileAndEnvironment)
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing wrong with the configuration: the key as the user wrote it (or the variable that set it)."""
+
+    key: str
+    message: str
+    # A required secret that is not set: all of these are reported together, each with the variable that sets it.
+    missing_secret: bool = False
+    variable: str | None = None
+
+
+# Checks the adapter's own keys of one channel (``bridge.channels.channel_problems``; passed in, since the
+# channel registry sits above the configuration).
+ChannelCheck = Callable[["ChannelSettings", int], list[Problem]]
+
+
+@overload
+def load_settings(
+    path: Path | str | None = None,
+    *,
+    overrides: dict[str, Any] | None = None,
+    check_channel: ChannelCheck | None = None,
+) -> Settings: ...
+
+
+@overload
+def load_settings(
+    path: Path | str | None = None,
+    *,
+    overrides: dict[str, Any] | None = None,
+    model: type[SettingsT],
+    check_channel: ChannelCheck | None = None,
+) -> SettingsT: ...
+
+
+def load_settings(
+    path: Path | str | None = None,
+    *,
+    overrides: dict[str, Any] | None = None,
+    model: type[_FileAndEnvironment] = Settings,
+    check_channel: ChannelCheck | None = None,
+) -> _FileAndEnvironment:
+    """Read the TOML file (``path`` or ``$BRIDGE_CONFIG``), apply the environment, validate what ``model`` holds.
+
+    ``model`` is what the command uses (``Settings`` for the worker, ``StatusSettings``, ``QueueCommandSettings``):
+    sections it does not hold are not validated (an operator needs no Kordiam secret to list dead letters), but
+    an unknown section is still an error. ``check_channel`` validates each channel's adapter keys as well. Every
+    ``BRIDGE_*`` variable that sets nothing is logged as a warning; an error caused by a variable names it; all
+    missing secrets are reported at once.
+    """
     data: dict[str, Any] = {}
     source = path or os.environ.get(CONFIG_ENV)
     if source:
         file = Path(source)
+        origin = "--config" if path else CONFIG_ENV
         try:
             with file.open("rb") as handle:
                 data = tomllib.load(handle)
         except FileNotFoundError:
-            raise ConfigError("--config", f"file {file} does not exist") from None
+            raise ConfigError(origin, f"file {file} does not exist") from None
+        except IsADirectoryError:
+            raise ConfigError(origin, f"{file} is a directory, not a file") from None
         except tomllib.TOMLDecodeError as error:
             raise ConfigError(str(file), f"not valid TOML: {error}") from None
         except OSError as error:
             raise ConfigError(str(file), f"cannot be read: {error.strerror}") from None
     data.update(overrides or {})
-    _channel_overrides(data)
+    variables = _setting_variables()
+    if not source and not overrides and not variables:
+        raise ConfigError("--config", "no configuration file given (--config or BRIDGE_CONFIG)")
+    channel_variables = _channel_overrides(data)
+    _warn_unused_variables()
+    for key in data:
+        if key not in Settings.model_fields:
+            raise ConfigError(key, "is not a known key")
+    wanted = {key: value for key, value in data.items() if key in model.model_fields}
+    problems: list[Problem] = []
+    settings: _FileAndEnvironment | None = None
     try:
-        return Settings(**data)
+        settings = model(**wanted)
     except ValidationError as error:
-        raise config_error(error) from None
+        problems.extend(validation_problems(error, model))
+    if check_channel is not None and "channels" in model.model_fields:
+        channels = (
+            list(enumerate(settings.channels)) if isinstance(settings, StatusSettings) else _parsed_channels(wanted)
+        )
+        for index, channel in channels:
+            problems.extend(check_channel(channel, index))
+    if problems:
+        raise _first_problem(problems, variables | channel_variables)
+    assert settings is not None
+    return settings
 
 
-def config_error(error: ValidationError, prefix: str = "") -> ConfigError:
+def _setting_variables() -> dict[str, str]:
+    """``BRIDGE_<SECTION>__<KEY>`` variables of a known section, by the key they name (``queue.url``)."""
+    sections = {name for name in Settings.model_fields if name != "channels"}
+    found: dict[str, str] = {}
+    for variable in os.environ:
+        upper = variable.upper()
+        section, _, key = upper.removeprefix(ENV_PREFIX).partition("__")
+        if upper.startswith(ENV_PREFIX) and section.lower() in sections and key:
+            found[f"{section.lower()}.{key.lower()}"] = variable
+    return found
+
+
+def _warn_unused_variables() -> None:
+    """A ``BRIDGE_*`` variable with a misspelt section or key would be silently ignored: say so."""
+    sections = {name: field for name, field in Settings.model_fields.items() if name != "channels"}
+    for variable in sorted(os.environ):
+        upper = variable.upper()
+        if (
+            not upper.startswith(ENV_PREFIX)
+            or upper in (CONFIG_ENV, "BRIDGE_CHANNELS")
+            or upper.startswith(CHANNEL_ENV_PREFIX)  # a wrong one of these is an error (_channel_overrides)
+            or upper.startswith(OTHER_ENV_PREFIXES)
+        ):
+            continue
+        section, _, key = upper.removeprefix(ENV_PREFIX).partition("__")
+        field = sections.get(section.lower())
+        model = field.annotation if field is not None else None
+        if not (isinstance(model, type) and issubclass(model, BaseModel)) or not key:
+            reason = f"no section {section.lower()!r} (sections: {', '.join(sections)})"
+        elif key.lower() not in model.model_fields:
+            reason = f"[{section.lower()}] has no key {key.lower()!r}"
+        else:
+            continue
+        log.warning("environment_variable_ignored", variable=variable, reason=reason)
+
+
+def _parsed_channels(data: dict[str, Any]) -> list[tuple[int, ChannelSettings]]:
+    """The channels that parse on their own, by index, when the whole model did not (the others are reported)."""
+    raw = data.get("channels")
+    parsed = []
+    for index, item in enumerate(raw if isinstance(raw, list) else []):
+        try:
+            parsed.append((index, ChannelSettings.model_validate(item)))
+        except ValidationError:
+            continue
+    return parsed
+
+
+def _first_problem(problems: list[Problem], variables: dict[str, str]) -> ConfigError:
+    """The first real problem (with how many more), else all missing secrets in one line."""
+    real = [p for p in problems if not p.missing_secret]
+    if real:
+        first = real[0]
+        key = first.key
+        variable = variables.get(key)
+        if variable:
+            key = f"{variable} ({key})"
+        message = first.message
+        if len(problems) > 1:
+            others = len(problems) - 1
+            message += f" (and {others} more problem{'s' if others > 1 else ''})"
+        return ConfigError(key, message)
+    if len(problems) == 1:
+        only = problems[0]
+        return ConfigError(only.key, f"is required (or set {only.variable})" if only.variable else "is required")
+    missing = ", ".join(f"{p.key} (or {p.variable})" if p.variable else p.key for p in problems)
+    return ConfigError("secrets", f"not set: {missing}")
+
+
+def validation_problems(error: ValidationError, model: type[BaseModel], prefix: str = "") -> list[Problem]:
+    """Each validation error as a ``Problem`` naming its key, never echoing the offending value.
+
+    A union's tag is left out of the key (``auth.token``, not ``auth.bearer.token``): it is not a key anyone
+    writes. A missing ``SecretStr`` is marked so that all of them can be reported together.
+    """
+    problems = []
+    for detail in error.errors(include_input=False, include_url=False):
+        parts, annotation = _field_path(model, detail["loc"])
+        key = prefix
+        for part in parts:
+            key += f"[{part}]" if isinstance(part, int) else (f".{part}" if key else str(part))
+        message = detail["msg"].removeprefix("Value error, ")
+        if detail["type"] == "missing":
+            message = "is required"
+        elif detail["type"] == "extra_forbidden":
+            message = "is not a known key"
+        # Model validators report their own key in the message ("channels[1].name: …", "dlq_url: …" in queue).
+        head, separator, rest = message.partition(": ")
+        if separator and re.fullmatch(r"[A-Za-z_][\w.\[\]]*", head):
+            key, message = (f"{key}.{head}" if key else head), rest
+        secret = detail["type"] == "missing" and _strip(annotation) is SecretStr
+        problems.append(Problem(key or "config", message, missing_secret=secret, variable=_variable_for(key)))
+    return problems
+
+
+def config_error(error: ValidationError, prefix: str = "", model: type[BaseModel] | None = None) -> ConfigError:
     """The first validation error as a ``ConfigError`` naming its key, never echoing the offending value."""
-    first = error.errors(include_input=False, include_url=False)[0]
-    key = prefix
-    for part in first["loc"]:
-        key += f"[{part}]" if isinstance(part, int) else (f".{part}" if key else str(part))
-    message = first["msg"].removeprefix("Value error, ")
-    if first["type"] == "missing":
-        message = "is required"
-    elif first["type"] == "extra_forbidden":
-        message = "is not a known key"
-    # Model validators report their own key in the message ("channels[1].name: …", "dlq_url: …" in queue).
-    head, separator, rest = message.partition(": ")
-    if separator and re.fullmatch(r"[A-Za-z_][\w.\[\]]*", head):
-        key, message = (f"{key}.{head}" if key else head), rest
-    others = len(error.errors()) - 1
-    if others:
-        message += f" (and {others} more problem{'s' if others > 1 else ''})"
-    return ConfigError(key or "config", message)
+    return _first_problem(validation_problems(error, model or BaseModel, prefix), {})
+
+
+def _variable_for(key: str) -> str | None:
+    """The environment variable that sets ``key`` (``kordiam.client_secret``, ``channels[0].auth.token``)."""
+    return None if key.startswith("channels") else ENV_PREFIX + key.replace(".", "__").upper()
+
+
+def _strip(annotation: Any) -> Any:
+    """``Annotated[X, …]`` and ``X | None`` as ``X``."""
+    while get_origin(annotation) is Annotated:
+        annotation = get_args(annotation)[0]
+    if get_origin(annotation) in (Union, types.UnionType):
+        members = [a for a in get_args(annotation) if a is not type(None)]
+        if len(members) == 1:
+            return _strip(members[0])
+    return annotation
+
+
+def _field_path(model: type[BaseModel], loc: Sequence[int | str]) -> tuple[list[int | str], Any]:
+    """The error location as the user's keys (union members and tags dropped), and the annotation it ends at."""
+    shown: list[int | str] = []
+    current: Any = model
+    for part in loc:
+        current = _strip(current)
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            field = current.model_fields.get(str(part))
+            shown.append(part)
+            current = field.annotation if field is not None else None
+        elif get_origin(current) in (Union, types.UnionType):
+            tagged = [m for m in get_args(current) if _has_tag(m, part)]
+            current = tagged[0] if tagged else None  # a tag or a member's name: not a key anyone writes
+        elif get_origin(current) in (list, tuple, set, frozenset) and isinstance(part, int):
+            shown.append(part)
+            current = get_args(current)[0] if get_args(current) else None
+        elif get_origin(current) is dict:
+            shown.append(part)
+            current = get_args(current)[1] if get_args(current) else None
+        else:
+            shown.append(part)
+            current = None
+    return shown, current
+
+
+def _has_tag(member: Any, tag: int | str) -> bool:
+    if not (isinstance(member, type) and issubclass(member, BaseModel)):
+        return False
+    return any(
+        get_origin(f.annotation) is Literal and tag in get_args(f.annotation) for f in member.model_fields.values()
+    )

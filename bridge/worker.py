@@ -4,25 +4,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
-from collections.abc import AsyncIterator
+import sys
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 
 import structlog
 
-from bridge.channels import Channel, ChannelContext, build_channel
+from bridge.channels import Channel, ChannelContext, ChannelType, build_channel
 from bridge.channels.guard import GuardedChannel
 from bridge.config import Settings
 from bridge.http import HttpClient
 from bridge.kordiam.client import KordiamClient
 from bridge.ops.heap import settle_after_startup
 from bridge.ops.server import OpsServer
+from bridge.pipeline.credentials import KordiamCredentials
 from bridge.pipeline.handler import MessageHandler
 from bridge.pipeline.reconcile import Reconciler
 from bridge.pipeline.routing import Route
 from bridge.pipeline.sync import SyncEngine
 from bridge.queue import open_transport
 from bridge.queue.consumer import Consumer, ConsumerSettings, poller_count
+from bridge.queue.gate import ReceiveGate
 from bridge.state import StateStore, open_state_store
 
 log = structlog.get_logger("bridge.worker")
@@ -44,19 +48,29 @@ class Pipeline:
     kordiam: KordiamClient
     channels: list[Channel]
     handler: MessageHandler
+    credentials: KordiamCredentials
+    gate: ReceiveGate
 
 
-def build_pipeline(settings: Settings, http: HttpClient, state: StateStore) -> Pipeline:
+def build_pipeline(
+    settings: Settings,
+    http: HttpClient,
+    state: StateStore,
+    *,
+    channel_types: Mapping[str, ChannelType] | None = None,
+) -> Pipeline:
     """The Kordiam client, the guarded channels and the sync engine behind a message handler.
 
-    The caller owns ``http`` and ``state``, and closes the channels (``aclose``) when it is done.
+    The caller owns ``http`` and ``state``, and closes the channels and the credentials (``aclose``) when it is
+    done; ``gate`` is the consumer's: closed while the worker's Kordiam credentials are refused.
+    ``channel_types``: the channel registry (default: the built-in ``bridge.channels.channel_types()``).
     """
     context = ChannelContext(http=http)
     channels: list[Channel] = []
     routes = []
     for index, channel_settings in enumerate(settings.channels):
         channel: Channel = GuardedChannel(
-            build_channel(channel_settings, context, index=index),
+            build_channel(channel_settings, context, index=index, types=channel_types),
             breaker_threshold=channel_settings.breaker_threshold,
             breaker_cooldown=channel_settings.breaker_cooldown,
             max_in_flight=channel_settings.max_in_flight,
@@ -75,18 +89,25 @@ def build_pipeline(settings: Settings, http: HttpClient, state: StateStore) -> P
     engine = SyncEngine(
         kordiam=kordiam, routes=routes, state=state, feedback=settings.feedback, main_channel=settings.main_channel
     )
-    return Pipeline(kordiam, channels, MessageHandler(engine))
+    gate = ReceiveGate()
+    credentials = KordiamCredentials(kordiam, gate)
+    return Pipeline(kordiam, channels, MessageHandler(engine, credentials=credentials), credentials, gate)
 
 
 async def run_worker(
-    settings: Settings, stop: asyncio.Event, *, serve_ops: bool = True, own_process: bool = False
+    settings: Settings,
+    stop: asyncio.Event,
+    *,
+    serve_ops: bool = True,
+    own_process: bool = False,
+    channel_types: Mapping[str, ChannelType] | None = None,
 ) -> None:
     """Run until ``stop`` is set; then drain and close everything.
 
     ``own_process``: the worker is all this process runs (``kordiam-bridge run``), so what start-up built is
     frozen out of the garbage collector's way (see ``bridge.ops.heap``).
     """
-    async with assemble(settings, serve_ops=serve_ops) as worker:
+    async with assemble(settings, serve_ops=serve_ops, channel_types=channel_types) as worker:
         if own_process:
             settle_after_startup()
         sweeper = asyncio.create_task(worker.reconciler.run(stop)) if worker.reconciler else None
@@ -99,7 +120,9 @@ async def run_worker(
 
 
 @contextlib.asynccontextmanager
-async def assemble(settings: Settings, *, serve_ops: bool = True) -> AsyncIterator[Worker]:
+async def assemble(
+    settings: Settings, *, serve_ops: bool = True, channel_types: Mapping[str, ChannelType] | None = None
+) -> AsyncIterator[Worker]:
     queue = settings.queue
     async with contextlib.AsyncExitStack() as stack:
         # Connections: every in-flight message may talk to Kordiam and a channel at the same time.
@@ -107,9 +130,12 @@ async def assemble(settings: Settings, *, serve_ops: bool = True) -> AsyncIterat
         stack.push_async_callback(http.aclose)
         state: StateStore = await open_state_store(settings.state, default_region=settings.queue.region)
         stack.push_async_callback(state.close)
-        pipeline = build_pipeline(settings, http, state)
+        pipeline = build_pipeline(settings, http, state, channel_types=channel_types)
         for channel in pipeline.channels:
             stack.push_async_callback(channel.aclose)
+        stack.push_async_callback(pipeline.credentials.aclose)
+        # Refused credentials stop the start (exit 2); an unreachable Kordiam starts the worker paused.
+        await pipeline.credentials.check_at_start()
         transport = await stack.enter_async_context(open_transport(queue, pollers=poller_count(queue.concurrency)))
         info = await transport.describe()
         # SQS moves a message to the DLQ on the receive after its maxReceiveCount-th; the worker dead-letters it
@@ -124,10 +150,16 @@ async def assemble(settings: Settings, *, serve_ops: bool = True) -> AsyncIterat
             retry_base_seconds=queue.retry_base_seconds,
             retry_max_seconds=queue.retry_max_seconds,
         )
-        consumer = Consumer(transport, pipeline.handler, consumer_settings)
+        consumer = Consumer(transport, pipeline.handler, consumer_settings, gate=pipeline.gate)
         ops = None
         if serve_ops:
-            ops = OpsServer(settings.ops.host, settings.ops.port, healthy=consumer.healthy, ready=consumer.ready)
+            ops = OpsServer(
+                settings.ops.host,
+                settings.ops.port,
+                healthy=consumer.healthy,
+                ready=consumer.ready,
+                not_ready_reason=lambda: pipeline.gate.reason,
+            )
             await ops.start()
             stack.push_async_callback(ops.stop)
         log.info(
@@ -152,7 +184,8 @@ async def assemble(settings: Settings, *, serve_ops: bool = True) -> AsyncIterat
 
 
 def install_signal_handlers(stop: asyncio.Event) -> None:
-    """SIGTERM (ECS, Kubernetes, docker stop) and SIGINT (Ctrl-C) start a graceful drain."""
+    """SIGTERM (ECS, Kubernetes, docker stop) and SIGINT (Ctrl-C) start a graceful drain; a second Ctrl-C exits at
+    once (130): messages in flight come back when their visibility timeout ends."""
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, _on_signal, stop, sig)
@@ -160,6 +193,10 @@ def install_signal_handlers(stop: asyncio.Event) -> None:
 
 def _on_signal(stop: asyncio.Event, sig: signal.Signals) -> None:
     if stop.is_set():
+        if sig is signal.SIGINT:
+            sys.stderr.write("kordiam-bridge: interrupted again, exiting now without draining\n")
+            sys.stderr.flush()
+            os._exit(130)
         return
     log.info("shutdown_requested", signal=sig.name)
     stop.set()

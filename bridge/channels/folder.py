@@ -10,15 +10,14 @@ from __future__ import annotations
 import asyncio
 import html
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import nh3
 from pydantic import BaseModel, ConfigDict, field_validator
 
-from bridge.channels.base import Channel, ChannelResult
+from bridge.channels.base import Channel, ChannelContext, ChannelResult
+from bridge.channels.files import atomic_write, check_writable, os_error
 from bridge.config import ChannelSettings
 from bridge.errors import ChannelRejected
 from bridge.kordiam.models import Element, Publication
@@ -38,6 +37,16 @@ class FolderOptions(BaseModel):
 
 
 class FolderChannel:
+    """Writes files into ``path``. A write error that may heal (a full disk, an I/O error, a share briefly gone)
+    is ``ChannelUnavailable`` and retried; only one that waiting cannot fix is ``ChannelRejected``. ``create``
+    checks at start-up that the folder can be written, so a wrong ``path`` stops the worker, not every message.
+
+    One item per publication: ``{element}-{publication}.json`` and ``.html``, replaced atomically, so an upsert
+    again rewrites the same two files; deleting files that are gone is done.
+    """
+
+    element_scoped = False
+
     def __init__(self, name: str, path: Path) -> None:
         self.name = name
         self.path = path.resolve()
@@ -63,28 +72,20 @@ class FolderChannel:
     def _write(self, stem: str, document: str, page: str) -> None:
         try:
             self.path.mkdir(parents=True, exist_ok=True)
-            _atomic_write(self.path / f"{stem}.json", document)
-            _atomic_write(self.path / f"{stem}.html", page)
+            atomic_write(self.path / f"{stem}.json", document.encode())
+            atomic_write(self.path / f"{stem}.html", page.encode())
         except OSError as error:
-            raise ChannelRejected(f"folder {self.path}: cannot write {stem}: {error.strerror}") from error
+            raise os_error(error, f"folder {self.path}: cannot write {stem}") from error
 
     def _remove(self, stem: str) -> None:
         # The external id is ours; refuse anything that could point outside the folder.
         if "/" in stem or stem.startswith("."):
             raise ChannelRejected(f"folder {self.path}: refusing to delete {stem!r}")
-        for suffix in (".json", ".html"):
-            (self.path / f"{stem}{suffix}").unlink(missing_ok=True)
-
-
-def _atomic_write(target: Path, text: str) -> None:
-    fd, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(temp, target)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+        try:
+            for suffix in (".json", ".html"):
+                (self.path / f"{stem}{suffix}").unlink(missing_ok=True)
+        except OSError as error:
+            raise os_error(error, f"folder {self.path}: cannot delete {stem}") from error
 
 
 def _document(element: Element, publication: Publication) -> dict[str, Any]:
@@ -138,6 +139,7 @@ def _page(element: Element, publication: Publication) -> str:
     )
 
 
-def create(settings: ChannelSettings, options: BaseModel, context: object) -> Channel:
+def create(settings: ChannelSettings, options: BaseModel, context: ChannelContext) -> Channel:
     assert isinstance(options, FolderOptions)
+    check_writable(options.path, "path")  # start-up, before the worker takes a message: a moment's blocking I/O
     return FolderChannel(settings.name, options.path)

@@ -16,7 +16,13 @@ from urllib.parse import urlencode
 import structlog
 from pydantic import SecretStr, ValidationError
 
-from bridge.errors import KordiamAuthFailed, KordiamRejected, KordiamUnavailable, UnexpectedResponse
+from bridge.errors import (
+    KordiamAuthFailed,
+    KordiamCredentialsRefused,
+    KordiamRejected,
+    KordiamUnavailable,
+    UnexpectedResponse,
+)
 from bridge.http import HttpClient, HttpResponse, HttpTransportError, retry_after_seconds
 from bridge.kordiam import assumptions
 from bridge.kordiam.models import CmsLinks, Element, ProblemDetails, Token
@@ -30,6 +36,8 @@ API = "/api/v2"
 TOKEN_EARLY_REFRESH_SECONDS = 60.0
 M = TypeVar("M", Element, Token)
 RETRYABLE_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
+# How an OAuth 2 token endpoint refuses client credentials (RFC 6749 5.2: invalid_client is 400 or 401).
+OAUTH_REFUSALS = frozenset({400, 401, 403})
 
 
 class KordiamClient:
@@ -185,7 +193,13 @@ class KordiamClient:
                 refreshed = True
                 self._token = None
                 continue
-            if status in {401, 403}:
+            if status == 401:
+                raise KordiamCredentialsRefused(
+                    f"{method} {path}: 401 even with a fresh token: {problem.summary()}",
+                    status=status,
+                    problem_type=problem.slug,
+                )
+            if status == 403:
                 raise KordiamAuthFailed(
                     f"{method} {path}: {status} {problem.summary()}", status=status, problem_type=problem.slug
                 )
@@ -204,11 +218,14 @@ class KordiamClient:
                 f"{method} {path}: {status} {problem.summary()}", status=status, problem_type=problem.slug
             )
 
-    async def _pause_or_raise(self, reason: str, attempt: int, started: float, *, retry_after: float | None) -> None:
+    async def _pause_or_raise(
+        self, reason: str, attempt: int, started: float, *, retry_after: float | None, policy: RetryPolicy | None = None
+    ) -> None:
         """Sleep before the next attempt, or give up with ``KordiamUnavailable`` once the budget is spent."""
-        delay = retry_after if retry_after is not None else self._retry.backoff(attempt)
+        policy = policy or self._retry
+        delay = retry_after if retry_after is not None else policy.backoff(attempt)
         elapsed = time.monotonic() - started
-        if attempt >= self._retry.attempts or elapsed + delay > self._retry.total_seconds:
+        if attempt >= policy.attempts or elapsed + delay > policy.total_seconds:
             raise KordiamUnavailable(f"{reason} (gave up after {attempt} attempts)", retry_after=retry_after)
         log.info("kordiam_retry", reason=reason, attempt=attempt, delay=round(delay, 3))
         await asyncio.sleep(delay)
@@ -220,13 +237,22 @@ class KordiamClient:
             # Another request may have fetched it while this one waited for the lock.
             if self._token is not None and time.monotonic() < self._token_expires_at:
                 return self._token
-            token = await self._fetch_token()
-            lifetime = max(1.0, token.expires_in - min(TOKEN_EARLY_REFRESH_SECONDS, token.expires_in / 10))
-            self._token = token.access_token
-            self._token_expires_at = time.monotonic() + lifetime
+            self._store(await self._fetch_token(self._retry))
+            assert self._token is not None
             return self._token
 
-    async def _fetch_token(self) -> Token:
+    async def check_credentials(self, *, retry: RetryPolicy | None = None) -> None:
+        """Fetch a fresh token (kept for the requests that follow): ``KordiamCredentialsRefused`` if Kordiam
+        refuses the credentials, ``KordiamUnavailable`` if it cannot be asked within ``retry``."""
+        async with self._token_lock:
+            self._store(await self._fetch_token(retry or self._retry))
+
+    def _store(self, token: Token) -> None:
+        lifetime = max(1.0, token.expires_in - min(TOKEN_EARLY_REFRESH_SECONDS, token.expires_in / 10))
+        self._token = token.access_token
+        self._token_expires_at = time.monotonic() + lifetime
+
+    async def _fetch_token(self, retry: RetryPolicy) -> Token:
         url = f"{self._base}{API}/auth/token"
         form = {
             "grant_type": "client_credentials",
@@ -241,7 +267,11 @@ class KordiamClient:
                 response = await self._http.request("POST", url, data=form, timeout_seconds=self._timeout)
             except HttpTransportError as error:
                 await self._pause_or_raise(
-                    f"POST /auth/token: {type(error).__name__}", attempt, started, retry_after=None
+                    f"POST /auth/token: {type(error).__name__}: {error or 'no detail'}",
+                    attempt,
+                    started,
+                    retry_after=None,
+                    policy=retry,
                 )
                 continue
             if response.status_code == 200:
@@ -253,9 +283,16 @@ class KordiamClient:
                     attempt,
                     started,
                     retry_after=_retry_after(response.headers, problem),
+                    policy=retry,
                 )
                 continue
-            raise KordiamAuthFailed(
+            if response.status_code not in OAUTH_REFUSALS:  # no token endpoint here: a wrong base URL, say
+                raise KordiamRejected(
+                    f"POST {url}: {response.status_code} {problem.summary()}",
+                    status=response.status_code,
+                    problem_type=problem.slug,
+                )
+            raise KordiamCredentialsRefused(
                 f"Kordiam refused the client credentials of client_id {self._client_id!r}: "
                 f"{response.status_code} {problem.summary()}",
                 status=response.status_code,

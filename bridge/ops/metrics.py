@@ -29,3 +29,7 @@ BREAKER_STATE = Gauge(
     "bridge_channel_breaker_state", "Circuit breaker per channel: 0 closed, 1 half-open, 2 open", ["channel"]
 )
 RECONCILED = Counter("bridge_reconcile_enqueued", "Elements the reconciliation sweep found out of date and enqueued")
+KORDIAM_AUTH_FAILURES = Counter(
+    "bridge_kordiam_auth_failures", "Kordiam refusals of the worker's own credentials (by a message or a token retry)"
+)
+CONSUMER_PAUSED = Gauge("bridge_consumer_paused", "1 while the worker takes no messages for a worker-wide fault")

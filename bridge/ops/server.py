@@ -2,18 +2,32 @@
 
 from __future__ import annotations
 
+import errno
+import os
 from collections.abc import Callable
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from bridge.errors import ConfigError
+
 
 class OpsServer:
-    def __init__(self, host: str, port: int, *, healthy: Callable[[], bool], ready: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        healthy: Callable[[], bool],
+        ready: Callable[[], bool],
+        not_ready_reason: Callable[[], str | None] = lambda: None,
+    ) -> None:
+        """``not_ready_reason`` says why the worker takes no messages now (None when it does, or no reason)."""
         self._host = host
         self._port = port
         self._healthy = healthy
         self._ready = ready
+        self._not_ready_reason = not_ready_reason
         self._runner: web.AppRunner | None = None
         self.port = port
 
@@ -25,7 +39,14 @@ class OpsServer:
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._host, self._port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as error:
+            await self._runner.cleanup()
+            self._runner = None
+            key = "ops.port" if error.errno == errno.EADDRINUSE else "ops.host"
+            reason = os.strerror(error.errno).lower() if error.errno else str(error)
+            raise ConfigError(key, f"cannot listen on {self._host}:{self._port}: {reason}") from None
         addresses = self._runner.addresses  # the bound port, when port 0 asked for any free one
         if addresses:
             self.port = int(addresses[0][1])
@@ -39,8 +60,10 @@ class OpsServer:
         return web.json_response({"status": "ok" if ok else "poll loop stalled"}, status=200 if ok else 503)
 
     async def _readiness(self, _: web.Request) -> web.Response:
-        ok = self._ready()
-        return web.json_response({"status": "ready" if ok else "not ready"}, status=200 if ok else 503)
+        reason = self._not_ready_reason()
+        if reason is None and self._ready():
+            return web.json_response({"status": "ready"})
+        return web.json_response({"status": "not ready", "reason": reason or "not started"}, status=503)
 
     async def _metrics(self, _: web.Request) -> web.Response:
         return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})

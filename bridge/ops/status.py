@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from bridge.config import Settings
+from bridge.config import StatusSettings
 from bridge.errors import BridgeError
 from bridge.queue.admin import AdminError, QueueAdmin, format_age, queue_admin
 from bridge.state import open_state_store
@@ -118,7 +118,7 @@ class StatusReport:
 
 
 async def collect_status(
-    settings: Settings,
+    settings: StatusSettings,
     *,
     sample_main: bool = False,
     sample_size: int = DEFAULT_SAMPLE,
@@ -207,7 +207,7 @@ class _ChannelStats:
     latest: datetime | None = None
 
 
-async def _state_status(settings: Settings) -> tuple[StateStatus, dict[str, _ChannelStats]]:
+async def _state_status(settings: StatusSettings) -> tuple[StateStatus, dict[str, _ChannelStats]]:
     state = settings.state
     if state.backend == "sqlite" and not state.sqlite_path.exists():
         # Opening would create an empty database: status must not write anything.
@@ -239,7 +239,7 @@ async def _state_status(settings: Settings) -> tuple[StateStatus, dict[str, _Cha
 
 
 async def _worker_health(
-    settings: Settings, http_timeout: float
+    settings: StatusSettings, http_timeout: float
 ) -> tuple[WorkerHealth, dict[str, Counter[str]] | None]:
     host, port = settings.ops.host, settings.ops.port
     if port == 0:

@@ -11,10 +11,14 @@ can deliver, and nothing else):
 4. An EventBridge envelope: ``{"detail-type": …, "source": …, "detail": {<one of these>}}``.
 
 Anything else is poison (``PoisonMessage``): it goes to the dead-letter queue on its first receive.
+
+The message attribute ``force = "true"`` (``replay --force``) asks for every channel to be written again even
+where the state store says it already holds this version.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from datetime import datetime
@@ -27,6 +31,10 @@ from bridge.kordiam import assumptions
 from bridge.kordiam.models import Element
 
 MAX_ENVELOPE_DEPTH = 3
+# The largest element id the bridge accepts: state stores keep ids as signed 64-bit integers (SQLite's INTEGER),
+# and no Kordiam id comes near it. A larger id is poison, not a fault of the worker.
+MAX_ELEMENT_ID = 2**63 - 1
+FORCE_ATTRIBUTE = "force"
 ELEMENT_FIELDS = frozenset({"title", "slug", "note", "tasks", "publications", "publication", "elementStatus"})
 
 
@@ -42,6 +50,8 @@ class Notification:
     event: Event | None = None
     modification_date: datetime | None = None
     shape: str = "id"
+    # Rewrite every channel whatever the fingerprints say (repairs a channel that lost the item).
+    force: bool = False
 
 
 class PoisonMessage(Exception):
@@ -57,7 +67,10 @@ def decode_notification(body: str, attributes: dict[str, str] | None = None) -> 
         payload = json.loads(body)
     except (json.JSONDecodeError, RecursionError) as error:
         raise PoisonMessage(f"body is not JSON: {error}") from None
-    return _decode(payload, dict(attributes or {}), depth=0)
+    notification = _decode(payload, dict(attributes or {}), depth=0)
+    if (attributes or {}).get(FORCE_ATTRIBUTE) == "true":
+        notification = dataclasses.replace(notification, force=True)
+    return notification
 
 
 def _decode(payload: Any, attributes: dict[str, str], *, depth: int) -> Notification:
@@ -93,16 +106,20 @@ def _decode(payload: Any, attributes: dict[str, str], *, depth: int) -> Notifica
             first = error.errors()[0]
             where = ".".join(str(p) for p in first["loc"])
             raise PoisonMessage(f"element body does not parse at {where}: {first['msg']}") from None
-        return Notification(element.id, event, element.modification_date, "element")
+        return Notification(_in_range(element.id, "id"), event, element.modification_date, "element")
     return Notification(element_id, event, None, "id")
 
 
 def resync_notification(
-    element_id: int, *, source: str, event: str = Event.UPDATED.value
+    element_id: int, *, source: str, event: str = Event.UPDATED.value, force: bool = False
 ) -> tuple[str, dict[str, str]]:
     """The body and message attributes of a notification the bridge enqueues itself (replay, reconciliation):
-    Kordiam's own id shape, so it takes the same path as a notification from Kordiam; ``source`` says who sent it."""
-    return json.dumps({"id": element_id, "event": event}), {"event": event, "source": source}
+    Kordiam's own id shape, so it takes the same path as a notification from Kordiam; ``source`` says who sent it,
+    ``force`` asks for every channel to be rewritten."""
+    attributes = {"event": event, "source": source}
+    if force:
+        attributes[FORCE_ATTRIBUTE] = "true"
+    return json.dumps({"id": element_id, "event": event}), attributes
 
 
 def _element_id(payload: dict[str, Any]) -> int:
@@ -112,12 +129,18 @@ def _element_id(payload: dict[str, Any]) -> int:
             if isinstance(value, bool):
                 break
             if isinstance(value, int) and value > 0:
-                return value
+                return _in_range(value, key)
             if isinstance(value, str) and value.strip().isdigit() and int(value) > 0:
-                return int(value)
+                return _in_range(int(value), key)
             raise PoisonMessage(f"`{key}` is not a positive element id: {str(value)[:40]!r}")
     keys = ", ".join(sorted(payload)[:8]) or "none"
     raise PoisonMessage(f"no element id (expected `id` or `elementId`; keys: {keys})")
+
+
+def _in_range(element_id: int, key: str) -> int:
+    if element_id > MAX_ELEMENT_ID:
+        raise PoisonMessage(f"`{key}` {element_id} is larger than the largest element id ({MAX_ELEMENT_ID})")
+    return element_id
 
 
 def _event(payload: dict[str, Any], attributes: dict[str, str]) -> Event | None:

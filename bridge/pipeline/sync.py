@@ -18,13 +18,14 @@ import structlog
 
 from bridge.channels.base import ChannelResult
 from bridge.config import FeedbackSettings
-from bridge.errors import BridgeError, PermanentError, TransientError
+from bridge.errors import BridgeError, TransientError
 from bridge.kordiam.client import KordiamClient
 from bridge.kordiam.models import CmsLinks, Element, Publication
+from bridge.locks import KeyedLock
 from bridge.ops import metrics
 from bridge.pipeline.covering import FetchLedger
+from bridge.pipeline.fate import describe, is_transient
 from bridge.pipeline.fingerprint import fingerprint
-from bridge.pipeline.locks import KeyedLock
 from bridge.pipeline.notification import Notification
 from bridge.pipeline.routing import Route
 from bridge.state.base import Delivery, ElementBusy, ElementMark, StateStore
@@ -49,23 +50,11 @@ class ChannelAction:
 
 @dataclass(frozen=True, slots=True)
 class Failure:
-    """Where a sync failed (``fetch``, ``feedback`` or a channel's name) and why."""
+    """Where a sync failed (``fetch``, ``feedback``, ``lease``, ``state`` or a channel's name) and why; what that
+    means for the message is ``bridge.pipeline.fate``'s to say."""
 
     stage: str
     error: BaseException
-
-    @property
-    def transient(self) -> bool:
-        # An error we did not classify (a bug, an unexpected library exception) is retried, not dropped:
-        # after the retry budget it still reaches the dead-letter queue with its context.
-        return not isinstance(self.error, PermanentError)
-
-    @property
-    def retry_after(self) -> float | None:
-        return self.error.retry_after if isinstance(self.error, TransientError) else None
-
-    def describe(self) -> str:
-        return f"{self.stage}: {type(self.error).__name__}: {self.error}"
 
 
 @dataclass(slots=True)
@@ -92,23 +81,26 @@ class SyncFailed(BridgeError):
     def __init__(self, report: SyncReport) -> None:
         self.report = report
         self.failures = report.failures
-        super().__init__("; ".join(f.describe() for f in report.failures))
-
-    @property
-    def transient(self) -> bool:
-        return any(f.transient for f in self.failures)
-
-    @property
-    def stage(self) -> str:
-        return ",".join(f.stage for f in self.failures)
-
-    @property
-    def retry_after(self) -> float | None:
-        hints = [f.retry_after for f in self.failures if f.retry_after is not None]
-        return max(hints) if hints else None
+        super().__init__("; ".join(describe(f) for f in report.failures))
 
 
 class SyncEngine:
+    """Makes every channel hold what Kordiam holds for one element, and tells Kordiam where it landed.
+
+    Lifecycle: one engine per worker, shared by every message; ``sync`` may run concurrently for different
+    elements. It owns nothing it must close: the Kordiam client, channels and state store belong to the worker.
+
+    Backpressure: syncs of one element run one after another in this process (a keyed lock) and across workers
+    (the state store's lease, which may wait for a live holder); different elements never wait for each other.
+    Within a sync the routes run concurrently; one route's publications run in order, stopping at its first failure.
+
+    Errors: ``sync`` returns a ``SyncReport`` when every stage succeeded and raises ``SyncFailed`` otherwise, with
+    one ``Failure`` (stage, error) per failed stage; every other stage's work is recorded first, so a retry redoes
+    only what failed. A failure of Kordiam or a channel, and a ``BridgeError`` of the state store, never escape
+    otherwise (anything else escaping is a bug); what a failure means for the message is
+    ``bridge.pipeline.fate``'s decision, not the engine's.
+    """
+
     def __init__(
         self,
         *,
@@ -136,7 +128,8 @@ class SyncEngine:
         what lets notifications that arrive during a sync share the next one.
         """
         async with self._locks.hold(notification.element_id):
-            if self._fetched.covers(notification.element_id, sent_at):
+            # A forced replay asks for every channel to be written again: no earlier fetch covers it.
+            if not notification.force and self._fetched.covers(notification.element_id, sent_at):
                 metrics.NOTIFICATIONS_COALESCED.inc()
                 return SyncReport(notification.element_id, skipped=COVERED, covered=True)
             try:
@@ -183,7 +176,9 @@ class SyncEngine:
 
         carried = {(r.name, p.id) for r in self._routes for p in element.publications if r.carries(p)}
         await self._retract(deliveries, keep=carried, report=report, held=held)
-        await _concurrently([self._deliver(route, element, held, report) for route in self._routes])
+        await _concurrently(
+            [self._deliver(route, element, held, report, force=notification.force) for route in self._routes]
+        )
 
         if self._feedback.enabled:
             try:
@@ -198,9 +193,18 @@ class SyncEngine:
         return report
 
     async def _deliver(
-        self, route: Route, element: Element, held: dict[tuple[str, int], Delivery], report: SyncReport
+        self,
+        route: Route,
+        element: Element,
+        held: dict[tuple[str, int], Delivery],
+        report: SyncReport,
+        *,
+        force: bool = False,
     ) -> None:
-        """Upsert this route's publications one after another; stop at the first failure of this channel."""
+        """Upsert this route's publications one after another; stop at the first failure of this channel.
+
+        A publication whose fingerprint matches what the channel was last given is left alone, unless ``force``.
+        """
         # For an element-scoped channel every publication shares one remote item: the state store (shared by
         # all workers) says which, so a new publication updates it instead of creating a second one.
         sibling = next((d.external_id for (channel, _), d in held.items() if channel == route.name), None)
@@ -209,7 +213,7 @@ class SyncEngine:
                 continue
             previous = held.get((route.name, publication.id))
             digest = fingerprint(element, publication)
-            if previous is not None and previous.fingerprint == digest:
+            if previous is not None and previous.fingerprint == digest and not force:
                 report.actions.append(ChannelAction(route.name, publication.id, Action.UNCHANGED, previous.external_id))
                 continue
             external_id = previous.external_id if previous else (sibling if route.element_scoped else None)
@@ -363,6 +367,4 @@ def _delivery(element: Element, publication: Publication, channel: str, result: 
 
 
 def _kind(error: BaseException) -> str:
-    if isinstance(error, PermanentError):
-        return "permanent"
-    return "transient"
+    return "transient" if is_transient(error) else "permanent"

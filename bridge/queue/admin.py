@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -39,12 +40,11 @@ from bridge.errors import BridgeError, ConfigError
 from bridge.pipeline.notification import PoisonMessage, decode_notification, resync_notification
 from bridge.queue import open_transport
 from bridge.queue.sqs import MAX_ATTRIBUTES, SqsTransport
-from bridge.queue.transport import MAX_BATCH, QueueInfo
+from bridge.queue.transport import FIRST_FAILURE_AT, FIRST_FAILURE_SOURCE, MAX_BATCH, REDRIVEN_FROM, QueueInfo
 
 log = structlog.get_logger("bridge.admin")
 
 FAILURE_PREFIX = "failure."
-REDRIVEN_FROM = "redriven_from"
 # How long a listing keeps the messages it has seen invisible before it releases them (visibility 0) itself.
 PEEK_HOLD_SECONDS = 30
 # Long-poll wait of one peek/redrive receive: long enough to ask every SQS server, short enough for a CLI.
@@ -150,7 +150,9 @@ class FailureContext:
     error_class: str | None
     attempts: int | None
     element_id: int | None
+    # The main-queue message id and time of the first failure; kept when a redriven copy fails again.
     source_message_id: str | None
+    first_failed_at: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,6 +237,11 @@ class RedriveResult:
     failed: list[RedriveFailure] = field(default_factory=list)
     # Messages the element filter (or the limit) left in the dead-letter queue.
     skipped: int = 0
+    # Dead letters that arrived after the run started (e.g. a redriven message that failed again): left for a
+    # later run, so that a run ends even while a worker keeps dead-lettering what it moves.
+    arrived: int = 0
+    # Ctrl-C stopped the run: the summary is partial.
+    interrupted: bool = False
     # Copied, but the delete from the dead-letter queue failed: the message exists twice (never zero times).
     duplicated: list[str] = field(default_factory=list)
     # Approximate dead-letter depth (visible + in flight) after the run.
@@ -253,14 +260,19 @@ class RedriveResult:
 
     @property
     def ok(self) -> bool:
-        return not self.failed and self.stopped_reason is None and self.task_status in (None, "COMPLETED")
+        return (
+            not self.failed
+            and self.stopped_reason is None
+            and not self.interrupted
+            and self.task_status in (None, "COMPLETED")
+        )
 
 
 def to_jsonable(value: Any) -> Any:
     """A result dataclass as plain JSON types (datetimes as ISO 8601)."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         data = {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
-        for name in ("sent", "failed", "moved_total", "ok"):
+        for name in ("sent", "failed", "moved_total", "ok", "problems"):
             if name not in data and isinstance(getattr(type(value), name, None), property):
                 data[name] = to_jsonable(getattr(value, name))
         return data
@@ -338,6 +350,7 @@ def to_dlq_message(raw: dict[str, Any]) -> DlqMessage:
             attempts=_int_or_none(attributes.get("failure.attempts")),
             element_id=_int_or_none(attributes.get("failure.element_id")),
             source_message_id=attributes.get("failure.source_message_id"),
+            first_failed_at=attributes.get("failure.first_failed_at"),
         )
     body = str(raw.get("Body", ""))
     element_id = failure.element_id if failure and failure.element_id is not None else None
@@ -540,9 +553,18 @@ class QueueAdmin:
     # ------------------------------------------------------------------------------------------- replay
 
     async def replay(
-        self, element_ids: Sequence[int], *, event: str = "updated", progress: ProgressSink | None = None
+        self,
+        element_ids: Sequence[int],
+        *,
+        event: str = "updated",
+        force: bool = False,
+        progress: ProgressSink | None = None,
     ) -> ReplayResult:
-        """Enqueue a fresh notification per element, as Kordiam would (``{"id": N, "event": …}``)."""
+        """Enqueue a fresh notification per element, as Kordiam would (``{"id": N, "event": …}``).
+
+        The worker then writes a channel only where the element changed since it last wrote it (else its outcome is
+        ``unchanged``); ``force`` marks the notifications so that it rewrites every channel of the element.
+        """
         ids = _replay_ids(element_ids)
         fifo = self.queue_url.endswith(".fifo")
         progress = progress or _NoProgress()
@@ -551,7 +573,7 @@ class QueueAdmin:
         for chunk in _chunks(ids):
             entries: list[dict[str, Any]] = []
             for index, element_id in enumerate(chunk):
-                body, attributes = resync_notification(element_id, source="replay", event=event)
+                body, attributes = resync_notification(element_id, source="replay", event=event, force=force)
                 entry: dict[str, Any] = {
                     "Id": str(index),
                     "MessageBody": body,
@@ -625,14 +647,21 @@ class QueueAdmin:
         progress: ProgressSink | None = None,
         hold: int = REDRIVE_HOLD_SECONDS,
         poll_interval: float = MOVE_TASK_POLL_SECONDS,
+        stop: asyncio.Event | None = None,
     ) -> RedriveResult:
         """Move dead letters back to the main queue without losing any.
 
         ``native=None`` uses SQS's ``StartMessageMoveTask`` when there is no filter and no limit and the endpoint
         supports it, else the manual copy; ``native=True`` insists on the move task, ``False`` never uses it.
         The move task moves messages verbatim (``failure.*`` attributes stay); the manual copy drops them and adds
-        ``redriven_from``.
+        ``redriven_from`` and the first failure's source message id and time (``first_failure.*``).
+
+        The manual copy moves only what was in the dead-letter queue when it started: a dead letter sent later, or
+        one that is this run's own copy failing again, stays for a later run (``arrived``), so a run ends even
+        while a worker dead-letters every copy again. ``stop`` (Ctrl-C) ends either method at its next step with
+        a partial result (``interrupted``).
         """
+        stop = stop or asyncio.Event()
         if limit is not None and limit < 1:
             raise ValueError("limit must be at least 1")
         wanted = frozenset(element_ids or ())
@@ -646,17 +675,21 @@ class QueueAdmin:
                 fallback = "a limit or an element filter needs the manual copy"
             else:
                 try:
-                    return await self._redrive_move_task(dlq_url, progress, poll_interval)
+                    return await self._redrive_move_task(dlq_url, progress, poll_interval, stop)
                 except _MoveTaskUnavailable as unavailable:
                     if native:
                         raise AdminError(f"StartMessageMoveTask is not available: {unavailable}") from None
                     fallback = f"StartMessageMoveTask unavailable ({unavailable})"
                     log.info("move_task_unavailable", reason=str(unavailable), using="manual copy")
-        result = await self._redrive_manual(dlq_url, limit=limit, wanted=wanted, progress=progress, hold=hold)
+        result = await self._redrive_manual(
+            dlq_url, limit=limit, wanted=wanted, progress=progress, hold=hold, stop=stop
+        )
         result.fallback_reason = fallback
         return result
 
-    async def _redrive_move_task(self, dlq_url: str, progress: ProgressSink, poll_interval: float) -> RedriveResult:
+    async def _redrive_move_task(
+        self, dlq_url: str, progress: ProgressSink, poll_interval: float, stop: asyncio.Event
+    ) -> RedriveResult:
         source_arn = await self.queue_arn(dlq_url)
         destination_arn = await self.queue_arn(self.queue_url)
         try:
@@ -680,7 +713,14 @@ class QueueAdmin:
                         if result.task_status == "FAILED":
                             result.stopped_reason = str(task.get("FailureReason", "the move task failed"))
                         break
-                await asyncio.sleep(poll_interval)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), poll_interval)
+                if stop.is_set():
+                    # What the task moved stays moved, the rest stays in the dead-letter queue.
+                    result.interrupted = True
+                    with contextlib.suppress(ClientError, BotoCoreError):
+                        await self.client.cancel_message_move_task(TaskHandle=handle)
+                    break
         except asyncio.CancelledError:
             # Ctrl-C: stop the task too; what it moved stays moved, the rest stays in the dead-letter queue.
             with contextlib.suppress(ClientError, BotoCoreError):
@@ -702,9 +742,19 @@ class QueueAdmin:
         return tasks[0] if tasks else None
 
     async def _redrive_manual(
-        self, dlq_url: str, *, limit: int | None, wanted: frozenset[int], progress: ProgressSink, hold: int
+        self,
+        dlq_url: str,
+        *,
+        limit: int | None,
+        wanted: frozenset[int],
+        progress: ProgressSink,
+        hold: int,
+        stop: asyncio.Event,
     ) -> RedriveResult:
         result = RedriveResult("manual", dlq_url, self.queue_url)
+        # SentTimestamp is the SQS server's clock; this run's own copies coming back are also recognised by their
+        # `redriven_from`, whatever the clocks say.
+        started_ms = int(time.time() * 1000)
         depth = await self.depth(dlq_url)
         total = depth.visible if limit is None else min(limit, depth.visible)
         progress.start("redriving dead letters", total if not wanted else depth.visible)
@@ -713,9 +763,10 @@ class QueueAdmin:
         held: dict[str, str] = {}
         # Copied to the main queue; deleted from the dead-letter queue only after that copy was confirmed.
         copied_not_deleted: dict[str, str] = {}
+        moved_ids: set[str] = set()
         stale = 0
         try:
-            while limit is None or len(result.moved) < limit:
+            while (limit is None or len(result.moved) < limit) and not stop.is_set():
                 count = MAX_BATCH if wanted or limit is None else limit - len(result.moved)
                 batch = await self._receive(dlq_url, count, hold)
                 if not batch:
@@ -727,6 +778,10 @@ class QueueAdmin:
                         copied_not_deleted[message_id] = str(raw["ReceiptHandle"])  # retry the delete only
                     elif message_id in handled:
                         held[message_id] = str(raw["ReceiptHandle"])
+                    elif _arrived_during_run(raw, started_ms, moved_ids):
+                        handled.add(message_id)
+                        held[message_id] = str(raw["ReceiptHandle"])
+                        result.arrived += 1
                     else:
                         fresh.append(raw)
                 if copied_not_deleted:
@@ -748,15 +803,19 @@ class QueueAdmin:
                     to_move.append((raw, message))
                 if to_move:
                     keep_going = await self._copy_batch(dlq_url, to_move, result, held, copied_not_deleted)
+                    moved_ids.update(m.dlq_message_id for m in result.moved)
                     progress.advance(len(to_move))
                     if not keep_going:
                         break
         finally:
             # Also on errors and Ctrl-C: delete what was copied, release what stays.
             await asyncio.shield(self._settle(dlq_url, result, held, copied_not_deleted))
+        result.interrupted = stop.is_set()
         result.remaining = (await self.depth(dlq_url)).total
         log.info(
             "redriven",
+            arrived=result.arrived,
+            interrupted=result.interrupted,
             source=dlq_url,
             destination=self.queue_url,
             moved=len(result.moved),
@@ -824,8 +883,15 @@ class QueueAdmin:
             kept = {k: value[k] for k in ("DataType", "StringValue", "BinaryValue") if k in value}
             if "StringValue" in kept or "BinaryValue" in kept:
                 attributes[name] = kept
-        if len(attributes) < MAX_ATTRIBUTES:
-            attributes[REDRIVEN_FROM] = {"DataType": "String", "StringValue": message.message_id}
+        failure = message.failure
+        first_source = (failure.source_message_id if failure else None) or message.message_id
+        first_at = (failure.first_failed_at if failure else None) or (
+            message.sent_at.isoformat(timespec="milliseconds") if message.sent_at else None
+        )
+        carried = {REDRIVEN_FROM: message.message_id, FIRST_FAILURE_SOURCE: first_source, FIRST_FAILURE_AT: first_at}
+        for name, value in carried.items():
+            if value and len(attributes) < MAX_ATTRIBUTES:
+                attributes[name] = {"DataType": "String", "StringValue": value}
         entry: dict[str, Any] = {"Id": entry_id, "MessageBody": message.body, "MessageAttributes": attributes}
         if self.queue_url.endswith(".fifo"):
             group = message.group_id or (str(message.element_id) if message.element_id is not None else "redrive")
@@ -861,6 +927,15 @@ class _MoveTaskUnavailable(Exception):
     pass
 
 
+def _arrived_during_run(raw: dict[str, Any], started_ms: int, moved_ids: set[str]) -> bool:
+    """A dead letter this run must leave alone: sent after it started, or its own copy that failed again."""
+    redriven_from = raw.get("MessageAttributes", {}).get(REDRIVEN_FROM, {}).get("StringValue")
+    if redriven_from in moved_ids:
+        return True
+    sent = _int_or_none(str(raw.get("Attributes", {}).get("SentTimestamp", "")))
+    return sent is not None and sent > started_ms
+
+
 # --------------------------------------------------------------------------------------------------- entry points
 
 
@@ -882,16 +957,19 @@ async def replay(
     element_ids: Sequence[int],
     *,
     event: str = "updated",
+    force: bool = False,
     progress: ProgressSink | None = None,
 ) -> ReplayResult:
     if settings.backend == "stomp":
-        return await _replay_on_broker(settings, element_ids, event=event, progress=progress or _NoProgress())
+        return await _replay_on_broker(
+            settings, element_ids, event=event, force=force, progress=progress or _NoProgress()
+        )
     async with queue_admin(settings) as admin:
-        return await admin.replay(element_ids, event=event, progress=progress)
+        return await admin.replay(element_ids, event=event, force=force, progress=progress)
 
 
 async def _replay_on_broker(
-    settings: QueueSettings, element_ids: Sequence[int], *, event: str, progress: ProgressSink
+    settings: QueueSettings, element_ids: Sequence[int], *, event: str, force: bool, progress: ProgressSink
 ) -> ReplayResult:
     """``replay`` on ActiveMQ: one confirmed send per element through the transport contract."""
     ids = _replay_ids(element_ids)
@@ -899,7 +977,7 @@ async def _replay_on_broker(
     results: list[ReplayedElement] = []
     async with open_transport(settings, consume=False) as transport:
         for element_id in ids:
-            body, attributes = resync_notification(element_id, source="replay", event=event)
+            body, attributes = resync_notification(element_id, source="replay", event=event, force=force)
             try:
                 results.append(ReplayedElement(element_id, await transport.send(body, attributes)))
             except Exception as error:  # stompman's errors: refused, no receipt in time, connection lost
@@ -936,9 +1014,10 @@ async def dlq_redrive(
     element_ids: Iterable[int] | None = None,
     native: bool | None = None,
     progress: ProgressSink | None = None,
+    stop: asyncio.Event | None = None,
 ) -> RedriveResult:
     async with queue_admin(settings) as admin:
-        return await admin.redrive(limit=limit, element_ids=element_ids, native=native, progress=progress)
+        return await admin.redrive(limit=limit, element_ids=element_ids, native=native, progress=progress, stop=stop)
 
 
 # --------------------------------------------------------------------------------------------------- rendering
@@ -1040,6 +1119,10 @@ def render_redrive(result: RedriveResult, console: Console) -> None:
         console.print(f"  move task status: {result.task_status}")
     if result.skipped:
         console.print(f"  left in the dead-letter queue (filter/limit): {result.skipped}")
+    if result.arrived:
+        console.print(f"  arrived after the run started, left for a later run: {result.arrived}")
+    if result.interrupted:
+        console.print("  [yellow]interrupted (Ctrl-C): the figures above are what this run did before[/yellow]")
     for failure in result.failed:
         console.print(f"  [red]not moved[/red] {failure.dlq_message_id}: {escape(failure.reason)}")
     if result.duplicated:

@@ -15,8 +15,13 @@ ActiveMQ "visibility" is the broker holding an unacknowledged message for this c
   left with visibility 0, and flushes pending deletes.
 - FIFO queues: messages of one group run one after another in the order SQS gave them, groups in parallel; when
   one fails and will be retried, the rest of its group is released (visibility 0) rather than run out of order.
+- While the ``ReceiveGate`` is closed (a fault of the whole worker, such as refused Kordiam credentials) the
+  pollers receive nothing: messages wait in the queue without spending a receive.
 - Every message ends in ``Done``, ``Retry`` (``Transport.retry_later`` with an exponential back-off) or
-  ``DeadLetter`` (copied to the DLQ with context, then deleted).
+  ``DeadLetter`` (copied to the DLQ with context, then deleted). The handler decides which from what failed
+  (``bridge.pipeline.fate``); the consumer decides only what the handler cannot know: a ``Retry`` on the last
+  allowed receive becomes a ``DeadLetter`` (the budget is spent), a handler that raised instead of answering is
+  retried, and a dead letter the DLQ did not take is retried rather than deleted.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from dataclasses import dataclass
 import structlog
 
 from bridge.ops import metrics
+from bridge.queue.gate import ReceiveGate
 from bridge.queue.outcome import DeadLetter, Done, Outcome, Retry
 from bridge.queue.transport import MAX_BATCH, DeadLetterContext, QueueMessage, Transport, prefetch_for
 from bridge.retry import queue_backoff
@@ -74,10 +80,28 @@ def poller_count(concurrency: int) -> int:
 
 
 class Consumer:
-    def __init__(self, transport: Transport, handler: Handler, settings: ConsumerSettings) -> None:
+    """Runs ``handler`` over every message ``transport`` delivers, until ``run``'s ``stop`` is set.
+
+    Lifecycle: ``run`` starts the pollers, the heartbeat and the deleter, and returns only after the drain: no
+    receive after ``stop``; in-flight messages get ``shutdown_timeout`` to finish, then whatever is left (running,
+    prefetched, or queued behind its FIFO group) is released for another worker; pending deletes are flushed.
+    ``ready`` and ``healthy`` answer the probes meanwhile.
+
+    Backpressure: at most ``concurrency`` messages run and ``prefetch`` more wait for a slot; a poller receives
+    only when there is room for a whole batch, or a slot sits idle. A closed ``gate`` stops receiving altogether.
+
+    Errors: ``handler`` returns an ``Outcome``; the consumer settles it (delete, back-off, or DLQ then delete) and
+    never lets a message go unsettled. A handler that raises is a bug: logged and retried. A transport call that
+    fails is logged and the message is received again later (processing is idempotent); it never ends the loop.
+    """
+
+    def __init__(
+        self, transport: Transport, handler: Handler, settings: ConsumerSettings, *, gate: ReceiveGate | None = None
+    ) -> None:
         self._transport = transport
         self._handler = handler
         self._settings = settings
+        self._gate = gate or ReceiveGate()
         # Messages this worker may hold (running or waiting for a slot), and the slots that run them.
         self._free = settings.concurrency + settings.prefetch
         self._slots = asyncio.Semaphore(settings.concurrency)
@@ -106,6 +130,8 @@ class Consumer:
             return True
         if not self._transport.connected():
             return False
+        if self._gate.reason is not None:
+            return True  # not polling on purpose: paused for a fault of the whole worker
         return time.monotonic() - self.last_poll < 2 * self._settings.wait_time_seconds + 10
 
     def ready(self) -> bool:
@@ -140,8 +166,9 @@ class Consumer:
                 task.cancel()
             await asyncio.gather(*not_started, return_exceptions=True)
             await self._release(released)
-        # Keep a little of the deadline for releasing and flushing.
-        budget = max(0.5, self._settings.shutdown_timeout - 2.0)
+        # Keep a little of the deadline for releasing and flushing. While paused for a fault of the whole worker
+        # the messages in hand cannot finish: release them at once.
+        budget = max(0.5, self._settings.shutdown_timeout - 2.0) if self._gate.reason is None else 0.0
         if self._tasks:
             _, pending = await asyncio.wait(set(self._tasks), timeout=budget)
             unfinished = [self._tasks[task] for task in pending]
@@ -166,6 +193,9 @@ class Consumer:
     async def _poll(self, number: int) -> None:
         failures = 0
         while self._receiving:
+            if self._gate.reason is not None:
+                await self._gate.wait_open()
+                self.last_poll = time.monotonic()  # a pause is not a stalled poll loop
             wanted = await self._reserve()
             try:
                 messages = await self._transport.receive(wanted, self._settings.wait_time_seconds)

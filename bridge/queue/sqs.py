@@ -25,6 +25,7 @@ from bridge.queue.transport import (
     DeadLetterContext,
     QueueInfo,
     QueueMessage,
+    carried_attributes,
     failure_attributes,
 )
 
@@ -192,10 +193,11 @@ class SqsTransport:
             name: {"DataType": "String", "StringValue": value[:MAX_ATTRIBUTE_VALUE]}
             for name, value in failure_attributes(message, context).items()
         }
-        for name, value in message.attributes.items():
+        # Then the message's own attributes, `redriven_from` first (redrive uses it to tell its own copies apart).
+        for name, value in carried_attributes(message):
             if len(attributes) >= MAX_ATTRIBUTES:
                 break
-            if name not in attributes and value:
+            if name not in attributes:
                 attributes[name] = {"DataType": "String", "StringValue": value}
         request: dict[str, Any] = {
             "QueueUrl": self.dlq_url,

@@ -41,6 +41,7 @@ from bridge.queue.transport import (
     DeadLetterContext,
     QueueInfo,
     QueueMessage,
+    carried_attributes,
     failure_attributes,
     prefetch_for,
 )
@@ -280,7 +281,7 @@ class StompTransport:
         return send_id
 
     def _carried_headers(self, message: QueueMessage) -> dict[str, str]:
-        headers = dict(message.attributes)
+        headers = dict(carried_attributes(message))
         if message.group_id is not None:
             headers[GROUP_HEADER] = message.group_id
         return headers

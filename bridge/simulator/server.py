@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+import logging
+import os
 import socket
 import threading
 import time
@@ -10,6 +13,7 @@ from typing import Final, Self
 
 import uvicorn
 
+from bridge.errors import ConfigError
 from bridge.simulator.app import Simulator, create_app
 from bridge.simulator.settings import SimulatorSettings
 from bridge.simulator.store import Clock
@@ -20,15 +24,27 @@ _GRACEFUL_SHUTDOWN_SECONDS: Final = 5
 
 
 def run_simulator(settings: SimulatorSettings, host: str = "127.0.0.1", port: int = 8089) -> None:
-    """Serve the simulator until interrupted (Ctrl-C / SIGTERM); blocks the calling thread."""
+    """Serve the simulator until interrupted (Ctrl-C / SIGTERM); blocks the calling thread.
+
+    An address that cannot be bound is a ``ConfigError`` naming ``--port`` (in use) or ``--host``. uvicorn's own
+    records go through the process's logging configuration (``bridge.ops.logging``: JSON or console like every
+    other line), at info level so that its start-up and access lines still show.
+    """
+    try:
+        sock = _bind(host, port)
+    except OSError as error:
+        argument = "--port" if error.errno == errno.EADDRINUSE else "--host"
+        reason = os.strerror(error.errno).lower() if error.errno else str(error)
+        raise ConfigError(argument, f"cannot listen on {host}:{port}: {reason}") from None
     config = uvicorn.Config(
         create_app(settings),
-        host=host,
-        port=port,
         lifespan="on",
         timeout_graceful_shutdown=_GRACEFUL_SHUTDOWN_SECONDS,
+        log_config=None,
     )
-    uvicorn.Server(config).run()
+    logging.getLogger("uvicorn").setLevel(logging.INFO)
+    with sock:
+        uvicorn.Server(config).run(sockets=[sock])
 
 
 def _bind(host: str, port: int) -> socket.socket:

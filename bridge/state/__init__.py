@@ -27,7 +27,10 @@ async def open_state_store(settings: StateSettings, *, default_region: str | Non
         store = DynamoDbStateStore.from_settings(settings, default_region=default_region)
     else:
         store = SqliteStateStore(
-            settings.sqlite_path, lease_seconds=settings.lease_seconds, lease_wait_seconds=settings.lease_wait_seconds
+            settings.sqlite_path,
+            lease_seconds=settings.lease_seconds,
+            lease_wait_seconds=settings.lease_wait_seconds,
+            create_directories=settings.create_directories,
         )
     await store.open()
     return store

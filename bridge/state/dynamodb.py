@@ -14,13 +14,10 @@ The table is created outside the bridge (Terraform in production; ``create_table
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import math
 import os
-import random
 import time
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import UTC, datetime
@@ -33,8 +30,8 @@ from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from bridge.config import StateSettings
 from bridge.errors import ConfigError, PermanentError, TransientError
-from bridge.state.base import Delivery, ElementBusy, ElementMark
-from bridge.state.leases import LeaseKeeper
+from bridge.state.base import Delivery, ElementMark
+from bridge.state.leases import LeaseKeeper, LeaseOwner, acquire
 
 log = structlog.get_logger("bridge.state")
 
@@ -102,17 +99,19 @@ class DynamoDbStateStore:
         lease_wait_seconds: float = 10.0,
         max_connections: int = 64,
         keep_leases: bool = True,
+        owner: LeaseOwner | None = None,
     ) -> None:
         self.table = table
         self.region = region
         self.endpoint_url = endpoint_url
-        self.owner = uuid.uuid4().hex
+        self.owner = (owner or LeaseOwner.of_process(os.getpid())).encode()
         self._lease_seconds = lease_seconds
         self._lease_wait = lease_wait_seconds
         self._max_connections = max_connections
         self._client: Any = None
         self._stack: AsyncExitStack | None = None
-        # keep_leases=False: a worker that never extends its leases (tests of expiry stand in a hung worker so).
+        # keep_leases=False: a worker that never extends its leases (tests of expiry stand in a hung worker so);
+        # owner: tests stand in another process's store so.
         self._keeper = LeaseKeeper(lease_seconds, self._extend_leases, enabled=keep_leases)
 
     @classmethod
@@ -277,14 +276,7 @@ class DynamoDbStateStore:
 
     @asynccontextmanager
     async def lease(self, element_id: int) -> AsyncIterator[None]:
-        deadline = time.monotonic() + self._lease_wait
-        delay = 0.05
-        while not await self._try_lease(element_id):
-            if time.monotonic() + delay > deadline:
-                raise ElementBusy(f"element {element_id} is being processed by another worker")
-            # Jitter, so two workers waiting for the same element do not retry in lockstep.
-            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
-            delay = min(1.0, delay * 2)
+        await acquire(element_id, self._try_lease, wait_seconds=self._lease_wait)
         self._keeper.taken(element_id)
         try:
             yield
@@ -292,8 +284,13 @@ class DynamoDbStateStore:
             self._keeper.released(element_id)
             await self._release(element_id)
 
-    async def _try_lease(self, element_id: int) -> bool:
+    async def _try_lease(self, element_id: int, replacing: str | None) -> str | None:
         now = time.time()
+        condition = "attribute_not_exists(#pk) OR #expires < :now OR #owner = :me"
+        values = {":now": {"N": f"{now:.3f}"}, ":me": _s(self.owner)}
+        if replacing is not None:
+            condition += " OR #owner = :gone"
+            values[":gone"] = _s(replacing)
         try:
             await self._call(
                 "put_item",
@@ -304,13 +301,14 @@ class DynamoDbStateStore:
                     # Whole seconds: what DynamoDB's TTL expects; a lease lasts at most a second longer.
                     TTL_ATTRIBUTE: _n(math.ceil(now + self._lease_seconds)),
                 },
-                ConditionExpression="attribute_not_exists(#pk) OR #expires < :now OR #owner = :me",
+                ConditionExpression=condition,
                 ExpressionAttributeNames={"#pk": HASH_KEY, "#expires": TTL_ATTRIBUTE, "#owner": "owner"},
-                ExpressionAttributeValues={":now": {"N": f"{now:.3f}"}, ":me": _s(self.owner)},
+                ExpressionAttributeValues=values,
             )
         except _ConditionFailed:
-            return False
-        return True
+            held = await self._call("get_item", Key=_key(element_id, LEASE), ConsistentRead=True)
+            return _str_attribute(held.get("Item", {}), "owner") or ""
+        return None
 
     async def _extend_leases(self, element_ids: list[int]) -> set[int]:
         lost: set[int] = set()

@@ -1,4 +1,4 @@
-"""Keeping this process's element leases alive while their syncs run.
+"""Element leases shared by both state stores: who owns one, when its owner is gone, taking one, keeping it.
 
 A lease expires ``lease_seconds`` after it was taken, so that a crashed worker's elements come free again. A
 live worker's sync can take longer than that: Kordiam's retry budget, a slow channel, several channels one after
@@ -7,18 +7,126 @@ channel. One keeper per state store (one task per process, not one per message) 
 a third of ``lease_seconds`` or more, every third of ``lease_seconds``: a lease is extended at the latest two
 thirds into its life. A worker whose event loop hangs, or that died, extends nothing, so its leases still
 expire.
+
+A worker need not wait for that expiry when the holder is a process on its own host that no longer runs (the
+worker it replaces after a kill -9 or a crash): each lease records its owner's process (``LeaseOwner``), and
+``acquire`` takes over a lease whose process is gone at once. Holders on other hosts are judged by expiry alone.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import random
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
 from time import monotonic
 
 import structlog
 
+from bridge.state.base import ElementBusy
+
 log = structlog.get_logger("bridge.state")
+
+# How often a worker waiting for a live holder's lease looks again, at most (a conditional write and a read).
+MAX_POLL_SECONDS = 2.0
+# Tries to take the element's lease; ``replacing`` is the exact owner of a lease whose process is gone, which
+# may be taken over even before it expires. Returns None once the lease is taken, else its holder's owner text
+# ("" if the lease was released meanwhile).
+TakeLease = Callable[[int, str | None], Awaitable[str | None]]
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseOwner:
+    """Who holds a lease: one store instance (``token``) in one process, identified so it cannot be mistaken.
+
+    ``host`` is the kernel's boot id plus the pid namespace: two processes with one ``host`` see the same process
+    table, so the holder's ``pid`` can be looked up. ``started`` (the process start time, in clock ticks since
+    boot) tells a reused pid from the holder itself. Without /proc (not Linux) ``host`` is None and only expiry
+    frees the lease.
+    """
+
+    token: str
+    host: str | None
+    pid: int
+    started: int | None
+
+    @classmethod
+    def of_process(cls, pid: int) -> LeaseOwner:
+        """A new owner in process ``pid`` (this one, normally; tests stand in other processes so)."""
+        return cls(uuid.uuid4().hex, _host(), pid, _start_ticks(pid))
+
+    def encode(self) -> str:
+        return "/".join((self.token, self.host or "-", str(self.pid), str(self.started or "-")))
+
+    @classmethod
+    def decode(cls, text: str) -> LeaseOwner | None:
+        """The owner a lease records, or None for one this bridge cannot read (an older version wrote it)."""
+        parts = text.split("/")
+        if len(parts) != 4 or not parts[2].isdigit():
+            return None
+        token, host, pid, started = parts
+        return cls(token, None if host == "-" else host, int(pid), int(started) if started.isdigit() else None)
+
+
+def owner_is_gone(owner: str) -> bool:
+    """True if the lease's owner was a process on this host that no longer runs (exited, killed, a zombie).
+
+    False whenever that cannot be known: another host, another pid namespace (a restarted container has a new
+    one), an unreadable owner. Reads /proc, which the kernel answers from memory: nothing waits on a disk.
+    """
+    holder = LeaseOwner.decode(owner)
+    if holder is None or holder.host is None or holder.started is None or holder.host != _host():
+        return False
+    return _start_ticks(holder.pid) != holder.started
+
+
+async def acquire(element_id: int, take: TakeLease, *, wait_seconds: float) -> None:
+    """Take the element's lease, waiting up to ``wait_seconds`` for a live holder; else raise ``ElementBusy``.
+
+    A holder whose process is gone is replaced at once, whatever its expiry says.
+    """
+    deadline = monotonic() + wait_seconds
+    delay = 0.05
+    replacing: str | None = None
+    while (holder := await take(element_id, replacing)) is not None:
+        if holder and holder != replacing and owner_is_gone(holder):
+            replacing = holder
+            continue
+        if monotonic() + delay > deadline:
+            raise ElementBusy(f"element {element_id} is being processed by another worker (lease owner {holder})")
+        # Jitter, so two workers waiting for the same element do not retry in lockstep.
+        await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+        delay = min(MAX_POLL_SECONDS, delay * 2)
+    if replacing is not None:
+        log.warning("lease_taken_over", element_id=element_id, previous_owner=replacing, reason="its process is gone")
+
+
+@cache
+def _host() -> str | None:
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text(encoding="ascii").strip()
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return None
+    return f"{boot}.{namespace}"
+
+
+def _start_ticks(pid: int) -> int | None:
+    """The process's start time (clock ticks since boot); None if there is no such process or it is a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return None
+    # Fields after the command name, which is in parentheses and may itself hold spaces and parentheses.
+    fields = stat[stat.rfind(")") + 2 :].split()
+    if len(fields) < 20 or fields[0] in ("Z", "X"):
+        return None
+    return int(fields[19])
+
 
 # Extends the given leases if this process still owns them; returns the ones it no longer owns.
 Extend = Callable[[list[int]], Awaitable[set[int]]]

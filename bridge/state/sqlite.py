@@ -11,9 +11,9 @@ statement to a thread cost 2–6 ms of latency per hop under load, three hops pe
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
@@ -24,8 +24,8 @@ from typing import Any, TypeVar
 import structlog
 
 from bridge.errors import ConfigError
-from bridge.state.base import Delivery, ElementBusy, ElementMark
-from bridge.state.leases import LeaseKeeper
+from bridge.state.base import Delivery, ElementMark
+from bridge.state.leases import LeaseKeeper, LeaseOwner, acquire
 
 T = TypeVar("T")
 log = structlog.get_logger("bridge.state")
@@ -87,16 +87,22 @@ class SqliteStateStore:
         lease_seconds: float = 120.0,
         lease_wait_seconds: float = 10.0,
         keep_leases: bool = True,
+        owner: LeaseOwner | None = None,
+        create_directories: bool = False,
     ) -> None:
         self.path = Path(path)
+        # A typo in state.url must not start a fresh, empty store somewhere: its directory must exist, unless
+        # the configuration asks for it to be made (state.create_directories).
+        self._create_directories = create_directories
         self._loop_db: sqlite3.Connection | None = None  # used on the event loop only; never waits
         self._thread_db: sqlite3.Connection | None = None  # used on the store's thread only; waits for locks
         self._thread: ThreadPoolExecutor | None = None
         self._writes = 0
-        self._owner = uuid.uuid4().hex
+        self._owner = (owner or LeaseOwner.of_process(os.getpid())).encode()
         self._lease_seconds = lease_seconds
         self._lease_wait = lease_wait_seconds
-        # keep_leases=False: a worker that never extends its leases (tests of expiry stand in a hung worker so).
+        # keep_leases=False: a worker that never extends its leases (tests of expiry stand in a hung worker so);
+        # owner: tests stand in another process's store so.
         self._keeper = LeaseKeeper(lease_seconds, self._extend_leases, enabled=keep_leases)
 
     async def open(self) -> None:
@@ -111,6 +117,11 @@ class SqliteStateStore:
         self._keeper.start()
 
     def _connect(self, *, busy_timeout_ms: int) -> sqlite3.Connection:
+        if not self._create_directories and not self.path.parent.is_dir():
+            raise ConfigError(
+                "state.url",
+                f"directory {self.path.parent} does not exist (create it, or set state.create_directories = true)",
+            )
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -235,13 +246,7 @@ class SqliteStateStore:
 
     @asynccontextmanager
     async def lease(self, element_id: int) -> AsyncIterator[None]:
-        deadline = time.monotonic() + self._lease_wait
-        delay = 0.05
-        while not await self._try_lease(element_id):
-            if time.monotonic() + delay > deadline:
-                raise ElementBusy(f"element {element_id} is being processed by another worker")
-            await asyncio.sleep(delay)
-            delay = min(1.0, delay * 2)
+        await acquire(element_id, self._try_lease, wait_seconds=self._lease_wait)
         self._keeper.taken(element_id)
         try:
             yield
@@ -253,10 +258,17 @@ class SqliteStateStore:
                 writes=True,
             )
 
-    async def _try_lease(self, element_id: int) -> bool:
+    async def _try_lease(self, element_id: int, replacing: str | None) -> str | None:
         now = time.time()
-        values = (element_id, self._owner, now + self._lease_seconds, now, self._owner)
-        return await self._run(lambda db: db.execute(TRY_LEASE, values).rowcount == 1, writes=True)
+        values = (element_id, self._owner, now + self._lease_seconds, now, self._owner, replacing)
+
+        def take(db: sqlite3.Connection) -> str | None:
+            if db.execute(TRY_LEASE, values).rowcount == 1:
+                return None
+            row = db.execute("SELECT owner FROM leases WHERE element_id = ?", (element_id,)).fetchone()
+            return str(row[0]) if row else ""
+
+        return await self._run(take, writes=True)
 
     async def _extend_leases(self, element_ids: list[int]) -> set[int]:
         expires_at, owner = time.time() + self._lease_seconds, self._owner
@@ -322,7 +334,7 @@ RECORD = (
 TRY_LEASE = (
     "INSERT INTO leases (element_id, owner, expires_at) VALUES (?, ?, ?) "
     "ON CONFLICT (element_id) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at "
-    "WHERE leases.expires_at < ? OR leases.owner = ?"
+    "WHERE leases.expires_at < ? OR leases.owner = ? OR leases.owner = ?"
 )
 MARK_ELEMENT = (
     "INSERT INTO elements (element_id, modification_date, version, deleted, updated_at) "

@@ -1,11 +1,8 @@
 """Create the bridge's SQS queue and its dead-letter queue (with redrive) on an emulator. Idempotent.
 
-Two ways it runs in docker-compose.yml:
-
-* LocalStack: mounted into ``/etc/localstack/init/ready.d/``; LocalStack runs it with ``exec()`` inside its own
-  Python process (boto3 is there) once SQS is ready. No ``sys.exit`` here: a failure raises, and LocalStack
-  marks the hook ERROR, which the service's health check sees.
-* moto: the one-shot ``sqs-init`` service runs ``python create_queues.py`` against the moto server.
+docker-compose.yml's one-shot ``sqs-init`` service runs it in the bridge image (boto3 is there) against whichever
+emulator the profile started, LocalStack or moto: it waits for the endpoint, creates the queues and exits 0, and
+the worker and the simulator start only then. A failure raises (exit 1), so they never start on missing queues.
 
 Settings come from the environment (every one has a default that matches infra/compose/bridge.toml):
 
@@ -106,6 +103,5 @@ def create_queues() -> dict[str, str]:
     return {"queue_url": queue_url, "dlq_url": dlq_url}
 
 
-# LocalStack exec()s this file with empty globals, where __name__ resolves to the builtins module's name.
-if __name__ in ("__main__", "builtins"):
+if __name__ == "__main__":
     create_queues()

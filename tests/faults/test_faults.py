@@ -3,19 +3,28 @@ worker stays up. Every case is bounded in time and records its figures (see conf
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import errno
 import json
+import re
 import signal
 import string
+import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from prometheus_client import REGISTRY
 
 from bridge.errors import ChannelRejected
 from bridge.simulator import RunningSimulator
+from bridge.state import SqliteStateStore
 from tests.faults.conftest import Figures
 from tests.support import (
     ChannelLog,
@@ -42,9 +51,10 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def queues(sqs_endpoint: SqsEndpoint, request: pytest.FixtureRequest) -> tuple[str, str]:
-    """Queues that allow 10 receives: outages here last several back-offs by design."""
+    """Queues that allow 10 receives (outages here last several back-offs by design), or as many as a test asks
+    for by parametrizing ``queues`` indirectly."""
     name = f"f-{abs(hash(request.node.nodeid)) % 10**10}-{int(time.time() * 1000) % 10**6}"
-    queue, dlq = make_queues(sqs_endpoint.url, name, max_receive_count=10)
+    queue, dlq = make_queues(sqs_endpoint.url, name, max_receive_count=getattr(request, "param", 10))
     # Messages up to SQS's 1 MiB limit.
     sqs_client(sqs_endpoint.url).set_queue_attributes(QueueUrl=queue, Attributes={"MaximumMessageSize": "1048576"})
     sqs_client(sqs_endpoint.url).set_queue_attributes(QueueUrl=dlq, Attributes={"MaximumMessageSize": "1048576"})
@@ -52,7 +62,12 @@ def queues(sqs_endpoint: SqsEndpoint, request: pytest.FixtureRequest) -> tuple[s
 
 
 @pytest.mark.localstack
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["sigkill", "sigterm"])
+@pytest.mark.parametrize(
+    ("sig", "queues"),
+    [(signal.SIGKILL, 3), (signal.SIGKILL, 5), (signal.SIGTERM, 5)],
+    ids=["sigkill-maxreceive3", "sigkill-maxreceive5", "sigterm-maxreceive5"],
+    indirect=["queues"],
+)
 async def test_worker_stopped_mid_batch_then_restarted(
     sig: signal.Signals,
     sqs_endpoint: SqsEndpoint,
@@ -62,17 +77,9 @@ async def test_worker_stopped_mid_batch_then_restarted(
     tmp_path: Path,
     figures: Figures,
 ) -> None:
-    config = write_config(
-        tmp_path / "bridge.toml",
-        queue=queues[0],
-        endpoint=sqs_endpoint.url,
-        kordiam=simulator.base_url,
-        workdir=tmp_path,
-        ops_port=free_port(),
-        # A killed worker's leases and in-flight messages come back after these, not after the defaults.
-        state_extra="lease_seconds = 3",
-        visibility_timeout=6,
-    )
+    # The default state.lease_seconds (120 s): a killed worker's leases are recognised as its own, not waited out.
+    # A killed worker's in-flight messages come back after this visibility timeout, not after the default.
+    config, _ = process_config(sqs_endpoint, queues, simulator, tmp_path, visibility_timeout=6)
     stories, stop_seconds = await stop_worker_mid_batch(sig, config, admin, tmp_path)
     delivered_before = len(deliveries(tmp_path))
 
@@ -82,8 +89,10 @@ async def test_worker_stopped_mid_batch_then_restarted(
         for s in stories
         for channel, p in zip(("web", "print"), s["publications"], strict=True)
     )
+    restarted = time.monotonic()
     try:
         await eventually(lambda: deliveries(tmp_path) == expected, timeout=60, what="every story delivered")
+        all_delivered = time.monotonic() - restarted
         await eventually(lambda: queue_settled(sqs_endpoint.url, queues[0]), timeout=30, what="queue settled")
     finally:
         second.terminate()
@@ -102,8 +111,19 @@ async def test_worker_stopped_mid_batch_then_restarted(
     figures.dead_lettered = len(dead)
     figures.duplicates = len(files) - len(set(files)) + len(set(files) - set(expected_files))
     figures.lost = len(set(expected_files) - set(files))
-    figures.notes = {"delivered_before_stop": delivered_before, "stop_seconds": round(stop_seconds, 2)}
+    events = second.events()
+    redrive = sqs_client(sqs_endpoint.url).get_queue_attributes(QueueUrl=queues[0], AttributeNames=["RedrivePolicy"])
+    figures.notes = {
+        "max_receive_count": json.loads(redrive["Attributes"]["RedrivePolicy"])["maxReceiveCount"],
+        "delivered_before_stop": delivered_before,
+        "stop_seconds": round(stop_seconds, 2),
+        "leases_taken_over": sum(1 for e in events if e.get("event") == "lease_taken_over"),
+        "highest_receive_count": highest_receive_count(events),
+        "restart_to_all_delivered_seconds": round(all_delivered, 2),
+        "busy_retries": sum(1 for e in events if "ElementBusy" in str(e.get("reason", ""))),
+    }
     assert files == expected_files
+    assert figures.notes["busy_retries"] == 0
     assert (figures.dead_lettered, figures.duplicates, figures.lost) == (0, 0, 0)
 
 
@@ -305,3 +325,297 @@ async def test_malformed_bodies_big_messages_and_hostile_html(
     figures.lost = len(bodies) + 1 - len(dead)
     figures.notes = {"largest_body_bytes": len(big)}
     assert (figures.delivered, figures.duplicates, figures.lost) == (1, 0, 0)
+
+
+@contextlib.contextmanager
+def small_filesystem(path: Path, size: str = "256k") -> Iterator[Path]:
+    """A tmpfs of ``size`` mounted at ``path`` (root can fill a disk; it cannot be kept out of a read-only folder)."""
+    path.mkdir(parents=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], check=False, capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=True)
+
+
+def fill(folder: Path) -> Path:
+    """Fill the filesystem holding ``folder`` until a write fails with ENOSPC; the filler file is returned."""
+    filler = folder / ".filler"
+    with filler.open("wb", buffering=0) as handle:
+        try:
+            while True:
+                handle.write(b"\0" * 4096)
+        except OSError as error:
+            assert error.errno == errno.ENOSPC, error
+    return filler
+
+
+async def test_a_full_disk_under_the_folder_channel_heals_and_nothing_is_dead_lettered(
+    sqs_endpoint: SqsEndpoint,
+    queues: tuple[str, str],
+    simulator: RunningSimulator,
+    admin: SimulatorAdmin,
+    tmp_path: Path,
+    figures: Figures,
+) -> None:
+    settings_ = worker_settings(
+        queue=queues[0], endpoint=sqs_endpoint.url, kordiam=simulator.base_url, workdir=tmp_path, channel_type="folder"
+    )
+    # A short breaker cool-down: the web channel's breaker opens on the full disk, and the case need not wait 30 s.
+    settings_ = settings_.model_copy(
+        update={"channels": [c.model_copy(update={"breaker_cooldown": 2.0}) for c in settings_.channels]}
+    )
+
+    def web_failures() -> float:
+        return REGISTRY.get_sample_value("bridge_channel_errors_total", {"channel": "web", "kind": "transient"}) or 0.0
+
+    failures_before = web_failures()
+    with small_filesystem(tmp_path / "web") as web:
+        filler = fill(web)
+        async with running_worker(settings_) as worker:
+            stories = [await admin.create(story(f"Full disk {n}")) for n in range(6)]
+            await eventually(lambda: len(list((tmp_path / "print").glob("*.json"))) == 6, what="print deliveries")
+            # The web writes have failed (the disk is full) and wait to be retried; the print ones went through.
+            await eventually(lambda: web_failures() - failures_before >= len(stories), what="web write failures")
+            failed_writes = web_failures() - failures_before
+            assert list(web.glob("*.json")) == []
+            filler.unlink()
+            freed = time.monotonic()
+            await eventually(lambda: len(list(web.glob("*.json"))) == 6, timeout=60, what="web deliveries after")
+            healed_after = time.monotonic() - freed
+            await eventually(lambda: queue_settled(sqs_endpoint.url, queues[0]), timeout=30, what="queue settled")
+            assert not worker.done()
+        written = sorted(p.name for p in web.glob("*.json"))
+    dead = drain(sqs_endpoint.url, queues[1])
+    expected = sorted(f"{s['id']}-{s['publications'][0]['id']}.json" for s in stories)
+    figures.sent = len(stories)
+    figures.delivered = len(written) + len(list((tmp_path / "print").glob("*.json")))
+    figures.dead_lettered = len(dead)
+    figures.lost = len(set(expected) - set(written))
+    figures.notes = {
+        "web_writes_failed_enospc": int(failed_writes),
+        "delivered_after_freeing_s": round(healed_after, 1),
+    }
+    assert written == expected
+    assert (figures.dead_lettered, figures.lost) == (0, 0)
+
+
+async def test_wrong_kordiam_credentials_stop_the_worker_at_start(
+    sqs_endpoint: SqsEndpoint,
+    queues: tuple[str, str],
+    simulator: RunningSimulator,
+    admin: SimulatorAdmin,
+    tmp_path: Path,
+    figures: Figures,
+) -> None:
+    config, _ = process_config(sqs_endpoint, queues, simulator, tmp_path)
+    stories = [await admin.create(story(f"Waiting {n}")) for n in range(3)]
+    worker = WorkerProcess(config, tmp_path / "worker.log", client_secret="wrong")
+    try:
+        code = worker.process.wait(timeout=60)
+    finally:
+        worker.kill()
+    lines = worker.log.read_text(encoding="utf-8").strip().splitlines()
+    assert code == 2
+    assert re.fullmatch(
+        r"kordiam-bridge: configuration error: kordiam\.client_secret: Kordiam refused the client credentials of "
+        r"client_id 'demo-client': 401 Unauthorized; Invalid client credentials .*\(check kordiam\.client_id and "
+        r"the secret\)",
+        lines[-1],
+    ), lines[-1]
+    assert not any("Traceback" in line for line in lines)
+    # Nothing was received: the notifications wait in the queue, none spent a receive or reached the DLQ.
+    waiting = sqs_client(sqs_endpoint.url).receive_message(
+        QueueUrl=queues[0], MaxNumberOfMessages=10, AttributeNames=["ApproximateReceiveCount"], WaitTimeSeconds=1
+    )["Messages"]
+    dead = drain(sqs_endpoint.url, queues[1])
+    figures.sent = len(stories)
+    figures.dead_lettered = len(dead)
+    figures.notes = {"exit_code": code, "waiting_in_queue": len(waiting)}
+    assert len(waiting) == len(stories)
+    assert {m["Attributes"]["ApproximateReceiveCount"] for m in waiting} == {"1"}  # this receive, the first
+    assert dead == []
+
+
+async def test_credentials_refused_under_a_running_worker_pause_it_until_a_token_works(
+    sqs_endpoint: SqsEndpoint,
+    queues: tuple[str, str],
+    simulator: RunningSimulator,
+    admin: SimulatorAdmin,
+    tmp_path: Path,
+    figures: Figures,
+) -> None:
+    config, ops_port = process_config(sqs_endpoint, queues, simulator, tmp_path)
+    ops = httpx.AsyncClient(base_url=f"http://127.0.0.1:{ops_port}", timeout=5)
+    worker = WorkerProcess(config, tmp_path / "worker.log")
+    try:
+        await eventually(lambda: worker.ready(ops_port), what="worker ready")
+        before = [await admin.create(story(f"Before {n}")) for n in range(4)]
+        await eventually(lambda: len(deliveries(tmp_path)) == 8, what="stories before the rotation")
+        # The secret is rotated: every token the worker holds is revoked and the token endpoint refuses the next
+        # three token requests (the messages' token refreshes, then the worker's own retries: 1 s, 2 s, 4 s apart),
+        # then accepts again.
+        await admin.revoke_tokens()
+        await admin.fault(method="POST", path=r"^/api/v2/auth/token$", status=401, count=3)
+        during = [await admin.create(story(f"During {n}")) for n in range(8)]
+
+        await eventually(
+            lambda: not_ready_because(ops, "refuses the client credentials"), what="/readyz not ready with the reason"
+        )
+        paused_metrics = (await ops.get("/metrics")).text
+        assert "bridge_consumer_paused 1.0" in paused_metrics
+        assert (await ops.get("/healthz")).status_code == 200  # paused on purpose, not stalled
+        await eventually(lambda: worker.ready(ops_port), timeout=90, what="worker ready again")
+        await eventually(lambda: len(deliveries(tmp_path)) == 24, timeout=60, what="every story delivered")
+        await eventually(lambda: queue_settled(sqs_endpoint.url, queues[0]), timeout=30, what="queue settled")
+        resumed_metrics = (await ops.get("/metrics")).text
+    finally:
+        await ops.aclose()
+        code, _ = worker.terminate()
+    events = worker.events()
+    refused = [e for e in events if e.get("event") == "kordiam_credentials_refused"]
+    resumed = [e for e in events if e.get("event") == "consumer_resumed"]
+    dead = drain(sqs_endpoint.url, queues[1])
+    auth_failures = _metric(resumed_metrics, "bridge_kordiam_auth_failures_total")
+    figures.sent = len(before) + len(during)
+    figures.delivered = len(deliveries(tmp_path))
+    figures.dead_lettered = len(dead)
+    figures.lost = 2 * figures.sent - figures.delivered
+    figures.notes = {
+        "auth_failures_counted": auth_failures,
+        "paused_seconds": resumed[0]["paused_seconds"] if resumed else None,
+        "highest_receive_count": highest_receive_count(events),
+    }
+    assert code == 0
+    assert len(refused) == 1 and refused[0]["level"] == "error" and len(resumed) == 1
+    assert auth_failures >= 1 and "bridge_consumer_paused 0.0" in resumed_metrics
+    assert figures.notes["highest_receive_count"] == 1  # the messages that met the refusal waited in hand
+    assert (figures.dead_lettered, figures.lost) == (0, 0)
+
+
+def _metric(exposition: str, name: str) -> float:
+    return next(float(line.split()[-1]) for line in exposition.splitlines() if line.startswith(name + " "))
+
+
+def process_config(
+    sqs_endpoint: SqsEndpoint, queues: tuple[str, str], simulator: RunningSimulator, workdir: Path, **extra: Any
+) -> tuple[Path, int]:
+    """A config file for a worker process (two folder channels in ``workdir``) and its ops port."""
+    ops_port = free_port()
+    config = write_config(
+        workdir / "bridge.toml",
+        queue=queues[0],
+        endpoint=sqs_endpoint.url,
+        kordiam=simulator.base_url,
+        workdir=workdir,
+        ops_port=ops_port,
+        **extra,
+    )
+    return config, ops_port
+
+
+async def not_ready_because(ops: httpx.AsyncClient, reason: str) -> bool:
+    """``/readyz`` answers 503 with ``reason`` in its reason (False while the endpoint is not up yet)."""
+    try:
+        answer = await ops.get("/readyz")
+    except httpx.TransportError:
+        return False
+    return answer.status_code == 503 and reason in answer.json()["reason"]
+
+
+def highest_receive_count(events: list[dict[str, object]]) -> int:
+    """The highest ``ApproximateReceiveCount`` a worker's log lines name."""
+    return max((int(str(e["receive_count"])) for e in events if "receive_count" in e), default=0)
+
+
+async def test_kordiam_unreachable_at_start_the_worker_waits_not_ready_then_starts(
+    sqs_endpoint: SqsEndpoint,
+    queues: tuple[str, str],
+    simulator: RunningSimulator,
+    admin: SimulatorAdmin,
+    tmp_path: Path,
+    figures: Figures,
+) -> None:
+    config, ops_port = process_config(sqs_endpoint, queues, simulator, tmp_path)
+    stories = [await admin.create(story(f"Early {n}")) for n in range(3)]
+    # Kordiam answers the start-up check and the first retry with 503: not a configuration error.
+    await admin.fault(method="POST", path=r"^/api/v2/auth/token$", status=503, count=2)
+    worker = WorkerProcess(config, tmp_path / "worker.log")
+    ops = httpx.AsyncClient(base_url=f"http://127.0.0.1:{ops_port}", timeout=5)
+    try:
+        await eventually(
+            lambda: not_ready_because(ops, "not reachable at start-up"),
+            what="/readyz not ready while Kordiam is unreachable",
+        )
+        await eventually(lambda: worker.ready(ops_port), timeout=60, what="ready once Kordiam answers")
+        await eventually(lambda: len(deliveries(tmp_path)) == 6, timeout=60, what="every story delivered")
+        await eventually(lambda: queue_settled(sqs_endpoint.url, queues[0]), timeout=30, what="queue settled")
+    finally:
+        await ops.aclose()
+        code, _ = worker.terminate()
+    events = worker.events()
+    dead = drain(sqs_endpoint.url, queues[1])
+    figures.sent = len(stories)
+    figures.delivered = len(deliveries(tmp_path))
+    figures.dead_lettered = len(dead)
+    figures.notes = {
+        "highest_receive_count": highest_receive_count(events),
+        "paused_seconds": next(e["paused_seconds"] for e in events if e.get("event") == "consumer_resumed"),
+    }
+    assert code == 0 and figures.notes["highest_receive_count"] == 1 and dead == []
+
+
+async def test_waiting_for_a_live_workers_lease_spends_no_receive(
+    sqs_endpoint: SqsEndpoint,
+    queues: tuple[str, str],
+    simulator: RunningSimulator,
+    admin: SimulatorAdmin,
+    channel_log: ChannelLog,
+    tmp_path: Path,
+    figures: Figures,
+) -> None:
+    """Another worker (a live process: this one) holds an element for longer than the old 10 s lease wait."""
+
+    def retries() -> float:
+        return REGISTRY.get_sample_value("bridge_message_outcomes_total", {"outcome": "retry"}) or 0.0
+
+    def received() -> float:
+        return REGISTRY.get_sample_value("bridge_messages_received_total") or 0.0
+
+    held_for = 12.0
+    other_worker = SqliteStateStore(tmp_path / "state.db")
+    await other_worker.open()
+    retries_before, received_before = retries(), received()
+    settings_ = worker_settings(
+        queue=queues[0], endpoint=sqs_endpoint.url, kordiam=simulator.base_url, workdir=tmp_path
+    )
+    created = await admin.create(story("Held elsewhere"))  # its notification waits in the queue
+    holding: Any = other_worker.lease(created["id"])
+    await holding.__aenter__()  # before the worker starts: it can only meet the element held
+    try:
+        async with running_worker(settings_) as worker:
+            await asyncio.sleep(held_for)
+            # It received the message and waited for the lease.
+            assert received() - received_before == 1 and channel_log.creates == {}
+            await holding.__aexit__(None, None, None)
+            holding = None
+            await eventually(lambda: len(channel_log.creates) == 2, what="delivered once the lease is free")
+            await eventually(lambda: queue_settled(sqs_endpoint.url, queues[0]), what="queue settled")
+            assert not worker.done()
+    finally:
+        if holding is not None:
+            await holding.__aexit__(None, None, None)
+        await other_worker.close()
+    dead = drain(sqs_endpoint.url, queues[1])
+    figures.sent = 1
+    figures.delivered = len(channel_log.creates)
+    figures.dead_lettered = len(dead)
+    figures.duplicates = channel_log.duplicates()
+    figures.notes = {"lease_held_seconds": held_for, "retries": int(retries() - retries_before)}
+    # It waited in hand: no retry through the queue, so no receive spent on the other worker's lease.
+    assert figures.notes["retries"] == 0
+    assert (figures.dead_lettered, figures.duplicates) == (0, 0)

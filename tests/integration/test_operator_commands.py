@@ -3,7 +3,10 @@ replay, dlq list/show/redrive, status. Every redrive test counts messages: nothi
 
 from __future__ import annotations
 
+import asyncio
 import json
+import signal
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -14,7 +17,7 @@ import pytest
 from botocore.exceptions import ClientError
 from rich.console import Console
 
-from bridge.config import OpsSettings, Settings
+from bridge.config import OpsSettings, Settings, load_settings
 from bridge.ops import metrics
 from bridge.ops.server import OpsServer
 from bridge.ops.status import collect_status, render_status
@@ -49,6 +52,7 @@ from tests.support import (
     sqs_client,
     story,
     worker_settings,
+    write_config,
 )
 
 pytestmark = pytest.mark.integration
@@ -91,6 +95,18 @@ async def dead_letter(
     )
     await transport.send_dead_letter(message, DeadLetterContext(stage, reason, error_class, element_id))
     return source_id
+
+
+def config_file(sqs_endpoint: SqsEndpoint, queues: tuple[str, str], tmp_path: Path) -> Path:
+    """A config file for the commands run as processes (no ops endpoint: ops.port 0)."""
+    return write_config(
+        tmp_path / "bridge.toml",
+        queue=queues[0],
+        endpoint=sqs_endpoint.url,
+        kordiam=NOWHERE,
+        workdir=tmp_path,
+        ops_port=0,
+    )
 
 
 def receive_all(endpoint: str, queue: str) -> list[dict[str, Any]]:
@@ -221,6 +237,41 @@ async def test_replayed_notifications_are_processed_by_the_worker(
         await eventually(lambda: queue_settled(sqs_endpoint.url, queues[0]), what="replay processed")
     # Processed, idempotently: still one create per channel, nothing dead-lettered.
     assert len(channel_log.creates) == 2 and set(channel_log.creates.values()) == {1}
+    assert drain(sqs_endpoint.url, queues[1]) == []
+
+
+async def test_replay_force_rewrites_what_a_channel_lost(
+    sqs_endpoint: SqsEndpoint,
+    queues: tuple[str, str],
+    simulator: RunningSimulator,
+    admin: SimulatorAdmin,
+    tmp_path: Path,
+) -> None:
+    """Plain replay leaves a channel that holds this version alone (its fingerprint matches), even if the files
+    were removed behind the bridge's back; --force writes every channel again."""
+    settings = worker_settings(
+        queue=queues[0], endpoint=sqs_endpoint.url, kordiam=simulator.base_url, workdir=tmp_path, channel_type="folder"
+    )
+    created = await admin.create(story("Lost on the channel side"))
+
+    def files() -> list[str]:
+        return sorted(str(p.relative_to(tmp_path)) for p in tmp_path.glob("[wp]*/**/*") if p.is_file())
+
+    async with running_worker(settings):
+        await eventually(lambda: queue_settled(sqs_endpoint.url, queues[0]), what="first sync")
+        delivered = files()
+        assert any(f.startswith("web/") for f in delivered) and any(f.startswith("print/") for f in delivered)
+        for name in delivered:
+            (tmp_path / name).unlink()
+
+        await replay(settings.queue, [created["id"]])
+        await eventually(lambda: queue_settled(sqs_endpoint.url, queues[0]), what="plain replay processed")
+        assert files() == []  # "unchanged": nothing written
+
+        forced = await replay(settings.queue, [created["id"]], force=True)
+        assert forced.sent == 1
+        await eventually(lambda: queue_settled(sqs_endpoint.url, queues[0]), what="forced replay processed")
+        assert files() == delivered
     assert drain(sqs_endpoint.url, queues[1]) == []
 
 
@@ -363,6 +414,96 @@ async def test_redrive_by_element_and_with_a_limit(
         await dlq_redrive(settings.queue, limit=1, native=True)
 
 
+async def test_redrive_ends_while_a_worker_dead_letters_every_copy_again(
+    sqs_endpoint: SqsEndpoint,
+    queues: tuple[str, str],
+    simulator: RunningSimulator,
+    channel_log: ChannelLog,
+    tmp_path: Path,
+) -> None:
+    """The manual copy moves what the DLQ held when it started; the worker's new dead letters of those copies stay
+    for a later run and still name the first failure's source message and time."""
+    settings = worker_settings(queue=queues[0], endpoint=sqs_endpoint.url, kordiam=simulator.base_url, workdir=tmp_path)
+    async with SqsTransport.connect(settings.queue) as transport:
+        await transport.describe()
+        for _ in range(5):
+            await dead_letter(transport, None, stage="decode", body="not json", error_class="PoisonMessage")
+    listed = (await dlq_list(settings.queue)).messages
+    first = {m.failure.source_message_id: m.failure.first_failed_at for m in listed if m.failure}
+    assert len(first) == 5 and all(first.values())
+
+    async with running_worker(settings):
+        # The worker dead-letters each copy again at once, under a new id; the run must still end.
+        result = await asyncio.wait_for(dlq_redrive(settings.queue, native=False), timeout=120)
+        await eventually(lambda: queue_settled(sqs_endpoint.url, queues[0]), what="copies failed again")
+        await eventually(lambda: queue_depth(sqs_endpoint.url, queues[1]) == 5, what="copies dead-lettered again")
+
+    assert result.method == "manual" and result.ok
+    assert len(result.moved) == 5 and result.failed == [] and result.skipped == 0
+    assert 0 <= result.arrived <= 5
+    again = receive_all(sqs_endpoint.url, queues[1])
+    assert len(again) == 5
+    moved_from = {m.dlq_message_id for m in result.moved}
+    for message in again:
+        attributes = string_attributes(message)
+        assert attributes["failure.stage"] == "decode"
+        assert attributes["redriven_from"] in moved_from
+        # The first failure, not the copy's: same source message id, same time.
+        source = attributes["failure.source_message_id"]
+        assert source in first and attributes["failure.first_failed_at"] == first[source]
+
+
+async def test_an_interrupted_redrive_reports_what_it_moved(
+    settings: Settings, transport: SqsTransport, sqs_endpoint: SqsEndpoint, queues: tuple[str, str]
+) -> None:
+    for element_id in range(1, 26):
+        await dead_letter(transport, element_id)
+    stop = asyncio.Event()
+
+    class InterruptedAfterOneBatch(FlakyClient):
+        async def send_message_batch(self, **request: Any) -> Any:
+            response = await super().send_message_batch(**request)
+            stop.set()  # Ctrl-C while the first batch was being copied
+            return response
+
+    transport._client = InterruptedAfterOneBatch(transport._client)
+    result = await QueueAdmin(transport).redrive(native=False, stop=stop)
+    assert result.interrupted and not result.ok
+    assert len(result.moved) == 10 and result.failed == [] and result.duplicated == []
+    assert queue_depth(sqs_endpoint.url, queues[0]) == 10
+    assert visible(sqs_endpoint.url, queues[1]) == 15  # the rest released at once, not held
+    assert json.loads(to_json(result))["interrupted"] is True
+    assert "interrupted (Ctrl-C)" in rendered(render_redrive, result)
+
+
+async def test_ctrl_c_during_redrive_prints_the_partial_summary_as_json(
+    sqs_endpoint: SqsEndpoint, queues: tuple[str, str], tmp_path: Path
+) -> None:
+    total = 500
+    client = sqs_client(sqs_endpoint.url)
+    for start in range(0, total, 10):
+        entries = [{"Id": str(i), "MessageBody": json.dumps({"id": start + i + 1})} for i in range(10)]
+        client.send_message_batch(QueueUrl=queues[1], Entries=entries)
+    path = config_file(sqs_endpoint, queues, tmp_path)
+    process = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "bridge", "dlq", "redrive", "--no-native", "--json", "--config", str(path)),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    # Interrupted once the first copies arrived, with hundreds still to go.
+    await eventually(lambda: queue_depth(sqs_endpoint.url, queues[0]) > 0, what="redrive under way")
+    process.send_signal(signal.SIGINT)
+    out, err = await process.communicate()
+    assert process.returncode == 130, err.decode()
+    summary = json.loads(out)
+    assert summary["interrupted"] is True and summary["ok"] is False
+    moved = len(summary["moved"])
+    assert 0 < moved < total and summary["failed"] == [] and summary["duplicated"] == []
+    # Nothing lost, nothing doubled: what moved is on the main queue, the rest still in the DLQ.
+    await eventually(lambda: queue_depth(sqs_endpoint.url, queues[0]) == moved, what="copies counted")
+    await eventually(lambda: queue_depth(sqs_endpoint.url, queues[1]) == total - moved, what="rest released")
+
+
 async def test_a_send_failure_midway_loses_nothing(
     settings: Settings, transport: SqsTransport, sqs_endpoint: SqsEndpoint, queues: tuple[str, str]
 ) -> None:
@@ -445,6 +586,32 @@ async def test_redrive_on_fifo_queues_keeps_the_group(sqs_endpoint: SqsEndpoint,
     messages = receive_all(sqs_endpoint.url, queue)
     assert sorted(m["Attributes"]["MessageGroupId"] for m in messages) == ["5", "5", "6"]
     assert queue_depth(sqs_endpoint.url, dlq) == 0
+
+
+async def test_ctrl_c_cancels_the_move_task_and_reports_what_it_moved(
+    settings: Settings, transport: SqsTransport, sqs_endpoint: SqsEndpoint, queues: tuple[str, str]
+) -> None:
+    stop = asyncio.Event()
+    cancelled: list[str] = []
+
+    class EndlessMove(FlakyClient):
+        async def start_message_move_task(self, **request: Any) -> Any:
+            return {"TaskHandle": "task-2"}
+
+        async def list_message_move_tasks(self, **request: Any) -> Any:
+            stop.set()  # Ctrl-C while the task runs
+            running = {"TaskHandle": "task-2", "Status": "RUNNING", "ApproximateNumberOfMessagesMoved": 4}
+            return {"Results": [running]}
+
+        async def cancel_message_move_task(self, **request: Any) -> Any:
+            cancelled.append(request["TaskHandle"])
+            return {"ApproximateNumberOfMessagesMoved": 4}
+
+    transport._client = EndlessMove(transport._client)
+    result = await QueueAdmin(transport).redrive(native=True, stop=stop, poll_interval=30)
+    assert result.method == "move-task" and result.interrupted and not result.ok
+    assert result.moved_total == 4 and cancelled == ["task-2"]
+    assert "interrupted (Ctrl-C)" in rendered(render_redrive, result)
 
 
 async def test_the_move_task_is_followed_to_completion(
@@ -559,6 +726,28 @@ async def test_status_with_an_unreachable_worker_endpoint(settings: Settings) ->
     assert report.worker.reachable is False and report.worker.endpoint == "http://127.0.0.1:9"
     assert any("not reachable" in p for p in report.problems)
     assert "not reachable" in rendered(render_status, report)
+
+
+async def test_status_exit_code_says_whether_it_found_problems(
+    sqs_endpoint: SqsEndpoint, queues: tuple[str, str], tmp_path: Path
+) -> None:
+    path = config_file(sqs_endpoint, queues, tmp_path)
+    settings = load_settings(path, overrides={"kordiam": {"base_url": NOWHERE, "client_id": "c", "client_secret": "s"}})
+    await (await open_state_store(settings.state)).close()  # a state store that exists, empty
+
+    async def status() -> tuple[int, dict[str, Any]]:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bridge", "status", "--json", "--config", str(path), stdout=asyncio.subprocess.PIPE
+        )
+        out, _ = await process.communicate()
+        assert process.returncode is not None
+        return process.returncode, json.loads(out)
+
+    code, report = await status()
+    assert (code, report["problems"]) == (0, [])
+    send(sqs_endpoint.url, queues[1], {"id": 5})
+    code, report = await status()
+    assert (code, report["problems"]) == (1, ["1 message(s) in the dead-letter queue"])
 
 
 def test_redrive_result_is_json_serialisable() -> None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -150,6 +152,35 @@ async def test_wrong_config_exits_2_naming_the_key(tmp_path: Path) -> None:
     )
 
 
+async def test_a_folder_that_cannot_be_written_stops_the_worker_at_start(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("where the folder should be", encoding="utf-8")
+    path = write_config(
+        tmp_path / "bridge.toml",
+        queue="http://127.0.0.1:9/000000000000/never-reached",
+        endpoint="http://127.0.0.1:9",
+        kordiam="http://127.0.0.1:9",
+        workdir=tmp_path / "a-file",
+        state_url=f"sqlite:///{tmp_path / 'state.db'}",
+        ops_port=free_port(),
+    )
+    result = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bridge",
+        "run",
+        "--config",
+        str(path),
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "BRIDGE_KORDIAM__CLIENT_SECRET": "demo-secret"},
+    )
+    _, err = await result.communicate()
+    assert result.returncode == 2
+    assert err.decode().strip() == (
+        f"kordiam-bridge: configuration error: channels[0].path: {tmp_path / 'a-file' / 'web'} is not a writable "
+        "directory: Not a directory (ENOTDIR)"
+    )
+
+
 async def test_operator_commands_on_dead_letters_made_by_the_worker(
     config: tuple[Path, int], sqs_endpoint: SqsEndpoint, queues: tuple[str, str], tmp_path: Path
 ) -> None:
@@ -164,7 +195,7 @@ async def test_operator_commands_on_dead_letters_made_by_the_worker(
     finally:
         worker.terminate()
 
-    def cli(*args: str) -> Any:
+    def cli(*args: str, code: int = 0) -> Any:
         env = {**os.environ, "BRIDGE_KORDIAM__CLIENT_SECRET": "demo-secret"}
         done = subprocess.run(
             [sys.executable, "-m", "bridge", *args, "--config", str(path), "--json"],
@@ -174,7 +205,7 @@ async def test_operator_commands_on_dead_letters_made_by_the_worker(
             timeout=60,
             check=False,
         )
-        assert done.returncode == 0, done.stderr
+        assert done.returncode == code, done.stderr
         return json.loads(done.stdout)
 
     listing = cli("dlq", "list")
@@ -184,9 +215,69 @@ async def test_operator_commands_on_dead_letters_made_by_the_worker(
     assert "body is not JSON" in reasons[0] and "no element id" in reasons[1]
     shown = cli("dlq", "show", listing["messages"][0]["message_id"])
     assert shown["body"] in ("not json", '{"hello": 1}')
-    status = cli("status")
+    # Dead letters (and the stopped worker) are problems: exit 1, for scripts and cron.
+    status = cli("status", code=1)
     assert status["dead_letter"]["visible"] + status["dead_letter"]["in_flight"] == 2
+    assert "2 message(s) in the dead-letter queue" in status["problems"]
     moved = cli("dlq", "redrive")
     assert moved["moved_total"] == 2 and moved["ok"]
     await eventually(lambda: queue_depth(sqs_endpoint.url, queues[0]) == 2, what="messages back on the queue")
     assert drain(sqs_endpoint.url, queues[1]) == []
+
+
+async def run_process(config: Path) -> asyncio.subprocess.Process:
+    """``kordiam-bridge run`` as a real process, its stderr piped."""
+    return await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "bridge", "run", "--config", str(config)),
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "BRIDGE_KORDIAM__CLIENT_SECRET": "demo-secret"},
+    )
+
+
+async def test_run_with_the_ops_port_taken_is_one_line_naming_it(config: tuple[Path, int]) -> None:
+    path, ops_port = config
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", ops_port))
+        taken.listen()
+        result = await run_process(path)
+        _, err = await result.communicate()
+    assert result.returncode == 2
+    lines = [line for line in err.decode().splitlines() if not line.startswith("{")]  # JSON logs aside
+    assert lines == [
+        f"kordiam-bridge: configuration error: ops.port: cannot listen on 127.0.0.1:{ops_port}: address already in use"
+    ]
+
+
+async def test_a_second_ctrl_c_exits_at_once(tmp_path: Path) -> None:
+    """The first Ctrl-C asks for a drain; while start-up hangs on an endpoint that never answers, the second one
+    is the way out: one line, exit 130."""
+    connected = asyncio.Event()
+
+    async def never_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connected.set()
+        await reader.read()  # hold the connection open, answer nothing
+        writer.close()
+
+    server = await asyncio.start_server(never_answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    endpoint = f"http://127.0.0.1:{port}"
+    path = write_config(
+        tmp_path / "bridge.toml",
+        queue=f"{endpoint}/000000000000/hangs",
+        endpoint=endpoint,
+        kordiam=endpoint,
+        workdir=tmp_path,
+        ops_port=free_port(),
+    )
+    async with server:
+        process = await run_process(path)
+        # Start-up has reached the hanging endpoint: the signal handlers are in place.
+        await asyncio.wait_for(connected.wait(), timeout=60)
+        process.send_signal(signal.SIGINT)
+        assert process.stderr is not None
+        while b"shutdown_requested" not in (line := await asyncio.wait_for(process.stderr.readline(), 60)):
+            assert line, "the worker ended on the first Ctrl-C"
+        process.send_signal(signal.SIGINT)
+        _, err = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode == 130
+    assert err.decode().splitlines() == ["kordiam-bridge: interrupted again, exiting now without draining"]

@@ -2,7 +2,7 @@
 server): leases across store instances (as across worker processes), conditional records, deliveries, marks.
 
 Each store backend's own behaviour (SQLite's migrations and locking, DynamoDB's table check and errors) is tested
-beside it: tests/unit/test_state_sqlite.py and tests/integration/test_dynamodb_state.py.
+beside it: tests/unit/state/test_sqlite.py and tests/integration/test_dynamodb_state.py.
 """
 
 from __future__ import annotations
@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 import functools
 import itertools
+import os
 import random
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta, timezone
 from pathlib import Path
 
@@ -22,6 +23,7 @@ import pytest
 from bridge.state import DynamoDbStateStore, SqliteStateStore
 from bridge.state.base import ElementBusy, ElementMark, StateStore, is_older
 from bridge.state.dynamodb import create_table
+from bridge.state.leases import LeaseOwner
 from tests.support import REGION, T0, delivery, opened_stores
 
 pytestmark = pytest.mark.integration
@@ -118,6 +120,54 @@ async def test_expired_lease_is_taken_over(stores: StoreFactory, timing: Timing)
         with pytest.raises(ElementBusy):
             async with third.lease(1):
                 pass
+
+
+async def test_a_lease_whose_owner_process_is_gone_is_taken_over_at_once(stores: StoreFactory) -> None:
+    """A worker killed (kill -9) on this host leaves its leases behind: its successor need not wait them out."""
+    process = await asyncio.create_subprocess_exec("sleep", "600")
+    killed = await stores(lease_seconds=600, keep_leases=False, owner=LeaseOwner.of_process(process.pid))
+    successor = await stores(lease_wait_seconds=0)
+    other = await stores(lease_wait_seconds=0)
+    lease = killed.lease(1)
+    await lease.__aenter__()
+    try:
+        with pytest.raises(ElementBusy):  # its process still runs: a live holder is waited for
+            async with successor.lease(1):
+                pass
+    finally:
+        process.kill()
+        await process.wait()
+    async with successor.lease(1):
+        # The dead holder's late release (were it to come) must not free what the successor holds now.
+        await lease.__aexit__(None, None, None)
+        with pytest.raises(ElementBusy):
+            async with other.lease(1):
+                pass
+
+
+async def test_a_reused_pid_does_not_keep_a_dead_owners_lease(stores: StoreFactory) -> None:
+    """The owner records its process's start time: another process under the same pid is not the owner."""
+    me = LeaseOwner.of_process(os.getpid())
+    assert me.started is not None
+    earlier = await stores(lease_seconds=600, keep_leases=False, owner=replace(me, started=me.started - 1))
+    successor = await stores(lease_wait_seconds=0)
+    async with earlier.lease(1), successor.lease(1):
+        pass
+
+
+async def test_a_holder_on_another_host_keeps_its_lease_until_it_expires(stores: StoreFactory, timing: Timing) -> None:
+    """Whether a process on another host runs cannot be known here: only its lease's expiry frees the element."""
+    me = LeaseOwner.of_process(os.getpid())
+    elsewhere = replace(me, host="another-boot-id.4026531836", pid=2**22 + 1)  # no such pid on this host
+    remote = await stores(lease_seconds=timing.short_lease, keep_leases=False, owner=elsewhere)
+    waiting = await stores(lease_wait_seconds=0)
+    async with remote.lease(1):
+        with pytest.raises(ElementBusy):
+            async with waiting.lease(1):
+                pass
+        await asyncio.sleep(timing.past_expiry)
+        async with waiting.lease(1):
+            pass
 
 
 async def test_a_working_holder_keeps_its_lease_past_lease_seconds(stores: StoreFactory, timing: Timing) -> None:

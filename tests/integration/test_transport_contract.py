@@ -8,6 +8,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -116,7 +117,9 @@ async def test_a_dead_letter_carries_body_attributes_and_failure_context(queue: 
         await dead_letters.complete([dead])
     assert dead.body == "not json"
     assert dead.attributes["event"] == "updated"
-    assert {name: value for name, value in dead.attributes.items() if name.startswith("failure.")} == {
+    failure = {name: value for name, value in dead.attributes.items() if name.startswith("failure.")}
+    first_failed_at = datetime.fromisoformat(failure.pop("failure.first_failed_at"))
+    assert failure == {
         "failure.stage": "decode",
         "failure.reason": "body is not JSON",
         "failure.error_class": "PoisonMessage",
@@ -124,6 +127,24 @@ async def test_a_dead_letter_carries_body_attributes_and_failure_context(queue: 
         "failure.element_id": "42",
         "failure.source_message_id": message.message_id,
     }
+    assert first_failed_at.tzinfo is not None
+    assert await nothing_left(queue.open)
+
+
+async def test_a_redriven_copy_that_fails_again_keeps_its_first_failure(queue: Queue) -> None:
+    first = {"first_failure.source_message_id": "m-0", "first_failure.at": "2026-12-01T10:00:00.000+00:00"}
+    async with queue.open() as transport:
+        await transport.send("not json", {"event": "updated", "redriven_from": "dead-1", **first})
+        (message,) = await receive_all(transport, 1)
+        await transport.send_dead_letter(message, DeadLetterContext("decode", "body is not JSON", "PoisonMessage"))
+        assert await transport.complete([message]) == []
+    async with queue.open(dlq=True) as dead_letters:
+        (dead,) = await receive_all(dead_letters, 1)
+        await dead_letters.complete([dead])
+    assert dead.attributes["failure.source_message_id"] == "m-0"
+    assert dead.attributes["failure.first_failed_at"] == "2026-12-01T10:00:00.000+00:00"
+    assert dead.attributes["redriven_from"] == "dead-1" and dead.attributes["event"] == "updated"
+    assert not set(first) & set(dead.attributes)  # carried into failure.*, not twice
     assert await nothing_left(queue.open)
 
 

@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from bridge.config import Settings
+from bridge.queue.admin import replay
 from bridge.simulator import RunningSimulator
 from tests.support import SimulatorAdmin, SqsEndpoint, drain, eventually, queue_settled, running_worker, send, story
 
@@ -157,3 +158,44 @@ async def _has(post: Any) -> bool:
 async def _status(post: Any, status: str) -> bool:
     found = await post
     return found is not None and found["status"] == status
+
+
+async def test_replay_force_recreates_a_post_deleted_in_wordpress_and_writes_the_feedback(
+    sqs_endpoint: SqsEndpoint,
+    queues: tuple[str, str],
+    simulator: RunningSimulator,
+    admin: SimulatorAdmin,
+    wordpress: tuple[dict[str, Any], httpx.AsyncClient],
+    tmp_path: Path,
+) -> None:
+    """WordPress does not tell the bridge that a post was deleted: plain replay finds the fingerprint unchanged
+    and leaves it missing; --force writes it again, and Kordiam learns the new post id."""
+    creds, wp = wordpress
+    worker_settings = settings(creds, queues[0], sqs_endpoint.url, simulator.base_url, tmp_path)
+    element_id = (await admin.create(story("Deleted behind our back", platforms=(99003,))))["id"]
+
+    async def external_id() -> str | None:
+        value = (await admin.get(element_id))["publications"][0].get("externalId")
+        return str(value) if value else None
+
+    async with running_worker(worker_settings):
+        await eventually(lambda: _has(external_id()), what="post created")
+        first = await external_id()
+        await eventually(lambda: queue_settled(sqs_endpoint.url, queues[0]), what="feedback settled")
+        assert (await wp.delete(f"posts/{first}", params={"force": "true"})).status_code == 200
+
+        await replay(worker_settings.queue, [element_id])
+        await eventually(lambda: queue_settled(sqs_endpoint.url, queues[0]), what="plain replay processed")
+        assert (await wp.get(f"posts/{first}", params={"context": "edit"})).status_code == 404
+        assert await external_id() == first
+
+        await replay(worker_settings.queue, [element_id], force=True)
+        await eventually(lambda: _changed(external_id(), first), what="post recreated, feedback written")
+    second = await external_id()
+    post = (await wp.get(f"posts/{second}", params={"context": "edit"})).json()
+    assert post["title"]["raw"] == "Deleted behind our back"
+    assert drain(sqs_endpoint.url, queues[1]) == []
+
+
+async def _changed(value: Any, old: str | None) -> bool:
+    return (await value) not in (None, old)

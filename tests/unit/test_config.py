@@ -1,12 +1,15 @@
 """Configuration: TOML plus environment overrides, and one clear error naming the key."""
 
+import json
 from pathlib import Path
 
 import pytest
 
+from bridge.channels import channel_problems
 from bridge.cli import main
-from bridge.config import load_settings
+from bridge.config import QueueCommandSettings, StatusSettings, load_settings
 from bridge.errors import ConfigError
+from bridge.ops.logging import configure_logging
 
 VALID = """
 [queue]
@@ -127,10 +130,19 @@ def test_example_config_is_valid(monkeypatch: pytest.MonkeyPatch, capsys: pytest
     monkeypatch.setenv("BRIDGE_CHANNELS__NEWSLETTER__API_KEY", "0123456789abcdef-us21")
     monkeypatch.setenv("BRIDGE_CHANNELS__CMS__AUTH__TOKEN", "t0ken-value")
     monkeypatch.setenv("BRIDGE_CHANNELS__MAGAZINE__API_SECRET", "magazine-secret")
+    monkeypatch.setenv("BRIDGE_INGRESS__GLOBAL_EXPORT__AUTH__TOKEN", "ingress-token")
+    monkeypatch.setenv("BRIDGE_INGRESS__PLATFORM__API_SECRET", "platform-secret")
     # check-config validates every channel's own keys too.
     assert main(["check-config", "--config", str(example)]) == 0
     printed = capsys.readouterr().out
-    for secret in ("abcd efgh", "0123456789abcdef", "t0ken-value", "magazine-secret"):
+    for secret in (
+        "abcd efgh",
+        "0123456789abcdef",
+        "t0ken-value",
+        "magazine-secret",
+        "ingress-token",
+        "platform-secret",
+    ):
         assert secret not in printed
 
 
@@ -172,6 +184,118 @@ def test_the_whole_channel_list_from_one_variable(tmp_path: Path, monkeypatch: p
     assert [c.name for c in settings.channels] == ["cms"]
     assert settings.channels[0].options == {"path": "/srv/cms"}
 
+
+# ---- what each command validates ---------------------------------------------------------------------------------
+
+NO_SECRET = VALID.replace('client_secret = "s3cret-value"\n', "")
+
+
+def test_queue_commands_validate_only_the_queue(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("BRIDGE_KORDIAM__CLIENT_SECRET", raising=False)
+    path = write(tmp_path, NO_SECRET.replace('type = "folder"', 'type = "fax"', 1))
+    settings = load_settings(path, model=QueueCommandSettings)
+    assert settings.queue.url.endswith("/kordiam")
+    # An unknown section is still a mistake, whatever the command.
+    with pytest.raises(ConfigError, match=r"^quue: is not a known key"):
+        load_settings(write(tmp_path, NO_SECRET + '\n[quue]\nurl = "x"\n'), model=QueueCommandSettings)
+
+
+def test_status_needs_no_secret_but_the_whole_channel_table(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("BRIDGE_KORDIAM__CLIENT_SECRET", raising=False)
+    check = lambda channel, index: channel_problems(channel, index, secrets=False)  # noqa: E731
+    wordpress = NO_SECRET.replace(
+        'type = "folder"\nplatforms = [99003]\npath = "/tmp/web"',
+        'type = "wordpress"\nplatforms = [99003]\nurl = "http://127.0.0.1:8089"\nusername = "bridge"',
+    )
+    settings = load_settings(write(tmp_path, wordpress), model=StatusSettings, check_channel=check)
+    assert [c.type for c in settings.channels] == ["wordpress", "folder"]
+    with pytest.raises(ConfigError, match=r"^channels\[0\]\.type: unknown channel type 'fax'"):
+        load_settings(
+            write(tmp_path, NO_SECRET.replace('type = "folder"', 'type = "fax"', 1)),
+            model=StatusSettings,
+            check_channel=check,
+        )
+    with pytest.raises(ConfigError, match=r"^channels\[0\]\.url: is required"):
+        load_settings(
+            write(tmp_path, wordpress.replace('url = "http://127.0.0.1:8089"\n', "")),
+            model=StatusSettings,
+            check_channel=check,
+        )
+    # The command itself: one line, exit 2.
+    assert main(["status", "--config", str(write(tmp_path, VALID.replace('"folder"', '"fax"', 1)))]) == 2
+    assert capsys.readouterr().err.startswith("kordiam-bridge: configuration error: channels[0].type: unknown")
+
+
+# ---- environment and secrets -------------------------------------------------------------------------------------
+
+
+def test_a_variable_that_sets_nothing_is_warned_about(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    configure_logging("info")
+    monkeypatch.setenv("BRIDGE_KORDAIM__CLIENT_SECRET", "x")
+    monkeypatch.setenv("BRIDGE_QUEU__URL", "http://x/q")
+    monkeypatch.setenv("BRIDGE_OPS_PORT", "1")
+    monkeypatch.setenv("BRIDGE_TEST_SOMETHING", "the test suite's own")
+    load_settings(write(tmp_path, VALID))
+    warned = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    assert sorted(w["variable"] for w in warned if w["event"] == "environment_variable_ignored") == [
+        "BRIDGE_KORDAIM__CLIENT_SECRET",
+        "BRIDGE_OPS_PORT",
+        "BRIDGE_QUEU__URL",
+    ]
+    assert all("kordiam" in w["reason"] for w in warned if w["variable"] == "BRIDGE_KORDAIM__CLIENT_SECRET")
+
+
+def test_an_error_from_a_variable_names_the_variable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BRIDGE_QUEUE__CONCURRENCY", "many")
+    with pytest.raises(ConfigError, match=r"^BRIDGE_QUEUE__CONCURRENCY \(queue\.concurrency\): Input should be"):
+        load_settings(write(tmp_path, VALID))
+    monkeypatch.delenv("BRIDGE_QUEUE__CONCURRENCY")
+    monkeypatch.setenv("BRIDGE_QUEUE__URLL", "http://x/q")
+    with pytest.raises(ConfigError, match=r"^BRIDGE_QUEUE__URLL \(queue\.urll\): is not a known key"):
+        load_settings(write(tmp_path, VALID))
+    monkeypatch.delenv("BRIDGE_QUEUE__URLL")
+    monkeypatch.setenv("BRIDGE_CHANNELS__PRINT__PLATFORMS", "[]")
+    with pytest.raises(ConfigError, match=r"^BRIDGE_CHANNELS__PRINT__PLATFORMS \(channels\[1\]\.platforms\)"):
+        load_settings(write(tmp_path, VALID))
+
+
+def test_the_config_file_is_named_by_where_it_came_from(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BRIDGE_CONFIG", "/nope.toml")
+    with pytest.raises(ConfigError, match=r"^BRIDGE_CONFIG: file /nope.toml does not exist"):
+        load_settings()
+    with pytest.raises(ConfigError, match=r"^--config: file /also-nope.toml does not exist"):
+        load_settings("/also-nope.toml")
+    monkeypatch.delenv("BRIDGE_CONFIG")
+    with pytest.raises(ConfigError, match=r"no configuration file given \(--config or BRIDGE_CONFIG\)"):
+        load_settings()
+
+
+def test_all_missing_secrets_in_one_line_with_their_variables(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("BRIDGE_KORDIAM__CLIENT_SECRET", raising=False)
+    text = NO_SECRET.replace(
+        'type = "folder"\nplatforms = [99003]\npath = "/tmp/web"',
+        'type = "kordiam-webhook"\nplatforms = [99003]\nurl = "http://127.0.0.1:9/hook"\nauth = { type = "bearer" }',
+    )
+    with pytest.raises(ConfigError) as raised:
+        load_settings(write(tmp_path, text), check_channel=channel_problems)
+    assert str(raised.value) == (
+        "secrets: not set: kordiam.client_secret (or BRIDGE_KORDIAM__CLIENT_SECRET), "
+        "channels[0].auth.token (or BRIDGE_CHANNELS__WEB__AUTH__TOKEN)"
+    )
+    # The union's tag is no key anyone writes: `auth.token`, never `auth.bearer.token`.
+    with pytest.raises(ConfigError, match=r"^channels\[0\]\.auth\.token: must not be empty"):
+        load_settings(
+            write(tmp_path, text.replace('type = "bearer" }', 'type = "bearer", token = " " }')),
+            overrides={"kordiam": {"base_url": "https://k", "client_id": "c", "client_secret": "s"}},
+            check_channel=channel_problems,
+        )
+
+
+# ---- ActiveMQ queues ----------------------------------------------------------------------------------------------
 
 STOMP = VALID.replace(
     """url = "http://127.0.0.1:4566/000000000000/kordiam"

@@ -1,0 +1,257 @@
+#!/usr/bin/env bash
+# The container image on a machine that may have no Docker engine and reach no container registry.
+#
+#   scripts/docker.sh build          build kordiam-bridge:local and kordiam-bridge-demo:local (needs an engine)
+#   scripts/docker.sh base           print the base image to build on; make it first if needed
+#   scripts/docker.sh engine-start   start a Docker engine (as root; installs Debian's docker.io first if
+#                                    needed) unless one answers already
+#   scripts/docker.sh engine-stop    stop the engine engine-start started, nothing else
+#   scripts/docker.sh test           `make image-test`: engine, base, both images (BuildKit, legacy builder, and
+#                                    buildah as a third builder), then tests/image (the image run for real, and
+#                                    the compose stack); stops the engine if it started it
+#
+# Client: Debian's /usr/bin/docker (20.10, from docker.io) where it exists. It drives the engine's built-in
+# BuildKit (DOCKER_BUILDKIT=1); a newer CLI without the buildx plugin (the 28.x in /usr/local/bin on these
+# machines) can only use the legacy builder. Both builders are exercised: the demo image is built with the
+# legacy one. Override with DOCKER=/path/to/docker.
+#
+# Base image: debian:bookworm-slim, pulled when a registry answers. Otherwise a stand-in built here from Debian's
+# packages the way the official one is made (debootstrap --variant=minbase bookworm, documentation and locales
+# left out, the same apt sources including bookworm-security), imported as kordiam-bridge-base:bookworm-<recipe>
+# and kept with `docker save` in the cache below, so the next run on this machine loads it in seconds.
+# BASE_IMAGE=... skips both and uses that image.
+#
+# Cache: KORDIAM_BRIDGE_CACHE, default ~/.cache/kordiam-bridge (outside the clone: CI clones afresh each run).
+set -euo pipefail
+
+REPO="$(cd "$(dirname "$0")/.." && pwd)"
+CACHE="${KORDIAM_BRIDGE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kordiam-bridge}"
+ENGINE_DIR="$CACHE/engine"
+OFFICIAL_BASE=debian:bookworm-slim
+IMAGE="${IMAGE:-kordiam-bridge:local}"
+DEMO_IMAGE="${DEMO_IMAGE:-kordiam-bridge-demo:local}"
+PYTHON="${PYTHON:-$REPO/.venv/bin/python}"
+
+if [[ -z "${DOCKER:-}" ]]; then
+  if [[ -x /usr/bin/docker ]]; then DOCKER=/usr/bin/docker; else DOCKER=docker; fi
+fi
+export DOCKER
+
+say() { echo "docker.sh: $*" >&2; }
+fail() { say "$*"; exit 2; }
+
+engine_answers() { "$DOCKER" info >/dev/null 2>&1; }
+
+apt_install() {
+  say "installing Debian packages: $*"
+  # apt-get update only when the package lists are older than a day (or missing).
+  if [[ -z "$(find /var/lib/apt/lists -maxdepth 1 -name '*Packages*' -mmin -1440 2>/dev/null | head -n1)" ]]; then
+    apt-get update -q >/dev/null
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@" >/dev/null
+}
+
+engine_start() {
+  if engine_answers; then
+    say "a Docker engine answers already: using it (and leaving it running)"
+    return 0
+  fi
+  [[ "$(id -u)" == 0 ]] || fail "no Docker engine answers and starting one needs root: start dockerd yourself"
+  # iptables: the default bridge network's NAT rules (Debian's iptables uses the nftables backend).
+  if ! command -v dockerd >/dev/null || ! command -v iptables >/dev/null; then
+    apt_install docker.io iptables
+    DOCKER=/usr/bin/docker
+  fi
+  mkdir -p "$ENGINE_DIR"
+  say "starting dockerd (log: $ENGINE_DIR/dockerd.log)"
+  setsid dockerd --storage-driver=overlay2 >"$ENGINE_DIR/dockerd.log" 2>&1 </dev/null &
+  echo $! >"$ENGINE_DIR/dockerd.pid"
+  STARTED_ENGINE=1
+  local deadline=$((SECONDS + 60))
+  until engine_answers; do
+    if ! kill -0 "$(cat "$ENGINE_DIR/dockerd.pid")" 2>/dev/null; then
+      tail -n 20 "$ENGINE_DIR/dockerd.log" >&2
+      rm -f "$ENGINE_DIR/dockerd.pid"
+      fail "dockerd exited during start-up (log above)"
+    fi
+    ((SECONDS < deadline)) || { engine_stop; fail "dockerd did not answer within 60 s"; }
+    sleep 0.5
+  done
+  say "Docker engine $("$DOCKER" version --format '{{.Server.Version}}') started"
+}
+
+engine_stop() {
+  local pidfile="$ENGINE_DIR/dockerd.pid"
+  [[ -f "$pidfile" ]] || return 0
+  local pid
+  pid="$(cat "$pidfile")"
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -TERM "$pid"
+    # dockerd stops its containers and its own containerd before it exits.
+    local deadline=$((SECONDS + 60))
+    while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.5; done
+    if kill -0 "$pid" 2>/dev/null; then
+      say "dockerd $pid did not stop within 60 s: killing it"
+      kill -KILL "$pid"
+    fi
+    say "stopped the Docker engine this script started (pid $pid)"
+  fi
+  rm -f "$pidfile"
+}
+
+# The Debian mirror the host's apt uses (a stand-in must come from the same place as everything else here).
+debian_mirror() {
+  local uri
+  uri="$(grep -hoE '^(URIs:|deb)\s+\S+/debian/?(\s|$)' /etc/apt/sources.list.d/*.sources /etc/apt/sources.list \
+    2>/dev/null | awk '{print $2}' | head -n1 || true)"
+  echo "${uri:-http://deb.debian.org/debian}"
+}
+
+# What debian:bookworm-slim is: a minbase debootstrap of bookworm, without documentation, manuals and locales
+# (also for packages installed later), with the release, updates and security suites. The host's own extra CA
+# certificates go in too, so pip and apt inside a build reach the registries the way the host does.
+build_standin() {
+  local rootfs="$1" mirror="$2"
+  debootstrap --variant=minbase bookworm "$rootfs" "$mirror" >"$rootfs.log" 2>&1 \
+    || { tail -n 20 "$rootfs.log" >&2; fail "debootstrap failed (log above)"; }
+  cat >"$rootfs/etc/dpkg/dpkg.cfg.d/docker" <<'EOF'
+path-exclude /usr/share/doc/*
+path-include /usr/share/doc/*/copyright
+path-exclude /usr/share/man/*
+path-exclude /usr/share/groff/*
+path-exclude /usr/share/info/*
+path-exclude /usr/share/lintian/*
+path-exclude /usr/share/linda/*
+path-exclude /usr/share/locale/*
+EOF
+  find "$rootfs/usr/share/doc" -mindepth 1 -not -name copyright -not -type d -delete
+  rm -rf "$rootfs"/usr/share/{man,groff,info,lintian,linda,locale}/*
+  rm -f "$rootfs/etc/apt/sources.list"
+  cat >"$rootfs/etc/apt/sources.list.d/debian.sources" <<'EOF'
+Types: deb
+URIs: http://deb.debian.org/debian
+Suites: bookworm bookworm-updates
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+
+Types: deb
+URIs: http://deb.debian.org/debian-security
+Suites: bookworm-security
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+EOF
+  if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
+    mkdir -p "$rootfs/usr/local/share/ca-certificates"
+    cp /usr/local/share/ca-certificates/*.crt "$rootfs/usr/local/share/ca-certificates/"
+  fi
+  rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/*.bin "$rootfs"/var/cache/apt/archives/*.deb \
+    "$rootfs"/var/log/*.log "$rootfs"/tmp/*
+}
+
+# Prints the base image to build on, after making it available in the engine.
+base_image() {
+  if [[ -n "${BASE_IMAGE:-}" ]]; then
+    say "base image: $BASE_IMAGE (given)"
+    echo "$BASE_IMAGE"
+    return
+  fi
+  if timeout 120 "$DOCKER" pull -q "$OFFICIAL_BASE" >/dev/null 2>&1; then
+    say "base image: $OFFICIAL_BASE (pulled from its registry)"
+    echo "$OFFICIAL_BASE"
+    return
+  fi
+  local recipe tag archive
+  recipe="$(declare -f build_standin | sha256sum | cut -c1-12)"
+  tag="kordiam-bridge-base:bookworm-$recipe"
+  archive="$CACHE/base-bookworm-$recipe.tar"
+  if "$DOCKER" image inspect "$tag" >/dev/null 2>&1; then
+    say "base image: $tag (no registry answers; stand-in built from Debian packages, already in the engine)"
+  elif [[ -f "$archive" ]]; then
+    "$DOCKER" load -q -i "$archive" >/dev/null
+    say "base image: $tag (no registry answers; stand-in built from Debian packages, loaded from $archive)"
+  else
+    [[ "$(id -u)" == 0 ]] || fail "no registry answers and building the stand-in base needs root (debootstrap)"
+    command -v debootstrap >/dev/null || apt_install debootstrap
+    local work started=$SECONDS
+    mkdir -p "$CACHE"
+    rm -rf "$CACHE"/rootfs.* "$CACHE"/base-bookworm-*.tar.part  # what an interrupted run left
+    work="$(mktemp -d "$CACHE/rootfs.XXXXXX")"
+    say "no registry answers: building $tag with debootstrap from $(debian_mirror)"
+    build_standin "$work/rootfs" "$(debian_mirror)"
+    tar -C "$work/rootfs" -c . | "$DOCKER" import -c 'CMD ["bash"]' - "$tag" >/dev/null
+    "$DOCKER" save -o "$archive.part" "$tag" && mv "$archive.part" "$archive"
+    rm -rf "$work"
+    say "base image: $tag (no registry answers; stand-in built from Debian packages in $((SECONDS - started)) s," \
+      "saved to $archive)"
+  fi
+  echo "$tag"
+}
+
+# build IMAGE BASE [docker build args...]: prints the seconds it took.
+build_image() {
+  local image="$1" base="$2" started=$SECONDS
+  shift 2
+  "$DOCKER" build -q -f "$REPO/infra/docker/Dockerfile" --build-arg "BASE_IMAGE=$base" -t "$image" "$@" "$REPO" \
+    >/dev/null
+  echo $((SECONDS - started))
+}
+
+# The production image with BuildKit, the demo image (moto, for `demo` and compose's moto profile) with the
+# legacy builder: every run proves the Dockerfile builds with both.
+build_images() {
+  local base="$1" seconds
+  seconds="$(DOCKER_BUILDKIT=1 build_image "$IMAGE" "$base")"
+  say "built $IMAGE with BuildKit in $seconds s: $(image_size "$IMAGE")"
+  seconds="$(DOCKER_BUILDKIT=0 build_image "$DEMO_IMAGE" "$base" --build-arg EXTRAS=demo)"
+  say "built $DEMO_IMAGE with the legacy builder in $seconds s: $(image_size "$DEMO_IMAGE")"
+}
+
+# buildah (Debian's 1.28) builds the same Dockerfile in its own image store; --format docker keeps the
+# HEALTHCHECK, which the OCI format has no field for. chroot isolation and the host network: no CNI set-up.
+buildah_check() {
+  local base="$1" started=$SECONDS id healthcheck
+  command -v buildah >/dev/null || apt_install buildah
+  id="$(buildah pull -q "docker-daemon:$base")"
+  buildah bud -q --layers --isolation chroot --network host --format docker -f "$REPO/infra/docker/Dockerfile" \
+    --build-arg "BASE_IMAGE=$id" -t localhost/kordiam-bridge-buildah:local "$REPO" >/dev/null
+  healthcheck="$(buildah inspect --format '{{.Docker.Config.Healthcheck.Test}}' localhost/kordiam-bridge-buildah:local)"
+  [[ "$healthcheck" == *kordiam-bridge-healthcheck* ]] || fail "buildah's image has no HEALTHCHECK: $healthcheck"
+  say "built the image with buildah $(buildah --version | awk '{print $3}') in $((SECONDS - started)) s," \
+    "HEALTHCHECK kept"
+}
+
+image_size() { "$DOCKER" image inspect -f '{{.Size}}' "$1" | awk '{printf "%.0f MB", $1 / 1e6}'; }
+
+run_test() {
+  local started=$SECONDS
+  STARTED_ENGINE=0
+  engine_start
+  trap '((STARTED_ENGINE)) && engine_stop' EXIT
+  # docker-compose: Debian's 1.29 (Compose v2 is in no registry these machines reach; docker-compose.yml is
+  # written for both).
+  command -v docker-compose >/dev/null || apt_install docker-compose
+  local base
+  base="$(base_image)"
+  build_images "$base"
+  buildah_check "$base"
+  local status=0
+  BRIDGE_TEST_IMAGE="$IMAGE" BRIDGE_TEST_DEMO_IMAGE="$DEMO_IMAGE" BRIDGE_TEST_BASE_IMAGE="$base" \
+    "$PYTHON" -m pytest ${PYTEST_FLAGS:--q} -s -p no:cacheprovider "$REPO/tests/image" || status=$?
+  say "image test took $((SECONDS - started)) s in all"
+  return "$status"
+}
+
+case "${1:-}" in
+  build)
+    engine_answers || fail "no Docker engine answers: start one (as root: scripts/docker.sh engine-start)"
+    build_images "$(base_image)"
+    ;;
+  base)
+    engine_answers || fail "no Docker engine answers: start one (as root: scripts/docker.sh engine-start)"
+    base_image
+    ;;
+  engine-start) engine_start ;;
+  engine-stop) engine_stop ;;
+  test) run_test ;;
+  *) fail "usage: scripts/docker.sh build|base|engine-start|engine-stop|test" ;;
+esac

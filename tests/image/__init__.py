@@ -1,0 +1,1 @@
+"""The container image and the compose stack, run on a real Docker engine (`make image-test`)."""

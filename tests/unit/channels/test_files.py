@@ -1,0 +1,90 @@
+"""Files written by channels: which write errors are retried, the files' mode, the start-up check of a folder."""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from bridge.channels import ChannelContext, build_channel
+from bridge.channels.files import os_error
+from bridge.channels.folder import FolderChannel
+from bridge.config import ChannelSettings
+from bridge.errors import ChannelRejected, ChannelUnavailable, ConfigError
+from bridge.http import HttpClient, HttpRequest, HttpResponse
+from bridge.kordiam.models import Element
+from tests.fixtures import load
+
+# What a full disk, a failing disk, and a network share that is briefly gone or remounted look like.
+HEALING = [errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.ESTALE, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT]
+# What no amount of waiting fixes for this write.
+FOR_GOOD = [errno.ENAMETOOLONG, errno.EFBIG, errno.ENOTDIR, errno.EEXIST, errno.EISDIR]
+
+
+@pytest.mark.parametrize("code", HEALING, ids=[errno.errorcode[c] for c in HEALING])
+def test_errors_that_may_heal_are_retried(code: int) -> None:
+    error = os_error(OSError(code, os.strerror(code)), "folder /x: cannot write 1-2")
+    assert isinstance(error, ChannelUnavailable)
+    assert str(error) == f"folder /x: cannot write 1-2: {os.strerror(code)} ({errno.errorcode[code]})"
+
+
+@pytest.mark.parametrize("code", FOR_GOOD, ids=[errno.errorcode[c] for c in FOR_GOOD])
+def test_errors_that_cannot_heal_are_rejections(code: int) -> None:
+    assert isinstance(os_error(OSError(code, os.strerror(code)), "x"), ChannelRejected)
+
+
+@pytest.mark.parametrize(
+    ("code", "expected"),
+    [(errno.ENOSPC, ChannelUnavailable), (errno.ESTALE, ChannelUnavailable), (errno.EFBIG, ChannelRejected)],
+)
+async def test_folder_write_errors_at_the_os_layer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int, expected: type[Exception]
+) -> None:
+    element = Element.model_validate(load("seed001_full"))
+    channel = FolderChannel("web", tmp_path)
+
+    def failing_replace(source: str, target: object) -> None:
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr("bridge.channels.files.os.replace", failing_replace)
+    with pytest.raises(expected, match=errno.errorcode[code]):
+        await channel.upsert(element, element.publications[0], None)
+    assert [p.name for p in tmp_path.iterdir()] == []  # no temporary file left behind
+
+
+async def test_folder_files_get_the_mode_open_would_give(tmp_path: Path) -> None:
+    umask = os.umask(0o022)
+    os.umask(umask)
+    element = Element.model_validate(load("seed001_full"))
+    result = await FolderChannel("web", tmp_path).upsert(element, element.publications[0], None)
+    for suffix in (".json", ".html"):
+        mode = stat.S_IMODE((tmp_path / f"{result.external_id}{suffix}").stat().st_mode)
+        assert mode == 0o666 & ~umask, oct(mode)  # 0644 under the usual umask; mkstemp alone makes 0600
+
+
+async def test_a_folder_that_cannot_be_written_is_refused_at_start_naming_its_key(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("not a directory", encoding="utf-8")
+    settings = ChannelSettings.model_validate(
+        {"name": "web", "type": "folder", "platforms": [1], "path": str(tmp_path / "a-file" / "web")}
+    )
+    with pytest.raises(ConfigError) as raised:
+        build_channel(settings, ChannelContext(http=HttpClient.answering(_no_requests)), index=1)
+    assert raised.value.key == "channels[1].path"
+    assert (
+        raised.value.problem == f"{tmp_path / 'a-file' / 'web'} is not a writable directory: Not a directory (ENOTDIR)"
+    )
+
+
+async def test_a_missing_folder_is_made_at_start(tmp_path: Path) -> None:
+    settings = ChannelSettings.model_validate(
+        {"name": "web", "type": "folder", "platforms": [1], "path": str(tmp_path / "new" / "web")}
+    )
+    build_channel(settings, ChannelContext(http=HttpClient.answering(_no_requests)))
+    assert (tmp_path / "new" / "web").is_dir() and list((tmp_path / "new" / "web").iterdir()) == []
+
+
+async def _no_requests(request: HttpRequest) -> HttpResponse:
+    raise AssertionError(f"the folder channel made a request: {request.url}")

@@ -1,0 +1,114 @@
+"""Channel isolation (circuit breaker, limits) and trace continuation."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from bridge.channels.base import ChannelResult
+from bridge.channels.guard import BreakerState, GuardedChannel
+from bridge.errors import ChannelRejected, ChannelUnavailable
+from bridge.kordiam.models import Element, Publication
+from bridge.ops.tracing import message_span, xray_to_traceparent
+
+ELEMENT = Element.model_validate({"id": 1, "publications": [{"id": 2, "platform": 3}]})
+
+
+class Flaky:
+    name = "cms"
+    element_scoped = False
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.failing = True
+        self.error: Exception = ChannelUnavailable("503")
+
+    async def upsert(self, element: Element, publication: Publication, external_id: str | None) -> ChannelResult:
+        self.calls += 1
+        await asyncio.sleep(0)
+        if self.failing:
+            raise self.error
+        return ChannelResult(external_id="x")
+
+    async def delete(self, element_id: int, publication_id: int, external_id: str) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def upsert(channel: GuardedChannel) -> None:
+    await channel.upsert(ELEMENT, ELEMENT.publications[0], None)
+
+
+async def test_breaker_opens_fails_fast_probes_and_closes() -> None:
+    inner = Flaky()
+    guarded = GuardedChannel(inner, breaker_threshold=3, breaker_cooldown=0.2)
+    for _ in range(3):
+        with pytest.raises(ChannelUnavailable, match="503"):
+            await upsert(guarded)
+    assert guarded.breaker.state == BreakerState.OPEN
+    # Open: fails fast without calling the CMS, telling the queue when to come back.
+    with pytest.raises(ChannelUnavailable, match="circuit open") as raised:
+        await upsert(guarded)
+    assert inner.calls == 3 and raised.value.retry_after is not None
+    await asyncio.sleep(0.25)
+    # Half-open: one probe; it fails, so the breaker opens again for twice as long.
+    with pytest.raises(ChannelUnavailable, match="503"):
+        await upsert(guarded)
+    assert guarded.breaker.state == BreakerState.OPEN and guarded.breaker.cooldown == pytest.approx(0.4)
+    await asyncio.sleep(0.45)
+    inner.failing = False
+    await upsert(guarded)
+    assert guarded.breaker.state == BreakerState.CLOSED and inner.calls == 5
+
+
+async def test_permanent_errors_do_not_trip_the_breaker() -> None:
+    inner = Flaky()
+    inner.error = ChannelRejected("400 bad story")
+    guarded = GuardedChannel(inner, breaker_threshold=2, breaker_cooldown=10)
+    for _ in range(5):
+        with pytest.raises(ChannelRejected):
+            await upsert(guarded)
+    assert guarded.breaker.state == BreakerState.CLOSED and inner.calls == 5
+
+
+async def test_rate_limit_spaces_calls() -> None:
+    inner = Flaky()
+    inner.failing = False
+    guarded = GuardedChannel(inner, rate_limit=20)
+    started = time.monotonic()
+    await asyncio.gather(*(upsert(guarded) for _ in range(30)))
+    # 20 in the first burst, then 10 more at 20/s: at least about half a second. (A bound, not a benchmark.)
+    assert time.monotonic() - started >= 0.4 and inner.calls == 30
+
+
+def test_xray_header_becomes_a_traceparent() -> None:
+    header = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1"
+    assert xray_to_traceparent(header) == "00-5759e988bd862e3fe1be46a994272793-53995c3f42cd8ad8-01"
+    assert xray_to_traceparent("garbage") is None
+
+
+def test_message_span_continues_the_producer_trace(monkeypatch: pytest.MonkeyPatch) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    monkeypatch.setattr(trace, "get_tracer_provider", lambda: provider)
+    parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    with message_span("m1", {"traceparent": parent}, None):
+        pass
+    with message_span("m2", {}, "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1"):
+        pass
+    first, second = exporter.get_finished_spans()
+    assert first.context is not None and first.parent is not None
+    assert f"{first.context.trace_id:032x}" == "0af7651916cd43dd8448eb211c80319c"
+    assert f"{first.parent.span_id:016x}" == "b7ad6b7169203331"
+    assert second.context is not None and f"{second.context.trace_id:032x}" == "5759e988bd862e3fe1be46a994272793"
+    assert first.kind == trace.SpanKind.CONSUMER and first.attributes is not None
+    assert first.attributes["messaging.message.id"] == "m1"

@@ -1,0 +1,248 @@
+"""The Mailchimp mapping: quarter-hour rounding, schedule rules, subject/preview/content, options, error text."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from pydantic import ValidationError
+
+from bridge.channels.mailchimp import (
+    DEFAULT_FOOTER,
+    MailchimpOptions,
+    mailchimp_time,
+    map_campaign,
+    plan_schedule,
+    problem_summary,
+    quarter_hour_ceil,
+    shorten,
+)
+from bridge.channels.text import plain_text
+from bridge.kordiam.models import Element
+from tests.support import story
+
+FIXTURES = Path(__file__).parents[2] / "fixtures"
+UTC = dt.UTC
+NOW = dt.datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+
+
+def at(hour: int, minute: int, second: int = 0, micro: int = 0, day: int = 23) -> dt.datetime:
+    return dt.datetime(2026, 11, day, hour, minute, second, micro, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("moment", "expected"),
+    [
+        (at(19, 30), at(19, 30)),
+        (at(19, 0), at(19, 0)),
+        (at(19, 30, 0, 1), at(19, 45)),
+        (at(19, 30, 1), at(19, 45)),
+        (at(19, 31), at(19, 45)),
+        (at(19, 44, 59), at(19, 45)),
+        (at(19, 46), at(20, 0)),
+        (at(23, 59), at(0, 0, day=24)),
+        (dt.datetime(2026, 12, 31, 23, 50, tzinfo=UTC), dt.datetime(2027, 1, 1, tzinfo=UTC)),
+        # Another zone is converted first: 20:31 at +01:00 is 19:31 UTC.
+        (dt.datetime(2026, 11, 23, 20, 31, tzinfo=dt.timezone(dt.timedelta(hours=1))), at(19, 45)),
+        # A zone with a 30-minute offset: 01:10 at +05:30 is 19:40 UTC the day before.
+        (dt.datetime(2026, 11, 24, 1, 10, tzinfo=dt.timezone(dt.timedelta(hours=5, minutes=30))), at(19, 45)),
+    ],
+)
+def test_quarter_hour_rounds_up(moment: dt.datetime, expected: dt.datetime) -> None:
+    rounded = quarter_hour_ceil(moment)
+    assert rounded == expected and rounded.tzinfo == UTC
+    assert rounded.minute % 15 == 0 and rounded.second == 0 and rounded.microsecond == 0
+
+
+def test_naive_times_are_utc() -> None:
+    assert quarter_hour_ceil(dt.datetime(2026, 11, 23, 19, 31)) == at(19, 45)
+
+
+@pytest.mark.parametrize(
+    ("planned", "expected"),
+    [
+        (None, None),
+        (NOW - dt.timedelta(days=1), None),  # in the past: an unscheduled draft
+        (NOW, None),  # now is not the future
+        (NOW + dt.timedelta(seconds=20), at(12, 15, day=22)),  # 12:00:20 rounds up to 12:15
+        (NOW + dt.timedelta(minutes=1), at(12, 15, day=22)),
+        (at(19, 30), at(19, 30)),
+        (at(19, 37), at(19, 45)),
+        (NOW + dt.timedelta(days=366), None),  # beyond Mailchimp's year
+    ],
+)
+def test_plan_schedule(planned: dt.datetime | None, expected: dt.datetime | None) -> None:
+    assert plan_schedule(planned, NOW) == expected
+
+
+def test_too_close_after_rounding_is_left_unscheduled() -> None:
+    now = dt.datetime(2026, 11, 22, 12, 14, 30, tzinfo=UTC)
+    assert plan_schedule(now + dt.timedelta(seconds=10), now) is None  # 12:15 is 30 s away
+    assert plan_schedule(now + dt.timedelta(seconds=40), now) == at(12, 30, day=22)
+
+
+def test_schedule_time_is_iso_utc() -> None:
+    assert mailchimp_time(at(19, 45)) == "2026-11-23T19:45:00+00:00"
+    local = dt.datetime(2026, 11, 23, 20, 45, tzinfo=dt.timezone(dt.timedelta(hours=1)))
+    assert mailchimp_time(local) == "2026-11-23T19:45:00+00:00"
+
+
+# --- mapping ---------------------------------------------------------------------------------------------------
+
+
+def element(*args: str, **changes: Any) -> Element:
+    data = story(*args, platforms=(99005,))
+    data.update(id=4711, version=3, modificationDate="2026-11-20T10:00:00Z")
+    data["tasks"][0]["id"] = 31
+    data["publications"][0]["id"] = 813
+    for key, value in changes.items():
+        if key in ("headline", "lead", "text"):
+            data["tasks"][0]["content"][key] = value
+        else:
+            data[key] = value
+    return Element.model_validate(data)
+
+
+def test_subject_preview_title_from_the_story() -> None:
+    value = element()
+    plan = map_campaign(value, value.publications[0], footer_html=DEFAULT_FOOTER, now=NOW)
+    assert plan.settings == {
+        "subject_line": "Council approves budget",
+        "preview_text": "The lead.",
+        "title": "Council approves budget [Kordiam 4711/813]",
+    }
+    assert plan.send_at == at(19, 30)
+    assert "<h1>Council approves budget</h1>" in plan.html
+    assert "<p><b>Body</b>" not in plan.html and "<p>Body <b>text</b>.</p>" in plan.html
+    assert "Anna Berg" in plan.html and "<strong>The lead.</strong>" in plan.html
+    assert plan.html.rstrip().endswith("</body></html>") and "*|UNSUB|*" in plan.html
+
+
+def test_subject_is_plain_text_and_escaped_in_html() -> None:
+    value = element(headline="Tom & Jerry <i>live</i> 😀", lead="<b>Lead</b> &amp; more\n\n")
+    plan = map_campaign(value, value.publications[0], footer_html="", now=NOW)
+    assert plan.settings["subject_line"] == "Tom & Jerry live 😀"
+    assert plan.settings["preview_text"] == "Lead & more"
+    assert "<h1>Tom &amp; Jerry live 😀</h1>" in plan.html
+    assert "<title>Tom &amp; Jerry live 😀</title>" in plan.html
+
+
+def test_subject_falls_back_to_title_then_slug() -> None:
+    value = element("The element title", headline=None)
+    assert map_campaign(value, value.publications[0], footer_html="", now=NOW).settings["subject_line"] == (
+        "The element title"
+    )
+    value = element(headline=None, title=None, slug="the-slug")
+    assert map_campaign(value, value.publications[0], footer_html="", now=NOW).settings["subject_line"] == "the-slug"
+
+
+def test_long_subject_and_preview_are_cut() -> None:
+    value = element(headline="word " * 60, lead="lead " * 60)
+    plan = map_campaign(value, value.publications[0], footer_html="", now=NOW)
+    assert len(plan.settings["subject_line"]) <= 150 and plan.settings["subject_line"].endswith("…")
+    assert len(plan.settings["preview_text"]) <= 150 and plan.settings["preview_text"].endswith("…")
+    assert len(plan.settings["title"]) <= 100 and plan.settings["title"].endswith("[Kordiam 4711/813]")
+
+
+def test_hostile_body_is_sanitised() -> None:
+    text = (
+        '<script>alert(1)</script><p onclick="x()">a</p><img src=x onerror=alert(1)>'
+        '<a href="javascript:alert(1)">j</a><iframe src="https://evil"></iframe><style>p{}</style>'
+        '<form action="https://evil"><input name="q"></form>\ud800 <p>😀 Grüße</p>'
+    )
+    value = element(text=text)
+    plan = map_campaign(value, value.publications[0], footer_html="", now=NOW)
+    for forbidden in ("alert", "onclick", "onerror", "javascript", "<iframe", "<style", "<form", "<input"):
+        assert forbidden not in plan.html
+    assert "<p>😀 Grüße</p>" in plan.html and '<img src="x">' in plan.html
+
+
+def test_no_date_or_time_means_no_schedule() -> None:
+    data = story(platforms=(99005,))
+    data.update(id=1)
+    data["tasks"][0]["id"] = 2
+    data["publications"][0].update(id=3, schedule={"kind": "single", "date": "2026-11-23"})
+    value = Element.model_validate(data)
+    assert map_campaign(value, value.publications[0], footer_html="", now=NOW).send_at is None
+
+
+@pytest.mark.parametrize("name", ["seed001_full.json", "seed002_full.json"])
+def test_seed_examples_map(name: str) -> None:
+    value = Element.model_validate(json.loads((FIXTURES / name).read_text()))
+    for publication in value.publications:
+        plan = map_campaign(value, publication, footer_html=DEFAULT_FOOTER, now=NOW)
+        assert plan.settings["subject_line"]
+        assert plan.send_at is None, "the seeds' dates are long past"
+
+
+def test_plain_text_and_shorten() -> None:
+    assert plain_text("  a <b>b</b>\n&lt;c&gt; ") == "a b <c>"
+    assert plain_text(None) == ""
+    assert shorten("abc", 3) == "abc" and shorten("abcd", 3) == "ab…"
+
+
+# --- options ---------------------------------------------------------------------------------------------------
+
+
+def test_data_centre_comes_from_the_key() -> None:
+    options = MailchimpOptions(api_key="0123456789abcdef0123456789abcdef-us21", list_id="abc123")
+    assert options.data_centre == "us21"
+    assert options.api_url == "https://us21.api.mailchimp.com/3.0"
+    assert "0123456789abcdef" not in repr(options) and "0123456789abcdef" not in str(options.model_dump())
+
+
+def test_base_url_overrides() -> None:
+    options = MailchimpOptions(api_key="key-us3", list_id="abc", base_url="http://127.0.0.1:9/3.0/")
+    assert options.api_url == "http://127.0.0.1:9/3.0" and options.data_centre == "us3"
+    assert MailchimpOptions(api_key="plainkey", list_id="abc", base_url="http://x/3.0").data_centre is None
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"api_key": "no-data-centre", "list_id": "abc"},
+        {"api_key": "", "list_id": "abc"},
+        {"api_key": "key with space-us1", "list_id": "abc"},
+        {"api_key": "k-us1", "list_id": ""},
+        {"api_key": "k-us1", "list_id": "a/b"},
+        {"api_key": "k-us1", "list_id": "abc", "reply_to": "not-an-address"},
+        {"api_key": "k-us1", "list_id": "abc", "base_url": "ftp://x"},
+        {"api_key": "k-us1", "list_id": "abc", "delete_mode": "trash"},
+        {"api_key": "k-us1", "list_id": "abc", "sent_edits": "retry"},
+        {"api_key": "k-us1", "list_id": "abc", "unknown": True},
+    ],
+)
+def test_bad_options_are_refused(options: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError):
+        MailchimpOptions.model_validate(options)
+
+
+def test_key_error_never_echoes_the_key() -> None:
+    with pytest.raises(ValidationError) as caught:
+        MailchimpOptions.model_validate({"api_key": "supersecretvalue", "list_id": "abc"})
+    assert "supersecretvalue" not in str(caught.value)
+    assert caught.value.errors()[0]["loc"] == ("api_key",)
+
+
+# --- error text ------------------------------------------------------------------------------------------------
+
+
+def test_problem_summary_keeps_detail_and_field_errors() -> None:
+    body = {
+        "type": "https://mailchimp.com/developer/marketing/docs/errors/",
+        "title": "Invalid Resource",
+        "status": 400,
+        "detail": "The resource submitted could not be validated.",
+        "instance": "8cf2c011",
+        "errors": [{"field": "settings.reply_to", "message": "This value should be a valid email."}],
+    }
+    response = httpx.Response(400, json=body)
+    assert problem_summary(response) == (
+        "Invalid Resource; The resource submitted could not be validated.; "
+        "settings.reply_to: This value should be a valid email.; instance 8cf2c011"
+    )
+    assert problem_summary(httpx.Response(502, text="<html>bad gateway</html>")) == "Bad Gateway"

@@ -1,0 +1,199 @@
+"""The Kordiam client against scripted answers (in-process httpx transport; the simulator tests go over HTTP)."""
+
+import json
+from collections.abc import Callable, Iterator
+
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from bridge.errors import (
+    KordiamAuthFailed,
+    KordiamCredentialsRefused,
+    KordiamRejected,
+    KordiamUnavailable,
+    UnexpectedResponse,
+)
+from bridge.kordiam.client import KordiamClient
+from bridge.kordiam.models import CmsLinks
+from bridge.retry import RetryPolicy
+from tests.support import http_answering
+
+ELEMENT = {"id": 5, "title": "T", "publications": [{"id": 7, "platform": {"id": 1}}]}
+FAST = RetryPolicy(attempts=4, base_delay=0.001, max_delay=0.002, total_seconds=5)
+
+
+def problem(status: int, slug: str, **extra: object) -> httpx.Response:
+    body = {"type": f"https://docs.kordiam.app/docs/errors/{slug}", "title": slug, "status": status, **extra}
+    return httpx.Response(status, json=body, headers={"content-type": "application/problem+json"})
+
+
+class Script:
+    """Answers API calls from a list of responses (or functions of the request) and records every request."""
+
+    def __init__(self, *answers: httpx.Response | Callable[[httpx.Request], httpx.Response]) -> None:
+        self.answers: Iterator[httpx.Response | Callable[[httpx.Request], httpx.Response]] = iter(answers)
+        self.requests: list[httpx.Request] = []
+        self.tokens = 0
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/api/v2/auth/token":
+            self.tokens += 1
+            form = dict(x.split("=") for x in request.content.decode().split("&"))
+            assert form["grant_type"] == "client_credentials"
+            if form["client_secret"] != "secret":
+                return problem(401, "unauthorized", detail="bad client credentials")
+            return httpx.Response(200, json={"access_token": f"t{self.tokens}", "expires_in": 3600})
+        self.requests.append(request)
+        answer = next(self.answers)
+        return answer(request) if callable(answer) else answer
+
+
+def client_for(script: Script, secret: str = "secret") -> KordiamClient:
+    http = http_answering(script)
+    return KordiamClient(
+        http, base_url="https://kordiam.test/", client_id="c", client_secret=SecretStr(secret), retry=FAST
+    )
+
+
+async def test_get_element_authenticates_and_caches_the_token() -> None:
+    script = Script(httpx.Response(200, json=ELEMENT), httpx.Response(200, json=ELEMENT))
+    client = client_for(script)
+    assert (await client.get_element(5)) is not None
+    assert (await client.get_element(5)) is not None
+    assert script.tokens == 1
+    assert script.requests[0].url.path == "/api/v2/elements/5"
+    assert script.requests[0].headers["authorization"] == "Bearer t1"
+
+
+async def test_404_means_deleted_or_not_visible() -> None:
+    assert await client_for(Script(problem(404, "resource-not-found"))).get_element(5) is None
+
+
+async def test_401_fetches_a_new_token_once() -> None:
+    script = Script(problem(401, "token-revoked"), httpx.Response(200, json=ELEMENT))
+    assert await client_for(script).get_element(5) is not None
+    assert script.tokens == 2
+    assert script.requests[1].headers["authorization"] == "Bearer t2"
+
+
+async def test_401_twice_is_a_refusal_of_the_workers_credentials() -> None:
+    with pytest.raises(KordiamCredentialsRefused, match="401"):
+        await client_for(Script(problem(401, "unauthorized"), problem(401, "unauthorized"))).get_element(5)
+
+
+async def test_403_is_a_refusal_of_one_request_not_of_the_credentials() -> None:
+    with pytest.raises(KordiamAuthFailed) as raised:
+        await client_for(Script(problem(403, "forbidden"))).get_element(5)
+    assert not isinstance(raised.value, KordiamCredentialsRefused)
+
+
+async def test_check_credentials_fetches_a_token_that_the_next_request_uses() -> None:
+    script = Script(httpx.Response(200, json=ELEMENT))
+    client = client_for(script)
+    await client.check_credentials()
+    assert await client.get_element(5) is not None
+    assert script.tokens == 1
+    with pytest.raises(KordiamCredentialsRefused, match="client_id 'c'"):
+        await client_for(Script(), secret="wrong").check_credentials()
+
+
+async def test_bad_credentials_name_the_client_id_but_not_the_secret() -> None:
+    with pytest.raises(KordiamCredentialsRefused) as raised:
+        await client_for(Script(), secret="wrong").get_element(5)
+    assert "client_id 'c'" in str(raised.value) and "wrong" not in str(raised.value)
+
+
+@pytest.mark.parametrize("where", ["header", "body"])
+async def test_429_waits_for_retry_after(where: str) -> None:
+    throttled = (
+        problem(429, "too-many-requests") if where == "body" else httpx.Response(429, headers={"Retry-After": "0.01"})
+    )
+    if where == "body":
+        throttled = problem(429, "too-many-requests", retryAfter=0.01)
+    script = Script(throttled, httpx.Response(200, json=ELEMENT))
+    assert await client_for(script).get_element(5) is not None
+    assert len(script.requests) == 2
+
+
+async def test_a_long_retry_after_is_handed_to_the_queue() -> None:
+    script = Script(problem(429, "too-many-requests", retryAfter=60))
+    with pytest.raises(KordiamUnavailable) as raised:
+        await client_for(script).get_element(5)
+    assert raised.value.retry_after == 60
+    assert len(script.requests) == 1  # no pointless in-process sleep of a minute
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 504, 409])
+async def test_transient_statuses_are_retried(status: int) -> None:
+    script = Script(problem(status, "x"), problem(status, "x"), httpx.Response(200, json=ELEMENT))
+    assert await client_for(script).get_element(5) is not None
+    assert len(script.requests) == 3
+
+
+async def test_retries_are_bounded() -> None:
+    script = Script(*[problem(503, "x")] * 10)
+    with pytest.raises(KordiamUnavailable, match="gave up after 4 attempts"):
+        await client_for(script).get_element(5)
+    assert len(script.requests) == 4
+
+
+async def test_connection_errors_are_retried() -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("refused", request=request)
+
+    script = Script(refuse, httpx.Response(200, json=ELEMENT))
+    assert await client_for(script).get_element(5) is not None
+
+
+async def test_validation_problems_become_typed_errors() -> None:
+    answer = problem(400, "validation-failed", errors=[{"path": "externalId", "message": "too long"}], traceId="tr-1")
+    with pytest.raises(KordiamRejected) as raised:
+        await client_for(Script(answer)).update_publication(5, 7, external_id="x")
+    assert raised.value.status == 400 and raised.value.problem_type == "validation-failed"
+    assert "externalId: too long" in str(raised.value) and "traceId=tr-1" in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        httpx.Response(200, text="<html>maintenance</html>"),
+        httpx.Response(200, json=[1, 2]),
+        httpx.Response(200, json={"id": "not-a-number"}),
+    ],
+)
+async def test_unexpected_answers_are_clear_errors(answer: httpx.Response) -> None:
+    with pytest.raises(UnexpectedResponse, match="/api/v2/elements/5"):
+        await client_for(Script(answer)).get_element(5)
+
+
+async def test_feedback_bodies() -> None:
+    script = Script(*[httpx.Response(200, json=ELEMENT)] * 3, problem(409, "conflict"))
+    client = client_for(script)
+    await client.update_publication(5, 7, external_id="42", cms=CmsLinks(edit_link="https://e", open_link="https://o"))
+    await client.link_external_element(5, external_id="42", link="https://e")
+    assert await client.publish_publication(5, 7) is True
+    assert await client.publish_publication(5, 7) is False  # 409: already published
+    patch, link, publish, _ = script.requests
+    assert (patch.method, patch.url.path) == ("PATCH", "/api/v2/elements/5/publications/7")
+    assert json.loads(patch.content) == {"externalId": "42", "cms": {"editLink": "https://e", "openLink": "https://o"}}
+    assert (link.method, link.url.path) == ("POST", "/api/v2/elements/5/external-element/link")
+    assert json.loads(link.content) == {"externalId": "42", "link": "https://e"}
+    assert (publish.method, publish.url.path, publish.content) == (
+        "POST",
+        "/api/v2/elements/5/publications/7/publish",
+        b"",
+    )
+
+
+async def test_a_url_with_no_token_endpoint_is_not_a_refusal_of_the_credentials() -> None:
+    client = KordiamClient(
+        http_answering(lambda request: problem(404, "not-found")),
+        base_url="https://kordiam.test/wrong/",
+        client_id="c",
+        client_secret=SecretStr("secret"),
+        retry=FAST,
+    )
+    with pytest.raises(KordiamRejected) as raised:
+        await client.check_credentials()
+    assert raised.value.status == 404 and not isinstance(raised.value, KordiamCredentialsRefused)

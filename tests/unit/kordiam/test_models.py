@@ -1,0 +1,174 @@
+"""The element models accept API v2 responses and the seeds' v1-shaped bodies."""
+
+from datetime import UTC, date, datetime, time
+
+import pytest
+from pydantic import ValidationError
+
+from bridge.kordiam.models import Element, ProblemDetails, Publication, Ref, Task
+from tests.fixtures import load
+
+V2_ELEMENT = {
+    "id": 1001,
+    "version": 3,
+    "title": "Council approves budget",
+    "slug": "budget",
+    "note": "",
+    "elementStatus": {"id": 2, "name": "Accepted"},
+    "modificationDate": "2026-11-22T10:05:00Z",
+    "groups": [{"id": 20082, "name": "Team"}],
+    "customFields": [{"id": 7, "value": "x"}, {"id": 8, "selectedOptionIds": [3]}, {"id": 9, "number": 4}],
+    "externalElement": {"externalId": "wp-12", "link": "https://cms/12"},
+    "tasks": [
+        {
+            "id": 5001,
+            "format": {"id": 1, "name": "Text"},
+            "user": {"id": 3, "email": "anna@example.org", "firstName": "Anna", "lastName": "Berg"},
+            "deadline": {"date": "2026-11-22", "time": "11:00"},
+            "content": {"headline": "Budget passes", "lead": "Lead", "text": "<p>Body</p>"},
+        },
+        {"id": 5002, "format": {"id": 2, "name": "Photo"}},
+    ],
+    "publications": [
+        {
+            "id": 7001,
+            "status": {"id": 1, "name": "No Status"},
+            "platform": {"id": 99003, "name": "Website"},
+            "category": {"id": 90000, "name": "Politics"},
+            "schedule": {"kind": "single", "date": "2026-11-23", "timing": {"type": "time", "time": "19:30"}},
+            "assignedTaskIds": [5001],
+            "externalId": "12",
+            "cms": {"editLink": "https://cms/edit/12", "openLink": "https://site/12"},
+        },
+        {"id": 7002, "platform": {"id": 99004}, "published": {"date": "2026-11-20", "time": "08:00"}},
+    ],
+}
+
+
+def test_blank_strings_are_absent_at_every_depth() -> None:
+    body = {
+        **V2_ELEMENT,
+        "slug": "  ",
+        "externalElement": {"externalId": "wp-12", "link": " "},
+        "tasks": [{"id": 5001, "format": {"id": 1, "name": ""}, "user": {"id": 3, "email": "", "firstName": "\t"}}],
+    }
+    element = Element.model_validate(body)
+    assert element.slug is None
+    assert element.external_element is not None and element.external_element.link is None
+    task = element.tasks[0]
+    assert task.format is not None and task.format.name is None
+    assert task.assignee is not None and task.assignee.email is None and task.assignee.first_name is None
+
+
+def test_v2_element_parses_with_every_part() -> None:
+    element = Element.model_validate(V2_ELEMENT)
+    assert element.title == "Council approves budget"
+    assert element.note is None  # an empty optional string is absent
+    assert element.status == Ref(id=2, name="Accepted")
+    assert element.modification_date == datetime(2026, 11, 22, 10, 5, tzinfo=UTC)
+    assert element.external_element is not None and element.external_element.external_id == "wp-12"
+    text = element.text_task
+    assert text is not None and text.id == 5001
+    assert text.assignee is not None and text.assignee.email == "anna@example.org"
+    assert text.assignee.display_name == "Anna Berg"
+    assert text.content is not None and text.content.headline == "Budget passes"
+    web, print_ = element.publications
+    assert web.platform.id == 99003 and web.category is not None and web.category.name == "Politics"
+    assert web.scheduled_at() == datetime(2026, 11, 23, 19, 30, tzinfo=UTC)
+    assert web.cms is not None and web.cms.edit_link == "https://cms/edit/12"
+    assert not web.is_published and print_.is_published
+    assert [f.as_text() for f in element.custom_fields] == ["x", "3", "4"]
+
+
+def test_unknown_fields_are_ignored() -> None:
+    element = Element.model_validate({**V2_ELEMENT, "brandNewField": {"a": 1}, "confidential": True})
+    assert element.id == 1001
+
+
+def test_global_export_bodies_from_seed_001_parse() -> None:
+    for name in ("seed001_create", "seed001_update", "seed001_full"):
+        element = Element.model_validate(load(name))
+        assert element.publications, name
+    full = Element.model_validate(load("seed001_full"))
+    publication = full.publications[0]
+    assert publication.platform.id == 4
+    assert publication.schedule is not None
+    assert publication.schedule.date == date(2016, 10, 30) and publication.schedule.time == time(22, 45)
+    assert publication.published is not None and publication.published.date == date(2222, 2, 2)
+    # v1 `assignments` is positional to the tasks: both tasks are assigned.
+    assert publication.assigned_task_ids == (21, 22)
+    assert full.tasks[0].assignee is not None and full.tasks[0].assignee.external_id == "_external_id_"
+    assert full.external_element is not None and full.external_element.external_id == "rest_element_id"
+    assert full.status == Ref(id=4, name="_NAME")
+
+
+def test_platform_integration_bodies_from_seed_002_parse() -> None:
+    element = Element.model_validate(load("seed002_full"))
+    assert element.title == "_element_title_"  # seed 002 calls it `description`
+    assert element.status == Ref(id=1)  # a bare int
+    assert len(element.publications) == 1  # a single `publication`
+    text = element.text_task
+    assert text is not None and text.content is not None
+    assert text.content.text == "<p>TEXT</p>" and text.content.headline == "_headline_"
+    short = Element.model_validate(load("seed002_publication"))
+    assert short.publications[0].scheduled_at() == datetime(2019, 8, 13, 19, 30, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        {"title": "no id"},
+        {"id": 0},
+        {"id": "abc"},
+        {"id": 1, "publications": [{"id": 2}]},  # a publication without a platform
+        {"id": 1, "publications": "not a list"},
+    ],
+)
+def test_broken_elements_are_rejected(broken: dict[str, object]) -> None:
+    with pytest.raises(ValidationError):
+        Element.model_validate(broken)
+
+
+def test_refs_match_by_id_or_name() -> None:
+    ref = Ref(id=5, name="Published")
+    assert ref.matches(5) and ref.matches("5") and ref.matches(" published ")
+    assert not ref.matches(4) and not ref.matches("Draft")
+
+
+def test_v1_task_content_string_and_v2_object_agree() -> None:
+    v1 = Task.model_validate({"id": 1, "format": {"id": 18, "name": "Text"}, "content": "<p>x</p>", "headline": "H"})
+    v2 = Task.model_validate(
+        {"id": 1, "format": {"id": 18, "name": "Text"}, "content": {"text": "<p>x</p>", "headline": "H"}}
+    )
+    assert v1.content == v2.content
+
+
+def test_publication_v1_cms_fields_map_to_cms_links() -> None:
+    publication = Publication.model_validate(
+        {
+            "id": 1,
+            "platform": 3,
+            "cms_id": 77,
+            "url_to_content_in_cms": "https://e",
+            "url_to_published_content": "https://o",
+        }
+    )
+    assert publication.external_id == "77"
+    assert publication.cms is not None and (publication.cms.edit_link, publication.cms.open_link) == (
+        "https://e",
+        "https://o",
+    )
+
+
+def test_problem_details_summary() -> None:
+    problem = ProblemDetails.model_validate(
+        {
+            "type": "https://docs.kordiam.app/docs/errors/validation-failed",
+            "title": "Validation failed",
+            "status": 400,
+            "traceId": "abc",
+            "errors": [{"scope": "body", "path": "title", "code": "required", "message": "must not be blank"}],
+        }
+    )
+    assert problem.slug == "validation-failed"
+    assert problem.summary() == "Validation failed; title: must not be blank; traceId=abc"

@@ -1,0 +1,86 @@
+"""Logs: every line of a JSON log is JSON (libraries and warnings too), a readable format, and no log line
+inside a progress bar."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import re
+import subprocess
+import sys
+
+import structlog
+from rich.console import Console
+
+from bridge.cli import _progress
+from bridge.ops.logging import configure_logging
+
+
+def test_library_logging_and_warnings_are_json_lines_too() -> None:
+    script = (
+        "import logging, warnings\n"
+        "from bridge.ops.logging import configure_logging\n"
+        "configure_logging('info')\n"
+        "logging.getLogger('botocore.credentials').warning('found credentials in %s', 'env')\n"
+        "warnings.warn('this is deprecated', DeprecationWarning, stacklevel=1)\n"
+        "logging.getLogger('aiohttp.access').info('below warning: not shown')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-W", "always", "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+    lines = [json.loads(line) for line in done.stderr.splitlines()]
+    assert [(line["logger"], line["level"]) for line in lines] == [
+        ("botocore.credentials", "warning"),
+        ("py.warnings", "warning"),
+    ]
+    assert lines[0]["event"] == "found credentials in env"
+    assert "this is deprecated" in lines[1]["event"]
+
+
+def test_the_console_format_is_readable(capsys: object) -> None:
+    stream = io.StringIO()
+    sys_stderr, sys.stderr = sys.stderr, stream
+    try:
+        configure_logging("info", log_format="console")
+        structlog.get_logger("bridge.test").info("done", outcome="done", element_id=1001)
+    finally:
+        sys.stderr = sys_stderr
+        configure_logging("info")
+    line = stream.getvalue().strip()
+    assert not line.startswith("{")
+    assert "[info     ] done" in line and "element_id=1001" in line and "outcome=done" in line
+
+
+def test_log_lines_are_printed_above_the_progress_bar_not_inside_it() -> None:
+    configure_logging("info")
+    terminal = io.StringIO()
+    console = Console(file=terminal, force_terminal=True, width=100, color_system=None)
+    with _progress(argparse.Namespace(progress=True), console) as progress:
+        progress.start("replaying 2 element(s)", 2)
+        progress.advance()
+        structlog.get_logger("bridge.admin").info("replayed", queue="q", sent=2, total=2)
+        progress.advance()
+    # What the terminal shows: each line from its last carriage return on, without control sequences.
+    shown = [re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", line.split("\r")[-1]) for line in terminal.getvalue().split("\n")]
+    logged = [line for line in shown if "replayed" in line]
+    assert len(logged) == 1 and json.loads(logged[0])["event"] == "replayed"  # a whole line of its own
+    assert "2/2" in shown[-2]  # and the bar is drawn again below it
+
+
+def test_the_simulator_logs_through_the_same_renderer() -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bridge", "simulator", "--port", "0"], stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert process.stderr is not None
+        lines = []
+        while not any("startup complete" in line for line in lines):
+            line = process.stderr.readline()
+            assert line, f"the simulator ended: {lines}"
+            lines.append(line)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    records = [json.loads(line) for line in lines]  # uvicorn's lines are JSON too
+    assert {record["logger"] for record in records} == {"uvicorn.error"}

@@ -1,0 +1,102 @@
+"""Every notification shape Kordiam or AWS plumbing can deliver decodes; anything else is poison."""
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+
+from bridge.pipeline.notification import Event, PoisonMessage, decode_notification, resync_notification
+from tests.fixtures import load
+
+
+@pytest.mark.parametrize(
+    ("body", "attributes", "element_id", "event"),
+    [
+        ({"id": 12}, {}, 12, None),
+        ({"elementId": 12}, {}, 12, None),
+        ({"id": "12"}, {}, 12, None),
+        ({"id": 12, "event": "deleted"}, {}, 12, Event.DELETED),
+        ({"id": 12, "event": "ELEMENT_UPDATED"}, {}, 12, Event.UPDATED),
+        ({"id": 12}, {"event": "created"}, 12, Event.CREATED),
+        ({"id": 12, "event": "update"}, {}, 12, Event.UPDATED),
+        ({"id": 2**63 - 1}, {}, 2**63 - 1, None),
+    ],
+)
+def test_id_notifications(
+    body: dict[str, object], attributes: dict[str, str], element_id: int, event: Event | None
+) -> None:
+    notification = decode_notification(json.dumps(body), attributes)
+    assert (notification.element_id, notification.event, notification.shape) == (element_id, event, "id")
+
+
+def test_global_export_body_carries_its_modification_date() -> None:
+    notification = decode_notification(json.dumps(load("seed001_full")))
+    assert notification.element_id == 13
+    assert notification.shape == "element"
+    assert notification.modification_date == datetime(2009, 11, 10, 11, 12, tzinfo=UTC)
+
+
+def test_sns_envelope() -> None:
+    envelope = {
+        "Type": "Notification",
+        "MessageId": "x",
+        "Message": json.dumps({"id": 44}),
+        "MessageAttributes": {"event": {"Type": "String", "Value": "deleted"}},
+    }
+    notification = decode_notification(json.dumps(envelope))
+    assert (notification.element_id, notification.event, notification.shape) == (44, Event.DELETED, "sns/id")
+
+
+def test_eventbridge_envelope_takes_the_event_from_detail_type() -> None:
+    envelope = {"version": "0", "source": "kordiam", "detail-type": "Element Created", "detail": {"elementId": 9}}
+    notification = decode_notification(json.dumps(envelope))
+    assert (notification.element_id, notification.event, notification.shape) == (9, Event.CREATED, "eventbridge/id")
+
+
+def test_sns_wrapping_a_global_export_body() -> None:
+    envelope = {"Type": "Notification", "Message": json.dumps(load("seed001_update"))}
+    notification = decode_notification(json.dumps(envelope))
+    assert notification.element_id == 123456 and notification.shape == "sns/element"
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        ("not json", "body is not JSON"),
+        ("", "body is not JSON"),
+        ("[1, 2]", "JSON list, not an object"),
+        ("42", "JSON int, not an object"),
+        ('{"foo": 1}', "no element id"),
+        ('{"id": -3}', "not a positive element id"),
+        ('{"id": true}', "no element id"),
+        ('{"id": 3.5}', "not a positive element id"),
+        ('{"id": 99999999999999999999}', "larger than the largest element id (9223372036854775807)"),
+        ('{"elementId": "9223372036854775808"}', "`elementId` 9223372036854775808 is larger than the largest"),
+        ('{"id": 9223372036854775808, "title": "x"}', "`id` 9223372036854775808 is larger than the largest"),
+        ('{"id": 3, "event": "exploded"}', "unknown event"),
+        ('{"id": 3, "event": 7}', "event is not a string"),
+        ('{"Type": "Notification", "Message": "nope"}', "SNS envelope: Message is not JSON"),
+        ('{"Type": "Notification", "Message": {"id": 1}}', "Message is not a string"),
+        ('{"id": 3, "publications": [{"id": 1}]}', "element body does not parse"),
+        ("[" * 100_000, "body is not JSON"),
+    ],
+)
+def test_poison(body: str, reason: str) -> None:
+    with pytest.raises(PoisonMessage) as raised:
+        decode_notification(body)
+    assert reason in raised.value.reason
+
+
+def test_envelopes_nested_too_deeply_are_poison() -> None:
+    body: object = {"id": 1}
+    for _ in range(5):
+        body = {"Type": "Notification", "Message": json.dumps(body)}
+    with pytest.raises(PoisonMessage, match="nested too deeply"):
+        decode_notification(json.dumps(body))
+
+
+def test_the_force_attribute_asks_for_every_channel_to_be_rewritten() -> None:
+    body, attributes = resync_notification(7, source="replay", force=True)
+    assert decode_notification(body, attributes).force is True
+    assert decode_notification(*resync_notification(7, source="replay")).force is False
+    assert decode_notification('{"id": 7}', {"force": "yes"}).force is False  # only the exact value counts

@@ -1,0 +1,318 @@
+"""The consumer loop against an in-process fake of the transport contract (the integration tests use real queues)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from typing import Any
+
+import pytest
+
+from bridge.queue.consumer import Consumer, ConsumerSettings
+from bridge.queue.gate import ReceiveGate
+from bridge.queue.outcome import DeadLetter, Done, Outcome, Retry
+from bridge.queue.transport import QueueMessage
+from tests.unit.fakes import FakeTransport
+
+ids = itertools.count(1)
+
+
+def message(body: str = "{}", *, group: str | None = None, receive_count: int = 1) -> QueueMessage:
+    n = next(ids)
+    return QueueMessage(
+        message_id=f"m{n}",
+        receipt_handle=f"r{n}",
+        body=body,
+        attributes={},
+        receive_count=receive_count,
+        sent_at=None,
+        group_id=group,
+    )
+
+
+def settings(**overrides: Any) -> ConsumerSettings:
+    values: dict[str, Any] = {
+        "concurrency": 4,
+        "wait_time_seconds": 1,
+        "visibility_timeout": 30,
+        "shutdown_timeout": 3,
+        "max_receive_count": 3,
+        "retry_base_seconds": 1,
+        "retry_max_seconds": 2,
+    }
+    return ConsumerSettings(**(values | overrides))
+
+
+async def run_until(consumer: Consumer, done: Any, timeout: float = 5) -> None:
+    stop = asyncio.Event()
+    task = asyncio.create_task(consumer.run(stop))
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not done() and loop.time() < deadline:
+        await asyncio.sleep(0.02)
+    stop.set()
+    await asyncio.wait_for(task, 10)
+
+
+async def test_each_outcome_settles_explicitly() -> None:
+    ok, flaky, poison, exhausted = message(), message(), message(), message(receive_count=3)
+    transport = FakeTransport([[ok, flaky, poison, exhausted]])
+    outcomes: dict[str, Outcome] = {
+        ok.message_id: Done(),
+        flaky.message_id: Retry(delay=7, stage="fetch", reason="503", error_class="KordiamUnavailable"),
+        poison.message_id: DeadLetter(stage="decode", reason="not JSON", error_class="PoisonMessage"),
+        exhausted.message_id: Retry(delay=None, stage="web", reason="down", error_class="ChannelUnavailable"),
+    }
+
+    async def handler(m: QueueMessage) -> Outcome:
+        return outcomes[m.message_id]
+
+    consumer = Consumer(transport, handler, settings())
+    await run_until(consumer, lambda: len(transport.deleted) == 3 and transport.visibility)
+    assert sorted(transport.deleted) == sorted([ok.message_id, poison.message_id, exhausted.message_id])
+    # The retry honours the server's delay as a floor.
+    assert transport.visibility == [(flaky.message_id, 7)]
+    # A retry on the last allowed receive becomes a dead letter with its reason.
+    dead = dict(transport.dead)
+    assert dead[poison.message_id].stage == "decode"
+    assert dead[exhausted.message_id].stage == "web"
+    assert dead[exhausted.message_id].reason == "gave up after 3 attempts: down"
+
+
+async def test_a_crashing_handler_retries_instead_of_losing_the_message() -> None:
+    crash = message()
+    transport = FakeTransport([[crash]])
+
+    async def handler(m: QueueMessage) -> Outcome:
+        raise RuntimeError("bug")
+
+    consumer = Consumer(transport, handler, settings())
+    await run_until(consumer, lambda: transport.visibility)
+    assert transport.deleted == [] and transport.visibility[0][0] == crash.message_id
+
+
+async def test_concurrency_is_bounded_and_independent_of_the_batch() -> None:
+    # The fake asserts that no receive asks for more than the free slots.
+    transport = FakeTransport([[message() for _ in range(4)] for _ in range(5)])
+    running = peak = 0
+
+    async def handler(m: QueueMessage) -> Outcome:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await asyncio.sleep(0.01)
+        running -= 1
+        return Done()
+
+    consumer = Consumer(transport, handler, settings(concurrency=4))
+    await run_until(consumer, lambda: len(transport.deleted) == 20)
+    assert peak <= 4 and len(transport.deleted) == 20
+
+
+class SteadyTransport(FakeTransport):
+    """Answers each receive like SQS: up to the asked number of messages while any are left."""
+
+    def __init__(self, total: int) -> None:
+        super().__init__([])
+        self.left = total
+        self.asked: list[int] = []
+        self.answered: list[int] = []  # the asked number, for each receive that returned messages
+
+    async def receive(self, max_messages: int, wait_time: int) -> list[QueueMessage]:
+        self.asked.append(max_messages)
+        await asyncio.sleep(0.001)
+        count = min(self.left, max(1, max_messages))  # SQS never answers with 0 when messages are waiting
+        self.left -= count
+        if not count:
+            await asyncio.sleep(0.05)  # an empty long poll
+        else:
+            self.answered.append(max_messages)
+        return [message() for _ in range(count)]
+
+
+async def test_several_pollers_never_overcommit_the_slots() -> None:
+    # Four pollers compete for 32 slots that free up one at a time: a poller must never ask for 0 messages (and
+    # get one anyway), which would run more than `concurrency` at once.
+    transport = SteadyTransport(600)
+    running = peak = 0
+
+    async def handler(m: QueueMessage) -> Outcome:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await asyncio.sleep(0.01 + 0.01 * (int(m.message_id[1:]) % 5))
+        running -= 1
+        return Done()
+
+    consumer = Consumer(transport, handler, settings(concurrency=32))
+    await run_until(consumer, lambda: len(transport.deleted) == 600, timeout=20)
+    assert len(transport.deleted) == 600
+    assert min(transport.asked) >= 1 and max(transport.asked) <= 10
+    assert peak <= 32
+
+
+async def test_fifo_runs_a_group_in_order_and_releases_it_after_a_failure() -> None:
+    a1, a2, a3 = (message(group="A") for _ in range(3))
+    b1, b2 = (message(group="B") for _ in range(2))
+    transport = FakeTransport([[a1, b1, a2, b2, a3]], fifo=True)
+    order: list[str] = []
+
+    async def handler(m: QueueMessage) -> Outcome:
+        order.append(m.message_id)
+        await asyncio.sleep(0.02)
+        if m is a1:
+            return Retry(delay=None, stage="web", reason="down", error_class="ChannelUnavailable")
+        return Done()
+
+    consumer = Consumer(transport, handler, settings(concurrency=10))
+    await run_until(consumer, lambda: len(transport.deleted) == 2 and len(transport.visibility) == 3)
+    # Group B ran in order; group A stopped at its failure and gave the rest back, in order, unprocessed.
+    assert [m for m in order if m in (b1.message_id, b2.message_id)] == [b1.message_id, b2.message_id]
+    assert a2.message_id not in order and a3.message_id not in order
+    assert transport.deleted == [b1.message_id, b2.message_id]
+    released = [(mid, seconds) for mid, seconds in transport.visibility if seconds == 0]
+    assert released == [(a2.message_id, 0), (a3.message_id, 0)]
+
+
+async def test_shutdown_releases_unfinished_work_at_once() -> None:
+    slow = message()
+    transport = FakeTransport([[slow]])
+    started = asyncio.Event()
+
+    async def handler(m: QueueMessage) -> Outcome:
+        started.set()
+        await asyncio.sleep(60)
+        return Done()
+
+    consumer = Consumer(transport, handler, settings(shutdown_timeout=2.5))
+    stop = asyncio.Event()
+    task = asyncio.create_task(consumer.run(stop))
+    await asyncio.wait_for(started.wait(), 5)
+    stop.set()
+    await asyncio.wait_for(task, 10)
+    assert transport.visibility == [(slow.message_id, 0)]
+    assert transport.deleted == []
+
+
+async def test_shutdown_releases_prefetched_messages_without_running_them() -> None:
+    # One slot, a batch of five: one runs, four wait in the prefetch. Stopping runs none of the four.
+    batch = [message() for _ in range(5)]
+    transport = FakeTransport([batch])
+    started: list[str] = []
+    running = asyncio.Event()
+
+    async def handler(m: QueueMessage) -> Outcome:
+        started.append(m.message_id)
+        running.set()
+        await asyncio.sleep(0.3)
+        return Done()
+
+    consumer = Consumer(transport, handler, settings(concurrency=1, shutdown_timeout=5))
+    stop = asyncio.Event()
+    task = asyncio.create_task(consumer.run(stop))
+    await asyncio.wait_for(running.wait(), 5)
+    stop.set()
+    await asyncio.wait_for(task, 10)
+    assert started == [batch[0].message_id]
+    assert transport.deleted == [batch[0].message_id]
+    assert sorted(transport.visibility) == sorted((m.message_id, 0) for m in batch[1:])
+
+
+async def test_under_load_receives_ask_for_whole_batches() -> None:
+    transport = SteadyTransport(400)
+
+    async def handler(m: QueueMessage) -> Outcome:
+        await asyncio.sleep(0.005)
+        return Done()
+
+    consumer = Consumer(transport, handler, settings(concurrency=8))
+    await run_until(consumer, lambda: len(transport.deleted) == 400, timeout=20)
+    # Slots free up one at a time; still (nearly) every receive that finds messages asks for a whole batch.
+    assert transport.answered.count(10) >= 0.9 * len(transport.answered)
+    assert len(transport.answered) <= 400 / 10 + 5
+
+
+async def test_heartbeat_extends_messages_still_in_progress() -> None:
+    slow = message()
+    transport = FakeTransport([[slow]])
+    release = asyncio.Event()
+
+    async def handler(m: QueueMessage) -> Outcome:
+        await release.wait()
+        return Done()
+
+    # visibility 6 s: the heartbeat ticks every second and extends once less than half is left.
+    consumer = Consumer(transport, handler, settings(visibility_timeout=6))
+    stop = asyncio.Event()
+    task = asyncio.create_task(consumer.run(stop))
+    for _ in range(100):
+        if transport.visibility:
+            break
+        await asyncio.sleep(0.1)
+    release.set()
+    await asyncio.sleep(0.2)
+    stop.set()
+    await asyncio.wait_for(task, 10)
+    assert (slow.message_id, 6) in transport.visibility
+    assert transport.deleted == [slow.message_id]
+
+
+@pytest.mark.parametrize("count", [1, 2, 5, 10])
+async def test_receive_count_drives_the_backoff(count: int) -> None:
+    from bridge.retry import queue_backoff
+
+    delays = [queue_backoff(count, base=5, cap=900) for _ in range(50)]
+    ceiling = min(900, 5 * 2 ** (count - 1))
+    assert all(max(1, ceiling / 2) - 1 <= d <= ceiling + 1 for d in delays)
+
+
+async def test_a_closed_gate_stops_receiving_until_it_opens() -> None:
+    class CountingTransport(FakeTransport):
+        receives = 0
+
+        async def receive(self, max_messages: int, wait_time: int) -> list[QueueMessage]:
+            self.receives += 1
+            return await super().receive(max_messages, wait_time)
+
+    waiting = message()
+    transport = CountingTransport([[waiting]])
+    gate = ReceiveGate()
+    gate.close("Kordiam refuses the client credentials")
+
+    async def handler(m: QueueMessage) -> Outcome:
+        return Done()
+
+    consumer = Consumer(transport, handler, settings(), gate=gate)
+    stop = asyncio.Event()
+    task = asyncio.create_task(consumer.run(stop))
+    await asyncio.sleep(0.3)
+    assert transport.receives == 0 and consumer.healthy()  # paused on purpose is not a stalled poll loop
+    gate.open()
+    async with asyncio.timeout(5):
+        while not transport.deleted:
+            await asyncio.sleep(0.02)
+    stop.set()
+    await asyncio.wait_for(task, 10)
+    assert transport.deleted == [waiting.message_id]
+
+
+async def test_shutdown_while_paused_releases_the_messages_in_hand_at_once() -> None:
+    held = message()
+    transport = FakeTransport([[held]])
+    gate = ReceiveGate()
+    started = asyncio.Event()
+
+    async def handler(m: QueueMessage) -> Outcome:
+        gate.close("Kordiam refuses the client credentials")  # as the handler does when it meets the refusal
+        started.set()
+        await gate.wait_open()
+        return Done()
+
+    # A drain deadline far beyond the bound below: waiting for it would fail the test.
+    consumer = Consumer(transport, handler, settings(shutdown_timeout=120), gate=gate)
+    stop = asyncio.Event()
+    task = asyncio.create_task(consumer.run(stop))
+    await asyncio.wait_for(started.wait(), 5)
+    stop.set()
+    await asyncio.wait_for(task, 10)
+    assert transport.visibility == [(held.message_id, 0)] and transport.deleted == []

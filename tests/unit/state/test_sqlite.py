@@ -1,0 +1,133 @@
+"""The SQLite store's own behaviour: migrations, reopening, never blocking the event loop on a locked file.
+
+What every store promises (leases, conditional records, marks) is tested on SQLite and DynamoDB alike in
+tests/integration/test_state_contract.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bridge.config import StateSettings
+from bridge.errors import ConfigError
+from bridge.state import SqliteStateStore, open_state_store
+from bridge.state.base import ElementMark
+from bridge.state.sqlite import SCHEMA_VERSION
+from tests.support import T0, delivery, opened_stores
+
+StoreFactory = Callable[..., Awaitable[SqliteStateStore]]
+
+
+@pytest.fixture
+async def stores(tmp_path: Path) -> AsyncIterator[StoreFactory]:
+    """Open stores on one file, each with its own connection and owner, like separate worker processes."""
+
+    def make(path: Path | None = None, **options: Any) -> SqliteStateStore:
+        return SqliteStateStore(path or tmp_path / "state.db", **options)
+
+    async with opened_stores(make) as factory:
+        yield factory
+
+
+# ---- opening and migrating -------------------------------------------------------------------------------------
+
+
+async def test_two_stores_migrate_one_new_file_at_once(stores: StoreFactory, tmp_path: Path) -> None:
+    for attempt in range(20):
+        path = tmp_path / f"fresh-{attempt}" / "state.db"
+        path.parent.mkdir()
+        opened = await asyncio.gather(stores(path), stores(path), stores(path))
+        assert await opened[0].record(delivery())
+        assert [d.external_id for d in await opened[1].deliveries(1)] == ["ext-1"]
+        with sqlite3.connect(path) as db:
+            versions = [row[0] for row in db.execute("SELECT version FROM schema_version ORDER BY version")]
+        assert versions == list(range(1, SCHEMA_VERSION + 1))
+
+
+async def test_reopening_keeps_the_data(stores: StoreFactory, tmp_path: Path) -> None:
+    store = SqliteStateStore(tmp_path / "state.db")
+    await store.open()
+    assert await store.record(delivery())
+    await store.close()
+    again = await stores()
+    assert [d.external_id for d in await again.deliveries(1)] == ["ext-1"]
+
+
+async def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        db.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION + 1,))
+    store = SqliteStateStore(path)
+    with pytest.raises(ConfigError) as raised:
+        await store.open()
+    await store.close()
+    assert raised.value.key == "state.url" and "newer" in raised.value.problem
+
+
+async def test_a_state_directory_that_does_not_exist_is_refused_unless_asked_for(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'tpyo' / 'state.db'}"
+    with pytest.raises(ConfigError) as raised:
+        await open_state_store(StateSettings(url=url))
+    assert raised.value.key == "state.url" and "state.create_directories" in raised.value.problem
+    assert not (tmp_path / "tpyo").exists()  # no fresh, empty store made by a typo
+
+
+async def test_open_state_store_opens_sqlite(tmp_path: Path) -> None:
+    store = await open_state_store(
+        StateSettings(url=f"sqlite:///{tmp_path / 'sub' / 'state.db'}", create_directories=True)
+    )
+    try:
+        assert isinstance(store, SqliteStateStore)
+        assert await store.element_mark(1) is None
+    finally:
+        await store.close()
+
+
+# ---- never blocking the event loop -----------------------------------------------------------------------------
+
+
+async def test_a_locked_file_is_waited_for_off_the_event_loop(stores: StoreFactory, tmp_path: Path) -> None:
+    # Another process holds the write lock for a while: the store's write must neither fail at once nor stall
+    # the event loop; it waits on the store's thread and lands when the lock is released.
+    store = await stores()
+    other = sqlite3.connect(tmp_path / "state.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    ticking = asyncio.create_task(ticker())
+    writing = asyncio.create_task(store.record(delivery(9)))
+    await asyncio.sleep(0.5)
+    assert not writing.done()
+    assert ticks >= 20  # the loop kept running while the write waited
+    other.execute("COMMIT")
+    other.close()
+    assert await asyncio.wait_for(writing, 5)
+    ticking.cancel()
+    assert [d.element_id for d in await store.deliveries(9)] == [9]
+
+
+async def test_the_wal_is_checkpointed_off_the_loop(stores: StoreFactory, tmp_path: Path) -> None:
+    # The loop's connection never checkpoints (a checkpoint fsyncs); the store asks its thread to, regularly, so
+    # the WAL is reused from its start instead of growing with every commit.
+    store = await stores()
+    for n in range(1500):
+        await store.mark_element(ElementMark(n, T0, n, deleted=False))
+        if n % 100 == 0:
+            await asyncio.sleep(0.005)  # a worker waits on the network between writes; the thread runs then
+    await asyncio.sleep(0.2)
+    page_size = sqlite3.connect(tmp_path / "state.db").execute("PRAGMA page_size").fetchone()[0]
+    frames = ((tmp_path / "state.db-wal").stat().st_size - 32) // (page_size + 24)
+    assert frames < 1000  # one frame or more per commit without checkpoints

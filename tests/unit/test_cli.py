@@ -1,0 +1,73 @@
+"""The command line itself: one line and exit 2 for a bad argument, defaults shown in --help."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from bridge.cli import main
+
+
+@pytest.mark.parametrize(
+    ("argv", "line"),
+    [
+        (["replay", "0"], "kordiam-bridge replay: argument ELEMENT_ID: 0 is not an element id"),
+        (["replay", "-5"], "kordiam-bridge replay: argument ELEMENT_ID: -5 is not an element id"),
+        (
+            ["replay", "1001", "99999999999999999999"],
+            "kordiam-bridge replay: argument ELEMENT_ID: 99999999999999999999 is not an element id",
+        ),
+        (["replay", "x1"], "kordiam-bridge replay: argument ELEMENT_ID: 'x1' is not an integer"),
+        (["dlq", "list", "--limit", "0"], "kordiam-bridge dlq list: argument --limit: 0 is not a count"),
+        (["dlq", "redrive", "--element", "0"], "kordiam-bridge dlq redrive: argument --element: 0 is not an element"),
+        (["simulator", "--port", "99999"], "kordiam-bridge simulator: argument --port: 99999 is not a TCP port"),
+        (["status", "--sample-size", "-1"], "kordiam-bridge status: argument --sample-size: -1 is not a count"),
+        (["nonsense"], "kordiam-bridge: argument COMMAND: invalid choice: 'nonsense'"),
+    ],
+)
+def test_a_bad_argument_is_one_line_naming_it_and_exit_2(
+    argv: list[str], line: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(line), err
+
+
+def test_the_largest_element_id_is_accepted_by_the_parser(capsys: pytest.CaptureFixture[str]) -> None:
+    # It gets past the arguments to the configuration, which is missing here.
+    assert main(["replay", str(2**63 - 1), "--config", "/nonexistent/bridge.toml"]) == 2
+    assert "ELEMENT_ID" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "shown"),
+    [
+        (["simulator", "--help"], ["(default: 8700)", "(default: 127.0.0.1)", "(default: 3600)"]),
+        (["dlq", "list", "--help"], ["(default: 50)"]),
+        (["dlq", "show", "--help"], ["(default: 1000)"]),
+        (["status", "--help"], ["(default: 10)"]),
+        (["demo", "--help"], ["(default: demo-output)"]),
+    ],
+)
+def test_help_shows_the_defaults(argv: list[str], shown: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for default in shown:
+        assert default in text
+    assert "(default: None)" not in text
+
+
+def test_the_simulator_on_a_taken_port_is_one_line_naming_it(capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["simulator", "--port", str(port)]) == 2
+    assert capsys.readouterr().err == (
+        f"kordiam-bridge: configuration error: --port: cannot listen on 127.0.0.1:{port}: address already in use\n"
+    )
