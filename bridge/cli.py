@@ -18,8 +18,8 @@ from bridge import __version__
 from bridge.errors import BridgeError, ConfigError
 
 if TYPE_CHECKING:
+    from bridge.admin.progress import ProgressSink
     from bridge.config import OpsSettings
-    from bridge.queue.admin import ProgressSink
 
 EXIT_CONFIG = 2
 EXIT_INTERRUPTED = 130
@@ -230,7 +230,7 @@ def _output_options(parser: argparse.ArgumentParser, *, progress: bool = False) 
 
 
 def _show(args: argparse.Namespace, result: object, render: Callable[[Any, Console], None]) -> None:
-    from bridge.queue.admin import to_json
+    from bridge.admin.results import to_json
 
     if args.json:
         print(to_json(result))
@@ -247,8 +247,8 @@ def _log_format(ops: OpsSettings) -> None:
 @contextlib.contextmanager
 def _progress(args: argparse.Namespace, console: Console | None = None) -> Iterator[ProgressSink]:
     """The progress bar ``--progress`` asks for; while it is drawn, log lines are printed above it."""
+    from bridge.admin.progress import RichProgress, progress_bar
     from bridge.ops.logging import logs_through
-    from bridge.queue.admin import RichProgress, progress_bar
 
     console = console or Console(stderr=True)
     with progress_bar(args.progress, console) as progress:
@@ -260,8 +260,9 @@ def _progress(args: argparse.Namespace, console: Console | None = None) -> Itera
 
 
 def _replay(args: argparse.Namespace) -> int:
+    from bridge.admin.rendering import render_replay
+    from bridge.admin.replay import replay
     from bridge.config import QueueCommandSettings, load_settings
-    from bridge.queue.admin import render_replay, replay
 
     settings = load_settings(args.config, model=QueueCommandSettings)
     _log_format(settings.ops)
@@ -272,8 +273,9 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def _dlq_list(args: argparse.Namespace) -> int:
+    from bridge.admin.dlq import dlq_list
+    from bridge.admin.rendering import render_dlq_list
     from bridge.config import QueueCommandSettings, load_settings
-    from bridge.queue.admin import dlq_list, render_dlq_list
 
     settings = load_settings(args.config, model=QueueCommandSettings)
     _log_format(settings.ops)
@@ -282,8 +284,9 @@ def _dlq_list(args: argparse.Namespace) -> int:
 
 
 def _dlq_show(args: argparse.Namespace) -> int:
+    from bridge.admin.dlq import dlq_show
+    from bridge.admin.rendering import render_dlq_message
     from bridge.config import QueueCommandSettings, load_settings
-    from bridge.queue.admin import dlq_show, render_dlq_message
 
     settings = load_settings(args.config, model=QueueCommandSettings)
     _log_format(settings.ops)
@@ -296,8 +299,9 @@ def _dlq_show(args: argparse.Namespace) -> int:
 
 
 def _dlq_redrive(args: argparse.Namespace) -> int:
+    from bridge.admin.redrive import dlq_redrive
+    from bridge.admin.rendering import render_redrive
     from bridge.config import QueueCommandSettings, load_settings
-    from bridge.queue.admin import dlq_redrive, render_redrive
 
     settings = load_settings(args.config, model=QueueCommandSettings)
     _log_format(settings.ops)
@@ -324,9 +328,9 @@ def _dlq_redrive(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
+    from bridge.admin.status import collect_status, render_status
     from bridge.channels import channel_problems
     from bridge.config import StatusSettings, load_settings
-    from bridge.ops.status import collect_status, render_status
 
     settings = load_settings(
         args.config,

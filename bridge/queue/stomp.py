@@ -35,14 +35,12 @@ import structlog
 
 from bridge.config import QueueSettings, parse_stomp_url
 from bridge.errors import ConfigError
+from bridge.queue.dead_letter import DeadLetterContext, carried_attributes, failure_attributes
 from bridge.queue.transport import (
     DEFAULT_MAX_RECEIVE_COUNT,
     MAX_BATCH,
-    DeadLetterContext,
     QueueInfo,
     QueueMessage,
-    carried_attributes,
-    failure_attributes,
     prefetch_for,
 )
 

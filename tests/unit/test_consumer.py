@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 
 from bridge.queue.consumer import Consumer, ConsumerSettings
+from bridge.queue.dead_letter import DeadLetterContext
 from bridge.queue.gate import ReceiveGate
 from bridge.queue.outcome import DeadLetter, Done, Outcome, Retry
-from bridge.queue.transport import DeadLetterContext, QueueInfo, QueueMessage
+from bridge.queue.transport import QueueInfo, QueueMessage
 
 ids = itertools.count(1)
 

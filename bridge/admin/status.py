@@ -25,9 +25,11 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from bridge.admin.rendering import format_age
+from bridge.admin.results import AdminError
+from bridge.admin.sqs import QueueAdmin, queue_admin
 from bridge.config import StatusSettings
 from bridge.errors import BridgeError
-from bridge.queue.admin import AdminError, QueueAdmin, format_age, queue_admin
 from bridge.state import open_state_store
 
 DEFAULT_SAMPLE = 10
