@@ -190,21 +190,8 @@ class StompTransport:
     # ---- receiving -------------------------------------------------------------------------------------------
 
     async def _on_message(self, frame: stompman.AckableMessageFrame) -> None:
-        headers: dict[str, str] = dict(frame.headers)  # type: ignore[arg-type]
-        handle = f"{headers['subscription']}/{headers['ack']}"
-        attempt = _int(headers.get(ATTEMPT_HEADER), 1)
-        timestamp = _int(headers.get("timestamp"), 0)
-        message = QueueMessage(
-            message_id=headers.get("message-id", handle),
-            receipt_handle=handle,
-            body=frame.body.decode("utf-8", errors="replace"),
-            attributes={name: value for name, value in headers.items() if name not in BROKER_HEADERS},
-            # A redelivery after a lost connection is an attempt the message's header does not know of yet.
-            receive_count=attempt + (1 if headers.get("redelivered") == "true" else 0),
-            sent_at=timestamp / 1000 if timestamp else None,
-            group_id=headers.get(GROUP_HEADER),
-        )
-        self._frames[handle] = frame
+        message = _to_message(frame)
+        self._frames[message.receipt_handle] = frame
         self._inbox.put_nowait(message)
 
     async def receive(self, max_messages: int, wait_time: int) -> list[QueueMessage]:
@@ -219,6 +206,39 @@ class StompTransport:
         while len(messages) < wanted and not self._inbox.empty():
             messages.append(self._inbox.get_nowait())
         return messages
+
+    # ---- browsing (operator commands) ------------------------------------------------------------------------
+
+    async def browse_dead_letters(self, *, limit: int) -> tuple[list[QueueMessage], bool]:
+        """Up to ``limit`` messages on the dead-letter queue, without consuming any, and whether it holds more.
+
+        An ActiveMQ queue browser (``browser:true``) sees the queue as it is and ends with a ``browser:end`` frame;
+        a browsed message is not delivered, so it counts as no attempt.
+        """
+        seen: list[QueueMessage] = []
+        ended = asyncio.Event()
+
+        async def on_frame(frame: stompman.AckableMessageFrame) -> None:
+            if frame.headers.get("browser") == "end":
+                ended.set()
+            elif len(seen) <= limit:
+                seen.append(_to_message(frame))
+                if len(seen) > limit:  # one more than asked tells that there are more; no need to see the rest
+                    ended.set()
+
+        subscription = await self._client.subscribe_with_manual_ack(
+            self._dlq_destination,
+            on_frame,
+            ack="auto",
+            headers={"browser": "true"},
+            receipt_timeout=RECEIPT_TIMEOUT_SECONDS,
+        )
+        try:
+            async with asyncio.timeout(RECEIPT_TIMEOUT_SECONDS):
+                await ended.wait()
+        finally:
+            await subscription.unsubscribe()
+        return seen[:limit], len(seen) > limit
 
     # ---- settling --------------------------------------------------------------------------------------------
 
@@ -293,6 +313,25 @@ class StompTransport:
             headers=headers | {"persistent": "true"},
             receipt_timeout=RECEIPT_TIMEOUT_SECONDS,
         )
+
+
+def _to_message(frame: stompman.AckableMessageFrame) -> QueueMessage:
+    """A MESSAGE frame as the transport contract's message (the broker's own headers left out of the attributes)."""
+    headers: dict[str, str] = dict(frame.headers)  # type: ignore[arg-type]
+    # A browser's frames (ack:auto) carry no ack id.
+    handle = f"{headers['subscription']}/{headers['ack']}" if "ack" in headers else headers["subscription"]
+    attempt = _int(headers.get(ATTEMPT_HEADER), 1)
+    timestamp = _int(headers.get("timestamp"), 0)
+    return QueueMessage(
+        message_id=headers.get("message-id", handle),
+        receipt_handle=handle,
+        body=frame.body.decode("utf-8", errors="replace"),
+        attributes={name: value for name, value in headers.items() if name not in BROKER_HEADERS},
+        # A redelivery after a lost connection is an attempt the message's header does not know of yet.
+        receive_count=attempt + (1 if headers.get("redelivered") == "true" else 0),
+        sent_at=timestamp / 1000 if timestamp else None,
+        group_id=headers.get(GROUP_HEADER),
+    )
 
 
 def _log_error_frame(frame: stompman.ErrorFrame) -> None:

@@ -1,0 +1,76 @@
+"""``dlq list`` and ``dlq show`` on a real ActiveMQ broker: a queue browser reads the dead letters, consuming none."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from bridge.admin.dlq import dlq_list, dlq_show
+from bridge.admin.rendering import render_dlq_list, render_dlq_message
+from bridge.cli import main
+from bridge.queue import open_transport
+from bridge.queue.dead_letter import DeadLetterContext
+from tests.support import stomp_drain, stomp_send, stomp_settings
+
+pytestmark = [pytest.mark.integration]
+
+
+async def _dead_letter(queue: str, dlq: str, body: str, context: DeadLetterContext) -> str:
+    """Send ``body`` to the main queue, receive it and dead-letter it as the worker would; its message id."""
+    await stomp_send(queue, body, {"event": "updated"})
+    async with open_transport(stomp_settings(queue, dlq_url=dlq)) as transport:
+        [message] = await transport.receive(1, wait_time=10)
+        await transport.send_dead_letter(message, context)
+        await transport.complete([message])
+    return message.message_id
+
+
+async def test_dlq_list_and_show_browse_without_consuming(stomp_queues: tuple[str, str]) -> None:
+    queue, dlq = stomp_queues
+    settings = stomp_settings(queue, dlq_url=dlq)
+    first = await _dead_letter(queue, dlq, '{"id": 11, "event": "updated"}', DeadLetterContext("sync", "boom", "X", 11))
+    await _dead_letter(queue, dlq, "not json", DeadLetterContext("decode", "body is not JSON", "PoisonMessage"))
+
+    listing = await dlq_list(settings, limit=50)
+    assert [m.body for m in listing.messages] == ['{"id": 11, "event": "updated"}', "not json"]
+    assert (listing.approximate_visible, listing.truncated, listing.queue_url) == (2, False, dlq)
+    synced, poison = listing.messages
+    assert synced.failure is not None and (synced.failure.stage, synced.element_id) == ("sync", 11)
+    assert synced.failure.source_message_id == first and synced.attributes["event"] == "updated"
+    assert poison.failure is not None and poison.failure.reason == "body is not JSON" and poison.element_id is None
+
+    limited = await dlq_list(settings, limit=1)
+    assert len(limited.messages) == 1 and limited.truncated
+
+    shown = await dlq_show(settings, first)  # by the source message id the failure names
+    assert shown is not None and shown.body == synced.body
+    assert await dlq_show(settings, poison.message_id) == poison
+    assert await dlq_show(settings, "no-such-id") is None
+
+    console = Console(record=True, width=200)
+    render_dlq_list(listing, console)
+    render_dlq_message(synced, console)
+    assert "body is not JSON" in console.export_text()
+
+    # Browsing consumed nothing: both dead letters are still there.
+    assert sorted(m.body for m in await stomp_drain(dlq)) == sorted(m.body for m in listing.messages)
+
+
+def test_dlq_list_on_an_empty_queue_and_the_cli(
+    stomp_queues: tuple[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    queue, dlq = stomp_queues
+    assert asyncio.run(dlq_list(stomp_settings(queue, dlq_url=dlq))).messages == []
+    asyncio.run(_dead_letter(queue, dlq, "not json", DeadLetterContext("decode", "body is not JSON", "PoisonMessage")))
+    config = tmp_path / "bridge.toml"
+    config.write_text(
+        f'[kordiam]\nbase_url = "http://127.0.0.1:9"\nclient_id = "c"\nclient_secret = "s"\n'
+        f'[queue]\nurl = "{queue}"\ndlq_url = "{dlq}"\n'
+    )
+    assert main(["dlq", "list", "--json", "--config", str(config)]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [m["failure"]["reason"] for m in listed["messages"]] == ["body is not JSON"]
