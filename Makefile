@@ -14,7 +14,7 @@ help:
 	@echo "make demo             run the whole bridge on embedded defaults (SQS, Kordiam simulator, folder channels)"
 	@echo "make test             lint, type-check, all tests (moto, ActiveMQ, WordPress), LocalStack, then image-test"
 	@echo "make venv             create .venv and install the bridge with its dev tools (other targets do it too)"
-	@echo "make lint             ruff check and ruff format --check"
+	@echo "make lint             ruff check, ruff format --check and the import layering (lint-imports)"
 	@echo "make typecheck        mypy --strict over bridge and bench"
 	@echo "make unit             the unit tests"
 	@echo "make integration      the integration tests (starts the real WordPress first)"
@@ -47,9 +47,11 @@ demo: venv
 	$(BIN)/python -c 'import moto.server' 2>/dev/null || $(BIN)/python -m pip install -q -e '.[demo]'
 	$(BIN)/kordiam-bridge demo
 
+# lint-imports: the layering contracts in pyproject.toml (README, Layout); no import runs up a layer.
 lint: venv
-	$(BIN)/ruff check bridge tests bench
-	$(BIN)/ruff format --check bridge tests bench
+	$(BIN)/ruff check bridge tests bench scripts
+	$(BIN)/ruff format --check bridge tests bench scripts
+	$(BIN)/lint-imports --no-cache
 
 typecheck: venv
 	$(BIN)/mypy --strict bridge bench

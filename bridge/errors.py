@@ -1,7 +1,28 @@
 """The bridge's error taxonomy: every failure is either worth retrying later or not.
 
-The queue layer turns a ``TransientError`` into "retry later" (a visibility back-off) and a ``PermanentError``
-into a dead letter with its reason; nothing else decides a message's fate.
+    BridgeError                       raised on purpose by the bridge
+    ├── ConfigError                   a setting is missing or wrong (start-up, exit code 2; never a message's)
+    ├── TransientError                may succeed later; ``retry_after`` is the earliest retry the far end asked for
+    │   ├── KordiamUnavailable
+    │   ├── ChannelUnavailable
+    │   ├── ElementBusy               (bridge.state) another worker holds the element's lease
+    │   ├── StaleWrite                (bridge.pipeline.sync) a newer version was recorded meanwhile
+    │   └── StateUnavailable          (bridge.state.dynamodb)
+    ├── PermanentError                retrying the same input cannot help
+    │   ├── KordiamRejected
+    │   │   └── KordiamAuthFailed
+    │   │       └── KordiamCredentialsRefused   the worker's own credentials: a pause, not the message's fault
+    │   ├── UnexpectedResponse
+    │   ├── ChannelRejected
+    │   └── StateRejected             (bridge.state.dynamodb)
+    ├── SyncFailed                    (bridge.pipeline.sync) carries one (stage, error) per failed stage
+    └── AdminError                    an operator command could not do its job (never a message's)
+
+``bridge.pipeline.fate`` alone turns a failure into a message's outcome: a ``PermanentError`` is dead-lettered
+with its reason, anything else (a ``TransientError``, or an error nobody classified) is retried later; a sync that
+failed in several stages is retried if any of them may heal. A body no decoder accepts (``PoisonMessage``) is
+dead-lettered at once. The queue layer only carries the outcome out, spends the retry budget and retries a
+handler that raised instead of answering.
 """
 
 from __future__ import annotations

@@ -7,17 +7,29 @@ import structlog
 from bridge.errors import KordiamCredentialsRefused
 from bridge.ops.tracing import message_span, tracing_configured
 from bridge.pipeline.credentials import KordiamCredentials
+from bridge.pipeline.fate import outcome_for, poisoned
 from bridge.pipeline.notification import Notification, PoisonMessage, decode_notification
 from bridge.pipeline.sync import SyncEngine, SyncFailed, SyncReport
-from bridge.queue.outcome import DeadLetter, Done, Outcome, Retry
+from bridge.queue.outcome import Done, Outcome
 from bridge.queue.transport import QueueMessage
 
 log = structlog.get_logger("bridge.pipeline")
 
 
 class MessageHandler:
-    """Decodes a message and syncs its element. With ``credentials``, a message waits in hand while the worker's
-    Kordiam credentials are refused, and runs again once they work: that fault is the worker's, not its own."""
+    """Turns one queue message into one ``Outcome``: decode it, sync its element, decide its fate.
+
+    Lifecycle: one per worker, called by the consumer once per message (concurrently for different messages);
+    it binds the message's element to the log context and, when tracing is configured, wraps it in a span.
+
+    Backpressure: none of its own; with ``credentials``, a message waits in hand while the worker's Kordiam
+    credentials are refused, and runs again once they work: that fault is the worker's, not the message's, so it
+    spends no receive.
+
+    Errors: it never raises for a failure of the message: an undecodable body is a ``DeadLetter`` and a failed
+    sync becomes ``Retry`` or ``DeadLetter`` as ``bridge.pipeline.fate`` decides; what a partly failed sync did
+    achieve is logged per channel. Anything it does raise is a bug, which the consumer retries.
+    """
 
     def __init__(
         self, engine: SyncEngine, *, credentials: KordiamCredentials | None = None, tracing: bool | None = None
@@ -40,7 +52,7 @@ class MessageHandler:
         try:
             notification = decode_notification(message.body, message.attributes)
         except PoisonMessage as poison:
-            return DeadLetter(stage="decode", reason=poison.reason, error_class="PoisonMessage")
+            return poisoned(poison)
 
         structlog.contextvars.bind_contextvars(
             # Not "event": structlog uses that key for the log line's own name.
@@ -51,8 +63,6 @@ class MessageHandler:
         try:
             report = await self._sync(notification)
         except SyncFailed as failed:
-            first = failed.failures[0].error
-            reason = str(failed)[:900]
             for action in failed.report.actions:
                 log.info(
                     "channel_synced",
@@ -61,17 +71,7 @@ class MessageHandler:
                     action=action.action.value,
                     external_id=action.external_id,
                 )
-            if failed.transient:
-                return Retry(
-                    delay=failed.retry_after,
-                    stage=failed.stage,
-                    reason=reason,
-                    error_class=type(first).__name__,
-                    element_id=notification.element_id,
-                )
-            return DeadLetter(
-                stage=failed.stage, reason=reason, error_class=type(first).__name__, element_id=notification.element_id
-            )
+            return outcome_for(failed.failures, element_id=notification.element_id)
 
         changed = [a for a in report.actions if a.action.value != "unchanged"]
         log.info(

@@ -18,10 +18,11 @@ import structlog
 
 from bridge.channels.base import ChannelResult
 from bridge.config import FeedbackSettings
-from bridge.errors import BridgeError, PermanentError, TransientError
+from bridge.errors import BridgeError, TransientError
 from bridge.kordiam.client import KordiamClient
 from bridge.kordiam.models import CmsLinks, Element, Publication
 from bridge.ops import metrics
+from bridge.pipeline.fate import describe, is_transient
 from bridge.pipeline.fingerprint import fingerprint
 from bridge.pipeline.locks import KeyedLock
 from bridge.pipeline.notification import Notification
@@ -48,23 +49,11 @@ class ChannelAction:
 
 @dataclass(frozen=True, slots=True)
 class Failure:
-    """Where a sync failed (``fetch``, ``feedback`` or a channel's name) and why."""
+    """Where a sync failed (``fetch``, ``feedback``, ``lease``, ``state`` or a channel's name) and why; what that
+    means for the message is ``bridge.pipeline.fate``'s to say."""
 
     stage: str
     error: BaseException
-
-    @property
-    def transient(self) -> bool:
-        # An error we did not classify (a bug, an unexpected library exception) is retried, not dropped:
-        # after the retry budget it still reaches the dead-letter queue with its context.
-        return not isinstance(self.error, PermanentError)
-
-    @property
-    def retry_after(self) -> float | None:
-        return self.error.retry_after if isinstance(self.error, TransientError) else None
-
-    def describe(self) -> str:
-        return f"{self.stage}: {type(self.error).__name__}: {self.error}"
 
 
 @dataclass(slots=True)
@@ -87,23 +76,26 @@ class SyncFailed(BridgeError):
     def __init__(self, report: SyncReport) -> None:
         self.report = report
         self.failures = report.failures
-        super().__init__("; ".join(f.describe() for f in report.failures))
-
-    @property
-    def transient(self) -> bool:
-        return any(f.transient for f in self.failures)
-
-    @property
-    def stage(self) -> str:
-        return ",".join(f.stage for f in self.failures)
-
-    @property
-    def retry_after(self) -> float | None:
-        hints = [f.retry_after for f in self.failures if f.retry_after is not None]
-        return max(hints) if hints else None
+        super().__init__("; ".join(describe(f) for f in report.failures))
 
 
 class SyncEngine:
+    """Makes every channel hold what Kordiam holds for one element, and tells Kordiam where it landed.
+
+    Lifecycle: one engine per worker, shared by every message; ``sync`` may run concurrently for different
+    elements. It owns nothing it must close: the Kordiam client, channels and state store belong to the worker.
+
+    Backpressure: syncs of one element run one after another in this process (a keyed lock) and across workers
+    (the state store's lease, which may wait for a live holder); different elements never wait for each other.
+    Within a sync the routes run concurrently; one route's publications run in order, stopping at its first failure.
+
+    Errors: ``sync`` returns a ``SyncReport`` when every stage succeeded and raises ``SyncFailed`` otherwise, with
+    one ``Failure`` (stage, error) per failed stage; every other stage's work is recorded first, so a retry redoes
+    only what failed. A failure of Kordiam or a channel, and a ``BridgeError`` of the state store, never escape
+    otherwise (anything else escaping is a bug); what a failure means for the message is
+    ``bridge.pipeline.fate``'s decision, not the engine's.
+    """
+
     def __init__(
         self,
         *,
@@ -356,6 +348,4 @@ def _delivery(element: Element, publication: Publication, channel: str, result: 
 
 
 def _kind(error: BaseException) -> str:
-    if isinstance(error, PermanentError):
-        return "permanent"
-    return "transient"
+    return "transient" if is_transient(error) else "permanent"

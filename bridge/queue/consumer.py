@@ -18,7 +18,10 @@ ActiveMQ "visibility" is the broker holding an unacknowledged message for this c
 - While the ``ReceiveGate`` is closed (a fault of the whole worker, such as refused Kordiam credentials) the
   pollers receive nothing: messages wait in the queue without spending a receive.
 - Every message ends in ``Done``, ``Retry`` (``Transport.retry_later`` with an exponential back-off) or
-  ``DeadLetter`` (copied to the DLQ with context, then deleted).
+  ``DeadLetter`` (copied to the DLQ with context, then deleted). The handler decides which from what failed
+  (``bridge.pipeline.fate``); the consumer decides only what the handler cannot know: a ``Retry`` on the last
+  allowed receive becomes a ``DeadLetter`` (the budget is spent), a handler that raised instead of answering is
+  retried, and a dead letter the DLQ did not take is retried rather than deleted.
 """
 
 from __future__ import annotations
@@ -78,6 +81,21 @@ def poller_count(concurrency: int) -> int:
 
 
 class Consumer:
+    """Runs ``handler`` over every message ``transport`` delivers, until ``run``'s ``stop`` is set.
+
+    Lifecycle: ``run`` starts the pollers, the heartbeat and the deleter, and returns only after the drain: no
+    receive after ``stop``; in-flight messages get ``shutdown_timeout`` to finish, then whatever is left (running,
+    prefetched, or queued behind its FIFO group) is released for another worker; pending deletes are flushed.
+    ``ready`` and ``healthy`` answer the probes meanwhile.
+
+    Backpressure: at most ``concurrency`` messages run and ``prefetch`` more wait for a slot; a poller receives
+    only when there is room for a whole batch, or a slot sits idle. A closed ``gate`` stops receiving altogether.
+
+    Errors: ``handler`` returns an ``Outcome``; the consumer settles it (delete, back-off, or DLQ then delete) and
+    never lets a message go unsettled. A handler that raises is a bug: logged and retried. A transport call that
+    fails is logged and the message is received again later (processing is idempotent); it never ends the loop.
+    """
+
     def __init__(
         self, transport: Transport, handler: Handler, settings: ConsumerSettings, *, gate: ReceiveGate | None = None
     ) -> None:

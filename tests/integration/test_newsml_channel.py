@@ -22,7 +22,7 @@ from bridge.errors import ChannelRejected, ChannelUnavailable
 from bridge.http import HttpClient
 from bridge.kordiam.models import Element
 from tests.support import REGION, start_moto, story
-from tests.unit.test_newsml import assert_valid_item
+from tests.unit.channels.test_newsml import assert_valid_item
 
 pytestmark = pytest.mark.integration
 

@@ -2,7 +2,7 @@
 server): leases across store instances (as across worker processes), conditional records, deliveries, marks.
 
 Each store backend's own behaviour (SQLite's migrations and locking, DynamoDB's table check and errors) is tested
-beside it: tests/unit/test_state_sqlite.py and tests/integration/test_dynamodb_state.py.
+beside it: tests/unit/state/test_sqlite.py and tests/integration/test_dynamodb_state.py.
 """
 
 from __future__ import annotations

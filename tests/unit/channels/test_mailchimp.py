@@ -25,7 +25,7 @@ from bridge.channels.mailchimp import (
 from bridge.kordiam.models import Element
 from tests.support import story
 
-FIXTURES = Path(__file__).parent.parent / "fixtures"
+FIXTURES = Path(__file__).parents[2] / "fixtures"
 UTC = dt.UTC
 NOW = dt.datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 

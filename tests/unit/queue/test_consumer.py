@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Sequence
 from typing import Any
 
 import pytest
 
 from bridge.queue.consumer import Consumer, ConsumerSettings
-from bridge.queue.dead_letter import DeadLetterContext
 from bridge.queue.gate import ReceiveGate
 from bridge.queue.outcome import DeadLetter, Done, Outcome, Retry
-from bridge.queue.transport import QueueInfo, QueueMessage
+from bridge.queue.transport import QueueMessage
+from tests.unit.fakes import FakeTransport
 
 ids = itertools.count(1)
 
@@ -29,64 +28,6 @@ def message(body: str = "{}", *, group: str | None = None, receive_count: int = 
         sent_at=None,
         group_id=group,
     )
-
-
-class FakeTransport:
-    """Hands out scripted batches and records every settling call; ``visibility`` records, as SQS would see it,
-    retries (their delay), releases (0) and extensions (the lease)."""
-
-    def __init__(self, batches: list[list[QueueMessage]], *, fifo: bool = False) -> None:
-        self.url = "https://sqs.test/q" + (".fifo" if fifo else "")
-        self.dlq_url: str | None = "https://sqs.test/dlq"
-        self.batches = batches
-        self.deleted: list[str] = []
-        self.visibility: list[tuple[str, int]] = []
-        self.dead: list[tuple[str, DeadLetterContext]] = []
-        self.sent: list[str] = []
-        self.fifo = fifo
-
-    @property
-    def ordered_groups(self) -> bool:
-        return self.fifo
-
-    @property
-    def lease_seconds(self) -> int:
-        return 30
-
-    def connected(self) -> bool:
-        return True
-
-    async def describe(self) -> QueueInfo:
-        return QueueInfo("https://sqs.test/dlq", 3, has_redrive=False)
-
-    async def receive(self, max_messages: int, wait_time: int) -> list[QueueMessage]:
-        if self.batches:
-            batch = self.batches.pop(0)
-            assert len(batch) <= max_messages
-            return batch
-        await asyncio.sleep(0.05)
-        return []
-
-    async def complete(self, messages: Sequence[QueueMessage]) -> list[str]:
-        self.deleted.extend(m.message_id for m in messages)
-        return []
-
-    async def retry_later(self, messages: Sequence[QueueMessage], seconds: int) -> list[str]:
-        self.visibility.extend((m.message_id, seconds) for m in messages)
-        return []
-
-    async def release(self, messages: Sequence[QueueMessage]) -> list[str]:
-        return await self.retry_later(messages, 0)
-
-    async def extend(self, messages: Sequence[QueueMessage], seconds: int) -> list[str]:
-        return await self.retry_later(messages, seconds)
-
-    async def send_dead_letter(self, msg: QueueMessage, context: DeadLetterContext) -> None:
-        self.dead.append((msg.message_id, context))
-
-    async def send(self, body: str, attributes: dict[str, str] | None = None, *, group_id: str | None = None) -> str:
-        self.sent.append(body)
-        return f"s{len(self.sent)}"
 
 
 def settings(**overrides: Any) -> ConsumerSettings:
@@ -341,7 +282,7 @@ async def test_a_closed_gate_stops_receiving_until_it_opens() -> None:
     async def handler(m: QueueMessage) -> Outcome:
         return Done()
 
-    consumer = Consumer(transport, handler, settings(), gate=gate)  # type: ignore[arg-type]
+    consumer = Consumer(transport, handler, settings(), gate=gate)
     stop = asyncio.Event()
     task = asyncio.create_task(consumer.run(stop))
     await asyncio.sleep(0.3)
@@ -368,7 +309,7 @@ async def test_shutdown_while_paused_releases_the_messages_in_hand_at_once() -> 
         return Done()
 
     # A drain deadline far beyond the bound below: waiting for it would fail the test.
-    consumer = Consumer(transport, handler, settings(shutdown_timeout=120), gate=gate)  # type: ignore[arg-type]
+    consumer = Consumer(transport, handler, settings(shutdown_timeout=120), gate=gate)
     stop = asyncio.Event()
     task = asyncio.create_task(consumer.run(stop))
     await asyncio.wait_for(started.wait(), 5)

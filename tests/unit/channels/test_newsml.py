@@ -39,7 +39,7 @@ from bridge.errors import ChannelRejected, ChannelUnavailable
 from bridge.kordiam.models import Element
 from tests.support import story
 
-FIXTURES = Path(__file__).parent.parent / "fixtures"
+FIXTURES = Path(__file__).parents[2] / "fixtures"
 NOW = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.UTC)
 MODIFIED = "2026-11-20T10:00:00Z"
 

@@ -1,0 +1,73 @@
+"""A message's fate from what went wrong: the one place that turns a failure into "retry later" or a dead letter.
+
+- A ``PermanentError`` cannot succeed on the same input: dead letter.
+- Anything else is retried: a ``TransientError`` by design, and an error nobody classified (a bug, an unexpected
+  library exception) so that it is never dropped; once the retry budget is spent it still reaches the dead-letter
+  queue, with its context.
+- A sync that failed in several stages is retried if any of them may heal; it waits at least as long as the
+  longest ``retry_after`` hint any of them gave.
+- A body that cannot be decoded is poison: dead letter on its first receive.
+
+Two faults are not the message's and so are not decided here: a lease another worker holds (the state store
+waits for it, ``bridge.state.leases``), and refused Kordiam credentials (the handler pauses the worker and keeps
+the message in hand, ``bridge.pipeline.credentials``). The queue layer (``bridge.queue.consumer.Consumer``)
+carries the outcome out; of its own it only spends the retry budget (a ``Retry`` on the last allowed receive
+becomes a ``DeadLetter``) and retries a handler that raised instead of returning an outcome.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from bridge.errors import PermanentError, TransientError
+from bridge.pipeline.notification import PoisonMessage
+from bridge.queue.outcome import DeadLetter, Retry
+
+# The dead-letter context carries the reason as a message attribute, whose size is limited.
+MAX_REASON_CHARS = 900
+
+
+class StageFailure(Protocol):
+    """Where a sync failed (``fetch``, ``feedback``, ``lease``, ``state`` or a channel's name) and why."""
+
+    @property
+    def stage(self) -> str: ...
+
+    @property
+    def error(self) -> BaseException: ...
+
+
+def is_transient(error: BaseException) -> bool:
+    """Worth retrying: everything but a ``PermanentError``."""
+    return not isinstance(error, PermanentError)
+
+
+def describe(failure: StageFailure) -> str:
+    return f"{failure.stage}: {type(failure.error).__name__}: {failure.error}"
+
+
+def outcome_for(failures: Sequence[StageFailure], *, element_id: int) -> Retry | DeadLetter:
+    """The outcome of a sync that failed in these stages (at least one); the first failure names the error class."""
+    first = failures[0].error
+    stage = ",".join(f.stage for f in failures)
+    reason = "; ".join(describe(f) for f in failures)[:MAX_REASON_CHARS]
+    if any(is_transient(f.error) for f in failures):
+        hints = [
+            f.error.retry_after
+            for f in failures
+            if isinstance(f.error, TransientError) and f.error.retry_after is not None
+        ]
+        return Retry(
+            delay=max(hints) if hints else None,
+            stage=stage,
+            reason=reason,
+            error_class=type(first).__name__,
+            element_id=element_id,
+        )
+    return DeadLetter(stage=stage, reason=reason, error_class=type(first).__name__, element_id=element_id)
+
+
+def poisoned(poison: PoisonMessage) -> DeadLetter:
+    """A body no decoder accepts can never succeed."""
+    return DeadLetter(stage="decode", reason=poison.reason, error_class="PoisonMessage")

@@ -1,0 +1,258 @@
+"""In-process fakes of what the pipeline talks to: Kordiam's API, the state store, channels and the queue.
+
+Each implements the real interface (``StateStore``, ``Channel``, ``Transport``; Kordiam through the real
+``KordiamClient`` over an in-process HTTP handler), so the code under test runs its own paths end to end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
+
+import httpx
+from pydantic import SecretStr
+
+from bridge.channels.base import ChannelResult
+from bridge.config import FeedbackSettings
+from bridge.errors import BridgeError
+from bridge.kordiam.client import KordiamClient
+from bridge.kordiam.models import Element, Publication
+from bridge.pipeline.routing import Route
+from bridge.pipeline.sync import SyncEngine
+from bridge.queue.dead_letter import DeadLetterContext
+from bridge.queue.transport import QueueInfo, QueueMessage
+from bridge.state.base import Delivery, ElementBusy, ElementMark, is_older
+from tests.support import http_answering
+
+API = "/api/v2"
+
+
+def element_body(element_id: int, *publications: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    """An element as Kordiam's API returns it; each publication is ``{"id": …, "platform": {"id": …}, …}``."""
+    return {"id": element_id, "title": f"Story {element_id}", "publications": list(publications), **fields}
+
+
+def publication(publication_id: int, platform: int, **fields: Any) -> dict[str, Any]:
+    return {"id": publication_id, "platform": {"id": platform}, **fields}
+
+
+class FakeKordiam:
+    """Kordiam's API in process: the elements it holds, and every write the bridge sends it (method, path, body),
+    applied to the element it names.
+
+    ``fail_get`` answers every element read with that status (a 4xx other than 404 is a permanent refusal);
+    ``refuse_tokens`` refuses that many token requests first, as Kordiam does a rotated secret.
+    """
+
+    def __init__(self) -> None:
+        self.elements: dict[int, dict[str, Any]] = {}
+        self.writes: list[tuple[str, str, dict[str, Any] | None]] = []
+        self.fail_get: int | None = None
+        self.refuse_tokens = 0
+        self.tokens_asked = 0
+        self.reads: list[str] = []
+
+    def client(self) -> KordiamClient:
+        return KordiamClient(
+            http_answering(self.answer), base_url="https://kordiam.test", client_id="c", client_secret=SecretStr("s")
+        )
+
+    def answer(self, request: httpx.Request) -> httpx.Response:
+        path = request.url.path.removeprefix(API)
+        if path == "/auth/token":
+            self.tokens_asked += 1
+            if self.tokens_asked <= self.refuse_tokens:  # the worker's secret was rotated under it
+                return httpx.Response(401, json={"title": "invalid_client", "status": 401})
+            return httpx.Response(200, json={"access_token": "t", "expires_in": 3600})
+        if request.method == "GET":
+            self.reads.append(path)
+        if request.method == "GET" and path == "/elements":  # the sweep's list: one page of every element
+            return httpx.Response(200, json={"content": list(self.elements.values()), "hasMore": False})
+        if request.method == "GET" and path.startswith("/elements/"):
+            if self.fail_get is not None:
+                return httpx.Response(self.fail_get, json={"title": "refused", "status": self.fail_get})
+            body = self.elements.get(int(path.rsplit("/", 1)[1]))
+            return httpx.Response(200, json=body) if body else httpx.Response(404, json={"status": 404})
+        body = json.loads(request.content) if request.content else None
+        self.writes.append((request.method, path, body))
+        self._apply(path, body or {})
+        return httpx.Response(200, json={})
+
+    def _apply(self, path: str, body: dict[str, Any]) -> None:
+        """Keep what a feedback write set, as Kordiam does, so the next read shows it."""
+        parts = path.strip("/").split(
+            "/"
+        )  # elements/{id}/publications/{id}[/publish] or elements/{id}/external-element/link
+        element = self.elements.get(int(parts[1]))
+        if element is None:
+            return
+        if parts[2] == "external-element":
+            element["externalElement"] = body
+            return
+        held = next(p for p in element["publications"] if p["id"] == int(parts[3]))
+        if parts[-1] == "publish":
+            held["published"] = {"date": "2026-11-23"}
+        else:
+            held.update(body)
+
+
+class MemoryStateStore:
+    """The ``StateStore`` contract in a dict. ``busy`` makes every lease refused; ``stale`` makes every record lose
+    to a newer version, as when another worker synced the element meanwhile."""
+
+    def __init__(self) -> None:
+        self.rows: dict[tuple[int, str, int], Delivery] = {}
+        self.marks: dict[int, ElementMark] = {}
+        self.busy = False
+        self.stale = False
+
+    async def open(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    @asynccontextmanager
+    async def _lease(self, element_id: int) -> AsyncIterator[None]:
+        if self.busy:
+            raise ElementBusy(f"element {element_id} is leased by another worker")
+        yield
+
+    def lease(self, element_id: int) -> AbstractAsyncContextManager[None]:
+        return self._lease(element_id)
+
+    async def deliveries(self, element_id: int) -> list[Delivery]:
+        return [d for (e, _, _), d in self.rows.items() if e == element_id]
+
+    async def record(self, delivery: Delivery) -> bool:
+        key = (delivery.element_id, delivery.channel, delivery.publication_id)
+        held = self.rows.get(key)
+        newer = (delivery.modification_date, delivery.version)
+        if self.stale or (held is not None and is_older(newer, (held.modification_date, held.version))):
+            return False
+        self.rows[key] = delivery
+        return True
+
+    async def forget(self, element_id: int, channel: str, publication_id: int) -> None:
+        self.rows.pop((element_id, channel, publication_id), None)
+
+    async def element_mark(self, element_id: int) -> ElementMark | None:
+        return self.marks.get(element_id)
+
+    async def mark_element(self, mark: ElementMark) -> None:
+        self.marks[mark.element_id] = mark
+
+    async def all_deliveries(self) -> list[Delivery]:
+        return list(self.rows.values())
+
+
+class ScriptedChannel:
+    """A channel that keeps its items in a dict (external id → publication id) and fails on demand.
+
+    ``fail`` is raised by every upsert and delete while set. ``element_scoped`` channels hold one item for the
+    whole element, as the Global Export protocol does.
+    """
+
+    def __init__(self, name: str, *, element_scoped: bool = False, live: bool = False) -> None:
+        self.name = name
+        self.element_scoped = element_scoped
+        self.live = live
+        self.items: dict[str, list[int]] = {}
+        self.upserts: list[tuple[int, str | None]] = []
+        self.deletes: list[str] = []
+        self.fail: BridgeError | None = None
+
+    async def upsert(self, element: Element, publication: Publication, external_id: str | None) -> ChannelResult:
+        if self.fail is not None:
+            raise self.fail
+        self.upserts.append((publication.id, external_id))
+        item = external_id or f"{self.name}-{element.id}-{publication.id}"
+        self.items.setdefault(item, []).append(publication.id)
+        return ChannelResult(item, edit_link=f"https://{self.name}.test/{item}", live=self.live)
+
+    async def delete(self, element_id: int, publication_id: int, external_id: str) -> None:
+        if self.fail is not None:
+            raise self.fail
+        self.deletes.append(external_id)
+        self.items.pop(external_id, None)
+
+    async def aclose(self) -> None:
+        return None
+
+
+def sync_engine(
+    kordiam: FakeKordiam,
+    state: MemoryStateStore,
+    routes: Sequence[tuple[ScriptedChannel, int]],
+    *,
+    feedback: FeedbackSettings | None = None,
+) -> SyncEngine:
+    """An engine over the fakes; each route is (channel, the one platform it takes); the first is the main one."""
+    return SyncEngine(
+        kordiam=kordiam.client(),
+        routes=[Route(channel, frozenset({platform})) for channel, platform in routes],
+        state=state,
+        feedback=feedback or FeedbackSettings(),
+        main_channel=routes[0][0].name,
+    )
+
+
+class FakeTransport:
+    """Hands out scripted batches and records every settling call; ``visibility`` records, as SQS would see it,
+    retries (their delay), releases (0) and extensions (the lease)."""
+
+    def __init__(self, batches: list[list[QueueMessage]], *, fifo: bool = False) -> None:
+        self.url = "https://sqs.test/q" + (".fifo" if fifo else "")
+        self.dlq_url: str | None = "https://sqs.test/dlq"
+        self.batches = batches
+        self.deleted: list[str] = []
+        self.visibility: list[tuple[str, int]] = []
+        self.dead: list[tuple[str, DeadLetterContext]] = []
+        self.sent: list[str] = []
+        self.fifo = fifo
+
+    @property
+    def ordered_groups(self) -> bool:
+        return self.fifo
+
+    @property
+    def lease_seconds(self) -> int:
+        return 30
+
+    def connected(self) -> bool:
+        return True
+
+    async def describe(self) -> QueueInfo:
+        return QueueInfo("https://sqs.test/dlq", 3, has_redrive=False)
+
+    async def receive(self, max_messages: int, wait_time: int) -> list[QueueMessage]:
+        if self.batches:
+            batch = self.batches.pop(0)
+            assert len(batch) <= max_messages
+            return batch
+        await asyncio.sleep(0.05)
+        return []
+
+    async def complete(self, messages: Sequence[QueueMessage]) -> list[str]:
+        self.deleted.extend(m.message_id for m in messages)
+        return []
+
+    async def retry_later(self, messages: Sequence[QueueMessage], seconds: int) -> list[str]:
+        self.visibility.extend((m.message_id, seconds) for m in messages)
+        return []
+
+    async def release(self, messages: Sequence[QueueMessage]) -> list[str]:
+        return await self.retry_later(messages, 0)
+
+    async def extend(self, messages: Sequence[QueueMessage], seconds: int) -> list[str]:
+        return await self.retry_later(messages, seconds)
+
+    async def send_dead_letter(self, msg: QueueMessage, context: DeadLetterContext) -> None:
+        self.dead.append((msg.message_id, context))
+
+    async def send(self, body: str, attributes: dict[str, str] | None = None, *, group_id: str | None = None) -> str:
+        self.sent.append(body)
+        return f"s{len(self.sent)}"

@@ -1,0 +1,166 @@
+"""The message handler: decoding, the log context of a message, and the outcome it returns, on a real sync engine
+over in-process fakes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import structlog
+
+from bridge.channels.base import ChannelResult
+from bridge.config import FeedbackSettings
+from bridge.errors import ChannelRejected, ChannelUnavailable
+from bridge.kordiam.models import Element, Publication
+from bridge.pipeline.credentials import KordiamCredentials
+from bridge.pipeline.handler import MessageHandler
+from bridge.pipeline.routing import Route
+from bridge.pipeline.sync import SyncEngine
+from bridge.queue.gate import ReceiveGate
+from bridge.queue.outcome import DeadLetter, Done, Retry
+from bridge.queue.transport import QueueMessage
+from tests.unit.fakes import FakeKordiam, MemoryStateStore, ScriptedChannel, element_body, publication, sync_engine
+
+
+def message(body: str) -> QueueMessage:
+    return QueueMessage(
+        message_id="m1", receipt_handle="r1", body=body, attributes={}, receive_count=1, sent_at=None, group_id=None
+    )
+
+
+WEB, PRINT = 99003, 99004
+
+
+def handler_over(
+    kordiam: FakeKordiam, state: MemoryStateStore, *channels: tuple[ScriptedChannel, int]
+) -> MessageHandler:
+    return MessageHandler(sync_engine(kordiam, state, list(channels)), tracing=False)
+
+
+@pytest.fixture(autouse=True)
+def clean_log_context() -> Iterator[None]:
+    structlog.contextvars.clear_contextvars()
+    yield
+    structlog.contextvars.clear_contextvars()
+
+
+class ContextRecordingChannel(ScriptedChannel):
+    """Keeps the log context each upsert ran with."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.contexts: list[dict[str, Any]] = []
+
+    async def upsert(self, element: Element, publication: Publication, external_id: str | None) -> ChannelResult:
+        self.contexts.append(structlog.contextvars.get_contextvars())
+        return await super().upsert(element, publication, external_id)
+
+
+async def test_the_kordiam_event_reaches_the_log_context_under_its_own_key() -> None:
+    # structlog names each log line with the "event" key, so a context value under that key would be lost.
+    kordiam, state = FakeKordiam(), MemoryStateStore()
+    kordiam.elements[5] = element_body(5, publication(51, WEB))
+    web = ContextRecordingChannel("web")
+    outcome = await handler_over(kordiam, state, (web, WEB))(message('{"id": 5, "event": "updated"}'))
+    assert isinstance(outcome, Done)
+    (context,) = web.contexts
+    assert context["element_id"] == 5 and context["kordiam_event"] == "updated"
+    assert "event" not in context
+
+
+async def test_an_undecodable_body_is_dead_lettered_without_a_sync() -> None:
+    kordiam, state = FakeKordiam(), MemoryStateStore()
+    web = ScriptedChannel("web")
+    outcome = await handler_over(kordiam, state, (web, WEB))(message("not json"))
+    assert isinstance(outcome, DeadLetter) and outcome.stage == "decode" and outcome.error_class == "PoisonMessage"
+    assert kordiam.reads == [] and web.upserts == []
+
+
+async def test_a_refusal_of_the_workers_credentials_pauses_and_the_message_runs_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("bridge.pipeline.credentials.FIRST_RETRY_SECONDS", 0.01)
+    kordiam, state = FakeKordiam(), MemoryStateStore()
+    kordiam.elements[5] = element_body(5, publication(51, WEB))
+    kordiam.refuse_tokens = 2  # the message's own fetch meets the first refusal, the pause's first probe the next
+    client = kordiam.client()
+    gate = ReceiveGate()
+    credentials = KordiamCredentials(client, gate)
+    web = ScriptedChannel("web")
+    engine = SyncEngine(
+        kordiam=client,
+        routes=[Route(web, frozenset({WEB}))],
+        state=state,
+        feedback=FeedbackSettings(),
+        main_channel="web",
+    )
+    handler = MessageHandler(engine, credentials=credentials, tracing=False)
+    try:
+        outcome = await handler(message('{"id": 5}'))
+    finally:
+        await credentials.aclose()
+    assert isinstance(outcome, Done)  # neither dead-lettered nor handed back: it waited in hand, then ran
+    assert kordiam.tokens_asked == 3 and web.upserts == [(51, None)]
+    assert gate.reason is None
+
+
+# ---- the mapping from a sync's failures to an outcome, on a real engine over in-process fakes ----------------
+
+
+async def test_a_synced_element_is_done() -> None:
+    kordiam, state = FakeKordiam(), MemoryStateStore()
+    kordiam.elements[5] = element_body(5, publication(51, WEB))
+    assert isinstance(await handler_over(kordiam, state, (ScriptedChannel("web"), WEB))(message('{"id": 5}')), Done)
+
+
+async def test_a_transient_channel_failure_is_retried_with_its_hint_and_element() -> None:
+    kordiam, state = FakeKordiam(), MemoryStateStore()
+    kordiam.elements[5] = element_body(5, publication(51, WEB))
+    web = ScriptedChannel("web")
+    web.fail = ChannelUnavailable("CMS down", retry_after=42)
+    outcome = await handler_over(kordiam, state, (web, WEB))(message('{"id": 5}'))
+    assert outcome == Retry(
+        delay=42,
+        stage="web",
+        reason="web: ChannelUnavailable: CMS down",
+        error_class="ChannelUnavailable",
+        element_id=5,
+    )
+
+
+async def test_a_permanent_failure_is_dead_lettered_with_its_stage_and_reason() -> None:
+    kordiam, state = FakeKordiam(), MemoryStateStore()
+    kordiam.fail_get = 400
+    outcome = await handler_over(kordiam, state, (ScriptedChannel("web"), WEB))(message('{"id": 5}'))
+    assert isinstance(outcome, DeadLetter)
+    assert (outcome.stage, outcome.error_class, outcome.element_id) == ("fetch", "KordiamRejected", 5)
+    assert outcome.reason.startswith("fetch: KordiamRejected: ")
+
+
+async def test_one_transient_failure_beside_a_permanent_one_makes_the_message_retried() -> None:
+    # A retry may still heal the transient part; the permanent one reaches the DLQ once the budget is spent.
+    kordiam, state = FakeKordiam(), MemoryStateStore()
+    kordiam.elements[5] = element_body(5, publication(51, WEB), publication(52, PRINT))
+    web, paper = ScriptedChannel("web"), ScriptedChannel("print")
+    web.fail = ChannelRejected("content refused")
+    paper.fail = ChannelUnavailable("print system down")
+    outcome = await handler_over(kordiam, state, (web, WEB), (paper, PRINT))(message('{"id": 5}'))
+    assert isinstance(outcome, Retry)
+    assert outcome.stage == "web,print" and outcome.error_class == "ChannelRejected"
+
+
+async def test_a_busy_lease_is_retried() -> None:
+    kordiam, state = FakeKordiam(), MemoryStateStore()
+    state.busy = True
+    outcome = await handler_over(kordiam, state, (ScriptedChannel("web"), WEB))(message('{"id": 5}'))
+    assert isinstance(outcome, Retry) and outcome.stage == "lease" and outcome.error_class == "ElementBusy"
+
+
+async def test_a_long_reason_is_cut_to_fit_the_dead_letter_context() -> None:
+    kordiam, state = FakeKordiam(), MemoryStateStore()
+    kordiam.elements[5] = element_body(5, publication(51, WEB))
+    web = ScriptedChannel("web")
+    web.fail = ChannelRejected("x" * 2000)
+    outcome = await handler_over(kordiam, state, (web, WEB))(message('{"id": 5}'))
+    assert isinstance(outcome, DeadLetter) and len(outcome.reason) == 900

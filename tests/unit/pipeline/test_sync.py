@@ -1,0 +1,240 @@
+"""The sync engine on in-process fakes: what it delivers, records, retracts and writes back, and what it reports
+when part of it fails."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from bridge.config import FeedbackSettings
+from bridge.errors import ChannelRejected, ChannelUnavailable, KordiamRejected
+from bridge.pipeline.fate import is_transient
+from bridge.pipeline.notification import Notification
+from bridge.pipeline.sync import Action, StaleWrite, SyncEngine, SyncFailed
+from bridge.state.base import ElementBusy, ElementMark
+from tests.unit.fakes import FakeKordiam, MemoryStateStore, ScriptedChannel, element_body, publication, sync_engine
+
+WEB, PRINT = 99003, 99004
+
+
+@pytest.fixture
+def kordiam() -> FakeKordiam:
+    return FakeKordiam()
+
+
+@pytest.fixture
+def state() -> MemoryStateStore:
+    return MemoryStateStore()
+
+
+async def delivered_to_web_and_print(
+    kordiam: FakeKordiam, state: MemoryStateStore
+) -> tuple[SyncEngine, ScriptedChannel, ScriptedChannel]:
+    """Element 1 with publication 11 on the website and 12 in print, synced once to both."""
+    kordiam.elements[1] = element_body(1, publication(11, WEB), publication(12, PRINT))
+    web, paper = ScriptedChannel("web"), ScriptedChannel("print")
+    engine = sync_engine(kordiam, state, [(web, WEB), (paper, PRINT)])
+    await engine.sync(Notification(1))
+    return engine, web, paper
+
+
+async def test_each_channel_gets_its_platforms_publication_and_the_state_remembers_it(
+    kordiam: FakeKordiam, state: MemoryStateStore
+) -> None:
+    kordiam.elements[1] = element_body(1, publication(11, WEB), publication(12, PRINT))
+    web, paper = ScriptedChannel("web"), ScriptedChannel("print")
+    report = await sync_engine(kordiam, state, [(web, WEB), (paper, PRINT)]).sync(Notification(1))
+    assert web.upserts == [(11, None)] and paper.upserts == [(12, None)]
+    assert {(a.channel, a.publication_id, a.action) for a in report.actions} == {
+        ("web", 11, Action.CREATED),
+        ("print", 12, Action.CREATED),
+    }
+    assert set(state.rows) == {(1, "web", 11), (1, "print", 12)}
+    assert state.marks[1].deleted is False
+
+
+async def test_a_second_sync_of_the_same_version_changes_nothing(kordiam: FakeKordiam, state: MemoryStateStore) -> None:
+    kordiam.elements[1] = element_body(1, publication(11, WEB))
+    web = ScriptedChannel("web")
+    engine = sync_engine(kordiam, state, [(web, WEB)])
+    await engine.sync(Notification(1))
+    writes = len(kordiam.writes)
+    report = await engine.sync(Notification(1))
+    assert [a.action for a in report.actions] == [Action.UNCHANGED]
+    assert len(web.upserts) == 1
+    assert report.feedback == [] and len(kordiam.writes) == writes
+
+
+async def test_force_rewrites_an_unchanged_publication(kordiam: FakeKordiam, state: MemoryStateStore) -> None:
+    kordiam.elements[1] = element_body(1, publication(11, WEB))
+    web = ScriptedChannel("web")
+    engine = sync_engine(kordiam, state, [(web, WEB)])
+    await engine.sync(Notification(1))
+    report = await engine.sync(Notification(1, force=True))
+    assert web.upserts == [(11, None), (11, "web-1-11")]
+    assert [a.action for a in report.actions] == [Action.UPDATED]
+
+
+async def test_one_failing_channel_keeps_what_the_others_did_and_a_retry_redoes_only_it(
+    kordiam: FakeKordiam, state: MemoryStateStore
+) -> None:
+    kordiam.elements[1] = element_body(1, publication(11, WEB), publication(12, PRINT))
+    web, paper = ScriptedChannel("web"), ScriptedChannel("print")
+    paper.fail = ChannelUnavailable("print system down")
+    engine = sync_engine(kordiam, state, [(web, WEB), (paper, PRINT)])
+    with pytest.raises(SyncFailed) as raised:
+        await engine.sync(Notification(1))
+    failed = raised.value
+    assert [(f.stage, type(f.error)) for f in failed.failures] == [("print", ChannelUnavailable)]
+    assert [(a.channel, a.action) for a in failed.report.actions] == [("web", Action.CREATED)]
+    assert set(state.rows) == {(1, "web", 11)}
+    assert 1 not in state.marks  # the element is not marked synced while a channel lags behind
+
+    paper.fail = None
+    report = await engine.sync(Notification(1))
+    assert web.upserts == [(11, None)] and paper.upserts == [(12, None)]
+    assert {(a.channel, a.action) for a in report.actions} == {("web", Action.UNCHANGED), ("print", Action.CREATED)}
+    assert 1 in state.marks
+
+
+async def test_a_channel_error_is_that_channels_failure(kordiam: FakeKordiam, state: MemoryStateStore) -> None:
+    kordiam.elements[1] = element_body(1, publication(11, WEB))
+    web = ScriptedChannel("web")
+    web.fail = ChannelRejected("content refused")
+    with pytest.raises(SyncFailed) as raised:
+        await sync_engine(kordiam, state, [(web, WEB)]).sync(Notification(1))
+    assert [(f.stage, type(f.error)) for f in raised.value.failures] == [("web", ChannelRejected)]
+
+
+async def test_a_stale_write_fails_the_channel_as_transient(kordiam: FakeKordiam, state: MemoryStateStore) -> None:
+    kordiam.elements[1] = element_body(1, publication(11, WEB))
+    state.stale = True
+    with pytest.raises(SyncFailed) as raised:
+        await sync_engine(kordiam, state, [(ScriptedChannel("web"), WEB)]).sync(Notification(1))
+    (failure,) = raised.value.failures
+    assert failure.stage == "web" and isinstance(failure.error, StaleWrite) and is_transient(failure.error)
+    assert state.rows == {}
+
+
+async def test_an_element_scoped_channel_gives_a_new_publication_its_siblings_item(
+    kordiam: FakeKordiam, state: MemoryStateStore
+) -> None:
+    cms = ScriptedChannel("cms", element_scoped=True)
+    engine = sync_engine(kordiam, state, [(cms, WEB)])
+    kordiam.elements[1] = element_body(1, publication(11, WEB))
+    await engine.sync(Notification(1))
+    kordiam.elements[1] = element_body(1, publication(11, WEB), publication(12, WEB))
+    await engine.sync(Notification(1))
+    assert cms.upserts == [(11, None), (12, "cms-1-11")]
+    assert list(cms.items) == ["cms-1-11"]
+
+
+async def test_a_publication_scoped_channel_gives_a_new_publication_an_item_of_its_own(
+    kordiam: FakeKordiam, state: MemoryStateStore
+) -> None:
+    web = ScriptedChannel("web")
+    engine = sync_engine(kordiam, state, [(web, WEB)])
+    kordiam.elements[1] = element_body(1, publication(11, WEB))
+    await engine.sync(Notification(1))
+    kordiam.elements[1] = element_body(1, publication(11, WEB), publication(12, WEB))
+    await engine.sync(Notification(1))
+    assert (12, None) in web.upserts and sorted(web.items) == ["web-1-11", "web-1-12"]
+
+
+async def test_feedback_writes_only_what_kordiam_does_not_hold(kordiam: FakeKordiam, state: MemoryStateStore) -> None:
+    kordiam.elements[1] = element_body(
+        1,
+        publication(11, WEB),
+        # Kordiam already holds this one's id and edit link: nothing to write for it.
+        publication(12, PRINT, externalId="print-1-12", cms={"editLink": "https://print.test/print-1-12"}),
+    )
+    web, paper = ScriptedChannel("web"), ScriptedChannel("print")
+    report = await sync_engine(kordiam, state, [(web, WEB), (paper, PRINT)]).sync(Notification(1))
+    patched = [path for method, path, _ in kordiam.writes if method == "PATCH"]
+    assert patched == ["/elements/1/publications/11"]
+    assert (
+        "POST",
+        "/elements/1/external-element/link",
+        {"externalId": "web-1-11", "link": "https://web.test/web-1-11"},
+    ) in [(m, p, b) for m, p, b in kordiam.writes]
+    assert report.feedback[0] == "publication 11: externalId=web-1-11"
+
+
+async def test_feedback_marks_a_live_item_published_once(kordiam: FakeKordiam, state: MemoryStateStore) -> None:
+    kordiam.elements[1] = element_body(1, publication(11, WEB))
+    await sync_engine(kordiam, state, [(ScriptedChannel("web", live=True), WEB)]).sync(Notification(1))
+    assert ("POST", "/elements/1/publications/11/publish", None) in kordiam.writes
+
+
+async def test_no_feedback_when_it_is_disabled(kordiam: FakeKordiam, state: MemoryStateStore) -> None:
+    kordiam.elements[1] = element_body(1, publication(11, WEB))
+    engine = sync_engine(kordiam, state, [(ScriptedChannel("web"), WEB)], feedback=FeedbackSettings(enabled=False))
+    report = await engine.sync(Notification(1))
+    assert kordiam.writes == [] and report.feedback == []
+
+
+async def test_a_404_retracts_every_delivery_and_marks_the_element_deleted(
+    kordiam: FakeKordiam, state: MemoryStateStore
+) -> None:
+    engine, web, paper = await delivered_to_web_and_print(kordiam, state)
+    del kordiam.elements[1]
+    report = await engine.sync(Notification(1))
+    assert report.deleted_element
+    assert web.deletes == ["web-1-11"] and paper.deletes == ["print-1-12"]
+    assert {(a.channel, a.action) for a in report.actions} == {("web", Action.DELETED), ("print", Action.DELETED)}
+    assert state.rows == {} and state.marks[1].deleted
+
+
+async def test_a_failed_retraction_leaves_the_element_unmarked_and_its_row_in_place(
+    kordiam: FakeKordiam, state: MemoryStateStore
+) -> None:
+    engine, web, paper = await delivered_to_web_and_print(kordiam, state)
+    del kordiam.elements[1]
+    paper.fail = ChannelUnavailable("print system down")
+    with pytest.raises(SyncFailed) as raised:
+        await engine.sync(Notification(1))
+    assert [f.stage for f in raised.value.failures] == ["print"]
+    assert web.deletes == ["web-1-11"]  # the other channel's retraction is done and forgotten
+    assert set(state.rows) == {(1, "print", 12)} and not state.marks[1].deleted
+
+
+async def test_a_publication_moved_off_a_platform_is_retracted_there(
+    kordiam: FakeKordiam, state: MemoryStateStore
+) -> None:
+    web, paper = ScriptedChannel("web"), ScriptedChannel("print")
+    engine = sync_engine(kordiam, state, [(web, WEB), (paper, PRINT)])
+    kordiam.elements[1] = element_body(1, publication(11, WEB), publication(12, PRINT))
+    await engine.sync(Notification(1))
+    kordiam.elements[1] = element_body(1, publication(11, WEB))
+    report = await engine.sync(Notification(1))
+    assert paper.deletes == ["print-1-12"] and web.deletes == []
+    assert ("print", 12, Action.DELETED) in {(a.channel, a.publication_id, a.action) for a in report.actions}
+
+
+async def test_a_notification_older_than_the_synced_version_is_skipped_without_a_fetch(
+    kordiam: FakeKordiam, state: MemoryStateStore
+) -> None:
+    synced = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+    state.marks[1] = ElementMark(1, synced, 3, deleted=False)
+    kordiam.fail_get = 500  # a fetch would fail the sync
+    web = ScriptedChannel("web")
+    older = Notification(1, modification_date=datetime(2026, 11, 23, 11, 0, tzinfo=UTC))
+    report = await sync_engine(kordiam, state, [(web, WEB)]).sync(older)
+    assert report.skipped is not None and web.upserts == []
+
+
+async def test_a_refused_fetch_is_a_fetch_failure(kordiam: FakeKordiam, state: MemoryStateStore) -> None:
+    kordiam.fail_get = 400
+    with pytest.raises(SyncFailed) as raised:
+        await sync_engine(kordiam, state, [(ScriptedChannel("web"), WEB)]).sync(Notification(1))
+    (failure,) = raised.value.failures
+    assert failure.stage == "fetch" and isinstance(failure.error, KordiamRejected)
+
+
+async def test_a_busy_lease_is_a_lease_failure(kordiam: FakeKordiam, state: MemoryStateStore) -> None:
+    state.busy = True
+    with pytest.raises(SyncFailed) as raised:
+        await sync_engine(kordiam, state, [(ScriptedChannel("web"), WEB)]).sync(Notification(1))
+    (failure,) = raised.value.failures
+    assert failure.stage == "lease" and isinstance(failure.error, ElementBusy)
