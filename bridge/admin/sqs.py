@@ -710,7 +710,7 @@ async def queue_admin(settings: QueueSettings) -> AsyncIterator[QueueAdmin]:
     if settings.backend != "sqs":
         raise ConfigError(
             "queue.url",
-            "dlq redrive and status work on SQS queues only for now; on ActiveMQ use the broker's own tools "
+            "dlq redrive works on SQS queues only for now; on ActiveMQ use the broker's own tools "
             '(see the README, "Kordiam gave me an ActiveMQ queue")',
         )
     async with SqsTransport.connect(settings) as transport:

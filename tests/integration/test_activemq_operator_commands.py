@@ -11,12 +11,15 @@ from rich.console import Console
 
 from bridge.admin.dlq import dlq_list, dlq_show
 from bridge.admin.rendering import render_dlq_list, render_dlq_message
+from bridge.admin.status import collect_status, render_status
 from bridge.cli import main
 from bridge.queue import open_transport
 from bridge.queue.dead_letter import DeadLetterContext
-from tests.support import stomp_drain, stomp_send, stomp_settings
+from tests.support import stomp_drain, stomp_send, stomp_settings, worker_settings
 
 pytestmark = [pytest.mark.integration]
+
+NOWHERE = "http://127.0.0.1:9"  # Kordiam is never called by these commands
 
 
 async def _dead_letter(queue: str, dlq: str, body: str, context: DeadLetterContext) -> str:
@@ -74,3 +77,22 @@ def test_dlq_list_on_an_empty_queue_and_the_cli(
     assert main(["dlq", "list", "--json", "--config", str(config)]) == 0
     listed = json.loads(capsys.readouterr().out)
     assert [m["failure"]["reason"] for m in listed["messages"]] == ["body is not JSON"]
+
+
+async def test_status_counts_the_dead_letters_by_browsing(stomp_queues: tuple[str, str], tmp_path: Path) -> None:
+    queue, dlq = stomp_queues
+    settings = worker_settings(queue=queue, endpoint=dlq, kordiam=NOWHERE, workdir=tmp_path)
+    empty = await collect_status(settings)
+    assert (empty.queue.visible, empty.queue.error, empty.dead_letter.visible) == (None, None, 0)
+    assert "no queue depth over STOMP" in (empty.queue.age_note or "")
+    assert not any("dead-letter" in problem for problem in empty.problems)
+
+    await _dead_letter(queue, dlq, "not json", DeadLetterContext("decode", "body is not JSON", "PoisonMessage"))
+    report = await collect_status(settings)
+    assert (report.dead_letter.visible, report.dead_letter.age_note) == (1, "browsed all 1")
+    assert report.dead_letter.oldest_age_seconds is not None
+    assert "1 message(s) in the dead-letter queue" in report.problems
+    console = Console(record=True, width=200)
+    render_status(report, console)
+    assert "no queue depth over STOMP" in console.export_text()
+    assert [m.body for m in await stomp_drain(dlq)] == ["not json"]  # counted, not consumed
