@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from bridge.admin.progress import ProgressSink
 from bridge.admin.results import RedriveResult
 from bridge.admin.sqs import queue_admin
+from bridge.admin.stomp import dlq_redrive_on_broker
 from bridge.config import QueueSettings
 
 
@@ -20,5 +21,7 @@ async def dlq_redrive(
     progress: ProgressSink | None = None,
     stop: asyncio.Event | None = None,
 ) -> RedriveResult:
+    if settings.backend == "stomp":
+        return await dlq_redrive_on_broker(settings, limit=limit, element_ids=element_ids, native=native, stop=stop)
     async with queue_admin(settings) as admin:
         return await admin.redrive(limit=limit, element_ids=element_ids, native=native, progress=progress, stop=stop)

@@ -710,8 +710,7 @@ async def queue_admin(settings: QueueSettings) -> AsyncIterator[QueueAdmin]:
     if settings.backend != "sqs":
         raise ConfigError(
             "queue.url",
-            "dlq redrive works on SQS queues only for now; on ActiveMQ use the broker's own tools "
-            '(see the README, "Kordiam gave me an ActiveMQ queue")',
+            "these operations work on SQS queues; a stomp:// queue has its own (bridge.admin.stomp)",
         )
     async with SqsTransport.connect(settings) as transport:
         yield QueueAdmin(transport)

@@ -1,4 +1,5 @@
-"""``dlq list`` and ``dlq show`` on ActiveMQ: the dead-letter queue read through a STOMP queue browser.
+"""``dlq list``, ``dlq show`` and ``dlq redrive`` on ActiveMQ: the dead-letter queue read through a STOMP queue
+browser, and moved back by receive, confirmed SEND, then ACK (``StompTransport.redrive_dead_letters``).
 
 ActiveMQ Classic answers no depth query over STOMP, so a listing counts what the browser saw: ``approximate_visible``
 is the number browsed (up to the limit, plus one to tell whether there are more), ``approximate_in_flight`` is 0
@@ -7,14 +8,20 @@ is the number browsed (up to the limit, plus one to tell whether there are more)
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Iterable
 from datetime import UTC, datetime
 
-from bridge.admin.results import DlqListing, DlqMessage
+import structlog
+
+from bridge.admin.results import DlqListing, DlqMessage, MovedMessage, RedriveFailure, RedriveResult
 from bridge.admin.sqs import element_from_body
 from bridge.config import QueueSettings
 from bridge.queue.dead_letter import FailureContext
 from bridge.queue.stomp import StompTransport
 from bridge.queue.transport import QueueMessage
+
+log = structlog.get_logger("bridge.admin")
 
 
 async def dlq_list_on_broker(settings: QueueSettings, *, limit: int) -> DlqListing:
@@ -62,3 +69,37 @@ def to_dlq_message(message: QueueMessage) -> DlqMessage:
 
 def _oldest_first(message: DlqMessage) -> tuple[bool, datetime]:
     return (message.sent_at is None, message.sent_at or datetime.min.replace(tzinfo=UTC))
+
+
+async def dlq_redrive_on_broker(
+    settings: QueueSettings,
+    *,
+    limit: int | None,
+    element_ids: Iterable[int] | None,
+    native: bool | None,
+    stop: asyncio.Event | None = None,
+) -> RedriveResult:
+    """Dead letters back to the main queue, never losing one (ACKed only after the broker confirmed the copy)."""
+    if native:
+        raise ValueError("--native: ActiveMQ has no move task over STOMP; leave it out to copy and acknowledge")
+    if limit is not None and limit < 1:
+        raise ValueError("limit must be at least 1")
+    wanted_ids = None if element_ids is None else set(element_ids)
+
+    def wanted(message: QueueMessage) -> bool:
+        return wanted_ids is None or to_dlq_message(message).element_id in wanted_ids
+
+    assert settings.dlq_url is not None  # a stomp:// queue requires it
+    async with StompTransport.connect(settings, consume=False) as transport:
+        tried, left, arrived = await transport.redrive_dead_letters(limit=limit, wanted=wanted, stop=stop)
+    interrupted = stop is not None and stop.is_set()
+    result = RedriveResult(
+        "manual", settings.dlq_url, settings.url, skipped=left, arrived=arrived, interrupted=interrupted
+    )
+    for message, send_id, error in tried:
+        if send_id is None:
+            result.failed.append(RedriveFailure(message.message_id, error or "not confirmed by the broker"))
+        else:
+            result.moved.append(MovedMessage(message.message_id, send_id, to_dlq_message(message).element_id))
+    log.info("redriven", queue=settings.dlq_url, moved=len(result.moved), failed=len(result.failed), left=left)
+    return result

@@ -100,3 +100,19 @@ def _int_or_none(text: str | None) -> int | None:
         return int(text) if text else None
     except ValueError:
         return None
+
+
+def redriven_attributes(message: QueueMessage) -> dict[str, str]:
+    """What a dead letter's copy back on the main queue carries: its attributes without ``failure.*``, plus
+    ``redriven_from`` and the first failure (``first_failure.*``), so that failing again names the same one."""
+    failure = FailureContext.parse(message.attributes)
+    kept = {n: v for n, v in message.attributes.items() if not n.startswith(FAILURE_PREFIX) and n != REDRIVEN_FROM}
+    first_at = failure.first_failed_at if failure else None
+    if first_at is None and message.sent_at is not None:
+        first_at = datetime.fromtimestamp(message.sent_at, UTC).isoformat(timespec="milliseconds")
+    carried = {
+        REDRIVEN_FROM: message.message_id,
+        FIRST_FAILURE_SOURCE: (failure.source_message_id if failure else None) or message.message_id,
+        FIRST_FAILURE_AT: first_at,
+    }
+    return kept | {name: value for name, value in carried.items() if value}

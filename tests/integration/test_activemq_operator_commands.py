@@ -10,6 +10,7 @@ import pytest
 from rich.console import Console
 
 from bridge.admin.dlq import dlq_list, dlq_show
+from bridge.admin.redrive import dlq_redrive
 from bridge.admin.rendering import render_dlq_list, render_dlq_message
 from bridge.admin.status import collect_status, render_status
 from bridge.cli import main
@@ -96,3 +97,28 @@ async def test_status_counts_the_dead_letters_by_browsing(stomp_queues: tuple[st
     render_status(report, console)
     assert "no queue depth over STOMP" in console.export_text()
     assert [m.body for m in await stomp_drain(dlq)] == ["not json"]  # counted, not consumed
+
+
+async def test_redrive_moves_what_was_there_at_the_start_and_keeps_the_first_failure(
+    stomp_queues: tuple[str, str],
+) -> None:
+    queue, dlq = stomp_queues
+    settings = stomp_settings(queue, dlq_url=dlq)
+    first = await _dead_letter(queue, dlq, '{"id": 11, "event": "updated"}', DeadLetterContext("sync", "boom", "X", 11))
+    await _dead_letter(queue, dlq, '{"id": 12, "event": "updated"}', DeadLetterContext("sync", "boom", "X", 12))
+
+    only_11 = await dlq_redrive(settings, element_ids=[11])
+    assert [m.element_id for m in only_11.moved] == [11]
+    assert (only_11.skipped, only_11.failed, only_11.ok) == (1, [], True)
+    [copy] = await stomp_drain(queue)
+    assert copy.body == '{"id": 11, "event": "updated"}'
+    assert copy.attributes["redriven_from"] == only_11.moved[0].dlq_message_id
+    assert copy.attributes["first_failure.source_message_id"] == first
+    assert copy.attributes["bridge-send-id"] == only_11.moved[0].new_message_id
+    assert not any(name.startswith("failure.") for name in copy.attributes)
+
+    rest = await dlq_redrive(settings)
+    assert [m.element_id for m in rest.moved] == [12] and rest.skipped == 0
+    assert [m.body for m in await stomp_drain(queue)] == ['{"id": 12, "event": "updated"}']
+    assert (await dlq_list(settings)).messages == []
+    assert (await dlq_redrive(settings)).moved == []  # an empty dead-letter queue: nothing to do, and it ends

@@ -11,6 +11,7 @@ from bridge.queue.dead_letter import (
     FailureContext,
     carried_attributes,
     failure_attributes,
+    redriven_attributes,
 )
 from bridge.queue.transport import QueueMessage
 
@@ -51,3 +52,15 @@ def test_the_fifo_rule_is_the_queue_name_suffix() -> None:
     assert is_fifo_url("https://sqs.eu-west-1.amazonaws.com/1/kordiam.fifo")
     assert not is_fifo_url("https://sqs.eu-west-1.amazonaws.com/1/kordiam")
     assert QueueSettings(url="http://localhost:4566/000000000000/q.fifo").is_fifo
+
+
+def test_a_redriven_copy_drops_the_failure_and_carries_the_first_one() -> None:
+    dead = failure_attributes(_message({"event": "updated"}), DeadLetterContext("sync", "boom", "X", element_id=7))
+    letter = QueueMessage("d-1", "r", "{}", {**dead, "event": "updated"}, 1, sent_at=None, group_id=None)
+    copy = redriven_attributes(letter)
+    assert copy == {
+        "event": "updated",
+        REDRIVEN_FROM: "d-1",
+        FIRST_FAILURE_SOURCE: "m-1",
+        FIRST_FAILURE_AT: dead["failure.first_failed_at"],
+    }
