@@ -1,4 +1,8 @@
-"""Terminal rendering of the operator commands' results with rich; nothing here talks to a queue."""
+"""Terminal rendering of the operator commands' results with rich; nothing here talks to a queue.
+
+What came off a queue (ids, attribute names and values) goes in as ``Text``: rich then reads no markup or emoji
+codes in it (an ActiveMQ message id such as ``ID:host-1:2:-1:1`` would otherwise show a thumbs-down).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.syntax import Syntax
 from rich.table import Table
+from rich.text import Text
 
 from bridge.admin.results import DlqListing, DlqMessage, RedriveResult, ReplayResult
 from bridge.queue.dead_letter import FAILURE_PREFIX
@@ -52,7 +57,7 @@ def render_dlq_list(listing: DlqListing, console: Console) -> None:
     for message in listing.messages:
         failure = message.failure
         table.add_row(
-            message.message_id,
+            Text(message.message_id),
             str(message.element_id) if message.element_id is not None else "-",
             escape(failure.stage or "-") if failure else "(moved by SQS)",
             escape(failure.error_class or "-") if failure else "-",
@@ -74,7 +79,7 @@ def render_dlq_message(message: DlqMessage, console: Console) -> None:
     table = Table(show_header=False, box=None)
     table.add_column(style="bold")
     table.add_column(overflow="fold")
-    table.add_row("message id", message.message_id)
+    table.add_row("message id", Text(message.message_id))
     table.add_row("element", str(message.element_id) if message.element_id is not None else "-")
     table.add_row("sent", message.sent_at.isoformat() if message.sent_at else "-")
     table.add_row("age", format_age(message.age_seconds()))
@@ -86,7 +91,7 @@ def render_dlq_message(message: DlqMessage, console: Console) -> None:
     attributes.add_column("name")
     attributes.add_column("value", overflow="fold")
     for name in sorted(message.attributes, key=lambda n: (not n.startswith(FAILURE_PREFIX), n)):
-        attributes.add_row(escape(name), escape(message.attributes[name]))
+        attributes.add_row(Text(name), Text(message.attributes[name]))
     console.print(attributes)
     system = Table(title="SQS attributes", title_justify="left")
     system.add_column("name")
@@ -117,7 +122,7 @@ def render_redrive(result: RedriveResult, console: Console) -> None:
     if result.interrupted:
         console.print("  [yellow]interrupted (Ctrl-C): the figures above are what this run did before[/yellow]")
     for failure in result.failed:
-        console.print(f"  [red]not moved[/red] {failure.dlq_message_id}: {escape(failure.reason)}")
+        console.print(Text.assemble(("  not moved", "red"), f" {failure.dlq_message_id}: {failure.reason}"))
     if result.duplicated:
         console.print(
             f"  [yellow]copied but still in the dead-letter queue (delete failed): {len(result.duplicated)}[/yellow]"
