@@ -7,12 +7,12 @@ import contextlib
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 
 import structlog
 
-from bridge.channels import Channel, ChannelContext, build_channel
+from bridge.channels import Channel, ChannelContext, ChannelType, build_channel
 from bridge.channels.guard import GuardedChannel
 from bridge.config import Settings
 from bridge.http import HttpClient
@@ -52,18 +52,25 @@ class Pipeline:
     gate: ReceiveGate
 
 
-def build_pipeline(settings: Settings, http: HttpClient, state: StateStore) -> Pipeline:
+def build_pipeline(
+    settings: Settings,
+    http: HttpClient,
+    state: StateStore,
+    *,
+    channel_types: Mapping[str, ChannelType] | None = None,
+) -> Pipeline:
     """The Kordiam client, the guarded channels and the sync engine behind a message handler.
 
     The caller owns ``http`` and ``state``, and closes the channels and the credentials (``aclose``) when it is
     done; ``gate`` is the consumer's: closed while the worker's Kordiam credentials are refused.
+    ``channel_types``: the channel registry (default: the built-in ``bridge.channels.channel_types()``).
     """
     context = ChannelContext(http=http)
     channels: list[Channel] = []
     routes = []
     for index, channel_settings in enumerate(settings.channels):
         channel: Channel = GuardedChannel(
-            build_channel(channel_settings, context, index=index),
+            build_channel(channel_settings, context, index=index, types=channel_types),
             breaker_threshold=channel_settings.breaker_threshold,
             breaker_cooldown=channel_settings.breaker_cooldown,
             max_in_flight=channel_settings.max_in_flight,
@@ -88,14 +95,19 @@ def build_pipeline(settings: Settings, http: HttpClient, state: StateStore) -> P
 
 
 async def run_worker(
-    settings: Settings, stop: asyncio.Event, *, serve_ops: bool = True, own_process: bool = False
+    settings: Settings,
+    stop: asyncio.Event,
+    *,
+    serve_ops: bool = True,
+    own_process: bool = False,
+    channel_types: Mapping[str, ChannelType] | None = None,
 ) -> None:
     """Run until ``stop`` is set; then drain and close everything.
 
     ``own_process``: the worker is all this process runs (``kordiam-bridge run``), so what start-up built is
     frozen out of the garbage collector's way (see ``bridge.ops.heap``).
     """
-    async with assemble(settings, serve_ops=serve_ops) as worker:
+    async with assemble(settings, serve_ops=serve_ops, channel_types=channel_types) as worker:
         if own_process:
             settle_after_startup()
         sweeper = asyncio.create_task(worker.reconciler.run(stop)) if worker.reconciler else None
@@ -108,7 +120,9 @@ async def run_worker(
 
 
 @contextlib.asynccontextmanager
-async def assemble(settings: Settings, *, serve_ops: bool = True) -> AsyncIterator[Worker]:
+async def assemble(
+    settings: Settings, *, serve_ops: bool = True, channel_types: Mapping[str, ChannelType] | None = None
+) -> AsyncIterator[Worker]:
     queue = settings.queue
     async with contextlib.AsyncExitStack() as stack:
         # Connections: every in-flight message may talk to Kordiam and a channel at the same time.
@@ -116,7 +130,7 @@ async def assemble(settings: Settings, *, serve_ops: bool = True) -> AsyncIterat
         stack.push_async_callback(http.aclose)
         state: StateStore = await open_state_store(settings.state, default_region=settings.queue.region)
         stack.push_async_callback(state.close)
-        pipeline = build_pipeline(settings, http, state)
+        pipeline = build_pipeline(settings, http, state, channel_types=channel_types)
         for channel in pipeline.channels:
             stack.push_async_callback(channel.aclose)
         stack.push_async_callback(pipeline.credentials.aclose)

@@ -69,7 +69,7 @@ async def admin(simulator: RunningSimulator) -> AsyncIterator[SimulatorAdmin]:
 
 @pytest.fixture
 def channel_log() -> Iterator[ChannelLog]:
-    """Registers the `recording` channel type (a folder channel that counts what it was asked to do)."""
+    """What every `recording` channel (a folder channel that counts what it was asked to do) did in this test."""
     with recording_channels() as log:
         yield log
 

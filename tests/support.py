@@ -27,8 +27,7 @@ from moto.server import ThreadedMotoServer
 from multidict import CIMultiDict, CIMultiDictProxy
 from pydantic import BaseModel, ConfigDict
 
-from bridge import channels as channel_registry
-from bridge.channels import ChannelResult
+from bridge.channels import ChannelContext, ChannelResult, ChannelType, channel_types
 from bridge.channels.folder import FolderChannel, FolderOptions
 from bridge.config import ChannelSettings, QueueSettings, Settings
 from bridge.errors import ChannelUnavailable
@@ -289,27 +288,24 @@ class RecordingChannel(FolderChannel):
         await super().delete(element_id, publication_id, external_id)
 
 
-def _create_recording(settings: ChannelSettings, options: BaseModel, context: object) -> RecordingChannel:
+def _create_recording(settings: ChannelSettings, options: BaseModel, context: ChannelContext) -> RecordingChannel:
     assert isinstance(options, RecordingOptions)
     return RecordingChannel(settings.name, options.path)
 
 
+def channel_types_with_recording() -> dict[str, ChannelType]:
+    """The built-in channel registry plus the ``recording`` type; ``running_worker`` builds its channels from it."""
+    return {**channel_types(), "recording": ChannelType(RecordingOptions, _create_recording)}
+
+
 @contextlib.contextmanager
 def recording_channels() -> Any:
-    """Register the ``recording`` channel type for the duration of a test."""
-    original = channel_registry.channel_types
-
-    def with_recording() -> dict[str, channel_registry.ChannelType]:
-        types = original()
-        types["recording"] = channel_registry.ChannelType(RecordingOptions, _create_recording)
-        return types
-
-    channel_registry.channel_types = with_recording
+    """The log of every ``recording`` channel, empty at the start of a test and cleared after it."""
     CHANNEL_LOG.clear()
     try:
         yield CHANNEL_LOG
     finally:
-        channel_registry.channel_types = original
+        CHANNEL_LOG.clear()
 
 
 def worker_settings(
@@ -351,7 +347,9 @@ def worker_settings(
 async def running_worker(settings: Settings) -> AsyncIterator[asyncio.Task[None]]:
     """The worker as a task in this event loop; stopped (drained) on exit, and any crash re-raised."""
     stop = asyncio.Event()
-    task = asyncio.create_task(run_worker(settings, stop, serve_ops=False))
+    task = asyncio.create_task(
+        run_worker(settings, stop, serve_ops=False, channel_types=channel_types_with_recording())
+    )
     try:
         yield task
     finally:

@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from pydantic import BaseModel, ValidationError
 
-from bridge.channels.base import Channel, ChannelResult
+from bridge.channels.base import Channel, ChannelContext, ChannelFactory, ChannelResult
 from bridge.config import ChannelSettings, Problem, channel_variable, config_error, validation_problems
 from bridge.errors import ConfigError
-from bridge.http import HttpClient
 
 __all__ = [
     "Channel",
     "ChannelContext",
+    "ChannelFactory",
     "ChannelResult",
+    "ChannelType",
     "build_channel",
     "channel_options",
     "channel_problems",
@@ -24,19 +25,15 @@ __all__ = [
 
 
 @dataclass(frozen=True, slots=True)
-class ChannelContext:
-    """What the process shares with every adapter."""
-
-    http: HttpClient
-
-
-@dataclass(frozen=True, slots=True)
 class ChannelType:
+    """One entry of the registry: the adapter's options model and its factory."""
+
     options: type[BaseModel]
-    create: Callable[[ChannelSettings, BaseModel, ChannelContext], Channel]
+    create: ChannelFactory
 
 
 def channel_types() -> dict[str, ChannelType]:
+    """The built-in registry: every ``type`` a ``[[channels]]`` table may name."""
     # Imported here so that an adapter's dependencies load only when the registry is consulted.
     from bridge.channels import folder, kordiam_platform, kordiam_webhook, mailchimp, newsml, wordpress
 
@@ -50,9 +47,14 @@ def channel_types() -> dict[str, ChannelType]:
     }
 
 
-def channel_options(settings: ChannelSettings, *, index: int = 0) -> BaseModel:
-    """The adapter's own keys, validated by its model (secrets become ``SecretStr``)."""
-    types = channel_types()
+def channel_options(
+    settings: ChannelSettings, *, index: int = 0, types: Mapping[str, ChannelType] | None = None
+) -> BaseModel:
+    """The adapter's own keys, validated by its model (secrets become ``SecretStr``).
+
+    ``types``: the registry to build from (default: ``channel_types()``; tests add their own adapters).
+    """
+    types = channel_types() if types is None else types
     kind = types.get(settings.type)
     if kind is None:
         known = ", ".join(sorted(types))
@@ -87,10 +89,17 @@ def channel_problems(settings: ChannelSettings, index: int, *, secrets: bool = T
     return []
 
 
-def build_channel(settings: ChannelSettings, context: ChannelContext, *, index: int = 0) -> Channel:
+def build_channel(
+    settings: ChannelSettings,
+    context: ChannelContext,
+    *,
+    index: int = 0,
+    types: Mapping[str, ChannelType] | None = None,
+) -> Channel:
     """Validate the adapter's own keys and build it; a problem names the key as ``channels[i].key``."""
-    options = channel_options(settings, index=index)
+    types = channel_types() if types is None else types
+    options = channel_options(settings, index=index, types=types)
     try:
-        return channel_types()[settings.type].create(settings, options, context)
+        return types[settings.type].create(settings, options, context)
     except ConfigError as error:  # an adapter's start-up check names its own key
         raise ConfigError(f"channels[{index}].{error.key}", error.problem) from None

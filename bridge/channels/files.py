@@ -35,16 +35,20 @@ def os_error(error: OSError, what: str) -> ChannelRejected | ChannelUnavailable:
     return ChannelUnavailable(reason)
 
 
-def atomic_write(target: Path, data: bytes, *, durable: bool = False) -> None:
-    """Write ``data`` to ``target`` through a temporary file beside it; ``durable`` fsyncs before the rename."""
+def atomic_write(target: Path, data: bytes) -> None:
+    """Write ``data`` to ``target`` through a temporary file beside it, fsynced, then renamed over ``target``.
+
+    The one file write of every channel (folder, newsml's folder target). A reader sees the old file or the new
+    one, never half of one; the fsync before the rename means a crash after the channel reported success cannot
+    leave an empty file behind (the bridge would not write it again: its state says delivered).
+    """
     fd, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
         os.fchmod(fd, file_mode())
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
-            if durable:
-                handle.flush()
-                os.fsync(handle.fileno())
+            handle.flush()
+            os.fsync(handle.fileno())
         os.replace(temp, target)
     except BaseException:
         Path(temp).unlink(missing_ok=True)

@@ -16,7 +16,7 @@ from typing import Any
 import nh3
 from pydantic import BaseModel, ConfigDict, field_validator
 
-from bridge.channels.base import Channel, ChannelResult
+from bridge.channels.base import Channel, ChannelContext, ChannelResult
 from bridge.channels.files import atomic_write, check_writable, os_error
 from bridge.config import ChannelSettings
 from bridge.errors import ChannelRejected
@@ -40,7 +40,12 @@ class FolderChannel:
     """Writes files into ``path``. A write error that may heal (a full disk, an I/O error, a share briefly gone)
     is ``ChannelUnavailable`` and retried; only one that waiting cannot fix is ``ChannelRejected``. ``create``
     checks at start-up that the folder can be written, so a wrong ``path`` stops the worker, not every message.
+
+    One item per publication: ``{element}-{publication}.json`` and ``.html``, replaced atomically, so an upsert
+    again rewrites the same two files; deleting files that are gone is done.
     """
+
+    element_scoped = False
 
     def __init__(self, name: str, path: Path) -> None:
         self.name = name
@@ -134,7 +139,7 @@ def _page(element: Element, publication: Publication) -> str:
     )
 
 
-def create(settings: ChannelSettings, options: BaseModel, context: object) -> Channel:
+def create(settings: ChannelSettings, options: BaseModel, context: ChannelContext) -> Channel:
     assert isinstance(options, FolderOptions)
     check_writable(options.path, "path")  # start-up, before the worker takes a message: a moment's blocking I/O
     return FolderChannel(settings.name, options.path)

@@ -121,7 +121,11 @@ class RateLimiter:
 
 
 class GuardedChannel:
-    """A channel behind its breaker and limits; implements the same Protocol."""
+    """A channel behind its breaker and limits; implements the same Protocol and raises what the inner one does.
+
+    Plus ``ChannelUnavailable`` when its breaker is open or a slot / rate token does not come within
+    ``MAX_QUEUE_WAIT``. A ``PermanentError`` says nothing about the channel's health: it leaves the breaker alone.
+    """
 
     def __init__(
         self,
@@ -134,7 +138,7 @@ class GuardedChannel:
     ) -> None:
         self.inner = channel
         self.name = channel.name
-        self.element_scoped: bool = getattr(channel, "element_scoped", False)
+        self.element_scoped = channel.element_scoped
         self.breaker = CircuitBreaker(channel.name, threshold=breaker_threshold, cooldown=breaker_cooldown)
         self._slots = asyncio.Semaphore(max_in_flight) if max_in_flight else None
         self._rate = RateLimiter(rate_limit) if rate_limit else None

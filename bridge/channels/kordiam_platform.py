@@ -48,8 +48,8 @@ Example::
 
 Body (``platform_publication_body``, seed 002): ``id``, ``slug``, ``title`` and ``description`` (both the
 element title), ``note``, ``elementStatus`` (a bare id), ``customFields`` (when any), one ``publication`` (the
-v1 shape of ``kordiam_webhook.v1_publication``: id, status, platform, category, type, single {start}, published,
-assignments), all the element's ``tasks`` (``kordiam_webhook.v1_task``, with ``content`` and ``headline``) and
+v1 shape of ``kordiam_v1.v1_publication``: id, status, platform, category, type, single {start}, published,
+assignments), all the element's ``tasks`` (``kordiam_v1.v1_task``, with ``content`` and ``headline``) and
 ``post_id`` (the CMS id on update, ``null`` on create). Not sent, because the ``Element`` model does not keep
 them: a task's ``cost`` and ``files``.
 
@@ -70,10 +70,10 @@ from urllib.parse import quote
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-from bridge.channels import ChannelContext
-from bridge.channels.auth import ProtocolHttp, TokenSource, answer_id, http_url, response_json
-from bridge.channels.base import Channel, ChannelResult
-from bridge.channels.kordiam_webhook import compact, result_links, v1_custom_field, v1_publication, v1_task
+from bridge.channels.auth import ProtocolHttp, TokenSource, answer_id, http_url
+from bridge.channels.base import Channel, ChannelContext, ChannelResult
+from bridge.channels.http_errors import response_json
+from bridge.channels.kordiam_v1 import compact, result_links, v1_custom_field, v1_publication, v1_task
 from bridge.config import ChannelSettings, StatusSelector
 from bridge.errors import ChannelRejected
 from bridge.http import HttpClient
@@ -187,6 +187,16 @@ def _post_id(external_id: str | None) -> int | str | None:
 
 
 class KordiamPlatformChannel:
+    """Kordiam's Platform integration protocol: one remote item per publication, its id the external id.
+
+    Upsert ``PUT``s the known id, and ``POST``s when there is none or the CMS answers 404 (deleted there); delete
+    treats 404 as done. The statuses the channel uses are sent once per process before the first write. Raises
+    ``ChannelRejected`` (401/403 after one token refresh, other 4xx, an answer without an id) and
+    ``ChannelUnavailable`` (408/409/425/429, 5xx, unreachable), as the module docstring lists.
+    """
+
+    element_scoped = False
+
     def __init__(
         self,
         name: str,

@@ -76,7 +76,6 @@ whose answer has no id is rejected: the bridge could not link the element (Kordi
 
 from __future__ import annotations
 
-import datetime as dt
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -86,29 +85,29 @@ from urllib.parse import quote
 import structlog
 from pydantic import BaseModel, ConfigDict, field_validator
 
-from bridge.channels import ChannelContext
 from bridge.channels.auth import (
     ProtocolHttp,
     WebhookAuth,
     answer_id,
     http_url,
-    response_json,
     webhook_authenticator,
 )
-from bridge.channels.base import Channel, ChannelResult
+from bridge.channels.base import Channel, ChannelContext, ChannelResult
+from bridge.channels.http_errors import response_json
+from bridge.channels.kordiam_v1 import (
+    compact,
+    result_links,
+    utc_timestamp,
+    v1_custom_field,
+    v1_publication,
+    v1_ref,
+    v1_task,
+)
 from bridge.config import ChannelSettings, StatusSelector
 from bridge.errors import ChannelRejected
 from bridge.http import HttpClient
-from bridge.kordiam.models import (
-    CustomFieldValue,
-    DateTimeSlot,
-    Element,
-    Person,
-    Publication,
-    Ref,
-    Task,
-)
-from bridge.pipeline.locks import KeyedLock
+from bridge.kordiam.models import Element, Publication
+from bridge.locks import KeyedLock
 
 log = structlog.get_logger(__name__)
 
@@ -148,73 +147,7 @@ class KordiamWebhookOptions(BaseModel):
         return link_template(value)
 
 
-# --- the v1 wire shapes (seeds 001 and 002) ------------------------------------------------------------------
-
-
-def v1_ref(ref: Ref | None) -> dict[str, Any] | None:
-    if ref is None:
-        return None
-    return compact({"id": ref.id, "name": ref.name})
-
-
-def v1_slot(slot: DateTimeSlot | None) -> dict[str, Any] | None:
-    if slot is None or slot.date is None:
-        return None
-    return compact({"date": slot.date.isoformat(), "time": _hhmm(slot.time)})
-
-
-def v1_person(person: Person | None) -> dict[str, Any] | None:
-    if person is None:
-        return None
-    # v1 puts the e-mail address into `name`.
-    return compact({"id": person.id, "name": person.email or person.name, "external_id": person.external_id}) or None
-
-
-def v1_task(task: Task) -> dict[str, Any]:
-    content = task.content
-    return compact(
-        {
-            "id": task.id,
-            "format": v1_ref(task.format),
-            "status": v1_ref(task.status),
-            "confirmationStatus": v1_ref(task.confirmation_status),
-            "assignee": v1_person(task.assignee),
-            "deadline": v1_slot(task.deadline),
-            "note": task.note,
-            "done": task.done,
-            "content": content.text if content else None,
-            "headline": content.headline if content else None,
-        }
-    )
-
-
-def v1_publication(publication: Publication, tasks: Sequence[Task]) -> dict[str, Any]:
-    schedule = publication.schedule
-    single = None
-    if schedule is not None and schedule.kind == "single" and schedule.date is not None:
-        single = {"start": compact({"date": schedule.date.isoformat(), "time": _hhmm(schedule.time)})}
-    published = v1_slot(publication.published)
-    assigned = set(publication.assigned_task_ids)
-    cms = publication.cms
-    return compact(
-        {
-            "id": publication.id,
-            "status": v1_ref(publication.status),
-            "platform": publication.platform.id,
-            "category": v1_ref(publication.category),
-            "type": v1_ref(publication.type),
-            "single": single,
-            "published": {"start": published} if published else None,
-            "assignments": [task.id in assigned for task in tasks] if assigned else None,
-            "cms_id": publication.external_id,
-            "url_to_content_in_cms": cms.edit_link if cms else None,
-            "url_to_published_content": cms.open_link if cms else None,
-        }
-    )
-
-
-def v1_custom_field(field: CustomFieldValue) -> dict[str, Any]:
-    return compact({"customFieldId": field.id, "value": field.as_text()})
+# --- the Global Export body (seed 001) ------------------------------------------------------------------
 
 
 def global_export_body(element: Element, publications: Iterable[Publication] | None = None) -> dict[str, Any]:
@@ -228,7 +161,7 @@ def global_export_body(element: Element, publications: Iterable[Publication] | N
             "slug": element.slug,
             "note": element.note,
             "elementStatus": v1_ref(element.status),
-            "modificationDate": _utc_timestamp(element.modification_date),
+            "modificationDate": utc_timestamp(element.modification_date),
             "customFields": [v1_custom_field(f) for f in element.custom_fields] or None,
             "externalElement": compact({"id": external.external_id, "link": external.link}) if external else None,
             "tasks": [v1_task(task) for task in element.tasks],
@@ -239,46 +172,12 @@ def global_export_body(element: Element, publications: Iterable[Publication] | N
     )
 
 
-def compact(data: dict[str, Any], keep: Sequence[str] = ()) -> dict[str, Any]:
-    """Leave out what Kordiam would leave out: absent values (``None``) and empty objects."""
-    return {key: value for key, value in data.items() if key in keep or value not in (None, {}, [])}
-
-
-def _hhmm(value: dt.time | None) -> str | None:
-    return None if value is None else value.strftime("%H:%M")
-
-
-def _utc_timestamp(value: dt.datetime | None) -> str | None:
-    if value is None:
-        return None
-    return value.astimezone(dt.UTC).replace(tzinfo=None).isoformat(timespec="seconds") + "Z"
-
-
 def status_passes(publication: Publication, statuses: Sequence[StatusSelector] | None) -> bool:
     """The channel's ``statuses`` filter, as the router applies it."""
     if statuses is None:
         return True
     status = publication.status
     return status is not None and any(status.matches(selector) for selector in statuses)
-
-
-def result_links(answer: Any, item_id: str, edit_template: str | None, open_template: str | None) -> dict[str, Any]:
-    """Link fields for a ``ChannelResult``: the answer's ``cms…`` fields, else the templates."""
-    fields = answer if isinstance(answer, dict) else {}
-
-    def text(key: str) -> str | None:
-        value = fields.get(key)
-        return value.strip() if isinstance(value, str) and value.strip() else None
-
-    def filled(template: str | None) -> str | None:
-        return template.replace("{id}", quote(item_id, safe="")) if template else None
-
-    return {
-        "edit_link": text("cmsEditLink") or filled(edit_template),
-        "open_link": text("cmsOpenLink") or filled(open_template),
-        "edit_link_title": text("cmsEditLinkTitle"),
-        "open_link_title": text("cmsOpenLinkTitle"),
-    }
 
 
 # --- the adapter ---------------------------------------------------------------------------------------------
@@ -294,6 +193,18 @@ class RemoteElement:
 
 
 class KordiamWebhookChannel:
+    """Kordiam's Global Export protocol: ONE remote element per Kordiam element (hence ``element_scoped``).
+
+    Every publication of an element on the channel reports the same remote id. Upsert ``PUT``s each known id
+    (this process's memory, the passed external id, with ``main`` Kordiam's ``externalElement``) until one is
+    not 404, else ``POST``s; delete ``PUT``s the element without the publication while siblings remain, then
+    ``DELETE``s (404 is done). Calls for one element are serialised in this process. Raises ``ChannelRejected``
+    (401/403, other 4xx, a create answered without an id) and ``ChannelUnavailable`` (408/409/425/429, 5xx,
+    unreachable).
+    """
+
+    element_scoped = True
+
     def __init__(
         self,
         name: str,
@@ -305,8 +216,6 @@ class KordiamWebhookChannel:
         main: bool = False,
     ) -> None:
         self.name = name
-        # One remote element per Kordiam element: the sync engine passes a sibling publication's external id.
-        self.element_scoped = True
         self.options = options
         self._platforms = frozenset(platforms)
         self._statuses = tuple(statuses) if statuses is not None else None

@@ -74,6 +74,10 @@ names the publication, ``<!-- kordiam-{element id}-{publication id} -->`` (invis
 text gets the comment alone). Before creating a post, the adapter searches the post type for that word (``status
 = any``, so drafts and scheduled posts too) and updates the oldest post that carries it instead. It costs one
 search per creation, never per update. An editor who removes the comment, or trashes the post, gives that up.
+
+Why one module of ~680 lines: about 80 are this mapping, for the operator; the rest is one adapter class whose
+parts (REST route discovery, category and author look-ups with their caches, the marker search) share its state.
+Options and the pure mapping would split off cleanly, but each is small and read together with the adapter.
 """
 
 from __future__ import annotations
@@ -87,13 +91,12 @@ from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
 from urllib.parse import urlparse
 
-import nh3
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-from bridge.channels import ChannelContext
-from bridge.channels.auth import http_error, unreachable
-from bridge.channels.base import Channel, ChannelResult
+from bridge.channels.base import Channel, ChannelContext, ChannelResult
+from bridge.channels.http_errors import http_error, unreachable
+from bridge.channels.text import HtmlPolicy, sanitize_html, strip_tags
 from bridge.config import ChannelSettings
 from bridge.errors import BridgeError, ChannelRejected
 from bridge.http import BasicAuth, HttpClient, HttpResponse, HttpTransportError
@@ -193,43 +196,33 @@ def lookup(mapping: Mapping[str, T], ref: Ref | None) -> T | None:
 
 # --- pure mapping --------------------------------------------------------------------------------------------
 
-CONTENT_TAGS = frozenset(
-    {
-        "p", "br", "hr", "h2", "h3", "h4", "h5", "h6", "a", "strong", "b", "em", "i", "u", "s", "sub", "sup",
-        "small", "mark", "code", "pre", "kbd", "abbr", "cite", "q", "blockquote", "ul", "ol", "li", "dl", "dt",
-        "dd", "figure", "figcaption", "img", "table", "thead", "tbody", "tfoot", "tr", "th", "td", "caption",
-        "span", "div",
-    }
+CONTENT_HTML = HtmlPolicy(
+    tags=frozenset(
+        {
+            "p", "br", "hr", "h2", "h3", "h4", "h5", "h6", "a", "strong", "b", "em", "i", "u", "s", "sub", "sup",
+            "small", "mark", "code", "pre", "kbd", "abbr", "cite", "q", "blockquote", "ul", "ol", "li", "dl", "dt",
+            "dd", "figure", "figcaption", "img", "table", "thead", "tbody", "tfoot", "tr", "th", "td", "caption",
+            "span", "div",
+        }
+    ),
+    attributes={
+        "*": frozenset({"lang", "dir"}),
+        "a": frozenset({"href", "title", "hreflang"}),
+        "img": frozenset({"src", "alt", "title", "width", "height"}),
+        "blockquote": frozenset({"cite"}),
+        "q": frozenset({"cite"}),
+        "abbr": frozenset({"title"}),
+        "ol": frozenset({"start", "reversed"}),
+        "th": frozenset({"colspan", "rowspan", "scope"}),
+        "td": frozenset({"colspan", "rowspan"}),
+    },
 )  # fmt: skip
-CONTENT_ATTRIBUTES: dict[str, set[str]] = {
-    "*": {"lang", "dir"},
-    "a": {"href", "title", "hreflang"},
-    "img": {"src", "alt", "title", "width", "height"},
-    "blockquote": {"cite"},
-    "q": {"cite"},
-    "abbr": {"title"},
-    "ol": {"start", "reversed"},
-    "th": {"colspan", "rowspan", "scope"},
-    "td": {"colspan", "rowspan"},
-}
-URL_SCHEMES = frozenset({"http", "https", "mailto", "tel"})
+"""The story's HTML, safe to store in WordPress (where the API user usually may post unfiltered HTML)."""
 
 
-def sanitize_html(text: str) -> str:
-    """The story's HTML, safe to store in WordPress (where the API user usually may post unfiltered HTML)."""
-    return nh3.clean(
-        text,
-        tags=set(CONTENT_TAGS),
-        clean_content_tags={"script", "style", "template", "noscript", "iframe", "object", "embed", "svg", "math"},
-        attributes=CONTENT_ATTRIBUTES,
-        url_schemes=set(URL_SCHEMES),
-        link_rel=None,
-    )
-
-
-def plain_text(text: str) -> str:
+def title_text(text: str) -> str:
     """Text for a title or excerpt: tags dropped, ``&``/``<``/``>`` as entities (how WordPress stores them)."""
-    return nh3.clean(text, tags=set(), clean_content_tags={"script", "style"}).strip()
+    return strip_tags(text).strip()
 
 
 def wordpress_date(moment: datetime) -> str:
@@ -266,11 +259,11 @@ def map_post(
     content = text.content if text else None
     title = (content.headline if content else None) or element.title or element.slug or ""
     status, date = plan_status(lookup(status_map, publication.status), publication.scheduled_at(), now)
-    fields: dict[str, Any] = {"title": plain_text(title), "status": status}
+    fields: dict[str, Any] = {"title": title_text(title), "status": status}
     if content and content.text:
-        fields["content"] = sanitize_html(content.text)
+        fields["content"] = sanitize_html(content.text, CONTENT_HTML)
     if content and content.lead:
-        fields["excerpt"] = plain_text(content.lead)
+        fields["excerpt"] = title_text(content.lead)
     if element.slug:
         fields["slug"] = element.slug
     if date is not None:
@@ -293,6 +286,17 @@ class _Route:
 
 
 class WordPressChannel:
+    """One WordPress post (of the configured type) per publication, its id the external id.
+
+    Upsert updates the post it names (a post deleted there, 404, is created again); before creating, it looks for
+    the post carrying the publication's ``<!-- kordiam-e-p -->`` marker, so a create whose answer was lost is not
+    repeated. Delete trashes (or force-deletes) the post; 404/410 is done. Raises ``ChannelRejected`` (401/403
+    and other 4xx with WordPress's code, an answer that is not JSON) and ``ChannelUnavailable`` (408/409/425/429,
+    5xx, unreachable).
+    """
+
+    element_scoped = False
+
     def __init__(self, name: str, options: WordPressOptions, http: HttpClient) -> None:
         self.name = name
         self.options = options

@@ -22,7 +22,7 @@ class Route:
 
     @property
     def element_scoped(self) -> bool:
-        return bool(getattr(self.channel, "element_scoped", False))
+        return self.channel.element_scoped
 
     def carries(self, publication: Publication) -> bool:
         """The publication is on one of this channel's platforms (whatever its status)."""

@@ -21,10 +21,10 @@ from bridge.config import FeedbackSettings
 from bridge.errors import BridgeError, TransientError
 from bridge.kordiam.client import KordiamClient
 from bridge.kordiam.models import CmsLinks, Element, Publication
+from bridge.locks import KeyedLock
 from bridge.ops import metrics
 from bridge.pipeline.fate import describe, is_transient
 from bridge.pipeline.fingerprint import fingerprint
-from bridge.pipeline.locks import KeyedLock
 from bridge.pipeline.notification import Notification
 from bridge.pipeline.routing import Route
 from bridge.state.base import Delivery, ElementBusy, ElementMark, StateStore

@@ -5,13 +5,12 @@ worker (SQS, the Kordiam simulator, feedback)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from bridge import channels as channel_registry
 from bridge.channels import ChannelContext
 from bridge.channels.kordiam_platform import (
     DEFAULT_PLATFORM_STATUSES,
@@ -417,23 +416,7 @@ def two_publication_element() -> dict[str, Any]:
     }
 
 
-@pytest.fixture
-def protocol_channel_types(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Register both channel types for this test only (the registry itself is not edited)."""
-    original = channel_registry.channel_types
-
-    def with_protocols() -> dict[str, channel_registry.ChannelType]:
-        types = original()
-        types["kordiam-webhook"] = channel_registry.ChannelType(KordiamWebhookOptions, create_webhook)
-        types["kordiam-platform"] = channel_registry.ChannelType(KordiamPlatformOptions, create_platform)
-        return types
-
-    monkeypatch.setattr(channel_registry, "channel_types", with_protocols)
-    yield
-
-
 async def test_worker_end_to_end_with_both_protocol_channels(
-    protocol_channel_types: None,
     sqs_endpoint: SqsEndpoint,
     queues: tuple[str, str],
     simulator: RunningSimulator,

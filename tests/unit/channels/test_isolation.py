@@ -22,6 +22,7 @@ ELEMENT = Element.model_validate({"id": 1, "publications": [{"id": 2, "platform"
 
 class Flaky:
     name = "cms"
+    element_scoped = False
 
     def __init__(self) -> None:
         self.calls = 0

@@ -220,26 +220,23 @@ def test_platform_options_defaults() -> None:
             KordiamPlatformOptions.model_validate({"url": "https://x", "api_user": "u", "api_secret": "s", **bad})
 
 
-def test_build_channel_names_the_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    from bridge import channels as registry
-
+def test_build_channel_names_the_key() -> None:
     types = {
         "kordiam-webhook": ChannelType(KordiamWebhookOptions, create_webhook),
         "kordiam-platform": ChannelType(KordiamPlatformOptions, create_platform),
     }
-    monkeypatch.setattr(registry, "channel_types", lambda: types)
     context = ChannelContext(http=http_answering(lambda request: httpx.Response(500)))
     settings = ChannelSettings(
         name="cms", type="kordiam-webhook", platforms=[1], url="https://x", auth={"type": "bearer", "token": "t"}
     )
-    assert isinstance(build_channel(settings, context), KordiamWebhookChannel)
+    assert isinstance(build_channel(settings, context, types=types), KordiamWebhookChannel)
     platform = ChannelSettings(
         name="wp", type="kordiam-platform", platforms=[1], url="https://x", api_user="u", api_secret="s"
     )
-    assert isinstance(build_channel(platform, context), KordiamPlatformChannel)
+    assert isinstance(build_channel(platform, context, types=types), KordiamPlatformChannel)
     broken = ChannelSettings(name="cms", type="kordiam-webhook", platforms=[1], url="https://x", auth={"type": "jwt"})
     with pytest.raises(ConfigError) as error:
-        build_channel(broken, context, index=2)
+        build_channel(broken, context, index=2, types=types)
     assert error.value.key.startswith("channels[2].auth")
 
 
@@ -256,6 +253,11 @@ def test_jwt_is_hs256_with_short_expiry_and_verifies_independently() -> None:
     with pytest.raises(ValueError, match="signature"):
         verify_hs256(token, b"other")
     assert mint_hs256(b"k", {"a": 1}).split(".")[0] == "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9"
+    # The bytes the hand-written minting produced before PyJWT signed: claims sorted, compact JSON, ASCII-escaped.
+    assert mint_hs256("ünï".encode(), {"sub": "é", "jti": "ab", "iat": 1, "aud": "cms"}) == (
+        "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJhdWQiOiJjbXMiLCJpYXQiOjEsImp0aSI6ImFiIiwic3ViIjoiXHUwMGU5In0"
+        ".aoU_LN2Dwqg932tgPYQZwcEDknogc8muF4B1-Y08OFI"
+    )
     second = asyncio.run(signer.credentials())
     assert second.headers != credentials.headers  # a new token per request (jti)
 

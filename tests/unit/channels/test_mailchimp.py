@@ -16,12 +16,12 @@ from bridge.channels.mailchimp import (
     MailchimpOptions,
     mailchimp_time,
     map_campaign,
-    plain_text,
     plan_schedule,
     problem_summary,
     quarter_hour_ceil,
     shorten,
 )
+from bridge.channels.text import plain_text
 from bridge.kordiam.models import Element
 from tests.support import story
 

@@ -19,6 +19,7 @@ import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
 from pydantic import ValidationError
 
+from bridge import __version__
 from bridge.channels.newsml import (
     CANCELED,
     NAR,
@@ -30,8 +31,8 @@ from bridge.channels.newsml import (
     cancel_item,
     canceled_stub,
     derived_version,
+    item_text,
     parse_item,
-    plain_text,
     render,
     s3_error,
 )
@@ -340,6 +341,13 @@ def test_version_comes_from_kordiam() -> None:
     assert derived_version(later) == derived_version(element()) + 1
 
 
+def test_render_writes_the_bytes_of_the_hand_written_serialiser() -> None:
+    # tests/fixtures/newsml_item.xml was written by the serialiser lxml replaced: the same item, the same bytes.
+    written = (FIXTURES / "newsml_item.xml").read_bytes()
+    expected = written.replace(b'versioninfo="0.1.0"', f'versioninfo="{__version__}"'.encode())
+    assert item(element(text="".join(HOSTILE)), language="de") == expected
+
+
 def test_render_is_deterministic_and_round_trips() -> None:
     data = item(element(text=HOSTILE[3] + HOSTILE[13]))
     assert data == item(element(text=HOSTILE[3] + HOSTILE[13]))
@@ -375,8 +383,8 @@ def test_parse_rejects_what_is_not_a_news_item() -> None:
 
 
 def test_plain_text_collapses_and_cleans() -> None:
-    assert plain_text(" a \n <b>b</b>&amp;c\t ") == "a b&c"
-    assert plain_text(None) == "" and plain_text("") == ""
+    assert item_text(" a \n <b>b</b>&amp;c\t ") == "a b&c"
+    assert item_text(None) == "" and item_text("") == ""
 
 
 # --- options -------------------------------------------------------------------------------------------------------

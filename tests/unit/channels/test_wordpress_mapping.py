@@ -14,16 +14,17 @@ import pytest
 from pydantic import ValidationError
 from structlog.testing import capture_logs
 
+from bridge.channels.text import sanitize_html
 from bridge.channels.wordpress import (
+    CONTENT_HTML,
     WordPressChannel,
     WordPressOptions,
     lookup,
     map_post,
     marker_token,
-    plain_text,
     plan_status,
     publication_marker,
-    sanitize_html,
+    title_text,
     wordpress_date,
 )
 from bridge.errors import ChannelRejected, ChannelUnavailable
@@ -230,7 +231,7 @@ HOSTILE = (
 
 
 def test_sanitize_removes_hostile_html() -> None:
-    clean = sanitize_html(HOSTILE)
+    clean = sanitize_html(HOSTILE, CONTENT_HTML)
     lowered = clean.lower()
     needles = ["<script", "alert(", "javascript:", "onclick", "onerror", "onload", "<style", "display:none"]
     needles += ["<iframe", "data:image", "<svg", "<form", "<input", "style=", "<!--", "<object", "<embed"]
@@ -250,18 +251,18 @@ def test_sanitize_keeps_editorial_html() -> None:
         '<figure><img src="https://img.example/p.jpg" alt="A photo"><figcaption>Caption</figcaption></figure>'
         "<table><tbody><tr><td>cell</td></tr></tbody></table>"
     )
-    assert sanitize_html(story) == story
+    assert sanitize_html(story, CONTENT_HTML) == story
 
 
 def test_sanitize_and_plain_text_keep_non_latin_and_emoji() -> None:
     text = '<p dir="rtl" lang="ar">مرحبا بالعالم</p><p>Привет, 世界! Zürich — ½ 🎉👩🏽‍💻</p>'
-    assert sanitize_html(text) == text
-    assert plain_text("Ελληνικά 日本語 🚀") == "Ελληνικά 日本語 🚀"
+    assert sanitize_html(text, CONTENT_HTML) == text
+    assert title_text("Ελληνικά 日本語 🚀") == "Ελληνικά 日本語 🚀"
 
 
 def test_plain_text_title() -> None:
-    assert plain_text("<b>Tom</b> & Jerry <script>x()</script>") == "Tom &amp; Jerry"
-    assert plain_text("a < b") == "a &lt; b"
+    assert title_text("<b>Tom</b> & Jerry <script>x()</script>") == "Tom &amp; Jerry"
+    assert title_text("a < b") == "a &lt; b"
 
 
 # --- HTTP answers → errors (mock transport) ------------------------------------------------------------------

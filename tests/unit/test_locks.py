@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from bridge.pipeline.locks import KeyedLock
+from bridge.locks import KeyedLock
 
 
 async def test_holders_of_one_key_run_one_after_another_in_arrival_order() -> None:

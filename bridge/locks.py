@@ -1,4 +1,8 @@
-"""One lock per key, created on demand and dropped when nobody holds or waits for it."""
+"""One lock per key, created on demand and dropped when nobody holds or waits for it.
+
+A generic utility below every layer: the pipeline (one message per element) and the Kordiam webhook channel
+(one Global Export document per element) both use it.
+"""
 
 from __future__ import annotations
 

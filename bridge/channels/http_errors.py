@@ -1,0 +1,82 @@
+"""HTTP answers to the bridge's errors, for every channel that speaks HTTP (one mapping, one home).
+
+No answer (timeout, connection refused or reset, DNS) → ``ChannelUnavailable``. An answer: 408, 409, 425, 429
+and 5xx → ``ChannelUnavailable`` with the server's ``Retry-After``; 401/403 → ``ChannelRejected`` telling the
+operator which setting to check; a 3xx (the bridge does not follow redirects) → ``ChannelRejected`` with where it
+pointed; any other 4xx → ``ChannelRejected`` with the server's own message. A body that should be JSON and is not
+→ ``ChannelRejected``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bridge.errors import BridgeError, ChannelRejected, ChannelUnavailable
+from bridge.http import HttpResponse, retry_after_seconds
+
+
+def unreachable(label: str, action: str, url: str, error: BaseException) -> ChannelUnavailable:
+    """The bridge's error for a request that got no answer (every channel that speaks HTTP)."""
+    reason = str(error) or type(error).__name__
+    return ChannelUnavailable(f"{label}: {action}: {url} unreachable: {reason}")
+
+
+def http_error(
+    response: HttpResponse,
+    label: str,
+    action: str,
+    *,
+    refused: str,
+    redirect: str = "set url to the address the target uses",
+    said: str | None = None,
+) -> BridgeError:
+    """The bridge's error for a failed answer (every channel that speaks HTTP).
+
+    Transient statuses become ``ChannelUnavailable`` with the server's ``Retry-After``; the rest
+    ``ChannelRejected``. ``refused`` tells the operator what to check on a 401/403, ``redirect`` on a 3xx;
+    ``said`` is what the server said (default: ``server_message``).
+    """
+    status = response.status_code
+    prefix = f"{label}: {action}: HTTP {status}"
+    said = server_message(response) if said is None else said
+    if status in (408, 409, 425, 429) or status >= 500:
+        return ChannelUnavailable(f"{prefix} {said}", retry_after=retry_after_seconds(response.headers))
+    if status in (401, 403):
+        return ChannelRejected(f"{prefix} {said} — {refused}")
+    if 300 <= status < 400:
+        location = response.headers.get("location", "?")
+        return ChannelRejected(f"{prefix}: redirected to {location}; {redirect}")
+    return ChannelRejected(f"{prefix} {said}")
+
+
+def server_message(response: HttpResponse) -> str:
+    """What the server said: a JSON ``message``/``error``/``detail``/``title``, else the start of the text."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict):
+        parts = []
+        for key in ("code", "error", "message", "detail", "title", "error_description"):
+            value = body.get(key)
+            if isinstance(value, str | int) and not isinstance(value, bool) and str(value).strip():
+                text = str(value).strip()
+                if text not in parts:
+                    parts.append(text)
+        if parts:
+            return ": ".join(parts)[:500]
+    text = " ".join(response.text.split())[:200]
+    return text or response.reason_phrase or "no details"
+
+
+def response_json(response: HttpResponse, label: str, action: str) -> Any:
+    if not response.content.strip():
+        return None
+    try:
+        return response.json()
+    except ValueError:
+        kind = response.headers.get("content-type", "no content type")
+        start = " ".join(response.text.split())[:80]
+        raise ChannelRejected(
+            f"{label}: {action}: HTTP {response.status_code} with something that is not JSON ({kind}: {start!r})"
+        ) from None

@@ -1,0 +1,98 @@
+"""The ``newsml`` channel's options: where the items go (an S3 prefix or a folder) and how they are named."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+@dataclass(frozen=True, slots=True)
+class S3Location:
+    bucket: str
+    prefix: str
+
+
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+class NewsMLOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    target: str = Field(min_length=1)
+    endpoint_url: str | None = None
+    region: str | None = Field(default=None, pattern=r"^[a-z0-9-]+$")
+    provider: str = Field(default="kordiam-bridge", min_length=1, max_length=200)
+    guid_prefix: str = Field(default="urn:kordiam:", pattern=r"^\S+$", max_length=200)
+    file_prefix: str = Field(default="kordiam-", pattern=r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,99}$|^$")
+    language: str | None = Field(default=None, pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$")
+    timeout: float = Field(default=10.0, gt=0, le=120)
+
+    @field_validator("target")
+    @classmethod
+    def _target(cls, value: str) -> str:
+        value = value.strip()
+        if value.startswith("s3://"):
+            _parse_s3(value)  # raises ValueError with the reason
+            return value
+        path = _folder_path(value)
+        if path.exists() and not path.is_dir():
+            raise ValueError(f"{path} exists and is not a directory")
+        return value
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _endpoint(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parsed = urlparse(value.strip())
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise ValueError("must be an http(s) URL")
+        return value.strip()
+
+    @model_validator(mode="after")
+    def _s3_keys_need_s3(self) -> NewsMLOptions:
+        if not self.is_s3 and (self.endpoint_url is not None or self.region is not None):
+            raise ValueError("endpoint_url and region apply to an s3:// target only")
+        return self
+
+    @property
+    def is_s3(self) -> bool:
+        return self.target.startswith("s3://")
+
+    @property
+    def s3(self) -> S3Location:
+        return _parse_s3(self.target)
+
+    @property
+    def folder(self) -> Path:
+        return _folder_path(self.target)
+
+
+def _parse_s3(target: str) -> S3Location:
+    parsed = urlparse(target)
+    bucket = parsed.netloc
+    if not _BUCKET.match(bucket) or ".." in bucket:
+        raise ValueError(f"{bucket!r} is not a valid S3 bucket name (write s3://bucket/prefix/)")
+    if parsed.query or parsed.fragment:
+        raise ValueError("an s3:// target takes no ?query or #fragment")
+    prefix = parsed.path.lstrip("/")
+    if prefix and not prefix.endswith("/"):
+        prefix += "/"
+    if "//" in prefix:
+        raise ValueError("the S3 prefix must not contain empty path segments")
+    return S3Location(bucket, prefix)
+
+
+def _folder_path(target: str) -> Path:
+    if target.startswith("file://"):
+        parsed = urlparse(target)
+        if parsed.netloc not in ("", "localhost"):
+            raise ValueError("a file:// target must be local (file:///path)")
+        return Path(unquote(parsed.path))
+    if "://" in target:
+        raise ValueError("must be s3://bucket/prefix/ or a folder path")
+    return Path(target).expanduser()

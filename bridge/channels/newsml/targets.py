@@ -1,0 +1,186 @@
+"""Where items are stored: a local folder (atomic, fsynced writes) or an S3 prefix (one ``PutObject``)."""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any, Protocol
+
+import structlog
+from aiobotocore.config import AioConfig
+from aiobotocore.session import get_session
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, PartialCredentialsError
+
+from bridge.channels.files import atomic_write, os_error
+from bridge.channels.newsml.g2 import MEDIA_TYPE
+from bridge.channels.newsml.options import NewsMLOptions
+from bridge.errors import BridgeError, ChannelRejected, ChannelUnavailable
+
+log = structlog.get_logger("bridge.channels.newsml")
+
+
+class Target(Protocol):
+    def uri(self, name: str) -> str: ...
+
+    async def read(self, name: str) -> bytes | None: ...
+
+    async def write(self, name: str, data: bytes, metadata: dict[str, str]) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+class FolderTarget:
+    def __init__(self, label: str, path: Path) -> None:
+        self._label = label
+        self.path = path.resolve()
+
+    def uri(self, name: str) -> str:
+        return (self.path / name).as_uri()
+
+    async def read(self, name: str) -> bytes | None:
+        return await asyncio.to_thread(self._read, name)
+
+    async def write(self, name: str, data: bytes, metadata: dict[str, str]) -> None:
+        await asyncio.to_thread(self._write, name, data)
+
+    async def aclose(self) -> None:
+        return None
+
+    def _read(self, name: str) -> bytes | None:
+        try:
+            return (self.path / name).read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as error:
+            raise os_error(error, f"{self._label}: cannot read {self.path / name}") from error
+
+    def _write(self, name: str, data: bytes) -> None:
+        target = self.path / name
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            # Readable by the print system, which usually runs as another user.
+            atomic_write(target, data)
+        except OSError as error:
+            raise os_error(error, f"{self._label}: cannot write {target}") from error
+
+
+# S3 error codes that retrying cannot fix; everything else 4xx is rejected too, 5xx and these are transient.
+_S3_TRANSIENT_CODES = frozenset(
+    {
+        "SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequestsException",
+        "RequestTimeout", "RequestTimeTooSkewed", "InternalError", "ServiceUnavailable", "OperationAborted",
+    }
+)  # fmt: skip
+_S3_HINTS = {
+    "AccessDenied": "the credentials may not do this (s3:PutObject on the prefix is needed)",
+    "NoSuchBucket": "the bucket does not exist (check target and region/endpoint_url)",
+    "InvalidAccessKeyId": "the AWS access key is not known",
+    "SignatureDoesNotMatch": "the AWS secret key does not match the access key",
+    "PermanentRedirect": "the bucket is in another region (set region)",
+    "AuthorizationHeaderMalformed": "the bucket is in another region (set region)",
+}
+
+
+def s3_error(error: Exception, label: str, action: str) -> BridgeError:
+    """A botocore error as the bridge's taxonomy."""
+    if isinstance(error, ClientError):
+        response: dict[str, Any] = error.response if isinstance(error.response, dict) else {}
+        code = str(response.get("Error", {}).get("Code") or "")
+        message = str(response.get("Error", {}).get("Message") or "")
+        status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        status = status if isinstance(status, int) else int(code) if code.isdigit() else 0
+        said = (code or f"HTTP {status}") + (f": {message}" if message else "")
+        if code in _S3_TRANSIENT_CODES or status in (408, 429) or status >= 500:
+            return ChannelUnavailable(f"{label}: {action}: {said}")
+        hint = _S3_HINTS.get(code)
+        return ChannelRejected(f"{label}: {action}: {said}" + (f" — {hint}" if hint else ""))
+    if isinstance(error, NoCredentialsError | PartialCredentialsError):
+        return ChannelRejected(f"{label}: {action}: no usable AWS credentials ({error})")
+    reason = str(error) or type(error).__name__
+    return ChannelUnavailable(f"{label}: {action}: S3 unreachable: {reason}")
+
+
+class S3Target:
+    """One long-lived aiobotocore client per channel, created on first use and closed by ``aclose()``."""
+
+    def __init__(self, label: str, options: NewsMLOptions) -> None:
+        self._label = label
+        self._options = options
+        self.location = options.s3
+        self._client: Any = None
+        self._stack: AsyncExitStack | None = None
+        self._lock = asyncio.Lock()
+        self._read_denied_logged = False
+
+    def key(self, name: str) -> str:
+        return f"{self.location.prefix}{name}"
+
+    def uri(self, name: str) -> str:
+        return f"s3://{self.location.bucket}/{self.key(name)}"
+
+    async def _ensure_client(self) -> Any:
+        if self._client is not None:
+            return self._client
+        async with self._lock:
+            if self._client is not None:
+                return self._client
+            config = AioConfig(
+                connect_timeout=self._options.timeout,
+                read_timeout=self._options.timeout,
+                retries={"max_attempts": 3, "mode": "standard"},
+                max_pool_connections=20,
+            )
+            stack = AsyncExitStack()
+            creator = get_session().create_client(
+                "s3", region_name=self._options.region, endpoint_url=self._options.endpoint_url, config=config
+            )
+            try:
+                self._client = await stack.enter_async_context(creator)
+            except (BotoCoreError, ClientError) as error:
+                await stack.aclose()
+                raise s3_error(error, self._label, "creating the S3 client") from error
+            self._stack = stack
+            return self._client
+
+    async def read(self, name: str) -> bytes | None:
+        client = await self._ensure_client()
+        action = f"reading {self.uri(name)}"
+        try:
+            response = await client.get_object(Bucket=self.location.bucket, Key=self.key(name))
+            async with response["Body"] as stream:
+                data: bytes = await stream.read()
+                return data
+        except ClientError as error:
+            code = error.response.get("Error", {}).get("Code")
+            if code in ("NoSuchKey", "404", "NotFound"):
+                return None
+            if code == "AccessDenied":
+                # A write-only hot folder, or no s3:ListBucket (then S3 answers 403 for a missing key): carry on
+                # without the last item; the PUT shows whether the credentials are wrong altogether.
+                if not self._read_denied_logged:
+                    self._read_denied_logged = True
+                    log.warning("newsml.cannot_read_back", channel=self._label, uri=self.uri(name))
+                return None
+            raise s3_error(error, self._label, action) from error
+        except (BotoCoreError, OSError, TimeoutError) as error:
+            raise s3_error(error, self._label, action) from error
+
+    async def write(self, name: str, data: bytes, metadata: dict[str, str]) -> None:
+        client = await self._ensure_client()
+        try:
+            await client.put_object(
+                Bucket=self.location.bucket,
+                Key=self.key(name),
+                Body=data,
+                ContentType=f"{MEDIA_TYPE}; charset=utf-8",
+                Metadata=metadata,
+            )
+        except (ClientError, BotoCoreError, OSError, TimeoutError) as error:
+            raise s3_error(error, self._label, f"writing {self.uri(name)}") from error
+
+    async def aclose(self) -> None:
+        async with self._lock:
+            stack, self._stack, self._client = self._stack, None, None
+        if stack is not None:
+            await stack.aclose()

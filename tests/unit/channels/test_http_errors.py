@@ -1,0 +1,52 @@
+"""The channels' one mapping of HTTP answers to the bridge's errors (``bridge.channels.http_errors``)."""
+
+from __future__ import annotations
+
+import pytest
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
+
+from bridge.channels.http_errors import http_error, response_json, server_message, unreachable
+from bridge.errors import ChannelRejected, ChannelUnavailable
+from bridge.http import HttpRequest, HttpResponse, HttpTimeout
+
+
+def _response(status: int, body: bytes = b"", headers: dict[str, str] | None = None) -> HttpResponse:
+    request = HttpRequest("GET", URL("https://cms.example/x"), CIMultiDict(), None, 5.0)
+    return HttpResponse(status, CIMultiDictProxy(CIMultiDict(headers or {})), body, request)
+
+
+@pytest.mark.parametrize("status", [408, 409, 425, 429, 500, 503])
+def test_transient_statuses_are_unavailable_with_retry_after(status: int) -> None:
+    error = http_error(_response(status, headers={"Retry-After": "7"}), "cms", "create", refused="check token")
+    assert isinstance(error, ChannelUnavailable) and error.retry_after == 7
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_refused_credentials_are_rejected_naming_what_to_check(status: int) -> None:
+    error = http_error(_response(status, b'{"message": "bad token"}'), "cms", "create", refused="check token")
+    assert isinstance(error, ChannelRejected)
+    assert str(error) == f"cms: create: HTTP {status} bad token — check token"
+
+
+def test_other_answers_are_rejected_with_the_server_message() -> None:
+    error = http_error(_response(422, b'{"code": "invalid", "message": "no title"}'), "cms", "create", refused="-")
+    assert isinstance(error, ChannelRejected) and str(error) == "cms: create: HTTP 422 invalid: no title"
+    moved = http_error(_response(301, headers={"Location": "https://new.example/"}), "cms", "get", refused="-")
+    assert isinstance(moved, ChannelRejected) and "redirected to https://new.example/" in str(moved)
+    assert server_message(_response(502, b"<html> Bad\n gateway </html>")) == "<html> Bad gateway </html>"
+
+
+def test_no_answer_is_unavailable() -> None:
+    error = unreachable("cms", "create", "https://cms.example/x", HttpTimeout(""))
+    assert (
+        isinstance(error, ChannelUnavailable)
+        and str(error) == "cms: create: https://cms.example/x unreachable: HttpTimeout"
+    )
+
+
+def test_response_json() -> None:
+    assert response_json(_response(200, b'{"id": 1}'), "cms", "create") == {"id": 1}
+    assert response_json(_response(204), "cms", "delete") is None
+    with pytest.raises(ChannelRejected, match="not JSON"):
+        response_json(_response(200, b"<html>"), "cms", "create")
