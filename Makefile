@@ -6,12 +6,13 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 PYTEST_FLAGS ?= -q
 
-.PHONY: help venv demo test lint typecheck unit integration test-localstack localstack localstack-stop \
+.PHONY: help venv demo demo-webhooks test lint typecheck unit integration test-localstack localstack localstack-stop \
         wordpress wordpress-stop activemq activemq-stop simulator run clean image image-test up down infra-test \
         checkov bench
 
 help:
 	@echo "make demo             run the whole bridge on embedded defaults (SQS, Kordiam simulator, folder channels)"
+	@echo "make demo-webhooks    the same, with Kordiam calling the webhook ingress instead of the queue"
 	@echo "make test             lint, type-check, all tests (moto, ActiveMQ, WordPress), LocalStack, then image-test"
 	@echo "make venv             create .venv and install the bridge with its dev tools (other targets do it too)"
 	@echo "make lint             ruff check, ruff format --check and the import layering (lint-imports)"
@@ -46,6 +47,11 @@ venv: $(STAMP)
 demo: venv
 	$(BIN)/python -c 'import moto.server' 2>/dev/null || $(BIN)/python -m pip install -q -e '.[demo]'
 	$(BIN)/kordiam-bridge demo
+
+# The same newsroom day with Kordiam's Global Export webhooks: simulator → ingress → queue → worker → channels.
+demo-webhooks: venv
+	$(BIN)/python -c 'import moto.server' 2>/dev/null || $(BIN)/python -m pip install -q -e '.[demo]'
+	$(BIN)/kordiam-bridge demo --webhooks
 
 # lint-imports: the layering contracts in pyproject.toml (README, Layout); no import runs up a layer.
 lint: venv

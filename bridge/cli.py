@@ -148,6 +148,19 @@ def _parser() -> argparse.ArgumentParser:
     simulator.add_argument("--client-id", default="demo-client", help="OAuth client id the simulator accepts")
     simulator.add_argument("--client-secret", default="demo-secret", help="OAuth client secret it accepts")
     simulator.add_argument("--token-ttl", type=_count, default=3600, help="access token lifetime in seconds")
+    simulator.add_argument("--global-export-url", help="call Kordiam's Global Export webhooks here (seed 001)")
+    simulator.add_argument(
+        "--global-export-auth",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="bearer:TOKEN, jwt:SECRET, api_key:KEY:SECRET or header:NAME=VALUE (repeat for more headers)",
+    )
+    simulator.add_argument("--platform-url", help="call the Platform integration webhooks here (seed 002)")
+    simulator.add_argument("--platform-api-user", default="", help="the Platform integration's API user")
+    simulator.add_argument(
+        "--platform-api-secret", default="", help="its API secret (default: $KORDIAM_PLATFORM_API_SECRET)"
+    )
     simulator.set_defaults(command=_simulator)
 
     replay = commands.add_parser(
@@ -211,8 +224,15 @@ def _parser() -> argparse.ArgumentParser:
     _output_options(status)
     status.set_defaults(command=_status)
 
+    ingress = commands.add_parser("ingress", help="receive Kordiam's webhooks and enqueue them for the worker")
+    _config_option(ingress)
+    ingress.set_defaults(command=_ingress)
+
     demo = commands.add_parser("demo", help="run the whole bridge on embedded defaults and show what landed where")
     demo.add_argument("--workdir", type=Path, default=Path("demo-output"), help="where the demo writes its output")
+    demo.add_argument(
+        "--webhooks", action="store_true", help="Kordiam sends Global Export webhooks to the ingress instead of SQS"
+    )
     demo.set_defaults(command=_demo)
     return parser
 
@@ -363,6 +383,24 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ingress(args: argparse.Namespace) -> int:
+    from bridge.config import IngressCommandSettings, load_settings
+    from bridge.ingress.app import run_ingress
+    from bridge.ops.logging import configure_logging
+    from bridge.worker import install_signal_handlers
+
+    settings = load_settings(args.config, model=IngressCommandSettings)
+    configure_logging(settings.ingress.log_level, log_format=settings.ops.log_format)
+
+    async def _main() -> None:
+        stop = asyncio.Event()
+        install_signal_handlers(stop)
+        await run_ingress(settings, stop)
+
+    asyncio.run(_main())
+    return 0
+
+
 def _check_config(args: argparse.Namespace) -> int:
     import json
 
@@ -393,7 +431,9 @@ def _simulator(args: argparse.Namespace) -> int:
             parse_stomp_url(args.stomp_url)
         except ValueError as error:
             raise ConfigError("--stomp-url", str(error)) from None
+    webhooks = _simulator_webhooks(args)
     settings = SimulatorSettings(
+        **webhooks,
         client_id=args.client_id,
         client_secret=args.client_secret,
         token_ttl_seconds=args.token_ttl,
@@ -406,10 +446,39 @@ def _simulator(args: argparse.Namespace) -> int:
     return 0
 
 
+def _simulator_webhooks(args: argparse.Namespace) -> dict[str, Any]:
+    """The simulator's webhook settings from its flags; ``ConfigError`` naming the flag that is wrong."""
+    import os
+
+    from bridge.channels.auth import http_url
+    from bridge.simulator.webhooks import WebhookAuth
+
+    found: dict[str, Any] = {}
+    for flag, value in (("--global-export-url", args.global_export_url), ("--platform-url", args.platform_url)):
+        if value is not None:
+            try:
+                found[flag.removeprefix("--").replace("-", "_")] = http_url(value)
+            except ValueError as error:
+                raise ConfigError(flag, str(error)) from None
+    if "global_export_url" in found:
+        try:
+            found["global_export_auth"] = WebhookAuth.parse(args.global_export_auth)
+        except ValueError as error:
+            raise ConfigError("--global-export-auth", str(error)) from None
+    elif args.global_export_auth:
+        raise ConfigError("--global-export-auth", "needs --global-export-url")
+    if "platform_url" in found:
+        secret = args.platform_api_secret or os.environ.get("KORDIAM_PLATFORM_API_SECRET", "")
+        if not args.platform_api_user or not secret:
+            raise ConfigError("--platform-api-user", "--platform-url needs --platform-api-user and its secret")
+        found.update(platform_api_user=args.platform_api_user, platform_api_secret=secret)
+    return found
+
+
 def _demo(args: argparse.Namespace) -> int:
     from bridge.demo import run_demo
 
-    return run_demo(args.workdir)
+    return run_demo(args.workdir, webhooks=args.webhooks)
 
 
 if __name__ == "__main__":

@@ -8,11 +8,14 @@ twice, runs the worker until the queue is empty, and then checks and shows what 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import shutil
+import socket
 import sys
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +29,7 @@ from rich.table import Table
 from bridge.config import Settings
 from bridge.ops.logging import configure_logging
 from bridge.simulator import RunningSimulator, SimulatorSettings
+from bridge.simulator.webhooks import WebhookAuth
 from bridge.worker import run_worker
 
 REGION = "eu-central-1"
@@ -33,6 +37,7 @@ WEBSITE, PRINT, NEWSLETTER = 99003, 99004, 99005
 PLATFORM_NAMES = {WEBSITE: "Website", PRINT: "Print", NEWSLETTER: "Newsletter"}
 CHANNEL_OF = {WEBSITE: "website", PRINT: "print"}
 SETTLE_TIMEOUT = 90.0
+DEMO_WEBHOOK_TOKEN = "demo-webhook-token"
 EXIT_MISSING_EXTRA = 2
 MISSING_MOTO = (
     "kordiam-bridge demo: the demo's SQS endpoint (moto) is not installed; "
@@ -78,7 +83,9 @@ SAMPLES = (
 )
 
 
-def run_demo(workdir: Path) -> int:
+def run_demo(workdir: Path, *, webhooks: bool = False) -> int:
+    """``webhooks``: Kordiam reaches the bridge through Global Export webhooks (simulator → ingress → queue)
+    instead of putting notifications on the queue itself."""
     try:
         from moto.server import ThreadedMotoServer
     except ImportError:  # a production install: moto is the `demo` extra
@@ -97,19 +104,29 @@ def run_demo(workdir: Path) -> int:
 
     # moto's server logs every request through werkzeug; the demo shows its own progress instead.
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    console.print("[bold]kordiam-bridge demo[/bold]: SQS (moto server), Kordiam API simulator, two folder channels")
+    path = "Global Export webhooks → ingress → SQS" if webhooks else "SQS"
+    console.print(f"[bold]kordiam-bridge demo[/bold]: {path} (moto server), Kordiam API simulator, two folder channels")
     sqs_server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     sqs_server.start()
     try:
         host, port = sqs_server.get_host_and_port()
         endpoint = f"http://{host}:{port}"
         queue_url = _create_queues(endpoint)
-        simulator_settings = SimulatorSettings(queue_url=queue_url, sqs_endpoint_url=endpoint, region=REGION)
+        ingress_port = _free_port() if webhooks else None
+        if ingress_port is None:
+            simulator_settings = SimulatorSettings(queue_url=queue_url, sqs_endpoint_url=endpoint, region=REGION)
+        else:
+            simulator_settings = SimulatorSettings(
+                region=REGION,
+                global_export_url=f"http://127.0.0.1:{ingress_port}/kordiam",
+                global_export_auth=WebhookAuth("bearer", token=DEMO_WEBHOOK_TOKEN),
+            )
         with RunningSimulator(simulator_settings) as simulator, log_file.open("w", encoding="utf-8") as log:
             handlers = _log_to(log)
             try:
                 settings = _settings(queue_url, endpoint, simulator.base_url, workdir)
-                ok = asyncio.run(_run(console, settings, simulator.base_url, endpoint, queue_url, workdir))
+                run = _run(console, settings, simulator.base_url, endpoint, queue_url, workdir, ingress_port)
+                ok = asyncio.run(run)
             finally:
                 logging.getLogger().handlers = handlers
     finally:
@@ -161,23 +178,67 @@ def _settings(queue_url: str, endpoint: str, kordiam: str, workdir: Path) -> Set
 
 
 async def _run(
-    console: Console, settings: Settings, kordiam: str, endpoint: str, queue_url: str, workdir: Path
+    console: Console,
+    settings: Settings,
+    kordiam: str,
+    endpoint: str,
+    queue_url: str,
+    workdir: Path,
+    ingress_port: int | None = None,
 ) -> bool:
     import os
 
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "demo")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "demo")
     stop = asyncio.Event()
-    worker = asyncio.create_task(run_worker(settings, stop, serve_ops=False))
-    async with httpx.AsyncClient(base_url=kordiam, timeout=10) as admin:
-        ids = await _newsroom_day(console, admin)
-        await _wait_until_settled(console, admin, endpoint, queue_url, worker)
-        stop.set()
-        await worker
-        return await _report(console, admin, ids, workdir)
+    async with contextlib.AsyncExitStack() as stack:
+        ingress_url = None
+        if ingress_port is not None:
+            ingress_url = await stack.enter_async_context(_ingress(settings, ingress_port))
+            console.print(
+                f"Ingress listening on {ingress_url}/kordiam (bearer token), Kordiam calls it for every change"
+            )
+        worker = asyncio.create_task(run_worker(settings, stop, serve_ops=False))
+        async with httpx.AsyncClient(base_url=kordiam, timeout=30) as admin:
+            ids = await _newsroom_day(console, admin, ingress_url)
+            await _wait_until_settled(console, admin, endpoint, queue_url, worker)
+            stop.set()
+            await worker
+            return await _report(console, admin, ids, workdir)
 
 
-async def _newsroom_day(console: Console, admin: httpx.AsyncClient) -> list[int]:
+@contextlib.asynccontextmanager
+async def _ingress(settings: Settings, port: int) -> AsyncIterator[str]:
+    """``kordiam-bridge ingress`` in this process: Global Export webhooks onto the worker's queue."""
+    from bridge.config import IngressSettings
+    from bridge.ingress.app import IngressServer, build_app
+    from bridge.queue import open_transport
+    from bridge.state import open_state_store
+
+    ingress = IngressSettings.model_validate(
+        {"global_export": {"path": "/kordiam", "auth": {"type": "bearer", "token": DEMO_WEBHOOK_TOKEN}}}
+    )
+    state = await open_state_store(settings.state)
+    try:
+        async with open_transport(settings.queue, consume=False) as transport:
+            app, _ = build_app(ingress, transport, state, settings.main_channel)
+            server = IngressServer(app, "127.0.0.1", port)
+            await server.start()
+            try:
+                yield f"http://127.0.0.1:{server.port}"
+            finally:
+                await server.stop()
+    finally:
+        await state.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def _newsroom_day(console: Console, admin: httpx.AsyncClient, ingress_url: str | None) -> list[int]:
     """Create the samples, then change the plan the way a desk does during a day."""
     ids = []
     for sample in SAMPLES:
@@ -191,7 +252,18 @@ async def _newsroom_day(console: Console, admin: httpx.AsyncClient) -> list[int]
     (await admin.put(f"/_admin/elements/{ids[0]}", json=budget)).raise_for_status()
     (await admin.delete(f"/_admin/elements/{ids[3]}")).raise_for_status()
     # Kordiam may deliver a notification twice; nothing may be published twice.
-    (await admin.post(f"/_admin/elements/{ids[1]}/notify", json={"event": "updated"})).raise_for_status()
+    if ingress_url is None:
+        (await admin.post(f"/_admin/elements/{ids[1]}/notify", json={"event": "updated"})).raise_for_status()
+    else:
+        # Kordiam retries a webhook whose answer got lost: the same PUT twice.
+        (await admin.get("/_admin/webhooks")).raise_for_status()  # waits for the webhooks in flight
+        element = (await admin.get(f"/_admin/elements/{ids[1]}")).json()
+        # The id Kordiam holds: the CMS item the worker linked, or the element id the ingress answered.
+        answered = (element.get("externalElement") or {}).get("externalId") or ids[1]
+        headers = {"Authorization": f"Bearer {DEMO_WEBHOOK_TOKEN}", "Content-Type": "application/json"}
+        for _ in range(2):
+            retried = await admin.put(f"{ingress_url}/kordiam/element/{answered}", json=element, headers=headers)
+            retried.raise_for_status()
     console.print(f"Updated story {ids[0]}, deleted story {ids[3]}, re-sent the notification of story {ids[1]}")
     return ids
 

@@ -52,6 +52,7 @@ from bridge.simulator.store import (
     publication_statuses,
     utc_now,
 )
+from bridge.simulator.webhooks import WebhookCaller, WebhookEvent
 
 logger = logging.getLogger(__name__)
 
@@ -181,6 +182,13 @@ class Simulator:
         self.requests = RequestLog()
         self.faults = FaultInjector()
         self.notifier = Notifier(settings)
+        self.webhooks = WebhookCaller(
+            settings.global_export_url,
+            settings.global_export_auth,
+            settings.platform_url,
+            settings.platform_api_user,
+            settings.platform_api_secret,
+        )
 
     def reset(self) -> None:
         self.store.reset()
@@ -340,6 +348,7 @@ class Simulator:
     async def admin_create(self, call: ApiCall) -> Response:
         element = self.store.create(call.json_body())
         await self.notifier.send(element["id"], "created")
+        self._webhook(element, "created")
         return JSONResponse(element, status_code=201)
 
     async def admin_list(self, call: ApiCall) -> Response:
@@ -351,18 +360,32 @@ class Simulator:
     async def admin_replace(self, call: ApiCall) -> Response:
         element = self.store.replace(call.path_id("element_id"), call.json_body())
         await self.notifier.send(element["id"], "updated")
+        self._webhook(element, "updated")
         return JSONResponse(element)
 
     async def admin_merge(self, call: ApiCall) -> Response:
         element = self.store.merge(call.path_id("element_id"), call.json_body())
         await self.notifier.send(element["id"], "updated")
+        self._webhook(element, "updated")
         return JSONResponse(element)
 
     async def admin_delete(self, call: ApiCall) -> Response:
         element_id = call.path_id("element_id")
+        before = self.store.get(element_id) if self.webhooks.enabled else None
         self.store.delete(element_id)
         await self.notifier.send(element_id, "deleted")
+        if before is not None:
+            self._webhook(before, "deleted")
         return Response(status_code=204)
+
+    def _webhook(self, element: JSONObject, event: WebhookEvent) -> None:
+        if self.webhooks.enabled:
+            self.webhooks.changed(element, event)
+
+    async def admin_webhooks(self, call: ApiCall) -> Response:
+        """Every webhook call made so far, once the ones in flight ended (answered or given up)."""
+        await self.webhooks.idle()
+        return JSONResponse([record.to_json() for record in self.webhooks.records])
 
     async def admin_notify(self, call: ApiCall) -> Response:
         # No existence check: re-sending "deleted" for an element that is gone is a valid scenario.
@@ -436,6 +459,7 @@ class Simulator:
             Route("/_admin/requests", self.admin(self.admin_requests), methods=["GET"]),
             Route("/_admin/requests", self.admin(self.admin_clear_requests), methods=["DELETE"]),
             Route("/_admin/notifications", self.admin(self.admin_notifications), methods=["GET"]),
+            Route("/_admin/webhooks", self.admin(self.admin_webhooks), methods=["GET"]),
             Route("/_admin/notifications", self.admin(self.admin_clear_notifications), methods=["DELETE"]),
             Route("/_admin/faults", self.admin(self.admin_faults), methods=["GET"]),
             Route("/_admin/faults", self.admin(self.admin_add_fault), methods=["POST"]),
@@ -473,6 +497,7 @@ def create_app(settings: SimulatorSettings, *, clock: Clock | None = None) -> St
         try:
             yield
         finally:
+            await simulator.webhooks.close()
             await simulator.notifier.close()
 
     app = Starlette(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bridge.simulator.webhooks import WebhookAuth
+
 
 @dataclass(frozen=True)
 class SimulatorSettings:
@@ -25,3 +27,10 @@ class SimulatorSettings:
     notify_on_api_writes: bool = True
     aws_access_key_id: str = "testing"
     aws_secret_access_key: str = "testing"
+    # Kordiam's webhooks (bridge.simulator.webhooks): Global Export to this URL with this auth, Platform
+    # integration to that URL with that API user and secret.
+    global_export_url: str | None = None
+    global_export_auth: WebhookAuth | None = None
+    platform_url: str | None = None
+    platform_api_user: str = ""
+    platform_api_secret: str = ""

@@ -130,10 +130,19 @@ def test_example_config_is_valid(monkeypatch: pytest.MonkeyPatch, capsys: pytest
     monkeypatch.setenv("BRIDGE_CHANNELS__NEWSLETTER__API_KEY", "0123456789abcdef-us21")
     monkeypatch.setenv("BRIDGE_CHANNELS__CMS__AUTH__TOKEN", "t0ken-value")
     monkeypatch.setenv("BRIDGE_CHANNELS__MAGAZINE__API_SECRET", "magazine-secret")
+    monkeypatch.setenv("BRIDGE_INGRESS__GLOBAL_EXPORT__AUTH__TOKEN", "ingress-token")
+    monkeypatch.setenv("BRIDGE_INGRESS__PLATFORM__API_SECRET", "platform-secret")
     # check-config validates every channel's own keys too.
     assert main(["check-config", "--config", str(example)]) == 0
     printed = capsys.readouterr().out
-    for secret in ("abcd efgh", "0123456789abcdef", "t0ken-value", "magazine-secret"):
+    for secret in (
+        "abcd efgh",
+        "0123456789abcdef",
+        "t0ken-value",
+        "magazine-secret",
+        "ingress-token",
+        "platform-secret",
+    ):
         assert secret not in printed
 
 

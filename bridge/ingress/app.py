@@ -1,0 +1,202 @@
+"""The ingress HTTP server: the receivers' routes plus ``/healthz``, ``/readyz``, ``/metrics``.
+
+Every answer is JSON and carries ``X-Request-Id`` (the caller's, when it sent a sane one); every request is logged
+once with that id, the route and the status; an unexpected error answers 500 without internals. Bodies above
+``ingress.max_body_bytes`` get 413 before they are read; a client above its rate gets 429 with ``Retry-After``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import structlog
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from bridge.config import ApiKeyCheck, IngressCommandSettings, IngressSettings
+from bridge.ingress import metrics
+from bridge.ingress.auth import KeyExchange, TokenIssuer, credential_check
+from bridge.ingress.common import Enqueuer, log, problem
+from bridge.ingress.global_export import GlobalExportReceiver
+from bridge.ingress.lookup import ElementLookup
+from bridge.ingress.platform import PlatformReceiver
+from bridge.queue import Transport, open_transport
+from bridge.state import StateStore, open_state_store
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+# Buckets of clients not seen for this long are dropped, so the table stays small.
+_BUCKET_IDLE_SECONDS = 300.0
+
+
+@dataclass(slots=True)
+class RateLimiter:
+    """A token bucket per client address: ``burst`` calls at once, refilled at ``per_second``."""
+
+    per_second: float
+    burst: int
+    _buckets: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+    def allow(self, client: str, now: float | None = None) -> bool:
+        now = time.monotonic() if now is None else now
+        tokens, seen = self._buckets.get(client, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - seen) * self.per_second)
+        allowed = tokens >= 1.0
+        self._buckets[client] = (tokens - 1.0 if allowed else tokens, now)
+        if len(self._buckets) > 10_000:
+            self._buckets = {c: b for c, b in self._buckets.items() if now - b[1] < _BUCKET_IDLE_SECONDS}
+        return allowed
+
+    def retry_after(self) -> int:
+        return max(1, int(1 / self.per_second + 0.999))
+
+
+def build_app(
+    settings: IngressSettings, transport: Transport, state: StateStore, main_channel: str
+) -> tuple[web.Application, Enqueuer]:
+    """The aiohttp application for ``settings``' receivers, enqueueing through ``transport``."""
+    enqueuer = Enqueuer(transport, settings.enqueue_timeout_seconds)
+    lookup = ElementLookup(state, main_channel)
+    limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
+    app = web.Application(
+        client_max_size=settings.max_body_bytes, middlewares=[_request_log, _errors, _limits(limiter, settings)]
+    )
+    routes: list[web.RouteDef] = []
+    if settings.global_export is not None:
+        receiver = settings.global_export
+        token_path = receiver.auth.token_path if isinstance(receiver.auth, ApiKeyCheck) else None
+        check = credential_check(receiver.auth, audience="global_export")
+        routes += GlobalExportReceiver(receiver.path, check, enqueuer, lookup, token_path=token_path).routes()
+    if settings.platform is not None:
+        platform = settings.platform
+        secret = platform.api_secret.get_secret_value()
+        exchange = KeyExchange(platform.api_user, secret, TokenIssuer(secret, platform.token_ttl_seconds, "platform"))
+        routes += PlatformReceiver(platform.path, exchange, enqueuer, lookup).routes()
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(_: web.Request) -> web.Response:
+        ready = transport.connected() and enqueuer.healthy
+        return web.json_response({"status": "ready" if ready else "queue unreachable"}, status=200 if ready else 503)
+
+    async def prometheus(_: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    routes += [web.get("/healthz", healthz), web.get("/readyz", readyz), web.get("/metrics", prometheus)]
+    app.add_routes(routes)
+    return app, enqueuer
+
+
+def _route_name(request: web.Request) -> str:
+    resource = request.match_info.route.resource
+    name = resource.name if resource is not None else None
+    return name or ("unmatched" if request.match_info.http_exception is not None else request.path)
+
+
+@web.middleware
+async def _request_log(request: web.Request, handler: Handler) -> web.StreamResponse:
+    offered = request.headers.get("X-Request-Id", "")
+    request_id = offered if _REQUEST_ID.match(offered) else uuid.uuid4().hex
+    started = time.perf_counter()
+    with structlog.contextvars.bound_contextvars(request_id=request_id):
+        response = await handler(request)
+        route = _route_name(request)
+        metrics.REQUESTS.labels(route, str(response.status)).inc()
+        if route not in ("/healthz", "/readyz", "/metrics"):
+            log.info(
+                "ingress_request",
+                method=request.method,
+                route=route,
+                status=response.status,
+                client=request.remote,
+                duration_ms=round((time.perf_counter() - started) * 1000, 2),
+            )
+    response.headers["X-Request-Id"] = request_id
+    return response
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """aiohttp's own errors (404, 405, 413) as JSON; anything unexpected as a 500 without internals."""
+    try:
+        return await handler(request)
+    except web.HTTPRequestEntityTooLarge:
+        return problem(413, "body larger than ingress.max_body_bytes")
+    except web.HTTPException as error:
+        if error.status < 400:
+            raise
+        return problem(error.status, error.reason)
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("ingress_error", route=_route_name(request))
+        return problem(500, "internal error; the call was not taken, retry later")
+
+
+def _limits(limiter: RateLimiter, settings: IngressSettings) -> Callable[..., Awaitable[web.StreamResponse]]:
+    @web.middleware
+    async def limits(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path in ("/healthz", "/readyz", "/metrics"):
+            return await handler(request)
+        if request.content_length is not None and request.content_length > settings.max_body_bytes:
+            return problem(413, f"body larger than ingress.max_body_bytes ({settings.max_body_bytes} bytes)")
+        if not limiter.allow(request.remote or "unknown"):
+            metrics.RATE_LIMITED.inc()
+            answer = problem(429, "too many requests from this client; retry later")
+            answer.headers["Retry-After"] = str(limiter.retry_after())
+            return answer
+        return await handler(request)
+
+    return limits
+
+
+class IngressServer:
+    """The running ingress: ``start`` binds (``port`` 0 picks a free port, read back from ``port``), ``stop``
+    finishes the calls in progress and closes."""
+
+    def __init__(self, app: web.Application, host: str, port: int) -> None:
+        self._app = app
+        self._host = host
+        self.port = port
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        self._runner = web.AppRunner(self._app, access_log=None, shutdown_timeout=10.0)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, self._host, self.port).start()
+        addresses = self._runner.addresses
+        if addresses:
+            self.port = int(addresses[0][1])
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+
+async def run_ingress(
+    settings: IngressCommandSettings, stop: asyncio.Event, *, started: asyncio.Event | None = None
+) -> None:
+    """Serve ``settings.ingress`` until ``stop`` is set: the queue of ``[queue]``, the state store of ``[state]``."""
+    ingress = settings.ingress
+    state = await open_state_store(settings.state, default_region=settings.queue.region)
+    try:
+        async with open_transport(settings.queue, consume=False) as transport:
+            app, _ = build_app(ingress, transport, state, settings.main_channel)
+            server = IngressServer(app, ingress.host, ingress.port)
+            await server.start()
+            log.info("ingress_listening", host=ingress.host, port=server.port)
+            if started is not None:
+                started.set()
+            try:
+                await stop.wait()
+            finally:
+                await server.stop()
+    finally:
+        await state.close()

@@ -1,0 +1,44 @@
+"""Map the ids Kordiam sends in a webhook's path back to Kordiam elements and to what the bridge delivered.
+
+Kordiam puts "the REST ID provided by the external system" in ``PUT``/``DELETE`` paths (seeds 001 and 002): either
+the id the ingress answered itself (the element id for Global Export, the publication id for the Platform
+integration, until the worker links the real CMS item) or the CMS item's id that the worker's feedback linked
+later, which the state store holds as a delivery's ``external_id``. The state store is asked first, so a CMS id
+that happens to equal another element's id still resolves to the element it belongs to.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bridge.state import Delivery, StateStore
+
+# Kordiam sends the literal text "null" when it never received an id (seed 001).
+NO_ID = frozenset({"", "null", "undefined"})
+
+
+@dataclass(frozen=True, slots=True)
+class ElementLookup:
+    state: StateStore
+    main_channel: str
+
+    async def deliveries(self, element_id: int) -> list[Delivery]:
+        return await self.state.deliveries(element_id)
+
+    async def element_for_external_id(self, external_id: str) -> int | None:
+        """The element whose delivery (main channel preferred) carries ``external_id``."""
+        found = [d for d in await self.state.all_deliveries() if d.external_id == external_id]
+        main = [d for d in found if d.channel == self.main_channel]
+        chosen = (main or found)[:1]
+        return chosen[0].element_id if chosen else None
+
+    async def element_for_publication(self, publication_id: int) -> int | None:
+        found = [d for d in await self.state.all_deliveries() if d.publication_id == publication_id]
+        return found[0].element_id if found else None
+
+
+def positive_int(text: str) -> int | None:
+    stripped = text.strip()
+    if stripped.isdigit() and int(stripped) > 0:
+        return int(stripped)
+    return None

@@ -1,0 +1,18 @@
+"""The ingress's Prometheus metrics (its own process, the default registry)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+REQUESTS = Counter("bridge_ingress_requests", "Webhook calls answered, by route and HTTP status", ["route", "status"])
+ENQUEUE_SECONDS = Histogram(
+    "bridge_ingress_enqueue_seconds",
+    "Time from a valid webhook call to the queue's confirmation of its message",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+AUTH_FAILURES = Counter("bridge_ingress_auth_failures", "Calls refused with 401, by receiver", ["receiver"])
+QUEUE_UNAVAILABLE = Counter("bridge_ingress_queue_unavailable", "Calls answered 503 because the queue failed")
+UNMAPPED = Counter(
+    "bridge_ingress_unmapped", "PUT/DELETE calls whose id maps to no Kordiam element (nothing enqueued)", ["receiver"]
+)
+RATE_LIMITED = Counter("bridge_ingress_rate_limited", "Calls answered 429 by the per-client rate limit")

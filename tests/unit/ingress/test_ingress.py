@@ -1,0 +1,551 @@
+"""The webhook ingress in-process: every route, every auth type, id mapping, limits, the seeds' bodies verbatim.
+
+The queue is an in-memory recorder (the real queues are in tests/integration/test_ingress.py); the state store is
+the real SQLite one.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from unittest.mock import patch
+
+import jwt
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from bridge.config import DEFAULT_MAX_BODY_BYTES, IngressSettings
+from bridge.ingress.app import RateLimiter, build_app
+from bridge.ingress.auth import TokenIssuer
+from bridge.pipeline.notification import decode_notification
+from bridge.state import Delivery, SqliteStateStore
+
+FIXTURES = Path(__file__).parents[2] / "fixtures"
+JSON = {"Content-Type": "application/json;charset=UTF-8", "Accept": "application/json, application/*+json"}
+TOKEN = "persistent-token-1"
+JWT_SECRET = "jwt-secret-of-at-least-32-bytes-long!"
+
+
+def fixture(name: str) -> bytes:
+    return (FIXTURES / name).read_bytes()
+
+
+@dataclass
+class RecordingTransport:
+    """Records sends; ``down`` makes every send fail as an unreachable queue does."""
+
+    url: str = "https://sqs.test/queue"
+    dlq_url: str | None = None
+    down: bool = False
+    sent: list[tuple[str, dict[str, str], str | None]] = field(default_factory=list)
+
+    def connected(self) -> bool:
+        return True
+
+    async def send(self, body: str, attributes: dict[str, str] | None = None, *, group_id: str | None = None) -> str:
+        if self.down:
+            raise ConnectionError("queue unreachable")
+        self.sent.append((body, dict(attributes or {}), group_id))
+        return f"m-{len(self.sent)}"
+
+    def __getattr__(self, name: str) -> Any:  # the consumer's side of the contract is never used by the ingress
+        raise AttributeError(name)
+
+
+def settings(**overrides: Any) -> IngressSettings:
+    data: dict[str, Any] = {
+        "global_export": {"path": "/kordiam", "auth": {"type": "bearer", "token": TOKEN}},
+        "platform": {
+            "path": "/platform",
+            "api_user": "api_5d4be039440a9004126215",
+            "api_secret": "5d4be039440c5479906369",
+        },
+    }
+    data.update(overrides)
+    return IngressSettings.model_validate(data)
+
+
+Factory = Callable[..., Any]
+
+
+@pytest.fixture
+async def state(tmp_path: Path) -> AsyncIterator[SqliteStateStore]:
+    store = SqliteStateStore(tmp_path / "state.db")
+    await store.open()
+    yield store
+    await store.close()
+
+
+@pytest.fixture
+async def ingress(state: SqliteStateStore) -> AsyncIterator[Factory]:
+    clients: list[TestClient[Any, Any]] = []
+
+    async def start(config: IngressSettings | None = None) -> tuple[TestClient[Any, Any], RecordingTransport]:
+        transport = RecordingTransport()
+        app, _ = build_app(config or settings(), transport, state, "web")  # type: ignore[arg-type]
+        client: TestClient[Any, Any] = TestClient(TestServer(app))
+        await client.start_server()
+        clients.append(client)
+        return client, transport
+
+    yield start
+    for client in clients:
+        await client.close()
+
+
+def bearer(token: str = TOKEN) -> dict[str, str]:
+    return {**JSON, "Authorization": f"Bearer {token}"}
+
+
+# --- Global Export: routes and the seeds' bodies ---------------------------------------------------------------
+
+
+async def test_post_element_with_seed_body_enqueues_it_verbatim_and_answers_the_element_id(ingress: Factory) -> None:
+    client, transport = await ingress()
+    body = fixture("seed001_create.json")
+    response = await client.post("/kordiam/element", data=body, headers=bearer())
+    assert response.status == 201
+    assert await response.json() == {"id": 123456}
+    [(sent, attributes, group)] = transport.sent
+    assert sent == body.decode()
+    assert attributes == {"event": "created", "source": "ingress-global-export"}
+    assert group == "123456"
+    assert decode_notification(sent, attributes).element_id == 123456
+
+
+@pytest.mark.parametrize("name", ["seed001_update.json", "seed001_full.json"])
+async def test_put_element_with_seed_bodies_enqueues_an_update(ingress: Factory, name: str) -> None:
+    client, transport = await ingress()
+    body = fixture(name)
+    response = await client.put("/kordiam/element/123", data=body, headers=bearer())
+    assert response.status == 200
+    assert await response.json() == {"id": 123}
+    [(sent, attributes, _)] = transport.sent
+    assert sent == body.decode() and attributes["event"] == "updated"
+    assert decode_notification(sent, attributes).element_id == json.loads(body)["id"]
+
+
+async def test_put_with_null_id_still_enqueues_from_the_body(ingress: Factory) -> None:
+    client, transport = await ingress()
+    response = await client.put("/kordiam/element/null", data=fixture("seed001_update.json"), headers=bearer())
+    assert response.status == 200
+    assert await response.json() == {"id": 123456}
+    assert len(transport.sent) == 1
+
+
+async def test_delete_maps_the_id_the_ingress_answered_back_to_the_element(ingress: Factory) -> None:
+    client, transport = await ingress()
+    response = await client.delete("/kordiam/element/123456", headers=bearer())
+    assert response.status == 200
+    [(sent, attributes, _)] = transport.sent
+    assert json.loads(sent) == {"id": 123456, "event": "deleted"}
+    assert attributes["event"] == "deleted"
+
+
+async def test_delete_maps_a_linked_cms_id_through_the_state_store(ingress: Factory, state: SqliteStateStore) -> None:
+    # The worker delivered element 777 to WordPress post 55 and linked it: Kordiam now sends 55. Element 55 exists
+    # too, so only the state store can tell: the linked id wins.
+    await state.record(Delivery(777, "web", 1, "55", "fp"))
+    client, transport = await ingress()
+    response = await client.delete("/kordiam/element/55", headers=bearer())
+    assert response.status == 200
+    assert json.loads(transport.sent[0][0]) == {"id": 777, "event": "deleted"}
+
+
+async def test_delete_prefers_the_main_channel_delivery(ingress: Factory, state: SqliteStateStore) -> None:
+    await state.record(Delivery(1, "archive", 1, "abc", "fp"))
+    await state.record(Delivery(2, "web", 2, "abc", "fp"))
+    client, transport = await ingress()
+    await client.delete("/kordiam/element/abc", headers=bearer())
+    assert json.loads(transport.sent[0][0])["id"] == 2
+
+
+@pytest.mark.parametrize("unknown", ["null", "not-a-known-id"])
+async def test_delete_of_an_unmappable_id_enqueues_nothing(ingress: Factory, unknown: str) -> None:
+    client, transport = await ingress()
+    response = await client.delete(f"/kordiam/element/{unknown}", headers=bearer())
+    assert response.status == 200
+    assert await response.json() == {"id": None, "mapped": False}
+    assert transport.sent == []
+
+
+# --- authentication ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [JSON, bearer("wrong"), {**JSON, "Authorization": TOKEN}, {**JSON, "Authorization": "Basic " + TOKEN}],
+    ids=["missing", "wrong", "no-scheme", "other-scheme"],
+)
+async def test_bearer_refusals_never_reach_the_queue(ingress: Factory, headers: dict[str, str]) -> None:
+    client, transport = await ingress()
+    for call in (
+        client.post("/kordiam/element", data=fixture("seed001_create.json"), headers=headers),
+        client.put("/kordiam/element/1", data=fixture("seed001_update.json"), headers=headers),
+        client.delete("/kordiam/element/1", headers=headers),
+    ):
+        response = await call
+        assert response.status == 401
+        assert await response.json() == {"error": "missing or invalid credentials"}
+    assert transport.sent == []
+
+
+def jwt_settings(**auth: Any) -> IngressSettings:
+    return settings(global_export={"path": "/kordiam", "auth": {"type": "jwt", "secret": JWT_SECRET, **auth}})
+
+
+def token(claims: dict[str, Any], secret: str = JWT_SECRET, algorithm: str = "HS256") -> str:
+    return jwt.encode(claims, secret, algorithm=algorithm)
+
+
+@pytest.mark.parametrize(
+    ("claims", "secret", "status"),
+    [
+        ({}, JWT_SECRET, 201),  # Kordiam's persistent JWT: no exp
+        ({"exp": int(time.time()) + 60}, JWT_SECRET, 201),
+        ({"exp": int(time.time()) - 60}, JWT_SECRET, 401),  # expired
+        ({}, "another-secret-of-at-least-32-bytes!", 401),  # wrong signature
+    ],
+    ids=["persistent", "unexpired", "expired", "wrong-secret"],
+)
+async def test_jwt(ingress: Factory, claims: dict[str, Any], secret: str, status: int) -> None:
+    client, transport = await ingress(jwt_settings())
+    headers = bearer(token(claims, secret))
+    response = await client.post("/kordiam/element", data=fixture("seed001_create.json"), headers=headers)
+    assert response.status == status
+    assert len(transport.sent) == (1 if status == 201 else 0)
+
+
+async def test_jwt_missing_and_unsigned_are_refused(ingress: Factory) -> None:
+    client, transport = await ingress(jwt_settings())
+    unsigned = jwt.encode({"sub": "x"}, None, algorithm="none")
+    for headers in (JSON, bearer(unsigned), bearer("not.a.jwt")):
+        response = await client.post("/kordiam/element", data=fixture("seed001_create.json"), headers=headers)
+        assert response.status == 401
+    assert transport.sent == []
+
+
+@pytest.mark.parametrize(
+    ("claims", "status"),
+    [
+        ({"iss": "kordiam", "aud": "newsroom"}, 201),
+        ({"iss": "someone-else", "aud": "newsroom"}, 401),
+        ({"iss": "kordiam", "aud": "another"}, 401),
+        ({"aud": "newsroom"}, 401),
+    ],
+    ids=["match", "wrong-issuer", "wrong-audience", "no-issuer"],
+)
+async def test_jwt_issuer_and_audience_when_set(ingress: Factory, claims: dict[str, Any], status: int) -> None:
+    client, _ = await ingress(jwt_settings(issuer="kordiam", audience="newsroom"))
+    response = await client.post("/kordiam/element", data=fixture("seed001_create.json"), headers=bearer(token(claims)))
+    assert response.status == status
+
+
+async def test_jwt_require_expiry_refuses_a_persistent_token(ingress: Factory) -> None:
+    client, _ = await ingress(jwt_settings(require_expiry=True))
+    response = await client.post("/kordiam/element", data=fixture("seed001_create.json"), headers=bearer(token({})))
+    assert response.status == 401
+
+
+def basic(user: str, secret: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{secret}".encode()).decode()}
+
+
+async def test_api_key_exchanged_for_a_token_then_used(ingress: Factory) -> None:
+    auth = {"type": "api_key", "api_key": "key-1", "api_secret": "secret-1", "token_path": "/auth/token"}
+    client, transport = await ingress(settings(global_export={"path": "/kordiam", "auth": auth}))
+    refused = await client.post("/kordiam/auth/token", headers=basic("key-1", "wrong"))
+    assert refused.status == 401
+    missing = await client.post("/kordiam/auth/token")
+    assert missing.status == 401
+    answer = await (await client.post("/kordiam/auth/token", headers=basic("key-1", "secret-1"))).json()
+    assert answer["token_type"] == "bearer" and answer["expires_in"] == 3600
+    # seed 002's form body works too
+    form = await client.post(
+        "/kordiam/auth/token",
+        data="grant_type=client_credentials&api_key=key-1&api_secret=secret-1",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert form.status == 200
+    body = fixture("seed001_create.json")
+    assert (await client.post("/kordiam/element", data=body, headers=bearer("made-up"))).status == 401
+    assert (await client.post("/kordiam/element", data=body, headers=bearer(answer["access_token"]))).status == 201
+    assert len(transport.sent) == 1
+
+
+async def test_api_key_token_expires(ingress: Factory) -> None:
+    auth = {"type": "api_key", "api_key": "k", "api_secret": "s3cret"}
+    client, transport = await ingress(settings(global_export={"path": "/kordiam", "auth": auth}))
+    issuer = TokenIssuer("s3cret", 60, "global_export")  # what the ingress issues, with a 60 s lifetime
+    fresh = str(issuer.issue()["access_token"])
+    with patch("time.time", return_value=time.time() - 120):  # issued two minutes ago: expired a minute ago
+        expired = str(issuer.issue()["access_token"])
+    body = fixture("seed001_create.json")
+    assert (await client.post("/kordiam/element", data=body, headers=bearer(expired))).status == 401
+    assert transport.sent == []
+    assert (await client.post("/kordiam/element", data=body, headers=bearer(fresh))).status == 201
+
+
+async def test_custom_headers(ingress: Factory) -> None:
+    auth = {"type": "headers", "headers": {"X-Api-Key": "k-1", "X-Tenant": "t-1"}}
+    client, transport = await ingress(settings(global_export={"path": "/kordiam", "auth": auth}))
+    body = fixture("seed001_create.json")
+    for headers, status in (
+        ({**JSON, "X-Api-Key": "k-1", "X-Tenant": "t-1"}, 201),
+        ({**JSON, "X-Api-Key": "k-1", "X-Tenant": "wrong"}, 401),
+        ({**JSON, "X-Api-Key": "k-1"}, 401),
+        (JSON, 401),
+    ):
+        assert (await client.post("/kordiam/element", data=body, headers=headers)).status == status
+    assert len(transport.sent) == 1
+
+
+# --- Platform integration ---------------------------------------------------------------------------------------
+
+
+async def platform_token(client: TestClient[Any, Any]) -> str:
+    # seed 002's own example header: Basic base64(api_5d4be039440a9004126215:5d4be039440c5479906369)
+    response = await client.post(
+        "/platform/oauth2/token",
+        data="grant_type=client_credentials&api_key=_api_key_&api_secret=_api_secret_",
+        headers={
+            "Authorization": "Basic YXBpXzVkNGJlMDM5NDQwYTkwMDQxMjYyMTU6NWQ0YmUwMzk0NDBjNTQ3OTkwNjM2OQ==",
+            "Content-Type": "application/x-www-form-urlencoded",
+        },
+    )
+    assert response.status == 200
+    answer = await response.json()
+    assert answer["token_type"] == "bearer" and answer["expires_in"] == 3600
+    return str(answer["access_token"])
+
+
+async def test_platform_token_refuses_wrong_basic(ingress: Factory) -> None:
+    client, _ = await ingress()
+    assert (await client.post("/platform/oauth2/token", headers=basic("api_5d4be039440a9004126215", "x"))).status == 401
+
+
+async def test_platform_publication_lifecycle(ingress: Factory, state: SqliteStateStore) -> None:
+    client, transport = await ingress()
+    headers = bearer(await platform_token(client))
+    body = fixture("seed002_publication.json")
+    created = await client.post("/platform/publication", data=body, headers=headers)
+    assert created.status == 200
+    # first sight: the Kordiam publication id as a stable placeholder
+    assert await created.json() == {"id": 1157281, "cmsEditLink": None, "cmsOpenLink": None}
+    assert transport.sent[0][0] == body.decode() and transport.sent[0][1]["event"] == "created"
+
+    # the worker delivered it: the answer now carries the CMS item
+    await state.record(
+        Delivery(1212538, "web", 1157281, "9369832", "fp", "https://cms/edit/9369832", "https://cms/9369832", True)
+    )
+    updated = await client.put("/platform/publication/1157281", data=body, headers=headers)
+    assert await updated.json() == {
+        "id": 9369832,
+        "cmsEditLink": "https://cms/edit/9369832",
+        "cmsOpenLink": "https://cms/9369832",
+        "cmsEditLinkTitle": None,
+        "cmsOpenLinkTitle": None,
+    }
+    deleted = await client.delete("/platform/publication/9369832", headers=headers)
+    assert deleted.status == 200
+    assert json.loads(transport.sent[-1][0]) == {"id": 1212538, "event": "deleted"}
+    # the placeholder id maps too
+    await client.delete("/platform/publication/1157281", headers=headers)
+    assert json.loads(transport.sent[-1][0]) == {"id": 1212538, "event": "deleted"}
+    assert [a["event"] for _, a, _ in transport.sent] == ["created", "updated", "deleted", "deleted"]
+
+
+async def test_platform_full_example_and_files(ingress: Factory) -> None:
+    client, transport = await ingress()
+    headers = bearer(await platform_token(client))
+    response = await client.post("/platform/files", data=fixture("seed002_full.json"), headers=headers)
+    assert response.status == 200
+    assert len(transport.sent) == 1
+
+
+async def test_platform_statuses_accepted_not_enqueued(ingress: Factory) -> None:
+    client, transport = await ingress()
+    headers = bearer(await platform_token(client))
+    response = await client.post("/platform/statuses", data=fixture("seed002_statuses.json"), headers=headers)
+    assert response.status == 200
+    assert transport.sent == []
+
+
+async def test_platform_calls_need_the_issued_token(ingress: Factory) -> None:
+    client, transport = await ingress()
+    body = fixture("seed002_publication.json")
+    for headers in (JSON, bearer("forged"), {**JSON, **basic("api_5d4be039440a9004126215", "5d4be039440c5479906369")}):
+        assert (await client.post("/platform/publication", data=body, headers=headers)).status == 401
+    # a token the global_export receiver would issue with the same secret is not accepted either
+    other = str(TokenIssuer("5d4be039440c5479906369", 3600, "global_export").issue()["access_token"])
+    assert (await client.post("/platform/publication", data=body, headers=bearer(other))).status == 401
+    assert transport.sent == []
+
+
+# --- hardening --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b'{"id": 1,', "body is not JSON: Expecting property name enclosed in double quotes at line 1 column 10"),
+        (b"[1, 2]", "body must be a JSON object (a Kordiam element), not a JSON list"),
+        (b'{"title": "x"}', "body is not a Kordiam element: no element id (expected `id` or `elementId`; keys: title)"),
+        (b'{"id": 1, "title": 5}', "body is not a Kordiam element: element body does not parse at title:"),
+        (b"\xff\xfe", "body is not UTF-8 (byte 0)"),
+    ],
+)
+async def test_malformed_bodies_get_a_400_that_says_what_is_wrong(ingress: Factory, body: bytes, message: str) -> None:
+    client, transport = await ingress()
+    response = await client.post("/kordiam/element", data=body, headers=bearer())
+    assert response.status == 400
+    assert (await response.json())["error"].startswith(message)
+    assert transport.sent == []
+
+
+async def test_content_type_must_be_json(ingress: Factory) -> None:
+    client, transport = await ingress()
+    headers = {**bearer(), "Content-Type": "text/plain"}
+    response = await client.post("/kordiam/element", data=fixture("seed001_create.json"), headers=headers)
+    assert response.status == 415
+    assert transport.sent == []
+
+
+def large_element() -> dict[str, Any]:
+    """A story at the large end of what Kordiam sends: 50 tasks with full article text, 30 publications."""
+    article = "<p>" + "Lorem ipsum dolor sit amet, consectetur adipiscing elit. " * 350 + "</p>"  # ~20,000 chars
+    custom = [{"id": i, "customField": {"id": i}, "type": "text", "value": "x" * 200} for i in range(20)]
+    return {
+        "id": 1,
+        "title": "T" * 500,
+        "slug": "s" * 200,
+        "note": "n" * 5000,
+        "modificationDate": "2026-12-04T10:00:00Z",
+        "tasks": [
+            {"id": 10 + i, "format": {"id": 8, "name": "Text"}, "content": article, "customFields": custom}
+            for i in range(50)
+        ],
+        "publications": [
+            {"id": 1000 + i, "platform": 4, "status": {"id": 1, "name": "x"}, "customFields": custom} for i in range(30)
+        ],
+    }
+
+
+async def test_a_large_element_fits_the_default_limit_and_a_larger_body_gets_413(ingress: Factory) -> None:
+    large = json.dumps(large_element()).encode()
+    assert 1_000_000 < len(large) < DEFAULT_MAX_BODY_BYTES
+    client, transport = await ingress()
+    assert (await client.post("/kordiam/element", data=large, headers=bearer())).status == 201
+    assert transport.sent[0][0] == large.decode()
+    small, small_transport = await ingress(settings(max_body_bytes=64 * 1024))
+    response = await small.post("/kordiam/element", data=large, headers=bearer())
+    assert response.status == 413
+    assert small_transport.sent == []
+
+
+async def test_queue_down_answers_503_and_readyz_says_so(ingress: Factory) -> None:
+    client, transport = await ingress()
+    transport.down = True
+    response = await client.post("/kordiam/element", data=fixture("seed001_create.json"), headers=bearer())
+    assert response.status == 503
+    assert await response.json() == {"error": "queue unavailable, retry later"}
+    assert (await client.get("/readyz")).status == 503
+    transport.down = False
+    assert (await client.post("/kordiam/element", data=fixture("seed001_create.json"), headers=bearer())).status == 201
+    assert (await client.get("/readyz")).status == 200
+
+
+async def test_rate_limit_per_client(ingress: Factory) -> None:
+    client, transport = await ingress(settings(rate_limit_per_second=0.01, rate_limit_burst=2))
+    statuses = [
+        (await client.post("/kordiam/element", data=fixture("seed001_create.json"), headers=bearer())).status
+        for _ in range(3)
+    ]
+    assert statuses == [201, 201, 429]
+    assert len(transport.sent) == 2
+
+
+def test_rate_limiter_refills() -> None:
+    limiter = RateLimiter(per_second=1.0, burst=1)
+    assert limiter.allow("a", now=0.0)
+    assert not limiter.allow("a", now=0.5)
+    assert limiter.allow("b", now=0.5)
+    assert limiter.allow("a", now=1.6)
+
+
+async def test_unknown_route_and_method_are_json_and_request_ids_are_echoed(ingress: Factory) -> None:
+    client, _ = await ingress()
+    missing = await client.get("/nothing", headers={"X-Request-Id": "abc-123"})
+    assert missing.status == 404 and missing.headers["X-Request-Id"] == "abc-123"
+    assert "error" in await missing.json()
+    wrong = await client.get("/kordiam/element", headers={"X-Request-Id": "bad id with spaces"})
+    assert wrong.status == 405
+    assert len(wrong.headers["X-Request-Id"]) == 32
+
+
+async def test_health_and_metrics(ingress: Factory) -> None:
+    client, _ = await ingress()
+    assert (await client.get("/healthz")).status == 200
+    await client.post("/kordiam/element", data=fixture("seed001_create.json"), headers=bearer("wrong"))
+    text = await (await client.get("/metrics")).text()
+    assert 'bridge_ingress_requests_total{route="global_export.create",status="401"}' in text
+    assert 'bridge_ingress_auth_failures_total{receiver="global_export"}' in text
+    assert "bridge_ingress_enqueue_seconds_bucket" in text
+
+
+def test_settings_need_a_receiver_and_distinct_paths() -> None:
+    with pytest.raises(ValueError, match="configure"):
+        IngressSettings.model_validate({})
+    with pytest.raises(ValueError, match="must differ"):
+        settings(platform={"path": "/kordiam", "api_user": "u", "api_secret": "s"})
+
+
+def test_ingress_command_without_an_ingress_table_is_a_config_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bridge.cli import main
+
+    config = tmp_path / "bridge.toml"
+    config.write_text(
+        '[queue]\nurl = "https://sqs.eu-central-1.amazonaws.com/1/q"\n'
+        '[kordiam]\nbase_url = "https://api.kordiam.app"\nclient_id = "c"\nclient_secret = "s"\n'
+        '[[channels]]\nname = "web"\ntype = "folder"\nplatforms = [1]\npath = "out"\n'
+    )
+    assert main(["ingress", "--config", str(config)]) == 2
+    assert capsys.readouterr().err.strip().endswith("configuration error: ingress: is required")
+    config.write_text(config.read_text() + '[ingress]\nport = 8780\n[ingress.platform]\napi_user = "u"\n')
+    assert main(["ingress", "--config", str(config)]) == 2
+    assert "ingress.platform.api_secret: is required" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--global-export-url", "ftp://x"], "--global-export-url: must be an http(s) URL"),
+        (["--global-export-url", "http://x"], "--global-export-auth: is required with the URL"),
+        (["--global-export-url", "http://x", "--global-export-auth", "basic:x"], "--global-export-auth: must be"),
+        (["--global-export-auth", "bearer:x"], "--global-export-auth: needs --global-export-url"),
+        (["--platform-url", "http://x"], "--platform-api-user: --platform-url needs --platform-api-user"),
+    ],
+)
+def test_simulator_webhook_flags_are_checked(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from bridge.cli import main
+
+    assert main(["simulator", *argv]) == 2
+    assert capsys.readouterr().err.startswith(f"kordiam-bridge: configuration error: {message}")
+
+
+def test_webhook_auth_specs() -> None:
+    from bridge.simulator.webhooks import WebhookAuth
+
+    assert WebhookAuth.parse(["bearer:t"]) == WebhookAuth("bearer", token="t")
+    assert WebhookAuth.parse(["jwt:s"]) == WebhookAuth("jwt", token="s")
+    assert WebhookAuth.parse(["api_key:k:s:x"]) == WebhookAuth("api_key", token="s:x", api_key="k")
+    assert WebhookAuth.parse(["header:A=1", "header:B=2"]) == WebhookAuth("headers", headers=(("A", "1"), ("B", "2")))
+    with pytest.raises(ValueError, match="only header"):
+        WebhookAuth.parse(["bearer:t", "bearer:u"])
