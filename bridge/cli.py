@@ -18,8 +18,8 @@ from bridge import __version__
 from bridge.errors import BridgeError, ConfigError
 
 if TYPE_CHECKING:
+    from bridge.admin.progress import ProgressSink
     from bridge.config import OpsSettings
-    from bridge.queue.admin import ProgressSink
 
 EXIT_CONFIG = 2
 EXIT_INTERRUPTED = 130
@@ -250,7 +250,7 @@ def _output_options(parser: argparse.ArgumentParser, *, progress: bool = False) 
 
 
 def _show(args: argparse.Namespace, result: object, render: Callable[[Any, Console], None]) -> None:
-    from bridge.queue.admin import to_json
+    from bridge.admin.results import to_json
 
     if args.json:
         print(to_json(result))
@@ -267,8 +267,8 @@ def _log_format(ops: OpsSettings) -> None:
 @contextlib.contextmanager
 def _progress(args: argparse.Namespace, console: Console | None = None) -> Iterator[ProgressSink]:
     """The progress bar ``--progress`` asks for; while it is drawn, log lines are printed above it."""
+    from bridge.admin.progress import RichProgress, progress_bar
     from bridge.ops.logging import logs_through
-    from bridge.queue.admin import RichProgress, progress_bar
 
     console = console or Console(stderr=True)
     with progress_bar(args.progress, console) as progress:
@@ -280,8 +280,9 @@ def _progress(args: argparse.Namespace, console: Console | None = None) -> Itera
 
 
 def _replay(args: argparse.Namespace) -> int:
+    from bridge.admin.rendering import render_replay
+    from bridge.admin.replay import replay
     from bridge.config import QueueCommandSettings, load_settings
-    from bridge.queue.admin import render_replay, replay
 
     settings = load_settings(args.config, model=QueueCommandSettings)
     _log_format(settings.ops)
@@ -292,8 +293,9 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def _dlq_list(args: argparse.Namespace) -> int:
+    from bridge.admin.dlq import dlq_list
+    from bridge.admin.rendering import render_dlq_list
     from bridge.config import QueueCommandSettings, load_settings
-    from bridge.queue.admin import dlq_list, render_dlq_list
 
     settings = load_settings(args.config, model=QueueCommandSettings)
     _log_format(settings.ops)
@@ -302,8 +304,9 @@ def _dlq_list(args: argparse.Namespace) -> int:
 
 
 def _dlq_show(args: argparse.Namespace) -> int:
+    from bridge.admin.dlq import dlq_show
+    from bridge.admin.rendering import render_dlq_message
     from bridge.config import QueueCommandSettings, load_settings
-    from bridge.queue.admin import dlq_show, render_dlq_message
 
     settings = load_settings(args.config, model=QueueCommandSettings)
     _log_format(settings.ops)
@@ -316,8 +319,9 @@ def _dlq_show(args: argparse.Namespace) -> int:
 
 
 def _dlq_redrive(args: argparse.Namespace) -> int:
+    from bridge.admin.redrive import dlq_redrive
+    from bridge.admin.rendering import render_redrive
     from bridge.config import QueueCommandSettings, load_settings
-    from bridge.queue.admin import dlq_redrive, render_redrive
 
     settings = load_settings(args.config, model=QueueCommandSettings)
     _log_format(settings.ops)
@@ -344,9 +348,9 @@ def _dlq_redrive(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
+    from bridge.admin.status import collect_status, render_status
     from bridge.channels import channel_problems
     from bridge.config import StatusSettings, load_settings
-    from bridge.ops.status import collect_status, render_status
 
     settings = load_settings(
         args.config,

@@ -68,6 +68,11 @@ class StompAddress:
         return f"{self.host}:{self.port}"
 
 
+def is_fifo_url(url: str) -> bool:
+    """An SQS FIFO queue: AWS requires the ``.fifo`` suffix on its name (the one test of it in the bridge)."""
+    return url.endswith(".fifo")
+
+
 def parse_stomp_url(value: str) -> StompAddress:
     """Raises ``ValueError`` with what is wrong; the queue name may hold ``.``, ``-``, ``_`` (ActiveMQ's own)."""
     parsed = urlparse(value)
@@ -166,7 +171,7 @@ class QueueSettings(Section):
 
     @property
     def is_fifo(self) -> bool:
-        return self.url.endswith(".fifo")
+        return is_fifo_url(self.url)
 
 
 class KordiamSettings(Section):

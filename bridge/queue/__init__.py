@@ -6,9 +6,10 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from bridge.config import QueueSettings
+from bridge.queue.dead_letter import DeadLetterContext
 from bridge.queue.sqs import SqsTransport
 from bridge.queue.stomp import StompTransport
-from bridge.queue.transport import DeadLetterContext, QueueInfo, QueueMessage, Transport
+from bridge.queue.transport import QueueInfo, QueueMessage, Transport
 
 __all__ = [
     "DeadLetterContext",

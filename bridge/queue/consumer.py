@@ -35,9 +35,10 @@ from dataclasses import dataclass
 import structlog
 
 from bridge.ops import metrics
+from bridge.queue.dead_letter import DeadLetterContext
 from bridge.queue.gate import ReceiveGate
 from bridge.queue.outcome import DeadLetter, Done, Outcome, Retry
-from bridge.queue.transport import MAX_BATCH, DeadLetterContext, QueueMessage, Transport, prefetch_for
+from bridge.queue.transport import MAX_BATCH, QueueMessage, Transport, prefetch_for
 from bridge.retry import queue_backoff
 
 log = structlog.get_logger("bridge.consumer")

@@ -17,16 +17,14 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError
 
-from bridge.config import QueueSettings
+from bridge.config import QueueSettings, is_fifo_url
 from bridge.errors import ConfigError
+from bridge.queue.dead_letter import DeadLetterContext, carried_attributes, failure_attributes
 from bridge.queue.transport import (
     DEFAULT_MAX_RECEIVE_COUNT,
     MAX_BATCH,
-    DeadLetterContext,
     QueueInfo,
     QueueMessage,
-    carried_attributes,
-    failure_attributes,
 )
 
 log = structlog.get_logger("bridge.queue")
@@ -204,7 +202,7 @@ class SqsTransport:
             "MessageBody": message.body or "(empty body)",
             "MessageAttributes": attributes,
         }
-        if self.dlq_url.endswith(".fifo"):
+        if is_fifo_url(self.dlq_url):
             request["MessageGroupId"] = message.group_id or "dead-letters"
             request["MessageDeduplicationId"] = message.message_id
         await self._client.send_message(**request)
@@ -218,7 +216,7 @@ class SqsTransport:
                 name: {"DataType": "String", "StringValue": value} for name, value in (attributes or {}).items()
             },
         }
-        if self.url.endswith(".fifo"):
+        if self.settings.is_fifo:
             request["MessageGroupId"] = group_id or "default"
             request["MessageDeduplicationId"] = f"{group_id}-{time.time_ns()}"
         response = await self._client.send_message(**request)

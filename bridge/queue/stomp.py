@@ -13,6 +13,8 @@ How each outcome is carried out (ActiveMQ Classic and Artemis both speak this):
   bridge's reason; and holding the message unacknowledged for the delay would fill the prefetch with sleepers.
 - Dead letter: SEND to ``queue.dlq_url`` with the original body and headers plus the ``failure.*`` context, and
   only when the broker's RECEIPT for it arrived is the original ACKed.
+- Operator commands: the dead-letter queue is read with a queue browser (``browser:true`` until ``browser:end``),
+  which delivers nothing; redrive receives, SENDs the copy with a receipt, then ACKs.
 - Release (shutdown): nothing is sent; closing the connection hands every unacknowledged message back.
 - Broker restart / network cut: stompman reconnects in the background (1 s, 2 s … 5 s apart, for ever) and
   subscribes again; ``connected()`` is False meanwhile. What was unacknowledged on the lost connection is
@@ -26,7 +28,7 @@ import asyncio
 import contextlib
 import ssl
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Literal, Self
 from urllib.parse import quote
 
@@ -35,14 +37,12 @@ import structlog
 
 from bridge.config import QueueSettings, parse_stomp_url
 from bridge.errors import ConfigError
+from bridge.queue.dead_letter import DeadLetterContext, carried_attributes, failure_attributes, redriven_attributes
 from bridge.queue.transport import (
     DEFAULT_MAX_RECEIVE_COUNT,
     MAX_BATCH,
-    DeadLetterContext,
     QueueInfo,
     QueueMessage,
-    carried_attributes,
-    failure_attributes,
     prefetch_for,
 )
 
@@ -75,6 +75,8 @@ BROKER_HEADERS = frozenset(
     }
 )
 RECEIPT_TIMEOUT_SECONDS = 10.0
+# The most dead letters one redrive run takes on (it browses them first to bound the run).
+REDRIVE_BROWSE_LIMIT = 10_000
 FIRST_CONNECT_TIMEOUT_SECONDS = 15.0
 CONNECTION_CHECK_SECONDS = 1.0
 
@@ -192,21 +194,8 @@ class StompTransport:
     # ---- receiving -------------------------------------------------------------------------------------------
 
     async def _on_message(self, frame: stompman.AckableMessageFrame) -> None:
-        headers: dict[str, str] = dict(frame.headers)  # type: ignore[arg-type]
-        handle = f"{headers['subscription']}/{headers['ack']}"
-        attempt = _int(headers.get(ATTEMPT_HEADER), 1)
-        timestamp = _int(headers.get("timestamp"), 0)
-        message = QueueMessage(
-            message_id=headers.get("message-id", handle),
-            receipt_handle=handle,
-            body=frame.body.decode("utf-8", errors="replace"),
-            attributes={name: value for name, value in headers.items() if name not in BROKER_HEADERS},
-            # A redelivery after a lost connection is an attempt the message's header does not know of yet.
-            receive_count=attempt + (1 if headers.get("redelivered") == "true" else 0),
-            sent_at=timestamp / 1000 if timestamp else None,
-            group_id=headers.get(GROUP_HEADER),
-        )
-        self._frames[handle] = frame
+        message = _to_message(frame)
+        self._frames[message.receipt_handle] = frame
         self._inbox.put_nowait(message)
 
     async def receive(self, max_messages: int, wait_time: int) -> list[QueueMessage]:
@@ -221,6 +210,101 @@ class StompTransport:
         while len(messages) < wanted and not self._inbox.empty():
             messages.append(self._inbox.get_nowait())
         return messages
+
+    # ---- browsing (operator commands) ------------------------------------------------------------------------
+
+    async def browse_dead_letters(self, *, limit: int) -> tuple[list[QueueMessage], bool]:
+        """Up to ``limit`` messages on the dead-letter queue, without consuming any, and whether it holds more.
+
+        An ActiveMQ queue browser (``browser:true``) sees the queue as it is and ends with a ``browser:end`` frame;
+        a browsed message is not delivered, so it counts as no attempt.
+        """
+        seen: list[QueueMessage] = []
+        ended = asyncio.Event()
+
+        async def on_frame(frame: stompman.AckableMessageFrame) -> None:
+            if frame.headers.get("browser") == "end":
+                ended.set()
+            elif len(seen) <= limit:
+                seen.append(_to_message(frame))
+                if len(seen) > limit:  # one more than asked tells that there are more; no need to see the rest
+                    ended.set()
+
+        subscription = await self._client.subscribe_with_manual_ack(
+            self._dlq_destination,
+            on_frame,
+            ack="auto",
+            headers={"browser": "true"},
+            receipt_timeout=RECEIPT_TIMEOUT_SECONDS,
+        )
+        try:
+            async with asyncio.timeout(RECEIPT_TIMEOUT_SECONDS):
+                await ended.wait()
+        finally:
+            await subscription.unsubscribe()
+        return seen[:limit], len(seen) > limit
+
+    async def redrive_dead_letters(
+        self, *, limit: int | None, wanted: Callable[[QueueMessage], bool], stop: asyncio.Event | None = None
+    ) -> tuple[list[tuple[QueueMessage, str | None, str | None]], int, int]:
+        """Move dead letters back to the main queue: receive (client-individual), SEND the copy with a receipt,
+        then ACK; a copy the broker did not confirm is not ACKed, so the dead letter stays.
+
+        Bounded by what the dead-letter queue held at the start (browsed first): a dead letter that arrives during
+        the run (a moved message failing again) is left for a later run, so the run ends. ``wanted`` false leaves a
+        dead letter where it is; ``stop`` set ends the run after the message in progress. Returns (dead letter,
+        the copy's ``bridge-send-id`` or None, error or None) per message tried, the number left by ``wanted``, the
+        limit or ``stop``, and the number that arrived during the run.
+        """
+        at_start, _ = await self.browse_dead_letters(limit=REDRIVE_BROWSE_LIMIT)
+        pending = {message.message_id for message in at_start}
+        frames: asyncio.Queue[stompman.AckableMessageFrame] = asyncio.Queue()
+
+        async def on_frame(frame: stompman.AckableMessageFrame) -> None:
+            frames.put_nowait(frame)
+
+        tried: list[tuple[QueueMessage, str | None, str | None]] = []
+        arrived = 0
+        if not pending:
+            return tried, 0, 0
+        subscription = await self._client.subscribe_with_manual_ack(
+            self._dlq_destination,
+            on_frame,
+            ack="client-individual",
+            # Room for every dead letter left in place (not ACKed) without stalling the ones behind them.
+            headers={"activemq.prefetchSize": str(len(pending) + MAX_BATCH)},
+            receipt_timeout=RECEIPT_TIMEOUT_SECONDS,
+        )
+        left = 0
+        try:
+            while pending and (limit is None or len(tried) < limit) and not (stop and stop.is_set()):
+                try:
+                    async with asyncio.timeout(RECEIPT_TIMEOUT_SECONDS):
+                        frame = await frames.get()
+                except TimeoutError:  # the rest went to another consumer meanwhile
+                    break
+                message = _to_message(frame)
+                if message.message_id not in pending:
+                    arrived += 1  # not ACKed: handed back when the subscription ends
+                    continue
+                pending.discard(message.message_id)
+                if not wanted(message):
+                    left += 1
+                    continue
+                send_id = uuid.uuid4().hex
+                headers = redriven_attributes(message) | {SEND_ID_HEADER: send_id}
+                if message.group_id is not None:
+                    headers[GROUP_HEADER] = message.group_id
+                try:
+                    await self._send_confirmed(self._address.destination, message.body, headers)
+                except Exception as error:  # not confirmed: not ACKed, the dead letter stays
+                    tried.append((message, None, f"{type(error).__name__}: {error}"))
+                    continue
+                await frame.ack()
+                tried.append((message, send_id, None))
+        finally:
+            await subscription.unsubscribe()
+        return tried, left + len(pending), arrived
 
     # ---- settling --------------------------------------------------------------------------------------------
 
@@ -295,6 +379,25 @@ class StompTransport:
             headers=headers | {"persistent": "true"},
             receipt_timeout=RECEIPT_TIMEOUT_SECONDS,
         )
+
+
+def _to_message(frame: stompman.AckableMessageFrame) -> QueueMessage:
+    """A MESSAGE frame as the transport contract's message (the broker's own headers left out of the attributes)."""
+    headers: dict[str, str] = dict(frame.headers)  # type: ignore[arg-type]
+    # A browser's frames (ack:auto) carry no ack id.
+    handle = f"{headers['subscription']}/{headers['ack']}" if "ack" in headers else headers["subscription"]
+    attempt = _int(headers.get(ATTEMPT_HEADER), 1)
+    timestamp = _int(headers.get("timestamp"), 0)
+    return QueueMessage(
+        message_id=headers.get("message-id", handle),
+        receipt_handle=handle,
+        body=frame.body.decode("utf-8", errors="replace"),
+        attributes={name: value for name, value in headers.items() if name not in BROKER_HEADERS},
+        # A redelivery after a lost connection is an attempt the message's header does not know of yet.
+        receive_count=attempt + (1 if headers.get("redelivered") == "true" else 0),
+        sent_at=timestamp / 1000 if timestamp else None,
+        group_id=headers.get(GROUP_HEADER),
+    )
 
 
 def _log_error_frame(frame: stompman.ErrorFrame) -> None:

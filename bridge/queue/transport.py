@@ -9,22 +9,17 @@ store by ``state.url``. Everything above this module (consumer, pipeline, worker
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Protocol
+
+from bridge.queue.dead_letter import DeadLetterContext
 
 # The most messages one receive returns, and one settling call takes.
 MAX_BATCH = 10
 # Without a redrive policy (SQS) or on a broker that has none the worker honours (ActiveMQ), the worker dead-letters
 # a message itself on this many attempts.
 DEFAULT_MAX_RECEIVE_COUNT = 10
-# What a redriven copy carries back to the main queue, so that its next dead letter (if it fails again) names the
-# same source message and first failure as the first one did: the dead letter it was copied from, the message id
-# the first failure was reported under, and when that was.
-REDRIVEN_FROM = "redriven_from"
-FIRST_FAILURE_SOURCE = "first_failure.source_message_id"
-FIRST_FAILURE_AT = "first_failure.at"
 
 
 def prefetch_for(concurrency: int) -> int:
@@ -61,51 +56,10 @@ class QueueMessage:
 
 
 @dataclass(frozen=True, slots=True)
-class DeadLetterContext:
-    """Why a message was given up: written on the dead letter as ``failure.*`` attributes."""
-
-    stage: str
-    reason: str
-    error_class: str
-    element_id: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
 class QueueInfo:
     dlq_url: str
     max_receive_count: int
     has_redrive: bool
-
-
-def failure_attributes(message: QueueMessage, context: DeadLetterContext) -> dict[str, str]:
-    """The ``failure.*`` attributes every backend puts on a dead letter (empty values left out).
-
-    A message that failed before (a redriven copy, or one moved back verbatim by an SQS move task) keeps the source
-    message id and the time of its first failure.
-    """
-    carried = message.attributes
-    failure = {
-        "failure.stage": context.stage,
-        "failure.reason": context.reason,
-        "failure.error_class": context.error_class,
-        "failure.attempts": str(message.receive_count),
-        "failure.element_id": "" if context.element_id is None else str(context.element_id),
-        "failure.source_message_id": carried.get(FIRST_FAILURE_SOURCE)
-        or carried.get("failure.source_message_id")
-        or message.message_id,
-        "failure.first_failed_at": carried.get(FIRST_FAILURE_AT)
-        or carried.get("failure.first_failed_at")
-        or datetime.now(UTC).isoformat(timespec="milliseconds"),
-    }
-    return {name: value for name, value in failure.items() if value}
-
-
-def carried_attributes(message: QueueMessage) -> Iterator[tuple[str, str]]:
-    """The message's own attributes a dead letter keeps beside ``failure_attributes``: ``redriven_from`` first
-    (redrive tells its own copies apart by it), without the ``first_failure.*`` ones (they became ``failure.*``)."""
-    for name, value in sorted(message.attributes.items(), key=lambda item: item[0] != REDRIVEN_FROM):
-        if value and name not in (FIRST_FAILURE_SOURCE, FIRST_FAILURE_AT):
-            yield name, value
 
 
 class Transport(Protocol):

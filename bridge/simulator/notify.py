@@ -19,7 +19,7 @@ import stompman
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 
-from bridge.config import parse_stomp_url
+from bridge.config import is_fifo_url, parse_stomp_url
 from bridge.simulator.settings import SimulatorSettings
 
 if TYPE_CHECKING:
@@ -63,7 +63,7 @@ def build_message(queue_url: str, element_id: int, event: NotificationEvent) -> 
         "MessageBody": json.dumps({"id": element_id, "event": event}),
         "MessageAttributes": {"event": {"DataType": "String", "StringValue": event}},
     }
-    if queue_url.endswith(".fifo"):
+    if is_fifo_url(queue_url):
         # One group per element keeps its notifications ordered; a fresh dedup id per send so that a
         # deliberate re-send (duplicate-delivery simulation) is not swallowed by SQS deduplication.
         message["MessageGroupId"] = str(element_id)

@@ -9,8 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bridge.admin.replay import replay
 from bridge.errors import ChannelRejected
-from bridge.queue.admin import replay
 from bridge.queue.transport import QueueMessage
 from bridge.simulator import RunningSimulator
 from tests.support import (

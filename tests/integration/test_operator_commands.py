@@ -17,25 +17,19 @@ import pytest
 from botocore.exceptions import ClientError
 from rich.console import Console
 
+from bridge.admin.dlq import dlq_list, dlq_show
+from bridge.admin.progress import progress_bar
+from bridge.admin.redrive import dlq_redrive
+from bridge.admin.rendering import render_dlq_list, render_dlq_message, render_redrive, render_replay
+from bridge.admin.replay import replay
+from bridge.admin.results import RedriveResult, to_json
+from bridge.admin.sqs import QueueAdmin
+from bridge.admin.status import collect_status, render_status
 from bridge.config import OpsSettings, Settings, load_settings
 from bridge.ops import metrics
 from bridge.ops.server import OpsServer
-from bridge.ops.status import collect_status, render_status
-from bridge.queue.admin import (
-    QueueAdmin,
-    RedriveResult,
-    dlq_list,
-    dlq_redrive,
-    dlq_show,
-    progress_bar,
-    render_dlq_list,
-    render_dlq_message,
-    render_redrive,
-    render_replay,
-    replay,
-    to_json,
-)
-from bridge.queue.sqs import DeadLetterContext, QueueMessage, SqsTransport
+from bridge.queue.dead_letter import DeadLetterContext
+from bridge.queue.sqs import QueueMessage, SqsTransport
 from bridge.simulator import RunningSimulator
 from bridge.state import Delivery, open_state_store
 from tests.support import (

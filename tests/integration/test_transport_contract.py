@@ -15,7 +15,8 @@ import pytest
 
 from bridge.config import QueueSettings
 from bridge.queue import open_transport
-from bridge.queue.transport import DeadLetterContext, QueueMessage, Transport
+from bridge.queue.dead_letter import DeadLetterContext
+from bridge.queue.transport import QueueMessage, Transport
 from tests.support import REGION, SqsEndpoint, make_queues, stomp_settings
 
 pytestmark = [pytest.mark.integration]

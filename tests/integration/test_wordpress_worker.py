@@ -14,8 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
+from bridge.admin.replay import replay
 from bridge.config import Settings
-from bridge.queue.admin import replay
 from bridge.simulator import RunningSimulator
 from tests.support import SimulatorAdmin, SqsEndpoint, drain, eventually, queue_settled, running_worker, send, story
 

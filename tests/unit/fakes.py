@@ -22,7 +22,8 @@ from bridge.kordiam.client import KordiamClient
 from bridge.kordiam.models import Element, Publication
 from bridge.pipeline.routing import Route
 from bridge.pipeline.sync import SyncEngine
-from bridge.queue.transport import DeadLetterContext, QueueInfo, QueueMessage
+from bridge.queue.dead_letter import DeadLetterContext
+from bridge.queue.transport import QueueInfo, QueueMessage
 from bridge.state.base import Delivery, ElementBusy, ElementMark, is_older
 from tests.support import http_answering
 

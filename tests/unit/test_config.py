@@ -345,11 +345,9 @@ def test_activemq_keys_are_refused_for_an_sqs_queue(tmp_path: Path) -> None:
         assert raised.value.key == f"queue.{key}" and "ActiveMQ" in raised.value.problem
 
 
-@pytest.mark.parametrize("command", [["dlq", "list"], ["dlq", "show", "m1"], ["dlq", "redrive"], ["status"]])
-def test_operator_commands_on_a_stomp_queue_exit_2_with_one_line(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str]
+def test_a_native_redrive_on_a_stomp_queue_exits_2_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main([*command, "--config", str(write(tmp_path, STOMP))]) == 2
+    assert main(["dlq", "redrive", "--native", "--config", str(write(tmp_path, STOMP))]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("kordiam-bridge: configuration error: queue.url: dlq and status work on SQS")
-    assert "\n" not in err
+    assert err.startswith("kordiam-bridge: --native: ActiveMQ has no move task") and "\n" not in err

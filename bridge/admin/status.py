@@ -3,6 +3,7 @@
 Sources, each optional and reported as unavailable rather than failing the command:
 
 - SQS ``GetQueueAttributes`` for both queues (visible, in flight, delayed).
+- ActiveMQ (``stomp://``): the connection, and the dead letters counted by a queue browser (no STOMP depth query).
 - The age of the oldest message: SQS exposes it only as a CloudWatch metric, so it is *estimated* from a sample of
   messages peeked and released again (their oldest ``SentTimestamp``). Every receive counts towards the queue's
   ``maxReceiveCount``, so the main queue is sampled only on request (``sample_main``); the dead-letter queue is
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -25,12 +27,17 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from bridge.config import StatusSettings
+from bridge.admin.rendering import format_age
+from bridge.admin.results import AdminError
+from bridge.admin.sqs import QueueAdmin, queue_admin
+from bridge.config import QueueSettings, StatusSettings
 from bridge.errors import BridgeError
-from bridge.queue.admin import AdminError, QueueAdmin, format_age, queue_admin
+from bridge.queue.stomp import StompTransport
 from bridge.state import open_state_store
 
 DEFAULT_SAMPLE = 10
+# ActiveMQ: the dead letters a status browses to count them (there is no depth query over STOMP).
+BROKER_COUNT_LIMIT = 1000
 OPS_TIMEOUT_SECONDS = 2.0
 # A dead letter older than this, or a backlog whose oldest sampled message is, counts as a problem.
 STALE_SECONDS = 15 * 60
@@ -127,16 +134,59 @@ async def collect_status(
 ) -> StatusReport:
     """Gather everything; only a missing or unusable queue configuration raises (``ConfigError``)."""
     if admin is None:
+        if settings.queue.backend == "stomp":
+            return await _report(settings, broker_queue_statuses(settings.queue, BROKER_COUNT_LIMIT), ops_timeout)
         async with queue_admin(settings.queue) as own:
             return await collect_status(
                 settings, sample_main=sample_main, sample_size=sample_size, ops_timeout=ops_timeout, admin=own
             )
+    return await _report(
+        settings, _sqs_queue_statuses(admin, sample_size if sample_main else 0, sample_size), ops_timeout
+    )
+
+
+async def broker_queue_statuses(settings: QueueSettings, browse_limit: int) -> tuple[QueueStatus, QueueStatus]:
+    """ActiveMQ: ActiveMQ Classic answers no depth query over STOMP. Connecting shows the broker is reachable;
+    the dead-letter queue is counted by browsing it (up to ``browse_limit``, consuming nothing, no attempt
+    counted), and its oldest message is the oldest browsed. The main queue's depth is not shown."""
+    assert settings.dlq_url is not None  # a stomp:// queue requires it
+    async with StompTransport.connect(settings, consume=False) as transport:
+        try:
+            seen, more = await transport.browse_dead_letters(limit=max(1, browse_limit))
+        except Exception as error:  # a browse that timed out or was refused: reported, not fatal
+            dead_letter = QueueStatus("dead-letter queue", settings.dlq_url, error=f"browsing failed: {error!r}")
+        else:
+            stamps = [m.sent_at for m in seen if m.sent_at is not None]
+            note = f"browsed all {len(seen)}" if seen else "empty"
+            if more:
+                note = f"at least {len(seen)}: browsed the first {len(seen)}"
+            oldest = datetime.fromtimestamp(min(stamps), UTC) if stamps else None
+            dead_letter = QueueStatus(
+                "dead-letter queue",
+                settings.dlq_url,
+                visible=len(seen),
+                oldest_sent_at=oldest,
+                oldest_age_seconds=None if oldest is None else max(0.0, (datetime.now(UTC) - oldest).total_seconds()),
+                sampled=len(seen),
+                age_note=note,
+            )
+    queue = QueueStatus("queue", settings.url, age_note="broker connected; ActiveMQ gives no queue depth over STOMP")
+    return queue, dead_letter
+
+
+async def _sqs_queue_statuses(admin: QueueAdmin, main_sample: int, dlq_sample: int) -> tuple[QueueStatus, QueueStatus]:
     dlq_url = await admin.dead_letter_url()
-    queue, dead_letter, (state, store_channels), worker = await asyncio.gather(
-        _queue_status(admin, "queue", admin.queue_url, sample_size if sample_main else 0, main=True),
-        _queue_status(admin, "dead-letter queue", dlq_url, sample_size, main=False),
-        _state_status(settings),
-        _worker_health(settings, ops_timeout),
+    return await asyncio.gather(
+        _queue_status(admin, "queue", admin.queue_url, main_sample, main=True),
+        _queue_status(admin, "dead-letter queue", dlq_url, dlq_sample, main=False),
+    )
+
+
+async def _report(
+    settings: StatusSettings, queues: Awaitable[tuple[QueueStatus, QueueStatus]], ops_timeout: float
+) -> StatusReport:
+    (queue, dead_letter), (state, store_channels), worker = await asyncio.gather(
+        queues, _state_status(settings), _worker_health(settings, ops_timeout)
     )
     errors = worker[1]
     channels: list[ChannelHealth] = []
@@ -299,6 +349,10 @@ def _status_text(response: httpx.Response) -> str:
 # --------------------------------------------------------------------------------------------------- rendering
 
 
+def _count(value: int | None) -> str:
+    return "-" if value is None else str(value)  # None: the broker gives no such figure (ActiveMQ over STOMP)
+
+
 def render_status(report: StatusReport, console: Console) -> None:
     queues = Table(title="Queues", title_justify="left")
     for column in ("queue", "visible", "in flight", "delayed", "oldest message", "note"):
@@ -309,9 +363,9 @@ def render_status(report: StatusReport, console: Console) -> None:
             continue
         queues.add_row(
             f"{status.role}\n{status.url}",
-            str(status.visible),
-            str(status.in_flight),
-            str(status.delayed),
+            _count(status.visible),
+            _count(status.in_flight),
+            _count(status.delayed),
             f"~{format_age(status.oldest_age_seconds)}" if status.oldest_age_seconds is not None else "-",
             escape(status.age_note or ""),
         )

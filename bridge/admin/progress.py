@@ -1,0 +1,84 @@
+"""Progress reporting for long operator commands: a rich bar on a terminal, nothing elsewhere."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Protocol
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+
+# --------------------------------------------------------------------------------------------------- progress
+
+
+class ProgressSink(Protocol):
+    """Where long operations report progress; ``RichProgress`` draws a bar, ``None`` reports nothing."""
+
+    def start(self, description: str, total: int | None) -> None: ...
+
+    def advance(self, amount: int = 1) -> None: ...
+
+    def update(self, completed: int, total: int | None = None) -> None: ...
+
+
+class NoProgress:
+    def start(self, description: str, total: int | None) -> None:
+        pass
+
+    def advance(self, amount: int = 1) -> None:
+        pass
+
+    def update(self, completed: int, total: int | None = None) -> None:
+        pass
+
+
+class RichProgress:
+    """A rich progress bar (on stderr, so ``--json`` output on stdout stays clean)."""
+
+    def __init__(self, console: Console | None = None) -> None:
+        self._progress = Progress(
+            TextColumn("[progress.description]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console or Console(stderr=True),
+            transient=False,
+        )
+        self._task: TaskID | None = None
+
+    def __enter__(self) -> RichProgress:
+        self._progress.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._progress.stop()
+
+    def start(self, description: str, total: int | None) -> None:
+        if self._task is not None:
+            self._progress.update(self._task, visible=False)
+        self._task = self._progress.add_task(description, total=total)
+
+    def advance(self, amount: int = 1) -> None:
+        if self._task is not None:
+            self._progress.advance(self._task, amount)
+
+    def update(self, completed: int, total: int | None = None) -> None:
+        if self._task is not None:
+            if total is not None:
+                self._progress.update(self._task, completed=completed, total=total)
+            else:
+                self._progress.update(self._task, completed=completed)
+
+
+@contextlib.contextmanager
+def progress_bar(enabled: bool | None = None, console: Console | None = None) -> Iterator[ProgressSink]:
+    """A rich bar when ``enabled`` (default: when stderr is a terminal), else a sink that reports nothing."""
+    console = console or Console(stderr=True)
+    if enabled is None:
+        enabled = console.is_terminal
+    if not enabled:
+        yield NoProgress()
+        return
+    with RichProgress(console) as bar:
+        yield bar

@@ -1,0 +1,126 @@
+"""``dlq list`` and ``dlq show`` on a real ActiveMQ broker: a queue browser reads the dead letters, consuming none."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from bridge.admin.dlq import dlq_list, dlq_show
+from bridge.admin.redrive import dlq_redrive
+from bridge.admin.rendering import render_dlq_list, render_dlq_message
+from bridge.admin.status import collect_status, render_status
+from bridge.cli import main
+from bridge.queue import open_transport
+from bridge.queue.dead_letter import DeadLetterContext
+from tests.support import stomp_drain, stomp_send, stomp_settings, worker_settings
+
+pytestmark = [pytest.mark.integration]
+
+NOWHERE = "http://127.0.0.1:9"  # Kordiam is never called by these commands
+
+
+async def _dead_letter(queue: str, dlq: str, body: str, context: DeadLetterContext) -> str:
+    """Send ``body`` to the main queue, receive it and dead-letter it as the worker would; its message id."""
+    await stomp_send(queue, body, {"event": "updated"})
+    async with open_transport(stomp_settings(queue, dlq_url=dlq)) as transport:
+        [message] = await transport.receive(1, wait_time=10)
+        await transport.send_dead_letter(message, context)
+        await transport.complete([message])
+    return message.message_id
+
+
+async def test_dlq_list_and_show_browse_without_consuming(stomp_queues: tuple[str, str]) -> None:
+    queue, dlq = stomp_queues
+    settings = stomp_settings(queue, dlq_url=dlq)
+    first = await _dead_letter(queue, dlq, '{"id": 11, "event": "updated"}', DeadLetterContext("sync", "boom", "X", 11))
+    await _dead_letter(queue, dlq, "not json", DeadLetterContext("decode", "body is not JSON", "PoisonMessage"))
+
+    listing = await dlq_list(settings, limit=50)
+    assert [m.body for m in listing.messages] == ['{"id": 11, "event": "updated"}', "not json"]
+    assert (listing.approximate_visible, listing.truncated, listing.queue_url) == (2, False, dlq)
+    synced, poison = listing.messages
+    assert synced.failure is not None and (synced.failure.stage, synced.element_id) == ("sync", 11)
+    assert synced.failure.source_message_id == first and synced.attributes["event"] == "updated"
+    assert poison.failure is not None and poison.failure.reason == "body is not JSON" and poison.element_id is None
+
+    limited = await dlq_list(settings, limit=1)
+    assert len(limited.messages) == 1 and limited.truncated
+
+    shown = await dlq_show(settings, first)  # by the source message id the failure names
+    assert shown is not None and shown.body == synced.body
+    assert await dlq_show(settings, poison.message_id) == poison
+    assert await dlq_show(settings, "no-such-id") is None
+
+    console = Console(record=True, width=200)
+    render_dlq_list(listing, console)
+    render_dlq_message(synced, console)
+    text = console.export_text()
+    # ActiveMQ's ids hold ":-1:"-like runs: shown as they are, not as markup or emoji.
+    assert "body is not JSON" in text and synced.message_id in text and poison.message_id in text
+
+    # Browsing consumed nothing: both dead letters are still there.
+    assert sorted(m.body for m in await stomp_drain(dlq)) == sorted(m.body for m in listing.messages)
+
+
+def test_dlq_list_on_an_empty_queue_and_the_cli(
+    stomp_queues: tuple[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    queue, dlq = stomp_queues
+    assert asyncio.run(dlq_list(stomp_settings(queue, dlq_url=dlq))).messages == []
+    asyncio.run(_dead_letter(queue, dlq, "not json", DeadLetterContext("decode", "body is not JSON", "PoisonMessage")))
+    config = tmp_path / "bridge.toml"
+    config.write_text(
+        f'[kordiam]\nbase_url = "http://127.0.0.1:9"\nclient_id = "c"\nclient_secret = "s"\n'
+        f'[queue]\nurl = "{queue}"\ndlq_url = "{dlq}"\n'
+    )
+    assert main(["dlq", "list", "--json", "--config", str(config)]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [m["failure"]["reason"] for m in listed["messages"]] == ["body is not JSON"]
+
+
+async def test_status_counts_the_dead_letters_by_browsing(stomp_queues: tuple[str, str], tmp_path: Path) -> None:
+    queue, dlq = stomp_queues
+    settings = worker_settings(queue=queue, endpoint=dlq, kordiam=NOWHERE, workdir=tmp_path)
+    empty = await collect_status(settings)
+    assert (empty.queue.visible, empty.queue.error, empty.dead_letter.visible) == (None, None, 0)
+    assert "no queue depth over STOMP" in (empty.queue.age_note or "")
+    assert not any("dead-letter" in problem for problem in empty.problems)
+
+    await _dead_letter(queue, dlq, "not json", DeadLetterContext("decode", "body is not JSON", "PoisonMessage"))
+    report = await collect_status(settings)
+    assert (report.dead_letter.visible, report.dead_letter.age_note) == (1, "browsed all 1")
+    assert report.dead_letter.oldest_age_seconds is not None
+    assert "1 message(s) in the dead-letter queue" in report.problems
+    console = Console(record=True, width=200)
+    render_status(report, console)
+    assert "no queue depth over STOMP" in console.export_text()
+    assert [m.body for m in await stomp_drain(dlq)] == ["not json"]  # counted, not consumed
+
+
+async def test_redrive_moves_what_was_there_at_the_start_and_keeps_the_first_failure(
+    stomp_queues: tuple[str, str],
+) -> None:
+    queue, dlq = stomp_queues
+    settings = stomp_settings(queue, dlq_url=dlq)
+    first = await _dead_letter(queue, dlq, '{"id": 11, "event": "updated"}', DeadLetterContext("sync", "boom", "X", 11))
+    await _dead_letter(queue, dlq, '{"id": 12, "event": "updated"}', DeadLetterContext("sync", "boom", "X", 12))
+
+    only_11 = await dlq_redrive(settings, element_ids=[11])
+    assert [m.element_id for m in only_11.moved] == [11]
+    assert (only_11.skipped, only_11.failed, only_11.ok) == (1, [], True)
+    [copy] = await stomp_drain(queue)
+    assert copy.body == '{"id": 11, "event": "updated"}'
+    assert copy.attributes["redriven_from"] == only_11.moved[0].dlq_message_id
+    assert copy.attributes["first_failure.source_message_id"] == first
+    assert copy.attributes["bridge-send-id"] == only_11.moved[0].new_message_id
+    assert not any(name.startswith("failure.") for name in copy.attributes)
+
+    rest = await dlq_redrive(settings)
+    assert [m.element_id for m in rest.moved] == [12] and rest.skipped == 0
+    assert [m.body for m in await stomp_drain(queue)] == ['{"id": 12, "event": "updated"}']
+    assert (await dlq_list(settings)).messages == []
+    assert (await dlq_redrive(settings)).moved == []  # an empty dead-letter queue: nothing to do, and it ends
