@@ -405,9 +405,9 @@ def _check_config(args: argparse.Namespace) -> int:
     import json
 
     from bridge.channels import channel_options, channel_problems
-    from bridge.config import load_settings
+    from bridge.config import FileSettings, load_settings
 
-    settings = load_settings(args.config, check_channel=channel_problems)
+    settings = load_settings(args.config, model=FileSettings, check_channel=channel_problems)
     effective = settings.model_dump(mode="json", exclude={"channels"})
     effective["channels"] = [
         {

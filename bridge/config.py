@@ -479,12 +479,17 @@ class IngressCommandSettings(StatusSettings):
 
 
 class Settings(StatusSettings):
-    """Everything the worker uses."""
+    """Everything the worker uses (``[ingress]`` is not among it: the worker neither needs nor checks its secrets)."""
 
     kordiam: KordiamSettings
     feedback: FeedbackSettings = FeedbackSettings()
     reconcile: ReconcileSettings = ReconcileSettings()
-    # `kordiam-bridge ingress` only (IngressCommandSettings); the worker ignores it.
+
+
+class FileSettings(Settings):
+    """Every section a configuration file may hold: what ``check-config`` validates, and the known sections and
+    keys that file keys and ``BRIDGE_*`` variables are checked against."""
+
     ingress: IngressSettings | None = None
 
 
@@ -615,7 +620,7 @@ def load_settings(
     channel_variables = _channel_overrides(data)
     _warn_unused_variables()
     for key in data:
-        if key not in Settings.model_fields:
+        if key not in FileSettings.model_fields:
             raise ConfigError(key, "is not a known key")
     wanted = {key: value for key, value in data.items() if key in model.model_fields}
     problems: list[Problem] = []
@@ -638,7 +643,7 @@ def load_settings(
 
 def _setting_variables() -> dict[str, str]:
     """``BRIDGE_<SECTION>__<KEY>`` variables of a known section, by the key they name (``queue.url``)."""
-    sections = {name for name in Settings.model_fields if name != "channels"}
+    sections = {name for name in FileSettings.model_fields if name != "channels"}
     found: dict[str, str] = {}
     for variable in os.environ:
         upper = variable.upper()
@@ -648,9 +653,18 @@ def _setting_variables() -> dict[str, str]:
     return found
 
 
+def _section_model(annotation: Any) -> type[BaseModel] | None:
+    """The model of a section field, ``X`` or ``X | None``."""
+    for candidate in (annotation, *get_args(annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
 def _warn_unused_variables() -> None:
     """A ``BRIDGE_*`` variable with a misspelt section or key would be silently ignored: say so."""
-    sections = {name: field for name, field in Settings.model_fields.items() if name != "channels"}
+    sections = {name: _section_model(field.annotation) for name, field in FileSettings.model_fields.items()}
+    sections.pop("channels")
     for variable in sorted(os.environ):
         upper = variable.upper()
         if (
@@ -661,11 +675,10 @@ def _warn_unused_variables() -> None:
         ):
             continue
         section, _, key = upper.removeprefix(ENV_PREFIX).partition("__")
-        field = sections.get(section.lower())
-        model = field.annotation if field is not None else None
-        if not (isinstance(model, type) and issubclass(model, BaseModel)) or not key:
+        model = sections.get(section.lower())
+        if model is None or not key:
             reason = f"no section {section.lower()!r} (sections: {', '.join(sections)})"
-        elif key.lower() not in model.model_fields:
+        elif key.lower().partition("__")[0] not in model.model_fields:  # a nested key names its table first
             reason = f"[{section.lower()}] has no key {key.lower()!r}"
         else:
             continue

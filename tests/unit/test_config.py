@@ -249,6 +249,36 @@ def test_a_variable_that_sets_nothing_is_warned_about(
     assert all("kordiam" in w["reason"] for w in warned if w["variable"] == "BRIDGE_KORDAIM__CLIENT_SECRET")
 
 
+def test_ingress_variables_set_something_and_are_not_warned_about(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    configure_logging("info")
+    monkeypatch.setenv("BRIDGE_INGRESS__PORT", "8780")
+    monkeypatch.setenv("BRIDGE_INGRESS__GLOBAL_EXPORT__AUTH__TOKEN", "t0ken")
+    monkeypatch.setenv("BRIDGE_INGRESS__PROT", "8780")
+    load_settings(write(tmp_path, VALID))
+    warned = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    assert [w["variable"] for w in warned if w["event"] == "environment_variable_ignored"] == ["BRIDGE_INGRESS__PROT"]
+
+
+INGRESS_WITHOUT_SECRETS = """
+[ingress]
+[ingress.global_export]
+path = "/kordiam"
+auth = { type = "bearer" }
+"""
+
+
+def test_the_worker_does_not_need_the_ingress_secrets_but_check_config_names_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(tmp_path, VALID + INGRESS_WITHOUT_SECRETS)
+    settings = load_settings(path)
+    assert "ingress" not in type(settings).model_fields
+    assert main(["check-config", "--config", str(path)]) == 2
+    assert "ingress.global_export.auth.token" in capsys.readouterr().err
+
+
 def test_an_error_from_a_variable_names_the_variable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BRIDGE_QUEUE__CONCURRENCY", "many")
     with pytest.raises(ConfigError, match=r"^BRIDGE_QUEUE__CONCURRENCY \(queue\.concurrency\): Input should be"):
