@@ -5,11 +5,13 @@ per-test queues."""
 from __future__ import annotations
 
 import os
+import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from structlog._config import BoundLoggerLazyProxy
 
 # Credentials for the emulators; never real ones. Set before any AWS client is created.
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
@@ -30,6 +32,22 @@ from tests.support import (
 )
 
 REGION = "eu-central-1"
+
+
+@pytest.fixture(autouse=True)
+def _module_loggers_not_cached() -> Iterator[None]:
+    """Undo structlog's per-logger cache after each test.
+
+    ``configure_logging`` turns on ``cache_logger_on_first_use``: a module logger first used after one call keeps
+    that call's processor list, a later call makes a new list, and ``capture_logs`` edits only the current one, so
+    the cached logger's lines would escape a later test's capture. Tests share a process (an in-process ``main()``
+    configures logging), so each test starts with every ``bridge`` module logger uncached."""
+    yield
+    for name, module in list(sys.modules.items()):
+        if name.startswith("bridge") and module is not None:
+            for value in list(vars(module).values()):
+                if isinstance(value, BoundLoggerLazyProxy):
+                    value.__dict__.pop("bind", None)
 
 
 @pytest.fixture(scope="session")
