@@ -5,7 +5,9 @@ Single-table layout (hash key ``pk``, range key ``sk``, both strings; TTL on ``e
 * ``pk = "element#<id>"``, ``sk = "delivery#<channel>#<publication>"``: one publication delivered to one channel,
   with the Kordiam version it carried (``modification_date`` as fixed-width ISO-8601 UTC text, ``version``
   as a number). A write only lands if the stored version is not newer (the ordering of ``is_older``).
-* ``sk = "mark"``: the newest version of the element fully synced (or seen deleted).
+* ``sk = "mark"``: the newest version of the element fully synced (or seen deleted), and ``fetched_at`` (epoch
+  seconds, a number) when the Kordiam fetch behind it started; a mark whose fetch started earlier than the
+  stored one does not land.
 * ``sk = "lease"``: the worker (``owner``) syncing the element until ``expires_at`` (epoch seconds).
 
 The table is created outside the bridge (Terraform in production; ``create_table`` for local use and tests):
