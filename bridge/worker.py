@@ -19,6 +19,7 @@ from bridge.http import HttpClient
 from bridge.kordiam.client import KordiamClient
 from bridge.ops.heap import settle_after_startup
 from bridge.ops.server import OpsServer
+from bridge.pipeline.covering import FetchLedger
 from bridge.pipeline.credentials import KordiamCredentials
 from bridge.pipeline.handler import MessageHandler
 from bridge.pipeline.reconcile import Reconciler
@@ -87,7 +88,12 @@ def build_pipeline(
         timeout=settings.kordiam.timeout,
     )
     engine = SyncEngine(
-        kordiam=kordiam, routes=routes, state=state, feedback=settings.feedback, main_channel=settings.main_channel
+        kordiam=kordiam,
+        routes=routes,
+        state=state,
+        feedback=settings.feedback,
+        main_channel=settings.main_channel,
+        fetched=FetchLedger(clock_skew=settings.queue.clock_skew_seconds),
     )
     gate = ReceiveGate()
     credentials = KordiamCredentials(kordiam, gate)

@@ -403,6 +403,7 @@ def write_config(
     visibility_timeout: int = 20,
     wait_time_seconds: int = 2,
     retry_max_seconds: float = 900,
+    clock_skew_seconds: float = 5,
 ) -> Path:
     """A worker config with two folder channels (web: 99003, print: 99004); SQLite state unless ``state_url``.
 
@@ -425,6 +426,7 @@ concurrency = 4
 retry_base_seconds = 1
 retry_max_seconds = {retry_max_seconds}
 shutdown_timeout = 20
+clock_skew_seconds = {clock_skew_seconds}
 
 [kordiam]
 base_url = "{kordiam}"

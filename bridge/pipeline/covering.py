@@ -27,10 +27,13 @@ class FetchLedger:
         self._started: OrderedDict[int, float] = OrderedDict()
 
     def covers(self, element_id: int, sent_at: float | None) -> bool:
-        started = self._started.get(element_id)
-        if sent_at is None or started is None:
+        return self.covered_by(self._started.get(element_id), sent_at)
+
+    def covered_by(self, fetch_started: float | None, sent_at: float | None) -> bool:
+        """The rule for one recorded start time (this ledger's or the state store's, ``ElementMark.fetched_at``)."""
+        if sent_at is None or fetch_started is None:
             return False
-        return started - self._clock_skew > sent_at
+        return fetch_started - self._clock_skew > sent_at
 
     def record(self, element_id: int, fetch_started: float) -> None:
         """A sync whose fetch started at ``fetch_started`` (wall clock) succeeded."""

@@ -134,22 +134,31 @@ class SyncEngine:
                 return SyncReport(notification.element_id, skipped=COVERED, covered=True)
             try:
                 async with self._state.lease(notification.element_id):
-                    report = await self._sync(notification)
+                    report = await self._sync(notification, sent_at=sent_at)
             except ElementBusy as busy:
                 report = SyncReport(notification.element_id, failures=[Failure("lease", busy)])
             except BridgeError as error:  # the state store itself failed (transient or permanent, as it says)
                 report = SyncReport(notification.element_id, failures=[Failure("state", error)])
         if report.failures:
             raise SyncFailed(report)
+        if report.covered:
+            metrics.NOTIFICATIONS_COALESCED.inc()
         return report
 
-    async def _sync(self, notification: Notification) -> SyncReport:
+    async def _sync(self, notification: Notification, *, sent_at: float | None = None) -> SyncReport:
         element_id = notification.element_id
         report = SyncReport(element_id)
-        # Only a notification that carries a modification date can be older than what was synced.
-        if notification.modification_date is not None:
+        # One read of the element's mark answers both skips: a fetch another worker (or this one, before its
+        # ledger forgot) started after the notification was sent, and a notification older than what was synced.
+        may_be_covered = sent_at is not None and not notification.force
+        if notification.modification_date is not None or may_be_covered:
             mark = await self._state.element_mark(element_id)
-            if _older(notification, mark):
+            if may_be_covered and mark is not None and self._fetched.covered_by(mark.fetched_at, sent_at):
+                assert mark.fetched_at is not None
+                self._fetched.record(element_id, mark.fetched_at)
+                report.skipped, report.covered = COVERED, True
+                return report
+            if notification.modification_date is not None and _older(notification, mark):
                 report.skipped = "older than the version already synced"
                 return report
 
@@ -170,7 +179,9 @@ class SyncEngine:
             report.deleted_element = True
             await self._retract(deliveries, keep=set(), report=report, held=held)
             if not report.failures:
-                await self._state.mark_element(ElementMark(element_id, None, None, deleted=True))
+                await self._state.mark_element(
+                    ElementMark(element_id, None, None, deleted=True, fetched_at=fetch_started)
+                )
                 self._fetched.record(element_id, fetch_started)
             return report
 
@@ -187,7 +198,9 @@ class SyncEngine:
                 report.failures.append(Failure("feedback", error))
         if not report.failures:
             await self._state.mark_element(
-                ElementMark(element_id, element.modification_date, element.version, deleted=False)
+                ElementMark(
+                    element_id, element.modification_date, element.version, deleted=False, fetched_at=fetch_started
+                )
             )
             self._fetched.record(element_id, fetch_started)
         return report

@@ -34,12 +34,19 @@ class Delivery:
 
 @dataclass(frozen=True, slots=True)
 class ElementMark:
-    """The newest version of an element the bridge has fully synced (or seen deleted)."""
+    """The newest version of an element the bridge has fully synced (or seen deleted).
+
+    ``fetched_at`` is when (wall clock, seconds since the epoch) the Kordiam fetch behind this mark started; a
+    notification sent before it is covered (``bridge.pipeline.covering``). Stores never move it backwards: a
+    mark with an older ``fetched_at`` than the one recorded is ignored (the later fetch's mark is the newer
+    truth), and a mark without one keeps the recorded time.
+    """
 
     element_id: int
     modification_date: datetime | None
     version: int | None
     deleted: bool
+    fetched_at: float | None = None
 
 
 def is_older(a: tuple[datetime | None, int | None], b: tuple[datetime | None, int | None]) -> bool:

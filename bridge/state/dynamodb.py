@@ -5,7 +5,9 @@ Single-table layout (hash key ``pk``, range key ``sk``, both strings; TTL on ``e
 * ``pk = "element#<id>"``, ``sk = "delivery#<channel>#<publication>"``: one publication delivered to one channel,
   with the Kordiam version it carried (``modification_date`` as fixed-width ISO-8601 UTC text, ``version``
   as a number). A write only lands if the stored version is not newer (the ordering of ``is_older``).
-* ``sk = "mark"``: the newest version of the element fully synced (or seen deleted).
+* ``sk = "mark"``: the newest version of the element fully synced (or seen deleted), and ``fetched_at`` (epoch
+  seconds, a number) when the Kordiam fetch behind it started; a mark whose fetch started earlier than the
+  stored one does not land.
 * ``sk = "lease"``: the worker (``owner``) syncing the element until ``expires_at`` (epoch seconds).
 
 The table is created outside the bridge (Terraform in production; ``create_table`` for local use and tests):
@@ -257,9 +259,12 @@ class DynamoDbStateStore:
             modification_date=_date_attribute(item, "modification_date"),
             version=_int_attribute(item, "version"),
             deleted=bool(item.get("deleted", {}).get("BOOL", False)),
+            fetched_at=float(item["fetched_at"]["N"]) if "fetched_at" in item else None,
         )
 
     async def mark_element(self, mark: ElementMark) -> None:
+        # A mark whose fetch started before the recorded one is ignored (the condition); one without a fetch
+        # time keeps the recorded one (read back first: the mark is only written under the element's lease).
         item: dict[str, Any] = {
             **_key(mark.element_id, MARK),
             "element_id": _n(mark.element_id),
@@ -270,7 +275,23 @@ class DynamoDbStateStore:
             item["modification_date"] = _s(encode_date(mark.modification_date))
         if mark.version is not None:
             item["version"] = _n(mark.version)
-        await self._call("put_item", Item=item)
+        if mark.fetched_at is None:
+            held = await self.element_mark(mark.element_id)
+            if held is not None and held.fetched_at is not None:
+                item["fetched_at"] = {"N": repr(held.fetched_at)}
+            await self._call("put_item", Item=item)
+            return
+        item["fetched_at"] = {"N": repr(mark.fetched_at)}
+        try:
+            await self._call(
+                "put_item",
+                Item=item,
+                ConditionExpression="attribute_not_exists(#f) OR #f <= :f",
+                ExpressionAttributeNames={"#f": "fetched_at"},
+                ExpressionAttributeValues={":f": {"N": repr(mark.fetched_at)}},
+            )
+        except _ConditionFailed:
+            return
 
     # ---- leases --------------------------------------------------------------------------------------------
 

@@ -36,7 +36,7 @@ log = structlog.get_logger("bridge.state")
 CHECKPOINT_EVERY_WRITES = 500
 BUSY_TIMEOUT_MS = 5000
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 MIGRATIONS: dict[int, str] = {
     1: """
     CREATE TABLE deliveries (
@@ -69,6 +69,10 @@ MIGRATIONS: dict[int, str] = {
         owner      TEXT    NOT NULL,
         expires_at REAL    NOT NULL
     );
+    """,
+    # When the fetch behind the element's mark started (covered notifications, across workers).
+    3: """
+    ALTER TABLE elements ADD COLUMN fetched_at REAL;
     """,
 }
 DELIVERY_COLUMNS = (
@@ -289,14 +293,21 @@ class SqliteStateStore:
         )
 
     async def element_mark(self, element_id: int) -> ElementMark | None:
-        query = "SELECT element_id, modification_date, version, deleted FROM elements WHERE element_id = ?"
+        query = "SELECT element_id, modification_date, version, deleted, fetched_at FROM elements WHERE element_id = ?"
         row = await self._run(lambda db: db.execute(query, (element_id,)).fetchone())
         if row is None:
             return None
-        return ElementMark(row[0], _parse(row[1]), row[2], bool(row[3]))
+        return ElementMark(row[0], _parse(row[1]), row[2], bool(row[3]), row[4])
 
     async def mark_element(self, mark: ElementMark) -> None:
-        values = (mark.element_id, _iso(mark.modification_date), mark.version, int(mark.deleted), _now())
+        values = (
+            mark.element_id,
+            _iso(mark.modification_date),
+            mark.version,
+            int(mark.deleted),
+            mark.fetched_at,
+            _now(),
+        )
         await self._run(lambda db: db.execute(MARK_ELEMENT, values), writes=True)
 
 
@@ -336,11 +347,14 @@ TRY_LEASE = (
     "ON CONFLICT (element_id) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at "
     "WHERE leases.expires_at < ? OR leases.owner = ? OR leases.owner = ?"
 )
+# A mark whose fetch started before the recorded one is ignored; one without a fetch time keeps the recorded one.
 MARK_ELEMENT = (
-    "INSERT INTO elements (element_id, modification_date, version, deleted, updated_at) "
-    "VALUES (?,?,?,?,?) ON CONFLICT (element_id) DO UPDATE SET "
+    "INSERT INTO elements (element_id, modification_date, version, deleted, fetched_at, updated_at) "
+    "VALUES (?,?,?,?,?,?) ON CONFLICT (element_id) DO UPDATE SET "
     "modification_date=excluded.modification_date, version=excluded.version, "
-    "deleted=excluded.deleted, updated_at=excluded.updated_at"
+    "deleted=excluded.deleted, fetched_at=COALESCE(excluded.fetched_at, elements.fetched_at), "
+    "updated_at=excluded.updated_at "
+    "WHERE excluded.fetched_at IS NULL OR elements.fetched_at IS NULL OR excluded.fetched_at >= elements.fetched_at"
 )
 
 

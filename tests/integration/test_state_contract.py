@@ -301,3 +301,31 @@ async def test_marks_round_trip(stores: StoreFactory) -> None:
     assert await other.element_mark(4) == ElementMark(4, T0, 3, deleted=False)
     await store.mark_element(ElementMark(4, None, None, deleted=True))
     assert await other.element_mark(4) == ElementMark(4, None, None, deleted=True)
+
+
+async def test_mark_records_when_its_fetch_started(stores: StoreFactory) -> None:
+    store = await stores()
+    other = await stores()
+    started = 1_764_800_000.123456
+    await store.mark_element(ElementMark(5, T0, 1, deleted=False, fetched_at=started))
+    assert await other.element_mark(5) == ElementMark(5, T0, 1, deleted=False, fetched_at=started)
+    later = started + 2.5
+    await other.mark_element(ElementMark(5, T0 + timedelta(minutes=1), 2, deleted=False, fetched_at=later))
+    assert await store.element_mark(5) == ElementMark(5, T0 + timedelta(minutes=1), 2, deleted=False, fetched_at=later)
+
+
+async def test_mark_fetch_time_never_moves_backwards(stores: StoreFactory) -> None:
+    store = await stores()
+    other = await stores()
+    started = 1_764_800_000.5
+    newest = ElementMark(6, T0 + timedelta(minutes=1), 2, deleted=False, fetched_at=started)
+    await store.mark_element(newest)
+    # A sync whose fetch started earlier finishing later: its mark is ignored, the later fetch's mark stands.
+    await other.mark_element(ElementMark(6, T0, 1, deleted=False, fetched_at=started - 1))
+    assert await store.element_mark(6) == newest
+    # A mark without a fetch time keeps the recorded one.
+    await other.mark_element(ElementMark(6, None, None, deleted=True))
+    assert await store.element_mark(6) == ElementMark(6, None, None, deleted=True, fetched_at=started)
+    # The same start time again is accepted (an idempotent retry of the same write).
+    await store.mark_element(newest)
+    assert await other.element_mark(6) == newest

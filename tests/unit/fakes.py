@@ -10,6 +10,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -143,6 +144,12 @@ class MemoryStateStore:
         return self.marks.get(element_id)
 
     async def mark_element(self, mark: ElementMark) -> None:
+        held = self.marks.get(mark.element_id)
+        if held is not None and held.fetched_at is not None:
+            if mark.fetched_at is None:
+                mark = replace(mark, fetched_at=held.fetched_at)
+            elif mark.fetched_at < held.fetched_at:
+                return
         self.marks[mark.element_id] = mark
 
     async def all_deliveries(self) -> list[Delivery]:

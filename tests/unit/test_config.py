@@ -10,6 +10,7 @@ from bridge.cli import main
 from bridge.config import QueueCommandSettings, StatusSettings, load_settings
 from bridge.errors import ConfigError
 from bridge.ops.logging import configure_logging
+from bridge.pipeline.covering import DEFAULT_CLOCK_SKEW_SECONDS
 
 VALID = """
 [queue]
@@ -56,6 +57,7 @@ def test_valid_file_loads_with_defaults(tmp_path: Path) -> None:
     assert settings.main_channel == "print"
     assert settings.feedback.enabled and settings.feedback.link_element
     assert (settings.ops.host, settings.ops.port) == ("127.0.0.1", 9090)
+    assert settings.queue.clock_skew_seconds == DEFAULT_CLOCK_SKEW_SECONDS == 5.0
 
 
 def test_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -80,6 +82,7 @@ def test_config_path_from_environment(tmp_path: Path, monkeypatch: pytest.Monkey
         (('base_url = "https://api.kordiam.app"', 'base_url = "api.kordiam.app"'), "kordiam.base_url", "http(s) URL"),
         (("[queue]\n", "[queue]\nconcurrency = 0\n"), "queue.concurrency", "greater than or equal to 1"),
         (("[queue]\n", "[queue]\nurll = 'x'\n"), "queue.urll", "is not a known key"),
+        (("[queue]\n", "[queue]\nclock_skew_seconds = -1\n"), "queue.clock_skew_seconds", "greater than or equal to 0"),
         (("platforms = [99003]", "platforms = []"), "channels[0].platforms", "at least 1 item"),
         (('name = "print"', 'name = "web"'), "channels[1].name", "used by another channel"),
     ],

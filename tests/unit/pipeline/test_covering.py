@@ -119,3 +119,35 @@ async def test_a_forced_replay_is_never_covered(store: SqliteStateStore) -> None
     await sync.sync(Notification(element_id=7), sent_at=0.0)
     report = await sync.sync(Notification(element_id=7, force=True), sent_at=1.0)
     assert not report.covered and kordiam.fetches == 2
+
+
+async def test_a_fetch_by_another_worker_covers_through_the_shared_store(store: SqliteStateStore) -> None:
+    kordiam = CountingKordiam()
+    first, second = engine(kordiam, store), engine(kordiam, store)  # two ledgers, one state store
+    await first.sync(Notification(element_id=7), sent_at=0.0)
+    mark = await store.element_mark(7)
+    assert mark is not None and mark.fetched_at is not None
+    report = await second.sync(Notification(element_id=7), sent_at=1.0)
+    assert report.covered and kordiam.fetches == 1
+
+
+async def test_a_notification_sent_after_the_stored_fetch_started_is_fetched(store: SqliteStateStore) -> None:
+    kordiam = CountingKordiam()
+    first, second = engine(kordiam, store), engine(kordiam, store)
+    await first.sync(Notification(element_id=7), sent_at=0.0)
+    mark = await store.element_mark(7)
+    assert mark is not None and mark.fetched_at is not None
+    report = await second.sync(Notification(element_id=7), sent_at=mark.fetched_at)
+    assert not report.covered and kordiam.fetches == 2
+
+
+async def test_a_failed_sync_on_another_worker_covers_nothing(store: SqliteStateStore) -> None:
+    kordiam = CountingKordiam()
+    first, second = engine(kordiam, store), engine(kordiam, store)
+    kordiam.failing = True
+    with pytest.raises(SyncFailed):
+        await first.sync(Notification(element_id=7), sent_at=0.0)
+    assert await store.element_mark(7) is None
+    kordiam.failing = False
+    report = await second.sync(Notification(element_id=7), sent_at=1.0)
+    assert not report.covered and kordiam.fetches == 2

@@ -18,7 +18,7 @@ from bridge.config import StateSettings
 from bridge.errors import ConfigError
 from bridge.state import SqliteStateStore, open_state_store
 from bridge.state.base import ElementMark
-from bridge.state.sqlite import SCHEMA_VERSION
+from bridge.state.sqlite import MIGRATIONS, SCHEMA_VERSION
 from tests.support import T0, delivery, opened_stores
 
 StoreFactory = Callable[..., Awaitable[SqliteStateStore]]
@@ -57,6 +57,25 @@ async def test_reopening_keeps_the_data(stores: StoreFactory, tmp_path: Path) ->
     await store.close()
     again = await stores()
     assert [d.external_id for d in await again.deliveries(1)] == ["ext-1"]
+
+
+async def test_a_version_2_file_gains_fetch_times_and_keeps_its_marks(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        for version in (1, 2):
+            for statement in filter(str.strip, MIGRATIONS[version].split(";")):
+                db.execute(statement)
+            db.execute("INSERT INTO schema_version VALUES (?)", (version,))
+        db.execute("INSERT INTO elements VALUES (7, NULL, 3, 0, '2026-01-01T00:00:00Z')")
+    store = SqliteStateStore(path)
+    await store.open()
+    try:
+        assert await store.element_mark(7) == ElementMark(7, None, 3, deleted=False, fetched_at=None)
+        await store.mark_element(ElementMark(7, None, 4, deleted=False, fetched_at=12.5))
+        assert await store.element_mark(7) == ElementMark(7, None, 4, deleted=False, fetched_at=12.5)
+    finally:
+        await store.close()
 
 
 async def test_newer_schema_is_refused(tmp_path: Path) -> None:
