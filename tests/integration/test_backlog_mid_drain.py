@@ -14,14 +14,20 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from bridge.simulator import RunningSimulator
 from bridge.state import SqliteStateStore
-from tests.integration.test_backlog_two_workers import CHANNELS, ELEMENT_PATH, folder_document
+from tests.integration.test_backlog_two_workers import (
+    CHANNELS,
+    ELEMENT_PATH,
+    ELEMENTS,
+    folder_document,
+    notifications_settled,
+    preload_backlog,
+)
 from tests.support import (
     SimulatorAdmin,
     SqsEndpoint,
@@ -29,15 +35,11 @@ from tests.support import (
     drain,
     eventually,
     free_port,
-    queue_settled,
-    story,
     write_config,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.localstack, pytest.mark.timeout(300)]
 
-ELEMENTS = 20
-NOTIFICATIONS = 10  # per element in the backlog, interleaved across elements
 CHANGED = 10  # one element in ten changes mid-drain
 SKEW_SECONDS = 5  # the default queue.clock_skew_seconds
 
@@ -59,15 +61,7 @@ async def test_a_backlog_with_changes_mid_drain_ends_current_with_one_fetch_per_
     admin: SimulatorAdmin,
     tmp_path: Path,
 ) -> None:
-    created = [await admin.create(story(f"Story {n}")) for n in range(ELEMENTS)]
-    final_title = {element["id"]: element["title"] for element in created}
-    for revision in range(1, NOTIFICATIONS):
-        for element in created:
-            title = f"{element['title']} (rev {revision})"
-            await admin.patch(element["id"], {"title": title})
-            final_title[element["id"]] = title
-    backlog = [n for n in await admin.notifications() if n["sent"]]
-    assert Counter(n["element_id"] for n in backlog) == dict.fromkeys(final_title, NOTIFICATIONS)
+    created, final_title, _ = await preload_backlog(admin)
     await asyncio.sleep(SKEW_SECONDS + 1)  # the worker was down a while: the backlog is older than the allowance
 
     port = free_port()
@@ -105,15 +99,7 @@ async def test_a_backlog_with_changes_mid_drain_ends_current_with_one_fetch_per_
             final_title[element_id] = f"{final_title[element_id]} (edited mid-drain)"
             await admin.patch(element_id, {"title": final_title[element_id]})
         await eventually(all_current, timeout=120, what="every story in every channel in its newest version")
-        settled: list[int] = []
-
-        async def quiet() -> bool:
-            settled.append(len(await admin.notifications()))
-            return (
-                len(settled) >= 3 and len(set(settled[-3:])) == 1 and await queue_settled(sqs_endpoint.url, queues[0])
-            )
-
-        await eventually(quiet, timeout=60, what="no new notifications and the queue settled")
+        await notifications_settled(admin, sqs_endpoint.url, queues[0])
     finally:
         code, _ = worker.terminate()
     assert code == 0
