@@ -60,6 +60,12 @@ def test_blank_strings_are_absent_at_every_depth() -> None:
     assert task.assignee is not None and task.assignee.email is None and task.assignee.first_name is None
 
 
+def test_a_string_of_unicode_whitespace_is_blank() -> None:
+    # The only blank value of its object: the check that decides to copy the object must see it, too.
+    element = Element.model_validate({**V2_ELEMENT, "elementStatus": {"id": 2, "name": "\u00a0\u3000"}})
+    assert element.status == Ref(id=2, name=None)
+
+
 def test_v2_element_parses_with_every_part() -> None:
     element = Element.model_validate(V2_ELEMENT)
     assert element.title == "Council approves budget"
