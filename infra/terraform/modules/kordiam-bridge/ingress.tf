@@ -157,7 +157,7 @@ resource "aws_lb" "ingress" {
   count = local.ingress_count
   #checkov:skip=CKV2_AWS_76:No web ACL is created here, so none to give the Log4j managed rule group; the operator's own ACL (ingress_web_acl_arn) carries its rules. The image runs no Java.
 
-  name                       = substr("${var.name}-ingress", 0, 32)
+  name                       = trimsuffix(substr("${var.name}-ingress", 0, 32), "-")
   load_balancer_type         = "application"
   internal                   = var.ingress_internal
   subnets                    = var.ingress_subnet_ids
@@ -209,7 +209,7 @@ resource "aws_lb_target_group" "ingress" {
   count = local.ingress_count
   #checkov:skip=CKV_AWS_378:TLS ends at the load balancer; the hop to the tasks stays inside the VPC, admitted by security group from the load balancer only.
 
-  name                 = substr("${var.name}-ingress", 0, 32)
+  name                 = trimsuffix(substr("${var.name}-ingress", 0, 32), "-")
   target_type          = "ip"
   protocol             = "HTTP"
   port                 = local.ingress_port

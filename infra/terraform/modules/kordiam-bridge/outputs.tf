@@ -108,12 +108,12 @@ output "visibility_timeout_seconds" {
 
 output "ingress_global_export_url" {
   description = "Give this to Kordiam's support as the Global Export webhook base URL (Kordiam calls {url}/element...). Null without the ingress or the receiver."
-  value       = var.enable_ingress && var.ingress_global_export_path != null ? "https://${local.ingress_host}${local.ingress_receiver_paths["global_export"]}" : null
+  value       = var.enable_ingress ? try("https://${local.ingress_host}${local.ingress_receiver_paths["global_export"]}", null) : null
 }
 
 output "ingress_platform_url" {
   description = "Give this to Kordiam's support as the Platform integration base URL (Kordiam calls {url}/oauth2/token, {url}/publication...). Null without the ingress or the receiver."
-  value       = var.enable_ingress && var.ingress_platform_path != null ? "https://${local.ingress_host}${local.ingress_receiver_paths["platform"]}" : null
+  value       = var.enable_ingress ? try("https://${local.ingress_host}${local.ingress_receiver_paths["platform"]}", null) : null
 }
 
 output "ingress_alb_dns_name" {
