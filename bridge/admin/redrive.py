@@ -1,15 +1,17 @@
-"""``kordiam-bridge dlq redrive``: move dead letters back to the main queue without losing one."""
+"""``kordiam-bridge dlq redrive``: move dead letters back to the main queue without losing one, on any backend
+(``bridge.queue.QueueAdmin.redrive``)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
-from bridge.admin.progress import ProgressSink
+from bridge.admin.dlq import element_of
+from bridge.admin.progress import NoProgress, ProgressSink
 from bridge.admin.results import RedriveResult
-from bridge.admin.sqs import queue_admin
-from bridge.admin.stomp import dlq_redrive_on_broker
 from bridge.config import QueueSettings
+from bridge.queue import check_redrive, open_queue_admin
+from bridge.queue.transport import QueueMessage
 
 
 async def dlq_redrive(
@@ -21,7 +23,22 @@ async def dlq_redrive(
     progress: ProgressSink | None = None,
     stop: asyncio.Event | None = None,
 ) -> RedriveResult:
-    if settings.backend == "stomp":
-        return await dlq_redrive_on_broker(settings, limit=limit, element_ids=element_ids, native=native, stop=stop)
-    async with queue_admin(settings) as admin:
-        return await admin.redrive(limit=limit, element_ids=element_ids, native=native, progress=progress, stop=stop)
+    wanted = only_elements(element_ids)
+    check_redrive(settings, limit=limit, filtered=wanted is not None, native=native)
+    async with open_queue_admin(settings) as queue:
+        return await queue.redrive(
+            limit=limit,
+            wanted=wanted,
+            element_of=element_of,
+            native=native,
+            progress=progress or NoProgress(),
+            stop=stop or asyncio.Event(),
+        )
+
+
+def only_elements(element_ids: Iterable[int] | None) -> Callable[[QueueMessage], bool] | None:
+    """The redrive filter for ``--element``: None (every dead letter) when no element is named."""
+    wanted = frozenset(element_ids or ())
+    if not wanted:
+        return None
+    return lambda message: element_of(message) in wanted

@@ -104,9 +104,21 @@ def _int_or_none(text: str | None) -> int | None:
 
 def redriven_attributes(message: QueueMessage) -> dict[str, str]:
     """What a dead letter's copy back on the main queue carries: its attributes without ``failure.*``, plus
-    ``redriven_from`` and the first failure (``first_failure.*``), so that failing again names the same one."""
+    ``redrive_markers``, so that failing again names the same first failure."""
+    kept = {n: v for n, v in message.attributes.items() if not is_failure_attribute(n)}
+    return kept | redrive_markers(message)
+
+
+def is_failure_attribute(name: str) -> bool:
+    """An attribute a redriven copy leaves behind: the dead letter's ``failure.*`` context and its own
+    ``redriven_from`` (the copy gets a new one)."""
+    return name.startswith(FAILURE_PREFIX) or name == REDRIVEN_FROM
+
+
+def redrive_markers(message: QueueMessage) -> dict[str, str]:
+    """``redriven_from`` (this dead letter) and the first failure's source message id and time
+    (``first_failure.*``: from the ``failure.*`` context, else this message and the time it was sent)."""
     failure = FailureContext.parse(message.attributes)
-    kept = {n: v for n, v in message.attributes.items() if not n.startswith(FAILURE_PREFIX) and n != REDRIVEN_FROM}
     first_at = failure.first_failed_at if failure else None
     if first_at is None and message.sent_at is not None:
         first_at = datetime.fromtimestamp(message.sent_at, UTC).isoformat(timespec="milliseconds")
@@ -115,4 +127,4 @@ def redriven_attributes(message: QueueMessage) -> dict[str, str]:
         FIRST_FAILURE_SOURCE: (failure.source_message_id if failure else None) or message.message_id,
         FIRST_FAILURE_AT: first_at,
     }
-    return kept | {name: value for name, value in carried.items() if value}
+    return {name: value for name, value in carried.items() if value}
