@@ -57,7 +57,7 @@ class SqsTransport:
 
     @property
     def client(self) -> Any:
-        """The underlying aiobotocore SQS client, for operator commands that need calls not wrapped here."""
+        """The underlying aiobotocore SQS client, for ``SqsQueueAdmin`` (the operator calls the worker never makes)."""
         return self._client
 
     @classmethod

@@ -8,8 +8,9 @@
   worst case (a crash between the copy and the delete) is a duplicate, which the worker handles idempotently.
   Without a limit or a filter, SQS's own ``StartMessageMoveTask`` does the move where the endpoint has it.
 
-Why one module of about 500 lines: the manual redrive (receive, copy, delete, release) and the move task share
-the client and the receipts a run holds; the peek is the manual redrive's first half.
+Why one module of about 600 lines: the manual redrive (``_ManualRedrive``: receive, copy, delete, release) works
+on the receive, delete and release calls of ``SqsQueueAdmin`` that the peek uses too, and falls back from the move
+task; apart, each half would need the other's private calls.
 """
 
 from __future__ import annotations
