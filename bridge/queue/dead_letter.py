@@ -1,9 +1,9 @@
 """The dead-letter context, written and read in one place (as arroyo keeps its DLQ contract in ``dlq.py``).
 
-A dead letter carries ``failure.*`` attributes saying why it was given up (``failure_attributes``, written by every
-backend's ``send_dead_letter``); ``FailureContext.parse`` reads them back for ``dlq list`` / ``dlq show``. A
-redriven copy carries ``redriven_from`` and ``first_failure.*`` back to the main queue, so that its next dead letter
-names the same source message and first failure as the first one did.
+A dead letter carries ``failure.*`` attributes saying why it was given up, beside its own
+(``dead_letter_attributes``, written by every backend's ``send_dead_letter``); ``FailureContext.parse`` reads them
+back for ``dlq list`` / ``dlq show``. A redriven copy carries ``redriven_from`` and ``first_failure.*`` back to the
+main queue, so that its next dead letter names the same source message and first failure as the first one did.
 """
 
 from __future__ import annotations
@@ -85,6 +85,24 @@ def failure_attributes(message: QueueMessage, context: DeadLetterContext) -> dic
         or datetime.now(UTC).isoformat(timespec="milliseconds"),
     }
     return {name: value for name, value in failure.items() if value}
+
+
+def dead_letter_attributes(
+    message: QueueMessage,
+    context: DeadLetterContext,
+    *,
+    at_most: int | None = None,
+    failure_value_limit: int | None = None,
+) -> dict[str, str]:
+    """Every attribute a dead letter carries, in every backend: ``failure_attributes`` first (each value cut to
+    ``failure_value_limit``), then the message's own (``carried_attributes``) that they do not override, up to
+    ``at_most`` in all (SQS allows ten)."""
+    attributes = {name: value[:failure_value_limit] for name, value in failure_attributes(message, context).items()}
+    for name, value in carried_attributes(message):
+        if at_most is not None and len(attributes) >= at_most:
+            break
+        attributes.setdefault(name, value)
+    return attributes
 
 
 def carried_attributes(message: QueueMessage) -> Iterator[tuple[str, str]]:

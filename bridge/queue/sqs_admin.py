@@ -28,7 +28,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from bridge.config import is_fifo_url
 from bridge.errors import AdminError
 from bridge.queue.dead_letter import REDRIVEN_FROM, is_failure_attribute, redrive_markers
-from bridge.queue.sqs import MAX_ATTRIBUTES, SqsTransport
+from bridge.queue.sqs import MAX_ATTRIBUTES, SqsTransport, string_attributes
 from bridge.queue.transport import (
     MAX_BATCH,
     MovedMessage,
@@ -292,9 +292,7 @@ class SqsQueueAdmin:
             entry: dict[str, Any] = {
                 "Id": str(index),
                 "MessageBody": message.body,
-                "MessageAttributes": {
-                    name: {"DataType": "String", "StringValue": value} for name, value in message.attributes.items()
-                },
+                "MessageAttributes": string_attributes(message.attributes),
             }
             if fifo:
                 entry["MessageGroupId"] = message.group_id or "default"

@@ -37,7 +37,12 @@ import structlog
 
 from bridge.config import QueueSettings, parse_stomp_url
 from bridge.errors import ConfigError
-from bridge.queue.dead_letter import DeadLetterContext, carried_attributes, failure_attributes, redriven_attributes
+from bridge.queue.dead_letter import (
+    DeadLetterContext,
+    carried_attributes,
+    dead_letter_attributes,
+    redriven_attributes,
+)
 from bridge.queue.transport import (
     DEFAULT_MAX_RECEIVE_COUNT,
     MAX_BATCH,
@@ -352,8 +357,9 @@ class StompTransport:
         return []
 
     async def send_dead_letter(self, message: QueueMessage, context: DeadLetterContext) -> None:
-        headers = self._carried_headers(message)
-        headers.update(failure_attributes(message, context))
+        headers = dead_letter_attributes(message, context)
+        if message.group_id is not None:
+            headers[GROUP_HEADER] = message.group_id
         await self._send_confirmed(self._dlq_destination, message.body or "(empty body)", headers)
 
     async def send(self, body: str, attributes: dict[str, str] | None = None, *, group_id: str | None = None) -> str:
