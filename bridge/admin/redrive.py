@@ -4,14 +4,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 from bridge.admin.dlq import element_of
 from bridge.admin.progress import NoProgress, ProgressSink
 from bridge.admin.results import RedriveResult
 from bridge.config import QueueSettings
-from bridge.queue import check_redrive, open_queue_admin
-from bridge.queue.transport import QueueMessage
+from bridge.queue import RedriveRequest, check_redrive, open_queue_admin
 
 
 async def dlq_redrive(
@@ -23,22 +22,14 @@ async def dlq_redrive(
     progress: ProgressSink | None = None,
     stop: asyncio.Event | None = None,
 ) -> RedriveResult:
-    wanted = only_elements(element_ids)
-    check_redrive(settings, limit=limit, filtered=wanted is not None, native=native)
+    request = redrive_request(limit=limit, element_ids=element_ids, native=native)
+    check_redrive(settings, request)
     async with open_queue_admin(settings) as queue:
-        return await queue.redrive(
-            limit=limit,
-            wanted=wanted,
-            element_of=element_of,
-            native=native,
-            progress=progress or NoProgress(),
-            stop=stop or asyncio.Event(),
-        )
+        return await queue.redrive(request, progress=progress or NoProgress(), stop=stop or asyncio.Event())
 
 
-def only_elements(element_ids: Iterable[int] | None) -> Callable[[QueueMessage], bool] | None:
-    """The redrive filter for ``--element``: None (every dead letter) when no element is named."""
+def redrive_request(*, limit: int | None, element_ids: Iterable[int] | None, native: bool | None) -> RedriveRequest:
+    """``--limit``, ``--element`` (none named: every dead letter) and ``--native`` as a queue's redrive request."""
     wanted = frozenset(element_ids or ())
-    if not wanted:
-        return None
-    return lambda message: element_of(message) in wanted
+    only_wanted = (lambda message: element_of(message) in wanted) if wanted else None
+    return RedriveRequest(element_of, limit=limit, wanted=only_wanted, native=native)

@@ -7,9 +7,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable
 
-from bridge.admin.dlq import element_of
 from bridge.admin.progress import NoProgress, ProgressSink
-from bridge.admin.redrive import only_elements
+from bridge.admin.redrive import redrive_request
 from bridge.admin.results import RedriveResult
 from bridge.queue.sqs import SqsTransport
 from bridge.queue.sqs_admin import MOVE_TASK_POLL_SECONDS, REDRIVE_HOLD_SECONDS, SqsQueueAdmin
@@ -32,11 +31,9 @@ class QueueAdmin:
         poll_interval: float = MOVE_TASK_POLL_SECONDS,
         stop: asyncio.Event | None = None,
     ) -> RedriveResult:
+        request = redrive_request(limit=limit, element_ids=element_ids, native=native)
         return await self.queue.redrive(
-            limit=limit,
-            wanted=only_elements(element_ids),
-            element_of=element_of,
-            native=native,
+            request,
             progress=progress or NoProgress(),
             stop=stop or asyncio.Event(),
             hold=hold,

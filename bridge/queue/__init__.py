@@ -12,13 +12,14 @@ from bridge.queue.sqs import SqsTransport
 from bridge.queue.sqs_admin import SqsQueueAdmin
 from bridge.queue.stomp import StompTransport
 from bridge.queue.stomp_admin import StompQueueAdmin
-from bridge.queue.transport import QueueAdmin, QueueInfo, QueueMessage, Transport
+from bridge.queue.transport import QueueAdmin, QueueInfo, QueueMessage, RedriveRequest, Transport
 
 __all__ = [
     "DeadLetterContext",
     "QueueAdmin",
     "QueueInfo",
     "QueueMessage",
+    "RedriveRequest",
     "SqsTransport",
     "StompTransport",
     "Transport",
@@ -58,7 +59,7 @@ async def open_queue_admin(settings: QueueSettings) -> AsyncIterator[QueueAdmin]
             yield SqsQueueAdmin(transport)
 
 
-def check_redrive(settings: QueueSettings, *, limit: int | None, filtered: bool, native: bool | None) -> None:
-    """``ValueError`` for redrive arguments the backend of ``queue.url`` cannot honour, before connecting to it."""
+def check_redrive(settings: QueueSettings, request: RedriveRequest) -> None:
+    """``ValueError`` for a redrive the backend of ``queue.url`` cannot honour, before connecting to it."""
     admin = StompQueueAdmin if settings.backend == "stomp" else SqsQueueAdmin
-    admin.check_redrive(limit=limit, filtered=filtered, native=native)
+    admin.check_redrive(request)

@@ -39,6 +39,7 @@ from bridge.queue.transport import (
     QueueInfo,
     QueueMessage,
     RedriveFailure,
+    RedriveRequest,
     RedriveResult,
     SendOutcome,
 )
@@ -313,42 +314,38 @@ class SqsQueueAdmin:
     # ------------------------------------------------------------------------------------------- redrive
 
     @staticmethod
-    def check_redrive(*, limit: int | None, filtered: bool, native: bool | None) -> None:
-        if limit is not None and limit < 1:
+    def check_redrive(request: RedriveRequest) -> None:
+        if request.limit is not None and request.limit < 1:
             raise ValueError("limit must be at least 1")
-        if native and (limit is not None or filtered):
+        if request.native and (request.limit is not None or request.wanted is not None):
             raise ValueError("the SQS move task moves everything: it takes neither a limit nor elements")
 
     async def redrive(
         self,
+        request: RedriveRequest,
         *,
-        limit: int | None,
-        wanted: Callable[[QueueMessage], bool] | None,
-        element_of: Callable[[QueueMessage], int | None],
-        native: bool | None,
         progress: ProgressSink,
         stop: asyncio.Event,
         hold: int = REDRIVE_HOLD_SECONDS,
         poll_interval: float = MOVE_TASK_POLL_SECONDS,
     ) -> RedriveResult:
-        """``native=None`` uses SQS's ``StartMessageMoveTask`` when there is no filter and no limit and the endpoint
-        supports it, else the manual copy (receive with ``hold``, copy, delete). The move task moves messages
-        verbatim (``failure.*`` attributes stay) and is polled every ``poll_interval`` seconds."""
-        self.check_redrive(limit=limit, filtered=wanted is not None, native=native)
+        """Without a limit and a filter, SQS's ``StartMessageMoveTask`` where the endpoint supports it (polled every
+        ``poll_interval`` seconds), else the manual copy (receive with ``hold``, copy, delete)."""
+        self.check_redrive(request)
         dlq_url = await self.dead_letter_url()
         fallback: str | None = None
-        if native is not False:
-            if limit is not None or wanted is not None:
+        if request.native is not False:
+            if request.limit is not None or request.wanted is not None:
                 fallback = "a limit or an element filter needs the manual copy"
             else:
                 try:
                     return await self._redrive_move_task(dlq_url, progress, poll_interval, stop)
                 except _MoveTaskUnavailable as unavailable:
-                    if native:
+                    if request.native:
                         raise AdminError(f"StartMessageMoveTask is not available: {unavailable}") from None
                     fallback = f"StartMessageMoveTask unavailable ({unavailable})"
                     log.info("move_task_unavailable", reason=str(unavailable), using="manual copy")
-        run = _ManualRedrive(self, dlq_url, limit=limit, wanted=wanted, element_of=element_of, hold=hold)
+        run = _ManualRedrive(self, dlq_url, request, hold=hold)
         result = await run.run(progress, stop)
         result.fallback_reason = fallback
         return result
@@ -416,22 +413,13 @@ class _ManualRedrive:
     """One manual redrive run: receive with a hold, copy to the main queue, delete only confirmed copies, release
     the rest. Holds the receipts of the run (``held``: to release; ``copied_not_deleted``: to delete)."""
 
-    def __init__(
-        self,
-        admin: SqsQueueAdmin,
-        dlq_url: str,
-        *,
-        limit: int | None,
-        wanted: Callable[[QueueMessage], bool] | None,
-        element_of: Callable[[QueueMessage], int | None],
-        hold: int,
-    ) -> None:
+    def __init__(self, admin: SqsQueueAdmin, dlq_url: str, request: RedriveRequest, *, hold: int) -> None:
         self.admin = admin
         self.client = admin.client
         self.dlq_url = dlq_url
-        self.limit = limit
-        self.wanted = wanted
-        self.element_of = element_of
+        self.limit = request.limit
+        self.wanted = request.wanted
+        self.element_of = request.element_of
         self.hold = hold
         self.result = RedriveResult("manual", dlq_url, admin.url)
         # Held by this run and to be released at the end: skipped by the filter or the limit, or not copied.

@@ -21,8 +21,8 @@ from bridge.queue.transport import (
     PeekedMessage,
     ProgressSink,
     QueueDepth,
-    QueueMessage,
     RedriveFailure,
+    RedriveRequest,
     RedriveResult,
     SendOutcome,
 )
@@ -83,26 +83,17 @@ class StompQueueAdmin:
         return outcomes
 
     @staticmethod
-    def check_redrive(*, limit: int | None, filtered: bool, native: bool | None) -> None:
-        if native:
+    def check_redrive(request: RedriveRequest) -> None:
+        if request.native:
             raise ValueError("--native: ActiveMQ has no move task over STOMP; leave it out to copy and acknowledge")
-        if limit is not None and limit < 1:
+        if request.limit is not None and request.limit < 1:
             raise ValueError("limit must be at least 1")
 
-    async def redrive(
-        self,
-        *,
-        limit: int | None,
-        wanted: Callable[[QueueMessage], bool] | None,
-        element_of: Callable[[QueueMessage], int | None],
-        native: bool | None,
-        progress: ProgressSink,
-        stop: asyncio.Event,
-    ) -> RedriveResult:
+    async def redrive(self, request: RedriveRequest, *, progress: ProgressSink, stop: asyncio.Event) -> RedriveResult:
         """Never loses one: a dead letter is ACKed only after the broker confirmed its copy."""
-        self.check_redrive(limit=limit, filtered=wanted is not None, native=native)
+        self.check_redrive(request)
         tried, left, arrived = await self.transport.redrive_dead_letters(
-            limit=limit, wanted=wanted or (lambda _: True), stop=stop
+            limit=request.limit, wanted=request.wanted or (lambda _: True), stop=stop
         )
         result = RedriveResult(
             "manual", self._dlq_url, self.url, skipped=left, arrived=arrived, interrupted=stop.is_set()
@@ -111,6 +102,6 @@ class StompQueueAdmin:
             if send_id is None:
                 result.failed.append(RedriveFailure(message.message_id, error or "not confirmed by the broker"))
             else:
-                result.moved.append(MovedMessage(message.message_id, send_id, element_of(message)))
+                result.moved.append(MovedMessage(message.message_id, send_id, request.element_of(message)))
         log.info("redriven", queue=self._dlq_url, moved=len(result.moved), failed=len(result.failed), left=left)
         return result

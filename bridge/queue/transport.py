@@ -218,6 +218,18 @@ class SendOutcome:
 
 
 @dataclass(frozen=True, slots=True)
+class RedriveRequest:
+    """What a redrive is to move: at most ``limit`` dead letters, only those ``wanted`` (None: every one);
+    ``native``: True insists on the broker's own move, False never uses it, None uses it where it can.
+    ``element_of`` names a dead letter's element in the result."""
+
+    element_of: Callable[[QueueMessage], int | None]
+    limit: int | None = None
+    wanted: Callable[[QueueMessage], bool] | None = None
+    native: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class MovedMessage:
     dlq_message_id: str
     new_message_id: str
@@ -326,29 +338,19 @@ class QueueAdmin(Protocol):
         ...
 
     @staticmethod
-    def check_redrive(*, limit: int | None, filtered: bool, native: bool | None) -> None:
-        """``ValueError`` for redrive arguments this backend cannot honour (``redrive`` checks them too). Offline:
+    def check_redrive(request: RedriveRequest) -> None:
+        """``ValueError`` for a request this backend cannot honour (``redrive`` checks it too). Offline:
         ``bridge.queue.check_redrive`` calls it before a command connects."""
         ...
 
-    async def redrive(
-        self,
-        *,
-        limit: int | None,
-        wanted: Callable[[QueueMessage], bool] | None,
-        element_of: Callable[[QueueMessage], int | None],
-        native: bool | None,
-        progress: ProgressSink,
-        stop: asyncio.Event,
-    ) -> RedriveResult:
-        """Move dead letters back to the main queue: at most ``limit``, only those ``wanted`` (None: all).
+    async def redrive(self, request: RedriveRequest, *, progress: ProgressSink, stop: asyncio.Event) -> RedriveResult:
+        """Move the dead letters ``request`` names back to the main queue.
 
         A copy drops the ``failure.*`` attributes and carries ``redriven_from`` and the first failure
         (``bridge.queue.dead_letter.redriven_attributes``). Only what the dead-letter queue held when the run
         started is moved: a dead letter arriving meanwhile (this run's copy failing again) is counted in
-        ``arrived`` and left, so a run ends. ``native``: True insists on the broker's own move (SQS's move task,
-        everything verbatim; ``ValueError`` with a limit or filter or where there is none), False never uses it,
-        None uses it where it can. ``stop`` set ends the run at its next step with a partial result.
-        ``element_of`` names a dead letter's element in the result.
+        ``arrived`` and left, so a run ends. The broker's own move (SQS's move task) moves everything verbatim,
+        ``failure.*`` included; it takes no limit and no filter. ``stop`` set ends the run at its next step with a
+        partial result.
         """
         ...

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from bridge.config import QueueSettings
-from bridge.queue import check_redrive, open_queue_admin, open_transport
+from bridge.queue import RedriveRequest, check_redrive, open_queue_admin, open_transport
 from bridge.queue.dead_letter import DeadLetterContext
 from bridge.queue.transport import MAX_BATCH, NoProgress, OutgoingMessage, QueueMessage, Transport
 from tests.support import REGION, SqsEndpoint, make_queues, stomp_settings
@@ -239,7 +239,7 @@ async def test_redrive_moves_every_dead_letter_back_with_its_first_failure(queue
     sources = await dead_letters(queue, [1, 2, 3])
     async with open_queue_admin(queue.settings) as admin:
         result = await admin.redrive(
-            limit=None, wanted=None, element_of=element_of, native=False, progress=NoProgress(), stop=asyncio.Event()
+            RedriveRequest(element_of, native=False), progress=NoProgress(), stop=asyncio.Event()
         )
     assert result.ok and result.method == "manual" and result.failed == [] and result.duplicated == []
     assert sorted(m.element_id for m in result.moved) == [1, 2, 3]
@@ -255,14 +255,9 @@ async def test_redrive_moves_every_dead_letter_back_with_its_first_failure(queue
 async def test_redrive_takes_only_the_wanted_and_leaves_the_rest(queue: Queue) -> None:
     await dead_letters(queue, [1, 2, 3, 2])
     async with open_queue_admin(queue.settings) as admin:
-        result = await admin.redrive(
-            limit=1,
-            wanted=lambda message: element_of(message) == 2,
-            element_of=element_of,
-            native=None,  # a limit or a filter: never the broker's own move
-            progress=NoProgress(),
-            stop=asyncio.Event(),
-        )
+        # A limit or a filter: never the broker's own move, even where it would be used (native None).
+        request = RedriveRequest(element_of, limit=1, wanted=lambda message: element_of(message) == 2)
+        result = await admin.redrive(request, progress=NoProgress(), stop=asyncio.Event())
     assert [m.element_id for m in result.moved] == [2] and result.method == "manual" and result.ok
     async with queue.open() as transport:
         (copy,) = await receive_all(transport, 1, complete=True)
@@ -278,9 +273,7 @@ async def test_a_redrive_stopped_before_it_starts_moves_nothing(queue: Queue) ->
     stop = asyncio.Event()
     stop.set()  # Ctrl-C came first
     async with open_queue_admin(queue.settings) as admin:
-        result = await admin.redrive(
-            limit=None, wanted=None, element_of=element_of, native=False, progress=NoProgress(), stop=stop
-        )
+        result = await admin.redrive(RedriveRequest(element_of, native=False), progress=NoProgress(), stop=stop)
     assert result.interrupted and not result.ok and result.moved == []
     async with queue.open(dlq=True) as dead:
         assert len(await receive_all(dead, 1, complete=True)) == 1
@@ -289,8 +282,8 @@ async def test_a_redrive_stopped_before_it_starts_moves_nothing(queue: Queue) ->
 
 def test_redrive_arguments_a_backend_cannot_honour_are_refused_before_connecting(queue: Queue) -> None:
     with pytest.raises(ValueError, match="at least 1"):
-        check_redrive(queue.settings, limit=0, filtered=False, native=None)
+        check_redrive(queue.settings, RedriveRequest(element_of, limit=0))
     # Either backend refuses a native move with a filter: SQS's takes none, ActiveMQ has none.
     with pytest.raises(ValueError, match="move task"):
-        check_redrive(queue.settings, limit=None, filtered=True, native=True)
-    check_redrive(queue.settings, limit=5, filtered=True, native=False)
+        check_redrive(queue.settings, RedriveRequest(element_of, wanted=lambda _: True, native=True))
+    check_redrive(queue.settings, RedriveRequest(element_of, limit=5, wanted=lambda _: True, native=False))
