@@ -43,6 +43,13 @@ CHANNEL_ENV_PREFIX = "BRIDGE_CHANNELS__"
 OTHER_ENV_PREFIXES = ("BRIDGE_TEST_", "BRIDGE_INIT_", "BRIDGE_HEALTHCHECK_", "BRIDGE_SKIP_")
 
 
+def secret_not_empty(value: SecretStr) -> SecretStr:
+    """The rule for every secret setting: blank is no secret (one ``field_validator`` per model uses it)."""
+    if not value.get_secret_value().strip():
+        raise ValueError("must not be empty")
+    return value
+
+
 def _http_url(value: str) -> str:
     parsed = urlparse(value)
     if parsed.scheme not in ("http", "https") or not parsed.netloc:
@@ -189,12 +196,7 @@ class KordiamSettings(Section):
     def _url(cls, value: str) -> str:
         return _http_url(value)
 
-    @field_validator("client_secret")
-    @classmethod
-    def _not_empty(cls, value: SecretStr) -> SecretStr:
-        if not value.get_secret_value():
-            raise ValueError("must not be empty")
-        return value
+    _client_secret = field_validator("client_secret")(secret_not_empty)
 
 
 class StateSettings(Section):
@@ -303,12 +305,6 @@ class OpsSettings(Section):
 # side adds only the keys of its own direction.
 
 HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
-
-
-def secret_not_empty(value: SecretStr) -> SecretStr:
-    if not value.get_secret_value().strip():
-        raise ValueError("must not be empty")
-    return value
 
 
 class BearerAuth(Section):

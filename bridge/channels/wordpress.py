@@ -97,7 +97,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from bridge.channels.base import Channel, ChannelContext, ChannelResult
 from bridge.channels.http_errors import http_error, unreachable
 from bridge.channels.text import HtmlPolicy, sanitize_html, strip_tags
-from bridge.config import ChannelSettings
+from bridge.config import ChannelSettings, secret_not_empty
 from bridge.errors import BridgeError, ChannelRejected
 from bridge.http import BasicAuth, HttpClient, HttpResponse, HttpTransportError
 from bridge.kordiam.models import Element, Publication, Ref
@@ -145,12 +145,7 @@ class WordPressOptions(BaseModel):
             raise ValueError("must be the site's address, without ?query or #fragment")
         return value.strip().rstrip("/")
 
-    @field_validator("app_password")
-    @classmethod
-    def _not_empty(cls, value: SecretStr) -> SecretStr:
-        if not value.get_secret_value().strip():
-            raise ValueError("must not be empty")
-        return value
+    _app_password = field_validator("app_password")(secret_not_empty)
 
     @field_validator("status_map", mode="before")
     @classmethod
