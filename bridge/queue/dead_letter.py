@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 if TYPE_CHECKING:  # QueueMessage's module imports this one for DeadLetterContext
     from bridge.queue.transport import QueueMessage
@@ -27,12 +27,14 @@ FIRST_FAILURE_AT = "first_failure.at"
 
 @dataclass(frozen=True, slots=True)
 class DeadLetterContext:
-    """Why a message was given up: written on the dead letter as ``failure.*`` attributes."""
+    """Why a message was given up: the outcome that dead-letters it (``bridge.queue.outcome.DeadLetter`` is this
+    type) and what is written on the dead letter as ``failure.*`` attributes."""
 
     stage: str
     reason: str
     error_class: str
     element_id: int | None = None
+    kind: ClassVar[str] = "dead_letter"
 
 
 @dataclass(frozen=True, slots=True)
