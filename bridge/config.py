@@ -2,6 +2,10 @@
 
 A wrong or missing value stops start-up with one message that names the key (``ConfigError``); secret values
 are ``SecretStr`` and never printed, not even in validation errors.
+
+Why one module of about 800 lines: every section is read from one file by ``load_settings`` and several validate
+against each other (queue keys by backend, channels against status, the credential model set that the channels
+and the ingress share); ``bridge.config`` sits below every package that reads a section.
 """
 
 from __future__ import annotations
