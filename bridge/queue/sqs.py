@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import structlog
@@ -19,7 +19,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from bridge.config import QueueSettings, is_fifo_url
 from bridge.errors import ConfigError
-from bridge.queue.dead_letter import DeadLetterContext, carried_attributes, failure_attributes
+from bridge.queue.dead_letter import DeadLetterContext, dead_letter_attributes
 from bridge.queue.transport import (
     DEFAULT_MAX_RECEIVE_COUNT,
     MAX_BATCH,
@@ -32,6 +32,11 @@ log = structlog.get_logger("bridge.queue")
 # SQS allows 10 message attributes; the failure context takes these, the original attributes get the rest.
 MAX_ATTRIBUTES = 10
 MAX_ATTRIBUTE_VALUE = 1024
+
+
+def string_attributes(attributes: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    """Attributes as SQS ``MessageAttributes``: every one a ``String``."""
+    return {name: {"DataType": "String", "StringValue": value} for name, value in attributes.items()}
 
 
 class SqsTransport:
@@ -57,7 +62,7 @@ class SqsTransport:
 
     @property
     def client(self) -> Any:
-        """The underlying aiobotocore SQS client, for operator commands that need calls not wrapped here."""
+        """The underlying aiobotocore SQS client, for ``SqsQueueAdmin`` (the operator calls the worker never makes)."""
         return self._client
 
     @classmethod
@@ -187,20 +192,13 @@ class SqsTransport:
         """Copy the message to the dead-letter queue with its failure context as message attributes."""
         if self.dlq_url is None:
             raise RuntimeError("describe() must resolve the dead-letter queue first")
-        attributes = {
-            name: {"DataType": "String", "StringValue": value[:MAX_ATTRIBUTE_VALUE]}
-            for name, value in failure_attributes(message, context).items()
-        }
-        # Then the message's own attributes, `redriven_from` first (redrive uses it to tell its own copies apart).
-        for name, value in carried_attributes(message):
-            if len(attributes) >= MAX_ATTRIBUTES:
-                break
-            if name not in attributes:
-                attributes[name] = {"DataType": "String", "StringValue": value}
+        attributes = dead_letter_attributes(
+            message, context, at_most=MAX_ATTRIBUTES, failure_value_limit=MAX_ATTRIBUTE_VALUE
+        )
         request: dict[str, Any] = {
             "QueueUrl": self.dlq_url,
             "MessageBody": message.body or "(empty body)",
-            "MessageAttributes": attributes,
+            "MessageAttributes": string_attributes(attributes),
         }
         if is_fifo_url(self.dlq_url):
             request["MessageGroupId"] = message.group_id or "dead-letters"
@@ -212,9 +210,7 @@ class SqsTransport:
         request: dict[str, Any] = {
             "QueueUrl": self.url,
             "MessageBody": body,
-            "MessageAttributes": {
-                name: {"DataType": "String", "StringValue": value} for name, value in (attributes or {}).items()
-            },
+            "MessageAttributes": string_attributes(attributes or {}),
         }
         if self.settings.is_fifo:
             request["MessageGroupId"] = group_id or "default"

@@ -20,8 +20,7 @@ import contextlib
 import math
 import os
 import time
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,7 +32,7 @@ from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 from bridge.config import StateSettings
 from bridge.errors import ConfigError, PermanentError, TransientError
 from bridge.state.base import Delivery, ElementMark
-from bridge.state.leases import LeaseKeeper, LeaseOwner, acquire
+from bridge.state.leases import LeaseKeeper, LeaseOwner, held_lease
 
 log = structlog.get_logger("bridge.state")
 
@@ -295,15 +294,8 @@ class DynamoDbStateStore:
 
     # ---- leases --------------------------------------------------------------------------------------------
 
-    @asynccontextmanager
-    async def lease(self, element_id: int) -> AsyncIterator[None]:
-        await acquire(element_id, self._try_lease, wait_seconds=self._lease_wait)
-        self._keeper.taken(element_id)
-        try:
-            yield
-        finally:
-            self._keeper.released(element_id)
-            await self._release(element_id)
+    def lease(self, element_id: int) -> AbstractAsyncContextManager[None]:
+        return held_lease(element_id, self._try_lease, self._release, self._keeper, wait_seconds=self._lease_wait)
 
     async def _try_lease(self, element_id: int, replacing: str | None) -> str | None:
         now = time.time()

@@ -14,9 +14,9 @@ import asyncio
 import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import AbstractAsyncContextManager, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -25,7 +25,7 @@ import structlog
 
 from bridge.errors import ConfigError
 from bridge.state.base import Delivery, ElementMark
-from bridge.state.leases import LeaseKeeper, LeaseOwner, acquire
+from bridge.state.leases import LeaseKeeper, LeaseOwner, held_lease
 
 T = TypeVar("T")
 log = structlog.get_logger("bridge.state")
@@ -248,19 +248,15 @@ class SqliteStateStore:
         )
         return await self._run(lambda db: db.execute(RECORD, values).rowcount == 1, writes=True)
 
-    @asynccontextmanager
-    async def lease(self, element_id: int) -> AsyncIterator[None]:
-        await acquire(element_id, self._try_lease, wait_seconds=self._lease_wait)
-        self._keeper.taken(element_id)
-        try:
-            yield
-        finally:
-            self._keeper.released(element_id)
-            owner = self._owner
-            await self._run(
-                lambda db: db.execute("DELETE FROM leases WHERE element_id = ? AND owner = ?", (element_id, owner)),
-                writes=True,
-            )
+    def lease(self, element_id: int) -> AbstractAsyncContextManager[None]:
+        return held_lease(element_id, self._try_lease, self._release, self._keeper, wait_seconds=self._lease_wait)
+
+    async def _release(self, element_id: int) -> None:
+        owner = self._owner
+        await self._run(
+            lambda db: db.execute("DELETE FROM leases WHERE element_id = ? AND owner = ?", (element_id, owner)),
+            writes=True,
+        )
 
     async def _try_lease(self, element_id: int, replacing: str | None) -> str | None:
         now = time.time()
