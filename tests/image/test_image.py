@@ -311,6 +311,7 @@ def compose(*args: str, timeout: float = 300, check: bool = True) -> subprocess.
         BRIDGE_SQS_PORT="0",
         BRIDGE_SIMULATOR_PORT="0",
         BRIDGE_OPS_PORT="0",
+        BRIDGE_INGRESS_PORT="0",
         BASE_IMAGE=os.environ.get("BRIDGE_TEST_BASE_IMAGE", "debian:bookworm-slim"),
     )
     command = ["docker-compose", "-p", COMPOSE_PROJECT, "--profile", "moto", *args]
