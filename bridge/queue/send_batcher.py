@@ -8,6 +8,7 @@ batches of up to 10 reach the queue several times faster, and a real SQS charges
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -79,8 +80,9 @@ class SendBatcher:
             task = asyncio.get_running_loop().create_task(self._send(batch))
             self._in_flight.add(task)
             task.add_done_callback(self._sent)
+            abandon = functools.partial(_abandon, task, batch)
             for pending in batch:
-                pending.answer.add_done_callback(lambda _, task=task, batch=batch: _abandon(task, batch))
+                pending.answer.add_done_callback(abandon)
 
     def _sent(self, task: asyncio.Task[None]) -> None:
         self._in_flight.discard(task)
@@ -128,7 +130,7 @@ class SendBatcher:
                 pending.answer.set_exception(SendRejected("Unanswered", "not in the batch's answer"))
 
 
-def _abandon(task: asyncio.Task[None], batch: list[_Pending]) -> None:
+def _abandon(task: asyncio.Task[None], batch: list[_Pending], _: asyncio.Future[str]) -> None:
     """Every sender of the batch stopped waiting (their timeouts answered 503): the call is cancelled, as a lone
     ``SendMessage`` would be, so a call answered 503 is not put on the queue after all once SQS is back."""
     if not task.done() and all(pending.answer.done() for pending in batch):
