@@ -27,7 +27,7 @@ class ElementLookup:
 
     async def element_for_external_id(self, external_id: str) -> int | None:
         """The element whose delivery (main channel preferred) carries ``external_id``."""
-        found = [d for d in await self.state.all_deliveries() if d.external_id == external_id]
+        found = await self.state.deliveries_with_external_id(external_id)
         main = [d for d in found if d.channel == self.main_channel]
         chosen = (main or found)[:1]
         return chosen[0].element_id if chosen else None

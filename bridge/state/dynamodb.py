@@ -10,8 +10,18 @@ Single-table layout (hash key ``pk``, range key ``sk``, both strings; TTL on ``e
   stored one does not land.
 * ``sk = "lease"``: the worker (``owner``) syncing the element until ``expires_at`` (epoch seconds).
 
+A global secondary index ``external_id`` (hash key ``external_key``, a string; all attributes projected) finds
+deliveries by their channel item's id: the ingress maps the CMS id in a Kordiam ``DELETE`` back to its element
+with it. A GSI, not an item of our own per id: DynamoDB keeps it in step with every delivery written, forgotten or
+re-pointed (no second write on the worker's path, nothing to go stale), and builds it for a table's existing
+deliveries when it is added; its reads are eventually consistent, well within the minutes between a story's
+delivery and Kordiam's ``DELETE``. ``external_key`` is written only for a non-empty id of at most 1 KiB (a GSI key
+cannot be empty), so the index holds deliveries alone. Projecting every attribute lets the lookup answer whole
+deliveries, a few hundred bytes each.
+
 The table is created outside the bridge (Terraform in production; ``create_table`` for local use and tests):
-``open()`` checks that it exists and refuses to start otherwise.
+``open()`` checks that it exists and refuses to start otherwise; a table without the index serves the worker, and
+``deliveries_with_external_id`` refuses with a ``ConfigError`` saying what to add (the ingress asks at start-up).
 """
 
 from __future__ import annotations
@@ -43,6 +53,9 @@ TTL_ATTRIBUTE = "expires_at"
 DELIVERY_PREFIX = "delivery#"
 MARK = "mark"
 LEASE = "lease"
+EXTERNAL_ID_INDEX = "external_id"
+EXTERNAL_KEY = "external_key"
+MAX_EXTERNAL_KEY_BYTES = 1024
 
 # Throttling and server-side trouble: the same request may succeed later.
 TRANSIENT_CODES = frozenset(
@@ -112,6 +125,7 @@ class DynamoDbStateStore:
         self._max_connections = max_connections
         self._client: Any = None
         self._stack: AsyncExitStack | None = None
+        self._has_external_id_index = False
         # keep_leases=False: a worker that never extends its leases (tests of expiry stand in a hung worker so);
         # owner: tests stand in another process's store so.
         self._keeper = LeaseKeeper(lease_seconds, self._extend_leases, enabled=keep_leases)
@@ -179,6 +193,8 @@ class DynamoDbStateStore:
                 f"{where} has key schema {keys}; the bridge needs string keys {HASH_KEY!r} (hash) and "
                 f"{RANGE_KEY!r} (range)",
             )
+        indexes = description.get("GlobalSecondaryIndexes", [])
+        self._has_external_id_index = any(index.get("IndexName") == EXTERNAL_ID_INDEX for index in indexes)
 
     # ---- deliveries ----------------------------------------------------------------------------------------
 
@@ -190,6 +206,25 @@ class DynamoDbStateStore:
         )
         found = [_delivery(item) for item in items]
         return sorted(found, key=lambda d: (d.channel, d.publication_id))
+
+    async def deliveries_with_external_id(self, external_id: str) -> list[Delivery]:
+        if not self._has_external_id_index:
+            raise ConfigError(
+                "state.url",
+                f"DynamoDB table {self.table!r} has no global secondary index {EXTERNAL_ID_INDEX!r} (hash key "
+                f"{EXTERNAL_KEY!r}, string, all attributes projected); the ingress needs it to map Kordiam's ids",
+            )
+        if not _indexable(external_id):
+            return []
+        items = await self._paginate(
+            "query",
+            IndexName=EXTERNAL_ID_INDEX,
+            KeyConditionExpression="#key = :key",
+            ExpressionAttributeNames={"#key": EXTERNAL_KEY},
+            ExpressionAttributeValues={":key": _s(external_id)},
+        )
+        found = [_delivery(item) for item in items]
+        return sorted(found, key=lambda d: (d.element_id, d.channel, d.publication_id))
 
     async def all_deliveries(self) -> list[Delivery]:
         """Every delivery in the table: a full scan, for operator commands only."""
@@ -221,6 +256,8 @@ class DynamoDbStateStore:
             "open_link_title": delivery.open_link_title,
         }
         item.update({name: _s(value) for name, value in optional.items() if value is not None})
+        if _indexable(delivery.external_id):
+            item[EXTERNAL_KEY] = _s(delivery.external_id)
         if delivery.modification_date is not None:
             item["modification_date"] = _s(encode_date(delivery.modification_date))
         if delivery.version is not None:
@@ -450,7 +487,8 @@ def not_newer_condition(modification_date: datetime | None, version: int | None)
 
 
 async def create_table(target: Any, table: str, *, region: str | None = None) -> None:
-    """Create the state table as Terraform does (``pk``/``sk`` strings, on demand, TTL on ``expires_at``).
+    """Create the state table as Terraform does (``pk``/``sk`` strings, the ``external_id`` index, on demand, TTL
+    on ``expires_at``).
 
     ``target`` is an aiobotocore DynamoDB client or an endpoint URL (DynamoDB Local, moto server); a table
     that already exists is left as it is.
@@ -470,10 +508,18 @@ async def _create_table(client: Any, table: str) -> None:
             AttributeDefinitions=[
                 {"AttributeName": HASH_KEY, "AttributeType": "S"},
                 {"AttributeName": RANGE_KEY, "AttributeType": "S"},
+                {"AttributeName": EXTERNAL_KEY, "AttributeType": "S"},
             ],
             KeySchema=[
                 {"AttributeName": HASH_KEY, "KeyType": "HASH"},
                 {"AttributeName": RANGE_KEY, "KeyType": "RANGE"},
+            ],
+            GlobalSecondaryIndexes=[
+                {
+                    "IndexName": EXTERNAL_ID_INDEX,
+                    "KeySchema": [{"AttributeName": EXTERNAL_KEY, "KeyType": "HASH"}],
+                    "Projection": {"ProjectionType": "ALL"},
+                }
             ],
             BillingMode="PAY_PER_REQUEST",
         )
@@ -509,6 +555,10 @@ def _pk(element_id: int) -> str:
 
 def _delivery_sk(channel: str, publication_id: int) -> str:
     return f"{DELIVERY_PREFIX}{channel}#{publication_id}"
+
+
+def _indexable(external_id: str) -> bool:
+    return 0 < len(external_id.encode()) <= MAX_EXTERNAL_KEY_BYTES
 
 
 def _key(element_id: int, sk: str) -> dict[str, Any]:

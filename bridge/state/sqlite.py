@@ -36,7 +36,7 @@ log = structlog.get_logger("bridge.state")
 CHECKPOINT_EVERY_WRITES = 500
 BUSY_TIMEOUT_MS = 5000
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 MIGRATIONS: dict[int, str] = {
     1: """
     CREATE TABLE deliveries (
@@ -73,6 +73,10 @@ MIGRATIONS: dict[int, str] = {
     # When the fetch behind the element's mark started (covered notifications, across workers).
     3: """
     ALTER TABLE elements ADD COLUMN fetched_at REAL;
+    """,
+    # The ingress maps the CMS id in a Kordiam DELETE back to its element (deliveries_with_external_id).
+    4: """
+    CREATE INDEX deliveries_by_external_id ON deliveries (external_id);
     """,
 }
 DELIVERY_COLUMNS = (
@@ -218,6 +222,14 @@ class SqliteStateStore:
     async def deliveries(self, element_id: int) -> list[Delivery]:
         query = f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE element_id = ? ORDER BY channel, publication_id"
         rows = await self._run(lambda db: db.execute(query, (element_id,)).fetchall())
+        return [_delivery(row) for row in rows]
+
+    async def deliveries_with_external_id(self, external_id: str) -> list[Delivery]:
+        query = (
+            f"SELECT {DELIVERY_COLUMNS} FROM deliveries INDEXED BY deliveries_by_external_id WHERE external_id = ? "
+            "ORDER BY element_id, channel, publication_id"
+        )
+        rows = await self._run(lambda db: db.execute(query, (external_id,)).fetchall())
         return [_delivery(row) for row in rows]
 
     async def all_deliveries(self) -> list[Delivery]:
