@@ -37,6 +37,12 @@ class ElementLookup:
         return found[0].element_id if found else None
 
 
+def id_answer(text: str) -> int | str:
+    """An id as Kordiam reads it back: a number where it is one (Kordiam sent or stores it so), else the text."""
+    number = positive_int(text)
+    return text if number is None else number
+
+
 def positive_int(text: str) -> int | None:
     stripped = text.strip()
     if stripped.isdigit() and int(stripped) > 0:
