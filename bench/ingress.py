@@ -36,7 +36,7 @@ from typing import Any
 import aiohttp
 import psutil  # type: ignore[import-untyped]
 
-from bench.run import LOCALSTACK, REGION, ROOT, SqsQueues, free_port, percentile
+from bench.run import LOCALSTACK, REGION, ROOT, SqsQueues, free_port, peak_rss_mb, percentile
 from bench.stubs import ELEMENT_TEMPLATE
 
 P99_TARGET_MS = 50.0
@@ -153,13 +153,6 @@ class IngressProcess:
     def cpu_seconds(self) -> float:
         return float(sum(self.ps.cpu_times()[:2]))
 
-    def peak_rss_mb(self) -> float:
-        with open(f"/proc/{self.process.pid}/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-        return float("nan")
-
     def stop(self) -> None:
         self.process.send_signal(signal.SIGTERM)
         try:
@@ -239,7 +232,7 @@ async def measure_receiver(
             elapsed = time.perf_counter() - started
             cpu = ingress.cpu_seconds() - cpu_before
             enqueue_sum, enqueue_count = await enqueue_seconds(http, ingress.base)
-        rss = ingress.peak_rss_mb()
+        rss = peak_rss_mb(ingress.process.pid)
     finally:
         ingress.stop()
     answered = sum(count for status, count in statuses.items() if 200 <= status < 300)
