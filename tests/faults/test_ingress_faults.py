@@ -6,14 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import subprocess
-import sys
+import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import httpx
@@ -21,10 +18,9 @@ import pytest
 from aiohttp import web
 from moto.server import ThreadedMotoServer
 
-from bridge.simulator import RunningSimulator, SimulatorSettings
+from bridge.simulator import RunningSimulator
 from tests.faults.conftest import Figures
 from tests.support import (
-    REGION,
     SimulatorAdmin,
     SqsEndpoint,
     WorkerProcess,
@@ -45,57 +41,10 @@ TOKEN = "fault-ingress-token"
 WEBHOOK_HEADERS = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json;charset=UTF-8"}
 
 
-@pytest.fixture
-def quiet_simulator() -> Iterator[RunningSimulator]:
-    """Kordiam without a queue of its own: it reaches the bridge through webhooks only."""
-    with RunningSimulator(SimulatorSettings(region=REGION)) as running:
-        yield running
-
-
-@pytest.fixture
-async def kordiam(quiet_simulator: RunningSimulator) -> AsyncIterator[SimulatorAdmin]:
-    admin = SimulatorAdmin(quiet_simulator.base_url)
-    yield admin
-    await admin.aclose()
-
-
-class IngressProcess:
-    """``python -m bridge ingress`` as a real process on ``port``, its output in ``log``."""
-
-    def __init__(self, config: Path, port: int, log: Path) -> None:
-        self.url = f"http://127.0.0.1:{port}"
-        self.log = log
-        self._handle = log.open("ab")
-        env = {**os.environ, "BRIDGE_INGRESS__GLOBAL_EXPORT__AUTH__TOKEN": TOKEN}
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "bridge", "ingress", "--config", str(config)],
-            stdout=self._handle,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-
-    async def healthy(self) -> bool:
-        if self.process.poll() is not None:
-            raise AssertionError(f"the ingress exited with {self.process.returncode}:\n{self.log.read_text()[-3000:]}")
-        try:
-            async with httpx.AsyncClient() as http:
-                return (await http.get(f"{self.url}/healthz")).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self._handle.close()
-
-    def events(self) -> list[dict[str, Any]]:
-        lines = self.log.read_text(encoding="utf-8").splitlines()
-        return [json.loads(line) for line in lines if line.startswith("{")]
+def ingress_process(config: Path, log: Path) -> WorkerProcess:
+    """``kordiam-bridge ingress`` as a real process, its bearer token from the environment."""
+    token = {"BRIDGE_INGRESS__GLOBAL_EXPORT__AUTH__TOKEN": TOKEN}
+    return WorkerProcess(config, log, name="ingress", command="ingress", env=token)
 
 
 def configs(workdir: Path, queue: str, worker_endpoint: str, ingress_endpoint: str, kordiam: str) -> tuple[Path, Path]:
@@ -200,11 +149,12 @@ async def test_the_ingress_killed_between_the_enqueue_and_its_answer_then_kordia
     url = f"http://127.0.0.1:{ingress_port(ingress_config)}/kordiam/element"
     element = await kordiam.create(story("Killed mid-answer"))
     body = json.dumps(element)
-    first = IngressProcess(ingress_config, ingress_port(ingress_config), tmp_path / "ingress-1.log")
-    second: IngressProcess | None = None
+    port = ingress_port(ingress_config)
+    first = ingress_process(ingress_config, tmp_path / "ingress-1.log")
+    second: WorkerProcess | None = None
     worker: WorkerProcess | None = None
     try:
-        await eventually(first.healthy, what="the first ingress to answer /healthz")
+        await eventually(lambda: first.ready(port), what="the first ingress to answer /readyz")
         proxy.victim = first.process
         async with httpx.AsyncClient(timeout=10) as http:
             with pytest.raises(httpx.TransportError):
@@ -212,8 +162,8 @@ async def test_the_ingress_killed_between_the_enqueue_and_its_answer_then_kordia
             assert first.process.returncode == -signal.SIGKILL
             assert queue_depth(sqs_endpoint.url, queues[0]) == 1  # the queue holds it all the same
             # Kordiam retries (Global Export: 3 x 5 s); the ingress is back by then (its orchestrator restarts it).
-            second = IngressProcess(ingress_config, ingress_port(ingress_config), tmp_path / "ingress-2.log")
-            await eventually(second.healthy, what="the restarted ingress to answer /healthz")
+            second = ingress_process(ingress_config, tmp_path / "ingress-2.log")
+            await eventually(lambda: second.ready(port), what="the restarted ingress to answer /readyz")
             retried = await http.post(url, content=body, headers=WEBHOOK_HEADERS)
             assert retried.status_code == 201 and retried.json() == {"id": element["id"]}
         assert queue_depth(sqs_endpoint.url, queues[0]) == 2  # the duplicate
@@ -227,9 +177,9 @@ async def test_the_ingress_killed_between_the_enqueue_and_its_answer_then_kordia
         await eventually(lambda: queue_settled(sqs_endpoint.url, queues[0]), timeout=30, what="the queue to settle")
         writes = channel_writes(worker)
     finally:
-        first.stop()
+        first.kill()
         if second is not None:
-            second.stop()
+            second.terminate()
         if worker is not None:
             worker.terminate()
         await proxy.stop()
@@ -256,16 +206,17 @@ async def test_a_queue_outage_answers_503_takes_nothing_and_kordiams_retries_are
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     moto.start()
     endpoint = f"http://127.0.0.1:{port}"
-    queue, dlq = make_queues(endpoint, "ingress-outage", max_receive_count=10)
+    # moto's queues live in this process, shared by every moto server in it: a name of this test's own.
+    queue, dlq = make_queues(endpoint, f"ingress-outage-{uuid.uuid4().hex[:8]}", max_receive_count=10)
     worker_config, ingress_config = configs(tmp_path, queue, endpoint, endpoint, quiet_simulator.base_url)
     base = f"http://127.0.0.1:{ingress_port(ingress_config)}"
     before = await kordiam.create(story("Before the outage"))
     during = await kordiam.create(story("During the outage"))
-    ingress = IngressProcess(ingress_config, ingress_port(ingress_config), tmp_path / "ingress.log")
+    ingress = ingress_process(ingress_config, tmp_path / "ingress.log")
     worker = WorkerProcess(worker_config, tmp_path / "worker.log")
     answers: list[int] = []
     try:
-        await eventually(ingress.healthy, what="the ingress to answer /healthz")
+        await eventually(lambda: ingress.ready(ingress_port(ingress_config)), what="the ingress to answer /readyz")
         async with httpx.AsyncClient(timeout=15) as http:
             answer = await http.post(f"{base}/kordiam/element", content=json.dumps(before), headers=WEBHOOK_HEADERS)
             answers.append(answer.status_code)
@@ -299,7 +250,7 @@ async def test_a_queue_outage_answers_503_takes_nothing_and_kordiams_retries_are
         assert worker.process.poll() is None  # the worker rode out the outage
         dead = drain(endpoint, dlq)
     finally:
-        ingress.stop()
+        ingress.terminate()
         worker.terminate()
         moto.stop()
     enqueued = [e for e in ingress.events() if e.get("event") == "enqueued"]

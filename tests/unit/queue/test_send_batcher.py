@@ -55,13 +55,19 @@ async def test_a_lone_send_goes_out_at_once() -> None:
     assert [len(call) for call in sqs.calls] == [1]
 
 
-async def test_sends_wait_while_max_in_flight_batches_travel_then_fill_the_next_batch() -> None:
-    sqs = FakeSqs()
+async def one_batch_on_its_way(sqs: FakeSqs) -> tuple[SendBatcher, asyncio.Future[str]]:
+    """A batcher that lets one batch travel at a time, with the batch of the send ``first`` held by ``sqs``."""
     sqs.release.clear()
     batcher = SendBatcher(sqs.send_message_batch, max_in_flight=1)
     first = asyncio.ensure_future(batcher.send(entry("first")))
-    await asyncio.sleep(0)
-    await asyncio.sleep(0)
+    while not sqs.calls:
+        await asyncio.sleep(0)
+    return batcher, first
+
+
+async def test_sends_wait_while_max_in_flight_batches_travel_then_fill_the_next_batch() -> None:
+    sqs = FakeSqs()
+    batcher, first = await one_batch_on_its_way(sqs)
     later = [asyncio.ensure_future(batcher.send(entry(f"later-{n}"))) for n in range(4)]
     await asyncio.sleep(0)
     assert len(sqs.calls) == 1  # the later ones wait for the first batch
@@ -95,11 +101,7 @@ async def test_batches_stay_under_the_size_limit() -> None:
 
 async def test_a_sender_that_stopped_waiting_is_not_sent() -> None:
     sqs = FakeSqs()
-    sqs.release.clear()
-    batcher = SendBatcher(sqs.send_message_batch, max_in_flight=1)
-    first = asyncio.ensure_future(batcher.send(entry("first")))
-    await asyncio.sleep(0)
-    await asyncio.sleep(0)
+    batcher, first = await one_batch_on_its_way(sqs)
     with pytest.raises(TimeoutError):
         async with asyncio.timeout(0.01):
             await batcher.send(entry("gave-up"))
