@@ -9,8 +9,9 @@ a bearer token; Platform integration ``POST /publication`` with the token from i
    out of the way: every client here has the same address); one warm-up call, so start-up is not measured;
 2. C clients (aiohttp, keep-alive, one connection each, as Kordiam's senders hold them) send n calls in all,
    a ~3 KB element with its own id each; an answer time runs from the request's send to its answer's last byte;
-3. read the ingress's CPU (user+sys, psutil) and its mean enqueue time (``bridge_ingress_enqueue_seconds``);
-   check the queue holds one message for every 2xx answer (the durability rule: answer only once it is held).
+3. read the ingress's CPU (user+sys, psutil), its mean enqueue time (``bridge_ingress_enqueue_seconds``) and the
+   CPU left on the machine (/proc/stat idle); check the queue holds one message for every 2xx answer (the
+   durability rule: answer only once it is held).
 
 The target: p99 answer time under 50 ms at C=32 (Kordiam's retry window is seconds; a slow answer ties up its
 sender). The load generator shares the machine's cores with the ingress and the queue, so its figures are a bound.
@@ -36,7 +37,7 @@ from typing import Any
 import aiohttp
 import psutil  # type: ignore[import-untyped]
 
-from bench.run import LOCALSTACK, REGION, ROOT, SqsQueues, free_port, peak_rss_mb, percentile
+from bench.run import LOCALSTACK, REGION, ROOT, SqsQueues, cpu_idle_total, free_port, peak_rss_mb, percentile
 from bench.stubs import ELEMENT_TEMPLATE
 
 P99_TARGET_MS = 50.0
@@ -62,6 +63,7 @@ FIELDS = (
     "cpu_ms_per_request",
     "ingress_cpu_pct",
     "peak_rss_mb",
+    "machine_idle_pct",
     "queued",
     "p99_target_met",
 )
@@ -225,12 +227,14 @@ async def measure_receiver(
             warm_up, _ = await load(ingress.base, receiver, [offset], 1, headers)
             enqueue_sum_before, enqueue_count_before = await enqueue_seconds(http, ingress.base)
             cpu_before = ingress.cpu_seconds()
+            idle_before, total_before = cpu_idle_total()
             started = time.perf_counter()
             latencies, statuses = await load(
                 ingress.base, receiver, list(range(offset + 1, offset + 1 + n)), concurrency, headers
             )
             elapsed = time.perf_counter() - started
             cpu = ingress.cpu_seconds() - cpu_before
+            idle_after, total_after = cpu_idle_total()
             enqueue_sum, enqueue_count = await enqueue_seconds(http, ingress.base)
         rss = peak_rss_mb(ingress.process.pid)
     finally:
@@ -254,6 +258,7 @@ async def measure_receiver(
         "cpu_ms_per_request": round(cpu / n * 1000, 3),
         "ingress_cpu_pct": round(100 * cpu / elapsed, 1),
         "peak_rss_mb": round(rss, 1),
+        "machine_idle_pct": round(100 * (idle_after - idle_before) / max(1.0, total_after - total_before), 1),
         # The warm-up call is on the queue too.
         "queued": queues.depth(queue) - len(warm_up),
         "p99_target_met": p99 < P99_TARGET_MS,
@@ -295,6 +300,7 @@ def print_table(results: list[dict[str, Any]]) -> None:
         "cpu_ms_per_request": "CPU ms",
         "ingress_cpu_pct": "CPU %",
         "peak_rss_mb": "RSS MB",
+        "machine_idle_pct": "idle %",
         "p99_target_met": "p99 < 50",
     }
     for header in columns.values():
