@@ -32,7 +32,7 @@ help:
 	@echo "make image / up / down  container image; worker + simulator + SQS emulator with docker compose"
 	@echo "make infra-test       the container, compose and Terraform tests"
 	@echo "make checkov          Checkov over infra/terraform"
-	@echo "make bench            throughput, latency, CPU and memory vs the simplest loop (LocalStack, then ActiveMQ)"
+	@echo "make bench            throughput, latency, CPU and memory vs the simplest loop, then the ingress (LocalStack, then ActiveMQ)"
 	@echo "make clean            remove .venv, caches and demo-output"
 
 $(STAMP): pyproject.toml
