@@ -8,9 +8,13 @@ ActiveMQ "visibility" is the broker holding an unacknowledged message for this c
   so a slow message never holds back nine others. Pollers receive whole batches into a small prefetch (at most
   one or two batches beyond the slots), so the workers never wait on a receive and a receive carries 10 messages,
   not one per freed slot. When slots sit idle, a poller takes what it can at once.
-- A heartbeat extends the visibility of messages still in progress, in batches (on a transport with a lease); a
-  settled message leaves the in-flight set before its delete is queued, so the two never race on one receipt handle.
-- Deletes are batched (10, or after a short linger).
+- A heartbeat extends the visibility of every message the worker holds, in batches (on a transport with a lease):
+  running, waiting for a slot, and done but not yet deleted. A message to be retried or released leaves the held
+  set before its visibility is changed, so the heartbeat never overrides a back-off.
+- Deletes are batched (10, or after a short linger), and batches go out concurrently. A message keeps its room in
+  the worker until the queue confirmed its delete: when deletes are slow the pollers receive less, instead of
+  piling up done messages whose visibility runs out (they would be received again, and a burst of short messages
+  would walk them to the dead-letter queue by the native redrive).
 - Shutdown stops receiving, aborts the long poll, lets in-flight work finish within a deadline, releases what is
   left with visibility 0, and flushes pending deletes.
 - FIFO queues: messages of one group run one after another in the order SQS gave them, groups in parallel; when
@@ -88,8 +92,9 @@ class Consumer:
     prefetched, or queued behind its FIFO group) is released for another worker; pending deletes are flushed.
     ``ready`` and ``healthy`` answer the probes meanwhile.
 
-    Backpressure: at most ``concurrency`` messages run and ``prefetch`` more wait for a slot; a poller receives
-    only when there is room for a whole batch, or a slot sits idle. A closed ``gate`` stops receiving altogether.
+    Backpressure: at most ``concurrency`` messages run and ``prefetch`` more wait for a slot or for their delete; a
+    poller receives only when there is room for a whole batch, or a slot sits idle. A closed ``gate`` stops
+    receiving altogether.
 
     Errors: ``handler`` returns an ``Outcome``; the consumer settles it (delete, back-off, or DLQ then delete) and
     never lets a message go unsettled. A handler that raises is a bug: logged and retried. A transport call that
@@ -108,11 +113,15 @@ class Consumer:
         self._slots = asyncio.Semaphore(settings.concurrency)
         # Pollers waiting for room; woken (all of them, to re-check) whenever room may have appeared.
         self._room_waiters: list[asyncio.Future[None]] = []
+        # Every message this worker holds, by receipt handle: the heartbeat keeps these invisible to others.
         self._in_flight: dict[str, QueueMessage] = {}
+        # Held messages that are done (or dead-lettered) and wait for the queue to confirm their delete.
+        self._deleting: dict[str, QueueMessage] = {}
         # Receipt handles of prefetched messages still waiting for a slot: a shutdown releases them without running.
         self._waiting: set[str] = set()
         self._tasks: dict[asyncio.Task[None], QueueMessage] = {}
-        self._deletes: asyncio.Queue[QueueMessage] = asyncio.Queue()
+        self._deletes: asyncio.Queue[tuple[QueueMessage, asyncio.Future[None]]] = asyncio.Queue()
+        self._delete_calls: set[asyncio.Task[None]] = set()
         # FIFO: the messages of a group waiting behind the one that runs.
         self._fifo = transport.ordered_groups
         self._groups: dict[str, list[QueueMessage]] = {}
@@ -172,7 +181,10 @@ class Consumer:
         budget = max(0.5, self._settings.shutdown_timeout - 2.0) if self._gate.reason is None else 0.0
         if self._tasks:
             _, pending = await asyncio.wait(set(self._tasks), timeout=budget)
-            unfinished = [self._tasks[task] for task in pending]
+            # A task still waiting for its delete is done with its message: the deleter finishes it below.
+            unfinished = [
+                self._tasks[task] for task in pending if self._tasks[task].receipt_handle not in self._deleting
+            ]
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
@@ -238,7 +250,8 @@ class Consumer:
         return taken
 
     def _has_room(self) -> bool:
-        return self._free >= MAX_BATCH or (self._free > 0 and len(self._tasks) < self._settings.concurrency)
+        unsettled = len(self._tasks) - len(self._deleting)
+        return self._free >= MAX_BATCH or (self._free > 0 and unsettled < self._settings.concurrency)
 
     def _wake_pollers(self) -> None:
         if self._room_waiters and self._has_room():
@@ -280,8 +293,6 @@ class Consumer:
         elif failed:
             # Running the rest now would overtake the failed message: give them back to SQS, which keeps order.
             del self._groups[group]
-            for message in waiting:
-                self._in_flight.pop(message.receipt_handle, None)
             await self._release(waiting)
             self._give_back(len(waiting))
         else:
@@ -314,17 +325,17 @@ class Consumer:
             )
         if isinstance(outcome, Retry) and message.receive_count >= self._settings.max_receive_count:
             outcome = outcome.exhausted(message.receive_count)
-        # Leave the in-flight set before settling, so the heartbeat never touches a settled receipt handle.
-        self._in_flight.pop(message.receipt_handle, None)
-        await self._settle(message, outcome)
+        deleted = await self._settle(message, outcome)
         if self._fifo and message.group_id is not None:
             await self._continue_group(message.group_id, failed=isinstance(outcome, Retry))
+        if deleted is not None:
+            await deleted  # the message keeps its room until the queue confirmed the delete
 
-    async def _settle(self, message: QueueMessage, outcome: Outcome) -> None:
+    async def _settle(self, message: QueueMessage, outcome: Outcome) -> asyncio.Future[None] | None:
+        """Settle ``outcome``; for a delete, return the future its confirmation resolves."""
         metrics.MESSAGE_OUTCOMES.labels(outcome.kind).inc()
         if isinstance(outcome, Done):
-            self._deletes.put_nowait(message)
-            return
+            return self._queue_delete(message)
         if isinstance(outcome, Retry):
             delay = queue_backoff(
                 message.receive_count,
@@ -334,7 +345,7 @@ class Consumer:
             )
             log.warning("retry_later", outcome="retry", stage=outcome.stage, reason=outcome.reason, visibility=delay)
             await self._retry_later([message], delay)
-            return
+            return None
         assert isinstance(outcome, DeadLetter)
         context = DeadLetterContext(outcome.stage, outcome.reason, outcome.error_class, outcome.element_id)
         try:
@@ -345,7 +356,7 @@ class Consumer:
                 "dead_letter_failed", outcome="retry", error=f"{type(error).__name__}: {error}", reason=outcome.reason
             )
             await self._retry_later([message], queue_backoff(message.receive_count))
-            return
+            return None
         log.error(
             "dead_lettered",
             outcome="dead_letter",
@@ -354,9 +365,21 @@ class Consumer:
             error_class=outcome.error_class,
             element_id=outcome.element_id,
         )
-        self._deletes.put_nowait(message)
+        return self._queue_delete(message)
+
+    def _queue_delete(self, message: QueueMessage) -> asyncio.Future[None]:
+        # Still held (and heartbeated) until the delete is confirmed; its slot is free for the next message.
+        self._deleting[message.receipt_handle] = message
+        confirmed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._deletes.put_nowait((message, confirmed))
+        self._wake_pollers()
+        return confirmed
 
     async def _retry_later(self, messages: list[QueueMessage], seconds: int) -> None:
+        # Leave the held set first: the heartbeat must not undo the back-off.
+        for message in messages:
+            self._in_flight.pop(message.receipt_handle, None)
+
         async def retry(chunk: list[QueueMessage]) -> list[str]:
             return await self._transport.retry_later(chunk, seconds)
 
@@ -365,6 +388,8 @@ class Consumer:
     async def _release(self, messages: list[QueueMessage]) -> None:
         """Make unfinished messages visible again at once, so another worker can take them."""
         log.warning("releasing_unfinished", count=len(messages))
+        for message in messages:
+            self._in_flight.pop(message.receipt_handle, None)
         await self._in_batches(self._transport.release, messages)
 
     async def _in_batches(
@@ -381,26 +406,36 @@ class Consumer:
                 log.warning("visibility_change_rejected", message_ids=failed)
 
     async def _delete_loop(self) -> None:
+        """Gather deletes into batches and send each batch without waiting for the one before: one call at a time
+        would cap the worker at 10 messages per round trip. The room each pending delete holds bounds the calls."""
         while True:
-            first = await self._deletes.get()
-            batch = [first]
+            batch = [await self._deletes.get()]
             # One timeout for the whole linger (asyncio.wait_for would make a task per message).
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(DELETE_LINGER_SECONDS):
                     while len(batch) < MAX_BATCH:
                         batch.append(await self._deletes.get())
-            try:
-                await self._transport.complete(batch)
-            except Exception as error:
-                log.error(
-                    "delete_batch_failed",
-                    count=len(batch),
-                    error=f"{type(error).__name__}: {error}",
-                    hint="the messages will be received again; processing is idempotent",
-                )
-            finally:
-                for _ in batch:
-                    self._deletes.task_done()
+            call = asyncio.create_task(self._delete(batch), name="delete-batch")
+            self._delete_calls.add(call)
+            call.add_done_callback(self._delete_calls.discard)
+
+    async def _delete(self, batch: list[tuple[QueueMessage, asyncio.Future[None]]]) -> None:
+        try:
+            await self._transport.complete([message for message, _ in batch])
+        except Exception as error:
+            log.error(
+                "delete_batch_failed",
+                count=len(batch),
+                error=f"{type(error).__name__}: {error}",
+                hint="the messages will be received again; processing is idempotent",
+            )
+        finally:
+            for message, confirmed in batch:
+                self._deleting.pop(message.receipt_handle, None)
+                self._in_flight.pop(message.receipt_handle, None)
+                if not confirmed.done():  # its task may have been cancelled at the shutdown deadline
+                    confirmed.set_result(None)
+                self._deletes.task_done()
 
     # ---- heartbeat -----------------------------------------------------------------------------------------
 

@@ -240,9 +240,11 @@ class FakeTransport:
 
     async def receive(self, max_messages: int, wait_time: int) -> list[QueueMessage]:
         if self.batches:
+            # Like SQS: never more than asked for; the rest of a scripted batch comes with the next receive.
             batch = self.batches.pop(0)
-            assert len(batch) <= max_messages
-            return batch
+            if len(batch) > max_messages:
+                self.batches.insert(0, batch[max_messages:])
+            return batch[:max_messages]
         await asyncio.sleep(0.05)
         return []
 

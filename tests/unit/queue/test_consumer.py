@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -11,7 +12,7 @@ import pytest
 from bridge.queue.consumer import Consumer, ConsumerSettings
 from bridge.queue.gate import ReceiveGate
 from bridge.queue.outcome import DeadLetter, Done, Outcome, Retry
-from bridge.queue.transport import QueueMessage
+from bridge.queue.transport import QueueMessage, prefetch_for
 from tests.unit.fakes import FakeTransport
 
 ids = itertools.count(1)
@@ -92,7 +93,6 @@ async def test_a_crashing_handler_retries_instead_of_losing_the_message() -> Non
 
 
 async def test_concurrency_is_bounded_and_independent_of_the_batch() -> None:
-    # The fake asserts that no receive asks for more than the free slots.
     transport = FakeTransport([[message() for _ in range(4)] for _ in range(5)])
     running = peak = 0
 
@@ -316,3 +316,90 @@ async def test_shutdown_while_paused_releases_the_messages_in_hand_at_once() -> 
     stop.set()
     await asyncio.wait_for(task, 10)
     assert transport.visibility == [(held.message_id, 0)] and transport.deleted == []
+
+
+class SlowDeletes(SteadyTransport):
+    """Deletes wait until ``deletes_open`` is set (a loaded queue); counts what was received and deleted."""
+
+    def __init__(self, total: int) -> None:
+        super().__init__(total)
+        self.deletes_open = asyncio.Event()
+        self.received = 0
+        self.most_held = 0
+        self.calls = 0
+        self.most_calls = 0
+
+    async def receive(self, max_messages: int, wait_time: int) -> list[QueueMessage]:
+        messages = await super().receive(max_messages, wait_time)
+        self.received += len(messages)
+        self.most_held = max(self.most_held, self.received - len(self.deleted))
+        return messages
+
+    async def complete(self, messages: Sequence[QueueMessage]) -> list[str]:
+        self.calls += 1
+        self.most_calls = max(self.most_calls, self.calls)
+        try:
+            await self.deletes_open.wait()
+            await asyncio.sleep(0.05)
+            return await super().complete(messages)
+        finally:
+            self.calls -= 1
+
+
+async def test_a_done_message_stays_heartbeated_until_its_delete_is_confirmed() -> None:
+    # A done message whose delete is slow must not become visible again: another receive would run it twice, and
+    # a burst of them would walk messages to the dead-letter queue through the native redrive.
+    transport = SlowDeletes(1)
+
+    async def handler(m: QueueMessage) -> Outcome:
+        return Done()
+
+    consumer = Consumer(transport, handler, settings(visibility_timeout=6))
+    stop = asyncio.Event()
+    task = asyncio.create_task(consumer.run(stop))
+    async with asyncio.timeout(10):
+        while not transport.visibility:
+            await asyncio.sleep(0.1)
+    transport.deletes_open.set()
+    async with asyncio.timeout(5):
+        while not transport.deleted:
+            await asyncio.sleep(0.02)
+    stop.set()
+    await asyncio.wait_for(task, 10)
+    assert transport.visibility == [(transport.deleted[0], 6)]
+
+
+async def test_slow_deletes_hold_back_receiving() -> None:
+    # While the queue does not confirm deletes, the worker holds at most concurrency + prefetch messages.
+    transport = SlowDeletes(200)
+
+    async def handler(m: QueueMessage) -> Outcome:
+        return Done()
+
+    consumer = Consumer(transport, handler, settings(concurrency=4))
+    stop = asyncio.Event()
+    task = asyncio.create_task(consumer.run(stop))
+    await asyncio.sleep(0.5)
+    held_while_blocked = transport.received
+    transport.deletes_open.set()
+    async with asyncio.timeout(20):
+        while len(transport.deleted) < 200:
+            await asyncio.sleep(0.02)
+    stop.set()
+    await asyncio.wait_for(task, 10)
+    limit = 4 + prefetch_for(4)
+    assert held_while_blocked == limit
+    assert transport.most_held <= limit
+
+
+async def test_delete_batches_go_out_without_waiting_for_each_other() -> None:
+    transport = SlowDeletes(100)
+    transport.deletes_open.set()
+
+    async def handler(m: QueueMessage) -> Outcome:
+        return Done()
+
+    consumer = Consumer(transport, handler, settings(concurrency=32))
+    await run_until(consumer, lambda: len(transport.deleted) == 100, timeout=20)
+    assert len(transport.deleted) == 100
+    assert transport.most_calls > 1
