@@ -33,7 +33,7 @@ class ElementLookup:
         return chosen[0].element_id if chosen else None
 
     async def element_for_publication(self, publication_id: int) -> int | None:
-        found = [d for d in await self.state.all_deliveries() if d.publication_id == publication_id]
+        found = await self.state.deliveries_of_publication(publication_id)
         return found[0].element_id if found else None
 
 

@@ -78,6 +78,11 @@ class StateStore(Protocol):
         lookup (the ingress maps the id in a Kordiam ``DELETE`` back to its element with it), never a scan."""
         ...
 
+    async def deliveries_of_publication(self, publication_id: int) -> list[Delivery]:
+        """The deliveries of Kordiam publication ``publication_id``, by element and channel: an index lookup (the
+        ingress maps the placeholder id it answered a Platform integration call with back to its element)."""
+        ...
+
     async def record(self, delivery: Delivery) -> bool:
         """Store the delivery unless a newer Kordiam version is already recorded; False if it was older."""
         ...

@@ -10,18 +10,20 @@ Single-table layout (hash key ``pk``, range key ``sk``, both strings; TTL on ``e
   stored one does not land.
 * ``sk = "lease"``: the worker (``owner``) syncing the element until ``expires_at`` (epoch seconds).
 
-A global secondary index ``external_id`` (hash key ``external_key``, a string; all attributes projected) finds
-deliveries by their channel item's id: the ingress maps the CMS id in a Kordiam ``DELETE`` back to its element
-with it. A GSI, not an item of our own per id: DynamoDB keeps it in step with every delivery written, forgotten or
+Two global secondary indexes (all attributes projected) find deliveries for the ingress, which maps the id in a
+Kordiam ``DELETE`` back to its element: ``external_id`` (hash key ``external_key``, a string) by their channel
+item's id, the CMS id; ``publication_id`` (hash key ``publication_id``, a number, written on every delivery
+already) by their Kordiam publication, the placeholder id the ingress answers a Platform integration call with.
+GSIs, not an item of our own per id: DynamoDB keeps it in step with every delivery written, forgotten or
 re-pointed (no second write on the worker's path, nothing to go stale), and builds it for a table's existing
 deliveries when it is added; its reads are eventually consistent, well within the minutes between a story's
 delivery and Kordiam's ``DELETE``. ``external_key`` is written only for a non-empty id of at most 1 KiB (a GSI key
-cannot be empty), so the index holds deliveries alone. Projecting every attribute lets the lookup answer whole
-deliveries, a few hundred bytes each.
+cannot be empty); marks and leases carry neither key, so the indexes hold deliveries alone. Projecting every
+attribute lets a lookup answer whole deliveries, a few hundred bytes each.
 
 The table is created outside the bridge (Terraform in production; ``create_table`` for local use and tests):
-``open()`` checks that it exists and refuses to start otherwise; a table without the index serves the worker, and
-``deliveries_with_external_id`` refuses with a ``ConfigError`` saying what to add (the ingress asks at start-up).
+``open()`` checks that it exists and refuses to start otherwise; a table without the indexes serves the worker,
+and the lookups refuse with a ``ConfigError`` saying what to add (the ingress asks at start-up).
 """
 
 from __future__ import annotations
@@ -55,6 +57,10 @@ MARK = "mark"
 LEASE = "lease"
 EXTERNAL_ID_INDEX = "external_id"
 EXTERNAL_KEY = "external_key"
+PUBLICATION_INDEX = "publication_id"
+PUBLICATION_KEY = "publication_id"
+# What the ingress needs beyond the keys: each index with its hash key and that key's type.
+INDEXES = {EXTERNAL_ID_INDEX: (EXTERNAL_KEY, "S"), PUBLICATION_INDEX: (PUBLICATION_KEY, "N")}
 MAX_EXTERNAL_KEY_BYTES = 1024
 
 # Throttling and server-side trouble: the same request may succeed later.
@@ -125,7 +131,7 @@ class DynamoDbStateStore:
         self._max_connections = max_connections
         self._client: Any = None
         self._stack: AsyncExitStack | None = None
-        self._has_external_id_index = False
+        self._indexes: frozenset[str] = frozenset()
         # keep_leases=False: a worker that never extends its leases (tests of expiry stand in a hung worker so);
         # owner: tests stand in another process's store so.
         self._keeper = LeaseKeeper(lease_seconds, self._extend_leases, enabled=keep_leases)
@@ -194,7 +200,7 @@ class DynamoDbStateStore:
                 f"{RANGE_KEY!r} (range)",
             )
         indexes = description.get("GlobalSecondaryIndexes", [])
-        self._has_external_id_index = any(index.get("IndexName") == EXTERNAL_ID_INDEX for index in indexes)
+        self._indexes = frozenset(str(index.get("IndexName")) for index in indexes)
 
     # ---- deliveries ----------------------------------------------------------------------------------------
 
@@ -208,23 +214,35 @@ class DynamoDbStateStore:
         return sorted(found, key=lambda d: (d.channel, d.publication_id))
 
     async def deliveries_with_external_id(self, external_id: str) -> list[Delivery]:
-        if not self._has_external_id_index:
-            raise ConfigError(
-                "state.url",
-                f"DynamoDB table {self.table!r} has no global secondary index {EXTERNAL_ID_INDEX!r} (hash key "
-                f"{EXTERNAL_KEY!r}, string, all attributes projected); the ingress needs it to map Kordiam's ids",
-            )
         if not _indexable(external_id):
+            self._require(EXTERNAL_ID_INDEX)
             return []
+        return await self._by_index(EXTERNAL_ID_INDEX, _s(external_id))
+
+    async def deliveries_of_publication(self, publication_id: int) -> list[Delivery]:
+        return await self._by_index(PUBLICATION_INDEX, _n(publication_id))
+
+    async def _by_index(self, index: str, value: dict[str, str]) -> list[Delivery]:
+        self._require(index)
         items = await self._paginate(
             "query",
-            IndexName=EXTERNAL_ID_INDEX,
+            IndexName=index,
             KeyConditionExpression="#key = :key",
-            ExpressionAttributeNames={"#key": EXTERNAL_KEY},
-            ExpressionAttributeValues={":key": _s(external_id)},
+            ExpressionAttributeNames={"#key": INDEXES[index][0]},
+            ExpressionAttributeValues={":key": value},
         )
         found = [_delivery(item) for item in items]
         return sorted(found, key=lambda d: (d.element_id, d.channel, d.publication_id))
+
+    def _require(self, index: str) -> None:
+        if index not in self._indexes:
+            key, kind = INDEXES[index]
+            raise ConfigError(
+                "state.url",
+                f"DynamoDB table {self.table!r} has no global secondary index {index!r} (hash key {key!r}, "
+                f"{'string' if kind == 'S' else 'number'}, all attributes projected); the ingress needs it to map "
+                "Kordiam's ids",
+            )
 
     async def all_deliveries(self) -> list[Delivery]:
         """Every delivery in the table: a full scan, for operator commands only."""
@@ -487,8 +505,8 @@ def not_newer_condition(modification_date: datetime | None, version: int | None)
 
 
 async def create_table(target: Any, table: str, *, region: str | None = None) -> None:
-    """Create the state table as Terraform does (``pk``/``sk`` strings, the ``external_id`` index, on demand, TTL
-    on ``expires_at``).
+    """Create the state table as Terraform does (``pk``/``sk`` strings, the ``external_id`` and ``publication_id``
+    indexes, on demand, TTL on ``expires_at``).
 
     ``target`` is an aiobotocore DynamoDB client or an endpoint URL (DynamoDB Local, moto server); a table
     that already exists is left as it is.
@@ -508,7 +526,7 @@ async def _create_table(client: Any, table: str) -> None:
             AttributeDefinitions=[
                 {"AttributeName": HASH_KEY, "AttributeType": "S"},
                 {"AttributeName": RANGE_KEY, "AttributeType": "S"},
-                {"AttributeName": EXTERNAL_KEY, "AttributeType": "S"},
+                *({"AttributeName": key, "AttributeType": kind} for key, kind in INDEXES.values()),
             ],
             KeySchema=[
                 {"AttributeName": HASH_KEY, "KeyType": "HASH"},
@@ -516,10 +534,11 @@ async def _create_table(client: Any, table: str) -> None:
             ],
             GlobalSecondaryIndexes=[
                 {
-                    "IndexName": EXTERNAL_ID_INDEX,
-                    "KeySchema": [{"AttributeName": EXTERNAL_KEY, "KeyType": "HASH"}],
+                    "IndexName": index,
+                    "KeySchema": [{"AttributeName": key, "KeyType": "HASH"}],
                     "Projection": {"ProjectionType": "ALL"},
                 }
+                for index, (key, _) in INDEXES.items()
             ],
             BillingMode="PAY_PER_REQUEST",
         )

@@ -74,9 +74,11 @@ MIGRATIONS: dict[int, str] = {
     3: """
     ALTER TABLE elements ADD COLUMN fetched_at REAL;
     """,
-    # The ingress maps the CMS id in a Kordiam DELETE back to its element (deliveries_with_external_id).
+    # The ingress maps the id in a Kordiam DELETE back to its element: a CMS id (deliveries_with_external_id) or
+    # the Kordiam publication id it answered itself (deliveries_of_publication).
     4: """
     CREATE INDEX deliveries_by_external_id ON deliveries (external_id);
+    CREATE INDEX deliveries_by_publication_id ON deliveries (publication_id);
     """,
 }
 DELIVERY_COLUMNS = (
@@ -230,6 +232,14 @@ class SqliteStateStore:
             "ORDER BY element_id, channel, publication_id"
         )
         rows = await self._run(lambda db: db.execute(query, (external_id,)).fetchall())
+        return [_delivery(row) for row in rows]
+
+    async def deliveries_of_publication(self, publication_id: int) -> list[Delivery]:
+        query = (
+            f"SELECT {DELIVERY_COLUMNS} FROM deliveries INDEXED BY deliveries_by_publication_id "
+            "WHERE publication_id = ? ORDER BY element_id, channel"
+        )
+        rows = await self._run(lambda db: db.execute(query, (publication_id,)).fetchall())
         return [_delivery(row) for row in rows]
 
     async def all_deliveries(self) -> list[Delivery]:

@@ -78,7 +78,7 @@ async def test_wrong_key_schema_is_a_config_error(moto_url: str) -> None:
     assert raised.value.key == "state.url"
 
 
-async def test_a_table_without_the_external_id_index_serves_the_worker_and_refuses_the_lookup(moto_url: str) -> None:
+async def test_a_table_without_the_lookup_indexes_serves_the_worker_and_refuses_the_lookups(moto_url: str) -> None:
     """A table made before the index existed: deliveries work, the ingress's lookup says what to add."""
     name = f"no-index-{uuid.uuid4().hex[:8]}"
     async with _create_client(REGION, moto_url) as client:
@@ -98,6 +98,8 @@ async def test_a_table_without_the_external_id_index_serves_the_worker_and_refus
         with pytest.raises(ConfigError, match="no global secondary index 'external_id'") as raised:
             await store.deliveries_with_external_id("post-55")
         assert raised.value.key == "state.url"
+        with pytest.raises(ConfigError, match="no global secondary index 'publication_id'"):
+            await store.deliveries_of_publication(10)
     finally:
         await store.close()
 

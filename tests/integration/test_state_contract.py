@@ -313,6 +313,20 @@ async def test_deliveries_are_found_by_their_external_id(stores: StoreFactory) -
     assert await other.deliveries_with_external_id("post-55") == []
 
 
+async def test_deliveries_are_found_by_their_kordiam_publication(stores: StoreFactory) -> None:
+    store = await stores()
+    other = await stores()
+    web, print_ = delivery(2, "web", 20), delivery(2, "print", 20)  # one publication in two channels
+    for written in (web, print_, delivery(3, "web", 30)):
+        assert await store.record(written)
+    await store.mark_element(ElementMark(2, T0, 1, deleted=False))
+    async with store.lease(2):  # marks and leases are no deliveries
+        assert await other.deliveries_of_publication(20) == [print_, web]
+    assert await other.deliveries_of_publication(21) == []
+    await store.forget(2, "web", 20)
+    assert await other.deliveries_of_publication(20) == [print_]
+
+
 async def test_marks_round_trip(stores: StoreFactory) -> None:
     store = await stores()
     other = await stores()

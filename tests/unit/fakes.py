@@ -155,6 +155,9 @@ class MemoryStateStore:
     async def deliveries_with_external_id(self, external_id: str) -> list[Delivery]:
         return [self.rows[key] for key in sorted(self.rows) if self.rows[key].external_id == external_id]
 
+    async def deliveries_of_publication(self, publication_id: int) -> list[Delivery]:
+        return [self.rows[key] for key in sorted(self.rows) if key[2] == publication_id]
+
     async def all_deliveries(self) -> list[Delivery]:
         return list(self.rows.values())
 
