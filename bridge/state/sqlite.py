@@ -227,19 +227,18 @@ class SqliteStateStore:
         return [_delivery(row) for row in rows]
 
     async def deliveries_with_external_id(self, external_id: str) -> list[Delivery]:
-        query = (
-            f"SELECT {DELIVERY_COLUMNS} FROM deliveries INDEXED BY deliveries_by_external_id WHERE external_id = ? "
-            "ORDER BY element_id, channel, publication_id"
-        )
-        rows = await self._run(lambda db: db.execute(query, (external_id,)).fetchall())
-        return [_delivery(row) for row in rows]
+        return await self._deliveries_by("deliveries_by_external_id", "external_id", external_id)
 
     async def deliveries_of_publication(self, publication_id: int) -> list[Delivery]:
+        return await self._deliveries_by("deliveries_by_publication_id", "publication_id", publication_id)
+
+    async def _deliveries_by(self, index: str, column: str, value: str | int) -> list[Delivery]:
+        # INDEXED BY: the statement fails rather than scan the table should the index be missing.
         query = (
-            f"SELECT {DELIVERY_COLUMNS} FROM deliveries INDEXED BY deliveries_by_publication_id "
-            "WHERE publication_id = ? ORDER BY element_id, channel"
+            f"SELECT {DELIVERY_COLUMNS} FROM deliveries INDEXED BY {index} WHERE {column} = ? "
+            "ORDER BY element_id, channel, publication_id"
         )
-        rows = await self._run(lambda db: db.execute(query, (publication_id,)).fetchall())
+        rows = await self._run(lambda db: db.execute(query, (value,)).fetchall())
         return [_delivery(row) for row in rows]
 
     async def all_deliveries(self) -> list[Delivery]:

@@ -47,9 +47,11 @@ def ingress_process(config: Path, log: Path) -> WorkerProcess:
     return WorkerProcess(config, log, name="ingress", command="ingress", env=token)
 
 
-def configs(workdir: Path, queue: str, worker_endpoint: str, ingress_endpoint: str, kordiam: str) -> tuple[Path, Path]:
-    """The worker's config (two folder channels, SQLite state in ``workdir``) and the ingress's: the same file
-    plus ``[ingress]``, its queue reached through ``ingress_endpoint``, a short enqueue timeout."""
+def configs(
+    workdir: Path, queue: str, worker_endpoint: str, ingress_endpoint: str, kordiam: str
+) -> tuple[Path, Path, int]:
+    """The worker's config (two folder channels, SQLite state in ``workdir``), the ingress's (the same plus
+    ``[ingress]``, its queue reached through ``ingress_endpoint``, a short enqueue timeout) and the ingress's port."""
     worker = write_config(
         workdir / "worker.toml",
         queue=queue,
@@ -60,26 +62,14 @@ def configs(workdir: Path, queue: str, worker_endpoint: str, ingress_endpoint: s
         visibility_timeout=6,
         wait_time_seconds=1,
     )
-    ingress = write_config(
-        workdir / "ingress.toml",
-        queue=queue,
-        endpoint=ingress_endpoint,
-        kordiam=kordiam,
-        workdir=workdir,
-        ops_port=free_port(),
-    )
     port = free_port()
+    ingress = workdir / "ingress.toml"
     ingress.write_text(
-        ingress.read_text()
+        worker.read_text().replace(f'endpoint_url = "{worker_endpoint}"', f'endpoint_url = "{ingress_endpoint}"')
         + f"\n[ingress]\nport = {port}\nenqueue_timeout_seconds = 2\n"
         + '[ingress.global_export]\npath = "/kordiam"\nauth = { type = "bearer" }\n'
     )
-    return worker, ingress
-
-
-def ingress_port(config: Path) -> int:
-    text = config.read_text()
-    return int(text.split("[ingress]\nport = ", 1)[1].split("\n", 1)[0])
+    return worker, ingress, port
 
 
 def channel_writes(worker: WorkerProcess) -> Counter[str]:
@@ -145,11 +135,12 @@ async def test_the_ingress_killed_between_the_enqueue_and_its_answer_then_kordia
 ) -> None:
     proxy = KillAfterTheQueueAnswers(sqs_endpoint.url)
     await proxy.start()
-    worker_config, ingress_config = configs(tmp_path, queues[0], sqs_endpoint.url, proxy.url, quiet_simulator.base_url)
-    url = f"http://127.0.0.1:{ingress_port(ingress_config)}/kordiam/element"
+    worker_config, ingress_config, port = configs(
+        tmp_path, queues[0], sqs_endpoint.url, proxy.url, quiet_simulator.base_url
+    )
+    url = f"http://127.0.0.1:{port}/kordiam/element"
     element = await kordiam.create(story("Killed mid-answer"))
     body = json.dumps(element)
-    port = ingress_port(ingress_config)
     first = ingress_process(ingress_config, tmp_path / "ingress-1.log")
     second: WorkerProcess | None = None
     worker: WorkerProcess | None = None
@@ -208,15 +199,15 @@ async def test_a_queue_outage_answers_503_takes_nothing_and_kordiams_retries_are
     endpoint = f"http://127.0.0.1:{port}"
     # moto's queues live in this process, shared by every moto server in it: a name of this test's own.
     queue, dlq = make_queues(endpoint, f"ingress-outage-{uuid.uuid4().hex[:8]}", max_receive_count=10)
-    worker_config, ingress_config = configs(tmp_path, queue, endpoint, endpoint, quiet_simulator.base_url)
-    base = f"http://127.0.0.1:{ingress_port(ingress_config)}"
+    worker_config, ingress_config, ingress_port = configs(tmp_path, queue, endpoint, endpoint, quiet_simulator.base_url)
+    base = f"http://127.0.0.1:{ingress_port}"
     before = await kordiam.create(story("Before the outage"))
     during = await kordiam.create(story("During the outage"))
     ingress = ingress_process(ingress_config, tmp_path / "ingress.log")
     worker = WorkerProcess(worker_config, tmp_path / "worker.log")
     answers: list[int] = []
     try:
-        await eventually(lambda: ingress.ready(ingress_port(ingress_config)), what="the ingress to answer /readyz")
+        await eventually(lambda: ingress.ready(ingress_port), what="the ingress to answer /readyz")
         async with httpx.AsyncClient(timeout=15) as http:
             answer = await http.post(f"{base}/kordiam/element", content=json.dumps(before), headers=WEBHOOK_HEADERS)
             answers.append(answer.status_code)
