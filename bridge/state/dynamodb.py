@@ -11,15 +11,16 @@ Single-table layout (hash key ``pk``, range key ``sk``, both strings; TTL on ``e
 * ``sk = "lease"``: the worker (``owner``) syncing the element until ``expires_at`` (epoch seconds).
 
 Two global secondary indexes (all attributes projected) find deliveries for the ingress, which maps the id in a
-Kordiam ``DELETE`` back to its element: ``external_id`` (hash key ``external_key``, a string) by their channel
-item's id, the CMS id; ``publication_id`` (hash key ``publication_id``, a number, written on every delivery
-already) by their Kordiam publication, the placeholder id the ingress answers a Platform integration call with.
-GSIs, not an item of our own per id: DynamoDB keeps it in step with every delivery written, forgotten or
-re-pointed (no second write on the worker's path, nothing to go stale), and builds it for a table's existing
-deliveries when it is added; its reads are eventually consistent, well within the minutes between a story's
-delivery and Kordiam's ``DELETE``. ``external_key`` is written only for a non-empty id of at most 1 KiB (a GSI key
-cannot be empty); marks and leases carry neither key, so the indexes hold deliveries alone. Projecting every
-attribute lets a lookup answer whole deliveries, a few hundred bytes each.
+Kordiam ``DELETE`` back to its element: ``external_id`` (hash key ``external_id``, a string) by their channel
+item's id, the CMS id; ``publication_id`` (hash key ``publication_id``, a number) by their Kordiam publication,
+the placeholder id the ingress answers a Platform integration call with. Both keys are attributes every delivery
+has carried from the start. GSIs, not an item of our own per id: DynamoDB keeps them in step with every delivery
+written, forgotten or re-pointed (no second write on the worker's path, nothing to go stale), and fills them from
+a table's existing deliveries when they are added; their reads are eventually consistent, well within the minutes
+between a story's delivery and Kordiam's ``DELETE``. A GSI key may be neither empty nor longer than 2 KiB, so an
+empty external id is left out of the item (read back as ``""``) and one longer than 1 KiB is kept as
+``external_id_unindexed``; marks and leases carry neither key, so the indexes hold deliveries alone. Projecting
+every attribute lets a lookup answer whole deliveries, a few hundred bytes each.
 
 The table is created outside the bridge (Terraform in production; ``create_table`` for local use and tests):
 ``open()`` checks that it exists and refuses to start otherwise; a table without the indexes serves the worker,
@@ -56,7 +57,8 @@ DELIVERY_PREFIX = "delivery#"
 MARK = "mark"
 LEASE = "lease"
 EXTERNAL_ID_INDEX = "external_id"
-EXTERNAL_KEY = "external_key"
+EXTERNAL_KEY = "external_id"
+UNINDEXED_EXTERNAL_ID = "external_id_unindexed"
 PUBLICATION_INDEX = "publication_id"
 PUBLICATION_KEY = "publication_id"
 # What the ingress needs beyond the keys: each index with its hash key and that key's type.
@@ -262,7 +264,6 @@ class DynamoDbStateStore:
             "element_id": _n(delivery.element_id),
             "channel": _s(delivery.channel),
             "publication_id": _n(delivery.publication_id),
-            "external_id": _s(delivery.external_id),
             "fingerprint": _s(delivery.fingerprint),
             "live": {"BOOL": delivery.live},
             "updated_at": _s(encode_date(datetime.now(UTC))),
@@ -276,6 +277,8 @@ class DynamoDbStateStore:
         item.update({name: _s(value) for name, value in optional.items() if value is not None})
         if _indexable(delivery.external_id):
             item[EXTERNAL_KEY] = _s(delivery.external_id)
+        elif delivery.external_id:
+            item[UNINDEXED_EXTERNAL_ID] = _s(delivery.external_id)
         if delivery.modification_date is not None:
             item["modification_date"] = _s(encode_date(delivery.modification_date))
         if delivery.version is not None:
@@ -612,7 +615,7 @@ def _delivery(item: dict[str, Any]) -> Delivery:
         element_id=int(item["element_id"]["N"]),
         channel=str(item["channel"]["S"]),
         publication_id=int(item["publication_id"]["N"]),
-        external_id=str(item["external_id"]["S"]),
+        external_id=_str_attribute(item, EXTERNAL_KEY) or _str_attribute(item, UNINDEXED_EXTERNAL_ID) or "",
         fingerprint=str(item["fingerprint"]["S"]),
         edit_link=_str_attribute(item, "edit_link"),
         open_link=_str_attribute(item, "open_link"),

@@ -107,9 +107,11 @@ async def test_a_table_without_the_lookup_indexes_serves_the_worker_and_refuses_
 async def test_a_delivery_without_an_external_id_stays_out_of_the_index(stores: StoreFactory) -> None:
     store = await stores()
     assert await store.record(delivery(external_id=""))  # a GSI key may not be empty: the attribute is left out
-    assert await store.record(delivery(2, external_id="x" * 2000))  # nor longer than DynamoDB allows
+    assert await store.record(delivery(2, external_id="x" * 3000))  # nor longer than 2 KiB: kept unindexed
     assert [d.external_id for d in await store.deliveries(1)] == [""]
+    assert [d.external_id for d in await store.deliveries(2)] == ["x" * 3000]
     assert await store.deliveries_with_external_id("") == []
+    assert await store.deliveries_with_external_id("x" * 3000) == []
 
 
 async def test_unreachable_endpoint_is_a_config_error() -> None:
