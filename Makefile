@@ -32,7 +32,7 @@ help:
 	@echo "make image / up / down  container image; worker + simulator + SQS emulator with docker compose"
 	@echo "make infra-test       the container, compose and Terraform tests"
 	@echo "make checkov          Checkov over infra/terraform"
-	@echo "make bench            throughput, latency, CPU and memory vs the simplest loop, then the ingress (LocalStack, then ActiveMQ)"
+	@echo "make bench            throughput, latency, CPU and memory vs the simplest loop, the ingress, a backlog (LocalStack; ActiveMQ)"
 	@echo "make clean            remove .venv, caches and demo-output"
 
 $(STAMP): pyproject.toml
@@ -117,7 +117,9 @@ simulator: venv
 run: venv
 	$(BIN)/kordiam-bridge run --config $(CONFIG)
 
-# Throughput, latency, CPU and memory against the simplest possible loop (not part of `make test`).
+# Throughput, latency, CPU and memory against the simplest possible loop (not part of `make test`) and the webhook
+# ingress's answer times (bench/ingress.py), then the backlog workload (a preloaded queue, many notifications per
+# element: element GETs per element, drain time).
 BENCH_ARGS ?=
 
 # Then the same workload on ActiveMQ at C=32 against the simplest STOMP loop (its own broker, port and folder).
@@ -126,7 +128,8 @@ BENCH_ACTIVEMQ := ACTIVEMQ_PORT=61633 ACTIVEMQ_HOME=$(CURDIR)/.cache/activemq-be
 bench: venv
 	$(BIN)/python -m pip install -q -e '.[bench]'
 	LOCALSTACK_GATEWAY_SERVER=twisted scripts/localstack.sh start
-	$(BIN)/python -m bench.run $(BENCH_ARGS); status=$$?; scripts/localstack.sh stop; exit $$status
+	$(BIN)/python -m bench.run $(BENCH_ARGS) && $(BIN)/python -m bench.run --workload backlog; \
+	  status=$$?; scripts/localstack.sh stop; exit $$status
 	$(BENCH_ACTIVEMQ) scripts/activemq.sh start
 	$(BIN)/python -m bench.run --queue activemq --broker stomp://127.0.0.1:61633 --concurrency 32; \
 	  status=$$?; $(BENCH_ACTIVEMQ) scripts/activemq.sh stop; exit $$status

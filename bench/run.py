@@ -4,6 +4,10 @@
                         [--sqs localstack|moto] [--smoke] [--out bench/results]
     python -m bench.run --queue activemq --broker stomp://127.0.0.1:61613 --concurrency 32
 
+    python -m bench.run --workload backlog [--backlog-notifications 3000 --backlog-elements 300] [--concurrency 32]
+
+``--workload backlog`` is the preloaded-backlog workload of ``bench.backlog`` (SQS only), with its targets.
+
 With ``--queue activemq`` the same workload runs on ActiveMQ (STOMP) against ``bench.stomp_loop``, the simplest
 STOMP loop; the broker's queue depth cannot be read over STOMP, so a run ends at the last channel arrival.
 
@@ -45,6 +49,8 @@ from urllib.parse import urlparse
 import boto3
 import psutil  # type: ignore[import-untyped]
 import stompman
+
+from bench import backlog
 
 ROOT = Path(__file__).resolve().parent.parent
 REGION = "eu-central-1"
@@ -152,6 +158,14 @@ class Stubs:
     def reset(self) -> None:
         http_json(self.base + "/_reset", "POST")
 
+    def get(self, path: str) -> dict[str, Any]:
+        return dict(http_json(self.base + path))
+
+    def post(self, path: str, body: dict[str, Any]) -> None:
+        request = urllib.request.Request(self.base + path, method="POST", data=json.dumps(body).encode())
+        with urllib.request.urlopen(request, timeout=10):
+            pass
+
     def stop(self) -> None:
         self.process.terminate()
         self.process.wait(10)
@@ -176,7 +190,8 @@ def send_ids(sqs: Any, queue: str, ids: list[int], sent: dict[str, float], threa
             list(pool.map(lambda chunk: send_ids(sqs, queue, chunk, sent), chunks))
         return
     for chunk in chunks:
-        entries = [{"Id": str(i), "MessageBody": json.dumps({"id": i})} for i in chunk]
+        # Entry ids by position: a backlog sends one element more than once in a batch.
+        entries = [{"Id": str(n), "MessageBody": json.dumps({"id": i})} for n, i in enumerate(chunk)]
         now = time.time()
         for i in chunk:
             sent[str(i)] = now
@@ -299,6 +314,24 @@ log_level = "{log_level}"
     return [sys.executable, "-m", "bridge", "run", "--config", str(config)]
 
 
+def worker_command(
+    impl: str, run_dir: Path, queues: Queues, queue: str, dlq: str, base: str, concurrency: int, log_level: str
+) -> list[str]:
+    if impl == "bridge":
+        return bridge_command(run_dir, queues.queue_toml(queue, dlq), base, concurrency, log_level)
+    return queues.simple_command(queue, base, concurrency)
+
+
+def worker_env() -> dict[str, str]:
+    return {
+        **os.environ,
+        "BRIDGE_KORDIAM__CLIENT_SECRET": "bench-secret",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+    }
+
+
 def run_one(
     impl: str,
     concurrency: int,
@@ -314,19 +347,9 @@ def run_one(
     run_dir.mkdir(parents=True, exist_ok=True)
     queue, dlq = queues.create(f"bench-{impl}-{concurrency}-{offset}")
     stubs.reset()
-    if impl == "bridge":
-        command = bridge_command(run_dir, queues.queue_toml(queue, dlq), stubs.base, concurrency, log_level)
-    else:
-        command = queues.simple_command(queue, stubs.base, concurrency)
-    env = {
-        **os.environ,
-        "BRIDGE_KORDIAM__CLIENT_SECRET": "bench-secret",
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": REGION,
-    }
+    command = worker_command(impl, run_dir, queues, queue, dlq, stubs.base, concurrency, log_level)
     log = run_dir / "worker.log"
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+    process = subprocess.Popen(command, cwd=ROOT, env=worker_env(), stdout=log.open("w"), stderr=subprocess.STDOUT)
     worker = psutil.Process(process.pid)
     sent: dict[str, float] = {}
     try:
@@ -476,7 +499,10 @@ def print_table(results: list[dict[str, Any]]) -> None:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(prog="python -m bench.run")
     parser.add_argument("--messages", type=int, default=5000)
-    parser.add_argument("--concurrency", default="1,8,32,128")
+    parser.add_argument("--concurrency", default=None, help="default: 1,8,32,128 (steady), 32 (backlog)")
+    parser.add_argument("--workload", choices=["steady", "backlog"], default="steady")
+    parser.add_argument("--backlog-notifications", type=int, default=3000)
+    parser.add_argument("--backlog-elements", type=int, default=300)
     parser.add_argument("--kordiam-latency-ms", type=float, default=20)
     parser.add_argument("--channel-latency-ms", type=float, default=50)
     parser.add_argument("--queue", choices=["sqs", "activemq"], default="sqs")
@@ -490,13 +516,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--ingress-requests", type=int, default=3000, help="webhook calls per ingress receiver (bench.ingress); 0: none"
     )
-    parser.add_argument("--smoke", action="store_true", help="20 messages, C=4, 1 ms latencies, moto; no plot")
+    parser.add_argument(
+        "--smoke", action="store_true", help="20 messages (backlog: 60 over 6 elements), C=4, 1 ms latencies, moto"
+    )
     args = parser.parse_args(argv)
     if args.smoke:
         args.messages, args.concurrency, args.sqs = 20, "4", "moto"
+        args.backlog_notifications, args.backlog_elements = 60, 6
         args.kordiam_latency_ms = args.channel_latency_ms = 1
         args.timeout = 120
         args.ingress_requests = 0  # tests/bench/test_smoke.py runs bench.ingress's own smoke
+    if args.workload == "backlog" and args.queue != "sqs":
+        parser.error("--workload backlog runs on SQS only (it reads the queue's depth)")
+    args.concurrency = args.concurrency or ("32" if args.workload == "backlog" else "1,8,32,128")
     concurrencies = [int(c) for c in args.concurrency.split(",")]
     impls = args.impl.split(",")
 
@@ -514,6 +546,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     results: list[dict[str, Any]] = []
     ingress_results: list[dict[str, Any]] = []
     run_offset = int(time.time()) % 1000 * 10_000_000
+    if args.workload == "backlog":
+        try:
+            return run_backlog(args, queues, stubs, workdir, concurrencies[0], run_offset, endpoint)
+        finally:
+            stubs.stop()
+            if moto_server is not None:
+                moto_server.stop()
     try:
         for index, concurrency in enumerate(concurrencies):
             n = messages_for(args.messages, concurrency)
@@ -581,6 +620,56 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         )
         plot(results, args.out / f"{stem}.png", title)
         print(f"bench: wrote {args.out / (stem + '.json')} and .png", file=sys.stderr)
+    return report
+
+
+def run_backlog(
+    args: argparse.Namespace,
+    queues: Queues,
+    stubs: Stubs,
+    workdir: Path,
+    concurrency: int,
+    run_offset: int,
+    endpoint: str,
+) -> dict[str, Any]:
+    """The backlog workload (``bench.backlog``) for each implementation, then its targets."""
+    assert isinstance(queues, SqsQueues)
+    rows = []
+    for index, impl in enumerate(args.impl.split(",")):
+        plan = backlog.Backlog(args.backlog_notifications, args.backlog_elements, run_offset + (index + 1) * 100_000)
+        run_dir = workdir / f"backlog-{impl}-{concurrency}"
+        run_dir.mkdir(parents=True, exist_ok=True)
+        queue, dlq = queues.create(f"backlog-{impl}-{concurrency}-{plan.offset}")
+        command = worker_command(impl, run_dir, queues, queue, dlq, stubs.base, concurrency, args.log_level)
+        print(f"bench: backlog {impl} C={concurrency} …", file=sys.stderr, flush=True)
+        row = backlog.drain(
+            impl, command, worker_env(), queues, queue, dlq, stubs, plan, run_dir, args.timeout, LOADER_THREADS
+        )
+        print(f"bench:   {row['element_gets']} GETs, drained in {row['drain_s']} s", file=sys.stderr, flush=True)
+        rows.append({"concurrency": concurrency, **row})
+    checks = backlog.targets(rows)
+    report: dict[str, Any] = {
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "machine": machine_info(),
+        "workload": {
+            "kind": "backlog",
+            "sqs": args.sqs,
+            "endpoint": endpoint,
+            "kordiam_latency_ms": args.kordiam_latency_ms,
+            "channel_latency_ms": args.channel_latency_ms,
+            "bridge_log_level": args.log_level,
+            "what": backlog.__doc__,
+        },
+        "results": rows,
+        "targets": checks,
+        "workdir": str(workdir),
+    }
+    backlog.print_report(rows, checks)
+    if not args.smoke:
+        args.out.mkdir(parents=True, exist_ok=True)
+        path = args.out / f"{dt.date.today().isoformat()}-backlog.json"
+        path.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"bench: wrote {path}", file=sys.stderr)
     return report
 
 

@@ -122,9 +122,10 @@ class QueueSettings(Section):
     # Back-off between attempts of a failing message: exponential from `retry_base_seconds`, capped.
     retry_base_seconds: float = Field(default=5.0, gt=0, le=3600)
     retry_max_seconds: float = Field(default=900.0, gt=0, le=43_200)
-    # How far the queue's clock (which stamps a notification) may run ahead of the worker's: a notification is
-    # covered by a fetch only if the fetch started more than this after it was sent (README, Covered
-    # notifications). The same value as bridge.pipeline.covering.DEFAULT_CLOCK_SKEW_SECONDS.
+    # How far the queue's clock (which stamps a notification) may run ahead of the worker's: by that stamp, a
+    # notification is covered by a fetch only if the fetch started more than this after it was sent (a fetch
+    # after this worker received it needs no allowance; README, Covered notifications). The same value as
+    # bridge.pipeline.covering.DEFAULT_CLOCK_SKEW_SECONDS.
     clock_skew_seconds: float = Field(default=5.0, ge=0, le=3600)
 
     @field_validator("url", "dlq_url")

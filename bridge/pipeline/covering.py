@@ -6,40 +6,59 @@ from collections import OrderedDict
 
 # How far the queue's clock (which stamps ``sent_at``) may run ahead of this worker's clock. NTP keeps both
 # within milliseconds; five seconds is generous for a drifting host yet costs nothing in a backlog, whose
-# notifications are minutes old when the worker reads them.
+# notifications are minutes old when the worker reads them. Notifications this worker already holds need no
+# allowance at all (see ``FetchLedger``), so the skew only matters across workers and restarts.
 DEFAULT_CLOCK_SKEW_SECONDS = 5.0
 
 
 class FetchLedger:
     """When this worker last *started* a successful fetch of each element, and which notifications that covers.
 
-    Contract: a notification sent at ``sent_at`` (the broker's clock) is covered when a fetch of its element
-    started at least ``clock_skew`` seconds after it, and that fetch succeeded and its sync completed: the
-    element Kordiam answered was then already at least as new as the one the notification announced. Only
-    ``record`` after a sync without failures makes a start time count; a failed fetch or sync covers nothing.
-    A notification without ``sent_at`` is never covered. The ledger keeps the ``capacity`` most recently
+    Contract: a notification is covered when a fetch of its element started after it was sent, and that fetch
+    succeeded and its sync completed: the element Kordiam answered was then already at least as new as the one
+    the notification announced. Two ways to know "after it was sent":
+
+    - by this worker's own clock: the fetch started after this worker *received* the notification
+      (``received_at``, monotonic). Receiving follows sending, so no clock comparison is involved. This is what
+      makes the notifications that wait together (in the prefetch, behind a running sync of their element, or
+      behind their FIFO group) share the next fetch instead of queueing one each;
+    - by the broker's clock: the fetch started at least ``clock_skew`` seconds after ``sent_at``. This one also
+      works for a fetch by another worker, whose start time the state store keeps (``covered_by``).
+
+    Only ``record`` after a sync without failures makes a start time count; a failed fetch or sync covers
+    nothing. A notification with neither time is never covered. The ledger keeps the ``capacity`` most recently
     recorded elements; forgetting one only costs a fetch, never staleness.
     """
 
     def __init__(self, *, clock_skew: float = DEFAULT_CLOCK_SKEW_SECONDS, capacity: int = 100_000) -> None:
         self._clock_skew = clock_skew
         self._capacity = capacity
-        self._started: OrderedDict[int, float] = OrderedDict()
+        # element id → (wall-clock start, monotonic start or None when only another worker's start is known)
+        self._started: OrderedDict[int, tuple[float, float | None]] = OrderedDict()
 
-    def covers(self, element_id: int, sent_at: float | None) -> bool:
-        return self.covered_by(self._started.get(element_id), sent_at)
+    def covers(self, element_id: int, sent_at: float | None, received_at: float | None = None) -> bool:
+        started = self._started.get(element_id)
+        if started is None:
+            return False
+        wall, local = started
+        if received_at is not None and local is not None and local > received_at:
+            return True
+        return self.covered_by(wall, sent_at)
 
     def covered_by(self, fetch_started: float | None, sent_at: float | None) -> bool:
-        """The rule for one recorded start time (this ledger's or the state store's, ``ElementMark.fetched_at``)."""
+        """The broker-clock rule for one recorded start time (this ledger's or the state store's,
+        ``ElementMark.fetched_at``)."""
         if sent_at is None or fetch_started is None:
             return False
         return fetch_started - self._clock_skew > sent_at
 
-    def record(self, element_id: int, fetch_started: float) -> None:
-        """A sync whose fetch started at ``fetch_started`` (wall clock) succeeded."""
-        if fetch_started <= self._started.get(element_id, float("-inf")):
-            return
-        self._started[element_id] = fetch_started
+    def record(self, element_id: int, fetch_started: float, local_start: float | None = None) -> None:
+        """A sync whose fetch started at ``fetch_started`` (wall clock; ``local_start`` on this worker's monotonic
+        clock when this worker ran it) succeeded. Neither time ever moves backwards."""
+        wall, local = self._started.get(element_id, (float("-inf"), None))
+        if local_start is not None and (local is None or local_start > local):
+            local = local_start
+        self._started[element_id] = (max(wall, fetch_started), local)
         self._started.move_to_end(element_id)
         while len(self._started) > self._capacity:
             self._started.popitem(last=False)

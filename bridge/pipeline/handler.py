@@ -61,7 +61,7 @@ class MessageHandler:
         )
 
         try:
-            report = await self._sync(notification, sent_at=message.sent_at)
+            report = await self._sync(notification, sent_at=message.sent_at, received_at=message.received_at)
         except SyncFailed as failed:
             for action in failed.report.actions:
                 log.info(
@@ -86,12 +86,14 @@ class MessageHandler:
         )
         return Done()
 
-    async def _sync(self, notification: Notification, *, sent_at: float | None) -> SyncReport:
+    async def _sync(
+        self, notification: Notification, *, sent_at: float | None, received_at: float | None
+    ) -> SyncReport:
         while True:
             if self._credentials is not None:
                 await self._credentials.wait_usable()
             try:
-                return await self._engine.sync(notification, sent_at=sent_at)
+                return await self._engine.sync(notification, sent_at=sent_at, received_at=received_at)
             except SyncFailed as failed:
                 refused = next(
                     (f.error for f in failed.failures if isinstance(f.error, KordiamCredentialsRefused)), None

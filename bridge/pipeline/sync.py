@@ -120,16 +120,20 @@ class SyncEngine:
         self._locks = KeyedLock()
         self._fetched = fetched or FetchLedger()
 
-    async def sync(self, notification: Notification, *, sent_at: float | None = None) -> SyncReport:
+    async def sync(
+        self, notification: Notification, *, sent_at: float | None = None, received_at: float | None = None
+    ) -> SyncReport:
         """Bring every channel in line with the element; raise ``SyncFailed`` if any stage failed.
 
-        ``sent_at`` is when the queue took the notification; a notification covered by a fetch that started
-        later (see ``FetchLedger``) is reported as skipped without a fetch. Waiting for the element's lock is
-        what lets notifications that arrive during a sync share the next one.
+        ``sent_at`` is when the queue took the notification (the broker's clock), ``received_at`` when this
+        worker received it (``time.monotonic``); a notification covered by a fetch that started later (see
+        ``FetchLedger``) is reported as skipped without a fetch. Notifications of one element wait for its lock
+        in arrival order; the first to get it fetches, and that fetch started after every other waiter was
+        received, so they all share it: N notifications waiting together cost one fetch.
         """
         async with self._locks.hold(notification.element_id):
             # A forced replay asks for every channel to be written again: no earlier fetch covers it.
-            if not notification.force and self._fetched.covers(notification.element_id, sent_at):
+            if not notification.force and self._fetched.covers(notification.element_id, sent_at, received_at):
                 metrics.NOTIFICATIONS_COALESCED.inc()
                 return SyncReport(notification.element_id, skipped=COVERED, covered=True)
             try:
@@ -164,7 +168,7 @@ class SyncEngine:
 
         # What the channels hold is read while the element is fetched: both only need the lease.
         reading = asyncio.ensure_future(self._state.deliveries(element_id))
-        fetch_started = time.time()
+        fetch_started, local_start = time.time(), time.monotonic()
         try:
             element = await self._kordiam.get_element(element_id)
         except Exception as error:
@@ -182,7 +186,7 @@ class SyncEngine:
                 await self._state.mark_element(
                     ElementMark(element_id, None, None, deleted=True, fetched_at=fetch_started)
                 )
-                self._fetched.record(element_id, fetch_started)
+                self._fetched.record(element_id, fetch_started, local_start)
             return report
 
         carried = {(r.name, p.id) for r in self._routes for p in element.publications if r.carries(p)}
@@ -202,7 +206,7 @@ class SyncEngine:
                     element_id, element.modification_date, element.version, deleted=False, fetched_at=fetch_started
                 )
             )
-            self._fetched.record(element_id, fetch_started)
+            self._fetched.record(element_id, fetch_started, local_start)
         return report
 
     async def _deliver(

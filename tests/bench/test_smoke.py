@@ -14,6 +14,7 @@ import pytest
 pytest.importorskip("psutil", reason="the bench extra is not installed")
 
 from bench import ingress
+from bench.backlog import Backlog
 from bench.pipeline import measure
 from bench.run import FIELDS, limited_by, main
 
@@ -60,6 +61,31 @@ def test_ingress_bench_smoke_run_reports_every_field_and_queues_every_answered_c
         assert 0 < row["p50_ms"] <= row["p99_ms"] <= row["max_ms"], receiver
         assert row["req_per_s"] > 0 and row["cpu_ms_per_request"] > 0 and row["enqueue_mean_ms"] > 0, receiver
         assert row["p99_target_met"] == (row["p99_ms"] < ingress.P99_TARGET_MS), receiver
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(300)
+def test_bench_backlog_smoke_run_reports_the_targets_and_fetches_by_the_rule() -> None:
+    report = main(["--workload", "backlog", "--smoke"])
+
+    rows = {row["impl"]: row for row in report["results"]}
+    assert set(rows) == {"bridge", "simple"}
+    for impl, row in rows.items():
+        assert row["notifications"] == 61 and row["elements"] == 6 and row["changed_mid_drain"] == 1, impl
+        assert row["finished"] and row["stale_elements"] == 0 and row["dead_lettered"] == 0, impl
+        assert row["changed_at_depth"] is not None and row["drain_s"] > 0, impl
+    # Counts, not timings: the simple loop fetches once per notification; the bridge by the covering rule.
+    assert rows["simple"]["element_gets"] == 61
+    met = {check["target"].split(" ")[0]: check["met"] for check in report["targets"]}
+    assert set(met) == {"element", "every", "nothing", "drain"}
+    assert met["element"] and met["every"] and met["nothing"], report["targets"]
+
+
+def test_a_backlog_arrives_interleaved_and_a_tenth_of_it_changes() -> None:
+    plan = Backlog(notifications=25, elements=10, offset=100)
+    assert plan.interleaved[:12] == [*range(101, 111), 101, 102]
+    assert len(plan.interleaved) == 25
+    assert plan.changed == [101]
 
 
 @pytest.mark.parametrize(

@@ -46,8 +46,14 @@ async def test_run_on_activemq_creates_updates_and_deletes_in_two_channels(
         web_json = tmp_path / "web" / f"{element_id}-{web_pub}.json"
         await eventually(web_json.exists, what="created in the web channel")
         await eventually((tmp_path / "print" / f"{element_id}-{print_pub}.json").exists, what="print")
+
+        # Feedback is written after the channel writes: wait for it rather than race it.
+        async def linked() -> bool:
+            element = await stomp_admin.get(element_id)
+            return all(p.get("externalId") for p in element["publications"])
+
+        await eventually(linked, what="every publication linked in Kordiam")
         element = await stomp_admin.get(element_id)
-        assert all(p.get("externalId") for p in element["publications"])
 
         await stomp_admin.replace(element_id, {**element, "title": "Election night: results"})
         await eventually(

@@ -41,6 +41,35 @@ CHANNELS = ("web", "print")  # platforms 99003 and 99004, in the order of story(
 ELEMENT_PATH = re.compile(r"^/api/v2/elements/(\d+)(/.*)?$")
 
 
+async def preload_backlog(
+    admin: SimulatorAdmin,
+) -> tuple[list[dict[str, Any]], dict[int, str], list[dict[str, Any]]]:
+    """The backlog, interleaved as it arrives in reality: every element created, then changed round by round.
+    Returns the elements as created, each one's final title, and the notifications the simulator sent."""
+    created = [await admin.create(story(f"Story {n}")) for n in range(ELEMENTS)]
+    final_title = {element["id"]: element["title"] for element in created}
+    for revision in range(1, NOTIFICATIONS):
+        for element in created:
+            title = f"{element['title']} (rev {revision})"
+            await admin.patch(element["id"], {"title": title})
+            final_title[element["id"]] = title
+    backlog = [n for n in await admin.notifications() if n["sent"]]
+    assert Counter(n["element_id"] for n in backlog) == dict.fromkeys(final_title, NOTIFICATIONS)
+    return created, final_title, backlog
+
+
+async def notifications_settled(admin: SimulatorAdmin, endpoint: str, queue: str) -> None:
+    """Wait for the feedback notifications of the last syncs: until the simulator has sent no new ones and the
+    queue is empty again, so the counts taken afterwards are final."""
+    settled: list[int] = []
+
+    async def quiet() -> bool:
+        settled.append(len(await admin.notifications()))
+        return len(settled) >= 3 and len(set(settled[-3:])) == 1 and await queue_settled(endpoint, queue)
+
+    await eventually(quiet, timeout=60, what="no new notifications and the queue settled")
+
+
 def folder_document(workdir: Path, channel: str, element_id: int, publication_id: int) -> dict[str, Any] | None:
     try:
         document: dict[str, Any] = json.loads((workdir / channel / f"{element_id}-{publication_id}.json").read_text())
@@ -56,16 +85,7 @@ async def test_two_workers_drain_a_backlog_with_one_fetch_per_change(
     admin: SimulatorAdmin,
     tmp_path: Path,
 ) -> None:
-    # The backlog, interleaved as it arrives in reality: every element created, then changed round by round.
-    created = [await admin.create(story(f"Story {n}")) for n in range(ELEMENTS)]
-    final_title = {element["id"]: element["title"] for element in created}
-    for revision in range(1, NOTIFICATIONS):
-        for element in created:
-            title = f"{element['title']} (rev {revision})"
-            await admin.patch(element["id"], {"title": title})
-            final_title[element["id"]] = title
-    backlog = [n for n in await admin.notifications() if n["sent"]]
-    assert Counter(n["element_id"] for n in backlog) == dict.fromkeys(final_title, NOTIFICATIONS)
+    created, final_title, backlog = await preload_backlog(admin)
     assert [r for r in await admin.requests() if ELEMENT_PATH.match(r["path"])] == []
 
     workers = []
@@ -102,17 +122,7 @@ async def test_two_workers_drain_a_backlog_with_one_fetch_per_change(
             await eventually(functools.partial(worker.ready, port), timeout=30, what=f"{worker.name} ready")
         await eventually(all_current, timeout=120, what="every story in every channel in its newest version")
         await eventually(lambda: queue_settled(sqs_endpoint.url, queues[0]), timeout=60, what="queue empty")
-        # The feedback notifications of the last syncs: waited for until the simulator has sent no new ones and
-        # the queue is empty again, so the counts below are final.
-        settled: list[int] = []
-
-        async def quiet() -> bool:
-            settled.append(len(await admin.notifications()))
-            return (
-                len(settled) >= 3 and len(set(settled[-3:])) == 1 and await queue_settled(sqs_endpoint.url, queues[0])
-            )
-
-        await eventually(quiet, timeout=60, what="no new notifications and the queue settled")
+        await notifications_settled(admin, sqs_endpoint.url, queues[0])
     finally:
         codes = [worker.terminate()[0] for worker, _ in workers]
     assert codes == [0, 0]
