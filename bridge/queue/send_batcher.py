@@ -132,7 +132,7 @@ class SendBatcher:
 
 def _abandon(task: asyncio.Task[None], batch: list[_Pending], _: asyncio.Future[str]) -> None:
     """Every sender of the batch stopped waiting (their timeouts answered 503): the call is cancelled, as a lone
-    ``SendMessage`` would be, so a call answered 503 is not put on the queue after all once SQS is back."""
+    ``SendMessage`` would be, so it is not retried into SQS after the callers were told to retry themselves."""
     if not task.done() and all(pending.answer.done() for pending in batch):
         task.cancel()
 
