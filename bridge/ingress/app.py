@@ -187,6 +187,10 @@ async def run_ingress(
     ingress = settings.ingress
     state = await open_state_store(settings.state, default_region=settings.queue.region)
     try:
+        # Refuse to start, with a one-line error, on a store that cannot map Kordiam's ids (a DynamoDB table
+        # without the indexes, or a role without Query on them) rather than fail Kordiam's DELETEs later.
+        await state.deliveries_with_external_id("-")
+        await state.deliveries_of_publication(1)
         async with open_transport(settings.queue, consume=False) as transport:
             app, _ = build_app(ingress, transport, state, settings.main_channel)
             server = IngressServer(app, ingress.host, ingress.port)

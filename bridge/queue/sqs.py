@@ -20,6 +20,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from bridge.config import QueueSettings, is_fifo_url
 from bridge.errors import ConfigError
 from bridge.queue.dead_letter import DeadLetterContext, dead_letter_attributes
+from bridge.queue.send_batcher import SendBatcher
 from bridge.queue.transport import (
     DEFAULT_MAX_RECEIVE_COUNT,
     MAX_BATCH,
@@ -47,6 +48,7 @@ class SqsTransport:
         self.settings = settings
         self.url = settings.url
         self.dlq_url: str | None = settings.dlq_url
+        self._sends = SendBatcher(self._send_batch)
 
     @property
     def ordered_groups(self) -> bool:
@@ -83,7 +85,11 @@ class SqsTransport:
         async with session.create_client(
             "sqs", region_name=settings.region, endpoint_url=settings.endpoint_url, config=config
         ) as client:
-            yield cls(client, settings)
+            transport = cls(client, settings)
+            try:
+                yield transport
+            finally:
+                await transport._sends.aclose()
 
     async def describe(self) -> QueueInfo:
         """Resolve the dead-letter queue (``queue.dlq_url``, else the redrive target); refuse to run without one."""
@@ -206,14 +212,16 @@ class SqsTransport:
         await self._client.send_message(**request)
 
     async def send(self, body: str, attributes: dict[str, str] | None = None, *, group_id: str | None = None) -> str:
-        """Send one message to the main queue (used by the reconciliation sweep)."""
-        request: dict[str, Any] = {
-            "QueueUrl": self.url,
+        """Send one message to the main queue (the sweep, ``replay``, the ingress); concurrent sends share
+        ``SendMessageBatch`` calls (``bridge.queue.send_batcher``)."""
+        entry: dict[str, Any] = {
             "MessageBody": body,
             "MessageAttributes": string_attributes(attributes or {}),
         }
         if self.settings.is_fifo:
-            request["MessageGroupId"] = group_id or "default"
-            request["MessageDeduplicationId"] = f"{group_id}-{time.time_ns()}"
-        response = await self._client.send_message(**request)
-        return str(response["MessageId"])
+            entry["MessageGroupId"] = group_id or "default"
+            entry["MessageDeduplicationId"] = f"{group_id}-{time.time_ns()}"
+        return await self._sends.send(entry)
+
+    async def _send_batch(self, entries: list[dict[str, Any]]) -> dict[str, Any]:
+        return dict(await self._client.send_message_batch(QueueUrl=self.url, Entries=entries))

@@ -36,7 +36,7 @@ log = structlog.get_logger("bridge.state")
 CHECKPOINT_EVERY_WRITES = 500
 BUSY_TIMEOUT_MS = 5000
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 MIGRATIONS: dict[int, str] = {
     1: """
     CREATE TABLE deliveries (
@@ -73,6 +73,12 @@ MIGRATIONS: dict[int, str] = {
     # When the fetch behind the element's mark started (covered notifications, across workers).
     3: """
     ALTER TABLE elements ADD COLUMN fetched_at REAL;
+    """,
+    # The ingress maps the id in a Kordiam DELETE back to its element: a CMS id (deliveries_with_external_id) or
+    # the Kordiam publication id it answered itself (deliveries_of_publication).
+    4: """
+    CREATE INDEX deliveries_by_external_id ON deliveries (external_id);
+    CREATE INDEX deliveries_by_publication_id ON deliveries (publication_id);
     """,
 }
 DELIVERY_COLUMNS = (
@@ -218,6 +224,21 @@ class SqliteStateStore:
     async def deliveries(self, element_id: int) -> list[Delivery]:
         query = f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE element_id = ? ORDER BY channel, publication_id"
         rows = await self._run(lambda db: db.execute(query, (element_id,)).fetchall())
+        return [_delivery(row) for row in rows]
+
+    async def deliveries_with_external_id(self, external_id: str) -> list[Delivery]:
+        return await self._deliveries_by("deliveries_by_external_id", "external_id", external_id)
+
+    async def deliveries_of_publication(self, publication_id: int) -> list[Delivery]:
+        return await self._deliveries_by("deliveries_by_publication_id", "publication_id", publication_id)
+
+    async def _deliveries_by(self, index: str, column: str, value: str | int) -> list[Delivery]:
+        # INDEXED BY: the statement fails rather than scan the table should the index be missing.
+        query = (
+            f"SELECT {DELIVERY_COLUMNS} FROM deliveries INDEXED BY {index} WHERE {column} = ? "
+            "ORDER BY element_id, channel, publication_id"
+        )
+        rows = await self._run(lambda db: db.execute(query, (value,)).fetchall())
         return [_delivery(row) for row in rows]
 
     async def all_deliveries(self) -> list[Delivery]:

@@ -165,6 +165,31 @@ async def test_delete_prefers_the_main_channel_delivery(ingress: Factory, state:
     assert json.loads(transport.sent[0][0])["id"] == 2
 
 
+async def test_delete_finds_the_linked_id_through_the_index_not_a_scan(
+    ingress: Factory, state: SqliteStateStore
+) -> None:
+    for element in range(1, 50):
+        await state.record(Delivery(element, "web", element, f"post-{element}", "fp"))
+    client, transport = await ingress()
+    with patch.object(state, "all_deliveries", side_effect=AssertionError("a scan of every delivery")):
+        response = await client.delete("/kordiam/element/post-17", headers=bearer())
+    assert response.status == 200
+    assert json.loads(transport.sent[0][0]) == {"id": 17, "event": "deleted"}
+
+
+async def test_platform_delete_finds_the_placeholder_publication_through_the_index_not_a_scan(
+    ingress: Factory, state: SqliteStateStore
+) -> None:
+    for element in range(1, 50):
+        await state.record(Delivery(element, "web", 1000 + element, f"post-{element}", "fp"))
+    client, transport = await ingress()
+    headers = bearer(await platform_token(client))
+    with patch.object(state, "all_deliveries", side_effect=AssertionError("a scan of every delivery")):
+        response = await client.delete("/platform/publication/1017", headers=headers)
+    assert response.status == 200
+    assert json.loads(transport.sent[0][0]) == {"id": 17, "event": "deleted"}
+
+
 @pytest.mark.parametrize("unknown", ["null", "not-a-known-id"])
 async def test_delete_of_an_unmappable_id_enqueues_nothing(ingress: Factory, unknown: str) -> None:
     client, transport = await ingress()
