@@ -515,12 +515,19 @@ def test_ingress_is_optional_and_off_by_default() -> None:
 def test_ingress_task_role_sends_to_the_queue_and_only_reads_state() -> None:
     document = module().data[("aws_iam_policy_document", "ingress_task")]
     by_sid = {s["sid"]: s for s in statements(document)}
-    assert set(by_sid) == {"SendToTheQueue", "ReadState", "KeyThroughSqsAndDynamoDb"}
+    assert set(by_sid) == {"SendToTheQueue", "ReadState", "LookUpIds", "KeyThroughSqsAndDynamoDb"}
     assert as_list(by_sid["SendToTheQueue"]["actions"]) == ["sqs:SendMessage"]
     assert as_list(by_sid["SendToTheQueue"]["resources"]) == ["${aws_sqs_queue.main.arn}"]
-    # bridge/ingress/lookup.py: deliveries (Query), all_deliveries (Scan); the store's start-up DescribeTable.
-    assert set(as_list(by_sid["ReadState"]["actions"])) == {"dynamodb:DescribeTable", "dynamodb:Query", "dynamodb:Scan"}
+    # bridge/ingress/lookup.py: an element's deliveries (Query on the table), a CMS or publication id back to its
+    # element (Query on the two indexes); the store's start-up DescribeTable. No Scan, no write.
+    assert set(as_list(by_sid["ReadState"]["actions"])) == {"dynamodb:DescribeTable", "dynamodb:Query"}
     assert as_list(by_sid["ReadState"]["resources"]) == ["${aws_dynamodb_table.state.arn}"]
+    assert as_list(by_sid["LookUpIds"]["actions"]) == ["dynamodb:Query"]
+    assert by_sid["LookUpIds"]["resources"] == "${local.ingress_index_arns}"
+    index_arns = module().locals["ingress_index_arns"]
+    assert (
+        index_arns == '${[for name in keys(local.ingress_indexes) : "${aws_dynamodb_table.state.arn}/index/${name}"]}'
+    )
     key = by_sid["KeyThroughSqsAndDynamoDb"]
     assert set(as_list(key["actions"])) == {"kms:GenerateDataKey", "kms:Decrypt"}
     assert as_list(key["resources"]) == ["${local.kms_key_arn}"]
@@ -536,7 +543,7 @@ def test_ingress_task_role_sends_to_the_queue_and_only_reads_state() -> None:
         for body in module().of_type(kind).values()
         if "aws_iam_role.ingress_task" in str(body.get("role", "")) + str(body.get("roles", ""))
     ]
-    assert [body["policy"] for body in attached] == ["${data.aws_iam_policy_document.ingress_task.json}"]
+    assert [body["policy"] for body in attached] == ["${data.aws_iam_policy_document.ingress_task[0].json}"]
 
 
 def test_the_queue_policy_admits_the_ingress_role_as_a_sender() -> None:
@@ -665,3 +672,25 @@ def test_ingress_outputs_give_kordiam_its_urls() -> None:
     assert {"ingress_global_export_url", "ingress_platform_url", "ingress_alb_dns_name"} <= set(outputs)
     assert "https://${local.ingress_host}" in outputs["ingress_global_export_url"]["value"]
     assert "https://${local.ingress_host}" in outputs["ingress_platform_url"]["value"]
+
+
+def test_state_table_gains_the_ingress_indexes_with_the_ingress() -> None:
+    from bridge.state import dynamodb
+
+    assert (
+        module().locals["ingress_indexes"] == '${var.enable_ingress ? {external_id = "S", publication_id = "N"} : {}}'
+    )
+    # The store's own index table: name => (hash key, type); each index is keyed on the attribute of its name.
+    assert {name: kind for name, (key, kind) in dynamodb.INDEXES.items() if key == name} == {
+        "external_id": "S",
+        "publication_id": "N",
+    }
+    table = module().resource("aws_dynamodb_table", "state")
+    dynamics = {kind: body for block in as_list(table["dynamic"]) for kind, body in block.items()}
+    assert dynamics["attribute"]["for_each"] == "${local.ingress_indexes}"
+    assert one(dynamics["attribute"]["content"]) == {"name": "${attribute.key}", "type": "${attribute.value}"}
+    index = dynamics["global_secondary_index"]
+    assert index["for_each"] == "${local.ingress_indexes}"
+    content = one(index["content"])
+    assert content["name"] == content["hash_key"] == "${global_secondary_index.key}"
+    assert content["projection_type"] == "ALL"

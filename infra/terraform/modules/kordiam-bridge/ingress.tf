@@ -10,6 +10,10 @@ locals {
   ingress_container = "ingress"
   ingress_host      = coalesce(var.ingress_domain_name, try(aws_lb.ingress[0].dns_name, "ingress.invalid"))
 
+  # Index name => its hash key's type; each index is keyed on the attribute of its name (bridge/state/dynamodb.py).
+  ingress_indexes    = var.enable_ingress ? { external_id = "S", publication_id = "N" } : {}
+  ingress_index_arns = [for name in keys(local.ingress_indexes) : "${aws_dynamodb_table.state.arn}/index/${name}"]
+
   ingress_receiver_paths = {
     for name, path in { global_export = var.ingress_global_export_path, platform = var.ingress_platform_path } :
     name => trimsuffix(path, "/") if path != null
@@ -409,7 +413,10 @@ resource "aws_iam_role" "ingress_task" {
 }
 
 data "aws_iam_policy_document" "ingress_task" {
-  # bridge/ingress: one SendMessage per webhook call (no describe: /readyz needs no SQS call).
+  count = local.ingress_count
+
+  # bridge/ingress: SendMessageBatch (bridge/queue/send_batcher.py), authorised as SendMessage; no describe:
+  # /readyz makes no SQS call.
   statement {
     sid       = "SendToTheQueue"
     effect    = "Allow"
@@ -417,13 +424,21 @@ data "aws_iam_policy_document" "ingress_task" {
     resources = [aws_sqs_queue.main.arn]
   }
 
-  # bridge/ingress/lookup.py through bridge/state/dynamodb.py: DescribeTable (start-up check), Query (an
-  # element's deliveries), Scan (an external or publication id back to its element). It writes nothing.
+  # bridge/ingress/lookup.py through bridge/state/dynamodb.py: DescribeTable (start-up check of the indexes),
+  # Query on the table (an element's deliveries) and on the two indexes (a CMS id or a publication id back to its
+  # element). It writes nothing.
   statement {
     sid       = "ReadState"
     effect    = "Allow"
-    actions   = ["dynamodb:DescribeTable", "dynamodb:Query", "dynamodb:Scan"]
+    actions   = ["dynamodb:DescribeTable", "dynamodb:Query"]
     resources = [aws_dynamodb_table.state.arn]
+  }
+
+  statement {
+    sid       = "LookUpIds"
+    effect    = "Allow"
+    actions   = ["dynamodb:Query"]
+    resources = local.ingress_index_arns
   }
 
   # Sending to the encrypted queue needs a data key; reading the encrypted table decrypts.
@@ -446,7 +461,7 @@ resource "aws_iam_role_policy" "ingress_task" {
 
   name   = "ingress"
   role   = aws_iam_role.ingress_task[0].id
-  policy = data.aws_iam_policy_document.ingress_task.json
+  policy = data.aws_iam_policy_document.ingress_task[0].json
 }
 
 resource "aws_iam_role" "ingress_execution" {
@@ -460,6 +475,8 @@ resource "aws_iam_role" "ingress_execution" {
 }
 
 data "aws_iam_policy_document" "ingress_execution" {
+  count = local.ingress_count
+
   statement {
     sid       = "WriteTheLogs"
     effect    = "Allow"
@@ -503,7 +520,7 @@ resource "aws_iam_role_policy" "ingress_execution" {
 
   name   = "ecs-agent"
   role   = aws_iam_role.ingress_execution[0].id
-  policy = data.aws_iam_policy_document.ingress_execution.json
+  policy = data.aws_iam_policy_document.ingress_execution[0].json
 }
 
 resource "aws_iam_role_policy" "ingress_ecr_token" {
