@@ -27,6 +27,7 @@ from pydantic import (
     ConfigDict,
     Field,
     FilePath,
+    IPvAnyNetwork,
     SecretStr,
     ValidationError,
     field_validator,
@@ -440,6 +441,9 @@ class IngressSettings(Section):
     # Per client address: a steady rate and a burst (Kordiam's retries and a bulk edit come in bursts).
     rate_limit_per_second: float = Field(default=50.0, gt=0, le=100_000)
     rate_limit_burst: int = Field(default=200, ge=1, le=1_000_000)
+    # Proxies (a load balancer) whose X-Forwarded-For names the real client; without this every call behind a
+    # load balancer would share the balancer's address, and so one rate-limit bucket.
+    trusted_proxies: tuple[IPvAnyNetwork, ...] = ()
     # Longest wait for the queue to confirm a send before answering 503 (Kordiam then retries).
     enqueue_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
