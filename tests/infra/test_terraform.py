@@ -632,6 +632,7 @@ INGRESS_PLAUSIBLE = {
     "BRIDGE_STATE__URL": "dynamodb://kordiam-bridge-state",
     "BRIDGE_STATE__REGION": "eu-central-1",
     "BRIDGE_INGRESS__HOST": "0.0.0.0",
+    "BRIDGE_INGRESS__TRUSTED_PROXIES": '["10.0.0.0/24", "10.0.1.0/24"]',
     "BRIDGE_INGRESS__PORT": "8780",
     "BRIDGE_INGRESS__LOG_LEVEL": "info",
     "BRIDGE_HEALTHCHECK_URL": "http://127.0.0.1:8780/healthz",
@@ -665,6 +666,13 @@ def test_the_ingress_accepts_the_environment_the_module_builds(monkeypatch: pyte
     assert settings.ingress.host == "0.0.0.0" and settings.ingress.port == 8780
     assert settings.ingress.global_export is not None and settings.ingress.global_export.path == "/kordiam"
     assert settings.state.backend == "dynamodb"
+    # Behind the load balancer each caller keeps its own rate-limit bucket: the balancer's subnets are trusted.
+    assert [str(network) for network in settings.ingress.trusted_proxies] == ["10.0.0.0/24", "10.0.1.0/24"]
+    assert re.search(
+        r"BRIDGE_INGRESS__TRUSTED_PROXIES = jsonencode\(sort\(\[for subnet in data.aws_subnet.ingress", str(built)
+    )
+    subnets = module().data[("aws_subnet", "ingress")]
+    assert subnets["for_each"] == "${var.enable_ingress ? toset(var.ingress_subnet_ids) : toset([])}"
 
 
 def test_ingress_outputs_give_kordiam_its_urls() -> None:

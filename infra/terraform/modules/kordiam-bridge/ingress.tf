@@ -21,15 +21,18 @@ locals {
 
   ingress_module_environment = merge(
     {
-      BRIDGE_QUEUE__URL          = aws_sqs_queue.main.url
-      BRIDGE_QUEUE__REGION       = local.region
-      BRIDGE_STATE__URL          = "dynamodb://${aws_dynamodb_table.state.name}"
-      BRIDGE_STATE__REGION       = local.region
-      BRIDGE_INGRESS__HOST       = "0.0.0.0"
-      BRIDGE_INGRESS__PORT       = tostring(local.ingress_port)
-      BRIDGE_INGRESS__LOG_LEVEL  = var.log_level
-      BRIDGE_HEALTHCHECK_URL     = "http://127.0.0.1:${local.ingress_port}/healthz"
-      BRIDGE_HEALTHCHECK_TIMEOUT = "4"
+      # The load balancer's nodes take addresses in its subnets: their X-Forwarded-For names Kordiam's address, so
+      # the rate limit and the logs see each caller rather than the balancer.
+      BRIDGE_INGRESS__TRUSTED_PROXIES = jsonencode(sort([for subnet in data.aws_subnet.ingress : subnet.cidr_block]))
+      BRIDGE_QUEUE__URL               = aws_sqs_queue.main.url
+      BRIDGE_QUEUE__REGION            = local.region
+      BRIDGE_STATE__URL               = "dynamodb://${aws_dynamodb_table.state.name}"
+      BRIDGE_STATE__REGION            = local.region
+      BRIDGE_INGRESS__HOST            = "0.0.0.0"
+      BRIDGE_INGRESS__PORT            = tostring(local.ingress_port)
+      BRIDGE_INGRESS__LOG_LEVEL       = var.log_level
+      BRIDGE_HEALTHCHECK_URL          = "http://127.0.0.1:${local.ingress_port}/healthz"
+      BRIDGE_HEALTHCHECK_TIMEOUT      = "4"
     },
     { for name, path in local.ingress_receiver_paths : "BRIDGE_INGRESS__${upper(name)}__PATH" => path },
   )
@@ -75,6 +78,12 @@ locals {
       }
     }
   }
+}
+
+data "aws_subnet" "ingress" {
+  for_each = var.enable_ingress ? toset(var.ingress_subnet_ids) : toset([])
+
+  id = each.value
 }
 
 # --- network -----------------------------------------------------------------------------------------------------
