@@ -25,6 +25,10 @@ every attribute lets a lookup answer whole deliveries, a few hundred bytes each.
 The table is created outside the bridge (Terraform in production; ``create_table`` for local use and tests):
 ``open()`` checks that it exists and refuses to start otherwise; a table without the indexes serves the worker,
 and the lookups refuse with a ``ConfigError`` saying what to add (the ingress asks at start-up).
+
+Why one module of ~630 lines: the ``StateStore`` contract is one class (about 350 lines of statements, one method
+per contract call, as in ``sqlite.py``); the rest is the item encoding and the table definition those statements
+assume, which change together with them.
 """
 
 from __future__ import annotations
