@@ -32,7 +32,7 @@ help:
 	@echo "make image / up / down  container image; worker + simulator + SQS emulator with docker compose"
 	@echo "make infra-test       the container, compose and Terraform tests"
 	@echo "make checkov          Checkov over infra/terraform"
-	@echo "make bench            throughput, latency, CPU and memory vs the simplest loop, then a backlog (LocalStack; ActiveMQ)"
+	@echo "make bench            throughput, latency, CPU and memory vs the simplest loop, the ingress, a backlog (LocalStack; ActiveMQ)"
 	@echo "make clean            remove .venv, caches and demo-output"
 
 $(STAMP): pyproject.toml
@@ -117,8 +117,9 @@ simulator: venv
 run: venv
 	$(BIN)/kordiam-bridge run --config $(CONFIG)
 
-# Throughput, latency, CPU and memory against the simplest possible loop (not part of `make test`), then the
-# backlog workload (a preloaded queue, many notifications per element: element GETs per element, drain time).
+# Throughput, latency, CPU and memory against the simplest possible loop (not part of `make test`) and the webhook
+# ingress's answer times (bench/ingress.py), then the backlog workload (a preloaded queue, many notifications per
+# element: element GETs per element, drain time).
 BENCH_ARGS ?=
 
 # Then the same workload on ActiveMQ at C=32 against the simplest STOMP loop (its own broker, port and folder).

@@ -514,6 +514,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--timeout", type=float, default=600, help="seconds per run")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument(
+        "--ingress-requests", type=int, default=3000, help="webhook calls per ingress receiver (bench.ingress); 0: none"
+    )
+    parser.add_argument(
         "--smoke", action="store_true", help="20 messages (backlog: 60 over 6 elements), C=4, 1 ms latencies, moto"
     )
     args = parser.parse_args(argv)
@@ -522,6 +525,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         args.backlog_notifications, args.backlog_elements = 60, 6
         args.kordiam_latency_ms = args.channel_latency_ms = 1
         args.timeout = 120
+        args.ingress_requests = 0  # tests/bench/test_smoke.py runs bench.ingress's own smoke
     if args.workload == "backlog" and args.queue != "sqs":
         parser.error("--workload backlog runs on SQS only (it reads the queue's depth)")
     args.concurrency = args.concurrency or ("32" if args.workload == "backlog" else "1,8,32,128")
@@ -540,6 +544,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="kordiam-bench-"))
     stubs = Stubs(args.kordiam_latency_ms, args.channel_latency_ms, workdir / "stubs.log")
     results: list[dict[str, Any]] = []
+    ingress_results: list[dict[str, Any]] = []
     run_offset = int(time.time()) % 1000 * 10_000_000
     if args.workload == "backlog":
         try:
@@ -558,6 +563,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                  args.timeout)  # fmt: skip
                 print(f"bench:   {result['msg_per_s']} msg/s, p99 {result['p99_ms']} ms", file=sys.stderr, flush=True)
                 results.append(result)
+        if isinstance(queues, SqsQueues) and args.ingress_requests > 0:
+            from bench import ingress  # it builds on this module
+
+            ingress_results = ingress.measure(queues, workdir, args.ingress_requests, ingress.CONCURRENCY,
+                                              run_offset + 50_000_000, args.log_level)  # fmt: skip
     finally:
         stubs.stop()
         if moto_server is not None:
@@ -593,6 +603,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "workdir": str(workdir),
     }
     print_table(results)
+    if ingress_results:
+        from bench.ingress import print_table as print_ingress_table
+
+        report["ingress"] = ingress_results
+        print_ingress_table(ingress_results)
     if not args.smoke:
         args.out.mkdir(parents=True, exist_ok=True)
         stem = today if args.queue == "sqs" else f"{today}-activemq"

@@ -87,6 +87,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     return result
 
 
+def serve_until_signalled(serve: Callable[[asyncio.Event], Coroutine[Any, Any, None]]) -> None:
+    """Run a long-lived command (the worker, the ingress) until SIGTERM or SIGINT sets the event ``serve`` is
+    given; it then drains and returns."""
+    from bridge.worker import install_signal_handlers
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        install_signal_handlers(stop)
+        await serve(stop)
+
+    asyncio.run(main())
+
+
 def run_command(main: Callable[[asyncio.Event], Coroutine[Any, Any, T]], *, stops_on_interrupt: bool = False) -> T:
     """Run a command's coroutine with Ctrl-C handled in two steps.
 
@@ -369,17 +382,11 @@ def _run(args: argparse.Namespace) -> int:
     from bridge.channels import channel_problems
     from bridge.config import load_settings
     from bridge.ops.logging import configure_logging
-    from bridge.worker import install_signal_handlers, run_worker
+    from bridge.worker import run_worker
 
     settings = load_settings(args.config, check_channel=channel_problems)
     configure_logging(settings.ops.log_level, log_format=settings.ops.log_format)
-
-    async def _main() -> None:
-        stop = asyncio.Event()
-        install_signal_handlers(stop)
-        await run_worker(settings, stop, own_process=True)
-
-    asyncio.run(_main())
+    serve_until_signalled(lambda stop: run_worker(settings, stop, own_process=True))
     return 0
 
 
@@ -387,17 +394,10 @@ def _ingress(args: argparse.Namespace) -> int:
     from bridge.config import IngressCommandSettings, load_settings
     from bridge.ingress.app import run_ingress
     from bridge.ops.logging import configure_logging
-    from bridge.worker import install_signal_handlers
 
     settings = load_settings(args.config, model=IngressCommandSettings)
     configure_logging(settings.ingress.log_level, log_format=settings.ops.log_format)
-
-    async def _main() -> None:
-        stop = asyncio.Event()
-        install_signal_handlers(stop)
-        await run_ingress(settings, stop)
-
-    asyncio.run(_main())
+    serve_until_signalled(lambda stop: run_ingress(settings, stop))
     return 0
 
 

@@ -2,6 +2,10 @@
 
 A wrong or missing value stops start-up with one message that names the key (``ConfigError``); secret values
 are ``SecretStr`` and never printed, not even in validation errors.
+
+Why one module of about 800 lines: every section is read from one file by ``load_settings`` and several validate
+against each other (queue keys by backend, channels against status, the credential model set that the channels
+and the ingress share); ``bridge.config`` sits below every package that reads a section.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from pydantic import (
     ConfigDict,
     Field,
     FilePath,
+    IPvAnyNetwork,
     SecretStr,
     ValidationError,
     field_validator,
@@ -41,6 +46,13 @@ CHANNEL_ENV_PREFIX = "BRIDGE_CHANNELS__"
 # BRIDGE_* variables that belong to other tools of the project, not to the configuration: the test suite, the
 # compose queue initialiser, the container health check.
 OTHER_ENV_PREFIXES = ("BRIDGE_TEST_", "BRIDGE_INIT_", "BRIDGE_HEALTHCHECK_", "BRIDGE_SKIP_")
+
+
+def secret_not_empty(value: SecretStr) -> SecretStr:
+    """The rule for every secret setting: blank is no secret (one ``field_validator`` per model uses it)."""
+    if not value.get_secret_value().strip():
+        raise ValueError("must not be empty")
+    return value
 
 
 def _http_url(value: str) -> str:
@@ -190,12 +202,7 @@ class KordiamSettings(Section):
     def _url(cls, value: str) -> str:
         return _http_url(value)
 
-    @field_validator("client_secret")
-    @classmethod
-    def _not_empty(cls, value: SecretStr) -> SecretStr:
-        if not value.get_secret_value():
-            raise ValueError("must not be empty")
-        return value
+    _client_secret = field_validator("client_secret")(secret_not_empty)
 
 
 class StateSettings(Section):
@@ -296,22 +303,77 @@ class OpsSettings(Section):
     log_format: Literal["json", "console"] = "json"
 
 
+# --- credentials of Kordiam's CMS protocols: one model set for both directions ----------------------------------
+#
+# The ``kordiam-webhook`` / ``kordiam-platform`` channels present credentials to a CMS (``bridge.channels.auth``);
+# the webhook ingress checks the ones Kordiam presents to the bridge ([ingress], below). Both read the same
+# ``auth`` table shape (``type`` = bearer | jwt | api_key | headers) with the same rules for its common keys; each
+# side adds only the keys of its own direction.
+
+HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+
+
+class BearerAuth(Section):
+    """``Authorization: Bearer {token}`` with a persistent token (a persistent JWT is also just this)."""
+
+    type: Literal["bearer"]
+    token: SecretStr
+
+    _token = field_validator("token")(secret_not_empty)
+
+
+class JwtOptions(Section):
+    """An HS256 JWT under a shared ``secret``; ``iss`` / ``aud`` as configured (what they default to, and what else
+    the token carries, is the direction's own: ``JwtAuth`` mints, ``JwtCheck`` verifies)."""
+
+    type: Literal["jwt"]
+    secret: SecretStr
+    issuer: str | None = Field(default=None, min_length=1)
+    audience: str | None = Field(default=None, min_length=1)
+
+    _secret = field_validator("secret")(secret_not_empty)
+
+
+class ApiKeyOptions(Section):
+    """``api_key`` / ``api_secret`` exchanged at a token endpoint for a bearer token."""
+
+    type: Literal["api_key"]
+    api_key: str = Field(min_length=1)
+    api_secret: SecretStr
+
+    _secret = field_validator("api_secret")(secret_not_empty)
+
+
+class HeadersOptions(Section):
+    """Fixed custom headers, every value a secret; ``value_problem`` is the direction's rule for a value."""
+
+    type: Literal["headers"]
+    headers: dict[str, SecretStr] = Field(min_length=1)
+
+    @classmethod
+    def value_problem(cls, name: str, value: str) -> str | None:
+        return f"header {name!r}: the value must not be empty" if not value.strip() else None
+
+    @field_validator("headers")
+    @classmethod
+    def _header_names(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        for name, secret in value.items():
+            if not HEADER_NAME.match(name):
+                raise ValueError(f"{name!r} is not a valid header name")
+            problem = cls.value_problem(name, secret.get_secret_value())
+            if problem:
+                raise ValueError(problem)
+        return value
+
+
 # --- [ingress]: the webhook receiver (`kordiam-bridge ingress`, bridge/ingress) ---------------------------------
 #
-# The ``auth`` table has the shape of the ``kordiam-webhook`` channel's (``type`` = bearer | jwt | api_key |
-# headers), read from the receiving side: the values are what Kordiam must present. Secrets may come from the
-# environment (``BRIDGE_INGRESS__GLOBAL_EXPORT__AUTH__TOKEN=…``).
+# The ``auth`` table is the credential model set above, read from the receiving side: the values are what Kordiam
+# must present. Secrets may come from the environment (``BRIDGE_INGRESS__GLOBAL_EXPORT__AUTH__TOKEN=…``).
 
-_INGRESS_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 # A large Kordiam element (tests/unit/test_ingress.py builds one: 50 tasks each carrying a 20,000-character article
 # as content, 30 publications, custom fields everywhere) is about 1.1 MB of JSON; 4 MiB leaves room.
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
-
-
-def _ingress_secret(value: SecretStr) -> SecretStr:
-    if not value.get_secret_value().strip():
-        raise ValueError("must not be empty")
-    return value
 
 
 def _ingress_path(value: str) -> str:
@@ -320,57 +382,29 @@ def _ingress_path(value: str) -> str:
     return value.rstrip("/")
 
 
-class BearerCheck(Section):
-    """Kordiam sends ``Authorization: Bearer {token}``."""
-
-    type: Literal["bearer"]
-    token: SecretStr
-
-    _token = field_validator("token")(_ingress_secret)
+# Kordiam sends ``Authorization: Bearer {token}``.
+BearerCheck = BearerAuth
 
 
-class JwtCheck(Section):
+class JwtCheck(JwtOptions):
     """Kordiam sends ``Authorization: Bearer {HS256 JWT}``: signature, ``exp`` (when present), and ``iss``/``aud``
     when set here are verified."""
 
-    type: Literal["jwt"]
-    secret: SecretStr
-    issuer: str | None = Field(default=None, min_length=1)
-    audience: str | None = Field(default=None, min_length=1)
     # Kordiam's JWT is a persistent token (seed 001); set true to refuse tokens without ``exp``.
     require_expiry: bool = False
 
-    _secret = field_validator("secret")(_ingress_secret)
 
-
-class ApiKeyCheck(Section):
+class ApiKeyCheck(ApiKeyOptions):
     """Kordiam exchanges ``api_key``/``api_secret`` at ``{path}{token_path}`` for a bearer token, then sends it."""
 
-    type: Literal["api_key"]
-    api_key: str = Field(min_length=1)
-    api_secret: SecretStr
     token_path: str = "/oauth2/token"
     token_ttl_seconds: int = Field(default=3600, ge=60, le=31_536_000)
 
-    _secret = field_validator("api_secret")(_ingress_secret)
     _token_path = field_validator("token_path")(_ingress_path)
 
 
-class HeadersCheck(Section):
+class HeadersCheck(HeadersOptions):
     """Kordiam sends these custom headers with these values (every one must match)."""
-
-    type: Literal["headers"]
-    headers: dict[str, SecretStr] = Field(min_length=1)
-
-    @field_validator("headers")
-    @classmethod
-    def _names(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
-        for name, secret in value.items():
-            if not _INGRESS_HEADER_NAME.match(name):
-                raise ValueError(f"{name!r} is not a valid header name")
-            if not secret.get_secret_value().strip():
-                raise ValueError(f"header {name!r}: the value must not be empty")
-        return value
 
 
 IngressAuth = Annotated[BearerCheck | JwtCheck | ApiKeyCheck | HeadersCheck, Field(discriminator="type")]
@@ -395,7 +429,7 @@ class PlatformReceiver(Section):
     token_ttl_seconds: int = Field(default=3600, ge=60, le=31_536_000)
 
     _path = field_validator("path")(_ingress_path)
-    _secret = field_validator("api_secret")(_ingress_secret)
+    _secret = field_validator("api_secret")(secret_not_empty)
 
 
 class IngressSettings(Section):
@@ -407,6 +441,9 @@ class IngressSettings(Section):
     # Per client address: a steady rate and a burst (Kordiam's retries and a bulk edit come in bursts).
     rate_limit_per_second: float = Field(default=50.0, gt=0, le=100_000)
     rate_limit_burst: int = Field(default=200, ge=1, le=1_000_000)
+    # Proxies (a load balancer) whose X-Forwarded-For names the real client; without this every call behind a
+    # load balancer would share the balancer's address, and so one rate-limit bucket.
+    trusted_proxies: tuple[IPvAnyNetwork, ...] = ()
     # Longest wait for the queue to confirm a send before answering 503 (Kordiam then retries).
     enqueue_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
     log_level: Literal["debug", "info", "warning", "error"] = "info"

@@ -16,7 +16,8 @@
     │   ├── ChannelRejected
     │   └── StateRejected             (bridge.state.dynamodb)
     ├── SyncFailed                    (bridge.pipeline.sync) carries one (stage, error) per failed stage
-    └── AdminError                    an operator command could not do its job (never a message's)
+    └── AdminError                    (bridge.queue.QueueAdmin) an operator command could not do its job (never a
+                                      message's)
 
 ``bridge.pipeline.fate`` alone turns a failure into a message's outcome: a ``PermanentError`` is dead-lettered
 with its reason, anything else (a ``TransientError``, or an error nobody classified) is retried later; a sync that
@@ -88,3 +89,7 @@ class ChannelUnavailable(TransientError):
 
 class ChannelRejected(PermanentError):
     """A channel's target system refused the content or the credentials."""
+
+
+class AdminError(BridgeError):
+    """An operator command could not do its job (queue missing, endpoint unreachable, access denied)."""

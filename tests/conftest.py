@@ -79,6 +79,21 @@ def simulator(sqs_endpoint: SqsEndpoint, queues: tuple[str, str]) -> Iterator[Ru
 
 
 @pytest.fixture
+def quiet_simulator() -> Iterator[RunningSimulator]:
+    """Kordiam without a queue of its own: it reaches the bridge through webhooks (the ingress) only."""
+    with RunningSimulator(SimulatorSettings(region=REGION)) as running:
+        yield running
+
+
+@pytest.fixture
+async def kordiam(quiet_simulator: RunningSimulator) -> AsyncIterator[SimulatorAdmin]:
+    """The quiet simulator's admin API."""
+    admin = SimulatorAdmin(quiet_simulator.base_url)
+    yield admin
+    await admin.aclose()
+
+
+@pytest.fixture
 async def admin(simulator: RunningSimulator) -> AsyncIterator[SimulatorAdmin]:
     client = SimulatorAdmin(simulator.base_url)
     yield client

@@ -458,22 +458,33 @@ port = {ops_port}
 
 
 class WorkerProcess:
-    """``python -m bridge run`` as a real process, its output in ``log``."""
+    """``python -m bridge run`` (or another ``command``, such as ``ingress``) as a real process, its output in
+    ``log``; ``env`` adds variables (secrets) to the environment."""
 
-    def __init__(self, config: Path, log: Path, *, name: str = "worker", client_secret: str = "demo-secret") -> None:
-        env = {**os.environ, "BRIDGE_KORDIAM__CLIENT_SECRET": client_secret}
+    def __init__(
+        self,
+        config: Path,
+        log: Path,
+        *,
+        name: str = "worker",
+        client_secret: str = "demo-secret",
+        command: str = "run",
+        env: dict[str, str] | None = None,
+    ) -> None:
+        env = {**os.environ, "BRIDGE_KORDIAM__CLIENT_SECRET": client_secret, **(env or {})}
         self.name = name
         self.log = log
         self._handle = log.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "bridge", "run", "--config", str(config)],
+            [sys.executable, "-m", "bridge", command, "--config", str(config)],
             stdout=self._handle,
             stderr=subprocess.STDOUT,
             env=env,
         )
 
     async def ready(self, ops_port: int) -> bool:
-        """``/readyz`` answers 200; a worker that exited fails the test with its log."""
+        """``/readyz`` on ``ops_port`` (the ingress: its own port) answers 200; a process that exited fails the test
+        with its log."""
         if self.process.poll() is not None:
             log = self.log.read_text()[-3000:]
             raise AssertionError(f"{self.name} exited with {self.process.returncode}:\n{log}")

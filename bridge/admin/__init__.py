@@ -1,6 +1,8 @@
 """The operator commands: ``replay``, ``dlq list`` / ``dlq show``, ``dlq redrive`` and ``status``.
 
-One module a job: ``progress`` (the bar), ``results`` (the dataclasses every command returns), ``sqs`` (the
-operations on SQS queues), ``replay``, ``dlq``, ``redrive`` and ``status`` (the entry points ``bridge.cli`` calls)
-and ``rendering`` (rich tables). Nothing below ``bridge.admin`` imports it: it sits above queue, state and pipeline.
+One module a job: ``replay``, ``dlq``, ``redrive`` and ``status`` (the entry points ``bridge.cli`` calls), each on
+any backend through ``bridge.queue.QueueAdmin`` (opened by ``open_queue_admin``; no queue client here, a
+``lint-imports`` contract keeps it so); ``results`` (the dataclasses every command returns), ``progress`` (the bar)
+and ``rendering`` (rich tables); ``sqs``, ``QueueAdmin(transport)`` for a caller that already holds an
+``SqsTransport``. Nothing below ``bridge.admin`` imports it: it sits above queue, state and pipeline.
 """

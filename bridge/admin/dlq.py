@@ -1,25 +1,92 @@
-"""``kordiam-bridge dlq list`` and ``dlq show``: read the dead-letter queue without consuming it (SQS or ActiveMQ)."""
+"""``kordiam-bridge dlq list`` and ``dlq show``: read the dead-letter queue without consuming it, on any backend
+(``bridge.queue.QueueAdmin.peek``)."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from bridge.admin.progress import ProgressSink
 from bridge.admin.results import DlqListing, DlqMessage
-from bridge.admin.sqs import queue_admin
-from bridge.admin.stomp import dlq_list_on_broker, dlq_show_on_broker
 from bridge.config import QueueSettings
+from bridge.pipeline.notification import decode_notification
+from bridge.queue import QueueAdmin, open_queue_admin
+from bridge.queue.dead_letter import FailureContext
+from bridge.queue.transport import PeekedMessage, QueueMessage
 
 
 async def dlq_list(settings: QueueSettings, *, limit: int = 50, progress: ProgressSink | None = None) -> DlqListing:
-    if settings.backend == "stomp":
-        return await dlq_list_on_broker(settings, limit=limit)
-    async with queue_admin(settings) as admin:
-        return await admin.dlq_list(limit=limit, progress=progress)
+    async with open_queue_admin(settings) as queue:
+        return await list_dead_letters(queue, limit=limit, progress=progress)
 
 
 async def dlq_show(
     settings: QueueSettings, message_id: str, *, scan_limit: int = 1000, progress: ProgressSink | None = None
 ) -> DlqMessage | None:
-    if settings.backend == "stomp":
-        return await dlq_show_on_broker(settings, message_id, scan_limit=scan_limit)
-    async with queue_admin(settings) as admin:
-        return await admin.dlq_show(message_id, scan_limit=scan_limit, progress=progress)
+    async with open_queue_admin(settings) as queue:
+        return await find_dead_letter(queue, message_id, scan_limit=scan_limit, progress=progress)
+
+
+async def list_dead_letters(queue: QueueAdmin, *, limit: int, progress: ProgressSink | None = None) -> DlqListing:
+    """Up to ``limit`` dead letters, oldest first, without consuming any. Where the broker gives no depth, the
+    listing counts what it saw (plus one when there are more)."""
+    if limit < 1:
+        raise ValueError("limit must be at least 1")
+    url = await queue.dead_letter_url()
+    depth = await queue.depth(url)
+    if progress is not None and depth.visible is not None:
+        progress.start("reading the dead-letter queue", min(limit, depth.visible))
+    peeked, more = await queue.peek(url, limit=limit, progress=progress)
+    messages = sorted(map(to_dlq_message, peeked), key=_oldest_first)
+    if depth.visible is None:
+        return DlqListing(url, messages, len(messages) + (1 if more else 0), 0, truncated=more)
+    return DlqListing(url, messages, depth.visible, depth.in_flight or 0, len(messages) < depth.visible)
+
+
+async def find_dead_letter(
+    queue: QueueAdmin, message_id: str, *, scan_limit: int, progress: ProgressSink | None = None
+) -> DlqMessage | None:
+    """The dead letter with this id (its dead-letter id or ``failure.source_message_id``); None if not found."""
+    url = await queue.dead_letter_url()
+
+    def matches(message: DlqMessage) -> bool:
+        source = message.failure.source_message_id if message.failure else None
+        return message_id in (message.message_id, source)
+
+    if progress is not None:
+        depth = await queue.depth(url)
+        if depth.visible is not None:
+            progress.start("searching the dead-letter queue", min(scan_limit, depth.visible))
+    peeked, _ = await queue.peek(url, limit=scan_limit, until=lambda p: matches(to_dlq_message(p)), progress=progress)
+    return next((m for m in map(to_dlq_message, peeked) if matches(m)), None)
+
+
+def to_dlq_message(peeked: PeekedMessage) -> DlqMessage:
+    """A dead letter as the operator sees it: its failure context decoded, and the element it is about."""
+    message = peeked.message
+    return DlqMessage(
+        message_id=message.message_id,
+        body=message.body,
+        attributes=message.attributes,
+        system_attributes=peeked.broker_attributes,
+        sent_at=datetime.fromtimestamp(message.sent_at, UTC) if message.sent_at is not None else None,
+        receive_count=message.receive_count,
+        group_id=message.group_id,
+        element_id=element_of(message),
+        failure=FailureContext.parse(message.attributes),
+    )
+
+
+def element_of(message: QueueMessage) -> int | None:
+    """The element a dead letter is about: its ``failure.element_id``, else what its body names; None when
+    neither says (an odd body never breaks a listing)."""
+    failure = FailureContext.parse(message.attributes)
+    if failure is not None and failure.element_id is not None:
+        return failure.element_id
+    try:
+        return decode_notification(message.body, message.attributes).element_id
+    except Exception:  # PoisonMessage, or anything else an odd body raises
+        return None
+
+
+def _oldest_first(message: DlqMessage) -> tuple[bool, datetime]:
+    return (message.sent_at is None, message.sent_at or datetime.min.replace(tzinfo=UTC))

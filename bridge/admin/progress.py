@@ -1,40 +1,21 @@
-"""Progress reporting for long operator commands: a rich bar on a terminal, nothing elsewhere."""
+"""Progress reporting for long operator commands: a rich bar on a terminal, nothing elsewhere. The hook itself
+(``ProgressSink``) is the queue layer's, which reports through it."""
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import Protocol
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-# --------------------------------------------------------------------------------------------------- progress
+from bridge.queue.transport import NoProgress, ProgressSink
 
-
-class ProgressSink(Protocol):
-    """Where long operations report progress; ``RichProgress`` draws a bar, ``None`` reports nothing."""
-
-    def start(self, description: str, total: int | None) -> None: ...
-
-    def advance(self, amount: int = 1) -> None: ...
-
-    def update(self, completed: int, total: int | None = None) -> None: ...
-
-
-class NoProgress:
-    def start(self, description: str, total: int | None) -> None:
-        pass
-
-    def advance(self, amount: int = 1) -> None:
-        pass
-
-    def update(self, completed: int, total: int | None = None) -> None:
-        pass
+__all__ = ["NoProgress", "ProgressSink", "RichProgress", "progress_bar"]
 
 
 class RichProgress:
-    """A rich progress bar (on stderr, so ``--json`` output on stdout stays clean)."""
+    """A ``ProgressSink`` drawn as a rich progress bar (on stderr, so ``--json`` output on stdout stays clean)."""
 
     def __init__(self, console: Console | None = None) -> None:
         self._progress = Progress(

@@ -1,4 +1,5 @@
-"""``kordiam-bridge replay``: send a resync notification for each element id, on SQS or ActiveMQ."""
+"""``kordiam-bridge replay``: send a resync notification for each element id, on any backend
+(``bridge.queue.QueueAdmin.send``)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,10 @@ import structlog
 
 from bridge.admin.progress import NoProgress, ProgressSink
 from bridge.admin.results import ReplayedElement, ReplayResult
-from bridge.admin.sqs import error_text, queue_admin, replay_ids
 from bridge.config import QueueSettings
 from bridge.pipeline.notification import resync_notification
-from bridge.queue import open_transport
+from bridge.queue import open_queue_admin
+from bridge.queue.transport import MAX_BATCH, OutgoingMessage
 
 log = structlog.get_logger("bridge.admin")
 
@@ -24,28 +25,32 @@ async def replay(
     force: bool = False,
     progress: ProgressSink | None = None,
 ) -> ReplayResult:
-    if settings.backend == "stomp":
-        return await _replay_on_broker(
-            settings, element_ids, event=event, force=force, progress=progress or NoProgress()
-        )
-    async with queue_admin(settings) as admin:
-        return await admin.replay(element_ids, event=event, force=force, progress=progress)
+    """Enqueue a fresh notification per element, as Kordiam would (``{"id": N, "event": …}``).
 
-
-async def _replay_on_broker(
-    settings: QueueSettings, element_ids: Sequence[int], *, event: str, force: bool, progress: ProgressSink
-) -> ReplayResult:
-    """``replay`` on ActiveMQ: one confirmed send per element through the transport contract."""
+    The worker then writes a channel only where the element changed since it last wrote it (else its outcome is
+    ``unchanged``); ``force`` marks the notifications so that it rewrites every channel of the element.
+    """
     ids = replay_ids(element_ids)
+    progress = progress or NoProgress()
     progress.start(f"replaying {len(ids)} element(s)", len(ids))
     results: list[ReplayedElement] = []
-    async with open_transport(settings, consume=False) as transport:
-        for element_id in ids:
-            body, attributes = resync_notification(element_id, source="replay", event=event, force=force)
-            try:
-                results.append(ReplayedElement(element_id, await transport.send(body, attributes)))
-            except Exception as error:  # stompman's errors: refused, no receipt in time, connection lost
-                results.append(ReplayedElement(element_id, None, error_text(error)))
-            progress.advance(1)
+    async with open_queue_admin(settings) as queue:
+        for start in range(0, len(ids), MAX_BATCH):
+            chunk = ids[start : start + MAX_BATCH]
+            messages = []
+            for element_id in chunk:
+                body, attributes = resync_notification(element_id, source="replay", event=event, force=force)
+                messages.append(OutgoingMessage(body, attributes, group_id=str(element_id)))
+            outcomes = await queue.send(messages)
+            results.extend(ReplayedElement(e, o.message_id, o.error) for e, o in zip(chunk, outcomes, strict=True))
+            progress.advance(len(chunk))
     log.info("replayed", queue=settings.url, sent=sum(r.error is None for r in results), total=len(results))
     return ReplayResult(settings.url, results)
+
+
+def replay_ids(element_ids: Sequence[int]) -> list[int]:
+    ids = list(dict.fromkeys(element_ids))
+    for element_id in ids:
+        if isinstance(element_id, bool) or not isinstance(element_id, int) or element_id <= 0:
+            raise ValueError(f"element ids are positive integers, not {element_id!r}")
+    return ids

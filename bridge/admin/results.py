@@ -1,19 +1,31 @@
-"""What the operator commands return: plain dataclasses, printed by ``bridge.admin.rendering`` or as JSON."""
+"""What the operator commands return: plain dataclasses, printed by ``bridge.admin.rendering`` or as JSON.
+
+A redrive's result is the queue layer's own (``bridge.queue.transport.RedriveResult``), named here with the rest."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
-from bridge.errors import BridgeError
+from bridge.errors import AdminError
 from bridge.queue.dead_letter import FailureContext
+from bridge.queue.transport import MovedMessage, RedriveFailure, RedriveResult
 
-
-class AdminError(BridgeError):
-    """An operator command could not do its job (queue missing, endpoint unreachable, access denied)."""
+__all__ = [
+    "AdminError",
+    "DlqListing",
+    "DlqMessage",
+    "MovedMessage",
+    "RedriveFailure",
+    "RedriveResult",
+    "ReplayResult",
+    "ReplayedElement",
+    "to_json",
+    "to_jsonable",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,7 +34,7 @@ class DlqMessage:
     body: str
     # Message attributes as sent (binary values shown as ``<binary, N bytes>``).
     attributes: dict[str, str]
-    # SQS system attributes (SentTimestamp, ApproximateReceiveCount, MessageGroupId, …).
+    # The broker's own attributes (SQS: SentTimestamp, ApproximateReceiveCount, MessageGroupId, …).
     system_attributes: dict[str, str]
     sent_at: datetime | None
     receive_count: int
@@ -73,60 +85,6 @@ class ReplayResult:
     @property
     def failed(self) -> int:
         return sum(e.error is not None for e in self.elements)
-
-
-@dataclass(frozen=True, slots=True)
-class MovedMessage:
-    dlq_message_id: str
-    new_message_id: str
-    element_id: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class RedriveFailure:
-    dlq_message_id: str
-    reason: str
-
-
-@dataclass(slots=True)
-class RedriveResult:
-    method: Literal["move-task", "manual"]
-    source_url: str
-    destination_url: str
-    moved: list[MovedMessage] = field(default_factory=list)
-    # Copies SQS refused: the message stays in the dead-letter queue.
-    failed: list[RedriveFailure] = field(default_factory=list)
-    # Messages the element filter (or the limit) left in the dead-letter queue.
-    skipped: int = 0
-    # Dead letters that arrived after the run started (e.g. a redriven message that failed again): left for a
-    # later run, so that a run ends even while a worker keeps dead-lettering what it moves.
-    arrived: int = 0
-    # Ctrl-C stopped the run: the summary is partial.
-    interrupted: bool = False
-    # Copied, but the delete from the dead-letter queue failed: the message exists twice (never zero times).
-    duplicated: list[str] = field(default_factory=list)
-    # Approximate dead-letter depth (visible + in flight) after the run.
-    remaining: int | None = None
-    # Why the native move task was not used, when it was not.
-    fallback_reason: str | None = None
-    # Why the run stopped before the queue was empty (a failed batch), if it did.
-    stopped_reason: str | None = None
-    # Move task: SQS's own count (approximate) and final status.
-    moved_count: int | None = None
-    task_status: str | None = None
-
-    @property
-    def moved_total(self) -> int:
-        return self.moved_count if self.moved_count is not None else len(self.moved)
-
-    @property
-    def ok(self) -> bool:
-        return (
-            not self.failed
-            and self.stopped_reason is None
-            and not self.interrupted
-            and self.task_status in (None, "COMPLETED")
-        )
 
 
 def to_jsonable(value: Any) -> Any:

@@ -2,8 +2,9 @@
 
 Sources, each optional and reported as unavailable rather than failing the command:
 
-- SQS ``GetQueueAttributes`` for both queues (visible, in flight, delayed).
-- ActiveMQ (``stomp://``): the connection, and the dead letters counted by a queue browser (no STOMP depth query).
+- The queue's depth for both queues (``QueueAdmin.depth``; SQS ``GetQueueAttributes``: visible, in flight,
+  delayed). Where the broker gives none (ActiveMQ over STOMP), the connection, and the dead letters counted by a
+  queue browser.
 - The age of the oldest message: SQS exposes it only as a CloudWatch metric, so it is *estimated* from a sample of
   messages peeked and released again (their oldest ``SentTimestamp``). Every receive counts towards the queue's
   ``maxReceiveCount``, so the main queue is sampled only on request (``sample_main``); the dead-letter queue is
@@ -28,15 +29,14 @@ from rich.markup import escape
 from rich.table import Table
 
 from bridge.admin.rendering import format_age
-from bridge.admin.results import AdminError
-from bridge.admin.sqs import QueueAdmin, queue_admin
-from bridge.config import QueueSettings, StatusSettings
-from bridge.errors import BridgeError
-from bridge.queue.stomp import StompTransport
+from bridge.config import StatusSettings
+from bridge.errors import AdminError, BridgeError
+from bridge.queue import QueueAdmin, open_queue_admin
+from bridge.queue.transport import PeekedMessage
 from bridge.state import open_state_store
 
 DEFAULT_SAMPLE = 10
-# ActiveMQ: the dead letters a status browses to count them (there is no depth query over STOMP).
+# Where the broker gives no depth (ActiveMQ over STOMP): the dead letters a status browses to count them.
 BROKER_COUNT_LIMIT = 1000
 OPS_TIMEOUT_SECONDS = 2.0
 # A dead letter older than this, or a backlog whose oldest sampled message is, counts as a problem.
@@ -130,55 +130,18 @@ async def collect_status(
     sample_main: bool = False,
     sample_size: int = DEFAULT_SAMPLE,
     ops_timeout: float = OPS_TIMEOUT_SECONDS,
-    admin: QueueAdmin | None = None,
 ) -> StatusReport:
     """Gather everything; only a missing or unusable queue configuration raises (``ConfigError``)."""
-    if admin is None:
-        if settings.queue.backend == "stomp":
-            return await _report(settings, broker_queue_statuses(settings.queue, BROKER_COUNT_LIMIT), ops_timeout)
-        async with queue_admin(settings.queue) as own:
-            return await collect_status(
-                settings, sample_main=sample_main, sample_size=sample_size, ops_timeout=ops_timeout, admin=own
-            )
-    return await _report(
-        settings, _sqs_queue_statuses(admin, sample_size if sample_main else 0, sample_size), ops_timeout
-    )
+    async with open_queue_admin(settings.queue) as queue:
+        queues = _queue_statuses(queue, sample_size if sample_main else 0, sample_size)
+        return await _report(settings, queues, ops_timeout)
 
 
-async def broker_queue_statuses(settings: QueueSettings, browse_limit: int) -> tuple[QueueStatus, QueueStatus]:
-    """ActiveMQ: ActiveMQ Classic answers no depth query over STOMP. Connecting shows the broker is reachable;
-    the dead-letter queue is counted by browsing it (up to ``browse_limit``, consuming nothing, no attempt
-    counted), and its oldest message is the oldest browsed. The main queue's depth is not shown."""
-    assert settings.dlq_url is not None  # a stomp:// queue requires it
-    async with StompTransport.connect(settings, consume=False) as transport:
-        try:
-            seen, more = await transport.browse_dead_letters(limit=max(1, browse_limit))
-        except Exception as error:  # a browse that timed out or was refused: reported, not fatal
-            dead_letter = QueueStatus("dead-letter queue", settings.dlq_url, error=f"browsing failed: {error!r}")
-        else:
-            stamps = [m.sent_at for m in seen if m.sent_at is not None]
-            note = f"browsed all {len(seen)}" if seen else "empty"
-            if more:
-                note = f"at least {len(seen)}: browsed the first {len(seen)}"
-            oldest = datetime.fromtimestamp(min(stamps), UTC) if stamps else None
-            dead_letter = QueueStatus(
-                "dead-letter queue",
-                settings.dlq_url,
-                visible=len(seen),
-                oldest_sent_at=oldest,
-                oldest_age_seconds=None if oldest is None else max(0.0, (datetime.now(UTC) - oldest).total_seconds()),
-                sampled=len(seen),
-                age_note=note,
-            )
-    queue = QueueStatus("queue", settings.url, age_note="broker connected; ActiveMQ gives no queue depth over STOMP")
-    return queue, dead_letter
-
-
-async def _sqs_queue_statuses(admin: QueueAdmin, main_sample: int, dlq_sample: int) -> tuple[QueueStatus, QueueStatus]:
-    dlq_url = await admin.dead_letter_url()
+async def _queue_statuses(queue: QueueAdmin, main_sample: int, dlq_sample: int) -> tuple[QueueStatus, QueueStatus]:
+    dlq_url = await queue.dead_letter_url()
     return await asyncio.gather(
-        _queue_status(admin, "queue", admin.queue_url, main_sample, main=True),
-        _queue_status(admin, "dead-letter queue", dlq_url, dlq_sample, main=False),
+        _queue_status(queue, "queue", queue.url, main_sample, main=True),
+        _queue_status(queue, "dead-letter queue", dlq_url, dlq_sample, main=False),
     )
 
 
@@ -209,11 +172,15 @@ async def _report(
     return StatusReport(datetime.now(UTC), queue, dead_letter, state, channels, worker[0])
 
 
-async def _queue_status(admin: QueueAdmin, role: str, url: str, sample_size: int, *, main: bool) -> QueueStatus:
+async def _queue_status(queue: QueueAdmin, role: str, url: str, sample_size: int, *, main: bool) -> QueueStatus:
     try:
-        depth = await admin.depth(url)
+        depth = await queue.depth(url)
     except AdminError as error:
         return QueueStatus(role, url, error=str(error))
+    if depth.visible is None:
+        if main:
+            return QueueStatus(role, url, age_note=f"broker connected; {depth.note}")
+        return await _browsed_status(queue, role, url)
     note: str | None
     oldest: datetime | None = None
     sampled = 0
@@ -225,17 +192,15 @@ async def _queue_status(admin: QueueAdmin, role: str, url: str, sample_size: int
         note = "not sampled: this queue has its own redrive policy, a peek would count as a receive"
     else:
         try:
-            messages, _ = await admin.peek(url, limit=sample_size)
+            peeked, _ = await queue.peek(url, limit=sample_size)
         except AdminError as error:
-            messages, note = [], f"sampling failed: {error}"
+            peeked, note = [], f"sampling failed: {error}"
         else:
-            sampled = len(messages)
-            stamps = [m.sent_at for m in messages if m.sent_at is not None]
-            oldest = min(stamps) if stamps else None
+            sampled = len(peeked)
+            oldest = _oldest(peeked)
             note = f"estimate from {sampled} of ~{depth.visible} visible message(s)"
             if sampled >= depth.visible:
                 note = f"from all {sampled} visible message(s)"
-    age = None if oldest is None else max(0.0, (datetime.now(UTC) - oldest).total_seconds())
     return QueueStatus(
         role,
         url,
@@ -243,10 +208,41 @@ async def _queue_status(admin: QueueAdmin, role: str, url: str, sample_size: int
         in_flight=depth.in_flight,
         delayed=depth.delayed,
         oldest_sent_at=oldest,
-        oldest_age_seconds=age,
+        oldest_age_seconds=_age(oldest),
         sampled=sampled,
         age_note=note,
     )
+
+
+async def _browsed_status(queue: QueueAdmin, role: str, url: str) -> QueueStatus:
+    """A queue whose broker gives no depth (ActiveMQ over STOMP), counted by browsing it (up to
+    ``BROKER_COUNT_LIMIT``, consuming nothing, no attempt counted); its oldest message is the oldest browsed."""
+    try:
+        seen, more = await queue.peek(url, limit=BROKER_COUNT_LIMIT)
+    except Exception as error:  # a browse that timed out or was refused: reported, not fatal
+        return QueueStatus(role, url, error=f"browsing failed: {error!r}")
+    note = f"browsed all {len(seen)}" if seen else "empty"
+    if more:
+        note = f"at least {len(seen)}: browsed the first {len(seen)}"
+    oldest = _oldest(seen)
+    return QueueStatus(
+        role,
+        url,
+        visible=len(seen),
+        oldest_sent_at=oldest,
+        oldest_age_seconds=_age(oldest),
+        sampled=len(seen),
+        age_note=note,
+    )
+
+
+def _oldest(peeked: list[PeekedMessage]) -> datetime | None:
+    stamps = [p.message.sent_at for p in peeked if p.message.sent_at is not None]
+    return datetime.fromtimestamp(min(stamps), UTC) if stamps else None
+
+
+def _age(sent_at: datetime | None) -> float | None:
+    return None if sent_at is None else max(0.0, (datetime.now(UTC) - sent_at).total_seconds())
 
 
 @dataclass

@@ -28,20 +28,20 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import re
 import secrets
 import time
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal, Protocol
+from typing import Annotated, Any, Protocol
 from urllib.parse import urlparse
 
 import jwt
 from jwt.warnings import InsecureKeyLengthWarning
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator
 
 from bridge.channels.http_errors import http_error, response_json, unreachable
+from bridge.config import ApiKeyOptions, BearerAuth, HeadersOptions, JwtOptions
 from bridge.errors import BridgeError, ChannelRejected
 from bridge.http import HttpClient, HttpResponse, HttpTransportError
 
@@ -51,7 +51,6 @@ TOKEN_EXPIRY_MARGIN = 30.0
 TOKEN_DEFAULT_LIFETIME = 300.0
 JSON_HEADERS = {"Accept": "application/json, application/*+json"}
 
-_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 _RESERVED_HEADERS = frozenset({"host", "content-length", "content-type", "transfer-encoding", "connection"})
 
 
@@ -66,50 +65,21 @@ def http_url(value: str) -> str:
     return text.rstrip("/")
 
 
-def _secret_not_empty(value: SecretStr) -> SecretStr:
-    if not value.get_secret_value().strip():
-        raise ValueError("must not be empty")
-    return value
+# --- options: the sending side of ``bridge.config``'s credential model set ----------------------------------------
 
 
-# --- options -------------------------------------------------------------------------------------------------
-
-
-class _AuthOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class BearerAuth(_AuthOptions):
-    """``Authorization: Bearer {token}`` with a persistent token."""
-
-    type: Literal["bearer"]
-    token: SecretStr
-
-    _token = field_validator("token")(_secret_not_empty)
-
-
-class JwtAuth(_AuthOptions):
+class JwtAuth(JwtOptions):
     """An HS256 JWT minted per request: ``iat``, ``exp`` = iat + ttl_seconds, ``jti``, and iss/aud/sub if set."""
 
-    type: Literal["jwt"]
-    secret: SecretStr
     issuer: str | None = Field(default="kordiam-bridge", min_length=1)
-    audience: str | None = Field(default=None, min_length=1)
     subject: str | None = Field(default=None, min_length=1)
     ttl_seconds: int = Field(default=60, ge=5, le=3600)
 
-    _secret = field_validator("secret")(_secret_not_empty)
 
-
-class ApiKeyAuth(_AuthOptions):
+class ApiKeyAuth(ApiKeyOptions):
     """``api_key``/``api_secret`` exchanged at ``token_url`` (default ``{url}/oauth2/token``) for a bearer token."""
 
-    type: Literal["api_key"]
-    api_key: str = Field(min_length=1)
-    api_secret: SecretStr
     token_url: str | None = None
-
-    _secret = field_validator("api_secret")(_secret_not_empty)
 
     @field_validator("token_url")
     @classmethod
@@ -117,24 +87,16 @@ class ApiKeyAuth(_AuthOptions):
         return None if value is None else http_url(value)
 
 
-class HeadersAuth(_AuthOptions):
-    """Fixed custom headers, e.g. ``{ "X-Api-Key" = "…" }``; the values are secrets."""
+class HeadersAuth(HeadersOptions):
+    """Fixed custom headers, e.g. ``{ "X-Api-Key" = "…" }``; the values are secrets, each sent as one line."""
 
-    type: Literal["headers"]
-    headers: dict[str, SecretStr] = Field(min_length=1)
-
-    @field_validator("headers")
     @classmethod
-    def _header_names(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
-        for name, secret in value.items():
-            if not _HEADER_NAME.match(name):
-                raise ValueError(f"{name!r} is not a valid header name")
-            if name.lower() in _RESERVED_HEADERS:
-                raise ValueError(f"{name!r} is set by the bridge itself")
-            text = secret.get_secret_value()
-            if not text.strip() or "\n" in text or "\r" in text:
-                raise ValueError(f"header {name!r}: the value must be one non-empty line")
-        return value
+    def value_problem(cls, name: str, value: str) -> str | None:
+        if name.lower() in _RESERVED_HEADERS:
+            return f"{name!r} is set by the bridge itself"
+        if not value.strip() or "\n" in value or "\r" in value:
+            return f"header {name!r}: the value must be one non-empty line"
+        return None
 
 
 WebhookAuth = Annotated[BearerAuth | JwtAuth | ApiKeyAuth | HeadersAuth, Field(discriminator="type")]

@@ -74,7 +74,7 @@ from bridge.channels.auth import ProtocolHttp, TokenSource, answer_id, http_url
 from bridge.channels.base import Channel, ChannelContext, ChannelResult
 from bridge.channels.http_errors import response_json
 from bridge.channels.kordiam_v1 import compact, result_links, v1_custom_field, v1_publication, v1_task
-from bridge.config import ChannelSettings, StatusSelector
+from bridge.config import ChannelSettings, StatusSelector, secret_not_empty
 from bridge.errors import ChannelRejected
 from bridge.http import HttpClient
 from bridge.kordiam.models import Element, Publication, Ref
@@ -118,12 +118,7 @@ class KordiamPlatformOptions(BaseModel):
     def _url(cls, value: str) -> str:
         return http_url(value)
 
-    @field_validator("api_secret")
-    @classmethod
-    def _not_empty(cls, value: SecretStr) -> SecretStr:
-        if not value.get_secret_value().strip():
-            raise ValueError("must not be empty")
-        return value
+    _secret = field_validator("api_secret")(secret_not_empty)
 
     @field_validator("platform_statuses")
     @classmethod

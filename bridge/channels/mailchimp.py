@@ -81,7 +81,7 @@ import structlog
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator
 
 from bridge.channels.base import Channel, ChannelContext, ChannelResult
-from bridge.channels.http_errors import http_error, unreachable
+from bridge.channels.http_errors import http_error, response_json, unreachable
 from bridge.channels.text import HtmlPolicy, plain_text, sanitize_html, without_surrogates
 from bridge.config import ChannelSettings
 from bridge.errors import BridgeError, ChannelRejected
@@ -467,15 +467,7 @@ class MailchimpChannel:
     def _json_object(self, response: HttpResponse, action: str) -> dict[str, Any]:
         if not response.is_success:
             raise self._error(response, action)
-        try:
-            data = response.json()
-        except ValueError:
-            kind = response.headers.get("content-type", "no content type")
-            start = response.text[:80].strip().replace("\n", " ")
-            raise ChannelRejected(
-                f"{self._label}: {action}: Mailchimp answered HTTP {response.status_code} with something that is "
-                f"not JSON ({kind}: {start!r})"
-            ) from None
+        data = response_json(response, self._label, action)
         if not isinstance(data, dict):
             raise ChannelRejected(f"{self._label}: {action}: unexpected answer {str(data)[:80]!r}")
         return data

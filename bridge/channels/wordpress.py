@@ -97,7 +97,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from bridge.channels.base import Channel, ChannelContext, ChannelResult
 from bridge.channels.http_errors import http_error, unreachable
 from bridge.channels.text import HtmlPolicy, sanitize_html, strip_tags
-from bridge.config import ChannelSettings
+from bridge.config import ChannelSettings, secret_not_empty
 from bridge.errors import BridgeError, ChannelRejected
 from bridge.http import BasicAuth, HttpClient, HttpResponse, HttpTransportError
 from bridge.kordiam.models import Element, Publication, Ref
@@ -145,12 +145,7 @@ class WordPressOptions(BaseModel):
             raise ValueError("must be the site's address, without ?query or #fragment")
         return value.strip().rstrip("/")
 
-    @field_validator("app_password")
-    @classmethod
-    def _not_empty(cls, value: SecretStr) -> SecretStr:
-        if not value.get_secret_value().strip():
-            raise ValueError("must not be empty")
-        return value
+    _app_password = field_validator("app_password")(secret_not_empty)
 
     @field_validator("status_map", mode="before")
     @classmethod
@@ -568,22 +563,14 @@ class WordPressChannel:
         cached = self._categories.get(key)
         if cached is not None:
             return cached
-        route = await self._resolve_route()
-        category_route = _Route(route.style, "categories", False)
+        category_route = await self._collection("categories")
         action = f"looking up category {name!r}"
         params = {"search": name.strip(), "per_page": "100", "_fields": "id,name"}
         response = await self._call(category_route, "GET", "", action, params)
-        if not response.is_success:
-            raise self._error(response, action)
-        found = self._json(response, action)
-        for item in found if isinstance(found, list) else []:
-            if (
-                isinstance(item, dict)
-                and isinstance(item.get("id"), int)
-                and html.unescape(str(item.get("name", ""))).strip().casefold() == key
-            ):
-                self._categories[key] = item["id"]
-                return int(item["id"])
+        found = self._exact_match(response, action, "name", key)
+        if found is not None:
+            self._categories[key] = found
+            return found
         if not create:
             raise ChannelRejected(
                 f"{self._label}: category {name!r} (from category_map) does not exist in WordPress; create it there "
@@ -619,8 +606,7 @@ class WordPressChannel:
             return self._authors[key]
         if self._author_misses.get(key, 0.0) > time.monotonic():
             return None
-        route = await self._resolve_route()
-        users = _Route(route.style, "users", False)
+        users = await self._collection("users")
         action = "looking up the author by e-mail"
         params = {"search": email.strip(), "context": "edit", "_fields": "id,email", "per_page": "100"}
         response = await self._call(users, "GET", "", action, params)
@@ -629,6 +615,21 @@ class WordPressChannel:
             self._can_list_users = False
             log.warning("wordpress.cannot_list_users", channel=self.name, detail=_wordpress_error(response))
             return None
+        found = self._exact_match(response, action, "email", key)
+        if found is None:
+            self._author_misses[key] = time.monotonic() + AUTHOR_MISS_TTL
+            return None
+        self._authors[key] = found
+        return found
+
+    async def _collection(self, name: str) -> _Route:
+        """The route of a WordPress collection (``categories``, ``users``) in the site's REST route style."""
+        return _Route((await self._resolve_route()).style, name, False)
+
+    def _exact_match(self, response: HttpResponse, action: str, field: str, key: str) -> int | None:
+        """The id of the item of a ``?search=`` answer whose ``field`` is ``key`` (case-folded, HTML entities
+        decoded: WordPress escapes term names); None when no item is. WordPress's search matches parts of words,
+        so the answer is checked for the exact one."""
         if not response.is_success:
             raise self._error(response, action)
         found = self._json(response, action)
@@ -636,11 +637,9 @@ class WordPressChannel:
             if (
                 isinstance(item, dict)
                 and isinstance(item.get("id"), int)
-                and str(item.get("email", "")).strip().casefold() == key
+                and html.unescape(str(item.get(field, ""))).strip().casefold() == key
             ):
-                self._authors[key] = item["id"]
                 return int(item["id"])
-        self._author_misses[key] = time.monotonic() + AUTHOR_MISS_TTL
         return None
 
 

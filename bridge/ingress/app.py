@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from ipaddress import IPv4Network, IPv6Network, ip_address
 
 import structlog
 from aiohttp import web
@@ -30,6 +31,8 @@ from bridge.state import StateStore, open_state_store
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+# The calling client's address (behind a trusted proxy: from X-Forwarded-For), for the request log.
+CLIENT = web.RequestKey("client", str)
 # Buckets of clients not seen for this long are dropped, so the table stays small.
 _BUCKET_IDLE_SECONDS = 300.0
 
@@ -54,6 +57,27 @@ class RateLimiter:
 
     def retry_after(self) -> int:
         return max(1, int(1 / self.per_second + 0.999))
+
+
+def client_address(request: web.Request, trusted_proxies: tuple[IPv4Network | IPv6Network, ...]) -> str:
+    """The calling client: the peer, or, when the peer is a trusted proxy, the nearest address in
+    ``X-Forwarded-For`` that is not itself a trusted proxy (entries further left are the client's own claims)."""
+    peer = request.remote or "unknown"
+    if not trusted_proxies or not _trusted(peer, trusted_proxies):
+        return peer
+    hops = [hop.strip() for hop in request.headers.get("X-Forwarded-For", "").split(",") if hop.strip()]
+    for hop in reversed(hops):
+        if not _trusted(hop, trusted_proxies):
+            return hop
+    return hops[0] if hops else peer
+
+
+def _trusted(address: str, networks: tuple[IPv4Network | IPv6Network, ...]) -> bool:
+    try:
+        ip = ip_address(address)
+    except ValueError:
+        return False  # not an address (a forged header): never trusted
+    return any(ip in network for network in networks)
 
 
 def build_app(
@@ -114,7 +138,7 @@ async def _request_log(request: web.Request, handler: Handler) -> web.StreamResp
                 method=request.method,
                 route=route,
                 status=response.status,
-                client=request.remote,
+                client=request.get(CLIENT, request.remote),
                 duration_ms=round((time.perf_counter() - started) * 1000, 2),
             )
     response.headers["X-Request-Id"] = request_id
@@ -146,7 +170,8 @@ def _limits(limiter: RateLimiter, settings: IngressSettings) -> Callable[..., Aw
             return await handler(request)
         if request.content_length is not None and request.content_length > settings.max_body_bytes:
             return problem(413, f"body larger than ingress.max_body_bytes ({settings.max_body_bytes} bytes)")
-        if not limiter.allow(request.remote or "unknown"):
+        request[CLIENT] = client = client_address(request, settings.trusted_proxies)
+        if not limiter.allow(client):
             metrics.RATE_LIMITED.inc()
             answer = problem(429, "too many requests from this client; retry later")
             answer.headers["Retry-After"] = str(limiter.retry_after())
@@ -187,6 +212,10 @@ async def run_ingress(
     ingress = settings.ingress
     state = await open_state_store(settings.state, default_region=settings.queue.region)
     try:
+        # Refuse to start, with a one-line error, on a store that cannot map Kordiam's ids (a DynamoDB table
+        # without the indexes, or a role without Query on them) rather than fail Kordiam's DELETEs later.
+        await state.deliveries_with_external_id("-")
+        await state.deliveries_of_publication(1)
         async with open_transport(settings.queue, consume=False) as transport:
             app, _ = build_app(ingress, transport, state, settings.main_channel)
             server = IngressServer(app, ingress.host, ingress.port)

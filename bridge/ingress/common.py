@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,7 +14,14 @@ from aiohttp import web
 
 from bridge.ingress import metrics
 from bridge.ingress.auth import CredentialCheck, KeyExchange
-from bridge.pipeline.notification import Event, Notification, PoisonMessage, decode_notification
+from bridge.ingress.lookup import NO_ID, id_answer
+from bridge.pipeline.notification import (
+    Event,
+    Notification,
+    PoisonMessage,
+    decode_notification,
+    resync_notification,
+)
 from bridge.queue import Transport
 
 log = structlog.get_logger("bridge.ingress")
@@ -71,8 +79,9 @@ def authenticate(request: web.Request, check: CredentialCheck | KeyExchange, rec
     return problem(401, "missing or invalid credentials")
 
 
-async def element_body(request: web.Request) -> tuple[str, dict[str, Any], Notification] | web.Response:
-    """The JSON element body of a POST/PUT (text and parsed) and the notification it makes, or the 400/415 answer."""
+async def json_object(request: web.Request, what: str) -> tuple[str, dict[str, Any]] | web.Response:
+    """A JSON object body (its text and parsed), or the 415/400 answer saying what is wrong; ``what`` names the
+    object Kordiam sends in the message."""
     if request.content_type not in JSON_TYPES and not request.content_type.endswith("+json"):
         return problem(415, f"Content-Type must be application/json, not {request.content_type or 'missing'}")
     raw = await request.read()
@@ -87,12 +96,60 @@ async def element_body(request: web.Request) -> tuple[str, dict[str, Any], Notif
     except RecursionError:
         return problem(400, "body is not JSON: nested too deeply")
     if not isinstance(payload, dict):
-        return problem(400, f"body must be a JSON object (a Kordiam element), not a JSON {type(payload).__name__}")
-    try:
-        notification = decode_notification(text)
-    except PoisonMessage as error:
-        return problem(400, f"body is not a Kordiam element: {error.reason}")
-    return text, payload, notification
+        return problem(400, f"body must be a JSON object ({what}), not a JSON {type(payload).__name__}")
+    return text, payload
+
+
+@dataclass(frozen=True, slots=True)
+class ElementCalls:
+    """What both receivers do with Kordiam's element calls, answering only once the queue holds the message.
+
+    ``take`` (a POST or PUT): the caller's credentials (401), the element body (415/400), the enqueue (503 when
+    the queue did not confirm); the receiver builds the answer from what it returns. ``delete``: the id in the
+    path mapped back to its element by ``element_for`` (nothing enqueued, 200 ``mapped: false``, when it maps to
+    none), a ``deleted`` notification enqueued, the id answered back.
+    """
+
+    receiver: str
+    source: str
+    check: CredentialCheck | KeyExchange
+    enqueuer: Enqueuer
+
+    async def take(self, request: web.Request, event: Event) -> tuple[dict[str, Any], Notification] | web.Response:
+        """The element body (parsed) and its notification, once enqueued; or the refusal to answer."""
+        if (refused := authenticate(request, self.check, self.receiver)) is not None:
+            return refused
+        parsed = await json_object(request, "a Kordiam element")
+        if isinstance(parsed, web.Response):
+            return parsed
+        text, payload = parsed
+        try:
+            notification = decode_notification(text)
+        except PoisonMessage as error:
+            return problem(400, f"body is not a Kordiam element: {error.reason}")
+        try:
+            await self.enqueuer.enqueue(text, notification, event, self.source)
+        except QueueUnavailable:
+            return problem(503, "queue unavailable, retry later")
+        return payload, notification
+
+    async def delete(self, request: web.Request, element_for: Callable[[str], Awaitable[int | None]]) -> web.Response:
+        if (refused := authenticate(request, self.check, self.receiver)) is not None:
+            return refused
+        external_id = request.match_info["id"]
+        unknown = external_id.strip().casefold() in NO_ID
+        element_id = None if unknown else await element_for(external_id)
+        if element_id is None:
+            metrics.UNMAPPED.labels(self.receiver).inc()
+            log.warning("delete_unmapped", receiver=self.receiver, external_id=external_id[:80])
+            # Nothing to enqueue; a 404 would only make Kordiam retry the same unmappable call.
+            return web.json_response({"id": None, "mapped": False})
+        body, _ = resync_notification(element_id, source=self.source, event=Event.DELETED.value)
+        try:
+            await self.enqueuer.enqueue(body, Notification(element_id, Event.DELETED), Event.DELETED, self.source)
+        except QueueUnavailable:
+            return problem(503, "queue unavailable, retry later")
+        return web.json_response({"id": id_answer(external_id)})
 
 
 def token_route(path: str, exchange: KeyExchange, receiver: str, name: str) -> web.RouteDef:

@@ -12,19 +12,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from bridge.ingress import metrics
 from bridge.ingress.auth import CredentialCheck, KeyExchange
-from bridge.ingress.common import (
-    Enqueuer,
-    QueueUnavailable,
-    authenticate,
-    element_body,
-    log,
-    problem,
-    token_route,
-)
-from bridge.ingress.lookup import NO_ID, ElementLookup, positive_int
-from bridge.pipeline.notification import Event, Notification, resync_notification
+from bridge.ingress.common import ElementCalls, Enqueuer, token_route
+from bridge.ingress.lookup import NO_ID, ElementLookup, id_answer, positive_int
+from bridge.pipeline.notification import Event
 
 RECEIVER = "global_export"
 SOURCE = "ingress-global-export"
@@ -45,7 +36,7 @@ class GlobalExportReceiver:
         self.path = path
         self._check = check
         self._token_path = token_path
-        self._enqueuer = enqueuer
+        self._calls = ElementCalls(RECEIVER, SOURCE, check, enqueuer)
         self._lookup = lookup
 
     def routes(self) -> list[web.RouteDef]:
@@ -65,45 +56,20 @@ class GlobalExportReceiver:
         return await self._element_call(request, Event.UPDATED, status=200)
 
     async def _element_call(self, request: web.Request, event: Event, *, status: int) -> web.Response:
-        if (refused := authenticate(request, self._check, RECEIVER)) is not None:
-            return refused
-        parsed = await element_body(request)
-        if isinstance(parsed, web.Response):
-            return parsed
-        body, _, notification = parsed
-        try:
-            await self._enqueuer.enqueue(body, notification, event, SOURCE)
-        except QueueUnavailable:
-            return problem(503, "queue unavailable, retry later")
+        taken = await self._calls.take(request, event)
+        if isinstance(taken, web.Response):
+            return taken
+        _, notification = taken
+        # The id Kordiam keeps: the one it already holds (a PUT), else the element id (a POST or a null id).
         answered = request.match_info.get("id") if event is Event.UPDATED else None
-        return web.json_response({"id": self._answer_id(answered, notification.element_id)}, status=status)
-
-    @staticmethod
-    def _answer_id(answered: str | None, element_id: int) -> int | str:
-        """The id Kordiam keeps: the one it already holds (a PUT), else the element id (a POST or a null id)."""
         if answered is None or answered.strip().casefold() in NO_ID:
-            return element_id
-        return int(answered) if positive_int(answered) is not None else answered
+            return web.json_response({"id": notification.element_id}, status=status)
+        return web.json_response({"id": id_answer(answered)}, status=status)
 
     async def _delete(self, request: web.Request) -> web.Response:
-        if (refused := authenticate(request, self._check, RECEIVER)) is not None:
-            return refused
-        external_id = request.match_info["id"]
-        element_id = await self._element_for(external_id)
-        if element_id is None:
-            metrics.UNMAPPED.labels(RECEIVER).inc()
-            log.warning("delete_unmapped", receiver=RECEIVER, external_id=external_id[:80])
-            # Nothing to enqueue; a 404 would only make Kordiam retry the same unmappable call.
-            return web.json_response({"id": None, "mapped": False}, status=200)
-        body, _ = resync_notification(element_id, source=SOURCE, event=Event.DELETED.value)
-        try:
-            await self._enqueuer.enqueue(body, Notification(element_id, Event.DELETED), Event.DELETED, SOURCE)
-        except QueueUnavailable:
-            return problem(503, "queue unavailable, retry later")
-        return web.json_response({"id": self._answer_id(external_id, element_id)}, status=200)
+        return await self._calls.delete(request, self._element_for)
 
     async def _element_for(self, external_id: str) -> int | None:
-        if external_id.strip().casefold() in NO_ID:
-            return None
+        """The CMS id the worker linked, else the element id the ingress answered itself."""
         found = await self._lookup.element_for_external_id(external_id)
         return found if found is not None else positive_int(external_id)

@@ -27,14 +27,20 @@ class ElementLookup:
 
     async def element_for_external_id(self, external_id: str) -> int | None:
         """The element whose delivery (main channel preferred) carries ``external_id``."""
-        found = [d for d in await self.state.all_deliveries() if d.external_id == external_id]
+        found = await self.state.deliveries_with_external_id(external_id)
         main = [d for d in found if d.channel == self.main_channel]
         chosen = (main or found)[:1]
         return chosen[0].element_id if chosen else None
 
     async def element_for_publication(self, publication_id: int) -> int | None:
-        found = [d for d in await self.state.all_deliveries() if d.publication_id == publication_id]
+        found = await self.state.deliveries_of_publication(publication_id)
         return found[0].element_id if found else None
+
+
+def id_answer(text: str) -> int | str:
+    """An id as Kordiam reads it back: a number where it is one (Kordiam sent or stores it so), else the text."""
+    number = positive_int(text)
+    return text if number is None else number
 
 
 def positive_int(text: str) -> int | None:

@@ -17,19 +17,10 @@ from typing import Any
 
 from aiohttp import web
 
-from bridge.ingress import metrics
 from bridge.ingress.auth import KeyExchange
-from bridge.ingress.common import (
-    Enqueuer,
-    QueueUnavailable,
-    authenticate,
-    element_body,
-    log,
-    problem,
-    token_route,
-)
-from bridge.ingress.lookup import NO_ID, ElementLookup, positive_int
-from bridge.pipeline.notification import Event, Notification, resync_notification
+from bridge.ingress.common import ElementCalls, Enqueuer, authenticate, json_object, log, problem, token_route
+from bridge.ingress.lookup import NO_ID, ElementLookup, id_answer, positive_int
+from bridge.pipeline.notification import Event
 
 RECEIVER = "platform"
 SOURCE = "ingress-platform"
@@ -41,7 +32,7 @@ class PlatformReceiver:
     def __init__(self, path: str, exchange: KeyExchange, enqueuer: Enqueuer, lookup: ElementLookup) -> None:
         self.path = path
         self._exchange = exchange
-        self._enqueuer = enqueuer
+        self._calls = ElementCalls(RECEIVER, SOURCE, exchange, enqueuer)
         self._lookup = lookup
 
     def routes(self) -> list[web.RouteDef]:
@@ -57,13 +48,11 @@ class PlatformReceiver:
     async def _statuses(self, request: web.Request) -> web.Response:
         if (refused := authenticate(request, self._exchange, RECEIVER)) is not None:
             return refused
-        if request.content_type != "application/json":
-            return problem(415, f"Content-Type must be application/json, not {request.content_type or 'missing'}")
-        try:
-            payload = await request.json()
-        except ValueError as error:
-            return problem(400, f"body is not JSON: {error}")
-        if not isinstance(payload, dict) or "platform" not in payload:
+        parsed = await json_object(request, "seed 002's statuses")
+        if isinstance(parsed, web.Response):
+            return parsed
+        _, payload = parsed
+        if "platform" not in payload:
             return problem(400, "body must be a JSON object with `platform` (seed 002's statuses)")
         log.info("statuses_received", platform=payload.get("platform"))
         return web.json_response({"platform": payload["platform"]})
@@ -75,18 +64,11 @@ class PlatformReceiver:
         return await self._element_call(request, Event.UPDATED)
 
     async def _element_call(self, request: web.Request, event: Event) -> web.Response:
-        if (refused := authenticate(request, self._exchange, RECEIVER)) is not None:
-            return refused
-        parsed = await element_body(request)
-        if isinstance(parsed, web.Response):
-            return parsed
-        body, payload, notification = parsed
-        try:
-            await self._enqueuer.enqueue(body, notification, event, SOURCE)
-        except QueueUnavailable:
-            return problem(503, "queue unavailable, retry later")
-        publication_id = _publication_id(payload)
-        return web.json_response(await self._links(notification.element_id, publication_id, request))
+        taken = await self._calls.take(request, event)
+        if isinstance(taken, web.Response):
+            return taken
+        payload, notification = taken
+        return web.json_response(await self._links(notification.element_id, _publication_id(payload), request))
 
     async def _links(self, element_id: int, publication_id: int | None, request: web.Request) -> dict[str, Any]:
         deliveries = [
@@ -98,7 +80,7 @@ class PlatformReceiver:
         if deliveries:
             known = deliveries[0]
             return {
-                "id": int(known.external_id) if positive_int(known.external_id) else known.external_id,
+                "id": id_answer(known.external_id),
                 "cmsEditLink": known.edit_link,
                 "cmsOpenLink": known.open_link,
                 "cmsEditLinkTitle": known.edit_link_title,
@@ -107,29 +89,14 @@ class PlatformReceiver:
         answered = request.match_info.get("id")
         placeholder: int | str = publication_id or element_id
         if answered is not None and answered.strip().casefold() not in NO_ID:
-            placeholder = int(answered) if positive_int(answered) else answered
+            placeholder = id_answer(answered)
         return {"id": placeholder, "cmsEditLink": None, "cmsOpenLink": None}
 
     async def _delete(self, request: web.Request) -> web.Response:
-        if (refused := authenticate(request, self._exchange, RECEIVER)) is not None:
-            return refused
-        external_id = request.match_info["id"]
-        element_id = await self._element_for(external_id)
-        if element_id is None:
-            metrics.UNMAPPED.labels(RECEIVER).inc()
-            log.warning("delete_unmapped", receiver=RECEIVER, external_id=external_id[:80])
-            return web.json_response({"id": None, "mapped": False})
-        body, _ = resync_notification(element_id, source=SOURCE, event=Event.DELETED.value)
-        try:
-            await self._enqueuer.enqueue(body, Notification(element_id, Event.DELETED), Event.DELETED, SOURCE)
-        except QueueUnavailable:
-            return problem(503, "queue unavailable, retry later")
-        return web.json_response({"id": int(external_id) if positive_int(external_id) else external_id})
+        return await self._calls.delete(request, self._element_for)
 
     async def _element_for(self, external_id: str) -> int | None:
         """The CMS id the worker delivered, else the placeholder (a Kordiam publication id) answered earlier."""
-        if external_id.strip().casefold() in NO_ID:
-            return None
         found = await self._lookup.element_for_external_id(external_id)
         if found is None and (publication_id := positive_int(external_id)) is not None:
             found = await self._lookup.element_for_publication(publication_id)

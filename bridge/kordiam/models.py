@@ -9,6 +9,7 @@ optional string as absent, so that an additive change on Kordiam's side never br
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -21,6 +22,13 @@ def _blank_to_none(value: Any) -> Any:
     if isinstance(value, str) and not value.strip():
         return None
     return value
+
+
+def _from_dialect(data: dict[str, Any], ours: str, theirs: str, convert: Callable[[Any], Any] | None = None) -> None:
+    """Fill ``ours`` from the other dialect's name for it (``theirs``) when only that one has a value: the rule
+    by which every model reads both API v2 and the v1-shaped bodies."""
+    if data.get(ours) is None and data.get(theirs) is not None:
+        data[ours] = data[theirs] if convert is None else convert(data[theirs])
 
 
 class KordiamModel(BaseModel):
@@ -127,19 +135,15 @@ class Task(KordiamModel):
         if not isinstance(data, dict):
             return data
         data = dict(data)
-        if data.get("format") is None and data.get("formatId") is not None:
-            data["format"] = data["formatId"]
-        if data.get("status") is None and data.get("statusId") is not None:
-            data["status"] = data["statusId"]
+        _from_dialect(data, "format", "formatId")
+        _from_dialect(data, "status", "statusId")
         # v2 calls the assignee `user`; v1 and the webhooks call it `assignee`.
-        if data.get("assignee") is None and data.get("user") is not None:
-            data["assignee"] = data["user"]
+        _from_dialect(data, "assignee", "user")
         # v1 (seed 002) carries the text as a string in `content` with `headline` beside it.
         content = data.get("content")
         if content is None or isinstance(content, str):
             data["content"] = {"text": content, "headline": data.get("headline"), "lead": data.get("lead")}
-        if data.get("done") is None and data.get("is_done") is not None:
-            data["done"] = data["is_done"]
+        _from_dialect(data, "done", "is_done")
         return data
 
     @property
@@ -192,14 +196,12 @@ class Publication(KordiamModel):
             return data
         data = dict(data)
         for ref in ("platform", "status", "category", "type"):
-            if data.get(ref) is None and data.get(f"{ref}Id") is not None:
-                data[ref] = data[f"{ref}Id"]
+            _from_dialect(data, ref, f"{ref}Id")
         data["schedule"] = _schedule_from(data)
         if isinstance(data.get("published"), dict) and "start" in data["published"]:
             data["published"] = data["published"]["start"]
         # v1 links tasks by a boolean list positional to the element's tasks; resolved in Element.
-        if data.get("externalId") is None and data.get("cms_id") is not None:
-            data["externalId"] = str(data["cms_id"])
+        _from_dialect(data, "externalId", "cms_id", str)
         if data.get("cms") is None and (data.get("url_to_content_in_cms") or data.get("url_to_published_content")):
             data["cms"] = {
                 assumptions.CMS_FIELDS["edit_link"]: data.get("url_to_content_in_cms"),
@@ -252,8 +254,9 @@ class ExternalElement(KordiamModel):
     @model_validator(mode="before")
     @classmethod
     def _v1_id(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("externalId") is None and data.get("id") is not None:
-            data = {**data, "externalId": str(data["id"])}
+        if isinstance(data, dict):
+            data = dict(data)
+            _from_dialect(data, "externalId", "id", str)
         return data
 
 

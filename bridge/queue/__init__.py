@@ -1,4 +1,5 @@
-"""The queue: one transport contract (``transport``), its SQS and ActiveMQ backends, and the consumer loop."""
+"""The queue: the transport and operator contracts (``transport``), their SQS and ActiveMQ backends, and the
+consumer loop."""
 
 from __future__ import annotations
 
@@ -8,16 +9,22 @@ from collections.abc import AsyncIterator
 from bridge.config import QueueSettings
 from bridge.queue.dead_letter import DeadLetterContext
 from bridge.queue.sqs import SqsTransport
+from bridge.queue.sqs_admin import SqsQueueAdmin
 from bridge.queue.stomp import StompTransport
-from bridge.queue.transport import QueueInfo, QueueMessage, Transport
+from bridge.queue.stomp_admin import StompQueueAdmin
+from bridge.queue.transport import QueueAdmin, QueueInfo, QueueMessage, RedriveRequest, Transport
 
 __all__ = [
     "DeadLetterContext",
+    "QueueAdmin",
     "QueueInfo",
     "QueueMessage",
+    "RedriveRequest",
     "SqsTransport",
     "StompTransport",
     "Transport",
+    "check_redrive",
+    "open_queue_admin",
     "open_transport",
 ]
 
@@ -38,3 +45,21 @@ async def open_transport(
     else:
         async with SqsTransport.connect(settings, pollers=pollers) as transport:
             yield transport
+
+
+@contextlib.asynccontextmanager
+async def open_queue_admin(settings: QueueSettings) -> AsyncIterator[QueueAdmin]:
+    """The operator side of the queue ``queue.url`` names, on one connection for the length of a command
+    (``ConfigError`` naming the key when it cannot be reached)."""
+    if settings.backend == "stomp":
+        async with StompTransport.connect(settings, consume=False) as transport:
+            yield StompQueueAdmin(transport)
+    else:
+        async with SqsTransport.connect(settings) as transport:
+            yield SqsQueueAdmin(transport)
+
+
+def check_redrive(settings: QueueSettings, request: RedriveRequest) -> None:
+    """``ValueError`` for a redrive the backend of ``queue.url`` cannot honour, before connecting to it."""
+    admin = StompQueueAdmin if settings.backend == "stomp" else SqsQueueAdmin
+    admin.check_redrive(request)

@@ -39,7 +39,6 @@ from dataclasses import dataclass
 import structlog
 
 from bridge.ops import metrics
-from bridge.queue.dead_letter import DeadLetterContext
 from bridge.queue.gate import ReceiveGate
 from bridge.queue.outcome import DeadLetter, Done, Outcome, Retry
 from bridge.queue.transport import MAX_BATCH, QueueMessage, Transport, prefetch_for
@@ -346,10 +345,9 @@ class Consumer:
             log.warning("retry_later", outcome="retry", stage=outcome.stage, reason=outcome.reason, visibility=delay)
             await self._retry_later([message], delay)
             return None
-        assert isinstance(outcome, DeadLetter)
-        context = DeadLetterContext(outcome.stage, outcome.reason, outcome.error_class, outcome.element_id)
+        assert isinstance(outcome, DeadLetter)  # a DeadLetter is the context the dead-letter queue keeps
         try:
-            await self._transport.send_dead_letter(message, context)
+            await self._transport.send_dead_letter(message, outcome)
         except Exception as error:
             # Never delete what did not reach the DLQ: leave it for a later receive (or native redrive).
             log.error(

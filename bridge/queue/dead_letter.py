@@ -1,9 +1,9 @@
 """The dead-letter context, written and read in one place (as arroyo keeps its DLQ contract in ``dlq.py``).
 
-A dead letter carries ``failure.*`` attributes saying why it was given up (``failure_attributes``, written by every
-backend's ``send_dead_letter``); ``FailureContext.parse`` reads them back for ``dlq list`` / ``dlq show``. A
-redriven copy carries ``redriven_from`` and ``first_failure.*`` back to the main queue, so that its next dead letter
-names the same source message and first failure as the first one did.
+A dead letter carries ``failure.*`` attributes saying why it was given up, beside its own
+(``dead_letter_attributes``, written by every backend's ``send_dead_letter``); ``FailureContext.parse`` reads them
+back for ``dlq list`` / ``dlq show``. A redriven copy carries ``redriven_from`` and ``first_failure.*`` back to the
+main queue, so that its next dead letter names the same source message and first failure as the first one did.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 if TYPE_CHECKING:  # QueueMessage's module imports this one for DeadLetterContext
     from bridge.queue.transport import QueueMessage
@@ -27,12 +27,14 @@ FIRST_FAILURE_AT = "first_failure.at"
 
 @dataclass(frozen=True, slots=True)
 class DeadLetterContext:
-    """Why a message was given up: written on the dead letter as ``failure.*`` attributes."""
+    """Why a message was given up: the outcome that dead-letters it (``bridge.queue.outcome.DeadLetter`` is this
+    type) and what is written on the dead letter as ``failure.*`` attributes."""
 
     stage: str
     reason: str
     error_class: str
     element_id: int | None = None
+    kind: ClassVar[str] = "dead_letter"
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +89,24 @@ def failure_attributes(message: QueueMessage, context: DeadLetterContext) -> dic
     return {name: value for name, value in failure.items() if value}
 
 
+def dead_letter_attributes(
+    message: QueueMessage,
+    context: DeadLetterContext,
+    *,
+    at_most: int | None = None,
+    failure_value_limit: int | None = None,
+) -> dict[str, str]:
+    """Every attribute a dead letter carries, in every backend: ``failure_attributes`` first (each value cut to
+    ``failure_value_limit``), then the message's own (``carried_attributes``) that they do not override, up to
+    ``at_most`` in all (SQS allows ten)."""
+    attributes = {name: value[:failure_value_limit] for name, value in failure_attributes(message, context).items()}
+    for name, value in carried_attributes(message):
+        if at_most is not None and len(attributes) >= at_most:
+            break
+        attributes.setdefault(name, value)
+    return attributes
+
+
 def carried_attributes(message: QueueMessage) -> Iterator[tuple[str, str]]:
     """The message's own attributes a dead letter keeps beside ``failure_attributes``: ``redriven_from`` first
     (redrive tells its own copies apart by it), without the ``first_failure.*`` ones (they became ``failure.*``)."""
@@ -104,9 +124,21 @@ def _int_or_none(text: str | None) -> int | None:
 
 def redriven_attributes(message: QueueMessage) -> dict[str, str]:
     """What a dead letter's copy back on the main queue carries: its attributes without ``failure.*``, plus
-    ``redriven_from`` and the first failure (``first_failure.*``), so that failing again names the same one."""
+    ``redrive_markers``, so that failing again names the same first failure."""
+    kept = {n: v for n, v in message.attributes.items() if not is_failure_attribute(n)}
+    return kept | redrive_markers(message)
+
+
+def is_failure_attribute(name: str) -> bool:
+    """An attribute a redriven copy leaves behind: the dead letter's ``failure.*`` context and its own
+    ``redriven_from`` (the copy gets a new one)."""
+    return name.startswith(FAILURE_PREFIX) or name == REDRIVEN_FROM
+
+
+def redrive_markers(message: QueueMessage) -> dict[str, str]:
+    """``redriven_from`` (this dead letter) and the first failure's source message id and time
+    (``first_failure.*``: from the ``failure.*`` context, else this message and the time it was sent)."""
     failure = FailureContext.parse(message.attributes)
-    kept = {n: v for n, v in message.attributes.items() if not n.startswith(FAILURE_PREFIX) and n != REDRIVEN_FROM}
     first_at = failure.first_failed_at if failure else None
     if first_at is None and message.sent_at is not None:
         first_at = datetime.fromtimestamp(message.sent_at, UTC).isoformat(timespec="milliseconds")
@@ -115,4 +147,4 @@ def redriven_attributes(message: QueueMessage) -> dict[str, str]:
         FIRST_FAILURE_SOURCE: (failure.source_message_id if failure else None) or message.message_id,
         FIRST_FAILURE_AT: first_at,
     }
-    return kept | {name: value for name, value in carried.items() if value}
+    return {name: value for name, value in carried.items() if value}

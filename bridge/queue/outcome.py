@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from bridge.queue.dead_letter import DeadLetterContext
+
 
 @dataclass(frozen=True, slots=True)
 class Done:
@@ -34,15 +36,10 @@ class Retry:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class DeadLetter:
-    """Can never succeed as it is: copy to the dead-letter queue with context, then delete."""
-
-    stage: str
-    reason: str
-    error_class: str
-    element_id: int | None = None
-    kind: ClassVar[str] = "dead_letter"
+# Can never succeed as it is: copy to the dead-letter queue with its context, then delete. The outcome and the
+# context written on the dead letter are one type (``bridge.queue.dead_letter``, where the context is written and
+# read), so that what the pipeline decided is what the dead letter says.
+DeadLetter = DeadLetterContext
 
 
 Outcome = Done | Retry | DeadLetter

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import structlog
@@ -19,7 +19,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from bridge.config import QueueSettings, is_fifo_url
 from bridge.errors import ConfigError
-from bridge.queue.dead_letter import DeadLetterContext, carried_attributes, failure_attributes
+from bridge.queue.dead_letter import DeadLetterContext, dead_letter_attributes
+from bridge.queue.send_batcher import SendBatcher
 from bridge.queue.transport import (
     DEFAULT_MAX_RECEIVE_COUNT,
     MAX_BATCH,
@@ -34,6 +35,11 @@ MAX_ATTRIBUTES = 10
 MAX_ATTRIBUTE_VALUE = 1024
 
 
+def string_attributes(attributes: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    """Attributes as SQS ``MessageAttributes``: every one a ``String``."""
+    return {name: {"DataType": "String", "StringValue": value} for name, value in attributes.items()}
+
+
 class SqsTransport:
     """The ``Transport`` contract over SQS: a thin, typed wrapper over the aiobotocore client, one per process."""
 
@@ -42,6 +48,7 @@ class SqsTransport:
         self.settings = settings
         self.url = settings.url
         self.dlq_url: str | None = settings.dlq_url
+        self._sends = SendBatcher(self._send_batch)
 
     @property
     def ordered_groups(self) -> bool:
@@ -57,7 +64,7 @@ class SqsTransport:
 
     @property
     def client(self) -> Any:
-        """The underlying aiobotocore SQS client, for operator commands that need calls not wrapped here."""
+        """The underlying aiobotocore SQS client, for ``SqsQueueAdmin`` (the operator calls the worker never makes)."""
         return self._client
 
     @classmethod
@@ -78,7 +85,11 @@ class SqsTransport:
         async with session.create_client(
             "sqs", region_name=settings.region, endpoint_url=settings.endpoint_url, config=config
         ) as client:
-            yield cls(client, settings)
+            transport = cls(client, settings)
+            try:
+                yield transport
+            finally:
+                await transport._sends.aclose()
 
     async def describe(self) -> QueueInfo:
         """Resolve the dead-letter queue (``queue.dlq_url``, else the redrive target); refuse to run without one."""
@@ -187,20 +198,13 @@ class SqsTransport:
         """Copy the message to the dead-letter queue with its failure context as message attributes."""
         if self.dlq_url is None:
             raise RuntimeError("describe() must resolve the dead-letter queue first")
-        attributes = {
-            name: {"DataType": "String", "StringValue": value[:MAX_ATTRIBUTE_VALUE]}
-            for name, value in failure_attributes(message, context).items()
-        }
-        # Then the message's own attributes, `redriven_from` first (redrive uses it to tell its own copies apart).
-        for name, value in carried_attributes(message):
-            if len(attributes) >= MAX_ATTRIBUTES:
-                break
-            if name not in attributes:
-                attributes[name] = {"DataType": "String", "StringValue": value}
+        attributes = dead_letter_attributes(
+            message, context, at_most=MAX_ATTRIBUTES, failure_value_limit=MAX_ATTRIBUTE_VALUE
+        )
         request: dict[str, Any] = {
             "QueueUrl": self.dlq_url,
             "MessageBody": message.body or "(empty body)",
-            "MessageAttributes": attributes,
+            "MessageAttributes": string_attributes(attributes),
         }
         if is_fifo_url(self.dlq_url):
             request["MessageGroupId"] = message.group_id or "dead-letters"
@@ -208,16 +212,16 @@ class SqsTransport:
         await self._client.send_message(**request)
 
     async def send(self, body: str, attributes: dict[str, str] | None = None, *, group_id: str | None = None) -> str:
-        """Send one message to the main queue (used by the reconciliation sweep)."""
-        request: dict[str, Any] = {
-            "QueueUrl": self.url,
+        """Send one message to the main queue (the sweep, ``replay``, the ingress); concurrent sends share
+        ``SendMessageBatch`` calls (``bridge.queue.send_batcher``)."""
+        entry: dict[str, Any] = {
             "MessageBody": body,
-            "MessageAttributes": {
-                name: {"DataType": "String", "StringValue": value} for name, value in (attributes or {}).items()
-            },
+            "MessageAttributes": string_attributes(attributes or {}),
         }
         if self.settings.is_fifo:
-            request["MessageGroupId"] = group_id or "default"
-            request["MessageDeduplicationId"] = f"{group_id}-{time.time_ns()}"
-        response = await self._client.send_message(**request)
-        return str(response["MessageId"])
+            entry["MessageGroupId"] = group_id or "default"
+            entry["MessageDeduplicationId"] = f"{group_id}-{time.time_ns()}"
+        return await self._sends.send(entry)
+
+    async def _send_batch(self, entries: list[dict[str, Any]]) -> dict[str, Any]:
+        return dict(await self._client.send_message_batch(QueueUrl=self.url, Entries=entries))

@@ -37,7 +37,12 @@ import structlog
 
 from bridge.config import QueueSettings, parse_stomp_url
 from bridge.errors import ConfigError
-from bridge.queue.dead_letter import DeadLetterContext, carried_attributes, failure_attributes, redriven_attributes
+from bridge.queue.dead_letter import (
+    DeadLetterContext,
+    carried_attributes,
+    dead_letter_attributes,
+    redriven_attributes,
+)
 from bridge.queue.transport import (
     DEFAULT_MAX_RECEIVE_COUNT,
     MAX_BATCH,
@@ -213,8 +218,9 @@ class StompTransport:
 
     # ---- browsing (operator commands) ------------------------------------------------------------------------
 
-    async def browse_dead_letters(self, *, limit: int) -> tuple[list[QueueMessage], bool]:
-        """Up to ``limit`` messages on the dead-letter queue, without consuming any, and whether it holds more.
+    async def browse(self, url: str, *, limit: int) -> tuple[list[QueueMessage], bool]:
+        """Up to ``limit`` messages on the queue at ``url`` (the main or the dead-letter queue), without consuming
+        any, and whether it holds more.
 
         An ActiveMQ queue browser (``browser:true``) sees the queue as it is and ends with a ``browser:end`` frame;
         a browsed message is not delivered, so it counts as no attempt.
@@ -231,7 +237,7 @@ class StompTransport:
                     ended.set()
 
         subscription = await self._client.subscribe_with_manual_ack(
-            self._dlq_destination,
+            parse_stomp_url(url).destination,
             on_frame,
             ack="auto",
             headers={"browser": "true"},
@@ -256,7 +262,8 @@ class StompTransport:
         the copy's ``bridge-send-id`` or None, error or None) per message tried, the number left by ``wanted``, the
         limit or ``stop``, and the number that arrived during the run.
         """
-        at_start, _ = await self.browse_dead_letters(limit=REDRIVE_BROWSE_LIMIT)
+        assert self.dlq_url is not None
+        at_start, _ = await self.browse(self.dlq_url, limit=REDRIVE_BROWSE_LIMIT)
         pending = {message.message_id for message in at_start}
         frames: asyncio.Queue[stompman.AckableMessageFrame] = asyncio.Queue()
 
@@ -350,8 +357,9 @@ class StompTransport:
         return []
 
     async def send_dead_letter(self, message: QueueMessage, context: DeadLetterContext) -> None:
-        headers = self._carried_headers(message)
-        headers.update(failure_attributes(message, context))
+        headers = dead_letter_attributes(message, context)
+        if message.group_id is not None:
+            headers[GROUP_HEADER] = message.group_id
         await self._send_confirmed(self._dlq_destination, message.body or "(empty body)", headers)
 
     async def send(self, body: str, attributes: dict[str, str] | None = None, *, group_id: str | None = None) -> str:

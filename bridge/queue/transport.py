@@ -1,17 +1,20 @@
-"""The transport contract: what the consumer, the sweep and the operator commands may ask of a queue.
+"""The queue contracts: ``Transport`` (what the consumer and the sweep may ask of a queue) and ``QueueAdmin`` (what
+the operator commands may ask of it and of its dead-letter queue).
 
-Two backends implement it: ``bridge.queue.sqs`` (Amazon SQS) and ``bridge.queue.stomp`` (ActiveMQ over STOMP 1.2).
-``bridge.queue.open_transport`` picks one by the scheme of ``queue.url``, as ``open_state_store`` picks a state
-store by ``state.url``. Everything above this module (consumer, pipeline, worker) sees only ``Transport`` and
-``QueueMessage``.
+Two backends implement both: Amazon SQS (``bridge.queue.sqs``, ``bridge.queue.sqs_admin``) and ActiveMQ over
+STOMP 1.2 (``bridge.queue.stomp``, ``bridge.queue.stomp_admin``). ``bridge.queue.open_transport`` and
+``open_queue_admin`` pick one by the scheme of ``queue.url``, as ``open_state_store`` picks a state store by
+``state.url``. Everything above this module (consumer, pipeline, worker, ``bridge.admin``) sees only these
+Protocols and the plain types beside them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Literal, Protocol
 
 from bridge.queue.dead_letter import DeadLetterContext
 
@@ -141,4 +144,213 @@ class Transport(Protocol):
 
     async def send(self, body: str, attributes: dict[str, str] | None = None, *, group_id: str | None = None) -> str:
         """Send one message to the main queue (the sweep, ``replay``); returns an id for the logs."""
+        ...
+
+
+# ------------------------------------------------------------------------------------------ the operator side
+
+
+class ProgressSink(Protocol):
+    """Where a long operator operation reports progress (``bridge.admin.progress.RichProgress`` draws a bar)."""
+
+    def start(self, description: str, total: int | None) -> None: ...
+
+    def advance(self, amount: int = 1) -> None: ...
+
+    def update(self, completed: int, total: int | None = None) -> None: ...
+
+
+class NoProgress:
+    """A ``ProgressSink`` that reports nothing."""
+
+    def start(self, description: str, total: int | None) -> None:
+        pass
+
+    def advance(self, amount: int = 1) -> None:
+        pass
+
+    def update(self, completed: int, total: int | None = None) -> None:
+        pass
+
+
+@dataclass(frozen=True, slots=True)
+class QueueDepth:
+    """A queue's approximate depth; the counts are None where the broker answers no depth query (``note`` says
+    so, e.g. ActiveMQ over STOMP). ``redrive_policy``: the queue's own redrive policy (SQS), if it has one."""
+
+    visible: int | None
+    in_flight: int | None
+    delayed: int | None
+    redrive_policy: str | None = None
+    note: str | None = None
+
+    @property
+    def total(self) -> int | None:
+        if self.visible is None:
+            return None
+        return self.visible + (self.in_flight or 0) + (self.delayed or 0)
+
+
+@dataclass(frozen=True, slots=True)
+class PeekedMessage:
+    """A message seen without being consumed: the message, and the broker's own attributes of it (SQS system
+    attributes such as ``SentTimestamp``; empty where the broker shows none beside the message)."""
+
+    message: QueueMessage
+    broker_attributes: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingMessage:
+    """One message to send to the main queue; ``group_id`` is used where the queue keeps an order (SQS FIFO)."""
+
+    body: str
+    attributes: dict[str, str]
+    group_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SendOutcome:
+    """What became of one ``OutgoingMessage``: the id the queue gave it, or why it was not sent."""
+
+    message_id: str | None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RedriveRequest:
+    """What a redrive is to move: at most ``limit`` dead letters, only those ``wanted`` (None: every one);
+    ``native``: True insists on the broker's own move, False never uses it, None uses it where it can.
+    ``element_of`` names a dead letter's element in the result."""
+
+    element_of: Callable[[QueueMessage], int | None]
+    limit: int | None = None
+    wanted: Callable[[QueueMessage], bool] | None = None
+    native: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MovedMessage:
+    dlq_message_id: str
+    new_message_id: str
+    element_id: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class RedriveFailure:
+    dlq_message_id: str
+    reason: str
+
+
+@dataclass(slots=True)
+class RedriveResult:
+    """What one redrive run did (``QueueAdmin.redrive``); ``bridge.admin.rendering`` prints it."""
+
+    method: Literal["move-task", "manual"]
+    source_url: str
+    destination_url: str
+    moved: list[MovedMessage] = field(default_factory=list)
+    # Copies the queue refused: the message stays in the dead-letter queue.
+    failed: list[RedriveFailure] = field(default_factory=list)
+    # Messages the element filter (or the limit) left in the dead-letter queue.
+    skipped: int = 0
+    # Dead letters that arrived after the run started (e.g. a redriven message that failed again): left for a
+    # later run, so that a run ends even while a worker keeps dead-lettering what it moves.
+    arrived: int = 0
+    # Ctrl-C stopped the run: the summary is partial.
+    interrupted: bool = False
+    # Copied, but the delete from the dead-letter queue failed: the message exists twice (never zero times).
+    duplicated: list[str] = field(default_factory=list)
+    # Approximate dead-letter depth (visible + in flight) after the run.
+    remaining: int | None = None
+    # Why the native move task was not used, when it was not.
+    fallback_reason: str | None = None
+    # Why the run stopped before the queue was empty (a failed batch), if it did.
+    stopped_reason: str | None = None
+    # Move task: SQS's own count (approximate) and final status.
+    moved_count: int | None = None
+    task_status: str | None = None
+
+    @property
+    def moved_total(self) -> int:
+        return self.moved_count if self.moved_count is not None else len(self.moved)
+
+    @property
+    def ok(self) -> bool:
+        return (
+            not self.failed
+            and self.stopped_reason is None
+            and not self.interrupted
+            and self.task_status in (None, "COMPLETED")
+        )
+
+
+class QueueAdmin(Protocol):
+    """What the operator commands (``replay``, ``dlq list/show/redrive``, ``status``) may ask of a queue and its
+    dead-letter queue. ``bridge.admin`` reaches a queue only through this.
+
+    Lifecycle: ``bridge.queue.open_queue_admin`` (an async context manager) opens one connection for the length of
+    a command (SQS: one aiobotocore client; ActiveMQ: one STOMP connection that does not subscribe); leaving it
+    closes the connection, which hands back whatever the command still held.
+
+    Never losing a message: ``peek`` consumes nothing and counts no attempt where the broker can avoid it (an
+    ActiveMQ browser); on SQS it holds what it saw briefly and releases it all before it returns, also on errors
+    and cancellation. ``redrive`` removes a dead letter only after the queue confirmed its copy on the main queue;
+    the worst case (a crash between copy and removal) is a duplicate, never a loss.
+
+    Batching: ``send`` takes at most ``MAX_BATCH`` messages and answers one ``SendOutcome`` for each, in order.
+    ``peek`` and ``redrive`` batch by themselves.
+
+    Errors: an operation that cannot do its job at all (queue missing, endpoint unreachable, access denied) raises
+    ``bridge.errors.AdminError`` with a one-line reason, or ``ConfigError`` naming the key when the queue is not
+    usable; a wrong argument raises ``ValueError``. Failures of single messages are reported in the result
+    (``SendOutcome.error``, ``RedriveResult.failed`` / ``duplicated``), not raised.
+    """
+
+    @property
+    def url(self) -> str:
+        """The main queue's URL (``queue.url``)."""
+        ...
+
+    async def dead_letter_url(self) -> str:
+        """``queue.dlq_url``, else the main queue's redrive target (``ConfigError`` when there is neither)."""
+        ...
+
+    async def depth(self, url: str) -> QueueDepth:
+        """The approximate depth of the queue or the dead-letter queue at ``url``."""
+        ...
+
+    async def peek(
+        self,
+        url: str,
+        *,
+        limit: int,
+        until: Callable[[PeekedMessage], bool] | None = None,
+        progress: ProgressSink | None = None,
+    ) -> tuple[list[PeekedMessage], bool]:
+        """Up to ``limit`` distinct messages on ``url`` without consuming them, stopping at the first ``until``
+        matches; and whether the queue holds more than was returned (limit reached, or stopped at a match)."""
+        ...
+
+    async def send(self, messages: Sequence[OutgoingMessage]) -> list[SendOutcome]:
+        """Send up to ``MAX_BATCH`` messages to the main queue; one outcome each, in order; returns once the queue
+        holds every copy it reports sent."""
+        ...
+
+    @staticmethod
+    def check_redrive(request: RedriveRequest) -> None:
+        """``ValueError`` for a request this backend cannot honour (``redrive`` checks it too). Offline:
+        ``bridge.queue.check_redrive`` calls it before a command connects."""
+        ...
+
+    async def redrive(self, request: RedriveRequest, *, progress: ProgressSink, stop: asyncio.Event) -> RedriveResult:
+        """Move the dead letters ``request`` names back to the main queue.
+
+        A copy drops the ``failure.*`` attributes and carries ``redriven_from`` and the first failure
+        (``bridge.queue.dead_letter.redriven_attributes``). Only what the dead-letter queue held when the run
+        started is moved: a dead letter arriving meanwhile (this run's copy failing again) is counted in
+        ``arrived`` and left, so a run ends. The broker's own move (SQS's move task) moves everything verbatim,
+        ``failure.*`` included; it takes no limit and no filter. ``stop`` set ends the run at its next step with a
+        partial result.
+        """
         ...

@@ -3,6 +3,9 @@
 Public API routes live under ``/api/v2`` and behave like Kordiam (bearer auth, problem+json errors,
 cursor pagination). Admin routes under ``/_admin`` need no auth; they change elements the way editors
 would in Kordiam and emit the matching SQS change notification.
+
+Why one module of ~510 lines: one ``Simulator`` class holds the route table and a handler per route (the API's
+shape, read top to bottom against ``reference/kordiam-api.md``); its state lives in ``bridge.simulator.store``.
 """
 
 from __future__ import annotations

@@ -73,6 +73,16 @@ class StateStore(Protocol):
 
     async def deliveries(self, element_id: int) -> list[Delivery]: ...
 
+    async def deliveries_with_external_id(self, external_id: str) -> list[Delivery]:
+        """The deliveries whose channel item has ``external_id``, by element, channel and publication: an index
+        lookup (the ingress maps the id in a Kordiam ``DELETE`` back to its element with it), never a scan."""
+        ...
+
+    async def deliveries_of_publication(self, publication_id: int) -> list[Delivery]:
+        """The deliveries of Kordiam publication ``publication_id``, by element and channel: an index lookup (the
+        ingress maps the placeholder id it answered a Platform integration call with back to its element)."""
+        ...
+
     async def record(self, delivery: Delivery) -> bool:
         """Store the delivery unless a newer Kordiam version is already recorded; False if it was older."""
         ...

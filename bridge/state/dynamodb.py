@@ -10,8 +10,25 @@ Single-table layout (hash key ``pk``, range key ``sk``, both strings; TTL on ``e
   stored one does not land.
 * ``sk = "lease"``: the worker (``owner``) syncing the element until ``expires_at`` (epoch seconds).
 
+Two global secondary indexes (all attributes projected) find deliveries for the ingress, which maps the id in a
+Kordiam ``DELETE`` back to its element: ``external_id`` (hash key ``external_id``, a string) by their channel
+item's id, the CMS id; ``publication_id`` (hash key ``publication_id``, a number) by their Kordiam publication,
+the placeholder id the ingress answers a Platform integration call with. Both keys are attributes every delivery
+has carried from the start. GSIs, not an item of our own per id: DynamoDB keeps them in step with every delivery
+written, forgotten or re-pointed (no second write on the worker's path, nothing to go stale), and fills them from
+a table's existing deliveries when they are added; their reads are eventually consistent, well within the minutes
+between a story's delivery and Kordiam's ``DELETE``. A GSI key may be neither empty nor longer than 2 KiB, so an
+empty external id is left out of the item (read back as ``""``) and one longer than 1 KiB is kept as
+``external_id_unindexed``; marks and leases carry neither key, so the indexes hold deliveries alone. Projecting
+every attribute lets a lookup answer whole deliveries, a few hundred bytes each.
+
 The table is created outside the bridge (Terraform in production; ``create_table`` for local use and tests):
-``open()`` checks that it exists and refuses to start otherwise.
+``open()`` checks that it exists and refuses to start otherwise; a table without the indexes serves the worker,
+and the lookups refuse with a ``ConfigError`` saying what to add (the ingress asks at start-up).
+
+Why one module of ~630 lines: the ``StateStore`` contract is one class (about 350 lines of statements, one method
+per contract call, as in ``sqlite.py``); the rest is the item encoding and the table definition those statements
+assume, which change together with them.
 """
 
 from __future__ import annotations
@@ -20,8 +37,7 @@ import contextlib
 import math
 import os
 import time
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,7 +49,7 @@ from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 from bridge.config import StateSettings
 from bridge.errors import ConfigError, PermanentError, TransientError
 from bridge.state.base import Delivery, ElementMark
-from bridge.state.leases import LeaseKeeper, LeaseOwner, acquire
+from bridge.state.leases import LeaseKeeper, LeaseOwner, held_lease
 
 log = structlog.get_logger("bridge.state")
 
@@ -43,6 +59,14 @@ TTL_ATTRIBUTE = "expires_at"
 DELIVERY_PREFIX = "delivery#"
 MARK = "mark"
 LEASE = "lease"
+EXTERNAL_ID_INDEX = "external_id"
+EXTERNAL_KEY = "external_id"
+UNINDEXED_EXTERNAL_ID = "external_id_unindexed"
+PUBLICATION_INDEX = "publication_id"
+PUBLICATION_KEY = "publication_id"
+# What the ingress needs beyond the keys: each index with its hash key and that key's type.
+INDEXES = {EXTERNAL_ID_INDEX: (EXTERNAL_KEY, "S"), PUBLICATION_INDEX: (PUBLICATION_KEY, "N")}
+MAX_EXTERNAL_KEY_BYTES = 1024
 
 # Throttling and server-side trouble: the same request may succeed later.
 TRANSIENT_CODES = frozenset(
@@ -112,6 +136,7 @@ class DynamoDbStateStore:
         self._max_connections = max_connections
         self._client: Any = None
         self._stack: AsyncExitStack | None = None
+        self._indexes: frozenset[str] = frozenset()
         # keep_leases=False: a worker that never extends its leases (tests of expiry stand in a hung worker so);
         # owner: tests stand in another process's store so.
         self._keeper = LeaseKeeper(lease_seconds, self._extend_leases, enabled=keep_leases)
@@ -179,6 +204,8 @@ class DynamoDbStateStore:
                 f"{where} has key schema {keys}; the bridge needs string keys {HASH_KEY!r} (hash) and "
                 f"{RANGE_KEY!r} (range)",
             )
+        indexes = description.get("GlobalSecondaryIndexes", [])
+        self._indexes = frozenset(str(index.get("IndexName")) for index in indexes)
 
     # ---- deliveries ----------------------------------------------------------------------------------------
 
@@ -190,6 +217,37 @@ class DynamoDbStateStore:
         )
         found = [_delivery(item) for item in items]
         return sorted(found, key=lambda d: (d.channel, d.publication_id))
+
+    async def deliveries_with_external_id(self, external_id: str) -> list[Delivery]:
+        if not _indexable(external_id):
+            self._require(EXTERNAL_ID_INDEX)
+            return []
+        return await self._by_index(EXTERNAL_ID_INDEX, _s(external_id))
+
+    async def deliveries_of_publication(self, publication_id: int) -> list[Delivery]:
+        return await self._by_index(PUBLICATION_INDEX, _n(publication_id))
+
+    async def _by_index(self, index: str, value: dict[str, str]) -> list[Delivery]:
+        self._require(index)
+        items = await self._paginate(
+            "query",
+            IndexName=index,
+            KeyConditionExpression="#key = :key",
+            ExpressionAttributeNames={"#key": INDEXES[index][0]},
+            ExpressionAttributeValues={":key": value},
+        )
+        found = [_delivery(item) for item in items]
+        return sorted(found, key=lambda d: (d.element_id, d.channel, d.publication_id))
+
+    def _require(self, index: str) -> None:
+        if index not in self._indexes:
+            key, kind = INDEXES[index]
+            raise ConfigError(
+                "state.url",
+                f"DynamoDB table {self.table!r} has no global secondary index {index!r} (hash key {key!r}, "
+                f"{'string' if kind == 'S' else 'number'}, all attributes projected); the ingress needs it to map "
+                "Kordiam's ids",
+            )
 
     async def all_deliveries(self) -> list[Delivery]:
         """Every delivery in the table: a full scan, for operator commands only."""
@@ -209,7 +267,6 @@ class DynamoDbStateStore:
             "element_id": _n(delivery.element_id),
             "channel": _s(delivery.channel),
             "publication_id": _n(delivery.publication_id),
-            "external_id": _s(delivery.external_id),
             "fingerprint": _s(delivery.fingerprint),
             "live": {"BOOL": delivery.live},
             "updated_at": _s(encode_date(datetime.now(UTC))),
@@ -221,6 +278,10 @@ class DynamoDbStateStore:
             "open_link_title": delivery.open_link_title,
         }
         item.update({name: _s(value) for name, value in optional.items() if value is not None})
+        if _indexable(delivery.external_id):
+            item[EXTERNAL_KEY] = _s(delivery.external_id)
+        elif delivery.external_id:
+            item[UNINDEXED_EXTERNAL_ID] = _s(delivery.external_id)
         if delivery.modification_date is not None:
             item["modification_date"] = _s(encode_date(delivery.modification_date))
         if delivery.version is not None:
@@ -295,15 +356,8 @@ class DynamoDbStateStore:
 
     # ---- leases --------------------------------------------------------------------------------------------
 
-    @asynccontextmanager
-    async def lease(self, element_id: int) -> AsyncIterator[None]:
-        await acquire(element_id, self._try_lease, wait_seconds=self._lease_wait)
-        self._keeper.taken(element_id)
-        try:
-            yield
-        finally:
-            self._keeper.released(element_id)
-            await self._release(element_id)
+    def lease(self, element_id: int) -> AbstractAsyncContextManager[None]:
+        return held_lease(element_id, self._try_lease, self._release, self._keeper, wait_seconds=self._lease_wait)
 
     async def _try_lease(self, element_id: int, replacing: str | None) -> str | None:
         now = time.time()
@@ -450,7 +504,8 @@ def not_newer_condition(modification_date: datetime | None, version: int | None)
 
 
 async def create_table(target: Any, table: str, *, region: str | None = None) -> None:
-    """Create the state table as Terraform does (``pk``/``sk`` strings, on demand, TTL on ``expires_at``).
+    """Create the state table as Terraform does (``pk``/``sk`` strings, the ``external_id`` and ``publication_id``
+    indexes, on demand, TTL on ``expires_at``).
 
     ``target`` is an aiobotocore DynamoDB client or an endpoint URL (DynamoDB Local, moto server); a table
     that already exists is left as it is.
@@ -470,10 +525,19 @@ async def _create_table(client: Any, table: str) -> None:
             AttributeDefinitions=[
                 {"AttributeName": HASH_KEY, "AttributeType": "S"},
                 {"AttributeName": RANGE_KEY, "AttributeType": "S"},
+                *({"AttributeName": key, "AttributeType": kind} for key, kind in INDEXES.values()),
             ],
             KeySchema=[
                 {"AttributeName": HASH_KEY, "KeyType": "HASH"},
                 {"AttributeName": RANGE_KEY, "KeyType": "RANGE"},
+            ],
+            GlobalSecondaryIndexes=[
+                {
+                    "IndexName": index,
+                    "KeySchema": [{"AttributeName": key, "KeyType": "HASH"}],
+                    "Projection": {"ProjectionType": "ALL"},
+                }
+                for index, (key, _) in INDEXES.items()
             ],
             BillingMode="PAY_PER_REQUEST",
         )
@@ -511,6 +575,10 @@ def _delivery_sk(channel: str, publication_id: int) -> str:
     return f"{DELIVERY_PREFIX}{channel}#{publication_id}"
 
 
+def _indexable(external_id: str) -> bool:
+    return 0 < len(external_id.encode()) <= MAX_EXTERNAL_KEY_BYTES
+
+
 def _key(element_id: int, sk: str) -> dict[str, Any]:
     return {HASH_KEY: _s(_pk(element_id)), RANGE_KEY: _s(sk)}
 
@@ -543,7 +611,7 @@ def _delivery(item: dict[str, Any]) -> Delivery:
         element_id=int(item["element_id"]["N"]),
         channel=str(item["channel"]["S"]),
         publication_id=int(item["publication_id"]["N"]),
-        external_id=str(item["external_id"]["S"]),
+        external_id=_str_attribute(item, EXTERNAL_KEY) or _str_attribute(item, UNINDEXED_EXTERNAL_ID) or "",
         fingerprint=str(item["fingerprint"]["S"]),
         edit_link=_str_attribute(item, "edit_link"),
         open_link=_str_attribute(item, "open_link"),

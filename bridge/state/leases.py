@@ -19,7 +19,8 @@ import asyncio
 import os
 import random
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -37,6 +38,8 @@ MAX_POLL_SECONDS = 2.0
 # may be taken over even before it expires. Returns None once the lease is taken, else its holder's owner text
 # ("" if the lease was released meanwhile).
 TakeLease = Callable[[int, str | None], Awaitable[str | None]]
+# Gives the element's lease back if this store still owns it.
+ReleaseLease = Callable[[int], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +85,21 @@ def owner_is_gone(owner: str) -> bool:
     if holder is None or holder.host is None or holder.started is None or holder.host != _host():
         return False
     return _start_ticks(holder.pid) != holder.started
+
+
+@asynccontextmanager
+async def held_lease(
+    element_id: int, take: TakeLease, release: ReleaseLease, keeper: LeaseKeeper, *, wait_seconds: float
+) -> AsyncIterator[None]:
+    """The lease rule of every state store: take the element's lease (``acquire``), have ``keeper`` extend it while
+    it is held, and give it back (``release``) when the block ends, also when it raised or was cancelled."""
+    await acquire(element_id, take, wait_seconds=wait_seconds)
+    keeper.taken(element_id)
+    try:
+        yield
+    finally:
+        keeper.released(element_id)
+        await release(element_id)
 
 
 async def acquire(element_id: int, take: TakeLease, *, wait_seconds: float) -> None:

@@ -14,9 +14,9 @@ import asyncio
 import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import AbstractAsyncContextManager, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -25,7 +25,7 @@ import structlog
 
 from bridge.errors import ConfigError
 from bridge.state.base import Delivery, ElementMark
-from bridge.state.leases import LeaseKeeper, LeaseOwner, acquire
+from bridge.state.leases import LeaseKeeper, LeaseOwner, held_lease
 
 T = TypeVar("T")
 log = structlog.get_logger("bridge.state")
@@ -36,7 +36,7 @@ log = structlog.get_logger("bridge.state")
 CHECKPOINT_EVERY_WRITES = 500
 BUSY_TIMEOUT_MS = 5000
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 MIGRATIONS: dict[int, str] = {
     1: """
     CREATE TABLE deliveries (
@@ -73,6 +73,12 @@ MIGRATIONS: dict[int, str] = {
     # When the fetch behind the element's mark started (covered notifications, across workers).
     3: """
     ALTER TABLE elements ADD COLUMN fetched_at REAL;
+    """,
+    # The ingress maps the id in a Kordiam DELETE back to its element: a CMS id (deliveries_with_external_id) or
+    # the Kordiam publication id it answered itself (deliveries_of_publication).
+    4: """
+    CREATE INDEX deliveries_by_external_id ON deliveries (external_id);
+    CREATE INDEX deliveries_by_publication_id ON deliveries (publication_id);
     """,
 }
 DELIVERY_COLUMNS = (
@@ -220,6 +226,21 @@ class SqliteStateStore:
         rows = await self._run(lambda db: db.execute(query, (element_id,)).fetchall())
         return [_delivery(row) for row in rows]
 
+    async def deliveries_with_external_id(self, external_id: str) -> list[Delivery]:
+        return await self._deliveries_by("deliveries_by_external_id", "external_id", external_id)
+
+    async def deliveries_of_publication(self, publication_id: int) -> list[Delivery]:
+        return await self._deliveries_by("deliveries_by_publication_id", "publication_id", publication_id)
+
+    async def _deliveries_by(self, index: str, column: str, value: str | int) -> list[Delivery]:
+        # INDEXED BY: the statement fails rather than scan the table should the index be missing.
+        query = (
+            f"SELECT {DELIVERY_COLUMNS} FROM deliveries INDEXED BY {index} WHERE {column} = ? "
+            "ORDER BY element_id, channel, publication_id"
+        )
+        rows = await self._run(lambda db: db.execute(query, (value,)).fetchall())
+        return [_delivery(row) for row in rows]
+
     async def all_deliveries(self) -> list[Delivery]:
         # The whole table: on the thread, it may take a while.
         query = f"SELECT {DELIVERY_COLUMNS} FROM deliveries ORDER BY element_id, channel, publication_id"
@@ -248,19 +269,15 @@ class SqliteStateStore:
         )
         return await self._run(lambda db: db.execute(RECORD, values).rowcount == 1, writes=True)
 
-    @asynccontextmanager
-    async def lease(self, element_id: int) -> AsyncIterator[None]:
-        await acquire(element_id, self._try_lease, wait_seconds=self._lease_wait)
-        self._keeper.taken(element_id)
-        try:
-            yield
-        finally:
-            self._keeper.released(element_id)
-            owner = self._owner
-            await self._run(
-                lambda db: db.execute("DELETE FROM leases WHERE element_id = ? AND owner = ?", (element_id, owner)),
-                writes=True,
-            )
+    def lease(self, element_id: int) -> AbstractAsyncContextManager[None]:
+        return held_lease(element_id, self._try_lease, self._release, self._keeper, wait_seconds=self._lease_wait)
+
+    async def _release(self, element_id: int) -> None:
+        owner = self._owner
+        await self._run(
+            lambda db: db.execute("DELETE FROM leases WHERE element_id = ? AND owner = ?", (element_id, owner)),
+            writes=True,
+        )
 
     async def _try_lease(self, element_id: int, replacing: str | None) -> str | None:
         now = time.time()

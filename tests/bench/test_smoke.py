@@ -13,6 +13,7 @@ import pytest
 
 pytest.importorskip("psutil", reason="the bench extra is not installed")
 
+from bench import ingress
 from bench.backlog import Backlog
 from bench.pipeline import measure
 from bench.run import FIELDS, limited_by, main
@@ -43,6 +44,23 @@ def test_bench_smoke_run_reports_every_field_and_delivers_everything() -> None:
         assert row["limited_by"] in {"latency", "worker CPU", "machine CPU", "emulator"}, impl
     assert results["bridge"]["ratio_to_simple"] > 0
     assert results["simple"]["ratio_to_simple"] == 1.0
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(300)
+def test_ingress_bench_smoke_run_reports_every_field_and_queues_every_answered_call() -> None:
+    rows = {row["receiver"]: row for row in ingress.main(["--smoke"])}
+
+    assert set(rows) == {"global_export", "platform"}
+    for receiver, row in rows.items():
+        for field in ingress.FIELDS:
+            assert field in row, (receiver, field)
+        assert row["answered_2xx"] == row["requests"] == 40, (receiver, row["other_statuses"])
+        # Answered only once the queue held it: one message for every 2xx answer.
+        assert row["queued"] == row["answered_2xx"], receiver
+        assert 0 < row["p50_ms"] <= row["p99_ms"] <= row["max_ms"], receiver
+        assert row["req_per_s"] > 0 and row["cpu_ms_per_request"] > 0 and row["enqueue_mean_ms"] > 0, receiver
+        assert row["p99_target_met"] == (row["p99_ms"] < ingress.P99_TARGET_MS), receiver
 
 
 @pytest.mark.integration

@@ -311,6 +311,7 @@ def compose(*args: str, timeout: float = 300, check: bool = True) -> subprocess.
         BRIDGE_SQS_PORT="0",
         BRIDGE_SIMULATOR_PORT="0",
         BRIDGE_OPS_PORT="0",
+        BRIDGE_INGRESS_PORT="0",
         BASE_IMAGE=os.environ.get("BRIDGE_TEST_BASE_IMAGE", "debian:bookworm-slim"),
     )
     command = ["docker-compose", "-p", COMPOSE_PROJECT, "--profile", "moto", *args]
@@ -349,5 +350,17 @@ def test_compose_stack_runs_the_readme_flow() -> None:
                  120, lambda: compose("logs", "worker", check=False).stdout[-3000:])  # fmt: skip
         wait_for("externalId in Kordiam", lambda: "externalId" in curl(f"{simulator}/_admin/elements/{element}"), 60)
         assert re.search(r'^bridge_message_outcomes\S*outcome="done"\S* [1-9]', curl(f"{ops}/metrics"), re.M)
+
+        # The webhook ingress, from the same image: Kordiam's Global Export call is answered once the queue holds it.
+        ingress = compose_port("ingress", 8780)
+        curl("--fail", "--retry", "60", "--retry-connrefused", "--retry-delay", "1", f"{ingress}/readyz", timeout=120)
+        story = curl(f"{simulator}/_admin/elements/{element}")
+        call = ["-X", "PUT", f"{ingress}/kordiam/element/{element}", "-H", "Content-Type: application/json",
+                "-d", story, "--output", "-", "--write-out", "\n%{http_code}"]  # fmt: skip
+        refused = curl(*call)
+        assert refused.rsplit("\n", 1)[1] == "401", refused
+        answered = curl(*call, "-H", "Authorization: Bearer demo-webhook-token")
+        assert answered.rsplit("\n", 1)[1] == "200", answered
+        assert re.search(r'^bridge_ingress_requests_total\S*status="200"\S* 1\.0', curl(f"{ingress}/metrics"), re.M)
     finally:
         compose("down", "-v", "--remove-orphans", timeout=180, check=False)

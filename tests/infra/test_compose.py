@@ -22,7 +22,7 @@ from urllib.parse import urlparse
 import pytest
 import yaml  # type: ignore[import-untyped]
 
-from bridge.config import load_settings
+from bridge.config import IngressCommandSettings, load_settings
 from tests.infra.support import COMPOSE_DIR, COMPOSE_FILE
 
 SECRETISH = re.compile(r"SECRET|PASSWORD|TOKEN|ACCESS_KEY|CREDENTIAL|API_KEY", re.IGNORECASE)
@@ -62,9 +62,9 @@ def command_options(command: list[str]) -> dict[str, str]:
 
 def test_services_and_profiles(compose: dict[str, Any]) -> None:
     found = services(compose)
-    assert set(found) == {"localstack", "moto", "sqs-init", "simulator", "worker"}
+    assert set(found) == {"localstack", "moto", "sqs-init", "simulator", "worker", "ingress"}
     assert found["localstack"]["profiles"] == ["localstack"] and found["moto"]["profiles"] == ["moto"]
-    for name in ("sqs-init", "simulator", "worker"):
+    for name in ("sqs-init", "simulator", "worker", "ingress"):
         assert sorted(found[name]["profiles"]) == ["localstack", "moto"]
     # Both emulators answer as "sqs" on port 4566, so one worker configuration fits either.
     for name in ("localstack", "moto"):
@@ -87,7 +87,7 @@ def test_localstack_is_pinned_to_the_last_tag_without_a_token(compose: dict[str,
 def test_the_queues_exist_before_the_worker_and_the_simulator_start(compose: dict[str, Any]) -> None:
     """With either emulator: no depends_on on a service of one profile only (Compose 1.29 has no `required`)."""
     found = services(compose)
-    for name in ("simulator", "worker"):
+    for name in ("simulator", "worker", "ingress"):
         assert found[name]["depends_on"]["sqs-init"] == {"condition": "service_completed_successfully"}
     assert found["worker"]["depends_on"]["simulator"] == {"condition": "service_healthy"}
     init = found["sqs-init"]
@@ -256,3 +256,62 @@ def test_create_queues_fails_loudly_without_an_endpoint() -> None:
         port = probe.getsockname()[1]
     result = run_create_queues(f"http://127.0.0.1:{port}", {"BRIDGE_INIT_WAIT_SECONDS": "1"})
     assert result.returncode != 0 and "not reachable" in result.stderr
+
+
+# --- the webhook ingress ----------------------------------------------------------------------------------------
+
+
+def ingress_settings(compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Any:
+    ingress = services(compose)["ingress"]
+    for name in list(os.environ):
+        if name.startswith("BRIDGE_"):
+            monkeypatch.delenv(name)
+    for key, value in ingress["environment"].items():
+        if key.startswith("BRIDGE_"):
+            monkeypatch.setenv(key, interpolate(str(value)))
+    return load_settings(COMPOSE_DIR / "bridge.toml", model=IngressCommandSettings)
+
+
+def test_ingress_runs_the_worker_image_and_config(compose: dict[str, Any]) -> None:
+    found = services(compose)
+    ingress, worker = found["ingress"], found["worker"]
+    assert ingress["image"] == worker["image"] and ingress["build"] == worker["build"]
+    assert ingress["command"] == ["ingress", "--config", "/etc/kordiam-bridge/bridge.toml"]
+    config_mount = "./infra/compose/bridge.toml:/etc/kordiam-bridge/bridge.toml:ro"
+    assert config_mount in ingress["volumes"] and config_mount in worker["volumes"]
+    # PUT/DELETE ids are mapped back through the worker's SQLite state store: the same volume.
+    assert "bridge-data:/var/lib/kordiam-bridge" in ingress["volumes"]
+    assert ingress["read_only"] is True and ingress["cap_drop"] == ["ALL"]
+    assert "no-new-privileges:true" in ingress["security_opt"]
+
+
+def test_ingress_listens_beyond_the_container_on_its_published_port(
+    compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ingress = services(compose)["ingress"]
+    settings = ingress_settings(compose, monkeypatch)
+    assert settings.ingress.host == "0.0.0.0"  # the default 127.0.0.1 is unreachable through the published port
+    assert ingress["ports"] == [f"127.0.0.1:${{BRIDGE_INGRESS_PORT:-{settings.ingress.port}}}:{settings.ingress.port}"]
+    assert ingress["healthcheck"]["test"] == ["CMD", "kordiam-bridge-healthcheck"]
+    health_url = ingress["environment"]["BRIDGE_HEALTHCHECK_URL"]
+    assert health_url == f"http://127.0.0.1:{settings.ingress.port}/healthz"
+    # It sends to the queue the worker consumes, and sees the worker's state.
+    worker = compose_settings(compose, monkeypatch)
+    settings = ingress_settings(compose, monkeypatch)
+    assert settings.queue.url == worker.queue.url and settings.queue.endpoint_url == worker.queue.endpoint_url
+    assert settings.state.url == worker.state.url
+
+
+def test_ingress_secrets_come_from_the_environment_only(
+    compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    environment = services(compose)["ingress"]["environment"]
+    for key in ("BRIDGE_INGRESS__GLOBAL_EXPORT__AUTH__TOKEN", "BRIDGE_INGRESS__PLATFORM__API_SECRET"):
+        assert INTERPOLATION.match(str(environment[key])), f"{key} is hard-coded"
+    # Neither secret is in the config file: without the environment the receivers do not validate.
+    file_text = (COMPOSE_DIR / "bridge.toml").read_text()
+    assert not re.search(r"^\s*(token|api_secret|secret)\s*=", file_text, re.MULTILINE)
+    assert "token =" not in file_text and "api_secret =" not in file_text
+    settings = ingress_settings(compose, monkeypatch)
+    assert settings.ingress.global_export is not None and settings.ingress.platform is not None
+    assert settings.ingress.global_export.auth.type == "bearer"

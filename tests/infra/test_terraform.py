@@ -475,3 +475,230 @@ def test_checkov_terraform_has_no_failed_checks() -> None:
 def test_checkov_dockerfiles_have_no_failed_checks() -> None:
     output, _ = run_checkov(REPO / "infra" / "docker", "--framework", "dockerfile")
     assert "Failed checks: 0" in output
+
+
+# --- the webhook ingress (enable_ingress) ---------------------------------------------------------------------------
+
+INGRESS_RESOURCES = {
+    ("aws_security_group", "ingress_alb"),
+    ("aws_security_group", "ingress_tasks"),
+    ("aws_vpc_security_group_egress_rule", "ingress_alb_to_tasks"),
+    ("aws_vpc_security_group_ingress_rule", "ingress_tasks_from_alb"),
+    ("aws_lb", "ingress"),
+    ("aws_lb_target_group", "ingress"),
+    ("aws_lb_listener", "ingress_https"),
+    ("aws_lb_listener", "ingress_http_redirect"),
+    ("aws_ecs_task_definition", "ingress"),
+    ("aws_iam_role", "ingress_task"),
+    ("aws_iam_role", "ingress_execution"),
+    ("aws_iam_role_policy", "ingress_task"),
+    ("aws_iam_role_policy", "ingress_execution"),
+}
+
+
+def test_ingress_is_optional_and_off_by_default() -> None:
+    assert default("enable_ingress") is False
+    assert module().locals["ingress_count"] == "${var.enable_ingress ? 1 : 0}"
+    for kind, name in INGRESS_RESOURCES:
+        assert module().resource(kind, name)["count"] == "${local.ingress_count}", f"{kind}.{name} is not optional"
+    for kind, name in (("aws_ecs_service", "ingress"), ("aws_appautoscaling_target", "ingress")):
+        assert module().resource(kind, name)["count"] == "${var.enable_ingress && var.enable_service ? 1 : 0}"
+    # for_each resources collapse to nothing without the ingress.
+    for kind, name in (
+        ("aws_vpc_security_group_ingress_rule", "ingress_alb"),
+        ("aws_vpc_security_group_egress_rule", "ingress_tasks"),
+        ("aws_lb_listener_rule", "ingress_receivers"),
+    ):
+        assert str(module().resource(kind, name)["for_each"]).startswith("${var.enable_ingress ?"), f"{kind}.{name}"
+
+
+def test_ingress_task_role_sends_to_the_queue_and_only_reads_state() -> None:
+    document = module().data[("aws_iam_policy_document", "ingress_task")]
+    by_sid = {s["sid"]: s for s in statements(document)}
+    assert set(by_sid) == {"SendToTheQueue", "ReadState", "LookUpIds", "KeyThroughSqsAndDynamoDb"}
+    assert as_list(by_sid["SendToTheQueue"]["actions"]) == ["sqs:SendMessage"]
+    assert as_list(by_sid["SendToTheQueue"]["resources"]) == ["${aws_sqs_queue.main.arn}"]
+    # bridge/ingress/lookup.py: an element's deliveries (Query on the table), a CMS or publication id back to its
+    # element (Query on the two indexes); the store's start-up DescribeTable. No Scan, no write.
+    assert set(as_list(by_sid["ReadState"]["actions"])) == {"dynamodb:DescribeTable", "dynamodb:Query"}
+    assert as_list(by_sid["ReadState"]["resources"]) == ["${aws_dynamodb_table.state.arn}"]
+    assert as_list(by_sid["LookUpIds"]["actions"]) == ["dynamodb:Query"]
+    assert by_sid["LookUpIds"]["resources"] == "${local.ingress_index_arns}"
+    index_arns = module().locals["ingress_index_arns"]
+    assert (
+        index_arns == '${[for name in keys(local.ingress_indexes) : "${aws_dynamodb_table.state.arn}/index/${name}"]}'
+    )
+    key = by_sid["KeyThroughSqsAndDynamoDb"]
+    assert set(as_list(key["actions"])) == {"kms:GenerateDataKey", "kms:Decrypt"}
+    assert as_list(key["resources"]) == ["${local.kms_key_arn}"]
+    assert one(key["condition"])["variable"] == "kms:ViaService"
+    for statement in statements(document):
+        assert statement.get("effect", "Allow") == "Allow"
+        for resource in as_list(statement["resources"]):
+            assert "*" not in resource
+    # One inline policy on the role, nothing attached.
+    attached = [
+        body
+        for kind in ("aws_iam_role_policy", "aws_iam_role_policy_attachment", "aws_iam_policy_attachment")
+        for body in module().of_type(kind).values()
+        if "aws_iam_role.ingress_task" in str(body.get("role", "")) + str(body.get("roles", ""))
+    ]
+    assert [body["policy"] for body in attached] == ["${data.aws_iam_policy_document.ingress_task[0].json}"]
+
+
+def test_the_queue_policy_admits_the_ingress_role_as_a_sender() -> None:
+    policy = module().resource("aws_sqs_queue_policy", "main")["policy"]
+    deny = re.search(r'Sid = "NobodyElseSends".*?ArnNotLike = \{"aws:PrincipalArn" = ([^}]*)\}', policy, re.DOTALL)
+    assert deny and "aws_iam_role.ingress_task[*].arn" in deny.group(1)
+
+
+def test_ingress_execution_role_reads_exactly_its_secrets() -> None:
+    assert module().locals["ingress_secrets"] == (
+        "${merge(var.ingress_secret_arns, {BRIDGE_CHANNELS = aws_secretsmanager_secret.channels.arn})}"
+    )
+    document = module().data[("aws_iam_policy_document", "ingress_execution")]
+    by_sid = {s["sid"]: s for s in statements(document)}
+    assert as_list(by_sid["InjectTheSecrets"]["actions"]) == ["secretsmanager:GetSecretValue"]
+    assert as_list(by_sid["InjectTheSecrets"]["resources"]) == ["${sort(distinct(values(local.ingress_secrets)))}"]
+    assert as_list(by_sid["WriteTheLogs"]["resources"]) == ["${aws_cloudwatch_log_group.worker.arn}:*"]
+    for statement in statements(document):
+        assert all("*" not in action for action in as_list(statement["actions"]))
+    # The secret ARNs are checked: no wildcard can widen the role.
+    validations = as_list(module().variables["ingress_secret_arns"]["validation"])
+    assert any("secretsmanager" in str(v["condition"]) for v in validations)
+
+
+def test_ingress_https_listener_redirects_http_and_forwards_only_the_receivers() -> None:
+    https = module().resource("aws_lb_listener", "ingress_https")
+    assert (https["port"], https["protocol"]) == (443, "HTTPS")
+    assert https["certificate_arn"] == "${var.ingress_certificate_arn}"
+    assert https["ssl_policy"] == "${var.ingress_ssl_policy}"
+    assert default("ingress_ssl_policy").startswith("ELBSecurityPolicy-TLS13-1-2")
+    # /healthz, /readyz, /metrics and anything else end in a 404 at the load balancer.
+    assert one(https["default_action"])["type"] == "fixed-response"
+    rule = module().resource("aws_lb_listener_rule", "ingress_receivers")
+    assert one(rule["action"])["type"] == "forward"
+    assert one(one(rule["condition"])["path_pattern"])["values"] == ["${each.value}", "${each.value}/*"]
+    redirect = module().resource("aws_lb_listener", "ingress_http_redirect")
+    assert (redirect["port"], redirect["protocol"]) == (80, "HTTP")
+    action = one(redirect["default_action"])
+    assert action["type"] == "redirect"
+    assert one(action["redirect"]) == {"protocol": "HTTPS", "port": "443", "status_code": "HTTP_301"}
+    lb = module().resource("aws_lb", "ingress")
+    assert lb["load_balancer_type"] == "application" and lb["drop_invalid_header_fields"] is True
+    assert lb["enable_deletion_protection"] == "${var.ingress_deletion_protection}"
+    assert default("ingress_deletion_protection") is True
+
+
+def test_ingress_security_groups_admit_the_alb_from_the_allowed_networks_and_tasks_from_the_alb_only() -> None:
+    alb_in = module().resource("aws_vpc_security_group_ingress_rule", "ingress_alb")
+    assert "var.ingress_allowed_cidr_blocks, [443, 80]" in alb_in["for_each"]
+    assert alb_in["cidr_ipv4"] == "${each.value[0]}"
+    assert default("ingress_allowed_cidr_blocks") == []  # never open to the world by default
+    tasks_in = module().resource("aws_vpc_security_group_ingress_rule", "ingress_tasks_from_alb")
+    assert tasks_in["security_group_id"] == "${aws_security_group.ingress_tasks[0].id}"
+    assert tasks_in["referenced_security_group_id"] == "${aws_security_group.ingress_alb[0].id}"
+    assert "cidr_ipv4" not in tasks_in
+    assert tasks_in["from_port"] == tasks_in["to_port"] == "${local.ingress_port}"
+    ingress_rules = [
+        body
+        for body in module().of_type("aws_vpc_security_group_ingress_rule").values()
+        if "ingress_tasks" in str(body["security_group_id"])
+    ]
+    assert ingress_rules == [tasks_in], "the ingress tasks admit nothing but the load balancer"
+    alb_out = module().resource("aws_vpc_security_group_egress_rule", "ingress_alb_to_tasks")
+    assert alb_out["referenced_security_group_id"] == "${aws_security_group.ingress_tasks[0].id}"
+    service = module().resource("aws_ecs_service", "ingress")
+    network = one(service["network_configuration"])
+    assert network["security_groups"] == ["${aws_security_group.ingress_tasks[0].id}"]
+
+
+def test_ingress_target_group_checks_healthz_and_the_service_sits_behind_it() -> None:
+    group = module().resource("aws_lb_target_group", "ingress")
+    assert group["target_type"] == "ip" and group["port"] == "${local.ingress_port}"
+    assert one(group["health_check"])["path"] == "/healthz"
+    balancer = one(module().resource("aws_ecs_service", "ingress")["load_balancer"])
+    assert balancer["target_group_arn"] == "${aws_lb_target_group.ingress[0].arn}"
+    assert balancer["container_port"] == "${local.ingress_port}"
+    definition = module().locals["ingress_container_definition"]
+    assert definition["command"] == ["ingress"] and definition["image"] == "${var.image}"
+    assert definition["readonlyRootFilesystem"] is True
+
+
+# Stand-ins for what Terraform computes, to check `kordiam-bridge ingress` accepts the environment the module builds.
+INGRESS_PLAUSIBLE = {
+    "BRIDGE_QUEUE__URL": PLAUSIBLE["BRIDGE_QUEUE__URL"],
+    "BRIDGE_QUEUE__REGION": "eu-central-1",
+    "BRIDGE_STATE__URL": "dynamodb://kordiam-bridge-state",
+    "BRIDGE_STATE__REGION": "eu-central-1",
+    "BRIDGE_INGRESS__HOST": "0.0.0.0",
+    "BRIDGE_INGRESS__TRUSTED_PROXIES": '["10.0.0.0/24", "10.0.1.0/24"]',
+    "BRIDGE_INGRESS__PORT": "8780",
+    "BRIDGE_INGRESS__LOG_LEVEL": "info",
+    "BRIDGE_HEALTHCHECK_URL": "http://127.0.0.1:8780/healthz",
+    "BRIDGE_HEALTHCHECK_TIMEOUT": "4",
+    # from ingress_receiver_paths (the example's Global Export receiver)
+    "BRIDGE_INGRESS__GLOBAL_EXPORT__PATH": "/kordiam",
+    # the example's ingress_environment and ingress_secret_arns, and the channels secret
+    "BRIDGE_INGRESS__GLOBAL_EXPORT__AUTH__TYPE": "bearer",
+    "BRIDGE_INGRESS__GLOBAL_EXPORT__AUTH__TOKEN": "token",
+    "BRIDGE_CHANNELS": (EXAMPLE / "channels.json.example").read_text(),
+}
+
+
+def test_the_ingress_accepts_the_environment_the_module_builds(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bridge.config import IngressCommandSettings
+
+    built = one(as_list(module().locals["ingress_module_environment"]))
+    assert "BRIDGE_INGRESS__${upper(name)}__PATH" in str(built)
+    example = load_module(EXAMPLE).modules["kordiam_bridge"]
+    example_keys = set(example["ingress_environment"]) | {"BRIDGE_INGRESS__GLOBAL_EXPORT__AUTH__TOKEN"}
+    assert "BRIDGE_INGRESS__GLOBAL_EXPORT__AUTH__TOKEN" in str(example["ingress_secret_arns"])
+    keys = set(re.findall(r"\b(BRIDGE_[A-Z_]+)\s*=", str(built))) | example_keys | {"BRIDGE_CHANNELS"}
+    keys |= {"BRIDGE_INGRESS__GLOBAL_EXPORT__PATH"}
+    assert keys == set(INGRESS_PLAUSIBLE), "update INGRESS_PLAUSIBLE with the module's new variables"
+    for name in list(os.environ):
+        if name.startswith("BRIDGE_"):
+            monkeypatch.delenv(name)
+    for name, value in INGRESS_PLAUSIBLE.items():
+        monkeypatch.setenv(name, value)
+    settings = load_settings(None, model=IngressCommandSettings)
+    assert settings.ingress.host == "0.0.0.0" and settings.ingress.port == 8780
+    assert settings.ingress.global_export is not None and settings.ingress.global_export.path == "/kordiam"
+    assert settings.state.backend == "dynamodb"
+    # Behind the load balancer each caller keeps its own rate-limit bucket: the balancer's subnets are trusted.
+    assert [str(network) for network in settings.ingress.trusted_proxies] == ["10.0.0.0/24", "10.0.1.0/24"]
+    assert re.search(
+        r"BRIDGE_INGRESS__TRUSTED_PROXIES = jsonencode\(sort\(\[for subnet in data.aws_subnet.ingress", str(built)
+    )
+    subnets = module().data[("aws_subnet", "ingress")]
+    assert subnets["for_each"] == "${var.enable_ingress ? toset(var.ingress_subnet_ids) : toset([])}"
+
+
+def test_ingress_outputs_give_kordiam_its_urls() -> None:
+    outputs = module().outputs
+    assert {"ingress_global_export_url", "ingress_platform_url", "ingress_alb_dns_name"} <= set(outputs)
+    assert "https://${local.ingress_host}" in outputs["ingress_global_export_url"]["value"]
+    assert "https://${local.ingress_host}" in outputs["ingress_platform_url"]["value"]
+
+
+def test_state_table_gains_the_ingress_indexes_with_the_ingress() -> None:
+    from bridge.state import dynamodb
+
+    assert (
+        module().locals["ingress_indexes"] == '${var.enable_ingress ? {external_id = "S", publication_id = "N"} : {}}'
+    )
+    # The store's own index table: name => (hash key, type); each index is keyed on the attribute of its name.
+    assert {name: kind for name, (key, kind) in dynamodb.INDEXES.items() if key == name} == {
+        "external_id": "S",
+        "publication_id": "N",
+    }
+    table = module().resource("aws_dynamodb_table", "state")
+    dynamics = {kind: body for block in as_list(table["dynamic"]) for kind, body in block.items()}
+    assert dynamics["attribute"]["for_each"] == "${local.ingress_indexes}"
+    assert one(dynamics["attribute"]["content"]) == {"name": "${attribute.key}", "type": "${attribute.value}"}
+    index = dynamics["global_secondary_index"]
+    assert index["for_each"] == "${local.ingress_indexes}"
+    content = one(index["content"])
+    assert content["name"] == content["hash_key"] == "${global_secondary_index.key}"
+    assert content["projection_type"] == "ALL"

@@ -78,6 +78,42 @@ async def test_wrong_key_schema_is_a_config_error(moto_url: str) -> None:
     assert raised.value.key == "state.url"
 
 
+async def test_a_table_without_the_lookup_indexes_serves_the_worker_and_refuses_the_lookups(moto_url: str) -> None:
+    """A table made before the index existed: deliveries work, the ingress's lookup says what to add."""
+    name = f"no-index-{uuid.uuid4().hex[:8]}"
+    async with _create_client(REGION, moto_url) as client:
+        await client.create_table(
+            TableName=name,
+            AttributeDefinitions=[
+                {"AttributeName": "pk", "AttributeType": "S"},
+                {"AttributeName": "sk", "AttributeType": "S"},
+            ],
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+    store = DynamoDbStateStore(name, region=REGION, endpoint_url=moto_url)
+    await store.open()
+    try:
+        assert await store.record(delivery(external_id="post-55"))
+        with pytest.raises(ConfigError, match="no global secondary index 'external_id'") as raised:
+            await store.deliveries_with_external_id("post-55")
+        assert raised.value.key == "state.url"
+        with pytest.raises(ConfigError, match="no global secondary index 'publication_id'"):
+            await store.deliveries_of_publication(10)
+    finally:
+        await store.close()
+
+
+async def test_a_delivery_without_an_external_id_stays_out_of_the_index(stores: StoreFactory) -> None:
+    store = await stores()
+    assert await store.record(delivery(external_id=""))  # a GSI key may not be empty: the attribute is left out
+    assert await store.record(delivery(2, external_id="x" * 3000))  # nor longer than 2 KiB: kept unindexed
+    assert [d.external_id for d in await store.deliveries(1)] == [""]
+    assert [d.external_id for d in await store.deliveries(2)] == ["x" * 3000]
+    assert await store.deliveries_with_external_id("") == []
+    assert await store.deliveries_with_external_id("x" * 3000) == []
+
+
 async def test_unreachable_endpoint_is_a_config_error() -> None:
     store = DynamoDbStateStore("bridge-state", region=REGION, endpoint_url="http://127.0.0.1:9")
     with pytest.raises(ConfigError) as raised:

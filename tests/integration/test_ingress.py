@@ -9,7 +9,7 @@ import json
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -48,20 +48,6 @@ AUTH = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json;ch
 INGRESS = IngressSettings.model_validate(
     {"port": 0, "global_export": {"path": "/kordiam", "auth": {"type": "bearer", "token": TOKEN}}}
 )
-
-
-@pytest.fixture
-def quiet_simulator() -> Iterator[RunningSimulator]:
-    """Kordiam without its own queue: here it reaches the bridge through webhooks only."""
-    with RunningSimulator(SimulatorSettings(region=REGION)) as running:
-        yield running
-
-
-@pytest.fixture
-async def kordiam(quiet_simulator: RunningSimulator) -> AsyncIterator[SimulatorAdmin]:
-    admin = SimulatorAdmin(quiet_simulator.base_url)
-    yield admin
-    await admin.aclose()
 
 
 @contextlib.asynccontextmanager

@@ -18,18 +18,18 @@ from botocore.exceptions import ClientError
 from rich.console import Console
 
 from bridge.admin.dlq import dlq_list, dlq_show
-from bridge.admin.progress import progress_bar
-from bridge.admin.redrive import dlq_redrive
+from bridge.admin.progress import NoProgress, progress_bar
+from bridge.admin.redrive import dlq_redrive, redrive_request
 from bridge.admin.rendering import render_dlq_list, render_dlq_message, render_redrive, render_replay
 from bridge.admin.replay import replay
 from bridge.admin.results import RedriveResult, to_json
-from bridge.admin.sqs import QueueAdmin
 from bridge.admin.status import collect_status, render_status
 from bridge.config import OpsSettings, Settings, load_settings
 from bridge.ops import metrics
 from bridge.ops.server import OpsServer
 from bridge.queue.dead_letter import DeadLetterContext
 from bridge.queue.sqs import QueueMessage, SqsTransport
+from bridge.queue.sqs_admin import MOVE_TASK_POLL_SECONDS, REDRIVE_HOLD_SECONDS, SqsQueueAdmin
 from bridge.simulator import RunningSimulator
 from bridge.state import Delivery, open_state_store
 from tests.support import (
@@ -48,6 +48,25 @@ from tests.support import (
     worker_settings,
     write_config,
 )
+
+
+async def redrive(
+    transport: SqsTransport,
+    *,
+    native: bool | None = None,
+    stop: asyncio.Event | None = None,
+    hold: int = REDRIVE_HOLD_SECONDS,
+    poll_interval: float = MOVE_TASK_POLL_SECONDS,
+) -> RedriveResult:
+    """``dlq redrive`` over a transport the test holds (some tests put a failing client into it)."""
+    return await SqsQueueAdmin(transport).redrive(
+        redrive_request(limit=None, element_ids=None, native=native),
+        progress=NoProgress(),
+        stop=stop or asyncio.Event(),
+        hold=hold,
+        poll_interval=poll_interval,
+    )
+
 
 pytestmark = pytest.mark.integration
 
@@ -461,7 +480,7 @@ async def test_an_interrupted_redrive_reports_what_it_moved(
             return response
 
     transport._client = InterruptedAfterOneBatch(transport._client)
-    result = await QueueAdmin(transport).redrive(native=False, stop=stop)
+    result = await redrive(transport, native=False, stop=stop)
     assert result.interrupted and not result.ok
     assert len(result.moved) == 10 and result.failed == [] and result.duplicated == []
     assert queue_depth(sqs_endpoint.url, queues[0]) == 10
@@ -506,9 +525,7 @@ async def test_a_send_failure_midway_loses_nothing(
     flaky = FlakyClient(transport._client)
     flaky.fail_send_calls = {2}  # the second batch: the destination "disappears"
     transport._client = flaky
-    admin = QueueAdmin(transport)
-
-    result = await admin.redrive(native=False)
+    result = await redrive(transport, native=False)
     assert not result.ok and result.stopped_reason and "NonExistentQueue" in result.stopped_reason
     assert len(result.moved) == 10 and len(result.failed) == 10
     # Ten copied and deleted; everything else still in the dead-letter queue, visible at once.
@@ -518,7 +535,7 @@ async def test_a_send_failure_midway_loses_nothing(
 
     # The destination is back: a second run moves the rest; every element arrives exactly once.
     flaky.fail_send_calls = set()
-    again = await admin.redrive(native=False)
+    again = await redrive(transport, native=False)
     assert len(again.moved) == 15 and again.ok
     bodies = [json.loads(m["Body"])["id"] for m in receive_all(sqs_endpoint.url, queues[0])]
     assert sorted(bodies) == list(range(1, 26))
@@ -534,7 +551,7 @@ async def test_refused_entries_stay_in_the_dead_letter_queue(
     flaky.refuse_entries = {json.dumps({"id": 3, "event": "updated"}), json.dumps({"id": 11, "event": "updated"})}
     transport._client = flaky
 
-    result = await QueueAdmin(transport).redrive(native=False)
+    result = await redrive(transport, native=False)
     assert len(result.moved) == 10 and sorted(f.reason for f in result.failed) == ["InternalError"] * 2
     assert result.stopped_reason is None  # one refused entry does not stop the run
     left = receive_all(sqs_endpoint.url, queues[1])
@@ -552,7 +569,7 @@ async def test_a_failed_delete_duplicates_rather_than_loses(
     flaky.fail_deletes = True
     transport._client = flaky
 
-    result = await QueueAdmin(transport).redrive(native=False, hold=5)
+    result = await redrive(transport, native=False, hold=5)
     assert len(result.moved) == 3 and len(result.duplicated) == 3
     assert queue_depth(sqs_endpoint.url, queues[0]) == 3
     assert queue_depth(sqs_endpoint.url, queues[1]) == 3  # still there (in flight until the hold expires)
@@ -602,7 +619,7 @@ async def test_ctrl_c_cancels_the_move_task_and_reports_what_it_moved(
             return {"ApproximateNumberOfMessagesMoved": 4}
 
     transport._client = EndlessMove(transport._client)
-    result = await QueueAdmin(transport).redrive(native=True, stop=stop, poll_interval=30)
+    result = await redrive(transport, native=True, stop=stop, poll_interval=30)
     assert result.method == "move-task" and result.interrupted and not result.ok
     assert result.moved_total == 4 and cancelled == ["task-2"]
     assert "interrupted (Ctrl-C)" in rendered(render_redrive, result)
@@ -635,7 +652,7 @@ async def test_the_move_task_is_followed_to_completion(
 
     moving = MovingClient(real)
     transport._client = moving
-    result = await QueueAdmin(transport).redrive(poll_interval=0.01)
+    result = await redrive(transport, poll_interval=0.01)
     assert result.method == "move-task" and result.task_status == "COMPLETED" and result.ok
     assert result.moved_total == 3 and result.remaining == 0
     assert moving.request["SourceArn"].endswith(queues[1].rsplit("/", 1)[1])

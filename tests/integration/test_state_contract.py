@@ -293,6 +293,40 @@ async def test_forget_and_all_deliveries(stores: StoreFactory) -> None:
     assert len(await other.all_deliveries()) == 3
 
 
+async def test_deliveries_are_found_by_their_external_id(stores: StoreFactory) -> None:
+    store = await stores()
+    other = await stores()
+    web = delivery(2, "web", 20, external_id="post-55")
+    print_ = delivery(1, "print", 10, external_id="post-55")  # another channel's item may carry the same id
+    assert await store.record(web)
+    assert await store.record(print_)
+    assert await store.record(delivery(3, "web", 30, external_id="post-56"))
+    await store.mark_element(ElementMark(2, T0, 1, deleted=False))
+    assert await other.deliveries_with_external_id("post-55") == [print_, web]
+    assert await other.deliveries_with_external_id("post-5") == []
+    assert await other.deliveries_with_external_id("") == []
+    # The channel re-created the item under a new id: the old id finds nothing any more.
+    assert await store.record(replace(web, external_id="post-57", version=2))
+    assert [d.element_id for d in await other.deliveries_with_external_id("post-55")] == [1]
+    assert [d.external_id for d in await other.deliveries_with_external_id("post-57")] == ["post-57"]
+    await store.forget(1, "print", 10)
+    assert await other.deliveries_with_external_id("post-55") == []
+
+
+async def test_deliveries_are_found_by_their_kordiam_publication(stores: StoreFactory) -> None:
+    store = await stores()
+    other = await stores()
+    web, print_ = delivery(2, "web", 20), delivery(2, "print", 20)  # one publication in two channels
+    for written in (web, print_, delivery(3, "web", 30)):
+        assert await store.record(written)
+    await store.mark_element(ElementMark(2, T0, 1, deleted=False))
+    async with store.lease(2):  # marks and leases are no deliveries
+        assert await other.deliveries_of_publication(20) == [print_, web]
+    assert await other.deliveries_of_publication(21) == []
+    await store.forget(2, "web", 20)
+    assert await other.deliveries_of_publication(20) == [print_]
+
+
 async def test_marks_round_trip(stores: StoreFactory) -> None:
     store = await stores()
     other = await stores()

@@ -1,9 +1,12 @@
-"""One contract suite for every queue transport, each against the real thing: SQS (moto server, or LocalStack) and
-ActiveMQ (``BRIDGE_TEST_ACTIVEMQ``). What ``bridge.queue.transport.Transport`` promises, checked on both."""
+"""One contract suite for every queue backend, each against the real thing: SQS (moto server, or LocalStack) and
+ActiveMQ (``BRIDGE_TEST_ACTIVEMQ``). What ``bridge.queue.transport.Transport`` (the worker's side) and
+``QueueAdmin`` (the operator commands' side) promise, checked on both."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -14,9 +17,9 @@ from typing import Any
 import pytest
 
 from bridge.config import QueueSettings
-from bridge.queue import open_transport
+from bridge.queue import RedriveRequest, check_redrive, open_queue_admin, open_transport
 from bridge.queue.dead_letter import DeadLetterContext
-from bridge.queue.transport import QueueMessage, Transport
+from bridge.queue.transport import MAX_BATCH, NoProgress, OutgoingMessage, QueueMessage, Transport
 from tests.support import REGION, SqsEndpoint, make_queues, stomp_settings
 
 pytestmark = [pytest.mark.integration]
@@ -172,3 +175,115 @@ async def test_extend_keeps_a_message_reserved(queue: Queue) -> None:
         for _ in range(7):
             assert await other.receive(10, wait_time=1) == []
         await transport.complete([message])
+
+
+# ------------------------------------------------------------------------------------------ QueueAdmin
+
+
+async def dead_letters(queue: Queue, element_ids: list[int]) -> list[str]:
+    """Dead-letter one message per element the way the worker does; returns their main-queue message ids."""
+    sources = []
+    async with queue.open() as transport:
+        for element_id in element_ids:
+            source = f"source-{uuid.uuid4().hex[:8]}"
+            message = QueueMessage(
+                source, "unused", json.dumps({"id": element_id}), {"event": "updated"}, 2, None, None
+            )
+            context = DeadLetterContext("sync", "refused", "ChannelRejected", element_id)
+            await transport.send_dead_letter(message, context)
+            sources.append(source)
+    return sources
+
+
+def element_of(message: QueueMessage) -> int | None:
+    return int(message.attributes["failure.element_id"]) if "failure.element_id" in message.attributes else None
+
+
+async def test_peek_sees_the_dead_letters_without_consuming_them(queue: Queue) -> None:
+    sources = await dead_letters(queue, [1, 2, 3])
+    async with open_queue_admin(queue.settings) as admin:
+        dlq = await admin.dead_letter_url()
+        assert dlq == queue.dlq.url and admin.url == queue.settings.url
+        seen, more = await admin.peek(dlq, limit=10)
+        assert sorted(p.message.attributes["failure.source_message_id"] for p in seen) == sorted(sources)
+        assert not more and len({p.message.message_id for p in seen}) == 3
+        assert all(p.message.sent_at is not None for p in seen)
+        # A limit below the depth says there is more; `until` stops at the first match.
+        first_two, more = await admin.peek(dlq, limit=2)
+        assert len(first_two) == 2 and more
+        target = seen[1].message.message_id
+        found, stopped = await admin.peek(dlq, limit=10, until=lambda p: p.message.message_id == target)
+        assert found[-1].message.message_id == target and stopped
+        # The depth is either counted or, where the broker gives none, said to be unknown.
+        depth = await admin.depth(dlq)
+        assert depth.visible == 3 if depth.visible is not None else bool(depth.note)
+    async with queue.open(dlq=True) as dead:
+        assert len(await receive_all(dead, 3, complete=True)) == 3  # all still there
+    assert await nothing_left(lambda: queue.open(dlq=True))
+
+
+async def test_send_answers_one_outcome_per_message_in_order(queue: Queue) -> None:
+    messages = [OutgoingMessage(f'{{"id": {n}}}', {"event": "updated", "n": str(n)}, group_id=str(n)) for n in (1, 2)]
+    async with open_queue_admin(queue.settings) as admin:
+        outcomes = await admin.send(messages)
+        assert [o.error for o in outcomes] == [None, None] and all(o.message_id for o in outcomes)
+        with pytest.raises(ValueError, match="at most"):
+            await admin.send([messages[0]] * (MAX_BATCH + 1))
+    async with queue.open() as transport:
+        arrived = await receive_all(transport, 2, complete=True)
+    assert sorted((m.body, m.attributes["n"]) for m in arrived) == [('{"id": 1}', "1"), ('{"id": 2}', "2")]
+    assert await nothing_left(queue.open)
+
+
+async def test_redrive_moves_every_dead_letter_back_with_its_first_failure(queue: Queue) -> None:
+    sources = await dead_letters(queue, [1, 2, 3])
+    async with open_queue_admin(queue.settings) as admin:
+        result = await admin.redrive(
+            RedriveRequest(element_of, native=False), progress=NoProgress(), stop=asyncio.Event()
+        )
+    assert result.ok and result.method == "manual" and result.failed == [] and result.duplicated == []
+    assert sorted(m.element_id for m in result.moved) == [1, 2, 3]
+    async with queue.open() as transport:
+        copies = await receive_all(transport, 3, complete=True)
+    assert sorted(c.attributes["first_failure.source_message_id"] for c in copies) == sorted(sources)
+    assert {c.attributes["redriven_from"] for c in copies} == {m.dlq_message_id for m in result.moved}
+    assert all(c.attributes["event"] == "updated" for c in copies)
+    assert not any(name.startswith("failure.") for c in copies for name in c.attributes)
+    assert await nothing_left(lambda: queue.open(dlq=True))
+
+
+async def test_redrive_takes_only_the_wanted_and_leaves_the_rest(queue: Queue) -> None:
+    await dead_letters(queue, [1, 2, 3, 2])
+    async with open_queue_admin(queue.settings) as admin:
+        # A limit or a filter: never the broker's own move, even where it would be used (native None).
+        request = RedriveRequest(element_of, limit=1, wanted=lambda message: element_of(message) == 2)
+        result = await admin.redrive(request, progress=NoProgress(), stop=asyncio.Event())
+    assert [m.element_id for m in result.moved] == [2] and result.method == "manual" and result.ok
+    async with queue.open() as transport:
+        (copy,) = await receive_all(transport, 1, complete=True)
+    assert json.loads(copy.body) == {"id": 2}
+    async with queue.open(dlq=True) as dead:
+        left = await receive_all(dead, 3, complete=True)
+    assert sorted(element_of(m) for m in left) == [1, 2, 3]
+    assert await nothing_left(queue.open)
+
+
+async def test_a_redrive_stopped_before_it_starts_moves_nothing(queue: Queue) -> None:
+    await dead_letters(queue, [1])
+    stop = asyncio.Event()
+    stop.set()  # Ctrl-C came first
+    async with open_queue_admin(queue.settings) as admin:
+        result = await admin.redrive(RedriveRequest(element_of, native=False), progress=NoProgress(), stop=stop)
+    assert result.interrupted and not result.ok and result.moved == []
+    async with queue.open(dlq=True) as dead:
+        assert len(await receive_all(dead, 1, complete=True)) == 1
+    assert await nothing_left(queue.open)
+
+
+def test_redrive_arguments_a_backend_cannot_honour_are_refused_before_connecting(queue: Queue) -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        check_redrive(queue.settings, RedriveRequest(element_of, limit=0))
+    # Either backend refuses a native move with a filter: SQS's takes none, ActiveMQ has none.
+    with pytest.raises(ValueError, match="move task"):
+        check_redrive(queue.settings, RedriveRequest(element_of, wanted=lambda _: True, native=True))
+    check_redrive(queue.settings, RedriveRequest(element_of, limit=5, wanted=lambda _: True, native=False))

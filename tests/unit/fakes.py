@@ -152,6 +152,12 @@ class MemoryStateStore:
                 return
         self.marks[mark.element_id] = mark
 
+    async def deliveries_with_external_id(self, external_id: str) -> list[Delivery]:
+        return [self.rows[key] for key in sorted(self.rows) if self.rows[key].external_id == external_id]
+
+    async def deliveries_of_publication(self, publication_id: int) -> list[Delivery]:
+        return [self.rows[key] for key in sorted(self.rows) if key[2] == publication_id]
+
     async def all_deliveries(self) -> list[Delivery]:
         return list(self.rows.values())
 

@@ -384,3 +384,15 @@ def test_a_native_redrive_on_a_stomp_queue_exits_2_with_one_line(
     assert main(["dlq", "redrive", "--native", "--config", str(write(tmp_path, STOMP))]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("kordiam-bridge: --native: ActiveMQ has no move task") and "\n" not in err
+
+
+def test_a_blank_secret_is_no_secret_wherever_it_is_set(tmp_path: Path) -> None:
+    # One rule (config.secret_not_empty) for Kordiam's client secret and every channel's: blank is refused.
+    with pytest.raises(ConfigError, match=r"^kordiam\.client_secret: must not be empty"):
+        load_settings(write(tmp_path, VALID.replace('client_secret = "s3cret-value"', 'client_secret = "   "')))
+    wordpress = (
+        'type = "wordpress"\nplatforms = [99003]\nurl = "https://wp.example"\nusername = "u"\napp_password = " "'
+    )
+    with pytest.raises(ConfigError, match=r"^channels\[0\]\.app_password: must not be empty"):
+        text = VALID.replace('type = "folder"\nplatforms = [99003]\npath = "/tmp/web"', wordpress)
+        load_settings(write(tmp_path, text), check_channel=channel_problems)

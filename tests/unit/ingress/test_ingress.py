@@ -17,10 +17,10 @@ from unittest.mock import patch
 
 import jwt
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
 
 from bridge.config import DEFAULT_MAX_BODY_BYTES, IngressSettings
-from bridge.ingress.app import RateLimiter, build_app
+from bridge.ingress.app import RateLimiter, build_app, client_address
 from bridge.ingress.auth import TokenIssuer
 from bridge.pipeline.notification import decode_notification
 from bridge.state import Delivery, SqliteStateStore
@@ -163,6 +163,31 @@ async def test_delete_prefers_the_main_channel_delivery(ingress: Factory, state:
     client, transport = await ingress()
     await client.delete("/kordiam/element/abc", headers=bearer())
     assert json.loads(transport.sent[0][0])["id"] == 2
+
+
+async def test_delete_finds_the_linked_id_through_the_index_not_a_scan(
+    ingress: Factory, state: SqliteStateStore
+) -> None:
+    for element in range(1, 50):
+        await state.record(Delivery(element, "web", element, f"post-{element}", "fp"))
+    client, transport = await ingress()
+    with patch.object(state, "all_deliveries", side_effect=AssertionError("a scan of every delivery")):
+        response = await client.delete("/kordiam/element/post-17", headers=bearer())
+    assert response.status == 200
+    assert json.loads(transport.sent[0][0]) == {"id": 17, "event": "deleted"}
+
+
+async def test_platform_delete_finds_the_placeholder_publication_through_the_index_not_a_scan(
+    ingress: Factory, state: SqliteStateStore
+) -> None:
+    for element in range(1, 50):
+        await state.record(Delivery(element, "web", 1000 + element, f"post-{element}", "fp"))
+    client, transport = await ingress()
+    headers = bearer(await platform_token(client))
+    with patch.object(state, "all_deliveries", side_effect=AssertionError("a scan of every delivery")):
+        response = await client.delete("/platform/publication/1017", headers=headers)
+    assert response.status == 200
+    assert json.loads(transport.sent[0][0]) == {"id": 17, "event": "deleted"}
 
 
 @pytest.mark.parametrize("unknown", ["null", "not-a-known-id"])
@@ -470,6 +495,40 @@ async def test_rate_limit_per_client(ingress: Factory) -> None:
     ]
     assert statuses == [201, 201, 429]
     assert len(transport.sent) == 2
+
+
+async def test_behind_a_trusted_proxy_each_forwarded_client_has_its_own_bucket(ingress: Factory) -> None:
+    # The test client calls from 127.0.0.1: as a trusted proxy (a load balancer), its X-Forwarded-For names the
+    # client. Without trusted_proxies, the two would share one bucket and the third call would be refused.
+    client, transport = await ingress(
+        settings(rate_limit_per_second=0.01, rate_limit_burst=1, trusted_proxies=["127.0.0.0/8"])
+    )
+
+    async def call(forwarded: str) -> int:
+        headers = bearer() | {"X-Forwarded-For": forwarded}
+        return (await client.post("/kordiam/element", data=fixture("seed001_create.json"), headers=headers)).status
+
+    assert [await call("203.0.113.7"), await call("198.51.100.9"), await call("203.0.113.7")] == [201, 201, 429]
+    assert len(transport.sent) == 2
+
+
+def test_client_address_trusts_only_the_configured_proxies() -> None:
+    proxies = settings(trusted_proxies=["10.0.0.0/8"]).trusted_proxies
+
+    def client(peer: str, forwarded: str | None, trusted: tuple[Any, ...] = proxies) -> str:
+        headers = {"X-Forwarded-For": forwarded} if forwarded is not None else {}
+        request = make_mocked_request("POST", "/kordiam/element", headers=headers)
+        with patch.object(type(request), "remote", peer):
+            return client_address(request, trusted)
+
+    assert client("10.1.2.3", "203.0.113.7") == "203.0.113.7"
+    # A client's own claim further left is not believed; the nearest untrusted hop is the client.
+    assert client("10.1.2.3", "1.2.3.4, 203.0.113.7, 10.9.9.9") == "203.0.113.7"
+    # A peer that is not a trusted proxy is the client, whatever it forwards.
+    assert client("198.51.100.1", "203.0.113.7") == "198.51.100.1"
+    assert client("10.1.2.3", "203.0.113.7", ()) == "10.1.2.3"
+    assert client("10.1.2.3", None) == "10.1.2.3"
+    assert client("10.1.2.3", "not-an-address") == "not-an-address"
 
 
 def test_rate_limiter_refills() -> None:

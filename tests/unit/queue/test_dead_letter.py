@@ -10,6 +10,7 @@ from bridge.queue.dead_letter import (
     DeadLetterContext,
     FailureContext,
     carried_attributes,
+    dead_letter_attributes,
     failure_attributes,
     redriven_attributes,
 )
@@ -64,3 +65,16 @@ def test_a_redriven_copy_drops_the_failure_and_carries_the_first_one() -> None:
         FIRST_FAILURE_SOURCE: "m-1",
         FIRST_FAILURE_AT: dead["failure.first_failed_at"],
     }
+
+
+def test_a_dead_letter_carries_its_failure_first_then_its_own_attributes_within_the_limits() -> None:
+    message = _message({"event": "updated", "failure.stage": "old", REDRIVEN_FROM: "d-9", "z": "last"})
+    context = DeadLetterContext("sync", "x" * 2000, "ChannelRejected", element_id=7)
+    every = dead_letter_attributes(message, context)
+    assert every["failure.stage"] == "sync"  # the new failure wins over the message's own
+    assert len(every["failure.reason"]) == 2000 and every["event"] == "updated" and every["z"] == "last"
+    # SQS: ten attributes, the failure's values cut; `redriven_from` is the first of the message's own to go in.
+    failure_count = len(failure_attributes(message, context))
+    limited = dead_letter_attributes(message, context, at_most=failure_count + 1, failure_value_limit=1024)
+    assert len(limited) == failure_count + 1 and limited[REDRIVEN_FROM] == "d-9" and "z" not in limited
+    assert len(limited["failure.reason"]) == 1024

@@ -114,3 +114,45 @@ async def test_a_lease_taken_anew_while_an_extension_ran_is_kept(clock: Clock) -
     clock.now += 1
     await keeper.extend_due()
     assert store.calls == [[1], [1]]
+
+
+async def test_a_held_lease_is_kept_while_held_and_given_back_even_when_the_block_fails(clock: Clock) -> None:
+    store = Store()
+    keeper = LeaseKeeper(3.0, store.extend)
+    events: list[str] = []
+
+    async def take(element_id: int, replacing: str | None) -> str | None:
+        events.append(f"take {element_id}")
+        return None
+
+    async def release(element_id: int) -> None:
+        events.append(f"release {element_id}")
+
+    with pytest.raises(RuntimeError, match="channel failed"):
+        async with leases.held_lease(7, take, release, keeper, wait_seconds=0):
+            clock.now += 1
+            await keeper.extend_due()  # held: extended
+            raise RuntimeError("channel failed")
+    assert events == ["take 7", "release 7"] and store.calls == [[7]]
+    clock.now += 1
+    await keeper.extend_due()  # given back: no longer extended
+    assert store.calls == [[7]]
+
+
+async def test_a_lease_not_taken_is_neither_kept_nor_given_back(clock: Clock) -> None:
+    store = Store()
+    keeper = LeaseKeeper(3.0, store.extend)
+    released: list[int] = []
+
+    async def held_by_another(element_id: int, replacing: str | None) -> str | None:
+        return "another-worker"
+
+    async def release(element_id: int) -> None:
+        released.append(element_id)
+
+    with pytest.raises(leases.ElementBusy):
+        async with leases.held_lease(7, held_by_another, release, keeper, wait_seconds=0):
+            pytest.fail("the block must not run without the lease")
+    clock.now += 1
+    await keeper.extend_due()
+    assert released == [] and store.calls == []

@@ -78,6 +78,38 @@ async def test_a_version_2_file_gains_fetch_times_and_keeps_its_marks(tmp_path: 
         await store.close()
 
 
+async def test_a_version_3_file_gains_the_lookup_indexes_and_finds_its_deliveries(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        for version in (1, 2, 3):
+            for statement in filter(str.strip, MIGRATIONS[version].split(";")):
+                db.execute(statement)
+            db.execute("INSERT INTO schema_version VALUES (?)", (version,))
+        db.execute(
+            "INSERT INTO deliveries (element_id, channel, publication_id, external_id, fingerprint, updated_at) "
+            "VALUES (7, 'web', 70, 'post-55', 'fp', '2026-01-01T00:00:00Z')"
+        )
+    store = SqliteStateStore(path)
+    await store.open()
+    try:
+        assert [(d.element_id, d.publication_id) for d in await store.deliveries_with_external_id("post-55")] == [
+            (7, 70)
+        ]
+        assert [d.external_id for d in await store.deliveries_of_publication(70)] == ["post-55"]
+    finally:
+        await store.close()
+    with sqlite3.connect(path) as db:
+        versions = [row[0] for row in db.execute("SELECT version FROM schema_version ORDER BY version")]
+        plans = [
+            " ".join(str(row[-1]) for row in db.execute(f"EXPLAIN QUERY PLAN SELECT * FROM deliveries WHERE {where}"))
+            for where in ("external_id = 'x'", "publication_id = 70")
+        ]
+    assert versions == [1, 2, 3, 4]
+    assert "USING INDEX deliveries_by_external_id" in plans[0]
+    assert "USING INDEX deliveries_by_publication_id" in plans[1]
+
+
 async def test_newer_schema_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "state.db"
     with sqlite3.connect(path) as db:

@@ -71,6 +71,20 @@ module "kordiam_bridge" {
   max_capacity            = 10
   target_backlog_per_task = 300
 
+  # Webhook ingress (off unless enable_ingress): Kordiam's Global Export webhooks with a bearer token.
+  enable_ingress              = var.enable_ingress
+  ingress_certificate_arn     = var.ingress_certificate_arn
+  ingress_domain_name         = var.ingress_domain_name
+  ingress_subnet_ids          = var.public_subnet_ids
+  ingress_allowed_cidr_blocks = var.kordiam_webhook_cidr_blocks
+  ingress_global_export_path  = "/kordiam"
+  ingress_environment = {
+    BRIDGE_INGRESS__GLOBAL_EXPORT__AUTH__TYPE = "bearer"
+  }
+  ingress_secret_arns = var.enable_ingress ? {
+    BRIDGE_INGRESS__GLOBAL_EXPORT__AUTH__TOKEN = aws_secretsmanager_secret.webhook_token[0].arn
+  } : {}
+
   # Alarms
   alarm_actions                        = [aws_sns_topic.alarms.arn]
   ok_actions                           = [aws_sns_topic.alarms.arn]
@@ -92,4 +106,15 @@ resource "aws_sns_topic_subscription" "alarms_email" {
   topic_arn = aws_sns_topic.alarms.arn
   protocol  = "email"
   endpoint  = var.alarm_email
+}
+
+# The bearer token Kordiam sends with each Global Export webhook: put the value out of band, give it to Kordiam.
+resource "aws_secretsmanager_secret" "webhook_token" {
+  count = var.enable_ingress ? 1 : 0
+  #checkov:skip=CKV2_AWS_57:The token is configured in Kordiam's webhook settings too; rotate it there and here together, not by a Lambda.
+
+  name                    = "${local.name}/ingress-webhook-token"
+  description             = "Bearer token of Kordiam's Global Export webhooks. Becomes BRIDGE_INGRESS__GLOBAL_EXPORT__AUTH__TOKEN."
+  kms_key_id              = module.kordiam_bridge.kms_key_arn
+  recovery_window_in_days = 7
 }

@@ -52,3 +52,18 @@ output "alarm_topic_arn" {
   description = "SNS topic of the alarms."
   value       = aws_sns_topic.alarms.arn
 }
+
+output "ingress_global_export_url" {
+  description = "Give Kordiam's support this Global Export webhook URL (with the token from webhook_token_secret_arn)."
+  value       = module.kordiam_bridge.ingress_global_export_url
+}
+
+output "ingress_alb_dns_name" {
+  description = "Point ingress_domain_name at this name."
+  value       = module.kordiam_bridge.ingress_alb_dns_name
+}
+
+output "webhook_token_secret_arn" {
+  description = "aws secretsmanager put-secret-value --secret-id <this> --secret-string <token Kordiam sends>"
+  value       = try(aws_secretsmanager_secret.webhook_token[0].arn, null)
+}

@@ -64,3 +64,33 @@ variable "operator_trusted_principal_arns" {
   type        = list(string)
   default     = []
 }
+
+variable "enable_ingress" {
+  description = "Run the webhook ingress (for accounts Kordiam connects through webhooks) behind an HTTPS load balancer."
+  type        = bool
+  default     = false
+}
+
+variable "ingress_certificate_arn" {
+  description = "ACM certificate for ingress_domain_name (required with enable_ingress)."
+  type        = string
+  default     = null
+}
+
+variable "ingress_domain_name" {
+  description = "The host name Kordiam calls, e.g. kordiam-webhooks.example.com (a DNS record to the output ingress_alb_dns_name)."
+  type        = string
+  default     = null
+}
+
+variable "public_subnet_ids" {
+  description = "Public subnets (two or more availability zones) of the ingress load balancer."
+  type        = list(string)
+  default     = []
+}
+
+variable "kordiam_webhook_cidr_blocks" {
+  description = "Kordiam's egress addresses (ask Kordiam's support): the only networks that reach the ingress."
+  type        = list(string)
+  default     = []
+}

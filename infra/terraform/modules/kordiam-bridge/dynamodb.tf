@@ -16,6 +16,26 @@ resource "aws_dynamodb_table" "state" {
     type = "S"
   }
 
+  # The ingress maps the ids in Kordiam's DELETEs back to deliveries through two indexes (bridge/state/dynamodb.py
+  # INDEXES; the ingress refuses to start without them). Only with the ingress: every delivery written costs an
+  # index write per index. Added to an existing table, DynamoDB fills them from the deliveries already there.
+  dynamic "attribute" {
+    for_each = local.ingress_indexes
+    content {
+      name = attribute.key
+      type = attribute.value
+    }
+  }
+
+  dynamic "global_secondary_index" {
+    for_each = local.ingress_indexes
+    content {
+      name            = global_secondary_index.key
+      hash_key        = global_secondary_index.key
+      projection_type = "ALL"
+    }
+  }
+
   # Expired leases (epoch seconds) are removed by DynamoDB; the worker never relies on the deletion's timing.
   ttl {
     attribute_name = "expires_at"

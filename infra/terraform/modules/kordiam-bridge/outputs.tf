@@ -103,3 +103,35 @@ output "visibility_timeout_seconds" {
   description = "The queue's visibility timeout, derived from processing_budget_seconds (the worker uses the same)."
   value       = local.visibility_timeout_seconds
 }
+
+# --- the webhook ingress (enable_ingress) -------------------------------------------------------------------------
+
+output "ingress_global_export_url" {
+  description = "Give this to Kordiam's support as the Global Export webhook base URL (Kordiam calls {url}/element...). Null without the ingress or the receiver."
+  value       = var.enable_ingress ? try("https://${local.ingress_host}${local.ingress_receiver_paths["global_export"]}", null) : null
+}
+
+output "ingress_platform_url" {
+  description = "Give this to Kordiam's support as the Platform integration base URL (Kordiam calls {url}/oauth2/token, {url}/publication...). Null without the ingress or the receiver."
+  value       = var.enable_ingress ? try("https://${local.ingress_host}${local.ingress_receiver_paths["platform"]}", null) : null
+}
+
+output "ingress_alb_dns_name" {
+  description = "DNS name of the ingress load balancer: point ingress_domain_name at it (CNAME, or a Route 53 alias with ingress_alb_zone_id)."
+  value       = try(aws_lb.ingress[0].dns_name, null)
+}
+
+output "ingress_alb_zone_id" {
+  description = "Hosted zone of the ingress load balancer (for a Route 53 alias record)."
+  value       = try(aws_lb.ingress[0].zone_id, null)
+}
+
+output "ingress_security_group_id" {
+  description = "Security group of the ingress load balancer."
+  value       = try(aws_security_group.ingress_alb[0].id, null)
+}
+
+output "ingress_task_role_arn" {
+  description = "Role of the ingress tasks (sqs:SendMessage on the queue, read-only on the state table)."
+  value       = try(aws_iam_role.ingress_task[0].arn, null)
+}

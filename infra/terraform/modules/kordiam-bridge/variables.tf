@@ -446,3 +446,144 @@ variable "oldest_message_age_threshold_seconds" {
   type        = number
   default     = 900
 }
+
+# --- the webhook ingress (optional) ------------------------------------------------------------------------------
+
+variable "enable_ingress" {
+  description = "Run `kordiam-bridge ingress` (Kordiam's webhooks onto the queue) as a second ECS service behind an HTTPS Application Load Balancer."
+  type        = bool
+  default     = false
+}
+
+variable "ingress_certificate_arn" {
+  description = "ACM certificate of the HTTPS listener (for ingress_domain_name). Required when enable_ingress."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.ingress_certificate_arn == null || can(regex("^arn:aws[a-z-]*:acm:[a-z0-9-]+:[0-9]{12}:certificate/.+$", var.ingress_certificate_arn))
+    error_message = "ingress_certificate_arn: an ACM certificate ARN."
+  }
+}
+
+variable "ingress_domain_name" {
+  description = "The name Kordiam calls (covered by the certificate; point it at the output ingress_alb_dns_name). Null: the ALB's own DNS name, which the certificate does not cover."
+  type        = string
+  default     = null
+}
+
+variable "ingress_subnet_ids" {
+  description = "Subnets of the load balancer (public subnets in two or more availability zones for an internet-facing one). Required when enable_ingress."
+  type        = list(string)
+  default     = []
+}
+
+variable "ingress_internal" {
+  description = "An internal load balancer (Kordiam reaches it through your own proxy or VPN) instead of an internet-facing one."
+  type        = bool
+  default     = false
+}
+
+variable "ingress_allowed_cidr_blocks" {
+  description = "Networks allowed to reach the load balancer (ports 443, and 80 for the redirect): Kordiam's egress addresses (ask Kordiam's support). Required when enable_ingress."
+  type        = list(string)
+  default     = []
+}
+
+variable "ingress_ssl_policy" {
+  description = "TLS policy of the HTTPS listener."
+  type        = string
+  default     = "ELBSecurityPolicy-TLS13-1-2-2021-06"
+}
+
+variable "ingress_deletion_protection" {
+  description = "Deletion protection of the load balancer (turn off before destroying it)."
+  type        = bool
+  default     = true
+}
+
+variable "ingress_access_logs_bucket" {
+  description = "S3 bucket for the load balancer's access logs (its policy must let Elastic Load Balancing write). Null: no access logs."
+  type        = string
+  default     = null
+}
+
+variable "ingress_web_acl_arn" {
+  description = "WAFv2 web ACL (REGIONAL) to associate with the load balancer. Null: none."
+  type        = string
+  default     = null
+}
+
+variable "ingress_global_export_path" {
+  description = "Path of the Global Export receiver (BRIDGE_INGRESS__GLOBAL_EXPORT__PATH); its auth comes from ingress_environment and ingress_secret_arns. Null: no Global Export receiver."
+  type        = string
+  default     = "/kordiam"
+}
+
+variable "ingress_platform_path" {
+  description = "Path of the Platform integration receiver (BRIDGE_INGRESS__PLATFORM__PATH); api_user and api_secret come from ingress_environment and ingress_secret_arns. Null: no Platform receiver."
+  type        = string
+  default     = null
+}
+
+variable "ingress_environment" {
+  description = "Non-secret ingress settings as BRIDGE_INGRESS__* variables, e.g. BRIDGE_INGRESS__GLOBAL_EXPORT__AUTH__TYPE = \"bearer\", BRIDGE_INGRESS__PLATFORM__API_USER = \"kordiam\"."
+  type        = map(string)
+  default     = {}
+
+  validation {
+    condition     = alltrue([for key in keys(var.ingress_environment) : startswith(key, "BRIDGE_INGRESS__")])
+    error_message = "ingress_environment: every key starts with BRIDGE_INGRESS__."
+  }
+}
+
+variable "ingress_secret_arns" {
+  description = "The ingress's secrets: BRIDGE_INGRESS__* variable => Secrets Manager secret ARN, e.g. BRIDGE_INGRESS__GLOBAL_EXPORT__AUTH__TOKEN, BRIDGE_INGRESS__PLATFORM__API_SECRET. ECS injects them at start; the execution role may read exactly these."
+  type        = map(string)
+  default     = {}
+
+  validation {
+    condition     = alltrue([for key in keys(var.ingress_secret_arns) : startswith(key, "BRIDGE_INGRESS__")])
+    error_message = "ingress_secret_arns: every key starts with BRIDGE_INGRESS__."
+  }
+  validation {
+    condition     = alltrue([for arn in values(var.ingress_secret_arns) : can(regex("^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:[0-9]{12}:secret:.+$", arn))])
+    error_message = "ingress_secret_arns: each value is a Secrets Manager secret ARN (no wildcards)."
+  }
+}
+
+variable "ingress_secret_kms_key_arns" {
+  description = "Customer managed keys of ingress_secret_arns other than the module's key (the execution role decrypts through Secrets Manager only)."
+  type        = list(string)
+  default     = []
+}
+
+variable "ingress_task_cpu" {
+  description = "CPU units of an ingress task."
+  type        = number
+  default     = 256
+}
+
+variable "ingress_task_memory" {
+  description = "Memory (MiB) of an ingress task."
+  type        = number
+  default     = 512
+}
+
+variable "ingress_min_capacity" {
+  description = "Fewest ingress tasks (two keep it answering through a task replacement or an availability-zone loss)."
+  type        = number
+  default     = 2
+}
+
+variable "ingress_max_capacity" {
+  description = "Most ingress tasks; above ingress_min_capacity the service scales on requests per task."
+  type        = number
+  default     = 4
+}
+
+variable "ingress_target_requests_per_task" {
+  description = "Target of the ingress autoscaling: ALB requests per task per minute."
+  type        = number
+  default     = 3000
+}

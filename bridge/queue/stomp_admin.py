@@ -1,0 +1,107 @@
+"""The ActiveMQ backend of ``QueueAdmin``, on a ``StompTransport`` that does not subscribe.
+
+ActiveMQ Classic answers no depth query over STOMP: ``depth`` says so, and a queue is counted by browsing it
+(``peek``: a queue browser, which delivers nothing and counts no attempt). Redrive receives a dead letter, SENDs
+its copy with a receipt, then ACKs (``StompTransport.redrive_dead_letters``); there is no move task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+
+import structlog
+
+from bridge.errors import AdminError
+from bridge.queue.stomp import StompTransport
+from bridge.queue.transport import (
+    MAX_BATCH,
+    MovedMessage,
+    OutgoingMessage,
+    PeekedMessage,
+    ProgressSink,
+    QueueDepth,
+    RedriveFailure,
+    RedriveRequest,
+    RedriveResult,
+    SendOutcome,
+)
+
+log = structlog.get_logger("bridge.admin")
+
+NO_DEPTH = "ActiveMQ gives no queue depth over STOMP"
+
+
+class StompQueueAdmin:
+    """``QueueAdmin`` over one STOMP connection (``StompTransport.connect(settings, consume=False)``)."""
+
+    def __init__(self, transport: StompTransport) -> None:
+        if transport.dlq_url is None:  # a stomp:// queue requires it (config); the check keeps the type narrow
+            raise AdminError("queue.dlq_url is required for a stomp:// queue")
+        self.transport = transport
+        self._dlq_url: str = transport.dlq_url
+
+    @property
+    def url(self) -> str:
+        return self.transport.url
+
+    async def dead_letter_url(self) -> str:
+        return self._dlq_url
+
+    async def depth(self, url: str) -> QueueDepth:
+        return QueueDepth(visible=None, in_flight=None, delayed=None, note=NO_DEPTH)
+
+    async def peek(
+        self,
+        url: str,
+        *,
+        limit: int,
+        until: Callable[[PeekedMessage], bool] | None = None,
+        progress: ProgressSink | None = None,
+    ) -> tuple[list[PeekedMessage], bool]:
+        messages, more = await self.transport.browse(url, limit=limit)
+        seen: list[PeekedMessage] = []
+        for message in messages:
+            peeked = PeekedMessage(message, {})
+            seen.append(peeked)
+            if progress is not None:
+                progress.advance()
+            if until is not None and until(peeked):
+                return seen, True
+        return seen, more
+
+    async def send(self, messages: Sequence[OutgoingMessage]) -> list[SendOutcome]:
+        """One confirmed SEND each; ``group_id`` is left out (``StompTransport.ordered_groups`` is False)."""
+        if len(messages) > MAX_BATCH:
+            raise ValueError(f"send takes at most {MAX_BATCH} messages at once")
+        outcomes: list[SendOutcome] = []
+        for message in messages:
+            try:
+                outcomes.append(SendOutcome(await self.transport.send(message.body, message.attributes)))
+            except Exception as error:  # stompman's errors: refused, no receipt in time, connection lost
+                outcomes.append(SendOutcome(None, f"{type(error).__name__}: {error}"))
+        return outcomes
+
+    @staticmethod
+    def check_redrive(request: RedriveRequest) -> None:
+        if request.native:
+            raise ValueError("--native: ActiveMQ has no move task over STOMP; leave it out to copy and acknowledge")
+        if request.limit is not None and request.limit < 1:
+            raise ValueError("limit must be at least 1")
+
+    async def redrive(self, request: RedriveRequest, *, progress: ProgressSink, stop: asyncio.Event) -> RedriveResult:
+        """Never loses one: a dead letter is ACKed only after the broker confirmed its copy."""
+        self.check_redrive(request)
+        tried, left, arrived = await self.transport.redrive_dead_letters(
+            limit=request.limit, wanted=request.wanted or (lambda _: True), stop=stop
+        )
+        result = RedriveResult(
+            "manual", self._dlq_url, self.url, skipped=left, arrived=arrived, interrupted=stop.is_set()
+        )
+        for message, send_id, error in tried:
+            if send_id is None:
+                result.failed.append(RedriveFailure(message.message_id, error or "not confirmed by the broker"))
+            else:
+                result.moved.append(MovedMessage(message.message_id, send_id, request.element_of(message)))
+        log.info("redriven", queue=self._dlq_url, moved=len(result.moved), failed=len(result.failed), left=left)
+        return result

@@ -1,0 +1,76 @@
+"""The credential model set of Kordiam's CMS protocols (``bridge.config``): one set, read in two directions, the
+channels presenting credentials (``bridge.channels.auth.WebhookAuth``) and the ingress checking them
+(``bridge.config.IngressAuth``). Each direction keeps its own keys, defaults and messages."""
+
+from typing import Any
+
+import pytest
+from pydantic import TypeAdapter, ValidationError
+
+from bridge.channels.auth import WebhookAuth
+from bridge.config import IngressAuth
+
+SENDING: TypeAdapter[Any] = TypeAdapter(WebhookAuth)
+CHECKING: TypeAdapter[Any] = TypeAdapter(IngressAuth)
+
+
+def problem(adapter: TypeAdapter[Any], auth: dict[str, Any]) -> tuple[str, str]:
+    """The one error: where (without the union's tag) and what."""
+    with pytest.raises(ValidationError) as raised:
+        adapter.validate_python(auth)
+    (error,) = raised.value.errors()
+    return ".".join(str(part) for part in error["loc"][1:]), error["msg"]
+
+
+@pytest.mark.parametrize("adapter", [SENDING, CHECKING], ids=["channel", "ingress"])
+@pytest.mark.parametrize(
+    ("auth", "where", "message"),
+    [
+        ({"type": "bearer", "token": " "}, "token", "must not be empty"),
+        ({"type": "jwt", "secret": ""}, "secret", "must not be empty"),
+        ({"type": "jwt", "secret": "s", "audience": ""}, "audience", "at least 1 character"),
+        ({"type": "api_key", "api_key": "", "api_secret": "s"}, "api_key", "at least 1 character"),
+        ({"type": "api_key", "api_key": "k", "api_secret": " "}, "api_secret", "must not be empty"),
+        ({"type": "headers", "headers": {}}, "headers", "at least 1 item"),
+        ({"type": "headers", "headers": {"Bad Name": "x"}}, "headers", "'Bad Name' is not a valid header name"),
+        ({"type": "bearer", "token": "t", "secret": "s"}, "secret", "Extra inputs are not permitted"),
+    ],
+)
+def test_the_common_keys_have_one_rule_in_both_directions(
+    adapter: TypeAdapter[Any], auth: dict[str, Any], where: str, message: str
+) -> None:
+    found_where, found = problem(adapter, auth)
+    assert found_where == where and message in found
+
+
+def test_each_direction_keeps_its_own_keys_and_defaults() -> None:
+    minted = SENDING.validate_python({"type": "jwt", "secret": "s", "subject": "cms", "ttl_seconds": 30})
+    assert (minted.issuer, minted.subject, minted.ttl_seconds) == ("kordiam-bridge", "cms", 30)
+    checked = CHECKING.validate_python({"type": "jwt", "secret": "s", "require_expiry": True})
+    assert (checked.issuer, checked.require_expiry) == (None, True)
+    exchange = CHECKING.validate_python({"type": "api_key", "api_key": "k", "api_secret": "s"})
+    assert (exchange.token_path, exchange.token_ttl_seconds) == ("/oauth2/token", 3600)
+    # A key of the other direction is refused, not ignored.
+    assert problem(SENDING, {"type": "jwt", "secret": "s", "require_expiry": True})[0] == "require_expiry"
+    assert problem(CHECKING, {"type": "jwt", "secret": "s", "ttl_seconds": 30})[0] == "ttl_seconds"
+    assert problem(CHECKING, {"type": "api_key", "api_key": "k", "api_secret": "s", "token_url": "http://x"})[0] == (
+        "token_url"
+    )
+    assert problem(SENDING, {"type": "api_key", "api_key": "k", "api_secret": "s", "token_path": "/t"})[0] == (
+        "token_path"
+    )
+
+
+def test_a_header_value_is_checked_by_the_rule_of_its_direction() -> None:
+    # The channel sends the value as one line and never overrides the headers it sets itself.
+    assert problem(SENDING, {"type": "headers", "headers": {"X-Key": "a\nb"}})[1].endswith(
+        "header 'X-Key': the value must be one non-empty line"
+    )
+    assert problem(SENDING, {"type": "headers", "headers": {"Host": "x"}})[1].endswith(
+        "'Host' is set by the bridge itself"
+    )
+    # The ingress only compares what Kordiam sends: any non-empty value.
+    assert problem(CHECKING, {"type": "headers", "headers": {"X-Key": " "}})[1].endswith(
+        "header 'X-Key': the value must not be empty"
+    )
+    assert CHECKING.validate_python({"type": "headers", "headers": {"Host": "x"}}).headers["Host"].get_secret_value()
