@@ -122,12 +122,16 @@ def test_check_config_reads_a_mounted_file() -> None:
     mount = f"{COMPOSE_CONFIG}:/etc/kordiam-bridge/bridge.toml:ro"
     result = docker(
         "run", "--rm", "--label", LABEL, "-v", mount, "-e", "BRIDGE_KORDIAM__CLIENT_SECRET=s3cret-value",
+        # The file's [ingress] secrets come from the environment too, as docker-compose.yml passes them.
+        "-e", "BRIDGE_INGRESS__GLOBAL_EXPORT__AUTH__TOKEN=t0ken-value",
+        "-e", "BRIDGE_INGRESS__PLATFORM__API_SECRET=pl4tform-value",
         IMAGE, "check-config", "--config", "/etc/kordiam-bridge/bridge.toml",
         check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "website" in result.stdout and "http://sqs:4566" in result.stdout
-    assert "s3cret-value" not in result.stdout  # printed without secrets
+    for secret in ("s3cret-value", "t0ken-value", "pl4tform-value"):
+        assert secret not in result.stdout  # printed without secrets
 
     missing = run_once("check-config", "--config", "/etc/kordiam-bridge/nothing-here.toml")
     assert missing.returncode == 2
