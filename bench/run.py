@@ -5,11 +5,13 @@
     python -m bench.run --queue activemq --broker stomp://127.0.0.1:61613 --concurrency 32
 
     python -m bench.run --workload backlog [--backlog-notifications 3000 --backlog-elements 300] [--concurrency 32]
+                        [--queue activemq --broker stomp://127.0.0.1:61613]
 
-``--workload backlog`` is the preloaded-backlog workload of ``bench.backlog`` (SQS only), with its targets.
+``--workload backlog`` is the preloaded-backlog workload of ``bench.backlog``, with its targets and the queue's
+floor (``bench.floor``), on SQS or ActiveMQ.
 
-With ``--queue activemq`` the same workload runs on ActiveMQ (STOMP) against ``bench.stomp_loop``, the simplest
-STOMP loop; the broker's queue depth cannot be read over STOMP, so a run ends at the last channel arrival.
+With ``--queue activemq`` the same workloads run on ActiveMQ (STOMP) against ``bench.stomp_loop``, the simplest
+STOMP loop; the queue's depth comes from the broker's statistics plugin (``StompQueues``).
 
 Per concurrency C and per implementation (bridge, simple loop), on a fresh queue (with a DLQ):
 1. start the worker as a subprocess; send one warm-up message and wait for it at the channel stub (so start-up
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import os
@@ -38,12 +41,14 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 import boto3
@@ -52,6 +57,7 @@ import stompman
 
 from bench import backlog
 
+T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
 REGION = "eu-central-1"
 LOCALSTACK = "http://127.0.0.1:4566"
@@ -237,9 +243,20 @@ class SqsQueues:
         return [sys.executable, "-m", "bench.simple_loop", "--queue-url", queue, "--endpoint-url", self.endpoint,
                 "--base-url", base, "--concurrency", str(concurrency)]  # fmt: skip
 
+    def floor_command(self, queue: str) -> list[str]:
+        return [sys.executable, "-m", "bench.floor", "--queue-url", queue, "--endpoint-url", self.endpoint]
+
+    def close(self) -> None:
+        """Nothing to close: boto3's client holds no connection the bench must end."""
+
 
 class StompQueues:
-    """The bench's queue operations on ActiveMQ (STOMP): the broker creates queues on first use."""
+    """The bench's queue operations on ActiveMQ (STOMP): the broker creates queues on first use.
+
+    One STOMP connection, on an event loop of its own in a thread, serves every call (the bench itself is
+    synchronous). A queue's depth comes from the broker's statistics plugin (``scripts/activemq.sh`` enables it):
+    a request to ``ActiveMQ.Statistics.Destination.<queue>`` answered on a temporary queue, as JSON.
+    """
 
     kind = "activemq"
 
@@ -247,24 +264,79 @@ class StompQueues:
         self.broker = broker.rstrip("/")
         parsed = urlparse(self.broker)
         self.server = stompman.ConnectionParameters(parsed.hostname or "127.0.0.1", parsed.port or 61613, "", "")
+        self._loop = asyncio.new_event_loop()
+        threading.Thread(target=self._loop.run_forever, name="bench-stomp", daemon=True).start()
+        self._exit = contextlib.AsyncExitStack()
+        self._client: stompman.Client | None = None
+        self._replies: asyncio.Queue[stompman.MessageFrame] | None = None
+        self._reply_to = f"/temp-queue/bench-stats-{uuid.uuid4().hex}"
+
+    def _call(self, work: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(work, self._loop).result(timeout=120)
+
+    async def _connected(self) -> stompman.Client:
+        if self._client is None:
+            client = stompman.Client([self.server], no_message_restart_interval=None)
+            self._client = await self._exit.enter_async_context(client)
+            replies: asyncio.Queue[stompman.MessageFrame] = asyncio.Queue()
+            self._replies = replies
+            await self._client.subscribe(
+                self._reply_to,
+                replies.put,
+                ack="auto",
+                headers={"transformation": "jms-map-json"},
+                on_suppressed_exception=lambda error, frame: None,
+                receipt_timeout=10,
+            )
+        return self._client
 
     def create(self, name: str) -> tuple[str, str]:
-        return f"{self.broker}/queue/{name}", f"{self.broker}/queue/{name}-dlq"
+        queue, dlq = f"{self.broker}/queue/{name}", f"{self.broker}/queue/{name}-dlq"
+
+        async def touch() -> None:
+            # A queue exists once something used it: the statistics plugin answers only for existing queues.
+            client = await self._connected()
+            for url in (queue, dlq):
+                subscription = await client.subscribe(
+                    urlparse(url).path, _ignore, ack="auto", on_suppressed_exception=lambda error, frame: None,
+                    receipt_timeout=10,
+                )  # fmt: skip
+                await subscription.unsubscribe()
+
+        self._call(touch())
+        return queue, dlq
 
     def send(self, queue: str, ids: list[int], sent: dict[str, float], threads: int = 1) -> None:
-        asyncio.run(self._send(urlparse(queue).path, ids, sent))
+        self._call(self._send(urlparse(queue).path, ids, sent))
 
     async def _send(self, destination: str, ids: list[int], sent: dict[str, float]) -> None:
-        async with stompman.Client([self.server], no_message_restart_interval=None) as client:
-            for index, element_id in enumerate(ids):
-                sent[str(element_id)] = time.time()
-                # Persistent, like Kordiam's; a receipt on the last one confirms the broker holds them all.
-                await client.send(json.dumps({"id": element_id}).encode(), destination,
-                                  headers={"persistent": "true"},
-                                  receipt_timeout=30 if index == len(ids) - 1 else None)  # fmt: skip
+        client = await self._connected()
+        for index, element_id in enumerate(ids):
+            sent[str(element_id)] = time.time()
+            # Persistent, like Kordiam's; a receipt on the last one confirms the broker holds them all.
+            await client.send(json.dumps({"id": element_id}).encode(), destination,
+                              headers={"persistent": "true"},
+                              receipt_timeout=30 if index == len(ids) - 1 else None)  # fmt: skip
 
     def depth(self, queue: str) -> int:
-        return 0  # not readable over STOMP: the run ends at the last channel arrival
+        """Messages on the queue not yet acknowledged (delivered or not): the broker's ``size``."""
+        return self._call(self._depth(urlparse(queue).path.removeprefix("/queue/")))
+
+    async def _depth(self, name: str) -> int:
+        client = await self._connected()
+        assert self._replies is not None
+        while not self._replies.empty():  # a late answer to an earlier request
+            self._replies.get_nowait()
+        await client.send(b"", f"/queue/ActiveMQ.Statistics.Destination.{name}", headers={"reply-to": self._reply_to})
+        async with asyncio.timeout(10):
+            while True:
+                frame = await self._replies.get()
+                entries = json.loads(frame.body)["map"]["entry"]
+                # Entries are {"string": key, "long": value} or {"string": [key, value]}.
+                stats = {e["string"] if isinstance(e["string"], str) else e["string"][0]: e for e in entries}
+                destination = stats["destinationName"]["string"][1]
+                if destination == f"queue://{name}":
+                    return int(stats["size"]["long"])
 
     def queue_toml(self, queue: str, dlq: str) -> str:
         return f'url = "{queue}"\ndlq_url = "{dlq}"'
@@ -272,6 +344,18 @@ class StompQueues:
     def simple_command(self, queue: str, base: str, concurrency: int) -> list[str]:
         return [sys.executable, "-m", "bench.stomp_loop", "--queue-url", queue, "--base-url", base,
                 "--concurrency", str(concurrency)]  # fmt: skip
+
+    def floor_command(self, queue: str) -> list[str]:
+        return [sys.executable, "-m", "bench.floor", "--queue-url", queue]
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._call(self._exit.aclose())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+
+
+async def _ignore(frame: stompman.MessageFrame) -> None:
+    """A handler for a subscription that exists only to make its queue exist."""
 
 
 Queues = SqsQueues | StompQueues
@@ -526,8 +610,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         args.kordiam_latency_ms = args.channel_latency_ms = 1
         args.timeout = 120
         args.ingress_requests = 0  # tests/bench/test_smoke.py runs bench.ingress's own smoke
-    if args.workload == "backlog" and args.queue != "sqs":
-        parser.error("--workload backlog runs on SQS only (it reads the queue's depth)")
     args.concurrency = args.concurrency or ("32" if args.workload == "backlog" else "1,8,32,128")
     concurrencies = [int(c) for c in args.concurrency.split(",")]
     impls = args.impl.split(",")
@@ -551,6 +633,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             return run_backlog(args, queues, stubs, workdir, concurrencies[0], run_offset, endpoint)
         finally:
             stubs.stop()
+            queues.close()
             if moto_server is not None:
                 moto_server.stop()
     try:
@@ -570,6 +653,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                               run_offset + 50_000_000, args.log_level)  # fmt: skip
     finally:
         stubs.stop()
+        queues.close()
         if moto_server is not None:
             moto_server.stop()
 
@@ -632,8 +716,7 @@ def run_backlog(
     run_offset: int,
     endpoint: str,
 ) -> dict[str, Any]:
-    """The backlog workload (``bench.backlog``) for each implementation, then its targets."""
-    assert isinstance(queues, SqsQueues)
+    """The backlog workload (``bench.backlog``) for each implementation and the queue's floor, then its targets."""
     rows = []
     for index, impl in enumerate(args.impl.split(",")):
         plan = backlog.Backlog(args.backlog_notifications, args.backlog_elements, run_offset + (index + 1) * 100_000)
@@ -647,27 +730,35 @@ def run_backlog(
         )
         print(f"bench:   {row['element_gets']} GETs, drained in {row['drain_s']} s", file=sys.stderr, flush=True)
         rows.append({"concurrency": concurrency, **row})
-    checks = backlog.targets(rows)
+    plan = backlog.Backlog(args.backlog_notifications, args.backlog_elements, run_offset + 900_000)
+    queue, _ = queues.create(f"backlog-floor-{plan.offset}")
+    print("bench: backlog queue floor …", file=sys.stderr, flush=True)
+    queue_floor = backlog.floor(queues.floor_command(queue), queues, queue, plan, LOADER_THREADS, args.timeout)
+    print(f"bench:   drained in {queue_floor['drain_s']} s", file=sys.stderr, flush=True)
+    checks = backlog.targets(rows, queue_floor)
     report: dict[str, Any] = {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": machine_info(),
         "workload": {
             "kind": "backlog",
-            "sqs": args.sqs,
-            "endpoint": endpoint,
+            "queue": args.queue,
+            "sqs": args.sqs if args.queue == "sqs" else None,
+            "endpoint": endpoint if args.queue == "sqs" else args.broker,
             "kordiam_latency_ms": args.kordiam_latency_ms,
             "channel_latency_ms": args.channel_latency_ms,
             "bridge_log_level": args.log_level,
             "what": backlog.__doc__,
         },
         "results": rows,
+        "floor": queue_floor,
         "targets": checks,
         "workdir": str(workdir),
     }
-    backlog.print_report(rows, checks)
+    backlog.print_report(rows, checks, queue_floor)
     if not args.smoke:
         args.out.mkdir(parents=True, exist_ok=True)
-        path = args.out / f"{dt.date.today().isoformat()}-backlog.json"
+        suffix = "backlog" if args.queue == "sqs" else "backlog-activemq"
+        path = args.out / f"{dt.date.today().isoformat()}-{suffix}.json"
         path.write_text(json.dumps(report, indent=2) + "\n")
         print(f"bench: wrote {path}", file=sys.stderr)
     return report
