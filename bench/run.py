@@ -280,7 +280,7 @@ class StompQueues:
             self._client = await self._exit.enter_async_context(client)
             replies: asyncio.Queue[stompman.MessageFrame] = asyncio.Queue()
             self._replies = replies
-            await self._client.subscribe(
+            subscription = await self._client.subscribe(
                 self._reply_to,
                 replies.put,
                 ack="auto",
@@ -288,6 +288,8 @@ class StompQueues:
                 on_suppressed_exception=lambda error, frame: None,
                 receipt_timeout=10,
             )
+            # The client waits for its subscriptions to end before it disconnects.
+            self._exit.push_async_callback(subscription.unsubscribe)
         return self._client
 
     def create(self, name: str) -> tuple[str, str]:

@@ -29,7 +29,10 @@ DATA="$HOME_DIR/data"
 PIDFILE="$HOME_DIR/activemq.pid"
 LOGFILE="$HOME_DIR/activemq.log"
 AMQ_SHARE=/usr/share/activemq
-PACKAGES=(default-jre-headless activemq)
+# XStream and Jettison let the broker answer a statistics request over STOMP as JSON (the broker's own build leaves
+# them out); the bench reads a queue's depth that way (bench/run.py, StompQueues.depth).
+PACKAGES=(default-jre-headless activemq libxstream-java libjettison-java)
+EXTRA_JARS=(xstream jettison xpp3)
 
 say() { printf 'activemq: %s\n' "$*" >&2; }
 die() { say "$*"; exit 1; }
@@ -45,7 +48,8 @@ usage() {
 # --- packages ----------------------------------------------------------------
 
 packages_ready() {
-  command -v java >/dev/null 2>&1 && [[ -f "$AMQ_SHARE/bin/activemq.jar" ]]
+  command -v java >/dev/null 2>&1 && [[ -f "$AMQ_SHARE/bin/activemq.jar" ]] && [[ -f /usr/share/java/xstream.jar ]] \
+    && [[ -f /usr/share/java/jettison.jar ]]
 }
 
 ensure_packages() {
@@ -75,7 +79,12 @@ ensure_packages() {
 # --- configuration -----------------------------------------------------------
 
 write_config() {
-  mkdir -p "$CONF" "$DATA"
+  mkdir -p "$CONF" "$DATA" "$HOME_DIR/lib"
+  # The broker's own lib folder is on its class path (ACTIVEMQ_BASE/lib).
+  local jar
+  for jar in "${EXTRA_JARS[@]}"; do
+    ln -sf "/usr/share/java/$jar.jar" "$HOME_DIR/lib/$jar.jar"
+  done
   # One STOMP connector on loopback; nothing else listens (no OpenWire, no Jetty console, no JMX connector).
   cat >"$CONF/activemq.xml" <<EOF
 <beans xmlns="http://www.springframework.org/schema/beans"
@@ -93,6 +102,8 @@ write_config() {
         <tempUsage><tempUsage limit="256 mb"/></tempUsage>
       </systemUsage>
     </systemUsage>
+    <!-- Queue statistics on request (ActiveMQ.Statistics.Destination.<queue>): the bench reads a queue's depth. -->
+    <plugins><statisticsBrokerPlugin/></plugins>
     <transportConnectors>
       <transportConnector name="stomp" uri="stomp://127.0.0.1:$PORT?transport.closeAsync=false"/>
     </transportConnectors>

@@ -43,7 +43,7 @@ import structlog
 from bridge.ops import metrics
 from bridge.queue.gate import ReceiveGate
 from bridge.queue.outcome import DeadLetter, Done, Outcome, Retry
-from bridge.queue.transport import MAX_BATCH, QueueMessage, Transport, prefetch_for
+from bridge.queue.transport import MAX_BATCH, QueueMessage, Transport, delete_room_for, prefetch_for
 from bridge.retry import queue_backoff
 
 log = structlog.get_logger("bridge.consumer")
@@ -85,7 +85,7 @@ class ConsumerSettings:
 
         As many as those: a queue round trip takes as long as a covered notification's whole handling many times
         over, so with less room a backlog of covered notifications would wait on deletes, not on work."""
-        return self.concurrency + self.prefetch
+        return delete_room_for(self.concurrency)
 
 
 def poller_count(concurrency: int) -> int:
