@@ -122,7 +122,8 @@ run: venv
 # element: element GETs per element, drain time).
 BENCH_ARGS ?=
 
-# Then the same workload on ActiveMQ at C=32 against the simplest STOMP loop (its own broker, port and folder).
+# Then the same workload on ActiveMQ at C=32 against the simplest STOMP loop (its own broker, port and folder), and
+# the backlog workload there too.
 BENCH_ACTIVEMQ := ACTIVEMQ_PORT=61633 ACTIVEMQ_HOME=$(CURDIR)/.cache/activemq-bench
 
 bench: venv
@@ -131,7 +132,8 @@ bench: venv
 	$(BIN)/python -m bench.run $(BENCH_ARGS) && $(BIN)/python -m bench.run --workload backlog; \
 	  status=$$?; scripts/localstack.sh stop; exit $$status
 	$(BENCH_ACTIVEMQ) scripts/activemq.sh start
-	$(BIN)/python -m bench.run --queue activemq --broker stomp://127.0.0.1:61633 --concurrency 32; \
+	$(BIN)/python -m bench.run --queue activemq --broker stomp://127.0.0.1:61633 --concurrency 32 && \
+	  $(BIN)/python -m bench.run --workload backlog --queue activemq --broker stomp://127.0.0.1:61633; \
 	  status=$$?; $(BENCH_ACTIVEMQ) scripts/activemq.sh stop; exit $$status
 
 # Container and local stack. `make image-test` (part of `make test`) starts a Docker engine if none answers

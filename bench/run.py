@@ -618,7 +618,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     moto_server = None
     endpoint = args.endpoint
-    if endpoint is None and args.sqs == "moto":
+    if endpoint is None and args.sqs == "moto" and args.queue == "sqs":
         sys.path.insert(0, str(ROOT))
         from tests.support import start_moto
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import math
+import time
 
 import pytest
 
@@ -16,7 +17,7 @@ pytest.importorskip("psutil", reason="the bench extra is not installed")
 from bench import ingress
 from bench.backlog import Backlog
 from bench.pipeline import measure
-from bench.run import FIELDS, limited_by, main
+from bench.run import FIELDS, StompQueues, limited_by, main
 
 
 @pytest.mark.integration
@@ -79,6 +80,35 @@ def test_bench_backlog_smoke_run_reports_the_targets_and_fetches_by_the_rule() -
     met = {check["target"].split(" ")[0]: check["met"] for check in report["targets"]}
     assert set(met) == {"element", "every", "nothing", "drain"}
     assert met["element"] and met["every"] and met["nothing"], report["targets"]
+    # The queue's floor drained the same number of messages, and left none.
+    assert report["floor"]["drained"] == 61 and report["floor"]["left_in_queue"] == 0, report["floor"]
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(300)
+def test_bench_backlog_smoke_run_on_activemq_reads_the_brokers_depth(activemq: str) -> None:
+    report = main(["--workload", "backlog", "--smoke", "--queue", "activemq", "--broker", activemq])
+
+    rows = {row["impl"]: row for row in report["results"]}
+    assert set(rows) == {"bridge", "simple"}
+    for impl, row in rows.items():
+        assert row["changed_at_depth"] is not None and row["changed_at_depth"] <= 30, impl
+        assert row["finished"] and row["stale_elements"] == 0 and row["dead_lettered"] == 0, impl
+    assert rows["simple"]["element_gets"] == 61
+    assert report["floor"]["drained"] == 61 and report["floor"]["left_in_queue"] == 0, report["floor"]
+
+
+@pytest.mark.integration
+def test_the_bench_reads_an_activemq_queues_depth_from_the_broker(activemq: str) -> None:
+    # The backlog workload's mid-drain change and its end both wait on this figure.
+    queues = StompQueues(activemq)
+    try:
+        queue, dlq = queues.create(f"bench-depth-{time.time_ns()}")
+        assert queues.depth(queue) == 0 and queues.depth(dlq) == 0
+        queues.send(queue, [1, 2, 2], {})
+        assert queues.depth(queue) == 3
+    finally:
+        queues.close()
 
 
 def test_a_backlog_arrives_interleaved_and_a_tenth_of_it_changes() -> None:
