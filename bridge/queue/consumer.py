@@ -11,12 +11,10 @@ ActiveMQ "visibility" is the broker holding an unacknowledged message for this c
 - A heartbeat extends the visibility of every message the worker holds, in batches (on a transport with a lease):
   running, waiting for a slot, and done but not yet deleted. A message to be retried or released leaves the held
   set before its visibility is changed, so the heartbeat never overrides a back-off.
-- Deletes are batched (10, or after a short linger), and batches go out concurrently. A done message keeps a room
-  until the queue confirmed its delete, in a window of its own (``delete_room``: as many as the worker runs and
-  prefetches): its slot and its place in the prefetch go to the next message at once, so a slow round trip of the
-  queue never idles a slot, but when deletes are slow the pollers receive less, instead of piling up done
-  messages whose visibility runs out (they would be received again, and a burst of short messages would walk
-  them to the dead-letter queue by the native redrive).
+- Deletes are batched (10, or after a short linger), and batches go out concurrently. A message keeps its room in
+  the worker until the queue confirmed its delete: when deletes are slow the pollers receive less, instead of
+  piling up done messages whose visibility runs out (they would be received again, and a burst of short messages
+  would walk them to the dead-letter queue by the native redrive).
 - Shutdown stops receiving, aborts the long poll, lets in-flight work finish within a deadline, releases what is
   left with visibility 0, and flushes pending deletes.
 - FIFO queues: messages of one group run one after another in the order SQS gave them, groups in parallel; when
@@ -43,7 +41,7 @@ import structlog
 from bridge.ops import metrics
 from bridge.queue.gate import ReceiveGate
 from bridge.queue.outcome import DeadLetter, Done, Outcome, Retry
-from bridge.queue.transport import MAX_BATCH, QueueMessage, Transport, delete_room_for, prefetch_for
+from bridge.queue.transport import MAX_BATCH, QueueMessage, Transport, prefetch_for
 from bridge.retry import queue_backoff
 
 log = structlog.get_logger("bridge.consumer")
@@ -79,14 +77,6 @@ class ConsumerSettings:
         """Messages held beyond the running ones: a batch, two for wide concurrency (they are heartbeated too)."""
         return prefetch_for(self.concurrency)
 
-    @property
-    def delete_room(self) -> int:
-        """Done messages held until the queue confirms their delete, beyond the running and prefetched ones.
-
-        As many as those: a queue round trip takes as long as a covered notification's whole handling many times
-        over, so with less room a backlog of covered notifications would wait on deletes, not on work."""
-        return delete_room_for(self.concurrency)
-
 
 def poller_count(concurrency: int) -> int:
     """One long poll per 10 slots (a receive returns at most 10), at most 8."""
@@ -101,9 +91,8 @@ class Consumer:
     prefetched, or queued behind its FIFO group) is released for another worker; pending deletes are flushed.
     ``ready`` and ``healthy`` answer the probes meanwhile.
 
-    Backpressure: at most ``concurrency`` messages run and ``prefetch`` more wait for a slot, and at most
-    ``delete_room`` done ones wait for the queue to confirm their delete; a poller receives only when there is room
-    for a whole batch (or a slot sits idle) and the deletes are not that far behind. A closed ``gate`` stops
+    Backpressure: at most ``concurrency`` messages run and ``prefetch`` more wait for a slot or for their delete; a
+    poller receives only when there is room for a whole batch, or a slot sits idle. A closed ``gate`` stops
     receiving altogether.
 
     Errors: ``handler`` returns an ``Outcome``; the consumer settles it (delete, back-off, or DLQ then delete) and
@@ -118,10 +107,8 @@ class Consumer:
         self._handler = handler
         self._settings = settings
         self._gate = gate or ReceiveGate()
-        # Messages this worker may hold (running or waiting for a slot), and the slots that run them; done messages
-        # waiting for their delete count against ``delete_room`` instead.
+        # Messages this worker may hold (running or waiting for a slot), and the slots that run them.
         self._free = settings.concurrency + settings.prefetch
-        self._delete_room = settings.delete_room
         self._slots = asyncio.Semaphore(settings.concurrency)
         # Pollers waiting for room; woken (all of them, to re-check) whenever room may have appeared.
         self._room_waiters: list[asyncio.Future[None]] = []
@@ -132,7 +119,7 @@ class Consumer:
         # Receipt handles of prefetched messages still waiting for a slot: a shutdown releases them without running.
         self._waiting: set[str] = set()
         self._tasks: dict[asyncio.Task[None], QueueMessage] = {}
-        self._deletes: asyncio.Queue[QueueMessage] = asyncio.Queue()
+        self._deletes: asyncio.Queue[tuple[QueueMessage, asyncio.Future[None]]] = asyncio.Queue()
         self._delete_calls: set[asyncio.Task[None]] = set()
         # FIFO: the messages of a group waiting behind the one that runs.
         self._fifo = transport.ordered_groups
@@ -193,7 +180,7 @@ class Consumer:
         budget = max(0.5, self._settings.shutdown_timeout - 2.0) if self._gate.reason is None else 0.0
         if self._tasks:
             _, pending = await asyncio.wait(set(self._tasks), timeout=budget)
-            # A task whose delete is queued is done with its message: the deleter finishes it below.
+            # A task still waiting for its delete is done with its message: the deleter finishes it below.
             unfinished = [
                 self._tasks[task] for task in pending if self._tasks[task].receipt_handle not in self._deleting
             ]
@@ -257,19 +244,13 @@ class Consumer:
                 with contextlib.suppress(ValueError):
                     self._room_waiters.remove(waiter)
         # No await between the check and the take: no other poller can take the same room.
-        taken = min(MAX_BATCH, self._room())
+        taken = min(MAX_BATCH, self._free)
         self._free -= taken
         return taken
 
-    def _room(self) -> int:
-        """What a receive may take: room among the running and prefetched messages, and no more than the delete
-        room has left (every message taken may end waiting for its delete), so the worker never holds more than
-        ``concurrency + prefetch + delete_room`` messages."""
-        return min(self._free, self._delete_room - len(self._deleting))
-
     def _has_room(self) -> bool:
-        room = self._room()
-        return room >= MAX_BATCH or (room > 0 and len(self._tasks) < self._settings.concurrency)
+        unsettled = len(self._tasks) - len(self._deleting)
+        return self._free >= MAX_BATCH or (self._free > 0 and unsettled < self._settings.concurrency)
 
     def _wake_pollers(self) -> None:
         if self._room_waiters and self._has_room():
@@ -343,16 +324,17 @@ class Consumer:
             )
         if isinstance(outcome, Retry) and message.receive_count >= self._settings.max_receive_count:
             outcome = outcome.exhausted(message.receive_count)
-        await self._settle(message, outcome)
+        deleted = await self._settle(message, outcome)
         if self._fifo and message.group_id is not None:
             await self._continue_group(message.group_id, failed=isinstance(outcome, Retry))
+        if deleted is not None:
+            await deleted  # the message keeps its room until the queue confirmed the delete
 
-    async def _settle(self, message: QueueMessage, outcome: Outcome) -> None:
-        """Settle ``outcome``: queue the delete, set the back-off, or copy to the DLQ and queue the delete."""
+    async def _settle(self, message: QueueMessage, outcome: Outcome) -> asyncio.Future[None] | None:
+        """Settle ``outcome``; for a delete, return the future its confirmation resolves."""
         metrics.MESSAGE_OUTCOMES.labels(outcome.kind).inc()
         if isinstance(outcome, Done):
-            self._queue_delete(message)
-            return
+            return self._queue_delete(message)
         if isinstance(outcome, Retry):
             delay = queue_backoff(
                 message.receive_count,
@@ -362,7 +344,7 @@ class Consumer:
             )
             log.warning("retry_later", outcome="retry", stage=outcome.stage, reason=outcome.reason, visibility=delay)
             await self._retry_later([message], delay)
-            return
+            return None
         assert isinstance(outcome, DeadLetter)  # a DeadLetter is the context the dead-letter queue keeps
         try:
             await self._transport.send_dead_letter(message, outcome)
@@ -372,7 +354,7 @@ class Consumer:
                 "dead_letter_failed", outcome="retry", error=f"{type(error).__name__}: {error}", reason=outcome.reason
             )
             await self._retry_later([message], queue_backoff(message.receive_count))
-            return
+            return None
         log.error(
             "dead_lettered",
             outcome="dead_letter",
@@ -381,13 +363,15 @@ class Consumer:
             error_class=outcome.error_class,
             element_id=outcome.element_id,
         )
-        self._queue_delete(message)
+        return self._queue_delete(message)
 
-    def _queue_delete(self, message: QueueMessage) -> None:
-        # Still held (and heartbeated) until the delete is confirmed, in the delete room; its slot and its room
-        # among the running and prefetched messages go to the next message as soon as its task ends.
+    def _queue_delete(self, message: QueueMessage) -> asyncio.Future[None]:
+        # Still held (and heartbeated) until the delete is confirmed; its slot is free for the next message.
         self._deleting[message.receipt_handle] = message
-        self._deletes.put_nowait(message)
+        confirmed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._deletes.put_nowait((message, confirmed))
+        self._wake_pollers()
+        return confirmed
 
     async def _retry_later(self, messages: list[QueueMessage], seconds: int) -> None:
         # Leave the held set first: the heartbeat must not undo the back-off.
@@ -421,7 +405,7 @@ class Consumer:
 
     async def _delete_loop(self) -> None:
         """Gather deletes into batches and send each batch without waiting for the one before: one call at a time
-        would cap the worker at 10 messages per round trip. The delete room bounds the calls."""
+        would cap the worker at 10 messages per round trip. The room each pending delete holds bounds the calls."""
         while True:
             batch = [await self._deletes.get()]
             # One timeout for the whole linger (asyncio.wait_for would make a task per message).
@@ -433,9 +417,9 @@ class Consumer:
             self._delete_calls.add(call)
             call.add_done_callback(self._delete_calls.discard)
 
-    async def _delete(self, batch: list[QueueMessage]) -> None:
+    async def _delete(self, batch: list[tuple[QueueMessage, asyncio.Future[None]]]) -> None:
         try:
-            await self._transport.complete(batch)
+            await self._transport.complete([message for message, _ in batch])
         except Exception as error:
             log.error(
                 "delete_batch_failed",
@@ -444,11 +428,12 @@ class Consumer:
                 hint="the messages will be received again; processing is idempotent",
             )
         finally:
-            for message in batch:
+            for message, confirmed in batch:
                 self._deleting.pop(message.receipt_handle, None)
                 self._in_flight.pop(message.receipt_handle, None)
+                if not confirmed.done():  # its task may have been cancelled at the shutdown deadline
+                    confirmed.set_result(None)
                 self._deletes.task_done()
-            self._wake_pollers()  # room in the delete window
 
     # ---- heartbeat -----------------------------------------------------------------------------------------
 

@@ -3,9 +3,8 @@
 How each outcome is carried out (ActiveMQ Classic and Artemis both speak this):
 
 - Receive: one subscription with ``ack:client-individual`` and a broker prefetch of what the consumer may hold
-  unacknowledged (``held_at_most``: its slots, its prefetch and its delete room); MESSAGE frames wait in a local
-  inbox until the consumer asks for them. A message stays reserved for this connection until it is acknowledged
-  or the connection ends: nothing to extend.
+  (its slots plus ``prefetch_for``); MESSAGE frames wait in a local inbox until the consumer asks for them. A
+  message stays reserved for this connection until it is acknowledged or the connection ends: nothing to extend.
 - Done: ACK.
 - Retry later: the message is SENT again with ``AMQ_SCHEDULED_DELAY`` (the broker's scheduler holds it for the
   delay) and ``bridge-attempt`` one higher, then the original is ACKed. The attempt count lives on the message, so it
@@ -49,7 +48,7 @@ from bridge.queue.transport import (
     MAX_BATCH,
     QueueInfo,
     QueueMessage,
-    held_at_most,
+    prefetch_for,
 )
 
 log = structlog.get_logger("bridge.queue")
@@ -168,7 +167,7 @@ class StompTransport:
                     address.destination,
                     transport._on_message,
                     ack="client-individual",
-                    headers={"activemq.prefetchSize": str(held_at_most(settings.concurrency))},
+                    headers={"activemq.prefetchSize": str(settings.concurrency + prefetch_for(settings.concurrency))},
                     receipt_timeout=RECEIPT_TIMEOUT_SECONDS,
                 )
                 # The client waits for its subscriptions to end before it disconnects.

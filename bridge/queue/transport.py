@@ -26,20 +26,9 @@ DEFAULT_MAX_RECEIVE_COUNT = 10
 
 
 def prefetch_for(concurrency: int) -> int:
-    """Messages a consumer holds beyond the running ones: a batch, two for wide concurrency."""
+    """Messages a consumer holds beyond the running ones: a batch, two for wide concurrency. A transport that
+    pushes messages (ActiveMQ) asks the broker for at most ``concurrency + prefetch_for(concurrency)``."""
     return min(2 * MAX_BATCH, max(MAX_BATCH, concurrency))
-
-
-def delete_room_for(concurrency: int) -> int:
-    """Done messages a consumer holds until the queue confirms their delete, beyond the running and prefetched
-    ones: as many as those (``bridge.queue.consumer``)."""
-    return concurrency + prefetch_for(concurrency)
-
-
-def held_at_most(concurrency: int) -> int:
-    """The most messages a consumer holds unsettled: running, prefetched, and done but not yet confirmed deleted. A
-    transport that pushes messages (ActiveMQ) asks the broker for this many at most."""
-    return concurrency + prefetch_for(concurrency) + delete_room_for(concurrency)
 
 
 @dataclass(slots=True)

@@ -370,15 +370,13 @@ async def test_a_done_message_stays_heartbeated_until_its_delete_is_confirmed() 
 
 
 async def test_slow_deletes_hold_back_receiving() -> None:
-    # While the queue does not confirm deletes, the worker stops receiving once the done messages fill the delete
-    # room, and never holds more than concurrency + prefetch + delete room messages.
+    # While the queue does not confirm deletes, the worker holds at most concurrency + prefetch messages.
     transport = SlowDeletes(200)
 
     async def handler(m: QueueMessage) -> Outcome:
         return Done()
 
-    consumer_settings = settings(concurrency=4)
-    consumer = Consumer(transport, handler, consumer_settings)
+    consumer = Consumer(transport, handler, settings(concurrency=4))
     stop = asyncio.Event()
     task = asyncio.create_task(consumer.run(stop))
     await asyncio.sleep(0.5)
@@ -389,8 +387,9 @@ async def test_slow_deletes_hold_back_receiving() -> None:
             await asyncio.sleep(0.02)
     stop.set()
     await asyncio.wait_for(task, 10)
-    assert held_while_blocked == consumer_settings.delete_room
-    assert transport.most_held <= 4 + prefetch_for(4) + consumer_settings.delete_room
+    limit = 4 + prefetch_for(4)
+    assert held_while_blocked == limit
+    assert transport.most_held <= limit
 
 
 async def test_delete_batches_go_out_without_waiting_for_each_other() -> None:
