@@ -1,10 +1,12 @@
 """The queue's own floor for a drain: receive and delete (ACK) a preloaded queue with no work per message.
 
-    python -m bench.floor --queue-url URL --endpoint-url URL --expect N [--pollers 8]     (SQS)
+    python -m bench.floor --queue-url URL --endpoint-url URL --expect N [--pollers 16]    (SQS)
     python -m bench.floor --queue-url stomp://HOST:PORT/queue/NAME --expect N [--prefetch 1000]  (ActiveMQ)
 
 SQS: ``--pollers`` loops on one aiobotocore client, each receiving batches of 10 and handing each batch straight
-to a DeleteMessageBatch of its own (not awaited by the poller, so receives and deletes overlap). ActiveMQ: one
+to a DeleteMessageBatch of its own (not awaited by the poller, so receives and deletes overlap); 16 by default, as
+many as helped (on LocalStack here 16 drained 3,030 messages in 1.42–1.50 s, 4 in 1.66–2.14 s, 8 in 1.59–1.87 s,
+32 and 64 no faster). ActiveMQ: one
 stompman subscription (``client-individual``, the broker's prefetch ``--prefetch``), each message ACKed as it
 arrives. Both on uvloop, as the worker runs. Prints one JSON line: ``drain_s`` from the first message received
 to the last delete answered (SQS) or ACK written (ActiveMQ), and ``messages``. What a worker that did nothing
@@ -117,7 +119,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--queue-url", required=True)
     parser.add_argument("--endpoint-url", default=None, help="SQS endpoint; not for stomp://")
     parser.add_argument("--expect", type=int, required=True, help="messages on the queue: the drain ends there")
-    parser.add_argument("--pollers", type=int, default=8)
+    parser.add_argument("--pollers", type=int, default=16)
     parser.add_argument("--prefetch", type=int, default=1000)
     parser.add_argument("--timeout", type=float, default=300)
     args = parser.parse_args(argv)
