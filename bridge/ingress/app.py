@@ -22,7 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from bridge.config import ApiKeyCheck, IngressCommandSettings, IngressSettings
 from bridge.ingress import metrics
 from bridge.ingress.auth import KeyExchange, TokenIssuer, credential_check
-from bridge.ingress.common import Enqueuer, log, problem
+from bridge.ingress.common import ENQUEUED, Enqueuer, log, problem
 from bridge.ingress.global_export import GlobalExportReceiver
 from bridge.ingress.lookup import ElementLookup
 from bridge.ingress.platform import PlatformReceiver
@@ -140,6 +140,7 @@ async def _request_log(request: web.Request, handler: Handler) -> web.StreamResp
                 status=response.status,
                 client=request.get(CLIENT, request.remote),
                 duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                **request.get(ENQUEUED, {}),
             )
     response.headers["X-Request-Id"] = request_id
     return response
