@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import re
+import secrets
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Network, IPv6Network, ip_address
@@ -127,7 +127,7 @@ def _route_name(request: web.Request) -> str:
 @web.middleware
 async def _request_log(request: web.Request, handler: Handler) -> web.StreamResponse:
     offered = request.headers.get("X-Request-Id", "")
-    request_id = offered if _REQUEST_ID.match(offered) else uuid.uuid4().hex
+    request_id = offered if _REQUEST_ID.match(offered) else secrets.token_hex(16)
     started = time.perf_counter()
     with structlog.contextvars.bound_contextvars(request_id=request_id):
         response = await handler(request)
