@@ -398,7 +398,7 @@ def _ingress(args: argparse.Namespace) -> int:
 
     settings = load_settings(args.config, model=IngressCommandSettings)
     configure_logging(settings.ingress.log_level, log_format=settings.ops.log_format)
-    serve_until_signalled(lambda stop: run_ingress(settings, stop))
+    serve_until_signalled(lambda stop: run_ingress(settings, stop, own_process=True))
     return 0
 
 

@@ -19,7 +19,7 @@ from bridge.pipeline.notification import (
     Event,
     Notification,
     PoisonMessage,
-    decode_notification,
+    decode_payload,
     resync_notification,
 )
 from bridge.queue import Transport
@@ -27,6 +27,8 @@ from bridge.queue import Transport
 log = structlog.get_logger("bridge.ingress")
 
 JSON_TYPES = ("application/json",)
+# What a call enqueued (element id, event, message id), for its one ``ingress_request`` log line.
+ENQUEUED = web.RequestKey("enqueued", dict[str, Any])
 
 
 class QueueUnavailable(Exception):
@@ -59,13 +61,6 @@ class Enqueuer:
             raise QueueUnavailable from error
         self.healthy = True
         metrics.ENQUEUE_SECONDS.observe(time.perf_counter() - started)
-        log.info(
-            "enqueued",
-            element_id=notification.element_id,
-            webhook_event=event.value,
-            message_id=message_id,
-            source=source,
-        )
         return message_id
 
 
@@ -124,13 +119,18 @@ class ElementCalls:
             return parsed
         text, payload = parsed
         try:
-            notification = decode_notification(text)
+            notification = decode_payload(payload)
         except PoisonMessage as error:
             return problem(400, f"body is not a Kordiam element: {error.reason}")
         try:
-            await self.enqueuer.enqueue(text, notification, event, self.source)
+            message_id = await self.enqueuer.enqueue(text, notification, event, self.source)
         except QueueUnavailable:
             return problem(503, "queue unavailable, retry later")
+        request[ENQUEUED] = {
+            "element_id": notification.element_id,
+            "webhook_event": event.value,
+            "message_id": message_id,
+        }
         return payload, notification
 
     async def delete(self, request: web.Request, element_for: Callable[[str], Awaitable[int | None]]) -> web.Response:
@@ -146,9 +146,12 @@ class ElementCalls:
             return web.json_response({"id": None, "mapped": False})
         body, _ = resync_notification(element_id, source=self.source, event=Event.DELETED.value)
         try:
-            await self.enqueuer.enqueue(body, Notification(element_id, Event.DELETED), Event.DELETED, self.source)
+            message_id = await self.enqueuer.enqueue(
+                body, Notification(element_id, Event.DELETED), Event.DELETED, self.source
+            )
         except QueueUnavailable:
             return problem(503, "queue unavailable, retry later")
+        request[ENQUEUED] = {"element_id": element_id, "webhook_event": Event.DELETED.value, "message_id": message_id}
         return web.json_response({"id": id_answer(external_id)})
 
 

@@ -67,6 +67,11 @@ def decode_notification(body: str, attributes: dict[str, str] | None = None) -> 
         payload = json.loads(body)
     except (json.JSONDecodeError, RecursionError) as error:
         raise PoisonMessage(f"body is not JSON: {error}") from None
+    return decode_payload(payload, attributes)
+
+
+def decode_payload(payload: Any, attributes: dict[str, str] | None = None) -> Notification:
+    """``decode_notification`` of a body already parsed from JSON (the ingress has parsed it to check it)."""
     notification = _decode(payload, dict(attributes or {}), depth=0)
     if (attributes or {}).get(FORCE_ATTRIBUTE) == "true":
         notification = dataclasses.replace(notification, force=True)

@@ -241,7 +241,7 @@ async def test_a_queue_outage_answers_503_acknowledges_nothing_and_kordiams_retr
         ingress.terminate()
         worker.terminate()
         moto.stop()
-    enqueued = [e for e in ingress.events() if e.get("event") == "enqueued"]
+    enqueued = [e for e in ingress.events() if e.get("event") == "ingress_request" and "message_id" in e]
     figures.sent = len(answers)
     figures.delivered = len(writes)
     figures.dead_lettered = len(dead)

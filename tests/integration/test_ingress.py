@@ -359,7 +359,13 @@ async def test_the_ingress_command_serves_and_stops_on_sigterm(
         log.close()
     logged = (tmp_path / "ingress.log").read_text()
     assert TOKEN not in logged
-    assert '"event": "enqueued"' in logged
+    # One line per call, with what it enqueued.
+    [line] = [json.loads(line) for line in logged.splitlines() if '"global_export.create"' in line]
+    assert line["event"] == "ingress_request"
+    assert line["status"] == 201
+    assert line["element_id"] == 31
+    assert line["webhook_event"] == "created"
+    assert line["message_id"]
 
 
 async def test_an_answer_lost_after_the_enqueue_makes_a_harmless_duplicate(

@@ -318,6 +318,39 @@ async def test_api_key_token_expires(ingress: Factory) -> None:
     assert (await client.post("/kordiam/element", data=body, headers=bearer(fresh))).status == 201
 
 
+def test_an_issued_token_is_verified_once_and_still_expires() -> None:
+    issuer = TokenIssuer("s3cret", 60, "platform")
+    headers = {"Authorization": f"Bearer {issuer.issue()['access_token']}"}
+    with patch("jwt.decode", wraps=jwt.decode) as decode:
+        assert issuer.check(headers) is None
+        assert issuer.check(headers) is None
+        assert decode.call_count == 1  # the second call was remembered
+    # Past its exp the memory no longer answers: PyJWT decides again (on its own clock, which says expired then).
+    with (
+        patch("time.time", return_value=time.time() + 61),
+        patch("jwt.decode", side_effect=jwt.ExpiredSignatureError) as decode,
+    ):
+        assert issuer.check(headers) == "token expired"
+        assert decode.call_count == 1
+
+
+def test_a_token_that_failed_is_never_remembered() -> None:
+    issuer = TokenIssuer("s3cret", 60, "platform")
+    forged = {"Authorization": f"Bearer {TokenIssuer('other', 60, 'platform').issue()['access_token']}"}
+    with patch("jwt.decode", wraps=jwt.decode) as decode:
+        assert issuer.check(forged) == "token not issued by this ingress"
+        assert issuer.check(forged) == "token not issued by this ingress"
+        assert decode.call_count == 2
+
+
+def test_the_memory_of_verified_tokens_is_bounded() -> None:
+    issuer = TokenIssuer("s3cret", 60, "platform")
+    for _ in range(TokenIssuer.VERIFIED_TOKENS_KEPT + 5):
+        token = issuer.issue()["access_token"]  # each with its own jti
+        assert issuer.check({"Authorization": f"Bearer {token}"}) is None
+    assert len(issuer._verified) <= TokenIssuer.VERIFIED_TOKENS_KEPT
+
+
 async def test_custom_headers(ingress: Factory) -> None:
     auth = {"type": "headers", "headers": {"X-Api-Key": "k-1", "X-Tenant": "t-1"}}
     client, transport = await ingress(settings(global_export={"path": "/kordiam", "auth": auth}))
