@@ -3,10 +3,11 @@
 #
 #   scripts/activemq.sh start|stop|status|env
 #
-# start   installs `activemq` and `default-jre-headless` if missing (needs root or password-less sudo), writes a
-#         broker configuration of its own under $ACTIVEMQ_HOME/conf and runs the broker in the foreground of its
-#         own process group: STOMP on 127.0.0.1:$ACTIVEMQ_PORT only, no OpenWire, no web console, no JMX,
-#         persistence (KahaDB) and the scheduler store in $ACTIVEMQ_HOME/data. Idempotent: a broker that answers
+# start   installs `activemq`, `default-jre-headless`, `libxstream-java` and `libjettison-java` if missing (needs
+#         root or password-less sudo), writes a broker configuration of its own under $ACTIVEMQ_HOME/conf and runs
+#         the broker in the foreground of its own process group: STOMP on 127.0.0.1:$ACTIVEMQ_PORT only, no
+#         OpenWire, no web console, no JMX, persistence (KahaDB) and the scheduler store in $ACTIVEMQ_HOME/data,
+#         the statistics plugin on (a queue's depth on request, for the bench). Idempotent: a broker that answers
 #         STOMP on the port returns at once.
 # stop    stops the broker (messages persist; the next start finds them).
 # status  exit 0 when the broker answers a STOMP CONNECT.
