@@ -8,7 +8,7 @@ to a DeleteMessageBatch of its own (not awaited by the poller, so receives and d
 many as helped (on LocalStack here 16 drained 3,030 messages in 1.42–1.50 s, 4 in 1.66–2.14 s, 8 in 1.59–1.87 s,
 32 and 64 no faster). ActiveMQ: one
 stompman subscription (``client-individual``, the broker's prefetch ``--prefetch``), each message ACKed as it
-arrives. Both on uvloop, as the worker runs. Prints one JSON line: ``drain_s`` from the first message received
+arrives. Prints one JSON line: ``drain_s`` from the first message received
 to the last delete answered (SQS) or ACK written (ActiveMQ), and ``messages``. What a worker that did nothing
 with its messages would need on this queue and machine: a worker's drain can approach it, never beat it.
 """
@@ -22,8 +22,6 @@ import sys
 import time
 from typing import Any
 from urllib.parse import urlparse
-
-from bridge import eventloop
 
 REGION = "eu-central-1"
 
@@ -124,9 +122,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--timeout", type=float, default=300)
     args = parser.parse_args(argv)
     if args.queue_url.startswith("stomp"):
-        result = eventloop.run(drain_stomp(args.queue_url, args.expect, args.prefetch, args.timeout))
+        result = asyncio.run(drain_stomp(args.queue_url, args.expect, args.prefetch, args.timeout))
     else:
-        result = eventloop.run(drain_sqs(args.queue_url, args.endpoint_url, args.expect, args.pollers, args.timeout))
+        result = asyncio.run(drain_sqs(args.queue_url, args.endpoint_url, args.expect, args.pollers, args.timeout))
     json.dump(result, sys.stdout)
     print()
 

@@ -42,7 +42,6 @@ import psutil  # type: ignore[import-untyped]
 
 from bench.run import LOCALSTACK, REGION, ROOT, SqsQueues, cpu_idle_total, free_port, peak_rss_mb, percentile
 from bench.stubs import ELEMENT_TEMPLATE
-from bridge import eventloop
 
 P99_TARGET_MS = 50.0
 CONCURRENCY = 32
@@ -336,7 +335,7 @@ def measure(
     results = []
     for index, receiver in enumerate(RECEIVERS):
         print(f"bench: ingress {receiver} C={concurrency} n={n} …", file=sys.stderr, flush=True)
-        row = eventloop.run(
+        row = asyncio.run(
             measure_receiver(receiver, queues, workdir, n, concurrency, offset + index * 100_000, log_level)
         )
         verdict = "met" if row["p99_target_met"] else "NOT met"

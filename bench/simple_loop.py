@@ -19,8 +19,6 @@ from typing import Any
 import aiohttp
 from aiobotocore.session import get_session
 
-from bridge import eventloop
-
 AUTH = {"Authorization": "Bearer bench"}
 
 
@@ -105,8 +103,7 @@ def cli() -> None:
     parser.add_argument("--endpoint-url", required=True)
     parser.add_argument("--base-url", required=True)
     parser.add_argument("--concurrency", type=int, default=8)
-    # The bridge's own loop (uvloop), so the comparison is like for like.
-    eventloop.run(main(parser.parse_args()))
+    asyncio.run(main(parser.parse_args()))
 
 
 if __name__ == "__main__":

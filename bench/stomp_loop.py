@@ -19,7 +19,6 @@ import aiohttp
 import stompman
 
 from bench.simple_loop import sync_element
-from bridge import eventloop
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -51,8 +50,7 @@ def cli() -> None:
     parser.add_argument("--queue-url", required=True)
     parser.add_argument("--base-url", required=True)
     parser.add_argument("--concurrency", type=int, default=8)
-    # The bridge's own loop (uvloop), so the comparison is like for like.
-    eventloop.run(main(parser.parse_args()))
+    asyncio.run(main(parser.parse_args()))
 
 
 if __name__ == "__main__":

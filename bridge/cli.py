@@ -90,7 +90,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 def serve_until_signalled(serve: Callable[[asyncio.Event], Coroutine[Any, Any, None]]) -> None:
     """Run a long-lived command (the worker, the ingress) until SIGTERM or SIGINT sets the event ``serve`` is
     given; it then drains and returns."""
-    from bridge import eventloop
     from bridge.worker import install_signal_handlers
 
     async def main() -> None:
@@ -98,7 +97,7 @@ def serve_until_signalled(serve: Callable[[asyncio.Event], Coroutine[Any, Any, N
         install_signal_handlers(stop)
         await serve(stop)
 
-    eventloop.run(main())
+    asyncio.run(main())
 
 
 def run_command(main: Callable[[asyncio.Event], Coroutine[Any, Any, T]], *, stops_on_interrupt: bool = False) -> T:
