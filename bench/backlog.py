@@ -175,10 +175,11 @@ def floor(command: list[str], queues: BacklogQueues, queue: str, backlog: Backlo
         "impl": "floor",
         "notifications": len(ids),
         "drained": result["messages"],
+        "duplicates": result.get("duplicates", 0),  # delivered twice (SQS: at least once), deleted, not counted
         "drain_s": result["drain_s"],
         "msg_per_s": round(len(ids) / result["drain_s"], 1) if result["drain_s"] > 0 else None,
         "left_in_queue": queues.depth(queue),
-        "settings": {k: v for k, v in result.items() if k not in {"messages", "drain_s"}},
+        "settings": {k: v for k, v in result.items() if k not in {"messages", "duplicates", "drain_s"}},
     }
 
 
