@@ -122,15 +122,8 @@ class ElementCalls:
             notification = decode_payload(payload)
         except PoisonMessage as error:
             return problem(400, f"body is not a Kordiam element: {error.reason}")
-        try:
-            message_id = await self.enqueuer.enqueue(text, notification, event, self.source)
-        except QueueUnavailable:
-            return problem(503, "queue unavailable, retry later")
-        request[ENQUEUED] = {
-            "element_id": notification.element_id,
-            "webhook_event": event.value,
-            "message_id": message_id,
-        }
+        if (unavailable := await self._enqueue(request, text, notification, event)) is not None:
+            return unavailable
         return payload, notification
 
     async def delete(self, request: web.Request, element_for: Callable[[str], Awaitable[int | None]]) -> web.Response:
@@ -145,14 +138,25 @@ class ElementCalls:
             # Nothing to enqueue; a 404 would only make Kordiam retry the same unmappable call.
             return web.json_response({"id": None, "mapped": False})
         body, _ = resync_notification(element_id, source=self.source, event=Event.DELETED.value)
+        notification = Notification(element_id, Event.DELETED)
+        if (unavailable := await self._enqueue(request, body, notification, Event.DELETED)) is not None:
+            return unavailable
+        return web.json_response({"id": id_answer(external_id)})
+
+    async def _enqueue(
+        self, request: web.Request, body: str, notification: Notification, event: Event
+    ) -> web.Response | None:
+        """None once the queue holds the message (what was enqueued goes into the call's log line); else the 503."""
         try:
-            message_id = await self.enqueuer.enqueue(
-                body, Notification(element_id, Event.DELETED), Event.DELETED, self.source
-            )
+            message_id = await self.enqueuer.enqueue(body, notification, event, self.source)
         except QueueUnavailable:
             return problem(503, "queue unavailable, retry later")
-        request[ENQUEUED] = {"element_id": element_id, "webhook_event": Event.DELETED.value, "message_id": message_id}
-        return web.json_response({"id": id_answer(external_id)})
+        request[ENQUEUED] = {
+            "element_id": notification.element_id,
+            "webhook_event": event.value,
+            "message_id": message_id,
+        }
+        return None
 
 
 def token_route(path: str, exchange: KeyExchange, receiver: str, name: str) -> web.RouteDef:
