@@ -108,6 +108,8 @@ class Section(BaseModel):
 # Keys that mean something for one kind of queue only: set for the other, they would silently do nothing.
 SQS_ONLY_KEYS = ("endpoint_url", "region", "wait_time_seconds", "visibility_timeout")
 STOMP_ONLY_KEYS = ("username", "password", "ca_file")
+# Default of queue.read_ahead (the README's Covered notifications says how it was chosen).
+READ_AHEAD_DEFAULT = 512
 
 
 class QueueSettings(Section):
@@ -126,6 +128,9 @@ class QueueSettings(Section):
     ca_file: FilePath | None = None
     # Both.
     concurrency: int = Field(default=32, ge=1, le=1000)
+    # Messages held beyond `concurrency`, whose notifications wait for a slot only if they need a fetch: one an
+    # earlier fetch covered is settled as soon as it is received (README, Covered notifications).
+    read_ahead: int = Field(default=READ_AHEAD_DEFAULT, ge=0, le=5000)
     dlq_url: str | None = None
     # Attempts before the worker dead-letters a failing message itself, with context; default: the queue's
     # redrive maxReceiveCount (the worker acts one receive earlier so the reason is kept).
@@ -139,6 +144,11 @@ class QueueSettings(Section):
     # after this worker received it needs no allowance; README, Covered notifications). The same value as
     # bridge.pipeline.covering.DEFAULT_CLOCK_SKEW_SECONDS.
     clock_skew_seconds: float = Field(default=5.0, ge=0, le=3600)
+
+    @property
+    def handlers(self) -> int:
+        """Messages a worker runs at once: ``concurrency`` doing their work, ``read_ahead`` up to where they need to."""
+        return self.concurrency + self.read_ahead
 
     @field_validator("url", "dlq_url")
     @classmethod

@@ -28,6 +28,7 @@ from bridge.pipeline.sync import SyncEngine
 from bridge.queue import open_transport
 from bridge.queue.consumer import Consumer, ConsumerSettings, poller_count
 from bridge.queue.gate import ReceiveGate
+from bridge.queue.slots import WorkSlots
 from bridge.state import StateStore, open_state_store
 
 log = structlog.get_logger("bridge.worker")
@@ -51,6 +52,8 @@ class Pipeline:
     handler: MessageHandler
     credentials: KordiamCredentials
     gate: ReceiveGate
+    # The consumer's work slots: the engine takes one only for a notification that needs a fetch.
+    slots: WorkSlots
 
 
 def build_pipeline(
@@ -87,6 +90,7 @@ def build_pipeline(
         client_secret=settings.kordiam.client_secret,
         timeout=settings.kordiam.timeout,
     )
+    slots = WorkSlots(settings.queue.concurrency)
     engine = SyncEngine(
         kordiam=kordiam,
         routes=routes,
@@ -94,10 +98,11 @@ def build_pipeline(
         feedback=settings.feedback,
         main_channel=settings.main_channel,
         fetched=FetchLedger(clock_skew=settings.queue.clock_skew_seconds),
+        slots=slots,
     )
     gate = ReceiveGate()
     credentials = KordiamCredentials(kordiam, gate)
-    return Pipeline(kordiam, channels, MessageHandler(engine, credentials=credentials), credentials, gate)
+    return Pipeline(kordiam, channels, MessageHandler(engine, credentials=credentials), credentials, gate, slots)
 
 
 async def run_worker(
@@ -142,12 +147,13 @@ async def assemble(
         stack.push_async_callback(pipeline.credentials.aclose)
         # Refused credentials stop the start (exit 2); an unreachable Kordiam starts the worker paused.
         await pipeline.credentials.check_at_start()
-        transport = await stack.enter_async_context(open_transport(queue, pollers=poller_count(queue.concurrency)))
+        transport = await stack.enter_async_context(open_transport(queue, pollers=poller_count(queue.handlers)))
         info = await transport.describe()
         # SQS moves a message to the DLQ on the receive after its maxReceiveCount-th; the worker dead-letters it
         # itself on that last receive, so the dead letter carries its reason.
         consumer_settings = ConsumerSettings(
             concurrency=queue.concurrency,
+            read_ahead=queue.read_ahead,
             # ActiveMQ pushes messages into a local inbox: a short wait keeps the poll loop's health check fresh.
             wait_time_seconds=queue.wait_time_seconds if queue.backend == "sqs" else STOMP_WAIT_SECONDS,
             visibility_timeout=transport.lease_seconds,
@@ -156,7 +162,7 @@ async def assemble(
             retry_base_seconds=queue.retry_base_seconds,
             retry_max_seconds=queue.retry_max_seconds,
         )
-        consumer = Consumer(transport, pipeline.handler, consumer_settings, gate=pipeline.gate)
+        consumer = Consumer(transport, pipeline.handler, consumer_settings, gate=pipeline.gate, slots=pipeline.slots)
         ops = None
         if serve_ops:
             ops = OpsServer(

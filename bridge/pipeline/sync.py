@@ -8,6 +8,7 @@ duplicate or re-ordered notification, or our own feedback write coming back as a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from bridge.pipeline.fate import describe, is_transient
 from bridge.pipeline.fingerprint import fingerprint
 from bridge.pipeline.notification import Notification
 from bridge.pipeline.routing import Route
+from bridge.queue.slots import WorkSlots
 from bridge.state.base import Delivery, ElementBusy, ElementMark, StateStore
 
 log = structlog.get_logger("bridge.sync")
@@ -92,7 +94,9 @@ class SyncEngine:
 
     Backpressure: syncs of one element run one after another in this process (a keyed lock) and across workers
     (the state store's lease, which may wait for a live holder); different elements never wait for each other.
-    Within a sync the routes run concurrently; one route's publications run in order, stopping at its first failure.
+    With ``slots`` (the consumer's), a sync takes one only once it knows it has work: a covered notification is
+    settled without one, so it never waits behind other elements' syncs. Within a sync the routes run
+    concurrently; one route's publications run in order, stopping at its first failure.
 
     Errors: ``sync`` returns a ``SyncReport`` when every stage succeeded and raises ``SyncFailed`` otherwise, with
     one ``Failure`` (stage, error) per failed stage; every other stage's work is recorded first, so a retry redoes
@@ -110,6 +114,7 @@ class SyncEngine:
         feedback: FeedbackSettings,
         main_channel: str,
         fetched: FetchLedger | None = None,
+        slots: WorkSlots | None = None,
     ) -> None:
         # The main channel first: when one publication reaches several channels, its id is the one Kordiam keeps.
         self._routes = sorted(routes, key=lambda route: route.name != main_channel)
@@ -119,6 +124,7 @@ class SyncEngine:
         self._main = main_channel
         self._locks = KeyedLock()
         self._fetched = fetched or FetchLedger()
+        self._slots = slots
 
     async def sync(
         self, notification: Notification, *, sent_at: float | None = None, received_at: float | None = None
@@ -129,7 +135,8 @@ class SyncEngine:
         worker received it (``time.monotonic``); a notification covered by a fetch that started later (see
         ``FetchLedger``) is reported as skipped without a fetch. Notifications of one element wait for its lock
         in arrival order; the first to get it fetches, and that fetch started after every other waiter was
-        received, so they all share it: N notifications waiting together cost one fetch.
+        received, so they all share it: N notifications waiting together cost one fetch. A work slot is taken only
+        after the lock and the covering check, so waiting for the element's sync holds none.
         """
         async with self._locks.hold(notification.element_id):
             # A forced replay asks for every channel to be written again: no earlier fetch covers it.
@@ -137,7 +144,7 @@ class SyncEngine:
                 metrics.NOTIFICATIONS_COALESCED.inc()
                 return SyncReport(notification.element_id, skipped=COVERED, covered=True)
             try:
-                async with self._state.lease(notification.element_id):
+                async with self._slot(), self._state.lease(notification.element_id):
                     report = await self._sync(notification, sent_at=sent_at)
             except ElementBusy as busy:
                 report = SyncReport(notification.element_id, failures=[Failure("lease", busy)])
@@ -148,6 +155,9 @@ class SyncEngine:
         if report.covered:
             metrics.NOTIFICATIONS_COALESCED.inc()
         return report
+
+    def _slot(self) -> contextlib.AbstractAsyncContextManager[None]:
+        return self._slots.hold() if self._slots is not None else contextlib.nullcontext()
 
     async def _sync(self, notification: Notification, *, sent_at: float | None = None) -> SyncReport:
         element_id = notification.element_id

@@ -8,6 +8,10 @@ ActiveMQ "visibility" is the broker holding an unacknowledged message for this c
   so a slow message never holds back nine others. Pollers receive whole batches into a small prefetch (at most
   one or two batches beyond the slots), so the workers never wait on a receive and a receive carries 10 messages,
   not one per freed slot. When slots sit idle, a poller takes what it can at once.
+- Read-ahead: given a handler that takes its slot itself (``WorkSlots``), the consumer runs ``read_ahead`` more
+  handlers than there are slots. A message that needs no work (a notification an earlier fetch covered) is then
+  settled as soon as it is received, instead of waiting behind messages that do: a backlog drains at the queue's
+  speed for those, while the slots work through the rest.
 - A heartbeat extends the visibility of every message the worker holds, in batches (on a transport with a lease):
   running, waiting for a slot, and done but not yet deleted. A message to be retried or released leaves the held
   set before its visibility is changed, so the heartbeat never overrides a back-off.
@@ -41,6 +45,7 @@ import structlog
 from bridge.ops import metrics
 from bridge.queue.gate import ReceiveGate
 from bridge.queue.outcome import DeadLetter, Done, Outcome, Retry
+from bridge.queue.slots import WorkSlots
 from bridge.queue.transport import MAX_BATCH, QueueMessage, Transport, prefetch_for
 from bridge.retry import queue_backoff
 
@@ -59,6 +64,7 @@ POLL_ERROR_BACKOFF_MAX = 30.0
 
 @dataclass(frozen=True, slots=True)
 class ConsumerSettings:
+    # Messages doing their work at once (the slots).
     concurrency: int
     wait_time_seconds: int
     # None: the transport holds a message until it is settled (ActiveMQ), so there is nothing to extend.
@@ -67,15 +73,23 @@ class ConsumerSettings:
     max_receive_count: int
     retry_base_seconds: float = 5.0
     retry_max_seconds: float = 900.0
+    # Handlers run beyond the slots, up to where they need one; only for a handler that takes its slot itself
+    # (``Consumer(slots=...)``). Those messages are held, and heartbeated, like the running ones.
+    read_ahead: int = 0
+
+    @property
+    def handlers(self) -> int:
+        """Handlers running at once: one per slot, plus the read-ahead."""
+        return self.concurrency + self.read_ahead
 
     @property
     def poller_count(self) -> int:
-        return poller_count(self.concurrency)
+        return poller_count(self.handlers)
 
     @property
     def prefetch(self) -> int:
-        """Messages held beyond the running ones: a batch, two for wide concurrency (they are heartbeated too)."""
-        return prefetch_for(self.concurrency)
+        """Messages held beyond the running handlers: a batch, two for wide concurrency (heartbeated too)."""
+        return prefetch_for(self.handlers)
 
 
 def poller_count(concurrency: int) -> int:
@@ -91,9 +105,11 @@ class Consumer:
     prefetched, or queued behind its FIFO group) is released for another worker; pending deletes are flushed.
     ``ready`` and ``healthy`` answer the probes meanwhile.
 
-    Backpressure: at most ``concurrency`` messages run and ``prefetch`` more wait for a slot or for their delete; a
-    poller receives only when there is room for a whole batch, or a slot sits idle. A closed ``gate`` stops
-    receiving altogether.
+    Backpressure: at most ``concurrency`` messages do their work (``WorkSlots``), ``read_ahead`` more run their
+    handler up to where it needs a slot, and ``prefetch`` more wait to start or for their delete; a poller receives
+    only when there is room for a whole batch, or a handler sits idle. A closed ``gate`` stops receiving altogether.
+    ``slots``: given, the handler takes a slot itself around its work (and the worker shares them with it); not
+    given, the consumer runs each handler inside one, and ``read_ahead`` must be 0.
 
     Errors: ``handler`` returns an ``Outcome``; the consumer settles it (delete, back-off, or DLQ then delete) and
     never lets a message go unsettled. A handler that raises is a bug: logged and retried. A transport call that
@@ -101,23 +117,34 @@ class Consumer:
     """
 
     def __init__(
-        self, transport: Transport, handler: Handler, settings: ConsumerSettings, *, gate: ReceiveGate | None = None
+        self,
+        transport: Transport,
+        handler: Handler,
+        settings: ConsumerSettings,
+        *,
+        gate: ReceiveGate | None = None,
+        slots: WorkSlots | None = None,
     ) -> None:
+        if slots is None and settings.read_ahead:
+            raise ValueError("read_ahead needs a handler that takes its slot itself (slots=...)")
+        if slots is not None and slots.size != settings.concurrency:
+            raise ValueError("the shared slots must number settings.concurrency")
         self._transport = transport
         self._handler = handler
         self._settings = settings
         self._gate = gate or ReceiveGate()
-        # Messages this worker may hold (running or waiting for a slot), and the slots that run them.
-        self._free = settings.concurrency + settings.prefetch
-        self._slots = asyncio.Semaphore(settings.concurrency)
+        # Messages this worker may hold (running their handler or waiting to), and the slots their work takes.
+        self._free = settings.handlers + settings.prefetch
+        self._slots = slots or WorkSlots(settings.concurrency)
+        self._handler_takes_slot = slots is not None
         # Pollers waiting for room; woken (all of them, to re-check) whenever room may have appeared.
         self._room_waiters: list[asyncio.Future[None]] = []
         # Every message this worker holds, by receipt handle: the heartbeat keeps these invisible to others.
         self._in_flight: dict[str, QueueMessage] = {}
         # Held messages that are done (or dead-lettered) and wait for the queue to confirm their delete.
         self._deleting: dict[str, QueueMessage] = {}
-        # Receipt handles of prefetched messages still waiting for a slot: a shutdown releases them without running.
-        self._waiting: set[str] = set()
+        # Receipt handles of messages whose handler has not answered yet.
+        self._handling: set[str] = set()
         self._tasks: dict[asyncio.Task[None], QueueMessage] = {}
         self._deletes: asyncio.Queue[tuple[QueueMessage, asyncio.Future[None]]] = asyncio.Queue()
         self._delete_calls: set[asyncio.Task[None]] = set()
@@ -168,7 +195,12 @@ class Consumer:
             poller.cancel()  # aborts the long poll
         await asyncio.gather(*pollers, return_exceptions=True)
         log.info("consumer_draining", in_flight=len(self._tasks), deadline=self._settings.shutdown_timeout)
-        not_started = [task for task, message in self._tasks.items() if message.receipt_handle in self._waiting]
+        # A handler that has not taken a slot has done nothing yet: release its message rather than run it.
+        not_started = [
+            task
+            for task, message in self._tasks.items()
+            if message.receipt_handle in self._handling and not self._slots.entered(task)
+        ]
         if not_started:
             released = [self._tasks[task] for task in not_started]
             for task in not_started:
@@ -250,7 +282,7 @@ class Consumer:
 
     def _has_room(self) -> bool:
         unsettled = len(self._tasks) - len(self._deleting)
-        return self._free >= MAX_BATCH or (self._free > 0 and unsettled < self._settings.concurrency)
+        return self._free >= MAX_BATCH or (self._free > 0 and unsettled < self._settings.handlers)
 
     def _wake_pollers(self) -> None:
         if self._room_waiters and self._has_room():
@@ -308,13 +340,14 @@ class Consumer:
     async def _process(self, message: QueueMessage) -> None:
         # Each message runs in its own task, so these bindings reach every log line of its processing only.
         structlog.contextvars.bind_contextvars(message_id=message.message_id, receive_count=message.receive_count)
-        self._waiting.add(message.receipt_handle)
+        self._handling.add(message.receipt_handle)
         try:
-            async with self._slots:
-                self._waiting.discard(message.receipt_handle)
+            if self._handler_takes_slot:
                 outcome = await self._handler(message)
+            else:
+                async with self._slots.hold():
+                    outcome = await self._handler(message)
         except asyncio.CancelledError:
-            self._waiting.discard(message.receipt_handle)
             self._in_flight.pop(message.receipt_handle, None)
             raise
         except Exception as error:  # a bug in a handler must not lose the message or kill the loop
@@ -322,6 +355,8 @@ class Consumer:
             outcome = Retry(
                 delay=None, stage="handler", reason=f"{type(error).__name__}: {error}", error_class=type(error).__name__
             )
+        finally:
+            self._handling.discard(message.receipt_handle)
         if isinstance(outcome, Retry) and message.receive_count >= self._settings.max_receive_count:
             outcome = outcome.exhausted(message.receive_count)
         deleted = await self._settle(message, outcome)
@@ -470,6 +505,7 @@ class Consumer:
 def _public(settings: ConsumerSettings) -> dict[str, object]:
     return {
         "concurrency": settings.concurrency,
+        "read_ahead": settings.read_ahead,
         "pollers": settings.poller_count,
         "wait_time_seconds": settings.wait_time_seconds,
         "visibility_timeout": settings.visibility_timeout,

@@ -3,8 +3,8 @@
 How each outcome is carried out (ActiveMQ Classic and Artemis both speak this):
 
 - Receive: one subscription with ``ack:client-individual`` and a broker prefetch of what the consumer may hold
-  (its slots plus ``prefetch_for``); MESSAGE frames wait in a local inbox until the consumer asks for them. A
-  message stays reserved for this connection until it is acknowledged or the connection ends: nothing to extend.
+  (``QueueSettings.handlers`` plus ``prefetch_for``); MESSAGE frames wait in a local inbox until the consumer asks
+  for them. A message stays reserved for this connection until it is acknowledged or the connection ends.
 - Done: ACK.
 - Retry later: the message is SENT again with ``AMQ_SCHEDULED_DELAY`` (the broker's scheduler holds it for the
   delay) and ``bridge-attempt`` one higher, then the original is ACKed. The attempt count lives on the message, so it
@@ -167,7 +167,7 @@ class StompTransport:
                     address.destination,
                     transport._on_message,
                     ack="client-individual",
-                    headers={"activemq.prefetchSize": str(settings.concurrency + prefetch_for(settings.concurrency))},
+                    headers={"activemq.prefetchSize": str(settings.handlers + prefetch_for(settings.handlers))},
                     receipt_timeout=RECEIPT_TIMEOUT_SECONDS,
                 )
                 # The client waits for its subscriptions to end before it disconnects.

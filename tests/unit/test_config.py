@@ -50,6 +50,7 @@ def write(tmp_path: Path, text: str) -> Path:
 def test_valid_file_loads_with_defaults(tmp_path: Path) -> None:
     settings = load_settings(write(tmp_path, VALID))
     assert settings.queue.concurrency == 32 and settings.queue.wait_time_seconds == 20
+    assert settings.queue.read_ahead == 512 and settings.queue.handlers == 544
     assert settings.kordiam.client_secret.get_secret_value() == "s3cret-value"
     assert settings.channels[1].statuses == [5, "Ready for print"]
     assert settings.channels[0].options == {"path": "/tmp/web"}
@@ -83,6 +84,7 @@ def test_config_path_from_environment(tmp_path: Path, monkeypatch: pytest.Monkey
         (("[queue]\n", "[queue]\nconcurrency = 0\n"), "queue.concurrency", "greater than or equal to 1"),
         (("[queue]\n", "[queue]\nurll = 'x'\n"), "queue.urll", "is not a known key"),
         (("[queue]\n", "[queue]\nclock_skew_seconds = -1\n"), "queue.clock_skew_seconds", "greater than or equal to 0"),
+        (("[queue]\n", "[queue]\nread_ahead = -1\n"), "queue.read_ahead", "greater than or equal to 0"),
         (("platforms = [99003]", "platforms = []"), "channels[0].platforms", "at least 1 item"),
         (('name = "print"', 'name = "web"'), "channels[1].name", "used by another channel"),
     ],

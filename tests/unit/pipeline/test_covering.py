@@ -18,6 +18,7 @@ from bridge.pipeline.handler import MessageHandler
 from bridge.pipeline.notification import Event, Notification
 from bridge.pipeline.sync import SyncEngine, SyncFailed
 from bridge.queue.consumer import Consumer, ConsumerSettings
+from bridge.queue.slots import WorkSlots
 from bridge.queue.transport import QueueMessage
 from bridge.state import SqliteStateStore
 from tests.unit.fakes import FakeTransport
@@ -112,7 +113,9 @@ async def store(tmp_path: Path) -> AsyncIterator[SqliteStateStore]:
         await opened.close()
 
 
-def engine(kordiam: CountingKordiam, store: SqliteStateStore, *, clock_skew: float = 0.0) -> SyncEngine:
+def engine(
+    kordiam: CountingKordiam, store: SqliteStateStore, *, clock_skew: float = 0.0, slots: WorkSlots | None = None
+) -> SyncEngine:
     return SyncEngine(
         kordiam=kordiam,  # type: ignore[arg-type]
         routes=[],
@@ -120,6 +123,7 @@ def engine(kordiam: CountingKordiam, store: SqliteStateStore, *, clock_skew: flo
         feedback=FeedbackSettings(enabled=False),
         main_channel="folder",
         fetched=FetchLedger(clock_skew=clock_skew),
+        slots=slots,
     )
 
 
@@ -278,3 +282,25 @@ async def test_a_fifo_group_received_in_one_batch_costs_one_fetch(store: SqliteS
     await asyncio.wait_for(task, 10)
     assert transport.deleted == [m.message_id for m in batch]
     assert kordiam.fetches == 1
+
+
+async def test_a_covered_notification_takes_no_work_slot(store: SqliteStateStore) -> None:
+    # The one slot is held by another element's fetch; a notification an earlier fetch covered does not wait for it.
+    kordiam = CountingKordiam()
+    slots = WorkSlots(1)
+    sync = engine(kordiam, store, slots=slots)
+    await sync.sync(Notification(element_id=7), sent_at=0.0)
+    kordiam.held.clear()
+    kordiam.fetching.clear()
+    busy = asyncio.create_task(sync.sync(Notification(element_id=8), sent_at=0.0))
+    await kordiam.fetching.wait()
+    covered = await asyncio.wait_for(sync.sync(Notification(element_id=7), sent_at=1.0), 1)
+    assert covered.covered
+    # A notification that needs a fetch waits for the slot.
+    needs_fetch = asyncio.create_task(sync.sync(Notification(element_id=9), sent_at=0.0))
+    await asyncio.sleep(0.05)
+    assert not needs_fetch.done() and kordiam.fetches == 2
+    kordiam.held.set()
+    await busy
+    await needs_fetch
+    assert kordiam.fetches == 3

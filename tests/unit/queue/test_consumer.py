@@ -12,6 +12,7 @@ import pytest
 from bridge.queue.consumer import Consumer, ConsumerSettings
 from bridge.queue.gate import ReceiveGate
 from bridge.queue.outcome import DeadLetter, Done, Outcome, Retry
+from bridge.queue.slots import WorkSlots
 from bridge.queue.transport import QueueMessage, prefetch_for
 from tests.unit.fakes import FakeTransport
 
@@ -403,3 +404,121 @@ async def test_delete_batches_go_out_without_waiting_for_each_other() -> None:
     await run_until(consumer, lambda: len(transport.deleted) == 100, timeout=20)
     assert len(transport.deleted) == 100
     assert transport.most_calls > 1
+
+
+# ---- read-ahead: a handler that takes its slot itself --------------------------------------------------------
+
+
+def needs_work(m: QueueMessage) -> bool:
+    return m.body == "work"
+
+
+async def test_read_ahead_settles_messages_without_work_while_every_slot_is_busy() -> None:
+    # Two slots, both taken by slow work, and more work waiting for them than slots and prefetch hold; the
+    # messages behind it that need no work are settled at once.
+    slow = [message("work") for _ in range(20)]
+    cheap = [message() for _ in range(30)]
+    transport = FakeTransport([slow[:10], slow[10:], cheap[:10], cheap[10:20], cheap[20:]])
+    slots = WorkSlots(2)
+    working = peak = 0
+    release = asyncio.Event()
+
+    async def handler(m: QueueMessage) -> Outcome:
+        nonlocal working, peak
+        if needs_work(m):
+            async with slots.hold():
+                working += 1
+                peak = max(peak, working)
+                await release.wait()
+                working -= 1
+        return Done()
+
+    consumer = Consumer(transport, handler, settings(concurrency=2, read_ahead=40), slots=slots)
+    stop = asyncio.Event()
+    task = asyncio.create_task(consumer.run(stop))
+    cheap_ids = {m.message_id for m in cheap}
+    for _ in range(250):
+        if cheap_ids <= set(transport.deleted):
+            break
+        await asyncio.sleep(0.02)
+    assert cheap_ids <= set(transport.deleted), "the cheap messages waited behind the slow ones"
+    assert not {m.message_id for m in slow} & set(transport.deleted)
+    release.set()
+    for _ in range(100):
+        if len(transport.deleted) == 50:
+            break
+        await asyncio.sleep(0.02)
+    stop.set()
+    await asyncio.wait_for(task, 10)
+    assert len(transport.deleted) == 50 and peak == 2
+
+
+async def test_read_ahead_never_holds_more_than_the_slots_the_read_ahead_and_the_prefetch() -> None:
+    transport = SteadyTransport(300)
+    slots = WorkSlots(4)
+    handling = peak = 0
+
+    async def handler(m: QueueMessage) -> Outcome:
+        nonlocal handling, peak
+        handling += 1
+        peak = max(peak, handling)
+        async with slots.hold():
+            await asyncio.sleep(0.005)
+        handling -= 1
+        return Done()
+
+    wide = settings(concurrency=4, read_ahead=16)
+    consumer = Consumer(transport, handler, wide, slots=slots)
+    await run_until(consumer, lambda: len(transport.deleted) == 300, timeout=20)
+    assert len(transport.deleted) == 300
+    assert peak <= wide.handlers + wide.prefetch
+    assert wide.handlers == 20 and wide.prefetch == prefetch_for(20)
+
+
+async def test_shutdown_releases_read_ahead_messages_that_never_took_a_slot() -> None:
+    # One slot runs one message; the rest wait for it in their handlers. Stopping runs none of them.
+    batch = [message("work") for _ in range(5)]
+    transport = FakeTransport([batch])
+    slots = WorkSlots(1)
+    started: list[str] = []
+    running = asyncio.Event()
+
+    async def handler(m: QueueMessage) -> Outcome:
+        async with slots.hold():
+            started.append(m.message_id)
+            running.set()
+            await asyncio.sleep(0.3)
+        return Done()
+
+    consumer = Consumer(transport, handler, settings(concurrency=1, read_ahead=10, shutdown_timeout=5), slots=slots)
+    stop = asyncio.Event()
+    task = asyncio.create_task(consumer.run(stop))
+    await asyncio.wait_for(running.wait(), 5)
+    stop.set()
+    await asyncio.wait_for(task, 10)
+    assert started == [batch[0].message_id]
+    assert transport.deleted == [batch[0].message_id]
+    assert sorted(transport.visibility) == sorted((m.message_id, 0) for m in batch[1:])
+
+
+async def test_shutdown_lets_a_message_settled_without_a_slot_finish_its_delete() -> None:
+    done = message()
+    transport = FakeTransport([[done]])
+    slots = WorkSlots(1)
+
+    async def handler(m: QueueMessage) -> Outcome:
+        return Done()  # no work: never takes a slot
+
+    consumer = Consumer(transport, handler, settings(concurrency=1, read_ahead=4), slots=slots)
+    await run_until(consumer, lambda: transport.deleted == [done.message_id])
+    assert transport.deleted == [done.message_id] and transport.visibility == []
+
+
+def test_read_ahead_needs_a_handler_that_takes_its_slot() -> None:
+    async def handler(m: QueueMessage) -> Outcome:
+        return Done()
+
+    with pytest.raises(ValueError, match="read_ahead"):
+        Consumer(FakeTransport([]), handler, settings(read_ahead=8))
+    with pytest.raises(ValueError, match="slots"):
+        Consumer(FakeTransport([]), handler, settings(concurrency=4), slots=WorkSlots(3))
