@@ -108,8 +108,11 @@ class Section(BaseModel):
 # Keys that mean something for one kind of queue only: set for the other, they would silently do nothing.
 SQS_ONLY_KEYS = ("endpoint_url", "region", "wait_time_seconds", "visibility_timeout")
 STOMP_ONLY_KEYS = ("username", "password", "ca_file")
-# Default of queue.read_ahead (the README's Covered notifications says how it was chosen).
-READ_AHEAD_DEFAULT = 512
+# Default of queue.read_ahead: 16 messages per slot, at most 512 (the README's consumer loop says how it was
+# chosen). Per slot, so that a narrow worker (a CMS that takes one write at a time) does not hold hundreds of
+# messages for one slot, each waiting up to 16 syncs instead of hundreds.
+READ_AHEAD_PER_SLOT = 16
+READ_AHEAD_MAX_DEFAULT = 512
 
 
 class QueueSettings(Section):
@@ -130,7 +133,7 @@ class QueueSettings(Section):
     concurrency: int = Field(default=32, ge=1, le=1000)
     # Messages held beyond `concurrency`, whose notifications wait for a slot only if they need a fetch: one an
     # earlier fetch covered is settled as soon as it is received (README, Covered notifications).
-    read_ahead: int = Field(default=READ_AHEAD_DEFAULT, ge=0, le=5000)
+    read_ahead: int = Field(default=READ_AHEAD_MAX_DEFAULT, ge=0, le=5000)
     dlq_url: str | None = None
     # Attempts before the worker dead-letters a failing message itself, with context; default: the queue's
     # redrive maxReceiveCount (the worker acts one receive earlier so the reason is kept).
@@ -149,6 +152,17 @@ class QueueSettings(Section):
     def handlers(self) -> int:
         """Messages a worker runs at once: ``concurrency`` doing their work, ``read_ahead`` up to where they need to."""
         return self.concurrency + self.read_ahead
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_ahead_from_concurrency(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("read_ahead") is None:
+            try:
+                concurrency = int(data.get("concurrency", 32))
+            except (TypeError, ValueError):
+                return data  # the concurrency's own error says what is wrong
+            return {**data, "read_ahead": min(READ_AHEAD_MAX_DEFAULT, READ_AHEAD_PER_SLOT * max(0, concurrency))}
+        return data
 
     @field_validator("url", "dlq_url")
     @classmethod

@@ -67,6 +67,7 @@ def test_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.Monk
     settings = load_settings(write(tmp_path, VALID))
     assert settings.kordiam.client_secret.get_secret_value() == "from-env"
     assert settings.queue.concurrency == 8
+    assert settings.queue.read_ahead == 128  # its default follows the concurrency from the environment
     assert settings.queue.url.endswith("/kordiam")  # the rest of the section is kept
 
 
@@ -398,3 +399,14 @@ def test_a_blank_secret_is_no_secret_wherever_it_is_set(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"^channels\[0\]\.app_password: must not be empty"):
         text = VALID.replace('type = "folder"\nplatforms = [99003]\npath = "/tmp/web"', wordpress)
         load_settings(write(tmp_path, text), check_channel=channel_problems)
+
+
+@pytest.mark.parametrize(("concurrency", "read_ahead"), [(1, 16), (8, 128), (32, 512), (100, 512)])
+def test_read_ahead_defaults_to_16_per_slot_up_to_512(tmp_path: Path, concurrency: int, read_ahead: int) -> None:
+    settings = load_settings(write(tmp_path, VALID.replace("[queue]\n", f"[queue]\nconcurrency = {concurrency}\n")))
+    assert settings.queue.read_ahead == read_ahead
+
+
+def test_read_ahead_set_is_kept_whatever_the_concurrency(tmp_path: Path) -> None:
+    text = VALID.replace("[queue]\n", "[queue]\nconcurrency = 1\nread_ahead = 0\n")
+    assert load_settings(write(tmp_path, text)).queue.read_ahead == 0
