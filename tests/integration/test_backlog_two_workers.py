@@ -1,4 +1,5 @@
-"""A preloaded backlog drained by two ``kordiam-bridge run`` processes sharing one SQLite state store (moto server).
+"""A preloaded backlog drained by two ``kordiam-bridge run`` processes sharing one SQLite state store (moto server;
+LocalStack with ``BRIDGE_TEST_SQS=localstack``, ``make test-localstack``).
 
 Every notification is sent before either worker starts, so the first successful fetch of an element (by either
 worker) covers all of that element's backlog: the other worker finds the fetch's start time with the element's
@@ -33,7 +34,7 @@ from tests.support import (
     write_config,
 )
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.integration, pytest.mark.localstack, pytest.mark.timeout(300)]
 
 ELEMENTS = 20
 NOTIFICATIONS = 10  # per element: the creation, then nine changes, interleaved across elements
