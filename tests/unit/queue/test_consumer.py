@@ -195,20 +195,32 @@ async def test_shutdown_releases_unfinished_work_at_once() -> None:
     assert transport.deleted == []
 
 
-async def test_shutdown_releases_prefetched_messages_without_running_them() -> None:
-    # One slot, a batch of five: one runs, four wait in the prefetch. Stopping runs none of the four.
+@pytest.mark.parametrize("handler_takes_slot", [False, True], ids=["prefetch", "read-ahead"])
+async def test_shutdown_releases_messages_that_never_took_a_slot(handler_takes_slot: bool) -> None:
+    # One slot, a batch of five: one runs, four wait (in the prefetch, or in their handlers for the slot with
+    # read-ahead). Stopping runs none of the four.
     batch = [message() for _ in range(5)]
     transport = FakeTransport([batch])
+    slots = WorkSlots(1)
     started: list[str] = []
     running = asyncio.Event()
 
-    async def handler(m: QueueMessage) -> Outcome:
+    async def work(m: QueueMessage) -> Outcome:
         started.append(m.message_id)
         running.set()
         await asyncio.sleep(0.3)
         return Done()
 
-    consumer = Consumer(transport, handler, settings(concurrency=1, shutdown_timeout=5))
+    async def taking_slot(m: QueueMessage) -> Outcome:
+        async with slots.hold():
+            return await work(m)
+
+    if handler_takes_slot:
+        consumer = Consumer(
+            transport, taking_slot, settings(concurrency=1, read_ahead=10, shutdown_timeout=5), slots=slots
+        )
+    else:
+        consumer = Consumer(transport, work, settings(concurrency=1, shutdown_timeout=5))
     stop = asyncio.Event()
     task = asyncio.create_task(consumer.run(stop))
     await asyncio.wait_for(running.wait(), 5)
@@ -473,32 +485,6 @@ async def test_read_ahead_never_holds_more_than_the_slots_the_read_ahead_and_the
     assert len(transport.deleted) == 300
     assert peak <= wide.handlers + wide.prefetch
     assert wide.handlers == 20 and wide.prefetch == prefetch_for(20)
-
-
-async def test_shutdown_releases_read_ahead_messages_that_never_took_a_slot() -> None:
-    # One slot runs one message; the rest wait for it in their handlers. Stopping runs none of them.
-    batch = [message("work") for _ in range(5)]
-    transport = FakeTransport([batch])
-    slots = WorkSlots(1)
-    started: list[str] = []
-    running = asyncio.Event()
-
-    async def handler(m: QueueMessage) -> Outcome:
-        async with slots.hold():
-            started.append(m.message_id)
-            running.set()
-            await asyncio.sleep(0.3)
-        return Done()
-
-    consumer = Consumer(transport, handler, settings(concurrency=1, read_ahead=10, shutdown_timeout=5), slots=slots)
-    stop = asyncio.Event()
-    task = asyncio.create_task(consumer.run(stop))
-    await asyncio.wait_for(running.wait(), 5)
-    stop.set()
-    await asyncio.wait_for(task, 10)
-    assert started == [batch[0].message_id]
-    assert transport.deleted == [batch[0].message_id]
-    assert sorted(transport.visibility) == sorted((m.message_id, 0) for m in batch[1:])
 
 
 async def test_shutdown_lets_a_message_settled_without_a_slot_finish_its_delete() -> None:
