@@ -331,6 +331,12 @@ def compose_port(service: str, port: int) -> str:
     return "http://" + compose("port", service, str(port)).stdout.strip()
 
 
+# The README's readiness wait: 60 tries a second apart, on any error. Not only refused connections and 503
+# answers: until the container listens, Docker's port proxy accepts the connection and then resets it (curl exit
+# 56, "connection reset by peer"), which `--retry-connrefused` does not retry; that made this test flaky.
+README_READINESS_WAIT = ("--fail", "--retry", "60", "--retry-all-errors", "--retry-delay", "1")
+
+
 def curl(*args: str, timeout: float = 30) -> str:
     return subprocess.run(["curl", "-s", *args], capture_output=True, text=True, timeout=timeout, check=True).stdout
 
@@ -339,8 +345,7 @@ def test_compose_stack_runs_the_readme_flow() -> None:
     try:
         compose("up", "--detach")
         simulator, ops = compose_port("simulator", 8700), compose_port("worker", 9090)
-        # The README's readiness wait: curl retries refused connections and 503 answers, 60 times a second apart.
-        curl("--fail", "--retry", "60", "--retry-connrefused", "--retry-delay", "1", f"{ops}/readyz", timeout=120)
+        curl(*README_READINESS_WAIT, f"{ops}/readyz", timeout=120)
         created = curl("-X", "POST", f"{simulator}/_admin/elements", "-H", "Content-Type: application/json",
                        "-d", "@infra/compose/story.json", "--fail", "--show-error", "--output", "-")  # fmt: skip
         element = json.loads(created)["id"]
@@ -357,7 +362,7 @@ def test_compose_stack_runs_the_readme_flow() -> None:
 
         # The webhook ingress, from the same image: Kordiam's Global Export call is answered once the queue holds it.
         ingress = compose_port("ingress", 8780)
-        curl("--fail", "--retry", "60", "--retry-connrefused", "--retry-delay", "1", f"{ingress}/readyz", timeout=120)
+        curl(*README_READINESS_WAIT, f"{ingress}/readyz", timeout=120)
         story = curl(f"{simulator}/_admin/elements/{element}")
         call = ["-X", "PUT", f"{ingress}/kordiam/element/{element}", "-H", "Content-Type: application/json",
                 "-d", story, "--output", "-", "--write-out", "\n%{http_code}"]  # fmt: skip
