@@ -125,16 +125,18 @@ ensure_venv() {
 
 # --- process helpers ---------------------------------------------------------
 
-# LocalStack's entry point (python -m localstack.runtime.main) behind a SIGUSR1 handler that collects once, freezes
-# what start-up built out of the garbage collector's way and collects the young generation less often, as the
-# bridge does for itself (bridge/ops/heap.py). Sent once the warm-up is done. Measured with `python -m
+# LocalStack's entry point (python -m localstack.runtime.main) behind a SIGUSR1 handler that settles its heap with
+# the bridge's own settle_after_startup (bridge/ops/heap.py, loaded by path: it needs only the standard library,
+# and LocalStack's venv has no bridge): collect once, freeze what start-up built out of the garbage collector's
+# way, collect the young generation less often. Sent once the warm-up is done. Measured with `python -m
 # bench.ingress`: LocalStack's own full collections walked its start-up heap (botocore models, its service
 # providers) for 50-190 ms, every call in flight waiting, the slowest hundredth of the ingress's answers.
-LAUNCHER='import gc, runpy, signal
+LAUNCHER='import gc, importlib.util, os, runpy, signal
+spec = importlib.util.spec_from_file_location("bridge_heap", os.environ.pop("LOCALSTACK_SH_HEAP_MODULE"))
+heap = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(heap)
 def settle(*_):
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(10_000, *gc.get_threshold()[1:])
+    heap.settle_after_startup()
     print(f"localstack.sh: start-up heap frozen ({gc.get_freeze_count()} objects)", flush=True)
 signal.signal(signal.SIGUSR1, settle)
 runpy.run_module("localstack.runtime.main", run_name="__main__", alter_sys=True)'
@@ -232,6 +234,7 @@ cmd_start() {
       GATEWAY_LISTEN="127.0.0.1:$PORT" \
       GATEWAY_SERVER="$GATEWAY_SERVER_NAME" \
       LOCALSTACK_VOLUME_DIR="$HOME_DIR/volume" \
+      LOCALSTACK_SH_HEAP_MODULE="$REPO/bridge/ops/heap.py" \
       setsid "$VENV/bin/python" -c "$LAUNCHER" >>"$LOGFILE" 2>&1 </dev/null 9>&- &
     pid=$!
     echo "$pid" >"$PIDFILE"
