@@ -158,7 +158,7 @@ class QueueSettings(Section):
     def _read_ahead_from_concurrency(cls, data: Any) -> Any:
         if isinstance(data, dict) and data.get("read_ahead") is None:
             try:
-                concurrency = int(data.get("concurrency", 32))
+                concurrency = int(data.get("concurrency", cls.model_fields["concurrency"].default))
             except (TypeError, ValueError):
                 return data  # the concurrency's own error says what is wrong
             return {**data, "read_ahead": min(READ_AHEAD_MAX_DEFAULT, READ_AHEAD_PER_SLOT * max(0, concurrency))}
