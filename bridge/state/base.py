@@ -63,6 +63,10 @@ def is_older(a: tuple[datetime | None, int | None], b: tuple[datetime | None, in
 class StateStore(Protocol):
     """What the bridge delivered where. Implementations must be safe for several worker processes."""
 
+    # True when a read answers on the event loop without waiting on the network (SQLite): the sync engine then
+    # reads before the Kordiam fetch instead of beside it, as overlapping them would cost a task per message.
+    reads_in_process: bool
+
     async def open(self) -> None: ...
 
     async def close(self) -> None: ...

@@ -115,6 +115,8 @@ def resolve_region(settings: StateSettings, default_region: str | None = None) -
 class DynamoDbStateStore:
     """Safe for many worker processes on many hosts: leases and records are conditional writes."""
 
+    reads_in_process = False
+
     def __init__(
         self,
         table: str,

@@ -18,7 +18,7 @@ from bridge.config import StateSettings
 from bridge.errors import ConfigError
 from bridge.state import SqliteStateStore, open_state_store
 from bridge.state.base import ElementMark
-from bridge.state.sqlite import MIGRATIONS, SCHEMA_VERSION
+from bridge.state.sqlite import CHECKPOINT_EVERY_WRITES, MIGRATIONS, SCHEMA_VERSION
 from tests.support import T0, delivery, opened_stores
 
 StoreFactory = Callable[..., Awaitable[SqliteStateStore]]
@@ -170,15 +170,98 @@ async def test_a_locked_file_is_waited_for_off_the_event_loop(stores: StoreFacto
     assert [d.element_id for d in await store.deliveries(9)] == [9]
 
 
+@pytest.mark.parametrize("writers", [1, 3])
+async def test_a_locked_file_holds_back_a_whole_group_commit_off_the_loop(
+    stores: StoreFactory, tmp_path: Path, writers: int
+) -> None:
+    store = await stores()
+    other = sqlite3.connect(tmp_path / "state.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    writing = [asyncio.create_task(store.record(delivery(n))) for n in range(writers)]
+    await asyncio.sleep(0.3)
+    assert not any(task.done() for task in writing)
+    assert await store.element_mark(1) is None  # reads still answer on the loop meanwhile
+    other.execute("COMMIT")
+    other.close()
+    assert await asyncio.wait_for(asyncio.gather(*writing), 5) == [True] * writers
+    assert [len(await store.deliveries(n)) for n in range(writers)] == [1] * writers
+
+
+# ---- group commits ---------------------------------------------------------------------------------------------
+
+
+def _commits(store: SqliteStateStore) -> list[str]:
+    """The transactions the store's loop connection ends from now on: COMMIT, or each autocommit write."""
+    seen: list[str] = []
+    assert store._loop_db is not None
+    store._loop_db.set_trace_callback(
+        lambda sql: seen.append(sql.split()[0]) if sql.split()[0] in ("COMMIT", "INSERT", "DELETE") else None
+    )
+    return seen
+
+
+async def test_writes_queued_together_share_one_commit(stores: StoreFactory) -> None:
+    store = await stores()
+    statements = _commits(store)
+    assert await asyncio.gather(*(store.record(delivery(n)) for n in range(5))) == [True] * 5
+    assert statements == ["INSERT"] * 5 + ["COMMIT"]
+    statements.clear()
+    assert await store.record(delivery(7))  # alone: autocommit, no BEGIN and COMMIT to pay
+    assert statements == ["INSERT"]
+    assert [len(await store.deliveries(n)) for n in (*range(5), 7)] == [1] * 6
+
+
+async def test_a_failing_write_fails_alone_and_the_rest_of_its_commit_lands(stores: StoreFactory) -> None:
+    store = await stores()
+
+    def broken(db: sqlite3.Connection) -> None:
+        db.execute("INSERT INTO no_such_table VALUES (1)")
+
+    results = await asyncio.gather(
+        store.record(delivery(1)), store._write(broken), store.record(delivery(2)), return_exceptions=True
+    )
+    assert results[0] is True and results[2] is True
+    assert isinstance(results[1], sqlite3.OperationalError) and "no_such_table" in str(results[1])
+    assert [len(await store.deliveries(n)) for n in (1, 2)] == [1, 1]
+
+
+async def test_a_write_cancelled_before_its_commit_is_left_out(stores: StoreFactory) -> None:
+    store = await stores()
+    cancelled = asyncio.create_task(store.mark_element(ElementMark(1, T0, 1, deleted=False)))
+    kept = asyncio.create_task(store.mark_element(ElementMark(2, T0, 1, deleted=False)))
+    await asyncio.sleep(0)  # both are queued; the commit runs on the loop's next pass
+    cancelled.cancel()
+    await asyncio.gather(cancelled, kept, return_exceptions=True)
+    assert cancelled.cancelled()
+    assert await store.element_mark(1) is None
+    assert await store.element_mark(2) is not None
+
+
+async def test_closing_commits_what_callers_still_wait_for(tmp_path: Path) -> None:
+    store = SqliteStateStore(tmp_path / "state.db")
+    await store.open()
+    writing = asyncio.create_task(store.record(delivery(3)))
+    await asyncio.sleep(0)  # queued, its commit not yet run
+    await store.close()
+    assert await writing
+    again = SqliteStateStore(tmp_path / "state.db")
+    await again.open()
+    try:
+        assert len(await again.deliveries(3)) == 1
+    finally:
+        await again.close()
+
+
 async def test_the_wal_is_checkpointed_off_the_loop(stores: StoreFactory, tmp_path: Path) -> None:
     # The loop's connection never checkpoints (a checkpoint fsyncs); the store asks its thread to, regularly, so
     # the WAL is reused from its start instead of growing with every commit.
     store = await stores()
-    for n in range(1500):
+    writes = CHECKPOINT_EVERY_WRITES * 3 // 2
+    for n in range(writes):
         await store.mark_element(ElementMark(n, T0, n, deleted=False))
         if n % 100 == 0:
             await asyncio.sleep(0.005)  # a worker waits on the network between writes; the thread runs then
     await asyncio.sleep(0.2)
     page_size = sqlite3.connect(tmp_path / "state.db").execute("PRAGMA page_size").fetchone()[0]
     frames = ((tmp_path / "state.db-wal").stat().st_size - 32) // (page_size + 24)
-    assert frames < 1000  # one frame or more per commit without checkpoints
+    assert frames < writes  # without checkpoints: one frame or more per commit
