@@ -1,4 +1,10 @@
-"""A digest of what a channel receives, to skip writes whose content the channel already has."""
+"""A digest of what a channel receives, to skip writes whose content the channel already has.
+
+Digests are versioned by a prefix. ``2:`` digests pydantic's own JSON of the element and the publication (about
+13 µs a publication). Digests without a prefix, the first form, stored by earlier bridges, digest the key-sorted
+``json.dumps`` of their ``model_dump`` (about 27 µs). ``matches`` accepts both, so an upgrade rewrites no channel
+whose content did not change; a stored digest takes the current form at the next write that changes content.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +17,28 @@ from bridge.kordiam.models import Element, Publication
 # own write-back never counts as a change, so it cannot start an endless update loop.
 ELEMENT_VOLATILE = frozenset({"version", "modification_date", "external_element", "publications"})
 PUBLICATION_VOLATILE = frozenset({"external_id", "cms"})
+PREFIX = "2:"
+# As pydantic's ``exclude`` takes them (a set; never changed).
+_ELEMENT_EXCLUDE: set[str] = set(ELEMENT_VOLATILE)
+_PUBLICATION_EXCLUDE: set[str] = set(PUBLICATION_VOLATILE)
 
 
 def fingerprint(element: Element, publication: Publication) -> str:
+    digest = hashlib.blake2b(element.model_dump_json(exclude=_ELEMENT_EXCLUDE).encode(), digest_size=16)
+    digest.update(b"\n")  # neither JSON text contains a raw newline: the two parts cannot run into each other
+    digest.update(publication.model_dump_json(exclude=_PUBLICATION_EXCLUDE).encode())
+    return PREFIX + digest.hexdigest()
+
+
+def matches(stored: str, digest: str, element: Element, publication: Publication) -> bool:
+    """Whether ``stored`` (of any version) stands for the same content as ``digest`` (``fingerprint``'s)."""
+    if stored == digest:
+        return True
+    return not stored.startswith(PREFIX) and stored == _unprefixed(element, publication)
+
+
+def _unprefixed(element: Element, publication: Publication) -> str:
+    """The first form, kept to recognise what earlier bridges stored."""
     content = {
         "element": element.model_dump(mode="json", exclude=set(ELEMENT_VOLATILE)),
         "publication": publication.model_dump(mode="json", exclude=set(PUBLICATION_VOLATILE)),

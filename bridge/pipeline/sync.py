@@ -26,7 +26,7 @@ from bridge.locks import KeyedLock
 from bridge.ops import metrics
 from bridge.pipeline.covering import FetchLedger
 from bridge.pipeline.fate import describe, is_transient
-from bridge.pipeline.fingerprint import fingerprint
+from bridge.pipeline.fingerprint import fingerprint, matches
 from bridge.pipeline.notification import Notification
 from bridge.pipeline.routing import Route
 from bridge.queue.slots import WorkSlots
@@ -71,6 +71,7 @@ class SyncReport:
 
 
 COVERED = "covered by a fetch that started after it was sent"
+_NO_LINKS: tuple[None, None, None, None] = (None, None, None, None)
 
 
 class StaleWrite(TransientError):
@@ -125,6 +126,8 @@ class SyncEngine:
         self._locks = KeyedLock()
         self._fetched = fetched or FetchLedger()
         self._slots = slots
+        # Labelled once: looking a metric's labels up takes a lock and builds a key, on every message otherwise.
+        self._upsert_seconds = {r.name: metrics.CHANNEL_LATENCY.labels(r.name, "upsert") for r in self._routes}
 
     async def sync(
         self, notification: Notification, *, sent_at: float | None = None, received_at: float | None = None
@@ -176,8 +179,10 @@ class SyncEngine:
                 report.skipped = "older than the version already synced"
                 return report
 
-        # What the channels hold is read while the element is fetched: both only need the lease.
-        reading = asyncio.ensure_future(self._state.deliveries(element_id))
+        # What the channels hold is read while the element is fetched (both only need the lease), unless the
+        # store answers in process: then a task to overlap them would cost more than the read.
+        reading = None if self._state.reads_in_process else asyncio.ensure_future(self._state.deliveries(element_id))
+        deliveries = await self._state.deliveries(element_id) if reading is None else []
         fetch_started, local_start = time.time(), time.monotonic()
         try:
             element = await self._kordiam.get_element(element_id)
@@ -185,8 +190,8 @@ class SyncEngine:
             report.failures.append(Failure("fetch", error))
             return report
         finally:
-            # Waited for even when the fetch failed, so a read never outlives the lease.
-            deliveries = await reading
+            if reading is not None:  # waited for even when the fetch failed, so a read never outlives the lease
+                deliveries = await reading
         # What the channels hold, kept current through this sync (retractions, deliveries) for the feedback.
         held = {(d.channel, d.publication_id): d for d in deliveries}
         if element is None:
@@ -240,7 +245,7 @@ class SyncEngine:
                 continue
             previous = held.get((route.name, publication.id))
             digest = fingerprint(element, publication)
-            if previous is not None and previous.fingerprint == digest and not force:
+            if previous is not None and not force and matches(previous.fingerprint, digest, element, publication):
                 report.actions.append(ChannelAction(route.name, publication.id, Action.UNCHANGED, previous.external_id))
                 continue
             external_id = previous.external_id if previous else (sibling if route.element_scoped else None)
@@ -252,7 +257,7 @@ class SyncEngine:
                 report.failures.append(Failure(route.name, error))
                 return
             finally:
-                metrics.CHANNEL_LATENCY.labels(route.name, "upsert").observe(time.perf_counter() - started)
+                self._upsert_seconds[route.name].observe(time.perf_counter() - started)
             delivery = _delivery(element, publication, route.name, result, digest)
             if not await self._state.record(delivery):
                 # Only possible if a sync outlived its lease: retry, so the newest version is fetched again.
@@ -325,24 +330,22 @@ class SyncEngine:
     async def _publication_feedback(
         self, element: Element, publication: Publication, delivery: Delivery, report: SyncReport
     ) -> None:
-        cms = CmsLinks(
-            edit_link=delivery.edit_link,
-            open_link=delivery.open_link,
-            edit_link_title=delivery.edit_link_title,
-            open_link_title=delivery.open_link_title,
-        )
-        held = publication.cms or CmsLinks()
-        cms_stale = any(
-            getattr(cms, name) is not None and getattr(cms, name) != getattr(held, name)
-            for name in CmsLinks.model_fields
-        )
+        ours = (delivery.edit_link, delivery.open_link, delivery.edit_link_title, delivery.open_link_title)
+        held = publication.cms
+        theirs = (held.edit_link, held.open_link, held.edit_link_title, held.open_link_title) if held else _NO_LINKS
+        cms_stale = any(mine is not None and mine != kordiams for mine, kordiams in zip(ours, theirs, strict=True))
         id_stale = publication.external_id != delivery.external_id
         if id_stale or cms_stale:
+            cms = None
+            if cms_stale:
+                cms = CmsLinks(
+                    edit_link=delivery.edit_link,
+                    open_link=delivery.open_link,
+                    edit_link_title=delivery.edit_link_title,
+                    open_link_title=delivery.open_link_title,
+                )
             await self._kordiam.update_publication(
-                element.id,
-                publication.id,
-                external_id=delivery.external_id if id_stale else None,
-                cms=cms if cms_stale else None,
+                element.id, publication.id, external_id=delivery.external_id if id_stale else None, cms=cms
             )
             metrics.FEEDBACK_WRITES.labels("publication").inc()
             report.feedback.append(f"publication {publication.id}: externalId={delivery.external_id}")

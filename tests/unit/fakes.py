@@ -104,6 +104,8 @@ class MemoryStateStore:
     """The ``StateStore`` contract in a dict. ``busy`` makes every lease refused; ``stale`` makes every record lose
     to a newer version, as when another worker synced the element meanwhile."""
 
+    reads_in_process = True
+
     def __init__(self) -> None:
         self.rows: dict[tuple[int, str, int], Delivery] = {}
         self.marks: dict[int, ElementMark] = {}
