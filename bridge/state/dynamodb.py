@@ -48,7 +48,7 @@ from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from bridge.config import StateSettings
 from bridge.errors import ConfigError, PermanentError, TransientError
-from bridge.state.base import Delivery, ElementMark
+from bridge.state.base import Delivery, ElementMark, HeldLease
 from bridge.state.leases import LeaseKeeper, LeaseOwner, held_lease
 
 log = structlog.get_logger("bridge.state")
@@ -358,7 +358,7 @@ class DynamoDbStateStore:
 
     # ---- leases --------------------------------------------------------------------------------------------
 
-    def lease(self, element_id: int) -> AbstractAsyncContextManager[None]:
+    def lease(self, element_id: int) -> AbstractAsyncContextManager[HeldLease]:
         return held_lease(element_id, self._try_lease, self._release, self._keeper, wait_seconds=self._lease_wait)
 
     async def _try_lease(self, element_id: int, replacing: str | None) -> str | None:
@@ -406,7 +406,16 @@ class DynamoDbStateStore:
                 lost.add(element_id)
         return lost
 
-    async def _release(self, element_id: int) -> None:
+    async def _release(self, element_id: int, mark: ElementMark | None) -> None:
+        # Two writes, the mark first (a transaction would cost twice the write units of both): what a
+        # mark_element call at the block's end did.
+        try:
+            if mark is not None:
+                await self.mark_element(mark)
+        finally:
+            await self._give_back(element_id)
+
+    async def _give_back(self, element_id: int) -> None:
         try:
             await self._call(
                 "delete_item",

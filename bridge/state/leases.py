@@ -28,7 +28,7 @@ from time import monotonic
 
 import structlog
 
-from bridge.state.base import ElementBusy
+from bridge.state.base import ElementBusy, ElementMark, HeldLease
 
 log = structlog.get_logger("bridge.state")
 
@@ -38,8 +38,9 @@ MAX_POLL_SECONDS = 2.0
 # may be taken over even before it expires. Returns None once the lease is taken, else its holder's owner text
 # ("" if the lease was released meanwhile).
 TakeLease = Callable[[int, str | None], Awaitable[str | None]]
-# Gives the element's lease back if this store still owns it.
-ReleaseLease = Callable[[int], Awaitable[None]]
+# Gives the element's lease back if this store still owns it, recording the element's mark first when one is given
+# (``HeldLease.mark_on_release``).
+ReleaseLease = Callable[[int, ElementMark | None], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,16 +91,18 @@ def owner_is_gone(owner: str) -> bool:
 @asynccontextmanager
 async def held_lease(
     element_id: int, take: TakeLease, release: ReleaseLease, keeper: LeaseKeeper, *, wait_seconds: float
-) -> AsyncIterator[None]:
+) -> AsyncIterator[HeldLease]:
     """The lease rule of every state store: take the element's lease (``acquire``), have ``keeper`` extend it while
-    it is held, and give it back (``release``) when the block ends, also when it raised or was cancelled."""
+    it is held, and give it back (``release``, with the mark given to the ``HeldLease``) when the block ends, also
+    when it raised or was cancelled."""
     await acquire(element_id, take, wait_seconds=wait_seconds)
     keeper.taken(element_id)
+    held = HeldLease(element_id)
     try:
-        yield
+        yield held
     finally:
         keeper.released(element_id)
-        await release(element_id)
+        await release(element_id, held.mark)
 
 
 async def acquire(element_id: int, take: TakeLease, *, wait_seconds: float) -> None:

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import structlog
 
 from bridge.errors import ConfigError
-from bridge.state.base import Delivery, ElementMark
+from bridge.state.base import Delivery, ElementMark, HeldLease
 from bridge.state.leases import LeaseKeeper, LeaseOwner, held_lease
 
 T = TypeVar("T")
@@ -326,14 +326,28 @@ class SqliteStateStore:
         )
         return await self._write(lambda db: db.execute(RECORD, values).rowcount == 1)
 
-    def lease(self, element_id: int) -> AbstractAsyncContextManager[None]:
+    def lease(self, element_id: int) -> AbstractAsyncContextManager[HeldLease]:
         return held_lease(element_id, self._try_lease, self._release, self._keeper, wait_seconds=self._lease_wait)
 
-    async def _release(self, element_id: int) -> None:
-        owner = self._owner
-        await self._write(
-            lambda db: db.execute("DELETE FROM leases WHERE element_id = ? AND owner = ?", (element_id, owner))
-        )
+    async def _release(self, element_id: int, mark: ElementMark | None) -> None:
+        release = (element_id, self._owner)
+        if mark is None:
+            await self._write(lambda db: db.execute(RELEASE, release))
+            return
+        values = _mark_values(mark)
+
+        def mark_and_release(db: sqlite3.Connection) -> None:
+            with _atomically(db):
+                db.execute(MARK_ELEMENT, values)
+                db.execute(RELEASE, release)
+
+        try:
+            await self._write(mark_and_release)
+        except BaseException:
+            # The mark failed and took the release down with it: give the lease back anyway, as a failed
+            # mark_element would have left it given back, rather than hold the element until the lease expires.
+            await self._write(lambda db: db.execute(RELEASE, release))
+            raise
 
     async def _try_lease(self, element_id: int, replacing: str | None) -> str | None:
         now = time.time()
@@ -372,14 +386,7 @@ class SqliteStateStore:
         return ElementMark(row[0], _parse(row[1]), row[2], bool(row[3]), row[4])
 
     async def mark_element(self, mark: ElementMark) -> None:
-        values = (
-            mark.element_id,
-            _iso(mark.modification_date),
-            mark.version,
-            int(mark.deleted),
-            mark.fetched_at,
-            _now(),
-        )
+        values = _mark_values(mark)
         await self._write(lambda db: db.execute(MARK_ELEMENT, values))
 
 
@@ -464,6 +471,7 @@ RECORD = (
     "      AND excluded.version IS NOT NULL AND deliveries.version IS NOT NULL"
     "      AND excluded.version < deliveries.version))"
 )
+RELEASE = "DELETE FROM leases WHERE element_id = ? AND owner = ?"
 TRY_LEASE = (
     "INSERT INTO leases (element_id, owner, expires_at) VALUES (?, ?, ?) "
     "ON CONFLICT (element_id) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at "
@@ -490,6 +498,20 @@ def _transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         db.execute("ROLLBACK")
         raise
     db.execute("COMMIT")
+
+
+def _mark_values(mark: ElementMark) -> tuple[Any, ...]:
+    return (mark.element_id, _iso(mark.modification_date), mark.version, int(mark.deleted), mark.fetched_at, _now())
+
+
+@contextmanager
+def _atomically(db: sqlite3.Connection) -> Iterator[None]:
+    """Inside a group commit's transaction, nothing more to do; on its own, a transaction of its own."""
+    if db.in_transaction:
+        yield
+        return
+    with _transaction(db):
+        yield
 
 
 def _delivery(row: Any) -> Delivery:

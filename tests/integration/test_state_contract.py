@@ -192,6 +192,45 @@ async def test_lease_is_reentrant_for_its_owner(stores: StoreFactory) -> None:
                 pass
 
 
+async def test_a_mark_given_to_the_lease_is_recorded_as_it_is_released(stores: StoreFactory) -> None:
+    store = await stores(lease_wait_seconds=0)
+    other = await stores(lease_wait_seconds=0)
+    mark = ElementMark(8, T0, 3, deleted=False, fetched_at=1_764_800_000.25)
+    async with store.lease(8) as lease:
+        lease.mark_on_release(mark)
+    assert await other.element_mark(8) == mark
+    async with other.lease(8):  # released with it
+        pass
+    async with store.lease(8):  # a lease given no mark records none
+        pass
+    assert await other.element_mark(8) == mark
+
+
+async def test_a_mark_given_to_the_lease_follows_mark_elements_rules(stores: StoreFactory) -> None:
+    store = await stores()
+    newest = ElementMark(9, T0 + timedelta(minutes=1), 2, deleted=False, fetched_at=1_764_800_000.5)
+    await store.mark_element(newest)
+    async with store.lease(9) as lease:  # a sync whose fetch started earlier: ignored
+        lease.mark_on_release(ElementMark(9, T0, 1, deleted=False, fetched_at=1_764_800_000.0))
+    assert await store.element_mark(9) == newest
+    async with store.lease(9) as lease:  # without a fetch time: the recorded one is kept
+        lease.mark_on_release(ElementMark(9, None, None, deleted=True))
+    assert await store.element_mark(9) == ElementMark(9, None, None, deleted=True, fetched_at=1_764_800_000.5)
+
+
+async def test_a_mark_given_to_the_lease_is_recorded_when_the_block_raises(stores: StoreFactory) -> None:
+    store = await stores(lease_wait_seconds=0)
+    other = await stores(lease_wait_seconds=0)
+    mark = ElementMark(10, T0, 1, deleted=False)
+    with pytest.raises(RuntimeError):
+        async with store.lease(10) as lease:
+            lease.mark_on_release(mark)
+            raise RuntimeError("after the mark")
+    assert await other.element_mark(10) == mark
+    async with other.lease(10):
+        pass
+
+
 # ---- conditional records ---------------------------------------------------------------------------------------
 
 

@@ -25,7 +25,7 @@ from bridge.pipeline.routing import Route
 from bridge.pipeline.sync import SyncEngine
 from bridge.queue.dead_letter import DeadLetterContext
 from bridge.queue.transport import QueueInfo, QueueMessage
-from bridge.state.base import Delivery, ElementBusy, ElementMark, is_older
+from bridge.state.base import Delivery, ElementBusy, ElementMark, HeldLease, is_older
 from tests.support import http_answering
 
 API = "/api/v2"
@@ -119,12 +119,17 @@ class MemoryStateStore:
         return None
 
     @asynccontextmanager
-    async def _lease(self, element_id: int) -> AsyncIterator[None]:
+    async def _lease(self, element_id: int) -> AsyncIterator[HeldLease]:
         if self.busy:
             raise ElementBusy(f"element {element_id} is leased by another worker")
-        yield
+        held = HeldLease(element_id)
+        try:
+            yield held
+        finally:
+            if held.mark is not None:
+                await self.mark_element(held.mark)
 
-    def lease(self, element_id: int) -> AbstractAsyncContextManager[None]:
+    def lease(self, element_id: int) -> AbstractAsyncContextManager[HeldLease]:
         return self._lease(element_id)
 
     async def deliveries(self, element_id: int) -> list[Delivery]:

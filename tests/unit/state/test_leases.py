@@ -8,6 +8,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from bridge.state import leases
+from bridge.state.base import ElementMark, HeldLease
 from bridge.state.leases import LeaseKeeper
 
 
@@ -125,15 +126,17 @@ async def test_a_held_lease_is_kept_while_held_and_given_back_even_when_the_bloc
         events.append(f"take {element_id}")
         return None
 
-    async def release(element_id: int) -> None:
-        events.append(f"release {element_id}")
+    async def release(element_id: int, mark: ElementMark | None) -> None:
+        events.append(f"release {element_id} with {mark}")
 
+    mark = ElementMark(7, None, 1, deleted=False)
     with pytest.raises(RuntimeError, match="channel failed"):
-        async with leases.held_lease(7, take, release, keeper, wait_seconds=0):
+        async with leases.held_lease(7, take, release, keeper, wait_seconds=0) as held:
             clock.now += 1
             await keeper.extend_due()  # held: extended
+            held.mark_on_release(mark)
             raise RuntimeError("channel failed")
-    assert events == ["take 7", "release 7"] and store.calls == [[7]]
+    assert events == ["take 7", f"release 7 with {mark}"] and store.calls == [[7]]
     clock.now += 1
     await keeper.extend_due()  # given back: no longer extended
     assert store.calls == [[7]]
@@ -147,7 +150,7 @@ async def test_a_lease_not_taken_is_neither_kept_nor_given_back(clock: Clock) ->
     async def held_by_another(element_id: int, replacing: str | None) -> str | None:
         return "another-worker"
 
-    async def release(element_id: int) -> None:
+    async def release(element_id: int, mark: ElementMark | None) -> None:
         released.append(element_id)
 
     with pytest.raises(leases.ElementBusy):
@@ -156,3 +159,8 @@ async def test_a_lease_not_taken_is_neither_kept_nor_given_back(clock: Clock) ->
     clock.now += 1
     await keeper.extend_due()
     assert released == [] and store.calls == []
+
+
+def test_a_held_lease_refuses_another_elements_mark() -> None:
+    with pytest.raises(ValueError, match="element 2"):
+        HeldLease(1).mark_on_release(ElementMark(2, None, 1, deleted=False))

@@ -141,6 +141,57 @@ async def test_open_state_store_opens_sqlite(tmp_path: Path) -> None:
         await store.close()
 
 
+# ---- a mark recorded with the lease's release ------------------------------------------------------------------
+
+
+async def test_a_mark_given_to_the_lease_is_recorded_in_the_releases_transaction(
+    stores: StoreFactory, tmp_path: Path
+) -> None:
+    store = await stores(lease_wait_seconds=0)
+    path = tmp_path / "state.db"
+    with sqlite3.connect(path) as db:
+        commits_before = db.execute("PRAGMA data_version").fetchone()[0]
+        async with store.lease(3) as lease:
+            lease.mark_on_release(ElementMark(3, T0, 1, deleted=False))
+            taken = db.execute("PRAGMA data_version").fetchone()[0]
+        released = db.execute("PRAGMA data_version").fetchone()[0]
+        assert db.execute("SELECT COUNT(*) FROM leases").fetchone()[0] == 0
+    # data_version moves once per commit by another connection: the lease taken, then mark and release together.
+    assert (taken - commits_before, released - taken) == (1, 1)
+    assert await store.element_mark(3) == ElementMark(3, T0, 1, deleted=False)
+
+
+async def test_the_lease_is_released_when_its_mark_fails(stores: StoreFactory, tmp_path: Path) -> None:
+    store = await stores(lease_wait_seconds=0)
+    other = await stores(lease_wait_seconds=0)
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        db.execute("DROP TABLE elements")  # the mark's statement fails; the release must not go down with it
+    with pytest.raises(sqlite3.OperationalError, match="elements"):
+        async with store.lease(4) as lease:
+            lease.mark_on_release(ElementMark(4, T0, 1, deleted=False))
+    async with other.lease(4):
+        pass
+
+
+async def test_a_mark_and_release_on_a_locked_file_wait_off_the_loop(stores: StoreFactory, tmp_path: Path) -> None:
+    store = await stores(lease_wait_seconds=0)
+    other = await stores(lease_wait_seconds=0)
+    locker = sqlite3.connect(tmp_path / "state.db", isolation_level=None)
+    lease = store.lease(5)
+    held = await lease.__aenter__()
+    held.mark_on_release(ElementMark(5, T0, 2, deleted=False))
+    locker.execute("BEGIN IMMEDIATE")
+    releasing = asyncio.create_task(lease.__aexit__(None, None, None))
+    await asyncio.sleep(0.2)
+    assert not releasing.done()
+    locker.execute("COMMIT")
+    locker.close()
+    await asyncio.wait_for(releasing, 5)
+    assert await other.element_mark(5) == ElementMark(5, T0, 2, deleted=False)
+    async with other.lease(5):
+        pass
+
+
 # ---- never blocking the event loop -----------------------------------------------------------------------------
 
 
