@@ -40,8 +40,8 @@ def matches(stored: str, digest: str, element: Element, publication: Publication
 def _unprefixed(element: Element, publication: Publication) -> str:
     """The first form, kept to recognise what earlier bridges stored."""
     content = {
-        "element": element.model_dump(mode="json", exclude=set(ELEMENT_VOLATILE)),
-        "publication": publication.model_dump(mode="json", exclude=set(PUBLICATION_VOLATILE)),
+        "element": element.model_dump(mode="json", exclude=_ELEMENT_EXCLUDE),
+        "publication": publication.model_dump(mode="json", exclude=_PUBLICATION_EXCLUDE),
     }
     encoded = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
     return hashlib.blake2b(encoded, digest_size=16).hexdigest()
