@@ -82,12 +82,21 @@ def v1_custom_field(field: CustomFieldValue) -> dict[str, Any]:
 
 
 def compact(data: dict[str, Any], keep: Sequence[str] = ()) -> dict[str, Any]:
-    """Leave out what Kordiam would leave out: absent values (``None``) and empty objects."""
-    return {key: value for key, value in data.items() if key in keep or value not in (None, {}, [])}
+    """Leave out what Kordiam would leave out: absent values (``None``) and empty objects and lists."""
+    # Spelled out, not `value not in (None, {}, [])`: that builds the tuple, a dict and a list for every key, and
+    # this runs for some 30 keys of every Global Export body.
+    return {
+        key: value
+        for key, value in data.items()
+        if (value is not None and (value or not isinstance(value, _CONTAINERS))) or key in keep
+    }
+
+
+_CONTAINERS = (dict, list)
 
 
 def _hhmm(value: dt.time | None) -> str | None:
-    return None if value is None else value.strftime("%H:%M")
+    return None if value is None else f"{value.hour:02d}:{value.minute:02d}"  # strftime costs 3x as much
 
 
 def utc_timestamp(value: dt.datetime | None) -> str | None:
