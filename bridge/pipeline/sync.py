@@ -130,6 +130,9 @@ class SyncEngine:
         self._slots = slots
         # Labelled once: looking a metric's labels up takes a lock and builds a key, on every message otherwise.
         self._upsert_seconds = {r.name: metrics.CHANNEL_LATENCY.labels(r.name, "upsert") for r in self._routes}
+        self._feedback_writes = {
+            kind: metrics.FEEDBACK_WRITES.labels(kind) for kind in ("publication", "publish", "link")
+        }
 
     async def sync(
         self, notification: Notification, *, sent_at: float | None = None, received_at: float | None = None
@@ -351,11 +354,11 @@ class SyncEngine:
             await self._kordiam.update_publication(
                 element.id, publication.id, external_id=delivery.external_id if id_stale else None, cms=cms
             )
-            metrics.FEEDBACK_WRITES.labels("publication").inc()
+            self._feedback_writes["publication"].inc()
             report.feedback.append(f"publication {publication.id}: externalId={delivery.external_id}")
         wants_publish = delivery.live and not publication.is_published and self._feedback.publish_when_live
         if wants_publish and await self._kordiam.publish_publication(element.id, publication.id):
-            metrics.FEEDBACK_WRITES.labels("publish").inc()
+            self._feedback_writes["publish"].inc()
             report.feedback.append(f"publication {publication.id}: published")
 
     async def _link_element(self, element: Element, delivery: Delivery, report: SyncReport) -> None:
@@ -364,7 +367,7 @@ class SyncEngine:
         if held is not None and held.external_id == delivery.external_id and (link is None or held.link == link):
             return
         await self._kordiam.link_external_element(element.id, external_id=delivery.external_id, link=link)
-        metrics.FEEDBACK_WRITES.labels("link").inc()
+        self._feedback_writes["link"].inc()
         report.feedback.append(f"element {element.id}: linked to {delivery.channel} {delivery.external_id}")
 
 

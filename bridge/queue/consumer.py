@@ -41,6 +41,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import structlog
+from prometheus_client import Counter
 
 from bridge.ops import metrics
 from bridge.queue.gate import ReceiveGate
@@ -152,6 +153,7 @@ class Consumer:
         self._fifo = transport.ordered_groups
         self._groups: dict[str, list[QueueMessage]] = {}
         self._receiving = True
+        self._outcome_counters: dict[str, Counter] = {}
         self.last_poll = time.monotonic()
         self.started = False
 
@@ -367,7 +369,10 @@ class Consumer:
 
     async def _settle(self, message: QueueMessage, outcome: Outcome) -> asyncio.Future[None] | None:
         """Settle ``outcome``; for a delete, return the future its confirmation resolves."""
-        metrics.MESSAGE_OUTCOMES.labels(outcome.kind).inc()
+        counter = self._outcome_counters.get(outcome.kind)
+        if counter is None:  # labelled once per kind: looking labels up takes a lock and builds a key
+            counter = self._outcome_counters[outcome.kind] = metrics.MESSAGE_OUTCOMES.labels(outcome.kind)
+        counter.inc()
         if isinstance(outcome, Done):
             return self._queue_delete(message)
         if isinstance(outcome, Retry):
