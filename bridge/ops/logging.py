@@ -55,7 +55,7 @@ def configure_logging(level: str = "info", *, log_format: LogFormat = "json") ->
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(file=_STDERR),  # type: ignore[arg-type]
+        logger_factory=structlog.WriteLoggerFactory(file=_STDERR),  # type: ignore[arg-type]
         cache_logger_on_first_use=True,
     )
     # Libraries log through stdlib logging: the same renderer, the same stream, at warning level and above.

@@ -14,7 +14,7 @@ import structlog
 from rich.console import Console
 
 from bridge.cli import _progress
-from bridge.ops.logging import configure_logging
+from bridge.ops.logging import configure_logging, logs_through
 
 
 def test_library_logging_and_warnings_are_json_lines_too() -> None:
@@ -66,6 +66,15 @@ def test_log_lines_are_printed_above_the_progress_bar_not_inside_it() -> None:
     logged = [line for line in shown if "replayed" in line]
     assert len(logged) == 1 and json.loads(logged[0])["event"] == "replayed"  # a whole line of its own
     assert "2/2" in shown[-2]  # and the bar is drawn again below it
+
+
+def test_a_log_line_reaches_the_progress_bar_s_sink_as_one_line() -> None:
+    configure_logging("info")
+    lines: list[str] = []
+    with logs_through(lines.append):
+        structlog.get_logger("bridge.admin").info("replayed", queue="q", sent=2)
+    # One call per line: print() wrote the newline apart, and the bar's console drew it as a blank line.
+    assert len(lines) == 1 and json.loads(lines[0])["event"] == "replayed"
 
 
 def test_the_simulator_logs_through_the_same_renderer() -> None:
