@@ -1,6 +1,7 @@
 """The bridge's own CPU per message, without the network.
 
-    python -m bench.pipeline [--messages 4000] [--concurrency 32] [--profile]
+    python -m bench.pipeline [--messages 4000] [--concurrency 32] [--kordiam-latency-ms 0 --channel-latency-ms 0]
+                             [--profile]
 
 Runs what the worker runs for each message (decode the notification, fetch and validate the element, build and
 send the Global Export body, record the delivery in the real SQLite store, write the feedback, log the outcome)
@@ -9,6 +10,12 @@ What it reports is the part of a message's cost that only the bridge pays: in `m
 network work (three HTTP calls, its share of a receive and a batch delete), which costs what the simple loop's
 does. `--profile` prints cProfile's costliest functions (cProfile inflates many small calls; py-spy on this
 command gives fairer shares).
+
+With latencies (`make bench` uses 20 and 50 ms) the answers wait that long, as the stubs do: the worker then runs
+as it does at C=32 in `make bench`, bound by latency, with its events spread over many passes of the event loop
+instead of batched, and it pays more per message (fewer writes share a SQLite commit, more passes and wake-ups).
+That regime is measured here without the emulator's noise; each wait costs the event loop a timer, a few µs of
+the figure.
 """
 
 from __future__ import annotations
@@ -45,11 +52,15 @@ TOKEN = json.dumps(TOKEN_ANSWER).encode()
 WARM_UP_MESSAGES = 200
 
 
-def answering(bodies: dict[int, bytes]) -> HttpClient:
-    """Kordiam and the channel as the stubs answer them, at once and in process (element bodies made beforehand)."""
+def answering(bodies: dict[int, bytes], *, kordiam_latency: float = 0.0, channel_latency: float = 0.0) -> HttpClient:
+    """Kordiam and the channel as the stubs answer them, in process (element bodies made beforehand): at once, or
+    after the given latencies in seconds."""
 
     async def answer(request: HttpRequest) -> HttpResponse:
         path = request.url.path
+        latency = channel_latency if request.method == "POST" else kordiam_latency
+        if latency:
+            await asyncio.sleep(latency)
         if request.method == "GET":
             return HttpResponse(200, JSON_HEADERS, bodies[int(path.rsplit("/", 1)[1])], request, "OK")
         if path.endswith("/auth/token"):
@@ -62,7 +73,14 @@ def answering(bodies: dict[int, bytes]) -> HttpClient:
     return HttpClient.answering(answer)
 
 
-async def measure(messages: int, concurrency: int, *, profile: bool = False) -> float:
+async def measure(
+    messages: int,
+    concurrency: int,
+    *,
+    profile: bool = False,
+    kordiam_latency: float = 0.0,
+    channel_latency: float = 0.0,
+) -> float:
     """CPU microseconds per message over ``messages`` distinct elements, ``concurrency`` at a time."""
     with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as folder:
         workdir = Path(folder)
@@ -74,7 +92,7 @@ async def measure(messages: int, concurrency: int, *, profile: bool = False) -> 
         warm_up = range(1, WARM_UP_MESSAGES + 1)
         measured = range(WARM_UP_MESSAGES + 1, WARM_UP_MESSAGES + messages + 1)
         bodies = {element_id: element(element_id) for element_id in [*warm_up, *measured]}
-        http = answering(bodies)
+        http = answering(bodies, kordiam_latency=kordiam_latency, channel_latency=channel_latency)
         state = await open_state_store(settings.state, default_region=REGION)
         pipeline = build_pipeline(settings, http, state)
         threshold = gc.get_threshold()
@@ -120,13 +138,33 @@ def main(argv: list[str] | None = None) -> float:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--messages", type=int, default=4000)
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--kordiam-latency-ms", type=float, default=0.0, help="each Kordiam answer waits this long")
+    parser.add_argument("--channel-latency-ms", type=float, default=0.0, help="each channel answer waits this long")
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args(argv)
+    if min(args.messages, args.concurrency) < 1 or min(args.kordiam_latency_ms, args.channel_latency_ms) < 0:
+        parser.error("--messages and --concurrency must be at least 1, latencies at least 0")
     # The worker's log line per message is part of its cost: rendered as in production, written to nowhere.
     configure_logging("info")
     with open(os.devnull, "w") as nowhere, contextlib.redirect_stderr(nowhere):
-        per_message = asyncio.run(measure(args.messages, args.concurrency, profile=args.profile))
-    print(f"bench.pipeline: {per_message:.0f} µs of CPU per message ({args.messages} messages, C={args.concurrency})")
+        per_message = asyncio.run(
+            measure(
+                args.messages,
+                args.concurrency,
+                profile=args.profile,
+                kordiam_latency=args.kordiam_latency_ms / 1000,
+                channel_latency=args.channel_latency_ms / 1000,
+            )
+        )
+    latency = (
+        f", latencies {args.kordiam_latency_ms:g}/{args.channel_latency_ms:g} ms"
+        if (args.kordiam_latency_ms or args.channel_latency_ms)
+        else ""
+    )
+    print(
+        f"bench.pipeline: {per_message:.0f} µs of CPU per message "
+        f"({args.messages} messages, C={args.concurrency}{latency})"
+    )
     return per_message
 
 
