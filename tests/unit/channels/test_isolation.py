@@ -79,6 +79,34 @@ async def test_permanent_errors_do_not_trip_the_breaker() -> None:
     assert guarded.breaker.state == BreakerState.CLOSED and inner.calls == 5
 
 
+async def test_a_cancelled_call_frees_its_slot_and_its_probe_and_leaves_the_count_alone() -> None:
+    inner = Flaky()
+    guarded = GuardedChannel(inner, breaker_threshold=1, breaker_cooldown=0.05, max_in_flight=1)
+    with pytest.raises(ChannelUnavailable, match="503"):
+        await upsert(guarded)
+    assert guarded.breaker.state == BreakerState.OPEN
+    await asyncio.sleep(0.06)
+    hold = asyncio.Event()
+    inner.failing = False
+    real_upsert = inner.upsert
+
+    async def hanging(element: Element, publication: Publication, external_id: str | None) -> ChannelResult:
+        await hold.wait()
+        return await real_upsert(element, publication, external_id)
+
+    inner.upsert = hanging  # type: ignore[method-assign]
+    probe = asyncio.create_task(upsert(guarded))
+    await asyncio.sleep(0.01)  # the probe is in the channel, holding the one slot
+    assert guarded.breaker.state == BreakerState.HALF_OPEN
+    probe.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await probe
+    # The next call is the probe now (not failed fast) and gets the slot at once (not after MAX_QUEUE_WAIT).
+    hold.set()
+    await asyncio.wait_for(upsert(guarded), 1.0)
+    assert guarded.breaker.state == BreakerState.CLOSED and guarded.breaker.failures == 0
+
+
 async def test_rate_limit_spaces_calls() -> None:
     inner = Flaky()
     inner.failing = False
