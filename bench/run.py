@@ -55,7 +55,7 @@ import boto3
 import psutil  # type: ignore[import-untyped]
 import stompman
 
-from bench import backlog
+from bench import backlog, diagnostics
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
@@ -402,22 +402,40 @@ log_level = "{log_level}"
     return [sys.executable, "-m", "bridge", "run", "--config", str(config)]
 
 
+# The bridge's diagnostic variants (bench.diagnostics): the real worker with one part swapped out.
+DIAGNOSTIC_IMPLS = {f"bridge-{variant}": variant for variant in diagnostics.VARIANTS}
+IMPLS = ("bridge", "simple", *DIAGNOSTIC_IMPLS)
+
+
 def worker_command(
     impl: str, run_dir: Path, queues: Queues, queue: str, dlq: str, base: str, concurrency: int, log_level: str
 ) -> list[str]:
-    if impl == "bridge":
-        return bridge_command(run_dir, queues.queue_toml(queue, dlq), base, concurrency, log_level)
-    return queues.simple_command(queue, base, concurrency)
+    if impl == "simple":
+        return queues.simple_command(queue, base, concurrency)
+    return bridge_command(run_dir, queues.queue_toml(queue, dlq), base, concurrency, log_level)
 
 
-def worker_env() -> dict[str, str]:
-    return {
+def worker_env(impl: str = "bridge") -> dict[str, str]:
+    env = {
         **os.environ,
         "BRIDGE_KORDIAM__CLIENT_SECRET": "bench-secret",
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_DEFAULT_REGION": REGION,
     }
+    variant = DIAGNOSTIC_IMPLS.get(impl)
+    if variant is not None:  # its sitecustomize installs the variant as the worker's interpreter starts
+        folder = Path(diagnostics.__file__).parent
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(folder), str(ROOT), os.environ.get("PYTHONPATH")]))
+        env["BENCH_DIAGNOSTIC"] = variant
+    return env
+
+
+def check_variant(impl: str, log: Path) -> None:
+    """Refuse to measure a diagnostic impl whose variant did not install: it would pass for the bridge."""
+    variant = DIAGNOSTIC_IMPLS.get(impl)
+    if variant is not None and f"{diagnostics.MARKER} {variant}" not in log.read_text(errors="replace"):
+        raise RuntimeError(f"{impl}: the diagnostic variant did not install in the worker, see {log}")
 
 
 def run_one(
@@ -437,7 +455,7 @@ def run_one(
     stubs.reset()
     command = worker_command(impl, run_dir, queues, queue, dlq, stubs.base, concurrency, log_level)
     log = run_dir / "worker.log"
-    process = subprocess.Popen(command, cwd=ROOT, env=worker_env(), stdout=log.open("w"), stderr=subprocess.STDOUT)
+    process = subprocess.Popen(command, cwd=ROOT, env=worker_env(impl), stdout=log.open("w"), stderr=subprocess.STDOUT)
     worker = psutil.Process(process.pid)
     sent: dict[str, float] = {}
     try:
@@ -457,6 +475,7 @@ def run_one(
                 time.sleep(0.1)
 
         wait(lambda s: str(offset) in s["arrivals"] and queues.depth(queue) == 0, "warming up", 60)
+        check_variant(impl, log)
         times_before = worker.cpu_times()
         cpu_before = times_before.user + times_before.system
         idle_before, total_before = cpu_idle_total()
@@ -602,7 +621,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--broker", default="stomp://127.0.0.1:61613", help="ActiveMQ for --queue activemq")
     parser.add_argument("--sqs", choices=["localstack", "moto"], default="localstack")
     parser.add_argument("--endpoint", default=None, help="SQS endpoint (default: LocalStack, or an embedded moto)")
-    parser.add_argument("--impl", default="bridge,simple")
+    parser.add_argument(
+        "--impl",
+        default="bridge,simple",
+        help=f"comma-separated, of {', '.join(IMPLS)}; the bridge-* variants show where the bridge's CPU goes "
+        "(bench/diagnostics/patches.py)",
+    )
     parser.add_argument("--log-level", default="info", help="the bridge's ops.log_level (production: info)")
     parser.add_argument("--timeout", type=float, default=600, help="seconds per run")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
@@ -622,6 +646,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args.concurrency = args.concurrency or ("32" if args.workload == "backlog" else "1,8,32,128")
     concurrencies = [int(c) for c in args.concurrency.split(",")]
     impls = args.impl.split(",")
+    unknown = [impl for impl in impls if impl not in IMPLS]
+    if unknown:
+        parser.error(f"--impl: unknown {', '.join(map(repr, unknown))} (one or more of {', '.join(IMPLS)})")
+    if args.workload == "backlog" and not set(impls) <= {"bridge", "simple"}:
+        parser.error("--impl: the backlog workload runs bridge and simple only")
 
     moto_server = None
     endpoint = args.endpoint
@@ -735,7 +764,7 @@ def run_backlog(
         command = worker_command(impl, run_dir, queues, queue, dlq, stubs.base, concurrency, args.log_level)
         print(f"bench: backlog {impl} C={concurrency} …", file=sys.stderr, flush=True)
         row = backlog.drain(
-            impl, command, worker_env(), queues, queue, dlq, stubs, plan, run_dir, args.timeout, LOADER_THREADS
+            impl, command, worker_env(impl), queues, queue, dlq, stubs, plan, run_dir, args.timeout, LOADER_THREADS
         )
         print(f"bench:   {row['element_gets']} GETs, drained in {row['drain_s']} s", file=sys.stderr, flush=True)
         rows.append({"concurrency": concurrency, **row})

@@ -9,6 +9,7 @@ import asyncio
 import gc
 import math
 import time
+from pathlib import Path
 
 import pytest
 
@@ -17,7 +18,7 @@ pytest.importorskip("psutil", reason="the bench extra is not installed")
 from bench import ingress
 from bench.backlog import Backlog
 from bench.pipeline import measure
-from bench.run import FIELDS, StompQueues, limited_by, main
+from bench.run import FIELDS, StompQueues, check_variant, limited_by, main
 
 
 @pytest.mark.integration
@@ -45,6 +46,35 @@ def test_bench_smoke_run_reports_every_field_and_delivers_everything() -> None:
         assert row["limited_by"] in {"latency", "worker CPU", "machine CPU", "emulator"}, impl
     assert results["bridge"]["ratio_to_simple"] > 0
     assert results["simple"]["ratio_to_simple"] == 1.0
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(300)
+def test_the_diagnostic_variants_run_the_worker_with_their_part_swapped_out() -> None:
+    report = main(["--smoke", "--impl", "bridge,bridge-queue-only,bridge-memory-state"])
+    results = {row["impl"]: row for row in report["results"]}
+    for impl, row in results.items():
+        assert row["processed"] == row["messages"] == 20 and row["left_in_queue"] == 0, impl
+    workdir = Path(report["workdir"])
+    # The real worker keeps its state in SQLite; the memory-state variant never opens a file.
+    assert (workdir / "bridge-4" / "state.db").exists()
+    assert not (workdir / "bridge-memory-state-4" / "state.db").exists()
+
+    # The queue-only variant's work is the simple loop's: no sync runs, so no sync logs its outcome.
+    def synced(impl: str) -> int:
+        return (workdir / f"{impl}-4" / "worker.log").read_text().count('"event": "done"')
+
+    assert synced("bridge") == synced("bridge-memory-state") == 21  # the warm-up message and the 20
+    assert synced("bridge-queue-only") == 0
+
+
+def test_a_diagnostic_run_whose_variant_did_not_install_is_refused(tmp_path: Path) -> None:
+    log = tmp_path / "worker.log"
+    log.write_text("bench-diagnostic: installed queue-only\n")
+    check_variant("bridge-queue-only", log)
+    check_variant("bridge", tmp_path / "absent.log")  # the real worker has no variant to check
+    with pytest.raises(RuntimeError, match="did not install"):
+        check_variant("bridge-memory-state", log)
 
 
 @pytest.mark.integration

@@ -1,0 +1,132 @@
+"""The diagnostic variants: the real worker with one part replaced, installed before ``bridge run`` starts.
+
+- ``queue-only``: the consumer, the SQS transport and the work slots are the bridge's; each message's work is the
+  simple loop's own ``sync_element`` (GET, POST, PATCH over one aiohttp session), then ``Done``. Against the
+  simple loop it measures the bridge's queue layer; against ``bridge`` the whole pipeline.
+- ``memory-state``: the whole pipeline, with the state store in process dicts instead of SQLite (one worker, no
+  durability). Against ``bridge`` it measures what the SQLite store costs per message.
+
+A variant announces itself on stderr (``MARKER``); ``bench.run`` refuses a run whose worker log lacks it, so a
+variant that silently failed to install never passes for a measurement.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import replace
+
+import aiohttp
+
+import bridge.worker
+from bench.diagnostics import MARKER, VARIANTS
+from bench.simple_loop import sync_element
+from bridge.config import StateSettings
+from bridge.pipeline.handler import MessageHandler
+from bridge.queue.outcome import Done, Outcome
+from bridge.queue.transport import QueueMessage
+from bridge.state.base import Delivery, ElementBusy, ElementMark, HeldLease, StateStore, is_older
+
+
+def install(variant: str) -> None:
+    if variant == "queue-only":
+        _queue_only()
+    elif variant == "memory-state":
+        _memory_state()
+    else:
+        sys.exit(f"BENCH_DIAGNOSTIC: unknown variant {variant!r} (one of {', '.join(VARIANTS)})")
+    print(f"{MARKER} {variant}", file=sys.stderr, flush=True)
+
+
+def _queue_only() -> None:
+    sessions: list[aiohttp.ClientSession] = []  # one, made on the worker's event loop at its first message
+
+    async def handle(self: MessageHandler, message: QueueMessage) -> Outcome:
+        if not sessions:
+            sessions.append(aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)))
+        engine = self._engine  # its work slots and Kordiam base URL, as the real sync uses them
+        async with engine._slot():
+            await sync_element(sessions[0], engine._kordiam._base, json.loads(message.body)["id"])
+        return Done()
+
+    MessageHandler.__call__ = handle  # type: ignore[method-assign]
+
+
+def _memory_state() -> None:
+    async def open_memory_store(settings: StateSettings, *, default_region: str | None = None) -> StateStore:
+        return MemoryStateStore()
+
+    # What `bridge run` opens its store with (imported by name into bridge.worker, so patched there).
+    bridge.worker.open_state_store = open_memory_store  # type: ignore[attr-defined]
+
+
+class MemoryStateStore:
+    """The ``StateStore`` contract in dicts, indexed by element; one process only, nothing survives it."""
+
+    reads_in_process = True
+
+    def __init__(self) -> None:
+        self._deliveries: dict[int, dict[tuple[str, int], Delivery]] = {}
+        self._marks: dict[int, ElementMark] = {}
+        self._leased: set[int] = set()
+
+    async def open(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    def lease(self, element_id: int) -> AbstractAsyncContextManager[HeldLease]:
+        return self._lease(element_id)
+
+    @asynccontextmanager
+    async def _lease(self, element_id: int) -> AsyncIterator[HeldLease]:
+        if element_id in self._leased:
+            raise ElementBusy(f"element {element_id} is leased")
+        self._leased.add(element_id)
+        held = HeldLease(element_id)
+        try:
+            yield held
+        finally:
+            if held.mark is not None:
+                await self.mark_element(held.mark)
+            self._leased.discard(element_id)
+
+    async def deliveries(self, element_id: int) -> list[Delivery]:
+        return list(self._deliveries.get(element_id, {}).values())
+
+    async def deliveries_with_external_id(self, external_id: str) -> list[Delivery]:
+        return [d for held in self._deliveries.values() for d in held.values() if d.external_id == external_id]
+
+    async def deliveries_of_publication(self, publication_id: int) -> list[Delivery]:
+        return [d for held in self._deliveries.values() for d in held.values() if d.publication_id == publication_id]
+
+    async def record(self, delivery: Delivery) -> bool:
+        held = self._deliveries.setdefault(delivery.element_id, {})
+        key = (delivery.channel, delivery.publication_id)
+        previous = held.get(key)
+        newer = (delivery.modification_date, delivery.version)
+        if previous is not None and is_older(newer, (previous.modification_date, previous.version)):
+            return False
+        held[key] = delivery
+        return True
+
+    async def forget(self, element_id: int, channel: str, publication_id: int) -> None:
+        self._deliveries.get(element_id, {}).pop((channel, publication_id), None)
+
+    async def element_mark(self, element_id: int) -> ElementMark | None:
+        return self._marks.get(element_id)
+
+    async def mark_element(self, mark: ElementMark) -> None:
+        held = self._marks.get(mark.element_id)
+        if held is not None and held.fetched_at is not None:
+            if mark.fetched_at is None:
+                mark = replace(mark, fetched_at=held.fetched_at)
+            elif mark.fetched_at < held.fetched_at:
+                return
+        self._marks[mark.element_id] = mark
+
+    async def all_deliveries(self) -> list[Delivery]:
+        return [d for held in self._deliveries.values() for d in held.values()]
