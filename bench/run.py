@@ -609,6 +609,25 @@ def print_table(results: list[dict[str, Any]]) -> None:
     Console(width=max(130, Console().width)).print(table)
 
 
+def write_report(report: dict[str, Any], results: list[dict[str, Any]], args: argparse.Namespace, today: str) -> None:
+    """Write the run's JSON to ``args.out``, and its chart when matplotlib is there (``make bench`` installs it)."""
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = today if args.queue == "sqs" else f"{today}-activemq"
+    written = args.out / f"{stem}.json"
+    written.write_text(json.dumps(report, indent=2) + "\n")
+    if importlib.util.find_spec("matplotlib") is None:  # the figures are the result; the chart is extra
+        print(f"bench: wrote {written}; no chart: matplotlib is missing (make bench installs it)", file=sys.stderr)
+        return
+    machine = report["machine"]
+    queue_name = f"SQS {args.sqs}" if args.queue == "sqs" else "ActiveMQ (STOMP)"
+    title = (
+        f"{today}: {machine['cores']} cores, {machine['cpu_model']}, Python {machine['python']}, "
+        f"{queue_name}, Kordiam {args.kordiam_latency_ms:g} ms, channel {args.channel_latency_ms:g} ms"
+    )
+    plot(results, args.out / f"{stem}.png", title)
+    print(f"bench: wrote {written} and .png", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(prog="python -m bench.run")
     parser.add_argument("--messages", type=int, default=5000)
@@ -732,21 +751,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         report["ingress"] = ingress_results
         print_ingress_table(ingress_results)
     if not args.smoke:
-        args.out.mkdir(parents=True, exist_ok=True)
-        stem = today if args.queue == "sqs" else f"{today}-activemq"
-        (args.out / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
-        machine = report["machine"]
-        queue_name = f"SQS {args.sqs}" if args.queue == "sqs" else "ActiveMQ (STOMP)"
-        title = (
-            f"{today}: {machine['cores']} cores, {machine['cpu_model']}, Python {machine['python']}, "
-            f"{queue_name}, Kordiam {args.kordiam_latency_ms:g} ms, channel {args.channel_latency_ms:g} ms"
-        )
-        written = args.out / f"{stem}.json"
-        if importlib.util.find_spec("matplotlib") is None:  # the figures above are the result; the chart is extra
-            print(f"bench: wrote {written}; no chart: matplotlib is missing (make bench installs it)", file=sys.stderr)
-        else:
-            plot(results, args.out / f"{stem}.png", title)
-            print(f"bench: wrote {written} and .png", file=sys.stderr)
+        write_report(report, results, args, today)
     return report
 
 

@@ -5,8 +5,11 @@ It asserts the report's shape and that both workers delivered every message, nev
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import gc
+import importlib.util
+import json
 import math
 import time
 from pathlib import Path
@@ -18,7 +21,7 @@ pytest.importorskip("psutil", reason="the bench extra is not installed")
 from bench import ingress
 from bench.backlog import Backlog
 from bench.pipeline import measure
-from bench.run import FIELDS, StompQueues, check_variant, limited_by, main
+from bench.run import FIELDS, StompQueues, check_variant, limited_by, main, write_report
 
 
 @pytest.mark.integration
@@ -75,6 +78,23 @@ def test_a_diagnostic_run_whose_variant_did_not_install_is_refused(tmp_path: Pat
     check_variant("bridge", tmp_path / "absent.log")  # the real worker has no variant to check
     with pytest.raises(RuntimeError, match="did not install"):
         check_variant("bridge-memory-state", log)
+
+
+def test_a_run_without_matplotlib_writes_its_json_and_says_in_one_line_why_there_is_no_chart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "matplotlib" else find_spec(name))
+    args = argparse.Namespace(out=tmp_path / "out", queue="sqs")
+    report = {"results": [{"impl": "bridge", "concurrency": 32}]}
+
+    write_report(report, report["results"], args, "2026-12-05")
+
+    assert json.loads((tmp_path / "out" / "2026-12-05.json").read_text()) == report
+    assert list((tmp_path / "out").iterdir()) == [tmp_path / "out" / "2026-12-05.json"]
+    assert capsys.readouterr().err.splitlines() == [
+        f"bench: wrote {tmp_path / 'out' / '2026-12-05.json'}; no chart: matplotlib is missing (make bench installs it)"
+    ]
 
 
 @pytest.mark.integration
