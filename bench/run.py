@@ -609,6 +609,17 @@ def print_table(results: list[dict[str, Any]]) -> None:
     Console(width=max(130, Console().width)).print(table)
 
 
+def accepts_connections(url: str) -> bool:
+    """Whether a TCP connect to the URL's host and port succeeds (stomp:// defaults to 61613)."""
+    parsed = urlparse(url)
+    default_port = {"https": 443, "stomp": 61613}.get(parsed.scheme, 80)
+    try:
+        with socket.create_connection((parsed.hostname or "127.0.0.1", parsed.port or default_port), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
 def write_report(report: dict[str, Any], results: list[dict[str, Any]], args: argparse.Namespace, today: str) -> None:
     """Write the run's JSON to ``args.out``, and its chart when matplotlib is there (``make bench`` installs it)."""
     args.out.mkdir(parents=True, exist_ok=True)
@@ -664,7 +675,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         args.timeout = 120
         args.ingress_requests = 0  # tests/bench/test_smoke.py runs bench.ingress's own smoke
     args.concurrency = args.concurrency or ("32" if args.workload == "backlog" else "1,8,32,128")
-    concurrencies = [int(c) for c in args.concurrency.split(",")]
+    try:
+        concurrencies = [int(c) for c in args.concurrency.split(",")]
+    except ValueError:
+        concurrencies = []
+    if not concurrencies or min(concurrencies) < 1:
+        parser.error(f"--concurrency: expected positive whole numbers separated by commas, got {args.concurrency!r}")
+    if not args.smoke and args.out.exists() and not args.out.is_dir():
+        parser.error(f"--out: {args.out} exists and is not a folder")
     impls = args.impl.split(",")
     unknown = [impl for impl in impls if impl not in IMPLS]
     if unknown:
@@ -680,6 +698,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
         moto_server, endpoint = start_moto()
     endpoint = endpoint or LOCALSTACK
+    if moto_server is None:  # an unreachable queue would fail the first run with a botocore or STOMP traceback
+        if args.queue == "activemq" and not accepts_connections(args.broker):
+            parser.error(f"--broker: nothing answers at {args.broker} (scripts/activemq.sh start runs one)")
+        if args.queue == "sqs" and not accepts_connections(endpoint):
+            parser.error(f"--endpoint: nothing answers at {endpoint} (scripts/localstack.sh start, or --sqs moto)")
     queues: Queues = StompQueues(args.broker) if args.queue == "activemq" else SqsQueues(endpoint)
     workdir = Path(tempfile.mkdtemp(prefix="kordiam-bench-"))
     stubs = Stubs(args.kordiam_latency_ms, args.channel_latency_ms, workdir / "stubs.log")

@@ -11,6 +11,7 @@ import gc
 import importlib.util
 import json
 import math
+import socket
 import time
 from pathlib import Path
 
@@ -78,6 +79,40 @@ def test_a_diagnostic_run_whose_variant_did_not_install_is_refused(tmp_path: Pat
     check_variant("bridge", tmp_path / "absent.log")  # the real worker has no variant to check
     with pytest.raises(RuntimeError, match="did not install"):
         check_variant("bridge-memory-state", log)
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+@pytest.mark.parametrize(
+    ("argv", "error"),
+    [
+        (["--impl", "bogus"], "--impl: unknown 'bogus' (one or more of"),
+        (["--concurrency", "x"], "--concurrency: expected positive whole numbers separated by commas, got 'x'"),
+        (["--concurrency", "0,32"], "--concurrency: expected positive whole numbers separated by commas, got '0,32'"),
+        (["--workload", "backlog", "--impl", "bridge-queue-only"], "--impl: the backlog workload runs bridge and"),
+        (["--out", "{file}"], "--out: {file} exists and is not a folder"),
+        (["--endpoint", "http://127.0.0.1:{port}"], "--endpoint: nothing answers at http://127.0.0.1:{port}"),
+        (["--queue", "activemq", "--broker", "stomp://127.0.0.1:{port}"], "--broker: nothing answers at stomp://"),
+    ],
+)
+def test_a_wrong_argument_is_one_line_and_exit_2_before_anything_runs(
+    argv: list[str], error: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    file = tmp_path / "a-file"
+    file.write_text("")
+    values = {"file": str(file), "port": str(_closed_port())}
+
+    with pytest.raises(SystemExit) as exit:
+        main([arg.format(**values) for arg in argv])
+
+    assert exit.value.code == 2
+    last = capsys.readouterr().err.splitlines()[-1]
+    assert last.startswith("python -m bench.run: error: " + error.format(**values)), last
 
 
 def test_a_run_without_matplotlib_writes_its_json_and_says_in_one_line_why_there_is_no_chart(
