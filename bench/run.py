@@ -1,7 +1,7 @@
 """`make bench`: the bridge against the simplest aiohttp loop, same workload, same machine, same run.
 
     python -m bench.run --messages 5000 --concurrency 1,8,32,128 --kordiam-latency-ms 20 --channel-latency-ms 50
-                        [--sqs localstack|moto] [--smoke] [--out bench/results]
+                        [--sqs localstack|moto] [--rounds 1] [--smoke] [--out bench/results]
     python -m bench.run --queue activemq --broker stomp://127.0.0.1:61613 --concurrency 32
 
     python -m bench.run --workload backlog [--backlog-notifications 3000 --backlog-elements 300] [--concurrency 32]
@@ -21,6 +21,11 @@ Per concurrency C and per implementation (bridge, simple loop), on a fresh queue
 3. wait until the channel stub has seen all n element ids and the queue is empty (all deleted);
 4. read the worker's CPU (user+sys, psutil) and peak RSS (VmHWM), and /proc/stat idle over the window; SIGTERM.
 
+With ``--rounds R`` every implementation runs R times per concurrency, interleaved, the order rotating each round;
+each one's CPU per message over the simple loop's is paired by round (``cpu_ratios`` in the JSON: median, min,
+max). The machine is shared and drifts by more than a few per cent over minutes: one round's ratio alone can
+miss a 1.5x line either way (see README, "Performance").
+
 Throughput = n / (last channel arrival - first send). Latency = channel arrival - send time: it includes the time
 a message waits in the queue behind the burst, as a real burst would. The bridge runs with
 feedback.link_element = false and publish_when_live = false so it makes the same 3 HTTP calls per message as the
@@ -39,6 +44,7 @@ import os
 import platform
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -88,6 +94,9 @@ FIELDS = (
 LATENCY_BOUND = 0.75  # of the latency ceiling C / (sum of the stub latencies)
 CPU_BOUND_PCT = 75.0  # of one core: the worker's event loop runs on one, and queues up well before 100 %
 MACHINE_BOUND_IDLE_PCT = 10.0
+# Runs get element ids 100,000 apart below the ingress's 50,000,000: 4 concurrencies x every impl x this many
+# rounds fits.
+MAX_ROUNDS = 20
 
 
 def free_port() -> int:
@@ -449,8 +458,9 @@ def run_one(
     workdir: Path,
     log_level: str,
     timeout: float,
+    round_: int = 1,
 ) -> dict[str, Any]:
-    run_dir = workdir / f"{impl}-{concurrency}"
+    run_dir = workdir / (f"{impl}-{concurrency}" if round_ == 1 else f"{impl}-{concurrency}-r{round_}")
     run_dir.mkdir(parents=True, exist_ok=True)
     queue, dlq = queues.create(f"bench-{impl}-{concurrency}-{offset}")
     stubs.reset()
@@ -512,6 +522,7 @@ def run_one(
         "impl": impl,
         "concurrency": concurrency,
         "messages": n,
+        "round": round_,
         "processed": len(arrivals),
         "left_in_queue": left,
         "msg_per_s": round(n / span, 1),
@@ -540,6 +551,31 @@ def messages_for(n: int, concurrency: int) -> int:
     if concurrency <= 8:
         return min(n, 1000)
     return n
+
+
+def paired_cpu_ratios(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each impl's CPU per message over the simple loop's, paired by round: the median and range over the rounds.
+
+    The machine is shared, and its speed drifts over minutes by more than the effects being compared; a ratio of
+    two runs made seconds apart (one round) cancels most of the drift, and the median of several rounds the rest.
+    """
+    loop = {(r["concurrency"], r["round"]): r["cpu_s_per_1000"] for r in results if r["impl"] == "simple"}
+    paired: dict[tuple[str, int], list[float]] = {}
+    for row in results:
+        base = loop.get((row["concurrency"], row["round"]))
+        if row["impl"] != "simple" and base:
+            paired.setdefault((row["impl"], row["concurrency"]), []).append(row["cpu_s_per_1000"] / base)
+    return [
+        {
+            "impl": impl,
+            "concurrency": concurrency,
+            "rounds": len(ratios),
+            "median": round(statistics.median(ratios), 3),
+            "min": round(min(ratios), 3),
+            "max": round(max(ratios), 3),
+        }
+        for (impl, concurrency), ratios in sorted(paired.items(), key=lambda item: (item[0][1], item[0][0]))
+    ]
 
 
 def plot(results: list[dict[str, Any]], path: Path, title: str) -> None:
@@ -593,6 +629,7 @@ def print_table(results: list[dict[str, Any]]) -> None:
         "messages": "n",
         "msg_per_s": "msg/s",
         "ratio_to_simple": "x simple",
+        "cpu_ratio_to_simple": "CPU x simple",
         "p50_ms": "p50 ms",
         "p99_ms": "p99 ms",
         "work_p99_ms": "GET>ch p99",
@@ -602,11 +639,23 @@ def print_table(results: list[dict[str, Any]]) -> None:
         "machine_idle_pct": "idle %",
         "limited_by": "limit",
     }
+    if any(row.get("round", 1) > 1 for row in results):
+        columns = {"round": "round", **columns}
     for header in columns.values():
         table.add_column(header, justify="right", no_wrap=True)
     for row in results:
         table.add_row(*("" if row.get(key) is None else str(row[key]) for key in columns))
     Console(width=max(130, Console().width)).print(table)
+
+
+def print_cpu_ratios(ratios: list[dict[str, Any]]) -> None:
+    for row in ratios:
+        spread = "" if row["rounds"] == 1 else f" (min {row['min']:.2f}, max {row['max']:.2f})"
+        print(
+            f"bench: CPU per message, {row['impl']} / simple at C={row['concurrency']}: {row['median']:.2f}x, "
+            f"median of {row['rounds']} round{'s' if row['rounds'] > 1 else ''}{spread}",
+            file=sys.stderr,
+        )
 
 
 def accepts_connections(url: str) -> bool:
@@ -635,7 +684,7 @@ def write_report(report: dict[str, Any], results: list[dict[str, Any]], args: ar
         f"{today}: {machine['cores']} cores, {machine['cpu_model']}, Python {machine['python']}, "
         f"{queue_name}, Kordiam {args.kordiam_latency_ms:g} ms, channel {args.channel_latency_ms:g} ms"
     )
-    plot(results, args.out / f"{stem}.png", title)
+    plot([row for row in results if row["round"] == 1], args.out / f"{stem}.png", title)
     print(f"bench: wrote {written} and .png", file=sys.stderr)
 
 
@@ -665,6 +714,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--ingress-requests", type=int, default=3000, help="webhook calls per ingress receiver (bench.ingress); 0: none"
     )
     parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="run every impl this often per concurrency, interleaved (the order rotates each round); the CPU ratios "
+        "to the simple loop are paired by round and reported as their median",
+    )
+    parser.add_argument(
         "--smoke", action="store_true", help="20 messages (backlog: 60 over 6 elements), C=4, 1 ms latencies, moto"
     )
     args = parser.parse_args(argv)
@@ -681,6 +737,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         concurrencies = []
     if not concurrencies or min(concurrencies) < 1:
         parser.error(f"--concurrency: expected positive whole numbers separated by commas, got {args.concurrency!r}")
+    if not 1 <= args.rounds <= MAX_ROUNDS:
+        parser.error(f"--rounds: expected a whole number from 1 to {MAX_ROUNDS}, got {args.rounds}")
     if not args.smoke and args.out.exists() and not args.out.is_dir():
         parser.error(f"--out: {args.out} exists and is not a folder")
     impls = args.impl.split(",")
@@ -689,6 +747,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         parser.error(f"--impl: unknown {', '.join(map(repr, unknown))} (one or more of {', '.join(IMPLS)})")
     if args.workload == "backlog" and not set(impls) <= {"bridge", "simple"}:
         parser.error("--impl: the backlog workload runs bridge and simple only")
+    if args.workload == "backlog" and args.rounds > 1:
+        parser.error("--rounds: the backlog workload runs once (its figures are counts, not CPU ratios)")
 
     moto_server = None
     endpoint = args.endpoint
@@ -718,15 +778,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             if moto_server is not None:
                 moto_server.stop()
     try:
-        for index, concurrency in enumerate(concurrencies):
+        runs = 0
+        for concurrency in concurrencies:
             n = messages_for(args.messages, concurrency)
-            for impl_index, impl in enumerate(impls):
-                offset = run_offset + (index * len(impls) + impl_index + 1) * 100_000
-                print(f"bench: {impl} C={concurrency} n={n} …", file=sys.stderr, flush=True)
-                result = run_one(impl, concurrency, n, offset, queues, stubs, workdir, args.log_level,
-                                 args.timeout)  # fmt: skip
-                print(f"bench:   {result['msg_per_s']} msg/s, p99 {result['p99_ms']} ms", file=sys.stderr, flush=True)
-                results.append(result)
+            for round_ in range(1, args.rounds + 1):
+                turn = (round_ - 1) % len(impls)  # each impl goes first in some round: no order favours one
+                for impl in impls[turn:] + impls[:turn]:
+                    runs += 1
+                    offset = run_offset + runs * 100_000
+                    which = f" round {round_}" if args.rounds > 1 else ""
+                    print(f"bench: {impl} C={concurrency}{which} n={n} …", file=sys.stderr, flush=True)
+                    result = run_one(impl, concurrency, n, offset, queues, stubs, workdir, args.log_level,
+                                     args.timeout, round_)  # fmt: skip
+                    print(f"bench:   {result['msg_per_s']} msg/s, p99 {result['p99_ms']} ms", file=sys.stderr,
+                          flush=True)  # fmt: skip
+                    results.append(result)
         if isinstance(queues, SqsQueues) and args.ingress_requests > 0:
             from bench import ingress  # it builds on this module
 
@@ -740,9 +806,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     seconds_per_message = (2 * args.kordiam_latency_ms + args.channel_latency_ms) / 1000
     for row in results:
-        base = next((r for r in results if r["impl"] == "simple" and r["concurrency"] == row["concurrency"]), None)
+        base = next(
+            (
+                r
+                for r in results
+                if r["impl"] == "simple" and (r["concurrency"], r["round"]) == (row["concurrency"], row["round"])
+            ),
+            None,
+        )
         row["ratio_to_simple"] = round(row["msg_per_s"] / base["msg_per_s"], 3) if base else None
+        row["cpu_ratio_to_simple"] = round(row["cpu_s_per_1000"] / base["cpu_s_per_1000"], 3) if base else None
         row["limited_by"] = limited_by(row, seconds_per_message)
+    cpu_ratios = paired_cpu_ratios(results)
     today = dt.date.today().isoformat()
     report: dict[str, Any] = {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -765,9 +840,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "emulator: none of these (SQS calls set the pace)",
         },
         "results": results,
+        "cpu_ratios": cpu_ratios,
         "workdir": str(workdir),
     }
     print_table(results)
+    print_cpu_ratios(cpu_ratios)
     if ingress_results:
         from bench.ingress import print_table as print_ingress_table
 

@@ -22,17 +22,29 @@ pytest.importorskip("psutil", reason="the bench extra is not installed")
 from bench import ingress
 from bench.backlog import Backlog
 from bench.pipeline import measure
-from bench.run import FIELDS, StompQueues, check_variant, limited_by, main, write_report
+from bench.run import FIELDS, StompQueues, check_variant, limited_by, main, paired_cpu_ratios, write_report
 
 
 @pytest.mark.integration
 @pytest.mark.timeout(300)
 def test_bench_smoke_run_reports_every_field_and_delivers_everything() -> None:
-    report = main(["--smoke"])
+    report = main(["--smoke", "--rounds", "2"])
 
     assert report["machine"]["cores"] >= 1
     assert report["machine"]["python"]
-    results = {row["impl"]: row for row in report["results"]}
+    # Two rounds, interleaved, the order rotated: bridge first in round 1, simple first in round 2.
+    order = [(row["round"], row["impl"]) for row in report["results"]]
+    assert order == [(1, "bridge"), (1, "simple"), (2, "simple"), (2, "bridge")]
+    workdir = Path(report["workdir"])
+    assert (workdir / "bridge-4" / "worker.log").exists() and (workdir / "bridge-4-r2" / "worker.log").exists()
+    # The CPU ratio is paired within each round; the summary is their median.
+    for row in report["results"]:
+        loop = next(r for r in report["results"] if r["impl"] == "simple" and r["round"] == row["round"])
+        assert row["cpu_ratio_to_simple"] == round(row["cpu_s_per_1000"] / loop["cpu_s_per_1000"], 3)
+    [summary] = report["cpu_ratios"]
+    assert summary["impl"] == "bridge" and summary["rounds"] == 2
+    assert summary["min"] <= summary["median"] <= summary["max"]
+    results = {row["impl"]: row for row in report["results"] if row["round"] == 1}
     assert set(results) == {"bridge", "simple"}
     for impl, row in results.items():
         for field in FIELDS:
@@ -81,6 +93,23 @@ def test_a_diagnostic_run_whose_variant_did_not_install_is_refused(tmp_path: Pat
         check_variant("bridge-memory-state", log)
 
 
+def test_cpu_ratios_pair_each_impl_with_the_loop_of_its_own_round() -> None:
+    def row(impl: str, concurrency: int, round_: int, cpu: float) -> dict[str, object]:
+        return {"impl": impl, "concurrency": concurrency, "round": round_, "cpu_s_per_1000": cpu}
+
+    results = [
+        # Round 2 ran on a machine 50 % slower: paired, its ratio is what round 1's was.
+        row("simple", 32, 1, 0.8), row("bridge", 32, 1, 1.2), row("bridge-local-leases", 32, 1, 1.0),
+        row("bridge", 32, 2, 1.8), row("simple", 32, 2, 1.2),
+        row("simple", 32, 3, 0.9), row("bridge", 32, 3, 1.62),
+        row("bridge", 128, 1, 1.0),  # no loop at this concurrency: nothing to pair with
+    ]  # fmt: skip
+    assert paired_cpu_ratios(results) == [
+        {"impl": "bridge", "concurrency": 32, "rounds": 3, "median": 1.5, "min": 1.5, "max": 1.8},
+        {"impl": "bridge-local-leases", "concurrency": 32, "rounds": 1, "median": 1.25, "min": 1.25, "max": 1.25},
+    ]
+
+
 def _closed_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -95,6 +124,8 @@ def _closed_port() -> int:
         (["--concurrency", "x"], "--concurrency: expected positive whole numbers separated by commas, got 'x'"),
         (["--concurrency", "0,32"], "--concurrency: expected positive whole numbers separated by commas, got '0,32'"),
         (["--workload", "backlog", "--impl", "bridge-queue-only"], "--impl: the backlog workload runs bridge and"),
+        (["--rounds", "0"], "--rounds: expected a whole number from 1 to 20, got 0"),
+        (["--workload", "backlog", "--rounds", "3"], "--rounds: the backlog workload runs once"),
         (["--out", "{file}"], "--out: {file} exists and is not a folder"),
         (["--endpoint", "http://127.0.0.1:{port}"], "--endpoint: nothing answers at http://127.0.0.1:{port}"),
         (["--queue", "activemq", "--broker", "stomp://127.0.0.1:{port}"], "--broker: nothing answers at stomp://"),
