@@ -5,6 +5,9 @@
   simple loop it measures the bridge's queue layer; against ``bridge`` the whole pipeline.
 - ``memory-state``: the whole pipeline, with the state store in process dicts instead of SQLite (one worker, no
   durability). Against ``bridge`` it measures what the SQLite store costs per message.
+- ``local-leases``: the real SQLite store, but an element's lease is held in process, not in the ``leases`` table
+  (one worker per file): no lease write and no release statement; the mark is recorded on its own as the lease
+  ends. Against ``bridge`` it measures what leases shared through the file cost per message.
 
 A variant announces itself on stderr (``MARKER``); ``bench.run`` refuses a run whose worker log lacks it, so a
 variant that silently failed to install never passes for a measurement.
@@ -28,6 +31,7 @@ from bridge.pipeline.handler import MessageHandler
 from bridge.queue.outcome import Done, Outcome
 from bridge.queue.transport import QueueMessage
 from bridge.state.base import Delivery, ElementBusy, ElementMark, HeldLease, StateStore, is_older
+from bridge.state.sqlite import SqliteStateStore
 
 
 def install(variant: str) -> None:
@@ -35,6 +39,8 @@ def install(variant: str) -> None:
         _queue_only()
     elif variant == "memory-state":
         _memory_state()
+    elif variant == "local-leases":
+        _local_leases()
     else:
         sys.exit(f"BENCH_DIAGNOSTIC: unknown variant {variant!r} (one of {', '.join(VARIANTS)})")
     print(f"{MARKER} {variant}", file=sys.stderr, flush=True)
@@ -52,6 +58,31 @@ def _queue_only() -> None:
         return Done()
 
     MessageHandler.__call__ = handle  # type: ignore[method-assign]
+
+
+def _local_leases() -> None:
+    leased: set[int] = set()
+
+    def lease(self: SqliteStateStore, element_id: int) -> AbstractAsyncContextManager[HeldLease]:
+        return in_process_lease(self, leased, element_id)
+
+    SqliteStateStore.lease = lease  # type: ignore[method-assign]
+
+
+@asynccontextmanager
+async def in_process_lease(store: StateStore, leased: set[int], element_id: int) -> AsyncIterator[HeldLease]:
+    """An element's lease held in this process only (``leased``): one worker; the engine's keyed lock makes a
+    second sync of the element here the exception. A mark given to it is recorded with ``mark_element``."""
+    if element_id in leased:
+        raise ElementBusy(f"element {element_id} is leased")
+    leased.add(element_id)
+    held = HeldLease(element_id)
+    try:
+        yield held
+    finally:
+        if held.mark is not None:
+            await store.mark_element(held.mark)
+        leased.discard(element_id)
 
 
 def _memory_state() -> None:
@@ -79,20 +110,7 @@ class MemoryStateStore:
         return None
 
     def lease(self, element_id: int) -> AbstractAsyncContextManager[HeldLease]:
-        return self._lease(element_id)
-
-    @asynccontextmanager
-    async def _lease(self, element_id: int) -> AsyncIterator[HeldLease]:
-        if element_id in self._leased:
-            raise ElementBusy(f"element {element_id} is leased")
-        self._leased.add(element_id)
-        held = HeldLease(element_id)
-        try:
-            yield held
-        finally:
-            if held.mark is not None:
-                await self.mark_element(held.mark)
-            self._leased.discard(element_id)
+        return in_process_lease(self, self._leased, element_id)
 
     async def deliveries(self, element_id: int) -> list[Delivery]:
         return list(self._deliveries.get(element_id, {}).values())

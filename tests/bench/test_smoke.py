@@ -12,7 +12,9 @@ import importlib.util
 import json
 import math
 import socket
+import sqlite3
 import time
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -67,7 +69,7 @@ def test_bench_smoke_run_reports_every_field_and_delivers_everything() -> None:
 @pytest.mark.integration
 @pytest.mark.timeout(300)
 def test_the_diagnostic_variants_run_the_worker_with_their_part_swapped_out() -> None:
-    report = main(["--smoke", "--impl", "bridge,bridge-queue-only,bridge-memory-state"])
+    report = main(["--smoke", "--impl", "bridge,bridge-queue-only,bridge-memory-state,bridge-local-leases"])
     results = {row["impl"]: row for row in report["results"]}
     for impl, row in results.items():
         assert row["processed"] == row["messages"] == 20 and row["left_in_queue"] == 0, impl
@@ -80,8 +82,15 @@ def test_the_diagnostic_variants_run_the_worker_with_their_part_swapped_out() ->
     def synced(impl: str) -> int:
         return (workdir / f"{impl}-4" / "worker.log").read_text().count('"event": "done"')
 
-    assert synced("bridge") == synced("bridge-memory-state") == 21  # the warm-up message and the 20
+    assert synced("bridge") == synced("bridge-memory-state") == synced("bridge-local-leases") == 21  # warm-up + 20
     assert synced("bridge-queue-only") == 0
+
+    # The local-leases variant keeps its deliveries and marks in SQLite like the real worker: only leases moved.
+    def marks(impl: str) -> int:
+        with closing(sqlite3.connect(workdir / f"{impl}-4" / "state.db")) as db:
+            return int(db.execute("SELECT COUNT(*) FROM elements WHERE fetched_at IS NOT NULL").fetchone()[0])
+
+    assert marks("bridge") == marks("bridge-local-leases") == 21
 
 
 def test_a_diagnostic_run_whose_variant_did_not_install_is_refused(tmp_path: Path) -> None:
