@@ -78,12 +78,16 @@ def test_the_diagnostic_variants_run_the_worker_with_their_part_swapped_out() ->
     assert (workdir / "bridge-4" / "state.db").exists()
     assert not (workdir / "bridge-memory-state-4" / "state.db").exists()
 
-    # The queue-only variant's work is the simple loop's: no sync runs, so no sync logs its outcome.
-    def synced(impl: str) -> int:
-        return (workdir / f"{impl}-4" / "worker.log").read_text().count('"event": "done"')
+    # The queue-only variant's work is the simple loop's: no sync runs, so no sync logs its outcome. Counted by
+    # message: SQS delivers at least once, and moto server's concurrent receives now and then hand one message
+    # to two pollers (getmoto/moto#519); the second sync of it then finds nothing to change.
+    def synced(impl: str) -> set[str]:
+        lines = (workdir / f"{impl}-4" / "worker.log").read_text().splitlines()
+        events = [json.loads(line) for line in lines if line.startswith("{")]
+        return {event["message_id"] for event in events if event["event"] == "done"}
 
-    assert synced("bridge") == synced("bridge-memory-state") == synced("bridge-local-leases") == 21  # warm-up + 20
-    assert synced("bridge-queue-only") == 0
+    assert len(synced("bridge")) == len(synced("bridge-memory-state")) == len(synced("bridge-local-leases")) == 21
+    assert synced("bridge-queue-only") == set()
 
     # The local-leases variant keeps its deliveries and marks in SQLite like the real worker: only leases moved.
     def marks(impl: str) -> int:
