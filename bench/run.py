@@ -553,18 +553,25 @@ def messages_for(n: int, concurrency: int) -> int:
     return n
 
 
+def loop_runs(results: list[dict[str, Any]]) -> dict[tuple[int, int], dict[str, Any]]:
+    """The simple loop's run of each (concurrency, round): the one every other run of that round is compared with."""
+    return {(row["concurrency"], row["round"]): row for row in results if row["impl"] == "simple"}
+
+
 def paired_cpu_ratios(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Each impl's CPU per message over the simple loop's, paired by round: the median and range over the rounds.
 
     The machine is shared, and its speed drifts over minutes by more than the effects being compared; a ratio of
     two runs made seconds apart (one round) cancels most of the drift, and the median of several rounds the rest.
     """
-    loop = {(r["concurrency"], r["round"]): r["cpu_s_per_1000"] for r in results if r["impl"] == "simple"}
+    loops = loop_runs(results)
     paired: dict[tuple[str, int], list[float]] = {}
     for row in results:
-        base = loop.get((row["concurrency"], row["round"]))
-        if row["impl"] != "simple" and base:
-            paired.setdefault((row["impl"], row["concurrency"]), []).append(row["cpu_s_per_1000"] / base)
+        base = loops.get((row["concurrency"], row["round"]))
+        if row["impl"] != "simple" and base and base["cpu_s_per_1000"]:
+            paired.setdefault((row["impl"], row["concurrency"]), []).append(
+                row["cpu_s_per_1000"] / base["cpu_s_per_1000"]
+            )
     return [
         {
             "impl": impl,
@@ -639,7 +646,7 @@ def print_table(results: list[dict[str, Any]]) -> None:
         "machine_idle_pct": "idle %",
         "limited_by": "limit",
     }
-    if any(row.get("round", 1) > 1 for row in results):
+    if any(row["round"] > 1 for row in results):
         columns = {"round": "round", **columns}
     for header in columns.values():
         table.add_column(header, justify="right", no_wrap=True)
@@ -805,15 +812,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             moto_server.stop()
 
     seconds_per_message = (2 * args.kordiam_latency_ms + args.channel_latency_ms) / 1000
+    loops = loop_runs(results)
     for row in results:
-        base = next(
-            (
-                r
-                for r in results
-                if r["impl"] == "simple" and (r["concurrency"], r["round"]) == (row["concurrency"], row["round"])
-            ),
-            None,
-        )
+        base = loops.get((row["concurrency"], row["round"]))
         row["ratio_to_simple"] = round(row["msg_per_s"] / base["msg_per_s"], 3) if base else None
         row["cpu_ratio_to_simple"] = round(row["cpu_s_per_1000"] / base["cpu_s_per_1000"], 3) if base else None
         row["limited_by"] = limited_by(row, seconds_per_message)
