@@ -12,7 +12,6 @@ Tests answer requests in process with ``HttpClient.answering(handler)``.
 from __future__ import annotations
 
 import base64
-import json as jsonlib
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -25,7 +24,7 @@ import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from bridge import __version__
+from bridge import __version__, jsontext
 
 USER_AGENT = f"kordiam-bridge/{__version__}"
 
@@ -90,7 +89,7 @@ class HttpResponse:
 
     def json(self) -> Any:
         """The body as JSON; raises ``ValueError`` when it is not."""
-        return jsonlib.loads(self.content)
+        return jsontext.decode(self.content)
 
 
 Handler = Callable[[HttpRequest], Awaitable[HttpResponse]]
@@ -136,7 +135,7 @@ class HttpClient:
         merged.setdefault("User-Agent", USER_AGENT)
         body: bytes | None
         if json is not None:
-            body = jsonlib.dumps(json, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+            body = jsontext.encode(json)
             merged.setdefault("Content-Type", "application/json")
         elif data is not None:
             body = urlencode(data).encode()

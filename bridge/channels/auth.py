@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import secrets
 import time
 import warnings
@@ -40,6 +39,7 @@ import jwt
 from jwt.warnings import InsecureKeyLengthWarning
 from pydantic import BaseModel, Field, SecretStr, field_validator
 
+from bridge import jsontext
 from bridge.channels.http_errors import http_error, response_json, unreachable
 from bridge.config import ApiKeyOptions, BearerAuth, HeadersOptions, JwtOptions
 from bridge.errors import BridgeError, ChannelRejected
@@ -296,7 +296,7 @@ class ProtocolHttp:
         headers = {**JSON_HEADERS, **credentials.headers}
         content: bytes | None = None
         if body is not None:
-            content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+            content = jsontext.encode(body)
             headers["Content-Type"] = "application/json;charset=UTF-8"
         try:
             return await self.http.request(method, url, content=content, headers=headers)

@@ -32,7 +32,8 @@ def _from_dialect(data: dict[str, Any], ours: str, theirs: str, convert: Callabl
 
 
 class KordiamModel(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+    # allow_inf_nan=False: NaN and Infinity are not JSON; refused here, none can reach a channel's body.
+    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True, allow_inf_nan=False)
 
     @model_validator(mode="before")
     @classmethod

@@ -11,9 +11,11 @@ import contextlib
 import logging
 import sys
 from collections.abc import Callable, Iterator
-from typing import Literal
+from typing import Any, Literal
 
 import structlog
+
+from bridge import jsontext
 
 LogFormat = Literal["json", "console"]
 
@@ -38,10 +40,15 @@ class _CurrentStderr:
 _STDERR = _CurrentStderr()
 
 
+def _json_line(event: dict[str, Any], default: Callable[[Any], Any] | None = None, **_: Any) -> str:
+    """structlog's JSON serializer: ``bridge.jsontext`` (orjson) instead of ``json.dumps``, a line per event."""
+    return jsontext.encode(event, default=default).decode()
+
+
 def configure_logging(level: str = "info", *, log_format: LogFormat = "json") -> None:
     numeric = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
     renderer: structlog.types.Processor = (
-        structlog.processors.JSONRenderer()
+        structlog.processors.JSONRenderer(serializer=_json_line)
         if log_format == "json"
         else structlog.dev.ConsoleRenderer(colors=False, pad_event_to=0)
     )

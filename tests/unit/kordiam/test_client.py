@@ -155,16 +155,28 @@ async def test_validation_problems_become_typed_errors() -> None:
 
 
 @pytest.mark.parametrize(
-    "answer",
+    ("answer", "said"),
     [
-        httpx.Response(200, text="<html>maintenance</html>"),
-        httpx.Response(200, json=[1, 2]),
-        httpx.Response(200, json={"id": "not-a-number"}),
+        (
+            httpx.Response(200, text="<html>maintenance</html>", headers={"content-type": "text/html"}),
+            "GET /api/v2/elements/5: answer is not JSON (text/html)",
+        ),
+        (httpx.Response(200, json=[1, 2]), "GET /api/v2/elements/5: answer is not an object"),
+        (
+            httpx.Response(200, json={"id": "not-a-number"}),
+            "GET /api/v2/elements/5: unexpected Element shape at id: Input should be a valid integer",
+        ),
+        # NaN is not JSON; Python's json would read it, but nothing non-finite may reach a channel's body.
+        (
+            httpx.Response(200, content=b'{"id": 5, "customFields": [{"id": 3, "number": NaN}]}'),
+            "unexpected Element shape at customFields.0.number: Input should be a finite number",
+        ),
     ],
 )
-async def test_unexpected_answers_are_clear_errors(answer: httpx.Response) -> None:
-    with pytest.raises(UnexpectedResponse, match="/api/v2/elements/5"):
+async def test_unexpected_answers_are_clear_errors(answer: httpx.Response, said: str) -> None:
+    with pytest.raises(UnexpectedResponse) as raised:
         await client_for(Script(answer)).get_element(5)
+    assert said in str(raised.value)
 
 
 async def test_feedback_bodies() -> None:
