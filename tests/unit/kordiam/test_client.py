@@ -166,10 +166,10 @@ async def test_validation_problems_become_typed_errors() -> None:
             httpx.Response(200, json={"id": "not-a-number"}),
             "GET /api/v2/elements/5: unexpected Element shape at id: Input should be a valid integer",
         ),
-        # NaN is not JSON; Python's json would read it, but nothing non-finite may reach a channel's body.
+        # NaN is not JSON (Python's json module would have read it): nothing non-finite may reach a channel's body.
         (
             httpx.Response(200, content=b'{"id": 5, "customFields": [{"id": 3, "number": NaN}]}'),
-            "unexpected Element shape at customFields.0.number: Input should be a finite number",
+            "GET /api/v2/elements/5: answer is not JSON",
         ),
     ],
 )

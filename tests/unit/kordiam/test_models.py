@@ -178,3 +178,10 @@ def test_problem_details_summary() -> None:
     )
     assert problem.slug == "validation-failed"
     assert problem.summary() == "Validation failed; title: must not be blank; traceId=abc"
+
+
+@pytest.mark.parametrize("number", [float("nan"), float("inf"), float("-inf")])
+def test_a_non_finite_number_is_refused_so_none_reaches_a_body(number: float) -> None:
+    # bridge.jsontext (orjson) would write it as null; JSON itself has no such number.
+    with pytest.raises(ValidationError, match="finite number"):
+        Element.model_validate({"id": 1, "customFields": [{"id": 3, "number": number}]})
