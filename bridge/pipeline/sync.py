@@ -173,13 +173,11 @@ class SyncEngine:
     async def _sync(self, notification: Notification, lease: HeldLease, *, sent_at: float | None = None) -> SyncReport:
         element_id = notification.element_id
         report = SyncReport(element_id)
-        # What the store read as it gave the lease (SQLite), if anything: then no read below waits on the store.
-        state = lease.state
         # One read of the element's mark answers both skips: a fetch another worker (or this one, before its
         # ledger forgot) started after the notification was sent, and a notification older than what was synced.
         may_be_covered = sent_at is not None and not notification.force
         if notification.modification_date is not None or may_be_covered:
-            mark = state.mark if state is not None else await self._state.element_mark(element_id)
+            mark = await self._state.element_mark(element_id)
             if may_be_covered and mark is not None and self._fetched.covered_by(mark.fetched_at, sent_at):
                 assert mark.fetched_at is not None
                 self._fetched.record(element_id, mark.fetched_at)
@@ -190,15 +188,9 @@ class SyncEngine:
                 return report
 
         # What the channels hold is read while the element is fetched (both only need the lease), unless the
-        # store read it with the lease, or answers in process: then a task to overlap them would cost more than
-        # the read.
-        reading: asyncio.Future[list[Delivery]] | None = None
-        if state is not None:
-            deliveries = list(state.deliveries)
-        elif self._state.reads_in_process:
-            deliveries = await self._state.deliveries(element_id)
-        else:
-            reading, deliveries = asyncio.ensure_future(self._state.deliveries(element_id)), []
+        # store answers in process: then a task to overlap them would cost more than the read.
+        reading = None if self._state.reads_in_process else asyncio.ensure_future(self._state.deliveries(element_id))
+        deliveries = await self._state.deliveries(element_id) if reading is None else []
         fetch_started, local_start = time.time(), time.monotonic()
         try:
             element = await self._kordiam.get_element(element_id)

@@ -49,22 +49,9 @@ class ElementMark:
     fetched_at: float | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class ElementState:
-    """What a store holds for one element: its mark and its deliveries (ordered as ``deliveries`` orders them)."""
-
-    mark: ElementMark | None
-    deliveries: tuple[Delivery, ...]
-
-
 @dataclass(slots=True)
 class HeldLease:
     """An element's lease while its block runs (what ``StateStore.lease`` yields).
-
-    ``state``, when not None, is the element's mark and deliveries as the store read them in the transaction that
-    took the lease: what ``element_mark`` and ``deliveries`` would answer right after it, without two more reads (a
-    store that can: SQLite, where each read is a transaction of its own and, between a message's events, starts
-    with cold caches). None means: read them.
 
     ``mark_on_release`` gives the store the element's mark to record as it gives the lease back, instead of a
     ``mark_element`` call of its own: a store that can records both in one transaction (SQLite: one commit fewer
@@ -74,7 +61,6 @@ class HeldLease:
 
     element_id: int
     mark: ElementMark | None = None
-    state: ElementState | None = None
 
     def mark_on_release(self, mark: ElementMark) -> None:
         if mark.element_id != self.element_id:
@@ -106,8 +92,7 @@ class StateStore(Protocol):
 
     def lease(self, element_id: int) -> AbstractAsyncContextManager[HeldLease]:
         """Hold the element exclusively across processes; raise ``ElementBusy`` if another worker keeps it. The
-        ``HeldLease`` it yields records a mark given to it as the lease is released (``mark_on_release``), and
-        may carry the element's state read as the lease was taken (``HeldLease.state``)."""
+        ``HeldLease`` it yields records a mark given to it as the lease is released (``mark_on_release``)."""
         ...
 
     async def deliveries(self, element_id: int) -> list[Delivery]: ...

@@ -28,17 +28,16 @@ from types import TracebackType
 
 import structlog
 
-from bridge.state.base import ElementBusy, ElementMark, ElementState, HeldLease
+from bridge.state.base import ElementBusy, ElementMark, HeldLease
 
 log = structlog.get_logger("bridge.state")
 
 # How often a worker waiting for a live holder's lease looks again, at most (a conditional write and a read).
 MAX_POLL_SECONDS = 2.0
 # Tries to take the element's lease; ``replacing`` is the exact owner of a lease whose process is gone, which
-# may be taken over even before it expires. Returns its holder's owner text ("" if the lease was released
-# meanwhile) while another holds it; once the lease is taken, the element's state if the store read it in the same
-# transaction (``HeldLease.state``), else None.
-TakeLease = Callable[[int, str | None], Awaitable[str | ElementState | None]]
+# may be taken over even before it expires. Returns None once the lease is taken, else its holder's owner text
+# ("" if the lease was released meanwhile).
+TakeLease = Callable[[int, str | None], Awaitable[str | None]]
 # Gives the element's lease back if this store still owns it, recording the element's mark first when one is given
 # (``HeldLease.mark_on_release``).
 ReleaseLease = Callable[[int, ElementMark | None], Awaitable[None]]
@@ -114,9 +113,9 @@ class HeldLeaseContext:
         self._wait_seconds = wait_seconds
 
     async def __aenter__(self) -> HeldLease:
-        state = await acquire(self._element_id, self._take, wait_seconds=self._wait_seconds)
+        await acquire(self._element_id, self._take, wait_seconds=self._wait_seconds)
         self._keeper.taken(self._element_id)
-        self._held = HeldLease(self._element_id, state=state)
+        self._held = HeldLease(self._element_id)
         return self._held
 
     async def __aexit__(
@@ -126,16 +125,15 @@ class HeldLeaseContext:
         await self._release(self._element_id, self._held.mark)
 
 
-async def acquire(element_id: int, take: TakeLease, *, wait_seconds: float) -> ElementState | None:
+async def acquire(element_id: int, take: TakeLease, *, wait_seconds: float) -> None:
     """Take the element's lease, waiting up to ``wait_seconds`` for a live holder; else raise ``ElementBusy``.
-    Returns the element's state if the store read it as it took the lease.
 
     A holder whose process is gone is replaced at once, whatever its expiry says.
     """
     deadline = monotonic() + wait_seconds
     delay = 0.05
     replacing: str | None = None
-    while isinstance(holder := await take(element_id, replacing), str):
+    while (holder := await take(element_id, replacing)) is not None:
         if holder and holder != replacing and owner_is_gone(holder):
             replacing = holder
             continue
@@ -146,7 +144,6 @@ async def acquire(element_id: int, take: TakeLease, *, wait_seconds: float) -> E
         delay = min(MAX_POLL_SECONDS, delay * 2)
     if replacing is not None:
         log.warning("lease_taken_over", element_id=element_id, previous_owner=replacing, reason="its process is gone")
-    return holder
 
 
 @cache

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import structlog
 
 from bridge.errors import ConfigError
-from bridge.state.base import Delivery, ElementMark, ElementState, HeldLease
+from bridge.state.base import Delivery, ElementMark, HeldLease
 from bridge.state.leases import LeaseKeeper, LeaseOwner, held_lease
 
 T = TypeVar("T")
@@ -280,7 +280,8 @@ class SqliteStateStore:
                 db.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
 
     async def deliveries(self, element_id: int) -> list[Delivery]:
-        rows = await self._run(lambda db: db.execute(DELIVERIES_OF_ELEMENT, (element_id,)).fetchall())
+        query = f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE element_id = ? ORDER BY channel, publication_id"
+        rows = await self._run(lambda db: db.execute(query, (element_id,)).fetchall())
         return [_delivery(row) for row in rows]
 
     async def deliveries_with_external_id(self, external_id: str) -> list[Delivery]:
@@ -349,20 +350,15 @@ class SqliteStateStore:
             await self._write(lambda db: db.execute(RELEASE, release))
             raise
 
-    async def _try_lease(self, element_id: int, replacing: str | None) -> str | ElementState:
+    async def _try_lease(self, element_id: int, replacing: str | None) -> str | None:
         now = time.time()
         values = (element_id, self._owner, now + self._lease_seconds, now, self._owner, replacing)
 
-        def take(db: sqlite3.Connection) -> str | ElementState:
-            # The element's state is read in the lease's transaction: the sync needs it next, and two reads of
-            # their own would be two more transactions, each starting with cold caches between a message's events.
-            with _atomically(db):
-                if db.execute(TRY_LEASE, values).rowcount != 1:
-                    row = db.execute("SELECT owner FROM leases WHERE element_id = ?", (element_id,)).fetchone()
-                    return str(row[0]) if row else ""
-                mark = db.execute(ELEMENT_MARK, (element_id,)).fetchone()
-                rows = db.execute(DELIVERIES_OF_ELEMENT, (element_id,)).fetchall()
-            return ElementState(_mark(mark), tuple(_delivery(row) for row in rows))
+        def take(db: sqlite3.Connection) -> str | None:
+            if db.execute(TRY_LEASE, values).rowcount == 1:
+                return None
+            row = db.execute("SELECT owner FROM leases WHERE element_id = ?", (element_id,)).fetchone()
+            return str(row[0]) if row else ""
 
         return await self._write(take)
 
@@ -384,7 +380,11 @@ class SqliteStateStore:
         )
 
     async def element_mark(self, element_id: int) -> ElementMark | None:
-        return _mark(await self._run(lambda db: db.execute(ELEMENT_MARK, (element_id,)).fetchone()))
+        query = "SELECT element_id, modification_date, version, deleted, fetched_at FROM elements WHERE element_id = ?"
+        row = await self._run(lambda db: db.execute(query, (element_id,)).fetchone())
+        if row is None:
+            return None
+        return ElementMark(row[0], _parse(row[1]), row[2], bool(row[3]), row[4])
 
     async def mark_element(self, mark: ElementMark) -> None:
         values = _mark_values(mark)
@@ -472,10 +472,6 @@ RECORD = (
     "      AND excluded.version IS NOT NULL AND deliveries.version IS NOT NULL"
     "      AND excluded.version < deliveries.version))"
 )
-DELIVERIES_OF_ELEMENT = (
-    f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE element_id = ? ORDER BY channel, publication_id"
-)
-ELEMENT_MARK = "SELECT element_id, modification_date, version, deleted, fetched_at FROM elements WHERE element_id = ?"
 RELEASE = "DELETE FROM leases WHERE element_id = ? AND owner = ?"
 TRY_LEASE = (
     "INSERT INTO leases (element_id, owner, expires_at) VALUES (?, ?, ?) "
@@ -517,10 +513,6 @@ def _atomically(db: sqlite3.Connection) -> Iterator[None]:
         return
     with _transaction(db):
         yield
-
-
-def _mark(row: Any) -> ElementMark | None:
-    return None if row is None else ElementMark(row[0], _parse(row[1]), row[2], bool(row[3]), row[4])
 
 
 def _delivery(row: Any) -> Delivery:

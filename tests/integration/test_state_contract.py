@@ -206,18 +206,6 @@ async def test_a_mark_given_to_the_lease_is_recorded_as_it_is_released(stores: S
     assert await other.element_mark(8) == mark
 
 
-async def test_a_state_given_with_the_lease_is_what_the_reads_answer(stores: StoreFactory) -> None:
-    # HeldLease.state is optional (SQLite gives it, DynamoDB does not); when given, it must be the element's state.
-    store = await stores(lease_wait_seconds=0)
-    other = await stores(lease_wait_seconds=0)
-    await other.record(delivery(9, "web", 91))
-    await other.mark_element(ElementMark(9, T0, 2, deleted=False, fetched_at=1_764_800_000.5))
-    async with store.lease(9) as lease:
-        if lease.state is not None:
-            assert lease.state.mark == await store.element_mark(9)
-            assert list(lease.state.deliveries) == await store.deliveries(9)
-
-
 async def test_a_mark_given_to_the_lease_follows_mark_elements_rules(stores: StoreFactory) -> None:
     store = await stores()
     newest = ElementMark(9, T0 + timedelta(minutes=1), 2, deleted=False, fetched_at=1_764_800_000.5)

@@ -25,7 +25,7 @@ from bridge.pipeline.routing import Route
 from bridge.pipeline.sync import SyncEngine
 from bridge.queue.dead_letter import DeadLetterContext
 from bridge.queue.transport import QueueInfo, QueueMessage
-from bridge.state.base import Delivery, ElementBusy, ElementMark, ElementState, HeldLease, is_older
+from bridge.state.base import Delivery, ElementBusy, ElementMark, HeldLease, is_older
 from tests.support import http_answering
 
 API = "/api/v2"
@@ -102,19 +102,15 @@ class FakeKordiam:
 
 class MemoryStateStore:
     """The ``StateStore`` contract in a dict. ``busy`` makes every lease refused; ``stale`` makes every record lose
-    to a newer version, as when another worker synced the element meanwhile. ``state_with_lease`` gives each lease
-    the element's state as SQLite's does (``HeldLease.state``); ``reads`` counts ``element_mark`` and
-    ``deliveries`` calls."""
+    to a newer version, as when another worker synced the element meanwhile."""
 
     reads_in_process = True
 
-    def __init__(self, *, state_with_lease: bool = False) -> None:
+    def __init__(self) -> None:
         self.rows: dict[tuple[int, str, int], Delivery] = {}
         self.marks: dict[int, ElementMark] = {}
         self.busy = False
         self.stale = False
-        self.state_with_lease = state_with_lease
-        self.reads = 0
 
     async def open(self) -> None:
         return None
@@ -126,8 +122,7 @@ class MemoryStateStore:
     async def _lease(self, element_id: int) -> AsyncIterator[HeldLease]:
         if self.busy:
             raise ElementBusy(f"element {element_id} is leased by another worker")
-        state = ElementState(self.marks.get(element_id), tuple(self._deliveries(element_id)))
-        held = HeldLease(element_id, state=state if self.state_with_lease else None)
+        held = HeldLease(element_id)
         try:
             yield held
         finally:
@@ -138,10 +133,6 @@ class MemoryStateStore:
         return self._lease(element_id)
 
     async def deliveries(self, element_id: int) -> list[Delivery]:
-        self.reads += 1
-        return self._deliveries(element_id)
-
-    def _deliveries(self, element_id: int) -> list[Delivery]:
         return [d for (e, _, _), d in self.rows.items() if e == element_id]
 
     async def record(self, delivery: Delivery) -> bool:
@@ -157,7 +148,6 @@ class MemoryStateStore:
         self.rows.pop((element_id, channel, publication_id), None)
 
     async def element_mark(self, element_id: int) -> ElementMark | None:
-        self.reads += 1
         return self.marks.get(element_id)
 
     async def mark_element(self, mark: ElementMark) -> None:

@@ -3,7 +3,6 @@ when part of it fails."""
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime
 
 import pytest
@@ -24,10 +23,9 @@ def kordiam() -> FakeKordiam:
     return FakeKordiam()
 
 
-@pytest.fixture(params=[False, True], ids=["reads", "state-with-lease"])
-def state(request: pytest.FixtureRequest) -> MemoryStateStore:
-    """Every test runs over a store that is read (DynamoDB) and one whose lease carries the state (SQLite)."""
-    return MemoryStateStore(state_with_lease=request.param)
+@pytest.fixture
+def state() -> MemoryStateStore:
+    return MemoryStateStore()
 
 
 async def delivered_to_web_and_print(
@@ -240,15 +238,3 @@ async def test_a_busy_lease_is_a_lease_failure(kordiam: FakeKordiam, state: Memo
         await sync_engine(kordiam, state, [(ScriptedChannel("web"), WEB)]).sync(Notification(1))
     (failure,) = raised.value.failures
     assert failure.stage == "lease" and isinstance(failure.error, ElementBusy)
-
-
-async def test_a_lease_that_carries_the_state_spares_every_read(kordiam: FakeKordiam) -> None:
-    state = MemoryStateStore(state_with_lease=True)
-    kordiam.elements[1] = element_body(1, publication(11, WEB))
-    web = ScriptedChannel("web")
-    engine = sync_engine(kordiam, state, [(web, WEB)])
-    await engine.sync(Notification(1), sent_at=time.time() - 60)
-    kordiam.elements[1]["title"] = "changed"
-    report = await engine.sync(Notification(1), sent_at=time.time() + 60)  # sent after the first fetch: not covered
-    assert web.upserts == [(11, None), (11, "web-1-11")] and report.actions[0].action is Action.UPDATED
-    assert state.reads == 0
