@@ -21,7 +21,7 @@ import pytest
 
 pytest.importorskip("psutil", reason="the bench extra is not installed")
 
-from bench import ingress
+from bench import ingress, state_statements
 from bench.backlog import Backlog
 from bench.pipeline import measure
 from bench.run import FIELDS, StompQueues, check_variant, limited_by, main, paired_cpu_ratios, write_report
@@ -274,3 +274,12 @@ def test_pipeline_cost_run_syncs_every_message() -> None:
     per_message = asyncio.run(measure(20, 4))
     assert per_message > 0
     assert gc.get_freeze_count() == 0  # the collector is left as it was found
+
+
+def test_state_statements_run_records_every_message_and_refuses_too_few(capsys: pytest.CaptureFixture[str]) -> None:
+    # measure() raises unless every element ends delivered, marked and released in the real SQLite store.
+    spent = asyncio.run(state_statements.measure(120, cold=True))
+    assert len(spent) == 120 and min(spent) > 0
+    with pytest.raises(SystemExit) as refused:
+        state_statements.main(["--messages", "5"])
+    assert refused.value.code == 2 and "at least 200" in capsys.readouterr().err
