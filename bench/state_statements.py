@@ -29,17 +29,17 @@ EVICTION = bytearray(24 * 1024 * 1024)
 
 async def measure(messages: int, cold: bool) -> list[float]:
     spent: list[float] = []
+
+    def evict() -> None:
+        if cold:
+            bytes(EVICTION)
+
     with tempfile.TemporaryDirectory() as folder:
         store = SqliteStateStore(Path(folder) / "state.db")
         await store.open()
         try:
             for element_id in range(1, messages + 1):
                 cpu = 0
-
-                def evict() -> None:
-                    if cold:
-                        bytes(EVICTION)
-
                 evict()
                 started = time.thread_time_ns()
                 lease = store.lease(element_id)

@@ -318,21 +318,13 @@ def _json(response: HttpResponse) -> dict[str, Any]:
     try:
         body = response.json()
     except ValueError as error:
-        raise _not_json(response) from error
+        raise UnexpectedResponse(
+            f"{response.request.method} {response.request.url.path}: answer is not JSON "
+            f"({response.headers.get('content-type', 'no content type')})"
+        ) from error
     if not isinstance(body, dict):
-        raise _not_an_object(response)
+        raise UnexpectedResponse(f"{response.request.method} {response.request.url.path}: answer is not an object")
     return body
-
-
-def _not_json(response: HttpResponse) -> UnexpectedResponse:
-    return UnexpectedResponse(
-        f"{response.request.method} {response.request.url.path}: answer is not JSON "
-        f"({response.headers.get('content-type', 'no content type')})"
-    )
-
-
-def _not_an_object(response: HttpResponse) -> UnexpectedResponse:
-    return UnexpectedResponse(f"{response.request.method} {response.request.url.path}: answer is not an object")
 
 
 def _problem(response: HttpResponse) -> ProblemDetails:
