@@ -208,15 +208,29 @@ class SqliteStateStore:
         Each commit costs far more than the statements in it (16-24 µs: the WAL append and the lock round, measured),
         so the writes queued while the event loop runs one pass of its ready callbacks share one transaction. A
         write is committed before its caller goes on, as with a transaction of its own; a caller cancelled before
-        the commit started has its write left out.
+        the commit started has its write left out. A write with nothing ready to run beside it (no other callback
+        in this pass or queued for the next) could share its commit with none, so it is committed at once.
         """
         loop = asyncio.get_running_loop()
+        if not self._queued and not _others_ready(loop):
+            # Nothing else runs before the commit would, so no write could join it: commit now, and spare the
+            # two passes of the loop a queued write takes (its commit, then its caller's wake-up). Measured in
+            # `bench.state_statements --cold`: a sixth of the store's CPU per message.
+            try:
+                result: T = operation(self._require(self._loop_db))
+            except sqlite3.OperationalError as error:
+                if not _locked(error):
+                    raise
+                # Another process holds the write lock: queued below, the write waits for it on the thread.
+            else:
+                self._wrote(1)
+                return result
         done: asyncio.Future[Any] = loop.create_future()
         self._queued.append((operation, done))
         if len(self._queued) == 1:
             loop.call_soon(self._commit_queued)
-        result: T = await done
-        return result
+        queued: T = await done
+        return queued
 
     def _commit_queued(self) -> None:
         batch = [(operation, done) for operation, done in self._queued if not done.cancelled()]
@@ -439,6 +453,13 @@ def _settle(batch: Batch, results: list[Any]) -> None:
             done.set_exception(result)
         else:
             done.set_result(result)
+
+
+def _others_ready(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether other callbacks wait to run on the loop (asyncio's own loop keeps them in ``_ready``; on a loop
+    that does not, assume there are, and queue the write)."""
+    ready = getattr(loop, "_ready", None)
+    return ready is None or len(ready) > 0
 
 
 def _locked(error: sqlite3.OperationalError) -> bool:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from bridge.config import StateSettings
 from bridge.errors import ConfigError
 from bridge.state import SqliteStateStore, open_state_store
 from bridge.state.base import ElementMark
-from bridge.state.sqlite import CHECKPOINT_EVERY_WRITES, MIGRATIONS, SCHEMA_VERSION
+from bridge.state.sqlite import CHECKPOINT_EVERY_WRITES, MIGRATIONS, SCHEMA_VERSION, _others_ready
 from tests.support import T0, delivery, opened_stores
 
 StoreFactory = Callable[..., Awaitable[SqliteStateStore]]
@@ -260,6 +261,46 @@ async def test_writes_queued_together_share_one_commit(stores: StoreFactory) -> 
     assert await store.record(delivery(7))  # alone: autocommit, no BEGIN and COMMIT to pay
     assert statements == ["INSERT"]
     assert [len(await store.deliveries(n)) for n in (*range(5), 7)] == [1] * 6
+
+
+async def _nothing_ready() -> None:
+    """Let the loop run until no other callback waits to run: a quiet worker, as at low concurrency."""
+    for _ in range(100):
+        if not _others_ready(asyncio.get_running_loop()):
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("the event loop never went quiet")
+
+
+async def test_a_lone_write_commits_at_once_without_a_pass_of_the_loop(stores: StoreFactory) -> None:
+    # Nothing else is ready to run, so no other write could share its commit: it neither queues nor suspends.
+    store = await stores()
+    statements = _commits(store)
+    await _nothing_ready()
+    writing = store.record(delivery(1))
+    with pytest.raises(StopIteration) as finished:
+        writing.send(None)
+    assert finished.value.value is True
+    assert statements == ["INSERT"]
+    assert len(await store.deliveries(1)) == 1
+
+
+async def test_a_lone_write_that_finds_the_file_locked_waits_for_it_off_the_loop(
+    stores: StoreFactory, tmp_path: Path
+) -> None:
+    store = await stores()
+    other = sqlite3.connect(tmp_path / "state.db", isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    # Released from another thread, so that nothing of the test's own waits on the event loop.
+    releasing = threading.Timer(0.3, lambda: other.execute("COMMIT"))
+    releasing.start()
+    try:
+        await _nothing_ready()
+        assert await store.record(delivery(4))
+    finally:
+        releasing.join()
+        other.close()
+    assert [d.element_id for d in await store.deliveries(4)] == [4]
 
 
 async def test_a_failing_write_fails_alone_and_the_rest_of_its_commit_lands(stores: StoreFactory) -> None:
