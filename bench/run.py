@@ -558,6 +558,14 @@ def loop_runs(results: list[dict[str, Any]]) -> dict[tuple[int, int], dict[str, 
     return {(row["concurrency"], row["round"]): row for row in results if row["impl"] == "simple"}
 
 
+def over_loop(row: dict[str, Any], loops: dict[tuple[int, int], dict[str, Any]], field: str) -> float | None:
+    """``row[field]`` over the loop's in the same concurrency and round; None without such a loop run (or a zero)."""
+    base = loops.get((row["concurrency"], row["round"]))
+    if base is None or not base[field]:
+        return None
+    return float(row[field] / base[field])
+
+
 def paired_cpu_ratios(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Each impl's CPU per message over the simple loop's, paired by round: the median and range over the rounds.
 
@@ -567,11 +575,8 @@ def paired_cpu_ratios(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     loops = loop_runs(results)
     paired: dict[tuple[str, int], list[float]] = {}
     for row in results:
-        base = loops.get((row["concurrency"], row["round"]))
-        if row["impl"] != "simple" and base and base["cpu_s_per_1000"]:
-            paired.setdefault((row["impl"], row["concurrency"]), []).append(
-                row["cpu_s_per_1000"] / base["cpu_s_per_1000"]
-            )
+        if row["impl"] != "simple" and (ratio := over_loop(row, loops, "cpu_s_per_1000")) is not None:
+            paired.setdefault((row["impl"], row["concurrency"]), []).append(ratio)
     return [
         {
             "impl": impl,
@@ -814,9 +819,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     seconds_per_message = (2 * args.kordiam_latency_ms + args.channel_latency_ms) / 1000
     loops = loop_runs(results)
     for row in results:
-        base = loops.get((row["concurrency"], row["round"]))
-        row["ratio_to_simple"] = round(row["msg_per_s"] / base["msg_per_s"], 3) if base else None
-        row["cpu_ratio_to_simple"] = round(row["cpu_s_per_1000"] / base["cpu_s_per_1000"], 3) if base else None
+        throughput, cpu = over_loop(row, loops, "msg_per_s"), over_loop(row, loops, "cpu_s_per_1000")
+        row["ratio_to_simple"] = round(throughput, 3) if throughput is not None else None
+        row["cpu_ratio_to_simple"] = round(cpu, 3) if cpu is not None else None
         row["limited_by"] = limited_by(row, seconds_per_message)
     cpu_ratios = paired_cpu_ratios(results)
     today = dt.date.today().isoformat()
