@@ -177,7 +177,7 @@ class SyncEngine:
         # ledger forgot) started after the notification was sent, and a notification older than what was synced.
         may_be_covered = sent_at is not None and not notification.force
         if notification.modification_date is not None or may_be_covered:
-            mark = await self._state.element_mark(element_id)
+            mark = lease.mark_at_take if lease.mark_at_take_known else await self._state.element_mark(element_id)
             if may_be_covered and mark is not None and self._fetched.covered_by(mark.fetched_at, sent_at):
                 assert mark.fetched_at is not None
                 self._fetched.record(element_id, mark.fetched_at)

@@ -57,10 +57,16 @@ class HeldLease:
     ``mark_element`` call of its own: a store that can records both in one transaction (SQLite: one commit fewer
     per message); the others record the mark just before the release. Once given, the mark is recorded however
     the block ends (a finished sync gives it last), with ``mark_element``'s rules, before the lease is free.
+
+    ``mark_at_take`` is the element's mark (None: it has none) as the lease was taken, when ``mark_at_take_known``:
+    a store that reads it in the statement that takes the lease (SQLite) spares its holder an ``element_mark``
+    read. The mark cannot change while the lease is held: marks are recorded under the element's lease.
     """
 
     element_id: int
     mark: ElementMark | None = None
+    mark_at_take: ElementMark | None = None
+    mark_at_take_known: bool = False
 
     def mark_on_release(self, mark: ElementMark) -> None:
         if mark.element_id != self.element_id:

@@ -25,7 +25,7 @@ import structlog
 
 from bridge.errors import ConfigError
 from bridge.state.base import Delivery, ElementMark, HeldLease
-from bridge.state.leases import LeaseKeeper, LeaseOwner, held_lease
+from bridge.state.leases import LeaseKeeper, LeaseOwner, Taken, held_lease
 
 T = TypeVar("T")
 # Writes waiting for one group commit, each with the future its caller waits on.
@@ -39,7 +39,7 @@ log = structlog.get_logger("bridge.state")
 CHECKPOINT_EVERY_WRITES = 2000
 BUSY_TIMEOUT_MS = 5000
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 MIGRATIONS: dict[int, str] = {
     1: """
     CREATE TABLE deliveries (
@@ -82,6 +82,32 @@ MIGRATIONS: dict[int, str] = {
     4: """
     CREATE INDEX deliveries_by_external_id ON deliveries (external_id);
     CREATE INDEX deliveries_by_publication_id ON deliveries (publication_id);
+    """,
+    # An element's lease moves into its row: taking it also reads the mark, and the release records the mark in
+    # the same statement (per message two statements and a page of the WAL fewer). ``updated_at`` is NULL while
+    # a row holds a lease and no mark. Rebuilt, as SQLite cannot drop a NOT NULL constraint in place; a worker of
+    # an earlier version still running on the file fails on the missing ``leases`` table (and retries its
+    # messages) rather than take leases nobody else sees.
+    5: """
+    CREATE TABLE elements_v5 (
+        element_id        INTEGER PRIMARY KEY,
+        modification_date TEXT,
+        version           INTEGER,
+        deleted           INTEGER NOT NULL DEFAULT 0,
+        fetched_at        REAL,
+        updated_at        TEXT,
+        lease_owner       TEXT,
+        lease_expires_at  REAL
+    );
+    INSERT INTO elements_v5 (element_id, modification_date, version, deleted, fetched_at, updated_at)
+        SELECT element_id, modification_date, version, deleted, fetched_at, updated_at FROM elements;
+    INSERT INTO elements_v5 (element_id, lease_owner, lease_expires_at)
+        SELECT element_id, owner, expires_at FROM leases WHERE true
+        ON CONFLICT (element_id) DO UPDATE SET
+            lease_owner = excluded.lease_owner, lease_expires_at = excluded.lease_expires_at;
+    DROP TABLE leases;
+    DROP TABLE elements;
+    ALTER TABLE elements_v5 RENAME TO elements;
     """,
 }
 DELIVERY_COLUMNS = (
@@ -349,30 +375,26 @@ class SqliteStateStore:
         if mark is None:
             await self._write(lambda db: db.execute(RELEASE, release))
             return
-        values = _mark_values(mark)
-
-        def mark_and_release(db: sqlite3.Connection) -> None:
-            with _atomically(db):
-                db.execute(MARK_ELEMENT, values)
-                db.execute(RELEASE, release)
-
+        values = (*_mark_values(mark), self._owner)
         try:
-            await self._write(mark_and_release)
+            await self._write(lambda db: db.execute(MARK_AND_RELEASE, values))
         except BaseException:
             # The mark failed and took the release down with it: give the lease back anyway, as a failed
             # mark_element would have left it given back, rather than hold the element until the lease expires.
             await self._write(lambda db: db.execute(RELEASE, release))
             raise
 
-    async def _try_lease(self, element_id: int, replacing: str | None) -> str | None:
+    async def _try_lease(self, element_id: int, replacing: str | None) -> Taken | str:
         now = time.time()
         values = (element_id, self._owner, now + self._lease_seconds, now, self._owner, replacing)
 
-        def take(db: sqlite3.Connection) -> str | None:
-            if db.execute(TRY_LEASE, values).rowcount == 1:
-                return None
-            row = db.execute("SELECT owner FROM leases WHERE element_id = ?", (element_id,)).fetchone()
-            return str(row[0]) if row else ""
+        def take(db: sqlite3.Connection) -> Taken | str:
+            # fetchall: the statement must run to its end, or its autocommit transaction stays open.
+            taken = db.execute(TRY_LEASE, values).fetchall()
+            if taken:
+                return Taken(_mark(element_id, taken[0]), mark_known=True)
+            row = db.execute("SELECT lease_owner FROM elements WHERE element_id = ?", (element_id,)).fetchone()
+            return str(row[0]) if row and row[0] is not None else ""
 
         return await self._write(take)
 
@@ -380,7 +402,7 @@ class SqliteStateStore:
         expires_at, owner = time.time() + self._lease_seconds, self._owner
 
         def extend(db: sqlite3.Connection) -> set[int]:
-            statement = "UPDATE leases SET expires_at = ? WHERE element_id = ? AND owner = ?"
+            statement = "UPDATE elements SET lease_expires_at = ? WHERE element_id = ? AND lease_owner = ?"
             return {e for e in element_ids if db.execute(statement, (expires_at, e, owner)).rowcount != 1}
 
         return await self._write(extend)
@@ -394,11 +416,9 @@ class SqliteStateStore:
         )
 
     async def element_mark(self, element_id: int) -> ElementMark | None:
-        query = "SELECT element_id, modification_date, version, deleted, fetched_at FROM elements WHERE element_id = ?"
+        query = f"SELECT {MARK_COLUMNS} FROM elements WHERE element_id = ?"
         row = await self._run(lambda db: db.execute(query, (element_id,)).fetchone())
-        if row is None:
-            return None
-        return ElementMark(row[0], _parse(row[1]), row[2], bool(row[3]), row[4])
+        return None if row is None else _mark(element_id, row)
 
     async def mark_element(self, mark: ElementMark) -> None:
         values = _mark_values(mark)
@@ -493,11 +513,16 @@ RECORD = (
     "      AND excluded.version IS NOT NULL AND deliveries.version IS NOT NULL"
     "      AND excluded.version < deliveries.version))"
 )
-RELEASE = "DELETE FROM leases WHERE element_id = ? AND owner = ?"
+# An element's mark as ``_mark`` reads it: a row whose ``updated_at`` is NULL holds a lease and no mark.
+MARK_COLUMNS = "updated_at IS NOT NULL, modification_date, version, deleted, fetched_at"
+RELEASE = "UPDATE elements SET lease_owner = NULL, lease_expires_at = NULL WHERE element_id = ? AND lease_owner = ?"
+# Takes a free, expired, own or replaced lease and returns the element's mark; returns nothing if another holds it.
 TRY_LEASE = (
-    "INSERT INTO leases (element_id, owner, expires_at) VALUES (?, ?, ?) "
-    "ON CONFLICT (element_id) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at "
-    "WHERE leases.expires_at < ? OR leases.owner = ? OR leases.owner = ?"
+    "INSERT INTO elements (element_id, lease_owner, lease_expires_at) VALUES (?, ?, ?) "
+    "ON CONFLICT (element_id) DO UPDATE SET lease_owner = excluded.lease_owner, "
+    "lease_expires_at = excluded.lease_expires_at "
+    "WHERE elements.lease_owner IS NULL OR elements.lease_expires_at < ? OR elements.lease_owner = ? "
+    f"OR elements.lease_owner = ? RETURNING {MARK_COLUMNS}"
 )
 # A mark whose fetch started before the recorded one is ignored; one without a fetch time keeps the recorded one.
 MARK_ELEMENT = (
@@ -507,6 +532,29 @@ MARK_ELEMENT = (
     "deleted=excluded.deleted, fetched_at=COALESCE(excluded.fetched_at, elements.fetched_at), "
     "updated_at=excluded.updated_at "
     "WHERE excluded.fetched_at IS NULL OR elements.fetched_at IS NULL OR excluded.fetched_at >= elements.fetched_at"
+)
+# MARK_ELEMENT (by its rule, in each column) and RELEASE in one statement: the mark is recorded even if the lease
+# is no longer this owner's, the lease given back only if it is. SET reads the row as it was before the update.
+_MARK_APPLIES = (
+    "(excluded.fetched_at IS NULL OR elements.fetched_at IS NULL OR excluded.fetched_at >= elements.fetched_at)"
+)
+# What each column of the mark takes when the mark applies.
+_MARKED = {
+    "modification_date": "excluded.modification_date",
+    "version": "excluded.version",
+    "deleted": "excluded.deleted",
+    "fetched_at": "COALESCE(excluded.fetched_at, elements.fetched_at)",
+    "updated_at": "excluded.updated_at",
+}
+MARK_AND_RELEASE = (
+    "INSERT INTO elements (element_id, modification_date, version, deleted, fetched_at, updated_at) "
+    "VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (element_id) DO UPDATE SET "
+    + ", ".join(
+        f"{column} = CASE WHEN {_MARK_APPLIES} THEN {value} ELSE elements.{column} END"
+        for column, value in _MARKED.items()
+    )
+    + ", lease_owner = CASE WHEN elements.lease_owner = ?7 THEN NULL ELSE elements.lease_owner END"
+    ", lease_expires_at = CASE WHEN elements.lease_owner = ?7 THEN NULL ELSE elements.lease_expires_at END"
 )
 
 
@@ -522,18 +570,15 @@ def _transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     db.execute("COMMIT")
 
 
+def _mark(element_id: int, row: Any) -> ElementMark | None:
+    """The mark in a row of ``MARK_COLUMNS``; None if the row has none (it holds a lease only)."""
+    if not row[0]:
+        return None
+    return ElementMark(element_id, _parse(row[1]), row[2], bool(row[3]), row[4])
+
+
 def _mark_values(mark: ElementMark) -> tuple[Any, ...]:
     return (mark.element_id, _iso(mark.modification_date), mark.version, int(mark.deleted), mark.fetched_at, _now())
-
-
-@contextmanager
-def _atomically(db: sqlite3.Connection) -> Iterator[None]:
-    """Inside a group commit's transaction, nothing more to do; on its own, a transaction of its own."""
-    if db.in_transaction:
-        yield
-        return
-    with _transaction(db):
-        yield
 
 
 def _delivery(row: Any) -> Delivery:

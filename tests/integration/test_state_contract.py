@@ -206,6 +206,22 @@ async def test_a_mark_given_to_the_lease_is_recorded_as_it_is_released(stores: S
     assert await other.element_mark(8) == mark
 
 
+async def test_a_mark_read_with_the_lease_is_the_elements_mark(stores: StoreFactory) -> None:
+    store = await stores(lease_wait_seconds=0)
+    other = await stores(lease_wait_seconds=0)
+    async with store.lease(11) as lease:  # an element never marked (and a row of its own now, on SQLite)
+        assert not lease.mark_at_take_known or lease.mark_at_take is None
+    assert await other.element_mark(11) is None
+    mark = ElementMark(11, T0, 4, deleted=False, fetched_at=1_764_800_000.75)
+    await store.mark_element(mark)
+    async with other.lease(11) as lease:
+        assert not lease.mark_at_take_known or lease.mark_at_take == mark
+        lease.mark_on_release(ElementMark(11, None, None, deleted=True, fetched_at=1_764_800_001.0))
+    async with store.lease(11) as lease:
+        assert not lease.mark_at_take_known or lease.mark_at_take == await store.element_mark(11)
+        assert await store.element_mark(11) == ElementMark(11, None, None, deleted=True, fetched_at=1_764_800_001.0)
+
+
 async def test_a_mark_given_to_the_lease_follows_mark_elements_rules(stores: StoreFactory) -> None:
     store = await stores()
     newest = ElementMark(9, T0 + timedelta(minutes=1), 2, deleted=False, fetched_at=1_764_800_000.5)

@@ -122,9 +122,11 @@ async def test_a_held_lease_is_kept_while_held_and_given_back_even_when_the_bloc
     keeper = LeaseKeeper(3.0, store.extend)
     events: list[str] = []
 
-    async def take(element_id: int, replacing: str | None) -> str | None:
+    before = ElementMark(7, None, 0, deleted=False)
+
+    async def take(element_id: int, replacing: str | None) -> leases.Taken | str:
         events.append(f"take {element_id}")
-        return None
+        return leases.Taken(before, mark_known=True)
 
     async def release(element_id: int, mark: ElementMark | None) -> None:
         events.append(f"release {element_id} with {mark}")
@@ -134,6 +136,7 @@ async def test_a_held_lease_is_kept_while_held_and_given_back_even_when_the_bloc
         async with leases.held_lease(7, take, release, keeper, wait_seconds=0) as held:
             clock.now += 1
             await keeper.extend_due()  # held: extended
+            assert held.mark_at_take_known and held.mark_at_take == before
             held.mark_on_release(mark)
             raise RuntimeError("channel failed")
     assert events == ["take 7", f"release 7 with {mark}"] and store.calls == [[7]]
@@ -147,7 +150,7 @@ async def test_a_lease_not_taken_is_neither_kept_nor_given_back(clock: Clock) ->
     keeper = LeaseKeeper(3.0, store.extend)
     released: list[int] = []
 
-    async def held_by_another(element_id: int, replacing: str | None) -> str | None:
+    async def held_by_another(element_id: int, replacing: str | None) -> leases.Taken | str:
         return "another-worker"
 
     async def release(element_id: int, mark: ElementMark | None) -> None:

@@ -18,7 +18,7 @@ import pytest
 from bridge.config import StateSettings
 from bridge.errors import ConfigError
 from bridge.state import SqliteStateStore, open_state_store
-from bridge.state.base import ElementMark
+from bridge.state.base import ElementBusy, ElementMark
 from bridge.state.sqlite import CHECKPOINT_EVERY_WRITES, MIGRATIONS, SCHEMA_VERSION, _others_ready
 from tests.support import T0, delivery, opened_stores
 
@@ -63,11 +63,7 @@ async def test_reopening_keeps_the_data(stores: StoreFactory, tmp_path: Path) ->
 async def test_a_version_2_file_gains_fetch_times_and_keeps_its_marks(tmp_path: Path) -> None:
     path = tmp_path / "state.db"
     with sqlite3.connect(path) as db:
-        db.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
-        for version in (1, 2):
-            for statement in filter(str.strip, MIGRATIONS[version].split(";")):
-                db.execute(statement)
-            db.execute("INSERT INTO schema_version VALUES (?)", (version,))
+        _migrate_up_to(db, 2)
         db.execute("INSERT INTO elements VALUES (7, NULL, 3, 0, '2026-01-01T00:00:00Z')")
     store = SqliteStateStore(path)
     await store.open()
@@ -82,11 +78,7 @@ async def test_a_version_2_file_gains_fetch_times_and_keeps_its_marks(tmp_path: 
 async def test_a_version_3_file_gains_the_lookup_indexes_and_finds_its_deliveries(tmp_path: Path) -> None:
     path = tmp_path / "state.db"
     with sqlite3.connect(path) as db:
-        db.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
-        for version in (1, 2, 3):
-            for statement in filter(str.strip, MIGRATIONS[version].split(";")):
-                db.execute(statement)
-            db.execute("INSERT INTO schema_version VALUES (?)", (version,))
+        _migrate_up_to(db, 3)
         db.execute(
             "INSERT INTO deliveries (element_id, channel, publication_id, external_id, fingerprint, updated_at) "
             "VALUES (7, 'web', 70, 'post-55', 'fp', '2026-01-01T00:00:00Z')"
@@ -106,9 +98,41 @@ async def test_a_version_3_file_gains_the_lookup_indexes_and_finds_its_deliverie
             " ".join(str(row[-1]) for row in db.execute(f"EXPLAIN QUERY PLAN SELECT * FROM deliveries WHERE {where}"))
             for where in ("external_id = 'x'", "publication_id = 70")
         ]
-    assert versions == [1, 2, 3, 4]
+    assert versions == list(range(1, SCHEMA_VERSION + 1))
     assert "USING INDEX deliveries_by_external_id" in plans[0]
     assert "USING INDEX deliveries_by_publication_id" in plans[1]
+
+
+async def test_a_version_4_file_keeps_its_marks_and_the_leases_held_in_it(stores: StoreFactory, tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    with sqlite3.connect(path) as db:
+        _migrate_up_to(db, 4)
+        db.execute("INSERT INTO elements VALUES (7, '2026-03-01T09:30:00.000000Z', 3, 0, '2026-03-01', 12.5)")
+        db.execute("INSERT INTO elements VALUES (8, NULL, NULL, 1, '2026-03-01', NULL)")
+        # A worker of the earlier version holds 7 (marked before) and 9 (never marked) for a while yet.
+        db.executemany("INSERT INTO leases VALUES (?, 'earlier-worker', 4102444800)", [(7,), (9,)])
+    store = await stores(lease_wait_seconds=0)
+    assert await store.element_mark(7) == ElementMark(7, T0, 3, deleted=False, fetched_at=12.5)
+    assert await store.element_mark(8) == ElementMark(8, None, None, deleted=True)
+    assert await store.element_mark(9) is None
+    for held in (7, 9):
+        with pytest.raises(ElementBusy, match="earlier-worker"):
+            async with store.lease(held):
+                pytest.fail("a lease held before the migration must still be held after it")
+    async with store.lease(8) as lease:
+        assert lease.mark_at_take == ElementMark(8, None, None, deleted=True)
+    with sqlite3.connect(path) as db:
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert "leases" not in tables and "elements_v5" not in tables
+
+
+def _migrate_up_to(db: sqlite3.Connection, last: int) -> None:
+    """Make ``db`` a file of schema version ``last``, as a bridge of that version left it."""
+    db.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    for version in range(1, last + 1):
+        for statement in filter(str.strip, MIGRATIONS[version].split(";")):
+            db.execute(statement)
+        db.execute("INSERT INTO schema_version VALUES (?)", (version,))
 
 
 async def test_newer_schema_is_refused(tmp_path: Path) -> None:
@@ -156,18 +180,37 @@ async def test_a_mark_given_to_the_lease_is_recorded_in_the_releases_transaction
             lease.mark_on_release(ElementMark(3, T0, 1, deleted=False))
             taken = db.execute("PRAGMA data_version").fetchone()[0]
         released = db.execute("PRAGMA data_version").fetchone()[0]
-        assert db.execute("SELECT COUNT(*) FROM leases").fetchone()[0] == 0
+        assert db.execute("SELECT COUNT(*) FROM elements WHERE lease_owner IS NOT NULL").fetchone()[0] == 0
     # data_version moves once per commit by another connection: the lease taken, then mark and release together.
     assert (taken - commits_before, released - taken) == (1, 1)
     assert await store.element_mark(3) == ElementMark(3, T0, 1, deleted=False)
+
+
+async def test_the_lease_is_taken_with_the_mark_and_given_back_with_the_next_in_one_statement_each(
+    stores: StoreFactory,
+) -> None:
+    store = await stores(lease_wait_seconds=0)
+    await store.mark_element(ElementMark(6, T0, 1, deleted=False))
+    statements: list[str] = []
+    assert store._loop_db is not None
+    store._loop_db.set_trace_callback(lambda sql: statements.append(sql.split()[0]))
+    async with store.lease(6) as lease:
+        assert lease.mark_at_take_known and lease.mark_at_take == ElementMark(6, T0, 1, deleted=False)
+        lease.mark_on_release(ElementMark(6, T0, 2, deleted=False))
+    assert statements == ["INSERT", "INSERT"]  # no read of the mark, no BEGIN and COMMIT around the release
+    assert await store.element_mark(6) == ElementMark(6, T0, 2, deleted=False)
 
 
 async def test_the_lease_is_released_when_its_mark_fails(stores: StoreFactory, tmp_path: Path) -> None:
     store = await stores(lease_wait_seconds=0)
     other = await stores(lease_wait_seconds=0)
     with sqlite3.connect(tmp_path / "state.db") as db:
-        db.execute("DROP TABLE elements")  # the mark's statement fails; the release must not go down with it
-    with pytest.raises(sqlite3.OperationalError, match="elements"):
+        # The mark's statement fails; the release must not go down with it.
+        db.execute(
+            "CREATE TRIGGER refuse_marks BEFORE UPDATE OF modification_date ON elements "
+            "BEGIN SELECT RAISE(ABORT, 'marks refused here'); END"
+        )
+    with pytest.raises(sqlite3.DatabaseError, match="marks refused here"):
         async with store.lease(4) as lease:
             lease.mark_on_release(ElementMark(4, T0, 1, deleted=False))
     async with other.lease(4):
@@ -247,7 +290,7 @@ def _commits(store: SqliteStateStore) -> list[str]:
     seen: list[str] = []
     assert store._loop_db is not None
     store._loop_db.set_trace_callback(
-        lambda sql: seen.append(sql.split()[0]) if sql.split()[0] in ("COMMIT", "INSERT", "DELETE") else None
+        lambda sql: seen.append(sql.split()[0]) if sql.split()[0] in ("COMMIT", "INSERT", "UPDATE", "DELETE") else None
     )
     return seen
 
