@@ -524,17 +524,8 @@ TRY_LEASE = (
     "WHERE elements.lease_owner IS NULL OR elements.lease_expires_at < ? OR elements.lease_owner = ? "
     f"OR elements.lease_owner = ? RETURNING {MARK_COLUMNS}"
 )
-# A mark whose fetch started before the recorded one is ignored; one without a fetch time keeps the recorded one.
-MARK_ELEMENT = (
-    "INSERT INTO elements (element_id, modification_date, version, deleted, fetched_at, updated_at) "
-    "VALUES (?,?,?,?,?,?) ON CONFLICT (element_id) DO UPDATE SET "
-    "modification_date=excluded.modification_date, version=excluded.version, "
-    "deleted=excluded.deleted, fetched_at=COALESCE(excluded.fetched_at, elements.fetched_at), "
-    "updated_at=excluded.updated_at "
-    "WHERE excluded.fetched_at IS NULL OR elements.fetched_at IS NULL OR excluded.fetched_at >= elements.fetched_at"
-)
-# MARK_ELEMENT (by its rule, in each column) and RELEASE in one statement: the mark is recorded even if the lease
-# is no longer this owner's, the lease given back only if it is. SET reads the row as it was before the update.
+# When a mark applies: one whose fetch started before the recorded one is ignored; one without a fetch time keeps
+# the recorded time (the COALESCE below).
 _MARK_APPLIES = (
     "(excluded.fetched_at IS NULL OR elements.fetched_at IS NULL OR excluded.fetched_at >= elements.fetched_at)"
 )
@@ -546,9 +537,18 @@ _MARKED = {
     "fetched_at": "COALESCE(excluded.fetched_at, elements.fetched_at)",
     "updated_at": "excluded.updated_at",
 }
-MARK_AND_RELEASE = (
+_UPSERT_MARK = (
     "INSERT INTO elements (element_id, modification_date, version, deleted, fetched_at, updated_at) "
     "VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (element_id) DO UPDATE SET "
+)
+MARK_ELEMENT = (
+    _UPSERT_MARK + ", ".join(f"{column} = {value}" for column, value in _MARKED.items()) + f" WHERE {_MARK_APPLIES}"
+)
+# MARK_ELEMENT and RELEASE in one statement: the mark recorded by the same rule, column by column (a WHERE would
+# keep the release from happening), even if the lease is no longer this owner's; the lease given back only if it
+# is. SET reads the row as it was before the update.
+MARK_AND_RELEASE = (
+    _UPSERT_MARK
     + ", ".join(
         f"{column} = CASE WHEN {_MARK_APPLIES} THEN {value} ELSE elements.{column} END"
         for column, value in _MARKED.items()
