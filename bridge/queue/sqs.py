@@ -2,12 +2,19 @@
 
 Done deletes the message; retry later, release and extend set its visibility (the message is never re-sent, so SQS's
 receive count and native redrive keep working); a dead letter is a copy on the DLQ with ``failure.*`` attributes.
+
+A long poll cancelled here (a shutdown aborts them) goes on on the server for the rest of its wait: whatever
+becomes visible meanwhile, it takes for a reader that is gone, which costs that message one of its receives and
+hides it for the visibility timeout (LocalStack does exactly this). So ``release`` and ``retry_later`` do not make a
+message visible while a poll this transport abandoned may still run: not before that poll has ended.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
+import math
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
@@ -33,6 +40,8 @@ log = structlog.get_logger("bridge.queue")
 # SQS allows 10 message attributes; the failure context takes these, the original attributes get the rest.
 MAX_ATTRIBUTES = 10
 MAX_ATTRIBUTE_VALUE = 1024
+# How much longer than its wait an abandoned long poll may run on the server (request and answer in transit).
+ABANDONED_POLL_MARGIN_SECONDS = 1.0
 
 
 def string_attributes(attributes: Mapping[str, str]) -> dict[str, dict[str, str]]:
@@ -49,6 +58,8 @@ class SqsTransport:
         self.url = settings.url
         self.dlq_url: str | None = settings.dlq_url
         self._sends = SendBatcher(self._send_batch)
+        # Until when (time.monotonic) a long poll cancelled here may still take messages on the server.
+        self._abandoned_polls_until = 0.0
 
     @property
     def ordered_groups(self) -> bool:
@@ -117,19 +128,25 @@ class SqsTransport:
         return QueueInfo(self.dlq_url, max_receive, has_redrive=bool(policy))
 
     async def receive(self, max_messages: int, wait_time: int) -> list[QueueMessage]:
-        response = await self._client.receive_message(
-            QueueUrl=self.url,
-            MaxNumberOfMessages=max(1, min(MAX_BATCH, max_messages)),
-            WaitTimeSeconds=wait_time,
-            VisibilityTimeout=self.settings.visibility_timeout,
-            MessageSystemAttributeNames=[
-                "ApproximateReceiveCount",
-                "SentTimestamp",
-                "MessageGroupId",
-                "AWSTraceHeader",
-            ],
-            MessageAttributeNames=["All"],
-        )
+        started = time.monotonic()
+        try:
+            response = await self._client.receive_message(
+                QueueUrl=self.url,
+                MaxNumberOfMessages=max(1, min(MAX_BATCH, max_messages)),
+                WaitTimeSeconds=wait_time,
+                VisibilityTimeout=self.settings.visibility_timeout,
+                MessageSystemAttributeNames=[
+                    "ApproximateReceiveCount",
+                    "SentTimestamp",
+                    "MessageGroupId",
+                    "AWSTraceHeader",
+                ],
+                MessageAttributeNames=["All"],
+            )
+        except asyncio.CancelledError:
+            ends = started + wait_time + ABANDONED_POLL_MARGIN_SECONDS
+            self._abandoned_polls_until = max(self._abandoned_polls_until, ends)
+            raise
         now = time.monotonic()
         messages = []
         for raw in response.get("Messages", []):
@@ -186,10 +203,16 @@ class SqsTransport:
         return await self.delete_batch(messages)
 
     async def retry_later(self, messages: Sequence[QueueMessage], seconds: int) -> list[str]:
-        return await self.change_visibility(messages, seconds)
+        return await self.change_visibility(messages, max(seconds, self._abandoned_polls_left()))
 
     async def release(self, messages: Sequence[QueueMessage]) -> list[str]:
-        return await self.change_visibility(messages, 0)
+        """Visible at once; or, while a long poll this transport abandoned may still run on the server, as soon as
+        it has ended (see the module docstring), so that it cannot take them."""
+        return await self.change_visibility(messages, self._abandoned_polls_left())
+
+    def _abandoned_polls_left(self) -> int:
+        """Whole seconds until no long poll this transport cancelled can still take a message on the server."""
+        return math.ceil(max(0.0, self._abandoned_polls_until - time.monotonic()))
 
     async def extend(self, messages: Sequence[QueueMessage], seconds: int) -> list[str]:
         return await self.change_visibility(messages, seconds)

@@ -118,7 +118,9 @@ class Transport(Protocol):
 
     async def receive(self, max_messages: int, wait_time: int) -> list[QueueMessage]:
         """At most ``max_messages`` (and ``MAX_BATCH``), waiting up to ``wait_time`` s for the first; ``[]`` when
-        none came. Every message returned is the caller's to settle. Cancelling it loses nothing."""
+        none came. Every message returned is the caller's to settle. Cancelling it loses nothing, and costs nothing
+        that is released after it: SQS finishes an abandoned long poll on the server, so its ``release`` makes
+        messages visible only once that poll has ended."""
         ...
 
     async def complete(self, messages: Sequence[QueueMessage]) -> list[str]:
