@@ -49,7 +49,7 @@ from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 from bridge.config import StateSettings
 from bridge.errors import ConfigError, PermanentError, TransientError
 from bridge.state.base import Delivery, ElementMark, HeldLease
-from bridge.state.leases import LeaseKeeper, LeaseOwner, Taken, held_lease
+from bridge.state.leases import LeaseKeeper, LeaseOwner, held_lease
 
 log = structlog.get_logger("bridge.state")
 
@@ -361,7 +361,7 @@ class DynamoDbStateStore:
     def lease(self, element_id: int) -> AbstractAsyncContextManager[HeldLease]:
         return held_lease(element_id, self._try_lease, self._release, self._keeper, wait_seconds=self._lease_wait)
 
-    async def _try_lease(self, element_id: int, replacing: str | None) -> Taken | str:
+    async def _try_lease(self, element_id: int, replacing: str | None) -> HeldLease | str:
         now = time.time()
         condition = "attribute_not_exists(#pk) OR #expires < :now OR #owner = :me"
         values = {":now": {"N": f"{now:.3f}"}, ":me": _s(self.owner)}
@@ -385,7 +385,7 @@ class DynamoDbStateStore:
         except _ConditionFailed:
             held = await self._call("get_item", Key=_key(element_id, LEASE), ConsistentRead=True)
             return _str_attribute(held.get("Item", {}), "owner") or ""
-        return Taken()  # the mark is an item of its own: not read here
+        return HeldLease(element_id)  # the mark is an item of its own: not read here
 
     async def _extend_leases(self, element_ids: list[int]) -> set[int]:
         lost: set[int] = set()

@@ -35,20 +35,10 @@ log = structlog.get_logger("bridge.state")
 # How often a worker waiting for a live holder's lease looks again, at most (a conditional write and a read).
 MAX_POLL_SECONDS = 2.0
 
-
-@dataclass(frozen=True, slots=True)
-class Taken:
-    """What taking a lease returns once it got it: the element's mark too, if the store read it in the same step
-    (``mark_known``; ``HeldLease.mark_at_take``)."""
-
-    mark: ElementMark | None = None
-    mark_known: bool = False
-
-
 # Tries to take the element's lease; ``replacing`` is the exact owner of a lease whose process is gone, which
-# may be taken over even before it expires. Returns ``Taken`` once the lease is taken, else its holder's owner
-# text ("" if the lease was released meanwhile).
-TakeLease = Callable[[int, str | None], Awaitable[Taken | str]]
+# may be taken over even before it expires. Returns the ``HeldLease`` once the lease is taken (with the mark if the
+# store read it in the same step), else its holder's owner text ("" if the lease was released meanwhile).
+TakeLease = Callable[[int, str | None], Awaitable[HeldLease | str]]
 # Gives the element's lease back if this store still owns it, recording the element's mark first when one is given
 # (``HeldLease.mark_on_release``).
 ReleaseLease = Callable[[int, ElementMark | None], Awaitable[None]]
@@ -124,9 +114,8 @@ class HeldLeaseContext:
         self._wait_seconds = wait_seconds
 
     async def __aenter__(self) -> HeldLease:
-        taken = await acquire(self._element_id, self._take, wait_seconds=self._wait_seconds)
+        self._held = await acquire(self._element_id, self._take, wait_seconds=self._wait_seconds)
         self._keeper.taken(self._element_id)
-        self._held = HeldLease(self._element_id, mark_at_take=taken.mark, mark_at_take_known=taken.mark_known)
         return self._held
 
     async def __aexit__(
@@ -136,7 +125,7 @@ class HeldLeaseContext:
         await self._release(self._element_id, self._held.mark)
 
 
-async def acquire(element_id: int, take: TakeLease, *, wait_seconds: float) -> Taken:
+async def acquire(element_id: int, take: TakeLease, *, wait_seconds: float) -> HeldLease:
     """Take the element's lease, waiting up to ``wait_seconds`` for a live holder; else raise ``ElementBusy``.
 
     A holder whose process is gone is replaced at once, whatever its expiry says.

@@ -25,7 +25,7 @@ import structlog
 
 from bridge.errors import ConfigError
 from bridge.state.base import Delivery, ElementMark, HeldLease
-from bridge.state.leases import LeaseKeeper, LeaseOwner, Taken, held_lease
+from bridge.state.leases import LeaseKeeper, LeaseOwner, held_lease
 
 T = TypeVar("T")
 # Writes waiting for one group commit, each with the future its caller waits on.
@@ -384,15 +384,15 @@ class SqliteStateStore:
             await self._write(lambda db: db.execute(RELEASE, release))
             raise
 
-    async def _try_lease(self, element_id: int, replacing: str | None) -> Taken | str:
+    async def _try_lease(self, element_id: int, replacing: str | None) -> HeldLease | str:
         now = time.time()
         values = (element_id, self._owner, now + self._lease_seconds, now, self._owner, replacing)
 
-        def take(db: sqlite3.Connection) -> Taken | str:
+        def take(db: sqlite3.Connection) -> HeldLease | str:
             # fetchall: the statement must run to its end, or its autocommit transaction stays open.
             taken = db.execute(TRY_LEASE, values).fetchall()
             if taken:
-                return Taken(_mark(element_id, taken[0]), mark_known=True)
+                return HeldLease(element_id, mark_at_take=_mark(element_id, taken[0]), mark_at_take_known=True)
             row = db.execute("SELECT lease_owner FROM elements WHERE element_id = ?", (element_id,)).fetchone()
             return str(row[0]) if row and row[0] is not None else ""
 

@@ -124,9 +124,9 @@ async def test_a_held_lease_is_kept_while_held_and_given_back_even_when_the_bloc
 
     before = ElementMark(7, None, 0, deleted=False)
 
-    async def take(element_id: int, replacing: str | None) -> leases.Taken | str:
+    async def take(element_id: int, replacing: str | None) -> HeldLease | str:
         events.append(f"take {element_id}")
-        return leases.Taken(before, mark_known=True)
+        return HeldLease(element_id, mark_at_take=before, mark_at_take_known=True)
 
     async def release(element_id: int, mark: ElementMark | None) -> None:
         events.append(f"release {element_id} with {mark}")
@@ -150,7 +150,7 @@ async def test_a_lease_not_taken_is_neither_kept_nor_given_back(clock: Clock) ->
     keeper = LeaseKeeper(3.0, store.extend)
     released: list[int] = []
 
-    async def held_by_another(element_id: int, replacing: str | None) -> leases.Taken | str:
+    async def held_by_another(element_id: int, replacing: str | None) -> HeldLease | str:
         return "another-worker"
 
     async def release(element_id: int, mark: ElementMark | None) -> None:
