@@ -7,7 +7,7 @@ C=32 in `make bench`): take the element's lease (which reads its mark), read its
 and release the lease with the element's mark. Prints the CPU per message (the median, and the mean). ``--cold`` copies
 24 MB before each step, standing in for LocalStack and the stubs, which run on the machine's two cores between a
 message's events in `make bench` and leave the worker's caches cold: that, not the warm figure, is what the
-worker pays (README, "Performance").
+worker pays (`bench/PERFORMANCE_LOG.md`, "Then, on 2026-12-05, JSON through orjson").
 """
 
 from __future__ import annotations
