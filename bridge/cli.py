@@ -136,7 +136,8 @@ def force_exit() -> NoReturn:
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="kordiam-bridge",
-        description="Consume Kordiam change notifications from SQS and keep publishing channels in sync.",
+        description="Consume Kordiam change notifications from a queue (AWS SQS, Kordiam's ActiveMQ, or webhooks "
+        "through the ingress) and keep publishing channels in sync.",
     )
     parser.add_argument("--version", action="version", version=f"kordiam-bridge {__version__}")
     commands = parser.add_subparsers(required=True, metavar="COMMAND", parser_class=_Parser)
