@@ -1,3 +1,3 @@
-"""kordiam-bridge: Kordiam change notifications from SQS, fanned out to publishing channels."""
+"""kordiam-bridge: Kordiam change notifications from a queue (SQS, ActiveMQ), fanned out to publishing channels."""
 
 __version__ = "0.1.0"
