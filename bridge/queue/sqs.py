@@ -3,10 +3,11 @@
 Done deletes the message; retry later, release and extend set its visibility (the message is never re-sent, so SQS's
 receive count and native redrive keep working); a dead letter is a copy on the DLQ with ``failure.*`` attributes.
 
-A long poll cancelled here (a shutdown aborts them) goes on on the server for the rest of its wait: whatever
-becomes visible meanwhile, it takes for a reader that is gone, which costs that message one of its receives and
-hides it for the visibility timeout (LocalStack does exactly this). So ``release`` and ``retry_later`` do not make a
-message visible while a poll this transport abandoned may still run: not before that poll has ended.
+A long poll cancelled here (a shutdown aborts them; so does Ctrl-C in an operator command) goes on on the server for
+the rest of its wait: whatever becomes visible meanwhile, it takes for a reader that is gone, which costs that
+message one of its receives and hides it for the visibility timeout (LocalStack does exactly this). So nothing is
+made visible on a queue while a poll abandoned on it may still run (``AbandonedPolls``): ``release`` and
+``retry_later`` here, and the operator commands' releases (``sqs_admin``), which share the transport's record.
 """
 
 from __future__ import annotations
@@ -44,6 +45,22 @@ MAX_ATTRIBUTE_VALUE = 1024
 ABANDONED_POLL_MARGIN_SECONDS = 1.0
 
 
+class AbandonedPolls:
+    """Until when, per queue, a long poll cancelled in this process may still take messages on the server."""
+
+    def __init__(self) -> None:
+        self._until: dict[str, float] = {}  # queue URL -> time.monotonic()
+
+    def abandoned(self, url: str, started: float, wait_seconds: int) -> None:
+        """A receive on ``url`` that started at ``started`` (monotonic) with ``wait_seconds`` was cancelled."""
+        ends = started + wait_seconds + ABANDONED_POLL_MARGIN_SECONDS
+        self._until[url] = max(self._until.get(url, 0.0), ends)
+
+    def seconds_left(self, url: str) -> int:
+        """Whole seconds until no abandoned poll on ``url`` can take a message: the least visibility to release with."""
+        return math.ceil(max(0.0, self._until.get(url, 0.0) - time.monotonic()))
+
+
 def string_attributes(attributes: Mapping[str, str]) -> dict[str, dict[str, str]]:
     """Attributes as SQS ``MessageAttributes``: every one a ``String``."""
     return {name: {"DataType": "String", "StringValue": value} for name, value in attributes.items()}
@@ -58,8 +75,8 @@ class SqsTransport:
         self.url = settings.url
         self.dlq_url: str | None = settings.dlq_url
         self._sends = SendBatcher(self._send_batch)
-        # Until when (time.monotonic) a long poll cancelled here may still take messages on the server.
-        self._abandoned_polls_until = 0.0
+        # Long polls cancelled here (and in the operator commands on this transport's client) still running on SQS.
+        self.abandoned_polls = AbandonedPolls()
 
     @property
     def ordered_groups(self) -> bool:
@@ -144,8 +161,7 @@ class SqsTransport:
                 MessageAttributeNames=["All"],
             )
         except asyncio.CancelledError:
-            ends = started + wait_time + ABANDONED_POLL_MARGIN_SECONDS
-            self._abandoned_polls_until = max(self._abandoned_polls_until, ends)
+            self.abandoned_polls.abandoned(self.url, started, wait_time)
             raise
         now = time.monotonic()
         messages = []
@@ -203,16 +219,12 @@ class SqsTransport:
         return await self.delete_batch(messages)
 
     async def retry_later(self, messages: Sequence[QueueMessage], seconds: int) -> list[str]:
-        return await self.change_visibility(messages, max(seconds, self._abandoned_polls_left()))
+        return await self.change_visibility(messages, max(seconds, self.abandoned_polls.seconds_left(self.url)))
 
     async def release(self, messages: Sequence[QueueMessage]) -> list[str]:
         """Visible at once; or, while a long poll this transport abandoned may still run on the server, as soon as
         it has ended (see the module docstring), so that it cannot take them."""
-        return await self.change_visibility(messages, self._abandoned_polls_left())
-
-    def _abandoned_polls_left(self) -> int:
-        """Whole seconds until no long poll this transport cancelled can still take a message on the server."""
-        return math.ceil(max(0.0, self._abandoned_polls_until - time.monotonic()))
+        return await self.change_visibility(messages, self.abandoned_polls.seconds_left(self.url))
 
     async def extend(self, messages: Sequence[QueueMessage], seconds: int) -> list[str]:
         return await self.change_visibility(messages, seconds)

@@ -2,7 +2,8 @@
 
 - **Peeking never consumes.** A peek receives with a short hold (``PEEK_HOLD_SECONDS``) so it can page past the
   first ten messages (with visibility 0, SQS hands back the same ten every time), then releases everything it saw
-  with visibility 0. If the process dies mid-peek the hold simply expires.
+  with visibility 0 (after Ctrl-C, once its aborted receive has ended on the server: ``sqs.AbandonedPolls``). If
+  the process dies mid-peek the hold simply expires.
 - **Redrive never loses a message.** A message is deleted from the dead-letter queue only after SQS confirmed its
   copy on the main queue; a failed copy stays in the dead-letter queue and is released at the end of the run. The
   worst case (a crash between the copy and the delete) is a duplicate, which the worker handles idempotently.
@@ -193,6 +194,7 @@ class SqsQueueAdmin:
         return str(response["Attributes"]["QueueArn"])
 
     async def _receive(self, url: str, count: int, hold: int) -> list[dict[str, Any]]:
+        started = time.monotonic()
         try:
             response = await self.client.receive_message(
                 QueueUrl=url,
@@ -204,14 +206,19 @@ class SqsQueueAdmin:
             )
         except (ClientError, BotoCoreError) as error:
             raise AdminError(f"cannot receive from {url}: {error_text(error)}") from None
+        except asyncio.CancelledError:
+            self.transport.abandoned_polls.abandoned(url, started, RECEIVE_WAIT_SECONDS)
+            raise
         return list(response.get("Messages", []))
 
     async def _release(self, url: str, receipts: Iterable[str]) -> int:
-        """Make held messages visible again at once; returns how many could not be released (they expire)."""
+        """Make held messages visible again at once, or once no receive abandoned on ``url`` can take them (the
+        ``sqs`` module docstring); returns how many could not be released (they expire)."""
         handles = list(receipts)
         failed = 0
+        visibility = self.transport.abandoned_polls.seconds_left(url)
         for chunk in _chunks(handles):
-            entries = [{"Id": str(i), "ReceiptHandle": h, "VisibilityTimeout": 0} for i, h in enumerate(chunk)]
+            entries = [{"Id": str(i), "ReceiptHandle": h, "VisibilityTimeout": visibility} for i, h in enumerate(chunk)]
             try:
                 response = await self.client.change_message_visibility_batch(QueueUrl=url, Entries=entries)
             except (ClientError, BotoCoreError) as error:
@@ -245,7 +252,7 @@ class SqsQueueAdmin:
         progress: ProgressSink | None = None,
         hold: int = PEEK_HOLD_SECONDS,
     ) -> tuple[list[PeekedMessage], bool]:
-        """Every message seen is released with visibility 0 before returning, also on errors and cancellation."""
+        """Every message seen is released before returning, also on errors and cancellation (see ``_release``)."""
         seen: dict[str, PeekedMessage] = {}
         receipts: dict[str, str] = {}
         stale = 0

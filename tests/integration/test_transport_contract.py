@@ -188,6 +188,27 @@ async def test_a_message_released_after_a_cancelled_receive_comes_back_counted_o
     assert await nothing_left(queue.open)
 
 
+@pytest.mark.localstack
+async def test_a_peek_cancelled_mid_receive_costs_what_it_saw_one_receive_only(queue: Queue) -> None:
+    # The operator's side of the test above: Ctrl-C during a peek cancels its receive, and the peek releases what
+    # it saw. The aborted poll must not take those messages again on the server (LocalStack's does).
+    if queue.kind != "sqs":
+        pytest.skip("a peek on ActiveMQ browses the queue: it receives nothing")
+    async with queue.open() as transport:
+        await transport.send('{"id": 11}')
+    async with open_queue_admin(queue.settings) as admin:
+        peeking = asyncio.create_task(admin.peek(queue.settings.url, limit=10))
+        await asyncio.sleep(0.3)  # the first receive brought the message; the second one is polling
+        peeking.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await peeking
+    async with queue.open() as transport:
+        (back,) = await receive_all(transport, 1)
+        assert back.body == '{"id": 11}' and back.receive_count == 2
+        await transport.complete([back])
+    assert await nothing_left(queue.open)
+
+
 async def test_extend_keeps_a_message_reserved(queue: Queue) -> None:
     async with queue.open() as transport, queue.open() as other:
         await transport.send('{"id": 9}')
