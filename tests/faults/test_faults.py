@@ -461,9 +461,10 @@ async def test_credentials_refused_under_a_running_worker_pause_it_until_a_token
         await eventually(lambda: len(deliveries(tmp_path)) == 8, what="stories before the rotation")
         # The secret is rotated: every token the worker holds is revoked and the token endpoint refuses the next
         # three token requests (the messages' token refreshes, then the worker's own retries: 1 s, 2 s, 4 s apart),
-        # then accepts again.
-        await admin.revoke_tokens()
+        # then accepts again. The refusals go in first: a call still in flight for the stories before (their feedback)
+        # that met the revocation first would have fetched a fresh token, and the worker would never be refused.
         await admin.fault(method="POST", path=r"^/api/v2/auth/token$", status=401, count=3)
+        await admin.revoke_tokens()
         during = [await admin.create(story(f"During {n}")) for n in range(8)]
 
         await eventually(
