@@ -42,7 +42,8 @@ log = structlog.get_logger("bridge.config")
 CONFIG_ENV = "BRIDGE_CONFIG"
 ENV_PREFIX = "BRIDGE_"
 # Channels are a list, so their keys are addressed by channel name: BRIDGE_CHANNELS__<NAME>__<KEY>.
-CHANNEL_ENV_PREFIX = "BRIDGE_CHANNELS__"
+CHANNELS_ENV = "BRIDGE_CHANNELS"
+CHANNEL_ENV_PREFIX = CHANNELS_ENV + "__"
 # BRIDGE_* variables that belong to other tools of the project, not to the configuration: the test suite, the
 # compose queue initialiser, the container health check.
 OTHER_ENV_PREFIXES = ("BRIDGE_TEST_", "BRIDGE_INIT_", "BRIDGE_HEALTHCHECK_", "BRIDGE_SKIP_")
@@ -560,11 +561,34 @@ class FileSettings(Settings):
 
 
 class _SectionEnvSource(EnvSettingsSource):
-    """The environment, minus the per-channel variables that ``load_settings`` applies by channel name."""
+    """The environment, minus the channel variables ``load_settings`` applies itself (``BRIDGE_CHANNELS``, then
+    the per-channel ones by channel name)."""
 
     def _load_env_vars(self) -> Mapping[str, str | None]:
         loaded = super()._load_env_vars()
-        return {key: value for key, value in loaded.items() if not key.startswith(CHANNEL_ENV_PREFIX.lower())}
+        return {
+            key: value
+            for key, value in loaded.items()
+            if key != CHANNELS_ENV.lower() and not key.startswith(CHANNEL_ENV_PREFIX.lower())
+        }
+
+
+def _channels_from_environment(data: dict[str, Any]) -> bool:
+    """``BRIDGE_CHANNELS``, a JSON array of channel tables, replaces the file's ``[[channels]]`` (the environment
+    wins over the file, as for every setting). Read here rather than by the settings' environment source, so that
+    the ``BRIDGE_CHANNELS__<NAME>__<KEY>`` variables apply to these channels too (a deployment that passes the
+    channels as one secret still sets a key by name)."""
+    raw = next((value for key, value in os.environ.items() if key.upper() == CHANNELS_ENV), None)
+    if raw is None:
+        return False
+    try:
+        channels = json.loads(raw)
+    except ValueError as error:
+        raise ConfigError(CHANNELS_ENV, f"is not valid JSON: {error.args[0]}") from None
+    if not isinstance(channels, list) or not all(isinstance(channel, dict) for channel in channels):
+        raise ConfigError(CHANNELS_ENV, 'must be a JSON array of channel tables ([{"name": …, "type": …}, …])')
+    data["channels"] = channels
+    return True
 
 
 def channel_variable(name: str, key: str) -> str:
@@ -683,6 +707,7 @@ def load_settings(
     variables = _setting_variables()
     if not source and not overrides and not variables:
         raise ConfigError("--config", "no configuration file given (--config or BRIDGE_CONFIG)")
+    channels_variable = CHANNELS_ENV if _channels_from_environment(data) else None
     channel_variables = _channel_overrides(data)
     _warn_unused_variables()
     for key in data:
@@ -702,7 +727,7 @@ def load_settings(
         for index, channel in channels:
             problems.extend(check_channel(channel, index))
     if problems:
-        raise _first_problem(problems, variables | channel_variables)
+        raise _first_problem(problems, variables | channel_variables, channels_variable)
     assert settings is not None
     return settings
 
@@ -735,7 +760,7 @@ def _warn_unused_variables() -> None:
         upper = variable.upper()
         if (
             not upper.startswith(ENV_PREFIX)
-            or upper in (CONFIG_ENV, "BRIDGE_CHANNELS")
+            or upper in (CONFIG_ENV, CHANNELS_ENV)
             or upper.startswith(CHANNEL_ENV_PREFIX)  # a wrong one of these is an error (_channel_overrides)
             or upper.startswith(OTHER_ENV_PREFIXES)
         ):
@@ -763,13 +788,16 @@ def _parsed_channels(data: dict[str, Any]) -> list[tuple[int, ChannelSettings]]:
     return parsed
 
 
-def _first_problem(problems: list[Problem], variables: dict[str, str]) -> ConfigError:
-    """The first real problem (with how many more), else all missing secrets in one line."""
+def _first_problem(
+    problems: list[Problem], variables: dict[str, str], channels_variable: str | None = None
+) -> ConfigError:
+    """The first real problem (with how many more), else all missing secrets in one line. A key is named with the
+    variable that set it: its own, or ``channels_variable`` for a channel that came from the environment."""
     real = [p for p in problems if not p.missing_secret]
     if real:
         first = real[0]
         key = first.key
-        variable = variables.get(key)
+        variable = variables.get(key) or (channels_variable if key.startswith("channels[") else None)
         if variable:
             key = f"{variable} ({key})"
         message = first.message

@@ -191,6 +191,51 @@ def test_the_whole_channel_list_from_one_variable(tmp_path: Path, monkeypatch: p
     assert settings.channels[0].options == {"path": "/srv/cms"}
 
 
+def test_channel_keys_by_name_apply_to_the_channels_of_the_one_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A deployment that passes the channels as one secret still sets (or rotates) one key by name; before, the
+    # by-name variable was dropped without a word and the missing-secret error recommended it all the same.
+    monkeypatch.setenv("BRIDGE_CHANNELS", '[{"name": "cms", "type": "folder", "platforms": [7], "path": "/srv/a"}]')
+    monkeypatch.setenv("BRIDGE_CHANNELS__CMS__PATH", "/srv/b")
+    settings = load_settings(write(tmp_path, VALID))
+    assert settings.channels[0].options == {"path": "/srv/b"}
+    # A by-name variable for a channel the variable does not hold is an error, listing the channels it does.
+    monkeypatch.setenv("BRIDGE_CHANNELS__WEB__PATH", "/x")
+    with pytest.raises(ConfigError) as raised:
+        load_settings(write(tmp_path, VALID))
+    assert raised.value.key == "BRIDGE_CHANNELS__WEB__PATH"
+    assert "channels: CMS" in raised.value.problem
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ('[{"name": "cms"', "is not valid JSON"),
+        ('{"name": "cms"}', "must be a JSON array of channel tables"),
+        ('["cms"]', "must be a JSON array of channel tables"),
+    ],
+)
+def test_a_malformed_channel_variable_is_one_line_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, value: str, problem: str
+) -> None:
+    monkeypatch.setenv("BRIDGE_CHANNELS", value)
+    with pytest.raises(ConfigError) as raised:
+        load_settings(write(tmp_path, VALID))
+    assert raised.value.key == "BRIDGE_CHANNELS"
+    assert problem in raised.value.problem
+    assert "\n" not in str(raised.value)
+
+
+def test_a_wrong_key_of_a_channel_from_the_variable_names_the_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BRIDGE_CHANNELS", '[{"name": "cms", "type": "folder", "platforms": "seven", "path": "/a"}]')
+    with pytest.raises(ConfigError) as raised:
+        load_settings(write(tmp_path, VALID))
+    assert raised.value.key.startswith("BRIDGE_CHANNELS (channels[0].platforms")
+
+
 # ---- what each command validates ---------------------------------------------------------------------------------
 
 NO_SECRET = VALID.replace('client_secret = "s3cret-value"\n', "")
