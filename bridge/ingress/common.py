@@ -22,11 +22,13 @@ from bridge.pipeline.notification import (
     decode_payload,
     resync_notification,
 )
-from bridge.queue import Transport
+from bridge.queue import MessageTooLarge, Transport
 
 log = structlog.get_logger("bridge.ingress")
 
 JSON_TYPES = ("application/json",)
+# On a message enqueued without the body the queue could not take: the body's size in bytes.
+TRIMMED_ATTRIBUTE = "trimmed_body_bytes"
 # What a call enqueued (element id, event, message id), for its one ``ingress_request`` log line.
 ENQUEUED = web.RequestKey("enqueued", dict[str, Any])
 
@@ -42,7 +44,9 @@ def problem(status: int, message: str, **extra: Any) -> web.Response:
 
 @dataclass(slots=True)
 class Enqueuer:
-    """Sends one notification and returns only once the queue holds it (``Transport.send``'s promise)."""
+    """Sends one notification and returns only once the queue holds it (``Transport.send``'s promise). A body
+    larger than the queue takes (``MessageTooLarge``) goes as Kordiam's id shape instead, marked with
+    ``TRIMMED_ATTRIBUTE``."""
 
     transport: Transport
     timeout_seconds: float
@@ -51,9 +55,25 @@ class Enqueuer:
     async def enqueue(self, body: str, notification: Notification, event: Event, source: str) -> str:
         started = time.perf_counter()
         attributes = {"event": event.value, "source": source}
+        group_id = str(notification.element_id)
         try:
             async with asyncio.timeout(self.timeout_seconds):
-                message_id = await self.transport.send(body, attributes, group_id=str(notification.element_id))
+                try:
+                    message_id = await self.transport.send(body, attributes, group_id=group_id)
+                except MessageTooLarge as too_large:
+                    # Kordiam would retry the same body and then drop the call. The worker fetches the element
+                    # from Kordiam anyway, so the id and the event are the notification; only the body's
+                    # modificationDate (which lets the worker skip a stale one unfetched) stays behind.
+                    metrics.BODIES_TRIMMED.inc()
+                    log.info(
+                        "ingress_body_trimmed",
+                        element_id=notification.element_id,
+                        size=too_large.size,
+                        limit=too_large.limit,
+                    )
+                    compact, _ = resync_notification(notification.element_id, source=source, event=event.value)
+                    trimmed = attributes | {TRIMMED_ATTRIBUTE: str(too_large.size)}
+                    message_id = await self.transport.send(compact, trimmed, group_id=group_id)
         except Exception as error:  # any failure of the queue is the same answer: not taken, try again
             self.healthy = False
             metrics.QUEUE_UNAVAILABLE.inc()

@@ -16,3 +16,7 @@ UNMAPPED = Counter(
     "bridge_ingress_unmapped", "PUT/DELETE calls whose id maps to no Kordiam element (nothing enqueued)", ["receiver"]
 )
 RATE_LIMITED = Counter("bridge_ingress_rate_limited", "Calls answered 429 by the per-client rate limit")
+BODIES_TRIMMED = Counter(
+    "bridge_ingress_bodies_trimmed",
+    "Element calls whose body was larger than the queue takes, enqueued as the element id and event only",
+)

@@ -12,10 +12,11 @@ from bridge.queue.sqs import SqsTransport
 from bridge.queue.sqs_admin import SqsQueueAdmin
 from bridge.queue.stomp import StompTransport
 from bridge.queue.stomp_admin import StompQueueAdmin
-from bridge.queue.transport import QueueAdmin, QueueInfo, QueueMessage, RedriveRequest, Transport
+from bridge.queue.transport import MessageTooLarge, QueueAdmin, QueueInfo, QueueMessage, RedriveRequest, Transport
 
 __all__ = [
     "DeadLetterContext",
+    "MessageTooLarge",
     "QueueAdmin",
     "QueueInfo",
     "QueueMessage",

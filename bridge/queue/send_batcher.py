@@ -13,7 +13,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-# SQS: at most 10 entries, and 256 KiB of bodies and attributes, in one SendMessageBatch.
+# At most 10 entries (SQS's limit) and 256 KiB of bodies and attributes (SQS's older batch limit, still the safe
+# size for every endpoint and emulator) in one SendMessageBatch; a larger entry goes alone.
 MAX_ENTRIES = 10
 MAX_BATCH_BYTES = 256 * 1024
 
@@ -59,7 +60,7 @@ class SendBatcher:
     async def send(self, entry: dict[str, Any]) -> str:
         """Send one entry (``MessageBody``, ``MessageAttributes``, FIFO ids; no ``Id``); its message id."""
         loop = asyncio.get_running_loop()
-        pending = _Pending(entry, _size(entry), loop.create_future())
+        pending = _Pending(entry, entry_size(entry), loop.create_future())
         self._waiting.append(pending)
         if not self._flush_scheduled:
             self._flush_scheduled = True
@@ -137,8 +138,9 @@ def _abandon(task: asyncio.Task[None], batch: list[_Pending], _: asyncio.Future[
         task.cancel()
 
 
-def _size(entry: dict[str, Any]) -> int:
-    """What SQS counts against the batch limit: the body and the attributes' names, types and values."""
+def entry_size(entry: dict[str, Any]) -> int:
+    """What SQS counts against its limits (the message's and the batch's): the body and the attributes' names,
+    types and values."""
     attributes = entry.get("MessageAttributes", {})
     size = len(entry["MessageBody"].encode())
     for name, value in attributes.items():

@@ -28,10 +28,11 @@ from botocore.exceptions import BotoCoreError, ClientError
 from bridge.config import QueueSettings, is_fifo_url
 from bridge.errors import ConfigError
 from bridge.queue.dead_letter import DeadLetterContext, dead_letter_attributes
-from bridge.queue.send_batcher import SendBatcher
+from bridge.queue.send_batcher import SendBatcher, entry_size
 from bridge.queue.transport import (
     DEFAULT_MAX_RECEIVE_COUNT,
     MAX_BATCH,
+    MessageTooLarge,
     QueueInfo,
     QueueMessage,
 )
@@ -41,6 +42,8 @@ log = structlog.get_logger("bridge.queue")
 # SQS allows 10 message attributes; the failure context takes these, the original attributes get the rest.
 MAX_ATTRIBUTES = 10
 MAX_ATTRIBUTE_VALUE = 1024
+# The smallest MaximumMessageSize a queue can have: a message up to this size needs no look at the queue's own.
+SMALLEST_MESSAGE_LIMIT = 1024
 # How much longer than its wait an abandoned long poll may run on the server (request and answer in transit).
 ABANDONED_POLL_MARGIN_SECONDS = 1.0
 
@@ -75,6 +78,8 @@ class SqsTransport:
         self.url = settings.url
         self.dlq_url: str | None = settings.dlq_url
         self._sends = SendBatcher(self._send_batch)
+        # The queue's MaximumMessageSize, read at the first send that could exceed it.
+        self._message_limit: int | None = None
         # Long polls cancelled here (and in the operator commands on this transport's client) still running on SQS.
         self.abandoned_polls = AbandonedPolls()
 
@@ -256,7 +261,17 @@ class SqsTransport:
         if self.settings.is_fifo:
             entry["MessageGroupId"] = group_id or "default"
             entry["MessageDeduplicationId"] = f"{group_id}-{time.time_ns()}"
+        size = entry_size(entry)
+        if size > SMALLEST_MESSAGE_LIMIT and size > (limit := await self._max_message_size()):
+            # Refused before sending: SQS would fail the whole SendMessageBatch call, as if it were unavailable.
+            raise MessageTooLarge(size, limit)
         return await self._sends.send(entry)
+
+    async def _max_message_size(self) -> int:
+        if self._message_limit is None:
+            response = await self._client.get_queue_attributes(QueueUrl=self.url, AttributeNames=["MaximumMessageSize"])
+            self._message_limit = int(response["Attributes"]["MaximumMessageSize"])
+        return self._message_limit
 
     async def _send_batch(self, entries: list[dict[str, Any]]) -> dict[str, Any]:
         return dict(await self._client.send_message_batch(QueueUrl=self.url, Entries=entries))

@@ -145,8 +145,20 @@ class Transport(Protocol):
         ...
 
     async def send(self, body: str, attributes: dict[str, str] | None = None, *, group_id: str | None = None) -> str:
-        """Send one message to the main queue (the sweep, ``replay``); returns an id for the logs."""
+        """Send one message to the main queue (the sweep, ``replay``, the ingress); returns an id for the logs.
+        Raises ``MessageTooLarge``, having sent nothing, when the body and attributes are more than the queue
+        takes."""
         ...
+
+
+class MessageTooLarge(Exception):
+    """The message is larger than the queue takes (SQS: the queue's ``MaximumMessageSize``, 1 KiB to 1 MiB, body
+    and attributes counted); ``Transport.send`` refused it before sending. Sending it again will not help."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"{size} bytes, more than the {limit} the queue takes")
+        self.size = size
+        self.limit = limit
 
 
 # ------------------------------------------------------------------------------------------ the operator side

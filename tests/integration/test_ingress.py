@@ -36,6 +36,7 @@ from tests.support import (
     queue_depth,
     queue_settled,
     running_worker,
+    sqs_client,
     story,
     worker_settings,
     write_config,
@@ -120,6 +121,40 @@ async def test_webhooks_reach_the_channels_and_feedback_links_the_element(
         await eventually(lambda: queue_settled(sqs_endpoint.url, queues[0]), what="the queue to settle")
     assert channel_log.duplicates() == 0
     assert channel_log.deletes[("web", element_id, web_pub)] == 1
+
+
+@pytest.mark.localstack
+async def test_an_element_larger_than_the_queue_takes_still_reaches_the_channels(
+    sqs_endpoint: SqsEndpoint,
+    queues: tuple[str, str],
+    quiet_simulator: RunningSimulator,
+    kordiam: SimulatorAdmin,
+    tmp_path: Path,
+) -> None:
+    # A queue whose MaximumMessageSize is 256 KiB (SQS's old maximum, still a common setting); a long story is more
+    # than that. The ingress answered such a call 503 until Kordiam gave up on it.
+    sqs_client(sqs_endpoint.url).set_queue_attributes(QueueUrl=queues[0], Attributes={"MaximumMessageSize": "262144"})
+    settings = worker_settings(
+        queue=queues[0], endpoint=sqs_endpoint.url, kordiam=quiet_simulator.base_url, workdir=tmp_path
+    )
+    async with running_ingress(settings) as ingress, running_worker(settings), httpx.AsyncClient() as http:
+        long_story = story("Budget in full")
+        long_story["tasks"][0]["content"]["text"] = "<p>" + "Line after line of the budget. " * 10_000 + "</p>"
+        element = await kordiam.create(long_story)
+        body = json.dumps(element)
+        assert len(body) > 262_144
+        created = await http.post(f"{ingress}/kordiam/element", content=body, headers=AUTH)
+        assert created.status_code == 201
+        assert created.json() == {"id": element["id"]}
+
+        async def linked() -> bool:
+            return "externalElement" in await kordiam.get(element["id"])
+
+        await eventually(linked, what="the worker's feedback linking the element")
+        linked_id = (await kordiam.get(element["id"]))["externalElement"]["externalId"]
+        assert (tmp_path / "web" / f"{linked_id}.html").exists()
+        assert (await http.get(f"{ingress}/readyz")).status_code == 200
+        await eventually(lambda: queue_settled(sqs_endpoint.url, queues[0]), what="the queue to settle")
 
 
 async def test_queue_down_answers_503_then_recovers(tmp_path: Path) -> None:

@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 
-from bridge.config import QueueSettings
+from bridge.config import DEFAULT_MAX_BODY_BYTES, QueueSettings
 from bridge.queue import RedriveRequest, check_redrive, open_queue_admin, open_transport
 from bridge.queue.dead_letter import DeadLetterContext
-from bridge.queue.transport import MAX_BATCH, NoProgress, OutgoingMessage, QueueMessage, Transport
-from tests.support import REGION, SqsEndpoint, make_queues, stomp_settings
+from bridge.queue.transport import MAX_BATCH, MessageTooLarge, NoProgress, OutgoingMessage, QueueMessage, Transport
+from tests.support import REGION, SqsEndpoint, make_queues, sqs_client, stomp_settings
 
 pytestmark = [pytest.mark.integration]
 
@@ -92,6 +92,34 @@ async def test_a_sent_message_arrives_with_its_attributes_and_is_gone_once_compl
         assert message.receive_count == 1 and message.message_id
         assert message.sent_at is not None and message.age is not None
         assert await transport.complete([message]) == []
+    assert await nothing_left(queue.open)
+
+
+async def test_a_message_larger_than_the_queue_takes_is_refused_before_sending_or_arrives_whole(
+    queue: Queue,
+) -> None:
+    # As large as the ingress takes by default: SQS refuses it (1 MiB at most), ActiveMQ carries it.
+    body = json.dumps({"id": 9, "note": "x" * (DEFAULT_MAX_BODY_BYTES - 100)})
+    async with queue.open() as transport:
+        if queue.kind == "sqs":
+            with pytest.raises(MessageTooLarge) as refused:
+                await transport.send(body, {"event": "updated"})
+            assert refused.value.limit == 1_048_576 and refused.value.size > refused.value.limit
+            # The queue's own limit, not a constant: a queue kept at the old default refuses less.
+            sqs_client(str(queue.settings.endpoint_url)).set_queue_attributes(
+                QueueUrl=transport.url, Attributes={"MaximumMessageSize": "262144"}
+            )
+            async with queue.open() as fresh:
+                with pytest.raises(MessageTooLarge) as refused:
+                    await fresh.send(body[:300_000], {"event": "updated"})
+                assert refused.value.limit == 262_144
+                await fresh.send(body[:200_000] + '"}', {"event": "updated"})
+                (message,) = await receive_all(fresh, 1, complete=True)
+                assert len(message.body) == 200_002
+        else:
+            await transport.send(body, {"event": "updated"})
+            (message,) = await receive_all(transport, 1, complete=True)
+            assert message.body == body
     assert await nothing_left(queue.open)
 
 

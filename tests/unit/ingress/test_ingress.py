@@ -20,9 +20,11 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
 
 from bridge.config import DEFAULT_MAX_BODY_BYTES, IngressSettings
+from bridge.ingress import metrics
 from bridge.ingress.app import RateLimiter, build_app, client_address
 from bridge.ingress.auth import TokenIssuer
 from bridge.pipeline.notification import decode_notification
+from bridge.queue import MessageTooLarge
 from bridge.state import Delivery, SqliteStateStore
 
 FIXTURES = Path(__file__).parents[2] / "fixtures"
@@ -37,11 +39,13 @@ def fixture(name: str) -> bytes:
 
 @dataclass
 class RecordingTransport:
-    """Records sends; ``down`` makes every send fail as an unreachable queue does."""
+    """Records sends; ``down`` makes every send fail as an unreachable queue does; a body over
+    ``max_message_bytes`` is refused as ``Transport.send`` promises."""
 
     url: str = "https://sqs.test/queue"
     dlq_url: str | None = None
     down: bool = False
+    max_message_bytes: int | None = None
     sent: list[tuple[str, dict[str, str], str | None]] = field(default_factory=list)
 
     def connected(self) -> bool:
@@ -50,6 +54,8 @@ class RecordingTransport:
     async def send(self, body: str, attributes: dict[str, str] | None = None, *, group_id: str | None = None) -> str:
         if self.down:
             raise ConnectionError("queue unreachable")
+        if self.max_message_bytes is not None and len(body.encode()) > self.max_message_bytes:
+            raise MessageTooLarge(len(body.encode()), self.max_message_bytes)
         self.sent.append((body, dict(attributes or {}), group_id))
         return f"m-{len(self.sent)}"
 
@@ -506,6 +512,29 @@ async def test_a_large_element_fits_the_default_limit_and_a_larger_body_gets_413
     response = await small.post("/kordiam/element", data=large, headers=bearer())
     assert response.status == 413
     assert small_transport.sent == []
+
+
+async def test_a_body_larger_than_the_queue_takes_is_enqueued_as_the_id_and_event(ingress: Factory) -> None:
+    # SQS takes 1 MiB at most (a queue may be set lower); the ingress takes up to max_body_bytes. Kordiam would
+    # retry a 503 a few times and drop the call, so the notification goes without the body the worker never needs.
+    large = json.dumps(large_element())
+    client, transport = await ingress()
+    transport.max_message_bytes = 256 * 1024
+    trimmed_before = metrics.BODIES_TRIMMED._value.get()
+    response = await client.post("/kordiam/element", data=large.encode(), headers=bearer())
+    assert response.status == 201
+    assert await response.json() == {"id": 1}
+    [(body, attributes, group_id)] = transport.sent
+    assert json.loads(body) == {"id": 1, "event": "created"}
+    assert attributes == {"event": "created", "source": "ingress-global-export", "trimmed_body_bytes": str(len(large))}
+    assert group_id == "1"
+    assert decode_notification(body, attributes).element_id == 1
+    assert metrics.BODIES_TRIMMED._value.get() == trimmed_before + 1
+    assert (await client.get("/readyz")).status == 200
+    # A body the queue takes goes as it came.
+    small = fixture("seed001_create.json")
+    assert (await client.post("/kordiam/element", data=small, headers=bearer())).status == 201
+    assert transport.sent[1][0] == small.decode()
 
 
 async def test_queue_down_answers_503_and_readyz_says_so(ingress: Factory) -> None:
