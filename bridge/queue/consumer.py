@@ -369,13 +369,11 @@ class Consumer:
 
     async def _settle(self, message: QueueMessage, outcome: Outcome) -> asyncio.Future[None] | None:
         """Settle ``outcome``; for a delete, return the future its confirmation resolves."""
-        counter = self._outcome_counters.get(outcome.kind)
-        if counter is None:  # labelled once per kind: looking labels up takes a lock and builds a key
-            counter = self._outcome_counters[outcome.kind] = metrics.MESSAGE_OUTCOMES.labels(outcome.kind)
-        counter.inc()
         if isinstance(outcome, Done):
+            self._count(outcome.kind)
             return self._queue_delete(message)
         if isinstance(outcome, Retry):
+            self._count(outcome.kind)
             delay = queue_backoff(
                 message.receive_count,
                 base=self._settings.retry_base_seconds,
@@ -393,8 +391,10 @@ class Consumer:
             log.error(
                 "dead_letter_failed", outcome="retry", error=f"{type(error).__name__}: {error}", reason=outcome.reason
             )
+            self._count(Retry.kind)  # what happened to it: the metric and the log line agree
             await self._retry_later([message], queue_backoff(message.receive_count))
             return None
+        self._count(outcome.kind)
         log.error(
             "dead_lettered",
             outcome="dead_letter",
@@ -404,6 +404,12 @@ class Consumer:
             element_id=outcome.element_id,
         )
         return self._queue_delete(message)
+
+    def _count(self, kind: str) -> None:
+        counter = self._outcome_counters.get(kind)
+        if counter is None:  # labelled once per kind: looking labels up takes a lock and builds a key
+            counter = self._outcome_counters[kind] = metrics.MESSAGE_OUTCOMES.labels(kind)
+        counter.inc()
 
     def _queue_delete(self, message: QueueMessage) -> asyncio.Future[None]:
         # Still held (and heartbeated) until the delete is confirmed; its slot is free for the next message.

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from bridge.ops import metrics
 from bridge.queue.consumer import Consumer, ConsumerSettings
 from bridge.queue.gate import ReceiveGate
 from bridge.queue.outcome import DeadLetter, Done, Outcome, Retry
@@ -79,6 +80,31 @@ async def test_each_outcome_settles_explicitly() -> None:
     assert dead[poison.message_id].stage == "decode"
     assert dead[exhausted.message_id].stage == "web"
     assert dead[exhausted.message_id].reason == "gave up after 3 attempts: down"
+
+
+def outcome_count(kind: str) -> float:
+    return metrics.MESSAGE_OUTCOMES.labels(kind)._value.get()
+
+
+async def test_a_dead_letter_the_dlq_did_not_take_is_retried_and_counted_as_a_retry() -> None:
+    poison = message()
+    transport = FakeTransport([[poison]])
+
+    async def refuse(msg: QueueMessage, context: Any) -> None:
+        raise ConnectionError("DLQ unreachable")
+
+    transport.send_dead_letter = refuse  # type: ignore[method-assign]
+
+    async def handler(m: QueueMessage) -> Outcome:
+        return DeadLetter(stage="decode", reason="not JSON", error_class="PoisonMessage")
+
+    dead_before, retries_before = outcome_count("dead_letter"), outcome_count("retry")
+    consumer = Consumer(transport, handler, settings())
+    await run_until(consumer, lambda: transport.visibility)
+    assert transport.deleted == [] and transport.visibility[0][0] == poison.message_id
+    # An alert on dead letters must not fire for a message that is still on the main queue.
+    assert outcome_count("dead_letter") == dead_before
+    assert outcome_count("retry") == retries_before + 1
 
 
 async def test_a_crashing_handler_retries_instead_of_losing_the_message() -> None:
