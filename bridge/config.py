@@ -396,8 +396,9 @@ class HeadersOptions(Section):
 # The ``auth`` table is the credential model set above, read from the receiving side: the values are what Kordiam
 # must present. Secrets may come from the environment (``BRIDGE_INGRESS__GLOBAL_EXPORT__AUTH__TOKEN=…``).
 
-# A large Kordiam element (tests/unit/test_ingress.py builds one: 50 tasks each carrying a 20,000-character article
-# as content, 30 publications, custom fields everywhere) is about 1.1 MB of JSON; 4 MiB leaves room.
+# A large Kordiam element (tests/unit/ingress/test_ingress.py builds one: 50 tasks each carrying a 20,000-character
+# article as content, 30 publications, custom fields everywhere) is about 1.1 MB of JSON; 4 MiB leaves room. A body
+# larger than the queue takes is enqueued without it (bridge.ingress.common.Enqueuer).
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
 
 

@@ -1,4 +1,5 @@
-"""Bounded exponential back-off with full jitter, shared by every outbound client."""
+"""Bounded exponential back-off with jitter (each delay drawn between half and all of its ceiling), shared by every
+outbound client."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ class RetryPolicy:
     total_seconds: float = 20.0
 
     def backoff(self, attempt: int) -> float:
-        """Delay before retry number ``attempt`` (1-based): full jitter over an exponential ceiling."""
+        """Delay before retry number ``attempt`` (1-based): between half and all of an exponential ceiling."""
         ceiling = min(self.max_delay, self.base_delay * (2 ** (attempt - 1)))
         return random.uniform(ceiling / 2, ceiling)
 
