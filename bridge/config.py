@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import ssl
 import tomllib
 import types
 from collections.abc import Callable, Mapping, Sequence
@@ -34,6 +35,7 @@ from pydantic import (
     model_validator,
 )
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings.exceptions import SettingsError
 
 from bridge.errors import ConfigError
 
@@ -178,6 +180,17 @@ class QueueSettings(Section):
         except ValueError:
             raise ValueError("must be an SQS queue URL (https://…) or stomp://HOST:PORT/queue/NAME") from None
 
+    @field_validator("ca_file")
+    @classmethod
+    def _ca_file(cls, value: Path | None) -> Path | None:
+        # Read now, so that a wrong file is a line naming the key, not an SSLError when the worker connects.
+        if value is not None:
+            try:
+                ssl.create_default_context(cafile=str(value))
+            except (ssl.SSLError, OSError, ValueError) as error:
+                raise ValueError(f"{value} is not a PEM file of CA certificates ({error})") from None
+        return value
+
     @field_validator("endpoint_url")
     @classmethod
     def _endpoint(cls, value: str | None) -> str | None:
@@ -193,6 +206,9 @@ class QueueSettings(Section):
         if not stomp:
             if self.dlq_url is not None and urlparse(self.dlq_url).scheme in STOMP_SCHEMES:
                 raise ValueError("dlq_url: must be an SQS queue URL, like queue.url")
+            # A dead letter sent to the queue it came from comes straight back: a poison message would loop.
+            if self.dlq_url is not None and _queue_path(self.dlq_url) == _queue_path(self.url):
+                raise ValueError("dlq_url: must name another queue than queue.url")
             return self
         if self.dlq_url is None:
             raise ValueError("dlq_url: is required for a stomp:// queue (the bridge never drops a message)")
@@ -592,6 +608,11 @@ def _channels_from_environment(data: dict[str, Any]) -> bool:
     return True
 
 
+def _queue_path(url: str) -> str:
+    """An SQS queue URL's account and name (the host differs between endpoints naming the same queue)."""
+    return urlparse(url).path.rstrip("/")
+
+
 def channel_variable(name: str, key: str) -> str:
     """The variable that sets ``key`` (``auth.token``) of the channel called ``name``."""
     return CHANNEL_ENV_PREFIX + re.sub(r"[^A-Z0-9]", "_", name.upper()) + "__" + key.replace(".", "__").upper()
@@ -702,6 +723,8 @@ def load_settings(
             raise ConfigError(origin, f"{file} is a directory, not a file") from None
         except tomllib.TOMLDecodeError as error:
             raise ConfigError(str(file), f"not valid TOML: {error}") from None
+        except UnicodeDecodeError as error:
+            raise ConfigError(str(file), f"not UTF-8 (byte {error.start}); TOML files are UTF-8") from None
         except OSError as error:
             raise ConfigError(str(file), f"cannot be read: {error.strerror}") from None
     data.update(overrides or {})
@@ -721,6 +744,11 @@ def load_settings(
         settings = model(**wanted)
     except ValidationError as error:
         problems.extend(validation_problems(error, model))
+    except SettingsError as error:
+        # A whole section from one variable (BRIDGE_QUEUE='{…}') that does not parse as JSON.
+        found = re.search(r'field "(\w+)"', str(error))
+        section = found.group(1) if found else "a section"
+        raise ConfigError(f"{ENV_PREFIX}{section.upper()}", "is not a JSON table of the section's keys") from None
     if check_channel is not None and "channels" in model.model_fields:
         channels = (
             list(enumerate(settings.channels)) if isinstance(settings, StatusSettings) else _parsed_channels(wanted)
@@ -740,8 +768,9 @@ def _setting_variables() -> dict[str, str]:
     for variable in os.environ:
         upper = variable.upper()
         section, _, key = upper.removeprefix(ENV_PREFIX).partition("__")
-        if upper.startswith(ENV_PREFIX) and section.lower() in sections and key:
-            found[f"{section.lower()}.{key.lower()}"] = variable
+        if upper.startswith(ENV_PREFIX) and section.lower() in sections:
+            # BRIDGE_QUEUE='{…}' sets the whole section.
+            found[f"{section.lower()}.{key.lower()}" if key else section.lower()] = variable
     return found
 
 
@@ -768,8 +797,10 @@ def _warn_unused_variables() -> None:
             continue
         section, _, key = upper.removeprefix(ENV_PREFIX).partition("__")
         model = sections.get(section.lower())
-        if model is None or not key:
+        if model is None:
             reason = f"no section {section.lower()!r} (sections: {', '.join(sections)})"
+        elif not key:
+            continue  # BRIDGE_QUEUE='{…}': the whole section
         elif key.lower().partition("__")[0] not in model.model_fields:  # a nested key names its table first
             reason = f"[{section.lower()}] has no key {key.lower()!r}"
         else:

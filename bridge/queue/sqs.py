@@ -147,7 +147,24 @@ class SqsTransport:
             *_, account, name = target.split(":")
             found = await self._client.get_queue_url(QueueName=name, QueueOwnerAWSAccountId=account)
             self.dlq_url = str(found["QueueUrl"])
+        else:
+            await self._check_dead_letter_queue(self.dlq_url)
         return QueueInfo(self.dlq_url, max_receive, has_redrive=bool(policy))
+
+    async def _check_dead_letter_queue(self, url: str) -> None:
+        """A configured ``queue.dlq_url`` must exist and be another queue: otherwise the first poison message
+        would fail its dead-letter copy on every receive (or come straight back), found only then."""
+        try:
+            main = await self._client.get_queue_attributes(QueueUrl=self.url, AttributeNames=["QueueArn"])
+            dead = await self._client.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
+        except ClientError as error:
+            code = error.response.get("Error", {}).get("Code", "")
+            raise ConfigError("queue.dlq_url", f"queue {url} is not usable: {code or error}") from None
+        except BotoCoreError as error:
+            raise ConfigError("queue.endpoint_url", f"cannot reach SQS: {error}") from None
+        arn = dead.get("Attributes", {}).get("QueueArn")
+        if arn is not None and arn == main.get("Attributes", {}).get("QueueArn"):
+            raise ConfigError("queue.dlq_url", "names the main queue itself; it must be another queue")
 
     async def receive(self, max_messages: int, wait_time: int) -> list[QueueMessage]:
         started = time.monotonic()

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from bridge.config import DEFAULT_MAX_BODY_BYTES, QueueSettings
+from bridge.errors import ConfigError
 from bridge.queue import RedriveRequest, check_redrive, open_queue_admin, open_transport
 from bridge.queue.dead_letter import DeadLetterContext
 from bridge.queue.transport import MAX_BATCH, MessageTooLarge, NoProgress, OutgoingMessage, QueueMessage, Transport
@@ -358,3 +359,16 @@ def test_redrive_arguments_a_backend_cannot_honour_are_refused_before_connecting
     with pytest.raises(ValueError, match="move task"):
         check_redrive(queue.settings, RedriveRequest(element_of, wanted=lambda _: True, native=True))
     check_redrive(queue.settings, RedriveRequest(element_of, limit=5, wanted=lambda _: True, native=False))
+
+
+async def test_an_sqs_dead_letter_queue_that_does_not_exist_stops_the_start(sqs_endpoint: SqsEndpoint) -> None:
+    # Found only at the first poison message otherwise: its copy failed on every receive.
+    url, dlq = make_queues(sqs_endpoint.url, f"c-{uuid.uuid4().hex[:12]}", max_receive_count=5)
+    common: dict[str, Any] = {"endpoint_url": sqs_endpoint.url, "region": REGION, "wait_time_seconds": 1}
+    missing = dlq.rsplit("/", 1)[0] + "/no-such-dlq"
+    async with open_transport(QueueSettings(url=url, dlq_url=missing, **common)) as transport:
+        with pytest.raises(ConfigError) as raised:
+            await transport.describe()
+    assert raised.value.key == "queue.dlq_url" and "is not usable" in raised.value.problem
+    async with open_transport(QueueSettings(url=url, dlq_url=dlq, **common)) as transport:
+        assert (await transport.describe()).dlq_url == dlq

@@ -399,6 +399,35 @@ def test_a_stomp_queue_loads_with_its_own_keys(tmp_path: Path, capsys: pytest.Ca
     assert "mq-s3cret" not in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("dlq", ["http://127.0.0.1:4566/000000000000/kordiam", "https://sqs.x/000000000000/kordiam/"])
+def test_an_sqs_dead_letter_queue_must_be_another_queue(tmp_path: Path, dlq: str) -> None:
+    # A dead letter sent back to its own queue is received again at once: a poison message looped at full speed.
+    config = VALID.replace(
+        'endpoint_url = "http://127.0.0.1:4566"\n', f'endpoint_url = "http://127.0.0.1:4566"\ndlq_url = "{dlq}"\n'
+    )
+    with pytest.raises(ConfigError) as raised:
+        load_settings(write(tmp_path, config))
+    assert (raised.value.key, raised.value.problem) == ("queue.dlq_url", "must name another queue than queue.url")
+
+
+def test_a_config_file_that_is_not_utf8_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.toml"
+    path.write_bytes("# M\u00fcnchen desk\n".encode("latin-1") + VALID.encode())
+    with pytest.raises(ConfigError) as raised:
+        load_settings(path)
+    assert raised.value.key == str(path) and "not UTF-8" in raised.value.problem
+
+
+@pytest.mark.parametrize("value", ["notjson", "{bad", "[1, 2]"])
+def test_a_whole_section_from_a_variable_that_is_not_a_json_table_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("BRIDGE_QUEUE", value)
+    with pytest.raises(ConfigError) as raised:
+        load_settings(write(tmp_path, VALID))
+    assert raised.value.key.startswith("BRIDGE_QUEUE"), raised.value
+
+
 @pytest.mark.parametrize(
     ("change", "key", "problem"),
     [
@@ -420,7 +449,11 @@ def test_stomp_errors_name_the_key(tmp_path: Path, change: tuple[str, str], key:
 
 
 def test_activemq_keys_are_refused_for_an_sqs_queue(tmp_path: Path) -> None:
-    for key, value in (("username", '"acme"'), ("password", '"x"'), ("ca_file", '"/etc/hosts"')):
+    for key, value in (
+        ("username", '"acme"'),
+        ("password", '"x"'),
+        ("ca_file", '"/etc/ssl/certs/ca-certificates.crt"'),
+    ):
         with pytest.raises(ConfigError) as raised:
             load_settings(write(tmp_path, VALID.replace("[queue]\n", f"[queue]\n{key} = {value}\n")))
         assert raised.value.key == f"queue.{key}" and "ActiveMQ" in raised.value.problem
@@ -455,3 +488,21 @@ def test_read_ahead_defaults_to_16_per_slot_up_to_512(tmp_path: Path, concurrenc
 def test_read_ahead_set_is_kept_whatever_the_concurrency(tmp_path: Path) -> None:
     text = VALID.replace("[queue]\n", "[queue]\nconcurrency = 1\nread_ahead = 0\n")
     assert load_settings(write(tmp_path, text)).queue.read_ahead == 0
+
+
+def test_a_ca_file_that_holds_no_certificate_is_one_line(tmp_path: Path) -> None:
+    not_pem = tmp_path / "ca.pem"
+    not_pem.write_text("[queue]\nurl = 'x'\n")
+    config = STOMP.replace("[queue]\n", f'[queue]\nca_file = "{not_pem}"\n', 1)
+    with pytest.raises(ConfigError) as raised:
+        load_settings(write(tmp_path, config))
+    assert raised.value.key == "queue.ca_file" and "is not a PEM file of CA certificates" in raised.value.problem
+
+
+def test_an_empty_folder_path_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # An empty template variable must not turn into "." (the worker's working directory).
+    monkeypatch.setenv("BRIDGE_CHANNELS__PRINT__PATH", "")
+    with pytest.raises(ConfigError) as raised:
+        load_settings(write(tmp_path, VALID), check_channel=channel_problems)
+    assert raised.value.key == "BRIDGE_CHANNELS__PRINT__PATH (channels[1].path)"
+    assert raised.value.problem == "must not be empty"
