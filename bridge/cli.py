@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 
 EXIT_CONFIG = 2
 EXIT_INTERRUPTED = 130
+# 128 + SIGPIPE, what a shell reports for a writer whose reader went away.
+EXIT_BROKEN_PIPE = 141
 T = TypeVar("T")
 # Kordiam element ids are positive 64-bit integers (the state stores keep them as SQLite INTEGER / DynamoDB N).
 MAX_ELEMENT_ID = 2**63 - 1
@@ -84,6 +86,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (KeyboardInterrupt, asyncio.CancelledError):
         print("kordiam-bridge: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader of stdout went away (`dlq list --json | head`): nothing more to say to it. Python's own flush
+        # at exit would raise again, so stdout goes to /dev/null first.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     return result
 
 

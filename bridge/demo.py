@@ -27,6 +27,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from bridge.config import Settings
+from bridge.errors import ConfigError
 from bridge.ops.logging import configure_logging
 from bridge.simulator import RunningSimulator, SimulatorSettings
 from bridge.simulator.webhooks import WebhookAuth
@@ -92,14 +93,7 @@ def run_demo(workdir: Path, *, webhooks: bool = False) -> int:
         print(MISSING_MOTO, file=sys.stderr)
         return EXIT_MISSING_EXTRA
     console = Console()
-    workdir = workdir.resolve()
-    for generated in ("website", "print", "state.db", "state.db-wal", "state.db-shm", "worker.log"):
-        target = workdir / generated
-        if target.is_dir():
-            shutil.rmtree(target)
-        else:
-            target.unlink(missing_ok=True)
-    workdir.mkdir(parents=True, exist_ok=True)
+    workdir = _fresh_workdir(workdir.resolve())
     log_file = workdir / "worker.log"
 
     # moto's server logs every request through werkzeug; the demo shows its own progress instead.
@@ -154,6 +148,35 @@ def _create_queues(endpoint: str) -> str:
     arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     redrive = json.dumps({"deadLetterTargetArn": arn, "maxReceiveCount": "5"})
     return str(sqs.create_queue(QueueName="kordiam-demo", Attributes={"RedrivePolicy": redrive})["QueueUrl"])
+
+
+# What a demo run leaves in its --workdir, removed by the next run; nothing else there is ever touched.
+GENERATED = ("website", "print", "state.db", "state.db-wal", "state.db-shm", "worker.log")
+
+
+def _fresh_workdir(workdir: Path) -> Path:
+    """``workdir`` emptied of an earlier run's output; ``ConfigError`` if it is not a directory, cannot be made, or
+    holds anything else (``--workdir ~/site`` must never remove someone's ``website`` folder)."""
+    if workdir.exists() and not workdir.is_dir():
+        raise ConfigError("--workdir", f"{workdir} is not a directory")
+    if workdir.is_dir():
+        foreign = sorted(p.name for p in workdir.iterdir() if p.name not in GENERATED)
+        if foreign:
+            shown = ", ".join(foreign[:3]) + (", …" if len(foreign) > 3 else "")
+            raise ConfigError(
+                "--workdir", f"{workdir} holds files the demo did not make ({shown}); give a new or empty directory"
+            )
+    try:
+        for generated in GENERATED:
+            target = workdir / generated
+            if target.is_dir():
+                shutil.rmtree(target)
+            else:
+                target.unlink(missing_ok=True)
+        workdir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError("--workdir", f"cannot use {workdir}: {error.strerror or error}") from None
+    return workdir
 
 
 def _settings(queue_url: str, endpoint: str, kordiam: str, workdir: Path) -> Settings:

@@ -28,6 +28,14 @@ class FolderOptions(BaseModel):
 
     path: Path
 
+    @field_validator("path", mode="before")
+    @classmethod
+    def _given(cls, value: object) -> object:
+        # Path("") is ".": an empty template variable would have the worker write into its working directory.
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("must not be empty")
+        return value
+
     @field_validator("path")
     @classmethod
     def _usable(cls, value: Path) -> Path:

@@ -8,6 +8,8 @@ once with that id, the route and the status; an unexpected error answers 500 wit
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
 import re
 import secrets
 import time
@@ -20,6 +22,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from bridge.config import ApiKeyCheck, IngressCommandSettings, IngressSettings
+from bridge.errors import ConfigError
 from bridge.ingress import metrics
 from bridge.ingress.auth import KeyExchange, TokenIssuer, credential_check
 from bridge.ingress.common import ENQUEUED, Enqueuer, log, problem
@@ -196,7 +199,13 @@ class IngressServer:
     async def start(self) -> None:
         self._runner = web.AppRunner(self._app, access_log=None, shutdown_timeout=10.0)
         await self._runner.setup()
-        await web.TCPSite(self._runner, self._host, self.port).start()
+        try:
+            await web.TCPSite(self._runner, self._host, self.port).start()
+        except OSError as error:
+            await self.stop()
+            key = "ingress.port" if error.errno == errno.EADDRINUSE else "ingress.host"
+            reason = os.strerror(error.errno).lower() if error.errno else str(error)
+            raise ConfigError(key, f"cannot listen on {self._host}:{self.port}: {reason}") from None
         addresses = self._runner.addresses
         if addresses:
             self.port = int(addresses[0][1])

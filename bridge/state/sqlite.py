@@ -188,6 +188,12 @@ class SqliteStateStore:
             db.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
             if busy_timeout_ms == 0:
                 db.execute("PRAGMA wal_autocheckpoint=0")  # checkpoints fsync: the thread runs them
+        except sqlite3.DatabaseError as error:
+            db.close()
+            if isinstance(error, sqlite3.OperationalError):
+                raise
+            # SQLITE_NOTADB and the like: state.url names some other file.
+            raise ConfigError("state.url", f"{self.path} is not a SQLite database: {error}") from None
         except BaseException:
             db.close()
             raise
@@ -316,7 +322,15 @@ class SqliteStateStore:
                 )
             for version in range(current + 1, SCHEMA_VERSION + 1):
                 for statement in filter(str.strip, MIGRATIONS[version].split(";")):
-                    db.execute(statement)
+                    try:
+                        db.execute(statement)
+                    except sqlite3.OperationalError as error:
+                        if _locked(error):
+                            raise
+                        # e.g. "table deliveries already exists": another application's database.
+                        raise ConfigError(
+                            "state.url", f"{self.path} is not a kordiam-bridge state database ({error})"
+                        ) from None
                 db.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
 
     async def deliveries(self, element_id: int) -> list[Delivery]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 
 import pytest
 
@@ -71,3 +73,23 @@ def test_the_simulator_on_a_taken_port_is_one_line_naming_it(capsys: pytest.Capt
     assert capsys.readouterr().err == (
         f"kordiam-bridge: configuration error: --port: cannot listen on 127.0.0.1:{port}: address already in use\n"
     )
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly() -> None:
+    # `kordiam-bridge dlq list --json | head -1`: the rest of the output has nowhere to go; no traceback.
+    script = (
+        "import sys\n"
+        "from bridge import cli\n"
+        "def flood(args):\n"
+        "    for _ in range(200_000):\n"
+        "        print('x' * 100)\n"
+        "    return 0\n"
+        "cli._check_config = flood\n"
+        "sys.exit(cli.main(['check-config', '--config', 'unused.toml']))\n"
+    )
+    writer = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert writer.stdout is not None and writer.stderr is not None
+    writer.stdout.readline()
+    writer.stdout.close()
+    assert writer.wait(timeout=60) == 141
+    assert writer.stderr.read() == b""

@@ -20,8 +20,9 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
 
 from bridge.config import DEFAULT_MAX_BODY_BYTES, IngressSettings
+from bridge.errors import ConfigError
 from bridge.ingress import metrics
-from bridge.ingress.app import RateLimiter, build_app, client_address
+from bridge.ingress.app import IngressServer, RateLimiter, build_app, client_address
 from bridge.ingress.auth import TokenIssuer
 from bridge.pipeline.notification import decode_notification
 from bridge.queue import MessageTooLarge
@@ -672,3 +673,17 @@ def test_webhook_auth_specs() -> None:
     assert WebhookAuth.parse(["header:A=1", "header:B=2"]) == WebhookAuth("headers", headers=(("A", "1"), ("B", "2")))
     with pytest.raises(ValueError, match="only header"):
         WebhookAuth.parse(["bearer:t", "bearer:u"])
+
+
+async def test_an_ingress_port_in_use_is_a_config_error_naming_it() -> None:
+    app, _ = build_app(settings(), RecordingTransport(), None, "web")  # type: ignore[arg-type]
+    taken = IngressServer(app, "127.0.0.1", 0)
+    await taken.start()
+    try:
+        second, _ = build_app(settings(), RecordingTransport(), None, "web")  # type: ignore[arg-type]
+        with pytest.raises(ConfigError) as raised:
+            await IngressServer(second, "127.0.0.1", taken.port).start()
+        assert raised.value.key == "ingress.port"
+        assert raised.value.problem == f"cannot listen on 127.0.0.1:{taken.port}: address already in use"
+    finally:
+        await taken.stop()

@@ -147,6 +147,24 @@ async def test_newer_schema_is_refused(tmp_path: Path) -> None:
     assert raised.value.key == "state.url" and "newer" in raised.value.problem
 
 
+async def test_a_state_url_naming_another_file_is_a_one_line_config_error(tmp_path: Path) -> None:
+    config = tmp_path / "bridge.toml"
+    config.write_text("[queue]\nurl = 'x'\n" * 50)  # state.url pointed at the config file by mistake
+    store = SqliteStateStore(config)
+    with pytest.raises(ConfigError) as raised:
+        await store.open()
+    await store.close()
+    assert raised.value.key == "state.url" and "is not a SQLite database" in raised.value.problem
+    other = tmp_path / "other-app.db"
+    with sqlite3.connect(other) as db:
+        db.execute("CREATE TABLE deliveries (id INTEGER)")
+    store = SqliteStateStore(other)
+    with pytest.raises(ConfigError) as raised:
+        await store.open()
+    await store.close()
+    assert raised.value.key == "state.url" and "not a kordiam-bridge state database" in raised.value.problem
+
+
 async def test_a_state_directory_that_does_not_exist_is_refused_unless_asked_for(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'tpyo' / 'state.db'}"
     with pytest.raises(ConfigError) as raised:
