@@ -7,7 +7,7 @@ import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import structlog
 from aiohttp import web
@@ -27,6 +27,8 @@ from bridge.queue import MessageTooLarge, Transport
 log = structlog.get_logger("bridge.ingress")
 
 JSON_TYPES = ("application/json",)
+# How long a failed send keeps the ingress not ready, and what a 503 tells the caller to wait.
+RECHECK_SECONDS = 10
 # On a message enqueued without the body the queue could not take: the body's size in bytes.
 TRIMMED_ATTRIBUTE = "trimmed_body_bytes"
 # What a call enqueued (element id, event, message id), for its one ``ingress_request`` log line.
@@ -50,12 +52,21 @@ class Enqueuer:
 
     transport: Transport
     timeout_seconds: float
-    healthy: bool = True
+    # Until when a failed send keeps /readyz at 503. It lapses by itself: nothing else would clear it if whatever
+    # reads /readyz (a load balancer) stopped sending the calls whose success clears it.
+    _failed_until: float = 0.0
+
+    @property
+    def healthy(self) -> bool:
+        """The queue took the last send, or the last failure is more than ``RECHECK_SECONDS`` old."""
+        return time.monotonic() >= self._failed_until
 
     async def enqueue(self, body: str, notification: Notification, event: Event, source: str) -> str:
         started = time.perf_counter()
         attributes = {"event": event.value, "source": source}
         group_id = str(notification.element_id)
+        if not self.transport.connected():  # known down (a broker restart): say so now, not after the timeout
+            self._unavailable(notification, "disconnected")
         try:
             async with asyncio.timeout(self.timeout_seconds):
                 try:
@@ -75,13 +86,16 @@ class Enqueuer:
                     trimmed = attributes | {TRIMMED_ATTRIBUTE: str(too_large.size)}
                     message_id = await self.transport.send(compact, trimmed, group_id=group_id)
         except Exception as error:  # any failure of the queue is the same answer: not taken, try again
-            self.healthy = False
-            metrics.QUEUE_UNAVAILABLE.inc()
-            log.warning("enqueue_failed", element_id=notification.element_id, error=type(error).__name__)
-            raise QueueUnavailable from error
-        self.healthy = True
+            self._unavailable(notification, type(error).__name__, error)
+        self._failed_until = 0.0
         metrics.ENQUEUE_SECONDS.observe(time.perf_counter() - started)
         return message_id
+
+    def _unavailable(self, notification: Notification, error: str, cause: BaseException | None = None) -> NoReturn:
+        self._failed_until = time.monotonic() + RECHECK_SECONDS
+        metrics.QUEUE_UNAVAILABLE.inc()
+        log.warning("enqueue_failed", element_id=notification.element_id, error=error)
+        raise QueueUnavailable from cause
 
 
 def authenticate(request: web.Request, check: CredentialCheck | KeyExchange, receiver: str) -> web.Response | None:
@@ -170,7 +184,9 @@ class ElementCalls:
         try:
             message_id = await self.enqueuer.enqueue(body, notification, event, self.source)
         except QueueUnavailable:
-            return problem(503, "queue unavailable, retry later")
+            answer = problem(503, "queue unavailable, retry later")
+            answer.headers["Retry-After"] = str(RECHECK_SECONDS)
+            return answer
         request[ENQUEUED] = {
             "element_id": notification.element_id,
             "webhook_event": event.value,

@@ -6,6 +6,7 @@ the real SQLite one.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
@@ -21,7 +22,7 @@ from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
 
 from bridge.config import DEFAULT_MAX_BODY_BYTES, IngressSettings
 from bridge.errors import ConfigError
-from bridge.ingress import metrics
+from bridge.ingress import common, metrics
 from bridge.ingress.app import IngressServer, RateLimiter, build_app, client_address
 from bridge.ingress.auth import TokenIssuer
 from bridge.pipeline.notification import decode_notification
@@ -46,13 +47,18 @@ class RecordingTransport:
     url: str = "https://sqs.test/queue"
     dlq_url: str | None = None
     down: bool = False
+    disconnected: bool = False
+    attempts: int = 0
     max_message_bytes: int | None = None
     sent: list[tuple[str, dict[str, str], str | None]] = field(default_factory=list)
 
     def connected(self) -> bool:
-        return True
+        return not self.disconnected
 
     async def send(self, body: str, attributes: dict[str, str] | None = None, *, group_id: str | None = None) -> str:
+        self.attempts += 1
+        if self.disconnected:
+            await asyncio.sleep(3600)  # a send on a lost connection waits for the reconnection
         if self.down:
             raise ConnectionError("queue unreachable")
         if self.max_message_bytes is not None and len(body.encode()) > self.max_message_bytes:
@@ -687,3 +693,27 @@ async def test_an_ingress_port_in_use_is_a_config_error_naming_it() -> None:
         assert raised.value.problem == f"cannot listen on 127.0.0.1:{taken.port}: address already in use"
     finally:
         await taken.stop()
+
+
+async def test_readiness_comes_back_by_itself_after_a_failed_send(
+    ingress: Factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A load balancer that routes by /readyz sends no call while it is 503: the call whose success would clear it.
+    monkeypatch.setattr(common, "RECHECK_SECONDS", 0.3)
+    client, transport = await ingress()
+    transport.down = True
+    response = await client.post("/kordiam/element", data=fixture("seed001_create.json"), headers=bearer())
+    assert response.status == 503 and response.headers["Retry-After"] == "0.3"
+    assert (await client.get("/readyz")).status == 503
+    transport.down = False
+    await asyncio.sleep(0.4)
+    assert (await client.get("/readyz")).status == 200
+
+
+async def test_a_call_while_the_broker_is_known_down_is_answered_at_once(ingress: Factory) -> None:
+    client, transport = await ingress()
+    transport.disconnected = True
+    response = await client.post("/kordiam/element", data=fixture("seed001_create.json"), headers=bearer())
+    assert response.status == 503 and response.headers["Retry-After"] == "10"
+    # Not sent into the lost connection to wait out the enqueue timeout (5 s) before the same answer.
+    assert transport.attempts == 0 and (await client.get("/readyz")).status == 503
