@@ -170,7 +170,9 @@ async def assemble(
                 settings.ops.port,
                 healthy=consumer.healthy,
                 ready=consumer.ready,
-                not_ready_reason=lambda: pipeline.gate.reason,
+                not_ready_reason=lambda: (
+                    pipeline.gate.reason or (None if transport.connected() else "queue connection lost; reconnecting")
+                ),
             )
             await ops.start()
             stack.push_async_callback(ops.stop)

@@ -129,7 +129,9 @@ async def test_broker_restart_mid_run_loses_nothing(
                     pytest.skip(f"the broker at {activemq} was not started by scripts/activemq.sh (ACTIVEMQ_HOME)")
                 down_at = time.monotonic()
                 await eventually(unhealthy, what="/healthz reporting the lost broker")
-                assert (await ops.get("/readyz")).status_code == 503
+                not_ready = await ops.get("/readyz")
+                assert not_ready.status_code == 503
+                assert not_ready.json()["reason"] == "queue connection lost; reconnecting"  # not "not started"
             finally:
                 await broker("start", activemq)
             await eventually(healthy, timeout=60, what="/healthz after the broker is back")
