@@ -214,11 +214,14 @@ class SqsQueueAdmin:
     async def _release(self, url: str, receipts: Iterable[str]) -> int:
         """Make held messages visible again at once, or once no receive abandoned on ``url`` can take them (the
         ``sqs`` module docstring); returns how many could not be released (they expire)."""
+        return await self._hide(url, receipts, self.transport.abandoned_polls.seconds_left(url))
+
+    async def _hide(self, url: str, receipts: Iterable[str], seconds: int) -> int:
+        """Set the held messages' visibility to ``seconds`` from now; returns how many failed."""
         handles = list(receipts)
         failed = 0
-        visibility = self.transport.abandoned_polls.seconds_left(url)
         for chunk in _chunks(handles):
-            entries = [{"Id": str(i), "ReceiptHandle": h, "VisibilityTimeout": visibility} for i, h in enumerate(chunk)]
+            entries = [{"Id": str(i), "ReceiptHandle": h, "VisibilityTimeout": seconds} for i, h in enumerate(chunk)]
             try:
                 response = await self.client.change_message_visibility_batch(QueueUrl=url, Entries=entries)
             except (ClientError, BotoCoreError) as error:
@@ -257,8 +260,14 @@ class SqsQueueAdmin:
         receipts: dict[str, str] = {}
         stale = 0
         stopped_early = False
+        held_at = time.monotonic()
         try:
             while len(seen) < limit:
+                if time.monotonic() - held_at > hold / 2:
+                    # A long scan (thousands of dead letters, a slow endpoint) would otherwise meet its first
+                    # messages again once their hold ran out, take them for the end of the queue and stop early.
+                    await self._hide(url, receipts.values(), hold)
+                    held_at = time.monotonic()
                 batch = await self._receive(url, limit - len(seen), hold)
                 if not batch:
                     break

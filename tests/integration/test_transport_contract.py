@@ -20,6 +20,7 @@ from bridge.config import DEFAULT_MAX_BODY_BYTES, QueueSettings
 from bridge.errors import ConfigError
 from bridge.queue import RedriveRequest, check_redrive, open_queue_admin, open_transport
 from bridge.queue.dead_letter import DeadLetterContext
+from bridge.queue.sqs_admin import SqsQueueAdmin
 from bridge.queue.transport import MAX_BATCH, MessageTooLarge, NoProgress, OutgoingMessage, QueueMessage, Transport
 from tests.support import REGION, SqsEndpoint, make_queues, sqs_client, stomp_settings
 
@@ -372,3 +373,37 @@ async def test_an_sqs_dead_letter_queue_that_does_not_exist_stops_the_start(sqs_
     assert raised.value.key == "queue.dlq_url" and "is not usable" in raised.value.problem
     async with open_transport(QueueSettings(url=url, dlq_url=dlq, **common)) as transport:
         assert (await transport.describe()).dlq_url == dlq
+
+
+class StallingProgress:
+    """A scan that stalls halfway for longer than the peek's hold (thousands of dead letters, a slow endpoint):
+    every message seen before the stall is visible again after it."""
+
+    def __init__(self) -> None:
+        self.seen = 0
+
+    def start(self, description: str, total: int | None) -> None: ...
+
+    def advance(self, amount: int = 1) -> None:
+        self.seen += amount
+        if self.seen == 40:
+            time.sleep(2.5)
+
+    def update(self, completed: int, total: int | None = None) -> None: ...
+
+
+async def test_an_sqs_peek_longer_than_its_hold_still_sees_every_message(sqs_endpoint: SqsEndpoint) -> None:
+    # Before, the first messages came back once their hold ran out; three receives of nothing new ended the scan
+    # as if the queue were done (`dlq show` said "not found" for dead letters that were there).
+    url, dlq = make_queues(sqs_endpoint.url, f"c-{uuid.uuid4().hex[:12]}", max_receive_count=5)
+    settings = QueueSettings(url=url, dlq_url=dlq, endpoint_url=sqs_endpoint.url, region=REGION, wait_time_seconds=1)
+    client = sqs_client(sqs_endpoint.url)
+    for start in range(0, 80, 10):
+        client.send_message_batch(
+            QueueUrl=dlq,
+            Entries=[{"Id": str(n), "MessageBody": f'{{"id": {n + 1}}}'} for n in range(start, start + 10)],
+        )
+    async with open_queue_admin(settings) as admin:
+        assert isinstance(admin, SqsQueueAdmin)
+        seen, more = await admin.peek(dlq, limit=200, progress=StallingProgress(), hold=1)
+    assert len({p.message.message_id for p in seen}) == 80 and not more
