@@ -96,9 +96,11 @@ def parse_stomp_url(value: str) -> StompAddress:
     if parsed.username or parsed.password:
         raise ValueError("must not hold credentials: set queue.username and queue.password")
     try:
-        port = parsed.port or STOMP_DEFAULT_PORT
+        port = STOMP_DEFAULT_PORT if parsed.port is None else parsed.port
     except ValueError:
-        raise ValueError("has a port that is not a number from 1 to 65535") from None
+        port = 0
+    if not 1 <= port <= 65535:
+        raise ValueError("has a port that is not a number from 1 to 65535")
     if not re.fullmatch(r"/queue/[A-Za-z0-9_.\-]+", parsed.path) or parsed.query or parsed.fragment:
         raise ValueError("must name one queue as its path: stomp://HOST:PORT/queue/NAME")
     return StompAddress(parsed.hostname, port, parsed.path, tls=parsed.scheme == "stomp+ssl")
@@ -198,6 +200,11 @@ class QueueSettings(Section):
 
     @model_validator(mode="after")
     def _one_kind_of_queue(self) -> QueueSettings:
+        if self.retry_base_seconds > self.retry_max_seconds:
+            raise ValueError(
+                f"retry_base_seconds: {self.retry_base_seconds:g} is more than retry_max_seconds "
+                f"({self.retry_max_seconds:g}), which caps every back-off"
+            )
         stomp = self.backend == "stomp"
         for key in STOMP_ONLY_KEYS if not stomp else SQS_ONLY_KEYS:
             if key in self.model_fields_set:

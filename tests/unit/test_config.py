@@ -439,6 +439,12 @@ def test_a_whole_section_from_a_variable_that_is_not_a_json_table_is_one_line(
         (('61613/queue/kordiam.acme"', '61613/topic/kordiam.acme"'), "queue.url", "/queue/NAME"),
         (('stomp://mq.example.org:61613/queue/kordiam.acme"', 'ftp://x/q"'), "queue.url", "stomp://HOST"),
         (("stomp://mq.example.org", "stomp://u:p@mq.example.org"), "queue.url", "must not hold credentials"),
+        ((':61613/queue/kordiam.acme"', ':0/queue/kordiam.acme"'), "queue.url", "from 1 to 65535"),
+        (
+            ("username", "retry_base_seconds = 1000\nretry_max_seconds = 10\nusername"),
+            "queue.retry_base_seconds",
+            "caps",
+        ),
     ],
 )
 def test_stomp_errors_name_the_key(tmp_path: Path, change: tuple[str, str], key: str, problem: str) -> None:
