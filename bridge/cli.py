@@ -125,7 +125,11 @@ def run_command(main: Callable[[asyncio.Event], Coroutine[Any, Any, T]], *, stop
             if stop.is_set():
                 force_exit()
             stop.set()
-            if not stops_on_interrupt:
+            if stops_on_interrupt:
+                # Said at once: the next safe point may be a while away (a connection still being made).
+                sys.stderr.write("kordiam-bridge: stopping at the next safe point (Ctrl-C again to exit at once)\n")
+                sys.stderr.flush()
+            else:
                 task.cancel()
 
         asyncio.get_running_loop().add_signal_handler(signal.SIGINT, interrupted)
@@ -304,13 +308,19 @@ def _progress(args: argparse.Namespace, console: Console | None = None) -> Itera
 def _replay(args: argparse.Namespace) -> int:
     from bridge.admin.rendering import render_replay
     from bridge.admin.replay import replay
+    from bridge.admin.results import INTERRUPTED
     from bridge.config import QueueCommandSettings, load_settings
 
     settings = load_settings(args.config, model=QueueCommandSettings)
     _log_format(settings.ops)
     with _progress(args) as progress:
-        result = run_command(lambda _: replay(settings.queue, args.element_ids, force=args.force, progress=progress))
+        result = run_command(
+            lambda stop: replay(settings.queue, args.element_ids, force=args.force, progress=progress, stop=stop),
+            stops_on_interrupt=True,
+        )
     _show(args, result, render_replay)
+    if any(element.error == INTERRUPTED for element in result.elements):
+        return EXIT_INTERRUPTED
     return 1 if result.failed else 0
 
 

@@ -15,7 +15,7 @@ from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
 
-from bridge.admin.results import DlqListing, DlqMessage, RedriveResult, ReplayResult
+from bridge.admin.results import INTERRUPTED, DlqListing, DlqMessage, RedriveResult, ReplayResult
 from bridge.queue.dead_letter import FAILURE_PREFIX
 
 # --------------------------------------------------------------------------------------------------- rendering
@@ -41,12 +41,21 @@ def _short(text: str | None, width: int) -> str:
 
 
 def render_replay(result: ReplayResult, console: Console) -> None:
+    unsent = [e.element_id for e in result.elements if e.error == INTERRUPTED]
     for element in result.elements:
+        if element.error == INTERRUPTED:
+            continue
         if element.error is None:
             console.print(f"element {element.element_id}: enqueued as {element.message_id}")
         else:
             console.print(f"[red]element {element.element_id}: not enqueued: {escape(element.error)}[/red]")
     console.print(f"{result.sent} of {len(result.elements)} notification(s) sent to {result.queue_url}")
+    if unsent:
+        shown = " ".join(map(str, unsent[:10])) + (" …" if len(unsent) > 10 else "")
+        console.print(
+            f"[yellow]interrupted (Ctrl-C): {len(unsent)} not sent ({shown}); replay them again "
+            "(a repeat is harmless)[/yellow]"
+        )
 
 
 def render_dlq_list(listing: DlqListing, console: Console) -> None:

@@ -3,12 +3,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 
 import structlog
 
 from bridge.admin.progress import NoProgress, ProgressSink
-from bridge.admin.results import ReplayedElement, ReplayResult
+from bridge.admin.results import INTERRUPTED, ReplayedElement, ReplayResult
 from bridge.config import QueueSettings
 from bridge.pipeline.notification import resync_notification
 from bridge.queue import open_queue_admin
@@ -24,11 +25,13 @@ async def replay(
     event: str = "updated",
     force: bool = False,
     progress: ProgressSink | None = None,
+    stop: asyncio.Event | None = None,
 ) -> ReplayResult:
     """Enqueue a fresh notification per element, as Kordiam would (``{"id": N, "event": …}``).
 
     The worker then writes a channel only where the element changed since it last wrote it (else its outcome is
-    ``unchanged``); ``force`` marks the notifications so that it rewrites every channel of the element.
+    ``unchanged``); ``force`` marks the notifications so that it rewrites every channel of the element. Once
+    ``stop`` is set (Ctrl-C) no further batch is sent: the result lists what was, and the rest as not enqueued.
     """
     ids = replay_ids(element_ids)
     progress = progress or NoProgress()
@@ -37,6 +40,9 @@ async def replay(
     async with open_queue_admin(settings) as queue:
         for start in range(0, len(ids), MAX_BATCH):
             chunk = ids[start : start + MAX_BATCH]
+            if stop is not None and stop.is_set():
+                results.extend(ReplayedElement(e, None, INTERRUPTED) for e in ids[start:])
+                break
             messages = []
             for element_id in chunk:
                 body, attributes = resync_notification(element_id, source="replay", event=event, force=force)
@@ -44,7 +50,8 @@ async def replay(
             outcomes = await queue.send(messages)
             results.extend(ReplayedElement(e, o.message_id, o.error) for e, o in zip(chunk, outcomes, strict=True))
             progress.advance(len(chunk))
-    log.info("replayed", queue=settings.url, sent=sum(r.error is None for r in results), total=len(results))
+    sent = sum(r.error is None for r in results)
+    (log.info if sent == len(results) else log.warning)("replayed", queue=settings.url, sent=sent, total=len(results))
     return ReplayResult(settings.url, results)
 
 

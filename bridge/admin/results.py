@@ -66,6 +66,10 @@ class DlqListing:
     truncated: bool
 
 
+# The error of an element a replay stopped by Ctrl-C did not send.
+INTERRUPTED = "interrupted (Ctrl-C) before it was sent"
+
+
 @dataclass(frozen=True, slots=True)
 class ReplayedElement:
     element_id: int

@@ -215,6 +215,34 @@ async def test_replay_enqueues_fresh_notifications(
     assert "enqueued as" in rendered(render_replay, result)
 
 
+class StopAfterFirstBatch:
+    """Ctrl-C while the first batch is on its way."""
+
+    def __init__(self, stop: asyncio.Event) -> None:
+        self.stop = stop
+
+    def start(self, description: str, total: int | None) -> None: ...
+
+    def advance(self, amount: int = 1) -> None:
+        self.stop.set()
+
+    def update(self, completed: int, total: int | None = None) -> None: ...
+
+
+async def test_an_interrupted_replay_says_what_it_sent_and_what_not(
+    settings: Settings, sqs_endpoint: SqsEndpoint, queues: tuple[str, str]
+) -> None:
+    stop = asyncio.Event()
+    ids = list(range(1, 26))
+    result = await replay(settings.queue, ids, progress=StopAfterFirstBatch(stop), stop=stop)
+    assert [e.element_id for e in result.elements] == ids
+    assert result.sent == 10 and result.failed == 15
+    assert {e.error for e in result.elements[10:]} == {"interrupted (Ctrl-C) before it was sent"}
+    assert sorted(json.loads(m["Body"])["id"] for m in receive_all(sqs_endpoint.url, queues[0])) == ids[:10]
+    shown = rendered(render_replay, result)
+    assert "10 of 25 notification(s) sent" in shown and "interrupted (Ctrl-C): 15 not sent (11 12" in shown
+
+
 async def test_replay_rejects_bad_ids(settings: Settings) -> None:
     with pytest.raises(ValueError, match="positive integers"):
         await replay(settings.queue, [5, 0])
@@ -508,6 +536,7 @@ async def test_ctrl_c_during_redrive_prints_the_partial_summary_as_json(
     process.send_signal(signal.SIGINT)
     out, err = await process.communicate()
     assert process.returncode == 130, err.decode()
+    assert "stopping at the next safe point (Ctrl-C again to exit at once)" in err.decode()
     summary = json.loads(out)
     assert summary["interrupted"] is True and summary["ok"] is False
     moved = len(summary["moved"])
