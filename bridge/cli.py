@@ -63,6 +63,12 @@ def _bounded_int(low: int, high: int, what: str) -> Callable[[str], int]:
     return parse
 
 
+def _message_id(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("a message id is not empty")
+    return text.strip()
+
+
 _element_id = _bounded_int(1, MAX_ELEMENT_ID, "an element id")
 _count = _bounded_int(1, 1_000_000, "a count")
 _port = _bounded_int(0, 65535, "a TCP port")
@@ -219,7 +225,7 @@ def _parser() -> argparse.ArgumentParser:
     dlq_list.set_defaults(command=_dlq_list)
     dlq_show = dlq_commands.add_parser("show", help="one dead letter, whole")
     _config_option(dlq_show)
-    dlq_show.add_argument("message_id", metavar="MESSAGE_ID")
+    dlq_show.add_argument("message_id", metavar="MESSAGE_ID", type=_message_id)
     dlq_show.add_argument("--scan-limit", type=_count, default=1000, help="look at most at N dead letters")
     _output_options(dlq_show)
     dlq_show.set_defaults(command=_dlq_show)

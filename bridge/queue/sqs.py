@@ -23,7 +23,7 @@ from typing import Any
 import structlog
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from bridge.config import QueueSettings, is_fifo_url
 from bridge.errors import ConfigError
@@ -132,7 +132,7 @@ class SqsTransport:
             code = error.response.get("Error", {}).get("Code", "")
             raise ConfigError("queue.url", f"queue {self.url} is not usable: {code or error}") from None
         except BotoCoreError as error:
-            raise ConfigError("queue.endpoint_url", f"cannot reach SQS: {error}") from None
+            raise _unreachable(error) from None
         policy_text = response.get("Attributes", {}).get("RedrivePolicy")
         policy: dict[str, Any] = json.loads(policy_text) if policy_text else {}
         max_receive = int(policy.get("maxReceiveCount", 0)) or DEFAULT_MAX_RECEIVE_COUNT
@@ -161,7 +161,7 @@ class SqsTransport:
             code = error.response.get("Error", {}).get("Code", "")
             raise ConfigError("queue.dlq_url", f"queue {url} is not usable: {code or error}") from None
         except BotoCoreError as error:
-            raise ConfigError("queue.endpoint_url", f"cannot reach SQS: {error}") from None
+            raise _unreachable(error) from None
         arn = dead.get("Attributes", {}).get("QueueArn")
         if arn is not None and arn == main.get("Attributes", {}).get("QueueArn"):
             raise ConfigError("queue.dlq_url", "names the main queue itself; it must be another queue")
@@ -292,3 +292,14 @@ class SqsTransport:
 
     async def _send_batch(self, entries: list[dict[str, Any]]) -> dict[str, Any]:
         return dict(await self._client.send_message_batch(QueueUrl=self.url, Entries=entries))
+
+
+def _unreachable(error: BotoCoreError) -> ConfigError:
+    """What stops the start when SQS did not answer: no credentials to sign with, or no endpoint that answers."""
+    if isinstance(error, NoCredentialsError):
+        return ConfigError(
+            "AWS credentials",
+            "none found (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or the task's role; "
+            "any pair will do for an emulator)",
+        )
+    return ConfigError("queue.endpoint_url", f"cannot reach SQS: {error}")

@@ -407,3 +407,20 @@ async def test_an_sqs_peek_longer_than_its_hold_still_sees_every_message(sqs_end
         assert isinstance(admin, SqsQueueAdmin)
         seen, more = await admin.peek(dlq, limit=200, progress=StallingProgress(), hold=1)
     assert len({p.message.message_id for p in seen}) == 80 and not more
+
+
+async def test_no_aws_credentials_are_named_as_such(
+    sqs_endpoint: SqsEndpoint, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    # Before, "queue.endpoint_url: cannot reach SQS: Unable to locate credentials" sent the operator to the URL.
+    for variable in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    url = f"{sqs_endpoint.url}/123456789012/anything"
+    settings = QueueSettings(url=url, endpoint_url=sqs_endpoint.url, region=REGION, wait_time_seconds=1)
+    async with open_transport(settings) as transport:
+        with pytest.raises(ConfigError) as raised:
+            await transport.describe()
+    assert raised.value.key == "AWS credentials" and "AWS_ACCESS_KEY_ID" in raised.value.problem
