@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from urllib.parse import urlparse
 
 from rich.console import Console
 
@@ -456,6 +457,9 @@ def _simulator(args: argparse.Namespace) -> int:
             parse_stomp_url(args.stomp_url)
         except ValueError as error:
             raise ConfigError("--stomp-url", str(error)) from None
+    for flag, url in (("--queue-url", args.queue_url), ("--sqs-endpoint-url", args.sqs_endpoint_url)):
+        if url is not None and (urlparse(url).scheme not in ("http", "https") or not urlparse(url).netloc):
+            raise ConfigError(flag, f"{url!r} is not an http(s) URL")
     webhooks = _simulator_webhooks(args)
     settings = SimulatorSettings(
         **webhooks,

@@ -76,6 +76,14 @@ def test_the_simulator_on_a_taken_port_is_one_line_naming_it(capsys: pytest.Capt
     )
 
 
+@pytest.mark.parametrize("flag", ["--sqs-endpoint-url", "--queue-url"])
+def test_the_simulator_refuses_a_queue_address_that_is_no_url(flag: str, capsys: pytest.CaptureFixture[str]) -> None:
+    # Before: a traceback inside a JSON log line and "Application startup failed" (the endpoint), or a warning at
+    # the first notification (the queue URL).
+    assert main(["simulator", "--port", "0", flag, "notaurl"]) == 2
+    assert capsys.readouterr().err == f"kordiam-bridge: configuration error: {flag}: 'notaurl' is not an http(s) URL\n"
+
+
 def test_a_reader_that_goes_away_ends_the_command_quietly() -> None:
     # `kordiam-bridge dlq list --json | head -1`: the rest of the output has nowhere to go; no traceback.
     script = (
