@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from bridge.config import QueueSettings
 from bridge.queue.dead_letter import DeadLetterContext
 from bridge.queue.sqs import SqsTransport
-from bridge.queue.sqs_admin import SqsQueueAdmin
+from bridge.queue.sqs_admin import RECEIVE_WAIT_SECONDS, SqsQueueAdmin
 from bridge.queue.stomp import StompTransport
 from bridge.queue.stomp_admin import StompQueueAdmin
 from bridge.queue.transport import MessageTooLarge, QueueAdmin, QueueInfo, QueueMessage, RedriveRequest, Transport
@@ -56,7 +56,10 @@ async def open_queue_admin(settings: QueueSettings) -> AsyncIterator[QueueAdmin]
         async with StompTransport.connect(settings, consume=False) as transport:
             yield StompQueueAdmin(transport)
     else:
-        async with SqsTransport.connect(settings) as transport:
+        # The operator's receives wait 1 s (sqs_admin.RECEIVE_WAIT_SECONDS), and the read timeout follows the wait:
+        # an endpoint that accepts and never answers is reported after about half a minute, not two.
+        quick = settings.model_copy(update={"wait_time_seconds": RECEIVE_WAIT_SECONDS})
+        async with SqsTransport.connect(quick) as transport:
             yield SqsQueueAdmin(transport)
 
 
