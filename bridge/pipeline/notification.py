@@ -35,6 +35,9 @@ MAX_ENVELOPE_DEPTH = 3
 # and no Kordiam id comes near it. A larger id is poison, not a fault of the worker.
 MAX_ELEMENT_ID = 2**63 - 1
 FORCE_ATTRIBUTE = "force"
+# A reason names at most this many of a body's keys, each cut to this many characters.
+MAX_KEYS_NAMED = 5
+MAX_KEY_CHARS = 40
 ELEMENT_FIELDS = frozenset({"title", "slug", "note", "tasks", "publications", "publication", "elementStatus"})
 
 
@@ -138,8 +141,17 @@ def _element_id(payload: dict[str, Any]) -> int:
             if isinstance(value, str) and value.strip().isdigit() and int(value) > 0:
                 return _in_range(int(value), key)
             raise PoisonMessage(f"`{key}` is not a positive element id: {str(value)[:40]!r}")
-    keys = ", ".join(sorted(payload)[:8]) or "none"
-    raise PoisonMessage(f"no element id (expected `id` or `elementId`; keys: {keys})")
+    raise PoisonMessage(f"no element id (expected `id` or `elementId`; keys: {_some_keys(payload)})")
+
+
+def _some_keys(payload: dict[str, Any]) -> str:
+    """A few of the body's keys, each cut short, for a reason that stays short whatever the body holds (it travels
+    as a dead letter's ``failure.reason`` header, and a broker limits those)."""
+    keys = sorted(payload)
+    named = [key if len(key) <= MAX_KEY_CHARS else f"{key[:MAX_KEY_CHARS]}…" for key in keys[:MAX_KEYS_NAMED]]
+    if len(keys) > MAX_KEYS_NAMED:
+        named.append(f"… {len(keys) - MAX_KEYS_NAMED} more")
+    return ", ".join(named) or "none"
 
 
 def _in_range(element_id: int, key: str) -> int:

@@ -19,7 +19,12 @@ How each outcome is carried out (ActiveMQ Classic and Artemis both speak this):
 - Broker restart / network cut: stompman reconnects in the background (1 s, 2 s … 5 s apart, for ever) and
   subscribes again; ``connected()`` is False meanwhile. What was unacknowledged on the lost connection is
   redelivered (with ``redelivered:true``, counted as one more attempt); stompman drops an ACK for a frame of an
-  earlier connection, and the state store makes the second processing a no-op.
+  earlier connection, and the state store makes the second processing a no-op. When the connection drops again
+  before the broker confirmed that subscription, stompman forgets the subscription for good; the transport then
+  subscribes anew (log line ``resubscribed``), and ``connected()`` is False until it has.
+- Header limits: ActiveMQ Classic refuses a frame with a header line over 10240 bytes or more than 1000 headers
+  (``StompWireFormat``: "The maximum header length was exceeded") and drops the connection with it. Every header of
+  a dead letter is bounded (``dead_letter_headers``), whatever the failure's reason.
 """
 
 from __future__ import annotations
@@ -84,6 +89,14 @@ RECEIPT_TIMEOUT_SECONDS = 10.0
 REDRIVE_BROWSE_LIMIT = 10_000
 FIRST_CONNECT_TIMEOUT_SECONDS = 15.0
 CONNECTION_CHECK_SECONDS = 1.0
+# A dead letter's headers, well inside what ActiveMQ Classic takes (StompWireFormat: 10240 bytes a header line,
+# 1000 headers): each value cut to MAX_HEADER_VALUE characters (at most 4 KiB in UTF-8, as SQS cuts failure values);
+# the message's own headers, after the failure.* ones, only while the whole stays within MAX_DEAD_LETTER_HEADERS
+# headers and MAX_DEAD_LETTER_HEADER_BYTES bytes, and none with a name longer than MAX_HEADER_NAME.
+MAX_HEADER_VALUE = 1024
+MAX_HEADER_NAME = 200
+MAX_DEAD_LETTER_HEADERS = 100
+MAX_DEAD_LETTER_HEADER_BYTES = 32 * 1024
 
 
 class StompTransport:
@@ -103,6 +116,8 @@ class StompTransport:
         self._dlq_destination = parse_stomp_url(settings.dlq_url).destination
         self._inbox: asyncio.Queue[QueueMessage] = asyncio.Queue()
         self._frames: dict[str, stompman.AckableMessageFrame] = {}
+        # The main queue's subscription; None on a transport that does not consume.
+        self._subscription: stompman.ManualAckSubscription | None = None
 
     @property
     def ordered_groups(self) -> bool:
@@ -115,7 +130,15 @@ class StompTransport:
         return None
 
     def connected(self) -> bool:
-        return self._client.is_alive()
+        """The connection is up and, on a consuming transport, its subscription is active (a connection that
+        receives nothing is not one to report healthy)."""
+        return self._client.is_alive() and self._subscribed()
+
+    def _subscribed(self) -> bool:
+        if self._subscription is None:
+            return True
+        # stompman has no public question for this: a subscription it forgot is no longer among its active ones.
+        return self._client._active_subscriptions.contains_by_id(self._subscription.id)
 
     # ---- lifecycle -------------------------------------------------------------------------------------------
 
@@ -163,25 +186,56 @@ class StompTransport:
                 ) from None
             transport = cls(settings, client)
             if consume:
-                subscription = await client.subscribe_with_manual_ack(
-                    address.destination,
-                    transport._on_message,
-                    ack="client-individual",
-                    headers={"activemq.prefetchSize": str(settings.handlers + prefetch_for(settings.handlers))},
-                    receipt_timeout=RECEIPT_TIMEOUT_SECONDS,
-                )
+                await transport._subscribe()
                 # The client waits for its subscriptions to end before it disconnects.
-                stack.push_async_callback(subscription.unsubscribe)
+                stack.push_async_callback(transport._unsubscribe)
             watcher = asyncio.create_task(transport._watch_connection(), name="stomp-connection-watch")
-            stack.callback(watcher.cancel)
+            stack.push_async_callback(_cancel, watcher)  # before unsubscribing: it may be subscribing anew
             yield transport
 
+    async def _subscribe(self) -> None:
+        self._subscription = await self._client.subscribe_with_manual_ack(
+            self._address.destination,
+            self._on_message,
+            ack="client-individual",
+            headers={"activemq.prefetchSize": str(self.settings.handlers + prefetch_for(self.settings.handlers))},
+            receipt_timeout=RECEIPT_TIMEOUT_SECONDS,
+        )
+
+    async def _unsubscribe(self) -> None:
+        # A forgotten subscription is not on the broker: unsubscribing it would only earn an ERROR frame.
+        if self._subscription is not None and self._subscribed():
+            await self._subscription.unsubscribe()
+
+    async def _resubscribe(self) -> None:
+        """Subscribe anew. stompman re-subscribes after a reconnect, but when that SUBSCRIBE's receipt is lost (the
+        connection dropped again meanwhile) it drops the subscription and never tries again: the worker would stay
+        connected, and look healthy, without receiving a message."""
+        assert self._subscription is not None
+        forgotten = self._subscription.id
+        try:
+            await self._subscribe()
+        except Exception as error:  # connection lost again, or refused: the next check tries again
+            log.warning(
+                "resubscribe_failed", destination=self._address.destination, error=f"{type(error).__name__}: {error}"
+            )
+            return
+        log.warning(
+            "resubscribed",
+            destination=self._address.destination,
+            forgotten_subscription=forgotten,
+            hint="the client had dropped its subscription after a failed confirmation",
+        )
+
     async def _watch_connection(self) -> None:
-        """One log line when the connection is lost and one when it is back (stompman reconnects by itself)."""
+        """One log line when the connection is lost and one when it is back (stompman reconnects by itself); and a
+        new subscription whenever stompman has dropped the one this transport consumes from."""
         was_connected, lost_at = True, 0.0
         while True:
             await asyncio.sleep(CONNECTION_CHECK_SECONDS)
-            connected = self.connected()
+            connected = self._client.is_alive()
+            if connected and not self._subscribed():
+                await self._resubscribe()
             if connected == was_connected:
                 continue
             was_connected = connected
@@ -357,9 +411,9 @@ class StompTransport:
         return []
 
     async def send_dead_letter(self, message: QueueMessage, context: DeadLetterContext) -> None:
-        headers = dead_letter_attributes(message, context)
+        headers = dead_letter_headers(message, context)
         if message.group_id is not None:
-            headers[GROUP_HEADER] = message.group_id
+            headers[GROUP_HEADER] = message.group_id[:MAX_HEADER_VALUE]
         await self._send_confirmed(self._dlq_destination, message.body or "(empty body)", headers)
 
     async def send(self, body: str, attributes: dict[str, str] | None = None, *, group_id: str | None = None) -> str:
@@ -387,6 +441,34 @@ class StompTransport:
             headers=headers | {"persistent": "true"},
             receipt_timeout=RECEIPT_TIMEOUT_SECONDS,
         )
+
+
+def dead_letter_headers(message: QueueMessage, context: DeadLetterContext) -> dict[str, str]:
+    """``dead_letter_attributes`` as headers the broker takes, however long the reason or the message's own headers
+    (see ``MAX_HEADER_VALUE``): an oversized header would make the broker drop the connection, the dead letter would
+    never be sent, and the message would come back again and again."""
+    headers: dict[str, str] = {}
+    size = 0
+    for name, full in dead_letter_attributes(message, context, failure_value_limit=MAX_HEADER_VALUE).items():
+        value = full[:MAX_HEADER_VALUE]
+        line = _encoded_length(name) + _encoded_length(value) + 2  # "name:value\n"
+        # The failure.* headers come first and always fit (seven short names, values of at most 4 KiB); what does
+        # not fit is one of the message's own headers, left off the dead letter.
+        fits = size + line <= MAX_DEAD_LETTER_HEADER_BYTES and len(headers) < MAX_DEAD_LETTER_HEADERS
+        if fits and len(name) <= MAX_HEADER_NAME:
+            headers[name] = value
+            size += line
+    return headers
+
+
+def _encoded_length(text: str) -> int:
+    """Bytes of ``text`` in a STOMP 1.2 header: UTF-8, with backslash, colon, CR and LF escaped to two."""
+    return len(text.encode(errors="replace")) + sum(text.count(char) for char in "\\:\r\n")
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
 
 
 def _to_message(frame: stompman.AckableMessageFrame) -> QueueMessage:

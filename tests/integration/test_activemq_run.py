@@ -3,14 +3,20 @@ it, and the worker as a real process."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+import stompman
 
 from bridge.admin.replay import replay
 from bridge.errors import ChannelRejected
+from bridge.queue import open_transport
+from bridge.queue.dead_letter import DeadLetterContext
+from bridge.queue.stomp import StompTransport
 from bridge.queue.transport import QueueMessage
 from bridge.simulator import RunningSimulator
 from tests.support import (
@@ -91,6 +97,104 @@ async def test_poison_messages_are_dead_lettered_with_their_reason(
     assert "body is not JSON" in dead[0].attributes["failure.reason"]
     assert "no element id" in dead[1].attributes["failure.reason"]
     assert dead[0].attributes["event"] == "updated"  # the original headers travel with the dead letter
+    assert await stomp_drain(stomp_queues[0]) == []
+
+
+async def test_a_poison_message_with_a_huge_failure_reason_is_dead_lettered_once(
+    stomp_queues: tuple[str, str], stomp_simulator: RunningSimulator, tmp_path: Path
+) -> None:
+    # Decoding names the body's keys in its reason. ActiveMQ refuses a header line over 10 KiB and drops the
+    # connection: an unbounded failure.reason made every dead-letter attempt fail, and each retry added a copy.
+    body = '{"' + "k" * 30_000 + '": 1}'
+    await stomp_send(stomp_queues[0], body)
+    settings = worker_settings(
+        queue=stomp_queues[0], endpoint=stomp_queues[1], kordiam=stomp_simulator.base_url, workdir=tmp_path
+    )
+    dead: list[QueueMessage] = []
+    async with running_worker(settings):
+
+        async def dead_lettered() -> bool:
+            dead.extend(await stomp_drain(stomp_queues[1]))
+            return bool(dead)
+
+        await eventually(dead_lettered, timeout=30, what="the dead letter")
+        await asyncio.sleep(2)  # time for copies to show, were the original not acknowledged
+    dead.extend(await stomp_drain(stomp_queues[1]))
+    assert [m.body for m in dead] == [body]
+    reason = dead[0].attributes["failure.reason"]
+    assert reason.startswith("no element id") and "kkkk" in reason and len(reason) <= 1024
+    assert dead[0].attributes["failure.stage"] == "decode"
+    assert await stomp_drain(stomp_queues[0]) == []
+
+
+async def test_the_dead_letter_headers_stay_within_what_the_broker_takes(stomp_queues: tuple[str, str]) -> None:
+    # Whatever the reason and the message's own headers, the DLQ SEND is one the broker accepts (10 KiB a line).
+    await stomp_send(stomp_queues[0], '{"id": 5}', {"event": "updated", "note": "n" * 9_000})
+    async with open_transport(stomp_settings(stomp_queues[0], dlq_url=stomp_queues[1])) as transport:
+        (message,) = await transport.receive(1, wait_time=5)
+        context = DeadLetterContext("decode", "r" * 50_000, "PoisonMessage" * 2_000, element_id=5)
+        await transport.send_dead_letter(message, context)
+        assert await transport.complete([message]) == []
+        assert transport.connected()
+    (dead,) = await stomp_drain(stomp_queues[1])
+    assert dead.body == '{"id": 5}' and dead.attributes["event"] == "updated"
+    assert dead.attributes["failure.reason"].startswith("rrrr") and len(dead.attributes["failure.reason"]) <= 1024
+    assert len(dead.attributes["failure.error_class"]) <= 1024
+    assert await stomp_drain(stomp_queues[0]) == []
+
+
+async def test_a_subscription_the_client_dropped_is_made_again_and_health_shows_the_gap(
+    stomp_queues: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """stompman re-subscribes after a reconnect; when the connection drops again before the broker confirmed that
+    SUBSCRIBE, it fails the confirmation (connection_lost), forgets the subscription and never subscribes again."""
+    swallow = {"receipts": False}
+    handle_receipt = stompman.Client._handle_receipt_frame
+
+    def lose_subscription_receipts(client: stompman.Client, frame: Any, *, epoch: int) -> None:
+        pending = [s._pending_confirmation for s in client._active_subscriptions.get_all()]
+        if swallow["receipts"] and frame.headers.get("receipt-id") in {p.receipt_id for p in pending if p}:
+            return
+        handle_receipt(client, frame, epoch=epoch)
+
+    monkeypatch.setattr(stompman.Client, "_handle_receipt_frame", lose_subscription_receipts)
+    # Hold the transport's own repair until the gap has been seen, so that the test sees it.
+    repair = asyncio.Event()
+    resubscribe = getattr(StompTransport, "_resubscribe", None)
+
+    async def held_resubscribe(self: StompTransport) -> None:
+        await repair.wait()
+        assert resubscribe is not None
+        await resubscribe(self)
+
+    monkeypatch.setattr(StompTransport, "_resubscribe", held_resubscribe, raising=False)
+
+    async with open_transport(stomp_settings(stomp_queues[0], dlq_url=stomp_queues[1])) as transport:
+        assert isinstance(transport, StompTransport)
+        client = transport._client
+        manager = client._connection_manager
+        (subscription,) = client._active_subscriptions.get_all()
+
+        async def drop_connection() -> None:
+            state = manager._active_connection_state
+            assert state is not None
+            await manager._discard_failed_connection_state(state, stompman.ConnectionLostError(reason="test"))
+
+        swallow["receipts"] = True
+        await drop_connection()  # stompman reconnects and re-subscribes; its receipt never comes ...
+        await eventually(lambda: subscription._pending_confirmation is not None, what="the re-SUBSCRIBE")
+        await drop_connection()  # ... and the connection is lost again while it waits for it
+        swallow["receipts"] = False
+        assert client._active_subscriptions.get_all() == []  # what stompman does: the subscription is forgotten
+        await eventually(client.is_alive, what="the reconnection")
+        assert not transport.connected()  # connected, but receiving nothing: the health checks must say so
+
+        repair.set()
+        await transport.send('{"id": 9}')
+        messages = await transport.receive(1, wait_time=15)
+        assert [m.body for m in messages] == ['{"id": 9}']
+        assert transport.connected()
+        assert await transport.complete(messages) == []
     assert await stomp_drain(stomp_queues[0]) == []
 
 

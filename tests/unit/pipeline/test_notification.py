@@ -100,3 +100,13 @@ def test_the_force_attribute_asks_for_every_channel_to_be_rewritten() -> None:
     assert decode_notification(body, attributes).force is True
     assert decode_notification(*resync_notification(7, source="replay")).force is False
     assert decode_notification('{"id": 7}', {"force": "yes"}).force is False  # only the exact value counts
+
+
+def test_a_reason_names_a_few_keys_each_cut_short() -> None:
+    # The reason becomes a dead letter's failure.reason header: a 30 KB key must not make it 30 KB.
+    body = {"a" * 30_000: 1, **{f"key{n}": n for n in range(100)}}
+    with pytest.raises(PoisonMessage) as raised:
+        decode_notification(json.dumps(body))
+    reason = raised.value.reason
+    assert reason.startswith("no element id") and len(reason) < 400
+    assert f"keys: {'a' * 40}…, key0, key1, key10, key11, … 96 more)" in reason

@@ -6,8 +6,21 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
-from bridge.queue.stomp import StompTransport
-from tests.support import stomp_settings
+import pytest
+import stompman
+from structlog.testing import capture_logs
+
+from bridge.queue import stomp
+from bridge.queue.dead_letter import DeadLetterContext
+from bridge.queue.stomp import (
+    MAX_DEAD_LETTER_HEADER_BYTES,
+    MAX_DEAD_LETTER_HEADERS,
+    MAX_HEADER_VALUE,
+    StompTransport,
+    dead_letter_headers,
+)
+from bridge.queue.transport import QueueMessage
+from tests.support import eventually, stomp_settings
 
 
 @dataclass
@@ -62,3 +75,96 @@ async def test_the_attempt_header_and_a_broker_redelivery_both_count() -> None:
 async def test_a_body_that_is_not_utf8_still_arrives_for_the_decoder_to_reject() -> None:
     message = await received(transport(), frame(body=b"\xff\xfe not text"))
     assert message.body.endswith(" not text") and "\ufffd" in message.body
+
+
+# ---- dead-letter headers -------------------------------------------------------------------------------------
+
+
+def test_dead_letter_headers_are_bounded_however_long_the_reason() -> None:
+    # ActiveMQ Classic drops the connection on a header line over 10240 bytes: the dead letter would never be sent.
+    own = {"event": "updated", "note": "n" * 9_000, "long-" + "x" * 500: "v"} | {
+        f"h{n}": "é:" * 500 for n in range(200)
+    }
+    message = QueueMessage("m-1", "sub/1", '{"k": 1}', own, 1, sent_at=None, group_id=None)
+    context = DeadLetterContext("decode", "no element id (keys: " + "k" * 30_000 + ")", "Poison" * 5_000, element_id=3)
+    headers = dead_letter_headers(message, context)
+    assert headers["failure.reason"] == context.reason[:MAX_HEADER_VALUE]
+    assert len(headers["failure.error_class"]) == MAX_HEADER_VALUE
+    assert headers["failure.stage"] == "decode" and headers["failure.element_id"] == "3"
+    assert headers["event"] == "updated" and headers["note"] == "n" * MAX_HEADER_VALUE  # the message's own, cut
+    assert not any(name.startswith("long-") for name in headers)  # a name too long to carry is left off
+    assert len(headers) <= MAX_DEAD_LETTER_HEADERS
+    assert all(len(name) + len(value) < 2 * MAX_HEADER_VALUE for name, value in headers.items())
+    encoded = sum(len(stompman.serde.dump_header(name, value)) for name, value in headers.items())
+    assert encoded <= MAX_DEAD_LETTER_HEADER_BYTES
+    assert all(len(stompman.serde.dump_header(n, v)) < 10_240 // 2 for n, v in headers.items())
+
+
+# ---- the subscription ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Subscription:
+    id: str
+
+
+class ActiveSubscriptions:
+    def __init__(self) -> None:
+        self.ids: set[str] = set()
+
+    def contains_by_id(self, subscription_id: str) -> bool:
+        return subscription_id in self.ids
+
+
+class Client:
+    """What the transport asks of stompman's Client about its subscription."""
+
+    def __init__(self) -> None:
+        self._active_subscriptions = ActiveSubscriptions()
+        self.alive = True
+        self.subscribed: list[str] = []
+        self.refuse = 0
+
+    def is_alive(self) -> bool:
+        return self.alive
+
+    async def subscribe_with_manual_ack(self, destination: str, handler: Any, **options: Any) -> Subscription:
+        if self.refuse:
+            self.refuse -= 1
+            raise stompman.SubscriptionError(subscription_id="x", reason="connection_lost")
+        subscription = Subscription(f"sub-{len(self.subscribed) + 1}")
+        self.subscribed.append(destination)
+        self._active_subscriptions.ids.add(subscription.id)
+        return subscription
+
+
+async def test_a_subscription_the_client_forgot_is_made_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(stomp, "CONNECTION_CHECK_SECONDS", 0.01)
+    client = Client()
+    transport = StompTransport(stomp_settings("stomp://127.0.0.1:61613/queue/kordiam"), client)  # type: ignore[arg-type]
+    await transport._subscribe()
+    assert transport.connected()
+    # stompman, when a re-SUBSCRIBE after a reconnect is not confirmed: the subscription is forgotten, for good.
+    client._active_subscriptions.ids.clear()
+    assert not transport.connected()  # the health checks say so: the worker receives nothing
+    client.alive, client.refuse = False, 1
+    with capture_logs() as logs:
+        watcher = asyncio.create_task(transport._watch_connection())
+        try:
+            await asyncio.sleep(0.1)
+            assert client.subscribed == ["/queue/kordiam"]  # not while the connection is down
+            client.alive = True
+            await eventually(transport.connected, timeout=5, what="a new subscription")
+        finally:
+            watcher.cancel()
+    assert client.subscribed == ["/queue/kordiam", "/queue/kordiam"]
+    events = [e["event"] for e in logs]
+    assert events.index("resubscribe_failed") < events.index("resubscribed")
+
+
+def test_a_transport_that_does_not_consume_needs_no_subscription() -> None:
+    client = Client()
+    transport = StompTransport(stomp_settings("stomp://127.0.0.1:61613/queue/kordiam"), client)  # type: ignore[arg-type]
+    assert transport.connected()
+    client.alive = False
+    assert not transport.connected()
