@@ -125,15 +125,11 @@ class SqsTransport:
                 await transport._sends.aclose()
 
     async def describe(self) -> QueueInfo:
-        """Resolve the dead-letter queue (``queue.dlq_url``, else the redrive target); refuse to run without one."""
-        try:
-            response = await self._client.get_queue_attributes(QueueUrl=self.url, AttributeNames=["RedrivePolicy"])
-        except ClientError as error:
-            code = error.response.get("Error", {}).get("Code", "")
-            raise ConfigError("queue.url", f"queue {self.url} is not usable: {code or error}") from None
-        except BotoCoreError as error:
-            raise _unreachable(error) from None
-        policy_text = response.get("Attributes", {}).get("RedrivePolicy")
+        """Resolve the dead-letter queue (``queue.dlq_url``, else the redrive target); refuse to run without one.
+        A configured ``queue.dlq_url`` must exist and be another queue: otherwise the first poison message would
+        fail its dead-letter copy on every receive (or come straight back), found only then."""
+        attributes = await self._start_attributes(self.url, ["RedrivePolicy", "QueueArn"], key="queue.url")
+        policy_text = attributes.get("RedrivePolicy")
         policy: dict[str, Any] = json.loads(policy_text) if policy_text else {}
         max_receive = int(policy.get("maxReceiveCount", 0)) or DEFAULT_MAX_RECEIVE_COUNT
         if self.dlq_url is None:
@@ -148,23 +144,22 @@ class SqsTransport:
             found = await self._client.get_queue_url(QueueName=name, QueueOwnerAWSAccountId=account)
             self.dlq_url = str(found["QueueUrl"])
         else:
-            await self._check_dead_letter_queue(self.dlq_url)
+            dead = await self._start_attributes(self.dlq_url, ["QueueArn"], key="queue.dlq_url")
+            if dead.get("QueueArn") is not None and dead.get("QueueArn") == attributes.get("QueueArn"):
+                raise ConfigError("queue.dlq_url", "names the main queue itself; it must be another queue")
         return QueueInfo(self.dlq_url, max_receive, has_redrive=bool(policy))
 
-    async def _check_dead_letter_queue(self, url: str) -> None:
-        """A configured ``queue.dlq_url`` must exist and be another queue: otherwise the first poison message
-        would fail its dead-letter copy on every receive (or come straight back), found only then."""
+    async def _start_attributes(self, url: str, names: list[str], *, key: str) -> dict[str, str]:
+        """A queue's attributes read at start; ``ConfigError`` naming ``key`` (the queue's setting) when the queue
+        is not usable, or the credentials or the endpoint when SQS did not answer."""
         try:
-            main = await self._client.get_queue_attributes(QueueUrl=self.url, AttributeNames=["QueueArn"])
-            dead = await self._client.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
+            response = await self._client.get_queue_attributes(QueueUrl=url, AttributeNames=names)
         except ClientError as error:
             code = error.response.get("Error", {}).get("Code", "")
-            raise ConfigError("queue.dlq_url", f"queue {url} is not usable: {code or error}") from None
+            raise ConfigError(key, f"queue {url} is not usable: {code or error}") from None
         except BotoCoreError as error:
             raise _unreachable(error) from None
-        arn = dead.get("Attributes", {}).get("QueueArn")
-        if arn is not None and arn == main.get("Attributes", {}).get("QueueArn"):
-            raise ConfigError("queue.dlq_url", "names the main queue itself; it must be another queue")
+        return dict(response.get("Attributes", {}))
 
     async def receive(self, max_messages: int, wait_time: int) -> list[QueueMessage]:
         started = time.monotonic()
