@@ -28,6 +28,9 @@ handler that raised instead of answering.
 
 from __future__ import annotations
 
+import errno
+import os
+
 
 class BridgeError(Exception):
     """Base class for errors the bridge raises on purpose."""
@@ -40,6 +43,13 @@ class ConfigError(BridgeError):
         super().__init__(f"{key}: {problem}")
         self.key = key
         self.problem = problem
+
+    @classmethod
+    def cannot_listen(cls, error: OSError, host: str, port: int, *, port_key: str, host_key: str) -> ConfigError:
+        """A server that could not bind: the port's setting when it is taken, else the host's."""
+        key = port_key if error.errno == errno.EADDRINUSE else host_key
+        reason = os.strerror(error.errno).lower() if error.errno else str(error)
+        return cls(key, f"cannot listen on {host}:{port}: {reason}")
 
 
 class TransientError(BridgeError):

@@ -8,8 +8,6 @@ once with that id, the route and the status; an unexpected error answers 500 wit
 from __future__ import annotations
 
 import asyncio
-import errno
-import os
 import re
 import secrets
 import time
@@ -203,9 +201,9 @@ class IngressServer:
             await web.TCPSite(self._runner, self._host, self.port).start()
         except OSError as error:
             await self.stop()
-            key = "ingress.port" if error.errno == errno.EADDRINUSE else "ingress.host"
-            reason = os.strerror(error.errno).lower() if error.errno else str(error)
-            raise ConfigError(key, f"cannot listen on {self._host}:{self.port}: {reason}") from None
+            raise ConfigError.cannot_listen(
+                error, self._host, self.port, port_key="ingress.port", host_key="ingress.host"
+            ) from None
         addresses = self._runner.addresses
         if addresses:
             self.port = int(addresses[0][1])

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import errno
-import os
 from collections.abc import Callable
 
 from aiohttp import web
@@ -44,9 +42,9 @@ class OpsServer:
         except OSError as error:
             await self._runner.cleanup()
             self._runner = None
-            key = "ops.port" if error.errno == errno.EADDRINUSE else "ops.host"
-            reason = os.strerror(error.errno).lower() if error.errno else str(error)
-            raise ConfigError(key, f"cannot listen on {self._host}:{self._port}: {reason}") from None
+            raise ConfigError.cannot_listen(
+                error, self._host, self._port, port_key="ops.port", host_key="ops.host"
+            ) from None
         addresses = self._runner.addresses  # the bound port, when port 0 asked for any free one
         if addresses:
             self.port = int(addresses[0][1])

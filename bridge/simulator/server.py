@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import errno
 import logging
-import os
 import socket
 import threading
 import time
@@ -33,9 +31,7 @@ def run_simulator(settings: SimulatorSettings, host: str = "127.0.0.1", port: in
     try:
         sock = _bind(host, port)
     except OSError as error:
-        argument = "--port" if error.errno == errno.EADDRINUSE else "--host"
-        reason = os.strerror(error.errno).lower() if error.errno else str(error)
-        raise ConfigError(argument, f"cannot listen on {host}:{port}: {reason}") from None
+        raise ConfigError.cannot_listen(error, host, port, port_key="--port", host_key="--host") from None
     config = uvicorn.Config(
         create_app(settings),
         lifespan="on",
