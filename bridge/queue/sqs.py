@@ -27,7 +27,7 @@ from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from bridge.config import QueueSettings, is_fifo_url
 from bridge.errors import ConfigError
-from bridge.queue.dead_letter import DeadLetterContext, dead_letter_attributes
+from bridge.queue.dead_letter import REDRIVEN_FROM, DeadLetterContext, dead_letter_attributes, is_failure_attribute
 from bridge.queue.send_batcher import SendBatcher, entry_size
 from bridge.queue.transport import (
     DEFAULT_MAX_RECEIVE_COUNT,
@@ -78,8 +78,9 @@ class SqsTransport:
         self.url = settings.url
         self.dlq_url: str | None = settings.dlq_url
         self._sends = SendBatcher(self._send_batch)
-        # The queue's MaximumMessageSize, read at the first send that could exceed it.
-        self._message_limit: int | None = None
+        # Each queue's MaximumMessageSize (the main queue's and the DLQ's), read at the first send that could
+        # exceed it.
+        self._message_limits: dict[str, int] = {}
         # Long polls cancelled here (and in the operator commands on this transport's client) still running on SQS.
         self.abandoned_polls = AbandonedPolls()
 
@@ -253,11 +254,20 @@ class SqsTransport:
         attributes = dead_letter_attributes(
             message, context, at_most=MAX_ATTRIBUTES, failure_value_limit=MAX_ATTRIBUTE_VALUE
         )
+        body = message.body or "(empty body)"
         request: dict[str, Any] = {
             "QueueUrl": self.dlq_url,
-            "MessageBody": message.body or "(empty body)",
+            "MessageBody": body,
             "MessageAttributes": string_attributes(attributes),
         }
+        size = entry_size(request)
+        if size > SMALLEST_MESSAGE_LIMIT and size > (limit := await self._max_message_size(self.dlq_url)):
+            # SQS counts the attributes too: a message near the limit would be refused on every receive, and
+            # native redrive would then move it without any context. The body is kept whole; the context is cut.
+            fitted = fit_attributes(len(body.encode()), attributes, limit)
+            if fitted is None:
+                raise MessageTooLarge(size, limit)
+            request["MessageAttributes"] = string_attributes(fitted)
         if is_fifo_url(self.dlq_url):
             request["MessageGroupId"] = message.group_id or "dead-letters"
             request["MessageDeduplicationId"] = message.message_id
@@ -274,19 +284,61 @@ class SqsTransport:
             entry["MessageGroupId"] = group_id or "default"
             entry["MessageDeduplicationId"] = f"{group_id}-{time.time_ns()}"
         size = entry_size(entry)
-        if size > SMALLEST_MESSAGE_LIMIT and size > (limit := await self._max_message_size()):
+        if size > SMALLEST_MESSAGE_LIMIT and size > (limit := await self._max_message_size(self.url)):
             # Refused before sending: SQS would fail the whole SendMessageBatch call, as if it were unavailable.
             raise MessageTooLarge(size, limit)
         return await self._sends.send(entry)
 
-    async def _max_message_size(self) -> int:
-        if self._message_limit is None:
-            response = await self._client.get_queue_attributes(QueueUrl=self.url, AttributeNames=["MaximumMessageSize"])
-            self._message_limit = int(response["Attributes"]["MaximumMessageSize"])
-        return self._message_limit
+    async def _max_message_size(self, url: str) -> int:
+        limit = self._message_limits.get(url)
+        if limit is None:
+            response = await self._client.get_queue_attributes(QueueUrl=url, AttributeNames=["MaximumMessageSize"])
+            limit = self._message_limits[url] = int(response["Attributes"]["MaximumMessageSize"])
+        return limit
 
     async def _send_batch(self, entries: list[dict[str, Any]]) -> dict[str, Any]:
         return dict(await self._client.send_message_batch(QueueUrl=self.url, Entries=entries))
+
+
+# What a dead letter gives up, in this order, when it must fit its queue's MaximumMessageSize (after the message's own
+# attributes, longest first, and after ``failure.reason`` has been cut): the least telling first.
+DEAD_LETTER_DROP_ORDER = (
+    "failure.first_failed_at",
+    "failure.source_message_id",
+    REDRIVEN_FROM,
+    "failure.element_id",
+    "failure.attempts",
+    "failure.error_class",
+    "failure.stage",
+)
+
+
+def fit_attributes(body_bytes: int, attributes: dict[str, str], limit: int) -> dict[str, str] | None:
+    """``attributes`` cut so that they fit beside a body of ``body_bytes`` in ``limit`` (as SQS counts them):
+    the message's own attributes go first, longest first (``redriven_from`` last), then ``failure.reason`` is
+    shortened, then the rest of the context in ``DEAD_LETTER_DROP_ORDER``. None when the body alone does not fit."""
+    kept = dict(attributes)
+
+    def over() -> int:
+        return entry_size({"MessageBody": "", "MessageAttributes": string_attributes(kept)}) + body_bytes - limit
+
+    own = sorted((name for name in kept if not is_failure_attribute(name)), key=lambda name: -len(kept[name].encode()))
+    for name in own:
+        if over() <= 0:
+            return kept
+        del kept[name]
+    reason = kept.get("failure.reason", "").encode()
+    if over() > 0 and reason:
+        cut = reason[: max(0, len(reason) - over())].decode(errors="ignore")
+        if cut:
+            kept["failure.reason"] = cut
+        else:
+            del kept["failure.reason"]
+    for name in DEAD_LETTER_DROP_ORDER:
+        if over() <= 0:
+            return kept
+        kept.pop(name, None)
+    return kept if over() <= 0 else None
 
 
 def _unreachable(error: BotoCoreError) -> ConfigError:

@@ -20,6 +20,8 @@ from bridge.config import DEFAULT_MAX_BODY_BYTES, QueueSettings
 from bridge.errors import ConfigError
 from bridge.queue import RedriveRequest, check_redrive, open_queue_admin, open_transport
 from bridge.queue.dead_letter import DeadLetterContext
+from bridge.queue.send_batcher import entry_size
+from bridge.queue.sqs import string_attributes
 from bridge.queue.sqs_admin import SqsQueueAdmin
 from bridge.queue.transport import MAX_BATCH, MessageTooLarge, NoProgress, OutgoingMessage, QueueMessage, Transport
 from tests.support import REGION, SqsEndpoint, make_queues, sqs_client, stomp_settings
@@ -424,3 +426,52 @@ async def test_no_aws_credentials_are_named_as_such(
         with pytest.raises(ConfigError) as raised:
             await transport.describe()
     assert raised.value.key == "AWS credentials" and "AWS_ACCESS_KEY_ID" in raised.value.problem
+
+
+@pytest.mark.localstack
+async def test_an_sqs_dead_letter_near_the_size_limit_keeps_its_body_and_failure_context(
+    sqs_endpoint: SqsEndpoint,
+) -> None:
+    # Before, the failure attributes pushed the copy over the DLQ's MaximumMessageSize: SQS refused it on every
+    # receive, and native redrive moved the message without any context.
+    url, dlq = make_queues(sqs_endpoint.url, f"c-{uuid.uuid4().hex[:12]}", max_receive_count=5)
+    client = sqs_client(sqs_endpoint.url)
+    for queue_url in (url, dlq):
+        client.set_queue_attributes(QueueUrl=queue_url, Attributes={"MaximumMessageSize": "262144"})
+    common: dict[str, Any] = {"endpoint_url": sqs_endpoint.url, "region": REGION, "wait_time_seconds": 1}
+    body = json.dumps({"id": 5, "note": "x" * (262_144 - 3_000)})
+    carried = {"event": "updated", "source": "s" * 1_000, "trace": "t" * 1_000}
+    async with open_transport(QueueSettings(url=url, dlq_url=dlq, **common)) as transport:
+        await transport.describe()
+        await transport.send(body, carried)
+        (message,) = await receive_all(transport, 1)
+        context = DeadLetterContext("channels", "r" * 5_000, "PermanentError", element_id=5)
+        await transport.send_dead_letter(message, context)
+        assert await transport.complete([message]) == []
+    async with open_transport(QueueSettings(url=dlq, dlq_url=url, **common)) as dead_letters:
+        (dead,) = await receive_all(dead_letters, 1, complete=True)
+    assert dead.body == body
+    # What SQS counts against MaximumMessageSize (moto counts only the body; SQS and LocalStack refuse more).
+    assert entry_size({"MessageBody": dead.body, "MessageAttributes": string_attributes(dead.attributes)}) <= 262_144
+    assert dead.attributes["failure.stage"] == "channels" and dead.attributes["failure.element_id"] == "5"
+    assert dead.attributes["failure.error_class"] == "PermanentError"
+    assert dead.attributes["failure.source_message_id"] == message.message_id
+    assert dead.attributes["failure.reason"].startswith("rrr")  # cut to fit, never dropped while it could fit
+    assert dead.attributes.get("event") == "updated"  # the short ones of its own kept, the long dropped first
+
+
+async def test_an_sqs_dead_letter_queue_smaller_than_the_message_refuses_the_copy_before_sending(
+    sqs_endpoint: SqsEndpoint,
+) -> None:
+    # The message stays on the main queue (its delete depends on the copy), and the error says why.
+    url, dlq = make_queues(sqs_endpoint.url, f"c-{uuid.uuid4().hex[:12]}", max_receive_count=5)
+    sqs_client(sqs_endpoint.url).set_queue_attributes(QueueUrl=dlq, Attributes={"MaximumMessageSize": "1024"})
+    common: dict[str, Any] = {"endpoint_url": sqs_endpoint.url, "region": REGION, "wait_time_seconds": 1}
+    async with open_transport(QueueSettings(url=url, dlq_url=dlq, **common)) as transport:
+        await transport.describe()
+        await transport.send(json.dumps({"id": 6, "note": "x" * 2_000}))
+        (message,) = await receive_all(transport, 1)
+        with pytest.raises(MessageTooLarge) as refused:
+            await transport.send_dead_letter(message, DeadLetterContext("decode", "too long", "PoisonMessage"))
+        assert refused.value.limit == 1024
+        assert await transport.release([message]) == []
