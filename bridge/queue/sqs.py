@@ -129,7 +129,9 @@ class SqsTransport:
         """Resolve the dead-letter queue (``queue.dlq_url``, else the redrive target); refuse to run without one.
         A configured ``queue.dlq_url`` must exist and be another queue: otherwise the first poison message would
         fail its dead-letter copy on every receive (or come straight back), found only then."""
-        attributes = await self._start_attributes(self.url, ["RedrivePolicy", "QueueArn"], key="queue.url")
+        attributes = await self._start_attributes(
+            self.url, ["RedrivePolicy", "QueueArn", "MaximumMessageSize"], key="queue.url"
+        )
         policy_text = attributes.get("RedrivePolicy")
         policy: dict[str, Any] = json.loads(policy_text) if policy_text else {}
         max_receive = int(policy.get("maxReceiveCount", 0)) or DEFAULT_MAX_RECEIVE_COUNT
@@ -144,11 +146,26 @@ class SqsTransport:
             *_, account, name = target.split(":")
             found = await self._client.get_queue_url(QueueName=name, QueueOwnerAWSAccountId=account)
             self.dlq_url = str(found["QueueUrl"])
-        else:
-            dead = await self._start_attributes(self.dlq_url, ["QueueArn"], key="queue.dlq_url")
-            if dead.get("QueueArn") is not None and dead.get("QueueArn") == attributes.get("QueueArn"):
-                raise ConfigError("queue.dlq_url", "names the main queue itself; it must be another queue")
+        dead = await self._start_attributes(self.dlq_url, ["QueueArn", "MaximumMessageSize"], key="queue.dlq_url")
+        if dead.get("QueueArn") is not None and dead.get("QueueArn") == attributes.get("QueueArn"):
+            raise ConfigError("queue.dlq_url", "names the main queue itself; it must be another queue")
+        self._remember_limit(self.url, attributes)
+        self._remember_limit(self.dlq_url, dead)
+        queue_limit, dlq_limit = self._message_limits.get(self.url), self._message_limits.get(self.dlq_url)
+        if queue_limit is not None and dlq_limit is not None and dlq_limit < queue_limit:
+            # Not refused: most messages fit. One that does not is retried until the queue's own redrive moves it.
+            log.warning(
+                "dlq_smaller_than_queue",
+                dlq_url=self.dlq_url,
+                dlq_maximum_message_size=dlq_limit,
+                queue_maximum_message_size=queue_limit,
+                consequence="a message larger than the DLQ takes cannot be copied there with its failure context",
+            )
         return QueueInfo(self.dlq_url, max_receive, has_redrive=bool(policy))
+
+    def _remember_limit(self, url: str, attributes: Mapping[str, str]) -> None:
+        if (limit := attributes.get("MaximumMessageSize")) is not None:
+            self._message_limits[url] = int(limit)
 
     async def _start_attributes(self, url: str, names: list[str], *, key: str) -> dict[str, str]:
         """A queue's attributes read at start; ``ConfigError`` naming ``key`` (the queue's setting) when the queue

@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from bridge.config import DEFAULT_MAX_BODY_BYTES, QueueSettings
 from bridge.errors import ConfigError
@@ -468,7 +469,10 @@ async def test_an_sqs_dead_letter_queue_smaller_than_the_message_refuses_the_cop
     sqs_client(sqs_endpoint.url).set_queue_attributes(QueueUrl=dlq, Attributes={"MaximumMessageSize": "1024"})
     common: dict[str, Any] = {"endpoint_url": sqs_endpoint.url, "region": REGION, "wait_time_seconds": 1}
     async with open_transport(QueueSettings(url=url, dlq_url=dlq, **common)) as transport:
-        await transport.describe()
+        with capture_logs() as logs:
+            await transport.describe()
+        (warning,) = [line for line in logs if line["event"] == "dlq_smaller_than_queue"]
+        assert warning["dlq_maximum_message_size"] == 1024 and warning["queue_maximum_message_size"] > 1024
         await transport.send(json.dumps({"id": 6, "note": "x" * 2_000}))
         (message,) = await receive_all(transport, 1)
         with pytest.raises(MessageTooLarge) as refused:
