@@ -23,13 +23,14 @@ from typing import Any, TypeVar
 
 import boto3
 import httpx
+import stompman
 from moto.server import ThreadedMotoServer
 from multidict import CIMultiDict, CIMultiDictProxy
 from pydantic import BaseModel, ConfigDict
 
 from bridge.channels import ChannelContext, ChannelResult, ChannelType, channel_types
 from bridge.channels.folder import FolderChannel, FolderOptions
-from bridge.config import ChannelSettings, QueueSettings, Settings
+from bridge.config import ChannelSettings, QueueSettings, Settings, parse_stomp_url
 from bridge.errors import ChannelUnavailable
 from bridge.http import HttpClient, HttpRequest, HttpResponse, HttpTimeout, HttpTransportError
 from bridge.kordiam.models import Element, Publication
@@ -164,6 +165,41 @@ async def stomp_drain(url: str, *, quiet: float = 1.0) -> list[QueueMessage]:
 async def stomp_send(url: str, body: str, attributes: dict[str, str] | None = None) -> None:
     async with open_transport(stomp_settings(url, dlq_url=f"{url}-unused"), consume=False) as transport:
         await transport.send(body, attributes)
+
+
+@contextlib.asynccontextmanager
+async def _stomp_client(url: str) -> AsyncIterator[tuple[stompman.Client, str]]:
+    address = parse_stomp_url(url)
+    server = stompman.ConnectionParameters(host=address.host, port=address.port, login="", passcode="")
+    async with stompman.Client(servers=[server], connect_retry_attempts=3) as client:
+        yield client, address.destination
+
+
+async def stomp_send_raw(url: str, body: bytes, headers: dict[str, str] | None = None) -> None:
+    """SEND ``body`` as these bytes, with a plain stompman client (not the bridge's transport), persistently."""
+    async with _stomp_client(url) as (client, destination):
+        await client.send(body, destination, headers=(headers or {}) | {"persistent": "true"}, receipt_timeout=10)
+
+
+async def stomp_browse_raw(url: str) -> list[tuple[dict[str, str], bytes]]:
+    """What an ActiveMQ queue holds as the broker holds it, headers and body bytes, read with a plain stompman
+    queue browser (consumes nothing, counts no delivery); the test's own view, not the bridge's transport's."""
+    seen: list[tuple[dict[str, str], bytes]] = []
+    ended = asyncio.Event()
+
+    async def on_frame(frame: stompman.AckableMessageFrame) -> None:
+        if frame.headers.get("browser") == "end":
+            ended.set()
+        else:
+            seen.append((dict(frame.headers), frame.body))  # type: ignore[arg-type]
+
+    async with _stomp_client(url) as (client, destination):
+        subscription = await client.subscribe_with_manual_ack(
+            destination, on_frame, ack="auto", headers={"browser": "true"}, receipt_timeout=10
+        )
+        await asyncio.wait_for(ended.wait(), 10)
+        await subscription.unsubscribe()
+    return seen
 
 
 async def eventually(

@@ -73,6 +73,7 @@ def to_dlq_message(peeked: PeekedMessage) -> DlqMessage:
         group_id=message.group_id,
         element_id=element_of(message),
         failure=FailureContext.parse(message.attributes),
+        body_is_utf8=message.raw_body is None,
     )
 
 

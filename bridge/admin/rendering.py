@@ -108,7 +108,12 @@ def render_dlq_message(message: DlqMessage, console: Console) -> None:
     for name, value in sorted(message.system_attributes.items()):
         system.add_row(name, value)
     console.print(system)
-    console.print("[bold]Body[/bold]")
+    if message.body_is_utf8:
+        console.print("[bold]Body[/bold]")
+    else:
+        console.print(
+            "[bold]Body[/bold] (not UTF-8: its bad bytes shown as \ufffd; the dead letter keeps them as they came)"
+        )
     parsed = message.body_json
     if parsed is not None:
         console.print(Syntax(json.dumps(parsed, indent=2, ensure_ascii=False), "json", word_wrap=True))

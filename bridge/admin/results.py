@@ -42,6 +42,9 @@ class DlqMessage:
     element_id: int | None
     # None when SQS moved the message itself (maxReceiveCount) rather than the worker with its context.
     failure: FailureContext | None
+    # False when the body's bytes are not UTF-8 (ActiveMQ): ``body`` shows each bad byte as U+FFFD; the dead letter
+    # itself, and a redriven copy, keep the bytes.
+    body_is_utf8: bool = True
 
     def age_seconds(self, now: datetime | None = None) -> float | None:
         if self.sent_at is None:

@@ -8,7 +8,7 @@ from bridge.errors import KordiamCredentialsRefused
 from bridge.ops.tracing import message_span, tracing_configured
 from bridge.pipeline.credentials import KordiamCredentials
 from bridge.pipeline.fate import outcome_for, poisoned
-from bridge.pipeline.notification import Notification, PoisonMessage, decode_notification
+from bridge.pipeline.notification import Notification, PoisonMessage, decode_notification, not_utf8
 from bridge.pipeline.sync import SyncEngine, SyncFailed, SyncReport
 from bridge.queue.outcome import Done, Outcome
 from bridge.queue.transport import QueueMessage
@@ -50,6 +50,8 @@ class MessageHandler:
 
     async def _handle(self, message: QueueMessage) -> Outcome:
         try:
+            if message.raw_body is not None:  # bytes the transport could not read as UTF-8
+                raise not_utf8(message.raw_body)
             notification = decode_notification(message.body, message.attributes)
         except PoisonMessage as poison:
             return poisoned(poison)

@@ -65,6 +65,17 @@ class PoisonMessage(Exception):
         self.reason = reason
 
 
+def not_utf8(raw_body: bytes) -> PoisonMessage:
+    """A body that is not UTF-8 (JSON is, RFC 8259), naming its first bad byte: read with U+FFFD in its place it
+    could pass for a notification of some element, so it is not read at all."""
+    try:
+        raw_body.decode()
+    except UnicodeDecodeError as error:
+        bad = raw_body[error.start]
+        return PoisonMessage(f"body is not UTF-8: byte 0x{bad:02x} at offset {error.start} ({error.reason})")
+    return PoisonMessage("body is not UTF-8")
+
+
 def decode_notification(body: str, attributes: dict[str, str] | None = None) -> Notification:
     try:
         payload = json.loads(body)

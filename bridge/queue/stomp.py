@@ -13,6 +13,9 @@ How each outcome is carried out (ActiveMQ Classic and Artemis both speak this):
   bridge's reason; and holding the message unacknowledged for the delay would fill the prefetch with sleepers.
 - Dead letter: SEND to ``queue.dlq_url`` with the original body and headers plus the ``failure.*`` context, and
   only when the broker's RECEIPT for it arrived is the original ACKed.
+- Bodies are bytes on the broker. One that is not UTF-8 keeps its bytes (``QueueMessage.raw_body``): the decoder
+  dead-letters it as such, and a copy (dead letter, retry, redrive) carries the bytes as they came, never the text
+  read with U+FFFD.
 - Operator commands: the dead-letter queue is read with a queue browser (``browser:true`` until ``browser:end``),
   which delivers nothing; redrive receives, SENDs the copy with a receipt, then ACKs.
 - Release (shutdown): nothing is sent; closing the connection hands every unacknowledged message back.
@@ -357,7 +360,7 @@ class StompTransport:
                 if message.group_id is not None:
                     headers[GROUP_HEADER] = message.group_id
                 try:
-                    await self._send_confirmed(self._address.destination, message.body, headers)
+                    await self._send_confirmed(self._address.destination, _payload(message), headers)
                 except Exception as error:  # not confirmed: not ACKed, the dead letter stays
                     tried.append((message, None, f"{type(error).__name__}: {error}"))
                     continue
@@ -392,7 +395,7 @@ class StompTransport:
             if seconds > 0:
                 headers[SCHEDULED_DELAY_HEADER] = str(seconds * 1000)
             try:
-                await self._send_confirmed(self._address.destination, message.body, headers)
+                await self._send_confirmed(self._address.destination, _payload(message), headers)
             except Exception as error:
                 # Not ACKed: the broker holds it for this connection and hands it back when the connection ends.
                 log.error("retry_send_failed", message_id=message.message_id, error=f"{type(error).__name__}: {error}")
@@ -414,7 +417,8 @@ class StompTransport:
         headers = dead_letter_headers(message, context)
         if message.group_id is not None:
             headers[GROUP_HEADER] = message.group_id[:MAX_HEADER_VALUE]
-        await self._send_confirmed(self._dlq_destination, message.body or "(empty body)", headers)
+        # The body as it came, even empty (SQS needs a stand-in text for that; a STOMP frame does not).
+        await self._send_confirmed(self._dlq_destination, _payload(message), headers)
 
     async def send(self, body: str, attributes: dict[str, str] | None = None, *, group_id: str | None = None) -> str:
         """Returns the ``bridge-send-id`` header it gave the message: the broker assigns its message id only on
@@ -423,7 +427,7 @@ class StompTransport:
         headers = dict(attributes or {}) | {SEND_ID_HEADER: send_id}
         if group_id is not None:
             headers[GROUP_HEADER] = group_id
-        await self._send_confirmed(self._address.destination, body, headers)
+        await self._send_confirmed(self._address.destination, body.encode(), headers)
         return send_id
 
     def _carried_headers(self, message: QueueMessage) -> dict[str, str]:
@@ -432,11 +436,11 @@ class StompTransport:
             headers[GROUP_HEADER] = message.group_id
         return headers
 
-    async def _send_confirmed(self, destination: str, body: str, headers: dict[str, str]) -> None:
+    async def _send_confirmed(self, destination: str, body: bytes, headers: dict[str, str]) -> None:
         """SEND persistently; returns once the broker's RECEIPT arrived (raises on an ERROR, a timeout, a lost
         connection)."""
         await self._client.send(
-            body.encode(),
+            body,
             destination,
             headers=headers | {"persistent": "true"},
             receipt_timeout=RECEIPT_TIMEOUT_SECONDS,
@@ -471,6 +475,11 @@ async def _cancel(task: asyncio.Task[None]) -> None:
     await asyncio.gather(task, return_exceptions=True)
 
 
+def _payload(message: QueueMessage) -> bytes:
+    """What a copy of ``message`` carries: its bytes as received."""
+    return message.raw_body if message.raw_body is not None else message.body.encode()
+
+
 def _to_message(frame: stompman.AckableMessageFrame) -> QueueMessage:
     """A MESSAGE frame as the transport contract's message (the broker's own headers left out of the attributes)."""
     headers: dict[str, str] = dict(frame.headers)  # type: ignore[arg-type]
@@ -478,10 +487,15 @@ def _to_message(frame: stompman.AckableMessageFrame) -> QueueMessage:
     handle = f"{headers['subscription']}/{headers['ack']}" if "ack" in headers else headers["subscription"]
     attempt = _int(headers.get(ATTEMPT_HEADER), 1)
     timestamp = _int(headers.get("timestamp"), 0)
+    try:
+        body, raw_body = frame.body.decode(), None
+    except UnicodeDecodeError:  # kept as bytes: the text is only for reading (the decoder rejects it, dlq show)
+        body, raw_body = frame.body.decode(errors="replace"), frame.body
     return QueueMessage(
         message_id=headers.get("message-id", handle),
         receipt_handle=handle,
-        body=frame.body.decode("utf-8", errors="replace"),
+        body=body,
+        raw_body=raw_body,
         attributes={name: value for name, value in headers.items() if name not in BROKER_HEADERS},
         # A redelivery after a lost connection is an attempt the message's header does not know of yet.
         receive_count=attempt + (1 if headers.get("redelivered") == "true" else 0),

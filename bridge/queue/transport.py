@@ -39,6 +39,9 @@ class QueueMessage:
     ``receive_count`` counts attempts, including the ones before a worker restart; ``attributes`` are the producer's
     string attributes (SQS message attributes, STOMP headers). ``group_id`` orders messages where the transport keeps
     an order (``Transport.ordered_groups``); ``trace_header`` is an AWS X-Ray header where the transport has one.
+    ``raw_body`` holds the body's bytes where they are not UTF-8 (ActiveMQ carries bytes; SQS only text): ``body``
+    then shows each bad byte as U+FFFD, and every copy the transport makes (a dead letter, a retry, a redrive) sends
+    ``raw_body``, so the message is never altered.
     """
 
     message_id: str
@@ -49,6 +52,7 @@ class QueueMessage:
     sent_at: float | None
     group_id: str | None
     trace_header: str | None = None
+    raw_body: bytes | None = None
     received_at: float = field(default_factory=time.monotonic)
     visible_until: float = 0.0
 

@@ -16,7 +16,14 @@ from bridge.admin.status import collect_status, render_status
 from bridge.cli import main
 from bridge.queue import open_transport
 from bridge.queue.dead_letter import DeadLetterContext
-from tests.support import stomp_drain, stomp_send, stomp_settings, worker_settings
+from tests.support import (
+    stomp_browse_raw,
+    stomp_drain,
+    stomp_send,
+    stomp_send_raw,
+    stomp_settings,
+    worker_settings,
+)
 
 pytestmark = [pytest.mark.integration]
 
@@ -124,3 +131,22 @@ async def test_redrive_moves_what_was_there_at_the_start_and_keeps_the_first_fai
     assert [m.body for m in await stomp_drain(queue)] == ['{"id": 12, "event": "updated"}']
     assert (await dlq_list(settings)).messages == []
     assert (await dlq_redrive(settings)).moved == []  # an empty dead-letter queue: nothing to do, and it ends
+
+
+async def test_redrive_and_dlq_show_keep_a_body_that_is_not_utf8_byte_for_byte(stomp_queues: tuple[str, str]) -> None:
+    queue, dlq = stomp_queues
+    settings = stomp_settings(queue, dlq_url=dlq)
+    body = b'{"id": 7, "title": "caf\xe9"}\xff'
+    await stomp_send_raw(dlq, body, {"failure.stage": "decode", "failure.reason": "body is not UTF-8"})
+    [listed] = (await dlq_list(settings)).messages
+    shown = await dlq_show(settings, listed.message_id)
+    assert shown is not None and shown.body == body.decode(errors="replace")  # for reading; the bytes stay
+    console = Console(record=True, width=200)
+    render_dlq_message(shown, console)
+    assert "Body (not UTF-8" in console.export_text()  # the bytes shown as U+FFFD are said to be so
+
+    moved = await dlq_redrive(settings)
+    assert [m.dlq_message_id for m in moved.moved] == [listed.message_id]
+    [(headers, copy)] = await stomp_browse_raw(queue)
+    assert copy == body and headers["redriven_from"] == listed.message_id
+    assert await stomp_browse_raw(dlq) == []

@@ -26,8 +26,10 @@ from tests.support import (
     deliveries,
     eventually,
     running_worker,
+    stomp_browse_raw,
     stomp_drain,
     stomp_send,
+    stomp_send_raw,
     stomp_settings,
     story,
     worker_settings,
@@ -98,6 +100,35 @@ async def test_poison_messages_are_dead_lettered_with_their_reason(
     assert "no element id" in dead[1].attributes["failure.reason"]
     assert dead[0].attributes["event"] == "updated"  # the original headers travel with the dead letter
     assert await stomp_drain(stomp_queues[0]) == []
+
+
+async def test_a_body_that_is_not_utf8_is_dead_lettered_byte_for_byte_saying_so(
+    stomp_queues: tuple[str, str], stomp_simulator: RunningSimulator, tmp_path: Path
+) -> None:
+    # ActiveMQ carries bytes. The dead letter is the message as it came, not its reading with U+FFFD; the Latin-1
+    # one would otherwise have passed for element 7. An empty body stays empty (no stand-in text).
+    bodies = [b"\xff\xfe not text \x00\x80", b'{"id": 7, "title": "caf\xe9"}', b""]
+    for body in bodies:
+        await stomp_send_raw(stomp_queues[0], body, {"event": "updated"})
+    settings = worker_settings(
+        queue=stomp_queues[0], endpoint=stomp_queues[1], kordiam=stomp_simulator.base_url, workdir=tmp_path
+    )
+    async with running_worker(settings):
+        await eventually(lambda: _count(stomp_queues[1], 3), what="the three dead letters")
+    dead = await stomp_browse_raw(stomp_queues[1])
+    assert sorted(body for _, body in dead) == sorted(bodies)
+    reasons = sorted(headers["failure.reason"] for headers, _ in dead)
+    assert reasons == [
+        "body is not JSON: Expecting value: line 1 column 1 (char 0)",
+        "body is not UTF-8: byte 0xe9 at offset 23 (invalid continuation byte)",
+        "body is not UTF-8: byte 0xff at offset 0 (invalid start byte)",
+    ]
+    assert all(headers["failure.stage"] == "decode" and headers["event"] == "updated" for headers, _ in dead)
+    assert await stomp_drain(stomp_queues[0]) == []
+
+
+async def _count(url: str, wanted: int) -> bool:
+    return len(await stomp_browse_raw(url)) >= wanted
 
 
 async def test_a_poison_message_with_a_huge_failure_reason_is_dead_lettered_once(

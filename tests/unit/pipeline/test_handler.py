@@ -77,6 +77,18 @@ async def test_an_undecodable_body_is_dead_lettered_without_a_sync() -> None:
     assert kordiam.reads == [] and web.upserts == []
 
 
+async def test_a_body_that_is_not_utf8_is_dead_lettered_saying_so() -> None:
+    # ActiveMQ carries bytes. Read with U+FFFD for the bad byte, this Latin-1 body would pass for element 5.
+    kordiam, state = FakeKordiam(), MemoryStateStore()
+    web = ScriptedChannel("web")
+    raw = b'{"id": 5, "title": "caf\xe9"}'
+    received = QueueMessage("m1", "r1", raw.decode(errors="replace"), {}, 1, None, None, raw_body=raw)
+    outcome = await handler_over(kordiam, state, (web, WEB))(received)
+    assert isinstance(outcome, DeadLetter) and outcome.stage == "decode" and outcome.error_class == "PoisonMessage"
+    assert outcome.reason == "body is not UTF-8: byte 0xe9 at offset 23 (invalid continuation byte)"
+    assert kordiam.reads == [] and web.upserts == []
+
+
 async def test_a_refusal_of_the_workers_credentials_pauses_and_the_message_runs_again(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -25,10 +25,24 @@ from tests.support import eventually, stomp_settings
 
 @dataclass
 class Frame:
-    """The two fields of stompman's AckableMessageFrame the transport reads."""
+    """The two fields of stompman's AckableMessageFrame the transport reads, and its ACK."""
 
     headers: dict[str, str]
     body: bytes
+    acked: bool = False
+
+    async def ack(self) -> None:
+        self.acked = True
+
+
+class SendingClient:
+    """What the transport asks of stompman's Client to SEND: each frame's body, destination and headers."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[bytes, str, dict[str, str]]] = []
+
+    async def send(self, body: bytes, destination: str, *, headers: dict[str, str], receipt_timeout: float) -> None:
+        self.sent.append((body, destination, headers))
 
 
 def transport() -> StompTransport:
@@ -72,9 +86,27 @@ async def test_the_attempt_header_and_a_broker_redelivery_both_count() -> None:
     assert (await received(transport(), frame(**{"bridge-attempt": "junk"}))).receive_count == 1
 
 
-async def test_a_body_that_is_not_utf8_still_arrives_for_the_decoder_to_reject() -> None:
+async def test_a_body_that_is_not_utf8_arrives_with_its_bytes_kept() -> None:
+    # The text is for reading (the decoder rejects it, dlq show prints it); the bytes are the message.
     message = await received(transport(), frame(body=b"\xff\xfe not text"))
-    assert message.body.endswith(" not text") and "\ufffd" in message.body
+    assert message.body == "\ufffd\ufffd not text" and message.raw_body == b"\xff\xfe not text"
+    assert (await received(transport(), frame(body=b'{"id": 7}'))).raw_body is None  # UTF-8: the text is the body
+
+
+async def test_a_dead_letter_and_a_retry_carry_the_bytes_as_received() -> None:
+    # Nothing lost or altered: a copy is the message's own bytes, not their U+FFFD reading, nor a stand-in text.
+    client = SendingClient()
+    copying = StompTransport(stomp_settings("stomp://127.0.0.1:61613/queue/kordiam"), client)  # type: ignore[arg-type]
+    latin1 = b'{"id": 7, "title": "caf\xe9"}'
+    context = DeadLetterContext("decode", "body is not UTF-8", "PoisonMessage")
+    await copying.send_dead_letter(await received(copying, frame(body=latin1)), context)
+    await copying.send_dead_letter(await received(copying, frame(body=b"", ack="ID:conn-1:6")), context)
+    assert await copying.retry_later([await received(copying, frame(body=latin1, ack="ID:conn-1:7"))], 5) == []
+    assert [(body, destination) for body, destination, _ in client.sent] == [
+        (latin1, "/queue/kordiam-dlq"),
+        (b"", "/queue/kordiam-dlq"),
+        (latin1, "/queue/kordiam"),
+    ]
 
 
 # ---- dead-letter headers -------------------------------------------------------------------------------------
