@@ -1,8 +1,9 @@
 """The ActiveMQ backend of ``QueueAdmin``, on a ``StompTransport`` that does not subscribe.
 
 ActiveMQ Classic answers no depth query over STOMP: ``depth`` says so, and a queue is counted by browsing it
-(``peek``: a queue browser, which delivers nothing and counts no attempt). Redrive receives a dead letter, SENDs
-its copy with a receipt, then ACKs (``StompTransport.redrive_dead_letters``); there is no move task.
+(``peek``: a queue browser, which delivers nothing and counts no attempt). Redrive chooses from a browse and moves
+each chosen dead letter on its own: receive it, SEND its copy with a receipt, then ACK
+(``StompTransport.move_dead_letter``); there is no move task.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import Callable, Sequence
 import structlog
 
 from bridge.errors import AdminError
-from bridge.queue.stomp import StompTransport
+from bridge.queue.stomp import REDRIVE_BROWSE_LIMIT, StompTransport
 from bridge.queue.transport import (
     MAX_BATCH,
     MovedMessage,
@@ -90,18 +91,42 @@ class StompQueueAdmin:
             raise ValueError("limit must be at least 1")
 
     async def redrive(self, request: RedriveRequest, *, progress: ProgressSink, stop: asyncio.Event) -> RedriveResult:
-        """Never loses one: a dead letter is ACKed only after the broker confirmed its copy."""
+        """Never loses one: a dead letter is ACKed only after the broker confirmed its copy. Never touches one it
+        leaves: ``wanted`` and ``limit`` choose from a browse of the dead-letter queue (which delivers nothing), and
+        only a chosen one is then received, on its own; ``stop`` set ends the run after the one in progress.
+
+        Bounded by what the dead-letter queue held at the start (up to ``REDRIVE_BROWSE_LIMIT``): a dead letter that
+        arrives during the run (a moved message failing again) is not in the browse, so the run ends. A chosen one
+        that no longer comes (another consumer took it) ends the run with ``stopped_reason``.
+        """
         self.check_redrive(request)
-        tried, left, arrived = await self.transport.redrive_dead_letters(
-            limit=request.limit, wanted=request.wanted or (lambda _: True), stop=stop
-        )
-        result = RedriveResult(
-            "manual", self._dlq_url, self.url, skipped=left, arrived=arrived, interrupted=stop.is_set()
-        )
-        for message, send_id, error in tried:
+        wanted = request.wanted or (lambda _: True)
+        at_start, _ = await self.transport.browse(self._dlq_url, limit=REDRIVE_BROWSE_LIMIT)
+        result = RedriveResult("manual", self._dlq_url, self.url)
+        tried = 0
+        for index, message in enumerate(at_start):
+            if stop.is_set() or (request.limit is not None and tried >= request.limit):
+                result.skipped += len(at_start) - index
+                break
+            if not wanted(message):
+                result.skipped += 1
+                continue
+            tried += 1
+            try:
+                send_id = await self.transport.move_dead_letter(message.message_id)
+            except Exception as error:  # the copy not confirmed (refused, no receipt, connection lost): it stays
+                result.failed.append(RedriveFailure(message.message_id, f"{type(error).__name__}: {error}"))
+                continue
             if send_id is None:
-                result.failed.append(RedriveFailure(message.message_id, error or "not confirmed by the broker"))
-            else:
-                result.moved.append(MovedMessage(message.message_id, send_id, request.element_of(message)))
-        log.info("redriven", queue=self._dlq_url, moved=len(result.moved), failed=len(result.failed), left=left)
+                result.skipped += len(at_start) - index - 1
+                result.stopped_reason = (
+                    f"dead letter {message.message_id} did not come (no longer on the dead-letter queue: another "
+                    "consumer took it?); the rest are left for a later run"
+                )
+                break
+            result.moved.append(MovedMessage(message.message_id, send_id, request.element_of(message)))
+        result.interrupted = stop.is_set()
+        log.info(
+            "redriven", queue=self._dlq_url, moved=len(result.moved), failed=len(result.failed), left=result.skipped
+        )
         return result

@@ -366,9 +366,11 @@ class QueueAdmin(Protocol):
 
         A copy drops the ``failure.*`` attributes and carries ``redriven_from`` and the first failure
         (``bridge.queue.dead_letter.redriven_attributes``). Only what the dead-letter queue held when the run
-        started is moved: a dead letter arriving meanwhile (this run's copy failing again) is counted in
-        ``arrived`` and left, so a run ends. The broker's own move (SQS's move task) moves everything verbatim,
-        ``failure.*`` included; it takes no limit and no filter. ``stop`` set ends the run at its next step with a
-        partial result.
+        started is moved: a dead letter arriving meanwhile (this run's copy failing again) is left, so a run ends,
+        and counted in ``arrived`` where the run sees it (SQS receives it; ActiveMQ chooses from a browse and never
+        receives it). A dead letter the run leaves keeps its receive count where the broker allows (ActiveMQ: it is
+        never delivered to the run; SQS counts every receive, so one received and left there does gain one). The
+        broker's own move (SQS's move task) moves everything verbatim, ``failure.*`` included; it takes no limit and
+        no filter. ``stop`` set ends the run at its next step with a partial result.
         """
         ...

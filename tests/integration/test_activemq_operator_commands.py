@@ -150,3 +150,24 @@ async def test_redrive_and_dlq_show_keep_a_body_that_is_not_utf8_byte_for_byte(s
     [(headers, copy)] = await stomp_browse_raw(queue)
     assert copy == body and headers["redriven_from"] == listed.message_id
     assert await stomp_browse_raw(dlq) == []
+
+
+async def test_redrive_leaves_what_it_does_not_move_untouched(stomp_queues: tuple[str, str]) -> None:
+    # The dead letters a run leaves (beyond --limit, filtered out by --element) are never delivered to it: the
+    # broker would hand them back marked redelivered, one more receive on each.
+    queue, dlq = stomp_queues
+    settings = stomp_settings(queue, dlq_url=dlq)
+    for element in (11, 12, 13, 14):
+        body = json.dumps({"id": element})
+        await _dead_letter(queue, dlq, body, DeadLetterContext("sync", "boom", "X", element))
+
+    first = await dlq_redrive(settings, limit=1)
+    assert [m.element_id for m in first.moved] == [11] and (first.skipped, first.ok) == (3, True)
+    only_14 = await dlq_redrive(settings, element_ids=[14])
+    assert [m.element_id for m in only_14.moved] == [14] and only_14.skipped == 2
+
+    left = await stomp_browse_raw(dlq)
+    assert [json.loads(body)["id"] for _, body in left] == [12, 13]
+    assert [headers.get("redelivered") for headers, _ in left] == [None, None]
+    assert [m.receive_count for m in (await dlq_list(settings)).messages] == [1, 1]
+    assert sorted(json.loads(body)["id"] for _, body in await stomp_browse_raw(queue)) == [11, 14]

@@ -1,0 +1,192 @@
+"""The ActiveMQ redrive against an in-process broker that delivers as ActiveMQ does (the real one is in the
+integration tests): what a run leaves on the dead-letter queue must never be delivered to it, or the broker hands it
+back marked redelivered, one more receive counted on a message nobody asked to touch."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import re
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from bridge.admin.redrive import redrive_request
+from bridge.queue import stomp
+from bridge.queue.stomp import StompTransport
+from bridge.queue.stomp_admin import StompQueueAdmin
+from bridge.queue.transport import NoProgress, RedriveResult
+from tests.support import stomp_settings
+
+MAIN, DLQ = "/queue/kordiam", "/queue/kordiam-dlq"
+Handler = Callable[[Any], Coroutine[Any, Any, Any]]
+
+
+@dataclass
+class Stored:
+    message_id: str
+    body: bytes
+    headers: dict[str, str]
+    redelivered: bool = False
+
+
+@dataclass
+class Delivery:
+    """A MESSAGE frame as the transport reads it, and its ACK."""
+
+    headers: dict[str, str]
+    body: bytes
+    broker: Broker
+    destination: str
+
+    async def ack(self) -> None:
+        self.broker.acked(self.destination, self.headers["message-id"])
+
+
+@dataclass
+class Subscription:
+    id: str
+    destination: str
+    broker: Broker
+    delivered: list[str] = field(default_factory=list)
+
+    async def unsubscribe(self) -> None:
+        self.broker.ended(self)
+
+
+class Broker:
+    """ActiveMQ as a redrive sees it: a browser (``browser:true``) is shown every message and then ``browser:end``;
+    a ``client-individual`` subscription is delivered, up to its prefetch, the messages its ``selector`` names (all
+    of them without one); a message delivered and not ACKed when its subscription ends stays, marked redelivered."""
+
+    def __init__(self) -> None:
+        self.queues: dict[str, list[Stored]] = {MAIN: [], DLQ: []}
+        self._ids = itertools.count(1)
+        self.on_send: Callable[[str], None] = lambda destination: None
+        self.refuse_copies_of: set[str] = set()
+
+    def put(self, destination: str, body: bytes, headers: dict[str, str]) -> str:
+        message_id = f"ID:broker-{next(self._ids)}"
+        self.queues[destination].append(Stored(message_id, body, headers))
+        return message_id
+
+    async def send(self, body: bytes, destination: str, *, headers: dict[str, str], receipt_timeout: float) -> None:
+        if headers.get("redriven_from") in self.refuse_copies_of:
+            raise RuntimeError("refused")
+        self.put(destination, body, dict(headers))
+        self.on_send(destination)
+
+    async def subscribe_with_manual_ack(
+        self, destination: str, handler: Handler, *, ack: str, headers: dict[str, str], receipt_timeout: float | None
+    ) -> Subscription:
+        subscription = Subscription(f"sub-{next(self._ids)}", destination, self)
+        frame = {"subscription": subscription.id, "destination": destination}
+        if headers.get("browser") == "true":
+            for stored in list(self.queues[destination]):
+                await handler(
+                    Delivery(frame | stored.headers | {"message-id": stored.message_id}, stored.body, self, destination)
+                )
+            await handler(Delivery(frame | {"browser": "end"}, b"", self, destination))
+            return subscription
+        selector = re.fullmatch(r"JMSMessageID = '(.*)'", headers.get("selector", ""))
+        prefetch = int(headers.get("activemq.prefetchSize", "1000"))
+        for stored in list(self.queues[destination]):
+            if len(subscription.delivered) == prefetch:
+                break
+            if selector is not None and stored.message_id != selector.group(1).replace("''", "'"):
+                continue
+            subscription.delivered.append(stored.message_id)
+            extra = {"ack": f"ack-{stored.message_id}", "message-id": stored.message_id}
+            if stored.redelivered:
+                extra["redelivered"] = "true"
+            await handler(Delivery(frame | stored.headers | extra, stored.body, self, destination))
+        return subscription
+
+    def acked(self, destination: str, message_id: str) -> None:
+        self.queues[destination] = [m for m in self.queues[destination] if m.message_id != message_id]
+
+    def ended(self, subscription: Subscription) -> None:
+        for stored in self.queues[subscription.destination]:
+            if stored.message_id in subscription.delivered:
+                stored.redelivered = True
+
+    def bodies(self, destination: str) -> list[str]:
+        return [m.body.decode() for m in self.queues[destination]]
+
+    def redelivered(self) -> list[str]:
+        return [m.body.decode() for m in self.queues[DLQ] if m.redelivered]
+
+
+def dead_letters(broker: Broker, *elements: int) -> list[str]:
+    return [
+        broker.put(DLQ, json.dumps({"id": e}).encode(), {"failure.stage": "sync", "failure.element_id": str(e)})
+        for e in elements
+    ]
+
+
+async def redrive(
+    broker: Broker, *, limit: int | None = None, elements: list[int] | None = None, stop: asyncio.Event | None = None
+) -> RedriveResult:
+    transport = StompTransport(stomp_settings(f"stomp://127.0.0.1:61613{MAIN}"), broker)  # type: ignore[arg-type]
+    request = redrive_request(limit=limit, element_ids=elements, native=None)
+    return await StompQueueAdmin(transport).redrive(request, progress=NoProgress(), stop=stop or asyncio.Event())
+
+
+async def test_a_limit_moves_that_many_and_leaves_the_rest_undelivered() -> None:
+    broker = Broker()
+    dead_letters(broker, 1, 2, 3)
+    result = await redrive(broker, limit=1)
+    assert [m.element_id for m in result.moved] == [1] and (result.skipped, result.ok) == (2, True)
+    assert broker.bodies(MAIN) == ['{"id": 1}'] and broker.bodies(DLQ) == ['{"id": 2}', '{"id": 3}']
+    assert broker.redelivered() == []
+
+
+async def test_a_filter_leaves_the_others_undelivered() -> None:
+    broker = Broker()
+    dead_letters(broker, 1, 2, 3)
+    result = await redrive(broker, elements=[3])
+    assert [m.element_id for m in result.moved] == [3] and result.skipped == 2
+    assert broker.bodies(DLQ) == ['{"id": 1}', '{"id": 2}'] and broker.redelivered() == []
+
+
+async def test_a_stop_leaves_the_rest_undelivered() -> None:
+    broker, stop = Broker(), asyncio.Event()
+    dead_letters(broker, 1, 2, 3)
+    broker.on_send = lambda destination: stop.set()  # Ctrl-C while the first copy is being sent
+    result = await redrive(broker, stop=stop)
+    assert [m.element_id for m in result.moved] == [1] and (result.skipped, result.interrupted) == (2, True)
+    assert broker.redelivered() == []
+
+
+async def test_a_copy_the_broker_refused_leaves_its_dead_letter_and_the_run_goes_on() -> None:
+    broker = Broker()
+    first, _ = dead_letters(broker, 1, 2)
+    broker.refuse_copies_of = {first}
+    result = await redrive(broker)
+    assert [f.dlq_message_id for f in result.failed] == [first] and "refused" in result.failed[0].reason
+    assert [m.element_id for m in result.moved] == [2]
+    # The one tried was delivered and not ACKed: back on the queue, redelivered; nothing else was touched.
+    assert broker.bodies(DLQ) == ['{"id": 1}'] and broker.redelivered() == ['{"id": 1}']
+
+
+async def test_a_dead_letter_another_consumer_took_meanwhile_ends_the_run_saying_so(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    broker = Broker()
+    first, second, _ = dead_letters(broker, 1, 2, 3)
+    browse = StompTransport.browse
+
+    async def browse_then_lose_one(self: StompTransport, url: str, *, limit: int) -> Any:
+        seen = await browse(self, url, limit=limit)
+        broker.acked(DLQ, second)  # taken by someone else between the browse and its move
+        return seen
+
+    monkeypatch.setattr(StompTransport, "browse", browse_then_lose_one)
+    monkeypatch.setattr(stomp, "RECEIPT_TIMEOUT_SECONDS", 0.01)  # the fake delivers at once or never
+    result = await redrive(broker)
+    assert [m.dlq_message_id for m in result.moved] == [first] and result.skipped == 1
+    assert result.stopped_reason is not None and second in result.stopped_reason and not result.ok
+    assert broker.bodies(DLQ) == ['{"id": 3}'] and broker.redelivered() == []
