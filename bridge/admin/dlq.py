@@ -68,6 +68,7 @@ def to_dlq_message(peeked: PeekedMessage) -> DlqMessage:
         body=message.body,
         attributes=message.attributes,
         system_attributes=peeked.broker_attributes,
+        system_attributes_title=peeked.broker_attributes_title,
         sent_at=datetime.fromtimestamp(message.sent_at, UTC) if message.sent_at is not None else None,
         receive_count=message.receive_count,
         group_id=message.group_id,

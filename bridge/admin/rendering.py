@@ -96,18 +96,23 @@ def render_dlq_message(message: DlqMessage, console: Console) -> None:
     if message.group_id:
         table.add_row("group", message.group_id)
     console.print(table)
-    attributes = Table(title="Message attributes", title_justify="left")
-    attributes.add_column("name")
-    attributes.add_column("value", overflow="fold")
-    for name in sorted(message.attributes, key=lambda n: (not n.startswith(FAILURE_PREFIX), n)):
-        attributes.add_row(Text(name), Text(message.attributes[name]))
-    console.print(attributes)
-    system = Table(title="SQS attributes", title_justify="left")
-    system.add_column("name")
-    system.add_column("value", overflow="fold")
-    for name, value in sorted(message.system_attributes.items()):
-        system.add_row(name, value)
-    console.print(system)
+    if message.attributes:
+        attributes = Table(title="Message attributes", title_justify="left")
+        attributes.add_column("name")
+        attributes.add_column("value", overflow="fold")
+        for name in sorted(message.attributes, key=lambda n: (not n.startswith(FAILURE_PREFIX), n)):
+            attributes.add_row(Text(name), Text(message.attributes[name]))
+        console.print(attributes)
+    else:
+        console.print("Message attributes: none")
+    # Under the broker's own name for them; a broker that shows nothing beside the message gets no section.
+    if message.system_attributes:
+        system = Table(title=message.system_attributes_title, title_justify="left")
+        system.add_column("name")
+        system.add_column("value", overflow="fold")
+        for name, value in sorted(message.system_attributes.items()):
+            system.add_row(Text(name), Text(value))
+        console.print(system)
     if message.body_is_utf8:
         console.print("[bold]Body[/bold]")
     else:

@@ -34,8 +34,10 @@ class DlqMessage:
     body: str
     # Message attributes as sent (binary values shown as ``<binary, N bytes>``).
     attributes: dict[str, str]
-    # The broker's own attributes (SQS: SentTimestamp, ApproximateReceiveCount, MessageGroupId, …).
+    # The broker's own attributes (SQS: SentTimestamp, ApproximateReceiveCount, MessageGroupId, …; ActiveMQ:
+    # timestamp, redelivered, …), and what the broker calls them ("SQS attributes", "Broker headers").
     system_attributes: dict[str, str]
+    system_attributes_title: str
     sent_at: datetime | None
     receive_count: int
     group_id: str | None

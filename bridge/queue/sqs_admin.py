@@ -108,7 +108,7 @@ def _peeked(raw: dict[str, Any]) -> PeekedMessage:
         group_id=system.get("MessageGroupId"),
         trace_header=system.get("AWSTraceHeader"),
     )
-    return PeekedMessage(message, system)
+    return PeekedMessage(message, system, "SQS attributes")
 
 
 def _chunks(items: Sequence[Any], size: int = MAX_BATCH) -> Iterator[Sequence[Any]]:

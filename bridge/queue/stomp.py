@@ -56,6 +56,7 @@ from bridge.queue.dead_letter import (
 from bridge.queue.transport import (
     DEFAULT_MAX_RECEIVE_COUNT,
     MAX_BATCH,
+    PeekedMessage,
     QueueInfo,
     QueueMessage,
     prefetch_for,
@@ -89,6 +90,10 @@ BROKER_HEADERS = frozenset(
         "AMQ_SCHEDULED_CRON",
     }
 )
+# What dlq show calls the broker's headers of a message (BROKER_HEADERS without the reader's own: the subscription
+# and ack id belong to the browse that read it, not to the message).
+BROKER_HEADERS_TITLE = "Broker headers"
+READERS_HEADERS = frozenset({"ack", "receipt", "subscription"})
 RECEIPT_TIMEOUT_SECONDS = 10.0
 # The most dead letters one redrive run takes on (it browses them first to bound the run).
 REDRIVE_BROWSE_LIMIT = 10_000
@@ -277,21 +282,21 @@ class StompTransport:
 
     # ---- browsing (operator commands) ------------------------------------------------------------------------
 
-    async def browse(self, url: str, *, limit: int) -> tuple[list[QueueMessage], bool]:
+    async def browse(self, url: str, *, limit: int) -> tuple[list[PeekedMessage], bool]:
         """Up to ``limit`` messages on the queue at ``url`` (the main or the dead-letter queue), without consuming
-        any, and whether it holds more.
+        any, each with the broker's own headers of it (``BROKER_HEADERS_TITLE``), and whether it holds more.
 
         An ActiveMQ queue browser (``browser:true``) sees the queue as it is and ends with a ``browser:end`` frame;
         a browsed message is not delivered, so it counts as no attempt.
         """
-        seen: list[QueueMessage] = []
+        seen: list[PeekedMessage] = []
         ended = asyncio.Event()
 
         async def on_frame(frame: stompman.AckableMessageFrame) -> None:
             if frame.headers.get("browser") == "end":
                 ended.set()
             elif len(seen) <= limit:
-                seen.append(_to_message(frame))
+                seen.append(PeekedMessage(_to_message(frame), _broker_headers(frame), BROKER_HEADERS_TITLE))
                 if len(seen) > limit:  # one more than asked tells that there are more; no need to see the rest
                     ended.set()
 
@@ -454,6 +459,16 @@ def _encoded_length(text: str) -> int:
 async def _cancel(task: asyncio.Task[None]) -> None:
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
+
+
+def _broker_headers(frame: stompman.AckableMessageFrame) -> dict[str, str]:
+    """The headers the broker set on the message (``BROKER_HEADERS``), without the ones of the subscription that read
+    it (``READERS_HEADERS``)."""
+    return {
+        name: str(value)
+        for name, value in frame.headers.items()
+        if name in BROKER_HEADERS and name not in READERS_HEADERS
+    }
 
 
 def _selector_for(message_id: str) -> str:

@@ -60,10 +60,9 @@ class StompQueueAdmin:
         until: Callable[[PeekedMessage], bool] | None = None,
         progress: ProgressSink | None = None,
     ) -> tuple[list[PeekedMessage], bool]:
-        messages, more = await self.transport.browse(url, limit=limit)
+        browsed, more = await self.transport.browse(url, limit=limit)
         seen: list[PeekedMessage] = []
-        for message in messages:
-            peeked = PeekedMessage(message, {})
+        for peeked in browsed:
             seen.append(peeked)
             if progress is not None:
                 progress.advance()
@@ -104,7 +103,7 @@ class StompQueueAdmin:
         at_start, _ = await self.transport.browse(self._dlq_url, limit=REDRIVE_BROWSE_LIMIT)
         result = RedriveResult("manual", self._dlq_url, self.url)
         tried = 0
-        for index, message in enumerate(at_start):
+        for index, message in enumerate(peeked.message for peeked in at_start):
             if stop.is_set() or (request.limit is not None and tried >= request.limit):
                 result.skipped += len(at_start) - index
                 break

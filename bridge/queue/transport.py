@@ -212,10 +212,12 @@ class QueueDepth:
 @dataclass(frozen=True, slots=True)
 class PeekedMessage:
     """A message seen without being consumed: the message, and the broker's own attributes of it (SQS system
-    attributes such as ``SentTimestamp``; empty where the broker shows none beside the message)."""
+    attributes such as ``SentTimestamp``; ActiveMQ's headers such as ``timestamp`` and ``redelivered``; empty where
+    the broker shows none beside the message), and what the broker calls them (``dlq show`` heads them so)."""
 
     message: QueueMessage
     broker_attributes: dict[str, str]
+    broker_attributes_title: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -68,6 +68,11 @@ async def test_dlq_list_and_show_browse_without_consuming(stomp_queues: tuple[st
     text = console.export_text()
     # ActiveMQ's ids hold ":-1:"-like runs: shown as they are, not as markup or emoji.
     assert "body is not JSON" in text and synced.message_id in text and poison.message_id in text
+    # The broker's own headers of the dead letter, named as such: not an empty "SQS attributes" table.
+    assert synced.system_attributes["message-id"] == synced.message_id
+    assert synced.system_attributes["destination"] == "/queue/" + dlq.rsplit("/", 1)[1]
+    assert synced.system_attributes["timestamp"].isdigit() and "subscription" not in synced.system_attributes
+    assert "Broker headers" in text and "SQS attributes" not in text
 
     # Browsing consumed nothing: both dead letters are still there.
     assert sorted(m.body for m in await stomp_drain(dlq)) == sorted(m.body for m in listing.messages)

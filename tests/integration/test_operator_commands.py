@@ -356,7 +356,7 @@ async def test_dlq_list_and_show_give_the_failure_context(
     assert json.loads(shown.body) == {"id": 11, "event": "updated"}
     assert "SentTimestamp" in shown.system_attributes
     text = rendered(render_dlq_message, shown)
-    assert "failure.stage" in text and '"id": 11' in text
+    assert "failure.stage" in text and '"id": 11' in text and "SQS attributes" in text
 
     # Also found by the id it had on the main queue; an unknown id is None.
     by_source = await dlq_show(settings.queue, first)

@@ -30,7 +30,8 @@ MAIN, DLQ = "queue://main", "queue://dlq"
 def dead_letter(message_id: str, body: str, sent_at: float, context: DeadLetterContext | None) -> PeekedMessage:
     original = QueueMessage(f"source-{message_id}", "r", body, {"event": "updated"}, 3, None, None)
     attributes = {"event": "updated", **(failure_attributes(original, context) if context else {})}
-    return PeekedMessage(QueueMessage(message_id, "r", body, attributes, 1, sent_at, None), {"SentTimestamp": "1"})
+    message = QueueMessage(message_id, "r", body, attributes, 1, sent_at, None)
+    return PeekedMessage(message, {"SentTimestamp": "1"}, "SQS attributes")
 
 
 class ListedQueue:

@@ -190,3 +190,13 @@ async def test_a_dead_letter_another_consumer_took_meanwhile_ends_the_run_saying
     assert [m.dlq_message_id for m in result.moved] == [first] and result.skipped == 1
     assert result.stopped_reason is not None and second in result.stopped_reason and not result.ok
     assert broker.bodies(DLQ) == ['{"id": 3}'] and broker.redelivered() == []
+
+
+async def test_a_browsed_dead_letter_comes_with_the_brokers_headers_not_the_browsers() -> None:
+    broker = Broker()
+    (first,) = dead_letters(broker, 1)
+    transport = StompTransport(stomp_settings(f"stomp://127.0.0.1:61613{MAIN}"), broker)  # type: ignore[arg-type]
+    (peeked,), more = await StompQueueAdmin(transport).peek(f"stomp://127.0.0.1:61613{DLQ}", limit=10)
+    assert not more and peeked.message.attributes == {"failure.stage": "sync", "failure.element_id": "1"}
+    assert peeked.broker_attributes == {"message-id": first, "destination": DLQ}  # no subscription id
+    assert peeked.broker_attributes_title == "Broker headers"
