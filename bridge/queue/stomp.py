@@ -28,8 +28,9 @@ How each outcome is carried out (ActiveMQ Classic and Artemis both speak this):
   before the broker confirmed that subscription, stompman forgets the subscription for good; the transport then
   subscribes anew (log line ``resubscribed``), and ``connected()`` is False until it has.
 - Header limits: ActiveMQ Classic refuses a frame with a header line over 10240 bytes or more than 1000 headers
-  (``StompWireFormat``: "The maximum header length was exceeded") and drops the connection with it. Every header of
-  a dead letter is bounded (``dead_letter_headers``), whatever the failure's reason.
+  (``StompWireFormat``: "The maximum header length was exceeded") and drops the connection with it, failing every
+  send in flight on it. Every header of a dead letter is bounded (``dead_letter_headers``), whatever the failure's
+  reason; any other frame over the limits is refused before it is sent (``MessageTooLarge``, from ``send``).
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ from bridge.queue.dead_letter import (
 from bridge.queue.transport import (
     DEFAULT_MAX_RECEIVE_COUNT,
     MAX_BATCH,
+    MessageTooLarge,
     PeekedMessage,
     QueueInfo,
     QueueMessage,
@@ -99,10 +101,16 @@ RECEIPT_TIMEOUT_SECONDS = 10.0
 REDRIVE_BROWSE_LIMIT = 10_000
 FIRST_CONNECT_TIMEOUT_SECONDS = 15.0
 CONNECTION_CHECK_SECONDS = 1.0
-# A dead letter's headers, well inside what ActiveMQ Classic takes (StompWireFormat: 10240 bytes a header line,
-# 1000 headers): each value cut to MAX_HEADER_VALUE characters (at most 4 KiB in UTF-8, as SQS cuts failure values);
-# the message's own headers, after the failure.* ones, only while the whole stays within MAX_DEAD_LETTER_HEADERS
-# headers and MAX_DEAD_LETTER_HEADER_BYTES bytes, and none with a name longer than MAX_HEADER_NAME.
+# What ActiveMQ Classic takes in a frame it is sent (StompWireFormat; 5.17 takes one byte and one header more):
+# header lines ("name:value", UTF-8, escaped) of at most MAX_HEADER_LINE_BYTES, and at most MAX_FRAME_HEADERS
+# headers, counting the SEND_FRAME_HEADERS stompman adds (destination, content-length, receipt).
+MAX_HEADER_LINE_BYTES = 10_240
+MAX_FRAME_HEADERS = 1000
+SEND_FRAME_HEADERS = 3
+# A dead letter's headers, well inside those limits: each value cut to MAX_HEADER_VALUE characters (at most 4 KiB
+# in UTF-8, as SQS cuts failure values); the message's own headers, after the failure.* ones, only while the whole
+# stays within MAX_DEAD_LETTER_HEADERS headers and MAX_DEAD_LETTER_HEADER_BYTES bytes, and none with a name longer
+# than MAX_HEADER_NAME.
 MAX_HEADER_VALUE = 1024
 MAX_HEADER_NAME = 200
 MAX_DEAD_LETTER_HEADERS = 100
@@ -408,7 +416,9 @@ class StompTransport:
 
     async def send(self, body: str, attributes: dict[str, str] | None = None, *, group_id: str | None = None) -> str:
         """Returns the ``bridge-send-id`` header it gave the message: the broker assigns its message id only on
-        delivery, so this is what ties a send (``replay``, the sweep) to the message on the queue."""
+        delivery, so this is what ties a send (``replay``, the sweep) to the message on the queue. Headers the broker
+        would refuse (a line over ``MAX_HEADER_LINE_BYTES``, more than ``MAX_FRAME_HEADERS``) raise
+        ``MessageTooLarge``, nothing sent: refused, not cut, since a cut attribute would alter the message."""
         send_id = uuid.uuid4().hex
         headers = dict(attributes or {}) | {SEND_ID_HEADER: send_id}
         if group_id is not None:
@@ -424,13 +434,11 @@ class StompTransport:
 
     async def _send_confirmed(self, destination: str, body: bytes, headers: dict[str, str]) -> None:
         """SEND persistently; returns once the broker's RECEIPT arrived (raises on an ERROR, a timeout, a lost
-        connection)."""
-        await self._client.send(
-            body,
-            destination,
-            headers=headers | {"persistent": "true"},
-            receipt_timeout=RECEIPT_TIMEOUT_SECONDS,
-        )
+        connection). Headers the broker would refuse raise ``MessageTooLarge`` and nothing is sent: the broker would
+        drop the connection, and every other send in flight on it would fail too."""
+        framed = headers | {"persistent": "true"}
+        _check_headers(framed)
+        await self._client.send(body, destination, headers=framed, receipt_timeout=RECEIPT_TIMEOUT_SECONDS)
 
 
 def dead_letter_headers(message: QueueMessage, context: DeadLetterContext) -> dict[str, str]:
@@ -441,7 +449,7 @@ def dead_letter_headers(message: QueueMessage, context: DeadLetterContext) -> di
     size = 0
     for name, full in dead_letter_attributes(message, context, failure_value_limit=MAX_HEADER_VALUE).items():
         value = full[:MAX_HEADER_VALUE]
-        line = _encoded_length(name) + _encoded_length(value) + 2  # "name:value\n"
+        line = _header_line_bytes(name, value) + 1  # and its "\n"
         # The failure.* headers come first and always fit (seven short names, values of at most 4 KiB); what does
         # not fit is one of the message's own headers, left off the dead letter.
         fits = size + line <= MAX_DEAD_LETTER_HEADER_BYTES and len(headers) < MAX_DEAD_LETTER_HEADERS
@@ -449,6 +457,23 @@ def dead_letter_headers(message: QueueMessage, context: DeadLetterContext) -> di
             headers[name] = value
             size += line
     return headers
+
+
+def _check_headers(headers: dict[str, str]) -> None:
+    """``MessageTooLarge`` for a SEND's headers the broker would refuse (``MAX_FRAME_HEADERS``,
+    ``MAX_HEADER_LINE_BYTES``), each line measured as ``dead_letter_headers`` measures it."""
+    count = len(headers) + SEND_FRAME_HEADERS
+    if count > MAX_FRAME_HEADERS:
+        raise MessageTooLarge(count, MAX_FRAME_HEADERS, unit="headers")
+    for name, value in headers.items():
+        line = _header_line_bytes(name, value)
+        if line > MAX_HEADER_LINE_BYTES:
+            raise MessageTooLarge(line, MAX_HEADER_LINE_BYTES, what=f"header line {name[:40]!r}")
+
+
+def _header_line_bytes(name: str, value: str) -> int:
+    """Bytes of the header line ``name:value`` in a STOMP 1.2 frame, without its newline."""
+    return _encoded_length(name) + 1 + _encoded_length(value)
 
 
 def _encoded_length(text: str) -> int:

@@ -157,10 +157,13 @@ class Transport(Protocol):
 
 class MessageTooLarge(Exception):
     """The message is larger than the queue takes (SQS: the queue's ``MaximumMessageSize``, 1 KiB to 1 MiB, body
-    and attributes counted); ``Transport.send`` refused it before sending. Sending it again will not help."""
+    and attributes counted; ActiveMQ: a header line over 10240 bytes, or more than 1000 headers);
+    ``Transport.send`` refused it before sending. Sending it again will not help. ``what`` names the part that is
+    too large where it is not the whole message; ``size`` and ``limit`` count ``unit``."""
 
-    def __init__(self, size: int, limit: int) -> None:
-        super().__init__(f"{size} bytes, more than the {limit} the queue takes")
+    def __init__(self, size: int, limit: int, *, what: str | None = None, unit: str = "bytes") -> None:
+        prefix = f"{what}: " if what else ""
+        super().__init__(f"{prefix}{size} {unit}, more than the {limit} the queue takes")
         self.size = size
         self.limit = limit
 

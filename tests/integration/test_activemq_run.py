@@ -17,7 +17,7 @@ from bridge.errors import ChannelRejected
 from bridge.queue import open_transport
 from bridge.queue.dead_letter import DeadLetterContext
 from bridge.queue.stomp import StompTransport
-from bridge.queue.transport import QueueMessage
+from bridge.queue.transport import MessageTooLarge, QueueMessage
 from bridge.simulator import RunningSimulator
 from tests.support import (
     ChannelLog,
@@ -172,6 +172,28 @@ async def test_the_dead_letter_headers_stay_within_what_the_broker_takes(stomp_q
     assert dead.attributes["failure.reason"].startswith("rrrr") and len(dead.attributes["failure.reason"]) <= 1024
     assert len(dead.attributes["failure.error_class"]) <= 1024
     assert await stomp_drain(stomp_queues[0]) == []
+
+
+async def test_a_send_the_broker_would_refuse_is_refused_before_sending_and_the_connection_stays(
+    stomp_queues: tuple[str, str],
+) -> None:
+    # ActiveMQ answers a header line over its limit, or too many headers, with an ERROR and drops the connection:
+    # the ingress's and the replay's other sends on it would fail with the bad one (5.17 takes a "name:value" line
+    # of 10241 bytes and 1001 headers a frame, and refuses 10242 and 1002: measured). The transport's bounds, 10240
+    # and 1000, let through lines and frames that arrive whole, escapes and UTF-8 counted.
+    largest = ":" + "é" * 5_116 + "x"  # "note:" + 10235 bytes in UTF-8, ':' escaped to two: a line of 10240
+    many = {f"h{n}": "v" for n in range(995)}  # with bridge-send-id, persistent, and stompman's three: 1000
+    async with open_transport(stomp_settings(stomp_queues[0], dlq_url=stomp_queues[1]), consume=False) as transport:
+        with pytest.raises(MessageTooLarge, match="header line 'note': 10242 bytes"):
+            await transport.send('{"id": 1}', {"event": "updated", "note": largest + "yz"})
+        with pytest.raises(MessageTooLarge, match="1004 headers"):
+            await transport.send('{"id": 2}', many | {f"more{n}": "v" for n in range(4)})
+        await transport.send('{"id": 3}', {"note": largest})
+        await transport.send('{"id": 4}', many)
+        assert transport.connected()
+    received = await stomp_browse_raw(stomp_queues[0])
+    assert [body for _, body in received] == [b'{"id": 3}', b'{"id": 4}']
+    assert received[0][0]["note"] == largest and all(received[1][0][f"h{n}"] == "v" for n in range(995))
 
 
 async def test_a_subscription_the_client_dropped_is_made_again_and_health_shows_the_gap(

@@ -19,7 +19,7 @@ from bridge.queue.stomp import (
     StompTransport,
     dead_letter_headers,
 )
-from bridge.queue.transport import QueueMessage
+from bridge.queue.transport import MessageTooLarge, QueueMessage
 from tests.support import eventually, stomp_settings
 
 
@@ -130,6 +130,41 @@ def test_dead_letter_headers_are_bounded_however_long_the_reason() -> None:
     encoded = sum(len(stompman.serde.dump_header(name, value)) for name, value in headers.items())
     assert encoded <= MAX_DEAD_LETTER_HEADER_BYTES
     assert all(len(stompman.serde.dump_header(n, v)) < 10_240 // 2 for n, v in headers.items())
+
+
+# ---- what a SEND may carry -------------------------------------------------------------------------------------
+
+
+def sender() -> tuple[StompTransport, SendingClient]:
+    client = SendingClient()
+    return StompTransport(stomp_settings("stomp://127.0.0.1:61613/queue/kordiam"), client), client  # type: ignore[arg-type]
+
+
+async def test_a_send_with_a_header_line_the_broker_refuses_is_refused_before_sending() -> None:
+    # ActiveMQ answers a header line over 10240 bytes with an ERROR and drops the connection, failing every send in
+    # flight on it. The line is "name:value" in UTF-8 with ':' and '\\' escaped to two bytes: "note:" and ":" take
+    # 7 bytes, each "é" two.
+    transport, client = sender()
+    largest = ":" + "é" * 5_116 + "x"  # "note:" + 10235 bytes: a line of 10240, the most the transport sends
+    await transport.send('{"id": 1}', {"note": largest})
+    with pytest.raises(MessageTooLarge) as refused:
+        await transport.send('{"id": 2}', {"event": "updated", "note": largest + "y"})
+    assert (refused.value.size, refused.value.limit) == (10_241, 10_240)
+    assert str(refused.value) == "header line 'note': 10241 bytes, more than the 10240 the queue takes"
+    assert [body for body, _, _ in client.sent] == [b'{"id": 1}']  # the refused one was not sent
+
+
+async def test_a_send_with_more_headers_than_the_broker_takes_is_refused_before_sending() -> None:
+    # With the transport's own (bridge-send-id, persistent) and stompman's (destination, content-length, receipt),
+    # a frame of 995 caller headers has 1000: ActiveMQ's limit. One more and it would drop the connection.
+    transport, client = sender()
+    await transport.send('{"id": 1}', {f"h{n}": "v" for n in range(995)})
+    with pytest.raises(MessageTooLarge) as refused:
+        await transport.send('{"id": 2}', {f"h{n}": "v" for n in range(996)})
+    assert str(refused.value) == "1001 headers, more than the 1000 the queue takes"
+    with pytest.raises(MessageTooLarge):  # the group header counts too
+        await transport.send('{"id": 3}', {f"h{n}": "v" for n in range(995)}, group_id="3")
+    assert [body for body, _, _ in client.sent] == [b'{"id": 1}']
 
 
 # ---- the subscription ------------------------------------------------------------------------------------------
