@@ -25,6 +25,7 @@ from urllib.parse import urlparse
 import structlog
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     FilePath,
@@ -56,6 +57,20 @@ def secret_not_empty(value: SecretStr) -> SecretStr:
     if not value.get_secret_value().strip():
         raise ValueError("must not be empty")
     return value
+
+
+def _not_a_boolean(value: Any) -> Any:
+    # pydantic's lax mode reads true as 1 and false as 0: `concurrency = true` would run one handler, silently.
+    if isinstance(value, bool):
+        raise ValueError("must be a number, not true or false")
+    return value
+
+
+# Every number setting of the configuration and the channels' own keys is one of these (or wrapped in
+# ``NotBoolean`` where a number shares a union with text): a boolean is refused, naming the key, like any wrong value.
+NotBoolean = BeforeValidator(_not_a_boolean)
+Int = Annotated[int, NotBoolean]
+Float = Annotated[float, NotBoolean]
 
 
 def _http_url(value: str) -> str:
@@ -128,30 +143,30 @@ class QueueSettings(Section):
     # SQS only.
     endpoint_url: str | None = None
     region: str = "eu-central-1"
-    wait_time_seconds: int = Field(default=20, ge=0, le=20)
-    visibility_timeout: int = Field(default=60, ge=5, le=43_200)
+    wait_time_seconds: Int = Field(default=20, ge=0, le=20)
+    visibility_timeout: Int = Field(default=60, ge=5, le=43_200)
     # ActiveMQ only: the broker login, and a CA bundle for stomp+ssl:// (default: the system's).
     username: str | None = Field(default=None, min_length=1)
     password: SecretStr | None = None
     ca_file: FilePath | None = None
     # Both.
-    concurrency: int = Field(default=32, ge=1, le=1000)
+    concurrency: Int = Field(default=32, ge=1, le=1000)
     # Messages held beyond `concurrency`, whose notifications wait for a slot only if they need a fetch: one an
     # earlier fetch covered is settled as soon as it is received (README, Covered notifications).
-    read_ahead: int = Field(default=READ_AHEAD_MAX_DEFAULT, ge=0, le=5000)
+    read_ahead: Int = Field(default=READ_AHEAD_MAX_DEFAULT, ge=0, le=5000)
     dlq_url: str | None = None
     # Attempts before the worker dead-letters a failing message itself, with context; default: the queue's
     # redrive maxReceiveCount (the worker acts one receive earlier so the reason is kept).
-    max_receive_count: int | None = Field(default=None, ge=1, le=1000)
-    shutdown_timeout: float = Field(default=25.0, gt=0, le=120)
+    max_receive_count: Int | None = Field(default=None, ge=1, le=1000)
+    shutdown_timeout: Float = Field(default=25.0, gt=0, le=120)
     # Back-off between attempts of a failing message: exponential from `retry_base_seconds`, capped.
-    retry_base_seconds: float = Field(default=5.0, gt=0, le=3600)
-    retry_max_seconds: float = Field(default=900.0, gt=0, le=43_200)
+    retry_base_seconds: Float = Field(default=5.0, gt=0, le=3600)
+    retry_max_seconds: Float = Field(default=900.0, gt=0, le=43_200)
     # How far the queue's clock (which stamps a notification) may run ahead of the worker's: by that stamp, a
     # notification is covered by a fetch only if the fetch started more than this after it was sent (a fetch
     # after this worker received it needs no allowance; README, Covered notifications). The same value as
     # bridge.pipeline.covering.DEFAULT_CLOCK_SKEW_SECONDS.
-    clock_skew_seconds: float = Field(default=5.0, ge=0, le=3600)
+    clock_skew_seconds: Float = Field(default=5.0, ge=0, le=3600)
 
     @property
     def handlers(self) -> int:
@@ -243,7 +258,7 @@ class KordiamSettings(Section):
     base_url: str
     client_id: str = Field(min_length=1)
     client_secret: SecretStr
-    timeout: float = Field(default=10.0, gt=0, le=120)
+    timeout: Float = Field(default=10.0, gt=0, le=120)
 
     @field_validator("base_url")
     @classmethod
@@ -265,8 +280,8 @@ class StateSettings(Section):
     # one host at once: a lease whose process is gone is taken over). A message whose element another worker
     # holds waits in hand (heartbeated, no receive spent) up to lease_wait_seconds: longer than lease_seconds by
     # default, so a dead worker's lease on another host expires within one wait.
-    lease_seconds: float = Field(default=120.0, gt=0, le=3600)
-    lease_wait_seconds: float = Field(default=300.0, ge=0, le=3600)
+    lease_seconds: Float = Field(default=120.0, gt=0, le=3600)
+    lease_wait_seconds: Float = Field(default=300.0, ge=0, le=3600)
     # SQLite: make the database file's directory if it does not exist (default: refuse, naming state.url).
     create_directories: bool = False
 
@@ -298,7 +313,7 @@ class StateSettings(Section):
         return self.url.removeprefix("dynamodb://")
 
 
-StatusSelector = int | Annotated[str, Field(min_length=1)]
+StatusSelector = Annotated[int | Annotated[str, Field(min_length=1)], NotBoolean]
 
 
 class ChannelSettings(BaseModel):
@@ -308,15 +323,15 @@ class ChannelSettings(BaseModel):
 
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     type: str = Field(min_length=1)
-    platforms: list[int] = Field(min_length=1)
+    platforms: list[Int] = Field(min_length=1)
     statuses: list[StatusSelector] | None = None
     main: bool = False
     # Isolation: after this many transient failures in a row the channel's calls fail fast for the cool-down.
-    breaker_threshold: int = Field(default=5, ge=1, le=1000)
-    breaker_cooldown: float = Field(default=30.0, gt=0, le=3600)
+    breaker_threshold: Int = Field(default=5, ge=1, le=1000)
+    breaker_cooldown: Float = Field(default=30.0, gt=0, le=3600)
     # Optional limits for a CMS that cannot take the worker's full concurrency or rate.
-    max_in_flight: int | None = Field(default=None, ge=1, le=1000)
-    rate_limit: float | None = Field(default=None, gt=0, le=10_000)
+    max_in_flight: Int | None = Field(default=None, ge=1, le=1000)
+    rate_limit: Float | None = Field(default=None, gt=0, le=10_000)
 
     @property
     def options(self) -> dict[str, Any]:
@@ -338,14 +353,14 @@ class ReconcileSettings(Section):
     """The optional sweep that heals changes whose notification never arrived."""
 
     enabled: bool = False
-    interval_seconds: float = Field(default=900.0, ge=1, le=86_400)
+    interval_seconds: Float = Field(default=900.0, ge=1, le=86_400)
     # How far back the first sweep after start-up looks.
-    lookback_seconds: float = Field(default=3600.0, ge=0, le=30 * 86_400)
+    lookback_seconds: Float = Field(default=3600.0, ge=0, le=30 * 86_400)
 
 
 class OpsSettings(Section):
     host: str = "127.0.0.1"
-    port: int = Field(default=9090, ge=0, le=65535)
+    port: Int = Field(default=9090, ge=0, le=65535)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     # "json": one JSON object a line (log pipelines); "console": readable key=value lines for local use.
     log_format: Literal["json", "console"] = "json"
@@ -447,7 +462,7 @@ class ApiKeyCheck(ApiKeyOptions):
     """Kordiam exchanges ``api_key``/``api_secret`` at ``{path}{token_path}`` for a bearer token, then sends it."""
 
     token_path: str = "/oauth2/token"
-    token_ttl_seconds: int = Field(default=3600, ge=60, le=31_536_000)
+    token_ttl_seconds: Int = Field(default=3600, ge=60, le=31_536_000)
 
     _token_path = field_validator("token_path")(_ingress_path)
 
@@ -475,7 +490,7 @@ class PlatformReceiver(Section):
     path: str = "/platform"
     api_user: str = Field(min_length=1)
     api_secret: SecretStr
-    token_ttl_seconds: int = Field(default=3600, ge=60, le=31_536_000)
+    token_ttl_seconds: Int = Field(default=3600, ge=60, le=31_536_000)
 
     _path = field_validator("path")(_ingress_path)
     _secret = field_validator("api_secret")(secret_not_empty)
@@ -483,18 +498,18 @@ class PlatformReceiver(Section):
 
 class IngressSettings(Section):
     host: str = "127.0.0.1"
-    port: int = Field(default=8780, ge=0, le=65535)
+    port: Int = Field(default=8780, ge=0, le=65535)
     global_export: GlobalExportReceiver | None = None
     platform: PlatformReceiver | None = None
-    max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, ge=1024, le=64 * 1024 * 1024)
+    max_body_bytes: Int = Field(default=DEFAULT_MAX_BODY_BYTES, ge=1024, le=64 * 1024 * 1024)
     # Per client address: a steady rate and a burst (Kordiam's retries and a bulk edit come in bursts).
-    rate_limit_per_second: float = Field(default=50.0, gt=0, le=100_000)
-    rate_limit_burst: int = Field(default=200, ge=1, le=1_000_000)
+    rate_limit_per_second: Float = Field(default=50.0, gt=0, le=100_000)
+    rate_limit_burst: Int = Field(default=200, ge=1, le=1_000_000)
     # Proxies (a load balancer) whose X-Forwarded-For names the real client; without this every call behind a
     # load balancer would share the balancer's address, and so one rate-limit bucket.
     trusted_proxies: tuple[IPvAnyNetwork, ...] = ()
     # Longest wait for the queue to confirm a send before answering 503 (Kordiam then retries).
-    enqueue_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    enqueue_timeout_seconds: Float = Field(default=5.0, gt=0, le=60)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @model_validator(mode="after")

@@ -41,7 +41,7 @@ from pydantic import BaseModel, Field, SecretStr, field_validator
 
 from bridge import jsontext
 from bridge.channels.http_errors import http_error, response_json, unreachable
-from bridge.config import ApiKeyOptions, BearerAuth, HeadersOptions, JwtOptions
+from bridge.config import ApiKeyOptions, BearerAuth, HeadersOptions, Int, JwtOptions
 from bridge.errors import BridgeError, ChannelRejected
 from bridge.http import HttpClient, HttpResponse, HttpTransportError
 
@@ -73,7 +73,7 @@ class JwtAuth(JwtOptions):
 
     issuer: str | None = Field(default="kordiam-bridge", min_length=1)
     subject: str | None = Field(default=None, min_length=1)
-    ttl_seconds: int = Field(default=60, ge=5, le=3600)
+    ttl_seconds: Int = Field(default=60, ge=5, le=3600)
 
 
 class ApiKeyAuth(ApiKeyOptions):

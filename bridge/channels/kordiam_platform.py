@@ -74,7 +74,7 @@ from bridge.channels.auth import ProtocolHttp, TokenSource, answer_id, http_url
 from bridge.channels.base import Channel, ChannelContext, ChannelResult
 from bridge.channels.http_errors import response_json
 from bridge.channels.kordiam_v1 import compact, result_links, v1_custom_field, v1_publication, v1_task
-from bridge.config import ChannelSettings, StatusSelector, secret_not_empty
+from bridge.config import ChannelSettings, Int, StatusSelector, secret_not_empty
 from bridge.errors import ChannelRejected
 from bridge.http import HttpClient
 from bridge.kordiam.models import Element, Publication, Ref
@@ -87,7 +87,7 @@ CHANNEL_TYPE = "kordiam-platform"
 class PlatformStatus(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
-    id: int
+    id: Int
     name: str = Field(min_length=1)
     triggers_export: bool | None = Field(default=None, alias="triggersExport")
 

@@ -88,7 +88,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import urlparse
 
 import structlog
@@ -97,7 +97,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from bridge.channels.base import Channel, ChannelContext, ChannelResult
 from bridge.channels.http_errors import http_error, unreachable
 from bridge.channels.text import HtmlPolicy, sanitize_html, strip_tags
-from bridge.config import ChannelSettings, secret_not_empty
+from bridge.config import ChannelSettings, Int, NotBoolean, secret_not_empty
 from bridge.errors import BridgeError, ChannelRejected
 from bridge.http import BasicAuth, HttpClient, HttpResponse, HttpTransportError
 from bridge.kordiam.models import Element, Publication, Ref
@@ -129,9 +129,9 @@ class WordPressOptions(BaseModel):
     app_password: SecretStr
     post_type: str = Field(default="post", pattern=r"^[a-z0-9_-]{1,20}$")
     status_map: dict[str, WordPressStatus] = Field(default_factory=dict)
-    category_map: dict[str, int | str] = Field(default_factory=dict)
+    category_map: dict[str, Annotated[int | str, NotBoolean]] = Field(default_factory=dict)
     create_missing_categories: bool = False
-    default_author: int | None = Field(default=None, gt=0)
+    default_author: Int | None = Field(default=None, gt=0)
     delete_mode: Literal["trash", "force"] = "trash"
     rest_route: Literal["auto", "pretty", "query"] = "auto"
 

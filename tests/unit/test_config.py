@@ -1,9 +1,13 @@
 """Configuration: TOML plus environment overrides, and one clear error naming the key."""
 
 import json
+import types
 from pathlib import Path
+from typing import Annotated, Any, Union, get_args, get_origin
 
 import pytest
+from pydantic import BaseModel, ValidationError
+from pydantic_settings import BaseSettings
 
 from bridge.channels import channel_problems
 from bridge.cli import main
@@ -512,3 +516,108 @@ def test_an_empty_folder_path_is_refused(tmp_path: Path, monkeypatch: pytest.Mon
         load_settings(write(tmp_path, VALID), check_channel=channel_problems)
     assert raised.value.key == "BRIDGE_CHANNELS__PRINT__PATH (channels[1].path)"
     assert raised.value.problem == "must not be empty"
+
+
+# ---- numbers are numbers -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("change", "key"),
+    [
+        (("[queue]\n", "[queue]\nconcurrency = true\n"), "queue.concurrency"),
+        (("[queue]\n", "[queue]\nshutdown_timeout = false\n"), "queue.shutdown_timeout"),
+        (('client_secret = "s3cret-value"', 'client_secret = "s3cret-value"\ntimeout = true'), "kordiam.timeout"),
+        (("platforms = [99003]", "platforms = [true]"), "channels[0].platforms[0]"),
+        (('statuses = [5, "Ready for print"]', "statuses = [true]"), "channels[1].statuses[0]"),
+        (("platforms = [99003]", "platforms = [99003]\nmax_in_flight = true"), "channels[0].max_in_flight"),
+    ],
+)
+def test_a_boolean_where_a_number_belongs_is_one_line_naming_the_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], change: tuple[str, str], key: str
+) -> None:
+    # pydantic's lax mode would read true as 1 (one handler, a one-second timeout, platform 1).
+    path = write(tmp_path, VALID.replace(*change, 1))
+    with pytest.raises(ConfigError) as raised:
+        load_settings(path)
+    problem = "must be a number, not true or false"
+    assert (raised.value.key, raised.value.problem) == (key, problem)
+    assert main(["check-config", "--config", str(path)]) == 2
+    assert capsys.readouterr().err == f"kordiam-bridge: configuration error: {key}: {problem}\n"
+
+
+def test_a_boolean_for_a_channels_own_number_names_the_key(tmp_path: Path) -> None:
+    newsml = 'type = "newsml"\nplatforms = [99003]\ntarget = "/tmp/web"\ntimeout = true'
+    with pytest.raises(ConfigError) as raised:
+        text = VALID.replace('type = "folder"\nplatforms = [99003]\npath = "/tmp/web"', newsml)
+        load_settings(write(tmp_path, text), check_channel=channel_problems)
+    assert (raised.value.key, raised.value.problem) == ("channels[0].timeout", "must be a number, not true or false")
+
+
+def _number_models() -> list[type[BaseModel]]:
+    """Every model a configuration value is read into: the sections, the channel table, each adapter's options,
+    and the tables nested in them."""
+    from bridge import config
+    from bridge.channels import channel_types
+
+    roots: list[Any] = [
+        value
+        for value in vars(config).values()
+        if isinstance(value, type) and issubclass(value, BaseModel) and not issubclass(value, BaseSettings)
+    ]
+    roots += [kind.options for kind in channel_types().values()]
+    found: list[type[BaseModel]] = []
+    while roots:
+        model = roots.pop()
+        if model in found or model is BaseModel or not issubclass(model, BaseModel):
+            continue
+        found.append(model)
+        for field in model.model_fields.values():
+            roots += [t for t in _members(field.annotation) if isinstance(t, type) and issubclass(t, BaseModel)]
+    return found
+
+
+def _members(annotation: Any) -> list[Any]:
+    """Every type an annotation is made of (``dict[str, int | X]`` gives str, int, X)."""
+    arguments = get_args(annotation)
+    if not arguments:
+        return [annotation]
+    return [annotation] + [member for argument in arguments for member in _members(argument)]
+
+
+def _a_boolean_in_place_of_a_number(annotation: Any) -> Any:
+    """A value of ``annotation``'s shape with ``True`` where a number goes; None when it holds no number."""
+    origin, arguments = get_origin(annotation), get_args(annotation)
+    if annotation in (int, float):
+        return True
+    if origin is Annotated:
+        return _a_boolean_in_place_of_a_number(arguments[0])
+    if origin in (list, tuple, set, frozenset):
+        inner = _a_boolean_in_place_of_a_number(arguments[0])
+        return None if inner is None else [inner]
+    if origin is dict:
+        inner = _a_boolean_in_place_of_a_number(arguments[1])
+        return None if inner is None else {"key": inner}
+    if origin in (Union, types.UnionType):
+        shapes = [_a_boolean_in_place_of_a_number(argument) for argument in arguments]
+        return next((shape for shape in shapes if shape is not None), None)
+    return None
+
+
+def test_every_number_setting_refuses_a_boolean() -> None:
+    # A number setting added later without config.Int / config.Float (or NotBoolean) fails here, by name.
+    checked, accepted = [], []
+    for model in _number_models():
+        for name, field in model.model_fields.items():
+            value = _a_boolean_in_place_of_a_number(field.annotation)
+            if value is None:
+                continue
+            checked.append(f"{model.__name__}.{name}")
+            try:
+                model.model_validate({name: value})
+            except ValidationError as error:
+                if any(e["loc"][:1] == (name,) and "not true or false" in e["msg"] for e in error.errors()):
+                    continue
+            accepted.append(f"{model.__name__}.{name}")
+    assert accepted == []
+    assert {"QueueSettings.concurrency", "ChannelSettings.platforms", "NewsMLOptions.timeout"} <= set(checked)
+    assert {"WordPressOptions.category_map", "PlatformStatus.id", "JwtAuth.ttl_seconds"} <= set(checked)

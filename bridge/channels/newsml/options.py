@@ -9,6 +9,8 @@ from urllib.parse import unquote, urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from bridge.config import Float
+
 
 @dataclass(frozen=True, slots=True)
 class S3Location:
@@ -29,7 +31,7 @@ class NewsMLOptions(BaseModel):
     guid_prefix: str = Field(default="urn:kordiam:", pattern=r"^\S+$", max_length=200)
     file_prefix: str = Field(default="kordiam-", pattern=r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,99}$|^$")
     language: str | None = Field(default=None, pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$")
-    timeout: float = Field(default=10.0, gt=0, le=120)
+    timeout: Float = Field(default=10.0, gt=0, le=120)
 
     @field_validator("target")
     @classmethod
