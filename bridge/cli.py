@@ -11,7 +11,6 @@ import sys
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
-from urllib.parse import urlparse
 
 from rich.console import Console
 
@@ -447,7 +446,7 @@ def _check_config(args: argparse.Namespace) -> int:
 
 
 def _simulator(args: argparse.Namespace) -> int:
-    from bridge.config import parse_stomp_url
+    from bridge.config import http_url, parse_stomp_url
     from bridge.simulator import SimulatorSettings, run_simulator
 
     if args.stomp_url is not None:
@@ -458,8 +457,11 @@ def _simulator(args: argparse.Namespace) -> int:
         except ValueError as error:
             raise ConfigError("--stomp-url", str(error)) from None
     for flag, url in (("--queue-url", args.queue_url), ("--sqs-endpoint-url", args.sqs_endpoint_url)):
-        if url is not None and (urlparse(url).scheme not in ("http", "https") or not urlparse(url).netloc):
-            raise ConfigError(flag, f"{url!r} is not an http(s) URL")
+        if url is not None:
+            try:
+                http_url(url)
+            except ValueError as error:
+                raise ConfigError(flag, f"{url!r} {error}") from None
     webhooks = _simulator_webhooks(args)
     settings = SimulatorSettings(
         **webhooks,

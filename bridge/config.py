@@ -73,11 +73,34 @@ Int = Annotated[int, NotBoolean]
 Float = Annotated[float, NotBoolean]
 
 
-def _http_url(value: str) -> str:
-    parsed = urlparse(value)
-    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+def http_url(value: str) -> str:
+    """The one check of every http(s) address the bridge is given (Kordiam, the SQS queues and endpoints, the
+    channels' sites and APIs): a URL the HTTP clients can call, returned without surrounding whitespace.
+
+    What urlparse lets through but no request can use is refused here, naming the key, rather than found at the
+    first call: there it is an error like any unreachable server's, and the worker would retry it for ever as
+    "Kordiam unreachable". So: http or https, a host, a port from 1 to 65535 if one is given, no space or control
+    character (urlparse drops tabs and newlines, the clients do not), and no ?query or #fragment (every caller
+    appends a path to it).
+    """
+    text = value.strip()
+    if any(character.isspace() or not character.isprintable() for character in text):
+        raise ValueError("must not contain spaces or control characters")
+    try:
+        parsed = urlparse(text)
+    except ValueError:  # an unclosed [IPv6] host
+        raise ValueError("has a host that is not a valid [IPv6] address") from None
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
         raise ValueError("must be an http(s) URL")
-    return value
+    try:
+        port = parsed.port
+    except ValueError:  # out of range, or not a number
+        port = 0
+    if port == 0:
+        raise ValueError("has a port that is not a number from 1 to 65535")
+    if parsed.query or parsed.fragment or text.endswith(("?", "#")):
+        raise ValueError("must be a base address, without ?query or #fragment")
+    return text
 
 
 STOMP_SCHEMES = ("stomp", "stomp+ssl")
@@ -192,10 +215,9 @@ class QueueSettings(Section):
         if urlparse(value).scheme in STOMP_SCHEMES:
             parse_stomp_url(value)
             return value
-        try:
-            return _http_url(value)
-        except ValueError:
-            raise ValueError("must be an SQS queue URL (https://…) or stomp://HOST:PORT/queue/NAME") from None
+        if urlparse(value.strip()).scheme not in ("http", "https"):
+            raise ValueError("must be an SQS queue URL (https://…) or stomp://HOST:PORT/queue/NAME")
+        return http_url(value)
 
     @field_validator("ca_file")
     @classmethod
@@ -211,7 +233,7 @@ class QueueSettings(Section):
     @field_validator("endpoint_url")
     @classmethod
     def _endpoint(cls, value: str | None) -> str | None:
-        return value if value is None else _http_url(value)
+        return value if value is None else http_url(value)
 
     @model_validator(mode="after")
     def _one_kind_of_queue(self) -> QueueSettings:
@@ -263,7 +285,7 @@ class KordiamSettings(Section):
     @field_validator("base_url")
     @classmethod
     def _url(cls, value: str) -> str:
-        return _http_url(value)
+        return http_url(value)
 
     _client_secret = field_validator("client_secret")(secret_not_empty)
 
@@ -298,7 +320,7 @@ class StateSettings(Section):
     @field_validator("endpoint_url")
     @classmethod
     def _endpoint(cls, value: str | None) -> str | None:
-        return value if value is None else _http_url(value)
+        return value if value is None else http_url(value)
 
     @property
     def backend(self) -> Literal["sqlite", "dynamodb"]:

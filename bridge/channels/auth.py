@@ -33,7 +33,6 @@ import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Protocol
-from urllib.parse import urlparse
 
 import jwt
 from jwt.warnings import InsecureKeyLengthWarning
@@ -42,6 +41,7 @@ from pydantic import BaseModel, Field, SecretStr, field_validator
 from bridge import jsontext
 from bridge.channels.http_errors import http_error, response_json, unreachable
 from bridge.config import ApiKeyOptions, BearerAuth, HeadersOptions, Int, JwtOptions
+from bridge.config import http_url as config_http_url
 from bridge.errors import BridgeError, ChannelRejected
 from bridge.http import HttpClient, HttpResponse, HttpTransportError
 
@@ -55,14 +55,8 @@ _RESERVED_HEADERS = frozenset({"host", "content-length", "content-type", "transf
 
 
 def http_url(value: str) -> str:
-    """An http(s) base URL without query or fragment, and without a trailing slash."""
-    text = value.strip()
-    parsed = urlparse(text)
-    if parsed.scheme not in ("http", "https") or not parsed.netloc:
-        raise ValueError("must be an http(s) URL")
-    if parsed.query or parsed.fragment:
-        raise ValueError("must be a base address, without ?query or #fragment")
-    return text.rstrip("/")
+    """An http(s) base URL (``bridge.config.http_url``'s rules), without a trailing slash."""
+    return config_http_url(value).rstrip("/")
 
 
 # --- options: the sending side of ``bridge.config``'s credential model set ----------------------------------------

@@ -75,7 +75,6 @@ import html
 import re
 from dataclasses import dataclass
 from typing import Any, Literal
-from urllib.parse import urlparse
 
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator
@@ -83,7 +82,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, fi
 from bridge.channels.base import Channel, ChannelContext, ChannelResult
 from bridge.channels.http_errors import http_error, response_json, unreachable
 from bridge.channels.text import HtmlPolicy, plain_text, sanitize_html, without_surrogates
-from bridge.config import ChannelSettings
+from bridge.config import ChannelSettings, http_url
 from bridge.errors import BridgeError, ChannelRejected
 from bridge.http import BasicAuth, HttpClient, HttpResponse, HttpTransportError
 from bridge.kordiam.models import Element, Publication
@@ -129,12 +128,7 @@ class MailchimpOptions(BaseModel):
     def _base_url(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        parsed = urlparse(value.strip())
-        if parsed.scheme not in ("http", "https") or not parsed.netloc:
-            raise ValueError("must be an http(s) URL")
-        if parsed.query or parsed.fragment:
-            raise ValueError("must be the API's address, without ?query or #fragment")
-        return value.strip().rstrip("/")
+        return http_url(value).rstrip("/")
 
     @field_validator("api_key")
     @classmethod

@@ -89,7 +89,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, TypeVar
-from urllib.parse import urlparse
 
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
@@ -97,7 +96,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from bridge.channels.base import Channel, ChannelContext, ChannelResult
 from bridge.channels.http_errors import http_error, unreachable
 from bridge.channels.text import HtmlPolicy, sanitize_html, strip_tags
-from bridge.config import ChannelSettings, Int, NotBoolean, secret_not_empty
+from bridge.config import ChannelSettings, Int, NotBoolean, http_url, secret_not_empty
 from bridge.errors import BridgeError, ChannelRejected
 from bridge.http import BasicAuth, HttpClient, HttpResponse, HttpTransportError
 from bridge.kordiam.models import Element, Publication, Ref
@@ -138,12 +137,7 @@ class WordPressOptions(BaseModel):
     @field_validator("url")
     @classmethod
     def _site_url(cls, value: str) -> str:
-        parsed = urlparse(value.strip())
-        if parsed.scheme not in ("http", "https") or not parsed.netloc:
-            raise ValueError("must be an http(s) URL")
-        if parsed.query or parsed.fragment:
-            raise ValueError("must be the site's address, without ?query or #fragment")
-        return value.strip().rstrip("/")
+        return http_url(value).rstrip("/")
 
     _app_password = field_validator("app_password")(secret_not_empty)
 

@@ -77,11 +77,20 @@ def test_the_simulator_on_a_taken_port_is_one_line_naming_it(capsys: pytest.Capt
 
 
 @pytest.mark.parametrize("flag", ["--sqs-endpoint-url", "--queue-url"])
-def test_the_simulator_refuses_a_queue_address_that_is_no_url(flag: str, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("notaurl", "must be an http(s) URL"),
+        ("http://127.0.0.1:99999", "has a port that is not a number from 1 to 65535"),
+    ],
+)
+def test_the_simulator_refuses_a_queue_address_that_is_no_url(
+    flag: str, url: str, problem: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     # Before: a traceback inside a JSON log line and "Application startup failed" (the endpoint), or a warning at
-    # the first notification (the queue URL).
-    assert main(["simulator", "--port", "0", flag, "notaurl"]) == 2
-    assert capsys.readouterr().err == f"kordiam-bridge: configuration error: {flag}: 'notaurl' is not an http(s) URL\n"
+    # the first notification (the queue URL). The flags have the configuration's rule (bridge.config.http_url).
+    assert main(["simulator", "--port", "0", flag, url]) == 2
+    assert capsys.readouterr().err == f"kordiam-bridge: configuration error: {flag}: {url!r} {problem}\n"
 
 
 def test_a_reader_that_goes_away_ends_the_command_quietly() -> None:

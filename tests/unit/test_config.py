@@ -621,3 +621,85 @@ def test_every_number_setting_refuses_a_boolean() -> None:
     assert accepted == []
     assert {"QueueSettings.concurrency", "ChannelSettings.platforms", "NewsMLOptions.timeout"} <= set(checked)
     assert {"WordPressOptions.category_map", "PlatformStatus.id", "JwtAuth.ttl_seconds"} <= set(checked)
+
+
+# ---- http(s) addresses -------------------------------------------------------------------------------------------
+
+# What urlparse takes for an http(s) URL but no request can use: before, each was accepted, and the worker met it at
+# its first Kordiam call as an error like an unreachable server's, retried for ever ("Kordiam not reachable").
+UNUSABLE_URLS = [
+    ("ftp://api.kordiam.app", "must be an http(s) URL"),
+    ("htp://api.kordiam.app", "must be an http(s) URL"),
+    ("api.kordiam.app", "must be an http(s) URL"),
+    ("http://:8700", "must be an http(s) URL"),
+    ("https://user@", "must be an http(s) URL"),
+    ("https://api.kordiam.app:99999", "has a port that is not a number from 1 to 65535"),
+    ("https://api.kordiam.app:443x", "has a port that is not a number from 1 to 65535"),
+    ("https://api.kordiam.app:0", "has a port that is not a number from 1 to 65535"),
+    ("https://[::1", "has a host that is not a valid [IPv6] address"),
+    ("https://api.kor diam.app", "must not contain spaces or control characters"),
+    ("ht\ttps://api.kordiam.app", "must not contain spaces or control characters"),
+    ("https://api.kordiam.app?tenant=1", "must be a base address, without ?query or #fragment"),
+    ("https://api.kordiam.app/#top", "must be a base address, without ?query or #fragment"),
+]
+
+
+@pytest.mark.parametrize(("url", "problem"), UNUSABLE_URLS)
+def test_a_kordiam_base_url_no_request_can_use_is_one_line_naming_the_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], url: str, problem: str
+) -> None:
+    path = write(tmp_path, VALID.replace('base_url = "https://api.kordiam.app"', f"base_url = {json.dumps(url)}"))
+    with pytest.raises(ConfigError) as raised:
+        load_settings(path)
+    assert (raised.value.key, raised.value.problem) == ("kordiam.base_url", problem)
+    assert main(["check-config", "--config", str(path)]) == 2
+    assert capsys.readouterr().err == f"kordiam-bridge: configuration error: kordiam.base_url: {problem}\n"
+
+
+@pytest.mark.parametrize(
+    "url", ["https://api.kordiam.app", " http://127.0.0.1:8700/ ", "HTTPS://api.kordiam.app:443/base", "http://[::1]:8"]
+)
+def test_a_usable_kordiam_base_url_is_kept(tmp_path: Path, url: str) -> None:
+    text = VALID.replace('base_url = "https://api.kordiam.app"', f"base_url = {json.dumps(url)}")
+    assert load_settings(write(tmp_path, text)).kordiam.base_url == url.strip()
+
+
+CHANNEL_URL_KEYS = {
+    "wordpress": ('url = "{url}"\nusername = "u"\napp_password = "p"', "url"),
+    "mailchimp": ('base_url = "{url}"\napi_key = "k-us1"\nlist_id = "abc"', "base_url"),
+    "kordiam-webhook": ('url = "{url}"\nauth = {{ type = "bearer", token = "t" }}', "url"),
+    "kordiam-platform": ('url = "{url}"\napi_user = "u"\napi_secret = "s"', "url"),
+    "newsml": ('target = "s3://bucket/in/"\nendpoint_url = "{url}"', "endpoint_url"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(CHANNEL_URL_KEYS))
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("ftp://cms.example", "must be an http(s) URL"),
+        ("http://:80", "must be an http(s) URL"),
+        ("https://cms.example:99999", "has a port that is not a number from 1 to 65535"),
+    ],
+)
+def test_every_channel_address_has_the_same_rule(tmp_path: Path, kind: str, url: str, problem: str) -> None:
+    keys, key = CHANNEL_URL_KEYS[kind]
+    channel = f'type = "{kind}"\nplatforms = [99003]\n' + keys.format(url=url)
+    text = VALID.replace('type = "folder"\nplatforms = [99003]\npath = "/tmp/web"', channel)
+    with pytest.raises(ConfigError) as raised:
+        load_settings(write(tmp_path, text), check_channel=channel_problems)
+    assert (raised.value.key, raised.value.problem) == (f"channels[0].{key}", problem)
+
+
+@pytest.mark.parametrize(
+    ("line", "key"),
+    [
+        ('url = "http://127.0.0.1:4566/000000000000/kordiam"', "queue.url"),
+        ('endpoint_url = "http://127.0.0.1:4566"', "queue.endpoint_url"),
+    ],
+)
+def test_the_queue_addresses_have_the_same_rule(tmp_path: Path, line: str, key: str) -> None:
+    broken = line.replace("4566", "99999")
+    with pytest.raises(ConfigError) as raised:
+        load_settings(write(tmp_path, VALID.replace(line, broken, 1)))
+    assert (raised.value.key, raised.value.problem) == (key, "has a port that is not a number from 1 to 65535")

@@ -9,7 +9,7 @@ from urllib.parse import unquote, urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from bridge.config import Float
+from bridge.config import Float, http_url
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,10 +50,7 @@ class NewsMLOptions(BaseModel):
     def _endpoint(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        parsed = urlparse(value.strip())
-        if parsed.scheme not in ("http", "https") or not parsed.netloc:
-            raise ValueError("must be an http(s) URL")
-        return value.strip()
+        return http_url(value)
 
     @model_validator(mode="after")
     def _s3_keys_need_s3(self) -> NewsMLOptions:
