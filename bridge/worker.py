@@ -113,12 +113,20 @@ async def run_worker(
     own_process: bool = False,
     channel_types: Mapping[str, ChannelType] | None = None,
 ) -> None:
-    """Run until ``stop`` is set; then drain and close everything.
+    """Run until ``stop`` is set; then drain and close everything. Set during start-up, ``stop`` ends the start at
+    once (``StopEndsStart``): nothing was received yet, so there is nothing to drain.
 
     ``own_process``: the worker is all this process runs (``kordiam-bridge run``), so what start-up built is
     frozen out of the garbage collector's way (see ``bridge.ops.heap``).
     """
-    async with assemble(settings, serve_ops=serve_ops, channel_types=channel_types) as worker:
+    async with contextlib.AsyncExitStack() as stack:
+        async with StopEndsStart(stop) as start:
+            worker = await stack.enter_async_context(
+                assemble(settings, serve_ops=serve_ops, channel_types=channel_types)
+            )
+        if start.stopped:
+            log.info("stopped_during_start_up")
+            return
         if own_process:
             settle_after_startup()
         sweeper = asyncio.create_task(worker.reconciler.run(stop)) if worker.reconciler else None
@@ -128,6 +136,49 @@ async def run_worker(
             if sweeper is not None:
                 sweeper.cancel()
                 await asyncio.gather(sweeper, return_exceptions=True)
+
+
+class StopEndsStart:
+    """Cancels the task inside it when ``stop`` is set, and ends that cancellation on the way out (``stopped``).
+
+    Start-up waits on calls that may hang for their whole timeout: the first Kordiam token (``kordiam.timeout``,
+    up to 120 s), the queue's connection and its description. SIGTERM or Ctrl-C meanwhile only set ``stop``,
+    which nothing in start-up watches, so the worker used to wait them out (and then go on starting). The
+    cancellation stops the call in flight (aiohttp drops the connection) and unwinds whatever start-up had opened.
+    """
+
+    __slots__ = ("_cancelling", "_stop", "_task", "_watch", "stopped")
+
+    def __init__(self, stop: asyncio.Event) -> None:
+        self._stop = stop
+        self._task: asyncio.Task[object] | None = None
+        self._watch: asyncio.Task[None] | None = None
+        self._cancelling = 0
+        self.stopped = False
+
+    async def __aenter__(self) -> StopEndsStart:
+        self._task = asyncio.current_task()
+        assert self._task is not None
+        self._cancelling = self._task.cancelling()
+        self._watch = asyncio.get_running_loop().create_task(self._cancel_on_stop(), name="stop-ends-start")
+        return self
+
+    async def _cancel_on_stop(self) -> None:
+        await self._stop.wait()
+        assert self._task is not None
+        self.stopped = True
+        self._task.cancel()
+
+    async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None, _: object) -> bool:
+        # Before any await: once the start is over a stop must no longer cancel this task.
+        assert self._task is not None and self._watch is not None
+        self._watch.cancel()
+        if not self.stopped:
+            await asyncio.gather(self._watch, return_exceptions=True)
+            return False
+        # The cancellation was this one's (delivered where the task waited): take it back, and end it here unless
+        # the task was cancelled from outside as well (as asyncio.timeout does).
+        return self._task.uncancel() <= self._cancelling and kind is asyncio.CancelledError
 
 
 @contextlib.asynccontextmanager

@@ -6,13 +6,14 @@ These tests also make up the LocalStack pass of ``make test`` (``BRIDGE_TEST_SQS
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from tests.support import (
     free_port,
     queue_depth,
     queue_settled,
+    send,
     story,
     write_config,
 )
@@ -248,36 +250,128 @@ async def test_run_with_the_ops_port_taken_is_one_line_naming_it(config: tuple[P
     ]
 
 
-async def test_a_second_ctrl_c_exits_at_once(tmp_path: Path) -> None:
-    """The first Ctrl-C asks for a drain; while start-up hangs on an endpoint that never answers, the second one
-    is the way out: one line, exit 130."""
-    connected = asyncio.Event()
+class HeldKordiam:
+    """Kordiam that answers the token call (or not, ``answer_token=False``) and holds every other request
+    unanswered until the test is over; ``held`` is set once one is held."""
 
-    async def never_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        connected.set()
-        await reader.read()  # hold the connection open, answer nothing
-        writer.close()
+    def __init__(self, *, answer_token: bool) -> None:
+        self.answer_token = answer_token
+        self.held = asyncio.Event()
+        self.held_requests: list[str] = []
+        self.released = asyncio.Event()
+        self.url = ""
 
-    server = await asyncio.start_server(never_answer, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    endpoint = f"http://127.0.0.1:{port}"
-    path = write_config(
-        tmp_path / "bridge.toml",
-        queue=f"{endpoint}/000000000000/hangs",
-        endpoint=endpoint,
-        kordiam=endpoint,
-        workdir=tmp_path,
-        ops_port=free_port(),
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while head := await reader.readuntil(b"\r\n\r\n"):
+            request_line = head.split(b"\r\n", 1)[0].decode()
+            length = next(
+                (
+                    int(line.split(b":")[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
+                ),
+                0,
+            )
+            await reader.readexactly(length)
+            if self.answer_token and request_line.startswith("POST /api/v2/auth/token "):
+                body = b'{"access_token": "t", "token_type": "Bearer", "expires_in": 3600}'
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                    + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                    + body
+                )
+                await writer.drain()
+                continue
+            self.held_requests.append(request_line)
+            self.held.set()
+            await self.released.wait()
+            writer.close()
+            return
+
+
+@contextlib.asynccontextmanager
+async def held_kordiam(*, answer_token: bool) -> AsyncIterator[HeldKordiam]:
+    kordiam = HeldKordiam(answer_token=answer_token)
+    server = await asyncio.start_server(kordiam.serve, "127.0.0.1", 0)
+    kordiam.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    try:
+        yield kordiam
+    finally:
+        kordiam.released.set()
+        server.close()
+        await server.wait_closed()
+
+
+async def until_held(kordiam: HeldKordiam, process: asyncio.subprocess.Process) -> None:
+    """Until the worker's request is held (the worker has installed its signal handlers by then)."""
+    held, ended = asyncio.create_task(kordiam.held.wait()), asyncio.create_task(process.wait())
+    await asyncio.wait({held, ended}, return_when=asyncio.FIRST_COMPLETED)
+    held.cancel()
+    if ended.done():
+        assert process.stderr is not None
+        raise AssertionError(f"the worker exited first: {(await process.stderr.read()).decode()[-3000:]}")
+    ended.cancel()
+
+
+def with_kordiam_timeout(path: Path, seconds: int) -> Path:
+    text = path.read_text()
+    path.write_text(
+        text.replace('client_id = "demo-client"\ntimeout = 5\n', f'client_id = "demo-client"\ntimeout = {seconds}\n')
     )
-    async with server:
-        process = await run_process(path)
-        # Start-up has reached the hanging endpoint: the signal handlers are in place.
-        await asyncio.wait_for(connected.wait(), timeout=60)
+    assert f"timeout = {seconds}" in path.read_text()
+    return path
+
+
+async def test_ctrl_c_while_the_first_token_request_hangs_stops_at_once(tmp_path: Path) -> None:
+    """A stop during start-up cancels what start-up waits for. Before, Ctrl-C while Kordiam held the first token
+    request waited out kordiam.timeout (here 120 s, the longest it may be: the suite's own timeout ended the
+    test first), then went on starting."""
+    async with held_kordiam(answer_token=False) as kordiam:
+        path = write_config(
+            tmp_path / "bridge.toml",
+            queue="http://127.0.0.1:9/000000000000/never-reached",
+            endpoint="http://127.0.0.1:9",
+            kordiam=kordiam.url,
+            workdir=tmp_path,
+            ops_port=free_port(),
+        )
+        process = await run_process(with_kordiam_timeout(path, 120))
+        await until_held(kordiam, process)
+        process.send_signal(signal.SIGINT)
+        _, err = await process.communicate()
+        # The worker is gone while Kordiam still holds the token request, unanswered.
+        assert not kordiam.released.is_set()
+    assert kordiam.held_requests == ["POST /api/v2/auth/token HTTP/1.1"]
+    assert process.returncode == 0
+    events = [json.loads(line)["event"] for line in err.decode().splitlines()]  # every line a JSON log line
+    assert events[-2:] == ["shutdown_requested", "stopped_during_start_up"]
+
+
+async def test_a_second_ctrl_c_exits_at_once(
+    sqs_endpoint: SqsEndpoint, queues: tuple[str, str], tmp_path: Path
+) -> None:
+    """The first Ctrl-C asks for a drain; while the drain waits for a message whose Kordiam fetch never returns,
+    the second one is the way out: one line, exit 130."""
+    async with held_kordiam(answer_token=True) as kordiam:
+        path = write_config(
+            tmp_path / "bridge.toml",
+            queue=queues[0],
+            endpoint=sqs_endpoint.url,
+            kordiam=kordiam.url,
+            workdir=tmp_path,
+            ops_port=free_port(),
+        )
+        path.write_text(path.read_text().replace("shutdown_timeout = 20\n", "shutdown_timeout = 120\n"))
+        send(sqs_endpoint.url, queues[0], {"id": 7, "event": "updated"})
+        process = await run_process(with_kordiam_timeout(path, 120))
+        await until_held(kordiam, process)  # the message's element fetch: the drain will wait for it
         process.send_signal(signal.SIGINT)
         assert process.stderr is not None
-        while b"shutdown_requested" not in (line := await asyncio.wait_for(process.stderr.readline(), 60)):
+        while b"shutdown_requested" not in (line := await process.stderr.readline()):
             assert line, "the worker ended on the first Ctrl-C"
         process.send_signal(signal.SIGINT)
-        _, err = await asyncio.wait_for(process.communicate(), timeout=60)
+        _, err = await process.communicate()
+    assert kordiam.held_requests == ["GET /api/v2/elements/7 HTTP/1.1"]
     assert process.returncode == 130
-    assert err.decode().splitlines() == ["kordiam-bridge: interrupted again, exiting now without draining"]
+    lines = [line for line in err.decode().splitlines() if not line.startswith("{")]  # JSON logs aside
+    assert lines == ["kordiam-bridge: interrupted again, exiting now without draining"]
