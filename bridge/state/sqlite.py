@@ -110,6 +110,9 @@ MIGRATIONS: dict[int, str] = {
     ALTER TABLE elements_v5 RENAME TO elements;
     """,
 }
+# Tables every schema version of the bridge has had: version 1 made them in the transaction that made
+# schema_version, so the bridge's file never holds one without the others.
+OWN_TABLES = ("schema_version", "deliveries", "elements")
 DELIVERY_COLUMNS = (
     "element_id, channel, publication_id, external_id, fingerprint, edit_link, open_link, live, "
     "edit_link_title, open_link_title, modification_date, version"
@@ -175,6 +178,7 @@ class SqliteStateStore:
             # takes a lock that another worker may hold right now and does not wait on the busy timeout, so it
             # is retried briefly here.
             db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            self._refuse_foreign(db)
             deadline = time.monotonic() + 5.0
             while True:
                 try:
@@ -198,6 +202,37 @@ class SqliteStateStore:
             db.close()
             raise
         return db
+
+    def _refuse_foreign(self, db: sqlite3.Connection) -> None:
+        """Refuse another application's database before anything in it changes (its journal mode included).
+
+        A new or empty file is the bridge's to initialise, and a file of the bridge's holds its tables (any schema
+        version; ``_migrate`` brings an older one up to date). A file with tables but not the bridge's is someone
+        else's: creating the bridge's tables inside it would leave two applications writing one file, so it is
+        refused naming ``state.url``.
+        """
+        names = [
+            str(row[0])
+            for row in db.execute(
+                "SELECT name FROM sqlite_master WHERE type IN ('table', 'view')"
+                " AND name NOT LIKE 'sqlite!_%' ESCAPE '!' ORDER BY name"
+            )
+        ]
+        if not names or all(table in names for table in OWN_TABLES):
+            return
+        if "schema_version" in names:
+            try:
+                row = db.execute("SELECT MAX(version) FROM schema_version").fetchone()
+            except sqlite3.OperationalError:
+                row = None  # a schema_version of another shape: someone else's
+            if row and isinstance(row[0], int) and row[0] > SCHEMA_VERSION:
+                return  # a newer bridge's (its tables may differ): _migrate names it as newer
+        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        raise ConfigError(
+            "state.url",
+            f"{self.path} is another application's SQLite database (tables: {shown}), not a kordiam-bridge state "
+            "database; point state.url at a file of its own",
+        )
 
     async def close(self) -> None:
         await self._keeper.stop()

@@ -165,6 +165,75 @@ async def test_a_state_url_naming_another_file_is_a_one_line_config_error(tmp_pa
     assert raised.value.key == "state.url" and "not a kordiam-bridge state database" in raised.value.problem
 
 
+def _foreign(path: Path, *statements: str) -> bytes:
+    """Another application's SQLite database at ``path``, made by ``statements``; returns the file's bytes."""
+    with sqlite3.connect(path) as db:
+        for statement in statements:
+            db.execute(statement)
+    db.close()
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("statements", "tables"),
+    [
+        (["CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)", "INSERT INTO users VALUES (1, 'ann')"], "users"),
+        # A schema_version of its own, of another shape: before, "no such column: version" as a traceback.
+        (["CREATE TABLE schema_version (applied TEXT)", "CREATE TABLE posts (id INTEGER)"], "posts, schema_version"),
+        # One whose schema_version looks like the bridge's: before, migrated on up to a failing statement.
+        (
+            ["CREATE TABLE schema_version (version INTEGER NOT NULL)", "INSERT INTO schema_version VALUES (3)"],
+            "schema_version",
+        ),
+        (["CREATE TABLE a (x)", "CREATE VIEW b AS SELECT x FROM a"], "a, b"),
+        ([f"CREATE TABLE t{n} (x)" for n in range(7)], "t0, t1, t2, t3, t4 and 2 more"),
+    ],
+)
+async def test_another_applications_database_is_refused_and_left_as_it_was(
+    tmp_path: Path, statements: list[str], tables: str
+) -> None:
+    # Before: a file with tables but none of the bridge's was switched to WAL and given the bridge's tables.
+    path = tmp_path / "other-app.db"
+    before = _foreign(path, *statements)
+    store = SqliteStateStore(path)
+    with pytest.raises(ConfigError) as raised:
+        await store.open()
+    await store.close()
+    assert raised.value.key == "state.url"
+    assert raised.value.problem == (
+        f"{path} is another application's SQLite database (tables: {tables}), not a kordiam-bridge state "
+        "database; point state.url at a file of its own"
+    )
+    assert path.read_bytes() == before  # not migrated, not even switched to WAL
+    assert not Path(f"{path}-wal").exists()
+
+
+async def test_an_empty_file_is_initialised(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    path.touch()  # made ahead, e.g. by a deployment that creates the volume's file
+    store = SqliteStateStore(path)
+    await store.open()
+    try:
+        assert await store.record(delivery())
+    finally:
+        await store.close()
+    with sqlite3.connect(path) as db:
+        versions = [row[0] for row in db.execute("SELECT version FROM schema_version ORDER BY version")]
+    assert versions == list(range(1, SCHEMA_VERSION + 1))
+
+
+@pytest.mark.parametrize("version", range(1, SCHEMA_VERSION + 1))
+async def test_a_file_of_any_earlier_bridge_opens(tmp_path: Path, version: int) -> None:
+    path = tmp_path / "state.db"
+    with sqlite3.connect(path) as db:
+        _migrate_up_to(db, version)
+    store = SqliteStateStore(path)
+    await store.open()
+    await store.close()
+    with sqlite3.connect(path) as db:
+        assert max(row[0] for row in db.execute("SELECT version FROM schema_version")) == SCHEMA_VERSION
+
+
 async def test_a_state_directory_that_does_not_exist_is_refused_unless_asked_for(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'tpyo' / 'state.db'}"
     with pytest.raises(ConfigError) as raised:
