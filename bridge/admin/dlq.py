@@ -28,7 +28,12 @@ async def dlq_show(
 
 async def list_dead_letters(queue: QueueAdmin, *, limit: int, progress: ProgressSink | None = None) -> DlqListing:
     """Up to ``limit`` dead letters, oldest first, without consuming any. Where the broker gives no depth, the
-    listing counts what it saw (plus one when there are more)."""
+    listing counts what it saw (plus one when there are more).
+
+    ``truncated`` (the "raise --limit" hint) only when the limit stopped the listing and the queue holds more. A
+    listing short of its limit saw the whole queue, whatever the depth says: SQS's is approximate, read before the
+    listing, and lags (it still counts dead letters just redriven or deleted, for a while).
+    """
     if limit < 1:
         raise ValueError("limit must be at least 1")
     url = await queue.dead_letter_url()
@@ -37,9 +42,11 @@ async def list_dead_letters(queue: QueueAdmin, *, limit: int, progress: Progress
         progress.start("reading the dead-letter queue", min(limit, depth.visible))
     peeked, more = await queue.peek(url, limit=limit, progress=progress)
     messages = sorted(map(to_dlq_message, peeked), key=_oldest_first)
+    at_limit = len(messages) >= limit
     if depth.visible is None:
-        return DlqListing(url, messages, len(messages) + (1 if more else 0), 0, truncated=more)
-    return DlqListing(url, messages, depth.visible, depth.in_flight or 0, len(messages) < depth.visible)
+        return DlqListing(url, messages, len(messages) + (1 if more else 0), 0, truncated=at_limit and more)
+    truncated = at_limit and len(messages) < depth.visible
+    return DlqListing(url, messages, depth.visible, depth.in_flight or 0, truncated)
 
 
 async def find_dead_letter(

@@ -4,13 +4,17 @@ where the broker gives one and from what it saw where it does not; dead letters 
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 from collections.abc import Callable, Sequence
 
 import pytest
+from rich.console import Console
 
 from bridge.admin.dlq import element_of, find_dead_letter, list_dead_letters
 from bridge.admin.redrive import redrive_request
+from bridge.admin.rendering import render_dlq_list
+from bridge.admin.results import DlqListing
 from bridge.queue.dead_letter import DeadLetterContext, failure_attributes
 from bridge.queue.transport import (
     OutgoingMessage,
@@ -92,6 +96,30 @@ async def test_a_listing_with_a_depth_counts_from_it() -> None:
     assert (listing.approximate_visible, listing.approximate_in_flight, listing.truncated) == (5, 1, True)
     assert listing.messages[1].failure is None and listing.messages[2].failure is not None
     assert listing.messages[2].system_attributes == {"SentTimestamp": "1"}
+
+
+@pytest.mark.parametrize("visible", [3, 5])
+async def test_a_listing_short_of_its_limit_gives_no_hint_to_raise_it(visible: int) -> None:
+    # SQS's depth is approximate and lags (dead letters just redriven still count): 3 seen of a limit of 50 is the
+    # whole queue, whatever it says. Before, "about 5 visible" put "more not shown (raise --limit)" under them.
+    listing = await list_dead_letters(ListedQueue(LETTERS, QueueDepth(visible, in_flight=0, delayed=0)), limit=50)
+    assert (len(listing.messages), listing.approximate_visible, listing.truncated) == (3, visible, False)
+    assert _summary(listing) == f"3 shown; about {visible} visible"
+
+
+async def test_a_listing_the_limit_stopped_says_to_raise_it() -> None:
+    listing = await list_dead_letters(ListedQueue(LETTERS, QueueDepth(visible=3, in_flight=0, delayed=0)), limit=2)
+    assert _summary(listing) == "2 shown; about 3 visible; more not shown (raise --limit)"
+    # At the limit, but the depth says that was all of it.
+    everything = await list_dead_letters(ListedQueue(LETTERS, QueueDepth(visible=3, in_flight=0, delayed=0)), limit=3)
+    assert _summary(everything) == "3 shown; about 3 visible"
+
+
+def _summary(listing: DlqListing) -> str:
+    """The line ``dlq list`` prints under its table."""
+    out = io.StringIO()
+    render_dlq_list(listing, Console(file=out, width=200))
+    return out.getvalue().splitlines()[-1]
 
 
 async def test_a_listing_without_a_depth_counts_what_it_saw() -> None:
