@@ -635,3 +635,55 @@ async def stop_worker_mid_batch(
     else:
         assert code == -signal.SIGKILL
     return created, stop_seconds
+
+
+class HeldKordiam:
+    """Kordiam that answers the token call (or not, ``answer_token=False``) and holds every other request
+    unanswered until the test is over; ``held`` is set once one is held."""
+
+    def __init__(self, *, answer_token: bool) -> None:
+        self.answer_token = answer_token
+        self.held = asyncio.Event()
+        self.held_requests: list[str] = []
+        self.released = asyncio.Event()
+        self.url = ""
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while head := await reader.readuntil(b"\r\n\r\n"):
+            request_line = head.split(b"\r\n", 1)[0].decode()
+            length = next(
+                (
+                    int(line.split(b":")[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
+                ),
+                0,
+            )
+            await reader.readexactly(length)
+            if self.answer_token and request_line.startswith("POST /api/v2/auth/token "):
+                body = b'{"access_token": "t", "token_type": "Bearer", "expires_in": 3600}'
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                    + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                    + body
+                )
+                await writer.drain()
+                continue
+            self.held_requests.append(request_line)
+            self.held.set()
+            await self.released.wait()
+            writer.close()
+            return
+
+
+@contextlib.asynccontextmanager
+async def held_kordiam(*, answer_token: bool) -> AsyncIterator[HeldKordiam]:
+    kordiam = HeldKordiam(answer_token=answer_token)
+    server = await asyncio.start_server(kordiam.serve, "127.0.0.1", 0)
+    kordiam.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    try:
+        yield kordiam
+    finally:
+        kordiam.released.set()
+        server.close()
+        await server.wait_closed()

@@ -6,14 +6,13 @@ These tests also make up the LocalStack pass of ``make test`` (``BRIDGE_TEST_SQS
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ import pytest
 
 from bridge.simulator import RunningSimulator
 from tests.support import (
+    HeldKordiam,
     SimulatorAdmin,
     SqsEndpoint,
     WorkerProcess,
@@ -29,6 +29,7 @@ from tests.support import (
     drain,
     eventually,
     free_port,
+    held_kordiam,
     queue_depth,
     queue_settled,
     send,
@@ -248,58 +249,6 @@ async def test_run_with_the_ops_port_taken_is_one_line_naming_it(config: tuple[P
     assert lines == [
         f"kordiam-bridge: configuration error: ops.port: cannot listen on 127.0.0.1:{ops_port}: address already in use"
     ]
-
-
-class HeldKordiam:
-    """Kordiam that answers the token call (or not, ``answer_token=False``) and holds every other request
-    unanswered until the test is over; ``held`` is set once one is held."""
-
-    def __init__(self, *, answer_token: bool) -> None:
-        self.answer_token = answer_token
-        self.held = asyncio.Event()
-        self.held_requests: list[str] = []
-        self.released = asyncio.Event()
-        self.url = ""
-
-    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while head := await reader.readuntil(b"\r\n\r\n"):
-            request_line = head.split(b"\r\n", 1)[0].decode()
-            length = next(
-                (
-                    int(line.split(b":")[1])
-                    for line in head.split(b"\r\n")
-                    if line.lower().startswith(b"content-length:")
-                ),
-                0,
-            )
-            await reader.readexactly(length)
-            if self.answer_token and request_line.startswith("POST /api/v2/auth/token "):
-                body = b'{"access_token": "t", "token_type": "Bearer", "expires_in": 3600}'
-                writer.write(
-                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                    + f"Content-Length: {len(body)}\r\n\r\n".encode()
-                    + body
-                )
-                await writer.drain()
-                continue
-            self.held_requests.append(request_line)
-            self.held.set()
-            await self.released.wait()
-            writer.close()
-            return
-
-
-@contextlib.asynccontextmanager
-async def held_kordiam(*, answer_token: bool) -> AsyncIterator[HeldKordiam]:
-    kordiam = HeldKordiam(answer_token=answer_token)
-    server = await asyncio.start_server(kordiam.serve, "127.0.0.1", 0)
-    kordiam.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
-    try:
-        yield kordiam
-    finally:
-        kordiam.released.set()
-        server.close()
-        await server.wait_closed()
 
 
 async def until_held(kordiam: HeldKordiam, process: asyncio.subprocess.Process) -> None:

@@ -11,38 +11,16 @@ from structlog.testing import capture_logs
 
 from bridge.config import Settings
 from bridge.worker import StopEndsStart, run_worker
+from tests.support import HeldKordiam, held_kordiam
 
 # The longest kordiam.timeout the configuration takes: without the fix the start waits all of it.
 LONGEST_KORDIAM_TIMEOUT = 120
 
 
-class HangingKordiam:
-    """An HTTP server that reads each request and never answers it (until the test is over)."""
-
-    def __init__(self) -> None:
-        self.requests: list[bytes] = []
-        self.holding = asyncio.Event()  # a request has arrived and is being held
-        self.released = asyncio.Event()
-        self.url = ""
-
-    async def _hold(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.requests.append(await reader.readuntil(b"\r\n\r\n"))
-        self.holding.set()
-        await self.released.wait()
-        writer.close()
-
-
 @pytest.fixture
-async def hanging_kordiam() -> AsyncIterator[HangingKordiam]:
-    kordiam = HangingKordiam()
-    server = await asyncio.start_server(kordiam._hold, "127.0.0.1", 0)
-    kordiam.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
-    try:
+async def hanging_kordiam() -> AsyncIterator[HeldKordiam]:
+    async with held_kordiam(answer_token=False) as kordiam:
         yield kordiam
-    finally:
-        kordiam.released.set()
-        server.close()
-        await server.wait_closed()
 
 
 def settings_on(kordiam: str, workdir: Path) -> Settings:
@@ -61,28 +39,26 @@ def settings_on(kordiam: str, workdir: Path) -> Settings:
 
 
 async def test_a_stop_while_the_first_token_request_hangs_ends_the_start_at_once(
-    hanging_kordiam: HangingKordiam, tmp_path: Path
+    hanging_kordiam: HeldKordiam, tmp_path: Path
 ) -> None:
     # Before: the worker waited out kordiam.timeout (120 s here; the suite's own timeout ends the test first),
     # logged Kordiam unreachable, and went on to connect to the queue.
     stop = asyncio.Event()
     with capture_logs() as logs:
         worker = asyncio.create_task(run_worker(settings_on(hanging_kordiam.url, tmp_path), stop, serve_ops=False))
-        holding = asyncio.create_task(hanging_kordiam.holding.wait())
+        holding = asyncio.create_task(hanging_kordiam.held.wait())
         await asyncio.wait({worker, holding}, return_when=asyncio.FIRST_COMPLETED)
-        assert hanging_kordiam.holding.is_set(), f"the worker ended before asking for a token: {worker}"
+        assert hanging_kordiam.held.is_set(), f"the worker ended before asking for a token: {worker}"
         stop.set()
         await worker  # ends, and cleanly, while Kordiam still holds the token request unanswered
     assert not hanging_kordiam.released.is_set()
-    assert [request.split(b"\r\n", 1)[0] for request in hanging_kordiam.requests] == [
-        b"POST /api/v2/auth/token HTTP/1.1"
-    ]
+    assert hanging_kordiam.held_requests == ["POST /api/v2/auth/token HTTP/1.1"]
     events = [entry["event"] for entry in logs]
     assert "stopped_during_start_up" in events
     assert "kordiam_unreachable_at_start" not in events and "worker_ready" not in events
 
 
-async def test_a_stop_already_set_never_starts_the_worker(hanging_kordiam: HangingKordiam, tmp_path: Path) -> None:
+async def test_a_stop_already_set_never_starts_the_worker(hanging_kordiam: HeldKordiam, tmp_path: Path) -> None:
     stop = asyncio.Event()
     stop.set()
     with capture_logs() as logs:
