@@ -84,8 +84,13 @@ class HttpResponse:
 
     @property
     def text(self) -> str:
+        """The body as text in its declared charset; UTF-8 when it names none, or one Python does not know."""
         charset = _charset(self.headers.get("content-type", ""))
-        return self.content.decode(charset or "utf-8", errors="replace")
+        try:
+            return self.content.decode(charset or "utf-8", errors="replace")
+        except LookupError:
+            # A proxy's error page may declare any charset: its text is still the operator's clue, not a crash.
+            return self.content.decode("utf-8", errors="replace")
 
     def json(self) -> Any:
         """The body as JSON; raises ``ValueError`` when it is not."""

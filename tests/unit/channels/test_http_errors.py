@@ -50,3 +50,12 @@ def test_response_json() -> None:
     assert response_json(_response(204), "cms", "delete") is None
     with pytest.raises(ChannelRejected, match="not JSON"):
         response_json(_response(200, b"<html>"), "cms", "create")
+
+
+def test_an_unknown_charset_is_read_as_utf8() -> None:
+    # A proxy's error page may name a charset Python does not know; its text is still the reason, not a crash.
+    page = _response(400, "<p>Zu groß</p>".encode(), {"Content-Type": "text/html; charset=x-bogus"})
+    assert page.text == "<p>Zu groß</p>"
+    assert str(http_error(page, "cms", "create", refused="-")) == "cms: create: HTTP 400 <p>Zu groß</p>"
+    with pytest.raises(ChannelRejected, match="not JSON"):
+        response_json(page, "cms", "create")

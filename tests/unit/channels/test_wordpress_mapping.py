@@ -350,6 +350,11 @@ async def test_unknown_post_type() -> None:
             r"Invalid parameter\(s\): status \(status: bad\)",
         ),
         (httpx.Response(200, text="<?php oops"), ChannelRejected, "not JSON"),
+        (
+            httpx.Response(200, content=b"<html>down</html>", headers={"content-type": "text/html; charset=bogus"}),
+            ChannelRejected,
+            r"not JSON \(text/html; charset=bogus: '<html>down</html>'\)",
+        ),
         (httpx.Response(200, json={"unexpected": True}), ChannelRejected, "no post id"),
         (httpx.Response(301, headers={"location": "https://www.news.example/"}), ChannelRejected, "redirected"),
         (httpx.Response(500, text="fatal"), ChannelUnavailable, "HTTP 500"),
