@@ -47,10 +47,11 @@ status, date    the publication status (id or name) through ``status_map``, with
                 ``future`` post less than 60 s ahead at once, and a scheduled post goes live on the first request
                 after its time (WP-cron). (¹) If WordPress keeps the post ``future`` because an earlier schedule
                 left a date ahead, the adapter sends ``date_gmt`` = now, so "publish" means now.
-categories      the publication category through ``category_map`` (Kordiam id or name → WordPress id, or name
-                looked up); an unmapped category is looked up by its Kordiam name, and created if missing, only
-                with ``create_missing_categories``; otherwise the post's categories are left as they are
-                (WordPress gives a new post its default category). Only for post types with categories.
+categories      the publication category through ``category_map`` (Kordiam id or name → WordPress id, checked
+                once to exist, or name looked up); an unmapped category is looked up by its Kordiam name, and
+                created if missing, only with ``create_missing_categories``; otherwise the post's categories are
+                left as they are (WordPress gives a new post its default category). Only for post types with
+                categories.
 author          the text task assignee's e-mail → the WordPress user with that e-mail (``users?search=…&
                 context=edit``, which needs the ``list_users`` capability), else ``default_author``, else unset
                 (WordPress keeps the current author; a new post gets the API user)
@@ -294,6 +295,7 @@ class WordPressChannel:
         self._route: _Route | None = None
         self._route_lock = asyncio.Lock()
         self._categories: dict[str, int] = {}
+        self._category_ids: set[int] = set()
         self._authors: dict[str, int] = {}
         self._author_misses: dict[str, float] = {}
         self._can_list_users = True
@@ -414,6 +416,7 @@ class WordPressChannel:
 
     async def aclose(self) -> None:
         self._categories.clear()
+        self._category_ids.clear()
         self._authors.clear()
         self._author_misses.clear()
 
@@ -545,12 +548,30 @@ class WordPressChannel:
     async def _category_for(self, category: Ref | None) -> int | None:
         target = lookup(self.options.category_map, category)
         if isinstance(target, int):
-            return target
+            return await self._existing_category(target)
         if isinstance(target, str):
             return await self._category_id(target, create=self.options.create_missing_categories)
         if category is not None and category.name and self.options.create_missing_categories:
             return await self._category_id(category.name, create=True)
         return None
+
+    async def _existing_category(self, category_id: int) -> int:
+        """A ``category_map`` id, checked once: WordPress files a post under an unknown id as under none, silently."""
+        if category_id in self._category_ids:
+            return category_id
+        action = f"checking category id {category_id}"
+        response = await self._call(
+            await self._collection("categories"), "GET", str(category_id), action, {"_fields": "id"}
+        )
+        if response.status_code == 404:  # a WordPress error: _call raised for any other 404
+            raise ChannelRejected(
+                f"{self._label}: category id {category_id} (from category_map) does not exist in WordPress; map it "
+                "to an existing category's id or name"
+            )
+        if not response.is_success:
+            raise self._error(response, action)
+        self._category_ids.add(category_id)
+        return category_id
 
     async def _category_id(self, name: str, *, create: bool) -> int:
         key = name.strip().casefold()

@@ -479,6 +479,17 @@ async def test_category_map_to_missing_name_is_rejected(make_channel: ChannelFac
         await channel.upsert(element, element.publications[0], None)
 
 
+async def test_category_map_to_missing_id_is_rejected_before_any_post(make_channel: ChannelFactory, site: Site) -> None:
+    # WordPress itself takes an unknown category id without a word and files the post under no category at all.
+    missing = await site.new_category(unique("Gone"))
+    await site.client.delete(f"categories/{missing}", params={"force": "true"})
+    channel = make_channel(category_map={"Lokal": missing})
+    element = story(unique(), category=(4715, "Lokal"))
+    with pytest.raises(ChannelRejected, match=f"category id {missing} .*does not exist in WordPress"):
+        await channel.upsert(element, element.publications[0], None)
+    assert await site.marked(element) == []
+
+
 async def test_author_by_email_else_default(make_channel: ChannelFactory, site: Site, creds: dict[str, Any]) -> None:
     channel = make_channel()
     result = await upsert(channel, site, story(unique(), email=creds["author_email"].upper()))

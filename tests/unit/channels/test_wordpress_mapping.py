@@ -542,15 +542,41 @@ async def test_category_created_or_taken_from_term_exists() -> None:
 
 
 async def test_category_without_create_option() -> None:
+    checks: list[str] = []
+
     def handler(request: httpx.Request) -> httpx.Response:
         if "types" in request.url.path:
             return httpx.Response(200, json=TYPE_POST)
+        if request.method == "GET" and request.url.path.endswith("/categories/7"):
+            checks.append(request.url.path)
+            return httpx.Response(200, json={"id": 7})
         raise AssertionError(f"unexpected {request.method} {request.url}")
 
     wp = channel(handler, category_map={"Sport": 7})
     assert await wp._category_for(Ref(id=1, name="sport")) == 7
+    assert await wp._category_for(Ref(id=1, name="sport")) == 7
+    assert checks == ["/wp-json/wp/v2/categories/7"]  # checked once
     assert await wp._category_for(Ref(id=2, name="Unmapped")) is None
     assert await wp._category_for(None) is None
+
+
+async def test_category_map_to_an_unknown_id_is_rejected_before_the_post_is_written() -> None:
+    # WordPress takes an unknown category id silently and files the post under no category at all.
+    writes: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if (answer := set_up_reads(request)) is not None:
+            return answer
+        if request.method == "GET" and request.url.path.endswith("/categories/99"):
+            return wp_error(404, "rest_term_invalid", "Term does not exist.")
+        writes.append(f"{request.method} {request.url.path}")
+        return post_answer(1)
+
+    wp = channel(handler, category_map={"Sport": 99})
+    item = element(category={"id": 1, "name": "Sport"})
+    with pytest.raises(ChannelRejected, match=r"'web': category id 99 \(from category_map\) does not exist"):
+        await wp.upsert(item, item.publications[0], None)
+    assert writes == []
 
 
 async def test_author_lookup_forbidden_falls_back_to_default() -> None:
