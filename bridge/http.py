@@ -39,6 +39,16 @@ class HttpTimeout(HttpTransportError):
     """No answer within the request's timeout."""
 
 
+class HttpAnswerTooLarge(HttpTransportError):
+    """The answer's body is larger than the client reads (``max_answer_bytes``); it was not read."""
+
+
+# Far more than any element, post or campaign answer; a URL pointing at a download must not fill the memory the
+# whole worker (every channel) shares.
+MAX_ANSWER_BYTES = 64 * 1024 * 1024
+_CHUNK = 256 * 1024
+
+
 @dataclass(frozen=True, slots=True)
 class BasicAuth:
     """HTTP Basic credentials; the header value is built once, not per request."""
@@ -103,8 +113,16 @@ Handler = Callable[[HttpRequest], Awaitable[HttpResponse]]
 class HttpClient:
     """One per process; every request shares its connection pool. Create it inside the running event loop."""
 
-    def __init__(self, *, max_connections: int, timeout: float, handler: Handler | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        max_connections: int,
+        timeout: float,
+        handler: Handler | None = None,
+        max_answer_bytes: int = MAX_ANSWER_BYTES,
+    ) -> None:
         self._timeout = timeout
+        self._max_answer_bytes = max_answer_bytes
         self._session: aiohttp.ClientSession | None = None
         self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
         if handler is None:
@@ -168,12 +186,33 @@ class HttpClient:
                 allow_redirects=False,
                 timeout=self._client_timeout(request.timeout_seconds),
             ) as answer:
-                content = await answer.read()
+                content = await self._read(answer)
         except TimeoutError as error:
             raise HttpTimeout(f"no answer within {request.timeout_seconds:g} s") from error
         except (aiohttp.ClientError, OSError) as error:
             raise HttpTransportError(f"{type(error).__name__}: {error}") from error
         return HttpResponse(answer.status, answer.headers, content, request, answer.reason)
+
+    async def _read(self, answer: aiohttp.ClientResponse) -> bytes:
+        """The body, at most ``max_answer_bytes`` of it: a larger one raises ``HttpAnswerTooLarge`` unread."""
+        limit = self._max_answer_bytes
+        length = answer.content_length
+        if length is not None and length <= limit:
+            return await answer.read()  # the common case: one read, no copies
+        too_large = HttpAnswerTooLarge(
+            f"the answer ({answer.status}, {answer.headers.get('content-type', 'no content type')}) is larger than "
+            f"{limit} bytes, the most the bridge reads"
+        )
+        if length is not None:
+            raise too_large
+        chunks: list[bytes] = []
+        size = 0
+        while chunk := await answer.content.read(_CHUNK):
+            size += len(chunk)
+            if size > limit:
+                raise too_large
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     def _client_timeout(self, seconds: float) -> aiohttp.ClientTimeout:
         # Callers use one or two distinct timeouts; keep their objects instead of making one per request.

@@ -1,0 +1,69 @@
+"""The process's HTTP client (``bridge.http``) over a real socket: how much of an answer it reads."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from bridge.channels.wordpress import WordPressChannel, WordPressOptions
+from bridge.errors import ChannelUnavailable
+from bridge.http import HttpAnswerTooLarge, HttpClient
+from bridge.kordiam.models import Element
+
+LIMIT = 1000
+
+
+async def _sized(request: web.Request) -> web.Response:
+    return web.Response(body=b"x" * int(request.query.get("n", LIMIT * 10)), content_type="text/html")
+
+
+async def _streamed(request: web.Request) -> web.StreamResponse:
+    answer = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+    answer.enable_chunked_encoding()
+    await answer.prepare(request)
+    for _ in range(int(request.query["n"]) // 100):
+        await answer.write(b"y" * 100)
+    await answer.write_eof()
+    return answer
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[TestServer]:
+    app = web.Application()
+    app.router.add_get("/sized", _sized)
+    app.router.add_get("/streamed", _streamed)
+    app.router.add_get("/wp-json/wp/v2/types/post", _sized)
+    async with TestServer(app, host="127.0.0.1") as running:
+        yield running
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[HttpClient]:
+    async with HttpClient(max_connections=2, timeout=10, max_answer_bytes=LIMIT) as client:
+        yield client
+
+
+@pytest.mark.parametrize("path", ["/sized", "/streamed"])
+async def test_an_answer_up_to_the_limit_is_read_whole(server: TestServer, http: HttpClient, path: str) -> None:
+    response = await http.request("GET", str(server.make_url(path)), params={"n": LIMIT})
+    assert len(response.content) == LIMIT
+
+
+@pytest.mark.parametrize("path", ["/sized", "/streamed"])
+async def test_a_larger_answer_is_refused_not_read(server: TestServer, http: HttpClient, path: str) -> None:
+    # With or without Content-Length: a URL that points at a download must not fill the worker's memory.
+    with pytest.raises(HttpAnswerTooLarge, match=f"larger than {LIMIT} bytes"):
+        await http.request("GET", str(server.make_url(path)), params={"n": LIMIT + 100})
+    after = await http.request("GET", str(server.make_url(path)), params={"n": 200})
+    assert len(after.content) == 200  # the client goes on working
+
+
+async def test_a_channel_reports_a_huge_answer_in_one_line(server: TestServer, http: HttpClient) -> None:
+    options = WordPressOptions(url=str(server.make_url("/")), username="u", app_password="p p", rest_route="pretty")
+    channel = WordPressChannel("web", options, http)
+    element = Element.model_validate({"id": 1, "title": "t", "publications": [{"id": 2, "platform": {"id": 1}}]})
+    with pytest.raises(ChannelUnavailable, match=f"unreachable: the answer .* is larger than {LIMIT} bytes"):
+        await channel.upsert(element, element.publications[0], None)
