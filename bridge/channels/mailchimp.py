@@ -61,8 +61,13 @@ Errors (Mailchimp answers problem JSON: ``type, title, status, detail, instance`
 Mailchimp's ``title``/``detail``/``errors``; 408, 409, 425, 429, 5xx, timeouts and connection errors →
 ``ChannelUnavailable`` (with ``Retry-After``). Nothing is retried in-process: the queue retries.
 
-Limitation: if Mailchimp creates a campaign but its answer is lost (timeout), the retry creates a second draft;
-the Marketing API has no idempotency key. The title's ``[Kordiam e/p]`` marks such drafts for clean-up.
+Never two campaigns for one publication: the Marketing API has no idempotency key, and a campaign is made in
+steps (create, content, schedule), any of which may fail or lose its answer after Mailchimp did it. Each
+campaign's title ends with ``[Kordiam {element id}/{publication id}]``; before creating one, the adapter lists the
+audience's ``MARK_SEARCH`` (1,000) newest campaigns and carries on with the oldest that ends with that mark, as
+with a campaign it knew (scheduled: unscheduled, edited, scheduled again; sent: left alone). So a retry after a
+lost schedule answer does not schedule a second campaign: both would have been sent. It costs one list call per
+creation, never per update. An editor who renames the campaign gives that up.
 
 Why one module of ~530 lines: about 65 are this mapping, for the operator; the rest is the options, the pure
 campaign mapping and one adapter class whose steps (read, unschedule, edit, schedule) share its state.
@@ -101,6 +106,7 @@ MAX_AHEAD = dt.timedelta(days=365)  # Mailchimp schedules at most a year ahead
 SENT_STATES = frozenset({"sending", "sent", "canceling", "canceled"})
 LIVE_STATES = frozenset({"sending", "sent"})
 CAMPAIGN_FIELDS = "id,web_id,status,archive_url,long_archive_url,send_time"
+MARK_SEARCH = 1000  # the audience's most recent campaigns searched for a publication's mark (Mailchimp's page limit)
 
 _DC = re.compile(r"^[a-z]+[0-9]+$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -225,7 +231,7 @@ def map_campaign(element: Element, publication: Publication, *, footer_html: str
     headline = headline or plain_text(element.slug) or f"Kordiam element {element.id}"
     lead = plain_text(content.lead if content else None)
     subject = shorten(headline, SUBJECT_MAX)
-    marker = f" [Kordiam {element.id}/{publication.id}]"
+    marker = " " + campaign_mark(element.id, publication.id)
     settings = {
         "subject_line": subject,
         "preview_text": shorten(lead, PREVIEW_MAX),
@@ -249,6 +255,11 @@ def map_campaign(element: Element, publication: Publication, *, footer_html: str
     return CampaignPlan(settings, "".join(parts), plan_schedule(publication.scheduled_at(), now))
 
 
+def campaign_mark(element_id: int, publication_id: int) -> str:
+    """The end of each campaign's title that names its Kordiam publication (see "Never two campaigns")."""
+    return f"[Kordiam {element_id}/{publication_id}]"
+
+
 # --- the adapter ---------------------------------------------------------------------------------------------
 
 
@@ -265,10 +276,10 @@ class MailchimpChannel:
     """One Mailchimp campaign per publication, its id the external id; scheduled for the publication's date.
 
     Upsert reads the campaign first: gone (404) → created again; scheduled → unscheduled, edited, scheduled again;
-    already sent → left alone (``sent_edits``). A create whose answer was lost makes a second draft on retry (the
-    API has no idempotency key); the ``[Kordiam e/p]`` title mark lets an operator find it. Delete of a missing
-    or sent campaign is done. Raises ``ChannelRejected`` (401/403 naming ``api_key``, other 4xx with Mailchimp's
-    detail) and ``ChannelUnavailable`` (408/409/425/429, 5xx, unreachable).
+    already sent → left alone (``sent_edits``). Before creating, it looks for the campaign carrying the
+    publication's ``[Kordiam e/p]`` title mark, so a create (or a schedule) whose answer was lost is not repeated.
+    Delete of a missing or sent campaign is done. Raises ``ChannelRejected`` (401/403 naming ``api_key``, other
+    4xx with Mailchimp's detail) and ``ChannelUnavailable`` (408/409/425/429, 5xx, unreachable).
     """
 
     element_scoped = False
@@ -298,6 +309,14 @@ class MailchimpChannel:
 
         campaign_id = _campaign_id(external_id)
         campaign = await self._get(campaign_id) if campaign_id else None
+        if campaign is None:
+            if campaign_id:
+                log.info("mailchimp.campaign_gone", channel=self.name, campaign=campaign_id, element=element.id)
+            # A campaign whose creation answer was lost, or whose next step failed (a lost schedule answer too),
+            # carries the publication's mark: carry on with it, or both campaigns would be sent.
+            campaign = await self._marked_campaign(campaign_mark(element.id, publication.id))
+            if campaign is not None:
+                log.warning("mailchimp.campaign_recovered", channel=self.name, campaign=campaign.id, element=element.id)
         if campaign is not None and campaign.status in SENT_STATES:
             return self._already_sent(campaign)
         if campaign is not None:
@@ -305,8 +324,6 @@ class MailchimpChannel:
                 await self._action(campaign.id, "unschedule")
             campaign = await self._update(campaign.id, body)
         if campaign is None:
-            if campaign_id:
-                log.info("mailchimp.campaign_gone", channel=self.name, campaign=campaign_id, element=element.id)
             campaign = await self._create(body)
 
         action = f"setting the content of campaign {campaign.id}"
@@ -417,6 +434,33 @@ class MailchimpChannel:
             return None
         return self._campaign(response, action)
 
+    async def _marked_campaign(self, mark: str) -> _Campaign | None:
+        """The oldest of the audience's ``MARK_SEARCH`` newest campaigns whose title ends with ``mark``, if any."""
+        action = "looking for a campaign made before"
+        fields = [f"campaigns.{name}" for name in (*CAMPAIGN_FIELDS.split(","), "settings.title")]
+        params = {
+            "list_id": self.options.list_id,
+            "sort_field": "create_time",
+            "sort_dir": "DESC",
+            "count": str(MARK_SEARCH),
+            "fields": ",".join(fields),
+        }
+        listed = self._json_object(await self._request("GET", "/campaigns", action, params=params), action)
+        items = listed.get("campaigns")
+        found = [
+            item
+            for item in (items if isinstance(items, list) else [])
+            if isinstance(item, dict)
+            and isinstance(item.get("settings"), dict)
+            and str(item["settings"].get("title") or "").endswith(mark)
+        ]
+        if not found:
+            return None
+        if len(found) > 1:
+            ids = [item.get("id") for item in reversed(found)]
+            log.warning("mailchimp.duplicate_campaigns", channel=self.name, campaigns=ids, kept=ids[0])
+        return self._campaign_of(found[-1], action)
+
     async def _create(self, body: dict[str, Any]) -> _Campaign:
         action = "creating a campaign"
         response = await self._request("POST", "/campaigns", action, {"type": "regular", **body})
@@ -467,7 +511,9 @@ class MailchimpChannel:
         return data
 
     def _campaign(self, response: HttpResponse, action: str) -> _Campaign:
-        data = self._json_object(response, action)
+        return self._campaign_of(self._json_object(response, action), action)
+
+    def _campaign_of(self, data: dict[str, Any], action: str) -> _Campaign:
         campaign_id, status = data.get("id"), data.get("status")
         if not isinstance(campaign_id, str) or not campaign_id or not isinstance(status, str):
             raise ChannelRejected(f"{self._label}: {action}: the answer has no campaign id and status")

@@ -171,7 +171,7 @@ def _mailchimp(server: RunningMailchimp) -> Adapter:
         items,
         unreachable={"base_url": f"http://127.0.0.1:{closed_port()}/3.0"},
         refused={"api_key": "wrong-key-us21"},
-        finds_lost_create=False,
+        finds_lost_create=True,
         missing_id="0000000000",
     )
 

@@ -15,7 +15,7 @@ from bridge.channels import ChannelContext
 from bridge.channels.mailchimp import MailchimpChannel, MailchimpOptions, create, quarter_hour_ceil
 from bridge.config import ChannelSettings
 from bridge.errors import ChannelRejected, ChannelUnavailable
-from bridge.http import HttpClient
+from bridge.http import HttpClient, HttpRequest, HttpResponse, HttpTimeout
 from bridge.kordiam.models import Element
 from tests.servers.mailchimp import RunningMailchimp
 from tests.support import story
@@ -127,7 +127,12 @@ async def test_create_without_a_date_is_a_draft_with_content(
     assert "<h1>Council approves budget</h1>" in html and "<p>Body <b>text</b>.</p>" in html and "*|UNSUB|*" in html
     assert result.edit_link == f"https://us21.admin.mailchimp.com/campaigns/edit?id={campaign['web_id']}"
     assert result.open_link == campaign["archive_url"] and result.live is False
-    assert await requests(mailchimp_admin) == ["POST /campaigns", f"PUT /campaigns/{result.external_id}/content"]
+    # One look for a campaign made before (none), then the creation.
+    assert await requests(mailchimp_admin) == [
+        "GET /campaigns",
+        "POST /campaigns",
+        f"PUT /campaigns/{result.external_id}/content",
+    ]
 
 
 async def test_schedule_reschedule_lose_date_and_delete(channel: MailchimpChannel, mailchimp_admin: HttpClient) -> None:
@@ -184,6 +189,44 @@ async def test_a_campaign_deleted_by_hand_is_created_again(channel: MailchimpCha
     again = await upsert(channel, element(when=future()), result.external_id)
     assert again.external_id != result.external_id
     assert server.state.campaigns[again.external_id]["status"] == "schedule"
+
+
+def losing(http: HttpClient, method: str, path_end: str, *, performed: bool) -> HttpClient:
+    """A client whose first ``method`` request to a path ending in ``path_end`` gets no answer: Mailchimp did it
+    (``performed``, its answer lost) or never saw it (the connection failed)."""
+    lost: list[str] = []
+
+    async def handler(request: HttpRequest) -> HttpResponse:
+        if request.method == method and request.url.path.endswith(path_end) and not lost:
+            lost.append(request.url.path)
+            if performed:
+                await http.request(method, str(request.url), content=request.content, headers=request.headers)
+            raise HttpTimeout("no answer within 10 s")
+        return await http.request(request.method, str(request.url), content=request.content, headers=request.headers)
+
+    return HttpClient.answering(handler)
+
+
+@pytest.mark.parametrize(
+    ("method", "path_end", "performed"),
+    [
+        ("POST", "/campaigns", True),  # created, its answer lost
+        ("PUT", "/content", False),  # created, then its content failed
+        ("POST", "/actions/schedule", True),  # scheduled, its answer lost: two would both be sent
+    ],
+)
+async def test_a_retry_after_a_lost_step_makes_no_second_campaign(
+    server: RunningMailchimp, http: HttpClient, mailchimp_admin: HttpClient, method: str, path_end: str, performed: bool
+) -> None:
+    flaky = make_channel(server, losing(http, method, path_end, performed=performed), from_name="X", reply_to="x@e.org")
+    with pytest.raises(ChannelUnavailable, match="unreachable"):
+        await upsert(flaky, element(when=future()))
+    # The queue's retry, on this worker or another (a fresh channel), with no external id recorded.
+    result = await upsert(make_channel(server, http, from_name="X", reply_to="x@e.org"), element(when=future()))
+    held = await campaigns(mailchimp_admin)
+    assert list(held) == [result.external_id]
+    assert held[result.external_id]["status"] == "schedule"
+    assert held[result.external_id]["content"]["html"]
 
 
 async def test_delete_mode_unschedule_keeps_a_draft(

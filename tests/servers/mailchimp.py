@@ -198,6 +198,40 @@ def create_app(state: MailchimpState) -> Starlette:
         state.campaigns[campaign_id] = campaign
         return JSONResponse(campaign)
 
+    async def list_campaigns(request: Request) -> Response:
+        """``GET /campaigns``: ``list_id``, ``status``, ``sort_field`` (create_time, send_time), ``sort_dir``,
+        ``count`` (at most 1,000), ``offset``; ``fields`` as ``campaigns.<key>`` (top-level keys only)."""
+        query = request.query_params
+        try:
+            count, offset = int(query.get("count", "10")), int(query.get("offset", "0"))
+        except ValueError:
+            return invalid("count", "Value must be an integer.")
+        if not 1 <= count <= 1000 or offset < 0:
+            return invalid("count", "Value must be between 1 and 1000.")
+        found = [
+            campaign
+            for campaign in state.campaigns.values()
+            if query.get("list_id") in (None, campaign["recipients"].get("list_id"))
+            and query.get("status") in (None, campaign["status"])
+        ]
+        sort_field = query.get("sort_field")
+        if sort_field is not None:
+            if sort_field not in ("create_time", "send_time"):
+                return invalid("sort_field", "Value is not one of the allowed values: create_time, send_time")
+            # Created in order within one second: dict order breaks the tie, as Mailchimp's ids do.
+            found = sorted(found, key=lambda campaign: campaign[sort_field])
+            if query.get("sort_dir", "ASC").upper() == "DESC":
+                found.reverse()
+        fields = query.get("fields")
+        wanted = None
+        if fields:
+            wanted = {name.strip().split(".")[1] for name in fields.split(",") if name.strip().startswith("campaigns.")}
+        page = [
+            {key: value for key, value in campaign.items() if wanted is None or key in wanted}
+            for campaign in found[offset : offset + count]
+        ]
+        return JSONResponse({"campaigns": page, "total_items": len(found)})
+
     async def get_campaign(request: Request) -> Response:
         campaign = state.campaigns.get(request.path_params["campaign_id"])
         if campaign is None:
@@ -364,6 +398,7 @@ def create_app(state: MailchimpState) -> Starlette:
     routes = [
         Route(f"{prefix}/lists/{{list_id}}", api(get_list), methods=["GET"]),
         Route(f"{prefix}/campaigns", api(create_campaign), methods=["POST"]),
+        Route(f"{prefix}/campaigns", api(list_campaigns), methods=["GET"]),
         Route(f"{prefix}/campaigns/{{campaign_id}}", api(get_campaign), methods=["GET"]),
         Route(f"{prefix}/campaigns/{{campaign_id}}", api(update_campaign), methods=["PATCH"]),
         Route(f"{prefix}/campaigns/{{campaign_id}}", api(delete_campaign), methods=["DELETE"]),
