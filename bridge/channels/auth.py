@@ -187,6 +187,7 @@ class TokenSource:
     label: str
     hint: str
     cache: bool = True
+    timeout: float | None = None  # seconds per request; None: the shared client's
     fetches: int = 0
     _token: _Token | None = None
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -220,7 +221,9 @@ class TokenSource:
         headers = {**JSON_HEADERS, "Authorization": f"Basic {basic}"}
         self.fetches += 1
         try:
-            response = await self.http.request("POST", self.token_url, data=form, headers=headers)
+            response = await self.http.request(
+                "POST", self.token_url, data=form, headers=headers, timeout_seconds=self.timeout
+            )
         except HttpTransportError as error:
             raise unreachable(self.label, action, self.token_url, error) from error
         if not response.is_success:
@@ -243,8 +246,10 @@ def _lifetime(expires_in: Any) -> float:
     return seconds - min(TOKEN_EXPIRY_MARGIN, seconds / 10)
 
 
-def webhook_authenticator(auth: BaseModel, http: HttpClient, url: str, label: str) -> Authenticator:
-    """The authenticator for a ``kordiam-webhook`` ``auth`` table."""
+def webhook_authenticator(
+    auth: BaseModel, http: HttpClient, url: str, label: str, *, timeout: float | None = None
+) -> Authenticator:
+    """The authenticator for a ``kordiam-webhook`` ``auth`` table (``timeout``: of its token requests)."""
     if isinstance(auth, BearerAuth):
         return StaticHeaders(
             {"Authorization": SecretStr(f"Bearer {auth.token.get_secret_value()}")}, "check auth.token"
@@ -259,6 +264,7 @@ def webhook_authenticator(auth: BaseModel, http: HttpClient, url: str, label: st
             auth.api_secret,
             label,
             "check auth.api_key and auth.api_secret",
+            timeout=timeout,
         )
     if isinstance(auth, HeadersAuth):
         return StaticHeaders(auth.headers, "check the values of auth.headers")
@@ -271,10 +277,13 @@ def webhook_authenticator(auth: BaseModel, http: HttpClient, url: str, label: st
 class ProtocolHttp:
     """Authenticated JSON requests through the shared client, failures as ``ChannelUnavailable``/``ChannelRejected``."""
 
-    def __init__(self, http: HttpClient, authenticator: Authenticator, label: str) -> None:
+    def __init__(
+        self, http: HttpClient, authenticator: Authenticator, label: str, *, timeout: float | None = None
+    ) -> None:
         self.http = http
         self.auth = authenticator
         self.label = label
+        self.timeout = timeout  # seconds per request; None: the shared client's
 
     async def request(self, method: str, url: str, action: str, body: Any = None) -> HttpResponse:
         """Send; a 401 to renewable credentials (a cached token) is retried once with new ones."""
@@ -293,7 +302,7 @@ class ProtocolHttp:
             content = jsontext.encode(body)
             headers["Content-Type"] = "application/json;charset=UTF-8"
         try:
-            return await self.http.request(method, url, content=content, headers=headers)
+            return await self.http.request(method, url, content=content, headers=headers, timeout_seconds=self.timeout)
         except HttpTransportError as error:
             raise unreachable(self.label, action, url, error) from error
 

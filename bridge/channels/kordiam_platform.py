@@ -24,6 +24,7 @@ Options (``[[channels]]`` keys besides name/type/platforms/statuses/main):
   lifetime, early) and fetch a new one once when a request with it is answered 401; false fetches a new token
   before every request, exactly as Kordiam does (seed 002), at the price of one more round trip each.
 - ``send_statuses`` = true
+- ``timeout``: seconds per request, the token's too (default: ``kordiam.timeout``, the shared client's)
 - ``platform_statuses`` = the platform's publication statuses for ``/statuses``: ``[{ id, name,
   triggersExport? }]``; default: seed 002's five (5 Published, 4 Top story, 2 Proposal, 1 No Status,
   3 Accepted). Without ``triggersExport`` a status triggers export if the channel's own ``statuses`` routing
@@ -74,7 +75,7 @@ from bridge.channels.auth import ProtocolHttp, TokenSource, answer_id, http_url
 from bridge.channels.base import Channel, ChannelContext, ChannelResult
 from bridge.channels.http_errors import response_json
 from bridge.channels.kordiam_v1 import compact, result_links, v1_custom_field, v1_publication, v1_task
-from bridge.config import ChannelSettings, Int, StatusSelector, secret_not_empty
+from bridge.config import ChannelSettings, Float, Int, StatusSelector, secret_not_empty
 from bridge.errors import ChannelRejected
 from bridge.http import HttpClient
 from bridge.kordiam.models import Element, Publication, Ref
@@ -112,6 +113,9 @@ class KordiamPlatformOptions(BaseModel):
     token_cache: bool = True
     send_statuses: bool = True
     platform_statuses: tuple[PlatformStatus, ...] = DEFAULT_PLATFORM_STATUSES
+    # Seconds per request to this target; default: the shared client's (kordiam.timeout). A CMS slower than
+    # Kordiam to save a story needs more: a write that outlasts it is retried, so it would never succeed.
+    timeout: Float | None = Field(default=None, gt=0, le=120)
 
     @field_validator("url")
     @classmethod
@@ -213,8 +217,9 @@ class KordiamPlatformChannel:
             self._label,
             "check api_user and api_secret",
             cache=options.token_cache,
+            timeout=options.timeout,
         )
-        self._http = ProtocolHttp(http, self.tokens, self._label)
+        self._http = ProtocolHttp(http, self.tokens, self._label, timeout=options.timeout)
         self._statuses_sent = not options.send_statuses
         self._statuses_lock = asyncio.Lock()
 

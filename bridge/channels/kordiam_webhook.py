@@ -18,6 +18,7 @@ Options (``[[channels]]`` keys besides name/type/platforms/statuses/main):
 - ``edit_link_template``, ``open_link_template``: optional, e.g. ``"https://cms.example.org/edit/{id}"``; the
   links Kordiam shows for the publication (the Global Export answers only an id; an answer that carries
   ``cmsEditLink``/``cmsOpenLink`` and their titles, as the Platform integration's does, is used instead).
+- ``timeout``: seconds per request, the token's too (default: ``kordiam.timeout``, the shared client's)
 
 Example::
 
@@ -83,7 +84,7 @@ from typing import Any
 from urllib.parse import quote
 
 import structlog
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from bridge.channels.auth import (
     ProtocolHttp,
@@ -103,7 +104,7 @@ from bridge.channels.kordiam_v1 import (
     v1_ref,
     v1_task,
 )
-from bridge.config import ChannelSettings, StatusSelector
+from bridge.config import ChannelSettings, Float, StatusSelector
 from bridge.errors import ChannelRejected
 from bridge.http import HttpClient
 from bridge.kordiam.models import Element, Publication
@@ -135,6 +136,9 @@ class KordiamWebhookOptions(BaseModel):
     auth: WebhookAuth
     edit_link_template: str | None = None
     open_link_template: str | None = None
+    # Seconds per request to this target; default: the shared client's (kordiam.timeout). A CMS slower than
+    # Kordiam to save a story needs more: a write that outlasts it is retried, so it would never succeed.
+    timeout: Float | None = Field(default=None, gt=0, le=120)
 
     @field_validator("url")
     @classmethod
@@ -220,9 +224,8 @@ class KordiamWebhookChannel:
         self._platforms = frozenset(platforms)
         self._statuses = tuple(statuses) if statuses is not None else None
         self._main = main
-        self._http = ProtocolHttp(
-            http, webhook_authenticator(options.auth, http, options.url, self._label), self._label
-        )
+        authenticator = webhook_authenticator(options.auth, http, options.url, self._label, timeout=options.timeout)
+        self._http = ProtocolHttp(http, authenticator, self._label, timeout=options.timeout)
         self._remote: OrderedDict[int, RemoteElement] = OrderedDict()
         self._locks = KeyedLock()
 

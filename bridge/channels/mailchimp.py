@@ -17,6 +17,7 @@ Options (``[[channels]]`` keys besides name/type/platforms/statuses/main):
   which Mailchimp requires in custom HTML. Trusted configuration: not sanitised.
 - ``delete_mode`` = "delete" | "unschedule": what retracting a publication does to its campaign
 - ``sent_edits`` = "reject" | "ignore": what an edit to a story whose campaign was already sent does (below)
+- ``timeout``: seconds per request (default: ``kordiam.timeout``, the shared client's)
 
 Mapping, Kordiam → Mailchimp:
 
@@ -87,7 +88,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, fi
 from bridge.channels.base import Channel, ChannelContext, ChannelResult
 from bridge.channels.http_errors import http_error, response_json, unreachable
 from bridge.channels.text import HtmlPolicy, plain_text, sanitize_html, without_surrogates
-from bridge.config import ChannelSettings, http_url
+from bridge.config import ChannelSettings, Float, http_url
 from bridge.errors import BridgeError, ChannelRejected
 from bridge.http import BasicAuth, HttpClient, HttpResponse, HttpTransportError
 from bridge.kordiam.models import Element, Publication
@@ -128,6 +129,9 @@ class MailchimpOptions(BaseModel):
     footer_html: str = DEFAULT_FOOTER
     delete_mode: Literal["delete", "unschedule"] = "delete"
     sent_edits: Literal["reject", "ignore"] = "reject"
+    # Seconds per request to this target; default: the shared client's (kordiam.timeout). A CMS slower than
+    # Kordiam to save a story needs more: a write that outlasts it is retried, so it would never succeed.
+    timeout: Float | None = Field(default=None, gt=0, le=120)
 
     @field_validator("base_url")
     @classmethod
@@ -494,7 +498,9 @@ class MailchimpChannel:
     ) -> HttpResponse:
         url = f"{self.options.api_url}{path}"
         try:
-            response = await self._http.request(method, url, json=body, params=params, auth=self._auth)
+            response = await self._http.request(
+                method, url, json=body, params=params, auth=self._auth, timeout_seconds=self.options.timeout
+            )
         except HttpTransportError as error:
             raise unreachable(self._label, action, self.options.api_url, error) from error
         # Refusals of the key and transient answers mean the same for every step; the rest is the caller's.

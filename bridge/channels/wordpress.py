@@ -15,6 +15,7 @@ Options (``[[channels]]`` keys besides name/type/platforms/statuses/main):
 - ``category_map`` = {Kordiam category id or name = WordPress category id (digits) or name}
 - ``create_missing_categories`` = false, ``default_author`` = WordPress user id (optional)
 - ``delete_mode`` = "trash" | "force", ``rest_route`` = "auto" | "pretty" (/wp-json/) | "query" (?rest_route=)
+- ``timeout``: seconds per request (default: ``kordiam.timeout``, the shared client's)
 
 Mapping, Kordiam → WordPress:
 
@@ -97,7 +98,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from bridge.channels.base import Channel, ChannelContext, ChannelResult
 from bridge.channels.http_errors import http_error, unreachable
 from bridge.channels.text import HtmlPolicy, sanitize_html, strip_tags
-from bridge.config import ChannelSettings, Int, NotBoolean, http_url, secret_not_empty
+from bridge.config import ChannelSettings, Float, Int, NotBoolean, http_url, secret_not_empty
 from bridge.errors import BridgeError, ChannelRejected
 from bridge.http import BasicAuth, HttpClient, HttpResponse, HttpTransportError
 from bridge.kordiam.models import Element, Publication, Ref
@@ -134,6 +135,9 @@ class WordPressOptions(BaseModel):
     default_author: Int | None = Field(default=None, gt=0)
     delete_mode: Literal["trash", "force"] = "trash"
     rest_route: Literal["auto", "pretty", "query"] = "auto"
+    # Seconds per request to this target; default: the shared client's (kordiam.timeout). A CMS slower than
+    # Kordiam to save a story needs more: a write that outlasts it is retried, so it would never succeed.
+    timeout: Float | None = Field(default=None, gt=0, le=120)
 
     @field_validator("url")
     @classmethod
@@ -438,7 +442,9 @@ class WordPressChannel:
     ) -> HttpResponse:
         url, query = self._url(style, route, params or {})
         try:
-            return await self._http.request(method, url, params=query, json=body, auth=self._auth)
+            return await self._http.request(
+                method, url, params=query, json=body, auth=self._auth, timeout_seconds=self.options.timeout
+            )
         except HttpTransportError as error:
             raise unreachable(self._label, action, self.options.url, error) from error
 
