@@ -51,22 +51,36 @@ def http_error(
 
 def server_message(response: HttpResponse) -> str:
     """What the server said: a JSON ``message``/``error``/``detail``/``title``, else the start of the text."""
+    said = _json_message(response)
+    if said:
+        return said
+    text = " ".join(response.text.split())[:200]
+    return text or response.reason_phrase or "no details"
+
+
+def _json_message(response: HttpResponse) -> str | None:
+    """A JSON body's ``code``/``error``/``message``/``detail``/``title``/``error_description``, joined."""
     try:
         body = response.json()
     except ValueError:
-        body = None
-    if isinstance(body, dict):
-        parts = []
-        for key in ("code", "error", "message", "detail", "title", "error_description"):
-            value = body.get(key)
-            if isinstance(value, str | int) and not isinstance(value, bool) and str(value).strip():
-                text = str(value).strip()
-                if text not in parts:
-                    parts.append(text)
-        if parts:
-            return ": ".join(parts)[:500]
-    text = " ".join(response.text.split())[:200]
-    return text or response.reason_phrase or "no details"
+        return None
+    if not isinstance(body, dict):
+        return None
+    parts: list[str] = []
+    for key in ("code", "error", "message", "detail", "title", "error_description"):
+        value = body.get(key)
+        if isinstance(value, str | int) and not isinstance(value, bool) and str(value).strip():
+            text = str(value).strip()
+            if text not in parts:
+                parts.append(text)
+    return ": ".join(parts)[:500] if parts else None
+
+
+def said_instead(response: HttpResponse) -> str:
+    """``"; it answered: …"`` with what a success answer without the expected fields said, if it said anything:
+    a CMS that reports a refusal in a 200 (``{"success": false, "message": …}``) names its reason there."""
+    said = _json_message(response)
+    return f"; it answered: {said}" if said else ""
 
 
 def response_json(response: HttpResponse, label: str, action: str) -> Any:

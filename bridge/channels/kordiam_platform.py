@@ -73,7 +73,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from bridge.channels.auth import ProtocolHttp, TokenSource, answer_id, http_url
 from bridge.channels.base import Channel, ChannelContext, ChannelResult
-from bridge.channels.http_errors import response_json
+from bridge.channels.http_errors import response_json, said_instead
 from bridge.channels.kordiam_v1 import compact, result_links, v1_custom_field, v1_publication, v1_task
 from bridge.config import ChannelSettings, Float, Int, StatusSelector, secret_not_empty
 from bridge.errors import ChannelRejected
@@ -251,7 +251,7 @@ class KordiamPlatformChannel:
         if answer_id(answer.get("id") if isinstance(answer, dict) else None) is None:
             raise ChannelRejected(
                 f"{self._label}: {action}: HTTP {response.status_code} without the publication's id "
-                '(the Platform integration expects {"id", "cmsEditLink", "cmsOpenLink"})'
+                '(the Platform integration expects {"id", "cmsEditLink", "cmsOpenLink"})' + said_instead(response)
             )
         return self._result(answer, None)
 

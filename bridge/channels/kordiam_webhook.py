@@ -94,7 +94,7 @@ from bridge.channels.auth import (
     webhook_authenticator,
 )
 from bridge.channels.base import Channel, ChannelContext, ChannelResult
-from bridge.channels.http_errors import response_json
+from bridge.channels.http_errors import response_json, said_instead
 from bridge.channels.kordiam_v1 import (
     compact,
     result_links,
@@ -271,7 +271,9 @@ class KordiamWebhookChannel:
                 if item_id is None:
                     raise ChannelRejected(
                         f"{self._label}: {action}: HTTP {response.status_code} without the element's id "
-                        '(the Global Export expects {"id": …}); the element cannot be linked'
+                        '(the Global Export expects {"id": …})'
+                        + said_instead(response)
+                        + "; the element cannot be linked"
                     )
             self._remember(element.id, RemoteElement(item_id, body, frozenset(held)))
             links = result_links(answer, item_id, self.options.edit_link_template, self.options.open_link_template)

@@ -511,6 +511,13 @@ def status_answer(status: int, **kwargs: Any) -> Handler:
         (httpx.Response(408), ChannelUnavailable, "408", None),
         (httpx.Response(201, text="<html>ok</html>"), ChannelRejected, "not JSON", None),
         (httpx.Response(201, json={"ok": True}), ChannelRejected, "without the element's id", None),
+        # A CMS that reports its refusal in a 200: what it said is the operator's clue.
+        (
+            httpx.Response(200, json={"success": False, "message": "Unknown category 'Sport'"}),
+            ChannelRejected,
+            "without the element's id (the Global Export expects {\"id\": …}); it answered: Unknown category 'Sport'",
+            None,
+        ),
     ],
 )
 async def test_webhook_errors(
@@ -603,6 +610,16 @@ async def test_platform_recreates_on_404_and_ignores_404_on_delete() -> None:
         assert connector.requests[-1][2]["post_id"] is None
         await channel.delete(element.id, element.publications[0].id, "6")
         assert "/statuses" not in [p for _, p, _ in connector.requests]
+
+
+async def test_platform_create_answered_without_an_id_keeps_what_the_connector_said() -> None:
+    connector = FakeConnector()
+    refusal = httpx.Response(200, json={"status": "error", "error": "Post type 'story' is not registered"})
+    connector.answers[("POST", "/publication")] = [refusal]
+    async with mock_http(connector) as http:
+        element = Element.model_validate(v2_element(platforms=(99003,)))
+        with pytest.raises(ChannelRejected, match=r"without the publication's id .*; it answered: .*'story' is not"):
+            await platform(http, send_statuses=False).upsert(element, element.publications[0], None)
 
 
 async def test_platform_refreshes_a_refused_token_once_then_rejects() -> None:
