@@ -7,6 +7,7 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any, Protocol
 
+import aiohttp
 import structlog
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
@@ -163,7 +164,8 @@ class S3Target:
                     log.warning("newsml.cannot_read_back", channel=self._label, uri=self.uri(name))
                 return None
             raise s3_error(error, self._label, action) from error
-        except (BotoCoreError, OSError, TimeoutError) as error:
+        except (BotoCoreError, OSError, TimeoutError, aiohttp.ClientError) as error:
+            # aiobotocore passes on a body cut off mid-way (ClientPayloadError) as aiohttp raised it.
             raise s3_error(error, self._label, action) from error
 
     async def write(self, name: str, data: bytes, metadata: dict[str, str]) -> None:
@@ -176,7 +178,7 @@ class S3Target:
                 ContentType=f"{MEDIA_TYPE}; charset=utf-8",
                 Metadata=metadata,
             )
-        except (ClientError, BotoCoreError, OSError, TimeoutError) as error:
+        except (ClientError, BotoCoreError, OSError, TimeoutError, aiohttp.ClientError) as error:
             raise s3_error(error, self._label, f"writing {self.uri(name)}") from error
 
     async def aclose(self) -> None:

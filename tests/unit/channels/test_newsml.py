@@ -15,6 +15,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
 from pydantic import ValidationError
@@ -491,4 +492,29 @@ async def test_s3_read_back_other_errors_are_raised() -> None:
         await target.read("kordiam-1-2.xml")
     target._client = RefusingS3("SlowDown", 503)
     with pytest.raises(ChannelUnavailable):
+        await target.read("kordiam-1-2.xml")
+
+
+class BrokenBody:
+    """A GetObject body whose connection is reset mid-way (aiohttp's error, which aiobotocore passes on as is)."""
+
+    async def __aenter__(self) -> BrokenBody:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        return None
+
+    async def read(self) -> bytes:
+        raise aiohttp.ClientPayloadError("Response payload is not completed")
+
+
+class ResettingS3:
+    async def get_object(self, **_: Any) -> Any:
+        return {"Body": BrokenBody()}
+
+
+async def test_s3_read_back_cut_off_mid_body_is_unavailable() -> None:
+    target = S3Target("newsml channel 'print'", NewsMLOptions(target="s3://print-in/hot/"))
+    target._client = ResettingS3()
+    with pytest.raises(ChannelUnavailable, match="S3 unreachable: Response payload is not completed"):
         await target.read("kordiam-1-2.xml")
