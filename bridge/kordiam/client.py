@@ -90,7 +90,9 @@ class KordiamClient:
                     yield Element.model_validate(item)
                 except ValidationError as error:
                     # One odd element must not stop the sweep; its own notification path will report it.
-                    log.warning("reconcile_unparsable_element", element_id=item.get("id"), error=str(error)[:300])
+                    # An item that is not even an object (null, a string) has no id to name.
+                    element_id = item.get("id") if isinstance(item, dict) else None
+                    log.warning("reconcile_unparsable_element", element_id=element_id, error=str(error)[:300])
             cursor = body.get("nextCursor") if body.get("hasMore") else None
             if not cursor:
                 return

@@ -50,3 +50,11 @@ async def test_a_sweep_with_nothing_changed_enqueues_nothing() -> None:
     kordiam.elements = {1: body}
     assert await reconciler(kordiam, state, transport).sweep() == 0
     assert transport.sent == []
+
+
+async def test_a_listed_item_that_is_not_an_object_is_skipped_and_the_sweep_goes_on() -> None:
+    kordiam, state, transport = FakeKordiam(), MemoryStateStore(), FakeTransport([])
+    body = element_body(1, modificationDate="2026-11-23T10:00:00Z", version=3)
+    kordiam.elements = {0: "not an element", 2: None, 1: body}  # type: ignore[dict-item]  # what a broken Kordiam lists
+    assert await reconciler(kordiam, state, transport).sweep() == 1
+    assert [json.loads(sent)["id"] for sent in transport.sent] == [1]
