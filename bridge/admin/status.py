@@ -79,6 +79,8 @@ class WorkerHealth:
     healthy: bool | None = None
     ready: bool | None = None
     detail: str | None = None
+    # /readyz's `reason` when the worker takes no messages (paused on refused credentials, still starting).
+    not_ready_reason: str | None = None
     in_flight: int | None = None
     received: int | None = None
     outcomes: dict[str, int] = field(default_factory=dict)
@@ -116,6 +118,8 @@ class StatusReport:
             found.append(f"worker ops endpoint {self.worker.endpoint} not reachable")
         if self.worker.healthy is False:
             found.append(f"worker unhealthy: {self.worker.detail or 'healthz failed'}")
+        elif self.worker.ready is False:  # alive but taking no messages: the queue grows behind it
+            found.append(f"worker not ready: {self.worker.not_ready_reason or 'readyz failed'}")
         if not self.state.available:
             found.append(f"state store: {self.state.detail}")
         for channel in self.channels:
@@ -326,6 +330,7 @@ async def _worker_health(
         healthy=health.status_code == 200,
         ready=ready.status_code == 200,
         detail=detail,
+        not_ready_reason=None if ready.status_code == 200 else _reason_text(ready),
         in_flight=in_flight,
         received=received,
         outcomes=outcomes,
@@ -340,6 +345,15 @@ def _status_text(response: httpx.Response) -> str:
         return f"HTTP {response.status_code}"
     status = body.get("status") if isinstance(body, dict) else None
     return str(status) if status else f"HTTP {response.status_code}"
+
+
+def _reason_text(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return f"HTTP {response.status_code}"
+    reason = body.get("reason") if isinstance(body, dict) else None
+    return str(reason) if reason else f"HTTP {response.status_code}"
 
 
 # --------------------------------------------------------------------------------------------------- rendering
@@ -370,7 +384,7 @@ def render_status(report: StatusReport, console: Console) -> None:
     worker = report.worker
     if worker.reachable:
         state = "[green]healthy[/green]" if worker.healthy else f"[red]unhealthy[/red] ({escape(worker.detail or '')})"
-        ready = "ready" if worker.ready else "not ready"
+        ready = "ready" if worker.ready else f"[red]not ready[/red] ({escape(worker.not_ready_reason or '')})"
         extra = f", {worker.in_flight} in flight" if worker.in_flight is not None else ""
         console.print(f"Worker at {worker.endpoint}: {state}, {ready}{extra}")
     else:

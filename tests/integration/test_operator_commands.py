@@ -744,7 +744,8 @@ async def test_status_reads_the_state_store_and_the_worker_endpoint(
     await store.close()
     metrics.CHANNEL_ERRORS.labels(channel="print", kind="unavailable").inc(2)
 
-    server = OpsServer("127.0.0.1", 0, healthy=lambda: True, ready=lambda: False)
+    refused = "Kordiam refuses the client credentials: 401"
+    server = OpsServer("127.0.0.1", 0, healthy=lambda: True, ready=lambda: True, not_ready_reason=lambda: refused)
     await server.start()
     try:
         with_ops = settings.model_copy(update={"ops": OpsSettings(host="127.0.0.1", port=server.port)})
@@ -757,7 +758,9 @@ async def test_status_reads_the_state_store_and_the_worker_endpoint(
     assert report.worker.reachable and report.worker.healthy is True and report.worker.ready is False
     assert printed.errors is not None and printed.errors.get("unavailable", 0) >= 2
     assert report.state.available
-    assert "unavailable" in rendered(render_status, report)
+    # A paused worker is alive but takes no messages: a problem (exit 1), with /readyz's reason.
+    assert f"worker not ready: {refused}" in report.problems
+    assert "unavailable" in rendered(render_status, report) and refused in rendered(render_status, report)
 
 
 async def test_status_with_an_unreachable_worker_endpoint(settings: Settings) -> None:
