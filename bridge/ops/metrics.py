@@ -29,6 +29,8 @@ BREAKER_STATE = Gauge(
     "bridge_channel_breaker_state", "Circuit breaker per channel: 0 closed, 1 half-open, 2 open", ["channel"]
 )
 RECONCILED = Counter("bridge_reconcile_enqueued", "Elements the reconciliation sweep found out of date and enqueued")
+# A sweep that fails is retried only at the next interval; without this, only a log line would show it.
+RECONCILE_FAILURES = Counter("bridge_reconcile_failures", "Reconciliation sweeps that failed (Kordiam, state, queue)")
 KORDIAM_AUTH_FAILURES = Counter(
     "bridge_kordiam_auth_failures", "Kordiam refusals of the worker's own credentials (by a message or a token retry)"
 )

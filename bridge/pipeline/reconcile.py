@@ -46,6 +46,7 @@ class Reconciler:
             try:
                 await self.sweep()
             except Exception as error:
+                metrics.RECONCILE_FAILURES.inc()
                 log.error("reconcile_failed", error=f"{type(error).__name__}: {error}", retry_in=self._interval)
             try:
                 await asyncio.wait_for(stop.wait(), self._interval)

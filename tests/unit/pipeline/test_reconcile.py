@@ -3,9 +3,11 @@ synced at that version, and for nothing else."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from bridge.kordiam.models import Element
+from bridge.ops import metrics
 from bridge.pipeline.reconcile import Reconciler
 from bridge.state.base import ElementMark
 from tests.unit.fakes import FakeKordiam, FakeTransport, MemoryStateStore, element_body
@@ -58,3 +60,21 @@ async def test_a_listed_item_that_is_not_an_object_is_skipped_and_the_sweep_goes
     kordiam.elements = {0: "not an element", 2: None, 1: body}  # type: ignore[dict-item]  # what a broken Kordiam lists
     assert await reconciler(kordiam, state, transport).sweep() == 1
     assert [json.loads(sent)["id"] for sent in transport.sent] == [1]
+
+
+async def test_a_failed_sweep_is_counted_in_the_metrics() -> None:
+    stop = asyncio.Event()
+
+    class Unreachable(MemoryStateStore):
+        async def element_mark(self, element_id: int) -> ElementMark | None:
+            stop.set()  # one sweep is enough
+            raise OSError("state store unreachable")
+
+    kordiam, state, transport = FakeKordiam(), Unreachable(), FakeTransport([])
+    kordiam.elements = {1: element_body(1, modificationDate="2026-11-23T10:00:00Z", version=3)}
+    before = metrics.RECONCILE_FAILURES._value.get()
+
+    await reconciler(kordiam, state, transport).run(stop)
+
+    assert metrics.RECONCILE_FAILURES._value.get() == before + 1
+    assert transport.sent == []
