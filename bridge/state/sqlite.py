@@ -157,6 +157,10 @@ class SqliteStateStore:
             self._thread_db = await self._on_thread(lambda: self._connect(busy_timeout_ms=BUSY_TIMEOUT_MS))
             await self._on_thread(lambda: self._migrate(self._require(self._thread_db)))
             self._loop_db = await self._on_thread(lambda: self._connect(busy_timeout_ms=0))
+        except sqlite3.OperationalError as error:
+            await self.close()
+            # A read-only or full file system, a file another process keeps locked: one line naming the file.
+            raise ConfigError("state.url", f"cannot open SQLite database {self.path}: {error}") from None
         except BaseException:
             await self.close()
             raise

@@ -165,6 +165,19 @@ async def test_a_state_url_naming_another_file_is_a_one_line_config_error(tmp_pa
     assert raised.value.key == "state.url" and "not a kordiam-bridge state database" in raised.value.problem
 
 
+async def test_a_file_sqlite_cannot_write_is_a_one_line_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    await (await open_state_store(StateSettings(url=f"sqlite:///{path}"))).close()
+    # SQLite cannot make its shared-memory file beside the database: as on a read-only file system.
+    (tmp_path / "state.db-shm").unlink(missing_ok=True)
+    (tmp_path / "state.db-shm").mkdir()
+    store = SqliteStateStore(path)
+    with pytest.raises(ConfigError) as raised:
+        await store.open()
+    await store.close()
+    assert raised.value.key == "state.url" and f"cannot open SQLite database {path}: " in raised.value.problem
+
+
 def _foreign(path: Path, *statements: str) -> bytes:
     """Another application's SQLite database at ``path``, made by ``statements``; returns the file's bytes."""
     with sqlite3.connect(path) as db:
