@@ -86,7 +86,9 @@ async def in_process_lease(store: StateStore, leased: set[int], element_id: int)
 
 
 def _memory_state() -> None:
-    async def open_memory_store(settings: StateSettings, *, default_region: str | None = None) -> StateStore:
+    async def open_memory_store(
+        settings: StateSettings, *, default_region: str | None = None, read_only: bool = False
+    ) -> StateStore:
         return MemoryStateStore()
 
     # What `bridge run` opens its store with (imported by name into bridge.worker, so patched there).

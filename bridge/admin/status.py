@@ -263,7 +263,7 @@ async def _state_status(settings: StatusSettings) -> tuple[StateStatus, dict[str
         # Opening would create an empty database: status must not write anything.
         return StateStatus(state.url, False, f"{state.sqlite_path} does not exist yet (nothing synced)"), {}
     try:
-        store = await open_state_store(state, default_region=settings.queue.region)
+        store = await open_state_store(state, default_region=settings.queue.region, read_only=True)
     except BridgeError as error:
         return StateStatus(state.url, False, str(error)), {}
     except Exception as error:  # status reports an unreadable store, it does not fail on it

@@ -16,8 +16,12 @@ __all__ = [
 ]
 
 
-async def open_state_store(settings: StateSettings, *, default_region: str | None = None) -> StateStore:
+async def open_state_store(
+    settings: StateSettings, *, default_region: str | None = None, read_only: bool = False
+) -> StateStore:
     """Open the store ``state.url`` names (validated by the config).
+
+    ``read_only``: for operator commands, which change nothing in the store (DynamoDB's open writes nothing).
 
     ``default_region`` (the queue's region) is the DynamoDB table's region when neither ``state.region`` nor
     ``AWS_DEFAULT_REGION``/``AWS_REGION`` names one.
@@ -31,6 +35,7 @@ async def open_state_store(settings: StateSettings, *, default_region: str | Non
             lease_seconds=settings.lease_seconds,
             lease_wait_seconds=settings.lease_wait_seconds,
             create_directories=settings.create_directories,
+            read_only=read_only,
         )
     await store.open()
     return store

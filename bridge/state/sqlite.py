@@ -133,8 +133,12 @@ class SqliteStateStore:
         keep_leases: bool = True,
         owner: LeaseOwner | None = None,
         create_directories: bool = False,
+        read_only: bool = False,
     ) -> None:
         self.path = Path(path)
+        # read_only: for operator commands (`status`), which must change nothing in a file workers share: no
+        # journal mode, no migration (a newer CLI must not migrate a file older workers still use), no leases.
+        self._read_only = read_only
         # A typo in state.url must not start a fresh, empty store somewhere: its directory must exist, unless
         # the configuration asks for it to be made (state.create_directories).
         self._create_directories = create_directories
@@ -153,6 +157,16 @@ class SqliteStateStore:
 
     async def open(self) -> None:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="state-sqlite")
+        if self._read_only:
+            try:
+                self._thread_db = await self._on_thread(self._connect_read_only)
+            except sqlite3.OperationalError as error:
+                await self.close()
+                raise ConfigError("state.url", f"cannot open SQLite database {self.path}: {error}") from None
+            except BaseException:
+                await self.close()
+                raise
+            return
         try:
             self._thread_db = await self._on_thread(lambda: self._connect(busy_timeout_ms=BUSY_TIMEOUT_MS))
             await self._on_thread(lambda: self._migrate(self._require(self._thread_db)))
@@ -201,6 +215,37 @@ class SqliteStateStore:
             if isinstance(error, sqlite3.OperationalError):
                 raise
             # SQLITE_NOTADB and the like: state.url names some other file.
+            raise ConfigError("state.url", f"{self.path} is not a SQLite database: {error}") from None
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _connect_read_only(self) -> sqlite3.Connection:
+        """A connection that cannot write (whole-table reads only), to a file of this bridge's schema version."""
+        try:
+            db = sqlite3.connect(
+                f"{self.path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
+            )
+        except (OSError, sqlite3.Error) as error:
+            raise ConfigError("state.url", f"cannot open SQLite database {self.path}: {error}") from None
+        try:
+            db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            self._refuse_foreign(db)
+            if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'schema_version'").fetchone() is None:
+                raise ConfigError("state.url", f"{self.path} is empty: no worker has opened it yet")
+            row = db.execute("SELECT MAX(version) FROM schema_version").fetchone()
+            current = row[0] if row and row[0] is not None else 0
+            if current != SCHEMA_VERSION:
+                raise ConfigError(
+                    "state.url",
+                    f"{self.path} has schema version {current}, this bridge reads version {SCHEMA_VERSION} (a worker "
+                    "of this version migrates it when it starts)",
+                )
+        except sqlite3.DatabaseError as error:
+            db.close()
+            if isinstance(error, sqlite3.OperationalError):
+                raise
             raise ConfigError("state.url", f"{self.path} is not a SQLite database: {error}") from None
         except BaseException:
             db.close()

@@ -135,6 +135,49 @@ def _migrate_up_to(db: sqlite3.Connection, last: int) -> None:
         db.execute("INSERT INTO schema_version VALUES (?)", (version,))
 
 
+async def test_a_read_only_store_reads_the_deliveries_and_changes_nothing_in_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    writer = SqliteStateStore(path)
+    await writer.open()
+    try:
+        assert await writer.record(delivery())
+        before = path.read_bytes()
+        reader = SqliteStateStore(path, read_only=True)  # `status` beside a running worker
+        await reader.open()
+        try:
+            assert [d.element_id for d in await reader.all_deliveries()] == [delivery().element_id]
+        finally:
+            await reader.close()
+        assert path.read_bytes() == before
+    finally:
+        await writer.close()
+
+
+async def test_a_read_only_store_leaves_an_older_file_unmigrated(tmp_path: Path) -> None:
+    # A newer `status` must not migrate a file that workers of the earlier version still use.
+    path = tmp_path / "state.db"
+    with sqlite3.connect(path) as db:
+        _migrate_up_to(db, SCHEMA_VERSION - 1)
+    store = SqliteStateStore(path, read_only=True)
+    with pytest.raises(ConfigError) as raised:
+        await store.open()
+    await store.close()
+    assert raised.value.key == "state.url" and f"schema version {SCHEMA_VERSION - 1}" in raised.value.problem
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] == SCHEMA_VERSION - 1
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] != "wal"
+
+
+async def test_a_read_only_store_on_an_empty_file_says_so(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    path.touch()
+    store = SqliteStateStore(path, read_only=True)
+    with pytest.raises(ConfigError) as raised:
+        await store.open()
+    await store.close()
+    assert "is empty" in raised.value.problem and path.read_bytes() == b""
+
+
 async def test_newer_schema_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "state.db"
     with sqlite3.connect(path) as db:
