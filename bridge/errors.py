@@ -7,7 +7,7 @@
     │   ├── ChannelUnavailable
     │   ├── ElementBusy               (bridge.state) another worker holds the element's lease
     │   ├── StaleWrite                (bridge.pipeline.sync) a newer version was recorded meanwhile
-    │   └── StateUnavailable          (bridge.state.dynamodb)
+    │   └── StateUnavailable          (bridge.state.base)
     ├── PermanentError                retrying the same input cannot help
     │   ├── KordiamRejected
     │   │   └── KordiamAuthFailed

@@ -14,6 +14,11 @@ class ElementBusy(TransientError):
     """Another worker holds this element's lease; the message is retried shortly."""
 
 
+class StateUnavailable(TransientError):
+    """The store could not answer now: DynamoDB throttled, failed server-side or could not be reached; a SQLite
+    file stayed locked by another process, or its disk is full or read-only. The message is retried."""
+
+
 @dataclass(frozen=True, slots=True)
 class Delivery:
     """One publication as delivered to one channel."""

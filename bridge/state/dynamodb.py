@@ -47,8 +47,8 @@ from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from bridge.config import StateSettings
-from bridge.errors import ConfigError, PermanentError, TransientError
-from bridge.state.base import Delivery, ElementMark, HeldLease
+from bridge.errors import ConfigError, PermanentError
+from bridge.state.base import Delivery, ElementMark, HeldLease, StateUnavailable
 from bridge.state.leases import LeaseKeeper, LeaseOwner, held_lease
 
 log = structlog.get_logger("bridge.state")
@@ -90,10 +90,6 @@ TRANSIENT_CODES = frozenset(
     }
 )
 DATE_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
-
-
-class StateUnavailable(TransientError):
-    """DynamoDB throttled the request, failed server-side or could not be reached."""
 
 
 class StateRejected(PermanentError):

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import structlog
 
 from bridge.errors import ConfigError
-from bridge.state.base import Delivery, ElementMark, HeldLease
+from bridge.state.base import Delivery, ElementMark, HeldLease, StateUnavailable
 from bridge.state.leases import LeaseKeeper, LeaseOwner, held_lease
 
 T = TypeVar("T")
@@ -311,15 +311,33 @@ class SqliteStateStore:
     async def _run(self, operation: Callable[[sqlite3.Connection], T]) -> T:
         """Run one read on the loop's connection, or on the thread if the file is locked."""
         try:
-            return operation(self._require(self._loop_db))
+            try:
+                return operation(self._require(self._loop_db))
+            except sqlite3.OperationalError as error:
+                if not _locked(error):
+                    raise
+                thread_db = self._require(self._thread_db)
+                return await self._on_thread(lambda: operation(thread_db))
         except sqlite3.OperationalError as error:
-            if not _locked(error):
-                raise
-            thread_db = self._require(self._thread_db)
-            return await self._on_thread(lambda: operation(thread_db))
+            raise self._unavailable(error) from error
+
+    def _unavailable(self, error: sqlite3.OperationalError) -> StateUnavailable:
+        # Locked past the busy timeout, a full or read-only disk: the file's trouble, not the message's, and
+        # reported as the state store's (stage `state`), as DynamoDB's is, not as a crash of the handler.
+        return StateUnavailable(f"SQLite {self.path}: {error}")
 
     async def _write(self, operation: Callable[[sqlite3.Connection], T]) -> T:
         """Run one write in the next group commit, and return its result once that committed.
+
+        ``StateUnavailable`` if SQLite could not run it (the file locked past the busy timeout, the disk full).
+        """
+        try:
+            return await self._committed(operation)
+        except sqlite3.OperationalError as error:
+            raise self._unavailable(error) from error
+
+    async def _committed(self, operation: Callable[[sqlite3.Connection], T]) -> T:
+        """``_write`` without its translation of SQLite's errors.
 
         Each commit costs far more than the statements in it (16-24 µs: the WAL append and the lock round, measured),
         so the writes queued while the event loop runs one pass of its ready callbacks share one transaction. A
@@ -441,7 +459,10 @@ class SqliteStateStore:
         # The whole table: on the thread, it may take a while.
         query = f"SELECT {DELIVERY_COLUMNS} FROM deliveries ORDER BY element_id, channel, publication_id"
         thread_db = self._require(self._thread_db)
-        rows = await self._on_thread(lambda: thread_db.execute(query).fetchall())
+        try:
+            rows = await self._on_thread(lambda: thread_db.execute(query).fetchall())
+        except sqlite3.OperationalError as error:
+            raise self._unavailable(error) from error
         return [_delivery(row) for row in rows]
 
     async def record(self, delivery: Delivery) -> bool:

@@ -18,7 +18,7 @@ import pytest
 from bridge.config import StateSettings
 from bridge.errors import ConfigError
 from bridge.state import SqliteStateStore, open_state_store
-from bridge.state.base import ElementBusy, ElementMark
+from bridge.state.base import ElementBusy, ElementMark, StateUnavailable
 from bridge.state.sqlite import CHECKPOINT_EVERY_WRITES, MIGRATIONS, SCHEMA_VERSION, _others_ready
 from tests.support import T0, delivery, opened_stores
 
@@ -309,6 +309,23 @@ async def test_open_state_store_opens_sqlite(tmp_path: Path) -> None:
         await store.close()
 
 
+async def test_a_file_locked_past_the_busy_timeout_is_the_state_store_unavailable(
+    stores: StoreFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("bridge.state.sqlite.BUSY_TIMEOUT_MS", 50)
+    store = await stores()
+    with sqlite3.connect(tmp_path / "state.db", isolation_level=None) as other:
+        other.execute("BEGIN IMMEDIATE")  # another process holds the write lock throughout
+        try:
+            with pytest.raises(StateUnavailable, match="database is locked"):
+                await store.record(delivery())
+            with pytest.raises(StateUnavailable, match="database is locked"):
+                await store.mark_element(ElementMark(3, T0, 1, deleted=False))
+        finally:
+            other.execute("ROLLBACK")
+    assert await store.record(delivery())
+
+
 # ---- a mark recorded with the lease's release ------------------------------------------------------------------
 
 
@@ -499,7 +516,7 @@ async def test_a_failing_write_fails_alone_and_the_rest_of_its_commit_lands(stor
         store.record(delivery(1)), store._write(broken), store.record(delivery(2)), return_exceptions=True
     )
     assert results[0] is True and results[2] is True
-    assert isinstance(results[1], sqlite3.OperationalError) and "no_such_table" in str(results[1])
+    assert isinstance(results[1], StateUnavailable) and "no_such_table" in str(results[1])
     assert [len(await store.deliveries(n)) for n in (1, 2)] == [1, 1]
 
 
