@@ -327,17 +327,8 @@ class SqliteStateStore:
         return StateUnavailable(f"SQLite {self.path}: {error}")
 
     async def _write(self, operation: Callable[[sqlite3.Connection], T]) -> T:
-        """Run one write in the next group commit, and return its result once that committed.
-
+        """Run one write in the next group commit, and return its result once that committed;
         ``StateUnavailable`` if SQLite could not run it (the file locked past the busy timeout, the disk full).
-        """
-        try:
-            return await self._committed(operation)
-        except sqlite3.OperationalError as error:
-            raise self._unavailable(error) from error
-
-    async def _committed(self, operation: Callable[[sqlite3.Connection], T]) -> T:
-        """``_write`` without its translation of SQLite's errors.
 
         Each commit costs far more than the statements in it (16-24 µs: the WAL append and the lock round, measured),
         so the writes queued while the event loop runs one pass of its ready callbacks share one transaction. A
@@ -354,7 +345,7 @@ class SqliteStateStore:
                 result: T = operation(self._require(self._loop_db))
             except sqlite3.OperationalError as error:
                 if not _locked(error):
-                    raise
+                    raise self._unavailable(error) from error
                 # Another process holds the write lock: queued below, the write waits for it on the thread.
             else:
                 self._wrote(1)
@@ -363,7 +354,10 @@ class SqliteStateStore:
         self._queued.append((operation, done))
         if len(self._queued) == 1:
             loop.call_soon(self._commit_queued)
-        queued: T = await done
+        try:
+            queued: T = await done
+        except sqlite3.OperationalError as error:
+            raise self._unavailable(error) from error
         return queued
 
     def _commit_queued(self) -> None:
