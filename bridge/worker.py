@@ -190,7 +190,9 @@ async def assemble(
         # Connections: every in-flight message may talk to Kordiam and a channel at the same time.
         http = HttpClient(max_connections=max(10, queue.concurrency * 2), timeout=settings.kordiam.timeout)
         stack.push_async_callback(http.aclose)
-        state: StateStore = await open_state_store(settings.state, default_region=settings.queue.region)
+        state: StateStore = await open_state_store(
+            settings.state, default_region=settings.queue.region, check_access=True
+        )
         stack.push_async_callback(state.close)
         pipeline = build_pipeline(settings, http, state, channel_types=channel_types)
         for channel in pipeline.channels:

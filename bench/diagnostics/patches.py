@@ -87,7 +87,11 @@ async def in_process_lease(store: StateStore, leased: set[int], element_id: int)
 
 def _memory_state() -> None:
     async def open_memory_store(
-        settings: StateSettings, *, default_region: str | None = None, read_only: bool = False
+        settings: StateSettings,
+        *,
+        default_region: str | None = None,
+        read_only: bool = False,
+        check_access: bool = False,
     ) -> StateStore:
         return MemoryStateStore()
 

@@ -17,18 +17,20 @@ __all__ = [
 
 
 async def open_state_store(
-    settings: StateSettings, *, default_region: str | None = None, read_only: bool = False
+    settings: StateSettings, *, default_region: str | None = None, read_only: bool = False, check_access: bool = False
 ) -> StateStore:
     """Open the store ``state.url`` names (validated by the config).
 
     ``read_only``: for operator commands, which change nothing in the store (DynamoDB's open writes nothing).
+    ``check_access``: for the worker, which reads and writes: DynamoDB tries each call it makes once, so that an
+    IAM role missing one stops the start naming ``state.url`` (SQLite's open writes anyway).
 
     ``default_region`` (the queue's region) is the DynamoDB table's region when neither ``state.region`` nor
     ``AWS_DEFAULT_REGION``/``AWS_REGION`` names one.
     """
     store: StateStore
     if settings.backend == "dynamodb":
-        store = DynamoDbStateStore.from_settings(settings, default_region=default_region)
+        store = DynamoDbStateStore.from_settings(settings, default_region=default_region, check_access=check_access)
     else:
         store = SqliteStateStore(
             settings.sqlite_path,

@@ -58,6 +58,10 @@ RANGE_KEY = "sk"
 TTL_ATTRIBUTE = "expires_at"
 DELIVERY_PREFIX = "delivery#"
 MARK = "mark"
+# The item the worker's start writes and deletes again to check its IAM permissions (``_check_access``): a hash key
+# no element has, and a range key per worker so that workers starting together do not share it.
+ACCESS_CHECK_PK = "bridge#access-check"
+ACCESS_CHECK_SK_PREFIX = "worker#"
 LEASE = "lease"
 EXTERNAL_ID_INDEX = "external_id"
 EXTERNAL_KEY = "external_id"
@@ -124,6 +128,7 @@ class DynamoDbStateStore:
         max_connections: int = 64,
         keep_leases: bool = True,
         owner: LeaseOwner | None = None,
+        check_access: bool = False,
     ) -> None:
         self.table = table
         self.region = region
@@ -138,15 +143,21 @@ class DynamoDbStateStore:
         # keep_leases=False: a worker that never extends its leases (tests of expiry stand in a hung worker so);
         # owner: tests stand in another process's store so.
         self._keeper = LeaseKeeper(lease_seconds, self._extend_leases, enabled=keep_leases)
+        # check_access: the worker's open tries each call it makes (``_check_access``); the ingress and the
+        # operator commands only read, and their IAM roles allow only that.
+        self._check_access_at_open = check_access
 
     @classmethod
-    def from_settings(cls, settings: StateSettings, *, default_region: str | None = None) -> DynamoDbStateStore:
+    def from_settings(
+        cls, settings: StateSettings, *, default_region: str | None = None, check_access: bool = False
+    ) -> DynamoDbStateStore:
         return cls(
             settings.table,
             region=resolve_region(settings, default_region),
             endpoint_url=settings.endpoint_url,
             lease_seconds=settings.lease_seconds,
             lease_wait_seconds=settings.lease_wait_seconds,
+            check_access=check_access,
         )
 
     # ---- life cycle ----------------------------------------------------------------------------------------
@@ -160,6 +171,8 @@ class DynamoDbStateStore:
                 _create_client(self.region, self.endpoint_url, max_connections=self._max_connections)
             )
             await self._check_table()
+            if self._check_access_at_open:
+                await self._check_access()
         except BaseException:
             self._client = None
             await stack.aclose()
@@ -204,6 +217,47 @@ class DynamoDbStateStore:
             )
         indexes = description.get("GlobalSecondaryIndexes", [])
         self._indexes = frozenset(str(index.get("IndexName")) for index in indexes)
+
+    async def _check_access(self) -> None:
+        """Try each call the worker makes once, on an item no element has (``ACCESS_CHECK_PK``, deleted again).
+
+        DynamoDB's refusal of a call (an IAM policy without ``dynamodb:PutItem``, say) is permanent for the request,
+        so at run time it dead-letters the message that met it: with a role that allows ``DescribeTable`` but not
+        the rest, every message, at its first receive. Here it is one line naming ``state.url`` and the action, and
+        the worker does not start; the messages wait in the queue. Throttling or an outage here is no verdict on
+        the role: logged, and the start goes on.
+        """
+        key = {HASH_KEY: _s(ACCESS_CHECK_PK), RANGE_KEY: _s(f"{ACCESS_CHECK_SK_PREFIX}{self.owner}")}
+        update = {
+            "Key": key,
+            "UpdateExpression": "SET #at = :at",
+            "ExpressionAttributeNames": {"#at": "checked_at"},
+            "ExpressionAttributeValues": {":at": _s(encode_date(datetime.now(UTC)))},
+        }
+        query = {
+            "KeyConditionExpression": "#pk = :pk",
+            "ExpressionAttributeNames": {"#pk": HASH_KEY},
+            "ExpressionAttributeValues": {":pk": key[HASH_KEY]},
+            "Limit": 1,
+        }
+        # The worker's calls (not the indexes': only the ingress reads those, with a role of its own).
+        steps: list[tuple[str, str, dict[str, Any]]] = [
+            ("PutItem", "put_item", {"Item": key}),
+            ("GetItem", "get_item", {"Key": key, "ConsistentRead": True}),
+            ("UpdateItem", "update_item", update),
+            ("Query", "query", query),
+            ("DeleteItem", "delete_item", {"Key": key}),
+        ]
+        for action, operation, request in steps:
+            try:
+                await self._call(operation, **request)
+            except StateRejected as refused:
+                raise ConfigError("state.url", f"the worker may not call dynamodb:{action}: {refused}") from None
+            except StateUnavailable as error:
+                log.warning("state_access_check_incomplete", step=action, error=str(error))
+                with contextlib.suppress(Exception):  # no element's key, so harmless if it stays; tidy if it can
+                    await self._call("delete_item", Key=key)
+                return
 
     # ---- deliveries ----------------------------------------------------------------------------------------
 

@@ -11,9 +11,11 @@ import random
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
+from structlog.testing import capture_logs
 
 from bridge.config import StateSettings
 from bridge.errors import ConfigError, PermanentError, TransientError
@@ -61,6 +63,77 @@ async def test_missing_table_is_a_config_error_naming_state_url(moto_url: str) -
     # Nothing was created behind the user's back.
     async with _create_client(REGION, moto_url) as client:
         assert "no-such-table" not in (await client.list_tables())["TableNames"]
+
+
+class RefusingStore(DynamoDbStateStore):
+    """A worker's store whose IAM role lacks one action (moto does not check IAM): that call is refused as
+    DynamoDB refuses it, ``code`` and all; every other call goes to the real table."""
+
+    def __init__(self, *args: Any, refuse: str, code: str = "AccessDeniedException", **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.refuse, self.code = refuse, code
+        self.calls: list[str] = []
+
+    async def _call(self, operation: str, **request: Any) -> dict[str, Any]:
+        self.calls.append(operation if "IndexName" not in request else f"{operation} {request['IndexName']}")
+        if operation == self.refuse:
+            error = ClientError(
+                {"Error": {"Code": self.code, "Message": f"not authorized to perform {operation}"}}
+                | {"ResponseMetadata": {"HTTPStatusCode": 400}},
+                operation,
+            )
+            raise self._translate(operation, error)
+        return await super()._call(operation, **request)
+
+
+async def items_of(moto_url: str, table: str) -> list[dict[str, Any]]:
+    async with _create_client(REGION, moto_url) as client:
+        return list((await client.scan(TableName=table))["Items"])
+
+
+async def test_the_workers_open_tries_each_call_it_makes_and_leaves_nothing(moto_url: str, table: str) -> None:
+    store = RefusingStore(table, region=REGION, endpoint_url=moto_url, check_access=True, refuse="none")
+    await store.open()
+    await store.close()
+    assert store.calls == [
+        "put_item",
+        "get_item",
+        "update_item",
+        "query",
+        "delete_item",
+    ]
+    assert await items_of(moto_url, table) == []
+    # The ingress and the operator commands only read: their open tries no write.
+    reader = RefusingStore(table, region=REGION, endpoint_url=moto_url, refuse="none")
+    await reader.open()
+    await reader.close()
+    assert reader.calls == []
+
+
+@pytest.mark.parametrize("refused", ["put_item", "get_item", "update_item", "query", "delete_item"])
+async def test_a_worker_role_missing_an_action_stops_the_start_naming_state_url(
+    moto_url: str, table: str, refused: str
+) -> None:
+    # Before, the role passed DescribeTable at start, and every message met the refusal and was dead-lettered at
+    # its first receive (a refusal is permanent for the request).
+    store = RefusingStore(table, region=REGION, endpoint_url=moto_url, check_access=True, refuse=refused)
+    with pytest.raises(ConfigError) as raised:
+        await store.open()
+    assert raised.value.key == "state.url"
+    action = "".join(part.capitalize() for part in refused.split("_"))
+    assert f"may not call dynamodb:{action}" in raised.value.problem
+    assert "AccessDeniedException" in raised.value.problem
+
+
+async def test_a_throttled_access_check_lets_the_start_go_on(moto_url: str, table: str) -> None:
+    store = RefusingStore(
+        table, region=REGION, endpoint_url=moto_url, check_access=True, refuse="get_item", code="ThrottlingException"
+    )
+    with capture_logs() as logs:
+        await store.open()
+    await store.close()
+    assert [line["step"] for line in logs if line["event"] == "state_access_check_incomplete"] == ["GetItem"]
+    assert await items_of(moto_url, table) == []  # the check's item is tidied away all the same
 
 
 async def test_wrong_key_schema_is_a_config_error(moto_url: str) -> None:
