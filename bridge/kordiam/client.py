@@ -73,8 +73,10 @@ class KordiamClient:
         return self._parse(Element, response)
 
     async def iter_modified_elements(self, since: datetime, *, page_size: int = 100) -> AsyncIterator[Element]:
-        """Every element modified at or after ``since`` (cursor pagination; the API's list is cursor-only)."""
+        """Every element modified at or after ``since`` (cursor pagination; the API's list is cursor-only).
+        ``UnexpectedResponse`` when a page names a cursor already followed: the sweep would loop for ever."""
         cursor: str | None = None
+        followed: set[str] = set()
         while True:
             params = {"modificationDateFrom": since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), "size": page_size}
             if cursor:
@@ -96,6 +98,11 @@ class KordiamClient:
             cursor = body.get("nextCursor") if body.get("hasMore") else None
             if not cursor:
                 return
+            if not isinstance(cursor, str) or cursor in followed:
+                raise UnexpectedResponse(
+                    f"GET /elements: nextCursor {cursor!r} again, or not a cursor; the list ends here"
+                )
+            followed.add(cursor)
 
     # ---- feedback writes ----------------------------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 import json
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 
 import httpx
 import pytest
@@ -209,3 +210,24 @@ async def test_a_url_with_no_token_endpoint_is_not_a_refusal_of_the_credentials(
     with pytest.raises(KordiamRejected) as raised:
         await client.check_credentials()
     assert raised.value.status == 404 and not isinstance(raised.value, KordiamCredentialsRefused)
+
+
+async def test_the_modified_list_pages_by_cursor_to_its_end() -> None:
+    script = Script(
+        httpx.Response(200, json={"content": [ELEMENT], "hasMore": True, "nextCursor": "c1"}),
+        httpx.Response(200, json={"content": [ELEMENT | {"id": 6}], "hasMore": False}),
+    )
+    found = [element.id async for element in client_for(script).iter_modified_elements(datetime.now(UTC))]
+    assert found == [5, 6]
+    assert "cursor=c1" in str(script.requests[1].url)
+
+
+async def test_a_cursor_answered_twice_ends_the_sweep_with_an_error_not_a_loop() -> None:
+    # Before, a Kordiam that kept answering hasMore with the cursor it was given made the sweep loop for ever.
+    page = {"content": [ELEMENT], "hasMore": True, "nextCursor": "same"}
+    script = Script(*(httpx.Response(200, json=page) for _ in range(5)))
+    seen: list[int] = []
+    with pytest.raises(UnexpectedResponse, match="nextCursor 'same' again"):
+        async for element in client_for(script).iter_modified_elements(datetime.now(UTC)):
+            seen.append(element.id)
+    assert seen == [5, 5] and len(script.requests) == 2
