@@ -8,13 +8,14 @@
     │   ├── ElementBusy               (bridge.state) another worker holds the element's lease
     │   ├── StaleWrite                (bridge.pipeline.sync) a newer version was recorded meanwhile
     │   └── StateUnavailable          (bridge.state.base)
+    │       └── StateAccessRefused    (bridge.state.dynamodb) the worker's own role: refused at start, retried later
     ├── PermanentError                retrying the same input cannot help
     │   ├── KordiamRejected
     │   │   └── KordiamAuthFailed
     │   │       └── KordiamCredentialsRefused   the worker's own credentials: a pause, not the message's fault
     │   ├── UnexpectedResponse
     │   ├── ChannelRejected
-    │   └── StateRejected             (bridge.state.dynamodb)
+    │   └── StateRejected             (bridge.state.dynamodb) DynamoDB refused the request itself (validation)
     ├── SyncFailed                    (bridge.pipeline.sync) carries one (stage, error) per failed stage
     └── AdminError                    (bridge.queue.QueueAdmin) an operator command could not do its job (never a
                                       message's)

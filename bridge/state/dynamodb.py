@@ -97,7 +97,14 @@ DATE_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 
 class StateRejected(PermanentError):
-    """DynamoDB refused the request (permissions, validation): retrying the same request cannot help."""
+    """DynamoDB refused the request itself (validation): retrying the same request cannot help."""
+
+
+class StateAccessRefused(StateUnavailable):
+    """DynamoDB refused the worker's role or credentials (AccessDenied, UnrecognizedClient, InvalidSignature): the
+    bridge's own configuration, not the message's fault. At start (the worker's access check) it is a configuration
+    error naming ``state.url``; at run time (a role changed under a running worker) it is retried like an outage,
+    so a message gets every receive the queue allows, not one, before it is dead-lettered with the reason."""
 
 
 class _ConditionFailed(Exception):
@@ -251,7 +258,7 @@ class DynamoDbStateStore:
         for action, operation, request in steps:
             try:
                 await self._call(operation, **request)
-            except StateRejected as refused:
+            except (StateAccessRefused, StateRejected) as refused:
                 raise ConfigError("state.url", f"the worker may not call dynamodb:{action}: {refused}") from None
             except StateUnavailable as error:
                 log.warning("state_access_check_incomplete", step=action, error=str(error))
@@ -520,7 +527,7 @@ class DynamoDbStateStore:
         if code in TRANSIENT_CODES or status >= 500:
             return StateUnavailable(text)
         if code in ("AccessDeniedException", "UnrecognizedClientException", "InvalidSignatureException"):
-            return StateRejected(f"{text} (check the worker's IAM permissions on the table named by state.url)")
+            return StateAccessRefused(f"{text} (check the worker's IAM permissions on the table named by state.url)")
         return StateRejected(text)
 
 

@@ -21,6 +21,7 @@ from bridge.config import StateSettings
 from bridge.errors import ConfigError, PermanentError, TransientError
 from bridge.state import DynamoDbStateStore, open_state_store
 from bridge.state.dynamodb import (
+    StateAccessRefused,
     StateRejected,
     StateUnavailable,
     _create_client,
@@ -279,7 +280,9 @@ async def test_lost_connection_and_missing_table_are_transient(table: str, store
         ("RequestLimitExceeded", 400, StateUnavailable),
         ("InternalServerError", 500, StateUnavailable),
         ("SomethingNew", 503, StateUnavailable),
-        ("AccessDeniedException", 400, StateRejected),
+        # The worker's own role: a refusal at start (test above); at run time retried, not the message's fault.
+        ("AccessDeniedException", 400, StateAccessRefused),
+        ("UnrecognizedClientException", 400, StateAccessRefused),
         ("ValidationException", 400, StateRejected),
     ],
 )
@@ -290,7 +293,7 @@ def test_error_classification(code: str, status: int, kind: type[Exception]) -> 
     )
     translated = store._translate("put_item", error)
     assert type(translated) is kind
-    assert isinstance(translated, TransientError if kind is StateUnavailable else PermanentError)
+    assert isinstance(translated, PermanentError if kind is StateRejected else TransientError)
     if code == "AccessDeniedException":
         assert "state.url" in str(translated)
 
