@@ -304,7 +304,7 @@ async def _worker_health(
             )
     except httpx.HTTPError as error:
         return WorkerHealth(base, False, detail=f"{type(error).__name__}: {error}".rstrip(": ")), None
-    detail = _status_text(health)
+    detail = _answer_field(health, "status")
     errors: dict[str, Counter[str]] = {}
     in_flight: int | None = None
     received: int | None = None
@@ -330,7 +330,7 @@ async def _worker_health(
         healthy=health.status_code == 200,
         ready=ready.status_code == 200,
         detail=detail,
-        not_ready_reason=None if ready.status_code == 200 else _reason_text(ready),
+        not_ready_reason=None if ready.status_code == 200 else _answer_field(ready, "reason"),
         in_flight=in_flight,
         received=received,
         outcomes=outcomes,
@@ -338,22 +338,15 @@ async def _worker_health(
     return worker, errors
 
 
-def _status_text(response: httpx.Response) -> str:
+def _answer_field(response: httpx.Response, field: str) -> str:
+    """``field`` of a health endpoint's JSON answer (``status`` of /healthz, ``reason`` of /readyz), else the
+    HTTP status."""
     try:
         body = response.json()
     except ValueError:
         return f"HTTP {response.status_code}"
-    status = body.get("status") if isinstance(body, dict) else None
-    return str(status) if status else f"HTTP {response.status_code}"
-
-
-def _reason_text(response: httpx.Response) -> str:
-    try:
-        body = response.json()
-    except ValueError:
-        return f"HTTP {response.status_code}"
-    reason = body.get("reason") if isinstance(body, dict) else None
-    return str(reason) if reason else f"HTTP {response.status_code}"
+    value = body.get(field) if isinstance(body, dict) else None
+    return str(value) if value else f"HTTP {response.status_code}"
 
 
 # --------------------------------------------------------------------------------------------------- rendering

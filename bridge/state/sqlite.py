@@ -157,17 +157,10 @@ class SqliteStateStore:
 
     async def open(self) -> None:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="state-sqlite")
-        if self._read_only:
-            try:
-                self._thread_db = await self._on_thread(self._connect_read_only)
-            except sqlite3.OperationalError as error:
-                await self.close()
-                raise ConfigError("state.url", f"cannot open SQLite database {self.path}: {error}") from None
-            except BaseException:
-                await self.close()
-                raise
-            return
         try:
+            if self._read_only:
+                self._thread_db = await self._on_thread(self._connect_read_only)
+                return
             self._thread_db = await self._on_thread(lambda: self._connect(busy_timeout_ms=BUSY_TIMEOUT_MS))
             await self._on_thread(lambda: self._migrate(self._require(self._thread_db)))
             self._loop_db = await self._on_thread(lambda: self._connect(busy_timeout_ms=0))
@@ -210,16 +203,19 @@ class SqliteStateStore:
             db.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
             if busy_timeout_ms == 0:
                 db.execute("PRAGMA wal_autocheckpoint=0")  # checkpoints fsync: the thread runs them
-        except sqlite3.DatabaseError as error:
+        except BaseException as error:
             db.close()
-            if isinstance(error, sqlite3.OperationalError):
-                raise
-            # SQLITE_NOTADB and the like: state.url names some other file.
-            raise ConfigError("state.url", f"{self.path} is not a SQLite database: {error}") from None
-        except BaseException:
-            db.close()
+            if (not_sqlite := self._not_sqlite(error)) is not None:
+                raise not_sqlite from None
             raise
         return db
+
+    def _not_sqlite(self, error: BaseException) -> ConfigError | None:
+        """SQLITE_NOTADB and the like (``state.url`` names some other file) as one line naming it; None for the
+        rest (a lock, a full or read-only disk: ``open`` words those, naming the file)."""
+        if isinstance(error, sqlite3.DatabaseError) and not isinstance(error, sqlite3.OperationalError):
+            return ConfigError("state.url", f"{self.path} is not a SQLite database: {error}")
+        return None
 
     def _connect_read_only(self) -> sqlite3.Connection:
         """A connection that cannot write (whole-table reads only), to a file of this bridge's schema version."""
@@ -242,13 +238,10 @@ class SqliteStateStore:
                     f"{self.path} has schema version {current}, this bridge reads version {SCHEMA_VERSION} (a worker "
                     "of this version migrates it when it starts)",
                 )
-        except sqlite3.DatabaseError as error:
+        except BaseException as error:
             db.close()
-            if isinstance(error, sqlite3.OperationalError):
-                raise
-            raise ConfigError("state.url", f"{self.path} is not a SQLite database: {error}") from None
-        except BaseException:
-            db.close()
+            if (not_sqlite := self._not_sqlite(error)) is not None:
+                raise not_sqlite from None
             raise
         return db
 
