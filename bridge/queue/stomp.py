@@ -354,11 +354,7 @@ class StompTransport:
             except TimeoutError:  # gone (another consumer), or the broker did not take the subscription
                 return None
             message = _to_message(frame)
-            send_id = uuid.uuid4().hex
-            headers = redriven_attributes(message) | {SEND_ID_HEADER: send_id}
-            if message.group_id is not None:
-                headers[GROUP_HEADER] = message.group_id
-            await self._send_confirmed(self._address.destination, _payload(message), headers)
+            send_id = await self._send_new(_payload(message), redriven_attributes(message), message.group_id)
             await frame.ack()
             return send_id
         finally:
@@ -419,11 +415,16 @@ class StompTransport:
         delivery, so this is what ties a send (``replay``, the sweep) to the message on the queue. Headers the broker
         would refuse (a line over ``MAX_HEADER_LINE_BYTES``, more than ``MAX_FRAME_HEADERS``) raise
         ``MessageTooLarge``, nothing sent: refused, not cut, since a cut attribute would alter the message."""
+        return await self._send_new(body.encode(), attributes or {}, group_id)
+
+    async def _send_new(self, body: bytes, attributes: dict[str, str], group_id: str | None) -> str:
+        """SEND a new message to the main queue (``send``, a redriven copy) tagged with a fresh ``bridge-send-id``,
+        which it returns, and its group."""
         send_id = uuid.uuid4().hex
-        headers = dict(attributes or {}) | {SEND_ID_HEADER: send_id}
+        headers = attributes | {SEND_ID_HEADER: send_id}
         if group_id is not None:
             headers[GROUP_HEADER] = group_id
-        await self._send_confirmed(self._address.destination, body.encode(), headers)
+        await self._send_confirmed(self._address.destination, body, headers)
         return send_id
 
     def _carried_headers(self, message: QueueMessage) -> dict[str, str]:
