@@ -71,6 +71,10 @@ def _not_a_boolean(value: Any) -> Any:
 NotBoolean = BeforeValidator(_not_a_boolean)
 Int = Annotated[int, NotBoolean]
 Float = Annotated[float, NotBoolean]
+# An HTTP channel's `timeout` key: seconds per request to its target; None (unset) is the shared client's
+# (kordiam.timeout). A CMS slower than Kordiam to save a story needs more: a write that outlasts its timeout is
+# retried, so it would never succeed.
+ChannelTimeout = Annotated[Float | None, Field(gt=0, le=120)]
 
 
 def http_url(value: str) -> str:

@@ -75,7 +75,7 @@ from bridge.channels.auth import ProtocolHttp, TokenSource, answer_id, http_url
 from bridge.channels.base import Channel, ChannelContext, ChannelResult
 from bridge.channels.http_errors import response_json, said_instead
 from bridge.channels.kordiam_v1 import compact, result_links, v1_custom_field, v1_publication, v1_task
-from bridge.config import ChannelSettings, Float, Int, StatusSelector, secret_not_empty
+from bridge.config import ChannelSettings, ChannelTimeout, Int, StatusSelector, secret_not_empty
 from bridge.errors import ChannelRejected
 from bridge.http import HttpClient
 from bridge.kordiam.models import Element, Publication, Ref
@@ -113,9 +113,7 @@ class KordiamPlatformOptions(BaseModel):
     token_cache: bool = True
     send_statuses: bool = True
     platform_statuses: tuple[PlatformStatus, ...] = DEFAULT_PLATFORM_STATUSES
-    # Seconds per request to this target; default: the shared client's (kordiam.timeout). A CMS slower than
-    # Kordiam to save a story needs more: a write that outlasts it is retried, so it would never succeed.
-    timeout: Float | None = Field(default=None, gt=0, le=120)
+    timeout: ChannelTimeout = None  # seconds per request (bridge.config.ChannelTimeout)
 
     @field_validator("url")
     @classmethod

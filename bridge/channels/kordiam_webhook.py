@@ -84,7 +84,7 @@ from typing import Any
 from urllib.parse import quote
 
 import structlog
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, field_validator
 
 from bridge.channels.auth import (
     ProtocolHttp,
@@ -104,7 +104,7 @@ from bridge.channels.kordiam_v1 import (
     v1_ref,
     v1_task,
 )
-from bridge.config import ChannelSettings, Float, StatusSelector
+from bridge.config import ChannelSettings, ChannelTimeout, StatusSelector
 from bridge.errors import ChannelRejected
 from bridge.http import HttpClient
 from bridge.kordiam.models import Element, Publication
@@ -136,9 +136,7 @@ class KordiamWebhookOptions(BaseModel):
     auth: WebhookAuth
     edit_link_template: str | None = None
     open_link_template: str | None = None
-    # Seconds per request to this target; default: the shared client's (kordiam.timeout). A CMS slower than
-    # Kordiam to save a story needs more: a write that outlasts it is retried, so it would never succeed.
-    timeout: Float | None = Field(default=None, gt=0, le=120)
+    timeout: ChannelTimeout = None  # seconds per request (bridge.config.ChannelTimeout)
 
     @field_validator("url")
     @classmethod

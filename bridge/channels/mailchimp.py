@@ -88,7 +88,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, fi
 from bridge.channels.base import Channel, ChannelContext, ChannelResult
 from bridge.channels.http_errors import http_error, response_json, unreachable
 from bridge.channels.text import HtmlPolicy, plain_text, sanitize_html, without_surrogates
-from bridge.config import ChannelSettings, Float, http_url
+from bridge.config import ChannelSettings, ChannelTimeout, http_url
 from bridge.errors import BridgeError, ChannelRejected
 from bridge.http import BasicAuth, HttpClient, HttpResponse, HttpTransportError
 from bridge.kordiam.models import Element, Publication
@@ -129,9 +129,7 @@ class MailchimpOptions(BaseModel):
     footer_html: str = DEFAULT_FOOTER
     delete_mode: Literal["delete", "unschedule"] = "delete"
     sent_edits: Literal["reject", "ignore"] = "reject"
-    # Seconds per request to this target; default: the shared client's (kordiam.timeout). A CMS slower than
-    # Kordiam to save a story needs more: a write that outlasts it is retried, so it would never succeed.
-    timeout: Float | None = Field(default=None, gt=0, le=120)
+    timeout: ChannelTimeout = None  # seconds per request (bridge.config.ChannelTimeout)
 
     @field_validator("base_url")
     @classmethod

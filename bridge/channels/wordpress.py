@@ -98,7 +98,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from bridge.channels.base import Channel, ChannelContext, ChannelResult
 from bridge.channels.http_errors import http_error, unreachable
 from bridge.channels.text import HtmlPolicy, sanitize_html, strip_tags
-from bridge.config import ChannelSettings, Float, Int, NotBoolean, http_url, secret_not_empty
+from bridge.config import ChannelSettings, ChannelTimeout, Int, NotBoolean, http_url, secret_not_empty
 from bridge.errors import BridgeError, ChannelRejected
 from bridge.http import BasicAuth, HttpClient, HttpResponse, HttpTransportError
 from bridge.kordiam.models import Element, Publication, Ref
@@ -135,9 +135,7 @@ class WordPressOptions(BaseModel):
     default_author: Int | None = Field(default=None, gt=0)
     delete_mode: Literal["trash", "force"] = "trash"
     rest_route: Literal["auto", "pretty", "query"] = "auto"
-    # Seconds per request to this target; default: the shared client's (kordiam.timeout). A CMS slower than
-    # Kordiam to save a story needs more: a write that outlasts it is retried, so it would never succeed.
-    timeout: Float | None = Field(default=None, gt=0, le=120)
+    timeout: ChannelTimeout = None  # seconds per request (bridge.config.ChannelTimeout)
 
     @field_validator("url")
     @classmethod
