@@ -6,18 +6,20 @@ tests/integration/test_state_contract.py.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import random
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
 from structlog.testing import capture_logs
 
-from bridge.config import StateSettings
+from bridge.config import Settings, StateSettings
 from bridge.errors import ConfigError, PermanentError, TransientError
 from bridge.state import DynamoDbStateStore, open_state_store
 from bridge.state.dynamodb import (
@@ -30,7 +32,8 @@ from bridge.state.dynamodb import (
     encode_date,
     resolve_region,
 )
-from tests.support import REGION, delivery, opened_stores, start_moto
+from bridge.worker import run_worker
+from tests.support import REGION, SqsEndpoint, delivery, make_queues, opened_stores, queue_depth, send, start_moto
 
 pytestmark = pytest.mark.integration
 
@@ -312,3 +315,35 @@ def test_encoded_dates_sort_like_datetimes() -> None:
     for moment in moments:
         assert decode_date(encode_date(moment)) == moment
     assert encode_date(datetime(2026, 1, 2, 3, 4, 5)) == "2026-01-02T03:04:05.000000Z"
+
+
+async def test_a_worker_whose_role_cannot_write_the_table_does_not_start_and_its_messages_wait(
+    moto_url: str, table: str, sqs_endpoint: SqsEndpoint, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # The bridge's own fault (its IAM role) must not dead-letter a message: before, every message met the refusal
+    # and was dead-lettered at its first receive; now the start stops first, and the queue keeps what it held.
+    queue, dlq = make_queues(sqs_endpoint.url, f"iam-{uuid.uuid4().hex[:8]}", max_receive_count=5)
+    send(sqs_endpoint.url, queue, {"id": 7, "event": "updated"})
+    real_call = DynamoDbStateStore._call
+
+    async def refusing_put(self: DynamoDbStateStore, operation: str, **request: Any) -> dict[str, Any]:
+        if operation == "put_item":
+            error = ClientError(
+                {"Error": {"Code": "AccessDeniedException", "Message": "not authorized to perform PutItem"}}
+                | {"ResponseMetadata": {"HTTPStatusCode": 400}},
+                "PutItem",
+            )
+            raise self._translate(operation, error)
+        return await real_call(self, operation, **request)
+
+    monkeypatch.setattr(DynamoDbStateStore, "_call", refusing_put)
+    settings = Settings(
+        queue={"url": queue, "dlq_url": dlq, "endpoint_url": sqs_endpoint.url, "region": REGION},
+        kordiam={"base_url": "http://127.0.0.1:9", "client_id": "c", "client_secret": "s"},
+        state={"url": f"dynamodb://{table}", "endpoint_url": moto_url, "region": REGION},
+        channels=[{"name": "web", "type": "folder", "platforms": [1], "path": str(tmp_path / "web")}],
+    )
+    with pytest.raises(ConfigError) as raised:
+        await run_worker(settings, asyncio.Event(), serve_ops=False)
+    assert raised.value.key == "state.url" and "dynamodb:PutItem" in raised.value.problem
+    assert queue_depth(sqs_endpoint.url, queue) == 1 and queue_depth(sqs_endpoint.url, dlq) == 0
