@@ -7,8 +7,8 @@
     │   ├── ChannelUnavailable
     │   ├── ElementBusy               (bridge.state) another worker holds the element's lease
     │   ├── StaleWrite                (bridge.pipeline.sync) a newer version was recorded meanwhile
-    │   └── StateUnavailable          (bridge.state.base)
-    │       └── StateAccessRefused    (bridge.state.dynamodb) the worker's own role: refused at start, retried later
+    │   └── StateUnavailable          (bridge.state.base) when the probe fails too: a pause, not the message's
+    │       └── StateAccessRefused    (bridge.state.dynamodb) the worker's own role: refused at start, a pause later
     ├── PermanentError                retrying the same input cannot help
     │   ├── KordiamRejected
     │   │   └── KordiamAuthFailed

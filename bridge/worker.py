@@ -24,6 +24,7 @@ from bridge.pipeline.credentials import KordiamCredentials
 from bridge.pipeline.handler import MessageHandler
 from bridge.pipeline.reconcile import Reconciler
 from bridge.pipeline.routing import Route
+from bridge.pipeline.state_outage import StateOutage
 from bridge.pipeline.sync import SyncEngine
 from bridge.queue import open_transport
 from bridge.queue.consumer import Consumer, ConsumerSettings, poller_count
@@ -51,6 +52,7 @@ class Pipeline:
     channels: list[Channel]
     handler: MessageHandler
     credentials: KordiamCredentials
+    state_outage: StateOutage
     gate: ReceiveGate
     # The consumer's work slots: the engine takes one only for a notification that needs a fetch.
     slots: WorkSlots
@@ -65,8 +67,9 @@ def build_pipeline(
 ) -> Pipeline:
     """The Kordiam client, the guarded channels and the sync engine behind a message handler.
 
-    The caller owns ``http`` and ``state``, and closes the channels and the credentials (``aclose``) when it is
-    done; ``gate`` is the consumer's: closed while the worker's Kordiam credentials are refused.
+    The caller owns ``http`` and ``state``, and closes the channels, the credentials and the state outage
+    (``aclose``) when it is done; ``gate`` is the consumer's: closed while the worker's Kordiam credentials are
+    refused or its state store fails for every message.
     ``channel_types``: the channel registry (default: the built-in ``bridge.channels.channel_types()``).
     """
     context = ChannelContext(http=http)
@@ -102,7 +105,9 @@ def build_pipeline(
     )
     gate = ReceiveGate()
     credentials = KordiamCredentials(kordiam, gate)
-    return Pipeline(kordiam, channels, MessageHandler(engine, credentials=credentials), credentials, gate, slots)
+    state_outage = StateOutage(state, gate)
+    handler = MessageHandler(engine, credentials=credentials, state_outage=state_outage)
+    return Pipeline(kordiam, channels, handler, credentials, state_outage, gate, slots)
 
 
 async def run_worker(
@@ -198,6 +203,7 @@ async def assemble(
         for channel in pipeline.channels:
             stack.push_async_callback(channel.aclose)
         stack.push_async_callback(pipeline.credentials.aclose)
+        stack.push_async_callback(pipeline.state_outage.aclose)
         # Refused credentials stop the start (exit 2); an unreachable Kordiam starts the worker paused.
         await pipeline.credentials.check_at_start()
         transport = await stack.enter_async_context(open_transport(queue, pollers=poller_count(queue.handlers)))

@@ -115,6 +115,9 @@ class MemoryStateStore:
     async def close(self) -> None:
         return None
 
+    async def probe(self) -> None:
+        return None
+
     def lease(self, element_id: int) -> AbstractAsyncContextManager[HeldLease]:
         return in_process_lease(self, self._leased, element_id)
 

@@ -34,4 +34,7 @@ RECONCILE_FAILURES = Counter("bridge_reconcile_failures", "Reconciliation sweeps
 KORDIAM_AUTH_FAILURES = Counter(
     "bridge_kordiam_auth_failures", "Kordiam refusals of the worker's own credentials (by a message or a token retry)"
 )
+STATE_OUTAGES = Counter(
+    "bridge_state_outages", "Pauses of the worker because the state store failed for every message (its probe too)"
+)
 CONSUMER_PAUSED = Gauge("bridge_consumer_paused", "1 while the worker takes no messages for a worker-wide fault")

@@ -9,9 +9,12 @@ from bridge.ops.tracing import message_span, tracing_configured
 from bridge.pipeline.credentials import KordiamCredentials
 from bridge.pipeline.fate import outcome_for, poisoned
 from bridge.pipeline.notification import Notification, PoisonMessage, decode_notification, not_utf8
+from bridge.pipeline.pause import WorkerPause
+from bridge.pipeline.state_outage import StateOutage
 from bridge.pipeline.sync import SyncEngine, SyncFailed, SyncReport
 from bridge.queue.outcome import Done, Outcome
 from bridge.queue.transport import QueueMessage
+from bridge.state.base import StateUnavailable
 
 log = structlog.get_logger("bridge.pipeline")
 
@@ -22,9 +25,9 @@ class MessageHandler:
     Lifecycle: one per worker, called by the consumer once per message (concurrently for different messages);
     it binds the message's element to the log context and, when tracing is configured, wraps it in a span.
 
-    Backpressure: none of its own; with ``credentials``, a message waits in hand while the worker's Kordiam
-    credentials are refused, and runs again once they work: that fault is the worker's, not the message's, so it
-    spends no receive.
+    Backpressure: none of its own; with ``credentials`` and ``state_outage``, a message waits in hand while the
+    worker's Kordiam credentials are refused or the state store fails for every message, and runs again once the
+    fault has healed: such a fault is the worker's, not the message's, so it spends no receive.
 
     Errors: it never raises for a failure of the message: an undecodable body is a ``DeadLetter`` and a failed
     sync becomes ``Retry`` or ``DeadLetter`` as ``bridge.pipeline.fate`` decides; what a partly failed sync did
@@ -32,10 +35,18 @@ class MessageHandler:
     """
 
     def __init__(
-        self, engine: SyncEngine, *, credentials: KordiamCredentials | None = None, tracing: bool | None = None
+        self,
+        engine: SyncEngine,
+        *,
+        credentials: KordiamCredentials | None = None,
+        state_outage: StateOutage | None = None,
+        tracing: bool | None = None,
     ) -> None:
         self._engine = engine
         self._credentials = credentials
+        self._state_outage = state_outage
+        # The pauses share the consumer's one gate: waiting on either waits until no fault of the worker holds it.
+        self._pause: WorkerPause | None = credentials or state_outage
         # Decided once: looking the tracer provider up reads the environment, a cost on every message.
         self._tracing = tracing_configured() if tracing is None else tracing
 
@@ -92,15 +103,27 @@ class MessageHandler:
         self, notification: Notification, *, sent_at: float | None, received_at: float | None
     ) -> SyncReport:
         while True:
-            if self._credentials is not None:
-                await self._credentials.wait_usable()
+            if self._pause is not None:
+                await self._pause.wait_usable()
             try:
                 return await self._engine.sync(notification, sent_at=sent_at, received_at=received_at)
             except SyncFailed as failed:
-                refused = next(
-                    (f.error for f in failed.failures if isinstance(f.error, KordiamCredentialsRefused)), None
-                )
-                if refused is None or self._credentials is None:
+                if not await self._worker_fault(failed):
                     raise
                 # What succeeded is recorded; the next run redoes only the rest.
-                self._credentials.refused(refused)
+
+    async def _worker_fault(self, failed: SyncFailed) -> bool:
+        """True if a failure is the worker's own (it is then paused), so the message waits in hand for its fix."""
+        for failure in failed.failures:
+            error = failure.error
+            if isinstance(error, KordiamCredentialsRefused) and self._credentials is not None:
+                self._credentials.refused(error)
+                return True
+            if (
+                failure.stage == "state"
+                and isinstance(error, StateUnavailable)
+                and self._state_outage is not None
+                and await self._state_outage.confirm(error)
+            ):
+                return True
+        return False

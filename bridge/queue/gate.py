@@ -8,36 +8,43 @@ from bridge.ops import metrics
 
 
 class ReceiveGate:
-    """Open while the worker can process messages; closed, with a reason, while a fault of the whole worker lasts.
+    """Open while the worker can process messages; closed, with a reason, while any fault of the whole worker lasts.
 
     A closed gate stops the consumer's receives: the messages wait in the queue, spending no receive, instead of
-    each failing on the same fault. Messages already in hand wait for it too (heartbeated). Whoever closes the gate
-    (``bridge.pipeline.credentials``) opens it again once the fault has healed. ``/readyz`` reports the reason.
+    each failing on the same fault. Messages already in hand wait for it too (heartbeated). Each fault closes and
+    opens the gate under its own name (``bridge.pipeline.pause``: refused Kordiam credentials, a state store that
+    cannot serve the worker), so one healing never opens the gate while another still holds it. ``/readyz`` reports
+    the reasons.
     """
 
     def __init__(self) -> None:
         self._open = asyncio.Event()
         self._open.set()
-        self._reason: str | None = None
+        self._reasons: dict[str, str] = {}
         metrics.CONSUMER_PAUSED.set(0)
 
     @property
     def reason(self) -> str | None:
-        """Why the gate is closed; None while it is open."""
-        return self._reason
+        """Why the gate is closed (every fault's reason, in the order they closed it); None while it is open."""
+        return "; ".join(self._reasons.values()) or None
 
-    def close(self, reason: str) -> bool:
-        """Close the gate (or update the reason); True if it was open."""
-        was_open = self._reason is None
-        self._reason = reason
+    def closed_by(self, fault: str) -> bool:
+        return fault in self._reasons
+
+    def close(self, fault: str, reason: str) -> bool:
+        """Close the gate for ``fault`` (or update its reason); True if that fault had not closed it yet."""
+        was_open = fault not in self._reasons
+        self._reasons[fault] = reason
         self._open.clear()
         metrics.CONSUMER_PAUSED.set(1)
         return was_open
 
-    def open(self) -> None:
-        self._reason = None
-        self._open.set()
-        metrics.CONSUMER_PAUSED.set(0)
+    def open(self, fault: str) -> None:
+        """``fault`` has healed: the gate opens unless another fault still holds it."""
+        self._reasons.pop(fault, None)
+        if not self._reasons:
+            self._open.set()
+            metrics.CONSUMER_PAUSED.set(0)
 
     async def wait_open(self) -> None:
         await self._open.wait()

@@ -101,6 +101,12 @@ class StateStore(Protocol):
 
     async def close(self) -> None: ...
 
+    async def probe(self) -> None:
+        """Make the writes and reads a message makes, on a key no element has; raise the store's error (a
+        ``StateUnavailable``, say) if it cannot serve the worker now. The worker asks when a message's sync failed
+        at the store, to tell its own fault (the store down for everyone: pause) from the message's."""
+        ...
+
     def lease(self, element_id: int) -> AbstractAsyncContextManager[HeldLease]:
         """Hold the element exclusively across processes; raise ``ElementBusy`` if another worker keeps it. The
         ``HeldLease`` it yields records a mark given to it as the lease is released (``mark_on_release``)."""

@@ -103,8 +103,8 @@ class StateRejected(PermanentError):
 class StateAccessRefused(StateUnavailable):
     """DynamoDB refused the worker's role or credentials (AccessDenied, UnrecognizedClient, InvalidSignature): the
     bridge's own configuration, not the message's fault. At start (the worker's access check) it is a configuration
-    error naming ``state.url``; at run time (a role changed under a running worker) it is retried like an outage,
-    so a message gets every receive the queue allows, not one, before it is dead-lettered with the reason."""
+    error naming ``state.url``; at run time (a role changed under a running worker) it is an outage: the worker
+    pauses until its probe is allowed again (``bridge.pipeline.state_outage``)."""
 
 
 class _ConditionFailed(Exception):
@@ -226,14 +226,40 @@ class DynamoDbStateStore:
         self._indexes = frozenset(str(index.get("IndexName")) for index in indexes)
 
     async def _check_access(self) -> None:
-        """Try each call the worker makes once, on an item no element has (``ACCESS_CHECK_PK``, deleted again).
+        """Try each call the worker makes once (``_access_steps``).
 
-        DynamoDB's refusal of a call (an IAM policy without ``dynamodb:PutItem``, say) is permanent for the request,
-        so at run time it dead-letters the message that met it: with a role that allows ``DescribeTable`` but not
-        the rest, every message, at its first receive. Here it is one line naming ``state.url`` and the action, and
-        the worker does not start; the messages wait in the queue. Throttling or an outage here is no verdict on
-        the role: logged, and the start goes on.
+        DynamoDB's refusal of a call (an IAM policy without ``dynamodb:PutItem``, say) is the worker's fault, not a
+        message's: here at start it is one line naming ``state.url`` and the action, and the worker does not start;
+        the messages wait in the queue. Throttling or an outage here is no verdict on the role: logged, and the
+        start goes on. (At run time the worker pauses on either: ``probe``, ``bridge.pipeline.state_outage``.)
         """
+        steps = self._access_steps()
+        for action, operation, request in steps:
+            try:
+                await self._call(operation, **request)
+            except (StateAccessRefused, StateRejected) as refused:
+                raise ConfigError("state.url", f"the worker may not call dynamodb:{action}: {refused}") from None
+            except StateUnavailable as error:
+                log.warning("state_access_check_incomplete", step=action, error=str(error))
+                await self._tidy_access_check(steps)
+                return
+
+    async def probe(self) -> None:
+        steps = self._access_steps()
+        for _, operation, request in steps:
+            try:
+                await self._call(operation, **request)
+            except (StateUnavailable, StateRejected):  # each names the call it met
+                await self._tidy_access_check(steps)
+                raise
+
+    async def _tidy_access_check(self, steps: list[tuple[str, str, dict[str, Any]]]) -> None:
+        _, operation, request = steps[-1]
+        with contextlib.suppress(Exception):  # no element's key, so harmless if it stays; tidy if it can
+            await self._call(operation, **request)
+
+    def _access_steps(self) -> list[tuple[str, str, dict[str, Any]]]:
+        """Each call the worker makes, once, on an item no element has (``ACCESS_CHECK_PK``), deleted last."""
         key = {HASH_KEY: _s(ACCESS_CHECK_PK), RANGE_KEY: _s(f"{ACCESS_CHECK_SK_PREFIX}{self.owner}")}
         update = {
             "Key": key,
@@ -248,23 +274,13 @@ class DynamoDbStateStore:
             "Limit": 1,
         }
         # The worker's calls (not the indexes': only the ingress reads those, with a role of its own).
-        steps: list[tuple[str, str, dict[str, Any]]] = [
+        return [
             ("PutItem", "put_item", {"Item": key}),
             ("GetItem", "get_item", {"Key": key, "ConsistentRead": True}),
             ("UpdateItem", "update_item", update),
             ("Query", "query", query),
             ("DeleteItem", "delete_item", {"Key": key}),
         ]
-        for action, operation, request in steps:
-            try:
-                await self._call(operation, **request)
-            except (StateAccessRefused, StateRejected) as refused:
-                raise ConfigError("state.url", f"the worker may not call dynamodb:{action}: {refused}") from None
-            except StateUnavailable as error:
-                log.warning("state_access_check_incomplete", step=action, error=str(error))
-                with contextlib.suppress(Exception):  # no element's key, so harmless if it stays; tidy if it can
-                    await self._call("delete_item", Key=key)
-                return
 
     # ---- deliveries ----------------------------------------------------------------------------------------
 

@@ -530,6 +530,12 @@ class SqliteStateStore:
         values = _mark_values(mark)
         await self._write(lambda db: db.execute(MARK_ELEMENT, values))
 
+    async def probe(self) -> None:
+        # A write SQLite cannot skip (it rewrites the row, so the commit appends to the WAL: a full disk or a lock
+        # held by another program fails it as a message's write would), then a read.
+        await self._write(lambda db: db.execute("UPDATE schema_version SET version = version"))
+        await self._run(lambda db: db.execute("SELECT MAX(version) FROM schema_version").fetchone())
+
 
 def _commit(db: sqlite3.Connection, batch: Batch) -> list[Any]:
     """Run the batch's writes in one transaction and return what each returned, or the exception it raised.

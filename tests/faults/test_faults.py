@@ -9,6 +9,7 @@ import errno
 import json
 import re
 import signal
+import sqlite3
 import string
 import subprocess
 import time
@@ -404,6 +405,61 @@ async def test_a_full_disk_under_the_folder_channel_heals_and_nothing_is_dead_le
         "delivered_after_freeing_s": round(healed_after, 1),
     }
     assert written == expected
+    assert (figures.dead_lettered, figures.lost) == (0, 0)
+
+
+async def test_a_state_file_held_locked_by_another_program_pauses_the_worker_and_nothing_is_dead_lettered(
+    sqs_endpoint: SqsEndpoint,
+    queues: tuple[str, str],
+    simulator: RunningSimulator,
+    admin: SimulatorAdmin,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    figures: Figures,
+) -> None:
+    # Another program (an operator's sqlite3 shell, a backup) holds the state file's write lock: every message's
+    # lease fails, the worker's fault and not theirs. Before, each was retried and dead-lettered on its third receive.
+    monkeypatch.setattr("bridge.state.sqlite.BUSY_TIMEOUT_MS", 1000)  # each locked write gives up after 1 s, not 5
+    monkeypatch.setattr("bridge.pipeline.pause.FIRST_RETRY_SECONDS", 0.2)
+    probes = 0
+    real_probe = SqliteStateStore.probe
+
+    async def counted_probe(self: SqliteStateStore) -> None:
+        nonlocal probes
+        probes += 1
+        await real_probe(self)
+
+    monkeypatch.setattr(SqliteStateStore, "probe", counted_probe)
+    settings_ = worker_settings(
+        queue=queues[0], endpoint=sqs_endpoint.url, kordiam=simulator.base_url, workdir=tmp_path, channel_type="folder"
+    )
+
+    def paused() -> float:
+        return REGISTRY.get_sample_value("bridge_consumer_paused") or 0.0
+
+    async with running_worker(settings_) as worker:
+        stories = [await admin.create(story("Before the lock"))]
+        await eventually(lambda: len(deliveries(tmp_path)) == 2, what="the story before delivered")
+        holder = sqlite3.connect(tmp_path / "state.db", isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")  # the write lock, held
+        locked_at = time.monotonic()
+        stories += [await admin.create(story(f"Locked {n}")) for n in range(4)]
+        await eventually(lambda: paused() == 1.0, what="the worker paused")
+        # Held through several probes: longer than three receives of each message would have taken.
+        await eventually(lambda: probes >= 5, timeout=60, what="probes while the file is locked")
+        holder.rollback()
+        holder.close()
+        held = time.monotonic() - locked_at
+        await eventually(lambda: paused() == 0.0, timeout=60, what="the worker resumed")
+        await eventually(lambda: len(deliveries(tmp_path)) == 2 * len(stories), timeout=60, what="every delivery")
+        await eventually(lambda: queue_settled(sqs_endpoint.url, queues[0]), timeout=30, what="queue settled")
+        assert not worker.done()
+    dead = drain(sqs_endpoint.url, queues[1])
+    figures.sent = len(stories)
+    figures.delivered = len(deliveries(tmp_path))
+    figures.dead_lettered = len(dead)
+    figures.lost = 2 * figures.sent - figures.delivered
+    figures.notes = {"lock_held_s": round(held, 1), "probes": probes}
     assert (figures.dead_lettered, figures.lost) == (0, 0)
 
 

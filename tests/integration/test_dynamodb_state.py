@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
+from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
 
 from bridge.config import Settings, StateSettings
@@ -33,7 +34,23 @@ from bridge.state.dynamodb import (
     resolve_region,
 )
 from bridge.worker import run_worker
-from tests.support import REGION, SqsEndpoint, delivery, make_queues, opened_stores, queue_depth, send, start_moto
+from tests.support import (
+    REGION,
+    SimulatorAdmin,
+    SqsEndpoint,
+    delivery,
+    drain,
+    eventually,
+    make_queues,
+    opened_stores,
+    queue_depth,
+    queue_settled,
+    running_worker,
+    send,
+    start_moto,
+    story,
+    worker_settings,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -347,3 +364,61 @@ async def test_a_worker_whose_role_cannot_write_the_table_does_not_start_and_its
         await run_worker(settings, asyncio.Event(), serve_ops=False)
     assert raised.value.key == "state.url" and "dynamodb:PutItem" in raised.value.problem
     assert queue_depth(sqs_endpoint.url, queue) == 1 and queue_depth(sqs_endpoint.url, dlq) == 0
+
+
+async def test_a_role_stripped_of_writes_under_a_running_worker_pauses_it_and_no_message_is_dead_lettered(
+    moto_url: str,
+    table: str,
+    sqs_endpoint: SqsEndpoint,
+    queues: tuple[str, str],
+    admin: SimulatorAdmin,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    # The role's fault is the worker's: before, each message met the refusal on every receive and was dead-lettered
+    # on its third; now the worker pauses until the role may write again, and every message is delivered.
+    monkeypatch.setattr("bridge.pipeline.pause.FIRST_RETRY_SECONDS", 0.2)
+    refusing = False
+    refusals = 0
+    real_call = DynamoDbStateStore._call
+
+    async def stripped_of_writes(self: DynamoDbStateStore, operation: str, **request: Any) -> dict[str, Any]:
+        nonlocal refusals
+        if refusing and operation in ("put_item", "update_item", "delete_item"):
+            refusals += 1
+            error = ClientError(
+                {"Error": {"Code": "AccessDeniedException", "Message": f"not authorized to perform {operation}"}}
+                | {"ResponseMetadata": {"HTTPStatusCode": 400}},
+                operation,
+            )
+            raise self._translate(operation, error)
+        return await real_call(self, operation, **request)
+
+    monkeypatch.setattr(DynamoDbStateStore, "_call", stripped_of_writes)
+    settings = worker_settings(
+        queue=queues[0], endpoint=sqs_endpoint.url, kordiam=admin.base_url, workdir=tmp_path, channel_type="folder"
+    )
+    settings = settings.model_copy(
+        update={"state": StateSettings(url=f"dynamodb://{table}", endpoint_url=moto_url, region=REGION)}
+    )
+
+    def paused() -> float:
+        return REGISTRY.get_sample_value("bridge_consumer_paused") or 0.0
+
+    outages_before = REGISTRY.get_sample_value("bridge_state_outages_total") or 0.0
+    written = lambda: sorted(p.name for p in (tmp_path / "web").glob("*.json"))  # noqa: E731
+    async with running_worker(settings):
+        stories = [await admin.create(story("Before"))]
+        await eventually(lambda: len(written()) == 1, what="the story before delivered")
+        refusing = True
+        stories += [await admin.create(story(f"Stripped {n}")) for n in range(3)]
+        await eventually(lambda: paused() == 1.0, what="the worker paused")
+        # As many refusals as would have spent every message's three receives, had each been the message's fault.
+        await eventually(lambda: refusals >= 3 * 3, timeout=30, what="refusals while paused")
+        refusing = False
+        await eventually(lambda: paused() == 0.0, timeout=30, what="the worker resumed")
+        await eventually(lambda: len(written()) == len(stories), timeout=30, what="every story delivered")
+        await eventually(lambda: queue_settled(sqs_endpoint.url, queues[0]), timeout=30, what="queue settled")
+    assert written() == sorted(f"{s['id']}-{s['publications'][0]['id']}.json" for s in stories)
+    assert (REGISTRY.get_sample_value("bridge_state_outages_total") or 0.0) - outages_before == 1
+    assert drain(sqs_endpoint.url, queues[1]) == []

@@ -418,3 +418,18 @@ async def test_mark_fetch_time_never_moves_backwards(stores: StoreFactory) -> No
     # The same start time again is accepted (an idempotent retry of the same write).
     await store.mark_element(newest)
     assert await other.element_mark(6) == newest
+
+
+async def test_a_probe_of_a_healthy_store_passes_beside_held_leases_and_changes_no_element(
+    stores: StoreFactory,
+) -> None:
+    # The worker probes when a message failed at the store: on a healthy store the probe passes (so that message's
+    # failure is its own), while other workers hold leases, and leaves every element's data as it was.
+    store, other = await stores(), await stores()
+    await store.record(delivery(5, "web", 51))
+    before = (await store.deliveries(5), await store.element_mark(5))
+    async with other.lease(5):
+        await store.probe()
+        await store.probe()  # again: the first left nothing in the way
+    assert (await store.deliveries(5), await store.element_mark(5)) == before
+    assert [d.element_id for d in await store.all_deliveries()] == [5]

@@ -25,7 +25,7 @@ from bridge.pipeline.routing import Route
 from bridge.pipeline.sync import SyncEngine
 from bridge.queue.dead_letter import DeadLetterContext
 from bridge.queue.transport import QueueInfo, QueueMessage
-from bridge.state.base import Delivery, ElementBusy, ElementMark, HeldLease, is_older
+from bridge.state.base import Delivery, ElementBusy, ElementMark, HeldLease, StateUnavailable, is_older
 from tests.support import http_answering
 
 API = "/api/v2"
@@ -102,7 +102,9 @@ class FakeKordiam:
 
 class MemoryStateStore:
     """The ``StateStore`` contract in a dict. ``busy`` makes every lease refused; ``stale`` makes every record lose
-    to a newer version, as when another worker synced the element meanwhile."""
+    to a newer version, as when another worker synced the element meanwhile; ``down`` (a count) makes that many
+    lease takes and probes fail with ``StateUnavailable``, as a store that is down for everyone; ``probes`` counts
+    the probes."""
 
     reads_in_process = True
 
@@ -111,6 +113,8 @@ class MemoryStateStore:
         self.marks: dict[int, ElementMark] = {}
         self.busy = False
         self.stale = False
+        self.down = 0
+        self.probes = 0
 
     async def open(self) -> None:
         return None
@@ -118,8 +122,18 @@ class MemoryStateStore:
     async def close(self) -> None:
         return None
 
+    async def probe(self) -> None:
+        self.probes += 1
+        self._fail_if_down()
+
+    def _fail_if_down(self) -> None:
+        if self.down:
+            self.down -= 1
+            raise StateUnavailable("SQLite state.db: disk I/O error")
+
     @asynccontextmanager
     async def _lease(self, element_id: int) -> AsyncIterator[HeldLease]:
+        self._fail_if_down()
         if self.busy:
             raise ElementBusy(f"element {element_id} is leased by another worker")
         held = HeldLease(element_id)

@@ -92,7 +92,7 @@ async def test_a_body_that_is_not_utf8_is_dead_lettered_saying_so() -> None:
 async def test_a_refusal_of_the_workers_credentials_pauses_and_the_message_runs_again(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("bridge.pipeline.credentials.FIRST_RETRY_SECONDS", 0.01)
+    monkeypatch.setattr("bridge.pipeline.pause.FIRST_RETRY_SECONDS", 0.01)
     kordiam, state = FakeKordiam(), MemoryStateStore()
     kordiam.elements[5] = element_body(5, publication(51, WEB))
     kordiam.refuse_tokens = 2  # the message's own fetch meets the first refusal, the pause's first probe the next

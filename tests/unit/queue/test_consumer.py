@@ -316,7 +316,7 @@ async def test_a_closed_gate_stops_receiving_until_it_opens() -> None:
     waiting = message()
     transport = CountingTransport([[waiting]])
     gate = ReceiveGate()
-    gate.close("Kordiam refuses the client credentials")
+    gate.close("kordiam-credentials", "Kordiam refuses the client credentials")
 
     async def handler(m: QueueMessage) -> Outcome:
         return Done()
@@ -326,7 +326,7 @@ async def test_a_closed_gate_stops_receiving_until_it_opens() -> None:
     task = asyncio.create_task(consumer.run(stop))
     await asyncio.sleep(0.3)
     assert transport.receives == 0 and consumer.healthy()  # paused on purpose is not a stalled poll loop
-    gate.open()
+    gate.open("kordiam-credentials")
     async with asyncio.timeout(5):
         while not transport.deleted:
             await asyncio.sleep(0.02)
@@ -342,7 +342,9 @@ async def test_shutdown_while_paused_releases_the_messages_in_hand_at_once() -> 
     started = asyncio.Event()
 
     async def handler(m: QueueMessage) -> Outcome:
-        gate.close("Kordiam refuses the client credentials")  # as the handler does when it meets the refusal
+        gate.close(
+            "kordiam-credentials", "Kordiam refuses the client credentials"
+        )  # as the handler does when it meets the refusal
         started.set()
         await gate.wait_open()
         return Done()
