@@ -22,6 +22,8 @@ from bridge.ops.server import OpsServer
 from bridge.pipeline.covering import FetchLedger
 from bridge.pipeline.credentials import KordiamCredentials
 from bridge.pipeline.handler import MessageHandler
+from bridge.pipeline.kordiam_outage import KordiamOutage
+from bridge.pipeline.pause import WorkerPause
 from bridge.pipeline.reconcile import Reconciler
 from bridge.pipeline.routing import Route
 from bridge.pipeline.state_outage import StateOutage
@@ -52,7 +54,8 @@ class Pipeline:
     channels: list[Channel]
     handler: MessageHandler
     credentials: KordiamCredentials
-    state_outage: StateOutage
+    # Every fault of the whole worker that pauses it (the credentials among them); each is closed with the worker.
+    pauses: tuple[WorkerPause, ...]
     gate: ReceiveGate
     # The consumer's work slots: the engine takes one only for a notification that needs a fetch.
     slots: WorkSlots
@@ -67,9 +70,9 @@ def build_pipeline(
 ) -> Pipeline:
     """The Kordiam client, the guarded channels and the sync engine behind a message handler.
 
-    The caller owns ``http`` and ``state``, and closes the channels, the credentials and the state outage
-    (``aclose``) when it is done; ``gate`` is the consumer's: closed while the worker's Kordiam credentials are
-    refused or its state store fails for every message.
+    The caller owns ``http`` and ``state``, and closes the channels and the pauses (``aclose``) when it is done;
+    ``gate`` is the consumer's: closed while a fault of the whole worker lasts (its Kordiam credentials refused,
+    Kordiam or its state store failing for every message).
     ``channel_types``: the channel registry (default: the built-in ``bridge.channels.channel_types()``).
     """
     context = ChannelContext(http=http)
@@ -105,9 +108,9 @@ def build_pipeline(
     )
     gate = ReceiveGate()
     credentials = KordiamCredentials(kordiam, gate)
-    state_outage = StateOutage(state, gate)
-    handler = MessageHandler(engine, credentials=credentials, state_outage=state_outage)
-    return Pipeline(kordiam, channels, handler, credentials, state_outage, gate, slots)
+    pauses = (credentials, KordiamOutage(kordiam, gate), StateOutage(state, gate))
+    handler = MessageHandler(engine, credentials=credentials, kordiam_outage=pauses[1], state_outage=pauses[2])
+    return Pipeline(kordiam, channels, handler, credentials, pauses, gate, slots)
 
 
 async def run_worker(
@@ -202,8 +205,8 @@ async def assemble(
         pipeline = build_pipeline(settings, http, state, channel_types=channel_types)
         for channel in pipeline.channels:
             stack.push_async_callback(channel.aclose)
-        stack.push_async_callback(pipeline.credentials.aclose)
-        stack.push_async_callback(pipeline.state_outage.aclose)
+        for pause in pipeline.pauses:
+            stack.push_async_callback(pause.aclose)
         # Refused credentials stop the start (exit 2); an unreachable Kordiam starts the worker paused.
         await pipeline.credentials.check_at_start()
         transport = await stack.enter_async_context(open_transport(queue, pollers=poller_count(queue.handlers)))

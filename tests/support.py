@@ -246,6 +246,9 @@ class SimulatorAdmin:
     async def fault(self, **fault: Any) -> None:
         await self._call("POST", "/_admin/faults", fault)
 
+    async def clear_faults(self) -> None:
+        await self._call("DELETE", "/_admin/faults")
+
     async def requests(self) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = await self._call("GET", "/_admin/requests")
         return result

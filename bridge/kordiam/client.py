@@ -36,6 +36,8 @@ API = "/api/v2"
 TOKEN_EARLY_REFRESH_SECONDS = 60.0
 M = TypeVar("M", Element, Token)
 RETRYABLE_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
+# The probe asks once: it tells whether Kordiam answers now, not whether it will after a while.
+ONE_ATTEMPT = RetryPolicy(attempts=1)
 # How an OAuth 2 token endpoint refuses client credentials (RFC 6749 5.2: invalid_client is 400 or 401).
 OAUTH_REFUSALS = frozenset({400, 401, 403})
 
@@ -151,6 +153,17 @@ class KordiamClient:
             raise
         return True
 
+    async def probe(self) -> None:
+        """Whether Kordiam's API answers at all: one authenticated ``GET /platforms``, one attempt, its token's too.
+
+        ``KordiamUnavailable`` if Kordiam cannot be reached or answers 5xx or 429; any other answer returns, a
+        refusal included (Kordiam answered; whether it accepts the worker is the credentials' question).
+        """
+        try:
+            await self._request("GET", "/platforms", retry=ONE_ATTEMPT)
+        except KordiamRejected:
+            return
+
     async def list_reference(self, path: str) -> list[dict[str, Any]]:
         """A reference-data list such as ``/platforms`` or ``/publication-statuses`` (first page)."""
         response = await self._request("GET", path)
@@ -170,6 +183,7 @@ class KordiamClient:
         json: Any = None,
         allow_not_found: bool = False,
         conflict_is_final: bool = False,
+        retry: RetryPolicy | None = None,
     ) -> HttpResponse | None:
         url = f"{self._base}{API}{path}"
         started = time.monotonic()
@@ -177,7 +191,7 @@ class KordiamClient:
         attempt = 0
         while True:
             attempt += 1
-            token = await self._access_token()
+            token = await self._access_token(retry)
             try:
                 response = await self._http.request(
                     method,
@@ -188,7 +202,7 @@ class KordiamClient:
                 )
             except HttpTransportError as error:
                 reason = f"{method} {path}: {type(error).__name__}: {error or 'no detail'}"
-                await self._pause_or_raise(reason, attempt, started, retry_after=None)
+                await self._pause_or_raise(reason, attempt, started, retry_after=None, policy=retry)
                 continue
 
             status = response.status_code
@@ -221,6 +235,7 @@ class KordiamClient:
                     attempt,
                     started,
                     retry_after=retry_after,
+                    policy=retry,
                 )
                 continue
             raise KordiamRejected(
@@ -239,14 +254,14 @@ class KordiamClient:
         log.info("kordiam_retry", reason=reason, attempt=attempt, delay=round(delay, 3))
         await asyncio.sleep(delay)
 
-    async def _access_token(self) -> str:
+    async def _access_token(self, retry: RetryPolicy | None = None) -> str:
         if self._token is not None and time.monotonic() < self._token_expires_at:
             return self._token
         async with self._token_lock:
             # Another request may have fetched it while this one waited for the lock.
             if self._token is not None and time.monotonic() < self._token_expires_at:
                 return self._token
-            self._store(await self._fetch_token(self._retry))
+            self._store(await self._fetch_token(retry or self._retry))
             assert self._token is not None
             return self._token
 

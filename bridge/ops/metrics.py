@@ -37,4 +37,7 @@ KORDIAM_AUTH_FAILURES = Counter(
 STATE_OUTAGES = Counter(
     "bridge_state_outages", "Pauses of the worker because the state store failed for every message (its probe too)"
 )
+KORDIAM_OUTAGES = Counter(
+    "bridge_kordiam_outages", "Pauses of the worker because Kordiam was unavailable for every message (its probe too)"
+)
 CONSUMER_PAUSED = Gauge("bridge_consumer_paused", "1 while the worker takes no messages for a worker-wide fault")

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import structlog
 
-from bridge.errors import KordiamCredentialsRefused
+from bridge.errors import KordiamCredentialsRefused, KordiamUnavailable
 from bridge.ops.tracing import message_span, tracing_configured
 from bridge.pipeline.credentials import KordiamCredentials
 from bridge.pipeline.fate import outcome_for, poisoned
+from bridge.pipeline.kordiam_outage import KordiamOutage
 from bridge.pipeline.notification import Notification, PoisonMessage, decode_notification, not_utf8
 from bridge.pipeline.pause import WorkerPause
 from bridge.pipeline.state_outage import StateOutage
@@ -25,9 +26,10 @@ class MessageHandler:
     Lifecycle: one per worker, called by the consumer once per message (concurrently for different messages);
     it binds the message's element to the log context and, when tracing is configured, wraps it in a span.
 
-    Backpressure: none of its own; with ``credentials`` and ``state_outage``, a message waits in hand while the
-    worker's Kordiam credentials are refused or the state store fails for every message, and runs again once the
-    fault has healed: such a fault is the worker's, not the message's, so it spends no receive.
+    Backpressure: none of its own; with ``credentials``, ``kordiam_outage`` and ``state_outage``, a message waits
+    in hand while the worker's Kordiam credentials are refused, or Kordiam or the state store fails for every
+    message, and runs again once the fault has healed: such a fault is the worker's, not the message's, so it
+    spends no receive.
 
     Errors: it never raises for a failure of the message: an undecodable body is a ``DeadLetter`` and a failed
     sync becomes ``Retry`` or ``DeadLetter`` as ``bridge.pipeline.fate`` decides; what a partly failed sync did
@@ -39,14 +41,16 @@ class MessageHandler:
         engine: SyncEngine,
         *,
         credentials: KordiamCredentials | None = None,
+        kordiam_outage: KordiamOutage | None = None,
         state_outage: StateOutage | None = None,
         tracing: bool | None = None,
     ) -> None:
         self._engine = engine
         self._credentials = credentials
+        self._kordiam_outage = kordiam_outage
         self._state_outage = state_outage
-        # The pauses share the consumer's one gate: waiting on either waits until no fault of the worker holds it.
-        self._pause: WorkerPause | None = credentials or state_outage
+        # The pauses share the consumer's one gate: waiting on any waits until no fault of the worker holds it.
+        self._pause: WorkerPause | None = credentials or kordiam_outage or state_outage
         # Decided once: looking the tracer provider up reads the environment, a cost on every message.
         self._tracing = tracing_configured() if tracing is None else tracing
 
@@ -119,11 +123,15 @@ class MessageHandler:
             if isinstance(error, KordiamCredentialsRefused) and self._credentials is not None:
                 self._credentials.refused(error)
                 return True
-            if (
-                failure.stage == "state"
-                and isinstance(error, StateUnavailable)
-                and self._state_outage is not None
-                and await self._state_outage.confirm(error)
-            ):
+            outage = self._outage_behind(failure.stage, error)
+            if outage is not None and await outage.confirm(error):
                 return True
         return False
+
+    def _outage_behind(self, stage: str, error: BaseException) -> WorkerPause | None:
+        """The outage of the whole worker this failure may be part of (its probe decides), if any."""
+        if stage == "state" and isinstance(error, StateUnavailable):
+            return self._state_outage
+        if stage in ("fetch", "feedback") and isinstance(error, KordiamUnavailable):
+            return self._kordiam_outage
+        return None

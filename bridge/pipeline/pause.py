@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import time
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 import structlog
 
@@ -12,20 +14,27 @@ from bridge.queue.gate import ReceiveGate
 
 log = structlog.get_logger("bridge.pause")
 
+T = TypeVar("T")
+
 FIRST_RETRY_SECONDS = 1.0
 MAX_RETRY_SECONDS = 60.0
 
 
 class WorkerPause:
-    """One fault of the whole worker, not of any message (``bridge.pipeline.credentials``, ``.state_outage``).
+    """One fault of the whole worker, not of any message (``bridge.pipeline.credentials``, ``.state_outage``,
+    ``.kordiam_outage``).
 
-    Lifecycle: one per fault per worker; ``aclose`` stops its probe.
+    Lifecycle: one per fault per worker; ``aclose`` stops its probes.
 
     ``pause(reason)`` closes the consumer's gate under the fault's ``name`` and starts probing: ``_probe`` runs after
     ``FIRST_RETRY_SECONDS``, then at doubling intervals up to ``MAX_RETRY_SECONDS``, until it finds the fault
     healed. Then the gate opens (unless another fault still holds it) and ``consumer_resumed`` is logged with the
     pause's length. A pause soon after the last one healed keeps backing off rather than starting again at one
     second, so a flapping fault costs a probe a minute, not one a second.
+
+    ``confirm(error)`` is for a failure that may be the worker's or only the message's: ``_probe`` runs once, shared
+    by every message that asks meanwhile. If it fails too, the worker pauses (``_paused_by`` logs it) and confirm
+    answers True; if it passes, the failure was that message's alone, and confirm answers False.
 
     Messages: the handler keeps a message that met the fault in hand and runs it again once the gate opens
     (``wait_usable``), so the worker's fault spends none of its receives and dead-letters none of them.
@@ -40,6 +49,7 @@ class WorkerPause:
     def __init__(self, gate: ReceiveGate) -> None:
         self._gate = gate
         self._probing: asyncio.Task[None] | None = None
+        self._checking: asyncio.Task[str | None] | None = None
         self._delay = FIRST_RETRY_SECONDS
         self._opened_at = 0.0
         self._reason = ""
@@ -66,20 +76,39 @@ class WorkerPause:
         self._reason = reason
         self._gate.close(self.name, reason)
         if self._probing is None or self._probing.done():
-            # In a context of its own: the probe's log lines are the worker's, not the message's that met the fault.
-            self._probing = asyncio.get_running_loop().create_task(
-                self._until_healed(), name=f"{self.name}-probe", context=contextvars.Context()
-            )
+            self._probing = self._task(self._until_healed(), "probe")
         return newly
 
+    async def confirm(self, error: BaseException) -> bool:
+        """True, with the worker paused, if the probe fails now as well: ``error`` is the worker's fault."""
+        if self.paused:
+            return True
+        checking = self._checking
+        if checking is None or checking.done():
+            checking = self._checking = self._task(self._probe(), "check")
+        reason = await asyncio.shield(checking)
+        if reason is None:
+            return False
+        if self.pause(reason):
+            self._paused_by(error, reason)
+        return True
+
     async def aclose(self) -> None:
-        probing, self._probing = self._probing, None
-        if probing is not None:
-            probing.cancel()
-            await asyncio.gather(probing, return_exceptions=True)
+        tasks = [task for task in (self._probing, self._checking) if task is not None]
+        self._probing = self._checking = None
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _probe(self) -> str | None:
         raise NotImplementedError
+
+    def _paused_by(self, error: BaseException, reason: str) -> None:
+        """``confirm`` paused the worker for the failure ``error`` a message met: say so."""
+
+    def _task(self, work: Coroutine[Any, Any, T], role: str) -> asyncio.Task[T]:
+        # In a context of its own: the probe's log lines are the worker's, not the message's that met the fault.
+        return asyncio.get_running_loop().create_task(work, name=f"{self.name}-{role}", context=contextvars.Context())
 
     async def _until_healed(self) -> None:
         paused_at = time.monotonic()

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
-
 import structlog
 
 from bridge.errors import BridgeError
@@ -24,8 +21,8 @@ class StateOutage(WorkerPause):
     by another program, its disk full or read-only), each message would fail the same way and, on its last allowed
     receive, be dead-lettered for the bridge's own fault.
 
-    A message whose sync failed at the store asks ``confirm``: the store's ``probe`` (the write and read a message
-    makes, on a key no element has) runs once, shared by every message that asks meanwhile.
+    A message whose sync failed at the store asks ``confirm``; the probe is the store's ``probe`` (the writes and
+    reads a message makes, on a key no element has).
 
     - The probe fails too: the fault is the worker's. The gate closes, ``state_store_unavailable`` is logged at
       error level and ``bridge_state_outages_total`` counted; the message waits in hand and runs again once a
@@ -40,50 +37,26 @@ class StateOutage(WorkerPause):
     def __init__(self, state: StateStore, gate: ReceiveGate) -> None:
         super().__init__(gate)
         self._state = state
-        self._checking: asyncio.Task[str | None] | None = None
 
-    async def confirm(self, error: BridgeError) -> bool:
-        """True, with the worker paused, if the store fails the probe now as well: ``error`` is the worker's."""
-        if self.paused:
-            return True
-        checking = self._checking
-        if checking is None or checking.done():
-            checking = self._checking = asyncio.get_running_loop().create_task(
-                self._check(), name="state-check", context=contextvars.Context()
-            )
-        reason = await asyncio.shield(checking)
-        if reason is None:
-            return False
-        if self.pause(reason):
-            metrics.STATE_OUTAGES.inc()
-            log.error(
-                "state_store_unavailable",
-                error=reason,
-                met_by=f"{type(error).__name__}: {error}",
-                hint="the worker takes no messages until the state store answers again (state.url); messages wait "
-                "in the queue",
-                retry_in=self.retry_in,
-            )
-        return True
+    def _paused_by(self, error: BaseException, reason: str) -> None:
+        metrics.STATE_OUTAGES.inc()
+        log.error(
+            "state_store_unavailable",
+            error=reason,
+            met_by=f"{type(error).__name__}: {error}",
+            hint="the worker takes no messages until the state store answers again (state.url); messages wait "
+            "in the queue",
+            retry_in=self.retry_in,
+        )
 
-    async def aclose(self) -> None:
-        checking, self._checking = self._checking, None
-        if checking is not None:
-            checking.cancel()
-            await asyncio.gather(checking, return_exceptions=True)
-        await super().aclose()
-
-    async def _check(self) -> str | None:
+    async def _probe(self) -> str | None:
         try:
             await self._state.probe()
         except BridgeError as error:
-            return f"the state store cannot serve the worker: {type(error).__name__}: {error}"
+            reason = f"the state store cannot serve the worker: {type(error).__name__}: {error}"
+            if self.paused:
+                log.warning("state_store_still_unavailable", error=reason, retry_in=self.retry_in)
+            return reason
         except Exception as error:  # a fault of the probe itself is no verdict on the store: not the worker's fault
             log.error("state_probe_crashed", error=f"{type(error).__name__}: {error}", exc_info=True)
         return None
-
-    async def _probe(self) -> str | None:
-        reason = await self._check()
-        if reason is not None:
-            log.warning("state_store_still_unavailable", error=reason, retry_in=self.retry_in)
-        return reason

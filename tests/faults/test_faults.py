@@ -13,7 +13,7 @@ import sqlite3
 import string
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -461,6 +461,58 @@ async def test_a_state_file_held_locked_by_another_program_pauses_the_worker_and
     figures.lost = 2 * figures.sent - figures.delivered
     figures.notes = {"lock_held_s": round(held, 1), "probes": probes}
     assert (figures.dead_lettered, figures.lost) == (0, 0)
+
+
+@pytest.mark.parametrize("queues", [3], indirect=True)
+async def test_kordiam_down_for_longer_than_the_receives_last_pauses_the_worker_and_nothing_is_dead_lettered(
+    sqs_endpoint: SqsEndpoint,
+    queues: tuple[str, str],
+    simulator: RunningSimulator,
+    admin: SimulatorAdmin,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    figures: Figures,
+) -> None:
+    # Kordiam's API answers every call 503 for longer than three receives of a message take (each receive spends
+    # the client's retries, then the queue's back-off). Before, every message was dead-lettered on its third
+    # receive and had to be redriven; now the worker pauses until Kordiam answers and delivers them all.
+    monkeypatch.setattr("bridge.pipeline.pause.FIRST_RETRY_SECONDS", 0.2)
+    settings_ = worker_settings(
+        queue=queues[0], endpoint=sqs_endpoint.url, kordiam=simulator.base_url, workdir=tmp_path, channel_type="folder"
+    )
+
+    def paused() -> float:
+        return REGISTRY.get_sample_value("bridge_consumer_paused") or 0.0
+
+    async def probes() -> int:
+        return sum(1 for r in await admin.requests() if r.get("path") == "/api/v2/platforms")
+
+    async with running_worker(settings_) as worker:
+        stories = [await admin.create(story("Before the outage"))]
+        await eventually(lambda: len(deliveries(tmp_path)) == 2, what="the story before delivered")
+        await admin.fault(method="*", path=r"^/api/v2/(elements|platforms)", status=503, count=1_000_000)
+        down_at = time.monotonic()
+        stories += [await admin.create(story(f"Outage {n}")) for n in range(4)]
+        await eventually(lambda: paused() == 1.0, timeout=30, what="the worker paused")
+        # Down through several probes: longer than three receives of each message would have taken.
+        await eventually(lambda: probes_seen(probes, 6), timeout=60, what="probes while Kordiam is down")
+        await admin.clear_faults()
+        down = time.monotonic() - down_at
+        await eventually(lambda: paused() == 0.0, timeout=60, what="the worker resumed")
+        await eventually(lambda: len(deliveries(tmp_path)) == 2 * len(stories), timeout=60, what="every delivery")
+        await eventually(lambda: queue_settled(sqs_endpoint.url, queues[0]), timeout=30, what="queue settled")
+        assert not worker.done()
+    dead = drain(sqs_endpoint.url, queues[1])
+    figures.sent = len(stories)
+    figures.delivered = len(deliveries(tmp_path))
+    figures.dead_lettered = len(dead)
+    figures.lost = 2 * figures.sent - figures.delivered
+    figures.notes = {"kordiam_down_s": round(down, 1), "probes": await probes()}
+    assert (figures.dead_lettered, figures.lost) == (0, 0)
+
+
+async def probes_seen(probes: Callable[[], Awaitable[int]], at_least: int) -> bool:
+    return await probes() >= at_least
 
 
 async def test_wrong_kordiam_credentials_stop_the_worker_at_start(

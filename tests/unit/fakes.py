@@ -25,6 +25,7 @@ from bridge.pipeline.routing import Route
 from bridge.pipeline.sync import SyncEngine
 from bridge.queue.dead_letter import DeadLetterContext
 from bridge.queue.transport import QueueInfo, QueueMessage
+from bridge.retry import RetryPolicy
 from bridge.state.base import Delivery, ElementBusy, ElementMark, HeldLease, StateUnavailable, is_older
 from tests.support import http_answering
 
@@ -45,7 +46,8 @@ class FakeKordiam:
     applied to the element it names.
 
     ``fail_get`` answers every element read with that status (a 4xx other than 404 is a permanent refusal);
-    ``refuse_tokens`` refuses that many token requests first, as Kordiam does a rotated secret.
+    ``refuse_tokens`` refuses that many token requests first, as Kordiam does a rotated secret; ``down`` answers
+    that many API requests (element reads, ``/platforms``) with 503 first, as Kordiam down for everyone.
     """
 
     def __init__(self) -> None:
@@ -53,12 +55,17 @@ class FakeKordiam:
         self.writes: list[tuple[str, str, dict[str, Any] | None]] = []
         self.fail_get: int | None = None
         self.refuse_tokens = 0
+        self.down = 0
         self.tokens_asked = 0
         self.reads: list[str] = []
 
-    def client(self) -> KordiamClient:
+    def client(self, retry: RetryPolicy | None = None) -> KordiamClient:
         return KordiamClient(
-            http_answering(self.answer), base_url="https://kordiam.test", client_id="c", client_secret=SecretStr("s")
+            http_answering(self.answer),
+            base_url="https://kordiam.test",
+            client_id="c",
+            client_secret=SecretStr("s"),
+            retry=retry,
         )
 
     def answer(self, request: httpx.Request) -> httpx.Response:
@@ -70,6 +77,11 @@ class FakeKordiam:
             return httpx.Response(200, json={"access_token": "t", "expires_in": 3600})
         if request.method == "GET":
             self.reads.append(path)
+        if self.down:
+            self.down -= 1
+            return httpx.Response(503, json={"title": "Service Unavailable", "status": 503})
+        if request.method == "GET" and path == "/platforms":
+            return httpx.Response(200, json={"content": [{"id": 99003, "name": "Web"}]})
         if request.method == "GET" and path == "/elements":  # the sweep's list: one page of every element
             return httpx.Response(200, json={"content": list(self.elements.values()), "hasMore": False})
         if request.method == "GET" and path.startswith("/elements/"):

@@ -1,0 +1,65 @@
+"""Kordiam failing for every message: a fault of the whole worker's source, not of the messages that meet it."""
+
+from __future__ import annotations
+
+import structlog
+
+from bridge.errors import KordiamUnavailable
+from bridge.kordiam.client import KordiamClient
+from bridge.ops import metrics
+from bridge.pipeline.pause import WorkerPause
+from bridge.queue.gate import ReceiveGate
+
+log = structlog.get_logger("bridge.kordiam_outage")
+
+
+class KordiamOutage(WorkerPause):
+    """Keeps the consumer's gate closed while Kordiam's API cannot be reached or answers every call with 5xx or 429.
+
+    Every message needs Kordiam (the element's fetch, the feedback). When Kordiam is down, each message would be
+    retried until its receives are spent and then dead-lettered, every one of them, and an operator would have to
+    redrive the lot once Kordiam is back; with the defaults that happens 18 to 36 minutes into the outage.
+
+    A message whose fetch or feedback failed with ``KordiamUnavailable`` (the client's own retries spent) asks
+    ``confirm``; the probe is ``KordiamClient.probe`` (one authenticated ``GET /platforms``, one attempt).
+
+    - The probe fails too: Kordiam is down for everyone. The gate closes, ``kordiam_unavailable`` is logged at
+      error level and ``bridge_kordiam_outages_total`` counted; the message waits in hand and runs again once a
+      probe passes (``bridge.pipeline.pause.WorkerPause``: 1 s, doubling to 60 s). The rest wait in the queue,
+      where they spend no receive and keep for the queue's retention period.
+    - The probe passes: the failure was that message's alone (one element Kordiam cannot serve, a blip), and the
+      message takes its usual outcome (``bridge.pipeline.fate``): retried, and dead-lettered with its reason once
+      its receives are spent.
+
+    Any answer that is not unavailability ends the pause, a refusal included: the message then meets the refusal
+    itself, and ``bridge.pipeline.credentials`` takes over if it is of the worker's credentials.
+    """
+
+    name = "kordiam"
+    healed = "Kordiam answers again"
+
+    def __init__(self, kordiam: KordiamClient, gate: ReceiveGate) -> None:
+        super().__init__(gate)
+        self._kordiam = kordiam
+
+    def _paused_by(self, error: BaseException, reason: str) -> None:
+        metrics.KORDIAM_OUTAGES.inc()
+        log.error(
+            "kordiam_unavailable",
+            error=reason,
+            met_by=f"{type(error).__name__}: {error}",
+            hint="the worker takes no messages until Kordiam answers again; messages wait in the queue",
+            retry_in=self.retry_in,
+        )
+
+    async def _probe(self) -> str | None:
+        try:
+            await self._kordiam.probe()
+        except KordiamUnavailable as error:
+            reason = f"Kordiam does not answer: {error}"
+            if self.paused:
+                log.warning("kordiam_still_unavailable", error=reason, retry_in=self.retry_in)
+            return reason
+        except Exception as error:  # a fault of the probe itself is no verdict on Kordiam: not the worker's fault
+            log.error("kordiam_probe_crashed", error=f"{type(error).__name__}: {error}", exc_info=True)
+        return None

@@ -1,0 +1,142 @@
+"""Kordiam down for every message pauses the worker (messages wait, none is dead-lettered for it); one element
+Kordiam cannot serve does not. And the probe itself: which answers mean Kordiam is down."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+from prometheus_client import REGISTRY
+from pydantic import SecretStr
+from structlog.testing import capture_logs
+
+from bridge.config import FeedbackSettings
+from bridge.errors import KordiamUnavailable
+from bridge.kordiam.client import KordiamClient
+from bridge.pipeline.handler import MessageHandler
+from bridge.pipeline.kordiam_outage import KordiamOutage
+from bridge.pipeline.routing import Route
+from bridge.pipeline.sync import SyncEngine
+from bridge.queue.gate import ReceiveGate
+from bridge.queue.outcome import Done, Retry
+from bridge.queue.transport import QueueMessage
+from bridge.retry import RetryPolicy
+from tests.support import http_answering
+from tests.unit.fakes import FakeKordiam, MemoryStateStore, ScriptedChannel, element_body, publication
+
+WEB = 99003
+ONCE = RetryPolicy(attempts=1)  # the client gives up at once, so each 503 is one failed fetch
+
+
+@pytest.fixture(autouse=True)
+def quick_probes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("bridge.pipeline.pause.FIRST_RETRY_SECONDS", 0.01)
+
+
+def message(element_id: int) -> QueueMessage:
+    return QueueMessage(f"m{element_id}", f"r{element_id}", f'{{"id": {element_id}}}', {}, 1, None, None)
+
+
+def pipeline(
+    kordiam: FakeKordiam, gate: ReceiveGate, *element_ids: int
+) -> tuple[MessageHandler, KordiamOutage, ScriptedChannel]:
+    for element_id in element_ids:
+        kordiam.elements[element_id] = element_body(element_id, publication(element_id * 10, WEB))
+    client = kordiam.client(retry=ONCE)
+    web = ScriptedChannel("web")
+    engine = SyncEngine(
+        kordiam=client,
+        routes=[Route(web, frozenset({WEB}))],
+        state=MemoryStateStore(),
+        feedback=FeedbackSettings(),
+        main_channel="web",
+    )
+    outage = KordiamOutage(client, gate)
+    return MessageHandler(engine, kordiam_outage=outage, tracing=False), outage, web
+
+
+async def test_kordiam_down_for_everyone_pauses_the_worker_and_the_message_runs_again_once_it_answers() -> None:
+    kordiam, gate = FakeKordiam(), ReceiveGate()
+    kordiam.down = 3  # the message's fetch, the probe that confirms the outage, the pause's first probe
+    handler, outage, web = pipeline(kordiam, gate, 5)
+    before = REGISTRY.get_sample_value("bridge_kordiam_outages_total") or 0.0
+    try:
+        with capture_logs() as logs:
+            running = asyncio.ensure_future(handler(message(5)))
+            while not outage.paused:
+                await asyncio.sleep(0)
+            assert gate.reason is not None and gate.reason.startswith("Kordiam does not answer: GET /platforms: 503")
+            outcome = await asyncio.wait_for(running, timeout=5)
+    finally:
+        await outage.aclose()
+    assert isinstance(outcome, Done)  # neither dead-lettered nor handed back: it waited in hand, then ran
+    assert web.upserts == [(50, None)] and gate.reason is None
+    assert kordiam.reads.count("/platforms") == 3 and kordiam.reads.count("/elements/5") == 2
+    assert (REGISTRY.get_sample_value("bridge_kordiam_outages_total") or 0.0) - before == 1
+    events = [e["event"] for e in logs]
+    assert events.count("kordiam_unavailable") == 1 and events.count("consumer_resumed") == 1
+
+
+async def test_an_element_kordiam_cannot_serve_while_it_answers_otherwise_is_the_messages_own_failure() -> None:
+    kordiam, gate = FakeKordiam(), ReceiveGate()
+    kordiam.down = 1  # only the message's own fetch
+    handler, outage, web = pipeline(kordiam, gate, 5)
+    try:
+        outcome = await handler(message(5))
+    finally:
+        await outage.aclose()
+    assert isinstance(outcome, Retry) and outcome.stage == "fetch" and outcome.error_class == "KordiamUnavailable"
+    assert kordiam.reads.count("/platforms") == 1 and gate.reason is None and web.upserts == []
+
+
+async def test_a_permanent_refusal_of_the_element_asks_no_probe() -> None:
+    kordiam, gate = FakeKordiam(), ReceiveGate()
+    kordiam.fail_get = 422
+    handler, outage, _ = pipeline(kordiam, gate, 5)
+    try:
+        outcome = await handler(message(5))
+    finally:
+        await outage.aclose()
+    assert outcome.kind == "dead_letter" and "/platforms" not in kordiam.reads
+
+
+def probing_client(answer: httpx.Response | Exception) -> KordiamClient:
+    def respond(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/auth/token"):
+            return httpx.Response(200, json={"access_token": "t", "expires_in": 3600})
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    return KordiamClient(
+        http_answering(respond), base_url="https://kordiam.test", client_id="c", client_secret=SecretStr("s")
+    )
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        httpx.Response(200, json={"content": []}),
+        httpx.Response(403, json={"title": "Forbidden", "status": 403}),  # a client not allowed to list platforms
+        httpx.Response(404, json={"status": 404}),
+        httpx.Response(200, text="not JSON"),
+    ],
+    ids=["200", "403", "404", "not-json"],
+)
+async def test_any_answer_but_unavailability_means_kordiam_answers(answer: httpx.Response) -> None:
+    await probing_client(answer).probe()
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        httpx.Response(503, json={"status": 503}),
+        httpx.Response(429, headers={"Retry-After": "30"}, json={"status": 429}),
+        httpx.ConnectError("connection refused"),
+    ],
+    ids=["503", "429", "unreachable"],
+)
+async def test_unavailability_fails_the_probe_after_one_attempt(answer: httpx.Response | Exception) -> None:
+    with pytest.raises(KordiamUnavailable, match="gave up after 1 attempts"):
+        await probing_client(answer).probe()
