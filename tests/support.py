@@ -13,6 +13,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -25,6 +26,7 @@ import boto3
 import httpx
 import stompman
 from moto.server import ThreadedMotoServer
+from moto.sqs.models import SQSBackend
 from multidict import CIMultiDict, CIMultiDictProxy
 from pydantic import BaseModel, ConfigDict
 
@@ -50,10 +52,52 @@ class SqsEndpoint:
 
 def start_moto() -> tuple[ThreadedMotoServer, str]:
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
+    _take_messages_atomically()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
     return server, f"http://{host}:{port}"
+
+
+_MOTO_TAKING = threading.Lock()
+
+
+def _take_messages_atomically() -> None:
+    """Make moto's ReceiveMessage take each message once across its server threads.
+
+    moto checks that a message is visible and then marks it received, with no lock between: two receives running
+    at once (a worker has up to 8 pollers) may both take one message, a duplicate SQS itself sends only rarely.
+    Under a busy machine that made the fault suite's receive counts flaky (a third receive after a stop that cost
+    none). Each pass of moto's own receive now runs under one lock, without waiting there; the long poll waits
+    outside it. The consumer's handling of a message handed out twice is tested on purpose
+    (tests/unit/queue/test_consumer.py).
+    """
+    if getattr(SQSBackend.receive_message, "takes_atomically", False):
+        return
+    original = SQSBackend.receive_message
+
+    def receive_message(
+        self: SQSBackend,
+        queue_name: str,
+        count: int,
+        wait_seconds_timeout: int,
+        visibility_timeout: int,
+        message_attribute_names: list[str] | None = None,
+    ) -> list[Any]:
+        deadline = time.monotonic() + wait_seconds_timeout
+        while True:
+            with _MOTO_TAKING:
+                taken: list[Any] = original(self, queue_name, count, 0, visibility_timeout, message_attribute_names)
+            remaining = deadline - time.monotonic()
+            if taken or remaining <= 0:
+                return taken
+            # Returns at once while the queue holds visible messages this receive could not take (a FIFO group
+            # in flight): the short sleep keeps that from spinning.
+            self.get_queue(queue_name).wait_for_messages(1)
+            time.sleep(0.01)
+
+    receive_message.takes_atomically = True  # type: ignore[attr-defined]
+    SQSBackend.receive_message = receive_message  # type: ignore[method-assign]
 
 
 def sqs_client(endpoint: str) -> Any:

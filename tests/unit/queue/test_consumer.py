@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 from collections.abc import Sequence
 from typing import Any
@@ -536,3 +537,33 @@ def test_read_ahead_needs_a_handler_that_takes_its_slot() -> None:
         Consumer(FakeTransport([]), handler, settings(read_ahead=8))
     with pytest.raises(ValueError, match="slots"):
         Consumer(FakeTransport([]), handler, settings(concurrency=4), slots=WorkSlots(3))
+
+
+async def test_one_message_handed_out_twice_at_once_is_handled_and_deleted_under_both_receipts() -> None:
+    # SQS delivers at least once: now and then one message comes in two receives at once, each with its own receipt
+    # handle, and only the newest handle surely deletes it. Both copies are handled (the pipeline makes the second
+    # a no-op: its element's fetch covers it) and both settled; neither is retried nor dead-lettered.
+    first = message()
+    again = dataclasses.replace(first, receipt_handle=f"{first.receipt_handle}-again", receive_count=2)
+    deleted: list[str] = []
+
+    class RecordingReceipts(FakeTransport):
+        async def complete(self, messages: Sequence[QueueMessage]) -> list[str]:
+            deleted.extend(m.receipt_handle for m in messages)
+            return await super().complete(messages)
+
+    transport = RecordingReceipts([[first], [again]])
+    both_running = asyncio.Event()
+    handled: list[str] = []
+
+    async def handler(m: QueueMessage) -> Outcome:
+        handled.append(m.receipt_handle)
+        if len(handled) == 2:
+            both_running.set()
+        await asyncio.wait_for(both_running.wait(), timeout=5)
+        return Done()
+
+    consumer = Consumer(transport, handler, settings())
+    await run_until(consumer, lambda: len(deleted) == 2)
+    assert sorted(handled) == sorted(deleted) == sorted([first.receipt_handle, again.receipt_handle])
+    assert transport.dead == [] and transport.visibility == []
