@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import structlog
 
 from bridge.channels import Channel, ChannelContext, ChannelType, build_channel
-from bridge.channels.guard import GuardedChannel
+from bridge.channels.guard import guarded
 from bridge.config import Settings
 from bridge.http import HttpClient
 from bridge.kordiam.client import KordiamClient
@@ -79,7 +79,7 @@ def build_pipeline(
     channels: list[Channel] = []
     routes = []
     for index, channel_settings in enumerate(settings.channels):
-        channel: Channel = GuardedChannel(
+        channel: Channel = guarded(
             build_channel(channel_settings, context, index=index, types=channel_types),
             breaker_threshold=channel_settings.breaker_threshold,
             breaker_cooldown=channel_settings.breaker_cooldown,

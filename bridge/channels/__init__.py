@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ValidationError
 
-from bridge.channels.base import Channel, ChannelContext, ChannelFactory, ChannelResult
+from bridge.channels.base import Channel, ChannelContext, ChannelFactory, ChannelResult, FindsItems, FoundItem
 from bridge.config import ChannelSettings, Problem, channel_variable, config_error, validation_problems
 from bridge.errors import ConfigError
 
@@ -17,6 +17,8 @@ __all__ = [
     "ChannelFactory",
     "ChannelResult",
     "ChannelType",
+    "FindsItems",
+    "FoundItem",
     "build_channel",
     "channel_options",
     "channel_problems",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from pydantic import BaseModel
 
@@ -22,6 +22,14 @@ class ChannelResult:
     live: bool = False
     edit_link_title: str | None = None
     open_link_title: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FoundItem:
+    """An item a channel found in its target by the element's mark: the publication it names, and its id there."""
+
+    publication_id: int
+    external_id: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +58,9 @@ class Channel(Protocol):
     ``element_scoped``: ``True`` when the channel's remote item is the whole element rather than one publication
     (the Global Export protocol). The bridge then hands a publication that has no item of its own the external id
     of one of its siblings on that channel, so every worker, and every restart, finds the same remote item.
+
+    A channel whose items carry the element's mark in the target itself may also implement ``FindsItems``, so that
+    the item of a create whose answer was lost is retracted when the story is deleted.
     """
 
     name: str
@@ -69,6 +80,40 @@ class Channel(Protocol):
 
     async def aclose(self) -> None:
         """Release what the adapter holds (not the shared HTTP client, which the process owns)."""
+        ...
+
+
+@runtime_checkable
+class FindsItems(Protocol):
+    """Optional, beside ``Channel``: the channel finds its items of an element in the target, by the mark each
+    carries there (a title or a content marker), without the state store.
+
+    Why: a create whose answer was lost (a timeout after the target made the item) leaves an item the state store
+    has no delivery for. An update's retry finds it again by its mark (the adapter's upsert does that), but if the
+    story is deleted in Kordiam first, the engine only knows the deliveries it recorded, and the item would stay
+    (a scheduled newsletter about a deleted story would go out).
+
+    When: the sync engine calls ``find_items`` only for an element Kordiam answers as deleted (404), once per such
+    sync and channel, after the recorded deliveries were retracted; never on a create or an update. It then
+    ``delete``s every found item whose external id no delivery of the channel holds, and reports each as deleted.
+    An element whose publication merely left the channel is not searched: that would cost a search on every
+    update, and the state store does not say which publications were ever tried.
+
+    Contract: one search of the target (it may be bounded, as Mailchimp's 1,000 newest campaigns are), no
+    change to it. It returns the items that carry a mark of ``element_id`` and that ``delete`` would still change:
+    an item already retracted (trashed, a draft where retracting only unschedules) is left out, and so is one the
+    target can no longer retract (a newsletter sent), which the adapter logs as a warning instead.
+
+    Errors: as ``upsert`` and ``delete`` (``ChannelUnavailable``, ``ChannelRejected``). The engine reports either as
+    the channel's failure for the message (retried, dead-lettered on the last receive with the reason), and does
+    not mark the element deleted, so the search is repeated.
+
+    ``bridge.channels.guard.guarded`` keeps the capability, behind the channel's breaker and limits, exactly when
+    the adapter has it.
+    """
+
+    async def find_items(self, element_id: int) -> list[FoundItem]:
+        """The items in the target that carry a mark of ``element_id`` and that ``delete`` would still change."""
         ...
 
 

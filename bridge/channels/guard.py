@@ -17,7 +17,7 @@ from types import TracebackType
 
 import structlog
 
-from bridge.channels.base import Channel, ChannelResult
+from bridge.channels.base import Channel, ChannelResult, FindsItems, FoundItem
 from bridge.errors import ChannelUnavailable, PermanentError
 from bridge.kordiam.models import Element, Publication
 from bridge.ops import metrics
@@ -124,6 +124,7 @@ class GuardedChannel:
 
     Plus ``ChannelUnavailable`` when its breaker is open or a slot / rate token does not come within
     ``MAX_QUEUE_WAIT``. A ``PermanentError`` says nothing about the channel's health: it leaves the breaker alone.
+    Build it with ``guarded``, which keeps the adapter's optional ``FindsItems``.
     """
 
     def __init__(
@@ -185,6 +186,37 @@ class GuardedChannel:
             self.breaker.release_probe()  # cancelled
         if holds_slot and self._slots is not None:
             self._slots.release()
+
+
+class GuardedFinder(GuardedChannel):
+    """A ``GuardedChannel`` over an adapter that implements ``FindsItems`` (``guarded`` builds it only over one):
+    the search goes through the same breaker and limits as the writes."""
+
+    async def find_items(self, element_id: int) -> list[FoundItem]:
+        finder = self.inner
+        assert isinstance(finder, FindsItems)
+        async with _Guarded(self):
+            return await finder.find_items(element_id)
+
+
+def guarded(
+    channel: Channel,
+    *,
+    breaker_threshold: int = 5,
+    breaker_cooldown: float = 30.0,
+    max_in_flight: int | None = None,
+    rate_limit: float | None = None,
+) -> GuardedChannel:
+    """The channel behind its breaker and limits, keeping ``FindsItems`` exactly when the adapter implements it
+    (the engine asks ``isinstance`` whether a channel can search)."""
+    kind = GuardedFinder if isinstance(channel, FindsItems) else GuardedChannel
+    return kind(
+        channel,
+        breaker_threshold=breaker_threshold,
+        breaker_cooldown=breaker_cooldown,
+        max_in_flight=max_in_flight,
+        rate_limit=rate_limit,
+    )
 
 
 class _Guarded:

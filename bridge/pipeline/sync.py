@@ -17,7 +17,7 @@ from typing import Any
 
 import structlog
 
-from bridge.channels.base import ChannelResult
+from bridge.channels.base import Channel, ChannelResult, FindsItems
 from bridge.config import FeedbackSettings
 from bridge.errors import BridgeError, TransientError
 from bridge.kordiam.client import KordiamClient
@@ -101,6 +101,10 @@ class SyncEngine:
     settled without one, so it never waits behind other elements' syncs. Within a sync the routes run
     concurrently; one route's publications run in order, stopping at its first failure.
 
+    A deleted element (Kordiam answers 404) has every recorded delivery retracted; then each channel that can find
+    its items by the element's mark (``FindsItems``) is searched once, and what it finds without a delivery (a
+    create whose answer was lost) is retracted too. Nothing else searches a channel.
+
     Errors: ``sync`` returns a ``SyncReport`` when every stage succeeded and raises ``SyncFailed`` otherwise, with
     one ``Failure`` (stage, error) per failed stage; every other stage's work is recorded first, so a retry redoes
     only what failed. A failure of Kordiam or a channel, and a ``BridgeError`` of the state store, never escape
@@ -125,6 +129,10 @@ class SyncEngine:
         self._state = state
         self._feedback = feedback
         self._main = main_channel
+        self._channels: dict[str, Channel] = {route.name: route.channel for route in self._routes}
+        self._finders: dict[str, FindsItems] = {
+            route.name: route.channel for route in self._routes if isinstance(route.channel, FindsItems)
+        }
         self._locks = KeyedLock()
         self._fetched = fetched or FetchLedger()
         self._slots = slots
@@ -205,6 +213,7 @@ class SyncEngine:
         if element is None:
             report.deleted_element = True
             await self._retract(deliveries, keep=set(), report=report, held=held)
+            await self._retract_unrecorded(element_id, deliveries, report)
             if not report.failures:
                 lease.mark_on_release(ElementMark(element_id, None, None, deleted=True, fetched_at=fetch_started))
                 report.fetched = (fetch_started, local_start)
@@ -284,13 +293,12 @@ class SyncEngine:
         held: dict[tuple[str, int], Delivery],
     ) -> None:
         """Delete what channels hold for publications the element no longer has on their platforms."""
-        channels = {route.name: route.channel for route in self._routes}
         failed: set[str] = set()
         for delivery in deliveries:
             key = (delivery.channel, delivery.publication_id)
             if key in keep or delivery.channel in failed:
                 continue
-            channel = channels.get(delivery.channel)
+            channel = self._channels.get(delivery.channel)
             if channel is None:
                 log.warning(
                     "delivery_for_unknown_channel",
@@ -315,6 +323,47 @@ class SyncEngine:
             report.actions.append(
                 ChannelAction(delivery.channel, delivery.publication_id, Action.DELETED, delivery.external_id)
             )
+
+    async def _retract_unrecorded(self, element_id: int, deliveries: list[Delivery], report: SyncReport) -> None:
+        """Search each channel that can (``FindsItems``) for the deleted element's items, and retract those the
+        state store has no delivery for. A channel whose recorded retraction failed is left for the retry."""
+        failed = {failure.stage for failure in report.failures}
+        steps = [
+            self._retract_found(
+                name, finder, element_id, {d.external_id for d in deliveries if d.channel == name}, report
+            )
+            for name, finder in self._finders.items()
+            if name not in failed
+        ]
+        if steps:
+            await _concurrently(steps)
+
+    async def _retract_found(
+        self, name: str, finder: FindsItems, element_id: int, recorded: set[str], report: SyncReport
+    ) -> None:
+        channel = self._channels[name]
+        try:
+            for item in await finder.find_items(element_id):
+                if item.external_id in recorded:
+                    continue  # retracted (or kept, as its channel's delete mode says) as a recorded delivery
+                started = time.perf_counter()
+                try:
+                    await channel.delete(element_id, item.publication_id, item.external_id)
+                finally:
+                    metrics.CHANNEL_LATENCY.labels(name, "delete").observe(time.perf_counter() - started)
+                log.warning(
+                    "unrecorded_item_retracted",
+                    channel=name,
+                    element_id=element_id,
+                    publication_id=item.publication_id,
+                    external_id=item.external_id,
+                    hint="the element was deleted; this item carried its mark but no delivery was recorded for it "
+                    "(a create whose answer was lost)",
+                )
+                report.actions.append(ChannelAction(name, item.publication_id, Action.DELETED, item.external_id))
+        except Exception as error:
+            metrics.CHANNEL_ERRORS.labels(name, _kind(error)).inc()
+            report.failures.append(Failure(name, error))
 
     async def _write_feedback(
         self, element: Element, deliveries: dict[tuple[str, int], Delivery], report: SyncReport

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 from pydantic import SecretStr
 
-from bridge.channels.base import ChannelResult
+from bridge.channels.base import Channel, ChannelResult, FoundItem
 from bridge.config import FeedbackSettings
 from bridge.errors import BridgeError
 from bridge.kordiam.client import KordiamClient
@@ -229,10 +229,28 @@ class ScriptedChannel:
         return None
 
 
+class FindingChannel(ScriptedChannel):
+    """A ``ScriptedChannel`` that also implements ``FindsItems``: its item ids (``{name}-{element}-{publication}``)
+    are the mark, so a create whose answer was lost is an entry in ``items`` the state store has no row for.
+    ``fail_find`` is raised by every search while set; ``finds`` records the elements searched."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.finds: list[int] = []
+        self.fail_find: BridgeError | None = None
+
+    async def find_items(self, element_id: int) -> list[FoundItem]:
+        self.finds.append(element_id)
+        if self.fail_find is not None:
+            raise self.fail_find
+        prefix = f"{self.name}-{element_id}-"
+        return [FoundItem(int(item.removeprefix(prefix)), item) for item in self.items if item.startswith(prefix)]
+
+
 def sync_engine(
     kordiam: FakeKordiam,
     state: MemoryStateStore,
-    routes: Sequence[tuple[ScriptedChannel, int]],
+    routes: Sequence[tuple[Channel, int]],
     *,
     feedback: FeedbackSettings | None = None,
 ) -> SyncEngine:

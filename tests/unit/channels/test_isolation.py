@@ -11,11 +11,12 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from bridge.channels.base import ChannelResult
-from bridge.channels.guard import BreakerState, GuardedChannel
+from bridge.channels.base import ChannelResult, FindsItems
+from bridge.channels.guard import BreakerState, GuardedChannel, guarded
 from bridge.errors import ChannelRejected, ChannelUnavailable
 from bridge.kordiam.models import Element, Publication
 from bridge.ops.tracing import message_span, xray_to_traceparent
+from tests.unit.fakes import FindingChannel, ScriptedChannel
 
 ELEMENT = Element.model_validate({"id": 1, "publications": [{"id": 2, "platform": 3}]})
 
@@ -67,6 +68,21 @@ async def test_breaker_opens_fails_fast_probes_and_closes() -> None:
     inner.failing = False
     await upsert(guarded)
     assert guarded.breaker.state == BreakerState.CLOSED and inner.calls == 5
+
+
+async def test_guarded_keeps_the_search_exactly_when_the_adapter_has_it_behind_the_same_breaker() -> None:
+    assert not isinstance(guarded(ScriptedChannel("web")), FindsItems)
+    inner = FindingChannel("web")
+    inner.items["web-1-2"] = [2]
+    channel = guarded(inner, breaker_threshold=1, breaker_cooldown=10)
+    assert isinstance(channel, FindsItems)
+    assert [(item.publication_id, item.external_id) for item in await channel.find_items(1)] == [(2, "web-1-2")]
+    inner.fail_find = ChannelUnavailable("503")
+    with pytest.raises(ChannelUnavailable, match="503"):
+        await channel.find_items(1)
+    with pytest.raises(ChannelUnavailable, match="circuit open"):  # the search's failure opened the breaker
+        await channel.delete(1, 2, "web-1-2")
+    assert inner.finds == [1, 1] and inner.deletes == []
 
 
 async def test_permanent_errors_do_not_trip_the_breaker() -> None:

@@ -13,7 +13,15 @@ from bridge.pipeline.fate import is_transient
 from bridge.pipeline.notification import Notification
 from bridge.pipeline.sync import Action, StaleWrite, SyncEngine, SyncFailed
 from bridge.state.base import ElementBusy, ElementMark
-from tests.unit.fakes import FakeKordiam, MemoryStateStore, ScriptedChannel, element_body, publication, sync_engine
+from tests.unit.fakes import (
+    FakeKordiam,
+    FindingChannel,
+    MemoryStateStore,
+    ScriptedChannel,
+    element_body,
+    publication,
+    sync_engine,
+)
 
 WEB, PRINT = 99003, 99004
 
@@ -238,3 +246,59 @@ async def test_a_busy_lease_is_a_lease_failure(kordiam: FakeKordiam, state: Memo
         await sync_engine(kordiam, state, [(ScriptedChannel("web"), WEB)]).sync(Notification(1))
     (failure,) = raised.value.failures
     assert failure.stage == "lease" and isinstance(failure.error, ElementBusy)
+
+
+# --- a deleted element's items the state store has no delivery for (FindsItems) -----------------------------------
+
+
+async def test_a_deleted_elements_unrecorded_item_is_found_and_retracted_once_per_channel_that_can_search(
+    kordiam: FakeKordiam, state: MemoryStateStore
+) -> None:
+    web, paper = FindingChannel("web"), ScriptedChannel("print")
+    engine = sync_engine(kordiam, state, [(web, WEB), (paper, PRINT)])
+    kordiam.elements[1] = element_body(1, publication(11, WEB), publication(12, PRINT))
+    await engine.sync(Notification(1))
+    kordiam.elements[1] = element_body(1, publication(11, WEB), publication(12, PRINT), publication(13, WEB))
+    web.items["web-1-13"] = [13]  # publication 13's create was done, its answer lost: no row in the store
+    assert web.finds == [], "creates and updates never search"
+    del kordiam.elements[1]
+    report = await engine.sync(Notification(1))
+    assert web.finds == [1] and web.deletes == ["web-1-11", "web-1-13"] and web.items == {}
+    assert paper.deletes == ["print-1-12"]
+    assert [(a.channel, a.publication_id, a.action) for a in report.actions] == [
+        ("web", 11, Action.DELETED),
+        ("print", 12, Action.DELETED),
+        ("web", 13, Action.DELETED),
+    ]
+    assert state.rows == {} and state.marks[1].deleted
+
+
+async def test_a_failed_search_is_that_channels_failure_and_marks_nothing(
+    kordiam: FakeKordiam, state: MemoryStateStore
+) -> None:
+    web = FindingChannel("web")
+    engine = sync_engine(kordiam, state, [(web, WEB)])
+    web.items["web-1-11"] = [11]
+    web.fail_find = ChannelUnavailable("WordPress down", retry_after=7)
+    with pytest.raises(SyncFailed) as raised:
+        await engine.sync(Notification(1))  # never synced, and deleted
+    (failure,) = raised.value.failures
+    assert failure.stage == "web" and is_transient(failure.error)
+    assert web.items == {"web-1-11": [11]} and 1 not in state.marks
+    web.fail_find = None
+    await engine.sync(Notification(1))
+    assert web.items == {} and state.marks[1].deleted
+
+
+async def test_a_channel_whose_recorded_retraction_failed_is_not_searched(
+    kordiam: FakeKordiam, state: MemoryStateStore
+) -> None:
+    web = FindingChannel("web")
+    engine = sync_engine(kordiam, state, [(web, WEB)])
+    kordiam.elements[1] = element_body(1, publication(11, WEB))
+    await engine.sync(Notification(1))
+    del kordiam.elements[1]
+    web.fail = ChannelUnavailable("down")
+    with pytest.raises(SyncFailed):
+        await engine.sync(Notification(1))
+    assert web.finds == [], "the retry searches, once the recorded item is retracted"
