@@ -68,9 +68,12 @@ campaign's title ends with ``[Kordiam {element id}/{publication id}]``; before c
 audience's ``MARK_SEARCH`` (1,000) newest campaigns and carries on with the oldest that ends with that mark, as
 with a campaign it knew (scheduled: unscheduled, edited, scheduled again; sent: left alone). So a retry after a
 lost schedule answer does not schedule a second campaign: both would have been sent. It costs one list call per
-creation, never per update. An editor who renames the campaign gives that up.
+creation, never per update. An editor who renames the campaign gives that up. If the story is deleted in Kordiam
+before that retry, the bridge has no delivery to retract; so for a deleted element the channel lists the same
+campaigns once for marks of the element (``find_items``, the ``FindsItems`` capability) and the engine deletes
+what it finds as ``delete`` does. A campaign already sending or sent is left alone, with the same warning.
 
-Why one module of ~530 lines: about 65 are this mapping, for the operator; the rest is the options, the pure
+Why one module of ~600 lines: about 70 are this mapping, for the operator; the rest is the options, the pure
 campaign mapping and one adapter class whose steps (read, unschedule, edit, schedule) share its state.
 """
 
@@ -85,7 +88,7 @@ from typing import Any, Literal
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator
 
-from bridge.channels.base import Channel, ChannelContext, ChannelResult
+from bridge.channels.base import Channel, ChannelContext, ChannelResult, FoundItem
 from bridge.channels.http_errors import http_error, response_json, unreachable
 from bridge.channels.text import HtmlPolicy, plain_text, sanitize_html, without_surrogates
 from bridge.config import ChannelSettings, ChannelTimeout, http_url
@@ -280,8 +283,10 @@ class MailchimpChannel:
     Upsert reads the campaign first: gone (404) → created again; scheduled → unscheduled, edited, scheduled again;
     already sent → left alone (``sent_edits``). Before creating, it looks for the campaign carrying the
     publication's ``[Kordiam e/p]`` title mark, so a create (or a schedule) whose answer was lost is not repeated.
-    Delete of a missing or sent campaign is done. Raises ``ChannelRejected`` (401/403 naming ``api_key``, other
-    4xx with Mailchimp's detail) and ``ChannelUnavailable`` (408/409/425/429, 5xx, unreachable).
+    Delete of a missing or sent campaign is done. ``find_items`` (``FindsItems``) lists the campaigns carrying a
+    mark of a deleted element, so one whose answer was lost is deleted too. Raises ``ChannelRejected`` (401/403
+    naming ``api_key``, other 4xx with Mailchimp's detail) and ``ChannelUnavailable`` (408/409/425/429, 5xx,
+    unreachable).
     """
 
     element_scoped = False
@@ -375,6 +380,33 @@ class MailchimpChannel:
     async def aclose(self) -> None:
         self._sender = None
 
+    # --- FindsItems ---
+
+    async def find_items(self, element_id: int) -> list[FoundItem]:
+        """The campaigns, among the audience's ``MARK_SEARCH`` newest, whose title carries a mark of ``element_id``
+        and that ``delete`` would still change. A sent one cannot be recalled: it is logged and left out."""
+        action = f"looking for the campaigns of deleted element {element_id}"
+        mark = re.compile(rf"\[Kordiam {element_id}/([0-9]+)\]$")
+        found = []
+        for title, item in await self._titled_campaigns(action):
+            marked = mark.search(title)
+            if marked is None:
+                continue
+            campaign = self._campaign_of(item, action)
+            if campaign.status in SENT_STATES:
+                log.warning(
+                    "mailchimp.sent_campaign_kept",
+                    channel=self.name,
+                    campaign=campaign.id,
+                    status=campaign.status,
+                    send_time=campaign.send_time,
+                    element=element_id,
+                    hint="the story was deleted in Kordiam, but its newsletter went out already; it cannot be recalled",
+                )
+            elif self.options.delete_mode == "delete" or campaign.status == "schedule":
+                found.append(FoundItem(int(marked[1]), campaign.id))
+        return found
+
     # --- steps ---
 
     def _already_sent(self, campaign: _Campaign) -> ChannelResult:
@@ -439,6 +471,16 @@ class MailchimpChannel:
     async def _marked_campaign(self, mark: str) -> _Campaign | None:
         """The oldest of the audience's ``MARK_SEARCH`` newest campaigns whose title ends with ``mark``, if any."""
         action = "looking for a campaign made before"
+        found = [item for title, item in await self._titled_campaigns(action) if title.endswith(mark)]
+        if not found:
+            return None
+        if len(found) > 1:
+            ids = [item.get("id") for item in reversed(found)]
+            log.warning("mailchimp.duplicate_campaigns", channel=self.name, campaigns=ids, kept=ids[0])
+        return self._campaign_of(found[-1], action)
+
+    async def _titled_campaigns(self, action: str) -> list[tuple[str, dict[str, Any]]]:
+        """The audience's ``MARK_SEARCH`` newest campaigns, newest first, each with its title (one list call)."""
         fields = [f"campaigns.{name}" for name in (*CAMPAIGN_FIELDS.split(","), "settings.title")]
         params = {
             "list_id": self.options.list_id,
@@ -449,19 +491,11 @@ class MailchimpChannel:
         }
         listed = self._json_object(await self._request("GET", "/campaigns", action, params=params), action)
         items = listed.get("campaigns")
-        found = [
-            item
+        return [
+            (str(item["settings"].get("title") or ""), item)
             for item in (items if isinstance(items, list) else [])
-            if isinstance(item, dict)
-            and isinstance(item.get("settings"), dict)
-            and str(item["settings"].get("title") or "").endswith(mark)
+            if isinstance(item, dict) and isinstance(item.get("settings"), dict)
         ]
-        if not found:
-            return None
-        if len(found) > 1:
-            ids = [item.get("id") for item in reversed(found)]
-            log.warning("mailchimp.duplicate_campaigns", channel=self.name, campaigns=ids, kept=ids[0])
-        return self._campaign_of(found[-1], action)
 
     async def _create(self, body: dict[str, Any]) -> _Campaign:
         action = "creating a campaign"

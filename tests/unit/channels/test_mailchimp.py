@@ -10,9 +10,11 @@ from typing import Any
 import httpx
 import pytest
 from pydantic import ValidationError
+from structlog.testing import capture_logs
 
 from bridge.channels.mailchimp import (
     DEFAULT_FOOTER,
+    MailchimpChannel,
     MailchimpOptions,
     mailchimp_time,
     map_campaign,
@@ -23,7 +25,12 @@ from bridge.channels.mailchimp import (
 )
 from bridge.channels.text import plain_text
 from bridge.kordiam.models import Element
-from tests.support import story
+from bridge.pipeline.handler import MessageHandler
+from bridge.queue.outcome import Done, Retry
+from bridge.queue.transport import QueueMessage
+from tests.servers.mailchimp import Fault, create_app, default_state
+from tests.support import http_answering, story
+from tests.unit.fakes import FakeKordiam, MemoryStateStore, sync_engine
 
 FIXTURES = Path(__file__).parents[2] / "fixtures"
 UTC = dt.UTC
@@ -246,3 +253,158 @@ def test_problem_summary_keeps_detail_and_field_errors() -> None:
         "settings.reply_to: This value should be a valid email.; instance 8cf2c011"
     )
     assert problem_summary(httpx.Response(502, text="<html>bad gateway</html>")) == "Bad Gateway"
+
+
+# --- a story deleted in Kordiam before the retry of a lost step (the engine over the test server, in process) -----
+
+
+class InProcessMailchimp:
+    """``tests/servers/mailchimp.py`` answered in process; ``lose`` names path endings whose next answer is lost
+    after the server acted on the request (a timeout after Mailchimp did it)."""
+
+    def __init__(self) -> None:
+        self.state = default_state()
+        self.lose: set[str] = set()
+        self._app = httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(self.state)))
+
+    async def answer(self, request: httpx.Request) -> httpx.Response:
+        response = await self._app.send(request)
+        lost = next((end for end in self.lose if request.url.path.endswith(end)), None)
+        if lost is not None:
+            self.lose.discard(lost)
+            raise httpx.ReadTimeout("no answer within 10 s", request=request)
+        return response
+
+    def channel(self, **options: Any) -> MailchimpChannel:
+        values = {"api_key": "test-key-us21", "list_id": "list1", "base_url": "http://mailchimp.test/3.0", **options}
+        return MailchimpChannel("newsletter", MailchimpOptions.model_validate(values), http_answering(self.answer))
+
+    def listings(self) -> int:
+        return sum(1 for r in self.state.requests if (r["method"], r["path"]) == ("GET", "/3.0/campaigns"))
+
+
+NEWSLETTER = 99005
+
+
+def newsletter_story(element_id: int = 4711) -> dict[str, Any]:
+    """A story with one newsletter publication planned two days ahead."""
+    when = dt.datetime.now(UTC) + dt.timedelta(days=2)
+    body = story("Council approves budget", platforms=(NEWSLETTER,))
+    body["id"] = element_id
+    body["tasks"][0]["id"] = 31
+    body["publications"][0]["id"] = 813
+    body["publications"][0]["schedule"] = {
+        "kind": "single",
+        "date": when.date().isoformat(),
+        "timing": {"type": "time", "time": "19:30"},
+    }
+    return body
+
+
+def queue_message(element_id: int = 4711, receive_count: int = 1) -> QueueMessage:
+    body = json.dumps({"id": element_id})
+    return QueueMessage(
+        message_id="m1",
+        receipt_handle="r1",
+        body=body,
+        attributes={},
+        receive_count=receive_count,
+        sent_at=None,
+        group_id=None,
+    )
+
+
+async def scheduled_but_answer_lost(
+    mailchimp: InProcessMailchimp, **options: Any
+) -> tuple[MessageHandler, FakeKordiam, MemoryStateStore]:
+    """The story's first sync: Mailchimp scheduled the campaign, but the answer was lost, so the message is to be
+    retried and the state store holds no delivery for it."""
+    kordiam, state = FakeKordiam(), MemoryStateStore()
+    kordiam.elements[4711] = newsletter_story()
+    channel = mailchimp.channel(from_name="The Daily", reply_to="desk@example.org", **options)
+    handler = MessageHandler(sync_engine(kordiam, state, [(channel, NEWSLETTER)]), tracing=False)
+    mailchimp.lose.add("/actions/schedule")
+    assert isinstance(await handler(queue_message()), Retry)
+    assert [c["status"] for c in mailchimp.state.campaigns.values()] == ["schedule"]
+    assert state.rows == {}
+    return handler, kordiam, state
+
+
+async def test_a_deleted_storys_campaign_whose_schedule_answer_was_lost_is_deleted() -> None:
+    mailchimp = InProcessMailchimp()
+    handler, kordiam, state = await scheduled_but_answer_lost(mailchimp)
+    (campaign,) = mailchimp.state.campaigns
+    del kordiam.elements[4711]  # deleted in Kordiam before the queue's retry
+    listed = mailchimp.listings()
+    with capture_logs() as logs:
+        outcome = await handler(queue_message(receive_count=2))
+    assert isinstance(outcome, Done)
+    assert mailchimp.state.campaigns == {}, "a newsletter about a deleted story would go out"
+    assert mailchimp.listings() - listed == 1, "one search for the deleted element"
+    (done,) = [entry for entry in logs if entry["event"] == "done"]
+    assert done["channels"] == {"newsletter/813": "deleted"}
+    (retracted,) = [entry for entry in logs if entry["event"] == "unrecorded_item_retracted"]
+    assert (retracted["channel"], retracted["publication_id"], retracted["external_id"]) == (
+        "newsletter",
+        813,
+        campaign,
+    )
+    assert state.marks[4711].deleted
+
+
+async def test_a_deleted_storys_lost_campaign_already_sent_is_kept_with_a_warning() -> None:
+    mailchimp = InProcessMailchimp()
+    handler, kordiam, _ = await scheduled_but_answer_lost(mailchimp)
+    (campaign,) = mailchimp.state.campaigns.values()
+    campaign["status"], campaign["send_time"] = "sent", "2026-11-23T19:30:00+00:00"  # Mailchimp sent it meanwhile
+    del kordiam.elements[4711]
+    with capture_logs() as logs:
+        outcome = await handler(queue_message(receive_count=2))
+    assert isinstance(outcome, Done)
+    assert mailchimp.state.campaigns[campaign["id"]]["status"] == "sent"
+    kept = [entry for entry in logs if entry["event"] == "mailchimp.sent_campaign_kept"]
+    assert len(kept) == 1 and kept[0]["log_level"] == "warning" and kept[0]["campaign"] == campaign["id"]
+    assert not any(request["method"] == "DELETE" for request in mailchimp.state.requests)
+
+
+async def test_a_failed_search_for_a_deleted_storys_campaign_is_retried() -> None:
+    mailchimp = InProcessMailchimp()
+    handler, kordiam, state = await scheduled_but_answer_lost(mailchimp)
+    del kordiam.elements[4711]
+    mailchimp.state.faults.append(Fault(status=503, count=1))
+    outcome = await handler(queue_message(receive_count=2))
+    assert isinstance(outcome, Retry) and outcome.stage == "newsletter"
+    assert "HTTP 503" in outcome.reason and outcome.error_class == "ChannelUnavailable"
+    assert 4711 not in state.marks, "a failed retraction marks nothing"
+    assert isinstance(await handler(queue_message(receive_count=3)), Done)
+    assert mailchimp.state.campaigns == {}
+
+
+async def test_delete_mode_unschedule_only_unschedules_a_deleted_storys_lost_campaign() -> None:
+    mailchimp = InProcessMailchimp()
+    handler, kordiam, _ = await scheduled_but_answer_lost(mailchimp, delete_mode="unschedule")
+    del kordiam.elements[4711]
+    assert isinstance(await handler(queue_message(receive_count=2)), Done)
+    assert [c["status"] for c in mailchimp.state.campaigns.values()] == ["save"]
+    # The draft is what this mode leaves: a later look at the deleted element finds nothing more to retract.
+    with capture_logs() as logs:
+        assert isinstance(await handler(queue_message(receive_count=1)), Done)
+    assert not [entry for entry in logs if entry["event"] == "unrecorded_item_retracted"]
+
+
+async def test_an_update_never_searches_and_a_recorded_campaign_is_deleted_once() -> None:
+    mailchimp = InProcessMailchimp()
+    kordiam, state = FakeKordiam(), MemoryStateStore()
+    kordiam.elements[4711] = newsletter_story()
+    channel = mailchimp.channel(from_name="The Daily", reply_to="desk@example.org")
+    handler = MessageHandler(sync_engine(kordiam, state, [(channel, NEWSLETTER)]), tracing=False)
+    assert isinstance(await handler(queue_message()), Done)
+    kordiam.elements[4711]["title"] = "Budget: the vote"
+    listed = mailchimp.listings()
+    assert isinstance(await handler(queue_message()), Done)
+    assert mailchimp.listings() == listed, "an update with a recorded campaign searches nothing"
+    del kordiam.elements[4711]
+    with capture_logs() as logs:
+        assert isinstance(await handler(queue_message()), Done)
+    assert mailchimp.state.campaigns == {}
+    assert not [entry for entry in logs if entry["event"] == "unrecorded_item_retracted"]
