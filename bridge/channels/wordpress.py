@@ -76,8 +76,11 @@ names the publication, ``<!-- kordiam-{element id}-{publication id} -->`` (invis
 text gets the comment alone). Before creating a post, the adapter searches the post type for that word (``status
 = any``, so drafts and scheduled posts too) and updates the oldest post that carries it instead. It costs one
 search per creation, never per update. An editor who removes the comment, or trashes the post, gives that up.
+If the story is deleted in Kordiam before that retry, the bridge has no delivery to retract; so for a deleted
+element the channel searches once for ``kordiam-{element id}-`` (``find_items``, the ``FindsItems`` capability)
+and the engine deletes every post carrying one of the element's markers as ``delete`` does.
 
-Why one module of ~680 lines: about 80 are this mapping, for the operator; the rest is one adapter class whose
+Why one module of ~730 lines: about 85 are this mapping, for the operator; the rest is one adapter class whose
 parts (REST route discovery, category and author look-ups with their caches, the marker search) share its state.
 Options and the pure mapping would split off cleanly, but each is small and read together with the adapter.
 """
@@ -86,6 +89,7 @@ from __future__ import annotations
 
 import asyncio
 import html
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -95,7 +99,7 @@ from typing import Annotated, Any, Literal, TypeVar
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-from bridge.channels.base import Channel, ChannelContext, ChannelResult
+from bridge.channels.base import Channel, ChannelContext, ChannelResult, FoundItem
 from bridge.channels.http_errors import http_error, unreachable
 from bridge.channels.text import HtmlPolicy, sanitize_html, strip_tags
 from bridge.config import ChannelSettings, ChannelTimeout, Int, NotBoolean, http_url, secret_not_empty
@@ -282,9 +286,10 @@ class WordPressChannel:
 
     Upsert updates the post it names (a post deleted there, 404, is created again); before creating, it looks for
     the post carrying the publication's ``<!-- kordiam-e-p -->`` marker, so a create whose answer was lost is not
-    repeated. Delete trashes (or force-deletes) the post; 404/410 is done. Raises ``ChannelRejected`` (401/403
-    and other 4xx with WordPress's code, an answer that is not JSON) and ``ChannelUnavailable`` (408/409/425/429,
-    5xx, unreachable).
+    repeated. Delete trashes (or force-deletes) the post; 404/410 is done. ``find_items`` (``FindsItems``)
+    searches for a deleted element's markers, so a post whose creation answer was lost is deleted too. Raises
+    ``ChannelRejected`` (401/403 and other 4xx with WordPress's code, an answer that is not JSON) and
+    ``ChannelUnavailable`` (408/409/425/429, 5xx, unreachable).
     """
 
     element_scoped = False
@@ -363,15 +368,23 @@ class WordPressChannel:
 
     async def _marked_post(self, route: _Route, marker: str) -> int | None:
         """The oldest post (any status but trash) whose content carries ``marker``, if any."""
-        action = "looking for a post made before"
+        posts = await self._posts_with(route, marker_token(marker), "looking for a post made before", per_page=20)
+        found = [post_id for post_id, raw in posts if marker in raw]
+        if len(found) > 1:
+            log.warning("wordpress.duplicate_posts", channel=self.name, posts=found, kept=found[0])
+        return found[0] if found else None
+
+    async def _posts_with(self, route: _Route, word: str, action: str, *, per_page: int) -> list[tuple[int, str]]:
+        """``(id, raw content)`` of the posts (any status but trash) WordPress's search finds for ``word``, oldest
+        first; one request. The search matches parts of words in title, excerpt and content: the caller checks."""
         params = {
-            "search": marker_token(marker),
+            "search": word,
             "status": "any",
             "context": "edit",
             "_fields": "id,content",
             "orderby": "id",
             "order": "asc",
-            "per_page": "20",
+            "per_page": str(per_page),
         }
         response = await self._call(route, "GET", "", action, params)
         if not response.is_success:
@@ -384,17 +397,11 @@ class WordPressChannel:
                 )
             raise self._error(response, action)
         posts = self._json(response, action)
-        found = [
-            post["id"]
+        return [
+            (post["id"], str(post["content"].get("raw", "")))
             for post in (posts if isinstance(posts, list) else [])
-            if isinstance(post, dict)
-            and isinstance(post.get("id"), int)
-            and isinstance(post.get("content"), dict)
-            and marker in str(post["content"].get("raw", ""))
+            if isinstance(post, dict) and isinstance(post.get("id"), int) and isinstance(post.get("content"), dict)
         ]
-        if len(found) > 1:
-            log.warning("wordpress.duplicate_posts", channel=self.name, posts=found, kept=found[0])
-        return found[0] if found else None
 
     async def delete(self, element_id: int, publication_id: int, external_id: str) -> None:
         post_id = _post_id(external_id)
@@ -415,6 +422,19 @@ class WordPressChannel:
                 'set delete_mode = "force" to delete for good'
             )
         raise self._error(response, action)
+
+    async def find_items(self, element_id: int) -> list[FoundItem]:
+        """The posts (any status but trash: a trashed post is retracted already) whose content carries a
+        publication marker of ``element_id``; one search, of at most 100 posts."""
+        route = await self._resolve_route()
+        action = f"looking for the posts of deleted element {element_id}"
+        markers = element_markers(element_id)
+        found = []
+        for post_id, raw in await self._posts_with(route, element_token(element_id), action, per_page=100):
+            marked = markers.search(raw)
+            if marked is not None:
+                found.append(FoundItem(int(marked[1]), str(post_id)))
+        return found
 
     async def aclose(self) -> None:
         self._categories.clear()
@@ -669,6 +689,16 @@ def _default_rest_base(post_type: str) -> str:
 def publication_marker(element_id: int, publication_id: int) -> str:
     """The HTML comment at the end of each post's content that names its Kordiam publication (see upsert)."""
     return f"<!-- kordiam-{element_id}-{publication_id} -->"
+
+
+def element_token(element_id: int) -> str:
+    """The start of the searchable word of every marker of the element's publications (see ``marker_token``)."""
+    return f"kordiam-{element_id}-"
+
+
+def element_markers(element_id: int) -> re.Pattern[str]:
+    """A publication marker of the element; its group is the publication id."""
+    return re.compile(rf"<!-- kordiam-{element_id}-([0-9]+) -->")
 
 
 def marker_token(marker: str) -> str:

@@ -29,7 +29,11 @@ from bridge.channels.wordpress import (
 )
 from bridge.errors import ChannelRejected, ChannelUnavailable
 from bridge.kordiam.models import Element, Ref
+from bridge.pipeline.handler import MessageHandler
+from bridge.queue.outcome import Done, Retry
+from bridge.queue.transport import QueueMessage
 from tests.support import http_answering
+from tests.unit.fakes import FakeKordiam, MemoryStateStore, sync_engine
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 FUTURE = NOW + timedelta(hours=3)
@@ -593,3 +597,144 @@ async def test_author_lookup_forbidden_falls_back_to_default() -> None:
     assert await wp._author_for("b@example.org") == 9
     assert await wp._author_for(None) == 9
     assert sum(path.endswith("/users") for path in calls) == 1
+
+
+# --- a story deleted in Kordiam before the retry of a lost create (the engine over an in-process WordPress) -------
+
+
+class InProcessWordPress:
+    """Just enough of WordPress's posts endpoint, in memory: create, update, search (``status=any``: every status
+    but trash; a LIKE on the content), trash and force-delete. ``lose_create`` loses the next creation's answer
+    after WordPress made the post; ``fail_search`` answers the next search with that status."""
+
+    def __init__(self) -> None:
+        self.posts: dict[int, dict[str, Any]] = {}
+        self.searches: list[str] = []
+        self.lose_create = False
+        self.fail_search: int | None = None
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        if (answer := set_up_reads(request)) is not None:
+            return answer
+        path, params = request.url.path, request.url.params
+        if request.method == "GET" and path.endswith("/posts"):
+            self.searches.append(params["search"])
+            if self.fail_search is not None:
+                status, self.fail_search = self.fail_search, None
+                return wp_error(status, "internal_server_error", "down")
+            found = [
+                {"id": post_id, "content": {"raw": post["content"]}}
+                for post_id, post in sorted(self.posts.items())
+                if post["status"] != "trash" and params["search"] in post["content"]
+            ]
+            return httpx.Response(200, json=found)
+        if request.method == "POST" and path.endswith("/posts"):
+            post_id = max(self.posts, default=100) + 1
+            self.posts[post_id] = dict(json.loads(request.content))
+            if self.lose_create:
+                self.lose_create = False
+                raise httpx.ReadTimeout("no answer within 10 s", request=request)
+            return post_answer(post_id, self.posts[post_id]["status"])
+        post_id = int(path.rsplit("/", 1)[1])
+        if post_id not in self.posts:
+            return wp_error(404, "rest_post_invalid_id", "Invalid post ID.")
+        if request.method == "DELETE" and params.get("force") == "true":
+            del self.posts[post_id]
+            return httpx.Response(200, json={"deleted": True})
+        if request.method == "DELETE":
+            if self.posts[post_id]["status"] == "trash":
+                return wp_error(410, "rest_already_trashed", "The post has already been moved to the Trash.")
+            self.posts[post_id]["status"] = "trash"
+            return post_answer(post_id, "trash")
+        self.posts[post_id].update(json.loads(request.content))
+        return post_answer(post_id, self.posts[post_id]["status"])
+
+
+def kordiam_story(element_id: int = 1001, *publication_ids: int) -> dict[str, Any]:
+    """Element ``element_id`` with one website publication (platform 1) per id, each linked to its text task."""
+    return {
+        "id": element_id,
+        "title": "Budget",
+        "slug": "budget",
+        "tasks": [{"id": 5001, "format": {"id": 1, "name": "Text"}, "content": {"text": "<p>Body</p>"}}],
+        "publications": [
+            {"id": pid, "platform": {"id": 1}, "assignedTaskIds": [5001]} for pid in publication_ids or (7001,)
+        ],
+    }
+
+
+def queue_message(element_id: int = 1001, receive_count: int = 1) -> QueueMessage:
+    body = json.dumps({"id": element_id})
+    return QueueMessage(
+        message_id="m1",
+        receipt_handle="r1",
+        body=body,
+        attributes={},
+        receive_count=receive_count,
+        sent_at=None,
+        group_id=None,
+    )
+
+
+async def created_but_answer_lost(
+    wordpress: InProcessWordPress, **overrides: Any
+) -> tuple[MessageHandler, FakeKordiam, MemoryStateStore]:
+    """The story's first sync: WordPress made the post, but its answer was lost, so the message is to be retried
+    and the state store holds no delivery for it."""
+    kordiam, state = FakeKordiam(), MemoryStateStore()
+    kordiam.elements[1001] = kordiam_story()
+    handler = MessageHandler(sync_engine(kordiam, state, [(channel(wordpress, **overrides), 1)]), tracing=False)
+    wordpress.lose_create = True
+    assert isinstance(await handler(queue_message()), Retry)
+    assert list(wordpress.posts) == [101] and state.rows == {}
+    return handler, kordiam, state
+
+
+async def test_a_deleted_storys_post_whose_creation_answer_was_lost_is_trashed() -> None:
+    wordpress = InProcessWordPress()
+    handler, kordiam, state = await created_but_answer_lost(wordpress)
+    # Another element's posts, one of them with a longer id that starts with the same digits, are not touched.
+    wordpress.posts[200] = {"status": "publish", "content": "<p>x</p><!-- kordiam-10011-7001 -->"}
+    wordpress.posts[201] = {"status": "publish", "content": "<p>mentions kordiam-1001-7001 but carries no marker</p>"}
+    del kordiam.elements[1001]
+    searches = len(wordpress.searches)
+    with capture_logs() as logs:
+        outcome = await handler(queue_message(receive_count=2))
+    assert isinstance(outcome, Done)
+    assert wordpress.posts[101]["status"] == "trash", "the post of a deleted story would stay published"
+    assert wordpress.posts[200]["status"] == wordpress.posts[201]["status"] == "publish"
+    assert wordpress.searches[searches:] == ["kordiam-1001-"], "one search for the deleted element"
+    (retracted,) = [entry for entry in logs if entry["event"] == "unrecorded_item_retracted"]
+    assert (retracted["channel"], retracted["publication_id"], retracted["external_id"]) == ("web", 7001, "101")
+    assert state.marks[1001].deleted
+
+
+async def test_a_failed_search_for_a_deleted_storys_post_is_retried() -> None:
+    wordpress = InProcessWordPress()
+    handler, kordiam, _ = await created_but_answer_lost(wordpress)
+    del kordiam.elements[1001]
+    wordpress.fail_search = 503
+    outcome = await handler(queue_message(receive_count=2))
+    assert isinstance(outcome, Retry) and outcome.stage == "web" and "HTTP 503" in outcome.reason
+    assert wordpress.posts[101]["status"] == "draft"
+    assert isinstance(await handler(queue_message(receive_count=3)), Done)
+    assert wordpress.posts[101]["status"] == "trash"
+
+
+async def test_a_deleted_storys_recorded_post_is_deleted_once_and_force_mode_deletes_for_good() -> None:
+    wordpress = InProcessWordPress()
+    kordiam, state = FakeKordiam(), MemoryStateStore()
+    kordiam.elements[1001] = kordiam_story(1001, 7001, 7002)
+    handler = MessageHandler(sync_engine(kordiam, state, [(channel(wordpress, delete_mode="force"), 1)]), tracing=False)
+    assert isinstance(await handler(queue_message()), Done)
+    assert len(wordpress.searches) == 2, "one search per creation"
+    kordiam.elements[1001]["title"] = "Budget: the vote"
+    assert isinstance(await handler(queue_message()), Done)
+    assert len(wordpress.searches) == 2, "an update searches nothing"
+    del state.rows[(1001, "web", 7002)]  # its record lost, as with a create whose answer was lost
+    del kordiam.elements[1001]
+    with capture_logs() as logs:
+        assert isinstance(await handler(queue_message()), Done)
+    assert wordpress.posts == {}
+    retracted = [entry for entry in logs if entry["event"] == "unrecorded_item_retracted"]
+    assert [(entry["publication_id"], entry["external_id"]) for entry in retracted] == [(7002, "102")]
