@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import socket
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -13,12 +14,13 @@ import pytest
 
 from bridge.channels import ChannelContext
 from bridge.channels.mailchimp import MailchimpChannel, MailchimpOptions, create, quarter_hour_ceil
-from bridge.config import ChannelSettings
+from bridge.config import ChannelSettings, Settings
 from bridge.errors import ChannelRejected, ChannelUnavailable
 from bridge.http import HttpClient, HttpRequest, HttpResponse, HttpTimeout
 from bridge.kordiam.models import Element
+from bridge.simulator import RunningSimulator
 from tests.servers.mailchimp import RunningMailchimp
-from tests.support import story
+from tests.support import SimulatorAdmin, SqsEndpoint, drain, eventually, queue_settled, running_worker, story
 
 pytestmark = pytest.mark.integration
 
@@ -227,6 +229,73 @@ async def test_a_retry_after_a_lost_step_makes_no_second_campaign(
     assert list(held) == [result.external_id]
     assert held[result.external_id]["status"] == "schedule"
     assert held[result.external_id]["content"]["html"]
+
+
+async def test_a_story_deleted_before_the_retry_of_a_lost_schedule_loses_its_campaign(
+    server: RunningMailchimp,
+    mailchimp_admin: httpx.AsyncClient,
+    sqs_endpoint: SqsEndpoint,
+    queues: tuple[str, str],
+    simulator: RunningSimulator,
+    admin: SimulatorAdmin,
+    tmp_path: Path,
+) -> None:
+    """The whole worker over real connections: Mailchimp schedules the campaign, but its answer comes after the
+    channel's timeout, so the bridge records nothing; the story is deleted in Kordiam before the queue's retry.
+    The deletion's sync finds the campaign by its mark and deletes it: no newsletter about a deleted story."""
+    settings = Settings(
+        queue={
+            "url": queues[0],
+            "endpoint_url": sqs_endpoint.url,
+            "concurrency": 4,
+            "wait_time_seconds": 1,
+            "visibility_timeout": 20,
+            # The failed message comes back no sooner than 4 s later: after the deletion's notification.
+            "retry_base_seconds": 8,
+            "retry_max_seconds": 8,
+        },
+        kordiam={"base_url": simulator.base_url, "client_id": "demo-client", "client_secret": "demo-secret"},
+        state={"url": f"sqlite:///{tmp_path / 'state.db'}"},
+        channels=[
+            {
+                "name": "newsletter",
+                "type": "mailchimp",
+                "platforms": [99005],
+                "api_key": KEY,
+                "list_id": LIST,
+                "base_url": server.base_url,
+                "from_name": "The Daily",
+                "reply_to": "news@example.org",
+                "timeout": 1,
+            }
+        ],
+        ops={"port": 0},
+    )
+    body = story("Deleted before the retry", platforms=(99005,))
+    when = future()
+    body["publications"][0]["schedule"] = {
+        "kind": "single",
+        "date": when.date().isoformat(),
+        "timing": {"type": "time", "time": when.strftime("%H:%M")},
+    }
+    (await mailchimp_admin.post("/faults", json={"delay": 3, "path": "/actions/schedule"})).raise_for_status()
+
+    async with running_worker(settings):
+        element_id = (await admin.create(body))["id"]
+
+        async def scheduled() -> bool:
+            return [c["status"] for c in (await campaigns(mailchimp_admin)).values()] == ["schedule"]
+
+        await eventually(scheduled, timeout=30, what="the campaign scheduled (its answer held past the timeout)")
+        await admin.delete(element_id)
+
+        async def gone() -> bool:
+            return await campaigns(mailchimp_admin) == {}
+
+        await eventually(gone, timeout=30, what="the deleted story's campaign unscheduled and deleted")
+        await eventually(lambda: queue_settled(sqs_endpoint.url, queues[0]), timeout=30, what="the queue settled")
+    assert await campaigns(mailchimp_admin) == {}
+    assert drain(sqs_endpoint.url, queues[1]) == []
 
 
 async def test_delete_mode_unschedule_keeps_a_draft(

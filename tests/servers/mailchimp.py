@@ -14,7 +14,9 @@ style. The rules that matter to the adapter are enforced:
 
 State lives in memory. ``/_admin`` (no auth) shows it and changes it for tests: ``GET /_admin/campaigns``,
 ``GET /_admin/requests``, ``POST /_admin/campaigns/{id}/send`` (Mailchimp sends it now), ``POST /_admin/faults``
-(``{"status": 429, "count": 1, "retry_after": 2}``: the next requests fail like that), ``POST /_admin/reset``.
+(``{"status": 429, "count": 1, "retry_after": 2}``: the next requests fail like that; ``{"delay": 3, "path":
+"/actions/schedule"}``: the next such request is carried out and its answer held 3 s, lost to a client that gives
+up sooner; ``path``, an end of the request path, limits any fault to those requests), ``POST /_admin/reset``.
 
 Run it by hand: ``python -m tests.servers.mailchimp --port 8710`` (key ``test-key-us21``, audience ``list1``).
 """
@@ -22,6 +24,7 @@ Run it by hand: ``python -m tests.servers.mailchimp --port 8710`` (key ``test-ke
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
 import binascii
 import datetime as dt
@@ -79,9 +82,14 @@ def iso(moment: dt.datetime) -> str:
 
 @dataclass
 class Fault:
+    """The next ``count`` requests (whose path ends with ``path``, if given) fail with ``status``, or, with
+    ``delay``, are carried out and answered only after ``delay`` seconds."""
+
     status: int
     count: int
     retry_after: float | None = None
+    delay: float | None = None
+    path: str | None = None
 
 
 @dataclass
@@ -132,11 +140,15 @@ def create_app(state: MailchimpState) -> Starlette:
                     "Your API key may be invalid, or you've attempted to access the wrong datacenter.",
                 )
             with state.lock:
-                fault = state.faults[0] if state.faults else None
+                fault = next((f for f in state.faults if f.path is None or request.url.path.endswith(f.path)), None)
                 if fault is not None:
                     fault.count -= 1
                     if fault.count <= 0:
-                        state.faults.pop(0)
+                        state.faults.remove(fault)
+            if fault is not None and fault.delay is not None:
+                held: Response = await handler(request)
+                await asyncio.sleep(fault.delay)
+                return held
             if fault is not None:
                 response = problem(
                     fault.status,
@@ -380,7 +392,13 @@ def create_app(state: MailchimpState) -> Starlette:
         body = await request.json()
         with state.lock:
             state.faults.append(
-                Fault(status=int(body["status"]), count=int(body.get("count", 1)), retry_after=body.get("retry_after"))
+                Fault(
+                    status=int(body.get("status", 200)),
+                    count=int(body.get("count", 1)),
+                    retry_after=body.get("retry_after"),
+                    delay=body.get("delay"),
+                    path=body.get("path"),
+                )
             )
         return Response(status_code=204)
 
