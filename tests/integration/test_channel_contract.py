@@ -5,7 +5,8 @@ repeated with the external id it returned updates the one item; a delete of an i
 longer there) is done; a target that does not answer is ``ChannelUnavailable`` (retried); refused credentials
 are ``ChannelRejected`` (not retried). Every channel is built through the registry (``build_channel``), as the
 worker builds it. Adapters whose remote item is found again after a lost answer (a deterministic name, a marker)
-are also checked for that, with a fresh channel standing for a restarted worker.
+are also checked for that, with a fresh channel standing for a restarted worker; those that implement
+``FindsItems`` for finding such an item by its element, until it is retracted.
 
 Targets: folder and NewsML on a tmp folder, NewsML on moto S3, Mailchimp on ``tests/servers/mailchimp.py``, the
 Global Export and Platform integration protocols on ``tests/servers/``, WordPress on the real WordPress when
@@ -28,7 +29,7 @@ import boto3
 import httpx
 import pytest
 
-from bridge.channels import Channel, ChannelContext, build_channel
+from bridge.channels import Channel, ChannelContext, FindsItems, FoundItem, build_channel
 from bridge.config import ChannelSettings
 from bridge.errors import ChannelRejected, ChannelUnavailable
 from bridge.http import HttpClient
@@ -313,6 +314,20 @@ async def test_a_create_whose_answer_was_lost_is_found_again(adapter: Adapter, b
     assert await adapter.items(value) == 1
 
 
+async def test_a_channel_that_searches_finds_an_unrecorded_item_until_it_is_retracted(
+    adapter: Adapter, build: Callable[..., Channel]
+) -> None:
+    channel = build()
+    if not isinstance(channel, FindsItems):
+        pytest.skip("this adapter cannot search its target for an element's items (it does not implement FindsItems)")
+    value = element()
+    made = await build().upsert(value, only(value), None)  # made by another worker: this one recorded nothing
+    assert await channel.find_items(value.id) == [FoundItem(only(value).id, made.external_id)]
+    assert await channel.find_items(value.id + 1) == []
+    await channel.delete(value.id, only(value).id, made.external_id)
+    assert await channel.find_items(value.id) == []
+
+
 async def test_delete_of_a_missing_item_is_done(adapter: Adapter, build: Callable[..., Channel]) -> None:
     channel = build()
     await channel.delete(1, 2, adapter.missing_id)
@@ -331,6 +346,9 @@ async def test_unreachable_is_transient(adapter: Adapter, build: Callable[..., C
         await channel.upsert(value, only(value), None)
     with pytest.raises(ChannelUnavailable):
         await channel.delete(value.id, only(value).id, adapter.missing_id)
+    if isinstance(channel, FindsItems):
+        with pytest.raises(ChannelUnavailable):
+            await channel.find_items(value.id)
 
 
 async def test_refused_credentials_are_permanent(adapter: Adapter, build: Callable[..., Channel]) -> None:

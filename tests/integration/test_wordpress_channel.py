@@ -15,12 +15,16 @@ from typing import Any
 import httpx
 import pytest
 
-from bridge.channels import ChannelContext
+from bridge.channels import ChannelContext, FoundItem
 from bridge.channels.wordpress import WordPressChannel, WordPressOptions, create, marker_token, publication_marker
 from bridge.config import ChannelSettings
 from bridge.errors import ChannelRejected, ChannelUnavailable
 from bridge.http import HttpClient, HttpRequest, HttpResponse, HttpTimeout
 from bridge.kordiam.models import Element
+from bridge.pipeline.handler import MessageHandler
+from bridge.queue.outcome import Done, Retry
+from bridge.queue.transport import QueueMessage
+from tests.unit.fakes import FakeKordiam, MemoryStateStore, sync_engine
 
 CREDENTIALS_ENV = "BRIDGE_TEST_WORDPRESS"
 
@@ -161,6 +165,34 @@ def story(
     publications: int = 1,
 ) -> Element:
     """A Kordiam element in the API v2 shape with one text task linked to its publication(s)."""
+    return Element.model_validate(
+        story_body(
+            slug,
+            headline=headline,
+            text=text,
+            lead=lead,
+            status=status,
+            at=at,
+            category=category,
+            email=email,
+            publications=publications,
+        )
+    )
+
+
+def story_body(
+    slug: str,
+    *,
+    headline: str = "Council approves budget",
+    text: str = "<p>The council approved the budget.</p>",
+    lead: str | None = "A short lead.",
+    status: tuple[int, str] | None = None,
+    at: datetime | None = None,
+    category: tuple[int, str] | None = None,
+    email: str | None = None,
+    publications: int = 1,
+) -> dict[str, Any]:
+    """``story``'s element as Kordiam's API answers it (JSON)."""
     publication: dict[str, Any] = {"platform": {"id": 1, "name": "Website"}, "assignedTaskIds": [5001]}
     if status is not None:
         publication["status"] = {"id": status[0], "name": status[1]}
@@ -179,15 +211,13 @@ def story(
     }
     if email is not None:
         task["user"] = {"id": 3, "email": email, "firstName": "Test", "lastName": "Author"}
-    return Element.model_validate(
-        {
-            "id": 900_000 + uuid.uuid4().int % 100_000,
-            "title": f"Planning title {slug}",
-            "slug": slug,
-            "tasks": [task],
-            "publications": [{**publication, "id": 7000 + n} for n in range(publications)],
-        }
-    )
+    return {
+        "id": 900_000 + uuid.uuid4().int % 100_000,
+        "title": f"Planning title {slug}",
+        "slug": slug,
+        "tasks": [task],
+        "publications": [{**publication, "id": 7000 + n} for n in range(publications)],
+    }
 
 
 def minute(delta: timedelta) -> datetime:
@@ -364,11 +394,11 @@ async def test_post_trashed_by_hand_comes_back(make_channel: ChannelFactory, sit
 # --- content --------------------------------------------------------------------------------------------------
 
 
-async def test_a_creation_whose_answer_was_lost_is_not_made_twice(
-    creds: dict[str, Any], http: HttpClient, site: Site
-) -> None:
-    """WordPress creates the post but its answer never arrives (a timeout); the queue's retry finds the post."""
-    lost: list[int] = []
+def losing_the_first_creation(
+    creds: dict[str, Any], http: HttpClient, site: Site, lost: list[int], **overrides: Any
+) -> WordPressChannel:
+    """A channel whose first post creation WordPress carries out but whose answer never arrives (a timeout);
+    the post's id goes to ``lost`` (and to the site's clean-up)."""
 
     async def lose_the_first_creation(request: HttpRequest) -> HttpResponse:
         response = await http.request(
@@ -386,9 +416,19 @@ async def test_a_creation_whose_answer_was_lost_is_not_made_twice(
 
     settings = ChannelSettings(name="wp-test", type="wordpress", platforms=[1])
     options = WordPressOptions.model_validate(
-        {"url": creds["url"], "username": creds["username"], "app_password": creds["app_password"]}
+        {"url": creds["url"], "username": creds["username"], "app_password": creds["app_password"], **overrides}
     )
     channel = create(settings, options, ChannelContext(http=HttpClient.answering(lose_the_first_creation)))
+    assert isinstance(channel, WordPressChannel)
+    return channel
+
+
+async def test_a_creation_whose_answer_was_lost_is_not_made_twice(
+    creds: dict[str, Any], http: HttpClient, site: Site
+) -> None:
+    """WordPress creates the post but its answer never arrives (a timeout); the queue's retry finds the post."""
+    lost: list[int] = []
+    channel = losing_the_first_creation(creds, http, site, lost)
     element = story(unique())
     with pytest.raises(ChannelUnavailable):
         await channel.upsert(element, element.publications[0], None)
@@ -397,6 +437,43 @@ async def test_a_creation_whose_answer_was_lost_is_not_made_twice(
     retried = await upsert(channel, site, element)
     assert int(retried.external_id) == lost[0]
     assert await site.marked(element) == lost
+
+
+async def test_a_story_deleted_before_the_retry_of_a_lost_creation_has_its_post_trashed(
+    creds: dict[str, Any], http: HttpClient, site: Site, make_channel: ChannelFactory
+) -> None:
+    """The engine over the real WordPress: the creation's answer is lost, so the store records nothing; the story
+    is deleted in Kordiam before the queue's retry. The deletion's sync finds the post by its marker (one search)
+    and trashes it; another story's post, and the marker's text in a post that does not carry it, stay."""
+    lost: list[int] = []
+    kordiam, state = FakeKordiam(), MemoryStateStore()
+    body = story_body(unique(), status=(READY, "Ready"))
+    element_id = body["id"]
+    kordiam.elements[element_id] = body
+    channel = losing_the_first_creation(creds, http, site, lost, status_map=STATUS_MAP)
+    handler = MessageHandler(sync_engine(kordiam, state, [(channel, 1)]), tracing=False)
+    assert isinstance(await handler(notification(element_id)), Retry)
+    assert (await site.must_post(lost[0]))["status"] == "publish" and state.rows == {}
+
+    other = await upsert(make_channel(), site, story(unique(), text=f"<p>About kordiam-{element_id}-7000.</p>"))
+    del kordiam.elements[element_id]
+    assert await channel.find_items(element_id) == [FoundItem(7000, str(lost[0]))]
+    assert isinstance(await handler(notification(element_id, receive_count=2)), Done)
+    assert (await site.must_post(lost[0]))["status"] == "trash"
+    assert (await site.must_post(other.external_id))["status"] == "draft"
+    assert await channel.find_items(element_id) == [], "a trashed post is retracted already"
+
+
+def notification(element_id: int, receive_count: int = 1) -> QueueMessage:
+    return QueueMessage(
+        message_id=f"m{receive_count}",
+        receipt_handle="r",
+        body=json.dumps({"id": element_id}),
+        attributes={},
+        receive_count=receive_count,
+        sent_at=None,
+        group_id=None,
+    )
 
 
 async def test_a_post_without_text_still_carries_its_marker(make_channel: ChannelFactory, site: Site) -> None:
