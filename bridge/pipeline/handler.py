@@ -80,14 +80,7 @@ class MessageHandler:
         try:
             report = await self._sync(notification, sent_at=message.sent_at, received_at=message.received_at)
         except SyncFailed as failed:
-            for action in failed.report.actions:
-                log.info(
-                    "channel_synced",
-                    channel=action.channel,
-                    publication_id=action.publication_id,
-                    action=action.action.value,
-                    external_id=action.external_id,
-                )
+            _log_achieved(failed.report)
             return outcome_for(failed.failures, element_id=notification.element_id)
 
         changed = [a for a in report.actions if a.action.value != "unchanged"]
@@ -114,7 +107,9 @@ class MessageHandler:
             except SyncFailed as failed:
                 if not await self._worker_fault(failed):
                     raise
-                # What succeeded is recorded; the next run redoes only the rest.
+                # What succeeded is recorded, and logged now: the next run redoes only the rest, and would show
+                # these channels as unchanged.
+                _log_achieved(failed.report)
 
     async def _worker_fault(self, failed: SyncFailed) -> bool:
         """True if a failure is the worker's own (it is then paused), so the message waits in hand for its fix."""
@@ -135,3 +130,15 @@ class MessageHandler:
         if stage in ("fetch", "feedback") and isinstance(error, KordiamUnavailable):
             return self._kordiam_outage
         return None
+
+
+def _log_achieved(report: SyncReport) -> None:
+    """What a failed sync did achieve, one line per channel write (the message's outcome line cannot show it)."""
+    for action in report.actions:
+        log.info(
+            "channel_synced",
+            channel=action.channel,
+            publication_id=action.publication_id,
+            action=action.action.value,
+            external_id=action.external_id,
+        )

@@ -140,3 +140,36 @@ async def test_any_answer_but_unavailability_means_kordiam_answers(answer: httpx
 async def test_unavailability_fails_the_probe_after_one_attempt(answer: httpx.Response | Exception) -> None:
     with pytest.raises(KordiamUnavailable, match="gave up after 1 attempts"):
         await probing_client(answer).probe()
+
+
+class FeedbackDown(FakeKordiam):
+    """Kordiam that reads elements but fails ``failing`` writes and probes with 503 first."""
+
+    failing = 2  # the message's first feedback write, then the probe that confirms the outage
+
+    def answer(self, request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        if (
+            self.failing
+            and not path.endswith("/auth/token")
+            and (request.method != "GET" or path.endswith("/platforms"))
+        ):
+            self.failing -= 1
+            return httpx.Response(503, json={"title": "Service Unavailable", "status": 503})
+        return super().answer(request)
+
+
+async def test_what_a_sync_achieved_before_the_worker_paused_is_logged_before_it_waits() -> None:
+    # The run after the pause finds the channel written already ("unchanged"), so the write must be logged now.
+    kordiam, gate = FeedbackDown(), ReceiveGate()
+    handler, outage, web = pipeline(kordiam, gate, 5)
+    try:
+        with capture_logs() as logs:
+            outcome = await asyncio.wait_for(handler(message(5)), timeout=5)
+    finally:
+        await outage.aclose()
+    assert isinstance(outcome, Done) and web.upserts == [(50, None)]
+    events = [(e["event"], e.get("action")) for e in logs]
+    assert events.index(("channel_synced", "created")) < events.index(("consumer_resumed", None))
+    done = next(e for e in logs if e["event"] == "done")
+    assert done["channels"] == {"web/50": "unchanged"}
