@@ -66,7 +66,10 @@ Delete: print systems need to learn about a cancellation, so the file is not rem
 with ``pubStatus`` ``stat:canceled``, its version + 1 and an editorial note, keeping its content so the desk
 sees what was withdrawn. Deleting an already canceled item changes nothing. If the file is gone (a consuming hot
 folder), a minimal canceled item (guid, itemMeta) is written, versioned with the current Unix time — the one
-case where the clock decides, because no earlier version is known.
+case where the clock decides, because no earlier version is known. For a deleted element the channel also
+lists the names made for it (``find_items``, ``FindsItems``) and reports each item not canceled yet, so one whose
+write answer was lost is canceled too; a target that cannot be listed (S3 without ``s3:ListBucket``) is not
+searched.
 
 Result: ``external_id`` = the guid, ``edit_link`` = ``open_link`` = the file's ``s3://…`` or ``file://…`` URI,
 ``live`` = False (print goes live when the paper is printed, which the bridge cannot see).

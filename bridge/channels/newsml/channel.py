@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 import time
 
 import structlog
 from pydantic import BaseModel
 
-from bridge.channels.base import Channel, ChannelContext, ChannelResult
+from bridge.channels.base import Channel, ChannelContext, ChannelResult, FoundItem
 from bridge.channels.newsml.document import StoredItem, parse_item, render
 from bridge.channels.newsml.g2 import CANCELED, NAR, USABLE
-from bridge.channels.newsml.item import build_item, cancel_item, canceled_stub, derived_version, file_name, guid_for
+from bridge.channels.newsml.item import (
+    build_item,
+    cancel_item,
+    canceled_stub,
+    derived_version,
+    element_file_prefix,
+    file_name,
+    guid_for,
+)
 from bridge.channels.newsml.options import NewsMLOptions
 from bridge.channels.newsml.targets import FolderTarget, S3Target, Target
 from bridge.config import ChannelSettings
@@ -86,6 +95,26 @@ class NewsMLChannel:
             root = canceled_stub(guid, version, options=self.options, now=now)
         await self._target.write(name, render(root), _metadata(element_id, publication_id, version, CANCELED))
         log.info("newsml.canceled", channel=self.name, guid=root.get("guid"), version=version)
+
+    async def find_items(self, element_id: int) -> list[FoundItem]:
+        """The element's items not canceled yet (``FindsItems``): one listing of the names made for it, and a read
+        of each. A target that does not allow listing (a write-only hot folder) is not searched: nothing found."""
+        prefix = element_file_prefix(self.options.file_prefix, element_id)
+        names = await self._target.names(prefix)
+        found = []
+        for name in names or []:
+            publication = re.fullmatch(rf"{re.escape(prefix)}([0-9]+)\.xml", name)
+            if publication is None:
+                continue
+            publication_id = int(publication[1])
+            stored = self._parse(await self._target.read(name), name)
+            if stored is not None and stored.pub_status == CANCELED:
+                continue
+            guid = stored.root.get("guid") if stored is not None else None
+            found.append(
+                FoundItem(publication_id, guid or guid_for(self.options.guid_prefix, element_id, publication_id))
+            )
+        return found
 
     async def aclose(self) -> None:
         await self._target.aclose()

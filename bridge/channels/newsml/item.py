@@ -18,7 +18,12 @@ def guid_for(guid_prefix: str, element_id: int, publication_id: int) -> str:
 
 
 def file_name(file_prefix: str, element_id: int, publication_id: int) -> str:
-    return f"{file_prefix}{element_id}-{publication_id}.xml"
+    return f"{element_file_prefix(file_prefix, element_id)}{publication_id}.xml"
+
+
+def element_file_prefix(file_prefix: str, element_id: int) -> str:
+    """What every item name of the element starts with (and no other element's: the id ends at the dash)."""
+    return f"{file_prefix}{element_id}-"
 
 
 def derived_version(element: Element) -> int:

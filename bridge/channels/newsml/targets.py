@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any, Protocol
@@ -28,6 +29,11 @@ class Target(Protocol):
 
     async def write(self, name: str, data: bytes, metadata: dict[str, str]) -> None: ...
 
+    async def names(self, prefix: str) -> list[str] | None:
+        """The names of the items starting with ``prefix``; None if the target lets the bridge write but not list
+        (a write-only hot folder)."""
+        ...
+
     async def aclose(self) -> None: ...
 
 
@@ -45,8 +51,20 @@ class FolderTarget:
     async def write(self, name: str, data: bytes, metadata: dict[str, str]) -> None:
         await asyncio.to_thread(self._write, name, data)
 
+    async def names(self, prefix: str) -> list[str] | None:
+        return await asyncio.to_thread(self._names, prefix)
+
     async def aclose(self) -> None:
         return None
+
+    def _names(self, prefix: str) -> list[str]:
+        try:
+            with os.scandir(self.path) as entries:
+                return sorted(e.name for e in entries if e.name.startswith(prefix) and e.is_file())
+        except FileNotFoundError:
+            return []
+        except OSError as error:
+            raise os_error(error, f"{self._label}: cannot list {self.path}") from error
 
     def _read(self, name: str) -> bytes | None:
         try:
@@ -113,6 +131,7 @@ class S3Target:
         self._stack: AsyncExitStack | None = None
         self._lock = asyncio.Lock()
         self._read_denied_logged = False
+        self._list_denied_logged = False
 
     def key(self, name: str) -> str:
         return f"{self.location.prefix}{name}"
@@ -180,6 +199,30 @@ class S3Target:
             )
         except (ClientError, BotoCoreError, OSError, TimeoutError, aiohttp.ClientError) as error:
             raise s3_error(error, self._label, f"writing {self.uri(name)}") from error
+
+    async def names(self, prefix: str) -> list[str] | None:
+        client = await self._ensure_client()
+        action = f"listing s3://{self.location.bucket}/{self.key(prefix)}*"
+        names: list[str] = []
+        request: dict[str, Any] = {"Bucket": self.location.bucket, "Prefix": self.key(prefix)}
+        try:
+            while True:
+                page = await client.list_objects_v2(**request)
+                cut = len(self.location.prefix)
+                names.extend(str(item["Key"])[cut:] for item in page.get("Contents", []))
+                if not page.get("IsTruncated"):
+                    return sorted(names)
+                request["ContinuationToken"] = page["NextContinuationToken"]
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") == "AccessDenied":
+                # A write-only hot folder (no s3:ListBucket): the bridge cannot search it; said once.
+                if not self._list_denied_logged:
+                    self._list_denied_logged = True
+                    log.warning("newsml.cannot_list", channel=self._label, uri=self.uri(prefix))
+                return None
+            raise s3_error(error, self._label, action) from error
+        except (BotoCoreError, OSError, TimeoutError, aiohttp.ClientError) as error:
+            raise s3_error(error, self._label, action) from error
 
     async def aclose(self) -> None:
         async with self._lock:

@@ -19,6 +19,7 @@ import aiohttp
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
 from pydantic import ValidationError
+from structlog.testing import capture_logs
 
 from bridge import __version__
 from bridge.channels.newsml import (
@@ -26,6 +27,7 @@ from bridge.channels.newsml import (
     NAR,
     USABLE,
     XHTML,
+    NewsMLChannel,
     NewsMLOptions,
     S3Target,
     build_item,
@@ -37,6 +39,7 @@ from bridge.channels.newsml import (
     render,
     s3_error,
 )
+from bridge.channels.newsml.item import guid_for
 from bridge.errors import ChannelRejected, ChannelUnavailable
 from bridge.kordiam.models import Element
 from tests.support import story
@@ -518,3 +521,40 @@ async def test_s3_read_back_cut_off_mid_body_is_unavailable() -> None:
     target._client = ResettingS3()
     with pytest.raises(ChannelUnavailable, match="S3 unreachable: Response payload is not completed"):
         await target.read("kordiam-1-2.xml")
+
+
+# --- finding a deleted element's items (FindsItems) ----------------------------------------------------------------
+
+
+async def test_find_items_lists_the_elements_items_not_canceled_yet_and_no_other_elements(tmp_path: Path) -> None:
+    channel = NewsMLChannel("print", NewsMLOptions(target=str(tmp_path)))
+    story_4711 = element()  # publication 812
+    second = story_4711.publications[0].model_copy(update={"id": 813})
+    story_47110 = element(id=47110)  # its names start "47110-": not element 4711's
+    for value, publication in ((story_4711, story_4711.publications[0]), (story_4711, second)):
+        await channel.upsert(value, publication, None)
+    await channel.upsert(story_47110, story_47110.publications[0], None)
+    (tmp_path / "4711-notes.txt").write_text("an editor's file beside the items")
+    await channel.delete(4711, 813, "")  # canceled already: nothing left to retract
+    found = await channel.find_items(4711)
+    assert [(f.publication_id, f.external_id) for f in found] == [(812, guid_for("urn:kordiam:", 4711, 812))]
+    assert await channel.find_items(4712) == []
+
+
+class UnlistableS3(RefusingS3):
+    """A write-only hot folder: S3 refuses ListObjectsV2 (no s3:ListBucket) as it does GetObject."""
+
+    async def list_objects_v2(self, **_: Any) -> Any:
+        raise client_error(self.code, self.status)
+
+
+async def test_a_hot_folder_that_cannot_be_listed_is_not_searched_and_said_once() -> None:
+    target = S3Target("newsml channel 'print'", NewsMLOptions(target="s3://print-in/hot/"))
+    target._client = UnlistableS3("AccessDenied", 403)
+    with capture_logs() as logs:
+        assert await target.names("4711-") is None
+        assert await target.names("4712-") is None
+    assert [e["event"] for e in logs] == ["newsml.cannot_list"]
+    target._client = UnlistableS3("SlowDown", 503)
+    with pytest.raises(ChannelUnavailable):
+        await target.names("4711-")
