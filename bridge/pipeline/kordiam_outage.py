@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import structlog
-
 from bridge.errors import KordiamUnavailable
 from bridge.kordiam.client import KordiamClient
 from bridge.ops import metrics
-from bridge.pipeline.pause import WorkerPause
+from bridge.pipeline.pause import DependencyOutage
 from bridge.queue.gate import ReceiveGate
 
-log = structlog.get_logger("bridge.kordiam_outage")
 
-
-class KordiamOutage(WorkerPause):
+class KordiamOutage(DependencyOutage):
     """Keeps the consumer's gate closed while Kordiam's API cannot be reached or answers every call with 5xx or 429.
 
     Every message needs Kordiam (the element's fetch, the feedback). When Kordiam is down, each message would be
@@ -37,29 +33,19 @@ class KordiamOutage(WorkerPause):
 
     name = "kordiam"
     healed = "Kordiam answers again"
+    down = (KordiamUnavailable,)
+    paused_event = "kordiam_unavailable"
+    still_event = "kordiam_still_unavailable"
+    crashed_event = "kordiam_probe_crashed"
+    hint = "the worker takes no messages until Kordiam answers again; messages wait in the queue"
+    outages = metrics.KORDIAM_OUTAGES
 
     def __init__(self, kordiam: KordiamClient, gate: ReceiveGate) -> None:
         super().__init__(gate)
         self._kordiam = kordiam
 
-    def _paused_by(self, error: BaseException, reason: str) -> None:
-        metrics.KORDIAM_OUTAGES.inc()
-        log.error(
-            "kordiam_unavailable",
-            error=reason,
-            met_by=f"{type(error).__name__}: {error}",
-            hint="the worker takes no messages until Kordiam answers again; messages wait in the queue",
-            retry_in=self.retry_in,
-        )
+    async def _check(self) -> None:
+        await self._kordiam.probe()
 
-    async def _probe(self) -> str | None:
-        try:
-            await self._kordiam.probe()
-        except KordiamUnavailable as error:
-            reason = f"Kordiam does not answer: {error}"
-            if self.paused:
-                log.warning("kordiam_still_unavailable", error=reason, retry_in=self.retry_in)
-            return reason
-        except Exception as error:  # a fault of the probe itself is no verdict on Kordiam: not the worker's fault
-            log.error("kordiam_probe_crashed", error=f"{type(error).__name__}: {error}", exc_info=True)
-        return None
+    def _describe(self, error: Exception) -> str:
+        return f"Kordiam does not answer: {error}"

@@ -9,6 +9,7 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 import structlog
+from prometheus_client import Counter
 
 from bridge.queue.gate import ReceiveGate
 
@@ -123,3 +124,50 @@ class WorkerPause:
         self._opened_at = time.monotonic()
         self._gate.open(self.name)
         log.warning("consumer_resumed", reason=self.healed, paused_seconds=round(self._opened_at - paused_at, 1))
+
+
+class DependencyOutage(WorkerPause):
+    """A service every message needs (Kordiam, the state store), failing for all of them: ``confirm`` pauses the
+    worker when the service's own check (``_check``) fails too.
+
+    Subclasses give, besides ``name`` and ``healed``: ``down``, the errors of ``_check`` that mean the service is
+    still down; ``_describe``, the gate's reason for one of them; the log events (``paused_event`` at error level
+    when ``confirm`` pauses, ``still_event`` at warning level for each failed probe of the pause), the ``hint`` the
+    first names, and ``outages``, the counter of pauses. Any other error of ``_check`` is a fault of the check
+    itself, no verdict on the service: logged (``crashed_event``), and the service counts as answering.
+    """
+
+    down: tuple[type[Exception], ...]
+    paused_event: str
+    still_event: str
+    crashed_event: str
+    hint: str
+    outages: Counter
+
+    async def _check(self) -> None:
+        raise NotImplementedError
+
+    def _describe(self, error: Exception) -> str:
+        raise NotImplementedError
+
+    def _paused_by(self, error: BaseException, reason: str) -> None:
+        self.outages.inc()
+        log.error(
+            self.paused_event,
+            error=reason,
+            met_by=f"{type(error).__name__}: {error}",
+            hint=self.hint,
+            retry_in=self.retry_in,
+        )
+
+    async def _probe(self) -> str | None:
+        try:
+            await self._check()
+        except self.down as error:
+            reason = self._describe(error)
+            if self.paused:
+                log.warning(self.still_event, error=reason, retry_in=self.retry_in)
+            return reason
+        except Exception as error:
+            log.error(self.crashed_event, error=f"{type(error).__name__}: {error}", exc_info=True)
+        return None

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import structlog
-
 from bridge.errors import BridgeError
 from bridge.ops import metrics
-from bridge.pipeline.pause import WorkerPause
+from bridge.pipeline.pause import DependencyOutage
 from bridge.queue.gate import ReceiveGate
 from bridge.state.base import StateStore
 
-log = structlog.get_logger("bridge.state_outage")
 
-
-class StateOutage(WorkerPause):
+class StateOutage(DependencyOutage):
     """Keeps the consumer's gate closed while the state store cannot serve the worker.
 
     Every message needs the store (its lease, its deliveries, its mark). When the store fails for everyone (DynamoDB
@@ -33,30 +29,19 @@ class StateOutage(WorkerPause):
 
     name = "state-store"
     healed = "the state store answers again"
+    down = (BridgeError,)
+    paused_event = "state_store_unavailable"
+    still_event = "state_store_still_unavailable"
+    crashed_event = "state_probe_crashed"
+    hint = "the worker takes no messages until the state store answers again (state.url); messages wait in the queue"
+    outages = metrics.STATE_OUTAGES
 
     def __init__(self, state: StateStore, gate: ReceiveGate) -> None:
         super().__init__(gate)
         self._state = state
 
-    def _paused_by(self, error: BaseException, reason: str) -> None:
-        metrics.STATE_OUTAGES.inc()
-        log.error(
-            "state_store_unavailable",
-            error=reason,
-            met_by=f"{type(error).__name__}: {error}",
-            hint="the worker takes no messages until the state store answers again (state.url); messages wait "
-            "in the queue",
-            retry_in=self.retry_in,
-        )
+    async def _check(self) -> None:
+        await self._state.probe()
 
-    async def _probe(self) -> str | None:
-        try:
-            await self._state.probe()
-        except BridgeError as error:
-            reason = f"the state store cannot serve the worker: {type(error).__name__}: {error}"
-            if self.paused:
-                log.warning("state_store_still_unavailable", error=reason, retry_in=self.retry_in)
-            return reason
-        except Exception as error:  # a fault of the probe itself is no verdict on the store: not the worker's fault
-            log.error("state_probe_crashed", error=f"{type(error).__name__}: {error}", exc_info=True)
-        return None
+    def _describe(self, error: Exception) -> str:
+        return f"the state store cannot serve the worker: {type(error).__name__}: {error}"
