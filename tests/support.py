@@ -28,6 +28,7 @@ import stompman
 from moto.server import ThreadedMotoServer
 from moto.sqs.models import SQSBackend
 from multidict import CIMultiDict, CIMultiDictProxy
+from prometheus_client import REGISTRY
 from pydantic import BaseModel, ConfigDict
 
 from bridge.channels import ChannelContext, ChannelResult, ChannelType, channel_types
@@ -599,6 +600,18 @@ class WorkerProcess:
     def events(self) -> list[dict[str, object]]:
         lines = self.log.read_text(encoding="utf-8").splitlines()
         return [json.loads(line) for line in lines if line.startswith("{")]
+
+
+def consumer_paused() -> bool:
+    """An in-process worker's ``bridge_consumer_paused`` gauge is 1: it takes no messages for a fault of its own."""
+    return (REGISTRY.get_sample_value("bridge_consumer_paused") or 0.0) == 1.0
+
+
+async def resumed_and_delivered(endpoint: str, queue: str, workdir: Path, deliveries_expected: int) -> None:
+    """After a fault of the whole worker heals: it resumes, every delivery lands, and the queue settles."""
+    await eventually(lambda: not consumer_paused(), timeout=60, what="the worker resumed")
+    await eventually(lambda: len(deliveries(workdir)) == deliveries_expected, timeout=60, what="every delivery")
+    await eventually(lambda: queue_settled(endpoint, queue), timeout=30, what="queue settled")
 
 
 def deliveries(workdir: Path) -> list[tuple[int, str, int]]:

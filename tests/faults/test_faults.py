@@ -32,12 +32,14 @@ from tests.support import (
     SimulatorAdmin,
     SqsEndpoint,
     WorkerProcess,
+    consumer_paused,
     deliveries,
     drain,
     eventually,
     free_port,
     make_queues,
     queue_settled,
+    resumed_and_delivered,
     running_worker,
     send,
     sqs_client,
@@ -434,9 +436,6 @@ async def test_a_state_file_held_locked_by_another_program_pauses_the_worker_and
         queue=queues[0], endpoint=sqs_endpoint.url, kordiam=simulator.base_url, workdir=tmp_path, channel_type="folder"
     )
 
-    def paused() -> float:
-        return REGISTRY.get_sample_value("bridge_consumer_paused") or 0.0
-
     async with running_worker(settings_) as worker:
         stories = [await admin.create(story("Before the lock"))]
         await eventually(lambda: len(deliveries(tmp_path)) == 2, what="the story before delivered")
@@ -444,15 +443,13 @@ async def test_a_state_file_held_locked_by_another_program_pauses_the_worker_and
         holder.execute("BEGIN IMMEDIATE")  # the write lock, held
         locked_at = time.monotonic()
         stories += [await admin.create(story(f"Locked {n}")) for n in range(4)]
-        await eventually(lambda: paused() == 1.0, what="the worker paused")
+        await eventually(consumer_paused, what="the worker paused")
         # Held through several probes: longer than three receives of each message would have taken.
         await eventually(lambda: probes >= 5, timeout=60, what="probes while the file is locked")
         holder.rollback()
         holder.close()
         held = time.monotonic() - locked_at
-        await eventually(lambda: paused() == 0.0, timeout=60, what="the worker resumed")
-        await eventually(lambda: len(deliveries(tmp_path)) == 2 * len(stories), timeout=60, what="every delivery")
-        await eventually(lambda: queue_settled(sqs_endpoint.url, queues[0]), timeout=30, what="queue settled")
+        await resumed_and_delivered(sqs_endpoint.url, queues[0], tmp_path, 2 * len(stories))
         assert not worker.done()
     dead = drain(sqs_endpoint.url, queues[1])
     figures.sent = len(stories)
@@ -481,9 +478,6 @@ async def test_kordiam_down_for_longer_than_the_receives_last_pauses_the_worker_
         queue=queues[0], endpoint=sqs_endpoint.url, kordiam=simulator.base_url, workdir=tmp_path, channel_type="folder"
     )
 
-    def paused() -> float:
-        return REGISTRY.get_sample_value("bridge_consumer_paused") or 0.0
-
     async def probes() -> int:
         return sum(1 for r in await admin.requests() if r.get("path") == "/api/v2/platforms")
 
@@ -493,14 +487,12 @@ async def test_kordiam_down_for_longer_than_the_receives_last_pauses_the_worker_
         await admin.fault(method="*", path=r"^/api/v2/(elements|platforms)", status=503, count=1_000_000)
         down_at = time.monotonic()
         stories += [await admin.create(story(f"Outage {n}")) for n in range(4)]
-        await eventually(lambda: paused() == 1.0, timeout=30, what="the worker paused")
+        await eventually(consumer_paused, timeout=30, what="the worker paused")
         # Down through several probes: longer than three receives of each message would have taken.
         await eventually(lambda: probes_seen(probes, 6), timeout=60, what="probes while Kordiam is down")
         await admin.clear_faults()
         down = time.monotonic() - down_at
-        await eventually(lambda: paused() == 0.0, timeout=60, what="the worker resumed")
-        await eventually(lambda: len(deliveries(tmp_path)) == 2 * len(stories), timeout=60, what="every delivery")
-        await eventually(lambda: queue_settled(sqs_endpoint.url, queues[0]), timeout=30, what="queue settled")
+        await resumed_and_delivered(sqs_endpoint.url, queues[0], tmp_path, 2 * len(stories))
         assert not worker.done()
     dead = drain(sqs_endpoint.url, queues[1])
     figures.sent = len(stories)

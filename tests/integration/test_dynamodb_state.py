@@ -38,6 +38,7 @@ from tests.support import (
     REGION,
     SimulatorAdmin,
     SqsEndpoint,
+    consumer_paused,
     delivery,
     drain,
     eventually,
@@ -402,9 +403,6 @@ async def test_a_role_stripped_of_writes_under_a_running_worker_pauses_it_and_no
         update={"state": StateSettings(url=f"dynamodb://{table}", endpoint_url=moto_url, region=REGION)}
     )
 
-    def paused() -> float:
-        return REGISTRY.get_sample_value("bridge_consumer_paused") or 0.0
-
     outages_before = REGISTRY.get_sample_value("bridge_state_outages_total") or 0.0
     written = lambda: sorted(p.name for p in (tmp_path / "web").glob("*.json"))  # noqa: E731
     async with running_worker(settings):
@@ -412,11 +410,11 @@ async def test_a_role_stripped_of_writes_under_a_running_worker_pauses_it_and_no
         await eventually(lambda: len(written()) == 1, what="the story before delivered")
         refusing = True
         stories += [await admin.create(story(f"Stripped {n}")) for n in range(3)]
-        await eventually(lambda: paused() == 1.0, what="the worker paused")
+        await eventually(consumer_paused, what="the worker paused")
         # As many refusals as would have spent every message's three receives, had each been the message's fault.
         await eventually(lambda: refusals >= 3 * 3, timeout=30, what="refusals while paused")
         refusing = False
-        await eventually(lambda: paused() == 0.0, timeout=30, what="the worker resumed")
+        await eventually(lambda: not consumer_paused(), timeout=30, what="the worker resumed")
         await eventually(lambda: len(written()) == len(stories), timeout=30, what="every story delivered")
         await eventually(lambda: queue_settled(sqs_endpoint.url, queues[0]), timeout=30, what="queue settled")
     assert written() == sorted(f"{s['id']}-{s['publications'][0]['id']}.json" for s in stories)
