@@ -358,14 +358,7 @@ class MailchimpChannel:
         if campaign is None:
             return
         if campaign.status in SENT_STATES:
-            log.warning(
-                "mailchimp.sent_campaign_kept",
-                channel=self.name,
-                campaign=campaign.id,
-                status=campaign.status,
-                send_time=campaign.send_time,
-                hint="the newsletter went out already; it cannot be recalled and its report is kept",
-            )
+            self._sent_kept(campaign, "the newsletter went out already; it cannot be recalled and its report is kept")
             return
         if campaign.status == "schedule":
             await self._action(campaign.id, "unschedule")
@@ -394,20 +387,28 @@ class MailchimpChannel:
                 continue
             campaign = self._campaign_of(item, action)
             if campaign.status in SENT_STATES:
-                log.warning(
-                    "mailchimp.sent_campaign_kept",
-                    channel=self.name,
-                    campaign=campaign.id,
-                    status=campaign.status,
-                    send_time=campaign.send_time,
+                self._sent_kept(
+                    campaign,
+                    "the story was deleted in Kordiam, but its newsletter went out already; it cannot be recalled",
                     element=element_id,
-                    hint="the story was deleted in Kordiam, but its newsletter went out already; it cannot be recalled",
                 )
             elif self.options.delete_mode == "delete" or campaign.status == "schedule":
                 found.append(FoundItem(int(marked[1]), campaign.id))
         return found
 
     # --- steps ---
+
+    def _sent_kept(self, campaign: _Campaign, hint: str, **context: object) -> None:
+        """A campaign that is sending or sent cannot be retracted: say so, and leave it."""
+        log.warning(
+            "mailchimp.sent_campaign_kept",
+            channel=self.name,
+            campaign=campaign.id,
+            status=campaign.status,
+            send_time=campaign.send_time,
+            **context,
+            hint=hint,
+        )
 
     def _already_sent(self, campaign: _Campaign) -> ChannelResult:
         sent = f"{campaign.status}" + (f" at {campaign.send_time}" if campaign.send_time else "")
