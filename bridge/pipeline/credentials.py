@@ -5,16 +5,12 @@ from __future__ import annotations
 import structlog
 
 from bridge.errors import ConfigError, KordiamCredentialsRefused, KordiamRejected
-from bridge.kordiam.client import KordiamClient
+from bridge.kordiam.client import ONE_ATTEMPT, KordiamClient
 from bridge.ops import metrics
 from bridge.pipeline.pause import WorkerPause
 from bridge.queue.gate import ReceiveGate
-from bridge.retry import RetryPolicy
 
 log = structlog.get_logger("bridge.credentials")
-
-# One quick attempt at start-up: an unreachable Kordiam must not hold the start for the client's whole budget.
-START_UP_CHECK = RetryPolicy(attempts=1)
 
 
 class KordiamCredentials(WorkerPause):
@@ -39,7 +35,9 @@ class KordiamCredentials(WorkerPause):
 
     async def check_at_start(self) -> None:
         try:
-            await self._kordiam.check_credentials(retry=START_UP_CHECK)
+            # One quick attempt, here and per probe: an unreachable Kordiam must not hold either for the client's
+            # whole retry budget.
+            await self._kordiam.check_credentials(retry=ONE_ATTEMPT)
         except KordiamCredentialsRefused as refused:
             raise ConfigError("kordiam.client_secret", f"{refused} (check kordiam.client_id and the secret)") from None
         except KordiamRejected as rejected:
@@ -64,7 +62,7 @@ class KordiamCredentials(WorkerPause):
 
     async def _probe(self) -> str | None:
         try:
-            await self._kordiam.check_credentials(retry=START_UP_CHECK)
+            await self._kordiam.check_credentials(retry=ONE_ATTEMPT)
         except KordiamCredentialsRefused as refused:
             metrics.KORDIAM_AUTH_FAILURES.inc()
             log.error("kordiam_credentials_still_refused", error=str(refused), retry_in=self.retry_in)
