@@ -79,6 +79,22 @@ class HeldLease:
         self.mark = mark
 
 
+@dataclass(frozen=True, slots=True)
+class Parked:
+    """A channel's work on an element, set aside while the channel refuses the bridge's own credentials.
+
+    The message that met the refusal is not dead-lettered for it (a wrong secret is the bridge's fault, not the
+    message's): the element is parked for that channel instead, and synced again once the channel accepts the
+    credentials (``bridge.pipeline.parking``). ``since`` is when it was first parked (UTC), ``reason`` the latest
+    refusal's text.
+    """
+
+    element_id: int
+    channel: str
+    reason: str
+    since: datetime
+
+
 def is_older(a: tuple[datetime | None, int | None], b: tuple[datetime | None, int | None]) -> bool:
     """True if Kordiam version ``a`` (modificationDate, version) is strictly older than ``b``."""
     a_date, a_version = a
@@ -135,3 +151,21 @@ class StateStore(Protocol):
     async def mark_element(self, mark: ElementMark) -> None: ...
 
     async def all_deliveries(self) -> list[Delivery]: ...
+
+    async def park(self, element_id: int, channel: str, reason: str) -> None:
+        """Record that ``channel`` owes ``element_id`` a sync. Idempotent: parking an element the channel already
+        has parked keeps its ``since`` and takes the new ``reason``. A parked item never expires."""
+        ...
+
+    async def unpark(self, element_id: int, channel: str) -> None:
+        """Forget the parked item; one that is not parked is no error."""
+        ...
+
+    async def parked(self, channel: str, *, after: int | None = None, limit: int = 100) -> list[Parked]:
+        """At most ``limit`` of the channel's parked items, by element id ascending, those above ``after`` (a
+        page's last element id): a key lookup, never a scan of the deliveries."""
+        ...
+
+    async def parked_count(self, channel: str) -> int:
+        """How many elements ``channel`` has parked."""
+        ...
