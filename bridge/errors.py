@@ -15,6 +15,7 @@
     │   │       └── KordiamCredentialsRefused   the worker's own credentials: a pause, not the message's fault
     │   ├── UnexpectedResponse
     │   ├── ChannelRejected
+    │   │   └── ChannelCredentialsRefused   the bridge's own credentials for a channel: parked, not the message's
     │   └── StateRejected             (bridge.state.dynamodb) DynamoDB refused the request itself (validation)
     ├── SyncFailed                    (bridge.pipeline.sync) carries one (stage, error) per failed stage
     └── AdminError                    (bridge.queue.QueueAdmin) an operator command could not do its job (never a
@@ -100,6 +101,13 @@ class ChannelUnavailable(TransientError):
 
 class ChannelRejected(PermanentError):
     """A channel's target system refused the content or the credentials."""
+
+
+class ChannelCredentialsRefused(ChannelRejected):
+    """A channel's target refused to authenticate the bridge (HTTP 401, a token endpoint saying no, an unknown AWS
+    key): the bridge's own secret is wrong or revoked, for every message alike. The sync engine parks the element
+    for that channel instead of failing the message (``bridge.pipeline.parking``). A 403 is not this: the account
+    is known, but may not do this one thing, which can be one item's matter."""
 
 
 class AdminError(BridgeError):

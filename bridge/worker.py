@@ -23,6 +23,7 @@ from bridge.pipeline.covering import FetchLedger
 from bridge.pipeline.credentials import KordiamCredentials
 from bridge.pipeline.handler import MessageHandler
 from bridge.pipeline.kordiam_outage import KordiamOutage
+from bridge.pipeline.parking import ChannelParking, ParkedRequeue
 from bridge.pipeline.pause import WorkerPause
 from bridge.pipeline.reconcile import Reconciler
 from bridge.pipeline.routing import Route
@@ -44,6 +45,7 @@ class Worker:
     consumer: Consumer
     ops: OpsServer | None
     reconciler: Reconciler | None
+    requeue: ParkedRequeue
 
 
 @dataclass(slots=True)
@@ -59,6 +61,8 @@ class Pipeline:
     gate: ReceiveGate
     # The consumer's work slots: the engine takes one only for a notification that needs a fetch.
     slots: WorkSlots
+    # The channels refusing the bridge's own credentials, whose elements the engine parks.
+    parking: ChannelParking
 
 
 def build_pipeline(
@@ -97,6 +101,7 @@ def build_pipeline(
         timeout=settings.kordiam.timeout,
     )
     slots = WorkSlots(settings.queue.concurrency)
+    parking = ChannelParking(state, [channel.name for channel in channels])
     engine = SyncEngine(
         kordiam=kordiam,
         routes=routes,
@@ -105,12 +110,13 @@ def build_pipeline(
         main_channel=settings.main_channel,
         fetched=FetchLedger(clock_skew=settings.queue.clock_skew_seconds),
         slots=slots,
+        parking=parking,
     )
     gate = ReceiveGate()
     credentials = KordiamCredentials(kordiam, gate)
     pauses = (credentials, KordiamOutage(kordiam, gate), StateOutage(state, gate))
     handler = MessageHandler(engine, credentials=credentials, kordiam_outage=pauses[1], state_outage=pauses[2])
-    return Pipeline(kordiam, channels, handler, credentials, pauses, gate, slots)
+    return Pipeline(kordiam, channels, handler, credentials, pauses, gate, slots, parking)
 
 
 async def run_worker(
@@ -137,13 +143,15 @@ async def run_worker(
             return
         if own_process:
             settle_after_startup()
-        sweeper = asyncio.create_task(worker.reconciler.run(stop)) if worker.reconciler else None
+        background = [asyncio.create_task(worker.requeue.run(stop))]
+        if worker.reconciler:
+            background.append(asyncio.create_task(worker.reconciler.run(stop)))
         try:
             await worker.consumer.run(stop)
         finally:
-            if sweeper is not None:
-                sweeper.cancel()
-                await asyncio.gather(sweeper, return_exceptions=True)
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
 
 
 class StopEndsStart:
@@ -209,6 +217,7 @@ async def assemble(
             stack.push_async_callback(pause.aclose)
         # Refused credentials stop the start (exit 2); an unreachable Kordiam starts the worker paused.
         await pipeline.credentials.check_at_start()
+        await pipeline.parking.load()
         transport = await stack.enter_async_context(open_transport(queue, pollers=poller_count(queue.handlers)))
         info = await transport.describe()
         # SQS moves a message to the DLQ on the receive after its maxReceiveCount-th; the worker dead-letters it
@@ -256,7 +265,10 @@ async def assemble(
                 interval=settings.reconcile.interval_seconds,
                 lookback=settings.reconcile.lookback_seconds,
             )
-        yield Worker(consumer, ops, reconciler)
+        requeue = ParkedRequeue(
+            pipeline.parking, state=state, transport=transport, channels=[c.name for c in pipeline.channels]
+        )
+        yield Worker(consumer, ops, reconciler, requeue)
 
 
 def install_signal_handlers(stop: asyncio.Event) -> None:

@@ -50,8 +50,12 @@ class Channel(Protocol):
         │   └── ChannelUnavailable   unreachable, timed out, 5xx, 408/409/429 (``retry_after`` when the target
         │                            said how long), a full disk, a busy guard
         └── PermanentError         retrying the same input cannot help: the publication is reported failed
-            └── ChannelRejected      the target refused the content (4xx, invalid story) or the credentials
-                                     (401/403: the message names the setting to fix)
+            └── ChannelRejected      the target refused the content (4xx, invalid story) or the account may not
+                │                    do this (403); the message names the setting to fix
+                └── ChannelCredentialsRefused
+                                     the target does not authenticate the bridge (401, a token endpoint's
+                                     refusal, an unknown AWS key): the engine parks the element for the channel
+                                     instead of failing the message (``bridge.pipeline.parking``)
 
     ``ConfigError`` is raised only by ``create`` (start-up), never by ``upsert`` or ``delete``.
 

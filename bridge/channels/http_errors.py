@@ -1,17 +1,17 @@
 """HTTP answers to the bridge's errors, for every channel that speaks HTTP (one mapping, one home).
 
 No answer (timeout, connection refused or reset, DNS) → ``ChannelUnavailable``. An answer: 408, 409, 425, 429
-and 5xx → ``ChannelUnavailable`` with the server's ``Retry-After``; 401/403 → ``ChannelRejected`` telling the
-operator which setting to check; a 3xx (the bridge does not follow redirects) → ``ChannelRejected`` with where it
-pointed; any other 4xx → ``ChannelRejected`` with the server's own message. A body that should be JSON and is not
-→ ``ChannelRejected``.
+and 5xx → ``ChannelUnavailable`` with the server's ``Retry-After``; 401 → ``ChannelCredentialsRefused`` and 403 →
+``ChannelRejected``, both telling the operator which setting to check; a 3xx (the bridge does not follow
+redirects) → ``ChannelRejected`` with where it pointed; any other 4xx → ``ChannelRejected`` with the server's own
+message. A body that should be JSON and is not → ``ChannelRejected``.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from bridge.errors import BridgeError, ChannelRejected, ChannelUnavailable
+from bridge.errors import BridgeError, ChannelCredentialsRefused, ChannelRejected, ChannelUnavailable
 from bridge.http import HttpResponse, retry_after_seconds
 
 
@@ -33,15 +33,17 @@ def http_error(
     """The bridge's error for a failed answer (every channel that speaks HTTP).
 
     Transient statuses become ``ChannelUnavailable`` with the server's ``Retry-After``; the rest
-    ``ChannelRejected``. ``refused`` tells the operator what to check on a 401/403, ``redirect`` on a 3xx;
-    ``said`` is what the server said (default: ``server_message``).
+    ``ChannelRejected`` (a 401 as ``ChannelCredentialsRefused``). ``refused`` tells the operator what to check on a
+    401/403, ``redirect`` on a 3xx; ``said`` is what the server said (default: ``server_message``).
     """
     status = response.status_code
     prefix = f"{label}: {action}: HTTP {status}"
     said = server_message(response) if said is None else said
     if status in (408, 409, 425, 429) or status >= 500:
         return ChannelUnavailable(f"{prefix} {said}", retry_after=retry_after_seconds(response.headers))
-    if status in (401, 403):
+    if status == 401:
+        return ChannelCredentialsRefused(f"{prefix} {said} — {refused}")
+    if status == 403:
         return ChannelRejected(f"{prefix} {said} — {refused}")
     if 300 <= status < 400:
         location = response.headers.get("location", "?")

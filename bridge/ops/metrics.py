@@ -40,4 +40,15 @@ STATE_OUTAGES = Counter(
 KORDIAM_OUTAGES = Counter(
     "bridge_kordiam_outages", "Pauses of the worker because Kordiam was unavailable for every message (its probe too)"
 )
+CHANNEL_CREDENTIALS_REFUSED = Gauge(
+    "bridge_channel_credentials_refused",
+    "1 while the channel refuses the bridge's credentials (its elements are parked, not dead-lettered)",
+    ["channel"],
+)
+CHANNEL_PARKED = Counter(
+    "bridge_channel_parked", "Elements parked for a channel that refused the bridge's credentials", ["channel"]
+)
+CHANNEL_REQUEUED = Counter(
+    "bridge_channel_requeued", "Parked elements put back on the queue for the channel", ["channel"]
+)
 CONSUMER_PAUSED = Gauge("bridge_consumer_paused", "1 while the worker takes no messages for a worker-wide fault")

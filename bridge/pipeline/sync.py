@@ -19,7 +19,7 @@ import structlog
 
 from bridge.channels.base import Channel, ChannelResult, FindsItems
 from bridge.config import FeedbackSettings
-from bridge.errors import BridgeError, TransientError
+from bridge.errors import BridgeError, ChannelCredentialsRefused, TransientError
 from bridge.kordiam.client import KordiamClient
 from bridge.kordiam.models import CmsLinks, Element, Publication
 from bridge.locks import KeyedLock
@@ -28,6 +28,7 @@ from bridge.pipeline.covering import FetchLedger
 from bridge.pipeline.fate import describe, is_transient
 from bridge.pipeline.fingerprint import fingerprint, matches
 from bridge.pipeline.notification import Notification
+from bridge.pipeline.parking import Admission, ChannelParking
 from bridge.pipeline.routing import Route
 from bridge.queue.slots import WorkSlots
 from bridge.state.base import Delivery, ElementBusy, ElementMark, HeldLease, StateStore
@@ -40,6 +41,7 @@ class Action(StrEnum):
     UPDATED = "updated"
     UNCHANGED = "unchanged"
     DELETED = "deleted"
+    PARKED = "parked"  # the channel refuses the bridge's credentials: set aside for it (bridge.pipeline.parking)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +103,10 @@ class SyncEngine:
     settled without one, so it never waits behind other elements' syncs. Within a sync the routes run
     concurrently; one route's publications run in order, stopping at its first failure.
 
+    A channel that refuses the bridge's own credentials (``ChannelCredentialsRefused``) is not a failure of the
+    message: the element is parked for that channel (``bridge.pipeline.parking``, reported as ``parked``), and
+    while the channel keeps refusing, the engine parks without calling it, but for one trial call per back-off.
+
     A deleted element (Kordiam answers 404) has every recorded delivery retracted; then each channel that can find
     its items by the element's mark (``FindsItems``) is searched once, and what it finds without a delivery (a
     create whose answer was lost) is retracted too. Nothing else searches a channel.
@@ -122,6 +128,7 @@ class SyncEngine:
         main_channel: str,
         fetched: FetchLedger | None = None,
         slots: WorkSlots | None = None,
+        parking: ChannelParking | None = None,
     ) -> None:
         # The main channel first: when one publication reaches several channels, its id is the one Kordiam keeps.
         self._routes = sorted(routes, key=lambda route: route.name != main_channel)
@@ -136,6 +143,7 @@ class SyncEngine:
         self._locks = KeyedLock()
         self._fetched = fetched or FetchLedger()
         self._slots = slots
+        self.parking = parking or ChannelParking(state, [route.name for route in self._routes])
         # Labelled once: looking a metric's labels up takes a lock and builds a key, on every message otherwise.
         self._upsert_seconds = {r.name: metrics.CHANNEL_LATENCY.labels(r.name, "upsert") for r in self._routes}
         self._feedback_writes = {
@@ -265,15 +273,25 @@ class SyncEngine:
                 report.actions.append(ChannelAction(route.name, publication.id, Action.UNCHANGED, previous.external_id))
                 continue
             external_id = previous.external_id if previous else (sibling if route.element_scoped else None)
+            admission = self.parking.admit(route.name)
+            if admission is Admission.PARK:
+                await self._park(element.id, route.name, publication.id, None, report)
+                return
             started = time.perf_counter()
             try:
                 result = await route.channel.upsert(element, publication, external_id)
+            except ChannelCredentialsRefused as error:
+                self.parking.refused(route.name, admission, error)
+                await self._park(element.id, route.name, publication.id, None, report)
+                return
             except Exception as error:
+                self.parking.inconclusive(route.name, admission)
                 metrics.CHANNEL_ERRORS.labels(route.name, _kind(error)).inc()
                 report.failures.append(Failure(route.name, error))
                 return
             finally:
                 self._upsert_seconds[route.name].observe(time.perf_counter() - started)
+            self.parking.accepted(route.name, admission)
             delivery = _delivery(element, publication, route.name, result, digest)
             if not await self._state.record(delivery):
                 # Only possible if a sync outlived its lease: retry, so the newest version is fetched again.
@@ -308,16 +326,28 @@ class SyncEngine:
                     hint="the channel was removed from the config; its item was left in place",
                 )
                 continue
+            admission = self.parking.admit(delivery.channel)
+            if admission is Admission.PARK:
+                await self._park(delivery.element_id, delivery.channel, delivery.publication_id, delivery, report)
+                failed.add(delivery.channel)
+                continue
             started = time.perf_counter()
             try:
                 await channel.delete(delivery.element_id, delivery.publication_id, delivery.external_id)
+            except ChannelCredentialsRefused as error:
+                self.parking.refused(delivery.channel, admission, error)
+                await self._park(delivery.element_id, delivery.channel, delivery.publication_id, delivery, report)
+                failed.add(delivery.channel)
+                continue
             except Exception as error:
+                self.parking.inconclusive(delivery.channel, admission)
                 metrics.CHANNEL_ERRORS.labels(delivery.channel, _kind(error)).inc()
                 report.failures.append(Failure(delivery.channel, error))
                 failed.add(delivery.channel)
                 continue
             finally:
                 metrics.CHANNEL_LATENCY.labels(delivery.channel, "delete").observe(time.perf_counter() - started)
+            self.parking.accepted(delivery.channel, admission)
             await self._state.forget(delivery.element_id, delivery.channel, delivery.publication_id)
             held.pop(key, None)
             report.actions.append(
@@ -328,6 +358,7 @@ class SyncEngine:
         """Search each channel that can (``FindsItems``) for the deleted element's items, and retract those the
         state store has no delivery for. A channel whose recorded retraction failed is left for the retry."""
         failed = {failure.stage for failure in report.failures}
+        failed.update(action.channel for action in report.actions if action.action is Action.PARKED)
         steps = [
             self._retract_found(
                 name, finder, element_id, {d.external_id for d in deliveries if d.channel == name}, report
@@ -342,6 +373,10 @@ class SyncEngine:
         self, name: str, finder: FindsItems, element_id: int, recorded: set[str], report: SyncReport
     ) -> None:
         channel = self._channels[name]
+        admission = self.parking.admit(name)
+        if admission is Admission.PARK:
+            await self._park(element_id, name, None, None, report)
+            return
         try:
             for item in await finder.find_items(element_id):
                 if item.external_id in recorded:
@@ -361,9 +396,30 @@ class SyncEngine:
                     "(a create whose answer was lost)",
                 )
                 report.actions.append(ChannelAction(name, item.publication_id, Action.DELETED, item.external_id))
+        except ChannelCredentialsRefused as error:
+            self.parking.refused(name, admission, error)
+            await self._park(element_id, name, None, None, report)
+            return
         except Exception as error:
+            self.parking.inconclusive(name, admission)
             metrics.CHANNEL_ERRORS.labels(name, _kind(error)).inc()
             report.failures.append(Failure(name, error))
+            return
+        self.parking.accepted(name, admission)
+
+    async def _park(
+        self,
+        element_id: int,
+        channel: str,
+        publication_id: int | None,
+        delivery: Delivery | None,
+        report: SyncReport,
+    ) -> None:
+        """Set the element aside for a channel that refuses the bridge's credentials (``bridge.pipeline.parking``);
+        the rest of the sync goes on. ``publication_id`` None: the search for a deleted element's items."""
+        await self.parking.park(element_id, channel, self.parking.reason(channel))
+        external_id = delivery.external_id if delivery is not None else None
+        report.actions.append(ChannelAction(channel, publication_id or 0, Action.PARKED, external_id))
 
     async def _write_feedback(
         self, element: Element, deliveries: dict[tuple[str, int], Delivery], report: SyncReport

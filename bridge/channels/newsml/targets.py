@@ -17,7 +17,7 @@ from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, 
 from bridge.channels.files import atomic_write, os_error
 from bridge.channels.newsml.g2 import MEDIA_TYPE
 from bridge.channels.newsml.options import NewsMLOptions
-from bridge.errors import BridgeError, ChannelRejected, ChannelUnavailable
+from bridge.errors import BridgeError, ChannelCredentialsRefused, ChannelRejected, ChannelUnavailable
 
 log = structlog.get_logger("bridge.channels.newsml")
 
@@ -91,6 +91,11 @@ _S3_TRANSIENT_CODES = frozenset(
         "RequestTimeout", "RequestTimeTooSkewed", "InternalError", "ServiceUnavailable", "OperationAborted",
     }
 )  # fmt: skip
+# S3 not authenticating the bridge at all: its key or session is wrong, for every item alike (AccessDenied is a
+# policy's answer to one request, so it stays a rejection).
+_S3_CREDENTIALS_REFUSED = frozenset(
+    {"InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken", "TokenRefreshRequired"}
+)
 _S3_HINTS = {
     "AccessDenied": "the credentials may not do this (s3:PutObject on the prefix is needed)",
     "NoSuchBucket": "the bucket does not exist (check target and region/endpoint_url)",
@@ -113,9 +118,11 @@ def s3_error(error: Exception, label: str, action: str) -> BridgeError:
         if code in _S3_TRANSIENT_CODES or status in (408, 429) or status >= 500:
             return ChannelUnavailable(f"{label}: {action}: {said}")
         hint = _S3_HINTS.get(code)
+        if code in _S3_CREDENTIALS_REFUSED:
+            return ChannelCredentialsRefused(f"{label}: {action}: {said}" + (f" — {hint}" if hint else ""))
         return ChannelRejected(f"{label}: {action}: {said}" + (f" — {hint}" if hint else ""))
     if isinstance(error, NoCredentialsError | PartialCredentialsError):
-        return ChannelRejected(f"{label}: {action}: no usable AWS credentials ({error})")
+        return ChannelCredentialsRefused(f"{label}: {action}: no usable AWS credentials ({error})")
     reason = str(error) or type(error).__name__
     return ChannelUnavailable(f"{label}: {action}: S3 unreachable: {reason}")
 

@@ -1,0 +1,291 @@
+"""A channel that refuses the bridge's own credentials: its work is parked, never dead-lettered, and requeued
+once the channel accepts them again.
+
+Why: a 401 from WordPress, Mailchimp, S3 or a CMS is the bridge's fault (a wrong or revoked secret in its
+configuration), not the message's, and it is the same for every message. Failing the messages would dead-letter
+every story that reaches the channel until an operator fixed the secret and redrove them all; worse, each one
+would try the wrong secret again, and a CMS that locks an account after failed logins would lock it. So the sync
+engine parks the element for that channel in the state store (``StateStore.park``, shared by every worker), the
+message's other channels and its feedback go on, and the message is done.
+
+Each channel is, in this process, ``accepting`` or ``refused``:
+
+- **accepting**: every call goes to the channel. A ``ChannelCredentialsRefused`` makes it ``refused``: one error
+  line (``channel_credentials_refused``, with the setting to fix), ``bridge_channel_credentials_refused`` 1.
+- **refused**: calls do not go to the channel; the engine parks the element at once (``Admission.PARK``). Once
+  the back-off has passed (1 s, doubling to ``max_trial_seconds``), one call is let through as a trial
+  (``Admission.TRIAL``): the next message's, or, when none comes, the one a requeued parked element brings
+  (``ParkedRequeue``). Accepted: the channel is ``accepting`` again (``channel_credentials_accepted``) and every
+  element it has parked is requeued. Refused: the back-off doubles. Anything else (the CMS down, the content
+  refused) says nothing about the credentials: the next trial may go at once.
+
+At start-up a channel with parked elements starts ``refused`` with its first trial due at once: the secret may
+have been fixed by the restart that brought this process up, and one call finds out.
+
+Several workers: each keeps its own state (one refusal each, at most one trial each per back-off); the parked
+elements are shared, so a requeue by any of them serves all, and a duplicate requeue costs a fetch that changes
+nothing (the fingerprints match).
+
+A requeued element is a fresh notification (``resync_notification``, source ``parked``) on the worker's own
+queue, and is unparked once the queue has it: from then on the queue's guarantees hold (retries, the dead-letter
+queue with a reason for a failure that is the message's own), and a refusal parks it again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from enum import Enum
+
+import structlog
+
+from bridge.errors import ChannelCredentialsRefused
+from bridge.ops import metrics
+from bridge.pipeline.notification import resync_notification
+from bridge.queue.transport import Transport
+from bridge.state.base import StateStore
+
+log = structlog.get_logger("bridge.parking")
+
+FIRST_TRIAL_SECONDS = 1.0
+MAX_TRIAL_SECONDS = 300.0
+REQUEUE_PAGE = 100
+
+
+class Admission(Enum):
+    """What the engine may do with one call to a channel."""
+
+    GO = "go"  # accepting: call it
+    TRIAL = "trial"  # refused, and this call is the one trial the back-off allows: call it, then report how it went
+    PARK = "park"  # refused: do not call it; park the element for the channel
+
+
+@dataclass(slots=True)
+class _Refusal:
+    reason: str
+    backoff: float
+    next_trial: float
+    trial_running: bool = False
+    # A requeued element is on its way to carry the trial (``ParkedRequeue``); not sent again before it is due.
+    carrier_sent_at: float | None = None
+
+
+class ChannelParking:
+    """Which channels refuse the bridge's credentials in this process, and the admission of each call.
+
+    Lifecycle: one per worker, shared by the sync engine (``admit``, then ``accepted``/``refused``/``inconclusive``
+    for each call it made, and ``park``) and the ``ParkedRequeue`` task. ``load`` reads, at start-up, which
+    channels have parked elements. Nothing to close.
+
+    Contract with the engine: every ``admit`` that answered ``GO`` or ``TRIAL`` is followed by exactly one of
+    ``accepted``, ``refused`` or ``inconclusive`` for that call, with the admission it got, once the call ended.
+    """
+
+    def __init__(
+        self,
+        state: StateStore,
+        channels: Iterable[str],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        first_trial_seconds: float = FIRST_TRIAL_SECONDS,
+        max_trial_seconds: float = MAX_TRIAL_SECONDS,
+    ) -> None:
+        self._state = state
+        self._channels = tuple(channels)
+        self._clock = clock
+        self._first = first_trial_seconds
+        self._max = max_trial_seconds
+        self._refused: dict[str, _Refusal] = {}
+        # Channels accepted again since the requeue task last looked: it requeues their parked elements.
+        self.requeue_due: set[str] = set()
+        self.changed = asyncio.Event()
+        self._gauges = {name: metrics.CHANNEL_CREDENTIALS_REFUSED.labels(name) for name in self._channels}
+        self._parked = {name: metrics.CHANNEL_PARKED.labels(name) for name in self._channels}
+
+    async def load(self) -> None:
+        """At start-up: a channel with parked elements starts refused, its first trial due at once."""
+        for name in self._channels:
+            count = await self._state.parked_count(name)
+            if count:
+                now = self._clock()
+                self._refused[name] = _Refusal("elements were parked before this start", self._first, now)
+                log.warning(
+                    "parked_found_at_start",
+                    channel=name,
+                    parked=count,
+                    hint="parked while the channel refused the bridge's credentials; one trial call decides",
+                )
+                self.changed.set()
+
+    def refusing(self, name: str) -> bool:
+        return name in self._refused
+
+    def refusals(self) -> dict[str, str]:
+        """The channels refusing now, with the latest refusal's text."""
+        return {name: refusal.reason for name, refusal in self._refused.items()}
+
+    def reason(self, name: str) -> str:
+        refusal = self._refused.get(name)
+        return refusal.reason if refusal is not None else "the channel refused the bridge's credentials"
+
+    def admit(self, name: str) -> Admission:
+        refusal = self._refused.get(name)
+        if refusal is None:
+            return Admission.GO
+        if refusal.trial_running or self._clock() < refusal.next_trial:
+            return Admission.PARK
+        refusal.trial_running = True
+        return Admission.TRIAL
+
+    def accepted(self, name: str, admission: Admission) -> None:
+        """The call was made and the channel authenticated the bridge."""
+        if admission is not Admission.TRIAL or name not in self._refused:
+            return  # a call admitted before a refusal: the refusal is newer news
+        refusal = self._refused.pop(name)
+        self._gauges[name].set(0)
+        log.info("channel_credentials_accepted", channel=name, refused_for=refusal.reason)
+        self.requeue_due.add(name)
+        self.changed.set()
+
+    def refused(self, name: str, admission: Admission, error: ChannelCredentialsRefused) -> None:
+        """The call was made and the channel refused the bridge's credentials."""
+        now = self._clock()
+        refusal = self._refused.get(name)
+        if refusal is None:
+            self._refused[name] = _Refusal(str(error), self._first, now + self._first)
+            self._gauges[name].set(1)
+            self.requeue_due.discard(name)
+            log.error(
+                "channel_credentials_refused",
+                channel=name,
+                error=str(error),
+                hint="the channel's own secret is wrong or revoked: its elements are parked, not dead-lettered, "
+                "and requeued once it is accepted (fix the setting the error names, and restart)",
+            )
+            return
+        refusal.reason = str(error)
+        if admission is Admission.TRIAL:
+            refusal.trial_running = False
+            refusal.backoff = min(refusal.backoff * 2, self._max)
+            refusal.next_trial = now + refusal.backoff
+            refusal.carrier_sent_at = None
+            log.info("channel_credentials_still_refused", channel=name, next_trial_in=round(refusal.backoff, 1))
+
+    def inconclusive(self, name: str, admission: Admission) -> None:
+        """The call ended without saying whether the credentials work (the target down, the content refused)."""
+        refusal = self._refused.get(name)
+        if admission is Admission.TRIAL and refusal is not None:
+            refusal.trial_running = False
+
+    async def park(self, element_id: int, name: str, reason: str) -> None:
+        """Set the element aside for the channel (the state store's errors are the caller's, as any store error)."""
+        await self._state.park(element_id, name, reason)
+        self._parked[name].inc()
+
+    # --- for ParkedRequeue ---
+
+    def carrier_due(self, name: str) -> bool:
+        """A refused channel whose trial is due, with no message on its way to carry it."""
+        refusal = self._refused.get(name)
+        if refusal is None or refusal.trial_running:
+            return False
+        now = self._clock()
+        if now < refusal.next_trial:
+            return False
+        return refusal.carrier_sent_at is None or now - refusal.carrier_sent_at >= max(refusal.backoff, self._first)
+
+    def carrier_sent(self, name: str) -> None:
+        refusal = self._refused.get(name)
+        if refusal is not None:
+            refusal.carrier_sent_at = self._clock()
+
+    def next_due(self) -> float | None:
+        """Seconds until the earliest trial of a refused channel (None: no channel refuses)."""
+        if not self._refused:
+            return None
+        now = self._clock()
+        return max(0.0, min(r.next_trial for r in self._refused.values()) - now)
+
+
+class ParkedRequeue:
+    """Puts parked elements back on the queue: all of a channel's once it accepts the bridge's credentials again,
+    and, while it refuses, one per back-off to carry the trial when no message comes to carry it.
+
+    Lifecycle: one task per worker (``run`` until ``stop``), started once the queue is open. Errors: a failed
+    send or state store call is logged (``parked_requeue_failed``) and tried again on the next round (at most
+    ``retry_seconds`` later); what was not sent stays parked, so nothing is lost.
+    """
+
+    def __init__(
+        self,
+        parking: ChannelParking,
+        *,
+        state: StateStore,
+        transport: Transport,
+        channels: Iterable[str],
+        retry_seconds: float = 30.0,
+    ) -> None:
+        self._parking = parking
+        self._state = state
+        self._transport = transport
+        self._channels = tuple(channels)
+        self._retry = retry_seconds
+        self._requeued = {name: metrics.CHANNEL_REQUEUED.labels(name) for name in self._channels}
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            self._parking.changed.clear()
+            wait: float | None = None
+            try:
+                await self.round()
+            except Exception as error:
+                log.error("parked_requeue_failed", error=f"{type(error).__name__}: {error}", retry_in=self._retry)
+                wait = self._retry
+            if wait is None:
+                due = self._parking.next_due()
+                wait = self._retry if due is None else min(max(due, 0.05), self._retry)
+            stopping = asyncio.ensure_future(stop.wait())
+            changed = asyncio.ensure_future(self._parking.changed.wait())
+            try:
+                await asyncio.wait({stopping, changed}, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stopping.cancel()
+                changed.cancel()
+
+    async def round(self) -> None:
+        """One pass: requeue every channel accepted again, and send a trial's carrier where one is due."""
+        for name in self._channels:
+            if name in self._parking.requeue_due:
+                count = await self._requeue_all(name)
+                self._parking.requeue_due.discard(name)
+                if count:
+                    log.info("parked_requeued", channel=name, requeued=count)
+            elif self._parking.carrier_due(name):
+                page = await self._state.parked(name, limit=1)
+                if page:
+                    await self._send(page[0].element_id, name)
+                    self._parking.carrier_sent(name)
+                    log.info("parked_trial_requeued", channel=name, element_id=page[0].element_id)
+
+    async def _requeue_all(self, name: str) -> int:
+        count = 0
+        after: int | None = None
+        while True:
+            if self._parking.refusing(name):
+                return count  # refused again meanwhile: the rest waits for the next acceptance
+            page = await self._state.parked(name, after=after, limit=REQUEUE_PAGE)
+            for parked in page:
+                await self._send(parked.element_id, name)
+                count += 1
+            if len(page) < REQUEUE_PAGE:
+                return count
+            after = page[-1].element_id
+
+    async def _send(self, element_id: int, name: str) -> None:
+        body, attributes = resync_notification(element_id, source="parked")
+        await self._transport.send(body, attributes, group_id=str(element_id))
+        # Only once the queue has it: a send that failed leaves the element parked for the next round.
+        await self._state.unpark(element_id, name)
+        self._requeued[name].inc()

@@ -1,0 +1,297 @@
+"""A channel that refuses the bridge's own credentials: the element is parked for it, never dead-lettered; while it
+refuses, one trial call per back-off; once accepted, its parked elements are requeued (bridge.pipeline.parking)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from botocore.exceptions import ClientError
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
+
+from bridge.channels.http_errors import http_error
+from bridge.channels.newsml.targets import s3_error
+from bridge.config import FeedbackSettings
+from bridge.errors import ChannelCredentialsRefused, ChannelRejected, ChannelUnavailable
+from bridge.http import HttpRequest, HttpResponse
+from bridge.pipeline.handler import MessageHandler
+from bridge.pipeline.notification import Notification
+from bridge.pipeline.parking import Admission, ChannelParking, ParkedRequeue
+from bridge.pipeline.routing import Route
+from bridge.pipeline.sync import Action, SyncEngine, SyncFailed
+from bridge.queue.outcome import Done
+from bridge.queue.transport import QueueMessage
+from tests.unit.fakes import (
+    FakeKordiam,
+    FakeTransport,
+    FindingChannel,
+    MemoryStateStore,
+    ScriptedChannel,
+    element_body,
+    publication,
+)
+
+WEB, PRINT = 99003, 99004
+REFUSED = ChannelCredentialsRefused("web: HTTP 401 invalid api key — check api_key")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def kordiam() -> FakeKordiam:
+    return FakeKordiam()
+
+
+@pytest.fixture
+def state() -> MemoryStateStore:
+    return MemoryStateStore()
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+def engine_with(
+    kordiam: FakeKordiam, state: MemoryStateStore, clock: Clock, *channels: tuple[ScriptedChannel, int]
+) -> SyncEngine:
+    parking = ChannelParking(state, [channel.name for channel, _ in channels], clock=clock)
+    return SyncEngine(
+        kordiam=kordiam.client(),
+        routes=[Route(channel, frozenset({platform})) for channel, platform in channels],
+        state=state,
+        feedback=FeedbackSettings(),
+        main_channel=channels[0][0].name,
+        parking=parking,
+    )
+
+
+async def parked_ids(state: MemoryStateStore, channel: str) -> list[int]:
+    return [parked.element_id for parked in await state.parked(channel, limit=1000)]
+
+
+async def test_a_refused_channel_parks_the_element_and_the_rest_of_the_sync_goes_on(
+    kordiam: FakeKordiam, state: MemoryStateStore, clock: Clock
+) -> None:
+    kordiam.elements[1] = element_body(1, publication(11, WEB), publication(12, PRINT))
+    web, paper = ScriptedChannel("web"), ScriptedChannel("print")
+    web.fail = REFUSED
+    engine = engine_with(kordiam, state, clock, (web, WEB), (paper, PRINT))
+
+    report = await engine.sync(Notification(1))  # no SyncFailed: the refusal is not the message's failure
+
+    assert {(a.channel, a.publication_id, a.action) for a in report.actions} == {
+        ("web", 11, Action.PARKED),
+        ("print", 12, Action.CREATED),
+    }
+    assert await parked_ids(state, "web") == [1] and await parked_ids(state, "print") == []
+    parked = (await state.parked("web"))[0]
+    assert "HTTP 401" in parked.reason
+    assert set(state.rows) == {(1, "print", 12)}  # nothing recorded for the refusing channel
+    assert engine.parking.refusing("web") and not engine.parking.refusing("print")
+
+
+async def test_while_refused_the_channel_is_not_called_until_the_back_off_allows_one_trial(
+    kordiam: FakeKordiam, state: MemoryStateStore, clock: Clock
+) -> None:
+    for element_id in (1, 2, 3):
+        kordiam.elements[element_id] = element_body(element_id, publication(element_id * 10, WEB))
+    web = ScriptedChannel("web")
+    web.fail = REFUSED
+    engine = engine_with(kordiam, state, clock, (web, WEB))
+    await engine.sync(Notification(1))
+    calls = 0
+
+    original = web.upsert
+
+    async def counting(*args: object) -> object:
+        nonlocal calls
+        calls += 1
+        return await original(*args)  # type: ignore[arg-type]
+
+    web.upsert = counting  # type: ignore[method-assign]
+    report = await engine.sync(Notification(2))
+    assert calls == 0  # parked without a call: a wrong secret is not tried again for every story
+    assert [a.action for a in report.actions] == [Action.PARKED]
+
+    clock.now += 1.0  # the first back-off (1 s) has passed: one trial, still refused
+    await engine.sync(Notification(3))
+    assert calls == 1
+    assert await parked_ids(state, "web") == [1, 2, 3]
+    assert engine.parking.admit("web") is Admission.PARK  # the back-off doubled: 2 s from now
+    clock.now += 1.9
+    assert engine.parking.admit("web") is Admission.PARK
+    clock.now += 0.2
+    assert engine.parking.admit("web") is Admission.TRIAL
+    assert engine.parking.admit("web") is Admission.PARK  # one trial at a time
+
+
+async def test_an_accepted_trial_reopens_the_channel_and_asks_for_its_parked_elements_to_be_requeued(
+    kordiam: FakeKordiam, state: MemoryStateStore, clock: Clock
+) -> None:
+    kordiam.elements[1] = element_body(1, publication(11, WEB))
+    kordiam.elements[2] = element_body(2, publication(21, WEB))
+    web = ScriptedChannel("web")
+    web.fail = REFUSED
+    engine = engine_with(kordiam, state, clock, (web, WEB))
+    await engine.sync(Notification(1))
+
+    web.fail = None  # the secret was fixed at the target
+    clock.now += 1.0
+    report = await engine.sync(Notification(2))
+    assert [(a.channel, a.action) for a in report.actions] == [("web", Action.CREATED)]
+    assert not engine.parking.refusing("web")
+    assert engine.parking.requeue_due == {"web"}
+    assert engine.parking.admit("web") is Admission.GO
+
+
+async def test_a_trial_that_says_nothing_about_the_credentials_is_the_channels_failure_and_frees_the_next_trial(
+    kordiam: FakeKordiam, state: MemoryStateStore, clock: Clock
+) -> None:
+    kordiam.elements[1] = element_body(1, publication(11, WEB))
+    kordiam.elements[2] = element_body(2, publication(21, WEB))
+    web = ScriptedChannel("web")
+    web.fail = REFUSED
+    engine = engine_with(kordiam, state, clock, (web, WEB))
+    await engine.sync(Notification(1))
+
+    web.fail = ChannelUnavailable("web down")
+    clock.now += 1.0
+    with pytest.raises(SyncFailed) as raised:
+        await engine.sync(Notification(2))
+    assert [(f.stage, type(f.error)) for f in raised.value.failures] == [("web", ChannelUnavailable)]
+    assert engine.parking.refusing("web")
+    assert engine.parking.admit("web") is Admission.TRIAL  # no verdict: the next call may try at once
+
+
+async def test_a_refused_retraction_parks_the_element_and_keeps_its_delivery(
+    kordiam: FakeKordiam, state: MemoryStateStore, clock: Clock
+) -> None:
+    kordiam.elements[1] = element_body(1, publication(11, WEB))
+    web = FindingChannel("web")
+    engine = engine_with(kordiam, state, clock, (web, WEB))
+    await engine.sync(Notification(1))
+    del kordiam.elements[1]  # the story is deleted in Kordiam
+    web.fail = REFUSED
+
+    report = await engine.sync(Notification(1))
+
+    assert [(a.channel, a.action) for a in report.actions] == [("web", Action.PARKED)]
+    assert web.finds == []  # a channel that refuses is not searched either
+    assert set(state.rows) == {(1, "web", 11)}  # kept: the requeued sync retracts it
+    assert await parked_ids(state, "web") == [1]
+
+
+async def test_the_handler_settles_a_message_whose_only_trouble_is_a_refusing_channel_as_done(
+    kordiam: FakeKordiam, state: MemoryStateStore, clock: Clock
+) -> None:
+    kordiam.elements[1] = element_body(1, publication(11, WEB))
+    web = ScriptedChannel("web")
+    web.fail = REFUSED
+    handler = MessageHandler(engine_with(kordiam, state, clock, (web, WEB)), tracing=False)
+    outcome = await handler(QueueMessage("m1", "r1", json.dumps({"id": 1}), {}, 1, None, None))
+    assert isinstance(outcome, Done)
+    assert await parked_ids(state, "web") == [1]
+
+
+async def test_load_starts_a_channel_with_parked_elements_refused_with_a_trial_due_at_once(
+    state: MemoryStateStore, clock: Clock
+) -> None:
+    await state.park(7, "web", "HTTP 401")
+    parking = ChannelParking(state, ["web", "print"], clock=clock)
+    await parking.load()
+    assert parking.refusing("web") and not parking.refusing("print")
+    assert parking.carrier_due("web")
+    assert parking.admit("web") is Admission.TRIAL
+
+
+async def test_requeue_sends_every_parked_element_of_an_accepted_channel_and_unparks_each(
+    state: MemoryStateStore, clock: Clock
+) -> None:
+    for element_id in range(1, 251):
+        await state.park(element_id, "web", "HTTP 401")
+    await state.park(900, "print", "HTTP 401")
+    parking = ChannelParking(state, ["web", "print"], clock=clock)
+    await parking.load()
+    assert parking.admit("web") is Admission.TRIAL
+    parking.accepted("web", Admission.TRIAL)
+    transport = FakeTransport([])
+    requeue = ParkedRequeue(parking, state=state, transport=transport, channels=["web", "print"])
+
+    await requeue.round()
+
+    web_sent = [json.loads(body)["id"] for body in transport.sent if json.loads(body)["id"] != 900]
+    assert web_sent == list(range(1, 251))
+    assert await state.parked_count("web") == 0
+    assert parking.requeue_due == set()
+    # print still refuses (not tried yet): one element goes out to carry its trial, and is unparked with it.
+    assert [json.loads(body)["id"] for body in transport.sent].count(900) == 1
+    assert await state.parked_count("print") == 0
+
+
+async def test_a_trial_carrier_goes_out_once_per_back_off_while_no_message_tries_the_channel(
+    state: MemoryStateStore, clock: Clock
+) -> None:
+    for element_id in (1, 2, 3):
+        await state.park(element_id, "web", "HTTP 401")
+    parking = ChannelParking(state, ["web"], clock=clock)
+    parking.refused("web", Admission.GO, REFUSED)
+    transport = FakeTransport([])
+    requeue = ParkedRequeue(parking, state=state, transport=transport, channels=["web"])
+
+    await requeue.round()
+    assert transport.sent == []  # the first trial is 1 s away
+    clock.now += 1.0
+    await requeue.round()
+    await requeue.round()
+    assert [json.loads(body)["id"] for body in transport.sent] == [1]  # one carrier, not one per round
+    assert await parked_ids(state, "web") == [2, 3]
+
+
+async def test_a_failed_send_leaves_the_element_parked(state: MemoryStateStore, clock: Clock) -> None:
+    await state.park(1, "web", "HTTP 401")
+    parking = ChannelParking(state, ["web"], clock=clock)
+    await parking.load()
+    parking.accepted("web", parking.admit("web"))
+
+    class Down(FakeTransport):
+        async def send(
+            self, body: str, attributes: dict[str, str] | None = None, *, group_id: str | None = None
+        ) -> str:
+            raise ConnectionError("queue unreachable")
+
+    requeue = ParkedRequeue(parking, state=state, transport=Down([]), channels=["web"])
+    with pytest.raises(ConnectionError):
+        await requeue.round()
+    assert await parked_ids(state, "web") == [1]
+    assert parking.requeue_due == {"web"}  # tried again on the next round
+
+
+def answer(status: int, body: object) -> HttpResponse:
+    request = HttpRequest("PUT", URL("https://cms.test/x"), CIMultiDict(), None, 5.0)
+    return HttpResponse(status, CIMultiDictProxy(CIMultiDict()), json.dumps(body).encode(), request)
+
+
+def test_a_401_is_a_credentials_refusal_and_a_403_a_rejection_only() -> None:
+    refused = http_error(answer(401, {"message": "bad key"}), "cms", "updating", refused="check api_key")
+    forbidden = http_error(answer(403, {"message": "may not edit"}), "cms", "updating", refused="check api_key")
+    assert isinstance(refused, ChannelCredentialsRefused) and "check api_key" in str(refused)
+    assert isinstance(forbidden, ChannelRejected) and not isinstance(forbidden, ChannelCredentialsRefused)
+
+
+@pytest.mark.parametrize(
+    ("code", "refused"),
+    [("InvalidAccessKeyId", True), ("SignatureDoesNotMatch", True), ("ExpiredToken", True), ("AccessDenied", False)],
+)
+def test_s3_codes_that_do_not_authenticate_the_bridge_are_refusals(code: str, refused: bool) -> None:
+    error = ClientError({"Error": {"Code": code, "Message": "x"}, "ResponseMetadata": {"HTTPStatusCode": 403}}, "Put")
+    mapped = s3_error(error, "newsml", "writing")
+    assert isinstance(mapped, ChannelRejected)
+    assert isinstance(mapped, ChannelCredentialsRefused) is refused
