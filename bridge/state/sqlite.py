@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import structlog
 
 from bridge.errors import ConfigError
-from bridge.state.base import Delivery, ElementMark, HeldLease, StateUnavailable
+from bridge.state.base import Delivery, ElementMark, HeldLease, Parked, StateUnavailable
 from bridge.state.leases import LeaseKeeper, LeaseOwner, held_lease
 
 T = TypeVar("T")
@@ -39,7 +39,7 @@ log = structlog.get_logger("bridge.state")
 CHECKPOINT_EVERY_WRITES = 2000
 BUSY_TIMEOUT_MS = 5000
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 MIGRATIONS: dict[int, str] = {
     1: """
     CREATE TABLE deliveries (
@@ -108,6 +108,19 @@ MIGRATIONS: dict[int, str] = {
     DROP TABLE leases;
     DROP TABLE elements;
     ALTER TABLE elements_v5 RENAME TO elements;
+    """,
+    # The elements a channel owes a sync while it refuses the bridge's own credentials (``park``). A table of its
+    # own, keyed by channel first so that a channel's items are one range of the key in element order; the
+    # worker's path (lease, record, release) never touches it. A worker of version 5 still running on the file
+    # does not read it, and loses nothing by it.
+    6: """
+    CREATE TABLE parked (
+        channel    TEXT    NOT NULL,
+        element_id INTEGER NOT NULL,
+        reason     TEXT    NOT NULL,
+        since      TEXT    NOT NULL,
+        PRIMARY KEY (channel, element_id)
+    ) WITHOUT ROWID;
     """,
 }
 # Tables every schema version of the bridge has had: version 1 made them in the transaction that made
@@ -530,6 +543,32 @@ class SqliteStateStore:
         values = _mark_values(mark)
         await self._write(lambda db: db.execute(MARK_ELEMENT, values))
 
+    async def park(self, element_id: int, channel: str, reason: str) -> None:
+        values = (channel, element_id, reason, _iso(datetime.now(UTC)))
+        await self._write(lambda db: db.execute(PARK, values))
+
+    async def unpark(self, element_id: int, channel: str) -> None:
+        await self._write(
+            lambda db: db.execute("DELETE FROM parked WHERE channel = ? AND element_id = ?", (channel, element_id))
+        )
+
+    async def parked(self, channel: str, *, after: int | None = None, limit: int = 100) -> list[Parked]:
+        _check_limit(limit)  # SQLite reads a negative LIMIT as none at all
+        # A range of the primary key (channel, element_id): no sort, no scan.
+        query = "SELECT element_id, reason, since FROM parked WHERE channel = ?"
+        values: tuple[Any, ...] = (channel,)
+        if after is not None:
+            query += " AND element_id > ?"
+            values += (after,)
+        query += " ORDER BY element_id LIMIT ?"
+        rows = await self._run(lambda db: db.execute(query, (*values, limit)).fetchall())
+        return [Parked(row[0], channel, row[1], _since(row[2])) for row in rows]
+
+    async def parked_count(self, channel: str) -> int:
+        query = "SELECT COUNT(*) FROM parked WHERE channel = ?"
+        row = await self._run(lambda db: db.execute(query, (channel,)).fetchone())
+        return int(row[0])
+
     async def probe(self) -> None:
         # A write SQLite cannot skip (it rewrites the row, so the commit appends to the WAL: a full disk or a lock
         # held by another program fails it as a message's write would), then a read.
@@ -669,6 +708,12 @@ MARK_AND_RELEASE = (
     ", lease_expires_at = CASE WHEN elements.lease_owner = ?7 THEN NULL ELSE elements.lease_expires_at END"
 )
 
+# Parking again keeps the first ``since`` and takes the latest refusal's text.
+PARK = (
+    "INSERT INTO parked (channel, element_id, reason, since) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (channel, element_id) DO UPDATE SET reason = excluded.reason"
+)
+
 
 @contextmanager
 def _transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
@@ -720,6 +765,16 @@ def _iso(value: datetime | None) -> str | None:
 
 def _parse(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
+
+
+def _since(value: str) -> datetime:
+    # ``_parse`` for a column that is never NULL.
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def _check_limit(limit: int) -> None:
+    if limit < 1:
+        raise ValueError(f"limit must be at least 1, not {limit}")
 
 
 def _now() -> str:

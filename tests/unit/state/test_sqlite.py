@@ -126,6 +126,41 @@ async def test_a_version_4_file_keeps_its_marks_and_the_leases_held_in_it(stores
     assert "leases" not in tables and "elements_v5" not in tables
 
 
+async def test_a_version_5_file_gains_the_parked_table_and_keeps_its_rows(stores: StoreFactory, tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    with sqlite3.connect(path) as db:
+        _migrate_up_to(db, 5)
+        db.execute(
+            "INSERT INTO deliveries (element_id, channel, publication_id, external_id, fingerprint, updated_at) "
+            "VALUES (7, 'web', 70, 'post-55', 'fp', '2026-01-01T00:00:00Z')"
+        )
+        db.execute(
+            "INSERT INTO elements VALUES (7, '2026-03-01T09:30:00.000000Z', 3, 0, 12.5, '2026-03-01', NULL, NULL)"
+        )
+        db.execute("INSERT INTO elements VALUES (9, NULL, NULL, 0, NULL, NULL, 'earlier-worker', 4102444800)")
+    store = await stores(lease_wait_seconds=0)
+    assert [(d.element_id, d.external_id) for d in await store.deliveries(7)] == [(7, "post-55")]
+    assert await store.element_mark(7) == ElementMark(7, T0, 3, deleted=False, fetched_at=12.5)
+    with pytest.raises(ElementBusy, match="earlier-worker"):
+        async with store.lease(9):
+            pytest.fail("a lease held before the migration must still be held after it")
+    assert await store.parked("web") == [] and await store.parked_count("web") == 0
+    await store.park(7, "web", "401 Unauthorized")
+    assert [(p.element_id, p.reason) for p in await store.parked("web")] == [(7, "401 Unauthorized")]
+    with sqlite3.connect(path) as db:
+        versions = [row[0] for row in db.execute("SELECT version FROM schema_version ORDER BY version")]
+        plan = " ".join(
+            str(row[-1])
+            for row in db.execute(
+                "EXPLAIN QUERY PLAN SELECT element_id, reason, since FROM parked "
+                "WHERE channel = 'web' AND element_id > 5 ORDER BY element_id LIMIT 100"
+            )
+        )
+    assert versions == [1, 2, 3, 4, 5, 6]
+    # A range of the key, in its order: no scan, no sort.
+    assert "SEARCH parked USING PRIMARY KEY" in plan and "TEMP B-TREE" not in plan
+
+
 def _migrate_up_to(db: sqlite3.Connection, last: int) -> None:
     """Make ``db`` a file of schema version ``last``, as a bridge of that version left it."""
     db.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
