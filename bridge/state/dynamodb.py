@@ -9,6 +9,11 @@ Single-table layout (hash key ``pk``, range key ``sk``, both strings; TTL on ``e
   seconds, a number) when the Kordiam fetch behind it started; a mark whose fetch started earlier than the
   stored one does not land.
 * ``sk = "lease"``: the worker (``owner``) syncing the element until ``expires_at`` (epoch seconds).
+* ``pk = "parked#<channel>"``, ``sk = "element#<id, 20 digits>"``: an element the channel owes a sync while it
+  refuses the bridge's own credentials (``reason``, the latest refusal's text; ``since``, when first parked, as
+  fixed-width UTC text). One partition per channel, the element id zero-padded so that the range key orders by it:
+  a page of a channel's parked elements is one Query, their count a Query that counts. No ``expires_at``: they
+  never expire.
 
 Two global secondary indexes (all attributes projected) find deliveries for the ingress, which maps the id in a
 Kordiam ``DELETE`` back to its element: ``external_id`` (hash key ``external_id``, a string) by their channel
@@ -19,14 +24,15 @@ written, forgotten or re-pointed (no second write on the worker's path, nothing 
 a table's existing deliveries when they are added; their reads are eventually consistent, well within the minutes
 between a story's delivery and Kordiam's ``DELETE``. A GSI key may be neither empty nor longer than 2 KiB, so an
 empty external id is left out of the item (read back as ``""``) and one longer than 1 KiB is kept as
-``external_id_unindexed``; marks and leases carry neither key, so the indexes hold deliveries alone. Projecting
+``external_id_unindexed``; marks, leases and parked elements carry neither key, so the indexes hold deliveries
+alone. Projecting
 every attribute lets a lookup answer whole deliveries, a few hundred bytes each.
 
 The table is created outside the bridge (Terraform in production; ``create_table`` for local use and tests):
 ``open()`` checks that it exists and refuses to start otherwise; a table without the indexes serves the worker,
 and the lookups refuse with a ``ConfigError`` saying what to add (the ingress asks at start-up).
 
-Why one module of ~630 lines: the ``StateStore`` contract is one class (about 350 lines of statements, one method
+Why one module of ~820 lines: the ``StateStore`` contract is one class (about 500 lines of statements, one method
 per contract call, as in ``sqlite.py``); the rest is the item encoding and the table definition those statements
 assume, which change together with them.
 """
@@ -48,7 +54,7 @@ from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from bridge.config import StateSettings
 from bridge.errors import ConfigError, PermanentError
-from bridge.state.base import Delivery, ElementMark, HeldLease, StateUnavailable
+from bridge.state.base import Delivery, ElementMark, HeldLease, Parked, StateUnavailable
 from bridge.state.leases import LeaseKeeper, LeaseOwner, held_lease
 
 log = structlog.get_logger("bridge.state")
@@ -63,6 +69,11 @@ MARK = "mark"
 ACCESS_CHECK_PK = "bridge#access-check"
 ACCESS_CHECK_SK_PREFIX = "worker#"
 LEASE = "lease"
+PARKED_PK_PREFIX = "parked#"
+PARKED_SK_PREFIX = "element#"
+# Digits of a parked element's range key: any positive 64-bit id (Kordiam's element ids are positive; the queue
+# refuses others), so that key order is id order.
+PARKED_ID_DIGITS = 20
 EXTERNAL_ID_INDEX = "external_id"
 EXTERNAL_KEY = "external_id"
 UNINDEXED_EXTERNAL_ID = "external_id_unindexed"
@@ -429,6 +440,87 @@ class DynamoDbStateStore:
         except _ConditionFailed:
             return
 
+    # ---- parked elements -----------------------------------------------------------------------------------
+
+    async def park(self, element_id: int, channel: str, reason: str) -> None:
+        # One write whatever is there: the first since stays (if_not_exists), the reason is the latest.
+        await self._call(
+            "update_item",
+            Key=_parked_key(channel, element_id),
+            UpdateExpression="SET #element = :element, #channel = :channel, #reason = :reason, "
+            "#since = if_not_exists(#since, :now)",
+            ExpressionAttributeNames={
+                "#element": "element_id",
+                "#channel": "channel",
+                "#reason": "reason",
+                "#since": "since",
+            },
+            ExpressionAttributeValues={
+                ":element": _n(element_id),
+                ":channel": _s(channel),
+                ":reason": _s(reason),
+                ":now": _s(encode_date(datetime.now(UTC))),
+            },
+        )
+
+    async def unpark(self, element_id: int, channel: str) -> None:
+        await self._call("delete_item", Key=_parked_key(channel, element_id))
+
+    async def parked(self, channel: str, *, after: int | None = None, limit: int = 100) -> list[Parked]:
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, not {limit}")  # DynamoDB would refuse the Query
+        values = {":pk": _s(_parked_pk(channel))}
+        if after is None or after < 0:
+            condition = "#pk = :pk AND begins_with(#sk, :after)"
+            values[":after"] = _s(PARKED_SK_PREFIX)
+        else:
+            condition = "#pk = :pk AND #sk > :after"
+            values[":after"] = _s(_parked_sk(after))
+        request: dict[str, Any] = {
+            "KeyConditionExpression": condition,
+            "ExpressionAttributeNames": {"#pk": HASH_KEY, "#sk": RANGE_KEY},
+            "ExpressionAttributeValues": values,
+            "ConsistentRead": True,
+        }
+        items: list[dict[str, Any]] = []
+        start: dict[str, Any] | None = None
+        # A page of a Query stops at 1 MB as well as at Limit: go on until limit items or the channel's last.
+        while len(items) < limit:
+            page = await self._call(
+                "query", **request, Limit=limit - len(items), **({"ExclusiveStartKey": start} if start else {})
+            )
+            items.extend(page.get("Items", []))
+            start = page.get("LastEvaluatedKey")
+            if not start:
+                break
+        return [
+            Parked(
+                element_id=int(item["element_id"]["N"]),
+                channel=channel,
+                reason=str(item["reason"]["S"]),
+                since=decode_date(str(item["since"]["S"])),
+            )
+            for item in items
+        ]
+
+    async def parked_count(self, channel: str) -> int:
+        count = 0
+        start: dict[str, Any] | None = None
+        while True:  # Select=COUNT reads the items all the same, 1 MB a page
+            page = await self._call(
+                "query",
+                KeyConditionExpression="#pk = :pk",
+                ExpressionAttributeNames={"#pk": HASH_KEY},
+                ExpressionAttributeValues={":pk": _s(_parked_pk(channel))},
+                Select="COUNT",
+                ConsistentRead=True,
+                **({"ExclusiveStartKey": start} if start else {}),
+            )
+            count += int(page.get("Count", 0))
+            start = page.get("LastEvaluatedKey")
+            if not start:
+                return count
+
     # ---- leases --------------------------------------------------------------------------------------------
 
     def lease(self, element_id: int) -> AbstractAsyncContextManager[HeldLease]:
@@ -657,6 +749,20 @@ def _pk(element_id: int) -> str:
 
 def _delivery_sk(channel: str, publication_id: int) -> str:
     return f"{DELIVERY_PREFIX}{channel}#{publication_id}"
+
+
+def _parked_pk(channel: str) -> str:
+    return f"{PARKED_PK_PREFIX}{channel}"
+
+
+def _parked_sk(element_id: int) -> str:
+    if element_id < 0:  # its padded text would sort out of id order
+        raise ValueError(f"element ids are positive, not {element_id}")
+    return f"{PARKED_SK_PREFIX}{element_id:0{PARKED_ID_DIGITS}d}"
+
+
+def _parked_key(channel: str, element_id: int) -> dict[str, Any]:
+    return {HASH_KEY: _s(_parked_pk(channel)), RANGE_KEY: _s(_parked_sk(element_id))}
 
 
 def _indexable(external_id: str) -> bool:

@@ -259,6 +259,73 @@ async def test_lease_item_carries_owner_and_ttl(stores: StoreFactory, moto_url: 
         assert "Item" not in gone
 
 
+# ---- parked elements -------------------------------------------------------------------------------------------
+
+
+async def test_a_parked_item_is_a_partition_of_its_channel_that_never_expires(
+    stores: StoreFactory, moto_url: str, table: str
+) -> None:
+    store = await stores()
+    await store.park(7, "web", "401 Unauthorized")
+    [item] = await items_of(moto_url, table)
+    assert (item["pk"], item["sk"]) == ({"S": "parked#web"}, {"S": "element#00000000000000000007"})
+    assert (item["element_id"], item["channel"], item["reason"]) == (
+        {"N": "7"},
+        {"S": "web"},
+        {"S": "401 Unauthorized"},
+    )
+    # No TTL attribute, and neither index's key: it is no delivery and no lease.
+    assert not {"expires_at", "external_id", "publication_id"} & item.keys()
+    assert await store.all_deliveries() == []
+    with pytest.raises(ValueError, match="positive"):
+        await store.park(-1, "web", "401 Unauthorized")
+
+
+class ShortPages(DynamoDbStateStore):
+    """A table whose Query pages end early, as DynamoDB's do at 1 MB whatever the ``Limit``."""
+
+    async def _call(self, operation: str, **request: Any) -> dict[str, Any]:
+        if operation == "query":
+            request["Limit"] = min(request.get("Limit", 3), 3)
+        return await super()._call(operation, **request)
+
+
+async def test_parked_and_its_count_go_on_past_short_query_pages(moto_url: str, table: str) -> None:
+    async with opened_stores(functools.partial(ShortPages, table, region=REGION, endpoint_url=moto_url)) as stores:
+        store = await stores()
+        for element in range(1, 12):
+            await store.park(element, "web", "401")
+        assert [p.element_id for p in await store.parked("web", limit=10)] == list(range(1, 11))
+        assert [p.element_id for p in await store.parked("web", after=8, limit=10)] == [9, 10, 11]
+        assert await store.parked_count("web") == 11
+
+
+@pytest.mark.parametrize(
+    ("code", "kind"),
+    [("ThrottlingException", StateUnavailable), ("AccessDeniedException", StateAccessRefused)],
+)
+@pytest.mark.parametrize("method", ["park", "unpark", "parked", "parked_count"])
+async def test_parking_calls_fail_as_every_other_call_does(
+    moto_url: str, table: str, method: str, code: str, kind: type[Exception]
+) -> None:
+    # Throttling is an outage, a refused role the worker's own fault: neither may be the message's (StateRejected).
+    calls: dict[str, tuple[str, Callable[[DynamoDbStateStore], Awaitable[object]]]] = {
+        "park": ("update_item", lambda store: store.park(7, "web", "401")),
+        "unpark": ("delete_item", lambda store: store.unpark(7, "web")),
+        "parked": ("query", lambda store: store.parked("web")),
+        "parked_count": ("query", lambda store: store.parked_count("web")),
+    }
+    operation, call = calls[method]
+    store = RefusingStore(table, region=REGION, endpoint_url=moto_url, refuse=operation, code=code)
+    await store.open()
+    try:
+        with pytest.raises(kind) as raised:
+            await call(store)
+        assert type(raised.value) is kind and isinstance(raised.value, TransientError)
+    finally:
+        await store.close()
+
+
 # ---- errors ----------------------------------------------------------------------------------------------------
 
 

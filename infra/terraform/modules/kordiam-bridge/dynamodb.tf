@@ -1,4 +1,5 @@
-# The bridge's state: what it delivered where, per element (pk) and item (sk); leases expire through TTL.
+# The bridge's state: what it delivered where, per element (pk) and item (sk), and the elements each channel has
+# parked (pk parked#<channel>, no index needed); leases expire through TTL, parked elements never.
 
 resource "aws_dynamodb_table" "state" {
   name         = local.table_name
