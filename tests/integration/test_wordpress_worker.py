@@ -17,6 +17,7 @@ import pytest
 from bridge.admin.replay import replay
 from bridge.config import Settings
 from bridge.simulator import RunningSimulator
+from bridge.state.sqlite import SqliteStateStore
 from tests.support import SimulatorAdmin, SqsEndpoint, drain, eventually, queue_settled, running_worker, send, story
 
 CREDENTIALS_ENV = "BRIDGE_TEST_WORDPRESS"
@@ -199,3 +200,54 @@ async def test_replay_force_recreates_a_post_deleted_in_wordpress_and_writes_the
 
 async def _changed(value: Any, old: str | None) -> bool:
     return (await value) not in (None, old)
+
+
+async def test_a_wrong_app_password_parks_the_stories_and_a_restart_with_the_right_one_publishes_each_once(
+    sqs_endpoint: SqsEndpoint,
+    queues: tuple[str, str],
+    simulator: RunningSimulator,
+    admin: SimulatorAdmin,
+    wordpress: tuple[dict[str, Any], httpx.AsyncClient],
+    tmp_path: Path,
+) -> None:
+    """A revoked or mistyped application password is the bridge's own fault: the stories are parked, not
+    dead-lettered, and once the worker runs with the right password they are requeued and published."""
+    creds, wp = wordpress
+    wrong = {**creds, "app_password": "abcd EFGH ijkl MNOP qrst UVWX"}
+    titles = [f"Parked story {uuid.uuid4().hex[:8]}" for _ in range(3)]
+    ids = [(await admin.create(story(title, platforms=(99003,))))["id"] for title in titles]
+
+    async with running_worker(settings(wrong, queues[0], sqs_endpoint.url, simulator.base_url, tmp_path)):
+        state = SqliteStateStore(tmp_path / "state.db")
+
+        async def all_parked() -> bool:
+            return [p.element_id for p in await state.parked("website")] == sorted(ids)
+
+        await state.open()
+        try:
+            await eventually(all_parked, what="every story parked for the website")
+        finally:
+            await state.close()
+    assert drain(sqs_endpoint.url, queues[1]) == []  # nothing dead-lettered for the bridge's own secret
+    for title in titles:
+        assert (await wp.get("posts", params={"search": title, "status": "any", "context": "edit"})).json() == []
+
+    async def published(title: str) -> bool:
+        found = (await wp.get("posts", params={"search": title, "status": "any", "context": "edit"})).json()
+        return len(found) == 1
+
+    async with running_worker(settings(creds, queues[0], sqs_endpoint.url, simulator.base_url, tmp_path)):
+        for title in titles:
+            await eventually(lambda title=title: published(title), what=f"{title} published")
+        await eventually(lambda: queue_settled(sqs_endpoint.url, queues[0]), what="queue settled")
+    state = SqliteStateStore(tmp_path / "state.db")
+    await state.open()
+    try:
+        assert await state.parked_count("website") == 0
+    finally:
+        await state.close()
+    assert drain(sqs_endpoint.url, queues[1]) == []
+    for element_id in ids:
+        post_id = (await admin.get(element_id))["publications"][0].get("externalId")
+        assert post_id  # the feedback reached Kordiam
+        await wp.delete(f"posts/{post_id}", params={"force": "true"})
