@@ -103,7 +103,7 @@ from bridge.channels.base import Channel, ChannelContext, ChannelResult, FoundIt
 from bridge.channels.http_errors import http_error, unreachable
 from bridge.channels.text import HtmlPolicy, sanitize_html, strip_tags
 from bridge.config import ChannelSettings, ChannelTimeout, Int, NotBoolean, http_url, secret_not_empty
-from bridge.errors import BridgeError, ChannelRejected
+from bridge.errors import BridgeError, ChannelCredentialsRefused, ChannelRejected
 from bridge.http import BasicAuth, HttpClient, HttpResponse, HttpTransportError
 from bridge.kordiam.models import Element, Publication, Ref
 
@@ -390,8 +390,9 @@ class WordPressChannel:
         if not response.is_success:
             error = _wordpress_error(response)
             if response.status_code == 400 and error is not None and "status" in error[3].get("params", {}):
-                # WordPress treats a request with wrong credentials as a visitor's, who may not see drafts.
-                raise ChannelRejected(
+                # WordPress treats a request whose credentials it did not apply (a web server that drops the
+                # Authorization header) as a visitor's, who may not see drafts: the bridge's credentials, not the story.
+                raise ChannelCredentialsRefused(
                     f"{self._label}: {action}: HTTP 400 {error[0]}: {error[1]} — WordPress answered as to a "
                     "visitor: check username and app_password, and that the user may edit posts"
                 )

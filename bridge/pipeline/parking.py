@@ -157,6 +157,7 @@ class ChannelParking:
             self._refused[name] = _Refusal(str(error), self._first, now + self._first)
             self._gauges[name].set(1)
             self.requeue_due.discard(name)
+            self.changed.set()  # the requeue task's next wake-up is now this channel's first trial
             log.error(
                 "channel_credentials_refused",
                 channel=name,

@@ -27,7 +27,7 @@ from bridge.channels.wordpress import (
     title_text,
     wordpress_date,
 )
-from bridge.errors import ChannelRejected, ChannelUnavailable
+from bridge.errors import ChannelCredentialsRefused, ChannelRejected, ChannelUnavailable
 from bridge.kordiam.models import Element, Ref
 from bridge.pipeline.handler import MessageHandler
 from bridge.queue.outcome import Done, Retry
@@ -471,7 +471,10 @@ async def test_search_refused_to_a_visitor_names_the_credentials() -> None:
         return wp_error(400, "rest_invalid_param", "Invalid parameter(s): status", params={"status": "forbidden"})
 
     item = element()
-    with pytest.raises(ChannelRejected, match=r"'web': looking for a post made before: HTTP 400.*app_password"):
+    # The bridge's credentials were not applied: its own fault, so the element is parked, not the story rejected.
+    with pytest.raises(
+        ChannelCredentialsRefused, match=r"'web': looking for a post made before: HTTP 400.*app_password"
+    ):
         await channel(handler).upsert(item, item.publications[0], None)
 
 
