@@ -9,7 +9,8 @@ Sources, each optional and reported as unavailable rather than failing the comma
   messages peeked and released again (their oldest ``SentTimestamp``). Every receive counts towards the queue's
   ``maxReceiveCount``, so the main queue is sampled only on request (``sample_main``); the dead-letter queue is
   sampled unless it has a redrive policy of its own.
-- The state store: what was delivered to each channel, and the newest Kordiam version synced there.
+- The state store: what was delivered to each channel, the newest Kordiam version synced there, and the elements
+  parked for a channel that refuses the bridge's credentials (``bridge.pipeline.parking``).
 - The worker's ops endpoint (``/healthz``, ``/readyz``, ``/metrics``): liveness, readiness, per-channel error
   counters. It shows one worker process; with several, ask each.
 """
@@ -68,6 +69,8 @@ class ChannelHealth:
     live: int = 0
     # The newest Kordiam modification date synced to this channel (the store keeps no write time).
     latest_synced: datetime | None = None
+    # Elements set aside while the channel refused the bridge's credentials; requeued once it accepts them.
+    parked: int = 0
     # From the worker's /metrics (bridge_channel_errors_total by kind); None when the endpoint was not reachable.
     errors: dict[str, int] | None = None
 
@@ -123,6 +126,11 @@ class StatusReport:
         if not self.state.available:
             found.append(f"state store: {self.state.detail}")
         for channel in self.channels:
+            if channel.parked:
+                found.append(
+                    f"channel {channel.name}: {channel.parked} element(s) parked: it refused the bridge's credentials "
+                    "(see the worker's channel_credentials_refused line)"
+                )
             if channel.errors:
                 found.append(f"channel {channel.name}: {sum(channel.errors.values())} failed write(s) since start")
         return found
@@ -170,6 +178,7 @@ async def _report(
                 elements=len(stats.elements) if stats else 0,
                 live=stats.live if stats else 0,
                 latest_synced=stats.latest if stats else None,
+                parked=stats.parked if stats else 0,
                 errors=None if errors is None else dict(errors.get(name, {})),
             )
         )
@@ -255,6 +264,7 @@ class _ChannelStats:
     live: int = 0
     elements: set[int] = field(default_factory=set)
     latest: datetime | None = None
+    parked: int = 0
 
 
 async def _state_status(settings: StatusSettings) -> tuple[StateStatus, dict[str, _ChannelStats]]:
@@ -268,13 +278,15 @@ async def _state_status(settings: StatusSettings) -> tuple[StateStatus, dict[str
         return StateStatus(state.url, False, str(error)), {}
     except Exception as error:  # status reports an unreadable store, it does not fail on it
         return StateStatus(state.url, False, f"cannot open: {type(error).__name__}: {error}"), {}
+    channels: dict[str, _ChannelStats] = {}
     try:
         deliveries = await store.all_deliveries()
+        for channel in settings.channels:
+            channels.setdefault(channel.name, _ChannelStats()).parked = await store.parked_count(channel.name)
     except Exception as error:
         return StateStatus(state.url, False, f"cannot read deliveries: {type(error).__name__}: {error}"), {}
     finally:
         await store.close()
-    channels: dict[str, _ChannelStats] = {}
     for delivery in deliveries:
         stats = channels.setdefault(delivery.channel, _ChannelStats())
         stats.deliveries += 1
@@ -385,7 +397,7 @@ def render_status(report: StatusReport, console: Console) -> None:
         console.print(f"Worker {where}[yellow]not reachable[/yellow]: {escape(worker.detail or '')}")
 
     channels = Table(title=f"Channels (state: {report.state.url})", title_justify="left")
-    for column in ("channel", "type", "deliveries", "elements", "live", "newest version synced", "errors"):
+    for column in ("channel", "type", "deliveries", "elements", "live", "newest version synced", "parked", "errors"):
         channels.add_column(column)
     for channel in report.channels:
         if channel.errors is None:
@@ -401,6 +413,7 @@ def render_status(report: StatusReport, console: Console) -> None:
             str(channel.elements),
             str(channel.live),
             channel.latest_synced.isoformat(timespec="seconds") if channel.latest_synced else "-",
+            f"[red]{channel.parked}[/red]" if channel.parked else "0",
             errors,
         )
     console.print(channels)

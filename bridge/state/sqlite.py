@@ -561,13 +561,22 @@ class SqliteStateStore:
             query += " AND element_id > ?"
             values += (after,)
         query += " ORDER BY element_id LIMIT ?"
-        rows = await self._run(lambda db: db.execute(query, (*values, limit)).fetchall())
+        rows = await self._read_on_thread(lambda db: db.execute(query, (*values, limit)).fetchall())
         return [Parked(row[0], channel, row[1], _since(row[2])) for row in rows]
 
     async def parked_count(self, channel: str) -> int:
         query = "SELECT COUNT(*) FROM parked WHERE channel = ?"
-        row = await self._run(lambda db: db.execute(query, (channel,)).fetchone())
+        row = await self._read_on_thread(lambda db: db.execute(query, (channel,)).fetchone())
         return int(row[0])
+
+    async def _read_on_thread(self, operation: Callable[[sqlite3.Connection], T]) -> T:
+        """A read off the message path (the requeue, ``status``) on the store's thread: it may wait for a lock,
+        and it works on a read-only store (``status``), which has no connection on the loop."""
+        thread_db = self._require(self._thread_db)
+        try:
+            return await self._on_thread(lambda: operation(thread_db))
+        except sqlite3.OperationalError as error:
+            raise self._unavailable(error) from error
 
     async def probe(self) -> None:
         # A write SQLite cannot skip (it rewrites the row, so the commit appends to the WAL: a full disk or a lock

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import sqlite3
+from datetime import UTC, datetime
 from pathlib import Path
 
-from bridge.admin.status import _state_status
+from bridge.admin.status import ChannelHealth, QueueStatus, StatusReport, WorkerHealth, _state_status
 from bridge.config import StatusSettings
-from bridge.state.sqlite import SCHEMA_VERSION
+from bridge.state.sqlite import SCHEMA_VERSION, SqliteStateStore
 from tests.unit.state.test_sqlite import _migrate_up_to
 
 
@@ -32,3 +33,31 @@ async def test_status_does_not_migrate_a_state_file_workers_of_an_earlier_versio
     assert channels == {}
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] == SCHEMA_VERSION - 1
+
+
+async def test_status_counts_the_elements_parked_for_each_configured_channel_and_names_it_a_problem(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "state.db"
+    store = SqliteStateStore(path)
+    await store.open()
+    try:
+        for element_id in (1, 2, 3):
+            await store.park(element_id, "web", "HTTP 401 incorrect_password")
+        await store.park(4, "print", "HTTP 401")  # not a configured channel: not counted
+    finally:
+        await store.close()
+
+    state, channels = await _state_status(settings(path))
+
+    assert state.available
+    assert channels["web"].parked == 3 and "print" not in channels
+    report = StatusReport(
+        datetime.now(UTC),
+        QueueStatus("queue", "q"),
+        QueueStatus("dead-letter queue", "dlq"),
+        state,
+        [ChannelHealth("web", "folder", True, parked=channels["web"].parked)],
+        WorkerHealth(None, False),
+    )
+    assert any("web: 3 element(s) parked" in problem for problem in report.problems)
