@@ -25,8 +25,7 @@ a table's existing deliveries when they are added; their reads are eventually co
 between a story's delivery and Kordiam's ``DELETE``. A GSI key may be neither empty nor longer than 2 KiB, so an
 empty external id is left out of the item (read back as ``""``) and one longer than 1 KiB is kept as
 ``external_id_unindexed``; marks, leases and parked elements carry neither key, so the indexes hold deliveries
-alone. Projecting
-every attribute lets a lookup answer whole deliveries, a few hundred bytes each.
+alone. Projecting every attribute lets a lookup answer whole deliveries, a few hundred bytes each.
 
 The table is created outside the bridge (Terraform in production; ``create_table`` for local use and tests):
 ``open()`` checks that it exists and refuses to start otherwise; a table without the indexes serves the worker,
