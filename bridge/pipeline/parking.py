@@ -51,6 +51,8 @@ log = structlog.get_logger("bridge.parking")
 
 FIRST_TRIAL_SECONDS = 1.0
 MAX_TRIAL_SECONDS = 300.0
+# A trial not reported within this long (a call cancelled at shutdown, a bug) no longer holds the next one back.
+TRIAL_TIMEOUT_SECONDS = 600.0
 REQUEUE_PAGE = 100
 
 
@@ -67,7 +69,7 @@ class _Refusal:
     reason: str
     backoff: float
     next_trial: float
-    trial_running: bool = False
+    trial_started: float | None = None  # while a trial call runs
     # A requeued element is on its way to carry the trial (``ParkedRequeue``); not sent again before it is due.
     carrier_sent_at: float | None = None
 
@@ -134,9 +136,10 @@ class ChannelParking:
         refusal = self._refused.get(name)
         if refusal is None:
             return Admission.GO
-        if refusal.trial_running or self._clock() < refusal.next_trial:
+        now = self._clock()
+        if now < refusal.next_trial or self._trial_running(refusal, now):
             return Admission.PARK
-        refusal.trial_running = True
+        refusal.trial_started = now
         return Admission.TRIAL
 
     def accepted(self, name: str, admission: Admission) -> None:
@@ -168,7 +171,7 @@ class ChannelParking:
             return
         refusal.reason = str(error)
         if admission is Admission.TRIAL:
-            refusal.trial_running = False
+            refusal.trial_started = None
             refusal.backoff = min(refusal.backoff * 2, self._max)
             refusal.next_trial = now + refusal.backoff
             refusal.carrier_sent_at = None
@@ -178,7 +181,7 @@ class ChannelParking:
         """The call ended without saying whether the credentials work (the target down, the content refused)."""
         refusal = self._refused.get(name)
         if admission is Admission.TRIAL and refusal is not None:
-            refusal.trial_running = False
+            refusal.trial_started = None
 
     async def park(self, element_id: int, name: str, reason: str) -> None:
         """Set the element aside for the channel (the state store's errors are the caller's, as any store error)."""
@@ -190,12 +193,14 @@ class ChannelParking:
     def carrier_due(self, name: str) -> bool:
         """A refused channel whose trial is due, with no message on its way to carry it."""
         refusal = self._refused.get(name)
-        if refusal is None or refusal.trial_running:
-            return False
         now = self._clock()
-        if now < refusal.next_trial:
+        if refusal is None or now < refusal.next_trial or self._trial_running(refusal, now):
             return False
         return refusal.carrier_sent_at is None or now - refusal.carrier_sent_at >= max(refusal.backoff, self._first)
+
+    @staticmethod
+    def _trial_running(refusal: _Refusal, now: float) -> bool:
+        return refusal.trial_started is not None and now - refusal.trial_started < TRIAL_TIMEOUT_SECONDS
 
     def carrier_sent(self, name: str) -> None:
         refusal = self._refused.get(name)

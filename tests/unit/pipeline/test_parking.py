@@ -17,7 +17,7 @@ from bridge.errors import ChannelCredentialsRefused, ChannelRejected, ChannelUna
 from bridge.http import HttpRequest, HttpResponse
 from bridge.pipeline.handler import MessageHandler
 from bridge.pipeline.notification import Notification
-from bridge.pipeline.parking import Admission, ChannelParking, ParkedRequeue
+from bridge.pipeline.parking import TRIAL_TIMEOUT_SECONDS, Admission, ChannelParking, ParkedRequeue
 from bridge.pipeline.routing import Route
 from bridge.pipeline.sync import Action, SyncEngine, SyncFailed
 from bridge.queue.outcome import Done
@@ -295,3 +295,16 @@ def test_s3_codes_that_do_not_authenticate_the_bridge_are_refusals(code: str, re
     mapped = s3_error(error, "newsml", "writing")
     assert isinstance(mapped, ChannelRejected)
     assert isinstance(mapped, ChannelCredentialsRefused) is refused
+
+
+def test_a_trial_never_reported_holds_the_next_one_back_only_until_it_times_out(
+    state: MemoryStateStore, clock: Clock
+) -> None:
+    parking = ChannelParking(state, ["web"], clock=clock)
+    parking.refused("web", Admission.GO, REFUSED)
+    clock.now += 1.0
+    assert parking.admit("web") is Admission.TRIAL  # and then never reported (its call was cancelled)
+    clock.now += 300.0
+    assert parking.admit("web") is Admission.PARK
+    clock.now += TRIAL_TIMEOUT_SECONDS
+    assert parking.admit("web") is Admission.TRIAL
