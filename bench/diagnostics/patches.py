@@ -20,6 +20,7 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import replace
+from datetime import UTC, datetime
 
 import aiohttp
 
@@ -30,7 +31,7 @@ from bridge.config import StateSettings
 from bridge.pipeline.handler import MessageHandler
 from bridge.queue.outcome import Done, Outcome
 from bridge.queue.transport import QueueMessage
-from bridge.state.base import Delivery, ElementBusy, ElementMark, HeldLease, StateStore, is_older
+from bridge.state.base import Delivery, ElementBusy, ElementMark, HeldLease, Parked, StateStore, is_older
 from bridge.state.sqlite import SqliteStateStore
 
 
@@ -107,6 +108,7 @@ class MemoryStateStore:
     def __init__(self) -> None:
         self._deliveries: dict[int, dict[tuple[str, int], Delivery]] = {}
         self._marks: dict[int, ElementMark] = {}
+        self._parks: dict[tuple[str, int], Parked] = {}
         self._leased: set[int] = set()
 
     async def open(self) -> None:
@@ -157,3 +159,20 @@ class MemoryStateStore:
 
     async def all_deliveries(self) -> list[Delivery]:
         return [d for held in self._deliveries.values() for d in held.values()]
+
+    async def park(self, element_id: int, channel: str, reason: str) -> None:
+        held = self._parks.get((channel, element_id))
+        since = held.since if held is not None else datetime.now(UTC)  # the first parking's time stays
+        self._parks[(channel, element_id)] = Parked(element_id, channel, reason, since)
+
+    async def unpark(self, element_id: int, channel: str) -> None:
+        self._parks.pop((channel, element_id), None)
+
+    async def parked(self, channel: str, *, after: int | None = None, limit: int = 100) -> list[Parked]:
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, not {limit}")  # as the real stores refuse it
+        found = sorted(e for c, e in self._parks if c == channel and (after is None or e > after))
+        return [self._parks[(channel, e)] for e in found[:limit]]
+
+    async def parked_count(self, channel: str) -> int:
+        return sum(1 for c, _ in self._parks if c == channel)

@@ -15,7 +15,7 @@ import random
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
-from datetime import timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -433,3 +433,102 @@ async def test_a_probe_of_a_healthy_store_passes_beside_held_leases_and_changes_
         await store.probe()  # again: the first left nothing in the way
     assert (await store.deliveries(5), await store.element_mark(5)) == before
     assert [d.element_id for d in await store.all_deliveries()] == [5]
+
+
+# ---- parked elements -------------------------------------------------------------------------------------------
+
+
+async def test_a_parked_element_is_listed_and_counted_for_its_channel_alone(stores: StoreFactory) -> None:
+    store = await stores()
+    other = await stores()
+    before = datetime.now(UTC)
+    await store.park(5, "web", "401 Unauthorized: wrong application password")
+    await store.park(3, "web", "403 Forbidden")
+    await store.park(4, "newsletter", "401 API key revoked")
+    after = datetime.now(UTC)
+    listed = await other.parked("web")
+    assert [(p.element_id, p.channel, p.reason) for p in listed] == [
+        (3, "web", "403 Forbidden"),
+        (5, "web", "401 Unauthorized: wrong application password"),
+    ]
+    assert all(before <= p.since <= after and p.since.utcoffset() == timedelta(0) for p in listed)
+    assert [p.element_id for p in await other.parked("newsletter")] == [4]
+    assert (await other.parked_count("web"), await other.parked_count("newsletter")) == (2, 1)
+    assert await other.parked("print") == [] and await other.parked_count("print") == 0
+
+
+async def test_parking_again_keeps_since_and_takes_the_new_reason(stores: StoreFactory) -> None:
+    store = await stores()
+    other = await stores()
+    await store.park(7, "web", "401 Unauthorized")
+    [first] = await store.parked("web")
+    await asyncio.sleep(0.01)  # a later clock, so that a since taken again would differ
+    await other.park(7, "web", "403 Forbidden")
+    assert await store.parked("web") == [replace(first, reason="403 Forbidden")]
+    assert await store.parked_count("web") == 1
+
+
+async def test_unpark_forgets_the_item_and_an_unknown_one_is_no_error(stores: StoreFactory) -> None:
+    store = await stores()
+    other = await stores()
+    await store.park(7, "web", "401")
+    await store.park(8, "web", "401")
+    await store.park(7, "print", "401")
+    await other.unpark(7, "web")
+    assert [p.element_id for p in await store.parked("web")] == [8]
+    assert [p.element_id for p in await store.parked("print")] == [7]  # the other channel's item stays
+    await other.unpark(7, "web")  # again: nothing there
+    await other.unpark(99, "mail")  # never parked, in a channel with nothing parked
+    assert (await store.parked_count("web"), await store.parked_count("print")) == (1, 1)
+    await store.park(7, "web", "401 again")  # parked anew after an unpark: a new item
+    assert [(p.element_id, p.reason) for p in await store.parked("web")] == [(7, "401 again"), (8, "401")]
+
+
+async def test_paging_lists_every_parked_element_once_in_ascending_order(stores: StoreFactory) -> None:
+    store = await stores()
+    # Ids of different lengths (9 < 10 < 100), parked in no order, to catch an order by text.
+    elements = [9, 10, 100, 1_000, 99_999, 10**12, *random.Random(3).sample(range(11, 50_000), 244)]
+    assert len(set(elements)) == 250
+    for element in random.Random(4).sample(elements, len(elements)):
+        await store.park(element, "web", f"401 for {element}")
+    for element in (8, 11, 5_000_000):  # another channel's, beside and between the web's
+        await store.park(element, "print", "401")
+    pages: list[list[int]] = []
+    after: int | None = None
+    while page := await store.parked("web", after=after, limit=100):
+        pages.append([p.element_id for p in page])
+        assert all(p.reason == f"401 for {p.element_id}" and p.channel == "web" for p in page)
+        after = page[-1].element_id
+    assert [len(page) for page in pages] == [100, 100, 50]
+    assert [element for page in pages for element in page] == sorted(elements)
+    assert await store.parked_count("web") == 250
+    assert [p.element_id for p in await store.parked("web", after=10, limit=3)] == sorted(elements)[2:5]
+    assert await store.parked("web", after=10**12) == []
+    with pytest.raises(ValueError, match="limit"):
+        await store.parked("web", limit=0)
+
+
+async def test_parked_elements_are_independent_of_deliveries_marks_and_leases(stores: StoreFactory) -> None:
+    store = await stores(lease_wait_seconds=0)
+    other = await stores(lease_wait_seconds=0)
+    mark = ElementMark(7, T0, 3, deleted=False, fetched_at=1_764_800_000.5)
+    assert await store.record(delivery(7, "web", 70))
+    await store.mark_element(mark)
+    await store.park(7, "web", "401")
+    [parked] = await store.parked("web")
+    # Parking leaves the element's deliveries, mark and lease alone...
+    assert [d.publication_id for d in await other.deliveries(7)] == [70]
+    assert [d.element_id for d in await other.all_deliveries()] == [7]
+    assert await other.element_mark(7) == mark
+    async with store.lease(7) as lease:
+        with pytest.raises(ElementBusy):
+            async with other.lease(7):
+                pass
+        lease.mark_on_release(replace(mark, version=4, fetched_at=1_764_800_001.0))
+    # ...and they leave it alone: a forgotten delivery, a new mark, a lease taken and given back.
+    await store.forget(7, "web", 70)
+    await store.mark_element(ElementMark(7, None, None, deleted=True))
+    assert await other.parked("web") == [parked] and await other.parked_count("web") == 1
+    await other.unpark(7, "web")
+    assert await store.element_mark(7) == ElementMark(7, None, None, deleted=True, fetched_at=1_764_800_001.0)
+    assert await store.parked("web") == []

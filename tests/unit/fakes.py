@@ -11,6 +11,7 @@ import json
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -26,7 +27,7 @@ from bridge.pipeline.sync import SyncEngine
 from bridge.queue.dead_letter import DeadLetterContext
 from bridge.queue.transport import QueueInfo, QueueMessage
 from bridge.retry import RetryPolicy
-from bridge.state.base import Delivery, ElementBusy, ElementMark, HeldLease, StateUnavailable, is_older
+from bridge.state.base import Delivery, ElementBusy, ElementMark, HeldLease, Parked, StateUnavailable, is_older
 from tests.support import http_answering
 
 API = "/api/v2"
@@ -116,13 +117,14 @@ class MemoryStateStore:
     """The ``StateStore`` contract in a dict. ``busy`` makes every lease refused; ``stale`` makes every record lose
     to a newer version, as when another worker synced the element meanwhile; ``down`` (a count) makes that many
     lease takes and probes fail with ``StateUnavailable``, as a store that is down for everyone; ``probes`` counts
-    the probes."""
+    the probes; ``parks`` holds the parked elements by (channel, element id)."""
 
     reads_in_process = True
 
     def __init__(self) -> None:
         self.rows: dict[tuple[int, str, int], Delivery] = {}
         self.marks: dict[int, ElementMark] = {}
+        self.parks: dict[tuple[str, int], Parked] = {}
         self.busy = False
         self.stale = False
         self.down = 0
@@ -193,6 +195,23 @@ class MemoryStateStore:
 
     async def all_deliveries(self) -> list[Delivery]:
         return list(self.rows.values())
+
+    async def park(self, element_id: int, channel: str, reason: str) -> None:
+        held = self.parks.get((channel, element_id))
+        since = held.since if held is not None else datetime.now(UTC)  # the first parking's time stays
+        self.parks[(channel, element_id)] = Parked(element_id, channel, reason, since)
+
+    async def unpark(self, element_id: int, channel: str) -> None:
+        self.parks.pop((channel, element_id), None)
+
+    async def parked(self, channel: str, *, after: int | None = None, limit: int = 100) -> list[Parked]:
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, not {limit}")  # as the real stores refuse it
+        found = sorted(e for c, e in self.parks if c == channel and (after is None or e > after))
+        return [self.parks[(channel, e)] for e in found[:limit]]
+
+    async def parked_count(self, channel: str) -> int:
+        return sum(1 for c, _ in self.parks if c == channel)
 
 
 class ScriptedChannel:
