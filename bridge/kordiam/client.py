@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Collection, Mapping
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 from urllib.parse import urlencode
@@ -129,6 +129,22 @@ class KordiamClient:
         if body:
             await self._request("PATCH", f"/elements/{element_id}/publications/{publication_id}", json=body)
 
+    async def clear_publication(
+        self, element_id: int, publication_id: int, *, external_id: bool = False, cms: Collection[str] = ()
+    ) -> None:
+        """Clear the publication's ``externalId`` (if ``external_id``) and the named ``cms`` links (our field names,
+        ``edit_link``, …) with a presence-aware PATCH: ``null`` clears a field (the API's write semantics), an
+        omitted one is left. A publication Kordiam no longer has (404) holds nothing to clear: that returns."""
+        body: dict[str, Any] = {}
+        if external_id:
+            body["externalId"] = None
+        if cms:
+            body["cms"] = {assumptions.CMS_FIELDS[name]: None for name in cms}
+        if body:
+            await self._request(
+                "PATCH", f"/elements/{element_id}/publications/{publication_id}", json=body, allow_not_found=True
+            )
+
     async def link_external_element(self, element_id: int, *, external_id: str, link: str | None) -> None:
         """Record the element's representation in the main channel's system (the SQS path has no sync reply)."""
         representation: dict[str, Any] = {"externalId": external_id}
@@ -139,6 +155,14 @@ class KordiamClient:
         wrapper = assumptions.LINK_BODY_WRAPPER
         body = {wrapper: representation} if wrapper else representation
         await self._request("POST", f"/elements/{element_id}/external-element/link", json=body)
+
+    async def unlink_external_element(self, element_id: int) -> None:
+        """Remove the element's representation in the main channel's system (``POST …/external-element/unlink``,
+        the ``systemUrl`` the link names, if any). An element Kordiam no longer has (404) has nothing to unlink."""
+        body: dict[str, Any] = {}
+        if assumptions.LINK_SYSTEM_URL:
+            body["systemUrl"] = assumptions.LINK_SYSTEM_URL
+        await self._request("POST", f"/elements/{element_id}/external-element/unlink", json=body, allow_not_found=True)
 
     async def publish_publication(self, element_id: int, publication_id: int) -> bool:
         """Mark the publication published; ``False`` if it already was (409)."""

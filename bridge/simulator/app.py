@@ -330,6 +330,12 @@ class Simulator:
         await self._notify_api_write(element_id)
         return JSONResponse(representation)
 
+    async def unlink_external(self, call: ApiCall) -> Response:
+        element_id = call.path_id("element_id")
+        representation = self.store.unlink_external(element_id, call.json_body() if call.body.strip() else {})
+        await self._notify_api_write(element_id)
+        return JSONResponse(representation)
+
     # -- public API: reference data --------------------------------------------------------------------
 
     async def list_platforms(self, call: ApiCall) -> Response:
@@ -445,6 +451,7 @@ class Simulator:
             Route(publication, self.api(self.patch_publication), methods=["PATCH"]),
             Route(publication + "/publish", self.api(self.publish_publication), methods=["POST"]),
             Route(element + "/external-element/link", self.api(self.link_external), methods=["POST"]),
+            Route(element + "/external-element/unlink", self.api(self.unlink_external), methods=["POST"]),
             Route(API_PREFIX + "/platforms", self.api(self.list_platforms), methods=["GET"]),
             Route(API_PREFIX + "/publication-statuses", self.api(self.list_publication_statuses), methods=["GET"]),
             Route(

@@ -193,6 +193,17 @@ class ElementStore:
         self._touch(element)
         return dict(representation)
 
+    def unlink_external(self, element_id: int, body: object) -> JSONObject:
+        """Remove the element's external representation; answers the one removed (all null if there was none).
+        Unlinking an unlinked element changes nothing and does not touch it."""
+        element = self._require(element_id)
+        _unlink_body(body)
+        removed = element.pop("externalElement", None)
+        if removed is not None:
+            self._touch(element)
+        held = removed if isinstance(removed, dict) else {}
+        return {key: held.get(key) for key in ("externalId", "link", "systemUrl")}
+
     # -- internals -------------------------------------------------------------------------------------
 
     def _require(self, element_id: int) -> JSONObject:
@@ -374,6 +385,17 @@ def _link_representation(body: object) -> JSONObject:
     if errors:
         raise validation_failed(errors)
     return {key: body.get(key) for key in ("externalId", "link", "systemUrl")}
+
+
+def _unlink_body(body: object) -> None:
+    """The unlink body is ``{"systemUrl"?: …}`` (the API's external-system docs): anything else is refused."""
+    if not isinstance(body, dict):
+        raise validation_failed([_body_error(None, "invalid-body", "Body must be a JSON object.")])
+    errors = [_body_error(key, "unknown-field", f"Unknown field '{key}'.") for key in body if key != "systemUrl"]
+    if body.get("systemUrl") is not None and not isinstance(body["systemUrl"], str):
+        errors.append(_body_error("systemUrl", "type-mismatch", "systemUrl must be a string or null."))
+    if errors:
+        raise validation_failed(errors)
 
 
 def _child_errors(children: Iterable[Any], field_name: str) -> list[FieldError]:

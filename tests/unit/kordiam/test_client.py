@@ -199,6 +199,21 @@ async def test_feedback_bodies() -> None:
     )
 
 
+async def test_clearing_bodies_send_null_for_each_cleared_field_and_a_missing_target_is_done() -> None:
+    script = Script(httpx.Response(200, json=ELEMENT), problem(404, "resource-not-found"), httpx.Response(200, json={}))
+    client = client_for(script)
+    await client.clear_publication(5, 7, external_id=True, cms=["edit_link", "open_link_title"])
+    await client.clear_publication(5, 8, cms=["open_link"])  # 404: Kordiam no longer has it, nothing to clear
+    await client.clear_publication(5, 9)  # nothing named: no request
+    await client.unlink_external_element(5)
+    patch, gone, unlink = script.requests
+    assert (patch.method, patch.url.path) == ("PATCH", "/api/v2/elements/5/publications/7")
+    assert json.loads(patch.content) == {"externalId": None, "cms": {"editLink": None, "openLinkTitle": None}}
+    assert json.loads(gone.content) == {"cms": {"openLink": None}}
+    assert (unlink.method, unlink.url.path) == ("POST", "/api/v2/elements/5/external-element/unlink")
+    assert json.loads(unlink.content) == {}
+
+
 async def test_a_url_with_no_token_endpoint_is_not_a_refusal_of_the_credentials() -> None:
     client = KordiamClient(
         http_answering(lambda request: problem(404, "not-found")),

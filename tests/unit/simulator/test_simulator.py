@@ -422,6 +422,31 @@ async def test_link_sets_external_element(api: httpx.AsyncClient) -> None:
     assert_problem(missing, 404, "resource-not-found")
 
 
+async def test_unlink_removes_the_external_element_once(api: httpx.AsyncClient) -> None:
+    await create_element(api)
+    await api.post("/api/v2/elements/1001/external-element/link", json={"externalId": "wp-12", "link": "https://wp/"})
+    response = await api.post("/api/v2/elements/1001/external-element/unlink", json={})
+    assert response.status_code == 200
+    assert response.json() == {"externalId": "wp-12", "link": "https://wp/", "systemUrl": None}
+    element = (await api.get("/api/v2/elements/1001")).json()
+    assert "externalElement" not in element and element["version"] == 3
+    again = await api.post("/api/v2/elements/1001/external-element/unlink")  # no body: the API's is optional
+    assert again.json() == {"externalId": None, "link": None, "systemUrl": None}
+    assert (await api.get("/api/v2/elements/1001")).json()["version"] == 3  # nothing was linked: nothing changed
+    refused = await api.post("/api/v2/elements/1001/external-element/unlink", json={"externalId": "wp-12"})
+    assert_problem(refused, 400, "validation-failed")
+
+
+async def test_patch_null_clears_external_id_and_single_cms_links(api: httpx.AsyncClient) -> None:
+    await create_element(api)
+    links = {"editLink": "https://e", "openLink": "https://o"}
+    await api.patch(PUBLICATION_URL, json={"externalId": "wp-12", "cms": links})
+    response = await api.patch(PUBLICATION_URL, json={"externalId": None, "cms": {"editLink": None}})
+    assert response.status_code == 200, response.text
+    publication = response.json()["publications"][0]
+    assert "externalId" not in publication and publication["cms"] == {"openLink": "https://o"}
+
+
 # -- listing -------------------------------------------------------------------------------------------
 
 
