@@ -19,7 +19,7 @@ import structlog
 
 from bridge.channels.base import Channel, ChannelResult, FindsItems
 from bridge.config import FeedbackSettings
-from bridge.errors import BridgeError, ChannelCredentialsRefused, TransientError
+from bridge.errors import BridgeError, ChannelCredentialsRefused, KordiamCredentialsRefused, TransientError
 from bridge.kordiam.client import KordiamClient
 from bridge.kordiam.models import CmsLinks, Element, Publication
 from bridge.locks import KeyedLock
@@ -76,6 +76,8 @@ class SyncReport:
 
 COVERED = "covered by a fetch that started after it was sent"
 _NO_LINKS: tuple[None, None, None, None] = (None, None, None, None)
+# The CMS links' field names (``CmsLinks``, ``Delivery``), in the order ``_links_of`` gives them.
+_CMS_NAMES = ("edit_link", "open_link", "edit_link_title", "open_link_title")
 
 
 class StaleWrite(TransientError):
@@ -147,7 +149,7 @@ class SyncEngine:
         # Labelled once: looking a metric's labels up takes a lock and builds a key, on every message otherwise.
         self._upsert_seconds = {r.name: metrics.CHANNEL_LATENCY.labels(r.name, "upsert") for r in self._routes}
         self._feedback_writes = {
-            kind: metrics.FEEDBACK_WRITES.labels(kind) for kind in ("publication", "publish", "link")
+            kind: metrics.FEEDBACK_WRITES.labels(kind) for kind in ("publication", "publish", "link", "clear", "unlink")
         }
 
     async def sync(
@@ -220,7 +222,7 @@ class SyncEngine:
         held = {(d.channel, d.publication_id): d for d in deliveries}
         if element is None:
             report.deleted_element = True
-            await self._retract(deliveries, keep=set(), report=report, held=held)
+            await self._retract(deliveries, keep=set(), report=report, held=held, element=None)
             await self._retract_unrecorded(element_id, deliveries, report)
             if not report.failures:
                 lease.mark_on_release(ElementMark(element_id, None, None, deleted=True, fetched_at=fetch_started))
@@ -228,12 +230,16 @@ class SyncEngine:
             return report
 
         carried = {(r.name, p.id) for r in self._routes for p in element.publications if r.carries(p)}
-        await self._retract(deliveries, keep=carried, report=report, held=held)
+        # The element as Kordiam holds it once the retractions cleared their feedback (the same object otherwise).
+        cleared, clear_failed = await self._retract(deliveries, keep=carried, report=report, held=held, element=element)
+        element = cleared or element  # None only for a deleted element
         await _concurrently(
             [self._deliver(route, element, held, report, force=notification.force) for route in self._routes]
         )
 
-        if self._feedback.enabled:
+        # After a failed clear Kordiam's answers are in doubt and a retracted delivery may still be held: the retry
+        # (or redrive) writes every publication's feedback, after its clear.
+        if self._feedback.enabled and not clear_failed:
             try:
                 await self._write_feedback(element, held, report)
             except Exception as error:
@@ -309,9 +315,21 @@ class SyncEngine:
         keep: set[tuple[str, int]],
         report: SyncReport,
         held: dict[tuple[str, int], Delivery],
-    ) -> None:
-        """Delete what channels hold for publications the element no longer has on their platforms."""
+        element: Element | None,
+    ) -> tuple[Element | None, bool]:
+        """Delete what channels hold for publications the element no longer has on their platforms.
+
+        With feedback on and the element still in Kordiam, each retraction first clears what the bridge wrote
+        there for the item (``_clear_feedback``), then deletes the item, then forgets the delivery: the delivery
+        is the bridge's only proof that a value in Kordiam is its own, so it is forgotten last, and every step
+        is safe to redo. A clear that fails and may heal (or that met refused credentials) leaves that retraction
+        whole for the retry (item and delivery in place, so a publication moved back meanwhile is still
+        consistent) and stops the other clears; one Kordiam refuses for good does not hold the item hostage: it
+        is deleted and forgotten anyway, the refusal reported (stage ``feedback``). Returns the element as
+        Kordiam now holds it and whether a clear failed.
+        """
         failed: set[str] = set()
+        clear_failed = kordiam_failing = False
         for delivery in deliveries:
             key = (delivery.channel, delivery.publication_id)
             if key in keep or delivery.channel in failed:
@@ -331,6 +349,30 @@ class SyncEngine:
                 await self._park(delivery.element_id, delivery.channel, delivery.publication_id, delivery, report)
                 failed.add(delivery.channel)
                 continue
+            # (A channel that refuses the bridge's credentials keeps its item for now: nothing to clear yet.)
+            if element is not None and self._feedback.enabled:
+                if kordiam_failing and _holds_ours(element, delivery, self._main, self._feedback.link_element):
+                    self.parking.inconclusive(delivery.channel, admission)  # the channel was not called
+                    continue  # Kordiam just failed a clear: this one waits for the retry too, item and all
+                try:
+                    element = await self._clear_feedback(element, delivery, keep, report)
+                except Exception as error:
+                    report.failures.append(Failure("feedback", error))
+                    clear_failed = True
+                    if is_transient(error) or isinstance(error, KordiamCredentialsRefused):
+                        kordiam_failing = True
+                        self.parking.inconclusive(delivery.channel, admission)
+                        continue
+                    log.warning(
+                        "feedback_clear_refused",
+                        element_id=delivery.element_id,
+                        publication_id=delivery.publication_id,
+                        channel=delivery.channel,
+                        external_id=delivery.external_id,
+                        error=str(error)[:300],
+                        hint="Kordiam refused to clear the retracted item's externalId and links; the item is "
+                        "retracted anyway, and Kordiam keeps pointing at it until an editor clears them",
+                    )
             started = time.perf_counter()
             try:
                 await channel.delete(delivery.element_id, delivery.publication_id, delivery.external_id)
@@ -353,6 +395,45 @@ class SyncEngine:
             report.actions.append(
                 ChannelAction(delivery.channel, delivery.publication_id, Action.DELETED, delivery.external_id)
             )
+        return element, clear_failed
+
+    async def _clear_feedback(
+        self, element: Element, delivery: Delivery, keep: set[tuple[str, int]], report: SyncReport
+    ) -> Element:
+        """Clear in Kordiam what points at the item ``delivery`` names, before the item is retracted.
+
+        Only values still equal to what the bridge delivered are cleared (an editor's or another integration's are
+        left): the publication's ``externalId`` and each of its CMS links, if the element still has it (moved to a
+        platform no channel takes, or filtered out by a channel's ``statuses``); and the element's link, if it
+        names this main-channel item and no other publication of the element stays on the main channel (when one
+        does, the feedback links the element to that one). Returns the element as Kordiam then holds it, so the
+        feedback that follows compares with what is there now.
+        """
+        publication = element.publication(delivery.publication_id)
+        if publication is not None:
+            clear_id, links = _ours_in(publication, delivery)
+            held = publication.cms
+            if clear_id or links:
+                await self._kordiam.clear_publication(element.id, publication.id, external_id=clear_id, cms=links)
+                self._feedback_writes["clear"].inc()
+                report.feedback.append(
+                    f"publication {publication.id}: cleared {delivery.channel} {delivery.external_id}"
+                )
+                cms = held.model_copy(update=dict.fromkeys(links)) if held is not None and links else held
+                cleared = publication.model_copy(
+                    update={"external_id": None if clear_id else publication.external_id, "cms": cms}
+                )
+                element = element.model_copy(
+                    update={"publications": tuple(cleared if p is publication else p for p in element.publications)}
+                )
+        if _links_element_to(element, delivery, self._main, self._feedback.link_element) and not any(
+            channel == self._main and publication_id != delivery.publication_id for channel, publication_id in keep
+        ):
+            await self._kordiam.unlink_external_element(element.id)
+            self._feedback_writes["unlink"].inc()
+            report.feedback.append(f"element {element.id}: unlinked from {delivery.channel} {delivery.external_id}")
+            element = element.model_copy(update={"external_element": None})
+        return element
 
     async def _retract_unrecorded(self, element_id: int, deliveries: list[Delivery], report: SyncReport) -> None:
         """Search each channel that can (``FindsItems``) for the deleted element's items, and retract those the
@@ -442,9 +523,9 @@ class SyncEngine:
     async def _publication_feedback(
         self, element: Element, publication: Publication, delivery: Delivery, report: SyncReport
     ) -> None:
-        ours = (delivery.edit_link, delivery.open_link, delivery.edit_link_title, delivery.open_link_title)
+        ours = _links_of(delivery)
         held = publication.cms
-        theirs = (held.edit_link, held.open_link, held.edit_link_title, held.open_link_title) if held else _NO_LINKS
+        theirs = _links_of(held) if held else _NO_LINKS
         cms_stale = any(mine is not None and mine != kordiams for mine, kordiams in zip(ours, theirs, strict=True))
         id_stale = publication.external_id != delivery.external_id
         if id_stale or cms_stale:
@@ -489,6 +570,40 @@ def _older(notification: Notification, mark: ElementMark | None) -> bool:
     if notification.modification_date is None or mark is None or mark.modification_date is None:
         return False
     return notification.modification_date < mark.modification_date
+
+
+def _links_of(links: Delivery | CmsLinks) -> tuple[str | None, str | None, str | None, str | None]:
+    """The four CMS links, in ``_CMS_NAMES``' order: what a delivery carries, or what Kordiam holds."""
+    return (links.edit_link, links.open_link, links.edit_link_title, links.open_link_title)
+
+
+def _links_element_to(element: Element, delivery: Delivery, main: str, link_element: bool) -> bool:
+    """Whether the element's link is the one the feedback made to this main-channel delivery's item."""
+    held = element.external_element
+    return link_element and delivery.channel == main and held is not None and held.external_id == delivery.external_id
+
+
+def _holds_ours(element: Element, delivery: Delivery, main: str, link_element: bool) -> bool:
+    """Whether Kordiam still holds a value the feedback wrote for this delivery (what ``_clear_feedback`` clears)."""
+    publication = element.publication(delivery.publication_id)
+    if publication is not None:
+        clear_id, links = _ours_in(publication, delivery)
+        if clear_id or links:
+            return True
+    return _links_element_to(element, delivery, main, link_element)
+
+
+def _ours_in(publication: Publication, delivery: Delivery) -> tuple[bool, list[str]]:
+    """What of the delivery's feedback the publication still holds: its ``externalId`` (whether it does) and the
+    names of the CMS links still equal to the delivery's. A value that differs was set by someone else."""
+    same_id = publication.external_id is not None and publication.external_id == delivery.external_id
+    theirs = _links_of(publication.cms) if publication.cms else _NO_LINKS
+    links = [
+        name
+        for name, mine, kordiams in zip(_CMS_NAMES, _links_of(delivery), theirs, strict=True)
+        if mine is not None and mine == kordiams
+    ]
+    return same_id, links
 
 
 def _delivery(element: Element, publication: Publication, channel: str, result: ChannelResult, digest: str) -> Delivery:

@@ -48,7 +48,9 @@ class FakeKordiam:
 
     ``fail_get`` answers every element read with that status (a 4xx other than 404 is a permanent refusal);
     ``refuse_tokens`` refuses that many token requests first, as Kordiam does a rotated secret; ``down`` answers
-    that many API requests (element reads, ``/platforms``) with 503 first, as Kordiam down for everyone.
+    that many API requests (element reads, ``/platforms``) with 503 first, as Kordiam down for everyone;
+    ``failing_writes`` answers the next writes with its statuses, one each, first (a write that fails is not
+    applied nor listed in ``writes``).
     """
 
     def __init__(self) -> None:
@@ -59,6 +61,7 @@ class FakeKordiam:
         self.down = 0
         self.tokens_asked = 0
         self.reads: list[str] = []
+        self.failing_writes: list[int] = []
 
     def client(self, retry: RetryPolicy | None = None) -> KordiamClient:
         return KordiamClient(
@@ -90,27 +93,42 @@ class FakeKordiam:
                 return httpx.Response(self.fail_get, json={"title": "refused", "status": self.fail_get})
             body = self.elements.get(int(path.rsplit("/", 1)[1]))
             return httpx.Response(200, json=body) if body else httpx.Response(404, json={"status": 404})
+        if self.failing_writes:
+            status = self.failing_writes.pop(0)
+            return httpx.Response(status, json={"title": "refused", "status": status})
         body = json.loads(request.content) if request.content else None
         self.writes.append((request.method, path, body))
         self._apply(path, body or {})
         return httpx.Response(200, json={})
 
     def _apply(self, path: str, body: dict[str, Any]) -> None:
-        """Keep what a feedback write set, as Kordiam does, so the next read shows it."""
+        """Keep what a feedback write set, as Kordiam does, so the next read shows it: a PATCH is presence-aware
+        (an omitted field is left, ``null`` clears one, and so inside ``cms``)."""
         parts = path.strip("/").split(
             "/"
-        )  # elements/{id}/publications/{id}[/publish] or elements/{id}/external-element/link
+        )  # elements/{id}/publications/{id}[/publish] or elements/{id}/external-element/link|unlink
         element = self.elements.get(int(parts[1]))
         if element is None:
             return
         if parts[2] == "external-element":
-            element["externalElement"] = body
+            if parts[-1] == "unlink":
+                element.pop("externalElement", None)
+            else:
+                element["externalElement"] = body
             return
         held = next(p for p in element["publications"] if p["id"] == int(parts[3]))
         if parts[-1] == "publish":
             held["published"] = {"date": "2026-11-23"}
-        else:
-            held.update(body)
+            return
+        for key, value in body.items():
+            merged = value
+            if key == "cms" and isinstance(value, dict):
+                links = {**(held.get("cms") or {}), **value}
+                merged = {name: link for name, link in links.items() if link is not None} or None
+            if merged is None:
+                held.pop(key, None)
+            else:
+                held[key] = merged
 
 
 class MemoryStateStore:
@@ -272,10 +290,12 @@ def sync_engine(
     routes: Sequence[tuple[Channel, int]],
     *,
     feedback: FeedbackSettings | None = None,
+    retry: RetryPolicy | None = None,
 ) -> SyncEngine:
-    """An engine over the fakes; each route is (channel, the one platform it takes); the first is the main one."""
+    """An engine over the fakes; each route is (channel, the one platform it takes); the first is the main one.
+    ``retry`` is the Kordiam client's policy (``ONE_ATTEMPT`` to fail a sync on the first 5xx, without sleeping)."""
     return SyncEngine(
-        kordiam=kordiam.client(),
+        kordiam=kordiam.client(retry),
         routes=[Route(channel, frozenset({platform})) for channel, platform in routes],
         state=state,
         feedback=feedback or FeedbackSettings(),

@@ -8,7 +8,8 @@ from datetime import UTC, datetime
 import pytest
 
 from bridge.config import FeedbackSettings
-from bridge.errors import ChannelRejected, ChannelUnavailable, KordiamRejected
+from bridge.errors import ChannelRejected, ChannelUnavailable, KordiamRejected, KordiamUnavailable
+from bridge.kordiam.client import ONE_ATTEMPT
 from bridge.pipeline.fate import is_transient
 from bridge.pipeline.notification import Notification
 from bridge.pipeline.sync import Action, StaleWrite, SyncEngine, SyncFailed
@@ -302,3 +303,172 @@ async def test_a_channel_whose_recorded_retraction_failed_is_not_searched(
     with pytest.raises(SyncFailed):
         await engine.sync(Notification(1))
     assert web.finds == [], "the retry searches, once the recorded item is retracted"
+
+
+# --- a publication that moves away: what the feedback wrote for its item is cleared --------------------------------
+
+ELSEWHERE = 99005  # a platform no channel takes
+
+
+def moved(kordiam: FakeKordiam, publication_id: int, platform: int = ELSEWHERE) -> None:
+    """An editor moves the publication to another platform; Kordiam keeps what the feedback wrote on it."""
+    held = next(p for p in kordiam.elements[1]["publications"] if p["id"] == publication_id)
+    held["platform"] = {"id": platform}
+
+
+def held_publication(kordiam: FakeKordiam, publication_id: int) -> dict[str, object]:
+    return next(p for p in kordiam.elements[1]["publications"] if p["id"] == publication_id)
+
+
+async def test_a_moved_publications_item_is_retracted_and_its_external_id_and_links_are_cleared(
+    kordiam: FakeKordiam, state: MemoryStateStore
+) -> None:
+    engine, web, paper = await delivered_to_web_and_print(kordiam, state)
+    assert held_publication(kordiam, 12)["externalId"] == "print-1-12"
+    moved(kordiam, 12)
+    kordiam.writes.clear()
+    report = await engine.sync(Notification(1))
+    assert paper.deletes == ["print-1-12"] and web.deletes == []
+    assert kordiam.writes == [
+        ("PATCH", "/elements/1/publications/12", {"externalId": None, "cms": {"editLink": None}}),
+    ]
+    assert "externalId" not in held_publication(kordiam, 12) and "cms" not in held_publication(kordiam, 12)
+    assert held_publication(kordiam, 11)["externalId"] == "web-1-11"  # the other publication keeps its feedback
+    assert report.feedback == ["publication 12: cleared print print-1-12"]
+    assert set(state.rows) == {(1, "web", 11)}
+    kordiam.writes.clear()
+    again = await engine.sync(Notification(1))  # the clear coming back as a notification ends there
+    assert kordiam.writes == [] and again.feedback == [] and paper.deletes == ["print-1-12"]
+
+
+async def test_the_main_channels_moved_item_is_unlinked_from_the_element_when_no_publication_stays_there(
+    kordiam: FakeKordiam, state: MemoryStateStore
+) -> None:
+    engine, web, _ = await delivered_to_web_and_print(kordiam, state)
+    assert kordiam.elements[1]["externalElement"]["externalId"] == "web-1-11"
+    moved(kordiam, 11)
+    kordiam.writes.clear()
+    report = await engine.sync(Notification(1))
+    assert web.deletes == ["web-1-11"]
+    assert ("POST", "/elements/1/external-element/unlink", {}) in kordiam.writes
+    assert "externalElement" not in kordiam.elements[1]
+    assert report.feedback == ["publication 11: cleared web web-1-11", "element 1: unlinked from web web-1-11"]
+
+
+async def test_the_element_is_linked_to_the_main_channels_next_item_instead_of_unlinked(
+    kordiam: FakeKordiam, state: MemoryStateStore
+) -> None:
+    kordiam.elements[1] = element_body(1, publication(11, WEB), publication(13, WEB))
+    web = ScriptedChannel("web")
+    engine = sync_engine(kordiam, state, [(web, WEB)])
+    await engine.sync(Notification(1))
+    moved(kordiam, 11)
+    kordiam.writes.clear()
+    await engine.sync(Notification(1))
+    assert [(method, path) for method, path, _ in kordiam.writes] == [
+        ("PATCH", "/elements/1/publications/11"),
+        ("POST", "/elements/1/external-element/link"),
+    ]
+    assert kordiam.elements[1]["externalElement"]["externalId"] == "web-1-13"
+
+
+async def test_values_someone_else_set_on_a_moved_publication_are_left(
+    kordiam: FakeKordiam, state: MemoryStateStore
+) -> None:
+    engine, _, paper = await delivered_to_web_and_print(kordiam, state)
+    held = held_publication(kordiam, 12)
+    held["externalId"] = "legacy-7"  # another integration took the publication over; the edit link is still ours
+    moved(kordiam, 12)
+    kordiam.writes.clear()
+    await engine.sync(Notification(1))
+    assert kordiam.writes == [("PATCH", "/elements/1/publications/12", {"cms": {"editLink": None}})]
+    assert held["externalId"] == "legacy-7" and "cms" not in held
+
+    held["cms"] = {"editLink": "https://legacy.test/7"}  # set by hand after the move: nothing of the bridge's
+    moved(kordiam, 12, PRINT)
+    await engine.sync(Notification(1))  # back in print: delivered again (a new item)
+    held["externalId"], held["cms"] = "legacy-7", {"editLink": "https://legacy.test/7"}
+    moved(kordiam, 12)
+    kordiam.writes.clear()
+    await engine.sync(Notification(1))
+    assert kordiam.writes == [] and paper.deletes == ["print-1-12", "print-1-12"]
+    assert held["externalId"] == "legacy-7" and held["cms"] == {"editLink": "https://legacy.test/7"}
+
+
+async def test_a_failed_clear_leaves_the_retraction_to_the_retry_which_clears_it(
+    kordiam: FakeKordiam, state: MemoryStateStore
+) -> None:
+    kordiam.elements[1] = element_body(1, publication(11, WEB), publication(12, PRINT))
+    web, paper = ScriptedChannel("web"), ScriptedChannel("print")
+    engine = sync_engine(kordiam, state, [(web, WEB), (paper, PRINT)], retry=ONE_ATTEMPT)
+    await engine.sync(Notification(1))
+    moved(kordiam, 12)
+    kordiam.failing_writes = [503]
+    with pytest.raises(SyncFailed) as raised:
+        await engine.sync(Notification(1))
+    (failure,) = raised.value.failures
+    assert failure.stage == "feedback" and isinstance(failure.error, KordiamUnavailable)
+    # Nothing was retracted: the delivery is still the proof that Kordiam's values are the bridge's own.
+    assert paper.deletes == [] and (1, "print", 12) in state.rows
+    assert held_publication(kordiam, 12)["externalId"] == "print-1-12"
+
+    report = await engine.sync(Notification(1))
+    assert paper.deletes == ["print-1-12"] and set(state.rows) == {(1, "web", 11)}
+    assert "externalId" not in held_publication(kordiam, 12) and "cms" not in held_publication(kordiam, 12)
+    assert report.feedback == ["publication 12: cleared print print-1-12"]
+
+
+async def test_a_publication_moved_back_before_the_retry_keeps_its_item_and_feedback(
+    kordiam: FakeKordiam, state: MemoryStateStore
+) -> None:
+    kordiam.elements[1] = element_body(1, publication(11, WEB), publication(12, PRINT))
+    paper = ScriptedChannel("print")
+    engine = sync_engine(kordiam, state, [(ScriptedChannel("web"), WEB), (paper, PRINT)], retry=ONE_ATTEMPT)
+    await engine.sync(Notification(1))
+    moved(kordiam, 12)
+    kordiam.failing_writes = [503]
+    with pytest.raises(SyncFailed):
+        await engine.sync(Notification(1))
+    moved(kordiam, 12, PRINT)
+    report = await engine.sync(Notification(1))
+    assert ("print", 12, Action.UNCHANGED) in {(a.channel, a.publication_id, a.action) for a in report.actions}
+    assert list(paper.items) == ["print-1-12"] and held_publication(kordiam, 12)["externalId"] == "print-1-12"
+
+
+async def test_a_clear_kordiam_refuses_for_good_does_not_keep_the_item_published(
+    kordiam: FakeKordiam, state: MemoryStateStore
+) -> None:
+    engine, _, paper = await delivered_to_web_and_print(kordiam, state)
+    moved(kordiam, 12)
+    kordiam.failing_writes = [400]
+    with pytest.raises(SyncFailed) as raised:
+        await engine.sync(Notification(1))
+    (failure,) = raised.value.failures
+    assert failure.stage == "feedback" and not is_transient(failure.error)
+    assert paper.deletes == ["print-1-12"] and set(state.rows) == {(1, "web", 11)}
+
+
+async def test_no_clear_when_feedback_is_disabled(kordiam: FakeKordiam, state: MemoryStateStore) -> None:
+    kordiam.elements[1] = element_body(
+        1,
+        publication(11, WEB),
+        publication(12, PRINT, externalId="print-1-12", cms={"editLink": "https://print.test/print-1-12"}),
+    )
+    paper = ScriptedChannel("print")
+    off = FeedbackSettings(enabled=False)
+    engine = sync_engine(kordiam, state, [(ScriptedChannel("web"), WEB), (paper, PRINT)], feedback=off)
+    await engine.sync(Notification(1))
+    moved(kordiam, 12)
+    report = await engine.sync(Notification(1))
+    assert paper.deletes == ["print-1-12"] and kordiam.writes == [] and report.feedback == []
+    assert held_publication(kordiam, 12)["externalId"] == "print-1-12"
+
+
+async def test_a_deleted_elements_retraction_writes_nothing_to_kordiam(
+    kordiam: FakeKordiam, state: MemoryStateStore
+) -> None:
+    engine, web, paper = await delivered_to_web_and_print(kordiam, state)
+    del kordiam.elements[1]
+    kordiam.writes.clear()
+    await engine.sync(Notification(1))
+    assert web.deletes and paper.deletes and kordiam.writes == []
