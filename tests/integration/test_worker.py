@@ -111,6 +111,48 @@ async def test_create_update_delete_with_two_platforms(
     assert drain(sqs_endpoint.url, queues[1]) == []
 
 
+async def test_a_publication_moved_to_a_platform_no_channel_takes_loses_its_stale_feedback(
+    settings_for, admin: SimulatorAdmin, channel_log: ChannelLog, sqs_endpoint: SqsEndpoint, queues, tmp_path: Path
+) -> None:
+    async with running_worker(settings_for()):
+        created = await admin.create(story("Budget passes"))
+        element_id = created["id"]
+        web_pub, print_pub = (p["id"] for p in created["publications"])
+
+        async def feedback_written() -> bool:
+            element = await admin.get(element_id)
+            return all(p.get("externalId") for p in element["publications"]) and "externalElement" in element
+
+        await eventually(feedback_written, what="feedback in Kordiam")
+        await eventually(lambda: queue_settled(sqs_endpoint.url, queues[0]), what="queue to settle after feedback")
+
+        # The first clearing PATCH fails past the client's own retries: the message goes back to the queue, and
+        # its next receive clears, then retracts.
+        await admin.fault(
+            method="PATCH", path=rf"/elements/{element_id}/publications/{print_pub}$", status=503, count=4
+        )
+        element = await admin.get(element_id)
+        web, paper = element["publications"]
+        await admin.replace(element_id, {**element, "publications": [web, {**paper, "platform": {"id": 99005}}]})
+
+        async def print_feedback_cleared() -> bool:
+            moved = (await admin.get(element_id))["publications"][1]
+            return "externalId" not in moved and "cms" not in moved
+
+        await eventually(print_feedback_cleared, timeout=30, what="the moved publication's feedback cleared")
+        await eventually(lambda: files(tmp_path / "print") == [], what="print item retracted")
+        await eventually(lambda: queue_settled(sqs_endpoint.url, queues[0]), what="queue to settle after the move")
+
+    element = await admin.get(element_id)
+    assert element["publications"][1]["platform"]["id"] == 99005
+    assert element["publications"][0]["externalId"] == f"{element_id}-{web_pub}"  # the web publication keeps its own
+    assert element["publications"][0]["cms"]["editLink"].startswith("file://")
+    assert element["externalElement"]["externalId"] == f"{element_id}-{web_pub}"
+    assert files(tmp_path / "web") == [f"{element_id}-{web_pub}.html", f"{element_id}-{web_pub}.json"]
+    assert channel_log.deletes == {("print", element_id, print_pub): 1}
+    assert drain(sqs_endpoint.url, queues[1]) == []
+
+
 async def test_duplicate_delivery_creates_nothing_twice(
     settings_for, admin: SimulatorAdmin, channel_log: ChannelLog, sqs_endpoint: SqsEndpoint, queues
 ) -> None:
