@@ -404,9 +404,9 @@ class SyncEngine:
 
         Only values still equal to what the bridge delivered are cleared (an editor's or another integration's are
         left): the publication's ``externalId`` and each of its CMS links, if the element still has it (moved to a
-        platform no channel takes, or filtered out by a channel's ``statuses``); and the element's link, if it
-        names this main-channel item and no other publication of the element stays on the main channel (when one
-        does, the feedback links the element to that one). Returns the element as Kordiam then holds it, so the
+        platform no channel takes, or its platform dropped from a channel's ``platforms``); and the element's link,
+        if it names this main-channel item and no other publication of the element stays on the main channel (when
+        one does, the feedback links the element to that one). Returns the element as Kordiam then holds it, so the
         feedback that follows compares with what is there now.
         """
         publication = element.publication(delivery.publication_id)
