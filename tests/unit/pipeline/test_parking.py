@@ -308,3 +308,27 @@ def test_a_trial_never_reported_holds_the_next_one_back_only_until_it_times_out(
     assert parking.admit("web") is Admission.PARK
     clock.now += TRIAL_TIMEOUT_SECONDS
     assert parking.admit("web") is Admission.TRIAL
+
+
+async def test_a_moved_publication_on_a_refusing_channel_is_parked_and_kordiam_keeps_pointing_at_the_kept_item(
+    kordiam: FakeKordiam, state: MemoryStateStore, clock: Clock
+) -> None:
+    kordiam.elements[1] = element_body(1, publication(11, WEB))
+    web = ScriptedChannel("web")
+    engine = engine_with(kordiam, state, clock, (web, WEB))
+    await engine.sync(Notification(1))
+    item = state.rows[(1, "web", 11)].external_id
+    assert kordiam.elements[1]["publications"][0]["externalId"] == item
+    kordiam.elements[1] = element_body(1, publication(11, 99005))  # moved to a platform no channel takes
+    kordiam.elements[1]["publications"][0]["externalId"] = item
+    engine.parking.refused("web", Admission.GO, REFUSED)
+    kordiam.writes.clear()
+
+    report = await engine.sync(Notification(1))
+
+    assert [(a.channel, a.action) for a in report.actions] == [("web", Action.PARKED)]
+    # The item still stands: nothing of it is cleared (the feedback goes on naming the item it is kept at).
+    assert not [write for write in kordiam.writes if "null" in json.dumps(write[2])]
+    assert not [write for write in kordiam.writes if "unlink" in write[1]]
+    assert web.deletes == [] and (1, "web", 11) in state.rows
+    assert await parked_ids(state, "web") == [1]
