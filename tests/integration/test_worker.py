@@ -40,6 +40,12 @@ def settings_for(sqs_endpoint: SqsEndpoint, queues: tuple[str, str], simulator: 
     return make
 
 
+async def feedback_written(admin: SimulatorAdmin, element_id: int) -> bool:
+    """Every publication has its externalId in Kordiam, and the element its link."""
+    element = await admin.get(element_id)
+    return all(p.get("externalId") for p in element["publications"]) and "externalElement" in element
+
+
 async def test_create_update_delete_with_two_platforms(
     settings_for, admin: SimulatorAdmin, channel_log: ChannelLog, sqs_endpoint: SqsEndpoint, queues, tmp_path: Path
 ) -> None:
@@ -49,11 +55,7 @@ async def test_create_update_delete_with_two_platforms(
         web_pub, print_pub = (p["id"] for p in created["publications"])
 
         # Created in both channels, with feedback written back to Kordiam.
-        async def feedback_written() -> bool:
-            element = await admin.get(element_id)
-            return all(p.get("externalId") for p in element["publications"]) and "externalElement" in element
-
-        await eventually(feedback_written, what="feedback in Kordiam")
+        await eventually(lambda: feedback_written(admin, element_id), what="feedback in Kordiam")
         element = await admin.get(element_id)
         web = element["publications"][0]
         assert web["externalId"] == f"{element_id}-{web_pub}"
@@ -119,11 +121,7 @@ async def test_a_publication_moved_to_a_platform_no_channel_takes_loses_its_stal
         element_id = created["id"]
         web_pub, print_pub = (p["id"] for p in created["publications"])
 
-        async def feedback_written() -> bool:
-            element = await admin.get(element_id)
-            return all(p.get("externalId") for p in element["publications"]) and "externalElement" in element
-
-        await eventually(feedback_written, what="feedback in Kordiam")
+        await eventually(lambda: feedback_written(admin, element_id), what="feedback in Kordiam")
         await eventually(lambda: queue_settled(sqs_endpoint.url, queues[0]), what="queue to settle after feedback")
 
         # The first clearing PATCH fails past the client's own retries: the message goes back to the queue, and
