@@ -188,6 +188,17 @@ class KordiamClient:
         except KordiamRejected:
             return
 
+    async def check_access(self) -> None:
+        """Whether Kordiam accepts the worker's token for a request it may make: one authenticated
+        ``GET /platforms``, one attempt. ``KordiamCredentialsRefused`` if it is refused even with a fresh token,
+        ``KordiamUnavailable`` if Kordiam cannot be asked; any other refusal returns (it is not the credentials')."""
+        try:
+            await self._request("GET", "/platforms", retry=ONE_ATTEMPT)
+        except KordiamCredentialsRefused:
+            raise
+        except KordiamRejected:
+            return
+
     async def list_reference(self, path: str) -> list[dict[str, Any]]:
         """A reference-data list such as ``/platforms`` or ``/publication-statuses`` (first page)."""
         response = await self._request("GET", path)

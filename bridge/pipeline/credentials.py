@@ -19,11 +19,14 @@ class KordiamCredentials(WorkerPause):
     At start-up (``check_at_start``) refused credentials are a configuration error naming ``kordiam.client_secret``
     (a base URL with no token endpoint, ``kordiam.base_url``); an unreachable Kordiam is not (it may come back): the
     worker starts with the gate closed, not ready, and takes messages once a token works. At run time a refusal met
-    by any message (``refused``: the secret was rotated under the worker) closes the gate, counts
-    ``bridge_kordiam_auth_failures_total``, logs ``kordiam_credentials_refused`` at error level, and retries the
-    token with back-off (``bridge.pipeline.pause.WorkerPause``) until one works; then the gate opens by itself. The
-    messages that met the refusal wait in hand and run again, so none is dead-lettered for it and none spends
-    another receive.
+    by a message (a 401 even with a fresh token) is confirmed first (``confirm``: a fresh token and a request any
+    worker may make, one probe shared by every message that asks meanwhile). Confirmed (the secret was rotated
+    under the worker), it closes the gate, counts ``bridge_kordiam_auth_failures_total``, logs
+    ``kordiam_credentials_refused`` at error level, and retries with back-off (``bridge.pipeline.pause.WorkerPause``)
+    until the probe passes; then the gate opens by itself. The messages that met the refusal wait in hand and run
+    again, so none is dead-lettered for it and none spends another receive. Not confirmed, the refusal was of that
+    message's element alone: the message's failure, dead-lettered with its reason (before, it paused the worker
+    again on every receive).
     """
 
     name = "kordiam-credentials"
@@ -48,26 +51,29 @@ class KordiamCredentials(WorkerPause):
                 "kordiam_unreachable_at_start", error=f"{type(error).__name__}: {error}", retry_in=self.retry_in
             )
 
-    def refused(self, error: KordiamCredentialsRefused) -> None:
-        """A message met a refusal of the worker's credentials: pause the worker until a token works."""
+    def _paused_by(self, error: BaseException, reason: str) -> None:
         metrics.KORDIAM_AUTH_FAILURES.inc()
-        if self.pause(f"Kordiam refuses the client credentials: {error}"):
-            log.error(
-                "kordiam_credentials_refused",
-                error=str(error),
-                hint="the worker takes no messages until Kordiam accepts kordiam.client_id/client_secret again; "
-                "messages wait in the queue",
-                retry_in=self.retry_in,
-            )
+        log.error(
+            "kordiam_credentials_refused",
+            error=reason,
+            met_by=f"{type(error).__name__}: {error}",
+            hint="the worker takes no messages until Kordiam accepts kordiam.client_id/client_secret again; "
+            "messages wait in the queue",
+            retry_in=self.retry_in,
+        )
 
     async def _probe(self) -> str | None:
+        """A fresh token, then a request every worker may make with it (``GET /platforms``): a refusal of either
+        is the credentials'. So a 401 that only one element's request meets is that element's, not the worker's."""
         try:
             await self._kordiam.check_credentials(retry=ONE_ATTEMPT)
+            await self._kordiam.check_access()
         except KordiamCredentialsRefused as refused:
             metrics.KORDIAM_AUTH_FAILURES.inc()
-            log.error("kordiam_credentials_still_refused", error=str(refused), retry_in=self.retry_in)
+            if self.paused:
+                log.error("kordiam_credentials_still_refused", error=str(refused), retry_in=self.retry_in)
             return f"Kordiam refuses the client credentials: {refused}"
         except Exception as error:
             log.warning("kordiam_token_retry_failed", error=f"{type(error).__name__}: {error}", retry_in=self.retry_in)
-            return self._reason
+            return self._reason or f"Kordiam could not be asked about the credentials: {type(error).__name__}: {error}"
         return None

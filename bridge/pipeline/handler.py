@@ -116,8 +116,10 @@ class MessageHandler:
         for failure in failed.failures:
             error = failure.error
             if isinstance(error, KordiamCredentialsRefused) and self._credentials is not None:
-                self._credentials.refused(error)
-                return True
+                # Confirmed by a probe: a 401 only one element's request meets is that message's own failure.
+                if await self._credentials.confirm(error):
+                    return True
+                continue
             outage = self._outage_behind(failure.stage, error)
             if outage is not None and await outage.confirm(error):
                 return True

@@ -3,6 +3,7 @@ over in-process fakes."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from typing import Any
 
@@ -115,6 +116,38 @@ async def test_a_refusal_of_the_workers_credentials_pauses_and_the_message_runs_
     assert isinstance(outcome, Done)  # neither dead-lettered nor handed back: it waited in hand, then ran
     assert kordiam.tokens_asked == 3 and web.upserts == [(51, None)]
     assert gate.reason is None
+
+
+async def test_a_401_that_only_one_elements_request_meets_is_that_messages_failure_not_a_pause(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Kordiam refuses this element even with a fresh token, but takes the token and the platforms: the probe
+    passes, so the worker stays open and the message is dead-lettered with its reason (before: paused again on
+    every run of it, never settled)."""
+    monkeypatch.setattr("bridge.pipeline.pause.FIRST_RETRY_SECONDS", 0.01)
+    kordiam, state = FakeKordiam(), MemoryStateStore()
+    kordiam.elements[5] = element_body(5, publication(51, WEB))
+    kordiam.fail_get = 401
+    client = kordiam.client()
+    gate = ReceiveGate()
+    credentials = KordiamCredentials(client, gate)
+    engine = SyncEngine(
+        kordiam=client,
+        routes=[Route(ScriptedChannel("web"), frozenset({WEB}))],
+        state=state,
+        feedback=FeedbackSettings(),
+        main_channel="web",
+    )
+    handler = MessageHandler(engine, credentials=credentials, tracing=False)
+    try:
+        async with asyncio.timeout(5):
+            outcome = await handler(message('{"id": 5}'))
+    finally:
+        await credentials.aclose()
+    assert isinstance(outcome, DeadLetter)
+    assert (outcome.stage, outcome.error_class) == ("fetch", "KordiamCredentialsRefused")
+    assert "401 even with a fresh token" in outcome.reason
+    assert gate.reason is None and "/platforms" in kordiam.reads  # the probe asked, and found the worker's fine
 
 
 # ---- the mapping from a sync's failures to an outcome, on a real engine over in-process fakes ----------------
