@@ -9,7 +9,10 @@ measured in the worker, see README "Performance").
   neither can write raises ``TypeError``. NaN and ±Infinity are written as ``null`` (``json`` would write text
   that is not JSON): none reaches a body, since the Kordiam models refuse non-finite numbers.
 - ``decode(data) -> Any``: strict JSON (RFC 8259: no NaN, no Infinity); raises ``ValueError`` (a
-  ``json.JSONDecodeError``) when ``data`` is not JSON.
+  ``json.JSONDecodeError``) when ``data`` is not JSON. A lone surrogate escape (``"\\ud83d"``: half an emoji, cut by
+  an editor's copy and paste or a truncation), which RFC 8259's grammar allows but no UTF-8 can carry, is read as
+  U+FFFD (the replacement character): orjson refuses the whole document for it, and a string holding it could
+  not be written to any channel, so one such character would otherwise cost a story its sync.
 """
 
 from __future__ import annotations
@@ -37,4 +40,28 @@ def encode(value: Any, *, default: Callable[[Any], Any] | None = None) -> bytes:
 
 def decode(data: bytes | str) -> Any:
     """The JSON value in ``data``; ``ValueError`` (``json.JSONDecodeError``) when it is not strict JSON."""
-    return orjson.loads(data)
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as refused:
+        # json reads lone surrogate escapes, which orjson refuses; for anything else it refuses too, the error is
+        # orjson's. Only on this rare path, so the hot path stays orjson's.
+        try:
+            value = json.loads(data, parse_constant=_not_json)
+        except ValueError:
+            raise refused from None
+        return _without_surrogates(value)
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _without_surrogates(value: Any) -> Any:
+    if isinstance(value, str):
+        # Paired surrogates are already one code point in a str; a lone one becomes U+FFFD.
+        return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    if isinstance(value, list):
+        return [_without_surrogates(item) for item in value]
+    if isinstance(value, dict):
+        return {_without_surrogates(key): _without_surrogates(item) for key, item in value.items()}
+    return value

@@ -30,3 +30,16 @@ def test_decode_reads_strict_json_only() -> None:
     for text in (b'{"a": NaN}', b"<html>", b""):
         with pytest.raises(json.JSONDecodeError):
             jsontext.decode(text)
+
+
+def test_decode_reads_a_lone_surrogate_escape_as_the_replacement_character() -> None:
+    # Half an emoji (its high surrogate alone), in a value and a key; a whole pair stays the emoji it encodes.
+    text = b'{"title": "Harbour \\ud83d reopens", "\\udc00k": ["\\ud83d\\ude00", 1.5]}'
+    assert jsontext.decode(text) == {"title": "Harbour \ufffd reopens", "\ufffdk": ["\U0001f600", 1.5]}
+    assert jsontext.encode(jsontext.decode(text)).decode() == '{"title":"Harbour \ufffd reopens","\ufffdk":["😀",1.5]}'
+
+
+def test_decode_still_refuses_what_is_not_json_when_it_holds_a_lone_surrogate() -> None:
+    for text in (b'{"a": "\\ud83d", "b": NaN}', b'{"a": "\\ud83d",}', b'{"a": "\\ud83d"} trailing'):
+        with pytest.raises(json.JSONDecodeError):
+            jsontext.decode(text)

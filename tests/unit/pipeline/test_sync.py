@@ -3,8 +3,10 @@ when part of it fails."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
+import httpx
 import pytest
 
 from bridge.config import FeedbackSettings
@@ -472,3 +474,25 @@ async def test_a_deleted_elements_retraction_writes_nothing_to_kordiam(
     kordiam.writes.clear()
     await engine.sync(Notification(1))
     assert web.deletes and paper.deletes and kordiam.writes == []
+
+
+async def test_an_element_with_half_an_emoji_is_synced_with_the_replacement_character(
+    kordiam: FakeKordiam, state: MemoryStateStore
+) -> None:
+    # Kordiam's JSON carries the escape "\ud83d" alone: before, orjson refused the whole answer and the story was
+    # dead-lettered as an unexpected answer.
+    kordiam.elements[1] = element_body(1, publication(11, WEB))
+    kordiam.elements[1]["title"] = "Harbour \ud83d reopens"
+    answer = kordiam.answer
+
+    def escaped(request: httpx.Request) -> httpx.Response:
+        if request.method == "GET" and request.url.path.endswith("/elements/1"):
+            body = json.dumps(kordiam.elements[1]).encode()  # ensure_ascii: the lone surrogate as its escape
+            return httpx.Response(200, content=body, headers={"Content-Type": "application/json"})
+        return answer(request)
+
+    kordiam.answer = escaped  # type: ignore[method-assign]
+    web = ScriptedChannel("web")
+    report = await sync_engine(kordiam, state, [(web, WEB)]).sync(Notification(1))
+    assert [a.action for a in report.actions] == [Action.CREATED]
+    assert web.upserts == [(11, None)]
