@@ -70,6 +70,8 @@ class _Refusal:
     backoff: float
     next_trial: float
     trial_started: float | None = None  # while a trial call runs
+    # False while only suspected (elements found parked at start-up): the first refusal confirms it, and says so.
+    confirmed: bool = True
     # A requeued element is on its way to carry the trial (``ParkedRequeue``); not sent again before it is due.
     carrier_sent_at: float | None = None
 
@@ -112,7 +114,9 @@ class ChannelParking:
             count = await self._state.parked_count(name)
             if count:
                 now = self._clock()
-                self._refused[name] = _Refusal("elements were parked before this start", self._first, now)
+                self._refused[name] = _Refusal(
+                    "elements were parked before this start", self._first, now, confirmed=False
+                )
                 log.warning(
                     "parked_found_at_start",
                     channel=name,
@@ -123,10 +127,6 @@ class ChannelParking:
 
     def refusing(self, name: str) -> bool:
         return name in self._refused
-
-    def refusals(self) -> dict[str, str]:
-        """The channels refusing now, with the latest refusal's text."""
-        return {name: refusal.reason for name, refusal in self._refused.items()}
 
     def reason(self, name: str) -> str:
         refusal = self._refused.get(name)
@@ -157,10 +157,12 @@ class ChannelParking:
         now = self._clock()
         refusal = self._refused.get(name)
         if refusal is None:
-            self._refused[name] = _Refusal(str(error), self._first, now + self._first)
+            refusal = self._refused[name] = _Refusal(str(error), self._first, now + self._first, confirmed=False)
+        if not refusal.confirmed:  # news: said once, at error level, and shown on the gauge the alert watches
+            refusal.confirmed = True
             self._gauges[name].set(1)
             self.requeue_due.discard(name)
-            self.changed.set()  # the requeue task's next wake-up is now this channel's first trial
+            self.changed.set()  # the requeue task's next wake-up is now this channel's next trial
             log.error(
                 "channel_credentials_refused",
                 channel=name,
@@ -168,7 +170,6 @@ class ChannelParking:
                 hint="the channel's own secret is wrong or revoked: its elements are parked, not dead-lettered, "
                 "and requeued once it is accepted (fix the setting the error names, and restart)",
             )
-            return
         refusal.reason = str(error)
         if admission is Admission.TRIAL:
             refusal.trial_started = None

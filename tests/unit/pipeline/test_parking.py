@@ -8,6 +8,7 @@ import json
 import pytest
 from botocore.exceptions import ClientError
 from multidict import CIMultiDict, CIMultiDictProxy
+from structlog.testing import capture_logs
 from yarl import URL
 
 from bridge.channels.http_errors import http_error
@@ -15,6 +16,7 @@ from bridge.channels.newsml.targets import s3_error
 from bridge.config import FeedbackSettings
 from bridge.errors import ChannelCredentialsRefused, ChannelRejected, ChannelUnavailable
 from bridge.http import HttpRequest, HttpResponse
+from bridge.ops import metrics
 from bridge.pipeline.handler import MessageHandler
 from bridge.pipeline.notification import Notification
 from bridge.pipeline.parking import TRIAL_TIMEOUT_SECONDS, Admission, ChannelParking, ParkedRequeue
@@ -332,3 +334,23 @@ async def test_a_moved_publication_on_a_refusing_channel_is_parked_and_kordiam_k
     assert not [write for write in kordiam.writes if "unlink" in write[1]]
     assert web.deletes == [] and (1, "web", 11) in state.rows
     assert await parked_ids(state, "web") == [1]
+
+
+async def test_a_restart_that_did_not_fix_the_secret_says_so_once_and_backs_off(
+    state: MemoryStateStore, clock: Clock
+) -> None:
+    # A channel name of its own: the gauge lives in the process's one registry.
+    await state.park(7, "cms", "HTTP 401")
+    parking = ChannelParking(state, ["cms"], clock=clock)
+    await parking.load()
+    assert metrics.CHANNEL_CREDENTIALS_REFUSED.labels("cms")._value.get() == 0  # only suspected so far
+
+    with capture_logs() as lines:
+        parking.refused("cms", parking.admit("cms"), REFUSED)  # the start-up trial: still refused
+        clock.now += 2.0
+        parking.refused("cms", parking.admit("cms"), REFUSED)  # the next trial, 2 s later: refused again
+    assert [line["event"] for line in lines if line["log_level"] == "error"] == ["channel_credentials_refused"]
+    assert metrics.CHANNEL_CREDENTIALS_REFUSED.labels("cms")._value.get() == 1  # the alert's gauge
+    assert parking.admit("cms") is Admission.PARK  # backed off to 4 s, not blocked by a trial left running
+    clock.now += 4.0
+    assert parking.admit("cms") is Admission.TRIAL
