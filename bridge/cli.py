@@ -19,7 +19,7 @@ from bridge.errors import BridgeError, ConfigError
 
 if TYPE_CHECKING:
     from bridge.admin.progress import ProgressSink
-    from bridge.config import OpsSettings
+    from bridge.config import OpsSettings, StatusSettings
 
 EXIT_CONFIG = 2
 EXIT_INTERRUPTED = 130
@@ -244,6 +244,38 @@ def _parser() -> argparse.ArgumentParser:
     _output_options(redrive, progress=True)
     redrive.set_defaults(command=_dlq_redrive)
 
+    parked = commands.add_parser(
+        "parked",
+        help="elements parked for a channel that refused the bridge's credentials; requeue them by hand",
+    )
+    parked_commands = parked.add_subparsers(required=True, metavar="ACTION", parser_class=_Parser)
+    parked_list = parked_commands.add_parser(
+        "list",
+        help="show the parked elements (reads the state store, changes nothing)",
+        description="Configured channels in configuration order, each channel's elements by element id.",
+    )
+    _config_option(parked_list)
+    parked_list.add_argument("--channel", metavar="NAME", help="only this channel")
+    parked_list.add_argument("--limit", type=_count, default=50, help="show at most N parked elements")
+    _output_options(parked_list)
+    parked_list.set_defaults(command=_parked_list)
+    parked_requeue = parked_commands.add_parser(
+        "requeue",
+        help="put parked elements back on the queue now, and unpark each once the queue holds it",
+        description="One fresh notification per element (source parked-requeue), as the worker sends once the channel "
+        "accepts the credentials again; use it after fixing the secret, rather than wait for the worker's next trial. "
+        "If the channel still refuses, the worker simply parks the element again. Say which: --channel, --element "
+        "or --all.",
+    )
+    _config_option(parked_requeue)
+    parked_requeue.add_argument("--channel", metavar="NAME", help="the parked elements of this channel")
+    parked_requeue.add_argument(
+        "--element", type=_element_id, action="append", dest="elements", help="only this element (repeat)"
+    )
+    parked_requeue.add_argument("--all", action="store_true", help="every parked element of every channel")
+    _output_options(parked_requeue, progress=True)
+    parked_requeue.set_defaults(command=_parked_requeue)
+
     status = commands.add_parser(
         "status",
         help="queue depth, oldest message, DLQ depth, per-channel health",
@@ -385,17 +417,59 @@ def _dlq_redrive(args: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
-def _status(args: argparse.Namespace) -> int:
-    from bridge.admin.status import collect_status, render_status
+def _status_settings(args: argparse.Namespace) -> StatusSettings:
     from bridge.channels import channel_problems
     from bridge.config import StatusSettings, load_settings
 
-    settings = load_settings(
+    return load_settings(
         args.config,
         model=StatusSettings,
-        # status never calls a channel: the table's shape is checked, its secrets are not needed.
+        # these commands never call a channel: the table's shape is checked, its secrets are not needed.
         check_channel=lambda channel, index: channel_problems(channel, index, secrets=False),
     )
+
+
+def _parked_list(args: argparse.Namespace) -> int:
+    from bridge.admin.parked import parked_list
+    from bridge.admin.rendering import render_parked_list
+
+    settings = _status_settings(args)
+    _log_format(settings.ops)
+    _show(
+        args, run_command(lambda _: parked_list(settings, channel=args.channel, limit=args.limit)), render_parked_list
+    )
+    return 0
+
+
+def _parked_requeue(args: argparse.Namespace) -> int:
+    from bridge.admin.parked import parked_requeue, requeue_selection
+    from bridge.admin.rendering import render_parked_requeue
+    from bridge.admin.results import INTERRUPTED
+
+    try:
+        requeue_selection(args.channel, args.elements, args.all)
+    except ValueError as error:
+        print(f"kordiam-bridge parked requeue: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+    settings = _status_settings(args)
+    _log_format(settings.ops)
+    with _progress(args) as progress:
+        result = run_command(
+            lambda stop: parked_requeue(
+                settings, channel=args.channel, element_ids=args.elements, progress=progress, stop=stop
+            ),
+            stops_on_interrupt=True,
+        )
+    _show(args, result, render_parked_requeue)
+    if any(element.error == INTERRUPTED for element in result.elements):
+        return EXIT_INTERRUPTED
+    return 1 if result.failed else 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from bridge.admin.status import collect_status, render_status
+
+    settings = _status_settings(args)
     _log_format(settings.ops)
     report = run_command(lambda _: collect_status(settings, sample_main=args.sample, sample_size=args.sample_size))
     _show(args, report, render_status)

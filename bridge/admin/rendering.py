@@ -15,7 +15,15 @@ from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
 
-from bridge.admin.results import INTERRUPTED, DlqListing, DlqMessage, RedriveResult, ReplayResult
+from bridge.admin.results import (
+    INTERRUPTED,
+    DlqListing,
+    DlqMessage,
+    ParkedListing,
+    ParkedRequeueResult,
+    RedriveResult,
+    ReplayResult,
+)
 from bridge.queue.dead_letter import FAILURE_PREFIX
 
 # --------------------------------------------------------------------------------------------------- rendering
@@ -55,6 +63,45 @@ def render_replay(result: ReplayResult, console: Console) -> None:
         console.print(
             f"[yellow]interrupted (Ctrl-C): {len(unsent)} not sent ({shown}); replay them again "
             "(a repeat is harmless)[/yellow]"
+        )
+
+
+def render_parked_list(listing: ParkedListing, console: Console) -> None:
+    table = Table(title=f"Parked elements (state: {listing.state_url})", title_justify="left")
+    for column in ("element", "channel", "since", "age", "reason"):
+        table.add_column(column, overflow="fold" if column == "reason" else "ellipsis")
+    for parked in listing.elements:
+        table.add_row(
+            str(parked.element_id),
+            Text(parked.channel),
+            parked.since.isoformat(timespec="seconds"),
+            format_age(parked.age_seconds),
+            Text(_short(parked.reason, 80)),
+        )
+    console.print(table)
+    summary = f"{len(listing.elements)} shown; {listing.parked} parked ({', '.join(listing.channels)})"
+    if listing.truncated:
+        summary += "; more not shown (raise --limit)"
+    console.print(summary, markup=False, highlight=False)
+
+
+def render_parked_requeue(result: ParkedRequeueResult, console: Console) -> None:
+    unsent = [e.element_id for e in result.elements if e.error == INTERRUPTED]
+    for element in result.elements:
+        if element.error == INTERRUPTED:
+            continue
+        channels = ", ".join(element.channels)
+        if element.error is None:
+            console.print(
+                Text(f"element {element.element_id}: enqueued as {element.message_id}, unparked ({channels})")
+            )
+        else:
+            console.print(Text(f"element {element.element_id}: {element.error}", style="red"))
+    console.print(f"{result.sent} of {len(result.elements)} notification(s) sent to {result.queue_url}")
+    if unsent:
+        shown = " ".join(map(str, unsent[:10])) + (" …" if len(unsent) > 10 else "")
+        console.print(
+            f"[yellow]interrupted (Ctrl-C): {len(unsent)} not sent, still parked ({shown}); requeue them again[/yellow]"
         )
 
 

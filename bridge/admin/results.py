@@ -19,10 +19,14 @@ __all__ = [
     "DlqListing",
     "DlqMessage",
     "MovedMessage",
+    "ParkedElement",
+    "ParkedListing",
+    "ParkedRequeueResult",
     "RedriveFailure",
     "RedriveResult",
     "ReplayResult",
     "ReplayedElement",
+    "RequeuedElement",
     "to_json",
     "to_jsonable",
 ]
@@ -96,11 +100,62 @@ class ReplayResult:
         return sum(e.error is not None for e in self.elements)
 
 
+@dataclass(frozen=True, slots=True)
+class ParkedElement:
+    """One element parked for one channel (``bridge.state.base.Parked``), with its age when listed."""
+
+    element_id: int
+    channel: str
+    since: datetime
+    age_seconds: float
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ParkedListing:
+    state_url: str
+    channels: list[str]
+    elements: list[ParkedElement]
+    # How many elements the listed channels have parked, shown or not.
+    parked: int
+
+    @property
+    def truncated(self) -> bool:
+        return len(self.elements) < self.parked
+
+
+# The error of an element ``parked requeue --element`` named that is parked for none of the chosen channels.
+NOT_PARKED = "not parked for the chosen channel(s): nothing sent"
+
+
+@dataclass(frozen=True, slots=True)
+class RequeuedElement:
+    element_id: int
+    # The channels it was parked for: unparked for each once its notification was sent (unless ``error`` says).
+    channels: list[str]
+    message_id: str | None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ParkedRequeueResult:
+    queue_url: str
+    elements: list[RequeuedElement]
+
+    @property
+    def sent(self) -> int:
+        return sum(e.message_id is not None for e in self.elements)
+
+    @property
+    def failed(self) -> int:
+        return sum(e.error is not None for e in self.elements)
+
+
 def to_jsonable(value: Any) -> Any:
     """A result dataclass as plain JSON types (datetimes as ISO 8601)."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         data = {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
-        for name in ("sent", "failed", "moved_total", "ok", "problems"):
+        for name in ("sent", "failed", "moved_total", "ok", "problems", "truncated"):
             if name not in data and isinstance(getattr(type(value), name, None), property):
                 data[name] = to_jsonable(getattr(value, name))
         return data
