@@ -1,5 +1,6 @@
 """Operator commands against a real SQS endpoint (moto server; LocalStack with ``BRIDGE_TEST_SQS=localstack``):
-replay, dlq list/show/redrive, status. Every redrive test counts messages: nothing lost, nothing copied twice."""
+replay, dlq list/show/redrive, parked list/requeue, status. Every redrive test counts messages: nothing lost, nothing
+copied twice."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from botocore.exceptions import ClientError
 from rich.console import Console
 
 from bridge.admin.dlq import dlq_list, dlq_show
+from bridge.admin.parked import parked_list, parked_requeue
 from bridge.admin.progress import NoProgress, progress_bar
 from bridge.admin.redrive import dlq_redrive, redrive_request
 from bridge.admin.rendering import render_dlq_list, render_dlq_message, render_redrive, render_replay
@@ -722,6 +724,35 @@ async def test_status_reports_depths_and_an_oldest_age_estimate(
     assert "dead-letter queue" in text and "Problems" in text
     as_json = json.loads(to_json(sampled))
     assert as_json["queue"]["visible"] == 3 and as_json["dead_letter"]["visible"] == 2
+
+
+async def test_parked_requeue_puts_a_channels_parked_elements_on_the_queue_and_unparks_them(
+    settings: Settings, sqs_endpoint: SqsEndpoint, queues: tuple[str, str]
+) -> None:
+    store = await open_state_store(settings.state)
+    for element_id, channel in ((20, "web"), (10, "web"), (10, "print")):
+        await store.park(element_id, channel, "HTTP 401: application password revoked")
+    await store.close()
+
+    listing = await parked_list(settings)
+    assert [(p.channel, p.element_id) for p in listing.elements] == [("web", 10), ("web", 20), ("print", 10)]
+
+    result = await parked_requeue(settings, channel="web")
+    assert [(e.element_id, e.channels, e.error) for e in result.elements] == [(10, ["web"], None), (20, ["web"], None)]
+    assert result.sent == 2 and result.failed == 0
+
+    messages = receive_all(sqs_endpoint.url, queues[0])
+    assert sorted(json.loads(m["Body"])["id"] for m in messages) == [10, 20]
+    for message in messages:
+        assert json.loads(message["Body"]) == {"id": json.loads(message["Body"])["id"], "event": "updated"}
+        assert string_attributes(message) == {"event": "updated", "source": "parked-requeue"}
+
+    store = await open_state_store(settings.state, read_only=True)
+    try:
+        assert await store.parked_count("web") == 0
+        assert [p.element_id for p in await store.parked("print")] == [10]  # another channel's: still parked
+    finally:
+        await store.close()
 
 
 async def test_status_reads_the_state_store_and_the_worker_endpoint(
