@@ -270,7 +270,12 @@ def _parser() -> argparse.ArgumentParser:
     _config_option(parked_requeue)
     parked_requeue.add_argument("--channel", metavar="NAME", help="the parked elements of this channel")
     parked_requeue.add_argument(
-        "--element", type=_element_id, action="append", dest="elements", help="only this element (repeat)"
+        "--element",
+        type=_element_id,
+        action="append",
+        dest="elements",
+        metavar="ID",
+        help="only this element (repeat; with --channel, only for that channel)",
     )
     parked_requeue.add_argument("--all", action="store_true", help="every parked element of every channel")
     _output_options(parked_requeue, progress=True)

@@ -69,7 +69,8 @@ def render_replay(result: ReplayResult, console: Console) -> None:
 def render_parked_list(listing: ParkedListing, console: Console) -> None:
     table = Table(title=f"Parked elements (state: {listing.state_url})", title_justify="left")
     for column in ("element", "channel", "since", "age", "reason"):
-        table.add_column(column, overflow="fold" if column == "reason" else "ellipsis")
+        # The reason is what gives way on a narrow terminal: the rest is what an operator acts on.
+        table.add_column(column, overflow="fold", no_wrap=column != "reason")
     for parked in listing.elements:
         table.add_row(
             str(parked.element_id),
