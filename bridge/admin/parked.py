@@ -132,12 +132,13 @@ async def requeue_parked(
     """
     chosen = await _chosen(store, channels, element_ids)
     results = [RequeuedElement(e, [], None, NOT_PARKED) for e, parked_for in chosen.items() if not parked_for]
+    # Each element's channels, and the generation read of each: the unpark leaves one parked again meanwhile.
     ids = sorted(e for e, parked_for in chosen.items() if parked_for)
     progress = progress or NoProgress()
     progress.start(f"requeueing {len(ids)} parked element(s)", len(ids))
     for start in range(0, len(ids), MAX_BATCH):
         if stop is not None and stop.is_set():
-            results.extend(RequeuedElement(e, chosen[e], None, INTERRUPTED) for e in ids[start:])
+            results.extend(RequeuedElement(e, list(chosen[e]), None, INTERRUPTED) for e in ids[start:])
             break
         chunk = ids[start : start + MAX_BATCH]
         messages = []
@@ -158,25 +159,25 @@ async def requeue_parked(
 
 async def _chosen(
     store: StateStore, channels: Sequence[str], element_ids: Sequence[int] | None
-) -> dict[int, list[str]]:
-    """Each element to requeue with the channels (of ``channels``) it is parked for; an element of ``element_ids``
-    parked for none of them maps to an empty list."""
-    chosen: dict[int, list[str]] = {}
+) -> dict[int, dict[str, int]]:
+    """Each element to requeue with the channels (of ``channels``) it is parked for, each with the generation read
+    (``Parked.generation``); an element of ``element_ids`` parked for none of them maps to an empty dict."""
+    chosen: dict[int, dict[str, int]] = {}
     if element_ids:
         for element_id in dict.fromkeys(element_ids):
-            chosen[element_id] = []
+            chosen[element_id] = {}
             for name in channels:
                 # A key lookup: the first parked element of the channel at or above this id.
                 page = await store.parked(name, after=element_id - 1, limit=1)
                 if page and page[0].element_id == element_id:
-                    chosen[element_id].append(name)
+                    chosen[element_id][name] = page[0].generation
         return chosen
     for name in channels:
         after: int | None = None
         while True:
             page = await store.parked(name, after=after, limit=PAGE)
             for parked in page:
-                chosen.setdefault(parked.element_id, []).append(name)
+                chosen.setdefault(parked.element_id, {})[name] = parked.generation
             if len(page) < PAGE:
                 break
             after = page[-1].element_id
@@ -184,15 +185,17 @@ async def _chosen(
 
 
 async def _settle(
-    store: StateStore, element_id: int, channels: list[str], message_id: str | None, error: str | None
+    store: StateStore, element_id: int, parked_for: dict[str, int], message_id: str | None, error: str | None
 ) -> RequeuedElement:
-    """Unpark a sent element for each of its channels; one not sent stays parked (as ``ParkedRequeue._send``)."""
+    """Unpark a sent element for each of its channels, unless parked again since it was read; one not sent stays
+    parked (as ``ParkedRequeue._send``)."""
+    channels = list(parked_for)
     if error is not None:
         return RequeuedElement(element_id, channels, None, f"not sent, still parked: {error}")
     unparked: list[str] = []
     try:
-        for name in channels:
-            await store.unpark(element_id, name)
+        for name, generation in parked_for.items():
+            await store.unpark(element_id, name, generation=generation)
             unparked.append(name)
     except Exception as failure:  # the notification is on the queue; a parked leftover is only requeued again
         left = ", ".join(c for c in channels if c not in unparked)

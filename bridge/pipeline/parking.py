@@ -45,7 +45,7 @@ from bridge.errors import ChannelCredentialsRefused
 from bridge.ops import metrics
 from bridge.pipeline.notification import resync_notification
 from bridge.queue.transport import Transport
-from bridge.state.base import StateStore
+from bridge.state.base import Parked, StateStore
 
 log = structlog.get_logger("bridge.parking")
 
@@ -272,7 +272,7 @@ class ParkedRequeue:
             elif self._parking.carrier_due(name):
                 page = await self._state.parked(name, limit=1)
                 if page:
-                    await self._send(page[0].element_id, name)
+                    await self._send(page[0])
                     self._parking.carrier_sent(name)
                     log.info("parked_trial_requeued", channel=name, element_id=page[0].element_id)
 
@@ -284,15 +284,16 @@ class ParkedRequeue:
                 return count  # refused again meanwhile: the rest waits for the next acceptance
             page = await self._state.parked(name, after=after, limit=REQUEUE_PAGE)
             for parked in page:
-                await self._send(parked.element_id, name)
+                await self._send(parked)
                 count += 1
             if len(page) < REQUEUE_PAGE:
                 return count
             after = page[-1].element_id
 
-    async def _send(self, element_id: int, name: str) -> None:
-        body, attributes = resync_notification(element_id, source="parked")
-        await self._transport.send(body, attributes, group_id=str(element_id))
-        # Only once the queue has it: a send that failed leaves the element parked for the next round.
-        await self._state.unpark(element_id, name)
-        self._requeued[name].inc()
+    async def _send(self, parked: Parked) -> None:
+        body, attributes = resync_notification(parked.element_id, source="parked")
+        await self._transport.send(body, attributes, group_id=str(parked.element_id))
+        # Only once the queue has it: a send that failed leaves the element parked for the next round. And only
+        # if not parked again since it was read: a worker may have met a refusal of this very notification.
+        await self._state.unpark(parked.element_id, parked.channel, generation=parked.generation)
+        self._requeued[parked.channel].inc()

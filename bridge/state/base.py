@@ -86,13 +86,15 @@ class Parked:
     The message that met the refusal is not dead-lettered for it (a wrong secret is the bridge's fault, not the
     message's): the element is parked for that channel instead, and synced again once the channel accepts the
     credentials (``bridge.pipeline.parking``). ``since`` is when it was first parked (UTC), ``reason`` the latest
-    refusal's text.
+    refusal's text, ``generation`` how many times it was parked: an unpark that names the generation it read
+    leaves an element parked again since then in place.
     """
 
     element_id: int
     channel: str
     reason: str
     since: datetime
+    generation: int = 1
 
 
 def is_older(a: tuple[datetime | None, int | None], b: tuple[datetime | None, int | None]) -> bool:
@@ -153,12 +155,15 @@ class StateStore(Protocol):
     async def all_deliveries(self) -> list[Delivery]: ...
 
     async def park(self, element_id: int, channel: str, reason: str) -> None:
-        """Record that ``channel`` owes ``element_id`` a sync. Idempotent: parking an element the channel already
-        has parked keeps its ``since`` and takes the new ``reason``. A parked item never expires."""
+        """Record that ``channel`` owes ``element_id`` a sync. Parking an element the channel already has parked
+        keeps its ``since``, takes the new ``reason`` and adds one to its ``generation``. A parked item never
+        expires."""
         ...
 
-    async def unpark(self, element_id: int, channel: str) -> None:
-        """Forget the parked item; one that is not parked is no error."""
+    async def unpark(self, element_id: int, channel: str, *, generation: int | None = None) -> None:
+        """Forget the parked item; one that is not parked is no error. With ``generation`` (of the ``Parked`` a
+        requeue read), only if it was not parked again since: a worker that met a refusal of the notification just
+        requeued, and parked the element again before this unpark, must not lose it."""
         ...
 
     async def parked(self, channel: str, *, after: int | None = None, limit: int = 100) -> list[Parked]:

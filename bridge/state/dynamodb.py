@@ -11,7 +11,7 @@ Single-table layout (hash key ``pk``, range key ``sk``, both strings; TTL on ``e
 * ``sk = "lease"``: the worker (``owner``) syncing the element until ``expires_at`` (epoch seconds).
 * ``pk = "parked#<channel>"``, ``sk = "element#<id, 20 digits>"``: an element the channel owes a sync while it
   refuses the bridge's own credentials (``reason``, the latest refusal's text; ``since``, when first parked, as
-  fixed-width UTC text). One partition per channel, the element id zero-padded so that the range key orders by it:
+  fixed-width UTC text; ``generation``, how many times it was parked, for an unpark conditional on it). One partition per channel, the element id zero-padded so that the range key orders by it:
   a page of a channel's parked elements is one Query, their count a Query that counts. No ``expires_at``: they
   never expire.
 
@@ -447,23 +447,37 @@ class DynamoDbStateStore:
             "update_item",
             Key=_parked_key(channel, element_id),
             UpdateExpression="SET #element = :element, #channel = :channel, #reason = :reason, "
-            "#since = if_not_exists(#since, :now)",
+            "#since = if_not_exists(#since, :now) ADD #generation :one",
             ExpressionAttributeNames={
                 "#element": "element_id",
                 "#channel": "channel",
                 "#reason": "reason",
                 "#since": "since",
+                "#generation": "generation",
             },
             ExpressionAttributeValues={
                 ":element": _n(element_id),
                 ":channel": _s(channel),
                 ":reason": _s(reason),
                 ":now": _s(encode_date(datetime.now(UTC))),
+                ":one": _n(1),
             },
         )
 
-    async def unpark(self, element_id: int, channel: str) -> None:
-        await self._call("delete_item", Key=_parked_key(channel, element_id))
+    async def unpark(self, element_id: int, channel: str, *, generation: int | None = None) -> None:
+        if generation is None:
+            await self._call("delete_item", Key=_parked_key(channel, element_id))
+            return
+        try:
+            await self._call(
+                "delete_item",
+                Key=_parked_key(channel, element_id),
+                ConditionExpression="#generation = :generation",
+                ExpressionAttributeNames={"#generation": "generation"},
+                ExpressionAttributeValues={":generation": _n(generation)},
+            )
+        except _ConditionFailed:
+            return  # parked again since it was read (or already gone): left as it is
 
     async def parked(self, channel: str, *, after: int | None = None, limit: int = 100) -> list[Parked]:
         if limit < 1:
@@ -498,6 +512,7 @@ class DynamoDbStateStore:
                 channel=channel,
                 reason=str(item["reason"]["S"]),
                 since=decode_date(str(item["since"]["S"])),
+                generation=int(item["generation"]["N"]) if "generation" in item else 1,
             )
             for item in items
         ]

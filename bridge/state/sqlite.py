@@ -119,6 +119,7 @@ MIGRATIONS: dict[int, str] = {
         element_id INTEGER NOT NULL,
         reason     TEXT    NOT NULL,
         since      TEXT    NOT NULL,
+        generation INTEGER NOT NULL DEFAULT 1,
         PRIMARY KEY (channel, element_id)
     ) WITHOUT ROWID;
     """,
@@ -547,22 +548,25 @@ class SqliteStateStore:
         values = (channel, element_id, reason, _iso(datetime.now(UTC)))
         await self._write(lambda db: db.execute(PARK, values))
 
-    async def unpark(self, element_id: int, channel: str) -> None:
-        await self._write(
-            lambda db: db.execute("DELETE FROM parked WHERE channel = ? AND element_id = ?", (channel, element_id))
-        )
+    async def unpark(self, element_id: int, channel: str, *, generation: int | None = None) -> None:
+        query = "DELETE FROM parked WHERE channel = ? AND element_id = ?"
+        values: tuple[Any, ...] = (channel, element_id)
+        if generation is not None:
+            query += " AND generation = ?"
+            values += (generation,)
+        await self._write(lambda db: db.execute(query, values))
 
     async def parked(self, channel: str, *, after: int | None = None, limit: int = 100) -> list[Parked]:
         _check_limit(limit)  # SQLite reads a negative LIMIT as none at all
         # A range of the primary key (channel, element_id): no sort, no scan.
-        query = "SELECT element_id, reason, since FROM parked WHERE channel = ?"
+        query = "SELECT element_id, reason, since, generation FROM parked WHERE channel = ?"
         values: tuple[Any, ...] = (channel,)
         if after is not None:
             query += " AND element_id > ?"
             values += (after,)
         query += " ORDER BY element_id LIMIT ?"
         rows = await self._read_on_thread(lambda db: db.execute(query, (*values, limit)).fetchall())
-        return [Parked(row[0], channel, row[1], _since(row[2])) for row in rows]
+        return [Parked(row[0], channel, row[1], _since(row[2]), row[3]) for row in rows]
 
     async def parked_count(self, channel: str) -> int:
         query = "SELECT COUNT(*) FROM parked WHERE channel = ?"
@@ -717,10 +721,10 @@ MARK_AND_RELEASE = (
     ", lease_expires_at = CASE WHEN elements.lease_owner = ?7 THEN NULL ELSE elements.lease_expires_at END"
 )
 
-# Parking again keeps the first ``since`` and takes the latest refusal's text.
+# Parking again keeps the first ``since``, takes the latest refusal's text and counts one more generation.
 PARK = (
     "INSERT INTO parked (channel, element_id, reason, since) VALUES (?, ?, ?, ?) "
-    "ON CONFLICT (channel, element_id) DO UPDATE SET reason = excluded.reason"
+    "ON CONFLICT (channel, element_id) DO UPDATE SET reason = excluded.reason, generation = parked.generation + 1"
 )
 
 

@@ -457,14 +457,14 @@ async def test_a_parked_element_is_listed_and_counted_for_its_channel_alone(stor
     assert await other.parked("print") == [] and await other.parked_count("print") == 0
 
 
-async def test_parking_again_keeps_since_and_takes_the_new_reason(stores: StoreFactory) -> None:
+async def test_parking_again_keeps_since_takes_the_new_reason_and_counts_a_generation(stores: StoreFactory) -> None:
     store = await stores()
     other = await stores()
     await store.park(7, "web", "401 Unauthorized")
     [first] = await store.parked("web")
     await asyncio.sleep(0.01)  # a later clock, so that a since taken again would differ
     await other.park(7, "web", "403 Forbidden")
-    assert await store.parked("web") == [replace(first, reason="403 Forbidden")]
+    assert await store.parked("web") == [replace(first, reason="403 Forbidden", generation=2)]
     assert await store.parked_count("web") == 1
 
 
@@ -482,6 +482,23 @@ async def test_unpark_forgets_the_item_and_an_unknown_one_is_no_error(stores: St
     assert (await store.parked_count("web"), await store.parked_count("print")) == (1, 1)
     await store.park(7, "web", "401 again")  # parked anew after an unpark: a new item
     assert [(p.element_id, p.reason) for p in await store.parked("web")] == [(7, "401 again"), (8, "401")]
+
+
+async def test_an_unpark_by_generation_leaves_an_element_parked_again_since_it_was_read(stores: StoreFactory) -> None:
+    # A requeue reads the element, sends its notification, and unparks it naming the generation it read; a worker
+    # that met a refusal of that notification meanwhile parked it again, and that parking must stand.
+    store = await stores()
+    other = await stores()
+    await store.park(7, "web", "401")
+    (read,) = await store.parked("web")
+    assert read.generation == 1
+    await other.park(7, "web", "401 again")  # the worker, between the send and the unpark
+    await store.unpark(7, "web", generation=read.generation)
+    (still,) = await store.parked("web")
+    assert (still.generation, still.reason, still.since) == (2, "401 again", read.since)
+    await store.unpark(7, "web", generation=still.generation)  # nothing parked since: gone
+    assert await store.parked_count("web") == 0
+    await store.unpark(7, "web", generation=3)  # not parked at all: no error either
 
 
 async def test_paging_lists_every_parked_element_once_in_ascending_order(stores: StoreFactory) -> None:

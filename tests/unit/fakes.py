@@ -217,10 +217,13 @@ class MemoryStateStore:
     async def park(self, element_id: int, channel: str, reason: str) -> None:
         held = self.parks.get((channel, element_id))
         since = held.since if held is not None else datetime.now(UTC)  # the first parking's time stays
-        self.parks[(channel, element_id)] = Parked(element_id, channel, reason, since)
+        generation = held.generation + 1 if held is not None else 1
+        self.parks[(channel, element_id)] = Parked(element_id, channel, reason, since, generation)
 
-    async def unpark(self, element_id: int, channel: str) -> None:
-        self.parks.pop((channel, element_id), None)
+    async def unpark(self, element_id: int, channel: str, *, generation: int | None = None) -> None:
+        held = self.parks.get((channel, element_id))
+        if held is not None and (generation is None or held.generation == generation):
+            del self.parks[(channel, element_id)]
 
     async def parked(self, channel: str, *, after: int | None = None, limit: int = 100) -> list[Parked]:
         if limit < 1:

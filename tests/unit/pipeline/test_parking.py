@@ -354,3 +354,25 @@ async def test_a_restart_that_did_not_fix_the_secret_says_so_once_and_backs_off(
     assert parking.admit("cms") is Admission.PARK  # backed off to 4 s, not blocked by a trial left running
     clock.now += 4.0
     assert parking.admit("cms") is Admission.TRIAL
+
+
+async def test_a_requeued_element_parked_again_before_its_unpark_stays_parked(
+    state: MemoryStateStore, clock: Clock
+) -> None:
+    await state.park(1, "web", "HTTP 401")
+    parking = ChannelParking(state, ["web"], clock=clock)
+    await parking.load()
+    parking.accepted("web", parking.admit("web"))
+
+    class RefusedAtOnce(FakeTransport):
+        """The queue, and a worker that takes the notification and meets a refusal before the unpark lands."""
+
+        async def send(
+            self, body: str, attributes: dict[str, str] | None = None, *, group_id: str | None = None
+        ) -> str:
+            sent = await super().send(body, attributes, group_id=group_id)
+            await state.park(json.loads(body)["id"], "web", "HTTP 401 again")
+            return sent
+
+    await ParkedRequeue(parking, state=state, transport=RefusedAtOnce([]), channels=["web"]).round()
+    assert await parked_ids(state, "web") == [1]  # not lost: the channel still owes it the sync
