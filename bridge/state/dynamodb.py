@@ -11,9 +11,9 @@ Single-table layout (hash key ``pk``, range key ``sk``, both strings; TTL on ``e
 * ``sk = "lease"``: the worker (``owner``) syncing the element until ``expires_at`` (epoch seconds).
 * ``pk = "parked#<channel>"``, ``sk = "element#<id, 20 digits>"``: an element the channel owes a sync while it
   refuses the bridge's own credentials (``reason``, the latest refusal's text; ``since``, when first parked, as
-  fixed-width UTC text; ``generation``, how many times it was parked, for an unpark conditional on it). One partition per channel, the element id zero-padded so that the range key orders by it:
-  a page of a channel's parked elements is one Query, their count a Query that counts. No ``expires_at``: they
-  never expire.
+  fixed-width UTC text; ``generation``, how many times it was parked, for an unpark conditional on it). One
+  partition per channel, the element id zero-padded so that the range key orders by it: a page of a channel's
+  parked elements is one Query, their count a Query that counts. No ``expires_at``: they never expire.
 
 Two global secondary indexes (all attributes projected) find deliveries for the ingress, which maps the id in a
 Kordiam ``DELETE`` back to its element: ``external_id`` (hash key ``external_id``, a string) by their channel
