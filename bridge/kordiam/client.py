@@ -184,8 +184,8 @@ class KordiamClient:
         refusal included (Kordiam answered; whether it accepts the worker is the credentials' question).
         """
         try:
-            await self._request("GET", "/platforms", retry=ONE_ATTEMPT)
-        except KordiamRejected:
+            await self.check_access()
+        except KordiamCredentialsRefused:
             return
 
     async def check_access(self) -> None:

@@ -459,11 +459,7 @@ class SqliteStateStore:
     async def all_deliveries(self) -> list[Delivery]:
         # The whole table: on the thread, it may take a while.
         query = f"SELECT {DELIVERY_COLUMNS} FROM deliveries ORDER BY element_id, channel, publication_id"
-        thread_db = self._require(self._thread_db)
-        try:
-            rows = await self._on_thread(lambda: thread_db.execute(query).fetchall())
-        except sqlite3.OperationalError as error:
-            raise self._unavailable(error) from error
+        rows = await self._read_on_thread(lambda db: db.execute(query).fetchall())
         return [_delivery(row) for row in rows]
 
     async def record(self, delivery: Delivery) -> bool:
@@ -574,8 +570,9 @@ class SqliteStateStore:
         return int(row[0])
 
     async def _read_on_thread(self, operation: Callable[[sqlite3.Connection], T]) -> T:
-        """A read off the message path (the requeue, ``status``) on the store's thread: it may wait for a lock,
-        and it works on a read-only store (``status``), which has no connection on the loop."""
+        """A read off the message path (the whole deliveries table, the parked elements) on the store's thread: it
+        may take a while or wait for a lock, and it works on a read-only store (``status``, ``parked list``), which
+        has no connection on the loop."""
         thread_db = self._require(self._thread_db)
         try:
             return await self._on_thread(lambda: operation(thread_db))
