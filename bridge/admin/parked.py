@@ -37,12 +37,11 @@ from bridge.pipeline.notification import resync_notification
 from bridge.queue import QueueAdmin, open_queue_admin
 from bridge.queue.transport import MAX_BATCH, OutgoingMessage
 from bridge.state import StateStore, open_state_store
+from bridge.state.base import iter_parked
 
 log = structlog.get_logger("bridge.admin")
 
 SOURCE = "parked-requeue"
-# A channel's parked elements are read in pages of this many (``StateStore.parked``).
-PAGE = 100
 
 
 def parked_channels(settings: StatusSettings, channel: str | None) -> list[str]:
@@ -173,14 +172,8 @@ async def _chosen(
                     chosen[element_id][name] = page[0].generation
         return chosen
     for name in channels:
-        after: int | None = None
-        while True:
-            page = await store.parked(name, after=after, limit=PAGE)
-            for parked in page:
-                chosen.setdefault(parked.element_id, {})[name] = parked.generation
-            if len(page) < PAGE:
-                break
-            after = page[-1].element_id
+        async for parked in iter_parked(store, name):
+            chosen.setdefault(parked.element_id, {})[name] = parked.generation
     return chosen
 
 

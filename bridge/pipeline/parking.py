@@ -45,7 +45,7 @@ from bridge.errors import ChannelCredentialsRefused
 from bridge.ops import metrics
 from bridge.pipeline.notification import resync_notification
 from bridge.queue.transport import Transport
-from bridge.state.base import Parked, StateStore
+from bridge.state.base import Parked, StateStore, iter_parked
 
 log = structlog.get_logger("bridge.parking")
 
@@ -53,7 +53,6 @@ FIRST_TRIAL_SECONDS = 1.0
 MAX_TRIAL_SECONDS = 300.0
 # A trial not reported within this long (a call cancelled at shutdown, a bug) no longer holds the next one back.
 TRIAL_TIMEOUT_SECONDS = 600.0
-REQUEUE_PAGE = 100
 
 
 class Admission(Enum):
@@ -278,17 +277,12 @@ class ParkedRequeue:
 
     async def _requeue_all(self, name: str) -> int:
         count = 0
-        after: int | None = None
-        while True:
+        async for parked in iter_parked(self._state, name):
             if self._parking.refusing(name):
-                return count  # refused again meanwhile: the rest waits for the next acceptance
-            page = await self._state.parked(name, after=after, limit=REQUEUE_PAGE)
-            for parked in page:
-                await self._send(parked)
-                count += 1
-            if len(page) < REQUEUE_PAGE:
-                return count
-            after = page[-1].element_id
+                break  # refused again meanwhile: the rest waits for the next acceptance
+            await self._send(parked)
+            count += 1
+        return count
 
     async def _send(self, parked: Parked) -> None:
         body, attributes = resync_notification(parked.element_id, source="parked")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -174,3 +175,16 @@ class StateStore(Protocol):
     async def parked_count(self, channel: str) -> int:
         """How many elements ``channel`` has parked."""
         ...
+
+
+async def iter_parked(store: StateStore, channel: str, *, page: int = 100) -> AsyncIterator[Parked]:
+    """Every element ``channel`` has parked, by element id ascending, read ``page`` at a time (``StateStore.parked``
+    after the last id read, so elements unparked meanwhile do not shift the pages)."""
+    after: int | None = None
+    while True:
+        found = await store.parked(channel, after=after, limit=page)
+        for parked in found:
+            yield parked
+        if len(found) < page:
+            return
+        after = found[-1].element_id
