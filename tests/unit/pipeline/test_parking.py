@@ -47,16 +47,6 @@ class Clock:
 
 
 @pytest.fixture
-def kordiam() -> FakeKordiam:
-    return FakeKordiam()
-
-
-@pytest.fixture
-def state() -> MemoryStateStore:
-    return MemoryStateStore()
-
-
-@pytest.fixture
 def clock() -> Clock:
     return Clock()
 
@@ -73,6 +63,19 @@ def engine_with(
         main_channel=channels[0][0].name,
         parking=parking,
     )
+
+
+async def refused_on_the_first_of_two(
+    kordiam: FakeKordiam, state: MemoryStateStore, clock: Clock
+) -> tuple[SyncEngine, ScriptedChannel]:
+    """Elements 1 and 2 on the web, whose channel refused the bridge's credentials on element 1's sync."""
+    kordiam.elements[1] = element_body(1, publication(11, WEB))
+    kordiam.elements[2] = element_body(2, publication(21, WEB))
+    web = ScriptedChannel("web")
+    web.fail = REFUSED
+    engine = engine_with(kordiam, state, clock, (web, WEB))
+    await engine.sync(Notification(1))
+    return engine, web
 
 
 async def parked_ids(state: MemoryStateStore, channel: str) -> list[int]:
@@ -138,12 +141,7 @@ async def test_while_refused_the_channel_is_not_called_until_the_back_off_allows
 async def test_an_accepted_trial_reopens_the_channel_and_asks_for_its_parked_elements_to_be_requeued(
     kordiam: FakeKordiam, state: MemoryStateStore, clock: Clock
 ) -> None:
-    kordiam.elements[1] = element_body(1, publication(11, WEB))
-    kordiam.elements[2] = element_body(2, publication(21, WEB))
-    web = ScriptedChannel("web")
-    web.fail = REFUSED
-    engine = engine_with(kordiam, state, clock, (web, WEB))
-    await engine.sync(Notification(1))
+    engine, web = await refused_on_the_first_of_two(kordiam, state, clock)
 
     web.fail = None  # the secret was fixed at the target
     clock.now += 1.0
@@ -157,12 +155,7 @@ async def test_an_accepted_trial_reopens_the_channel_and_asks_for_its_parked_ele
 async def test_a_trial_that_says_nothing_about_the_credentials_is_the_channels_failure_and_frees_the_next_trial(
     kordiam: FakeKordiam, state: MemoryStateStore, clock: Clock
 ) -> None:
-    kordiam.elements[1] = element_body(1, publication(11, WEB))
-    kordiam.elements[2] = element_body(2, publication(21, WEB))
-    web = ScriptedChannel("web")
-    web.fail = REFUSED
-    engine = engine_with(kordiam, state, clock, (web, WEB))
-    await engine.sync(Notification(1))
+    engine, web = await refused_on_the_first_of_two(kordiam, state, clock)
 
     web.fail = ChannelUnavailable("web down")
     clock.now += 1.0

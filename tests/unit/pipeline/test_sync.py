@@ -29,16 +29,6 @@ from tests.unit.fakes import (
 WEB, PRINT = 99003, 99004
 
 
-@pytest.fixture
-def kordiam() -> FakeKordiam:
-    return FakeKordiam()
-
-
-@pytest.fixture
-def state() -> MemoryStateStore:
-    return MemoryStateStore()
-
-
 async def delivered_to_web_and_print(
     kordiam: FakeKordiam, state: MemoryStateStore
 ) -> tuple[SyncEngine, ScriptedChannel, ScriptedChannel]:
