@@ -246,7 +246,7 @@ def _parser() -> argparse.ArgumentParser:
 
     parked = commands.add_parser(
         "parked",
-        help="elements parked for a channel that refused the bridge's credentials; requeue them by hand",
+        help="elements parked for a channel that refused the bridge's credentials or was down; requeue them by hand",
     )
     parked_commands = parked.add_subparsers(required=True, metavar="ACTION", parser_class=_Parser)
     parked_list = parked_commands.add_parser(
@@ -263,9 +263,9 @@ def _parser() -> argparse.ArgumentParser:
         "requeue",
         help="put parked elements back on the queue now, and unpark each once the queue holds it",
         description="One fresh notification per element (source parked-requeue), as the worker sends once the channel "
-        "accepts the credentials again; use it after fixing the secret, rather than wait for the worker's next trial. "
-        "If the channel still refuses, the worker simply parks the element again. Say which: --channel, --element "
-        "or --all.",
+        "accepts a call again; use it after fixing the secret, rather than wait for the worker's next trial. "
+        "If the channel still refuses or is still down, the worker simply parks the element again. Say which: "
+        "--channel, --element or --all.",
     )
     _config_option(parked_requeue)
     parked_requeue.add_argument("--channel", metavar="NAME", help="the parked elements of this channel")

@@ -5,6 +5,7 @@
     ├── TransientError                may succeed later; ``retry_after`` is the earliest retry the far end asked for
     │   ├── KordiamUnavailable
     │   ├── ChannelUnavailable
+    │   │   └── ChannelCircuitOpen    its breaker fails calls fast: parked, not retried (bridge.pipeline.parking)
     │   ├── ElementBusy               (bridge.state) another worker holds the element's lease
     │   ├── StaleWrite                (bridge.pipeline.sync) a newer version was recorded meanwhile
     │   └── StateUnavailable          (bridge.state.base) when the probe fails too: a pause, not the message's
@@ -97,6 +98,13 @@ class UnexpectedResponse(PermanentError):
 
 class ChannelUnavailable(TransientError):
     """A channel's target system is down, slow or throttling."""
+
+
+class ChannelCircuitOpen(ChannelUnavailable):
+    """A channel's circuit breaker is open (``bridge.channels.guard``): the call never reached the target, which
+    failed ``breaker_threshold`` calls in a row. The channel is down for every message alike, so the sync engine
+    parks the element for it instead of spending the message's retries, and requeues it once a call to the
+    channel succeeds again (``bridge.pipeline.parking``)."""
 
 
 class ChannelRejected(PermanentError):

@@ -1,17 +1,18 @@
 """``kordiam-bridge parked list`` and ``parked requeue``: the elements parked for a channel that refused the
-bridge's credentials (``bridge.pipeline.parking``), and putting them back on the queue by hand.
+bridge's credentials or was down (``bridge.pipeline.parking``), and putting them back on the queue by hand.
 
 ``list`` reads the state store read-only, as ``status`` does: it changes nothing in a file the workers share (a
 SQLite file that does not exist is not made). It shows the configured channels in their configuration order, each
 channel's elements by element id ascending: the order the store keeps them in (a key range, never a scan), and
 the order a requeue sends them in.
 
-``requeue`` is what the worker's ``ParkedRequeue`` does once a channel accepts the credentials again, asked for
-now (after a secret was fixed at the channel's side, without waiting for the next trial or a restart): a fresh
+``requeue`` is what the worker's ``ParkedRequeue`` does once a channel accepts a call again, asked for now
+(after a secret was fixed at the channel's side, without waiting for the next trial or a restart): a fresh
 notification per element (``resync_notification``, source ``parked-requeue``) on the worker's queue, and the
 element unparked only once the queue holds it; a send that failed leaves it parked. It writes to the store, so it
 opens it as the worker does, but it never makes a SQLite file nor migrates one (it checks the file read-only
-first). If the channel still refuses, the worker parks the element again: nothing is lost either way.
+first). If the channel still refuses or is still down, the worker parks the element again: nothing is lost either
+way.
 """
 
 from __future__ import annotations

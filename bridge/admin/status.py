@@ -10,7 +10,7 @@ Sources, each optional and reported as unavailable rather than failing the comma
   ``maxReceiveCount``, so the main queue is sampled only on request (``sample_main``); the dead-letter queue is
   sampled unless it has a redrive policy of its own.
 - The state store: what was delivered to each channel, the newest Kordiam version synced there, and the elements
-  parked for a channel that refuses the bridge's credentials (``bridge.pipeline.parking``).
+  parked for a channel that refuses the bridge's credentials or is down (``bridge.pipeline.parking``).
 - The worker's ops endpoint (``/healthz``, ``/readyz``, ``/metrics``): liveness, readiness, per-channel error
   counters. It shows one worker process; with several, ask each.
 """
@@ -69,7 +69,8 @@ class ChannelHealth:
     live: int = 0
     # The newest Kordiam modification date synced to this channel (the store keeps no write time).
     latest_synced: datetime | None = None
-    # Elements set aside while the channel refused the bridge's credentials; requeued once it accepts them.
+    # Elements set aside while the channel refused the bridge's credentials or was down; requeued once a call to it
+    # succeeds.
     parked: int = 0
     # From the worker's /metrics (bridge_channel_errors_total by kind); None when the endpoint was not reachable.
     errors: dict[str, int] | None = None
@@ -129,7 +130,7 @@ class StatusReport:
             if channel.parked:
                 found.append(
                     f"channel {channel.name}: {channel.parked} element(s) parked: it refused the bridge's credentials "
-                    "(see the worker's channel_credentials_refused line)"
+                    "or was down (`kordiam-bridge parked list` says which)"
                 )
             if channel.errors:
                 found.append(f"channel {channel.name}: {sum(channel.errors.values())} failed write(s) since start")

@@ -1,11 +1,12 @@
 """Isolation around each channel: a circuit breaker, a concurrency limit and a rate limit.
 
 A broken or slow CMS must hold back only its own work. After ``breaker_threshold`` transient failures in a row
-the breaker opens and calls fail fast (``ChannelUnavailable`` with the remaining cool-down as ``retry_after``),
-so messages for that channel go back to the queue at once instead of each waiting for a timeout, and the slots
-they would have held serve the other channels. After the cool-down one probe call is let through (half-open);
-its success closes the breaker, its failure opens it again for twice as long (up to ``MAX_COOLDOWN``).
-Permanent errors (a rejected story) say nothing about the channel's health and do not count.
+the breaker opens and calls fail fast (``ChannelCircuitOpen`` with the remaining cool-down as ``retry_after``),
+so the sync engine parks their elements for that channel at once (``bridge.pipeline.parking``) instead of each
+waiting for a timeout, and the slots they would have held serve the other channels. After the cool-down one
+probe call is let through (half-open); its success closes the breaker, its failure opens it again for twice as
+long (up to ``MAX_COOLDOWN``). Permanent errors (a rejected story) say nothing about the channel's health and do
+not count.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from types import TracebackType
 import structlog
 
 from bridge.channels.base import Channel, ChannelResult, FindsItems, FoundItem
-from bridge.errors import ChannelUnavailable, PermanentError
+from bridge.errors import ChannelCircuitOpen, ChannelUnavailable, PermanentError
 from bridge.kordiam.models import Element, Publication
 from bridge.ops import metrics
 
@@ -48,7 +49,7 @@ class CircuitBreaker:
         metrics.BREAKER_STATE.labels(channel).set(self.state)
 
     def before_call(self) -> None:
-        """Raise ``ChannelUnavailable`` if the call must not reach the channel now."""
+        """Raise ``ChannelCircuitOpen`` if the call must not reach the channel now."""
         if self.state == BreakerState.CLOSED:
             return
         remaining = self.opened_at + self.cooldown - time.monotonic()
@@ -57,7 +58,7 @@ class CircuitBreaker:
         if self.state == BreakerState.HALF_OPEN and not self._probing:
             self._probing = True
             return
-        raise ChannelUnavailable(
+        raise ChannelCircuitOpen(
             f"channel {self.channel}: circuit open after {self.failures} failures", retry_after=max(1.0, remaining)
         )
 
@@ -122,9 +123,9 @@ class RateLimiter:
 class GuardedChannel:
     """A channel behind its breaker and limits; implements the same Protocol and raises what the inner one does.
 
-    Plus ``ChannelUnavailable`` when its breaker is open or a slot / rate token does not come within
-    ``MAX_QUEUE_WAIT``. A ``PermanentError`` says nothing about the channel's health: it leaves the breaker alone.
-    Build it with ``guarded``, which keeps the adapter's optional ``FindsItems``.
+    Plus ``ChannelCircuitOpen`` when its breaker is open, and ``ChannelUnavailable`` when a slot or rate token does
+    not come within ``MAX_QUEUE_WAIT``. A ``PermanentError`` says nothing about the channel's health: it leaves
+    the breaker alone. Build it with ``guarded``, which keeps the adapter's optional ``FindsItems``.
     """
 
     def __init__(

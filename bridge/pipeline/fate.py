@@ -9,12 +9,13 @@
 - A body that cannot be decoded is poison: dead letter on its first receive.
 
 Some faults are not the message's and so are not decided here: a lease another worker holds (the state store
-waits for it, ``bridge.state.leases``), refused Kordiam credentials, and Kordiam or the state store failing for
-every message (the handler pauses the worker and keeps the message in hand: ``bridge.pipeline.credentials``,
-``bridge.pipeline.kordiam_outage``, ``bridge.pipeline.state_outage``). The queue layer
-(``bridge.queue.consumer.Consumer``) carries the outcome out; of its own it only spends the retry budget (a
-``Retry`` on the last allowed receive becomes a ``DeadLetter``) and retries a handler that raised instead of
-returning an outcome.
+waits for it, ``bridge.state.leases``), a channel that refuses the bridge's credentials or whose circuit breaker is
+open (the sync engine parks the element for it: ``bridge.pipeline.parking``), refused Kordiam credentials, and
+Kordiam or the state store failing for every message (the handler pauses the worker and keeps the message in
+hand: ``bridge.pipeline.credentials``, ``bridge.pipeline.kordiam_outage``, ``bridge.pipeline.state_outage``). The
+queue layer (``bridge.queue.consumer.Consumer``) carries the outcome out; of its own it only spends the retry
+budget (a ``Retry`` on the last allowed receive becomes a ``DeadLetter``) and retries a handler that raised
+instead of returning an outcome.
 """
 
 from __future__ import annotations

@@ -1,26 +1,36 @@
-"""A channel that refuses the bridge's own credentials: its work is parked, never dead-lettered, and requeued
-once the channel accepts them again.
+"""A channel that refuses the bridge's own credentials, or whose circuit breaker is open: its work is parked, not
+failed, and requeued once the channel takes calls again.
 
 Why: a 401 from WordPress, Mailchimp, S3 or a CMS is the bridge's fault (a wrong or revoked secret in its
 configuration), not the message's, and it is the same for every message. Failing the messages would dead-letter
 every story that reaches the channel until an operator fixed the secret and redrove them all; worse, each one
-would try the wrong secret again, and a CMS that locks an account after failed logins would lock it. So the sync
-engine parks the element for that channel in the state store (``StateStore.park``, shared by every worker), the
-message's other channels and its feedback go on, and the message is done.
+would try the wrong secret again, and a CMS that locks an account after failed logins would lock it. A channel
+whose breaker is open (``ChannelCircuitOpen``: it failed ``breaker_threshold`` calls in a row) is down for every
+message alike too: retrying each message through the queue would refetch its element from Kordiam on every
+receive, and an outage longer than the retry budget (about 36 minutes with the defaults) would dead-letter every
+story that met it. So the sync engine parks the element for that channel in the state store (``StateStore.park``,
+shared by every worker), the message's other channels and its feedback go on, and the message is done.
 
-Each channel is, in this process, ``accepting`` or ``refused``:
+Each channel is, in this process, ``accepting``, ``refused`` or ``down``:
 
 - **accepting**: every call goes to the channel. A ``ChannelCredentialsRefused`` makes it ``refused``: one error
-  line (``channel_credentials_refused``, with the setting to fix), ``bridge_channel_credentials_refused`` 1.
+  line (``channel_credentials_refused``, with the setting to fix), ``bridge_channel_credentials_refused`` 1. A
+  ``ChannelCircuitOpen`` makes it ``down``: one warning line (``channel_down_parking``).
 - **refused**: calls do not go to the channel; the engine parks the element at once (``Admission.PARK``). Once
   the back-off has passed (1 s, doubling to ``max_trial_seconds``), one call is let through as a trial
   (``Admission.TRIAL``): the next message's, or, when none comes, the one a requeued parked element brings
   (``ParkedRequeue``). Accepted: the channel is ``accepting`` again (``channel_credentials_accepted``) and every
   element it has parked is requeued. Refused: the back-off doubles. Anything else (the CMS down, the content
-  refused) says nothing about the credentials: the next trial may go at once.
+  refused) says nothing about the credentials: the next message's trial may go at once, the next carrier waits
+  for the doubled back-off.
+- **down**: calls go on to the channel's breaker, which lets one probe through per cool-down and fails the rest
+  fast; each element that meets the open breaker is parked. The first call that succeeds makes the channel
+  ``accepting`` (``channel_recovered``) and requeues every element it has parked. When no message comes, a
+  requeued parked element carries the probe once the cool-down the breaker last named has passed.
 
 At start-up a channel with parked elements starts ``refused`` with its first trial due at once: the secret may
-have been fixed by the restart that brought this process up, and one call finds out.
+have been fixed by the restart that brought this process up, and one call finds out (a trial that meets a channel
+still down is inconclusive, and the breaker's own count goes on as for any call).
 
 Several workers: each keeps its own state (one refusal each, at most one trial each per back-off); the parked
 elements are shared, so a requeue by any of them serves all, and a duplicate requeue costs a fetch that changes
@@ -28,7 +38,7 @@ nothing (the fingerprints match).
 
 A requeued element is a fresh notification (``resync_notification``, source ``parked``) on the worker's own
 queue, and is unparked once the queue has it: from then on the queue's guarantees hold (retries, the dead-letter
-queue with a reason for a failure that is the message's own), and a refusal parks it again.
+queue with a reason for a failure that is the message's own), and a refusal or an open circuit parks it again.
 """
 
 from __future__ import annotations
@@ -41,7 +51,7 @@ from enum import Enum
 
 import structlog
 
-from bridge.errors import ChannelCredentialsRefused
+from bridge.errors import ChannelCircuitOpen, ChannelCredentialsRefused
 from bridge.ops import metrics
 from bridge.pipeline.notification import resync_notification
 from bridge.queue.transport import Transport
@@ -75,11 +85,20 @@ class _Refusal:
     carrier_sent_at: float | None = None
 
 
+@dataclass(slots=True)
+class _Down:
+    reason: str
+    # When the breaker lets a probe through, as the last open circuit said (its ``retry_after``).
+    next_carrier: float
+    carrier_sent_at: float | None = None
+
+
 class ChannelParking:
-    """Which channels refuse the bridge's credentials in this process, and the admission of each call.
+    """Which channels refuse the bridge's credentials or are down in this process, and the admission of each call.
 
     Lifecycle: one per worker, shared by the sync engine (``admit``, then ``accepted``/``refused``/``inconclusive``
-    for each call it made, and ``park``) and the ``ParkedRequeue`` task. ``load`` reads, at start-up, which
+    for each call it made, ``circuit_open`` when the call met an open breaker, and ``park``) and the
+    ``ParkedRequeue`` task. ``load`` reads, at start-up, which
     channels have parked elements. Nothing to close.
 
     Contract with the engine: every ``admit`` that answered ``GO`` or ``TRIAL`` is followed by exactly one of
@@ -101,6 +120,7 @@ class ChannelParking:
         self._first = first_trial_seconds
         self._max = max_trial_seconds
         self._refused: dict[str, _Refusal] = {}
+        self._down: dict[str, _Down] = {}
         # Channels accepted again since the requeue task last looked: it requeues their parked elements.
         self.requeue_due: set[str] = set()
         self.changed = asyncio.Event()
@@ -127,6 +147,9 @@ class ChannelParking:
     def refusing(self, name: str) -> bool:
         return name in self._refused
 
+    def down(self, name: str) -> bool:
+        return name in self._down
+
     def reason(self, name: str) -> str:
         refusal = self._refused.get(name)
         return refusal.reason if refusal is not None else "the channel refused the bridge's credentials"
@@ -143,6 +166,11 @@ class ChannelParking:
 
     def accepted(self, name: str, admission: Admission) -> None:
         """The call was made and the channel authenticated the bridge."""
+        if self._down and name in self._down:  # a call went through: the channel is up again
+            down = self._down.pop(name)
+            log.info("channel_recovered", channel=name, down_for=down.reason)
+            self.requeue_due.add(name)
+            self.changed.set()
         if admission is not Admission.TRIAL or name not in self._refused:
             return  # a call admitted before a refusal: the refusal is newer news
         refusal = self._refused.pop(name)
@@ -153,6 +181,7 @@ class ChannelParking:
 
     def refused(self, name: str, admission: Admission, error: ChannelCredentialsRefused) -> None:
         """The call was made and the channel refused the bridge's credentials."""
+        self._down.pop(name, None)  # it answered: up, and refusing (the trial's back-off governs from now on)
         now = self._clock()
         refusal = self._refused.get(name)
         if refusal is None:
@@ -182,6 +211,33 @@ class ChannelParking:
         refusal = self._refused.get(name)
         if admission is Admission.TRIAL and refusal is not None:
             refusal.trial_started = None
+            # A message may try at once; a carrier waits longer each time, or a channel that is down would have
+            # one parked element after another requeued to meet it.
+            refusal.backoff = min(refusal.backoff * 2, self._max)
+
+    def circuit_open(self, name: str, error: ChannelCircuitOpen) -> None:
+        """The call met the channel's open breaker: the channel is down, and its elements are parked."""
+        next_carrier = self._clock() + (error.retry_after or self._first)
+        down = self._down.get(name)
+        if down is not None:
+            down.reason = str(error)
+            down.next_carrier = next_carrier
+            if down.carrier_sent_at is not None:
+                # A message met the breaker: the carrier on its way has arrived (or is no longer needed), and the
+                # requeue task, which planned the next one for much later, must plan again.
+                down.carrier_sent_at = None
+                self.changed.set()
+            return
+        self._down[name] = _Down(str(error), next_carrier)
+        self.requeue_due.discard(name)
+        self.changed.set()  # the requeue task's next wake-up is now this channel's next carrier
+        log.warning(
+            "channel_down_parking",
+            channel=name,
+            error=str(error),
+            hint="the channel failed every recent call: its elements are parked instead of retried, and requeued "
+            "once a call to it succeeds",
+        )
 
     async def park(self, element_id: int, name: str, reason: str) -> None:
         """Set the element aside for the channel (the state store's errors are the caller's, as any store error)."""
@@ -191,33 +247,51 @@ class ChannelParking:
     # --- for ParkedRequeue ---
 
     def carrier_due(self, name: str) -> bool:
-        """A refused channel whose trial is due, with no message on its way to carry it."""
+        """A refused channel whose trial is due, or a down channel whose breaker may let a probe through, with no
+        message on its way to carry it."""
+        at = self._carrier_at(name)
+        return at is not None and self._clock() >= at
+
+    def _carrier_at(self, name: str) -> float | None:
+        """When a carrier may go for the channel (None: it neither refuses nor is down)."""
         refusal = self._refused.get(name)
-        now = self._clock()
-        if refusal is None or now < refusal.next_trial or self._trial_running(refusal, now):
-            return False
-        return refusal.carrier_sent_at is None or now - refusal.carrier_sent_at >= max(refusal.backoff, self._first)
+        if refusal is not None:
+            at = refusal.next_trial
+            if refusal.trial_started is not None:
+                at = max(at, refusal.trial_started + TRIAL_TIMEOUT_SECONDS)
+            if refusal.carrier_sent_at is not None:
+                at = max(at, refusal.carrier_sent_at + max(refusal.backoff, self._first))
+            return at
+        down = self._down.get(name)
+        if down is None:
+            return None
+        # A carrier that met a breaker still open is parked again, which names the next one's time; one that ended
+        # some other way (retried by the queue, say) no longer holds the next one back after the longest back-off.
+        if down.carrier_sent_at is not None:
+            return max(down.next_carrier, down.carrier_sent_at + self._max)
+        return down.next_carrier
 
     @staticmethod
     def _trial_running(refusal: _Refusal, now: float) -> bool:
         return refusal.trial_started is not None and now - refusal.trial_started < TRIAL_TIMEOUT_SECONDS
 
     def carrier_sent(self, name: str) -> None:
-        refusal = self._refused.get(name)
-        if refusal is not None:
-            refusal.carrier_sent_at = self._clock()
+        held = self._refused.get(name) or self._down.get(name)
+        if held is not None:
+            held.carrier_sent_at = self._clock()
 
     def next_due(self) -> float | None:
-        """Seconds until the earliest trial of a refused channel (None: no channel refuses)."""
-        if not self._refused:
+        """Seconds until the earliest carrier may go (None: no channel refuses or is down)."""
+        times = [at for name in self._channels if (at := self._carrier_at(name)) is not None]
+        if not times:
             return None
-        now = self._clock()
-        return max(0.0, min(r.next_trial for r in self._refused.values()) - now)
+        return max(0.0, min(times) - self._clock())
 
 
 class ParkedRequeue:
-    """Puts parked elements back on the queue: all of a channel's once it accepts the bridge's credentials again,
-    and, while it refuses, one per back-off to carry the trial when no message comes to carry it.
+    """Puts parked elements back on the queue: all of a channel's once it accepts the bridge's credentials again (or
+    a call to it succeeds after it was down), and, while it refuses or is down, one per back-off to carry the trial
+    or the breaker's probe when no message comes to carry it.
 
     Lifecycle: one task per worker (``run`` until ``stop``), started once the queue is open. Errors: a failed
     send or state store call is logged (``parked_requeue_failed``) and tried again on the next round (at most
@@ -272,14 +346,15 @@ class ParkedRequeue:
                 page = await self._state.parked(name, limit=1)
                 if page:
                     await self._send(page[0])
-                    self._parking.carrier_sent(name)
                     log.info("parked_trial_requeued", channel=name, element_id=page[0].element_id)
+                # Also when nothing is parked (another worker requeued it all): the next look waits its back-off.
+                self._parking.carrier_sent(name)
 
     async def _requeue_all(self, name: str) -> int:
         count = 0
         async for parked in iter_parked(self._state, name):
-            if self._parking.refusing(name):
-                break  # refused again meanwhile: the rest waits for the next acceptance
+            if self._parking.refusing(name) or self._parking.down(name):
+                break  # refused again or down again meanwhile: the rest waits for the next acceptance
             await self._send(parked)
             count += 1
         return count

@@ -19,7 +19,13 @@ import structlog
 
 from bridge.channels.base import Channel, ChannelResult, FindsItems
 from bridge.config import FeedbackSettings
-from bridge.errors import BridgeError, ChannelCredentialsRefused, KordiamCredentialsRefused, TransientError
+from bridge.errors import (
+    BridgeError,
+    ChannelCircuitOpen,
+    ChannelCredentialsRefused,
+    KordiamCredentialsRefused,
+    TransientError,
+)
 from bridge.kordiam.client import KordiamClient
 from bridge.kordiam.models import CmsLinks, Element, Publication
 from bridge.locks import KeyedLock
@@ -105,9 +111,11 @@ class SyncEngine:
     settled without one, so it never waits behind other elements' syncs. Within a sync the routes run
     concurrently; one route's publications run in order, stopping at its first failure.
 
-    A channel that refuses the bridge's own credentials (``ChannelCredentialsRefused``) is not a failure of the
-    message: the element is parked for that channel (``bridge.pipeline.parking``, reported as ``parked``), and
-    while the channel keeps refusing, the engine parks without calling it, but for one trial call per back-off.
+    A channel that refuses the bridge's own credentials (``ChannelCredentialsRefused``) or whose circuit is open
+    (``ChannelCircuitOpen``) is not a failure of the message: the element is parked for that channel
+    (``bridge.pipeline.parking``, reported as ``parked``). While the channel keeps refusing, the engine parks
+    without calling it, but for one trial call per back-off; while it is down, its breaker decides which call may
+    probe it.
 
     A deleted element (Kordiam answers 404) has every recorded delivery retracted; then each channel that can find
     its items by the element's mark (``FindsItems``) is searched once, and what it finds without a delivery (a
@@ -286,11 +294,9 @@ class SyncEngine:
             started = time.perf_counter()
             try:
                 result = await route.channel.upsert(element, publication, external_id)
-            except ChannelCredentialsRefused as error:
-                self.parking.refused(route.name, admission, error)
-                await self._park(element.id, route.name, publication.id, None, report)
-                return
             except Exception as error:
+                if await self._set_aside(route.name, admission, error, element.id, publication.id, None, report):
+                    return
                 self.parking.inconclusive(route.name, admission)
                 metrics.CHANNEL_ERRORS.labels(route.name, _kind(error)).inc()
                 report.failures.append(Failure(route.name, error))
@@ -376,12 +382,12 @@ class SyncEngine:
             started = time.perf_counter()
             try:
                 await channel.delete(delivery.element_id, delivery.publication_id, delivery.external_id)
-            except ChannelCredentialsRefused as error:
-                self.parking.refused(delivery.channel, admission, error)
-                await self._park(delivery.element_id, delivery.channel, delivery.publication_id, delivery, report)
-                failed.add(delivery.channel)
-                continue
             except Exception as error:
+                if await self._set_aside(
+                    delivery.channel, admission, error, delivery.element_id, delivery.publication_id, delivery, report
+                ):
+                    failed.add(delivery.channel)
+                    continue
                 self.parking.inconclusive(delivery.channel, admission)
                 metrics.CHANNEL_ERRORS.labels(delivery.channel, _kind(error)).inc()
                 report.failures.append(Failure(delivery.channel, error))
@@ -477,16 +483,36 @@ class SyncEngine:
                     "(a create whose answer was lost)",
                 )
                 report.actions.append(ChannelAction(name, item.publication_id, Action.DELETED, item.external_id))
-        except ChannelCredentialsRefused as error:
-            self.parking.refused(name, admission, error)
-            await self._park(element_id, name, None, None, report)
-            return
         except Exception as error:
+            if await self._set_aside(name, admission, error, element_id, None, None, report):
+                return
             self.parking.inconclusive(name, admission)
             metrics.CHANNEL_ERRORS.labels(name, _kind(error)).inc()
             report.failures.append(Failure(name, error))
             return
         self.parking.accepted(name, admission)
+
+    async def _set_aside(
+        self,
+        channel: str,
+        admission: Admission,
+        error: Exception,
+        element_id: int,
+        publication_id: int | None,
+        delivery: Delivery | None,
+        report: SyncReport,
+    ) -> bool:
+        """Park the element if the call failed because the channel refused the bridge's credentials or its circuit
+        is open, and tell the parking so; False for any other error (the message's failure)."""
+        if isinstance(error, ChannelCredentialsRefused):
+            self.parking.refused(channel, admission, error)
+        elif isinstance(error, ChannelCircuitOpen):
+            self.parking.inconclusive(channel, admission)  # the call never reached the channel
+            self.parking.circuit_open(channel, error)
+        else:
+            return False
+        await self._park(element_id, channel, publication_id, delivery, report, reason=str(error))
+        return True
 
     async def _park(
         self,
@@ -495,10 +521,13 @@ class SyncEngine:
         publication_id: int | None,
         delivery: Delivery | None,
         report: SyncReport,
+        *,
+        reason: str | None = None,
     ) -> None:
-        """Set the element aside for a channel that refuses the bridge's credentials (``bridge.pipeline.parking``);
-        the rest of the sync goes on. ``publication_id`` None: the search for a deleted element's items."""
-        await self.parking.park(element_id, channel, self.parking.reason(channel))
+        """Set the element aside for a channel that refuses the bridge's credentials or is down
+        (``bridge.pipeline.parking``); the rest of the sync goes on. ``publication_id`` None: the search for a
+        deleted element's items. ``reason``: the error that parks it (default: the channel's refusal)."""
+        await self.parking.park(element_id, channel, reason or self.parking.reason(channel))
         external_id = delivery.external_id if delivery is not None else None
         report.actions.append(ChannelAction(channel, publication_id or 0, Action.PARKED, external_id))
 

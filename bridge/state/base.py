@@ -82,13 +82,13 @@ class HeldLease:
 
 @dataclass(frozen=True, slots=True)
 class Parked:
-    """A channel's work on an element, set aside while the channel refuses the bridge's own credentials.
+    """A channel's work on an element, set aside while the channel refuses the bridge's own credentials or is down.
 
-    The message that met the refusal is not dead-lettered for it (a wrong secret is the bridge's fault, not the
-    message's): the element is parked for that channel instead, and synced again once the channel accepts the
-    credentials (``bridge.pipeline.parking``). ``since`` is when it was first parked (UTC), ``reason`` the latest
-    refusal's text, ``generation`` how many times it was parked: an unpark that names the generation it read
-    leaves an element parked again since then in place.
+    The message that met the refusal or the open circuit is not failed for it (a wrong secret or a CMS down is the
+    same for every message, not the message's fault): the element is parked for that channel instead, and synced
+    again once a call to the channel succeeds (``bridge.pipeline.parking``). ``since`` is when it was first parked
+    (UTC), ``reason`` the latest refusal's or open circuit's text, ``generation`` how many times it was parked: an
+    unpark that names the generation it read leaves an element parked again since then in place.
     """
 
     element_id: int

@@ -188,6 +188,12 @@ async def test_a_channel_down_for_a_while_delays_only_itself(
         }
     )
     down_for = 6.0
+
+    def print_count(metric: str) -> float:
+        return REGISTRY.get_sample_value(metric, {"channel": "print"}) or 0.0
+
+    parked_before = print_count("bridge_channel_parked_total")
+    requeued_before = print_count("bridge_channel_requeued_total")
     channel_log.down_until["print"] = time.monotonic() + down_for
     async with running_worker(settings_) as worker:
         stories = [await admin.create(story(f"Outage {n}")) for n in range(12)]
@@ -202,15 +208,21 @@ async def test_a_channel_down_for_a_while_delays_only_itself(
     figures.dead_lettered = len(dead)
     figures.duplicates = channel_log.duplicates()
     figures.lost = 24 - len(channel_log.creates)
+    parked = print_count("bridge_channel_parked_total") - parked_before
     figures.notes = {
         "print_down_seconds": down_for,
         "web_done_while_print_down": web_done < channel_log.down_until["print"],
         "print_attempts": channel_log.attempts["print"],
+        "print_parked": int(parked),
+        "print_requeued": int(print_count("bridge_channel_requeued_total") - requeued_before),
+        "print_caught_up_after_s": round(max(channel_log.written_at["print"]) - channel_log.down_until["print"], 1),
     }
     # The website was not held back by the print outage, and print caught up once it returned.
     assert web_done < channel_log.down_until["print"]
     assert min(channel_log.written_at["print"]) >= channel_log.down_until["print"]
     assert (figures.dead_lettered, figures.duplicates, figures.lost) == (0, 0, 0)
+    # Once the breaker opened, print's stories were parked instead of retried, and requeued once it was back.
+    assert parked >= 1
 
 
 async def test_a_channel_rejecting_permanently_dead_letters_with_context(

@@ -315,6 +315,10 @@ async def test_the_attempt_count_travels_with_the_message_until_the_dead_letter(
         workdir=tmp_path,
         max_receive_count=3,
     )
+    # A channel failing each message, never long enough to open its breaker (which would park the element instead).
+    settings = settings.model_copy(
+        update={"channels": [c.model_copy(update={"breaker_threshold": 1000}) for c in settings.channels]}
+    )
     async with running_worker(settings):
         created = await stomp_admin.create(story("Down in print"))
         dead: list[QueueMessage] = []

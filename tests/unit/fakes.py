@@ -42,6 +42,16 @@ def publication(publication_id: int, platform: int, **fields: Any) -> dict[str, 
     return {"id": publication_id, "platform": {"id": platform}, **fields}
 
 
+class ManualClock:
+    """A monotonic clock that moves only when a test moves ``now``."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 class FakeKordiam:
     """Kordiam's API in process: the elements it holds, and every write the bridge sends it (method, path, body),
     applied to the element it names.

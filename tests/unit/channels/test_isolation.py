@@ -13,7 +13,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from bridge.channels.base import ChannelResult, FindsItems
 from bridge.channels.guard import BreakerState, GuardedChannel, guarded
-from bridge.errors import ChannelRejected, ChannelUnavailable
+from bridge.errors import ChannelCircuitOpen, ChannelRejected, ChannelUnavailable
 from bridge.kordiam.models import Element, Publication
 from bridge.ops.tracing import message_span, xray_to_traceparent
 from tests.unit.fakes import FindingChannel, ScriptedChannel
@@ -52,11 +52,12 @@ async def test_breaker_opens_fails_fast_probes_and_closes() -> None:
     inner = Flaky()
     guarded = GuardedChannel(inner, breaker_threshold=3, breaker_cooldown=0.2)
     for _ in range(3):
-        with pytest.raises(ChannelUnavailable, match="503"):
+        with pytest.raises(ChannelUnavailable, match="503") as failed:
             await upsert(guarded)
+        assert not isinstance(failed.value, ChannelCircuitOpen)  # the CMS's own failure: the message's to retry
     assert guarded.breaker.state == BreakerState.OPEN
-    # Open: fails fast without calling the CMS, telling the queue when to come back.
-    with pytest.raises(ChannelUnavailable, match="circuit open") as raised:
+    # Open: fails fast without calling the CMS, saying when a probe may go (the engine parks the element).
+    with pytest.raises(ChannelCircuitOpen, match="circuit open") as raised:
         await upsert(guarded)
     assert inner.calls == 3 and raised.value.retry_after is not None
     await asyncio.sleep(0.25)
@@ -80,7 +81,7 @@ async def test_guarded_keeps_the_search_exactly_when_the_adapter_has_it_behind_t
     inner.fail_find = ChannelUnavailable("503")
     with pytest.raises(ChannelUnavailable, match="503"):
         await channel.find_items(1)
-    with pytest.raises(ChannelUnavailable, match="circuit open"):  # the search's failure opened the breaker
+    with pytest.raises(ChannelCircuitOpen, match="circuit open"):  # the search's failure opened the breaker
         await channel.delete(1, 2, "web-1-2")
     assert inner.finds == [1, 1] and inner.deletes == []
 

@@ -14,7 +14,7 @@ from yarl import URL
 from bridge.channels.http_errors import http_error
 from bridge.channels.newsml.targets import s3_error
 from bridge.config import FeedbackSettings
-from bridge.errors import ChannelCredentialsRefused, ChannelRejected, ChannelUnavailable
+from bridge.errors import ChannelCircuitOpen, ChannelCredentialsRefused, ChannelRejected, ChannelUnavailable
 from bridge.http import HttpRequest, HttpResponse
 from bridge.ops import metrics
 from bridge.pipeline.handler import MessageHandler
@@ -28,6 +28,7 @@ from tests.unit.fakes import (
     FakeKordiam,
     FakeTransport,
     FindingChannel,
+    ManualClock,
     MemoryStateStore,
     ScriptedChannel,
     element_body,
@@ -36,23 +37,11 @@ from tests.unit.fakes import (
 
 WEB, PRINT = 99003, 99004
 REFUSED = ChannelCredentialsRefused("web: HTTP 401 invalid api key — check api_key")
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
+OPEN = ChannelCircuitOpen("channel web: circuit open after 5 failures", retry_after=30.0)
 
 
 def engine_with(
-    kordiam: FakeKordiam, state: MemoryStateStore, clock: Clock, *channels: tuple[ScriptedChannel, int]
+    kordiam: FakeKordiam, state: MemoryStateStore, clock: ManualClock, *channels: tuple[ScriptedChannel, int]
 ) -> SyncEngine:
     parking = ChannelParking(state, [channel.name for channel, _ in channels], clock=clock)
     return SyncEngine(
@@ -66,7 +55,7 @@ def engine_with(
 
 
 async def refused_on_the_first_of_two(
-    kordiam: FakeKordiam, state: MemoryStateStore, clock: Clock
+    kordiam: FakeKordiam, state: MemoryStateStore, clock: ManualClock
 ) -> tuple[SyncEngine, ScriptedChannel]:
     """Elements 1 and 2 on the web, whose channel refused the bridge's credentials on element 1's sync."""
     kordiam.elements[1] = element_body(1, publication(11, WEB))
@@ -83,7 +72,7 @@ async def parked_ids(state: MemoryStateStore, channel: str) -> list[int]:
 
 
 async def test_a_refused_channel_parks_the_element_and_the_rest_of_the_sync_goes_on(
-    kordiam: FakeKordiam, state: MemoryStateStore, clock: Clock
+    kordiam: FakeKordiam, state: MemoryStateStore, clock: ManualClock
 ) -> None:
     kordiam.elements[1] = element_body(1, publication(11, WEB), publication(12, PRINT))
     web, paper = ScriptedChannel("web"), ScriptedChannel("print")
@@ -104,7 +93,7 @@ async def test_a_refused_channel_parks_the_element_and_the_rest_of_the_sync_goes
 
 
 async def test_while_refused_the_channel_is_not_called_until_the_back_off_allows_one_trial(
-    kordiam: FakeKordiam, state: MemoryStateStore, clock: Clock
+    kordiam: FakeKordiam, state: MemoryStateStore, clock: ManualClock
 ) -> None:
     for element_id in (1, 2, 3):
         kordiam.elements[element_id] = element_body(element_id, publication(element_id * 10, WEB))
@@ -139,7 +128,7 @@ async def test_while_refused_the_channel_is_not_called_until_the_back_off_allows
 
 
 async def test_an_accepted_trial_reopens_the_channel_and_asks_for_its_parked_elements_to_be_requeued(
-    kordiam: FakeKordiam, state: MemoryStateStore, clock: Clock
+    kordiam: FakeKordiam, state: MemoryStateStore, clock: ManualClock
 ) -> None:
     engine, web = await refused_on_the_first_of_two(kordiam, state, clock)
 
@@ -153,7 +142,7 @@ async def test_an_accepted_trial_reopens_the_channel_and_asks_for_its_parked_ele
 
 
 async def test_a_trial_that_says_nothing_about_the_credentials_is_the_channels_failure_and_frees_the_next_trial(
-    kordiam: FakeKordiam, state: MemoryStateStore, clock: Clock
+    kordiam: FakeKordiam, state: MemoryStateStore, clock: ManualClock
 ) -> None:
     engine, web = await refused_on_the_first_of_two(kordiam, state, clock)
 
@@ -166,38 +155,41 @@ async def test_a_trial_that_says_nothing_about_the_credentials_is_the_channels_f
     assert engine.parking.admit("web") is Admission.TRIAL  # no verdict: the next call may try at once
 
 
-async def test_a_refused_retraction_parks_the_element_and_keeps_its_delivery(
-    kordiam: FakeKordiam, state: MemoryStateStore, clock: Clock
+@pytest.mark.parametrize("error", [REFUSED, OPEN], ids=["refused", "circuit-open"])
+async def test_a_retraction_on_a_refusing_or_down_channel_parks_the_element_and_keeps_its_delivery(
+    kordiam: FakeKordiam, state: MemoryStateStore, clock: ManualClock, error: ChannelRejected | ChannelUnavailable
 ) -> None:
     kordiam.elements[1] = element_body(1, publication(11, WEB))
     web = FindingChannel("web")
     engine = engine_with(kordiam, state, clock, (web, WEB))
     await engine.sync(Notification(1))
     del kordiam.elements[1]  # the story is deleted in Kordiam
-    web.fail = REFUSED
+    web.fail = error
 
     report = await engine.sync(Notification(1))
 
     assert [(a.channel, a.action) for a in report.actions] == [("web", Action.PARKED)]
-    assert web.finds == []  # a channel that refuses is not searched either
+    assert web.finds == []  # not searched either: the requeued sync does both
     assert set(state.rows) == {(1, "web", 11)}  # kept: the requeued sync retracts it
     assert await parked_ids(state, "web") == [1]
 
 
-async def test_the_handler_settles_a_message_whose_only_trouble_is_a_refusing_channel_as_done(
-    kordiam: FakeKordiam, state: MemoryStateStore, clock: Clock
+@pytest.mark.parametrize("error", [REFUSED, OPEN], ids=["refused", "circuit-open"])
+async def test_the_handler_settles_a_message_whose_only_trouble_is_a_refusing_or_down_channel_as_done(
+    kordiam: FakeKordiam, state: MemoryStateStore, clock: ManualClock, error: ChannelRejected | ChannelUnavailable
 ) -> None:
     kordiam.elements[1] = element_body(1, publication(11, WEB))
     web = ScriptedChannel("web")
-    web.fail = REFUSED
+    web.fail = error
     handler = MessageHandler(engine_with(kordiam, state, clock, (web, WEB)), tracing=False)
-    outcome = await handler(QueueMessage("m1", "r1", json.dumps({"id": 1}), {}, 1, None, None))
+    # Even on a message's last receive (10, the default budget): neither costs it its life.
+    outcome = await handler(QueueMessage("m1", "r1", json.dumps({"id": 1}), {}, 10, None, None))
     assert isinstance(outcome, Done)
     assert await parked_ids(state, "web") == [1]
 
 
 async def test_load_starts_a_channel_with_parked_elements_refused_with_a_trial_due_at_once(
-    state: MemoryStateStore, clock: Clock
+    state: MemoryStateStore, clock: ManualClock
 ) -> None:
     await state.park(7, "web", "HTTP 401")
     parking = ChannelParking(state, ["web", "print"], clock=clock)
@@ -208,7 +200,7 @@ async def test_load_starts_a_channel_with_parked_elements_refused_with_a_trial_d
 
 
 async def test_requeue_sends_every_parked_element_of_an_accepted_channel_and_unparks_each(
-    state: MemoryStateStore, clock: Clock
+    state: MemoryStateStore, clock: ManualClock
 ) -> None:
     for element_id in range(1, 251):
         await state.park(element_id, "web", "HTTP 401")
@@ -232,7 +224,7 @@ async def test_requeue_sends_every_parked_element_of_an_accepted_channel_and_unp
 
 
 async def test_a_trial_carrier_goes_out_once_per_back_off_while_no_message_tries_the_channel(
-    state: MemoryStateStore, clock: Clock
+    state: MemoryStateStore, clock: ManualClock
 ) -> None:
     for element_id in (1, 2, 3):
         await state.park(element_id, "web", "HTTP 401")
@@ -250,7 +242,7 @@ async def test_a_trial_carrier_goes_out_once_per_back_off_while_no_message_tries
     assert await parked_ids(state, "web") == [2, 3]
 
 
-async def test_a_failed_send_leaves_the_element_parked(state: MemoryStateStore, clock: Clock) -> None:
+async def test_a_failed_send_leaves_the_element_parked(state: MemoryStateStore, clock: ManualClock) -> None:
     await state.park(1, "web", "HTTP 401")
     parking = ChannelParking(state, ["web"], clock=clock)
     await parking.load()
@@ -293,7 +285,7 @@ def test_s3_codes_that_do_not_authenticate_the_bridge_are_refusals(code: str, re
 
 
 def test_a_trial_never_reported_holds_the_next_one_back_only_until_it_times_out(
-    state: MemoryStateStore, clock: Clock
+    state: MemoryStateStore, clock: ManualClock
 ) -> None:
     parking = ChannelParking(state, ["web"], clock=clock)
     parking.refused("web", Admission.GO, REFUSED)
@@ -306,7 +298,7 @@ def test_a_trial_never_reported_holds_the_next_one_back_only_until_it_times_out(
 
 
 async def test_a_moved_publication_on_a_refusing_channel_is_parked_and_kordiam_keeps_pointing_at_the_kept_item(
-    kordiam: FakeKordiam, state: MemoryStateStore, clock: Clock
+    kordiam: FakeKordiam, state: MemoryStateStore, clock: ManualClock
 ) -> None:
     kordiam.elements[1] = element_body(1, publication(11, WEB))
     web = ScriptedChannel("web")
@@ -330,7 +322,7 @@ async def test_a_moved_publication_on_a_refusing_channel_is_parked_and_kordiam_k
 
 
 async def test_a_restart_that_did_not_fix_the_secret_says_so_once_and_backs_off(
-    state: MemoryStateStore, clock: Clock
+    state: MemoryStateStore, clock: ManualClock
 ) -> None:
     # A channel name of its own: the gauge lives in the process's one registry.
     await state.park(7, "cms", "HTTP 401")
@@ -350,7 +342,7 @@ async def test_a_restart_that_did_not_fix_the_secret_says_so_once_and_backs_off(
 
 
 async def test_a_requeued_element_parked_again_before_its_unpark_stays_parked(
-    state: MemoryStateStore, clock: Clock
+    state: MemoryStateStore, clock: ManualClock
 ) -> None:
     await state.park(1, "web", "HTTP 401")
     parking = ChannelParking(state, ["web"], clock=clock)

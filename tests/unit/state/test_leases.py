@@ -10,14 +10,7 @@ from structlog.testing import capture_logs
 from bridge.state import leases
 from bridge.state.base import ElementMark, HeldLease
 from bridge.state.leases import LeaseKeeper
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.unit.fakes import ManualClock
 
 
 class Store:
@@ -39,13 +32,13 @@ class Store:
 
 
 @pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    clock = Clock()
+def clock(monkeypatch: pytest.MonkeyPatch) -> ManualClock:
+    clock = ManualClock()
     monkeypatch.setattr(leases, "monotonic", clock)
     return clock
 
 
-async def test_only_leases_held_a_third_of_their_life_are_extended(clock: Clock) -> None:
+async def test_only_leases_held_a_third_of_their_life_are_extended(clock: ManualClock) -> None:
     store = Store()
     keeper = LeaseKeeper(30.0, store.extend)
     keeper.taken(1)
@@ -59,7 +52,7 @@ async def test_only_leases_held_a_third_of_their_life_are_extended(clock: Clock)
     assert store.calls == [[1], [2]]
 
 
-async def test_a_released_lease_is_not_extended_but_a_re_entered_one_is(clock: Clock) -> None:
+async def test_a_released_lease_is_not_extended_but_a_re_entered_one_is(clock: ManualClock) -> None:
     store = Store()
     keeper = LeaseKeeper(3.0, store.extend)
     keeper.taken(1)
@@ -72,7 +65,7 @@ async def test_a_released_lease_is_not_extended_but_a_re_entered_one_is(clock: C
     assert store.calls == [[1]]
 
 
-async def test_a_lost_lease_is_reported_and_no_longer_extended(clock: Clock) -> None:
+async def test_a_lost_lease_is_reported_and_no_longer_extended(clock: ManualClock) -> None:
     store = Store()
     store.lost = {2}
     keeper = LeaseKeeper(3.0, store.extend)
@@ -89,7 +82,7 @@ async def test_a_lost_lease_is_reported_and_no_longer_extended(clock: Clock) -> 
     keeper.released(2)  # the sync ends later: nothing left to release in the keeper
 
 
-async def test_an_unreachable_store_is_tried_again_on_the_next_tick(clock: Clock) -> None:
+async def test_an_unreachable_store_is_tried_again_on_the_next_tick(clock: ManualClock) -> None:
     store = Store()
     store.down = True
     keeper = LeaseKeeper(3.0, store.extend)
@@ -103,7 +96,7 @@ async def test_an_unreachable_store_is_tried_again_on_the_next_tick(clock: Clock
     assert store.calls == [[1], [1]]
 
 
-async def test_a_lease_taken_anew_while_an_extension_ran_is_kept(clock: Clock) -> None:
+async def test_a_lease_taken_anew_while_an_extension_ran_is_kept(clock: ManualClock) -> None:
     store = Store()
     keeper = LeaseKeeper(3.0, store.extend)
     keeper.taken(1)
@@ -117,7 +110,7 @@ async def test_a_lease_taken_anew_while_an_extension_ran_is_kept(clock: Clock) -
     assert store.calls == [[1], [1]]
 
 
-async def test_a_held_lease_is_kept_while_held_and_given_back_even_when_the_block_fails(clock: Clock) -> None:
+async def test_a_held_lease_is_kept_while_held_and_given_back_even_when_the_block_fails(clock: ManualClock) -> None:
     store = Store()
     keeper = LeaseKeeper(3.0, store.extend)
     events: list[str] = []
@@ -145,7 +138,7 @@ async def test_a_held_lease_is_kept_while_held_and_given_back_even_when_the_bloc
     assert store.calls == [[7]]
 
 
-async def test_a_lease_not_taken_is_neither_kept_nor_given_back(clock: Clock) -> None:
+async def test_a_lease_not_taken_is_neither_kept_nor_given_back(clock: ManualClock) -> None:
     store = Store()
     keeper = LeaseKeeper(3.0, store.extend)
     released: list[int] = []

@@ -1,0 +1,213 @@
+"""A channel whose circuit breaker is open: the element is parked for it, not retried through the queue (and not
+dead-lettered once the outage outlasts the retry budget); the first call that succeeds requeues what it parked,
+and when no message comes, a parked element carries the breaker's probe (bridge.pipeline.parking)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from structlog.testing import capture_logs
+
+from bridge.channels.guard import GuardedChannel
+from bridge.errors import ChannelUnavailable
+from bridge.pipeline.notification import Notification
+from bridge.pipeline.parking import Admission, ChannelParking, ParkedRequeue
+from bridge.pipeline.sync import Action, SyncFailed
+from tests.unit.fakes import (
+    FakeKordiam,
+    FakeTransport,
+    FindingChannel,
+    ManualClock,
+    MemoryStateStore,
+    ScriptedChannel,
+    element_body,
+    publication,
+)
+from tests.unit.pipeline.test_parking import OPEN, PRINT, REFUSED, WEB, engine_with, parked_ids
+
+
+async def test_an_open_circuit_parks_the_element_and_the_rest_of_the_sync_goes_on(
+    kordiam: FakeKordiam, state: MemoryStateStore, clock: ManualClock
+) -> None:
+    kordiam.elements[1] = element_body(1, publication(11, WEB), publication(12, PRINT))
+    web, paper = ScriptedChannel("web"), ScriptedChannel("print")
+    web.fail = OPEN
+    engine = engine_with(kordiam, state, clock, (web, WEB), (paper, PRINT))
+
+    with capture_logs() as lines:
+        report = await engine.sync(Notification(1))  # no SyncFailed: the outage is not the message's failure
+
+    assert {(a.channel, a.publication_id, a.action) for a in report.actions} == {
+        ("web", 11, Action.PARKED),
+        ("print", 12, Action.CREATED),
+    }
+    assert [p.reason for p in await state.parked("web")] == ["channel web: circuit open after 5 failures"]
+    assert engine.parking.down("web") and not engine.parking.refusing("web")
+    assert engine.parking.admit("web") is Admission.GO  # the breaker, not the parking, decides who probes
+    assert [line["event"] for line in lines if line["log_level"] == "warning"] == ["channel_down_parking"]
+
+
+async def test_the_channels_own_failure_before_the_breaker_opens_is_still_the_messages_to_retry(
+    kordiam: FakeKordiam, state: MemoryStateStore, clock: ManualClock
+) -> None:
+    kordiam.elements[1] = element_body(1, publication(11, WEB))
+    web = ScriptedChannel("web")
+    web.fail = ChannelUnavailable("web: HTTP 503")
+    engine = engine_with(kordiam, state, clock, (web, WEB))
+    with pytest.raises(SyncFailed) as raised:
+        await engine.sync(Notification(1))
+    assert [(f.stage, type(f.error)) for f in raised.value.failures] == [("web", ChannelUnavailable)]
+    assert await parked_ids(state, "web") == [] and not engine.parking.down("web")
+
+
+async def test_a_real_breaker_parks_from_the_call_after_it_opens_and_its_successful_probe_requeues(
+    kordiam: FakeKordiam, state: MemoryStateStore, clock: ManualClock
+) -> None:
+    for element_id in (1, 2, 3):
+        kordiam.elements[element_id] = element_body(element_id, publication(element_id * 10, WEB))
+    inner = ScriptedChannel("web")
+    inner.fail = ChannelUnavailable("web: HTTP 503")
+    web = GuardedChannel(inner, breaker_threshold=1, breaker_cooldown=0.0)
+    engine = engine_with(kordiam, state, clock, (web, WEB))  # type: ignore[arg-type]
+
+    with pytest.raises(SyncFailed):
+        await engine.sync(Notification(1))  # the failure that opens the breaker: the message retries
+    web.breaker.cooldown = 3600.0
+    report = await engine.sync(Notification(2))
+    assert [a.action for a in report.actions] == [Action.PARKED] and inner.upserts == []
+    assert await parked_ids(state, "web") == [2]
+
+    inner.fail = None
+    web.breaker.cooldown = 0.0  # the cool-down has passed: the next call is the breaker's probe
+    report = await engine.sync(Notification(3))
+    assert [a.action for a in report.actions] == [Action.CREATED]
+    assert not engine.parking.down("web") and engine.parking.requeue_due == {"web"}
+
+
+async def test_a_deleted_elements_search_meeting_an_open_circuit_is_parked(
+    kordiam: FakeKordiam, state: MemoryStateStore, clock: ManualClock
+) -> None:
+    web = FindingChannel("web")
+    web.fail_find = OPEN
+    engine = engine_with(kordiam, state, clock, (web, WEB))
+    report = await engine.sync(Notification(5))  # never synced, and gone from Kordiam: only the search runs
+    assert [(a.channel, a.action) for a in report.actions] == [("web", Action.PARKED)]
+    assert await parked_ids(state, "web") == [5]
+
+
+async def test_a_down_channel_gets_a_carrier_once_its_breaker_may_probe_and_then_only_when_parked_again(
+    state: MemoryStateStore, clock: ManualClock
+) -> None:
+    for element_id in (1, 2, 3):
+        await state.park(element_id, "web", str(OPEN))
+    parking = ChannelParking(state, ["web"], clock=clock)
+    parking.circuit_open("web", OPEN)
+    transport = FakeTransport([])
+    requeue = ParkedRequeue(parking, state=state, transport=transport, channels=["web"])
+
+    assert parking.next_due() == pytest.approx(30.0)
+    await requeue.round()
+    assert transport.sent == []  # the breaker's cool-down has 30 s to go
+    clock.now += 30.0
+    await requeue.round()
+    await requeue.round()
+    assert [json.loads(body)["id"] for body in transport.sent] == [1]  # one carrier, not one per round
+    clock.now += 60.0
+    await requeue.round()
+    assert len(transport.sent) == 1  # on its way: the breaker will say when the next may go
+    parking.changed.clear()
+    parking.circuit_open("web", OPEN)  # the carrier met the breaker still open, and was parked again
+    assert parking.changed.is_set()  # the requeue task planned the next carrier for much later: it plans again
+    parking.changed.clear()
+    parking.circuit_open("web", OPEN)  # another story meeting the breaker changes no plan: no wake-up for it
+    assert not parking.changed.is_set()
+    clock.now += 30.0
+    await requeue.round()
+    assert [json.loads(body)["id"] for body in transport.sent] == [1, 2]
+
+
+async def test_a_carrier_that_never_comes_back_holds_the_next_one_only_for_the_longest_back_off(
+    state: MemoryStateStore, clock: ManualClock
+) -> None:
+    await state.park(1, "web", str(OPEN))
+    await state.park(2, "web", str(OPEN))
+    parking = ChannelParking(state, ["web"], clock=clock, max_trial_seconds=300.0)
+    parking.circuit_open("web", OPEN)
+    transport = FakeTransport([])
+    requeue = ParkedRequeue(parking, state=state, transport=transport, channels=["web"])
+    clock.now += 30.0
+    await requeue.round()
+    clock.now += 299.0
+    await requeue.round()
+    assert len(transport.sent) == 1
+    clock.now += 1.0
+    await requeue.round()
+    assert len(transport.sent) == 2
+
+
+async def test_with_nothing_parked_a_due_carrier_waits_its_back_off_instead_of_asking_the_store_again(
+    state: MemoryStateStore, clock: ManualClock
+) -> None:
+    parking = ChannelParking(state, ["web"], clock=clock)
+    parking.circuit_open("web", OPEN)
+    clock.now += 30.0
+    requeue = ParkedRequeue(parking, state=state, transport=FakeTransport([]), channels=["web"])
+    await requeue.round()  # another worker requeued them all meanwhile
+    assert not parking.carrier_due("web")
+    assert parking.next_due() == pytest.approx(300.0)
+
+
+async def test_a_refusal_while_down_means_the_channel_answers_and_the_refusal_governs(
+    state: MemoryStateStore, clock: ManualClock
+) -> None:
+    parking = ChannelParking(state, ["web"], clock=clock)
+    parking.circuit_open("web", OPEN)
+    parking.refused("web", Admission.GO, REFUSED)
+    assert parking.refusing("web") and not parking.down("web")
+    assert parking.next_due() == pytest.approx(1.0)  # the refusal's first trial, not the breaker's cool-down
+
+
+async def test_an_inconclusive_trial_lets_a_message_try_at_once_but_paces_the_carriers(
+    state: MemoryStateStore, clock: ManualClock
+) -> None:
+    for element_id in (1, 2, 3):
+        await state.park(element_id, "web", "HTTP 401")
+    parking = ChannelParking(state, ["web"], clock=clock)
+    await parking.load()  # suspected refused, with the channel down: each trial is inconclusive
+    transport = FakeTransport([])
+    requeue = ParkedRequeue(parking, state=state, transport=transport, channels=["web"])
+    await requeue.round()
+    assert len(transport.sent) == 1
+    parking.inconclusive("web", parking.admit("web"))  # the carrier's trial met the channel down
+    assert parking.admit("web") is Admission.TRIAL  # a message may try at once
+    parking.inconclusive("web", Admission.TRIAL)
+    clock.now += 1.0
+    await requeue.round()
+    assert len(transport.sent) == 1  # but not one carrier a second: the back-off doubled with each
+    clock.now += 3.0
+    await requeue.round()
+    assert len(transport.sent) == 2
+
+
+async def test_a_recovered_channels_requeue_stops_when_it_goes_down_again(
+    state: MemoryStateStore, clock: ManualClock
+) -> None:
+    for element_id in range(1, 6):
+        await state.park(element_id, "web", str(OPEN))
+    parking = ChannelParking(state, ["web"], clock=clock)
+    parking.circuit_open("web", OPEN)
+    parking.accepted("web", Admission.GO)
+    assert parking.requeue_due == {"web"} and not parking.down("web")
+
+    class DownAgainAfterTwo(FakeTransport):
+        async def send(
+            self, body: str, attributes: dict[str, str] | None = None, *, group_id: str | None = None
+        ) -> str:
+            sent = await super().send(body, attributes, group_id=group_id)
+            if len(self.sent) == 2:
+                parking.circuit_open("web", OPEN)
+            return sent
+
+    await ParkedRequeue(parking, state=state, transport=DownAgainAfterTwo([]), channels=["web"]).round()
+    assert await parked_ids(state, "web") == [3, 4, 5]  # they wait for the next recovery
