@@ -46,7 +46,14 @@ CHANNEL_CREDENTIALS_REFUSED = Gauge(
     ["channel"],
 )
 CHANNEL_PARKED = Counter(
-    "bridge_channel_parked", "Elements parked for a channel that refused the bridge's credentials", ["channel"]
+    "bridge_channel_parked",
+    "Elements parked for a channel that refused the bridge's credentials or whose breaker was open",
+    ["channel"],
+)
+CHANNEL_PARKED_ELEMENTS = Gauge(
+    "bridge_channel_parked_elements",
+    "Elements parked for the channel now, by every worker (the state store's count, read once a minute)",
+    ["channel"],
 )
 CHANNEL_REQUEUED = Counter(
     "bridge_channel_requeued", "Parked elements put back on the queue for the channel", ["channel"]

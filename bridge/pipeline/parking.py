@@ -34,7 +34,9 @@ still down is inconclusive, and the breaker's own count goes on as for any call)
 
 Several workers: each keeps its own state (one refusal each, at most one trial each per back-off); the parked
 elements are shared, so a requeue by any of them serves all, and a duplicate requeue costs a fetch that changes
-nothing (the fingerprints match).
+nothing (the fingerprints match). Once a minute each worker counts the parked elements, and takes up a channel's
+that it holds nothing about as at start-up (``ParkedRequeue``): elements parked by a worker that stopped since
+(scaled in once its queue was empty, say) do not wait for it to come back.
 
 A requeued element is a fresh notification (``resync_notification``, source ``parked``) on the worker's own
 queue, and is unparked once the queue has it: from then on the queue's guarantees hold (retries, the dead-letter
@@ -63,6 +65,8 @@ FIRST_TRIAL_SECONDS = 1.0
 MAX_TRIAL_SECONDS = 300.0
 # A trial not reported within this long (a call cancelled at shutdown, a bug) no longer holds the next one back.
 TRIAL_TIMEOUT_SECONDS = 600.0
+# How often each worker counts the parked elements, and takes up those no worker holds (parked by one now gone).
+SWEEP_SECONDS = 60.0
 
 
 class Admission(Enum):
@@ -132,17 +136,31 @@ class ChannelParking:
         for name in self._channels:
             count = await self._state.parked_count(name)
             if count:
-                now = self._clock()
-                self._refused[name] = _Refusal(
-                    "elements were parked before this start", self._first, now, confirmed=False
-                )
-                log.warning(
-                    "parked_found_at_start",
-                    channel=name,
-                    parked=count,
-                    hint="parked while the channel refused the bridge's credentials; one trial call decides",
-                )
-                self.changed.set()
+                self.suspect(name, count, at_start=True)
+
+    def holds(self, name: str) -> bool:
+        """Whether this process has the channel refused or down, or has its parked elements to requeue."""
+        return name in self._refused or name in self._down or name in self.requeue_due
+
+    def suspect(self, name: str, parked: int, *, at_start: bool = False) -> None:
+        """Elements are parked for a channel this process holds nothing about (at start-up, or parked by another
+        worker): it is refused until one trial call decides, due at once."""
+        if self.holds(name):
+            return
+        self._refused[name] = _Refusal(
+            "elements were parked before this start" if at_start else "elements were parked by another worker",
+            self._first,
+            self._clock(),
+            confirmed=False,
+        )
+        log.warning(
+            "parked_found_at_start" if at_start else "parked_found",
+            channel=name,
+            parked=parked,
+            hint="parked while the channel refused the bridge's credentials or was down; one trial call decides, "
+            "and its success requeues them",
+        )
+        self.changed.set()
 
     def refusing(self, name: str) -> bool:
         return name in self._refused
@@ -293,6 +311,11 @@ class ParkedRequeue:
     a call to it succeeds after it was down), and, while it refuses or is down, one per back-off to carry the trial
     or the breaker's probe when no message comes to carry it.
 
+    Every ``sweep_seconds`` it also counts each channel's parked elements (``bridge_channel_parked_elements``),
+    and a channel with parked elements this process holds nothing about (parked by another worker, which may have
+    stopped since) is suspected as at start-up: one trial call decides, and its success requeues them. So no
+    parked element waits for the worker that parked it.
+
     Lifecycle: one task per worker (``run`` until ``stop``), started once the queue is open. Errors: a failed
     send or state store call is logged (``parked_requeue_failed``) and tried again on the next round (at most
     ``retry_seconds`` later); what was not sent stays parked, so nothing is lost.
@@ -306,13 +329,19 @@ class ParkedRequeue:
         transport: Transport,
         channels: Iterable[str],
         retry_seconds: float = 30.0,
+        sweep_seconds: float = SWEEP_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._parking = parking
         self._state = state
         self._transport = transport
         self._channels = tuple(channels)
         self._retry = retry_seconds
+        self._sweep_every = sweep_seconds
+        self._clock = clock
+        self._next_sweep = clock()  # the first round sweeps
         self._requeued = {name: metrics.CHANNEL_REQUEUED.labels(name) for name in self._channels}
+        self._parked_now = {name: metrics.CHANNEL_PARKED_ELEMENTS.labels(name) for name in self._channels}
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -326,6 +355,7 @@ class ParkedRequeue:
             if wait is None:
                 due = self._parking.next_due()
                 wait = self._retry if due is None else min(max(due, 0.05), self._retry)
+                wait = min(wait, max(self._next_sweep - self._clock(), 0.05))
             stopping = asyncio.ensure_future(stop.wait())
             changed = asyncio.ensure_future(self._parking.changed.wait())
             try:
@@ -349,6 +379,16 @@ class ParkedRequeue:
                     log.info("parked_trial_requeued", channel=name, element_id=page[0].element_id)
                 # Also when nothing is parked (another worker requeued it all): the next look waits its back-off.
                 self._parking.carrier_sent(name)
+        if self._clock() >= self._next_sweep:
+            await self._sweep()
+            self._next_sweep = self._clock() + self._sweep_every
+
+    async def _sweep(self) -> None:
+        for name in self._channels:
+            count = await self._state.parked_count(name)
+            self._parked_now[name].set(count)
+            if count:
+                self._parking.suspect(name, count)
 
     async def _requeue_all(self, name: str) -> int:
         count = 0

@@ -361,3 +361,48 @@ async def test_a_requeued_element_parked_again_before_its_unpark_stays_parked(
 
     await ParkedRequeue(parking, state=state, transport=RefusedAtOnce([]), channels=["web"]).round()
     assert await parked_ids(state, "web") == [1]  # not lost: the channel still owes it the sync
+
+
+async def test_the_sweep_counts_parked_elements_and_takes_up_those_another_worker_parked(
+    state: MemoryStateStore, clock: ManualClock
+) -> None:
+    # Channel names of their own: the gauge lives in the process's one registry.
+    parking = ChannelParking(state, ["swept", "quiet"], clock=clock)
+    await parking.load()  # nothing parked at start
+    requeue = ParkedRequeue(
+        parking, state=state, transport=FakeTransport([]), channels=["swept", "quiet"], sweep_seconds=60.0, clock=clock
+    )
+    await requeue.round()
+    assert metrics.CHANNEL_PARKED_ELEMENTS.labels("swept")._value.get() == 0
+
+    await state.park(7, "swept", "HTTP 401")  # by another worker, which then stopped
+    await state.park(8, "swept", "HTTP 401")
+    clock.now += 59.0
+    await requeue.round()
+    assert not parking.refusing("swept")  # not before the minute is up: one count per channel a minute
+    clock.now += 1.0
+    with capture_logs() as lines:
+        await requeue.round()
+        await requeue.round()
+    assert metrics.CHANNEL_PARKED_ELEMENTS.labels("swept")._value.get() == 2
+    assert metrics.CHANNEL_PARKED_ELEMENTS.labels("quiet")._value.get() == 0
+    assert parking.refusing("swept") and not parking.refusing("quiet")
+    assert [line["event"] for line in lines if line["log_level"] == "warning"] == ["parked_found"]
+    assert await parked_ids(state, "swept") == [8]  # the first went out at once to carry the trial
+    parking.accepted("swept", parking.admit("swept"))  # the trial succeeded
+    await requeue.round()
+    assert await parked_ids(state, "swept") == []
+
+
+async def test_the_sweep_leaves_a_channel_this_worker_already_holds_alone(
+    state: MemoryStateStore, clock: ManualClock
+) -> None:
+    await state.park(1, "web", "HTTP 401")
+    parking = ChannelParking(state, ["web"], clock=clock)
+    parking.refused("web", Admission.GO, REFUSED)
+    clock.now += 0.5  # its trial is not due yet
+    requeue = ParkedRequeue(parking, state=state, transport=FakeTransport([]), channels=["web"], clock=clock)
+    with capture_logs() as lines:
+        await requeue.round()
+    assert parking.reason("web") == str(REFUSED) and lines == []
+    assert parking.admit("web") is Admission.PARK  # the sweep did not make its trial due at once
