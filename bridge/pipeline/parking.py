@@ -83,7 +83,8 @@ class _Refusal:
     backoff: float
     next_trial: float
     trial_started: float | None = None  # while a trial call runs
-    # False while only suspected (elements found parked at start-up): the first refusal confirms it, and says so.
+    # False while only suspected (elements found parked at start-up or by the sweep): the first refusal confirms it,
+    # and says so.
     confirmed: bool = True
     # A requeued element is on its way to carry the trial (``ParkedRequeue``); not sent again before it is due.
     carrier_sent_at: float | None = None
@@ -102,8 +103,8 @@ class ChannelParking:
 
     Lifecycle: one per worker, shared by the sync engine (``admit``, then ``accepted``/``refused``/``inconclusive``
     for each call it made, ``circuit_open`` when the call met an open breaker, and ``park``) and the
-    ``ParkedRequeue`` task. ``load`` reads, at start-up, which
-    channels have parked elements. Nothing to close.
+    ``ParkedRequeue`` task (``suspect`` from its sweep). ``load`` reads, at start-up, which channels have parked
+    elements. Nothing to close.
 
     Contract with the engine: every ``admit`` that answered ``GO`` or ``TRIAL`` is followed by exactly one of
     ``accepted``, ``refused`` or ``inconclusive`` for that call, with the admission it got, once the call ended.
