@@ -104,7 +104,12 @@ class ChannelCircuitOpen(ChannelUnavailable):
     """A channel's circuit breaker is open (``bridge.channels.guard``): the call never reached the target, which
     failed ``breaker_threshold`` calls in a row. The channel is down for every message alike, so the sync engine
     parks the element for it instead of spending the message's retries, and requeues it once a call to the
-    channel succeeds again (``bridge.pipeline.parking``)."""
+    channel succeeds again (``bridge.pipeline.parking``). ``probing``: the breaker's one probe call is in flight,
+    so its outcome, not ``retry_after``, says when the channel may be tried again."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None, probing: bool = False) -> None:
+        super().__init__(message, retry_after=retry_after)
+        self.probing = probing
 
 
 class ChannelRejected(PermanentError):

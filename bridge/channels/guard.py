@@ -59,7 +59,9 @@ class CircuitBreaker:
             self._probing = True
             return
         raise ChannelCircuitOpen(
-            f"channel {self.channel}: circuit open after {self.failures} failures", retry_after=max(1.0, remaining)
+            f"channel {self.channel}: circuit open after {self.failures} failures",
+            retry_after=max(1.0, remaining),
+            probing=self.state == BreakerState.HALF_OPEN,
         )
 
     def release_probe(self) -> None:

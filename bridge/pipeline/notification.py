@@ -35,6 +35,9 @@ MAX_ENVELOPE_DEPTH = 3
 # and no Kordiam id comes near it. A larger id is poison, not a fault of the worker.
 MAX_ELEMENT_ID = 2**63 - 1
 FORCE_ATTRIBUTE = "force"
+# The ``source`` of a parked element requeued to carry a channel's trial or probe (``bridge.pipeline.parking``):
+# whichever worker takes it and gets the channel to accept the call requeues the channel's parked elements.
+CARRIER_SOURCE = "parked-trial"
 # A reason names at most this many of a body's keys, each cut to this many characters.
 MAX_KEYS_NAMED = 5
 MAX_KEY_CHARS = 40
@@ -55,6 +58,8 @@ class Notification:
     shape: str = "id"
     # Rewrite every channel whatever the fingerprints say (repairs a channel that lost the item).
     force: bool = False
+    # A parked element requeued to carry a channel's trial or probe (``CARRIER_SOURCE``).
+    carrier: bool = False
 
 
 class PoisonMessage(Exception):
@@ -87,8 +92,11 @@ def decode_notification(body: str, attributes: dict[str, str] | None = None) -> 
 def decode_payload(payload: Any, attributes: dict[str, str] | None = None) -> Notification:
     """``decode_notification`` of a body already parsed from JSON (the ingress has parsed it to check it)."""
     notification = _decode(payload, dict(attributes or {}), depth=0)
-    if (attributes or {}).get(FORCE_ATTRIBUTE) == "true":
-        notification = dataclasses.replace(notification, force=True)
+    if attributes:
+        if attributes.get(FORCE_ATTRIBUTE) == "true":
+            notification = dataclasses.replace(notification, force=True)
+        if attributes.get("source") == CARRIER_SOURCE:
+            notification = dataclasses.replace(notification, carrier=True)
     return notification
 
 

@@ -11,32 +11,37 @@ receive, and an outage longer than the retry budget (about 36 minutes with the d
 story that met it. So the sync engine parks the element for that channel in the state store (``StateStore.park``,
 shared by every worker), the message's other channels and its feedback go on, and the message is done.
 
-Each channel is, in this process, ``accepting``, ``refused`` or ``down``:
+Each channel is, in this process, ``accepting``, ``refused`` or ``owed``:
 
 - **accepting**: every call goes to the channel. A ``ChannelCredentialsRefused`` makes it ``refused``: one error
   line (``channel_credentials_refused``, with the setting to fix), ``bridge_channel_credentials_refused`` 1. A
-  ``ChannelCircuitOpen`` makes it ``down``: one warning line (``channel_down_parking``).
+  ``ChannelCircuitOpen`` makes it ``owed``: one warning line (``channel_down_parking``).
 - **refused**: calls do not go to the channel; the engine parks the element at once (``Admission.PARK``). Once
   the back-off has passed (1 s, doubling to ``max_trial_seconds``), one call is let through as a trial
-  (``Admission.TRIAL``): the next message's, or, when none comes, the one a requeued parked element brings
-  (``ParkedRequeue``). Accepted: the channel is ``accepting`` again (``channel_credentials_accepted``) and every
-  element it has parked is requeued. Refused: the back-off doubles. Anything else (the CMS down, the content
-  refused) says nothing about the credentials: the next message's trial may go at once, the next carrier waits
-  for the doubled back-off.
-- **down**: calls go on to the channel's breaker, which lets one probe through per cool-down and fails the rest
-  fast; each element that meets the open breaker is parked. The first call that succeeds makes the channel
+  (``Admission.TRIAL``): the next message's, or, when none comes, the one a requeued parked element brings (a
+  *carrier*, ``ParkedRequeue``). Accepted: the channel is ``accepting`` again (``channel_credentials_accepted``)
+  and every element it has parked is requeued. Refused: the back-off doubles. Anything else (the CMS down, the
+  content refused) says nothing about the credentials: the next message's trial may go at once, the next
+  carrier waits for the doubled back-off.
+- **owed**: parked elements wait for the channel's next accepted call, and calls go on as for an accepting
+  channel; while the channel is down its breaker lets one probe through per cool-down and fails the rest fast,
+  and each element that meets the open breaker is parked. The first call that succeeds makes the channel
   ``accepting`` (``channel_recovered``) and requeues every element it has parked. When no message comes, a
-  requeued parked element carries the probe once the cool-down the breaker last named has passed.
+  carrier goes once the cool-down the breaker last named has passed; one that brings no news back (parked again,
+  or accepted, here) holds the next back for a back-off doubling from 1 s to ``max_trial_seconds``.
 
-At start-up a channel with parked elements starts ``refused`` with its first trial due at once: the secret may
-have been fixed by the restart that brought this process up, and one call finds out (a trial that meets a channel
-still down is inconclusive, and the breaker's own count goes on as for any call).
+At start-up a channel with parked elements starts ``refused``, only suspected, with its first trial due at once:
+the secret may have been fixed by the restart that brought this process up, and one call finds out without every
+message in hand trying a wrong secret at once. A trial that says nothing about the credentials (the channel is
+down) makes it ``owed``.
 
 Several workers: each keeps its own state (one refusal each, at most one trial each per back-off); the parked
 elements are shared, so a requeue by any of them serves all, and a duplicate requeue costs a fetch that changes
-nothing (the fingerprints match). Once a minute each worker counts the parked elements, and takes up a channel's
-that it holds nothing about as at start-up (``ParkedRequeue``): elements parked by a worker that stopped since
-(scaled in once its queue was empty, say) do not wait for it to come back.
+nothing (the fingerprints match). A carrier is marked (``CARRIER_SOURCE``): whichever worker gets the channel to
+accept its call requeues the channel's parked elements, since the worker that sent it may never hear. Once a
+minute each worker counts the parked elements, and a channel with parked elements that it holds nothing about
+becomes ``owed`` there (``ParkedRequeue``): elements parked by a worker that stopped since (scaled in once its
+queue was empty, say) do not wait for it to come back.
 
 A requeued element is a fresh notification (``resync_notification``, source ``parked``) on the worker's own
 queue, and is unparked once the queue has it: from then on the queue's guarantees hold (retries, the dead-letter
@@ -55,7 +60,7 @@ import structlog
 
 from bridge.errors import ChannelCircuitOpen, ChannelCredentialsRefused
 from bridge.ops import metrics
-from bridge.pipeline.notification import resync_notification
+from bridge.pipeline.notification import CARRIER_SOURCE, resync_notification
 from bridge.queue.transport import Transport
 from bridge.state.base import Parked, StateStore, iter_parked
 
@@ -83,28 +88,35 @@ class _Refusal:
     backoff: float
     next_trial: float
     trial_started: float | None = None  # while a trial call runs
-    # False while only suspected (elements found parked at start-up or by the sweep): the first refusal confirms it,
-    # and says so.
+    # False while only suspected (elements found parked at start-up): the first refusal confirms it, and says so.
     confirmed: bool = True
     # A requeued element is on its way to carry the trial (``ParkedRequeue``); not sent again before it is due.
     carrier_sent_at: float | None = None
 
 
 @dataclass(slots=True)
-class _Down:
+class _Owed:
+    """Elements are parked for a channel that takes calls (as far as this process knows): the first call it accepts
+    requeues them. Entered when a call meets the channel's open breaker, when a suspected refusal's trial says
+    nothing about the credentials, and when the sweep finds elements another worker parked."""
+
     reason: str
-    # When the breaker lets a probe through, as the last open circuit said (its ``retry_after``).
+    # Not before this (the breaker's cool-down, as the last open circuit said) does a carrier go.
     next_carrier: float
+    # A carrier that brings no news (another worker took it and the breaker there let it through, or it was
+    # retried by the queue) holds the next one back this long, doubling each time.
+    backoff: float
     carrier_sent_at: float | None = None
 
 
 class ChannelParking:
-    """Which channels refuse the bridge's credentials or are down in this process, and the admission of each call.
+    """Which channels refuse the bridge's credentials, or owe parked elements a sync, in this process, and the
+    admission of each call.
 
     Lifecycle: one per worker, shared by the sync engine (``admit``, then ``accepted``/``refused``/``inconclusive``
-    for each call it made, ``circuit_open`` when the call met an open breaker, and ``park``) and the
-    ``ParkedRequeue`` task (``suspect`` from its sweep). ``load`` reads, at start-up, which channels have parked
-    elements. Nothing to close.
+    for each call it made, ``circuit_open`` when the call met an open breaker, ``carried`` after a carrier's sync,
+    and ``park``) and the ``ParkedRequeue`` task (``owe`` from its sweep). ``load`` reads, at start-up, which
+    channels have parked elements. Nothing to close.
 
     Contract with the engine: every ``admit`` that answered ``GO`` or ``TRIAL`` is followed by exactly one of
     ``accepted``, ``refused`` or ``inconclusive`` for that call, with the admission it got, once the call ended.
@@ -125,49 +137,52 @@ class ChannelParking:
         self._first = first_trial_seconds
         self._max = max_trial_seconds
         self._refused: dict[str, _Refusal] = {}
-        self._down: dict[str, _Down] = {}
-        # Channels accepted again since the requeue task last looked: it requeues their parked elements.
+        self._owed: dict[str, _Owed] = {}
+        # Channels that accepted a call since the requeue task last looked: it requeues their parked elements.
         self.requeue_due: set[str] = set()
         self.changed = asyncio.Event()
         self._gauges = {name: metrics.CHANNEL_CREDENTIALS_REFUSED.labels(name) for name in self._channels}
         self._parked = {name: metrics.CHANNEL_PARKED.labels(name) for name in self._channels}
 
     async def load(self) -> None:
-        """At start-up: a channel with parked elements starts refused, its first trial due at once."""
+        """At start-up: a channel with parked elements starts refused (suspected), its first trial due at once: a
+        restart that did not fix a wrong secret must not try it with every message in hand at once."""
         for name in self._channels:
             count = await self._state.parked_count(name)
             if count:
-                self.suspect(name, count, at_start=True)
+                self._refused[name] = _Refusal(
+                    "held until one trial call decides (elements were parked before this start)",
+                    self._first,
+                    self._clock(),
+                    confirmed=False,
+                )
+                log.warning(
+                    "parked_found_at_start",
+                    channel=name,
+                    parked=count,
+                    hint="parked while the channel refused the bridge's credentials or was down; one trial call "
+                    "decides, and its success requeues them",
+                )
+                self.changed.set()
 
     def holds(self, name: str) -> bool:
-        """Whether this process has the channel refused or down, or has its parked elements to requeue."""
-        return name in self._refused or name in self._down or name in self.requeue_due
+        """Whether this process has the channel refused or owing, or its parked elements to requeue."""
+        return name in self._refused or name in self._owed or name in self.requeue_due
 
-    def suspect(self, name: str, parked: int, *, at_start: bool = False) -> None:
-        """Elements are parked for a channel this process holds nothing about (at start-up, or parked by another
-        worker): it is refused until one trial call decides, due at once."""
+    def owe(self, name: str, reason: str, *, next_carrier: float | None = None) -> bool:
+        """Parked elements wait for the channel's next accepted call; False if this process held it already."""
         if self.holds(name):
-            return
-        self._refused[name] = _Refusal(
-            "elements were parked before this start" if at_start else "elements were parked by another worker",
-            self._first,
-            self._clock(),
-            confirmed=False,
-        )
-        log.warning(
-            "parked_found_at_start" if at_start else "parked_found",
-            channel=name,
-            parked=parked,
-            hint="parked while the channel refused the bridge's credentials or was down; one trial call decides, "
-            "and its success requeues them",
-        )
-        self.changed.set()
+            return False
+        at = self._clock() if next_carrier is None else next_carrier
+        self._owed[name] = _Owed(reason, at, self._first)
+        self.changed.set()  # the requeue task's next wake-up is now this channel's first carrier
+        return True
 
     def refusing(self, name: str) -> bool:
         return name in self._refused
 
-    def down(self, name: str) -> bool:
-        return name in self._down
+    def owes(self, name: str) -> bool:
+        return name in self._owed
 
     def reason(self, name: str) -> str:
         refusal = self._refused.get(name)
@@ -185,22 +200,36 @@ class ChannelParking:
 
     def accepted(self, name: str, admission: Admission) -> None:
         """The call was made and the channel authenticated the bridge."""
-        if self._down and name in self._down:  # a call went through: the channel is up again
-            down = self._down.pop(name)
-            log.info("channel_recovered", channel=name, down_for=down.reason)
-            self.requeue_due.add(name)
-            self.changed.set()
+        if self._owed and name in self._owed:  # a call went through: the channel takes calls again
+            owed = self._owed.pop(name)
+            log.info("channel_recovered", channel=name, parked_for=owed.reason)
+            self._requeue(name)
         if admission is not Admission.TRIAL or name not in self._refused:
             return  # a call admitted before a refusal: the refusal is newer news
         refusal = self._refused.pop(name)
         self._gauges[name].set(0)
-        log.info("channel_credentials_accepted", channel=name, refused_for=refusal.reason)
+        if refusal.confirmed:
+            log.info("channel_credentials_accepted", channel=name, refused_for=refusal.reason)
+        else:
+            log.info("parked_trial_accepted", channel=name)
+        self._requeue(name)
+
+    def carried(self, names: Iterable[str]) -> None:
+        """A carrier (``CARRIER_SOURCE``) got these channels to accept a call. The worker that sent it may be
+        another, which waits for news its own carrier cannot bring: this one requeues the channels' parked elements
+        (a channel this process refuses keeps its own trials)."""
+        for name in names:
+            if name not in self._refused and name not in self.requeue_due:
+                log.info("parked_carrier_accepted", channel=name)
+                self._requeue(name)
+
+    def _requeue(self, name: str) -> None:
         self.requeue_due.add(name)
         self.changed.set()
 
     def refused(self, name: str, admission: Admission, error: ChannelCredentialsRefused) -> None:
         """The call was made and the channel refused the bridge's credentials."""
-        self._down.pop(name, None)  # it answered: up, and refusing (the trial's back-off governs from now on)
+        self._owed.pop(name, None)  # it answered, refusing: the refusal's trials govern from now on
         now = self._clock()
         refusal = self._refused.get(name)
         if refusal is None:
@@ -228,51 +257,68 @@ class ChannelParking:
     def inconclusive(self, name: str, admission: Admission) -> None:
         """The call ended without saying whether the credentials work (the target down, the content refused)."""
         refusal = self._refused.get(name)
-        if admission is Admission.TRIAL and refusal is not None:
-            refusal.trial_started = None
-            # A message may try at once; a carrier waits longer each time, or a channel that is down would have
-            # one parked element after another requeued to meet it.
-            refusal.backoff = min(refusal.backoff * 2, self._max)
+        if admission is not Admission.TRIAL or refusal is None:
+            return
+        refusal.trial_started = None
+        if not refusal.confirmed:
+            # Only suspected (at start-up), and the channel answered something else, or is down: no longer held
+            # back. Its parked elements wait for the first call it accepts, as a down channel's do.
+            del self._refused[name]
+            self._owed[name] = _Owed("the channel did not take the start-up trial call", self._clock(), self._first)
+            self.changed.set()
+            return
+        # A message may try at once; a carrier waits longer each time, or a channel that is down would have one
+        # parked element after another requeued to meet it.
+        refusal.backoff = min(refusal.backoff * 2, self._max)
 
     def circuit_open(self, name: str, error: ChannelCircuitOpen) -> None:
         """The call met the channel's open breaker: the channel is down, and its elements are parked."""
-        next_carrier = self._clock() + (error.retry_after or self._first)
-        down = self._down.get(name)
-        if down is not None:
-            down.reason = str(error)
-            down.next_carrier = next_carrier
-            if down.carrier_sent_at is not None:
-                # A message met the breaker: the carrier on its way has arrived (or is no longer needed), and the
-                # requeue task, which planned the next one for much later, must plan again.
-                down.carrier_sent_at = None
-                self.changed.set()
+        if name in self._refused:
+            return  # the refusal's trials govern
+        now = self._clock()
+        owed = self._owed.get(name)
+        if owed is None:
+            self._owed[name] = _Owed(str(error), now + (error.retry_after or self._first), self._first)
+            self.requeue_due.discard(name)
+            self.changed.set()  # the requeue task's next wake-up is now this channel's first carrier
+            log.warning(
+                "channel_down_parking",
+                channel=name,
+                error=str(error),
+                hint="the channel failed every recent call: its elements are parked instead of retried, and "
+                "requeued once a call to it succeeds",
+            )
             return
-        self._down[name] = _Down(str(error), next_carrier)
-        self.requeue_due.discard(name)
-        self.changed.set()  # the requeue task's next wake-up is now this channel's next carrier
-        log.warning(
-            "channel_down_parking",
-            channel=name,
-            error=str(error),
-            hint="the channel failed every recent call: its elements are parked instead of retried, and requeued "
-            "once a call to it succeeds",
-        )
+        owed.reason = str(error)
+        if error.probing:
+            # The breaker's probe is in flight: its outcome is the news; a carrier now would only be parked again.
+            owed.next_carrier = max(owed.next_carrier, now + self._first)
+            return
+        owed.next_carrier = now + (error.retry_after or self._first)
+        if owed.carrier_sent_at is not None:
+            # A message met the breaker since the carrier went (likely the carrier itself): the breaker's time is
+            # the news, and the requeue task, which planned the next carrier after the back-off, plans again.
+            owed.carrier_sent_at = None
+            self.changed.set()
 
     async def park(self, element_id: int, name: str, reason: str) -> None:
         """Set the element aside for the channel (the state store's errors are the caller's, as any store error)."""
         await self._state.park(element_id, name, reason)
         self._parked[name].inc()
+        if name not in self._refused and name not in self._owed:
+            # The channel accepted a call while this was written, and the requeue may have read past it.
+            self._requeue(name)
 
     # --- for ParkedRequeue ---
 
     def carrier_due(self, name: str) -> bool:
-        """A refused channel whose trial is due, or a down channel whose breaker may let a probe through, with no
+        """A refused channel whose trial is due, or an owing one whose breaker may let a probe through, with no
         message on its way to carry it."""
         at = self._carrier_at(name)
         return at is not None and self._clock() >= at
 
     def _carrier_at(self, name: str) -> float | None:
-        """When a carrier may go for the channel (None: it neither refuses nor is down)."""
+        """When a carrier may go for the channel (None: it neither refuses nor owes)."""
         refusal = self._refused.get(name)
         if refusal is not None:
             at = refusal.next_trial
@@ -281,26 +327,38 @@ class ChannelParking:
             if refusal.carrier_sent_at is not None:
                 at = max(at, refusal.carrier_sent_at + max(refusal.backoff, self._first))
             return at
-        down = self._down.get(name)
-        if down is None:
+        owed = self._owed.get(name)
+        if owed is None:
             return None
-        # A carrier that met a breaker still open is parked again, which names the next one's time; one that ended
-        # some other way (retried by the queue, say) no longer holds the next one back after the longest back-off.
-        if down.carrier_sent_at is not None:
-            return max(down.next_carrier, down.carrier_sent_at + self._max)
-        return down.next_carrier
+        if owed.carrier_sent_at is not None:
+            return max(owed.next_carrier, owed.carrier_sent_at + owed.backoff)
+        return owed.next_carrier
 
     @staticmethod
     def _trial_running(refusal: _Refusal, now: float) -> bool:
         return refusal.trial_started is not None and now - refusal.trial_started < TRIAL_TIMEOUT_SECONDS
 
     def carrier_sent(self, name: str) -> None:
-        held = self._refused.get(name) or self._down.get(name)
-        if held is not None:
-            held.carrier_sent_at = self._clock()
+        refusal = self._refused.get(name)
+        if refusal is not None:
+            refusal.carrier_sent_at = self._clock()
+            return
+        owed = self._owed.get(name)
+        if owed is not None:
+            if owed.carrier_sent_at is not None:  # the last one brought no news: wait longer for this one
+                owed.backoff = min(owed.backoff * 2, self._max)
+            owed.carrier_sent_at = self._clock()
+
+    def nothing_parked(self, name: str) -> None:
+        """The channel has no parked element left (another worker requeued them): nothing is owed."""
+        if self._owed.pop(name, None) is not None:
+            log.info("parked_none_left", channel=name)
+        refusal = self._refused.get(name)
+        if refusal is not None and not refusal.confirmed and refusal.trial_started is None:
+            del self._refused[name]  # a suspicion with nothing left to hold back
 
     def next_due(self) -> float | None:
-        """Seconds until the earliest carrier may go (None: no channel refuses or is down)."""
+        """Seconds until the earliest carrier may go (None: no channel refuses or owes)."""
         times = [at for name in self._channels if (at := self._carrier_at(name)) is not None]
         if not times:
             return None
@@ -314,8 +372,8 @@ class ParkedRequeue:
 
     Every ``sweep_seconds`` it also counts each channel's parked elements (``bridge_channel_parked_elements``),
     and a channel with parked elements this process holds nothing about (parked by another worker, which may have
-    stopped since) is suspected as at start-up: one trial call decides, and its success requeues them. So no
-    parked element waits for the worker that parked it.
+    stopped since) is owed here too: the next call this process gets the channel to accept (a story's, or a
+    carrier's) requeues them. So no parked element waits for the worker that parked it.
 
     Lifecycle: one task per worker (``run`` until ``stop``), started once the queue is open. Errors: a failed
     send or state store call is logged (``parked_requeue_failed``) and tried again on the next round (at most
@@ -369,17 +427,23 @@ class ParkedRequeue:
         """One pass: requeue every channel accepted again, and send a trial's carrier where one is due."""
         for name in self._channels:
             if name in self._parking.requeue_due:
-                count = await self._requeue_all(name)
+                # Taken off first: a call accepted (or a park written) while the requeue runs asks for another.
                 self._parking.requeue_due.discard(name)
+                try:
+                    count = await self._requeue_all(name)
+                except BaseException:
+                    self._parking.requeue_due.add(name)  # what was not sent stays parked, for the next round
+                    raise
                 if count:
                     log.info("parked_requeued", channel=name, requeued=count)
             elif self._parking.carrier_due(name):
                 page = await self._state.parked(name, limit=1)
-                if page:
-                    await self._send(page[0])
-                    log.info("parked_trial_requeued", channel=name, element_id=page[0].element_id)
-                # Also when nothing is parked (another worker requeued it all): the next look waits its back-off.
+                if not page:  # another worker requeued them all
+                    self._parking.nothing_parked(name)
+                    continue
+                await self._send(page[0], source=CARRIER_SOURCE)
                 self._parking.carrier_sent(name)
+                log.info("parked_trial_requeued", channel=name, element_id=page[0].element_id)
         if self._clock() >= self._next_sweep:
             await self._sweep()
             self._next_sweep = self._clock() + self._sweep_every
@@ -388,20 +452,20 @@ class ParkedRequeue:
         for name in self._channels:
             count = await self._state.parked_count(name)
             self._parked_now[name].set(count)
-            if count:
-                self._parking.suspect(name, count)
+            if count and self._parking.owe(name, "elements were parked by another worker"):
+                log.info("parked_found", channel=name, parked=count)
 
     async def _requeue_all(self, name: str) -> int:
         count = 0
         async for parked in iter_parked(self._state, name):
-            if self._parking.refusing(name) or self._parking.down(name):
+            if self._parking.refusing(name) or self._parking.owes(name):
                 break  # refused again or down again meanwhile: the rest waits for the next acceptance
             await self._send(parked)
             count += 1
         return count
 
-    async def _send(self, parked: Parked) -> None:
-        body, attributes = resync_notification(parked.element_id, source="parked")
+    async def _send(self, parked: Parked, *, source: str = "parked") -> None:
+        body, attributes = resync_notification(parked.element_id, source=source)
         await self._transport.send(body, attributes, group_id=str(parked.element_id))
         # Only once the queue has it: a send that failed leaves the element parked for the next round. And only
         # if not parked again since it was read: a worker may have met a refusal of this very notification.

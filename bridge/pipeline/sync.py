@@ -47,7 +47,11 @@ class Action(StrEnum):
     UPDATED = "updated"
     UNCHANGED = "unchanged"
     DELETED = "deleted"
-    PARKED = "parked"  # the channel refuses the bridge's credentials: set aside for it (bridge.pipeline.parking)
+    PARKED = "parked"  # the channel refuses the credentials or is down: set aside for it (bridge.pipeline.parking)
+
+
+# What a call the channel accepted leads to (a channel that was not called, or parked, says nothing of its health).
+_CALLED = frozenset({Action.CREATED, Action.UPDATED, Action.DELETED})
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +191,8 @@ class SyncEngine:
                 report = SyncReport(notification.element_id, failures=[Failure("lease", busy)])
             except BridgeError as error:  # the state store itself failed (transient or permanent, as it says)
                 report = SyncReport(notification.element_id, failures=[Failure("state", error)])
+        if notification.carrier:  # another worker may be waiting for this news of its channel
+            self.parking.carried({action.channel for action in report.actions if action.action in _CALLED})
         if report.failures:
             raise SyncFailed(report)
         if report.covered:

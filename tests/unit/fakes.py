@@ -328,6 +328,7 @@ class FakeTransport:
         self.visibility: list[tuple[str, int]] = []
         self.dead: list[tuple[str, DeadLetterContext]] = []
         self.sent: list[str] = []
+        self.attributes: list[dict[str, str]] = []  # of each sent message, in order
         self.fifo = fifo
 
     @property
@@ -373,4 +374,5 @@ class FakeTransport:
 
     async def send(self, body: str, attributes: dict[str, str] | None = None, *, group_id: str | None = None) -> str:
         self.sent.append(body)
+        self.attributes.append(dict(attributes or {}))
         return f"s{len(self.sent)}"

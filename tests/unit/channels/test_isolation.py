@@ -12,7 +12,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from bridge.channels.base import ChannelResult, FindsItems
-from bridge.channels.guard import BreakerState, GuardedChannel, guarded
+from bridge.channels.guard import BreakerState, CircuitBreaker, GuardedChannel, guarded
 from bridge.errors import ChannelCircuitOpen, ChannelRejected, ChannelUnavailable
 from bridge.kordiam.models import Element, Publication
 from bridge.ops.tracing import message_span, xray_to_traceparent
@@ -157,3 +157,16 @@ def test_message_span_continues_the_producer_trace(monkeypatch: pytest.MonkeyPat
     assert second.context is not None and f"{second.context.trace_id:032x}" == "5759e988bd862e3fe1be46a994272793"
     assert first.kind == trace.SpanKind.CONSUMER and first.attributes is not None
     assert first.attributes["messaging.message.id"] == "m1"
+
+
+def test_a_call_failed_fast_while_the_probe_runs_says_so() -> None:
+    breaker = CircuitBreaker("web", threshold=1, cooldown=3600.0)
+    breaker.failed()
+    with pytest.raises(ChannelCircuitOpen) as open_:
+        breaker.before_call()
+    assert not open_.value.probing  # open: the cool-down's end is when to come back
+    breaker.cooldown = 0.0
+    breaker.before_call()  # the probe goes
+    with pytest.raises(ChannelCircuitOpen) as probing:
+        breaker.before_call()
+    assert probing.value.probing  # the probe's outcome, not a time, says when

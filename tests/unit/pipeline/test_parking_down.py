@@ -4,13 +4,14 @@ and when no message comes, a parked element carries the breaker's probe (bridge.
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
 from structlog.testing import capture_logs
 
 from bridge.channels.guard import GuardedChannel
-from bridge.errors import ChannelUnavailable
+from bridge.errors import ChannelCircuitOpen, ChannelUnavailable
 from bridge.pipeline.notification import Notification
 from bridge.pipeline.parking import Admission, ChannelParking, ParkedRequeue
 from bridge.pipeline.sync import Action, SyncFailed
@@ -43,7 +44,7 @@ async def test_an_open_circuit_parks_the_element_and_the_rest_of_the_sync_goes_o
         ("print", 12, Action.CREATED),
     }
     assert [p.reason for p in await state.parked("web")] == ["channel web: circuit open after 5 failures"]
-    assert engine.parking.down("web") and not engine.parking.refusing("web")
+    assert engine.parking.owes("web") and not engine.parking.refusing("web")
     assert engine.parking.admit("web") is Admission.GO  # the breaker, not the parking, decides who probes
     assert [line["event"] for line in lines if line["log_level"] == "warning"] == ["channel_down_parking"]
 
@@ -58,7 +59,7 @@ async def test_the_channels_own_failure_before_the_breaker_opens_is_still_the_me
     with pytest.raises(SyncFailed) as raised:
         await engine.sync(Notification(1))
     assert [(f.stage, type(f.error)) for f in raised.value.failures] == [("web", ChannelUnavailable)]
-    assert await parked_ids(state, "web") == [] and not engine.parking.down("web")
+    assert await parked_ids(state, "web") == [] and not engine.parking.owes("web")
 
 
 async def test_a_real_breaker_parks_from_the_call_after_it_opens_and_its_successful_probe_requeues(
@@ -82,7 +83,7 @@ async def test_a_real_breaker_parks_from_the_call_after_it_opens_and_its_success
     web.breaker.cooldown = 0.0  # the cool-down has passed: the next call is the breaker's probe
     report = await engine.sync(Notification(3))
     assert [a.action for a in report.actions] == [Action.CREATED]
-    assert not engine.parking.down("web") and engine.parking.requeue_due == {"web"}
+    assert not engine.parking.owes("web") and engine.parking.requeue_due == {"web"}
 
 
 async def test_a_deleted_elements_search_meeting_an_open_circuit_is_parked(
@@ -96,7 +97,7 @@ async def test_a_deleted_elements_search_meeting_an_open_circuit_is_parked(
     assert await parked_ids(state, "web") == [5]
 
 
-async def test_a_down_channel_gets_a_carrier_once_its_breaker_may_probe_and_then_only_when_parked_again(
+async def test_a_down_channel_gets_a_carrier_once_its_breaker_may_probe_and_then_at_the_breakers_time(
     state: MemoryStateStore, clock: ManualClock
 ) -> None:
     for element_id in (1, 2, 3):
@@ -104,7 +105,7 @@ async def test_a_down_channel_gets_a_carrier_once_its_breaker_may_probe_and_then
     parking = ChannelParking(state, ["web"], clock=clock)
     parking.circuit_open("web", OPEN)
     transport = FakeTransport([])
-    requeue = ParkedRequeue(parking, state=state, transport=transport, channels=["web"])
+    requeue = ParkedRequeue(parking, state=state, transport=transport, channels=["web"], clock=clock)
 
     assert parking.next_due() == pytest.approx(30.0)
     await requeue.round()
@@ -113,49 +114,90 @@ async def test_a_down_channel_gets_a_carrier_once_its_breaker_may_probe_and_then
     await requeue.round()
     await requeue.round()
     assert [json.loads(body)["id"] for body in transport.sent] == [1]  # one carrier, not one per round
-    clock.now += 60.0
+    assert transport.attributes[0]["source"] == "parked-trial"  # whoever gets it accepted requeues the rest
+    clock.now += 0.5
     await requeue.round()
-    assert len(transport.sent) == 1  # on its way: the breaker will say when the next may go
+    assert len(transport.sent) == 1  # on its way
     parking.changed.clear()
-    parking.circuit_open("web", OPEN)  # the carrier met the breaker still open, and was parked again
-    assert parking.changed.is_set()  # the requeue task planned the next carrier for much later: it plans again
+    parking.circuit_open("web", OPEN)  # the carrier met the breaker still open (cool-down 30 s), parked again
+    assert parking.changed.is_set()  # the requeue task planned the next carrier after the back-off: it plans again
     parking.changed.clear()
     parking.circuit_open("web", OPEN)  # another story meeting the breaker changes no plan: no wake-up for it
     assert not parking.changed.is_set()
-    clock.now += 30.0
-    await requeue.round()
-    assert [json.loads(body)["id"] for body in transport.sent] == [1, 2]
-
-
-async def test_a_carrier_that_never_comes_back_holds_the_next_one_only_for_the_longest_back_off(
-    state: MemoryStateStore, clock: ManualClock
-) -> None:
-    await state.park(1, "web", str(OPEN))
-    await state.park(2, "web", str(OPEN))
-    parking = ChannelParking(state, ["web"], clock=clock, max_trial_seconds=300.0)
-    parking.circuit_open("web", OPEN)
-    transport = FakeTransport([])
-    requeue = ParkedRequeue(parking, state=state, transport=transport, channels=["web"])
-    clock.now += 30.0
-    await requeue.round()
-    clock.now += 299.0
+    clock.now += 29.0
     await requeue.round()
     assert len(transport.sent) == 1
     clock.now += 1.0
     await requeue.round()
+    assert [json.loads(body)["id"] for body in transport.sent] == [1, 2]
+
+
+async def test_carriers_that_bring_no_news_back_go_at_a_doubling_back_off(
+    state: MemoryStateStore, clock: ManualClock
+) -> None:
+    # Another worker takes each carrier and its breaker lets the call through, or the queue retries it: this
+    # worker never hears, and must neither wait for a news that will not come nor send one a second.
+    for element_id in range(1, 10):
+        await state.park(element_id, "web", str(OPEN))
+    parking = ChannelParking(state, ["web"], clock=clock, max_trial_seconds=4.0)
+    parking.circuit_open("web", OPEN)
+    transport = FakeTransport([])
+    requeue = ParkedRequeue(parking, state=state, transport=transport, channels=["web"], clock=clock)
+    sent_at = []
+    clock.now += 30.0
+    for _ in range(200):
+        before = len(transport.sent)
+        await requeue.round()
+        if len(transport.sent) > before:
+            sent_at.append(clock.now - 1030.0)
+        clock.now += 0.5
+    # 1, 2, 4 s, then the longest back-off (4 s here), until no element is left to carry one
+    assert sent_at == [0.0, 1.0, 3.0, 7.0, 11.0, 15.0, 19.0, 23.0, 27.0]
+    assert not parking.owes("web")
+
+
+async def test_a_probe_in_flight_holds_the_carriers_back_until_its_outcome(
+    state: MemoryStateStore, clock: ManualClock
+) -> None:
+    await state.park(1, "web", str(OPEN))
+    await state.park(2, "web", str(OPEN))
+    parking = ChannelParking(state, ["web"], clock=clock)
+    parking.circuit_open("web", OPEN)
+    transport = FakeTransport([])
+    requeue = ParkedRequeue(parking, state=state, transport=transport, channels=["web"], clock=clock)
+    clock.now += 30.0
+    await requeue.round()  # the carrier: it becomes the breaker's probe, and the channel hangs
+    probing = ChannelCircuitOpen("channel web: circuit open after 5 failures", retry_after=1.0, probing=True)
+    for _ in range(10):  # stories meet the breaker while the probe runs, each told "1 s"
+        clock.now += 1.0
+        parking.circuit_open("web", probing)
+        await requeue.round()
+    assert len(transport.sent) == 1  # its outcome is the news: no carrier a second while stories meet it
+    clock.now += 1.0  # no story came since: the carrier back-off (1 s) governs again
+    await requeue.round()
     assert len(transport.sent) == 2
 
 
-async def test_with_nothing_parked_a_due_carrier_waits_its_back_off_instead_of_asking_the_store_again(
+async def test_with_nothing_parked_a_due_carrier_ends_what_this_worker_held(
     state: MemoryStateStore, clock: ManualClock
 ) -> None:
     parking = ChannelParking(state, ["web"], clock=clock)
     parking.circuit_open("web", OPEN)
     clock.now += 30.0
-    requeue = ParkedRequeue(parking, state=state, transport=FakeTransport([]), channels=["web"])
+    requeue = ParkedRequeue(parking, state=state, transport=FakeTransport([]), channels=["web"], clock=clock)
     await requeue.round()  # another worker requeued them all meanwhile
-    assert not parking.carrier_due("web")
-    assert parking.next_due() == pytest.approx(300.0)
+    assert not parking.owes("web") and parking.next_due() is None
+    assert parking.admit("web") is Admission.GO
+
+
+async def test_a_suspicion_with_nothing_left_parked_is_dropped(state: MemoryStateStore, clock: ManualClock) -> None:
+    await state.park(1, "web", "HTTP 401")
+    parking = ChannelParking(state, ["web"], clock=clock)
+    await parking.load()
+    await state.unpark(1, "web")  # another worker requeued it
+    requeue = ParkedRequeue(parking, state=state, transport=FakeTransport([]), channels=["web"], clock=clock)
+    await requeue.round()
+    assert not parking.refusing("web") and parking.admit("web") is Admission.GO
 
 
 async def test_a_refusal_while_down_means_the_channel_answers_and_the_refusal_governs(
@@ -164,23 +206,24 @@ async def test_a_refusal_while_down_means_the_channel_answers_and_the_refusal_go
     parking = ChannelParking(state, ["web"], clock=clock)
     parking.circuit_open("web", OPEN)
     parking.refused("web", Admission.GO, REFUSED)
-    assert parking.refusing("web") and not parking.down("web")
+    assert parking.refusing("web") and not parking.owes("web")
     assert parking.next_due() == pytest.approx(1.0)  # the refusal's first trial, not the breaker's cool-down
 
 
-async def test_an_inconclusive_trial_lets_a_message_try_at_once_but_paces_the_carriers(
+async def test_an_inconclusive_trial_of_a_refusing_channel_lets_a_message_try_at_once_but_paces_the_carriers(
     state: MemoryStateStore, clock: ManualClock
 ) -> None:
     for element_id in (1, 2, 3):
         await state.park(element_id, "web", "HTTP 401")
     parking = ChannelParking(state, ["web"], clock=clock)
-    await parking.load()  # suspected refused, with the channel down: each trial is inconclusive
+    parking.refused("web", Admission.GO, REFUSED)  # confirmed; then the channel goes down
     transport = FakeTransport([])
-    requeue = ParkedRequeue(parking, state=state, transport=transport, channels=["web"])
+    requeue = ParkedRequeue(parking, state=state, transport=transport, channels=["web"], clock=clock)
+    clock.now += 1.0
     await requeue.round()
     assert len(transport.sent) == 1
     parking.inconclusive("web", parking.admit("web"))  # the carrier's trial met the channel down
-    assert parking.admit("web") is Admission.TRIAL  # a message may try at once
+    assert parking.refusing("web") and parking.admit("web") is Admission.TRIAL  # a message may try at once
     parking.inconclusive("web", Admission.TRIAL)
     clock.now += 1.0
     await requeue.round()
@@ -188,6 +231,61 @@ async def test_an_inconclusive_trial_lets_a_message_try_at_once_but_paces_the_ca
     clock.now += 3.0
     await requeue.round()
     assert len(transport.sent) == 2
+
+
+async def test_a_suspected_refusal_whose_trial_says_nothing_lets_every_call_through_and_owes_the_parked(
+    state: MemoryStateStore, clock: ManualClock
+) -> None:
+    await state.park(1, "web", "HTTP 401")
+    parking = ChannelParking(state, ["web"], clock=clock)
+    await parking.load()
+    parking.inconclusive("web", parking.admit("web"))  # the start-up trial met the channel down
+    assert not parking.refusing("web") and parking.owes("web")
+    assert parking.admit("web") is Admission.GO  # not held back: its breaker decides
+    parking.accepted("web", Admission.GO)
+    assert parking.requeue_due == {"web"}
+
+
+async def test_a_park_written_while_the_channel_recovers_is_requeued(
+    state: MemoryStateStore, clock: ManualClock
+) -> None:
+    await state.park(1, "web", str(OPEN))
+    parking = ChannelParking(state, ["web"], clock=clock)
+    parking.circuit_open("web", OPEN)
+    gate = asyncio.Event()
+    original = state.park
+
+    async def slow_park(element_id: int, channel: str, reason: str) -> None:
+        await gate.wait()
+        await original(element_id, channel, reason)
+
+    state.park = slow_park  # type: ignore[method-assign]
+    writing = asyncio.ensure_future(parking.park(2, "web", str(OPEN)))
+    await asyncio.sleep(0)
+    parking.accepted("web", Admission.GO)  # the probe succeeded while element 2's park was being written
+    requeue = ParkedRequeue(parking, state=state, transport=(transport := FakeTransport([])), channels=["web"])
+    await requeue.round()  # requeues element 1; element 2 is not written yet
+    gate.set()
+    await writing
+    assert parking.requeue_due == {"web"}
+    await requeue.round()
+    assert sorted(json.loads(body)["id"] for body in transport.sent) == [1, 2]
+    assert await parked_ids(state, "web") == []
+
+
+async def test_a_carrier_accepted_by_a_worker_that_held_nothing_requeues_there(
+    kordiam: FakeKordiam, state: MemoryStateStore, clock: ManualClock
+) -> None:
+    kordiam.elements[1] = element_body(1, publication(11, WEB))
+    await state.park(1, "web", str(OPEN))
+    await state.park(2, "web", str(OPEN))
+    engine = engine_with(kordiam, state, clock, (ScriptedChannel("web"), WEB))
+    await engine.sync(Notification(1, carrier=True))
+    assert engine.parking.requeue_due == {"web"}
+    await engine.sync(Notification(1, carrier=False))
+    other = engine_with(kordiam, MemoryStateStore(), clock, (ScriptedChannel("web"), WEB))
+    await other.sync(Notification(1))
+    assert other.parking.requeue_due == set()  # an ordinary story's success says nothing of others' parking
 
 
 async def test_a_recovered_channels_requeue_stops_when_it_goes_down_again(
@@ -198,7 +296,7 @@ async def test_a_recovered_channels_requeue_stops_when_it_goes_down_again(
     parking = ChannelParking(state, ["web"], clock=clock)
     parking.circuit_open("web", OPEN)
     parking.accepted("web", Admission.GO)
-    assert parking.requeue_due == {"web"} and not parking.down("web")
+    assert parking.requeue_due == {"web"} and not parking.owes("web")
 
     class DownAgainAfterTwo(FakeTransport):
         async def send(
