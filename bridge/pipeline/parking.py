@@ -43,9 +43,10 @@ minute each worker counts the parked elements, and a channel with parked element
 becomes ``owed`` there (``ParkedRequeue``): elements parked by a worker that stopped since (scaled in once its
 queue was empty, say) do not wait for it to come back.
 
-A requeued element is a fresh notification (``resync_notification``, source ``parked``) on the worker's own
-queue, and is unparked once the queue has it: from then on the queue's guarantees hold (retries, the dead-letter
-queue with a reason for a failure that is the message's own), and a refusal or an open circuit parks it again.
+A requeued element is a fresh notification (``resync_notification``, source ``parked``, or ``parked-trial`` for
+a carrier) on the worker's own queue, and is unparked once the queue has it: from then on the queue's guarantees
+hold (retries, the dead-letter queue with a reason for a failure that is the message's own), and a refusal or an
+open circuit parks it again.
 """
 
 from __future__ import annotations
@@ -169,14 +170,16 @@ class ChannelParking:
         """Whether this process has the channel refused or owing, or its parked elements to requeue."""
         return name in self._refused or name in self._owed or name in self.requeue_due
 
-    def owe(self, name: str, reason: str, *, next_carrier: float | None = None) -> bool:
+    def owe(self, name: str, reason: str) -> bool:
         """Parked elements wait for the channel's next accepted call; False if this process held it already."""
         if self.holds(name):
             return False
-        at = self._clock() if next_carrier is None else next_carrier
-        self._owed[name] = _Owed(reason, at, self._first)
-        self.changed.set()  # the requeue task's next wake-up is now this channel's first carrier
+        self._owe(name, reason, self._clock())
         return True
+
+    def _owe(self, name: str, reason: str, next_carrier: float) -> None:
+        self._owed[name] = _Owed(reason, next_carrier, self._first)
+        self.changed.set()  # the requeue task's next wake-up is now this channel's first carrier
 
     def refusing(self, name: str) -> bool:
         return name in self._refused
@@ -264,8 +267,7 @@ class ChannelParking:
             # Only suspected (at start-up), and the channel answered something else, or is down: no longer held
             # back. Its parked elements wait for the first call it accepts, as a down channel's do.
             del self._refused[name]
-            self._owed[name] = _Owed("the channel did not take the start-up trial call", self._clock(), self._first)
-            self.changed.set()
+            self._owe(name, "the channel did not take the start-up trial call", self._clock())
             return
         # A message may try at once; a carrier waits longer each time, or a channel that is down would have one
         # parked element after another requeued to meet it.
@@ -278,9 +280,8 @@ class ChannelParking:
         now = self._clock()
         owed = self._owed.get(name)
         if owed is None:
-            self._owed[name] = _Owed(str(error), now + (error.retry_after or self._first), self._first)
             self.requeue_due.discard(name)
-            self.changed.set()  # the requeue task's next wake-up is now this channel's first carrier
+            self._owe(name, str(error), now + (error.retry_after or self._first))
             log.warning(
                 "channel_down_parking",
                 channel=name,
