@@ -144,12 +144,20 @@ class ChannelParking:
         self.changed = asyncio.Event()
         self._gauges = {name: metrics.CHANNEL_CREDENTIALS_REFUSED.labels(name) for name in self._channels}
         self._parked = {name: metrics.CHANNEL_PARKED.labels(name) for name in self._channels}
+        self._parked_now = {name: metrics.CHANNEL_PARKED_ELEMENTS.labels(name) for name in self._channels}
+
+    async def count_parked(self) -> dict[str, int]:
+        """Each channel's parked elements in the state store, by every worker (``bridge_channel_parked_elements``)."""
+        counts = {}
+        for name in self._channels:
+            counts[name] = count = await self._state.parked_count(name)
+            self._parked_now[name].set(count)
+        return counts
 
     async def load(self) -> None:
         """At start-up: a channel with parked elements starts refused (suspected), its first trial due at once: a
         restart that did not fix a wrong secret must not try it with every message in hand at once."""
-        for name in self._channels:
-            count = await self._state.parked_count(name)
+        for name, count in (await self.count_parked()).items():
             if count:
                 self._refused[name] = _Refusal(
                     "held until one trial call decides (elements were parked before this start)",
@@ -399,9 +407,9 @@ class ParkedRequeue:
         self._retry = retry_seconds
         self._sweep_every = sweep_seconds
         self._clock = clock
-        self._next_sweep = clock()  # the first round sweeps
+        # ``ChannelParking.load`` counted them at start-up: the first sweep is one interval later.
+        self._next_sweep = clock() + sweep_seconds
         self._requeued = {name: metrics.CHANNEL_REQUEUED.labels(name) for name in self._channels}
-        self._parked_now = {name: metrics.CHANNEL_PARKED_ELEMENTS.labels(name) for name in self._channels}
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -450,9 +458,7 @@ class ParkedRequeue:
             self._next_sweep = self._clock() + self._sweep_every
 
     async def _sweep(self) -> None:
-        for name in self._channels:
-            count = await self._state.parked_count(name)
-            self._parked_now[name].set(count)
+        for name, count in (await self._parking.count_parked()).items():
             if count and self._parking.owe(name, "elements were parked by another worker"):
                 log.info("parked_found", channel=name, parked=count)
 

@@ -368,7 +368,7 @@ async def test_the_sweep_counts_parked_elements_and_takes_up_those_another_worke
 ) -> None:
     # Channel names of their own: the gauge lives in the process's one registry.
     parking = ChannelParking(state, ["swept", "quiet"], clock=clock)
-    await parking.load()  # nothing parked at start
+    await parking.load()  # nothing parked at start: counted, so the first sweep is a minute later
     requeue = ParkedRequeue(
         parking, state=state, transport=FakeTransport([]), channels=["swept", "quiet"], sweep_seconds=60.0, clock=clock
     )
@@ -404,9 +404,12 @@ async def test_the_sweep_leaves_a_channel_this_worker_already_holds_alone(
     await state.park(1, "web", "HTTP 401")
     parking = ChannelParking(state, ["web"], clock=clock)
     parking.refused("web", Admission.GO, REFUSED)
-    clock.now += 0.5  # its trial is not due yet
-    requeue = ParkedRequeue(parking, state=state, transport=FakeTransport([]), channels=["web"], clock=clock)
+    requeue = ParkedRequeue(
+        parking, state=state, transport=FakeTransport([]), channels=["web"], sweep_seconds=0.5, clock=clock
+    )
+    clock.now += 0.5  # the sweep is due; the refusal's trial is not yet
     with capture_logs() as lines:
         await requeue.round()
+    assert metrics.CHANNEL_PARKED_ELEMENTS.labels("web")._value.get() == 1  # it did sweep
     assert parking.reason("web") == str(REFUSED) and lines == []
     assert parking.admit("web") is Admission.PARK  # the sweep did not make its trial due at once
