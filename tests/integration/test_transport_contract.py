@@ -221,6 +221,16 @@ async def test_a_message_released_after_a_cancelled_receive_comes_back_counted_o
     assert await nothing_left(queue.open)
 
 
+class SeenSignal(NoProgress):
+    """A progress sink that says when the peek has seen its first message."""
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+
+    def advance(self, amount: int = 1) -> None:
+        self.event.set()
+
+
 @pytest.mark.localstack
 async def test_a_peek_cancelled_mid_receive_costs_what_it_saw_one_receive_only(queue: Queue) -> None:
     # The operator's side of the test above: Ctrl-C during a peek cancels its receive, and the peek releases what
@@ -229,8 +239,11 @@ async def test_a_peek_cancelled_mid_receive_costs_what_it_saw_one_receive_only(q
         pytest.skip("a peek on ActiveMQ browses the queue: it receives nothing")
     async with queue.open() as transport:
         await transport.send('{"id": 11}')
+    seen = SeenSignal()
     async with open_queue_admin(queue.settings) as admin:
-        peeking = asyncio.create_task(admin.peek(queue.settings.url, limit=10))
+        peeking = asyncio.create_task(admin.peek(queue.settings.url, limit=10, progress=seen))
+        # Not a fixed wait for the first receive: on a slow start it had not answered yet, and the test saw nothing.
+        await asyncio.wait_for(seen.event.wait(), timeout=30)
         await asyncio.sleep(0.3)  # the first receive brought the message; the second one is polling
         peeking.cancel()
         with contextlib.suppress(asyncio.CancelledError):
