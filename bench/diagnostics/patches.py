@@ -179,3 +179,6 @@ class MemoryStateStore:
 
     async def parked_count(self, channel: str) -> int:
         return sum(1 for c, _ in self._parks if c == channel)
+
+    async def parked_channels(self) -> list[str]:
+        return sorted({c for c, _ in self._parks})

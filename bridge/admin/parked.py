@@ -2,7 +2,8 @@
 bridge's credentials or was down (``bridge.pipeline.parking``), and putting them back on the queue by hand.
 
 ``list`` reads the state store read-only, as ``status`` does: it changes nothing in a file the workers share (a
-SQLite file that does not exist is not made). It shows the configured channels in their configuration order, each
+SQLite file that does not exist is not made). It shows the configured channels in their configuration order, then
+any channel the configuration no longer has that still holds parked elements (``parked_channels``), each
 channel's elements by element id ascending: the order the store keeps them in (a key range, never a scan), and
 the order a requeue sends them in.
 
@@ -45,15 +46,24 @@ log = structlog.get_logger("bridge.admin")
 SOURCE = "parked-requeue"
 
 
-def parked_channels(settings: StatusSettings, channel: str | None) -> list[str]:
-    """The configured channels a command is about: ``channel`` alone, else all of them in configuration order.
-    ``ConfigError`` naming ``--channel`` for a channel the configuration does not have."""
+async def parked_channels(store: StateStore, settings: StatusSettings, channel: str | None) -> list[str]:
+    """The channels a command is about: ``channel`` alone, else the configured ones in configuration order, then
+    those the configuration no longer has (renamed or removed) that still have parked elements, by name: no worker
+    calls those, so only a command requeues what they hold. ``ConfigError`` naming ``--channel`` for a channel
+    neither configured nor holding parked elements."""
     names = [c.name for c in settings.channels]
+    if channel is not None and channel in names:
+        return [channel]
+    unconfigured = [n for n in await store.parked_channels() if n not in names and await store.parked_count(n)]
     if channel is None:
-        return names
-    if channel not in names:
-        raise ConfigError("--channel", f"no channel {channel!r} is configured (channels: {', '.join(names)})")
-    return [channel]
+        return names + unconfigured
+    if channel in unconfigured:
+        return [channel]
+    raise ConfigError(
+        "--channel",
+        f"no channel {channel!r} is configured, nor has one of that name parked elements "
+        f"(channels: {', '.join(names + unconfigured)})",
+    )
 
 
 def requeue_selection(channel: str | None, element_ids: Sequence[int] | None, everything: bool) -> None:
@@ -66,10 +76,12 @@ def requeue_selection(channel: str | None, element_ids: Sequence[int] | None, ev
 
 
 async def parked_list(settings: StatusSettings, *, channel: str | None = None, limit: int = 50) -> ParkedListing:
-    names = parked_channels(settings, channel)
     store = await _open_store(settings, read_only=True)
     try:
-        return await list_parked(store, names, limit=limit, state_url=settings.state.url)
+        names = await parked_channels(store, settings, channel)
+        configured = {c.name for c in settings.channels}
+        unconfigured = [name for name in names if name not in configured]
+        return await list_parked(store, names, limit=limit, state_url=settings.state.url, unconfigured=unconfigured)
     finally:
         await store.close()
 
@@ -84,18 +96,25 @@ async def parked_requeue(
 ) -> ParkedRequeueResult:
     """Requeue the parked elements of ``channel`` (None: of every configured channel), only ``element_ids`` when
     given. The caller has checked the selection (``requeue_selection``)."""
-    names = parked_channels(settings, channel)
     # Checked read-only first: a missing file is not made, an older one not migrated under the workers using it.
     await (await _open_store(settings, read_only=True)).close()
     store = await _open_store(settings, read_only=False)
     try:
+        names = await parked_channels(store, settings, channel)
         async with open_queue_admin(settings.queue) as queue:
             return await requeue_parked(queue, store, names, element_ids=element_ids, progress=progress, stop=stop)
     finally:
         await store.close()
 
 
-async def list_parked(store: StateStore, channels: Sequence[str], *, limit: int, state_url: str) -> ParkedListing:
+async def list_parked(
+    store: StateStore,
+    channels: Sequence[str],
+    *,
+    limit: int,
+    state_url: str,
+    unconfigured: Sequence[str] = (),
+) -> ParkedListing:
     """At most ``limit`` parked elements of ``channels``, channel by channel in the order given, each channel's by
     element id ascending; ``parked`` counts them all, shown or not."""
     if limit < 1:
@@ -110,7 +129,7 @@ async def list_parked(store: StateStore, channels: Sequence[str], *, limit: int,
             for parked in await store.parked(name, limit=room):
                 age = max(0.0, (now - parked.since).total_seconds())
                 shown.append(ParkedElement(parked.element_id, name, parked.since, age, parked.reason))
-    return ParkedListing(state_url, list(channels), shown, max(total, len(shown)))
+    return ParkedListing(state_url, list(channels), shown, max(total, len(shown)), list(unconfigured))
 
 
 async def requeue_parked(

@@ -84,6 +84,15 @@ def render_parked_list(listing: ParkedListing, console: Console) -> None:
     if listing.truncated:
         summary += "; more not shown (raise --limit)"
     console.print(summary, markup=False, highlight=False)
+    for name in listing.unconfigured:
+        console.print(
+            Text(
+                f"{name} is not configured (renamed or removed?), so no worker requeues its elements: "
+                f"`kordiam-bridge parked requeue --channel {name}` puts them back on the queue, for the channels "
+                "configured now",
+                style="yellow",
+            )
+        )
 
 
 def render_parked_requeue(result: ParkedRequeueResult, console: Console) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -118,6 +118,8 @@ class ParkedListing:
     elements: list[ParkedElement]
     # How many elements the listed channels have parked, shown or not.
     parked: int
+    # Those of ``channels`` the configuration no longer has (renamed or removed): only a requeue by hand serves them.
+    unconfigured: list[str] = field(default_factory=list)
 
     @property
     def truncated(self) -> bool:

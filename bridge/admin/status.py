@@ -127,7 +127,12 @@ class StatusReport:
         if not self.state.available:
             found.append(f"state store: {self.state.detail}")
         for channel in self.channels:
-            if channel.parked:
+            if channel.parked and not channel.configured:
+                found.append(
+                    f"channel {channel.name} (not configured): {channel.parked} element(s) parked, which no worker "
+                    f"requeues (`kordiam-bridge parked requeue --channel {channel.name}`)"
+                )
+            elif channel.parked:
                 found.append(
                     f"channel {channel.name}: {channel.parked} element(s) parked: it refused the bridge's credentials "
                     "or was down (`kordiam-bridge parked list` says which)"
@@ -282,8 +287,11 @@ async def _state_status(settings: StatusSettings) -> tuple[StateStatus, dict[str
     channels: dict[str, _ChannelStats] = {}
     try:
         deliveries = await store.all_deliveries()
-        for channel in settings.channels:
-            channels.setdefault(channel.name, _ChannelStats()).parked = await store.parked_count(channel.name)
+        configured = [channel.name for channel in settings.channels]
+        # And a channel renamed or removed from the configuration that still holds parked elements.
+        for name in configured + [n for n in await store.parked_channels() if n not in configured]:
+            if (parked := await store.parked_count(name)) or name in configured:
+                channels.setdefault(name, _ChannelStats()).parked = parked
     except Exception as error:
         return StateStatus(state.url, False, f"cannot read deliveries: {type(error).__name__}: {error}"), {}
     finally:

@@ -145,14 +145,43 @@ class ChannelParking:
         self._gauges = {name: metrics.CHANNEL_CREDENTIALS_REFUSED.labels(name) for name in self._channels}
         self._parked = {name: metrics.CHANNEL_PARKED.labels(name) for name in self._channels}
         self._parked_now = {name: metrics.CHANNEL_PARKED_ELEMENTS.labels(name) for name in self._channels}
+        # Channels not configured that have (or had, in this process) parked elements: they have a gauge.
+        self._unconfigured: set[str] = set()
+        self._unconfigured_told: set[str] = set()
 
     async def count_parked(self) -> dict[str, int]:
-        """Each channel's parked elements in the state store, by every worker (``bridge_channel_parked_elements``)."""
+        """Each configured channel's parked elements in the state store, by every worker
+        (``bridge_channel_parked_elements``). Elements parked under a channel name the configuration no longer has
+        are counted in the gauge too (``_count_unconfigured``), not returned: nothing here calls that channel."""
         counts = {}
         for name in self._channels:
             counts[name] = count = await self._state.parked_count(name)
             self._parked_now[name].set(count)
+        await self._count_unconfigured()
         return counts
+
+    async def _count_unconfigured(self) -> None:
+        """A channel renamed or removed from the configuration while it had parked elements: no worker calls it,
+        so no call of it ever succeeds and requeues them, and they would wait unseen. They are counted in the
+        gauge (so its alert fires) and named in one warning per channel per process, which says what to do."""
+        # Those gauged before too: a store may stop naming a channel once nothing is parked for it.
+        for name in sorted(set(await self._state.parked_channels()) | self._unconfigured):
+            if name in self._parked_now:
+                continue
+            count = await self._state.parked_count(name)
+            if count or name in self._unconfigured:  # a name parked under once, long ago, gets no gauge
+                self._unconfigured.add(name)
+                metrics.CHANNEL_PARKED_ELEMENTS.labels(name).set(count)
+            if count and name not in self._unconfigured_told:
+                self._unconfigured_told.add(name)
+                log.warning(
+                    "parked_for_unconfigured_channel",
+                    channel=name,
+                    parked=count,
+                    hint=f"no channel {name!r} is configured (renamed or removed?), so no worker requeues them; "
+                    f"`kordiam-bridge parked requeue --channel {name}` puts them back on the queue, for the channels "
+                    "configured now",
+                )
 
     async def load(self) -> None:
         """At start-up: a channel with parked elements starts refused (suspected), its first trial due at once: a

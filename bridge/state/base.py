@@ -176,6 +176,12 @@ class StateStore(Protocol):
         """How many elements ``channel`` has parked."""
         ...
 
+    async def parked_channels(self) -> list[str]:
+        """The channels that have parked elements, by name: every one that has some, and perhaps a few that had
+        some once (the caller counts). For elements parked under a channel name the configuration no longer has
+        (renamed or removed), which the configured names alone would never find."""
+        ...
+
 
 async def iter_parked(store: StateStore, channel: str, *, page: int = 100) -> AsyncIterator[Parked]:
     """Every element ``channel`` has parked, by element id ascending, read ``page`` at a time (``StateStore.parked``

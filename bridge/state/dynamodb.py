@@ -14,6 +14,9 @@ Single-table layout (hash key ``pk``, range key ``sk``, both strings; TTL on ``e
   fixed-width UTC text; ``generation``, how many times it was parked, for an unpark conditional on it). One
   partition per channel, the element id zero-padded so that the range key orders by it: a page of a channel's
   parked elements is one Query, their count a Query that counts. No ``expires_at``: they never expire.
+* ``pk = "bridge#parked-channels"``, ``sk = "channels"``: the names of the channels that ever had an element
+  parked (``channels``, a string set), added to by ``park`` once per channel per process, never shrunk, so that
+  elements parked under a channel name the configuration no longer has can be found without a Scan.
 
 Two global secondary indexes (all attributes projected) find deliveries for the ingress, which maps the id in a
 Kordiam ``DELETE`` back to its element: ``external_id`` (hash key ``external_id``, a string) by their channel
@@ -70,6 +73,7 @@ ACCESS_CHECK_SK_PREFIX = "worker#"
 LEASE = "lease"
 PARKED_PK_PREFIX = "parked#"
 PARKED_SK_PREFIX = "element#"
+PARKED_CHANNELS_KEY = {HASH_KEY: {"S": "bridge#parked-channels"}, RANGE_KEY: {"S": "channels"}}
 # Digits of a parked element's range key: any positive 64-bit id (Kordiam's element ids are positive; the queue
 # refuses others), so that key order is id order.
 PARKED_ID_DIGITS = 20
@@ -160,6 +164,8 @@ class DynamoDbStateStore:
         # keep_leases=False: a worker that never extends its leases (tests of expiry stand in a hung worker so);
         # owner: tests stand in another process's store so.
         self._keeper = LeaseKeeper(lease_seconds, self._extend_leases, enabled=keep_leases)
+        # The channels this process has added to the parked channels' item (``park``).
+        self._parked_channels_named: set[str] = set()
         # check_access: the worker's open tries each call it makes (``_check_access``); the ingress and the
         # operator commands only read, and their IAM roles allow only that.
         self._check_access_at_open = check_access
@@ -442,10 +448,21 @@ class DynamoDbStateStore:
     # ---- parked elements -----------------------------------------------------------------------------------
 
     async def park(self, element_id: int, channel: str, reason: str) -> None:
+        key = _parked_key(channel, element_id)  # refuses an id the key cannot order, before anything is written
+        if channel not in self._parked_channels_named:
+            # Named before the element is parked: a parked element's channel is always in the item.
+            await self._call(
+                "update_item",
+                Key=PARKED_CHANNELS_KEY,
+                UpdateExpression="ADD #channels :channel",
+                ExpressionAttributeNames={"#channels": "channels"},
+                ExpressionAttributeValues={":channel": {"SS": [channel]}},
+            )
+            self._parked_channels_named.add(channel)
         # One write whatever is there: the first since stays (if_not_exists), the reason is the latest.
         await self._call(
             "update_item",
-            Key=_parked_key(channel, element_id),
+            Key=key,
             UpdateExpression="SET #element = :element, #channel = :channel, #reason = :reason, "
             "#since = if_not_exists(#since, :now) ADD #generation :one",
             ExpressionAttributeNames={
@@ -534,6 +551,10 @@ class DynamoDbStateStore:
             start = page.get("LastEvaluatedKey")
             if not start:
                 return count
+
+    async def parked_channels(self) -> list[str]:
+        response = await self._call("get_item", Key=PARKED_CHANNELS_KEY, ConsistentRead=True)
+        return sorted(response.get("Item", {}).get("channels", {}).get("SS", []))
 
     # ---- leases --------------------------------------------------------------------------------------------
 

@@ -569,6 +569,18 @@ class SqliteStateStore:
         row = await self._read_on_thread(lambda db: db.execute(query, (channel,)).fetchone())
         return int(row[0])
 
+    async def parked_channels(self) -> list[str]:
+        def hop(db: sqlite3.Connection) -> list[str]:
+            # One key lookup per channel (the primary key starts with it), however many elements each holds.
+            names: list[str] = []
+            row = db.execute("SELECT MIN(channel) FROM parked").fetchone()
+            while row is not None and row[0] is not None:
+                names.append(str(row[0]))
+                row = db.execute("SELECT MIN(channel) FROM parked WHERE channel > ?", (row[0],)).fetchone()
+            return names
+
+        return await self._read_on_thread(hop)
+
     async def _read_on_thread(self, operation: Callable[[sqlite3.Connection], T]) -> T:
         """A read off the message path (the whole deliveries table, the parked elements) on the store's thread: it
         may take a while or wait for a lock, and it works on a read-only store (``status``, ``parked list``), which

@@ -267,8 +267,17 @@ async def test_a_parked_item_is_a_partition_of_its_channel_that_never_expires(
 ) -> None:
     store = await stores()
     await store.park(7, "web", "401 Unauthorized")
-    [item] = await items_of(moto_url, table)
+    await store.park(8, "web", "401 Unauthorized")
+    with pytest.raises(ValueError, match="positive"):
+        await store.park(-1, "fax", "401 Unauthorized")  # refused before anything is written
+    named, item, _ = sorted(await items_of(moto_url, table), key=lambda i: (i["pk"]["S"], i["sk"]["S"]))
     assert (item["pk"], item["sk"]) == ({"S": "parked#web"}, {"S": "element#00000000000000000007"})
+    # The channels ever parked for, in one item of their own: found without a Scan once no longer configured.
+    assert (named["pk"], named["sk"], named["channels"]) == (
+        {"S": "bridge#parked-channels"},
+        {"S": "channels"},
+        {"SS": ["web"]},
+    )
     assert (item["element_id"], item["channel"], item["reason"]) == (
         {"N": "7"},
         {"S": "web"},
@@ -277,8 +286,6 @@ async def test_a_parked_item_is_a_partition_of_its_channel_that_never_expires(
     # No TTL attribute, and neither index's key: it is no delivery and no lease.
     assert not {"expires_at", "external_id", "publication_id"} & item.keys()
     assert await store.all_deliveries() == []
-    with pytest.raises(ValueError, match="positive"):
-        await store.park(-1, "web", "401 Unauthorized")
 
 
 class ShortPages(DynamoDbStateStore):

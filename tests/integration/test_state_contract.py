@@ -457,6 +457,25 @@ async def test_a_parked_element_is_listed_and_counted_for_its_channel_alone(stor
     assert await other.parked("print") == [] and await other.parked_count("print") == 0
 
 
+async def test_the_channels_with_parked_elements_are_named_whatever_the_configuration_says(
+    stores: StoreFactory,
+) -> None:
+    # Elements parked under a channel name the configuration no longer has (renamed, removed) are found by it.
+    store = await stores()
+    other = await stores()
+    assert await other.parked_channels() == []
+    await store.park(5, "web", "401")
+    await other.park(6, "print-old", "circuit open")
+    await store.park(7, "web", "401")
+    await store.park(8, "web-2", "401")
+    assert await store.parked_channels() == ["print-old", "web", "web-2"]
+    await other.unpark(6, "print-old")
+    # A channel with nothing left parked may still be named: who asks counts.
+    named = await other.parked_channels()
+    assert {"web", "web-2"} <= set(named) <= {"print-old", "web", "web-2"}
+    assert named == sorted(named)
+
+
 async def test_parking_again_keeps_since_takes_the_new_reason_and_counts_a_generation(stores: StoreFactory) -> None:
     store = await stores()
     other = await stores()

@@ -244,6 +244,9 @@ class MemoryStateStore:
     async def parked_count(self, channel: str) -> int:
         return sum(1 for c, _ in self.parks if c == channel)
 
+    async def parked_channels(self) -> list[str]:
+        return sorted({c for c, _ in self.parks})
+
 
 class ScriptedChannel:
     """A channel that keeps its items in a dict (external id → publication id) and fails on demand.

@@ -6,10 +6,11 @@ line, and listing changes nothing in the file."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -238,9 +239,53 @@ async def test_list_reads_a_sqlite_file_without_changing_it(tmp_path: Path) -> N
     assert file_state(path) == before
 
 
-async def test_a_channel_that_is_not_configured_is_one_line(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="--channel: no channel 'fax' is configured \\(channels: web, print\\)"):
+async def test_a_channel_neither_configured_nor_holding_parked_elements_is_one_line(tmp_path: Path) -> None:
+    await parked_in_sqlite(tmp_path / "state.db", (7, "web"), (8, "old-print"))
+    with pytest.raises(
+        ConfigError,
+        match="--channel: no channel 'fax' is configured, nor has one of that name parked elements "
+        "\\(channels: web, print, old-print\\)",
+    ):
         await parked_list(settings_for(tmp_path), channel="fax")
+
+
+async def test_a_channel_renamed_or_removed_with_parked_elements_is_listed_and_requeued(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # "old-print" was renamed in the configuration while elements were parked for it: no worker calls it, so they
+    # are listed after the configured channels, and a requeue by hand puts them back on the queue.
+    path = tmp_path / "state.db"
+    await parked_in_sqlite(path, (7, "web"), (9, "old-print"), (8, "old-print"))
+    store = SqliteStateStore(path)
+    await store.open()
+    await store.park(5, "gone", "401")
+    await store.unpark(5, "gone")  # parked under once, nothing left: not listed
+    await store.close()
+    settings = settings_for(tmp_path)
+    listing = await parked_list(settings)
+    assert listing.channels == ["web", "print", "old-print"] and listing.unconfigured == ["old-print"]
+    assert [(p.channel, p.element_id) for p in listing.elements] == [("web", 7), ("old-print", 8), ("old-print", 9)]
+    text = rendered(render_parked_list, listing)
+    assert "old-print is not configured (renamed or removed?)" in text
+    assert "kordiam-bridge parked requeue --channel old-print" in text
+    only = await parked_list(settings, channel="old-print")
+    assert [p.element_id for p in only.elements] == [8, 9] and only.unconfigured == ["old-print"]
+
+    queue = SendingQueue()
+
+    @contextlib.asynccontextmanager
+    async def queue_admin(_: object) -> AsyncIterator[SendingQueue]:
+        yield queue
+
+    monkeypatch.setattr("bridge.admin.parked.open_queue_admin", queue_admin)
+    result = await parked_requeue(settings, channel="old-print")
+    assert [(e.element_id, e.channels, e.error) for e in result.elements] == [
+        (8, ["old-print"], None),
+        (9, ["old-print"], None),
+    ]
+    assert [json.loads(body)["id"] for body, _, _ in queue.sent] == [8, 9]
+    after = await parked_list(settings)
+    assert [(p.channel, p.element_id) for p in after.elements] == [("web", 7)] and after.unconfigured == []
 
 
 async def test_list_of_a_missing_sqlite_file_is_one_line_and_makes_no_file(tmp_path: Path) -> None:
@@ -294,8 +339,10 @@ path = "{tmp_path / "web"}"
     assert err.count("\n") == 1 and "state.db does not exist" in err, err
     assert not (tmp_path / "state.db").exists()
 
+    asyncio.run(parked_in_sqlite(tmp_path / "state.db", (7, "web")))
     assert main(["parked", "list", "--config", str(config), "--channel", "fax"]) == 2
-    assert "no channel 'fax' is configured" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no channel 'fax' is configured" in err, err
 
     with pytest.raises(SystemExit) as exited:
         main(["parked", "list", "--limit", "0"])

@@ -44,20 +44,31 @@ async def test_status_counts_the_elements_parked_for_each_configured_channel_and
     try:
         for element_id in (1, 2, 3):
             await store.park(element_id, "web", "HTTP 401 incorrect_password")
-        await store.park(4, "print", "HTTP 401")  # not a configured channel: not counted
+        # Not a configured channel (renamed or removed since): counted too, as no worker requeues them.
+        await store.park(4, "print", "HTTP 401")
+        await store.park(5, "fax", "HTTP 401")
+        await store.unpark(5, "fax")  # nothing left parked: not shown
     finally:
         await store.close()
 
     state, channels = await _state_status(settings(path))
 
     assert state.available
-    assert channels["web"].parked == 3 and "print" not in channels
+    assert channels["web"].parked == 3 and channels["print"].parked == 1 and "fax" not in channels
     report = StatusReport(
         datetime.now(UTC),
         QueueStatus("queue", "q"),
         QueueStatus("dead-letter queue", "dlq"),
         state,
-        [ChannelHealth("web", "folder", True, parked=channels["web"].parked)],
+        [
+            ChannelHealth("web", "folder", True, parked=channels["web"].parked),
+            ChannelHealth("print", None, False, parked=channels["print"].parked),
+        ],
         WorkerHealth(None, False),
     )
-    assert any("web: 3 element(s) parked" in problem for problem in report.problems)
+    assert report.problems == [
+        "channel web: 3 element(s) parked: it refused the bridge's credentials or was down "
+        "(`kordiam-bridge parked list` says which)",
+        "channel print (not configured): 1 element(s) parked, which no worker requeues "
+        "(`kordiam-bridge parked requeue --channel print`)",
+    ]

@@ -398,6 +398,41 @@ async def test_the_sweep_counts_parked_elements_and_takes_up_those_another_worke
     assert await parked_ids(state, "swept") == []
 
 
+async def test_elements_parked_for_a_channel_no_longer_configured_are_counted_and_named_once(
+    state: MemoryStateStore, clock: ManualClock
+) -> None:
+    # "renamed-web" was renamed in the configuration while it had parked elements: no call of it will ever succeed
+    # here, so nothing requeues them; the gauge (and its alert) and one warning say so, and nothing is sent.
+    await state.park(3, "renamed-web", "HTTP 401")
+    await state.park(4, "renamed-web", "HTTP 401")
+    await state.park(5, "gone-print", "circuit open")
+    await state.unpark(5, "gone-print")  # parked under once, nothing left: no gauge, no warning
+    parking = ChannelParking(state, ["kept"], clock=clock)
+    transport = FakeTransport([])
+    requeue = ParkedRequeue(
+        parking, state=state, transport=transport, channels=["kept"], sweep_seconds=60.0, clock=clock
+    )
+    with capture_logs() as lines:
+        await parking.load()
+        clock.now += 60.0
+        await requeue.round()  # the sweep: counted again, not told again
+    warnings = [line for line in lines if line["event"] == "parked_for_unconfigured_channel"]
+    assert [(w["channel"], w["parked"], w["log_level"]) for w in warnings] == [("renamed-web", 2, "warning")]
+    assert "kordiam-bridge parked requeue --channel renamed-web" in warnings[0]["hint"]
+    assert metrics.CHANNEL_PARKED_ELEMENTS.labels("renamed-web")._value.get() == 2
+    assert "gone-print" not in {
+        s.labels["channel"] for m in metrics.CHANNEL_PARKED_ELEMENTS.collect() for s in m.samples
+    }
+    assert not parking.holds("renamed-web") and transport.sent == []
+    assert await parked_ids(state, "renamed-web") == [3, 4]
+
+    await state.unpark(3, "renamed-web")  # an operator requeued them
+    await state.unpark(4, "renamed-web")
+    clock.now += 60.0
+    await requeue.round()
+    assert metrics.CHANNEL_PARKED_ELEMENTS.labels("renamed-web")._value.get() == 0  # the alert clears
+
+
 async def test_the_sweep_leaves_a_channel_this_worker_already_holds_alone(
     state: MemoryStateStore, clock: ManualClock
 ) -> None:
