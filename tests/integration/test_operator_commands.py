@@ -730,12 +730,20 @@ async def test_parked_requeue_puts_a_channels_parked_elements_on_the_queue_and_u
     settings: Settings, sqs_endpoint: SqsEndpoint, queues: tuple[str, str]
 ) -> None:
     store = await open_state_store(settings.state)
-    for element_id, channel in ((20, "web"), (10, "web"), (10, "print")):
+    # "web-old" was renamed in the configuration while an element was parked for it: listed after the configured
+    # channels, and requeued by hand to the channels configured now.
+    for element_id, channel in ((20, "web"), (10, "web"), (10, "print"), (30, "web-old")):
         await store.park(element_id, channel, "HTTP 401: application password revoked")
     await store.close()
 
     listing = await parked_list(settings)
-    assert [(p.channel, p.element_id) for p in listing.elements] == [("web", 10), ("web", 20), ("print", 10)]
+    assert [(p.channel, p.element_id) for p in listing.elements] == [
+        ("web", 10),
+        ("web", 20),
+        ("print", 10),
+        ("web-old", 30),
+    ]
+    assert listing.unconfigured == ["web-old"]
 
     result = await parked_requeue(settings, channel="web")
     assert [(e.element_id, e.channels, e.error) for e in result.elements] == [(10, ["web"], None), (20, ["web"], None)]
@@ -747,12 +755,18 @@ async def test_parked_requeue_puts_a_channels_parked_elements_on_the_queue_and_u
         assert json.loads(message["Body"]) == {"id": json.loads(message["Body"])["id"], "event": "updated"}
         assert string_attributes(message) == {"event": "updated", "source": "parked-requeue"}
 
+    renamed = await parked_requeue(settings, channel="web-old")
+    assert [(e.element_id, e.channels, e.error) for e in renamed.elements] == [(30, ["web-old"], None)]
+    [message] = receive_all(sqs_endpoint.url, queues[0])
+    assert json.loads(message["Body"])["id"] == 30
+
     store = await open_state_store(settings.state, read_only=True)
     try:
-        assert await store.parked_count("web") == 0
+        assert await store.parked_count("web") == 0 and await store.parked_count("web-old") == 0
         assert [p.element_id for p in await store.parked("print")] == [10]  # another channel's: still parked
     finally:
         await store.close()
+    assert (await parked_list(settings)).unconfigured == []
 
 
 async def test_status_reads_the_state_store_and_the_worker_endpoint(

@@ -366,3 +366,34 @@ async def test_the_reconciliation_sweep_heals_a_lost_notification(
     assert {key[1] for key in channel_log.creates} == {created["id"]}
     assert set(channel_log.creates.values()) == {1}
     assert drain(sqs_endpoint.url, queues[1]) == []
+
+
+async def test_elements_parked_for_a_channel_renamed_since_are_counted_and_named_at_start(settings_for) -> None:
+    # The state file holds an element parked for "newsroom-web", which the configuration has since renamed: no
+    # worker calls that channel again, so nothing would requeue it. The worker counts it (the gauge's alert
+    # fires) and says which command serves it; it sends nothing by itself.
+    from structlog.testing import capture_logs
+
+    from bridge.ops import metrics
+    from bridge.state import open_state_store
+
+    settings = settings_for()
+    store = await open_state_store(settings.state)
+    await store.park(41, "newsroom-web", "HTTP 401: application password revoked")
+    await store.close()
+    with capture_logs() as lines:
+        async with running_worker(settings):
+            await eventually(
+                lambda: any(line["event"] == "parked_for_unconfigured_channel" for line in lines),
+                timeout=30,
+                what="the warning",
+            )
+    [warning] = [line for line in lines if line["event"] == "parked_for_unconfigured_channel"]
+    assert (warning["channel"], warning["parked"], warning["log_level"]) == ("newsroom-web", 1, "warning")
+    assert "kordiam-bridge parked requeue --channel newsroom-web" in warning["hint"]
+    assert metrics.CHANNEL_PARKED_ELEMENTS.labels("newsroom-web")._value.get() == 1
+    store = await open_state_store(settings.state)
+    try:
+        assert [p.element_id for p in await store.parked("newsroom-web")] == [41]  # still there, for the operator
+    finally:
+        await store.close()
