@@ -10,10 +10,11 @@ the order a requeue sends them in.
 ``requeue`` is what the worker's ``ParkedRequeue`` does once a channel accepts a call again, asked for now
 (after a secret was fixed at the channel's side, without waiting for the next trial or a restart): a fresh
 notification per element (``resync_notification``, source ``parked-requeue``) on the worker's queue, and the
-element unparked only once the queue holds it; a send that failed leaves it parked. It writes to the store, so it
-opens it as the worker does, but it never makes a SQLite file nor migrates one (it checks the file read-only
-first). If the channel still refuses or is still down, the worker parks the element again: nothing is lost either
-way.
+element unparked only once the queue holds it; a send that failed leaves it parked. The first element sent for
+each channel names that channel in its ``try-channels`` attribute: a worker that holds the channel back for
+refused credentials tries it at once, not at its next trial. The command writes to the store, so it opens it as
+the worker does, but it never makes a SQLite file nor migrates one (it checks the file read-only first). If the
+channel still refuses or is still down, the worker parks the element again: nothing is lost either way.
 """
 
 from __future__ import annotations
@@ -153,6 +154,9 @@ async def requeue_parked(
     results = [RequeuedElement(e, [], None, NOT_PARKED) for e, parked_for in chosen.items() if not parked_for]
     # Each element's channels, and the generation read of each: the unpark leaves one parked again meanwhile.
     ids = sorted(e for e, parked_for in chosen.items() if parked_for)
+    # The first element sent for each channel asks a worker holding the channel back for refused credentials to
+    # try it at once, rather than at its next trial (up to 5 minutes away); once per channel, not per element.
+    untried = {name for e in ids for name in chosen[e]}
     progress = progress or NoProgress()
     progress.start(f"requeueing {len(ids)} parked element(s)", len(ids))
     for start in range(0, len(ids), MAX_BATCH):
@@ -161,10 +165,16 @@ async def requeue_parked(
             break
         chunk = ids[start : start + MAX_BATCH]
         messages = []
+        asks: list[set[str]] = []
         for element_id in chunk:
-            body, attributes = resync_notification(element_id, source=SOURCE)
+            asks.append(untried & set(chosen[element_id]))
+            untried -= asks[-1]
+            body, attributes = resync_notification(element_id, source=SOURCE, try_now=asks[-1])
             messages.append(OutgoingMessage(body, attributes, group_id=str(element_id)))
         outcomes = await queue.send(messages)
+        for ask, outcome in zip(asks, outcomes, strict=True):
+            if outcome.error is not None:
+                untried |= ask  # not sent: the next element for the channel asks instead
         for element_id, outcome in zip(chunk, outcomes, strict=True):
             results.append(await _settle(store, element_id, chosen[element_id], outcome.message_id, outcome.error))
         progress.advance(len(chunk))

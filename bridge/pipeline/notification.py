@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -38,6 +39,9 @@ FORCE_ATTRIBUTE = "force"
 # The ``source`` of a parked element requeued to carry a channel's trial or probe (``bridge.pipeline.parking``):
 # whichever worker takes it and gets the channel to accept the call requeues the channel's parked elements.
 CARRIER_SOURCE = "parked-trial"
+# Channels (comma-separated; a channel name has no comma) an operator asks to be tried now: set by `parked requeue`
+# on the first element it sends for each channel, whose secret may have just been fixed (``bridge.pipeline.parking``).
+TRY_NOW_ATTRIBUTE = "try-channels"
 # A reason names at most this many of a body's keys, each cut to this many characters.
 MAX_KEYS_NAMED = 5
 MAX_KEY_CHARS = 40
@@ -60,6 +64,8 @@ class Notification:
     force: bool = False
     # A parked element requeued to carry a channel's trial or probe (``CARRIER_SOURCE``).
     carrier: bool = False
+    # Channels to try now if this worker holds them back for refused credentials (``TRY_NOW_ATTRIBUTE``).
+    try_now: frozenset[str] = frozenset()
 
 
 class PoisonMessage(Exception):
@@ -97,6 +103,8 @@ def decode_payload(payload: Any, attributes: dict[str, str] | None = None) -> No
             notification = dataclasses.replace(notification, force=True)
         if attributes.get("source") == CARRIER_SOURCE:
             notification = dataclasses.replace(notification, carrier=True)
+        if names := attributes.get(TRY_NOW_ATTRIBUTE):
+            notification = dataclasses.replace(notification, try_now=frozenset(filter(None, names.split(","))))
     return notification
 
 
@@ -138,14 +146,22 @@ def _decode(payload: Any, attributes: dict[str, str], *, depth: int) -> Notifica
 
 
 def resync_notification(
-    element_id: int, *, source: str, event: str = Event.UPDATED.value, force: bool = False
+    element_id: int,
+    *,
+    source: str,
+    event: str = Event.UPDATED.value,
+    force: bool = False,
+    try_now: Iterable[str] = (),
 ) -> tuple[str, dict[str, str]]:
     """The body and message attributes of a notification the bridge enqueues itself (replay, reconciliation):
     Kordiam's own id shape, so it takes the same path as a notification from Kordiam; ``source`` says who sent it,
-    ``force`` asks for every channel to be rewritten."""
+    ``force`` asks for every channel to be rewritten, ``try_now`` names channels to try at once if they are held
+    back for refused credentials."""
     attributes = {"event": event, "source": source}
     if force:
         attributes[FORCE_ATTRIBUTE] = "true"
+    if names := ",".join(sorted(try_now)):
+        attributes[TRY_NOW_ATTRIBUTE] = names
     return json.dumps({"id": element_id, "event": event}), attributes
 
 

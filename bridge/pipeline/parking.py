@@ -238,6 +238,19 @@ class ChannelParking:
         refusal.trial_started = now
         return Admission.TRIAL
 
+    def try_now(self, names: Iterable[str]) -> None:
+        """An operator requeued parked elements (``parked requeue``), perhaps after fixing a channel's secret: each
+        of ``names`` this process holds back for refused credentials gets its trial at once, its back-off reset,
+        unless a trial runs already. Asked once per channel per requeue, so a channel still refusing meets one
+        failed login more, not one per element."""
+        now = self._clock()
+        for name in names:
+            refusal = self._refused.get(name)
+            if refusal is None or self._trial_running(refusal, now):
+                continue
+            refusal.next_trial, refusal.backoff = now, self._first
+            log.info("parked_trial_asked", channel=name)
+
     def accepted(self, name: str, admission: Admission) -> None:
         """The call was made and the channel authenticated the bridge."""
         if self._owed and name in self._owed:  # a call went through: the channel takes calls again

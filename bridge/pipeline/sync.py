@@ -176,6 +176,8 @@ class SyncEngine:
         received, so they all share it: N notifications waiting together cost one fetch. A work slot is taken only
         after the lock and the covering check, so waiting for the element's sync holds none.
         """
+        if notification.try_now:  # `parked requeue`: the channel's secret may have just been fixed
+            self.parking.try_now(notification.try_now)
         async with self._locks.hold(notification.element_id):
             # A forced replay asks for every channel to be written again: no earlier fetch covers it.
             if not notification.force and self._fetched.covers(notification.element_id, sent_at, received_at):

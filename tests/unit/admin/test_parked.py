@@ -120,7 +120,13 @@ async def test_requeue_sends_one_notification_per_element_and_unparks_it(store: 
     result = await requeue_parked(queue, store, ["web", "print"])  # type: ignore[arg-type]
     # Element 10 is parked for both channels: one notification serves both, and it is unparked for each.
     assert [json.loads(body)["id"] for body, _, _ in queue.sent] == [10, 20, 30]
-    assert queue.sent[0] == ('{"id": 10, "event": "updated"}', {"event": "updated", "source": "parked-requeue"}, "10")
+    # The first element sent for each channel asks a worker holding it back for refused credentials to try it now.
+    assert queue.sent[0] == (
+        '{"id": 10, "event": "updated"}',
+        {"event": "updated", "source": "parked-requeue", "try-channels": "print,web"},
+        "10",
+    )
+    assert [attributes.get("try-channels") for _, attributes, _ in queue.sent] == ["print,web", None, None]
     assert [(e.element_id, e.channels, e.error) for e in result.elements] == [
         (10, ["web", "print"], None),
         (20, ["web"], None),
@@ -145,6 +151,16 @@ async def test_a_failed_send_leaves_the_element_parked_and_is_reported(store: Me
     assert failed[0].error is not None and "still parked" in failed[0].error and "AccessDenied" in failed[0].error
     assert result.failed == 1 and result.sent == 2
     assert "element 20: not sent, still parked: AccessDenied" in rendered(render_parked_requeue, result)
+
+
+async def test_when_the_element_asking_for_a_trial_was_not_sent_the_next_batch_asks() -> None:
+    store = MemoryStateStore()
+    for element_id in range(1, 13):
+        park(store, element_id, "web", 1)
+    queue = SendingQueue(refuse=[1])
+    await requeue_parked(queue, store, ["web"])  # type: ignore[arg-type]
+    asked = [json.loads(body)["id"] for body, attributes, _ in queue.sent if "try-channels" in attributes]
+    assert queue.batches == [10, 2] and asked == [11]
 
 
 async def test_requeue_by_element_sends_only_those_and_names_one_not_parked(store: MemoryStateStore) -> None:

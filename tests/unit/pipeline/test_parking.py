@@ -4,6 +4,7 @@ refuses, one trial call per back-off; once accepted, its parked elements are req
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
@@ -18,7 +19,7 @@ from bridge.errors import ChannelCircuitOpen, ChannelCredentialsRefused, Channel
 from bridge.http import HttpRequest, HttpResponse
 from bridge.ops import metrics
 from bridge.pipeline.handler import MessageHandler
-from bridge.pipeline.notification import Notification
+from bridge.pipeline.notification import Notification, decode_notification, resync_notification
 from bridge.pipeline.parking import TRIAL_TIMEOUT_SECONDS, Admission, ChannelParking, ParkedRequeue
 from bridge.pipeline.routing import Route
 from bridge.pipeline.sync import Action, SyncEngine, SyncFailed
@@ -65,6 +66,19 @@ async def refused_on_the_first_of_two(
     engine = engine_with(kordiam, state, clock, (web, WEB))
     await engine.sync(Notification(1))
     return engine, web
+
+
+def count_calls(channel: ScriptedChannel) -> list[int]:
+    """The element ids of every upsert the channel gets from now on, refused or not."""
+    calls: list[int] = []
+    original = channel.upsert
+
+    async def counting(element: Any, publication: Any, external_id: str | None) -> Any:
+        calls.append(element.id)
+        return await original(element, publication, external_id)
+
+    channel.upsert = counting  # type: ignore[method-assign]
+    return calls
 
 
 async def parked_ids(state: MemoryStateStore, channel: str) -> list[int]:
@@ -125,6 +139,47 @@ async def test_while_refused_the_channel_is_not_called_until_the_back_off_allows
     clock.now += 0.2
     assert engine.parking.admit("web") is Admission.TRIAL
     assert engine.parking.admit("web") is Admission.PARK  # one trial at a time
+
+
+async def test_a_requeue_by_hand_that_names_the_channel_tries_it_at_once_and_only_once(
+    kordiam: FakeKordiam, state: MemoryStateStore, clock: ManualClock
+) -> None:
+    # An operator fixed the secret and ran `parked requeue`: its first notification for the channel names it
+    # (try-channels), and a worker holding the channel back tries it now, not at its next trial (up to 5 minutes).
+    engine, web = await refused_on_the_first_of_two(kordiam, state, clock)
+    calls = count_calls(web)
+    clock.now += 0.5  # the next trial is 0.5 s away
+    await engine.sync(Notification(2))
+    assert calls == []  # held back: parked without a call
+
+    web.fail = None  # the secret was fixed
+    body, attributes = resync_notification(1, source="parked-requeue", try_now=["web"])
+    asked = decode_notification(body, attributes)
+    assert asked.try_now == frozenset({"web"})
+    with capture_logs() as lines:
+        report = await engine.sync(asked)
+    assert [a.action for a in report.actions] == [Action.CREATED] and calls == [1]
+    assert not engine.parking.refusing("web") and "web" in engine.parking.requeue_due
+    assert [line["event"] for line in lines if "trial" in line["event"] or "accepted" in line["event"]] == [
+        "parked_trial_asked",
+        "channel_credentials_accepted",
+    ]
+
+
+async def test_a_requeue_by_hand_of_a_channel_still_refusing_costs_one_trial_not_one_per_element(
+    kordiam: FakeKordiam, state: MemoryStateStore, clock: ManualClock
+) -> None:
+    engine, web = await refused_on_the_first_of_two(kordiam, state, clock)
+    calls = count_calls(web)
+    for element_id in (3, 4, 5):
+        kordiam.elements[element_id] = element_body(element_id, publication(element_id * 10 + 1, WEB))
+    notifications = [Notification(1, try_now=frozenset({"web"}))]  # only the first names the channel
+    notifications += [Notification(element_id) for element_id in (2, 3, 4, 5)]
+    for notification in notifications:
+        await engine.sync(notification)
+    assert calls == [1]  # the one trial asked for; the other four parked without a call
+    assert engine.parking.refusing("web") and await parked_ids(state, "web") == [1, 2, 3, 4, 5]
+    assert engine.parking.admit("web") is Admission.PARK  # the back-off starts again from 1 s, doubled: 2 s
 
 
 async def test_an_accepted_trial_reopens_the_channel_and_asks_for_its_parked_elements_to_be_requeued(
