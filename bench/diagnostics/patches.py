@@ -31,7 +31,16 @@ from bridge.config import StateSettings
 from bridge.pipeline.handler import MessageHandler
 from bridge.queue.outcome import Done, Outcome
 from bridge.queue.transport import QueueMessage
-from bridge.state.base import Delivery, ElementBusy, ElementMark, HeldLease, Parked, StateStore, is_older
+from bridge.state.base import (
+    Delivery,
+    ElementBusy,
+    ElementMark,
+    HeldLease,
+    Parked,
+    StateStore,
+    is_older,
+    new_generation,
+)
 from bridge.state.sqlite import SqliteStateStore
 
 
@@ -163,7 +172,7 @@ class MemoryStateStore:
     async def park(self, element_id: int, channel: str, reason: str) -> None:
         held = self._parks.get((channel, element_id))
         since = held.since if held is not None else datetime.now(UTC)  # the first parking's time stays
-        generation = held.generation + 1 if held is not None else 1
+        generation = new_generation()
         self._parks[(channel, element_id)] = Parked(element_id, channel, reason, since, generation)
 
     async def unpark(self, element_id: int, channel: str, *, generation: int | None = None) -> None:

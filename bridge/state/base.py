@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -80,6 +81,12 @@ class HeldLease:
         self.mark = mark
 
 
+def new_generation() -> int:
+    """A parked item's generation: random, 62 bits (an integer every store keeps exactly), so one is never met
+    again for the same element and channel in practice (the odds of a repeat are 2**-62 per park)."""
+    return secrets.randbits(62) + 1
+
+
 @dataclass(frozen=True, slots=True)
 class Parked:
     """A channel's work on an element, set aside while the channel refuses the bridge's own credentials or is down.
@@ -87,8 +94,10 @@ class Parked:
     The message that met the refusal or the open circuit is not failed for it (a wrong secret or a CMS down is the
     same for every message, not the message's fault): the element is parked for that channel instead, and synced
     again once a call to the channel succeeds (``bridge.pipeline.parking``). ``since`` is when it was first parked
-    (UTC), ``reason`` the latest refusal's or open circuit's text, ``generation`` how many times it was parked: an
-    unpark that names the generation it read leaves an element parked again since then in place.
+    (UTC), ``reason`` the latest refusal's or open circuit's text, ``generation`` a number every park draws anew
+    (``new_generation``): an unpark that names the generation it read leaves an element parked again since then in
+    place. Drawn, not counted: a count would start again at 1 once the item was unparked, and an unpark by a
+    requeue that read the old item would then remove a new one (two requeues of one element, one parked again).
     """
 
     element_id: int
@@ -157,7 +166,7 @@ class StateStore(Protocol):
 
     async def park(self, element_id: int, channel: str, reason: str) -> None:
         """Record that ``channel`` owes ``element_id`` a sync. Parking an element the channel already has parked
-        keeps its ``since``, takes the new ``reason`` and adds one to its ``generation``. A parked item never
+        keeps its ``since``, takes the new ``reason`` and a new ``generation``. A parked item never
         expires."""
         ...
 

@@ -11,7 +11,7 @@ Single-table layout (hash key ``pk``, range key ``sk``, both strings; TTL on ``e
 * ``sk = "lease"``: the worker (``owner``) syncing the element until ``expires_at`` (epoch seconds).
 * ``pk = "parked#<channel>"``, ``sk = "element#<id, 20 digits>"``: an element the channel owes a sync while it
   refuses the bridge's own credentials (``reason``, the latest refusal's text; ``since``, when first parked, as
-  fixed-width UTC text; ``generation``, how many times it was parked, for an unpark conditional on it). One
+  fixed-width UTC text; ``generation``, drawn anew by every park, for an unpark conditional on it). One
   partition per channel, the element id zero-padded so that the range key orders by it: a page of a channel's
   parked elements is one Query, their count a Query that counts. No ``expires_at``: they never expire.
 * ``pk = "bridge#parked-channels"``, ``sk = "channels"``: the names of the channels that ever had an element
@@ -56,7 +56,7 @@ from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from bridge.config import StateSettings
 from bridge.errors import ConfigError, PermanentError
-from bridge.state.base import Delivery, ElementMark, HeldLease, Parked, StateUnavailable
+from bridge.state.base import Delivery, ElementMark, HeldLease, Parked, StateUnavailable, new_generation
 from bridge.state.leases import LeaseKeeper, LeaseOwner, held_lease
 
 log = structlog.get_logger("bridge.state")
@@ -464,7 +464,7 @@ class DynamoDbStateStore:
             "update_item",
             Key=key,
             UpdateExpression="SET #element = :element, #channel = :channel, #reason = :reason, "
-            "#since = if_not_exists(#since, :now) ADD #generation :one",
+            "#since = if_not_exists(#since, :now), #generation = :generation",
             ExpressionAttributeNames={
                 "#element": "element_id",
                 "#channel": "channel",
@@ -477,7 +477,7 @@ class DynamoDbStateStore:
                 ":channel": _s(channel),
                 ":reason": _s(reason),
                 ":now": _s(encode_date(datetime.now(UTC))),
-                ":one": _n(1),
+                ":generation": _n(new_generation()),
             },
         )
 

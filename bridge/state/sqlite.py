@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import structlog
 
 from bridge.errors import ConfigError
-from bridge.state.base import Delivery, ElementMark, HeldLease, Parked, StateUnavailable
+from bridge.state.base import Delivery, ElementMark, HeldLease, Parked, StateUnavailable, new_generation
 from bridge.state.leases import LeaseKeeper, LeaseOwner, held_lease
 
 T = TypeVar("T")
@@ -541,7 +541,7 @@ class SqliteStateStore:
         await self._write(lambda db: db.execute(MARK_ELEMENT, values))
 
     async def park(self, element_id: int, channel: str, reason: str) -> None:
-        values = (channel, element_id, reason, _iso(datetime.now(UTC)))
+        values = (channel, element_id, reason, _iso(datetime.now(UTC)), new_generation())
         await self._write(lambda db: db.execute(PARK, values))
 
     async def unpark(self, element_id: int, channel: str, *, generation: int | None = None) -> None:
@@ -730,10 +730,10 @@ MARK_AND_RELEASE = (
     ", lease_expires_at = CASE WHEN elements.lease_owner = ?7 THEN NULL ELSE elements.lease_expires_at END"
 )
 
-# Parking again keeps the first ``since``, takes the latest refusal's text and counts one more generation.
+# Parking again keeps the first ``since``, takes the latest refusal's text and a new generation.
 PARK = (
-    "INSERT INTO parked (channel, element_id, reason, since) VALUES (?, ?, ?, ?) "
-    "ON CONFLICT (channel, element_id) DO UPDATE SET reason = excluded.reason, generation = parked.generation + 1"
+    "INSERT INTO parked (channel, element_id, reason, since, generation) VALUES (?, ?, ?, ?, ?) "
+    "ON CONFLICT (channel, element_id) DO UPDATE SET reason = excluded.reason, generation = excluded.generation"
 )
 
 

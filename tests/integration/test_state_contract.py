@@ -476,14 +476,16 @@ async def test_the_channels_with_parked_elements_are_named_whatever_the_configur
     assert named == sorted(named)
 
 
-async def test_parking_again_keeps_since_takes_the_new_reason_and_counts_a_generation(stores: StoreFactory) -> None:
+async def test_parking_again_keeps_since_takes_the_new_reason_and_a_new_generation(stores: StoreFactory) -> None:
     store = await stores()
     other = await stores()
     await store.park(7, "web", "401 Unauthorized")
     [first] = await store.parked("web")
     await asyncio.sleep(0.01)  # a later clock, so that a since taken again would differ
     await other.park(7, "web", "403 Forbidden")
-    assert await store.parked("web") == [replace(first, reason="403 Forbidden", generation=2)]
+    [again] = await store.parked("web")
+    assert again == replace(first, reason="403 Forbidden", generation=again.generation)
+    assert again.generation != first.generation
     assert await store.parked_count("web") == 1
 
 
@@ -510,14 +512,29 @@ async def test_an_unpark_by_generation_leaves_an_element_parked_again_since_it_w
     other = await stores()
     await store.park(7, "web", "401")
     (read,) = await store.parked("web")
-    assert read.generation == 1
     await other.park(7, "web", "401 again")  # the worker, between the send and the unpark
     await store.unpark(7, "web", generation=read.generation)
     (still,) = await store.parked("web")
-    assert (still.generation, still.reason, still.since) == (2, "401 again", read.since)
+    assert (still.reason, still.since) == ("401 again", read.since) and still.generation != read.generation
     await store.unpark(7, "web", generation=still.generation)  # nothing parked since: gone
     assert await store.parked_count("web") == 0
     await store.unpark(7, "web", generation=3)  # not parked at all: no error either
+
+
+async def test_an_unpark_by_a_generation_read_before_the_item_was_unparked_leaves_a_new_one(
+    stores: StoreFactory,
+) -> None:
+    # Two requeues read element 7 (one worker's and `parked requeue`, say). B sends and unparks it; A's notification
+    # meets the channel refusing again and is parked anew; A's unpark, naming the generation it read, must not
+    # remove that new item: the channel owes the element the sync just parked.
+    store = await stores()
+    other = await stores()
+    await store.park(7, "web", "401")
+    (read,) = await store.parked("web")
+    await other.unpark(7, "web", generation=read.generation)  # B
+    await other.park(7, "web", "401 again")  # A's notification, refused again
+    await store.unpark(7, "web", generation=read.generation)  # A
+    assert [(p.element_id, p.reason) for p in await store.parked("web")] == [(7, "401 again")]
 
 
 async def test_paging_lists_every_parked_element_once_in_ascending_order(stores: StoreFactory) -> None:

@@ -27,7 +27,16 @@ from bridge.pipeline.sync import SyncEngine
 from bridge.queue.dead_letter import DeadLetterContext
 from bridge.queue.transport import QueueInfo, QueueMessage
 from bridge.retry import RetryPolicy
-from bridge.state.base import Delivery, ElementBusy, ElementMark, HeldLease, Parked, StateUnavailable, is_older
+from bridge.state.base import (
+    Delivery,
+    ElementBusy,
+    ElementMark,
+    HeldLease,
+    Parked,
+    StateUnavailable,
+    is_older,
+    new_generation,
+)
 from tests.support import http_answering
 
 API = "/api/v2"
@@ -227,7 +236,7 @@ class MemoryStateStore:
     async def park(self, element_id: int, channel: str, reason: str) -> None:
         held = self.parks.get((channel, element_id))
         since = held.since if held is not None else datetime.now(UTC)  # the first parking's time stays
-        generation = held.generation + 1 if held is not None else 1
+        generation = new_generation()
         self.parks[(channel, element_id)] = Parked(element_id, channel, reason, since, generation)
 
     async def unpark(self, element_id: int, channel: str, *, generation: int | None = None) -> None:

@@ -26,9 +26,10 @@ async def test_an_in_process_store_parks_as_the_real_stores_do(store: StateStore
     await store.park(9, "print", "401")
     [first, *_] = await store.parked("web")
     await asyncio.sleep(0.01)
-    await store.park(9, "web", "403")  # again: the first since stays, the reason is the new one, one more generation
-    assert await store.parked("web", limit=1) == [replace(first, reason="403", generation=2)]
-    await store.unpark(9, "web", generation=1)  # read before the second parking: left parked
+    await store.park(9, "web", "403")  # again: the first since stays, the reason is the new one, a new generation
+    [again] = await store.parked("web", limit=1)
+    assert again == replace(first, reason="403", generation=again.generation) and again.generation != first.generation
+    await store.unpark(9, "web", generation=first.generation)  # read before the second parking: left parked
     assert [p.element_id for p in await store.parked("web")] == [9, 10, 100]
     assert [p.element_id for p in await store.parked("web", after=9)] == [10, 100]
     assert (await store.parked_count("web"), await store.parked_count("print")) == (3, 1)
