@@ -157,7 +157,10 @@ class ChannelParking:
         for name in self._channels:
             counts[name] = count = await self._state.parked_count(name)
             self._parked_now[name].set(count)
-        await self._count_unconfigured()
+        try:
+            await self._count_unconfigured()
+        except Exception as error:  # not this worker's channels: their count must not stop the sweep or the start
+            log.warning("parked_channels_unreadable", error=f"{type(error).__name__}: {error}")
         return counts
 
     async def _count_unconfigured(self) -> None:
@@ -392,6 +395,10 @@ class ChannelParking:
     def carrier_sent(self, name: str) -> None:
         refusal = self._refused.get(name)
         if refusal is not None:
+            # The last one brought no news (another worker took it, and parked it or tried it itself): wait longer
+            # for this one, or each worker would send one carrier per second to the others for as long as it lasts.
+            if refusal.carrier_sent_at is not None:
+                refusal.backoff = min(refusal.backoff * 2, self._max)
             refusal.carrier_sent_at = self._clock()
             return
         owed = self._owed.get(name)
@@ -407,6 +414,9 @@ class ChannelParking:
         refusal = self._refused.get(name)
         if refusal is not None and not refusal.confirmed and refusal.trial_started is None:
             del self._refused[name]  # a suspicion with nothing left to hold back
+        elif refusal is not None:
+            # Still refused, with nothing to carry a trial: look again a back-off later, not on every round.
+            refusal.carrier_sent_at = self._clock()
 
     def next_due(self) -> float | None:
         """Seconds until the earliest carrier may go (None: no channel refuses or owes)."""

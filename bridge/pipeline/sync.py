@@ -599,7 +599,12 @@ async def _concurrently(steps: list[Coroutine[Any, Any, None]]) -> None:
     if len(steps) == 1:
         await steps[0]
     else:
-        await asyncio.gather(*steps)
+        # Every step ends before the sync does: one that failed must not leave another's channel call running past
+        # the element's lease, where the message's retry would make the same create again.
+        results = await asyncio.gather(*steps, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
 
 
 def _older(notification: Notification, mark: ElementMark | None) -> bool:

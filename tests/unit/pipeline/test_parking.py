@@ -25,6 +25,7 @@ from bridge.pipeline.routing import Route
 from bridge.pipeline.sync import Action, SyncEngine, SyncFailed
 from bridge.queue.outcome import Done
 from bridge.queue.transport import QueueMessage
+from bridge.state.base import StateUnavailable
 from tests.unit.fakes import (
     FakeKordiam,
     FakeTransport,
@@ -486,6 +487,21 @@ async def test_elements_parked_for_a_channel_no_longer_configured_are_counted_an
     clock.now += 60.0
     await requeue.round()
     assert metrics.CHANNEL_PARKED_ELEMENTS.labels("renamed-web")._value.get() == 0  # the alert clears
+
+
+async def test_a_failure_to_read_which_channels_have_parked_elements_does_not_stop_the_sweep(
+    state: MemoryStateStore, clock: ManualClock
+) -> None:
+    async def unreadable() -> list[str]:
+        raise StateUnavailable("DynamoDB: ProvisionedThroughputExceededException")
+
+    state.parked_channels = unreadable  # type: ignore[method-assign]
+    await state.park(7, "sweep-kept", "HTTP 401")  # by another worker
+    parking = ChannelParking(state, ["sweep-kept"], clock=clock)
+    with capture_logs() as lines:
+        counts = await parking.count_parked()
+    assert counts == {"sweep-kept": 1}
+    assert [line["event"] for line in lines] == ["parked_channels_unreadable"]
 
 
 async def test_the_sweep_leaves_a_channel_this_worker_already_holds_alone(
