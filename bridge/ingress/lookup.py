@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bridge.pipeline.notification import MAX_ELEMENT_ID
 from bridge.state import Delivery, StateStore
 
 # Kordiam sends the literal text "null" when it never received an id (seed 001).
@@ -44,7 +45,9 @@ def id_answer(text: str) -> int | str:
 
 
 def positive_int(text: str) -> int | None:
+    """A positive id the state stores and the worker take (at most ``MAX_ELEMENT_ID``); None for anything else, so
+    that a larger number is unmapped here rather than enqueued as a message the worker can only dead-letter."""
     stripped = text.strip()
-    if stripped.isdigit() and int(stripped) > 0:
-        return int(stripped)
+    if stripped.isdigit() and 0 < (number := int(stripped)) <= MAX_ELEMENT_ID:
+        return number
     return None

@@ -203,12 +203,22 @@ async def test_platform_delete_finds_the_placeholder_publication_through_the_ind
     assert json.loads(transport.sent[0][0]) == {"id": 17, "event": "deleted"}
 
 
-@pytest.mark.parametrize("unknown", ["null", "not-a-known-id"])
+# An id larger than any the state stores keep (2**63 - 1) would be enqueued as a message the worker can only
+# dead-letter: a caller could fill the dead-letter queue and trip its alarm.
+@pytest.mark.parametrize("unknown", ["null", "not-a-known-id", "9223372036854775808", "99999999999999999999999"])
 async def test_delete_of_an_unmappable_id_enqueues_nothing(ingress: Factory, unknown: str) -> None:
     client, transport = await ingress()
     response = await client.delete(f"/kordiam/element/{unknown}", headers=bearer())
     assert response.status == 200
     assert await response.json() == {"id": None, "mapped": False}
+    assert transport.sent == []
+
+
+async def test_a_platform_delete_of_an_id_too_large_for_a_publication_enqueues_nothing(ingress: Factory) -> None:
+    client, transport = await ingress()
+    headers = bearer(await platform_token(client))
+    response = await client.delete("/platform/publication/99999999999999999999999", headers=headers)
+    assert response.status == 200 and (await response.json())["mapped"] is False
     assert transport.sent == []
 
 
