@@ -20,6 +20,7 @@ from bridge.pipeline.notification import (
     Notification,
     PoisonMessage,
     decode_payload,
+    json_kind,
     resync_notification,
 )
 from bridge.queue import MessageTooLarge, Transport
@@ -125,7 +126,7 @@ async def json_object(request: web.Request, what: str) -> tuple[str, dict[str, A
     except RecursionError:
         return problem(400, "body is not JSON: nested too deeply")
     if not isinstance(payload, dict):
-        return problem(400, f"body must be a JSON object ({what}), not a JSON {type(payload).__name__}")
+        return problem(400, f"body must be a JSON object ({what}), not a JSON {json_kind(payload)}")
     return text, payload
 
 

@@ -110,7 +110,7 @@ def decode_payload(payload: Any, attributes: dict[str, str] | None = None) -> No
 
 def _decode(payload: Any, attributes: dict[str, str], *, depth: int) -> Notification:
     if not isinstance(payload, dict):
-        raise PoisonMessage(f"body is a JSON {type(payload).__name__}, not an object")
+        raise PoisonMessage(f"body is a JSON {json_kind(payload)}, not an object")
     if depth > MAX_ENVELOPE_DEPTH:
         raise PoisonMessage("envelopes nested too deeply")
 
@@ -169,14 +169,21 @@ def _element_id(payload: dict[str, Any]) -> int:
     for key in assumptions.NOTIFICATION_ID_KEYS:
         if key in payload:
             value = payload[key]
-            if isinstance(value, bool):
-                break
-            if isinstance(value, int) and value > 0:
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
                 return _in_range(value, key)
             if isinstance(value, str) and value.strip().isdigit() and int(value) > 0:
                 return _in_range(int(value), key)
-            raise PoisonMessage(f"`{key}` is not a positive element id: {str(value)[:40]!r}")
+            raise PoisonMessage(f"`{key}` is not a positive element id: {json.dumps(value, default=str)[:40]}")
     raise PoisonMessage(f"no element id (expected `id` or `elementId`; keys: {_some_keys(payload)})")
+
+
+def json_kind(value: Any) -> str:
+    """What a parsed JSON value is, in JSON's own words (``null``, not ``NoneType``)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    return {list: "array", str: "string", int: "number", float: "number"}.get(type(value), type(value).__name__)
 
 
 def _some_keys(payload: dict[str, Any]) -> str:

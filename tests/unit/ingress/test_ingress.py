@@ -477,7 +477,7 @@ async def test_platform_calls_need_the_issued_token(ingress: Factory) -> None:
     ("body", "message"),
     [
         (b'{"id": 1,', "body is not JSON: Expecting property name enclosed in double quotes at line 1 column 10"),
-        (b"[1, 2]", "body must be a JSON object (a Kordiam element), not a JSON list"),
+        (b"[1, 2]", "body must be a JSON object (a Kordiam element), not a JSON array"),
         (b'{"title": "x"}', "body is not a Kordiam element: no element id (expected `id` or `elementId`; keys: title)"),
         (b'{"id": 1, "title": 5}', "body is not a Kordiam element: element body does not parse at title:"),
         (b"\xff\xfe", "body is not UTF-8 (byte 0)"),
