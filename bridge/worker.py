@@ -247,8 +247,11 @@ async def assemble(
             )
             await ops.start()
             stack.push_async_callback(ops.stop)
+        # Up, and consuming unless a fault of the whole worker holds it paused from the start (Kordiam not reachable):
+        # the line says so, and `consumer_resumed` follows once it heals.
         log.info(
             "worker_ready",
+            paused=pipeline.gate.reason,
             queue=queue.url,
             dlq=info.dlq_url,
             max_receive_count=consumer_settings.max_receive_count,

@@ -690,6 +690,11 @@ async def test_kordiam_unreachable_at_start_the_worker_waits_not_ready_then_star
         "paused_seconds": next(e["paused_seconds"] for e in events if e.get("event") == "consumer_resumed"),
     }
     assert code == 0 and figures.notes["highest_receive_count"] == 1 and dead == []
+    # Up but paused: the ready line says why, and the resumption follows it.
+    [ready] = [e for e in events if e.get("event") == "worker_ready"]
+    assert "not reachable at start-up" in str(ready["paused"])
+    names = [e.get("event") for e in events]
+    assert names.index("worker_ready") < names.index("consumer_resumed")
 
 
 async def test_waiting_for_a_live_workers_lease_spends_no_receive(
