@@ -590,9 +590,17 @@ class StatusSettings(_FileAndEnvironment):
     @model_validator(mode="after")
     def _channels_consistent(self) -> StatusSettings:
         names = [c.name for c in self.channels]
+        by_variable: dict[str, str] = {}
         for index, name in enumerate(names):
             if name in names[:index]:
                 raise ValueError(f"channels[{index}].name: {name!r} is used by another channel")
+            prefix = channel_variable(name, "")
+            if (other := by_variable.setdefault(prefix, name)) != name:
+                # BRIDGE_CHANNELS__<NAME>__… would set one of them, silently: a secret could reach the wrong one.
+                raise ValueError(
+                    f"channels[{index}].name: {name!r} and {other!r} are one channel to the environment ({prefix}…): "
+                    "rename one"
+                )
         if sum(c.main for c in self.channels) > 1:
             raise ValueError("channels: at most one channel may set main = true")
         return self

@@ -173,6 +173,17 @@ def test_an_environment_variable_for_an_unknown_channel_is_an_error(
     assert "channels: PRINT, WEB" in raised.value.problem
 
 
+def test_two_channel_names_the_environment_cannot_tell_apart_are_an_error(tmp_path: Path) -> None:
+    # BRIDGE_CHANNELS__WEB_SITE__… would set one of them, silently: a secret could reach the wrong channel.
+    text = VALID.replace('name = "web"', 'name = "Web-Site"').replace('name = "print"', 'name = "web.site"')
+    with pytest.raises(ConfigError) as raised:
+        load_settings(write(tmp_path, text))
+    assert raised.value.key == "channels[1].name"
+    assert raised.value.problem == (
+        "'web.site' and 'Web-Site' are one channel to the environment (BRIDGE_CHANNELS__WEB_SITE__…): rename one"
+    )
+
+
 def test_nested_channel_keys_and_json_tables_from_the_environment(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
