@@ -84,7 +84,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result: int = args.command(args)
     except ConfigError as error:
-        print(f"kordiam-bridge: configuration error: {error}", file=sys.stderr)
+        from bridge.config import naming_its_variable
+
+        print(f"kordiam-bridge: configuration error: {naming_its_variable(error)}", file=sys.stderr)
         return EXIT_CONFIG
     except BridgeError as error:  # operator commands: a clear message, no traceback
         print(f"kordiam-bridge: {error}", file=sys.stderr)

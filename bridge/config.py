@@ -817,6 +817,15 @@ def load_settings(
     return settings
 
 
+def naming_its_variable(error: ConfigError) -> ConfigError:
+    """An error found after loading (the worker's start-up checks: ``state.url``, ``queue.url``, ``ops.port`` …)
+    about a setting an environment variable set, named as a load error names it: ``BRIDGE_STATE__URL (state.url):
+    …``. The Terraform module and container platforms pass settings so; the file does not hold the value."""
+    variables = _setting_variables()
+    variable = variables.get(error.key) or variables.get(error.key.partition(".")[0])
+    return error if variable is None else ConfigError(f"{variable} ({error.key})", error.problem)
+
+
 def _setting_variables() -> dict[str, str]:
     """``BRIDGE_<SECTION>__<KEY>`` variables of a known section, by the key they name (``queue.url``)."""
     sections = {name for name in FileSettings.model_fields if name != "channels"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -111,3 +112,34 @@ def test_a_reader_that_goes_away_ends_the_command_quietly() -> None:
     writer.stdout.close()
     assert writer.wait(timeout=60) == 141
     assert writer.stderr.read() == b""
+
+
+def test_an_error_found_after_loading_names_the_variable_that_set_the_setting(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The Terraform module passes settings as environment variables: the file does not hold the value at fault.
+    config = tmp_path / "bridge.toml"
+    config.write_text(
+        f"""
+[queue]
+url = "https://sqs.eu-central-1.amazonaws.com/123456789012/bridge"
+
+[state]
+url = "sqlite:///{tmp_path / "state.db"}"
+
+[[channels]]
+name = "web"
+type = "folder"
+platforms = [1]
+path = "{tmp_path / "web"}"
+""",
+        encoding="utf-8",
+    )
+    assert main(["parked", "list", "--config", str(config)]) == 2
+    assert capsys.readouterr().err.startswith("kordiam-bridge: configuration error: state.url: ")
+
+    monkeypatch.setenv("BRIDGE_STATE__URL", f"sqlite:///{tmp_path / 'elsewhere.db'}")
+    assert main(["parked", "list", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("kordiam-bridge: configuration error: BRIDGE_STATE__URL (state.url): "), err
+    assert "elsewhere.db does not exist" in err and err.count("\n") == 1
