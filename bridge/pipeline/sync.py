@@ -513,6 +513,8 @@ class SyncEngine:
         """Park the element if the call failed because the channel refused the bridge's credentials or its circuit
         is open, and tell the parking so; False for any other error (the message's failure)."""
         if isinstance(error, ChannelCredentialsRefused):
+            # A call the channel answered, refusing: a failed write (an open circuit's fail-fast reached nothing).
+            metrics.CHANNEL_ERRORS.labels(channel, "credentials_refused").inc()
             self.parking.refused(channel, admission, error)
         elif isinstance(error, ChannelCircuitOpen):
             self.parking.inconclusive(channel, admission)  # the call never reached the channel

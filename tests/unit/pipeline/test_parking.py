@@ -93,6 +93,8 @@ async def test_a_refused_channel_parks_the_element_and_the_rest_of_the_sync_goes
     web, paper = ScriptedChannel("web"), ScriptedChannel("print")
     web.fail = REFUSED
     engine = engine_with(kordiam, state, clock, (web, WEB), (paper, PRINT))
+    refusals = metrics.CHANNEL_ERRORS.labels("web", "credentials_refused")
+    before = refusals._value.get()
 
     report = await engine.sync(Notification(1))  # no SyncFailed: the refusal is not the message's failure
 
@@ -105,6 +107,8 @@ async def test_a_refused_channel_parks_the_element_and_the_rest_of_the_sync_goes
     assert "HTTP 401" in parked.reason
     assert set(state.rows) == {(1, "print", 12)}  # nothing recorded for the refusing channel
     assert engine.parking.refusing("web") and not engine.parking.refusing("print")
+    # A failed write all the same (status and the error alerts count it), of its own kind.
+    assert refusals._value.get() == before + 1
 
 
 async def test_while_refused_the_channel_is_not_called_until_the_back_off_allows_one_trial(
