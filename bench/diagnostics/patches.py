@@ -169,9 +169,9 @@ class MemoryStateStore:
     async def all_deliveries(self) -> list[Delivery]:
         return [d for held in self._deliveries.values() for d in held.values()]
 
-    async def park(self, element_id: int, channel: str, reason: str) -> None:
+    async def park(self, element_id: int, channel: str, reason: str, *, since: datetime | None = None) -> None:
         held = self._parks.get((channel, element_id))
-        since = held.since if held is not None else datetime.now(UTC)  # the first parking's time stays
+        since = held.since if held is not None else (since or datetime.now(UTC))  # the first parking's time stays
         generation = new_generation()
         self._parks[(channel, element_id)] = Parked(element_id, channel, reason, since, generation)
 

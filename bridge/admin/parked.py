@@ -40,7 +40,7 @@ from bridge.pipeline.notification import resync_notification
 from bridge.queue import QueueAdmin, open_queue_admin
 from bridge.queue.transport import MAX_BATCH, OutgoingMessage
 from bridge.state import StateStore, open_state_store
-from bridge.state.base import iter_parked
+from bridge.state.base import Parked, iter_parked
 
 log = structlog.get_logger("bridge.admin")
 
@@ -152,7 +152,8 @@ async def requeue_parked(
     """
     chosen = await _chosen(store, channels, element_ids)
     results = [RequeuedElement(e, [], None, NOT_PARKED) for e, parked_for in chosen.items() if not parked_for]
-    # Each element's channels, and the generation read of each: the unpark leaves one parked again meanwhile.
+    # Each element's channels, and the item read of each: the unpark (by its generation) leaves one parked again
+    # meanwhile, and the notification carries its since, which a parking again keeps.
     ids = sorted(e for e, parked_for in chosen.items() if parked_for)
     # The first element sent for each channel asks a worker holding the channel back for refused credentials to
     # try it at once, rather than at its next trial (up to 5 minutes away); once per channel, not per element.
@@ -169,7 +170,8 @@ async def requeue_parked(
         for element_id in chunk:
             asks.append(untried & set(chosen[element_id]))
             untried -= asks[-1]
-            body, attributes = resync_notification(element_id, source=SOURCE, try_now=asks[-1])
+            since = {name: parked.since for name, parked in chosen[element_id].items()}
+            body, attributes = resync_notification(element_id, source=SOURCE, try_now=asks[-1], parked_since=since)
             messages.append(OutgoingMessage(body, attributes, group_id=str(element_id)))
         outcomes = await queue.send(messages)
         for ask, outcome in zip(asks, outcomes, strict=True):
@@ -188,10 +190,10 @@ async def requeue_parked(
 
 async def _chosen(
     store: StateStore, channels: Sequence[str], element_ids: Sequence[int] | None
-) -> dict[int, dict[str, int]]:
-    """Each element to requeue with the channels (of ``channels``) it is parked for, each with the generation read
-    (``Parked.generation``); an element of ``element_ids`` parked for none of them maps to an empty dict."""
-    chosen: dict[int, dict[str, int]] = {}
+) -> dict[int, dict[str, Parked]]:
+    """Each element to requeue with the channels (of ``channels``) it is parked for, each with the item read; an
+    element of ``element_ids`` parked for none of them maps to an empty dict."""
+    chosen: dict[int, dict[str, Parked]] = {}
     if element_ids:
         for element_id in dict.fromkeys(element_ids):
             chosen[element_id] = {}
@@ -199,16 +201,16 @@ async def _chosen(
                 # A key lookup: the first parked element of the channel at or above this id.
                 page = await store.parked(name, after=element_id - 1, limit=1)
                 if page and page[0].element_id == element_id:
-                    chosen[element_id][name] = page[0].generation
+                    chosen[element_id][name] = page[0]
         return chosen
     for name in channels:
         async for parked in iter_parked(store, name):
-            chosen.setdefault(parked.element_id, {})[name] = parked.generation
+            chosen.setdefault(parked.element_id, {})[name] = parked
     return chosen
 
 
 async def _settle(
-    store: StateStore, element_id: int, parked_for: dict[str, int], message_id: str | None, error: str | None
+    store: StateStore, element_id: int, parked_for: dict[str, Parked], message_id: str | None, error: str | None
 ) -> RequeuedElement:
     """Unpark a sent element for each of its channels, unless parked again since it was read; one not sent stays
     parked (as ``ParkedRequeue._send``)."""
@@ -217,8 +219,8 @@ async def _settle(
         return RequeuedElement(element_id, channels, None, f"not sent, still parked: {error}")
     unparked: list[str] = []
     try:
-        for name, generation in parked_for.items():
-            await store.unpark(element_id, name, generation=generation)
+        for name, parked in parked_for.items():
+            await store.unpark(element_id, name, generation=parked.generation)
             unparked.append(name)
     except Exception as failure:  # the notification is on the queue; a parked leftover is only requeued again
         left = ", ".join(c for c in channels if c not in unparked)

@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterable
-from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -42,6 +42,9 @@ CARRIER_SOURCE = "parked-trial"
 # Channels (comma-separated; a channel name has no comma) an operator asks to be tried now: set by `parked requeue`
 # on the first element it sends for each channel, whose secret may have just been fixed (``bridge.pipeline.parking``).
 TRY_NOW_ATTRIBUTE = "try-channels"
+# When a requeued element was first parked, per channel (``web=2026-12-06T16:47:23.123456Z,print=…``): parked again,
+# it keeps that time, so `parked list` shows how long it has waited, not how long since the last requeue.
+PARKED_SINCE_ATTRIBUTE = "parked-since"
 # A reason names at most this many of a body's keys, each cut to this many characters.
 MAX_KEYS_NAMED = 5
 MAX_KEY_CHARS = 40
@@ -66,6 +69,8 @@ class Notification:
     carrier: bool = False
     # Channels to try now if this worker holds them back for refused credentials (``TRY_NOW_ATTRIBUTE``).
     try_now: frozenset[str] = frozenset()
+    # A requeued element's first parking time per channel (``PARKED_SINCE_ATTRIBUTE``).
+    parked_since: Mapping[str, datetime] = field(default_factory=dict)
 
 
 class PoisonMessage(Exception):
@@ -105,6 +110,8 @@ def decode_payload(payload: Any, attributes: dict[str, str] | None = None) -> No
             notification = dataclasses.replace(notification, carrier=True)
         if names := attributes.get(TRY_NOW_ATTRIBUTE):
             notification = dataclasses.replace(notification, try_now=frozenset(filter(None, names.split(","))))
+        if since := attributes.get(PARKED_SINCE_ATTRIBUTE):
+            notification = dataclasses.replace(notification, parked_since=_parked_since(since))
     return notification
 
 
@@ -152,17 +159,38 @@ def resync_notification(
     event: str = Event.UPDATED.value,
     force: bool = False,
     try_now: Iterable[str] = (),
+    parked_since: Mapping[str, datetime] | None = None,
 ) -> tuple[str, dict[str, str]]:
     """The body and message attributes of a notification the bridge enqueues itself (replay, reconciliation):
     Kordiam's own id shape, so it takes the same path as a notification from Kordiam; ``source`` says who sent it,
     ``force`` asks for every channel to be rewritten, ``try_now`` names channels to try at once if they are held
-    back for refused credentials."""
+    back for refused credentials, ``parked_since`` carries a requeued element's first parking time per channel."""
     attributes = {"event": event, "source": source}
     if force:
         attributes[FORCE_ATTRIBUTE] = "true"
     if names := ",".join(sorted(try_now)):
         attributes[TRY_NOW_ATTRIBUTE] = names
+    if parked_since:
+        attributes[PARKED_SINCE_ATTRIBUTE] = ",".join(
+            f"{name}={moment.astimezone(UTC).isoformat(timespec='microseconds')}"
+            for name, moment in sorted(parked_since.items())
+        )
     return json.dumps({"id": element_id, "event": event}), attributes
+
+
+def _parked_since(text: str) -> dict[str, datetime]:
+    """``PARKED_SINCE_ATTRIBUTE``'s pairs; one that does not read (a hand-made message) is left out: the element
+    is then parked as new, nothing worse."""
+    found: dict[str, datetime] = {}
+    for pair in text.split(","):
+        name, _, moment = pair.partition("=")
+        try:
+            parsed = datetime.fromisoformat(moment)
+        except ValueError:
+            continue
+        if name and parsed.tzinfo is not None:
+            found[name] = parsed
+    return found
 
 
 def _element_id(payload: dict[str, Any]) -> int:

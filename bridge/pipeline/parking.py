@@ -55,6 +55,7 @@ import asyncio
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from enum import Enum
 
 import structlog
@@ -355,9 +356,10 @@ class ChannelParking:
             owed.carrier_sent_at = None
             self.changed.set()
 
-    async def park(self, element_id: int, name: str, reason: str) -> None:
-        """Set the element aside for the channel (the state store's errors are the caller's, as any store error)."""
-        await self._state.park(element_id, name, reason)
+    async def park(self, element_id: int, name: str, reason: str, *, since: datetime | None = None) -> None:
+        """Set the element aside for the channel (the state store's errors are the caller's, as any store error);
+        ``since``: when it was first parked, for a requeued element parked again."""
+        await self._state.park(element_id, name, reason, since=since)
         self._parked[name].inc()
         if name not in self._refused and name not in self._owed:
             # The channel accepted a call while this was written, and the requeue may have read past it.
@@ -524,7 +526,9 @@ class ParkedRequeue:
         return count
 
     async def _send(self, parked: Parked, *, source: str = "parked") -> None:
-        body, attributes = resync_notification(parked.element_id, source=source)
+        body, attributes = resync_notification(
+            parked.element_id, source=source, parked_since={parked.channel: parked.since}
+        )
         await self._transport.send(body, attributes, group_id=str(parked.element_id))
         # Only once the queue has it: a send that failed leaves the element parked for the next round. And only
         # if not parked again since it was read: a worker may have met a refusal of this very notification.

@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
@@ -156,6 +157,9 @@ class SyncEngine:
         }
         self._locks = KeyedLock()
         self._fetched = fetched or FetchLedger()
+        # The first parking time per channel a requeued element's notification carried, while it is synced (the
+        # element's lock makes that one sync at a time here).
+        self._parked_since: dict[int, Mapping[str, datetime]] = {}
         self._slots = slots
         self.parking = parking or ChannelParking(state, [route.name for route in self._routes])
         # Labelled once: looking a metric's labels up takes a lock and builds a key, on every message otherwise.
@@ -183,6 +187,8 @@ class SyncEngine:
             if not notification.force and self._fetched.covers(notification.element_id, sent_at, received_at):
                 metrics.NOTIFICATIONS_COALESCED.inc()
                 return SyncReport(notification.element_id, skipped=COVERED, covered=True)
+            if notification.parked_since:  # a requeued element: parked again, it keeps its first parking time
+                self._parked_since[notification.element_id] = notification.parked_since
             try:
                 async with self._slot(), self._state.lease(notification.element_id) as lease:
                     report = await self._sync(notification, lease, sent_at=sent_at)
@@ -193,6 +199,8 @@ class SyncEngine:
                 report = SyncReport(notification.element_id, failures=[Failure("lease", busy)])
             except BridgeError as error:  # the state store itself failed (transient or permanent, as it says)
                 report = SyncReport(notification.element_id, failures=[Failure("state", error)])
+            finally:
+                self._parked_since.pop(notification.element_id, None)
         if notification.carrier:  # another worker may be waiting for this news of its channel
             self.parking.carried({action.channel for action in report.actions if action.action in _CALLED})
         if report.failures:
@@ -537,7 +545,8 @@ class SyncEngine:
         """Set the element aside for a channel that refuses the bridge's credentials or is down
         (``bridge.pipeline.parking``); the rest of the sync goes on. ``publication_id`` None: the search for a
         deleted element's items. ``reason``: the error that parks it (default: the channel's refusal)."""
-        await self.parking.park(element_id, channel, reason or self.parking.reason(channel))
+        since = self._parked_since.get(element_id, {}).get(channel)
+        await self.parking.park(element_id, channel, reason or self.parking.reason(channel), since=since)
         external_id = delivery.external_id if delivery is not None else None
         report.actions.append(ChannelAction(channel, publication_id or 0, Action.PARKED, external_id))
 

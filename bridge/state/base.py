@@ -164,9 +164,11 @@ class StateStore(Protocol):
 
     async def all_deliveries(self) -> list[Delivery]: ...
 
-    async def park(self, element_id: int, channel: str, reason: str) -> None:
+    async def park(self, element_id: int, channel: str, reason: str, *, since: datetime | None = None) -> None:
         """Record that ``channel`` owes ``element_id`` a sync. Parking an element the channel already has parked
-        keeps its ``since``, takes the new ``reason`` and a new ``generation``. A parked item never
+        keeps its ``since``, takes the new ``reason`` and a new ``generation``. A new item's ``since`` is ``since``
+        when given (a requeued element parked again: when it was first parked, which its notification carried),
+        else now. A parked item never
         expires."""
         ...
 

@@ -447,7 +447,7 @@ class DynamoDbStateStore:
 
     # ---- parked elements -----------------------------------------------------------------------------------
 
-    async def park(self, element_id: int, channel: str, reason: str) -> None:
+    async def park(self, element_id: int, channel: str, reason: str, *, since: datetime | None = None) -> None:
         key = _parked_key(channel, element_id)  # refuses an id the key cannot order, before anything is written
         if channel not in self._parked_channels_named:
             # Named before the element is parked: a parked element's channel is always in the item.
@@ -476,7 +476,7 @@ class DynamoDbStateStore:
                 ":element": _n(element_id),
                 ":channel": _s(channel),
                 ":reason": _s(reason),
-                ":now": _s(encode_date(datetime.now(UTC))),
+                ":now": _s(encode_date(since or datetime.now(UTC))),
                 ":generation": _n(new_generation()),
             },
         )

@@ -540,8 +540,8 @@ class SqliteStateStore:
         values = _mark_values(mark)
         await self._write(lambda db: db.execute(MARK_ELEMENT, values))
 
-    async def park(self, element_id: int, channel: str, reason: str) -> None:
-        values = (channel, element_id, reason, _iso(datetime.now(UTC)), new_generation())
+    async def park(self, element_id: int, channel: str, reason: str, *, since: datetime | None = None) -> None:
+        values = (channel, element_id, reason, _iso(since or datetime.now(UTC)), new_generation())
         await self._write(lambda db: db.execute(PARK, values))
 
     async def unpark(self, element_id: int, channel: str, *, generation: int | None = None) -> None:

@@ -489,6 +489,18 @@ async def test_parking_again_keeps_since_takes_the_new_reason_and_a_new_generati
     assert await store.parked_count("web") == 1
 
 
+async def test_a_requeued_element_parked_again_keeps_the_time_it_was_first_parked(stores: StoreFactory) -> None:
+    store = await stores()
+    first = datetime(2026, 12, 6, 9, 30, 15, 123456, tzinfo=UTC)
+    await store.park(7, "web", "401", since=first)  # a new item takes the time its requeue carried
+    await store.park(7, "web", "401 again", since=datetime(2026, 12, 6, 11, 0, tzinfo=UTC))  # an item keeps its own
+    await store.park(8, "web", "401", since=first.astimezone(timezone(timedelta(hours=2))))  # any offset: UTC
+    assert [(p.element_id, p.since, p.reason) for p in await store.parked("web")] == [
+        (7, first, "401 again"),
+        (8, first, "401"),
+    ]
+
+
 async def test_unpark_forgets_the_item_and_an_unknown_one_is_no_error(stores: StoreFactory) -> None:
     store = await stores()
     other = await stores()

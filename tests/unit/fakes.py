@@ -233,9 +233,9 @@ class MemoryStateStore:
     async def all_deliveries(self) -> list[Delivery]:
         return list(self.rows.values())
 
-    async def park(self, element_id: int, channel: str, reason: str) -> None:
+    async def park(self, element_id: int, channel: str, reason: str, *, since: datetime | None = None) -> None:
         held = self.parks.get((channel, element_id))
-        since = held.since if held is not None else datetime.now(UTC)  # the first parking's time stays
+        since = held.since if held is not None else (since or datetime.now(UTC))  # the first parking's time stays
         generation = new_generation()
         self.parks[(channel, element_id)] = Parked(element_id, channel, reason, since, generation)
 

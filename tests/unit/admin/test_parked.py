@@ -117,13 +117,20 @@ async def test_list_of_one_channel(store: MemoryStateStore) -> None:
 
 async def test_requeue_sends_one_notification_per_element_and_unparks_it(store: MemoryStateStore) -> None:
     queue = SendingQueue()
+    since = {name: store.parks[(name, 10)].since.isoformat(timespec="microseconds") for name in ("web", "print")}
     result = await requeue_parked(queue, store, ["web", "print"])  # type: ignore[arg-type]
     # Element 10 is parked for both channels: one notification serves both, and it is unparked for each.
     assert [json.loads(body)["id"] for body, _, _ in queue.sent] == [10, 20, 30]
     # The first element sent for each channel asks a worker holding it back for refused credentials to try it now.
+    # Each carries when it was first parked for each channel: parked again, it keeps that time.
     assert queue.sent[0] == (
         '{"id": 10, "event": "updated"}',
-        {"event": "updated", "source": "parked-requeue", "try-channels": "print,web"},
+        {
+            "event": "updated",
+            "source": "parked-requeue",
+            "try-channels": "print,web",
+            "parked-since": f"print={since['print']},web={since['web']}",
+        },
         "10",
     )
     assert [attributes.get("try-channels") for _, attributes, _ in queue.sent] == ["print,web", None, None]

@@ -99,6 +99,19 @@ def test_envelopes_nested_too_deeply_are_poison() -> None:
         decode_notification(json.dumps(body))
 
 
+def test_a_requeued_elements_first_parking_times_travel_with_its_notification() -> None:
+    since = {
+        "web": datetime(2026, 12, 6, 9, 30, 15, 123456, tzinfo=UTC),
+        "print-2": datetime(2026, 12, 6, 10, 0, tzinfo=UTC),
+    }
+    body, attributes = resync_notification(7, source="parked", parked_since=since)
+    assert attributes["parked-since"] == "print-2=2026-12-06T10:00:00.000000+00:00,web=2026-12-06T09:30:15.123456+00:00"
+    assert decode_notification(body, attributes).parked_since == since
+    # A pair that does not read (a hand-made message) is left out: the element is parked as new, nothing worse.
+    odd = {**attributes, "parked-since": "web=yesterday,=2026-12-06T10:00:00+00:00,print=2026-12-06T10:00:00"}
+    assert decode_notification(body, odd).parked_since == {}
+
+
 def test_the_force_attribute_asks_for_every_channel_to_be_rewritten() -> None:
     body, attributes = resync_notification(7, source="replay", force=True)
     assert decode_notification(body, attributes).force is True

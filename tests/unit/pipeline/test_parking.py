@@ -4,6 +4,8 @@ refuses, one trial call per back-off; once accepted, its parked elements are req
 from __future__ import annotations
 
 import json
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -144,6 +146,26 @@ async def test_while_refused_the_channel_is_not_called_until_the_back_off_allows
     clock.now += 0.2
     assert engine.parking.admit("web") is Admission.TRIAL
     assert engine.parking.admit("web") is Admission.PARK  # one trial at a time
+
+
+async def test_an_element_requeued_to_carry_a_trial_and_parked_again_keeps_the_time_it_was_first_parked(
+    kordiam: FakeKordiam, state: MemoryStateStore, clock: ManualClock
+) -> None:
+    # `parked list` shows how long a story has waited for the channel, not how long since its last trial.
+    engine, _ = await refused_on_the_first_of_two(kordiam, state, clock)
+    hours_ago = datetime.now(UTC) - timedelta(hours=3)
+    state.parks[("web", 1)] = replace(state.parks[("web", 1)], since=hours_ago)
+    transport = FakeTransport([])
+    requeue = ParkedRequeue(engine.parking, state=state, transport=transport, channels=["web"], clock=clock)
+    clock.now += 1.0
+    await requeue.round()  # the carrier goes: element 1, unparked once the queue has it
+    assert await parked_ids(state, "web") == []
+    carrier = decode_notification(transport.sent[0], transport.attributes[0])
+    assert carrier.carrier and carrier.parked_since == {"web": hours_ago}
+
+    await engine.sync(carrier)  # its trial: still refused, so parked again
+    [again] = await state.parked("web")
+    assert (again.element_id, again.since) == (1, hours_ago)
 
 
 async def test_a_requeue_by_hand_that_names_the_channel_tries_it_at_once_and_only_once(

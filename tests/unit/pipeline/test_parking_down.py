@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import datetime
 
 import pytest
 from structlog.testing import capture_logs
@@ -255,9 +256,9 @@ async def test_a_park_written_while_the_channel_recovers_is_requeued(
     gate = asyncio.Event()
     original = state.park
 
-    async def slow_park(element_id: int, channel: str, reason: str) -> None:
+    async def slow_park(element_id: int, channel: str, reason: str, *, since: datetime | None = None) -> None:
         await gate.wait()
-        await original(element_id, channel, reason)
+        await original(element_id, channel, reason, since=since)
 
     state.park = slow_park  # type: ignore[method-assign]
     writing = asyncio.ensure_future(parking.park(2, "web", str(OPEN)))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import datetime
 
 import pytest
 
@@ -130,7 +131,7 @@ async def test_a_store_failure_parking_one_channel_leaves_no_other_channels_call
     engine = engine_with(kordiam, state, clock, (web, WEB), (paper, PRINT))
     original_park = state.park
 
-    async def park_down(element_id: int, channel: str, reason: str) -> None:
+    async def park_down(element_id: int, channel: str, reason: str, *, since: datetime | None = None) -> None:
         raise StateUnavailable("SQLite state.db: disk I/O error")
 
     state.park = park_down  # type: ignore[method-assign]
