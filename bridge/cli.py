@@ -75,6 +75,9 @@ _port = _bounded_int(0, 65535, "a TCP port")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if (misplaced := _config_too_early(list(sys.argv[1:] if argv is None else argv))) is not None:
+        print(misplaced, file=sys.stderr)
+        return EXIT_CONFIG
     parser = _parser()
     args = parser.parse_args(argv)
     from bridge.ops.logging import configure_logging
@@ -101,6 +104,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         return EXIT_BROKEN_PIPE
     return result
+
+
+def _config_too_early(tokens: list[str]) -> str | None:
+    """``--config`` before the command (or the action of ``dlq``/``parked``) would read as an unknown command
+    named after the file; say where it goes instead."""
+
+    def is_config(token: str) -> bool:
+        return token == "--config" or token.startswith("--config=")
+
+    if tokens and is_config(tokens[0]):
+        return "kordiam-bridge: --config goes after the command: kordiam-bridge COMMAND --config FILE"
+    if len(tokens) > 1 and tokens[0] in ("dlq", "parked") and is_config(tokens[1]):
+        group = tokens[0]
+        return f"kordiam-bridge {group}: --config goes after the action: kordiam-bridge {group} ACTION --config FILE"
+    return None
 
 
 def serve_until_signalled(serve: Callable[[asyncio.Event], Coroutine[Any, Any, None]]) -> None:

@@ -143,3 +143,28 @@ path = "{tmp_path / "web"}"
     err = capsys.readouterr().err
     assert err.startswith("kordiam-bridge: configuration error: BRIDGE_STATE__URL (state.url): "), err
     assert "elsewhere.db does not exist" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (
+            ["--config", "local.toml", "status"],
+            "kordiam-bridge: --config goes after the command: kordiam-bridge COMMAND --config FILE\n",
+        ),
+        (
+            ["--config=local.toml", "status"],
+            "kordiam-bridge: --config goes after the command: kordiam-bridge COMMAND --config FILE\n",
+        ),
+        (
+            ["dlq", "--config", "local.toml", "list"],
+            "kordiam-bridge dlq: --config goes after the action: kordiam-bridge dlq ACTION --config FILE\n",
+        ),
+    ],
+)
+def test_config_before_the_command_says_where_it_goes(
+    argv: list[str], said: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Otherwise argparse reads the file's name as the command: "invalid choice: 'local.toml'".
+    assert main(argv) == 2
+    assert capsys.readouterr().err == said
