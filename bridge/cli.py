@@ -65,7 +65,7 @@ def _bounded_int(low: int, high: int, what: str) -> Callable[[str], int]:
 
 def _message_id(text: str) -> str:
     if not text.strip():
-        raise argparse.ArgumentTypeError("a message id is not empty")
+        raise argparse.ArgumentTypeError("a message id cannot be empty")
     return text.strip()
 
 
@@ -540,6 +540,8 @@ def _check_config(args: argparse.Namespace) -> int:
         }
         for index, channel in enumerate(settings.channels)
     ]
+    # Which channel the element links to when none sets main = true (the first): every "main" above may be false.
+    effective["main_channel"] = settings.main_channel
     print(json.dumps(effective, indent=2))
     return 0
 

@@ -21,7 +21,7 @@ from bridge.cli import main
             ["replay", "1001", "99999999999999999999"],
             "kordiam-bridge replay: argument ELEMENT_ID: 99999999999999999999 is not an element id",
         ),
-        (["dlq", "show", " "], "kordiam-bridge dlq show: argument MESSAGE_ID: a message id is not empty"),
+        (["dlq", "show", " "], "kordiam-bridge dlq show: argument MESSAGE_ID: a message id cannot be empty"),
         (["replay", "x1"], "kordiam-bridge replay: argument ELEMENT_ID: 'x1' is not an integer"),
         (["dlq", "list", "--limit", "0"], "kordiam-bridge dlq list: argument --limit: 0 is not a count"),
         (["dlq", "redrive", "--element", "0"], "kordiam-bridge dlq redrive: argument --element: 0 is not an element"),

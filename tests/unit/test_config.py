@@ -145,6 +145,7 @@ def test_example_config_is_valid(monkeypatch: pytest.MonkeyPatch, capsys: pytest
     # check-config validates every channel's own keys too.
     assert main(["check-config", "--config", str(example)]) == 0
     printed = capsys.readouterr().out
+    assert json.loads(printed)["main_channel"] == "website"  # the channel the element links to
     for secret in (
         "abcd efgh",
         "0123456789abcdef",
