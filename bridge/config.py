@@ -778,6 +778,9 @@ def load_settings(
         except IsADirectoryError:
             raise ConfigError(origin, f"{file} is a directory, not a file") from None
         except tomllib.TOMLDecodeError as error:
+            if _starts_with_bom(file):  # some Windows editors write one; TOML reads it as a stray statement
+                bom = "starts with a byte order mark (BOM): save it as UTF-8 without one"
+                raise ConfigError(str(file), bom) from None
             raise ConfigError(str(file), f"not valid TOML: {error}") from None
         except UnicodeDecodeError as error:
             raise ConfigError(str(file), f"not UTF-8 (byte {error.start}); TOML files are UTF-8") from None
@@ -815,6 +818,14 @@ def load_settings(
         raise _first_problem(problems, variables | channel_variables, channels_variable)
     assert settings is not None
     return settings
+
+
+def _starts_with_bom(file: Path) -> bool:
+    try:
+        with file.open("rb") as handle:
+            return handle.read(3) == b"\xef\xbb\xbf"
+    except OSError:
+        return False
 
 
 def naming_its_variable(error: ConfigError) -> ConfigError:

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import errno
 import os
+import socket
 
 
 class BridgeError(Exception):
@@ -51,7 +52,10 @@ class ConfigError(BridgeError):
     def cannot_listen(cls, error: OSError, host: str, port: int, *, port_key: str, host_key: str) -> ConfigError:
         """A server that could not bind: the port's setting when it is taken, else the host's."""
         key = port_key if error.errno == errno.EADDRINUSE else host_key
-        reason = os.strerror(error.errno).lower() if error.errno else str(error)
+        if isinstance(error, socket.gaierror):  # its errno is the resolver's (-2), which os.strerror does not know
+            reason = f"cannot resolve {host}: {error.strerror or error}".lower()
+        else:
+            reason = os.strerror(error.errno).lower() if error.errno else str(error)
         return cls(key, f"cannot listen on {host}:{port}: {reason}")
 
 

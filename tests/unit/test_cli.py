@@ -168,3 +168,15 @@ def test_config_before_the_command_says_where_it_goes(
     # Otherwise argparse reads the file's name as the command: "invalid choice: 'local.toml'".
     assert main(argv) == 2
     assert capsys.readouterr().err == said
+
+
+def test_a_server_host_that_does_not_resolve_is_named_in_words() -> None:
+    import socket as sockets
+
+    from bridge.errors import ConfigError
+
+    error = sockets.gaierror(-2, "Name or service not known")
+    refused = ConfigError.cannot_listen(error, "no.such.host.invalid", 9090, port_key="ops.port", host_key="ops.host")
+    # Not "unknown error -2": os.strerror does not know the resolver's codes.
+    expected = "ops.host: cannot listen on no.such.host.invalid:9090: cannot resolve no.such.host.invalid: "
+    assert str(refused) == expected + "name or service not known"

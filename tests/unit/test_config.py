@@ -715,3 +715,10 @@ def test_the_queue_addresses_have_the_same_rule(tmp_path: Path, line: str, key: 
     with pytest.raises(ConfigError) as raised:
         load_settings(write(tmp_path, VALID.replace(line, broken, 1)))
     assert (raised.value.key, raised.value.problem) == (key, "has a port that is not a number from 1 to 65535")
+
+
+def test_a_file_that_starts_with_a_byte_order_mark_says_so(tmp_path: Path) -> None:
+    path = tmp_path / "bridge.toml"
+    path.write_bytes(b"\xef\xbb\xbf" + VALID.encode())
+    with pytest.raises(ConfigError, match=r"starts with a byte order mark \(BOM\): save it as UTF-8 without one"):
+        load_settings(path)
