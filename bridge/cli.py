@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import re
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Iterator, Sequence
@@ -52,10 +53,10 @@ class _Parser(argparse.ArgumentParser):
 
 def _bounded_int(low: int, high: int, what: str) -> Callable[[str], int]:
     def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        # Digits only: Python's int() also reads "1_000" and "+5", which no id or count is written as.
+        if not re.fullmatch(r"-?[0-9]+", text.strip()):
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer")
+        value = int(text)
         if not low <= value <= high:
             raise argparse.ArgumentTypeError(f"{text} is not {what} ({low}..{high})")
         return value

@@ -11,6 +11,7 @@ and the ingress share); ``bridge.config`` sits below every package that reads a 
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import ssl
@@ -70,7 +71,16 @@ def _not_a_boolean(value: Any) -> Any:
 # ``NotBoolean`` where a number shares a union with text): a boolean is refused, naming the key, like any wrong value.
 NotBoolean = BeforeValidator(_not_a_boolean)
 Int = Annotated[int, NotBoolean]
-Float = Annotated[float, NotBoolean]
+
+
+def _finite(value: Any) -> Any:
+    # TOML has nan and inf; neither is a duration or a rate, and nan would fail a bound as "less than … 120".
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"must be a finite number, not {value}")
+    return value
+
+
+Float = Annotated[float, NotBoolean, BeforeValidator(_finite)]
 # An HTTP channel's `timeout` key: seconds per request to its target; None (unset) is the shared client's
 # (kordiam.timeout). A CMS slower than Kordiam to save a story needs more: a write that outlasts its timeout is
 # retried, so it would never succeed.
@@ -937,6 +947,8 @@ def validation_problems(error: ValidationError, model: type[BaseModel], prefix: 
             message = "is required"
         elif detail["type"] == "extra_forbidden":
             message = "is not a known key"
+        elif detail["type"] in ("model_type", "dict_type", "model_attributes_type"):
+            message = "must be a table ([section] or { … }), not a single value"
         # Model validators report their own key in the message ("channels[1].name: …", "dlq_url: …" in queue).
         head, separator, rest = message.partition(": ")
         if separator and re.fullmatch(r"[A-Za-z_][\w.\[\]]*", head):

@@ -23,6 +23,7 @@ from bridge.cli import main
         ),
         (["dlq", "show", " "], "kordiam-bridge dlq show: argument MESSAGE_ID: a message id cannot be empty"),
         (["replay", "x1"], "kordiam-bridge replay: argument ELEMENT_ID: 'x1' is not an integer"),
+        (["replay", "1_000"], "kordiam-bridge replay: argument ELEMENT_ID: '1_000' is not an integer"),
         (["dlq", "list", "--limit", "0"], "kordiam-bridge dlq list: argument --limit: 0 is not a count"),
         (["dlq", "redrive", "--element", "0"], "kordiam-bridge dlq redrive: argument --element: 0 is not an element"),
         (["simulator", "--port", "99999"], "kordiam-bridge simulator: argument --port: 99999 is not a TCP port"),

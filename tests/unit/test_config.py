@@ -92,6 +92,7 @@ def test_config_path_from_environment(tmp_path: Path, monkeypatch: pytest.Monkey
         (("[queue]\n", "[queue]\nread_ahead = -1\n"), "queue.read_ahead", "greater than or equal to 0"),
         (("platforms = [99003]", "platforms = []"), "channels[0].platforms", "at least 1 item"),
         (('name = "print"', 'name = "web"'), "channels[1].name", "used by another channel"),
+        (("[kordiam]\n", "[kordiam]\ntimeout = nan\n"), "kordiam.timeout", "finite number"),
     ],
 )
 def test_errors_name_the_key(tmp_path: Path, change: tuple[str, str], key: str, problem: str) -> None:
@@ -722,3 +723,16 @@ def test_a_file_that_starts_with_a_byte_order_mark_says_so(tmp_path: Path) -> No
     path.write_bytes(b"\xef\xbb\xbf" + VALID.encode())
     with pytest.raises(ConfigError, match=r"starts with a byte order mark \(BOM\): save it as UTF-8 without one"):
         load_settings(path)
+
+
+def test_a_section_given_as_a_single_value_says_it_must_be_a_table(tmp_path: Path) -> None:
+    text = VALID.replace(
+        '[queue]\nurl = "http://127.0.0.1:4566/000000000000/kordiam"\nendpoint_url = "http://127.0.0.1:4566"\n',
+        "queue = 5\n",
+    )
+    with pytest.raises(ConfigError) as raised:
+        load_settings(write(tmp_path, text))
+    assert (raised.value.key, raised.value.problem) == (
+        "queue",
+        "must be a table ([section] or { … }), not a single value",
+    )
