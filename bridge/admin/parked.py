@@ -103,6 +103,7 @@ async def parked_requeue(
     try:
         names = await parked_channels(store, settings, channel)
         async with open_queue_admin(settings.queue) as queue:
+            await queue.ensure_usable()
             return await requeue_parked(queue, store, names, element_ids=element_ids, progress=progress, stop=stop)
     finally:
         await store.close()

@@ -38,6 +38,7 @@ async def replay(
     progress.start(f"replaying {len(ids)} element(s)", len(ids))
     results: list[ReplayedElement] = []
     async with open_queue_admin(settings) as queue:
+        await queue.ensure_usable()
         for start in range(0, len(ids), MAX_BATCH):
             chunk = ids[start : start + MAX_BATCH]
             if stop is not None and stop.is_set():

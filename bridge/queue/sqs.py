@@ -163,6 +163,10 @@ class SqsTransport:
             )
         return QueueInfo(self.dlq_url, max_receive, has_redrive=bool(policy))
 
+    async def check_usable(self) -> None:
+        """``ConfigError`` naming ``queue.url`` unless the main queue answers: it exists, the credentials may use it."""
+        await self._start_attributes(self.url, ["QueueArn"], key="queue.url")
+
     def _remember_limit(self, url: str, attributes: Mapping[str, str]) -> None:
         if (limit := attributes.get("MaximumMessageSize")) is not None:
             self._message_limits[url] = int(limit)

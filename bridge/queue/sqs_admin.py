@@ -157,6 +157,9 @@ class SqsQueueAdmin:
             self._info = await self.transport.describe()
         return self._info.dlq_url
 
+    async def ensure_usable(self) -> None:
+        await self.transport.check_usable()
+
     # ------------------------------------------------------------------------------------------- low level
 
     async def depth(self, url: str) -> QueueDepth:

@@ -49,6 +49,9 @@ class StompQueueAdmin:
     async def dead_letter_url(self) -> str:
         return self._dlq_url
 
+    async def ensure_usable(self) -> None:
+        return None  # the broker answered the connection, and ActiveMQ makes a queue at its first message
+
     async def depth(self, url: str) -> QueueDepth:
         return QueueDepth(visible=None, in_flight=None, delayed=None, note=NO_DEPTH)
 

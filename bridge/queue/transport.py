@@ -339,6 +339,12 @@ class QueueAdmin(Protocol):
         """``queue.dlq_url``, else the main queue's redrive target (``ConfigError`` when there is neither)."""
         ...
 
+    async def ensure_usable(self) -> None:
+        """``ConfigError`` naming ``queue.url`` when the main queue cannot take messages (it does not exist, the
+        credentials may not use it). Commands that only send (``replay``, ``parked requeue``) ask first, so that a
+        wrong queue is one line, as for every other command, not one failure per element."""
+        ...
+
     async def depth(self, url: str) -> QueueDepth:
         """The approximate depth of the queue or the dead-letter queue at ``url``."""
         ...

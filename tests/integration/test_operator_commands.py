@@ -27,6 +27,7 @@ from bridge.admin.replay import replay
 from bridge.admin.results import RedriveResult, to_json
 from bridge.admin.status import collect_status, render_status
 from bridge.config import OpsSettings, Settings, load_settings
+from bridge.errors import ConfigError
 from bridge.ops import metrics
 from bridge.ops.server import OpsServer
 from bridge.queue.dead_letter import DeadLetterContext
@@ -248,6 +249,22 @@ async def test_an_interrupted_replay_says_what_it_sent_and_what_not(
 async def test_replay_rejects_bad_ids(settings: Settings) -> None:
     with pytest.raises(ValueError, match="positive integers"):
         await replay(settings.queue, [5, 0])
+
+
+async def test_replay_and_parked_requeue_to_a_queue_that_does_not_exist_are_one_line(
+    settings: Settings, sqs_endpoint: SqsEndpoint
+) -> None:
+    # As every other command says it: not one "not enqueued" line per element.
+    missing = settings.queue.url.rsplit("/", 1)[0] + f"/nope-{uuid.uuid4().hex[:8]}"
+    wrong = settings.model_copy(update={"queue": settings.queue.model_copy(update={"url": missing})})
+    with pytest.raises(ConfigError, match=r"^queue\.url: queue .*/nope-\w+ is not usable: .*NonExistentQueue"):
+        await replay(wrong.queue, [5, 6])
+    store = await open_state_store(settings.state)
+    await store.park(5, "web", "HTTP 401")
+    await store.close()
+    with pytest.raises(ConfigError, match=r"^queue\.url: queue .*/nope-\w+ is not usable"):
+        await parked_requeue(wrong, channel="web")
+    assert (await parked_list(settings)).parked == 1  # nothing unparked
 
 
 async def test_replay_on_a_fifo_queue_groups_by_element(sqs_endpoint: SqsEndpoint, tmp_path: Path) -> None:
@@ -753,7 +770,11 @@ async def test_parked_requeue_puts_a_channels_parked_elements_on_the_queue_and_u
     assert sorted(json.loads(m["Body"])["id"] for m in messages) == [10, 20]
     for message in messages:
         assert json.loads(message["Body"]) == {"id": json.loads(message["Body"])["id"], "event": "updated"}
-        assert string_attributes(message) == {"event": "updated", "source": "parked-requeue"}
+        attributes = string_attributes(message)
+        assert (attributes["event"], attributes["source"]) == ("updated", "parked-requeue")
+        assert attributes["parked-since"].startswith("web=")  # parked again, it keeps its first parking time
+    # The first element sent for the channel asks a worker holding it back to try it at once; only the first.
+    assert sorted(string_attributes(m).get("try-channels", "") for m in messages) == ["", "web"]
 
     renamed = await parked_requeue(settings, channel="web-old")
     assert [(e.element_id, e.channels, e.error) for e in renamed.elements] == [(30, ["web-old"], None)]

@@ -52,6 +52,9 @@ class SendingQueue:
     def url(self) -> str:
         return MAIN
 
+    async def ensure_usable(self) -> None:
+        return None
+
     async def send(self, messages: Sequence[OutgoingMessage]) -> list[SendOutcome]:
         self.batches.append(len(messages))
         outcomes = []
