@@ -544,7 +544,9 @@ async def test_wrong_kordiam_credentials_stop_the_worker_at_start(
     lines = worker.log.read_text(encoding="utf-8").strip().splitlines()
     assert code == 2
     assert re.fullmatch(
-        r"kordiam-bridge: configuration error: kordiam\.client_secret: Kordiam refused the client credentials of "
+        # The secret came from BRIDGE_KORDIAM__CLIENT_SECRET (WorkerProcess sets it), so the line names it.
+        r"kordiam-bridge: configuration error: BRIDGE_KORDIAM__CLIENT_SECRET \(kordiam\.client_secret\): Kordiam "
+        r"refused the client credentials of "
         r"client_id 'demo-client': 401 Unauthorized; Invalid client credentials .*\(check kordiam\.client_id and "
         r"the secret\)",
         lines[-1],
