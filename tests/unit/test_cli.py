@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from bridge.cli import main
+from tests.support import write_config
 
 
 @pytest.mark.parametrize(
@@ -119,22 +120,13 @@ def test_an_error_found_after_loading_names_the_variable_that_set_the_setting(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The Terraform module passes settings as environment variables: the file does not hold the value at fault.
-    config = tmp_path / "bridge.toml"
-    config.write_text(
-        f"""
-[queue]
-url = "https://sqs.eu-central-1.amazonaws.com/123456789012/bridge"
-
-[state]
-url = "sqlite:///{tmp_path / "state.db"}"
-
-[[channels]]
-name = "web"
-type = "folder"
-platforms = [1]
-path = "{tmp_path / "web"}"
-""",
-        encoding="utf-8",
+    config = write_config(
+        tmp_path / "bridge.toml",
+        queue="https://sqs.eu-central-1.amazonaws.com/123456789012/bridge",
+        endpoint="http://127.0.0.1:9",
+        kordiam="http://127.0.0.1:9",
+        workdir=tmp_path,
+        ops_port=0,
     )
     assert main(["parked", "list", "--config", str(config)]) == 2
     assert capsys.readouterr().err.startswith("kordiam-bridge: configuration error: state.url: ")
