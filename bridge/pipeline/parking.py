@@ -395,19 +395,15 @@ class ChannelParking:
         return refusal.trial_started is not None and now - refusal.trial_started < TRIAL_TIMEOUT_SECONDS
 
     def carrier_sent(self, name: str) -> None:
-        refusal = self._refused.get(name)
-        if refusal is not None:
-            # The last one brought no news (another worker took it, and parked it or tried it itself): wait longer
-            # for this one, or each worker would send one carrier per second to the others for as long as it lasts.
-            if refusal.carrier_sent_at is not None:
-                refusal.backoff = min(refusal.backoff * 2, self._max)
-            refusal.carrier_sent_at = self._clock()
+        held = self._refused.get(name) or self._owed.get(name)
+        if held is None:
             return
-        owed = self._owed.get(name)
-        if owed is not None:
-            if owed.carrier_sent_at is not None:  # the last one brought no news: wait longer for this one
-                owed.backoff = min(owed.backoff * 2, self._max)
-            owed.carrier_sent_at = self._clock()
+        # The last one brought no news (another worker took it, and parked it, tried it itself, or the breaker there
+        # let it through): wait longer for this one, or each worker would send one carrier per second to the others
+        # for as long as it lasts.
+        if held.carrier_sent_at is not None:
+            held.backoff = min(held.backoff * 2, self._max)
+        held.carrier_sent_at = self._clock()
 
     def nothing_parked(self, name: str) -> None:
         """The channel has no parked element left (another worker requeued them): nothing is owed."""
