@@ -40,7 +40,7 @@ from bridge.pipeline.notification import resync_notification
 from bridge.queue import QueueAdmin, open_queue_admin
 from bridge.queue.transport import MAX_BATCH, OutgoingMessage
 from bridge.state import StateStore, open_state_store
-from bridge.state.base import Parked, iter_parked
+from bridge.state.base import Parked, iter_parked, parked_elsewhere
 
 log = structlog.get_logger("bridge.admin")
 
@@ -55,7 +55,7 @@ async def parked_channels(store: StateStore, settings: StatusSettings, channel: 
     names = [c.name for c in settings.channels]
     if channel is not None and channel in names:
         return [channel]
-    unconfigured = [n for n in await store.parked_channels() if n not in names and await store.parked_count(n)]
+    unconfigured = list(await parked_elsewhere(store, names))
     if channel is None:
         return names + unconfigured
     if channel in unconfigured:

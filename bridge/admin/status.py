@@ -35,6 +35,7 @@ from bridge.errors import AdminError, BridgeError
 from bridge.queue import QueueAdmin, open_queue_admin
 from bridge.queue.transport import PeekedMessage
 from bridge.state import open_state_store
+from bridge.state.base import parked_elsewhere
 
 DEFAULT_SAMPLE = 10
 # Where the broker gives no depth (ActiveMQ over STOMP): the dead letters a status browses to count them.
@@ -288,10 +289,11 @@ async def _state_status(settings: StatusSettings) -> tuple[StateStatus, dict[str
     try:
         deliveries = await store.all_deliveries()
         configured = [channel.name for channel in settings.channels]
+        for name in configured:
+            channels.setdefault(name, _ChannelStats()).parked = await store.parked_count(name)
         # And a channel renamed or removed from the configuration that still holds parked elements.
-        for name in configured + [n for n in await store.parked_channels() if n not in configured]:
-            if (parked := await store.parked_count(name)) or name in configured:
-                channels.setdefault(name, _ChannelStats()).parked = parked
+        for name, parked in (await parked_elsewhere(store, configured)).items():
+            channels.setdefault(name, _ChannelStats()).parked = parked
     except Exception as error:
         return StateStatus(state.url, False, f"cannot read deliveries: {type(error).__name__}: {error}"), {}
     finally:

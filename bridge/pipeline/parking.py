@@ -64,7 +64,7 @@ from bridge.errors import ChannelCircuitOpen, ChannelCredentialsRefused
 from bridge.ops import metrics
 from bridge.pipeline.notification import CARRIER_SOURCE, resync_notification
 from bridge.queue.transport import Transport
-from bridge.state.base import Parked, StateStore, iter_parked
+from bridge.state.base import Parked, StateStore, iter_parked, parked_elsewhere
 
 log = structlog.get_logger("bridge.parking")
 
@@ -168,15 +168,15 @@ class ChannelParking:
         """A channel renamed or removed from the configuration while it had parked elements: no worker calls it,
         so no call of it ever succeeds and requeues them, and they would wait unseen. They are counted in the
         gauge (so its alert fires) and named in one warning per channel per process, which says what to do."""
-        # Those gauged before too: a store may stop naming a channel once nothing is parked for it.
-        for name in sorted(set(await self._state.parked_channels()) | self._unconfigured):
-            if name in self._parked_now:
-                continue
-            count = await self._state.parked_count(name)
-            if count or name in self._unconfigured:  # a name parked under once, long ago, gets no gauge
-                self._unconfigured.add(name)
-                metrics.CHANNEL_PARKED_ELEMENTS.labels(name).set(count)
-            if count and name not in self._unconfigured_told:
+        found = await parked_elsewhere(self._state, self._parked_now)
+        # Those gauged before and emptied since (a store may stop naming them): 0, so the alert clears. A name
+        # parked under once, long ago, and empty ever since gets no gauge.
+        for name in sorted(self._unconfigured - found.keys()):
+            metrics.CHANNEL_PARKED_ELEMENTS.labels(name).set(0)
+        for name, count in found.items():
+            self._unconfigured.add(name)
+            metrics.CHANNEL_PARKED_ELEMENTS.labels(name).set(count)
+            if name not in self._unconfigured_told:
                 self._unconfigured_told.add(name)
                 log.warning(
                     "parked_for_unconfigured_channel",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -168,8 +168,7 @@ class StateStore(Protocol):
         """Record that ``channel`` owes ``element_id`` a sync. Parking an element the channel already has parked
         keeps its ``since``, takes the new ``reason`` and a new ``generation``. A new item's ``since`` is ``since``
         when given (a requeued element parked again: when it was first parked, which its notification carried),
-        else now. A parked item never
-        expires."""
+        else now. A parked item never expires."""
         ...
 
     async def unpark(self, element_id: int, channel: str, *, generation: int | None = None) -> None:
@@ -192,6 +191,16 @@ class StateStore(Protocol):
         some once (the caller counts). For elements parked under a channel name the configuration no longer has
         (renamed or removed), which the configured names alone would never find."""
         ...
+
+
+async def parked_elsewhere(store: StateStore, configured: Collection[str]) -> dict[str, int]:
+    """Each channel outside ``configured`` that has parked elements, by name, with how many: renamed or removed
+    from the configuration while it held some, so no worker calls it, and only a requeue by hand serves them."""
+    counts: dict[str, int] = {}
+    for name in await store.parked_channels():
+        if name not in configured and (count := await store.parked_count(name)):
+            counts[name] = count
+    return counts
 
 
 async def iter_parked(store: StateStore, channel: str, *, page: int = 100) -> AsyncIterator[Parked]:
