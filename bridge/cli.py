@@ -81,12 +81,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     parser = _parser()
     args = parser.parse_args(argv)
-    from bridge.ops.logging import configure_logging
+    from bridge.ops.logging import configure_logging, release_held_logs
 
-    # Logs go to stderr (JSON); stdout is for a command's own output (tables, --json).
-    configure_logging("info")
+    # Logs go to stderr (JSON); stdout is for a command's own output (tables, --json). Lines logged while the
+    # configuration is read wait for the format it sets (ops.log_format).
+    configure_logging("info", hold=True)
     try:
-        result: int = args.command(args)
+        try:
+            result: int = args.command(args)
+        finally:
+            release_held_logs()  # before an error's line, which they may explain
     except ConfigError as error:
         from bridge.config import naming_its_variable
 

@@ -3,6 +3,10 @@
 The bridge's own events (structlog), the libraries' stdlib logging (botocore, aiohttp, uvicorn…) and Python
 ``warnings`` all pass through the same renderer, so every line of a JSON log is JSON. While a command draws a
 progress bar, ``logs_through`` sends the lines to the bar's console, which prints them above the bar.
+
+A command's format is known only once its configuration is read, and reading it may log (a ``BRIDGE_*`` variable
+that sets nothing): ``configure_logging(hold=True)`` keeps such lines until the command configures its own format,
+which prints them in it (or ``release_held_logs`` prints them as JSON, for a command that never does).
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from typing import Any, Literal
 
 import structlog
@@ -45,7 +49,20 @@ def _json_line(event: dict[str, Any], default: Callable[[Any], Any] | None = Non
     return jsontext.encode(event, default=default).decode()
 
 
-def configure_logging(level: str = "info", *, log_format: LogFormat = "json") -> None:
+# The bridge's own events logged while held: each as it would have been rendered, but for the renderer.
+_held: list[dict[str, Any]] | None = None
+
+
+def _hold(_: Any, __: str, event: MutableMapping[str, Any]) -> Mapping[str, Any]:
+    if _held is not None:
+        _held.append(dict(event))
+    raise structlog.DropEvent
+
+
+def configure_logging(level: str = "info", *, log_format: LogFormat = "json", hold: bool = False) -> None:
+    """Log at ``level`` and above in ``log_format``. With ``hold``, the bridge's own lines are kept until the next
+    call (or ``release_held_logs``), which prints them in its format; any held before are printed first."""
+    global _held
     numeric = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
     renderer: structlog.types.Processor = (
         structlog.processors.JSONRenderer(serializer=_json_line)
@@ -53,17 +70,19 @@ def configure_logging(level: str = "info", *, log_format: LogFormat = "json") ->
         else structlog.dev.ConsoleRenderer(colors=False, pad_event_to=0)
     )
     timestamper = structlog.processors.TimeStamper(fmt="iso", utc=True)
+    held, _held = _held, [] if hold else None
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             timestamper,
             structlog.processors.format_exc_info,
-            renderer,
+            _hold if hold else renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
         logger_factory=structlog.WriteLoggerFactory(file=_STDERR),  # type: ignore[arg-type]
-        cache_logger_on_first_use=True,
+        # A logger caches the configuration it first logged with: none may keep the holding one.
+        cache_logger_on_first_use=not hold,
     )
     # Libraries log through stdlib logging: the same renderer, the same stream, at warning level and above.
     handler = logging.StreamHandler(_STDERR)
@@ -83,6 +102,16 @@ def configure_logging(level: str = "info", *, log_format: LogFormat = "json") ->
     root.setLevel(max(numeric, logging.WARNING))
     # `warnings.warn(...)` becomes a record of the `py.warnings` logger.
     logging.captureWarnings(True)
+    for event in held or ():
+        method = str(event.get("level", "info"))
+        if logging.getLevelNamesMapping().get(method.upper(), logging.INFO) >= numeric:
+            _STDERR.write(f"{renderer(None, method, event)!s}\n")
+
+
+def release_held_logs() -> None:
+    """Print the lines held since ``configure_logging(hold=True)`` as JSON, if no command's format came since."""
+    if _held is not None:
+        configure_logging("info")
 
 
 @contextlib.contextmanager

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
@@ -136,6 +137,33 @@ def test_an_error_found_after_loading_names_the_variable_that_set_the_setting(
     err = capsys.readouterr().err
     assert err.startswith("kordiam-bridge: configuration error: BRIDGE_STATE__URL (state.url): "), err
     assert "elsewhere.db does not exist" in err and err.count("\n") == 1
+
+
+def test_a_warning_logged_while_the_config_is_read_comes_in_the_format_the_config_sets(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = write_config(
+        tmp_path / "bridge.toml",
+        queue="https://sqs.eu-central-1.amazonaws.com/123456789012/bridge",
+        endpoint="http://127.0.0.1:9",
+        kordiam="http://127.0.0.1:9",
+        workdir=tmp_path,
+        ops_port=0,
+    )
+    monkeypatch.setenv("BRIDGE_QUEU__URL", "http://x/q")
+    monkeypatch.setenv("BRIDGE_OPS__LOG_FORMAT", "console")
+    assert main(["parked", "list", "--config", str(config)]) == 2  # the state file does not exist
+    warning, error = capsys.readouterr().err.splitlines()
+    assert not warning.startswith("{") and "environment_variable_ignored" in warning, warning
+    assert "variable=BRIDGE_QUEU__URL" in warning
+    assert error.startswith("kordiam-bridge: configuration error: state.url: ")
+
+    # A command stopped before it set its format (here by the file itself) still prints them, as JSON, first.
+    config.write_text(config.read_text().replace("[queue]", "[queue]\nbogus = 1", 1))
+    assert main(["parked", "list", "--config", str(config)]) == 2
+    warning, error = capsys.readouterr().err.splitlines()
+    assert json.loads(warning)["variable"] == "BRIDGE_QUEU__URL"
+    assert error.startswith("kordiam-bridge: configuration error: queue.bogus")
 
 
 @pytest.mark.parametrize(

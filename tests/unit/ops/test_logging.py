@@ -93,3 +93,22 @@ def test_the_simulator_logs_through_the_same_renderer() -> None:
         process.wait(timeout=30)
     records = [json.loads(line) for line in lines]  # uvicorn's lines are JSON too
     assert {record["logger"] for record in records} == {"uvicorn.error"}
+
+
+def test_held_lines_come_out_in_the_next_format_and_at_its_level_only() -> None:
+    stream = io.StringIO()
+    sys_stderr, sys.stderr = sys.stderr, stream
+    try:
+        configure_logging("info", hold=True)
+        log = structlog.get_logger("bridge.test")
+        log.warning("early", variable="BRIDGE_X")
+        log.info("early_info")
+        assert stream.getvalue() == ""  # held, not printed in a format the command may not use
+        configure_logging("warning", log_format="console")
+        log.warning("later")
+    finally:
+        sys.stderr = sys_stderr
+        configure_logging("info")
+    early, later = stream.getvalue().splitlines()
+    assert not early.startswith("{") and "early" in early and "variable=BRIDGE_X" in early
+    assert "later" in later  # the logger used while held did not keep the holding configuration
