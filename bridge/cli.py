@@ -83,9 +83,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from bridge.ops.logging import configure_logging, release_held_logs
 
-    # Logs go to stderr (JSON); stdout is for a command's own output (tables, --json). Lines logged while the
-    # configuration is read wait for the format it sets (ops.log_format).
-    configure_logging("info", hold=True)
+    # Logs go to stderr (JSON); stdout is for a command's own output (tables, --json). Lines logged while a
+    # command's configuration is read wait for the format it sets (ops.log_format); a command without one (the
+    # simulator, the demo) has none to wait for.
+    configure_logging("info", hold=hasattr(args, "config"))
     try:
         try:
             result: int = args.command(args)
