@@ -170,6 +170,10 @@ class SqliteStateStore:
         self._keeper = LeaseKeeper(lease_seconds, self._extend_leases, enabled=keep_leases)
 
     async def open(self) -> None:
+        if self.path.is_dir():  # SQLite's own words for it differ by mode ("unable to open", "disk I/O error")
+            raise ConfigError(
+                "state.url", f"{self.path} is a directory; name a file in it, e.g. {self.path / 'state.db'}"
+            )
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="state-sqlite")
         try:
             if self._read_only:

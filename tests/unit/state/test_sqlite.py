@@ -333,6 +333,20 @@ async def test_a_state_directory_that_does_not_exist_is_refused_unless_asked_for
     assert not (tmp_path / "tpyo").exists()  # no fresh, empty store made by a typo
 
 
+@pytest.mark.parametrize("read_only", [False, True], ids=["worker", "operator command"])
+async def test_a_state_url_naming_a_directory_is_refused_in_the_same_words_by_every_command(
+    tmp_path: Path, read_only: bool
+) -> None:
+    (tmp_path / "state.db").mkdir()
+    with pytest.raises(ConfigError) as raised:
+        await SqliteStateStore(tmp_path / "state.db", read_only=read_only).open()
+    assert raised.value.key == "state.url"
+    assert (
+        raised.value.problem
+        == f"{tmp_path / 'state.db'} is a directory; name a file in it, e.g. {tmp_path / 'state.db' / 'state.db'}"
+    )
+
+
 async def test_open_state_store_opens_sqlite(tmp_path: Path) -> None:
     store = await open_state_store(
         StateSettings(url=f"sqlite:///{tmp_path / 'sub' / 'state.db'}", create_directories=True)
