@@ -125,6 +125,8 @@ async def json_object(request: web.Request, what: str) -> tuple[str, dict[str, A
         return problem(400, f"body is not JSON: {error.msg} at line {error.lineno} column {error.colno}")
     except RecursionError:
         return problem(400, "body is not JSON: nested too deeply")
+    except ValueError as error:  # an integer longer than Python reads (sys.get_int_max_str_digits)
+        return problem(400, f"body is not JSON: {str(error).partition(';')[0][:120]}")
     if not isinstance(payload, dict):
         return problem(400, f"body must be a JSON object ({what}), not a JSON {json_kind(payload)}")
     return text, payload

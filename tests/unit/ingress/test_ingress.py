@@ -481,6 +481,8 @@ async def test_platform_calls_need_the_issued_token(ingress: Factory) -> None:
         (b'{"title": "x"}', "body is not a Kordiam element: no element id (expected `id` or `elementId`; keys: title)"),
         (b'{"id": 1, "title": 5}', "body is not a Kordiam element: element body does not parse at title:"),
         (b"\xff\xfe", "body is not UTF-8 (byte 0)"),
+        # Python refuses to read an integer of more than 4300 digits (a ValueError that is not a JSONDecodeError).
+        (b'{"id": ' + b"1" * 5000 + b', "title": "x"}', "body is not JSON: Exceeds the limit (4300 digits)"),
     ],
 )
 async def test_malformed_bodies_get_a_400_that_says_what_is_wrong(ingress: Factory, body: bytes, message: str) -> None:
