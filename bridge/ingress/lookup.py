@@ -48,6 +48,7 @@ def positive_int(text: str) -> int | None:
     """A positive id the state stores and the worker take (at most ``MAX_ELEMENT_ID``); None for anything else, so
     that a larger number is unmapped here rather than enqueued as a message the worker can only dead-letter."""
     stripped = text.strip()
-    if stripped.isdigit() and 0 < (number := int(stripped)) <= MAX_ELEMENT_ID:
+    # ASCII only: str.isdigit() also takes "²" (which int() refuses) and "٣" (which int() reads as 3).
+    if stripped.isascii() and stripped.isdigit() and 0 < (number := int(stripped)) <= MAX_ELEMENT_ID:
         return number
     return None

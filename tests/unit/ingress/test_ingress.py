@@ -214,6 +214,26 @@ async def test_delete_of_an_unmappable_id_enqueues_nothing(ingress: Factory, unk
     assert transport.sent == []
 
 
+# Characters that str.isdigit() calls digits but are not ASCII: int() refuses "²" (a ValueError that answered 500
+# with a traceback, after the PUT's message was already on the queue) and reads "٣" as 3 (another element's id).
+@pytest.mark.parametrize("odd", ["\u00b2", "\u0663"], ids=["superscript-two", "arabic-indic-three"])
+async def test_ids_with_non_ascii_digits_are_not_element_ids(ingress: Factory, odd: str) -> None:
+    client, transport = await ingress()
+    response = await client.delete(f"/kordiam/element/{odd}", headers=bearer())
+    assert response.status == 200
+    assert await response.json() == {"id": None, "mapped": False}
+    assert transport.sent == []
+    body = fixture("seed001_update.json")
+    response = await client.put(f"/kordiam/element/{odd}", data=body, headers=bearer())
+    assert response.status == 200
+    assert await response.json() == {"id": odd}  # the id Kordiam holds, answered back as it came
+    assert len(transport.sent) == 1
+    response = await client.post("/kordiam/element", data=json.dumps({"id": odd}).encode(), headers=bearer())
+    assert response.status == 400
+    assert (await response.json())["error"].startswith("body is not a Kordiam element: `id` is not a positive")
+    assert len(transport.sent) == 1
+
+
 async def test_a_platform_delete_of_an_id_too_large_for_a_publication_enqueues_nothing(ingress: Factory) -> None:
     client, transport = await ingress()
     headers = bearer(await platform_token(client))
