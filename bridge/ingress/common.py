@@ -13,7 +13,7 @@ import structlog
 from aiohttp import web
 
 from bridge.ingress import metrics
-from bridge.ingress.auth import CredentialCheck, KeyExchange
+from bridge.ingress.auth import CredentialCheck, KeyExchange, basic_credentials
 from bridge.ingress.lookup import NO_ID, id_answer
 from bridge.pipeline.notification import (
     Event,
@@ -32,6 +32,8 @@ JSON_TYPES = ("application/json",)
 RECHECK_SECONDS = 10
 # On a message enqueued without the body the queue could not take: the body's size in bytes.
 TRIMMED_ATTRIBUTE = "trimmed_body_bytes"
+# The most a token request's body is read (seed 002's form: grant_type, api_key, api_secret; a few hundred bytes).
+MAX_TOKEN_REQUEST_BYTES = 4096
 # What a call enqueued (element id, event, message id), for its one ``ingress_request`` log line.
 ENQUEUED = web.RequestKey("enqueued", dict[str, Any])
 
@@ -202,7 +204,12 @@ def token_route(path: str, exchange: KeyExchange, receiver: str, name: str) -> w
     """``POST {path}``: HTTP Basic ``key:secret`` or the form ``api_key=…&api_secret=…`` → a bearer token."""
 
     async def issue_token(request: web.Request) -> web.Response:
-        answer = exchange.exchange(request.headers, await request.read())
+        # The caller is not authenticated yet: with a Basic header the body is not needed (Basic wins), and a form
+        # is a few short fields, so no more than MAX_TOKEN_REQUEST_BYTES is read, rather than max_body_bytes.
+        body = b"" if basic_credentials(request.headers) is not None else await _small_body(request)
+        if body is None:
+            return problem(413, f"a token request's body is at most {MAX_TOKEN_REQUEST_BYTES} bytes")
+        answer = exchange.exchange(request.headers, body)
         if answer is None:
             metrics.AUTH_FAILURES.labels(receiver).inc()
             log.warning("auth_failed", receiver=receiver, reason="token request with wrong or missing key/secret")
@@ -210,3 +217,15 @@ def token_route(path: str, exchange: KeyExchange, receiver: str, name: str) -> w
         return web.json_response(answer)
 
     return web.post(path, issue_token, name=name)
+
+
+async def _small_body(request: web.Request) -> bytes | None:
+    """The body, or None (nothing more read) once it is longer than ``MAX_TOKEN_REQUEST_BYTES``."""
+    if request.content_length is not None and request.content_length > MAX_TOKEN_REQUEST_BYTES:
+        return None
+    body = bytearray()
+    async for chunk in request.content.iter_any():
+        body += chunk
+        if len(body) > MAX_TOKEN_REQUEST_BYTES:
+            return None
+    return bytes(body)

@@ -427,6 +427,36 @@ async def platform_token(client: TestClient[Any, Any]) -> str:
     return str(answer["access_token"])
 
 
+async def stalled_token_request(client: TestClient[Any, Any], *, chunked: bool) -> bytes:
+    """A caller without credentials that announces a body of max_body_bytes at the token path, sends 64 KiB of it
+    and stalls: the status line of the answer, or b"" if none came within 5 s (the ingress still holding it)."""
+    assert client.port is not None
+    reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
+    framing = "Transfer-Encoding: chunked" if chunked else f"Content-Length: {DEFAULT_MAX_BODY_BYTES}"
+    writer.write(
+        f"POST /platform/oauth2/token HTTP/1.1\r\nHost: ingress\r\n{framing}\r\n"
+        "Content-Type: application/x-www-form-urlencoded\r\n\r\n".encode()
+    )
+    part = b"api_key=" + b"k" * (64 * 1024)
+    writer.write(f"{len(part):x}\r\n".encode() + part + b"\r\n" if chunked else part)
+    await writer.drain()
+    try:
+        return await asyncio.wait_for(reader.readline(), timeout=5)
+    except TimeoutError:
+        return b""
+    finally:
+        writer.close()
+
+
+# A token request is a few short form fields (seed 002) or an HTTP Basic header: a caller not yet authenticated
+# gets no more read than that. Reading up to max_body_bytes (4 MiB) and waiting for it without a time limit let
+# any caller hold 4 MiB of the ingress's memory per connection, for as long as it kept the connection open.
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+async def test_a_token_request_body_is_read_only_up_to_a_few_kib(ingress: Factory, chunked: bool) -> None:
+    client, _ = await ingress()
+    assert (await stalled_token_request(client, chunked=chunked)).startswith(b"HTTP/1.1 413")
+
+
 async def test_platform_token_refuses_wrong_basic(ingress: Factory) -> None:
     client, _ = await ingress()
     assert (await client.post("/platform/oauth2/token", headers=basic("api_5d4be039440a9004126215", "x"))).status == 401
