@@ -34,6 +34,7 @@ RECHECK_SECONDS = 10
 TRIMMED_ATTRIBUTE = "trimmed_body_bytes"
 # The most a token request's body is read (seed 002's form: grant_type, api_key, api_secret; a few hundred bytes).
 MAX_TOKEN_REQUEST_BYTES = 4096
+_NON_CHARACTERS = str.maketrans({"\ufffe": "\\ufffe", "\uffff": "\\uffff"})
 # What a call enqueued (element id, event, message id), for its one ``ingress_request`` log line.
 ENQUEUED = web.RequestKey("enqueued", dict[str, Any])
 
@@ -161,6 +162,9 @@ class ElementCalls:
             notification = decode_payload(payload)
         except PoisonMessage as error:
             return problem(400, f"body is not a Kordiam element: {error.reason}")
+        # SQS refuses U+FFFE and U+FFFF (not XML characters), which valid JSON holds raw only inside strings: as
+        # escapes the body is the same JSON, and every queue takes it.
+        text = text.translate(_NON_CHARACTERS)
         if (unavailable := await self._enqueue(request, text, notification, event)) is not None:
             return unavailable
         return payload, notification

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from bridge.ingress.app import IngressServer, RateLimiter, build_app, client_add
 from bridge.ingress.auth import TokenIssuer
 from bridge.pipeline.notification import decode_notification
 from bridge.queue import MessageTooLarge
+from bridge.queue.send_batcher import SendRejected
 from bridge.state import Delivery, SqliteStateStore
 
 FIXTURES = Path(__file__).parents[2] / "fixtures"
@@ -50,6 +52,9 @@ class RecordingTransport:
     disconnected: bool = False
     attempts: int = 0
     max_message_bytes: int | None = None
+    # As SQS: a body with a character outside #x9 | #xA | #xD | #x20-#xD7FF | #xE000-#xFFFD | #x10000-#x10FFFF is
+    # refused (SendMessageBatch answers the entry as failed, InvalidMessageContents).
+    xml_characters_only: bool = False
     sent: list[tuple[str, dict[str, str], str | None]] = field(default_factory=list)
 
     def connected(self) -> bool:
@@ -63,6 +68,8 @@ class RecordingTransport:
             raise ConnectionError("queue unreachable")
         if self.max_message_bytes is not None and len(body.encode()) > self.max_message_bytes:
             raise MessageTooLarge(len(body.encode()), self.max_message_bytes)
+        if self.xml_characters_only and re.search("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]", body):
+            raise SendRejected("InvalidMessageContents", "Invalid binary character")
         self.sent.append((body, dict(attributes or {}), group_id))
         return f"m-{len(self.sent)}"
 
@@ -604,6 +611,20 @@ async def test_a_body_larger_than_the_queue_takes_is_enqueued_as_the_id_and_even
     small = fixture("seed001_create.json")
     assert (await client.post("/kordiam/element", data=small, headers=bearer())).status == 201
     assert transport.sent[1][0] == small.decode()
+
+
+# JSON allows U+FFFE and U+FFFF raw in a string (a title pasted from somewhere); SQS refuses them. Answered 503, the
+# call would fail the same way on each of Kordiam's retries and be dropped, and each failure took /readyz to 503.
+async def test_a_body_with_characters_sqs_refuses_is_enqueued_as_the_same_json(ingress: Factory) -> None:
+    client, transport = await ingress()
+    transport.xml_characters_only = True
+    element = {"id": 5, "title": "Odd \ufffe\uffff title", "modificationDate": "2026-12-04T10:00:00Z"}
+    response = await client.post("/kordiam/element", data=json.dumps(element, ensure_ascii=False), headers=bearer())
+    assert response.status == 201
+    [(body, attributes, _)] = transport.sent
+    assert json.loads(body) == element
+    assert decode_notification(body, attributes).modification_date is not None
+    assert (await client.get("/readyz")).status == 200
 
 
 async def test_queue_down_answers_503_and_readyz_says_so(ingress: Factory) -> None:
