@@ -102,6 +102,14 @@ class Enqueuer:
         raise QueueUnavailable from cause
 
 
+def state_unavailable(error: Exception) -> web.Response:
+    """The 503 for a call the state store could not answer (a DynamoDB throttle or outage); logged in one line."""
+    log.warning("state_lookup_failed", error=type(error).__name__)
+    answer = problem(503, "state store unavailable, retry later")
+    answer.headers["Retry-After"] = str(RECHECK_SECONDS)
+    return answer
+
+
 def authenticate(request: web.Request, check: CredentialCheck | KeyExchange, receiver: str) -> web.Response | None:
     """None when allowed; the 401 answer otherwise (counted, logged without the credentials)."""
     reason = check.check(request.headers)
@@ -174,7 +182,10 @@ class ElementCalls:
             return refused
         external_id = request.match_info["id"]
         unknown = external_id.strip().casefold() in NO_ID
-        element_id = None if unknown else await element_for(external_id)
+        try:
+            element_id = None if unknown else await element_for(external_id)
+        except Exception as error:  # the state store failed: Kordiam retries, as for a failing queue
+            return state_unavailable(error)
         if element_id is None:
             metrics.UNMAPPED.labels(self.receiver).inc()
             log.warning("delete_unmapped", receiver=self.receiver, external_id=external_id[:80])

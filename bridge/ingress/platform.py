@@ -18,7 +18,16 @@ from typing import Any
 from aiohttp import web
 
 from bridge.ingress.auth import KeyExchange
-from bridge.ingress.common import ElementCalls, Enqueuer, authenticate, json_object, log, problem, token_route
+from bridge.ingress.common import (
+    ElementCalls,
+    Enqueuer,
+    authenticate,
+    json_object,
+    log,
+    problem,
+    state_unavailable,
+    token_route,
+)
 from bridge.ingress.lookup import NO_ID, ElementLookup, id_answer, positive_int
 from bridge.pipeline.notification import Event
 
@@ -68,7 +77,11 @@ class PlatformReceiver:
         if isinstance(taken, web.Response):
             return taken
         payload, notification = taken
-        return web.json_response(await self._links(notification.element_id, _publication_id(payload), request))
+        try:
+            links = await self._links(notification.element_id, _publication_id(payload), request)
+        except Exception as error:  # enqueued already: Kordiam's retry makes the usual harmless duplicate
+            return state_unavailable(error)
+        return web.json_response(links)
 
     async def _links(self, element_id: int, publication_id: int | None, request: web.Request) -> dict[str, Any]:
         deliveries = [

@@ -627,6 +627,28 @@ async def test_a_body_with_characters_sqs_refuses_is_enqueued_as_the_same_json(i
     assert (await client.get("/readyz")).status == 200
 
 
+# DELETE maps the id through the state store, and a Platform answer carries what it knows: with the store failing
+# (DynamoDB throttled or unreachable) the call is answered 503 with a reason and Retry-After, as a failing queue is,
+# not 500 "internal error" with a traceback in the log.
+async def test_a_failing_state_store_answers_503_with_a_reason(ingress: Factory, state: SqliteStateStore) -> None:
+    client, transport = await ingress()
+    token = await platform_token(client)
+    failing = ConnectionError("state store unreachable")
+    with (
+        patch.object(state, "deliveries_with_external_id", side_effect=failing),
+        patch.object(state, "deliveries", side_effect=failing),
+    ):
+        deleted = await client.delete("/kordiam/element/post-1", headers=bearer())
+        updated = await client.put(
+            "/platform/publication/9", data=fixture("seed002_publication.json"), headers=bearer(token)
+        )
+    for response in (deleted, updated):
+        assert response.status == 503
+        assert await response.json() == {"error": "state store unavailable, retry later"}
+        assert response.headers["Retry-After"] == "10"
+    assert len(transport.sent) == 1  # the PUT's message: on the queue before its answer was looked up
+
+
 async def test_queue_down_answers_503_and_readyz_says_so(ingress: Factory) -> None:
     client, transport = await ingress()
     transport.down = True
