@@ -239,7 +239,7 @@ def _lifetime(expires_in: Any) -> float:
     seconds: float | None = None
     if isinstance(expires_in, int | float) and not isinstance(expires_in, bool):
         seconds = float(expires_in)
-    elif isinstance(expires_in, str) and expires_in.strip().isdigit():
+    elif isinstance(expires_in, str) and expires_in.strip().isascii() and expires_in.strip().isdigit():
         seconds = float(expires_in.strip())
     if seconds is None or seconds <= 0:
         return TOKEN_DEFAULT_LIFETIME

@@ -177,7 +177,7 @@ def _post_id(external_id: str | None) -> int | str | None:
     if external_id is None or not external_id.strip():
         return None
     text = external_id.strip()
-    return int(text) if text.isdigit() else text
+    return int(text) if text.isascii() and text.isdigit() else text
 
 
 # --- the adapter ---------------------------------------------------------------------------------------------

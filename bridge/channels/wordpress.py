@@ -123,7 +123,7 @@ def _selector_key(key: object) -> str:
     text = str(key).strip()
     if not text:
         raise ValueError("keys must not be empty")
-    return str(int(text)) if text.lstrip("-").isdigit() else text.casefold()
+    return str(int(text)) if text.isascii() and text.lstrip("-").isdigit() else text.casefold()
 
 
 class WordPressOptions(BaseModel):
@@ -165,7 +165,9 @@ class WordPressOptions(BaseModel):
             return value
         # A value of digits is an id even when it comes as text (environment overrides are always text).
         return {
-            _selector_key(key): int(target.strip()) if isinstance(target, str) and target.strip().isdigit() else target
+            _selector_key(key): int(target.strip())
+            if isinstance(target, str) and target.strip().isascii() and target.strip().isdigit()
+            else target
             for key, target in value.items()
         }
 
@@ -711,7 +713,7 @@ def _post_id(external_id: str | None) -> int | None:
     if external_id is None:
         return None
     text = external_id.strip()
-    return int(text) if text.isdigit() and int(text) > 0 else None
+    return int(text) if text.isascii() and text.isdigit() and int(text) > 0 else None
 
 
 def _wordpress_error(response: HttpResponse) -> tuple[str, str, str, dict[str, Any]] | None:

@@ -17,6 +17,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from bridge.kordiam import assumptions
 
 
+def _digits(text: str) -> bool:
+    """ASCII digits only: ``str.isdigit`` also takes "²" (which ``int`` refuses) and "٣" (which it reads as 3)."""
+    return text.isascii() and text.isdigit()
+
+
 def _blank_to_none(value: Any) -> Any:
     """Kordiam may omit an empty optional string or send ``""``; both mean absent."""
     if isinstance(value, str) and not value.strip():
@@ -58,7 +63,7 @@ class Ref(KordiamModel):
     def _from_bare_id(cls, data: Any) -> Any:
         if isinstance(data, bool):
             raise ValueError("a reference is an id or an object, not a boolean")
-        if isinstance(data, int | str) and str(data).strip().lstrip("-").isdigit():
+        if isinstance(data, int | str) and _digits(str(data).strip().lstrip("-")):
             return {"id": int(data)}
         return data
 
@@ -66,7 +71,7 @@ class Ref(KordiamModel):
         """True if ``selector`` is this reference's id, or its name (case-insensitive)."""
         if isinstance(selector, int):
             return selector == self.id
-        if selector.strip().isdigit():
+        if _digits(selector.strip()):
             return int(selector) == self.id
         return self.name is not None and self.name.casefold() == selector.strip().casefold()
 

@@ -79,7 +79,7 @@ def parse_item(data: bytes) -> StoredItem:
     if root.tag != f"{{{NAR}}}newsItem":
         raise ValueError(f"not a NewsML-G2 newsItem but {root.tag!r}")
     version_text = root.get("version", "1")
-    if not version_text.isdigit():
+    if not (version_text.isascii() and version_text.isdigit()):
         raise ValueError(f"version {version_text!r} is not a positive integer")
     status = root.find(f"{{{NAR}}}itemMeta/{{{NAR}}}pubStatus")
     created = root.find(f"{{{NAR}}}itemMeta/{{{NAR}}}versionCreated")

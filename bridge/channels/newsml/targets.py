@@ -113,7 +113,7 @@ def s3_error(error: Exception, label: str, action: str) -> BridgeError:
         code = str(response.get("Error", {}).get("Code") or "")
         message = str(response.get("Error", {}).get("Message") or "")
         status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        status = status if isinstance(status, int) else int(code) if code.isdigit() else 0
+        status = status if isinstance(status, int) else int(code) if code.isascii() and code.isdigit() else 0
         said = (code or f"HTTP {status}") + (f": {message}" if message else "")
         if code in _S3_TRANSIENT_CODES or status in (408, 429) or status >= 500:
             return ChannelUnavailable(f"{label}: {action}: {said}")
