@@ -17,6 +17,7 @@ import contextlib
 import json
 import math
 import time
+import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
@@ -303,7 +304,8 @@ class SqsTransport:
         }
         if self.settings.is_fifo:
             entry["MessageGroupId"] = group_id or "default"
-            entry["MessageDeduplicationId"] = f"{group_id}-{time.time_ns()}"
+            # Unique per send: a clock's tick can hold two sends for one element, and SQS would keep only the first.
+            entry["MessageDeduplicationId"] = uuid.uuid4().hex
         size = entry_size(entry)
         if size > SMALLEST_MESSAGE_LIMIT and size > (limit := await self._max_message_size(self.url)):
             # Refused before sending: SQS would fail the whole SendMessageBatch call, as if it were unavailable.

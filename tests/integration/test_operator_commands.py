@@ -281,6 +281,20 @@ async def test_replay_on_a_fifo_queue_groups_by_element(sqs_endpoint: SqsEndpoin
     ]
 
 
+async def test_two_sends_for_one_element_at_the_same_instant_are_both_kept_on_a_fifo_queue(
+    sqs_endpoint: SqsEndpoint, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A coarse clock (or two ingress calls in one tick) must not give two notifications one deduplication id:
+    # SQS would swallow the second for five minutes, and with it the change it announces.
+    queue, _ = make_queues(sqs_endpoint.url, f"t-{uuid.uuid4().hex[:12]}", fifo=True)
+    settings = worker_settings(queue=queue, endpoint=sqs_endpoint.url, kordiam=NOWHERE, workdir=tmp_path)
+    monkeypatch.setattr("time.time_ns", lambda: 1_765_000_000_000_000_000)
+    async with SqsTransport.connect(settings.queue) as transport:
+        await transport.send('{"id": 7, "v": 1}', {"event": "updated"}, group_id="7")
+        await transport.send('{"id": 7, "v": 2}', {"event": "updated"}, group_id="7")
+    assert sorted(json.loads(m["Body"])["v"] for m in receive_all(sqs_endpoint.url, queue)) == [1, 2]
+
+
 async def test_replayed_notifications_are_processed_by_the_worker(
     sqs_endpoint: SqsEndpoint,
     queues: tuple[str, str],
