@@ -23,7 +23,7 @@ from bridge.config import ApiKeyCheck, IngressCommandSettings, IngressSettings
 from bridge.errors import ConfigError
 from bridge.ingress import metrics
 from bridge.ingress.auth import KeyExchange, TokenIssuer, credential_check
-from bridge.ingress.common import ENQUEUED, Enqueuer, log, problem
+from bridge.ingress.common import ENQUEUED, RECHECK_SECONDS, Enqueuer, log, problem
 from bridge.ingress.global_export import GlobalExportReceiver
 from bridge.ingress.lookup import ElementLookup
 from bridge.ingress.platform import PlatformReceiver
@@ -108,8 +108,11 @@ def build_app(
         return web.json_response({"status": "ok"})
 
     async def readyz(_: web.Request) -> web.Response:
-        ready = transport.connected() and enqueuer.healthy
-        return web.json_response({"status": "ready" if ready else "queue unreachable"}, status=200 if ready else 503)
+        if transport.connected() and enqueuer.healthy:
+            return web.json_response({"status": "ready"})
+        # As every 503 of the ingress: when to look again (it lapses by itself after a failed send).
+        headers = {"Retry-After": str(RECHECK_SECONDS)}
+        return web.json_response({"status": "queue unreachable"}, status=503, headers=headers)
 
     async def prometheus(_: web.Request) -> web.Response:
         return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -174,7 +174,8 @@ async def test_queue_down_answers_503_then_recovers(tmp_path: Path) -> None:
             down = await http.post(f"{url}/kordiam/element", content=body, headers=AUTH)
             assert down.status_code == 503
             assert down.json() == {"error": "queue unavailable, retry later"}
-            assert (await http.get(f"{url}/readyz")).status_code == 503
+            unready = await http.get(f"{url}/readyz")
+            assert unready.status_code == 503 and unready.headers["Retry-After"] == "10"
             # The queue comes back (moto keeps its queues in this process): Kordiam's retry is taken.
             moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
             moto.start()
