@@ -149,8 +149,8 @@ class ElementCalls:
 
     ``take`` (a POST or PUT): the caller's credentials (401), the element body (415/400), the enqueue (503 when
     the queue did not confirm); the receiver builds the answer from what it returns. ``delete``: the id in the
-    path mapped back to its element by ``element_for`` (nothing enqueued, 200 ``mapped: false``, when it maps to
-    none), a ``deleted`` notification enqueued, the id answered back.
+    path mapped back to the elements it may stand for by ``elements_for`` (nothing enqueued, 200 ``mapped:
+    false``, when it maps to none), a ``deleted`` notification enqueued for each, the id answered back.
     """
 
     receiver: str
@@ -177,24 +177,28 @@ class ElementCalls:
             return unavailable
         return payload, notification
 
-    async def delete(self, request: web.Request, element_for: Callable[[str], Awaitable[int | None]]) -> web.Response:
+    async def delete(self, request: web.Request, elements_for: Callable[[str], Awaitable[list[int]]]) -> web.Response:
         if (refused := authenticate(request, self.check, self.receiver)) is not None:
             return refused
         external_id = request.match_info["id"]
         unknown = external_id.strip().casefold() in NO_ID
         try:
-            element_id = None if unknown else await element_for(external_id)
+            element_ids = [] if unknown else await elements_for(external_id)
         except Exception as error:  # the state store failed: Kordiam retries, as for a failing queue
             return state_unavailable(error)
-        if element_id is None:
+        if not element_ids:
             metrics.UNMAPPED.labels(self.receiver).inc()
             log.warning("delete_unmapped", receiver=self.receiver, external_id=external_id[:80])
             # Nothing to enqueue; a 404 would only make Kordiam retry the same unmappable call.
             return web.json_response({"id": None, "mapped": False})
-        body, _ = resync_notification(element_id, source=self.source, event=Event.DELETED.value)
-        notification = Notification(element_id, Event.DELETED)
-        if (unavailable := await self._enqueue(request, body, notification, Event.DELETED)) is not None:
-            return unavailable
+        # The worker fetches each element before it acts: one that still exists is only synced again.
+        for element_id in element_ids:
+            body, _ = resync_notification(element_id, source=self.source, event=Event.DELETED.value)
+            notification = Notification(element_id, Event.DELETED)
+            if (unavailable := await self._enqueue(request, body, notification, Event.DELETED)) is not None:
+                return unavailable
+        if len(element_ids) > 1:
+            request[ENQUEUED]["element_ids"] = element_ids
         return web.json_response({"id": id_answer(external_id)})
 
     async def _enqueue(

@@ -14,7 +14,7 @@ from aiohttp import web
 
 from bridge.ingress.auth import CredentialCheck, KeyExchange
 from bridge.ingress.common import ElementCalls, Enqueuer, token_route
-from bridge.ingress.lookup import NO_ID, ElementLookup, id_answer, positive_int
+from bridge.ingress.lookup import NO_ID, ElementLookup, distinct_elements, id_answer, positive_int
 from bridge.pipeline.notification import Event
 
 RECEIVER = "global_export"
@@ -67,9 +67,11 @@ class GlobalExportReceiver:
         return web.json_response({"id": id_answer(answered)}, status=status)
 
     async def _delete(self, request: web.Request) -> web.Response:
-        return await self._calls.delete(request, self._element_for)
+        return await self._calls.delete(request, self._elements_for)
 
-    async def _element_for(self, external_id: str) -> int | None:
-        """The CMS id the worker linked, else the element id the ingress answered itself."""
+    async def _elements_for(self, external_id: str) -> list[int]:
+        """The element whose CMS id the worker linked, and the element the ingress answered this id for itself: a
+        number may be both (a CMS's post id equal to an unlinked element's id), and only Kordiam knows which one
+        it deleted."""
         found = await self._lookup.element_for_external_id(external_id)
-        return found if found is not None else positive_int(external_id)
+        return distinct_elements(found, positive_int(external_id))

@@ -38,6 +38,11 @@ class ElementLookup:
         return found[0].element_id if found else None
 
 
+def distinct_elements(*element_ids: int | None) -> list[int]:
+    """The element ids found, in order, each once."""
+    return list(dict.fromkeys(e for e in element_ids if e is not None))
+
+
 def id_answer(text: str) -> int | str:
     """An id as Kordiam reads it back: a number where it is one (Kordiam sent or stores it so), else the text."""
     number = positive_int(text)

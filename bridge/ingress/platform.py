@@ -28,7 +28,7 @@ from bridge.ingress.common import (
     state_unavailable,
     token_route,
 )
-from bridge.ingress.lookup import NO_ID, ElementLookup, id_answer, positive_int
+from bridge.ingress.lookup import NO_ID, ElementLookup, distinct_elements, id_answer, positive_int
 from bridge.pipeline.notification import Event
 
 RECEIVER = "platform"
@@ -106,14 +106,16 @@ class PlatformReceiver:
         return {"id": placeholder, "cmsEditLink": None, "cmsOpenLink": None}
 
     async def _delete(self, request: web.Request) -> web.Response:
-        return await self._calls.delete(request, self._element_for)
+        return await self._calls.delete(request, self._elements_for)
 
-    async def _element_for(self, external_id: str) -> int | None:
-        """The CMS id the worker delivered, else the placeholder (a Kordiam publication id) answered earlier."""
+    async def _elements_for(self, external_id: str) -> list[int]:
+        """The element whose CMS id the worker delivered, and the element of the placeholder (a Kordiam publication
+        id) answered earlier: a number may be both, and only Kordiam knows which one it deleted."""
         found = await self._lookup.element_for_external_id(external_id)
-        if found is None and (publication_id := positive_int(external_id)) is not None:
-            found = await self._lookup.element_for_publication(publication_id)
-        return found
+        placeholder = None
+        if (publication_id := positive_int(external_id)) is not None:
+            placeholder = await self._lookup.element_for_publication(publication_id)
+        return distinct_elements(found, placeholder)
 
 
 def _publication_id(payload: dict[str, Any]) -> int | None:

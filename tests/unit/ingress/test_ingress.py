@@ -168,13 +168,29 @@ async def test_delete_maps_the_id_the_ingress_answered_back_to_the_element(ingre
 
 
 async def test_delete_maps_a_linked_cms_id_through_the_state_store(ingress: Factory, state: SqliteStateStore) -> None:
-    # The worker delivered element 777 to WordPress post 55 and linked it: Kordiam now sends 55. Element 55 exists
-    # too, so only the state store can tell: the linked id wins.
+    # The worker delivered element 777 to WordPress post 55 and linked it: Kordiam now sends 55. But 55 may also be
+    # the id the ingress answered for element 55, never linked (its feedback failed, or link_element is off): only
+    # Kordiam knows which of the two it deleted. Both are enqueued, the linked one first; the worker fetches each,
+    # deletes the one Kordiam no longer has and only syncs the other again.
     await state.record(Delivery(777, "web", 1, "55", "fp"))
     client, transport = await ingress()
     response = await client.delete("/kordiam/element/55", headers=bearer())
+    assert response.status == 200 and await response.json() == {"id": 55}
+    assert [json.loads(body) for body, _, _ in transport.sent] == [
+        {"id": 777, "event": "deleted"},
+        {"id": 55, "event": "deleted"},
+    ]
+
+
+async def test_a_platform_delete_of_an_id_that_is_a_cms_id_and_a_placeholder_enqueues_both(
+    ingress: Factory, state: SqliteStateStore
+) -> None:
+    await state.record(Delivery(17, "web", 1017, "post-17", "fp"))  # answered 1017, its publication, then linked
+    await state.record(Delivery(88, "web", 2088, "1017", "fp"))  # a CMS item whose id is 1017 as well
+    client, transport = await ingress()
+    response = await client.delete("/platform/publication/1017", headers=bearer(await platform_token(client)))
     assert response.status == 200
-    assert json.loads(transport.sent[0][0]) == {"id": 777, "event": "deleted"}
+    assert [json.loads(body)["id"] for body, _, _ in transport.sent] == [88, 17]
 
 
 async def test_delete_prefers_the_main_channel_delivery(ingress: Factory, state: SqliteStateStore) -> None:
