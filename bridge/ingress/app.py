@@ -11,6 +11,7 @@ import asyncio
 import re
 import secrets
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Network, IPv6Network, ip_address
@@ -35,26 +36,34 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 # The calling client's address (behind a trusted proxy: from X-Forwarded-For), for the request log.
 CLIENT = web.RequestKey("client", str)
-# Buckets of clients not seen for this long are dropped, so the table stays small.
-_BUCKET_IDLE_SECONDS = 300.0
+# At most this many clients' buckets are kept (the least recently seen go first, as if full again).
+_MAX_BUCKETS = 10_000
 
 
 @dataclass(slots=True)
 class RateLimiter:
-    """A token bucket per client address: ``burst`` calls at once, refilled at ``per_second``."""
+    """A token bucket per client address: ``burst`` calls at once, refilled at ``per_second``.
+
+    Only buckets that are not full are kept, least recently seen first: a client not seen for ``burst /
+    per_second`` seconds is full again, so dropping its bucket changes nothing. Each call costs O(1), however many
+    clients there are.
+    """
 
     per_second: float
     burst: int
-    _buckets: dict[str, tuple[float, float]] = field(default_factory=dict)
+    _buckets: OrderedDict[str, tuple[float, float]] = field(default_factory=OrderedDict)
 
     def allow(self, client: str, now: float | None = None) -> bool:
         now = time.monotonic() if now is None else now
-        tokens, seen = self._buckets.get(client, (float(self.burst), now))
+        tokens, seen = self._buckets.pop(client, (float(self.burst), now))
         tokens = min(float(self.burst), tokens + (now - seen) * self.per_second)
         allowed = tokens >= 1.0
-        self._buckets[client] = (tokens - 1.0 if allowed else tokens, now)
-        if len(self._buckets) > 10_000:
-            self._buckets = {c: b for c, b in self._buckets.items() if now - b[1] < _BUCKET_IDLE_SECONDS}
+        self._buckets[client] = (tokens - 1.0 if allowed else tokens, now)  # the most recently seen, last
+        # One bucket dropped at most per call: a call adds at most one, so the table never outgrows _MAX_BUCKETS,
+        # and the full ones drain away as calls come.
+        _, oldest_seen = next(iter(self._buckets.values()))
+        if now - oldest_seen >= self.burst / self.per_second or len(self._buckets) > _MAX_BUCKETS:
+            self._buckets.popitem(last=False)
         return allowed
 
     def retry_after(self) -> int:

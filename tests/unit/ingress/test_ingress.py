@@ -729,6 +729,20 @@ def test_rate_limiter_refills() -> None:
     assert limiter.allow("a", now=1.6)
 
 
+def test_rate_limiter_keeps_only_buckets_that_are_not_full_again_and_never_too_many() -> None:
+    limiter = RateLimiter(per_second=50.0, burst=2)  # full again 0.04 s after the last call
+    assert limiter.allow("a", now=0.0) and limiter.allow("a", now=0.0)
+    assert not limiter.allow("a", now=0.001)  # a's bucket is empty: kept while it refills
+    assert limiter.allow("b", now=0.002)
+    assert len(limiter._buckets) == 2
+    assert limiter.allow("b", now=1.0) and limiter.allow("c", now=1.0)  # a is full again: its bucket went
+    assert "a" not in limiter._buckets
+    # Many clients at once: the table stays bounded, and each call drops at most one bucket (no rebuild).
+    for n in range(25_000):
+        limiter.allow(f"10.0.{n // 256}.{n % 256}", now=2.0)
+    assert len(limiter._buckets) <= 10_000
+
+
 async def test_unknown_route_and_method_are_json_and_request_ids_are_echoed(ingress: Factory) -> None:
     client, _ = await ingress()
     missing = await client.get("/nothing", headers={"X-Request-Id": "abc-123"})
