@@ -153,7 +153,11 @@ class Consumer:
         self._fifo = transport.ordered_groups
         self._groups: dict[str, list[QueueMessage]] = {}
         self._receiving = True
-        self._outcome_counters: dict[str, Counter] = {}
+        # Every outcome's series from the start, at 0: Prometheus' increase() reads a series that first appears at 1
+        # as no increase, so the first dead letter would never fire the README's KordiamBridgeDeadLetters alert.
+        self._outcome_counters: dict[str, Counter] = {
+            kind: metrics.MESSAGE_OUTCOMES.labels(kind) for kind in (Done.kind, Retry.kind, DeadLetter.kind)
+        }
         self.last_poll = time.monotonic()
         self.started = False
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from bridge.simulator import RunningSimulator
 from tests.support import (
@@ -103,6 +104,35 @@ async def test_run_processes_create_update_delete(
     assert outcomes and all(e.get("message_id") and e.get("element_id") == element_id for e in outcomes)
     assert deliveries(tmp_path) == []
     assert drain(sqs_endpoint.url, queues[1]) == []
+
+
+async def test_the_outcome_series_the_dead_letter_alert_reads_exist_before_the_first_dead_letter(
+    config: tuple[Path, int], sqs_endpoint: SqsEndpoint, queues: tuple[str, str], tmp_path: Path
+) -> None:
+    # The README's KordiamBridgeDeadLetters rule is `increase(bridge_message_outcomes_total{outcome="dead_letter"}
+    # [10m]) > 0`. Prometheus' increase() needs the series before the event: one that first appears at 1 and stays
+    # there reads as an increase of 0, so the first dead letter of a worker's life would never fire the alert.
+    path, ops_port = config
+    worker = WorkerProcess(path, tmp_path / "worker.log")
+    try:
+        await eventually(lambda: worker.ready(ops_port), what="/readyz")
+
+        async def outcomes() -> dict[str, float]:
+            async with httpx.AsyncClient() as client:
+                text = (await client.get(f"http://127.0.0.1:{ops_port}/metrics")).text
+            return {
+                sample.labels["outcome"]: sample.value
+                for family in text_string_to_metric_families(text)
+                for sample in family.samples
+                if sample.name == "bridge_message_outcomes_total"
+            }
+
+        assert await outcomes() == {"done": 0.0, "retry": 0.0, "dead_letter": 0.0}
+        send(sqs_endpoint.url, queues[0], "not json")
+        await eventually(lambda: queue_settled(sqs_endpoint.url, queues[0]), what="poison dead-lettered")
+        assert (await outcomes())["dead_letter"] == 1.0
+    finally:
+        worker.terminate()
 
 
 async def test_sigterm_mid_batch_loses_nothing(
