@@ -140,6 +140,10 @@ class Consumer:
         self._handler_takes_slot = slots is not None
         # Pollers waiting for room; woken (all of them, to re-check) whenever room may have appeared.
         self._room_waiters: list[asyncio.Future[None]] = []
+        # Pollers in ``_reserve``'s wait for room: while all are, the worker is full, not stalled (``healthy``), as
+        # long as its handlers finish something: ``_progress``, when one last did or the wait began.
+        self._awaiting_room = 0
+        self._progress = time.monotonic()
         # Every message this worker holds, by receipt handle: the heartbeat keeps these invisible to others.
         self._in_flight: dict[str, QueueMessage] = {}
         # Held messages that are done (or dead-lettered) and wait for the queue to confirm their delete.
@@ -167,13 +171,18 @@ class Consumer:
 
     def healthy(self) -> bool:
         """False once the poll loop has not completed a receive for twice the long-poll wait (plus slack), or while
-        the transport's connection is down."""
+        the transport's connection is down. Not polling on purpose (paused, or full: every poller waits for room
+        while the handlers work) is no stall."""
         if not self._receiving:
             return True
         if not self._transport.connected():
             return False
         if self._gate.reason is not None:
             return True  # not polling on purpose: paused for a fault of the whole worker
+        if self._awaiting_room == self._settings.poller_count:
+            # Not polling on purpose either: every poller waits for room while the handlers work. Handlers that finish
+            # nothing for as long as the heartbeat holds a message are stuck, though (a bug): that is a stall.
+            return time.monotonic() - self._progress < MAX_HOLD_SECONDS
         return time.monotonic() - self.last_poll < 2 * self._settings.wait_time_seconds + 10
 
     def ready(self) -> bool:
@@ -273,14 +282,22 @@ class Consumer:
         poller waits for room for a full batch; an idle slot ends the wait at once.
         """
 
-        while not self._has_room():
-            waiter = asyncio.get_running_loop().create_future()
-            self._room_waiters.append(waiter)
+        if not self._has_room():
+            if not self._awaiting_room:
+                self._progress = time.monotonic()
+            self._awaiting_room += 1
             try:
-                await waiter
+                while not self._has_room():
+                    waiter = asyncio.get_running_loop().create_future()
+                    self._room_waiters.append(waiter)
+                    try:
+                        await waiter
+                    finally:
+                        with contextlib.suppress(ValueError):
+                            self._room_waiters.remove(waiter)
             finally:
-                with contextlib.suppress(ValueError):
-                    self._room_waiters.remove(waiter)
+                self._awaiting_room -= 1
+                self.last_poll = time.monotonic()  # a wait for room is not a stalled poll loop
         # No await between the check and the take: no other poller can take the same room.
         taken = min(MAX_BATCH, self._free)
         self._free -= taken
@@ -336,6 +353,7 @@ class Consumer:
             self._spawn(waiting.pop(0))
 
     def _finished(self, task: asyncio.Task[None]) -> None:
+        self._progress = time.monotonic()
         self._tasks.pop(task, None)
         metrics.IN_FLIGHT.set(len(self._tasks))
         self._free += 1

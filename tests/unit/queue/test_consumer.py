@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 
 from bridge.ops import metrics
-from bridge.queue.consumer import Consumer, ConsumerSettings
+from bridge.queue.consumer import MAX_HOLD_SECONDS, Consumer, ConsumerSettings
 from bridge.queue.gate import ReceiveGate
 from bridge.queue.outcome import DeadLetter, Done, Outcome, Retry
 from bridge.queue.slots import WorkSlots
-from bridge.queue.transport import QueueMessage, prefetch_for
+from bridge.queue.transport import MAX_BATCH, QueueMessage, prefetch_for
 from tests.unit.fakes import FakeTransport
 
 ids = itertools.count(1)
@@ -567,3 +567,51 @@ async def test_one_message_handed_out_twice_at_once_is_handled_and_deleted_under
     await run_until(consumer, lambda: len(deleted) == 2)
     assert sorted(handled) == sorted(deleted) == sorted([first.receipt_handle, again.receipt_handle])
     assert transport.dead == [] and transport.visibility == []
+
+
+async def test_a_worker_full_of_slow_work_is_healthy_and_a_hung_receive_is_not() -> None:
+    # Every slot busy with slow work (a CMS behind rate_limit or max_in_flight, a slow write): the pollers wait for
+    # room for a whole batch and complete no receive, on purpose. /healthz must not call that a stalled poll loop:
+    # the health check would have ECS or Docker kill a working worker again and again, each kill costing every
+    # message it holds a receive, until SQS's redrive dead-letters them with no reason.
+    release = asyncio.Event()
+    backlog = [message() for _ in range(40)]
+    transport = FakeTransport([backlog])
+
+    async def slow(m: QueueMessage) -> Outcome:
+        await release.wait()
+        return Done()
+
+    consumer = Consumer(transport, slow, settings(concurrency=1))
+    stop = asyncio.Event()
+    task = asyncio.create_task(consumer.run(stop))
+    await asyncio.sleep(0.3)
+    # Full: one message works, the rest of a batch waits for its slot, and the poller waits for room for a batch.
+    assert consumer.in_flight == MAX_BATCH and transport.batches
+    consumer.last_poll -= 600  # as if the slow work had lasted ten minutes
+    assert consumer.healthy()
+    # Handlers that finish nothing for as long as the heartbeat holds a message are stuck, not slow.
+    consumer._progress -= MAX_HOLD_SECONDS
+    assert not consumer.healthy()
+    consumer._progress += MAX_HOLD_SECONDS
+    release.set()
+    async with asyncio.timeout(5):
+        while len(transport.deleted) < len(backlog):
+            await asyncio.sleep(0.02)
+    assert consumer.healthy()
+    stop.set()
+    await asyncio.wait_for(task, 10)
+
+    class HungTransport(FakeTransport):
+        async def receive(self, max_messages: int, wait_time: int) -> list[QueueMessage]:
+            await asyncio.Event().wait()  # a receive that never returns
+            return []
+
+    hung = Consumer(HungTransport([]), slow, settings(concurrency=1))
+    stop = asyncio.Event()
+    task = asyncio.create_task(hung.run(stop))
+    await asyncio.sleep(0.1)
+    hung.last_poll -= 3600
+    assert not hung.healthy()
+    stop.set()
+    await asyncio.wait_for(task, 10)
