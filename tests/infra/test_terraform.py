@@ -237,6 +237,23 @@ def test_execution_role_reads_exactly_the_two_secrets() -> None:
     assert [as_list(s["actions"]) for s in statements(token)] == [["ecr:GetAuthorizationToken"]]
 
 
+def test_operator_policy_covers_the_parked_commands() -> None:
+    # `parked list` and `status` read the state table; `parked requeue` sends, then unparks each element with a
+    # DeleteItem conditional on the generation it read. Without it every requeue by an operator reports "sent, but
+    # still parked" and exit 1, and the elements stay parked (and alerted on) for the channel that was fixed.
+    document = module().data[("aws_iam_policy_document", "operator")]
+    on_table = {
+        action
+        for s in statements(document)
+        if as_list(s["resources"]) == ["${aws_dynamodb_table.state.arn}"]
+        for action in as_list(s["actions"])
+    }
+    assert {"dynamodb:DescribeTable", "dynamodb:Scan", "dynamodb:GetItem", "dynamodb:Query"} <= on_table
+    assert "dynamodb:DeleteItem" in on_table
+    # Nothing else a requeue does writes to the table: no PutItem or UpdateItem for an operator.
+    assert not on_table & {"dynamodb:PutItem", "dynamodb:UpdateItem"}
+
+
 def test_operator_policy_covers_redrive_and_replay() -> None:
     document = module().data[("aws_iam_policy_document", "operator")]
     by_sid = {s["sid"]: s for s in statements(document)}

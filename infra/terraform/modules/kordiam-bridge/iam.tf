@@ -2,7 +2,8 @@
 #  - the task role: the worker's own AWS calls (SQS, DynamoDB, and KMS through them). It reads no secret: ECS
 #    injects those at start with the execution role.
 #  - the execution role: ECS pulling the image, writing the logs, reading the two secrets.
-#  - the operator policy: redrive the dead-letter queue and replay messages; attach it to your operators.
+#  - the operator policy: redrive the dead-letter queue, replay messages, requeue parked elements; attach it to
+#    your operators.
 
 data "aws_iam_policy_document" "ecs_tasks_assume" {
   statement {
@@ -251,11 +252,20 @@ data "aws_iam_policy_document" "operator" {
     resources = [aws_sqs_queue.main.arn]
   }
 
-  # `kordiam-bridge status`: per-channel delivery counts from the state table (read only).
+  # `kordiam-bridge status` and `parked list`: per-channel delivery counts and parked elements from the state table.
   statement {
     sid       = "ReadStateForStatus"
     effect    = "Allow"
     actions   = ["dynamodb:DescribeTable", "dynamodb:Scan", "dynamodb:GetItem", "dynamodb:Query"]
+    resources = [aws_dynamodb_table.state.arn]
+  }
+
+  # `kordiam-bridge parked requeue`: once the queue holds an element's notification, it unparks the element with a
+  # DeleteItem conditional on what it read (its only write to the table).
+  statement {
+    sid       = "UnparkForParkedRequeue"
+    effect    = "Allow"
+    actions   = ["dynamodb:DeleteItem"]
     resources = [aws_dynamodb_table.state.arn]
   }
 
@@ -275,7 +285,7 @@ data "aws_iam_policy_document" "operator" {
 
 resource "aws_iam_policy" "operator" {
   name        = "${var.name}-operator"
-  description = "kordiam-bridge operators: redrive the dead-letter queue, replay messages."
+  description = "kordiam-bridge operators: redrive the dead-letter queue, replay messages, requeue parked elements."
   policy      = data.aws_iam_policy_document.operator.json
   tags        = local.tags
 }
