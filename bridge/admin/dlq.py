@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from bridge.admin.progress import ProgressSink
 from bridge.admin.results import DlqListing, DlqMessage
 from bridge.config import QueueSettings
+from bridge.errors import AdminError
 from bridge.pipeline.notification import decode_notification
 from bridge.queue import QueueAdmin, open_queue_admin
 from bridge.queue.dead_letter import FailureContext
@@ -52,7 +53,10 @@ async def list_dead_letters(queue: QueueAdmin, *, limit: int, progress: Progress
 async def find_dead_letter(
     queue: QueueAdmin, message_id: str, *, scan_limit: int, progress: ProgressSink | None = None
 ) -> DlqMessage | None:
-    """The dead letter with this id (its dead-letter id or ``failure.source_message_id``); None if not found."""
+    """The dead letter with this id (its dead-letter id or ``failure.source_message_id``); None if not found.
+
+    ``AdminError`` when the search stopped at ``scan_limit`` without finding it: the queue holds more than were
+    looked at, so "not found" would tell the operator it is gone when it may be further on."""
     url = await queue.dead_letter_url()
 
     def matches(message: DlqMessage) -> bool:
@@ -63,8 +67,16 @@ async def find_dead_letter(
         depth = await queue.depth(url)
         if depth.visible is not None:
             progress.start("searching the dead-letter queue", min(scan_limit, depth.visible))
-    peeked, _ = await queue.peek(url, limit=scan_limit, until=lambda p: matches(to_dlq_message(p)), progress=progress)
-    return next((m for m in map(to_dlq_message, peeked) if matches(m)), None)
+    peeked, more = await queue.peek(
+        url, limit=scan_limit, until=lambda p: matches(to_dlq_message(p)), progress=progress
+    )
+    found = next((m for m in map(to_dlq_message, peeked) if matches(m)), None)
+    if found is None and more:
+        raise AdminError(
+            f"dead letter {message_id} is not among the first {len(peeked)} looked at, and the dead-letter queue may "
+            f"hold more: raise --scan-limit (now {scan_limit})"
+        )
+    return found
 
 
 def to_dlq_message(peeked: PeekedMessage) -> DlqMessage:

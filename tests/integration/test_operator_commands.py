@@ -414,6 +414,34 @@ async def test_dlq_list_pages_past_ten_messages(
     assert visible(sqs_endpoint.url, queues[1]) == 25
 
 
+async def test_dlq_show_that_stopped_at_its_scan_limit_says_so_rather_than_not_found(
+    transport: SqsTransport, sqs_endpoint: SqsEndpoint, queues: tuple[str, str], tmp_path: Path
+) -> None:
+    # "no dead letter X found" after looking at 3 of 12 tells the operator it is gone when it may well be there.
+    for element_id in range(1, 13):
+        await dead_letter(transport, element_id)
+    path = config_file(sqs_endpoint, queues, tmp_path)
+    done = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "bridge", "dlq", "show", "no-such-message", "--scan-limit", "3", "--config", str(path)),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(done.communicate(), 60)
+    lines = err.decode().strip().splitlines()
+    assert done.returncode == 1 and out == b""
+    assert len(lines) == 1 and "no-such-message" in lines[0], lines
+    assert "not among the first 3" in lines[0] and "--scan-limit" in lines[0], lines
+    assert visible(sqs_endpoint.url, queues[1]) == 12
+    # A search that saw the whole queue still says plainly that there is no such dead letter.
+    done = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "bridge", "dlq", "show", "no-such-message", "--config", str(path)),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await asyncio.wait_for(done.communicate(), 60)
+    assert done.returncode == 1 and err.decode().strip() == "kordiam-bridge: no dead letter no-such-message found"
+
+
 # --------------------------------------------------------------------------------------------------- redrive
 
 
