@@ -151,7 +151,7 @@ def render_dlq_message(message: DlqMessage, console: Console) -> None:
     table.add_row("age", format_age(message.age_seconds()))
     table.add_row("receive count", str(message.receive_count))
     if message.group_id:
-        table.add_row("group", message.group_id)
+        table.add_row("group", Text(message.group_id))
     console.print(table)
     if message.attributes:
         attributes = Table(title="Message attributes", title_justify="left")
@@ -180,7 +180,7 @@ def render_dlq_message(message: DlqMessage, console: Console) -> None:
     if parsed is not None:
         console.print(Syntax(json.dumps(parsed, indent=2, ensure_ascii=False), "json", word_wrap=True))
     else:
-        console.print(escape(message.body), markup=False, highlight=False)
+        console.print(Text(message.body), highlight=False)  # as it is: no markup read, none escaped
 
 
 def render_redrive(result: RedriveResult, console: Console) -> None:

@@ -51,3 +51,12 @@ def test_no_table_is_printed_empty() -> None:
     assert "SQS attributes" not in bare and "name" not in bare and "┏" not in bare
     assert "Message attributes: none" in bare
     assert '"id": 7' in bare
+
+
+def test_a_body_that_is_not_json_is_shown_as_it_is() -> None:
+    # Printed without markup, so nothing may be escaped for markup either: `x[b]y` once came out as `x\[b]y`, a body
+    # the dead letter does not hold (an operator copying it to resend would send another one).
+    body = r"<p>not json [b]bold[/b] \[x] C:\temp\ [link=file:///etc]</p>"
+    text = shown(dataclasses.replace(SQS_LETTER, body=body, group_id="[red]g[/red]"))
+    assert body in text
+    assert "[red]g[/red]" in text
