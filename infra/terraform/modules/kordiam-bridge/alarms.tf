@@ -3,7 +3,7 @@
 
 resource "aws_cloudwatch_metric_alarm" "dlq_not_empty" {
   alarm_name        = "${var.name}-dead-letters"
-  alarm_description = "Messages on ${aws_sqs_queue.dlq.name}: each carries failure.stage and failure.reason attributes. Fix the cause, then redrive (StartMessageMoveTask) or drop them."
+  alarm_description = "Messages on ${aws_sqs_queue.dlq.name}: each carries failure.stage and failure.reason attributes. Fix the cause, then kordiam-bridge dlq redrive (or StartMessageMoveTask with the queue as DestinationArn), or drop them."
 
   namespace   = "AWS/SQS"
   metric_name = "ApproximateNumberOfMessagesVisible"

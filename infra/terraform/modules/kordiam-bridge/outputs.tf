@@ -59,7 +59,7 @@ output "execution_role_arn" {
 }
 
 output "operator_policy_arn" {
-  description = "Attach to the roles in operator_principal_arns: redrive the dead-letter queue, replay messages."
+  description = "Attach to the roles in operator_principal_arns: redrive the dead-letter queue, replay messages, requeue parked elements."
   value       = aws_iam_policy.operator.arn
 }
 
