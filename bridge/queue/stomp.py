@@ -23,8 +23,10 @@ How each outcome is carried out (ActiveMQ Classic and Artemis both speak this):
 - Release (shutdown): nothing is sent; closing the connection hands every unacknowledged message back.
 - Broker restart / network cut: stompman reconnects in the background (1 s, 2 s … 5 s apart, for ever) and
   subscribes again; ``connected()`` is False meanwhile. What was unacknowledged on the lost connection is
-  redelivered (with ``redelivered:true``, counted as one more attempt); stompman drops an ACK for a frame of an
-  earlier connection, and the state store makes the second processing a no-op. When the connection drops again
+  redelivered (with ``redelivered:true``, counted as one more attempt). A delivery of the lost connection is
+  therefore the broker's again: ``receive`` no longer hands it out, and settling one is not reported done (stompman
+  drops its ACK; ``complete`` returns its id, ``retry_later`` sends no copy, ``send_dead_letter`` raises
+  ``DeliveryLost``), so the redelivery is the message's only copy. When the connection drops again
   before the broker confirmed that subscription, stompman forgets the subscription for good; the transport then
   subscribes anew (log line ``resubscribed``), and ``connected()`` is False until it has.
 - Header limits: ActiveMQ Classic refuses a frame with a header line over 10240 bytes or more than 1000 headers
@@ -115,6 +117,14 @@ MAX_HEADER_VALUE = 1024
 MAX_HEADER_NAME = 200
 MAX_DEAD_LETTER_HEADERS = 100
 MAX_DEAD_LETTER_HEADER_BYTES = 32 * 1024
+
+
+class DeliveryLost(Exception):
+    """The connection a message was delivered on is lost: it can no longer be settled on it, and the broker
+    redelivers it (marked redelivered, one more attempt)."""
+
+    def __init__(self, message_id: str) -> None:
+        super().__init__(f"message {message_id}: its connection was lost; the broker redelivers it")
 
 
 class StompTransport:
@@ -278,15 +288,37 @@ class StompTransport:
     async def receive(self, max_messages: int, wait_time: int) -> list[QueueMessage]:
         """Up to ``max_messages`` of what the broker pushed, waiting up to ``wait_time`` s for the first."""
         wanted = max(1, min(MAX_BATCH, max_messages))
+        messages: list[QueueMessage] = []
         try:
             async with asyncio.timeout(wait_time):
-                first = await self._inbox.get()
+                while not messages:
+                    messages = self._deliverable([await self._inbox.get()])
         except TimeoutError:
             return []
-        messages = [first]
         while len(messages) < wanted and not self._inbox.empty():
-            messages.append(self._inbox.get_nowait())
+            messages.extend(self._deliverable([self._inbox.get_nowait()]))
         return messages
+
+    def _deliverable(self, messages: list[QueueMessage]) -> list[QueueMessage]:
+        """Those delivered on the connection that is up: one that came on a lost connection is the broker's again
+        (it redelivers it on the new one), and handing it out too would process it twice."""
+        live = []
+        for message in messages:
+            frame = self._frames.get(message.receipt_handle)
+            if frame is not None and self._delivery_alive(frame):
+                live.append(message)
+            else:
+                self._frames.pop(message.receipt_handle, None)
+        return live
+
+    def _delivery_alive(self, frame: stompman.AckableMessageFrame) -> bool:
+        """Whether ``frame`` came on the connection that is up, to a subscription the client still holds: only then
+        can it be ACKed. stompman drops an ACK of a delivery of a lost connection without raising (the broker
+        redelivers that message, marked redelivered), so settling one must not be reported done."""
+        epoch = self._client._connection_manager._reconnection_count
+        return frame._received_at_reconnection_count == epoch and self._client._active_subscriptions.contains_by_id(
+            frame._subscription.id
+        )
 
     # ---- browsing (operator commands) ------------------------------------------------------------------------
 
@@ -367,19 +399,26 @@ class StompTransport:
         return QueueInfo(self.dlq_url, self.settings.max_receive_count or DEFAULT_MAX_RECEIVE_COUNT, has_redrive=False)
 
     async def complete(self, messages: Sequence[QueueMessage]) -> list[str]:
-        """ACK each (stompman drops an ACK for a frame of an earlier connection: the broker redelivers that one)."""
+        """ACK each. One delivered on a lost connection cannot be ACKed (stompman drops the ACK; the broker
+        redelivers the message), nor one whose connection is lost while its ACK is written: their ids are returned."""
         failed = []
         for message in messages:
             frame = self._frames.pop(message.receipt_handle, None)
-            if frame is None:
+            if frame is None or not self._delivery_alive(frame):
                 failed.append(message.message_id)
                 continue
             await frame.ack()
+            if not self._delivery_alive(frame):
+                failed.append(message.message_id)
         return failed
 
     async def retry_later(self, messages: Sequence[QueueMessage], seconds: int) -> list[str]:
         failed = []
         for message in messages:
+            if not self._held(message):
+                # Its connection is lost: the broker redelivers it, and a copy sent now would be a second message.
+                failed.append(message.message_id)
+                continue
             headers = self._carried_headers(message)
             headers[ATTEMPT_HEADER] = str(message.receive_count + 1)
             if seconds > 0:
@@ -404,6 +443,10 @@ class StompTransport:
         return []
 
     async def send_dead_letter(self, message: QueueMessage, context: DeadLetterContext) -> None:
+        """Raises ``DeliveryLost``, sending nothing, for a message delivered on a lost connection: its ACK could not
+        be sent, and the broker's redelivery of it beside the dead letter would be dead-lettered a second time."""
+        if not self._held(message):
+            raise DeliveryLost(message.message_id)
         headers = dead_letter_headers(message, context)
         if message.group_id is not None:
             headers[GROUP_HEADER] = message.group_id[:MAX_HEADER_VALUE]
@@ -426,6 +469,15 @@ class StompTransport:
             headers[GROUP_HEADER] = group_id
         await self._send_confirmed(self._address.destination, body, headers)
         return send_id
+
+    def _held(self, message: QueueMessage) -> bool:
+        """False when ``message`` came on a connection that is lost (the broker has it back); its frame is then
+        forgotten. A message whose frame is not known (never received here) is the caller's to copy."""
+        frame = self._frames.get(message.receipt_handle)
+        if frame is None or self._delivery_alive(frame):
+            return True
+        del self._frames[message.receipt_handle]
+        return False
 
     def _carried_headers(self, message: QueueMessage) -> dict[str, str]:
         headers = dict(carried_attributes(message))

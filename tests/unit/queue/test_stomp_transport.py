@@ -23,22 +23,49 @@ from bridge.queue.transport import MessageTooLarge, QueueMessage
 from tests.support import eventually, stomp_settings
 
 
+@dataclass(frozen=True)
+class FrameSubscription:
+    id: str = "sub-1"
+
+
 @dataclass
 class Frame:
-    """The two fields of stompman's AckableMessageFrame the transport reads, and its ACK."""
+    """The fields of stompman's AckableMessageFrame the transport reads (the connection and the subscription it
+    came on among them), and its ACK."""
 
     headers: dict[str, str]
     body: bytes
     acked: bool = False
+    _subscription: FrameSubscription = FrameSubscription()
+    _received_at_reconnection_count: int = 0
 
     async def ack(self) -> None:
         self.acked = True
 
 
-class SendingClient:
+@dataclass
+class ConnectionManager:
+    _reconnection_count: int = 0
+
+
+class Subscribed:
+    def contains_by_id(self, subscription_id: str) -> bool:
+        return subscription_id == "sub-1"
+
+
+class ConnectedClient:
+    """What the transport asks of stompman's Client about a delivery: still on the connection that is up?"""
+
+    def __init__(self) -> None:
+        self._connection_manager = ConnectionManager()
+        self._active_subscriptions = Subscribed()
+
+
+class SendingClient(ConnectedClient):
     """What the transport asks of stompman's Client to SEND: each frame's body, destination and headers."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.sent: list[tuple[bytes, str, dict[str, str]]] = []
 
     async def send(self, body: bytes, destination: str, *, headers: dict[str, str], receipt_timeout: float) -> None:
@@ -46,7 +73,7 @@ class SendingClient:
 
 
 def transport() -> StompTransport:
-    client: Any = object()  # never used: no call here talks to the broker
+    client: Any = ConnectedClient()  # no call here talks to the broker
     return StompTransport(stomp_settings("stomp://127.0.0.1:61613/queue/kordiam"), client)
 
 
