@@ -8,7 +8,9 @@ How each outcome is carried out (ActiveMQ Classic and Artemis both speak this):
 - Done: ACK.
 - Retry later: the message is SENT again with ``AMQ_SCHEDULED_DELAY`` (the broker's scheduler holds it for the
   delay) and ``bridge-attempt`` one higher, then the original is ACKed. The attempt count lives on the message, so it
-  survives a worker restart and ``max_receive_count`` still ends in a dead letter with a reason. Not NACK: ActiveMQ
+  survives a worker restart and ``max_receive_count`` still ends in a dead letter with a reason. When the broker
+  does not confirm the copy, the original (not ACKed) is handed to ``receive`` again after the delay, as one more
+  attempt, rather than held for this connection until it ends. Not NACK: ActiveMQ
   Classic treats a STOMP NACK as a poison acknowledgement and moves the message to its own DLQ at once, without the
   bridge's reason; and holding the message unacknowledged for the delay would fill the prefetch with sleepers.
 - Dead letter: SEND to ``queue.dlq_url`` with the original body and headers plus the ``failure.*`` context, and
@@ -39,7 +41,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import ssl
+import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from typing import Literal, Self
@@ -102,6 +106,8 @@ RECEIPT_TIMEOUT_SECONDS = 10.0
 # The most dead letters one redrive run takes on (it browses them first to bound the run).
 REDRIVE_BROWSE_LIMIT = 10_000
 FIRST_CONNECT_TIMEOUT_SECONDS = 15.0
+# A retry whose copy was refused comes back to ``receive`` after its delay, and never sooner than this.
+MIN_HAND_BACK_SECONDS = 1.0
 CONNECTION_CHECK_SECONDS = 1.0
 # What ActiveMQ Classic takes in a frame it is sent (StompWireFormat; 5.17 takes one byte and one header more):
 # header lines ("name:value", UTF-8, escaped) of at most MAX_HEADER_LINE_BYTES, and at most MAX_FRAME_HEADERS
@@ -426,12 +432,26 @@ class StompTransport:
             try:
                 await self._send_confirmed(self._address.destination, _payload(message), headers)
             except Exception as error:
-                # Not ACKed: the broker holds it for this connection and hands it back when the connection ends.
                 log.error("retry_send_failed", message_id=message.message_id, error=f"{type(error).__name__}: {error}")
                 failed.append(message.message_id)
+                self._hand_back_later(message, seconds)
                 continue
             failed.extend(await self.complete([message]))
         return failed
+
+    def _hand_back_later(self, message: QueueMessage, seconds: int) -> None:
+        """A retry whose copy the broker did not confirm: the delivery is not ACKed, so the broker holds it for this
+        connection, and would hand it back only when the connection ends (it may never), keeping a place of the
+        prefetch meanwhile. Hand it to ``receive`` again after the delay instead, as SQS does once the visibility
+        runs out: counted as one more attempt, so that the budget still ends it in a dead letter."""
+        again = dataclasses.replace(
+            message, receive_count=message.receive_count + 1, received_at=time.monotonic(), visible_until=0.0
+        )
+        asyncio.get_running_loop().call_later(max(seconds, MIN_HAND_BACK_SECONDS), self._hand_back, again)
+
+    def _hand_back(self, message: QueueMessage) -> None:
+        if self._held(message) and message.receipt_handle in self._frames:
+            self._inbox.put_nowait(message)
 
     async def release(self, messages: Sequence[QueueMessage]) -> list[str]:
         """Forget the frames: closing the connection hands them back (a STOMP NACK would dead-letter them)."""

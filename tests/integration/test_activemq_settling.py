@@ -1,9 +1,11 @@
-"""Settling on a real ActiveMQ broker when a settling step fails: a delivery whose connection was lost before it was
-settled. Each message still ends in exactly one outcome: never stuck, never twice."""
+"""Settling on a real ActiveMQ broker when a settling step fails: a retry's copy refused, and a delivery whose
+connection was lost before it was settled. Each message still ends in exactly one outcome: never stuck, never
+twice."""
 
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 import stompman
@@ -33,6 +35,44 @@ async def drop_connection(transport: StompTransport) -> None:
     assert state is not None
     await manager._discard_failed_connection_state(state, stompman.ConnectionLostError(reason="test"))
     await eventually(transport.connected, what="the reconnection and the new subscription")
+
+
+async def test_a_retry_whose_copy_the_broker_refused_comes_back_without_a_reconnect(
+    stomp_queues: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The broker refuses the retry's SEND (an ERROR: a consumer account without write access to the queue, a
+    # receipt that did not come in time). The delivery is not ACKed, so the broker holds it for this connection:
+    # unless the transport hands it back, it waits there until the connection ends, and meanwhile takes a place
+    # in the broker's prefetch that the consumer believes free.
+    url, dlq = stomp_queues
+    async with open_transport(stomp_settings(url, dlq_url=dlq)) as opened:
+        assert isinstance(opened, StompTransport)
+        transport = opened
+        await transport.send('{"id": 5, "event": "updated"}')
+        message = await receive_one(transport)
+        assert message.receive_count == 1
+
+        send = stompman.Client.send
+        refused: list[str] = []
+
+        async def refuse_once(client: stompman.Client, body: bytes, destination: str, **options: Any) -> None:
+            if not refused:
+                refused.append(destination)
+                raise stompman.SendReceiptError(receipt_id="r-1", reason="rejected")
+            await send(client, body, destination, **options)
+
+        monkeypatch.setattr(stompman.Client, "send", refuse_once)
+        assert await transport.retry_later([message], 1) == [message.message_id]
+        reconnections = transport._client._connection_manager._reconnection_count
+
+        back = await receive_one(transport, timeout=10)
+        assert back.body == message.body and back.receive_count == 2  # one more attempt, so the budget still ends
+        assert transport._client._connection_manager._reconnection_count == reconnections
+        assert await transport.retry_later([back], 0) == []  # settled now: copied, then ACKed
+        again = await receive_one(transport)
+        assert again.receive_count == 3
+        assert await transport.complete([again]) == []
+    assert await stomp_drain(url) == []
 
 
 async def test_a_delivery_of_a_lost_connection_is_received_once_not_twice(stomp_queues: tuple[str, str]) -> None:
