@@ -220,7 +220,14 @@ class StompTransport:
                 ) from None
             transport = cls(settings, client)
             if consume:
-                await transport._subscribe()
+                try:
+                    await transport._subscribe()
+                except (stompman.Error, TimeoutError) as error:  # e.g. a login that may not read the queue
+                    raise ConfigError(
+                        "queue.url",
+                        f"the ActiveMQ broker at {address.broker} did not let this login consume "
+                        f"{address.destination}: {stomp_error_text(error)}",
+                    ) from None
                 # The client waits for its subscriptions to end before it disconnects.
                 stack.push_async_callback(transport._unsubscribe)
             watcher = asyncio.create_task(transport._watch_connection(), name="stomp-connection-watch")
@@ -552,6 +559,21 @@ def _header_line_bytes(name: str, value: str) -> int:
 def _encoded_length(text: str) -> int:
     """Bytes of ``text`` in a STOMP 1.2 header: UTF-8, with backslash, colon, CR and LF escaped to two."""
     return len(text.encode(errors="replace")) + sum(text.count(char) for char in "\\:\r\n")
+
+
+def stomp_error_text(error: Exception) -> str:
+    """One line for what the broker or the connection did: the broker's own message where it refused (an ERROR
+    frame), else what went wrong (no answer in time, the connection lost)."""
+    if isinstance(error, stompman.SubscriptionError | stompman.SendReceiptError):
+        message = error.frame.headers.get("message") if error.frame is not None else None
+        if error.reason == "rejected" and message:
+            return "refused by the broker: " + " ".join(str(message).split())
+        if error.reason == "timeout":
+            return f"timeout: no answer within {RECEIPT_TIMEOUT_SECONDS:g} s"
+        return error.reason.replace("_", " ")
+    if isinstance(error, TimeoutError):
+        return f"timeout: no answer within {RECEIPT_TIMEOUT_SECONDS:g} s"
+    return f"{type(error).__name__}: {error}"
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

@@ -11,10 +11,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 
+import stompman
 import structlog
 
 from bridge.errors import AdminError
-from bridge.queue.stomp import REDRIVE_BROWSE_LIMIT, StompTransport
+from bridge.queue.stomp import REDRIVE_BROWSE_LIMIT, StompTransport, stomp_error_text
 from bridge.queue.transport import (
     MAX_BATCH,
     MovedMessage,
@@ -63,7 +64,7 @@ class StompQueueAdmin:
         until: Callable[[PeekedMessage], bool] | None = None,
         progress: ProgressSink | None = None,
     ) -> tuple[list[PeekedMessage], bool]:
-        browsed, more = await self.transport.browse(url, limit=limit)
+        browsed, more = await self._browse(url, limit)
         seen: list[PeekedMessage] = []
         for peeked in browsed:
             seen.append(peeked)
@@ -72,6 +73,13 @@ class StompQueueAdmin:
             if until is not None and until(peeked):
                 return seen, True
         return seen, more
+
+    async def _browse(self, url: str, limit: int) -> tuple[list[PeekedMessage], bool]:
+        """``StompTransport.browse``; ``AdminError`` when the broker refuses the browser or does not answer."""
+        try:
+            return await self.transport.browse(url, limit=limit)
+        except (stompman.Error, TimeoutError) as error:
+            raise AdminError(f"cannot browse {url}: {stomp_error_text(error)}") from None
 
     async def send(self, messages: Sequence[OutgoingMessage]) -> list[SendOutcome]:
         """One confirmed SEND each; ``group_id`` is left out (``StompTransport.ordered_groups`` is False)."""
@@ -103,7 +111,7 @@ class StompQueueAdmin:
         """
         self.check_redrive(request)
         wanted = request.wanted or (lambda _: True)
-        at_start, _ = await self.transport.browse(self._dlq_url, limit=REDRIVE_BROWSE_LIMIT)
+        at_start, _ = await self._browse(self._dlq_url, REDRIVE_BROWSE_LIMIT)
         result = RedriveResult("manual", self._dlq_url, self.url)
         tried = 0
         for index, message in enumerate(peeked.message for peeked in at_start):
