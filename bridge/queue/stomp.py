@@ -125,6 +125,15 @@ MAX_DEAD_LETTER_HEADERS = 100
 MAX_DEAD_LETTER_HEADER_BYTES = 32 * 1024
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class MovedDeadLetter:
+    """A dead letter copied to the main queue (``send_id``: the copy's ``bridge-send-id``); ``removed`` False when
+    its ACK could not be sent (the connection was lost after the copy): it is then still on the dead-letter queue."""
+
+    send_id: str
+    removed: bool
+
+
 class DeliveryLost(Exception):
     """The connection a message was delivered on is lost: it can no longer be settled on it, and the broker
     redelivers it (marked redelivered, one more attempt)."""
@@ -367,10 +376,11 @@ class StompTransport:
             await subscription.unsubscribe()
         return seen[:limit], len(seen) > limit
 
-    async def move_dead_letter(self, message_id: str) -> str | None:
+    async def move_dead_letter(self, message_id: str) -> MovedDeadLetter | None:
         """Move the dead letter ``message_id`` back to the main queue: receive it alone, SEND its copy with a
-        receipt, then ACK it. Returns the copy's ``bridge-send-id``; None when the dead letter did not come within
-        ``RECEIPT_TIMEOUT_SECONDS`` (no longer on the queue: another consumer took it).
+        receipt, then ACK it. Returns the copy's ``bridge-send-id``, and whether the ACK went out (not when the
+        connection was lost after the copy: the dead letter stays, and the message exists twice); None when the dead
+        letter did not come within ``RECEIPT_TIMEOUT_SECONDS`` (no longer on the queue: another consumer took it).
 
         The subscription's selector names this one message, so no other dead letter is delivered to it: one
         delivered and not ACKed would come back marked redelivered, a receive counted on a message the operator left
@@ -400,8 +410,11 @@ class StompTransport:
                 return None
             message = _to_message(frame)
             send_id = await self._send_new(_payload(message), redriven_attributes(message), message.group_id)
-            await frame.ack()
-            return send_id
+            removed = self._delivery_alive(frame)
+            if removed:
+                await frame.ack()
+                removed = self._delivery_alive(frame)
+            return MovedDeadLetter(send_id, removed)
         finally:
             await subscription.unsubscribe()
 

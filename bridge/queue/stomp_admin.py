@@ -123,18 +123,20 @@ class StompQueueAdmin:
                 continue
             tried += 1
             try:
-                send_id = await self.transport.move_dead_letter(message.message_id)
+                copied = await self.transport.move_dead_letter(message.message_id)
             except Exception as error:  # the copy not confirmed (refused, no receipt, connection lost): it stays
                 result.failed.append(RedriveFailure(message.message_id, f"{type(error).__name__}: {error}"))
                 continue
-            if send_id is None:
+            if copied is None:
                 result.skipped += len(at_start) - index - 1
                 result.stopped_reason = (
                     f"dead letter {message.message_id} did not come (no longer on the dead-letter queue: another "
                     "consumer took it?); the rest are left for a later run"
                 )
                 break
-            result.moved.append(MovedMessage(message.message_id, send_id, request.element_of(message)))
+            result.moved.append(MovedMessage(message.message_id, copied.send_id, request.element_of(message)))
+            if not copied.removed:  # the ACK was lost with the connection: the dead letter is still there
+                result.duplicated.append(message.message_id)
         result.interrupted = stop.is_set()
         log.info(
             "redriven", queue=self._dlq_url, moved=len(result.moved), failed=len(result.failed), left=result.skipped

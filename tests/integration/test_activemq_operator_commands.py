@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
+import stompman
 from rich.console import Console
 
 from bridge.admin.dlq import dlq_list, dlq_show
@@ -16,6 +18,7 @@ from bridge.admin.status import collect_status, render_status
 from bridge.cli import main
 from bridge.queue import open_transport
 from bridge.queue.dead_letter import DeadLetterContext
+from bridge.queue.stomp import StompTransport
 from tests.support import (
     stomp_browse_raw,
     stomp_drain,
@@ -176,3 +179,29 @@ async def test_redrive_leaves_what_it_does_not_move_untouched(stomp_queues: tupl
     assert [headers.get("redelivered") for headers, _ in left] == [None, None]
     assert [m.receive_count for m in (await dlq_list(settings)).messages] == [1, 1]
     assert sorted(json.loads(body)["id"] for _, body in await stomp_browse_raw(queue)) == [11, 14]
+
+
+async def test_a_redriven_dead_letter_whose_ack_was_lost_is_reported_duplicated(
+    stomp_queues: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The copy is confirmed, then the connection drops before the dead letter's ACK is written: stompman drops the
+    # ACK, the dead letter stays, and the message now exists twice. The contract says so in ``duplicated``.
+    queue, dlq = stomp_queues
+    settings = stomp_settings(queue, dlq_url=dlq)
+    await _dead_letter(queue, dlq, '{"id": 21, "event": "updated"}', DeadLetterContext("sync", "boom", "X", 21))
+    send_new = StompTransport._send_new
+
+    async def copy_then_lose_the_connection(self: StompTransport, *args: Any, **kwargs: Any) -> str:
+        send_id = await send_new(self, *args, **kwargs)
+        manager = self._client._connection_manager
+        state = manager._active_connection_state
+        assert state is not None
+        await manager._discard_failed_connection_state(state, stompman.ConnectionLostError(reason="test"))
+        return send_id
+
+    monkeypatch.setattr(StompTransport, "_send_new", copy_then_lose_the_connection)
+    result = await dlq_redrive(settings)
+    [moved] = result.moved
+    assert result.duplicated == [moved.dlq_message_id]
+    assert [m.body for m in await stomp_drain(queue)] == ['{"id": 21, "event": "updated"}']
+    assert [m.body for m in await stomp_drain(dlq)] == ['{"id": 21, "event": "updated"}']  # still there: twice

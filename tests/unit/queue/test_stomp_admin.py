@@ -10,6 +10,7 @@ import json
 import re
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -35,12 +36,15 @@ class Stored:
 
 @dataclass
 class Delivery:
-    """A MESSAGE frame as the transport reads it, and its ACK."""
+    """A MESSAGE frame as the transport reads it (the subscription and the connection it came on among it), and its
+    ACK."""
 
     headers: dict[str, str]
     body: bytes
     broker: Broker
     destination: str
+    _subscription: Subscription | None = None
+    _received_at_reconnection_count: int = 0
 
     async def ack(self) -> None:
         self.broker.acked(self.destination, self.headers["message-id"])
@@ -67,6 +71,14 @@ class Broker:
         self._ids = itertools.count(1)
         self.on_send: Callable[[str], None] = lambda destination: None
         self.refuse_copies_of: set[str] = set()
+        # What the transport reads of stompman's client about a delivery: on the connection that is up, to a
+        # subscription still active?
+        self._connection_manager = SimpleNamespace(_reconnection_count=0)
+        self._active_subscriptions = SimpleNamespace(contains_by_id=self.subscribed)
+        self._subscriptions: set[str] = set()
+
+    def subscribed(self, subscription_id: str) -> bool:
+        return subscription_id in self._subscriptions
 
     def put(self, destination: str, body: bytes, headers: dict[str, str]) -> str:
         message_id = f"ID:broker-{next(self._ids)}"
@@ -83,6 +95,7 @@ class Broker:
         self, destination: str, handler: Handler, *, ack: str, headers: dict[str, str], receipt_timeout: float | None
     ) -> Subscription:
         subscription = Subscription(f"sub-{next(self._ids)}", destination, self)
+        self._subscriptions.add(subscription.id)
         frame = {"subscription": subscription.id, "destination": destination}
         if headers.get("browser") == "true":
             for stored in list(self.queues[destination]):
@@ -102,13 +115,14 @@ class Broker:
             extra = {"ack": f"ack-{stored.message_id}", "message-id": stored.message_id}
             if stored.redelivered:
                 extra["redelivered"] = "true"
-            await handler(Delivery(frame | stored.headers | extra, stored.body, self, destination))
+            await handler(Delivery(frame | stored.headers | extra, stored.body, self, destination, subscription))
         return subscription
 
     def acked(self, destination: str, message_id: str) -> None:
         self.queues[destination] = [m for m in self.queues[destination] if m.message_id != message_id]
 
     def ended(self, subscription: Subscription) -> None:
+        self._subscriptions.discard(subscription.id)
         for stored in self.queues[subscription.destination]:
             if stored.message_id in subscription.delivered:
                 stored.redelivered = True
