@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
+
+import structlog
 
 from bridge.admin.progress import ProgressSink
 from bridge.admin.results import DlqListing, DlqMessage
@@ -12,7 +15,9 @@ from bridge.errors import AdminError
 from bridge.pipeline.notification import decode_notification
 from bridge.queue import QueueAdmin, open_queue_admin
 from bridge.queue.dead_letter import FailureContext
-from bridge.queue.transport import PeekedMessage, QueueMessage
+from bridge.queue.transport import PeekedMessage, QueueDepth, QueueMessage
+
+log = structlog.get_logger("bridge.admin")
 
 
 async def dlq_list(settings: QueueSettings, *, limit: int = 50, progress: ProgressSink | None = None) -> DlqListing:
@@ -39,6 +44,7 @@ async def list_dead_letters(queue: QueueAdmin, *, limit: int, progress: Progress
         raise ValueError("limit must be at least 1")
     url = await queue.dead_letter_url()
     depth = await queue.depth(url)
+    _warn_if_looks_move_them_on(url, depth)
     if progress is not None and depth.visible is not None:
         progress.start("reading the dead-letter queue", min(limit, depth.visible))
     peeked, more = await queue.peek(url, limit=limit, progress=progress)
@@ -63,10 +69,10 @@ async def find_dead_letter(
         source = message.failure.source_message_id if message.failure else None
         return message_id in (message.message_id, source)
 
-    if progress is not None:
-        depth = await queue.depth(url)
-        if depth.visible is not None:
-            progress.start("searching the dead-letter queue", min(scan_limit, depth.visible))
+    depth = await queue.depth(url)
+    _warn_if_looks_move_them_on(url, depth)
+    if progress is not None and depth.visible is not None:
+        progress.start("searching the dead-letter queue", min(scan_limit, depth.visible))
     peeked, more = await queue.peek(
         url, limit=scan_limit, until=lambda p: matches(to_dlq_message(p)), progress=progress
     )
@@ -111,3 +117,23 @@ def element_of(message: QueueMessage) -> int | None:
 
 def _oldest_first(message: DlqMessage) -> tuple[bool, datetime]:
     return (message.sent_at is None, message.sent_at or datetime.min.replace(tzinfo=UTC))
+
+
+def _warn_if_looks_move_them_on(url: str, depth: QueueDepth) -> None:
+    """A dead-letter queue with a redrive policy of its own counts each look at a dead letter as a receive: after
+    its maxReceiveCount looks, SQS moves the dead letter on to that policy's target, out of the bridge's sight."""
+    if not depth.redrive_policy:
+        return
+    try:
+        policy = json.loads(depth.redrive_policy)
+        looks, target = policy.get("maxReceiveCount"), policy.get("deadLetterTargetArn")
+    except (ValueError, AttributeError):
+        looks, target = None, None
+    log.warning(
+        "dead_letter_queue_has_redrive_policy",
+        queue=url,
+        reason=(
+            f"each look counts as a receive: after {looks or 'maxReceiveCount'} looks SQS moves a dead letter on to "
+            f"{target or 'its target'}; remove the policy from the dead-letter queue"
+        ),
+    )

@@ -29,6 +29,7 @@ from bridge.admin.status import collect_status, render_status
 from bridge.config import OpsSettings, Settings, load_settings
 from bridge.errors import ConfigError
 from bridge.ops import metrics
+from bridge.ops.logging import configure_logging
 from bridge.ops.server import OpsServer
 from bridge.queue.dead_letter import DeadLetterContext
 from bridge.queue.sqs import QueueMessage, SqsTransport
@@ -399,6 +400,30 @@ async def test_dlq_list_and_show_give_the_failure_context(
 
     as_json = json.loads(to_json(listing))
     assert as_json["messages"][0]["failure"] is not None or as_json["messages"][0]["element_id"] == 13
+
+
+async def test_dlq_list_and_show_warn_when_each_look_may_move_dead_letters_on(
+    settings: Settings,
+    transport: SqsTransport,
+    sqs_endpoint: SqsEndpoint,
+    queues: tuple[str, str],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # A redrive policy on the dead-letter queue itself: every peek is a receive, and after 2 of them SQS moves the
+    # dead letter on, out of the bridge's sight. The commands still look (the operator asked), but say so.
+    client = sqs_client(sqs_endpoint.url)
+    beyond = client.create_queue(QueueName=f"beyond-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+    beyond_arn = client.get_queue_attributes(QueueUrl=beyond, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    policy = json.dumps({"deadLetterTargetArn": beyond_arn, "maxReceiveCount": "2"})
+    client.set_queue_attributes(QueueUrl=queues[1], Attributes={"RedrivePolicy": policy})
+    configure_logging("info")
+    first = await dead_letter(transport, 11)
+    assert len((await dlq_list(settings.queue, limit=5)).messages) == 1
+    assert await dlq_show(settings.queue, first) is not None
+    warnings = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
+    said = [w for w in warnings if w["event"] == "dead_letter_queue_has_redrive_policy"]
+    assert len(said) == 2 and all(w["queue"] == queues[1] for w in said)
+    assert f"after 2 looks SQS moves a dead letter on to {beyond_arn}" in said[0]["reason"]
 
 
 async def test_dlq_list_pages_past_ten_messages(
