@@ -75,6 +75,9 @@ class ChannelHealth:
     parked: int = 0
     # From the worker's /metrics (bridge_channel_errors_total by kind); None when the endpoint was not reachable.
     errors: dict[str, int] | None = None
+    # From the worker's /metrics: why the channel fails now (its circuit breaker open or half-open, or refusing the
+    # bridge's credentials); None when it does not, or the endpoint was not reachable.
+    failing: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,8 +141,10 @@ class StatusReport:
                     f"channel {channel.name}: {channel.parked} element(s) parked: it refused the bridge's credentials "
                     "or was down (`kordiam-bridge parked list` says which)"
                 )
-            if channel.errors:
-                found.append(f"channel {channel.name}: {sum(channel.errors.values())} failed write(s) since start")
+            # Now, not since start: a write that failed once and healed (the errors column still counts it) would
+            # keep a cron job's exit code at 1 until the worker restarted.
+            if channel.failing:
+                found.append(f"channel {channel.name}: {channel.failing}")
         return found
 
 
@@ -170,7 +175,7 @@ async def _report(
     (queue, dead_letter), (state, store_channels), worker = await asyncio.gather(
         queues, _state_status(settings), _worker_health(settings, ops_timeout)
     )
-    errors = worker[1]
+    errors, failing = worker[1], worker[2]
     channels: list[ChannelHealth] = []
     configured = {c.name: c.type for c in settings.channels}
     names = list(configured) + sorted(set(store_channels) - set(configured))
@@ -187,6 +192,7 @@ async def _report(
                 latest_synced=stats.latest if stats else None,
                 parked=stats.parked if stats else 0,
                 errors=None if errors is None else dict(errors.get(name, {})),
+                failing=failing.get(name),
             )
         )
     return StatusReport(datetime.now(UTC), queue, dead_letter, state, channels, worker[0])
@@ -311,12 +317,21 @@ async def _state_status(settings: StatusSettings) -> tuple[StateStatus, dict[str
     return StateStatus(state.url, True, f"{len(deliveries)} deliveries"), channels
 
 
+# bridge_channel_breaker_state's values, as a problem says them (0, closed, is none).
+BREAKER_PROBLEMS = {
+    1: "failing now (circuit breaker half-open, trying it again)",
+    2: "failing now (circuit breaker open)",
+}
+
+
 async def _worker_health(
     settings: StatusSettings, http_timeout: float
-) -> tuple[WorkerHealth, dict[str, Counter[str]] | None]:
+) -> tuple[WorkerHealth, dict[str, Counter[str]] | None, dict[str, str]]:
+    """The worker's health; its channel errors since start by kind (None when not reachable); which channels fail
+    now, and why."""
     host, port = settings.ops.host, settings.ops.port
     if port == 0:
-        return WorkerHealth(None, False, detail="ops.port is 0 (a random port): set a fixed port to query it"), None
+        return WorkerHealth(None, False, detail="ops.port is 0 (a random port): set a fixed port to query it"), None, {}
     if host in ("0.0.0.0", "", "::"):
         host = "127.0.0.1"
     base = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
@@ -326,9 +341,10 @@ async def _worker_health(
                 http.get("/healthz"), http.get("/readyz"), http.get("/metrics")
             )
     except httpx.HTTPError as error:
-        return WorkerHealth(base, False, detail=f"{type(error).__name__}: {error}".rstrip(": ")), None
+        return WorkerHealth(base, False, detail=f"{type(error).__name__}: {error}".rstrip(": ")), None, {}
     detail = _answer_field(health, "status")
     errors: dict[str, Counter[str]] = {}
+    failing: dict[str, str] = {}
     in_flight: int | None = None
     received: int | None = None
     outcomes: dict[str, int] = {}
@@ -339,6 +355,10 @@ async def _worker_health(
                     if sample.name == "bridge_channel_errors_total":
                         channel = sample.labels.get("channel", "?")
                         errors.setdefault(channel, Counter())[sample.labels.get("kind", "error")] += int(sample.value)
+                    elif sample.name == "bridge_channel_breaker_state" and int(sample.value) in BREAKER_PROBLEMS:
+                        failing.setdefault(sample.labels.get("channel", "?"), BREAKER_PROBLEMS[int(sample.value)])
+                    elif sample.name == "bridge_channel_credentials_refused" and sample.value:
+                        failing[sample.labels.get("channel", "?")] = "refuses the bridge's credentials"
                     elif sample.name == "bridge_messages_in_flight":
                         in_flight = int(sample.value)
                     elif sample.name == "bridge_messages_received_total":
@@ -358,7 +378,7 @@ async def _worker_health(
         received=received,
         outcomes=outcomes,
     )
-    return worker, errors
+    return worker, errors, failing
 
 
 def _answer_field(response: httpx.Response, field: str) -> str:

@@ -876,6 +876,9 @@ async def test_status_reads_the_state_store_and_the_worker_endpoint(
         )
     await store.close()
     metrics.CHANNEL_ERRORS.labels(channel="print", kind="unavailable").inc(2)
+    for channel in ("web", "print"):  # the registry is the process's: another test's worker may have left them set
+        metrics.BREAKER_STATE.labels(channel).set(0)
+        metrics.CHANNEL_CREDENTIALS_REFUSED.labels(channel).set(0)
 
     refused = "Kordiam refuses the client credentials: 401"
     server = OpsServer("127.0.0.1", 0, healthy=lambda: True, ready=lambda: True, not_ready_reason=lambda: refused)
@@ -883,7 +886,13 @@ async def test_status_reads_the_state_store_and_the_worker_endpoint(
     try:
         with_ops = settings.model_copy(update={"ops": OpsSettings(host="127.0.0.1", port=server.port)})
         report = await collect_status(with_ops)
+        # Failing now: its circuit breaker open (print), or refusing the bridge's credentials (web).
+        metrics.BREAKER_STATE.labels("print").set(2)
+        metrics.CHANNEL_CREDENTIALS_REFUSED.labels("web").set(1)
+        failing = await collect_status(with_ops)
     finally:
+        metrics.BREAKER_STATE.labels("print").set(0)
+        metrics.CHANNEL_CREDENTIALS_REFUSED.labels("web").set(0)
         await server.stop()
 
     web, printed = report.channels
@@ -893,6 +902,13 @@ async def test_status_reads_the_state_store_and_the_worker_endpoint(
     assert report.state.available
     # A paused worker is alive but takes no messages: a problem (exit 1), with /readyz's reason.
     assert f"worker not ready: {refused}" in report.problems
+    # Writes that failed once and healed are counted in the table, but are no problem: cron's exit code would stay
+    # at 1 until the worker restarted.
+    assert not [p for p in report.problems if p.startswith("channel ")]
+    assert [p for p in failing.problems if p.startswith("channel ")] == [
+        "channel web: refuses the bridge's credentials",
+        "channel print: failing now (circuit breaker open)",
+    ]
     assert "unavailable" in rendered(render_status, report) and refused in rendered(render_status, report)
 
 
