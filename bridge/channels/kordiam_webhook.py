@@ -62,11 +62,11 @@ element, and every one of them reports that element's id as its external id:
   element is kept and ``PUT`` without that publication; for the last one, ``DELETE``. So deleting a story
   sends one ``PUT`` per publication but the last, then one ``DELETE``. A 404 on ``DELETE`` counts as deleted.
 
-Limitations of that mapping, all after a restart (the memory is per process) or across several workers: a
-publication added later to an element is created as a second remote element unless the channel is ``main``;
-removing one of several publications from the channel deletes the remote element (the next change of the
-others creates it again). Both disappear if the sync engine passes an element-level channel the external id
-it holds for any publication of the element (and calls ``delete`` only for the last one).
+After a restart (the memory is per process) or on another worker, this memory is empty; the sync engine
+covers both cases: it passes an element-level channel the external id it holds for any publication of the
+element (so a publication added later reaches the same remote element), and while another publication on the
+channel still stands on the remote element it does not call ``delete`` for one that left: it upserts the
+sibling, which sends the element without it (``bridge.pipeline.sync``).
 
 Errors: 401/403 → ``ChannelRejected`` naming the channel and the keys to check; 400/404/422 and other 4xx →
 ``ChannelRejected`` with the receiver's message; 408/409/425/429, 5xx, timeouts and connection errors →

@@ -255,10 +255,18 @@ class SyncEngine:
 
         carried = {(r.name, p.id) for r in self._routes for p in element.publications if r.carries(p)}
         # The element as Kordiam holds it once the retractions cleared their feedback (the same object otherwise).
-        cleared, clear_failed = await self._retract(deliveries, keep=carried, report=report, held=held, element=element)
+        # Retractions from an element-scoped channel whose remote item still stands for a sibling: the sibling's
+        # upsert sends the element without them (``_deliver``), instead of a delete of the shared item.
+        shared: dict[str, list[Delivery]] = {}
+        cleared, clear_failed = await self._retract(
+            deliveries, keep=carried, report=report, held=held, element=element, shared=shared
+        )
         element = cleared or element  # None only for a deleted element
         await _concurrently(
-            [self._deliver(route, element, held, report, force=notification.force) for route in self._routes]
+            [
+                self._deliver(route, element, held, report, force=notification.force, retracted=shared.get(route.name))
+                for route in self._routes
+            ]
         )
 
         # After a failed clear Kordiam's answers are in doubt and a retracted delivery may still be held: the retry
@@ -286,11 +294,17 @@ class SyncEngine:
         report: SyncReport,
         *,
         force: bool = False,
+        retracted: list[Delivery] | None = None,
     ) -> None:
         """Upsert this route's publications one after another; stop at the first failure of this channel.
 
         A publication whose fingerprint matches what the channel was last given is left alone, unless ``force``.
+        ``retracted``: publications that left this element-scoped channel while its remote item stays for others
+        (``_retract``); the first publication the route exports is upserted whatever its fingerprint, which sends
+        the element without them, and only then are their deliveries forgotten. Until then they stay recorded, so
+        a retry (or the next sync that exports a sibling) does it again.
         """
+        pending = list(retracted or ())
         # For an element-scoped channel every publication shares one remote item: the state store (shared by
         # all workers) says which, so a new publication updates it instead of creating a second one.
         sibling = next((d.external_id for (channel, _), d in held.items() if channel == route.name), None)
@@ -299,7 +313,12 @@ class SyncEngine:
                 continue
             previous = held.get((route.name, publication.id))
             digest = fingerprint(element, publication)
-            if previous is not None and not force and matches(previous.fingerprint, digest, element, publication):
+            if (
+                previous is not None
+                and not force
+                and not pending
+                and matches(previous.fingerprint, digest, element, publication)
+            ):
                 report.actions.append(ChannelAction(route.name, publication.id, Action.UNCHANGED, previous.external_id))
                 continue
             external_id = previous.external_id if previous else (sibling if route.element_scoped else None)
@@ -329,6 +348,12 @@ class SyncEngine:
             sibling = result.external_id
             action = Action.CREATED if external_id is None or external_id != result.external_id else Action.UPDATED
             report.actions.append(ChannelAction(route.name, publication.id, action, result.external_id))
+            for gone in pending:  # the remote item no longer carries them
+                await self._state.forget(gone.element_id, gone.channel, gone.publication_id)
+                report.actions.append(
+                    ChannelAction(gone.channel, gone.publication_id, Action.DELETED, gone.external_id)
+                )
+            pending = []
 
     async def _retract(
         self,
@@ -338,13 +363,17 @@ class SyncEngine:
         report: SyncReport,
         held: dict[tuple[str, int], Delivery],
         element: Element | None,
+        shared: dict[str, list[Delivery]] | None = None,
     ) -> tuple[Element | None, bool]:
         """Delete what channels hold for publications the element no longer has on their platforms.
 
         With feedback on and the element still in Kordiam, each retraction first clears what the bridge wrote
         there for the item (``_clear_feedback``), then deletes the item, then forgets the delivery: the delivery
         is the bridge's only proof that a value in Kordiam is its own, so it is forgotten last, and every step
-        is safe to redo. A clear that fails and may heal (or that met refused credentials) leaves that retraction
+        is safe to redo. With ``shared``, the retraction of a publication from an element-scoped channel whose
+        remote item a kept sibling still stands on is not a delete (which would take the sibling's item too, and
+        its unchanged delivery would never make it again): after its clear it goes into ``shared`` for
+        ``_deliver``. A clear that fails and may heal (or that met refused credentials) leaves that retraction
         whole for the retry (item and delivery in place, so a publication moved back meanwhile is still
         consistent) and stops the other clears; one Kordiam refuses for good does not hold the item hostage: it
         is deleted and forgotten anyway, the refusal reported (stage ``feedback``). Returns the element as
@@ -395,6 +424,11 @@ class SyncEngine:
                         hint="Kordiam refused to clear the retracted item's externalId and links; the item is "
                         "retracted anyway, and Kordiam keeps pointing at it until an editor clears them",
                     )
+            if shared is not None and channel.element_scoped and _stands_for_sibling(delivery, held, keep):
+                self.parking.inconclusive(delivery.channel, admission)  # the channel was not called
+                held.pop(key, None)  # no longer the publication's feedback
+                shared.setdefault(delivery.channel, []).append(delivery)
+                continue
             started = time.perf_counter()
             try:
                 await channel.delete(delivery.element_id, delivery.publication_id, delivery.external_id)
@@ -623,6 +657,17 @@ def _older(notification: Notification, mark: ElementMark | None) -> bool:
     if notification.modification_date is None or mark is None or mark.modification_date is None:
         return False
     return notification.modification_date < mark.modification_date
+
+
+def _stands_for_sibling(
+    delivery: Delivery, held: Mapping[tuple[str, int], Delivery], keep: set[tuple[str, int]]
+) -> bool:
+    """Whether a publication the channel keeps has its delivery on the same remote item as ``delivery``."""
+    return any(
+        key in keep and other.external_id == delivery.external_id
+        for key, other in held.items()
+        if key[0] == delivery.channel and key[1] != delivery.publication_id
+    )
 
 
 def _links_of(links: Delivery | CmsLinks) -> tuple[str | None, str | None, str | None, str | None]:

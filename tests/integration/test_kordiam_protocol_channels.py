@@ -528,3 +528,48 @@ async def test_a_restarted_worker_adds_a_publication_to_the_same_remote_element(
         assert list(cms.elements()) == [remote_id]
         element = await admin.get(created["id"])
         assert [p["externalId"] for p in element["publications"]] == [remote_id, remote_id]
+
+
+async def test_a_restarted_worker_removing_one_of_two_publications_keeps_the_remote_element(
+    sqs_endpoint: SqsEndpoint,
+    queues: tuple[str, str],
+    simulator: RunningSimulator,
+    admin: SimulatorAdmin,
+    tmp_path: Path,
+) -> None:
+    # The remote element stands for both publications. A new process does not remember that; the shared state
+    # store does. Removing one publication must not DELETE the remote element the other still stands on: its
+    # delivery is unchanged, so nothing would ever create it again.
+    with GlobalExportServer() as cms:
+        base = worker_settings(queue=queues[0], endpoint=sqs_endpoint.url, kordiam=simulator.base_url, workdir=tmp_path)
+        archive = ChannelSettings(
+            name="archive",
+            type="kordiam-webhook",
+            platforms=[99003, 99004],
+            url=cms.base_url,
+            auth={"type": "bearer", "token": cms.token},
+        )
+        settings = base.model_copy(update={"channels": [archive]})
+
+        async with running_worker(settings):
+            created = await admin.create(story("Two platforms", platforms=(99003, 99004)))
+            await eventually(
+                lambda: [len(e.get("publications", [])) for e in cms.elements().values()] == [2],
+                what="one remote element with both publications",
+            )
+            await eventually(lambda: queue_settled(sqs_endpoint.url, queues[0]), what="first sync settled")
+        (remote_id,) = cms.elements()
+        web_pub = created["publications"][0]["id"]
+
+        async with running_worker(settings):  # a new process: a new channel with an empty memory
+            current = await admin.get(created["id"])
+            await admin.replace(created["id"], {**current, "publications": current["publications"][:1]})
+            await eventually(lambda: queue_settled(sqs_endpoint.url, queues[0]), what="second sync settled")
+            await eventually(
+                lambda: [p["id"] for p in cms.elements().get(remote_id, {}).get("publications", [])] == [web_pub],
+                what="the remote element without the removed publication",
+            )
+        assert list(cms.elements()) == [remote_id]
+        element = await admin.get(created["id"])
+        assert [p["externalId"] for p in element["publications"]] == [remote_id]
+    assert drain(sqs_endpoint.url, queues[1]) == []
