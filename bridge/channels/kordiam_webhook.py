@@ -72,7 +72,8 @@ Errors: 401/403 → ``ChannelRejected`` naming the channel and the keys to check
 ``ChannelRejected`` with the receiver's message; 408/409/425/429, 5xx, timeouts and connection errors →
 ``ChannelUnavailable`` (with ``Retry-After``). Nothing is retried in-process: the queue retries. A ``POST``
 whose answer has no id is rejected: the bridge could not link the element (Kordiam itself would then send
-``PUT /element/null``).
+``PUT /element/null``). A ``PUT``'s answer is read only when it is JSON (an id or links in it are used): Kordiam
+reads nothing of it, so an answer that is not JSON (``OK``, a page) is a success like an empty one.
 """
 
 from __future__ import annotations
@@ -106,7 +107,7 @@ from bridge.channels.kordiam_v1 import (
 )
 from bridge.config import ChannelSettings, ChannelTimeout, StatusSelector
 from bridge.errors import ChannelRejected
-from bridge.http import HttpClient
+from bridge.http import HttpClient, HttpResponse
 from bridge.kordiam.models import Element, Publication
 from bridge.locks import KeyedLock
 
@@ -256,7 +257,7 @@ class KordiamWebhookChannel:
                     continue
                 if not response.is_success:
                     raise self._http.error(response, action)
-                answer = response_json(response, self._label, action)
+                answer = _put_answer(response)
                 item_id = answer_id(answer.get("id") if isinstance(answer, dict) else None) or remote_id
                 break
             if item_id is None:
@@ -324,6 +325,17 @@ class KordiamWebhookChannel:
         self._remote.move_to_end(element_id)
         while len(self._remote) > REMEMBERED_ELEMENTS:
             self._remote.popitem(last=False)
+
+
+def _put_answer(response: HttpResponse) -> Any:
+    """A ``PUT``'s answer if it is JSON, else None: seed 001 gives only the ``POST`` an answer (the id), and Kordiam
+    reads nothing of a ``PUT``'s, so a receiver may answer it with a page or ``OK``; the update was made."""
+    if not response.content.strip():
+        return None
+    try:
+        return response.json()
+    except ValueError:
+        return None
 
 
 def create(settings: ChannelSettings, options: BaseModel, context: ChannelContext) -> Channel:

@@ -385,6 +385,19 @@ async def test_platform_failures_and_a_connector_without_statuses(http: HttpClie
         assert (await channel.upsert(seed, seed.publications[0], None)).external_id in server.publications()
 
 
+async def test_webhook_update_answered_with_something_that_is_not_json_is_done(http: HttpClient) -> None:
+    # Seed 001 gives only the POST an answer ({"id": …}); Kordiam reads nothing of a PUT's, so a receiver may
+    # answer it with a page or "OK". The update was made: it must not be reported as refused.
+    with GlobalExportServer(put_answer=b"<html><body>OK</body></html>") as server:
+        channel = webhook_channel(http, server)
+        seed = element(load("seed001_create"))
+        created = await channel.upsert(seed, seed.publications[0], None)
+        changed = element({**load("seed001_create"), "title": "Changed"})
+        updated = await webhook_channel(http, server).upsert(changed, changed.publications[0], created.external_id)
+        assert updated.external_id == created.external_id
+        assert server.elements()[created.external_id]["title"] == "Changed"
+
+
 # --- through the worker ----------------------------------------------------------------------------------------
 
 

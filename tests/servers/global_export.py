@@ -230,11 +230,12 @@ class ThreadedJsonServer:
             self._requests.append(
                 Recorded(request.method, request.path, request.headers, request.body, request.form, status)
             )
-        payload = b"" if body is None else json.dumps(body).encode()
+        text = isinstance(body, bytes)  # an answer that is not JSON, sent as it is
+        payload = b"" if body is None else body if isinstance(body, bytes) else json.dumps(body).encode()
         try:
             handler.send_response(status)
             if payload:
-                handler.send_header("Content-Type", "application/json")
+                handler.send_header("Content-Type", "text/html; charset=utf-8" if text else "application/json")
             handler.send_header("Content-Length", str(len(payload)))
             for name, value in headers.items():
                 handler.send_header(name, value)
@@ -287,6 +288,7 @@ class GlobalExportServer(ThreadedJsonServer):
         token_ttl: int = 3600,
         headers: dict[str, str] | None = None,
         answer_put_with_id: bool = True,
+        put_answer: bytes | None = None,
         prefix: str = "",
     ) -> None:
         super().__init__(prefix=prefix)
@@ -303,6 +305,7 @@ class GlobalExportServer(ThreadedJsonServer):
         self.token_ttl = token_ttl
         self.expected_headers = headers or {"X-Api-Key": "custom-header-secret"}
         self.answer_put_with_id = answer_put_with_id
+        self.put_answer = put_answer  # a PUT's answer body as it is (not JSON), instead of the usual one
         self._elements: dict[str, dict[str, Any]] = {}
         self._ids = itertools.count(5001)
         self._tokens: dict[str, float] = {}
@@ -355,6 +358,8 @@ class GlobalExportServer(ThreadedJsonServer):
             if invalid:
                 return 422, {"message": invalid}, {}
             self._elements[item] = request.body
+            if self.put_answer is not None:
+                return 200, self.put_answer, {}
             return (200, {"id": int(item)}, {}) if self.answer_put_with_id else (204, None, {})
         if request.method == "DELETE":
             if self._elements.pop(item, None) is None:
