@@ -47,7 +47,7 @@ def decode(data: bytes | str) -> Any:
         # orjson's. Only on this rare path, so the hot path stays orjson's.
         try:
             value = json.loads(data, parse_constant=_not_json)
-        except ValueError:
+        except (ValueError, RecursionError):  # nesting beyond orjson's limit overflows json's stack
             raise refused from None
         return _without_surrogates(value)
 

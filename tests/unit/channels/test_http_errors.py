@@ -59,3 +59,12 @@ def test_an_unknown_charset_is_read_as_utf8() -> None:
     assert str(http_error(page, "cms", "create", refused="-")) == "cms: create: HTTP 400 <p>Zu groß</p>"
     with pytest.raises(ChannelRejected, match="not JSON"):
         response_json(page, "cms", "create")
+
+
+def test_an_answer_nested_too_deep_is_not_json() -> None:
+    # orjson refuses nesting beyond 1,024 levels; the standard library's fallback then overflows the stack. A
+    # CMS's (or a proxy's) absurd answer is "not JSON", a one-line refusal, not a RecursionError.
+    deep = b"[" * 100_000 + b"]" * 100_000
+    with pytest.raises(ChannelRejected, match="not JSON"):
+        response_json(_response(200, deep, {"Content-Type": "application/json"}), "cms", "create")
+    assert server_message(_response(500, deep)).startswith("[[[")
