@@ -196,14 +196,16 @@ class HttpClient:
     async def _read(self, answer: aiohttp.ClientResponse) -> bytes:
         """The body, at most ``max_answer_bytes`` of it: a larger one raises ``HttpAnswerTooLarge`` unread."""
         limit = self._max_answer_bytes
-        length = answer.content_length
+        # Content-Length counts the bytes on the wire: a compressed body is decompressed as it is read, so only
+        # the chunked read below can hold it to the limit.
+        length = None if answer.headers.get("Content-Encoding") else answer.content_length
         if length is not None and length <= limit:
             return await answer.read()  # the common case: one read, no copies
         too_large = HttpAnswerTooLarge(
             f"the answer ({answer.status}, {answer.headers.get('content-type', 'no content type')}) is larger than "
             f"{limit} bytes, the most the bridge reads"
         )
-        if length is not None:
+        if length is not None:  # larger than the limit before any decompression
             raise too_large
         chunks: list[bytes] = []
         size = 0

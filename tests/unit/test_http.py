@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 from collections.abc import AsyncIterator
 
 import pytest
@@ -30,10 +31,17 @@ async def _streamed(request: web.Request) -> web.StreamResponse:
     return answer
 
 
+async def _compressed(request: web.Request) -> web.Response:
+    # A small gzip body (with its Content-Length) that becomes far more than the limit once decompressed.
+    body = gzip.compress(b"z" * int(request.query["n"]))
+    return web.Response(body=body, headers={"Content-Encoding": "gzip", "Content-Type": "application/json"})
+
+
 @pytest.fixture
 async def server() -> AsyncIterator[TestServer]:
     app = web.Application()
     app.router.add_get("/sized", _sized)
+    app.router.add_get("/compressed", _compressed)
     app.router.add_get("/streamed", _streamed)
     app.router.add_get("/wp-json/wp/v2/types/post", _sized)
     async with TestServer(app, host="127.0.0.1") as running:
@@ -46,13 +54,13 @@ async def http() -> AsyncIterator[HttpClient]:
         yield client
 
 
-@pytest.mark.parametrize("path", ["/sized", "/streamed"])
+@pytest.mark.parametrize("path", ["/sized", "/streamed", "/compressed"])
 async def test_an_answer_up_to_the_limit_is_read_whole(server: TestServer, http: HttpClient, path: str) -> None:
     response = await http.request("GET", str(server.make_url(path)), params={"n": LIMIT})
     assert len(response.content) == LIMIT
 
 
-@pytest.mark.parametrize("path", ["/sized", "/streamed"])
+@pytest.mark.parametrize("path", ["/sized", "/streamed", "/compressed"])
 async def test_a_larger_answer_is_refused_not_read(server: TestServer, http: HttpClient, path: str) -> None:
     # With or without Content-Length: a URL that points at a download must not fill the worker's memory.
     with pytest.raises(HttpAnswerTooLarge, match=f"larger than {LIMIT} bytes"):
