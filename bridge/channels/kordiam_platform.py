@@ -190,6 +190,10 @@ class KordiamPlatformChannel:
     treats 404 as done. The statuses the channel uses are sent once per process before the first write. Raises
     ``ChannelRejected`` (401/403 after one token refresh, other 4xx, an answer without an id) and
     ``ChannelUnavailable`` (408/409/425/429, 5xx, unreachable), as the module docstring lists.
+
+    A lost create (the CMS made the item, its answer did not arrive) is not found again: the protocol has no
+    lookup, so the retry ``POST``s a second item, as Kordiam's own platform integration would. No ``find_items``
+    either, for the same reason.
     """
 
     element_scoped = False

@@ -204,6 +204,10 @@ class KordiamWebhookChannel:
     ``DELETE``s (404 is done). Calls for one element are serialised in this process. Raises ``ChannelRejected``
     (401/403, other 4xx, a create answered without an id) and ``ChannelUnavailable`` (408/409/425/429, 5xx,
     unreachable).
+
+    A lost create (the receiver made the element, its answer did not arrive) is not found again: the protocol has
+    no lookup and the element carries no mark the receiver must keep, so the retry ``POST``s a second one, as
+    Kordiam's own Global Export would. No ``find_items`` either, for the same reason.
     """
 
     element_scoped = True
