@@ -10,7 +10,8 @@ Requests, all under ``url`` (e.g. ``https://www.example.org/wp-json/wp-desk-net/
   config change, which needs a restart), lazily before the first publication request and guarded by a lock:
   ``{"platform", "activeStatuses": [{id, name, triggersExport: true}], "deactivatedStatuses": [… false]}``,
   one request per platform in ``platforms``. A receiver without that endpoint (404/405/501; seed 002 keeps it
-  "for the old versions support") is fine: the statuses are skipped.
+  "for the old versions support") is fine: the statuses are skipped, as they are when it refuses them with
+  another 4xx (not 401/403, not 408/409/425/429): they are only information for the CMS.
 - ``POST {url}/publication`` (create), ``PUT {url}/publication/{id}`` (update), ``DELETE {url}/publication/{id}``,
   answered ``{"id", "cmsEditLink", "cmsOpenLink", "cmsEditLinkTitle", "cmsOpenLinkTitle"}``: the id becomes the
   publication's external id and the links and their titles go into the ``ChannelResult``, so they flow back to
@@ -291,6 +292,17 @@ class KordiamPlatformChannel:
                         hint="the connector has no /statuses endpoint; statuses are not sent",
                     )
                     break
+                if _refused_for_good(response.status_code):
+                    # Only information for the CMS: a connector that refuses it (its own validation) must not
+                    # hold back every publication of the channel. Credentials and transient answers still do.
+                    log.warning(
+                        "kordiam_platform.statuses_refused",
+                        channel=self.name,
+                        status=response.status_code,
+                        answer=response.text[:200],
+                        hint="the connector refused the statuses; publications are sent without them",
+                    )
+                    break
                 if not response.is_success:
                     raise self._http.error(response, action)
             self._statuses_sent = True
@@ -310,3 +322,8 @@ def create(settings: ChannelSettings, options: BaseModel, context: ChannelContex
     return KordiamPlatformChannel(
         settings.name, options, context.http, platforms=settings.platforms, statuses=settings.statuses
     )
+
+
+def _refused_for_good(status: int) -> bool:
+    """A 4xx that is neither about the credentials (401/403) nor one to try again (408/409/425/429)."""
+    return 400 <= status < 500 and status not in (401, 403, 408, 409, 425, 429)

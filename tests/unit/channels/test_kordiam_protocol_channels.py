@@ -649,6 +649,29 @@ async def test_platform_statuses_unsupported_or_failing() -> None:
         assert [p for _, p, _ in connector.requests].count("/statuses") == 2
 
 
+@pytest.mark.parametrize("status", [400, 422])
+async def test_platform_statuses_the_connector_refuses_do_not_stop_its_publications(status: int) -> None:
+    # The statuses are only information for the CMS; a connector that refuses them for good (its own validation)
+    # must not block every story of the channel.
+    connector = FakeConnector()
+    connector.answers[("POST", "/statuses")] = [httpx.Response(status, json={"message": "unknown status id 5"})]
+    async with mock_http(connector) as http:
+        channel = platform(http)
+        element = Element.model_validate(v2_element(platforms=(99003,)))
+        assert (await channel.upsert(element, element.publications[0], None)).external_id
+        await channel.upsert(element, element.publications[0], None)
+        assert [p for _, p, _ in connector.requests].count("/statuses") == 1
+
+
+async def test_platform_statuses_with_refused_credentials_still_refuse() -> None:
+    connector = FakeConnector()
+    connector.answers[("POST", "/statuses")] = [httpx.Response(403, json={"message": "forbidden"})]
+    async with mock_http(connector) as http:
+        element = Element.model_validate(v2_element(platforms=(99003,)))
+        with pytest.raises(ChannelRejected):
+            await platform(http).upsert(element, element.publications[0], None)
+
+
 async def test_platform_token_endpoint_refusal_names_the_channel() -> None:
     async with mock_http(status_answer(401, json={"message": "Invalid API user"})) as http:
         element = Element.model_validate(v2_element(platforms=(99003,)))
