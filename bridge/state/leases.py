@@ -4,9 +4,10 @@ A lease expires ``lease_seconds`` after it was taken, so that a crashed worker's
 live worker's sync can take longer than that: Kordiam's retry budget, a slow channel, several channels one after
 another. Without renewal another worker would take the element over mid-sync and both could create it in a
 channel. One keeper per state store (one task per process, not one per message) extends every lease held for
-a third of ``lease_seconds`` or more, every third of ``lease_seconds``: a lease is extended at the latest two
-thirds into its life. A worker whose event loop hangs, or that died, extends nothing, so its leases still
-expire.
+a third of ``lease_seconds`` or more, looking every sixth of ``lease_seconds``: a lease is extended at the latest
+half-way into its life, so an extension that fails (a store call may take many seconds to fail: DynamoDB's
+timeouts and retries, a SQLite file locked up to the busy timeout) is tried again while half its life is left. A
+worker whose event loop hangs, or that died, extends nothing, so its leases still expire.
 
 A worker need not wait for that expiry when the holder is a process on its own host that no longer runs (the
 worker it replaces after a kill -9 or a crash): each lease records its owner's process (``LeaseOwner``), and
@@ -183,6 +184,10 @@ class _Held:
 class LeaseKeeper:
     def __init__(self, lease_seconds: float, extend: Extend, *, enabled: bool = True) -> None:
         self.interval = lease_seconds / 3
+        # Half the interval between looks: ticking once per interval, a lease taken just after a tick was first
+        # extended two thirds into its life, and one extension that failed after a few seconds let it expire
+        # before the next tick under its live holder.
+        self.tick = self.interval / 2
         self._extend = extend
         self._enabled = enabled
         self._held: dict[int, _Held] = {}
@@ -220,7 +225,7 @@ class LeaseKeeper:
             return
         try:
             lost = await self._extend(list(due))
-        except Exception as error:  # the store is unreachable: try again next tick, the leases have a third left
+        except Exception as error:  # the store is unreachable: try again next tick, the leases have half left
             log.warning("lease_extension_failed", count=len(due), error=f"{type(error).__name__}: {error}")
             return
         for element_id, held in due.items():
@@ -239,5 +244,5 @@ class LeaseKeeper:
 
     async def _run(self) -> None:
         while True:
-            await asyncio.sleep(self.interval)
+            await asyncio.sleep(self.tick)
             await self.extend_due()

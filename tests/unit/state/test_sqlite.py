@@ -375,6 +375,41 @@ async def test_a_file_locked_past_the_busy_timeout_is_the_state_store_unavailabl
     assert await store.record(delivery())
 
 
+# ---- keeping a lease ---------------------------------------------------------------------------------------------
+
+
+async def test_a_lease_outlives_an_extension_that_failed_slowly(stores: StoreFactory) -> None:
+    """One failed extension must leave time for the next: a store call may take a while to fail (DynamoDB's
+    timeouts and retries, a file locked up to the busy timeout), and the holder's sync goes on meanwhile. The
+    element is taken just after a tick of the keeper, when the first extension comes latest."""
+    holder = await stores(lease_seconds=1.2)
+    other = await stores(lease_wait_seconds=0)
+    keeper = holder._keeper
+    extend = keeper._extend
+    ticked = asyncio.Event()
+    failed: list[float] = []
+
+    async def slow_failure_once(element_ids: list[int]) -> set[int]:
+        ticked.set()
+        if 1 in element_ids and not failed:
+            failed.append(asyncio.get_running_loop().time())
+            await asyncio.sleep(0.2)  # half of a third of the lease
+            raise StateUnavailable("DynamoDB update_item: ReadTimeoutError")
+        return await extend(element_ids)
+
+    keeper._extend = slow_failure_once
+    async with holder.lease(99):  # held across ticks, so that each tick is seen
+        await asyncio.wait_for(ticked.wait(), 2)
+        await asyncio.sleep(0.02)  # just past the tick: the next one finds the lease a hair short of due
+        async with holder.lease(1):
+            for _ in range(100):  # 2 s: more than a lease's life past the failed extension
+                with pytest.raises(ElementBusy):
+                    async with other.lease(1):
+                        pytest.fail("another worker took the element while its holder still synced it")
+                await asyncio.sleep(0.02)
+    assert failed
+
+
 # ---- a mark recorded with the lease's release ------------------------------------------------------------------
 
 
