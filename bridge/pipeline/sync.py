@@ -25,6 +25,7 @@ from bridge.errors import (
     ChannelCircuitOpen,
     ChannelCredentialsRefused,
     KordiamCredentialsRefused,
+    KordiamRejected,
     TransientError,
 )
 from bridge.kordiam.client import KordiamClient
@@ -93,6 +94,13 @@ _CMS_NAMES = ("edit_link", "open_link", "edit_link_title", "open_link_title")
 
 class StaleWrite(TransientError):
     """Another worker recorded a newer version of this publication while this one was writing."""
+
+
+class ElementChanged(TransientError):
+    """Kordiam answered a feedback write 404: the publication (or the element) it names was removed after the fetch.
+
+    Not the message's fault, and not for good: its retry fetches the element again and retracts the item (the
+    notification of the removal may never come, or come first and be covered by nothing newer)."""
 
 
 class SyncFailed(BridgeError):
@@ -275,7 +283,7 @@ class SyncEngine:
             try:
                 await self._write_feedback(element, held, report)
             except Exception as error:
-                report.failures.append(Failure("feedback", error))
+                report.failures.append(Failure("feedback", _changed_since_fetch(error)))
         if not report.failures:
             # Recorded with the lease's release, in one transaction where the store can: one write fewer.
             lease.mark_on_release(
@@ -650,6 +658,16 @@ async def _concurrently(steps: list[Coroutine[Any, Any, None]]) -> None:
         for result in results:
             if isinstance(result, BaseException):
                 raise result
+
+
+def _changed_since_fetch(error: Exception) -> Exception:
+    """A feedback write's error as the message's fate should see it: a 404 is ``ElementChanged`` (retried), where
+    a ``KordiamRejected`` would dead-letter a message for an editor's removal that raced its sync."""
+    if isinstance(error, KordiamRejected) and error.status == 404:
+        changed = ElementChanged(f"{error} (removed in Kordiam after the fetch; the retry fetches it again)")
+        changed.__cause__ = error
+        return changed
+    return error
 
 
 def _older(notification: Notification, mark: ElementMark | None) -> bool:

@@ -116,9 +116,19 @@ class FakeKordiam:
             status = self.failing_writes.pop(0)
             return httpx.Response(status, json={"title": "refused", "status": status})
         body = json.loads(request.content) if request.content else None
+        if not self._holds(path):  # as Kordiam (and the simulator) answer a write to what it no longer has
+            return httpx.Response(404, json={"title": "Not Found", "status": 404})
         self.writes.append((request.method, path, body))
         self._apply(path, body or {})
         return httpx.Response(200, json={})
+
+    def _holds(self, path: str) -> bool:
+        """Whether Kordiam still has the element (and the publication) a write names."""
+        parts = path.strip("/").split("/")
+        element = self.elements.get(int(parts[1]))
+        if element is None:
+            return False
+        return parts[2] != "publications" or any(p["id"] == int(parts[3]) for p in element["publications"])
 
     def _apply(self, path: str, body: dict[str, Any]) -> None:
         """Keep what a feedback write set, as Kordiam does, so the next read shows it: a PATCH is presence-aware

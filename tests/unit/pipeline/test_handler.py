@@ -195,6 +195,41 @@ async def test_one_transient_failure_beside_a_permanent_one_makes_the_message_re
     assert outcome.stage == "web,print" and outcome.error_class == "ChannelRejected"
 
 
+class EditorRacingChannel(ScriptedChannel):
+    """While the channel writes, an editor removes the publication (or deletes the element) in Kordiam."""
+
+    def __init__(self, name: str, kordiam: FakeKordiam, *, whole_element: bool = False) -> None:
+        super().__init__(name)
+        self.kordiam = kordiam
+        self.whole_element = whole_element
+
+    async def upsert(self, element: Element, publication: Publication, external_id: str | None) -> ChannelResult:
+        result = await super().upsert(element, publication, external_id)
+        if self.whole_element:
+            self.kordiam.elements.pop(element.id, None)
+        else:
+            held = self.kordiam.elements[element.id]
+            held["publications"] = [p for p in held["publications"] if p["id"] != publication.id]
+        return result
+
+
+@pytest.mark.parametrize("whole_element", [False, True], ids=["publication-removed", "element-deleted"])
+async def test_a_publication_gone_from_kordiam_before_its_feedback_is_retried_not_dead_lettered(
+    whole_element: bool,
+) -> None:
+    """Kordiam answers the feedback write 404: the element changed after the fetch. The message did nothing wrong;
+    its retry fetches the element again and retracts the item, where a dead letter would page an operator."""
+    kordiam, state = FakeKordiam(), MemoryStateStore()
+    kordiam.elements[5] = element_body(5, publication(51, WEB))
+    web = EditorRacingChannel("web", kordiam, whole_element=whole_element)
+    handler = handler_over(kordiam, state, (web, WEB))
+    outcome = await handler(message('{"id": 5}'))
+    assert isinstance(outcome, Retry) and outcome.stage == "feedback", outcome
+    assert 5 not in state.marks  # the stale sync marks nothing: no notification is covered by it
+    assert isinstance(await handler(message('{"id": 5}')), Done)
+    assert web.deletes == ["web-5-51"] and web.items == {}
+
+
 async def test_a_busy_lease_is_retried() -> None:
     kordiam, state = FakeKordiam(), MemoryStateStore()
     state.busy = True
