@@ -16,6 +16,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from bridge.kordiam import assumptions
 
+# The largest id or version the state stores keep (SQLite's INTEGER is a signed 64-bit one): a larger one from
+# Kordiam is an unexpected answer, refused here with its field named, not an overflow in the store's write.
+MAX_ID = 2**63 - 1
+
 
 def _digits(text: str) -> bool:
     """ASCII digits only: ``str.isdigit`` also takes "²" (which ``int`` refuses) and "٣" (which it reads as 3)."""
@@ -184,7 +188,7 @@ class CmsLinks(KordiamModel):
 
 
 class Publication(KordiamModel):
-    id: int
+    id: int = Field(le=MAX_ID)
     platform: Ref
     status: Ref | None = None
     category: Ref | None = None
@@ -304,8 +308,8 @@ class CustomFieldValue(KordiamModel):
 class Element(KordiamModel):
     """A Kordiam story or event with its tasks and publications."""
 
-    id: int = Field(gt=0)
-    version: int | None = None
+    id: int = Field(gt=0, le=MAX_ID)
+    version: int | None = Field(default=None, le=MAX_ID)
     title: str | None = None
     slug: str | None = None
     note: str | None = None
