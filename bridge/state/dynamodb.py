@@ -671,6 +671,9 @@ class DynamoDbStateStore:
             return StateUnavailable(text)
         if code in ("AccessDeniedException", "UnrecognizedClientException", "InvalidSignatureException"):
             return StateAccessRefused(f"{text} (check the worker's IAM permissions on the table named by state.url)")
+        if "KMS" in code or "KMS" in message:
+            # The table's key disabled, deleted or no longer granted: the deployment's, for every message alike.
+            return StateAccessRefused(f"{text} (check the KMS key of the table named by state.url, and its grants)")
         return StateRejected(text)
 
 

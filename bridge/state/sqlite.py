@@ -329,12 +329,15 @@ class SqliteStateStore:
                     raise
                 thread_db = self._require(self._thread_db)
                 return await self._on_thread(lambda: operation(thread_db))
-        except sqlite3.OperationalError as error:
+        except sqlite3.DatabaseError as error:
+            if not _file_fault(error):
+                raise
             raise self._unavailable(error) from error
 
-    def _unavailable(self, error: sqlite3.OperationalError) -> StateUnavailable:
-        # Locked past the busy timeout, a full or read-only disk: the file's trouble, not the message's, and
-        # reported as the state store's (stage `state`), as DynamoDB's is, not as a crash of the handler.
+    def _unavailable(self, error: sqlite3.DatabaseError) -> StateUnavailable:
+        # Locked past the busy timeout, a full or read-only disk, a damaged file: the file's trouble, not the
+        # message's, and reported as the state store's (stage `state`: the worker pauses if it lasts), as
+        # DynamoDB's is, not as a crash of the handler (which would dead-letter every message in turn).
         return StateUnavailable(f"SQLite {self.path}: {error}")
 
     async def _write(self, operation: Callable[[sqlite3.Connection], T]) -> T:
@@ -354,8 +357,10 @@ class SqliteStateStore:
             # `bench.state_statements --cold`: a sixth of the store's CPU per message.
             try:
                 result: T = operation(self._require(self._loop_db))
-            except sqlite3.OperationalError as error:
-                if not _locked(error):
+            except sqlite3.DatabaseError as error:
+                if not _file_fault(error):
+                    raise
+                if not isinstance(error, sqlite3.OperationalError) or not _locked(error):
                     raise self._unavailable(error) from error
                 # Another process holds the write lock: queued below, the write waits for it on the thread.
             else:
@@ -367,7 +372,9 @@ class SqliteStateStore:
             loop.call_soon(self._commit_queued)
         try:
             queued: T = await done
-        except sqlite3.OperationalError as error:
+        except sqlite3.DatabaseError as error:
+            if not _file_fault(error):
+                raise
             raise self._unavailable(error) from error
         return queued
 
@@ -592,7 +599,9 @@ class SqliteStateStore:
         thread_db = self._require(self._thread_db)
         try:
             return await self._on_thread(lambda: operation(thread_db))
-        except sqlite3.OperationalError as error:
+        except sqlite3.DatabaseError as error:
+            if not _file_fault(error):
+                raise
             raise self._unavailable(error) from error
 
     async def probe(self) -> None:
@@ -657,6 +666,13 @@ def _others_ready(loop: asyncio.AbstractEventLoop) -> bool:
     that does not, assume there are, and queue the write)."""
     ready = getattr(loop, "_ready", None)
     return ready is None or len(ready) > 0
+
+
+def _file_fault(error: sqlite3.DatabaseError) -> bool:
+    """The file's trouble, not a statement's: an OperationalError (locked, disk full or read-only, I/O), or a bare
+    DatabaseError ("database disk image is malformed", "file is not a database": the file was damaged or replaced
+    under the worker). Not a constraint or a programming error, which are the bridge's bugs."""
+    return isinstance(error, sqlite3.OperationalError) or type(error) is sqlite3.DatabaseError
 
 
 def _locked(error: sqlite3.OperationalError) -> bool:

@@ -379,12 +379,18 @@ async def test_lost_connection_and_missing_table_are_transient(table: str, store
         ("AccessDeniedException", 400, StateAccessRefused),
         ("UnrecognizedClientException", 400, StateAccessRefused),
         ("ValidationException", 400, StateRejected),
+        # The table's KMS key disabled, deleted or its grant revoked: the deployment's fault, never the message's.
+        ("KMSAccessDeniedException", 400, StateAccessRefused),
+        ("KMSDisabledException", 400, StateAccessRefused),
+        ("ValidationException: KMS", 400, StateAccessRefused),
     ],
 )
 def test_error_classification(code: str, status: int, kind: type[Exception]) -> None:
     store = DynamoDbStateStore("bridge-state", region=REGION)
+    code, _, detail = code.partition(": ")
+    message = f"The {detail} key is disabled" if detail else "m"
     error = ClientError(
-        {"Error": {"Code": code, "Message": "m"}, "ResponseMetadata": {"HTTPStatusCode": status}}, "PutItem"
+        {"Error": {"Code": code, "Message": message}, "ResponseMetadata": {"HTTPStatusCode": status}}, "PutItem"
     )
     translated = store._translate("put_item", error)
     assert type(translated) is kind

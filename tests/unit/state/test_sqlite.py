@@ -17,7 +17,7 @@ import pytest
 
 from bridge.config import StateSettings
 from bridge.errors import ConfigError
-from bridge.state import SqliteStateStore, open_state_store
+from bridge.state import Delivery, SqliteStateStore, open_state_store
 from bridge.state.base import ElementBusy, ElementMark, StateUnavailable
 from bridge.state.sqlite import CHECKPOINT_EVERY_WRITES, MIGRATIONS, SCHEMA_VERSION, _others_ready
 from tests.support import T0, delivery, opened_stores
@@ -354,6 +354,30 @@ async def test_open_state_store_opens_sqlite(tmp_path: Path) -> None:
     try:
         assert isinstance(store, SqliteStateStore)
         assert await store.element_mark(1) is None
+    finally:
+        await store.close()
+
+
+async def test_a_file_damaged_under_the_worker_is_the_state_store_unavailable_not_a_bug(tmp_path: Path) -> None:
+    # "database disk image is malformed" is a bare DatabaseError, not an OperationalError: taken for a bug of the
+    # handler's, every message would be dead-lettered in turn; as the store's outage, the worker pauses instead.
+    path = tmp_path / "state.db"
+    store = SqliteStateStore(path)
+    await store.open()
+    for element in range(1, 400):
+        await store.record(Delivery(element, "web", element, f"ext-{element}-" + "x" * 200, "fp"))
+    await store.close()
+    damaged = bytearray(path.read_bytes())
+    for page in range(3 * 4096, len(damaged) - 4096, 4096):  # the tables' pages, not the schema's
+        damaged[page + 100 : page + 400] = b"\xff" * 300
+    path.write_bytes(bytes(damaged))
+    store = SqliteStateStore(path)
+    await store.open()
+    try:
+        with pytest.raises(StateUnavailable, match="malformed"):
+            await store.deliveries(200)
+        with pytest.raises(StateUnavailable, match="malformed"):
+            await store.record(Delivery(200, "web", 201, "y", "fp"))
     finally:
         await store.close()
 
