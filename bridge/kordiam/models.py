@@ -248,6 +248,8 @@ def _schedule_from(data: dict[str, Any]) -> Any:
     single = data.get("single")
     if isinstance(single, dict):
         start = single.get("start") or {}
+        if not isinstance(start, dict):  # a ValueError here is pydantic's ValidationError, as for any odd field
+            raise ValueError(f"single.start is a {type(start).__name__}, not an object")
         return {"kind": "single", "date": start.get("date"), "time": start.get("time")}
     if data.get("recurring"):
         return {"kind": "recurring"}
@@ -288,7 +290,8 @@ class CustomFieldValue(KordiamModel):
                 data["id"] = data["customFieldId"]
             option = data.get("selectedOption")
             if data.get("selectedOptionIds") is None and option is not None:
-                data["selectedOptionIds"] = [option["id"] if isinstance(option, dict) else option]
+                # An object without an id is left for the field's validation to refuse (as a ValidationError).
+                data["selectedOptionIds"] = [option.get("id") if isinstance(option, dict) else option]
             if isinstance(data.get("value"), int | float) and not isinstance(data.get("value"), bool):
                 data["value"] = str(data["value"])
         return data
@@ -335,7 +338,9 @@ class Element(KordiamModel):
         for key in ("groups", "customFields", "tasks", "publications"):
             if data.get(key) is None:
                 data.pop(key, None)
-        data["publications"] = _resolve_v1_assignments(data.get("publications") or [], data.get("tasks") or [])
+        publications, tasks = data.get("publications") or [], data.get("tasks") or []
+        if isinstance(publications, list):  # anything else is left for the field's validation to refuse
+            data["publications"] = _resolve_v1_assignments(publications, tasks if isinstance(tasks, list) else [])
         return data
 
     @field_validator("modification_date")

@@ -206,3 +206,22 @@ def test_an_id_or_version_larger_than_the_state_stores_keep_is_refused_naming_it
     assert field in str(raised.value)
     target[path[-1]] = 2**63 - 1
     Element.model_validate(body)
+
+
+@pytest.mark.parametrize(
+    ("body", "where"),
+    [
+        ({"id": 1, "publications": 5}, "publications"),
+        ({"id": 1, "publications": True}, "publications"),
+        ({"id": 1, "publications": {"a": 1}}, "publications"),
+        ({"id": 1, "tasks": 5, "publications": [{"id": 2, "platform": 1, "assignments": [True]}]}, "tasks"),
+        ({"id": 1, "publications": [{"id": 2, "platform": 1, "single": {"start": 5}}]}, "publications.0"),
+        ({"id": 1, "customFields": [{"id": 3, "selectedOption": {}}]}, "customFields.0.selectedOptionIds.0"),
+    ],
+)
+def test_an_odd_shape_is_a_validation_error_naming_where(body: dict[str, object], where: str) -> None:
+    # Not a TypeError, AttributeError or KeyError: the client turns only a ValidationError into UnexpectedResponse,
+    # and the sweep skips only an element that fails that way.
+    with pytest.raises(ValidationError) as raised:
+        Element.model_validate(body)
+    assert ".".join(str(part) for part in raised.value.errors()[0]["loc"]) == where
