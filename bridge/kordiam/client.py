@@ -76,7 +76,8 @@ class KordiamClient:
 
     async def iter_modified_elements(self, since: datetime, *, page_size: int = 100) -> AsyncIterator[Element]:
         """Every element modified at or after ``since`` (cursor pagination; the API's list is cursor-only).
-        ``UnexpectedResponse`` when a page names a cursor already followed: the sweep would loop for ever."""
+        ``UnexpectedResponse`` when a page names a cursor already followed (the sweep would loop for ever), or says
+        there is more without a cursor to it (the sweep would count the unread pages as swept)."""
         cursor: str | None = None
         followed: set[str] = set()
         while True:
@@ -97,9 +98,11 @@ class KordiamClient:
                     # An item that is not even an object (null, a string) has no id to name.
                     element_id = item.get("id") if isinstance(item, dict) else None
                     log.warning("reconcile_unparsable_element", element_id=element_id, error=str(error)[:300])
-            cursor = body.get("nextCursor") if body.get("hasMore") else None
-            if not cursor:
+            if not body.get("hasMore"):
                 return
+            cursor = body.get("nextCursor")
+            if not cursor:  # ending here would pass the pages never read off as swept
+                raise UnexpectedResponse("GET /elements: hasMore but no nextCursor; the rest cannot be read")
             if not isinstance(cursor, str) or cursor in followed:
                 raise UnexpectedResponse(
                     f"GET /elements: nextCursor {cursor!r} again, or not a cursor; the list ends here"

@@ -237,6 +237,18 @@ async def test_the_modified_list_pages_by_cursor_to_its_end() -> None:
     assert "cursor=c1" in str(script.requests[1].url)
 
 
+@pytest.mark.parametrize("cursor", [{}, {"nextCursor": None}, {"nextCursor": ""}], ids=["absent", "null", "empty"])
+async def test_more_pages_without_a_cursor_to_them_is_an_unexpected_answer(cursor: dict[str, object]) -> None:
+    # Before, the list ended there as if complete: the sweep then moved its start past the elements of the pages it
+    # never read, and no later sweep looked at them again.
+    script = Script(httpx.Response(200, json={"content": [ELEMENT], "hasMore": True, **cursor}))
+    seen: list[int] = []
+    with pytest.raises(UnexpectedResponse, match="hasMore but no nextCursor"):
+        async for element in client_for(script).iter_modified_elements(datetime.now(UTC)):
+            seen.append(element.id)
+    assert seen == [5]
+
+
 async def test_a_cursor_answered_twice_ends_the_sweep_with_an_error_not_a_loop() -> None:
     # Before, a Kordiam that kept answering hasMore with the cursor it was given made the sweep loop for ever.
     page = {"content": [ELEMENT], "hasMore": True, "nextCursor": "same"}
