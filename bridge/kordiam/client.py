@@ -250,9 +250,11 @@ class KordiamClient:
                 return None
             problem = _problem(response)
             if status == 401 and not refreshed:
-                # The token may have been revoked or expired early: fetch a new one, once.
+                # The token may have been revoked or expired early: fetch a new one, once. Only the one refused is
+                # dropped: another request may have replaced it already, and its fresh one is what this one retries.
                 refreshed = True
-                self._token = None
+                if self._token == token:
+                    self._token = None
                 continue
             if status == 401:
                 raise KordiamCredentialsRefused(

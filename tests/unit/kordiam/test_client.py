@@ -1,5 +1,6 @@
 """The Kordiam client against scripted answers (in-process httpx transport; the simulator tests go over HTTP)."""
 
+import asyncio
 import json
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -76,6 +77,41 @@ async def test_401_fetches_a_new_token_once() -> None:
     assert await client_for(script).get_element(5) is not None
     assert script.tokens == 2
     assert script.requests[1].headers["authorization"] == "Bearer t2"
+
+
+async def test_a_401_answered_after_another_request_refreshed_the_token_keeps_the_fresh_one() -> None:
+    # Kordiam revoked t1 under two requests in flight. The first 401 fetches t2; the second 401 (for t1, answered only
+    # once t2 exists) must not throw t2 away and fetch t3: each needless grant may, if a grant invalidates earlier
+    # tokens (an open question, reference §6.8), turn a request in flight with t2 into "401 even with a fresh
+    # token", a refusal of the worker's credentials that pauses it.
+    granted: list[str] = []
+    both_sent, second_token = asyncio.Event(), asyncio.Event()
+    with_t1 = 0
+
+    async def answer(request: httpx.Request) -> httpx.Response:
+        nonlocal with_t1
+        if request.url.path == "/api/v2/auth/token":
+            granted.append(f"t{len(granted) + 1}")
+            if len(granted) == 2:
+                second_token.set()
+            return httpx.Response(200, json={"access_token": granted[-1], "expires_in": 3600})
+        if request.headers["authorization"] == "Bearer t1":
+            with_t1 += 1
+            if with_t1 == 1:  # answered once the second request is in flight with t1 too
+                await both_sent.wait()
+            else:
+                both_sent.set()
+                await second_token.wait()  # answered once the first one's refresh got t2
+            return problem(401, "token-revoked")
+        return httpx.Response(200, json=ELEMENT)
+
+    client = KordiamClient(
+        http_answering(answer), base_url="https://kordiam.test", client_id="c", client_secret=SecretStr("secret")
+    )
+    await client.check_credentials()  # t1
+    first, second = await asyncio.gather(client.get_element(5), client.get_element(6))
+    assert first is not None and second is not None
+    assert granted == ["t1", "t2"]
 
 
 async def test_401_twice_is_a_refusal_of_the_workers_credentials() -> None:
