@@ -246,9 +246,15 @@ class KordiamClient:
             status = response.status_code
             if status < 300:
                 return response
-            if status == 404 and allow_not_found:
-                return None
             problem = _problem(response)
+            if status == 404 and allow_not_found:
+                if _not_found(response, problem):
+                    return None
+                # Not Kordiam's word on the resource: a retraction on it would take content out of every channel.
+                raise KordiamUnavailable(
+                    f"{method} {path}: 404 that does not say the resource is gone (no Kordiam error object, or "
+                    f"no such endpoint): {problem.slug or 'no error type'}: {problem.summary()}"
+                )
             if status == 401 and not refreshed:
                 # The token may have been revoked or expired early: fetch a new one, once. Only the one refused is
                 # dropped: another request may have replaced it already, and its fresh one is what this one retries.
@@ -401,6 +407,17 @@ def _problem(response: HttpResponse) -> ProblemDetails:
         pass
     text = response.text[:200].strip()
     return ProblemDetails(title=response.reason_phrase or None, status=response.status_code, detail=text or None)
+
+
+def _not_found(response: HttpResponse, problem: ProblemDetails) -> bool:
+    """Whether a 404 is Kordiam saying the resource does not exist or is not visible: a JSON object (Kordiam answers
+    errors as Problem Details) whose type is not ``endpoint-not-found``. A proxy's HTML page or an unrouted path says
+    nothing of the element."""
+    try:
+        body = response.json()
+    except ValueError:
+        return False
+    return isinstance(body, dict) and problem.slug != "endpoint-not-found"
 
 
 def _retry_after(headers: Mapping[str, str], problem: ProblemDetails) -> float | None:

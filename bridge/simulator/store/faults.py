@@ -36,12 +36,17 @@ class Fault:
     retry_after_in: RetryAfterPlacement = "both"
     # The share of matching requests that fail (1.0: every one until `count` is used up).
     probability: float = 1.0
+    # The answer's error type (slug), when not the one its status implies: a 404 `endpoint-not-found`, as a gateway
+    # or a Kordiam mid-deployment answers for a path it does not route, where the default is `resource-not-found`.
+    slug: str | None = None
 
     def matches(self, method: str, path: str) -> bool:
         return self.remaining > 0 and self.method in ("*", method) and self.path.search(path) is not None
 
     def to_problem(self) -> SimulatorProblem:
-        if self.status == 429:
+        if self.slug is not None:
+            slug = self.slug
+        elif self.status == 429:
             slug = "too-many-requests"
         elif self.status >= 500:
             slug = "server-error"
@@ -65,6 +70,7 @@ class Fault:
             "retry_after": self.retry_after,
             "retry_after_in": self.retry_after_in,
             "probability": self.probability,
+            "type": self.slug,
         }
 
 
@@ -112,9 +118,12 @@ def parse_fault(body: object) -> Fault:
     probability = body.get("probability", 1.0)
     if isinstance(probability, bool) or not isinstance(probability, int | float) or not 0 < probability <= 1:
         errors.append(FieldError("body", "probability", "invalid", "probability must be a number in (0, 1]."))
+    slug = body.get("type")
+    if slug is not None and (not isinstance(slug, str) or re.fullmatch(r"[a-z][a-z-]*", slug) is None):
+        errors.append(FieldError("body", "type", "invalid", "type must be an error slug such as endpoint-not-found."))
     if errors or pattern is None or status is None or count is None:
         raise validation_failed(errors)
-    return Fault(str(method).upper(), pattern, status, count, retry_after, placement, float(probability))
+    return Fault(str(method).upper(), pattern, status, count, retry_after, placement, float(probability), slug)
 
 
 class FaultInjector:

@@ -79,6 +79,23 @@ async def test_401_fetches_a_new_token_once() -> None:
     assert script.requests[1].headers["authorization"] == "Bearer t2"
 
 
+@pytest.mark.parametrize(
+    "answer",
+    [
+        problem(404, "endpoint-not-found"),
+        httpx.Response(404, text="<html><body>404 Not Found</body></html>", headers={"content-type": "text/html"}),
+        httpx.Response(404),
+    ],
+    ids=["endpoint-not-found", "a-proxys-html-page", "empty"],
+)
+async def test_a_404_that_is_not_kordiams_word_on_the_element_is_not_a_deletion(answer: httpx.Response) -> None:
+    # Read as "deleted", it had the sync retract the element's items from every channel.
+    with pytest.raises(KordiamUnavailable, match="404 that does not say the resource is gone"):
+        await client_for(Script(answer)).get_element(5)
+    with pytest.raises(KordiamUnavailable):
+        await client_for(Script(answer)).clear_publication(5, 7, external_id=True)
+
+
 async def test_a_401_answered_after_another_request_refreshed_the_token_keeps_the_fresh_one() -> None:
     # Kordiam revoked t1 under two requests in flight. The first 401 fetches t2; the second 401 (for t1, answered only
     # once t2 exists) must not throw t2 away and fetch t3: each needless grant may, if a grant invalidates earlier

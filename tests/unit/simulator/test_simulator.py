@@ -574,8 +574,21 @@ async def test_fault_429_retry_after(api: httpx.AsyncClient, placement: str, in_
     assert (await api.get("/api/v2/platforms")).status_code == 200
 
 
+async def test_a_fault_may_answer_another_error_type_than_its_status_implies(api: httpx.AsyncClient) -> None:
+    await create_element(api)
+    await api.post("/_admin/faults", json={"method": "GET", "path": "/elements/", "status": 404})
+    assert_problem(await api.get("/api/v2/elements/1001"), 404, "resource-not-found")
+    await api.post("/_admin/faults", json={"path": "/elements/", "status": 404, "type": "endpoint-not-found"})
+    assert_problem(await api.get("/api/v2/elements/1001"), 404, "endpoint-not-found")
+
+
 async def test_fault_definitions_are_validated(api: httpx.AsyncClient) -> None:
-    for body in ({"status": 200}, {"status": 503, "path": "("}, {"status": 503, "retry_after_in": "nowhere"}):
+    for body in (
+        {"status": 200},
+        {"status": 503, "path": "("},
+        {"status": 503, "retry_after_in": "nowhere"},
+        {"status": 404, "type": "Not A Slug"},
+    ):
         assert_problem(await api.post("/_admin/faults", json=body), 400, "validation-failed")
     await api.post("/_admin/faults", json={"status": 500, "count": 5})
     assert (await api.delete("/_admin/faults")).status_code == 204
