@@ -345,7 +345,13 @@ class KordiamClient:
                 )
                 continue
             if response.status_code == 200:
-                return self._parse(Token, response)
+                try:
+                    return self._parse(Token, response)
+                except UnexpectedResponse as error:
+                    # No token, no request of any message: the worker's fault to pause on (a proxy's maintenance
+                    # page, say), not each message's to be dead-lettered for.
+                    await self._pause_or_raise(str(error), attempt, started, retry_after=None, policy=retry)
+                    continue
             problem = _problem(response)
             if response.status_code in RETRYABLE_STATUSES:
                 await self._pause_or_raise(

@@ -78,6 +78,36 @@ async def test_kordiam_down_for_everyone_pauses_the_worker_and_the_message_runs_
     assert events.count("kordiam_unavailable") == 1 and events.count("consumer_resumed") == 1
 
 
+class MaintenancePage(FakeKordiam):
+    """Kordiam behind a proxy that answers its token endpoint with a maintenance page (200, HTML) ``pages`` times."""
+
+    def __init__(self, pages: int) -> None:
+        super().__init__()
+        self.pages = pages
+
+    def answer(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/auth/token") and self.pages:
+            self.pages -= 1
+            return httpx.Response(200, text="<html>Back soon</html>", headers={"content-type": "text/html"})
+        return super().answer(request)
+
+
+async def test_a_token_answer_the_worker_cannot_use_pauses_it_and_dead_letters_no_message() -> None:
+    # The token is the worker's, not the message's: before, each message met it as an UnexpectedResponse of its
+    # fetch and was dead-lettered on its first receive, every one of them, while the page lasted.
+    kordiam, gate = MaintenancePage(pages=3), ReceiveGate()  # the fetch's, the confirming probe's, the first retry's
+    handler, outage, web = pipeline(kordiam, gate, 5)
+    try:
+        running = asyncio.ensure_future(handler(message(5)))
+        while not outage.paused and not running.done():
+            await asyncio.sleep(0)
+        assert outage.paused and gate.reason is not None and "/auth/token: answer is not JSON" in gate.reason
+        outcome = await asyncio.wait_for(running, timeout=5)
+    finally:
+        await outage.aclose()
+    assert isinstance(outcome, Done) and web.upserts == [(50, None)]
+
+
 async def test_an_element_kordiam_cannot_serve_while_it_answers_otherwise_is_the_messages_own_failure() -> None:
     kordiam, gate = FakeKordiam(), ReceiveGate()
     kordiam.down = 1  # only the message's own fetch
