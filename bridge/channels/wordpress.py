@@ -35,8 +35,8 @@ status, date    the publication status (id or name) through ``status_map``, with
                 ==========================  ================  ==============  ================================
                 status_map gives            scheduled_at()    status sent     date_gmt sent
                 ==========================  ================  ==============  ================================
-                nothing (status unmapped)   none              draft           —
-                nothing (status unmapped)   any               draft           the schedule
+                nothing (status unmapped)   none              draft (²)       —
+                nothing (status unmapped)   any               draft (²)       the schedule
                 publish                     none              publish         — (¹)
                 publish                     in the future     future          the schedule
                 publish                     now or past       publish         the schedule (back-dated)
@@ -47,7 +47,9 @@ status, date    the publication status (id or name) through ``status_map``, with
                 An unmapped status never publishes: the newsroom did not say it may. WordPress itself publishes a
                 ``future`` post less than 60 s ahead at once, and a scheduled post goes live on the first request
                 after its time (WP-cron). (¹) If WordPress keeps the post ``future`` because an earlier schedule
-                left a date ahead, the adapter sends ``date_gmt`` = now, so "publish" means now.
+                left a date ahead, the adapter sends ``date_gmt`` = now, so "publish" means now. (²) For a new post;
+                an existing post keeps its status (no status is sent): nor does an unmapped status unpublish, as
+                Kordiam's own Published status would, after the bridge's publish write, where only "Ready" is mapped.
 categories      the publication category through ``category_map`` (Kordiam id or name → WordPress id, checked
                 once to exist, or name looked up); an unmapped category is looked up by its Kordiam name, and
                 created if missing, only with ``create_missing_categories``; otherwise the post's categories are
@@ -248,6 +250,8 @@ class PostPlan:
     fields: dict[str, Any]
     category: Ref | None
     author_email: str | None
+    # The publication's status is in no ``status_map``: a new post is a draft, an existing one keeps its status.
+    status_unmapped: bool = False
 
 
 def map_post(
@@ -256,7 +260,8 @@ def map_post(
     text = element.text_task_for(publication)
     content = text.content if text else None
     title = (content.headline if content else None) or element.title or element.slug or ""
-    status, date = plan_status(lookup(status_map, publication.status), publication.scheduled_at(), now)
+    mapped = lookup(status_map, publication.status)
+    status, date = plan_status(mapped, publication.scheduled_at(), now)
     fields: dict[str, Any] = {"title": title_text(title), "status": status}
     if content and content.text:
         fields["content"] = sanitize_html(content.text, CONTENT_HTML)
@@ -267,7 +272,7 @@ def map_post(
     if date is not None:
         fields["date_gmt"] = wordpress_date(date)
     email = text.assignee.email if text and text.assignee and text.assignee.email else None
-    return PostPlan(fields=fields, category=publication.category, author_email=email)
+    return PostPlan(fields=fields, category=publication.category, author_email=email, status_unmapped=mapped is None)
 
 
 # --- the adapter ---------------------------------------------------------------------------------------------
@@ -331,11 +336,15 @@ class WordPressChannel:
         if "content" in body:
             body["content"] += marker
 
+        # An update with an unmapped status leaves the post's status alone: "never publishes" must not become
+        # "unpublishes" when Kordiam moves a live story on to a status nobody mapped (its own Published, after the
+        # bridge's publish write, is one). A new post is a draft.
+        update = {k: v for k, v in body.items() if k != "status"} if plan.status_unmapped else body
         post: dict[str, Any] | None = None
         post_id = _post_id(external_id)
         if post_id is not None:
             action = f"updating post {post_id}"
-            response = await self._call(route, "POST", f"{post_id}", action, {"_fields": POST_FIELDS}, body)
+            response = await self._call(route, "POST", f"{post_id}", action, {"_fields": POST_FIELDS}, update)
             if response.status_code in (404, 410) and _wordpress_error(response) is not None:
                 log.info("wordpress.post_gone", channel=self.name, post=post_id, element=element.id)
             else:
@@ -347,7 +356,7 @@ class WordPressChannel:
             if found is not None:
                 log.warning("wordpress.post_recovered", channel=self.name, post=found, element=element.id)
                 action = f"updating post {found} (found by its marker)"
-                response = await self._call(route, "POST", f"{found}", action, {"_fields": POST_FIELDS}, body)
+                response = await self._call(route, "POST", f"{found}", action, {"_fields": POST_FIELDS}, update)
                 post = self._post(response, action)
             else:
                 created = body if "content" in body else {**body, "content": marker}

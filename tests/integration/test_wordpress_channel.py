@@ -330,6 +330,19 @@ async def test_unmapped_status_with_future_date_stays_draft(make_channel: Channe
     assert result.live is False
 
 
+async def test_an_unmapped_status_on_a_live_post_leaves_it_live(make_channel: ChannelFactory, site: Site) -> None:
+    # Kordiam moves a story on to a status nobody mapped (its own Published, after the bridge's publish write, where
+    # only "Ready" is mapped): "never publishes" must not turn into taking the story off the site.
+    channel = make_channel()
+    slug = unique()
+    live = await upsert(channel, site, story(slug, status=(READY, "Ready")))
+    assert (await site.must_post(live.external_id))["status"] == "publish"
+    moved = await upsert(channel, site, story(slug, status=(PLANNED, "Planned"), headline="Moved on"), live.external_id)
+    post = await site.must_post(live.external_id)
+    assert (post["status"], post["title"]["raw"]) == ("publish", "Moved on")
+    assert moved.live is True
+
+
 async def test_mapped_pending_by_name(make_channel: ChannelFactory, site: Site) -> None:
     result = await upsert(make_channel(), site, story(unique(), status=(99, "waiting")))
     assert (await site.must_post(result.external_id))["status"] == "pending"
