@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Collection, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 from urllib.parse import urlencode
@@ -25,7 +26,7 @@ from bridge.errors import (
 )
 from bridge.http import HttpClient, HttpResponse, HttpTransportError, retry_after_seconds
 from bridge.kordiam import assumptions
-from bridge.kordiam.models import CmsLinks, Element, ProblemDetails, Token
+from bridge.kordiam.models import MAX_ID, CmsLinks, Element, ProblemDetails, Token
 from bridge.ops import metrics
 from bridge.retry import RetryPolicy
 
@@ -40,6 +41,13 @@ RETRYABLE_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 ONE_ATTEMPT = RetryPolicy(attempts=1)
 # How an OAuth 2 token endpoint refuses client credentials (RFC 6749 5.2: invalid_client is 400 or 401).
 OAUTH_REFUSALS = frozenset({400, 401, 403})
+
+
+@dataclass(frozen=True, slots=True)
+class UnreadableElement:
+    """An element of the modified list that does not parse: only its id is known."""
+
+    id: int
 
 
 class KordiamClient:
@@ -74,10 +82,13 @@ class KordiamClient:
             return None
         return self._parse(Element, response)
 
-    async def iter_modified_elements(self, since: datetime, *, page_size: int = 100) -> AsyncIterator[Element]:
-        """Every element modified at or after ``since`` (cursor pagination; the API's list is cursor-only).
-        ``UnexpectedResponse`` when a page names a cursor already followed (the sweep would loop for ever), or says
-        there is more without a cursor to it (the sweep would count the unread pages as swept)."""
+    async def iter_modified_elements(
+        self, since: datetime, *, page_size: int = 100
+    ) -> AsyncIterator[Element | UnreadableElement]:
+        """Every element modified at or after ``since`` (cursor pagination; the API's list is cursor-only); one the
+        bridge cannot read as an ``UnreadableElement`` when it names its id. ``UnexpectedResponse`` when a page
+        names a cursor already followed (the sweep would loop for ever), or says there is more without a cursor to
+        it (the sweep would count the unread pages as swept)."""
         cursor: str | None = None
         followed: set[str] = set()
         while True:
@@ -94,10 +105,13 @@ class KordiamClient:
                 try:
                     yield Element.model_validate(item)
                 except ValidationError as error:
-                    # One odd element must not stop the sweep; its own notification path will report it.
-                    # An item that is not even an object (null, a string) has no id to name.
+                    # One odd element must not stop the sweep. Its notification may be the lost one the sweep is
+                    # for, so the caller gets its id to enqueue: the worker's fetch then dead-letters it with the
+                    # reason. An item that is not even an object (null, a string) has no id to name.
                     element_id = item.get("id") if isinstance(item, dict) else None
                     log.warning("reconcile_unparsable_element", element_id=element_id, error=str(error)[:300])
+                    if isinstance(element_id, int) and not isinstance(element_id, bool) and 0 < element_id <= MAX_ID:
+                        yield UnreadableElement(element_id)
             if not body.get("hasMore"):
                 return
             cursor = body.get("nextCursor")

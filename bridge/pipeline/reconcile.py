@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 import structlog
 
 from bridge.kordiam.client import KordiamClient
+from bridge.kordiam.models import Element
 from bridge.ops import metrics
 from bridge.pipeline.notification import resync_notification
 from bridge.queue.transport import Transport
@@ -59,10 +60,13 @@ class Reconciler:
         seen = enqueued = 0
         async for element in self._kordiam.iter_modified_elements(since):
             seen += 1
-            mark = await self._state.element_mark(element.id)
-            synced = (mark.modification_date, mark.version) if mark and not mark.deleted else None
-            if synced is not None and not is_older(synced, (element.modification_date, element.version)):
-                continue
+            if isinstance(element, Element):
+                mark = await self._state.element_mark(element.id)
+                synced = (mark.modification_date, mark.version) if mark and not mark.deleted else None
+                if synced is not None and not is_older(synced, (element.modification_date, element.version)):
+                    continue
+            # else unreadable here: enqueued all the same, so that its fetch dead-letters it with the reason (or
+            # syncs it, if the element itself reads where its list entry did not)
             body, attributes = resync_notification(element.id, source="reconcile")
             await self._transport.send(body, attributes, group_id=str(element.id))
             enqueued += 1

@@ -50,9 +50,11 @@ async def test_an_element_of_an_odd_shape_is_an_unexpected_answer(
 async def test_an_odd_element_in_the_list_does_not_stop_the_sweep(
     odd: dict[str, Any], kordiam: SimulatorAdmin, client: KordiamClient
 ) -> None:
-    await kordiam.create({"title": "Odd", **odd})
+    unreadable = await kordiam.create({"title": "Odd", **odd})
     fine = await kordiam.create({"title": "Fine", "publications": [{"platform": {"id": 99003}}]})
     transport = FakeTransport([])
     sweep = Reconciler(kordiam=client, state=MemoryStateStore(), transport=transport, interval=60, lookback=3600)
-    assert await sweep.sweep() == 1
-    assert [json.loads(body)["id"] for body in transport.sent] == [fine["id"]]
+    # The odd one is enqueued too: its lost notification may be what the sweep is for, and the worker's fetch
+    # dead-letters it with the reason, where the sweep could only log it.
+    assert await sweep.sweep() == 2
+    assert sorted(json.loads(body)["id"] for body in transport.sent) == sorted([unreadable["id"], fine["id"]])
