@@ -385,7 +385,8 @@ class Consumer:
             outcome = outcome.exhausted(message.receive_count)
         deleted = await self._settle(message, outcome)
         if self._fifo and message.group_id is not None:
-            await self._continue_group(message.group_id, failed=isinstance(outcome, Retry))
+            # Not deleted means it comes back (a retry, or a dead letter the DLQ did not take): still first in line.
+            await self._continue_group(message.group_id, failed=deleted is None)
         if deleted is not None:
             await deleted  # the message keeps its room until the queue confirmed the delete
 

@@ -615,3 +615,28 @@ async def test_a_worker_full_of_slow_work_is_healthy_and_a_hung_receive_is_not()
     assert not hung.healthy()
     stop.set()
     await asyncio.wait_for(task, 10)
+
+
+async def test_fifo_a_dead_letter_the_dlq_did_not_take_releases_the_rest_of_its_group() -> None:
+    # The DLQ refuses the copy, so the message is retried: it stays first in its group, and the messages behind it
+    # must not run before it (as after any retry), but be given back to SQS, which keeps the order.
+    a1, a2 = message(group="A"), message(group="A")
+    transport = FakeTransport([[a1, a2]], fifo=True)
+
+    async def refuse(msg: QueueMessage, context: Any) -> None:
+        raise ConnectionError("DLQ unreachable")
+
+    transport.send_dead_letter = refuse  # type: ignore[method-assign]
+    order: list[str] = []
+
+    async def handler(m: QueueMessage) -> Outcome:
+        order.append(m.message_id)
+        if m is a1:
+            return DeadLetter(stage="decode", reason="not JSON", error_class="PoisonMessage")
+        return Done()
+
+    consumer = Consumer(transport, handler, settings())
+    await run_until(consumer, lambda: len(transport.visibility) == 2 or transport.deleted)
+    assert order == [a1.message_id]
+    assert transport.deleted == []
+    assert transport.visibility[0][0] == a1.message_id and transport.visibility[1] == (a2.message_id, 0)
