@@ -344,6 +344,8 @@ class Consumer:
             return
         if not waiting:
             del self._groups[group]
+        elif not self._receiving:
+            pass  # draining: the rest has done nothing yet, and the shutdown releases it with the other groups
         elif failed:
             # Running the rest now would overtake the failed message: give them back to SQS, which keeps order.
             del self._groups[group]

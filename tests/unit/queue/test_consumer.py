@@ -640,3 +640,29 @@ async def test_fifo_a_dead_letter_the_dlq_did_not_take_releases_the_rest_of_its_
     assert order == [a1.message_id]
     assert transport.deleted == []
     assert transport.visibility[0][0] == a1.message_id and transport.visibility[1] == (a2.message_id, 0)
+
+
+async def test_fifo_shutdown_releases_the_rest_of_a_group_instead_of_starting_it() -> None:
+    # The first of a group finishes during the drain; the one behind it has done nothing yet, so it is released
+    # with the rest, not started (it would run on past the drain, neither finished nor released).
+    a1, a2 = message(group="A"), message(group="A")
+    transport = FakeTransport([[a1, a2]], fifo=True)
+    started: list[str] = []
+    running = asyncio.Event()
+
+    async def handler(m: QueueMessage) -> Outcome:
+        started.append(m.message_id)
+        running.set()
+        await asyncio.sleep(0.3 if m is a1 else 60)
+        return Done()
+
+    consumer = Consumer(transport, handler, settings(shutdown_timeout=3))
+    stop = asyncio.Event()
+    task = asyncio.create_task(consumer.run(stop))
+    await asyncio.wait_for(running.wait(), 5)
+    stop.set()
+    await asyncio.wait_for(task, 10)
+    assert started == [a1.message_id]
+    assert transport.deleted == [a1.message_id]
+    assert transport.visibility == [(a2.message_id, 0)]
+    assert consumer.in_flight == 0
