@@ -373,9 +373,15 @@ class Consumer:
             else:
                 async with self._slots.hold():
                     outcome = await self._handler(message)
-        except asyncio.CancelledError:
-            self._in_flight.pop(message.receipt_handle, None)
-            raise
+        except asyncio.CancelledError as error:
+            task = asyncio.current_task()
+            if task is None or task.cancelling():  # the shutdown cancelled it: it releases the message
+                self._in_flight.pop(message.receipt_handle, None)
+                raise
+            # Nobody cancelled this task: the handler let out a cancellation of something it awaited, a bug like
+            # any other. Left to propagate it would leave the message unsettled and its FIFO group blocked.
+            log.exception("handler_crashed")
+            outcome = Retry(delay=None, stage="handler", reason="CancelledError", error_class=type(error).__name__)
         except Exception as error:  # a bug in a handler must not lose the message or kill the loop
             log.exception("handler_crashed")
             outcome = Retry(

@@ -666,3 +666,32 @@ async def test_fifo_shutdown_releases_the_rest_of_a_group_instead_of_starting_it
     assert transport.deleted == [a1.message_id]
     assert transport.visibility == [(a2.message_id, 0)]
     assert consumer.in_flight == 0
+
+
+async def test_a_handler_raising_cancelled_error_of_its_own_is_retried_and_its_group_goes_on() -> None:
+    # A CancelledError the worker did not ask for (a handler awaiting something cancelled under it) is a handler
+    # bug like any other: the message is retried, not left unsettled, and its FIFO group is not blocked for good.
+    a1, a2 = message(group="A"), message(group="A")
+
+    class Later(FakeTransport):
+        sent_next = False
+
+        async def receive(self, max_messages: int, wait_time: int) -> list[QueueMessage]:
+            if self.visibility and not self.sent_next:  # a1 settled: SQS hands out the group's next
+                self.sent_next = True
+                self.batches.append([a2])
+            return await super().receive(max_messages, wait_time)
+
+    transport = Later([[a1]], fifo=True)
+
+    async def handler(m: QueueMessage) -> Outcome:
+        if m is a1:
+            inner = asyncio.get_running_loop().create_future()
+            inner.cancel()
+            await inner  # raises CancelledError in a task nobody cancelled
+        return Done()
+
+    consumer = Consumer(transport, handler, settings())
+    await run_until(consumer, lambda: transport.deleted)
+    assert transport.visibility[0][0] == a1.message_id and transport.visibility[0][1] >= 1
+    assert transport.deleted == [a2.message_id]
