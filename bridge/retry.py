@@ -32,6 +32,8 @@ def queue_backoff(receive_count: int, *, base: float = 5.0, cap: float = 900.0, 
     Exponential in the receive count (SQS keeps it across retries because we never re-send), with jitter, and
     never shorter than ``floor`` (a ``Retry-After`` the server asked for). SQS caps visibility at 12 h.
     """
-    ceiling = min(cap, base * (2 ** max(0, receive_count - 1)))
+    # The exponent bounded: past 2**64 every ceiling is the cap, and a count beyond 1024 (a dead letter the DLQ never
+    # takes is retried for ever) would overflow the float.
+    ceiling = min(cap, base * 2.0 ** min(64, max(0, receive_count - 1)))
     delay = random.uniform(ceiling / 2, ceiling)
     return int(min(43_200, max(delay, floor, 1)))

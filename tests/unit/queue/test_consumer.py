@@ -306,6 +306,32 @@ async def test_receive_count_drives_the_backoff(count: int) -> None:
     assert all(max(1, ceiling / 2) - 1 <= d <= ceiling + 1 for d in delays)
 
 
+@pytest.mark.parametrize("count", [1025, 10**6])
+def test_the_backoff_of_a_message_received_very_often_is_the_cap(count: int) -> None:
+    # A message whose dead letter the DLQ never takes (a body larger than the DLQ's MaximumMessageSize, no redrive
+    # policy) is retried for ever: its receive count outgrows a float's exponent.
+    from bridge.retry import queue_backoff
+
+    assert 450 <= queue_backoff(count, base=5.0, cap=900.0) <= 900
+
+
+async def test_a_dead_letter_refused_on_the_thousandth_receive_is_still_retried() -> None:
+    old = message(receive_count=2000)
+    transport = FakeTransport([[old]])
+
+    async def refuse(msg: QueueMessage, context: Any) -> None:
+        raise ConnectionError("DLQ refuses it")
+
+    transport.send_dead_letter = refuse  # type: ignore[method-assign]
+
+    async def handler(m: QueueMessage) -> Outcome:
+        return DeadLetter(stage="decode", reason="not JSON", error_class="PoisonMessage")
+
+    consumer = Consumer(transport, handler, settings(shutdown_timeout=1))
+    await run_until(consumer, lambda: transport.visibility, timeout=2)
+    assert transport.visibility and transport.visibility[0][0] == old.message_id
+
+
 async def test_a_closed_gate_stops_receiving_until_it_opens() -> None:
     class CountingTransport(FakeTransport):
         receives = 0
