@@ -405,12 +405,7 @@ class Consumer:
             return self._queue_delete(message)
         if isinstance(outcome, Retry):
             self._count(outcome.kind)
-            delay = queue_backoff(
-                message.receive_count,
-                base=self._settings.retry_base_seconds,
-                cap=self._settings.retry_max_seconds,
-                floor=outcome.delay or 0.0,
-            )
+            delay = self._backoff(message, floor=outcome.delay or 0.0)
             log.warning("retry_later", outcome="retry", stage=outcome.stage, reason=outcome.reason, visibility=delay)
             await self._retry_later([message], delay)
             return None
@@ -423,7 +418,7 @@ class Consumer:
                 "dead_letter_failed", outcome="retry", error=f"{type(error).__name__}: {error}", reason=outcome.reason
             )
             self._count(Retry.kind)  # what happened to it: the metric and the log line agree
-            await self._retry_later([message], queue_backoff(message.receive_count))
+            await self._retry_later([message], self._backoff(message))
             return None
         self._count(outcome.kind)
         log.error(
@@ -435,6 +430,15 @@ class Consumer:
             element_id=outcome.element_id,
         )
         return self._queue_delete(message)
+
+    def _backoff(self, message: QueueMessage, *, floor: float = 0.0) -> int:
+        """The visibility of a message's retry: ``queue.retry_base_seconds`` and ``queue.retry_max_seconds``."""
+        return queue_backoff(
+            message.receive_count,
+            base=self._settings.retry_base_seconds,
+            cap=self._settings.retry_max_seconds,
+            floor=floor,
+        )
 
     def _count(self, kind: str) -> None:
         counter = self._outcome_counters.get(kind)

@@ -721,3 +721,21 @@ async def test_a_handler_raising_cancelled_error_of_its_own_is_retried_and_its_g
     await run_until(consumer, lambda: transport.deleted)
     assert transport.visibility[0][0] == a1.message_id and transport.visibility[0][1] >= 1
     assert transport.deleted == [a2.message_id]
+
+
+async def test_a_dead_letter_the_dlq_did_not_take_backs_off_as_configured() -> None:
+    poison = message(receive_count=5)
+    transport = FakeTransport([[poison]])
+
+    async def refuse(msg: QueueMessage, context: Any) -> None:
+        raise ConnectionError("DLQ unreachable")
+
+    transport.send_dead_letter = refuse  # type: ignore[method-assign]
+
+    async def handler(m: QueueMessage) -> Outcome:
+        return DeadLetter(stage="decode", reason="not JSON", error_class="PoisonMessage")
+
+    # retry_max_seconds=2 caps every back-off (the default 900 s cap would give 40 to 80 s here).
+    consumer = Consumer(transport, handler, settings(max_receive_count=10))
+    await run_until(consumer, lambda: transport.visibility)
+    assert transport.visibility[0][0] == poison.message_id and transport.visibility[0][1] <= 2
