@@ -14,7 +14,8 @@ ActiveMQ "visibility" is the broker holding an unacknowledged message for this c
   speed for those, while the slots work through the rest.
 - A heartbeat extends the visibility of every message the worker holds, in batches (on a transport with a lease):
   running, waiting for a slot, and done but not yet deleted. A message to be retried or released leaves the held
-  set before its visibility is changed, so the heartbeat never overrides a back-off.
+  set, and waits for an extension of it already on its way, before its visibility is changed, so the heartbeat
+  never overrides a back-off.
 - Deletes are batched (10, or after a short linger), and batches go out concurrently. A message keeps its room in
   the worker until the queue confirmed its delete: when deletes are slow the pollers receive less, instead of
   piling up done messages whose visibility runs out (they would be received again, and a burst of short messages
@@ -148,6 +149,8 @@ class Consumer:
         self._in_flight: dict[str, QueueMessage] = {}
         # Held messages that are done (or dead-lettered) and wait for the queue to confirm their delete.
         self._deleting: dict[str, QueueMessage] = {}
+        # The heartbeat's extension on its way (resolved once it has landed) and the receipt handles it carries.
+        self._extension: tuple[asyncio.Future[None], frozenset[str]] | None = None
         # Receipt handles of messages whose handler has not answered yet.
         self._handling: set[str] = set()
         self._tasks: dict[asyncio.Task[None], QueueMessage] = {}
@@ -458,6 +461,7 @@ class Consumer:
         # Leave the held set first: the heartbeat must not undo the back-off.
         for message in messages:
             self._in_flight.pop(message.receipt_handle, None)
+        await self._after_extension(messages)
 
         async def retry(chunk: list[QueueMessage]) -> list[str]:
             return await self._transport.retry_later(chunk, seconds)
@@ -469,7 +473,15 @@ class Consumer:
         log.warning("releasing_unfinished", count=len(messages))
         for message in messages:
             self._in_flight.pop(message.receipt_handle, None)
+        await self._after_extension(messages)
         await self._in_batches(self._transport.release, messages)
+
+    async def _after_extension(self, messages: list[QueueMessage]) -> None:
+        """Wait for the heartbeat's extension of any of ``messages`` already on its way: a visibility set meanwhile
+        could reach the queue first (a slow call, one botocore retries) and be overridden by it."""
+        extension = self._extension
+        if extension is not None and any(m.receipt_handle in extension[1] for m in messages):
+            await asyncio.wait({extension[0]})  # not cancelling the shared future when this task is cancelled
 
     async def _in_batches(
         self, settle: Callable[[list[QueueMessage]], Awaitable[list[str]]], messages: list[QueueMessage]
@@ -537,11 +549,16 @@ class Consumer:
                 chunk = [m for m in due[start : start + MAX_BATCH] if m.receipt_handle in self._in_flight]
                 if not chunk:
                     continue
+                landed = asyncio.get_running_loop().create_future()
+                self._extension = (landed, frozenset(m.receipt_handle for m in chunk))
                 try:
                     failed = set(await self._transport.extend(chunk, timeout))
                 except Exception as error:
                     log.error("heartbeat_failed", count=len(chunk), error=f"{type(error).__name__}: {error}")
                     continue
+                finally:
+                    self._extension = None
+                    landed.set_result(None)
                 for message in chunk:
                     if message.message_id not in failed:
                         message.visible_until = now + timeout

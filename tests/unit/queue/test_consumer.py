@@ -739,3 +739,26 @@ async def test_a_dead_letter_the_dlq_did_not_take_backs_off_as_configured() -> N
     consumer = Consumer(transport, handler, settings(max_receive_count=10))
     await run_until(consumer, lambda: transport.visibility)
     assert transport.visibility[0][0] == poison.message_id and transport.visibility[0][1] <= 2
+
+
+async def test_a_retry_during_a_heartbeat_of_its_message_is_applied_after_the_extension() -> None:
+    # The heartbeat's extension of a message is on its way (a slow call, or one botocore retries) when the
+    # message's handler answers Retry: the back-off must reach SQS last, or the extension undoes it.
+    flaky = message()
+    extending = asyncio.Event()
+
+    class SlowExtends(FakeTransport):
+        async def extend(self, messages: Sequence[QueueMessage], seconds: int) -> list[str]:
+            extending.set()
+            await asyncio.sleep(0.3)
+            return await super().extend(messages, seconds)  # recorded as SQS applies it: last
+
+    transport = SlowExtends([[flaky]])
+
+    async def handler(m: QueueMessage) -> Outcome:
+        await extending.wait()
+        return Retry(delay=120, stage="fetch", reason="503", error_class="KordiamUnavailable")
+
+    consumer = Consumer(transport, handler, settings(visibility_timeout=6, retry_max_seconds=200))
+    await run_until(consumer, lambda: len(transport.visibility) == 2, timeout=10)
+    assert transport.visibility[-1] == (flaky.message_id, 120)
