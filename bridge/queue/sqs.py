@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import json
 import math
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -47,6 +48,9 @@ MAX_ATTRIBUTE_VALUE = 1024
 SMALLEST_MESSAGE_LIMIT = 1024
 # How much longer than its wait an abandoned long poll may run on the server (request and answer in transit).
 ABANDONED_POLL_MARGIN_SECONDS = 1.0
+# What SQS refuses in a body, and so in a String attribute's value (SendMessage): control characters, lone
+# surrogates, U+FFFE and U+FFFF.
+_NOT_SQS_TEXT = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
 class AbandonedPolls:
@@ -63,6 +67,11 @@ class AbandonedPolls:
     def seconds_left(self, url: str) -> int:
         """Whole seconds until no abandoned poll on ``url`` can take a message: the least visibility to release with."""
         return math.ceil(max(0.0, self._until.get(url, 0.0) - time.monotonic()))
+
+
+def sqs_text(text: str) -> str:
+    """``text`` with each character SQS refuses replaced by U+FFFD."""
+    return _NOT_SQS_TEXT.sub("\ufffd", text)
 
 
 def string_attributes(attributes: Mapping[str, str]) -> dict[str, dict[str, str]]:
@@ -273,9 +282,14 @@ class SqsTransport:
         """Copy the message to the dead-letter queue with its failure context as message attributes."""
         if self.dlq_url is None:
             raise RuntimeError("describe() must resolve the dead-letter queue first")
-        attributes = dead_letter_attributes(
-            message, context, at_most=MAX_ATTRIBUTES, failure_value_limit=MAX_ATTRIBUTE_VALUE
-        )
+        # The failure context quotes what failed (an answer's first bytes, a problem's title): SQS would refuse the
+        # whole copy for one character it does not take, on every receive.
+        attributes = {
+            name: sqs_text(value)
+            for name, value in dead_letter_attributes(
+                message, context, at_most=MAX_ATTRIBUTES, failure_value_limit=MAX_ATTRIBUTE_VALUE
+            ).items()
+        }
         body = message.body or "(empty body)"
         request: dict[str, Any] = {
             "QueueUrl": self.dlq_url,

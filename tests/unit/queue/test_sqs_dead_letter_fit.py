@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import re
+from typing import Any
+
+from bridge.config import QueueSettings
+from bridge.queue.dead_letter import DeadLetterContext
 from bridge.queue.send_batcher import entry_size
-from bridge.queue.sqs import fit_attributes, string_attributes
+from bridge.queue.sqs import SqsTransport, fit_attributes, string_attributes
+from bridge.queue.transport import QueueMessage
 
 CONTEXT = {
     "failure.stage": "channels",
@@ -54,3 +60,30 @@ def test_then_the_rest_of_the_context_least_telling_first() -> None:
 def test_a_body_that_alone_does_not_fit_cannot_be_fitted() -> None:
     assert fit_attributes(262_145, CONTEXT, 262_144) is None
     assert fit_attributes(262_144, CONTEXT, 262_144) == {}
+
+
+# What SQS takes in a body, and so in a String attribute's value (SendMessage, MessageAttributeValue): anything
+# else refuses the whole SendMessage.
+SQS_TEXT = re.compile("^[\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]*$")
+
+
+async def test_a_failure_reason_with_characters_sqs_refuses_still_makes_a_dead_letter() -> None:
+    # A reason quotes what failed: a Kordiam or CMS answer that is not JSON (its first bytes), a JSON problem whose
+    # title holds an escaped control character or a lone surrogate. SQS refuses such a value; the copy would fail
+    # on every receive (and, without a redrive policy, the message would be retried for ever).
+    sent: list[dict[str, Any]] = []
+
+    class Client:
+        async def send_message(self, **request: Any) -> dict[str, Any]:
+            sent.append(request)
+            return {"MessageId": "d1"}
+
+    transport = SqsTransport(Client(), QueueSettings(url="https://sqs.test/q", dlq_url="https://sqs.test/dlq"))
+    message = QueueMessage("m1", "r1", '{"id": 1}', {"event": "updated"}, 3, None, None)
+    reason = "Kordiam answered 400: \x00\x1b[31mbad\x0b request \ud800 é"
+    await transport.send_dead_letter(message, DeadLetterContext(stage="fetch", reason=reason, error_class="X"))
+    [request] = sent
+    values = {name: value["StringValue"] for name, value in request["MessageAttributes"].items()}
+    assert all(SQS_TEXT.match(value) for value in values.values()), values
+    assert values["failure.reason"].startswith("Kordiam answered 400: ") and values["failure.reason"].endswith(" é")
+    values["failure.reason"].encode()  # botocore sends UTF-8: a lone surrogate could not even be sent
