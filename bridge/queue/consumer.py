@@ -62,6 +62,9 @@ DELETE_LINGER_SECONDS = 0.2
 # caps a message's total visibility at 12 h anyway.
 MAX_HOLD_SECONDS = 3600.0
 POLL_ERROR_BACKOFF_MAX = 30.0
+# Extension calls of one heartbeat on their way at once: a full worker (hundreds held, all due at the same tick)
+# must be extended within half a lease even when each call is slow, without taking every pooled connection.
+HEARTBEAT_CALLS = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,8 +152,8 @@ class Consumer:
         self._in_flight: dict[str, QueueMessage] = {}
         # Held messages that are done (or dead-lettered) and wait for the queue to confirm their delete.
         self._deleting: dict[str, QueueMessage] = {}
-        # The heartbeat's extension on its way (resolved once it has landed) and the receipt handles it carries.
-        self._extension: tuple[asyncio.Future[None], frozenset[str]] | None = None
+        # Receipt handles in a heartbeat's extension on its way, and that call's future (resolved once it landed).
+        self._extending: dict[str, asyncio.Future[None]] = {}
         # Receipt handles of messages whose handler has not answered yet.
         self._handling: set[str] = set()
         self._tasks: dict[asyncio.Task[None], QueueMessage] = {}
@@ -479,9 +482,9 @@ class Consumer:
     async def _after_extension(self, messages: list[QueueMessage]) -> None:
         """Wait for the heartbeat's extension of any of ``messages`` already on its way: a visibility set meanwhile
         could reach the queue first (a slow call, one botocore retries) and be overridden by it."""
-        extension = self._extension
-        if extension is not None and any(m.receipt_handle in extension[1] for m in messages):
-            await asyncio.wait({extension[0]})  # not cancelling the shared future when this task is cancelled
+        calls = {self._extending[m.receipt_handle] for m in messages if m.receipt_handle in self._extending}
+        if calls:
+            await asyncio.wait(calls)  # not cancelling the shared futures when this task is cancelled
 
     async def _in_batches(
         self, settle: Callable[[list[QueueMessage]], Awaitable[list[str]]], messages: list[QueueMessage]
@@ -543,26 +546,33 @@ class Consumer:
                 for m in list(self._in_flight.values())
                 if m.visible_until - now < timeout / 2 and now - m.received_at < MAX_HOLD_SECONDS
             ]
-            if not due:
-                continue
-            for start in range(0, len(due), MAX_BATCH):
-                chunk = [m for m in due[start : start + MAX_BATCH] if m.receipt_handle in self._in_flight]
-                if not chunk:
-                    continue
-                landed = asyncio.get_running_loop().create_future()
-                self._extension = (landed, frozenset(m.receipt_handle for m in chunk))
-                try:
-                    failed = set(await self._transport.extend(chunk, timeout))
-                except Exception as error:
-                    log.error("heartbeat_failed", count=len(chunk), error=f"{type(error).__name__}: {error}")
-                    continue
-                finally:
-                    self._extension = None
-                    landed.set_result(None)
-                for message in chunk:
-                    if message.message_id not in failed:
-                        message.visible_until = now + timeout
-                        metrics.VISIBILITY_EXTENSIONS.inc()
+            chunks = [due[start : start + MAX_BATCH] for start in range(0, len(due), MAX_BATCH)]
+            for wave in range(0, len(chunks), HEARTBEAT_CALLS):
+                await asyncio.gather(
+                    *(self._extend(c, lease=timeout, now=now) for c in chunks[wave : wave + HEARTBEAT_CALLS])
+                )
+
+    async def _extend(self, due: list[QueueMessage], *, lease: int, now: float) -> None:
+        chunk = [m for m in due if m.receipt_handle in self._in_flight]  # settled meanwhile: not extended
+        if not chunk:
+            return
+        landed = asyncio.get_running_loop().create_future()
+        for message in chunk:
+            self._extending[message.receipt_handle] = landed
+        try:
+            failed = set(await self._transport.extend(chunk, lease))
+        except Exception as error:
+            log.error("heartbeat_failed", count=len(chunk), error=f"{type(error).__name__}: {error}")
+            return
+        finally:
+            for message in chunk:
+                if self._extending.get(message.receipt_handle) is landed:
+                    del self._extending[message.receipt_handle]
+            landed.set_result(None)
+        for message in chunk:
+            if message.message_id not in failed:
+                message.visible_until = now + lease
+                metrics.VISIBILITY_EXTENSIONS.inc()
 
 
 def _public(settings: ConsumerSettings) -> dict[str, object]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import itertools
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -762,3 +763,45 @@ async def test_a_retry_during_a_heartbeat_of_its_message_is_applied_after_the_ex
     consumer = Consumer(transport, handler, settings(visibility_timeout=6, retry_max_seconds=200))
     await run_until(consumer, lambda: len(transport.visibility) == 2, timeout=10)
     assert transport.visibility[-1] == (flaky.message_id, 120)
+
+
+async def test_the_heartbeat_extends_a_full_worker_before_any_visibility_runs_out_when_sqs_is_slow() -> None:
+    # A worker full of held messages (here 100: the read-ahead makes 564 by default), all received at once, all due
+    # at the same tick; each ChangeMessageVisibilityBatch takes 0.4 s (a slow or throttling SQS). One call after
+    # the other, the last batches land after those messages were visible again (and received by another worker).
+    late: list[float] = []
+
+    class SlowExtends(FakeTransport):
+        async def receive(self, max_messages: int, wait_time: int) -> list[QueueMessage]:
+            messages = await super().receive(max_messages, wait_time)
+            for m in messages:  # as SqsTransport.receive: invisible for the lease from now
+                m.visible_until = time.monotonic() + 6
+            return messages
+
+        async def extend(self, messages: Sequence[QueueMessage], seconds: int) -> list[str]:
+            await asyncio.sleep(0.4)
+            now = time.monotonic()
+            late.extend(now - m.visible_until for m in messages if now > m.visible_until)
+            return await super().extend(messages, seconds)
+
+    batches = [[message() for _ in range(10)] for _ in range(10)]
+    transport = SlowExtends(batches)
+    slots = WorkSlots(1)
+    release = asyncio.Event()
+
+    async def handler(m: QueueMessage) -> Outcome:
+        async with slots.hold():
+            await release.wait()
+        return Done()
+
+    wide = settings(concurrency=1, read_ahead=99, visibility_timeout=6)
+    consumer = Consumer(transport, handler, wide, slots=slots)
+    stop = asyncio.Event()
+    task = asyncio.create_task(consumer.run(stop))
+    async with asyncio.timeout(15):
+        while sum(1 for _, seconds in transport.visibility if seconds == 6) < 100:
+            await asyncio.sleep(0.05)
+    release.set()
+    stop.set()
+    await asyncio.wait_for(task, 10)
+    assert late == []
