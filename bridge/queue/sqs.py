@@ -163,6 +163,13 @@ class SqsTransport:
         self._remember_limit(self.dlq_url, dead)
         queue_limit, dlq_limit = self._message_limits.get(self.url), self._message_limits.get(self.dlq_url)
         if queue_limit is not None and dlq_limit is not None and dlq_limit < queue_limit:
+            if not policy:  # without a redrive of its own the queue would retry such a message for ever
+                raise ConfigError(
+                    "queue.dlq_url",
+                    f"the dead-letter queue takes messages of at most {dlq_limit} bytes, the queue {queue_limit}, and "
+                    "the queue has no redrive policy: a larger message could never leave it; raise the dead-letter "
+                    f"queue's MaximumMessageSize to {queue_limit}, or give the queue a redrive policy",
+                )
             # Not refused: most messages fit. One that does not is retried until the queue's own redrive moves it.
             log.warning(
                 "dlq_smaller_than_queue",

@@ -474,6 +474,22 @@ async def test_an_sqs_dead_letter_near_the_size_limit_keeps_its_body_and_failure
     assert dead.attributes.get("event") == "updated"  # the short ones of its own kept, the long dropped first
 
 
+async def test_a_dead_letter_queue_smaller_than_a_queue_without_redrive_is_refused_at_start(
+    sqs_endpoint: SqsEndpoint,
+) -> None:
+    # A message larger than the DLQ takes cannot be copied there, and without a redrive policy of its own the
+    # queue would hand it back for ever: refused at start, naming what to change.
+    client = sqs_client(sqs_endpoint.url)
+    name = f"c-{uuid.uuid4().hex[:12]}"
+    url = client.create_queue(QueueName=name)["QueueUrl"]
+    dlq = client.create_queue(QueueName=f"{name}-dlq", Attributes={"MaximumMessageSize": "1024"})["QueueUrl"]
+    common: dict[str, Any] = {"endpoint_url": sqs_endpoint.url, "region": REGION, "wait_time_seconds": 1}
+    async with open_transport(QueueSettings(url=url, dlq_url=dlq, **common)) as transport:
+        with pytest.raises(ConfigError, match=r"at most 1024 bytes.*no redrive policy.*MaximumMessageSize") as raised:
+            await transport.describe()
+    assert raised.value.key == "queue.dlq_url"
+
+
 async def test_an_sqs_dead_letter_queue_smaller_than_the_message_refuses_the_copy_before_sending(
     sqs_endpoint: SqsEndpoint,
 ) -> None:
