@@ -580,11 +580,12 @@ async def test_credentials_refused_under_a_running_worker_pause_it_until_a_token
         await eventually(lambda: worker.ready(ops_port), what="worker ready")
         before = [await admin.create(story(f"Before {n}")) for n in range(4)]
         await eventually(lambda: len(deliveries(tmp_path)) == 8, what="stories before the rotation")
-        # The secret is rotated: every token the worker holds is revoked and the token endpoint refuses the next
-        # three token requests (the messages' token refreshes, then the worker's own retries: 1 s, 2 s, 4 s apart),
-        # then accepts again. The refusals go in first: a call still in flight for the stories before (their feedback)
-        # that met the revocation first would have fetched a fresh token, and the worker would never be refused.
-        await admin.fault(method="POST", path=r"^/api/v2/auth/token$", status=401, count=3)
+        # The secret is rotated: every token the worker holds is revoked and the token endpoint refuses every token
+        # request until the secret is fixed (the faults are cleared). The refusals go in first: a call still in
+        # flight for the stories before (their feedback) that met the revocation first would have fetched a fresh
+        # token, and the worker would never be refused. Not a count of refusals: messages that meet the revocation
+        # at once each refresh, and a count they used up left the worker's own check a token (no pause, a flake).
+        await admin.fault(method="POST", path=r"^/api/v2/auth/token$", status=401, count=1_000)
         await admin.revoke_tokens()
         during = [await admin.create(story(f"During {n}")) for n in range(8)]
 
@@ -594,6 +595,7 @@ async def test_credentials_refused_under_a_running_worker_pause_it_until_a_token
         paused_metrics = (await ops.get("/metrics")).text
         assert "bridge_consumer_paused 1.0" in paused_metrics
         assert (await ops.get("/healthz")).status_code == 200  # paused on purpose, not stalled
+        await admin.clear_faults()  # the secret is fixed: the worker's next check gets a token
         await eventually(lambda: worker.ready(ops_port), timeout=90, what="worker ready again")
         await eventually(lambda: len(deliveries(tmp_path)) == 24, timeout=60, what="every story delivered")
         await eventually(lambda: queue_settled(sqs_endpoint.url, queues[0]), timeout=30, what="queue settled")
