@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import gzip
+import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from aiohttp import web
@@ -11,7 +13,7 @@ from aiohttp.test_utils import TestServer
 
 from bridge.channels.wordpress import WordPressChannel, WordPressOptions
 from bridge.errors import ChannelUnavailable
-from bridge.http import HttpAnswerTooLarge, HttpClient
+from bridge.http import HttpAnswerTooLarge, HttpClient, retry_after_seconds
 from bridge.kordiam.models import Element
 
 LIMIT = 1000
@@ -75,3 +77,18 @@ async def test_a_channel_reports_a_huge_answer_in_one_line(server: TestServer, h
     element = Element.model_validate({"id": 1, "title": "t", "publications": [{"id": 2, "platform": {"id": 1}}]})
     with pytest.raises(ChannelUnavailable, match=f"unreachable: the answer .* is larger than {LIMIT} bytes"):
         await channel.upsert(element, element.publications[0], None)
+
+
+def test_a_retry_after_date_with_an_unknown_zone_is_gmt_not_local_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    # "-0000" is RFC 5322's "zone unknown", read as a naive datetime: an HTTP date is GMT whatever the host's zone.
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        now = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=120)
+        for zone in ("GMT", "-0000"):
+            header = now.strftime(f"%a, %d %b %Y %H:%M:%S {zone}")
+            seconds = retry_after_seconds({"retry-after": header})
+            assert seconds is not None and 100 < seconds <= 120, (zone, seconds)
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
