@@ -307,7 +307,8 @@ class KordiamClient:
     ) -> None:
         """Sleep before the next attempt, or give up with ``KordiamUnavailable`` once the budget is spent."""
         policy = policy or self._retry
-        delay = retry_after if retry_after is not None else policy.backoff(attempt)
+        # A Retry-After of 0 asks nothing: the back-off, rather than the budget's retries at once on a throttled API.
+        delay = retry_after if retry_after else policy.backoff(attempt)
         elapsed = time.monotonic() - started
         if attempt >= policy.attempts or elapsed + delay > policy.total_seconds:
             raise KordiamUnavailable(f"{reason} (gave up after {attempt} attempts)", retry_after=retry_after)

@@ -170,6 +170,21 @@ async def test_429_waits_for_retry_after(where: str) -> None:
     assert len(script.requests) == 2
 
 
+async def test_a_retry_after_of_zero_backs_off_rather_than_retrying_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    # "Retry-After: 0" asks for nothing; taken literally, the budget's retries would hit a throttled API at once.
+    slept: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def sleep(delay: float) -> None:
+        slept.append(delay)
+        await real_sleep(0)
+
+    monkeypatch.setattr("bridge.kordiam.client.asyncio.sleep", sleep)
+    script = Script(httpx.Response(429, headers={"Retry-After": "0"}), httpx.Response(200, json=ELEMENT))
+    assert await client_for(script).get_element(5) is not None
+    assert len(slept) == 1 and slept[0] > 0
+
+
 async def test_a_long_retry_after_is_handed_to_the_queue() -> None:
     script = Script(problem(429, "too-many-requests", retryAfter=60))
     with pytest.raises(KordiamUnavailable) as raised:
