@@ -102,12 +102,17 @@ class Enqueuer:
         raise QueueUnavailable from cause
 
 
+def retry_later(message: str) -> web.Response:
+    """Every 503 of a call: the reason, and ``Retry-After: RECHECK_SECONDS`` (Kordiam retries)."""
+    answer = problem(503, message)
+    answer.headers["Retry-After"] = str(RECHECK_SECONDS)
+    return answer
+
+
 def state_unavailable(error: Exception) -> web.Response:
     """The 503 for a call the state store could not answer (a DynamoDB throttle or outage); logged in one line."""
     log.warning("state_lookup_failed", error=type(error).__name__)
-    answer = problem(503, "state store unavailable, retry later")
-    answer.headers["Retry-After"] = str(RECHECK_SECONDS)
-    return answer
+    return retry_later("state store unavailable, retry later")
 
 
 def authenticate(request: web.Request, check: CredentialCheck | KeyExchange, receiver: str) -> web.Response | None:
@@ -208,9 +213,7 @@ class ElementCalls:
         try:
             message_id = await self.enqueuer.enqueue(body, notification, event, self.source)
         except QueueUnavailable:
-            answer = problem(503, "queue unavailable, retry later")
-            answer.headers["Retry-After"] = str(RECHECK_SECONDS)
-            return answer
+            return retry_later("queue unavailable, retry later")
         request[ENQUEUED] = {
             "element_id": notification.element_id,
             "webhook_event": event.value,
