@@ -27,7 +27,8 @@ EXIT_INTERRUPTED = 130
 # 128 + SIGPIPE, what a shell reports for a writer whose reader went away.
 EXIT_BROKEN_PIPE = 141
 T = TypeVar("T")
-# Kordiam element ids are positive 64-bit integers (the state stores keep them as SQLite INTEGER / DynamoDB N).
+# Kordiam element ids are positive 64-bit integers (the state stores keep them as SQLite INTEGER / DynamoDB N):
+# bridge.kordiam.models.MAX_ID, written out so that a wrong argument is refused before pydantic is imported.
 MAX_ELEMENT_ID = 2**63 - 1
 
 

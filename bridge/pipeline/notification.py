@@ -29,12 +29,12 @@ from typing import Any
 from pydantic import ValidationError
 
 from bridge.kordiam import assumptions
-from bridge.kordiam.models import Element
+from bridge.kordiam.models import MAX_ID, Element
 
 MAX_ENVELOPE_DEPTH = 3
-# The largest element id the bridge accepts: state stores keep ids as signed 64-bit integers (SQLite's INTEGER),
-# and no Kordiam id comes near it. A larger id is poison, not a fault of the worker.
-MAX_ELEMENT_ID = 2**63 - 1
+# The largest element id the bridge accepts (the state stores' integer, as for ids Kordiam answers): a larger id
+# in a notification is poison, not a fault of the worker.
+MAX_ELEMENT_ID = MAX_ID
 FORCE_ATTRIBUTE = "force"
 # The ``source`` of a parked element requeued to carry a channel's trial or probe (``bridge.pipeline.parking``):
 # whichever worker takes it and gets the channel to accept the call requeues the channel's parked elements.
