@@ -42,6 +42,7 @@ from bridge import jsontext
 from bridge.channels.http_errors import http_error, response_json, unreachable
 from bridge.config import ApiKeyOptions, BearerAuth, HeadersOptions, Int, JwtOptions
 from bridge.config import http_url as config_http_url
+from bridge.digits import ascii_digits
 from bridge.errors import BridgeError, ChannelRejected
 from bridge.http import HttpClient, HttpResponse, HttpTransportError
 
@@ -239,7 +240,7 @@ def _lifetime(expires_in: Any) -> float:
     seconds: float | None = None
     if isinstance(expires_in, int | float) and not isinstance(expires_in, bool):
         seconds = float(expires_in)
-    elif isinstance(expires_in, str) and expires_in.strip().isascii() and expires_in.strip().isdigit():
+    elif isinstance(expires_in, str) and ascii_digits(expires_in.strip()):
         seconds = float(expires_in.strip())
     if seconds is None or seconds <= 0:
         return TOKEN_DEFAULT_LIFETIME

@@ -77,6 +77,7 @@ from bridge.channels.base import Channel, ChannelContext, ChannelResult
 from bridge.channels.http_errors import response_json, said_instead
 from bridge.channels.kordiam_v1 import compact, result_links, v1_custom_field, v1_publication, v1_task
 from bridge.config import ChannelSettings, ChannelTimeout, Int, StatusSelector, secret_not_empty
+from bridge.digits import ascii_digits
 from bridge.errors import ChannelRejected
 from bridge.http import HttpClient
 from bridge.kordiam.models import Element, Publication, Ref
@@ -178,7 +179,7 @@ def _post_id(external_id: str | None) -> int | str | None:
     if external_id is None or not external_id.strip():
         return None
     text = external_id.strip()
-    return int(text) if text.isascii() and text.isdigit() else text
+    return int(text) if ascii_digits(text) else text
 
 
 # --- the adapter ---------------------------------------------------------------------------------------------

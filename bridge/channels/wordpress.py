@@ -105,6 +105,7 @@ from bridge.channels.base import Channel, ChannelContext, ChannelResult, FoundIt
 from bridge.channels.http_errors import http_error, unreachable
 from bridge.channels.text import HtmlPolicy, sanitize_html, strip_tags
 from bridge.config import ChannelSettings, ChannelTimeout, Int, NotBoolean, http_url, secret_not_empty
+from bridge.digits import ascii_digits
 from bridge.errors import BridgeError, ChannelCredentialsRefused, ChannelRejected
 from bridge.http import BasicAuth, HttpClient, HttpResponse, HttpTransportError
 from bridge.kordiam.models import Element, Publication, Ref
@@ -125,7 +126,7 @@ def _selector_key(key: object) -> str:
     text = str(key).strip()
     if not text:
         raise ValueError("keys must not be empty")
-    return str(int(text)) if text.isascii() and text.lstrip("-").isdigit() else text.casefold()
+    return str(int(text)) if ascii_digits(text.lstrip("-")) else text.casefold()
 
 
 class WordPressOptions(BaseModel):
@@ -168,7 +169,7 @@ class WordPressOptions(BaseModel):
         # A value of digits is an id even when it comes as text (environment overrides are always text).
         return {
             _selector_key(key): int(target.strip())
-            if isinstance(target, str) and target.strip().isascii() and target.strip().isdigit()
+            if isinstance(target, str) and ascii_digits(target.strip())
             else target
             for key, target in value.items()
         }
@@ -722,7 +723,7 @@ def _post_id(external_id: str | None) -> int | None:
     if external_id is None:
         return None
     text = external_id.strip()
-    return int(text) if text.isascii() and text.isdigit() and int(text) > 0 else None
+    return int(text) if ascii_digits(text) and int(text) > 0 else None
 
 
 def _wordpress_error(response: HttpResponse) -> tuple[str, str, str, dict[str, Any]] | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bridge.digits import ascii_digits
 from bridge.pipeline.notification import MAX_ELEMENT_ID
 from bridge.state import Delivery, StateStore
 
@@ -53,7 +54,6 @@ def positive_int(text: str) -> int | None:
     """A positive id the state stores and the worker take (at most ``MAX_ELEMENT_ID``); None for anything else, so
     that a larger number is unmapped here rather than enqueued as a message the worker can only dead-letter."""
     stripped = text.strip()
-    # ASCII only: str.isdigit() also takes "²" (which int() refuses) and "٣" (which int() reads as 3).
-    if stripped.isascii() and stripped.isdigit() and 0 < (number := int(stripped)) <= MAX_ELEMENT_ID:
+    if ascii_digits(stripped) and 0 < (number := int(stripped)) <= MAX_ELEMENT_ID:
         return number
     return None

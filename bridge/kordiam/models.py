@@ -14,16 +14,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from bridge.digits import ascii_digits
 from bridge.kordiam import assumptions
 
 # The largest id or version the state stores keep (SQLite's INTEGER is a signed 64-bit one): a larger one from
 # Kordiam is an unexpected answer, refused here with its field named, not an overflow in the store's write.
 MAX_ID = 2**63 - 1
-
-
-def _digits(text: str) -> bool:
-    """ASCII digits only: ``str.isdigit`` also takes "²" (which ``int`` refuses) and "٣" (which it reads as 3)."""
-    return text.isascii() and text.isdigit()
 
 
 def _blank_to_none(value: Any) -> Any:
@@ -67,7 +63,7 @@ class Ref(KordiamModel):
     def _from_bare_id(cls, data: Any) -> Any:
         if isinstance(data, bool):
             raise ValueError("a reference is an id or an object, not a boolean")
-        if isinstance(data, int | str) and _digits(str(data).strip().lstrip("-")):
+        if isinstance(data, int | str) and ascii_digits(str(data).strip().lstrip("-")):
             return {"id": int(data)}
         return data
 
@@ -75,7 +71,7 @@ class Ref(KordiamModel):
         """True if ``selector`` is this reference's id, or its name (case-insensitive)."""
         if isinstance(selector, int):
             return selector == self.id
-        if _digits(selector.strip()):
+        if ascii_digits(selector.strip()):
             return int(selector) == self.id
         return self.name is not None and self.name.casefold() == selector.strip().casefold()
 

@@ -28,6 +28,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from bridge.digits import ascii_digits
 from bridge.kordiam import assumptions
 from bridge.kordiam.models import MAX_ID, Element
 
@@ -199,7 +200,7 @@ def _element_id(payload: dict[str, Any]) -> int:
             value = payload[key]
             if isinstance(value, int) and not isinstance(value, bool) and value > 0:
                 return _in_range(value, key)
-            if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit() and int(value) > 0:
+            if isinstance(value, str) and ascii_digits(value.strip()) and int(value) > 0:
                 return _in_range(int(value), key)
             raise PoisonMessage(f"`{key}` is not a positive element id: {json.dumps(value, default=str)[:40]}")
     raise PoisonMessage(f"no element id (expected `id` or `elementId`; keys: {_some_keys(payload)})")

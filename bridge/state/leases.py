@@ -29,6 +29,7 @@ from types import TracebackType
 
 import structlog
 
+from bridge.digits import ascii_digits
 from bridge.state.base import ElementBusy, ElementMark, HeldLease
 
 log = structlog.get_logger("bridge.state")
@@ -72,10 +73,10 @@ class LeaseOwner:
     def decode(cls, text: str) -> LeaseOwner | None:
         """The owner a lease records, or None for one this bridge cannot read (an older version wrote it)."""
         parts = text.split("/")
-        if len(parts) != 4 or not parts[2].isdigit():
+        if len(parts) != 4 or not ascii_digits(parts[2]):
             return None
         token, host, pid, started = parts
-        return cls(token, None if host == "-" else host, int(pid), int(started) if started.isdigit() else None)
+        return cls(token, None if host == "-" else host, int(pid), int(started) if ascii_digits(started) else None)
 
 
 def owner_is_gone(owner: str) -> bool:

@@ -8,6 +8,7 @@ from pydantic import ValidationError
 
 from bridge.channels import auth, kordiam_platform, wordpress
 from bridge.kordiam.models import Ref
+from bridge.state.leases import LeaseOwner, owner_is_gone
 
 NOT_ASCII = ["²", "٣", "１２"]  # superscript two, Arabic-Indic three, full-width twelve
 
@@ -28,3 +29,11 @@ def test_a_cms_answer_with_non_ascii_digits_is_no_post_id(text: str) -> None:
 @pytest.mark.parametrize("text", NOT_ASCII)
 def test_a_token_lifetime_in_non_ascii_digits_is_the_default(text: str) -> None:
     assert auth._lifetime(text) == auth._lifetime(None)
+
+
+@pytest.mark.parametrize("text", NOT_ASCII)
+def test_a_lease_owner_with_a_non_ascii_pid_or_start_is_unreadable_not_a_crash(text: str) -> None:
+    # A lease row another program (or a damaged file) wrote: the owner is unknown, so never reported gone.
+    assert LeaseOwner.decode(f"token/host/{text}/12") is None
+    assert LeaseOwner.decode(f"token/host/12/{text}") == LeaseOwner("token", "host", 12, None)
+    assert not owner_is_gone(f"token/host/{text}/12")

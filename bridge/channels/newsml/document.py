@@ -9,6 +9,7 @@ from lxml import etree
 
 from bridge.channels.newsml.g2 import NAR, USABLE, XML_NS
 from bridge.channels.newsml.item import local_name
+from bridge.digits import ascii_digits
 
 XML_DECLARATION = b'<?xml version="1.0" encoding="UTF-8"?>\n'
 
@@ -79,7 +80,7 @@ def parse_item(data: bytes) -> StoredItem:
     if root.tag != f"{{{NAR}}}newsItem":
         raise ValueError(f"not a NewsML-G2 newsItem but {root.tag!r}")
     version_text = root.get("version", "1")
-    if not (version_text.isascii() and version_text.isdigit()):
+    if not ascii_digits(version_text):
         raise ValueError(f"version {version_text!r} is not a positive integer")
     status = root.find(f"{{{NAR}}}itemMeta/{{{NAR}}}pubStatus")
     created = root.find(f"{{{NAR}}}itemMeta/{{{NAR}}}versionCreated")

@@ -17,6 +17,7 @@ from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, 
 from bridge.channels.files import atomic_write, os_error
 from bridge.channels.newsml.g2 import MEDIA_TYPE
 from bridge.channels.newsml.options import NewsMLOptions
+from bridge.digits import ascii_digits
 from bridge.errors import BridgeError, ChannelCredentialsRefused, ChannelRejected, ChannelUnavailable
 
 log = structlog.get_logger("bridge.channels.newsml")
@@ -113,7 +114,7 @@ def s3_error(error: Exception, label: str, action: str) -> BridgeError:
         code = str(response.get("Error", {}).get("Code") or "")
         message = str(response.get("Error", {}).get("Message") or "")
         status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        status = status if isinstance(status, int) else int(code) if code.isascii() and code.isdigit() else 0
+        status = status if isinstance(status, int) else int(code) if ascii_digits(code) else 0
         said = (code or f"HTTP {status}") + (f": {message}" if message else "")
         if code in _S3_TRANSIENT_CODES or status in (408, 429) or status >= 500:
             return ChannelUnavailable(f"{label}: {action}: {said}")
