@@ -21,7 +21,8 @@ class KordiamOutage(DependencyOutage):
 
     - The probe fails too: Kordiam is down for everyone. The gate closes, ``kordiam_unavailable`` is logged at
       error level and ``bridge_kordiam_outages_total`` counted; the message waits in hand and runs again once a
-      probe passes (``bridge.pipeline.pause.WorkerPause``: 1 s, doubling to 60 s). The rest wait in the queue,
+      probe passes (``bridge.pipeline.pause.WorkerPause``: 1 s, doubling to 60 s, or a probe's longer
+      ``Retry-After``, at most ``MAX_RETRY_AFTER_SECONDS``). The rest wait in the queue,
       where they spend no receive and keep for the queue's retention period.
     - The probe passes: the failure was that message's alone (one element Kordiam cannot serve, a blip), and the
       message takes its usual outcome (``bridge.pipeline.fate``): retried, and dead-lettered with its reason once

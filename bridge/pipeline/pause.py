@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 import structlog
 from prometheus_client import Counter
 
+from bridge.errors import TransientError
 from bridge.queue.gate import ReceiveGate
 
 log = structlog.get_logger("bridge.pause")
@@ -19,6 +20,9 @@ T = TypeVar("T")
 
 FIRST_RETRY_SECONDS = 1.0
 MAX_RETRY_SECONDS = 60.0
+# The longest a probe waits for the service's Retry-After: a longer one (hours, a clock gone wrong) would leave the
+# worker blind to an earlier recovery.
+MAX_RETRY_AFTER_SECONDS = 600.0
 
 
 class WorkerPause:
@@ -31,7 +35,8 @@ class WorkerPause:
     ``FIRST_RETRY_SECONDS``, then at doubling intervals up to ``MAX_RETRY_SECONDS``, until it finds the fault
     healed. Then the gate opens (unless another fault still holds it) and ``consumer_resumed`` is logged with the
     pause's length. A pause soon after the last one healed keeps backing off rather than starting again at one
-    second, so a flapping fault costs a probe a minute, not one a second.
+    second, so a flapping fault costs a probe a minute, not one a second. A probe that met a ``Retry-After``
+    (``_hold_off``) pushes the next one out to at least that, bounded by ``MAX_RETRY_AFTER_SECONDS``.
 
     ``confirm(error)`` is for a failure that may be the worker's or only the message's: ``_probe`` runs once, shared
     by every message that asks meanwhile. If it fails too, the worker pauses (``_paused_by`` logs it) and confirm
@@ -52,6 +57,7 @@ class WorkerPause:
         self._probing: asyncio.Task[None] | None = None
         self._checking: asyncio.Task[str | None] | None = None
         self._delay = FIRST_RETRY_SECONDS
+        self._held_off = 0.0  # the last probe's Retry-After, if longer than the back-off: the next probe's wait
         self._opened_at = 0.0
         self._reason = ""
 
@@ -62,7 +68,7 @@ class WorkerPause:
     @property
     def retry_in(self) -> float:
         """Seconds to the next probe."""
-        return round(self._delay, 1)
+        return round(self._next_wait(), 1)
 
     async def wait_usable(self) -> None:
         """Return at once while no fault of the worker holds the gate; otherwise once none does."""
@@ -104,6 +110,13 @@ class WorkerPause:
     async def _probe(self) -> str | None:
         raise NotImplementedError
 
+    def _hold_off(self, retry_after: float | None) -> None:
+        """The probe met a ``Retry-After`` (or none): the next probe waits at least that, within bounds."""
+        self._held_off = min(MAX_RETRY_AFTER_SECONDS, retry_after or 0.0)
+
+    def _next_wait(self) -> float:
+        return max(self._delay, self._held_off)
+
     def _paused_by(self, error: BaseException, reason: str) -> None:
         """``confirm`` paused the worker for the failure ``error`` a message met: say so."""
 
@@ -114,7 +127,7 @@ class WorkerPause:
     async def _until_healed(self) -> None:
         paused_at = time.monotonic()
         while True:
-            await asyncio.sleep(self._delay)
+            await asyncio.sleep(self._next_wait())
             self._delay = min(MAX_RETRY_SECONDS, self._delay * 2)
             reason = await self._probe()
             if reason is None:
@@ -164,10 +177,12 @@ class DependencyOutage(WorkerPause):
         try:
             await self._check()
         except self.down as error:
+            self._hold_off(error.retry_after if isinstance(error, TransientError) else None)
             reason = self._describe(error)
             if self.paused:
                 log.warning(self.still_event, error=reason, retry_in=self.retry_in)
             return reason
         except Exception as error:
             log.error(self.crashed_event, error=f"{type(error).__name__}: {error}", exc_info=True)
+        self._hold_off(None)
         return None

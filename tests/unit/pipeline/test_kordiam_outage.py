@@ -14,6 +14,7 @@ from structlog.testing import capture_logs
 from bridge.config import FeedbackSettings
 from bridge.errors import KordiamUnavailable
 from bridge.kordiam.client import KordiamClient
+from bridge.pipeline import pause
 from bridge.pipeline.handler import MessageHandler
 from bridge.pipeline.kordiam_outage import KordiamOutage
 from bridge.pipeline.routing import Route
@@ -203,3 +204,56 @@ async def test_what_a_sync_achieved_before_the_worker_paused_is_logged_before_it
     assert events.index(("channel_synced", "created")) < events.index(("consumer_resumed", None))
     done = next(e for e in logs if e["event"] == "done")
     assert done["channels"] == {"web/50": "unchanged"}
+
+
+class ProbeWaits:
+    """Stands in for ``asyncio.sleep``: records each wait the pause's probe loop asks for and blocks it (the test
+    reads what was asked, then ends the pause); a zero wait (a test yielding) passes through."""
+
+    def __init__(self) -> None:
+        self.asked: list[float] = []
+        self.waiting = asyncio.Event()
+        self._yield = asyncio.sleep
+
+    async def __call__(self, delay: float, result: object = None) -> object:
+        if delay <= 0:
+            return await self._yield(0, result)
+        self.asked.append(delay)
+        self.waiting.set()
+        await asyncio.Event().wait()
+        return result
+
+
+@pytest.mark.parametrize(
+    ("status", "retry_after", "expected"),
+    [(503, "300", 300.0), (429, "120", 120.0), (503, "86400", pause.MAX_RETRY_AFTER_SECONDS)],
+    ids=["503-five-minutes", "429-two-minutes", "503-a-day-bounded"],
+)
+async def test_a_long_retry_after_from_the_probe_pushes_the_next_probe_out(
+    monkeypatch: pytest.MonkeyPatch, status: int, retry_after: str, expected: float
+) -> None:
+    # Kordiam says when to come back: probing it every second or minute until then only adds to its load.
+    client = probing_client(httpx.Response(status, headers={"Retry-After": retry_after}, json={"status": status}))
+    outage, waits = KordiamOutage(client, ReceiveGate()), ProbeWaits()
+    monkeypatch.setattr(asyncio, "sleep", waits)
+    try:
+        with capture_logs() as logs:
+            assert await outage.confirm(KordiamUnavailable("GET /elements/5: 503"))
+            await waits.waiting.wait()
+    finally:
+        await outage.aclose()
+    assert waits.asked == [expected] and outage.retry_in == expected
+    (paused,) = [e for e in logs if e["event"] == "kordiam_unavailable"]
+    assert paused["retry_in"] == expected
+
+
+async def test_a_retry_after_shorter_than_the_back_off_does_not_shorten_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    client = probing_client(httpx.Response(503, headers={"Retry-After": "0.001"}, json={"status": 503}))
+    outage, waits = KordiamOutage(client, ReceiveGate()), ProbeWaits()
+    monkeypatch.setattr(asyncio, "sleep", waits)
+    try:
+        assert await outage.confirm(KordiamUnavailable("GET /elements/5: 503"))
+        await waits.waiting.wait()
+    finally:
+        await outage.aclose()
+    assert waits.asked == [pause.FIRST_RETRY_SECONDS]
