@@ -30,7 +30,8 @@ def queue_backoff(receive_count: int, *, base: float = 5.0, cap: float = 900.0, 
     """Visibility timeout for the next attempt of a message received ``receive_count`` times.
 
     Exponential in the receive count (SQS keeps it across retries because we never re-send), with jitter, and
-    never shorter than ``floor`` (a ``Retry-After`` the server asked for). SQS caps visibility at 12 h.
+    never shorter than ``floor`` (a ``Retry-After`` the server asked for). SQS caps visibility at 12 h from the receive
+    (``bridge.queue.sqs`` cuts a retry to what is left of them).
     """
     # The exponent bounded: past 2**64 every ceiling is the cap, and a count beyond 1024 (a dead letter the DLQ never
     # takes is retried for ever) would overflow the float.

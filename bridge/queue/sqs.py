@@ -48,6 +48,10 @@ MAX_ATTRIBUTE_VALUE = 1024
 SMALLEST_MESSAGE_LIMIT = 1024
 # How much longer than its wait an abandoned long poll may run on the server (request and answer in transit).
 ABANDONED_POLL_MARGIN_SECONDS = 1.0
+# SQS refuses a visibility that ends more than 12 h after the message's receive (ChangeMessageVisibility). What the
+# bridge asks for leaves a margin: SQS counts from when it handed the message out, before its answer arrived here.
+MAX_VISIBILITY_SECONDS = 43_200
+VISIBILITY_LIMIT_MARGIN_SECONDS = 10
 # What SQS refuses in a body, and so in a String attribute's value (SendMessage): control characters, lone
 # surrogates, U+FFFE and U+FFFF.
 _NOT_SQS_TEXT = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
@@ -67,6 +71,12 @@ class AbandonedPolls:
     def seconds_left(self, url: str) -> int:
         """Whole seconds until no abandoned poll on ``url`` can take a message: the least visibility to release with."""
         return math.ceil(max(0.0, self._until.get(url, 0.0) - time.monotonic()))
+
+
+def visibility_left(message: QueueMessage, now: float) -> int:
+    """The longest visibility SQS still accepts for ``message`` at ``now`` (``time.monotonic``): 12 h from its
+    receive, less the time since and ``VISIBILITY_LIMIT_MARGIN_SECONDS``; 0 or less when none is left."""
+    return MAX_VISIBILITY_SECONDS - math.ceil(now - message.received_at) - VISIBILITY_LIMIT_MARGIN_SECONDS
 
 
 def sqs_text(text: str) -> str:
@@ -261,15 +271,47 @@ class SqsTransport:
         return [messages[int(f["Id"])].message_id for f in failed]
 
     async def change_visibility(self, messages: Sequence[QueueMessage], seconds: int) -> list[str]:
-        """Set the visibility of up to 10 messages; returns the ids that failed (e.g. already deleted)."""
-        if not messages:
-            return []
-        entries = [
-            {"Id": str(i), "ReceiptHandle": m.receipt_handle, "VisibilityTimeout": seconds}
-            for i, m in enumerate(messages)
-        ]
+        """Set the visibility of up to 10 messages; returns the ids that failed (e.g. already deleted).
+
+        Each message gets at most what SQS still accepts for it (``visibility_left``): a longer wait is cut to
+        that, logged ``visibility_capped`` (the message comes back sooner than asked, one more receive). A message
+        with nothing left is not asked for (``visibility_limit_reached``; it is visible again once its current
+        visibility ends) and is returned as failed.
+        """
+        now = time.monotonic()
+        entries: list[dict[str, Any]] = []
+        capped: list[str] = []
+        spent: list[str] = []
+        for index, message in enumerate(messages):
+            left = max(0, visibility_left(message, now))
+            if left == 0 and seconds > 0:
+                spent.append(message.message_id)
+                continue
+            if seconds > left:
+                capped.append(message.message_id)
+            entries.append(
+                {"Id": str(index), "ReceiptHandle": message.receipt_handle, "VisibilityTimeout": min(seconds, left)}
+            )
+        if capped:
+            log.warning(
+                "visibility_capped",
+                message_ids=capped,
+                asked=seconds,
+                hint=f"SQS keeps a message hidden at most {MAX_VISIBILITY_SECONDS // 3600} h from its receive: it "
+                "comes back sooner than asked, as one more receive",
+            )
+        if spent:
+            log.warning(
+                "visibility_limit_reached",
+                message_ids=spent,
+                asked=seconds,
+                hint=f"held {MAX_VISIBILITY_SECONDS // 3600} h since its receive, SQS accepts no later visibility: "
+                "it is visible again once its current visibility ends",
+            )
+        if not entries:
+            return spent
         response = await self._client.change_message_visibility_batch(QueueUrl=self.url, Entries=entries)
-        return [messages[int(f["Id"])].message_id for f in response.get("Failed", [])]
+        return spent + [messages[int(f["Id"])].message_id for f in response.get("Failed", [])]
 
     async def complete(self, messages: Sequence[QueueMessage]) -> list[str]:
         return await self.delete_batch(messages)

@@ -142,6 +142,23 @@ async def test_retry_later_brings_the_message_back_counted_even_after_a_restart(
     assert await nothing_left(queue.open)
 
 
+async def test_a_retry_as_long_as_sqs_allows_is_accepted_and_hides_the_message(sqs_endpoint: SqsEndpoint) -> None:
+    # SQS (and moto) refuse a visibility that ends more than 12 h after the receive: a retry of retry_max_seconds
+    # = 43200 asked after any time in hand was refused, and the message came back when its lease ran out.
+    url, dlq = make_queues(sqs_endpoint.url, f"c-{uuid.uuid4().hex[:12]}", max_receive_count=5)
+    settings = QueueSettings(
+        url=url, dlq_url=dlq, endpoint_url=sqs_endpoint.url, region=REGION, wait_time_seconds=1, visibility_timeout=5
+    )
+    async with open_transport(settings) as transport:
+        await transport.send('{"id": 8}')
+        (message,) = await receive_all(transport, 1)
+        assert await transport.retry_later([message], 43_200) == []
+    attributes = sqs_client(sqs_endpoint.url).get_queue_attributes(
+        QueueUrl=url, AttributeNames=["ApproximateNumberOfMessagesNotVisible"]
+    )["Attributes"]
+    assert attributes["ApproximateNumberOfMessagesNotVisible"] == "1"
+
+
 async def test_a_dead_letter_carries_body_attributes_and_failure_context(queue: Queue) -> None:
     async with queue.open() as transport:
         await transport.send("not json", {"event": "updated"})
