@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 import structlog
 
 from bridge.admin.progress import ProgressSink
-from bridge.admin.results import DlqListing, DlqMessage
-from bridge.config import QueueSettings
+from bridge.admin.results import FIFO_HELD_BACK, DlqListing, DlqMessage
+from bridge.config import QueueSettings, is_fifo_url
 from bridge.errors import AdminError
 from bridge.pipeline.notification import decode_notification
 from bridge.queue import QueueAdmin, open_queue_admin
@@ -38,7 +38,9 @@ async def list_dead_letters(queue: QueueAdmin, *, limit: int, progress: Progress
 
     ``truncated`` (the "raise --limit" hint) only when the limit stopped the listing and the queue holds more. A
     listing short of its limit saw the whole queue, whatever the depth says: SQS's is approximate, read before the
-    listing, and lags (it still counts dead letters just redriven or deleted, for a while).
+    listing, and lags (it still counts dead letters just redriven or deleted, for a while). On a FIFO queue, though,
+    a look reaches only the first messages of each message group (``_held_back``): ``held_back`` says about how
+    many it could not reach.
     """
     if limit < 1:
         raise ValueError("limit must be at least 1")
@@ -53,7 +55,8 @@ async def list_dead_letters(queue: QueueAdmin, *, limit: int, progress: Progress
     if depth.visible is None:
         return DlqListing(url, messages, len(messages) + (1 if more else 0), 0, truncated=at_limit and more)
     truncated = at_limit and len(messages) < depth.visible
-    return DlqListing(url, messages, depth.visible, depth.in_flight or 0, truncated)
+    held_back = _held_back(url, depth, len(messages), more)
+    return DlqListing(url, messages, depth.visible, depth.in_flight or 0, truncated, held_back)
 
 
 async def find_dead_letter(
@@ -62,7 +65,8 @@ async def find_dead_letter(
     """The dead letter with this id (its dead-letter id or ``failure.source_message_id``); None if not found.
 
     ``AdminError`` when the search stopped at ``scan_limit`` without finding it: the queue holds more than were
-    looked at, so "not found" would tell the operator it is gone when it may be further on."""
+    looked at, so "not found" would tell the operator it is gone when it may be further on; so too when a FIFO
+    queue held some back behind those looked at in their message group."""
     url = await queue.dead_letter_url()
 
     def matches(message: DlqMessage) -> bool:
@@ -81,6 +85,12 @@ async def find_dead_letter(
         raise AdminError(
             f"dead letter {message_id} is not among the first {len(peeked)} looked at, and the dead-letter queue may "
             f"hold more: raise --scan-limit (now {scan_limit})"
+        )
+    held_back = _held_back(url, depth, len(peeked), more) if found is None else 0
+    if held_back:
+        raise AdminError(
+            f"dead letter {message_id} is not among the {len(peeked)} looked at, and about {held_back} more "
+            + FIFO_HELD_BACK
         )
     return found
 
@@ -117,6 +127,16 @@ def element_of(message: QueueMessage) -> int | None:
 
 def _oldest_first(message: DlqMessage) -> tuple[bool, datetime]:
     return (message.sent_at is None, message.sent_at or datetime.min.replace(tzinfo=UTC))
+
+
+def _held_back(url: str, depth: QueueDepth, seen: int, more: bool) -> int:
+    """About how many dead letters a look at a FIFO queue that saw ``seen`` and ended by itself (not ``more``)
+    could not reach: SQS hands out no message of a group while an earlier one is held, so the look meets the first
+    ones of each group (up to ten, one receive's worth), then nothing. From the depth read before the look, so
+    approximate; 0 on any other queue, where a look that ends by itself has seen them all."""
+    if more or depth.visible is None or not is_fifo_url(url):
+        return 0
+    return max(0, depth.visible - seen)
 
 
 def _warn_if_looks_move_them_on(url: str, depth: QueueDepth) -> None:

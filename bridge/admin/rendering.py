@@ -16,6 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from bridge.admin.results import (
+    FIFO_HELD_BACK,
     INTERRUPTED,
     DlqListing,
     DlqMessage,
@@ -138,6 +139,8 @@ def render_dlq_list(listing: DlqListing, console: Console) -> None:
         summary += f", {listing.approximate_in_flight} in flight (held by a consumer, not listed)"
     if listing.truncated:
         summary += "; more not shown (raise --limit)"
+    if listing.held_back:
+        summary += f"; about {listing.held_back} more {FIFO_HELD_BACK}"
     console.print(summary)
 
 

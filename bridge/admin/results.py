@@ -65,6 +65,14 @@ class DlqMessage:
             return None
 
 
+# Why a look at a FIFO dead-letter queue may miss some (``DlqListing.held_back``), and how to see them.
+FIFO_HELD_BACK = (
+    "wait behind them in their FIFO message group (SQS hands out a group's next messages only once the ones "
+    "before them have left the queue, and a look holds what it saw): redrive those (`kordiam-bridge dlq redrive`, "
+    "`--element N` for one element's) and look again"
+)
+
+
 @dataclass(frozen=True, slots=True)
 class DlqListing:
     queue_url: str
@@ -73,6 +81,8 @@ class DlqListing:
     approximate_visible: int
     approximate_in_flight: int
     truncated: bool
+    # About how many a FIFO dead-letter queue held back behind those listed in their message group (``dlq``).
+    held_back: int = 0
 
 
 # The error of an element a replay stopped by Ctrl-C did not send.

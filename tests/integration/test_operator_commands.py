@@ -27,7 +27,7 @@ from bridge.admin.replay import replay
 from bridge.admin.results import RedriveResult, to_json
 from bridge.admin.status import collect_status, render_status
 from bridge.config import OpsSettings, Settings, load_settings
-from bridge.errors import ConfigError
+from bridge.errors import AdminError, ConfigError
 from bridge.ops import metrics
 from bridge.ops.logging import configure_logging
 from bridge.ops.server import OpsServer
@@ -465,6 +465,33 @@ async def test_dlq_show_that_stopped_at_its_scan_limit_says_so_rather_than_not_f
     )
     _, err = await asyncio.wait_for(done.communicate(), 60)
     assert done.returncode == 1 and err.decode().strip() == "kordiam-bridge: no dead letter no-such-message found"
+
+
+async def test_a_fifo_dead_letter_queue_with_more_than_ten_in_one_group_says_the_listing_is_partial(
+    sqs_endpoint: SqsEndpoint, tmp_path: Path
+) -> None:
+    # SQS hands out a FIFO group's next messages only once the ones before them have left the queue: a look at
+    # the queue (which holds what it saw) meets the first ten of a group and then nothing. Before, `dlq list` showed
+    # those as the whole queue and `dlq show` of the 15th said "no dead letter found".
+    queue, dlq = make_queues(sqs_endpoint.url, f"t-{uuid.uuid4().hex[:12]}", fifo=True)
+    settings = worker_settings(queue=queue, endpoint=sqs_endpoint.url, kordiam=NOWHERE, workdir=tmp_path)
+    sources = []
+    async with SqsTransport.connect(settings.queue) as transport:
+        await transport.describe()
+        for element_id in [5] * 15 + [6]:
+            source = str(uuid.uuid4())
+            message = QueueMessage(source, "unused", json.dumps({"id": element_id}), {}, 3, None, str(element_id))
+            await transport.send_dead_letter(message, DeadLetterContext("sync", "boom", "ChannelRejected", element_id))
+            sources.append(source)
+    listing = await dlq_list(settings.queue, limit=50)
+    assert len(listing.messages) < 16 and listing.held_back == 16 - len(listing.messages)
+    summary = rendered(render_dlq_list, listing)
+    assert f"about {listing.held_back} more wait behind them in their FIFO message group" in summary
+    assert "dlq redrive" in summary
+    with pytest.raises(AdminError, match="FIFO message group") as raised:
+        await dlq_show(settings.queue, sources[14])
+    assert "dlq redrive" in str(raised.value) and "\n" not in str(raised.value)
+    assert visible(sqs_endpoint.url, dlq) == 16  # nothing consumed
 
 
 # --------------------------------------------------------------------------------------------------- redrive
