@@ -66,7 +66,9 @@ After a restart (the memory is per process) or on another worker, this memory is
 covers both cases: it passes an element-level channel the external id it holds for any publication of the
 element (so a publication added later reaches the same remote element), and while another publication on the
 channel still stands on the remote element it does not call ``delete`` for one that left: it upserts the
-sibling, which sends the element without it (``bridge.pipeline.sync``).
+sibling, which sends the element without it (``bridge.pipeline.sync``), even a sibling the ``statuses`` filter
+no longer lets through (the story is not deleted and the sibling stands on the element: a ``PUT``, not a
+``DELETE``).
 
 Errors: 401/403 → ``ChannelRejected`` naming the channel and the keys to check; 400/404/422 and other 4xx →
 ``ChannelRejected`` with the receiver's message; 408/409/425/429, 5xx, timeouts and connection errors →

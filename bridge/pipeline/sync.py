@@ -310,15 +310,19 @@ class SyncEngine:
         ``retracted``: publications that left this element-scoped channel while its remote item stays for others
         (``_retract``); the first publication the route exports is upserted whatever its fingerprint, which sends
         the element without them, and only then are their deliveries forgotten. Until then they stay recorded, so
-        a retry (or the next sync that exports a sibling) does it again.
+        a retry (or the next sync that exports a sibling) does it again. When the route exports none (the siblings
+        still on the remote item are in statuses its filter does not let through), a sibling on that item is
+        upserted anyway: the filter decides when an export starts, not whether a withdrawal is sent, and the
+        story is not deleted, so the remote item is sent without them rather than deleted.
         """
         pending = list(retracted or ())
         # For an element-scoped channel every publication shares one remote item: the state store (shared by
         # all workers) says which, so a new publication updates it instead of creating a second one.
         sibling = next((d.external_id for (channel, _), d in held.items() if channel == route.name), None)
-        for publication in element.publications:
-            if not route.exports(publication):
-                continue
+        exported = [p for p in element.publications if route.exports(p)]
+        if pending and not exported:
+            exported = _stand_in(route, element, held, pending)
+        for publication in exported:
             previous = held.get((route.name, publication.id))
             digest = fingerprint(element, publication)
             if (
@@ -686,6 +690,18 @@ def _stands_for_sibling(
         for key, other in held.items()
         if key[0] == delivery.channel and key[1] != delivery.publication_id
     )
+
+
+def _stand_in(
+    route: Route, element: Element, held: Mapping[tuple[str, int], Delivery], retracted: list[Delivery]
+) -> list[Publication]:
+    """The first publication the route carries whose delivery is on the remote item of a retracted one."""
+    items = {gone.external_id for gone in retracted}
+    for publication in element.publications:
+        delivery = held.get((route.name, publication.id))
+        if route.carries(publication) and delivery is not None and delivery.external_id in items:
+            return [publication]
+    return []
 
 
 def _links_of(links: Delivery | CmsLinks) -> tuple[str | None, str | None, str | None, str | None]:

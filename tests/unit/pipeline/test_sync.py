@@ -5,17 +5,22 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 import pytest
 
+from bridge.channels.kordiam_webhook import KordiamWebhookChannel, KordiamWebhookOptions
 from bridge.config import FeedbackSettings
 from bridge.errors import ChannelRejected, ChannelUnavailable, KordiamRejected, KordiamUnavailable
+from bridge.http import HttpClient
 from bridge.kordiam.client import ONE_ATTEMPT
 from bridge.pipeline.fate import is_transient
 from bridge.pipeline.notification import Notification
+from bridge.pipeline.routing import Route
 from bridge.pipeline.sync import Action, StaleWrite, SyncEngine, SyncFailed
 from bridge.state.base import ElementBusy, ElementMark
+from tests.support import http_answering
 from tests.unit.fakes import (
     FakeKordiam,
     FindingChannel,
@@ -486,3 +491,52 @@ async def test_an_element_with_half_an_emoji_is_synced_with_the_replacement_char
     report = await sync_engine(kordiam, state, [(web, WEB)]).sync(Notification(1))
     assert [a.action for a in report.actions] == [Action.CREATED]
     assert web.upserts == [(11, None)]
+
+
+@pytest.mark.parametrize("restart", [False, True], ids=["same-process", "new-process"])
+async def test_a_removed_publication_leaves_the_remote_element_when_no_sibling_passes_the_statuses_filter(
+    kordiam: FakeKordiam, state: MemoryStateStore, restart: bool
+) -> None:
+    # Both publications were exported to the Global Export receiver, then 12 moved to a status the channel's
+    # filter does not let through (it is left as it is, still standing on the remote element), then 11 left the
+    # element. The remote element must be sent without 11: the story is not deleted and 12 still stands on it.
+    remote: dict[str, Any] = {}
+
+    def receiver(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content) if request.content else None
+        item = request.url.path.rsplit("/", 1)[-1]
+        if request.method == "POST":
+            remote["1"] = body
+            return httpx.Response(201, json={"id": 1})
+        if item not in remote:
+            return httpx.Response(404, json={"message": "no such element"})
+        if request.method == "PUT":
+            remote[item] = body
+            return httpx.Response(200, json={"id": int(item)})
+        del remote[item]
+        return httpx.Response(204)
+
+    ready, draft = {"id": 9, "name": "Ready"}, {"id": 1, "name": "Draft"}
+    options = KordiamWebhookOptions.model_validate(
+        {"url": "https://cms.example.org/ge", "auth": {"type": "bearer", "token": "t"}}
+    )
+
+    def engine_over(http: HttpClient) -> SyncEngine:
+        cms = KordiamWebhookChannel("cms", options, http, platforms=[WEB], statuses=["Ready"])
+        route = Route(cms, frozenset({WEB}), statuses=("Ready",))
+        return SyncEngine(
+            kordiam=kordiam.client(), routes=[route], state=state, feedback=FeedbackSettings(), main_channel="cms"
+        )
+
+    async with http_answering(receiver) as http:
+        engine = engine_over(http)
+        kordiam.elements[1] = element_body(1, publication(11, WEB, status=ready), publication(12, WEB, status=ready))
+        await engine.sync(Notification(1))
+        kordiam.elements[1] = element_body(1, publication(11, WEB, status=ready), publication(12, WEB, status=draft))
+        await engine.sync(Notification(1))
+        assert [p["id"] for p in remote["1"]["publications"]] == [11, 12]
+        kordiam.elements[1] = element_body(1, publication(12, WEB, status=draft))
+        report = await (engine_over(http) if restart else engine).sync(Notification(1))
+    assert [p["id"] for p in remote["1"]["publications"]] == [12]
+    assert set(state.rows) == {(1, "cms", 12)}
+    assert ("cms", 11, Action.DELETED) in {(a.channel, a.publication_id, a.action) for a in report.actions}
