@@ -35,8 +35,10 @@ from bridge.state.base import (
     Delivery,
     ElementBusy,
     ElementMark,
+    ElementRecord,
     HeldLease,
     Parked,
+    RecordedDelivery,
     StateStore,
     is_older,
     new_generation,
@@ -156,6 +158,12 @@ class MemoryStateStore:
 
     async def element_mark(self, element_id: int) -> ElementMark | None:
         return self._marks.get(element_id)
+
+    async def element_record(self, element_id: int) -> ElementRecord:
+        held = sorted(self._deliveries.get(element_id, {}).items())
+        return ElementRecord(
+            element_id, self._marks.get(element_id), [RecordedDelivery(d, None) for _, d in held], None
+        )
 
     async def mark_element(self, mark: ElementMark) -> None:
         held = self._marks.get(mark.element_id)

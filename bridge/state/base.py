@@ -107,6 +107,40 @@ class Parked:
     generation: int = 1
 
 
+@dataclass(frozen=True, slots=True)
+class LeaseRecord:
+    """An element's lease as the store holds it: ``owner`` (``LeaseOwner.encode``'s text) until ``expires_at``
+    (seconds since the epoch). One past its expiry is free to take (no worker holds it any longer); a store may
+    keep it until the next take or release (SQLite), or until its TTL clears it (DynamoDB)."""
+
+    owner: str
+    expires_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedDelivery:
+    """A delivery and when the store recorded it (UTC; None if the store kept no time)."""
+
+    delivery: Delivery
+    recorded_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class ElementRecord:
+    """All a store keeps on one element, bar its parked items (``StateStore.parked``): its mark, its deliveries
+    (by channel and publication) and its lease, as ``StateStore.element_record`` reads them for an operator."""
+
+    element_id: int
+    mark: ElementMark | None
+    deliveries: list[RecordedDelivery]
+    lease: LeaseRecord | None
+
+    @property
+    def seen(self) -> bool:
+        """Whether the store knows the element at all (a lease alone is no sync: a first one may be under way)."""
+        return self.mark is not None or bool(self.deliveries)
+
+
 def is_older(a: tuple[datetime | None, int | None], b: tuple[datetime | None, int | None]) -> bool:
     """True if Kordiam version ``a`` (modificationDate, version) is strictly older than ``b``."""
     a_date, a_version = a
@@ -161,6 +195,12 @@ class StateStore(Protocol):
     async def element_mark(self, element_id: int) -> ElementMark | None: ...
 
     async def mark_element(self, mark: ElementMark) -> None: ...
+
+    async def element_record(self, element_id: int) -> ElementRecord:
+        """The element's mark, deliveries (with when each was recorded) and lease, read for an operator
+        (``kordiam-bridge element``): key lookups on the element, never a scan, and served by a store opened
+        ``read_only``. Changes nothing; an element the store never saw has no mark, no deliveries, no lease."""
+        ...
 
     async def all_deliveries(self) -> list[Delivery]: ...
 

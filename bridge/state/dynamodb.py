@@ -56,7 +56,17 @@ from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from bridge.config import StateSettings
 from bridge.errors import ConfigError, PermanentError
-from bridge.state.base import Delivery, ElementMark, HeldLease, Parked, StateUnavailable, new_generation
+from bridge.state.base import (
+    Delivery,
+    ElementMark,
+    ElementRecord,
+    HeldLease,
+    LeaseRecord,
+    Parked,
+    RecordedDelivery,
+    StateUnavailable,
+    new_generation,
+)
 from bridge.state.leases import LeaseKeeper, LeaseOwner, held_lease
 
 log = structlog.get_logger("bridge.state")
@@ -404,15 +414,28 @@ class DynamoDbStateStore:
     async def element_mark(self, element_id: int) -> ElementMark | None:
         response = await self._call("get_item", Key=_key(element_id, MARK), ConsistentRead=True)
         item = response.get("Item")
-        if item is None:
-            return None
-        return ElementMark(
-            element_id=element_id,
-            modification_date=_date_attribute(item, "modification_date"),
-            version=_int_attribute(item, "version"),
-            deleted=bool(item.get("deleted", {}).get("BOOL", False)),
-            fetched_at=float(item["fetched_at"]["N"]) if "fetched_at" in item else None,
+        return None if item is None else _mark(element_id, item)
+
+    async def element_record(self, element_id: int) -> ElementRecord:
+        # One consistent Query of the element's partition: its deliveries, mark and lease together.
+        items = await self._query(
+            KeyConditionExpression="#pk = :pk",
+            ExpressionAttributeNames={"#pk": HASH_KEY},
+            ExpressionAttributeValues={":pk": _s(_pk(element_id))},
         )
+        mark: ElementMark | None = None
+        lease: LeaseRecord | None = None
+        deliveries: list[RecordedDelivery] = []
+        for item in items:
+            sk = str(item[RANGE_KEY]["S"])
+            if sk == MARK:
+                mark = _mark(element_id, item)
+            elif sk == LEASE and "owner" in item and TTL_ATTRIBUTE in item:
+                lease = LeaseRecord(str(item["owner"]["S"]), float(item[TTL_ATTRIBUTE]["N"]))
+            elif sk.startswith(DELIVERY_PREFIX):
+                deliveries.append(RecordedDelivery(_delivery(item), _date_attribute(item, "updated_at")))
+        deliveries.sort(key=lambda r: (r.delivery.channel, r.delivery.publication_id))
+        return ElementRecord(element_id, mark, deliveries, lease)
 
     async def mark_element(self, mark: ElementMark) -> None:
         # A mark whose fetch started before the recorded one is ignored (the condition); one without a fetch
@@ -832,6 +855,16 @@ def _int_attribute(item: dict[str, Any], name: str) -> int | None:
 def _date_attribute(item: dict[str, Any], name: str) -> datetime | None:
     text = _str_attribute(item, name)
     return None if text is None else decode_date(text)
+
+
+def _mark(element_id: int, item: dict[str, Any]) -> ElementMark:
+    return ElementMark(
+        element_id=element_id,
+        modification_date=_date_attribute(item, "modification_date"),
+        version=_int_attribute(item, "version"),
+        deleted=bool(item.get("deleted", {}).get("BOOL", False)),
+        fetched_at=float(item["fetched_at"]["N"]) if "fetched_at" in item else None,
+    )
 
 
 def _delivery(item: dict[str, Any]) -> Delivery:

@@ -24,7 +24,17 @@ from typing import Any, TypeVar
 import structlog
 
 from bridge.errors import ConfigError
-from bridge.state.base import Delivery, ElementMark, HeldLease, Parked, StateUnavailable, new_generation
+from bridge.state.base import (
+    Delivery,
+    ElementMark,
+    ElementRecord,
+    HeldLease,
+    LeaseRecord,
+    Parked,
+    RecordedDelivery,
+    StateUnavailable,
+    new_generation,
+)
 from bridge.state.leases import LeaseKeeper, LeaseOwner, held_lease
 
 T = TypeVar("T")
@@ -550,6 +560,24 @@ class SqliteStateStore:
     async def mark_element(self, mark: ElementMark) -> None:
         values = _mark_values(mark)
         await self._write(lambda db: db.execute(MARK_ELEMENT, values))
+
+    async def element_record(self, element_id: int) -> ElementRecord:
+        deliveries = (
+            f"SELECT {DELIVERY_COLUMNS}, updated_at FROM deliveries WHERE element_id = ? "
+            "ORDER BY channel, publication_id"
+        )
+        element = f"SELECT {MARK_COLUMNS}, lease_owner, lease_expires_at FROM elements WHERE element_id = ?"
+
+        def read(db: sqlite3.Connection) -> ElementRecord:
+            # On the thread: a store opened read-only (the operator's) has no connection on the loop.
+            rows = db.execute(deliveries, (element_id,)).fetchall()
+            row = db.execute(element, (element_id,)).fetchone()
+            mark = None if row is None else _mark(element_id, row)
+            lease = None if row is None or row[5] is None else LeaseRecord(str(row[5]), float(row[6]))
+            recorded = [RecordedDelivery(_delivery(r), _parse(r[12])) for r in rows]
+            return ElementRecord(element_id, mark, recorded, lease)
+
+        return await self._read_on_thread(read)
 
     async def park(self, element_id: int, channel: str, reason: str, *, since: datetime | None = None) -> None:
         values = (channel, element_id, reason, _iso(since or datetime.now(UTC)), new_generation())

@@ -12,6 +12,7 @@ import functools
 import itertools
 import os
 import random
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
@@ -390,6 +391,45 @@ async def test_marks_round_trip(stores: StoreFactory) -> None:
     assert await other.element_mark(4) == ElementMark(4, T0, 3, deleted=False)
     await store.mark_element(ElementMark(4, None, None, deleted=True))
     assert await other.element_mark(4) == ElementMark(4, None, None, deleted=True)
+
+
+async def test_an_element_record_holds_its_mark_deliveries_with_their_time_and_its_lease(stores: StoreFactory) -> None:
+    """What ``kordiam-bridge element`` reads: the element's mark, its deliveries (by channel and publication, each
+    with when it was recorded) and who holds its lease until when; another element's are not among them."""
+    me = LeaseOwner.of_process(os.getpid())
+    worker = await stores(lease_seconds=60, owner=me)
+    operator = await stores()
+    unseen = await operator.element_record(9)
+    assert (unseen.element_id, unseen.mark, unseen.deliveries, unseen.lease, unseen.seen) == (9, None, [], None, False)
+
+    before = datetime.now(UTC) - timedelta(seconds=1)
+    web, print_ = delivery(9, "web", 90, external_id="post-9"), delivery(9, "print", 91, live=True)
+    for written in (web, print_, delivery(8, "web", 80)):
+        assert await worker.record(written)
+    mark = ElementMark(9, T0, 1, deleted=False, fetched_at=1_764_800_000.5)
+    await worker.mark_element(mark)
+    async with worker.lease(9):
+        taken_at = time.time()
+        record = await operator.element_record(9)
+    after = datetime.now(UTC) + timedelta(seconds=1)
+    assert record.mark == mark and record.seen
+    assert [r.delivery for r in record.deliveries] == [print_, web]  # by channel, then publication
+    for recorded in record.deliveries:
+        assert recorded.recorded_at is not None and before <= recorded.recorded_at <= after
+    assert record.lease is not None and record.lease.owner == me.encode()
+    assert taken_at + 58 <= record.lease.expires_at <= taken_at + 62  # lease_seconds from the take (DynamoDB: whole s)
+    # Released: no lease left to show (a store may keep an expired one, never a released one).
+    assert (await operator.element_record(9)).lease is None
+    assert [r.delivery for r in (await operator.element_record(8)).deliveries] == [delivery(8, "web", 80)]
+
+
+async def test_a_lease_alone_is_no_sight_of_the_element(stores: StoreFactory) -> None:
+    """A first sync under way holds the element's lease before any mark or delivery: the store has not seen it yet."""
+    worker = await stores()
+    operator = await stores()
+    async with worker.lease(5):
+        record = await operator.element_record(5)
+    assert record.lease is not None and not record.seen and record.mark is None
 
 
 async def test_mark_records_when_its_fetch_started(stores: StoreFactory) -> None:

@@ -31,8 +31,11 @@ from bridge.state.base import (
     Delivery,
     ElementBusy,
     ElementMark,
+    ElementRecord,
     HeldLease,
+    LeaseRecord,
     Parked,
+    RecordedDelivery,
     StateUnavailable,
     is_older,
     new_generation,
@@ -164,7 +167,8 @@ class MemoryStateStore:
     """The ``StateStore`` contract in a dict. ``busy`` makes every lease refused; ``stale`` makes every record lose
     to a newer version, as when another worker synced the element meanwhile; ``down`` (a count) makes that many
     lease takes and probes fail with ``StateUnavailable``, as a store that is down for everyone; ``probes`` counts
-    the probes; ``parks`` holds the parked elements by (channel, element id)."""
+    the probes; ``parks`` holds the parked elements by (channel, element id); ``leases`` the leases other workers
+    hold."""
 
     reads_in_process = True
 
@@ -172,6 +176,8 @@ class MemoryStateStore:
         self.rows: dict[tuple[int, str, int], Delivery] = {}
         self.marks: dict[int, ElementMark] = {}
         self.parks: dict[tuple[str, int], Parked] = {}
+        # What ``element_record`` says of a lease held by another worker (this store keeps none of its own).
+        self.leases: dict[int, LeaseRecord] = {}
         self.busy = False
         self.stale = False
         self.down = 0
@@ -233,6 +239,10 @@ class MemoryStateStore:
             elif mark.fetched_at < held.fetched_at:
                 return
         self.marks[mark.element_id] = mark
+
+    async def element_record(self, element_id: int) -> ElementRecord:
+        held = [RecordedDelivery(self.rows[key], None) for key in sorted(self.rows) if key[0] == element_id]
+        return ElementRecord(element_id, self.marks.get(element_id), held, self.leases.get(element_id))
 
     async def deliveries_with_external_id(self, external_id: str) -> list[Delivery]:
         return [self.rows[key] for key in sorted(self.rows) if self.rows[key].external_id == external_id]

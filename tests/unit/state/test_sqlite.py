@@ -181,6 +181,8 @@ async def test_a_read_only_store_reads_the_deliveries_and_changes_nothing_in_the
         await reader.open()
         try:
             assert [d.element_id for d in await reader.all_deliveries()] == [delivery().element_id]
+            # `kordiam-bridge element`: one element's record, read without a connection on the loop.
+            assert [r.delivery for r in (await reader.element_record(delivery().element_id)).deliveries] == [delivery()]
         finally:
             await reader.close()
         assert path.read_bytes() == before
