@@ -320,6 +320,29 @@ def _parser() -> argparse.ArgumentParser:
     _output_options(status)
     status.set_defaults(command=_status)
 
+    element = commands.add_parser(
+        "element",
+        help="what the bridge did with one element: state store, parked, lease; --dlq, --kordiam (changes nothing)",
+        description="Its mark (the last version synced), each channel's delivery, the channels it is parked for and "
+        "its lease, from the state store; --dlq adds its dead letters, --kordiam fetches it from Kordiam and says per "
+        "channel and publication whether the channel is in line with it. Exit code: 0 no problem found, 1 a problem "
+        "found (parked, dead-lettered, out of line with Kordiam; listed at the end, and as `problems` with --json), "
+        "2 a configuration or argument error. An element the store never saw is no error.",
+    )
+    _config_option(element)
+    element.add_argument(
+        "element_id", metavar="ELEMENT_ID", type=_element_id, help=f"Kordiam element id (1..{MAX_ELEMENT_ID})"
+    )
+    element.add_argument(
+        "--dlq", action="store_true", help="also look for its dead letters (on SQS each look counts as a receive)"
+    )
+    element.add_argument("--scan-limit", type=_count, default=1000, help="with --dlq: look at most at N dead letters")
+    element.add_argument(
+        "--kordiam", action="store_true", help="also fetch it from Kordiam (one GET) and compare each channel with it"
+    )
+    _output_options(element)
+    element.set_defaults(command=_element)
+
     ingress = commands.add_parser("ingress", help="receive Kordiam's webhooks and enqueue them for the worker")
     _config_option(ingress)
     ingress.set_defaults(command=_ingress)
@@ -506,6 +529,34 @@ def _status(args: argparse.Namespace) -> int:
     report = run_command(lambda _: collect_status(settings, sample_main=args.sample, sample_size=args.sample_size))
     _show(args, report, render_status)
     # For scripts and cron: 0 all well, 1 the report lists problems (the same list the table ends with).
+    return 1 if report.problems else 0
+
+
+def _element(args: argparse.Namespace) -> int:
+    from bridge.admin.element import element_report
+    from bridge.admin.rendering import render_element
+    from bridge.channels import channel_problems
+    from bridge.config import KordiamCommandSettings, StatusSettings, load_settings
+
+    settings = load_settings(
+        args.config,
+        # --kordiam fetches the element: it needs [kordiam] and its secret; the channels' secrets are never needed.
+        model=KordiamCommandSettings if args.kordiam else StatusSettings,
+        check_channel=lambda channel, index: channel_problems(channel, index, secrets=False),
+    )
+    _log_format(settings.ops)
+    report = run_command(
+        lambda _: element_report(
+            settings,
+            args.element_id,
+            dead_letters=args.dlq,
+            scan_limit=args.scan_limit,
+            kordiam=args.kordiam,
+            config=args.config,
+        )
+    )
+    _show(args, report, render_element)
+    # As `status`: 0 nothing wrong found, 1 problems (parked, dead letters, out of line with Kordiam).
     return 1 if report.problems else 0
 
 

@@ -628,6 +628,13 @@ class IngressCommandSettings(StatusSettings):
     ingress: IngressSettings
 
 
+class KordiamCommandSettings(StatusSettings):
+    """What ``element --kordiam`` uses: ``status``'s sections and ``[kordiam]`` (it fetches the element); no
+    channel secrets."""
+
+    kordiam: KordiamSettings
+
+
 class Settings(StatusSettings):
     """Everything the worker uses (``[ingress]`` is not among it: the worker neither needs nor checks its secrets)."""
 

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import structlog
 
 from bridge.admin.progress import ProgressSink
-from bridge.admin.results import FIFO_HELD_BACK, DlqListing, DlqMessage
+from bridge.admin.results import FIFO_HELD_BACK, DlqListing, DlqMessage, ElementDeadLetters
 from bridge.config import QueueSettings, is_fifo_url
 from bridge.errors import AdminError
 from bridge.pipeline.notification import decode_notification
@@ -93,6 +93,22 @@ async def find_dead_letter(
             + FIFO_HELD_BACK
         )
     return found
+
+
+async def dead_letters_of(
+    queue: QueueAdmin, element_id: int, *, scan_limit: int, progress: ProgressSink | None = None
+) -> ElementDeadLetters:
+    """The dead letters about ``element_id`` (``element_of``) among the first ``scan_limit`` of the dead-letter
+    queue, oldest first, without consuming any; ``partial`` when the queue may hold more than were looked at (the
+    limit stopped the look, or a FIFO queue held some back behind them in their message group)."""
+    url = await queue.dead_letter_url()
+    depth = await queue.depth(url)
+    _warn_if_looks_move_them_on(url, depth)
+    if progress is not None and depth.visible is not None:
+        progress.start("searching the dead-letter queue", min(scan_limit, depth.visible))
+    peeked, more = await queue.peek(url, limit=scan_limit, progress=progress)
+    found = sorted((m for m in map(to_dlq_message, peeked) if m.element_id == element_id), key=_oldest_first)
+    return ElementDeadLetters(url, found, len(peeked), more, _held_back(url, depth, len(peeked), more))
 
 
 def to_dlq_message(peeked: PeekedMessage) -> DlqMessage:

@@ -17,9 +17,11 @@ from rich.text import Text
 
 from bridge.admin.results import (
     FIFO_HELD_BACK,
+    IN_LINE,
     INTERRUPTED,
     DlqListing,
     DlqMessage,
+    ElementReport,
     ParkedListing,
     ParkedRequeueResult,
     RedriveResult,
@@ -211,3 +213,134 @@ def render_redrive(result: RedriveResult, console: Console) -> None:
         console.print(f"  [red]stopped early:[/red] {escape(result.stopped_reason)}")
     if result.remaining is not None:
         console.print(f"  dead-letter queue now holds about {result.remaining} message(s)")
+
+
+def short_fingerprint(text: str) -> str:
+    """A fingerprint as an operator compares it by eye: its version prefix and the first 10 hex digits."""
+    prefix, _, digest = text.rpartition(":")
+    shown = digest[:10] + ("…" if len(digest) > 10 else "")
+    return f"{prefix}:{shown}" if prefix else shown
+
+
+def _when(moment: datetime | None) -> str:
+    return moment.isoformat(timespec="seconds") if moment else "-"
+
+
+def _version(modified: datetime | None, version: int | None) -> str:
+    """A Kordiam version as the store keeps it: its modification date and version number, either may be missing."""
+    return f"{_when(modified)}, version {version if version is not None else '-'}"
+
+
+def render_element(report: ElementReport, console: Console) -> None:
+    element = report.element_id
+    console.print(Text(f"Element {element} (state: {report.state_url})", style="bold"))
+    if not report.seen:
+        console.print(
+            Text(f"The state store has never seen element {element}: no worker synced it, nor saw it deleted.")
+        )
+    else:
+        mark = Table(show_header=False, box=None)
+        mark.add_column(style="bold")
+        mark.add_column(overflow="fold")
+        mark.add_row("last synced", _version(report.synced_modification_date, report.synced_version))
+        mark.add_row("deleted", "yes (seen deleted in Kordiam)" if report.deleted else "no")
+        mark.add_row("fetch started", _when(report.fetch_started_at))
+        console.print(mark)
+    if report.deliveries:
+        table = Table(title="Deliveries", title_justify="left")
+        for column in ("channel", "publication", "external id", "version", "recorded", "fingerprint", "links"):
+            table.add_column(column, overflow="fold")
+        for delivery in report.deliveries:
+            links = "\n".join(link for link in (delivery.edit_link, delivery.open_link) if link) or "-"
+            table.add_row(
+                Text(delivery.channel if delivery.configured else f"{delivery.channel} (not configured)"),
+                str(delivery.publication_id),
+                Text(delivery.external_id or "-"),
+                _version(delivery.modification_date, delivery.version) + (", live" if delivery.live else ""),
+                _when(delivery.recorded_at),
+                short_fingerprint(delivery.fingerprint),
+                Text(links),
+            )
+        console.print(table)
+    elif report.seen:
+        console.print("Deliveries: none (no channel holds an item of it)")
+    for parked in report.parked:
+        where = parked.channel if parked.configured else f"{parked.channel} (not configured)"
+        console.print(
+            Text(
+                f"Parked for {where} since {_when(parked.since)} ({format_age(parked.age_seconds)}): "
+                f"{_short(parked.reason, 200)}",
+                style="red",
+            )
+        )
+    lease = report.lease
+    if lease is not None:
+        who = f"pid {lease.pid}" + (f" on host {lease.host}" if lease.host else "") if lease.pid else lease.owner
+        if lease.held and lease.owner_gone:
+            line = f"Lease: taken by {who} until {_when(lease.expires_at)}, whose process is gone (taken over at once)"
+        elif lease.held:
+            line = f"Lease: held now by {who} until {_when(lease.expires_at)} (a worker is syncing it)"
+        else:
+            line = f"Lease: free (the last, {who}'s, expired at {_when(lease.expires_at)})"
+        console.print(Text(line))
+    else:
+        console.print("Lease: free")
+    found = report.dead_letters
+    if found is not None:
+        if found.messages:
+            table = Table(title=f"Dead letters in {found.queue_url}", title_justify="left")
+            for column in ("message id", "stage", "error", "reason", "age"):
+                table.add_column(column, overflow="fold" if column == "message id" else "ellipsis")
+            for message in found.messages:
+                failure = message.failure
+                table.add_row(
+                    Text(message.message_id),
+                    Text(failure.stage or "-") if failure else "(moved by SQS)",
+                    Text(failure.error_class or "-") if failure else "-",
+                    Text(_short(failure.reason if failure else None, 60)),
+                    format_age(message.age_seconds()),
+                )
+            console.print(table)
+        else:
+            console.print(Text(f"Dead letters: none among the {found.looked_at} looked at in {found.queue_url}"))
+        if found.more:
+            console.print(
+                Text(
+                    f"Looked at the first {found.looked_at} dead letters only, and the queue holds more: "
+                    "raise --scan-limit",
+                    style="yellow",
+                )
+            )
+        if found.held_back:
+            console.print(Text(f"About {found.held_back} more {FIFO_HELD_BACK}", style="yellow"))
+    kordiam = report.kordiam
+    if kordiam is not None:
+        if kordiam.found:
+            console.print(f"In Kordiam now: {_version(kordiam.modification_date, kordiam.version)}")
+        else:
+            console.print("In Kordiam now: [red]deleted[/red] (404: deleted, or not visible to the bridge's account)")
+        if kordiam.checks:
+            table = Table(title="Against Kordiam", title_justify="left")
+            for column in ("channel", "publication", "verdict", "why"):
+                table.add_column(column, overflow="fold")
+            for check in kordiam.checks:
+                table.add_row(
+                    Text(check.channel),
+                    str(check.publication_id),
+                    Text(
+                        check.verdict,
+                        style="red" if check.out_of_line else "green" if check.verdict == IN_LINE else "",
+                    ),
+                    Text(check.detail or ""),
+                )
+            console.print(table)
+        elif not kordiam.found:
+            console.print("No channel holds an item of it: in line.")
+        console.print(Text(f"Re-sync it: {kordiam.replay}  (--force also rewrites the channels in line)"))
+    problems = report.problems
+    if problems:
+        console.print("[bold red]Problems[/bold red]")
+        for problem in problems:
+            console.print(Text(f"  - {problem}"))
+    else:
+        console.print("[green]No problems found.[/green]")

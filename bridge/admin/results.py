@@ -18,6 +18,13 @@ __all__ = [
     "AdminError",
     "DlqListing",
     "DlqMessage",
+    "ElementCheck",
+    "ElementDeadLetters",
+    "ElementDelivery",
+    "ElementInKordiam",
+    "ElementLease",
+    "ElementParked",
+    "ElementReport",
     "MovedMessage",
     "ParkedElement",
     "ParkedListing",
@@ -163,11 +170,143 @@ class ParkedRequeueResult:
         return sum(e.error is not None for e in self.elements)
 
 
+@dataclass(frozen=True, slots=True)
+class ElementDeadLetters:
+    """The dead letters about one element among the first ``looked_at`` of the dead-letter queue (``dlq``)."""
+
+    queue_url: str
+    messages: list[DlqMessage]
+    looked_at: int
+    # The scan limit stopped the look while the queue held more.
+    more: bool
+    # About how many a FIFO dead-letter queue held back behind those looked at in their message group.
+    held_back: int = 0
+
+    @property
+    def partial(self) -> bool:
+        return self.more or self.held_back > 0
+
+
+@dataclass(frozen=True, slots=True)
+class ElementDelivery:
+    """One publication as the state store says it was last given to one channel."""
+
+    channel: str
+    publication_id: int
+    external_id: str
+    fingerprint: str
+    edit_link: str | None
+    open_link: str | None
+    live: bool
+    # The Kordiam version it carried.
+    modification_date: datetime | None
+    version: int | None
+    # When the store recorded it (None: the store keeps no time).
+    recorded_at: datetime | None
+    # False: the configuration no longer has the channel (renamed or removed); its item was left in place.
+    configured: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class ElementParked:
+    channel: str
+    since: datetime
+    age_seconds: float
+    reason: str
+    configured: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class ElementLease:
+    """The element's lease as the store holds it: ``held`` while it has not expired (a worker syncs it now)."""
+
+    owner: str
+    expires_at: datetime
+    held: bool
+    pid: int | None = None
+    host: str | None = None
+    # Its process ran on this host and no longer does: the next worker takes it over at once.
+    owner_gone: bool = False
+
+
+# What a channel was last given, against the element Kordiam holds now (``ElementCheck.verdict``).
+IN_LINE = "in line"
+SENT_AGAIN = "would be sent again"
+WITHDRAWN = "would be withdrawn"
+NOT_EXPORTED = "not exported to this channel (status filter, platform)"
+DELETED_IN_KORDIAM = "deleted in Kordiam"
+NOT_CONFIGURED = "channel not configured"
+# The verdicts the next sync would act on: the channel is out of line with Kordiam.
+OUT_OF_LINE = frozenset({SENT_AGAIN, WITHDRAWN, DELETED_IN_KORDIAM})
+
+
+@dataclass(frozen=True, slots=True)
+class ElementCheck:
+    """One channel route and publication: whether what the channel was last given is the element's content now."""
+
+    channel: str
+    publication_id: int
+    verdict: str
+    detail: str | None = None
+
+    @property
+    def out_of_line(self) -> bool:
+        return self.verdict in OUT_OF_LINE
+
+
+@dataclass(frozen=True, slots=True)
+class ElementInKordiam:
+    """The element as Kordiam answered it just now (``found`` False: 404, deleted or not visible to the bridge)."""
+
+    found: bool
+    modification_date: datetime | None
+    version: int | None
+    checks: list[ElementCheck]
+    # The command line that re-syncs the element.
+    replay: str
+
+
+@dataclass(frozen=True, slots=True)
+class ElementReport:
+    """What the bridge's state store knows of one element (``kordiam-bridge element``), with its dead letters
+    (``--dlq``) and a comparison with the element in Kordiam now (``--kordiam``) when asked for."""
+
+    element_id: int
+    state_url: str
+    # Whether the store knows the element at all (a mark or a delivery): False is no error, it never synced it.
+    seen: bool
+    # The mark: the newest version fully synced (or seen deleted), and when the fetch behind it started.
+    synced_modification_date: datetime | None
+    synced_version: int | None
+    deleted: bool
+    fetch_started_at: datetime | None
+    deliveries: list[ElementDelivery]
+    parked: list[ElementParked]
+    lease: ElementLease | None
+    dead_letters: ElementDeadLetters | None = None
+    kordiam: ElementInKordiam | None = None
+
+    @property
+    def problems(self) -> list[str]:
+        found: list[str] = []
+        for parked in self.parked:
+            found.append(
+                f"parked for {parked.channel} since {parked.since.isoformat(timespec='seconds')}: {parked.reason}"
+            )
+        if self.dead_letters is not None and self.dead_letters.messages:
+            found.append(f"{len(self.dead_letters.messages)} dead letter(s) in {self.dead_letters.queue_url}")
+        if self.kordiam is not None:
+            for check in self.kordiam.checks:
+                if check.out_of_line:
+                    found.append(f"{check.channel}, publication {check.publication_id}: {check.verdict}")
+        return found
+
+
 def to_jsonable(value: Any) -> Any:
     """A result dataclass as plain JSON types (datetimes as ISO 8601)."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         data = {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
-        for name in ("sent", "failed", "moved_total", "ok", "problems", "truncated"):
+        for name in ("sent", "failed", "moved_total", "ok", "problems", "truncated", "partial", "out_of_line"):
             if name not in data and isinstance(getattr(type(value), name, None), property):
                 data[name] = to_jsonable(getattr(value, name))
         return data

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from bridge.channels.base import Channel
@@ -30,12 +31,16 @@ class Route:
 
     def exports(self, publication: Publication) -> bool:
         """The publication is on this channel's platforms and its status triggers export."""
-        if not self.carries(publication):
-            return False
-        if self.statuses is None:
-            return True
-        status = publication.status
-        return status is not None and any(status.matches(selector) for selector in self.statuses)
+        return self.carries(publication) and status_exports(self.statuses, publication)
+
+
+def status_exports(statuses: Sequence[int | str] | None, publication: Publication) -> bool:
+    """The publication's status is one of ``statuses`` (a channel's filter; None: every status): what
+    ``Route.exports`` asks beside the platform, for a caller that has the channel's settings but no channel."""
+    if statuses is None:
+        return True
+    status = publication.status
+    return status is not None and any(status.matches(selector) for selector in statuses)
 
 
 def publications_for(route: Route, element: Element) -> list[Publication]:

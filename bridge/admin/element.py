@@ -1,0 +1,266 @@
+"""``kordiam-bridge element ELEMENT_ID``: what the bridge did with one element, for "story 4711 is not on the site".
+
+Read-only, like ``status`` and ``parked list``: it changes nothing in the state store (a SQLite file is opened
+read-only, one that does not exist is not made) nor in Kordiam. It shows what the store keeps on the element
+(``StateStore.element_record``: its mark, each channel's delivery with when it was recorded, its lease) and the
+channels it is parked for (a key lookup per channel, as ``parked requeue --element`` makes). With ``dead_letters``
+it looks through the first ``scan_limit`` dead letters for the element's (``dlq.dead_letters_of``: on SQS each look
+counts as a receive, as for ``dlq show``); with ``kordiam`` it fetches the element (one GET, through the bridge's
+``KordiamClient``) and says, per configured channel route and publication, whether what the channel was last given
+is the element's content now: the pipeline's own fingerprint and routing, so "in line" is what the worker would
+leave alone and "would be sent again" what it would write.
+"""
+
+from __future__ import annotations
+
+import shlex
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bridge.admin.dlq import dead_letters_of
+from bridge.admin.parked import _open_store
+from bridge.admin.progress import ProgressSink
+from bridge.admin.results import (
+    DELETED_IN_KORDIAM,
+    IN_LINE,
+    NOT_CONFIGURED,
+    NOT_EXPORTED,
+    SENT_AGAIN,
+    WITHDRAWN,
+    ElementCheck,
+    ElementDeadLetters,
+    ElementDelivery,
+    ElementInKordiam,
+    ElementLease,
+    ElementParked,
+    ElementReport,
+)
+from bridge.config import ChannelSettings, KordiamCommandSettings, StatusSettings
+from bridge.errors import AdminError, BridgeError
+from bridge.http import HttpClient
+from bridge.kordiam.client import KordiamClient
+from bridge.kordiam.models import Element, Publication, Ref
+from bridge.pipeline.fingerprint import fingerprint, matches
+from bridge.pipeline.routing import status_exports
+from bridge.queue import open_queue_admin
+from bridge.retry import RetryPolicy
+from bridge.state import StateStore
+from bridge.state.base import Delivery, ElementRecord, LeaseRecord, parked_elsewhere
+from bridge.state.leases import LeaseOwner, owner_is_gone
+
+# An operator waits at a terminal: a blip is retried, an outage is said at once rather than waited out.
+KORDIAM_RETRY = RetryPolicy(attempts=2, total_seconds=10.0)
+
+
+async def element_report(
+    settings: StatusSettings,
+    element_id: int,
+    *,
+    dead_letters: bool = False,
+    scan_limit: int = 1000,
+    kordiam: bool = False,
+    config: Path | None = None,
+    progress: ProgressSink | None = None,
+) -> ElementReport:
+    """Everything the bridge knows of ``element_id``; ``kordiam`` needs ``KordiamCommandSettings``."""
+    store = await _open_store(settings, read_only=True)
+    try:
+        record = await _read(store, element_id)
+        parked = await parked_for(store, settings, element_id)
+    finally:
+        await store.close()
+    found: ElementDeadLetters | None = None
+    if dead_letters:
+        async with open_queue_admin(settings.queue) as queue:
+            found = await dead_letters_of(queue, element_id, scan_limit=scan_limit, progress=progress)
+    in_kordiam: ElementInKordiam | None = None
+    if kordiam:
+        if not isinstance(settings, KordiamCommandSettings):
+            raise TypeError("element --kordiam needs KordiamCommandSettings")
+        element = await fetch_element(settings, element_id)
+        in_kordiam = compare(element, element_id, record, settings.channels, replay_command(element_id, config))
+    return build_report(record, settings, parked, found, in_kordiam)
+
+
+async def _read(store: StateStore, element_id: int) -> ElementRecord:
+    try:
+        return await store.element_record(element_id)
+    except BridgeError:
+        raise
+    except Exception as error:  # one line, never a traceback
+        raise AdminError(
+            f"cannot read element {element_id} from the state store: {type(error).__name__}: {error}"
+        ) from None
+
+
+async def parked_for(store: StateStore, settings: StatusSettings, element_id: int) -> list[ElementParked]:
+    """The channels the element is parked for: the configured ones in configuration order, then those the
+    configuration no longer has; a key lookup each."""
+    names = [c.name for c in settings.channels]
+    configured = set(names)
+    now = datetime.now(UTC)
+    found: list[ElementParked] = []
+    for name in names + list(await parked_elsewhere(store, names)):
+        page = await store.parked(name, after=element_id - 1, limit=1)
+        if page and page[0].element_id == element_id:
+            item = page[0]
+            age = max(0.0, (now - item.since).total_seconds())
+            found.append(ElementParked(name, item.since, age, item.reason, name in configured))
+    return found
+
+
+async def fetch_element(settings: KordiamCommandSettings, element_id: int) -> Element | None:
+    """The element as Kordiam holds it now (None: 404), in one GET; any failure is one line (``AdminError``)."""
+    kordiam = settings.kordiam
+    async with HttpClient(max_connections=2, timeout=kordiam.timeout) as http:
+        client = KordiamClient(
+            http,
+            base_url=kordiam.base_url,
+            client_id=kordiam.client_id,
+            client_secret=kordiam.client_secret,
+            timeout=kordiam.timeout,
+            retry=KORDIAM_RETRY,
+        )
+        try:
+            return await client.get_element(element_id)
+        except Exception as error:
+            raise AdminError(
+                f"Kordiam {kordiam.base_url}: cannot fetch element {element_id}: {type(error).__name__}: {error}"
+            ) from None
+
+
+def compare(
+    element: Element | None,
+    element_id: int,
+    record: ElementRecord,
+    channels: Sequence[ChannelSettings],
+    replay: str,
+) -> ElementInKordiam:
+    """Each configured channel route and publication against ``element`` (None: deleted in Kordiam), as the sync
+    engine would judge it: a publication the route exports is left alone when its delivery's fingerprint matches
+    (``IN_LINE``), else written (``SENT_AGAIN``); a delivery for a publication the route no longer carries (gone
+    from the element, moved off the channel's platforms) is withdrawn; one the route carries but whose status the
+    filter does not let through stays as it was (``NOT_EXPORTED``)."""
+    held = {(r.delivery.channel, r.delivery.publication_id): r.delivery for r in record.deliveries}
+    configured = {c.name for c in channels}
+    checks: list[ElementCheck] = []
+    if element is None:
+        for name, publication_id in held:
+            if name in configured:
+                checks.append(ElementCheck(name, publication_id, DELETED_IN_KORDIAM, "the channel still holds it"))
+    else:
+        for channel in channels:
+            carried: set[int] = set()
+            for publication in element.publications:
+                if publication.platform.id in channel.platforms:
+                    carried.add(publication.id)
+                checks.append(_check(channel, element, publication, held.get((channel.name, publication.id))))
+            for name, publication_id in held:
+                if name == channel.name and publication_id not in carried:
+                    checks.append(
+                        ElementCheck(
+                            name,
+                            publication_id,
+                            WITHDRAWN,
+                            "the publication is gone from the element or off the channel's platforms",
+                        )
+                    )
+    for name, publication_id in held:
+        if name not in configured:
+            checks.append(ElementCheck(name, publication_id, NOT_CONFIGURED, "its item was left in place"))
+    return ElementInKordiam(
+        element is not None,
+        element.modification_date if element else None,
+        element.version if element else None,
+        checks,
+        replay,
+    )
+
+
+def _check(
+    channel: ChannelSettings, element: Element, publication: Publication, previous: Delivery | None
+) -> ElementCheck:
+    if publication.platform.id not in channel.platforms:
+        platforms = ", ".join(map(str, channel.platforms))
+        return ElementCheck(
+            channel.name, publication.id, NOT_EXPORTED, f"platform {_ref(publication.platform)} (channel: {platforms})"
+        )
+    if not status_exports(channel.statuses, publication):
+        status = _ref(publication.status) if publication.status else "none"
+        wanted = ", ".join(map(str, channel.statuses or ()))
+        kept = "; the channel keeps what it was last given" if previous is not None else ""
+        return ElementCheck(channel.name, publication.id, NOT_EXPORTED, f"status {status} (channel: {wanted}){kept}")
+    if previous is None:
+        return ElementCheck(channel.name, publication.id, SENT_AGAIN, "never sent to this channel")
+    if matches(previous.fingerprint, fingerprint(element, publication), element, publication):
+        return ElementCheck(channel.name, publication.id, IN_LINE)
+    return ElementCheck(channel.name, publication.id, SENT_AGAIN, "its content changed since it was sent")
+
+
+def _ref(ref: Ref) -> str:
+    return f"{ref.id} ({ref.name})" if ref.name else str(ref.id)
+
+
+def replay_command(element_id: int, config: Path | None) -> str:
+    words = ["kordiam-bridge", "replay"]
+    if config is not None:
+        words += ["--config", str(config)]
+    return shlex.join([*words, str(element_id)])
+
+
+def build_report(
+    record: ElementRecord,
+    settings: StatusSettings,
+    parked: list[ElementParked],
+    dead_letters: ElementDeadLetters | None,
+    kordiam: ElementInKordiam | None,
+) -> ElementReport:
+    configured = {c.name for c in settings.channels}
+    mark = record.mark
+    deliveries = [
+        ElementDelivery(
+            channel=d.channel,
+            publication_id=d.publication_id,
+            external_id=d.external_id,
+            fingerprint=d.fingerprint,
+            edit_link=d.edit_link,
+            open_link=d.open_link,
+            live=d.live,
+            modification_date=d.modification_date,
+            version=d.version,
+            recorded_at=r.recorded_at,
+            configured=d.channel in configured,
+        )
+        for r in record.deliveries
+        for d in (r.delivery,)
+    ]
+    return ElementReport(
+        element_id=record.element_id,
+        state_url=settings.state.url,
+        seen=record.seen,
+        synced_modification_date=mark.modification_date if mark else None,
+        synced_version=mark.version if mark else None,
+        deleted=mark.deleted if mark else False,
+        fetch_started_at=datetime.fromtimestamp(mark.fetched_at, UTC) if mark and mark.fetched_at else None,
+        deliveries=deliveries,
+        parked=parked,
+        lease=lease_view(record.lease),
+        dead_letters=dead_letters,
+        kordiam=kordiam,
+    )
+
+
+def lease_view(lease: LeaseRecord | None, now: float | None = None) -> ElementLease | None:
+    if lease is None:
+        return None
+    owner = LeaseOwner.decode(lease.owner)
+    return ElementLease(
+        owner=lease.owner,
+        expires_at=datetime.fromtimestamp(lease.expires_at, UTC),
+        held=lease.expires_at > (time.time() if now is None else now),
+        pid=owner.pid if owner else None,
+        host=owner.host if owner else None,
+        owner_gone=owner_is_gone(lease.owner),
+    )

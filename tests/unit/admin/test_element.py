@@ -1,0 +1,271 @@
+"""``kordiam-bridge element``: the comparison with Kordiam (the pipeline's routing and fingerprint), the report from
+an in-memory store, and what it prints."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rich.console import Console
+
+from bridge.admin import element as element_module
+from bridge.admin.element import compare, element_report, fetch_element, lease_view, replay_command
+from bridge.admin.rendering import render_element, short_fingerprint
+from bridge.admin.results import (
+    DELETED_IN_KORDIAM,
+    IN_LINE,
+    NOT_CONFIGURED,
+    NOT_EXPORTED,
+    SENT_AGAIN,
+    WITHDRAWN,
+    ElementDeadLetters,
+    ElementReport,
+    to_json,
+)
+from bridge.config import ChannelSettings, KordiamCommandSettings, StatusSettings
+from bridge.errors import AdminError
+from bridge.kordiam.models import Element
+from bridge.pipeline.fingerprint import _unprefixed, fingerprint
+from bridge.state.base import Delivery, ElementMark, ElementRecord, LeaseRecord, RecordedDelivery
+from bridge.state.leases import LeaseOwner
+from tests.unit.fakes import MemoryStateStore, element_body, publication
+
+WEB = ChannelSettings(name="web", type="folder", platforms=[1], statuses=["Ready"], path="/tmp/web")
+PRINT = ChannelSettings(name="print", type="folder", platforms=[2], path="/tmp/print")
+T0 = datetime(2026, 3, 1, 9, 30, tzinfo=UTC)
+
+
+def story(*publications: dict[str, Any], title: str = "Budget") -> Element:
+    return Element.model_validate(element_body(7, *publications, title=title, modificationDate="2026-03-01T09:30:00Z"))
+
+
+def delivered(element: Element, channel: str, publication_id: int, *, digest: str | None = None) -> Delivery:
+    [pub] = [p for p in element.publications if p.id == publication_id]
+    return Delivery(7, channel, publication_id, f"{channel}-{publication_id}", digest or fingerprint(element, pub))
+
+
+def record(*deliveries: Delivery, mark: ElementMark | None = None, lease: LeaseRecord | None = None) -> ElementRecord:
+    return ElementRecord(7, mark, [RecordedDelivery(d, T0) for d in deliveries], lease)
+
+
+def verdicts(element: Element | None, held: ElementRecord) -> dict[tuple[str, int], str]:
+    checked = compare(element, 7, held, [WEB, PRINT], "kordiam-bridge replay 7")
+    return {(c.channel, c.publication_id): c.verdict for c in checked.checks}
+
+
+READY = {"status": {"id": 3, "name": "Ready"}}
+DRAFT = {"status": {"id": 1, "name": "Draft"}}
+
+
+def test_a_channel_given_the_current_content_is_in_line_and_one_given_older_content_would_be_sent_again() -> None:
+    now = story(publication(70, 1, **READY), publication(71, 2))
+    before = story(publication(70, 1, **READY), publication(71, 2), title="Budget (draft)")
+    held = record(delivered(now, "web", 70), delivered(before, "print", 71))
+    assert verdicts(now, held) == {
+        ("web", 70): IN_LINE,
+        ("web", 71): NOT_EXPORTED,  # platform 2 is print's
+        ("print", 70): NOT_EXPORTED,
+        ("print", 71): SENT_AGAIN,
+    }
+
+
+def test_a_fingerprint_an_earlier_bridge_stored_still_counts_as_in_line() -> None:
+    now = story(publication(71, 2))
+    legacy = delivered(now, "print", 71, digest=_unprefixed(now, now.publications[0]))
+    assert verdicts(now, record(legacy))[("print", 71)] == IN_LINE
+
+
+def test_only_changes_the_fingerprint_sees_make_a_channel_out_of_line() -> None:
+    """Kordiam's version and modification date change with our own feedback: not a change of content."""
+    now = story(publication(71, 2))
+    bumped = Element.model_validate({**now.model_dump(by_alias=True), "version": 99})
+    assert verdicts(bumped, record(delivered(now, "print", 71)))[("print", 71)] == IN_LINE
+
+
+def test_a_status_the_filter_does_not_let_through_is_not_exported_and_what_the_channel_holds_stays() -> None:
+    now = story(publication(70, 1, **DRAFT))
+    was_ready = story(publication(70, 1, **READY))
+    checked = compare(now, 7, record(delivered(was_ready, "web", 70)), [WEB], "r")
+    [check] = checked.checks
+    assert (check.verdict, check.out_of_line) == (NOT_EXPORTED, False)
+    assert check.detail is not None and "1 (Draft)" in check.detail and "keeps what it was last given" in check.detail
+
+
+def test_a_publication_never_sent_would_be_sent() -> None:
+    now = story(publication(70, 1, **READY))
+    checked = compare(now, 7, record(), [WEB], "r")
+    assert [(c.verdict, c.detail, c.out_of_line) for c in checked.checks] == [
+        (SENT_AGAIN, "never sent to this channel", True)
+    ]
+
+
+def test_a_delivery_for_a_publication_gone_from_the_element_or_its_platform_would_be_withdrawn() -> None:
+    was = story(publication(70, 1, **READY), publication(71, 2))
+    now = story(publication(70, 1, **READY), publication(71, 1))  # 71 moved from print's platform to web's
+    found = verdicts(now, record(delivered(was, "web", 70), delivered(was, "print", 71)))
+    assert found[("print", 71)] == WITHDRAWN
+    gone = story(publication(70, 1, **READY))
+    assert verdicts(gone, record(delivered(was, "web", 70), delivered(was, "print", 71)))[("print", 71)] == WITHDRAWN
+
+
+def test_an_element_deleted_in_kordiam_is_out_of_line_where_a_channel_still_holds_it() -> None:
+    was = story(publication(70, 1, **READY), publication(71, 2))
+    held = record(delivered(was, "web", 70), delivered(was, "gone", 71))
+    checked = compare(None, 7, held, [WEB, PRINT], "r")
+    assert not checked.found
+    assert [(c.channel, c.verdict) for c in checked.checks] == [("web", DELETED_IN_KORDIAM), ("gone", NOT_CONFIGURED)]
+    assert compare(None, 7, record(), [WEB, PRINT], "r").checks == []  # deleted, and nothing left anywhere
+
+
+def test_the_replay_line_names_the_config_given_quoted_for_a_shell() -> None:
+    assert replay_command(4711, None) == "kordiam-bridge replay 4711"
+    assert (
+        replay_command(4711, Path("my configs/bridge.toml"))
+        == "kordiam-bridge replay --config 'my configs/bridge.toml' 4711"
+    )
+
+
+def test_a_lease_is_held_until_it_expires_and_names_its_process() -> None:
+    me = LeaseOwner.of_process(os.getpid())
+    now = time.time()
+    held = lease_view(LeaseRecord(me.encode(), now + 60), now)
+    assert held is not None and (held.held, held.pid, held.host, held.owner_gone) == (True, os.getpid(), me.host, False)
+    expired = lease_view(LeaseRecord(me.encode(), now - 1), now)
+    assert expired is not None and not expired.held
+    odd = lease_view(LeaseRecord("written-by-an-older-bridge", now + 60), now)
+    assert odd is not None and (odd.pid, odd.owner) == (None, "written-by-an-older-bridge")
+    assert lease_view(None) is None
+
+
+# --- the report from a store, as the command opens it
+
+
+def settings() -> StatusSettings:
+    return StatusSettings(
+        queue={"url": "https://sqs.eu-central-1.amazonaws.com/123456789012/bridge"},
+        state={"url": "sqlite:///state.db"},
+        channels=[WEB.model_dump(), PRINT.model_dump()],
+    )
+
+
+@pytest.fixture
+def store(monkeypatch: pytest.MonkeyPatch) -> MemoryStateStore:
+    memory = MemoryStateStore()
+
+    async def open_store(_: StatusSettings, *, read_only: bool) -> MemoryStateStore:
+        assert read_only  # the command changes nothing in the store
+        return memory
+
+    monkeypatch.setattr(element_module, "_open_store", open_store)
+    return memory
+
+
+async def test_an_element_the_store_never_saw_is_no_problem(store: MemoryStateStore) -> None:
+    report = await element_report(settings(), 4711)
+    assert (report.seen, report.deliveries, report.parked, report.lease, report.problems) == (False, [], [], None, [])
+    assert "never seen element 4711" in shown(report)
+
+
+async def test_a_parked_element_is_a_problem_for_each_channel_configured_or_not(store: MemoryStateStore) -> None:
+    now = story(publication(70, 1, **READY))
+    await store.record(delivered(now, "web", 70))
+    await store.mark_element(ElementMark(7, T0, 3, deleted=False, fetched_at=T0.timestamp()))
+    await store.park(7, "web", "HTTP 401 from the CMS")
+    await store.park(7, "old-web", "circuit open")
+    await store.park(8, "print", "another element's")
+    store.leases[7] = LeaseRecord(LeaseOwner.of_process(os.getpid()).encode(), time.time() + 60)
+    report = await element_report(settings(), 7)
+    assert report.seen and (report.synced_modification_date, report.synced_version, report.fetch_started_at) == (
+        T0,
+        3,
+        T0,
+    )
+    assert [(p.channel, p.configured) for p in report.parked] == [("web", True), ("old-web", False)]
+    assert [p.split(" since ")[0] for p in report.problems] == ["parked for web", "parked for old-web"]
+    assert report.lease is not None and report.lease.held
+    text = shown(report)
+    assert "Parked for web since" in text and "Parked for old-web (not configured)" in text
+    assert f"held now by pid {os.getpid()}" in text and "Problems" in text
+
+
+async def test_kordiam_is_asked_only_with_its_settings(store: MemoryStateStore) -> None:
+    with pytest.raises(TypeError):
+        await element_report(settings(), 7, kordiam=True)
+
+
+async def test_kordiam_out_of_reach_is_one_line() -> None:
+    kordiam = KordiamCommandSettings(
+        queue={"url": "https://sqs.eu-central-1.amazonaws.com/123456789012/bridge"},
+        channels=[WEB.model_dump()],
+        kordiam={"base_url": "http://127.0.0.1:9", "client_id": "c", "client_secret": "s"},
+    )
+    with pytest.raises(AdminError, match=r"^Kordiam http://127\.0\.0\.1:9: cannot fetch element 7: "):
+        await fetch_element(kordiam, 7)
+
+
+# --- what it prints
+
+
+def shown(report: ElementReport) -> str:
+    console = Console(record=True, width=200, color_system=None)
+    render_element(report, console)
+    return console.export_text()
+
+
+def full_report() -> ElementReport:
+    now = story(publication(70, 1, **READY), publication(71, 2))
+    held = record(
+        replace(delivered(now, "web", 70), external_id="[red]post-70", edit_link="https://cms/edit/70"),
+        delivered(story(publication(71, 2), title="old"), "print", 71),
+        mark=ElementMark(7, T0, 3, deleted=False, fetched_at=T0.timestamp()),
+        lease=LeaseRecord("t/-/4242/-", time.time() - 5),
+    )
+    kordiam = compare(now, 7, held, [WEB, PRINT], "kordiam-bridge replay --config b.toml 7")
+    dead = ElementDeadLetters("https://sqs/dlq", [], 1000, more=True)
+    return element_module.build_report(held, settings(), [], dead, kordiam)
+
+
+def test_the_report_shows_the_mark_deliveries_lease_dead_letters_and_the_comparison() -> None:
+    report = full_report()
+    text = shown(report)
+    assert "last synced" in text and "2026-03-01T09:30:00+00:00, version 3" in text
+    assert "[red]post-70" in text  # ids from the store are shown as they are, never read as markup
+    assert short_fingerprint(report.deliveries[0].fingerprint) in text and "2:" in text
+    assert "https://cms/edit/70" in text
+    assert "Lease: free (the last, pid 4242's, expired at" in text
+    assert "Dead letters: none among the 1000 looked at" in text and "raise --scan-limit" in text
+    assert "would be sent again" in text and "in line" in text
+    assert "Re-sync it: kordiam-bridge replay --config b.toml 7" in text
+    assert report.problems == ["print, publication 71: would be sent again"]
+
+
+def test_a_fingerprint_is_shortened_to_its_prefix_and_ten_digits() -> None:
+    assert short_fingerprint("2:0123456789abcdef") == "2:0123456789…"
+    assert short_fingerprint("0123456789") == "0123456789"
+
+
+def test_the_report_as_json_names_its_problems_and_whether_a_look_was_partial() -> None:
+    data = json.loads(to_json(full_report()))
+    assert data["problems"] == ["print, publication 71: would be sent again"]
+    assert data["dead_letters"]["partial"] is True
+    assert {c["verdict"] for c in data["kordiam"]["checks"]} == {IN_LINE, NOT_EXPORTED, SENT_AGAIN}
+    assert data["deliveries"][0]["recorded_at"] == T0.isoformat()
+
+
+def test_a_held_back_fifo_look_is_partial_too() -> None:
+    assert ElementDeadLetters("q.fifo", [], 10, more=False, held_back=3).partial
+    assert not ElementDeadLetters("q", [], 10, more=False).partial
+
+
+def test_an_element_deleted_in_kordiam_says_so() -> None:
+    report = replace(full_report(), kordiam=compare(None, 7, record(), [WEB], "r"))
+    assert "deleted" in shown(report) and "No channel holds an item of it" in shown(report)
+    assert report.problems == []
+    recorded = replace(report, deleted=True, synced_modification_date=None)
+    assert "yes (seen deleted in Kordiam)" in shown(recorded)
