@@ -7,17 +7,21 @@ import asyncio
 import json
 import os
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from bridge.config import StatusSettings, load_settings
+from bridge.admin.element import element_report
+from bridge.config import KordiamCommandSettings, StateSettings, StatusSettings, load_settings
 from bridge.queue.sqs import SqsTransport
 from bridge.simulator import RunningSimulator
 from bridge.state import open_state_store
+from bridge.state.dynamodb import create_table
 from tests.integration.test_operator_commands import dead_letter
 from tests.support import (
+    REGION,
     SimulatorAdmin,
     SqsEndpoint,
     eventually,
@@ -169,3 +173,45 @@ async def test_element_configuration_errors_are_one_line_exit_2(tmp_path: Path) 
     assert err.count("\n") == 1 and "does not exist" in err and not (tmp_path / "state.db").exists()
     code, _, err = await element(config, "0")
     assert code == 2 and "is not an element id" in err
+
+
+async def test_element_reads_a_dynamodb_store_as_it_reads_sqlite(
+    moto_url: str,
+    sqs_endpoint: SqsEndpoint,
+    queues: tuple[str, str],
+    simulator: RunningSimulator,
+    admin: SimulatorAdmin,
+    tmp_path: Path,
+) -> None:
+    """The same report from the shared table: deliveries with their time, the mark, a lease a worker holds now,
+    a parked channel; and against the simulator, each channel in line."""
+    table = f"bridge-state-{uuid.uuid4().hex[:12]}"
+    await create_table(moto_url, table, region=REGION)
+    worker = worker_settings(
+        queue=queues[0], endpoint=sqs_endpoint.url, kordiam=simulator.base_url, workdir=tmp_path, channel_type="folder"
+    ).model_copy(update={"state": StateSettings(url=f"dynamodb://{table}", endpoint_url=moto_url, region=REGION)})
+    settings = KordiamCommandSettings(
+        queue=worker.queue, state=worker.state, channels=worker.channels, kordiam=worker.kordiam
+    )
+    created = await admin.create(story("Shared table"))
+    element_id = created["id"]
+    async with running_worker(worker):
+        await eventually(lambda: queue_settled(sqs_endpoint.url, queues[0]), what="first sync")
+
+    report = await element_report(settings, element_id, kordiam=True)
+    assert report.seen and report.problems == [] and report.lease is None
+    assert [(d.channel, d.recorded_at is not None) for d in report.deliveries] == [("print", True), ("web", True)]
+    web, print_ = (p["id"] for p in created["publications"])
+    assert report.kordiam is not None
+    checks = {(c.channel, c.publication_id): c.verdict for c in report.kordiam.checks}
+    assert checks[("web", web)] == checks[("print", print_)] == "in line"
+
+    store = await open_state_store(settings.state, default_region=REGION)
+    try:
+        await store.park(element_id, "print", "circuit open")
+        async with store.lease(element_id):
+            held = await element_report(settings, element_id)
+    finally:
+        await store.close()
+    assert held.lease is not None and held.lease.held and held.lease.pid == os.getpid()
+    assert [p.channel for p in held.parked] == ["print"] and len(held.problems) == 1
