@@ -336,7 +336,7 @@ def _parser() -> argparse.ArgumentParser:
     element.add_argument(
         "--dlq", action="store_true", help="also look for its dead letters (on SQS each look counts as a receive)"
     )
-    element.add_argument("--scan-limit", type=_count, default=1000, help="with --dlq: look at most at N dead letters")
+    element.add_argument("--scan-limit", type=_count, help="with --dlq: look at most at N dead letters (default: 1000)")
     element.add_argument(
         "--kordiam", action="store_true", help="also fetch it from Kordiam (one GET) and compare each channel with it"
     )
@@ -533,11 +533,16 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _element(args: argparse.Namespace) -> int:
-    from bridge.admin.element import element_report
+    from bridge.admin.element import DEFAULT_SCAN_LIMIT, element_report
     from bridge.admin.rendering import render_element
     from bridge.channels import channel_problems
     from bridge.config import KordiamCommandSettings, StatusSettings, load_settings
 
+    if args.scan_limit is not None and not args.dlq:
+        print(
+            "kordiam-bridge element: --scan-limit bounds the look for dead letters: give it with --dlq", file=sys.stderr
+        )
+        return EXIT_CONFIG
     settings = load_settings(
         args.config,
         # --kordiam fetches the element: it needs [kordiam] and its secret; the channels' secrets are never needed.
@@ -550,7 +555,7 @@ def _element(args: argparse.Namespace) -> int:
             settings,
             args.element_id,
             dead_letters=args.dlq,
-            scan_limit=args.scan_limit,
+            scan_limit=args.scan_limit or DEFAULT_SCAN_LIMIT,
             kordiam=args.kordiam,
             config=args.config,
         )

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bridge.admin.dlq import dead_letters_of
-from bridge.admin.parked import _open_store
+from bridge.admin.parked import open_store
 from bridge.admin.progress import ProgressSink
 from bridge.admin.results import (
     DELETED_IN_KORDIAM,
@@ -50,6 +50,8 @@ from bridge.state import StateStore
 from bridge.state.base import Delivery, ElementRecord, LeaseRecord, parked_elsewhere
 from bridge.state.leases import LeaseOwner, owner_is_gone
 
+# Dead letters looked at by --dlq unless --scan-limit says otherwise: as `dlq show`'s.
+DEFAULT_SCAN_LIMIT = 1000
 # An operator waits at a terminal: a blip is retried, an outage is said at once rather than waited out.
 KORDIAM_RETRY = RetryPolicy(attempts=2, total_seconds=10.0)
 
@@ -59,13 +61,13 @@ async def element_report(
     element_id: int,
     *,
     dead_letters: bool = False,
-    scan_limit: int = 1000,
+    scan_limit: int = DEFAULT_SCAN_LIMIT,
     kordiam: bool = False,
     config: Path | None = None,
     progress: ProgressSink | None = None,
 ) -> ElementReport:
     """Everything the bridge knows of ``element_id``; ``kordiam`` needs ``KordiamCommandSettings``."""
-    store = await _open_store(settings, read_only=True)
+    store = await open_store(settings, read_only=True)
     try:
         record = await _read(store, element_id)
         parked = await parked_for(store, settings, element_id)

@@ -77,7 +77,7 @@ def requeue_selection(channel: str | None, element_ids: Sequence[int] | None, ev
 
 
 async def parked_list(settings: StatusSettings, *, channel: str | None = None, limit: int = 50) -> ParkedListing:
-    store = await _open_store(settings, read_only=True)
+    store = await open_store(settings, read_only=True)
     try:
         names = await parked_channels(store, settings, channel)
         configured = {c.name for c in settings.channels}
@@ -98,8 +98,8 @@ async def parked_requeue(
     """Requeue the parked elements of ``channel`` (None: of every configured channel), only ``element_ids`` when
     given. The caller has checked the selection (``requeue_selection``)."""
     # Checked read-only first: a missing file is not made, an older one not migrated under the workers using it.
-    await (await _open_store(settings, read_only=True)).close()
-    store = await _open_store(settings, read_only=False)
+    await (await open_store(settings, read_only=True)).close()
+    store = await open_store(settings, read_only=False)
     try:
         names = await parked_channels(store, settings, channel)
         async with open_queue_admin(settings.queue) as queue:
@@ -235,12 +235,13 @@ async def _settle(
     return RequeuedElement(element_id, channels, message_id)
 
 
-async def _open_store(settings: StatusSettings, *, read_only: bool) -> StateStore:
-    """The state store, or one line saying why not (``ConfigError``: ``state.url`` names no usable store)."""
+async def open_store(settings: StatusSettings, *, read_only: bool) -> StateStore:
+    """The state store, or one line saying why not (``ConfigError``: ``state.url`` names no usable store); the
+    commands that read or change the store (``parked``, ``element``) open it so."""
     state = settings.state
     if state.backend == "sqlite" and not state.sqlite_path.exists():
-        # Opening would make an empty database: nothing was ever parked there, and state.url may be a typo.
-        raise ConfigError("state.url", f"{state.sqlite_path} does not exist (no worker has used it: nothing parked)")
+        # Opening would make an empty database: no worker ever used it, and state.url may be a typo.
+        raise ConfigError("state.url", f"{state.sqlite_path} does not exist (no worker has used it)")
     try:
         return await open_state_store(state, default_region=settings.queue.region, read_only=read_only)
     except BridgeError:

@@ -173,6 +173,8 @@ async def test_element_configuration_errors_are_one_line_exit_2(tmp_path: Path) 
     assert err.count("\n") == 1 and "does not exist" in err and not (tmp_path / "state.db").exists()
     code, _, err = await element(config, "0")
     assert code == 2 and "is not an element id" in err
+    code, _, err = await element(config, "12", "--scan-limit", "5")  # bounds nothing without --dlq
+    assert code == 2 and "give it with --dlq" in err
 
 
 async def test_element_reads_a_dynamodb_store_as_it_reads_sqlite(

@@ -162,7 +162,7 @@ def store(monkeypatch: pytest.MonkeyPatch) -> MemoryStateStore:
         assert read_only  # the command changes nothing in the store
         return memory
 
-    monkeypatch.setattr(element_module, "_open_store", open_store)
+    monkeypatch.setattr(element_module, "open_store", open_store)
     return memory
 
 
