@@ -6,29 +6,37 @@ How each outcome is carried out (ActiveMQ Classic and Artemis both speak this):
   (``QueueSettings.handlers`` plus ``prefetch_for``); MESSAGE frames wait in a local inbox until the consumer asks
   for them. A message stays reserved for this connection until it is acknowledged or the connection ends.
 - Done: ACK.
+- Copy and ACK, one transaction: a retry's copy, a dead letter, a redelivery's recount and a redriven dead letter
+  are each BEGIN, the SEND of the copy (with a receipt, so that a refused SEND aborts rather than letting the ACK
+  commit alone), the ACK of the original, COMMIT with a receipt, all on the connection the original came on
+  (ActiveMQ Classic honours a transactional ACK on a ``client-individual`` subscription, and keeps a scheduled SEND
+  until the COMMIT). A connection lost anywhere before the COMMIT, an ERROR, or no receipt in time leaves the
+  original unacknowledged and no copy (aborted, or rolled back by the broker with the connection); only a COMMIT
+  whose receipt never came (``CommitUnconfirmed``) leaves it unknown whether both or neither happened, never one.
 - Retry later: the message is SENT again with ``AMQ_SCHEDULED_DELAY`` (the broker's scheduler holds it for the
-  delay) and ``bridge-attempt`` one higher, then the original is ACKed. The attempt count lives on the message, so it
-  survives a worker restart and ``max_receive_count`` still ends in a dead letter with a reason. When the broker
-  does not confirm the copy, the original (not ACKed) is handed to ``receive`` again after the delay, as one more
-  attempt, rather than held for this connection until it ends. Not NACK: ActiveMQ
+  delay) and ``bridge-attempt`` one higher, in one transaction with the original's ACK. The attempt count lives on
+  the message, so it survives a worker restart and ``max_receive_count`` still ends in a dead letter with a reason.
+  When the transaction is not committed, the original (not ACKed) is handed to ``receive`` again after the delay,
+  as one more attempt, rather than held for this connection until it ends. Not NACK: ActiveMQ
   Classic treats a STOMP NACK as a poison acknowledgement and moves the message to its own DLQ at once, without the
   bridge's reason; and holding the message unacknowledged for the delay would fill the prefetch with sleepers.
-- Dead letter: SEND to ``queue.dlq_url`` with the original body and headers plus the ``failure.*`` context, and
-  only when the broker's RECEIPT for it arrived is the original ACKed.
+- Dead letter: SEND to ``queue.dlq_url`` with the original body and headers plus the ``failure.*`` context, in one
+  transaction with the original's ACK (the ``complete`` that follows has nothing left to do).
 - Bodies are bytes on the broker. One that is not UTF-8 keeps its bytes (``QueueMessage.raw_body``): the decoder
   dead-letters it as such, and a copy (dead letter, retry, redrive) carries the bytes as they came, never the text
   read with U+FFFD.
 - Operator commands: the dead-letter queue is read with a queue browser (``browser:true`` until ``browser:end``),
   which delivers nothing; redrive receives one chosen dead letter at a time (a subscription whose selector names its
-  message id), SENDs the copy with a receipt, then ACKs. A dead letter delivered to a subscription and not ACKed
-  comes back marked redelivered (one more receive), so the ones a redrive leaves are never delivered to it.
+  message id), and SENDs the copy and ACKs it in one transaction. A dead letter delivered to a subscription and not
+  ACKed comes back marked redelivered (one more receive), so the ones a redrive leaves are never delivered to it.
 - Release (shutdown): nothing is sent; closing the connection hands every unacknowledged message back.
 - Broker restart / network cut: stompman reconnects in the background (1 s, 2 s … 5 s apart, for ever) and
   subscribes again; ``connected()`` is False meanwhile. What was unacknowledged on the lost connection is
   redelivered (with ``redelivered:true``, counted as one more attempt). A delivery of the lost connection is
   therefore the broker's again: ``receive`` no longer hands it out, and settling one is not reported done (stompman
   drops its ACK; ``complete`` returns its id, ``retry_later`` sends no copy, ``send_dead_letter`` raises
-  ``DeliveryLost``), so the redelivery is the message's only copy. When the connection drops again
+  ``DeliveryLost``), so the redelivery is the message's only copy; and a copy whose transaction the lost connection
+  took with it was never queued. When the connection drops again
   before the broker confirmed that subscription, stompman forgets the subscription for good; the transport then
   subscribes anew (log line ``resubscribed``), and ``connected()`` is False until it has.
 - Header limits: ActiveMQ Classic refuses a frame with a header line over 10240 bytes or more than 1000 headers
@@ -51,6 +59,9 @@ from urllib.parse import quote
 
 import stompman
 import structlog
+from stompman.connection_manager import ActiveConnectionState, ConnectionManager
+from stompman.frames import AbortFrame, AckFrame, BeginFrame, CommitFrame, SendFrame
+from stompman.receipts import PendingReceipt, PendingReceipts, make_receipt_id, wait_for_result
 
 from bridge.config import QueueSettings, parse_stomp_url
 from bridge.errors import ConfigError
@@ -103,6 +114,8 @@ BROKER_HEADERS = frozenset(
 BROKER_HEADERS_TITLE = "Broker headers"
 READERS_HEADERS = frozenset({"ack", "receipt", "subscription"})
 RECEIPT_TIMEOUT_SECONDS = 10.0
+# The frames of a transaction the transport writes itself (``StompTransport._copy_and_ack``).
+FramedWrite = BeginFrame | SendFrame | AckFrame | CommitFrame
 # The most dead letters one redrive run takes on (it browses them first to bound the run).
 REDRIVE_BROWSE_LIMIT = 10_000
 FIRST_CONNECT_TIMEOUT_SECONDS = 15.0
@@ -127,11 +140,9 @@ MAX_DEAD_LETTER_HEADER_BYTES = 32 * 1024
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class MovedDeadLetter:
-    """A dead letter copied to the main queue (``send_id``: the copy's ``bridge-send-id``); ``removed`` False when
-    its ACK could not be sent (the connection was lost after the copy): it is then still on the dead-letter queue."""
+    """A dead letter moved to the main queue (``send_id``: the copy's ``bridge-send-id``)."""
 
     send_id: str
-    removed: bool
 
 
 class DeliveryLost(Exception):
@@ -140,6 +151,17 @@ class DeliveryLost(Exception):
 
     def __init__(self, message_id: str) -> None:
         super().__init__(f"message {message_id}: its connection was lost; the broker redelivers it")
+
+
+class CommitUnconfirmed(Exception):
+    """The broker did not confirm a transaction's COMMIT (no RECEIPT in time, or the connection lost while waiting):
+    its copy and its ACK took effect both or neither, which is not known; never one without the other."""
+
+    def __init__(self, message_id: str, reason: str) -> None:
+        super().__init__(
+            f"message {message_id}: the broker did not confirm the commit of its copy and ACK ({reason}): both took "
+            "effect or neither"
+        )
 
 
 class StompTransport:
@@ -159,6 +181,8 @@ class StompTransport:
         self._dlq_destination = parse_stomp_url(settings.dlq_url).destination
         self._inbox: asyncio.Queue[QueueMessage] = asyncio.Queue()
         self._frames: dict[str, stompman.AckableMessageFrame] = {}
+        # Deliveries whose dead letter was committed with their ACK: ``complete`` has nothing left to do for them.
+        self._acked: set[str] = set()
         # The main queue's subscription; None on a transport that does not consume.
         self._subscription: stompman.ManualAckSubscription | None = None
 
@@ -377,15 +401,14 @@ class StompTransport:
         return seen[:limit], len(seen) > limit
 
     async def move_dead_letter(self, message_id: str) -> MovedDeadLetter | None:
-        """Move the dead letter ``message_id`` back to the main queue: receive it alone, SEND its copy with a
-        receipt, then ACK it. Returns the copy's ``bridge-send-id``, and whether the ACK went out (not when the
-        connection was lost after the copy: the dead letter stays, and the message exists twice); None when the dead
+        """Move the dead letter ``message_id`` back to the main queue: receive it alone, then SEND its copy and
+        ACK it in one transaction (``_copy_and_ack``). Returns the copy's ``bridge-send-id``; None when the dead
         letter did not come within ``RECEIPT_TIMEOUT_SECONDS`` (no longer on the queue: another consumer took it).
 
         The subscription's selector names this one message, so no other dead letter is delivered to it: one
         delivered and not ACKed would come back marked redelivered, a receive counted on a message the operator left
-        alone. Raises when the broker did not confirm the copy; the dead letter is then not ACKed and stays (this one
-        marked redelivered: it was tried).
+        alone. Raises when the broker did not commit the move; the dead letter then stays and no copy was queued (this
+        one marked redelivered: it was tried), except after ``CommitUnconfirmed``: moved or not, never both.
         """
         frames: asyncio.Queue[stompman.AckableMessageFrame] = asyncio.Queue()
 
@@ -409,12 +432,12 @@ class StompTransport:
             except TimeoutError:  # gone (another consumer), or the broker did not take the subscription
                 return None
             message = _to_message(frame)
-            send_id = await self._send_new(_payload(message), redriven_attributes(message), message.group_id)
-            removed = self._delivery_alive(frame)
-            if removed:
-                await frame.ack()
-                removed = self._delivery_alive(frame)
-            return MovedDeadLetter(send_id, removed)
+            send_id = uuid.uuid4().hex
+            headers = redriven_attributes(message) | {SEND_ID_HEADER: send_id}
+            if message.group_id is not None:
+                headers[GROUP_HEADER] = message.group_id
+            await self._copy_and_ack(frame, self._address.destination, _payload(message), headers)
+            return MovedDeadLetter(send_id)
         finally:
             await subscription.unsubscribe()
 
@@ -429,6 +452,9 @@ class StompTransport:
         redelivers the message), nor one whose connection is lost while its ACK is written: their ids are returned."""
         failed = []
         for message in messages:
+            if message.receipt_handle in self._acked:  # its dead letter's transaction ACKed it
+                self._acked.discard(message.receipt_handle)
+                continue
             frame = self._frames.pop(message.receipt_handle, None)
             if frame is None or not self._delivery_alive(frame):
                 failed.append(message.message_id)
@@ -449,14 +475,21 @@ class StompTransport:
             headers[ATTEMPT_HEADER] = str(message.receive_count + 1)
             if seconds > 0:
                 headers[SCHEDULED_DELAY_HEADER] = str(seconds * 1000)
+            frame = self._frames.get(message.receipt_handle)
             try:
-                await self._send_confirmed(self._address.destination, _payload(message), headers)
+                if frame is None:  # not received here: nothing to ACK
+                    await self._send_confirmed(self._address.destination, _payload(message), headers)
+                else:
+                    await self._copy_and_ack(frame, self._address.destination, _payload(message), headers)
             except Exception as error:
                 log.error("retry_send_failed", message_id=message.message_id, error=f"{type(error).__name__}: {error}")
                 failed.append(message.message_id)
-                self._hand_back_later(message, seconds)
+                if isinstance(error, CommitUnconfirmed):  # ACKed with its copy, or held until the connection ends
+                    self._frames.pop(message.receipt_handle, None)
+                else:  # rolled back: the original is still this connection's (or the broker's again)
+                    self._hand_back_later(message, seconds)
                 continue
-            failed.extend(await self.complete([message]))
+            self._frames.pop(message.receipt_handle, None)
         return failed
 
     def _hand_back_later(self, message: QueueMessage, seconds: int) -> None:
@@ -483,15 +516,27 @@ class StompTransport:
         return []
 
     async def send_dead_letter(self, message: QueueMessage, context: DeadLetterContext) -> None:
-        """Raises ``DeliveryLost``, sending nothing, for a message delivered on a lost connection: its ACK could not
-        be sent, and the broker's redelivery of it beside the dead letter would be dead-lettered a second time."""
+        """The dead letter and the original's ACK are one transaction (``_copy_and_ack``): the ``complete`` that
+        follows has nothing left to do. Raises ``DeliveryLost``, sending nothing, for a message delivered on a lost
+        connection: its ACK could not be sent, and the broker's redelivery of it beside the dead letter would be
+        dead-lettered a second time."""
         if not self._held(message):
             raise DeliveryLost(message.message_id)
         headers = dead_letter_headers(message, context)
         if message.group_id is not None:
             headers[GROUP_HEADER] = message.group_id[:MAX_HEADER_VALUE]
         # The body as it came, even empty (SQS needs a stand-in text for that; a STOMP frame does not).
-        await self._send_confirmed(self._dlq_destination, _payload(message), headers)
+        frame = self._frames.get(message.receipt_handle)
+        if frame is None:  # not received here: nothing to ACK
+            await self._send_confirmed(self._dlq_destination, _payload(message), headers)
+            return
+        try:
+            await self._copy_and_ack(frame, self._dlq_destination, _payload(message), headers)
+        except CommitUnconfirmed:
+            self._frames.pop(message.receipt_handle, None)  # ACKed with its dead letter, or held until the end
+            raise
+        del self._frames[message.receipt_handle]
+        self._acked.add(message.receipt_handle)
 
     async def send(self, body: str, attributes: dict[str, str] | None = None, *, group_id: str | None = None) -> str:
         """Returns the ``bridge-send-id`` header it gave the message: the broker assigns its message id only on
@@ -532,6 +577,126 @@ class StompTransport:
         framed = headers | {"persistent": "true"}
         _check_headers(framed)
         await self._client.send(body, destination, headers=framed, receipt_timeout=RECEIPT_TIMEOUT_SECONDS)
+
+    async def _copy_and_ack(
+        self, frame: stompman.AckableMessageFrame, destination: str, body: bytes, headers: dict[str, str]
+    ) -> None:
+        """SEND a persistent copy to ``destination`` and ACK ``frame`` in one STOMP transaction, on the connection
+        ``frame`` came on: BEGIN, the SEND with a receipt (a refused SEND must not let the ACK commit alone), the
+        ACK, then COMMIT with a receipt. Returns once the broker confirmed the COMMIT: the copy is queued and the
+        original gone.
+
+        Until the COMMIT, a failure aborts the transaction (or the broker rolls it back with the lost connection):
+        the original stays unacknowledged and no copy is queued. Raises ``DeliveryLost`` when the connection
+        ``frame`` came on is already lost, ``MessageTooLarge`` before sending anything, and ``CommitUnconfirmed``
+        when the COMMIT's receipt did not come. stompman's own transactions are not used: they re-send the SENDs
+        and COMMIT on a new connection after a reconnect, without the ACK.
+        """
+        manager = self._client._connection_manager
+        state = manager._active_connection_state
+        if state is None or not self._delivery_alive(frame):
+            raise DeliveryLost(str(frame.headers.get("message-id", "?")))
+        framed = headers | {"persistent": "true"}
+        _check_headers(framed)
+        transaction = uuid.uuid4().hex
+        receipts = self._client._receipts
+        await _write(manager, state, BeginFrame(headers={"transaction": transaction}))
+        try:
+            send = SendFrame.build(
+                body=body,
+                destination=destination,
+                transaction=transaction,
+                content_type=None,
+                add_content_length=True,
+                headers=framed,
+            )
+            await _write_confirmed(manager, receipts, state, send)
+            ack = AckFrame(
+                headers={
+                    "id": str(frame.headers["ack"]),
+                    "subscription": frame._subscription.id,
+                    "transaction": transaction,
+                }
+            )
+            await _write(manager, state, ack)
+        except BaseException:
+            if manager._active_connection_state is state:  # else the broker rolls it back with the connection
+                abort = AbortFrame(headers={"transaction": transaction})
+                # With a receipt, so that the broker's ERROR for it (if any) fails no other frame's receipt.
+                abort.headers["receipt"] = make_receipt_id()  # type: ignore[typeddict-unknown-key]
+                with contextlib.suppress(Exception):
+                    await state.connection.write_frame(abort)
+            raise
+        try:
+            await _write_confirmed(manager, receipts, state, CommitFrame(headers={"transaction": transaction}))
+        except stompman.SendReceiptError as error:
+            if error.reason == "rejected":  # the broker refused the COMMIT: nothing of it took effect
+                raise
+            raise CommitUnconfirmed(str(frame.headers.get("message-id", "?")), error.reason) from None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Confirmation:
+    """stompman's receipt waiter for any frame (its own serves only SENDs): the broker's RECEIPT, its ERROR for the
+    frame, or the connection lost."""
+
+    receipts: PendingReceipts
+
+    def confirm(self, pending: PendingReceipt) -> None:
+        self._settle(pending, None)
+
+    def fail_on_error_frame(self, pending: PendingReceipt, frame: stompman.ErrorFrame) -> None:
+        self._settle(pending, stompman.SendReceiptError(receipt_id=pending.receipt_id, reason="rejected", frame=frame))
+
+    def fail_on_connection_loss(self, pending: PendingReceipt) -> None:
+        self._settle(pending, stompman.SendReceiptError(receipt_id=pending.receipt_id, reason="connection_lost"))
+
+    def _settle(self, pending: PendingReceipt, error: stompman.SendReceiptError | None) -> None:
+        self.receipts.discard(pending.receipt_id)
+        if not pending.result.done():
+            pending.result.set_result(error)
+
+
+async def _write(manager: ConnectionManager, state: ActiveConnectionState, frame: FramedWrite) -> None:
+    """Write ``frame`` on that connection only (never on a new one); a connection lost meanwhile is discarded, as
+    stompman does, and raises ``ConnectionLostError``."""
+    if manager._active_connection_state is not state:
+        raise stompman.ConnectionLostError(reason="the connection was replaced")
+    try:
+        await state.connection.write_frame(frame)
+    except stompman.ConnectionLostError as error:
+        await manager._discard_failed_connection_state(state, error)
+        raise
+
+
+async def _write_confirmed(
+    manager: ConnectionManager, receipts: PendingReceipts, state: ActiveConnectionState, frame: FramedWrite
+) -> None:
+    """``_write`` with a receipt header; returns once the broker's RECEIPT arrived. Raises ``SendReceiptError``
+    (rejected: the broker's ERROR for it; timeout; connection_lost)."""
+    loop = asyncio.get_running_loop()
+    confirmation = _Confirmation(receipts)
+    pending = PendingReceipt(
+        waiter=confirmation,
+        connection=state.connection,
+        receipt_id=make_receipt_id(),
+        epoch=manager._reconnection_count,
+        deadline=loop.time() + RECEIPT_TIMEOUT_SECONDS,
+        result=loop.create_future(),
+    )
+    frame.headers["receipt"] = pending.receipt_id  # type: ignore[typeddict-unknown-key]
+    receipts.add(pending)
+    try:
+        await _write(manager, state, frame)
+        error = await wait_for_result(pending)
+    except stompman.ConnectionLostError:
+        error = stompman.SendReceiptError(receipt_id=pending.receipt_id, reason="connection_lost")
+    except TimeoutError:
+        error = stompman.SendReceiptError(receipt_id=pending.receipt_id, reason="timeout")
+    finally:
+        receipts.discard(pending.receipt_id)
+    if error is not None:
+        raise error
 
 
 def dead_letter_headers(message: QueueMessage, context: DeadLetterContext) -> dict[str, str]:

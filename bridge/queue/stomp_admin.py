@@ -2,8 +2,8 @@
 
 ActiveMQ Classic answers no depth query over STOMP: ``depth`` says so, and a queue is counted by browsing it
 (``peek``: a queue browser, which delivers nothing and counts no attempt). Redrive chooses from a browse and moves
-each chosen dead letter on its own: receive it, SEND its copy with a receipt, then ACK
-(``StompTransport.move_dead_letter``); there is no move task.
+each chosen dead letter on its own: receive it, then SEND its copy and ACK it in one transaction
+(``StompTransport.move_dead_letter``), so a run never leaves a dead letter twice; there is no move task.
 """
 
 from __future__ import annotations
@@ -101,7 +101,7 @@ class StompQueueAdmin:
             raise ValueError("limit must be at least 1")
 
     async def redrive(self, request: RedriveRequest, *, progress: ProgressSink, stop: asyncio.Event) -> RedriveResult:
-        """Never loses one: a dead letter is ACKed only after the broker confirmed its copy. Never touches one it
+        """Never loses one, never duplicates one: a dead letter's copy and ACK are one transaction. Never touches one it
         leaves: ``wanted`` and ``limit`` choose from a browse of the dead-letter queue (which delivers nothing), and
         only a chosen one is then received, on its own; ``stop`` set ends the run after the one in progress.
 
@@ -135,8 +135,6 @@ class StompQueueAdmin:
                 )
                 break
             result.moved.append(MovedMessage(message.message_id, copied.send_id, request.element_of(message)))
-            if not copied.removed:  # the ACK was lost with the connection: the dead letter is still there
-                result.duplicated.append(message.message_id)
         result.interrupted = stop.is_set()
         log.info(
             "redriven", queue=self._dlq_url, moved=len(result.moved), failed=len(result.failed), left=result.skipped

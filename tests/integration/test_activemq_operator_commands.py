@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 import stompman
 from rich.console import Console
+from stompman.connection import Connection
+from stompman.frames import AckFrame
 
 from bridge.admin.dlq import dlq_list, dlq_show
 from bridge.admin.redrive import dlq_redrive
@@ -18,7 +20,6 @@ from bridge.admin.status import collect_status, render_status
 from bridge.cli import main
 from bridge.queue import open_transport
 from bridge.queue.dead_letter import DeadLetterContext
-from bridge.queue.stomp import StompTransport
 from tests.support import (
     stomp_browse_raw,
     stomp_drain,
@@ -181,27 +182,25 @@ async def test_redrive_leaves_what_it_does_not_move_untouched(stomp_queues: tupl
     assert sorted(json.loads(body)["id"] for _, body in await stomp_browse_raw(queue)) == [11, 14]
 
 
-async def test_a_redriven_dead_letter_whose_ack_was_lost_is_reported_duplicated(
+async def test_a_redrive_whose_connection_is_lost_before_the_ack_leaves_no_copy(
     stomp_queues: tuple[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The copy is confirmed, then the connection drops before the dead letter's ACK is written: stompman drops the
-    # ACK, the dead letter stays, and the message now exists twice. The contract says so in ``duplicated``.
+    # The connection drops between the copy and the dead letter's ACK. They are one transaction, which the broker
+    # rolls back with the connection: the dead letter stays, no copy is on the main queue, and the run says it failed.
     queue, dlq = stomp_queues
     settings = stomp_settings(queue, dlq_url=dlq)
     await _dead_letter(queue, dlq, '{"id": 21, "event": "updated"}', DeadLetterContext("sync", "boom", "X", 21))
-    send_new = StompTransport._send_new
+    write_frame = Connection.write_frame
 
-    async def copy_then_lose_the_connection(self: StompTransport, *args: Any, **kwargs: Any) -> str:
-        send_id = await send_new(self, *args, **kwargs)
-        manager = self._client._connection_manager
-        state = manager._active_connection_state
-        assert state is not None
-        await manager._discard_failed_connection_state(state, stompman.ConnectionLostError(reason="test"))
-        return send_id
+    async def lose_the_connection_at_the_ack(connection: Connection, frame: Any) -> None:
+        if isinstance(frame, AckFrame):
+            raise stompman.ConnectionLostError(reason="test")
+        await write_frame(connection, frame)
 
-    monkeypatch.setattr(StompTransport, "_send_new", copy_then_lose_the_connection)
+    monkeypatch.setattr(Connection, "write_frame", lose_the_connection_at_the_ack)
     result = await dlq_redrive(settings)
-    [moved] = result.moved
-    assert result.duplicated == [moved.dlq_message_id]
-    assert [m.body for m in await stomp_drain(queue)] == ['{"id": 21, "event": "updated"}']
-    assert [m.body for m in await stomp_drain(dlq)] == ['{"id": 21, "event": "updated"}']  # still there: twice
+    monkeypatch.undo()
+    assert result.moved == [] and result.duplicated == []
+    assert [failure.dlq_message_id for failure in result.failed] != []
+    assert await stomp_drain(queue) == []
+    assert [m.body for m in await stomp_drain(dlq)] == ['{"id": 21, "event": "updated"}']  # still there, once

@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 import stompman
+from stompman.connection import Connection
+from stompman.frames import SendFrame
 
 from bridge.queue import open_transport
 from bridge.queue.dead_letter import DeadLetterContext
@@ -52,17 +54,19 @@ async def test_a_retry_whose_copy_the_broker_refused_comes_back_without_a_reconn
         message = await receive_one(transport)
         assert message.receive_count == 1
 
-        send = stompman.Client.send
+        write_frame = Connection.write_frame
         refused: list[str] = []
 
-        async def refuse_once(client: stompman.Client, body: bytes, destination: str, **options: Any) -> None:
-            if not refused:
-                refused.append(destination)
-                raise stompman.SendReceiptError(receipt_id="r-1", reason="rejected")
-            await send(client, body, destination, **options)
+        async def refuse_once(connection: Connection, frame: Any) -> None:
+            if isinstance(frame, SendFrame) and not refused:
+                # A transaction the broker does not know: it refuses the SEND with an ERROR for its receipt.
+                refused.append(frame.headers["destination"])
+                frame.headers["transaction"] = "unknown"
+            await write_frame(connection, frame)
 
-        monkeypatch.setattr(stompman.Client, "send", refuse_once)
+        monkeypatch.setattr(Connection, "write_frame", refuse_once)
         assert await transport.retry_later([message], 1) == [message.message_id]
+        assert refused
         reconnections = transport._client._connection_manager._reconnection_count
 
         back = await receive_one(transport, timeout=10)

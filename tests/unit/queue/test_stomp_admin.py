@@ -22,6 +22,8 @@ from bridge.queue.stomp_admin import StompQueueAdmin
 from bridge.queue.transport import NoProgress, RedriveResult
 from tests.support import stomp_settings
 
+pytestmark = pytest.mark.usefixtures("stomp_copy_then_ack")
+
 MAIN, DLQ = "/queue/kordiam", "/queue/kordiam-dlq"
 Handler = Callable[[Any], Coroutine[Any, Any, Any]]
 

@@ -22,6 +22,8 @@ from bridge.queue.stomp import (
 from bridge.queue.transport import MessageTooLarge, QueueMessage
 from tests.support import eventually, stomp_settings
 
+pytestmark = pytest.mark.usefixtures("stomp_copy_then_ack")
+
 
 @dataclass(frozen=True)
 class FrameSubscription:
