@@ -5,6 +5,16 @@ How each outcome is carried out (ActiveMQ Classic and Artemis both speak this):
 - Receive: one subscription with ``ack:client-individual`` and a broker prefetch of what the consumer may hold
   (``QueueSettings.handlers`` plus ``prefetch_for``); MESSAGE frames wait in a local inbox until the consumer asks
   for them. A message stays reserved for this connection until it is acknowledged or the connection ends.
+- Redelivery: a connection that ends (a crash, ``kill -9``, a lost network, a shutdown) hands back what it held
+  unacknowledged, and the broker redelivers it marked ``redelivered:true``, with no count (ActiveMQ Classic 5.17
+  sends no redelivery counter over STOMP: measured, the frame's headers are the same but for ``redelivered``). Such
+  a delivery is not handed out: its copy with ``bridge-attempt`` one higher replaces it (copy and ACK in one
+  transaction, below), so every redelivery costs the message one attempt written on the message itself, and a
+  message that kills the worker every time is dead-lettered (stage ``receive``, "redelivered after N attempts
+  without an outcome …") once the attempt that ended without an outcome was the last of ``max_receive_count``. The
+  copy goes to the back of the queue (no group order is kept on ActiveMQ anyway, see ``ordered_groups``); while it
+  is made, the redelivery takes one place of the prefetch. A redelivery the broker takes no copy of is handed out
+  as it is, counted one higher, never held.
 - Done: ACK.
 - Copy and ACK, one transaction: a retry's copy, a dead letter, a redelivery's recount and a redriven dead letter
   are each BEGIN, the SEND of the copy (with a receipt, so that a refused SEND aborts rather than letting the ACK
@@ -29,10 +39,11 @@ How each outcome is carried out (ActiveMQ Classic and Artemis both speak this):
   which delivers nothing; redrive receives one chosen dead letter at a time (a subscription whose selector names its
   message id), and SENDs the copy and ACKs it in one transaction. A dead letter delivered to a subscription and not
   ACKed comes back marked redelivered (one more receive), so the ones a redrive leaves are never delivered to it.
-- Release (shutdown): nothing is sent; closing the connection hands every unacknowledged message back.
+- Release (shutdown): nothing is sent; closing the connection hands every unacknowledged message back, and its
+  redelivery counts as one attempt (as SQS counts every receive), also for one that waited in the prefetch.
 - Broker restart / network cut: stompman reconnects in the background (1 s, 2 s … 5 s apart, for ever) and
   subscribes again; ``connected()`` is False meanwhile. What was unacknowledged on the lost connection is
-  redelivered (with ``redelivered:true``, counted as one more attempt). A delivery of the lost connection is
+  redelivered (with ``redelivered:true``, one more attempt: see Redelivery). A delivery of the lost connection is
   therefore the broker's again: ``receive`` no longer hands it out, and settling one is not reported done (stompman
   drops its ACK; ``complete`` returns its id, ``retry_later`` sends no copy, ``send_dead_letter`` raises
   ``DeliveryLost``), so the redelivery is the message's only copy; and a copy whose transaction the lost connection
@@ -65,6 +76,7 @@ from stompman.receipts import PendingReceipt, PendingReceipts, make_receipt_id, 
 
 from bridge.config import QueueSettings, parse_stomp_url
 from bridge.errors import ConfigError
+from bridge.ops import metrics
 from bridge.queue.dead_letter import (
     DeadLetterContext,
     carried_attributes,
@@ -328,8 +340,64 @@ class StompTransport:
 
     async def _on_message(self, frame: stompman.AckableMessageFrame) -> None:
         message = _to_message(frame)
+        if frame.headers.get("redelivered") == "true" and await self._count_redelivery(frame, message):
+            return
         self._frames[message.receipt_handle] = frame
         self._inbox.put_nowait(message)
+
+    async def _count_redelivery(self, frame: stompman.AckableMessageFrame, message: QueueMessage) -> bool:
+        """Write on the message the attempt its redelivery stands for; True when that settled the delivery.
+
+        The broker redelivers what a connection held unacknowledged when it ended (the worker crashed, was killed,
+        lost its connection, or shut down), marked ``redelivered`` but with no count. Handed out as it is, a message
+        that kills the worker would come back for ever with the same ``bridge-attempt``. So its copy with
+        ``bridge-attempt`` one higher replaces it, in one transaction with its ACK (it arrives as a fresh delivery,
+        at the back of the queue); once the attempt that ended without an outcome was the last of
+        ``max_receive_count``, the dead-letter queue gets it instead, with the reason. When the broker takes neither,
+        the delivery is handed out as it is (counted one higher, as before), so it is never stuck here."""
+        budget = self.settings.max_receive_count or DEFAULT_MAX_RECEIVE_COUNT
+        attempts = message.receive_count - 1  # the attempt the header counts is the one that ended without outcome
+        try:
+            if attempts >= budget:
+                given_up = dataclasses.replace(message, receive_count=attempts)
+                context = DeadLetterContext(
+                    stage="receive",
+                    reason=(
+                        f"redelivered after {attempts} attempts without an outcome: the worker crashed or lost its "
+                        "connection while holding it"
+                    ),
+                    error_class="RedeliveredWithoutOutcome",
+                )
+                headers = dead_letter_headers(given_up, context)
+                if message.group_id is not None:
+                    headers[GROUP_HEADER] = message.group_id[:MAX_HEADER_VALUE]
+                await self._copy_and_ack(frame, self._dlq_destination, _payload(message), headers)
+                metrics.MESSAGE_OUTCOMES.labels(context.kind).inc()
+                log.error(
+                    "dead_lettered",
+                    message_id=message.message_id,
+                    outcome="dead_letter",
+                    stage=context.stage,
+                    reason=context.reason,
+                    error_class=context.error_class,
+                )
+            else:
+                headers = dict(message.attributes) | {ATTEMPT_HEADER: str(message.receive_count)}
+                if message.group_id is not None:
+                    headers[GROUP_HEADER] = message.group_id
+                await self._copy_and_ack(frame, self._address.destination, _payload(message), headers)
+                log.info("redelivery_counted", message_id=message.message_id, attempt=message.receive_count)
+        except CommitUnconfirmed as error:  # recounted or not, the broker has it: not to be handed out as well
+            log.error("redelivery_count_unconfirmed", message_id=message.message_id, error=str(error))
+        except Exception as error:
+            log.error(
+                "redelivery_count_failed",
+                message_id=message.message_id,
+                error=f"{type(error).__name__}: {error}",
+                hint="handed out as it is; its next redelivery counts again",
+            )
+            return False
+        return True
 
     async def receive(self, max_messages: int, wait_time: int) -> list[QueueMessage]:
         """Up to ``max_messages`` of what the broker pushed, waiting up to ``wait_time`` s for the first."""

@@ -107,12 +107,54 @@ async def test_the_producers_headers_are_the_attributes_and_the_brokers_are_not(
     assert message.receive_count == 1
 
 
-async def test_the_attempt_header_and_a_broker_redelivery_both_count() -> None:
+async def test_the_attempt_header_counts() -> None:
     assert (await received(transport(), frame(**{"bridge-attempt": "3"}))).receive_count == 3
-    # Redelivered after a lost connection (a killed worker): one attempt more than the header knows of.
-    redelivered = frame(**{"bridge-attempt": "3", "redelivered": "true", "ack": "ID:conn-1:6"})
-    assert (await received(transport(), redelivered)).receive_count == 4
     assert (await received(transport(), frame(**{"bridge-attempt": "junk"}))).receive_count == 1
+
+
+def copying_transport(max_receive_count: int = 5) -> tuple[StompTransport, SendingClient]:
+    client = SendingClient()
+    settings = stomp_settings("stomp://127.0.0.1:61613/queue/kordiam", max_receive_count=max_receive_count)
+    return StompTransport(settings, client), client  # type: ignore[arg-type]
+
+
+async def test_a_redelivery_is_replaced_by_its_copy_one_attempt_higher() -> None:
+    # Redelivered after a lost connection (a killed worker): the attempt that ended without an outcome is written
+    # on the message, so a message that kills the worker every time still runs out of attempts.
+    copying, client = copying_transport()
+    redelivered = frame(
+        body=b"\xff bytes", event="updated", JMSXGroupID="7", **{"bridge-attempt": "3", "redelivered": "true"}
+    )
+    await copying._on_message(redelivered)  # type: ignore[arg-type]
+    assert redelivered.acked and copying._inbox.empty()  # not handed out: its copy comes instead
+    [(body, destination, headers)] = client.sent
+    assert (body, destination) == (b"\xff bytes", "/queue/kordiam")
+    assert headers["bridge-attempt"] == "4" and headers["event"] == "updated" and headers["JMSXGroupID"] == "7"
+    assert "redelivered" not in headers
+
+
+async def test_a_redelivery_after_the_last_attempt_is_dead_lettered_with_the_reason() -> None:
+    copying, client = copying_transport(max_receive_count=3)
+    redelivered = frame(event="updated", **{"bridge-attempt": "3", "redelivered": "true"})
+    await copying._on_message(redelivered)  # type: ignore[arg-type]
+    assert redelivered.acked and copying._inbox.empty()
+    [(body, destination, headers)] = client.sent
+    assert (body, destination) == (b'{"id": 7}', "/queue/kordiam-dlq")
+    assert headers["failure.stage"] == "receive" and headers["failure.attempts"] == "3"
+    assert "without an outcome: the worker crashed or lost its connection" in headers["failure.reason"]
+    assert headers["event"] == "updated"
+
+
+async def test_a_redelivery_the_broker_takes_no_copy_of_is_handed_out_as_it_is() -> None:
+    # Never stuck on the transport: counted one higher, as the redelivery it is.
+    class RefusingClient(SendingClient):
+        async def send(self, body: bytes, destination: str, *, headers: dict[str, str], receipt_timeout: float) -> None:
+            raise stompman.SendReceiptError(receipt_id="r-1", reason="rejected")
+
+    refusing = StompTransport(stomp_settings("stomp://127.0.0.1:61613/queue/kordiam"), RefusingClient())  # type: ignore[arg-type]
+    redelivered = frame(**{"bridge-attempt": "3", "redelivered": "true"})
+    message = await received(refusing, redelivered)
+    assert message.receive_count == 4 and not redelivered.acked
 
 
 async def test_a_body_that_is_not_utf8_arrives_with_its_bytes_kept() -> None:
