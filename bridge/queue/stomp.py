@@ -17,8 +17,9 @@ How each outcome is carried out (ActiveMQ Classic and Artemis both speak this):
   as it is, counted one higher, never held.
 - Done: ACK.
 - Copy and ACK, one transaction: a retry's copy, a dead letter, a redelivery's recount and a redriven dead letter
-  are each BEGIN, the SEND of the copy (with a receipt, so that a refused SEND aborts rather than letting the ACK
-  commit alone), the ACK of the original, COMMIT with a receipt, all on the connection the original came on
+  are each BEGIN, the SEND of the copy and the ACK of the original (each with a receipt: ActiveMQ answers a refused
+  one with an ERROR and keeps the transaction open, so it is aborted rather than committed with the other alone),
+  COMMIT with a receipt, all on the connection the original came on
   (ActiveMQ Classic honours a transactional ACK on a ``client-individual`` subscription, and keeps a scheduled SEND
   until the COMMIT). A connection lost anywhere before the COMMIT, an ERROR, or no receipt in time leaves the
   original unacknowledged and no copy (aborted, or rolled back by the broker with the connection); only a COMMIT
@@ -650,8 +651,9 @@ class StompTransport:
         self, frame: stompman.AckableMessageFrame, destination: str, body: bytes, headers: dict[str, str]
     ) -> None:
         """SEND a persistent copy to ``destination`` and ACK ``frame`` in one STOMP transaction, on the connection
-        ``frame`` came on: BEGIN, the SEND with a receipt (a refused SEND must not let the ACK commit alone), the
-        ACK, then COMMIT with a receipt. Returns once the broker confirmed the COMMIT: the copy is queued and the
+        ``frame`` came on: BEGIN, the SEND and the ACK each with a receipt (ActiveMQ answers a refused one with an
+        ERROR and keeps the transaction open: committed, the other would take effect alone), then COMMIT with a
+        receipt. Returns once the broker confirmed the COMMIT: the copy is queued and the
         original gone.
 
         Until the COMMIT, a failure aborts the transaction (or the broker rolls it back with the lost connection):
@@ -669,6 +671,7 @@ class StompTransport:
         transaction = uuid.uuid4().hex
         receipts = self._client._receipts
         await _write(manager, state, BeginFrame(headers={"transaction": transaction}))
+        awaited: list[PendingReceipt] = []
         try:
             send = SendFrame.build(
                 body=body,
@@ -678,7 +681,6 @@ class StompTransport:
                 add_content_length=True,
                 headers=framed,
             )
-            await _write_confirmed(manager, receipts, state, send)
             ack = AckFrame(
                 headers={
                     "id": str(frame.headers["ack"]),
@@ -686,8 +688,14 @@ class StompTransport:
                     "transaction": transaction,
                 }
             )
-            await _write(manager, state, ack)
+            # Both confirmed before the COMMIT, written without waiting in between (the broker takes them in order).
+            awaited.append(await _write_expecting_receipt(manager, receipts, state, send))
+            awaited.append(await _write_expecting_receipt(manager, receipts, state, ack))
+            for pending in awaited:
+                await _receipt(receipts, pending)
         except BaseException:
+            for pending in awaited:
+                receipts.discard(pending.receipt_id)
             if manager._active_connection_state is state:  # else the broker rolls it back with the connection
                 abort = AbortFrame(headers={"transaction": transaction})
                 # With a receipt, so that the broker's ERROR for it (if any) fails no other frame's receipt.
@@ -696,7 +704,8 @@ class StompTransport:
                     await state.connection.write_frame(abort)
             raise
         try:
-            await _write_confirmed(manager, receipts, state, CommitFrame(headers={"transaction": transaction}))
+            commit = CommitFrame(headers={"transaction": transaction})
+            await _receipt(receipts, await _write_expecting_receipt(manager, receipts, state, commit))
         except stompman.SendReceiptError as error:
             if error.reason == "rejected":  # the broker refused the COMMIT: nothing of it took effect
                 raise
@@ -737,15 +746,14 @@ async def _write(manager: ConnectionManager, state: ActiveConnectionState, frame
         raise
 
 
-async def _write_confirmed(
+async def _write_expecting_receipt(
     manager: ConnectionManager, receipts: PendingReceipts, state: ActiveConnectionState, frame: FramedWrite
-) -> None:
-    """``_write`` with a receipt header; returns once the broker's RECEIPT arrived. Raises ``SendReceiptError``
-    (rejected: the broker's ERROR for it; timeout; connection_lost)."""
+) -> PendingReceipt:
+    """``_write`` with a receipt header; the broker's answer is awaited with ``_receipt``. Every frame of a
+    transaction carries one: an ERROR without a receipt id fails every receipt awaited on the connection."""
     loop = asyncio.get_running_loop()
-    confirmation = _Confirmation(receipts)
     pending = PendingReceipt(
-        waiter=confirmation,
+        waiter=_Confirmation(receipts),
         connection=state.connection,
         receipt_id=make_receipt_id(),
         epoch=manager._reconnection_count,
@@ -756,9 +764,17 @@ async def _write_confirmed(
     receipts.add(pending)
     try:
         await _write(manager, state, frame)
+    except BaseException:
+        receipts.discard(pending.receipt_id)
+        raise
+    return pending
+
+
+async def _receipt(receipts: PendingReceipts, pending: PendingReceipt) -> None:
+    """Returns once the broker's RECEIPT for ``pending`` arrived; raises ``SendReceiptError`` (rejected: the broker's
+    ERROR for it; timeout; connection_lost)."""
+    try:
         error = await wait_for_result(pending)
-    except stompman.ConnectionLostError:
-        error = stompman.SendReceiptError(receipt_id=pending.receipt_id, reason="connection_lost")
     except TimeoutError:
         error = stompman.SendReceiptError(receipt_id=pending.receipt_id, reason="timeout")
     finally:

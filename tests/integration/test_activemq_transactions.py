@@ -112,3 +112,33 @@ async def test_an_aborted_retry_leaves_the_original_unacknowledged_and_no_copy(
         assert await transport.receive(10, wait_time=3) == []  # and no copy came
     assert await stomp_drain(url) == []
     assert await stomp_drain(dlq) == []
+
+
+async def test_a_retry_whose_ack_the_broker_refuses_leaves_no_copy(
+    stomp_queues: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The broker answers an ACK it cannot take with an ERROR and keeps the transaction open: committed then, the
+    # copy would be queued without the ACK, and the original would come back beside it.
+    url, dlq = stomp_queues
+    async with open_transport(stomp_settings(url, dlq_url=dlq)) as opened:
+        assert isinstance(opened, StompTransport)
+        transport = opened
+        await transport.send('{"id": 16, "event": "updated"}')
+        message = await receive_one(transport)
+        write_frame = Connection.write_frame
+        refused: list[str] = []
+
+        async def refuse_the_ack(connection: Connection, frame: Any) -> None:
+            if isinstance(frame, AckFrame) and not refused:
+                refused.append(frame.headers["id"])
+                frame.headers["id"] = "ID:unknown-to-the-broker"
+            await write_frame(connection, frame)
+
+        monkeypatch.setattr(Connection, "write_frame", refuse_the_ack)
+        assert await transport.retry_later([message], 1) == [message.message_id]
+        assert refused
+        back = await receive_one(transport)  # handed back: still unacknowledged
+        assert back.body == message.body and back.receive_count == 2
+        assert await transport.complete([back]) == []
+        assert await transport.receive(10, wait_time=3) == []  # and no copy came
+    assert await stomp_drain(url) == []
