@@ -688,11 +688,11 @@ class StompTransport:
                     "transaction": transaction,
                 }
             )
-            # Both confirmed before the COMMIT, written without waiting in between (the broker takes them in order).
-            awaited.append(await _write_expecting_receipt(manager, receipts, state, send))
-            awaited.append(await _write_expecting_receipt(manager, receipts, state, ack))
-            for pending in awaited:
-                await _receipt(receipts, pending)
+            # One after the other: two answers written back to back by the broker wait for this side's delayed TCP
+            # ACK (40 ms a copy instead of 3, measured on 5.17).
+            for step in (send, ack):
+                awaited.append(await _write_expecting_receipt(manager, receipts, state, step))
+                await _receipt(receipts, awaited[-1])
         except BaseException:
             for pending in awaited:
                 receipts.discard(pending.receipt_id)
@@ -715,7 +715,9 @@ class StompTransport:
 @dataclasses.dataclass(frozen=True, slots=True)
 class _Confirmation:
     """stompman's receipt waiter for any frame (its own serves only SENDs): the broker's RECEIPT, its ERROR for the
-    frame, or the connection lost."""
+    frame, or the connection lost. An ERROR without a receipt id is another frame's (every frame of a transaction
+    carries a receipt): stompman hands it to every waiter, but taken as a refused COMMIT the original would be handed
+    back beside a copy the broker did commit; the wait goes on for the RECEIPT (or the timeout)."""
 
     receipts: PendingReceipts
 
@@ -723,6 +725,8 @@ class _Confirmation:
         self._settle(pending, None)
 
     def fail_on_error_frame(self, pending: PendingReceipt, frame: stompman.ErrorFrame) -> None:
+        if frame.headers.get("receipt-id") != pending.receipt_id:
+            return
         self._settle(pending, stompman.SendReceiptError(receipt_id=pending.receipt_id, reason="rejected", frame=frame))
 
     def fail_on_connection_loss(self, pending: PendingReceipt) -> None:

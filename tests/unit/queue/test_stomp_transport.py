@@ -306,3 +306,40 @@ def test_a_transport_that_does_not_consume_needs_no_subscription() -> None:
     assert transport.connected()
     client.alive = False
     assert not transport.connected()
+
+
+# ---- a transaction's receipts ----------------------------------------------------------------------------------
+
+
+async def test_an_error_for_another_frame_does_not_fail_a_transactions_receipt() -> None:
+    # Every frame of the transport's transactions carries a receipt, so an ERROR without a receipt id is another
+    # frame's (a plain ACK the broker refused). Taken as a refused COMMIT, the original would be handed back beside a
+    # copy the broker did commit.
+    loop = asyncio.get_running_loop()
+    receipts = stompman.receipts.PendingReceipts()
+    pending = stompman.receipts.PendingReceipt(
+        waiter=stomp._Confirmation(receipts),
+        connection=None,  # type: ignore[arg-type]
+        receipt_id="commit-1",
+        epoch=0,
+        deadline=loop.time() + 10,
+        result=loop.create_future(),
+    )
+    receipts.add(pending)
+    receipts.handle_error(stompman.ErrorFrame(headers={"message": "Unexpected ACK received"}), epoch=0)
+    assert not pending.result.done()
+    receipts.handle_receipt(stompman.ReceiptFrame(headers={"receipt-id": "commit-1"}), epoch=0)
+    assert pending.result.result() is None
+
+    refused = stompman.receipts.PendingReceipt(
+        waiter=stomp._Confirmation(receipts),
+        connection=None,  # type: ignore[arg-type]
+        receipt_id="commit-2",
+        epoch=0,
+        deadline=loop.time() + 10,
+        result=loop.create_future(),
+    )
+    receipts.add(refused)
+    receipts.handle_error(stompman.ErrorFrame(headers={"message": "no", "receipt-id": "commit-2"}), epoch=0)
+    error = refused.result.result()
+    assert isinstance(error, stompman.SendReceiptError) and error.reason == "rejected"
