@@ -80,7 +80,6 @@ from bridge.errors import ConfigError
 from bridge.ops import metrics
 from bridge.queue.dead_letter import (
     DeadLetterContext,
-    carried_attributes,
     dead_letter_attributes,
     redriven_attributes,
 )
@@ -383,9 +382,7 @@ class StompTransport:
                     error_class=context.error_class,
                 )
             else:
-                headers = dict(message.attributes) | {ATTEMPT_HEADER: str(message.receive_count)}
-                if message.group_id is not None:
-                    headers[GROUP_HEADER] = message.group_id
+                headers = self._carried_headers(message) | {ATTEMPT_HEADER: str(message.receive_count)}
                 await self._copy_and_ack(frame, self._address.destination, _payload(message), headers)
                 log.info("redelivery_counted", message_id=message.message_id, attempt=message.receive_count)
         except CommitUnconfirmed as error:  # recounted or not, the broker has it: not to be handed out as well
@@ -634,7 +631,10 @@ class StompTransport:
         return False
 
     def _carried_headers(self, message: QueueMessage) -> dict[str, str]:
-        headers = dict(carried_attributes(message))
+        """The headers of a copy that stays the same message (a retry, a redelivery's recount): all of its own, a
+        redriven copy's ``first_failure.*`` among them (not ``carried_attributes``, which is for a dead letter, where
+        those became ``failure.*``), and its group."""
+        headers = dict(message.attributes)
         if message.group_id is not None:
             headers[GROUP_HEADER] = message.group_id
         return headers

@@ -343,3 +343,19 @@ async def test_an_error_for_another_frame_does_not_fail_a_transactions_receipt()
     receipts.handle_error(stompman.ErrorFrame(headers={"message": "no", "receipt-id": "commit-2"}), epoch=0)
     error = refused.result.result()
     assert isinstance(error, stompman.SendReceiptError) and error.reason == "rejected"
+
+
+async def test_a_retry_of_a_redriven_message_keeps_its_first_failure() -> None:
+    # A redriven copy carries its first failure back; its retry is the same message, so a later dead letter still
+    # names the first failure, as on SQS (where a retry only changes the visibility).
+    copying, client = copying_transport()
+    redriven = frame(
+        event="updated",
+        redriven_from="ID:dlq-1",
+        **{"first_failure.source_message_id": "ID:first", "first_failure.at": "2026-12-01T10:00:00.000+00:00"},
+    )
+    assert await copying.retry_later([await received(copying, redriven)], 5) == []
+    [(_, _, headers)] = client.sent
+    assert headers["first_failure.source_message_id"] == "ID:first"
+    assert headers["first_failure.at"] == "2026-12-01T10:00:00.000+00:00"
+    assert headers["redriven_from"] == "ID:dlq-1" and headers["event"] == "updated"
