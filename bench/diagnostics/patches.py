@@ -172,6 +172,9 @@ class MemoryStateStore:
                 mark = replace(mark, fetched_at=held.fetched_at)
             elif mark.fetched_at < held.fetched_at:
                 return
+        # A mark clears the re-sync token its sync read (``ElementMark.resync``), never sets one.
+        kept = held.resync if held is not None and held.resync != mark.resync else None
+        mark = replace(mark, resync=kept)
         self._marks[mark.element_id] = mark
 
     async def all_deliveries(self) -> list[Delivery]:

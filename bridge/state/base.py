@@ -47,6 +47,15 @@ class ElementMark:
     notification sent before it is covered (``bridge.pipeline.covering``). Stores never move it backwards: a
     mark with an older ``fetched_at`` than the one recorded is ignored (the later fetch's mark is the newer
     truth), and a mark without one keeps the recorded time.
+
+    ``resync``, as read: a token the element carries while its channels may hold an older version than its
+    deliveries say. A sync that lost its lease before its release may have written its older version after a newer
+    sync's (a long stall, the store unreachable); its release marks the element so (``StateStore.lease``), with a
+    new token. A sync that reads a token is never skipped (neither covered nor older) and rewrites every channel,
+    as a forced replay does, to the items its deliveries name. As given to ``mark_on_release`` or
+    ``mark_element``: the token that sync read and made good; the store clears the element's token if it is still
+    that one (and the mark applies), and keeps a newer one. A mark never sets a token. A mark read back may carry a
+    token and nothing else (an element marked before any sync of it recorded a mark).
     """
 
     element_id: int
@@ -54,6 +63,7 @@ class ElementMark:
     version: int | None
     deleted: bool
     fetched_at: float | None = None
+    resync: str | None = None
 
 
 @dataclass(slots=True)
@@ -68,12 +78,18 @@ class HeldLease:
     ``mark_at_take`` is the element's mark (None: it has none) as the lease was taken, when ``mark_at_take_known``:
     a store that reads it in the statement that takes the lease (SQLite) spares its holder an ``element_mark``
     read. The mark cannot change while the lease is held: marks are recorded under the element's lease.
+
+    ``lost`` is set by the release: the lease was no longer this holder's (it stalled past ``lease_seconds`` and
+    another worker took the element, which may have written a newer version to the channels before this holder's
+    older one landed). The release then marked the element for a re-sync (``ElementMark.resync``) in the same
+    write where the store can, so that whoever syncs it next rewrites its channels with the newest version.
     """
 
     element_id: int
     mark: ElementMark | None = None
     mark_at_take: ElementMark | None = None
     mark_at_take_known: bool = False
+    lost: bool = False
 
     def mark_on_release(self, mark: ElementMark) -> None:
         if mark.element_id != self.element_id:
@@ -171,7 +187,9 @@ class StateStore(Protocol):
 
     def lease(self, element_id: int) -> AbstractAsyncContextManager[HeldLease]:
         """Hold the element exclusively across processes; raise ``ElementBusy`` if another worker keeps it. The
-        ``HeldLease`` it yields records a mark given to it as the lease is released (``mark_on_release``)."""
+        ``HeldLease`` it yields records a mark given to it as the lease is released (``mark_on_release``). A
+        release that finds the lease no longer its own marks the element for a re-sync (a new
+        ``ElementMark.resync`` token) and sets ``HeldLease.lost``."""
         ...
 
     async def deliveries(self, element_id: int) -> list[Delivery]: ...

@@ -7,7 +7,8 @@ Single-table layout (hash key ``pk``, range key ``sk``, both strings; TTL on ``e
   as a number). A write only lands if the stored version is not newer (the ordering of ``is_older``).
 * ``sk = "mark"``: the newest version of the element fully synced (or seen deleted), and ``fetched_at`` (epoch
   seconds, a number) when the Kordiam fetch behind it started; a mark whose fetch started earlier than the
-  stored one does not land.
+  stored one does not land. ``resync``: a token set by a release that found its lease lost (the element's
+  channels may hold an older version than its deliveries say), removed by the mark of the re-sync that read it.
 * ``sk = "lease"``: the worker (``owner``) syncing the element until ``expires_at`` (epoch seconds).
 * ``pk = "parked#<channel>"``, ``sk = "element#<id, 20 digits>"``: an element the channel owes a sync while it
   refuses the bridge's own credentials (``reason``, the latest refusal's text; ``since``, when first parked, as
@@ -45,6 +46,7 @@ import contextlib
 import math
 import os
 import time
+import uuid
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from datetime import UTC, datetime
 from typing import Any
@@ -81,6 +83,7 @@ MARK = "mark"
 ACCESS_CHECK_PK = "bridge#access-check"
 ACCESS_CHECK_SK_PREFIX = "worker#"
 LEASE = "lease"
+RESYNC = "resync"
 PARKED_PK_PREFIX = "parked#"
 PARKED_SK_PREFIX = "element#"
 PARKED_CHANNELS_KEY = {HASH_KEY: {"S": "bridge#parked-channels"}, RANGE_KEY: {"S": "channels"}}
@@ -438,35 +441,62 @@ class DynamoDbStateStore:
         return ElementRecord(element_id, mark, deliveries, lease)
 
     async def mark_element(self, mark: ElementMark) -> None:
-        # A mark whose fetch started before the recorded one is ignored (the condition); one without a fetch
-        # time keeps the recorded one (read back first: the mark is only written under the element's lease).
-        item: dict[str, Any] = {
-            **_key(mark.element_id, MARK),
-            "element_id": _n(mark.element_id),
-            "deleted": {"BOOL": mark.deleted},
-            "updated_at": _s(encode_date(datetime.now(UTC))),
+        # An update, not a put: a re-sync token set meanwhile (``_give_back``) stays. A mark whose fetch started
+        # before the recorded one is ignored (the condition); one without a fetch time keeps the recorded one.
+        names = {"#element": "element_id", "#deleted": "deleted", "#updated": "updated_at"}
+        values: dict[str, Any] = {
+            ":element": _n(mark.element_id),
+            ":deleted": {"BOOL": mark.deleted},
+            ":updated": _s(encode_date(datetime.now(UTC))),
         }
-        if mark.modification_date is not None:
-            item["modification_date"] = _s(encode_date(mark.modification_date))
-        if mark.version is not None:
-            item["version"] = _n(mark.version)
-        if mark.fetched_at is None:
-            held = await self.element_mark(mark.element_id)
-            if held is not None and held.fetched_at is not None:
-                item["fetched_at"] = {"N": repr(held.fetched_at)}
-            await self._call("put_item", Item=item)
-            return
-        item["fetched_at"] = {"N": repr(mark.fetched_at)}
+        sets = ["#element = :element", "#deleted = :deleted", "#updated = :updated"]
+        removes: list[str] = []
+        fields = {"modification_date": mark.modification_date, "version": mark.version}
+        for name, value in fields.items():
+            names[f"#{name}"] = name
+            if value is None:
+                removes.append(f"#{name}")
+            else:
+                sets.append(f"#{name} = :{name}")
+                values[f":{name}"] = _s(encode_date(value)) if isinstance(value, datetime) else _n(value)
+        request: dict[str, Any] = {}
+        if mark.fetched_at is not None:
+            names["#fetched"] = "fetched_at"
+            values[":fetched"] = {"N": repr(mark.fetched_at)}
+            sets.append("#fetched = :fetched")
+            request["ConditionExpression"] = "attribute_not_exists(#fetched) OR #fetched <= :fetched"
+        expression = "SET " + ", ".join(sets) + (" REMOVE " + ", ".join(removes) if removes else "")
         try:
             await self._call(
-                "put_item",
-                Item=item,
-                ConditionExpression="attribute_not_exists(#f) OR #f <= :f",
-                ExpressionAttributeNames={"#f": "fetched_at"},
-                ExpressionAttributeValues={":f": {"N": repr(mark.fetched_at)}},
+                "update_item",
+                Key=_key(mark.element_id, MARK),
+                UpdateExpression=expression,
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+                **request,
             )
         except _ConditionFailed:
             return
+        if mark.resync is not None:  # only after a re-sync: its token cleared, unless a newer one was set since
+            with contextlib.suppress(_ConditionFailed):
+                await self._call(
+                    "update_item",
+                    Key=_key(mark.element_id, MARK),
+                    UpdateExpression="REMOVE #resync",
+                    ConditionExpression="#resync = :read",
+                    ExpressionAttributeNames={"#resync": RESYNC},
+                    ExpressionAttributeValues={":read": _s(mark.resync)},
+                )
+
+    async def _mark_for_resync(self, element_id: int) -> None:
+        """Give the element a new re-sync token (``ElementMark.resync``), whatever its mark holds."""
+        await self._call(
+            "update_item",
+            Key=_key(element_id, MARK),
+            UpdateExpression="SET #element = :element, #resync = :token",
+            ExpressionAttributeNames={"#element": "element_id", "#resync": RESYNC},
+            ExpressionAttributeValues={":element": _n(element_id), ":token": _s(uuid.uuid4().hex)},
+        )
 
     # ---- parked elements -----------------------------------------------------------------------------------
 
@@ -629,16 +659,19 @@ class DynamoDbStateStore:
                 lost.add(element_id)
         return lost
 
-    async def _release(self, element_id: int, mark: ElementMark | None) -> None:
+    async def _release(self, element_id: int, mark: ElementMark | None) -> bool:
         # Two writes, the mark first (a transaction would cost twice the write units of both): what a
         # mark_element call at the block's end did.
         try:
             if mark is not None:
                 await self.mark_element(mark)
         finally:
-            await self._give_back(element_id)
+            lost = await self._give_back(element_id)
+        return lost
 
-    async def _give_back(self, element_id: int) -> None:
+    async def _give_back(self, element_id: int) -> bool:
+        """Delete the lease if it is still this owner's; else mark the element for a re-sync and return True (a
+        third write, only then: the delete's own condition tells)."""
         try:
             await self._call(
                 "delete_item",
@@ -651,11 +684,15 @@ class DynamoDbStateStore:
             log.warning(
                 "lease_lost",
                 element_id=element_id,
-                hint="this worker stalled past state.lease_seconds and another worker took the element over",
+                hint="this worker stalled past state.lease_seconds and another worker took the element over; "
+                "the element is marked for a re-sync, which rewrites its channels",
             )
+            await self._mark_for_resync(element_id)
+            return True
         except (StateUnavailable, StateRejected) as error:
             # Not worth failing a finished sync for: the lease expires on its own after state.lease_seconds.
             log.warning("lease_release_failed", element_id=element_id, error=str(error))
+        return False
 
     # ---- DynamoDB calls ------------------------------------------------------------------------------------
 
@@ -864,6 +901,7 @@ def _mark(element_id: int, item: dict[str, Any]) -> ElementMark:
         version=_int_attribute(item, "version"),
         deleted=bool(item.get("deleted", {}).get("BOOL", False)),
         fetched_at=float(item["fetched_at"]["N"]) if "fetched_at" in item else None,
+        resync=_str_attribute(item, RESYNC),
     )
 
 

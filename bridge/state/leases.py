@@ -42,8 +42,8 @@ MAX_POLL_SECONDS = 2.0
 # store read it in the same step), else its holder's owner text ("" if the lease was released meanwhile).
 TakeLease = Callable[[int, str | None], Awaitable[HeldLease | str]]
 # Gives the element's lease back if this store still owns it, recording the element's mark first when one is given
-# (``HeldLease.mark_on_release``).
-ReleaseLease = Callable[[int, ElementMark | None], Awaitable[None]]
+# (``HeldLease.mark_on_release``); True if it no longer owned it (the element is then marked for a re-sync).
+ReleaseLease = Callable[[int, ElementMark | None], Awaitable[bool]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +124,7 @@ class HeldLeaseContext:
         self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
     ) -> None:
         self._keeper.released(self._element_id)
-        await self._release(self._element_id, self._held.mark)
+        self._held.lost = await self._release(self._element_id, self._held.mark)
 
 
 async def acquire(element_id: int, take: TakeLease, *, wait_seconds: float) -> HeldLease:
@@ -238,7 +238,7 @@ class LeaseKeeper:
                     "lease_lost",
                     element_id=element_id,
                     hint="this worker's event loop stalled past state.lease_seconds and another worker took the "
-                    "element over; the conditional delivery records keep the newer sync's state",
+                    "element over; its release marks the element for a re-sync, which rewrites its channels",
                 )
             else:
                 held.since = now

@@ -11,6 +11,7 @@ statement to a thread cost 2–6 ms of latency per hop under load, three hops pe
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import sqlite3
 import time
@@ -49,7 +50,7 @@ log = structlog.get_logger("bridge.state")
 CHECKPOINT_EVERY_WRITES = 2000
 BUSY_TIMEOUT_MS = 5000
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 MIGRATIONS: dict[int, str] = {
     1: """
     CREATE TABLE deliveries (
@@ -133,6 +134,12 @@ MIGRATIONS: dict[int, str] = {
         PRIMARY KEY (channel, element_id)
     ) WITHOUT ROWID;
     """,
+    # The token of an element whose channels may hold an older version than its deliveries say (``resync``): set
+    # by a release that finds its lease lost, cleared by the mark of the re-sync that read it. A worker of version
+    # 6 still running on the file neither reads nor writes it (its releases leave it as it is).
+    7: """
+    ALTER TABLE elements ADD COLUMN resync TEXT;
+    """,
 }
 # Tables every schema version of the bridge has had: version 1 made them in the transaction that made
 # schema_version, so the bridge's file never holds one without the others.
@@ -173,6 +180,8 @@ class SqliteStateStore:
         # Writes waiting for the next group commit, with the futures their callers wait on (``_write``).
         self._queued: Batch = []
         self._owner = (owner or LeaseOwner.of_process(os.getpid())).encode()
+        # Each release carries the token it sets should it find its lease lost: the owner and a count, unique.
+        self._releases = itertools.count()
         self._lease_seconds = lease_seconds
         self._lease_wait = lease_wait_seconds
         # keep_leases=False: a worker that never extends its leases (tests of expiry stand in a hung worker so);
@@ -507,18 +516,20 @@ class SqliteStateStore:
     def lease(self, element_id: int) -> AbstractAsyncContextManager[HeldLease]:
         return held_lease(element_id, self._try_lease, self._release, self._keeper, wait_seconds=self._lease_wait)
 
-    async def _release(self, element_id: int, mark: ElementMark | None) -> None:
-        release = (element_id, self._owner)
+    async def _release(self, element_id: int, mark: ElementMark | None) -> bool:
+        # The lease given back only if it is still this owner's; if not, the element marked for a re-sync in the
+        # same statement (the token it returns tells which happened: no statement more per message).
+        token = f"{self._owner}#{next(self._releases)}"
+        release = (self._owner, token, element_id)
         if mark is None:
-            await self._write(lambda db: db.execute(RELEASE, release))
-            return
-        values = (*_mark_values(mark), self._owner)
+            return await self._write(lambda db: _lost(db.execute(RELEASE, release)))
+        values = (*_mark_values(mark), self._owner, token)
         try:
-            await self._write(lambda db: db.execute(MARK_AND_RELEASE, values))
+            return await self._write(lambda db: _lost(db.execute(MARK_AND_RELEASE, values)))
         except BaseException:
             # The mark failed and took the release down with it: give the lease back anyway, as a failed
             # mark_element would have left it given back, rather than hold the element until the lease expires.
-            await self._write(lambda db: db.execute(RELEASE, release))
+            await self._write(lambda db: _lost(db.execute(RELEASE, release)))
             raise
 
     async def _try_lease(self, element_id: int, replacing: str | None) -> HeldLease | str:
@@ -562,19 +573,17 @@ class SqliteStateStore:
         await self._write(lambda db: db.execute(MARK_ELEMENT, values))
 
     async def element_record(self, element_id: int) -> ElementRecord:
-        deliveries = (
-            f"SELECT {DELIVERY_COLUMNS}, updated_at FROM deliveries WHERE element_id = ? "
-            "ORDER BY channel, publication_id"
-        )
-        element = f"SELECT {MARK_COLUMNS}, lease_owner, lease_expires_at FROM elements WHERE element_id = ?"
+        # The extra columns first, so that a column added to MARK_COLUMNS or DELIVERY_COLUMNS moves no index here.
+        deliveries = f"SELECT updated_at, {DELIVERY_COLUMNS} FROM deliveries WHERE element_id = ? ORDER BY channel, publication_id"
+        element = f"SELECT lease_owner, lease_expires_at, {MARK_COLUMNS} FROM elements WHERE element_id = ?"
 
         def read(db: sqlite3.Connection) -> ElementRecord:
             # On the thread: a store opened read-only (the operator's) has no connection on the loop.
             rows = db.execute(deliveries, (element_id,)).fetchall()
             row = db.execute(element, (element_id,)).fetchone()
-            mark = None if row is None else _mark(element_id, row)
-            lease = None if row is None or row[5] is None else LeaseRecord(str(row[5]), float(row[6]))
-            recorded = [RecordedDelivery(_delivery(r), _parse(r[12])) for r in rows]
+            mark = None if row is None else _mark(element_id, row[2:])
+            lease = None if row is None or row[0] is None else LeaseRecord(str(row[0]), float(row[1]))
+            recorded = [RecordedDelivery(_delivery(r[1:]), _parse(r[0])) for r in rows]
             return ElementRecord(element_id, mark, recorded, lease)
 
         return await self._read_on_thread(read)
@@ -734,9 +743,17 @@ RECORD = (
     "      AND excluded.version IS NOT NULL AND deliveries.version IS NOT NULL"
     "      AND excluded.version < deliveries.version))"
 )
-# An element's mark as ``_mark`` reads it: a row whose ``updated_at`` is NULL holds a lease and no mark.
-MARK_COLUMNS = "updated_at IS NOT NULL, modification_date, version, deleted, fetched_at"
-RELEASE = "UPDATE elements SET lease_owner = NULL, lease_expires_at = NULL WHERE element_id = ? AND lease_owner = ?"
+# An element's mark as ``_mark`` reads it: a row whose ``updated_at`` is NULL holds a lease and no mark (but perhaps
+# a re-sync token).
+MARK_COLUMNS = "updated_at IS NOT NULL, modification_date, version, deleted, fetched_at, resync"
+# Gives the lease back if it is still this owner's (?1); if not, marks the element for a re-sync with token ?2 (a
+# sync that lost its lease may have written an older version after a newer one) and returns whether it did.
+RELEASE = (
+    "UPDATE elements SET resync = CASE WHEN lease_owner IS ?1 THEN resync ELSE ?2 END, "
+    "lease_expires_at = CASE WHEN lease_owner IS ?1 THEN NULL ELSE lease_expires_at END, "
+    "lease_owner = CASE WHEN lease_owner IS ?1 THEN NULL ELSE lease_owner END "
+    "WHERE element_id = ?3 RETURNING resync IS ?2"
+)
 # Takes a free, expired, own or replaced lease and returns the element's mark; returns nothing if another holds it.
 TRY_LEASE = (
     "INSERT INTO elements (element_id, lease_owner, lease_expires_at) VALUES (?, ?, ?) "
@@ -762,20 +779,27 @@ _UPSERT_MARK = (
     "INSERT INTO elements (element_id, modification_date, version, deleted, fetched_at, updated_at) "
     "VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (element_id) DO UPDATE SET "
 )
+# A mark that applies clears the re-sync token its sync read (?7), if it is still the element's.
+_RESYNC_MADE_GOOD = "CASE WHEN elements.resync = ?7 THEN NULL ELSE elements.resync END"
 MARK_ELEMENT = (
-    _UPSERT_MARK + ", ".join(f"{column} = {value}" for column, value in _MARKED.items()) + f" WHERE {_MARK_APPLIES}"
+    _UPSERT_MARK
+    + ", ".join(f"{column} = {value}" for column, value in _MARKED.items())
+    + f", resync = {_RESYNC_MADE_GOOD} WHERE {_MARK_APPLIES}"
 )
 # MARK_ELEMENT and RELEASE in one statement: the mark recorded by the same rule, column by column (a WHERE would
-# keep the release from happening), even if the lease is no longer this owner's; the lease given back only if it
-# is. SET reads the row as it was before the update.
+# keep the release from happening), even if the lease is no longer this owner's (?8); the lease given back only if
+# it is, and the element marked for a re-sync (token ?9) if it is not. SET reads the row as it was before the update.
 MARK_AND_RELEASE = (
     _UPSERT_MARK
     + ", ".join(
         f"{column} = CASE WHEN {_MARK_APPLIES} THEN {value} ELSE elements.{column} END"
         for column, value in _MARKED.items()
     )
-    + ", lease_owner = CASE WHEN elements.lease_owner = ?7 THEN NULL ELSE elements.lease_owner END"
-    ", lease_expires_at = CASE WHEN elements.lease_owner = ?7 THEN NULL ELSE elements.lease_expires_at END"
+    + f", resync = CASE WHEN elements.lease_owner IS NOT ?8 THEN ?9 WHEN {_MARK_APPLIES} THEN {_RESYNC_MADE_GOOD}"
+    " ELSE elements.resync END"
+    ", lease_owner = CASE WHEN elements.lease_owner = ?8 THEN NULL ELSE elements.lease_owner END"
+    ", lease_expires_at = CASE WHEN elements.lease_owner = ?8 THEN NULL ELSE elements.lease_expires_at END"
+    " RETURNING resync IS ?9"
 )
 
 # Parking again keeps the first ``since``, takes the latest refusal's text and a new generation.
@@ -800,12 +824,26 @@ def _transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
 def _mark(element_id: int, row: Any) -> ElementMark | None:
     """The mark in a row of ``MARK_COLUMNS``; None if the row has none (it holds a lease only)."""
     if not row[0]:
-        return None
-    return ElementMark(element_id, _parse(row[1]), row[2], bool(row[3]), row[4])
+        return None if row[5] is None else ElementMark(element_id, None, None, deleted=False, resync=row[5])
+    return ElementMark(element_id, _parse(row[1]), row[2], bool(row[3]), row[4], row[5])
 
 
 def _mark_values(mark: ElementMark) -> tuple[Any, ...]:
-    return (mark.element_id, _iso(mark.modification_date), mark.version, int(mark.deleted), mark.fetched_at, _now())
+    return (
+        mark.element_id,
+        _iso(mark.modification_date),
+        mark.version,
+        int(mark.deleted),
+        mark.fetched_at,
+        _now(),
+        mark.resync,
+    )
+
+
+def _lost(cursor: sqlite3.Cursor) -> bool:
+    """What a release statement returned: whether the lease was lost (and the element marked for a re-sync)."""
+    rows = cursor.fetchall()  # to its end, or its autocommit transaction stays open
+    return bool(rows and rows[0][0])
 
 
 def _delivery(row: Any) -> Delivery:

@@ -248,6 +248,79 @@ async def test_a_mark_given_to_the_lease_is_recorded_when_the_block_raises(store
         pass
 
 
+async def test_a_release_that_lost_its_lease_marks_the_element_for_a_resync(
+    stores: StoreFactory, timing: Timing
+) -> None:
+    """A holder that stalled past its lease may have written an older version after the new holder's newer one:
+    its release (with a mark or without) tells it (``lost``) and leaves a re-sync token no mark of the new holder
+    clears; only a mark given the token it read does."""
+    for element_id, with_mark in ((20, True), (21, False)):
+        stalled = await stores(lease_seconds=timing.short_lease, keep_leases=False)
+        other = await stores(lease_wait_seconds=10)
+        mark = ElementMark(element_id, T0, 1, deleted=False, fetched_at=1_764_800_000.0)
+        lease = stalled.lease(element_id)
+        held = await lease.__aenter__()
+        async with other.lease(element_id) as taken:  # waits out the stalled holder's lease
+            assert not taken.mark_at_take_known or taken.mark_at_take is None
+            if with_mark:
+                held.mark_on_release(mark)
+            await lease.__aexit__(None, None, None)
+            assert held.lost and not taken.lost
+            taken.mark_on_release(ElementMark(element_id, T0, 2, deleted=False, fetched_at=1_764_800_001.0))
+        assert not taken.lost
+        token = (await other.element_mark(element_id) or mark).resync
+        assert token is not None  # the newer holder's mark, given no token, kept it
+        async with other.lease(element_id) as again:
+            assert not again.mark_at_take_known or (again.mark_at_take and again.mark_at_take.resync == token)
+            again.mark_on_release(ElementMark(element_id, T0, 2, deleted=False, fetched_at=1_764_800_002.0))
+        assert (await other.element_mark(element_id) or mark).resync == token  # no token given: still due
+        async with other.lease(element_id) as resynced:
+            resynced.mark_on_release(
+                ElementMark(element_id, T0, 2, deleted=False, fetched_at=1_764_800_003.0, resync=token)
+            )
+        assert not resynced.lost
+        assert await other.element_mark(element_id) == ElementMark(
+            element_id, T0, 2, deleted=False, fetched_at=1_764_800_003.0
+        )
+
+
+async def test_a_resync_token_without_a_mark_is_read_and_a_stale_one_does_not_clear_a_newer(
+    stores: StoreFactory, timing: Timing
+) -> None:
+    stalled = await stores(lease_seconds=timing.short_lease, keep_leases=False)
+    other = await stores(lease_wait_seconds=10)
+
+    async def stall() -> str:
+        lease = stalled.lease(22)
+        held = await lease.__aenter__()
+        async with other.lease(22):
+            await lease.__aexit__(None, None, None)
+        assert held.lost
+        marked = await other.element_mark(22)
+        assert marked is not None and marked.resync is not None
+        return marked.resync
+
+    older = await stall()
+    # Marked before any mark was recorded: a mark of the token alone.
+    assert await other.element_mark(22) == ElementMark(22, None, None, deleted=False, resync=older)
+    newer = await stall()
+    assert newer != older
+    await other.mark_element(ElementMark(22, T0, 1, deleted=False, fetched_at=1.0, resync=older))
+    assert await other.element_mark(22) == ElementMark(22, T0, 1, deleted=False, fetched_at=1.0, resync=newer)
+    await other.mark_element(ElementMark(22, T0, 1, deleted=False, fetched_at=2.0, resync=newer))
+    assert await other.element_mark(22) == ElementMark(22, T0, 1, deleted=False, fetched_at=2.0)
+
+
+async def test_a_release_of_a_lease_still_held_is_not_lost(stores: StoreFactory) -> None:
+    store = await stores()
+    async with store.lease(23) as held:
+        pass
+    async with store.lease(23) as marked:
+        marked.mark_on_release(ElementMark(23, T0, 1, deleted=False))
+    assert not held.lost and not marked.lost
+    assert await store.element_mark(23) == ElementMark(23, T0, 1, deleted=False)
+
+
 # ---- conditional records ---------------------------------------------------------------------------------------
 
 
