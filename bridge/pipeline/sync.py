@@ -130,6 +130,11 @@ class SyncEngine:
     without calling it, but for one trial call per back-off; while it is down, its breaker decides which call may
     probe it.
 
+    A sync whose lease was lost before its release (``HeldLease.lost``: it stalled, and another worker may have
+    written a newer version before this one's older write landed) is run again at once, under a new lease; the
+    store marked the element for a re-sync (``ElementMark.resync``), and a sync that reads that mark skips nothing
+    (neither as covered, nor as older, nor by fingerprint) and clears it with its own mark (``_sync_leased``).
+
     A deleted element (Kordiam answers 404) has every recorded delivery retracted; then each channel that can find
     its items by the element's mark (``FindsItems``) is searched once, and what it finds without a delivery (a
     create whose answer was lost) is retracted too. Nothing else searches a channel.
@@ -198,11 +203,7 @@ class SyncEngine:
             if notification.parked_since:  # a requeued element: parked again, it keeps its first parking time
                 self._parked_since[notification.element_id] = notification.parked_since
             try:
-                async with self._slot(), self._state.lease(notification.element_id) as lease:
-                    report = await self._sync(notification, lease, sent_at=sent_at)
-                # Only now is the mark recorded (with the release): a fetch whose mark failed covers nothing.
-                if report.fetched is not None:
-                    self._fetched.record(notification.element_id, *report.fetched)
+                report = await self._sync_leased(notification, sent_at=sent_at)
             except ElementBusy as busy:
                 report = SyncReport(notification.element_id, failures=[Failure("lease", busy)])
             except BridgeError as error:  # the state store itself failed (transient or permanent, as it says)
@@ -217,6 +218,37 @@ class SyncEngine:
             metrics.NOTIFICATIONS_COALESCED.inc()
         return report
 
+    async def _sync_leased(self, notification: Notification, *, sent_at: float | None) -> SyncReport:
+        """``_sync`` under the element's lease; once more at once if the lease was lost before its release.
+
+        A sync that lost its lease (stalled past ``state.lease_seconds``) may have written its version to a
+        channel after the newer one of the worker that took the element over; the conditional records keep the
+        newer delivery, whose fingerprint would make every later sync skip the channel. The release marks the
+        element for a re-sync instead (``ElementMark.resync``), and the sync runs again under a new lease: it reads
+        the token, fetches the newest version and rewrites every channel to the items its deliveries name (nothing
+        published twice). Should that lose its lease too, or find the element busy, the message is retried; the
+        token stays, so whichever sync of the element comes next rewrites the channels.
+        """
+        element_id = notification.element_id
+        for attempt in (1, 2):
+            async with self._slot(), self._state.lease(element_id) as lease:
+                report = await self._sync(notification, lease, sent_at=sent_at)
+            if not lease.lost:
+                # Only now is the mark recorded (with the release): a fetch whose mark failed covers nothing.
+                if report.fetched is not None:
+                    self._fetched.record(element_id, *report.fetched)
+                return report
+            log.warning(
+                "element_resync",
+                element_id=element_id,
+                attempt=attempt,
+                hint="this sync lost the element's lease before its release; another worker may have written a "
+                "newer version before this one's older write landed: the element is synced again, forced",
+            )
+        lost = StaleWrite(f"lost the lease of element {element_id} twice; retry later (a re-sync is due)")
+        report.failures.append(Failure("lease", lost))
+        return report
+
     def _slot(self) -> contextlib.AbstractAsyncContextManager[None]:
         return self._slots.hold() if self._slots is not None else contextlib.nullcontext()
 
@@ -224,16 +256,24 @@ class SyncEngine:
         element_id = notification.element_id
         report = SyncReport(element_id)
         # One read of the element's mark answers both skips: a fetch another worker (or this one, before its
-        # ledger forgot) started after the notification was sent, and a notification older than what was synced.
-        may_be_covered = sent_at is not None and not notification.force
-        if notification.modification_date is not None or may_be_covered:
-            mark = lease.mark_at_take if lease.mark_at_take_known else await self._state.element_mark(element_id)
-            if may_be_covered and mark is not None and self._fetched.covered_by(mark.fetched_at, sent_at):
+        # ledger forgot) started after the notification was sent, and a notification older than what was synced;
+        # and whether a re-sync is due (``ElementMark.resync``), which neither skips nor trusts the fingerprints.
+        # Read for every message but a forced one (which rewrites every channel anyway): free where the lease's
+        # take returns it (SQLite); a read of its own on DynamoDB only for a notification neither skip could use.
+        mark: ElementMark | None = None
+        if lease.mark_at_take_known:
+            mark = lease.mark_at_take
+        elif not notification.force:
+            mark = await self._state.element_mark(element_id)
+        resync = mark.resync if mark is not None else None
+        force = notification.force or resync is not None
+        if not force:
+            if sent_at is not None and mark is not None and self._fetched.covered_by(mark.fetched_at, sent_at):
                 assert mark.fetched_at is not None
                 self._fetched.record(element_id, mark.fetched_at)
                 report.skipped, report.covered = COVERED, True
                 return report
-            if notification.modification_date is not None and _older(notification, mark):
+            if _older(notification, mark):
                 report.skipped = "older than the version already synced"
                 return report
 
@@ -257,7 +297,9 @@ class SyncEngine:
             await self._retract(deliveries, keep=set(), report=report, held=held, element=None)
             await self._retract_unrecorded(element_id, deliveries, report)
             if not report.failures:
-                lease.mark_on_release(ElementMark(element_id, None, None, deleted=True, fetched_at=fetch_started))
+                lease.mark_on_release(
+                    ElementMark(element_id, None, None, deleted=True, fetched_at=fetch_started, resync=resync)
+                )
                 report.fetched = (fetch_started, local_start)
             return report
 
@@ -272,7 +314,7 @@ class SyncEngine:
         element = cleared or element  # None only for a deleted element
         await _concurrently(
             [
-                self._deliver(route, element, held, report, force=notification.force, retracted=shared.get(route.name))
+                self._deliver(route, element, held, report, force=force, retracted=shared.get(route.name))
                 for route in self._routes
             ]
         )
@@ -288,7 +330,12 @@ class SyncEngine:
             # Recorded with the lease's release, in one transaction where the store can: one write fewer.
             lease.mark_on_release(
                 ElementMark(
-                    element_id, element.modification_date, element.version, deleted=False, fetched_at=fetch_started
+                    element_id,
+                    element.modification_date,
+                    element.version,
+                    deleted=False,
+                    fetched_at=fetch_started,
+                    resync=resync,
                 )
             )
             report.fetched = (fetch_started, local_start)
@@ -353,7 +400,7 @@ class SyncEngine:
             self.parking.accepted(route.name, admission)
             delivery = _delivery(element, publication, route.name, result, digest)
             if not await self._state.record(delivery):
-                # Only possible if a sync outlived its lease: retry, so the newest version is fetched again.
+                # Only possible if a sync outlived its lease: its release marks the element for a re-sync.
                 report.failures.append(Failure(route.name, StaleWrite(f"a newer version of {element.id} was synced")))
                 return
             held[(route.name, publication.id)] = delivery

@@ -4,6 +4,7 @@ when part of it fails."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -540,3 +541,27 @@ async def test_a_removed_publication_leaves_the_remote_element_when_no_sibling_p
     assert [p["id"] for p in remote["1"]["publications"]] == [12]
     assert set(state.rows) == {(1, "cms", 12)}
     assert ("cms", 11, Action.DELETED) in {(a.channel, a.publication_id, a.action) for a in report.actions}
+
+
+async def test_an_element_due_a_resync_is_rewritten_whatever_covers_it_and_its_token_cleared(
+    kordiam: FakeKordiam, state: MemoryStateStore
+) -> None:
+    """A sync that lost its lease marked the element (``ElementMark.resync``): its channels may hold an older
+    version than the deliveries say, so no skip applies, and the item its delivery names is written again."""
+    kordiam.elements[1] = element_body(1, publication(11, WEB), modificationDate="2026-03-01T09:30:00Z")
+    web = ScriptedChannel("web")
+    engine = sync_engine(kordiam, state, [(web, WEB)])
+    await engine.sync(Notification(1))
+    synced = state.marks[1]
+    assert synced.fetched_at is not None and synced.resync is None
+    state.marks[1] = replace(synced, resync="token-1")
+    older = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
+    # Sent before the recorded fetch started, and older than the synced version: both skips would apply (on a
+    # worker whose own ledger does not hold that fetch: another one's).
+    engine = sync_engine(kordiam, state, [(web, WEB)])
+    report = await engine.sync(Notification(1, modification_date=older), sent_at=synced.fetched_at - 60)
+    assert [(a.action, a.external_id) for a in report.actions] == [(Action.UPDATED, "web-1-11")]
+    assert web.upserts == [(11, None), (11, "web-1-11")]  # the same item: nothing published twice
+    assert state.marks[1].resync is None
+    report = await engine.sync(Notification(1))
+    assert [a.action for a in report.actions] == [Action.UNCHANGED]

@@ -1,0 +1,160 @@
+"""A worker that loses an element's lease mid-sync (a stalled event loop, its store unreachable) while another
+worker syncs a newer version: two sync engines on one state store (SQLite, and DynamoDB on moto server), one
+channel they both write to. However the two channel writes land, the channel ends up holding the newest version,
+and nothing is published twice."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bridge.channels.base import ChannelResult
+from bridge.config import FeedbackSettings
+from bridge.kordiam.models import Element, Publication
+from bridge.pipeline.covering import FetchLedger
+from bridge.pipeline.notification import Notification
+from bridge.pipeline.routing import Route
+from bridge.pipeline.sync import SyncEngine, SyncFailed
+from bridge.state import DynamoDbStateStore, SqliteStateStore
+from bridge.state.base import StateStore
+from bridge.state.dynamodb import create_table
+from tests.support import REGION, opened_stores
+from tests.unit.fakes import FakeKordiam, element_body, publication
+
+pytestmark = pytest.mark.integration
+
+WEB = 99003
+# A lease short enough to expire under a stalled holder, and when it has surely expired (DynamoDB keeps whole seconds).
+SHORT_LEASE = {"sqlite": 0.3, "dynamodb": 1.0}
+
+StoreFactory = Callable[..., Awaitable[StateStore]]
+
+
+@pytest.fixture(params=sorted(SHORT_LEASE))
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+async def stores(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[StoreFactory]:
+    make: Callable[..., StateStore]
+    if backend == "dynamodb":
+        moto_url: str = request.getfixturevalue("moto_url")
+        table = f"bridge-state-{uuid.uuid4().hex[:12]}"
+        await create_table(moto_url, table, region=REGION)
+        make = functools.partial(DynamoDbStateStore, table, region=REGION, endpoint_url=moto_url)
+    else:
+        make = functools.partial(SqliteStateStore, tmp_path / "state.db")
+    async with opened_stores(make) as factory:
+        yield factory
+
+
+class SharedChannel:
+    """The one channel both workers write to: each item's title as last written. An upsert given ``hold`` waits
+    for it after the call went out (``entered``) and before it lands: a write in flight while its worker stalls."""
+
+    name = "web"
+    element_scoped = False
+
+    def __init__(self) -> None:
+        self.items: dict[str, str | None] = {}
+        self.hold: asyncio.Event | None = None
+        self.entered = asyncio.Event()
+
+    async def upsert(self, element: Element, publication: Publication, external_id: str | None) -> ChannelResult:
+        gate, self.hold = self.hold, None
+        if gate is not None:
+            self.entered.set()
+            await gate.wait()
+        item = external_id or f"web-{element.id}-{publication.id}"
+        self.items[item] = element.title
+        return ChannelResult(item)
+
+    async def delete(self, element_id: int, publication_id: int, external_id: str) -> None:
+        self.items.pop(external_id, None)
+
+    async def aclose(self) -> None:
+        return None
+
+
+def engine(kordiam: FakeKordiam, store: StateStore, channel: SharedChannel) -> SyncEngine:
+    return SyncEngine(
+        kordiam=kordiam.client(),
+        routes=[Route(channel, frozenset({WEB}))],
+        state=store,
+        feedback=FeedbackSettings(enabled=False),
+        main_channel=channel.name,
+        fetched=FetchLedger(clock_skew=0),  # one host's clock: a fetch after a message was sent covers it
+    )
+
+
+def story(title: str, minute: int) -> dict[str, Any]:
+    return element_body(1, publication(11, WEB), title=title, modificationDate=f"2026-03-01T09:{minute:02d}:00Z")
+
+
+async def stale_write_after_newer(
+    backend: str, stores: StoreFactory
+) -> tuple[SyncEngine, SharedChannel, asyncio.Task[Any], asyncio.Event, float]:
+    """Element 1 synced as v1; then the stalled worker fetches v2 and its write hangs; its lease expires, the other
+    worker syncs v3 (writes and records it). Returns with the stalled write still held back by the event, and when
+    the stalled worker's message was sent."""
+    kordiam = FakeKordiam()
+    kordiam.elements[1] = story("v1", 0)
+    channel = SharedChannel()
+    # Its lease keeper never runs: the worker whose event loop stalls, as far as its leases go.
+    stalled_store = await stores(lease_seconds=SHORT_LEASE[backend], keep_leases=False)
+    other_store = await stores(lease_wait_seconds=60)
+    stalled, other = engine(kordiam, stalled_store, channel), engine(kordiam, other_store, channel)
+    await stalled.sync(Notification(1))
+    assert channel.items == {"web-1-11": "v1"}
+
+    kordiam.elements[1] = story("v2", 1)
+    gate = channel.hold = asyncio.Event()
+    sent = time.time()
+    first = asyncio.create_task(stalled.sync(Notification(1), sent_at=sent))
+    await channel.entered.wait()  # v2 fetched, its write on its way
+    kordiam.elements[1] = story("v3", 2)
+    await other.sync(Notification(1))  # waits out the stalled worker's lease, then writes and records v3
+    assert channel.items == {"web-1-11": "v3"}
+    return stalled, channel, first, gate, sent
+
+
+async def test_an_older_write_landing_after_a_newer_one_is_overwritten_with_the_newest(
+    backend: str, stores: StoreFactory
+) -> None:
+    _, channel, first, gate, _ = await stale_write_after_newer(backend, stores)
+    gate.set()  # the stalled worker resumes: its v2 lands after v3
+    with contextlib.suppress(SyncFailed):
+        await first
+    assert channel.items == {"web-1-11": "v3"}  # the newest, in the one item: nothing published twice
+
+
+async def test_a_resync_that_finds_the_element_busy_is_retried_and_the_retry_rewrites_the_channel(
+    backend: str, stores: StoreFactory
+) -> None:
+    stalled, channel, first, gate, sent = await stale_write_after_newer(backend, stores)
+    holder = await stores(lease_wait_seconds=0)
+    third = holder.lease(1)
+    await third.__aenter__()  # a third worker holds the element as the stalled one resumes
+    gate.set()
+    with pytest.raises(SyncFailed) as failed:
+        await first
+    assert [failure.stage for failure in failed.value.failures] == ["lease"]
+    assert failed.value.report.element_id == 1 and channel.items == {"web-1-11": "v2"}
+    await third.__aexit__(None, None, None)
+
+    # The message's retry: the other worker's fetch (recorded in the element's mark) started after it was sent,
+    # and the recorded delivery is v3's; the element's re-sync token keeps it from being covered or skipped.
+    report = await stalled.sync(Notification(1), sent_at=sent)
+    assert [(a.action, a.external_id) for a in report.actions] == [("updated", "web-1-11")]
+    assert channel.items == {"web-1-11": "v3"}
+    again = await stalled.sync(Notification(1))  # made good: the token is gone
+    assert [a.action for a in again.actions] == ["unchanged"] and channel.items == {"web-1-11": "v3"}
