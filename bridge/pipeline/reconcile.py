@@ -2,8 +2,8 @@
 
 Every ``interval_seconds`` the sweep lists the elements Kordiam changed since the previous sweep (minus an
 overlap, because modification dates have one-second resolution and clocks differ) and enqueues a notification
-for each element newer than what the state store holds. It goes through the normal queue, so retries, the
-dead-letter queue and idempotency apply unchanged.
+for each element newer than what the state store holds (or due a re-sync: ``ElementMark.resync``). It goes
+through the normal queue, so retries, the dead-letter queue and idempotency apply unchanged.
 """
 
 from __future__ import annotations
@@ -62,7 +62,8 @@ class Reconciler:
             seen += 1
             if isinstance(element, Element):
                 mark = await self._state.element_mark(element.id)
-                synced = (mark.modification_date, mark.version) if mark and not mark.deleted else None
+                # An element due a re-sync (a worker lost its lease mid-sync) counts as not synced, whatever its mark.
+                synced = (mark.modification_date, mark.version) if mark and not (mark.deleted or mark.resync) else None
                 if synced is not None and not is_older(synced, (element.modification_date, element.version)):
                     continue
             # else unreadable here: enqueued all the same, so that its fetch dead-letters it with the reason (or

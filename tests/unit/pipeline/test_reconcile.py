@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import replace
 
 from bridge.kordiam.models import Element
 from bridge.ops import metrics
@@ -41,6 +42,15 @@ async def test_an_element_marked_deleted_that_kordiam_lists_again_is_enqueued() 
     kordiam, state, transport = FakeKordiam(), MemoryStateStore(), FakeTransport([])
     body = element_body(1, modificationDate="2026-11-23T10:00:00Z", version=3)
     state.marks[1] = mark(body, deleted=True)
+    kordiam.elements = {1: body}
+    assert await reconciler(kordiam, state, transport).sweep() == 1
+
+
+async def test_an_element_due_a_resync_that_kordiam_lists_is_enqueued_at_its_synced_version() -> None:
+    """A worker lost the element's lease mid-sync (``ElementMark.resync``): a channel may hold an older version."""
+    kordiam, state, transport = FakeKordiam(), MemoryStateStore(), FakeTransport([])
+    body = element_body(1, modificationDate="2026-11-23T10:00:00Z", version=3)
+    state.marks[1] = replace(mark(body), resync="token-1")
     kordiam.elements = {1: body}
     assert await reconciler(kordiam, state, transport).sweep() == 1
 
