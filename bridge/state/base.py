@@ -81,8 +81,8 @@ class HeldLease:
 
     ``lost`` is set by the release: the lease was no longer this holder's (it stalled past ``lease_seconds`` and
     another worker took the element, which may have written a newer version to the channels before this holder's
-    older one landed). The release then marked the element for a re-sync (``ElementMark.resync``) in the same
-    write where the store can, so that whoever syncs it next rewrites its channels with the newest version.
+    older one landed). The release then marked the element for a re-sync (``ElementMark.resync``), so that whoever
+    syncs it next rewrites its channels with the newest version.
     """
 
     element_id: int

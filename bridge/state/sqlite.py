@@ -180,7 +180,7 @@ class SqliteStateStore:
         # Writes waiting for the next group commit, with the futures their callers wait on (``_write``).
         self._queued: Batch = []
         self._owner = (owner or LeaseOwner.of_process(os.getpid())).encode()
-        # Each release carries the token it sets should it find its lease lost: the owner and a count, unique.
+        # Counts the releases that found their lease lost: with the owner, the re-sync token each sets.
         self._releases = itertools.count()
         self._lease_seconds = lease_seconds
         self._lease_wait = lease_wait_seconds
@@ -517,20 +517,33 @@ class SqliteStateStore:
         return held_lease(element_id, self._try_lease, self._release, self._keeper, wait_seconds=self._lease_wait)
 
     async def _release(self, element_id: int, mark: ElementMark | None) -> bool:
-        # The lease given back only if it is still this owner's; if not, the element marked for a re-sync in the
-        # same statement (the token it returns tells which happened: no statement more per message).
-        token = f"{self._owner}#{next(self._releases)}"
-        release = (self._owner, token, element_id)
+        # The lease given back only if it is still this owner's, as the statement's own condition says (its row
+        # count). Only if it is not, a second statement marks the element for a re-sync: nothing more per message.
+        release = (element_id, self._owner)
         if mark is None:
-            return await self._write(lambda db: _lost(db.execute(RELEASE, release)))
-        values = (*_mark_values(mark), self._owner, token)
+            return await self._write(lambda db: self._lost(db, element_id, db.execute(RELEASE, release), None))
+        values = (*_mark_values(mark), self._owner)
         try:
-            return await self._write(lambda db: _lost(db.execute(MARK_AND_RELEASE, values)))
+            return await self._write(lambda db: self._lost(db, element_id, db.execute(MARK_AND_RELEASE, values), mark))
         except BaseException:
             # The mark failed and took the release down with it: give the lease back anyway, as a failed
             # mark_element would have left it given back, rather than hold the element until the lease expires.
-            await self._write(lambda db: _lost(db.execute(RELEASE, release)))
+            await self._write(lambda db: db.execute(RELEASE, release))
             raise
+
+    def _lost(
+        self, db: sqlite3.Connection, element_id: int, released: sqlite3.Cursor, mark: ElementMark | None
+    ) -> bool:
+        """Whether the release found the lease lost; if so, record its mark by the usual rule and mark the element
+        for a re-sync with a token of its own (the owner and a count: unique)."""
+        if released.rowcount == 1:
+            return False
+        token = f"{self._owner}#{next(self._releases)}"
+        if mark is None:
+            db.execute("UPDATE elements SET resync = ? WHERE element_id = ?", (token, element_id))
+        else:
+            db.execute(LOST_MARK, (*_mark_values(mark), token))
+        return True
 
     async def _try_lease(self, element_id: int, replacing: str | None) -> HeldLease | str:
         now = time.time()
@@ -746,14 +759,7 @@ RECORD = (
 # An element's mark as ``_mark`` reads it: a row whose ``updated_at`` is NULL holds a lease and no mark (but perhaps
 # a re-sync token).
 MARK_COLUMNS = "updated_at IS NOT NULL, modification_date, version, deleted, fetched_at, resync"
-# Gives the lease back if it is still this owner's (?1); if not, marks the element for a re-sync with token ?2 (a
-# sync that lost its lease may have written an older version after a newer one) and returns whether it did.
-RELEASE = (
-    "UPDATE elements SET resync = CASE WHEN lease_owner IS ?1 THEN resync ELSE ?2 END, "
-    "lease_expires_at = CASE WHEN lease_owner IS ?1 THEN NULL ELSE lease_expires_at END, "
-    "lease_owner = CASE WHEN lease_owner IS ?1 THEN NULL ELSE lease_owner END "
-    "WHERE element_id = ?3 RETURNING resync IS ?2"
-)
+RELEASE = "UPDATE elements SET lease_owner = NULL, lease_expires_at = NULL WHERE element_id = ? AND lease_owner = ?"
 # Takes a free, expired, own or replaced lease and returns the element's mark; returns nothing if another holds it.
 TRY_LEASE = (
     "INSERT INTO elements (element_id, lease_owner, lease_expires_at) VALUES (?, ?, ?) "
@@ -786,21 +792,20 @@ MARK_ELEMENT = (
     + ", ".join(f"{column} = {value}" for column, value in _MARKED.items())
     + f", resync = {_RESYNC_MADE_GOOD} WHERE {_MARK_APPLIES}"
 )
-# MARK_ELEMENT and RELEASE in one statement: the mark recorded by the same rule, column by column (a WHERE would
-# keep the release from happening), even if the lease is no longer this owner's (?8); the lease given back only if
-# it is, and the element marked for a re-sync (token ?9) if it is not. SET reads the row as it was before the update.
+# MARK_ELEMENT and RELEASE in one statement, if the lease is still this owner's (?8): the mark recorded by the same
+# rule, column by column (a WHERE on the rule would keep the release from happening). SET reads the row as it was
+# before the update. Its row count tells whether the lease was still held.
+_MARK_BY_RULE = ", ".join(
+    f"{column} = CASE WHEN {_MARK_APPLIES} THEN {value} ELSE elements.{column} END" for column, value in _MARKED.items()
+)
 MARK_AND_RELEASE = (
     _UPSERT_MARK
-    + ", ".join(
-        f"{column} = CASE WHEN {_MARK_APPLIES} THEN {value} ELSE elements.{column} END"
-        for column, value in _MARKED.items()
-    )
-    + f", resync = CASE WHEN elements.lease_owner IS NOT ?8 THEN ?9 WHEN {_MARK_APPLIES} THEN {_RESYNC_MADE_GOOD}"
-    " ELSE elements.resync END"
-    ", lease_owner = CASE WHEN elements.lease_owner = ?8 THEN NULL ELSE elements.lease_owner END"
-    ", lease_expires_at = CASE WHEN elements.lease_owner = ?8 THEN NULL ELSE elements.lease_expires_at END"
-    " RETURNING resync IS ?9"
+    + _MARK_BY_RULE
+    + f", resync = CASE WHEN {_MARK_APPLIES} THEN {_RESYNC_MADE_GOOD} ELSE elements.resync END"
+    ", lease_owner = NULL, lease_expires_at = NULL WHERE elements.lease_owner = ?8"
 )
+# The mark of a release that found its lease lost (the same rule), and a new re-sync token (?8) for the element.
+LOST_MARK = _UPSERT_MARK + _MARK_BY_RULE + ", resync = ?8"
 
 # Parking again keeps the first ``since``, takes the latest refusal's text and a new generation.
 PARK = (
@@ -838,12 +843,6 @@ def _mark_values(mark: ElementMark) -> tuple[Any, ...]:
         _now(),
         mark.resync,
     )
-
-
-def _lost(cursor: sqlite3.Cursor) -> bool:
-    """What a release statement returned: whether the lease was lost (and the element marked for a re-sync)."""
-    rows = cursor.fetchall()  # to its end, or its autocommit transaction stays open
-    return bool(rows and rows[0][0])
 
 
 def _delivery(row: Any) -> Delivery:
