@@ -243,7 +243,8 @@ class SyncEngine:
                 element_id=element_id,
                 attempt=attempt,
                 hint="this sync lost the element's lease before its release; another worker may have written a "
-                "newer version before this one's older write landed: the element is synced again, forced",
+                "newer version before this one's older write landed: the element is marked for a re-sync, "
+                + ("run now" if attempt == 1 else "left to the message's retry"),
             )
         lost = StaleWrite(f"lost the lease of element {element_id} twice; retry later (a re-sync is due)")
         report.failures.append(Failure("lease", lost))
