@@ -7,7 +7,8 @@ channel. One keeper per state store (one task per process, not one per message) 
 a third of ``lease_seconds`` or more, looking every sixth of ``lease_seconds``: a lease is extended at the latest
 half-way into its life, so an extension that fails (a store call may take many seconds to fail: DynamoDB's
 timeouts and retries, a SQLite file locked up to the busy timeout) is tried again while half its life is left. A
-worker whose event loop hangs, or that died, extends nothing, so its leases still expire.
+worker whose event loop hangs, or that died, extends nothing, so its leases still expire. One that hung and then
+resumes learns it at its release (``HeldLease.lost``): the store then marks the element for a re-sync.
 
 A worker need not wait for that expiry when the holder is a process on its own host that no longer runs (the
 worker it replaces after a kill -9 or a crash): each lease records its owner's process (``LeaseOwner``), and

@@ -121,8 +121,9 @@ async def test_a_held_lease_is_kept_while_held_and_given_back_even_when_the_bloc
         events.append(f"take {element_id}")
         return HeldLease(element_id, mark_at_take=before, mark_at_take_known=True)
 
-    async def release(element_id: int, mark: ElementMark | None) -> None:
+    async def release(element_id: int, mark: ElementMark | None) -> bool:
         events.append(f"release {element_id} with {mark}")
+        return False
 
     mark = ElementMark(7, None, 1, deleted=False)
     with pytest.raises(RuntimeError, match="channel failed"):
@@ -146,8 +147,9 @@ async def test_a_lease_not_taken_is_neither_kept_nor_given_back(clock: ManualClo
     async def held_by_another(element_id: int, replacing: str | None) -> HeldLease | str:
         return "another-worker"
 
-    async def release(element_id: int, mark: ElementMark | None) -> None:
+    async def release(element_id: int, mark: ElementMark | None) -> bool:
         released.append(element_id)
+        return False
 
     with pytest.raises(leases.ElementBusy):
         async with leases.held_lease(7, held_by_another, release, keeper, wait_seconds=0):
@@ -155,6 +157,20 @@ async def test_a_lease_not_taken_is_neither_kept_nor_given_back(clock: ManualClo
     clock.now += 1
     await keeper.extend_due()
     assert released == [] and store.calls == []
+
+
+async def test_a_release_that_found_its_lease_lost_says_so_on_the_held_lease(clock: ManualClock) -> None:
+    keeper = LeaseKeeper(3.0, Store().extend)
+
+    async def take(element_id: int, replacing: str | None) -> HeldLease | str:
+        return HeldLease(element_id)
+
+    async def release_lost(element_id: int, mark: ElementMark | None) -> bool:
+        return True  # another worker held it by then: the store marked the element for a re-sync
+
+    async with leases.held_lease(7, take, release_lost, keeper, wait_seconds=0) as held:
+        assert not held.lost
+    assert held.lost
 
 
 def test_a_held_lease_refuses_another_elements_mark() -> None:
