@@ -521,15 +521,26 @@ class SqliteStateStore:
         # count). Only if it is not, a second statement marks the element for a re-sync: nothing more per message.
         release = (element_id, self._owner)
         if mark is None:
-            return await self._write(lambda db: self._lost(db, element_id, db.execute(RELEASE, release), None))
-        values = (*_mark_values(mark), self._owner)
-        try:
-            return await self._write(lambda db: self._lost(db, element_id, db.execute(MARK_AND_RELEASE, values), mark))
-        except BaseException:
-            # The mark failed and took the release down with it: give the lease back anyway, as a failed
-            # mark_element would have left it given back, rather than hold the element until the lease expires.
-            await self._write(lambda db: db.execute(RELEASE, release))
-            raise
+            lost = await self._write(lambda db: self._lost(db, element_id, db.execute(RELEASE, release), None))
+        else:
+            values = (*_mark_values(mark), self._owner)
+            try:
+                lost = await self._write(
+                    lambda db: self._lost(db, element_id, db.execute(MARK_AND_RELEASE, values), mark)
+                )
+            except BaseException:
+                # The mark failed and took the release down with it: give the lease back anyway, as a failed
+                # mark_element would have left it given back, rather than hold the element until the lease expires.
+                await self._write(lambda db: db.execute(RELEASE, release))
+                raise
+        if lost:
+            log.warning(
+                "lease_lost",
+                element_id=element_id,
+                hint="this worker stalled past state.lease_seconds and another worker took the element over; "
+                "the element is marked for a re-sync, which rewrites its channels",
+            )
+        return lost
 
     def _lost(
         self, db: sqlite3.Connection, element_id: int, released: sqlite3.Cursor, mark: ElementMark | None

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from bridge.channels.base import ChannelResult
 from bridge.config import FeedbackSettings
@@ -131,10 +132,12 @@ async def test_an_older_write_landing_after_a_newer_one_is_overwritten_with_the_
     backend: str, stores: StoreFactory
 ) -> None:
     _, channel, first, gate, _ = await stale_write_after_newer(backend, stores)
-    gate.set()  # the stalled worker resumes: its v2 lands after v3
-    with contextlib.suppress(SyncFailed):
-        await first
+    with capture_logs() as logs:
+        gate.set()  # the stalled worker resumes: its v2 lands after v3
+        with contextlib.suppress(SyncFailed):
+            await first
     assert channel.items == {"web-1-11": "v3"}  # the newest, in the one item: nothing published twice
+    assert [entry["event"] for entry in logs if entry["log_level"] == "warning"] == ["lease_lost", "element_resync"]
 
 
 async def test_a_resync_that_finds_the_element_busy_is_retried_and_the_retry_rewrites_the_channel(
