@@ -598,7 +598,10 @@ class SqliteStateStore:
 
     async def element_record(self, element_id: int) -> ElementRecord:
         # The extra columns first, so that a column added to MARK_COLUMNS or DELIVERY_COLUMNS moves no index here.
-        deliveries = f"SELECT updated_at, {DELIVERY_COLUMNS} FROM deliveries WHERE element_id = ? ORDER BY channel, publication_id"
+        deliveries = (
+            f"SELECT updated_at, {DELIVERY_COLUMNS} FROM deliveries WHERE element_id = ? "
+            "ORDER BY channel, publication_id"
+        )
         element = f"SELECT lease_owner, lease_expires_at, {MARK_COLUMNS} FROM elements WHERE element_id = ?"
 
         def read(db: sqlite3.Connection) -> ElementRecord:
