@@ -33,7 +33,7 @@ help:
 	@echo "make infra-test       the container, compose and Terraform tests"
 	@echo "make checkov          Checkov over infra/terraform"
 	@echo "make bench            throughput, latency, CPU and memory vs the simplest loop, the ingress, a backlog (LocalStack; ActiveMQ)"
-	@echo "make clean            remove .venv, caches and demo-output"
+	@echo "make clean            stop the services running from .cache, then remove .venv, caches and demo-output"
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -167,5 +167,10 @@ infra-test: venv
 checkov:
 	scripts/checkov.sh run infra/terraform
 
+# .cache holds the state dirs of the services the scripts run (the tests', the bench's, `make activemq`'s, ...): stop
+# each one first, or its processes would outlive their pid files and keep their ports. A stop that fails keeps it all.
 clean:
+	@for home in .cache/wordpress*/; do [ ! -d "$$home" ] || WP_HOME="$(CURDIR)/$$home" scripts/wordpress.sh stop || exit; done
+	@for home in .cache/activemq*/; do [ ! -d "$$home" ] || ACTIVEMQ_HOME="$(CURDIR)/$$home" scripts/activemq.sh stop || exit; done
+	@for home in .cache/localstack*/; do [ ! -d "$$home" ] || LOCALSTACK_HOME="$(CURDIR)/$$home" scripts/localstack.sh stop || exit; done
 	rm -rf $(VENV) .cache .mypy_cache .ruff_cache .pytest_cache demo-output

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import shutil
+import signal
 import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).parents[2]
@@ -17,3 +22,51 @@ def test_make_help_lists_every_target() -> None:
     shown = subprocess.run(["make", "-s", "help"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     listed = {word for line in shown.splitlines() for word in re.findall(r"[a-z-]+", line.split("  ")[0])}
     assert sorted(targets - listed) == []
+
+
+def start_detached(*argv: str) -> int:
+    """Start argv in a session of its own, not as our child (init reaps it, so `kill -0` fails once it ends)."""
+    shell = f"setsid {' '.join(argv)} >/dev/null 2>&1 </dev/null & echo $!"
+    return int(subprocess.run(["bash", "-c", shell], capture_output=True, text=True, check=True).stdout)
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie still answers kill(0); it has ended all the same.
+    stat = Path(f"/proc/{pid}/stat")
+    return not (stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] == "Z")
+
+
+def test_make_clean_stops_the_services_whose_state_it_deletes(tmp_path: Path) -> None:
+    """`make clean` deletes .cache; a broker or database left running there would hold its port with no pid file."""
+    shutil.copy(ROOT / "Makefile", tmp_path / "Makefile")
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    shutil.copytree(ROOT / "scripts", tmp_path / "scripts")
+    sleeper = f"{sys.executable} -c 'import time; time.sleep(600)'"
+    pid_files = {
+        ".cache/localstack/localstack.pid": "localstack",
+        ".cache/localstack-tests/localstack.pid": "localstack",
+        ".cache/activemq/activemq.pid": "activemq",
+        ".cache/activemq-tests/activemq.pid": "activemq",
+        ".cache/wordpress/php.pid": "php",
+        ".cache/wordpress/db/mariadbd.pid": "mariadbd",
+    }
+    pids = []
+    try:
+        for pid_file, name in pid_files.items():
+            pid = start_detached(sleeper, name)  # the scripts know their process by a word in its command line
+            pids.append(pid)
+            (tmp_path / pid_file).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / pid_file).write_text(f"{pid}\n")
+        command = ["make", "-s", "clean"]
+        result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False)
+        assert result.returncode == 0, result.stderr
+        assert not (tmp_path / ".cache").exists()
+        assert [pid for pid in pids if alive(pid)] == []
+    finally:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
