@@ -164,10 +164,27 @@ take_lock() {
   fi
 }
 
+# SIGTERM to the process group of $1 (setsid made it the leader; else to $1 alone), SIGKILL after 30 s; the pid
+# file goes.
+terminate() {
+  local pid="$1" i
+  kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+  for ((i = 0; i < 60; i++)); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.5
+  done
+  if kill -0 "$pid" 2>/dev/null; then
+    say "pid $pid still alive after 30 s, sending SIGKILL"
+    kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
+    sleep 0.5
+  fi
+  rm -f "$PIDFILE"
+}
+
 # --- commands ----------------------------------------------------------------
 
 cmd_start() {
-  local t0=$SECONDS pid deadline
+  local t0=$SECONDS pid deadline started=0
   if stomp_ready >/dev/null 2>&1; then
     say "already answering STOMP on 127.0.0.1:$PORT"
     return 0
@@ -194,6 +211,7 @@ cmd_start() {
       -jar "$AMQ_SHARE/bin/activemq.jar" start "xbean:file:$CONF/activemq.xml" \
       >>"$LOGFILE" 2>&1 </dev/null 9>&-) &
     pid=$!
+    started=1
     echo "$pid" >"$PIDFILE"
     say "started pid $pid (STOMP 127.0.0.1:$PORT, data $DATA, log $LOGFILE)"
   fi
@@ -204,38 +222,30 @@ cmd_start() {
       return 0
     fi
     if ! kill -0 "$pid" 2>/dev/null; then
-      say "process $pid exited before answering; last 40 log lines:"
       tail -n 40 "$LOGFILE" >&2 || true
       rm -f "$PIDFILE"
-      exit 1
+      die "process $pid exited before answering STOMP on 127.0.0.1:$PORT (its log above: $LOGFILE)"
     fi
     sleep 0.3
   done
-  say "no STOMP answer after ${START_TIMEOUT} s; last 40 log lines of $LOGFILE:"
   tail -n 40 "$LOGFILE" >&2 || true
-  say "pid $pid is left running; '$0 stop' ends it"
-  exit 1
+  # A start that fails leaves nothing running: no broker half up on the port, holding the data dir.
+  if ((started)); then
+    terminate "$pid"
+    die "no STOMP answer on 127.0.0.1:$PORT within ${START_TIMEOUT} s: stopped pid $pid again (its log above: $LOGFILE)"
+  fi
+  die "no STOMP answer on 127.0.0.1:$PORT within ${START_TIMEOUT} s from pid $pid, which an earlier start left; '$0 stop' ends it"
 }
 
 cmd_stop() {
-  local pid i
+  local pid
   take_lock
   if ! pid="$(running_pid)"; then
     rm -f "$PIDFILE"
     say "not running"
     return 0
   fi
-  kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
-  for ((i = 0; i < 60; i++)); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.5
-  done
-  if kill -0 "$pid" 2>/dev/null; then
-    say "pid $pid still alive after 30 s, sending SIGKILL"
-    kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
-    sleep 0.5
-  fi
-  rm -f "$PIDFILE"
+  terminate "$pid"
   say "stopped (pid $pid)"
 }
 

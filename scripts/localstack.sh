@@ -204,10 +204,27 @@ take_lock() {
   fi
 }
 
+# SIGTERM to the process group of $1 (setsid made it the leader; else to $1 alone), SIGKILL after 30 s; the pid
+# file goes.
+terminate() {
+  local pid="$1" i
+  kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+  for ((i = 0; i < 60; i++)); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.5
+  done
+  if kill -0 "$pid" 2>/dev/null; then
+    say "pid $pid still alive after 30 s, sending SIGKILL"
+    kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
+    sleep 0.5
+  fi
+  rm -f "$PIDFILE"
+}
+
 # --- commands ----------------------------------------------------------------
 
 cmd_start() {
-  local t0 pid deadline
+  local t0 pid deadline started=0
   t0=$SECONDS
   if health >/dev/null 2>&1; then
     say "already healthy on 127.0.0.1:$PORT"
@@ -237,6 +254,7 @@ cmd_start() {
       LOCALSTACK_SH_HEAP_MODULE="$REPO/bridge/ops/heap.py" \
       setsid "$VENV/bin/python" -c "$LAUNCHER" >>"$LOGFILE" 2>&1 </dev/null 9>&- &
     pid=$!
+    started=1
     echo "$pid" >"$PIDFILE"
     say "started pid $pid (services $SERVICES_LIST, $GATEWAY_SERVER_NAME, log $LOGFILE)"
   fi
@@ -249,21 +267,24 @@ cmd_start() {
       return 0
     fi
     if ! kill -0 "$pid" 2>/dev/null; then
-      say "process $pid exited before becoming healthy; last 40 log lines:"
       tail -n 40 "$LOGFILE" >&2 || true
       rm -f "$PIDFILE"
-      exit 1
+      die "process $pid exited before becoming healthy on 127.0.0.1:$PORT (its log above: $LOGFILE)"
     fi
     sleep 0.5
   done
-  say "not healthy after ${START_TIMEOUT} s; last 40 log lines of $LOGFILE:"
   tail -n 40 "$LOGFILE" >&2 || true
-  say "pid $pid is left running; '$0 stop' ends it"
-  exit 1
+  # A start that fails leaves nothing running: `make test-localstack` stops at a failed start and never reaches
+  # its stop, so a LocalStack left here would run on, unowned.
+  if ((started)); then
+    terminate "$pid"
+    die "not healthy on 127.0.0.1:$PORT within ${START_TIMEOUT} s: stopped pid $pid again (its log above: $LOGFILE)"
+  fi
+  die "not healthy on 127.0.0.1:$PORT within ${START_TIMEOUT} s from pid $pid, which an earlier start left; '$0 stop' ends it"
 }
 
 cmd_stop() {
-  local pid i
+  local pid
   take_lock
   if ! pid="$(running_pid)"; then
     rm -f "$PIDFILE"
@@ -271,17 +292,7 @@ cmd_stop() {
     return 0
   fi
   # Signal the process group (setsid made pid the group leader); fall back to the pid alone.
-  kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
-  for ((i = 0; i < 60; i++)); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.5
-  done
-  if kill -0 "$pid" 2>/dev/null; then
-    say "pid $pid still alive after 30 s, sending SIGKILL"
-    kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
-    sleep 0.5
-  fi
-  rm -f "$PIDFILE"
+  terminate "$pid"
   say "stopped (pid $pid)"
 }
 

@@ -240,7 +240,7 @@ db_user_flag() {
 }
 
 ensure_db() {
-  local t0=$SECONDS pid deadline
+  local t0=$SECONDS pid deadline started=0
   write_db_config
   if [[ ! -d "$DB_DATA/mysql" ]]; then
     say "initialising MariaDB data directory $DB_DATA"
@@ -261,6 +261,7 @@ ensure_db() {
       # shellcheck disable=SC2046
       setsid mariadbd --defaults-file="$DB_CNF" $(db_user_flag) >>"$DB_LOG" 2>&1 </dev/null 9>&- &
       pid=$!
+      started=1
     fi
     deadline=$((SECONDS + START_TIMEOUT))
     until db_ping; do
@@ -268,7 +269,14 @@ ensure_db() {
         tail -n 30 "$DB_LOG" >&2 || true
         die "mariadbd exited before answering (log $DB_LOG)"
       fi
-      ((SECONDS < deadline)) || { tail -n 30 "$DB_LOG" >&2 || true; die "MariaDB did not answer within ${START_TIMEOUT} s (log $DB_LOG)"; }
+      if ((SECONDS >= deadline)); then
+        tail -n 30 "$DB_LOG" >&2 || true
+        if ((started)); then
+          kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true  # leave no database half up
+          die "MariaDB did not answer within ${START_TIMEOUT} s: stopped mariadbd $pid again (log $DB_LOG)"
+        fi
+        die "MariaDB did not answer within ${START_TIMEOUT} s (mariadbd $pid, which an earlier start left; '$0 stop' ends it)"
+      fi
       sleep 0.2
     done
     say "MariaDB up on 127.0.0.1:$DB_PORT after $((SECONDS - t0)) s"
@@ -337,7 +345,11 @@ ensure_php() {
       rm -f "$PHP_PID"
       die "php -S exited before answering (log $PHP_LOG)"
     fi
-    ((SECONDS < deadline)) || { tail -n 20 "$PHP_LOG" >&2 || true; die "WordPress did not answer on $URL within ${START_TIMEOUT} s (log $PHP_LOG)"; }
+    if ((SECONDS >= deadline)); then
+      tail -n 20 "$PHP_LOG" >&2 || true
+      stop_pid "$PHP_PID" php >/dev/null 2>&1 || true  # a failed start leaves no server on the port
+      die "WordPress did not answer on $URL within ${START_TIMEOUT} s: stopped php $pid again (log $PHP_LOG)"
+    fi
     sleep 0.2
   done
   say "PHP serving $URL (pid $pid, $WORKERS workers) after $((SECONDS - t0)) s"
