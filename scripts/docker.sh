@@ -9,6 +9,7 @@
 #   scripts/docker.sh test           `make image-test`: engine, base, both images (BuildKit, legacy builder, and
 #                                    buildah as a third builder), then tests/image (the image run for real, and
 #                                    the compose stack); stops the engine if it started it
+#   scripts/docker.sh lock           remake infra/docker/requirements.lock (needs the package index, no engine)
 #
 # Client: Debian's /usr/bin/docker (20.10, from docker.io) where it exists. It drives the engine's built-in
 # BuildKit (DOCKER_BUILDKIT=1); a newer CLI without the buildx plugin (the 28.x in /usr/local/bin on these
@@ -220,6 +221,33 @@ buildah_check() {
     "HEALTHCHECK kept"
 }
 
+# infra/docker/requirements.lock: what pip resolves for both images' requirements (pyproject's dependencies, the
+# demo and otel groups) as the build installs them (CPython 3.11, Linux x86_64, wheels only), held to the versions
+# the dev virtualenv has, so the image runs what the tests ran. Nothing is installed: pip's --dry-run report.
+lock() {
+  local work lockfile="$REPO/infra/docker/requirements.lock" platforms=() minor
+  # Every manylinux tag bookworm's glibc 2.36 takes (pip does not widen one --platform to the older ones).
+  for minor in {5..36}; do platforms+=(--platform "manylinux_2_${minor}_x86_64"); done
+  platforms+=(--platform manylinux1_x86_64 --platform manylinux2010_x86_64 --platform manylinux2014_x86_64)
+  work="$(mktemp -d)"
+  "$PYTHON" "$REPO/infra/docker/requirements.py" "$REPO/pyproject.toml" --extra demo --extra otel \
+    >"$work/requirements.txt"
+  "$PYTHON" -m pip freeze --exclude-editable >"$work/tested.txt"
+  "$PYTHON" -m pip install -q --dry-run --ignore-installed --only-binary=:all: --target "$work/none" \
+    --python-version 3.11 --implementation cp --abi cp311 --abi abi3 --abi none "${platforms[@]}" --platform any \
+    -c "$work/tested.txt" -r "$work/requirements.txt" --report "$work/report.json" \
+    || { rm -rf "$work"; fail "pip could not resolve the images' requirements (output above)"; }
+  {
+    sed -n '/^#/p;/^[^#]/q' "$lockfile"
+    "$PYTHON" -c 'import json, sys
+for name, version in sorted(((i["metadata"]["name"], i["metadata"]["version"]) for i in json.load(open(sys.argv[1]))["install"]), key=lambda p: p[0].lower()):
+    print(f"{name}=={version}")' "$work/report.json"
+  } >"$work/requirements.lock"
+  mv "$work/requirements.lock" "$lockfile"
+  rm -rf "$work"
+  say "wrote $lockfile ($(grep -c '^[^#]' "$lockfile") packages)"
+}
+
 image_size() { "$DOCKER" image inspect -f '{{.Size}}' "$1" | awk '{printf "%.0f MB", $1 / 1e6}'; }
 
 run_test() {
@@ -253,5 +281,6 @@ case "${1:-}" in
   engine-start) engine_start ;;
   engine-stop) engine_stop ;;
   test) run_test ;;
-  *) fail "usage: scripts/docker.sh build|base|engine-start|engine-stop|test" ;;
+  lock) lock ;;
+  *) fail "usage: scripts/docker.sh build|base|engine-start|engine-stop|test|lock" ;;
 esac

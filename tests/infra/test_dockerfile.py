@@ -156,3 +156,57 @@ def test_the_worker_calls_no_aws_service_the_image_drops() -> None:
         used.update(re.findall(r"create_client\(\s*\"([a-z0-9-]+)\"", path.read_text()))
     assert used, "found no create_client calls in bridge/"
     assert used <= services, f"bridge/ creates clients for {sorted(used - services)}, which the image removes"
+
+
+# --- reproducible dependencies ----------------------------------------------------------------------------------
+
+LOCK = INFRA / "docker" / "requirements.lock"
+
+
+def locked_versions() -> dict[str, str]:
+    pins: dict[str, str] = {}
+    for text in LOCK.read_text().splitlines():
+        line = text.split("#", 1)[0].strip()
+        if line:
+            name, separator, version = line.partition("==")
+            assert separator and version and " " not in version, f"not an exact pin: {line!r}"
+            pins[canonical(name)] = version
+    return pins
+
+
+def canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def test_every_requirement_of_both_images_is_pinned_in_the_lock() -> None:
+    """Ranges in pyproject.toml alone would let two builds of one commit install different packages."""
+    from packaging.requirements import Requirement
+
+    sys.path.insert(0, str(INFRA / "docker"))
+    try:
+        import requirements
+    finally:
+        sys.path.pop(0)
+    pins = locked_versions()
+    for line in requirements.requirements(str(REPO / "pyproject.toml"), ["demo", "otel"]):
+        requirement = Requirement(line)
+        name = canonical(requirement.name)
+        assert name in pins, f"{name} is not in {LOCK.name}"
+        assert requirement.specifier.contains(pins[name]), f"{LOCK.name} pins {name}=={pins[name]}, not {line}"
+
+
+def test_the_build_installs_the_lock_and_refuses_a_package_outside_it() -> None:
+    text = DOCKERFILE.read_text()
+    assert re.search(r"pip install [^\n]*-c /tmp/build/requirements\.lock", text)
+    assert "requirements.py --check-locked /tmp/build/requirements.lock" in text
+    sys.path.insert(0, str(INFRA / "docker"))
+    try:
+        import requirements
+    finally:
+        sys.path.pop(0)
+    lock = {"aiohttp": "3.14.5", "typing-extensions": "4.16.0"}
+    assert requirements.unlocked({"aiohttp": "3.14.5", "typing_extensions": "4.16.0", "pip": "23.0.1"}, lock) == []
+    assert requirements.unlocked({"aiohttp": "3.14.6", "Yarl": "1.25.1"}, lock) == [
+        "aiohttp 3.14.6 (locked: 3.14.5)",
+        "Yarl 1.25.1 (locked: none)",
+    ]
