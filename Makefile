@@ -27,7 +27,7 @@ help:
 	@echo "make activemq         install (Debian packages) and run ActiveMQ Classic, STOMP on 127.0.0.1:61613"
 	@echo "make activemq-stop    stop it"
 	@echo "make simulator        serve the Kordiam API simulator on 127.0.0.1:8700"
-	@echo "make run CONFIG=...   run the worker with a config file"
+	@echo "make run CONFIG=...   run the worker with a config file (or with \$$BRIDGE_CONFIG)"
 	@echo "make image-test       build the container image and run it, and the compose stack, on a Docker engine"
 	@echo "make image / up / down  container image; worker + simulator + SQS emulator with docker compose"
 	@echo "make infra-test       the container, compose and Terraform tests"
@@ -121,8 +121,9 @@ activemq-stop:
 simulator: venv
 	$(BIN)/kordiam-bridge simulator --port 8700
 
+# Without CONFIG the worker takes $BRIDGE_CONFIG, or says in one line that it needs one of the two.
 run: venv
-	$(BIN)/kordiam-bridge run --config $(CONFIG)
+	$(BIN)/kordiam-bridge run$(if $(CONFIG), --config '$(CONFIG)')
 
 # Throughput, latency, CPU and memory against the simplest possible loop (not part of `make test`) and the webhook
 # ingress's answer times (bench/ingress.py), then the backlog workload (a preloaded queue, many notifications per

@@ -70,3 +70,14 @@ def test_make_clean_stops_the_services_whose_state_it_deletes(tmp_path: Path) ->
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_make_run_passes_config_only_when_given() -> None:
+    """Without CONFIG, `make run` leaves the file to $BRIDGE_CONFIG, or to the CLI's one-line error naming both."""
+
+    def command(*variables: str) -> str:
+        shown = subprocess.run(["make", "-n", "run", *variables], cwd=ROOT, capture_output=True, text=True, check=True)
+        return shown.stdout.strip().splitlines()[-1]
+
+    assert command().endswith("/kordiam-bridge run")
+    assert command("CONFIG=my bridge.toml").endswith("/kordiam-bridge run --config 'my bridge.toml'")
