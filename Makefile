@@ -159,8 +159,10 @@ image:
 up: image
 	$(COMPOSE) --profile $(EMULATOR) up --detach
 
+# Both profiles, whichever EMULATOR `make up` had: Compose v2's `down` leaves the containers of a profile it is not
+# given running (and the network with them).
 down:
-	$(COMPOSE) --profile $(EMULATOR) down
+	$(COMPOSE) --profile moto --profile localstack down
 
 infra-test: venv
 	$(BIN)/pytest $(PYTEST_FLAGS) tests/infra

@@ -81,3 +81,13 @@ def test_make_run_passes_config_only_when_given() -> None:
 
     assert command().endswith("/kordiam-bridge run")
     assert command("CONFIG=my bridge.toml").endswith("/kordiam-bridge run --config 'my bridge.toml'")
+
+
+def test_make_down_takes_down_either_emulator() -> None:
+    """Compose v2's `down` leaves the containers of a profile it is not given (docker/compose#13027): a stack
+    started with `make up EMULATOR=localstack` must come down with a plain `make down` too."""
+    for emulator in ("moto", "localstack"):
+        shown = subprocess.run(
+            ["make", "-n", "down", f"EMULATOR={emulator}"], cwd=ROOT, capture_output=True, text=True, check=True
+        )
+        assert re.search(r"--profile moto --profile localstack down$", shown.stdout.strip()), shown.stdout
