@@ -200,11 +200,39 @@ build_image() {
 # The production image with BuildKit, the demo image (moto, for `demo` and compose's moto profile) with the
 # legacy builder: every run proves the Dockerfile builds with both.
 build_images() {
-  local base="$1" seconds
+  local base="$1" seconds old_image old_demo
+  old_image="$(image_id "$IMAGE")"
+  old_demo="$(image_id "$DEMO_IMAGE")"
   seconds="$(DOCKER_BUILDKIT=1 build_image "$IMAGE" "$base")"
   say "built $IMAGE with BuildKit in $seconds s: $(image_size "$IMAGE")"
   seconds="$(DOCKER_BUILDKIT=0 build_image "$DEMO_IMAGE" "$base" --build-arg EXTRAS=demo)"
   say "built $DEMO_IMAGE with the legacy builder in $seconds s: $(image_size "$DEMO_IMAGE")"
+  remove_superseded "$old_image" "$old_demo"
+}
+
+image_id() { "$DOCKER" image inspect -f '{{.Id}}' "$1" 2>/dev/null || true; }
+
+# What a rebuild leaves untagged, about 1 GB each time the sources change: the images the tags named before, and
+# the legacy builder's builder stages (untagged images with the Dockerfile's org.kordiam-bridge.builder label; the
+# newest of each EXTRAS stays, as that builder's layer cache). Never forced: an image a container still uses, or
+# that another tag names, stays; untagged images this script did not make are not touched.
+remove_superseded() {
+  local old stage extras kept=" " removed=0
+  for old in "$@"; do
+    [[ -n "$old" && "$old" != "$(image_id "$IMAGE")" && "$old" != "$(image_id "$DEMO_IMAGE")" ]] || continue
+    "$DOCKER" image rm "$old" >/dev/null 2>&1 && removed=$((removed + 1))
+  done
+  # `docker images` lists the newest first.
+  for stage in $("$DOCKER" images -q --filter dangling=true --filter label=org.kordiam-bridge.builder); do
+    extras="$("$DOCKER" image inspect -f '{{index .Config.Labels "org.kordiam-bridge.builder"}}' "$stage" 2>/dev/null)" \
+      || continue
+    if [[ "$kept" == *" [$extras] "* ]]; then
+      "$DOCKER" image rm "$stage" >/dev/null 2>&1 && removed=$((removed + 1))
+    else
+      kept+="[$extras] "
+    fi
+  done
+  ((removed == 0)) || say "removed $removed image(s) this rebuild superseded"
 }
 
 # buildah (Debian's 1.28) builds the same Dockerfile in its own image store; --format docker keeps the

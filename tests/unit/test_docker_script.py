@@ -1,0 +1,99 @@
+"""scripts/docker.sh build against a stand-in `docker` CLI (DOCKER=...): what it leaves on the engine.
+
+A rebuild supersedes the images under the same tags, and the legacy builder keeps each build's builder stage as
+an untagged image; left there, every `make image-test` after a change added about 1 GB to the engine for good.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).parents[2]
+BUILDER_LABEL = "org.kordiam-bridge.builder"
+
+# The stand-in keeps its images in state.json: {"tags": {tag: id}, "images": {id: {"labels": {...}, "created": n}}}
+# and logs every call to calls.json. `build` gives the tag a new id and, like the legacy builder, leaves a new
+# untagged builder-stage image labelled with its EXTRAS.
+FAKE_DOCKER = r"""
+import json, sys
+from pathlib import Path
+state_file, calls_file = Path(sys.argv[0]).with_name("state.json"), Path(sys.argv[0]).with_name("calls.json")
+state, calls = json.loads(state_file.read_text()), json.loads(calls_file.read_text())
+args = sys.argv[1:]
+calls.append(args)
+calls_file.write_text(json.dumps(calls))
+tags, images = state["tags"], state["images"]
+def tagged():
+    return set(tags.values())
+if args[0] == "info":
+    pass
+elif args[0] == "build":
+    tag = args[args.index("-t") + 1]
+    extras = next((a.split("=", 1)[1] for a in args if a.startswith("EXTRAS=")), "")
+    state["clock"] += 1
+    new = f"sha256:new-{tag}-{state['clock']}"
+    images[new] = {"labels": {}, "created": state["clock"]}
+    images[f"sha256:stage-{extras}-{state['clock']}"] = {"labels": {"LABEL": extras}, "created": state["clock"]}
+    tags[tag] = new
+    print(new)
+elif args[:2] == ["image", "inspect"]:
+    fmt, name = args[3], args[4]
+    image_id = tags.get(name, name)
+    if image_id not in images:
+        sys.exit(1)
+    if "Size" in fmt:
+        print(123000000)
+    elif "Labels" in fmt:
+        print(images[image_id]["labels"].get("LABEL", "<no value>"))
+    else:
+        print(image_id)
+elif args[0] == "images":
+    dangling = [i for i in images if i not in tagged()]
+    if any("label=" in a for a in args):
+        dangling = [i for i in dangling if "LABEL" in images[i]["labels"]]
+    for image_id in sorted(dangling, key=lambda i: -images[i]["created"]):
+        print(image_id)
+elif args[:2] == ["image", "rm"]:
+    for image_id in args[2:]:
+        if image_id in tagged():
+            sys.exit(1)
+        images.pop(image_id, None)
+else:
+    sys.exit(f"fake docker: unexpected {args}")
+state_file.write_text(json.dumps(state))
+""".replace("LABEL", BUILDER_LABEL)
+
+
+def test_a_rebuild_removes_what_it_superseded_and_nothing_else(tmp_path: Path) -> None:
+    docker = tmp_path / "docker"
+    docker.write_text(f"#!{sys.executable}\n{FAKE_DOCKER}")
+    docker.chmod(0o755)
+    images = {
+        "sha256:old-prod": {"labels": {}, "created": 1},
+        "sha256:old-demo": {"labels": {}, "created": 1},
+        "sha256:stage-demo-older": {"labels": {BUILDER_LABEL: "demo"}, "created": 1},
+        "sha256:stage--older": {"labels": {BUILDER_LABEL: ""}, "created": 1},
+        "sha256:someone-elses": {"labels": {}, "created": 1},
+    }
+    tags = {"t-prod:local": "sha256:old-prod", "t-demo:local": "sha256:old-demo"}
+    (tmp_path / "state.json").write_text(json.dumps({"tags": tags, "images": images, "clock": 1}))
+    (tmp_path / "calls.json").write_text("[]")
+    env = dict(os.environ, DOCKER=str(docker), BASE_IMAGE="base:x", IMAGE="t-prod:local", DEMO_IMAGE="t-demo:local")
+    result = subprocess.run(
+        [str(ROOT / "scripts" / "docker.sh"), "build"], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    left = set(json.loads((tmp_path / "state.json").read_text())["images"])
+    # Superseded: the two old images and the older demo builder stage. Kept: the new images, the newest builder
+    # stage of each EXTRAS (the legacy builder's layer cache), and what the script did not make.
+    assert left == {
+        "sha256:new-t-prod:local-2",
+        "sha256:new-t-demo:local-3",
+        "sha256:stage--2",
+        "sha256:stage-demo-3",
+        "sha256:someone-elses",
+    }
