@@ -2,21 +2,62 @@
 """Container health check: exit 0 when the worker's ``/healthz`` answers 200, 1 otherwise.
 
 Used by the image's HEALTHCHECK, by docker compose and by the ECS task definition. Standard library only, so
-the slim image needs no curl. The port comes from ``BRIDGE_OPS__PORT`` (default 9090); the worker binds
-``BRIDGE_OPS__HOST`` (0.0.0.0 in the image), so the loopback address always reaches it.
+the slim image needs no curl. The port is the one the worker listens on: ``BRIDGE_OPS__PORT`` when set (it
+overrides the file), else ``ops.port`` of the worker's config file (``--config`` on the command line of the
+container's PID 1, tini, or ``BRIDGE_CONFIG``), else 9090. The worker binds ``BRIDGE_OPS__HOST`` (0.0.0.0 in the
+image), so the loopback address always reaches it. ``BRIDGE_HEALTHCHECK_URL`` replaces all of this (compose
+points it at the simulator's and the ingress's own ``/healthz``).
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import tomllib
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
+
+DEFAULT_OPS_PORT = 9090
+
+
+def config_file(environ: Mapping[str, str], argv: list[str]) -> str | None:
+    """The config file the worker was started with: ``--config PATH`` / ``--config=PATH``, else BRIDGE_CONFIG."""
+    for index, arg in enumerate(argv):
+        if arg == "--config" and index + 1 < len(argv):
+            return argv[index + 1]
+        if arg.startswith("--config="):
+            return arg.split("=", 1)[1]
+    return environ.get("BRIDGE_CONFIG") or None
+
+
+def healthz_url(environ: Mapping[str, str], argv: list[str]) -> str:
+    """Where the worker started by ``argv`` (PID 1's command line) in this environment answers ``/healthz``."""
+    if environ.get("BRIDGE_HEALTHCHECK_URL"):
+        return environ["BRIDGE_HEALTHCHECK_URL"]
+    port: object = environ.get("BRIDGE_OPS__PORT")
+    path = config_file(environ, argv)
+    if not port and path:
+        try:
+            with open(path, "rb") as handle:
+                port = tomllib.load(handle).get("ops", {}).get("port")
+        except (OSError, tomllib.TOMLDecodeError, AttributeError):
+            port = None  # the worker would not have started on such a file; the check below fails anyway
+    return f"http://127.0.0.1:{port or DEFAULT_OPS_PORT}/healthz"
+
+
+def init_argv() -> list[str]:
+    """PID 1's command line when it runs kordiam-bridge (the image's tini does), else nothing."""
+    try:
+        with open("/proc/1/cmdline", "rb") as handle:
+            argv = handle.read().decode(errors="replace").split("\0")
+    except OSError:
+        return []
+    return argv if any(os.path.basename(arg) == "kordiam-bridge" for arg in argv) else []
 
 
 def main() -> int:
-    port = os.environ.get("BRIDGE_OPS__PORT", "9090")
-    url = os.environ.get("BRIDGE_HEALTHCHECK_URL", f"http://127.0.0.1:{port}/healthz")
+    url = healthz_url(os.environ, init_argv())
     try:
         with urllib.request.urlopen(url, timeout=float(os.environ.get("BRIDGE_HEALTHCHECK_TIMEOUT", "4"))) as response:
             return 0 if response.status == 200 else 1

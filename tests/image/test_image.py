@@ -176,12 +176,12 @@ class Stack:
     sqs: str  # host URL of the moto server
     simulator: str  # host URL of the simulator
 
-    def worker(self, name: str, volume: str) -> str:
+    def worker(self, name: str, volume: str, config: Path = COMPOSE_CONFIG) -> str:
         """Start a worker as compose does (read-only root, no capabilities); return the container name."""
         docker(
             "run", "-d", "--name", name, "--label", LABEL, "--network", self.network,
             "--read-only", "--tmpfs", "/tmp", "--cap-drop", "ALL", "--security-opt", "no-new-privileges:true",
-            "-v", f"{volume}:/var/lib/kordiam-bridge", "-v", f"{COMPOSE_CONFIG}:/etc/kordiam-bridge/bridge.toml:ro",
+            "-v", f"{volume}:/var/lib/kordiam-bridge", "-v", f"{config}:/etc/kordiam-bridge/bridge.toml:ro",
             "-e", "BRIDGE_KORDIAM__CLIENT_SECRET=demo-secret", *env_args(CREDENTIALS),
             "-p", "127.0.0.1::9090", "--health-interval", "1s", "--health-start-period", "60s",
             IMAGE, "run", "--config", "/etc/kordiam-bridge/bridge.toml",
@@ -274,6 +274,22 @@ def test_worker_is_healthy_non_root_under_tini_and_writes_only_where_allowed(sta
              lambda: logs(worker)[-3000:])  # fmt: skip
     docker("stop", "-t", "40", worker, timeout=60)
     assert docker("inspect", "-f", "{{.State.ExitCode}}", worker).stdout.strip() == "0"
+
+
+def test_healthcheck_asks_the_ops_port_of_the_config_file(stack: Stack, tmp_path: Path) -> None:
+    """ops.port set in the file, not in the environment: the HEALTHCHECK follows the worker to it."""
+    text = COMPOSE_CONFIG.read_text()
+    assert "\nport = 9090\n" in text
+    config = tmp_path / "bridge.toml"
+    config.write_text(text.replace("\nport = 9090\n", "\nport = 9191\n", 1))
+    config.chmod(0o644)
+    volume = docker("volume", "create", "--label", LABEL).stdout.strip()
+    worker = stack.worker(f"{RUN_ID}-ops-9191", volume, config)
+    wait_for("worker healthy", lambda: health(worker) == "healthy", 90, lambda: logs(worker)[-3000:])
+    probe = "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=3)"
+    assert docker("exec", worker, "python", "-c", probe, "http://127.0.0.1:9191/healthz", check=False).returncode == 0
+    assert docker("exec", worker, "python", "-c", probe, "http://127.0.0.1:9090/healthz", check=False).returncode != 0
+    docker("stop", "-t", "40", worker, timeout=60)
 
 
 def test_sigterm_drains_under_load_and_loses_nothing(stack: Stack) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.server
+import importlib
 import os
 import re
 import subprocess
@@ -113,6 +114,39 @@ def test_healthcheck_script_follows_healthz(ops_server: http.server.HTTPServer) 
     assert run_healthcheck(port) == 1  # nothing listening
     assert os.access(HEALTHCHECK, os.X_OK)
     assert HEALTHCHECK.read_text().startswith("#!/usr/bin/env python3\n")
+
+
+def test_healthcheck_script_finds_the_port_in_the_config_file(
+    ops_server: http.server.HTTPServer, tmp_path: Path
+) -> None:
+    config = tmp_path / "bridge.toml"
+    config.write_text(f"[ops]\nport = {ops_server.server_address[1]}\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
+    env["BRIDGE_CONFIG"] = str(config)
+    _Handler.status = 200
+    result = subprocess.run([sys.executable, str(HEALTHCHECK)], env=env, capture_output=True, timeout=20, check=False)
+    assert result.returncode == 0, result.stderr
+
+
+def test_healthcheck_asks_the_ops_port_the_worker_listens_on(tmp_path: Path) -> None:
+    """The worker takes ops.port from its config file unless BRIDGE_OPS__PORT overrides it; so must the check."""
+    sys.path.insert(0, str(INFRA / "docker"))
+    try:
+        healthcheck = importlib.import_module("healthcheck")
+    finally:
+        sys.path.pop(0)
+    config = tmp_path / "bridge.toml"
+    config.write_text('[queue]\nurl = "x"\n\n[ops]\nhost = "0.0.0.0"\nport = 9191\n')
+    worker = ["/usr/bin/tini", "--", "kordiam-bridge", "run", "--config", str(config)]
+    assert healthcheck.healthz_url({}, worker) == "http://127.0.0.1:9191/healthz"
+    assert healthcheck.healthz_url({}, [*worker[:4], f"--config={config}"]) == "http://127.0.0.1:9191/healthz"
+    assert healthcheck.healthz_url({"BRIDGE_CONFIG": str(config)}, worker[:4]) == "http://127.0.0.1:9191/healthz"
+    assert healthcheck.healthz_url({"BRIDGE_OPS__PORT": "9292"}, worker) == "http://127.0.0.1:9292/healthz"
+    assert healthcheck.healthz_url({}, worker[:4]) == "http://127.0.0.1:9090/healthz"  # no file: the default
+    # A file the check cannot read leaves the default: the worker would not have started on it either.
+    assert healthcheck.healthz_url({}, [*worker[:4], "--config", str(tmp_path / "none.toml")]).endswith(":9090/healthz")
+    url = "http://127.0.0.1:8780/healthz"
+    assert healthcheck.healthz_url({"BRIDGE_HEALTHCHECK_URL": url}, worker) == url
 
 
 def test_runtime_requirements_leave_the_demo_emulator_out() -> None:
