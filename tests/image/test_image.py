@@ -333,6 +333,9 @@ def compose(*args: str, timeout: float = 300, check: bool = True) -> subprocess.
         BRIDGE_OPS_PORT="0",
         BRIDGE_INGRESS_PORT="0",
         BASE_IMAGE=os.environ.get("BRIDGE_TEST_BASE_IMAGE", "debian:bookworm-slim"),
+        # The images this run built (scripts/docker.sh's IMAGE / DEMO_IMAGE), not whatever the default tags hold.
+        IMAGE=IMAGE,
+        DEMO_IMAGE=DEMO_IMAGE,
     )
     command = ["docker-compose", "-p", COMPOSE_PROJECT, "--profile", "moto", *args]
     result = subprocess.run(

@@ -23,7 +23,7 @@ import pytest
 import yaml  # type: ignore[import-untyped]
 
 from bridge.config import IngressCommandSettings, load_settings
-from tests.infra.support import COMPOSE_DIR, COMPOSE_FILE
+from tests.infra.support import COMPOSE_DIR, COMPOSE_FILE, REPO
 
 SECRETISH = re.compile(r"SECRET|PASSWORD|TOKEN|ACCESS_KEY|CREDENTIAL|API_KEY", re.IGNORECASE)
 EMULATOR_DUMMIES = {"test"}
@@ -70,6 +70,24 @@ def test_services_and_profiles(compose: dict[str, Any]) -> None:
     for name in ("localstack", "moto"):
         assert found[name]["networks"]["default"]["aliases"] == ["sqs"]
         assert found[name]["ports"] == ["127.0.0.1:${BRIDGE_SQS_PORT:-4566}:4566"]
+
+
+def test_the_stack_runs_the_images_docker_sh_builds(compose: dict[str, Any]) -> None:
+    """`make up` and the image test build with scripts/docker.sh, whose IMAGE / DEMO_IMAGE name the tags: the stack
+    must run those tags, not a fixed name that may hold an older build (or none, and compose builds another)."""
+    script = (REPO / "scripts" / "docker.sh").read_text()
+    for variable, default in (("IMAGE", "kordiam-bridge:local"), ("DEMO_IMAGE", "kordiam-bridge-demo:local")):
+        assert f'{variable}="${{{variable}:-{default}}}"' in script
+    found = services(compose)
+    for name, variable, default in (
+        ("sqs-init", "IMAGE", "kordiam-bridge:local"),
+        ("simulator", "IMAGE", "kordiam-bridge:local"),
+        ("worker", "IMAGE", "kordiam-bridge:local"),
+        ("ingress", "IMAGE", "kordiam-bridge:local"),
+        ("moto", "DEMO_IMAGE", "kordiam-bridge-demo:local"),
+    ):
+        match = INTERPOLATION.match(found[name]["image"])
+        assert match and (match.group(1), match.group(2)) == (variable, default), (name, found[name]["image"])
 
 
 def test_localstack_is_pinned_to_the_last_tag_without_a_token(compose: dict[str, Any]) -> None:
