@@ -15,6 +15,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Network, IPv6Network, ip_address
+from typing import ClassVar
 
 import structlog
 from aiohttp import web
@@ -198,7 +199,9 @@ def _limits(limiter: RateLimiter, settings: IngressSettings) -> Callable[..., Aw
 
 class IngressServer:
     """The running ingress: ``start`` binds (``port`` 0 picks a free port, read back from ``port``), ``stop``
-    finishes the calls in progress and closes."""
+    finishes the calls in progress (``shutdown_timeout`` seconds at most) and closes."""
+
+    shutdown_timeout: ClassVar[float] = 10.0
 
     def __init__(self, app: web.Application, host: str, port: int) -> None:
         self._app = app
@@ -207,7 +210,7 @@ class IngressServer:
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
-        self._runner = web.AppRunner(self._app, access_log=None, shutdown_timeout=10.0)
+        self._runner = web.AppRunner(self._app, access_log=None, shutdown_timeout=self.shutdown_timeout)
         await self._runner.setup()
         try:
             await web.TCPSite(self._runner, self._host, self.port).start()

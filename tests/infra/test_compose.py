@@ -23,6 +23,7 @@ import pytest
 import yaml  # type: ignore[import-untyped]
 
 from bridge.config import IngressCommandSettings, load_settings
+from bridge.ingress.app import IngressServer
 from tests.infra.support import COMPOSE_DIR, COMPOSE_FILE, REPO
 
 SECRETISH = re.compile(r"SECRET|PASSWORD|TOKEN|ACCESS_KEY|CREDENTIAL|API_KEY", re.IGNORECASE)
@@ -114,6 +115,14 @@ def test_the_queues_exist_before_the_worker_and_the_simulator_start(compose: dic
     for service in found.values():
         for dependency in (service.get("depends_on") or {}).values():
             assert "required" not in dependency
+
+
+def test_ingress_gets_time_to_finish_its_calls(compose: dict[str, Any]) -> None:
+    """On SIGTERM the ingress finishes the calls in progress (up to IngressServer.shutdown_timeout) before it exits;
+    compose's default grace of 10 s would SIGKILL it in the middle, and Kordiam would see its call cut off."""
+    ingress = services(compose)["ingress"]
+    assert ingress["stop_signal"] == "SIGTERM"
+    assert seconds(ingress["stop_grace_period"]) >= IngressServer.shutdown_timeout + 5
 
 
 def test_worker_gets_time_to_drain_and_runs_locked_down(
