@@ -86,7 +86,10 @@ engine_stop() {
   [[ -f "$pidfile" ]] || return 0
   local pid
   pid="$(cat "$pidfile")"
-  if kill -0 "$pid" 2>/dev/null; then
+  # A pid file that outlived its dockerd (a reboot, a crash) may name any process by now: signal only a dockerd.
+  if [[ "$pid" =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null && [[ "$(cat "/proc/$pid/comm" 2>/dev/null)" != dockerd ]]; then
+    say "$pidfile names pid $pid, which is not dockerd: removing the stale pid file, signalling nothing"
+  elif [[ "$pid" =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null; then
     kill -TERM "$pid"
     # dockerd stops its containers and its own containerd before it exits.
     local deadline=$((SECONDS + 60))

@@ -97,3 +97,21 @@ def test_a_rebuild_removes_what_it_superseded_and_nothing_else(tmp_path: Path) -
         "sha256:stage-demo-3",
         "sha256:someone-elses",
     }
+
+
+def test_engine_stop_leaves_a_process_alone_that_a_stale_pid_file_names(tmp_path: Path) -> None:
+    """After a reboot or a crash the pid in engine/dockerd.pid may belong to anything: engine-stop runs as root."""
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        (tmp_path / "engine").mkdir()
+        (tmp_path / "engine" / "dockerd.pid").write_text(f"{bystander.pid}\n")
+        env = dict(os.environ, KORDIAM_BRIDGE_CACHE=str(tmp_path))
+        command = [str(ROOT / "scripts" / "docker.sh"), "engine-stop"]
+        result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=90, check=False)
+        assert result.returncode == 0, result.stderr
+        assert bystander.poll() is None, "engine-stop signalled a process that is not dockerd"
+        assert "not dockerd" in result.stderr
+        assert not (tmp_path / "engine" / "dockerd.pid").exists()
+    finally:
+        bystander.kill()
+        bystander.wait()
