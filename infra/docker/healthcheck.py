@@ -4,7 +4,8 @@
 Used by the image's HEALTHCHECK, by docker compose and by the ECS task definition. Standard library only, so
 the slim image needs no curl. The port is the one the worker listens on: ``BRIDGE_OPS__PORT`` when set (it
 overrides the file), else ``ops.port`` of the worker's config file (``--config`` on the command line of the
-container's PID 1, tini, or ``BRIDGE_CONFIG``), else 9090. The worker binds ``BRIDGE_OPS__HOST`` (0.0.0.0 in the
+container's PID 1, tini, or ``BRIDGE_CONFIG``), else 9090; for ``kordiam-bridge ingress`` the same with
+``BRIDGE_INGRESS__PORT``, ``ingress.port`` and 8780. The worker binds ``BRIDGE_OPS__HOST`` (0.0.0.0 in the
 image), so the loopback address always reaches it. ``BRIDGE_HEALTHCHECK_URL`` replaces all of this (compose
 points it at the simulator's and the ingress's own ``/healthz``).
 """
@@ -18,7 +19,10 @@ import urllib.error
 import urllib.request
 from collections.abc import Mapping
 
-DEFAULT_OPS_PORT = 9090
+# The command -> (its config section, its environment override, the default port) of the /healthz it serves: the
+# worker's ops server, or the ingress's own port (`kordiam-bridge ingress` runs no ops server).
+SERVERS = {"ingress": ("ingress", "BRIDGE_INGRESS__PORT", 8780)}
+WORKER = ("ops", "BRIDGE_OPS__PORT", 9090)
 
 
 def config_file(environ: Mapping[str, str], argv: list[str]) -> str | None:
@@ -31,19 +35,28 @@ def config_file(environ: Mapping[str, str], argv: list[str]) -> str | None:
     return environ.get("BRIDGE_CONFIG") or None
 
 
+def command(argv: list[str]) -> str | None:
+    """The kordiam-bridge command in ``argv`` (``run``, ``ingress``, ...), if any."""
+    for index, arg in enumerate(argv[:-1]):
+        if os.path.basename(arg) == "kordiam-bridge":
+            return argv[index + 1]
+    return None
+
+
 def healthz_url(environ: Mapping[str, str], argv: list[str]) -> str:
-    """Where the worker started by ``argv`` (PID 1's command line) in this environment answers ``/healthz``."""
+    """Where the process started by ``argv`` (PID 1's command line) in this environment answers ``/healthz``."""
     if environ.get("BRIDGE_HEALTHCHECK_URL"):
         return environ["BRIDGE_HEALTHCHECK_URL"]
-    port: object = environ.get("BRIDGE_OPS__PORT")
+    section, variable, default = SERVERS.get(command(argv) or "", WORKER)
+    port: object = environ.get(variable)
     path = config_file(environ, argv)
     if not port and path:
         try:
             with open(path, "rb") as handle:
-                port = tomllib.load(handle).get("ops", {}).get("port")
+                port = tomllib.load(handle).get(section, {}).get("port")
         except (OSError, tomllib.TOMLDecodeError, AttributeError):
-            port = None  # the worker would not have started on such a file; the check below fails anyway
-    return f"http://127.0.0.1:{port or DEFAULT_OPS_PORT}/healthz"
+            port = None  # the process would not have started on such a file; the check below fails anyway
+    return f"http://127.0.0.1:{port or default}/healthz"
 
 
 def init_argv() -> list[str]:

@@ -292,6 +292,25 @@ def test_healthcheck_asks_the_ops_port_of_the_config_file(stack: Stack, tmp_path
     docker("stop", "-t", "40", worker, timeout=60)
 
 
+def test_healthcheck_follows_the_ingress_to_its_port(stack: Stack) -> None:
+    """`kordiam-bridge ingress` serves /healthz on ingress.port (8780 here) and no ops server: the image's
+    HEALTHCHECK, without BRIDGE_HEALTHCHECK_URL, asks there."""
+    volume = docker("volume", "create", "--label", LABEL).stdout.strip()
+    name = f"{RUN_ID}-ingress"
+    docker(
+        "run", "-d", "--name", name, "--label", LABEL, "--network", stack.network,
+        "--read-only", "--tmpfs", "/tmp", "--cap-drop", "ALL", "--security-opt", "no-new-privileges:true",
+        "-v", f"{volume}:/var/lib/kordiam-bridge", "-v", f"{COMPOSE_CONFIG}:/etc/kordiam-bridge/bridge.toml:ro",
+        "-e", "BRIDGE_INGRESS__GLOBAL_EXPORT__AUTH__TOKEN=t0ken-value",
+        "-e", "BRIDGE_INGRESS__PLATFORM__API_SECRET=pl4tform-value", *env_args(CREDENTIALS),
+        "--health-interval", "1s", "--health-start-period", "60s",
+        IMAGE, "ingress", "--config", "/etc/kordiam-bridge/bridge.toml",
+    )  # fmt: skip
+    wait_for("ingress healthy", lambda: health(name) == "healthy", 90, lambda: logs(name)[-3000:])
+    docker("stop", "-t", "30", name, timeout=60)
+    assert docker("inspect", "-f", "{{.State.ExitCode}}", name).stdout.strip() == "0", logs(name)[-3000:]
+
+
 def test_sigterm_drains_under_load_and_loses_nothing(stack: Stack) -> None:
     # The queue is full before the worker starts, so SIGTERM finds it busy (16 in flight at most).
     elements = stack.create_elements(60)

@@ -149,6 +149,22 @@ def test_healthcheck_asks_the_ops_port_the_worker_listens_on(tmp_path: Path) -> 
     assert healthcheck.healthz_url({"BRIDGE_HEALTHCHECK_URL": url}, worker) == url
 
 
+def test_healthcheck_asks_the_ingress_port_when_the_container_runs_the_ingress(tmp_path: Path) -> None:
+    """`kordiam-bridge ingress` serves /healthz on ingress.port and runs no ops server."""
+    sys.path.insert(0, str(INFRA / "docker"))
+    try:
+        healthcheck = importlib.import_module("healthcheck")
+    finally:
+        sys.path.pop(0)
+    config = tmp_path / "bridge.toml"
+    config.write_text("[ops]\nport = 9191\n\n[ingress]\nport = 8781\n")
+    ingress = ["/usr/bin/tini", "--", "/opt/venv/bin/kordiam-bridge", "ingress"]
+    assert healthcheck.healthz_url({}, ingress) == "http://127.0.0.1:8780/healthz"
+    assert healthcheck.healthz_url({}, [*ingress, "--config", str(config)]) == "http://127.0.0.1:8781/healthz"
+    environ = {"BRIDGE_INGRESS__PORT": "8782", "BRIDGE_OPS__PORT": "9292"}
+    assert healthcheck.healthz_url(environ, [*ingress, "--config", str(config)]) == "http://127.0.0.1:8782/healthz"
+
+
 def test_runtime_requirements_leave_the_demo_emulator_out() -> None:
     script = INFRA / "docker" / "requirements.py"
 
