@@ -372,6 +372,30 @@ class Consumer:
     async def _process(self, message: QueueMessage) -> None:
         # Each message runs in its own task, so these bindings reach every log line of its processing only.
         structlog.contextvars.bind_contextvars(message_id=message.message_id, receive_count=message.receive_count)
+        budget = self._settings.max_receive_count
+        if message.receive_count > budget:
+            # Its earlier receives ended with no outcome (a retry on the last one would have dead-lettered it): the
+            # worker was killed or crashed on it, or lost it while holding it. Handled again, it may do the same for
+            # ever where the queue has no redrive policy of its own to end the loop.
+            outcome: Outcome = DeadLetter(
+                stage="receive",
+                reason=f"received {message.receive_count} times, more than queue.max_receive_count ({budget}), "
+                "without an outcome: the worker was killed or crashed while holding it, or lost it",
+                error_class="ReceivedWithoutOutcome",
+            )
+        else:
+            outcome = await self._handle(message)
+        if isinstance(outcome, Retry) and message.receive_count >= budget:
+            outcome = outcome.exhausted(message.receive_count)
+        deleted = await self._settle(message, outcome)
+        if self._fifo and message.group_id is not None:
+            # Not deleted means it comes back (a retry, or a dead letter the DLQ did not take): still first in line.
+            await self._continue_group(message.group_id, failed=deleted is None)
+        if deleted is not None:
+            await deleted  # the message keeps its room until the queue confirmed the delete
+
+    async def _handle(self, message: QueueMessage) -> Outcome:
+        """The handler's outcome; a crash of the handler is a retry (a bug must not lose the message)."""
         self._handling.add(message.receipt_handle)
         try:
             if self._handler_takes_slot:
@@ -395,14 +419,7 @@ class Consumer:
             )
         finally:
             self._handling.discard(message.receipt_handle)
-        if isinstance(outcome, Retry) and message.receive_count >= self._settings.max_receive_count:
-            outcome = outcome.exhausted(message.receive_count)
-        deleted = await self._settle(message, outcome)
-        if self._fifo and message.group_id is not None:
-            # Not deleted means it comes back (a retry, or a dead letter the DLQ did not take): still first in line.
-            await self._continue_group(message.group_id, failed=deleted is None)
-        if deleted is not None:
-            await deleted  # the message keeps its room until the queue confirmed the delete
+        return outcome
 
     async def _settle(self, message: QueueMessage, outcome: Outcome) -> asyncio.Future[None] | None:
         """Settle ``outcome``; for a delete, return the future its confirmation resolves."""

@@ -16,9 +16,11 @@ from tests.support import (
     SqsEndpoint,
     drain,
     eventually,
+    queue_depth,
     queue_settled,
     running_worker,
     send,
+    sqs_client,
     story,
     worker_settings,
 )
@@ -211,6 +213,32 @@ async def test_poison_message_goes_to_the_dlq_with_a_reason_on_first_receive(
     assert attributes["failure.attempts"] == "1"
     assert attributes["failure.source_message_id"] == message_id
     assert attributes["origin"] == "test"  # the original attributes travel along
+
+
+async def test_a_message_received_past_its_budget_on_a_queue_without_redrive_is_dead_lettered(
+    settings_for, sqs_endpoint: SqsEndpoint, queues, admin: SimulatorAdmin, channel_log: ChannelLog
+) -> None:
+    # A queue with no redrive policy of its own (the DLQ named in queue.dlq_url): a message a worker was killed on
+    # at every receive came back for ever. Three receives that ended without an outcome stand for three crashes.
+    client = sqs_client(sqs_endpoint.url)
+    client.set_queue_attributes(QueueUrl=queues[0], Attributes={"RedrivePolicy": ""})
+    created = await admin.create(story("Crashes the worker"))
+    await eventually(lambda: queue_depth(sqs_endpoint.url, queues[0]) >= 1, what="the notification on the queue")
+    received = 0
+    while received < 3:
+        answer = client.receive_message(QueueUrl=queues[0], VisibilityTimeout=0, WaitTimeSeconds=1)
+        received += len(answer.get("Messages", []))
+    async with running_worker(settings_for(dlq_url=queues[1], max_receive_count=3)):
+        await eventually(lambda: queue_settled(sqs_endpoint.url, queues[0]), what="the message out of the main queue")
+    dead = drain(sqs_endpoint.url, queues[1])
+    assert len(dead) == 1
+    attributes = {k: v["StringValue"] for k, v in dead[0]["MessageAttributes"].items()}
+    assert attributes["failure.stage"] == "receive"
+    assert attributes["failure.error_class"] == "ReceivedWithoutOutcome"
+    assert "received 4 times" in attributes["failure.reason"]
+    # Not handled a fourth time: no channel was written, and Kordiam was not asked for the element.
+    assert not channel_log.attempts and not channel_log.creates
+    assert not [r for r in await admin.requests() if r["path"] == f"/api/v2/elements/{created['id']}"]
 
 
 async def test_token_expiry_and_revocation_refresh_the_token(

@@ -84,6 +84,27 @@ async def test_each_outcome_settles_explicitly() -> None:
     assert dead[exhausted.message_id].reason == "gave up after 3 attempts: down"
 
 
+async def test_a_message_received_past_its_budget_without_an_outcome_is_dead_lettered_unhandled() -> None:
+    # Its earlier receives ended with no outcome (the worker was killed on it, or lost it): on a queue without a
+    # redrive policy of its own nothing else would ever end the loop. The handler is not run on it again.
+    crashed, fresh = message(receive_count=4), message(receive_count=3)
+    transport = FakeTransport([[crashed, fresh]])
+    handled: list[str] = []
+
+    async def handler(m: QueueMessage) -> Outcome:
+        handled.append(m.message_id)
+        return Done()
+
+    consumer = Consumer(transport, handler, settings(max_receive_count=3))
+    await run_until(consumer, lambda: len(transport.deleted) == 2)
+    assert handled == [fresh.message_id]
+    dead = dict(transport.dead)
+    assert list(dead) == [crashed.message_id]
+    assert dead[crashed.message_id].stage == "receive"
+    assert dead[crashed.message_id].error_class == "ReceivedWithoutOutcome"
+    assert "received 4 times" in dead[crashed.message_id].reason
+
+
 def outcome_count(kind: str) -> float:
     return metrics.MESSAGE_OUTCOMES.labels(kind)._value.get()
 
