@@ -373,10 +373,11 @@ class Consumer:
         # Each message runs in its own task, so these bindings reach every log line of its processing only.
         structlog.contextvars.bind_contextvars(message_id=message.message_id, receive_count=message.receive_count)
         budget = self._settings.max_receive_count
-        if message.receive_count > budget:
+        if message.receive_count > budget and not self._fifo:
             # Its earlier receives ended with no outcome (a retry on the last one would have dead-lettered it): the
             # worker was killed or crashed on it, or lost it while holding it. Handled again, it may do the same for
-            # ever where the queue has no redrive policy of its own to end the loop.
+            # ever where the queue has no redrive policy of its own to end the loop. Not on a FIFO queue: there the
+            # rest of a group is released each time its head is retried, receives that say nothing of a crash.
             outcome: Outcome = DeadLetter(
                 stage="receive",
                 reason=f"received {message.receive_count} times, more than queue.max_receive_count ({budget}), "

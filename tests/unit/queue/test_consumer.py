@@ -105,6 +105,20 @@ async def test_a_message_received_past_its_budget_without_an_outcome_is_dead_let
     assert "received 4 times" in dead[crashed.message_id].reason
 
 
+async def test_a_fifo_message_received_past_its_budget_is_still_handled() -> None:
+    # On a FIFO queue the rest of a group is released each time its head is retried: its receive count grows
+    # without any crash, so it says nothing about the message itself.
+    follower = message(receive_count=4, group="g")
+    transport = FakeTransport([[follower]], fifo=True)
+
+    async def handler(m: QueueMessage) -> Outcome:
+        return Done()
+
+    consumer = Consumer(transport, handler, settings(max_receive_count=3))
+    await run_until(consumer, lambda: transport.deleted)
+    assert transport.deleted == [follower.message_id] and not transport.dead
+
+
 def outcome_count(kind: str) -> float:
     return metrics.MESSAGE_OUTCOMES.labels(kind)._value.get()
 
