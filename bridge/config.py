@@ -117,6 +117,18 @@ def http_url(value: str) -> str:
     return text
 
 
+# What botocore takes as a region name; anything else is an InvalidRegionError (a traceback) when the first client is
+# made. Emulators take any such name ("local").
+AWS_REGION = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+
+
+def aws_region(value: str | None) -> str | None:
+    """The check of ``queue.region`` and ``state.region`` (an empty one would be no region, silently)."""
+    if value is not None and not AWS_REGION.fullmatch(value):
+        raise ValueError("must be an AWS region name like eu-central-1")
+    return value
+
+
 STOMP_SCHEMES = ("stomp", "stomp+ssl")
 STOMP_DEFAULT_PORT = 61613
 
@@ -249,6 +261,8 @@ class QueueSettings(Section):
     def _endpoint(cls, value: str | None) -> str | None:
         return value if value is None else http_url(value)
 
+    _region = field_validator("region")(aws_region)
+
     @model_validator(mode="after")
     def _one_kind_of_queue(self) -> QueueSettings:
         if self.retry_base_seconds > self.retry_max_seconds:
@@ -335,6 +349,8 @@ class StateSettings(Section):
     @classmethod
     def _endpoint(cls, value: str | None) -> str | None:
         return value if value is None else http_url(value)
+
+    _region = field_validator("region")(aws_region)
 
     @property
     def backend(self) -> Literal["sqlite", "dynamodb"]:

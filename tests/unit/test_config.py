@@ -736,3 +736,38 @@ def test_a_section_given_as_a_single_value_says_it_must_be_a_table(tmp_path: Pat
         "queue",
         "must be a table ([section] or { … }), not a single value",
     )
+
+
+# ---- AWS regions -------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("line", "key"),
+    [
+        ('[queue]\nregion = "{region}"\n', "queue.region"),
+        ('[state]\nregion = "{region}"\n', "state.region"),
+    ],
+)
+@pytest.mark.parametrize("region", ["eu central 1", "eu-central-1/", "", " ", "-eu"])
+def test_a_region_botocore_cannot_take_is_one_line_naming_the_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], line: str, key: str, region: str
+) -> None:
+    # botocore refuses it with a traceback when the first client is made; an empty state.region would silently be
+    # AWS_REGION's or the queue's instead.
+    section = line.partition("\n")[0] + "\n"
+    path = write(tmp_path, VALID.replace(section, line.format(region=region), 1))
+    with pytest.raises(ConfigError) as raised:
+        load_settings(path)
+    problem = "must be an AWS region name like eu-central-1"
+    assert (raised.value.key, raised.value.problem) == (key, problem)
+    assert main(["check-config", "--config", str(path)]) == 2
+    assert capsys.readouterr().err == f"kordiam-bridge: configuration error: {key}: {problem}\n"
+
+
+@pytest.mark.parametrize("region", ["eu-central-1", "us-gov-west-1", "local"])
+def test_a_region_name_is_kept(tmp_path: Path, region: str) -> None:
+    text = VALID.replace("[queue]\n", f'[queue]\nregion = "{region}"\n').replace(
+        'url = "sqlite:///tmp/state.db"', f'url = "dynamodb://bridge-state"\nregion = "{region}"'
+    )
+    settings = load_settings(write(tmp_path, text))
+    assert (settings.queue.region, settings.state.region) == (region, region)
