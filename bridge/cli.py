@@ -65,6 +65,17 @@ def _bounded_int(low: int, high: int, what: str) -> Callable[[str], int]:
     return parse
 
 
+def _not_empty(text: str) -> str:
+    # An empty value is never meant: a path would read as "." (the working directory), a secret as no secret.
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return text
+
+
+def _config_path(text: str) -> Path:
+    return Path(_not_empty(text))
+
+
 def _message_id(text: str) -> str:
     if not text.strip():
         raise argparse.ArgumentTypeError("a message id cannot be empty")
@@ -204,8 +215,12 @@ def _parser() -> argparse.ArgumentParser:
         "--stomp-url", help="ActiveMQ queue that receives change notifications instead: stomp://HOST:PORT/queue/NAME"
     )
     simulator.add_argument("--region", default="eu-central-1", help="AWS region of the SQS queue")
-    simulator.add_argument("--client-id", default="demo-client", help="OAuth client id the simulator accepts")
-    simulator.add_argument("--client-secret", default="demo-secret", help="OAuth client secret it accepts")
+    simulator.add_argument(
+        "--client-id", type=_not_empty, default="demo-client", help="OAuth client id the simulator accepts"
+    )
+    simulator.add_argument(
+        "--client-secret", type=_not_empty, default="demo-secret", help="OAuth client secret it accepts"
+    )
     simulator.add_argument("--token-ttl", type=_count, default=3600, help="access token lifetime in seconds")
     simulator.add_argument("--global-export-url", help="call Kordiam's Global Export webhooks here (seed 001)")
     simulator.add_argument(
@@ -357,7 +372,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _config_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", type=Path, help="TOML configuration file (default: $BRIDGE_CONFIG)")
+    parser.add_argument("--config", type=_config_path, help="TOML configuration file (default: $BRIDGE_CONFIG)")
 
 
 def _output_options(parser: argparse.ArgumentParser, *, progress: bool = False) -> None:
@@ -610,7 +625,7 @@ def _check_config(args: argparse.Namespace) -> int:
 
 
 def _simulator(args: argparse.Namespace) -> int:
-    from bridge.config import http_url, parse_stomp_url
+    from bridge.config import aws_region, http_url, parse_stomp_url
     from bridge.simulator import SimulatorSettings, run_simulator
 
     if args.stomp_url is not None:
@@ -626,6 +641,10 @@ def _simulator(args: argparse.Namespace) -> int:
                 http_url(url)
             except ValueError as error:
                 raise ConfigError(flag, f"{url!r} {error}") from None
+    try:
+        aws_region(args.region)
+    except ValueError as error:
+        raise ConfigError("--region", str(error)) from None
     webhooks = _simulator_webhooks(args)
     settings = SimulatorSettings(
         **webhooks,

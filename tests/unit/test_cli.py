@@ -201,3 +201,41 @@ def test_a_server_host_that_does_not_resolve_is_named_in_words() -> None:
     # Not "unknown error -2": os.strerror does not know the resolver's codes.
     expected = "ops.host: cannot listen on no.such.host.invalid:9090: cannot resolve no.such.host.invalid: "
     assert str(refused) == expected + "name or service not known"
+
+
+def _served(*_: object) -> None:
+    raise AssertionError("the simulator was started with a wrong argument")
+
+
+@pytest.mark.parametrize(
+    ("argv", "line"),
+    [
+        (["simulator", "--client-id", ""], "kordiam-bridge simulator: argument --client-id: must not be empty\n"),
+        (
+            ["simulator", "--client-secret", " "],
+            "kordiam-bridge simulator: argument --client-secret: must not be empty\n",
+        ),
+        (["check-config", "--config", ""], "kordiam-bridge check-config: argument --config: must not be empty\n"),
+    ],
+)
+def test_an_empty_argument_is_refused_naming_it(
+    argv: list[str], line: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Before: the simulator served with an empty client secret (an empty one was accepted at the token endpoint),
+    # and an empty --config read as "." ("--config: . is a directory, not a file").
+    monkeypatch.setattr("bridge.simulator.run_simulator", _served)
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    assert capsys.readouterr().err == line
+
+
+def test_the_simulator_refuses_a_region_botocore_cannot_take(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Before: "Application startup failed" with a botocore InvalidRegionError traceback in a JSON log line.
+    monkeypatch.setattr("bridge.simulator.run_simulator", _served)
+    argv = ["simulator", "--port", "0", "--queue-url", "http://127.0.0.1:9/1/q", "--region", "eu central 1"]
+    assert main(argv) == 2
+    expected = "kordiam-bridge: configuration error: --region: must be an AWS region name like eu-central-1\n"
+    assert capsys.readouterr().err == expected
