@@ -129,6 +129,14 @@ def aws_region(value: str | None) -> str | None:
     return value
 
 
+def listen_host(value: str) -> str:
+    """The check of ``ops.host`` and ``ingress.host``: asyncio reads an empty host as every interface, so an empty
+    template variable would expose the port beyond the 127.0.0.1 default, silently."""
+    if not value.strip():
+        raise ValueError("must not be empty (0.0.0.0 listens on every interface)")
+    return value
+
+
 STOMP_SCHEMES = ("stomp", "stomp+ssl")
 STOMP_DEFAULT_PORT = 61613
 
@@ -417,6 +425,8 @@ class OpsSettings(Section):
     # "json": one JSON object a line (log pipelines); "console": readable key=value lines for local use.
     log_format: Literal["json", "console"] = "json"
 
+    _host = field_validator("host")(listen_host)
+
 
 # --- credentials of Kordiam's CMS protocols: one model set for both directions ----------------------------------
 #
@@ -563,6 +573,8 @@ class IngressSettings(Section):
     # Longest wait for the queue to confirm a send before answering 503 (Kordiam then retries).
     enqueue_timeout_seconds: Float = Field(default=5.0, gt=0, le=60)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    _host = field_validator("host")(listen_host)
 
     @model_validator(mode="after")
     def _receivers(self) -> IngressSettings:

@@ -11,7 +11,7 @@ from pydantic_settings import BaseSettings
 
 from bridge.channels import channel_problems
 from bridge.cli import main
-from bridge.config import QueueCommandSettings, StatusSettings, load_settings
+from bridge.config import FileSettings, QueueCommandSettings, StatusSettings, load_settings
 from bridge.errors import ConfigError
 from bridge.ops.logging import configure_logging
 from bridge.pipeline.covering import DEFAULT_CLOCK_SKEW_SECONDS
@@ -771,3 +771,31 @@ def test_a_region_name_is_kept(tmp_path: Path, region: str) -> None:
     )
     settings = load_settings(write(tmp_path, text))
     assert (settings.queue.region, settings.state.region) == (region, region)
+
+
+# ---- listening addresses -----------------------------------------------------------------------------------------
+
+INGRESS = '\n[ingress]\n[ingress.global_export]\nauth = { type = "bearer", token = "t" }\n'
+
+
+@pytest.mark.parametrize(("section", "key"), [("ops", "ops.host"), ("ingress", "ingress.host")])
+@pytest.mark.parametrize("host", ["", "  "])
+def test_an_empty_listening_host_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, section: str, key: str, host: str
+) -> None:
+    # An empty host is every interface to asyncio: an empty template variable would expose /metrics (or the
+    # ingress) beyond the 127.0.0.1 default, silently.
+    monkeypatch.setenv(f"BRIDGE_{section.upper()}__HOST", host)
+    with pytest.raises(ConfigError) as raised:
+        load_settings(write(tmp_path, VALID + INGRESS), model=FileSettings)
+    variable = f"BRIDGE_{section.upper()}__HOST"
+    assert (raised.value.key, raised.value.problem) == (
+        f"{variable} ({key})",
+        "must not be empty (0.0.0.0 listens on every interface)",
+    )
+
+
+def test_every_interface_is_said_in_words(tmp_path: Path) -> None:
+    text = VALID + '\n[ops]\nhost = "0.0.0.0"\n' + INGRESS.replace("[ingress]\n", '[ingress]\nhost = "::"\n')
+    settings = load_settings(write(tmp_path, text), model=FileSettings)
+    assert settings.ops.host == "0.0.0.0" and settings.ingress is not None and settings.ingress.host == "::"
