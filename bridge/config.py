@@ -326,8 +326,13 @@ class KordiamSettings(Section):
     _client_secret = field_validator("client_secret")(secret_not_empty)
 
 
+DYNAMODB_ONLY_KEYS = ("endpoint_url", "region")
+SQLITE_ONLY_KEYS = ("create_directories",)
+
+
 class StateSettings(Section):
-    """``sqlite:///PATH`` (one host) or ``dynamodb://TABLE`` (many workers, shared)."""
+    """``sqlite:///PATH`` (one host) or ``dynamodb://TABLE`` (many workers, shared). The keys of one kind are
+    refused for the other."""
 
     url: str = "sqlite:///bridge-state.db"
     # DynamoDB only: for DynamoDB Local / moto server, and the table's region (default: queue.region's default).
@@ -359,6 +364,16 @@ class StateSettings(Section):
         return value if value is None else http_url(value)
 
     _region = field_validator("region")(aws_region)
+
+    @model_validator(mode="after")
+    def _one_kind_of_store(self) -> StateSettings:
+        # Like the queue's keys: set for the other kind of store, they would silently do nothing.
+        dynamodb = self.backend == "dynamodb"
+        for key in SQLITE_ONLY_KEYS if dynamodb else DYNAMODB_ONLY_KEYS:
+            if key in self.model_fields_set:
+                kind = "sqlite:///" if dynamodb else "dynamodb://"
+                raise ValueError(f"{key}: is for {kind} state stores only; remove it for this state.url")
+        return self
 
     @property
     def backend(self) -> Literal["sqlite", "dynamodb"]:

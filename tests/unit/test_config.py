@@ -799,3 +799,26 @@ def test_every_interface_is_said_in_words(tmp_path: Path) -> None:
     text = VALID + '\n[ops]\nhost = "0.0.0.0"\n' + INGRESS.replace("[ingress]\n", '[ingress]\nhost = "::"\n')
     settings = load_settings(write(tmp_path, text), model=FileSettings)
     assert settings.ops.host == "0.0.0.0" and settings.ingress is not None and settings.ingress.host == "::"
+
+
+# ---- state keys of the other backend -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "line", "key", "kind"),
+    [
+        ("sqlite:///tmp/state.db", 'endpoint_url = "http://127.0.0.1:8000"', "state.endpoint_url", "dynamodb://"),
+        ("sqlite:///tmp/state.db", 'region = "eu-central-1"', "state.region", "dynamodb://"),
+        ("dynamodb://bridge-state", "create_directories = true", "state.create_directories", "sqlite:///"),
+    ],
+)
+def test_a_state_key_of_the_other_backend_is_refused(tmp_path: Path, url: str, line: str, key: str, kind: str) -> None:
+    # As for the queue's keys: set for the other kind of store, it would silently do nothing (a DynamoDB Local
+    # endpoint under a sqlite:/// URL that was meant to be dynamodb://).
+    text = VALID.replace('url = "sqlite:///tmp/state.db"', f'url = "{url}"\n{line}')
+    with pytest.raises(ConfigError) as raised:
+        load_settings(write(tmp_path, text))
+    assert (raised.value.key, raised.value.problem) == (
+        key,
+        f"is for {kind} state stores only; remove it for this state.url",
+    )
