@@ -388,6 +388,9 @@ class StateSettings(Section):
         return self.url.removeprefix("dynamodb://")
 
 
+# Kordiam ids are positive 64-bit integers: bridge.kordiam.models.MAX_ID, written out here (the configuration sits
+# below the Kordiam client).
+MAX_KORDIAM_ID = 2**63 - 1
 StatusSelector = Annotated[int | Annotated[str, Field(min_length=1)], NotBoolean]
 
 
@@ -407,6 +410,21 @@ class ChannelSettings(BaseModel):
     # Optional limits for a CMS that cannot take the worker's full concurrency or rate.
     max_in_flight: Int | None = Field(default=None, ge=1, le=1000)
     rate_limit: Float | None = Field(default=None, gt=0, le=10_000)
+
+    @model_validator(mode="after")
+    def _takes_publications(self) -> ChannelSettings:
+        # Each of these matches no publication ever: the channel would be configured and silently export nothing.
+        for index, platform in enumerate(self.platforms):
+            if not 0 < platform <= MAX_KORDIAM_ID:
+                raise ValueError(f"platforms[{index}]: must be a Kordiam id (a positive integer)")
+        if self.statuses is not None and not self.statuses:
+            raise ValueError("statuses: must list at least one status id or name (leave it out for every status)")
+        for index, status in enumerate(self.statuses or ()):
+            if isinstance(status, int) and not 0 < status <= MAX_KORDIAM_ID:
+                raise ValueError(f"statuses[{index}]: must be a Kordiam id (a positive integer) or a status name")
+            if isinstance(status, str) and not status.strip():
+                raise ValueError(f"statuses[{index}]: must not be blank")
+        return self
 
     @property
     def options(self) -> dict[str, Any]:

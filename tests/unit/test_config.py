@@ -822,3 +822,54 @@ def test_a_state_key_of_the_other_backend_is_refused(tmp_path: Path, url: str, l
         key,
         f"is for {kind} state stores only; remove it for this state.url",
     )
+
+
+# ---- which publications a channel takes --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("change", "key", "problem"),
+    [
+        (
+            ('statuses = [5, "Ready for print"]', "statuses = []"),
+            "channels[1].statuses",
+            "must list at least one status id or name (leave it out for every status)",
+        ),
+        (('statuses = [5, "Ready for print"]', 'statuses = [5, " "]'), "channels[1].statuses[1]", "must not be blank"),
+        (
+            ('statuses = [5, "Ready for print"]', "statuses = [-5]"),
+            "channels[1].statuses[0]",
+            "must be a Kordiam id (a positive integer) or a status name",
+        ),
+        (
+            ("platforms = [99003]", "platforms = [0]"),
+            "channels[0].platforms[0]",
+            "must be a Kordiam id (a positive integer)",
+        ),
+        (
+            ("platforms = [99004]", "platforms = [99004, -99004]"),
+            "channels[1].platforms[1]",
+            "must be a Kordiam id (a positive integer)",
+        ),
+        (
+            ("platforms = [99003]", "platforms = [9223372036854775808]"),
+            "channels[0].platforms[0]",
+            "must be a Kordiam id (a positive integer)",
+        ),
+    ],
+)
+def test_a_channel_that_could_never_take_a_publication_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], change: tuple[str, str], key: str, problem: str
+) -> None:
+    # Each of these matched no publication ever: the channel was configured, and silently exported nothing.
+    path = write(tmp_path, VALID.replace(*change, 1))
+    with pytest.raises(ConfigError) as raised:
+        load_settings(path)
+    assert (raised.value.key, raised.value.problem) == (key, problem)
+    assert main(["check-config", "--config", str(path)]) == 2
+    assert capsys.readouterr().err == f"kordiam-bridge: configuration error: {key}: {problem}\n"
+
+
+def test_a_status_id_in_quotes_is_still_a_status(tmp_path: Path) -> None:
+    text = VALID.replace('statuses = [5, "Ready for print"]', 'statuses = ["5", "Published"]')
+    assert load_settings(write(tmp_path, text)).channels[1].statuses == ["5", "Published"]
