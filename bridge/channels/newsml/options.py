@@ -40,6 +40,9 @@ class NewsMLOptions(BaseModel):
         if value.startswith("s3://"):
             _parse_s3(value)  # raises ValueError with the reason
             return value
+        if not value or (value.startswith("file://") and not urlparse(value).path):
+            # Path("") is ".": an empty template variable would have the worker write into its working directory.
+            raise ValueError("must not be empty")
         path = _folder_path(value)
         if path.exists() and not path.is_dir():
             raise ValueError(f"{path} exists and is not a directory")

@@ -430,6 +430,14 @@ def test_bad_options_are_refused(options: dict[str, Any]) -> None:
         NewsMLOptions.model_validate(options)
 
 
+@pytest.mark.parametrize("target", [" ", "file://", "file://localhost"])
+def test_a_blank_folder_target_is_refused_not_read_as_the_working_directory(target: str) -> None:
+    # Path("") is ".": an empty template variable would have the worker write its items where it was started, as
+    # the folder channel's empty path would (it is refused there too).
+    with pytest.raises(ValidationError, match="target\n  Value error, must not be empty"):
+        NewsMLOptions(target=target)
+
+
 def test_a_file_as_target_is_refused(tmp_path: Path) -> None:
     file = tmp_path / "file.txt"
     file.write_text("x")
