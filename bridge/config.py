@@ -910,13 +910,28 @@ def naming_its_variable(error: ConfigError) -> ConfigError:
     """An error found after loading (the worker's start-up checks: ``state.url``, ``queue.url``, ``ops.port`` …)
     about a setting an environment variable set, named as a load error names it: ``BRIDGE_STATE__URL (state.url):
     …``. The Terraform module and container platforms pass settings so; the file does not hold the value."""
-    variables = _setting_variables()
-    variable = variables.get(error.key) or variables.get(error.key.partition(".")[0])
+    variable = _variable_of(_setting_variables(), error.key)
     return error if variable is None else ConfigError(f"{variable} ({error.key})", error.problem)
 
 
+def _variable_of(variables: Mapping[str, str], key: str) -> str | None:
+    """The variable that set ``key``: its own, one that set a table holding it (``BRIDGE_QUEUE='{…}'``,
+    ``BRIDGE_INGRESS__GLOBAL_EXPORT='{…}'``), or the one variable that set a key below it (``BRIDGE_QUEUE__URL__X``
+    makes queue.url a table)."""
+    held = key
+    while True:
+        if held in variables:
+            return variables[held]
+        held, dot, _ = held.rpartition(".")
+        if not dot:
+            break
+    below = [variable for name, variable in variables.items() if name.startswith(key + ".")]
+    return below[0] if len(below) == 1 else None
+
+
 def _setting_variables() -> dict[str, str]:
-    """``BRIDGE_<SECTION>__<KEY>`` variables of a known section, by the key they name (``queue.url``)."""
+    """``BRIDGE_<SECTION>__<KEY>`` variables of a known section, by the key they name (``queue.url``,
+    ``ingress.global_export.auth.token``)."""
     sections = {name for name in FileSettings.model_fields if name != "channels"}
     found: dict[str, str] = {}
     for variable in os.environ:
@@ -924,7 +939,7 @@ def _setting_variables() -> dict[str, str]:
         section, _, key = upper.removeprefix(ENV_PREFIX).partition("__")
         if upper.startswith(ENV_PREFIX) and section.lower() in sections:
             # BRIDGE_QUEUE='{…}' sets the whole section.
-            found[f"{section.lower()}.{key.lower()}" if key else section.lower()] = variable
+            found[f"{section.lower()}.{key.lower().replace('__', '.')}" if key else section.lower()] = variable
     return found
 
 
@@ -983,7 +998,7 @@ def _first_problem(
     if real:
         first = real[0]
         key = first.key
-        variable = variables.get(key) or (channels_variable if key.startswith("channels[") else None)
+        variable = _variable_of(variables, key) or (channels_variable if key.startswith("channels[") else None)
         if variable:
             key = f"{variable} ({key})"
         message = first.message

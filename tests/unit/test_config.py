@@ -873,3 +873,22 @@ def test_a_channel_that_could_never_take_a_publication_is_refused(
 def test_a_status_id_in_quotes_is_still_a_status(tmp_path: Path) -> None:
     text = VALID.replace('statuses = [5, "Ready for print"]', 'statuses = ["5", "Published"]')
     assert load_settings(write(tmp_path, text)).channels[1].statuses == ["5", "Published"]
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "key"),
+    [
+        ("BRIDGE_INGRESS__GLOBAL_EXPORT__AUTH__TOKEN", " ", "ingress.global_export.auth.token"),
+        ("BRIDGE_INGRESS__GLOBAL_EXPORT__PATH", "bad path", "ingress.global_export.path"),
+        ("BRIDGE_INGRESS__GLOBAL_EXPORT", '{"path": "bad path"}', "ingress.global_export.path"),
+        ("BRIDGE_QUEUE__URL__HOST", "x", "queue.url"),
+    ],
+)
+def test_an_error_from_a_nested_variable_names_the_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variable: str, value: str, key: str
+) -> None:
+    # The ingress's secrets come from such variables (README, Webhook accounts): the file does not hold the value.
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError) as raised:
+        load_settings(write(tmp_path, VALID + INGRESS), model=FileSettings)
+    assert raised.value.key == f"{variable} ({key})"
