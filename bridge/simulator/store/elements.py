@@ -123,10 +123,10 @@ class ElementStore:
     def create(self, body: object) -> JSONObject:
         requested = body.get("id") if isinstance(body, dict) else None
         if requested is not None and not is_id(requested):
-            raise validation_failed([_body_error("id", "invalid-id", "id must be a positive int.")])
+            raise validation_failed([_body_error("id", "invalid-id", "id must be a positive 64-bit int.")])
         if requested is not None and requested in self._elements:
             raise SimulatorProblem(409, "conflict", f"Element {requested} already exists.")
-        element = self._normalise(body)
+        element = self._normalise(body, owner=requested)
         if requested is None:
             element_id = self._ids.element.take()
         else:
@@ -142,7 +142,7 @@ class ElementStore:
     def replace(self, element_id: int, body: object) -> JSONObject:
         """Full replacement: whatever the body omits is gone afterwards (id and server fields survive)."""
         current = self._require(element_id)
-        element = self._normalise(body)
+        element = self._normalise(body, owner=element_id)
         return self._store_successor(current, element)
 
     def merge(self, element_id: int, body: object) -> JSONObject:
@@ -151,7 +151,7 @@ class ElementStore:
         if not isinstance(body, dict):
             raise validation_failed([_body_error(None, "invalid-body", "Body must be a JSON object.")])
         merged = {**current, **{key: value for key, value in body.items() if key not in _SERVER_MANAGED}}
-        element = self._normalise({key: value for key, value in merged.items() if value is not None})
+        element = self._normalise({key: value for key, value in merged.items() if value is not None}, owner=element_id)
         return self._store_successor(current, element)
 
     def delete(self, element_id: int) -> None:
@@ -243,8 +243,9 @@ class ElementStore:
         self._elements[element["id"]] = element
         return copy.deepcopy(element)
 
-    def _normalise(self, body: object) -> JSONObject:
-        """Validate an admin element body and fill what the server owns (child ids, defaults)."""
+    def _normalise(self, body: object, *, owner: int | None) -> JSONObject:
+        """Validate an admin element body (of element ``owner``, None for a new one) and fill what the server owns
+        (child ids, defaults)."""
         if not isinstance(body, dict):
             raise validation_failed([_body_error(None, "invalid-body", "The element must be a JSON object.")])
         element: JSONObject = {k: copy.deepcopy(v) for k, v in body.items() if k not in _SERVER_MANAGED}
@@ -258,6 +259,8 @@ class ElementStore:
             errors.extend(_child_errors(element["publications"], "publications"))
         if errors:
             raise validation_failed(errors)
+        for field_name, kind in (("tasks", "Task"), ("publications", "Publication")):
+            self._refuse_taken_ids(element[field_name], field_name, kind, owner)
         for task in element["tasks"]:
             _assign_id(task, self._ids.task)
         for publication in element["publications"]:
@@ -266,6 +269,24 @@ class ElementStore:
             publication.setdefault("assignedTaskIds", [])
             self.reference.learn(publication)
         return element
+
+    def _refuse_taken_ids(self, children: list[JSONObject], field_name: str, kind: str, owner: int | None) -> None:
+        """Kordiam's task and publication ids are unique across elements (the bridge looks its deliveries up by
+        publication id): an id another element's child holds, or one given twice, is a conflict."""
+        taken = {
+            child.get("id")
+            for element_id, element in self._elements.items()
+            if element_id != owner
+            for child in element.get(field_name, [])
+        }
+        seen: set[int] = set()
+        for child in children:
+            child_id = child.get("id")
+            if child_id is None:
+                continue
+            if child_id in taken or child_id in seen:
+                raise SimulatorProblem(409, "conflict", f"{kind} {child_id} already exists.")
+            seen.add(child_id)
 
     def _publication_updates(self, body: object) -> JSONObject:
         """Turn a PATCH body into {response field: new value or None to clear}; strict on purpose.
@@ -335,7 +356,7 @@ def _resolve_ref(
             errors.append(_body_error(name, "must-not-be-null", f"{name} must not be null."))
         return
     if not is_id(value):
-        errors.append(_body_error(name, "type-mismatch", f"{name} must be a positive int."))
+        errors.append(_body_error(name, "type-mismatch", f"{name} must be a positive 64-bit int."))
         return
     ref = lookup(value)
     if ref is None:
@@ -405,7 +426,7 @@ def _child_errors(children: Iterable[Any], field_name: str) -> list[FieldError]:
         if not isinstance(child, dict):
             errors.append(_body_error(path, "type-mismatch", f"{path} must be an object."))
         elif child.get("id") is not None and not is_id(child["id"]):
-            errors.append(_body_error(f"{path}.id", "invalid-id", "id must be a positive int."))
+            errors.append(_body_error(f"{path}.id", "invalid-id", "id must be a positive 64-bit int."))
     return errors
 
 

@@ -55,9 +55,13 @@ def publication_status_ref(status_id: int) -> JSONObject | None:
     return None
 
 
+# Kordiam's ids are positive 64-bit integers (bridge.kordiam.models.MAX_ID): the bridge refuses any other.
+MAX_ID: Final = 2**63 - 1
+
+
 def is_id(value: object) -> bool:
     # bool is an int subclass; JSON true must not pass as id 1.
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+    return isinstance(value, int) and not isinstance(value, bool) and 0 < value <= MAX_ID
 
 
 class ReferenceData:

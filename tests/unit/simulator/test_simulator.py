@@ -252,6 +252,43 @@ async def test_admin_create_validates_and_rejects_duplicate_ids(api: httpx.Async
     assert (await create_element(api))["id"] == 2001
 
 
+@pytest.mark.parametrize(
+    ("body", "path"),
+    [
+        ({"id": 2**63}, "id"),
+        ({"tasks": [{"id": 2**63}]}, "tasks[0].id"),
+        ({"publications": [{"id": 2**63}]}, "publications[0].id"),
+    ],
+)
+async def test_admin_ids_stay_within_kordiams_64_bit_ids(
+    api: httpx.AsyncClient, body: dict[str, Any], path: str
+) -> None:
+    # Kordiam's ids are positive 64-bit integers (the bridge refuses others as no Kordiam element): an element the
+    # simulator serves with a larger one is an element Kordiam never sends.
+    problem = assert_problem(await api.post("/_admin/elements", json=body), 400, "validation-failed")
+    assert [error["path"] for error in problem["errors"]] == [path]
+    assert (await create_element(api, {"id": 2**63 - 1}))["id"] == 2**63 - 1
+
+
+async def test_a_publication_id_is_one_publications_only(api: httpx.AsyncClient) -> None:
+    # Kordiam's publication ids are unique across elements (the bridge looks deliveries up by one): a scenario
+    # that gave two publications one id would test a state Kordiam never reaches.
+    first = await create_element(api, {"publications": [{"id": 7500, "platform": {"id": 99003}}]})
+    taken = {"publications": [{"id": 7500, "platform": {"id": 99004}}]}
+    problem = assert_problem(await api.post("/_admin/elements", json=taken), 409, "conflict")
+    assert "7500" in problem["detail"]
+    twice = {"publications": [{"id": 7600}, {"id": 7600}]}
+    assert_problem(await api.post("/_admin/elements", json=twice), 409, "conflict")
+    assert_problem(await api.post("/_admin/elements", json={"tasks": [{"id": 5500}, {"id": 5500}]}), 409, "conflict")
+    second = await create_element(api)
+    assert_problem(await api.put(f"/_admin/elements/{second['id']}", json=taken), 409, "conflict")
+    assert_problem(await api.patch(f"/_admin/elements/{second['id']}", json=taken), 409, "conflict")
+    # An element keeps its own publication's id through a replace; once it is gone, the id is free again.
+    assert (await api.put(f"/_admin/elements/{first['id']}", json=first)).status_code == 200
+    assert (await api.delete(f"/_admin/elements/{first['id']}")).status_code == 204
+    assert (await create_element(api, taken))["publications"][0]["id"] == 7500
+
+
 async def test_not_found_problem_shape(api: httpx.AsyncClient) -> None:
     problem = assert_problem(await api.get("/api/v2/elements/4242"), 404, "resource-not-found")
     assert problem["title"] == "Resource not found"
