@@ -72,7 +72,7 @@ def _not_empty(text: str) -> str:
     return text
 
 
-def _config_path(text: str) -> Path:
+def _path(text: str) -> Path:
     return Path(_not_empty(text))
 
 
@@ -363,7 +363,7 @@ def _parser() -> argparse.ArgumentParser:
     ingress.set_defaults(command=_ingress)
 
     demo = commands.add_parser("demo", help="run the whole bridge on embedded defaults and show what landed where")
-    demo.add_argument("--workdir", type=Path, default=Path("demo-output"), help="where the demo writes its output")
+    demo.add_argument("--workdir", type=_path, default=Path("demo-output"), help="where the demo writes its output")
     demo.add_argument(
         "--webhooks", action="store_true", help="Kordiam sends Global Export webhooks to the ingress instead of SQS"
     )
@@ -372,7 +372,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _config_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", type=_config_path, help="TOML configuration file (default: $BRIDGE_CONFIG)")
+    parser.add_argument("--config", type=_path, help="TOML configuration file (default: $BRIDGE_CONFIG)")
 
 
 def _output_options(parser: argparse.ArgumentParser, *, progress: bool = False) -> None:

@@ -203,8 +203,8 @@ def test_a_server_host_that_does_not_resolve_is_named_in_words() -> None:
     assert str(refused) == expected + "name or service not known"
 
 
-def _served(*_: object) -> None:
-    raise AssertionError("the simulator was started with a wrong argument")
+def _served(*_: object, **__: object) -> None:
+    raise AssertionError("the command ran with a wrong argument")
 
 
 @pytest.mark.parametrize(
@@ -216,6 +216,7 @@ def _served(*_: object) -> None:
             "kordiam-bridge simulator: argument --client-secret: must not be empty\n",
         ),
         (["check-config", "--config", ""], "kordiam-bridge check-config: argument --config: must not be empty\n"),
+        (["demo", "--workdir", " "], "kordiam-bridge demo: argument --workdir: must not be empty\n"),
     ],
 )
 def test_an_empty_argument_is_refused_naming_it(
@@ -224,6 +225,7 @@ def test_an_empty_argument_is_refused_naming_it(
     # Before: the simulator served with an empty client secret (an empty one was accepted at the token endpoint),
     # and an empty --config read as "." ("--config: . is a directory, not a file").
     monkeypatch.setattr("bridge.simulator.run_simulator", _served)
+    monkeypatch.setattr("bridge.demo.run_demo", _served)
     with pytest.raises(SystemExit) as exited:
         main(argv)
     assert exited.value.code == 2
