@@ -21,6 +21,8 @@ from typing import Any, Literal
 import httpx
 import jwt
 
+from bridge.config import HEADER_NAME
+
 logger = logging.getLogger(__name__)
 
 WebhookEvent = Literal["created", "updated", "deleted"]
@@ -51,15 +53,26 @@ class WebhookAuth:
                 if not spec.startswith("header:") or not equals or not name or not value:
                     raise ValueError("header auth is header:NAME=VALUE, repeated for more headers")
                 pairs.append((name, value))
-            return cls("headers", headers=tuple(pairs))
+            return cls("headers", headers=tuple(pairs))._sendable()
         if len(specs) > 1:
             raise ValueError("only header:NAME=VALUE may be repeated")
         if kind in ("bearer", "jwt") and rest:
-            return cls(kind, token=rest)  # type: ignore[arg-type]
+            return cls(kind, token=rest)._sendable()  # type: ignore[arg-type]
         key, colon, secret = rest.partition(":")
         if kind == "api_key" and key and colon and secret:
-            return cls("api_key", token=secret, api_key=key)
+            return cls("api_key", token=secret, api_key=key)._sendable()
         raise ValueError("must be bearer:TOKEN, jwt:SECRET, api_key:KEY:SECRET or header:NAME=VALUE")
+
+    def _sendable(self) -> WebhookAuth:
+        """Itself, if a request can carry it: else every call would fail in httpx before it is sent, retried and
+        recorded without a status, as if the receiver were unreachable."""
+        for name, _ in self.headers:
+            if not HEADER_NAME.match(name):
+                raise ValueError(f"{name!r} is not a valid header name")
+        values = [value for _, value in self.headers] + [self.token, self.api_key]
+        if any(not character.isprintable() for value in values for character in value):
+            raise ValueError("a header value must not hold control characters")
+        return self
 
 
 @dataclass

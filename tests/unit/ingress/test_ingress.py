@@ -805,6 +805,29 @@ def test_simulator_webhook_flags_are_checked(argv: list[str], message: str, caps
     assert capsys.readouterr().err.startswith(f"kordiam-bridge: configuration error: {message}")
 
 
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("header:Bad Name=v", "'Bad Name' is not a valid header name"),
+        ("header:X-Token=a\nb", "a header value must not hold control characters"),
+        ("bearer:tok\ren", "a header value must not hold control characters"),
+    ],
+)
+def test_simulator_webhook_auth_no_request_can_carry_is_refused(
+    spec: str, message: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Before: the simulator started, and every webhook call failed in httpx before it was sent (retried, logged as
+    # a warning, recorded with no status): the receiver looked unreachable.
+    from bridge.cli import main
+
+    def served(*_: object) -> None:
+        raise AssertionError("the simulator was started with auth no request can carry")
+
+    monkeypatch.setattr("bridge.simulator.run_simulator", served)
+    assert main(["simulator", "--global-export-url", "http://127.0.0.1:9", "--global-export-auth", spec]) == 2
+    assert capsys.readouterr().err == f"kordiam-bridge: configuration error: --global-export-auth: {message}\n"
+
+
 def test_webhook_auth_specs() -> None:
     from bridge.simulator.webhooks import WebhookAuth
 
