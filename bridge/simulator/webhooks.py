@@ -17,6 +17,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from typing import Any, Literal
+from urllib.parse import urlencode
 
 import httpx
 import jwt
@@ -207,7 +208,7 @@ class WebhookCaller:
         basic = base64.b64encode(f"{key}:{secret}".encode()).decode()
         response = await self._client().post(
             token_url,
-            content=f"grant_type=client_credentials&api_key={key}&api_secret={secret}".encode(),
+            content=urlencode({"grant_type": "client_credentials", "api_key": key, "api_secret": secret}).encode(),
             headers={"Authorization": f"Basic {basic}", "Content-Type": "application/x-www-form-urlencoded"},
         )
         response.raise_for_status()

@@ -777,3 +777,28 @@ async def test_healthz_answers_without_authentication() -> None:
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sim") as client:
         response = await client.get("/healthz")
     assert (response.status_code, response.json()) == (200, {"status": "ok"})
+
+
+# -- webhooks ------------------------------------------------------------------------------------------------------
+
+
+async def test_the_token_request_form_body_is_url_encoded() -> None:
+    # Seed 002's form body carries api_key and api_secret: a secret with & = + or a space must arrive as itself
+    # at a receiver that reads the form (the Desk-Net WordPress plugin does), not split into other fields.
+    from urllib.parse import parse_qs
+
+    from bridge.simulator.webhooks import WebhookCaller
+
+    seen: list[dict[str, list[str]]] = []
+
+    def receiver(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/oauth2/token"):
+            seen.append(parse_qs(request.content.decode(), keep_blank_values=True))
+            return httpx.Response(200, json={"access_token": "t"})
+        return httpx.Response(201, json={"id": "cms-1"})
+
+    caller = WebhookCaller(platform_url="http://cms.test/platform", platform_user="api user", platform_secret="s&x=1+2")
+    caller._http = httpx.AsyncClient(transport=httpx.MockTransport(receiver))
+    caller.changed({"id": 1001, "publications": [{"id": 7001}]}, "created")
+    await caller.close()
+    assert seen == [{"grant_type": ["client_credentials"], "api_key": ["api user"], "api_secret": ["s&x=1+2"]}]
