@@ -76,6 +76,20 @@ class WebhookAuth:
         return self
 
 
+class NoToken(Exception):
+    """A token endpoint answered success without a token: a failed attempt, like an error status."""
+
+
+def _answer(response: httpx.Response) -> Any:
+    """The JSON a receiver answered; its text when it is not JSON (recorded as it came), None when empty."""
+    if not response.content:
+        return None
+    try:
+        return response.json()
+    except ValueError:
+        return response.text
+
+
 @dataclass
 class WebhookRecord:
     target: str
@@ -179,12 +193,12 @@ class WebhookCaller:
             try:
                 headers = {**HEADERS, **await auth(url)}
                 response = await http.request(method, f"{url}{path}", content=content, headers=headers)
-            except httpx.HTTPError as error:
+            except (httpx.HTTPError, NoToken) as error:
                 logger.warning("webhook %s %s%s: %s", method, url, path, error)
                 continue
             record.status = response.status_code
             if response.is_success:
-                record.answer = response.json() if response.content else None
+                record.answer = _answer(response)
                 break
         self.records.append(record)
         return record
@@ -212,7 +226,10 @@ class WebhookCaller:
             headers={"Authorization": f"Basic {basic}", "Content-Type": "application/x-www-form-urlencoded"},
         )
         response.raise_for_status()
-        return {"Authorization": f"Bearer {response.json()['access_token']}"}
+        token = _answer(response)
+        if not isinstance(token, dict) or not isinstance(token.get("access_token"), str):
+            raise NoToken(f"POST {token_url}: {response.status_code} without an access_token")
+        return {"Authorization": f"Bearer {token['access_token']}"}
 
     def _client(self) -> httpx.AsyncClient:
         if self._http is None:

@@ -802,3 +802,41 @@ async def test_the_token_request_form_body_is_url_encoded() -> None:
     caller.changed({"id": 1001, "publications": [{"id": 7001}]}, "created")
     await caller.close()
     assert seen == [{"grant_type": ["client_credentials"], "api_key": ["api user"], "api_secret": ["s&x=1+2"]}]
+
+
+async def test_an_answer_that_is_not_json_is_recorded_and_the_next_calls_still_made() -> None:
+    # "every outcome is recorded": a receiver that answers 200 with text (or a token answer without a token) ended
+    # the change's calls with a logged traceback, unrecorded, and the element's other publications were never sent.
+    from bridge.simulator.webhooks import WebhookCaller
+
+    calls: list[str] = []
+
+    def receiver(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/oauth2/token"):
+            return httpx.Response(200, json={"access_token": "t"})
+        calls.append(request.url.path)
+        return httpx.Response(200, text="OK")
+
+    caller = WebhookCaller(
+        platform_url="http://cms.test/platform", platform_user="u", platform_secret="s", platform_retries=()
+    )
+    caller._http = httpx.AsyncClient(transport=httpx.MockTransport(receiver))
+    caller.changed({"id": 1001, "publications": [{"id": 7001}, {"id": 7002}]}, "created")
+    await caller.close()
+    assert calls == ["/platform/publication", "/platform/publication"]
+    assert [(record.status, record.answer) for record in caller.records] == [(200, "OK"), (200, "OK")]
+
+
+async def test_a_token_answer_without_a_token_is_a_failed_attempt() -> None:
+    from bridge.simulator.webhooks import WebhookCaller
+
+    def receiver(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, text="no token here")
+
+    caller = WebhookCaller(
+        platform_url="http://cms.test/platform", platform_user="u", platform_secret="s", platform_retries=(0.0,)
+    )
+    caller._http = httpx.AsyncClient(transport=httpx.MockTransport(receiver))
+    caller.changed({"id": 1001, "publications": [{"id": 7001}]}, "created")
+    await caller.close()
+    assert [(record.status, record.attempts) for record in caller.records] == [(None, 2)]
