@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import secrets
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -153,10 +154,10 @@ def _same_secret(given: str | None, expected: str) -> bool:
 def _page_size(raw: str | None) -> int:
     if raw is None:
         return DEFAULT_PAGE_SIZE
-    try:
-        size = int(raw)
-    except ValueError:
-        raise validation_failed([FieldError("query", "size", "type-mismatch", "size must be an integer.")]) from None
+    # int() alone would also read "1_0", which Kordiam's Java number parsing refuses.
+    if not re.fullmatch(r"\s*[+-]?[0-9]+\s*", raw):
+        raise validation_failed([FieldError("query", "size", "type-mismatch", "size must be an integer.")])
+    size = int(raw)
     if not 1 <= size <= MAX_PAGE_SIZE:
         raise validation_failed(
             [FieldError("query", "size", "out-of-range", f"size must be between 1 and {MAX_PAGE_SIZE}.")]

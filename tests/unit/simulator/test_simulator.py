@@ -540,6 +540,8 @@ async def test_list_moves_changed_element_behind_cursor(api: httpx.AsyncClient, 
         ({"size": 101}, "validation-failed"),
         ({"size": 0}, "validation-failed"),
         ({"size": "ten"}, "validation-failed"),
+        # Python's int() reads a digit separator; Kordiam's Java number parsing does not.
+        ({"size": "1_0"}, "validation-failed"),
         ({"cursor": "v1.!!!"}, "validation-failed"),
         ({"cursor": "garbage"}, "validation-failed"),
         ({"page": 0}, "validation-failed"),
