@@ -441,6 +441,17 @@ class FeedbackSettings(Section):
     # When a channel reports the item live and Kordiam does not yet show the publication as published.
     publish_when_live: bool = True
 
+    @model_validator(mode="after")
+    def _writes_need_feedback(self) -> FeedbackSettings:
+        # Set true with feedback off, the one write asked for would silently not happen.
+        for key in ("link_element", "publish_when_live"):
+            if not self.enabled and key in self.model_fields_set and getattr(self, key):
+                raise ValueError(
+                    f"{key}: needs feedback.enabled = true: with enabled = false the bridge writes nothing back "
+                    "to Kordiam"
+                )
+        return self
+
 
 class ReconcileSettings(Section):
     """The optional sweep that heals changes whose notification never arrived."""

@@ -892,3 +892,20 @@ def test_an_error_from_a_nested_variable_names_the_variable(
     with pytest.raises(ConfigError) as raised:
         load_settings(write(tmp_path, VALID + INGRESS), model=FileSettings)
     assert raised.value.key == f"{variable} ({key})"
+
+
+@pytest.mark.parametrize("key", ["link_element", "publish_when_live"])
+def test_a_feedback_write_asked_for_with_feedback_off_is_refused(tmp_path: Path, key: str) -> None:
+    # With enabled = false the bridge writes nothing back to Kordiam: the one write asked for would silently not
+    # happen (enabled = false reads as "no publication feedback" to someone who only wants the element linked).
+    text = VALID + f"\n[feedback]\nenabled = false\n{key} = true\n"
+    with pytest.raises(ConfigError) as raised:
+        load_settings(write(tmp_path, text))
+    assert (raised.value.key, raised.value.problem) == (
+        f"feedback.{key}",
+        "needs feedback.enabled = true: with enabled = false the bridge writes nothing back to Kordiam",
+    )
+    off = VALID + "\n[feedback]\nenabled = false\n"
+    assert not load_settings(write(tmp_path, off)).feedback.enabled
+    quiet = VALID + f"\n[feedback]\nenabled = false\n{key} = false\n"
+    assert not load_settings(write(tmp_path, quiet)).feedback.enabled
