@@ -301,6 +301,11 @@ class QueueSettings(Section):
             raise ValueError("dlq_url: must name another queue than queue.url")
         if self.password is not None and self.username is None:
             raise ValueError("username: is required with queue.password")
+        if self.ca_file is not None and not queue.tls:
+            raise ValueError(
+                "ca_file: is for stomp+ssl:// queues only (a stomp:// connection has no TLS); remove it or use "
+                "stomp+ssl://"
+            )
         return self
 
     @property

@@ -482,6 +482,19 @@ def test_activemq_keys_are_refused_for_an_sqs_queue(tmp_path: Path) -> None:
         assert raised.value.key == f"queue.{key}" and "ActiveMQ" in raised.value.problem
 
 
+def test_a_ca_file_for_a_broker_without_tls_is_refused(tmp_path: Path) -> None:
+    # A stomp:// connection is plain TCP: the CA bundle would silently not be used (stomp+ssl:// was meant).
+    ca = 'ca_file = "/etc/ssl/certs/ca-certificates.crt"\n'
+    with pytest.raises(ConfigError) as raised:
+        load_settings(write(tmp_path, STOMP.replace("username", ca + "username", 1)))
+    assert (raised.value.key, raised.value.problem) == (
+        "queue.ca_file",
+        "is for stomp+ssl:// queues only (a stomp:// connection has no TLS); remove it or use stomp+ssl://",
+    )
+    tls = STOMP.replace("stomp://", "stomp+ssl://").replace("username", ca + "username", 1)
+    assert load_settings(write(tmp_path, tls)).queue.ca_file is not None
+
+
 def test_a_native_redrive_on_a_stomp_queue_exits_2_with_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
