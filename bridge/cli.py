@@ -641,6 +641,8 @@ def _simulator(args: argparse.Namespace) -> int:
                 http_url(url)
             except ValueError as error:
                 raise ConfigError(flag, f"{url!r} {error}") from None
+    if args.sqs_endpoint_url is not None and args.queue_url is None:
+        raise ConfigError("--sqs-endpoint-url", "needs --queue-url")  # else silently unused
     try:
         aws_region(args.region)
     except ValueError as error:
@@ -686,6 +688,9 @@ def _simulator_webhooks(args: argparse.Namespace) -> dict[str, Any]:
         if not args.platform_api_user or not secret:
             raise ConfigError("--platform-api-user", "--platform-url needs --platform-api-user and its secret")
         found.update(platform_api_user=args.platform_api_user, platform_api_secret=secret)
+    elif args.platform_api_user or args.platform_api_secret:
+        flag = "--platform-api-user" if args.platform_api_user else "--platform-api-secret"
+        raise ConfigError(flag, "needs --platform-url")
     return found
 
 

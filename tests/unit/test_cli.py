@@ -241,3 +241,25 @@ def test_the_simulator_refuses_a_region_botocore_cannot_take(
     assert main(argv) == 2
     expected = "kordiam-bridge: configuration error: --region: must be an AWS region name like eu-central-1\n"
     assert capsys.readouterr().err == expected
+
+
+@pytest.mark.parametrize(
+    ("argv", "line"),
+    [
+        (["--sqs-endpoint-url", "http://127.0.0.1:5000"], "--sqs-endpoint-url: needs --queue-url"),
+        (
+            ["--stomp-url", "stomp://127.0.0.1:61613/queue/k", "--sqs-endpoint-url", "http://127.0.0.1:5000"],
+            "--sqs-endpoint-url: needs --queue-url",
+        ),
+        (["--platform-api-user", "api_1"], "--platform-api-user: needs --platform-url"),
+        (["--platform-api-secret", "s"], "--platform-api-secret: needs --platform-url"),
+    ],
+)
+def test_a_simulator_flag_that_would_do_nothing_is_refused(
+    argv: list[str], line: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As --global-export-auth without --global-export-url: the flag given was silently unused (no queue to send
+    # to through that endpoint, no Platform integration to log in to).
+    monkeypatch.setattr("bridge.simulator.run_simulator", _served)
+    assert main(["simulator", "--port", "0", *argv]) == 2
+    assert capsys.readouterr().err == f"kordiam-bridge: configuration error: {line}\n"
