@@ -74,6 +74,9 @@ class Fault:
         }
 
 
+_FAULT_KEYS: Final = ("method", "path", "status", "count", "retry_after", "retry_after_in", "probability", "type")
+
+
 def _bounded_int(
     body: JSONObject, name: str, default: int | None, low: int, high: int, errors: list[FieldError]
 ) -> int | None:
@@ -102,7 +105,12 @@ def parse_fault(body: object) -> Fault:
     """Validate an admin fault definition; every problem is reported at once."""
     if not isinstance(body, dict):
         raise validation_failed([FieldError("body", None, "invalid-body", "Body must be a JSON object.")])
-    errors: list[FieldError] = []
+    # Unknown keys are refused, not ignored: a misspelt retry_after would silently leave out the Retry-After.
+    errors = [
+        FieldError("body", key, "unknown-field", f"Unknown field '{key}'; known: {', '.join(_FAULT_KEYS)}.")
+        for key in body
+        if key not in _FAULT_KEYS
+    ]
     method = body.get("method", "*")
     if not isinstance(method, str) or not method:
         errors.append(FieldError("body", "method", "invalid", "method must be an HTTP method or '*'."))
@@ -115,6 +123,8 @@ def parse_fault(body: object) -> Fault:
     placement = body.get("retry_after_in", "both")
     if placement not in _PLACEMENTS:
         errors.append(FieldError("body", "retry_after_in", "invalid", "retry_after_in: header, body or both."))
+    elif "retry_after_in" in body and body.get("retry_after") is None:
+        errors.append(FieldError("body", "retry_after_in", "invalid", "retry_after_in needs retry_after."))
     probability = body.get("probability", 1.0)
     if isinstance(probability, bool) or not isinstance(probability, int | float) or not 0 < probability <= 1:
         errors.append(FieldError("body", "probability", "invalid", "probability must be a number in (0, 1]."))

@@ -634,6 +634,24 @@ async def test_fault_definitions_are_validated(api: httpx.AsyncClient) -> None:
     assert (await api.get("/api/v2/platforms")).status_code == 200
 
 
+@pytest.mark.parametrize(
+    ("body", "path"),
+    [
+        ({"status": 429, "retryAfter": 5}, "retryAfter"),
+        ({"status": 503, "times": 3}, "times"),
+        ({"status": 429, "retry_after_in": "header"}, "retry_after_in"),
+    ],
+)
+async def test_a_fault_key_that_would_do_nothing_is_refused(
+    api: httpx.AsyncClient, body: dict[str, Any], path: str
+) -> None:
+    # Silently ignored, each left a 429 without the Retry-After the test meant to send, or one shot for three.
+    problem = assert_problem(await api.post("/_admin/faults", json=body), 400, "validation-failed")
+    assert [error["path"] for error in problem["errors"]] == [path]
+    assert (await api.get("/_admin/faults")).json() == []
+    assert (await api.get("/api/v2/platforms")).status_code == 200
+
+
 async def test_request_log_redacts_secrets_and_clears(client: httpx.AsyncClient) -> None:
     await get_token(client)
     await client.get("/api/v2/platforms")
