@@ -166,6 +166,11 @@ def _page_size(raw: str | None) -> int:
 
 
 def _notification_event(body: Any) -> NotificationEvent:
+    unknown = [key for key in body if key != "event"] if isinstance(body, dict) else []
+    if unknown:  # a misspelt "event" would silently send the default
+        raise validation_failed(
+            [FieldError("body", key, "unknown-field", f"Unknown field '{key}'.") for key in unknown]
+        )
     event = body.get("event", "updated") if isinstance(body, dict) else None
     for known in NOTIFICATION_EVENTS:
         if event == known:

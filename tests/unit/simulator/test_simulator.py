@@ -313,6 +313,15 @@ async def test_admin_notify_resends_without_changing(api: httpx.AsyncClient) -> 
     assert_problem(await api.post("/_admin/elements/1001/notify", json={"event": "moved"}), 400, "validation-failed")
 
 
+async def test_admin_notify_refuses_a_key_it_does_not_know(api: httpx.AsyncClient) -> None:
+    # {"evnt": "deleted"} sent "updated" (the default), silently: the scenario's deletion never announced.
+    await create_element(api)
+    response = await api.post("/_admin/elements/1001/notify", json={"evnt": "deleted"})
+    problem = assert_problem(response, 400, "validation-failed")
+    assert [error["path"] for error in problem["errors"]] == ["evnt"]
+    assert await notifications(api) == [(1001, "created")]
+
+
 async def test_reset_clears_everything(api: httpx.AsyncClient) -> None:
     await create_element(api)
     await api.post("/_admin/faults", json={"path": "^/nowhere$", "status": 503})
