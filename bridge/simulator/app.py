@@ -77,6 +77,8 @@ class ApiCall:
 
     request: Request
     body: bytes
+    # The public API takes JSON bodies only, as Kordiam does (415 otherwise); the admin API reads any body as JSON.
+    json_only: bool = False
 
     def path_id(self, name: str) -> int:
         value: int = self.request.path_params[name]
@@ -85,6 +87,10 @@ class ApiCall:
     def json_body(self) -> Any:
         if not self.body.strip():
             raise bad_request("A JSON request body is required.")
+        if self.json_only and not _is_json(self.request.headers.get("content-type", "")):
+            raise SimulatorProblem(
+                415, "unsupported-media-type", "The request body must be application/json (Content-Type)."
+            )
         try:
             return json.loads(self.body)
         except ValueError:
@@ -92,6 +98,12 @@ class ApiCall:
 
 
 ApiHandler = Callable[[ApiCall], Awaitable[Response]]
+
+
+def _is_json(content_type: str) -> bool:
+    """``application/json`` or an ``application/…+json`` type, parameters aside (media types ignore case)."""
+    media_type = content_type.partition(";")[0].strip().lower()
+    return media_type == "application/json" or (media_type.startswith("application/") and media_type.endswith("+json"))
 
 
 def problem_response(problem: SimulatorProblem, instance: str, trace_id: str | None = None) -> JSONResponse:
@@ -122,7 +134,7 @@ def _list_envelope(content: list[JSONObject]) -> JSONObject:
 
 def _form_fields(call: ApiCall) -> dict[str, str]:
     """Token endpoints accept JSON or form-encoded bodies, as Kordiam documents."""
-    content_type = call.request.headers.get("content-type", "")
+    content_type = call.request.headers.get("content-type", "").lower()
     if content_type.startswith(_FORM_MEDIA_TYPE):
         return dict(parse_qsl(call.body.decode("utf-8", "replace"), keep_blank_values=True))
     body = call.json_body()
@@ -212,7 +224,7 @@ class Simulator:
         """Wrap an API handler with fault injection, auth, problem rendering and request logging."""
 
         async def endpoint(request: Request) -> Response:
-            call = ApiCall(request, await request.body())
+            call = ApiCall(request, await request.body(), json_only=True)
             trace_id = uuid.uuid4().hex
             try:
                 # Faults come first: a throttling proxy or failing node answers before auth happens.

@@ -403,6 +403,30 @@ async def test_patch_unknown_publication_or_bad_json(api: httpx.AsyncClient) -> 
     assert_problem(bad, 400, "bad-request")
 
 
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", None])
+async def test_a_json_body_of_another_media_type_is_unsupported(
+    api: httpx.AsyncClient, content_type: str | None
+) -> None:
+    # Kordiam takes JSON requests and answers 415 unsupported-media-type to others: a client that labelled its
+    # body wrongly must fail here as it would there, not pass because the simulator parsed the body anyway.
+    await create_element(api)
+    headers = {} if content_type is None else {"Content-Type": content_type}
+    body = json.dumps({"externalId": "cms-1"}).encode()
+    assert_problem(await api.patch(PUBLICATION_URL, content=body, headers=headers), 415, "unsupported-media-type")
+    link = json.dumps({"externalId": "cms-1"}).encode()
+    response = await api.post("/api/v2/elements/1001/external-element/link", content=link, headers=headers)
+    assert_problem(response, 415, "unsupported-media-type")
+    for accepted in ("application/json", "application/json; charset=utf-8", "application/merge-patch+json"):
+        response = await api.patch(PUBLICATION_URL, content=body, headers={"Content-Type": accepted})
+        assert response.status_code == 200, response.text
+
+
+async def test_the_token_endpoint_takes_json_or_a_form_only(client: httpx.AsyncClient) -> None:
+    fields = {"grant_type": "client_credentials", "client_id": "demo-client", "client_secret": "demo-secret"}
+    plain = await client.post("/api/v2/auth/token", content=json.dumps(fields), headers={"Content-Type": "text/plain"})
+    assert_problem(plain, 415, "unsupported-media-type")
+
+
 async def test_api_writes_send_updated_notifications(api: httpx.AsyncClient) -> None:
     await create_element(api)
     await api.patch(PUBLICATION_URL, json={"statusId": 2})
