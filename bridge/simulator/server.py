@@ -9,12 +9,15 @@ import time
 from types import TracebackType
 from typing import Final, Self
 
+import structlog
 import uvicorn
 
 from bridge.errors import ConfigError
 from bridge.simulator.app import Simulator, create_app
 from bridge.simulator.settings import SimulatorSettings
 from bridge.simulator.store import Clock
+
+log = structlog.get_logger("bridge.simulator")
 
 _POLL_INTERVAL_SECONDS: Final = 0.01
 # Bounded so a client holding a connection open cannot block a test's teardown forever.
@@ -32,6 +35,8 @@ def run_simulator(settings: SimulatorSettings, host: str = "127.0.0.1", port: in
         sock = _bind(host, port)
     except OSError as error:
         raise ConfigError.cannot_listen(error, host, port, port_key="--port", host_key="--host") from None
+    # uvicorn names no address for a socket it is given: this line is the one place `--port 0` says which port.
+    log.info("simulator_listening", url=_base_url(sock))
     config = uvicorn.Config(
         create_app(settings),
         lifespan="on",
@@ -41,6 +46,11 @@ def run_simulator(settings: SimulatorSettings, host: str = "127.0.0.1", port: in
     logging.getLogger("uvicorn").setLevel(logging.INFO)
     with sock:
         uvicorn.Server(config).run(sockets=[sock])
+
+
+def _base_url(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}"
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -122,8 +132,7 @@ class RunningSimulator:
             self.stop()
             sock.close()
             raise
-        url_host = f"[{host}]" if ":" in host else host
-        self._base_url = f"http://{url_host}:{port}"
+        self._base_url = _base_url(sock)
         return self
 
     def stop(self) -> None:

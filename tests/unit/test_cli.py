@@ -263,3 +263,20 @@ def test_a_simulator_flag_that_would_do_nothing_is_refused(
     monkeypatch.setattr("bridge.simulator.run_simulator", _served)
     assert main(["simulator", "--port", "0", *argv]) == 2
     assert capsys.readouterr().err == f"kordiam-bridge: configuration error: {line}\n"
+
+
+def test_the_simulator_says_where_it_listens(monkeypatch: pytest.MonkeyPatch) -> None:
+    # `--port 0` is "any free port" (its --help): with the socket bound by the simulator itself, uvicorn logs no
+    # address, so nothing said which port that was.
+    import uvicorn
+    from structlog.testing import capture_logs
+
+    from bridge.simulator import SimulatorSettings, run_simulator
+
+    served: list[int] = []
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets: served.append(sockets[0].getsockname()[1]))
+    with capture_logs() as lines:
+        run_simulator(SimulatorSettings(), "127.0.0.1", 0)
+    (port,) = served
+    assert port != 0
+    assert {"event": "simulator_listening", "url": f"http://127.0.0.1:{port}", "log_level": "info"} in lines
