@@ -64,6 +64,8 @@ API_PREFIX: Final = "/api/v2"
 DEFAULT_PAGE_SIZE: Final = 20
 MAX_PAGE_SIZE: Final = 100
 PROBLEM_MEDIA_TYPE: Final = "application/problem+json"
+SUPPORTED_API_VERSIONS: Final = ("2.0",)
+ACCEPTED_API_VERSIONS: Final = frozenset({"2", *SUPPORTED_API_VERSIONS})
 _FORM_MEDIA_TYPE: Final = "application/x-www-form-urlencoded"
 # Never echo credentials into the request log that tests and users print.
 _REDACTED_FIELDS: Final = frozenset({"client_secret", "refresh_token"})
@@ -177,6 +179,19 @@ def _page_size(raw: str | None) -> int:
     return size
 
 
+def _check_api_version(request: Request) -> None:
+    """The optional ``API-Version`` header names a minor version of the path's major one (reference/kordiam-api.md
+    3.1); one Kordiam does not serve is 400 ``unsupported-version``."""
+    requested = request.headers.get("api-version")
+    if requested is not None and requested.strip() not in ACCEPTED_API_VERSIONS:
+        raise SimulatorProblem(
+            400,
+            "unsupported-version",
+            f"API-Version {requested!r} is not served here; supported: {', '.join(SUPPORTED_API_VERSIONS)}.",
+            extensions={"requestedVersion": requested, "supportedVersions": list(SUPPORTED_API_VERSIONS)},
+        )
+
+
 def _notification_event(body: Any) -> NotificationEvent:
     unknown = [key for key in body if key != "event"] if isinstance(body, dict) else []
     if unknown:  # a misspelt "event" would silently send the default
@@ -233,6 +248,7 @@ class Simulator:
                     raise fault.to_problem()
                 if authenticated:
                     self._authenticate(request)
+                _check_api_version(request)
                 response = await handler(call)
             except SimulatorProblem as problem:
                 response = problem_response(problem, request.url.path, trace_id)

@@ -19,6 +19,7 @@ _TITLES: dict[str, str] = {
     "validation-failed": "Validation failed",
     "bad-request": "Bad request",
     "date-format-error": "Date format error",
+    "unsupported-version": "Unsupported version",
     "business-error": "Business rule violated",
     "unauthorized": "Unauthorized",
     "token-revoked": "Token revoked",

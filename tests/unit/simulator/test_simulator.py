@@ -893,3 +893,19 @@ async def test_a_token_answer_without_a_token_is_a_failed_attempt() -> None:
     caller.changed({"id": 1001, "publications": [{"id": 7001}]}, "created")
     await caller.close()
     assert [(record.status, record.attempts) for record in caller.records] == [(None, 2)]
+
+
+@pytest.mark.parametrize("version", ["3.0", "2.7", "two", ""])
+async def test_an_api_version_kordiam_does_not_serve_is_unsupported_version(
+    api: httpx.AsyncClient, version: str
+) -> None:
+    # reference/kordiam-api.md 3.1: an unsupported or conflicting API-Version header is 400 unsupported-version,
+    # with requestedVersion and supportedVersions; the simulator answered as if the header were absent.
+    response = await api.get("/api/v2/platforms", headers={"API-Version": version})
+    problem = assert_problem(response, 400, "unsupported-version")
+    assert (problem["requestedVersion"], problem["supportedVersions"]) == (version, ["2.0"])
+
+
+@pytest.mark.parametrize("version", ["2.0", "2"])
+async def test_the_served_api_version_is_accepted(api: httpx.AsyncClient, version: str) -> None:
+    assert (await api.get("/api/v2/platforms", headers={"API-Version": version})).status_code == 200
