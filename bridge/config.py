@@ -898,10 +898,7 @@ def load_settings(
     except ValidationError as error:
         problems.extend(validation_problems(error, model))
     except SettingsError as error:
-        # A whole section from one variable (BRIDGE_QUEUE='{…}') that does not parse as JSON.
-        found = re.search(r'field "(\w+)"', str(error))
-        section = found.group(1) if found else "a section"
-        raise ConfigError(f"{ENV_PREFIX}{section.upper()}", "is not a JSON table of the section's keys") from None
+        raise _not_json(error) from None
     if check_channel is not None and "channels" in model.model_fields:
         channels = (
             list(enumerate(settings.channels)) if isinstance(settings, StatusSettings) else _parsed_channels(wanted)
@@ -912,6 +909,47 @@ def load_settings(
         raise _first_problem(problems, variables | channel_variables, channels_variable)
     assert settings is not None
     return settings
+
+
+def _not_json(error: SettingsError) -> ConfigError:
+    """The variable pydantic-settings had to read as JSON and could not: a whole section (``BRIDGE_QUEUE='{…}'``),
+    or a key that takes a list or a table (``BRIDGE_INGRESS__TRUSTED_PROXIES=10.0.0.0/8``). Its error names only
+    the section."""
+    found = re.search(r'field "(\w+)"', str(error))
+    section = found.group(1) if found else "a section"
+    for key, variable in sorted(_setting_variables().items()):
+        if key.partition(".")[0] != section:
+            continue
+        try:
+            json.loads(os.environ[variable])
+            continue
+        except ValueError:
+            pass
+        if "." not in key:
+            return ConfigError(variable, "is not a JSON table of the section's keys")
+        annotation = _annotation_at(key.split("."))
+        if get_origin(annotation) in (list, tuple, set, frozenset):
+            return ConfigError(f"{variable} ({key})", "must be a JSON list ([…])")
+        if get_origin(annotation) is dict or _models_of(annotation):
+            return ConfigError(f"{variable} ({key})", "must be a JSON table ({…})")
+    return ConfigError(f"{ENV_PREFIX}{section.upper()}", "is not a JSON table of the section's keys")
+
+
+def _models_of(annotation: Any) -> list[type[BaseModel]]:
+    """The models ``annotation`` is, or is a union of."""
+    members = get_args(annotation) if get_origin(annotation) in (Union, types.UnionType) else (annotation,)
+    return [m for m in members if isinstance(m, type) and issubclass(m, BaseModel)]
+
+
+def _annotation_at(path: Sequence[str]) -> Any:
+    """The annotation of the key at ``path`` (``["ingress", "trusted_proxies"]``), through unions; None if none."""
+    current: Any = FileSettings
+    for part in path:
+        fields = [m.model_fields[part] for m in _models_of(_strip(current)) if part in m.model_fields]
+        if not fields:
+            return None
+        current = fields[0].annotation
+    return _strip(current)
 
 
 def _starts_with_bom(file: Path) -> bool:

@@ -922,3 +922,25 @@ def test_a_feedback_write_asked_for_with_feedback_off_is_refused(tmp_path: Path,
     assert not load_settings(write(tmp_path, off)).feedback.enabled
     quiet = VALID + f"\n[feedback]\nenabled = false\n{key} = false\n"
     assert not load_settings(write(tmp_path, quiet)).feedback.enabled
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "key", "problem"),
+    [
+        ("BRIDGE_INGRESS__TRUSTED_PROXIES", "10.0.0.0/8", "ingress.trusted_proxies", "must be a JSON list ([…])"),
+        (
+            "BRIDGE_INGRESS__GLOBAL_EXPORT__AUTH__HEADERS",
+            "X-Token=t",
+            "ingress.global_export.auth.headers",
+            "must be a JSON table ({…})",
+        ),
+    ],
+)
+def test_a_key_that_takes_json_from_a_variable_that_is_not_json_names_the_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variable: str, value: str, key: str, problem: str
+) -> None:
+    # Before: "BRIDGE_INGRESS: is not a JSON table of the section's keys", a variable nobody had set.
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError) as raised:
+        load_settings(write(tmp_path, VALID + INGRESS), model=FileSettings)
+    assert (raised.value.key, raised.value.problem) == (f"{variable} ({key})", problem)
