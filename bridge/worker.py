@@ -220,6 +220,7 @@ async def assemble(
         await pipeline.parking.load()
         transport = await stack.enter_async_context(open_transport(queue, pollers=poller_count(queue.handlers)))
         info = await transport.describe()
+        info.check_attempts(queue.max_receive_count)
         # SQS moves a message to the DLQ on the receive after its maxReceiveCount-th; the worker dead-letters it
         # itself on that last receive, so the dead letter carries its reason.
         consumer_settings = ConsumerSettings(

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+from bridge.errors import ConfigError
 from bridge.queue.dead_letter import DeadLetterContext
 
 # The most messages one receive returns, and one settling call takes.
@@ -67,6 +68,18 @@ class QueueInfo:
     dlq_url: str
     max_receive_count: int
     has_redrive: bool
+
+    def check_attempts(self, configured: int | None) -> None:
+        """``ConfigError`` naming ``queue.max_receive_count`` when it is beyond the queue's own redrive count: the
+        queue moves a failing message to the dead-letter queue itself first, so the worker's count is never reached
+        and no dead letter carries its reason. A start-up check of the worker (operator commands only read)."""
+        if self.has_redrive and configured is not None and configured > self.max_receive_count:
+            raise ConfigError(
+                "queue.max_receive_count",
+                f"{configured} is more than the queue's redrive policy maxReceiveCount ({self.max_receive_count}): "
+                "SQS would move a failing message to the dead-letter queue first, without its reason; set at most "
+                f"{self.max_receive_count}",
+            )
 
 
 class Transport(Protocol):

@@ -281,6 +281,20 @@ async def test_run_with_the_ops_port_taken_is_one_line_naming_it(config: tuple[P
     ]
 
 
+async def test_run_with_more_attempts_than_the_redrive_policy_is_one_line_naming_it(config: tuple[Path, int]) -> None:
+    # SQS would dead-letter a failing message itself before the worker's count, without its reason.
+    path, _ = config
+    path.write_text(path.read_text().replace("[queue]\n", "[queue]\nmax_receive_count = 1000\n", 1))
+    result = await run_process(path)
+    _, err = await result.communicate()
+    assert result.returncode == 2
+    lines = [line for line in err.decode().splitlines() if not line.startswith("{")]  # JSON logs aside
+    assert len(lines) == 1 and lines[0].startswith(
+        "kordiam-bridge: configuration error: queue.max_receive_count: 1000 is more than the queue's redrive policy "
+        "maxReceiveCount ("
+    ), lines
+
+
 async def until_held(kordiam: HeldKordiam, process: asyncio.subprocess.Process) -> None:
     """Until the worker's request is held (the worker has installed its signal handlers by then)."""
     held, ended = asyncio.create_task(kordiam.held.wait()), asyncio.create_task(process.wait())

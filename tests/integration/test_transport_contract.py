@@ -408,6 +408,24 @@ async def test_an_sqs_dead_letter_queue_that_does_not_exist_stops_the_start(sqs_
         assert (await transport.describe()).dlq_url == dlq
 
 
+async def test_a_max_receive_count_beyond_the_redrive_policys_stops_the_start(sqs_endpoint: SqsEndpoint) -> None:
+    # SQS moves a failing message to the DLQ itself after its redrive maxReceiveCount: a larger
+    # queue.max_receive_count was never reached, and every dead letter lost the reason the worker writes.
+    url, _ = make_queues(sqs_endpoint.url, f"c-{uuid.uuid4().hex[:12]}", max_receive_count=5)
+    common: dict[str, Any] = {"endpoint_url": sqs_endpoint.url, "region": REGION, "wait_time_seconds": 1}
+    async with open_transport(QueueSettings(url=url, max_receive_count=6, **common)) as transport:
+        info = await transport.describe()  # the operator commands read the queue all the same
+        with pytest.raises(ConfigError) as raised:
+            info.check_attempts(6)  # the worker's start-up check
+    assert (raised.value.key, raised.value.problem) == (
+        "queue.max_receive_count",
+        "6 is more than the queue's redrive policy maxReceiveCount (5): SQS would move a failing message to the "
+        "dead-letter queue first, without its reason; set at most 5",
+    )
+    async with open_transport(QueueSettings(url=url, max_receive_count=5, **common)) as transport:
+        (await transport.describe()).check_attempts(5)
+
+
 class StallingProgress:
     """A scan that stalls halfway for longer than the peek's hold (thousands of dead letters, a slow endpoint):
     every message seen before the stall is visible again after it."""
