@@ -207,7 +207,7 @@ def _parser() -> argparse.ArgumentParser:
     check.set_defaults(command=_check_config)
 
     simulator = commands.add_parser("simulator", help="serve the Kordiam API v2 simulator")
-    simulator.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    simulator.add_argument("--host", type=_not_empty, default="127.0.0.1", help="address to listen on")
     simulator.add_argument("--port", type=_port, default=8700, help="port to listen on (0: any free port)")
     simulator.add_argument("--queue-url", help="SQS queue that receives change notifications")
     simulator.add_argument("--sqs-endpoint-url", help="SQS endpoint (LocalStack, moto server)")

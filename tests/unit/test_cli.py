@@ -217,6 +217,7 @@ def _served(*_: object, **__: object) -> None:
         ),
         (["check-config", "--config", ""], "kordiam-bridge check-config: argument --config: must not be empty\n"),
         (["demo", "--workdir", " "], "kordiam-bridge demo: argument --workdir: must not be empty\n"),
+        (["simulator", "--host", ""], "kordiam-bridge simulator: argument --host: must not be empty\n"),
     ],
 )
 def test_an_empty_argument_is_refused_naming_it(
