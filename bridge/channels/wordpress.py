@@ -129,6 +129,22 @@ def _selector_key(key: object) -> str:
     return str(int(text)) if ascii_digits(text.lstrip("-")) else text.casefold()
 
 
+def _by_selector(value: Mapping[Any, Any]) -> dict[str, Any]:
+    """``value`` keyed as the adapter looks it up; ``ValueError`` for two keys that are one to it (the second would
+    silently replace the first)."""
+    keyed: dict[str, Any] = {}
+    written: dict[str, object] = {}
+    for key, item in value.items():
+        selector = _selector_key(key)
+        if selector in written:
+            raise ValueError(
+                f"{written[selector]!r} and {key!r} are one key (ids by their digits, names without case): keep one"
+            )
+        written[selector] = key
+        keyed[selector] = item
+    return keyed
+
+
 class WordPressOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -157,8 +173,8 @@ class WordPressOptions(BaseModel):
         if not isinstance(value, Mapping):
             return value
         return {
-            _selector_key(key): status.strip().lower() if isinstance(status, str) else status
-            for key, status in value.items()
+            key: status.strip().lower() if isinstance(status, str) else status
+            for key, status in _by_selector(value).items()
         }
 
     @field_validator("category_map", mode="before")
@@ -168,10 +184,10 @@ class WordPressOptions(BaseModel):
             return value
         # A value of digits is an id even when it comes as text (environment overrides are always text).
         return {
-            _selector_key(key): int(target.strip())
+            key: int(target.strip())
             if isinstance(target, str) and ascii_digits(target.strip())
             else target
-            for key, target in value.items()
+            for key, target in _by_selector(value).items()
         }
 
     @field_validator("category_map")

@@ -124,6 +124,24 @@ def test_options_reject(overrides: dict[str, Any]) -> None:
         options(**overrides)
 
 
+@pytest.mark.parametrize(
+    ("key", "overrides", "same"),
+    [
+        ("status_map", {"status_map": {"Published": "publish", "PUBLISHED": "draft"}}, "'Published' and 'PUBLISHED'"),
+        ("status_map", {"status_map": {5: "publish", " 5": "draft"}}, "5 and ' 5'"),
+        ("category_map", {"category_map": {"Sport": 4, "sport": 9}}, "'Sport' and 'sport'"),
+    ],
+)
+def test_two_map_keys_the_adapter_reads_as_one_are_refused(key: str, overrides: dict[str, Any], same: str) -> None:
+    # Names are matched without case and ids by their digits: the second key silently replaced the first, so one
+    # of the two mappings written never applied.
+    with pytest.raises(ValidationError) as raised:
+        options(**overrides)
+    (error,) = raised.value.errors()
+    assert error["loc"] == (key,)
+    assert error["msg"] == f"Value error, {same} are one key (ids by their digits, names without case): keep one"
+
+
 def test_lookup_by_id_then_name() -> None:
     mapping = options(status_map={"3": "draft", "Ready": "publish"}).status_map
     assert lookup(mapping, Ref(id=3, name="Ready")) == "draft"
