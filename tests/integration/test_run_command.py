@@ -286,7 +286,13 @@ async def test_run_with_more_attempts_than_the_redrive_policy_is_one_line_naming
     path, _ = config
     path.write_text(path.read_text().replace("[queue]\n", "[queue]\nmax_receive_count = 1000\n", 1))
     result = await run_process(path)
-    _, err = await result.communicate()
+    try:
+        # Without the check the worker starts and runs: it must not outlive the test.
+        _, err = await asyncio.wait_for(result.communicate(), timeout=60)
+    finally:
+        if result.returncode is None:
+            result.kill()
+            await result.wait()
     assert result.returncode == 2
     lines = [line for line in err.decode().splitlines() if not line.startswith("{")]  # JSON logs aside
     assert len(lines) == 1 and lines[0].startswith(
