@@ -184,9 +184,7 @@ class WordPressOptions(BaseModel):
             return value
         # A value of digits is an id even when it comes as text (environment overrides are always text).
         return {
-            key: int(target.strip())
-            if isinstance(target, str) and ascii_digits(target.strip())
-            else target
+            key: int(target.strip()) if isinstance(target, str) and ascii_digits(target.strip()) else target
             for key, target in _by_selector(value).items()
         }
 
