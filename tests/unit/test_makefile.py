@@ -12,6 +12,24 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).parents[2]
+# What a make that runs these tests (`make test`) hands its sub-makes: "Entering directory" lines (-w) and its flags.
+PARENT_MAKE = ("MAKEFLAGS", "MAKELEVEL", "MFLAGS", "MAKEOVERRIDES")
+
+
+def make(
+    *arguments: str, cwd: Path = ROOT, timeout: float = 120, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """``make`` as a user types it in a shell, also when the tests run under `make test`."""
+    environment = {name: value for name, value in os.environ.items() if name not in PARENT_MAKE}
+    return subprocess.run(
+        ["make", "--no-print-directory", *arguments],
+        cwd=cwd,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=check,
+    )
 
 
 def test_make_help_lists_every_target() -> None:
@@ -19,7 +37,7 @@ def test_make_help_lists_every_target() -> None:
     phony = re.search(r"^\.PHONY:((?:.*\\\n)*.*)$", makefile, re.MULTILINE)
     assert phony is not None
     targets = set(phony.group(1).replace("\\\n", " ").split()) - {"help"}
-    shown = subprocess.run(["make", "-s", "help"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    shown = make("-s", "help").stdout
     listed = {word for line in shown.splitlines() for word in re.findall(r"[a-z-]+", line.split("  ")[0])}
     assert sorted(targets - listed) == []
 
@@ -61,8 +79,7 @@ def test_make_clean_stops_the_services_whose_state_it_deletes(tmp_path: Path) ->
             pids.append(pid)
             (tmp_path / pid_file).parent.mkdir(parents=True, exist_ok=True)
             (tmp_path / pid_file).write_text(f"{pid}\n")
-        command = ["make", "-s", "clean"]
-        result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False)
+        result = make("-s", "clean", cwd=tmp_path, check=False)
         assert result.returncode == 0, result.stderr
         assert not (tmp_path / ".cache").exists()
         assert [pid for pid in pids if alive(pid)] == []
@@ -76,8 +93,7 @@ def test_make_run_passes_config_only_when_given() -> None:
     """Without CONFIG, `make run` leaves the file to $BRIDGE_CONFIG, or to the CLI's one-line error naming both."""
 
     def command(*variables: str) -> str:
-        shown = subprocess.run(["make", "-n", "run", *variables], cwd=ROOT, capture_output=True, text=True, check=True)
-        return shown.stdout.strip().splitlines()[-1]
+        return make("-n", "run", *variables).stdout.strip().splitlines()[-1]
 
     assert command().endswith("/kordiam-bridge run")
     assert command("CONFIG=my bridge.toml").endswith("/kordiam-bridge run --config 'my bridge.toml'")
@@ -87,7 +103,5 @@ def test_make_down_takes_down_either_emulator() -> None:
     """Compose v2's `down` leaves the containers of a profile it is not given (docker/compose#13027): a stack
     started with `make up EMULATOR=localstack` must come down with a plain `make down` too."""
     for emulator in ("moto", "localstack"):
-        shown = subprocess.run(
-            ["make", "-n", "down", f"EMULATOR={emulator}"], cwd=ROOT, capture_output=True, text=True, check=True
-        )
+        shown = make("-n", "down", f"EMULATOR={emulator}")
         assert re.search(r"--profile moto --profile localstack down$", shown.stdout.strip()), shown.stdout
