@@ -23,7 +23,9 @@ How each outcome is carried out (ActiveMQ Classic and Artemis both speak this):
   (ActiveMQ Classic honours a transactional ACK on a ``client-individual`` subscription, and keeps a scheduled SEND
   until the COMMIT). A connection lost anywhere before the COMMIT, an ERROR, or no receipt in time leaves the
   original unacknowledged and no copy (aborted, or rolled back by the broker with the connection); only a COMMIT
-  whose receipt never came (``CommitUnconfirmed``) leaves it unknown whether both or neither happened, never one.
+  whose receipt never came (``CommitUnconfirmed``) leaves it unknown whether both or neither happened, never one;
+  the message is then left alone (a later retry or dead letter of it sends nothing, the broker redelivers it if
+  neither happened).
 - Retry later: the message is SENT again with ``AMQ_SCHEDULED_DELAY`` (the broker's scheduler holds it for the
   delay) and ``bridge-attempt`` one higher, in one transaction with the original's ACK. The attempt count lives on
   the message, so it survives a worker restart and ``max_receive_count`` still ends in a dead letter with a reason.
@@ -195,6 +197,10 @@ class StompTransport:
         self._frames: dict[str, stompman.AckableMessageFrame] = {}
         # Deliveries whose dead letter was committed with their ACK: ``complete`` has nothing left to do for them.
         self._acked: set[str] = set()
+        # Deliveries whose copy and ACK the broker did not confirm (``CommitUnconfirmed``): both took effect or
+        # neither, so nothing more is done with them (the retry the consumer makes of a failed dead letter would be a
+        # second message); the broker redelivers one whose transaction did not take effect.
+        self._unconfirmed: set[str] = set()
         # The main queue's subscription; None on a transport that does not consume.
         self._subscription: stompman.ManualAckSubscription | None = None
 
@@ -534,7 +540,8 @@ class StompTransport:
         failed = []
         for message in messages:
             if not self._held(message):
-                # Its connection is lost: the broker redelivers it, and a copy sent now would be a second message.
+                # Its connection is lost, or its copy and ACK unconfirmed: the broker redelivers it (or it is
+                # settled already), and a copy sent now would be a second message.
                 failed.append(message.message_id)
                 continue
             headers = self._carried_headers(message)
@@ -551,12 +558,18 @@ class StompTransport:
                 log.error("retry_send_failed", message_id=message.message_id, error=f"{type(error).__name__}: {error}")
                 failed.append(message.message_id)
                 if isinstance(error, CommitUnconfirmed):  # ACKed with its copy, or held until the connection ends
-                    self._frames.pop(message.receipt_handle, None)
+                    self._forget_unconfirmed(message)
                 else:  # rolled back: the original is still this connection's (or the broker's again)
                     self._hand_back_later(message, seconds)
                 continue
             self._frames.pop(message.receipt_handle, None)
         return failed
+
+    def _forget_unconfirmed(self, message: QueueMessage) -> None:
+        """After ``CommitUnconfirmed``: the frame is forgotten, and a later retry or dead letter of the message sends
+        nothing (``_held``)."""
+        self._frames.pop(message.receipt_handle, None)
+        self._unconfirmed.add(message.receipt_handle)
 
     def _hand_back_later(self, message: QueueMessage, seconds: int) -> None:
         """A retry whose copy the broker did not confirm: the delivery is not ACKed, so the broker holds it for this
@@ -599,7 +612,7 @@ class StompTransport:
         try:
             await self._copy_and_ack(frame, self._dlq_destination, _payload(message), headers)
         except CommitUnconfirmed:
-            self._frames.pop(message.receipt_handle, None)  # ACKed with its dead letter, or held until the end
+            self._forget_unconfirmed(message)  # ACKed with its dead letter, or held until the end
             raise
         del self._frames[message.receipt_handle]
         self._acked.add(message.receipt_handle)
@@ -622,8 +635,11 @@ class StompTransport:
         return send_id
 
     def _held(self, message: QueueMessage) -> bool:
-        """False when ``message`` came on a connection that is lost (the broker has it back); its frame is then
-        forgotten. A message whose frame is not known (never received here) is the caller's to copy."""
+        """False when ``message`` came on a connection that is lost (the broker has it back), its frame then
+        forgotten, or when its copy and ACK are unconfirmed (``CommitUnconfirmed``). A message whose frame is not
+        known (never received here) is the caller's to copy."""
+        if message.receipt_handle in self._unconfirmed:
+            return False
         frame = self._frames.get(message.receipt_handle)
         if frame is None or self._delivery_alive(frame):
             return True

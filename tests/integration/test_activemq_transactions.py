@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 import stompman
 from stompman.connection import Connection
-from stompman.frames import AckFrame
+from stompman.frames import AckFrame, CommitFrame
 
-from bridge.queue import open_transport
+from bridge.queue import open_transport, stomp
 from bridge.queue.dead_letter import DeadLetterContext
-from bridge.queue.stomp import StompTransport
+from bridge.queue.stomp import CommitUnconfirmed, StompTransport
 from bridge.queue.transport import QueueMessage
 from tests.support import eventually, stomp_drain, stomp_settings
 
@@ -142,3 +142,33 @@ async def test_a_retry_whose_ack_the_broker_refuses_leaves_no_copy(
         assert await transport.complete([back]) == []
         assert await transport.receive(10, wait_time=3) == []  # and no copy came
     assert await stomp_drain(url) == []
+
+
+async def test_a_dead_letter_whose_commit_is_unconfirmed_gets_no_retry_copy(
+    stomp_queues: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The broker commits the dead letter and the ACK, but its RECEIPT for the COMMIT never comes: CommitUnconfirmed.
+    # The consumer then retries the message (consumer._settle: a dead letter that failed is retried); a retry's copy
+    # sent now would be a second message beside the dead letter (or beside the original, had neither happened).
+    url, dlq = stomp_queues
+    async with open_transport(stomp_settings(url, dlq_url=dlq)) as opened:
+        assert isinstance(opened, StompTransport)
+        transport = opened
+        await transport.send('{"id": 17, "event": "updated"}')
+        message = await receive_one(transport)
+        write_frame = Connection.write_frame
+
+        async def commit_without_receipt(connection: Connection, frame: Any) -> None:
+            if isinstance(frame, CommitFrame):
+                frame.headers.pop("receipt", None)  # type: ignore[misc]
+            await write_frame(connection, frame)
+
+        monkeypatch.setattr(Connection, "write_frame", commit_without_receipt)
+        monkeypatch.setattr(stomp, "RECEIPT_TIMEOUT_SECONDS", 1.0)  # how long the missing receipt is waited for
+        with pytest.raises(CommitUnconfirmed):
+            await transport.send_dead_letter(message, DeadLetterContext("decode", "test", "PoisonMessage"))
+        monkeypatch.undo()
+        assert await transport.retry_later([message], 0) == [message.message_id]
+        assert await transport.receive(10, wait_time=3) == []  # no retry copy came
+    assert await stomp_drain(url) == []
+    assert [letter.body for letter in await stomp_drain(dlq)] == [message.body]  # the dead letter, once
