@@ -197,10 +197,11 @@ class StompTransport:
         self._frames: dict[str, stompman.AckableMessageFrame] = {}
         # Deliveries whose dead letter was committed with their ACK: ``complete`` has nothing left to do for them.
         self._acked: set[str] = set()
-        # Deliveries whose copy and ACK the broker did not confirm (``CommitUnconfirmed``): both took effect or
-        # neither, so nothing more is done with them (the retry the consumer makes of a failed dead letter would be a
-        # second message); the broker redelivers one whose transaction did not take effect.
-        self._unconfirmed: set[str] = set()
+        # Deliveries whose dead letter was not sent because they are no longer this transport's to copy: their
+        # connection is lost (the broker redelivers them), or their copy and ACK are unconfirmed (``CommitUnconfirmed``:
+        # both took effect or neither). The retry the consumer makes of a failed dead letter sends nothing for them:
+        # it would be a second message. Kept until that retry (or ``complete``, ``release``).
+        self._not_to_copy: set[str] = set()
         # The main queue's subscription; None on a transport that does not consume.
         self._subscription: stompman.ManualAckSubscription | None = None
 
@@ -527,6 +528,7 @@ class StompTransport:
             if message.receipt_handle in self._acked:  # its dead letter's transaction ACKed it
                 self._acked.discard(message.receipt_handle)
                 continue
+            self._not_to_copy.discard(message.receipt_handle)
             frame = self._frames.pop(message.receipt_handle, None)
             if frame is None or not self._delivery_alive(frame):
                 failed.append(message.message_id)
@@ -542,6 +544,7 @@ class StompTransport:
             if not self._held(message):
                 # Its connection is lost, or its copy and ACK unconfirmed: the broker redelivers it (or it is
                 # settled already), and a copy sent now would be a second message.
+                self._not_to_copy.discard(message.receipt_handle)
                 failed.append(message.message_id)
                 continue
             headers = self._carried_headers(message)
@@ -558,18 +561,12 @@ class StompTransport:
                 log.error("retry_send_failed", message_id=message.message_id, error=f"{type(error).__name__}: {error}")
                 failed.append(message.message_id)
                 if isinstance(error, CommitUnconfirmed):  # ACKed with its copy, or held until the connection ends
-                    self._forget_unconfirmed(message)
+                    self._frames.pop(message.receipt_handle, None)
                 else:  # rolled back: the original is still this connection's (or the broker's again)
                     self._hand_back_later(message, seconds)
                 continue
             self._frames.pop(message.receipt_handle, None)
         return failed
-
-    def _forget_unconfirmed(self, message: QueueMessage) -> None:
-        """After ``CommitUnconfirmed``: the frame is forgotten, and a later retry or dead letter of the message sends
-        nothing (``_held``)."""
-        self._frames.pop(message.receipt_handle, None)
-        self._unconfirmed.add(message.receipt_handle)
 
     def _hand_back_later(self, message: QueueMessage, seconds: int) -> None:
         """A retry whose copy the broker did not confirm: the delivery is not ACKed, so the broker holds it for this
@@ -589,6 +586,7 @@ class StompTransport:
         """Forget the frames: closing the connection hands them back (a STOMP NACK would dead-letter them)."""
         for message in messages:
             self._frames.pop(message.receipt_handle, None)
+            self._not_to_copy.discard(message.receipt_handle)
         return []
 
     async def extend(self, messages: Sequence[QueueMessage], seconds: int) -> list[str]:
@@ -598,8 +596,10 @@ class StompTransport:
         """The dead letter and the original's ACK are one transaction (``_copy_and_ack``): the ``complete`` that
         follows has nothing left to do. Raises ``DeliveryLost``, sending nothing, for a message delivered on a lost
         connection: its ACK could not be sent, and the broker's redelivery of it beside the dead letter would be
-        dead-lettered a second time."""
+        dead-lettered a second time. After that, or ``CommitUnconfirmed``, the retry the consumer makes of the
+        message sends no copy either (``_not_to_copy``)."""
         if not self._held(message):
+            self._not_to_copy.add(message.receipt_handle)
             raise DeliveryLost(message.message_id)
         headers = dead_letter_headers(message, context)
         if message.group_id is not None:
@@ -612,7 +612,8 @@ class StompTransport:
         try:
             await self._copy_and_ack(frame, self._dlq_destination, _payload(message), headers)
         except CommitUnconfirmed:
-            self._forget_unconfirmed(message)  # ACKed with its dead letter, or held until the end
+            self._frames.pop(message.receipt_handle, None)  # ACKed with its dead letter, or held until the end
+            self._not_to_copy.add(message.receipt_handle)
             raise
         del self._frames[message.receipt_handle]
         self._acked.add(message.receipt_handle)
@@ -636,9 +637,9 @@ class StompTransport:
 
     def _held(self, message: QueueMessage) -> bool:
         """False when ``message`` came on a connection that is lost (the broker has it back), its frame then
-        forgotten, or when its copy and ACK are unconfirmed (``CommitUnconfirmed``). A message whose frame is not
-        known (never received here) is the caller's to copy."""
-        if message.receipt_handle in self._unconfirmed:
+        forgotten, or when its dead letter was not sent for that reason or is unconfirmed (``_not_to_copy``). A
+        message whose frame is not known (never received here) is the caller's to copy."""
+        if message.receipt_handle in self._not_to_copy:
             return False
         frame = self._frames.get(message.receipt_handle)
         if frame is None or self._delivery_alive(frame):

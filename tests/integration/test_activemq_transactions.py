@@ -14,7 +14,7 @@ from stompman.frames import AckFrame, CommitFrame
 
 from bridge.queue import open_transport, stomp
 from bridge.queue.dead_letter import DeadLetterContext
-from bridge.queue.stomp import CommitUnconfirmed, StompTransport
+from bridge.queue.stomp import CommitUnconfirmed, DeliveryLost, StompTransport
 from bridge.queue.transport import QueueMessage
 from tests.support import eventually, stomp_drain, stomp_settings
 
@@ -172,3 +172,29 @@ async def test_a_dead_letter_whose_commit_is_unconfirmed_gets_no_retry_copy(
         assert await transport.receive(10, wait_time=3) == []  # no retry copy came
     assert await stomp_drain(url) == []
     assert [letter.body for letter in await stomp_drain(dlq)] == [message.body]  # the dead letter, once
+
+
+async def test_a_dead_letter_refused_for_a_lost_connection_gets_no_retry_copy(stomp_queues: tuple[str, str]) -> None:
+    # The connection the message came on is lost before its dead letter is sent: send_dead_letter sends nothing
+    # (DeliveryLost), and the consumer then retries the message (consumer._settle). The broker redelivers the
+    # original, so a retry copy sent now would be a second message.
+    url, dlq = stomp_queues
+    async with open_transport(stomp_settings(url, dlq_url=dlq)) as opened:
+        assert isinstance(opened, StompTransport)
+        transport = opened
+        await transport.send('{"id": 18, "event": "updated"}')
+        message = await receive_one(transport)
+        manager = transport._client._connection_manager
+        state = manager._active_connection_state
+        assert state is not None
+        await manager._discard_failed_connection_state(state, stompman.ConnectionLostError(reason="test"))
+        with pytest.raises(DeliveryLost):
+            await transport.send_dead_letter(message, DeadLetterContext("decode", "test", "PoisonMessage"))
+        assert await transport.retry_later([message], 0) == [message.message_id]
+        await eventually(transport.connected, what="the reconnection")
+        back = await receive_one(transport)  # the broker's redelivery (counted): the message's only copy
+        assert back.body == message.body
+        assert await transport.complete([back]) == []
+        assert await transport.receive(10, wait_time=3) == []  # and no retry copy came
+    assert await stomp_drain(url) == []
+    assert await stomp_drain(dlq) == []
