@@ -328,6 +328,10 @@ class SyncEngine:
             except Exception as error:
                 report.failures.append(Failure("feedback", _changed_since_fetch(error)))
         if not report.failures:
+            # A channel parked meanwhile was not rewritten: the re-sync token stays for the sync its requeue brings
+            # (not forced, and that channel's delivery fingerprint may match an older item's).
+            if resync is not None and any(action.action is Action.PARKED for action in report.actions):
+                resync = None
             # Recorded with the lease's release, in one transaction where the store can: one write fewer.
             lease.mark_on_release(
                 ElementMark(

@@ -53,9 +53,10 @@ class ElementMark:
     sync's (a long stall, the store unreachable); its release marks the element so (``StateStore.lease``), with a
     new token. A sync that reads a token is never skipped (neither covered nor older) and rewrites every channel,
     as a forced replay does, to the items its deliveries name. As given to ``mark_on_release`` or
-    ``mark_element``: the token that sync read and made good; the store clears the element's token if it is still
-    that one (and the mark applies), and keeps a newer one. A mark never sets a token. A mark read back may carry a
-    token and nothing else (an element marked before any sync of it recorded a mark).
+    ``mark_element``: the token that sync read and made good (None if it parked a channel, which it did not
+    rewrite); the store clears the element's token if it is still that one (and the mark applies), and keeps a
+    newer one. A mark never sets a token. A mark read back may carry a token and nothing else (an element marked
+    before any sync of it recorded a mark).
     """
 
     element_id: int

@@ -545,3 +545,28 @@ async def test_the_sweep_leaves_a_channel_this_worker_already_holds_alone(
     assert metrics.CHANNEL_PARKED_ELEMENTS.labels("web")._value.get() == 1  # it did sweep
     assert parking.reason("web") == str(REFUSED) and lines == []
     assert parking.admit("web") is Admission.PARK  # the sweep did not make its trial due at once
+
+
+async def test_a_resync_that_parks_a_channel_keeps_the_token_so_the_requeue_rewrites_that_channel(
+    kordiam: FakeKordiam, state: MemoryStateStore, clock: ManualClock
+) -> None:
+    # A sync that lost its lease marked the element for a re-sync: the print item may hold an older version than its
+    # delivery says. A re-sync that parks print did not rewrite it, so its mark must not clear the token: the
+    # requeue after the secret is fixed is not forced, and print's delivery fingerprint would match the element.
+    kordiam.elements[1] = element_body(1, publication(11, WEB), publication(12, PRINT))
+    web, paper = ScriptedChannel("web"), ScriptedChannel("print")
+    engine = engine_with(kordiam, state, clock, (web, WEB), (paper, PRINT))
+    await engine.sync(Notification(1))
+    state.marks[1] = replace(state.marks[1], resync="token-1")
+
+    paper.fail = REFUSED
+    report = await engine.sync(Notification(1))
+    assert {(a.channel, a.action) for a in report.actions} == {("web", Action.UPDATED), ("print", Action.PARKED)}
+    assert state.marks[1].resync == "token-1"
+
+    paper.fail = None  # the secret was fixed; the element is requeued, naming the channel
+    body, attributes = resync_notification(1, source="parked-requeue", try_now=["print"])
+    report = await engine.sync(decode_notification(body, attributes))
+    assert ("print", Action.UPDATED) in {(a.channel, a.action) for a in report.actions}
+    assert paper.upserts[-1] == (12, "print-1-12")  # the same item, rewritten
+    assert state.marks[1].resync is None
