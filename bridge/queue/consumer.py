@@ -59,8 +59,11 @@ Handler = Callable[[QueueMessage], Awaitable[Outcome]]
 # meanwhile, because it is still invisible.
 DELETE_LINGER_SECONDS = 0.2
 # Stop extending a message's visibility after this long: a handler stuck for hours is a bug to surface, and SQS
-# caps a message's total visibility at 12 h anyway.
+# caps a message's total visibility at 12 h anyway. Time spent paused (the gate closed for a fault of the whole
+# worker, the message waiting in hand on purpose) does not count: the hold counts from the gate's last opening, and
+# a paused worker keeps its messages hidden up to MAX_PAUSED_HOLD_SECONDS, so that a long outage spends no receive.
 MAX_HOLD_SECONDS = 3600.0
+MAX_PAUSED_HOLD_SECONDS = 43_200.0
 POLL_ERROR_BACKOFF_MAX = 30.0
 # Extension calls of one heartbeat on their way at once: a full worker (hundreds held, all due at the same tick)
 # must be extended within half a lease even when each call is slow, without taking every pooled connection.
@@ -559,10 +562,14 @@ class Consumer:
         while True:
             await asyncio.sleep(interval)
             now = time.monotonic()
+            paused = self._gate.reason is not None
+            opened_at = self._gate.opened_at
             due = [
                 m
                 for m in list(self._in_flight.values())
-                if m.visible_until - now < timeout / 2 and now - m.received_at < MAX_HOLD_SECONDS
+                if m.visible_until - now < timeout / 2
+                and now - m.received_at < MAX_PAUSED_HOLD_SECONDS
+                and (paused or now - max(m.received_at, opened_at) < MAX_HOLD_SECONDS)
             ]
             chunks = [due[start : start + MAX_BATCH] for start in range(0, len(due), MAX_BATCH)]
             for wave in range(0, len(chunks), HEARTBEAT_CALLS):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 from bridge.ops import metrics
 
@@ -14,13 +15,14 @@ class ReceiveGate:
     each failing on the same fault. Messages already in hand wait for it too (heartbeated). Each fault closes and
     opens the gate under its own name (``bridge.pipeline.pause``: refused Kordiam credentials, a state store that
     cannot serve the worker), so one healing never opens the gate while another still holds it. ``/readyz`` reports
-    the reasons.
+    the reasons. ``opened_at`` is when (``time.monotonic``) it last opened after being closed (0.0: never closed).
     """
 
     def __init__(self) -> None:
         self._open = asyncio.Event()
         self._open.set()
         self._reasons: dict[str, str] = {}
+        self.opened_at = 0.0
         metrics.CONSUMER_PAUSED.set(0)
 
     @property
@@ -42,6 +44,8 @@ class ReceiveGate:
     def open(self, fault: str) -> None:
         """``fault`` has healed: the gate opens unless another fault still holds it."""
         self._reasons.pop(fault, None)
+        if not self._reasons and not self._open.is_set():
+            self.opened_at = time.monotonic()
         if not self._reasons:
             self._open.set()
             metrics.CONSUMER_PAUSED.set(0)

@@ -422,6 +422,52 @@ async def test_shutdown_while_paused_releases_the_messages_in_hand_at_once() -> 
     assert transport.visibility == [(held.message_id, 0)] and transport.deleted == []
 
 
+async def test_a_message_in_hand_through_a_pause_stays_hidden_however_long_the_pause_lasts() -> None:
+    # A pause (Kordiam or the state store down for everyone) keeps the messages in hand so that the worker's fault
+    # spends none of their receives. Left to lapse after MAX_HOLD_SECONDS, one would be received again (a receive
+    # without an outcome: past queue.max_receive_count, dead-lettered unhandled) while this worker still runs it.
+    class RecordingExtensions(FakeTransport):
+        def __init__(self, batches: list[list[QueueMessage]]) -> None:
+            super().__init__(batches)
+            self.extensions: asyncio.Queue[set[str]] = asyncio.Queue()
+
+        async def extend(self, messages: Sequence[QueueMessage], seconds: int) -> list[str]:
+            self.extensions.put_nowait({m.message_id for m in messages})
+            return await super().extend(messages, seconds)
+
+    async def extended_together() -> set[str]:
+        ids = await asyncio.wait_for(transport.extensions.get(), 10)
+        while not transport.extensions.empty():
+            ids |= transport.extensions.get_nowait()
+        return ids
+
+    # Received just before a pause that has lasted longer than MAX_HOLD_SECONDS since.
+    long_held = dataclasses.replace(message(), received_at=time.monotonic() - MAX_HOLD_SECONDS - 60)
+    fresh = message()
+    transport = RecordingExtensions([[long_held, fresh]])
+    gate = ReceiveGate()
+    finish = asyncio.Event()
+
+    async def handler(m: QueueMessage) -> Outcome:
+        gate.close("kordiam-outage", "Kordiam answers 503 to every call")  # as the handler does meeting it
+        await gate.wait_open()
+        await finish.wait()  # the message's work, once the pause is over
+        return Done()
+
+    consumer = Consumer(transport, handler, settings(visibility_timeout=6), gate=gate)
+    stop = asyncio.Event()
+    task = asyncio.create_task(consumer.run(stop))
+    try:
+        assert await extended_together() == {long_held.message_id, fresh.message_id}
+        gate.open("kordiam-outage")  # healed: the message runs again, and its work gets its time too
+        assert long_held.message_id in await extended_together()
+        finish.set()
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+    assert sorted(transport.deleted) == sorted([long_held.message_id, fresh.message_id])
+
+
 class SlowDeletes(SteadyTransport):
     """Deletes wait until ``deletes_open`` is set (a loaded queue); counts what was received and deleted."""
 
