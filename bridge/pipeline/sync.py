@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Coroutine, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -224,10 +224,11 @@ class SyncEngine:
         A sync that lost its lease (stalled past ``state.lease_seconds``) may have written its version to a
         channel after the newer one of the worker that took the element over; the conditional records keep the
         newer delivery, whose fingerprint would make every later sync skip the channel. The release marks the
-        element for a re-sync instead (``ElementMark.resync``), and the sync runs again under a new lease: it reads
-        the token, fetches the newest version and rewrites every channel to the items its deliveries name (nothing
-        published twice). Should that lose its lease too, or find the element busy, the message is retried; the
-        token stays, so whichever sync of the element comes next rewrites the channels.
+        element for a re-sync instead (``ElementMark.resync``), and the sync runs again under a new lease, forced
+        (should the store have failed to set the token, the loss is known all the same): it fetches the newest
+        version and rewrites every channel to the items its deliveries name (nothing published twice). Should that
+        lose its lease too, or find the element busy, the message is retried; the token stays, so whichever sync of
+        the element comes next rewrites the channels.
         """
         element_id = notification.element_id
         for attempt in (1, 2):
@@ -246,6 +247,8 @@ class SyncEngine:
                 "newer version before this one's older write landed: the element is marked for a re-sync, "
                 + ("run now" if attempt == 1 else "left to the message's retry"),
             )
+            # Forced whatever the token says: the store may have failed to set it (DynamoDB's write of its own).
+            notification = replace(notification, force=True)
         lost = StaleWrite(f"lost the lease of element {element_id} twice; retry later (a re-sync is due)")
         report.failures.append(Failure("lease", lost))
         return report
@@ -259,13 +262,9 @@ class SyncEngine:
         # One read of the element's mark answers both skips: a fetch another worker (or this one, before its
         # ledger forgot) started after the notification was sent, and a notification older than what was synced;
         # and whether a re-sync is due (``ElementMark.resync``), which neither skips nor trusts the fingerprints.
-        # Read for every message but a forced one (which rewrites every channel anyway): free where the lease's
-        # take returns it (SQLite); a read of its own on DynamoDB only for a notification neither skip could use.
-        mark: ElementMark | None = None
-        if lease.mark_at_take_known:
-            mark = lease.mark_at_take
-        elif not notification.force:
-            mark = await self._state.element_mark(element_id)
+        # Read for every message, a forced one too (its mark clears the token): free where the lease's take returns
+        # it (SQLite); a read of its own on DynamoDB only for a notification neither skip could use, or a forced one.
+        mark = lease.mark_at_take if lease.mark_at_take_known else await self._state.element_mark(element_id)
         resync = mark.resync if mark is not None else None
         force = notification.force or resync is not None
         if not force:

@@ -687,7 +687,12 @@ class DynamoDbStateStore:
                 hint="this worker stalled past state.lease_seconds and another worker took the element over; "
                 "the element is marked for a re-sync, which rewrites its channels",
             )
-            await self._mark_for_resync(element_id)
+            try:
+                await self._mark_for_resync(element_id)
+            except (StateUnavailable, StateRejected) as error:
+                # The loss is known all the same: the holder re-syncs the element at once, forced (``HeldLease.lost``);
+                # failing its finished sync here would leave its older write to a retry no token forces.
+                log.warning("resync_mark_failed", element_id=element_id, error=str(error))
             return True
         except (StateUnavailable, StateRejected) as error:
             # Not worth failing a finished sync for: the lease expires on its own after state.lease_seconds.

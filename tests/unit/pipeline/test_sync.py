@@ -565,3 +565,18 @@ async def test_an_element_due_a_resync_is_rewritten_whatever_covers_it_and_its_t
     assert state.marks[1].resync is None
     report = await engine.sync(Notification(1))
     assert [a.action for a in report.actions] == [Action.UNCHANGED]
+
+
+async def test_a_forced_sync_clears_the_resync_token_it_made_good(
+    kordiam: FakeKordiam, state: MemoryStateStore
+) -> None:
+    # A forced sync rewrites every channel, as a re-sync does: where the lease's take does not return the mark (the
+    # fake, as DynamoDB), it reads the mark all the same, or the token would force the element's next sync again.
+    kordiam.elements[1] = element_body(1, publication(11, WEB))
+    web = ScriptedChannel("web")
+    engine = sync_engine(kordiam, state, [(web, WEB)])
+    await engine.sync(Notification(1))
+    state.marks[1] = replace(state.marks[1], resync="token-1")
+    report = await engine.sync(Notification(1, force=True))
+    assert [a.action for a in report.actions] == [Action.UPDATED]
+    assert state.marks[1].resync is None
