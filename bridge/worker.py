@@ -231,6 +231,7 @@ async def assemble(
             visibility_timeout=transport.lease_seconds,
             shutdown_timeout=queue.shutdown_timeout,
             max_receive_count=queue.max_receive_count or info.max_receive_count,
+            queue_redrives=info.has_redrive,
             retry_base_seconds=queue.retry_base_seconds,
             retry_max_seconds=queue.retry_max_seconds,
         )

@@ -84,6 +84,8 @@ class ConsumerSettings:
     # Handlers run beyond the slots, up to where they need one; only for a handler that takes its slot itself
     # (``Consumer(slots=...)``). Those messages are held, and heartbeated, like the running ones.
     read_ahead: int = 0
+    # The queue has a redrive policy of its own (``QueueInfo.has_redrive``): it ends a message's crash loop itself.
+    queue_redrives: bool = False
 
     @property
     def handlers(self) -> int:
@@ -376,11 +378,13 @@ class Consumer:
         # Each message runs in its own task, so these bindings reach every log line of its processing only.
         structlog.contextvars.bind_contextvars(message_id=message.message_id, receive_count=message.receive_count)
         budget = self._settings.max_receive_count
-        if message.receive_count > budget and not self._fifo:
+        if message.receive_count > budget and not self._fifo and not self._settings.queue_redrives:
             # Its earlier receives ended with no outcome (a retry on the last one would have dead-lettered it): the
             # worker was killed or crashed on it, or lost it while holding it. Handled again, it may do the same for
             # ever where the queue has no redrive policy of its own to end the loop. Not on a FIFO queue: there the
-            # rest of a group is released each time its head is retried, receives that say nothing of a crash.
+            # rest of a group is released each time its head is retried, receives that say nothing of a crash. Not
+            # where the queue redrives: a receive without an outcome may be a release (a shutdown, a kill over
+            # another message), and the queue's own maxReceiveCount, which ends a crash loop, may be the higher.
             outcome: Outcome = DeadLetter(
                 stage="receive",
                 reason=f"received {message.receive_count} times, more than queue.max_receive_count ({budget}), "

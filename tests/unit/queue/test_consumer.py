@@ -119,6 +119,21 @@ async def test_a_fifo_message_received_past_its_budget_is_still_handled() -> Non
     assert transport.deleted == [follower.message_id] and not transport.dead
 
 
+async def test_a_message_received_past_its_budget_on_a_queue_with_a_redrive_policy_is_still_handled() -> None:
+    # The queue's own redrive policy ends a crash loop (SQS moves the message after its maxReceiveCount-th receive).
+    # A queue.max_receive_count set below that count must not dead-letter, unhandled, a message whose extra receives
+    # were releases (a shutdown, a kill of the worker over another message), which SQS would still hand out.
+    released = message(receive_count=4)
+    transport = FakeTransport([[released]])
+
+    async def handler(m: QueueMessage) -> Outcome:
+        return Done()
+
+    consumer = Consumer(transport, handler, settings(max_receive_count=3, queue_redrives=True))
+    await run_until(consumer, lambda: transport.deleted)
+    assert transport.deleted == [released.message_id] and not transport.dead
+
+
 def outcome_count(kind: str) -> float:
     return metrics.MESSAGE_OUTCOMES.labels(kind)._value.get()
 
