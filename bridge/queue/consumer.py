@@ -388,7 +388,8 @@ class Consumer:
             outcome: Outcome = DeadLetter(
                 stage="receive",
                 reason=f"received {message.receive_count} times, more than queue.max_receive_count ({budget}), "
-                "without an outcome: the worker was killed or crashed while holding it, or lost it",
+                "without an outcome: a worker was killed or crashed while holding it, released it at a shutdown, or "
+                "lost it (its visibility ran out), or the dead-letter queue refused it on its last allowed receive",
                 error_class="ReceivedWithoutOutcome",
             )
         else:

@@ -103,6 +103,9 @@ async def test_a_message_received_past_its_budget_without_an_outcome_is_dead_let
     assert dead[crashed.message_id].stage == "receive"
     assert dead[crashed.message_id].error_class == "ReceivedWithoutOutcome"
     assert "received 4 times" in dead[crashed.message_id].reason
+    # Every way a receive ends without an outcome is named: not only a crash.
+    assert "released it at a shutdown" in dead[crashed.message_id].reason
+    assert "dead-letter queue refused" in dead[crashed.message_id].reason
 
 
 async def test_a_fifo_message_received_past_its_budget_is_still_handled() -> None:
