@@ -170,6 +170,9 @@ class SyncEngine:
         }
         self._locks = KeyedLock()
         self._fetched = fetched or FetchLedger()
+        # Elements whose lease this worker lost mid-sync and has not re-synced since: their next sync here is forced,
+        # whether or not the store holds the re-sync token (its write may have failed with the store unreachable).
+        self._resync_due: set[int] = set()
         # The first parking time per channel a requeued element's notification carried, while it is synced (the
         # element's lock makes that one sync at a time here).
         self._parked_since: dict[int, Mapping[str, datetime]] = {}
@@ -197,7 +200,8 @@ class SyncEngine:
             self.parking.try_now(notification.try_now)
         async with self._locks.hold(notification.element_id):
             # A forced replay asks for every channel to be written again: no earlier fetch covers it.
-            if not notification.force and self._fetched.covers(notification.element_id, sent_at, received_at):
+            forced = notification.force or notification.element_id in self._resync_due
+            if not forced and self._fetched.covers(notification.element_id, sent_at, received_at):
                 metrics.NOTIFICATIONS_COALESCED.inc()
                 return SyncReport(notification.element_id, skipped=COVERED, covered=True)
             if notification.parked_since:  # a requeued element: parked again, it keeps its first parking time
@@ -228,16 +232,26 @@ class SyncEngine:
         (should the store have failed to set the token, the loss is known all the same): it fetches the newest
         version and rewrites every channel to the items its deliveries name (nothing published twice). Should that
         lose its lease too, or find the element busy, the message is retried; the token stays, so whichever sync of
-        the element comes next rewrites the channels.
+        the element comes next rewrites the channels, and this worker remembers the re-sync it owes: its own next
+        sync of the element is forced, token or not, until one rewrote every channel.
         """
         element_id = notification.element_id
+        if element_id in self._resync_due and not notification.force:
+            notification = replace(notification, force=True)
         for attempt in (1, 2):
-            async with self._slot(), self._state.lease(element_id) as lease:
-                report = await self._sync(notification, lease, sent_at=sent_at)
-            if not lease.lost:
+            held: HeldLease | None = None
+            try:
+                async with self._slot(), self._state.lease(element_id) as held:
+                    report = await self._sync(notification, held, sent_at=sent_at)
+            finally:
+                if held is not None and held.lost:  # also when the sync raised: the release has told
+                    self._resync_due.add(element_id)
+            if not held.lost:
                 # Only now is the mark recorded (with the release): a fetch whose mark failed covers nothing.
                 if report.fetched is not None:
                     self._fetched.record(element_id, *report.fetched)
+                    if notification.force and not any(a.action is Action.PARKED for a in report.actions):
+                        self._resync_due.discard(element_id)  # every channel rewritten: the owed re-sync made good
                 return report
             log.warning(
                 "element_resync",

@@ -184,3 +184,32 @@ async def test_a_lost_lease_whose_resync_mark_fails_still_resyncs_the_element(
     gate.set()  # the stalled worker resumes: its v2 lands after v3
     await first
     assert channel.items == {"web-1-11": "v3"}
+
+
+async def test_a_lost_lease_whose_resync_mark_fails_and_resync_finds_the_element_busy_is_rewritten_by_the_retry(
+    backend: str, stores: StoreFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No token in the store to force the message's retry: the worker that lost the lease remembers it owes the element
+    # a re-sync, so its retry is neither covered (the other worker's fetch started after it was sent) nor skipped.
+    if backend != "dynamodb":
+        pytest.skip("SQLite sets the token in the release's own transaction")
+    original = DynamoDbStateStore._call
+
+    async def token_write_fails(self: DynamoDbStateStore, operation: str, **request: Any) -> dict[str, Any]:
+        if ":token" in request.get("ExpressionAttributeValues", {}):
+            raise StateUnavailable("DynamoDB update_item: connection reset")
+        return await original(self, operation, **request)
+
+    stalled, channel, first, gate, sent = await stale_write_after_newer(backend, stores)
+    monkeypatch.setattr(DynamoDbStateStore, "_call", token_write_fails)
+    holder = await stores(lease_wait_seconds=0)
+    third = holder.lease(1)
+    await third.__aenter__()  # a third worker holds the element as the stalled one resumes
+    gate.set()
+    with pytest.raises(SyncFailed):
+        await first
+    await third.__aexit__(None, None, None)
+    assert channel.items == {"web-1-11": "v2"}
+    report = await stalled.sync(Notification(1), sent_at=sent)  # the message's retry, on the same worker
+    assert [(a.action, a.external_id) for a in report.actions] == [("updated", "web-1-11")]
+    assert channel.items == {"web-1-11": "v3"}
