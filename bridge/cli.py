@@ -142,12 +142,12 @@ def _config_too_early(tokens: list[str]) -> str | None:
 def serve_until_signalled(serve: Callable[[asyncio.Event], Coroutine[Any, Any, None]]) -> None:
     """Run a long-lived command (the worker, the ingress) until SIGTERM or SIGINT sets the event ``serve`` is
     given; it then drains and returns."""
-    from bridge.worker import install_signal_handlers
+    from bridge.worker import stop_on_signals
 
     async def main() -> None:
         stop = asyncio.Event()
-        install_signal_handlers(stop)
-        await serve(stop)
+        with stop_on_signals(stop):
+            await serve(stop)
 
     asyncio.run(main())
 

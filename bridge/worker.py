@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import select
 import signal
 import sys
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
+from typing import NoReturn
 
 import structlog
 
@@ -276,20 +278,52 @@ async def assemble(
         yield Worker(consumer, ops, reconciler, requeue)
 
 
-def install_signal_handlers(stop: asyncio.Event) -> None:
-    """SIGTERM (ECS, Kubernetes, docker stop) and SIGINT (Ctrl-C) start a graceful drain; a second Ctrl-C exits at
-    once (130): messages in flight come back when their visibility timeout ends."""
+@contextlib.contextmanager
+def stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
+    """While inside, SIGTERM (ECS, Kubernetes, docker stop) and SIGINT (Ctrl-C) start a graceful drain (set
+    ``stop``); a second Ctrl-C exits at once (130): messages in flight come back when their visibility timeout ends.
+
+    The handlers are Python's own (``signal.signal``), not the loop's (``loop.add_signal_handler``): the loop's run
+    only when the loop next gets control, and a loop blocked in a write (its stderr a pipe nobody reads any more)
+    never does, so no Ctrl-C ended such a worker, only SIGKILL. Python runs its handlers in the main thread even
+    while that write waits; they count the signals themselves and leave the drain (which logs) to the loop.
+    """
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, _on_signal, stop, sig)
+    requested = False
+
+    def on_signal(number: int, _: object) -> None:
+        nonlocal requested
+        sig = signal.Signals(number)
+        if requested:
+            if sig is signal.SIGINT:
+                exit_at_once("kordiam-bridge: interrupted again, exiting now without draining")
+            return
+        requested = True
+        loop.call_soon_threadsafe(_request_shutdown, stop, sig)
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
-def _on_signal(stop: asyncio.Event, sig: signal.Signals) -> None:
-    if stop.is_set():
-        if sig is signal.SIGINT:
-            sys.stderr.write("kordiam-bridge: interrupted again, exiting now without draining\n")
-            sys.stderr.flush()
-            os._exit(130)
-        return
+def _request_shutdown(stop: asyncio.Event, sig: signal.Signals) -> None:
     log.info("shutdown_requested", signal=sig.name)
     stop.set()
+
+
+def exit_at_once(line: str) -> NoReturn:
+    """Exit 130 now, without clean-up, saying ``line`` on stderr if it can be said without waiting.
+
+    Called from a signal handler, which may have interrupted a write to ``sys.stderr`` (writing to it again would
+    fail as a reentrant call) or a write that waits for a full pipe (this one would wait too): so straight to the
+    file descriptor, and only if it takes the line at once.
+    """
+    with contextlib.suppress(OSError):
+        ready = select.poll()
+        ready.register(sys.stderr.fileno(), select.POLLOUT)
+        if ready.poll(0):
+            os.write(sys.stderr.fileno(), f"{line}\n".encode())
+    os._exit(130)

@@ -6,6 +6,7 @@ These tests also make up the LocalStack pass of ``make test`` (``BRIDGE_TEST_SQS
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -374,3 +375,47 @@ async def test_a_second_ctrl_c_exits_at_once(
     assert process.returncode == 130
     lines = [line for line in err.decode().splitlines() if not line.startswith("{")]  # JSON logs aside
     assert lines == ["kordiam-bridge: interrupted again, exiting now without draining"]
+
+
+async def test_a_second_ctrl_c_exits_at_once_while_its_log_pipe_is_full(config: tuple[Path, int]) -> None:
+    """A worker whose stderr is a pipe nobody reads any more (the test that started it has failed, a log shipper
+    has stalled) blocks in the write of its next log line, and its event loop with it. SIGTERM and Ctrl-C used to
+    be handled only by that loop: the worker logged `shutdown_requested` (and blocked there), and no Ctrl-C after
+    reached it; only SIGKILL ended it. A second Ctrl-C must exit even then."""
+    path, ops_port = config
+    read_end, write_end = os.pipe()
+    process = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "bridge", "run", "--config", str(path)),
+        stderr=write_end,
+        env={**os.environ, "BRIDGE_KORDIAM__CLIENT_SECRET": "demo-secret"},
+    )
+    os.close(write_end)
+    # A file description of the pipe's own, non-blocking (the worker's stays blocking), to fill it.
+    filler = os.open(f"/proc/self/fd/{read_end}", os.O_WRONLY | os.O_NONBLOCK)
+    try:
+
+        async def ready() -> bool:
+            try:
+                async with httpx.AsyncClient() as client:
+                    return (await client.get(f"http://127.0.0.1:{ops_port}/readyz")).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        await eventually(ready, what="/readyz")
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                os.write(filler, b"\n" * 4096)
+        process.send_signal(signal.SIGTERM)  # its `shutdown_requested` line blocks
+        # Again until it exits: signals sent at once may arrive as one.
+        for _ in range(60):
+            process.send_signal(signal.SIGINT)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(process.wait(), timeout=0.5)
+                break
+        assert process.returncode == 130
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        os.close(filler)
+        os.close(read_end)
