@@ -65,6 +65,9 @@ DELETE_LINGER_SECONDS = 0.2
 MAX_HOLD_SECONDS = 3600.0
 MAX_PAUSED_HOLD_SECONDS = 43_200.0
 POLL_ERROR_BACKOFF_MAX = 30.0
+# What releasing and flushing at shutdown get even when the drain used its whole deadline: a queue that answers
+# needs far less, one that does not would otherwise hold the worker for botocore's read timeout and its retries.
+SETTLE_GRACE_SECONDS = 1.0
 # Extension calls of one heartbeat on their way at once: a full worker (hundreds held, all due at the same tick)
 # must be extended within half a lease even when each call is slow, without taking every pooled connection.
 HEARTBEAT_CALLS = 8
@@ -112,7 +115,8 @@ class Consumer:
 
     Lifecycle: ``run`` starts the pollers, the heartbeat and the deleter, and returns only after the drain: no
     receive after ``stop``; in-flight messages get ``shutdown_timeout`` to finish, then whatever is left (running,
-    prefetched, or queued behind its FIFO group) is released for another worker; pending deletes are flushed.
+    prefetched, or queued behind its FIFO group) is released for another worker; pending deletes are flushed. A
+    queue that does not answer is given up on at the deadline (``SETTLE_GRACE_SECONDS`` after the drain at least).
     ``ready`` and ``healthy`` answer the probes meanwhile.
 
     Backpressure: at most ``concurrency`` messages do their work (``WorkSlots``), ``read_ahead`` more run their
@@ -216,6 +220,10 @@ class Consumer:
         self, pollers: list[asyncio.Task[None]], heartbeat: asyncio.Task[None], deleter: asyncio.Task[None]
     ) -> None:
         started = time.monotonic()
+        # Releasing and flushing end by then too (or SETTLE_GRACE_SECONDS after the drain): what the queue has not
+        # taken by then is given up, as a SIGKILL at the orchestrator's stop timeout would (a message comes back when
+        # its visibility timeout ends; one whose delete was not confirmed is received again).
+        deadline = started + self._settings.shutdown_timeout
         self._receiving = False
         for poller in pollers:
             poller.cancel()  # aborts the long poll
@@ -232,7 +240,7 @@ class Consumer:
             for task in not_started:
                 task.cancel()
             await asyncio.gather(*not_started, return_exceptions=True)
-            await self._release(released)
+            await self._by_deadline(self._release(released), deadline, "release")
         # Keep a little of the deadline for releasing and flushing. While paused for a fault of the whole worker
         # the messages in hand cannot finish: release them at once.
         budget = max(0.5, self._settings.shutdown_timeout - 2.0) if self._gate.reason is None else 0.0
@@ -246,17 +254,34 @@ class Consumer:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
             if unfinished:
-                await self._release(unfinished)
+                await self._by_deadline(self._release(unfinished), deadline, "release")
         waiting = [message for group in self._groups.values() for message in group]
         self._groups.clear()
         if waiting:
-            await self._release(waiting)
+            await self._by_deadline(self._release(waiting), deadline, "release")
         heartbeat.cancel()
         await asyncio.gather(heartbeat, return_exceptions=True)
-        await self._deletes.join()
+        await self._by_deadline(self._deletes.join(), deadline, "delete")
         deleter.cancel()
-        await asyncio.gather(deleter, return_exceptions=True)
+        calls = [deleter, *self._delete_calls]
+        for call in calls:
+            call.cancel()
+        await asyncio.gather(*calls, return_exceptions=True)
         log.info("consumer_stopped", seconds=round(time.monotonic() - started, 3))
+
+    async def _by_deadline(self, settling: Awaitable[None], deadline: float, step: str) -> None:
+        """``settling`` (a release, the flush of deletes), cancelled if still waiting for the queue at
+        ``deadline`` (or ``SETTLE_GRACE_SECONDS`` from now, if later)."""
+        try:
+            async with asyncio.timeout(max(deadline - time.monotonic(), SETTLE_GRACE_SECONDS)):
+                await settling
+        except TimeoutError:
+            log.error(
+                "shutdown_deadline_passed",
+                step=step,
+                hint="the queue did not answer in time: released messages come back when their visibility timeout "
+                "ends, messages whose delete was not confirmed are received again",
+            )
 
     # ---- receiving -----------------------------------------------------------------------------------------
 

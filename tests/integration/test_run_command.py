@@ -419,3 +419,67 @@ async def test_a_second_ctrl_c_exits_at_once_while_its_log_pipe_is_full(config: 
             await process.wait()
         os.close(filler)
         os.close(read_end)
+
+
+class FreezableProxy:
+    """A TCP proxy to ``upstream`` that, once frozen, still accepts connections and reads what they send but
+    forwards nothing either way: a server that hangs (stopped with SIGSTOP, a half-open connection), not one
+    that refuses."""
+
+    def __init__(self, upstream: str) -> None:
+        host, port = upstream.removeprefix("http://").rstrip("/").split(":")
+        self.upstream = (host, int(port))
+        self.frozen = asyncio.Event()
+        self.url = ""
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        upstream_reader, upstream_writer = await asyncio.open_connection(*self.upstream)
+
+        async def pipe(source: asyncio.StreamReader, target: asyncio.StreamWriter) -> None:
+            while chunk := await source.read(65536):
+                if not self.frozen.is_set():
+                    target.write(chunk)
+                    await target.drain()
+
+        with contextlib.suppress(OSError):
+            await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer))
+        for end in (writer, upstream_writer):
+            end.close()
+
+
+async def test_sigterm_while_sqs_hangs_exits_by_the_shutdown_deadline(
+    sqs_endpoint: SqsEndpoint, queues: tuple[str, str], tmp_path: Path
+) -> None:
+    """A message whose Kordiam fetch never returns is released at the shutdown deadline; with SQS not answering
+    (frozen, connections left open) that release, and the flush of deletes, used to wait out botocore's read
+    timeout and its retries (here about 40 s, with the default wait time more than 90 s) after a deadline of 3 s:
+    past ECS's stop timeout, so SIGKILL. The worker gives up what SQS does not take by the deadline."""
+    proxy = FreezableProxy(sqs_endpoint.url)
+    server = await asyncio.start_server(proxy.serve, "127.0.0.1", 0)
+    proxy.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    async with held_kordiam(answer_token=True) as kordiam:
+        path = write_config(
+            tmp_path / "bridge.toml",
+            queue=queues[0],
+            endpoint=proxy.url,
+            kordiam=kordiam.url,
+            workdir=tmp_path,
+            ops_port=free_port(),
+        )
+        path.write_text(path.read_text().replace("shutdown_timeout = 20\n", "shutdown_timeout = 3\n"))
+        send(sqs_endpoint.url, queues[0], {"id": 7, "event": "updated"})
+        process = await run_process(with_kordiam_timeout(path, 120))
+        try:
+            await until_held(kordiam, process)  # the message's element fetch: the drain will wait for it
+            proxy.frozen.set()
+            process.send_signal(signal.SIGTERM)
+            # The deadline plus a generous margin, well short of the ~40 s it took.
+            _, err = await asyncio.wait_for(process.communicate(), timeout=3 + 20)
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+            server.close()
+    assert process.returncode == 0, err.decode()[-3000:]
+    events = [json.loads(line)["event"] for line in err.decode().splitlines()]
+    assert "releasing_unfinished" in events and "consumer_stopped" in events
