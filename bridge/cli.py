@@ -17,6 +17,7 @@ from rich.console import Console
 
 from bridge import __version__
 from bridge.errors import BridgeError, ConfigError
+from bridge.signals import exit_at_once
 
 if TYPE_CHECKING:
     from bridge.admin.progress import ProgressSink
@@ -164,10 +165,9 @@ def run_command(main: Callable[[asyncio.Event], Coroutine[Any, Any, T]], *, stop
         stop = asyncio.Event()
         task = asyncio.current_task()
         assert task is not None
+        loop = asyncio.get_running_loop()
 
         def interrupted() -> None:
-            if stop.is_set():
-                force_exit()
             stop.set()
             if stops_on_interrupt:
                 # Said at once: the next safe point may be a while away (a connection still being made).
@@ -176,17 +176,29 @@ def run_command(main: Callable[[asyncio.Event], Coroutine[Any, Any, T]], *, stop
             else:
                 task.cancel()
 
-        asyncio.get_running_loop().add_signal_handler(signal.SIGINT, interrupted)
-        return await main(stop)
+        # Python's own handler, not the loop's: it runs even while the loop is stuck in a write (stderr or stdout a
+        # full pipe), which the loop's handler would wait for, and with it the second Ctrl-C (see stop_on_signals).
+        requested = False
+
+        def on_sigint(_: int, __: object) -> None:
+            nonlocal requested
+            if requested:
+                force_exit()
+            requested = True
+            loop.call_soon_threadsafe(interrupted)
+
+        previous = signal.signal(signal.SIGINT, on_sigint)
+        try:
+            return await main(stop)
+        finally:
+            signal.signal(signal.SIGINT, previous)
 
     return asyncio.run(runner())
 
 
 def force_exit() -> NoReturn:
     """The second Ctrl-C: one line, exit 130 now, without clean-up (held messages come back when their hold ends)."""
-    sys.stderr.write("kordiam-bridge: interrupted again, exiting now without cleaning up\n")
-    sys.stderr.flush()
-    os._exit(EXIT_INTERRUPTED)
+    exit_at_once("kordiam-bridge: interrupted again, exiting now without cleaning up")
 
 
 def _parser() -> argparse.ArgumentParser:

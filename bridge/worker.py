@@ -4,13 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import select
 import signal
-import sys
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
-from typing import NoReturn
 
 import structlog
 
@@ -35,6 +31,7 @@ from bridge.queue import open_transport
 from bridge.queue.consumer import Consumer, ConsumerSettings, poller_count
 from bridge.queue.gate import ReceiveGate
 from bridge.queue.slots import WorkSlots
+from bridge.signals import exit_at_once
 from bridge.state import StateStore, open_state_store
 
 log = structlog.get_logger("bridge.worker")
@@ -312,18 +309,3 @@ def stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
 def _request_shutdown(stop: asyncio.Event, sig: signal.Signals) -> None:
     log.info("shutdown_requested", signal=sig.name)
     stop.set()
-
-
-def exit_at_once(line: str) -> NoReturn:
-    """Exit 130 now, without clean-up, saying ``line`` on stderr if it can be said without waiting.
-
-    Called from a signal handler, which may have interrupted a write to ``sys.stderr`` (writing to it again would
-    fail as a reentrant call) or a write that waits for a full pipe (this one would wait too): so straight to the
-    file descriptor, and only if it takes the line at once.
-    """
-    with contextlib.suppress(OSError):
-        ready = select.poll()
-        ready.register(sys.stderr.fileno(), select.POLLOUT)
-        if ready.poll(0):
-            os.write(sys.stderr.fileno(), f"{line}\n".encode())
-    os._exit(130)

@@ -5,7 +5,9 @@ copied twice."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import signal
 import sys
 import uuid
@@ -657,6 +659,46 @@ async def test_ctrl_c_during_redrive_prints_the_partial_summary_as_json(
     # Nothing lost, nothing doubled: what moved is on the main queue, the rest still in the DLQ.
     await eventually(lambda: queue_depth(sqs_endpoint.url, queues[0]) == moved, what="copies counted")
     await eventually(lambda: queue_depth(sqs_endpoint.url, queues[1]) == total - moved, what="rest released")
+
+
+async def test_a_second_ctrl_c_exits_at_once_while_stderr_is_a_full_pipe(
+    sqs_endpoint: SqsEndpoint, queues: tuple[str, str], tmp_path: Path
+) -> None:
+    """The first Ctrl-C of a redrive says on stderr that it stops at the next safe point. With stderr a pipe nobody
+    reads (`2>&1 | less`, scrolled back), that write blocked the event loop, and the second Ctrl-C, handled by the
+    loop, never ran: the command could only be killed."""
+    client = sqs_client(sqs_endpoint.url)
+    for start in range(0, 500, 10):
+        entries = [{"Id": str(i), "MessageBody": json.dumps({"id": start + i + 1})} for i in range(10)]
+        client.send_message_batch(QueueUrl=queues[1], Entries=entries)
+    path = config_file(sqs_endpoint, queues, tmp_path)
+    read_end, write_end = os.pipe()
+    process = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "bridge", "dlq", "redrive", "--no-native", "--json", "--config", str(path)),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=write_end,
+    )
+    os.close(write_end)
+    # A file description of the pipe's own, non-blocking (the command's stays blocking), to fill it.
+    filler = os.open(f"/proc/self/fd/{read_end}", os.O_WRONLY | os.O_NONBLOCK)
+    try:
+        await eventually(lambda: queue_depth(sqs_endpoint.url, queues[0]) > 0, what="redrive under way")
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                os.write(filler, b"\n" * 4096)
+        # Again until it exits: signals sent at once may arrive as one.
+        for _ in range(60):
+            process.send_signal(signal.SIGINT)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(process.wait(), timeout=0.5)
+                break
+        assert process.returncode == 130
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        os.close(filler)
+        os.close(read_end)
 
 
 async def test_a_send_failure_midway_loses_nothing(
