@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import structlog
@@ -44,12 +45,7 @@ async def list_dead_letters(queue: QueueAdmin, *, limit: int, progress: Progress
     """
     if limit < 1:
         raise ValueError("limit must be at least 1")
-    url = await queue.dead_letter_url()
-    depth = await queue.depth(url)
-    _warn_if_looks_move_them_on(url, depth)
-    if progress is not None and depth.visible is not None:
-        progress.start("reading the dead-letter queue", min(limit, depth.visible))
-    peeked, more = await queue.peek(url, limit=limit, progress=progress)
+    url, depth, peeked, more = await _look(queue, limit=limit, progress=progress, task="reading the dead-letter queue")
     messages = sorted(map(to_dlq_message, peeked), key=_oldest_first)
     at_limit = len(messages) >= limit
     if depth.visible is None:
@@ -67,18 +63,17 @@ async def find_dead_letter(
     ``AdminError`` when the search stopped at ``scan_limit`` without finding it: the queue holds more than were
     looked at, so "not found" would tell the operator it is gone when it may be further on; so too when a FIFO
     queue held some back behind those looked at in their message group."""
-    url = await queue.dead_letter_url()
 
     def matches(message: DlqMessage) -> bool:
         source = message.failure.source_message_id if message.failure else None
         return message_id in (message.message_id, source)
 
-    depth = await queue.depth(url)
-    _warn_if_looks_move_them_on(url, depth)
-    if progress is not None and depth.visible is not None:
-        progress.start("searching the dead-letter queue", min(scan_limit, depth.visible))
-    peeked, more = await queue.peek(
-        url, limit=scan_limit, until=lambda p: matches(to_dlq_message(p)), progress=progress
+    url, depth, peeked, more = await _look(
+        queue,
+        limit=scan_limit,
+        progress=progress,
+        task="searching the dead-letter queue",
+        until=lambda p: matches(to_dlq_message(p)),
     )
     found = next((m for m in map(to_dlq_message, peeked) if matches(m)), None)
     if found is None and more:
@@ -101,14 +96,31 @@ async def dead_letters_of(
     """The dead letters about ``element_id`` (``element_of``) among the first ``scan_limit`` of the dead-letter
     queue, oldest first, without consuming any; ``partial`` when the queue may hold more than were looked at (the
     limit stopped the look, or a FIFO queue held some back behind them in their message group)."""
+    url, depth, peeked, more = await _look(
+        queue, limit=scan_limit, progress=progress, task="searching the dead-letter queue"
+    )
+    found = sorted((m for m in map(to_dlq_message, peeked) if m.element_id == element_id), key=_oldest_first)
+    return ElementDeadLetters(url, found, len(peeked), more, _held_back(url, depth, len(peeked), more))
+
+
+async def _look(
+    queue: QueueAdmin,
+    *,
+    limit: int,
+    progress: ProgressSink | None,
+    task: str,
+    until: Callable[[PeekedMessage], bool] | None = None,
+) -> tuple[str, QueueDepth, list[PeekedMessage], bool]:
+    """One look at the dead-letter queue, consuming nothing: its url and depth (read first, and the warning a look
+    there may call for), then up to ``limit`` dead letters (stopping at the first ``until``) and whether it holds
+    more than were looked at."""
     url = await queue.dead_letter_url()
     depth = await queue.depth(url)
     _warn_if_looks_move_them_on(url, depth)
     if progress is not None and depth.visible is not None:
-        progress.start("searching the dead-letter queue", min(scan_limit, depth.visible))
-    peeked, more = await queue.peek(url, limit=scan_limit, progress=progress)
-    found = sorted((m for m in map(to_dlq_message, peeked) if m.element_id == element_id), key=_oldest_first)
-    return ElementDeadLetters(url, found, len(peeked), more, _held_back(url, depth, len(peeked), more))
+        progress.start(task, min(limit, depth.visible))
+    peeked, more = await queue.peek(url, limit=limit, until=until, progress=progress)
+    return url, depth, peeked, more
 
 
 def to_dlq_message(peeked: PeekedMessage) -> DlqMessage:
