@@ -17,7 +17,7 @@ from rich.console import Console
 
 from bridge import __version__
 from bridge.errors import BridgeError, ConfigError
-from bridge.signals import exit_at_once
+from bridge.signals import two_steps
 
 if TYPE_CHECKING:
     from bridge.admin.progress import ProgressSink
@@ -165,7 +165,6 @@ def run_command(main: Callable[[asyncio.Event], Coroutine[Any, Any, T]], *, stop
         stop = asyncio.Event()
         task = asyncio.current_task()
         assert task is not None
-        loop = asyncio.get_running_loop()
 
         def interrupted() -> None:
             stop.set()
@@ -176,29 +175,16 @@ def run_command(main: Callable[[asyncio.Event], Coroutine[Any, Any, T]], *, stop
             else:
                 task.cancel()
 
-        # Python's own handler, not the loop's: it runs even while the loop is stuck in a write (stderr or stdout a
-        # full pipe), which the loop's handler would wait for, and with it the second Ctrl-C (see stop_on_signals).
-        requested = False
-
-        def on_sigint(_: int, __: object) -> None:
-            nonlocal requested
-            if requested:
-                force_exit()
-            requested = True
-            loop.call_soon_threadsafe(interrupted)
-
-        previous = signal.signal(signal.SIGINT, on_sigint)
-        try:
+        # Python's own handler, not the loop's: a loop stuck in a write (stderr or stdout a full pipe) cannot hold
+        # up the second Ctrl-C (``bridge.signals.two_steps``).
+        with two_steps((signal.SIGINT,), lambda _: interrupted(), FORCE_EXIT_LINE):
             return await main(stop)
-        finally:
-            signal.signal(signal.SIGINT, previous)
 
     return asyncio.run(runner())
 
 
-def force_exit() -> NoReturn:
-    """The second Ctrl-C: one line, exit 130 now, without clean-up (held messages come back when their hold ends)."""
-    exit_at_once("kordiam-bridge: interrupted again, exiting now without cleaning up")
+# The second Ctrl-C's line: exit 130 now, without clean-up (held messages come back when their hold ends).
+FORCE_EXIT_LINE = "kordiam-bridge: interrupted again, exiting now without cleaning up"
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 
 import structlog
@@ -31,7 +31,7 @@ from bridge.queue import open_transport
 from bridge.queue.consumer import Consumer, ConsumerSettings, poller_count
 from bridge.queue.gate import ReceiveGate
 from bridge.queue.slots import WorkSlots
-from bridge.signals import exit_at_once
+from bridge.signals import two_steps
 from bridge.state import StateStore, open_state_store
 
 log = structlog.get_logger("bridge.worker")
@@ -275,35 +275,15 @@ async def assemble(
         yield Worker(consumer, ops, reconciler, requeue)
 
 
-@contextlib.contextmanager
-def stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
+def stop_on_signals(stop: asyncio.Event) -> contextlib.AbstractContextManager[None]:
     """While inside, SIGTERM (ECS, Kubernetes, docker stop) and SIGINT (Ctrl-C) start a graceful drain (set
     ``stop``); a second Ctrl-C exits at once (130): messages in flight come back when their visibility timeout ends.
-
-    The handlers are Python's own (``signal.signal``), not the loop's (``loop.add_signal_handler``): the loop's run
-    only when the loop next gets control, and a loop blocked in a write (its stderr a pipe nobody reads any more)
-    never does, so no Ctrl-C ended such a worker, only SIGKILL. Python runs its handlers in the main thread even
-    while that write waits; they count the signals themselves and leave the drain (which logs) to the loop.
-    """
-    loop = asyncio.get_running_loop()
-    requested = False
-
-    def on_signal(number: int, _: object) -> None:
-        nonlocal requested
-        sig = signal.Signals(number)
-        if requested:
-            if sig is signal.SIGINT:
-                exit_at_once("kordiam-bridge: interrupted again, exiting now without draining")
-            return
-        requested = True
-        loop.call_soon_threadsafe(_request_shutdown, stop, sig)
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    Python's own handlers, so that a loop stuck in a log write cannot hold them up (``bridge.signals.two_steps``)."""
+    return two_steps(
+        (signal.SIGTERM, signal.SIGINT),
+        lambda sig: _request_shutdown(stop, sig),
+        "kordiam-bridge: interrupted again, exiting now without draining",
+    )
 
 
 def _request_shutdown(stop: asyncio.Event, sig: signal.Signals) -> None:
