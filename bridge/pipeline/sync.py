@@ -199,9 +199,11 @@ class SyncEngine:
         if notification.try_now:  # `parked requeue`: the channel's secret may have just been fixed
             self.parking.try_now(notification.try_now)
         async with self._locks.hold(notification.element_id):
+            if notification.element_id in self._resync_due and not notification.force:
+                # This worker owes the element a re-sync (``_sync_leased``): forced, token or not.
+                notification = replace(notification, force=True)
             # A forced replay asks for every channel to be written again: no earlier fetch covers it.
-            forced = notification.force or notification.element_id in self._resync_due
-            if not forced and self._fetched.covers(notification.element_id, sent_at, received_at):
+            if not notification.force and self._fetched.covers(notification.element_id, sent_at, received_at):
                 metrics.NOTIFICATIONS_COALESCED.inc()
                 return SyncReport(notification.element_id, skipped=COVERED, covered=True)
             if notification.parked_since:  # a requeued element: parked again, it keeps its first parking time
@@ -236,8 +238,6 @@ class SyncEngine:
         sync of the element is forced, token or not, until one rewrote every channel.
         """
         element_id = notification.element_id
-        if element_id in self._resync_due and not notification.force:
-            notification = replace(notification, force=True)
         for attempt in (1, 2):
             held: HeldLease | None = None
             try:
