@@ -375,9 +375,7 @@ class StompTransport:
                     ),
                     error_class="RedeliveredWithoutOutcome",
                 )
-                headers = dead_letter_headers(given_up, context)
-                if message.group_id is not None:
-                    headers[GROUP_HEADER] = message.group_id[:MAX_HEADER_VALUE]
+                headers = _dead_letter_send_headers(given_up, context)
                 await self._copy_and_ack(frame, self._dlq_destination, _payload(message), headers)
                 metrics.MESSAGE_OUTCOMES.labels(context.kind).inc()
                 log.error(
@@ -601,9 +599,7 @@ class StompTransport:
         if not self._held(message):
             self._not_to_copy.add(message.receipt_handle)
             raise DeliveryLost(message.message_id)
-        headers = dead_letter_headers(message, context)
-        if message.group_id is not None:
-            headers[GROUP_HEADER] = message.group_id[:MAX_HEADER_VALUE]
+        headers = _dead_letter_send_headers(message, context)
         # The body as it came, even empty (SQS needs a stand-in text for that; a STOMP frame does not).
         frame = self._frames.get(message.receipt_handle)
         if frame is None:  # not received here: nothing to ACK
@@ -818,6 +814,14 @@ def dead_letter_headers(message: QueueMessage, context: DeadLetterContext) -> di
         if fits and len(name) <= MAX_HEADER_NAME:
             headers[name] = value
             size += line
+    return headers
+
+
+def _dead_letter_send_headers(message: QueueMessage, context: DeadLetterContext) -> dict[str, str]:
+    """What the SEND of a dead letter carries: ``dead_letter_headers`` and the message's group."""
+    headers = dead_letter_headers(message, context)
+    if message.group_id is not None:
+        headers[GROUP_HEADER] = message.group_id[:MAX_HEADER_VALUE]
     return headers
 
 
