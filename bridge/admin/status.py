@@ -175,7 +175,7 @@ async def _report(
     (queue, dead_letter), (state, store_channels), worker = await asyncio.gather(
         queues, _state_status(settings), _worker_health(settings, ops_timeout)
     )
-    errors, failing = worker[1], worker[2]
+    errors, failing = worker.channel_errors, worker.failing_channels
     channels: list[ChannelHealth] = []
     configured = {c.name: c.type for c in settings.channels}
     names = list(configured) + sorted(set(store_channels) - set(configured))
@@ -195,7 +195,7 @@ async def _report(
                 failing=failing.get(name),
             )
         )
-    return StatusReport(datetime.now(UTC), queue, dead_letter, state, channels, worker[0])
+    return StatusReport(datetime.now(UTC), queue, dead_letter, state, channels, worker.health)
 
 
 async def _queue_status(queue: QueueAdmin, role: str, url: str, sample_size: int, *, main: bool) -> QueueStatus:
@@ -324,14 +324,20 @@ BREAKER_PROBLEMS = {
 }
 
 
-async def _worker_health(
-    settings: StatusSettings, http_timeout: float
-) -> tuple[WorkerHealth, dict[str, Counter[str]] | None, dict[str, str]]:
-    """The worker's health; its channel errors since start by kind (None when not reachable); which channels fail
-    now, and why."""
+@dataclass(frozen=True, slots=True)
+class _WorkerAnswer:
+    """What the worker's ops endpoints told of it."""
+
+    health: WorkerHealth
+    channel_errors: dict[str, Counter[str]] | None  # per channel, its errors since start by kind; None: not reached
+    failing_channels: dict[str, str]  # channel -> why it fails now
+
+
+async def _worker_health(settings: StatusSettings, http_timeout: float) -> _WorkerAnswer:
     host, port = settings.ops.host, settings.ops.port
     if port == 0:
-        return WorkerHealth(None, False, detail="ops.port is 0 (a random port): set a fixed port to query it"), None, {}
+        unset = WorkerHealth(None, False, detail="ops.port is 0 (a random port): set a fixed port to query it")
+        return _WorkerAnswer(unset, None, {})
     if host in ("0.0.0.0", "", "::"):
         host = "127.0.0.1"
     base = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
@@ -341,7 +347,8 @@ async def _worker_health(
                 http.get("/healthz"), http.get("/readyz"), http.get("/metrics")
             )
     except httpx.HTTPError as error:
-        return WorkerHealth(base, False, detail=f"{type(error).__name__}: {error}".rstrip(": ")), None, {}
+        unreached = WorkerHealth(base, False, detail=f"{type(error).__name__}: {error}".rstrip(": "))
+        return _WorkerAnswer(unreached, None, {})
     detail = _answer_field(health, "status")
     errors: dict[str, Counter[str]] = {}
     failing: dict[str, str] = {}
@@ -378,7 +385,7 @@ async def _worker_health(
         received=received,
         outcomes=outcomes,
     )
-    return worker, errors, failing
+    return _WorkerAnswer(worker, errors, failing)
 
 
 def _answer_field(response: httpx.Response, field: str) -> str:
