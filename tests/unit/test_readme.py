@@ -1,0 +1,368 @@
+"""The README's concrete claims an operator acts on, checked against the code: metric names and labels, setting
+keys and their defaults, make targets, command lines and their flags, repository paths, the import layers.
+
+Each test fails on a stale name (a metric, key, target or flag renamed or removed in the code but not in the
+README). What the README says in prose is not checked here, only names and literal defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, get_args
+
+import pytest
+from prometheus_client.metrics import MetricWrapperBase
+from pydantic import BaseModel
+from pydantic_core import PydanticUndefined
+
+from bridge.channels import channel_types
+from bridge.cli import _parser
+from bridge.config import ChannelSettings, FileSettings
+from bridge.ingress import metrics as ingress_metrics
+from bridge.ops import metrics as worker_metrics
+
+ROOT = Path(__file__).resolve().parents[2]
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+
+# --- metrics -------------------------------------------------------------------------------------------------------
+
+SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum", ""), "gauge": ("",)}
+
+
+def exported_metrics() -> dict[str, tuple[str, ...]]:
+    """Every sample name the worker and the ingress export, with its labels (a family's samples share them)."""
+    labels: dict[str, tuple[str, ...]] = {}
+    metrics = [value for module in (worker_metrics, ingress_metrics) for value in vars(module).values()]
+    for metric in metrics:
+        if isinstance(metric, MetricWrapperBase):
+            for suffix in SUFFIXES[str(metric._type)]:
+                labels[metric._name + suffix] = tuple(metric._labelnames)
+    assert len(labels) > 25
+    return labels
+
+
+METRIC = re.compile(r"(?<!grep )\b(bridge_[a-z_]+)(?:\{([a-z_,]*)\})?")
+
+
+def metric_mentions(text: str) -> list[tuple[str, str | None]]:
+    """``bridge_…`` names in the text and the ``{labels}`` written after them, if any (a `grep` prefix aside)."""
+    return [(match.group(1), match.group(2)) for match in METRIC.finditer(text)]
+
+
+def metric_problems(text: str) -> list[str]:
+    exported = exported_metrics()
+    problems = []
+    for name, labels in metric_mentions(text):
+        if name not in exported:
+            problems.append(f"{name}: no such metric")
+        elif labels is not None and set(labels.split(",")) != set(exported[name]):
+            problems.append(f"{name}{{{labels}}}: its labels are {{{','.join(exported[name])}}}")
+    return problems
+
+
+def test_every_metric_the_readme_names_is_exported_with_its_labels() -> None:
+    assert metric_problems(README) == []
+
+
+def test_every_metric_is_in_the_readme_with_its_labels() -> None:
+    exported = exported_metrics()
+    written = {name + (f"{{{labels}}}" if labels else "") for name, labels in metric_mentions(README)}
+    families = [name for name in exported if not name.endswith(("_bucket", "_count", "_sum"))]
+    full = [f"{name}{{{','.join(exported[name])}}}" if exported[name] else name for name in families]
+    assert sorted(set(full) - written) == []
+
+
+def test_the_metric_check_fails_on_a_stale_name() -> None:
+    # The check above in small: a renamed metric and a label that is not there are both caught.
+    assert metric_problems("`bridge_messages_received_total`, `bridge_message_outcomes_total{outcome}`") == []
+    assert metric_problems("`bridge_messages_receive_total`") == ["bridge_messages_receive_total: no such metric"]
+    assert metric_problems("`bridge_ingress_unmapped`") == ["bridge_ingress_unmapped: no such metric"]
+    assert metric_problems("`bridge_channel_errors_total{channel}`") != []
+    assert metric_mentions("curl … | grep bridge_message_outcomes") == []
+
+
+# --- settings ------------------------------------------------------------------------------------------------------
+
+SECTIONS = ("queue", "kordiam", "state", "feedback", "reconcile", "ops", "ingress")
+# A key at the start of a word: not a host name (`api.kordiam.app`), an address or a file (`bench/ingress.py`).
+SETTING = re.compile(rf"(?<![\w./@-])((?:{'|'.join(SECTIONS)})\.[a-z_]+(?:\.[a-z_]+)*|channels\[\]\.[a-z_]+)\b")
+
+
+def model_of(annotation: Any) -> type[BaseModel] | None:
+    """The settings model a field holds (also inside ``X | None``), or None for a plain value."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for argument in get_args(annotation):
+        if (found := model_of(argument)) is not None:
+            return found
+    return None
+
+
+def setting_field(key: str) -> Any:
+    """The pydantic field a README key names (``queue.url``, ``channels[].name``, ``ingress.platform.path``)."""
+    model: type[BaseModel] | None = FileSettings
+    parts = key.replace("channels[]", "channels").split(".")
+    field = None
+    for part in parts:
+        if model is None or part not in model.model_fields:
+            raise KeyError(key)
+        field = model.model_fields[part]
+        model = ChannelSettings if part == "channels" else model_of(field.annotation)
+    return field
+
+
+def test_every_setting_the_readme_names_exists() -> None:
+    unknown = []
+    for key in sorted(set(SETTING.findall(README))):
+        try:
+            setting_field(key)
+        except KeyError:
+            unknown.append(key)
+    assert unknown == []
+
+
+def test_the_setting_check_fails_on_a_stale_key() -> None:
+    with pytest.raises(KeyError):
+        setting_field("queue.visibility")
+    with pytest.raises(KeyError):
+        setting_field("ingress.platform.token_ttl")
+    assert SETTING.findall("`queue.url`, https://api.kordiam.app, bench/ingress.py") == ["queue.url"]
+
+
+def table_rows(text: str) -> list[list[str]]:
+    """The rows of every `| key | default | … |` table, each as its cells."""
+    rows = []
+    in_table = False
+    for line in text.splitlines():
+        if line.startswith("| key | default |"):
+            in_table = True
+        elif not line.startswith("|"):
+            in_table = False
+        elif in_table and not line.startswith("|---"):
+            rows.append([cell.strip() for cell in line.strip("|").split(" | ")])
+    return rows
+
+
+def literal(cell: str) -> Any:
+    """A default cell as a value: `x`, a number, true/false, none, required; anything else is prose (None)."""
+    if cell == "required":
+        return PydanticUndefined
+    if cell in ("none", "true", "false"):
+        return {"none": None, "true": True, "false": False}[cell]
+    if re.fullmatch(r"`[^`]*`", cell) and not SETTING.fullmatch(cell.strip("`")):  # not "`kordiam.timeout`"
+        return cell.strip("`")
+    if re.fullmatch(r"\d+(\.\d+)?", cell):
+        return float(cell)
+    return ...
+
+
+def check_default(key: str, field: Any, cell: str) -> str | None:
+    said = literal(cell)
+    if said is ...:
+        return None
+    if said is PydanticUndefined:
+        return None if field.is_required() else f"{key}: said required, has a default {field.default!r}"
+    actual = field.get_default(call_default_factory=True)
+    if isinstance(said, bool):
+        return None if actual is said else f"{key}: {cell} != {actual!r}"
+    if said is None:
+        return None if actual in (None, (), [], {}) else f"{key}: said none, default {actual!r}"
+    if isinstance(said, float):
+        return None if isinstance(actual, int | float) and float(actual) == said else f"{key}: {cell} != {actual!r}"
+    return None if str(actual) == said else f"{key}: {cell} != {actual!r}"
+
+
+def configuration_defaults() -> list[tuple[str, Any, str]]:
+    """(key, field, default cell) of the Configuration table; "`a`, `b`" keys with "x, y" defaults paired."""
+    section = README.split("\n## Configuration\n", 1)[1].split("\n## ", 1)[0]
+    found = []
+    for row in table_rows(section):
+        keys = re.findall(r"`([^`]+)`", row[0])
+        defaults = [part.strip() for part in row[1].split(", ")] if len(keys) > 1 else [row[1]]
+        if len(defaults) == len(keys):
+            found += [(key, setting_field(key), cell) for key, cell in zip(keys, defaults, strict=True)]
+    return found
+
+
+def test_the_configuration_table_gives_the_code_s_defaults() -> None:
+    rows = configuration_defaults()
+    assert len(rows) > 40
+    assert [problem for key, field, cell in rows if (problem := check_default(key, field, cell))] == []
+
+
+def channel_tables() -> dict[str, list[list[str]]]:
+    """Each ``### `type` `` section's `| key | default | … |` rows."""
+    channels = README.split("\n## Channels\n", 1)[1].split("\n## ", 1)[0]
+    return {
+        match.group(1): table_rows(match.group(2))
+        for match in re.finditer(r"^### `([a-z-]+)`[^\n]*\n(.*?)(?=^### |\Z)", channels, re.MULTILINE | re.DOTALL)
+    }
+
+
+def test_every_channel_key_and_default_the_readme_gives_is_the_adapter_s() -> None:
+    tables = channel_tables()
+    types = channel_types()
+    assert set(tables) == set(types)
+    problems = []
+    for kind, rows in tables.items():
+        fields = types[kind].options.model_fields
+        for row in rows:
+            keys = re.findall(r"`([^`]+)`", row[0])
+            defaults = [part.strip() for part in row[1].split(", ")] if len(keys) > 1 else [row[1]]
+            for index, key in enumerate(keys):
+                if key not in fields:
+                    problems.append(f"{kind}: no key {key}")
+                elif len(defaults) == len(keys) and (problem := check_default(key, fields[key], defaults[index])):
+                    problems.append(f"{kind}: {problem}")
+    assert problems == []
+
+
+def test_the_default_check_fails_on_a_stale_default() -> None:
+    field = setting_field("queue.concurrency")
+    assert check_default("queue.concurrency", field, "32") is None
+    assert check_default("queue.concurrency", field, "16") is not None
+    assert check_default("ops.host", setting_field("ops.host"), "`0.0.0.0`") is not None
+    assert check_default("kordiam.base_url", setting_field("kordiam.base_url"), "none") is not None
+
+
+# --- make targets --------------------------------------------------------------------------------------------------
+
+
+def make_targets() -> set[str]:
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    return set(re.findall(r"^([a-z][a-z-]*):", makefile, re.MULTILINE))
+
+
+def test_every_make_target_the_readme_names_exists() -> None:
+    named = set(re.findall(r"`make ([a-z][a-z-]*)", README)) | set(re.findall(r"^make ([a-z][a-z-]*)", README, re.M))
+    assert len(named) > 15
+    assert sorted(named - make_targets()) == []
+    assert "tests" not in make_targets()  # what a stale `make tests` would be checked against
+
+
+# --- command lines -------------------------------------------------------------------------------------------------
+
+
+def subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
+
+
+def command_options(words: list[str]) -> set[str] | None:
+    """The options of the (sub)command the words name (``["dlq", "show"]``), or None if there is no such one."""
+    parser = _parser()
+    for word in words:
+        choices = subcommands(parser)
+        if word not in choices:
+            return None if choices else {option for action in parser._actions for option in action.option_strings}
+        parser = choices[word]
+    if subcommands(parser):
+        return set()  # a command group: `dlq`, `parked`
+    return {option for action in parser._actions for option in action.option_strings}
+
+
+def command_lines() -> list[str]:
+    """Every `kordiam-bridge …` the README shows, in code blocks and in backticks, and its short forms
+    (`` `replay --force` ``, `` `parked requeue --channel NAME` ``)."""
+    commands = "|".join(sorted(subcommands(_parser()), key=len, reverse=True))
+    lines = re.findall(r"kordiam-bridge ([a-z][^`\n#|]*)", README)
+    lines += re.findall(rf"`((?:{commands})(?: [a-z]+)? --[^`]*)`", README)
+    return lines
+
+
+def test_every_command_and_flag_the_readme_shows_exists() -> None:
+    wrong = []
+    lines = command_lines()
+    assert len(lines) > 30
+    for line in lines:
+        words = line.split()
+        names = [word for word in words[:2] if re.fullmatch(r"[a-z][a-z-]*", word)]
+        options = command_options(names[:1]) if names[:1] else None
+        if options is not None and len(names) > 1 and not options:
+            options = command_options(names)  # a group's action: `dlq list`
+        if options is None:
+            # "kordiam-bridge ingress is the URL …", "kordiam-bridge[otel]": prose, not a command line.
+            continue
+        flags = set(re.findall(r"(?<![\w-])(--[a-z][a-z-]*)", line))
+        if unknown := sorted(flags - options):
+            wrong.append(f"kordiam-bridge {line.strip()}: {', '.join(unknown)}")
+    assert wrong == []
+
+
+def test_every_operator_command_takes_config_and_json() -> None:
+    # "Operator commands (all take `--config`; `--json` for machines …)"
+    operator_commands = ("replay", "dlq list", "dlq show", "dlq redrive", "parked list", "parked requeue", "status")
+    for command in [*(words.split() for words in operator_commands), ["element"]]:
+        options = command_options(command)
+        assert options is not None
+        assert {"--config", "--json"} <= options, command
+
+
+def all_options() -> set[str]:
+    """Every option of every kordiam-bridge command."""
+    found: set[str] = set()
+    pending = [_parser()]
+    while pending:
+        parser = pending.pop()
+        found |= {option for action in parser._actions for option in action.option_strings}
+        pending += subcommands(parser).values()
+    return found
+
+
+def test_every_flag_the_readme_quotes_exists() -> None:
+    # A flag in backticks on its own (`--native`, `--scan-limit`): a kordiam-bridge option, or one of the bench's,
+    # the scripts' or the image's (`--workload backlog`, `--upward`, `--build-arg …`).
+    tools = "\n".join(
+        path.read_text(encoding="utf-8")
+        for folder in ("bench", "scripts", "infra")
+        for path in (ROOT / folder).rglob("*")
+        if path.is_file() and path.suffix in (".py", ".sh", "") and "results" not in path.parts
+    )
+    options = all_options()
+    flags = {
+        flag for span in re.findall(r"`(--[^`]*)`", README) for flag in re.findall(r"(?<![\w-])--[a-z][a-z-]*", span)
+    }
+    assert len(flags) > 20
+    assert sorted(flag for flag in flags if flag not in options and not re.search(rf"{flag}\b", tools)) == []
+
+
+def test_the_command_check_fails_on_a_stale_flag() -> None:
+    assert "--element" in (command_options(["dlq", "redrive"]) or set())
+    assert "--elements" not in (command_options(["dlq", "redrive"]) or set())
+    assert command_options(["dlq", "move"]) is None
+    assert "--sample" in all_options()
+    assert "--samples" not in all_options()
+
+
+# --- paths and layers ----------------------------------------------------------------------------------------------
+
+
+def test_every_repository_path_the_readme_names_exists() -> None:
+    # Not /etc/kordiam-bridge/bridge.toml nor a placeholder (bench/results/<date>*.json).
+    paths = re.findall(r"(?<![\w/.-])((?:bridge|tests|scripts|infra|bench|examples)/[\w./-]*[\w/])", README)
+    assert len(paths) > 40
+    assert sorted({path for path in paths if not (ROOT / path).exists()}) == []
+
+
+def test_every_module_the_layout_table_names_exists() -> None:
+    missing = []
+    for folder, what in re.findall(r"^\| `(bridge/[a-z_]+)` \| (.*) \|$", README, re.MULTILINE):
+        for name in re.findall(r"`([a-z_]+(?:\.py|/))`", what):
+            if not (ROOT / folder / name).exists():
+                missing.append(f"{folder}/{name}")
+    assert missing == []
+
+
+def test_the_layers_drawing_is_the_import_contract() -> None:
+    block = re.search(r"### Layers\n.*?```\n(.*?)```", README, re.DOTALL)
+    assert block is not None
+    drawn = [sorted(re.findall(r"bridge(?:\.\w+)?", line.split("  ")[0])) for line in block.group(1).splitlines()]
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    contract = next(c for c in pyproject["tool"]["importlinter"]["contracts"] if c["id"] == "layers")
+    layers = [sorted(re.findall(r"bridge(?:\.\w+)?", layer)) for layer in contract["layers"]]
+    assert drawn == layers
