@@ -33,6 +33,7 @@ from bridge.queue.outcome import Done, Outcome
 from bridge.queue.transport import QueueMessage
 from bridge.state.base import (
     Delivery,
+    DeliveryCounts,
     ElementBusy,
     ElementMark,
     ElementRecord,
@@ -40,6 +41,7 @@ from bridge.state.base import (
     Parked,
     RecordedDelivery,
     StateStore,
+    count_deliveries,
     is_older,
     new_generation,
 )
@@ -179,6 +181,14 @@ class MemoryStateStore:
 
     async def all_deliveries(self) -> list[Delivery]:
         return [d for held in self._deliveries.values() for d in held.values()]
+
+    async def delivery_counts(self, limit: int) -> DeliveryCounts:
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, not {limit}")  # as the real stores refuse it
+        # In process, as SQLite's: counted whole.
+        held = [delivery for by_key in self._deliveries.values() for delivery in by_key.values()]
+        counts = count_deliveries((d.channel, d.element_id, d.live, d.modification_date) for d in held)
+        return DeliveryCounts(counts, complete=True, read=len(held))
 
     async def park(self, element_id: int, channel: str, reason: str, *, since: datetime | None = None) -> None:
         held = self._parks.get((channel, element_id))

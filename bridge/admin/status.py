@@ -10,7 +10,10 @@ Sources, each optional and reported as unavailable rather than failing the comma
   ``maxReceiveCount``, so the main queue is sampled only on request (``sample_main``); the dead-letter queue is
   sampled unless it has a redrive policy of its own.
 - The state store: what was delivered to each channel, the newest Kordiam version synced there, and the elements
-  parked for a channel that refuses the bridge's credentials or is down (``bridge.pipeline.parking``).
+  parked for a channel that refuses the bridge's credentials or is down (``bridge.pipeline.parking``). On
+  DynamoDB the deliveries are counted in the first ``DELIVERY_COUNT_LIMIT`` items of the table only, and said so
+  ("at least"): a Scan of a whole table reads every item, for minutes, with the workers' read capacity, and
+  status may run every minute. The parked counts are a Query of each channel's own partition, always whole.
 - The worker's ops endpoint (``/healthz``, ``/readyz``, ``/metrics``): liveness, readiness, per-channel error
   counters. It shows one worker process; with several, ask each.
 """
@@ -35,7 +38,7 @@ from bridge.errors import AdminError, BridgeError
 from bridge.queue import QueueAdmin, open_queue_admin
 from bridge.queue.transport import PeekedMessage
 from bridge.state import open_state_store
-from bridge.state.base import parked_elsewhere
+from bridge.state.base import ChannelCounts, DeliveryCounts, parked_elsewhere
 
 DEFAULT_SAMPLE = 10
 # Where the broker gives no depth (ActiveMQ over STOMP): the dead letters a status browses to count them.
@@ -43,6 +46,9 @@ BROKER_COUNT_LIMIT = 1000
 OPS_TIMEOUT_SECONDS = 2.0
 # A dead letter older than this, or a backlog whose oldest sampled message is, counts as a problem.
 STALE_SECONDS = 15 * 60
+# The items status reads of a DynamoDB state table to count deliveries: about 50 read capacity units (eventually
+# consistent, deliveries of ~400 bytes), one or two Scan pages. A table this small is counted exactly.
+DELIVERY_COUNT_LIMIT = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +105,13 @@ class StateStatus:
     url: str
     available: bool
     detail: str | None = None
+    # False: the store stopped counting after `items_read` items (DynamoDB, DELIVERY_COUNT_LIMIT); each channel's
+    # deliveries, elements, live and newest version synced are then lower bounds.
+    deliveries_complete: bool = True
+    items_read: int | None = None
+    # All the items in the table (deliveries, marks, leases, parked): DynamoDB's ItemCount, updated about every
+    # six hours; None where the store gives none.
+    table_items_estimate: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,17 +193,17 @@ async def _report(
     configured = {c.name: c.type for c in settings.channels}
     names = list(configured) + sorted(set(store_channels) - set(configured))
     for name in names:
-        stats = store_channels.get(name)
+        stats = store_channels.get(name, _ChannelStats())
         channels.append(
             ChannelHealth(
                 name=name,
                 type=configured.get(name),
                 configured=name in configured,
-                deliveries=stats.deliveries if stats else 0,
-                elements=len(stats.elements) if stats else 0,
-                live=stats.live if stats else 0,
-                latest_synced=stats.latest if stats else None,
-                parked=stats.parked if stats else 0,
+                deliveries=stats.counts.deliveries,
+                elements=stats.counts.elements,
+                live=stats.counts.live,
+                latest_synced=stats.counts.latest,
+                parked=stats.parked,
                 errors=None if errors is None else dict(errors.get(name, {})),
                 failing=failing.get(name),
             )
@@ -273,10 +286,7 @@ def _age(sent_at: datetime | None) -> float | None:
 
 @dataclass
 class _ChannelStats:
-    deliveries: int = 0
-    live: int = 0
-    elements: set[int] = field(default_factory=set)
-    latest: datetime | None = None
+    counts: ChannelCounts = field(default_factory=ChannelCounts)
     parked: int = 0
 
 
@@ -293,7 +303,7 @@ async def _state_status(settings: StatusSettings) -> tuple[StateStatus, dict[str
         return StateStatus(state.url, False, f"cannot open: {type(error).__name__}: {error}"), {}
     channels: dict[str, _ChannelStats] = {}
     try:
-        deliveries = await store.all_deliveries()
+        counts = await store.delivery_counts(DELIVERY_COUNT_LIMIT)
         configured = [channel.name for channel in settings.channels]
         for name in configured:
             channels.setdefault(name, _ChannelStats()).parked = await store.parked_count(name)
@@ -304,17 +314,27 @@ async def _state_status(settings: StatusSettings) -> tuple[StateStatus, dict[str
         return StateStatus(state.url, False, f"cannot read deliveries: {type(error).__name__}: {error}"), {}
     finally:
         await store.close()
-    for delivery in deliveries:
-        stats = channels.setdefault(delivery.channel, _ChannelStats())
-        stats.deliveries += 1
-        stats.live += int(delivery.live)
-        stats.elements.add(delivery.element_id)
-        modified = delivery.modification_date
-        if modified is not None:
-            if modified.tzinfo is None:
-                modified = modified.replace(tzinfo=UTC)
-            stats.latest = modified if stats.latest is None else max(stats.latest, modified)
-    return StateStatus(state.url, True, f"{len(deliveries)} deliveries"), channels
+    for name, channel_counts in counts.channels.items():
+        channels.setdefault(name, _ChannelStats()).counts = channel_counts
+    status = StateStatus(
+        state.url,
+        True,
+        _counted(counts),
+        deliveries_complete=counts.complete,
+        items_read=counts.read,
+        table_items_estimate=counts.table_items,
+    )
+    return status, channels
+
+
+def _counted(counts: DeliveryCounts) -> str:
+    if counts.complete:
+        return f"{counts.deliveries} deliveries"
+    of = f" of ~{counts.table_items} (DynamoDB's ItemCount, updated about every 6 hours)" if counts.table_items else ""
+    return (
+        f"at least {counts.deliveries} deliveries, counted in the first {counts.read}{of} items of the table: the "
+        "deliveries, elements, live and newest version columns are lower bounds (a full count would read every item)"
+    )
 
 
 # bridge_channel_breaker_state's values, as a problem says them (0, closed, is none).
@@ -437,6 +457,8 @@ def render_status(report: StatusReport, console: Console) -> None:
     channels = Table(title=f"Channels (state: {report.state.url})", title_justify="left")
     for column in ("channel", "type", "deliveries", "elements", "live", "newest version synced", "parked", "errors"):
         channels.add_column(column)
+    # A count that stopped early (DynamoDB): each figure is at least what it says.
+    bound = "" if report.state.deliveries_complete else ">="
     for channel in report.channels:
         if channel.errors is None:
             errors = "?"
@@ -447,14 +469,16 @@ def render_status(report: StatusReport, console: Console) -> None:
         channels.add_row(
             channel.name if channel.configured else f"{channel.name} (not configured)",
             channel.type or "-",
-            str(channel.deliveries),
-            str(channel.elements),
-            str(channel.live),
-            channel.latest_synced.isoformat(timespec="seconds") if channel.latest_synced else "-",
+            f"{bound}{channel.deliveries}",
+            f"{bound}{channel.elements}",
+            f"{bound}{channel.live}",
+            f"{bound}{channel.latest_synced.isoformat(timespec='seconds')}" if channel.latest_synced else "-",
             f"[red]{channel.parked}[/red]" if channel.parked else "0",
             errors,
         )
     console.print(channels)
+    if report.state.available and not report.state.deliveries_complete:
+        console.print(f"[yellow]state store:[/yellow] {escape(report.state.detail or '')}")
     if not report.state.available:
         console.print(f"[yellow]state store:[/yellow] {escape(report.state.detail or '')}")
 

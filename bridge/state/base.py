@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Collection, Iterable
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Protocol
 
 from bridge.errors import TransientError
@@ -158,6 +158,58 @@ class ElementRecord:
         return self.mark is not None or bool(self.deliveries)
 
 
+@dataclass(frozen=True, slots=True)
+class ChannelCounts:
+    """What one channel was delivered, as ``StateStore.delivery_counts`` counted it: deliveries (one per
+    publication), how many of them are live, how many elements they belong to, and the newest Kordiam
+    modification date among them (the store keeps no write time)."""
+
+    deliveries: int = 0
+    live: int = 0
+    elements: int = 0
+    latest: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryCounts:
+    """``StateStore.delivery_counts``'s answer. ``complete``: every delivery was counted, the figures are exact.
+    Otherwise the store stopped after reading ``read`` items (not all of them deliveries) and every figure is a
+    lower bound (``latest``: the newest among those read). ``table_items``: the store's own estimate of how many
+    items it holds in all (deliveries, marks, leases and parked elements), when it has one; DynamoDB's
+    ``ItemCount``, which it updates about every six hours."""
+
+    channels: dict[str, ChannelCounts]
+    complete: bool
+    read: int
+    table_items: int | None = None
+
+    @property
+    def deliveries(self) -> int:
+        return sum(counts.deliveries for counts in self.channels.values())
+
+
+@dataclass(slots=True)
+class _Tally:
+    deliveries: int = 0
+    live: int = 0
+    elements: set[int] = field(default_factory=set)
+    latest: datetime | None = None
+
+
+def count_deliveries(deliveries: Iterable[tuple[str, int, bool, datetime | None]]) -> dict[str, ChannelCounts]:
+    """Per channel counts of ``(channel, element_id, live, modification_date)`` (naive dates count as UTC)."""
+    tallies: dict[str, _Tally] = {}
+    for channel, element_id, live, modified in deliveries:
+        tally = tallies.setdefault(channel, _Tally())
+        tally.deliveries += 1
+        tally.live += int(live)
+        tally.elements.add(element_id)
+        if modified is not None:
+            moment = modified.replace(tzinfo=UTC) if modified.tzinfo is None else modified
+            tally.latest = moment if tally.latest is None else max(tally.latest, moment)
+    return {channel: ChannelCounts(t.deliveries, t.live, len(t.elements), t.latest) for channel, t in tallies.items()}
+
+
 def is_older(a: tuple[datetime | None, int | None], b: tuple[datetime | None, int | None]) -> bool:
     """True if Kordiam version ``a`` (modificationDate, version) is strictly older than ``b``."""
     a_date, a_version = a
@@ -221,7 +273,17 @@ class StateStore(Protocol):
         ``read_only``. Changes nothing; an element the store never saw has no mark, no deliveries, no lease."""
         ...
 
-    async def all_deliveries(self) -> list[Delivery]: ...
+    async def all_deliveries(self) -> list[Delivery]:
+        """Every delivery: a read of the whole store (tests and benchmarks; ``status`` asks ``delivery_counts``)."""
+        ...
+
+    async def delivery_counts(self, limit: int) -> DeliveryCounts:
+        """Per channel, what was delivered (``ChannelCounts``), for ``status``, which an operator or a monitor may
+        run every minute: it must stay fast and cheap on a table of hundreds of thousands of deliveries. A store
+        whose reads cost read capacity shared with the workers (DynamoDB) reads at most ``limit`` items and says
+        when it stopped (``complete`` False, the figures lower bounds); one that counts on its own disk (SQLite)
+        counts them all. Served by a store opened ``read_only``; changes nothing."""
+        ...
 
     async def park(self, element_id: int, channel: str, reason: str, *, since: datetime | None = None) -> None:
         """Record that ``channel`` owes ``element_id`` a sync. Parking an element the channel already has parked

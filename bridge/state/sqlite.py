@@ -26,7 +26,9 @@ import structlog
 
 from bridge.errors import ConfigError
 from bridge.state.base import (
+    ChannelCounts,
     Delivery,
+    DeliveryCounts,
     ElementMark,
     ElementRecord,
     HeldLease,
@@ -494,6 +496,19 @@ class SqliteStateStore:
         query = f"SELECT {DELIVERY_COLUMNS} FROM deliveries ORDER BY element_id, channel, publication_id"
         rows = await self._read_on_thread(lambda db: db.execute(query).fetchall())
         return [_delivery(row) for row in rows]
+
+    async def delivery_counts(self, limit: int) -> DeliveryCounts:
+        _check_limit(limit)  # refused as DynamoDB's is, though not needed here
+        # Every delivery, whatever ``limit``: the file is this host's own, no capacity is shared, and one aggregate
+        # on the store's thread counts 300,000 deliveries in well under a second (building each as a ``Delivery``
+        # took seconds and hundreds of MB).
+        query = (
+            "SELECT channel, COUNT(*), SUM(live), COUNT(DISTINCT element_id), MAX(modification_date) "
+            "FROM deliveries GROUP BY channel"
+        )
+        rows = await self._read_on_thread(lambda db: db.execute(query).fetchall())
+        channels = {str(row[0]): ChannelCounts(row[1], int(row[2] or 0), row[3], _parse(row[4])) for row in rows}
+        return DeliveryCounts(channels, complete=True, read=sum(c.deliveries for c in channels.values()))
 
     async def record(self, delivery: Delivery) -> bool:
         # One atomic statement: the update only happens when the stored version is not newer (the same order as

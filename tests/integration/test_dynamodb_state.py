@@ -13,16 +13,20 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from botocore.exceptions import ClientError
 from prometheus_client import REGISTRY
+from rich.console import Console
 from structlog.testing import capture_logs
 
-from bridge.config import Settings, StateSettings
+from bridge import state as state_package
+from bridge.admin import status
+from bridge.config import Settings, StateSettings, StatusSettings
 from bridge.errors import ConfigError, PermanentError, TransientError
 from bridge.state import DynamoDbStateStore, open_state_store
+from bridge.state.base import ElementMark
 from bridge.state.dynamodb import (
     StateAccessRefused,
     StateRejected,
@@ -36,6 +40,7 @@ from bridge.state.dynamodb import (
 from bridge.worker import run_worker
 from tests.support import (
     REGION,
+    T0,
     SimulatorAdmin,
     SqsEndpoint,
     consumer_paused,
@@ -331,6 +336,67 @@ async def test_parking_calls_fail_as_every_other_call_does(
         assert type(raised.value) is kind and isinstance(raised.value, TransientError)
     finally:
         await store.close()
+
+
+# ---- status ----------------------------------------------------------------------------------------------------
+
+
+class ScanCounting(DynamoDbStateStore):
+    """Counts the items every Scan read (``ScannedCount``: what the read capacity is charged for)."""
+
+    scanned: ClassVar[list[int]] = []
+
+    async def _call(self, operation: str, **request: Any) -> dict[str, Any]:
+        response = await super()._call(operation, **request)
+        if operation == "scan":
+            ScanCounting.scanned.append(int(response.get("ScannedCount", 0)))
+        return response
+
+
+async def test_status_reads_a_bounded_part_of_a_large_table(
+    moto_url: str, table: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A newsroom's table holds hundreds of thousands of deliveries; status may run every minute from monitoring.
+    # Scaled down: a table of 300 deliveries (and their marks), a status that may read 100 items.
+    async with opened_stores(functools.partial(DynamoDbStateStore, table, region=REGION, endpoint_url=moto_url)) as s:
+        store = await s()
+        for element_id in range(1, 151):
+            for channel in ("web", "print"):
+                await store.record(delivery(element_id, channel, live=channel == "web"))
+            await store.mark_element(ElementMark(element_id, T0, 1, deleted=False))
+    monkeypatch.setattr(status, "DELIVERY_COUNT_LIMIT", 100)
+    monkeypatch.setattr(state_package, "DynamoDbStateStore", ScanCounting)
+    ScanCounting.scanned = []
+    settings = StatusSettings.model_validate(
+        {
+            "queue": {"url": "https://sqs.eu-central-1.amazonaws.com/123456789012/q", "region": REGION},
+            "state": {"url": f"dynamodb://{table}", "endpoint_url": moto_url, "region": REGION},
+            "channels": [{"name": "web", "type": "folder", "path": "/nowhere", "platforms": [1]}],
+        }
+    )
+
+    state, channels = await status._state_status(settings)
+
+    assert state.available
+    assert 0 < sum(ScanCounting.scanned) <= 100
+    # What it counted is said to be a part: at least so many, and how much it read.
+    web = channels["web"].counts
+    assert 0 < web.deliveries < 150 and web.live == web.deliveries and web.elements == web.deliveries
+    assert not state.deliveries_complete and state.items_read is not None and state.items_read <= 100
+    assert state.detail is not None and "at least" in state.detail and "first 100" in state.detail
+    report = status.StatusReport(
+        datetime.now(UTC),
+        status.QueueStatus("queue", "q"),
+        status.QueueStatus("dead-letter queue", "dlq"),
+        state,
+        [status.ChannelHealth("web", "folder", True, deliveries=web.deliveries, elements=web.elements)],
+        status.WorkerHealth(None, False),
+    )
+    console = Console(record=True, width=200)
+    status.render_status(report, console)
+    text = console.export_text()
+    assert f">={web.deliveries}" in text and "at least" in text
+    assert not [p for p in report.problems if "state" in p]  # a partial count is no problem
 
 
 # ---- errors ----------------------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from bridge.state import DynamoDbStateStore, SqliteStateStore
-from bridge.state.base import ElementBusy, ElementMark, StateStore, is_older
+from bridge.state.base import ChannelCounts, ElementBusy, ElementMark, StateStore, is_older
 from bridge.state.dynamodb import create_table
 from bridge.state.leases import LeaseOwner
 from tests.support import REGION, T0, delivery, opened_stores
@@ -420,6 +420,45 @@ async def test_forget_and_all_deliveries(stores: StoreFactory) -> None:
     await store.forget(2, "web", 99)  # nothing there: no error
     assert [d.publication_id for d in await other.deliveries(2)] == [21]
     assert len(await other.all_deliveries()) == 3
+
+
+async def test_delivery_counts_per_channel(stores: StoreFactory) -> None:
+    store = await stores()
+    other = await stores()
+    later = T0 + timedelta(hours=1)
+    for element, channel, publication, live, modified in [
+        (1, "web", 10, True, T0),
+        (1, "web", 11, False, later),  # a second publication of the same element: one element, two deliveries
+        (2, "web", 20, True, T0),
+        (2, "print", 21, False, None),
+    ]:
+        assert await store.record(delivery(element, channel, publication, live=live, modification_date=modified))
+    await store.mark_element(ElementMark(2, T0, 1, deleted=False))
+    await store.park(3, "newsletter", "401")
+    async with store.lease(2):  # marks, leases and parked elements are no deliveries
+        counts = await other.delivery_counts(limit=1000)
+    assert counts.complete and counts.deliveries == 4
+    assert counts.channels == {
+        "web": ChannelCounts(deliveries=3, live=2, elements=2, latest=later),
+        "print": ChannelCounts(deliveries=1, live=0, elements=1, latest=None),
+    }
+    assert (await (await stores()).delivery_counts(limit=1000)).channels == counts.channels  # the lease given back
+
+
+async def test_delivery_counts_that_stop_early_say_so_and_are_lower_bounds(stores: StoreFactory) -> None:
+    store = await stores()
+    for element in range(1, 21):
+        await store.record(delivery(element, "web", element * 10, live=True))
+        await store.mark_element(ElementMark(element, T0, 1, deleted=False))
+    counts = await store.delivery_counts(limit=5)
+    web = counts.channels.get("web", ChannelCounts())
+    if counts.complete:  # a store that counts on its own disk counts them all (SQLite)
+        assert (web.deliveries, web.live, web.elements) == (20, 20, 20)
+    else:  # one whose reads cost shared capacity stopped after the limit (DynamoDB)
+        assert counts.read <= 5 and web.deliveries <= counts.read
+        assert web.live == web.deliveries == web.elements and web.deliveries < 20
+    with pytest.raises(ValueError, match="limit"):
+        await store.delivery_counts(limit=0)
 
 
 async def test_deliveries_are_found_by_their_external_id(stores: StoreFactory) -> None:

@@ -29,6 +29,7 @@ from bridge.queue.transport import QueueInfo, QueueMessage
 from bridge.retry import RetryPolicy
 from bridge.state.base import (
     Delivery,
+    DeliveryCounts,
     ElementBusy,
     ElementMark,
     ElementRecord,
@@ -37,6 +38,7 @@ from bridge.state.base import (
     Parked,
     RecordedDelivery,
     StateUnavailable,
+    count_deliveries,
     is_older,
     new_generation,
 )
@@ -255,6 +257,13 @@ class MemoryStateStore:
 
     async def all_deliveries(self) -> list[Delivery]:
         return list(self.rows.values())
+
+    async def delivery_counts(self, limit: int) -> DeliveryCounts:
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, not {limit}")  # as the real stores refuse it
+        held = list(self.rows.values())  # in process, as SQLite's: counted whole
+        counts = count_deliveries((d.channel, d.element_id, d.live, d.modification_date) for d in held)
+        return DeliveryCounts(counts, complete=True, read=len(held))
 
     async def park(self, element_id: int, channel: str, reason: str, *, since: datetime | None = None) -> None:
         held = self.parks.get((channel, element_id))
