@@ -608,6 +608,9 @@ class PlatformReceiver(Section):
 
 
 class IngressSettings(Section):
+    """``[ingress]``: where ``kordiam-bridge ingress`` listens, its receivers, and what one client or all of them may
+    hold of it."""
+
     host: str = "127.0.0.1"
     port: Int = Field(default=8780, ge=0, le=65535)
     global_export: GlobalExportReceiver | None = None
@@ -621,6 +624,15 @@ class IngressSettings(Section):
     trusted_proxies: tuple[IPvAnyNetwork, ...] = ()
     # Longest wait for the queue to confirm a send before answering 503 (Kordiam then retries).
     enqueue_timeout_seconds: Float = Field(default=5.0, gt=0, le=60)
+    # Calls in progress at once (their body being read, their message being sent); one more is answered 503 with
+    # Retry-After at once (Kordiam retries) rather than queued without bound. 64: twice the 32 clients that never
+    # pause of the ingress benchmark, so its measured load is never refused; and 64 bodies of max_body_bytes (4 MiB)
+    # are 256 MiB, half of the Terraform module's default ingress task (512 MiB).
+    max_concurrent_requests: Int = Field(default=64, ge=1, le=100_000)
+    # Longest a call's body may take to arrive once its head has, else 408 and its slot is free again: a client
+    # trickling its body cannot hold one of max_concurrent_requests. 10 s: Kordiam's largest element (about 1.1 MB)
+    # at 1 Mbit/s; a whole max_body_bytes at 3.4 Mbit/s.
+    body_timeout_seconds: Float = Field(default=10.0, gt=0, le=300)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     _host = field_validator("host")(listen_host)

@@ -2,7 +2,10 @@
 
 Every answer is JSON and carries ``X-Request-Id`` (the caller's, when it sent a sane one); every request is logged
 once with that id, the route and the status; an unexpected error answers 500 without internals. Bodies above
-``ingress.max_body_bytes`` get 413 before they are read; a client above its rate gets 429 with ``Retry-After``.
+``ingress.max_body_bytes`` get 413 before they are read; a client above its rate gets 429 with ``Retry-After``; a
+call beyond ``ingress.max_concurrent_requests`` in progress gets 503 with ``Retry-After`` at once; a body later than
+``ingress.body_timeout_seconds`` gets 408; a connection without a whole request head within
+``IngressServer.keepalive_timeout`` of its opening or its last answer is closed.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from bridge.config import ApiKeyCheck, IngressCommandSettings, IngressSettings
 from bridge.errors import ConfigError
 from bridge.ingress import metrics
 from bridge.ingress.auth import KeyExchange, TokenIssuer, credential_check
-from bridge.ingress.common import ENQUEUED, RECHECK_SECONDS, Enqueuer, log, problem
+from bridge.ingress.common import BODY_DEADLINE, ENQUEUED, RECHECK_SECONDS, Enqueuer, log, problem, retry_later
 from bridge.ingress.global_export import GlobalExportReceiver
 from bridge.ingress.lookup import ElementLookup
 from bridge.ingress.platform import PlatformReceiver
@@ -39,6 +42,30 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 CLIENT = web.RequestKey("client", str)
 # At most this many clients' buckets are kept (the least recently seen go first, as if full again).
 _MAX_BUCKETS = 10_000
+_UNCAPPED = ("/healthz", "/readyz", "/metrics")
+
+
+@dataclass(slots=True)
+class Capacity:
+    """How many calls are in progress, of at most ``limit``; a refusal is counted, and logged in one line at most
+    once per ``RECHECK_SECONDS`` (with the refusals since the last line), so a flood does not flood the log too."""
+
+    limit: int
+    in_progress: int = 0
+    _refused: int = 0
+    _logged_at: float = float("-inf")
+
+    def refuse(self) -> web.Response:
+        metrics.OVER_CAPACITY.inc()
+        self._refused += 1
+        now = time.monotonic()
+        if now - self._logged_at >= RECHECK_SECONDS:
+            log.warning("ingress_over_capacity", max_concurrent_requests=self.limit, refused=self._refused)
+            self._logged_at, self._refused = now, 0
+        return retry_later(f"ingress at capacity (ingress.max_concurrent_requests = {self.limit}), retry later")
+
+
+CAPACITY = web.AppKey("capacity", Capacity)
 
 
 @dataclass(slots=True)
@@ -99,9 +126,12 @@ def build_app(
     enqueuer = Enqueuer(transport, settings.enqueue_timeout_seconds)
     lookup = ElementLookup(state, main_channel)
     limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
+    capacity = Capacity(settings.max_concurrent_requests)
     app = web.Application(
-        client_max_size=settings.max_body_bytes, middlewares=[_request_log, _errors, _limits(limiter, settings)]
+        client_max_size=settings.max_body_bytes,
+        middlewares=[_request_log, _errors, _limits(limiter, capacity, settings)],
     )
+    app[CAPACITY] = capacity
     routes: list[web.RouteDef] = []
     if settings.global_export is not None:
         receiver = settings.global_export
@@ -179,10 +209,12 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return problem(500, "internal error; the call was not taken, retry later")
 
 
-def _limits(limiter: RateLimiter, settings: IngressSettings) -> Callable[..., Awaitable[web.StreamResponse]]:
+def _limits(
+    limiter: RateLimiter, capacity: Capacity, settings: IngressSettings
+) -> Callable[..., Awaitable[web.StreamResponse]]:
     @web.middleware
     async def limits(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path in ("/healthz", "/readyz", "/metrics"):
+        if request.path in _UNCAPPED:  # a load balancer's probe must not fail because the receivers are busy
             return await handler(request)
         if request.content_length is not None and request.content_length > settings.max_body_bytes:
             return problem(413, f"body larger than ingress.max_body_bytes ({settings.max_body_bytes} bytes)")
@@ -192,7 +224,16 @@ def _limits(limiter: RateLimiter, settings: IngressSettings) -> Callable[..., Aw
             answer = problem(429, "too many requests from this client; retry later")
             answer.headers["Retry-After"] = str(limiter.retry_after())
             return answer
-        return await handler(request)
+        if capacity.in_progress >= capacity.limit:
+            return capacity.refuse()
+        request[BODY_DEADLINE] = asyncio.get_running_loop().time() + settings.body_timeout_seconds
+        capacity.in_progress += 1
+        metrics.IN_PROGRESS.inc()
+        try:
+            return await handler(request)
+        finally:
+            capacity.in_progress -= 1
+            metrics.IN_PROGRESS.dec()
 
     return limits
 
@@ -202,6 +243,12 @@ class IngressServer:
     finishes the calls in progress (``shutdown_timeout`` seconds at most) and closes."""
 
     shutdown_timeout: ClassVar[float] = 10.0
+    # aiohttp closes a connection that has not sent a whole request head this long after it opened or after its
+    # last answer: it bounds a head sent byte by byte (which holds no call slot, but a socket and its buffer) and an
+    # idle keep-alive connection (aiohttp's own default is an hour). Longer than the 60 s idle timeout of the
+    # Terraform module's load balancer, as AWS asks of its targets: the balancer, not the ingress, closes an idle
+    # connection, so it never sends a call down one the ingress is closing (a 502 to Kordiam).
+    keepalive_timeout: ClassVar[float] = 75.0
 
     def __init__(self, app: web.Application, host: str, port: int) -> None:
         self._app = app
@@ -210,7 +257,12 @@ class IngressServer:
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
-        self._runner = web.AppRunner(self._app, access_log=None, shutdown_timeout=self.shutdown_timeout)
+        self._runner = web.AppRunner(
+            self._app,
+            access_log=None,
+            shutdown_timeout=self.shutdown_timeout,
+            keepalive_timeout=self.keepalive_timeout,
+        )
         await self._runner.setup()
         try:
             await web.TCPSite(self._runner, self._host, self.port).start()

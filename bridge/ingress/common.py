@@ -37,6 +37,8 @@ MAX_TOKEN_REQUEST_BYTES = 4096
 _NON_CHARACTERS = str.maketrans({"\ufffe": "\\ufffe", "\uffff": "\\uffff"})
 # What a call enqueued (element id, event, message id), for its one ``ingress_request`` log line.
 ENQUEUED = web.RequestKey("enqueued", dict[str, Any])
+# When (the event loop's clock) a call's body must have arrived: its head's arrival + ingress.body_timeout_seconds.
+BODY_DEADLINE = web.RequestKey("body_deadline", float)
 
 
 class QueueUnavailable(Exception):
@@ -102,6 +104,14 @@ class Enqueuer:
         raise QueueUnavailable from cause
 
 
+def body_too_slow() -> web.Response:
+    """The 408 for a body that did not arrive by ``BODY_DEADLINE``; the connection is closed after it."""
+    metrics.BODY_TIMEOUTS.inc()
+    answer = problem(408, "body not received within ingress.body_timeout_seconds")
+    answer.force_close()  # the rest of that body is not waited for on this connection
+    return answer
+
+
 def retry_later(message: str) -> web.Response:
     """Every 503 of a call: the reason, and ``Retry-After: RECHECK_SECONDS`` (Kordiam retries)."""
     answer = problem(503, message)
@@ -130,7 +140,11 @@ async def json_object(request: web.Request, what: str) -> tuple[str, dict[str, A
     object Kordiam sends in the message."""
     if request.content_type not in JSON_TYPES and not request.content_type.endswith("+json"):
         return problem(415, f"Content-Type must be application/json, not {request.content_type or 'missing'}")
-    raw = await request.read()
+    try:
+        async with asyncio.timeout_at(request.get(BODY_DEADLINE)):
+            raw = await request.read()
+    except TimeoutError:
+        return body_too_slow()
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as error:
@@ -229,8 +243,8 @@ def token_route(path: str, exchange: KeyExchange, receiver: str, name: str) -> w
         # The caller is not authenticated yet: with a Basic header the body is not needed (Basic wins), and a form
         # is a few short fields, so no more than MAX_TOKEN_REQUEST_BYTES is read, rather than max_body_bytes.
         body = b"" if basic_credentials(request.headers) is not None else await _small_body(request)
-        if body is None:
-            return problem(413, f"a token request's body is at most {MAX_TOKEN_REQUEST_BYTES} bytes")
+        if isinstance(body, web.Response):
+            return body
         answer = exchange.exchange(request.headers, body)
         if answer is None:
             metrics.AUTH_FAILURES.labels(receiver).inc()
@@ -241,13 +255,19 @@ def token_route(path: str, exchange: KeyExchange, receiver: str, name: str) -> w
     return web.post(path, issue_token, name=name)
 
 
-async def _small_body(request: web.Request) -> bytes | None:
-    """The body, or None (nothing more read) once it is longer than ``MAX_TOKEN_REQUEST_BYTES``."""
+async def _small_body(request: web.Request) -> bytes | web.Response:
+    """The body; or the 413 (nothing more read) once it is longer than ``MAX_TOKEN_REQUEST_BYTES``, or the 408 once
+    it is late."""
+    too_large = problem(413, f"a token request's body is at most {MAX_TOKEN_REQUEST_BYTES} bytes")
     if request.content_length is not None and request.content_length > MAX_TOKEN_REQUEST_BYTES:
-        return None
+        return too_large
     body = bytearray()
-    async for chunk in request.content.iter_any():
-        body += chunk
-        if len(body) > MAX_TOKEN_REQUEST_BYTES:
-            return None
+    try:
+        async with asyncio.timeout_at(request.get(BODY_DEADLINE)):
+            async for chunk in request.content.iter_any():
+                body += chunk
+                if len(body) > MAX_TOKEN_REQUEST_BYTES:
+                    return too_large
+    except TimeoutError:
+        return body_too_slow()
     return bytes(body)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 REQUESTS = Counter("bridge_ingress_requests", "Webhook calls answered, by route and HTTP status", ["route", "status"])
 ENQUEUE_SECONDS = Histogram(
@@ -20,3 +20,10 @@ BODIES_TRIMMED = Counter(
     "bridge_ingress_bodies_trimmed",
     "Element calls whose body was larger than the queue takes, enqueued as the element id and event only",
 )
+IN_PROGRESS = Gauge(
+    "bridge_ingress_requests_in_progress", "Webhook calls in progress (at most max_concurrent_requests)"
+)
+OVER_CAPACITY = Counter(
+    "bridge_ingress_over_capacity", "Calls answered 503 because max_concurrent_requests calls were in progress"
+)
+BODY_TIMEOUTS = Counter("bridge_ingress_body_timeouts", "Calls answered 408: the body took over body_timeout_seconds")
