@@ -31,6 +31,9 @@ recipients.list_id          ``list_id``
 content (``html``)          a small HTML e-mail: the headline, the byline, the lead, the text task's HTML through
                             nh3 (no script/style/iframe/forms, no event handlers, only http/https/mailto/tel
                             links), then ``footer_html``
+merge tags                  the story's own ``*|…|*`` are not expanded: in its HTML every ``*`` and ``|`` is a
+                            character reference (``&#42;``, ``&#124;``); in the subject and preview, plain text,
+                            an invisible zero-width non-joiner parts each ``*|``. ``footer_html``'s tags work.
 schedule_time               ``publication.scheduled_at()`` rounded UP to the next quarter hour (Mailchimp sends
                             only at :00, :15, :30 and :45), as ISO 8601 UTC. No date and time, a time that has
                             passed, one less than a minute away once rounded, or one more than a year ahead
@@ -229,6 +232,29 @@ class CampaignPlan:
     send_at: dt.datetime | None
 
 
+def literal_html(fragment: str) -> str:
+    """The story's HTML with every ``*`` and ``|`` written as a character reference.
+
+    Mailchimp expands a merge tag (``*|FNAME|*``, ``*|UNSUB|*``, ``*|IF:…|*``; in links also ``*%7CFNAME%7C*``)
+    wherever its source holds one, at send time. A story writing that syntax must reach the reader as written,
+    so its source holds neither character; a mail client decodes ``&#42;``/``&#124;`` back, in text and in
+    attribute values alike. Only for the story's parts: the operator's ``footer_html`` keeps its tags.
+    """
+    return fragment.replace("*", "&#42;").replace("|", "&#124;")
+
+
+_MERGE_OPENER = re.compile(r"\*(?=\||%7c)", re.IGNORECASE)
+
+
+def literal_text(text: str) -> str:
+    """Plain text (subject, preview) with each merge-tag opener parted by a zero-width non-joiner: ``*‌|``.
+
+    Plain text has no character references. The non-joiner is invisible (mail senders pad preview text with it),
+    so the reader sees ``*|FNAME|*`` as written, and Mailchimp no longer finds an opener to expand.
+    """
+    return _MERGE_OPENER.sub("*\u200c", text)
+
+
 def map_campaign(element: Element, publication: Publication, *, footer_html: str, now: dt.datetime) -> CampaignPlan:
     text = element.text_task_for(publication)
     content = text.content if text else None
@@ -238,26 +264,30 @@ def map_campaign(element: Element, publication: Publication, *, footer_html: str
     subject = shorten(headline, SUBJECT_MAX)
     marker = " " + campaign_mark(element.id, publication.id)
     settings = {
-        "subject_line": subject,
-        "preview_text": shorten(lead, PREVIEW_MAX),
+        # Parted before they are cut, so the cut keeps them within Mailchimp's limit.
+        "subject_line": shorten(literal_text(headline), SUBJECT_MAX),
+        "preview_text": shorten(literal_text(lead), PREVIEW_MAX),
+        # Only the operator sees the title (Mailchimp expands nothing in it), and its mark is searched for as is.
         "title": shorten(subject, TITLE_MAX - len(marker)) + marker,
     }
     author = plain_text(text.assignee.display_name if text and text.assignee else None)
-    parts = [
+    story = [f"<h1>{html.escape(headline)}</h1>\n"]
+    if author:
+        story.append(f'<p style="color:#666666">{html.escape(author)}</p>\n')
+    if lead:
+        story.append(f"<p><strong>{html.escape(lead)}</strong></p>\n")
+    if content and content.text:
+        story.append(sanitize_html(without_surrogates(content.text), BODY_HTML) + "\n")
+    page = (
         '<!DOCTYPE html>\n<html><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{html.escape(subject)}</title></head>\n"
-        '<body style="font-family:Georgia,serif;max-width:640px;margin:0 auto;padding:16px">\n',
-        f"<h1>{html.escape(headline)}</h1>\n",
-    ]
-    if author:
-        parts.append(f'<p style="color:#666666">{html.escape(author)}</p>\n')
-    if lead:
-        parts.append(f"<p><strong>{html.escape(lead)}</strong></p>\n")
-    if content and content.text:
-        parts.append(sanitize_html(without_surrogates(content.text), BODY_HTML) + "\n")
-    parts.append(footer_html + "\n</body></html>\n")
-    return CampaignPlan(settings, "".join(parts), plan_schedule(publication.scheduled_at(), now))
+        f"<title>{literal_html(html.escape(subject))}</title></head>\n"
+        '<body style="font-family:Georgia,serif;max-width:640px;margin:0 auto;padding:16px">\n'
+        + literal_html("".join(story))
+        + footer_html
+        + "\n</body></html>\n"
+    )
+    return CampaignPlan(settings, page, plan_schedule(publication.scheduled_at(), now))
 
 
 def campaign_mark(element_id: int, publication_id: int) -> str:

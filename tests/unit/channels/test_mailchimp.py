@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import html
 import json
 from pathlib import Path
 from typing import Any
@@ -166,6 +167,37 @@ def test_hostile_body_is_sanitised() -> None:
     for forbidden in ("alert", "onclick", "onerror", "javascript", "<iframe", "<style", "<form", "<input"):
         assert forbidden not in plan.html
     assert "<p>😀 Grüße</p>" in plan.html and '<img src="x">' in plan.html
+
+
+def test_merge_tag_syntax_in_the_story_reaches_the_reader_literally() -> None:
+    # Mailchimp expands *|TAG|* (and *%7CTAG%7C* in links) wherever it appears in the source it is sent; only the
+    # operator's footer may use them. Before: the story's tags were sent as written and expanded at send time.
+    value = element(
+        headline="How *|FNAME|* works",
+        lead="Write *|IF:VIP|*hi*|END:IF|*",
+        text='<p>Use *|UNSUB|* <a href="*|UNSUB|*">u</a> <a href="https://x.example/?e=*%7CEMAIL%7C*">e</a></p>',
+    )
+    plan = map_campaign(value, value.publications[0], footer_html=DEFAULT_FOOTER, now=NOW)
+    story_html, footer = plan.html.split(DEFAULT_FOOTER)
+    for opener in ("*|", "*%7C", "*%7c"):
+        assert opener not in story_html
+    assert footer == "\n</body></html>\n" and "*|UNSUB|*" in DEFAULT_FOOTER
+    # What a mail client shows (character references decoded) is the story as written.
+    shown = html.unescape(story_html)
+    assert "<h1>How *|FNAME|* works</h1>" in shown and "<title>How *|FNAME|* works</title>" in shown
+    assert "Write *|IF:VIP|*hi*|END:IF|*" in shown and "<p>Use *|UNSUB|* " in shown
+    assert '<a href="*|UNSUB|*">' in shown and '<a href="https://x.example/?e=*%7CEMAIL%7C*">' in shown
+    # Subject and preview are plain text: an invisible zero-width non-joiner parts each opener.
+    subject, preview = plan.settings["subject_line"], plan.settings["preview_text"]
+    assert "*|" not in subject + preview
+    assert subject == "How *\u200c|FNAME|* works" and preview == "Write *\u200c|IF:VIP|*hi*\u200c|END:IF|*"
+    assert plan.settings["title"] == "How *|FNAME|* works [Kordiam 4711/813]", "the title is never sent"
+
+
+def test_an_opener_at_the_subjects_limit_is_parted_before_it_is_cut() -> None:
+    value = element(headline="x" * 147 + "*|FNAME|*")
+    subject = map_campaign(value, value.publications[0], footer_html="", now=NOW).settings["subject_line"]
+    assert len(subject) <= 150 and "*|" not in subject
 
 
 def test_no_date_or_time_means_no_schedule() -> None:
