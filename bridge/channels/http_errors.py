@@ -5,10 +5,15 @@ and 5xx → ``ChannelUnavailable`` with the server's ``Retry-After``; 401 → ``
 ``ChannelRejected``, both telling the operator which setting to check; a 3xx (the bridge does not follow
 redirects) → ``ChannelRejected`` with where it pointed; any other 4xx → ``ChannelRejected`` with the server's own
 message. A body that should be JSON and is not → ``ChannelRejected``.
+
+"Gone" (``item_gone``): a 404 counts as the receiver saying its item does not exist only when the receiver's own
+application wrote it; anything else in front of it (a proxy, a web server, a router without the route) answers 404
+too, and taking that for "gone" would forget an item that stays online. See ``item_gone``.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from bridge.errors import BridgeError, ChannelCredentialsRefused, ChannelRejected, ChannelUnavailable
@@ -96,3 +101,51 @@ def response_json(response: HttpResponse, label: str, action: str) -> Any:
         raise ChannelRejected(
             f"{label}: {action}: HTTP {response.status_code} with something that is not JSON ({kind}: {start!r})"
         ) from None
+
+
+# The answer of a router that has no such route, whatever the item: WordPress (the connector plugin deactivated,
+# or ``url`` wrong under /wp-json/), Kordiam's API, and the usual wording of web frameworks' defaults.
+_NO_ROUTE = re.compile(
+    r"rest_no_route|endpoint-not-found|\bno route\b|\broute\b.*\bnot found\b|\bno handler\b|\bno static resource\b",
+    re.IGNORECASE,
+)
+_SAYING_KEYS = ("type", "code", "error", "message", "detail", "title", "error_description")
+_BARE_NOT_FOUND = frozenset({"not found", "404", "404 not found", "not_found", "notfound", "resource not found"})
+
+
+def item_gone(response: HttpResponse) -> bool:
+    """Whether a 404/410 to a request on one item says that item does not exist (so "already deleted" is true).
+
+    Neither protocol (seeds 001 and 002) documents a "not found" answer, so the evidence is the answer itself:
+    410 Gone; or a 404 whose body is a JSON object (the receiver's application answered, not a proxy's page or an
+    empty answer) that says more than "Not Found" (a framework's default for a path it does not route) and does
+    not say that no route matched (``rest_no_route``, ``endpoint-not-found``, "No route …"). Any other 404 is a
+    failed call (``not_gone_error``): the receiver may never have seen it.
+    """
+    if response.status_code == 410:
+        return True
+    if response.status_code != 404:
+        return False
+    try:
+        body = response.json()
+    except ValueError:
+        return False
+    if not isinstance(body, dict):
+        return False
+    # What it says, not where or when (a framework's default names the path and a timestamp beside "Not Found").
+    said = (body.get(key) for key in _SAYING_KEYS)
+    words = [value.strip() for value in said if isinstance(value, str) and value.strip()]
+    if any(_NO_ROUTE.search(word) for word in words):
+        return False
+    return any(word.casefold().rstrip(".!") not in _BARE_NOT_FOUND for word in words)
+
+
+def not_gone_error(response: HttpResponse, label: str, action: str) -> ChannelUnavailable:
+    """The error for a 404 that is not the receiver's word on the item (``item_gone``): retried, as the call may
+    not have reached the receiver; if it never does, the message's normal failure path names it."""
+    said = server_message(response)
+    return ChannelUnavailable(
+        f"{label}: {action}: HTTP {response.status_code} {said} — not the receiver saying the item is gone "
+        "(a proxy's or web server's page, an empty answer, or no such route): check url, and that the receiver "
+        "serves it"
+    )

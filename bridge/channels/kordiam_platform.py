@@ -56,10 +56,12 @@ assignments), all the element's ``tasks`` (``kordiam_v1.v1_task``, with ``conten
 them: a task's ``cost`` and ``files``.
 
 Upsert: with an external id ``PUT``; a 404 there (deleted in the CMS) creates it again with ``POST`` and returns
-the new id. Delete: ``DELETE``; a 404 counts as deleted. Errors as ``kordiam-webhook``: 401/403 →
-``ChannelRejected`` naming the channel (after one token refresh when a cached token was refused); other 4xx →
-``ChannelRejected`` with the connector's message; 408/409/425/429, 5xx, timeouts, connection errors →
-``ChannelUnavailable`` with ``Retry-After``. Nothing else is retried in-process: the queue retries.
+the new id. Delete: ``DELETE``; a 404 counts as deleted. Either 404 only on the connector's word (410, or a JSON
+404 that is not "no route": ``http_errors.item_gone``); any other 404 is ``ChannelUnavailable`` and retried. Errors
+as ``kordiam-webhook``: 401/403 → ``ChannelRejected`` naming the channel (after one token refresh when a cached
+token was refused); other 4xx → ``ChannelRejected`` with the connector's message; 408/409/425/429, 5xx, timeouts,
+connection errors → ``ChannelUnavailable`` with ``Retry-After``. Nothing else is retried in-process: the queue
+retries.
 """
 
 from __future__ import annotations
@@ -74,7 +76,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from bridge.channels.auth import ProtocolHttp, TokenSource, answer_id, http_url
 from bridge.channels.base import Channel, ChannelContext, ChannelResult
-from bridge.channels.http_errors import response_json, said_instead
+from bridge.channels.http_errors import item_gone, not_gone_error, response_json, said_instead
 from bridge.channels.kordiam_v1 import compact, result_links, v1_custom_field, v1_publication, v1_task
 from bridge.config import ChannelSettings, ChannelTimeout, Int, StatusSelector, secret_not_empty
 from bridge.digits import ascii_digits
@@ -189,7 +191,8 @@ class KordiamPlatformChannel:
     """Kordiam's Platform integration protocol: one remote item per publication, its id the external id.
 
     Upsert ``PUT``s the known id, and ``POST``s when there is none or the CMS answers 404 (deleted there); delete
-    treats 404 as done. The statuses the channel uses are sent once per process before the first write. Raises
+    treats 404 as done; either only when the 404 is the CMS's word (``item_gone``). The statuses the channel uses
+    are sent once per process before the first write. Raises
     ``ChannelRejected`` (401/403 after one token refresh, other 4xx, an answer without an id) and
     ``ChannelUnavailable`` (408/409/425/429, 5xx, unreachable), as the module docstring lists.
 
@@ -240,6 +243,8 @@ class KordiamPlatformChannel:
         if cms_id is not None:
             action = f"updating publication {publication.id} of element {element.id} as {cms_id}"
             response = await self._http.request("PUT", self._publication_url(cms_id), action, body)
+            if response.status_code in (404, 410) and not item_gone(response):
+                raise not_gone_error(response, self._label, action)  # creating one would make a second
             if response.status_code in (404, 410):
                 log.info("kordiam_platform.publication_gone", channel=self.name, publication=publication.id, cms=cms_id)
                 body["post_id"] = None
@@ -266,6 +271,9 @@ class KordiamPlatformChannel:
         await self._send_statuses()
         action = f"deleting publication {publication_id} of element {element_id} ({cms_id})"
         response = await self._http.request("DELETE", self._publication_url(cms_id), action)
+        if response.status_code in (404, 410) and not item_gone(response):
+            # Not the connector's word: forgetting the delivery would leave the publication online, unretracted.
+            raise not_gone_error(response, self._label, action)
         if not (response.is_success or response.status_code in (404, 410)):
             raise self._http.error(response, action)
 

@@ -54,13 +54,15 @@ element, and every one of them reports that element's id as its external id:
   ``main = true``, the id Kordiam's ``externalElement`` holds (the bridge links the element to the main
   channel's item, as Kordiam's Global Export itself does). Each known id is tried with ``PUT`` until one is
   not answered 404; with none left (all deleted in the CMS, or none known) the element is created with
-  ``POST`` and the new id returned. So the first routed publication of an element creates it and the others,
-  handled after it in the same sync, update it; and after a re-creation a publication whose recorded id is
-  the old one still reaches the new element.
+  ``POST`` and the new id returned. "Answered 404" means the receiver's word (``http_errors.item_gone``); any other
+  404 fails the call as unavailable, so a wrong ``url`` or a proxy never makes a second element. So the first
+  routed publication of an element creates it and the others, handled after it in the same sync, update it; and
+  after a re-creation a publication whose recorded id is the old one still reaches the new element.
 - ``delete`` for one publication: if other publications of the element are still on this channel (as far as
   this process has seen: those it exported, and those it held that are still on its platforms), the remote
   element is kept and ``PUT`` without that publication; for the last one, ``DELETE``. So deleting a story
-  sends one ``PUT`` per publication but the last, then one ``DELETE``. A 404 on ``DELETE`` counts as deleted.
+  sends one ``PUT`` per publication but the last, then one ``DELETE``. A 410, or a 404 that is the receiver's
+  word (``item_gone``), on ``DELETE`` counts as deleted; any other 404 is ``ChannelUnavailable`` and retried.
 
 After a restart (the memory is per process) or on another worker, this memory is empty; the sync engine
 covers both cases: it passes an element-level channel the external id it holds for any publication of the
@@ -71,7 +73,8 @@ no longer lets through (the story is not deleted and the sibling stands on the e
 ``DELETE``).
 
 Errors: 401/403 → ``ChannelRejected`` naming the channel and the keys to check; 400/404/422 and other 4xx →
-``ChannelRejected`` with the receiver's message; 408/409/425/429, 5xx, timeouts and connection errors →
+``ChannelRejected`` with the receiver's message (a 404 for an element's id that is not the receiver's word:
+``ChannelUnavailable``); 408/409/425/429, 5xx, timeouts and connection errors →
 ``ChannelUnavailable`` (with ``Retry-After``). Nothing is retried in-process: the queue retries. A ``POST``
 whose answer has no id is rejected: the bridge could not link the element (Kordiam itself would then send
 ``PUT /element/null``). A ``PUT``'s answer is read only when it is JSON (an id or links in it are used): Kordiam
@@ -97,7 +100,7 @@ from bridge.channels.auth import (
     webhook_authenticator,
 )
 from bridge.channels.base import Channel, ChannelContext, ChannelResult
-from bridge.channels.http_errors import response_json, said_instead
+from bridge.channels.http_errors import item_gone, not_gone_error, response_json, said_instead
 from bridge.channels.kordiam_v1 import (
     compact,
     result_links,
@@ -200,12 +203,12 @@ class RemoteElement:
 class KordiamWebhookChannel:
     """Kordiam's Global Export protocol: ONE remote element per Kordiam element (hence ``element_scoped``).
 
-    Every publication of an element on the channel reports the same remote id. Upsert ``PUT``s each known id
-    (this process's memory, the passed external id, with ``main`` Kordiam's ``externalElement``) until one is
-    not 404, else ``POST``s; delete ``PUT``s the element without the publication while siblings remain, then
-    ``DELETE``s (404 is done). Calls for one element are serialised in this process. Raises ``ChannelRejected``
-    (401/403, other 4xx, a create answered without an id) and ``ChannelUnavailable`` (408/409/425/429, 5xx,
-    unreachable).
+    Every publication of an element on the channel reports the same remote id. Upsert ``PUT``s each known id (this
+    process's memory, the passed external id, with ``main`` Kordiam's ``externalElement``) until one is not 404,
+    else ``POST``s; delete ``PUT``s the element without the publication while siblings remain, then ``DELETE``s
+    (the receiver's 404 or 410 is done, ``item_gone``). Calls for one element are serialised in this process.
+    Raises ``ChannelRejected`` (401/403, other 4xx, a create answered without an id) and ``ChannelUnavailable``
+    (408/409/425/429, 5xx, unreachable).
 
     A lost create (the receiver made the element, its answer did not arrive) is not found again: the protocol has
     no lookup and the element carries no mark the receiver must keep, so the retry ``POST``s a second one, as
@@ -259,6 +262,8 @@ class KordiamWebhookChannel:
                 action = f"updating element {element.id} as {remote_id}"
                 response = await self._http.request("PUT", self._element_url(remote_id), action, body)
                 if response.status_code in (404, 410):
+                    if not item_gone(response):
+                        raise not_gone_error(response, self._label, action)  # creating one would make a second
                     log.info("kordiam_webhook.element_gone", channel=self.name, element=element.id, remote=remote_id)
                     continue
                 if not response.is_success:
@@ -299,6 +304,8 @@ class KordiamWebhookChannel:
                 action = f"removing publication {publication_id} from element {element_id} ({remote_id})"
                 response = await self._http.request("PUT", self._element_url(remote_id), action, body)
                 if response.status_code in (404, 410):
+                    if not item_gone(response):
+                        raise not_gone_error(response, self._label, action)
                     self._remote.pop(element_id, None)
                     return
                 if not response.is_success:
@@ -307,6 +314,9 @@ class KordiamWebhookChannel:
                 return
             action = f"deleting element {element_id} ({remote_id})"
             response = await self._http.request("DELETE", self._element_url(remote_id), action)
+            if response.status_code in (404, 410) and not item_gone(response):
+                # Not the receiver's word: forgetting the delivery would leave the element online, unretracted.
+                raise not_gone_error(response, self._label, action)
             if not (response.is_success or response.status_code in (404, 410)):
                 raise self._http.error(response, action)
             if known is not None and known.remote_id == remote_id:

@@ -73,13 +73,14 @@ def webhook_channel(
     auth: dict[str, Any] | None = None,
     platforms: tuple[int, ...] = (99999, 4, 99003, 99004),
     main: bool = False,
+    url: str | None = None,
 ) -> KordiamWebhookChannel:
     settings = ChannelSettings(
         name="cms",
         type="kordiam-webhook",
         platforms=list(platforms),
         main=main,
-        url=server.base_url,
+        url=url or server.base_url,
         auth=auth or auth_table(server.auth, server),
     )
     options = KordiamWebhookOptions.model_validate(settings.options)
@@ -199,6 +200,21 @@ async def test_webhook_404_on_update_creates_again(http: HttpClient) -> None:
         assert list(server.elements()) == [again.external_id]
         assert [(c.method, c.status) for c in server.calls(path="/element")][-2:] == [("PUT", 404), ("POST", 201)]
         await channel.delete(seed.id, seed.publications[0].id, created.external_id)  # already gone: fine
+
+
+async def test_webhook_delete_on_a_path_the_receiver_does_not_route_is_not_counted_as_deleted(
+    http: HttpClient,
+) -> None:
+    # Before: the receiver's "no route" 404 counted as "already deleted", and the element stayed in the CMS.
+    with GlobalExportServer() as server:
+        seed = element(load("seed001_create"))
+        created = await webhook_channel(http, server).upsert(seed, seed.publications[0], None)
+        misrouted = webhook_channel(http, server, url=f"{server.base_url}/v2")
+        with pytest.raises(ChannelUnavailable, match=r"HTTP 404 no route DELETE /v2/element/.*check url"):
+            await misrouted.delete(seed.id, seed.publications[0].id, created.external_id)
+        assert list(server.elements()) == [created.external_id]
+        await webhook_channel(http, server).delete(seed.id, seed.publications[0].id, created.external_id)
+        assert server.elements() == {}
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from bridge.channels.http_errors import http_error, response_json, server_message, unreachable
+from bridge.channels.http_errors import http_error, item_gone, response_json, server_message, unreachable
 from bridge.errors import ChannelRejected, ChannelUnavailable
 from bridge.http import HttpRequest, HttpResponse, HttpTimeout
 
@@ -68,3 +68,23 @@ def test_an_answer_nested_too_deep_is_not_json() -> None:
     with pytest.raises(ChannelRejected, match="not JSON"):
         response_json(_response(200, deep, {"Content-Type": "application/json"}), "cms", "create")
     assert server_message(_response(500, deep)).startswith("[[[")
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "gone"),
+    [
+        (410, b"", True),
+        (404, b'{"message": "element 7 not found"}', True),
+        (404, b'{"code": "rest_post_invalid_id", "message": "Invalid post ID.", "data": {"status": 404}}', True),
+        # A framework's default for a path it does not route names the path and the time, not the item.
+        (404, b'{"timestamp": "2026-11-22T12:00:00Z", "status": 404, "error": "Not Found", "path": "/x"}', False),
+        (404, b'{"message": "No static resource element/7."}', False),
+        (404, b'{"code": "rest_no_route", "message": "No route was found matching the URL."}', False),
+        (404, b'["not", "an", "object"]', False),
+        (404, b"<html>Not Found</html>", False),
+        (404, b"", False),
+        (400, b'{"message": "element 7 not found"}', False),
+    ],
+)
+def test_only_the_receivers_own_404_says_an_item_is_gone(status: int, body: bytes, gone: bool) -> None:
+    assert item_gone(_response(status, body)) is gone

@@ -677,3 +677,108 @@ async def test_platform_token_endpoint_refusal_names_the_channel() -> None:
         element = Element.model_validate(v2_element(platforms=(99003,)))
         with pytest.raises(ChannelRejected, match=r"'web'.*Invalid API user.*api_user"):
             await platform(http).upsert(element, element.publications[0], None)
+
+
+# --- a 404 counts as "gone" only when the receiver says so ---------------------------------------------------
+
+# 404s that say nothing of the item: the call never reached the receiver's item, so the item may still be online.
+NOT_THE_RECEIVERS_WORD = {
+    "a proxy's page": httpx.Response(404, text="<html><h1>404 Not Found</h1>nginx</html>"),
+    "an empty answer": httpx.Response(404),
+    "WordPress without the route (connector deactivated)": httpx.Response(
+        404, json={"code": "rest_no_route", "message": "No route was found matching the URL and request method."}
+    ),
+    "an unrouted path": httpx.Response(404, json={"message": "no route DELETE /ge/element/1"}),
+    "a framework's bare default": httpx.Response(404, json={"detail": "Not Found"}),
+    "Kordiam's no such endpoint": httpx.Response(
+        404, json={"type": "https://api.kordiam.app/problems/endpoint-not-found", "title": "Not Found"}
+    ),
+}
+THE_RECEIVERS_WORD = {
+    "the item is not found": httpx.Response(404, json={"message": "element 1 not found"}),
+    "WordPress: no such post": httpx.Response(
+        404, json={"code": "rest_post_invalid_id", "message": "Invalid post ID."}
+    ),
+    "410 Gone": httpx.Response(410),
+}
+
+
+def fresh(response: httpx.Response) -> httpx.Response:
+    return httpx.Response(response.status_code, content=response.content, headers=response.headers)
+
+
+@pytest.mark.parametrize("answer", NOT_THE_RECEIVERS_WORD.values(), ids=NOT_THE_RECEIVERS_WORD.keys())
+async def test_webhook_delete_answered_a_404_that_is_not_the_receivers_word_is_retried(answer: httpx.Response) -> None:
+    # Before: counted as deleted, so the delivery was forgotten while the element stayed in the CMS.
+    receiver = FakeReceiver()
+    async with mock_http(receiver) as http:
+        channel = webhook(http)
+        element = Element.model_validate(v2_element(platforms=(99003,)))
+        await channel.upsert(element, element.publications[0], None)
+        receiver.answers = [fresh(answer)]
+        with pytest.raises(ChannelUnavailable, match=r"deleting element 301 \(1\): HTTP 404 .*check url"):
+            await channel.delete(element.id, element.publications[0].id, "1")
+        assert "1" in receiver.elements and channel.remote(element.id) is not None
+        await channel.delete(element.id, element.publications[0].id, "1")  # the retry reaches the receiver
+        assert receiver.elements == {}
+
+
+@pytest.mark.parametrize("answer", NOT_THE_RECEIVERS_WORD.values(), ids=NOT_THE_RECEIVERS_WORD.keys())
+async def test_webhook_404s_that_are_not_the_receivers_word_never_count_as_gone(answer: httpx.Response) -> None:
+    receiver = FakeReceiver()
+    async with mock_http(receiver) as http:
+        channel = webhook(http)
+        element = Element.model_validate(v2_element(platforms=(99003, 99004)))
+        web, app = element.publications
+        await channel.upsert(element, web, None)
+        await channel.upsert(element, app, None)
+        # Removing one publication PUTs the element without it: a stray 404 there is no "gone" either.
+        receiver.answers = [fresh(answer)]
+        with pytest.raises(ChannelUnavailable, match="HTTP 404"):
+            await channel.delete(element.id, app.id, "1")
+        assert channel.remote(element.id) is not None
+        # An update's PUT: a stray 404 must not make a second element (the first stays online).
+        receiver.answers = [fresh(answer)]
+        with pytest.raises(ChannelUnavailable, match="HTTP 404"):
+            await channel.upsert(element, web, "1")
+        assert [m for m, _, _ in receiver.requests].count("POST") == 1 and list(receiver.elements) == ["1"]
+
+
+@pytest.mark.parametrize("answer", THE_RECEIVERS_WORD.values(), ids=THE_RECEIVERS_WORD.keys())
+async def test_webhook_404_or_410_that_is_the_receivers_word_counts_as_gone(answer: httpx.Response) -> None:
+    receiver = FakeReceiver()
+    async with mock_http(receiver) as http:
+        channel = webhook(http)
+        element = Element.model_validate(v2_element(platforms=(99003,)))
+        receiver.answers = [fresh(answer)]
+        await channel.delete(element.id, element.publications[0].id, "1")
+        receiver.answers = [fresh(answer)]
+        assert (await channel.upsert(element, element.publications[0], "1")).external_id == "1"
+        assert [m for m, _, _ in receiver.requests] == ["DELETE", "PUT", "POST"]
+
+
+@pytest.mark.parametrize("answer", NOT_THE_RECEIVERS_WORD.values(), ids=NOT_THE_RECEIVERS_WORD.keys())
+async def test_platform_404s_that_are_not_the_connectors_word_never_count_as_gone(answer: httpx.Response) -> None:
+    connector = FakeConnector()
+    connector.answers[("DELETE", "/publication/6")] = [fresh(answer)]
+    connector.answers[("PUT", "/publication/6")] = [fresh(answer)]
+    async with mock_http(connector) as http:
+        channel = platform(http, send_statuses=False)
+        element = Element.model_validate(v2_element(platforms=(99003,)))
+        with pytest.raises(ChannelUnavailable, match=r"deleting publication .* \(6\): HTTP 404 .*check url"):
+            await channel.delete(element.id, element.publications[0].id, "6")
+        with pytest.raises(ChannelUnavailable, match="HTTP 404"):
+            await channel.upsert(element, element.publications[0], "6")
+        assert "POST" not in [m for m, p, _ in connector.requests if p == "/publication"]
+
+
+@pytest.mark.parametrize("answer", THE_RECEIVERS_WORD.values(), ids=THE_RECEIVERS_WORD.keys())
+async def test_platform_404_or_410_that_is_the_connectors_word_counts_as_gone(answer: httpx.Response) -> None:
+    connector = FakeConnector()
+    connector.answers[("DELETE", "/publication/6")] = [fresh(answer)]
+    connector.answers[("PUT", "/publication/6")] = [fresh(answer)]
+    async with mock_http(connector) as http:
+        channel = platform(http, send_statuses=False)
+        element = Element.model_validate(v2_element(platforms=(99003,)))
+        await channel.delete(element.id, element.publications[0].id, "6")
+        assert (await channel.upsert(element, element.publications[0], "6")).external_id == "77"
