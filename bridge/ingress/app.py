@@ -1,7 +1,8 @@
 """The ingress HTTP server: the receivers' routes plus ``/healthz``, ``/readyz``, ``/metrics``.
 
 Every answer is JSON and carries ``X-Request-Id`` (the caller's, when it sent a sane one); every request is logged
-once with that id, the route and the status; an unexpected error answers 500 without internals. Bodies above
+once with that id, the route and the status (499 and ``ingress_client_gone`` for a client that went away before its
+answer); an unexpected error answers 500 without internals. Bodies above
 ``ingress.max_body_bytes`` get 413 before they are read; a client above its rate gets 429 with ``Retry-After``; a
 call beyond ``ingress.max_concurrent_requests`` in progress gets 503 with ``Retry-After`` at once; a body later than
 ``ingress.body_timeout_seconds`` gets 408; a connection without a whole request head within
@@ -28,7 +29,16 @@ from bridge.config import ApiKeyCheck, IngressCommandSettings, IngressSettings
 from bridge.errors import ConfigError
 from bridge.ingress import metrics
 from bridge.ingress.auth import KeyExchange, TokenIssuer, credential_check
-from bridge.ingress.common import BODY_DEADLINE, ENQUEUED, RECHECK_SECONDS, Enqueuer, log, problem, retry_later
+from bridge.ingress.common import (
+    BODY_DEADLINE,
+    CLIENT_CLOSED_REQUEST,
+    ENQUEUED,
+    RECHECK_SECONDS,
+    Enqueuer,
+    log,
+    problem,
+    retry_later,
+)
 from bridge.ingress.global_export import GlobalExportReceiver
 from bridge.ingress.lookup import ElementLookup
 from bridge.ingress.platform import PlatformReceiver
@@ -178,22 +188,29 @@ async def _request_log(request: web.Request, handler: Handler) -> web.StreamResp
         route = _route_name(request)
         metrics.REQUESTS.labels(route, str(response.status)).inc()
         if route not in ("/healthz", "/readyz", "/metrics"):
+            gone = response.status == CLIENT_CLOSED_REQUEST
             log.info(
-                "ingress_request",
+                "ingress_client_gone" if gone else "ingress_request",
                 method=request.method,
                 route=route,
                 status=response.status,
                 client=request.get(CLIENT, request.remote),
                 duration_ms=round((time.perf_counter() - started) * 1000, 2),
-                **request.get(ENQUEUED, {}),
+                **(_body_so_far(request) if gone else request.get(ENQUEUED, {})),
             )
     response.headers["X-Request-Id"] = request_id
     return response
 
 
+def _body_so_far(request: web.Request) -> dict[str, int | None]:
+    """How much of its body a client that went away had sent: a timeout of its own, or a connection cut."""
+    return {"body_bytes_read": request.content.total_bytes, "content_length": request.content_length}
+
+
 @web.middleware
 async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """aiohttp's own errors (404, 405, 413) as JSON; anything unexpected as a 500 without internals."""
+    """aiohttp's own errors (404, 405, 413) as JSON; a client gone mid-body as ``CLIENT_CLOSED_REQUEST`` (logged in
+    one line, by the request log); anything unexpected as a 500 without internals, its traceback logged."""
     try:
         return await handler(request)
     except web.HTTPRequestEntityTooLarge:
@@ -204,7 +221,12 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return problem(error.status, error.reason)
     except asyncio.CancelledError:
         raise
-    except Exception:
+    except Exception as error:
+        # The client's connection closed while its body was read: aiohttp 3.14 raises ConnectionResetError from the
+        # read ("Connection lost" after a FIN, "Connection reset by peer" after a reset), the request's transport
+        # gone. Nothing was enqueued and no one can receive an answer; not the bridge's failure.
+        if isinstance(error, ConnectionResetError) and request.transport is None:
+            return problem(CLIENT_CLOSED_REQUEST, "client closed the connection before its answer")
         log.exception("ingress_error", route=_route_name(request))
         return problem(500, "internal error; the call was not taken, retry later")
 

@@ -39,6 +39,9 @@ _NON_CHARACTERS = str.maketrans({"\ufffe": "\\ufffe", "\uffff": "\\uffff"})
 ENQUEUED = web.RequestKey("enqueued", dict[str, Any])
 # When (the event loop's clock) a call's body must have arrived: its head's arrival + ingress.body_timeout_seconds.
 BODY_DEADLINE = web.RequestKey("body_deadline", float)
+# The status a call is logged and counted under when its client went away before its answer (nginx's "client closed
+# request"): never sent, no one is there to receive it; a 4xx, as the cause is the client's, not the bridge's.
+CLIENT_CLOSED_REQUEST = 499
 
 
 class QueueUnavailable(Exception):

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-REQUESTS = Counter("bridge_ingress_requests", "Webhook calls answered, by route and HTTP status", ["route", "status"])
+REQUESTS = Counter(
+    "bridge_ingress_requests",
+    "Webhook calls by route and HTTP status (499: the client went away before its answer)",
+    ["route", "status"],
+)
 ENQUEUE_SECONDS = Histogram(
     "bridge_ingress_enqueue_seconds",
     "Time from a valid webhook call to the queue's confirmation of its message",
