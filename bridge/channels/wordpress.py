@@ -27,10 +27,11 @@ title           the publication's text task headline, else the element title, el
 content         the text task's HTML through nh3: no script/style (with their content), no event handlers, no
                 ``javascript:``/``data:`` URLs; keeps p, br, h2–h6, a[href], strong/b, em/i, lists, blockquote,
                 figure/figcaption, img[src alt], tables, code/pre and ``lang``/``dir`` on any element; then the
-                publication's marker comment (see "Never two posts" below). Text emptied in Kordiam, or the
-                text task removed, empties the post's content on the next update (the marker stays)
-excerpt         the text task's lead, as plain text; an emptied lead empties the excerpt (WordPress then shows
-                its own excerpt of the content)
+                publication's marker comment (see "Never two posts" below). Text emptied in Kordiam empties the
+                post's content on the next update (the marker stays); a story whose text Kordiam does not hold
+                (a text task without content, or none: written in WordPress) leaves the post's content alone
+excerpt         the text task's lead, as plain text; an emptied lead of a text Kordiam holds empties the excerpt
+                (WordPress then shows its own excerpt of the content)
 slug            the element's slug (WordPress makes it unique and URL-safe); a story that loses its slug keeps
                 the post's, so the post's address does not change
 status, date    the publication status (id or name) through ``status_map``, with ``publication.scheduled_at()``:
@@ -280,14 +281,16 @@ def map_post(
     title = (content.headline if content else None) or element.title or element.slug or ""
     mapped = lookup(status_map, publication.status)
     status, date = plan_status(mapped, publication.scheduled_at(), now)
-    # Always sent, empty too: the post mirrors the story, so text or a lead emptied (or a text task removed) in
-    # Kordiam empties the post's, rather than leave the old text online.
-    fields: dict[str, Any] = {
-        "title": title_text(title),
-        "status": status,
-        "content": sanitize_html(content.text, CONTENT_HTML) if content and content.text else "",
-        "excerpt": title_text(content.lead) if content and content.lead else "",
-    }
+    fields: dict[str, Any] = {"title": title_text(title), "status": status}
+    if content is not None and content.text is not None:
+        # Kordiam holds the text (even an emptied one): the post mirrors it, so text or a lead emptied in Kordiam
+        # empties the post's rather than leave the old text online.
+        fields["content"] = sanitize_html(content.text, CONTENT_HTML) if content.text else ""
+        fields["excerpt"] = title_text(content.lead) if content.lead else ""
+    elif content is not None and content.lead:
+        # No text in Kordiam (a text task planned without one, or none at all: the story is written in WordPress):
+        # the body is not Kordiam's, and an update must not blank what the editors wrote there.
+        fields["excerpt"] = title_text(content.lead)
     if element.slug:
         fields["slug"] = element.slug
     if date is not None:
@@ -354,7 +357,8 @@ class WordPressChannel:
             body["author"] = author
 
         marker = publication_marker(element.id, publication.id)
-        body["content"] += marker
+        if "content" in body:
+            body["content"] += marker
 
         # An update with an unmapped status leaves the post's status alone: "never publishes" must not become
         # "unpublishes" when Kordiam moves a live story on to a status nobody mapped (its own Published, after the
@@ -379,7 +383,8 @@ class WordPressChannel:
                 response = await self._call(route, "POST", f"{found}", action, {"_fields": POST_FIELDS}, update)
                 post = self._post(response, action)
             else:
-                response = await self._call(route, "POST", "", "creating a post", {"_fields": POST_FIELDS}, body)
+                created = body if "content" in body else {**body, "content": marker}
+                response = await self._call(route, "POST", "", "creating a post", {"_fields": POST_FIELDS}, created)
                 post = self._post(response, "creating a post")
         if body["status"] == "publish" and "date_gmt" not in body and post["status"] == "future":
             # An earlier schedule left the post's date ahead, so WordPress kept it scheduled: publish now.

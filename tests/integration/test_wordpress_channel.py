@@ -500,25 +500,26 @@ async def test_a_post_without_text_still_carries_its_marker(make_channel: Channe
     assert await site.marked(element) == [int(result.external_id)]
 
 
-async def test_a_story_whose_text_is_emptied_or_removed_empties_the_post(
+async def test_a_story_whose_text_is_emptied_empties_the_post_and_one_without_text_keeps_it(
     make_channel: ChannelFactory, site: Site
 ) -> None:
-    # The post mirrors the story: before, an update without text or lead left WordPress's old ones online.
+    # The post mirrors a text Kordiam holds: before, an update with an emptied text or lead left the old ones online.
     channel, slug = make_channel(), unique()
     element = story(slug)
     created = await upsert(channel, site, element)
-    emptied = story(slug, text="", lead=None)
+    emptied = story(slug, text="<p></p>", lead=None)
     emptied = emptied.model_copy(update={"id": element.id})
     await upsert(channel, site, emptied, created.external_id)
     post = await site.must_post(created.external_id)
-    assert (post["content"]["raw"], post["excerpt"]["raw"]) == (marker_of(element), "")
+    assert (post["content"]["raw"], post["excerpt"]["raw"]) == ("<p></p>" + marker_of(element), "")
 
+    # A story whose text Kordiam does not hold (written in WordPress) keeps the post's body and excerpt.
     await upsert(channel, site, element, created.external_id)
-    assert (await site.must_post(created.external_id))["excerpt"]["raw"] == "A short lead."
+    kept = await site.must_post(created.external_id)
     removed = element.model_copy(update={"tasks": []})
     await upsert(channel, site, removed, created.external_id)
     post = await site.must_post(created.external_id)
-    assert (post["content"]["raw"], post["excerpt"]["raw"]) == (marker_of(element), "")
+    assert (post["content"]["raw"], post["excerpt"]["raw"]) == (kept["content"]["raw"], "A short lead.")
     assert post["title"]["raw"] == f"Planning title {slug}", "the headline went with the text task"
 
 

@@ -226,11 +226,11 @@ def test_map_post_title_fallbacks_and_missing_parts() -> None:
 
     item = element(content={"headline": "H"}, title=None, slug=None)
     plan = map_post(item, item.publications[0], {}, NOW)
-    assert plan.fields == {"title": "H", "status": "draft", "content": "", "excerpt": ""}
+    assert plan.fields == {"title": "H", "status": "draft"}, "no text in Kordiam: the body is not Kordiam's"
 
     bare = Element.model_validate({"id": 5, "slug": "only-slug", "publications": [{"id": 1, "platform": 1}]})
     plan = map_post(bare, bare.publications[0], {}, NOW)
-    assert plan.fields == {"title": "only-slug", "status": "draft", "content": "", "excerpt": "", "slug": "only-slug"}
+    assert plan.fields == {"title": "only-slug", "status": "draft", "slug": "only-slug"}
     assert plan.author_email is None
     assert plan.category is None
 
@@ -478,12 +478,11 @@ async def test_a_new_post_without_text_is_created_with_the_marker_alone() -> Non
 
     await channel(handler).upsert(item, item.publications[0], None)
     assert created[0]["content"] == publication_marker(item.id, item.publications[0].id)
-    await channel(handler).upsert(item, item.publications[0], "40")  # and an update sends the marker alone too
-    assert created[1]["content"] == created[0]["content"]
+    await channel(handler).upsert(item, item.publications[0], "40")  # an update leaves WordPress's content alone
+    assert "content" not in created[1]
 
 
-@pytest.mark.parametrize("change", ["text and lead emptied", "text task removed"])
-async def test_an_update_that_empties_the_story_empties_the_post(change: str) -> None:
+async def test_an_update_that_empties_the_story_empties_the_post() -> None:
     # Kordiam is the source of truth: the post mirrors the story. Before: an update without text or lead sent
     # no content or excerpt, so WordPress kept the old body and excerpt online.
     wordpress = InProcessWordPress()
@@ -494,13 +493,33 @@ async def test_an_update_that_empties_the_story_empties_the_post(change: str) ->
     assert (post["content"], post["excerpt"]) == ("<p>Body</p>" + marker, "The lead")
 
     data = item.model_dump(mode="json", by_alias=True, exclude_none=True)
-    if change == "text task removed":
-        data["tasks"], data["publications"][0]["assignedTaskIds"] = [], []
-    else:
-        data["tasks"][0]["content"] = {"headline": "Budget passes", "lead": "", "text": ""}
+    # What an editor leaves of an emptied text (a bare "" the models read as no text at all: see the next test).
+    data["tasks"][0]["content"] = {"headline": "Budget passes", "lead": "", "text": "<p></p>"}
     emptied = Element.model_validate(data)
     await channel(wordpress).upsert(emptied, emptied.publications[0], result.external_id)
-    assert (post["content"], post["excerpt"]) == (marker, ""), "the emptied story's old text stays online"
+    assert (post["content"], post["excerpt"]) == ("<p></p>" + marker, ""), "the emptied story's old text stays online"
+
+
+@pytest.mark.parametrize("kordiam_text", ["a text task planned without text", "no text task"])
+async def test_a_story_whose_text_kordiam_does_not_hold_keeps_the_posts_body(kordiam_text: str) -> None:
+    # Kordiam as the planning tool, the text written in WordPress: the text task carries no content (seed 001's
+    # "Requested" Text task), or the element has no text task. An update (a status, a schedule) must not blank
+    # what the editors wrote in WordPress; the body is Kordiam's only once Kordiam holds a text, even an empty one.
+    wordpress = InProcessWordPress()
+    data = element().model_dump(mode="json", by_alias=True, exclude_none=True)
+    if kordiam_text == "no text task":
+        data["tasks"], data["publications"][0]["assignedTaskIds"] = [], []
+    else:
+        del data["tasks"][0]["content"]
+    item = Element.model_validate(data)
+    result = await channel(wordpress).upsert(item, item.publications[0], None)
+    marker = publication_marker(item.id, item.publications[0].id)
+    post = wordpress.posts[int(result.external_id)]
+    assert post["content"] == marker, "a new post carries the marker alone"
+    post["content"], post["excerpt"] = "<p>Written in WordPress.</p>" + marker, "A WordPress excerpt."
+
+    await channel(wordpress).upsert(item, item.publications[0], result.external_id)
+    assert (post["content"], post["excerpt"]) == ("<p>Written in WordPress.</p>" + marker, "A WordPress excerpt.")
 
 
 async def test_search_refused_to_a_visitor_names_the_credentials() -> None:
