@@ -113,14 +113,16 @@ _SAYING_KEYS = ("type", "code", "error", "message", "detail", "title", "error_de
 _BARE_NOT_FOUND = frozenset({"not found", "404", "404 not found", "not_found", "notfound", "resource not found"})
 
 
-def item_gone(response: HttpResponse) -> bool:
+def item_gone(response: HttpResponse, *, bare_404_is_gone: bool = False) -> bool:
     """Whether a 404/410 to a request on one item says that item does not exist (so "already deleted" is true).
 
     Neither protocol (seeds 001 and 002) documents a "not found" answer, so the evidence is the answer itself:
     410 Gone; or a 404 whose body is a JSON object (the receiver's application answered, not a proxy's page or an
     empty answer) that says more than "Not Found" (a framework's default for a path it does not route) and does
     not say that no route matched (``rest_no_route``, ``endpoint-not-found``, "No route …"). Any other 404 is a
-    failed call (``not_gone_error``): the receiver may never have seen it.
+    failed call (``not_gone_error``): the receiver may never have seen it. ``bare_404_is_gone`` (the channel's
+    setting, for a receiver whose own answer for a missing item is a bare 404): any 404 that does not say that no
+    route matched.
     """
     if response.status_code == 410:
         return True
@@ -129,15 +131,15 @@ def item_gone(response: HttpResponse) -> bool:
     try:
         body = response.json()
     except ValueError:
-        return False
+        return bare_404_is_gone
     if not isinstance(body, dict):
-        return False
+        return bare_404_is_gone
     # What it says, not where or when (a framework's default names the path and a timestamp beside "Not Found").
     said = (body.get(key) for key in _SAYING_KEYS)
     words = [value.strip() for value in said if isinstance(value, str) and value.strip()]
     if any(_NO_ROUTE.search(word) for word in words):
         return False
-    return any(word.casefold().rstrip(".!") not in _BARE_NOT_FOUND for word in words)
+    return bare_404_is_gone or any(word.casefold().rstrip(".!") not in _BARE_NOT_FOUND for word in words)
 
 
 def not_gone_error(response: HttpResponse, label: str, action: str) -> ChannelUnavailable:
@@ -147,5 +149,6 @@ def not_gone_error(response: HttpResponse, label: str, action: str) -> ChannelUn
     return ChannelUnavailable(
         f"{label}: {action}: HTTP {response.status_code} {said} — not the receiver saying the item is gone "
         "(a proxy's or web server's page, an empty answer, or no such route): check url, and that the receiver "
-        "serves it"
+        "serves it; if this is how the receiver says it no longer has the item, set bare_404_is_gone = true on "
+        "the channel"
     )

@@ -81,7 +81,7 @@ from bridge.channels.kordiam_v1 import compact, result_links, v1_custom_field, v
 from bridge.config import ChannelSettings, ChannelTimeout, Int, StatusSelector, secret_not_empty
 from bridge.digits import ascii_digits
 from bridge.errors import ChannelRejected
-from bridge.http import HttpClient
+from bridge.http import HttpClient, HttpResponse
 from bridge.kordiam.models import Element, Publication, Ref
 
 log = structlog.get_logger(__name__)
@@ -118,6 +118,9 @@ class KordiamPlatformOptions(BaseModel):
     send_statuses: bool = True
     platform_statuses: tuple[PlatformStatus, ...] = DEFAULT_PLATFORM_STATUSES
     timeout: ChannelTimeout = None  # seconds per request (bridge.config.ChannelTimeout)
+    # The receiver answers a bare 404 ({"detail": "Not Found"}, an empty body) for an item it no longer has: count
+    # such a 404 as "gone" too (not one saying no route matched), rather than fail every call on that item.
+    bare_404_is_gone: bool = False
 
     @field_validator("url")
     @classmethod
@@ -243,7 +246,7 @@ class KordiamPlatformChannel:
         if cms_id is not None:
             action = f"updating publication {publication.id} of element {element.id} as {cms_id}"
             response = await self._http.request("PUT", self._publication_url(cms_id), action, body)
-            if response.status_code in (404, 410) and not item_gone(response):
+            if response.status_code in (404, 410) and not self._gone(response):
                 raise not_gone_error(response, self._label, action)  # creating one would make a second
             if response.status_code in (404, 410):
                 log.info("kordiam_platform.publication_gone", channel=self.name, publication=publication.id, cms=cms_id)
@@ -271,7 +274,7 @@ class KordiamPlatformChannel:
         await self._send_statuses()
         action = f"deleting publication {publication_id} of element {element_id} ({cms_id})"
         response = await self._http.request("DELETE", self._publication_url(cms_id), action)
-        if response.status_code in (404, 410) and not item_gone(response):
+        if response.status_code in (404, 410) and not self._gone(response):
             # Not the connector's word: forgetting the delivery would leave the publication online, unretracted.
             raise not_gone_error(response, self._label, action)
         if not (response.is_success or response.status_code in (404, 410)):
@@ -316,6 +319,9 @@ class KordiamPlatformChannel:
                     raise self._http.error(response, action)
             self._statuses_sent = True
             log.info("kordiam_platform.statuses_sent", channel=self.name, platforms=list(self._platforms))
+
+    def _gone(self, response: HttpResponse) -> bool:
+        return item_gone(response, bare_404_is_gone=self.options.bare_404_is_gone)
 
     def _publication_url(self, cms_id: str) -> str:
         return f"{self.options.url}/publication/{quote(cms_id, safe='')}"

@@ -143,6 +143,9 @@ class KordiamWebhookOptions(BaseModel):
     edit_link_template: str | None = None
     open_link_template: str | None = None
     timeout: ChannelTimeout = None  # seconds per request (bridge.config.ChannelTimeout)
+    # The receiver answers a bare 404 ({"detail": "Not Found"}, an empty body) for an item it no longer has: count
+    # such a 404 as "gone" too (not one saying no route matched), rather than fail every call on that item.
+    bare_404_is_gone: bool = False
 
     @field_validator("url")
     @classmethod
@@ -262,7 +265,7 @@ class KordiamWebhookChannel:
                 action = f"updating element {element.id} as {remote_id}"
                 response = await self._http.request("PUT", self._element_url(remote_id), action, body)
                 if response.status_code in (404, 410):
-                    if not item_gone(response):
+                    if not self._gone(response):
                         raise not_gone_error(response, self._label, action)  # creating one would make a second
                     log.info("kordiam_webhook.element_gone", channel=self.name, element=element.id, remote=remote_id)
                     continue
@@ -304,7 +307,7 @@ class KordiamWebhookChannel:
                 action = f"removing publication {publication_id} from element {element_id} ({remote_id})"
                 response = await self._http.request("PUT", self._element_url(remote_id), action, body)
                 if response.status_code in (404, 410):
-                    if not item_gone(response):
+                    if not self._gone(response):
                         raise not_gone_error(response, self._label, action)
                     self._remote.pop(element_id, None)
                     return
@@ -314,7 +317,7 @@ class KordiamWebhookChannel:
                 return
             action = f"deleting element {element_id} ({remote_id})"
             response = await self._http.request("DELETE", self._element_url(remote_id), action)
-            if response.status_code in (404, 410) and not item_gone(response):
+            if response.status_code in (404, 410) and not self._gone(response):
                 # Not the receiver's word: forgetting the delivery would leave the element online, unretracted.
                 raise not_gone_error(response, self._label, action)
             if not (response.is_success or response.status_code in (404, 410)):
@@ -332,6 +335,9 @@ class KordiamWebhookChannel:
         linked = element.external_element.external_id if element.external_element and self._main else None
         found = [known.remote_id if known else None, external_id, linked]
         return list(dict.fromkeys(text.strip() for text in found if text and text.strip()))
+
+    def _gone(self, response: HttpResponse) -> bool:
+        return item_gone(response, bare_404_is_gone=self.options.bare_404_is_gone)
 
     def _element_url(self, remote_id: str) -> str:
         return f"{self.options.url}/element/{quote(remote_id, safe='')}"

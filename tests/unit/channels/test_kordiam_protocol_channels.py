@@ -371,9 +371,15 @@ class FakeReceiver:
         return httpx.Response(204)
 
 
-def webhook(http: HttpClient, platforms: tuple[int, ...] = (99003, 99004), **kwargs: Any) -> KordiamWebhookChannel:
+def webhook(
+    http: HttpClient, platforms: tuple[int, ...] = (99003, 99004), *, bare_404_is_gone: bool = False, **kwargs: Any
+) -> KordiamWebhookChannel:
     options = KordiamWebhookOptions.model_validate(
-        {"url": "https://cms.example.org/ge", "auth": {"type": "bearer", "token": "t"}}
+        {
+            "url": "https://cms.example.org/ge",
+            "auth": {"type": "bearer", "token": "t"},
+            "bare_404_is_gone": bare_404_is_gone,
+        }
     )
     return KordiamWebhookChannel("cms", options, http, platforms=platforms, **kwargs)
 
@@ -782,3 +788,41 @@ async def test_platform_404_or_410_that_is_the_connectors_word_counts_as_gone(an
         element = Element.model_validate(v2_element(platforms=(99003,)))
         await channel.delete(element.id, element.publications[0].id, "6")
         assert (await channel.upsert(element, element.publications[0], "6")).external_id == "77"
+
+
+# A receiver whose own answer for an item it no longer has is a framework's bare default (FastAPI's
+# HTTPException(404) is {"detail": "Not Found"}): without a way to say so, every DELETE and update of such an item
+# failed as unavailable, was retried, counted against the channel's breaker and dead-lettered with "check url",
+# and no replay could ever succeed.
+BARE_NOT_FOUND = httpx.Response(404, json={"detail": "Not Found"})
+
+
+async def test_webhook_bare_404_names_the_setting_and_counts_as_gone_with_it() -> None:
+    receiver = FakeReceiver()
+    async with mock_http(receiver) as http:
+        element = Element.model_validate(v2_element(platforms=(99003,)))
+        receiver.answers = [fresh(BARE_NOT_FOUND)]
+        with pytest.raises(ChannelUnavailable, match=r"bare_404_is_gone = true"):
+            await webhook(http).delete(element.id, element.publications[0].id, "1")
+
+        channel = webhook(http, bare_404_is_gone=True)
+        receiver.answers = [fresh(BARE_NOT_FOUND)]
+        await channel.delete(element.id, element.publications[0].id, "1")
+        receiver.answers = [fresh(BARE_NOT_FOUND)]
+        assert (await channel.upsert(element, element.publications[0], "1")).external_id == "1"
+        # Even so, a router that says no route matched is not the receiver's word on the item.
+        receiver.answers = [fresh(NOT_THE_RECEIVERS_WORD["WordPress without the route (connector deactivated)"])]
+        with pytest.raises(ChannelUnavailable, match="HTTP 404"):
+            await channel.delete(element.id, element.publications[0].id, "1")
+
+
+async def test_platform_bare_404_counts_as_gone_with_the_setting() -> None:
+    connector = FakeConnector()
+    connector.answers[("DELETE", "/publication/6")] = [fresh(BARE_NOT_FOUND), fresh(BARE_NOT_FOUND)]
+    async with mock_http(connector) as http:
+        element = Element.model_validate(v2_element(platforms=(99003,)))
+        with pytest.raises(ChannelUnavailable, match=r"bare_404_is_gone = true"):
+            await platform(http, send_statuses=False).delete(element.id, element.publications[0].id, "6")
+        await platform(http, send_statuses=False, bare_404_is_gone=True).delete(
+            element.id, element.publications[0].id, "6"
+        )
