@@ -156,9 +156,12 @@ def compare(
         for channel in channels:
             carried: set[int] = set()
             for publication in element.publications:
+                previous = held.get((channel.name, publication.id))
                 if publication.platform.id in channel.platforms:
                     carried.add(publication.id)
-                checks.append(_check(channel, element, publication, held.get((channel.name, publication.id))))
+                elif previous is not None:
+                    continue  # moved off the channel's platforms: said once, below, as the withdrawal it is
+                checks.append(_check(channel, element, publication, previous))
             for name, publication_id in held:
                 if name == channel.name and publication_id not in carried:
                     checks.append(

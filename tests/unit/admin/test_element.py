@@ -28,13 +28,17 @@ from bridge.admin.results import (
     ElementReport,
     to_json,
 )
-from bridge.config import ChannelSettings, KordiamCommandSettings, StatusSettings
+from bridge.channels.base import Channel
+from bridge.config import ChannelSettings, FeedbackSettings, KordiamCommandSettings, StatusSettings
 from bridge.errors import AdminError
 from bridge.kordiam.models import Element
 from bridge.pipeline.fingerprint import _unprefixed, fingerprint
+from bridge.pipeline.notification import Notification
+from bridge.pipeline.routing import Route
+from bridge.pipeline.sync import Action, SyncEngine
 from bridge.state.base import Delivery, ElementMark, ElementRecord, LeaseRecord, RecordedDelivery
 from bridge.state.leases import LeaseOwner
-from tests.unit.fakes import MemoryStateStore, element_body, publication
+from tests.unit.fakes import FakeKordiam, MemoryStateStore, ScriptedChannel, element_body, publication
 
 WEB = ChannelSettings(name="web", type="folder", platforms=[1], statuses=["Ready"], path="/tmp/web")
 PRINT = ChannelSettings(name="print", type="folder", platforms=[2], path="/tmp/print")
@@ -141,6 +145,58 @@ def test_a_lease_is_held_until_it_expires_and_names_its_process() -> None:
     odd = lease_view(LeaseRecord("written-by-an-older-bridge", now + 60), now)
     assert odd is not None and (odd.pid, odd.owner) == (None, "written-by-an-older-bridge")
     assert lease_view(None) is None
+
+
+# --- the verdicts against what the sync engine's next sync does (the real engine, on the fakes)
+
+CMS = ChannelSettings(name="cms", type="kordiam-webhook", platforms=[1], url="https://cms.test/ge")
+# What each action of the engine's report is, as a verdict.
+ACTED = {Action.CREATED: SENT_AGAIN, Action.UPDATED: SENT_AGAIN, Action.UNCHANGED: IN_LINE, Action.DELETED: WITHDRAWN}
+
+
+def engine_for(
+    kordiam: FakeKordiam, state: MemoryStateStore, routes: list[tuple[ChannelSettings, Channel]]
+) -> SyncEngine:
+    """The engine the worker builds from these channel settings (platforms, statuses), over the fakes."""
+    return SyncEngine(
+        kordiam=kordiam.client(),
+        routes=[
+            Route(channel, frozenset(s.platforms), tuple(s.statuses) if s.statuses is not None else None)
+            for s, channel in routes
+        ],
+        state=state,
+        feedback=FeedbackSettings(),
+        main_channel=routes[0][0].name,
+    )
+
+
+async def said_and_done(
+    kordiam: FakeKordiam, state: MemoryStateStore, engine: SyncEngine, channels: list[ChannelSettings]
+) -> dict[tuple[str, int], str]:
+    """The command's verdicts on element 7 now, once each; then the engine's next sync, which must do just what
+    they say: a write where "would be sent again", a retraction where "would be withdrawn", nothing where "in
+    line" (an unchanged publication) or "not exported"."""
+    element = Element.model_validate(kordiam.elements[7])
+    checks = compare(element, 7, await state.element_record(7), channels, "r").checks
+    said = {(c.channel, c.publication_id): c.verdict for c in checks}
+    assert len(said) == len(checks), checks  # one verdict per channel and publication
+    report = await engine.sync(Notification(7))
+    done = {(a.channel, a.publication_id): ACTED[a.action] for a in report.actions}
+    assert {key: verdict for key, verdict in said.items() if verdict != NOT_EXPORTED} == done
+    return said
+
+
+@pytest.mark.parametrize("how", ["removed", "moved off the platform"])
+async def test_a_publication_scoped_channel_deletes_a_withdrawn_publication_and_leaves_its_sibling(how: str) -> None:
+    kordiam, state, web = FakeKordiam(), MemoryStateStore(), ScriptedChannel("web")
+    channel = ChannelSettings(name="web", type="folder", platforms=[1], path="/tmp/web")
+    engine = engine_for(kordiam, state, [(channel, web)])
+    kordiam.elements[7] = element_body(7, publication(70, 1), publication(71, 1))
+    await engine.sync(Notification(7))
+    kordiam.elements[7] = element_body(7, publication(71, 1), *([publication(70, 2)] if how != "removed" else []))
+    # Moved: one verdict for it, "would be withdrawn", not a "not exported" row beside it.
+    assert await said_and_done(kordiam, state, engine, [channel]) == {("web", 71): IN_LINE, ("web", 70): WITHDRAWN}
+    assert web.deletes == ["web-7-70"]
 
 
 # --- the report from a store, as the command opens it
