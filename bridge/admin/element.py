@@ -37,6 +37,7 @@ from bridge.admin.results import (
     ElementParked,
     ElementReport,
 )
+from bridge.channels import channel_types
 from bridge.config import ChannelSettings, KordiamCommandSettings, StatusSettings
 from bridge.errors import AdminError, BridgeError
 from bridge.http import HttpClient
@@ -144,7 +145,8 @@ def compare(
     engine would judge it: a publication the route exports is left alone when its delivery's fingerprint matches
     (``IN_LINE``), else written (``SENT_AGAIN``); a delivery for a publication the route no longer carries (gone
     from the element, moved off the channel's platforms) is withdrawn; one the route carries but whose status the
-    filter does not let through stays as it was (``NOT_EXPORTED``)."""
+    filter does not let through stays as it was (``NOT_EXPORTED``). On an element-scoped channel a withdrawal
+    whose remote element a sibling still stands on is sent as that sibling's upsert (``_channel_checks``)."""
     held = {(r.delivery.channel, r.delivery.publication_id): r.delivery for r in record.deliveries}
     configured = {c.name for c in channels}
     checks: list[ElementCheck] = []
@@ -153,25 +155,11 @@ def compare(
             if name in configured:
                 checks.append(ElementCheck(name, publication_id, DELETED_IN_KORDIAM, "the channel still holds it"))
     else:
+        scoped = channel_types()
         for channel in channels:
-            carried: set[int] = set()
-            for publication in element.publications:
-                previous = held.get((channel.name, publication.id))
-                if publication.platform.id in channel.platforms:
-                    carried.add(publication.id)
-                elif previous is not None:
-                    continue  # moved off the channel's platforms: said once, below, as the withdrawal it is
-                checks.append(_check(channel, element, publication, previous))
-            for name, publication_id in held:
-                if name == channel.name and publication_id not in carried:
-                    checks.append(
-                        ElementCheck(
-                            name,
-                            publication_id,
-                            WITHDRAWN,
-                            "the publication is gone from the element or off the channel's platforms",
-                        )
-                    )
+            kind = scoped.get(channel.type)
+            mine = {publication_id: d for (name, publication_id), d in held.items() if name == channel.name}
+            checks += _channel_checks(channel, element, mine, element_scoped=kind is not None and kind.element_scoped)
     for name, publication_id in held:
         if name not in configured:
             checks.append(ElementCheck(name, publication_id, NOT_CONFIGURED, "its item was left in place"))
@@ -182,6 +170,59 @@ def compare(
         checks,
         replay,
     )
+
+
+def _channel_checks(
+    channel: ChannelSettings, element: Element, held: dict[int, Delivery], *, element_scoped: bool
+) -> list[ElementCheck]:
+    """One channel's verdicts, publication by publication (``held``: its deliveries by publication id).
+
+    As the engine does (``SyncEngine._retract``, ``_deliver``): on an element-scoped channel (one remote element for
+    the story, the Global Export) a publication that left the channel while a kept sibling's delivery is on the
+    same remote element is not deleted; the first publication the channel exports (or, when its status filter lets
+    none through, that sibling) is upserted whatever its fingerprint, which sends the element without it."""
+    carried = [p for p in element.publications if p.platform.id in channel.platforms]
+    kept = {p.id for p in carried}
+    withdrawn = [d for publication_id, d in held.items() if publication_id not in kept]
+    shared = [
+        gone
+        for gone in withdrawn
+        if element_scoped and any(p in kept and d.external_id == gone.external_id for p, d in held.items())
+    ]
+    carrier = _carrier(channel, carried, held, shared)
+    checks: list[ElementCheck] = []
+    for publication in element.publications:
+        previous = held.get(publication.id)
+        if publication.id not in kept and previous is not None:
+            continue  # moved off the channel's platforms: said once, below, as the withdrawal it is
+        if publication is carrier:
+            without = ", ".join(str(gone.publication_id) for gone in shared)
+            plural = "s" if len(shared) > 1 else ""
+            detail = f"the channel's element is sent again without publication{plural} {without}, which left it"
+            checks.append(ElementCheck(channel.name, publication.id, SENT_AGAIN, detail))
+            continue
+        checks.append(_check(channel, element, publication, previous))
+    for gone in withdrawn:
+        if gone in shared:
+            detail = "left the channel; its element stays for the other publications and is sent without it"
+        else:
+            detail = "the publication is gone from the element or off the channel's platforms"
+        checks.append(ElementCheck(channel.name, gone.publication_id, WITHDRAWN, detail))
+    return checks
+
+
+def _carrier(
+    channel: ChannelSettings, carried: list[Publication], held: dict[int, Delivery], shared: list[Delivery]
+) -> Publication | None:
+    """The publication whose upsert sends the channel's element without the ``shared`` withdrawals: the first the
+    channel exports, else the first it carries on their remote element (the engine's ``_stand_in``)."""
+    if not shared:
+        return None
+    exported = [p for p in carried if status_exports(channel.statuses, p)]
+    if exported:
+        return exported[0]
+    items = {gone.external_id for gone in shared}
+    return next((p for p in carried if p.id in held and held[p.id].external_id in items), None)
 
 
 def _check(

@@ -28,10 +28,12 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class ChannelType:
-    """One entry of the registry: the adapter's options model and its factory."""
+    """One entry of the registry: the adapter's options model, its factory, and whether its channels are
+    ``element_scoped`` (for a caller that has the channel's settings but builds no channel: ``element --kordiam``)."""
 
     options: type[BaseModel]
     create: ChannelFactory
+    element_scoped: bool = False
 
 
 def channel_types() -> dict[str, ChannelType]:
@@ -40,12 +42,24 @@ def channel_types() -> dict[str, ChannelType]:
     from bridge.channels import folder, kordiam_platform, kordiam_webhook, mailchimp, newsml, wordpress
 
     return {
-        "folder": ChannelType(folder.FolderOptions, folder.create),
-        "wordpress": ChannelType(wordpress.WordPressOptions, wordpress.create),
-        "newsml": ChannelType(newsml.NewsMLOptions, newsml.create),
-        "mailchimp": ChannelType(mailchimp.MailchimpOptions, mailchimp.create),
-        "kordiam-webhook": ChannelType(kordiam_webhook.KordiamWebhookOptions, kordiam_webhook.create),
-        "kordiam-platform": ChannelType(kordiam_platform.KordiamPlatformOptions, kordiam_platform.create),
+        "folder": ChannelType(folder.FolderOptions, folder.create, folder.FolderChannel.element_scoped),
+        "wordpress": ChannelType(
+            wordpress.WordPressOptions, wordpress.create, wordpress.WordPressChannel.element_scoped
+        ),
+        "newsml": ChannelType(newsml.NewsMLOptions, newsml.create, newsml.NewsMLChannel.element_scoped),
+        "mailchimp": ChannelType(
+            mailchimp.MailchimpOptions, mailchimp.create, mailchimp.MailchimpChannel.element_scoped
+        ),
+        "kordiam-webhook": ChannelType(
+            kordiam_webhook.KordiamWebhookOptions,
+            kordiam_webhook.create,
+            kordiam_webhook.KordiamWebhookChannel.element_scoped,
+        ),
+        "kordiam-platform": ChannelType(
+            kordiam_platform.KordiamPlatformOptions,
+            kordiam_platform.create,
+            kordiam_platform.KordiamPlatformChannel.element_scoped,
+        ),
     }
 
 

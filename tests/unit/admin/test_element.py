@@ -150,6 +150,7 @@ def test_a_lease_is_held_until_it_expires_and_names_its_process() -> None:
 # --- the verdicts against what the sync engine's next sync does (the real engine, on the fakes)
 
 CMS = ChannelSettings(name="cms", type="kordiam-webhook", platforms=[1], url="https://cms.test/ge")
+CMS_READY = CMS.model_copy(update={"statuses": ["Ready"]})
 # What each action of the engine's report is, as a verdict.
 ACTED = {Action.CREATED: SENT_AGAIN, Action.UPDATED: SENT_AGAIN, Action.UNCHANGED: IN_LINE, Action.DELETED: WITHDRAWN}
 
@@ -184,6 +185,45 @@ async def said_and_done(
     done = {(a.channel, a.publication_id): ACTED[a.action] for a in report.actions}
     assert {key: verdict for key, verdict in said.items() if verdict != NOT_EXPORTED} == done
     return said
+
+
+@pytest.mark.parametrize("how", ["removed", "moved off the platform"])
+async def test_a_sibling_re_sent_without_a_withdrawn_publication_would_be_sent_again(how: str) -> None:
+    """kordiam-webhook: one remote element for the story. A publication that leaves the channel while a sibling
+    stays on that element is not deleted: the sibling's upsert sends the element without it."""
+    kordiam, state, cms = FakeKordiam(), MemoryStateStore(), ScriptedChannel("cms", element_scoped=True)
+    engine = engine_for(kordiam, state, [(CMS, cms)])
+    kordiam.elements[7] = element_body(7, publication(70, 1), publication(71, 1))
+    await engine.sync(Notification(7))
+    kordiam.elements[7] = element_body(7, publication(71, 1), *([publication(70, 2)] if how != "removed" else []))
+    said = await said_and_done(kordiam, state, engine, [CMS])
+    assert said[("cms", 70)] == WITHDRAWN and said[("cms", 71)] == SENT_AGAIN
+    assert cms.deletes == [] and cms.upserts[-1] == (71, "cms-7-70")  # the element PUT again, without 70
+
+
+async def test_a_sibling_the_statuses_filter_holds_back_is_sent_all_the_same_to_withdraw_its_sibling() -> None:
+    kordiam, state, cms = FakeKordiam(), MemoryStateStore(), ScriptedChannel("cms", element_scoped=True)
+    engine = engine_for(kordiam, state, [(CMS_READY, cms)])
+    kordiam.elements[7] = element_body(7, publication(70, 1, **READY), publication(71, 1, **READY))
+    await engine.sync(Notification(7))
+    kordiam.elements[7] = element_body(7, publication(70, 1, **READY), publication(71, 1, **DRAFT))
+    assert await said_and_done(kordiam, state, engine, [CMS_READY]) == {
+        ("cms", 70): IN_LINE,
+        ("cms", 71): NOT_EXPORTED,
+    }
+    kordiam.elements[7] = element_body(7, publication(71, 1, **DRAFT))
+    said = await said_and_done(kordiam, state, engine, [CMS_READY])
+    assert said == {("cms", 71): SENT_AGAIN, ("cms", 70): WITHDRAWN}
+
+
+async def test_only_the_first_publication_exported_carries_the_withdrawal() -> None:
+    kordiam, state, cms = FakeKordiam(), MemoryStateStore(), ScriptedChannel("cms", element_scoped=True)
+    engine = engine_for(kordiam, state, [(CMS, cms)])
+    kordiam.elements[7] = element_body(7, publication(70, 1), publication(71, 1), publication(72, 1))
+    await engine.sync(Notification(7))
+    kordiam.elements[7] = element_body(7, publication(71, 1), publication(72, 1))
+    said = await said_and_done(kordiam, state, engine, [CMS])
+    assert said == {("cms", 71): SENT_AGAIN, ("cms", 72): IN_LINE, ("cms", 70): WITHDRAWN}
 
 
 @pytest.mark.parametrize("how", ["removed", "moved off the platform"])
