@@ -146,7 +146,8 @@ def compare(
     (``IN_LINE``), else written (``SENT_AGAIN``); a delivery for a publication the route no longer carries (gone
     from the element, moved off the channel's platforms) is withdrawn; one the route carries but whose status the
     filter does not let through stays as it was (``NOT_EXPORTED``). On an element-scoped channel a withdrawal
-    whose remote element a sibling still stands on is sent as that sibling's upsert (``_channel_checks``)."""
+    whose remote element a sibling still stands on is sent as that sibling's upsert (``_channel_checks``). An
+    element marked for a re-sync (``ElementMark.resync``) has every publication the route exports written again."""
     held = {(r.delivery.channel, r.delivery.publication_id): r.delivery for r in record.deliveries}
     configured = {c.name for c in channels}
     checks: list[ElementCheck] = []
@@ -156,10 +157,13 @@ def compare(
                 checks.append(ElementCheck(name, publication_id, DELETED_IN_KORDIAM, "the channel still holds it"))
     else:
         scoped = channel_types()
+        # A sync that lost its lease left the token: the next one is forced, whatever the fingerprints say.
+        resync = record.mark is not None and record.mark.resync is not None
         for channel in channels:
             kind = scoped.get(channel.type)
             mine = {publication_id: d for (name, publication_id), d in held.items() if name == channel.name}
-            checks += _channel_checks(channel, element, mine, element_scoped=kind is not None and kind.element_scoped)
+            element_scoped = kind is not None and kind.element_scoped
+            checks += _channel_checks(channel, element, mine, element_scoped=element_scoped, resync=resync)
     for name, publication_id in held:
         if name not in configured:
             checks.append(ElementCheck(name, publication_id, NOT_CONFIGURED, "its item was left in place"))
@@ -173,7 +177,7 @@ def compare(
 
 
 def _channel_checks(
-    channel: ChannelSettings, element: Element, held: dict[int, Delivery], *, element_scoped: bool
+    channel: ChannelSettings, element: Element, held: dict[int, Delivery], *, element_scoped: bool, resync: bool
 ) -> list[ElementCheck]:
     """One channel's verdicts, publication by publication (``held``: its deliveries by publication id).
 
@@ -201,7 +205,7 @@ def _channel_checks(
             detail = f"the channel's element is sent again without publication{plural} {without}, which left it"
             checks.append(ElementCheck(channel.name, publication.id, SENT_AGAIN, detail))
             continue
-        checks.append(_check(channel, element, publication, previous))
+        checks.append(_check(channel, element, publication, previous, resync=resync))
     for gone in withdrawn:
         if gone in shared:
             detail = "left the channel; its element stays for the other publications and is sent without it"
@@ -226,7 +230,7 @@ def _carrier(
 
 
 def _check(
-    channel: ChannelSettings, element: Element, publication: Publication, previous: Delivery | None
+    channel: ChannelSettings, element: Element, publication: Publication, previous: Delivery | None, *, resync: bool
 ) -> ElementCheck:
     if publication.platform.id not in channel.platforms:
         platforms = ", ".join(map(str, channel.platforms))
@@ -240,9 +244,12 @@ def _check(
         return ElementCheck(channel.name, publication.id, NOT_EXPORTED, f"status {status} (channel: {wanted}){kept}")
     if previous is None:
         return ElementCheck(channel.name, publication.id, SENT_AGAIN, "never sent to this channel")
-    if matches(previous.fingerprint, fingerprint(element, publication), element, publication):
-        return ElementCheck(channel.name, publication.id, IN_LINE)
-    return ElementCheck(channel.name, publication.id, SENT_AGAIN, "its content changed since it was sent")
+    if not matches(previous.fingerprint, fingerprint(element, publication), element, publication):
+        return ElementCheck(channel.name, publication.id, SENT_AGAIN, "its content changed since it was sent")
+    if resync:
+        detail = "a re-sync is due (a sync lost its lease; the channel may hold an older version than recorded)"
+        return ElementCheck(channel.name, publication.id, SENT_AGAIN, detail)
+    return ElementCheck(channel.name, publication.id, IN_LINE)
 
 
 def _ref(ref: Ref) -> str:

@@ -239,6 +239,19 @@ async def test_a_publication_scoped_channel_deletes_a_withdrawn_publication_and_
     assert web.deletes == ["web-7-70"]
 
 
+async def test_an_element_due_a_resync_would_be_sent_again_where_its_fingerprints_match() -> None:
+    """A sync that lost its lease left a re-sync token: the next sync rewrites every exported publication."""
+    kordiam, state, web = FakeKordiam(), MemoryStateStore(), ScriptedChannel("web")
+    engine = engine_for(kordiam, state, [(WEB, web), (PRINT, ScriptedChannel("print"))])
+    kordiam.elements[7] = element_body(7, publication(70, 1, **READY), publication(71, 2), publication(72, 1, **DRAFT))
+    await engine.sync(Notification(7))
+    state.marks[7] = replace(state.marks[7], resync="token-1")
+    said = await said_and_done(kordiam, state, engine, [WEB, PRINT])
+    assert (said[("web", 70)], said[("print", 71)], said[("web", 72)]) == (SENT_AGAIN, SENT_AGAIN, NOT_EXPORTED)
+    assert state.marks[7].resync is None
+    assert set((await said_and_done(kordiam, state, engine, [WEB, PRINT])).values()) == {IN_LINE, NOT_EXPORTED}
+
+
 # --- the report from a store, as the command opens it
 
 
