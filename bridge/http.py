@@ -145,7 +145,7 @@ class HttpClient:
     async def request(
         self,
         method: str,
-        url: str,
+        url: str | URL,
         *,
         params: Params | None = None,
         json: Any = None,
@@ -170,7 +170,7 @@ class HttpClient:
             body = content
         if auth is not None:
             merged["Authorization"] = auth.header
-        target = URL(url)
+        target = url if isinstance(url, URL) else URL(url)
         if params:
             target = target.update_query({key: _query_value(value) for key, value in params.items()})
         timeout = self._timeout if timeout_seconds is None else timeout_seconds

@@ -7,7 +7,9 @@ from datetime import UTC, datetime
 
 import httpx
 import pytest
+from multidict import CIMultiDict, CIMultiDictProxy
 from pydantic import SecretStr
+from yarl import URL
 
 from bridge.errors import (
     KordiamAuthFailed,
@@ -16,6 +18,7 @@ from bridge.errors import (
     KordiamUnavailable,
     UnexpectedResponse,
 )
+from bridge.http import HttpClient, HttpRequest, HttpResponse
 from bridge.kordiam.client import KordiamClient
 from bridge.kordiam.models import CmsLinks
 from bridge.retry import RetryPolicy
@@ -326,3 +329,46 @@ async def test_a_cursor_answered_twice_ends_the_sweep_with_an_error_not_a_loop()
         async for element in client_for(script).iter_modified_elements(datetime.now(UTC)):
             seen.append(element.id)
     assert seen == [5, 5] and len(script.requests) == 2
+
+
+@pytest.mark.parametrize(
+    "base",
+    [
+        "https://kordiam.test/",
+        "http://127.0.0.1:9",
+        "https://Newsroom.Kordiam.test:443/pre%20fix",
+        "https://kordiam.test/a b/",
+        "https://bücher.example/api",
+        "http://[::1]:8080/x/",
+    ],
+)
+async def test_the_url_of_a_plain_path_is_the_one_its_text_would_give(base: str) -> None:
+    """The client appends a plain path to the API's URL parsed once (a hot-path saving): the same URL, whatever
+    the configured base, as parsing the whole text; a path with a query is parsed as text."""
+    seen: list[URL] = []
+
+    async def answer(request: HttpRequest) -> HttpResponse:
+        if request.url.path.endswith("/auth/token"):
+            body = b'{"access_token": "t", "expires_in": 3600}'
+        else:
+            seen.append(request.url)
+            body = json.dumps({**ELEMENT, "content": [], "hasMore": False}).encode()
+        return HttpResponse(200, CIMultiDictProxy(CIMultiDict({"Content-Type": "application/json"})), body, request)
+
+    client = KordiamClient(HttpClient.answering(answer), base_url=base, client_id="c", client_secret=SecretStr("s"))
+    await client.get_element(123)
+    await client.update_publication(5, 7, external_id="x")
+    await client.link_external_element(5, external_id="x", link=None)
+    await client.list_reference("/publication-statuses")
+    _ = [item async for item in client.iter_modified_elements(datetime(2026, 1, 2, tzinfo=UTC))]
+    api = base.rstrip("/") + "/api/v2"
+    expected = [
+        URL(f"{api}/elements/123"),
+        URL(f"{api}/elements/5/publications/7"),
+        URL(f"{api}/elements/5/external-element/link"),
+        URL(f"{api}/publication-statuses"),
+        URL(f"{api}/elements?modificationDateFrom=2026-01-02T00%3A00%3A00Z&size=100"),
+    ]
+    assert seen == expected
+    assert [str(url) for url in seen] == [str(url) for url in expected]
+    assert [url.raw_path for url in seen] == [url.raw_path for url in expected]
