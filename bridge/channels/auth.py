@@ -229,7 +229,7 @@ class TokenSource:
             raise unreachable(self.label, action, self.token_url, error) from error
         if not response.is_success:
             raise http_error(response, self.label, action, refused=_refused(self.hint))
-        answer = response_json(response, self.label, action)
+        answer = response_json(response, self.label, action, quote=False)
         access = answer.get("access_token") if isinstance(answer, dict) else None
         if not isinstance(access, str) or not access.strip():
             raise ChannelRejected(f"{self.label}: {action}: the answer has no access_token")

@@ -90,16 +90,23 @@ def said_instead(response: HttpResponse) -> str:
     return f"; it answered: {said}" if said else ""
 
 
-def response_json(response: HttpResponse, label: str, action: str) -> Any:
+def response_json(response: HttpResponse, label: str, action: str, *, quote: bool = True) -> Any:
+    """The answer's JSON (None for an empty one); ``ChannelRejected`` quoting its first bytes when it is not JSON.
+    ``quote=False`` for a token endpoint's success answer: its first bytes may be the token (a form-encoded
+    ``access_token=…``), and the error reaches the log and the dead letter."""
     if not response.content.strip():
         return None
     try:
         return response.json()
     except ValueError:
         kind = response.headers.get("content-type", "no content type")
-        start = " ".join(response.text.split())[:80]
+        if quote:
+            start = " ".join(response.text.split())[:80]
+            shown = f"{kind}: {start!r}"
+        else:
+            shown = f"{kind}, {len(response.content)} bytes, not quoted"
         raise ChannelRejected(
-            f"{label}: {action}: HTTP {response.status_code} with something that is not JSON ({kind}: {start!r})"
+            f"{label}: {action}: HTTP {response.status_code} with something that is not JSON ({shown})"
         ) from None
 
 

@@ -826,3 +826,18 @@ async def test_platform_bare_404_counts_as_gone_with_the_setting() -> None:
         await platform(http, send_statuses=False, bare_404_is_gone=True).delete(
             element.id, element.publications[0].id, "6"
         )
+
+
+async def test_token_endpoint_answer_that_is_not_json_is_not_quoted() -> None:
+    # A token endpoint answering form-encoded (as some OAuth servers do) holds the token in its first bytes: the
+    # error, which reaches the log and the dead letter, must say what came back without quoting it.
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = "access_token=tok-SECRET-123&token_type=bearer&expires_in=3600"
+        return httpx.Response(200, text=body, headers={"Content-Type": "application/x-www-form-urlencoded"})
+
+    async with mock_http(handler) as http:
+        source = TokenSource(http, "https://x/oauth2/token", "key", SecretStr("sec"), "label", "hint")
+        with pytest.raises(ChannelRejected) as raised:
+            await source.credentials()
+    assert "tok-SECRET-123" not in str(raised.value)
+    assert "not JSON" in str(raised.value) and "application/x-www-form-urlencoded" in str(raised.value)
