@@ -95,7 +95,8 @@ def http_url(value: str) -> str:
     first call: there it is an error like any unreachable server's, and the worker would retry it for ever as
     "Kordiam unreachable". So: http or https, a host, a port from 1 to 65535 if one is given, no space or control
     character (urlparse drops tabs and newlines, the clients do not), and no ?query or #fragment (every caller
-    appends a path to it).
+    appends a path to it). No ``user:password@`` either: an address is no secret (``check-config`` prints it, an
+    "unreachable" error in the log and on a dead letter names it), and every credential has its own secret key.
     """
     text = value.strip()
     if any(character.isspace() or not character.isprintable() for character in text):
@@ -114,6 +115,8 @@ def http_url(value: str) -> str:
         raise ValueError("has a port that is not a number from 1 to 65535")
     if parsed.query or parsed.fragment or text.endswith(("?", "#")):
         raise ValueError("must be a base address, without ?query or #fragment")
+    if parsed.username is not None or parsed.password is not None:
+        raise ValueError("must not hold credentials (user:password@): set them in the keys for secrets")
     return text
 
 

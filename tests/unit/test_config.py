@@ -651,6 +651,8 @@ def test_every_number_setting_refuses_a_boolean() -> None:
 
 # ---- http(s) addresses -------------------------------------------------------------------------------------------
 
+HTTP_URL_CREDENTIALS = "must not hold credentials (user:password@): set them in the keys for secrets"
+
 # What urlparse takes for an http(s) URL but no request can use: before, each was accepted, and the worker met it at
 # its first Kordiam call as an error like an unreachable server's, retried for ever ("Kordiam not reachable").
 UNUSABLE_URLS = [
@@ -667,6 +669,8 @@ UNUSABLE_URLS = [
     ("ht\ttps://api.kordiam.app", "must not contain spaces or control characters"),
     ("https://api.kordiam.app?tenant=1", "must be a base address, without ?query or #fragment"),
     ("https://api.kordiam.app/#top", "must be a base address, without ?query or #fragment"),
+    ("https://bridge:pw-SECRET@api.kordiam.app", HTTP_URL_CREDENTIALS),
+    ("https://bridge@api.kordiam.app", HTTP_URL_CREDENTIALS),
 ]
 
 
@@ -697,6 +701,20 @@ CHANNEL_URL_KEYS = {
     "kordiam-platform": ('url = "{url}"\napi_user = "u"\napi_secret = "s"', "url"),
     "newsml": ('target = "s3://bucket/in/"\nendpoint_url = "{url}"', "endpoint_url"),
 }
+
+
+@pytest.mark.parametrize("kind", sorted(CHANNEL_URL_KEYS))
+def test_an_address_with_a_password_is_refused_without_printing_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str
+) -> None:
+    # A URL is no secret: check-config prints it, and every "unreachable" error (log line, dead letter) names it.
+    keys, key = CHANNEL_URL_KEYS[kind]
+    channel = f'type = "{kind}"\nplatforms = [99003]\n' + keys.format(url="https://admin:pw-SECRET@cms.example")
+    path = write(tmp_path, VALID.replace('type = "folder"\nplatforms = [99003]\npath = "/tmp/web"', channel))
+    assert main(["check-config", "--config", str(path)]) == 2
+    output = capsys.readouterr()
+    assert "pw-SECRET" not in output.out + output.err
+    assert output.err == f"kordiam-bridge: configuration error: channels[0].{key}: {HTTP_URL_CREDENTIALS}\n"
 
 
 @pytest.mark.parametrize("kind", sorted(CHANNEL_URL_KEYS))
