@@ -19,7 +19,7 @@ from datetime import UTC
 from email.utils import parsedate_to_datetime
 from http import HTTPStatus
 from typing import Any, Self
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, quote_plus, urlencode
 
 import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -106,6 +106,14 @@ class HttpResponse:
     def json(self) -> Any:
         """The body as JSON; raises ``ValueError`` when it is not."""
         return jsontext.decode(self.content)
+
+    def redact(self, said: str) -> str:
+        """``said`` (what this answer said, to be quoted in an error or a log line) without the credentials its
+        request carried: a server or proxy that echoes the request (a debug page, a token endpoint repeating
+        the form) must not put the bridge's secret into the log and the dead letter."""
+        for secret in _request_secrets(self.request):
+            said = said.replace(secret, "***")
+        return said
 
 
 Handler = Callable[[HttpRequest], Awaitable[HttpResponse]]
@@ -252,6 +260,34 @@ def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
     if moment.tzinfo is None:  # "-0000" ("zone unknown") reads as naive: an HTTP date is always GMT, not local
         moment = moment.replace(tzinfo=UTC)
     return max(0.0, moment.timestamp() - time.time())
+
+
+# Form fields of a token request that are secrets (Kordiam's OAuth client credentials, the protocol channels'
+# api_key exchange); shorter values than this are not looked for, they would match ordinary words.
+_SECRET_FORM_FIELDS = ("client_secret", "api_secret", "password")
+_SHORTEST_SECRET = 4
+
+
+def _request_secrets(request: HttpRequest) -> list[str]:
+    """The credentials as they may come back: the Authorization header whole and its credentials (Basic also
+    decoded, and its password alone), and the secret form fields raw and form-encoded; longest first, so that
+    a secret inside another is replaced as part of it."""
+    found: set[str] = set()
+    authorization = request.headers.get("Authorization", "")
+    if authorization:
+        scheme, _, credentials = authorization.partition(" ")
+        found.update((authorization, credentials.strip()))
+        if scheme.lower() == "basic":
+            try:
+                decoded = base64.b64decode(credentials.strip(), validate=True).decode()
+            except ValueError:
+                decoded = ""
+            found.update((decoded, decoded.partition(":")[2]))
+    if request.content and "form-urlencoded" in request.headers.get("Content-Type", ""):
+        for name, value in parse_qsl(request.content.decode(errors="replace")):
+            if name in _SECRET_FORM_FIELDS:
+                found.update((value, quote_plus(value)))
+    return sorted((secret for secret in found if len(secret) >= _SHORTEST_SECRET), key=len, reverse=True)
 
 
 def _query_value(value: str | int | float | bool) -> str:

@@ -43,7 +43,7 @@ def http_error(
     """
     status = response.status_code
     prefix = f"{label}: {action}: HTTP {status}"
-    said = server_message(response) if said is None else said
+    said = response.redact(server_message(response) if said is None else said)
     if status in (408, 409, 425, 429) or status >= 500:
         return ChannelUnavailable(f"{prefix} {said}", retry_after=retry_after_seconds(response.headers))
     if status == 401:
@@ -51,7 +51,7 @@ def http_error(
     if status == 403:
         return ChannelRejected(f"{prefix} {said} — {refused}")
     if 300 <= status < 400:
-        location = response.headers.get("location", "?")
+        location = response.redact(response.headers.get("location", "?"))
         return ChannelRejected(f"{prefix}: redirected to {location}; {redirect}")
     return ChannelRejected(f"{prefix} {said}")
 
@@ -87,7 +87,7 @@ def said_instead(response: HttpResponse) -> str:
     """``"; it answered: …"`` with what a success answer without the expected fields said, if it said anything:
     a CMS that reports a refusal in a 200 (``{"success": false, "message": …}``) names its reason there."""
     said = _json_message(response)
-    return f"; it answered: {said}" if said else ""
+    return f"; it answered: {response.redact(said)}" if said else ""
 
 
 def response_json(response: HttpResponse, label: str, action: str, *, quote: bool = True) -> Any:
@@ -101,7 +101,7 @@ def response_json(response: HttpResponse, label: str, action: str, *, quote: boo
     except ValueError:
         kind = response.headers.get("content-type", "no content type")
         if quote:
-            start = " ".join(response.text.split())[:80]
+            start = " ".join(response.redact(response.text).split())[:80]
             shown = f"{kind}: {start!r}"
         else:
             shown = f"{kind}, {len(response.content)} bytes, not quoted"
@@ -152,7 +152,7 @@ def item_gone(response: HttpResponse, *, bare_404_is_gone: bool = False) -> bool
 def not_gone_error(response: HttpResponse, label: str, action: str) -> ChannelUnavailable:
     """The error for a 404 that is not the receiver's word on the item (``item_gone``): retried, as the call may
     not have reached the receiver; if it never does, the message's normal failure path names it."""
-    said = server_message(response)
+    said = response.redact(server_message(response))
     return ChannelUnavailable(
         f"{label}: {action}: HTTP {response.status_code} {said} — not the receiver saying the item is gone "
         "(a proxy's or web server's page, an empty answer, or no such route): check url, and that the receiver "

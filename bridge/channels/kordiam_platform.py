@@ -311,7 +311,7 @@ class KordiamPlatformChannel:
                         "kordiam_platform.statuses_refused",
                         channel=self.name,
                         status=response.status_code,
-                        answer=response.text[:200],
+                        answer=response.redact(response.text)[:200],
                         hint="the connector refused the statuses; publications are sent without them",
                     )
                     break

@@ -525,7 +525,7 @@ class WordPressChannel:
             return response.json()
         except ValueError:
             kind = response.headers.get("content-type", "no content type")
-            start = response.text[:80].strip().replace("\n", " ")
+            start = response.redact(response.text)[:80].strip().replace("\n", " ")
             raise ChannelRejected(
                 f"{self._label}: {action}: WordPress answered HTTP {response.status_code} with something that is "
                 f"not JSON ({kind}: {start!r})"
@@ -761,7 +761,9 @@ def _wordpress_error(response: HttpResponse) -> tuple[str, str, str, dict[str, A
     assert isinstance(data, dict)
     params = data.get("params")
     details = "; ".join(f"{k}: {v}" for k, v in params.items()) if isinstance(params, dict) else ""
-    return body["code"], html.unescape(str(body.get("message") or "")), details, data
+    # What it says is quoted in errors and logs: never with the credentials the request carried.
+    message = response.redact(html.unescape(str(body.get("message") or "")))
+    return body["code"], message, response.redact(details), data
 
 
 def create(settings: ChannelSettings, options: BaseModel, context: ChannelContext) -> Channel:

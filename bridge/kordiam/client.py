@@ -431,15 +431,27 @@ def _json(response: HttpResponse) -> dict[str, Any]:
 
 
 def _problem(response: HttpResponse) -> ProblemDetails:
-    """Problem Details from an error answer; a non-JSON body becomes a problem with its first bytes as detail."""
+    """Problem Details from an error answer; a non-JSON body becomes a problem with its first bytes as detail.
+    Whatever it quotes is without the credentials the request carried (``HttpResponse.redact``)."""
     try:
         body = response.json()
         if isinstance(body, dict):
-            return ProblemDetails.model_validate(body)
+            return ProblemDetails.model_validate(_redacted(body, response))
     except (ValueError, ValidationError):
         pass
-    text = response.text[:200].strip()
+    text = response.redact(response.text)[:200].strip()
     return ProblemDetails(title=response.reason_phrase or None, status=response.status_code, detail=text or None)
+
+
+def _redacted(value: Any, response: HttpResponse) -> Any:
+    """``value`` (a decoded JSON answer) with ``response.redact`` applied to every string in it."""
+    if isinstance(value, str):
+        return response.redact(value)
+    if isinstance(value, dict):
+        return {key: _redacted(item, response) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_redacted(item, response) for item in value]
+    return value
 
 
 def _not_found(response: HttpResponse, problem: ProblemDetails) -> bool:

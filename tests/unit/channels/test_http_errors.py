@@ -8,7 +8,7 @@ from yarl import URL
 
 from bridge.channels.http_errors import http_error, item_gone, response_json, server_message, unreachable
 from bridge.errors import ChannelRejected, ChannelUnavailable
-from bridge.http import HttpRequest, HttpResponse, HttpTimeout
+from bridge.http import BasicAuth, HttpRequest, HttpResponse, HttpTimeout
 
 
 def _response(status: int, body: bytes = b"", headers: dict[str, str] | None = None) -> HttpResponse:
@@ -88,3 +88,49 @@ def test_an_answer_nested_too_deep_is_not_json() -> None:
 )
 def test_only_the_receivers_own_404_says_an_item_is_gone(status: int, body: bytes, gone: bool) -> None:
     assert item_gone(_response(status, body)) is gone
+
+
+def _echoing(status: int, body: bytes, content_type: str = "text/html") -> HttpResponse:
+    """An answer to a request carrying WordPress-style Basic credentials ``bridge:app-pw-SECRET``."""
+    request_headers = CIMultiDict({"Authorization": BasicAuth("bridge", "app-pw-SECRET").header})
+    request = HttpRequest("POST", URL("https://cms.example/x"), request_headers, None, 5.0)
+    return HttpResponse(status, CIMultiDictProxy(CIMultiDict({"Content-Type": content_type})), body, request)
+
+
+ECHOED_BASIC = BasicAuth("bridge", "app-pw-SECRET").header  # "Basic YnJpZGdl…"
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        _echoing(400, f"<pre>Authorization: {ECHOED_BASIC}</pre>".encode()),
+        _echoing(403, f'{{"message": "refused {ECHOED_BASIC}"}}'.encode(), "application/json"),
+        _echoing(500, b'{"error": "no user bridge:app-pw-SECRET"}', "application/json"),
+        _echoing(409, b'{"detail": "password app-pw-SECRET is wrong"}', "application/json"),
+    ],
+)
+def test_an_answer_echoing_the_requests_credentials_is_quoted_without_them(answer: HttpResponse) -> None:
+    # A debug page or a proxy that repeats the request would put the secret into the log and the dead letter.
+    error = http_error(answer, "cms", "create", refused="check app_password")
+    secret_part = ECHOED_BASIC.removeprefix("Basic ")
+    assert "app-pw-SECRET" not in str(error) and secret_part not in str(error)
+    assert "***" in str(error)
+
+
+def test_a_success_answer_echoing_credentials_is_quoted_without_them() -> None:
+    answer = _echoing(200, f"<html>debug: Authorization: {ECHOED_BASIC}</html>".encode())
+    with pytest.raises(ChannelRejected) as raised:
+        response_json(answer, "cms", "create")
+    assert ECHOED_BASIC.removeprefix("Basic ") not in str(raised.value)
+
+
+def test_a_wordpress_error_echoing_the_password_is_read_without_it() -> None:
+    # The WordPress adapter quotes a REST error's message in its own errors (a 400 read as a visitor's, say).
+    from bridge.channels.wordpress import _wordpress_error
+
+    body = (
+        b'{"code": "rest_forbidden", "message": "no user bridge:app-pw-SECRET", '
+        b'"data": {"params": {"p": "app-pw-SECRET"}}}'
+    )
+    said = _wordpress_error(_echoing(400, body, "application/json"))
+    assert said is not None and "app-pw-SECRET" not in said[1] + said[2]

@@ -372,3 +372,19 @@ async def test_the_url_of_a_plain_path_is_the_one_its_text_would_give(base: str)
     assert seen == expected
     assert [str(url) for url in seen] == [str(url) for url in expected]
     assert [url.raw_path for url in seen] == [url.raw_path for url in expected]
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        problem(401, "invalid_client", detail="unknown client c with secret s3cret-SECRET"),
+        httpx.Response(400, text="grant_type=client_credentials&client_id=c&client_secret=s3cret-SECRET"),
+    ],
+)
+async def test_a_token_refusal_echoing_the_client_secret_is_quoted_without_it(refusal: httpx.Response) -> None:
+    # A token endpoint repeating the request's form must not put the client secret into the log and dead letter.
+    client = client_for(Script(), secret="s3cret-SECRET")
+    client._http = http_answering(lambda request: refusal)
+    with pytest.raises(KordiamCredentialsRefused) as raised:
+        await client.check_credentials()
+    assert "s3cret-SECRET" not in str(raised.value) and "***" in str(raised.value)
