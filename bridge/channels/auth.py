@@ -104,7 +104,7 @@ WebhookAuth = Annotated[BearerAuth | JwtAuth | ApiKeyAuth | HeadersAuth, Field(d
 class Credentials:
     """Headers for one request; ``renewable``: a 401 may be cured by asking for new credentials once."""
 
-    headers: dict[str, str]
+    headers: dict[str, str] = field(repr=False)  # the credentials themselves
     renewable: bool = False
 
 
@@ -168,7 +168,7 @@ class JwtSigner:
 
 @dataclass(slots=True)
 class _Token:
-    value: str
+    value: str = field(repr=False)
     expires_at: float
 
 

@@ -15,7 +15,7 @@ import hmac
 import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 from urllib.parse import parse_qs
 
@@ -46,7 +46,7 @@ def bearer_of(headers: Mapping[str, str]) -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class BearerTokenCheck:
-    token: str
+    token: str = field(repr=False)
 
     def check(self, headers: Mapping[str, str]) -> str | None:
         presented = bearer_of(headers)
@@ -57,7 +57,7 @@ class BearerTokenCheck:
 
 @dataclass(frozen=True, slots=True)
 class JwtTokenCheck:
-    secret: str
+    secret: str = field(repr=False)
     issuer: str | None
     audience: str | None
     require_expiry: bool
@@ -170,7 +170,7 @@ class KeyExchange:
     """``api_key``/``api_secret`` → bearer token at the token path; then the token on every call."""
 
     api_key: str
-    api_secret: str
+    api_secret: str = field(repr=False)
     issuer: TokenIssuer
 
     def exchange(self, headers: Mapping[str, str], body: bytes) -> dict[str, object] | None:
@@ -190,7 +190,7 @@ class KeyExchange:
 
 @dataclass(frozen=True, slots=True)
 class HeaderValuesCheck:
-    expected: tuple[tuple[str, str], ...]
+    expected: tuple[tuple[str, str], ...] = field(repr=False)
 
     def check(self, headers: Mapping[str, str]) -> str | None:
         missing = [name for name, _ in self.expected if name not in headers]

@@ -378,11 +378,11 @@ def _resolve_v1_assignments(publications: list[Any], tasks: list[Any]) -> list[A
 
 
 class Token(KordiamModel):
-    access_token: str
+    access_token: str = Field(repr=False)
     token_type: str = "Bearer"
     expires_in: int = Field(default=3600, gt=0)
     scope: str | None = None
-    refresh_token: str | None = None
+    refresh_token: str | None = Field(default=None, repr=False)
 
 
 class ProblemDetails(KordiamModel):
