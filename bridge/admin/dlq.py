@@ -13,7 +13,7 @@ from bridge.admin.progress import ProgressSink
 from bridge.admin.results import FIFO_HELD_BACK, DlqListing, DlqMessage, ElementDeadLetters
 from bridge.config import QueueSettings, is_fifo_url
 from bridge.errors import AdminError
-from bridge.pipeline.notification import decode_notification
+from bridge.pipeline.notification import PoisonMessage, decode_notification
 from bridge.queue import QueueAdmin, open_queue_admin
 from bridge.queue.dead_letter import FailureContext
 from bridge.queue.transport import PeekedMessage, QueueDepth, QueueMessage
@@ -149,7 +149,9 @@ def element_of(message: QueueMessage) -> int | None:
         return failure.element_id
     try:
         return decode_notification(message.body, message.attributes).element_id
-    except Exception:  # PoisonMessage, or anything else an odd body raises
+    except PoisonMessage as poison:  # the id may be readable when the rest is not
+        return poison.element_id
+    except Exception:  # anything else an odd body raises
         return None
 
 

@@ -73,4 +73,4 @@ def outcome_for(failures: Sequence[StageFailure], *, element_id: int) -> Retry |
 
 def poisoned(poison: PoisonMessage) -> DeadLetter:
     """A body no decoder accepts can never succeed."""
-    return DeadLetter(stage="decode", reason=poison.reason, error_class="PoisonMessage")
+    return DeadLetter(stage="decode", reason=poison.reason, error_class="PoisonMessage", element_id=poison.element_id)

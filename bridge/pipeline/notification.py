@@ -75,11 +75,13 @@ class Notification:
 
 
 class PoisonMessage(Exception):
-    """A message the bridge can never process; ``reason`` says why, for the dead-letter attributes."""
+    """A message the bridge can never process; ``reason`` says why, for the dead-letter attributes, and
+    ``element_id`` names the element when the body's id was readable (so `element ID --dlq` finds it)."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, element_id: int | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.element_id = element_id
 
 
 def not_utf8(raw_body: bytes) -> PoisonMessage:
@@ -141,15 +143,19 @@ def _decode(payload: Any, attributes: dict[str, str], *, depth: int) -> Notifica
         return _with_shape(_decode(payload["detail"], attributes, depth=depth + 1), "eventbridge")
 
     element_id = _element_id(payload)
-    event = _event(payload, attributes)
-    if ELEMENT_FIELDS & payload.keys():
-        try:
-            element = Element.model_validate(payload)
-        except ValidationError as error:
-            first = error.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            raise PoisonMessage(f"element body does not parse at {where}: {first['msg']}") from None
-        return Notification(_in_range(element.id, "id"), event, element.modification_date, "element")
+    try:
+        event = _event(payload, attributes)
+        if ELEMENT_FIELDS & payload.keys():
+            try:
+                element = Element.model_validate(payload)
+            except ValidationError as error:
+                first = error.errors()[0]
+                where = ".".join(str(p) for p in first["loc"])
+                raise PoisonMessage(f"element body does not parse at {where}: {first['msg']}") from None
+            return Notification(_in_range(element.id, "id"), event, element.modification_date, "element")
+    except PoisonMessage as poison:
+        poison.element_id = element_id
+        raise
     return Notification(element_id, event, None, "id")
 
 

@@ -147,3 +147,10 @@ def test_the_redrive_filter_names_elements_as_the_listing_does() -> None:
     assert request.wanted is not None and (request.limit, request.native) == (2, False)
     assert [request.wanted(p.message) for p in LETTERS] == [True, False, True]
     assert [element_of(p.message) for p in LETTERS] == [12, None, 13]
+
+
+def test_a_poison_dead_letter_without_an_element_in_its_context_is_named_by_its_readable_id() -> None:
+    # Dead-lettered before the context carried the element: the body's id still names it for `element --dlq`.
+    poison = DeadLetterContext("decode", "unknown event 'exploded'", "PoisonMessage")
+    letter = dead_letter("d-9", json.dumps({"elementId": 1003, "event": "exploded"}), 1.0, poison)
+    assert element_of(letter.message) == 1003

@@ -78,6 +78,14 @@ async def test_an_undecodable_body_is_dead_lettered_without_a_sync() -> None:
     assert kordiam.reads == [] and web.upserts == []
 
 
+async def test_a_poison_notification_whose_id_is_readable_is_dead_lettered_naming_its_element() -> None:
+    kordiam, state = FakeKordiam(), MemoryStateStore()
+    web = ScriptedChannel("web")
+    outcome = await handler_over(kordiam, state, (web, WEB))(message('{"elementId": 1003, "event": "exploded"}'))
+    assert isinstance(outcome, DeadLetter) and outcome.stage == "decode" and outcome.element_id == 1003
+    assert kordiam.reads == [] and web.upserts == []
+
+
 async def test_a_body_that_is_not_utf8_is_dead_lettered_saying_so() -> None:
     # ActiveMQ carries bytes. Read with U+FFFD for the bad byte, this Latin-1 body would pass for element 5.
     kordiam, state = FakeKordiam(), MemoryStateStore()

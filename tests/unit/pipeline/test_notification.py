@@ -91,6 +91,25 @@ def test_poison(body: str, reason: str) -> None:
     assert reason in raised.value.reason
 
 
+@pytest.mark.parametrize(
+    ("body", "element_id"),
+    [
+        ('{"id": 3, "event": "exploded"}', 3),
+        ('{"elementId": "4", "event": 7}', 4),
+        ('{"id": 5, "publications": [{"id": 1}]}', 5),
+        ('{"Type": "Notification", "Message": "{\\"id\\": 6, \\"event\\": \\"moved\\"}"}', 6),
+        ('{"id": -3}', None),
+        ("not json", None),
+    ],
+)
+def test_poison_names_its_element_when_the_body_does(body: str, element_id: int | None) -> None:
+    # An operator asking `element 3 --dlq` (or `dlq redrive --element 3`) must find the dead letter of a
+    # notification whose id was readable even though the rest of it was not.
+    with pytest.raises(PoisonMessage) as raised:
+        decode_notification(body)
+    assert raised.value.element_id == element_id
+
+
 def test_envelopes_nested_too_deeply_are_poison() -> None:
     body: object = {"id": 1}
     for _ in range(5):
