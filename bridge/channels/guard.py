@@ -28,6 +28,9 @@ log = structlog.get_logger("bridge.channels")
 MAX_COOLDOWN = 600.0
 # A call waiting this long for a concurrency slot or a rate token is handed back to the queue instead.
 MAX_QUEUE_WAIT = 5.0
+# The open circuit's message carries the failure that opened it, cut to this many characters: it becomes the
+# parked elements' reason, which `parked list` and `element` show.
+MAX_FAILURE_TEXT = 300
 
 
 class BreakerState(IntEnum):
@@ -45,6 +48,7 @@ class CircuitBreaker:
         self.state = BreakerState.CLOSED
         self.failures = 0
         self.opened_at = 0.0
+        self.last_failure = ""
         self._probing = False
         metrics.BREAKER_STATE.labels(channel).set(self.state)
 
@@ -58,8 +62,9 @@ class CircuitBreaker:
         if self.state == BreakerState.HALF_OPEN and not self._probing:
             self._probing = True
             return
+        last = f"; the last: {self.last_failure}" if self.last_failure else ""
         raise ChannelCircuitOpen(
-            f"channel {self.channel}: circuit open after {self.failures} failures",
+            f"channel {self.channel}: circuit open after {self.failures} failures{last}",
             retry_after=max(1.0, remaining),
             probing=self.state == BreakerState.HALF_OPEN,
         )
@@ -75,8 +80,11 @@ class CircuitBreaker:
         if self.state != BreakerState.CLOSED:
             self._set(BreakerState.CLOSED)
 
-    def failed(self) -> None:
+    def failed(self, error: BaseException | None = None) -> None:
         self.failures += 1
+        if error is not None:
+            text = str(error) or type(error).__name__
+            self.last_failure = text if len(text) <= MAX_FAILURE_TEXT else text[: MAX_FAILURE_TEXT - 1] + "…"
         if self.state == BreakerState.HALF_OPEN:
             self._probing = False
             self.cooldown = min(MAX_COOLDOWN, self.cooldown * 2)
@@ -184,7 +192,7 @@ class GuardedChannel:
         elif isinstance(error, PermanentError):
             self.breaker.release_probe()  # a rejected story says nothing about the channel's health
         elif isinstance(error, Exception):
-            self.breaker.failed()
+            self.breaker.failed(error)
         else:
             self.breaker.release_probe()  # cancelled
         if holds_slot and self._slots is not None:

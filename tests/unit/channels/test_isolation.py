@@ -71,6 +71,23 @@ async def test_breaker_opens_fails_fast_probes_and_closes() -> None:
     assert guarded.breaker.state == BreakerState.CLOSED and inner.calls == 5
 
 
+async def test_an_open_circuit_names_the_failure_that_opened_it() -> None:
+    # The parked elements' reason (`parked list`, `element ID`) is the open circuit's message: "circuit open after
+    # 2 failures" alone tells the operator at 3 a.m. nothing to fix (a read-only folder, a CMS answering 503).
+    inner = Flaky()
+    inner.error = ChannelUnavailable("folder /srv/print: cannot write 12-34: Operation not permitted (EPERM)")
+    guarded = GuardedChannel(inner, breaker_threshold=2, breaker_cooldown=30)
+    for _ in range(2):
+        with pytest.raises(ChannelUnavailable):
+            await upsert(guarded)
+    with pytest.raises(ChannelCircuitOpen) as raised:
+        await upsert(guarded)
+    assert str(raised.value) == (
+        "channel cms: circuit open after 2 failures; the last: "
+        "folder /srv/print: cannot write 12-34: Operation not permitted (EPERM)"
+    )
+
+
 async def test_guarded_keeps_the_search_exactly_when_the_adapter_has_it_behind_the_same_breaker() -> None:
     assert not isinstance(guarded(ScriptedChannel("web")), FindsItems)
     inner = FindingChannel("web")
