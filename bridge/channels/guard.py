@@ -69,6 +69,15 @@ class CircuitBreaker:
             probing=self.state == BreakerState.HALF_OPEN,
         )
 
+    def probe_now(self) -> bool:
+        """An operator says the channel was fixed (``parked requeue``): an open breaker lets its probe through now
+        instead of after the cool-down, which a long outage has doubled up to ``MAX_COOLDOWN``. A failed probe opens
+        it again as any probe's does. False when the breaker was not open."""
+        if self.state != BreakerState.OPEN:
+            return False
+        self._set(BreakerState.HALF_OPEN)
+        return True
+
     def release_probe(self) -> None:
         """The probe call ended without telling anything about the channel's health."""
         self._probing = False

@@ -19,6 +19,7 @@ from typing import Any
 import structlog
 
 from bridge.channels.base import Channel, ChannelResult, FindsItems
+from bridge.channels.guard import GuardedChannel
 from bridge.config import FeedbackSettings
 from bridge.errors import (
     BridgeError,
@@ -184,6 +185,15 @@ class SyncEngine:
             kind: metrics.FEEDBACK_WRITES.labels(kind) for kind in ("publication", "publish", "link", "clear", "unlink")
         }
 
+    def _probe_now(self, names: frozenset[str]) -> None:
+        """A channel that is down (its breaker open) and was fixed: the requeued element that names it carries the
+        breaker's probe at once, and its success requeues the rest, rather than each meeting the open breaker and
+        being parked again until the cool-down ends."""
+        for name in sorted(names):
+            channel = self._channels.get(name)
+            if isinstance(channel, GuardedChannel) and channel.breaker.probe_now():
+                log.info("parked_trial_asked", channel=name)
+
     async def sync(
         self, notification: Notification, *, sent_at: float | None = None, received_at: float | None = None
     ) -> SyncReport:
@@ -196,8 +206,9 @@ class SyncEngine:
         received, so they all share it: N notifications waiting together cost one fetch. A work slot is taken only
         after the lock and the covering check, so waiting for the element's sync holds none.
         """
-        if notification.try_now:  # `parked requeue`: the channel's secret may have just been fixed
+        if notification.try_now:  # `parked requeue`: the channel's secret, or the channel itself, may be fixed
             self.parking.try_now(notification.try_now)
+            self._probe_now(notification.try_now)
         async with self._locks.hold(notification.element_id):
             if notification.element_id in self._resync_due and not notification.force:
                 # This worker owes the element a re-sync (``_sync_leased``): forced, token or not.

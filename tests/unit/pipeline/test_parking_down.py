@@ -87,6 +87,28 @@ async def test_a_real_breaker_parks_from_the_call_after_it_opens_and_its_success
     assert not engine.parking.owes("web") and engine.parking.requeue_due == {"web"}
 
 
+async def test_a_parked_requeue_after_the_fix_makes_the_first_requeued_element_the_breakers_probe(
+    kordiam: FakeKordiam, state: MemoryStateStore, clock: ManualClock
+) -> None:
+    # Drill: a folder channel made read-only, fixed, then `parked requeue --channel print`: every requeued element
+    # met the still-open breaker and was parked again at once, so the runbook's step did nothing and the channel
+    # waited out a cool-down that a long outage doubles to 10 minutes.
+    for element_id in (1, 2, 3):
+        kordiam.elements[element_id] = element_body(element_id, publication(element_id * 10, WEB))
+    inner = ScriptedChannel("web")
+    inner.fail = ChannelUnavailable("web: HTTP 503")
+    web = GuardedChannel(inner, breaker_threshold=1, breaker_cooldown=3600.0)
+    engine = engine_with(kordiam, state, clock, (web, WEB))  # type: ignore[arg-type]
+    with pytest.raises(SyncFailed):
+        await engine.sync(Notification(1))  # opens the breaker for an hour
+    assert [a.action for a in (await engine.sync(Notification(2))).actions] == [Action.PARKED]
+
+    inner.fail = None  # fixed; the operator requeues, and the first notification names the channel
+    report = await engine.sync(Notification(2, try_now=frozenset({"web"})))
+    assert [a.action for a in report.actions] == [Action.CREATED]
+    assert not engine.parking.owes("web") and engine.parking.requeue_due == {"web"}
+
+
 async def test_a_deleted_elements_search_meeting_an_open_circuit_is_parked(
     kordiam: FakeKordiam, state: MemoryStateStore, clock: ManualClock
 ) -> None:
