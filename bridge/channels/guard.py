@@ -64,7 +64,8 @@ class CircuitBreaker:
             return
         last = f"; the last: {self.last_failure}" if self.last_failure else ""
         raise ChannelCircuitOpen(
-            f"channel {self.channel}: circuit open after {self.failures} failures{last}",
+            f"channel {self.channel}: circuit open after {self.failures} failure{'' if self.failures == 1 else 's'}"
+            f"{last}",
             retry_after=max(1.0, remaining),
             probing=self.state == BreakerState.HALF_OPEN,
         )

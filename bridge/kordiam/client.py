@@ -323,7 +323,8 @@ class KordiamClient:
         delay = retry_after if retry_after else policy.backoff(attempt)
         elapsed = time.monotonic() - started
         if attempt >= policy.attempts or elapsed + delay > policy.total_seconds:
-            raise KordiamUnavailable(f"{reason} (gave up after {attempt} attempts)", retry_after=retry_after)
+            attempts = "1 attempt" if attempt == 1 else f"{attempt} attempts"
+            raise KordiamUnavailable(f"{reason} (gave up after {attempts})", retry_after=retry_after)
         log.info("kordiam_retry", reason=reason, attempt=attempt, delay=round(delay, 3))
         await asyncio.sleep(delay)
 

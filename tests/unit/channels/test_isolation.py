@@ -88,6 +88,14 @@ async def test_an_open_circuit_names_the_failure_that_opened_it() -> None:
     )
 
 
+async def test_an_open_circuit_after_one_failure_says_one_failure() -> None:
+    guarded = GuardedChannel(Flaky(), breaker_threshold=1, breaker_cooldown=30)
+    with pytest.raises(ChannelUnavailable):
+        await upsert(guarded)
+    with pytest.raises(ChannelCircuitOpen, match=r"^channel cms: circuit open after 1 failure; the last: 503$"):
+        await upsert(guarded)
+
+
 async def test_guarded_keeps_the_search_exactly_when_the_adapter_has_it_behind_the_same_breaker() -> None:
     assert not isinstance(guarded(ScriptedChannel("web")), FindsItems)
     inner = FindingChannel("web")

@@ -169,7 +169,8 @@ async def test_any_answer_but_unavailability_means_kordiam_answers(answer: httpx
     ids=["503", "429", "unreachable"],
 )
 async def test_unavailability_fails_the_probe_after_one_attempt(answer: httpx.Response | Exception) -> None:
-    with pytest.raises(KordiamUnavailable, match="gave up after 1 attempts"):
+    # The operator reads this in kordiam_unavailable and /readyz: "1 attempt", not "1 attempts".
+    with pytest.raises(KordiamUnavailable, match=r"\(gave up after 1 attempt\)$"):
         await probing_client(answer).probe()
 
 
