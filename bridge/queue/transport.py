@@ -149,7 +149,8 @@ class Transport(Protocol):
         ...
 
     async def release(self, messages: Sequence[QueueMessage]) -> list[str]:
-        """Hand back unprocessed for another consumer, at once or at the latest when the transport closes."""
+        """Hand back unprocessed for another consumer, at once or at the latest when the transport closes. SQS counts
+        its next receive as one more; ActiveMQ copies it back with the attempt it had (a clean shutdown costs none)."""
         ...
 
     async def extend(self, messages: Sequence[QueueMessage], seconds: int) -> list[str]:

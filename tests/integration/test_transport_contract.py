@@ -217,10 +217,13 @@ async def test_released_and_unsettled_messages_come_back_after_the_transport_clo
 
 
 @pytest.mark.localstack
-async def test_a_message_released_after_a_cancelled_receive_comes_back_counted_once_more(queue: Queue) -> None:
+async def test_a_message_released_after_a_cancelled_receive_comes_back_counted_once_more_at_most(
+    queue: Queue,
+) -> None:
     # A shutdown aborts its long polls, then releases what it holds. An aborted poll that took the released
     # message (SQS goes on polling on the server) would cost it a receive and hide it for the visibility timeout.
-    # LocalStack's server does take it (moto's, here, does not): the LocalStack pass checks this.
+    # LocalStack's server does take it (moto's, here, does not): the LocalStack pass checks this. SQS counts the
+    # next receive as one more; ActiveMQ's release copies the message back with the attempt it had.
     async with queue.open() as transport:
         await transport.send('{"id": 10}')
         (held,) = await receive_all(transport, 1)
@@ -233,7 +236,8 @@ async def test_a_message_released_after_a_cancelled_receive_comes_back_counted_o
         assert await transport.release([held]) == []
     async with queue.open() as transport:
         (back,) = await receive_all(transport, 1)
-        assert back.body == '{"id": 10}' and back.receive_count == held.receive_count + 1
+        costs = 1 if queue.kind == "sqs" else 0
+        assert back.body == '{"id": 10}' and back.receive_count == held.receive_count + costs
         await transport.complete([back])
     assert await nothing_left(queue.open)
 
