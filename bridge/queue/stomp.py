@@ -140,7 +140,7 @@ BROKER_HEADERS_TITLE = "Broker headers"
 READERS_HEADERS = frozenset({"ack", "receipt", "subscription"})
 RECEIPT_TIMEOUT_SECONDS = 10.0
 # The frames of a transaction the transport writes itself (``StompTransport._copy_and_ack``).
-FramedWrite = BeginFrame | SendFrame | AckFrame | CommitFrame | AbortFrame
+FramedWrite = BeginFrame | SendFrame | AckFrame | CommitFrame
 # The most dead letters one redrive run takes on (it browses them first to bound the run).
 REDRIVE_BROWSE_LIMIT = 10_000
 FIRST_CONNECT_TIMEOUT_SECONDS = 15.0
@@ -346,9 +346,7 @@ class StompTransport:
         manager = self._client._connection_manager
         receipts = self._client._receipts
         if release.spoiled or manager._active_connection_state is not release.state:
-            if manager._active_connection_state is release.state:
-                with contextlib.suppress(Exception):
-                    await _write(manager, release.state, AbortFrame(headers={"transaction": release.transaction}))
+            await _abort(manager, release.state, release.transaction)
             log.warning(
                 "release_copies_aborted",
                 count=release.copies,
@@ -693,30 +691,12 @@ class StompTransport:
         frames: list[FramedWrite] = []
         for frame, message in copies:
             headers = self._carried_headers(message) | {ATTEMPT_HEADER: str(message.receive_count)}
-            framed = headers | {"persistent": "true"}
             try:
-                _check_headers(framed)
+                frames += _copy_frames(
+                    frame, self._address.destination, _payload(message), headers, release.transaction
+                )
             except MessageTooLarge:  # it came with them: left to the broker's redelivery
                 continue
-            frames.append(
-                SendFrame.build(
-                    body=_payload(message),
-                    destination=self._address.destination,
-                    transaction=release.transaction,
-                    content_type=None,
-                    add_content_length=True,
-                    headers=framed,
-                )
-            )
-            frames.append(
-                AckFrame(
-                    headers={
-                        "id": str(frame.headers["ack"]),
-                        "subscription": frame._subscription.id,
-                        "transaction": release.transaction,
-                    }
-                )
-            )
         awaited: list[PendingReceipt] = []
         try:
             for step in frames:
@@ -824,28 +804,12 @@ class StompTransport:
         state = manager._active_connection_state
         if state is None or not self._delivery_alive(frame):
             raise DeliveryLost(str(frame.headers.get("message-id", "?")))
-        framed = headers | {"persistent": "true"}
-        _check_headers(framed)
         transaction = uuid.uuid4().hex
+        send, ack = _copy_frames(frame, destination, body, headers, transaction)  # MessageTooLarge: nothing sent
         receipts = self._client._receipts
         await _write(manager, state, BeginFrame(headers={"transaction": transaction}))
         awaited: list[PendingReceipt] = []
         try:
-            send = SendFrame.build(
-                body=body,
-                destination=destination,
-                transaction=transaction,
-                content_type=None,
-                add_content_length=True,
-                headers=framed,
-            )
-            ack = AckFrame(
-                headers={
-                    "id": str(frame.headers["ack"]),
-                    "subscription": frame._subscription.id,
-                    "transaction": transaction,
-                }
-            )
             # One after the other: two answers the broker writes back to back wait for this side's delayed TCP ACK
             # (47 ms a redriven dead letter instead of 5, measured on 5.17).
             for step in (send, ack):
@@ -854,12 +818,7 @@ class StompTransport:
         except BaseException:
             for pending in awaited:
                 receipts.discard(pending.receipt_id)
-            if manager._active_connection_state is state:  # else the broker rolls it back with the connection
-                abort = AbortFrame(headers={"transaction": transaction})
-                # With a receipt, so that the broker's ERROR for it (if any) fails no other frame's receipt.
-                abort.headers["receipt"] = make_receipt_id()  # type: ignore[typeddict-unknown-key]
-                with contextlib.suppress(Exception):
-                    await state.connection.write_frame(abort)
+            await _abort(manager, state, transaction)
             raise
         try:
             commit = CommitFrame(headers={"transaction": transaction})
@@ -894,6 +853,38 @@ class _Confirmation:
         self.receipts.discard(pending.receipt_id)
         if not pending.result.done():
             pending.result.set_result(error)
+
+
+def _copy_frames(
+    frame: stompman.AckableMessageFrame, destination: str, body: bytes, headers: dict[str, str], transaction: str
+) -> tuple[SendFrame, AckFrame]:
+    """A persistent copy's SEND to ``destination`` and ``frame``'s ACK, both in ``transaction``: a retry, a dead
+    letter, a redriven dead letter or a release. ``MessageTooLarge`` for headers the broker would refuse."""
+    framed = headers | {"persistent": "true"}
+    _check_headers(framed)
+    send = SendFrame.build(
+        body=body,
+        destination=destination,
+        transaction=transaction,
+        content_type=None,
+        add_content_length=True,
+        headers=framed,
+    )
+    ack = AckFrame(
+        headers={"id": str(frame.headers["ack"]), "subscription": frame._subscription.id, "transaction": transaction}
+    )
+    return send, ack
+
+
+async def _abort(manager: ConnectionManager, state: ActiveConnectionState, transaction: str) -> None:
+    """ABORT ``transaction`` on its connection; on a lost one the broker rolls it back by itself. With a receipt, so
+    that the broker's ERROR for it (if any) fails no other frame's receipt; never raises."""
+    if manager._active_connection_state is not state:
+        return
+    abort = AbortFrame(headers={"transaction": transaction})
+    abort.headers["receipt"] = make_receipt_id()  # type: ignore[typeddict-unknown-key]
+    with contextlib.suppress(Exception):
+        await state.connection.write_frame(abort)
 
 
 async def _write(manager: ConnectionManager, state: ActiveConnectionState, frame: FramedWrite) -> None:
