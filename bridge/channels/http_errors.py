@@ -149,6 +149,17 @@ def item_gone(response: HttpResponse, *, bare_404_is_gone: bool = False) -> bool
     return bare_404_is_gone or any(word.casefold().rstrip(".!") not in _BARE_NOT_FOUND for word in words)
 
 
+def answered_gone(response: HttpResponse, label: str, action: str, *, bare_404_is_gone: bool = False) -> bool:
+    """Whether a call on one item was answered that the item is gone (``item_gone``); False for any answer but a
+    404 or 410. A 404 that is not the receiver's word raises ``not_gone_error``: taken for "gone", a delete would
+    forget an item that stays online, and an update would create a second one."""
+    if response.status_code not in (404, 410):
+        return False
+    if item_gone(response, bare_404_is_gone=bare_404_is_gone):
+        return True
+    raise not_gone_error(response, label, action)
+
+
 def not_gone_error(response: HttpResponse, label: str, action: str) -> ChannelUnavailable:
     """The error for a 404 that is not the receiver's word on the item (``item_gone``): retried, as the call may
     not have reached the receiver; if it never does, the message's normal failure path names it."""

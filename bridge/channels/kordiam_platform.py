@@ -76,7 +76,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from bridge.channels.auth import ProtocolHttp, TokenSource, answer_id, http_url
 from bridge.channels.base import Channel, ChannelContext, ChannelResult
-from bridge.channels.http_errors import item_gone, not_gone_error, response_json, said_instead
+from bridge.channels.http_errors import answered_gone, response_json, said_instead
 from bridge.channels.kordiam_v1 import compact, result_links, v1_custom_field, v1_publication, v1_task
 from bridge.config import ChannelSettings, ChannelTimeout, Int, StatusSelector, secret_not_empty
 from bridge.digits import ascii_digits
@@ -246,9 +246,7 @@ class KordiamPlatformChannel:
         if cms_id is not None:
             action = f"updating publication {publication.id} of element {element.id} as {cms_id}"
             response = await self._http.request("PUT", self._publication_url(cms_id), action, body)
-            if response.status_code in (404, 410) and not self._gone(response):
-                raise not_gone_error(response, self._label, action)  # creating one would make a second
-            if response.status_code in (404, 410):
+            if self._gone(response, action):
                 log.info("kordiam_platform.publication_gone", channel=self.name, publication=publication.id, cms=cms_id)
                 body["post_id"] = None
             elif not response.is_success:
@@ -274,10 +272,7 @@ class KordiamPlatformChannel:
         await self._send_statuses()
         action = f"deleting publication {publication_id} of element {element_id} ({cms_id})"
         response = await self._http.request("DELETE", self._publication_url(cms_id), action)
-        if response.status_code in (404, 410) and not self._gone(response):
-            # Not the connector's word: forgetting the delivery would leave the publication online, unretracted.
-            raise not_gone_error(response, self._label, action)
-        if not (response.is_success or response.status_code in (404, 410)):
+        if not (response.is_success or self._gone(response, action)):
             raise self._http.error(response, action)
 
     async def aclose(self) -> None:
@@ -320,8 +315,8 @@ class KordiamPlatformChannel:
             self._statuses_sent = True
             log.info("kordiam_platform.statuses_sent", channel=self.name, platforms=list(self._platforms))
 
-    def _gone(self, response: HttpResponse) -> bool:
-        return item_gone(response, bare_404_is_gone=self.options.bare_404_is_gone)
+    def _gone(self, response: HttpResponse, action: str) -> bool:
+        return answered_gone(response, self._label, action, bare_404_is_gone=self.options.bare_404_is_gone)
 
     def _publication_url(self, cms_id: str) -> str:
         return f"{self.options.url}/publication/{quote(cms_id, safe='')}"

@@ -100,7 +100,7 @@ from bridge.channels.auth import (
     webhook_authenticator,
 )
 from bridge.channels.base import Channel, ChannelContext, ChannelResult
-from bridge.channels.http_errors import item_gone, not_gone_error, response_json, said_instead
+from bridge.channels.http_errors import answered_gone, response_json, said_instead
 from bridge.channels.kordiam_v1 import (
     compact,
     result_links,
@@ -264,9 +264,7 @@ class KordiamWebhookChannel:
             for remote_id in self._candidates(element, external_id, known):
                 action = f"updating element {element.id} as {remote_id}"
                 response = await self._http.request("PUT", self._element_url(remote_id), action, body)
-                if response.status_code in (404, 410):
-                    if not self._gone(response):
-                        raise not_gone_error(response, self._label, action)  # creating one would make a second
+                if self._gone(response, action):
                     log.info("kordiam_webhook.element_gone", channel=self.name, element=element.id, remote=remote_id)
                     continue
                 if not response.is_success:
@@ -306,9 +304,7 @@ class KordiamWebhookChannel:
                 }
                 action = f"removing publication {publication_id} from element {element_id} ({remote_id})"
                 response = await self._http.request("PUT", self._element_url(remote_id), action, body)
-                if response.status_code in (404, 410):
-                    if not self._gone(response):
-                        raise not_gone_error(response, self._label, action)
+                if self._gone(response, action):
                     self._remote.pop(element_id, None)
                     return
                 if not response.is_success:
@@ -317,10 +313,7 @@ class KordiamWebhookChannel:
                 return
             action = f"deleting element {element_id} ({remote_id})"
             response = await self._http.request("DELETE", self._element_url(remote_id), action)
-            if response.status_code in (404, 410) and not self._gone(response):
-                # Not the receiver's word: forgetting the delivery would leave the element online, unretracted.
-                raise not_gone_error(response, self._label, action)
-            if not (response.is_success or response.status_code in (404, 410)):
+            if not (response.is_success or self._gone(response, action)):
                 raise self._http.error(response, action)
             if known is not None and known.remote_id == remote_id:
                 self._remote.pop(element_id, None)
@@ -336,8 +329,8 @@ class KordiamWebhookChannel:
         found = [known.remote_id if known else None, external_id, linked]
         return list(dict.fromkeys(text.strip() for text in found if text and text.strip()))
 
-    def _gone(self, response: HttpResponse) -> bool:
-        return item_gone(response, bare_404_is_gone=self.options.bare_404_is_gone)
+    def _gone(self, response: HttpResponse, action: str) -> bool:
+        return answered_gone(response, self._label, action, bare_404_is_gone=self.options.bare_404_is_gone)
 
     def _element_url(self, remote_id: str) -> str:
         return f"{self.options.url}/element/{quote(remote_id, safe='')}"
