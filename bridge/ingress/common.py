@@ -261,16 +261,19 @@ def token_route(path: str, exchange: KeyExchange, receiver: str, name: str) -> w
 async def _small_body(request: web.Request) -> bytes | web.Response:
     """The body; or the 413 (nothing more read) once it is longer than ``MAX_TOKEN_REQUEST_BYTES``, or the 408 once
     it is late."""
-    too_large = problem(413, f"a token request's body is at most {MAX_TOKEN_REQUEST_BYTES} bytes")
     if request.content_length is not None and request.content_length > MAX_TOKEN_REQUEST_BYTES:
-        return too_large
+        return _token_body_too_large()
     body = bytearray()
     try:
         async with asyncio.timeout_at(request.get(BODY_DEADLINE)):
             async for chunk in request.content.iter_any():
                 body += chunk
                 if len(body) > MAX_TOKEN_REQUEST_BYTES:
-                    return too_large
+                    return _token_body_too_large()
     except TimeoutError:
         return body_too_slow()
     return bytes(body)
+
+
+def _token_body_too_large() -> web.Response:
+    return problem(413, f"a token request's body is at most {MAX_TOKEN_REQUEST_BYTES} bytes")
