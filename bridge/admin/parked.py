@@ -123,15 +123,18 @@ async def list_parked(
         raise ValueError("limit must be at least 1")
     now = datetime.now(UTC)
     shown: list[ParkedElement] = []
-    total = 0
+    counts: dict[str, int] = {}
     for name in channels:
-        total += await store.parked_count(name)
+        count = await store.parked_count(name)
         room = limit - len(shown)
-        if room > 0:
-            for parked in await store.parked(name, limit=room):
-                age = max(0.0, (now - parked.since).total_seconds())
-                shown.append(ParkedElement(parked.element_id, name, parked.since, age, parked.reason))
-    return ParkedListing(state_url, list(channels), shown, max(total, len(shown)), list(unconfigured))
+        page = await store.parked(name, limit=room) if room > 0 else []
+        for parked in page:
+            age = max(0.0, (now - parked.since).total_seconds())
+            shown.append(ParkedElement(parked.element_id, name, parked.since, age, parked.reason))
+        # An element parked between the count and the page is counted as shown.
+        if count := max(count, len(page)):
+            counts[name] = count
+    return ParkedListing(state_url, list(channels), shown, sum(counts.values()), list(unconfigured), counts)
 
 
 async def requeue_parked(

@@ -83,7 +83,11 @@ def render_parked_list(listing: ParkedListing, console: Console) -> None:
             Text(_short(parked.reason, 80)),
         )
     console.print(table)
-    summary = f"{len(listing.elements)} shown; {listing.parked} parked ({', '.join(listing.channels)})"
+    if listing.parked_by_channel:
+        held = ", ".join(f"{count} for {name}" for name, count in listing.parked_by_channel.items())
+        summary = f"{len(listing.elements)} shown; {listing.parked} parked: {held}"
+    else:
+        summary = f"{len(listing.elements)} shown; nothing parked (looked at {', '.join(listing.channels)})"
     if listing.truncated:
         summary += "; more not shown (raise --limit)"
     console.print(summary, markup=False, highlight=False)

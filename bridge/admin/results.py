@@ -131,12 +131,15 @@ class ParkedElement:
 @dataclass(frozen=True, slots=True)
 class ParkedListing:
     state_url: str
+    # The channels looked at, whether or not they hold parked elements.
     channels: list[str]
     elements: list[ParkedElement]
     # How many elements the listed channels have parked, shown or not.
     parked: int
     # Those of ``channels`` the configuration no longer has (renamed or removed): only a requeue by hand serves them.
     unconfigured: list[str] = field(default_factory=list)
+    # How many each channel holding parked elements holds, shown or not, in the order of ``channels``.
+    parked_by_channel: dict[str, int] = field(default_factory=dict)
 
     @property
     def truncated(self) -> bool:

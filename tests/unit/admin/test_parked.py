@@ -101,14 +101,15 @@ async def test_list_is_by_channel_in_configuration_order_then_by_element_id(stor
     first = listing.elements[0]
     assert 59 * 60 < first.age_seconds < 61 * 60 and first.reason == "401"
     text = rendered(render_parked_list, listing)
-    assert "4 shown; 4 parked (web, print)" in text and "raise --limit" not in text
+    assert "4 shown; 4 parked: 3 for web, 1 for print" in text and "raise --limit" not in text
 
 
 async def test_list_stops_at_the_limit_and_says_how_many_are_parked(store: MemoryStateStore) -> None:
     listing = await list_parked(store, ["web", "print"], limit=2, state_url="sqlite:///state.db")
     assert [(p.channel, p.element_id) for p in listing.elements] == [("web", 10), ("web", 20)]
     assert listing.parked == 4 and listing.truncated
-    assert "2 shown; 4 parked (web, print); more not shown (raise --limit)" in rendered(render_parked_list, listing)
+    text = rendered(render_parked_list, listing)
+    assert "2 shown; 4 parked: 3 for web, 1 for print; more not shown (raise --limit)" in text
     assert json.loads(to_json(listing))["truncated"] is True
 
 
@@ -263,6 +264,27 @@ async def test_list_reads_a_sqlite_file_without_changing_it(tmp_path: Path) -> N
     only_print = await parked_list(settings_for(tmp_path), channel="print")
     assert [(p.channel, p.element_id) for p in only_print.elements] == [("print", 5)]
     assert file_state(path) == before
+
+
+async def test_the_summary_names_the_channels_that_hold_parked_elements_with_their_counts(tmp_path: Path) -> None:
+    # Two channels configured, elements parked for one: the summary names that one, not every channel looked at.
+    await parked_in_sqlite(tmp_path / "state.db", (7, "web"), (3, "web"), (9, "web"))
+    listing = await parked_list(settings_for(tmp_path), limit=2)
+    assert listing.parked_by_channel == {"web": 3}
+    text = rendered(render_parked_list, listing)
+    assert "2 shown; 3 parked: 3 for web; more not shown (raise --limit)" in text and "print" not in text
+    assert json.loads(to_json(listing))["parked_by_channel"] == {"web": 3}
+    await parked_in_sqlite(tmp_path / "state.db", (4, "print"))
+    both = rendered(render_parked_list, await parked_list(settings_for(tmp_path)))
+    assert "4 shown; 4 parked: 3 for web, 1 for print" in both
+    none = rendered(render_parked_list, await parked_list(settings_for(tmp_path), channel="print", limit=1))
+    assert "1 shown; 1 parked: 1 for print" in none
+
+
+async def test_a_listing_with_nothing_parked_says_so_naming_the_channels_looked_at(tmp_path: Path) -> None:
+    await parked_in_sqlite(tmp_path / "state.db")
+    text = rendered(render_parked_list, await parked_list(settings_for(tmp_path)))
+    assert "0 shown; nothing parked (looked at web, print)" in text
 
 
 async def test_a_channel_neither_configured_nor_holding_parked_elements_is_one_line(tmp_path: Path) -> None:
