@@ -616,7 +616,7 @@ def _check_config(args: argparse.Namespace) -> int:
         }
         for index, channel in enumerate(settings.channels)
     ]
-    # Which channel the element links to when none sets main = true (the first): every "main" above may be false.
+    # The channel the element is linked to, by name: the one whose "main" above is true (the first by default).
     effective["main_channel"] = settings.main_channel
     print(json.dumps(effective, indent=2))
     return 0

@@ -689,6 +689,15 @@ class StatusSettings(_FileAndEnvironment):
     channels: list[ChannelSettings] = Field(min_length=1)
     ops: OpsSettings = OpsSettings()
 
+    @field_validator("channels")
+    @classmethod
+    def _first_is_main_by_default(cls, channels: list[ChannelSettings]) -> list[ChannelSettings]:
+        # Set on the channel itself, so that what reads ``main`` (check-config, a kordiam-webhook channel looking for
+        # the item the element is linked to) sees the main channel as such when none says main = true.
+        if channels and not any(c.main for c in channels):
+            return [channels[0].model_copy(update={"main": True}), *channels[1:]]
+        return channels
+
     @model_validator(mode="after")
     def _channels_consistent(self) -> StatusSettings:
         names = [c.name for c in self.channels]
@@ -709,8 +718,8 @@ class StatusSettings(_FileAndEnvironment):
 
     @property
     def main_channel(self) -> str:
-        """The channel whose item the Kordiam element is linked to: the one marked main, else the first."""
-        return next((c.name for c in self.channels if c.main), self.channels[0].name)
+        """The channel whose item the Kordiam element is linked to: the one marked main (the first by default)."""
+        return next(c.name for c in self.channels if c.main)
 
 
 class IngressCommandSettings(StatusSettings):

@@ -329,6 +329,25 @@ def test_ingress_variables_set_something_and_are_not_warned_about(
     assert [w["variable"] for w in warned if w["event"] == "environment_variable_ignored"] == ["BRIDGE_INGRESS__PROT"]
 
 
+def test_check_config_marks_as_main_the_channel_the_element_is_linked_to_set_or_by_default(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No channel sets ``main``: the first is the main channel, and the printed configuration says so on it, not
+    ``"main": false`` on every channel."""
+    by_default = write(tmp_path, VALID.replace("main = true\n", ""))
+    # On the settings themselves: a kordiam-webhook channel reads its own ``main`` to look for the item the element
+    # is linked to, as the main channel it is.
+    assert [c.main for c in load_settings(by_default).channels] == [True, False]
+    assert main(["check-config", "--config", str(by_default)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert [(c["name"], c["main"]) for c in printed["channels"]] == [("web", True), ("print", False)]
+    assert printed["main_channel"] == "web"
+    assert main(["check-config", "--config", str(write(tmp_path, VALID))]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert [(c["name"], c["main"]) for c in printed["channels"]] == [("web", False), ("print", True)]
+    assert printed["main_channel"] == "print"
+
+
 INGRESS_WITHOUT_SECRETS = """
 [ingress]
 [ingress.global_export]
