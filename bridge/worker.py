@@ -245,6 +245,7 @@ async def assemble(
                 not_ready_reason=lambda: (
                     pipeline.gate.reason or (None if transport.connected() else "queue connection lost; reconnecting")
                 ),
+                not_ready_since=lambda: pipeline.gate.closed_since,
             )
             await ops.start()
             stack.push_async_callback(ops.stop)

@@ -3,7 +3,10 @@
 Read-only, like ``status`` and ``parked list``: it changes nothing in the state store (a SQLite file is opened
 read-only, one that does not exist is not made) nor in Kordiam. It shows what the store keeps on the element
 (``StateStore.element_record``: its mark, each channel's delivery with when it was recorded, its lease) and the
-channels it is parked for (a key lookup per channel, as ``parked requeue --element`` makes). With ``dead_letters``
+channels it is parked for (a key lookup per channel, as ``parked requeue --element`` makes). It asks the worker's
+ops endpoint, as ``status`` does, whether it takes messages now (a paused worker delivers nothing of any element)
+and which configured channels fail now (what they would be given is parked); one not reached leaves that unknown,
+and the report says so. With ``dead_letters``
 it looks through the first ``scan_limit`` dead letters for the element's (``dlq.dead_letters_of``: on SQS each look
 counts as a receive, as for ``dlq show``); with ``kordiam`` it fetches the element (one GET, through the bridge's
 ``KordiamClient``) and says, per configured channel route and publication, whether what the channel was last given
@@ -36,7 +39,9 @@ from bridge.admin.results import (
     ElementLease,
     ElementParked,
     ElementReport,
+    ElementWorker,
 )
+from bridge.admin.status import OPS_TIMEOUT_SECONDS, ask_worker
 from bridge.channels import channel_types
 from bridge.config import ChannelSettings, KordiamCommandSettings, StatusSettings
 from bridge.errors import AdminError, BridgeError
@@ -74,6 +79,7 @@ async def element_report(
         parked = await parked_for(store, settings, element_id)
     finally:
         await store.close()
+    worker = await worker_view(settings)
     found: ElementDeadLetters | None = None
     if dead_letters:
         async with open_queue_admin(settings.queue) as queue:
@@ -84,7 +90,22 @@ async def element_report(
             raise TypeError("element --kordiam needs KordiamCommandSettings")
         element = await fetch_element(settings, element_id)
         in_kordiam = compare(element, element_id, record, settings.channels, replay_command(element_id, config))
-    return build_report(record, settings, parked, found, in_kordiam)
+    return build_report(record, settings, parked, found, in_kordiam, worker)
+
+
+async def worker_view(settings: StatusSettings) -> ElementWorker:
+    """Whether the worker at ``[ops]`` takes messages now, and which configured channels fail (as ``status``)."""
+    answer = await ask_worker(settings, OPS_TIMEOUT_SECONDS)
+    health = answer.health
+    configured = {c.name for c in settings.channels}
+    return ElementWorker(
+        endpoint=health.endpoint,
+        reachable=health.reachable,
+        detail=None if health.reachable else health.detail,
+        paused=health.not_ready_reason,
+        paused_since=health.not_ready_since,
+        failing={name: why for name, why in answer.failing_channels.items() if name in configured},
+    )
 
 
 async def _read(store: StateStore, element_id: int) -> ElementRecord:
@@ -269,6 +290,7 @@ def build_report(
     parked: list[ElementParked],
     dead_letters: ElementDeadLetters | None,
     kordiam: ElementInKordiam | None,
+    worker: ElementWorker | None = None,
 ) -> ElementReport:
     configured = {c.name for c in settings.channels}
     mark = record.mark
@@ -302,6 +324,7 @@ def build_report(
         lease=lease_view(record.lease),
         dead_letters=dead_letters,
         kordiam=kordiam,
+        worker=worker,
     )
 
 

@@ -341,10 +341,25 @@ def render_element(report: ElementReport, console: Console) -> None:
         elif not kordiam.found:
             console.print("No channel holds an item of it: in line.")
         console.print(Text(f"Re-sync it: {kordiam.replay}  (--force also rewrites the channels in line)"))
+    worker = report.worker
+    unknown = ""
+    if worker is not None and not worker.reachable:
+        if worker.endpoint:
+            console.print(Text(f"Worker at {worker.endpoint} not reachable: {worker.detail}", style="yellow"))
+            unknown = "; whether the worker is paused is not known (its ops endpoint was not reached)"
+        else:
+            console.print(Text(f"Worker not asked: {worker.detail}", style="yellow"))
+            unknown = "; whether the worker is paused is not known (no ops endpoint to ask)"
+    elif worker is not None and worker.paused is not None:
+        since = f" since {_when(worker.paused_since)}" if worker.paused_since else ""
+        state = f"paused{since}" if worker.paused_since else "takes no messages"
+        console.print(Text(f"Worker at {worker.endpoint}: {state}: {worker.paused}", style="red"))
+    elif worker is not None:
+        console.print(Text(f"Worker at {worker.endpoint}: taking messages"))
     problems = report.problems
     if problems:
         console.print("[bold red]Problems[/bold red]")
         for problem in problems:
             console.print(Text(f"  - {problem}"))
     else:
-        console.print("[green]No problems found.[/green]")
+        console.print(Text(f"No problems found{unknown}.", style="green" if not unknown else "yellow"))

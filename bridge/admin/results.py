@@ -25,6 +25,7 @@ __all__ = [
     "ElementLease",
     "ElementParked",
     "ElementReport",
+    "ElementWorker",
     "MovedMessage",
     "ParkedElement",
     "ParkedListing",
@@ -270,6 +271,22 @@ class ElementInKordiam:
 
 
 @dataclass(frozen=True, slots=True)
+class ElementWorker:
+    """What the worker at ``[ops]`` says of itself (``/readyz``, ``/metrics``), as far as it bears on an element:
+    while it takes no messages, nothing of any element is delivered; while a channel fails, what the element would
+    give it is parked. One worker process: with several, each has its own endpoint."""
+
+    endpoint: str | None  # None: ops.port is 0, no endpoint to ask
+    reachable: bool
+    detail: str | None = None  # why it was not reached
+    # /readyz's reason while the worker takes no messages, and since when (a pause says; None: not known).
+    paused: str | None = None
+    paused_since: datetime | None = None
+    # Configured channels failing now (their breaker open or half-open, or refusing the bridge's credentials): why.
+    failing: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class ElementReport:
     """What the bridge's state store knows of one element (``kordiam-bridge element``), with its dead letters
     (``--dlq``) and a comparison with the element in Kordiam now (``--kordiam``) when asked for."""
@@ -288,10 +305,28 @@ class ElementReport:
     lease: ElementLease | None
     dead_letters: ElementDeadLetters | None = None
     kordiam: ElementInKordiam | None = None
+    worker: ElementWorker | None = None
 
     @property
     def problems(self) -> list[str]:
         found: list[str] = []
+        worker = self.worker
+        if worker is not None and worker.paused is not None:
+            since = f" since {worker.paused_since.isoformat(timespec='seconds')}" if worker.paused_since else ""
+            state = f"is paused{since}" if worker.paused_since else "takes no messages"
+            found.append(
+                f"the worker at {worker.endpoint} {state} ({worker.paused}): nothing of element {self.element_id} "
+                "is delivered until it takes messages again. No command resumes it: it resumes by itself once its "
+                "probe finds the fault healed (Kordiam or the state store answering again); refused Kordiam "
+                "credentials: fix kordiam.client_secret and restart the worker"
+            )
+        if worker is not None:
+            for channel, why in worker.failing.items():
+                found.append(
+                    f"channel {channel}: {why}: what it would be given of element {self.element_id} is parked, not "
+                    f"delivered, until it accepts calls again (`kordiam-bridge parked requeue --channel {channel}` "
+                    "once it is fixed)"
+                )
         for parked in self.parked:
             found.append(
                 f"parked for {parked.channel} since {parked.since.isoformat(timespec='seconds')}: {parked.reason}"

@@ -93,8 +93,10 @@ class WorkerHealth:
     healthy: bool | None = None
     ready: bool | None = None
     detail: str | None = None
-    # /readyz's `reason` when the worker takes no messages (paused on refused credentials, still starting).
+    # /readyz's `reason` when the worker takes no messages (paused on refused credentials, still starting), and its
+    # `since` when it gives one (a pause: when the worker stopped taking messages).
     not_ready_reason: str | None = None
+    not_ready_since: datetime | None = None
     in_flight: int | None = None
     received: int | None = None
     outcomes: dict[str, int] = field(default_factory=dict)
@@ -186,7 +188,7 @@ async def _report(
     settings: StatusSettings, queues: Awaitable[tuple[QueueStatus, QueueStatus]], ops_timeout: float
 ) -> StatusReport:
     (queue, dead_letter), (state, store_channels), worker = await asyncio.gather(
-        queues, _state_status(settings), _worker_health(settings, ops_timeout)
+        queues, _state_status(settings), ask_worker(settings, ops_timeout)
     )
     errors, failing = worker.channel_errors, worker.failing_channels
     channels: list[ChannelHealth] = []
@@ -345,7 +347,7 @@ BREAKER_PROBLEMS = {
 
 
 @dataclass(frozen=True, slots=True)
-class _WorkerAnswer:
+class WorkerAnswer:
     """What the worker's ops endpoints told of it."""
 
     health: WorkerHealth
@@ -353,11 +355,12 @@ class _WorkerAnswer:
     failing_channels: dict[str, str]  # channel -> why it fails now
 
 
-async def _worker_health(settings: StatusSettings, http_timeout: float) -> _WorkerAnswer:
+async def ask_worker(settings: StatusSettings, http_timeout: float) -> WorkerAnswer:
+    """What the worker at ``[ops]`` says of itself (``status``, ``element``); one not reached is said, not raised."""
     host, port = settings.ops.host, settings.ops.port
     if port == 0:
         unset = WorkerHealth(None, False, detail="ops.port is 0 (a random port): set a fixed port to query it")
-        return _WorkerAnswer(unset, None, {})
+        return WorkerAnswer(unset, None, {})
     if host in ("0.0.0.0", "", "::"):
         host = "127.0.0.1"
     base = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
@@ -368,7 +371,7 @@ async def _worker_health(settings: StatusSettings, http_timeout: float) -> _Work
             )
     except httpx.HTTPError as error:
         unreached = WorkerHealth(base, False, detail=f"{type(error).__name__}: {error}".rstrip(": "))
-        return _WorkerAnswer(unreached, None, {})
+        return WorkerAnswer(unreached, None, {})
     detail = _answer_field(health, "status")
     errors: dict[str, Counter[str]] = {}
     failing: dict[str, str] = {}
@@ -401,11 +404,12 @@ async def _worker_health(settings: StatusSettings, http_timeout: float) -> _Work
         ready=ready.status_code == 200,
         detail=detail,
         not_ready_reason=None if ready.status_code == 200 else _answer_field(ready, "reason"),
+        not_ready_since=None if ready.status_code == 200 else _answer_time(ready, "since"),
         in_flight=in_flight,
         received=received,
         outcomes=outcomes,
     )
-    return _WorkerAnswer(worker, errors, failing)
+    return WorkerAnswer(worker, errors, failing)
 
 
 def _answer_field(response: httpx.Response, field: str) -> str:
@@ -417,6 +421,15 @@ def _answer_field(response: httpx.Response, field: str) -> str:
         return f"HTTP {response.status_code}"
     value = body.get(field) if isinstance(body, dict) else None
     return str(value) if value else f"HTTP {response.status_code}"
+
+
+def _answer_time(response: httpx.Response, field: str) -> datetime | None:
+    """``field`` of a health endpoint's JSON answer as a time (ISO 8601), None when it has none or another."""
+    try:
+        body = response.json()
+        return datetime.fromisoformat(body[field]) if isinstance(body, dict) and field in body else None
+    except (ValueError, TypeError):
+        return None
 
 
 # --------------------------------------------------------------------------------------------------- rendering

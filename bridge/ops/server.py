@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -19,13 +20,16 @@ class OpsServer:
         healthy: Callable[[], bool],
         ready: Callable[[], bool],
         not_ready_reason: Callable[[], str | None] = lambda: None,
+        not_ready_since: Callable[[], float | None] = lambda: None,
     ) -> None:
-        """``not_ready_reason`` says why the worker takes no messages now (None when it does, or no reason)."""
+        """``not_ready_reason`` says why the worker takes no messages now (None when it does, or no reason), and
+        ``not_ready_since`` since when (a ``time.time``; None when not known)."""
         self._host = host
         self._port = port
         self._healthy = healthy
         self._ready = ready
         self._not_ready_reason = not_ready_reason
+        self._not_ready_since = not_ready_since
         self._runner: web.AppRunner | None = None
         self.port = port
 
@@ -61,7 +65,10 @@ class OpsServer:
         reason = self._not_ready_reason()
         if reason is None and self._ready():
             return web.json_response({"status": "ready"})
-        return web.json_response({"status": "not ready", "reason": reason or "not started"}, status=503)
+        answer = {"status": "not ready", "reason": reason or "not started"}
+        if reason is not None and (since := self._not_ready_since()) is not None:
+            answer["since"] = datetime.fromtimestamp(since, UTC).isoformat(timespec="seconds")
+        return web.json_response(answer, status=503)
 
     async def _metrics(self, _: web.Request) -> web.Response:
         return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})

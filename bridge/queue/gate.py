@@ -15,7 +15,8 @@ class ReceiveGate:
     each failing on the same fault. Messages already in hand wait for it too (heartbeated). Each fault closes and
     opens the gate under its own name (``bridge.pipeline.pause``: refused Kordiam credentials, a state store that
     cannot serve the worker), so one healing never opens the gate while another still holds it. ``/readyz`` reports
-    the reasons. ``opened_at`` is when (``time.monotonic``) it last opened after being closed (0.0: never closed).
+    the reasons. ``opened_at`` is when (``time.monotonic``) it last opened after being closed (0.0: never closed);
+    ``closed_since`` when (``time.time``, for an operator) it closed, while it is closed (None while it is open).
     """
 
     def __init__(self) -> None:
@@ -23,6 +24,7 @@ class ReceiveGate:
         self._open.set()
         self._reasons: dict[str, str] = {}
         self.opened_at = 0.0
+        self.closed_since: float | None = None
         metrics.CONSUMER_PAUSED.set(0)
 
     @property
@@ -36,6 +38,8 @@ class ReceiveGate:
     def close(self, fault: str, reason: str) -> bool:
         """Close the gate for ``fault`` (or update its reason); True if that fault had not closed it yet."""
         was_open = fault not in self._reasons
+        if not self._reasons:
+            self.closed_since = time.time()
         self._reasons[fault] = reason
         self._open.clear()
         metrics.CONSUMER_PAUSED.set(1)
@@ -47,6 +51,7 @@ class ReceiveGate:
         if not self._reasons and not self._open.is_set():
             self.opened_at = time.monotonic()
         if not self._reasons:
+            self.closed_since = None
             self._open.set()
             metrics.CONSUMER_PAUSED.set(0)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,16 +27,20 @@ from bridge.admin.results import (
     WITHDRAWN,
     ElementDeadLetters,
     ElementReport,
+    ElementWorker,
     to_json,
 )
 from bridge.channels.base import Channel
-from bridge.config import ChannelSettings, FeedbackSettings, KordiamCommandSettings, StatusSettings
+from bridge.config import ChannelSettings, FeedbackSettings, KordiamCommandSettings, OpsSettings, StatusSettings
 from bridge.errors import AdminError
 from bridge.kordiam.models import Element
+from bridge.ops.server import OpsServer
 from bridge.pipeline.fingerprint import _unprefixed, fingerprint
 from bridge.pipeline.notification import Notification
+from bridge.pipeline.pause import WorkerPause
 from bridge.pipeline.routing import Route
 from bridge.pipeline.sync import Action, SyncEngine
+from bridge.queue.gate import ReceiveGate
 from bridge.state.base import Delivery, ElementMark, ElementRecord, LeaseRecord, RecordedDelivery
 from bridge.state.leases import LeaseOwner
 from tests.unit.fakes import FakeKordiam, MemoryStateStore, ScriptedChannel, element_body, publication
@@ -260,6 +265,7 @@ def settings() -> StatusSettings:
         queue={"url": "https://sqs.eu-central-1.amazonaws.com/123456789012/bridge"},
         state={"url": "sqlite:///state.db"},
         channels=[WEB.model_dump(), PRINT.model_dump()],
+        ops={"port": 0},  # no endpoint to ask: a worker of another test run may listen on the default port
     )
 
 
@@ -273,6 +279,67 @@ def store(monkeypatch: pytest.MonkeyPatch) -> MemoryStateStore:
 
     monkeypatch.setattr(element_module, "open_store", open_store)
     return memory
+
+
+class NeverHealing(WorkerPause):
+    """A fault of the whole worker whose probe keeps finding it (Kordiam answering 503 to everyone)."""
+
+    name = "kordiam-outage"
+    healed = "Kordiam answers"
+
+    async def _probe(self) -> str | None:
+        return "Kordiam does not answer: HTTP 503"
+
+
+@pytest.fixture
+async def paused_worker() -> AsyncIterator[OpsServer]:
+    """A worker's ops endpoint, wired to its gate as ``run_worker`` wires it, while a fault pauses it."""
+    gate = ReceiveGate()
+    pause = NeverHealing(gate)
+    ops = OpsServer(
+        "127.0.0.1",
+        0,
+        healthy=lambda: True,
+        ready=lambda: True,
+        not_ready_reason=lambda: gate.reason,
+        not_ready_since=lambda: gate.closed_since,
+    )
+    await ops.start()
+    pause.pause("Kordiam does not answer: HTTP 503")
+    try:
+        yield ops
+    finally:
+        await pause.aclose()
+        await ops.stop()
+
+
+async def test_while_the_worker_is_paused_the_report_says_nothing_is_delivered_not_no_problems(
+    store: MemoryStateStore, paused_worker: OpsServer
+) -> None:
+    now = story(publication(70, 1, **READY))
+    await store.record(delivered(now, "web", 70))
+    await store.mark_element(ElementMark(7, T0, 3, deleted=False, fetched_at=T0.timestamp()))
+    paused = settings().model_copy(update={"ops": OpsSettings(port=paused_worker.port)})
+    report = await element_report(paused, 7)
+    [problem] = report.problems
+    assert problem.startswith(f"the worker at http://127.0.0.1:{paused_worker.port} is paused since 20")
+    assert "Kordiam does not answer: HTTP 503" in problem and "element 7" in problem
+    assert "resumes by itself" in problem
+    text = shown(report)
+    assert "No problems found" not in text and "Problems" in text
+    assert f"Worker at http://127.0.0.1:{paused_worker.port}: paused since 20" in text
+    assert "nothing of element 7 is delivered" in text
+
+
+async def test_a_worker_not_reached_leaves_its_pause_unknown_and_the_report_says_so(
+    store: MemoryStateStore,
+) -> None:
+    unreachable = settings().model_copy(update={"ops": OpsSettings(port=9)})  # discard: nothing answers
+    report = await element_report(unreachable, 7)
+    assert report.problems == []
+    text = shown(report)
+    assert "Worker at http://127.0.0.1:9 not reachable" in text
+    assert "No problems found; whether the worker is paused is not known" in text
 
 
 async def test_an_element_the_store_never_saw_is_no_problem(store: MemoryStateStore) -> None:
@@ -316,6 +383,16 @@ async def test_kordiam_out_of_reach_is_one_line() -> None:
     )
     with pytest.raises(AdminError, match=r"^Kordiam http://127\.0\.0\.1:9: cannot fetch element 7: "):
         await fetch_element(kordiam, 7)
+
+
+def test_a_channel_failing_now_is_a_problem_naming_what_becomes_of_the_element_and_the_requeue() -> None:
+    failing = ElementWorker("http://127.0.0.1:9090", True, failing={"web": "failing now (circuit breaker open)"})
+    report = replace(full_report(), kordiam=None, worker=failing)
+    assert report.problems == [
+        "channel web: failing now (circuit breaker open): what it would be given of element 7 is parked, not "
+        "delivered, until it accepts calls again (`kordiam-bridge parked requeue --channel web` once it is fixed)"
+    ]
+    assert "Worker at http://127.0.0.1:9090: taking messages" in shown(report)
 
 
 # --- what it prints
