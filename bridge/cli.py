@@ -34,10 +34,10 @@ MAX_ELEMENT_ID = 2**63 - 1
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows an option's default, unless it has none worth showing (None, False: the option is simply off)."""
+    """Shows an option's default, unless it has none worth showing (None, False, empty: the option is simply off)."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.default in (None, False) or action.help is None or "default" in action.help:
+        if action.default in (None, False, "", []) or action.help is None or "default" in action.help:
             return action.help
         return super()._get_help_string(action)
 
@@ -273,7 +273,7 @@ def _parser() -> argparse.ArgumentParser:
     _config_option(redrive)
     redrive.add_argument("--limit", type=_count, help="move at most N messages")
     redrive.add_argument(
-        "--element", type=_element_id, action="append", dest="elements", help="only this element (repeat)"
+        "--element", type=_element_id, action="append", dest="elements", metavar="ID", help="only this element (repeat)"
     )
     redrive.add_argument(
         "--native",
@@ -292,7 +292,9 @@ def _parser() -> argparse.ArgumentParser:
     parked_list = parked_commands.add_parser(
         "list",
         help="show the parked elements (reads the state store, changes nothing)",
-        description="Configured channels in configuration order, each channel's elements by element id.",
+        description="The configured channels in configuration order, then any channel no longer configured that "
+        "still holds parked elements; each channel's elements by element id. Ends with how many are parked, per "
+        "channel.",
     )
     _config_option(parked_list)
     parked_list.add_argument("--channel", metavar="NAME", help="only this channel")
@@ -337,9 +339,11 @@ def _parser() -> argparse.ArgumentParser:
         "element",
         help="what the bridge did with one element: state store, parked, lease; --dlq, --kordiam (changes nothing)",
         description="Its mark (the last version synced), each channel's delivery, the channels it is parked for and "
-        "its lease, from the state store; --dlq adds its dead letters, --kordiam fetches it from Kordiam and says per "
+        "its lease, from the state store; whether the worker at [ops] takes messages (paused, nothing is delivered) "
+        "and which channels fail now; --dlq adds its dead letters, --kordiam fetches it from Kordiam and says per "
         "channel and publication whether the channel is in line with it. Exit code: 0 no problem found, 1 a problem "
-        "found (parked, dead-lettered, out of line with Kordiam; listed at the end, and as `problems` with --json), "
+        "found (parked, dead-lettered, out of line with Kordiam, the worker paused, a channel failing now; listed at "
+        "the end, and as `problems` with --json), "
         "2 a configuration or argument error. An element the store never saw is no error.",
     )
     _config_option(element)
@@ -574,7 +578,7 @@ def _element(args: argparse.Namespace) -> int:
         )
     )
     _show(args, report, render_element)
-    # As `status`: 0 nothing wrong found, 1 problems (parked, dead letters, out of line with Kordiam).
+    # As `status`: 0 nothing wrong found, 1 problems (parked, dead letters, out of line, paused, a channel failing).
     return 1 if report.problems else 0
 
 

@@ -69,6 +69,27 @@ def test_help_shows_the_defaults(argv: list[str], shown: list[str], capsys: pyte
     assert "(default: None)" not in text
 
 
+def help_text(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 0
+    return " ".join(capsys.readouterr().out.split())
+
+
+def test_help_shows_no_empty_default(capsys: pytest.CaptureFixture[str]) -> None:
+    text = help_text(["simulator", "--help"], capsys)
+    assert "(default: [])" not in text and "(default: )" not in text
+
+
+def test_help_names_an_element_option_s_value_as_the_other_commands_do(capsys: pytest.CaptureFixture[str]) -> None:
+    assert "--element ID only this element (repeat)" in help_text(["dlq", "redrive", "--help"], capsys)
+
+
+def test_parked_list_help_says_it_lists_channels_no_longer_configured_too(capsys: pytest.CaptureFixture[str]) -> None:
+    text = help_text(["parked", "list", "--help"], capsys)
+    assert "then any channel no longer configured that still holds parked elements" in text
+
+
 def test_the_simulator_on_a_taken_port_is_one_line_naming_it(capsys: pytest.CaptureFixture[str]) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
