@@ -142,7 +142,9 @@ class StatusReport:
         if self.worker.healthy is False:
             found.append(f"worker unhealthy: {self.worker.detail or 'healthz failed'}")
         elif self.worker.ready is False:  # alive but taking no messages: the queue grows behind it
-            found.append(f"worker not ready: {self.worker.not_ready_reason or 'readyz failed'}")
+            since = self.worker.not_ready_since
+            when = f" since {since.isoformat(timespec='seconds')}" if since else ""
+            found.append(f"worker not ready{when}: {self.worker.not_ready_reason or 'readyz failed'}")
         if not self.state.available:
             found.append(f"state store: {self.state.detail}")
         for channel in self.channels:
@@ -460,7 +462,9 @@ def render_status(report: StatusReport, console: Console) -> None:
     worker = report.worker
     if worker.reachable:
         state = "[green]healthy[/green]" if worker.healthy else f"[red]unhealthy[/red] ({escape(worker.detail or '')})"
-        ready = "ready" if worker.ready else f"[red]not ready[/red] ({escape(worker.not_ready_reason or '')})"
+        since = f" since {worker.not_ready_since.isoformat(timespec='seconds')}" if worker.not_ready_since else ""
+        reason = escape(worker.not_ready_reason or "")
+        ready = "ready" if worker.ready else f"[red]not ready[/red]{since} ({reason})"
         extra = f", {worker.in_flight} in flight" if worker.in_flight is not None else ""
         console.print(f"Worker at {worker.endpoint}: {state}, {ready}{extra}")
     else:

@@ -6,8 +6,21 @@ import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bridge.admin.status import ChannelHealth, QueueStatus, StatusReport, WorkerHealth, _state_status
-from bridge.config import StatusSettings
+from rich.console import Console
+
+from bridge.admin.status import (
+    ChannelHealth,
+    QueueStatus,
+    StateStatus,
+    StatusReport,
+    WorkerHealth,
+    _state_status,
+    ask_worker,
+    render_status,
+)
+from bridge.config import OpsSettings, StatusSettings
+from bridge.ops.server import OpsServer
+from bridge.queue.gate import ReceiveGate
 from bridge.state.sqlite import SCHEMA_VERSION, SqliteStateStore
 from tests.unit.state.test_sqlite import _migrate_up_to
 
@@ -72,3 +85,40 @@ async def test_status_counts_the_elements_parked_for_each_configured_channel_and
         "channel print (not configured): 1 element(s) parked, which no worker requeues "
         "(`kordiam-bridge parked requeue --channel print`)",
     ]
+
+
+async def test_a_paused_worker_is_reported_with_since_when_it_takes_no_messages(tmp_path: Path) -> None:
+    """The worker's gate records when it closed and ``/readyz`` answers it: ``status`` says since when, both in its
+    problems and its worker line."""
+    gate = ReceiveGate()
+    ops = OpsServer(
+        "127.0.0.1",
+        0,
+        healthy=lambda: True,
+        ready=lambda: True,
+        not_ready_reason=lambda: gate.reason,
+        not_ready_since=lambda: gate.closed_since,
+    )
+    await ops.start()
+    try:
+        gate.close("kordiam-outage", "Kordiam does not answer: HTTP 503")
+        paused = settings(tmp_path / "state.db").model_copy(update={"ops": OpsSettings(port=ops.port)})
+        answer = await ask_worker(paused, 5.0)
+    finally:
+        await ops.stop()
+    since = answer.health.not_ready_since
+    assert since is not None and gate.closed_since is not None
+    assert since == datetime.fromtimestamp(int(gate.closed_since), UTC)
+    report = StatusReport(
+        datetime.now(UTC),
+        QueueStatus("queue", "q"),
+        QueueStatus("dead-letter queue", "dlq"),
+        StateStatus("sqlite:///x", True),
+        [],
+        answer.health,
+    )
+    stamp = since.isoformat(timespec="seconds")
+    assert f"worker not ready since {stamp}: Kordiam does not answer: HTTP 503" in report.problems
+    console = Console(width=200, record=True)
+    render_status(report, console)
+    assert f"not ready since {stamp} (Kordiam does not answer: HTTP 503)" in console.export_text()
