@@ -109,8 +109,9 @@ class HttpResponse:
 
     def redact(self, said: str) -> str:
         """``said`` (what this answer said, to be quoted in an error or a log line) without the credentials its
-        request carried: a server or proxy that echoes the request (a debug page, a token endpoint repeating
-        the form) must not put the bridge's secret into the log and the dead letter."""
+        request carried, each replaced by ``***``: a server or proxy that echoes the request (a debug page, a
+        token endpoint repeating the form) must not put the bridge's secret into the log and the dead letter.
+        The one place every quoted answer goes through; which values are secrets: ``_request_secrets``."""
         for secret in _request_secrets(self.request):
             said = said.replace(secret, "***")
         return said
@@ -263,20 +264,30 @@ def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
 
 
 # Form fields of a token request that are secrets (Kordiam's OAuth client credentials, the protocol channels'
-# api_key exchange); shorter values than this are not looked for, they would match ordinary words.
+# api_key exchange).
 _SECRET_FORM_FIELDS = ("client_secret", "api_secret", "password")
-_SHORTEST_SECRET = 4
+# The request headers the bridge sets to public values; every other header it sends carries a credential
+# (Authorization, a channel's configured custom headers such as X-Api-Key), so a header added later is a secret
+# until it is named here.
+_PUBLIC_HEADERS = frozenset({"accept", "content-type", "user-agent"})
+# Shorter values are not looked for: they would match ordinary words and turn a quote into noise. Every configured
+# secret is longer (``bridge.config.SHORTEST_SECRET`` refuses shorter ones at start-up), so this floor only
+# passes over an absurd token a token endpoint hands out.
+SHORTEST_REDACTED = 4
 
 
 def _request_secrets(request: HttpRequest) -> list[str]:
-    """The credentials as they may come back: the Authorization header whole and its credentials (Basic also
-    decoded, and its password alone), and the secret form fields raw and form-encoded; longest first, so that
-    a secret inside another is replaced as part of it."""
+    """The credentials as they may come back: every header value but the public ones' (the Authorization header
+    whole and its credentials, Basic also decoded and its password alone), and the secret form fields raw and
+    form-encoded; longest first, so that a secret inside another is replaced as part of it."""
     found: set[str] = set()
+    for name, value in request.headers.items():
+        if name.lower() not in _PUBLIC_HEADERS:
+            found.add(value.strip())
     authorization = request.headers.get("Authorization", "")
     if authorization:
         scheme, _, credentials = authorization.partition(" ")
-        found.update((authorization, credentials.strip()))
+        found.add(credentials.strip())
         if scheme.lower() == "basic":
             try:
                 decoded = base64.b64decode(credentials.strip(), validate=True).decode()
@@ -287,7 +298,7 @@ def _request_secrets(request: HttpRequest) -> list[str]:
         for name, value in parse_qsl(request.content.decode(errors="replace")):
             if name in _SECRET_FORM_FIELDS:
                 found.update((value, quote_plus(value)))
-    return sorted((secret for secret in found if len(secret) >= _SHORTEST_SECRET), key=len, reverse=True)
+    return sorted((secret for secret in found if len(secret) >= SHORTEST_REDACTED), key=len, reverse=True)
 
 
 def _query_value(value: str | int | float | bool) -> str:

@@ -134,3 +134,15 @@ def test_a_wordpress_error_echoing_the_password_is_read_without_it() -> None:
     )
     said = _wordpress_error(_echoing(400, body, "application/json"))
     assert said is not None and "app-pw-SECRET" not in said[1] + said[2]
+
+
+def test_every_header_but_the_public_ones_is_quoted_without_its_value() -> None:
+    # A configured custom header (X-Auth-Token) is a credential like Authorization; what the bridge itself sets
+    # to public values (Accept, Content-Type, User-Agent) stays readable in the quote.
+    request_headers = CIMultiDict(
+        {"Accept": "application/json", "Content-Type": "application/json", "X-Auth-Token": "tok-SECRET-9"}
+    )
+    request = HttpRequest("POST", URL("https://cms.example/x"), request_headers, b"{}", 5.0)
+    echo = "; ".join(f"{name}: {value}" for name, value in request_headers.items())
+    answer = HttpResponse(400, CIMultiDictProxy(CIMultiDict()), echo.encode(), request)
+    assert answer.redact(echo) == "Accept: application/json; Content-Type: application/json; X-Auth-Token: ***"

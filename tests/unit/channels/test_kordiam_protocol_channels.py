@@ -841,3 +841,29 @@ async def test_token_endpoint_answer_that_is_not_json_is_not_quoted() -> None:
             await source.credentials()
     assert "tok-SECRET-123" not in str(raised.value)
     assert "not JSON" in str(raised.value) and "application/x-www-form-urlencoded" in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "echo",
+    [
+        lambda value: httpx.Response(400, json={"message": f"unknown key {value}"}),
+        lambda value: httpx.Response(403, text=f"<pre>X-Api-Key: {value}</pre>"),
+        lambda value: httpx.Response(502, text=f"upstream refused x-api-key={value}"),
+        lambda value: httpx.Response(201, json={"success": False, "message": f"bad key {value}"}),
+    ],
+)
+async def test_an_answer_echoing_a_configured_custom_header_is_quoted_without_it(
+    echo: Callable[[str], httpx.Response],
+) -> None:
+    # A receiver or proxy that repeats the request's headers would put the key into the log and the dead letter.
+    secret = "hdr-SECRET-0123"
+    async with mock_http(lambda request: echo(request.headers["X-Api-Key"])) as http:
+        options = KordiamWebhookOptions.model_validate(
+            {"url": "https://cms.example.org/ge", "auth": {"type": "headers", "headers": {"X-Api-Key": secret}}}
+        )
+        element = Element.model_validate(v2_element())
+        with pytest.raises((ChannelRejected, ChannelUnavailable)) as error:
+            await KordiamWebhookChannel("cms", options, http, platforms=(99003,)).upsert(
+                element, element.publications[0], None
+            )
+    assert secret not in str(error.value) and "***" in str(error.value)
