@@ -43,7 +43,7 @@ def http_error(
     """
     status = response.status_code
     prefix = f"{label}: {action}: HTTP {status}"
-    said = response.redact(server_message(response) if said is None else said)
+    said = server_message(response) if said is None else response.redact(said)
     if status in (408, 409, 425, 429) or status >= 500:
         return ChannelUnavailable(f"{prefix} {said}", retry_after=retry_after_seconds(response.headers))
     if status == 401:
@@ -57,16 +57,18 @@ def http_error(
 
 
 def server_message(response: HttpResponse) -> str:
-    """What the server said: a JSON ``message``/``error``/``detail``/``title``, else the start of the text."""
+    """What the server said: a JSON ``message``/``error``/``detail``/``title``, else the start of the text; without
+    the request's credentials (``HttpResponse.redact``, before the text is cut: a cut secret would not be found)."""
     said = _json_message(response)
     if said:
         return said
-    text = " ".join(response.text.split())[:200]
+    text = " ".join(response.redact(response.text).split())[:200]
     return text or response.reason_phrase or "no details"
 
 
 def _json_message(response: HttpResponse) -> str | None:
-    """A JSON body's ``code``/``error``/``message``/``detail``/``title``/``error_description``, joined."""
+    """A JSON body's ``code``/``error``/``message``/``detail``/``title``/``error_description``, joined, without
+    the request's credentials."""
     try:
         body = response.json()
     except ValueError:
@@ -77,7 +79,7 @@ def _json_message(response: HttpResponse) -> str | None:
     for key in ("code", "error", "message", "detail", "title", "error_description"):
         value = body.get(key)
         if isinstance(value, str | int) and not isinstance(value, bool) and str(value).strip():
-            text = str(value).strip()
+            text = response.redact(str(value).strip())
             if text not in parts:
                 parts.append(text)
     return ": ".join(parts)[:500] if parts else None
@@ -87,7 +89,7 @@ def said_instead(response: HttpResponse) -> str:
     """``"; it answered: …"`` with what a success answer without the expected fields said, if it said anything:
     a CMS that reports a refusal in a 200 (``{"success": false, "message": …}``) names its reason there."""
     said = _json_message(response)
-    return f"; it answered: {response.redact(said)}" if said else ""
+    return f"; it answered: {said}" if said else ""
 
 
 def response_json(response: HttpResponse, label: str, action: str, *, quote: bool = True) -> Any:
@@ -163,7 +165,7 @@ def answered_gone(response: HttpResponse, label: str, action: str, *, bare_404_i
 def not_gone_error(response: HttpResponse, label: str, action: str) -> ChannelUnavailable:
     """The error for a 404 that is not the receiver's word on the item (``item_gone``): retried, as the call may
     not have reached the receiver; if it never does, the message's normal failure path names it."""
-    said = response.redact(server_message(response))
+    said = server_message(response)
     return ChannelUnavailable(
         f"{label}: {action}: HTTP {response.status_code} {said} — not the receiver saying the item is gone "
         "(a proxy's or web server's page, an empty answer, or no such route): check url, and that the receiver "

@@ -576,7 +576,8 @@ class MailchimpChannel:
             raise self._error(response, action)
         data = response_json(response, self._label, action)
         if not isinstance(data, dict):
-            raise ChannelRejected(f"{self._label}: {action}: unexpected answer {str(data)[:80]!r}")
+            said = response.redact(str(data))[:80]
+            raise ChannelRejected(f"{self._label}: {action}: unexpected answer {said!r}")
         return data
 
     def _campaign(self, response: HttpResponse, action: str) -> _Campaign:

@@ -588,7 +588,8 @@ class WordPressChannel:
                     raise self._error(response, action)
                 data = self._json(response, action)
                 if not isinstance(data, dict):
-                    raise ChannelRejected(f"{self._label}: {action}: unexpected answer {str(data)[:80]!r}")
+                    said = response.redact(str(data))[:80]
+                    raise ChannelRejected(f"{self._label}: {action}: unexpected answer {said!r}")
                 rest_base = data.get("rest_base")
                 taxonomies = data.get("taxonomies")
                 self._route = _Route(
@@ -763,7 +764,7 @@ def _wordpress_error(response: HttpResponse) -> tuple[str, str, str, dict[str, A
     details = "; ".join(f"{k}: {v}" for k, v in params.items()) if isinstance(params, dict) else ""
     # What it says is quoted in errors and logs: never with the credentials the request carried.
     message = response.redact(html.unescape(str(body.get("message") or "")))
-    return body["code"], message, response.redact(details), data
+    return response.redact(body["code"]), message, response.redact(details), data
 
 
 def create(settings: ChannelSettings, options: BaseModel, context: ChannelContext) -> Channel:

@@ -146,3 +146,16 @@ def test_every_header_but_the_public_ones_is_quoted_without_its_value() -> None:
     echo = "; ".join(f"{name}: {value}" for name, value in request_headers.items())
     answer = HttpResponse(400, CIMultiDictProxy(CIMultiDict()), echo.encode(), request)
     assert answer.redact(echo) == "Accept: application/json; Content-Type: application/json; X-Auth-Token: ***"
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        _echoing(502, b"x" * 190 + b" app-pw-SECRET and more"),
+        _echoing(400, b'{"message": "' + b"y" * 490 + b' app-pw-SECRET"}', "application/json"),
+    ],
+)
+def test_a_secret_cut_by_the_quotes_length_leaves_no_part_of_itself(answer: HttpResponse) -> None:
+    # Redacting after the quote is cut to length would miss a secret cut in two, and leave its first half.
+    said = str(http_error(answer, "cms", "create", refused="-"))
+    assert "app-pw" not in said and "SECRET" not in said

@@ -25,6 +25,7 @@ from bridge.channels.mailchimp import (
     shorten,
 )
 from bridge.channels.text import plain_text
+from bridge.errors import ChannelRejected
 from bridge.kordiam.models import Element
 from bridge.pipeline.handler import MessageHandler
 from bridge.queue.outcome import Done, Retry
@@ -268,6 +269,17 @@ def test_key_error_never_echoes_the_key() -> None:
 
 
 # --- error text ------------------------------------------------------------------------------------------------
+
+
+async def test_an_unexpected_answer_echoing_the_key_is_quoted_without_it() -> None:
+    # A proxy answering 200 with the request it saw: the quote of "an unexpected answer" is as public as any error.
+    key = "0123456789abcdef0123456789abcdef-us21"
+    options = MailchimpOptions.model_validate({"api_key": key, "list_id": "list1"})
+    echo = http_answering(lambda request: httpx.Response(200, json=[f"key {key}"]))
+    story_element = element()
+    with pytest.raises(ChannelRejected) as rejected:
+        await MailchimpChannel("newsletter", options, echo).upsert(story_element, story_element.publications[0], None)
+    assert "unexpected answer" in str(rejected.value) and key[:20] not in str(rejected.value)
 
 
 def test_problem_summary_keeps_detail_and_field_errors() -> None:
