@@ -53,10 +53,26 @@ CHANNEL_ENV_PREFIX = CHANNELS_ENV + "__"
 OTHER_ENV_PREFIXES = ("BRIDGE_TEST_", "BRIDGE_INIT_", "BRIDGE_HEALTHCHECK_", "BRIDGE_SKIP_")
 
 
-def secret_not_empty(value: SecretStr) -> SecretStr:
-    """The rule for every secret setting: blank is no secret (one ``field_validator`` per model uses it)."""
-    if not value.get_secret_value().strip():
-        raise ValueError("must not be empty")
+# The fewest characters of a secret setting. Every secret the bridge sends is replaced by *** wherever a server's
+# answer quotes it (``bridge.http.HttpResponse.redact``); a shorter one could be guessed, and would match
+# ordinary words in those answers, so it is refused at start-up and redaction never has to skip one.
+SHORTEST_SECRET = 8
+
+
+def secret_problem(text: str) -> str | None:
+    """What is wrong with ``text`` as a secret setting, without echoing it; None when it will do."""
+    if not text.strip():
+        return "must not be empty"
+    if len(text.strip()) < SHORTEST_SECRET:
+        return f"is too short for a secret: at least {SHORTEST_SECRET} characters"
+    return None
+
+
+def plausible_secret(value: SecretStr) -> SecretStr:
+    """The rule for every secret setting (``secret_problem``; one ``field_validator`` per model uses it)."""
+    problem = secret_problem(value.get_secret_value())
+    if problem:
+        raise ValueError(problem)
     return value
 
 
@@ -331,7 +347,7 @@ class KordiamSettings(Section):
     def _url(cls, value: str) -> str:
         return http_url(value)
 
-    _client_secret = field_validator("client_secret")(secret_not_empty)
+    _client_secret = field_validator("client_secret")(plausible_secret)
 
 
 DYNAMODB_ONLY_KEYS = ("endpoint_url", "region")
@@ -496,7 +512,7 @@ class BearerAuth(Section):
     type: Literal["bearer"]
     token: SecretStr
 
-    _token = field_validator("token")(secret_not_empty)
+    _token = field_validator("token")(plausible_secret)
 
 
 class JwtOptions(Section):
@@ -508,7 +524,7 @@ class JwtOptions(Section):
     issuer: str | None = Field(default=None, min_length=1)
     audience: str | None = Field(default=None, min_length=1)
 
-    _secret = field_validator("secret")(secret_not_empty)
+    _secret = field_validator("secret")(plausible_secret)
 
 
 class ApiKeyOptions(Section):
@@ -518,7 +534,7 @@ class ApiKeyOptions(Section):
     api_key: str = Field(min_length=1)
     api_secret: SecretStr
 
-    _secret = field_validator("api_secret")(secret_not_empty)
+    _secret = field_validator("api_secret")(plausible_secret)
 
 
 class HeadersOptions(Section):
@@ -529,7 +545,8 @@ class HeadersOptions(Section):
 
     @classmethod
     def value_problem(cls, name: str, value: str) -> str | None:
-        return f"header {name!r}: the value must not be empty" if not value.strip() else None
+        problem = secret_problem(value)
+        return f"header {name!r}: the value {problem}" if problem else None
 
     @field_validator("headers")
     @classmethod
@@ -607,7 +624,7 @@ class PlatformReceiver(Section):
     token_ttl_seconds: Int = Field(default=3600, ge=60, le=31_536_000)
 
     _path = field_validator("path")(_ingress_path)
-    _secret = field_validator("api_secret")(secret_not_empty)
+    _secret = field_validator("api_secret")(plausible_secret)
 
 
 class IngressSettings(Section):

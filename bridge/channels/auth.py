@@ -89,9 +89,9 @@ class HeadersAuth(HeadersOptions):
     def value_problem(cls, name: str, value: str) -> str | None:
         if name.lower() in _RESERVED_HEADERS:
             return f"{name!r} is set by the bridge itself"
-        if not value.strip() or "\n" in value or "\r" in value:
-            return f"header {name!r}: the value must be one non-empty line"
-        return None
+        if "\n" in value or "\r" in value:
+            return f"header {name!r}: the value must be one line"
+        return super().value_problem(name, value)
 
 
 WebhookAuth = Annotated[BearerAuth | JwtAuth | ApiKeyAuth | HeadersAuth, Field(discriminator="type")]

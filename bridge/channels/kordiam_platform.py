@@ -78,7 +78,7 @@ from bridge.channels.auth import ProtocolHttp, TokenSource, answer_id, http_url
 from bridge.channels.base import Channel, ChannelContext, ChannelResult
 from bridge.channels.http_errors import answered_gone, response_json, said_instead
 from bridge.channels.kordiam_v1 import compact, result_links, v1_custom_field, v1_publication, v1_task
-from bridge.config import ChannelSettings, ChannelTimeout, Int, StatusSelector, secret_not_empty
+from bridge.config import ChannelSettings, ChannelTimeout, Int, StatusSelector, plausible_secret
 from bridge.digits import ascii_digits
 from bridge.errors import ChannelRejected
 from bridge.http import HttpClient, HttpResponse
@@ -127,7 +127,7 @@ class KordiamPlatformOptions(BaseModel):
     def _url(cls, value: str) -> str:
         return http_url(value)
 
-    _secret = field_validator("api_secret")(secret_not_empty)
+    _secret = field_validator("api_secret")(plausible_secret)
 
     @field_validator("platform_statuses")
     @classmethod

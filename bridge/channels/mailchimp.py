@@ -94,7 +94,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, fi
 from bridge.channels.base import Channel, ChannelContext, ChannelResult, FoundItem
 from bridge.channels.http_errors import http_error, response_json, unreachable
 from bridge.channels.text import HtmlPolicy, plain_text, sanitize_html, without_surrogates
-from bridge.config import ChannelSettings, ChannelTimeout, http_url
+from bridge.config import ChannelSettings, ChannelTimeout, http_url, secret_problem
 from bridge.errors import BridgeError, ChannelRejected
 from bridge.http import BasicAuth, HttpClient, HttpResponse, HttpTransportError
 from bridge.kordiam.models import Element, Publication
@@ -148,7 +148,9 @@ class MailchimpOptions(BaseModel):
     @classmethod
     def _key(cls, value: SecretStr, info: ValidationInfo) -> SecretStr:
         key = value.get_secret_value().strip()
-        if not key or any(character.isspace() or ord(character) < 32 for character in key):
+        if problem := secret_problem(key):
+            raise ValueError(problem)
+        if any(character.isspace() or ord(character) < 32 for character in key):
             raise ValueError("must be a Mailchimp API key (no spaces)")
         if info.data.get("base_url") is None and _data_centre(key) is None:
             raise ValueError("has no data-centre suffix (like -us21): use the whole key, or set base_url")

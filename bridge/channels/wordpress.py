@@ -108,7 +108,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from bridge.channels.base import Channel, ChannelContext, ChannelResult, FoundItem
 from bridge.channels.http_errors import http_error, unreachable
 from bridge.channels.text import HtmlPolicy, sanitize_html, strip_tags
-from bridge.config import ChannelSettings, ChannelTimeout, Int, NotBoolean, http_url, secret_not_empty
+from bridge.config import ChannelSettings, ChannelTimeout, Int, NotBoolean, http_url, plausible_secret
 from bridge.digits import ascii_digits
 from bridge.errors import BridgeError, ChannelCredentialsRefused, ChannelRejected
 from bridge.http import BasicAuth, HttpClient, HttpResponse, HttpTransportError
@@ -169,7 +169,7 @@ class WordPressOptions(BaseModel):
     def _site_url(cls, value: str) -> str:
         return http_url(value).rstrip("/")
 
-    _app_password = field_validator("app_password")(secret_not_empty)
+    _app_password = field_validator("app_password")(plausible_secret)
 
     @field_validator("status_map", mode="before")
     @classmethod

@@ -536,7 +536,7 @@ async def test_wrong_kordiam_credentials_stop_the_worker_at_start(
 ) -> None:
     config, _ = process_config(sqs_endpoint, queues, simulator, tmp_path)
     stories = [await admin.create(story(f"Waiting {n}")) for n in range(3)]
-    worker = WorkerProcess(config, tmp_path / "worker.log", client_secret="wrong")
+    worker = WorkerProcess(config, tmp_path / "worker.log", client_secret="wrong-secret")
     try:
         code = worker.process.wait(timeout=60)
     finally:

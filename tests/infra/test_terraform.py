@@ -361,7 +361,7 @@ PLAUSIBLE = {
     "BRIDGE_OPS__PORT": "9090",
     "BRIDGE_OPS__LOG_LEVEL": "info",
     # the two secrets
-    "BRIDGE_KORDIAM__CLIENT_SECRET": "secret",
+    "BRIDGE_KORDIAM__CLIENT_SECRET": "s3cret-value",
     "BRIDGE_CHANNELS": (EXAMPLE / "channels.json.example").read_text(),
 }
 
@@ -658,7 +658,7 @@ INGRESS_PLAUSIBLE = {
     "BRIDGE_INGRESS__GLOBAL_EXPORT__PATH": "/kordiam",
     # the example's ingress_environment and ingress_secret_arns, and the channels secret
     "BRIDGE_INGRESS__GLOBAL_EXPORT__AUTH__TYPE": "bearer",
-    "BRIDGE_INGRESS__GLOBAL_EXPORT__AUTH__TOKEN": "token",
+    "BRIDGE_INGRESS__GLOBAL_EXPORT__AUTH__TOKEN": "ingress-token",
     "BRIDGE_CHANNELS": (EXAMPLE / "channels.json.example").read_text(),
 }
 

@@ -90,7 +90,7 @@ def test_dlq_list_on_an_empty_queue_and_the_cli(
     asyncio.run(_dead_letter(queue, dlq, "not json", DeadLetterContext("decode", "body is not JSON", "PoisonMessage")))
     config = tmp_path / "bridge.toml"
     config.write_text(
-        f'[kordiam]\nbase_url = "http://127.0.0.1:9"\nclient_id = "c"\nclient_secret = "s"\n'
+        f'[kordiam]\nbase_url = "http://127.0.0.1:9"\nclient_id = "c"\nclient_secret = "s3cret-value"\n'
         f'[queue]\nurl = "{queue}"\ndlq_url = "{dlq}"\n'
     )
     assert main(["dlq", "list", "--json", "--config", str(config)]) == 0

@@ -503,7 +503,7 @@ async def test_a_worker_whose_role_cannot_write_the_table_does_not_start_and_its
     monkeypatch.setattr(DynamoDbStateStore, "_call", refusing_put)
     settings = Settings(
         queue={"url": queue, "dlq_url": dlq, "endpoint_url": sqs_endpoint.url, "region": REGION},
-        kordiam={"base_url": "http://127.0.0.1:9", "client_id": "c", "client_secret": "s"},
+        kordiam={"base_url": "http://127.0.0.1:9", "client_id": "c", "client_secret": "s3cret-value"},
         state={"url": f"dynamodb://{table}", "endpoint_url": moto_url, "region": REGION},
         channels=[{"name": "web", "type": "folder", "platforms": [1], "path": str(tmp_path / "web")}],
     )

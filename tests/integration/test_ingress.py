@@ -235,15 +235,15 @@ async def test_a_burst_of_1000_calls_with_kordiams_retries_delivers_every_story_
 
 
 GLOBAL_EXPORT_AUTH: dict[str, tuple[dict[str, Any], list[str]]] = {
-    "bearer": ({"type": "bearer", "token": "tok-1"}, ["bearer:tok-1"]),
+    "bearer": ({"type": "bearer", "token": "tok-00001"}, ["bearer:tok-00001"]),
     "jwt": (
         {"type": "jwt", "secret": "a-jwt-secret-of-32-bytes-or-more!!"},
         ["jwt:a-jwt-secret-of-32-bytes-or-more!!"],
     ),
-    "api_key": ({"type": "api_key", "api_key": "k-1", "api_secret": "s-1"}, ["api_key:k-1:s-1"]),
+    "api_key": ({"type": "api_key", "api_key": "k-1", "api_secret": "sec-00001"}, ["api_key:k-1:sec-00001"]),
     "headers": (
-        {"type": "headers", "headers": {"X-Api-Key": "h-1", "X-Org": "acme"}},
-        ["header:X-Api-Key=h-1", "header:X-Org=acme"],
+        {"type": "headers", "headers": {"X-Api-Key": "hdr-00001", "X-Org": "acme-org-1"}},
+        ["header:X-Api-Key=hdr-00001", "header:X-Org=acme-org-1"],
     ),
 }
 

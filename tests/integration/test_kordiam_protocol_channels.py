@@ -284,7 +284,7 @@ async def test_webhook_transient_failures_are_unavailable(http: HttpClient) -> N
                 await webhook_channel(short, server).upsert(seed, seed.publications[0], None)
             url = server.base_url
         settings = ChannelSettings(
-            name="cms", type="kordiam-webhook", platforms=[1], url=url, auth={"type": "bearer", "token": "t"}
+            name="cms", type="kordiam-webhook", platforms=[1], url=url, auth={"type": "bearer", "token": "t0ken-value"}
         )
         gone = create_webhook(settings, KordiamWebhookOptions.model_validate(settings.options), ChannelContext(short))
         with pytest.raises(ChannelUnavailable, match="unreachable"):

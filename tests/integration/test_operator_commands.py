@@ -993,7 +993,9 @@ async def test_status_exit_code_says_whether_it_found_problems(
     sqs_endpoint: SqsEndpoint, queues: tuple[str, str], tmp_path: Path
 ) -> None:
     path = config_file(sqs_endpoint, queues, tmp_path)
-    settings = load_settings(path, overrides={"kordiam": {"base_url": NOWHERE, "client_id": "c", "client_secret": "s"}})
+    settings = load_settings(
+        path, overrides={"kordiam": {"base_url": NOWHERE, "client_id": "c", "client_secret": "s3cret-value"}}
+    )
     await (await open_state_store(settings.state)).close()  # a state store that exists, empty
 
     async def status() -> tuple[int, dict[str, Any]]:

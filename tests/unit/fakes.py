@@ -92,7 +92,7 @@ class FakeKordiam:
             http_answering(self.answer),
             base_url="https://kordiam.test",
             client_id="c",
-            client_secret=SecretStr("s"),
+            client_secret=SecretStr("s3cret-value"),
             retry=retry,
         )
 

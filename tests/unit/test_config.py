@@ -11,8 +11,16 @@ from pydantic_settings import BaseSettings
 
 from bridge.channels import channel_problems
 from bridge.cli import main
-from bridge.config import FileSettings, QueueCommandSettings, StatusSettings, load_settings
+from bridge.config import (
+    SHORTEST_SECRET,
+    FileSettings,
+    IngressCommandSettings,
+    QueueCommandSettings,
+    StatusSettings,
+    load_settings,
+)
 from bridge.errors import ConfigError
+from bridge.http import SHORTEST_REDACTED
 from bridge.ops.logging import configure_logging
 from bridge.pipeline.covering import DEFAULT_CLOCK_SKEW_SECONDS
 
@@ -136,7 +144,7 @@ def test_cli_names_a_wrong_adapter_key(tmp_path: Path, capsys: pytest.CaptureFix
 
 def test_example_config_is_valid(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     example = Path(__file__).parents[2] / "examples" / "bridge.toml"
-    monkeypatch.setenv("BRIDGE_KORDIAM__CLIENT_SECRET", "x")
+    monkeypatch.setenv("BRIDGE_KORDIAM__CLIENT_SECRET", "s3cret-value")
     monkeypatch.setenv("BRIDGE_CHANNELS__WEBSITE__APP_PASSWORD", "abcd efgh ijkl mnop qrst uvwx")
     monkeypatch.setenv("BRIDGE_CHANNELS__NEWSLETTER__API_KEY", "0123456789abcdef-us21")
     monkeypatch.setenv("BRIDGE_CHANNELS__CMS__AUTH__TOKEN", "t0ken-value")
@@ -407,7 +415,7 @@ def test_all_missing_secrets_in_one_line_with_their_variables(tmp_path: Path, mo
     with pytest.raises(ConfigError, match=r"^channels\[0\]\.auth\.token: must not be empty"):
         load_settings(
             write(tmp_path, text.replace('type = "bearer" }', 'type = "bearer", token = " " }')),
-            overrides={"kordiam": {"base_url": "https://k", "client_id": "c", "client_secret": "s"}},
+            overrides={"kordiam": {"base_url": "https://k", "client_id": "c", "client_secret": "s3cret-value"}},
             check_channel=channel_problems,
         )
 
@@ -523,7 +531,7 @@ def test_a_native_redrive_on_a_stomp_queue_exits_2_with_one_line(
 
 
 def test_a_blank_secret_is_no_secret_wherever_it_is_set(tmp_path: Path) -> None:
-    # One rule (config.secret_not_empty) for Kordiam's client secret and every channel's: blank is refused.
+    # One rule (config.plausible_secret) for Kordiam's client secret and every channel's: blank is refused.
     with pytest.raises(ConfigError, match=r"^kordiam\.client_secret: must not be empty"):
         load_settings(write(tmp_path, VALID.replace('client_secret = "s3cret-value"', 'client_secret = "   "')))
     wordpress = (
@@ -532,6 +540,87 @@ def test_a_blank_secret_is_no_secret_wherever_it_is_set(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"^channels\[0\]\.app_password: must not be empty"):
         text = VALID.replace('type = "folder"\nplatforms = [99003]\npath = "/tmp/web"', wordpress)
         load_settings(write(tmp_path, text), check_channel=channel_problems)
+
+
+SHORT = "Ab1!xyz"  # 7 characters
+_CMS = 'type = "kordiam-webhook"\nplatforms = [99003]\nurl = "https://cms.example"\n'
+_FOLDER = 'type = "folder"\nplatforms = [99003]\npath = "/tmp/web"'
+
+
+@pytest.mark.parametrize(
+    ("key", "text"),
+    [
+        ("kordiam.client_secret", VALID.replace('"s3cret-value"', f'"{SHORT}"')),
+        (
+            "channels[0].app_password",
+            VALID.replace(
+                _FOLDER,
+                f'type = "wordpress"\nplatforms = [99003]\nurl = "https://wp.example"\n'
+                f'username = "u"\napp_password = "{SHORT}"',
+            ),
+        ),
+        ("channels[0].auth.token", VALID.replace(_FOLDER, _CMS + f'auth = {{ type = "bearer", token = "{SHORT}" }}')),
+        ("channels[0].auth.secret", VALID.replace(_FOLDER, _CMS + f'auth = {{ type = "jwt", secret = "{SHORT}" }}')),
+        (
+            "channels[0].auth.api_secret",
+            VALID.replace(_FOLDER, _CMS + f'auth = {{ type = "api_key", api_key = "k", api_secret = "{SHORT}" }}'),
+        ),
+        (
+            "channels[0].auth.headers",
+            VALID.replace(_FOLDER, _CMS + f'auth = {{ type = "headers", headers = {{ X-Api-Key = "{SHORT}" }} }}'),
+        ),
+        (
+            "channels[0].api_secret",
+            VALID.replace(
+                _FOLDER,
+                'type = "kordiam-platform"\nplatforms = [99003]\nurl = "https://cms.example"\n'
+                f'api_user = "u"\napi_secret = "{SHORT}"',
+            ),
+        ),
+        (
+            "channels[0].api_key",
+            VALID.replace(
+                _FOLDER,
+                'type = "mailchimp"\nplatforms = [99003]\nlist_id = "l"\napi_key = "Ab1-us1"',  # 7 with its -us1
+            ),
+        ),
+    ],
+)
+def test_a_secret_too_short_to_be_one_is_refused_naming_its_key_never_its_value(
+    key: str, text: str, tmp_path: Path
+) -> None:
+    # Redaction replaces every configured secret in what a server answers: a 3-character one would never be
+    # found (or, found, would blank out ordinary words), so it is refused at start-up instead.
+    with pytest.raises(ConfigError) as raised:
+        load_settings(write(tmp_path, text), check_channel=channel_problems)
+    assert raised.value.key == key and "at least 8 characters" in raised.value.problem
+    assert SHORT not in str(raised.value) and "Ab1" not in str(raised.value)
+
+
+def test_every_secret_a_setting_may_hold_is_long_enough_to_be_redacted() -> None:
+    # The redaction floor passes over only what no secret setting can be.
+    assert SHORTEST_REDACTED <= SHORTEST_SECRET
+
+
+@pytest.mark.parametrize(
+    ("key", "ingress"),
+    [
+        (
+            "ingress.global_export.auth.token",
+            f'[ingress.global_export]\nauth = {{ type = "bearer", token = "{SHORT}" }}',
+        ),
+        (
+            "ingress.global_export.auth.headers",
+            f'[ingress.global_export]\nauth = {{ type = "headers", headers = {{ X-Key = "{SHORT}" }} }}',
+        ),
+        ("ingress.platform.api_secret", f'[ingress.platform]\napi_user = "kordiam"\napi_secret = "{SHORT}"'),
+    ],
+)
+def test_the_ingress_refuses_a_shared_secret_too_short_to_be_one(key: str, ingress: str, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_settings(write(tmp_path, VALID + ingress), model=IngressCommandSettings)
+    assert raised.value.key == key and "at least 8 characters" in raised.value.problem
+    assert SHORT not in str(raised.value)
 
 
 @pytest.mark.parametrize(("concurrency", "read_ahead"), [(1, 16), (8, 128), (32, 512), (100, 512)])
@@ -714,10 +803,10 @@ def test_a_usable_kordiam_base_url_is_kept(tmp_path: Path, url: str) -> None:
 
 
 CHANNEL_URL_KEYS = {
-    "wordpress": ('url = "{url}"\nusername = "u"\napp_password = "p"', "url"),
-    "mailchimp": ('base_url = "{url}"\napi_key = "k-us1"\nlist_id = "abc"', "base_url"),
-    "kordiam-webhook": ('url = "{url}"\nauth = {{ type = "bearer", token = "t" }}', "url"),
-    "kordiam-platform": ('url = "{url}"\napi_user = "u"\napi_secret = "s"', "url"),
+    "wordpress": ('url = "{url}"\nusername = "u"\napp_password = "app-password"', "url"),
+    "mailchimp": ('base_url = "{url}"\napi_key = "0123456789abcdef-us1"\nlist_id = "abc"', "base_url"),
+    "kordiam-webhook": ('url = "{url}"\nauth = {{ type = "bearer", token = "t0ken-value" }}', "url"),
+    "kordiam-platform": ('url = "{url}"\napi_user = "u"\napi_secret = "api-secret"', "url"),
     "newsml": ('target = "s3://bucket/in/"\nendpoint_url = "{url}"', "endpoint_url"),
 }
 
@@ -825,7 +914,7 @@ def test_a_region_name_is_kept(tmp_path: Path, region: str) -> None:
 
 # ---- listening addresses -----------------------------------------------------------------------------------------
 
-INGRESS = '\n[ingress]\n[ingress.global_export]\nauth = { type = "bearer", token = "t" }\n'
+INGRESS = '\n[ingress]\n[ingress.global_export]\nauth = { type = "bearer", token = "t0ken-value" }\n'
 
 
 @pytest.mark.parametrize(("section", "key"), [("ops", "ops.host"), ("ingress", "ingress.host")])

@@ -28,12 +28,16 @@ def problem(adapter: TypeAdapter[Any], auth: dict[str, Any]) -> tuple[str, str]:
     [
         ({"type": "bearer", "token": " "}, "token", "must not be empty"),
         ({"type": "jwt", "secret": ""}, "secret", "must not be empty"),
-        ({"type": "jwt", "secret": "s", "audience": ""}, "audience", "at least 1 character"),
-        ({"type": "api_key", "api_key": "", "api_secret": "s"}, "api_key", "at least 1 character"),
+        ({"type": "jwt", "secret": "jwt-secret", "audience": ""}, "audience", "at least 1 character"),
+        ({"type": "api_key", "api_key": "", "api_secret": "api-secret"}, "api_key", "at least 1 character"),
         ({"type": "api_key", "api_key": "k", "api_secret": " "}, "api_secret", "must not be empty"),
         ({"type": "headers", "headers": {}}, "headers", "at least 1 item"),
         ({"type": "headers", "headers": {"Bad Name": "x"}}, "headers", "'Bad Name' is not a valid header name"),
-        ({"type": "bearer", "token": "t", "secret": "s"}, "secret", "Extra inputs are not permitted"),
+        (
+            {"type": "bearer", "token": "t0ken-value", "secret": "jwt-secret"},
+            "secret",
+            "Extra inputs are not permitted",
+        ),
     ],
 )
 def test_the_common_keys_have_one_rule_in_both_directions(
@@ -44,19 +48,19 @@ def test_the_common_keys_have_one_rule_in_both_directions(
 
 
 def test_each_direction_keeps_its_own_keys_and_defaults() -> None:
-    minted = SENDING.validate_python({"type": "jwt", "secret": "s", "subject": "cms", "ttl_seconds": 30})
+    minted = SENDING.validate_python({"type": "jwt", "secret": "jwt-secret", "subject": "cms", "ttl_seconds": 30})
     assert (minted.issuer, minted.subject, minted.ttl_seconds) == ("kordiam-bridge", "cms", 30)
-    checked = CHECKING.validate_python({"type": "jwt", "secret": "s", "require_expiry": True})
+    checked = CHECKING.validate_python({"type": "jwt", "secret": "jwt-secret", "require_expiry": True})
     assert (checked.issuer, checked.require_expiry) == (None, True)
-    exchange = CHECKING.validate_python({"type": "api_key", "api_key": "k", "api_secret": "s"})
+    exchange = CHECKING.validate_python({"type": "api_key", "api_key": "k", "api_secret": "api-secret"})
     assert (exchange.token_path, exchange.token_ttl_seconds) == ("/oauth2/token", 3600)
     # A key of the other direction is refused, not ignored.
-    assert problem(SENDING, {"type": "jwt", "secret": "s", "require_expiry": True})[0] == "require_expiry"
-    assert problem(CHECKING, {"type": "jwt", "secret": "s", "ttl_seconds": 30})[0] == "ttl_seconds"
-    assert problem(CHECKING, {"type": "api_key", "api_key": "k", "api_secret": "s", "token_url": "http://x"})[0] == (
-        "token_url"
-    )
-    assert problem(SENDING, {"type": "api_key", "api_key": "k", "api_secret": "s", "token_path": "/t"})[0] == (
+    assert problem(SENDING, {"type": "jwt", "secret": "jwt-secret", "require_expiry": True})[0] == "require_expiry"
+    assert problem(CHECKING, {"type": "jwt", "secret": "jwt-secret", "ttl_seconds": 30})[0] == "ttl_seconds"
+    assert problem(CHECKING, {"type": "api_key", "api_key": "k", "api_secret": "api-secret", "token_url": "http://x"})[
+        0
+    ] == ("token_url")
+    assert problem(SENDING, {"type": "api_key", "api_key": "k", "api_secret": "api-secret", "token_path": "/t"})[0] == (
         "token_path"
     )
 
@@ -64,13 +68,17 @@ def test_each_direction_keeps_its_own_keys_and_defaults() -> None:
 def test_a_header_value_is_checked_by_the_rule_of_its_direction() -> None:
     # The channel sends the value as one line and never overrides the headers it sets itself.
     assert problem(SENDING, {"type": "headers", "headers": {"X-Key": "a\nb"}})[1].endswith(
-        "header 'X-Key': the value must be one non-empty line"
+        "header 'X-Key': the value must be one line"
     )
     assert problem(SENDING, {"type": "headers", "headers": {"Host": "x"}})[1].endswith(
         "'Host' is set by the bridge itself"
     )
-    # The ingress only compares what Kordiam sends: any non-empty value.
+    # The ingress only compares what Kordiam sends: any value long enough to be a secret.
     assert problem(CHECKING, {"type": "headers", "headers": {"X-Key": " "}})[1].endswith(
         "header 'X-Key': the value must not be empty"
     )
-    assert CHECKING.validate_python({"type": "headers", "headers": {"Host": "x"}}).headers["Host"].get_secret_value()
+    assert problem(SENDING, {"type": "headers", "headers": {"X-Key": "short"}})[1].endswith(
+        "header 'X-Key': the value is too short for a secret: at least 8 characters"
+    )
+    host = CHECKING.validate_python({"type": "headers", "headers": {"Host": "bridge.example"}}).headers["Host"]
+    assert host.get_secret_value() == "bridge.example"

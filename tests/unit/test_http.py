@@ -72,7 +72,9 @@ async def test_a_larger_answer_is_refused_not_read(server: TestServer, http: Htt
 
 
 async def test_a_channel_reports_a_huge_answer_in_one_line(server: TestServer, http: HttpClient) -> None:
-    options = WordPressOptions(url=str(server.make_url("/")), username="u", app_password="p p", rest_route="pretty")
+    options = WordPressOptions(
+        url=str(server.make_url("/")), username="u", app_password="pass word", rest_route="pretty"
+    )
     channel = WordPressChannel("web", options, http)
     element = Element.model_validate({"id": 1, "title": "t", "publications": [{"id": 2, "platform": {"id": 1}}]})
     with pytest.raises(ChannelUnavailable, match=f"unreachable: the answer .* is larger than {LIMIT} bytes"):

@@ -379,7 +379,7 @@ async def test_kordiam_out_of_reach_is_one_line() -> None:
     kordiam = KordiamCommandSettings(
         queue={"url": "https://sqs.eu-central-1.amazonaws.com/123456789012/bridge"},
         channels=[WEB.model_dump()],
-        kordiam={"base_url": "http://127.0.0.1:9", "client_id": "c", "client_secret": "s"},
+        kordiam={"base_url": "http://127.0.0.1:9", "client_id": "c", "client_secret": "s3cret-value"},
     )
     with pytest.raises(AdminError, match=r"^Kordiam http://127\.0\.0\.1:9: cannot fetch element 7: "):
         await fetch_element(kordiam, 7)

@@ -162,7 +162,7 @@ def test_platform_statuses_explicit_triggers_export_wins() -> None:
         {
             "url": "https://cms.example.org",
             "api_user": "u",
-            "api_secret": "s",
+            "api_secret": "api-secret",
             "platform_statuses": [{"id": 1, "name": "Draft", "triggersExport": False}, {"id": 2, "name": "Live"}],
         }
     )
@@ -181,30 +181,36 @@ def test_webhook_options_auth_is_a_discriminated_union() -> None:
     def parse(auth: dict[str, Any]) -> KordiamWebhookOptions:
         return KordiamWebhookOptions.model_validate({"url": "https://cms.example.org/kordiam/", "auth": auth})
 
-    assert parse({"type": "bearer", "token": "t"}).url == "https://cms.example.org/kordiam"
-    jwt = parse({"type": "jwt", "secret": "s"}).auth
+    assert parse({"type": "bearer", "token": "t0ken-value"}).url == "https://cms.example.org/kordiam"
+    jwt = parse({"type": "jwt", "secret": "jwt-secret"}).auth
     assert isinstance(jwt, JwtAuth) and jwt.ttl_seconds == 60 and jwt.issuer == "kordiam-bridge"
-    assert parse({"type": "api_key", "api_key": "k", "api_secret": "s"}).auth.type == "api_key"
-    headers = parse({"type": "headers", "headers": {"X-Api-Key": "v"}})
+    assert parse({"type": "api_key", "api_key": "k", "api_secret": "api-secret"}).auth.type == "api_key"
+    headers = parse({"type": "headers", "headers": {"X-Api-Key": "key-value"}})
     assert "v" not in repr(headers) and "**" in repr(headers)
     for bad in (
         {"type": "oauth"},
         {"type": "bearer"},
         {"type": "bearer", "token": " "},
-        {"type": "bearer", "token": "t", "secret": "x"},
-        {"type": "jwt", "secret": "s", "ttl_seconds": 0},
+        {"type": "bearer", "token": "t0ken-value", "secret": "jwt-secret"},
+        {"type": "jwt", "secret": "jwt-secret", "ttl_seconds": 0},
         {"type": "headers", "headers": {}},
         {"type": "headers", "headers": {"Bad Name": "v"}},
         {"type": "headers", "headers": {"Content-Type": "v"}},
-        {"type": "api_key", "api_key": "k", "api_secret": "s", "token_url": "ftp://x"},
+        {"type": "api_key", "api_key": "k", "api_secret": "api-secret", "token_url": "ftp://x"},
     ):
         with pytest.raises(ValidationError):
             parse(bad)
     with pytest.raises(ValidationError):
-        KordiamWebhookOptions.model_validate({"url": "https://x?y=1", "auth": {"type": "bearer", "token": "t"}})
+        KordiamWebhookOptions.model_validate(
+            {"url": "https://x?y=1", "auth": {"type": "bearer", "token": "t0ken-value"}}
+        )
     with pytest.raises(ValidationError):
         KordiamWebhookOptions.model_validate(
-            {"url": "https://x", "auth": {"type": "bearer", "token": "t"}, "edit_link_template": "https://x/edit"}
+            {
+                "url": "https://x",
+                "auth": {"type": "bearer", "token": "t0ken-value"},
+                "edit_link_template": "https://x/edit",
+            }
         )
 
 
@@ -217,7 +223,9 @@ def test_platform_options_defaults() -> None:
     assert "s3cr3t" not in repr(options) and "s3cr3t" not in str(options.model_dump())
     for bad in ({"api_secret": ""}, {"statuses": [1]}, {"platform_statuses": [{"id": 1, "name": "a"}] * 2}):
         with pytest.raises(ValidationError):
-            KordiamPlatformOptions.model_validate({"url": "https://x", "api_user": "u", "api_secret": "s", **bad})
+            KordiamPlatformOptions.model_validate(
+                {"url": "https://x", "api_user": "u", "api_secret": "api-secret", **bad}
+            )
 
 
 def test_build_channel_names_the_key() -> None:
@@ -227,11 +235,15 @@ def test_build_channel_names_the_key() -> None:
     }
     context = ChannelContext(http=http_answering(lambda request: httpx.Response(500)))
     settings = ChannelSettings(
-        name="cms", type="kordiam-webhook", platforms=[1], url="https://x", auth={"type": "bearer", "token": "t"}
+        name="cms",
+        type="kordiam-webhook",
+        platforms=[1],
+        url="https://x",
+        auth={"type": "bearer", "token": "t0ken-value"},
     )
     assert isinstance(build_channel(settings, context, types=types), KordiamWebhookChannel)
     platform = ChannelSettings(
-        name="wp", type="kordiam-platform", platforms=[1], url="https://x", api_user="u", api_secret="s"
+        name="wp", type="kordiam-platform", platforms=[1], url="https://x", api_user="u", api_secret="api-secret"
     )
     assert isinstance(build_channel(platform, context, types=types), KordiamPlatformChannel)
     broken = ChannelSettings(name="cms", type="kordiam-webhook", platforms=[1], url="https://x", auth={"type": "jwt"})
@@ -244,10 +256,10 @@ def test_build_channel_names_the_key() -> None:
 
 
 def test_jwt_is_hs256_with_short_expiry_and_verifies_independently() -> None:
-    signer = JwtSigner(JwtAuth(type="jwt", secret="shh", issuer="bridge", audience="cms", ttl_seconds=45))
+    signer = JwtSigner(JwtAuth(type="jwt", secret="shh-secret", issuer="bridge", audience="cms", ttl_seconds=45))
     credentials = asyncio.run(signer.credentials())
     token = credentials.headers["Authorization"].removeprefix("Bearer ")
-    claims = verify_hs256(token, b"shh")
+    claims = verify_hs256(token, b"shh-secret")
     assert claims["iss"] == "bridge" and claims["aud"] == "cms" and claims["exp"] - claims["iat"] == 45
     assert abs(claims["iat"] - time.time()) < 5 and claims["jti"]
     with pytest.raises(ValueError, match="signature"):
@@ -277,12 +289,12 @@ async def test_token_source_caches_until_expiry_and_fetches_once_concurrently() 
         return httpx.Response(200, json={"access_token": f"t{len(issued)}", "token_type": "bearer", "expires_in": 100})
 
     async with mock_http(handler) as http:
-        source = TokenSource(http, "https://x/oauth2/token", "key", SecretStr("sec"), "label", "hint")
+        source = TokenSource(http, "https://x/oauth2/token", "key", SecretStr("sec-value"), "label", "hint")
         results = await asyncio.gather(*(source.credentials() for _ in range(5)))
         assert len(issued) == 1 and {r.headers["Authorization"] for r in results} == {"Bearer t1"}
         form = dict(x.split("=") for x in issued[0].content.decode().split("&"))
-        assert form == {"grant_type": "client_credentials", "api_key": "key", "api_secret": "sec"}
-        assert issued[0].headers["Authorization"] == "Basic a2V5OnNlYw=="  # base64("key:sec")
+        assert form == {"grant_type": "client_credentials", "api_key": "key", "api_secret": "sec-value"}
+        assert issued[0].headers["Authorization"] == "Basic a2V5OnNlYy12YWx1ZQ=="  # base64("key:sec-value")
         cached = await source.credentials()
         assert cached.renewable
         source.refused(cached)
@@ -300,7 +312,7 @@ async def test_token_source_without_cache_fetches_per_request() -> None:
         return httpx.Response(200, json={"access_token": f"t{count}", "expires_in": 943199})
 
     async with mock_http(handler) as http:
-        source = TokenSource(http, "https://x/t", "k", SecretStr("s"), "l", "h", cache=False)
+        source = TokenSource(http, "https://x/t", "k", SecretStr("s3cret-value"), "l", "h", cache=False)
         first, second = await source.credentials(), await source.credentials()
         assert count == 2 and not first.renewable and first.headers != second.headers
 
@@ -377,7 +389,7 @@ def webhook(
     options = KordiamWebhookOptions.model_validate(
         {
             "url": "https://cms.example.org/ge",
-            "auth": {"type": "bearer", "token": "t"},
+            "auth": {"type": "bearer", "token": "t0ken-value"},
             "bare_404_is_gone": bare_404_is_gone,
         }
     )
@@ -483,7 +495,7 @@ async def test_links_from_templates_or_from_the_answer() -> None:
         options = KordiamWebhookOptions.model_validate(
             {
                 "url": "https://cms.example.org/ge",
-                "auth": {"type": "bearer", "token": "t"},
+                "auth": {"type": "bearer", "token": "t0ken-value"},
                 "edit_link_template": "https://cms.example.org/edit/{id}",
                 "open_link_template": "https://cms.example.org/read/{id}?preview=1",
             }
@@ -558,7 +570,7 @@ async def test_retry_after_as_http_date_and_transport_errors() -> None:
 
 def platform(http: HttpClient, **options: Any) -> KordiamPlatformChannel:
     parsed = KordiamPlatformOptions.model_validate(
-        {"url": "https://wp.example.org/wp-json/wp-desk-net/v1", "api_user": "u", "api_secret": "s", **options}
+        {"url": "https://wp.example.org/wp-json/wp-desk-net/v1", "api_user": "u", "api_secret": "api-secret", **options}
     )
     return KordiamPlatformChannel("web", parsed, http, platforms=[99003, 99004], statuses=None)
 
@@ -836,7 +848,7 @@ async def test_token_endpoint_answer_that_is_not_json_is_not_quoted() -> None:
         return httpx.Response(200, text=body, headers={"Content-Type": "application/x-www-form-urlencoded"})
 
     async with mock_http(handler) as http:
-        source = TokenSource(http, "https://x/oauth2/token", "key", SecretStr("sec"), "label", "hint")
+        source = TokenSource(http, "https://x/oauth2/token", "key", SecretStr("sec-value"), "label", "hint")
         with pytest.raises(ChannelRejected) as raised:
             await source.credentials()
     assert "tok-SECRET-123" not in str(raised.value)

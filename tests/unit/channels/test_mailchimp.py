@@ -236,7 +236,7 @@ def test_data_centre_comes_from_the_key() -> None:
 
 
 def test_base_url_overrides() -> None:
-    options = MailchimpOptions(api_key="key-us3", list_id="abc", base_url="http://127.0.0.1:9/3.0/")
+    options = MailchimpOptions(api_key="0123456789abcdef-us3", list_id="abc", base_url="http://127.0.0.1:9/3.0/")
     assert options.api_url == "http://127.0.0.1:9/3.0" and options.data_centre == "us3"
     assert MailchimpOptions(api_key="plainkey", list_id="abc", base_url="http://x/3.0").data_centre is None
 
@@ -247,13 +247,13 @@ def test_base_url_overrides() -> None:
         {"api_key": "no-data-centre", "list_id": "abc"},
         {"api_key": "", "list_id": "abc"},
         {"api_key": "key with space-us1", "list_id": "abc"},
-        {"api_key": "k-us1", "list_id": ""},
-        {"api_key": "k-us1", "list_id": "a/b"},
-        {"api_key": "k-us1", "list_id": "abc", "reply_to": "not-an-address"},
-        {"api_key": "k-us1", "list_id": "abc", "base_url": "ftp://x"},
-        {"api_key": "k-us1", "list_id": "abc", "delete_mode": "trash"},
-        {"api_key": "k-us1", "list_id": "abc", "sent_edits": "retry"},
-        {"api_key": "k-us1", "list_id": "abc", "unknown": True},
+        {"api_key": "0123456789abcdef-us1", "list_id": ""},
+        {"api_key": "0123456789abcdef-us1", "list_id": "a/b"},
+        {"api_key": "0123456789abcdef-us1", "list_id": "abc", "reply_to": "not-an-address"},
+        {"api_key": "0123456789abcdef-us1", "list_id": "abc", "base_url": "ftp://x"},
+        {"api_key": "0123456789abcdef-us1", "list_id": "abc", "delete_mode": "trash"},
+        {"api_key": "0123456789abcdef-us1", "list_id": "abc", "sent_edits": "retry"},
+        {"api_key": "0123456789abcdef-us1", "list_id": "abc", "unknown": True},
     ],
 )
 def test_bad_options_are_refused(options: dict[str, Any]) -> None:

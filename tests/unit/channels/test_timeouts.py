@@ -20,9 +20,9 @@ OPTIONS: dict[str, dict[str, Any]] = {
     "mailchimp": {"api_key": "key-us21", "list_id": "list1", "from_name": "Desk", "reply_to": "desk@example.org"},
     "kordiam-webhook": {
         "url": "https://cms.example/ge",
-        "auth": {"type": "api_key", "api_key": "user", "api_secret": "secret"},
+        "auth": {"type": "api_key", "api_key": "user", "api_secret": "api-secret"},
     },
-    "kordiam-platform": {"url": "https://cms.example/pi", "api_user": "user", "api_secret": "secret"},
+    "kordiam-platform": {"url": "https://cms.example/pi", "api_user": "user", "api_secret": "api-secret"},
 }
 
 

@@ -77,7 +77,7 @@ def element(
 
 
 def options(**overrides: Any) -> WordPressOptions:
-    values: dict[str, Any] = {"url": "https://news.example/", "username": "bridge", "app_password": "a b c"}
+    values: dict[str, Any] = {"url": "https://news.example/", "username": "bridge", "app_password": "abcd efgh ijkl"}
     values.update(overrides)
     return WordPressOptions.model_validate(values)
 
@@ -98,7 +98,7 @@ def test_options_defaults_and_normalised_keys() -> None:
     assert opts.default_author is None
     assert opts.status_map == {"ready to publish": "publish", "7": "draft", "8": "pending"}
     assert opts.category_map == {"sport": 4, "12": 5, "local": "Lokales"}
-    assert "a b c" not in repr(opts)
+    assert "abcd efgh ijkl" not in repr(opts)
 
 
 @pytest.mark.parametrize(

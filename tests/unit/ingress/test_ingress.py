@@ -372,9 +372,9 @@ async def test_api_key_exchanged_for_a_token_then_used(ingress: Factory) -> None
 
 
 async def test_api_key_token_expires(ingress: Factory) -> None:
-    auth = {"type": "api_key", "api_key": "k", "api_secret": "s3cret"}
+    auth = {"type": "api_key", "api_key": "k", "api_secret": "s3cret-value"}
     client, transport = await ingress(settings(global_export={"path": "/kordiam", "auth": auth}))
-    issuer = TokenIssuer("s3cret", 60, "global_export")  # what the ingress issues, with a 60 s lifetime
+    issuer = TokenIssuer("s3cret-value", 60, "global_export")  # what the ingress issues, with a 60 s lifetime
     fresh = str(issuer.issue()["access_token"])
     with patch("time.time", return_value=time.time() - 120):  # issued two minutes ago: expired a minute ago
         expired = str(issuer.issue()["access_token"])
@@ -418,13 +418,13 @@ def test_the_memory_of_verified_tokens_is_bounded() -> None:
 
 
 async def test_custom_headers(ingress: Factory) -> None:
-    auth = {"type": "headers", "headers": {"X-Api-Key": "k-1", "X-Tenant": "t-1"}}
+    auth = {"type": "headers", "headers": {"X-Api-Key": "key-0001", "X-Tenant": "tenant-0001"}}
     client, transport = await ingress(settings(global_export={"path": "/kordiam", "auth": auth}))
     body = fixture("seed001_create.json")
     for headers, status in (
-        ({**JSON, "X-Api-Key": "k-1", "X-Tenant": "t-1"}, 201),
-        ({**JSON, "X-Api-Key": "k-1", "X-Tenant": "wrong"}, 401),
-        ({**JSON, "X-Api-Key": "k-1"}, 401),
+        ({**JSON, "X-Api-Key": "key-0001", "X-Tenant": "tenant-0001"}, 201),
+        ({**JSON, "X-Api-Key": "key-0001", "X-Tenant": "wrong"}, 401),
+        ({**JSON, "X-Api-Key": "key-0001"}, 401),
         (JSON, 401),
     ):
         assert (await client.post("/kordiam/element", data=body, headers=headers)).status == status
@@ -767,7 +767,7 @@ def test_settings_need_a_receiver_and_distinct_paths() -> None:
     with pytest.raises(ValueError, match="configure"):
         IngressSettings.model_validate({})
     with pytest.raises(ValueError, match="must differ"):
-        settings(platform={"path": "/kordiam", "api_user": "u", "api_secret": "s"})
+        settings(platform={"path": "/kordiam", "api_user": "u", "api_secret": "api-secret"})
 
 
 def test_ingress_command_without_an_ingress_table_is_a_config_error(

@@ -355,7 +355,9 @@ async def test_the_url_of_a_plain_path_is_the_one_its_text_would_give(base: str)
             body = json.dumps({**ELEMENT, "content": [], "hasMore": False}).encode()
         return HttpResponse(200, CIMultiDictProxy(CIMultiDict({"Content-Type": "application/json"})), body, request)
 
-    client = KordiamClient(HttpClient.answering(answer), base_url=base, client_id="c", client_secret=SecretStr("s"))
+    client = KordiamClient(
+        HttpClient.answering(answer), base_url=base, client_id="c", client_secret=SecretStr("s3cret-value")
+    )
     await client.get_element(123)
     await client.update_publication(5, 7, external_id="x")
     await client.link_external_element(5, external_id="x", link=None)

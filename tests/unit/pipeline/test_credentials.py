@@ -18,7 +18,7 @@ def credentials_answered_by(status: int) -> tuple[KordiamCredentials, ReceiveGat
         return httpx.Response(status, json={"title": "answer", "status": status})
 
     client = KordiamClient(
-        http_answering(answer), base_url="https://kordiam.test", client_id="c", client_secret=SecretStr("s")
+        http_answering(answer), base_url="https://kordiam.test", client_id="c", client_secret=SecretStr("s3cret-value")
     )
     gate = ReceiveGate()
     return KordiamCredentials(client, gate), gate

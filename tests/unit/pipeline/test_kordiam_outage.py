@@ -141,7 +141,7 @@ def probing_client(answer: httpx.Response | Exception) -> KordiamClient:
         return answer
 
     return KordiamClient(
-        http_answering(respond), base_url="https://kordiam.test", client_id="c", client_secret=SecretStr("s")
+        http_answering(respond), base_url="https://kordiam.test", client_id="c", client_secret=SecretStr("s3cret-value")
     )
 
 

@@ -519,7 +519,7 @@ async def test_a_removed_publication_leaves_the_remote_element_when_no_sibling_p
 
     ready, draft = {"id": 9, "name": "Ready"}, {"id": 1, "name": "Draft"}
     options = KordiamWebhookOptions.model_validate(
-        {"url": "https://cms.example.org/ge", "auth": {"type": "bearer", "token": "t"}}
+        {"url": "https://cms.example.org/ge", "auth": {"type": "bearer", "token": "t0ken-value"}}
     )
 
     def engine_over(http: HttpClient) -> SyncEngine:
