@@ -552,6 +552,11 @@ class HeadersOptions(Section):
     @classmethod
     def _header_names(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
         for name, secret in value.items():
+            before, colon, _value = name.partition(":")
+            if colon and HEADER_NAME.match(before.strip()):  # a header line copied whole: never print its value
+                raise ValueError(
+                    f"{before.strip()!r} is written with its value: write {{NAME = VALUE}}, not 'NAME: VALUE'"
+                )
             if not HEADER_NAME.match(name):
                 raise ValueError(f"{name!r} is not a valid header name")
             problem = cls.value_problem(name, secret.get_secret_value())

@@ -82,3 +82,11 @@ def test_a_header_value_is_checked_by_the_rule_of_its_direction() -> None:
     )
     host = CHECKING.validate_python({"type": "headers", "headers": {"Host": "bridge.example"}}).headers["Host"]
     assert host.get_secret_value() == "bridge.example"
+
+
+@pytest.mark.parametrize("adapter", [SENDING, CHECKING], ids=["channel", "ingress"])
+def test_a_whole_header_line_written_as_the_name_is_refused_without_its_value(adapter: TypeAdapter[Any]) -> None:
+    # `headers = { "X-Api-Key: s3cr3t-value" = "…" }`: the name holds the secret, and the error must not print it.
+    where, message = problem(adapter, {"type": "headers", "headers": {"X-Api-Key: s3cr3t-value": "whatever-1"}})
+    assert where == "headers" and "s3cr3t" not in message
+    assert message == "Value error, 'X-Api-Key' is written with its value: write {NAME = VALUE}, not 'NAME: VALUE'"
