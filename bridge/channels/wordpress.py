@@ -689,7 +689,9 @@ class WordPressChannel:
         if response.status_code == 403:
             # The API user may not list users (list_users): fall back to default_author from now on.
             self._can_list_users = False
-            log.warning("wordpress.cannot_list_users", channel=self.name, detail=_wordpress_error(response))
+            error = _wordpress_error(response)  # its data is for reading, raw: only what it said is logged
+            said = f"{error[0]}: {error[1]}" if error else response.reason_phrase
+            log.warning("wordpress.cannot_list_users", channel=self.name, detail=said)
             return None
         found = self._exact_match(response, action, "email", key)
         if found is None:

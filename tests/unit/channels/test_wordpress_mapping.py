@@ -660,6 +660,22 @@ async def test_author_lookup_forbidden_falls_back_to_default() -> None:
     assert sum(path.endswith("/users") for path in calls) == 1
 
 
+async def test_a_refused_author_lookup_is_logged_without_the_credentials_the_answer_echoes() -> None:
+    # A debug plugin (or a proxy) that repeats the request in the error's data: the log line is as public as an
+    # error, so it carries what WordPress said, redacted, and not its raw data.
+    def handler(request: httpx.Request) -> httpx.Response:
+        if "types" in request.url.path:
+            return httpx.Response(200, json=TYPE_POST)
+        seen = {"authorization": request.headers["Authorization"], "password": "abcd efgh ijkl"}
+        return wp_error(403, "rest_forbidden_context", "Sorry, you are not allowed to list users.", request=seen)
+
+    with capture_logs() as logs:
+        assert await channel(handler, default_author=9)._author_for("a@example.org") == 9
+    (logged,) = [entry for entry in logs if entry["event"] == "wordpress.cannot_list_users"]
+    assert "abcd efgh ijkl" not in str(logged) and "YnJpZGdl" not in str(logged)  # base64 of "bridge:…"
+    assert "rest_forbidden_context" in str(logged)
+
+
 # --- a story deleted in Kordiam before the retry of a lost create (the engine over an in-process WordPress) -------
 
 
