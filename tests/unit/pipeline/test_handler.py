@@ -7,10 +7,12 @@ import asyncio
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 import structlog
 
 from bridge.channels.base import ChannelResult
+from bridge.channels.kordiam_webhook import KordiamWebhookChannel, KordiamWebhookOptions
 from bridge.config import FeedbackSettings
 from bridge.errors import ChannelRejected, ChannelUnavailable
 from bridge.kordiam.models import Element, Publication
@@ -21,6 +23,7 @@ from bridge.pipeline.sync import SyncEngine
 from bridge.queue.gate import ReceiveGate
 from bridge.queue.outcome import DeadLetter, Done, Retry
 from bridge.queue.transport import QueueMessage
+from tests.support import http_answering
 from tests.unit.fakes import FakeKordiam, MemoryStateStore, ScriptedChannel, element_body, publication, sync_engine
 
 
@@ -252,3 +255,19 @@ async def test_a_long_reason_is_cut_to_fit_the_dead_letter_context() -> None:
     web.fail = ChannelRejected("x" * 2000)
     outcome = await handler_over(kordiam, state, (web, WEB))(message('{"id": 5}'))
     assert isinstance(outcome, DeadLetter) and len(outcome.reason) == 900
+
+
+async def test_a_receiver_echoing_a_configured_header_leaves_it_out_of_the_dead_letter() -> None:
+    # The whole way: a kordiam-webhook channel's X-Api-Key echoed in a 400 → the dead letter's reason (which
+    # `dlq show` and `element` print) carries *** instead.
+    secret = "hdr-SECRET-0123"
+    options = KordiamWebhookOptions.model_validate(
+        {"url": "https://cms.example.org/ge", "auth": {"type": "headers", "headers": {"X-Api-Key": secret}}}
+    )
+    echo = http_answering(lambda request: httpx.Response(400, text=f"bad key {request.headers['X-Api-Key']}"))
+    kordiam, state = FakeKordiam(), MemoryStateStore()
+    kordiam.elements[5] = element_body(5, publication(51, WEB))
+    cms = KordiamWebhookChannel("cms", options, echo, platforms=(WEB,))
+    outcome = await MessageHandler(sync_engine(kordiam, state, [(cms, WEB)]), tracing=False)(message('{"id": 5}'))
+    assert isinstance(outcome, DeadLetter) and "bad key ***" in outcome.reason
+    assert secret not in outcome.reason
