@@ -85,17 +85,20 @@ WORDPRESS_ENV := BRIDGE_TEST_WORDPRESS=$(CURDIR)/.cache/wordpress/credentials.js
 TEST_ACTIVEMQ := ACTIVEMQ_PORT=61623 ACTIVEMQ_HOME=$(CURDIR)/.cache/activemq-tests
 ACTIVEMQ_ENV := $(TEST_ACTIVEMQ) BRIDGE_TEST_ACTIVEMQ=stomp://127.0.0.1:61623
 
-# LocalStack's first start installs it (about 90 s) and boots it (about 90 s): that runs in the background while the
-# main pass runs (its log: .cache/localstack-tests-start.log), and `test-localstack` waits for it (the script's
-# lock). A main pass that fails stops it again.
+# LocalStack's first start installs it (about 90 s) and boots it (about 90 s), and the container images take 3 to 6
+# minutes to build: both run in the background while the main pass runs (logs: .cache/localstack-tests-start.log,
+# .cache/image-prepare.log), and `test-localstack` and `image-test` wait for them (the scripts' locks). A main pass
+# that fails stops both again.
 test: lint typecheck venv
 	scripts/wordpress.sh start
 	$(TEST_ACTIVEMQ) scripts/activemq.sh start
 	@mkdir -p .cache; ($(TEST_LOCALSTACK) scripts/localstack.sh start >.cache/localstack-tests-start.log 2>&1 </dev/null &) ; \
 	  echo "localstack: starting in the background for the LocalStack pass (log .cache/localstack-tests-start.log)"
+	scripts/docker.sh prepare-background
 	$(WORDPRESS_ENV) $(ACTIVEMQ_ENV) $(BIN)/pytest $(PYTEST_FLAGS) --durations=15 tests; status=$$?; \
 	  scripts/wordpress.sh stop; $(TEST_ACTIVEMQ) scripts/activemq.sh stop; \
-	  if [ $$status -ne 0 ]; then $(TEST_LOCALSTACK) scripts/localstack.sh stop; fi; exit $$status
+	  if [ $$status -ne 0 ]; then $(TEST_LOCALSTACK) scripts/localstack.sh stop; scripts/docker.sh discard; fi; \
+	  exit $$status
 	@cat .cache/localstack-tests-start.log
 	$(MAKE) test-localstack
 	$(MAKE) image-test

@@ -6,9 +6,15 @@
 #   scripts/docker.sh engine-start   start a Docker engine (as root; installs Debian's docker.io first if
 #                                    needed) unless one answers already
 #   scripts/docker.sh engine-stop    stop the engine engine-start started, nothing else
-#   scripts/docker.sh test           `make image-test`: engine, base, both images (BuildKit, legacy builder, and
-#                                    buildah as a third builder), then tests/image (the image run for real, and
-#                                    the compose stack); stops the engine if it started it
+#   scripts/docker.sh prepare        what `test` does before the tests: engine, base, both images (BuildKit,
+#                                    legacy builder, and buildah as a third builder)
+#   scripts/docker.sh prepare-background   the same in the background, its output in .cache/image-prepare.log:
+#                                    `make test` runs it during its main pass, and its `test` finds the images
+#   scripts/docker.sh test           `make image-test`: `prepare` unless a finished one matches the sources,
+#                                    then tests/image (the image run for real, and the compose stack); stops
+#                                    the engine if it or that `prepare` started it
+#   scripts/docker.sh discard        wait for a background `prepare`, then stop the engine it started (what
+#                                    `make test` does when its main pass fails)
 #   scripts/docker.sh lock           remake infra/docker/requirements.lock (needs the package index, no engine)
 #
 # Client: Debian's /usr/bin/docker (20.10, from docker.io) where it exists. It drives the engine's built-in
@@ -65,7 +71,8 @@ engine_start() {
   fi
   mkdir -p "$ENGINE_DIR"
   say "starting dockerd (log: $ENGINE_DIR/dockerd.log)"
-  setsid dockerd --storage-driver=overlay2 >"$ENGINE_DIR/dockerd.log" 2>&1 </dev/null &
+  # 9>&-: a `prepare` holds its lock on fd 9, which the engine must not keep after the prepare ends.
+  setsid dockerd --storage-driver=overlay2 >"$ENGINE_DIR/dockerd.log" 2>&1 </dev/null 9>&- &
   echo $! >"$ENGINE_DIR/dockerd.pid"
   STARTED_ENGINE=1
   local deadline=$((SECONDS + 60))
@@ -281,23 +288,97 @@ for name, version in sorted(((i["metadata"]["name"], i["metadata"]["version"]) f
 
 image_size() { "$DOCKER" image inspect -f '{{.Size}}' "$1" | awk '{printf "%.0f MB", $1 / 1e6}'; }
 
-run_test() {
-  local started=$SECONDS
-  STARTED_ENGINE=0
+# A `prepare` leaves what it made in $PREPARED for the `test` that follows, and holds $PREPARE_LOCK while it works,
+# so a `test` (or `discard`) started meanwhile waits for it. What it left counts only for the same sources: the
+# contents of the files .dockerignore lets into the build context, hashed.
+PREPARED="$REPO/.cache/image-prepared"
+PREPARE_LOCK="$REPO/.cache/image-prepare.lock"
+PREPARE_LOG="$REPO/.cache/image-prepare.log"
+
+sources_digest() {
+  # Outside a git checkout nothing tells the sources apart: a digest that never matches.
+  git -C "$REPO" rev-parse --git-dir >/dev/null 2>&1 || { echo "no-git-$$-$RANDOM"; return; }
+  (cd "$REPO" && git ls-files -z --cached --others --exclude-standard -- pyproject.toml README.md LICENSE bridge \
+    infra/docker | sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16)
+}
+
+take_prepare_lock() {
+  mkdir -p "$(dirname "$PREPARE_LOCK")"
+  exec 9>"$PREPARE_LOCK"
+  flock 9
+}
+
+# The engine, docker-compose, the base and all three builds. Sets BASE.
+prepare_images() {
   engine_start
-  trap '((STARTED_ENGINE)) && engine_stop' EXIT
   # docker-compose: Debian's 1.29 (Compose v2 is in no registry these machines reach; docker-compose.yml is
   # written for both).
   command -v docker-compose >/dev/null || apt_install docker-compose
-  local base
-  base="$(base_image)"
-  build_images "$base"
-  buildah_check "$base"
+  BASE="$(base_image)"
+  build_images "$BASE"
+  buildah_check "$BASE"
+}
+
+# The lock is taken before it returns (so a `test` or `discard` right after waits), and the prepare runs on in the
+# background, holding it.
+run_prepare_background() {
+  take_prepare_lock
+  (prepare_locked) >"$PREPARE_LOG" 2>&1 </dev/null &
+  say "preparing the images in the background (log $PREPARE_LOG)"
+}
+
+run_prepare() {
+  take_prepare_lock
+  prepare_locked
+}
+
+prepare_locked() {
+  local started=$SECONDS
+  rm -f "$PREPARED"
+  STARTED_ENGINE=0
+  # A prepare that fails stops the engine it started: no `test` will.
+  trap '((STARTED_ENGINE)) && engine_stop' EXIT
+  prepare_images
+  printf 'sources=%s\nbase=%s\nstarted_engine=%s\n' "$(sources_digest)" "$BASE" "$STARTED_ENGINE" >"$PREPARED"
+  trap - EXIT
+  say "images prepared in $((SECONDS - started)) s"
+}
+
+prepared_value() { sed -n "s/^$1=//p" "$PREPARED"; }
+
+run_test() {
+  local started=$SECONDS
+  STARTED_ENGINE=0
+  take_prepare_lock
+  trap '((STARTED_ENGINE)) && engine_stop' EXIT
+  if [[ -f "$PREPARED" && "$(prepared_value sources)" == "$(sources_digest)" ]] && engine_answers; then
+    BASE="$(prepared_value base)"
+    STARTED_ENGINE="$(prepared_value started_engine)"
+    [[ ! -f "$PREPARE_LOG" ]] || cat "$PREPARE_LOG" >&2
+    say "using the images the background prepare built (base $BASE)"
+  else
+    if [[ -f "$PREPARED" ]]; then
+      say "the sources changed since the images were prepared: building them again"
+    elif [[ -f "$PREPARE_LOG" ]]; then
+      tail -n 20 "$PREPARE_LOG" >&2
+      say "the background prepare did not finish (its log's end above): preparing again"
+    fi
+    prepare_images
+  fi
+  rm -f "$PREPARED" "$PREPARE_LOG"
   local status=0
-  BRIDGE_TEST_IMAGE="$IMAGE" BRIDGE_TEST_DEMO_IMAGE="$DEMO_IMAGE" BRIDGE_TEST_BASE_IMAGE="$base" \
+  BRIDGE_TEST_IMAGE="$IMAGE" BRIDGE_TEST_DEMO_IMAGE="$DEMO_IMAGE" BRIDGE_TEST_BASE_IMAGE="$BASE" \
     "$PYTHON" -m pytest ${PYTEST_FLAGS:--q} -s -p no:cacheprovider "$REPO/tests/image" || status=$?
   say "image test took $((SECONDS - started)) s in all"
   return "$status"
+}
+
+run_discard() {
+  take_prepare_lock
+  if [[ -f "$PREPARED" && "$(prepared_value started_engine)" == 1 ]]; then
+    engine_stop
+  fi
+  rm -f "$PREPARED"
 }
 
 case "${1:-}" in
@@ -311,7 +392,10 @@ case "${1:-}" in
     ;;
   engine-start) engine_start ;;
   engine-stop) engine_stop ;;
+  prepare) run_prepare ;;
+  prepare-background) run_prepare_background ;;
   test) run_test ;;
+  discard) run_discard ;;
   lock) lock ;;
-  *) fail "usage: scripts/docker.sh build|base|engine-start|engine-stop|test|lock" ;;
+  *) fail "usage: scripts/docker.sh build|base|engine-start|engine-stop|prepare|prepare-background|test|discard|lock" ;;
 esac
