@@ -740,8 +740,9 @@ class StatusSettings(_FileAndEnvironment):
 
     @property
     def main_channel(self) -> str:
-        """The channel whose item the Kordiam element is linked to: the one marked main (the first by default)."""
-        return next(c.name for c in self.channels if c.main)
+        """The channel whose item the Kordiam element is linked to: the one marked main (the first by default; also
+        for settings made with ``model_copy``, which validates nothing)."""
+        return next((c.name for c in self.channels if c.main), self.channels[0].name)
 
 
 class IngressCommandSettings(StatusSettings):
