@@ -627,7 +627,7 @@ def _check_config(args: argparse.Namespace) -> int:
 
 
 def _simulator(args: argparse.Namespace) -> int:
-    from bridge.config import aws_region, http_url, parse_stomp_url
+    from bridge.config import aws_endpoint_url, aws_region, http_url, parse_stomp_url
     from bridge.simulator import SimulatorSettings, run_simulator
 
     if args.stomp_url is not None:
@@ -637,10 +637,13 @@ def _simulator(args: argparse.Namespace) -> int:
             parse_stomp_url(args.stomp_url)
         except ValueError as error:
             raise ConfigError("--stomp-url", str(error)) from None
-    for flag, url in (("--queue-url", args.queue_url), ("--sqs-endpoint-url", args.sqs_endpoint_url)):
+    for flag, url, check in (
+        ("--queue-url", args.queue_url, http_url),
+        ("--sqs-endpoint-url", args.sqs_endpoint_url, aws_endpoint_url),
+    ):
         if url is not None:
             try:
-                http_url(url)
+                check(url)
             except ValueError as error:
                 raise ConfigError(flag, f"{url!r} {error}") from None
     if args.sqs_endpoint_url is not None and args.queue_url is None:

@@ -10,6 +10,8 @@ and the ingress share); ``bridge.config`` sits below every package that reads a 
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import json
 import math
 import os
@@ -90,9 +92,16 @@ Int = Annotated[int, NotBoolean]
 
 
 def _finite(value: Any) -> Any:
-    # TOML has nan and inf; neither is a duration or a rate, and nan would fail a bound as "less than … 120".
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ValueError(f"must be a finite number, not {value}")
+    # TOML has nan and inf, and an environment variable's text reads as them ("nan", "1e400"); neither is a
+    # duration or a rate, and nan would fail a bound as "less than … 120".
+    number = value
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            return value  # pydantic says what is wrong with it
+    if isinstance(number, float) and not math.isfinite(number):
+        raise ValueError(f"must be a finite number, not {number}")
     return value
 
 
@@ -123,6 +132,7 @@ def http_url(value: str) -> str:
         raise ValueError("has a host that is not a valid [IPv6] address") from None
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
         raise ValueError("must be an http(s) URL")
+    _check_host_name(parsed.hostname)
     try:
         port = parsed.port
     except ValueError:  # out of range, or not a number
@@ -134,6 +144,39 @@ def http_url(value: str) -> str:
     if parsed.username is not None or parsed.password is not None:
         raise ValueError("must not hold credentials (user:password@): set them in the keys for secrets")
     return text
+
+
+HOST_NAME_PROBLEM = "has a host name that is not valid (each dot-separated label 1 to 63 characters, 253 in all)"
+
+
+def _check_host_name(host: str) -> None:
+    """A host the resolver can take: an IP address, or a name of labels of 1 to 63 characters (after IDNA encoding),
+    253 in all. Anything else fails at every connection ("label empty or too long"), which reads as a server that
+    cannot be reached and is retried for ever."""
+    with contextlib.suppress(ValueError):
+        ipaddress.ip_address(host)
+        return
+    try:
+        encoded = host.encode("idna")
+    except UnicodeError:
+        raise ValueError(HOST_NAME_PROBLEM) from None
+    if len(encoded.removesuffix(b".")) > 253:
+        raise ValueError(HOST_NAME_PROBLEM)
+
+
+def aws_endpoint_url(value: str) -> str:
+    """An endpoint for the AWS clients (``queue.endpoint_url``, ``state.endpoint_url``, an S3 ``endpoint_url``):
+    ``http_url``'s rules and botocore's own, stricter on the host, whose "Invalid endpoint" would otherwise come out
+    of the first client made, as a traceback."""
+    text = http_url(value)
+    from botocore.utils import is_valid_endpoint_url, is_valid_ipv6_endpoint_url
+
+    if not (is_valid_endpoint_url(text) or is_valid_ipv6_endpoint_url(text)):
+        raise ValueError(AWS_ENDPOINT_PROBLEM)
+    return text
+
+
+AWS_ENDPOINT_PROBLEM = "has a host the AWS client refuses: letters, digits, '-' and '.' only (no '_'), or an IP address"
 
 
 # What botocore takes as a region name; anything else is an InvalidRegionError (a traceback) when the first client is
@@ -153,6 +196,7 @@ def listen_host(value: str) -> str:
     template variable would expose the port beyond the 127.0.0.1 default, silently."""
     if not value.strip():
         raise ValueError("must not be empty (0.0.0.0 listens on every interface)")
+    _check_host_name(value)
     return value
 
 
@@ -186,6 +230,7 @@ def parse_stomp_url(value: str) -> StompAddress:
         raise ValueError("must be stomp://HOST:PORT/queue/NAME or stomp+ssl://HOST:PORT/queue/NAME")
     if parsed.username or parsed.password:
         raise ValueError("must not hold credentials: set queue.username and queue.password")
+    _check_host_name(parsed.hostname)
     try:
         port = STOMP_DEFAULT_PORT if parsed.port is None else parsed.port
     except ValueError:
@@ -286,7 +331,7 @@ class QueueSettings(Section):
     @field_validator("endpoint_url")
     @classmethod
     def _endpoint(cls, value: str | None) -> str | None:
-        return value if value is None else http_url(value)
+        return value if value is None else aws_endpoint_url(value)
 
     _region = field_validator("region")(aws_region)
 
@@ -385,7 +430,7 @@ class StateSettings(Section):
     @field_validator("endpoint_url")
     @classmethod
     def _endpoint(cls, value: str | None) -> str | None:
-        return value if value is None else http_url(value)
+        return value if value is None else aws_endpoint_url(value)
 
     _region = field_validator("region")(aws_region)
 
@@ -1023,9 +1068,11 @@ def _variable_of(variables: Mapping[str, str], key: str) -> str | None:
     while True:
         if held in variables:
             return variables[held]
-        held, dot, _ = held.rpartition(".")
-        if not dot:
+        # The key holding this one: without its last ".name", or "[index]" (an item of a list the variable set).
+        holder = re.fullmatch(r"(.+)(?:\.[^.\[\]]+|\[\d+\])", held)
+        if holder is None:
             break
+        held = holder.group(1)
     below = [variable for name, variable in variables.items() if name.startswith(key + ".")]
     return below[0] if len(below) == 1 else None
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from bridge.cli import main
+from bridge.config import AWS_ENDPOINT_PROBLEM, HOST_NAME_PROBLEM
 from tests.support import write_config
 
 
@@ -107,6 +108,7 @@ def test_the_simulator_on_a_taken_port_is_one_line_naming_it(capsys: pytest.Capt
     [
         ("notaurl", "must be an http(s) URL"),
         ("http://127.0.0.1:99999", "has a port that is not a number from 1 to 65535"),
+        ("http://moto..local:4566", HOST_NAME_PROBLEM),
     ],
 )
 def test_the_simulator_refuses_a_queue_address_that_is_no_url(
@@ -116,6 +118,13 @@ def test_the_simulator_refuses_a_queue_address_that_is_no_url(
     # the first notification (the queue URL). The flags have the configuration's rule (bridge.config.http_url).
     assert main(["simulator", "--port", "0", flag, url]) == 2
     assert capsys.readouterr().err == f"kordiam-bridge: configuration error: {flag}: {url!r} {problem}\n"
+
+
+def test_the_simulator_refuses_an_sqs_endpoint_botocore_refuses(capsys: pytest.CaptureFixture[str]) -> None:
+    url = "http://moto_server:4566"
+    assert main(["simulator", "--port", "0", "--queue-url", url + "/0/q", "--sqs-endpoint-url", url]) == 2
+    line = f"kordiam-bridge: configuration error: --sqs-endpoint-url: {url!r} {AWS_ENDPOINT_PROBLEM}\n"
+    assert capsys.readouterr().err == line
 
 
 def test_a_reader_that_goes_away_ends_the_command_quietly() -> None:

@@ -388,6 +388,27 @@ def test_an_error_from_a_variable_names_the_variable(tmp_path: Path, monkeypatch
         load_settings(write(tmp_path, VALID))
 
 
+@pytest.mark.parametrize(
+    ("variable", "value", "key", "problem"),
+    [
+        # Before, an environment variable's "nan" reached the bound ("less than or equal to 120"), a file's did not.
+        ("BRIDGE_KORDIAM__TIMEOUT", "nan", "kordiam.timeout", "must be a finite number, not nan"),
+        ("BRIDGE_KORDIAM__TIMEOUT", " -inf", "kordiam.timeout", "must be a finite number, not -inf"),
+        ("BRIDGE_STATE__LEASE_SECONDS", "1e400", "state.lease_seconds", "must be a finite number, not inf"),
+        # Before, an item of a list a variable set was named without the variable.
+        ("BRIDGE_CHANNELS__PRINT__PLATFORMS", "[0]", "channels[1].platforms[0]", "must be a Kordiam id"),
+    ],
+)
+def test_a_wrong_value_from_a_variable_is_named_as_a_file_s_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variable: str, value: str, key: str, problem: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError) as raised:
+        load_settings(write(tmp_path, VALID))
+    assert raised.value.key == f"{variable} ({key})"
+    assert raised.value.problem.startswith(problem), raised.value.problem
+
+
 def test_the_config_file_is_named_by_where_it_came_from(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BRIDGE_CONFIG", "/nope.toml")
     with pytest.raises(ConfigError, match=r"^BRIDGE_CONFIG: file /nope.toml does not exist"):
@@ -760,6 +781,7 @@ def test_every_number_setting_refuses_a_boolean() -> None:
 # ---- http(s) addresses -------------------------------------------------------------------------------------------
 
 HTTP_URL_CREDENTIALS = "must not hold credentials (user:password@): set them in the keys for secrets"
+HOST_NAME_PROBLEM = "has a host name that is not valid (each dot-separated label 1 to 63 characters, 253 in all)"
 
 # What urlparse takes for an http(s) URL but no request can use: before, each was accepted, and the worker met it at
 # its first Kordiam call as an error like an unreachable server's, retried for ever ("Kordiam not reachable").
@@ -779,6 +801,11 @@ UNUSABLE_URLS = [
     ("https://api.kordiam.app/#top", "must be a base address, without ?query or #fragment"),
     ("https://bridge:pw-SECRET@api.kordiam.app", HTTP_URL_CREDENTIALS),
     ("https://bridge@api.kordiam.app", HTTP_URL_CREDENTIALS),
+    # Before, these passed and met the resolver: "label empty or too long", retried for ever as unreachable.
+    ("https://api..kordiam.app", HOST_NAME_PROBLEM),
+    ("https://.kordiam.app", HOST_NAME_PROBLEM),
+    ("https://" + "a" * 64 + ".kordiam.app", HOST_NAME_PROBLEM),
+    ("https://" + ".".join(["a" * 60] * 5), HOST_NAME_PROBLEM),
 ]
 
 
@@ -795,7 +822,17 @@ def test_a_kordiam_base_url_no_request_can_use_is_one_line_naming_the_key(
 
 
 @pytest.mark.parametrize(
-    "url", ["https://api.kordiam.app", " http://127.0.0.1:8700/ ", "HTTPS://api.kordiam.app:443/base", "http://[::1]:8"]
+    "url",
+    [
+        "https://api.kordiam.app",
+        " http://127.0.0.1:8700/ ",
+        "HTTPS://api.kordiam.app:443/base",
+        "http://[::1]:8",
+        "https://api.kordiam.app.",
+        "https://bücher.example",
+        "http://my_host:8700",
+        "https://" + "a" * 63 + ".kordiam.app",
+    ],
 )
 def test_a_usable_kordiam_base_url_is_kept(tmp_path: Path, url: str) -> None:
     text = VALID.replace('base_url = "https://api.kordiam.app"', f"base_url = {json.dumps(url)}")
@@ -843,6 +880,15 @@ def test_every_channel_address_has_the_same_rule(tmp_path: Path, kind: str, url:
     assert (raised.value.key, raised.value.problem) == (f"channels[0].{key}", problem)
 
 
+def test_a_newsml_s3_endpoint_botocore_refuses_is_refused_naming_the_key(tmp_path: Path) -> None:
+    keys, key = CHANNEL_URL_KEYS["newsml"]
+    channel = 'type = "newsml"\nplatforms = [99003]\n' + keys.format(url="http://minio_server:9000")
+    text = VALID.replace('type = "folder"\nplatforms = [99003]\npath = "/tmp/web"', channel)
+    with pytest.raises(ConfigError) as raised:
+        load_settings(write(tmp_path, text), check_channel=channel_problems)
+    assert (raised.value.key, raised.value.problem) == (f"channels[0].{key}", AWS_ENDPOINT_PROBLEM)
+
+
 @pytest.mark.parametrize(
     ("line", "key"),
     [
@@ -855,6 +901,33 @@ def test_the_queue_addresses_have_the_same_rule(tmp_path: Path, line: str, key: 
     with pytest.raises(ConfigError) as raised:
         load_settings(write(tmp_path, VALID.replace(line, broken, 1)))
     assert (raised.value.key, raised.value.problem) == (key, "has a port that is not a number from 1 to 65535")
+
+
+@pytest.mark.parametrize(
+    ("line", "key"),
+    [
+        ('endpoint_url = "http://127.0.0.1:4566"', "queue.endpoint_url"),
+        ('url = "sqlite:///tmp/state.db"', "state.endpoint_url"),
+    ],
+)
+def test_an_aws_endpoint_botocore_refuses_is_one_line_naming_the_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], line: str, key: str
+) -> None:
+    # Before, botocore's "Invalid endpoint" ValueError came out of the first client made: a traceback, exit 1.
+    broken = (
+        'url = "dynamodb://bridge-state"\nendpoint_url = "http://dynamodb_local:8000"'
+        if key == "state.endpoint_url"
+        else 'endpoint_url = "http://moto_server:4566"'
+    )
+    path = write(tmp_path, VALID.replace(line, broken, 1))
+    with pytest.raises(ConfigError) as raised:
+        load_settings(path)
+    assert (raised.value.key, raised.value.problem) == (key, AWS_ENDPOINT_PROBLEM)
+    assert main(["check-config", "--config", str(path)]) == 2
+    assert capsys.readouterr().err == f"kordiam-bridge: configuration error: {key}: {AWS_ENDPOINT_PROBLEM}\n"
+
+
+AWS_ENDPOINT_PROBLEM = "has a host the AWS client refuses: letters, digits, '-' and '.' only (no '_'), or an IP address"
 
 
 def test_a_file_that_starts_with_a_byte_order_mark_says_so(tmp_path: Path) -> None:
@@ -932,6 +1005,19 @@ def test_an_empty_listening_host_is_refused(
         f"{variable} ({key})",
         "must not be empty (0.0.0.0 listens on every interface)",
     )
+
+
+@pytest.mark.parametrize(("section", "key"), [("ops", "ops.host"), ("ingress", "ingress.host")])
+@pytest.mark.parametrize("host", ["bridge..internal", "-" * 64])
+def test_a_listening_host_no_resolver_takes_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, section: str, key: str, host: str
+) -> None:
+    # Before, it passed, and binding raised idna's UnicodeError (no OSError): a traceback out of `run` or `ingress`.
+    monkeypatch.setenv(f"BRIDGE_{section.upper()}__HOST", host)
+    with pytest.raises(ConfigError) as raised:
+        load_settings(write(tmp_path, VALID + INGRESS), model=FileSettings)
+    variable = f"BRIDGE_{section.upper()}__HOST"
+    assert (raised.value.key, raised.value.problem) == (f"{variable} ({key})", HOST_NAME_PROBLEM)
 
 
 def test_every_interface_is_said_in_words(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from urllib.parse import unquote, urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from bridge.config import Float, http_url
+from bridge.config import Float, aws_endpoint_url
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +53,7 @@ class NewsMLOptions(BaseModel):
     def _endpoint(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        return http_url(value)
+        return aws_endpoint_url(value)
 
     @model_validator(mode="after")
     def _s3_keys_need_s3(self) -> NewsMLOptions:
