@@ -119,10 +119,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         # The reader of stdout went away (`dlq list --json | head`): nothing more to say to it. Python's own flush
         # at exit would raise again, so stdout goes to /dev/null first.
+        _discard_stdout()
+        return EXIT_BROKEN_PIPE
+    except OutputUnwritable as error:
+        print(f"kordiam-bridge: {error}", file=sys.stderr)
+        _discard_stdout()
+        return 1
+    return result
+
+
+class OutputUnwritable(BridgeError):
+    """stdout took not all of a command's output (a full disk, `>&-`): the one line says so, not a traceback."""
+
+
+@contextlib.contextmanager
+def _writing_output() -> Iterator[None]:
+    """Where a command writes its output (and flushes it, so that a write that fails fails here, not at exit)."""
+    if sys.stdout is None:  # closed (`>&-`): print() would drop the output silently
+        raise OutputUnwritable("cannot write the output: stdout is closed")
+    try:
+        yield
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise
+    except OSError as error:
+        raise OutputUnwritable(f"cannot write the output: {error.strerror or error}") from None
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null: what it still buffers would fail again at Python's own flush at exit."""
+    if sys.stdout is None:
+        return
+    with contextlib.suppress(OSError, ValueError):  # not a real file (a test's) or none at all
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
-        return EXIT_BROKEN_PIPE
-    return result
 
 
 def _config_too_early(tokens: list[str]) -> str | None:
@@ -388,10 +418,11 @@ def _output_options(parser: argparse.ArgumentParser, *, progress: bool = False) 
 def _show(args: argparse.Namespace, result: object, render: Callable[[Any, Console], None]) -> None:
     from bridge.admin.results import to_json
 
-    if args.json:
-        print(to_json(result))
-    else:
-        render(result, Console())
+    with _writing_output():
+        if args.json:
+            print(to_json(result))
+        else:
+            render(result, Console())
 
 
 def _log_format(ops: OpsSettings) -> None:
@@ -622,7 +653,8 @@ def _check_config(args: argparse.Namespace) -> int:
     ]
     # The channel the element is linked to, by name: the one whose "main" above is true (the first by default).
     effective["main_channel"] = settings.main_channel
-    print(json.dumps(effective, indent=2))
+    with _writing_output():
+        print(json.dumps(effective, indent=2))
     return 0
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import errno
+import io
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -10,9 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from bridge.admin import element as element_module
 from bridge.cli import main
-from bridge.config import AWS_ENDPOINT_PROBLEM, HOST_NAME_PROBLEM
+from bridge.config import AWS_ENDPOINT_PROBLEM, HOST_NAME_PROBLEM, StatusSettings
 from tests.support import write_config
+from tests.unit.fakes import MemoryStateStore
 
 
 @pytest.mark.parametrize(
@@ -145,6 +150,43 @@ def test_a_reader_that_goes_away_ends_the_command_quietly() -> None:
     writer.stdout.close()
     assert writer.wait(timeout=60) == 141
     assert writer.stderr.read() == b""
+
+
+class _FullDisk(io.StringIO):
+    """A stdout on a full disk (`> /dev/full`): every write fails."""
+
+    def write(self, text: str) -> int:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+@pytest.mark.parametrize("json_output", [False, True])
+def test_output_that_cannot_be_written_is_one_line_and_exit_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, json_output: bool
+) -> None:
+    # Before: the OSError's traceback (`check-config > /dev/full`, `element 5 --json > /dev/full`), exit 1.
+    config = write_config(
+        tmp_path / "bridge.toml",
+        queue="https://sqs.eu-central-1.amazonaws.com/123456789012/bridge",
+        endpoint="http://127.0.0.1:9",
+        kordiam="http://127.0.0.1:9",
+        workdir=tmp_path,
+        ops_port=0,
+    )
+    monkeypatch.setenv("BRIDGE_KORDIAM__CLIENT_SECRET", "s3cret")
+
+    async def open_store(_: StatusSettings, *, read_only: bool) -> MemoryStateStore:
+        return MemoryStateStore()
+
+    monkeypatch.setattr(element_module, "open_store", open_store)
+    argv = ["element", "5", "--config", str(config)] + (["--json"] if json_output else [])
+    for command in (["check-config", "--config", str(config)], argv):
+        monkeypatch.setattr(sys, "stdout", _FullDisk())
+        assert main(command) == 1
+        assert capsys.readouterr().err == "kordiam-bridge: cannot write the output: No space left on device\n"
+        # `>&-`: Python's stdout is None, and print() would drop the output without a word, exit 0.
+        monkeypatch.setattr(sys, "stdout", None)
+        assert main(command) == 1
+        assert capsys.readouterr().err == "kordiam-bridge: cannot write the output: stdout is closed\n"
 
 
 def test_an_error_found_after_loading_names_the_variable_that_set_the_setting(
