@@ -10,13 +10,16 @@ and the ingress share); ``bridge.config`` sits below every package that reads a 
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import ipaddress
 import json
 import math
 import os
 import re
+import select
 import ssl
+import stat
 import tomllib
 import types
 from collections.abc import Callable, Mapping, Sequence
@@ -957,14 +960,14 @@ def load_settings(
         file = Path(source)
         origin = "--config" if path else CONFIG_ENV
         try:
-            with file.open("rb") as handle:
-                data = tomllib.load(handle)
+            content = _read_config_file(file, origin)
+            data = tomllib.loads(content.decode())
         except FileNotFoundError:
             raise ConfigError(origin, f"file {file} does not exist") from None
         except IsADirectoryError:
             raise ConfigError(origin, f"{file} is a directory, not a file") from None
         except tomllib.TOMLDecodeError as error:
-            if _starts_with_bom(file):  # some Windows editors write one; TOML reads it as a stray statement
+            if content.startswith(codecs.BOM_UTF8):  # some Windows editors write one; TOML reads it as a statement
                 bom = "starts with a byte order mark (BOM): save it as UTF-8 without one"
                 raise ConfigError(str(file), bom) from None
             raise ConfigError(str(file), f"not valid TOML: {error}") from None
@@ -1044,12 +1047,26 @@ def _annotation_at(path: Sequence[str]) -> Any:
     return _strip(current)
 
 
-def _starts_with_bom(file: Path) -> bool:
-    try:
-        with file.open("rb") as handle:
-            return handle.read(3) == b"\xef\xbb\xbf"
-    except OSError:
-        return False
+# How long a configuration file that is a pipe (`--config <(…)`, a named pipe) may take to get its first bytes: a
+# named pipe no process writes to would otherwise hold the command for ever, without a word.
+CONFIG_PIPE_WAIT_SECONDS = 10.0
+
+
+def _read_config_file(file: Path, origin: str) -> bytes:
+    """The file's bytes; ``ConfigError`` naming ``origin`` for a pipe nothing is written to in time."""
+    # Non-blocking, so that opening a named pipe does not wait for a writer; reading is blocking again.
+    descriptor = os.open(file, os.O_RDONLY | os.O_NONBLOCK)
+    with open(descriptor, "rb") as handle:
+        if stat.S_ISFIFO(os.fstat(descriptor).st_mode):
+            readable, _, _ = select.select([descriptor], [], [], CONFIG_PIPE_WAIT_SECONDS)
+            if not readable:
+                raise ConfigError(
+                    origin,
+                    f"{file} is a pipe nothing was written to within {CONFIG_PIPE_WAIT_SECONDS:g} s (is the process "
+                    "that should write it running?)",
+                )
+        os.set_blocking(descriptor, True)
+        return handle.read()
 
 
 def naming_its_variable(error: ConfigError) -> ConfigError:

@@ -1,6 +1,7 @@
 """Configuration: TOML plus environment overrides, and one clear error naming the key."""
 
 import json
+import os
 import types
 from pathlib import Path
 from typing import Annotated, Any, Union, get_args, get_origin
@@ -9,6 +10,7 @@ import pytest
 from pydantic import BaseModel, ValidationError
 from pydantic_settings import BaseSettings
 
+from bridge import config as config_module
 from bridge.channels import channel_problems
 from bridge.cli import main
 from bridge.config import (
@@ -928,6 +930,36 @@ def test_an_aws_endpoint_botocore_refuses_is_one_line_naming_the_key(
 
 
 AWS_ENDPOINT_PROBLEM = "has a host the AWS client refuses: letters, digits, '-' and '.' only (no '_'), or an IP address"
+
+
+def test_a_named_pipe_nothing_writes_to_is_one_line_not_a_hang(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Before, reading the file waited for a writer for ever: `check-config` hung without a word.
+    monkeypatch.setattr(config_module, "CONFIG_PIPE_WAIT_SECONDS", 0.01)
+    pipe = tmp_path / "bridge.toml"
+    os.mkfifo(pipe)
+    with pytest.raises(ConfigError) as raised:
+        load_settings(pipe)
+    assert (raised.value.key, raised.value.problem) == (
+        "--config",
+        f"{pipe} is a pipe nothing was written to within 0.01 s (is the process that should write it running?)",
+    )
+
+
+@pytest.mark.parametrize("text", [VALID, "\ufeff" + VALID])
+def test_a_pipe_that_holds_the_configuration_is_read(tmp_path: Path, text: str) -> None:
+    # `--config <(vault read …)` or `--config /dev/stdin <<EOF`: a pipe a process writes to is a configuration file.
+    # (A byte order mark is still named: before, saying so opened the pipe a second time.)
+    read_end, write_end = os.pipe()
+    os.write(write_end, text.encode())
+    os.close(write_end)
+    try:
+        if text.startswith("\ufeff"):
+            with pytest.raises(ConfigError, match=r"starts with a byte order mark"):
+                load_settings(f"/dev/fd/{read_end}")
+        else:
+            assert load_settings(f"/dev/fd/{read_end}").kordiam.client_id == "bridge"
+    finally:
+        os.close(read_end)
 
 
 def test_a_file_that_starts_with_a_byte_order_mark_says_so(tmp_path: Path) -> None:
