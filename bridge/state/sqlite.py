@@ -195,6 +195,11 @@ class SqliteStateStore:
             raise ConfigError(
                 "state.url", f"{self.path} is a directory; name a file in it, e.g. {self.path / 'state.db'}"
             )
+        if self.path.exists() and not self.path.is_file():  # SQLite would wait for ever on a named pipe
+            raise ConfigError(
+                "state.url",
+                f"{self.path} is not a regular file (a pipe, a device or a socket); name a file for the database",
+            )
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="state-sqlite")
         try:
             if self._read_only:

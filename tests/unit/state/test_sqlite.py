@@ -7,6 +7,7 @@ tests/integration/test_state_contract.py.
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -346,6 +347,19 @@ async def test_a_state_url_naming_a_directory_is_refused_in_the_same_words_by_ev
     assert (
         raised.value.problem
         == f"{tmp_path / 'state.db'} is a directory; name a file in it, e.g. {tmp_path / 'state.db' / 'state.db'}"
+    )
+
+
+@pytest.mark.parametrize("read_only", [False, True], ids=["worker", "operator command"])
+async def test_a_state_url_naming_a_pipe_is_refused_not_waited_on(tmp_path: Path, read_only: bool) -> None:
+    # Before, SQLite's open of a named pipe waited for a writer for ever: `parked list` hung without a word.
+    pipe = tmp_path / "state.db"
+    os.mkfifo(pipe)
+    with pytest.raises(ConfigError) as raised:
+        await SqliteStateStore(pipe, read_only=read_only).open()
+    assert (raised.value.key, raised.value.problem) == (
+        "state.url",
+        f"{pipe} is not a regular file (a pipe, a device or a socket); name a file for the database",
     )
 
 
