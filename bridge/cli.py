@@ -659,9 +659,13 @@ def _check_config(args: argparse.Namespace) -> int:
 
 
 def _simulator(args: argparse.Namespace) -> int:
-    from bridge.config import aws_endpoint_url, aws_region, http_url, parse_stomp_url
+    from bridge.config import aws_endpoint_url, aws_region, http_url, listen_host, parse_stomp_url
     from bridge.simulator import SimulatorSettings, run_simulator
 
+    try:
+        listen_host(args.host)
+    except ValueError as error:
+        raise ConfigError("--host", str(error)) from None
     if args.stomp_url is not None:
         if args.queue_url is not None:
             raise ConfigError("--stomp-url", "send notifications to one queue: give --queue-url or --stomp-url")

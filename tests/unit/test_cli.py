@@ -316,6 +316,12 @@ def test_the_simulator_refuses_a_region_botocore_cannot_take(
     assert capsys.readouterr().err == expected
 
 
+def test_the_simulator_refuses_a_host_no_resolver_takes(capsys: pytest.CaptureFixture[str]) -> None:
+    # Before: idna's UnicodeError out of the bind, a 28-line traceback and exit 1.
+    assert main(["simulator", "--host", "kordiam..local", "--port", "0"]) == 2
+    assert capsys.readouterr().err == f"kordiam-bridge: configuration error: --host: {HOST_NAME_PROBLEM}\n"
+
+
 @pytest.mark.parametrize(
     ("argv", "line"),
     [
