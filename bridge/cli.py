@@ -108,10 +108,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         from bridge.config import naming_its_variable
 
-        print(f"kordiam-bridge: configuration error: {naming_its_variable(error)}", file=sys.stderr)
+        print(f"kordiam-bridge: configuration error: {_one_line(naming_its_variable(error))}", file=sys.stderr)
         return EXIT_CONFIG
     except BridgeError as error:  # operator commands: a clear message, no traceback
-        print(f"kordiam-bridge: {error}", file=sys.stderr)
+        print(f"kordiam-bridge: {_one_line(error)}", file=sys.stderr)
         return 1
     except (KeyboardInterrupt, asyncio.CancelledError):
         print("kordiam-bridge: interrupted", file=sys.stderr)
@@ -144,6 +144,11 @@ def _writing_output() -> Iterator[None]:
         raise
     except OSError as error:
         raise OutputUnwritable(f"cannot write the output: {error.strerror or error}") from None
+
+
+def _one_line(error: BaseException) -> str:
+    """The error's text on one line: what it quotes (a server's HTML page, a broker's frame) may hold line breaks."""
+    return " ".join(str(error).split())
 
 
 def _discard_stdout() -> None:

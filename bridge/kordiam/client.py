@@ -440,7 +440,8 @@ def _problem(response: HttpResponse) -> ProblemDetails:
             return ProblemDetails.model_validate(_redacted(body, response))
     except (ValueError, ValidationError):
         pass
-    text = response.redact(response.text)[:200].strip()
+    # On one line: the detail goes into log lines, dead-letter reasons and the operator commands' one-line errors.
+    text = " ".join(response.redact(response.text)[:200].split())
     return ProblemDetails(title=response.reason_phrase or None, status=response.status_code, detail=text or None)
 
 

@@ -13,9 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from bridge import cli
 from bridge.admin import element as element_module
 from bridge.cli import main
 from bridge.config import AWS_ENDPOINT_PROBLEM, HOST_NAME_PROBLEM, StatusSettings
+from bridge.errors import BridgeError, ConfigError
 from tests.support import write_config
 from tests.unit.fakes import MemoryStateStore
 
@@ -187,6 +189,27 @@ def test_output_that_cannot_be_written_is_one_line_and_exit_1(
         monkeypatch.setattr(sys, "stdout", None)
         assert main(command) == 1
         assert capsys.readouterr().err == "kordiam-bridge: cannot write the output: stdout is closed\n"
+
+
+def test_an_error_that_quotes_several_lines_is_printed_on_one(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Whatever an error quotes (a server's page, a broker's ERROR frame), the command's last word is one line.
+    def fails(_: object) -> int:
+        raise BridgeError("cannot fetch element 1: 500; <html>\n<title>Oops</title>\r\n</html>")
+
+    monkeypatch.setattr(cli, "_check_config", fails)
+    assert main(["check-config", "--config", "unused.toml"]) == 1
+    assert (
+        capsys.readouterr().err == "kordiam-bridge: cannot fetch element 1: 500; <html> <title>Oops</title> </html>\n"
+    )
+
+    def refused(_: object) -> int:
+        raise ConfigError("queue.url", "the broker said:\nnot allowed")
+
+    monkeypatch.setattr(cli, "_check_config", refused)
+    assert main(["check-config", "--config", "unused.toml"]) == 2
+    assert capsys.readouterr().err == "kordiam-bridge: configuration error: queue.url: the broker said: not allowed\n"
 
 
 def test_an_error_found_after_loading_names_the_variable_that_set_the_setting(

@@ -210,6 +210,17 @@ async def test_retries_are_bounded() -> None:
     assert len(script.requests) == 4
 
 
+async def test_an_html_error_page_is_quoted_on_one_line() -> None:
+    # Before, the page's line breaks went into the error: `element --kordiam` printed six lines, a dead letter's
+    # reason and the log's "error" held them too.
+    page = "<!doctype html>\n<html>\n<title>500 Internal Server Error</title>\r\n\t<h1>Oops</h1>\n</html>"
+    script = Script(*[httpx.Response(500, text=page, headers={"content-type": "text/html"})] * 4)
+    with pytest.raises(KordiamUnavailable) as raised:
+        await client_for(script).get_element(5)
+    assert "<!doctype html> <html> <title>500 Internal Server Error</title> <h1>Oops</h1> </html>" in str(raised.value)
+    assert not any(character in str(raised.value) for character in "\n\r\t")
+
+
 async def test_connection_errors_are_retried() -> None:
     def refuse(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("refused", request=request)
