@@ -426,8 +426,10 @@ class StateSettings(Section):
         scheme, _, rest = value.partition("://")
         if scheme == "sqlite" and rest.startswith("/") and len(rest) > 1:
             return value
-        if scheme == "dynamodb" and re.fullmatch(r"[A-Za-z0-9_.-]{3,255}", rest):
-            return value
+        if scheme == "dynamodb":
+            if re.fullmatch(r"[A-Za-z0-9_.-]{3,255}", rest):
+                return value
+            raise ValueError("dynamodb://TABLE: a DynamoDB table name is 3 to 255 letters, digits, '_', '.' or '-'")
         raise ValueError("must be sqlite:///PATH or dynamodb://TABLE")
 
     @field_validator("endpoint_url")

@@ -962,6 +962,18 @@ def test_a_pipe_that_holds_the_configuration_is_read(tmp_path: Path, text: str) 
         os.close(read_end)
 
 
+@pytest.mark.parametrize("table", ["no", "state table", "a" * 256, ""])
+def test_a_dynamodb_table_name_dynamodb_refuses_is_said_so(tmp_path: Path, table: str) -> None:
+    # Before: "must be sqlite:///PATH or dynamodb://TABLE", which the URL was.
+    text = VALID.replace('url = "sqlite:///tmp/state.db"', f'url = "dynamodb://{table}"')
+    with pytest.raises(ConfigError) as raised:
+        load_settings(write(tmp_path, text))
+    assert (raised.value.key, raised.value.problem) == (
+        "state.url",
+        "dynamodb://TABLE: a DynamoDB table name is 3 to 255 letters, digits, '_', '.' or '-'",
+    )
+
+
 def test_a_file_that_starts_with_a_byte_order_mark_says_so(tmp_path: Path) -> None:
     path = tmp_path / "bridge.toml"
     path.write_bytes(b"\xef\xbb\xbf" + VALID.encode())
