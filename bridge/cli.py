@@ -501,6 +501,13 @@ def _dlq_redrive(args: argparse.Namespace) -> int:
     from bridge.admin.rendering import render_redrive
     from bridge.config import QueueCommandSettings, load_settings
 
+    if args.native and (args.limit is not None or args.elements):
+        print(
+            "kordiam-bridge dlq redrive: --native moves every dead letter (SQS's move task): give it without --limit "
+            "and --element",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
     settings = load_settings(args.config, model=QueueCommandSettings)
     _log_format(settings.ops)
     try:
@@ -516,7 +523,7 @@ def _dlq_redrive(args: argparse.Namespace) -> int:
                 ),
                 stops_on_interrupt=True,
             )
-    except ValueError as error:  # --native together with a filter
+    except ValueError as error:  # --native on a queue without a move task (ActiveMQ)
         print(f"kordiam-bridge: {error}", file=sys.stderr)
         return EXIT_CONFIG
     _show(args, result, render_redrive)

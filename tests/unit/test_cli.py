@@ -339,6 +339,18 @@ def test_the_simulator_refuses_a_region_botocore_cannot_take(
     assert capsys.readouterr().err == expected
 
 
+@pytest.mark.parametrize("flag", [["--limit", "5"], ["--element", "7"]])
+def test_redrive_native_with_a_filter_is_refused_naming_both_before_anything_is_read(
+    flag: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Before: only after the configuration was read and the queue asked, and without naming the flags.
+    assert main(["dlq", "redrive", "--native", *flag, "--config", "/nonexistent.toml"]) == 2
+    assert capsys.readouterr().err == (
+        "kordiam-bridge dlq redrive: --native moves every dead letter (SQS's move task): give it without --limit "
+        "and --element\n"
+    )
+
+
 def test_the_simulator_refuses_a_host_no_resolver_takes(capsys: pytest.CaptureFixture[str]) -> None:
     # Before: idna's UnicodeError out of the bind, a 28-line traceback and exit 1.
     assert main(["simulator", "--host", "kordiam..local", "--port", "0"]) == 2
