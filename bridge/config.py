@@ -968,6 +968,8 @@ def load_settings(
             raise ConfigError(origin, f"file {file} does not exist") from None
         except IsADirectoryError:
             raise ConfigError(origin, f"{file} is a directory, not a file") from None
+        except RecursionError:
+            raise ConfigError(str(file), "not valid TOML: nested too deeply") from None
         except tomllib.TOMLDecodeError as error:
             if content.startswith(codecs.BOM_UTF8):  # some Windows editors write one; TOML reads it as a statement
                 bom = "starts with a byte order mark (BOM): save it as UTF-8 without one"
@@ -978,8 +980,19 @@ def load_settings(
         except OSError as error:
             raise ConfigError(str(file), f"cannot be read: {error.strerror}") from None
     data.update(overrides or {})
+    try:
+        return _validated(data, model, check_channel, given=bool(source or overrides))
+    except RecursionError:  # a JSON variable nested thousands deep: json's parser gives up so
+        raise _nested_too_deeply() from None
+
+
+def _validated(
+    data: dict[str, Any], model: type[_FileAndEnvironment], check_channel: ChannelCheck | None, *, given: bool
+) -> _FileAndEnvironment:
+    """``load_settings`` past the file: ``data`` (the file's and ``overrides``' keys) with the environment applied,
+    validated as ``model``."""
     variables = _setting_variables()
-    if not source and not overrides and not variables:
+    if not given and not variables:
         raise ConfigError("--config", "no configuration file given (--config or BRIDGE_CONFIG)")
     channels_variable = CHANNELS_ENV if _channels_from_environment(data) else None
     channel_variables = _channel_overrides(data)
@@ -1006,6 +1019,21 @@ def load_settings(
         raise _first_problem(problems, variables | channel_variables, channels_variable)
     assert settings is not None
     return settings
+
+
+def _nested_too_deeply() -> ConfigError:
+    """The ``BRIDGE_*`` variable most deeply nested (by its brackets): the one a parser's ``RecursionError`` was
+    about."""
+    variables = [name for name in os.environ if name.startswith(ENV_PREFIX)]
+
+    def depth(name: str) -> int:
+        value = os.environ[name]
+        return value.count("[") + value.count("{")
+
+    deepest = max(variables, key=depth, default=None)
+    if deepest is None or depth(deepest) == 0:
+        return ConfigError("configuration", "is nested too deeply to read")
+    return ConfigError(deepest, "is nested too deeply to read")
 
 
 def _not_json(error: SettingsError) -> ConfigError:

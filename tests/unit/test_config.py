@@ -974,6 +974,28 @@ def test_a_dynamodb_table_name_dynamodb_refuses_is_said_so(tmp_path: Path, table
     )
 
 
+def test_a_file_nested_deeper_than_the_parser_goes_is_one_line(tmp_path: Path) -> None:
+    # Before: tomllib's RecursionError, a traceback of thousands of lines.
+    path = write(tmp_path, "x = " + "[" * 100_000 + "]" * 100_000 + "\n")
+    with pytest.raises(ConfigError) as raised:
+        load_settings(path)
+    assert (raised.value.key, raised.value.problem) == (str(path), "not valid TOML: nested too deeply")
+
+
+@pytest.mark.parametrize(
+    "variable",
+    ["BRIDGE_CHANNELS", "BRIDGE_QUEUE", "BRIDGE_CHANNELS__PRINT__PLATFORMS", "BRIDGE_INGRESS__TRUSTED_PROXIES"],
+)
+def test_a_variable_nested_deeper_than_the_parser_goes_is_one_line_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variable: str
+) -> None:
+    # Before: json's RecursionError, a traceback.
+    monkeypatch.setenv(variable, "[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ConfigError) as raised:
+        load_settings(write(tmp_path, VALID + INGRESS), model=FileSettings)
+    assert (raised.value.key, raised.value.problem) == (variable, "is nested too deeply to read")
+
+
 def test_a_file_that_starts_with_a_byte_order_mark_says_so(tmp_path: Path) -> None:
     path = tmp_path / "bridge.toml"
     path.write_bytes(b"\xef\xbb\xbf" + VALID.encode())
