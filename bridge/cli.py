@@ -80,6 +80,9 @@ def _path(text: str) -> Path:
 def _message_id(text: str) -> str:
     if not text.strip():
         raise argparse.ArgumentTypeError("a message id cannot be empty")
+    # SQS's are UUIDs, ActiveMQ's ID:host-…: one inside a line break would break the "not found" line in two.
+    if any(character.isspace() or not character.isprintable() for character in text.strip()):
+        raise argparse.ArgumentTypeError("a message id has no spaces or control characters")
     return text.strip()
 
 

@@ -32,6 +32,10 @@ from tests.unit.fakes import MemoryStateStore
             "kordiam-bridge replay: argument ELEMENT_ID: 99999999999999999999 is not an element id",
         ),
         (["dlq", "show", " "], "kordiam-bridge dlq show: argument MESSAGE_ID: a message id cannot be empty"),
+        (
+            ["dlq", "show", "abc\ndef"],
+            "kordiam-bridge dlq show: argument MESSAGE_ID: a message id has no spaces or control characters",
+        ),
         (["replay", "x1"], "kordiam-bridge replay: argument ELEMENT_ID: 'x1' is not an integer"),
         (["replay", "1_000"], "kordiam-bridge replay: argument ELEMENT_ID: '1_000' is not an integer"),
         (["dlq", "list", "--limit", "0"], "kordiam-bridge dlq list: argument --limit: 0 is not a count"),
