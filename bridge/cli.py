@@ -92,7 +92,7 @@ _port = _bounded_int(0, 65535, "a TCP port")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    if (misplaced := _config_too_early(list(sys.argv[1:] if argv is None else argv))) is not None:
+    if (misplaced := _option_too_early(list(sys.argv[1:] if argv is None else argv))) is not None:
         print(misplaced, file=sys.stderr)
         return EXIT_CONFIG
     parser = _parser()
@@ -163,9 +163,9 @@ def _discard_stdout() -> None:
         os.dup2(devnull, sys.stdout.fileno())
 
 
-def _config_too_early(tokens: list[str]) -> str | None:
-    """``--config`` before the command (or the action of ``dlq``/``parked``) would read as an unknown command
-    named after the file; say where it goes instead."""
+def _option_too_early(tokens: list[str]) -> str | None:
+    """An option before the command (or the action of ``dlq``/``parked``): ``--config`` would read as an unknown
+    command named after the file; say where it goes instead."""
 
     def is_config(token: str) -> bool:
         return token == "--config" or token.startswith("--config=")
@@ -175,7 +175,28 @@ def _config_too_early(tokens: list[str]) -> str | None:
     if len(tokens) > 1 and tokens[0] in ("dlq", "parked") and is_config(tokens[1]):
         group = tokens[0]
         return f"kordiam-bridge {group}: --config goes after the action: kordiam-bridge {group} ACTION --config FILE"
+    # Any other option there would read as the command ("invalid choice: '5'" for `--limit 5 dlq list`), or make
+    # argparse say only that the command is missing (`-v`).
+    if tokens and _misplaced_option(tokens[0], ("--help", "--version")):
+        option = tokens[0].partition("=")[0]
+        return (
+            f"kordiam-bridge: {option} goes after the command: kordiam-bridge COMMAND {option} … (see COMMAND --help)"
+        )
+    if len(tokens) > 1 and tokens[0] in ("dlq", "parked") and _misplaced_option(tokens[1], ("--help",)):
+        group, option = tokens[0], tokens[1].partition("=")[0]
+        return (
+            f"kordiam-bridge {group}: {option} goes after the action: kordiam-bridge {group} ACTION {option} … "
+            "(see ACTION --help)"
+        )
     return None
+
+
+def _misplaced_option(token: str, allowed: tuple[str, ...]) -> bool:
+    """Whether ``token`` is an option other than ``-h`` and ``allowed`` (or argparse's abbreviations of them)."""
+    if not token.startswith("-") or token in ("-", "--", "-h"):
+        return False
+    name = token.partition("=")[0]
+    return not (name.startswith("--") and any(option.startswith(name) for option in allowed))
 
 
 def serve_until_signalled(serve: Callable[[asyncio.Event], Coroutine[Any, Any, None]]) -> None:

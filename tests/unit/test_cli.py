@@ -280,6 +280,17 @@ def test_a_warning_logged_while_the_config_is_read_comes_in_the_format_the_confi
             ["dlq", "--config", "local.toml", "list"],
             "kordiam-bridge dlq: --config goes after the action: kordiam-bridge dlq ACTION --config FILE\n",
         ),
+        # Before: "argument COMMAND: invalid choice: '5'", and for -v "the following arguments are required".
+        (
+            ["--limit", "5", "dlq", "list"],
+            "kordiam-bridge: --limit goes after the command: kordiam-bridge COMMAND --limit … (see COMMAND --help)\n",
+        ),
+        (["-v"], "kordiam-bridge: -v goes after the command: kordiam-bridge COMMAND -v … (see COMMAND --help)\n"),
+        (
+            ["parked", "--limit=5", "list"],
+            "kordiam-bridge parked: --limit goes after the action: kordiam-bridge parked ACTION --limit … (see ACTION "
+            "--help)\n",
+        ),
     ],
 )
 def test_config_before_the_command_says_where_it_goes(
