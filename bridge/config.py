@@ -957,6 +957,7 @@ def load_settings(
     missing secrets are reported at once.
     """
     data: dict[str, Any] = {}
+    empty_file: tuple[str, Path] | None = None
     source = path or os.environ.get(CONFIG_ENV)
     if source:
         file = Path(source)
@@ -979,21 +980,30 @@ def load_settings(
             raise ConfigError(str(file), f"not UTF-8 (byte {error.start}); TOML files are UTF-8") from None
         except OSError as error:
             raise ConfigError(str(file), f"cannot be read: {error.strerror}") from None
+        if not data:
+            empty_file = (origin, file)
     data.update(overrides or {})
     try:
-        return _validated(data, model, check_channel, given=bool(source or overrides))
+        return _validated(data, model, check_channel, given=bool(source or overrides), empty_file=empty_file)
     except RecursionError:  # a JSON variable nested thousands deep: json's parser gives up so
         raise _nested_too_deeply() from None
 
 
 def _validated(
-    data: dict[str, Any], model: type[_FileAndEnvironment], check_channel: ChannelCheck | None, *, given: bool
+    data: dict[str, Any],
+    model: type[_FileAndEnvironment],
+    check_channel: ChannelCheck | None,
+    *,
+    given: bool,
+    empty_file: tuple[str, Path] | None,
 ) -> _FileAndEnvironment:
     """``load_settings`` past the file: ``data`` (the file's and ``overrides``' keys) with the environment applied,
-    validated as ``model``."""
+    validated as ``model``. ``empty_file``: the file's origin and path, when it held no settings."""
     variables = _setting_variables()
     if not given and not variables:
         raise ConfigError("--config", "no configuration file given (--config or BRIDGE_CONFIG)")
+    if empty_file is not None and not data and not variables:  # an empty mount or template, most likely
+        raise ConfigError(empty_file[0], f"{empty_file[1]} holds no settings (it is empty)")
     channels_variable = CHANNELS_ENV if _channels_from_environment(data) else None
     channel_variables = _channel_overrides(data)
     _warn_unused_variables()

@@ -974,6 +974,18 @@ def test_a_dynamodb_table_name_dynamodb_refuses_is_said_so(tmp_path: Path, table
     )
 
 
+@pytest.mark.parametrize("text", ["", "\n  \n", "# only a comment\n"])
+def test_an_empty_file_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str) -> None:
+    # Before: "queue: is required (and 2 more problems)", as if the file were only missing a section (an empty
+    # mount or template is the likelier cause).
+    for name in [name for name in os.environ if name.startswith("BRIDGE_")]:
+        monkeypatch.delenv(name)
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as raised:
+        load_settings(path)
+    assert (raised.value.key, raised.value.problem) == ("--config", f"{path} holds no settings (it is empty)")
+
+
 def test_a_file_nested_deeper_than_the_parser_goes_is_one_line(tmp_path: Path) -> None:
     # Before: tomllib's RecursionError, a traceback of thousands of lines.
     path = write(tmp_path, "x = " + "[" * 100_000 + "]" * 100_000 + "\n")
