@@ -1092,8 +1092,14 @@ def _annotation_at(path: Sequence[str]) -> Any:
 CONFIG_PIPE_WAIT_SECONDS = 10.0
 
 
+# Far more than any configuration (a few KB; hundreds of channels are a few hundred KB): a file read up to here is
+# some other file (`--config /dev/zero`, a log), which read whole could take all the memory there is.
+CONFIG_MAX_BYTES = 16 * 1024 * 1024
+
+
 def _read_config_file(file: Path, origin: str) -> bytes:
-    """The file's bytes; ``ConfigError`` naming ``origin`` for a pipe nothing is written to in time."""
+    """The file's bytes; ``ConfigError`` naming ``origin`` for a pipe nothing is written to in time, or a file
+    larger than ``CONFIG_MAX_BYTES``."""
     # Non-blocking, so that opening a named pipe does not wait for a writer; reading is blocking again.
     descriptor = os.open(file, os.O_RDONLY | os.O_NONBLOCK)
     with open(descriptor, "rb") as handle:
@@ -1106,7 +1112,10 @@ def _read_config_file(file: Path, origin: str) -> bytes:
                     "that should write it running?)",
                 )
         os.set_blocking(descriptor, True)
-        return handle.read()
+        content = handle.read(CONFIG_MAX_BYTES + 1)
+    if len(content) > CONFIG_MAX_BYTES:
+        raise ConfigError(origin, f"{file} is larger than {CONFIG_MAX_BYTES} bytes: no configuration is")
+    return content
 
 
 def naming_its_variable(error: ConfigError) -> ConfigError:

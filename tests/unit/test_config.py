@@ -986,6 +986,24 @@ def test_an_empty_file_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, 
     assert (raised.value.key, raised.value.problem) == ("--config", f"{path} holds no settings (it is empty)")
 
 
+@pytest.mark.parametrize("path", ["big.toml", "/dev/zero"])
+def test_a_file_larger_than_any_configuration_is_refused_unread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, path: str
+) -> None:
+    # Before, --config /dev/zero (or /dev/urandom, a log file named by mistake) was read whole: all the memory there
+    # is, then a MemoryError traceback.
+    monkeypatch.setattr(config_module, "CONFIG_MAX_BYTES", 1000)
+    file = tmp_path / path if not path.startswith("/") else Path(path)
+    if not path.startswith("/"):
+        file.write_text(VALID + "#" * 1000 + "\n")
+    with pytest.raises(ConfigError) as raised:
+        load_settings(file)
+    assert (raised.value.key, raised.value.problem) == (
+        "--config",
+        f"{file} is larger than 1000 bytes: no configuration is",
+    )
+
+
 def test_a_file_nested_deeper_than_the_parser_goes_is_one_line(tmp_path: Path) -> None:
     # Before: tomllib's RecursionError, a traceback of thousands of lines.
     path = write(tmp_path, "x = " + "[" * 100_000 + "]" * 100_000 + "\n")
