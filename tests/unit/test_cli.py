@@ -178,7 +178,7 @@ def test_output_that_cannot_be_written_is_one_line_and_exit_1(
         workdir=tmp_path,
         ops_port=0,
     )
-    monkeypatch.setenv("BRIDGE_KORDIAM__CLIENT_SECRET", "s3cret")
+    monkeypatch.setenv("BRIDGE_KORDIAM__CLIENT_SECRET", "s3cret-value")
 
     async def open_store(_: StatusSettings, *, read_only: bool) -> MemoryStateStore:
         return MemoryStateStore()
