@@ -6,6 +6,9 @@ from tests.unit.kordiam.test_models import V2_ELEMENT
 
 # What the bridge before versioned digests stored for V2_ELEMENT's first publication.
 FIRST_FORM_OF_V2_ELEMENT = "0754d2df1f0e3f4265966d9da0b6fc79"
+# What the bridge stores for V2_ELEMENT's first publication, and for it with a title beyond ASCII.
+CURRENT_FORM_OF_V2_ELEMENT = "2:c1e543653ae3eafe4e3d4a47b6c4e3f3"
+CURRENT_FORM_OF_A_TITLE_BEYOND_ASCII = "2:fb70bdc2d94772242020d59120f9ae6c"
 
 
 def test_fingerprint_ignores_what_the_bridge_writes_back() -> None:
@@ -46,3 +49,11 @@ def test_the_first_form_is_the_sorted_json_digest_earlier_bridges_stored() -> No
     # Pinned: a digest stored by an earlier bridge must keep matching after an upgrade.
     element = Element.model_validate(V2_ELEMENT)
     assert _unprefixed(element, element.publications[0]) == FIRST_FORM_OF_V2_ELEMENT
+
+
+def test_the_current_form_is_the_digest_stored_so_far() -> None:
+    # Pinned: a change in how the digest is computed must not change it, or every channel would be rewritten.
+    element = Element.model_validate(V2_ELEMENT)
+    assert fingerprint(element, element.publications[0]) == CURRENT_FORM_OF_V2_ELEMENT
+    titled = Element.model_validate({**V2_ELEMENT, "title": "Grüße — 東京 🎉"})
+    assert fingerprint(titled, titled.publications[0]) == CURRENT_FORM_OF_A_TITLE_BEYOND_ASCII
