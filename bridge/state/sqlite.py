@@ -896,8 +896,17 @@ def _iso(value: datetime | None) -> str | None:
     """Fixed-width UTC text (``2026-01-02T03:04:05.000000Z``): ordering the text orders the times."""
     if value is None:
         return None
-    moment = value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo else value
-    return moment.isoformat(timespec="microseconds") + "Z"  # isoformat: the same text as strftime, 5x cheaper
+    moment = value.astimezone(UTC) if value.tzinfo else value
+    # The text ``isoformat(timespec="microseconds")`` writes, at a third of its cost with the ``replace`` it needed.
+    return "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ" % (  # noqa: UP031 (an f-string costs twice as much)
+        moment.year,
+        moment.month,
+        moment.day,
+        moment.hour,
+        moment.minute,
+        moment.second,
+        moment.microsecond,
+    )
 
 
 def _parse(value: str | None) -> datetime | None:

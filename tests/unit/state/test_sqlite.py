@@ -11,8 +11,10 @@ import os
 import sqlite3
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -20,7 +22,7 @@ from bridge.config import StateSettings
 from bridge.errors import ConfigError
 from bridge.state import Delivery, SqliteStateStore, open_state_store
 from bridge.state.base import ElementBusy, ElementMark, StateUnavailable
-from bridge.state.sqlite import CHECKPOINT_EVERY_WRITES, MIGRATIONS, SCHEMA_VERSION, _others_ready
+from bridge.state.sqlite import CHECKPOINT_EVERY_WRITES, MIGRATIONS, SCHEMA_VERSION, _iso, _others_ready
 from tests.support import T0, delivery, opened_stores
 
 StoreFactory = Callable[..., Awaitable[SqliteStateStore]]
@@ -686,3 +688,20 @@ async def test_the_wal_is_checkpointed_off_the_loop(stores: StoreFactory, tmp_pa
     page_size = sqlite3.connect(tmp_path / "state.db").execute("PRAGMA page_size").fetchone()[0]
     frames = ((tmp_path / "state.db-wal").stat().st_size - 32) // (page_size + 24)
     assert frames < writes  # without checkpoints: one frame or more per commit
+
+
+@pytest.mark.parametrize(
+    ("moment", "text"),
+    [
+        (datetime(2026, 11, 22, 13, 36, 11, tzinfo=UTC), "2026-11-22T13:36:11.000000Z"),
+        (datetime(2026, 11, 22, 13, 36, 11, 5, tzinfo=timezone(timedelta(hours=-5))), "2026-11-22T18:36:11.000005Z"),
+        (datetime(2026, 10, 25, 2, 30, tzinfo=ZoneInfo("Europe/Berlin")), "2026-10-25T00:30:00.000000Z"),
+        (datetime(2026, 10, 25, 2, 30, fold=1, tzinfo=ZoneInfo("Europe/Berlin")), "2026-10-25T01:30:00.000000Z"),
+        (datetime(5, 1, 2, 3, 4, 5, 123456), "0005-01-02T03:04:05.123456Z"),  # naive: taken as UTC
+    ],
+)
+def test_a_rows_time_is_fixed_width_utc_text(moment: datetime, text: str) -> None:
+    # The text every earlier bridge wrote (rows compare these texts to order times): isoformat's, with a Z.
+    assert _iso(moment) == text
+    naive_utc = moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment
+    assert text == naive_utc.isoformat(timespec="microseconds") + "Z"
