@@ -26,6 +26,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from bridge import __version__, jsontext
+from bridge.valueclass import value_class
 
 USER_AGENT = f"kordiam-bridge/{__version__}"
 
@@ -63,7 +64,7 @@ class BasicAuth:
         object.__setattr__(self, "header", f"Basic {token}")
 
 
-@dataclass(frozen=True, slots=True)
+@value_class
 class HttpRequest:
     method: str
     url: URL
@@ -72,7 +73,7 @@ class HttpRequest:
     timeout_seconds: float
 
 
-@dataclass(frozen=True, slots=True)
+@value_class
 class HttpResponse:
     status_code: int
     headers: CIMultiDictProxy[str]

@@ -45,6 +45,7 @@ from bridge.config import http_url as config_http_url
 from bridge.digits import ascii_digits
 from bridge.errors import BridgeError, ChannelRejected
 from bridge.http import HttpClient, HttpResponse, HttpTransportError
+from bridge.valueclass import value_class
 
 # A token is used until this long before its expiry (at most), so it never expires on the way.
 TOKEN_EXPIRY_MARGIN = 30.0
@@ -100,7 +101,7 @@ WebhookAuth = Annotated[BearerAuth | JwtAuth | ApiKeyAuth | HeadersAuth, Field(d
 # --- authenticators ------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@value_class
 class Credentials:
     """Headers for one request; ``renewable``: a 401 may be cured by asking for new credentials once."""
 

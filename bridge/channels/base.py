@@ -10,9 +10,10 @@ from pydantic import BaseModel
 from bridge.config import ChannelSettings
 from bridge.http import HttpClient
 from bridge.kordiam.models import Element, Publication
+from bridge.valueclass import value_class
 
 
-@dataclass(frozen=True, slots=True)
+@value_class
 class ChannelResult:
     """What a channel reports after an upsert; it flows back to Kordiam as feedback."""
 

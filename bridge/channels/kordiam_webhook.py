@@ -85,7 +85,6 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
@@ -115,6 +114,7 @@ from bridge.errors import ChannelRejected
 from bridge.http import HttpClient, HttpResponse
 from bridge.kordiam.models import Element, Publication
 from bridge.locks import KeyedLock
+from bridge.valueclass import value_class
 
 log = structlog.get_logger(__name__)
 
@@ -194,7 +194,7 @@ def status_passes(publication: Publication, statuses: Sequence[StatusSelector] |
 # --- the adapter ---------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@value_class
 class RemoteElement:
     """What this process knows of an element's remote item."""
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -31,6 +31,7 @@ from pydantic import ValidationError
 from bridge.digits import ascii_digits
 from bridge.kordiam import assumptions
 from bridge.kordiam.models import MAX_ID, Element
+from bridge.valueclass import value_class
 
 MAX_ENVELOPE_DEPTH = 3
 # The largest element id the bridge accepts (the state stores' integer, as for ids Kordiam answers): a larger id
@@ -58,7 +59,7 @@ class Event(StrEnum):
     DELETED = "deleted"
 
 
-@dataclass(frozen=True, slots=True)
+@value_class
 class Notification:
     element_id: int
     event: Event | None = None

@@ -41,6 +41,7 @@ from bridge.pipeline.parking import Admission, ChannelParking
 from bridge.pipeline.routing import Route
 from bridge.queue.slots import WorkSlots
 from bridge.state.base import Delivery, ElementBusy, ElementMark, HeldLease, StateStore
+from bridge.valueclass import value_class
 
 log = structlog.get_logger("bridge.sync")
 
@@ -57,7 +58,7 @@ class Action(StrEnum):
 _CALLED = frozenset({Action.CREATED, Action.UPDATED, Action.DELETED})
 
 
-@dataclass(frozen=True, slots=True)
+@value_class
 class ChannelAction:
     channel: str
     publication_id: int

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from bridge.errors import TransientError
+from bridge.valueclass import value_class
 
 
 class ElementBusy(TransientError):
@@ -21,7 +22,7 @@ class StateUnavailable(TransientError):
     file stayed locked by another process, or its disk is full or read-only. The message is retried."""
 
 
-@dataclass(frozen=True, slots=True)
+@value_class
 class Delivery:
     """One publication as delivered to one channel."""
 
@@ -39,7 +40,7 @@ class Delivery:
     version: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@value_class
 class ElementMark:
     """The newest version of an element the bridge has fully synced (or seen deleted).
 
