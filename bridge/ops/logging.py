@@ -20,6 +20,7 @@ from typing import Any, Literal
 import structlog
 
 from bridge import jsontext
+from bridge.ops.clock import utc_now_iso
 
 LogFormat = Literal["json", "console"]
 
@@ -49,6 +50,12 @@ def _json_line(event: dict[str, Any], default: Callable[[Any], Any] | None = Non
     return jsontext.encode(event, default=default).decode()
 
 
+def _timestamp(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """structlog's ``TimeStamper(fmt="iso", utc=True)``: the same ``timestamp`` text, a fifth of its cost."""
+    event["timestamp"] = utc_now_iso("Z")
+    return event
+
+
 # The bridge's own events logged while held: each as it would have been rendered, but for the renderer.
 _held: list[dict[str, Any]] | None = None
 
@@ -69,13 +76,12 @@ def configure_logging(level: str = "info", *, log_format: LogFormat = "json", ho
         if log_format == "json"
         else structlog.dev.ConsoleRenderer(colors=False, pad_event_to=0)
     )
-    timestamper = structlog.processors.TimeStamper(fmt="iso", utc=True)
     held, _held = _held, [] if hold else None
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
-            timestamper,
+            _timestamp,
             structlog.processors.format_exc_info,
             _hold if hold else renderer,
         ],
@@ -92,7 +98,7 @@ def configure_logging(level: str = "info", *, log_format: LogFormat = "json", ho
             foreign_pre_chain=[
                 structlog.stdlib.add_log_level,
                 structlog.stdlib.add_logger_name,
-                timestamper,
+                _timestamp,
                 structlog.processors.format_exc_info,
             ],
         )

@@ -25,6 +25,7 @@ from typing import Any, NoReturn, TypeVar
 import structlog
 
 from bridge.errors import ConfigError
+from bridge.ops.clock import utc_now_iso
 from bridge.state.base import (
     ChannelCounts,
     Delivery,
@@ -924,4 +925,4 @@ def _check_limit(limit: int) -> None:
 
 
 def _now() -> str:
-    return datetime.now(UTC).isoformat()
+    return utc_now_iso("+00:00")  # datetime.now(UTC).isoformat()'s text
