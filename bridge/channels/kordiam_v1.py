@@ -102,7 +102,16 @@ def _hhmm(value: dt.time | None) -> str | None:
 def utc_timestamp(value: dt.datetime | None) -> str | None:
     if value is None:
         return None
-    return value.astimezone(dt.UTC).replace(tzinfo=None).isoformat(timespec="seconds") + "Z"
+    moment = value.astimezone(dt.UTC)
+    # isoformat(timespec="seconds")'s text, at about half the cost with the replace(tzinfo=None) it needed.
+    return "%04d-%02d-%02dT%02d:%02d:%02dZ" % (  # noqa: UP031 (an f-string costs twice as much)
+        moment.year,
+        moment.month,
+        moment.day,
+        moment.hour,
+        moment.minute,
+        moment.second,
+    )
 
 
 def result_links(answer: Any, item_id: str, edit_template: str | None, open_template: str | None) -> dict[str, Any]:

@@ -8,7 +8,7 @@ import copy
 import json
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from email.utils import format_datetime
 from typing import Any
 
@@ -27,6 +27,7 @@ from bridge.channels.kordiam_platform import (
     platform_statuses_body,
 )
 from bridge.channels.kordiam_platform import create as create_platform
+from bridge.channels.kordiam_v1 import utc_timestamp
 from bridge.channels.kordiam_webhook import (
     KordiamWebhookChannel,
     KordiamWebhookOptions,
@@ -879,3 +880,17 @@ async def test_an_answer_echoing_a_configured_custom_header_is_quoted_without_it
                 element, element.publications[0], None
             )
     assert secret not in str(error.value) and "***" in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("moment", "text"),
+    [
+        (datetime(2026, 11, 20, 8, 15, 0, 999999, tzinfo=UTC), "2026-11-20T08:15:00Z"),  # seconds: cut, not rounded
+        (datetime(2026, 11, 20, 9, 15, tzinfo=timezone(timedelta(hours=1))), "2026-11-20T08:15:00Z"),
+        (datetime(2026, 1, 1, 0, 30, tzinfo=timezone(timedelta(hours=2))), "2025-12-31T22:30:00Z"),
+    ],
+)
+def test_the_bodys_modification_date_is_utc_to_the_second(moment: datetime, text: str) -> None:
+    # The text the Global Export body always carried: isoformat to the second, in UTC, with a Z.
+    assert utc_timestamp(moment) == text
+    assert text == moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="seconds") + "Z"
