@@ -396,7 +396,7 @@ name = "cms"
 type = "kordiam-webhook"
 platforms = [99003]
 url = "{base}"
-auth = {{ type = "headers", headers = {{ X-Bench = "1" }} }}
+auth = {{ type = "headers", headers = {{ X-Bench = "bench-header" }} }}
 
 [feedback]
 enabled = true

@@ -27,7 +27,7 @@ async def sync_element(http: aiohttp.ClientSession, base: str, element_id: int) 
     async with http.get(f"{base}/api/v2/elements/{element_id}", headers=AUTH) as response:
         response.raise_for_status()
         element = await response.json()
-    async with http.post(f"{base}/element", json=element, headers={"X-Bench": "1"}) as response:
+    async with http.post(f"{base}/element", json=element, headers={"X-Bench": "bench-header"}) as response:
         response.raise_for_status()
         remote_id = (await response.json())["id"]
     publication_id = element["publications"][0]["id"]
