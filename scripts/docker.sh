@@ -333,31 +333,41 @@ run_prepare() {
 }
 
 prepare_locked() {
-  local started=$SECONDS
+  local started=$SECONDS sources
+  # An engine an earlier prepare started and no `test` stopped yet is still this script's to stop.
+  STARTED_ENGINE="$(prepared_engine)"
   rm -f "$PREPARED"
-  STARTED_ENGINE=0
   # A prepare that fails stops the engine it started: no `test` will.
   trap '((STARTED_ENGINE)) && engine_stop' EXIT
+  # Before the builds: a file edited while they run must not count as built.
+  sources="$(sources_digest)"
   prepare_images
-  printf 'sources=%s\nbase=%s\nstarted_engine=%s\n' "$(sources_digest)" "$BASE" "$STARTED_ENGINE" >"$PREPARED"
+  printf 'sources=%s\nbase=%s\nstarted_engine=%s\n' "$sources" "$BASE" "$STARTED_ENGINE" >"$PREPARED"
   trap - EXIT
   say "images prepared in $((SECONDS - started)) s"
 }
 
 prepared_value() { sed -n "s/^$1=//p" "$PREPARED"; }
 
+# 1 if a prepare left an engine it started running (engine_stop stops only the dockerd its pid file names), else 0.
+prepared_engine() {
+  if [[ -f "$PREPARED" && "$(prepared_value started_engine)" == 1 ]]; then echo 1; else echo 0; fi
+}
+
 run_test() {
   local started=$SECONDS
-  STARTED_ENGINE=0
   take_prepare_lock
+  # Before the images are built (again): the engine a prepare started is this test's to stop, used or not.
+  STARTED_ENGINE="$(prepared_engine)"
   trap '((STARTED_ENGINE)) && engine_stop' EXIT
   if [[ -f "$PREPARED" && "$(prepared_value sources)" == "$(sources_digest)" ]] && engine_answers; then
     BASE="$(prepared_value base)"
-    STARTED_ENGINE="$(prepared_value started_engine)"
     [[ ! -f "$PREPARE_LOG" ]] || cat "$PREPARE_LOG" >&2
     say "using the images the background prepare built (base $BASE)"
   else
-    if [[ -f "$PREPARED" ]]; then
+    if [[ -f "$PREPARED" ]] && ! engine_answers; then
+      say "the engine the images were prepared on no longer answers: preparing again"
+    elif [[ -f "$PREPARED" ]]; then
       say "the sources changed since the images were prepared: building them again"
     elif [[ -f "$PREPARE_LOG" ]]; then
       tail -n 20 "$PREPARE_LOG" >&2
@@ -375,7 +385,7 @@ run_test() {
 
 run_discard() {
   take_prepare_lock
-  if [[ -f "$PREPARED" && "$(prepared_value started_engine)" == 1 ]]; then
+  if (($(prepared_engine))); then
     engine_stop
   fi
   rm -f "$PREPARED"

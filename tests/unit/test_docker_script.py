@@ -2,15 +2,22 @@
 
 A rebuild supersedes the images under the same tags, and the legacy builder keeps each build's builder stage as
 an untagged image; left there, every `make image-test` after a change added about 1 GB to the engine for good.
+
+`prepare` then `test` against a stand-in engine (a fake `dockerd` and `docker`): which images the test trusts, and
+that the engine a prepare started is stopped by the test that follows, whatever it builds.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).parents[2]
 BUILDER_LABEL = "org.kordiam-bridge.builder"
@@ -115,3 +122,113 @@ def test_engine_stop_leaves_a_process_alone_that_a_stale_pid_file_names(tmp_path
     finally:
         bystander.kill()
         bystander.wait()
+
+
+# A stand-in engine for `prepare` and `test`: `dockerd` runs until SIGTERM with a marker file while it runs, and
+# `docker info` answers while the marker is there. `build` logs itself; the first build (when EDIT_DURING_BUILD is set)
+# edits a source file, as a developer editing during `make test`'s main pass would.
+FAKE_DOCKERD = """#!/bin/bash
+touch "$FAKE_ENGINE_UP"
+trap 'rm -f "$FAKE_ENGINE_UP"; exit 0' TERM
+while :; do sleep 0.1; done
+"""
+FAKE_ENGINE_DOCKER = """#!/bin/bash
+case "$1" in
+  info) [[ -f "$FAKE_ENGINE_UP" ]] ;;
+  version) echo 20.10 ;;
+  build)
+    echo build >>"$FAKE_CALLS"
+    if [[ -n "${EDIT_DURING_BUILD:-}" && ! -f "$EDIT_DURING_BUILD.done" ]]; then
+      echo "# edited" >>"$EDIT_DURING_BUILD"; touch "$EDIT_DURING_BUILD.done"
+    fi ;;
+  image) [[ "$2" == inspect ]] && echo 1000000 ;;
+  images) ;;
+  *) exit 1 ;;
+esac
+"""
+FAKE_BUILDAH = """#!/bin/bash
+case "$1" in
+  --version) echo "buildah version 1.28.0" ;;
+  inspect) echo "[CMD kordiam-bridge-healthcheck]" ;;
+  *) echo id ;;
+esac
+"""
+
+
+def _engine_sandbox(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """A git checkout holding scripts/docker.sh and one source file, stand-ins on PATH, its own cache."""
+    repo = tmp_path / "repo"
+    (repo / "scripts").mkdir(parents=True)
+    (repo / "bridge").mkdir()
+    (repo / "scripts" / "docker.sh").write_bytes((ROOT / "scripts" / "docker.sh").read_bytes())
+    (repo / "scripts" / "docker.sh").chmod(0o755)
+    (repo / "bridge" / "source.py").write_text("VALUE = 1\n")
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    subprocess.run(["git", "-C", str(repo), "add", "."], check=True)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, text in (
+        ("dockerd", FAKE_DOCKERD),
+        ("docker", FAKE_ENGINE_DOCKER),
+        ("buildah", FAKE_BUILDAH),
+        ("docker-compose", "#!/bin/sh\n"),
+        ("iptables", "#!/bin/sh\n"),
+    ):
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    env = dict(
+        os.environ,
+        PATH=f"{bin_dir}:{os.environ['PATH']}",
+        DOCKER=str(bin_dir / "docker"),
+        BASE_IMAGE="base:x",
+        KORDIAM_BRIDGE_CACHE=str(tmp_path / "cache"),
+        FAKE_ENGINE_UP=str(tmp_path / "engine-up"),
+        FAKE_CALLS=str(tmp_path / "calls"),
+        PYTHON="/bin/true",
+    )
+    return repo, env
+
+
+def _docker_sh(repo: Path, env: dict[str, str], action: str) -> subprocess.CompletedProcess[str]:
+    command = [str(repo / "scripts" / "docker.sh"), action]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, check=False)
+
+
+def _stop_fake_engine(tmp_path: Path) -> None:
+    pid_file = tmp_path / "cache" / "engine" / "dockerd.pid"
+    if pid_file.exists():
+        with contextlib.suppress(ProcessLookupError, ValueError):
+            os.kill(int(pid_file.read_text()), signal.SIGKILL)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="engine-start starts an engine only as root")
+def test_a_test_that_rebuilds_after_a_source_change_still_stops_the_engine_the_prepare_started(
+    tmp_path: Path,
+) -> None:
+    repo, env = _engine_sandbox(tmp_path)
+    try:
+        prepared = _docker_sh(repo, env, "prepare")
+        assert prepared.returncode == 0, prepared.stderr
+        assert (tmp_path / "engine-up").exists()
+        (repo / "bridge" / "source.py").write_text("VALUE = 2\n")
+        tested = _docker_sh(repo, env, "test")
+        assert tested.returncode == 0, tested.stderr
+        assert "sources changed" in tested.stderr
+        assert not (tmp_path / "engine-up").exists(), "the engine the prepare started was left running"
+    finally:
+        _stop_fake_engine(tmp_path)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="engine-start starts an engine only as root")
+def test_a_source_edited_while_the_images_build_makes_the_test_build_them_again(tmp_path: Path) -> None:
+    repo, env = _engine_sandbox(tmp_path)
+    env["EDIT_DURING_BUILD"] = str(repo / "bridge" / "source.py")
+    try:
+        prepared = _docker_sh(repo, env, "prepare")
+        assert prepared.returncode == 0, prepared.stderr
+        builds = (tmp_path / "calls").read_text().count("build")
+        tested = _docker_sh(repo, env, "test")
+        assert tested.returncode == 0, tested.stderr
+        assert (tmp_path / "calls").read_text().count("build") > builds, "images built from older sources were used"
+    finally:
+        _stop_fake_engine(tmp_path)
