@@ -88,7 +88,8 @@ ACTIVEMQ_ENV := $(TEST_ACTIVEMQ) BRIDGE_TEST_ACTIVEMQ=stomp://127.0.0.1:61623
 # LocalStack's first start installs it (about 90 s) and boots it (about 90 s), and the container images take 3 to 6
 # minutes to build: both run in the background while the main pass runs (logs: .cache/localstack-tests-start.log,
 # .cache/image-prepare.log), and `test-localstack` and `image-test` wait for them (the scripts' locks). A main pass
-# that fails stops both again.
+# that fails stops both again; a LocalStack pass that fails discards the prepare (`image-test` would have stopped
+# its engine).
 test: lint typecheck venv
 	scripts/wordpress.sh start
 	$(TEST_ACTIVEMQ) scripts/activemq.sh start
@@ -100,7 +101,7 @@ test: lint typecheck venv
 	  if [ $$status -ne 0 ]; then $(TEST_LOCALSTACK) scripts/localstack.sh stop; scripts/docker.sh discard; fi; \
 	  exit $$status
 	@cat .cache/localstack-tests-start.log
-	$(MAKE) test-localstack
+	$(MAKE) test-localstack || { scripts/docker.sh discard; exit 1; }
 	$(MAKE) image-test
 
 localstack:

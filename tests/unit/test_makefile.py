@@ -105,3 +105,30 @@ def test_make_down_takes_down_either_emulator() -> None:
     for emulator in ("moto", "localstack"):
         shown = make("-n", "down", f"EMULATOR={emulator}")
         assert re.search(r"--profile moto --profile localstack down$", shown.stdout.strip()), shown.stdout
+
+
+def test_make_test_discards_the_background_image_prepare_when_the_localstack_pass_fails(tmp_path: Path) -> None:
+    """`make test` starts the images' prepare (and its Docker engine) in the background; only `image-test` or
+    `docker.sh discard` stops that engine again, so a failing pass before `image-test` must discard it."""
+    shutil.copy(ROOT / "Makefile", tmp_path / "Makefile")
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    calls = tmp_path / "docker-calls"
+    (tmp_path / "scripts").mkdir()
+    for script in ("wordpress.sh", "activemq.sh", "localstack.sh"):
+        (tmp_path / "scripts" / script).write_text("#!/bin/sh\n")
+    (tmp_path / "scripts" / "docker.sh").write_text(f'#!/bin/sh\necho "$1" >>{calls}\n')
+    bin_dir = tmp_path / ".venv" / "bin"
+    bin_dir.mkdir(parents=True)
+    for tool in ("ruff", "lint-imports", "mypy"):
+        (bin_dir / tool).write_text("#!/bin/sh\n")
+    # The main pass passes; the LocalStack pass (`-m localstack`) fails.
+    (bin_dir / "pytest").write_text('#!/bin/sh\ncase "$*" in *"-m localstack"*) exit 1 ;; esac\n')
+    for path in [*(tmp_path / "scripts").iterdir(), *bin_dir.iterdir()]:
+        path.chmod(0o755)
+    # The virtualenv is up to date (its stamp names pyproject.toml's checksum): nothing is installed.
+    pyproject = (tmp_path / "pyproject.toml").read_bytes()
+    checksum = subprocess.run(["cksum"], input=pyproject, capture_output=True, check=True)
+    (tmp_path / ".venv" / f".installed-{checksum.stdout.split()[0].decode()}").touch()
+    result = make("test", cwd=tmp_path, check=False)
+    assert result.returncode != 0, result.stdout + result.stderr
+    assert calls.read_text().split() == ["prepare-background", "discard"], result.stdout + result.stderr
