@@ -1087,8 +1087,10 @@ def _annotation_at(path: Sequence[str]) -> Any:
     return _strip(current)
 
 
-# How long a configuration file that is a pipe (`--config <(…)`, a named pipe) may take to get its first bytes: a
-# named pipe no process writes to would otherwise hold the command for ever, without a word.
+# How long a configuration file that is a named pipe (``mkfifo``) may take to get its first bytes: one no process
+# writes to would otherwise hold the command for ever, without a word. An anonymous pipe (`--config <(…)`,
+# /dev/stdin of a `|`) has its writer from the start and is read however long that takes (`<(gpg -d …)` asking for
+# a passphrase).
 CONFIG_PIPE_WAIT_SECONDS = 10.0
 
 
@@ -1098,12 +1100,12 @@ CONFIG_MAX_BYTES = 16 * 1024 * 1024
 
 
 def _read_config_file(file: Path, origin: str) -> bytes:
-    """The file's bytes; ``ConfigError`` naming ``origin`` for a pipe nothing is written to in time, or a file
+    """The file's bytes; ``ConfigError`` naming ``origin`` for a named pipe nothing is written to in time, or a file
     larger than ``CONFIG_MAX_BYTES``."""
     # Non-blocking, so that opening a named pipe does not wait for a writer; reading is blocking again.
     descriptor = os.open(file, os.O_RDONLY | os.O_NONBLOCK)
     with open(descriptor, "rb") as handle:
-        if stat.S_ISFIFO(os.fstat(descriptor).st_mode):
+        if stat.S_ISFIFO(os.fstat(descriptor).st_mode) and _named_pipe(descriptor):
             readable, _, _ = select.select([descriptor], [], [], CONFIG_PIPE_WAIT_SECONDS)
             if not readable:
                 raise ConfigError(
@@ -1116,6 +1118,15 @@ def _read_config_file(file: Path, origin: str) -> bytes:
     if len(content) > CONFIG_MAX_BYTES:
         raise ConfigError(origin, f"{file} is larger than {CONFIG_MAX_BYTES} bytes: no configuration is")
     return content
+
+
+def _named_pipe(descriptor: int) -> bool:
+    """Whether the pipe open as ``descriptor`` is a named one, which may have no writer at all; an anonymous pipe's
+    link in /proc reads ``pipe:[INODE]``. Without /proc, any pipe may be a named one."""
+    try:
+        return not os.readlink(f"/proc/self/fd/{descriptor}").startswith("pipe:")
+    except OSError:
+        return True
 
 
 def naming_its_variable(error: ConfigError) -> ConfigError:

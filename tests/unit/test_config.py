@@ -2,6 +2,8 @@
 
 import json
 import os
+import select
+import threading
 import types
 from pathlib import Path
 from typing import Annotated, Any, Union, get_args, get_origin
@@ -959,6 +961,35 @@ def test_a_pipe_that_holds_the_configuration_is_read(tmp_path: Path, text: str) 
         else:
             assert load_settings(f"/dev/fd/{read_end}").kordiam.client_id == "bridge"
     finally:
+        os.close(read_end)
+
+
+def test_a_process_substitution_slower_than_the_pipe_wait_is_still_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    # `--config <(gpg -d bridge.toml.gpg)` asking for a passphrase: the pipe has its writer from the start and cannot
+    # hang without one, so it is read however long the first bytes take (before, refused after the wait).
+    monkeypatch.setattr(config_module, "CONFIG_PIPE_WAIT_SECONDS", 0.0)
+    read_end, write_end = os.pipe()
+    waited = threading.Event()
+    real_select = select.select
+
+    def select_then_write(*args: Any) -> Any:
+        found = real_select(*args)
+        waited.set()
+        return found
+
+    def writer() -> None:
+        # Only once the load has looked for the first bytes (when it does) or is reading.
+        waited.wait(timeout=1)
+        os.write(write_end, VALID.encode())
+        os.close(write_end)
+
+    monkeypatch.setattr(select, "select", select_then_write)
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        assert load_settings(f"/dev/fd/{read_end}").kordiam.client_id == "bridge"
+    finally:
+        thread.join()
         os.close(read_end)
 
 
