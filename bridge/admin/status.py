@@ -374,6 +374,15 @@ async def ask_worker(settings: StatusSettings, http_timeout: float) -> WorkerAns
     except httpx.HTTPError as error:
         unreached = WorkerHealth(base, False, detail=f"{type(error).__name__}: {error}".rstrip(": "))
         return WorkerAnswer(unreached, None, {})
+    if not _is_worker_answer(health, "status") or not _is_worker_answer(ready, "status"):
+        # Another server on ops.port (9090 is also Prometheus's default): its 404 is no paused worker.
+        stranger = WorkerHealth(
+            base,
+            False,
+            detail=f"something other than the bridge's worker answers there (/healthz: HTTP {health.status_code}, "
+            f"/readyz: HTTP {ready.status_code}): check ops.host and ops.port",
+        )
+        return WorkerAnswer(stranger, None, {})
     detail = _answer_field(health, "status")
     errors: dict[str, Counter[str]] = {}
     failing: dict[str, str] = {}
@@ -412,6 +421,17 @@ async def ask_worker(settings: StatusSettings, http_timeout: float) -> WorkerAns
         outcomes=outcomes,
     )
     return WorkerAnswer(worker, errors, failing)
+
+
+def _is_worker_answer(response: httpx.Response, field: str) -> bool:
+    """Whether a health endpoint answered as the worker's does: JSON with ``field``, with 200 or 503."""
+    if response.status_code not in (200, 503):
+        return False
+    try:
+        body = response.json()
+    except ValueError:
+        return False
+    return isinstance(body, dict) and field in body
 
 
 def _answer_field(response: httpx.Response, field: str) -> str:

@@ -6,6 +6,7 @@ import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 
+from aiohttp import web
 from rich.console import Console
 
 from bridge.admin.status import (
@@ -122,3 +123,26 @@ async def test_a_paused_worker_is_reported_with_since_when_it_takes_no_messages(
     console = Console(width=200, record=True)
     render_status(report, console)
     assert f"not ready since {stamp} (Kordiam does not answer: HTTP 503)" in console.export_text()
+
+
+async def test_another_server_on_the_ops_port_is_not_taken_for_a_paused_worker(tmp_path: Path) -> None:
+    """9090 is also Prometheus's default port: its 404 for /readyz must not read as a worker taking no messages."""
+
+    async def not_found(_: web.Request) -> web.Response:
+        return web.Response(status=404, text="404 page not found")
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", not_found)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        stranger = settings(tmp_path / "state.db").model_copy(update={"ops": OpsSettings(port=port)})
+        answer = await ask_worker(stranger, 5.0)
+    finally:
+        await runner.cleanup()
+    assert not answer.health.reachable and answer.health.not_ready_reason is None
+    assert "something other than the bridge's worker answers there" in (answer.health.detail or "")
+    assert "/readyz: HTTP 404" in (answer.health.detail or "")
