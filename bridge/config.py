@@ -1003,7 +1003,7 @@ def _validated(
     if not given and not variables:
         raise ConfigError("--config", "no configuration file given (--config or BRIDGE_CONFIG)")
     if empty_file is not None and not data and not variables:  # an empty mount or template, most likely
-        raise ConfigError(empty_file[0], f"{empty_file[1]} holds no settings (it is empty)")
+        raise ConfigError(empty_file[0], f"{empty_file[1]} holds no settings (it is empty, or only comments)")
     channels_variable = CHANNELS_ENV if _channels_from_environment(data) else None
     channel_variables = _channel_overrides(data)
     _warn_unused_variables()

@@ -1014,7 +1014,10 @@ def test_an_empty_file_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, 
     path = write(tmp_path, text)
     with pytest.raises(ConfigError) as raised:
         load_settings(path)
-    assert (raised.value.key, raised.value.problem) == ("--config", f"{path} holds no settings (it is empty)")
+    assert (raised.value.key, raised.value.problem) == (
+        "--config",
+        f"{path} holds no settings (it is empty, or only comments)",
+    )
 
 
 @pytest.mark.parametrize("path", ["big.toml", "/dev/zero"])
