@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import quote
 
 from bridge.kordiam.models import CustomFieldValue, DateTimeSlot, Person, Publication, Ref, Task
+from bridge.ops.clock import utc_text
 
 
 def v1_ref(ref: Ref | None) -> dict[str, Any] | None:
@@ -100,18 +101,7 @@ def _hhmm(value: dt.time | None) -> str | None:
 
 
 def utc_timestamp(value: dt.datetime | None) -> str | None:
-    if value is None:
-        return None
-    moment = value.astimezone(dt.UTC)
-    # isoformat(timespec="seconds")'s text, at about half the cost with the replace(tzinfo=None) it needed.
-    return "%04d-%02d-%02dT%02d:%02d:%02dZ" % (  # noqa: UP031 (an f-string costs twice as much)
-        moment.year,
-        moment.month,
-        moment.day,
-        moment.hour,
-        moment.minute,
-        moment.second,
-    )
+    return None if value is None else utc_text(value, microseconds=False)
 
 
 def result_links(answer: Any, item_id: str, edit_template: str | None, open_template: str | None) -> dict[str, Any]:

@@ -1,4 +1,6 @@
-"""The current UTC time as ISO 8601 text, as ``datetime.now(UTC).isoformat()`` writes it, at a fifth of its cost.
+"""Times as ISO 8601 text in UTC, at a fraction of ``datetime.isoformat``'s cost: every message writes several.
+
+``utc_now_iso``: the current UTC time, as ``datetime.now(UTC).isoformat()`` writes it, at a fifth of its cost.
 
 Every message writes it three times (its log line's ``timestamp``, the ``updated_at`` of its delivery and of its
 element's row), and ``datetime.isoformat`` formats through ``PyUnicode_FromFormat``: about 15 k instructions a
@@ -10,6 +12,9 @@ microsecond), so the same text: microseconds left out when they are zero, as ``i
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
+
+_DATE_TIME = "%04d-%02d-%02dT%02d:%02d:%02d"
 
 # The last second formatted and its text (``2026-01-02T03:04:05``): the pair is replaced whole, so threads (stdlib
 # logging's) may share it.
@@ -27,3 +32,12 @@ def utc_now_iso(zone: str) -> str:
     if microseconds:
         return f"{text}.{microseconds:06d}{zone}"
     return text + zone
+
+
+def utc_text(value: datetime, *, microseconds: bool) -> str:
+    """``value`` in UTC (a naive one is taken as UTC), as ``isoformat(timespec=...)`` writes it with ``Z`` for the
+    zone: to the second (the Global Export body's dates), or fixed-width to the microsecond (the SQLite store's
+    rows, whose text orders as the times do). A third of the cost of ``isoformat`` with the ``replace`` it needs."""
+    moment = value.astimezone(UTC) if value.tzinfo else value
+    text = _DATE_TIME % (moment.year, moment.month, moment.day, moment.hour, moment.minute, moment.second)
+    return f"{text}.{moment.microsecond:06d}Z" if microseconds else text + "Z"
