@@ -239,13 +239,31 @@ class ElementCalls:
         return None
 
 
+# A token request's form is read before its caller is known, for up to ingress.body_timeout_seconds: at most this
+# many such forms are read at once per token endpoint, so that an unknown caller trickling forms cannot hold every
+# slot of ingress.max_concurrent_requests and leave Kordiam's webhook calls (whose callers are known from their
+# headers) with 503s. Kordiam asks for a token about once per token lifetime; a Basic header needs no body.
+MAX_TOKEN_FORMS_IN_PROGRESS = 8
+
+
 def token_route(path: str, exchange: KeyExchange, receiver: str, name: str) -> web.RouteDef:
     """``POST {path}``: HTTP Basic ``key:secret`` or the form ``api_key=…&api_secret=…`` → a bearer token."""
+    forms_in_progress = 0
 
     async def issue_token(request: web.Request) -> web.Response:
+        nonlocal forms_in_progress
         # The caller is not authenticated yet: with a Basic header the body is not needed (Basic wins), and a form
         # is a few short fields, so no more than MAX_TOKEN_REQUEST_BYTES is read, rather than max_body_bytes.
-        body = b"" if basic_credentials(request.headers) is not None else await _small_body(request)
+        body: bytes | web.Response = b""
+        if basic_credentials(request.headers) is None:
+            if forms_in_progress >= MAX_TOKEN_FORMS_IN_PROGRESS:
+                metrics.OVER_CAPACITY.inc()
+                return retry_later(f"{MAX_TOKEN_FORMS_IN_PROGRESS} token requests are being read already, retry later")
+            forms_in_progress += 1
+            try:
+                body = await _small_body(request)
+            finally:
+                forms_in_progress -= 1
         if isinstance(body, web.Response):
             return body
         answer = exchange.exchange(request.headers, body)

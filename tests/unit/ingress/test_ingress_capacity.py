@@ -15,6 +15,7 @@ from aiohttp import web
 from bridge.config import IngressSettings
 from bridge.ingress import metrics
 from bridge.ingress.app import CAPACITY, IngressServer, build_app
+from bridge.ingress.common import MAX_TOKEN_FORMS_IN_PROGRESS
 from bridge.state import SqliteStateStore
 from tests.support import eventually
 from tests.unit.ingress.test_ingress import RecordingTransport, bearer, fixture, settings
@@ -115,3 +116,44 @@ async def test_a_connection_without_a_whole_request_head_in_time_is_closed(
             assert await asyncio.wait_for(reader.read(), ANSWER_WITHIN) == b""  # closed, nothing answered
         finally:
             writer.close()
+
+
+async def trickled_token_form(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A Platform token request with its credentials in a form (no Basic header) that stops after its first bytes."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    form = b"grant_type=client_credentials&api_key=api_5d4be039440a9004126215&api_secret=5d4be039440c5479906369"
+    writer.write(
+        b"POST /platform/oauth2/token HTTP/1.1\r\nHost: ingress\r\n"
+        b"Content-Type: application/x-www-form-urlencoded\r\n"
+        + f"Content-Length: {len(form)}\r\n\r\n".encode()
+        + form[:10]
+    )
+    await writer.drain()
+    return reader, writer
+
+
+async def test_trickled_token_forms_cannot_take_the_slots_kordiams_webhook_calls_need(tmp_path: Path) -> None:
+    # A token form is read before its caller is known: without a bound of its own, one unknown client trickling
+    # forms held every slot of max_concurrent_requests for body_timeout_seconds each, and Kordiam's calls got 503s.
+    config = settings(max_concurrent_requests=MAX_TOKEN_FORMS_IN_PROGRESS + 2, body_timeout_seconds=60)
+    async with running(config, tmp_path) as (app, port):
+        held = [await trickled_token_form(port) for _ in range(MAX_TOKEN_FORMS_IN_PROGRESS)]
+        try:
+            await eventually(
+                lambda: app[CAPACITY].in_progress == MAX_TOKEN_FORMS_IN_PROGRESS,
+                timeout=ANSWER_WITHIN,
+                what="the token forms being read",
+            )
+            reader, writer = await trickled_token_form(port)
+            try:
+                assert (await asyncio.wait_for(reader.readline(), ANSWER_WITHIN)).startswith(b"HTTP/1.1 503")
+            finally:
+                writer.close()
+            # Kordiam's webhook calls still find slots.
+            for _ in range(3):
+                status, _, answer = await asyncio.wait_for(post_element(port), ANSWER_WITHIN)
+                assert (status, answer) == (201, {"id": 123456})
+        finally:
+            for _, writer in held:
+                writer.close()
+        await eventually(lambda: app[CAPACITY].in_progress == 0, timeout=ANSWER_WITHIN, what="the slots freed")
