@@ -25,6 +25,7 @@ from collections import Counter
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
@@ -374,7 +375,8 @@ async def ask_worker(settings: StatusSettings, http_timeout: float) -> WorkerAns
     except httpx.HTTPError as error:
         unreached = WorkerHealth(base, False, detail=f"{type(error).__name__}: {error}".rstrip(": "))
         return WorkerAnswer(unreached, None, {})
-    if not _is_worker_answer(health, "status") or not _is_worker_answer(ready, "status"):
+    health_body, ready_body = _worker_answer(health), _worker_answer(ready)
+    if health_body is None or ready_body is None:
         # Another server on ops.port (9090 is also Prometheus's default): its 404 is no paused worker.
         stranger = WorkerHealth(
             base,
@@ -383,7 +385,7 @@ async def ask_worker(settings: StatusSettings, http_timeout: float) -> WorkerAns
             f"/readyz: HTTP {ready.status_code}): check ops.host and ops.port",
         )
         return WorkerAnswer(stranger, None, {})
-    detail = _answer_field(health, "status")
+    detail = _answer_field(health, health_body, "status")
     errors: dict[str, Counter[str]] = {}
     failing: dict[str, str] = {}
     in_flight: int | None = None
@@ -414,8 +416,8 @@ async def ask_worker(settings: StatusSettings, http_timeout: float) -> WorkerAns
         healthy=health.status_code == 200,
         ready=ready.status_code == 200,
         detail=detail,
-        not_ready_reason=None if ready.status_code == 200 else _answer_field(ready, "reason"),
-        not_ready_since=None if ready.status_code == 200 else _answer_time(ready, "since"),
+        not_ready_reason=None if ready.status_code == 200 else _answer_field(ready, ready_body, "reason"),
+        not_ready_since=None if ready.status_code == 200 else _answer_time(ready_body, "since"),
         in_flight=in_flight,
         received=received,
         outcomes=outcomes,
@@ -423,33 +425,29 @@ async def ask_worker(settings: StatusSettings, http_timeout: float) -> WorkerAns
     return WorkerAnswer(worker, errors, failing)
 
 
-def _is_worker_answer(response: httpx.Response, field: str) -> bool:
-    """Whether a health endpoint answered as the worker's does: JSON with ``field``, with 200 or 503."""
+def _worker_answer(response: httpx.Response) -> dict[str, Any] | None:
+    """A health endpoint's answer as the worker gives it (200 or 503, a JSON object with ``status``), read once;
+    None for any other answer: another server on the port."""
     if response.status_code not in (200, 503):
-        return False
+        return None
     try:
         body = response.json()
     except ValueError:
-        return False
-    return isinstance(body, dict) and field in body
+        return None
+    return body if isinstance(body, dict) and "status" in body else None
 
 
-def _answer_field(response: httpx.Response, field: str) -> str:
-    """``field`` of a health endpoint's JSON answer (``status`` of /healthz, ``reason`` of /readyz), else the
-    HTTP status."""
-    try:
-        body = response.json()
-    except ValueError:
-        return f"HTTP {response.status_code}"
-    value = body.get(field) if isinstance(body, dict) else None
+def _answer_field(response: httpx.Response, body: dict[str, Any], field: str) -> str:
+    """``field`` of a health endpoint's answer (``status`` of /healthz, ``reason`` of /readyz), else the HTTP
+    status."""
+    value = body.get(field)
     return str(value) if value else f"HTTP {response.status_code}"
 
 
-def _answer_time(response: httpx.Response, field: str) -> datetime | None:
-    """``field`` of a health endpoint's JSON answer as a time (ISO 8601), None when it has none or another."""
+def _answer_time(body: dict[str, Any], field: str) -> datetime | None:
+    """``field`` of a health endpoint's answer as a time (ISO 8601), None when it has none or another."""
     try:
-        body = response.json()
-        return datetime.fromisoformat(body[field]) if isinstance(body, dict) and field in body else None
+        return datetime.fromisoformat(body[field]) if field in body else None
     except (ValueError, TypeError):
         return None
 
