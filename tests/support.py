@@ -37,7 +37,9 @@ from bridge.config import ChannelSettings, QueueSettings, Settings, parse_stomp_
 from bridge.errors import ChannelUnavailable
 from bridge.http import HttpClient, HttpRequest, HttpResponse, HttpTimeout, HttpTransportError
 from bridge.kordiam.models import Element, Publication
+from bridge.ops.server import OpsServer
 from bridge.queue import open_transport
+from bridge.queue.gate import ReceiveGate
 from bridge.queue.transport import QueueMessage
 from bridge.state.base import Delivery, StateStore
 from bridge.worker import run_worker
@@ -747,3 +749,22 @@ async def held_kordiam(*, answer_token: bool) -> AsyncIterator[HeldKordiam]:
         kordiam.released.set()
         server.close()
         await server.wait_closed()
+
+
+@contextlib.asynccontextmanager
+async def worker_ops(gate: ReceiveGate) -> AsyncIterator[OpsServer]:
+    """A worker's ops endpoint on a free port of 127.0.0.1, wired to ``gate`` as ``run_worker`` wires it (alive, and
+    ready but for what closes the gate)."""
+    ops = OpsServer(
+        "127.0.0.1",
+        0,
+        healthy=lambda: True,
+        ready=lambda: True,
+        not_ready_reason=lambda: gate.reason,
+        not_ready_since=lambda: gate.closed_since,
+    )
+    await ops.start()
+    try:
+        yield ops
+    finally:
+        await ops.stop()

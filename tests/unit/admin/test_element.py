@@ -43,6 +43,7 @@ from bridge.pipeline.sync import Action, SyncEngine
 from bridge.queue.gate import ReceiveGate
 from bridge.state.base import Delivery, ElementMark, ElementRecord, LeaseRecord, RecordedDelivery
 from bridge.state.leases import LeaseOwner
+from tests.support import worker_ops
 from tests.unit.fakes import FakeKordiam, MemoryStateStore, ScriptedChannel, element_body, publication
 
 WEB = ChannelSettings(name="web", type="folder", platforms=[1], statuses=["Ready"], path="/tmp/web")
@@ -296,21 +297,12 @@ async def paused_worker() -> AsyncIterator[OpsServer]:
     """A worker's ops endpoint, wired to its gate as ``run_worker`` wires it, while a fault pauses it."""
     gate = ReceiveGate()
     pause = NeverHealing(gate)
-    ops = OpsServer(
-        "127.0.0.1",
-        0,
-        healthy=lambda: True,
-        ready=lambda: True,
-        not_ready_reason=lambda: gate.reason,
-        not_ready_since=lambda: gate.closed_since,
-    )
-    await ops.start()
-    pause.pause("Kordiam does not answer: HTTP 503")
-    try:
-        yield ops
-    finally:
-        await pause.aclose()
-        await ops.stop()
+    async with worker_ops(gate) as ops:
+        pause.pause("Kordiam does not answer: HTTP 503")
+        try:
+            yield ops
+        finally:
+            await pause.aclose()
 
 
 async def test_while_the_worker_is_paused_the_report_says_nothing_is_delivered_not_no_problems(

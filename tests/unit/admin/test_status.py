@@ -20,9 +20,9 @@ from bridge.admin.status import (
     render_status,
 )
 from bridge.config import OpsSettings, StatusSettings
-from bridge.ops.server import OpsServer
 from bridge.queue.gate import ReceiveGate
 from bridge.state.sqlite import SCHEMA_VERSION, SqliteStateStore
+from tests.support import worker_ops
 from tests.unit.state.test_sqlite import _migrate_up_to
 
 
@@ -92,21 +92,10 @@ async def test_a_paused_worker_is_reported_with_since_when_it_takes_no_messages(
     """The worker's gate records when it closed and ``/readyz`` answers it: ``status`` says since when, both in its
     problems and its worker line."""
     gate = ReceiveGate()
-    ops = OpsServer(
-        "127.0.0.1",
-        0,
-        healthy=lambda: True,
-        ready=lambda: True,
-        not_ready_reason=lambda: gate.reason,
-        not_ready_since=lambda: gate.closed_since,
-    )
-    await ops.start()
-    try:
+    async with worker_ops(gate) as ops:
         gate.close("kordiam-outage", "Kordiam does not answer: HTTP 503")
         paused = settings(tmp_path / "state.db").model_copy(update={"ops": OpsSettings(port=ops.port)})
         answer = await ask_worker(paused, 5.0)
-    finally:
-        await ops.stop()
     since = answer.health.not_ready_since
     assert since is not None and gate.closed_since is not None
     assert since == datetime.fromtimestamp(int(gate.closed_since), UTC)
