@@ -19,6 +19,7 @@ os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
 os.environ.setdefault("AWS_DEFAULT_REGION", "eu-central-1")
 os.environ.pop("AWS_PROFILE", None)
 
+from bridge import redaction
 from bridge.simulator import RunningSimulator, SimulatorSettings
 from tests.support import (
     ChannelLog,
@@ -48,6 +49,13 @@ def _module_loggers_not_cached() -> Iterator[None]:
             for value in list(vars(module).values()):
                 if isinstance(value, BoundLoggerLazyProxy):
                     value.__dict__.pop("bind", None)
+
+
+@pytest.fixture(autouse=True)
+def _own_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test remembers only the secrets it configures: a secret another test configured would be redacted
+    from what this one quotes."""
+    monkeypatch.setattr(redaction, "SECRETS", redaction.Redaction())
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,104 @@
+"""The process's secrets, and their removal from the outside text the bridge quotes (``SECRETS.redact``).
+
+``HttpResponse.redact`` removes what the answered request itself carried; this removes what any other request
+could have carried: a proxy in front of one channel echoing another's API key, a Kordiam token in a channel's
+error page, an exception's text holding a configured secret.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from urllib.parse import quote, quote_plus
+
+from pydantic import BaseModel, SecretStr
+
+REDACTED = "***"
+# Shorter values are not looked for: they would match ordinary words. Every secret setting is at least this long
+# (``bridge.config.SHORTEST_SECRET`` refuses shorter ones at start-up); a shorter one (ActiveMQ's password keeps
+# the broker's rules) is not redacted.
+SHORTEST_LOOKED_FOR = 8
+# Run-time tokens kept: a token source without a cache (a Platform channel's ``token_cache = false``) fetches one
+# per request, and the list must not grow for ever; a token long replaced is no longer a credential.
+RECENT_TOKENS = 256
+
+
+class Redaction:
+    """The secrets of one process and ``redact``, which replaces each of them in a text by ``***``.
+
+    What is a secret: every ``SecretStr`` of the settings and of each channel's options (``remember_secrets``,
+    at start-up, for as long as the process runs), values derived from them once (an HTTP Basic header), and the
+    tokens the bridge obtains at run time (``remember_token``: Kordiam's OAuth access tokens, the protocol
+    channels' bearer tokens; the ``RECENT_TOKENS`` most recent). Each is looked for as given and as it may be
+    echoed: without its whitespace (a WordPress application password, configured as ``abcd EFGH …``), in groups
+    of four (one configured without the spaces WordPress shows), form-encoded, and JSON-escaped.
+
+    Where it is applied: only to text being quoted in an error, a warning or a dead letter (``HttpResponse.redact``,
+    the warning and error log lines, a dead letter's reason as written and as the operator commands read it back,
+    a parked element's reason), never on a message's success path; remembering costs a set insertion.
+    """
+
+    def __init__(self) -> None:
+        self._configured: set[str] = set()
+        self._tokens: dict[str, None] = {}  # insertion-ordered: the oldest is dropped first
+        self._longest_first: tuple[str, ...] | None = None  # all forms, sorted when next needed
+
+    def remember_secrets(self, *sources: BaseModel | str) -> None:
+        """Remember the secrets of configured ``sources``: each ``SecretStr`` anywhere in a model (its fields,
+        nested models, lists and tables), and each ``str`` as a whole."""
+        for source in sources:
+            values = [source] if isinstance(source, str) else list(_secret_values(source))
+            for value in values:
+                self._configured.update(_echoed_forms(value))
+        self._longest_first = None
+
+    def remember_token(self, token: str) -> None:
+        """Remember a token obtained at run time (kept among the ``RECENT_TOKENS`` most recent)."""
+        if token in self._tokens or len(token.strip()) < SHORTEST_LOOKED_FOR:
+            return
+        self._tokens[token] = None
+        if len(self._tokens) > RECENT_TOKENS:
+            del self._tokens[next(iter(self._tokens))]
+        self._longest_first = None
+
+    def redact(self, text: str) -> str:
+        """``text`` with every remembered secret in any of its forms replaced by ``***``; longest first, so that a
+        secret inside another is replaced as part of it."""
+        if self._longest_first is None:
+            forms = self._configured.union(*(_echoed_forms(token) for token in self._tokens))
+            self._longest_first = tuple(sorted(forms, key=len, reverse=True))
+        for secret in self._longest_first:
+            if secret in text:
+                text = text.replace(secret, REDACTED)
+        return text
+
+
+def _secret_values(value: object) -> Iterator[str]:
+    if isinstance(value, SecretStr):
+        yield value.get_secret_value()
+    elif isinstance(value, BaseModel):
+        for name in type(value).model_fields:
+            yield from _secret_values(getattr(value, name))
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _secret_values(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from _secret_values(item)
+
+
+def _echoed_forms(secret: str) -> set[str]:
+    """``secret`` as a server may quote it back; none shorter than ``SHORTEST_LOOKED_FOR``."""
+    secret = secret.strip()
+    spaceless = "".join(secret.split())
+    written = {secret, spaceless}
+    if spaceless == secret and secret.isalnum():  # as WordPress shows an application password
+        written.add(" ".join(secret[start : start + 4] for start in range(0, len(secret), 4)))
+    forms: set[str] = set()
+    for form in written:
+        forms.update((form, quote_plus(form), quote(form, safe=""), json.dumps(form)[1:-1]))
+    return {form for form in forms if len(form) >= SHORTEST_LOOKED_FOR}
+
+
+# The process's one: every caller reads it as ``redaction.SECRETS`` (a test gives itself a fresh one).
+SECRETS = Redaction()
