@@ -44,6 +44,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 from pydantic_settings.exceptions import SettingsError
 
+from bridge import redaction
 from bridge.errors import ConfigError
 
 log = structlog.get_logger("bridge.config")
@@ -954,7 +955,8 @@ def load_settings(
     sections it does not hold are not validated (an operator needs no Kordiam secret to list dead letters), but
     an unknown section is still an error. ``check_channel`` validates each channel's adapter keys as well. Every
     ``BRIDGE_*`` variable that sets nothing is logged as a warning; an error caused by a variable names it; all
-    missing secrets are reported at once.
+    missing secrets are reported at once. The secrets it holds are remembered for redaction
+    (``bridge.redaction``).
     """
     data: dict[str, Any] = {}
     empty_file: tuple[str, Path] | None = None
@@ -1028,6 +1030,7 @@ def _validated(
     if problems:
         raise _first_problem(problems, variables | channel_variables, channels_variable)
     assert settings is not None
+    redaction.SECRETS.remember_secrets(settings)
     return settings
 
 

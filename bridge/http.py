@@ -25,7 +25,7 @@ import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from bridge import __version__, jsontext
+from bridge import __version__, jsontext, redaction
 from bridge.valueclass import value_class
 
 USER_AGENT = f"kordiam-bridge/{__version__}"
@@ -62,6 +62,7 @@ class BasicAuth:
     def __post_init__(self) -> None:
         token = base64.b64encode(f"{self.username}:{self.password}".encode()).decode("ascii")
         object.__setattr__(self, "header", f"Basic {token}")
+        redaction.SECRETS.remember_secrets(token)
 
 
 @value_class
@@ -112,10 +113,11 @@ class HttpResponse:
         """``said`` (what this answer said, to be quoted in an error or a log line) without the credentials its
         request carried, each replaced by ``***``: a server or proxy that echoes the request (a debug page, a
         token endpoint repeating the form) must not put the bridge's secret into the log and the dead letter.
-        The one place every quoted answer goes through; which values are secrets: ``_request_secrets``."""
+        The one place every quoted answer goes through; which values are secrets: ``_request_secrets``, and the
+        process's own (``bridge.redaction``: another channel's key, a Kordiam token a proxy echoes)."""
         for secret in _request_secrets(self.request):
             said = said.replace(secret, "***")
-        return said
+        return redaction.SECRETS.redact(said)
 
 
 Handler = Callable[[HttpRequest], Awaitable[HttpResponse]]

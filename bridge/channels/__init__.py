@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ValidationError
 
+from bridge import redaction
 from bridge.channels.base import Channel, ChannelContext, ChannelFactory, ChannelResult, FindsItems, FoundItem
 from bridge.config import ChannelSettings, Problem, channel_variable, config_error, validation_problems
 from bridge.errors import ConfigError
@@ -112,9 +113,11 @@ def build_channel(
     index: int = 0,
     types: Mapping[str, ChannelType] | None = None,
 ) -> Channel:
-    """Validate the adapter's own keys and build it; a problem names the key as ``channels[i].key``."""
+    """Validate the adapter's own keys and build it; a problem names the key as ``channels[i].key``. Its secrets
+    are remembered for redaction (``bridge.redaction``)."""
     types = channel_types() if types is None else types
     options = channel_options(settings, index=index, types=types)
+    redaction.SECRETS.remember_secrets(options)
     try:
         return types[settings.type].create(settings, options, context)
     except ConfigError as error:  # an adapter's start-up check names its own key

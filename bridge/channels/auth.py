@@ -38,7 +38,7 @@ import jwt
 from jwt.warnings import InsecureKeyLengthWarning
 from pydantic import BaseModel, Field, SecretStr, field_validator
 
-from bridge import jsontext
+from bridge import jsontext, redaction
 from bridge.channels.http_errors import http_error, response_json, unreachable
 from bridge.config import ApiKeyOptions, BearerAuth, HeadersOptions, Int, JwtOptions
 from bridge.config import http_url as config_http_url
@@ -234,6 +234,7 @@ class TokenSource:
         access = answer.get("access_token") if isinstance(answer, dict) else None
         if not isinstance(access, str) or not access.strip():
             raise ChannelRejected(f"{self.label}: {action}: the answer has no access_token")
+        redaction.SECRETS.remember_token(access.strip())
         return _Token(access.strip(), time.monotonic() + _lifetime(answer.get("expires_in")))
 
 

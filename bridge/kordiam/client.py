@@ -19,6 +19,7 @@ import structlog
 from pydantic import SecretStr, ValidationError
 from yarl import URL
 
+from bridge import redaction
 from bridge.errors import (
     KordiamAuthFailed,
     KordiamCredentialsRefused,
@@ -348,6 +349,7 @@ class KordiamClient:
     def _store(self, token: Token) -> None:
         lifetime = max(1.0, token.expires_in - min(TOKEN_EARLY_REFRESH_SECONDS, token.expires_in / 10))
         self._token = token.access_token
+        redaction.SECRETS.remember_token(token.access_token)
         self._token_expires_at = time.monotonic() + lifetime
 
     async def _fetch_token(self, retry: RetryPolicy) -> Token:

@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 import structlog
 
-from bridge import jsontext
+from bridge import jsontext, redaction
 from bridge.ops.clock import utc_now_iso
 
 LogFormat = Literal["json", "console"]
@@ -56,6 +56,53 @@ def _timestamp(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMappi
     return event
 
 
+# The levels whose lines quote what went wrong (a server's answer, an exception), and so pass through
+# ``bridge.redaction``; ``exception`` logs at error. An info line (a message's success) is not searched.
+_QUOTING_LEVELS = {"warning": logging.WARNING, "error": logging.ERROR, "critical": logging.CRITICAL}
+
+
+def _redacting_logger(level: int) -> type[structlog.typing.FilteringBoundLogger]:
+    """structlog's filtering logger at ``level``, whose warning, error and critical lines' fields are without the
+    process's secrets (``bridge.redaction``; a traceback's text: ``_format_exc_info``). Only those methods are
+    wrapped, so an info or debug line costs what it did."""
+    filtering = structlog.make_filtering_bound_logger(level)
+
+    def redacting(name: str) -> Callable[..., Any]:
+        emit = getattr(filtering, name)
+
+        def redacted(self: Any, event: str, *args: Any, **fields: Any) -> Any:
+            quoted = {key: redaction.SECRETS.redact(v) if isinstance(v, str) else v for key, v in fields.items()}
+            return emit(self, redaction.SECRETS.redact(event), *args, **quoted)
+
+        return redacted
+
+    methods = {name: redacting(name) for name, at in _QUOTING_LEVELS.items() if at >= level}
+    for alias, name in (("warn", "warning"), ("fatal", "critical")):
+        if name in methods:
+            methods[alias] = methods[name]
+    return type(filtering.__name__, (filtering,), methods)
+
+
+def _format_exc_info(logger: Any, name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """structlog's ``format_exc_info``, the traceback's text without the process's secrets (an exception's message
+    may quote anything); a line without ``exc_info`` (every line of a message's success) returns at once, as it
+    did from ``format_exc_info``."""
+    if "exc_info" not in event:
+        return event
+    event = structlog.processors.format_exc_info(logger, name, event)
+    if isinstance(event.get("exception"), str):
+        event["exception"] = redaction.SECRETS.redact(event["exception"])
+    return event
+
+
+def _redact_quoted(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """A library's line (all at warning level or above) without the process's secrets (``bridge.redaction``)."""
+    for key, value in event.items():
+        if isinstance(value, str):
+            event[key] = redaction.SECRETS.redact(value)
+    return event
+
+
 # The bridge's own events logged while held: each as it would have been rendered, but for the renderer.
 _held: list[dict[str, Any]] | None = None
 
@@ -82,10 +129,10 @@ def configure_logging(level: str = "info", *, log_format: LogFormat = "json", ho
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             _timestamp,
-            structlog.processors.format_exc_info,
+            _format_exc_info,
             _hold if hold else renderer,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        wrapper_class=_redacting_logger(numeric),
         logger_factory=structlog.WriteLoggerFactory(file=_STDERR),  # type: ignore[arg-type]
         # A logger caches the configuration it first logged with: none may keep the holding one.
         cache_logger_on_first_use=not hold,
@@ -99,7 +146,8 @@ def configure_logging(level: str = "info", *, log_format: LogFormat = "json", ho
                 structlog.stdlib.add_log_level,
                 structlog.stdlib.add_logger_name,
                 _timestamp,
-                structlog.processors.format_exc_info,
+                _format_exc_info,
+                _redact_quoted,
             ],
         )
     )

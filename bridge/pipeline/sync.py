@@ -18,6 +18,7 @@ from typing import Any
 
 import structlog
 
+from bridge import redaction
 from bridge.channels.base import Channel, ChannelResult, FindsItems
 from bridge.channels.guard import GuardedChannel
 from bridge.config import FeedbackSettings
@@ -652,7 +653,9 @@ class SyncEngine:
             self.parking.circuit_open(channel, error)
         else:
             return False
-        await self._park(element_id, channel, publication_id, delivery, report, reason=str(error))
+        # The refusal may quote anything (an exception's text, a proxy's page): `parked` and `element` show it.
+        reason = redaction.SECRETS.redact(str(error))
+        await self._park(element_id, channel, publication_id, delivery, report, reason=reason)
         return True
 
     async def _park(

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, ClassVar
 
+from bridge import redaction
+
 if TYPE_CHECKING:  # QueueMessage's module imports this one for DeadLetterContext
     from bridge.queue.transport import QueueMessage
 
@@ -39,7 +41,8 @@ class DeadLetterContext:
 
 @dataclass(frozen=True, slots=True)
 class FailureContext:
-    """The ``failure.*`` attributes read back from a dead letter; a field the dead letter lacks is None."""
+    """The ``failure.*`` attributes read back from a dead letter; a field the dead letter lacks is None. The
+    reason is without the process's secrets (``bridge.redaction``)."""
 
     stage: str | None
     reason: str | None
@@ -57,7 +60,7 @@ class FailureContext:
             return None
         return cls(
             stage=attributes.get("failure.stage"),
-            reason=attributes.get("failure.reason"),
+            reason=_redacted(attributes.get("failure.reason")),
             error_class=attributes.get("failure.error_class"),
             attempts=_int_or_none(attributes.get("failure.attempts")),
             element_id=_int_or_none(attributes.get("failure.element_id")),
@@ -67,7 +70,8 @@ class FailureContext:
 
 
 def failure_attributes(message: QueueMessage, context: DeadLetterContext) -> dict[str, str]:
-    """The ``failure.*`` attributes every backend puts on a dead letter (empty values left out).
+    """The ``failure.*`` attributes every backend puts on a dead letter (empty values left out); the reason
+    without the process's secrets (``bridge.redaction``: it may quote any server or exception).
 
     A message that failed before (a redriven copy, or one moved back verbatim by an SQS move task) keeps the source
     message id and the time of its first failure.
@@ -75,7 +79,7 @@ def failure_attributes(message: QueueMessage, context: DeadLetterContext) -> dic
     carried = message.attributes
     failure = {
         "failure.stage": context.stage,
-        "failure.reason": context.reason,
+        "failure.reason": redaction.SECRETS.redact(context.reason),
         "failure.error_class": context.error_class,
         "failure.attempts": str(message.receive_count),
         "failure.element_id": "" if context.element_id is None else str(context.element_id),
@@ -113,6 +117,11 @@ def carried_attributes(message: QueueMessage) -> Iterator[tuple[str, str]]:
     for name, value in sorted(message.attributes.items(), key=lambda item: item[0] != REDRIVEN_FROM):
         if value and name not in (FIRST_FAILURE_SOURCE, FIRST_FAILURE_AT):
             yield name, value
+
+
+def _redacted(reason: str | None) -> str | None:
+    # A dead letter written before its secrets were redacted, or by an older bridge.
+    return None if reason is None else redaction.SECRETS.redact(reason)
 
 
 def _int_or_none(text: str | None) -> int | None:

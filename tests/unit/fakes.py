@@ -74,7 +74,7 @@ class FakeKordiam:
     ``refuse_tokens`` refuses that many token requests first, as Kordiam does a rotated secret; ``down`` answers
     that many API requests (element reads, ``/platforms``) with 503 first, as Kordiam down for everyone;
     ``failing_writes`` answers the next writes with its statuses, one each, first (a write that fails is not
-    applied nor listed in ``writes``).
+    applied nor listed in ``writes``). ``access_token`` is the token it hands out.
     """
 
     def __init__(self) -> None:
@@ -86,6 +86,7 @@ class FakeKordiam:
         self.tokens_asked = 0
         self.reads: list[str] = []
         self.failing_writes: list[int] = []
+        self.access_token = "t"
 
     def client(self, retry: RetryPolicy | None = None) -> KordiamClient:
         return KordiamClient(
@@ -102,7 +103,7 @@ class FakeKordiam:
             self.tokens_asked += 1
             if self.tokens_asked <= self.refuse_tokens:  # the worker's secret was rotated under it
                 return httpx.Response(401, json={"title": "invalid_client", "status": 401})
-            return httpx.Response(200, json={"access_token": "t", "expires_in": 3600})
+            return httpx.Response(200, json={"access_token": self.access_token, "expires_in": 3600})
         if request.method == "GET":
             self.reads.append(path)
         if self.down:

@@ -11,9 +11,10 @@ import httpx
 import pytest
 import structlog
 
+from bridge.channels import ChannelContext, build_channel
 from bridge.channels.base import ChannelResult
 from bridge.channels.kordiam_webhook import KordiamWebhookChannel, KordiamWebhookOptions
-from bridge.config import FeedbackSettings
+from bridge.config import ChannelSettings, FeedbackSettings
 from bridge.errors import ChannelRejected, ChannelUnavailable
 from bridge.kordiam.models import Element, Publication
 from bridge.pipeline.credentials import KordiamCredentials
@@ -271,3 +272,26 @@ async def test_a_receiver_echoing_a_configured_header_leaves_it_out_of_the_dead_
     outcome = await MessageHandler(sync_engine(kordiam, state, [(cms, WEB)]), tracing=False)(message('{"id": 5}'))
     assert isinstance(outcome, DeadLetter) and "bad key ***" in outcome.reason
     assert secret not in outcome.reason
+
+
+async def test_a_dead_letters_reason_carries_no_secret_of_another_service() -> None:
+    # The whole way: a kordiam-webhook channel behind a proxy whose error page echoes what other requests carried
+    # (the Kordiam token, the website channel's application password without its spaces); neither is this
+    # request's own credential, and neither reaches the dead letter's reason.
+    kordiam, state = FakeKordiam(), MemoryStateStore()
+    kordiam.access_token = "kordiam-ACCESS-token-42"
+    kordiam.elements[5] = element_body(5, publication(51, WEB))
+    page = "502 from proxy; last requests: Bearer kordiam-ACCESS-token-42, password=abcdEFGHijklMNOPqrstUVWX"
+    proxy = http_answering(lambda request: httpx.Response(400, text=page))
+    context = ChannelContext(http=proxy)
+    website = {"url": "https://wp.example.org", "username": "bridge", "app_password": "abcd EFGH ijkl MNOP qrst UVWX"}
+    cms = {"url": "https://cms.example.org/ge", "auth": {"type": "bearer", "token": "cms-BEARER-token"}}
+    channels = [
+        build_channel(
+            ChannelSettings.model_validate({"name": name, "type": kind, "platforms": [WEB], **options}), context
+        )
+        for name, kind, options in (("cms", "kordiam-webhook", cms), ("website", "wordpress", website))
+    ]
+    handler = MessageHandler(sync_engine(kordiam, state, [(channels[0], WEB)]), tracing=False)
+    outcome = await handler(message('{"id": 5}'))
+    assert isinstance(outcome, DeadLetter) and "last requests: Bearer ***, password=***" in outcome.reason

@@ -14,6 +14,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from structlog.testing import capture_logs
 from yarl import URL
 
+from bridge import redaction
 from bridge.channels.http_errors import http_error
 from bridge.channels.newsml.targets import s3_error
 from bridge.config import FeedbackSettings
@@ -570,3 +571,15 @@ async def test_a_resync_that_parks_a_channel_keeps_the_token_so_the_requeue_rewr
     assert ("print", Action.UPDATED) in {(a.channel, a.action) for a in report.actions}
     assert paper.upserts[-1] == (12, "print-1-12")  # the same item, rewritten
     assert state.marks[1].resync is None
+
+
+async def test_a_parked_reason_carries_no_configured_secret(
+    kordiam: FakeKordiam, state: MemoryStateStore, clock: ManualClock
+) -> None:
+    # The refusal's text quotes another service's secret (not an HTTP answer this channel's request got).
+    redaction.SECRETS.remember_secrets("other-SERVICE-secret")
+    kordiam.elements[1] = element_body(1, publication(11, WEB))
+    web = ScriptedChannel("web")
+    web.fail = ChannelCredentialsRefused("channel web: HTTP 401 key other-SERVICE-secret is not ours")
+    await engine_with(kordiam, state, clock, (web, WEB)).sync(Notification(1))
+    assert [p.reason for p in await state.parked("web")] == ["channel web: HTTP 401 key *** is not ours"]

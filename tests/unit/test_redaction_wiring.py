@@ -1,0 +1,146 @@
+"""Where the bridge remembers its secrets (configuration, channels, run-time tokens) and where it takes them out of
+what it quotes from outside (HTTP answers, dead-letter reasons, warning and error log lines)."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import sys
+from pathlib import Path
+
+import httpx
+import structlog
+from multidict import CIMultiDict, CIMultiDictProxy
+from pydantic import SecretStr
+from yarl import URL
+
+from bridge import redaction
+from bridge.channels import ChannelContext, build_channel
+from bridge.channels.auth import TokenSource
+from bridge.channels.http_errors import server_message
+from bridge.config import ChannelSettings, load_settings
+from bridge.http import HttpRequest, HttpResponse
+from bridge.kordiam.client import KordiamClient
+from bridge.ops.logging import configure_logging
+from bridge.queue.dead_letter import DeadLetterContext, FailureContext, failure_attributes
+from bridge.queue.transport import QueueMessage
+from tests.support import http_answering
+from tests.unit.test_config import VALID, write
+
+WP_PASSWORD = "abcd EFGH ijkl MNOP qrst UVWX"
+
+
+def _answer(text: str) -> HttpResponse:
+    request = HttpRequest("GET", URL("https://proxy.example.org/"), CIMultiDict(), None, 5.0)
+    return HttpResponse(502, CIMultiDictProxy(CIMultiDict({"content-type": "text/html"})), text.encode(), request)
+
+
+def test_the_configured_secrets_are_remembered_when_the_configuration_is_read(tmp_path: Path) -> None:
+    load_settings(write(tmp_path, VALID))
+    assert redaction.SECRETS.redact("client_secret=s3cret-value") == "client_secret=***"
+
+
+def test_a_channels_secrets_are_remembered_when_it_is_built() -> None:
+    website = ChannelSettings.model_validate(
+        {
+            "name": "website",
+            "type": "wordpress",
+            "platforms": [1],
+            "url": "https://wp.example.org",
+            "username": "bridge",
+            "app_password": WP_PASSWORD,
+        }
+    )
+    build_channel(website, ChannelContext(http=http_answering(lambda request: httpx.Response(500))))
+    assert redaction.SECRETS.redact("bad password abcdEFGHijklMNOPqrstUVWX") == "bad password ***"
+
+
+async def test_a_kordiam_access_token_is_remembered_when_it_is_obtained() -> None:
+    def kordiam(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/auth/token"):
+            return httpx.Response(200, json={"access_token": "kordiam-ACCESS-token", "expires_in": 3600})
+        return httpx.Response(200, json={"content": []})
+
+    client = KordiamClient(
+        http_answering(kordiam), base_url="https://kordiam.test", client_id="c", client_secret=SecretStr("s3cret-value")
+    )
+    await client.list_reference("/platforms")
+    assert redaction.SECRETS.redact("token kordiam-ACCESS-token") == "token ***"
+
+
+async def test_a_protocol_channels_token_is_remembered_when_it_is_obtained() -> None:
+    answer = httpx.Response(200, json={"access_token": "platform-ACCESS-token", "expires_in": 3600})
+    tokens = TokenSource(
+        http_answering(lambda request: answer),
+        "https://cms.example.org/oauth2/token",
+        "key",
+        SecretStr("api-SECRET-value"),
+        "cms",
+        "check auth",
+    )
+    await tokens.credentials()
+    assert redaction.SECRETS.redact("Bearer platform-ACCESS-token") == "Bearer ***"
+
+
+def test_a_quoted_answer_leaves_out_another_services_secret() -> None:
+    # A proxy's error page echoing what another request carried: not this request's credentials.
+    redaction.SECRETS.remember_secrets("other-channel-API-key")
+    assert (
+        server_message(_answer("upstream said: key other-channel-API-key refused")) == "upstream said: key *** refused"
+    )
+
+
+def test_a_dead_letters_reason_leaves_out_every_configured_secret() -> None:
+    # Not an HTTP answer: an exception's text, as the consumer quotes it.
+    redaction.SECRETS.remember_secrets("s3cret-value")
+    message = QueueMessage("m-1", "r-1", "{}", {}, 3, sent_at=None, group_id=None)
+    written = failure_attributes(message, DeadLetterContext("sync", "OSError: s3cret-value rejected", "OSError"))
+    assert written["failure.reason"] == "OSError: *** rejected"
+
+
+def test_a_stored_reason_is_read_back_without_the_configured_secrets() -> None:
+    # A dead letter written before its secret was redacted, as `dlq list` and `dlq show` read it.
+    redaction.SECRETS.remember_secrets("s3cret-value")
+    failure = FailureContext.parse({"failure.reason": "refused s3cret-value"})
+    assert failure is not None and failure.reason == "refused ***"
+
+
+def _logged(level: str, **fields: object) -> dict[str, object]:
+    stream = io.StringIO()
+    stderr, sys.stderr = sys.stderr, stream
+    try:
+        configure_logging("info")
+        getattr(structlog.get_logger("bridge.test"), level)("something", **fields)
+    finally:
+        sys.stderr = stderr
+        configure_logging("info")
+    line: dict[str, object] = json.loads(stream.getvalue())
+    return line
+
+
+def test_warning_and_error_lines_leave_out_the_configured_secrets() -> None:
+    redaction.SECRETS.remember_secrets("s3cret-value")
+    assert _logged("warning", error="refused s3cret-value")["error"] == "refused ***"
+    assert _logged("error", reason="refused s3cret-value", count=2)["reason"] == "refused ***"
+
+
+def test_an_exceptions_traceback_leaves_out_the_configured_secrets() -> None:
+    redaction.SECRETS.remember_secrets("s3cret-value")
+    try:
+        raise ValueError("refused s3cret-value")
+    except ValueError:
+        line = _logged("exception")
+    assert "s3cret-value" not in str(line["exception"]) and "refused ***" in str(line["exception"])
+
+
+def test_a_librarys_warning_leaves_out_the_configured_secrets() -> None:
+    redaction.SECRETS.remember_secrets("s3cret-value")
+    stream = io.StringIO()
+    stderr, sys.stderr = sys.stderr, stream
+    try:
+        configure_logging("info")
+        logging.getLogger("botocore.test").warning("login failed for %s", "s3cret-value")
+    finally:
+        sys.stderr = stderr
+    assert json.loads(stream.getvalue())["event"] == "login failed for ***"
