@@ -49,7 +49,7 @@ from bridge.http import HttpClient
 from bridge.kordiam.client import KordiamClient
 from bridge.kordiam.models import Element, Publication, Ref
 from bridge.pipeline.fingerprint import fingerprint, matches
-from bridge.pipeline.routing import status_exports
+from bridge.pipeline.routing import platform_carries, status_exports
 from bridge.queue import open_queue_admin
 from bridge.retry import RetryPolicy
 from bridge.state import StateStore
@@ -206,7 +206,7 @@ def _channel_checks(
     the story, the Global Export) a publication that left the channel while a kept sibling's delivery is on the
     same remote element is not deleted; the first publication the channel exports (or, when its status filter lets
     none through, that sibling) is upserted whatever its fingerprint, which sends the element without it."""
-    carried = [p for p in element.publications if p.platform.id in channel.platforms]
+    carried = [p for p in element.publications if platform_carries(channel.platforms, p)]
     kept = {p.id for p in carried}
     withdrawn = [d for publication_id, d in held.items() if publication_id not in kept]
     shared = [
@@ -253,7 +253,7 @@ def _carrier(
 def _check(
     channel: ChannelSettings, element: Element, publication: Publication, previous: Delivery | None, *, resync: bool
 ) -> ElementCheck:
-    if publication.platform.id not in channel.platforms:
+    if not platform_carries(channel.platforms, publication):
         platforms = ", ".join(map(str, channel.platforms))
         return ElementCheck(
             channel.name, publication.id, NOT_EXPORTED, f"platform {_ref(publication.platform)} (channel: {platforms})"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from bridge.channels.base import Channel
@@ -27,11 +27,17 @@ class Route:
 
     def carries(self, publication: Publication) -> bool:
         """The publication is on one of this channel's platforms (whatever its status)."""
-        return publication.platform.id in self.platforms
+        return platform_carries(self.platforms, publication)
 
     def exports(self, publication: Publication) -> bool:
         """The publication is on this channel's platforms and its status triggers export."""
         return self.carries(publication) and status_exports(self.statuses, publication)
+
+
+def platform_carries(platforms: Collection[int], publication: Publication) -> bool:
+    """The publication is on one of ``platforms`` (a channel's), whatever its status: what ``Route.carries`` asks,
+    for a caller that has the channel's settings but no channel."""
+    return publication.platform.id in platforms
 
 
 def status_exports(statuses: Sequence[int | str] | None, publication: Publication) -> bool:
