@@ -401,7 +401,8 @@ def _parser() -> argparse.ArgumentParser:
         "its lease, from the state store; whether the worker at [ops] takes messages (paused, nothing is delivered) "
         "and which channels fail now; --dlq adds its dead letters, --kordiam fetches it from Kordiam and says per "
         "channel and publication whether the channel is in line with it. Exit code: 0 no problem found, 1 a problem "
-        "found (parked, dead-lettered, out of line with Kordiam, the worker paused, a channel failing now; listed at "
+        "found (parked, dead-lettered, out of line with Kordiam, the worker paused, a channel it goes to failing now, "
+        "which without --kordiam is known only of a channel holding its delivery or parked work; listed at "
         "the end, and as `problems` with --json), "
         "2 a configuration or argument error. An element the store never saw is no error.",
     )

@@ -6,7 +6,9 @@ read-only, one that does not exist is not made) nor in Kordiam. It shows what th
 channels it is parked for (a key lookup per channel, as ``parked requeue --element`` makes). It asks the worker's
 ops endpoint, as ``status`` does, whether it takes messages now (a paused worker delivers nothing of any element)
 and which configured channels fail now (what they would be given is parked); one not reached leaves that unknown,
-and the report says so. With ``dead_letters``
+and the report says so. A failing channel is a problem of the element only where the element goes to it
+(``ElementReport.failing_channels``): by the routing of the element Kordiam holds now with ``kordiam``, else where
+the store holds a delivery of it or work parked for it; another is said as context. With ``dead_letters``
 it looks through the first ``scan_limit`` dead letters for the element's (``dlq.dead_letters_of``: on SQS each look
 counts as a receive, as for ``dlq show``); with ``kordiam`` it fetches the element (one GET, through the bridge's
 ``KordiamClient``) and says, per configured channel route and publication, whether what the channel was last given

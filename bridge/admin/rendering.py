@@ -356,6 +356,22 @@ def render_element(report: ElementReport, console: Console) -> None:
         console.print(Text(f"Worker at {worker.endpoint}: {state}: {worker.paused}", style="red"))
     elif worker is not None:
         console.print(Text(f"Worker at {worker.endpoint}: taking messages"))
+    for failing in report.failing_channels:
+        if failing.goes is None:
+            console.print(
+                Text(
+                    f"Channel {failing.channel}: {failing.why}; whether element {report.element_id} goes to it is not "
+                    "known without --kordiam (the store holds no delivery of it there, nothing parked for it)",
+                    style="yellow",
+                )
+            )
+        elif not failing.goes:
+            console.print(
+                Text(
+                    f"Channel {failing.channel}: {failing.why}; element {report.element_id} does not go to it "
+                    "(the configured routing of the element Kordiam holds now): no problem for it"
+                )
+            )
     problems = report.problems
     if problems:
         console.print("[bold red]Problems[/bold red]")

@@ -21,6 +21,7 @@ __all__ = [
     "ElementCheck",
     "ElementDeadLetters",
     "ElementDelivery",
+    "ElementFailingChannel",
     "ElementInKordiam",
     "ElementLease",
     "ElementParked",
@@ -242,6 +243,9 @@ DELETED_IN_KORDIAM = "deleted in Kordiam"
 NOT_CONFIGURED = "channel not configured"
 # The verdicts the next sync would act on: the channel is out of line with Kordiam.
 OUT_OF_LINE = frozenset({SENT_AGAIN, WITHDRAWN, DELETED_IN_KORDIAM})
+# The verdicts of a publication the channel's route exports, or of a withdrawal its next sync sends: the element
+# goes to the channel (a status the filter holds back, another platform: it does not).
+ROUTED = OUT_OF_LINE | {IN_LINE}
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,7 +287,22 @@ class ElementWorker:
     paused: str | None = None
     paused_since: datetime | None = None
     # Configured channels failing now (their breaker open or half-open, or refusing the bridge's credentials): why.
+    # All of them, as the worker says; whether the element goes to each: ``ElementReport.failing_channels``.
     failing: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ElementFailingChannel:
+    """A channel the worker says fails now, and whether the element goes to it: a problem for the element only
+    then. ``goes`` is None when the command cannot know: without ``--kordiam`` it knows only what the state store
+    holds, and the element may still have a publication routed to the channel that was never delivered."""
+
+    channel: str
+    why: str
+    goes: bool | None
+    # What says so: "kordiam" (the configured routing of the element Kordiam holds now), "deliveries" (the store
+    # holds a delivery of it to the channel), "parked" (work of it is parked for the channel); None: not known.
+    known_from: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -308,6 +327,27 @@ class ElementReport:
     worker: ElementWorker | None = None
 
     @property
+    def failing_channels(self) -> list[ElementFailingChannel]:
+        """Each channel the worker says fails now, with whether the element goes to it: by the routing of the
+        element Kordiam holds now (``--kordiam``), else by what the store holds (a delivery, parked work)."""
+        if self.worker is None:
+            return []
+        delivered = {d.channel for d in self.deliveries}
+        parked = {p.channel for p in self.parked}
+        routed = {c.channel for c in self.kordiam.checks if c.verdict in ROUTED} if self.kordiam else set()
+        found: list[ElementFailingChannel] = []
+        for channel, why in self.worker.failing.items():
+            if self.kordiam is not None:
+                found.append(ElementFailingChannel(channel, why, channel in routed, "kordiam"))
+            elif channel in delivered:
+                found.append(ElementFailingChannel(channel, why, True, "deliveries"))
+            elif channel in parked:
+                found.append(ElementFailingChannel(channel, why, True, "parked"))
+            else:
+                found.append(ElementFailingChannel(channel, why, None, None))
+        return found
+
+    @property
     def problems(self) -> list[str]:
         found: list[str] = []
         worker = self.worker
@@ -320,12 +360,12 @@ class ElementReport:
                 "probe finds the fault healed (Kordiam or the state store answering again); refused Kordiam "
                 "credentials: fix kordiam.client_secret and restart the worker"
             )
-        if worker is not None:
-            for channel, why in worker.failing.items():
+        for failing in self.failing_channels:
+            if failing.goes:
                 found.append(
-                    f"channel {channel}: {why}: what it would be given of element {self.element_id} is parked, not "
-                    f"delivered, until it accepts calls again (`kordiam-bridge parked requeue --channel {channel}` "
-                    "once it is fixed)"
+                    f"channel {failing.channel}: {failing.why}: what it would be given of element {self.element_id} "
+                    "is parked, not delivered, until it accepts calls again "
+                    f"(`kordiam-bridge parked requeue --channel {failing.channel}` once it is fixed)"
                 )
         for parked in self.parked:
             found.append(
@@ -344,7 +384,17 @@ def to_jsonable(value: Any) -> Any:
     """A result dataclass as plain JSON types (datetimes as ISO 8601)."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         data = {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
-        for name in ("sent", "failed", "moved_total", "ok", "problems", "truncated", "partial", "out_of_line"):
+        for name in (
+            "sent",
+            "failed",
+            "moved_total",
+            "ok",
+            "failing_channels",
+            "problems",
+            "truncated",
+            "partial",
+            "out_of_line",
+        ):
             if name not in data and isinstance(getattr(type(value), name, None), property):
                 data[name] = to_jsonable(getattr(value, name))
         return data

@@ -387,6 +387,119 @@ def test_a_channel_failing_now_is_a_problem_naming_what_becomes_of_the_element_a
     assert "Worker at http://127.0.0.1:9090: taking messages" in shown(report)
 
 
+FAILING = {"web": "failing now (circuit breaker open)", "print": "failing now (credentials refused: HTTP 401)"}
+
+
+@pytest.fixture
+def both_failing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker at [ops] takes messages while web's breaker is open and print refuses the bridge's credentials."""
+
+    async def worker_view(_: StatusSettings) -> ElementWorker:
+        return ElementWorker("http://127.0.0.1:9090", True, failing=dict(FAILING))
+
+    monkeypatch.setattr(element_module, "worker_view", worker_view)
+
+
+def failing_problem(channel: str) -> str:
+    return (
+        f"channel {channel}: {FAILING[channel]}: what it would be given of element 7 is parked, not delivered, until "
+        f"it accepts calls again (`kordiam-bridge parked requeue --channel {channel}` once it is fixed)"
+    )
+
+
+async def test_a_failing_channel_the_element_is_not_known_to_go_to_is_context_not_a_problem(
+    store: MemoryStateStore, both_failing: None
+) -> None:
+    await store.record(delivered(story(publication(70, 1, **READY)), "web", 70))
+    report = await element_report(settings(), 7)
+    assert report.problems == [failing_problem("web")]
+    assert [(f.channel, f.goes, f.known_from) for f in report.failing_channels] == [
+        ("web", True, "deliveries"),
+        ("print", None, None),
+    ]
+    text = shown(report)
+    [context] = [line for line in text.splitlines() if line.startswith("Channel print")]
+    assert context.startswith("Channel print: failing now (credentials refused: HTTP 401); ")
+    assert "whether element 7 goes to it is not known without --kordiam" in context
+    assert "parked requeue" not in context
+    data = json.loads(to_json(report))
+    assert data["problems"] == [failing_problem("web")]
+    assert [(f["channel"], f["goes"], f["known_from"]) for f in data["failing_channels"]] == [
+        ("web", True, "deliveries"),
+        ("print", None, None),
+    ]
+
+
+async def test_work_parked_for_a_failing_channel_says_the_element_goes_there(
+    store: MemoryStateStore, both_failing: None
+) -> None:
+    await store.park(7, "print", "HTTP 401 from the CMS")
+    report = await element_report(settings(), 7)
+    assert [(f.channel, f.goes, f.known_from) for f in report.failing_channels] == [
+        ("web", None, None),
+        ("print", True, "parked"),
+    ]
+    assert report.problems[0] == failing_problem("print")
+    assert [p.split(" since ")[0] for p in report.problems[1:]] == ["parked for print"]
+
+
+def kordiam_settings() -> KordiamCommandSettings:
+    return KordiamCommandSettings(
+        queue={"url": "https://sqs.eu-central-1.amazonaws.com/123456789012/bridge"},
+        state={"url": "sqlite:///state.db"},
+        channels=[WEB.model_dump(), PRINT.model_dump()],
+        ops={"port": 0},
+        kordiam={"base_url": "http://127.0.0.1:9", "client_id": "c", "client_secret": "s3cret-value"},
+    )
+
+
+def kordiam_holds(monkeypatch: pytest.MonkeyPatch, element: Element | None) -> None:
+    async def fetch(_: KordiamCommandSettings, element_id: int) -> Element | None:
+        assert element_id == 7
+        return element
+
+    monkeypatch.setattr(element_module, "fetch_element", fetch)
+
+
+async def test_with_kordiam_a_failing_channel_is_a_problem_only_where_the_routing_sends_the_element(
+    store: MemoryStateStore, both_failing: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = story(publication(70, 1, **READY))  # a website publication only: print's platform is 2
+    kordiam_holds(monkeypatch, now)
+    await store.record(delivered(now, "web", 70))
+    report = await element_report(kordiam_settings(), 7, kordiam=True)
+    assert report.problems == [failing_problem("web")]
+    assert [(f.channel, f.goes, f.known_from) for f in report.failing_channels] == [
+        ("web", True, "kordiam"),
+        ("print", False, "kordiam"),
+    ]
+    [context] = [line for line in shown(report).splitlines() if line.startswith("Channel print")]
+    assert "element 7 does not go to it" in context and "not known" not in context
+
+
+async def test_with_kordiam_a_status_filter_holding_every_publication_back_sends_nothing_to_the_channel(
+    store: MemoryStateStore, both_failing: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kordiam_holds(monkeypatch, story(publication(70, 1, **DRAFT)))
+    report = await element_report(kordiam_settings(), 7, kordiam=True)
+    assert [(f.channel, f.goes) for f in report.failing_channels] == [("web", False), ("print", False)]
+    assert report.problems == []
+
+
+async def test_with_kordiam_a_withdrawal_or_a_deletion_goes_to_the_channel_that_holds_the_item(
+    store: MemoryStateStore, both_failing: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    was = story(publication(70, 1, **READY), publication(71, 2))
+    await store.record(delivered(was, "print", 71))
+    kordiam_holds(monkeypatch, story(publication(70, 1, **DRAFT)))  # 71 left the element: print deletes its item
+    withdrawn = await element_report(kordiam_settings(), 7, kordiam=True)
+    assert [(f.channel, f.goes) for f in withdrawn.failing_channels] == [("web", False), ("print", True)]
+    kordiam_holds(monkeypatch, None)  # deleted in Kordiam
+    deleted = await element_report(kordiam_settings(), 7, kordiam=True)
+    assert [(f.channel, f.goes) for f in deleted.failing_channels] == [("web", False), ("print", True)]
+    assert deleted.problems[0] == failing_problem("print")
+
+
 # --- what it prints
 
 
