@@ -355,7 +355,13 @@ def render_element(report: ElementReport, console: Console) -> None:
         state = f"paused{since}" if worker.paused_since else "takes no messages"
         console.print(Text(f"Worker at {worker.endpoint}: {state}: {worker.paused}", style="red"))
     elif worker is not None:
-        console.print(Text(f"Worker at {worker.endpoint}: taking messages"))
+        # A pause is per worker process: another worker, paused or not, answers on its own ops endpoint.
+        console.print(
+            Text(
+                f"Worker at {worker.endpoint}: taking messages (only this worker process was asked, at [ops]; "
+                "another worker, with its own ops endpoint, was not asked)"
+            )
+        )
     for failing in report.failing_channels:
         if failing.goes is None:
             console.print(

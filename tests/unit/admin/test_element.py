@@ -500,6 +500,14 @@ async def test_with_kordiam_a_withdrawal_or_a_deletion_goes_to_the_channel_that_
     assert deleted.problems[0] == failing_problem("print")
 
 
+async def test_a_worker_taking_messages_is_said_of_that_worker_only_not_of_any_other(
+    store: MemoryStateStore, both_failing: None
+) -> None:
+    [line] = [line for line in shown(await element_report(settings(), 7)).splitlines() if line.startswith("Worker")]
+    assert line.startswith("Worker at http://127.0.0.1:9090: taking messages")
+    assert "only this worker process was asked" in line and "not asked" in line
+
+
 # --- what it prints
 
 
