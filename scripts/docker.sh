@@ -13,8 +13,9 @@
 #   scripts/docker.sh test           `make image-test`: `prepare` unless a finished one matches the sources,
 #                                    then tests/image (the image run for real, and the compose stack); stops
 #                                    the engine if it or that `prepare` started it
-#   scripts/docker.sh discard        wait for a background `prepare`, then stop the engine it started (what
-#                                    `make test` does when its main pass fails)
+#   scripts/docker.sh discard        stop a background `prepare` still running (its builds, and the engine it
+#                                    started), or the engine a finished one left (what `make test` does when a
+#                                    pass fails or it is interrupted)
 #   scripts/docker.sh lock           remake infra/docker/requirements.lock (needs the package index, no engine)
 #
 # Client: Debian's /usr/bin/docker (20.10, from docker.io) where it exists. It drives the engine's built-in
@@ -43,6 +44,10 @@ if [[ -z "${DOCKER:-}" ]]; then
   if [[ -x /usr/bin/docker ]]; then DOCKER=/usr/bin/docker; else DOCKER=docker; fi
 fi
 export DOCKER
+
+# Interrupted (Ctrl-C, SIGTERM), the script still runs its EXIT traps: the engine a `prepare` or `test` started stops.
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 say() { echo "docker.sh: $*" >&2; }
 fail() { say "$*"; exit 2; }
@@ -294,6 +299,7 @@ image_size() { "$DOCKER" image inspect -f '{{.Size}}' "$1" | awk '{printf "%.0f 
 PREPARED="$REPO/.cache/image-prepared"
 PREPARE_LOCK="$REPO/.cache/image-prepare.lock"
 PREPARE_LOG="$REPO/.cache/image-prepare.log"
+PREPARE_PID="$REPO/.cache/image-prepare.pid"
 
 sources_digest() {
   # Outside a git checkout nothing tells the sources apart: a digest that never matches.
@@ -319,11 +325,16 @@ prepare_images() {
   buildah_check "$BASE"
 }
 
-# The lock is taken before it returns (so a `test` or `discard` right after waits), and the prepare runs on in the
-# background, holding it.
+# The lock is taken before it returns (so a `test` right after waits), and the prepare runs on in the background,
+# holding it. set -m gives it a process group of its own, named in $PREPARE_PID: `discard` stops the group (the
+# builds, debootstrap) rather than wait minutes for it, and a Ctrl-C at the terminal does not reach it (an
+# interrupted `make test` discards it).
 run_prepare_background() {
   take_prepare_lock
+  set -m
   (prepare_locked) >"$PREPARE_LOG" 2>&1 </dev/null &
+  set +m
+  echo $! >"$PREPARE_PID"
   say "preparing the images in the background (log $PREPARE_LOG)"
 }
 
@@ -337,12 +348,15 @@ prepare_locked() {
   # An engine an earlier prepare started and no `test` stopped yet is still this script's to stop.
   STARTED_ENGINE="$(prepared_engine)"
   rm -f "$PREPARED"
-  # A prepare that fails stops the engine it started: no `test` will.
+  # A prepare that fails or is stopped (`discard`) stops the engine it started: no `test` will.
   trap '((STARTED_ENGINE)) && engine_stop' EXIT
+  trap 'exit 143' TERM
   # Before the builds: a file edited while they run must not count as built.
   sources="$(sources_digest)"
   prepare_images
-  printf 'sources=%s\nbase=%s\nstarted_engine=%s\n' "$sources" "$BASE" "$STARTED_ENGINE" >"$PREPARED"
+  # Written whole or not at all: the record stands only for a prepare that finished.
+  printf 'sources=%s\nbase=%s\nstarted_engine=%s\n' "$sources" "$BASE" "$STARTED_ENGINE" >"$PREPARED.part"
+  mv "$PREPARED.part" "$PREPARED"
   trap - EXIT
   say "images prepared in $((SECONDS - started)) s"
 }
@@ -375,7 +389,7 @@ run_test() {
     fi
     prepare_images
   fi
-  rm -f "$PREPARED" "$PREPARE_LOG"
+  rm -f "$PREPARED" "$PREPARE_LOG" "$PREPARE_PID"
   local status=0
   BRIDGE_TEST_IMAGE="$IMAGE" BRIDGE_TEST_DEMO_IMAGE="$DEMO_IMAGE" BRIDGE_TEST_BASE_IMAGE="$BASE" \
     "$PYTHON" -m pytest ${PYTEST_FLAGS:--q} -s -p no:cacheprovider "$REPO/tests/image" || status=$?
@@ -384,11 +398,26 @@ run_test() {
 }
 
 run_discard() {
+  stop_background_prepare
   take_prepare_lock
   if (($(prepared_engine))); then
     engine_stop
   fi
-  rm -f "$PREPARED"
+  rm -f "$PREPARED" "$PREPARE_PID"
+}
+
+# SIGTERM to the process group of a background prepare that still runs: its EXIT trap stops the engine it started,
+# and its lock is free once the group has ended. A pid file that outlived its prepare may name any process by now:
+# only a group led by this script is signalled.
+stop_background_prepare() {
+  local pid
+  pid="$(cat "$PREPARE_PID" 2>/dev/null || true)"
+  [[ "$pid" =~ ^[0-9]+$ ]] || return 0
+  if [[ "$(ps -o pgid= -p "$pid" 2>/dev/null | tr -d ' ')" == "$pid" ]] \
+    && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q 'docker\.sh prepare-background'; then
+    say "stopping the background prepare (process group $pid, log $PREPARE_LOG)"
+    kill -TERM -- "-$pid" 2>/dev/null || true
+  fi
 }
 
 case "${1:-}" in

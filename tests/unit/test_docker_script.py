@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -126,7 +127,8 @@ def test_engine_stop_leaves_a_process_alone_that_a_stale_pid_file_names(tmp_path
 
 # A stand-in engine for `prepare` and `test`: `dockerd` runs until SIGTERM with a marker file while it runs, and
 # `docker info` answers while the marker is there. `build` logs itself; the first build (when EDIT_DURING_BUILD is set)
-# edits a source file, as a developer editing during `make test`'s main pass would.
+# edits a source file, as a developer editing during `make test`'s main pass would. While the file BLOCK_BUILDS names
+# exists, a build logs `build-blocked` and runs on until it is removed, or logs `build-stopped` when SIGTERM ends it.
 FAKE_DOCKERD = """#!/bin/bash
 touch "$FAKE_ENGINE_UP"
 trap 'rm -f "$FAKE_ENGINE_UP"; exit 0' TERM
@@ -138,6 +140,11 @@ case "$1" in
   version) echo 20.10 ;;
   build)
     echo build >>"$FAKE_CALLS"
+    if [[ -n "${BLOCK_BUILDS:-}" && -f "$BLOCK_BUILDS" ]]; then
+      trap 'echo build-stopped >>"$FAKE_CALLS"; exit 143' TERM
+      echo build-blocked >>"$FAKE_CALLS"
+      while [[ -f "$BLOCK_BUILDS" ]]; do sleep 0.1; done
+    fi
     if [[ -n "${EDIT_DURING_BUILD:-}" && ! -f "$EDIT_DURING_BUILD.done" ]]; then
       echo "# edited" >>"$EDIT_DURING_BUILD"; touch "$EDIT_DURING_BUILD.done"
     fi ;;
@@ -189,9 +196,17 @@ def _engine_sandbox(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     return repo, env
 
 
-def _docker_sh(repo: Path, env: dict[str, str], action: str) -> subprocess.CompletedProcess[str]:
+def _docker_sh(repo: Path, env: dict[str, str], action: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     command = [str(repo / "scripts" / "docker.sh"), action]
-    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, check=False)
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def _wait_for_call(tmp_path: Path, call: str) -> None:
+    """Until the stand-ins log `call` (a minute at most: a guard against a hang, not a measurement)."""
+    calls, deadline = tmp_path / "calls", time.monotonic() + 60
+    while not (calls.exists() and call in calls.read_text().split()):
+        assert time.monotonic() < deadline, f"the stand-ins never logged {call!r}"
+        time.sleep(0.05)
 
 
 def _stop_fake_engine(tmp_path: Path) -> None:
@@ -231,4 +246,33 @@ def test_a_source_edited_while_the_images_build_makes_the_test_build_them_again(
         assert tested.returncode == 0, tested.stderr
         assert (tmp_path / "calls").read_text().count("build") > builds, "images built from older sources were used"
     finally:
+        _stop_fake_engine(tmp_path)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="engine-start starts an engine only as root")
+def test_discard_stops_a_background_prepare_midway_and_leaves_nothing_a_later_test_would_reuse(tmp_path: Path) -> None:
+    """`make test` discards the prepare when a pass fails: the operator gets the prompt back when the prepare is
+    stopped (its builds and the engine it started), not when it would have finished minutes later."""
+    repo, env = _engine_sandbox(tmp_path)
+    block = tmp_path / "block-builds"
+    block.touch()
+    env["BLOCK_BUILDS"] = str(block)
+    try:
+        started = _docker_sh(repo, env, "prepare-background")
+        assert started.returncode == 0, started.stderr
+        _wait_for_call(tmp_path, "build-blocked")
+        # The build runs on until it is stopped: a discard that waited for it would never return.
+        discarded = _docker_sh(repo, env, "discard", timeout=60)
+        assert discarded.returncode == 0, discarded.stderr
+        assert "build-stopped" in (tmp_path / "calls").read_text().split()
+        assert not (tmp_path / "engine-up").exists(), "the engine the prepare started was left running"
+        assert not (repo / ".cache" / "image-prepared").exists()
+        block.unlink()
+        builds = (tmp_path / "calls").read_text().split().count("build")
+        tested = _docker_sh(repo, env, "test")
+        assert tested.returncode == 0, tested.stderr
+        assert "did not finish" in tested.stderr
+        assert (tmp_path / "calls").read_text().split().count("build") > builds, "half-built images were used"
+    finally:
+        block.unlink(missing_ok=True)
         _stop_fake_engine(tmp_path)
