@@ -3,6 +3,8 @@
 #
 #   scripts/localstack.sh start|stop|status|env
 #
+# stop also ends a start still under way (its pid in start.pid), and what that start launched.
+#
 # Environment:
 #   LOCALSTACK_HOME      state dir (venv, log, pid, volume); default $REPO/.cache/localstack
 #   LOCALSTACK_PORT      gateway port on 127.0.0.1; default 4566
@@ -25,6 +27,7 @@ START_TIMEOUT="${LOCALSTACK_START_TIMEOUT:-120}"
 GATEWAY_SERVER_NAME="${LOCALSTACK_GATEWAY_SERVER:-hypercorn}"
 VENV="$HOME_DIR/venv"
 PIDFILE="$HOME_DIR/localstack.pid"
+START_PIDFILE="$HOME_DIR/start.pid"
 LOGFILE="$HOME_DIR/localstack.log"
 STAMP="$VENV/.kordiam-bridge-stamp"
 HEALTH_URL="http://127.0.0.1:$PORT/_localstack/health"
@@ -231,6 +234,9 @@ cmd_start() {
     return 0
   fi
   take_lock
+  # While it holds the lock: a stop meanwhile ends this start (end_start_under_way) rather than wait for it.
+  echo $$ >"$START_PIDFILE"
+  trap 'rm -f "$START_PIDFILE"' EXIT
   if health >/dev/null 2>&1; then
     say "already healthy on 127.0.0.1:$PORT"
     return 0
@@ -283,9 +289,24 @@ cmd_start() {
   die "not healthy on 127.0.0.1:$PORT within ${START_TIMEOUT} s from pid $pid, which an earlier start left; '$0 stop' ends it"
 }
 
+# A start holds the lock while it installs and boots LocalStack (minutes the first time): SIGTERM to its children
+# first (pip, the health checks, the LocalStack it launched, pid file written or not), then to the start itself,
+# which frees the lock. A start pid file that outlived its start may name any process: only a start is signalled.
+end_start_under_way() {
+  local pid
+  pid="$(cat "$START_PIDFILE" 2>/dev/null || true)"
+  [[ "$pid" =~ ^[0-9]+$ ]] || return 0
+  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q 'localstack\.sh start' || return 0
+  say "ending the start under way (pid $pid)"
+  pkill -TERM -P "$pid" 2>/dev/null || true
+  kill -TERM "$pid" 2>/dev/null || true
+}
+
 cmd_stop() {
   local pid
+  end_start_under_way
   take_lock
+  rm -f "$START_PIDFILE"
   if ! pid="$(running_pid)"; then
     rm -f "$PIDFILE"
     say "not running"

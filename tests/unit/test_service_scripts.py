@@ -6,12 +6,14 @@ without the real broker or LocalStack, in a state dir of their own, on a port no
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -108,3 +110,44 @@ def test_localstack_start_that_never_gets_healthy_stops_what_it_started(home: Pa
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, check=False)
     assert "installing localstack-core" not in result.stderr, "the fake virtualenv was not taken for ready"
     assert_failed_cleanly(result, home, r"not healthy .* within 2 s")
+
+
+def test_localstack_stop_ends_a_start_still_under_way(home: Path) -> None:
+    """`make test` starts the tests' LocalStack in the background; a failing or interrupted `make test` stops it,
+    which must not wait for that start (install and boot take minutes) before stopping what it launched."""
+    fake_localstack_venv(home)
+    env = dict(os.environ, LOCALSTACK_HOME=str(home), LOCALSTACK_PORT=str(free_port()), LOCALSTACK_START_TIMEOUT="600")
+    start = subprocess.Popen(
+        [str(SCRIPTS / "localstack.sh"), "start"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    launched = 0
+    try:
+        deadline = time.monotonic() + 60  # a guard against a hang, not a measurement
+        while not launched:
+            assert start.poll() is None and time.monotonic() < deadline, "the start never launched LocalStack"
+            time.sleep(0.05)
+            with contextlib.suppress(FileNotFoundError, ValueError):
+                launched = int((home / "localstack.pid").read_text())
+        command = [str(SCRIPTS / "localstack.sh"), "stop"]
+        # The start waits 600 s for a health that never comes: a stop that waited for it would not return.
+        stopped = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, check=False)
+        assert stopped.returncode == 0, stopped.stderr
+        _, start_errors = start.communicate(timeout=60)
+        assert start.returncode != 0, start_errors
+        # LocalStack's command line does not name its home: it is known by its pid.
+        assert not running(launched), "the LocalStack the start launched was left running"
+        assert processes_mentioning(str(home)) == [], "the start left a process running"
+        assert not list(home.glob("*.pid"))
+    finally:
+        start.kill()
+        start.wait()
+        if launched and running(launched):
+            os.killpg(launched, signal.SIGKILL)
+
+
+def running(pid: int) -> bool:
+    """Whether pid runs (a zombie has ended: its state in /proc is Z)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
