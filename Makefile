@@ -88,21 +88,28 @@ ACTIVEMQ_ENV := $(TEST_ACTIVEMQ) BRIDGE_TEST_ACTIVEMQ=stomp://127.0.0.1:61623
 # LocalStack's first start installs it (about 90 s) and boots it (about 90 s), and the container images take 3 to 6
 # minutes to build: both run in the background while the main pass runs (logs: .cache/localstack-tests-start.log,
 # .cache/image-prepare.log), and `test-localstack` and `image-test` wait for them (the scripts' locks). A main pass
-# that fails stops both again; a LocalStack pass that fails discards the prepare (`image-test` would have stopped
-# its engine).
+# that fails stops both again (`discard` stops a prepare still running); a LocalStack pass that fails discards the
+# prepare (`image-test` would have stopped its engine).
+# Interrupted (Ctrl-C, SIGTERM to make's process group), the passes' shells stop them too: neither gets the signal
+# (the prepare has a process group of its own; a shell's background job ignores SIGINT), and make waits for the
+# shell before it exits. The shell's trap runs once its foreground command has ended.
+STOP_BACKGROUND := $(TEST_LOCALSTACK) scripts/localstack.sh stop; scripts/docker.sh discard
+
 test: lint typecheck venv
 	scripts/wordpress.sh start
 	$(TEST_ACTIVEMQ) scripts/activemq.sh start
 	@mkdir -p .cache; ($(TEST_LOCALSTACK) scripts/localstack.sh start >.cache/localstack-tests-start.log 2>&1 </dev/null &) ; \
 	  echo "localstack: starting in the background for the LocalStack pass (log .cache/localstack-tests-start.log)"
 	scripts/docker.sh prepare-background
-	$(WORDPRESS_ENV) $(ACTIVEMQ_ENV) $(BIN)/pytest $(PYTEST_FLAGS) --durations=15 tests; status=$$?; \
+	trap 'interrupted=1' INT TERM; \
+	  $(WORDPRESS_ENV) $(ACTIVEMQ_ENV) $(BIN)/pytest $(PYTEST_FLAGS) --durations=15 tests; status=$$?; \
 	  scripts/wordpress.sh stop; $(TEST_ACTIVEMQ) scripts/activemq.sh stop; \
-	  if [ $$status -ne 0 ]; then $(TEST_LOCALSTACK) scripts/localstack.sh stop; scripts/docker.sh discard; fi; \
+	  [ -z "$$interrupted" ] || status=130; \
+	  if [ $$status -ne 0 ]; then $(STOP_BACKGROUND); fi; \
 	  exit $$status
 	@cat .cache/localstack-tests-start.log
-	$(MAKE) test-localstack || { scripts/docker.sh discard; exit 1; }
-	$(MAKE) image-test
+	trap '$(STOP_BACKGROUND); exit 130' INT TERM; $(MAKE) test-localstack || { scripts/docker.sh discard; exit 1; }
+	trap 'scripts/docker.sh discard; exit 130' INT TERM; $(MAKE) image-test
 
 localstack:
 	scripts/localstack.sh start

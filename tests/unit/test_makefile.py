@@ -9,7 +9,10 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).parents[2]
 # What a make that runs these tests (`make test`) hands its sub-makes: "Entering directory" lines (-w) and its flags.
@@ -107,28 +110,100 @@ def test_make_down_takes_down_either_emulator() -> None:
         assert re.search(r"--profile moto --profile localstack down$", shown.stdout.strip()), shown.stdout
 
 
-def test_make_test_discards_the_background_image_prepare_when_the_localstack_pass_fails(tmp_path: Path) -> None:
-    """`make test` starts the images' prepare (and its Docker engine) in the background; only `image-test` or
-    `docker.sh discard` stops that engine again, so a failing pass before `image-test` must discard it."""
+def fake_make_test_tree(tmp_path: Path, pytest_script: str, docker_script: str) -> None:
+    """The Makefile with stand-in scripts and tools, the virtualenv up to date: `make test` runs only the stand-ins.
+    The service scripts log `localstack start` and the like to calls (docker.sh: what docker_script does)."""
     shutil.copy(ROOT / "Makefile", tmp_path / "Makefile")
     shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
-    calls = tmp_path / "docker-calls"
+    calls = tmp_path / "calls"
     (tmp_path / "scripts").mkdir()
-    for script in ("wordpress.sh", "activemq.sh", "localstack.sh"):
-        (tmp_path / "scripts" / script).write_text("#!/bin/sh\n")
-    (tmp_path / "scripts" / "docker.sh").write_text(f'#!/bin/sh\necho "$1" >>{calls}\n')
+    for script in ("wordpress", "activemq", "localstack"):
+        (tmp_path / "scripts" / f"{script}.sh").write_text(f'#!/bin/sh\necho "{script} $1" >>{calls}\n')
+    (tmp_path / "scripts" / "docker.sh").write_text(f"#!/bin/sh\nCALLS={calls}\n{docker_script}")
     bin_dir = tmp_path / ".venv" / "bin"
     bin_dir.mkdir(parents=True)
     for tool in ("ruff", "lint-imports", "mypy"):
         (bin_dir / tool).write_text("#!/bin/sh\n")
-    # The main pass passes; the LocalStack pass (`-m localstack`) fails.
-    (bin_dir / "pytest").write_text('#!/bin/sh\ncase "$*" in *"-m localstack"*) exit 1 ;; esac\n')
+    (bin_dir / "pytest").write_text(f"#!/bin/sh\nCALLS={calls}\n{pytest_script}")
     for path in [*(tmp_path / "scripts").iterdir(), *bin_dir.iterdir()]:
         path.chmod(0o755)
     # The virtualenv is up to date (its stamp names pyproject.toml's checksum): nothing is installed.
     pyproject = (tmp_path / "pyproject.toml").read_bytes()
     checksum = subprocess.run(["cksum"], input=pyproject, capture_output=True, check=True)
     (tmp_path / ".venv" / f".installed-{checksum.stdout.split()[0].decode()}").touch()
+
+
+def test_make_test_discards_the_background_image_prepare_when_the_localstack_pass_fails(tmp_path: Path) -> None:
+    """`make test` starts the images' prepare (and its Docker engine) in the background; only `image-test` or
+    `docker.sh discard` stops that engine again, so a failing pass before `image-test` must discard it."""
+    # The main pass passes; the LocalStack pass (`-m localstack`) fails.
+    fake_make_test_tree(
+        tmp_path,
+        pytest_script='case "$*" in *"-m localstack"*) exit 1 ;; esac\n',
+        docker_script='echo "$1" >>$CALLS.docker\n',
+    )
     result = make("test", cwd=tmp_path, check=False)
     assert result.returncode != 0, result.stdout + result.stderr
-    assert calls.read_text().split() == ["prepare-background", "discard"], result.stdout + result.stderr
+    docker_calls = (tmp_path / "calls.docker").read_text().split()
+    assert docker_calls == ["prepare-background", "discard"], result.stdout + result.stderr
+
+
+# The stand-ins for the passes: `wait_here STAGE` logs `STAGE waiting` and runs on until a signal ends it, when
+# $STAGE names that pass. The main and the LocalStack pass exit 2 on SIGINT, as pytest does (a KeyboardInterrupt);
+# `docker.sh test` dies of it, as the script waiting for the prepare's lock does. SIGTERM ends them all.
+WAIT_HERE = 'wait_here() { echo "$1 waiting" >>$CALLS; while :; do sleep 0.1; done; }\n'
+INTERRUPTIBLE_PYTEST = (
+    WAIT_HERE
+    + """stage=main
+case "$*" in *"-m localstack"*) stage=localstack ;; esac
+echo "pytest $stage" >>$CALLS
+trap "exit 2" INT
+[ "$STAGE" != "$stage" ] || wait_here "$stage"
+"""
+)
+INTERRUPTIBLE_DOCKER = (
+    WAIT_HERE
+    + """echo "docker $1" >>$CALLS
+[ "$1" != test ] || [ "$STAGE" != image ] || wait_here image
+"""
+)
+
+
+@pytest.mark.parametrize("stage", ["main", "localstack", "image"])
+@pytest.mark.parametrize("interruption", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupted_make_test_stops_what_it_started_in_the_background(
+    tmp_path: Path, stage: str, interruption: signal.Signals
+) -> None:
+    """Ctrl-C (SIGINT to make's process group, as the terminal sends it) or SIGTERM to that group, during each of the
+    passes after `make test` started LocalStack and the images' prepare in the background: those do not get the
+    signal (the prepare has a process group of its own, LocalStack's start ignores SIGINT like every background job
+    of a shell), so make must stop them, and exit non-zero."""
+    fake_make_test_tree(tmp_path, pytest_script=INTERRUPTIBLE_PYTEST, docker_script=INTERRUPTIBLE_DOCKER)
+    environment = {name: value for name, value in os.environ.items() if name not in PARENT_MAKE}
+    command = ["make", "--no-print-directory", "test"]
+    run = subprocess.Popen(
+        command,
+        cwd=tmp_path,
+        env=dict(environment, STAGE=stage),
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    calls = tmp_path / "calls"
+    try:
+        deadline = time.monotonic() + 60  # a guard against a hang, not a measurement
+        while not (calls.exists() and f"{stage} waiting" in calls.read_text().splitlines()):
+            assert run.poll() is None and time.monotonic() < deadline, f"make test never reached the {stage} pass"
+            time.sleep(0.05)
+        os.killpg(run.pid, interruption)
+        output, _ = run.communicate(timeout=60)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(run.pid, signal.SIGKILL)
+    assert run.returncode != 0, output
+    after = calls.read_text().splitlines()
+    after = after[after.index(f"{stage} waiting") + 1 :]
+    assert "docker discard" in after, output
+    if stage != "image":  # the LocalStack pass stopped its LocalStack before the image test began
+        assert "localstack stop" in after, output
