@@ -229,8 +229,11 @@ class ChannelParking:
         return name in self._owed
 
     def reason(self, name: str) -> str:
+        """Why an element is parked without a call of its own: the refusal it quotes was another element's call."""
         refusal = self._refused.get(name)
-        return refusal.reason if refusal is not None else "the channel refused the bridge's credentials"
+        if refusal is None or not refusal.confirmed:
+            return refusal.reason if refusal is not None else "the channel refused the bridge's credentials"
+        return f"channel {name} refuses the bridge's credentials; the last refusal: {refusal.reason}"
 
     def admit(self, name: str) -> Admission:
         refusal = self._refused.get(name)

@@ -544,7 +544,7 @@ async def test_the_sweep_leaves_a_channel_this_worker_already_holds_alone(
     with capture_logs() as lines:
         await requeue.round()
     assert metrics.CHANNEL_PARKED_ELEMENTS.labels("web")._value.get() == 1  # it did sweep
-    assert parking.reason("web") == str(REFUSED) and lines == []
+    assert parking.reason("web").endswith(str(REFUSED)) and lines == []
     assert parking.admit("web") is Admission.PARK  # the sweep did not make its trial due at once
 
 
@@ -583,3 +583,16 @@ async def test_a_parked_reason_carries_no_configured_secret(
     web.fail = ChannelCredentialsRefused("channel web: HTTP 401 key other-SERVICE-secret is not ours")
     await engine_with(kordiam, state, clock, (web, WEB)).sync(Notification(1))
     assert [p.reason for p in await state.parked("web")] == ["channel web: HTTP 401 key *** is not ours"]
+
+
+async def test_an_element_parked_without_a_call_says_the_refusal_was_another_elements(
+    kordiam: FakeKordiam, state: MemoryStateStore, clock: ManualClock
+) -> None:
+    # Seen by hand: `parked list` showed element 1006 as "… updating element 1002 as 5005: HTTP 401 …", another
+    # element's error as if it were its own. An element parked without a call of its own says the channel refuses.
+    engine, _ = await refused_on_the_first_of_two(kordiam, state, clock)
+    await engine.sync(Notification(2))  # parked at once: the channel is not called again
+
+    by_element = {parked.element_id: parked.reason for parked in await state.parked("web")}
+    assert by_element[1] == str(REFUSED)  # its own call's refusal, as it came
+    assert by_element[2] == f"channel web refuses the bridge's credentials; the last refusal: {REFUSED}"
