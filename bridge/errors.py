@@ -2,6 +2,7 @@
 
     BridgeError                       raised on purpose by the bridge
     ├── ConfigError                   a setting is missing or wrong (start-up, exit code 2; never a message's)
+    │   └── QueueUnreachable          no answer from SQS or the broker: wrong, or down (``status`` reports it)
     ├── TransientError                may succeed later; ``retry_after`` is the earliest retry the far end asked for
     │   ├── KordiamUnavailable
     │   ├── ChannelUnavailable
@@ -57,6 +58,11 @@ class ConfigError(BridgeError):
         else:
             reason = os.strerror(error.errno).lower() if error.errno else str(error)
         return cls(key, f"cannot listen on {host}:{port}: {reason}")
+
+
+class QueueUnreachable(ConfigError):
+    """The queue's endpoint or broker did not answer at all. At a start it cannot be told from a wrong address, so
+    it stops the start as any setting would; ``status`` reports it as a problem beside what else it can see."""
 
 
 class TransientError(BridgeError):

@@ -21,6 +21,7 @@ Sources, each optional and reported as unavailable rather than failing the comma
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import Counter
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
@@ -34,8 +35,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from bridge.admin.rendering import format_age
-from bridge.config import StatusSettings
-from bridge.errors import AdminError, BridgeError
+from bridge.config import QueueSettings, StatusSettings
+from bridge.errors import AdminError, BridgeError, QueueUnreachable
 from bridge.queue import QueueAdmin, open_queue_admin
 from bridge.queue.transport import PeekedMessage
 from bridge.state import open_state_store
@@ -173,14 +174,32 @@ async def collect_status(
     sample_size: int = DEFAULT_SAMPLE,
     ops_timeout: float = OPS_TIMEOUT_SECONDS,
 ) -> StatusReport:
-    """Gather everything; only a missing or unusable queue configuration raises (``ConfigError``)."""
-    async with open_queue_admin(settings.queue) as queue:
-        queues = _queue_statuses(queue, sample_size if sample_main else 0, sample_size)
+    """Gather everything; only a missing or unusable queue configuration raises (``ConfigError``). A queue that
+    does not answer at all is reported, as the state store and the worker still are (``QueueUnreachable``)."""
+    async with contextlib.AsyncExitStack() as stack:
+        try:
+            queue = await stack.enter_async_context(open_queue_admin(settings.queue))
+        except QueueUnreachable as error:  # the broker's connection, made on opening
+            return await _report(settings, _unreachable(settings.queue, error), ops_timeout)
+        queues = _queue_statuses(queue, settings.queue, sample_size if sample_main else 0, sample_size)
         return await _report(settings, queues, ops_timeout)
 
 
-async def _queue_statuses(queue: QueueAdmin, main_sample: int, dlq_sample: int) -> tuple[QueueStatus, QueueStatus]:
-    dlq_url = await queue.dead_letter_url()
+async def _unreachable(settings: QueueSettings, error: QueueUnreachable) -> tuple[QueueStatus, QueueStatus]:
+    """Both queues' rows when the endpoint or the broker does not answer: the error is the main queue's."""
+    not_read = "not read: the queue does not answer"
+    return QueueStatus("queue", settings.url, error=str(error)), QueueStatus(
+        "dead-letter queue", settings.dlq_url or "-", age_note=not_read
+    )
+
+
+async def _queue_statuses(
+    queue: QueueAdmin, settings: QueueSettings, main_sample: int, dlq_sample: int
+) -> tuple[QueueStatus, QueueStatus]:
+    try:
+        dlq_url = await queue.dead_letter_url()
+    except QueueUnreachable as error:  # SQS, asked first here
+        return await _unreachable(settings, error)
     return await asyncio.gather(
         _queue_status(queue, "queue", queue.url, main_sample, main=True),
         _queue_status(queue, "dead-letter queue", dlq_url, dlq_sample, main=False),

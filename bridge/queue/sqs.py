@@ -28,7 +28,7 @@ from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from bridge.config import QueueSettings, is_fifo_url
-from bridge.errors import ConfigError
+from bridge.errors import ConfigError, QueueUnreachable
 from bridge.queue.dead_letter import REDRIVEN_FROM, DeadLetterContext, dead_letter_attributes, is_failure_attribute
 from bridge.queue.send_batcher import SendBatcher, entry_size
 from bridge.queue.transport import (
@@ -435,4 +435,4 @@ def _unreachable(error: BotoCoreError) -> ConfigError:
             "none found (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or the task's role; "
             "any pair will do for an emulator)",
         )
-    return ConfigError("queue.endpoint_url", f"cannot reach SQS: {error}")
+    return QueueUnreachable("queue.endpoint_url", f"cannot reach SQS: {error}")

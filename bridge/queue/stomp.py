@@ -89,7 +89,7 @@ from stompman.frames import AbortFrame, AckFrame, BeginFrame, CommitFrame, SendF
 from stompman.receipts import PendingReceipt, PendingReceipts, make_receipt_id, wait_for_result
 
 from bridge.config import QueueSettings, parse_stomp_url
-from bridge.errors import ConfigError
+from bridge.errors import ConfigError, QueueUnreachable
 from bridge.ops import metrics
 from bridge.queue.dead_letter import (
     DeadLetterContext,
@@ -293,7 +293,7 @@ class StompTransport:
                 async with asyncio.timeout(FIRST_CONNECT_TIMEOUT_SECONDS):
                     await stack.enter_async_context(client)
             except (TimeoutError, stompman.FailedAllConnectAttemptsError, OSError) as error:
-                raise ConfigError(
+                raise QueueUnreachable(
                     "queue.url",
                     f"cannot connect to the ActiveMQ broker at {address.broker} ({type(error).__name__}); is it "
                     "running, and are host, port, username and password right?",

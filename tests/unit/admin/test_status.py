@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import socket
 import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
 from aiohttp import web
 from rich.console import Console
 
@@ -17,9 +19,10 @@ from bridge.admin.status import (
     WorkerHealth,
     _state_status,
     ask_worker,
+    collect_status,
     render_status,
 )
-from bridge.config import OpsSettings, StatusSettings
+from bridge.config import OpsSettings, QueueSettings, StatusSettings
 from bridge.queue.gate import ReceiveGate
 from bridge.state.sqlite import SCHEMA_VERSION, SqliteStateStore
 from tests.support import worker_ops
@@ -135,3 +138,37 @@ async def test_another_server_on_the_ops_port_is_not_taken_for_a_paused_worker(t
     assert not answer.health.reachable and answer.health.not_ready_reason is None
     assert "something other than the bridge's worker answers there" in (answer.health.detail or "")
     assert "/readyz: HTTP 404" in (answer.health.detail or "")
+
+
+async def test_a_queue_that_cannot_be_reached_is_a_problem_and_the_rest_is_still_reported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Seen by hand at 3 a.m.: with SQS down, `status` (the runbook's first step) said only "configuration error:
+    queue.endpoint_url: cannot reach SQS" (exit 2), hiding the worker's health and the state store's deliveries and
+    parked elements. An unreachable queue is one problem among those it reports (exit 1)."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    path = tmp_path / "state.db"
+    store = SqliteStateStore(path)
+    await store.open()
+    try:
+        await store.park(1, "web", "HTTP 401")
+    finally:
+        await store.close()
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    endpoint = f"http://127.0.0.1:{port}"
+    down = settings(path).model_copy(
+        update={
+            "queue": QueueSettings(url=f"{endpoint}/123456789012/q", endpoint_url=endpoint, region="eu-central-1"),
+            "ops": OpsSettings(host="127.0.0.1", port=port),
+        }
+    )
+
+    report = await collect_status(down, ops_timeout=1.0)
+
+    assert report.queue.error is not None and "cannot reach SQS" in report.queue.error
+    assert report.state.available and report.channels[0].parked == 1
+    assert report.problems[0].startswith("queue: queue.endpoint_url: cannot reach SQS")
+    assert any("1 element(s) parked" in problem for problem in report.problems)
