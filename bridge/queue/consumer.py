@@ -304,6 +304,8 @@ class Consumer:
                 log.error("receive_failed", poller=number, error=f"{type(error).__name__}: {error}", retry_in=delay)
                 await asyncio.sleep(delay)
                 continue
+            if failures:  # the errors above said it stopped; this says it works again
+                log.info("receive_recovered", poller=number, failures=failures)
             failures = 0
             self.last_poll = time.monotonic()
             self._give_back(wanted - len(messages))

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from bridge.ops import metrics
 from bridge.queue.consumer import MAX_HOLD_SECONDS, Consumer, ConsumerSettings
@@ -904,3 +905,36 @@ async def test_the_heartbeat_extends_a_full_worker_before_any_visibility_runs_ou
     stop.set()
     await asyncio.wait_for(task, 10)
     assert late == []
+
+
+class QueueDownOnce(FakeTransport):
+    """The queue's endpoint does not answer the first receive, then serves as usual."""
+
+    def __init__(self, batches: list[list[QueueMessage]]) -> None:
+        super().__init__(batches)
+        self.failed = False
+
+    async def receive(self, max_messages: int, wait_time: int) -> list[QueueMessage]:
+        if not self.failed:
+            self.failed = True
+            raise ConnectionError("Could not connect to the endpoint URL")
+        return await super().receive(max_messages, wait_time)
+
+
+async def test_a_receive_that_works_again_after_failures_says_so_in_the_log() -> None:
+    # Seen by hand: moto stopped under a running worker gave receive_failed errors, and when it came back the log
+    # said nothing; an operator watching the log could not tell the worker was consuming again.
+    one = message()
+    transport = QueueDownOnce([[one]])
+
+    async def handler(m: QueueMessage) -> Outcome:
+        return Done()
+
+    consumer = Consumer(transport, handler, settings())
+    with capture_logs() as lines:
+        await run_until(consumer, lambda: transport.deleted == [one.message_id])
+    events = [line["event"] for line in lines]
+    assert "receive_failed" in events
+    recovered = [line for line in lines if line["event"] == "receive_recovered"]
+    assert len(recovered) == 1 and recovered[0]["failures"] == 1
+    assert events.index("receive_failed") < events.index("receive_recovered")
