@@ -46,7 +46,7 @@ from bridge.admin.results import (
 from bridge.admin.status import OPS_TIMEOUT_SECONDS, ask_worker
 from bridge.channels import channel_types
 from bridge.config import ChannelSettings, KordiamCommandSettings, StatusSettings
-from bridge.errors import AdminError, BridgeError
+from bridge.errors import AdminError, BridgeError, QueueUnreachable
 from bridge.http import HttpClient
 from bridge.kordiam.client import KordiamClient
 from bridge.kordiam.models import Element, Publication, Ref
@@ -84,8 +84,11 @@ async def element_report(
     worker = await worker_view(settings)
     found: ElementDeadLetters | None = None
     if dead_letters:
-        async with open_queue_admin(settings.queue) as queue:
-            found = await dead_letters_of(queue, element_id, scan_limit=scan_limit, progress=progress)
+        try:
+            async with open_queue_admin(settings.queue) as queue:
+                found = await dead_letters_of(queue, element_id, scan_limit=scan_limit, progress=progress)
+        except QueueUnreachable as error:  # what the store and the worker say of the element still stands
+            found = ElementDeadLetters(settings.queue.dlq_url or "-", [], 0, more=False, error=str(error))
     in_kordiam: ElementInKordiam | None = None
     if kordiam:
         if not isinstance(settings, KordiamCommandSettings):

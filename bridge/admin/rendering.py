@@ -291,7 +291,9 @@ def render_element(report: ElementReport, console: Console) -> None:
         console.print("Lease: free")
     found = report.dead_letters
     if found is not None:
-        if found.messages:
+        if found.error is not None:
+            console.print(Text(f"Dead letters: not looked at: {found.error}"))
+        elif found.messages:
             table = Table(title=f"Dead letters in {found.queue_url}", title_justify="left")
             for column in ("message id", "stage", "error", "reason", "age"):
                 table.add_column(column, overflow="fold" if column == "message id" else "ellipsis")

@@ -186,6 +186,8 @@ class ElementDeadLetters:
     more: bool
     # About how many a FIFO dead-letter queue held back behind those looked at in their message group.
     held_back: int = 0
+    # Not looked at: the queue's endpoint or broker did not answer (the rest of the report stands).
+    error: str | None = None
 
     @property
     def partial(self) -> bool:
@@ -371,6 +373,8 @@ class ElementReport:
             found.append(
                 f"parked for {parked.channel} since {parked.since.isoformat(timespec='seconds')}: {parked.reason}"
             )
+        if self.dead_letters is not None and self.dead_letters.error is not None:
+            found.append(f"dead letters not looked at: {self.dead_letters.error}")
         if self.dead_letters is not None and self.dead_letters.messages:
             found.append(f"{len(self.dead_letters.messages)} dead letter(s) in {self.dead_letters.queue_url}")
         if self.kordiam is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -31,7 +32,14 @@ from bridge.admin.results import (
     to_json,
 )
 from bridge.channels.base import Channel
-from bridge.config import ChannelSettings, FeedbackSettings, KordiamCommandSettings, OpsSettings, StatusSettings
+from bridge.config import (
+    ChannelSettings,
+    FeedbackSettings,
+    KordiamCommandSettings,
+    OpsSettings,
+    QueueSettings,
+    StatusSettings,
+)
 from bridge.errors import AdminError
 from bridge.kordiam.models import Element
 from bridge.ops.server import OpsServer
@@ -568,3 +576,29 @@ def test_an_element_deleted_in_kordiam_says_so() -> None:
     assert report.problems == []
     recorded = replace(report, deleted=True, synced_modification_date=None)
     assert "yes (seen deleted in Kordiam)" in shown(recorded)
+
+
+async def test_a_dead_letter_queue_that_cannot_be_reached_is_a_problem_and_the_store_is_still_reported(
+    store: MemoryStateStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Seen by hand: with SQS down, `element 1001 --dlq` said only "configuration error: queue.endpoint_url: cannot
+    reach SQS" (exit 2), and none of what the state store knew of the element."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    now = story(publication(70, 1, **READY))
+    await store.record(delivered(now, "web", 70))
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    endpoint = f"http://127.0.0.1:{port}"
+    down = settings().model_copy(
+        update={"queue": QueueSettings(url=f"{endpoint}/123456789012/q", endpoint_url=endpoint, region="eu-central-1")}
+    )
+
+    report = await element_report(down, 7, dead_letters=True)
+
+    assert [d.channel for d in report.deliveries] == ["web"]
+    assert report.dead_letters is not None and report.dead_letters.error is not None
+    [problem] = report.problems
+    assert problem.startswith("dead letters not looked at: queue.endpoint_url: cannot reach SQS")
+    assert "Dead letters: not looked at: queue.endpoint_url: cannot reach SQS" in shown(report)
