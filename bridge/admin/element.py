@@ -93,8 +93,13 @@ async def element_report(
     if kordiam:
         if not isinstance(settings, KordiamCommandSettings):
             raise TypeError("element --kordiam needs KordiamCommandSettings")
-        element = await fetch_element(settings, element_id)
-        in_kordiam = compare(element, element_id, record, settings.channels, replay_command(element_id, config))
+        replay = replay_command(element_id, config)
+        try:
+            element = await fetch_element(settings, element_id)
+        except AdminError as error:  # what the store and the worker say of the element still stands
+            in_kordiam = ElementInKordiam(False, None, None, [], replay, error=str(error))
+        else:
+            in_kordiam = compare(element, element_id, record, settings.channels, replay)
     return build_report(record, settings, parked, found, in_kordiam, worker)
 
 

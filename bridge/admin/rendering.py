@@ -321,7 +321,9 @@ def render_element(report: ElementReport, console: Console) -> None:
             console.print(Text(f"About {found.held_back} more {FIFO_HELD_BACK}", style="yellow"))
     kordiam = report.kordiam
     if kordiam is not None:
-        if kordiam.found:
+        if kordiam.error is not None:
+            console.print(Text(f"In Kordiam now: not known: {kordiam.error}", style="yellow"))
+        elif kordiam.found:
             console.print(f"In Kordiam now: {_version(kordiam.modification_date, kordiam.version)}")
         else:
             console.print("In Kordiam now: [red]deleted[/red] (404: deleted, or not visible to the bridge's account)")
@@ -340,7 +342,7 @@ def render_element(report: ElementReport, console: Console) -> None:
                     Text(check.detail or ""),
                 )
             console.print(table)
-        elif not kordiam.found:
+        elif not kordiam.found and kordiam.error is None:
             console.print("No channel holds an item of it: in line.")
         console.print(Text(f"Re-sync it: {kordiam.replay}  (--force also rewrites the channels in line)"))
     worker = report.worker

@@ -274,6 +274,8 @@ class ElementInKordiam:
     checks: list[ElementCheck]
     # The command line that re-syncs the element.
     replay: str
+    # Not compared: Kordiam could not be asked (down, or refusing the credentials); the rest of the report stands.
+    error: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -377,6 +379,8 @@ class ElementReport:
             found.append(f"dead letters not looked at: {self.dead_letters.error}")
         if self.dead_letters is not None and self.dead_letters.messages:
             found.append(f"{len(self.dead_letters.messages)} dead letter(s) in {self.dead_letters.queue_url}")
+        if self.kordiam is not None and self.kordiam.error is not None:
+            found.append(f"not compared with Kordiam: {self.kordiam.error}")
         if self.kordiam is not None:
             for check in self.kordiam.checks:
                 if check.out_of_line:

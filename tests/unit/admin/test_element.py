@@ -602,3 +602,26 @@ async def test_a_dead_letter_queue_that_cannot_be_reached_is_a_problem_and_the_s
     [problem] = report.problems
     assert problem.startswith("dead letters not looked at: queue.endpoint_url: cannot reach SQS")
     assert "Dead letters: not looked at: queue.endpoint_url: cannot reach SQS" in shown(report)
+
+
+async def test_kordiam_out_of_reach_is_a_problem_and_the_store_is_still_reported(store: MemoryStateStore) -> None:
+    """Seen by hand: with Kordiam down, `element 1001 --kordiam` (the runbook's line for "story N is not on the
+    website") printed only "Kordiam …: cannot fetch element 1001" (exit 1), none of what the store knew of it."""
+    now = story(publication(70, 1, **READY))
+    await store.record(delivered(now, "web", 70))
+    kordiam = KordiamCommandSettings(
+        queue={"url": "https://sqs.eu-central-1.amazonaws.com/123456789012/bridge"},
+        state={"url": "sqlite:///state.db"},
+        channels=[WEB.model_dump()],
+        ops={"port": 0},
+        kordiam={"base_url": "http://127.0.0.1:9", "client_id": "c", "client_secret": "s3cret-value"},
+    )
+
+    report = await element_report(kordiam, 7, kordiam=True)
+
+    assert [d.channel for d in report.deliveries] == ["web"]
+    [problem] = report.problems
+    assert problem.startswith("not compared with Kordiam: Kordiam http://127.0.0.1:9: cannot fetch element 7: ")
+    text = shown(report)
+    assert "In Kordiam now: not known: Kordiam http://127.0.0.1:9: cannot fetch element 7" in text
+    assert "In Kordiam now: deleted" not in text
