@@ -60,6 +60,7 @@ from enum import Enum
 
 import structlog
 
+from bridge import redaction
 from bridge.errors import ChannelCircuitOpen, ChannelCredentialsRefused
 from bridge.ops import metrics
 from bridge.pipeline.notification import CARRIER_SOURCE, resync_notification
@@ -293,7 +294,7 @@ class ChannelParking:
         now = self._clock()
         refusal = self._refused.get(name)
         if refusal is None:
-            refusal = self._refused[name] = _Refusal(str(error), self._first, now + self._first, confirmed=False)
+            refusal = self._refused[name] = _Refusal(_quoted(error), self._first, now + self._first, confirmed=False)
         if not refusal.confirmed:  # news: said once, at error level, and shown on the gauge the alert watches
             refusal.confirmed = True
             self._gauges[name].set(1)
@@ -306,7 +307,7 @@ class ChannelParking:
                 hint="the channel's own secret is wrong or revoked: its elements are parked, not dead-lettered, "
                 "and requeued once it is accepted (fix the setting the error names, and restart)",
             )
-        refusal.reason = str(error)
+        refusal.reason = _quoted(error)
         if admission is Admission.TRIAL:
             refusal.trial_started = None
             refusal.backoff = min(refusal.backoff * 2, self._max)
@@ -338,7 +339,7 @@ class ChannelParking:
         owed = self._owed.get(name)
         if owed is None:
             self.requeue_due.discard(name)
-            self._owe(name, str(error), now + (error.retry_after or self._first))
+            self._owe(name, _quoted(error), now + (error.retry_after or self._first))
             log.warning(
                 "channel_down_parking",
                 channel=name,
@@ -347,7 +348,7 @@ class ChannelParking:
                 "requeued once a call to it succeeds",
             )
             return
-        owed.reason = str(error)
+        owed.reason = _quoted(error)
         if error.probing:
             # The breaker's probe is in flight: its outcome is the news; a carrier now would only be parked again.
             owed.next_carrier = max(owed.next_carrier, now + self._first)
@@ -533,3 +534,10 @@ class ParkedRequeue:
         # if not parked again since it was read: a worker may have met a refusal of this very notification.
         await self._state.unpark(parked.element_id, parked.channel, generation=parked.generation)
         self._requeued[parked.channel].inc()
+
+
+def _quoted(error: Exception) -> str:
+    """A refusal's or an open circuit's text as kept: quoted by info lines (``channel_recovered``), which are not
+    searched for secrets, and as the reason of elements parked later without a call, so without the process's
+    secrets (``bridge.redaction``)."""
+    return redaction.SECRETS.redact(str(error))

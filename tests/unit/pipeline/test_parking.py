@@ -596,3 +596,39 @@ async def test_an_element_parked_without_a_call_says_the_refusal_was_another_ele
     by_element = {parked.element_id: parked.reason for parked in await state.parked("web")}
     assert by_element[1] == str(REFUSED)  # its own call's refusal, as it came
     assert by_element[2] == f"channel web refuses the bridge's credentials; the last refusal: {REFUSED}"
+
+
+async def test_an_element_parked_without_a_call_keeps_the_refusals_reason_without_a_configured_secret(
+    kordiam: FakeKordiam, state: MemoryStateStore, clock: ManualClock
+) -> None:
+    # Element 2 meets the refusal element 1's call got, and is parked without a call, under the refusal's reason.
+    redaction.SECRETS.remember_secrets("other-SERVICE-secret")
+    kordiam.elements[1] = element_body(1, publication(11, WEB))
+    kordiam.elements[2] = element_body(2, publication(21, WEB))
+    web = ScriptedChannel("web")
+    web.fail = ChannelCredentialsRefused("channel web: HTTP 401 key other-SERVICE-secret is not ours")
+    engine = engine_with(kordiam, state, clock, (web, WEB))
+    await engine.sync(Notification(1))
+    await engine.sync(Notification(2))
+    assert [p.reason for p in await state.parked("web")] == ["channel web: HTTP 401 key *** is not ours"] * 2
+
+
+def test_the_lines_of_a_channel_taking_calls_again_quote_its_failure_without_a_configured_secret(
+    state: MemoryStateStore, clock: ManualClock
+) -> None:
+    # Info lines are not searched for secrets: the reasons they quote must be stored without them.
+    redaction.SECRETS.remember_secrets("other-SERVICE-secret")
+    parking = ChannelParking(state, ["web", "print"], clock=clock)
+    parking.circuit_open(
+        "web", ChannelCircuitOpen("channel web: circuit open; the last: other-SERVICE-secret", retry_after=30.0)
+    )
+    parking.refused("print", parking.admit("print"), ChannelCredentialsRefused("print: 401 other-SERVICE-secret"))
+    clock.now += 60.0
+    with capture_logs() as lines:
+        parking.accepted("web", Admission.GO)
+        parking.accepted("print", parking.admit("print"))
+    quoted = {line["event"]: line.get("parked_for") or line.get("refused_for") for line in lines}
+    assert quoted == {
+        "channel_recovered": "channel web: circuit open; the last: ***",
+        "channel_credentials_accepted": "print: 401 ***",
+    }
