@@ -318,7 +318,10 @@ class KordiamClient:
     async def _pause_or_raise(
         self, reason: str, attempt: int, started: float, *, retry_after: float | None, policy: RetryPolicy | None = None
     ) -> None:
-        """Sleep before the next attempt, or give up with ``KordiamUnavailable`` once the budget is spent."""
+        """Sleep before the next attempt, or give up with ``KordiamUnavailable`` once the budget is spent. ``reason``
+        may quote a transport error's text: it is redacted here (``bridge.redaction``), since the retry's info line
+        is not searched and the outage's text becomes the pause's ``/readyz`` reason."""
+        reason = redaction.SECRETS.redact(reason)
         policy = policy or self._retry
         # A Retry-After of 0 asks nothing: the back-off, rather than the budget's retries at once on a throttled API.
         delay = retry_after if retry_after else policy.backoff(attempt)

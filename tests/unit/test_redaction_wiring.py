@@ -10,9 +10,11 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 import structlog
 from multidict import CIMultiDict, CIMultiDictProxy
 from pydantic import SecretStr
+from structlog.testing import capture_logs
 from yarl import URL
 
 from bridge import redaction
@@ -20,11 +22,13 @@ from bridge.channels import ChannelContext, build_channel
 from bridge.channels.auth import TokenSource
 from bridge.channels.http_errors import server_message
 from bridge.config import ChannelSettings, load_settings
+from bridge.errors import KordiamUnavailable
 from bridge.http import HttpRequest, HttpResponse
 from bridge.kordiam.client import KordiamClient
 from bridge.ops.logging import configure_logging
 from bridge.queue.dead_letter import DeadLetterContext, FailureContext, failure_attributes
 from bridge.queue.transport import QueueMessage
+from bridge.retry import RetryPolicy
 from tests.support import http_answering
 from tests.unit.test_config import VALID, write
 
@@ -144,3 +148,25 @@ def test_a_librarys_warning_leaves_out_the_configured_secrets() -> None:
     finally:
         sys.stderr = stderr
     assert json.loads(stream.getvalue())["event"] == "login failed for ***"
+
+
+async def test_kordiams_retry_line_and_outage_quote_a_transport_error_without_the_configured_secrets() -> None:
+    # An info line is not searched: the retry's reason, also the outage's text (the pause's /readyz reason), is
+    # redacted where it is made.
+    redaction.SECRETS.remember_secrets("proxy-PASSWORD-1")
+
+    def unreachable(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("proxy refused login proxy-PASSWORD-1", request=request)
+
+    client = KordiamClient(
+        http_answering(unreachable),
+        base_url="https://kordiam.test",
+        client_id="c",
+        client_secret=SecretStr("s3cret-value"),
+        retry=RetryPolicy(attempts=2, base_delay=0.001, max_delay=0.001, total_seconds=5),
+    )
+    with capture_logs() as lines, pytest.raises(KordiamUnavailable) as raised:
+        await client.list_reference("/platforms")
+    retries = [line["reason"] for line in lines if line["event"] == "kordiam_retry"]
+    assert retries and all("proxy refused login ***" in reason for reason in retries)
+    assert "proxy refused login ***" in str(raised.value) and "proxy-PASSWORD-1" not in str(raised.value)
