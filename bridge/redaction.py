@@ -8,6 +8,7 @@ error page, an exception's text holding a configured secret.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from urllib.parse import quote, quote_plus
 
@@ -39,38 +40,61 @@ class Redaction:
     """
 
     def __init__(self) -> None:
+        # Changed on the event loop, read by stdlib logging from any thread (a library's warning in the SQLite
+        # store's thread): changes and the snapshot a rebuild reads hold the lock; a rebuild is kept only if
+        # nothing changed meanwhile, so a token remembered during it is not lost.
+        self._lock = threading.Lock()
         self._configured: set[str] = set()
         self._tokens: dict[str, None] = {}  # insertion-ordered: the oldest is dropped first
+        self._changes = 0
         self._longest_first: tuple[str, ...] | None = None  # all forms, sorted when next needed
 
     def remember_secrets(self, *sources: BaseModel | str) -> None:
         """Remember the secrets of configured ``sources``: each ``SecretStr`` anywhere in a model (its fields,
         nested models, lists and tables), and each ``str`` as a whole."""
+        forms: set[str] = set()
         for source in sources:
             values = [source] if isinstance(source, str) else list(_secret_values(source))
             for value in values:
-                self._configured.update(_echoed_forms(value))
-        self._longest_first = None
+                forms.update(_echoed_forms(value))
+        with self._lock:
+            self._configured.update(forms)
+            self._changed()
 
     def remember_token(self, token: str) -> None:
         """Remember a token obtained at run time (kept among the ``RECENT_TOKENS`` most recent)."""
         if token in self._tokens or len(token.strip()) < SHORTEST_LOOKED_FOR:
             return
-        self._tokens[token] = None
-        if len(self._tokens) > RECENT_TOKENS:
-            del self._tokens[next(iter(self._tokens))]
-        self._longest_first = None
+        with self._lock:
+            self._tokens[token] = None
+            if len(self._tokens) > RECENT_TOKENS:
+                del self._tokens[next(iter(self._tokens))]
+            self._changed()
 
     def redact(self, text: str) -> str:
         """``text`` with every remembered secret in any of its forms replaced by ``***``; longest first, so that a
         secret inside another is replaced as part of it."""
-        if self._longest_first is None:
-            forms = self._configured.union(*(_echoed_forms(token) for token in self._tokens))
-            self._longest_first = tuple(sorted(forms, key=len, reverse=True))
-        for secret in self._longest_first:
+        longest_first = self._longest_first
+        if longest_first is None:
+            longest_first = self._sorted_forms()
+        for secret in longest_first:
             if secret in text:
                 text = text.replace(secret, REDACTED)
         return text
+
+    def _changed(self) -> None:
+        self._changes += 1
+        self._longest_first = None
+
+    def _sorted_forms(self) -> tuple[str, ...]:
+        with self._lock:
+            configured, tokens, seen = set(self._configured), list(self._tokens), self._changes
+        forms = configured.union(*(_echoed_forms(token) for token in tokens))
+        longest_first = tuple(sorted(forms, key=len, reverse=True))
+        with self._lock:
+            if self._changes == seen:
+                self._longest_first = longest_first
+        return longest_first
 
 
 def _secret_values(value: object) -> Iterator[str]:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
 from pydantic import BaseModel, SecretStr
 
+from bridge import redaction
 from bridge.redaction import RECENT_TOKENS, Redaction
 
 
@@ -82,3 +84,24 @@ def test_a_value_too_short_to_be_told_from_words_is_not_looked_for() -> None:
     secrets.remember_secrets("admin")  # an ActiveMQ password keeps the broker's rules
     secrets.remember_token("t")
     assert secrets.redact("the admin said t") == "the admin said t"
+
+
+def test_a_token_remembered_while_another_thread_rebuilds_the_forms_breaks_nothing_and_is_not_lost(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A library's warning logged from another thread (the SQLite store's, a folder write's) redacts while the event
+    # loop remembers a new token: that interleaving, made deterministic by remembering it inside the rebuild.
+    secrets = Redaction()
+    secrets.remember_token("first-TOKEN-1")
+    echoed_forms = redaction._echoed_forms
+    remembered: list[str] = []
+
+    def meanwhile(secret: str) -> set[str]:
+        if not remembered:
+            remembered.append("later-TOKEN-2")
+            secrets.remember_token("later-TOKEN-2")
+        return echoed_forms(secret)
+
+    monkeypatch.setattr(redaction, "_echoed_forms", meanwhile)
+    assert secrets.redact("saw first-TOKEN-1") == "saw ***"
+    assert remembered and secrets.redact("saw later-TOKEN-2") == "saw ***"
