@@ -72,7 +72,9 @@ def _redacting_logger(level: int) -> type[structlog.typing.FilteringBoundLogger]
 
         def redacted(self: Any, event: str, *args: Any, **fields: Any) -> Any:
             quoted = {key: redaction.SECRETS.redact(v) if isinstance(v, str) else v for key, v in fields.items()}
-            return emit(self, redaction.SECRETS.redact(event), *args, **quoted)
+            if args:  # formatted first, as structlog would after this: an argument may quote a secret
+                event = event % args
+            return emit(self, redaction.SECRETS.redact(event), **quoted)
 
         return redacted
 

@@ -170,3 +170,17 @@ async def test_kordiams_retry_line_and_outage_quote_a_transport_error_without_th
     retries = [line["reason"] for line in lines if line["event"] == "kordiam_retry"]
     assert retries and all("proxy refused login ***" in reason for reason in retries)
     assert "proxy refused login ***" in str(raised.value) and "proxy-PASSWORD-1" not in str(raised.value)
+
+
+def test_a_warnings_positional_arguments_leave_out_the_configured_secrets() -> None:
+    # structlog formats `event % args` after the wrapper saw the event: the arguments must be redacted too.
+    redaction.SECRETS.remember_secrets("s3cret-value")
+    stream = io.StringIO()
+    stderr, sys.stderr = sys.stderr, stream
+    try:
+        configure_logging("info")
+        structlog.get_logger("bridge.test").warning("refused %s after %d tries", "s3cret-value", 3)
+    finally:
+        sys.stderr = stderr
+        configure_logging("info")
+    assert json.loads(stream.getvalue())["event"] == "refused *** after 3 tries"
