@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 import structlog
 
+from bridge import redaction
 from bridge.admin.progress import ProgressSink
 from bridge.admin.results import FIFO_HELD_BACK, DlqListing, DlqMessage, ElementDeadLetters
 from bridge.config import QueueSettings, is_fifo_url
@@ -124,12 +125,14 @@ async def _look(
 
 
 def to_dlq_message(peeked: PeekedMessage) -> DlqMessage:
-    """A dead letter as the operator sees it: its failure context decoded, and the element it is about."""
+    """A dead letter as the operator sees it: its failure context decoded, and the element it is about. Its
+    attributes are shown without the process's secrets, as its failure context is (``FailureContext.parse``): a
+    dead letter written before its reason was redacted holds them in ``failure.reason``."""
     message = peeked.message
     return DlqMessage(
         message_id=message.message_id,
         body=message.body,
-        attributes=message.attributes,
+        attributes={name: redaction.SECRETS.redact(value) for name, value in message.attributes.items()},
         system_attributes=peeked.broker_attributes,
         system_attributes_title=peeked.broker_attributes_title,
         sent_at=datetime.fromtimestamp(message.sent_at, UTC) if message.sent_at is not None else None,

@@ -45,7 +45,7 @@ __all__ = [
 class DlqMessage:
     message_id: str
     body: str
-    # Message attributes as sent (binary values shown as ``<binary, N bytes>``).
+    # Message attributes as sent (binary values shown as ``<binary, N bytes>``), without the process's secrets.
     attributes: dict[str, str]
     # The broker's own attributes (SQS: SentTimestamp, ApproximateReceiveCount, MessageGroupId, …; ActiveMQ:
     # timestamp, redelivered, …), and what the broker calls them ("SQS attributes", "Broker headers").

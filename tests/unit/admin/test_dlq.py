@@ -11,10 +11,11 @@ from collections.abc import Callable, Sequence
 import pytest
 from rich.console import Console
 
-from bridge.admin.dlq import element_of, find_dead_letter, list_dead_letters
+from bridge import redaction
+from bridge.admin.dlq import element_of, find_dead_letter, list_dead_letters, to_dlq_message
 from bridge.admin.redrive import redrive_request
-from bridge.admin.rendering import render_dlq_list
-from bridge.admin.results import DlqListing
+from bridge.admin.rendering import render_dlq_list, render_dlq_message
+from bridge.admin.results import DlqListing, to_json
 from bridge.queue.dead_letter import DeadLetterContext, failure_attributes
 from bridge.queue.transport import (
     OutgoingMessage,
@@ -154,3 +155,15 @@ def test_a_poison_dead_letter_without_an_element_in_its_context_is_named_by_its_
     poison = DeadLetterContext("decode", "unknown event 'exploded'", "PoisonMessage")
     letter = dead_letter("d-9", json.dumps({"elementId": 1003, "event": "exploded"}), 1.0, poison)
     assert element_of(letter.message) == 1003
+
+
+def test_an_older_dead_letters_reason_is_shown_without_the_configured_secrets_in_its_attributes_too() -> None:
+    # `dlq show` prints every attribute (and --json carries them): failure.reason among them, as a dead letter
+    # written before its reason was redacted holds it.
+    redaction.SECRETS.remember_secrets("s3cret-value")
+    original = QueueMessage("m-1", "r", '{"id": 7}', {"failure.reason": "refused s3cret-value"}, 3, 1.0, None)
+    message = to_dlq_message(PeekedMessage(original, {"SentTimestamp": "1"}, "SQS attributes"))
+    console = Console(record=True, width=200)
+    render_dlq_message(message, console)
+    assert "refused ***" in console.export_text() and "s3cret-value" not in console.export_text()
+    assert "s3cret-value" not in to_json(message)
