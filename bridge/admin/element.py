@@ -178,16 +178,21 @@ def compare(
     from the element, moved off the channel's platforms) is withdrawn; one the route carries but whose status the
     filter does not let through stays as it was (``NOT_EXPORTED``). On an element-scoped channel a withdrawal
     whose remote element a sibling still stands on is sent as that sibling's upsert (``_channel_checks``). An
-    element marked for a re-sync (``ElementMark.resync``) has every publication the route exports written again."""
+    element marked for a re-sync (``ElementMark.resync``) has every publication the route exports written again.
+    An element deleted in Kordiam has each channel holding it delete its items (``DELETED_IN_KORDIAM``), and every
+    channel that finds items searched for those no delivery records (``ElementInKordiam.searched``)."""
     held = {(r.delivery.channel, r.delivery.publication_id): r.delivery for r in record.deliveries}
     configured = {c.name for c in channels}
+    scoped = channel_types()
     checks: list[ElementCheck] = []
+    searched: list[str] = []
     if element is None:
         for name, publication_id in held:
             if name in configured:
                 checks.append(ElementCheck(name, publication_id, DELETED_IN_KORDIAM, "the channel still holds it"))
+        # The engine's ``_retract_unrecorded``: every channel that finds items, whatever it holds.
+        searched = [c.name for c in channels if (kind := scoped.get(c.type)) is not None and kind.finds_items]
     else:
-        scoped = channel_types()
         # A sync that lost its lease left the token: the next one is forced, whatever the fingerprints say.
         resync = record.mark is not None and record.mark.resync is not None
         for channel in channels:
@@ -204,6 +209,7 @@ def compare(
         element.version if element else None,
         checks,
         replay,
+        searched=searched,
     )
 
 

@@ -276,6 +276,9 @@ class ElementInKordiam:
     replay: str
     # Not compared: Kordiam could not be asked (down, or refusing the credentials); the rest of the report stands.
     error: str | None = None
+    # Deleted in Kordiam: the channels its next sync searches for its items no delivery records (``FindsItems``: a
+    # create whose answer was lost), whatever they hold.
+    searched: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -333,15 +336,20 @@ class ElementReport:
     @property
     def failing_channels(self) -> list[ElementFailingChannel]:
         """Each channel the worker says fails now, with whether the element goes to it: by the routing of the
-        element Kordiam holds now (``--kordiam``), else by what the store holds (a delivery, parked work)."""
+        element Kordiam holds now (``--kordiam``, Kordiam answering), else by what the store holds (a delivery,
+        parked work)."""
         if self.worker is None:
             return []
         delivered = {d.channel for d in self.deliveries}
         parked = {p.channel for p in self.parked}
-        routed = {c.channel for c in self.kordiam.checks if c.verdict in ROUTED} if self.kordiam else set()
+        # Kordiam answered (found or not): its routing decides. Asked but not answering: what the store holds.
+        compared = self.kordiam is not None and self.kordiam.error is None
+        routed = set()
+        if self.kordiam is not None and compared:
+            routed = {c.channel for c in self.kordiam.checks if c.verdict in ROUTED} | set(self.kordiam.searched)
         found: list[ElementFailingChannel] = []
         for channel, why in self.worker.failing.items():
-            if self.kordiam is not None:
+            if compared:
                 found.append(ElementFailingChannel(channel, why, channel in routed, "kordiam"))
             elif channel in delivered:
                 found.append(ElementFailingChannel(channel, why, True, "deliveries"))

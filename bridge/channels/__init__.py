@@ -30,11 +30,18 @@ __all__ = [
 @dataclass(frozen=True, slots=True)
 class ChannelType:
     """One entry of the registry: the adapter's options model, its factory, and whether its channels are
-    ``element_scoped`` (for a caller that has the channel's settings but builds no channel: ``element --kordiam``)."""
+    ``element_scoped`` and ``finds_items`` (``FindsItems``: searched when an element is deleted in Kordiam), for a
+    caller that has the channel's settings but builds no channel: ``element --kordiam``."""
 
     options: type[BaseModel]
     create: ChannelFactory
     element_scoped: bool = False
+    finds_items: bool = False
+
+    @classmethod
+    def of(cls, options: type[BaseModel], create: ChannelFactory, adapter: type[Channel]) -> ChannelType:
+        """The entry of ``adapter``'s class, which says whether it is element-scoped and finds items."""
+        return cls(options, create, adapter.element_scoped, issubclass(adapter, FindsItems))
 
 
 def channel_types() -> dict[str, ChannelType]:
@@ -43,23 +50,15 @@ def channel_types() -> dict[str, ChannelType]:
     from bridge.channels import folder, kordiam_platform, kordiam_webhook, mailchimp, newsml, wordpress
 
     return {
-        "folder": ChannelType(folder.FolderOptions, folder.create, folder.FolderChannel.element_scoped),
-        "wordpress": ChannelType(
-            wordpress.WordPressOptions, wordpress.create, wordpress.WordPressChannel.element_scoped
+        "folder": ChannelType.of(folder.FolderOptions, folder.create, folder.FolderChannel),
+        "wordpress": ChannelType.of(wordpress.WordPressOptions, wordpress.create, wordpress.WordPressChannel),
+        "newsml": ChannelType.of(newsml.NewsMLOptions, newsml.create, newsml.NewsMLChannel),
+        "mailchimp": ChannelType.of(mailchimp.MailchimpOptions, mailchimp.create, mailchimp.MailchimpChannel),
+        "kordiam-webhook": ChannelType.of(
+            kordiam_webhook.KordiamWebhookOptions, kordiam_webhook.create, kordiam_webhook.KordiamWebhookChannel
         ),
-        "newsml": ChannelType(newsml.NewsMLOptions, newsml.create, newsml.NewsMLChannel.element_scoped),
-        "mailchimp": ChannelType(
-            mailchimp.MailchimpOptions, mailchimp.create, mailchimp.MailchimpChannel.element_scoped
-        ),
-        "kordiam-webhook": ChannelType(
-            kordiam_webhook.KordiamWebhookOptions,
-            kordiam_webhook.create,
-            kordiam_webhook.KordiamWebhookChannel.element_scoped,
-        ),
-        "kordiam-platform": ChannelType(
-            kordiam_platform.KordiamPlatformOptions,
-            kordiam_platform.create,
-            kordiam_platform.KordiamPlatformChannel.element_scoped,
+        "kordiam-platform": ChannelType.of(
+            kordiam_platform.KordiamPlatformOptions, kordiam_platform.create, kordiam_platform.KordiamPlatformChannel
         ),
     }
 

@@ -508,6 +508,20 @@ async def test_with_kordiam_a_withdrawal_or_a_deletion_goes_to_the_channel_that_
     assert deleted.problems[0] == failing_problem("print")
 
 
+async def test_with_kordiam_an_element_deleted_there_goes_to_every_failing_channel_that_searches_for_its_items(
+    store: MemoryStateStore, both_failing: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The next sync of an element deleted in Kordiam searches every channel that finds items (a create whose answer
+    # was lost left one no delivery records), holding a delivery there or not: a failing one parks the element.
+    newsml = ChannelSettings(name="print", type="newsml", platforms=[2], target="file:///tmp/print-newsml")
+    kordiam = kordiam_settings().model_copy(update={"channels": [WEB, newsml]})
+    kordiam_holds(monkeypatch, None)
+    report = await element_report(kordiam, 7, kordiam=True)
+    assert [(f.channel, f.goes) for f in report.failing_channels] == [("web", False), ("print", True)]
+    assert report.problems == [failing_problem("print")]
+    assert json.loads(to_json(report))["kordiam"]["searched"] == ["print"]
+
+
 async def test_a_worker_taking_messages_is_said_of_that_worker_only_not_of_any_other(
     store: MemoryStateStore, both_failing: None
 ) -> None:
