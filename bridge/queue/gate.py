@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+from bridge import redaction
 from bridge.ops import metrics
 
 
@@ -36,11 +37,13 @@ class ReceiveGate:
         return fault in self._reasons
 
     def close(self, fault: str, reason: str) -> bool:
-        """Close the gate for ``fault`` (or update its reason); True if that fault had not closed it yet."""
+        """Close the gate for ``fault`` (or update its reason); True if that fault had not closed it yet. The reason,
+        which may quote an exception's text and which ``/readyz``, ``status`` and ``element`` show, is kept without
+        the process's secrets (``bridge.redaction``)."""
         was_open = fault not in self._reasons
         if not self._reasons:
             self.closed_since = time.time()
-        self._reasons[fault] = reason
+        self._reasons[fault] = redaction.SECRETS.redact(reason)
         self._open.clear()
         metrics.CONSUMER_PAUSED.set(1)
         return was_open

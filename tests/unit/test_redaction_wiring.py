@@ -27,6 +27,7 @@ from bridge.http import HttpRequest, HttpResponse
 from bridge.kordiam.client import KordiamClient
 from bridge.ops.logging import configure_logging
 from bridge.queue.dead_letter import DeadLetterContext, FailureContext, failure_attributes
+from bridge.queue.gate import ReceiveGate
 from bridge.queue.transport import QueueMessage
 from bridge.retry import RetryPolicy
 from tests.support import http_answering
@@ -184,3 +185,11 @@ def test_a_warnings_positional_arguments_leave_out_the_configured_secrets() -> N
         sys.stderr = stderr
         configure_logging("info")
     assert json.loads(stream.getvalue())["event"] == "refused *** after 3 tries"
+
+
+def test_a_pause_reason_which_readyz_status_and_element_show_leaves_out_the_configured_secrets() -> None:
+    # An outage's reason quotes the exception the probe met (the state store's: any text).
+    redaction.SECRETS.remember_secrets("s3cret-value")
+    gate = ReceiveGate()
+    gate.close("state", "the state store cannot serve the worker: OSError: s3cret-value refused")
+    assert gate.reason == "the state store cannot serve the worker: OSError: *** refused"
