@@ -20,6 +20,7 @@ os.environ.setdefault("AWS_DEFAULT_REGION", "eu-central-1")
 os.environ.pop("AWS_PROFILE", None)
 
 from bridge import redaction
+from bridge.ops import metrics
 from bridge.simulator import RunningSimulator, SimulatorSettings
 from tests.support import (
     ChannelLog,
@@ -49,6 +50,16 @@ def _module_loggers_not_cached() -> Iterator[None]:
             for value in list(vars(module).values()):
                 if isinstance(value, BoundLoggerLazyProxy):
                     value.__dict__.pop("bind", None)
+
+
+@pytest.fixture(autouse=True)
+def _no_failing_channels_left() -> Iterator[None]:
+    """A channel a test left refused or with its breaker open must not read as failing on a later test's ops
+    endpoint, which serves the process's one metrics registry (``status`` and ``element`` read failing channels
+    from it)."""
+    yield
+    metrics.CHANNEL_CREDENTIALS_REFUSED.clear()
+    metrics.BREAKER_STATE.clear()
 
 
 @pytest.fixture(autouse=True)

@@ -639,3 +639,25 @@ async def test_kordiam_out_of_reach_is_a_problem_and_the_store_is_still_reported
     text = shown(report)
     assert "In Kordiam now: not known: Kordiam http://127.0.0.1:9: cannot fetch element 7" in text
     assert "In Kordiam now: deleted" not in text
+
+
+async def test_kordiam_out_of_reach_a_failing_channel_the_store_delivered_to_is_still_a_problem(
+    store: MemoryStateStore, both_failing: None
+) -> None:
+    # Kordiam not answering decides no routing: what the store holds does (web delivered, print unknown).
+    now = story(publication(70, 1, **READY))
+    await store.record(delivered(now, "web", 70))
+    kordiam = KordiamCommandSettings(
+        queue={"url": "https://sqs.eu-central-1.amazonaws.com/123456789012/bridge"},
+        state={"url": "sqlite:///state.db"},
+        channels=[WEB.model_dump(), PRINT.model_dump()],
+        kordiam={"base_url": "http://127.0.0.1:9", "client_id": "c", "client_secret": "s3cret-value"},
+    )
+
+    report = await element_report(kordiam, 7, kordiam=True)
+
+    assert [(f.channel, f.goes, f.known_from) for f in report.failing_channels] == [
+        ("web", True, "deliveries"),
+        ("print", None, None),
+    ]
+    assert any(problem.startswith("channel web: failing now (circuit breaker open)") for problem in report.problems)

@@ -610,7 +610,9 @@ async def test_an_element_parked_without_a_call_keeps_the_refusals_reason_withou
     engine = engine_with(kordiam, state, clock, (web, WEB))
     await engine.sync(Notification(1))
     await engine.sync(Notification(2))
-    assert [p.reason for p in await state.parked("web")] == ["channel web: HTTP 401 key *** is not ours"] * 2
+    own = "channel web: HTTP 401 key *** is not ours"
+    kept = f"channel web refuses the bridge's credentials; the last refusal: {own}"
+    assert [p.reason for p in await state.parked("web")] == [own, kept]
 
 
 def test_the_lines_of_a_channel_taking_calls_again_quote_its_failure_without_a_configured_secret(
