@@ -56,7 +56,7 @@ class CircuitBreaker:
         """Raise ``ChannelCircuitOpen`` if the call must not reach the channel now."""
         if self.state == BreakerState.CLOSED:
             return
-        remaining = self.opened_at + self.cooldown - time.monotonic()
+        remaining = self._remaining()
         if self.state == BreakerState.OPEN and remaining <= 0:
             self._set(BreakerState.HALF_OPEN)
         if self.state == BreakerState.HALF_OPEN and not self._probing:
@@ -69,6 +69,17 @@ class CircuitBreaker:
             retry_after=max(1.0, remaining),
             probing=self.state == BreakerState.HALF_OPEN,
         )
+
+    def retry_after(self) -> float | None:
+        """While open, the seconds until it lets a probe through, as an open circuit's ``retry_after`` names them
+        (None: not open). Asked after a call that failed: the failure may have opened it (a failed probe, the
+        ``threshold``-th failure), and the call met no open circuit to say so."""
+        if self.state != BreakerState.OPEN:
+            return None
+        return max(1.0, self._remaining())
+
+    def _remaining(self) -> float:
+        return self.opened_at + self.cooldown - time.monotonic()
 
     def probe_now(self) -> bool:
         """An operator says the channel was fixed (``parked requeue``): an open breaker lets its probe through now

@@ -27,8 +27,9 @@ Each channel is, in this process, ``accepting``, ``refused`` or ``owed``:
   channel; while the channel is down its breaker lets one probe through per cool-down and fails the rest fast,
   and each element that meets the open breaker is parked. The first call that succeeds makes the channel
   ``accepting`` (``channel_recovered``) and requeues every element it has parked. When no message comes, a
-  carrier goes once the cool-down the breaker last named has passed; one that brings no news back (parked again,
-  or accepted, here) holds the next back for a back-off doubling from 1 s to ``max_trial_seconds``.
+  carrier goes once the cool-down the breaker last named has passed (an open circuit's, or, after a call that
+  failed, such as a failed probe, the one the breaker is open for now); one that brings no news back (parked
+  again, or accepted, here) holds the next back for a back-off doubling from 1 s to ``max_trial_seconds``.
 
 At start-up a channel with parked elements starts ``refused``, only suspected, with its first trial due at once:
 the secret may have been fixed by the restart that brought this process up, and one call finds out without every
@@ -104,7 +105,7 @@ class _Owed:
     nothing about the credentials, and when the sweep finds elements another worker parked."""
 
     reason: str
-    # Not before this (the breaker's cool-down, as the last open circuit said) does a carrier go.
+    # Not before this (the breaker's cool-down, as the last open circuit or failed call named it) does a carrier go.
     next_carrier: float
     # A carrier that brings no news (another worker took it and the breaker there let it through, or it was
     # retried by the queue) holds the next one back this long, doubling each time.
@@ -315,11 +316,20 @@ class ChannelParking:
             refusal.carrier_sent_at = None
             log.info("channel_credentials_still_refused", channel=name, next_trial_in=round(refusal.backoff, 1))
 
-    def inconclusive(self, name: str, admission: Admission) -> None:
-        """The call ended without saying whether the credentials work (the target down, the content refused)."""
+    def inconclusive(self, name: str, admission: Admission, *, breaker_open_for: float | None = None) -> None:
+        """The call ended without saying whether the credentials work (the target down, the content refused).
+
+        ``breaker_open_for``: the call failed and the channel's breaker is open for this long now (the call was its
+        probe, or the failure that reached its threshold). No open circuit told the parking so, and a channel that
+        owes parked elements gets its next carrier no sooner: one sent before would only be parked again."""
         refusal = self._refused.get(name)
-        if admission is not Admission.TRIAL or refusal is None:
-            return
+        if admission is Admission.TRIAL and refusal is not None:
+            self._trial_inconclusive(name, refusal)
+        owed = self._owed.get(name)
+        if owed is not None and breaker_open_for is not None:
+            self._breaker_named(owed, breaker_open_for)
+
+    def _trial_inconclusive(self, name: str, refusal: _Refusal) -> None:
         refusal.trial_started = None
         if not refusal.confirmed:
             # Only suspected (at start-up), and the channel answered something else, or is down: no longer held
@@ -353,10 +363,15 @@ class ChannelParking:
             # The breaker's probe is in flight: its outcome is the news; a carrier now would only be parked again.
             owed.next_carrier = max(owed.next_carrier, now + self._first)
             return
-        owed.next_carrier = now + (error.retry_after or self._first)
+        self._breaker_named(owed, error.retry_after or self._first)
+
+    def _breaker_named(self, owed: _Owed, open_for: float) -> None:
+        """The breaker is open for ``open_for`` seconds from now: no carrier goes before."""
+        owed.next_carrier = self._clock() + open_for
         if owed.carrier_sent_at is not None:
-            # A message met the breaker since the carrier went (likely the carrier itself): the breaker's time is
-            # the news, and the requeue task, which planned the next carrier after the back-off, plans again.
+            # A call met the breaker, or failed and opened it, since the carrier went (likely the carrier itself):
+            # the breaker's time is the news, and the requeue task, which planned the next carrier after the
+            # back-off, plans again.
             owed.carrier_sent_at = None
             self.changed.set()
 

@@ -422,7 +422,7 @@ class SyncEngine:
             except Exception as error:
                 if await self._set_aside(route.name, admission, error, element.id, publication.id, None, report):
                     return
-                self.parking.inconclusive(route.name, admission)
+                self._call_failed(route.name, admission)
                 metrics.CHANNEL_ERRORS.labels(route.name, _kind(error)).inc()
                 report.failures.append(Failure(route.name, error))
                 return
@@ -528,7 +528,7 @@ class SyncEngine:
                 ):
                     failed.add(delivery.channel)
                     continue
-                self.parking.inconclusive(delivery.channel, admission)
+                self._call_failed(delivery.channel, admission)
                 metrics.CHANNEL_ERRORS.labels(delivery.channel, _kind(error)).inc()
                 report.failures.append(Failure(delivery.channel, error))
                 failed.add(delivery.channel)
@@ -626,11 +626,18 @@ class SyncEngine:
         except Exception as error:
             if await self._set_aside(name, admission, error, element_id, None, None, report):
                 return
-            self.parking.inconclusive(name, admission)
+            self._call_failed(name, admission)
             metrics.CHANNEL_ERRORS.labels(name, _kind(error)).inc()
             report.failures.append(Failure(name, error))
             return
         self.parking.accepted(name, admission)
+
+    def _call_failed(self, name: str, admission: Admission) -> None:
+        """Tell the parking a call to the channel failed, for a reason of the message's or the channel's: with how
+        long the channel's breaker is open now, as the failure may have opened it (a failed probe)."""
+        channel = self._channels[name]
+        open_for = channel.breaker.retry_after() if isinstance(channel, GuardedChannel) else None
+        self.parking.inconclusive(name, admission, breaker_open_for=open_for)
 
     async def _set_aside(
         self,

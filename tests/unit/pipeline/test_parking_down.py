@@ -155,6 +155,66 @@ async def test_a_down_channel_gets_a_carrier_once_its_breaker_may_probe_and_then
     assert [json.loads(body)["id"] for body in transport.sent] == [1, 2]
 
 
+async def test_a_carrier_whose_probe_fails_holds_the_next_back_for_the_breakers_new_cool_down(
+    kordiam: FakeKordiam, state: MemoryStateStore, clock: ManualClock
+) -> None:
+    # Observed: the carrier's probe failed (`breaker_open cooldown=10.0`) and a second carrier went 1 s later, to
+    # meet the breaker open again and be parked at once: a fetch and a send for nothing, every cool-down.
+    for element_id in (1, 2, 3):
+        kordiam.elements[element_id] = element_body(element_id, publication(element_id * 10, WEB))
+    inner = ScriptedChannel("web")
+    inner.fail = ChannelUnavailable("web: HTTP 503")
+    web = GuardedChannel(inner, breaker_threshold=1, breaker_cooldown=300.0)
+    engine = engine_with(kordiam, state, clock, (web, WEB))  # type: ignore[arg-type]
+    with pytest.raises(SyncFailed):
+        await engine.sync(Notification(1))  # opens the breaker
+    await engine.sync(Notification(2))
+    await engine.sync(Notification(3))
+    assert await parked_ids(state, "web") == [2, 3]
+    transport = FakeTransport([])
+    requeue = ParkedRequeue(engine.parking, state=state, transport=transport, channels=["web"], clock=clock)
+    clock.now += 300.0
+    web.breaker.probe_now()  # its cool-down has passed: the next call is the breaker's probe
+    await requeue.round()
+    assert [json.loads(body)["id"] for body in transport.sent] == [2]
+
+    with pytest.raises(SyncFailed):  # the carrier's probe fails: the breaker opens again for 600 s
+        await engine.sync(Notification(2, carrier=True))
+    assert web.breaker.cooldown == 600.0
+    for step in (1.0, 2.0, 596.0):  # the carrier back-off (1 s, doubling) would have sent one at each
+        clock.now += step
+        await requeue.round()
+    assert len(transport.sent) == 1
+    clock.now += 2.0
+    await requeue.round()
+    assert [json.loads(body)["id"] for body in transport.sent] == [2, 3]  # not sooner than the breaker's time
+
+
+async def test_a_storys_failed_probe_holds_the_carriers_back_for_the_breakers_new_cool_down(
+    kordiam: FakeKordiam, state: MemoryStateStore, clock: ManualClock
+) -> None:
+    for element_id in (1, 2, 3):
+        kordiam.elements[element_id] = element_body(element_id, publication(element_id * 10, WEB))
+    inner = ScriptedChannel("web")
+    inner.fail = ChannelUnavailable("web: HTTP 503")
+    web = GuardedChannel(inner, breaker_threshold=1, breaker_cooldown=300.0)
+    engine = engine_with(kordiam, state, clock, (web, WEB))  # type: ignore[arg-type]
+    with pytest.raises(SyncFailed):
+        await engine.sync(Notification(1))  # opens the breaker
+    await engine.sync(Notification(2))  # parked: a carrier is due once the cool-down (300 s) has passed
+    clock.now += 300.0
+    web.breaker.probe_now()
+    with pytest.raises(SyncFailed):  # a story comes first, and its call is the probe: it fails
+        await engine.sync(Notification(3))
+    transport = FakeTransport([])
+    requeue = ParkedRequeue(engine.parking, state=state, transport=transport, channels=["web"], clock=clock)
+    await requeue.round()
+    assert transport.sent == []  # a carrier now would meet the breaker open again for 600 s
+    clock.now += 601.0
+    await requeue.round()
+    assert [json.loads(body)["id"] for body in transport.sent] == [2]
+
+
 async def test_carriers_that_bring_no_news_back_go_at_a_doubling_back_off(
     state: MemoryStateStore, clock: ManualClock
 ) -> None:
