@@ -315,7 +315,7 @@ def _parser() -> argparse.ArgumentParser:
     _output_options(replay, progress=True)
     replay.set_defaults(command=_replay)
 
-    dlq = commands.add_parser("dlq", help="inspect and redrive the dead-letter queue")
+    dlq = commands.add_parser("dlq", help="inspect, redrive and delete dead letters")
     dlq_commands = dlq.add_subparsers(required=True, metavar="ACTION", parser_class=_Parser)
     dlq_list = dlq_commands.add_parser("list", help="show dead letters with their failure context")
     _config_option(dlq_list)
@@ -342,6 +342,21 @@ def _parser() -> argparse.ArgumentParser:
     )
     _output_options(redrive, progress=True)
     redrive.set_defaults(command=_dlq_redrive)
+    delete = dlq_commands.add_parser(
+        "delete",
+        help="delete dead letters that should never be retried (without --yes: only say which)",
+        description="Deletes exactly the dead letters named, nothing else: each MESSAGE_ID as `dlq show` takes it "
+        "(its id in `dlq list`, or the message_id of its `dead_lettered` line). Without --yes it prints what it would "
+        "delete (id, element, stage, reason) and deletes nothing. Each deletion is logged (dead_letter_deleted). "
+        "Exit code: 0 done, 1 an id not found or not deleted (one line each; the others are still handled), 2 a "
+        "configuration or argument error.",
+    )
+    _config_option(delete)
+    delete.add_argument("message_ids", metavar="MESSAGE_ID", type=_message_id, nargs="+")
+    delete.add_argument("--yes", action="store_true", help="delete them (without it: only say what would be deleted)")
+    delete.add_argument("--scan-limit", type=_count, default=1000, help="look at most at N dead letters")
+    _output_options(delete, progress=True)
+    delete.set_defaults(command=_dlq_delete)
 
     parked = commands.add_parser(
         "parked",
@@ -555,6 +570,26 @@ def _dlq_redrive(args: argparse.Namespace) -> int:
     if result.interrupted:
         return EXIT_INTERRUPTED
     return 0 if result.ok else 1
+
+
+def _dlq_delete(args: argparse.Namespace) -> int:
+    from bridge.admin.dlq_delete import dlq_delete
+    from bridge.admin.rendering import render_dlq_delete
+    from bridge.config import QueueCommandSettings, load_settings
+
+    settings = load_settings(args.config, model=QueueCommandSettings)
+    _log_format(settings.ops)
+    with _progress(args) as progress:
+        result = run_command(
+            lambda _: dlq_delete(
+                settings.queue, args.message_ids, delete=args.yes, scan_limit=args.scan_limit, progress=progress
+            )
+        )
+    _show(args, result, render_dlq_delete)
+    for deletion in result.deletions:
+        if deletion.error is not None:
+            print(f"kordiam-bridge: {' '.join(deletion.error.split())}", file=sys.stderr)
+    return 1 if result.failed else 0
 
 
 def _status_settings(args: argparse.Namespace) -> StatusSettings:

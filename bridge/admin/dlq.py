@@ -1,5 +1,5 @@
 """``kordiam-bridge dlq list`` and ``dlq show``: read the dead-letter queue without consuming it, on any backend
-(``bridge.queue.QueueAdmin.peek``)."""
+(``bridge.queue.QueueAdmin.peek``); the lookup by id ``dlq delete`` shares."""
 
 from __future__ import annotations
 
@@ -59,36 +59,48 @@ async def list_dead_letters(queue: QueueAdmin, *, limit: int, progress: Progress
 async def find_dead_letter(
     queue: QueueAdmin, message_id: str, *, scan_limit: int, progress: ProgressSink | None = None
 ) -> DlqMessage | None:
-    """The dead letter with this id (its dead-letter id or ``failure.source_message_id``); None if not found.
+    """The dead letter with this id (``is_named``); None if not found.
 
     ``AdminError`` when the search stopped at ``scan_limit`` without finding it: the queue holds more than were
     looked at, so "not found" would tell the operator it is gone when it may be further on; so too when a FIFO
-    queue held some back behind those looked at in their message group."""
-
-    def matches(message: DlqMessage) -> bool:
-        source = message.failure.source_message_id if message.failure else None
-        return message_id in (message.message_id, source)
-
+    queue held some back behind those looked at in their message group (``not_found_beyond``)."""
     url, depth, peeked, more = await _look(
         queue,
         limit=scan_limit,
         progress=progress,
         task="searching the dead-letter queue",
-        until=lambda p: matches(to_dlq_message(p)),
+        until=lambda p: is_named(to_dlq_message(p), message_id),
     )
-    found = next((m for m in map(to_dlq_message, peeked) if matches(m)), None)
-    if found is None and more:
-        raise AdminError(
-            f"dead letter {message_id} is not among the first {len(peeked)} looked at, and the dead-letter queue may "
+    found = next((m for m in map(to_dlq_message, peeked) if is_named(m, message_id)), None)
+    if found is None and (beyond := not_found_beyond(message_id, url, depth, len(peeked), more, scan_limit)):
+        raise AdminError(beyond)
+    return found
+
+
+def is_named(message: DlqMessage, message_id: str) -> bool:
+    """Whether ``message_id`` names this dead letter: its own id (``dlq list``), or the id the message had on the
+    main queue (``failure.source_message_id``, the ``message_id`` of its ``dead_lettered`` log line)."""
+    source = message.failure.source_message_id if message.failure else None
+    return message_id in (message.message_id, source)
+
+
+def not_found_beyond(
+    message_id: str, url: str, depth: QueueDepth, looked_at: int, more: bool, scan_limit: int
+) -> str | None:
+    """Why a look that did not find ``message_id`` cannot say it is not there: the dead-letter queue may hold more
+    than the ``looked_at`` seen (the scan limit stopped the look, or a FIFO queue held some back behind them in
+    their message group); None when the look saw the whole queue."""
+    if more:
+        return (
+            f"dead letter {message_id} is not among the first {looked_at} looked at, and the dead-letter queue may "
             f"hold more: raise --scan-limit (now {scan_limit})"
         )
-    held_back = _held_back(url, depth, len(peeked), more) if found is None else 0
+    held_back = _held_back(url, depth, looked_at, more)
     if held_back:
-        raise AdminError(
-            f"dead letter {message_id} is not among the {len(peeked)} looked at, and about {held_back} more "
-            + FIFO_HELD_BACK
+        return f"dead letter {message_id} is not among the {looked_at} looked at, and about {held_back} more " + (
+            FIFO_HELD_BACK
         )
-    return found
+    return None
 
 
 async def dead_letters_of(
@@ -112,16 +124,24 @@ async def _look(
     task: str,
     until: Callable[[PeekedMessage], bool] | None = None,
 ) -> tuple[str, QueueDepth, list[PeekedMessage], bool]:
-    """One look at the dead-letter queue, consuming nothing: its url and depth (read first, and the warning a look
-    there may call for), then up to ``limit`` dead letters (stopping at the first ``until``) and whether it holds
-    more than were looked at."""
+    """One look at the dead-letter queue, consuming nothing (``start_look``), then up to ``limit`` dead letters
+    (stopping at the first ``until``) and whether it holds more than were looked at."""
+    url, depth = await start_look(queue, limit=limit, progress=progress, task=task)
+    peeked, more = await queue.peek(url, limit=limit, until=until, progress=progress)
+    return url, depth, peeked, more
+
+
+async def start_look(
+    queue: QueueAdmin, *, limit: int, progress: ProgressSink | None, task: str
+) -> tuple[str, QueueDepth]:
+    """What every look at the dead-letter queue begins with: its url and depth (read first, and the warning a look
+    there may call for), and the progress bar of a look at up to ``limit`` of them."""
     url = await queue.dead_letter_url()
     depth = await queue.depth(url)
     _warn_if_looks_move_them_on(url, depth)
     if progress is not None and depth.visible is not None:
         progress.start(task, min(limit, depth.visible))
-    peeked, more = await queue.peek(url, limit=limit, until=until, progress=progress)
-    return url, depth, peeked, more
+    return url, depth
 
 
 def to_dlq_message(peeked: PeekedMessage) -> DlqMessage:

@@ -19,6 +19,7 @@ from bridge.admin.results import (
     FIFO_HELD_BACK,
     IN_LINE,
     INTERRUPTED,
+    DlqDeleteResult,
     DlqListing,
     DlqMessage,
     ElementReport,
@@ -190,6 +191,29 @@ def render_dlq_message(message: DlqMessage, console: Console) -> None:
         console.print(Syntax(json.dumps(parsed, indent=2, ensure_ascii=False), "json", word_wrap=True))
     else:
         console.print(Text(message.body), highlight=False)  # as it is: no markup read, none escaped
+
+
+def render_dlq_delete(result: DlqDeleteResult, console: Console) -> None:
+    """One line per dead letter found: deleted, or (a dry run) would be; an id not handled is the command's error
+    line on stderr (``bridge.cli``), not here."""
+    found = [d for d in result.deletions if d.message is not None and d.error is None]
+    for deletion in found:
+        message = deletion.message
+        assert message is not None  # chosen above; the check keeps the type narrow
+        failure = message.failure
+        named = "" if deletion.requested_id == message.message_id else f" (named {deletion.requested_id})"
+        stage = (failure.stage or "-") if failure else "(moved by SQS)"
+        reason = " ".join((failure.reason or "-").split()) if failure else "-"
+        element = str(message.element_id) if message.element_id is not None else "-"
+        done = "would delete" if result.dry_run else "deleted"
+        console.print(
+            Text(f"{done} {message.message_id}{named}: element {element}, stage {stage}, reason {reason}"),
+            soft_wrap=True,
+        )
+    if result.dry_run and found:
+        console.print(
+            f"nothing deleted: give --yes to delete {'this one' if len(found) == 1 else f'these {len(found)}'}"
+        )
 
 
 def render_redrive(result: RedriveResult, console: Console) -> None:

@@ -94,6 +94,31 @@ class DlqListing:
     held_back: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class DlqDeletion:
+    """One id ``dlq delete`` was given: the dead letter it names, and whether it was deleted (never on a dry run);
+    ``error`` says why not when it was not found, or the queue did not delete it (it stays)."""
+
+    requested_id: str
+    message: DlqMessage | None
+    deleted: bool
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DlqDeleteResult:
+    """What ``dlq delete`` found and did, one ``DlqDeletion`` per id given, in order; ``dry_run``: without
+    ``--yes``, it deleted nothing."""
+
+    queue_url: str
+    dry_run: bool
+    deletions: list[DlqDeletion]
+
+    @property
+    def failed(self) -> int:
+        return sum(d.error is not None for d in self.deletions)
+
+
 # The error of an element a replay stopped by Ctrl-C did not send.
 INTERRUPTED = "interrupted (Ctrl-C) before it was sent"
 

@@ -32,6 +32,7 @@ from bridge.queue.dead_letter import REDRIVEN_FROM, is_failure_attribute, redriv
 from bridge.queue.sqs import MAX_ATTRIBUTES, SqsTransport, string_attributes
 from bridge.queue.transport import (
     MAX_BATCH,
+    DeadLetterDeletion,
     MovedMessage,
     OutgoingMessage,
     PeekedMessage,
@@ -234,19 +235,19 @@ class SqsQueueAdmin:
             failed += len(response.get("Failed", []))
         return failed
 
-    async def _delete(self, url: str, receipts: dict[str, str]) -> list[str]:
-        """Delete messages (id → receipt handle); returns the ids that were not deleted."""
+    async def _delete(self, url: str, receipts: dict[str, str]) -> dict[str, str]:
+        """Delete messages (id → receipt handle); returns the ids that were not deleted, each with why."""
         items = list(receipts.items())
-        not_deleted: list[str] = []
+        not_deleted: dict[str, str] = {}
         for chunk in _chunks(items):
             entries = [{"Id": str(i), "ReceiptHandle": handle} for i, (_, handle) in enumerate(chunk)]
             try:
                 response = await self.client.delete_message_batch(QueueUrl=url, Entries=entries)
             except (ClientError, BotoCoreError) as error:
                 log.warning("dlq_delete_failed", queue=url, count=len(chunk), error=error_text(error))
-                not_deleted.extend(message_id for message_id, _ in chunk)
+                not_deleted.update((message_id, error_text(error)) for message_id, _ in chunk)
                 continue
-            not_deleted.extend(chunk[int(f["Id"])][0] for f in response.get("Failed", []))
+            not_deleted.update((chunk[int(f["Id"])][0], _entry_failure(f)) for f in response.get("Failed", []))
         return not_deleted
 
     async def peek(
@@ -259,8 +260,38 @@ class SqsQueueAdmin:
         hold: int = PEEK_HOLD_SECONDS,
     ) -> tuple[list[PeekedMessage], bool]:
         """Every message seen is released before returning, also on errors and cancellation (see ``_release``)."""
+        look = await self._look(url, limit=limit, until=until, progress=progress, hold=hold)
+        return look.seen, look.more
+
+    async def delete_dead_letters(
+        self,
+        *,
+        limit: int,
+        chosen: Callable[[PeekedMessage], bool],
+        until: Callable[[PeekedMessage], bool] | None = None,
+        progress: ProgressSink | None = None,
+    ) -> DeadLetterDeletion:
+        """A peek that deletes the chosen dead letters while it holds them, by the receipt handle of its own receive
+        (an older one may delete nothing); what else it saw, and a chosen one SQS did not delete, is released."""
+        url = await self.dead_letter_url()
+        return await self._look(url, limit=limit, until=until, progress=progress, hold=PEEK_HOLD_SECONDS, chosen=chosen)
+
+    async def _look(
+        self,
+        url: str,
+        *,
+        limit: int,
+        until: Callable[[PeekedMessage], bool] | None,
+        progress: ProgressSink | None,
+        hold: int,
+        chosen: Callable[[PeekedMessage], bool] | None = None,
+    ) -> DeadLetterDeletion:
+        """``peek``, deleting the messages ``chosen`` once the look has ended (not after an error or a cancellation:
+        then none is), before the release."""
         seen: dict[str, PeekedMessage] = {}
         receipts: dict[str, str] = {}
+        to_delete: list[str] = []
+        not_deleted: dict[str, str] = {}
         stale = 0
         stopped_early = False
         held_at = time.monotonic()
@@ -285,6 +316,8 @@ class SqsQueueAdmin:
                     seen[peeked.message.message_id] = peeked
                     if progress is not None:
                         progress.advance()
+                    if chosen is not None and chosen(peeked):
+                        to_delete.append(peeked.message.message_id)
                     if until is not None and until(peeked):
                         stopped_early = True
                         break
@@ -295,9 +328,16 @@ class SqsQueueAdmin:
                     break
             else:
                 stopped_early = True
+            if to_delete:
+                # By the newest receipt handle of each: SQS may ignore an older one and answer success all the same.
+                not_deleted = await self._delete(url, {message_id: receipts[message_id] for message_id in to_delete})
+                for message_id in to_delete:
+                    if message_id not in not_deleted:
+                        del receipts[message_id]
         finally:
             await asyncio.shield(self._release(url, receipts.values()))
-        return list(seen.values()), stopped_early
+        deleted = [message_id for message_id in to_delete if message_id not in not_deleted]
+        return DeadLetterDeletion(list(seen.values()), stopped_early, deleted, not_deleted)
 
     # ------------------------------------------------------------------------------------------- send
 

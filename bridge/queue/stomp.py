@@ -40,7 +40,8 @@ How each outcome is carried out (ActiveMQ Classic and Artemis both speak this):
   read with U+FFFD.
 - Operator commands: the dead-letter queue is read with a queue browser (``browser:true`` until ``browser:end``),
   which delivers nothing; redrive receives one chosen dead letter at a time (a subscription whose selector names its
-  message id), and SENDs the copy and ACKs it in one transaction. A dead letter delivered to a subscription and not
+  message id), and SENDs the copy and ACKs it in one transaction; ``dlq delete`` receives it the same way and ACKs it
+  alone, with a receipt. A dead letter delivered to a subscription and not
   ACKed comes back marked redelivered (one more receive), so the ones a redrive leaves are never delivered to it.
 - Release (shutdown): a released message, and at the close one that waited in the inbox, is copied back to its
   queue with the attempt it had (``bridge-attempt`` and its other headers unchanged) and ACKed, all in one release
@@ -543,15 +544,43 @@ class StompTransport:
         return seen[:limit], len(seen) > limit
 
     async def move_dead_letter(self, message_id: str) -> MovedDeadLetter | None:
-        """Move the dead letter ``message_id`` back to the main queue: receive it alone, then SEND its copy and
-        ACK it in one transaction (``_copy_and_ack``). Returns the copy's ``bridge-send-id``; None when the dead
-        letter did not come within ``RECEIPT_TIMEOUT_SECONDS`` (no longer on the queue: another consumer took it).
+        """Move the dead letter ``message_id`` back to the main queue: receive it alone (``_dead_letter_alone``),
+        then SEND its copy and ACK it in one transaction (``_copy_and_ack``). Returns the copy's ``bridge-send-id``;
+        None when the dead letter did not come (no longer on the queue: another consumer took it).
+
+        Raises when the broker did not commit the move; the dead letter then stays and no copy was queued (this one
+        marked redelivered: it was tried), except after ``CommitUnconfirmed``: moved or not, never both.
+        """
+        async with self._dead_letter_alone(message_id) as frame:
+            if frame is None:
+                return None
+            message = _to_message(frame)
+            send_id = uuid.uuid4().hex
+            headers = redriven_attributes(message) | {SEND_ID_HEADER: send_id}
+            if message.group_id is not None:
+                headers[GROUP_HEADER] = message.group_id
+            await self._copy_and_ack(frame, self._address.destination, _payload(message), headers)
+            return MovedDeadLetter(send_id)
+
+    async def delete_dead_letter(self, message_id: str) -> bool:
+        """Delete the dead letter ``message_id``: receive it alone (``_dead_letter_alone``) and ACK it, returning once
+        the broker confirmed the ACK (``_ack_confirmed``). False when it did not come (no longer on the queue).
+        Raises when the ACK was not confirmed; the dead letter then stays, marked redelivered (it was tried)."""
+        async with self._dead_letter_alone(message_id) as frame:
+            if frame is None:
+                return False
+            await self._ack_confirmed(frame)
+            return True
+
+    @contextlib.asynccontextmanager
+    async def _dead_letter_alone(self, message_id: str) -> AsyncIterator[stompman.AckableMessageFrame | None]:
+        """The dead letter ``message_id`` delivered to a subscription of its own, for as long as the block runs;
+        None when it did not come within ``RECEIPT_TIMEOUT_SECONDS`` (gone: another consumer took it; or the broker
+        did not take the subscription).
 
         The subscription's selector names this one message, so no other dead letter is delivered to it: one
         delivered and not ACKed would come back marked redelivered, a receive counted on a message the operator left
-        alone. Raises when the broker did not commit the move; the dead letter then stays and no copy was queued (this
-        one marked redelivered: it was tried), except after ``CommitUnconfirmed``: moved or not, never both.
-        """
+        alone."""
         frames: asyncio.Queue[stompman.AckableMessageFrame] = asyncio.Queue()
 
         async def on_frame(frame: stompman.AckableMessageFrame) -> None:
@@ -568,20 +597,27 @@ class StompTransport:
             receipt_timeout=None,
         )
         try:
+            frame: stompman.AckableMessageFrame | None
             try:
                 async with asyncio.timeout(RECEIPT_TIMEOUT_SECONDS):
                     frame = await frames.get()
-            except TimeoutError:  # gone (another consumer), or the broker did not take the subscription
-                return None
-            message = _to_message(frame)
-            send_id = uuid.uuid4().hex
-            headers = redriven_attributes(message) | {SEND_ID_HEADER: send_id}
-            if message.group_id is not None:
-                headers[GROUP_HEADER] = message.group_id
-            await self._copy_and_ack(frame, self._address.destination, _payload(message), headers)
-            return MovedDeadLetter(send_id)
+            except TimeoutError:
+                frame = None
+            yield frame
         finally:
             await subscription.unsubscribe()
+
+    async def _ack_confirmed(self, frame: stompman.AckableMessageFrame) -> None:
+        """ACK ``frame`` with a receipt, on the connection it came on; returns once the broker confirmed it. Raises
+        ``DeliveryLost`` when that connection is already lost, ``SendReceiptError`` when the broker refused the ACK,
+        did not answer in time or the connection was lost meanwhile (the message then stays on its queue)."""
+        manager = self._client._connection_manager
+        state = manager._active_connection_state
+        if state is None or not self._delivery_alive(frame):
+            raise DeliveryLost(str(frame.headers.get("message-id", "?")))
+        ack = AckFrame(headers={"id": str(frame.headers["ack"]), "subscription": frame._subscription.id})
+        receipts = self._client._receipts
+        await _receipt(receipts, await _write_expecting_receipt(manager, receipts, state, ack))
 
     # ---- settling --------------------------------------------------------------------------------------------
 

@@ -3,7 +3,9 @@
 ActiveMQ Classic answers no depth query over STOMP: ``depth`` says so, and a queue is counted by browsing it
 (``peek``: a queue browser, which delivers nothing and counts no attempt). Redrive chooses from a browse and moves
 each chosen dead letter on its own: receive it, then SEND its copy and ACK it in one transaction
-(``StompTransport.move_dead_letter``), so a run never leaves a dead letter twice; there is no move task.
+(``StompTransport.move_dead_letter``), so a run never leaves a dead letter twice; there is no move task. Deleting
+dead letters chooses from a browse the same way, and receives and ACKs each chosen one alone
+(``StompTransport.delete_dead_letter``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from bridge.errors import AdminError
 from bridge.queue.stomp import REDRIVE_BROWSE_LIMIT, StompTransport, stomp_error_text
 from bridge.queue.transport import (
     MAX_BATCH,
+    DeadLetterDeletion,
     MovedMessage,
     OutgoingMessage,
     PeekedMessage,
@@ -73,6 +76,38 @@ class StompQueueAdmin:
             if until is not None and until(peeked):
                 return seen, True
         return seen, more
+
+    async def delete_dead_letters(
+        self,
+        *,
+        limit: int,
+        chosen: Callable[[PeekedMessage], bool],
+        until: Callable[[PeekedMessage], bool] | None = None,
+        progress: ProgressSink | None = None,
+    ) -> DeadLetterDeletion:
+        """Chosen from a browse (which delivers nothing), so a dead letter not chosen is never delivered and keeps
+        its receive count; each chosen one is then received alone and ACKed."""
+        to_delete: list[str] = []
+
+        def look(peeked: PeekedMessage) -> bool:
+            if chosen(peeked):
+                to_delete.append(peeked.message.message_id)
+            return until is not None and until(peeked)
+
+        seen, more = await self.peek(self._dlq_url, limit=limit, until=look, progress=progress)
+        deleted: list[str] = []
+        failed: dict[str, str] = {}
+        for message_id in to_delete:
+            try:
+                came = await self.transport.delete_dead_letter(message_id)
+            except Exception as error:  # the ACK not confirmed (refused, no receipt, connection lost): it stays
+                failed[message_id] = f"{type(error).__name__}: {error}"
+                continue
+            if came:
+                deleted.append(message_id)
+            else:
+                failed[message_id] = "it did not come: no longer on the dead-letter queue (another consumer took it?)"
+        return DeadLetterDeletion(seen, more, deleted, failed)
 
     async def _browse(self, url: str, limit: int) -> tuple[list[PeekedMessage], bool]:
         """``StompTransport.browse``; ``AdminError`` when the broker refuses the browser or does not answer."""

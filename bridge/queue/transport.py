@@ -238,6 +238,17 @@ class PeekedMessage:
 
 
 @dataclass(frozen=True, slots=True)
+class DeadLetterDeletion:
+    """What ``QueueAdmin.delete_dead_letters`` did: the dead letters it looked at, whether the dead-letter queue holds
+    more than those, the ids of the chosen ones it deleted, and why each other chosen one was not (it stays)."""
+
+    seen: list[PeekedMessage]
+    more: bool
+    deleted: list[str]
+    failed: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
 class OutgoingMessage:
     """One message to send to the main queue; ``group_id`` is used where the queue keeps an order (SQS FIFO)."""
 
@@ -323,7 +334,7 @@ class RedriveResult:
 
 
 class QueueAdmin(Protocol):
-    """What the operator commands (``replay``, ``dlq list/show/redrive``, ``status``) may ask of a queue and its
+    """What the operator commands (``replay``, ``dlq list/show/redrive/delete``, ``status``) may ask of a queue and its
     dead-letter queue. ``bridge.admin`` reaches a queue only through this.
 
     Lifecycle: ``bridge.queue.open_queue_admin`` (an async context manager) opens one connection for the length of
@@ -333,7 +344,8 @@ class QueueAdmin(Protocol):
     Never losing a message: ``peek`` consumes nothing and counts no attempt where the broker can avoid it (an
     ActiveMQ browser); on SQS it holds what it saw briefly and releases it all before it returns, also on errors
     and cancellation. ``redrive`` removes a dead letter only after the queue confirmed its copy on the main queue;
-    the worst case (a crash between copy and removal) is a duplicate, never a loss.
+    the worst case (a crash between copy and removal) is a duplicate, never a loss. ``delete_dead_letters`` removes
+    only the dead letters its caller chose, one by one, from the dead-letter queue and nowhere else.
 
     Batching: ``send`` takes at most ``MAX_BATCH`` messages and answers one ``SendOutcome`` for each, in order.
     ``peek`` and ``redrive`` batch by themselves.
@@ -373,6 +385,21 @@ class QueueAdmin(Protocol):
     ) -> tuple[list[PeekedMessage], bool]:
         """Up to ``limit`` distinct messages on ``url`` without consuming them, stopping at the first ``until``
         matches; and whether the queue holds more than was returned (limit reached, or stopped at a match)."""
+        ...
+
+    async def delete_dead_letters(
+        self,
+        *,
+        limit: int,
+        chosen: Callable[[PeekedMessage], bool],
+        until: Callable[[PeekedMessage], bool] | None = None,
+        progress: ProgressSink | None = None,
+    ) -> DeadLetterDeletion:
+        """Look at up to ``limit`` dead letters as ``peek`` does (stopping after the first ``until`` matches) and
+        delete those ``chosen`` (asked of each one seen, before ``until``); nothing else is consumed. SQS: each chosen
+        one is deleted by the receipt handle of this look, before everything else it saw is released; ActiveMQ: chosen
+        from a browse, each then received alone (a selector naming its id) and acknowledged. A chosen one that could
+        not be deleted stays, its reason in ``failed``."""
         ...
 
     async def send(self, messages: Sequence[OutgoingMessage]) -> list[SendOutcome]:

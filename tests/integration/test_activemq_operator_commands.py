@@ -1,4 +1,5 @@
-"""``dlq list`` and ``dlq show`` on a real ActiveMQ broker: a queue browser reads the dead letters, consuming none."""
+"""``dlq list``, ``dlq show``, ``dlq redrive`` and ``dlq delete`` on a real ActiveMQ broker: a queue browser reads the
+dead letters, consuming none; redrive and delete receive only the ones they chose."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from stompman.connection import Connection
 from stompman.frames import AckFrame
 
 from bridge.admin.dlq import dlq_list, dlq_show
+from bridge.admin.dlq_delete import dlq_delete
 from bridge.admin.redrive import dlq_redrive
 from bridge.admin.rendering import render_dlq_list, render_dlq_message
 from bridge.admin.status import collect_status, render_status
@@ -180,6 +182,35 @@ async def test_redrive_leaves_what_it_does_not_move_untouched(stomp_queues: tupl
     assert [headers.get("redelivered") for headers, _ in left] == [None, None]
     assert [m.receive_count for m in (await dlq_list(settings)).messages] == [1, 1]
     assert sorted(json.loads(body)["id"] for _, body in await stomp_browse_raw(queue)) == [11, 14]
+
+
+async def test_delete_takes_only_the_named_dead_letters_and_leaves_the_others_undelivered(
+    stomp_queues: tuple[str, str],
+) -> None:
+    queue, dlq = stomp_queues
+    settings = stomp_settings(queue, dlq_url=dlq)
+    poison = await _dead_letter(
+        queue, dlq, "not json", DeadLetterContext("decode", "body is not JSON", "PoisonMessage")
+    )
+    for element in (12, 13):
+        body = json.dumps({"id": element})
+        await _dead_letter(queue, dlq, body, DeadLetterContext("sync", "boom", "X", element))
+    by_element = {m.element_id: m for m in (await dlq_list(settings)).messages}
+
+    dry_run = await dlq_delete(settings, [poison, by_element[13].message_id], delete=False)
+    assert [(d.deleted, d.error) for d in dry_run.deletions] == [(False, None), (False, None)]
+    assert len(await stomp_browse_raw(dlq)) == 3
+
+    done = await dlq_delete(settings, [poison, "ID:no-such-message", by_element[13].message_id], delete=True)
+    assert [(d.deleted, d.error) for d in done.deletions] == [
+        (True, None),
+        (False, "no dead letter ID:no-such-message found"),
+        (True, None),
+    ]
+    left = await stomp_browse_raw(dlq)
+    assert [json.loads(body)["id"] for _, body in left] == [12]
+    assert [headers.get("redelivered") for headers, _ in left] == [None]  # never delivered to the deletion
+    assert await stomp_browse_raw(queue) == []  # nothing went anywhere else
 
 
 async def test_a_redrive_whose_connection_is_lost_before_the_ack_leaves_no_copy(

@@ -21,10 +21,17 @@ from botocore.exceptions import ClientError
 from rich.console import Console
 
 from bridge.admin.dlq import dlq_list, dlq_show
+from bridge.admin.dlq_delete import delete_dead_letters, dlq_delete
 from bridge.admin.parked import parked_list, parked_requeue
 from bridge.admin.progress import NoProgress, progress_bar
 from bridge.admin.redrive import dlq_redrive, redrive_request
-from bridge.admin.rendering import render_dlq_list, render_dlq_message, render_redrive, render_replay
+from bridge.admin.rendering import (
+    render_dlq_delete,
+    render_dlq_list,
+    render_dlq_message,
+    render_redrive,
+    render_replay,
+)
 from bridge.admin.replay import replay
 from bridge.admin.results import RedriveResult, to_json
 from bridge.admin.status import collect_status, render_status
@@ -467,6 +474,92 @@ async def test_dlq_show_that_stopped_at_its_scan_limit_says_so_rather_than_not_f
     )
     _, err = await asyncio.wait_for(done.communicate(), 60)
     assert done.returncode == 1 and err.decode().strip() == "kordiam-bridge: no dead letter no-such-message found"
+
+
+async def test_dlq_delete_deletes_exactly_the_named_dead_letters_and_releases_the_rest_at_once(
+    settings: Settings, transport: SqsTransport, sqs_endpoint: SqsEndpoint, queues: tuple[str, str]
+) -> None:
+    for element_id in range(1, 13):  # more than one receive's worth: the search pages
+        await dead_letter(transport, element_id)
+    poison_source = await dead_letter(transport, None, stage="decode", reason="body is not JSON", body="not json")
+    by_element = {m.element_id: m for m in (await dlq_list(settings.queue, limit=50)).messages}
+    named = [by_element[12].message_id, poison_source]  # its id in `dlq list`; the id of its `dead_lettered` line
+
+    dry_run = await dlq_delete(settings.queue, named, delete=False)
+    assert dry_run.dry_run and [d.error for d in dry_run.deletions] == [None, None]
+    assert not any(d.deleted for d in dry_run.deletions)
+    assert "would delete" in rendered(render_dlq_delete, dry_run) and visible(sqs_endpoint.url, queues[1]) == 13
+
+    result = await dlq_delete(settings.queue, named, delete=True)
+    assert [(d.deleted, d.error) for d in result.deletions] == [(True, None), (True, None)]
+    assert (
+        result.deletions[1].message is not None
+        and result.deletions[1].message.message_id == by_element[None].message_id
+    )
+    # The rest are visible again at once (released, not left to their hold), and only the two named are gone.
+    assert visible(sqs_endpoint.url, queues[1]) == 11
+    left = (await dlq_list(settings.queue, limit=50)).messages
+    assert sorted(m.element_id for m in left) == list(range(1, 12))  # type: ignore[type-var]
+
+
+async def test_dlq_delete_on_the_command_line_reports_an_unknown_id_and_still_deletes_the_others(
+    transport: SqsTransport, sqs_endpoint: SqsEndpoint, queues: tuple[str, str], tmp_path: Path
+) -> None:
+    source = await dead_letter(transport, 21, stage="decode", reason="unknown event 'exploded'")
+    await dead_letter(transport, 22)
+    path = config_file(sqs_endpoint, queues, tmp_path)
+
+    async def delete(*argv: str) -> tuple[int | None, str, str]:
+        done = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "bridge", "dlq", "delete", *argv, "--config", str(path)),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(done.communicate(), 60)
+        return done.returncode, out.decode(), err.decode()
+
+    code, out, err = await delete(source, "no-such-message")
+    assert code == 1 and visible(sqs_endpoint.url, queues[1]) == 2
+    assert out.splitlines()[0].startswith("would delete ") and f"(named {source}): element 21, stage decode" in out
+    assert err.strip().splitlines()[-1] == "kordiam-bridge: no dead letter no-such-message found"
+
+    code, out, err = await delete("no-such-message", source, "--yes")
+    assert code == 1 and visible(sqs_endpoint.url, queues[1]) == 1
+    assert len(out.splitlines()) == 1 and out.startswith("deleted ") and "reason unknown event 'exploded'" in out
+    lines = err.strip().splitlines()
+    assert lines[-1] == "kordiam-bridge: no dead letter no-such-message found"
+    logged = [json.loads(line) for line in lines if line.startswith("{")]
+    [record] = [line for line in logged if line["event"] == "dead_letter_deleted"]
+    assert (record["element_id"], record["reason"], record["stage"]) == (21, "unknown event 'exploded'", "decode")
+    assert record["message_id"] in out
+
+
+async def test_dlq_delete_warns_as_dlq_show_does_and_a_refused_delete_leaves_the_dead_letter_released(
+    settings: Settings,
+    transport: SqsTransport,
+    sqs_endpoint: SqsEndpoint,
+    queues: tuple[str, str],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    client = sqs_client(sqs_endpoint.url)
+    beyond = client.create_queue(QueueName=f"beyond-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+    beyond_arn = client.get_queue_attributes(QueueUrl=beyond, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    policy = json.dumps({"deadLetterTargetArn": beyond_arn, "maxReceiveCount": "5"})
+    client.set_queue_attributes(QueueUrl=queues[1], Attributes={"RedrivePolicy": policy})
+    configure_logging("info")
+    first = await dead_letter(transport, 31)
+    await dead_letter(transport, 32)
+    flaky = FlakyClient(transport._client)
+    flaky.fail_deletes = True
+    transport._client = flaky
+
+    result = await delete_dead_letters(SqsQueueAdmin(transport), [first], delete=True, scan_limit=10)
+    [deletion] = result.deletions
+    assert not deletion.deleted and deletion.error is not None and "not deleted: ServiceUnavailable" in deletion.error
+    assert visible(sqs_endpoint.url, queues[1]) == 2  # both released at once, the refused one too
+    logged = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
+    assert [w["queue"] for w in logged if w["event"] == "dead_letter_queue_has_redrive_policy"] == [queues[1]]
+    assert not [line for line in logged if line["event"] == "dead_letter_deleted"]
 
 
 async def test_a_fifo_dead_letter_queue_with_more_than_ten_in_one_group_says_the_listing_is_partial(

@@ -13,11 +13,13 @@ from rich.console import Console
 
 from bridge import redaction
 from bridge.admin.dlq import element_of, find_dead_letter, list_dead_letters, to_dlq_message
+from bridge.admin.dlq_delete import delete_dead_letters
 from bridge.admin.redrive import redrive_request
-from bridge.admin.rendering import render_dlq_list, render_dlq_message
-from bridge.admin.results import DlqListing, to_json
+from bridge.admin.rendering import render_dlq_delete, render_dlq_list, render_dlq_message
+from bridge.admin.results import DlqDeleteResult, DlqListing, to_json
 from bridge.queue.dead_letter import DeadLetterContext, failure_attributes
 from bridge.queue.transport import (
+    DeadLetterDeletion,
     OutgoingMessage,
     PeekedMessage,
     ProgressSink,
@@ -42,9 +44,11 @@ def dead_letter(message_id: str, body: str, sent_at: float, context: DeadLetterC
 class ListedQueue:
     """A ``QueueAdmin`` whose dead-letter queue holds ``letters``; ``depth`` None: the broker gives no depth."""
 
-    def __init__(self, letters: list[PeekedMessage], depth: QueueDepth) -> None:
+    def __init__(self, letters: list[PeekedMessage], depth: QueueDepth, *, refuse_deletes: Sequence[str] = ()) -> None:
         self.letters = letters
         self._depth = depth
+        self.refuse_deletes = set(refuse_deletes)
+        self.deleted: list[str] = []
 
     @property
     def url(self) -> str:
@@ -70,6 +74,30 @@ class ListedQueue:
             if until is not None and until(letter):
                 return seen, True
         return seen, len(self.letters) > limit
+
+    async def delete_dead_letters(
+        self,
+        *,
+        limit: int,
+        chosen: Callable[[PeekedMessage], bool],
+        until: Callable[[PeekedMessage], bool] | None = None,
+        progress: ProgressSink | None = None,
+    ) -> DeadLetterDeletion:
+        seen: list[PeekedMessage] = []
+        picked: list[str] = []
+        more = len(self.letters) > limit
+        for letter in self.letters[:limit]:
+            seen.append(letter)
+            if chosen(letter):
+                picked.append(letter.message.message_id)
+            if until is not None and until(letter):
+                more = True
+                break
+        failed = {message_id: "refused" for message_id in picked if message_id in self.refuse_deletes}
+        deleted = [message_id for message_id in picked if message_id not in failed]
+        self.deleted.extend(deleted)
+        self.letters = [letter for letter in self.letters if letter.message.message_id not in deleted]
+        return DeadLetterDeletion(seen, more, deleted, failed)
 
     async def send(self, messages: Sequence[OutgoingMessage]) -> list[SendOutcome]:
         raise AssertionError("not sent by these commands")
@@ -167,3 +195,90 @@ def test_an_older_dead_letters_reason_is_shown_without_the_configured_secrets_in
     render_dlq_message(message, console)
     assert "refused ***" in console.export_text() and "s3cret-value" not in console.export_text()
     assert "s3cret-value" not in to_json(message)
+
+
+# --------------------------------------------------------------------------------------------------- dlq delete
+
+
+async def test_delete_without_yes_names_what_it_would_delete_and_deletes_nothing() -> None:
+    queue = ListedQueue(list(LETTERS), QueueDepth(visible=3, in_flight=0, delayed=0))
+    result = await delete_dead_letters(queue, ["d-1", "source-d-3"], delete=False, scan_limit=10)
+    assert queue.deleted == [] and len(queue.letters) == 3 and result.dry_run
+    assert [(d.requested_id, d.message and d.message.message_id, d.deleted, d.error) for d in result.deletions] == [
+        ("d-1", "d-1", False, None),
+        ("source-d-3", "d-3", False, None),  # the original message's id, as `dlq show` takes it
+    ]
+    assert _delete_lines(result) == [
+        "would delete d-1: element -, stage decode, reason body is not JSON",
+        "would delete d-3 (named source-d-3): element 13, stage sync, reason refused",
+        "nothing deleted: give --yes to delete these 2",
+    ]
+
+
+async def test_delete_with_yes_deletes_exactly_the_named_dead_letters_and_logs_each(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from bridge.ops.logging import configure_logging
+
+    configure_logging("info")
+    queue = ListedQueue(list(LETTERS), QueueDepth(visible=3, in_flight=0, delayed=0))
+    result = await delete_dead_letters(queue, ["d-2", "source-d-1"], delete=True, scan_limit=10)
+    assert queue.deleted == ["d-2", "d-1"] and [p.message.message_id for p in queue.letters] == ["d-3"]
+    assert [(d.requested_id, d.deleted, d.error) for d in result.deletions] == [
+        ("d-2", True, None),
+        ("source-d-1", True, None),
+    ]
+    assert _delete_lines(result) == [
+        "deleted d-2: element 12, stage (moved by SQS), reason -",
+        "deleted d-1 (named source-d-1): element -, stage decode, reason body is not JSON",
+    ]
+    logged = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
+    deleted = [line for line in logged if line["event"] == "dead_letter_deleted"]
+    assert [(line["message_id"], line["element_id"], line["reason"]) for line in deleted] == [
+        ("d-2", 12, None),
+        ("d-1", None, "body is not JSON"),
+    ]
+    assert deleted[1]["stage"] == "decode" and deleted[1]["queue"] == DLQ
+
+
+async def test_an_id_not_found_is_an_error_naming_it_and_the_others_are_still_deleted() -> None:
+    queue = ListedQueue(list(LETTERS), QueueDepth(visible=3, in_flight=0, delayed=0))
+    result = await delete_dead_letters(queue, ["nowhere", "d-3"], delete=True, scan_limit=10)
+    assert queue.deleted == ["d-3"] and result.failed == 1
+    assert [(d.requested_id, d.deleted, d.error) for d in result.deletions] == [
+        ("nowhere", False, "no dead letter nowhere found"),
+        ("d-3", True, None),
+    ]
+
+
+async def test_an_id_beyond_the_scan_limit_is_not_called_gone() -> None:
+    # As `dlq show`: "not found" after looking at 2 of 3 would tell the operator it is gone when it may be there.
+    queue = ListedQueue(list(LETTERS), QueueDepth(visible=3, in_flight=0, delayed=0))
+    result = await delete_dead_letters(queue, ["d-2", "d-3"], delete=True, scan_limit=2)
+    assert queue.deleted == ["d-2"]
+    (error,) = [d.error for d in result.deletions if d.error is not None]
+    assert "d-3 is not among the first 2 looked at" in error and "--scan-limit (now 2)" in error
+
+
+async def test_a_delete_the_queue_refused_is_reported_and_the_dead_letter_stays() -> None:
+    queue = ListedQueue(list(LETTERS), QueueDepth(visible=3, in_flight=0, delayed=0), refuse_deletes=["d-1"])
+    result = await delete_dead_letters(queue, ["d-1", "d-2"], delete=True, scan_limit=10)
+    assert queue.deleted == ["d-2"] and "d-1" in [p.message.message_id for p in queue.letters]
+    assert [(d.requested_id, d.deleted, d.error) for d in result.deletions] == [
+        ("d-1", False, "dead letter d-1 not deleted: refused"),
+        ("d-2", True, None),
+    ]
+
+
+async def test_an_id_given_twice_deletes_its_dead_letter_once() -> None:
+    queue = ListedQueue(list(LETTERS), QueueDepth(visible=3, in_flight=0, delayed=0))
+    result = await delete_dead_letters(queue, ["d-1", "d-1", "source-d-1"], delete=True, scan_limit=10)
+    assert queue.deleted == ["d-1"]
+    assert [(d.requested_id, d.deleted) for d in result.deletions] == [("d-1", True), ("source-d-1", True)]
+
+
+def _delete_lines(result: DlqDeleteResult) -> list[str]:
+    """What ``dlq delete`` prints on stdout."""
+    out = io.StringIO()
+    render_dlq_delete(result, Console(file=out, width=300))
+    return out.getvalue().splitlines()

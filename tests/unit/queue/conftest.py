@@ -23,3 +23,14 @@ def stomp_copy_then_ack(monkeypatch: pytest.MonkeyPatch) -> None:
         await frame.ack()
 
     monkeypatch.setattr(StompTransport, "_copy_and_ack", copy_then_ack)
+
+
+@pytest.fixture
+def stomp_plain_ack(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``StompTransport._ack_confirmed`` on a fake stompman client: the frame's ACK (the receipt the real one waits
+    for is in the integration tests, on a real broker)."""
+
+    async def ack(transport: StompTransport, frame: Any) -> None:
+        await frame.ack()
+
+    monkeypatch.setattr(StompTransport, "_ack_confirmed", ack)

@@ -22,7 +22,7 @@ from bridge.queue.stomp_admin import StompQueueAdmin
 from bridge.queue.transport import NoProgress, RedriveResult
 from tests.support import stomp_settings
 
-pytestmark = pytest.mark.usefixtures("stomp_copy_then_ack")
+pytestmark = pytest.mark.usefixtures("stomp_copy_then_ack", "stomp_plain_ack")
 
 MAIN, DLQ = "/queue/kordiam", "/queue/kordiam-dlq"
 Handler = Callable[[Any], Coroutine[Any, Any, Any]]
@@ -216,3 +216,39 @@ async def test_a_browsed_dead_letter_comes_with_the_brokers_headers_not_the_brow
     assert not more and peeked.message.attributes == {"failure.stage": "sync", "failure.element_id": "1"}
     assert peeked.broker_attributes == {"message-id": first, "destination": DLQ}  # no subscription id
     assert peeked.broker_attributes_title == "Broker headers"
+
+
+async def test_delete_takes_only_the_chosen_dead_letters_and_delivers_no_other() -> None:
+    broker = Broker()
+    first, second, third = dead_letters(broker, 1, 2, 3)
+    transport = StompTransport(stomp_settings(f"stomp://127.0.0.1:61613{MAIN}"), broker)  # type: ignore[arg-type]
+    deletion = await StompQueueAdmin(transport).delete_dead_letters(
+        limit=10, chosen=lambda p: p.message.message_id in (first, third)
+    )
+    assert (deletion.deleted, deletion.failed, deletion.more) == ([first, third], {}, False)
+    assert [p.message.message_id for p in deletion.seen] == [first, second, third]
+    assert broker.bodies(DLQ) == ['{"id": 2}'] and broker.redelivered() == [] and broker.bodies(MAIN) == []
+
+
+async def test_delete_stops_looking_at_until_and_reports_one_another_consumer_took(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    broker = Broker()
+    first, second, _ = dead_letters(broker, 1, 2, 3)
+    browse = StompTransport.browse
+
+    async def browse_then_lose_one(self: StompTransport, url: str, *, limit: int) -> Any:
+        seen = await browse(self, url, limit=limit)
+        broker.acked(DLQ, first)  # taken by someone else between the browse and its deletion
+        return seen
+
+    monkeypatch.setattr(StompTransport, "browse", browse_then_lose_one)
+    monkeypatch.setattr(stomp, "RECEIPT_TIMEOUT_SECONDS", 0.01)  # the fake delivers at once or never
+    transport = StompTransport(stomp_settings(f"stomp://127.0.0.1:61613{MAIN}"), broker)  # type: ignore[arg-type]
+    chosen = {first, second}
+    deletion = await StompQueueAdmin(transport).delete_dead_letters(
+        limit=10, chosen=lambda p: p.message.message_id in chosen, until=lambda p: p.message.message_id == second
+    )
+    assert deletion.deleted == [second] and deletion.more and len(deletion.seen) == 2
+    assert "no longer on the dead-letter queue" in deletion.failed[first]
+    assert broker.bodies(DLQ) == ['{"id": 3}'] and broker.redelivered() == []

@@ -1,0 +1,91 @@
+"""``kordiam-bridge dlq delete``: drop the named dead letters that should never be retried (a malformed
+notification: redriving it only fails again), on any backend (``bridge.queue.QueueAdmin.delete_dead_letters``).
+
+The ids are those ``dlq show`` takes, looked up the same way (``bridge.admin.dlq``); each deletion is logged
+(``dead_letter_deleted``), so the record of what happened survives the message."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import structlog
+
+from bridge.admin.dlq import is_named, not_found_beyond, start_look, to_dlq_message
+from bridge.admin.progress import ProgressSink
+from bridge.admin.results import DlqDeleteResult, DlqDeletion, DlqMessage
+from bridge.config import QueueSettings
+from bridge.queue import QueueAdmin, open_queue_admin
+from bridge.queue.transport import PeekedMessage
+
+log = structlog.get_logger("bridge.admin")
+
+
+async def dlq_delete(
+    settings: QueueSettings,
+    message_ids: Sequence[str],
+    *,
+    delete: bool,
+    scan_limit: int = 1000,
+    progress: ProgressSink | None = None,
+) -> DlqDeleteResult:
+    async with open_queue_admin(settings) as queue:
+        return await delete_dead_letters(queue, message_ids, delete=delete, scan_limit=scan_limit, progress=progress)
+
+
+async def delete_dead_letters(
+    queue: QueueAdmin,
+    message_ids: Sequence[str],
+    *,
+    delete: bool,
+    scan_limit: int,
+    progress: ProgressSink | None = None,
+) -> DlqDeleteResult:
+    """Find the dead letter each of ``message_ids`` names among the first ``scan_limit`` (the first one found, as
+    ``dlq show`` shows it) and, with ``delete``, delete those and nothing else; without, delete nothing. An id
+    found nowhere, or beyond what was looked at (``not_found_beyond``), is reported in its ``DlqDeletion``."""
+    wanted = list(dict.fromkeys(message_ids))
+    found: dict[str, DlqMessage] = {}
+
+    def choose(peeked: PeekedMessage) -> bool:
+        message = to_dlq_message(peeked)
+        named = [message_id for message_id in wanted if message_id not in found and is_named(message, message_id)]
+        found.update((message_id, message) for message_id in named)
+        return bool(named)
+
+    def all_found(_: PeekedMessage) -> bool:
+        return len(found) == len(wanted)
+
+    task = "deleting dead letters" if delete else "searching the dead-letter queue"
+    url, depth = await start_look(queue, limit=scan_limit, progress=progress, task=task)
+    if delete:
+        outcome = await queue.delete_dead_letters(limit=scan_limit, chosen=choose, until=all_found, progress=progress)
+        seen, more, deleted, failed = outcome.seen, outcome.more, set(outcome.deleted), outcome.failed
+    else:
+        # A dead letter chosen is the last one found only if it makes them all found: then the look stops.
+        seen, more = await queue.peek(
+            url, limit=scan_limit, until=lambda p: choose(p) and all_found(p), progress=progress
+        )
+        deleted, failed = set(), {}
+    deletions: list[DlqDeletion] = []
+    for message_id in wanted:
+        message = found.get(message_id)
+        if message is None:
+            beyond = not_found_beyond(message_id, url, depth, len(seen), more, scan_limit)
+            deletions.append(DlqDeletion(message_id, None, False, beyond or f"no dead letter {message_id} found"))
+        elif message.message_id in failed:
+            reason = failed[message.message_id]
+            deletions.append(
+                DlqDeletion(message_id, message, False, f"dead letter {message.message_id} not deleted: {reason}")
+            )
+        else:
+            deletions.append(DlqDeletion(message_id, message, message.message_id in deleted))
+    for message in {m.message_id: m for m in found.values() if m.message_id in deleted}.values():
+        log.info(
+            "dead_letter_deleted",
+            queue=url,
+            message_id=message.message_id,
+            element_id=message.element_id,
+            stage=message.failure.stage if message.failure else None,
+            reason=message.failure.reason if message.failure else None,
+        )
+    return DlqDeleteResult(url, not delete, deletions)
