@@ -8,6 +8,8 @@
   copy on the main queue; a failed copy stays in the dead-letter queue and is released at the end of the run. The
   worst case (a crash between the copy and the delete) is a duplicate, which the worker handles idempotently.
   Without a limit or a filter, SQS's own ``StartMessageMoveTask`` does the move where the endpoint has it.
+- **Deleting dead letters deletes only the chosen ones** (``delete_dead_letters``): a peek that deletes each chosen
+  one by the receipt handle of its own receive while it still holds it, then releases the rest as a peek does.
 
 Why one module of about 600 lines: the manual redrive (``_ManualRedrive``: receive, copy, delete, release) works
 on the receive, delete and release calls of ``SqsQueueAdmin`` that the peek uses too, and falls back from the move
