@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bridge.admin.dlq import dead_letters_of
-from bridge.admin.parked import open_store
+from bridge.admin.parked import open_store, stored_reason
 from bridge.admin.progress import ProgressSink
 from bridge.admin.results import (
     DELETED_IN_KORDIAM,
@@ -141,7 +141,7 @@ async def parked_for(store: StateStore, settings: StatusSettings, element_id: in
         if page and page[0].element_id == element_id:
             item = page[0]
             age = max(0.0, (now - item.since).total_seconds())
-            found.append(ElementParked(name, item.since, age, item.reason, name in configured))
+            found.append(ElementParked(name, item.since, age, stored_reason(item), name in configured))
     return found
 
 

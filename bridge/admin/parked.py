@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 
 import structlog
 
+from bridge import redaction
 from bridge.admin.progress import NoProgress, ProgressSink
 from bridge.admin.results import (
     INTERRUPTED,
@@ -130,11 +131,17 @@ async def list_parked(
         page = await store.parked(name, limit=room) if room > 0 else []
         for parked in page:
             age = max(0.0, (now - parked.since).total_seconds())
-            shown.append(ParkedElement(parked.element_id, name, parked.since, age, parked.reason))
+            shown.append(ParkedElement(parked.element_id, name, parked.since, age, stored_reason(parked)))
         # An element parked between the count and the page is counted as shown.
         if count := max(count, len(page)):
             counts[name] = count
     return ParkedListing(state_url, list(channels), shown, sum(counts.values()), list(unconfigured), counts)
+
+
+def stored_reason(parked: Parked) -> str:
+    """A parked element's reason as the store holds it, without the process's secrets (``bridge.redaction``): it
+    was redacted when written, but perhaps by an older bridge, or before the secret it quotes was configured."""
+    return redaction.SECRETS.redact(parked.reason)
 
 
 async def requeue_parked(
