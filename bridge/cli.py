@@ -21,7 +21,7 @@ from bridge.signals import two_steps
 
 if TYPE_CHECKING:
     from bridge.admin.progress import ProgressSink
-    from bridge.config import OpsSettings, StatusSettings
+    from bridge.config import OpsSettings, QueueCommandSettings, StatusSettings
 
 EXIT_CONFIG = 2
 EXIT_INTERRUPTED = 130
@@ -491,13 +491,21 @@ def _progress(args: argparse.Namespace, console: Console | None = None) -> Itera
             yield progress
 
 
+def _queue_command_settings(args: argparse.Namespace) -> QueueCommandSettings:
+    from bridge.channels import channel_options_model
+    from bridge.config import QueueCommandSettings, load_settings
+
+    # Only [queue] and [ops] are validated; every other section's secrets are remembered, to leave them out of a
+    # dead letter's reason.
+    return load_settings(args.config, model=QueueCommandSettings, channel_options_model=channel_options_model)
+
+
 def _replay(args: argparse.Namespace) -> int:
     from bridge.admin.rendering import render_replay
     from bridge.admin.replay import replay
     from bridge.admin.results import INTERRUPTED
-    from bridge.config import QueueCommandSettings, load_settings
 
-    settings = load_settings(args.config, model=QueueCommandSettings)
+    settings = _queue_command_settings(args)
     _log_format(settings.ops)
     with _progress(args) as progress:
         result = run_command(
@@ -513,9 +521,8 @@ def _replay(args: argparse.Namespace) -> int:
 def _dlq_list(args: argparse.Namespace) -> int:
     from bridge.admin.dlq import dlq_list
     from bridge.admin.rendering import render_dlq_list
-    from bridge.config import QueueCommandSettings, load_settings
 
-    settings = load_settings(args.config, model=QueueCommandSettings)
+    settings = _queue_command_settings(args)
     _log_format(settings.ops)
     _show(args, run_command(lambda _: dlq_list(settings.queue, limit=args.limit)), render_dlq_list)
     return 0
@@ -524,9 +531,8 @@ def _dlq_list(args: argparse.Namespace) -> int:
 def _dlq_show(args: argparse.Namespace) -> int:
     from bridge.admin.dlq import dlq_show
     from bridge.admin.rendering import render_dlq_message
-    from bridge.config import QueueCommandSettings, load_settings
 
-    settings = load_settings(args.config, model=QueueCommandSettings)
+    settings = _queue_command_settings(args)
     _log_format(settings.ops)
     found = run_command(lambda _: dlq_show(settings.queue, args.message_id, scan_limit=args.scan_limit))
     if found is None:
@@ -539,7 +545,6 @@ def _dlq_show(args: argparse.Namespace) -> int:
 def _dlq_redrive(args: argparse.Namespace) -> int:
     from bridge.admin.redrive import dlq_redrive
     from bridge.admin.rendering import render_redrive
-    from bridge.config import QueueCommandSettings, load_settings
 
     if args.native and (args.limit is not None or args.elements):
         print(
@@ -548,7 +553,7 @@ def _dlq_redrive(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_CONFIG
-    settings = load_settings(args.config, model=QueueCommandSettings)
+    settings = _queue_command_settings(args)
     _log_format(settings.ops)
     try:
         with _progress(args) as progress:
@@ -575,9 +580,8 @@ def _dlq_redrive(args: argparse.Namespace) -> int:
 def _dlq_delete(args: argparse.Namespace) -> int:
     from bridge.admin.dlq_delete import dlq_delete
     from bridge.admin.rendering import render_dlq_delete
-    from bridge.config import QueueCommandSettings, load_settings
 
-    settings = load_settings(args.config, model=QueueCommandSettings)
+    settings = _queue_command_settings(args)
     _log_format(settings.ops)
     with _progress(args) as progress:
         result = run_command(
@@ -593,7 +597,7 @@ def _dlq_delete(args: argparse.Namespace) -> int:
 
 
 def _status_settings(args: argparse.Namespace) -> StatusSettings:
-    from bridge.channels import channel_problems
+    from bridge.channels import channel_options_model, channel_problems
     from bridge.config import StatusSettings, load_settings
 
     return load_settings(
@@ -601,6 +605,7 @@ def _status_settings(args: argparse.Namespace) -> StatusSettings:
         model=StatusSettings,
         # these commands never call a channel: the table's shape is checked, its secrets are not needed.
         check_channel=lambda channel, index: channel_problems(channel, index, secrets=False),
+        channel_options_model=channel_options_model,
     )
 
 
@@ -655,7 +660,7 @@ def _status(args: argparse.Namespace) -> int:
 def _element(args: argparse.Namespace) -> int:
     from bridge.admin.element import DEFAULT_SCAN_LIMIT, element_report
     from bridge.admin.rendering import render_element
-    from bridge.channels import channel_problems
+    from bridge.channels import channel_options_model, channel_problems
     from bridge.config import KordiamCommandSettings, StatusSettings, load_settings
 
     if args.scan_limit is not None and not args.dlq:
@@ -668,6 +673,7 @@ def _element(args: argparse.Namespace) -> int:
         # --kordiam fetches the element: it needs [kordiam] and its secret; the channels' secrets are never needed.
         model=KordiamCommandSettings if args.kordiam else StatusSettings,
         check_channel=lambda channel, index: channel_problems(channel, index, secrets=False),
+        channel_options_model=channel_options_model,
     )
     _log_format(settings.ops)
     report = run_command(

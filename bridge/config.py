@@ -921,6 +921,9 @@ class Problem:
 # Checks the adapter's own keys of one channel (``bridge.channels.channel_problems``; passed in, since the
 # channel registry sits above the configuration).
 ChannelCheck = Callable[["ChannelSettings", int], list[Problem]]
+# The adapter's options model of a channel ``type`` (None: no such type), for the secrets of channels a command
+# does not validate (``bridge.channels.channel_options_model``; passed in for the same reason).
+ChannelOptionsModel = Callable[[str], type[BaseModel] | None]
 
 
 @overload
@@ -929,6 +932,7 @@ def load_settings(
     *,
     overrides: dict[str, Any] | None = None,
     check_channel: ChannelCheck | None = None,
+    channel_options_model: ChannelOptionsModel | None = None,
 ) -> Settings: ...
 
 
@@ -939,6 +943,7 @@ def load_settings(
     overrides: dict[str, Any] | None = None,
     model: type[SettingsT],
     check_channel: ChannelCheck | None = None,
+    channel_options_model: ChannelOptionsModel | None = None,
 ) -> SettingsT: ...
 
 
@@ -948,6 +953,7 @@ def load_settings(
     overrides: dict[str, Any] | None = None,
     model: type[_FileAndEnvironment] = Settings,
     check_channel: ChannelCheck | None = None,
+    channel_options_model: ChannelOptionsModel | None = None,
 ) -> _FileAndEnvironment:
     """Read the TOML file (``path`` or ``$BRIDGE_CONFIG``), apply the environment, validate what ``model`` holds.
 
@@ -956,7 +962,9 @@ def load_settings(
     an unknown section is still an error. ``check_channel`` validates each channel's adapter keys as well. Every
     ``BRIDGE_*`` variable that sets nothing is logged as a warning; an error caused by a variable names it; all
     missing secrets are reported at once. The secrets it holds are remembered for redaction
-    (``bridge.redaction``).
+    (``bridge.redaction``): those of ``model``, and, unvalidated, every other secret the file and the environment
+    hold (``[kordiam]``'s, ``[ingress]``'s, and each channel's by its ``channel_options_model``), since what a
+    command shows (a stored reason) may quote any of them.
     """
     data: dict[str, Any] = {}
     empty_file: tuple[str, Path] | None = None
@@ -986,7 +994,9 @@ def load_settings(
             empty_file = (origin, file)
     data.update(overrides or {})
     try:
-        return _validated(data, model, check_channel, given=bool(source or overrides), empty_file=empty_file)
+        settings = _validated(data, model, check_channel, given=bool(source or overrides), empty_file=empty_file)
+        redaction.SECRETS.remember_secrets(*_unvalidated_secrets(data, channel_options_model))
+        return settings
     except RecursionError:  # a JSON variable nested thousands deep: json's parser gives up so
         raise _nested_too_deeply() from None
 
@@ -1032,6 +1042,34 @@ def _validated(
     assert settings is not None
     redaction.SECRETS.remember_secrets(settings)
     return settings
+
+
+def _unvalidated_secrets(data: dict[str, Any], channel_options_model: ChannelOptionsModel | None) -> list[str]:
+    """Every secret of ``data`` (the file's keys, its channels with their variables applied) and of the sections'
+    ``BRIDGE_*`` variables, read as each key's model reads it but not validated: a section or channel no command
+    would accept still gives up its secrets, and never an error."""
+    sections = {key: value for key, value in data.items() if key != "channels"}
+    for key, variable in _setting_variables().items():
+        value: Any = os.environ[variable]
+        if value.lstrip().startswith(("{", "[")):  # a whole table (BRIDGE_KORDIAM='{…}')
+            with contextlib.suppress(ValueError):
+                value = json.loads(value)
+        *tables, last = key.split(".")
+        target = sections
+        for part in tables:  # copied on the way down: ``data`` stays as the file holds it
+            nested = target.get(part)
+            target[part] = dict(nested) if isinstance(nested, dict) else {}
+            target = target[part]
+        target[last] = value
+    found = list(redaction.unvalidated_secrets(FileSettings, sections))
+    channels = data.get("channels")
+    if channel_options_model is None or not isinstance(channels, list):
+        return found
+    for channel in channels:
+        options = channel_options_model(str(channel.get("type"))) if isinstance(channel, dict) else None
+        if options is not None:
+            found.extend(redaction.unvalidated_secrets(options, channel))
+    return found
 
 
 def _nested_too_deeply() -> ConfigError:

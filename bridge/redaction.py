@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import threading
+import types
 from collections.abc import Iterator
+from typing import Annotated, Any, Union, get_args, get_origin
 from urllib.parse import quote, quote_plus
 
 from pydantic import BaseModel, SecretStr
@@ -28,15 +30,17 @@ class Redaction:
     """The secrets of one process and ``redact``, which replaces each of them in a text by ``***``.
 
     What is a secret: every ``SecretStr`` of the settings and of each channel's options (``remember_secrets``,
-    at start-up, for as long as the process runs), values derived from them once (an HTTP Basic header), and the
-    tokens the bridge obtains at run time (``remember_token``: Kordiam's OAuth access tokens, the protocol
-    channels' bearer tokens; the ``RECENT_TOKENS`` most recent). Each is looked for as given and as it may be
-    echoed: without its whitespace (a WordPress application password, configured as ``abcd EFGH …``), in groups
-    of four (one configured without the spaces WordPress shows), form-encoded, and JSON-escaped.
+    at start-up, for as long as the process runs), also of the sections and channels a command does not validate
+    (``unvalidated_secrets``: an operator command shows reasons that may quote them), values derived from them once
+    (an HTTP Basic header), and the tokens the bridge obtains at run time (``remember_token``: Kordiam's OAuth
+    access tokens, the protocol channels' bearer tokens; the ``RECENT_TOKENS`` most recent). Each is looked for as
+    given and as it may be echoed: without its whitespace (a WordPress application password, configured as
+    ``abcd EFGH …``), in groups of four (one configured without the spaces WordPress shows), form-encoded, and
+    JSON-escaped.
 
     Where it is applied: only to text being quoted in an error, a warning or a dead letter (``HttpResponse.redact``,
-    the warning and error log lines, a dead letter's reason as written and as the operator commands read it back,
-    a parked element's reason), never on a message's success path; remembering costs a set insertion.
+    the warning and error log lines, a dead letter's or a parked element's reason as written and as the operator
+    commands read it back), never on a message's success path; remembering costs a set insertion.
     """
 
     def __init__(self) -> None:
@@ -109,6 +113,32 @@ def _secret_values(value: object) -> Iterator[str]:
     elif isinstance(value, list | tuple):
         for item in value:
             yield from _secret_values(item)
+
+
+def unvalidated_secrets(annotation: Any, raw: object) -> Iterator[str]:
+    """The strings of ``raw`` (a table as the configuration holds it, not validated) that ``annotation`` (a model,
+    or a list, table or union of them) would read as a ``SecretStr``: the secrets of a section a command does not
+    validate. A value of the wrong shape is passed over, never an error."""
+    while get_origin(annotation) is Annotated:
+        annotation = get_args(annotation)[0]
+    if get_origin(annotation) in (Union, types.UnionType):  # each member may name other keys (an auth's type)
+        for member in get_args(annotation):
+            yield from unvalidated_secrets(member, raw)
+    elif annotation is SecretStr:
+        if isinstance(raw, str):
+            yield raw
+    elif isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        if isinstance(raw, dict):
+            for name, field in annotation.model_fields.items():
+                if name in raw:
+                    yield from unvalidated_secrets(field.annotation, raw[name])
+    elif get_origin(annotation) in (list, tuple) and isinstance(raw, list):
+        for item in raw:
+            for member in get_args(annotation):
+                yield from unvalidated_secrets(member, item)
+    elif get_origin(annotation) is dict and isinstance(raw, dict) and len(get_args(annotation)) == 2:
+        for item in raw.values():
+            yield from unvalidated_secrets(get_args(annotation)[1], item)
 
 
 def _echoed_forms(secret: str) -> set[str]:

@@ -22,6 +22,7 @@ __all__ = [
     "FoundItem",
     "build_channel",
     "channel_options",
+    "channel_options_model",
     "channel_problems",
     "channel_types",
 ]
@@ -79,6 +80,13 @@ def channel_options(
         return kind.options.model_validate(settings.options)
     except ValidationError as error:
         raise config_error(error, prefix=f"channels[{index}]", model=kind.options) from None
+
+
+def channel_options_model(type_name: str) -> type[BaseModel] | None:
+    """The options model of channels of ``type_name`` (None: no such type): what ``load_settings`` reads a
+    channel's secrets by when the command does not validate its channels."""
+    kind = channel_types().get(type_name)
+    return None if kind is None else kind.options
 
 
 def channel_problems(settings: ChannelSettings, index: int, *, secrets: bool = True) -> list[Problem]:

@@ -6,7 +6,7 @@ import pytest
 from pydantic import BaseModel, SecretStr
 
 from bridge import redaction
-from bridge.redaction import RECENT_TOKENS, Redaction
+from bridge.redaction import RECENT_TOKENS, Redaction, unvalidated_secrets
 
 
 class Auth(BaseModel):
@@ -105,3 +105,17 @@ def test_a_token_remembered_while_another_thread_rebuilds_the_forms_breaks_nothi
     monkeypatch.setattr(redaction, "_echoed_forms", meanwhile)
     assert secrets.redact("saw first-TOKEN-1") == "saw ***"
     assert remembered and secrets.redact("saw later-TOKEN-2") == "saw ***"
+
+
+def test_the_secrets_of_an_unvalidated_table_are_read_by_its_model_and_odd_values_passed_over() -> None:
+    raw = {
+        "client_secret": "client-SECRET-1",
+        "channels": [
+            {"name": "a", "password": "password-A-1", "auth": {"headers": {"X-Key": "header-KEY-1", "X-N": 5}}},
+            {"name": "b-password-not-a-secret", "password": ["odd"], "auth": "odd"},
+            "odd",
+        ],
+        "queue_password": 12345678,
+    }
+    assert sorted(unvalidated_secrets(Configured, raw)) == ["client-SECRET-1", "header-KEY-1", "password-A-1"]
+    assert list(unvalidated_secrets(Configured, "odd")) == []

@@ -3,6 +3,7 @@ what it quotes from outside (HTTP answers, dead-letter reasons, warning and erro
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
@@ -193,3 +194,115 @@ def test_a_pause_reason_which_readyz_status_and_element_show_leaves_out_the_conf
     gate = ReceiveGate()
     gate.close("state", "the state store cannot serve the worker: OSError: s3cret-value refused")
     assert gate.reason == "the state store cannot serve the worker: OSError: *** refused"
+
+
+# --------------------------------------------------------------- the operator commands: every secret of the file
+# A command validates only the sections it uses, yet what it shows (a dead letter's or a parked element's reason,
+# stored by an older bridge or before a secret was configured) may quote a secret of any section.
+
+OTHER_SECRETS = ("s3cret-value", WP_PASSWORD, "cms-BEARER-token", "ingress-JWT-secret")
+WEBSITE = f"""
+[[channels]]
+name = "website"
+type = "wordpress"
+platforms = [1]
+url = "https://wp.example.org"
+username = "bridge"
+app_password = "{WP_PASSWORD}"
+"""
+INGRESS = """
+[ingress.global_export]
+auth = {type = "jwt", secret = "ingress-JWT-secret"}
+"""
+# A channel table its adapter refuses (no url): a command that does not validate channels still works with it.
+CMS_WITHOUT_URL = """
+[[channels]]
+name = "cms"
+type = "kordiam-webhook"
+platforms = [2]
+auth = {type = "bearer", token = "cms-BEARER-token"}
+"""
+QUOTING = "refused " + " / ".join(OTHER_SECRETS)
+
+
+def test_dlq_show_leaves_out_the_secrets_of_the_sections_it_does_not_validate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bridge.admin import dlq
+    from bridge.admin.dlq import to_dlq_message
+    from bridge.cli import main
+    from bridge.queue.transport import PeekedMessage
+
+    async def stored(*args: object, **kwargs: object) -> object:
+        letter = QueueMessage("m-1", "r", '{"id": 7}', {"failure.reason": QUOTING}, 3, 1.0, None)
+        return to_dlq_message(PeekedMessage(letter, {"SentTimestamp": "1"}, "SQS attributes"))
+
+    monkeypatch.setattr(dlq, "dlq_show", stored)
+    config = write(tmp_path, VALID + WEBSITE + CMS_WITHOUT_URL + INGRESS)
+    assert main(["dlq", "show", "m-1", "--config", str(config), "--json"]) == 0
+    shown = capsys.readouterr().out
+    assert "refused *** / *** / *** / ***" in shown
+    assert not [secret for secret in OTHER_SECRETS if secret in shown]
+
+
+def test_parked_list_and_element_leave_out_the_secrets_of_a_parked_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from datetime import UTC, datetime
+
+    from bridge.admin import parked
+    from bridge.admin.element import parked_for
+    from bridge.cli import main
+    from bridge.config import StatusSettings
+    from bridge.state.base import Parked
+    from tests.unit.fakes import MemoryStateStore
+
+    store = MemoryStateStore()
+    store.parks[("website", 7)] = Parked(7, "website", QUOTING, datetime.now(UTC))
+
+    async def opened(*args: object, **kwargs: object) -> MemoryStateStore:
+        return store
+
+    monkeypatch.setattr(parked, "open_store", opened)
+    cms = CMS_WITHOUT_URL + 'url = "https://cms.example.org/kordiam"\n'
+    config = write(tmp_path, VALID + WEBSITE + cms + INGRESS)
+    assert main(["parked", "list", "--config", str(config), "--json"]) == 0
+    shown = capsys.readouterr().out
+    assert "refused *** / *** / *** / ***" in shown
+    assert not [secret for secret in OTHER_SECRETS if secret in shown]
+    # `element` reads the parked reasons so too.
+    settings = load_settings(config, model=StatusSettings)
+    assert [item.reason for item in asyncio.run(parked_for(store, settings, 7))] == ["refused *** / *** / *** / ***"]
+
+
+def test_a_command_remembers_the_secrets_the_environment_gives_sections_it_does_not_validate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bridge.channels import channel_options_model
+    from bridge.config import QueueCommandSettings
+
+    monkeypatch.setenv("BRIDGE_KORDIAM__CLIENT_SECRET", "kordiam-FROM-env")
+    monkeypatch.setenv("BRIDGE_INGRESS", '{"platform": {"api_user": "k", "api_secret": "platform-FROM-env"}}')
+    monkeypatch.setenv("BRIDGE_CHANNELS__WEBSITE__APP_PASSWORD", "website-FROM-env")
+    load_settings(
+        write(tmp_path, VALID + WEBSITE), model=QueueCommandSettings, channel_options_model=channel_options_model
+    )
+    quoted = "refused kordiam-FROM-env, platform-FROM-env, website-FROM-env"
+    assert redaction.SECRETS.redact(quoted) == "refused ***, ***, ***"
+
+
+def test_sections_a_command_does_not_validate_may_hold_anything(tmp_path: Path) -> None:
+    # Not validated, so never a reason to refuse the command: what has no secret's shape is passed over.
+    from bridge.channels import channel_options_model
+    from bridge.config import QueueCommandSettings
+
+    odd = VALID.replace('client_secret = "s3cret-value"', "client_secret = 12345678") + (
+        '[[channels]]\nname = "x"\ntype = "fax"\nplatforms = "all"\npassword = "fax-PASSWORD"\n'
+        '[[channels]]\nname = "y"\ntype = "wordpress"\napp_password = ["not", "a", "string"]\n'
+        '[ingress]\nglobal_export = "nothing"\n'
+    )
+    settings = load_settings(
+        write(tmp_path, odd), model=QueueCommandSettings, channel_options_model=channel_options_model
+    )
+    assert settings.queue.url.endswith("/kordiam")
+    assert redaction.SECRETS.redact("12345678 fax-PASSWORD") == "12345678 fax-PASSWORD"
