@@ -194,6 +194,17 @@ class DeliveryLost(Exception):
         super().__init__(f"message {message_id}: its connection was lost; the broker redelivers it")
 
 
+class WrongDeadLetter(Exception):
+    """A subscription whose selector names one dead letter was delivered another: the broker did not honour the
+    selector. Neither is settled."""
+
+    def __init__(self, wanted: str, delivered: str) -> None:
+        super().__init__(
+            f"the broker delivered {delivered} to a subscription whose selector names {wanted} (does it honour JMS "
+            "selectors?); neither was touched"
+        )
+
+
 class CommitUnconfirmed(Exception):
     """The broker did not confirm a transaction's COMMIT (no RECEIPT in time, or the connection lost while waiting):
     its copy and its ACK took effect both or neither, which is not known; never one without the other."""
@@ -576,7 +587,7 @@ class StompTransport:
     async def _dead_letter_alone(self, message_id: str) -> AsyncIterator[stompman.AckableMessageFrame | None]:
         """The dead letter ``message_id`` delivered to a subscription of its own, for as long as the block runs;
         None when it did not come within ``RECEIPT_TIMEOUT_SECONDS`` (gone: another consumer took it; or the broker
-        did not take the subscription).
+        did not take the subscription); ``WrongDeadLetter`` when another came instead.
 
         The subscription's selector names this one message, so no other dead letter is delivered to it: one
         delivered and not ACKed would come back marked redelivered, a receive counted on a message the operator left
@@ -603,6 +614,10 @@ class StompTransport:
                     frame = await frames.get()
             except TimeoutError:
                 frame = None
+            if frame is not None and (delivered := frame.headers.get("message-id")) != message_id:
+                # A broker that ignores the selector delivers any dead letter: never settle one nobody chose. Not
+                # ACKed, it stays (marked redelivered).
+                raise WrongDeadLetter(message_id, str(delivered))
             yield frame
         finally:
             await subscription.unsubscribe()

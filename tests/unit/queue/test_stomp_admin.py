@@ -73,6 +73,8 @@ class Broker:
         self._ids = itertools.count(1)
         self.on_send: Callable[[str], None] = lambda destination: None
         self.refuse_copies_of: set[str] = set()
+        # A broker that does not honour a subscription's selector delivers whatever is first on the queue.
+        self.ignores_selectors = False
         # What the transport reads of stompman's client about a delivery: on the connection that is up, to a
         # subscription still active?
         self._connection_manager = SimpleNamespace(_reconnection_count=0)
@@ -111,7 +113,8 @@ class Broker:
         for stored in list(self.queues[destination]):
             if len(subscription.delivered) == prefetch:
                 break
-            if selector is not None and stored.message_id != selector.group(1).replace("''", "'"):
+            named = selector is None or stored.message_id == selector.group(1).replace("''", "'")
+            if not named and not self.ignores_selectors:
                 continue
             subscription.delivered.append(stored.message_id)
             extra = {"ack": f"ack-{stored.message_id}", "message-id": stored.message_id}
@@ -252,3 +255,24 @@ async def test_delete_stops_looking_at_until_and_reports_one_another_consumer_to
     assert deletion.deleted == [second] and deletion.more and len(deletion.seen) == 2
     assert "no longer on the dead-letter queue" in deletion.failed[first]
     assert broker.bodies(DLQ) == ['{"id": 3}'] and broker.redelivered() == []
+
+
+async def test_delete_acks_no_dead_letter_but_the_one_its_selector_names() -> None:
+    broker = Broker()
+    broker.ignores_selectors = True  # delivers the first dead letter whatever the selector names
+    first, second = dead_letters(broker, 1, 2)
+    transport = StompTransport(stomp_settings(f"stomp://127.0.0.1:61613{MAIN}"), broker)  # type: ignore[arg-type]
+    deletion = await StompQueueAdmin(transport).delete_dead_letters(
+        limit=10, chosen=lambda p: p.message.message_id == second
+    )
+    assert deletion.deleted == [] and f"delivered {first}" in deletion.failed[second]
+    assert broker.bodies(DLQ) == ['{"id": 1}', '{"id": 2}']  # neither deleted: the one delivered is handed back
+
+
+async def test_redrive_moves_no_dead_letter_but_the_one_its_selector_names() -> None:
+    broker = Broker()
+    broker.ignores_selectors = True
+    first, _ = dead_letters(broker, 1, 2)
+    result = await redrive(broker, elements=[2])
+    assert result.moved == [] and f"delivered {first}" in result.failed[0].reason
+    assert broker.bodies(DLQ) == ['{"id": 1}', '{"id": 2}'] and broker.bodies(MAIN) == []
