@@ -57,8 +57,23 @@ async def delete_dead_letters(
 
     task = "deleting dead letters" if delete else "searching the dead-letter queue"
     url, depth = await start_look(queue, limit=scan_limit, progress=progress, task=task)
+
+    def logged(peeked: PeekedMessage) -> None:
+        """As the queue confirms it: a run cut short (Ctrl-C) keeps the record of each one it deleted."""
+        message = to_dlq_message(peeked)
+        log.info(
+            "dead_letter_deleted",
+            queue=url,
+            message_id=message.message_id,
+            element_id=message.element_id,
+            stage=message.failure.stage if message.failure else None,
+            reason=message.failure.reason if message.failure else None,
+        )
+
     if delete:
-        outcome = await queue.delete_dead_letters(limit=scan_limit, chosen=choose, until=all_found, progress=progress)
+        outcome = await queue.delete_dead_letters(
+            limit=scan_limit, chosen=choose, until=all_found, progress=progress, on_deleted=logged
+        )
         seen, more, deleted, failed = outcome.seen, outcome.more, set(outcome.deleted), outcome.failed
     else:
         # A dead letter chosen is the last one found only if it makes them all found: then the look stops.
@@ -79,13 +94,4 @@ async def delete_dead_letters(
             )
         else:
             deletions.append(DlqDeletion(message_id, message, message.message_id in deleted))
-    for message in {m.message_id: m for m in found.values() if m.message_id in deleted}.values():
-        log.info(
-            "dead_letter_deleted",
-            queue=url,
-            message_id=message.message_id,
-            element_id=message.element_id,
-            stage=message.failure.stage if message.failure else None,
-            reason=message.failure.reason if message.failure else None,
-        )
     return DlqDeleteResult(url, not delete, deletions)

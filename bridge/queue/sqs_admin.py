@@ -272,11 +272,20 @@ class SqsQueueAdmin:
         chosen: Callable[[PeekedMessage], bool],
         until: Callable[[PeekedMessage], bool] | None = None,
         progress: ProgressSink | None = None,
+        on_deleted: Callable[[PeekedMessage], None] | None = None,
     ) -> DeadLetterDeletion:
         """A peek that deletes the chosen dead letters while it holds them, by the receipt handle of its own receive
         (an older one may delete nothing); what else it saw, and a chosen one SQS did not delete, is released."""
         url = await self.dead_letter_url()
-        return await self._look(url, limit=limit, until=until, progress=progress, hold=PEEK_HOLD_SECONDS, chosen=chosen)
+        return await self._look(
+            url,
+            limit=limit,
+            until=until,
+            progress=progress,
+            hold=PEEK_HOLD_SECONDS,
+            chosen=chosen,
+            on_deleted=on_deleted,
+        )
 
     async def _look(
         self,
@@ -287,9 +296,10 @@ class SqsQueueAdmin:
         progress: ProgressSink | None,
         hold: int,
         chosen: Callable[[PeekedMessage], bool] | None = None,
+        on_deleted: Callable[[PeekedMessage], None] | None = None,
     ) -> DeadLetterDeletion:
         """``peek``, deleting the messages ``chosen`` once the look has ended (not after an error or a cancellation:
-        then none is), before the release."""
+        then none is), before the release; ``on_deleted`` is told of each batch SQS confirmed, as it comes."""
         seen: dict[str, PeekedMessage] = {}
         receipts: dict[str, str] = {}
         to_delete: list[str] = []
@@ -330,12 +340,15 @@ class SqsQueueAdmin:
                     break
             else:
                 stopped_early = True
-            if to_delete:
+            for chunk in _chunks(to_delete):
                 # By the newest receipt handle of each: SQS may ignore an older one and answer success all the same.
-                not_deleted = await self._delete(url, {message_id: receipts[message_id] for message_id in to_delete})
-                for message_id in to_delete:
-                    if message_id not in not_deleted:
+                refused = await self._delete(url, {message_id: receipts[message_id] for message_id in chunk})
+                not_deleted.update(refused)
+                for message_id in chunk:
+                    if message_id not in refused:
                         del receipts[message_id]
+                        if on_deleted is not None:
+                            on_deleted(seen[message_id])
         finally:
             await asyncio.shield(self._release(url, receipts.values()))
         deleted = [message_id for message_id in to_delete if message_id not in not_deleted]

@@ -84,20 +84,22 @@ class StompQueueAdmin:
         chosen: Callable[[PeekedMessage], bool],
         until: Callable[[PeekedMessage], bool] | None = None,
         progress: ProgressSink | None = None,
+        on_deleted: Callable[[PeekedMessage], None] | None = None,
     ) -> DeadLetterDeletion:
         """Chosen from a browse (which delivers nothing), so a dead letter not chosen is never delivered and keeps
         its receive count; each chosen one is then received alone and ACKed."""
-        to_delete: list[str] = []
+        to_delete: list[PeekedMessage] = []
 
         def look(peeked: PeekedMessage) -> bool:
             if chosen(peeked):
-                to_delete.append(peeked.message.message_id)
+                to_delete.append(peeked)
             return until is not None and until(peeked)
 
         seen, more = await self.peek(self._dlq_url, limit=limit, until=look, progress=progress)
         deleted: list[str] = []
         failed: dict[str, str] = {}
-        for message_id in to_delete:
+        for peeked in to_delete:
+            message_id = peeked.message.message_id
             try:
                 came = await self.transport.delete_dead_letter(message_id)
             except Exception as error:  # the ACK not confirmed (refused, no receipt, connection lost): it stays
@@ -105,6 +107,8 @@ class StompQueueAdmin:
                 continue
             if came:
                 deleted.append(message_id)
+                if on_deleted is not None:
+                    on_deleted(peeked)
             else:
                 failed[message_id] = "it did not come: no longer on the dead-letter queue (another consumer took it?)"
         return DeadLetterDeletion(seen, more, deleted, failed)

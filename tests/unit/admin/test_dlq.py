@@ -44,10 +44,19 @@ def dead_letter(message_id: str, body: str, sent_at: float, context: DeadLetterC
 class ListedQueue:
     """A ``QueueAdmin`` whose dead-letter queue holds ``letters``; ``depth`` None: the broker gives no depth."""
 
-    def __init__(self, letters: list[PeekedMessage], depth: QueueDepth, *, refuse_deletes: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        letters: list[PeekedMessage],
+        depth: QueueDepth,
+        *,
+        refuse_deletes: Sequence[str] = (),
+        interrupted_after: int | None = None,
+    ) -> None:
         self.letters = letters
         self._depth = depth
         self.refuse_deletes = set(refuse_deletes)
+        # Ctrl-C (the command's task cancelled) once this many are deleted.
+        self.interrupted_after = interrupted_after
         self.deleted: list[str] = []
 
     @property
@@ -82,6 +91,7 @@ class ListedQueue:
         chosen: Callable[[PeekedMessage], bool],
         until: Callable[[PeekedMessage], bool] | None = None,
         progress: ProgressSink | None = None,
+        on_deleted: Callable[[PeekedMessage], None] | None = None,
     ) -> DeadLetterDeletion:
         seen: list[PeekedMessage] = []
         picked: list[str] = []
@@ -94,9 +104,17 @@ class ListedQueue:
                 more = True
                 break
         failed = {message_id: "refused" for message_id in picked if message_id in self.refuse_deletes}
-        deleted = [message_id for message_id in picked if message_id not in failed]
-        self.deleted.extend(deleted)
-        self.letters = [letter for letter in self.letters if letter.message.message_id not in deleted]
+        deleted: list[str] = []
+        for letter in [letter for letter in seen if letter.message.message_id in picked]:
+            if letter.message.message_id in failed:
+                continue
+            if len(deleted) == self.interrupted_after:
+                raise asyncio.CancelledError
+            deleted.append(letter.message.message_id)
+            self.deleted.append(letter.message.message_id)
+            self.letters.remove(letter)
+            if on_deleted is not None:
+                on_deleted(letter)
         return DeadLetterDeletion(seen, more, deleted, failed)
 
     async def send(self, messages: Sequence[OutgoingMessage]) -> list[SendOutcome]:
@@ -239,6 +257,20 @@ async def test_delete_with_yes_deletes_exactly_the_named_dead_letters_and_logs_e
         ("d-1", None, "body is not JSON"),
     ]
     assert deleted[1]["stage"] == "decode" and deleted[1]["queue"] == DLQ
+
+
+async def test_a_delete_interrupted_midway_still_logs_each_dead_letter_it_deleted(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from bridge.ops.logging import configure_logging
+
+    configure_logging("info")
+    queue = ListedQueue(list(LETTERS), QueueDepth(visible=3, in_flight=0, delayed=0), interrupted_after=1)
+    with pytest.raises(asyncio.CancelledError):  # Ctrl-C while the second is being deleted
+        await delete_dead_letters(queue, ["d-2", "d-3"], delete=True, scan_limit=10)
+    assert queue.deleted == ["d-2"]
+    logged = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
+    assert [line["message_id"] for line in logged if line["event"] == "dead_letter_deleted"] == ["d-2"]
 
 
 async def test_an_id_not_found_is_an_error_naming_it_and_the_others_are_still_deleted() -> None:

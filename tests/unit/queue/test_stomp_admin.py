@@ -276,3 +276,25 @@ async def test_redrive_moves_no_dead_letter_but_the_one_its_selector_names() -> 
     result = await redrive(broker, elements=[2])
     assert result.moved == [] and f"delivered {first}" in result.failed[0].reason
     assert broker.bodies(DLQ) == ['{"id": 1}', '{"id": 2}'] and broker.bodies(MAIN) == []
+
+
+async def test_delete_tells_of_each_deletion_at_once_so_an_interrupted_run_still_knows_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    broker = Broker()
+    first, second = dead_letters(broker, 1, 2)
+    delete = StompTransport.delete_dead_letter
+
+    async def interrupted_at_the_second(self: StompTransport, message_id: str) -> bool:
+        if message_id == second:
+            raise asyncio.CancelledError  # Ctrl-C while it waits for the broker
+        return await delete(self, message_id)
+
+    monkeypatch.setattr(StompTransport, "delete_dead_letter", interrupted_at_the_second)
+    transport = StompTransport(stomp_settings(f"stomp://127.0.0.1:61613{MAIN}"), broker)  # type: ignore[arg-type]
+    told: list[str] = []
+    with pytest.raises(asyncio.CancelledError):
+        await StompQueueAdmin(transport).delete_dead_letters(
+            limit=10, chosen=lambda p: True, on_deleted=lambda p: told.append(p.message.message_id)
+        )
+    assert told == [first] and broker.bodies(DLQ) == ['{"id": 2}']
