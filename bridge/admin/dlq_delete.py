@@ -40,20 +40,32 @@ async def delete_dead_letters(
     scan_limit: int,
     progress: ProgressSink | None = None,
 ) -> DlqDeleteResult:
-    """Find the dead letter each of ``message_ids`` names among the first ``scan_limit`` (the first one found, as
-    ``dlq show`` shows it) and, with ``delete``, delete those and nothing else; without, delete nothing. An id
-    found nowhere, or beyond what was looked at (``not_found_beyond``), is reported in its ``DlqDeletion``."""
+    """Find the dead letter each of ``message_ids`` names among the first ``scan_limit`` (``is_named``) and, with
+    ``delete``, delete those and nothing else; without, delete nothing. An id that is a dead letter's own names that
+    one, though another came first whose original message had that id (the bridge dead-lettered a message SQS then
+    moved itself): so the look goes on past such a match, to the end, and the first one found serves only when no
+    dead letter has the id as its own. An id found nowhere, or beyond what was looked at (``not_found_beyond``), is
+    reported in its ``DlqDeletion``."""
     wanted = list(dict.fromkeys(message_ids))
-    found: dict[str, DlqMessage] = {}
+    own: dict[str, DlqMessage] = {}
+    as_source: dict[str, DlqMessage] = {}
 
-    def choose(peeked: PeekedMessage) -> bool:
+    def look(peeked: PeekedMessage) -> bool:
+        """Notes what ``peeked`` is named by; True (stop) once every id names a dead letter as its own."""
         message = to_dlq_message(peeked)
-        named = [message_id for message_id in wanted if message_id not in found and is_named(message, message_id)]
-        found.update((message_id, message) for message_id in named)
-        return bool(named)
+        for message_id in wanted:
+            if message.message_id == message_id:
+                own.setdefault(message_id, message)
+            elif is_named(message, message_id):
+                as_source.setdefault(message_id, message)
+        return all(message_id in own for message_id in wanted)
 
-    def all_found(_: PeekedMessage) -> bool:
-        return len(found) == len(wanted)
+    def named() -> dict[str, DlqMessage]:
+        return {i: m for i in wanted if (m := own.get(i) or as_source.get(i)) is not None}
+
+    def chosen(peeked: PeekedMessage) -> bool:
+        """Asked once the look has ended."""
+        return peeked.message.message_id in {message.message_id for message in named().values()}
 
     task = "deleting dead letters" if delete else "searching the dead-letter queue"
     url, depth = await start_look(queue, limit=scan_limit, progress=progress, task=task)
@@ -72,15 +84,13 @@ async def delete_dead_letters(
 
     if delete:
         outcome = await queue.delete_dead_letters(
-            limit=scan_limit, chosen=choose, until=all_found, progress=progress, on_deleted=logged
+            limit=scan_limit, chosen=chosen, until=look, progress=progress, on_deleted=logged
         )
         seen, more, deleted, failed = outcome.seen, outcome.more, set(outcome.deleted), outcome.failed
     else:
-        # A dead letter chosen is the last one found only if it makes them all found: then the look stops.
-        seen, more = await queue.peek(
-            url, limit=scan_limit, until=lambda p: choose(p) and all_found(p), progress=progress
-        )
+        seen, more = await queue.peek(url, limit=scan_limit, until=look, progress=progress)
         deleted, failed = set(), {}
+    found = named()
     deletions: list[DlqDeletion] = []
     for message_id in wanted:
         message = found.get(message_id)

@@ -328,8 +328,6 @@ class SqsQueueAdmin:
                     seen[peeked.message.message_id] = peeked
                     if progress is not None:
                         progress.advance()
-                    if chosen is not None and chosen(peeked):
-                        to_delete.append(peeked.message.message_id)
                     if until is not None and until(peeked):
                         stopped_early = True
                         break
@@ -340,6 +338,8 @@ class SqsQueueAdmin:
                     break
             else:
                 stopped_early = True
+            if chosen is not None:
+                to_delete = [message_id for message_id, peeked in seen.items() if chosen(peeked)]
             for chunk in _chunks(to_delete):
                 # By the newest receipt handle of each: SQS may ignore an older one and answer success all the same.
                 refused = await self._delete(url, {message_id: receipts[message_id] for message_id in chunk})

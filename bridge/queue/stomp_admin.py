@@ -88,14 +88,8 @@ class StompQueueAdmin:
     ) -> DeadLetterDeletion:
         """Chosen from a browse (which delivers nothing), so a dead letter not chosen is never delivered and keeps
         its receive count; each chosen one is then received alone and ACKed."""
-        to_delete: list[PeekedMessage] = []
-
-        def look(peeked: PeekedMessage) -> bool:
-            if chosen(peeked):
-                to_delete.append(peeked)
-            return until is not None and until(peeked)
-
-        seen, more = await self.peek(self._dlq_url, limit=limit, until=look, progress=progress)
+        seen, more = await self.peek(self._dlq_url, limit=limit, until=until, progress=progress)
+        to_delete = [peeked for peeked in seen if chosen(peeked)]
         deleted: list[str] = []
         failed: dict[str, str] = {}
         for peeked in to_delete:

@@ -397,7 +397,8 @@ class QueueAdmin(Protocol):
         on_deleted: Callable[[PeekedMessage], None] | None = None,
     ) -> DeadLetterDeletion:
         """Look at up to ``limit`` dead letters as ``peek`` does (stopping after the first ``until`` matches) and
-        delete those ``chosen`` (asked of each one seen, before ``until``); nothing else is consumed. SQS: each chosen
+        delete those ``chosen`` (asked of each one seen once the look has ended, in the order seen, so that what
+        the look found later can decide); nothing else is consumed. SQS: each chosen
         one is deleted by the receipt handle of this look, before everything else it saw is released; ActiveMQ: chosen
         from a browse, each then received alone (a selector naming its id) and acknowledged. A chosen one that could
         not be deleted stays, its reason in ``failed``. ``on_deleted`` is told of each one as soon as the queue

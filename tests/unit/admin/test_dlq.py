@@ -94,15 +94,13 @@ class ListedQueue:
         on_deleted: Callable[[PeekedMessage], None] | None = None,
     ) -> DeadLetterDeletion:
         seen: list[PeekedMessage] = []
-        picked: list[str] = []
         more = len(self.letters) > limit
         for letter in self.letters[:limit]:
             seen.append(letter)
-            if chosen(letter):
-                picked.append(letter.message.message_id)
             if until is not None and until(letter):
                 more = True
                 break
+        picked = [letter.message.message_id for letter in seen if chosen(letter)]
         failed = {message_id: "refused" for message_id in picked if message_id in self.refuse_deletes}
         deleted: list[str] = []
         for letter in [letter for letter in seen if letter.message.message_id in picked]:
@@ -299,6 +297,20 @@ async def test_a_delete_the_queue_refused_is_reported_and_the_dead_letter_stays(
     assert [(d.requested_id, d.deleted, d.error) for d in result.deletions] == [
         ("d-1", False, "dead letter d-1 not deleted: refused"),
         ("d-2", True, None),
+    ]
+
+
+async def test_an_id_that_is_a_dead_letters_own_deletes_that_one_not_another_from_the_same_message() -> None:
+    # The bridge dead-lettered the message (d-5, naming it as its source) but could not delete it from the main
+    # queue; SQS later moved the message itself, under its own id. `dlq list` shows both; the operator names the
+    # second by the id it shows.
+    failed = dead_letter("d-5", "{}", 1000.0, DeadLetterContext("sync", "refused", "X", element_id=15))
+    moved = dead_letter("source-d-5", "{}", 2000.0, None)
+    queue = ListedQueue([failed, moved], QueueDepth(visible=2, in_flight=0, delayed=0))
+    result = await delete_dead_letters(queue, ["source-d-5"], delete=True, scan_limit=10)
+    assert queue.deleted == ["source-d-5"] and [p.message.message_id for p in queue.letters] == ["d-5"]
+    assert [(d.requested_id, d.message and d.message.message_id) for d in result.deletions] == [
+        ("source-d-5", "source-d-5")
     ]
 
 

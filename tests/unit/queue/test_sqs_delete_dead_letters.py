@@ -89,3 +89,14 @@ async def test_a_delete_deletes_only_the_chosen_and_releases_the_rest() -> None:
     )
     assert (deletion.deleted, deletion.failed, told) == (["m-1"], {}, ["m-1"])
     assert sqs.visible() == ["m-0", "m-2"]
+
+
+async def test_the_choice_is_made_once_the_look_has_ended_so_a_later_dead_letter_can_decide_it() -> None:
+    sqs = Sqs(3)
+    looked: list[str] = []
+    deletion = await admin(sqs).delete_dead_letters(
+        limit=20,
+        chosen=lambda p: p.message.message_id == "m-0" and "m-2" in looked,
+        until=lambda p: looked.append(p.message.message_id) is not None,
+    )
+    assert deletion.deleted == ["m-0"] and sqs.visible() == ["m-1", "m-2"]

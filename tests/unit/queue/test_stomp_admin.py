@@ -298,3 +298,16 @@ async def test_delete_tells_of_each_deletion_at_once_so_an_interrupted_run_still
             limit=10, chosen=lambda p: True, on_deleted=lambda p: told.append(p.message.message_id)
         )
     assert told == [first] and broker.bodies(DLQ) == ['{"id": 2}']
+
+
+async def test_delete_chooses_once_the_browse_has_ended_so_a_later_dead_letter_can_decide_it() -> None:
+    broker = Broker()
+    first, _, third = dead_letters(broker, 1, 2, 3)
+    transport = StompTransport(stomp_settings(f"stomp://127.0.0.1:61613{MAIN}"), broker)  # type: ignore[arg-type]
+    looked: list[str] = []
+    deletion = await StompQueueAdmin(transport).delete_dead_letters(
+        limit=10,
+        chosen=lambda p: p.message.message_id == first and third in looked,
+        until=lambda p: looked.append(p.message.message_id) is not None,
+    )
+    assert deletion.deleted == [first] and broker.bodies(DLQ) == ['{"id": 2}', '{"id": 3}']
