@@ -169,6 +169,16 @@ INTERRUPTIBLE_DOCKER = (
 )
 
 
+# Runs a command as a terminal's make gets it: a test run started in the background (`cmd &`, as CI may start it) has
+# SIGINT ignored, and an ignored signal stays ignored across exec, in make and its recipe shells too (a shell cannot
+# reset it: `trap - INT` does nothing for a signal ignored on entry). The same pid, so make's group is signalled.
+INTERRUPTIBLE = [
+    sys.executable,
+    "-c",
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execvp(sys.argv[1], sys.argv[1:])",
+]
+
+
 @pytest.mark.parametrize("stage", ["main", "localstack", "image"])
 @pytest.mark.parametrize("interruption", [signal.SIGINT, signal.SIGTERM])
 def test_an_interrupted_make_test_stops_what_it_started_in_the_background(
@@ -182,7 +192,7 @@ def test_an_interrupted_make_test_stops_what_it_started_in_the_background(
     environment = {name: value for name, value in os.environ.items() if name not in PARENT_MAKE}
     command = ["make", "--no-print-directory", "test"]
     run = subprocess.Popen(
-        command,
+        [*INTERRUPTIBLE, *command],
         cwd=tmp_path,
         env=dict(environment, STAGE=stage),
         start_new_session=True,
