@@ -57,48 +57,16 @@ def _timestamp(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMappi
 
 
 # The levels whose lines quote what went wrong (a server's answer, an exception), and so pass through
-# ``bridge.redaction``; ``exception`` logs at error. An info line (a message's success) is not searched.
-_QUOTING_LEVELS = {"warning": logging.WARNING, "error": logging.ERROR, "critical": logging.CRITICAL}
-
-
-def _redacting_logger(level: int) -> type[structlog.typing.FilteringBoundLogger]:
-    """structlog's filtering logger at ``level``, whose warning, error and critical lines' fields are without the
-    process's secrets (``bridge.redaction``; a traceback's text: ``_format_exc_info``). Only those methods are
-    wrapped, so an info or debug line costs what it did."""
-    filtering = structlog.make_filtering_bound_logger(level)
-
-    def redacting(name: str) -> Callable[..., Any]:
-        emit = getattr(filtering, name)
-
-        def redacted(self: Any, event: str, *args: Any, **fields: Any) -> Any:
-            quoted = {key: redaction.SECRETS.redact(v) if isinstance(v, str) else v for key, v in fields.items()}
-            if args:  # formatted first, as structlog would after this: an argument may quote a secret
-                event = event % args
-            return emit(self, redaction.SECRETS.redact(event), **quoted)
-
-        return redacted
-
-    methods = {name: redacting(name) for name, at in _QUOTING_LEVELS.items() if at >= level}
-    for alias, name in (("warn", "warning"), ("fatal", "critical")):
-        if name in methods:
-            methods[alias] = methods[name]
-    return type(filtering.__name__, (filtering,), methods)
-
-
-def _format_exc_info(logger: Any, name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    """structlog's ``format_exc_info``, the traceback's text without the process's secrets (an exception's message
-    may quote anything); a line without ``exc_info`` (every line of a message's success) returns at once, as it
-    did from ``format_exc_info``."""
-    if "exc_info" not in event:
-        return event
-    event = structlog.processors.format_exc_info(logger, name, event)
-    if isinstance(event.get("exception"), str):
-        event["exception"] = redaction.SECRETS.redact(event["exception"])
-    return event
+# ``bridge.redaction`` (``add_log_level`` names ``exception`` error and ``warn`` warning).
+_QUOTING_LEVELS = frozenset({"warning", "error", "critical"})
 
 
 def _redact_quoted(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    """A library's line (all at warning level or above) without the process's secrets (``bridge.redaction``)."""
+    """A warning, error or critical line's text (its event with structlog's ``%``-arguments already in, its fields,
+    a traceback's text) without the process's secrets (``bridge.redaction``), in both chains, the bridge's and the
+    libraries'. An info or debug line (every line of a message's success) returns at once."""
+    if event.get("level") not in _QUOTING_LEVELS:
+        return event
     for key, value in event.items():
         if isinstance(value, str):
             event[key] = redaction.SECRETS.redact(value)
@@ -131,10 +99,11 @@ def configure_logging(level: str = "info", *, log_format: LogFormat = "json", ho
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             _timestamp,
-            _format_exc_info,
+            structlog.processors.format_exc_info,
+            _redact_quoted,
             _hold if hold else renderer,
         ],
-        wrapper_class=_redacting_logger(numeric),
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
         logger_factory=structlog.WriteLoggerFactory(file=_STDERR),  # type: ignore[arg-type]
         # A logger caches the configuration it first logged with: none may keep the holding one.
         cache_logger_on_first_use=not hold,
@@ -148,7 +117,7 @@ def configure_logging(level: str = "info", *, log_format: LogFormat = "json", ho
                 structlog.stdlib.add_log_level,
                 structlog.stdlib.add_logger_name,
                 _timestamp,
-                _format_exc_info,
+                structlog.processors.format_exc_info,
                 _redact_quoted,
             ],
         )
