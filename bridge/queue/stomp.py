@@ -630,7 +630,7 @@ class StompTransport:
         state = manager._active_connection_state
         if state is None or not self._delivery_alive(frame):
             raise DeliveryLost(str(frame.headers.get("message-id", "?")))
-        ack = AckFrame(headers={"id": str(frame.headers["ack"]), "subscription": frame._subscription.id})
+        ack = _ack_frame(frame)
         receipts = self._client._receipts
         await _receipt(receipts, await _write_expecting_receipt(manager, receipts, state, ack))
 
@@ -921,10 +921,15 @@ def _copy_frames(
         add_content_length=True,
         headers=framed,
     )
-    ack = AckFrame(
-        headers={"id": str(frame.headers["ack"]), "subscription": frame._subscription.id, "transaction": transaction}
-    )
-    return send, ack
+    return send, _ack_frame(frame, transaction)
+
+
+def _ack_frame(frame: stompman.AckableMessageFrame, transaction: str | None = None) -> AckFrame:
+    """The ACK of ``frame`` (STOMP 1.2: its ``ack`` header and subscription), inside ``transaction`` if given."""
+    ack = AckFrame(headers={"id": str(frame.headers["ack"]), "subscription": frame._subscription.id})
+    if transaction is not None:
+        ack.headers["transaction"] = transaction
+    return ack
 
 
 async def _abort(manager: ConnectionManager, state: ActiveConnectionState, transaction: str) -> None:
