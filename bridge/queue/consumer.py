@@ -20,8 +20,12 @@ ActiveMQ "visibility" is the broker holding an unacknowledged message for this c
   the worker until the queue confirmed its delete: when deletes are slow the pollers receive less, instead of
   piling up done messages whose visibility runs out (they would be received again, and a burst of short messages
   would walk them to the dead-letter queue by the native redrive).
-- Shutdown stops receiving, aborts the long poll, lets in-flight work finish within a deadline, releases what is
-  left with visibility 0, and flushes pending deletes.
+- Shutdown stops receiving, lets in-flight work finish within a deadline, releases what is left with visibility 0,
+  and flushes pending deletes. A receive under way is let answer (its messages are released unrun), not aborted:
+  SQS hands out messages as soon as any are visible, and the answer to an aborted receive is still on its way, so
+  its messages would stay hidden from every worker for the visibility timeout and each spend a receive. A receive
+  still waiting ``RECEIVE_SETTLE_SECONDS`` after it began waits on a queue with nothing visible: that one is
+  aborted.
 - FIFO queues: messages of one group run one after another in the order SQS gave them, groups in parallel; when
   one fails and will be retried, the rest of its group is released (visibility 0) rather than run out of order.
 - While the ``ReceiveGate`` is closed (a fault of the whole worker, such as refused Kordiam credentials) the
@@ -68,6 +72,9 @@ POLL_ERROR_BACKOFF_MAX = 30.0
 # What releasing and flushing at shutdown get even when the drain used its whole deadline: a queue that answers
 # needs far less, one that does not would otherwise hold the worker for botocore's read timeout and its retries.
 SETTLE_GRACE_SECONDS = 1.0
+# A receive under way at the shutdown is aborted only once it has waited this long: SQS answers within tens of ms
+# when messages are visible, so by then it is a long poll on a queue with nothing to hand out.
+RECEIVE_SETTLE_SECONDS = 1.0
 # Extension calls of one heartbeat on their way at once: a full worker (hundreds held, all due at the same tick)
 # must be extended within half a lease even when each call is slow, without taking every pooled connection.
 HEARTBEAT_CALLS = 8
@@ -172,6 +179,10 @@ class Consumer:
         self._fifo = transport.ordered_groups
         self._groups: dict[str, list[QueueMessage]] = {}
         self._receiving = True
+        # Pollers in a receive (by number), and when it began (``time.monotonic``).
+        self._receives: dict[int, float] = {}
+        # What they answered after the shutdown began: released unrun.
+        self._received_late: list[QueueMessage] = []
         # Every outcome's series from the start, at 0: Prometheus' increase() reads a series that first appears at 1
         # as no increase, so the first dead letter would never fire the README's KordiamBridgeDeadLetters alert.
         self._outcome_counters: dict[str, Counter] = {
@@ -225,25 +236,30 @@ class Consumer:
         # its visibility timeout ends; one whose delete was not confirmed is received again).
         deadline = started + self._settings.shutdown_timeout
         self._receiving = False
-        for poller in pollers:
-            poller.cancel()  # aborts the long poll
-        await asyncio.gather(*pollers, return_exceptions=True)
+        receiving = [poller for number, poller in enumerate(pollers) if number in self._receives]
+        idle = [poller for poller in pollers if poller not in receiving]
+        for poller in idle:
+            poller.cancel()  # waiting for room, for the gate, or after a failed receive: nothing under way
+        await asyncio.gather(*idle, return_exceptions=True)
+        # Before anything is released: a receive still under way could take it (one more receive for nothing).
+        await self._finish_receives(pollers, receiving)
         log.info("consumer_draining", in_flight=len(self._tasks), deadline=self._settings.shutdown_timeout)
-        # A handler that has not taken a slot has done nothing yet: release its message rather than run it.
+        # A handler that has not taken a slot has done nothing yet: release its message rather than run it, with
+        # what the receives answered meanwhile.
         not_started = [
             task
             for task, message in self._tasks.items()
             if message.receipt_handle in self._handling and not self._slots.entered(task)
         ]
-        if not_started:
-            released = [self._tasks[task] for task in not_started]
-            for task in not_started:
-                task.cancel()
-            await asyncio.gather(*not_started, return_exceptions=True)
+        released = [self._tasks[task] for task in not_started] + self._received_late
+        for task in not_started:
+            task.cancel()
+        await asyncio.gather(*not_started, return_exceptions=True)
+        if released:
             await self._by_deadline(self._release(released), deadline, "release")
         # Keep a little of the deadline for releasing and flushing. While paused for a fault of the whole worker
         # the messages in hand cannot finish: release them at once.
-        budget = max(0.5, self._settings.shutdown_timeout - 2.0) if self._gate.reason is None else 0.0
+        budget = max(0.5, deadline - 2.0 - time.monotonic()) if self._gate.reason is None else 0.0
         if self._tasks:
             _, pending = await asyncio.wait(set(self._tasks), timeout=budget)
             # A task still waiting for its delete is done with its message: the deleter finishes it below.
@@ -269,6 +285,19 @@ class Consumer:
         await asyncio.gather(*calls, return_exceptions=True)
         log.info("consumer_stopped", seconds=round(time.monotonic() - started, 3))
 
+    async def _finish_receives(self, pollers: list[asyncio.Task[None]], receiving: list[asyncio.Task[None]]) -> None:
+        """The receives under way when the shutdown began: each answers (its messages are kept in
+        ``_received_late``, to be released), or, still waiting ``RECEIVE_SETTLE_SECONDS`` after it began, is
+        aborted. Handlers go on meanwhile."""
+        if not receiving:
+            return
+        settle_by = max(self._receives.values(), default=0.0) + RECEIVE_SETTLE_SECONDS
+        await asyncio.wait(receiving, timeout=max(0.0, settle_by - time.monotonic()))
+        for number, poller in enumerate(pollers):
+            if number in self._receives:
+                poller.cancel()  # a long poll on a queue with nothing visible (SqsTransport records it abandoned)
+        await asyncio.gather(*receiving, return_exceptions=True)
+
     async def _by_deadline(self, settling: Awaitable[None], deadline: float, step: str) -> None:
         """``settling`` (a release, the flush of deletes), cancelled if still waiting for the queue at
         ``deadline`` (or ``SETTLE_GRACE_SECONDS`` from now, if later)."""
@@ -293,17 +322,23 @@ class Consumer:
                 self.last_poll = time.monotonic()  # a pause is not a stalled poll loop
             wanted = await self._reserve()
             try:
-                messages = await self._transport.receive(wanted, self._settings.wait_time_seconds)
+                messages = await self._receive(number, wanted)
             except asyncio.CancelledError:
                 self._give_back(wanted)
                 raise
             except Exception as error:
                 self._give_back(wanted)
+                if not self._receiving:
+                    return  # the shutdown let it answer; it took nothing, and nothing is received any more
                 failures += 1
                 delay = min(POLL_ERROR_BACKOFF_MAX, 0.5 * 2**failures)
                 log.error("receive_failed", poller=number, error=f"{type(error).__name__}: {error}", retry_in=delay)
                 await asyncio.sleep(delay)
                 continue
+            if not self._receiving:  # answered during the shutdown: handed back unrun, for another worker
+                self._received_late += messages
+                self._give_back(wanted)
+                return
             if failures:  # the errors above said it stopped; this says it works again
                 log.info("receive_recovered", poller=number, failures=failures)
             failures = 0
@@ -311,6 +346,13 @@ class Consumer:
             self._give_back(wanted - len(messages))
             for message in messages:
                 self._start(message)
+
+    async def _receive(self, number: int, wanted: int) -> list[QueueMessage]:
+        self._receives[number] = time.monotonic()  # the shutdown lets a receive under way answer
+        try:
+            return await self._transport.receive(wanted, self._settings.wait_time_seconds)
+        finally:
+            del self._receives[number]
 
     async def _reserve(self) -> int:
         """Wait until a whole batch fits, or until slots sit idle; then take as much as one receive can use.

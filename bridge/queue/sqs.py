@@ -3,11 +3,12 @@
 Done deletes the message; retry later, release and extend set its visibility (the message is never re-sent, so SQS's
 receive count and native redrive keep working); a dead letter is a copy on the DLQ with ``failure.*`` attributes.
 
-A long poll cancelled here (a shutdown aborts them; so does Ctrl-C in an operator command) goes on on the server for
-the rest of its wait: whatever becomes visible meanwhile, it takes for a reader that is gone, which costs that
-message one of its receives and hides it for the visibility timeout (LocalStack does exactly this). So nothing is
-made visible on a queue while a poll abandoned on it may still run (``AbandonedPolls``): ``release`` and
-``retry_later`` here, and the operator commands' releases (``sqs_admin``), which share the transport's record.
+A long poll cancelled here (a shutdown aborts one that has waited a second, Ctrl-C in an operator command any) goes
+on on the server for the rest of its wait: whatever becomes visible meanwhile, it takes for a reader that is gone,
+which costs that message one of its receives and hides it for the visibility timeout (LocalStack does exactly
+this). So nothing is made visible on a queue while a poll abandoned on it may still run (``AbandonedPolls``):
+``release`` and ``retry_later`` here, and the operator commands' releases (``sqs_admin``), which share the
+transport's record.
 """
 
 from __future__ import annotations

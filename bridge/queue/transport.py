@@ -135,9 +135,10 @@ class Transport(Protocol):
 
     async def receive(self, max_messages: int, wait_time: int) -> list[QueueMessage]:
         """At most ``max_messages`` (and ``MAX_BATCH``), waiting up to ``wait_time`` s for the first; ``[]`` when
-        none came. Every message returned is the caller's to settle. Cancelling it loses nothing, and costs nothing
-        that is released after it: SQS finishes an abandoned long poll on the server, so its ``release`` makes
-        messages visible only once that poll has ended."""
+        none came. Every message returned is the caller's to settle. Cancelling it costs nothing that is released
+        after it (SQS finishes an abandoned long poll on the server, so its ``release`` makes messages visible only
+        once that poll has ended), but on SQS an answer already on its way is lost to every reader until the
+        visibility timeout ends: a receive that may be answering is let finish (the consumer's shutdown does)."""
         ...
 
     async def complete(self, messages: Sequence[QueueMessage]) -> list[str]:

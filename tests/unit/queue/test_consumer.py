@@ -938,3 +938,115 @@ async def test_a_receive_that_works_again_after_failures_says_so_in_the_log() ->
     recovered = [line for line in lines if line["event"] == "receive_recovered"]
     assert len(recovered) == 1 and recovered[0]["failures"] == 1
     assert events.index("receive_failed") < events.index("receive_recovered")
+
+
+class AnswersWhenTold(FakeTransport):
+    """Its first receive waits until ``answer_now`` is set, then answers ``first``; a receive cancelled meanwhile
+    is counted (on SQS its answer, already on its way, would hide ``first`` for the visibility timeout)."""
+
+    def __init__(self, first: list[QueueMessage]) -> None:
+        super().__init__([])
+        self.first = first
+        self.waiting = asyncio.Event()
+        self.answer_now = asyncio.Event()
+        self.cancelled = 0
+
+    async def receive(self, max_messages: int, wait_time: int) -> list[QueueMessage]:
+        if not self.first:
+            return await super().receive(max_messages, wait_time)
+        self.waiting.set()
+        try:
+            await self.answer_now.wait()
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+        answer, self.first = self.first, []
+        return answer
+
+
+async def test_a_receive_under_way_at_the_shutdown_answers_and_its_messages_are_released_unrun() -> None:
+    # Seen in the image test: a SIGTERM while a receive's answer was on its way aborted the receive; SQS had already
+    # handed its messages out, so they stayed hidden for the visibility timeout (60 s) and each spent a receive.
+    late = [message(), message()]
+    transport = AnswersWhenTold(late)
+    ran: list[str] = []
+
+    async def handler(m: QueueMessage) -> Outcome:
+        ran.append(m.message_id)
+        return Done()
+
+    consumer = Consumer(transport, handler, settings(shutdown_timeout=5))
+    stop = asyncio.Event()
+    task = asyncio.create_task(consumer.run(stop))
+    await asyncio.wait_for(transport.waiting.wait(), 5)
+    stop.set()
+    await asyncio.sleep(0.05)  # the shutdown has begun; then the receive's answer arrives
+    transport.answer_now.set()
+    await asyncio.wait_for(task, 10)
+    assert transport.cancelled == 0
+    assert ran == [] and transport.deleted == []
+    assert sorted(transport.visibility) == sorted((m.message_id, 0) for m in late)
+
+
+async def test_a_receive_still_waiting_a_second_into_the_shutdown_is_aborted() -> None:
+    # A long poll that has found nothing for that long waits on a queue with nothing visible: the shutdown does not
+    # wait out the rest of it (up to wait_time_seconds).
+    transport = AnswersWhenTold([message()])
+
+    async def handler(m: QueueMessage) -> Outcome:
+        return Done()
+
+    consumer = Consumer(transport, handler, settings(shutdown_timeout=30, wait_time_seconds=20))
+    stop = asyncio.Event()
+    task = asyncio.create_task(consumer.run(stop))
+    await asyncio.wait_for(transport.waiting.wait(), 5)
+    stop.set()
+    await asyncio.wait_for(task, 10)
+    assert transport.cancelled == 1
+    assert transport.visibility == [] and transport.deleted == []
+
+
+class LogsReceivesAndReleases(FakeTransport):
+    """Answers ``first`` at once; every receive after it waits until cancelled. Logs when each receive ends and
+    each visibility change, in order."""
+
+    def __init__(self, first: list[QueueMessage]) -> None:
+        super().__init__([first])
+        self.events: list[str] = []
+        self.waiting = asyncio.Event()
+
+    async def receive(self, max_messages: int, wait_time: int) -> list[QueueMessage]:
+        if self.batches:
+            return await super().receive(max_messages, wait_time)
+        self.waiting.set()
+        try:
+            await asyncio.sleep(3600)
+        finally:
+            self.events.append("receive ended")
+        return []
+
+    async def retry_later(self, messages: Sequence[QueueMessage], seconds: int) -> list[str]:
+        self.events.append(f"visibility {seconds}")
+        return await super().retry_later(messages, seconds)
+
+
+async def test_nothing_is_released_while_a_receive_of_the_worker_is_still_under_way() -> None:
+    # Found by the fault suite on LocalStack: releasing while the worker's own long poll still ran let that poll take
+    # the released message, which then came to the next worker on its third receive instead of its second.
+    running = message()
+    transport = LogsReceivesAndReleases([running])
+    started = asyncio.Event()
+
+    async def handler(m: QueueMessage) -> Outcome:
+        started.set()
+        await asyncio.sleep(3600)
+        return Done()
+
+    consumer = Consumer(transport, handler, settings(shutdown_timeout=2.5))
+    stop = asyncio.Event()
+    task = asyncio.create_task(consumer.run(stop))
+    await asyncio.wait_for(started.wait(), 5)
+    await asyncio.wait_for(transport.waiting.wait(), 5)
+    stop.set()
+    await asyncio.wait_for(task, 10)
+    assert transport.events == ["receive ended", "visibility 0"]
