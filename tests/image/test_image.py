@@ -348,9 +348,10 @@ def test_sigterm_drains_under_load_and_loses_nothing(own_stack: Stack) -> None:
     done = sum(1 for entry in json_lines(logs(first)) if entry.get("outcome") == "done")
 
     # A second worker on the same state finishes the rest: every story lands, none is lost. The released messages
-    # are visible again at once, or once the first worker's aborted long polls have ended (wait_time_seconds, 20 s);
-    # a receive answering as the SIGTERM came is let finish and its messages released (aborted, it once hid them for
-    # the 60 s visibility timeout: 82 s here). Nothing here waits for a visibility timeout: 120 s is ample.
+    # are visible again at once (a busy worker's pollers wait for room: no receive to abort), or once an aborted long
+    # poll has ended (wait_time_seconds, 20 s); a receive answering as the SIGTERM came is let finish and its messages
+    # released (aborted, it once hid them for the 60 s visibility timeout: 82 s here). Nothing here waits for a
+    # visibility timeout: 120 s is ample.
     started = time.monotonic()
     second = stack.worker(f"{RUN_ID}-finisher", volume)
     expected = set(elements)
