@@ -25,7 +25,7 @@ ActiveMQ "visibility" is the broker holding an unacknowledged message for this c
   SQS hands out messages as soon as any are visible, and the answer to an aborted receive is still on its way, so
   its messages would stay hidden from every worker for the visibility timeout and each spend a receive. A receive
   still waiting ``RECEIVE_SETTLE_SECONDS`` after it began waits on a queue with nothing visible: that one is
-  aborted.
+  aborted, as is one still waiting at the shutdown's deadline.
 - FIFO queues: messages of one group run one after another in the order SQS gave them, groups in parallel; when
   one fails and will be retried, the rest of its group is released (visibility 0) rather than run out of order.
 - While the ``ReceiveGate`` is closed (a fault of the whole worker, such as refused Kordiam credentials) the
@@ -242,7 +242,7 @@ class Consumer:
             poller.cancel()  # waiting for room, for the gate, or after a failed receive: nothing under way
         await asyncio.gather(*idle, return_exceptions=True)
         # Before anything is released: a receive still under way could take it (one more receive for nothing).
-        await self._finish_receives(pollers, receiving)
+        await self._finish_receives(pollers, receiving, deadline)
         log.info("consumer_draining", in_flight=len(self._tasks), deadline=self._settings.shutdown_timeout)
         # A handler that has not taken a slot has done nothing yet: release its message rather than run it, with
         # what the receives answered meanwhile.
@@ -285,13 +285,16 @@ class Consumer:
         await asyncio.gather(*calls, return_exceptions=True)
         log.info("consumer_stopped", seconds=round(time.monotonic() - started, 3))
 
-    async def _finish_receives(self, pollers: list[asyncio.Task[None]], receiving: list[asyncio.Task[None]]) -> None:
+    async def _finish_receives(
+        self, pollers: list[asyncio.Task[None]], receiving: list[asyncio.Task[None]], deadline: float
+    ) -> None:
         """The receives under way when the shutdown began: each answers (its messages are kept in
-        ``_received_late``, to be released), or, still waiting ``RECEIVE_SETTLE_SECONDS`` after it began, is
-        aborted. Handlers go on meanwhile."""
+        ``_received_late``, to be released), or, still waiting ``RECEIVE_SETTLE_SECONDS`` after it began or at the
+        shutdown's ``deadline``, is aborted. Handlers go on meanwhile."""
         if not receiving:
             return
-        settle_by = max(self._receives.values(), default=0.0) + RECEIVE_SETTLE_SECONDS
+        # The deadline is the operator's: a queue that has not answered by it is given up on, a receive too.
+        settle_by = min(max(self._receives.values(), default=0.0) + RECEIVE_SETTLE_SECONDS, deadline)
         await asyncio.wait(receiving, timeout=max(0.0, settle_by - time.monotonic()))
         for number, poller in enumerate(pollers):
             if number in self._receives:

@@ -1050,3 +1050,22 @@ async def test_nothing_is_released_while_a_receive_of_the_worker_is_still_under_
     stop.set()
     await asyncio.wait_for(task, 10)
     assert transport.events == ["receive ended", "visibility 0"]
+
+
+async def test_a_receive_under_way_is_not_awaited_past_the_shutdown_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The deadline is the operator's (queue.shutdown_timeout, which may be shorter than the settle): a receive that
+    # has not answered by it is aborted, as a queue that does not answer is given up on.
+    monkeypatch.setattr("bridge.queue.consumer.RECEIVE_SETTLE_SECONDS", 3600.0)
+    transport = AnswersWhenTold([message()])
+
+    async def handler(m: QueueMessage) -> Outcome:
+        return Done()
+
+    consumer = Consumer(transport, handler, settings(shutdown_timeout=0.2, wait_time_seconds=20))
+    stop = asyncio.Event()
+    task = asyncio.create_task(consumer.run(stop))
+    await asyncio.wait_for(transport.waiting.wait(), 5)
+    stop.set()
+    await asyncio.wait_for(task, 10)
+    assert transport.cancelled == 1
+    assert transport.visibility == [] and transport.deleted == []
