@@ -25,7 +25,8 @@ ActiveMQ "visibility" is the broker holding an unacknowledged message for this c
   SQS hands out messages as soon as any are visible, and the answer to an aborted receive is still on its way, so
   its messages would stay hidden from every worker for the visibility timeout and each spend a receive. A receive
   still waiting ``RECEIVE_SETTLE_SECONDS`` after it began waits on a queue with nothing visible: that one is
-  aborted, as is one still waiting at the shutdown's deadline.
+  aborted, as is one still waiting at the shutdown's deadline. Where an aborted receive loses nothing
+  (``Transport.aborted_receive_hides`` False: ActiveMQ's local inbox) every receive is aborted at once.
 - FIFO queues: messages of one group run one after another in the order SQS gave them, groups in parallel; when
   one fails and will be retried, the rest of its group is released (visibility 0) rather than run out of order.
 - While the ``ReceiveGate`` is closed (a fault of the whole worker, such as refused Kordiam credentials) the
@@ -236,10 +237,12 @@ class Consumer:
         # its visibility timeout ends; one whose delete was not confirmed is received again).
         deadline = started + self._settings.shutdown_timeout
         self._receiving = False
-        receiving = [poller for number, poller in enumerate(pollers) if number in self._receives]
+        # Only where aborting it could hide what it brings is a receive under way let answer.
+        hides = self._transport.aborted_receive_hides
+        receiving = [poller for number, poller in enumerate(pollers) if hides and number in self._receives]
         idle = [poller for poller in pollers if poller not in receiving]
         for poller in idle:
-            poller.cancel()  # waiting for room, for the gate, or after a failed receive: nothing under way
+            poller.cancel()  # waiting for room or the gate, after a failed receive, or in a receive that loses nothing
         await asyncio.gather(*idle, return_exceptions=True)
         # Before anything is released: a receive still under way could take it (one more receive for nothing).
         await self._finish_receives(pollers, receiving, deadline)

@@ -113,6 +113,11 @@ class SqsTransport:
     def lease_seconds(self) -> int:
         return self.settings.visibility_timeout
 
+    @property
+    def aborted_receive_hides(self) -> bool:
+        # SQS answers a receive as soon as a message is visible: what it handed out is the abandoned reader's.
+        return True
+
     def connected(self) -> bool:
         """SQS is an HTTP API: there is no connection to lose (a failing receive shows in the consumer's health)."""
         return True

@@ -255,6 +255,11 @@ class StompTransport:
     def lease_seconds(self) -> None:
         return None
 
+    @property
+    def aborted_receive_hides(self) -> bool:
+        # ``receive`` takes from the local inbox, and a cancelled get leaves the frame there (released at the close).
+        return False
+
     def connected(self) -> bool:
         """The connection is up and, on a consuming transport, its subscription is active (a connection that
         receives nothing is not one to report healthy)."""

@@ -124,6 +124,13 @@ class Transport(Protocol):
         """How long a received message stays reserved unless ``extend``-ed; None: until settled or disconnected."""
         ...
 
+    @property
+    def aborted_receive_hides(self) -> bool:
+        """True when cancelling ``receive`` can hide messages from every reader for their lease: the queue may have
+        handed them out already, its answer on its way (SQS). False when a cancelled receive leaves every message
+        where it was (ActiveMQ's local inbox): the consumer's shutdown then aborts one at once."""
+        ...
+
     def connected(self) -> bool:
         """False while the transport knows its connection is down; cheap, called by every health check."""
         ...
@@ -138,7 +145,8 @@ class Transport(Protocol):
         none came. Every message returned is the caller's to settle. Cancelling it costs nothing that is released
         after it (SQS finishes an abandoned long poll on the server, so its ``release`` makes messages visible only
         once that poll has ended), but on SQS an answer already on its way is lost to every reader until the
-        visibility timeout ends: a receive that may be answering is let finish (the consumer's shutdown does)."""
+        visibility timeout ends (``aborted_receive_hides``): a receive that may be answering is let finish (the
+        consumer's shutdown does)."""
         ...
 
     async def complete(self, messages: Sequence[QueueMessage]) -> list[str]:

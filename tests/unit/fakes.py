@@ -384,6 +384,10 @@ class FakeTransport:
     def lease_seconds(self) -> int:
         return 30
 
+    @property
+    def aborted_receive_hides(self) -> bool:
+        return True
+
     def connected(self) -> bool:
         return True
 

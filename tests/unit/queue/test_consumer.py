@@ -1069,3 +1069,47 @@ async def test_a_receive_under_way_is_not_awaited_past_the_shutdown_deadline(mon
     await asyncio.wait_for(task, 10)
     assert transport.cancelled == 1
     assert transport.visibility == [] and transport.deleted == []
+
+
+class FromLocalInbox(FakeTransport):
+    """Receives from a local inbox, as the ActiveMQ transport does: a receive cancelled while it waits leaves every
+    message in the inbox (the transport releases what is left there when it closes)."""
+
+    def __init__(self) -> None:
+        super().__init__([])
+        self.inbox: asyncio.Queue[QueueMessage] = asyncio.Queue()
+        self.waiting = asyncio.Event()
+        self.cancelled = 0
+
+    @property
+    def aborted_receive_hides(self) -> bool:
+        return False
+
+    async def receive(self, max_messages: int, wait_time: int) -> list[QueueMessage]:
+        self.waiting.set()
+        try:
+            return [await self.inbox.get()]
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+
+
+async def test_a_receive_that_loses_nothing_when_aborted_is_aborted_at_once_at_the_shutdown(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # On ActiveMQ a receive waits on the worker's own inbox: letting it answer gains nothing (what it would take is
+    # released at the close all the same) and cost every shutdown that came as a receive began up to a second.
+    monkeypatch.setattr("bridge.queue.consumer.RECEIVE_SETTLE_SECONDS", 3600.0)
+    transport = FromLocalInbox()
+
+    async def handler(m: QueueMessage) -> Outcome:
+        return Done()
+
+    consumer = Consumer(transport, handler, settings(shutdown_timeout=30, wait_time_seconds=5))
+    stop = asyncio.Event()
+    task = asyncio.create_task(consumer.run(stop))
+    await asyncio.wait_for(transport.waiting.wait(), 5)
+    stop.set()
+    await asyncio.wait_for(task, 10)
+    assert transport.cancelled == 1
+    assert transport.visibility == [] and transport.deleted == []
