@@ -246,7 +246,12 @@ class Consumer:
         await asyncio.gather(*idle, return_exceptions=True)
         # Before anything is released: a receive still under way could take it (one more receive for nothing).
         await self._finish_receives(pollers, receiving, deadline)
-        log.info("consumer_draining", in_flight=len(self._tasks), deadline=self._settings.shutdown_timeout)
+        log.info(
+            "consumer_draining",
+            in_flight=len(self._tasks),
+            received_late=len(self._received_late),
+            deadline=self._settings.shutdown_timeout,
+        )
         # A handler that has not taken a slot has done nothing yet: release its message rather than run it, with
         # what the receives answered meanwhile.
         not_started = [
@@ -342,6 +347,7 @@ class Consumer:
                 await asyncio.sleep(delay)
                 continue
             if not self._receiving:  # answered during the shutdown: handed back unrun, for another worker
+                metrics.MESSAGES_RECEIVED.inc(len(messages))  # the queue counted the receive
                 self._received_late += messages
                 self._give_back(wanted)
                 return

@@ -1113,3 +1113,28 @@ async def test_a_receive_that_loses_nothing_when_aborted_is_aborted_at_once_at_t
     await asyncio.wait_for(task, 10)
     assert transport.cancelled == 1
     assert transport.visibility == [] and transport.deleted == []
+
+
+async def test_messages_a_receive_answers_during_the_shutdown_are_counted_received_and_logged_as_such() -> None:
+    # The queue counted their receive (SQS's ApproximateReceiveCount and NumberOfMessagesReceived): the worker's
+    # count agrees, and the drain's log line says what the release that follows holds besides the in-flight ones.
+    late = [message(), message()]
+    transport = AnswersWhenTold(late)
+
+    async def handler(m: QueueMessage) -> Outcome:
+        return Done()
+
+    received_before = metrics.MESSAGES_RECEIVED._value.get()
+    consumer = Consumer(transport, handler, settings(shutdown_timeout=5))
+    stop = asyncio.Event()
+    task = asyncio.create_task(consumer.run(stop))
+    await asyncio.wait_for(transport.waiting.wait(), 5)
+    with capture_logs() as lines:
+        stop.set()
+        await asyncio.sleep(0)  # the consumer runs its shutdown up to its first wait; then the answer arrives
+        transport.answer_now.set()
+        await asyncio.wait_for(task, 10)
+    assert metrics.MESSAGES_RECEIVED._value.get() - received_before == len(late)
+    (draining,) = [line for line in lines if line["event"] == "consumer_draining"]
+    (releasing,) = [line for line in lines if line["event"] == "releasing_unfinished"]
+    assert (draining["in_flight"], draining["received_late"], releasing["count"]) == (0, 2, 2)
