@@ -3,12 +3,38 @@
 from __future__ import annotations
 
 from collections import OrderedDict
+from datetime import datetime
+from typing import NamedTuple
 
 # How far the queue's clock (which stamps ``sent_at``) may run ahead of this worker's clock. NTP keeps both
 # within milliseconds; five seconds is generous for a drifting host yet costs nothing in a backlog, whose
 # notifications are minutes old when the worker reads them. Notifications this worker already holds need no
 # allowance at all (see ``FetchLedger``), so the skew only matters across workers and restarts.
 DEFAULT_CLOCK_SKEW_SECONDS = 5.0
+
+
+class Fetched(NamedTuple):
+    """A fetch behind a sync without failures: when it started (wall clock; ``local_start`` on this worker's
+    monotonic clock) and what it found: the element's modification date (``synced``) or the element ``gone``."""
+
+    started: float
+    local_start: float | None = None
+    synced: datetime | None = None
+    gone: bool = False
+
+
+def answers(synced: datetime | None, gone: bool, *, announced: datetime | None, deletion: bool) -> bool:
+    """Whether the channels, brought in line with what a fetch found (``synced``, or the element ``gone``), hold
+    what a notification announced: a deletion (``deletion``) only if the fetch found the element gone; a version
+    (``announced``, the modification date its body carries) only if the fetch found one at least as new. Kordiam
+    may answer a read from a copy that has not caught up with the change yet; such a fetch covers nothing the
+    notification says it is older than. Compared to the second: a notification's body and the API may not give a
+    date at the same precision."""
+    if deletion:
+        return gone
+    if gone or announced is None or synced is None:
+        return True
+    return synced.replace(microsecond=0) >= announced.replace(microsecond=0)
 
 
 class FetchLedger:
@@ -26,24 +52,37 @@ class FetchLedger:
       works for a fetch by another worker, whose start time the state store keeps (``covered_by``).
 
     Only ``record`` after a sync without failures makes a start time count; a failed fetch or sync covers
-    nothing. A notification with neither time is never covered. The ledger keeps the ``capacity`` most recently
+    nothing. A notification with neither time is never covered, and neither is one the fetch's answer does not
+    hold (``answers``: Kordiam's answer older than the version it announced, or a deletion answered with the
+    element). The ledger keeps the ``capacity`` most recently
     recorded elements; forgetting one only costs a fetch, never staleness.
     """
 
     def __init__(self, *, clock_skew: float = DEFAULT_CLOCK_SKEW_SECONDS, capacity: int = 100_000) -> None:
         self._clock_skew = clock_skew
         self._capacity = capacity
-        # element id → (wall-clock start, monotonic start or None when only another worker's start is known)
-        self._started: OrderedDict[int, tuple[float, float | None]] = OrderedDict()
+        # element id → the latest fetch recorded (its ``local_start``: the latest this worker ran, or None when only
+        # another worker's is known)
+        self._started: OrderedDict[int, Fetched] = OrderedDict()
 
-    def covers(self, element_id: int, sent_at: float | None, received_at: float | None = None) -> bool:
-        started = self._started.get(element_id)
-        if started is None:
+    def covers(
+        self,
+        element_id: int,
+        sent_at: float | None,
+        received_at: float | None = None,
+        *,
+        announced: datetime | None = None,
+        deletion: bool = False,
+    ) -> bool:
+        """Whether the recorded fetch covers a notification sent at ``sent_at`` (the queue's clock) and received at
+        ``received_at`` (this worker's monotonic clock), announcing ``announced`` or a ``deletion`` (``answers``)."""
+        fetched = self._started.get(element_id)
+        if fetched is None or not answers(fetched.synced, fetched.gone, announced=announced, deletion=deletion):
             return False
-        wall, local = started
+        local = fetched.local_start
         if received_at is not None and local is not None and local > received_at:
             return True
-        return self.covered_by(wall, sent_at)
+        return self.covered_by(fetched.started, sent_at)
 
     def covered_by(self, fetch_started: float | None, sent_at: float | None) -> bool:
         """The broker-clock rule for one recorded start time (this ledger's or the state store's,
@@ -52,13 +91,27 @@ class FetchLedger:
             return False
         return fetch_started - self._clock_skew > sent_at
 
-    def record(self, element_id: int, fetch_started: float, local_start: float | None = None) -> None:
+    def record(
+        self,
+        element_id: int,
+        fetch_started: float,
+        local_start: float | None = None,
+        *,
+        synced: datetime | None = None,
+        gone: bool = False,
+    ) -> None:
         """A sync whose fetch started at ``fetch_started`` (wall clock; ``local_start`` on this worker's monotonic
-        clock when this worker ran it) succeeded. Neither time ever moves backwards."""
-        wall, local = self._started.get(element_id, (float("-inf"), None))
+        clock when this worker ran it) and found ``synced`` (or the element ``gone``) succeeded. Neither time ever
+        moves backwards; what was found is the latest-started fetch's."""
+        held = self._started.get(element_id)
+        if held is None or fetch_started >= held.started:
+            latest = Fetched(fetch_started, None, synced, gone)
+        else:
+            latest = held._replace(local_start=None)
+        local = held.local_start if held is not None else None
         if local_start is not None and (local is None or local_start > local):
             local = local_start
-        self._started[element_id] = (max(wall, fetch_started), local)
+        self._started[element_id] = latest._replace(local_start=local)
         self._started.move_to_end(element_id)
         while len(self._started) > self._capacity:
             self._started.popitem(last=False)

@@ -34,14 +34,14 @@ from bridge.kordiam.client import KordiamClient
 from bridge.kordiam.models import CmsLinks, Element, Publication
 from bridge.locks import KeyedLock
 from bridge.ops import metrics
-from bridge.pipeline.covering import FetchLedger
+from bridge.pipeline.covering import Fetched, FetchLedger, answers
 from bridge.pipeline.fate import describe, is_transient
 from bridge.pipeline.fingerprint import fingerprint, matches
-from bridge.pipeline.notification import Notification
+from bridge.pipeline.notification import Event, Notification
 from bridge.pipeline.parking import Admission, ChannelParking
 from bridge.pipeline.routing import Route
 from bridge.queue.slots import WorkSlots
-from bridge.state.base import Delivery, ElementBusy, ElementMark, HeldLease, StateStore
+from bridge.state.base import Delivery, ElementBusy, ElementMark, HeldLease, StateStore, is_older
 from bridge.valueclass import value_class
 
 log = structlog.get_logger("bridge.sync")
@@ -85,8 +85,8 @@ class SyncReport:
     actions: list[ChannelAction] = field(default_factory=list)
     feedback: list[str] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
-    # When the fetch of a sync without failures started (wall clock, monotonic): what the covering ledger records.
-    fetched: tuple[float, float] | None = None
+    # The fetch of a sync without failures (when it started, what it found): what the covering ledger records.
+    fetched: Fetched | None = None
 
 
 COVERED = "covered by a fetch that started after it was sent"
@@ -97,6 +97,13 @@ _CMS_NAMES = ("edit_link", "open_link", "edit_link_title", "open_link_title")
 
 class StaleWrite(TransientError):
     """Another worker recorded a newer version of this publication while this one was writing."""
+
+
+class KordiamBehind(TransientError):
+    """Kordiam answered an older version than one the bridge knows of: the version the notification announced, or
+    one already synced. Its API may answer from a copy that has not caught up yet; the retry fetches again, and
+    the older answer reaches no channel (the channels would keep it: a delivery's fingerprint is recorded only for
+    a version at least as new as the recorded one)."""
 
 
 class ElementChanged(TransientError):
@@ -216,7 +223,13 @@ class SyncEngine:
                 # This worker owes the element a re-sync (``_sync_leased``): forced, token or not.
                 notification = replace(notification, force=True)
             # A forced replay asks for every channel to be written again: no earlier fetch covers it.
-            if not notification.force and self._fetched.covers(notification.element_id, sent_at, received_at):
+            if not notification.force and self._fetched.covers(
+                notification.element_id,
+                sent_at,
+                received_at,
+                announced=notification.modification_date,
+                deletion=notification.event is Event.DELETED,
+            ):
                 metrics.NOTIFICATIONS_COALESCED.inc()
                 return SyncReport(notification.element_id, skipped=COVERED, covered=True)
             if notification.parked_since:  # a requeued element: parked again, it keeps its first parking time
@@ -261,8 +274,10 @@ class SyncEngine:
                     self._resync_due.add(element_id)
             if not held.lost:
                 # Only now is the mark recorded (with the release): a fetch whose mark failed covers nothing.
-                if report.fetched is not None:
-                    self._fetched.record(element_id, *report.fetched)
+                if (fetched := report.fetched) is not None:
+                    self._fetched.record(
+                        element_id, fetched.started, fetched.local_start, synced=fetched.synced, gone=fetched.gone
+                    )
                     if notification.force and not any(a.action is Action.PARKED for a in report.actions):
                         self._resync_due.discard(element_id)  # every channel rewritten: the owed re-sync made good
                 return report
@@ -289,15 +304,25 @@ class SyncEngine:
         # One read of the element's mark answers both skips: a fetch another worker (or this one, before its
         # ledger forgot) started after the notification was sent, and a notification older than what was synced;
         # and whether a re-sync is due (``ElementMark.resync``), which neither skips nor trusts the fingerprints.
-        # Read for every message, a forced one too (its mark clears the token): free where the lease's take returns
-        # it (SQLite); a read of its own on DynamoDB only for a notification neither skip could use, or a forced one.
+        # Read for every message, a forced one too (its mark clears the token), and what the fetch's answer must not be
+        # older than (``_behind``): free where the lease's take returns it (SQLite), a read of its own on DynamoDB.
         mark = lease.mark_at_take if lease.mark_at_take_known else await self._state.element_mark(element_id)
         resync = mark.resync if mark is not None else None
         force = notification.force or resync is not None
         if not force:
-            if sent_at is not None and mark is not None and self._fetched.covered_by(mark.fetched_at, sent_at):
+            if (
+                sent_at is not None
+                and mark is not None
+                and self._fetched.covered_by(mark.fetched_at, sent_at)
+                and answers(
+                    mark.modification_date,
+                    mark.deleted,
+                    announced=notification.modification_date,
+                    deletion=notification.event is Event.DELETED,
+                )
+            ):
                 assert mark.fetched_at is not None
-                self._fetched.record(element_id, mark.fetched_at)
+                self._fetched.record(element_id, mark.fetched_at, synced=mark.modification_date, gone=mark.deleted)
                 report.skipped, report.covered = COVERED, True
                 return report
             if _older(notification, mark):
@@ -327,7 +352,10 @@ class SyncEngine:
                 lease.mark_on_release(
                     ElementMark(element_id, None, None, deleted=True, fetched_at=fetch_started, resync=resync)
                 )
-                report.fetched = (fetch_started, local_start)
+                report.fetched = Fetched(fetch_started, local_start, gone=True)
+            return report
+        if behind := _behind(element, notification, mark):
+            report.failures.append(Failure("fetch", KordiamBehind(f"Kordiam answered element {element_id} {behind}")))
             return report
 
         carried = {(r.name, p.id) for r in self._routes for p in element.publications if r.carries(p)}
@@ -369,7 +397,7 @@ class SyncEngine:
                     resync=resync,
                 )
             )
-            report.fetched = (fetch_started, local_start)
+            report.fetched = Fetched(fetch_started, local_start, synced=element.modification_date)
         return report
 
     async def _deliver(
@@ -759,6 +787,24 @@ def _changed_since_fetch(error: Exception) -> Exception:
         changed.__cause__ = error
         return changed
     return error
+
+
+def _behind(element: Element, notification: Notification, mark: ElementMark | None) -> str | None:
+    """What the fetched element is older than, if anything (``KordiamBehind``): the version the notification
+    announced (compared to the second, as ``covering.answers``) or the version already synced."""
+    found, announced = element.modification_date, notification.modification_date
+    if not answers(found, False, announced=announced, deletion=False):
+        assert found is not None and announced is not None
+        return f"as modified {found.isoformat()}, older than the {announced.isoformat()} its notification announced"
+    if mark is not None and not mark.deleted:
+        synced = (mark.modification_date, mark.version)
+        if is_older((found, element.version), synced):
+            return f"at version {_version(found, element.version)}, older than {_version(*synced)} already synced"
+    return None
+
+
+def _version(modified: datetime | None, version: int | None) -> str:
+    return f"{modified.isoformat() if modified else '-'}/{version if version is not None else '-'}"
 
 
 def _older(notification: Notification, mark: ElementMark | None) -> bool:
