@@ -287,7 +287,8 @@ class QueueSettings(Section):
     # Back-off between attempts of a failing message: exponential from `retry_base_seconds`, capped.
     retry_base_seconds: Float = Field(default=5.0, gt=0, le=3600)
     retry_max_seconds: Float = Field(default=900.0, gt=0, le=43_200)
-    # How far the queue's clock (which stamps a notification) may run ahead of the worker's: by that stamp, a
+    # How far a worker's clock may run ahead of the clock that stamps a notification (SQS's; on ActiveMQ the
+    # producer's JMS timestamp, else the broker's): by that stamp, a
     # notification is covered by a fetch only if the fetch started more than this after it was sent (a fetch
     # after this worker received it needs no allowance; README, Covered notifications). The same value as
     # bridge.pipeline.covering.DEFAULT_CLOCK_SKEW_SECONDS.

@@ -6,7 +6,10 @@ from collections import OrderedDict
 from datetime import datetime
 from typing import NamedTuple
 
-# How far the queue's clock (which stamps ``sent_at``) may run ahead of this worker's clock. NTP keeps both
+# How far the clock of a worker that starts fetches may run ahead of the clock that stamps ``sent_at`` (SQS's; on
+# ActiveMQ the producer's JMS timestamp, or the broker's when the producer sends none): a worker's clock ahead
+# makes its fetch look later than it was, and so cover a notification sent after it; a stamping clock ahead only
+# costs fetches. NTP keeps both
 # within milliseconds; five seconds is generous for a drifting host yet costs nothing in a backlog, whose
 # notifications are minutes old when the worker reads them. Notifications this worker already holds need no
 # allowance at all (see ``FetchLedger``), so the skew only matters across workers and restarts.
@@ -49,7 +52,8 @@ class FetchLedger:
       makes the notifications that wait together (in the prefetch, behind a running sync of their element, or
       behind their FIFO group) share the next fetch instead of queueing one each;
     - by the broker's clock: the fetch started at least ``clock_skew`` seconds after ``sent_at``. This one also
-      works for a fetch by another worker, whose start time the state store keeps (``covered_by``).
+      works for a fetch by another worker, whose start time the state store keeps (``covered_by``); the allowance
+      is for the fetching worker's clock running ahead of the clock that stamped ``sent_at``.
 
     Only ``record`` after a sync without failures makes a start time count; a failed fetch or sync covers
     nothing. A notification with neither time is never covered, and neither is one the fetch's answer does not

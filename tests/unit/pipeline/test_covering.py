@@ -40,8 +40,21 @@ def test_a_notification_sent_after_a_fetch_started_is_not_covered() -> None:
 def test_the_clock_skew_allowance_narrows_what_a_fetch_covers() -> None:
     ledger = FetchLedger(clock_skew=5.0)
     ledger.record(7, fetch_started=100.0)
-    assert not ledger.covers(7, sent_at=96.0)  # within the allowance: the queue's clock may run ahead
+    assert not ledger.covers(7, sent_at=96.0)  # within the allowance: the fetching worker's clock may run ahead
     assert ledger.covers(7, sent_at=94.9)
+
+
+def test_the_allowance_is_for_a_fetching_worker_whose_clock_runs_ahead_of_the_stamping_one() -> None:
+    # In true time the notification was sent at 100 and the fetch started at 99: before it, so it must not cover.
+    ledger = FetchLedger(clock_skew=5.0)
+    ledger.record(7, fetch_started=99.0 + 4.9)  # the worker's clock 4.9 s ahead of the queue's
+    assert not ledger.covers(7, sent_at=100.0)
+    ledger = FetchLedger(clock_skew=5.0)
+    ledger.record(7, fetch_started=99.0 - 60.0)  # the queue's clock a minute ahead: the fetch looks only earlier
+    assert not ledger.covers(7, sent_at=100.0)
+    ledger = FetchLedger(clock_skew=0.0)  # no allowance: a worker's clock ahead does cover it, wrongly
+    ledger.record(7, fetch_started=99.0 + 4.9)
+    assert ledger.covers(7, sent_at=100.0)
 
 
 def test_a_fetch_covers_only_its_own_element_and_never_an_unstamped_notification() -> None:
