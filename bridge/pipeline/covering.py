@@ -37,7 +37,12 @@ def answers(synced: datetime | None, gone: bool, *, announced: datetime | None, 
         return gone
     if gone or announced is None or synced is None:
         return True
-    return synced.replace(microsecond=0) >= announced.replace(microsecond=0)
+    return at_least_as_new(synced, announced)
+
+
+def at_least_as_new(modified: datetime, than: datetime) -> bool:
+    """Kordiam modification dates compared to the second (``answers``)."""
+    return modified.replace(microsecond=0) >= than.replace(microsecond=0)
 
 
 class FetchLedger:

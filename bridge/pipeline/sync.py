@@ -34,7 +34,7 @@ from bridge.kordiam.client import KordiamClient
 from bridge.kordiam.models import CmsLinks, Element, Publication
 from bridge.locks import KeyedLock
 from bridge.ops import metrics
-from bridge.pipeline.covering import Fetched, FetchLedger, answers
+from bridge.pipeline.covering import Fetched, FetchLedger, answers, at_least_as_new
 from bridge.pipeline.fate import describe, is_transient
 from bridge.pipeline.fingerprint import fingerprint, matches
 from bridge.pipeline.notification import Event, Notification
@@ -791,9 +791,13 @@ def _changed_since_fetch(error: Exception) -> Exception:
 
 def _behind(element: Element, notification: Notification, mark: ElementMark | None) -> str | None:
     """What the fetched element is older than, if anything (``KordiamBehind``): the version the notification
-    announced (compared to the second, as ``covering.answers``) or the version already synced."""
+    announced (compared to the second, as ``covering.answers``), the deletion of the version a deletion's body
+    names (an element modified since was restored: it stands), or the version already synced."""
     found, announced = element.modification_date, notification.modification_date
-    if not answers(found, False, announced=announced, deletion=False):
+    if notification.event is Event.DELETED:
+        if found is not None and announced is not None and at_least_as_new(announced, found):
+            return f"as modified {found.isoformat()}, not since the {announced.isoformat()} its deletion named"
+    elif not answers(found, False, announced=announced, deletion=False):
         assert found is not None and announced is not None
         return f"as modified {found.isoformat()}, older than the {announced.isoformat()} its notification announced"
     if mark is not None and not mark.deleted:

@@ -122,3 +122,32 @@ def test_the_ledger_covers_an_announced_version_only_up_to_the_one_it_synced() -
     assert ledger.covers(7, sent_at=1.0, announced=synced)
     assert not ledger.covers(7, sent_at=1.0, announced=datetime(2026, 12, 7, 10, 0, 1, tzinfo=UTC))
     assert not ledger.covers(7, sent_at=1.0, received_at=1.0, announced=datetime(2026, 12, 7, 10, 0, 1, tzinfo=UTC))
+
+
+def deletion_announcing(modified: str) -> Notification:
+    """A Global Export deletion: the element's body as it was when it was deleted."""
+    return Notification(7, Event.DELETED, datetime.fromisoformat(modified), "element")
+
+
+async def test_a_deletion_answered_with_the_element_as_it_was_is_retried_not_kept() -> None:
+    # The deletion's own fetch found the element unchanged since the version its notification named: a lagging
+    # read. Synced as present, the deletion would be settled and the channels keep the item for good.
+    state, web = MemoryStateStore(), ScriptedChannel("web")
+    kordiam = kordiam_holding(OLD, "First version")
+    sync = engine_of(kordiam, state, web)
+    await sync.sync(Notification(7))
+    with pytest.raises(SyncFailed) as failed:
+        await sync.sync(deletion_announcing(OLD))
+    assert isinstance(failed.value.failures[0].error, TransientError)
+    del kordiam.elements[7]
+    report = await sync.sync(deletion_announcing(OLD))
+    assert report.deleted_element and web.deletes == ["web-7-71"]
+
+
+async def test_a_deletion_answered_with_a_newer_version_syncs_that_version() -> None:
+    # Modified after the deletion its notification named (restored): the element stands, nothing is retried.
+    state, web = MemoryStateStore(), ScriptedChannel("web")
+    kordiam = kordiam_holding(NEW, "Restored")
+    sync = engine_of(kordiam, state, web)
+    report = await sync.sync(deletion_announcing(OLD))
+    assert not report.deleted_element and len(web.upserts) == 1
