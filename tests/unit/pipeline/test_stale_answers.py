@@ -151,3 +151,17 @@ async def test_a_deletion_answered_with_a_newer_version_syncs_that_version() -> 
     sync = engine_of(kordiam, state, web)
     report = await sync.sync(deletion_announcing(OLD))
     assert not report.deleted_element and len(web.upserts) == 1
+
+
+async def test_a_deletion_is_never_skipped_as_older_than_the_version_synced() -> None:
+    # Kordiam's API gave the synced version's date to the millisecond, the deletion's body to the second: the
+    # deletion reads as older than what was synced, yet it announces the element gone, which no version is newer
+    # than. Skipped, the channels would keep the item.
+    state, web = MemoryStateStore(), ScriptedChannel("web")
+    kordiam = kordiam_holding("2026-12-07T10:00:05.250Z", "Last version")
+    sync = engine_of(kordiam, state, web)
+    await sync.sync(Notification(7))
+    del kordiam.elements[7]
+    report = await sync.sync(deletion_announcing(NEW))
+    assert report.skipped is None and report.deleted_element
+    assert web.deletes == ["web-7-71"]
