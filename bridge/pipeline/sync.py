@@ -812,14 +812,15 @@ def _version(modified: datetime | None, version: int | None) -> str:
 
 
 def _older(notification: Notification, mark: ElementMark | None) -> bool:
-    """A notification that carries a modification date older than the one already synced needs no work. Never a
-    deletion: it announces the element gone, which no synced version is newer than (its body's date may even read
-    older than the synced one's, given to the second where the API gave milliseconds)."""
+    """A notification that carries a modification date older than the one already synced needs no work, compared
+    to the second (``covering.at_least_as_new``): a body may give the date to the second where the API gave the
+    synced one in milliseconds, and a newer save within the same second would read older. Never a deletion: it
+    announces the element gone, which no synced version is newer than."""
     if notification.event is Event.DELETED:
         return False
     if notification.modification_date is None or mark is None or mark.modification_date is None:
         return False
-    return notification.modification_date < mark.modification_date
+    return not at_least_as_new(notification.modification_date, mark.modification_date)
 
 
 def _stands_for_sibling(

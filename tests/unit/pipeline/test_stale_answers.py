@@ -165,3 +165,17 @@ async def test_a_deletion_is_never_skipped_as_older_than_the_version_synced() ->
     report = await sync.sync(deletion_announcing(NEW))
     assert report.skipped is None and report.deleted_element
     assert web.deletes == ["web-7-71"]
+
+
+async def test_a_change_in_the_same_second_as_the_version_synced_is_not_skipped_as_older() -> None:
+    # Two saves within one second: the API gave the synced version's date in milliseconds, the newer version's
+    # body gives its date to the second, which reads earlier. Skipped as older, the newer version never arrives.
+    state, web = MemoryStateStore(), ScriptedChannel("web")
+    kordiam = kordiam_holding("2026-12-07T10:00:05.250Z", "First save")
+    sync = engine_of(kordiam, state, web)
+    await sync.sync(Notification(7))
+    kordiam.elements[7] = element_body(
+        7, publication(71, WEB), modificationDate="2026-12-07T10:00:05.900Z", title="Second save"
+    )
+    report = await sync.sync(announcing(NEW))
+    assert report.skipped is None and len(web.upserts) == 2
