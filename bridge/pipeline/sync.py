@@ -231,6 +231,7 @@ class SyncEngine:
                 deletion=notification.event is Event.DELETED,
             ):
                 metrics.NOTIFICATIONS_COALESCED.inc()
+                self.parking.carry_now(notification.try_now)
                 return SyncReport(notification.element_id, skipped=COVERED, covered=True)
             if notification.parked_since:  # a requeued element: parked again, it keeps its first parking time
                 self._parked_since[notification.element_id] = notification.parked_since
@@ -248,6 +249,7 @@ class SyncEngine:
             raise SyncFailed(report)
         if report.covered:
             metrics.NOTIFICATIONS_COALESCED.inc()
+            self.parking.carry_now(notification.try_now)
         return report
 
     async def _sync_leased(self, notification: Notification, *, sent_at: float | None) -> SyncReport:

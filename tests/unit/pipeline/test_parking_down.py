@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from datetime import datetime
 
 import pytest
@@ -392,3 +393,59 @@ async def test_a_recovered_channels_requeue_stops_when_it_goes_down_again(
 
     await ParkedRequeue(parking, state=state, transport=DownAgainAfterTwo([]), channels=["web"]).round()
     assert await parked_ids(state, "web") == [3, 4, 5]  # they wait for the next recovery
+
+
+async def test_a_covered_parked_requeue_hands_its_probe_to_a_carrier_at_once(
+    kordiam: FakeKordiam, state: MemoryStateStore, clock: ManualClock
+) -> None:
+    # `parked requeue --element 2` after the fix, while an editor's save of element 2 was synced first (its fetch
+    # started after the requeue's notification came in, the breaker still open: parked again). The requeue's
+    # notification is covered, so its call, the breaker's probe asked for at once, was never made, and no carrier
+    # went before the hour-long cool-down the breaker had named.
+    kordiam.elements[1] = element_body(1, publication(10, WEB))
+    kordiam.elements[2] = element_body(2, publication(20, WEB))
+    inner = ScriptedChannel("web")
+    inner.fail = ChannelUnavailable("web: HTTP 503")
+    web = GuardedChannel(inner, breaker_threshold=1, breaker_cooldown=3600.0)
+    engine = engine_with(kordiam, state, clock, (web, WEB))  # type: ignore[arg-type]
+    transport = FakeTransport([])
+    requeue = ParkedRequeue(engine.parking, state=state, transport=transport, channels=["web"], clock=clock)
+    with pytest.raises(SyncFailed):
+        await engine.sync(Notification(1))  # opens the breaker for an hour
+    await engine.sync(Notification(2))  # parked
+    inner.fail = None  # fixed; the operator requeues element 2 (the command unparks it once sent)
+    calls = len(inner.upserts)
+    await state.unpark(2, "web")
+    received = time.monotonic() - 1.0
+    await engine.sync(Notification(2))  # the editor's save, fetched after the requeue came in: parked again
+    assert await parked_ids(state, "web") == [2]
+
+    covered = await engine.sync(Notification(2, try_now=frozenset({"web"})), received_at=received)
+    assert covered.covered and len(inner.upserts) == calls
+
+    await requeue.round()
+    assert [json.loads(body)["id"] for body in transport.sent] == [2]  # the carrier takes the probe at once
+    assert transport.attributes[0]["source"] == "parked-trial"
+    carried = await engine.sync(Notification(2, carrier=True))
+    assert [a.action for a in carried.actions] == [Action.CREATED]
+    assert engine.parking.requeue_due == {"web"}
+
+
+async def test_a_covered_parked_requeue_of_a_refusing_channel_wakes_the_requeue_task_for_its_trial(
+    kordiam: FakeKordiam, state: MemoryStateStore, clock: ManualClock
+) -> None:
+    # As above, for refused credentials and a cover another worker's fetch gave (the element's mark): the trial
+    # asked for at once was due, but nothing woke the requeue task, which slept out its round (up to 30 s).
+    kordiam.elements[2] = element_body(2, publication(20, WEB))
+    web = ScriptedChannel("web")
+    web.fail = REFUSED
+    engine = engine_with(kordiam, state, clock, (web, WEB))
+    await engine.sync(Notification(2))  # refused: parked
+    other_worker = engine_with(kordiam, state, clock, (web, WEB))
+    sent_at = time.time() - 60.0  # the requeue's notification, sent a minute before the other worker's fetch
+    await other_worker.sync(Notification(2))  # refused there too: parked again
+    engine.parking.changed.clear()
+
+    covered = await engine.sync(Notification(2, try_now=frozenset({"web"})), sent_at=sent_at)
+    assert covered.covered
+    assert engine.parking.changed.is_set() and engine.parking.carrier_due("web")
