@@ -719,9 +719,15 @@ class SyncEngine:
         """Tell Kordiam where each publication landed, skipping every value Kordiam already holds."""
         linked = False
         for publication in element.publications:
-            # The first route (main channel first) that holds this publication speaks for it.
+            # The first route (main channel first) that holds this publication and still carries it speaks for it:
+            # a delivery whose retraction waits (parked for a channel that is down, or failed) names an item the
+            # publication has left, which the feedback would write back over the one it is on now, just cleared.
             delivery = next(
-                (deliveries[(r.name, publication.id)] for r in self._routes if (r.name, publication.id) in deliveries),
+                (
+                    deliveries[(r.name, publication.id)]
+                    for r in self._routes
+                    if (r.name, publication.id) in deliveries and r.carries(publication)
+                ),
                 None,
             )
             if delivery is None:

@@ -449,3 +449,31 @@ async def test_a_covered_parked_requeue_of_a_refusing_channel_wakes_the_requeue_
     covered = await engine.sync(Notification(2, try_now=frozenset({"web"})), sent_at=sent_at)
     assert covered.covered
     assert engine.parking.changed.is_set() and engine.parking.carrier_due("web")
+
+
+async def test_a_publication_moved_off_a_down_channel_is_not_fed_back_as_that_channels_item(
+    kordiam: FakeKordiam, state: MemoryStateStore, clock: ManualClock
+) -> None:
+    # Moved from the web to print while the web was down: the web's retraction was parked (its item and delivery
+    # stay for the requeue), yet the feedback took the parked delivery for the publication's and wrote the web's
+    # item back to Kordiam right after clearing it, over print's, on every sync until the web healed.
+    kordiam.elements[1] = element_body(1, publication(11, WEB))
+    web, paper = ScriptedChannel("web"), ScriptedChannel("print")
+    engine = engine_with(kordiam, state, clock, (web, WEB), (paper, PRINT))
+    await engine.sync(Notification(1))
+    assert kordiam.elements[1]["publications"][0]["externalId"] == "web-1-11"
+    web.fail = OPEN
+    kordiam.elements[1]["publications"][0]["platform"] = {"id": PRINT}
+    kordiam.writes.clear()
+
+    report = await engine.sync(Notification(1))
+
+    assert {(a.channel, a.action) for a in report.actions} == {("web", Action.PARKED), ("print", Action.CREATED)}
+    assert kordiam.elements[1]["publications"][0]["externalId"] == "print-1-11"
+    assert not any(body and body.get("externalId") == "web-1-11" for _, _, body in kordiam.writes)
+    assert (1, "web", 11) in state.rows  # the web's item is retracted once it heals
+
+    web.fail = None  # healed: the requeued element retracts the web's item, and Kordiam keeps print's
+    await engine.sync(Notification(1))
+    assert web.deletes == ["web-1-11"] and (1, "web", 11) not in state.rows
+    assert kordiam.elements[1]["publications"][0]["externalId"] == "print-1-11"
