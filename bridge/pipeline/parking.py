@@ -44,9 +44,9 @@ minute each worker counts the parked elements, and a channel with parked element
 becomes ``owed`` there (``ParkedRequeue``): elements parked by a worker that stopped since (scaled in once its
 queue was empty, say) do not wait for it to come back.
 
-A ``parked requeue`` notification that names channels to try at once (``try_now``) and is covered (its element
-synced by a fetch that started after it was sent, which parked it again) makes no call: a carrier takes its trial
-or probe at once (``carry_now``).
+A ``parked requeue`` notification that names channels to try at once (``try_now``) and makes no call to one of
+them (covered by a fetch that started after it was sent, which parked the element again, or the channel's item
+current) hands its trial or probe to a carrier sent at once (``carry_now``).
 
 A requeued element is a fresh notification (``resync_notification``, source ``parked``, or ``parked-trial`` for
 a carrier) on the worker's own queue, and is unparked once the queue has it: from then on the queue's guarantees
@@ -123,8 +123,8 @@ class ChannelParking:
 
     Lifecycle: one per worker, shared by the sync engine (``admit``, then ``accepted``/``refused``/``inconclusive``
     for each call it made, ``circuit_open`` when the call met an open breaker, ``carried`` after a carrier's sync,
-    ``carry_now`` after a covered ``try_now`` notification, and ``park``) and the ``ParkedRequeue`` task (``owe``
-    from its sweep). ``load`` reads, at start-up, which channels have parked elements. Nothing to close.
+    ``carry_now`` after a ``try_now`` notification that made no call, and ``park``) and the ``ParkedRequeue``
+    task (``owe`` from its sweep). ``load`` reads, at start-up, which channels have parked elements. Nothing to close.
 
     Contract with the engine: every ``admit`` that answered ``GO`` or ``TRIAL`` is followed by exactly one of
     ``accepted``, ``refused`` or ``inconclusive`` for that call, with the admission it got, once the call ended.
@@ -265,11 +265,11 @@ class ChannelParking:
             log.info("parked_trial_asked", channel=name)
 
     def carry_now(self, names: Iterable[str]) -> None:
-        """The notification that asked ``try_now`` for ``names`` was covered (``bridge.pipeline.covering``): the
-        call it was to make, the trial or the breaker's probe asked for at once, is not made, and the sync that
-        covered it parked the element again. A carrier goes at once instead, and the requeue task is woken for it:
-        otherwise a channel that was down would wait out the cool-down its breaker named (up to 10 minutes), and a
-        refused one the requeue task's next round."""
+        """The notification that asked ``try_now`` for ``names`` made no call to them: it was covered
+        (``bridge.pipeline.covering``: the sync that covered it parked the element again), or the channel's item
+        was current. The call asked for at once, the trial or the breaker's probe, is made by a carrier sent at
+        once, and the requeue task is woken for it: otherwise a channel that was down would wait out the cool-down
+        its breaker named (up to 10 minutes), and a refused one the requeue task's next round."""
         now = self._clock()
         for name in names:
             refusal = self._refused.get(name)

@@ -249,7 +249,10 @@ class SyncEngine:
             raise SyncFailed(report)
         if report.covered:
             metrics.NOTIFICATIONS_COALESCED.inc()
-            self.parking.carry_now(notification.try_now)
+        if notification.try_now:
+            # Covered, or the channel's item current: the call asked for at once was not made; a carrier makes it.
+            reached = {action.channel for action in report.actions if action.action is not Action.UNCHANGED}
+            self.parking.carry_now(notification.try_now - reached)
         return report
 
     async def _sync_leased(self, notification: Notification, *, sent_at: float | None) -> SyncReport:

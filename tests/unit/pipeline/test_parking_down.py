@@ -477,3 +477,31 @@ async def test_a_publication_moved_off_a_down_channel_is_not_fed_back_as_that_ch
     await engine.sync(Notification(1))
     assert web.deletes == ["web-1-11"] and (1, "web", 11) not in state.rows
     assert kordiam.elements[1]["publications"][0]["externalId"] == "print-1-11"
+
+
+async def test_a_parked_requeue_whose_element_needs_no_call_hands_its_probe_to_a_carrier(
+    kordiam: FakeKordiam, state: MemoryStateStore, clock: ManualClock
+) -> None:
+    # `parked requeue --element 2` after the fix, element 2 already written by a worker that saw the channel up:
+    # its sync finds the web's item current and makes no call, so the probe asked for at once waited an hour.
+    for element_id in (1, 2, 3):
+        kordiam.elements[element_id] = element_body(element_id, publication(element_id * 10, WEB))
+    inner = ScriptedChannel("web")
+    web = GuardedChannel(inner, breaker_threshold=1, breaker_cooldown=3600.0)
+    engine = engine_with(kordiam, state, clock, (web, WEB))  # type: ignore[arg-type]
+    transport = FakeTransport([])
+    requeue = ParkedRequeue(engine.parking, state=state, transport=transport, channels=["web"], clock=clock)
+    await engine.sync(Notification(2))  # written while the web was up
+    inner.fail = ChannelUnavailable("web: HTTP 503")
+    with pytest.raises(SyncFailed):
+        await engine.sync(Notification(1))  # opens the breaker for an hour
+    await engine.sync(Notification(3))  # parked
+    await state.park(2, "web", str(OPEN))  # by another worker, before the item was written there
+    inner.fail = None  # fixed; the operator requeues element 2 (the command unparks it once sent)
+    await state.unpark(2, "web")
+
+    report = await engine.sync(Notification(2, try_now=frozenset({"web"})))
+    assert [a.action for a in report.actions] == [Action.UNCHANGED]
+
+    await requeue.round()
+    assert [json.loads(body)["id"] for body in transport.sent] == [3]  # the carrier takes the probe at once
