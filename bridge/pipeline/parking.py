@@ -274,7 +274,7 @@ class ChannelParking:
         for name in names:
             refusal = self._refused.get(name)
             if refusal is not None and not self._trial_running(refusal, now):
-                refusal.next_trial, refusal.carrier_sent_at = min(refusal.next_trial, now), None
+                refusal.carrier_sent_at = None  # due when ``try_now`` made it (a refusal since keeps its back-off)
             elif (owed := self._owed.get(name)) is not None:
                 owed.next_carrier, owed.backoff, owed.carrier_sent_at = now, self._first, None
             else:
