@@ -149,6 +149,14 @@ def _writing_output() -> Iterator[None]:
         raise OutputUnwritable(f"cannot write the output: {error.strerror or error}") from None
 
 
+class _OutputConsole(Console):
+    """A command's table output. rich's own answer to a reader that went away is SystemExit(1), which would read
+    as "done with failures": the BrokenPipeError goes to ``main`` instead, whose answer is 141 as for ``--json``."""
+
+    def on_broken_pipe(self) -> None:
+        raise BrokenPipeError
+
+
 def _one_line(error: BaseException) -> str:
     """The error's text on one line: what it quotes (a server's HTML page, a broker's frame) may hold line breaks."""
     return " ".join(str(error).split())
@@ -467,7 +475,7 @@ def _show(args: argparse.Namespace, result: object, render: Callable[[Any, Conso
         if args.json:
             print(to_json(result))
         else:
-            render(result, Console())
+            render(result, _OutputConsole())
 
 
 def _log_format(ops: OpsSettings) -> None:

@@ -164,6 +164,29 @@ def test_a_reader_that_goes_away_ends_the_command_quietly() -> None:
     assert writer.stderr.read() == b""
 
 
+def test_a_reader_that_goes_away_from_a_table_ends_the_command_quietly_too() -> None:
+    # `kordiam-bridge dlq list | head -1`: rich's Console meets the broken pipe itself. Before: it raised
+    # SystemExit(1), so the table commands exited 1 ("done with failures") where --json exits 141.
+    script = (
+        "import sys, argparse\n"
+        "from bridge import cli\n"
+        "def render(lines, console):\n"
+        "    for line in lines:\n"
+        "        console.print(line)\n"
+        "def table(args):\n"
+        "    cli._show(argparse.Namespace(json=False), ['x' * 60] * 200_000, render)\n"
+        "    return 0\n"
+        "cli._check_config = table\n"
+        "sys.exit(cli.main(['check-config', '--config', 'unused.toml']))\n"
+    )
+    writer = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert writer.stdout is not None and writer.stderr is not None
+    writer.stdout.readline()
+    writer.stdout.close()
+    assert writer.wait(timeout=60) == 141
+    assert writer.stderr.read() == b""
+
+
 class _FullDisk(io.StringIO):
     """A stdout on a full disk (`> /dev/full`): every write fails."""
 
