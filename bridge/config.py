@@ -1012,6 +1012,7 @@ def _validated(
 ) -> _FileAndEnvironment:
     """``load_settings`` past the file: ``data`` (the file's and ``overrides``' keys) with the environment applied,
     validated as ``model``. ``empty_file``: the file's origin and path, when it held no settings."""
+    _refuse_variables_not_utf8()
     variables = _setting_variables()
     if not given and not variables:
         raise ConfigError("--config", "no configuration file given (--config or BRIDGE_CONFIG)")
@@ -1043,6 +1044,26 @@ def _validated(
     assert settings is not None
     redaction.SECRETS.remember_secrets(settings)
     return settings
+
+
+def _refuse_variables_not_utf8() -> None:
+    """The environment holds bytes, read as UTF-8: a ``BRIDGE_*`` variable in another encoding (Latin-1 from a shell
+    or a secret store) would reach a URL check as a wrong character, or break the secret's redaction and the log
+    line naming it. ``BRIDGE_CONFIG`` is a file name, which may be any bytes."""
+    for variable, value in os.environ.items():
+        if not variable.upper().startswith(ENV_PREFIX) or variable.upper().startswith(OTHER_ENV_PREFIXES):
+            continue
+        name = variable.encode(errors="surrogateescape").decode(errors="backslashreplace")
+        if name != variable:
+            raise ConfigError(name, "the variable's name is not UTF-8")
+        if variable.upper() == CONFIG_ENV:
+            continue
+        try:
+            value.encode()
+        except UnicodeEncodeError as error:
+            # Where the first wrong byte is, never the value itself: it may be a secret.
+            at = len(value[: error.start].encode())
+            raise ConfigError(variable, f"its value is not UTF-8 (byte {at}); write it in UTF-8") from None
 
 
 def _unvalidated_secrets(data: dict[str, Any], channel_options_model: ChannelOptionsModel | None) -> list[str]:

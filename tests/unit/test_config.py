@@ -487,6 +487,37 @@ def test_a_config_file_that_is_not_utf8_is_one_line(tmp_path: Path) -> None:
     assert raised.value.key == str(path) and "not UTF-8" in raised.value.problem
 
 
+@pytest.mark.parametrize(
+    ("variable", "value", "line"),
+    [
+        # Before: a UnicodeEncodeError traceback out of the redaction of the secret (exit 1).
+        (
+            "BRIDGE_KORDIAM__CLIENT_SECRET",
+            "s\u00e9cret-\udcffvalue",
+            "BRIDGE_KORDIAM__CLIENT_SECRET: its value is not UTF-8 (byte 8)",
+        ),
+        # Before: "must not contain spaces or control characters", of a URL that holds neither.
+        ("BRIDGE_QUEUE__URL", "http://127.0.0.1:4566/000000000000/k\udce9", "BRIDGE_QUEUE__URL: its value is not"),
+        # Before: a UnicodeEncodeError traceback out of the warning that names the variable.
+        ("BRIDGE_\udcff", "1", "BRIDGE_\\xff: the variable's name is not UTF-8"),
+    ],
+)
+def test_a_variable_that_is_not_utf8_is_one_line_naming_it(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    variable: str,
+    value: str,
+    line: str,
+) -> None:
+    # The environment holds bytes: a value (or name) in Latin-1, from a shell or a secret store that wrote it so.
+    monkeypatch.setenv(variable, value)
+    assert main(["check-config", "--config", str(write(tmp_path, VALID))]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"kordiam-bridge: configuration error: {line}"), err
+    assert err.count("\n") == 1 and "cret-" not in err, err  # the secret is not echoed
+
+
 @pytest.mark.parametrize("value", ["notjson", "{bad", "[1, 2]"])
 def test_a_whole_section_from_a_variable_that_is_not_a_json_table_is_one_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, value: str
