@@ -22,6 +22,7 @@ import ssl
 import stat
 import tomllib
 import types
+import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,6 +72,10 @@ def secret_problem(text: str) -> str | None:
         return "must not be empty"
     if len(text.strip()) < SHORTEST_SECRET:
         return f"is too short for a secret: at least {SHORTEST_SECRET} characters"
+    # Sent in a header, no HTTP client takes one; in a form, it is another secret than meant. Most often the last
+    # newline of the file a secret store or `--from-file` read it from.
+    if any(unicodedata.category(character) == "Cc" for character in text):
+        return "holds a line break or control character (a file's last newline?): a secret is one line"
     return None
 
 

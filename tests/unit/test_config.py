@@ -518,6 +518,46 @@ def test_a_variable_that_is_not_utf8_is_one_line_naming_it(
     assert err.count("\n") == 1 and "cret-" not in err, err  # the secret is not echoed
 
 
+WEBHOOK_CHANNEL = """
+[[channels]]
+name = "cms"
+type = "kordiam-webhook"
+platforms = [99005]
+url = "https://cms.example.org/kordiam"
+auth = { type = "bearer" }
+"""
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "key"),
+    [
+        # A secret store's value, or `--from-file`, with the file's last newline: sent as `Bearer …\n`, the header
+        # was refused by the HTTP client at every delivery ("Forbidden control character detected in headers").
+        ("BRIDGE_CHANNELS__CMS__AUTH__TOKEN", "t0ken-value-1234\n", "channels[2].auth.token"),
+        ("BRIDGE_CHANNELS__CMS__AUTH__TOKEN", "t0ken\x01value-1234", "channels[2].auth.token"),
+        # Sent in a form, a newline is a different secret: Kordiam refused the credentials, not saying why.
+        ("BRIDGE_KORDIAM__CLIENT_SECRET", "s3cret-value\r\n", "kordiam.client_secret"),
+    ],
+)
+def test_a_secret_with_a_line_break_or_control_character_is_refused_naming_it(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    variable: str,
+    value: str,
+    key: str,
+) -> None:
+    monkeypatch.setenv("BRIDGE_CHANNELS__CMS__AUTH__TOKEN", "t0ken-good-1234")
+    assert main(["check-config", "--config", str(write(tmp_path, VALID + WEBHOOK_CHANNEL))]) == 0
+    capsys.readouterr()
+    monkeypatch.setenv(variable, value)
+    assert main(["check-config", "--config", str(write(tmp_path, VALID + WEBHOOK_CHANNEL))]) == 2
+    err = capsys.readouterr().err
+    expected = f"kordiam-bridge: configuration error: {variable} ({key}): holds a line break or control character"
+    assert err.startswith(expected), err
+    assert err.count("\n") == 1 and "value" not in err.replace("value_", ""), err  # the secret is not echoed
+
+
 @pytest.mark.parametrize("value", ["notjson", "{bad", "[1, 2]"])
 def test_a_whole_section_from_a_variable_that_is_not_a_json_table_is_one_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, value: str
