@@ -1025,7 +1025,7 @@ def _validated(
         raise ConfigError(empty_file[0], f"{empty_file[1]} holds no settings (it is empty, or only comments)")
     channels_variable = CHANNELS_ENV if _channels_from_environment(data) else None
     channel_variables = _channel_overrides(data)
-    _warn_unused_variables()
+    _warn_unused_variables(validated=model)
     for key in data:
         if key not in FileSettings.model_fields:
             raise ConfigError(key, "is not a known key")
@@ -1244,8 +1244,9 @@ def _section_model(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
-def _warn_unused_variables() -> None:
-    """A ``BRIDGE_*`` variable with a misspelt section or key would be silently ignored: say so."""
+def _warn_unused_variables(*, validated: type[BaseModel]) -> None:
+    """A ``BRIDGE_*`` variable with a misspelt section or key would be silently ignored: say so. A misspelt key of
+    a section the command validates (``validated``) is not ignored but refused as an unknown key: said once, so."""
     sections = {name: _section_model(field.annotation) for name, field in FileSettings.model_fields.items()}
     sections.pop("channels")
     for variable in sorted(os.environ):
@@ -1261,8 +1262,8 @@ def _warn_unused_variables() -> None:
         model = sections.get(section.lower())
         if model is None:
             reason = f"no section {section.lower()!r} (sections: {', '.join(sections)})"
-        elif not key:
-            continue  # BRIDGE_QUEUE='{…}': the whole section
+        elif not key or section.lower() in validated.model_fields:
+            continue  # BRIDGE_QUEUE='{…}': the whole section; or a section the command validates
         elif key.lower().partition("__")[0] not in model.model_fields:  # a nested key names its table first
             reason = f"[{section.lower()}] has no key {key.lower()!r}"
         else:

@@ -329,6 +329,24 @@ def test_a_variable_that_sets_nothing_is_warned_about(
     assert all("kordiam" in w["reason"] for w in warned if w["variable"] == "BRIDGE_KORDAIM__CLIENT_SECRET")
 
 
+def test_a_misspelt_key_of_a_section_the_command_reads_is_its_error_not_also_an_ignored_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Before: "environment_variable_ignored" first, then the command refused to start because of that variable.
+    monkeypatch.setenv("BRIDGE_QUEUE__CONCURREN", "5")
+    assert main(["check-config", "--config", str(write(tmp_path, VALID))]) == 2
+    assert capsys.readouterr().err == (
+        "kordiam-bridge: configuration error: BRIDGE_QUEUE__CONCURREN (queue.concurren): is not a known key\n"
+    )
+    # A command that does not read the section (dlq list reads [queue] and [ops]) leaves the variable unused: said.
+    monkeypatch.delenv("BRIDGE_QUEUE__CONCURREN")
+    monkeypatch.setenv("BRIDGE_KORDIAM__CLIENT_SECRE", "s3cret-value")
+    configure_logging("info")
+    load_settings(write(tmp_path, VALID), model=QueueCommandSettings)
+    (warned,) = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    assert (warned["event"], warned["variable"]) == ("environment_variable_ignored", "BRIDGE_KORDIAM__CLIENT_SECRE")
+
+
 def test_ingress_variables_set_something_and_are_not_warned_about(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
