@@ -1213,8 +1213,9 @@ def _variable_of(variables: Mapping[str, str], key: str) -> str | None:
     while True:
         if held in variables:
             return variables[held]
-        # The key holding this one: without its last ".name", or "[index]" (an item of a list the variable set).
-        holder = re.fullmatch(r"(.+)(?:\.[^.\[\]]+|\[\d+\])", held)
+        # The key holding this one: without its last ".name", or "[index]" (an item of a list the variable set). The
+        # name may be empty: BRIDGE_QUEUE__ sets "queue." (a template's `BRIDGE_QUEUE__${KEY}`, KEY unset).
+        holder = re.fullmatch(r"(.+)(?:\.[^.\[\]]*|\[\d+\])", held)
         if holder is None:
             break
         held = holder.group(1)

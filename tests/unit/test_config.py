@@ -410,6 +410,14 @@ def test_an_error_from_a_variable_names_the_variable(tmp_path: Path, monkeypatch
         load_settings(write(tmp_path, VALID))
 
 
+def test_a_variable_whose_key_is_empty_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A template's `BRIDGE_QUEUE__${KEY}` with KEY unset. Before: "queue.: is not a known key", no variable named.
+    monkeypatch.setenv("BRIDGE_QUEUE__", "8")
+    with pytest.raises(ConfigError) as raised:
+        load_settings(write(tmp_path, VALID))
+    assert str(raised.value) == "BRIDGE_QUEUE__ (queue.): is not a known key"
+
+
 @pytest.mark.parametrize(
     ("variable", "value", "key", "problem"),
     [
