@@ -48,6 +48,10 @@ from tests.unit.fakes import MemoryStateStore
         (["simulator", "--port", "99999"], "kordiam-bridge simulator: argument --port: 99999 is not a TCP port"),
         (["status", "--sample-size", "-1"], "kordiam-bridge status: argument --sample-size: -1 is not a count"),
         (["nonsense"], "kordiam-bridge: argument COMMAND: invalid choice: 'nonsense'"),
+        # Before: "kordiam-bridge: unrecognized arguments: …", not saying which command has no such option.
+        (["dlq", "list", "--bogus"], "kordiam-bridge dlq list: unrecognized arguments: --bogus\n"),
+        (["element", "1", "2"], "kordiam-bridge element: unrecognized arguments: 2\n"),
+        (["status", "--sizes=3", "x"], "kordiam-bridge status: unrecognized arguments: --sizes=3 x\n"),
     ],
 )
 def test_a_bad_argument_is_one_line_naming_it_and_exit_2(
