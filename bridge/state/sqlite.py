@@ -226,6 +226,11 @@ class SqliteStateStore:
             )
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:  # a file where a directory goes, a read-only or full file system
+            raise ConfigError(
+                "state.url", f"cannot make the directory {self.path.parent}: {error.strerror or error}"
+            ) from None
+        try:
             db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         except (OSError, sqlite3.Error) as error:
             raise ConfigError("state.url", f"cannot open SQLite database {self.path}: {error}") from None

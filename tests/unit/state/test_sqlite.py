@@ -338,6 +338,15 @@ async def test_a_state_directory_that_does_not_exist_is_refused_unless_asked_for
     assert not (tmp_path / "tpyo").exists()  # no fresh, empty store made by a typo
 
 
+async def test_a_state_directory_that_cannot_be_made_is_one_line_naming_it(tmp_path: Path) -> None:
+    # Before: "cannot open SQLite database …: [Errno 20] Not a directory: '…'", Python's repr of the OSError.
+    (tmp_path / "a-file").write_text("")
+    url = f"sqlite:///{tmp_path / 'a-file' / 'sub' / 'state.db'}"
+    with pytest.raises(ConfigError) as raised:
+        await open_state_store(StateSettings(url=url, create_directories=True))
+    assert str(raised.value) == f"state.url: cannot make the directory {tmp_path / 'a-file' / 'sub'}: Not a directory"
+
+
 @pytest.mark.parametrize("read_only", [False, True], ids=["worker", "operator command"])
 async def test_a_state_url_naming_a_directory_is_refused_in_the_same_words_by_every_command(
     tmp_path: Path, read_only: bool
