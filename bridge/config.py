@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin, overload
-from urllib.parse import urlparse
+from urllib.parse import ParseResult, urlparse
 
 import structlog
 from pydantic import (
@@ -135,10 +135,7 @@ def http_url(value: str) -> str:
     text = value.strip()
     if any(character.isspace() or not character.isprintable() for character in text):
         raise ValueError("must not contain spaces or control characters")
-    try:
-        parsed = urlparse(text)
-    except ValueError:  # an unclosed [IPv6] host
-        raise ValueError("has a host that is not a valid [IPv6] address") from None
+    parsed = _url_parts(text)
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
         raise ValueError("must be an http(s) URL")
     _check_host_name(parsed.hostname)
@@ -153,6 +150,15 @@ def http_url(value: str) -> str:
     if parsed.username is not None or parsed.password is not None:
         raise ValueError("must not hold credentials (user:password@): set them in the keys for secrets")
     return text
+
+
+def _url_parts(text: str) -> ParseResult:
+    """``urlparse``, whose own ``ValueError`` (an unclosed or wrong [IPv6] host: "Invalid IPv6 URL", "'zz' does not
+    appear to be an IPv4 or IPv6 address") is said in the words of every address check."""
+    try:
+        return urlparse(text)
+    except ValueError:
+        raise ValueError("has a host that is not a valid [IPv6] address") from None
 
 
 HOST_NAME_PROBLEM = "has a host name that is not valid (each dot-separated label 1 to 63 characters, 253 in all)"
@@ -234,7 +240,7 @@ def is_fifo_url(url: str) -> bool:
 
 def parse_stomp_url(value: str) -> StompAddress:
     """Raises ``ValueError`` with what is wrong; the queue name may hold ``.``, ``-``, ``_`` (ActiveMQ's own)."""
-    parsed = urlparse(value)
+    parsed = _url_parts(value)
     if parsed.scheme not in STOMP_SCHEMES or not parsed.hostname:
         raise ValueError("must be stomp://HOST:PORT/queue/NAME or stomp+ssl://HOST:PORT/queue/NAME")
     if parsed.username or parsed.password:
@@ -320,10 +326,10 @@ class QueueSettings(Section):
     def _queue_urls(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        if urlparse(value).scheme in STOMP_SCHEMES:
+        if _url_parts(value).scheme in STOMP_SCHEMES:
             parse_stomp_url(value)
             return value
-        if urlparse(value.strip()).scheme not in ("http", "https"):
+        if _url_parts(value.strip()).scheme not in ("http", "https"):
             raise ValueError("must be an SQS queue URL (https://…) or stomp://HOST:PORT/queue/NAME")
         return http_url(value)
 

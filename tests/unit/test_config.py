@@ -925,6 +925,25 @@ def test_a_kordiam_base_url_no_request_can_use_is_one_line_naming_the_key(
 @pytest.mark.parametrize(
     "url",
     [
+        "http://[::1/000000000000/kordiam",
+        "http://[zz]:4566/000000000000/kordiam",
+        "stomp://[::1:61613/queue/kordiam",
+        "stomp+ssl://[zz]:61613/queue/kordiam",
+    ],
+)
+def test_a_queue_url_with_a_wrong_ipv6_host_says_so_in_the_words_of_every_address(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: str
+) -> None:
+    # Before: urlparse's own words, "Invalid IPv6 URL" or "'zz' does not appear to be an IPv4 or IPv6 address".
+    monkeypatch.setenv("BRIDGE_QUEUE__URL", url)
+    with pytest.raises(ConfigError) as raised:
+        load_settings(write(tmp_path, VALID))
+    assert str(raised.value) == "BRIDGE_QUEUE__URL (queue.url): has a host that is not a valid [IPv6] address"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
         "https://api.kordiam.app",
         " http://127.0.0.1:8700/ ",
         "HTTPS://api.kordiam.app:443/base",
