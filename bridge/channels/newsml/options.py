@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import unquote, urlparse
+from urllib.parse import ParseResult, unquote, urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -40,7 +40,7 @@ class NewsMLOptions(BaseModel):
         if value.startswith("s3://"):
             _parse_s3(value)  # raises ValueError with the reason
             return value
-        if not value or (value.startswith("file://") and not urlparse(value).path):
+        if not value or (value.startswith("file://") and not _file_url(value).path):
             # Path("") is ".": an empty template variable would have the worker write into its working directory.
             raise ValueError("must not be empty")
         path = _folder_path(value)
@@ -75,7 +75,11 @@ class NewsMLOptions(BaseModel):
 
 
 def _parse_s3(target: str) -> S3Location:
-    parsed = urlparse(target)
+    try:
+        parsed = urlparse(target)
+    except ValueError:  # urlparse reads "[…]" as an IPv6 host, and words its error so
+        bucket = target.removeprefix("s3://").partition("/")[0]
+        raise ValueError(f"{bucket!r} is not a valid S3 bucket name (write s3://bucket/prefix/)") from None
     bucket = parsed.netloc
     if not _BUCKET.match(bucket) or ".." in bucket:
         raise ValueError(f"{bucket!r} is not a valid S3 bucket name (write s3://bucket/prefix/)")
@@ -89,12 +93,20 @@ def _parse_s3(target: str) -> S3Location:
     return S3Location(bucket, prefix)
 
 
+def _file_url(target: str) -> ParseResult:
+    """A ``file://`` target's parts; a host is refused (urlparse's own error for a "[…]" one is an IPv6 host's)."""
+    try:
+        parsed = urlparse(target)
+    except ValueError:
+        parsed = None
+    if parsed is None or parsed.netloc not in ("", "localhost"):
+        raise ValueError("a file:// target must be local (file:///path)")
+    return parsed
+
+
 def _folder_path(target: str) -> Path:
     if target.startswith("file://"):
-        parsed = urlparse(target)
-        if parsed.netloc not in ("", "localhost"):
-            raise ValueError("a file:// target must be local (file:///path)")
-        return Path(unquote(parsed.path))
+        return Path(unquote(_file_url(target).path))
     if "://" in target:
         raise ValueError("must be s3://bucket/prefix/ or a folder path")
     return Path(target).expanduser()

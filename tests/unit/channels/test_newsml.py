@@ -438,6 +438,21 @@ def test_a_blank_folder_target_is_refused_not_read_as_the_working_directory(targ
         NewsMLOptions(target=target)
 
 
+@pytest.mark.parametrize(
+    ("target", "problem"),
+    [
+        ("s3://[print-in]/hot/", "'[print-in]' is not a valid S3 bucket name (write s3://bucket/prefix/)"),
+        ("s3://[print-in/hot/", "'[print-in' is not a valid S3 bucket name (write s3://bucket/prefix/)"),
+        ("file://[::1/srv/print", "a file:// target must be local (file:///path)"),
+    ],
+)
+def test_a_target_with_brackets_is_refused_in_the_channel_s_words(target: str, problem: str) -> None:
+    # Before: urlparse's "'print-in' does not appear to be an IPv4 or IPv6 address", "Invalid IPv6 URL".
+    with pytest.raises(ValidationError) as raised:
+        NewsMLOptions(target=target)
+    assert raised.value.errors()[0]["msg"] == f"Value error, {problem}"
+
+
 def test_a_file_as_target_is_refused(tmp_path: Path) -> None:
     file = tmp_path / "file.txt"
     file.write_text("x")
