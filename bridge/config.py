@@ -1321,18 +1321,29 @@ def validation_problems(error: ValidationError, model: type[BaseModel], prefix: 
     writes. A missing ``SecretStr`` is marked so that all of them can be reported together.
     """
     problems = []
-    for detail in error.errors(include_input=False, include_url=False):
+    # The input is looked at for its shape only (a table or a list): never echoed, it may be a secret.
+    for detail in error.errors(include_url=False):
         parts, annotation = _field_path(model, detail["loc"])
         key = prefix
         for part in parts:
             key += f"[{part}]" if isinstance(part, int) else (f".{part}" if key else str(part))
         message = detail["msg"].removeprefix("Value error, ")
+        # How a TOML file writes this key as a table: [queue], [ingress.global_export]; a channel's own is inline.
+        header = key if key and "[" not in key else "section"
         if detail["type"] == "missing":
             message = "is required"
         elif detail["type"] == "extra_forbidden":
             message = "is not a known key"
         elif detail["type"] in ("model_type", "dict_type", "model_attributes_type"):
-            message = "must be a table ([section] or { … }), not a single value"
+            if isinstance(detail.get("input"), list):
+                message = f"must be one table ([{header}]), not a list of them ([[{header}]])"
+            else:
+                message = "must be a table ([section] or { … }), not a single value"
+        elif detail["type"] in ("list_type", "tuple_type", "set_type"):
+            if isinstance(detail.get("input"), dict):
+                message = f"must be a list ([[{header}]] tables, or [ … ]), not one table"
+            else:
+                message = "must be a list ([ … ]), not one value"
         # Model validators report their own key in the message ("channels[1].name: …", "dlq_url: …" in queue).
         head, separator, rest = message.partition(": ")
         if separator and re.fullmatch(r"[A-Za-z_][\w.\[\]]*", head):

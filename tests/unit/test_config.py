@@ -505,6 +505,31 @@ def test_an_sqs_dead_letter_queue_must_be_another_queue(tmp_path: Path, dlq: str
     assert (raised.value.key, raised.value.problem) == ("queue.dlq_url", "must name another queue than queue.url")
 
 
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        # Before: "must be a table ([section] or { … }), not a single value", of a list of tables.
+        (
+            VALID.replace("[queue]", "[[queue]]", 1),
+            "queue: must be one table ([queue]), not a list of them ([[queue]])",
+        ),
+        # Before: "Input should be a valid list".
+        (
+            VALID.partition("\n[[channels]]")[0] + '\n[channels]\nname = "web"\n',
+            "channels: must be a list ([[channels]] tables, or [ … ]), not one table",
+        ),
+        (
+            VALID.replace("platforms = [99003]", "platforms = 99003", 1),
+            "channels[0].platforms: must be a list ([ … ]), not one value",
+        ),
+    ],
+)
+def test_a_table_where_a_list_goes_and_the_other_way_round_is_said_so(tmp_path: Path, text: str, line: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_settings(write(tmp_path, text))
+    assert str(raised.value) == line
+
+
 def test_a_config_file_that_is_not_utf8_is_one_line(tmp_path: Path) -> None:
     path = tmp_path / "latin1.toml"
     path.write_bytes("# M\u00fcnchen desk\n".encode("latin-1") + VALID.encode())
