@@ -27,7 +27,7 @@ LogFormat = Literal["json", "console"]
 
 class _CurrentStderr:
     """Writes to whatever ``sys.stderr`` is at the time of writing (it may be replaced after configuration), or
-    to the sink ``logs_through`` installed."""
+    to the sink ``logs_through`` installed; nowhere when stderr is closed."""
 
     sink: Callable[[str], None] | None = None
 
@@ -35,10 +35,12 @@ class _CurrentStderr:
         if self.sink is not None:
             self.sink(text.removesuffix("\n"))
             return len(text)
+        if sys.stderr is None:  # closed (`2>&-`): the lines go where stderr went, the command goes on
+            return len(text)
         return sys.stderr.write(text)
 
     def flush(self) -> None:
-        if self.sink is None:
+        if self.sink is None and sys.stderr is not None:
             sys.stderr.flush()
 
 

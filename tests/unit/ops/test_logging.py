@@ -6,10 +6,12 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import logging
 import re
 import subprocess
 import sys
 
+import pytest
 import structlog
 from rich.console import Console
 
@@ -113,3 +115,13 @@ def test_held_lines_come_out_in_the_next_format_and_at_its_level_only() -> None:
     early, later = stream.getvalue().splitlines()
     assert not early.startswith("{") and "early" in early and "variable=BRIDGE_X" in early
     assert "later" in later  # the logger used while held did not keep the holding configuration
+
+
+def test_a_closed_stderr_drops_the_log_lines_and_the_command_goes_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    # `kordiam-bridge run 2>&-`: Python's sys.stderr is None. Before: the worker's first log line raised
+    # AttributeError and it exited 1 without a word (nowhere to say it); now the lines go where stderr went.
+    monkeypatch.setattr(sys, "stderr", None)
+    configure_logging("info")
+    structlog.get_logger().info("worker_started", queue="q")
+    structlog.get_logger().error("channel_failed", error="boom")
+    logging.getLogger("aiobotocore").warning("a library's warning")
