@@ -103,7 +103,7 @@ _port = _bounded_int(0, 65535, "a TCP port")
 
 def main(argv: Sequence[str] | None = None) -> int:
     if (misplaced := _option_too_early(list(sys.argv[1:] if argv is None else argv))) is not None:
-        print(misplaced, file=sys.stderr)
+        _say(misplaced)
         return EXIT_CONFIG
     parser = _parser()
     args = parser.parse_args(argv)
@@ -121,13 +121,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         from bridge.config import naming_its_variable
 
-        print(f"kordiam-bridge: configuration error: {_one_line(naming_its_variable(error))}", file=sys.stderr)
+        _say(f"kordiam-bridge: configuration error: {_one_line(naming_its_variable(error))}")
         return EXIT_CONFIG
     except BridgeError as error:  # operator commands: a clear message, no traceback
-        print(f"kordiam-bridge: {_one_line(error)}", file=sys.stderr)
+        _say(f"kordiam-bridge: {_one_line(error)}")
         return 1
     except (KeyboardInterrupt, asyncio.CancelledError):
-        print("kordiam-bridge: interrupted", file=sys.stderr)
+        _say("kordiam-bridge: interrupted")
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         # The reader of stdout went away (`dlq list --json | head`): nothing more to say to it. Python's own flush
@@ -135,10 +135,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         _discard_stdout()
         return EXIT_BROKEN_PIPE
     except OutputUnwritable as error:
-        print(f"kordiam-bridge: {error}", file=sys.stderr)
+        _say(f"kordiam-bridge: {error}")
         _discard_stdout()
         return 1
     return result
+
+
+def _say(line: str) -> None:
+    """A line for the operator on stderr; none when stderr is closed (`2>&-`): print's None is stdout, where the
+    line would reach what reads the output (`status --json 2>&- | jq`)."""
+    if sys.stderr is not None:
+        print(line, file=sys.stderr)
 
 
 class OutputUnwritable(BridgeError):
@@ -247,8 +254,9 @@ def run_command(main: Callable[[asyncio.Event], Coroutine[Any, Any, T]], *, stop
             stop.set()
             if stops_on_interrupt:
                 # Said at once: the next safe point may be a while away (a connection still being made).
-                sys.stderr.write("kordiam-bridge: stopping at the next safe point (Ctrl-C again to exit at once)\n")
-                sys.stderr.flush()
+                if sys.stderr is not None:
+                    sys.stderr.write("kordiam-bridge: stopping at the next safe point (Ctrl-C again to exit at once)\n")
+                    sys.stderr.flush()
             else:
                 task.cancel()
 
@@ -554,7 +562,7 @@ def _dlq_show(args: argparse.Namespace) -> int:
     _log_format(settings.ops)
     found = run_command(lambda _: dlq_show(settings.queue, args.message_id, scan_limit=args.scan_limit))
     if found is None:
-        print(f"kordiam-bridge: no dead letter {args.message_id} found", file=sys.stderr)
+        _say(f"kordiam-bridge: no dead letter {args.message_id} found")
         return 1
     _show(args, found, render_dlq_message)
     return 0
@@ -565,10 +573,9 @@ def _dlq_redrive(args: argparse.Namespace) -> int:
     from bridge.admin.rendering import render_redrive
 
     if args.native and (args.limit is not None or args.elements):
-        print(
+        _say(
             "kordiam-bridge dlq redrive: --native moves every dead letter (SQS's move task): give it without --limit "
-            "and --element",
-            file=sys.stderr,
+            "and --element"
         )
         return EXIT_CONFIG
     settings = _queue_command_settings(args)
@@ -587,7 +594,7 @@ def _dlq_redrive(args: argparse.Namespace) -> int:
                 stops_on_interrupt=True,
             )
     except ValueError as error:  # --native on a queue without a move task (ActiveMQ)
-        print(f"kordiam-bridge: {error}", file=sys.stderr)
+        _say(f"kordiam-bridge: {error}")
         return EXIT_CONFIG
     _show(args, result, render_redrive)
     if result.interrupted:
@@ -610,7 +617,7 @@ def _dlq_delete(args: argparse.Namespace) -> int:
     _show(args, result, render_dlq_delete)
     for deletion in result.deletions:
         if deletion.error is not None:
-            print(f"kordiam-bridge: {' '.join(deletion.error.split())}", file=sys.stderr)
+            _say(f"kordiam-bridge: {' '.join(deletion.error.split())}")
     return 1 if result.failed else 0
 
 
@@ -647,7 +654,7 @@ def _parked_requeue(args: argparse.Namespace) -> int:
     try:
         requeue_selection(args.channel, args.elements, args.all)
     except ValueError as error:
-        print(f"kordiam-bridge parked requeue: {error}", file=sys.stderr)
+        _say(f"kordiam-bridge parked requeue: {error}")
         return EXIT_CONFIG
     settings = _status_settings(args)
     _log_format(settings.ops)
@@ -682,9 +689,7 @@ def _element(args: argparse.Namespace) -> int:
     from bridge.config import KordiamCommandSettings, StatusSettings, load_settings
 
     if args.scan_limit is not None and not args.dlq:
-        print(
-            "kordiam-bridge element: --scan-limit bounds the look for dead letters: give it with --dlq", file=sys.stderr
-        )
+        _say("kordiam-bridge element: --scan-limit bounds the look for dead letters: give it with --dlq")
         return EXIT_CONFIG
     settings = load_settings(
         args.config,

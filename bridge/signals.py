@@ -22,11 +22,12 @@ def exit_at_once(line: str) -> NoReturn:
     fail as a reentrant call) or a write that waits for a full pipe (this one would wait too): so straight to the
     file descriptor, and only if it takes the line at once.
     """
-    with contextlib.suppress(OSError):
-        ready = select.poll()
-        ready.register(sys.stderr.fileno(), select.POLLOUT)
-        if ready.poll(0):
-            os.write(sys.stderr.fileno(), f"{line}\n".encode())
+    if sys.stderr is not None:  # None: closed (`2>&-`), nowhere to say it
+        with contextlib.suppress(OSError):
+            ready = select.poll()
+            ready.register(sys.stderr.fileno(), select.POLLOUT)
+            if ready.poll(0):
+                os.write(sys.stderr.fileno(), f"{line}\n".encode())
     os._exit(EXIT_INTERRUPTED)
 
 

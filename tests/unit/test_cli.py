@@ -6,6 +6,7 @@ import errno
 import io
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -442,3 +443,47 @@ def test_the_simulator_says_where_it_listens(monkeypatch: pytest.MonkeyPatch) ->
     (port,) = served
     assert port != 0
     assert {"event": "simulator_listening", "url": f"http://127.0.0.1:{port}", "log_level": "info"} in lines
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["dlq", "redrive", "--native", "--limit", "5", "--config", "/nonexistent.toml"],
+        ["check-config", "--config", "/nonexistent.toml"],
+        ["--config", "x.toml", "status"],
+    ],
+)
+def test_a_closed_stderr_keeps_the_error_out_of_stdout(
+    argv: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `status --json 2>&- | jq`: print(file=None) writes to stdout, so the error line went to the JSON reader.
+    monkeypatch.setattr(sys, "stderr", None)
+    assert main(argv) == 2
+    assert capsys.readouterr().out == ""
+
+
+def test_ctrl_c_twice_with_stderr_closed_still_exits_130() -> None:
+    # `kordiam-bridge dlq redrive 2>&-`: the first Ctrl-C's line and the second's had no stderr to go to. Before:
+    # the second Ctrl-C's handler raised AttributeError (sys.stderr is None) instead of exiting at once.
+    script = (
+        "import asyncio, os, sys\n"
+        "os.close(2)\n"
+        "sys.stderr = None  # as Python starts with fd 2 closed\n"
+        "from bridge import cli\n"
+        "async def command(stop):\n"
+        "    print('ready', flush=True)\n"
+        "    await stop.wait()\n"
+        "    print('stopping', flush=True)\n"
+        "    await asyncio.Event().wait()  # a clean-up that hangs\n"
+        "cli.run_command(command, stops_on_interrupt=True)\n"
+    )
+    command = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)
+    assert command.stdout is not None
+    try:
+        assert command.stdout.readline() == b"ready\n"
+        command.send_signal(signal.SIGINT)
+        assert command.stdout.readline() == b"stopping\n"
+        command.send_signal(signal.SIGINT)
+        assert command.wait(timeout=60) == 130
+    finally:
+        command.kill()
