@@ -168,8 +168,7 @@ def _check_host_name(host: str) -> None:
     """A host the resolver can take: an IP address, or a name of labels of 1 to 63 characters (after IDNA encoding),
     253 in all. Anything else fails at every connection ("label empty or too long"), which reads as a server that
     cannot be reached and is retried for ever."""
-    with contextlib.suppress(ValueError):
-        ipaddress.ip_address(host)
+    if _is_ip_address(host):
         return
     try:
         encoded = host.encode("idna")
@@ -211,8 +210,20 @@ def listen_host(value: str) -> str:
     template variable would expose the port beyond the 127.0.0.1 default, silently."""
     if not value.strip():
         raise ValueError("must not be empty (0.0.0.0 listens on every interface)")
+    # A URL, an address with its port, a space or a control character: never a host to listen on. Shown quoted,
+    # so that a space or a control character can be seen.
+    if not _is_ip_address(value) and not re.fullmatch(r"[A-Za-z0-9_.-]+", value):
+        raise ValueError(f"{value!r} is not an IP address or a host name (letters, digits, '-', '_' and '.')")
     _check_host_name(value)
     return value
+
+
+def _is_ip_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 STOMP_SCHEMES = ("stomp", "stomp+ssl")

@@ -1291,6 +1291,25 @@ def test_a_listening_host_no_resolver_takes_is_refused(
     assert (raised.value.key, raised.value.problem) == (f"{variable} ({key})", HOST_NAME_PROBLEM)
 
 
+@pytest.mark.parametrize(("section", "key"), [("ops", "ops.host"), ("ingress", "ingress.host")])
+@pytest.mark.parametrize(
+    "host", ["http://bridge.internal", " 0.0.0.0", "bridge internal", "bridge\x01", "10.0.0.1:9090"]
+)
+def test_a_listening_host_that_is_no_host_is_refused_showing_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, section: str, key: str, host: str
+) -> None:
+    # Before: check-config passed it, and `run` said "cannot listen on http://bridge.internal:9090: cannot resolve
+    # …", a space or a control character in it not to be seen.
+    monkeypatch.setenv(f"BRIDGE_{section.upper()}__HOST", host)
+    with pytest.raises(ConfigError) as raised:
+        load_settings(write(tmp_path, VALID + INGRESS), model=FileSettings)
+    variable = f"BRIDGE_{section.upper()}__HOST"
+    assert (raised.value.key, raised.value.problem) == (
+        f"{variable} ({key})",
+        f"{host!r} is not an IP address or a host name (letters, digits, '-', '_' and '.')",
+    )
+
+
 def test_every_interface_is_said_in_words(tmp_path: Path) -> None:
     text = VALID + '\n[ops]\nhost = "0.0.0.0"\n' + INGRESS.replace("[ingress]\n", '[ingress]\nhost = "::"\n')
     settings = load_settings(write(tmp_path, text), model=FileSettings)
