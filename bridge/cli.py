@@ -431,7 +431,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     _config_option(status)
     status.add_argument("--sample", action="store_true", help="also peek at the main queue for the oldest message")
-    status.add_argument("--sample-size", type=_count, default=10, help="messages to peek at with --sample")
+    status.add_argument(
+        "--sample-size",
+        type=_count,
+        default=10,
+        help="messages to peek at in the dead-letter queue, and with --sample in the queue, for the oldest one's age",
+    )
     _output_options(status)
     status.set_defaults(command=_status)
 

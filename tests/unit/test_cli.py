@@ -487,3 +487,13 @@ def test_ctrl_c_twice_with_stderr_closed_still_exits_130() -> None:
         assert command.wait(timeout=60) == 130
     finally:
         command.kill()
+
+
+def test_status_help_says_the_sample_size_also_bounds_the_dead_letter_peek(capsys: pytest.CaptureFixture[str]) -> None:
+    # Before: "messages to peek at with --sample", though the DLQ is peeked at with it on every run, --sample or not.
+    with pytest.raises(SystemExit):
+        main(["status", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "--sample-size SAMPLE_SIZE messages to peek at in the dead-letter queue, and with --sample in the queue" in (
+        help_text
+    )
