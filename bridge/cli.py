@@ -11,7 +11,7 @@ import signal
 import sys
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO, TypeVar
 
 from rich.console import Console
 
@@ -132,20 +132,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         # The reader of stdout went away (`dlq list --json | head`): nothing more to say to it. Python's own flush
         # at exit would raise again, so stdout goes to /dev/null first.
-        _discard_stdout()
+        _discard(sys.stdout)
         return EXIT_BROKEN_PIPE
     except OutputUnwritable as error:
         _say(f"kordiam-bridge: {error}")
-        _discard_stdout()
+        _discard(sys.stdout)
         return 1
     return result
 
 
 def _say(line: str) -> None:
     """A line for the operator on stderr; none when stderr is closed (`2>&-`): print's None is stdout, where the
-    line would reach what reads the output (`status --json 2>&- | jq`)."""
-    if sys.stderr is not None:
-        print(line, file=sys.stderr)
+    line would reach what reads the output (`status --json 2>&- | jq`). A stderr that cannot take it (a pipe whose
+    reader went away, a full disk) leaves the exit code to say what happened."""
+    if sys.stderr is None:
+        return
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except OSError:
+        _discard(sys.stderr)
 
 
 class OutputUnwritable(BridgeError):
@@ -179,13 +184,14 @@ def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split())
 
 
-def _discard_stdout() -> None:
-    """Point stdout at /dev/null: what it still buffers would fail again at Python's own flush at exit."""
-    if sys.stdout is None:
+def _discard(stream: TextIO | None) -> None:
+    """Point ``stream``'s file at /dev/null: what it still buffers would fail again at Python's own flush at exit
+    (and make the exit code 120)."""
+    if stream is None:
         return
     with contextlib.suppress(OSError, ValueError):  # not a real file (a test's) or none at all
         devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        os.dup2(devnull, stream.fileno())
 
 
 def _option_too_early(tokens: list[str]) -> str | None:

@@ -497,3 +497,29 @@ def test_status_help_says_the_sample_size_also_bounds_the_dead_letter_peek(capsy
     assert "--sample-size SAMPLE_SIZE messages to peek at in the dead-letter queue, and with --sample in the queue" in (
         help_text
     )
+
+
+@pytest.mark.parametrize(
+    ("argv", "code"),
+    [
+        (["check-config", "--config", "/nonexistent.toml"], 2),
+        (["dlq", "redrive", "--native", "--limit", "5"], 2),
+        (["element", "5", "--scan-limit", "3"], 2),
+    ],
+)
+def test_an_error_line_stderr_cannot_take_leaves_the_exit_code_as_it_is(argv: list[str], code: int) -> None:
+    # stderr a pipe whose reader went away (`2>&1 | head -0`, a log shipper that died) or a full disk. Before: the
+    # line's BrokenPipeError escaped main from its own except clause, exit 1, or 141: not the command's code.
+    for stderr in ("pipe", "/dev/full"):
+        if stderr == "pipe":
+            reader, writer = os.pipe()
+            os.close(reader)
+        else:
+            writer = os.open(stderr, os.O_WRONLY)
+        try:
+            done = subprocess.run(
+                [sys.executable, "-m", "bridge", *argv], check=False, stderr=writer, stdout=subprocess.PIPE
+            )
+        finally:
+            os.close(writer)
+        assert (done.returncode, done.stdout) == (code, b""), stderr
