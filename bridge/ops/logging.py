@@ -27,7 +27,7 @@ LogFormat = Literal["json", "console"]
 
 class _CurrentStderr:
     """Writes to whatever ``sys.stderr`` is at the time of writing (it may be replaced after configuration), or
-    to the sink ``logs_through`` installed; nowhere when stderr is closed."""
+    to the sink ``logs_through`` installed; nowhere when stderr is closed or cannot take a line."""
 
     sink: Callable[[str], None] | None = None
 
@@ -37,11 +37,16 @@ class _CurrentStderr:
             return len(text)
         if sys.stderr is None:  # closed (`2>&-`): the lines go where stderr went, the command goes on
             return len(text)
-        return sys.stderr.write(text)
+        # A log line never fails what logged it (a message's outcome, a retry): a stderr that cannot take it (a
+        # pipe whose reader went away: journald restarted, a log shipper died; a full disk) loses the line only.
+        with contextlib.suppress(OSError):
+            return sys.stderr.write(text)
+        return len(text)
 
     def flush(self) -> None:
         if self.sink is None and sys.stderr is not None:
-            sys.stderr.flush()
+            with contextlib.suppress(OSError):
+                sys.stderr.flush()
 
 
 _STDERR = _CurrentStderr()

@@ -125,3 +125,27 @@ def test_a_closed_stderr_drops_the_log_lines_and_the_command_goes_on(monkeypatch
     structlog.get_logger().info("worker_started", queue="q")
     structlog.get_logger().error("channel_failed", error="boom")
     logging.getLogger("aiobotocore").warning("a library's warning")
+
+
+class _BrokenStderr(io.StringIO):
+    """stderr a pipe whose reader went away (journald restarted, a log shipper died), or a full disk."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__()
+        self.error = error
+
+    def write(self, text: str) -> int:
+        raise self.error
+
+
+@pytest.mark.parametrize("error", [BrokenPipeError(32, "Broken pipe"), OSError(28, "No space left on device")])
+def test_a_log_line_stderr_cannot_take_is_dropped_not_raised_into_the_worker(
+    monkeypatch: pytest.MonkeyPatch, error: OSError
+) -> None:
+    # Before: the BrokenPipeError came out of the log call itself, wherever the worker logged (a message's outcome,
+    # a retry): `run` with its stderr a broken pipe exited 141 at its first line.
+    monkeypatch.setattr(sys, "stderr", _BrokenStderr(error))
+    configure_logging("info")
+    structlog.get_logger().info("done", element_id=1)
+    structlog.get_logger().error("channel_failed", error="boom")
+    logging.getLogger("aiobotocore").warning("a library's warning")
