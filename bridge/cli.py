@@ -172,8 +172,9 @@ def _writing_output() -> Iterator[None]:
 
 
 class _OutputConsole(Console):
-    """A command's table output. rich's own answer to a reader that went away is SystemExit(1), which would read
-    as "done with failures": the BrokenPipeError goes to ``main`` instead, whose answer is 141 as for ``--json``."""
+    """A command's output through rich (tables, the demo's report). rich's own answer to a reader that went away is
+    SystemExit(1), which would read as "done with failures": the BrokenPipeError goes to ``main`` instead, whose
+    answer is 141 as for ``--json``."""
 
     def on_broken_pipe(self) -> None:
         raise BrokenPipeError
@@ -850,7 +851,7 @@ def _simulator_webhooks(args: argparse.Namespace) -> dict[str, Any]:
 def _demo(args: argparse.Namespace) -> int:
     from bridge.demo import run_demo
 
-    return run_demo(args.workdir, webhooks=args.webhooks)
+    return run_demo(args.workdir, webhooks=args.webhooks, console=_OutputConsole())
 
 
 if __name__ == "__main__":

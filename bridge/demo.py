@@ -84,15 +84,15 @@ SAMPLES = (
 )
 
 
-def run_demo(workdir: Path, *, webhooks: bool = False) -> int:
+def run_demo(workdir: Path, *, console: Console, webhooks: bool = False) -> int:
     """``webhooks``: Kordiam reaches the bridge through Global Export webhooks (simulator → ingress → queue)
-    instead of putting notifications on the queue itself."""
+    instead of putting notifications on the queue itself. ``console``: where it reports (the command line's, which
+    leaves a reader that went away to ``bridge.cli``)."""
     try:
         from moto.server import ThreadedMotoServer
     except ImportError:  # a production install: moto is the `demo` extra
         print(MISSING_MOTO, file=sys.stderr)
         return EXIT_MISSING_EXTRA
-    console = Console()
     workdir = _fresh_workdir(workdir.resolve())
     log_file = workdir / "worker.log"
 

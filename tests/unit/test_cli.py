@@ -523,3 +523,24 @@ def test_an_error_line_stderr_cannot_take_leaves_the_exit_code_as_it_is(argv: li
         finally:
             os.close(writer)
         assert (done.returncode, done.stdout) == (code, b""), stderr
+
+
+def test_a_reader_that_goes_away_from_the_demo_ends_it_with_141() -> None:
+    # `kordiam-bridge demo | head -3`: the demo prints through rich, whose own answer is SystemExit(1), "not every
+    # story landed". The demo now prints through the commands' console.
+    script = (
+        "import sys\n"
+        "from bridge import cli, demo\n"
+        "def flood(workdir, *, webhooks, console):\n"
+        "    for _ in range(200_000):\n"
+        "        console.print('x' * 60)\n"
+        "    return 0\n"
+        "demo.run_demo = flood\n"
+        "sys.exit(cli.main(['demo']))\n"
+    )
+    writer = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert writer.stdout is not None and writer.stderr is not None
+    writer.stdout.readline()
+    writer.stdout.close()
+    assert writer.wait(timeout=60) == 141
+    assert writer.stderr.read() == b""
