@@ -517,10 +517,10 @@ def _log_format(ops: OpsSettings) -> None:
 @contextlib.contextmanager
 def _progress(args: argparse.Namespace, console: Console | None = None) -> Iterator[ProgressSink]:
     """The progress bar ``--progress`` asks for; while it is drawn, log lines are printed above it."""
-    from bridge.admin.progress import RichProgress, progress_bar
+    from bridge.admin.progress import RichProgress, StderrConsole, progress_bar
     from bridge.ops.logging import logs_through
 
-    console = console or Console(stderr=True)
+    console = console or StderrConsole()
     with progress_bar(args.progress, console) as progress:
         if not isinstance(progress, RichProgress):
             yield progress

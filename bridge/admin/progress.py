@@ -11,7 +11,19 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 
 from bridge.queue.transport import NoProgress, ProgressSink
 
-__all__ = ["NoProgress", "ProgressSink", "RichProgress", "progress_bar"]
+__all__ = ["NoProgress", "ProgressSink", "RichProgress", "StderrConsole", "progress_bar"]
+
+
+class StderrConsole(Console):
+    """rich on stderr: the progress bar, and the log lines printed above it. A stderr that cannot take it (a pipe
+    whose reader went away) silences it; rich's own answer, stdout pointed at /dev/null and SystemExit(1), would
+    lose the command's output on stdout and its exit code."""
+
+    def __init__(self) -> None:
+        super().__init__(stderr=True)
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
 
 
 class RichProgress:
@@ -23,7 +35,7 @@ class RichProgress:
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
-            console=console or Console(stderr=True),
+            console=console or StderrConsole(),
             transient=False,
         )
         self._task: TaskID | None = None
@@ -55,7 +67,7 @@ class RichProgress:
 @contextlib.contextmanager
 def progress_bar(enabled: bool | None = None, console: Console | None = None) -> Iterator[ProgressSink]:
     """A rich bar when ``enabled`` (default: when stderr is a terminal), else a sink that reports nothing."""
-    console = console or Console(stderr=True)
+    console = console or StderrConsole()
     if enabled is None:
         enabled = console.is_terminal
     if not enabled:

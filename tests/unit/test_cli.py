@@ -544,3 +544,29 @@ def test_a_reader_that_goes_away_from_the_demo_ends_it_with_141() -> None:
     writer.stdout.close()
     assert writer.wait(timeout=60) == 141
     assert writer.stderr.read() == b""
+
+
+def test_a_progress_bar_stderr_cannot_take_leaves_the_output_and_the_exit_code_alone() -> None:
+    # `dlq redrive --progress --json > result.json 2>&1 | …` with the reader of stderr gone. Before: rich's answer
+    # to the broken pipe pointed stdout (not stderr) at /dev/null and raised SystemExit(1): the JSON result lost.
+    script = (
+        "import argparse, sys\n"
+        "from bridge import cli\n"
+        "def redrive(args):\n"
+        "    shown = argparse.Namespace(progress=True, json=True)\n"
+        "    with cli._progress(shown) as progress:\n"
+        "        progress.start('redriving', 3)\n"
+        "        progress.advance(3)\n"
+        "    with cli._writing_output():\n"
+        "        print('{\"redriven\": 3}')\n"
+        "    return 0\n"
+        "cli._check_config = redrive\n"
+        "sys.exit(cli.main(['check-config', '--config', 'unused.toml']))\n"
+    )
+    reader, writer = os.pipe()
+    os.close(reader)
+    try:
+        done = subprocess.run([sys.executable, "-c", script], check=False, stderr=writer, stdout=subprocess.PIPE)
+    finally:
+        os.close(writer)
+    assert (done.returncode, done.stdout) == (0, b'{"redriven": 3}\n')
