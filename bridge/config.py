@@ -706,6 +706,21 @@ class PlatformReceiver(Section):
     _secret = field_validator("api_secret")(plausible_secret)
 
 
+def _network_not_an_address_in_it(value: Any) -> Any:
+    """``10.0.0.1/16`` is one address with its network's prefix, which ``ip_network`` refuses as "not a valid
+    network": name the network meant instead."""
+    if isinstance(value, str):
+        try:
+            ipaddress.ip_network(value)
+        except ValueError:
+            try:
+                network = ipaddress.ip_network(value, strict=False)
+            except ValueError:
+                return value  # not a network at all: pydantic's own words
+            raise ValueError(f"{value} has host bits set: write the network, {network}") from None
+    return value
+
+
 class IngressSettings(Section):
     """``[ingress]``: where ``kordiam-bridge ingress`` listens, its receivers, and what one client or all of them may
     hold of it."""
@@ -720,7 +735,7 @@ class IngressSettings(Section):
     rate_limit_burst: Int = Field(default=200, ge=1, le=1_000_000)
     # Proxies (a load balancer) whose X-Forwarded-For names the real client; without this every call behind a
     # load balancer would share the balancer's address, and so one rate-limit bucket.
-    trusted_proxies: tuple[IPvAnyNetwork, ...] = ()
+    trusted_proxies: tuple[Annotated[IPvAnyNetwork, BeforeValidator(_network_not_an_address_in_it)], ...] = ()
     # Longest wait for the queue to confirm a send before answering 503 (Kordiam then retries).
     enqueue_timeout_seconds: Float = Field(default=5.0, gt=0, le=60)
     # Calls in progress at once (their body being read, their message being sent); one more is answered 503 with

@@ -1446,3 +1446,22 @@ def test_a_key_that_takes_json_from_a_variable_that_is_not_json_names_the_variab
     with pytest.raises(ConfigError) as raised:
         load_settings(write(tmp_path, VALID + INGRESS), model=FileSettings)
     assert (raised.value.key, raised.value.problem) == (f"{variable} ({key})", problem)
+
+
+@pytest.mark.parametrize(
+    ("proxy", "problem"),
+    [
+        # Before: "value is not a valid IPv4 or IPv6 network", of what is one address of a network with its prefix.
+        ("10.0.0.1/16", "10.0.0.1/16 has host bits set: write the network, 10.0.0.0/16"),
+        ("fd00::1/64", "fd00::1/64 has host bits set: write the network, fd00::/64"),
+    ],
+)
+def test_a_trusted_proxy_network_written_with_an_address_says_which_network(
+    tmp_path: Path, proxy: str, problem: str
+) -> None:
+    text = VALID + INGRESS.replace("[ingress]\n", f'[ingress]\ntrusted_proxies = ["10.1.0.0/16", "{proxy}"]\n')
+    with pytest.raises(ConfigError) as raised:
+        load_settings(write(tmp_path, text), model=FileSettings)
+    assert str(raised.value) == f"ingress.trusted_proxies[1]: {problem}"
+    fixed = load_settings(write(tmp_path, text.replace(proxy, problem.rpartition(", ")[2])), model=FileSettings)
+    assert fixed.ingress is not None and len(fixed.ingress.trusted_proxies) == 2
