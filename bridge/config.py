@@ -1014,6 +1014,10 @@ def load_settings(
             content = _read_config_file(file, origin)
             data = tomllib.loads(content.decode())
         except FileNotFoundError:
+            if (descriptor := _descriptor_named(file)) is not None:
+                why = "stdin is closed" if descriptor == 0 else "sudo closes the one of --config <(…)"
+                problem = f"{file}: file descriptor {descriptor} is not open in this process ({why}): give a file"
+                raise ConfigError(origin, problem) from None
             raise ConfigError(origin, f"file {file} does not exist") from None
         except IsADirectoryError:
             raise ConfigError(origin, f"{file} is a directory, not a file") from None
@@ -1218,6 +1222,15 @@ def _read_config_file(file: Path, origin: str) -> bytes:
     if len(content) > CONFIG_MAX_BYTES:
         raise ConfigError(origin, f"{file} is larger than {CONFIG_MAX_BYTES} bytes: no configuration is")
     return content
+
+
+def _descriptor_named(file: Path) -> int | None:
+    """The file descriptor ``file`` names (``/dev/stdin``, ``/dev/fd/N``, ``/proc/self/fd/N``), if it names one:
+    such a path always exists, so "does not exist" would be the wrong words for a descriptor not open here."""
+    if str(file) == "/dev/stdin":
+        return 0
+    named = re.fullmatch(r"/(?:dev|proc/self)/fd/(\d+)", str(file))
+    return None if named is None else int(named.group(1))
 
 
 def _named_pipe(descriptor: int) -> bool:

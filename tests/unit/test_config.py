@@ -1465,3 +1465,19 @@ def test_a_trusted_proxy_network_written_with_an_address_says_which_network(
     assert str(raised.value) == f"ingress.trusted_proxies[1]: {problem}"
     fixed = load_settings(write(tmp_path, text.replace(proxy, problem.rpartition(", ")[2])), model=FileSettings)
     assert fixed.ingress is not None and len(fixed.ingress.trusted_proxies) == 2
+
+
+@pytest.mark.parametrize("path", ["/dev/fd/{fd}", "/proc/self/fd/{fd}"])
+def test_a_config_from_a_file_descriptor_not_open_here_says_so(path: str) -> None:
+    # `sudo kordiam-bridge run --config <(…)`: sudo closes the descriptor the shell made. Before: "file /dev/fd/63
+    # does not exist", of a path that always names one.
+    reader, writer = os.pipe()
+    os.close(reader)
+    os.close(writer)
+    named = path.format(fd=reader)
+    with pytest.raises(ConfigError) as raised:
+        load_settings(named)
+    assert str(raised.value) == (
+        f"--config: {named}: file descriptor {reader} is not open in this process (sudo closes the one of "
+        "--config <(…)): give a file"
+    )
