@@ -39,9 +39,10 @@ class _CurrentStderr:
             return len(text)
         # A log line never fails what logged it (a message's outcome, a retry): a stderr that cannot take it (a
         # pipe whose reader went away: journald restarted, a log shipper died; a full disk) loses the line only.
-        with contextlib.suppress(OSError):
+        try:
             return sys.stderr.write(text)
-        return len(text)
+        except OSError:
+            return len(text)
 
     def flush(self) -> None:
         if self.sink is None and sys.stderr is not None:
