@@ -23,6 +23,7 @@ from typing import ClassVar
 
 import structlog
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from bridge.config import ApiKeyCheck, IngressCommandSettings, IngressSettings
@@ -215,6 +216,15 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return await handler(request)
     except web.HTTPRequestEntityTooLarge:
         return problem(413, "body larger than ingress.max_body_bytes")
+    except web.RequestPayloadError as error:
+        # aiohttp could not read the body as its headers say (a Content-Encoding it does not hold): the caller's
+        # fault, nothing enqueued; its reason is the parser's, the first line of the cause's message. The body is
+        # ended here and the connection closed after the answer: aiohttp would otherwise read on after the answer
+        # ("lingering"), meet the same error and log it as an unhandled exception with its traceback.
+        request.content.feed_eof()
+        answer = problem(400, f"body could not be read as sent: {_payload_reason(error)}")
+        answer.force_close()
+        return answer
     except web.HTTPException as error:
         if error.status < 400:
             raise
@@ -229,6 +239,12 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
             return problem(CLIENT_CLOSED_REQUEST, "client closed the connection before its answer")
         log.exception("ingress_error", route=_route_name(request))
         return problem(500, "internal error; the call was not taken, retry later")
+
+
+def _payload_reason(error: web.RequestPayloadError) -> str:
+    cause = error.__cause__
+    text = cause.message if isinstance(cause, HttpProcessingError) else str(error)
+    return next((line.strip() for line in str(text).splitlines() if line.strip()), "unreadable body")[:200]
 
 
 def _limits(
