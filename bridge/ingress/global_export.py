@@ -14,7 +14,7 @@ from aiohttp import web
 
 from bridge.ingress.auth import CredentialCheck, KeyExchange
 from bridge.ingress.common import ElementCalls, Enqueuer, token_route
-from bridge.ingress.lookup import NO_ID, ElementLookup, distinct_elements, id_answer, positive_int
+from bridge.ingress.lookup import ID_SEGMENT, NO_ID, ElementLookup, distinct_elements, id_answer, positive_int
 from bridge.pipeline.notification import Event
 
 RECEIVER = "global_export"
@@ -42,8 +42,8 @@ class GlobalExportReceiver:
     def routes(self) -> list[web.RouteDef]:
         routes = [
             web.post(f"{self.path}/element", self._create, name="global_export.create"),
-            web.put(f"{self.path}/element/{{id}}", self._update, name="global_export.update"),
-            web.delete(f"{self.path}/element/{{id}}", self._delete, name="global_export.delete"),
+            web.put(f"{self.path}/element/{{{ID_SEGMENT}}}", self._update, name="global_export.update"),
+            web.delete(f"{self.path}/element/{{{ID_SEGMENT}}}", self._delete, name="global_export.delete"),
         ]
         if isinstance(self._check, KeyExchange) and self._token_path is not None:
             routes.append(token_route(f"{self.path}{self._token_path}", self._check, RECEIVER, "global_export.token"))

@@ -17,6 +17,9 @@ from bridge.state import Delivery, StateStore
 
 # Kordiam sends the literal text "null" when it never received an id (seed 001).
 NO_ID = frozenset({"", "null", "undefined"})
+# The route segment of the id in a PUT or DELETE path, as ``match_info["id"]``: empty too, as "an empty (null)
+# value" (seed 001) may leave it (``…/element/``); a 404 would drop that call, Kordiam retrying it in vain.
+ID_SEGMENT = "id:[^/]*"
 
 
 @dataclass(frozen=True, slots=True)

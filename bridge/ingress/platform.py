@@ -28,7 +28,7 @@ from bridge.ingress.common import (
     state_unavailable,
     token_route,
 )
-from bridge.ingress.lookup import NO_ID, ElementLookup, distinct_elements, id_answer, positive_int
+from bridge.ingress.lookup import ID_SEGMENT, NO_ID, ElementLookup, distinct_elements, id_answer, positive_int
 from bridge.pipeline.notification import Event
 
 RECEIVER = "platform"
@@ -49,8 +49,8 @@ class PlatformReceiver:
             token_route(f"{self.path}/oauth2/token", self._exchange, RECEIVER, "platform.token"),
             web.post(f"{self.path}/statuses", self._statuses, name="platform.statuses"),
             web.post(f"{self.path}/publication", self._create, name="platform.create"),
-            web.put(f"{self.path}/publication/{{id}}", self._update, name="platform.update"),
-            web.delete(f"{self.path}/publication/{{id}}", self._delete, name="platform.delete"),
+            web.put(f"{self.path}/publication/{{{ID_SEGMENT}}}", self._update, name="platform.update"),
+            web.delete(f"{self.path}/publication/{{{ID_SEGMENT}}}", self._delete, name="platform.delete"),
             web.post(f"{self.path}/files", self._update, name="platform.files"),
         ]
 
