@@ -210,8 +210,9 @@ def _body_so_far(request: web.Request) -> dict[str, int | None]:
 
 @web.middleware
 async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """aiohttp's own errors (404, 405, 413) as JSON; a client gone mid-body as ``CLIENT_CLOSED_REQUEST`` (logged in
-    one line, by the request log); anything unexpected as a 500 without internals, its traceback logged."""
+    """aiohttp's own errors (404, 405 with its ``Allow``, 413) as JSON; a body aiohttp cannot read as sent as a 400;
+    a client gone mid-body as ``CLIENT_CLOSED_REQUEST`` (logged in one line, by the request log); anything
+    unexpected as a 500 without internals, its traceback logged."""
     try:
         return await handler(request)
     except web.HTTPRequestEntityTooLarge:
@@ -228,7 +229,10 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     except web.HTTPException as error:
         if error.status < 400:
             raise
-        return problem(error.status, error.reason)
+        answer = problem(error.status, error.reason)
+        if "Allow" in error.headers:  # a 405 names the methods the path takes (RFC 9110 15.5.6)
+            answer.headers["Allow"] = error.headers["Allow"]
+        return answer
     except asyncio.CancelledError:
         raise
     except Exception as error:

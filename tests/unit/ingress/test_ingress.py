@@ -763,6 +763,10 @@ async def test_unknown_route_and_method_are_json_and_request_ids_are_echoed(ingr
     wrong = await client.get("/kordiam/element", headers={"X-Request-Id": "bad id with spaces"})
     assert wrong.status == 405
     assert len(wrong.headers["X-Request-Id"]) == 32
+    # A 405 names the methods the path takes (RFC 9110 15.5.6), as aiohttp's own answer does.
+    assert wrong.headers["Allow"] == "POST"
+    options = await client.options("/platform/publication/7")
+    assert options.status == 405 and set(options.headers["Allow"].split(",")) == {"PUT", "DELETE"}
 
 
 async def test_health_and_metrics(ingress: Factory) -> None:
