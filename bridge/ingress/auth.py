@@ -9,7 +9,6 @@ state, and a changed secret revokes them all.
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import hmac
 import time
@@ -33,15 +32,24 @@ class CredentialCheck(Protocol):
 
 
 def _same(presented: str, expected: str) -> bool:
-    return hmac.compare_digest(presented.encode(), expected.encode())
+    # aiohttp reads a header's bytes as UTF-8 with surrogateescape: a byte that is not UTF-8 is a lone surrogate,
+    # which only this error handler encodes (back to the byte that was sent).
+    return hmac.compare_digest(presented.encode("utf-8", "surrogateescape"), expected.encode())
 
 
 def bearer_of(headers: Mapping[str, str]) -> str | None:
+    """The bearer token presented, if any; one that is not ASCII is returned too (for the check to refuse)."""
     value = headers.get("Authorization", "")
     scheme, _, token = value.partition(" ")
     if scheme.casefold() != "bearer" or not token.strip():
         return None
     return token.strip()
+
+
+def _jwt_text(token: str) -> bool:
+    """A JWT is base64url and dots, so ASCII: anything else is refused before PyJWT, which cannot encode a lone
+    surrogate (a byte of the header that was not UTF-8) and would raise UnicodeEncodeError, not InvalidTokenError."""
+    return token.isascii()
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +74,8 @@ class JwtTokenCheck:
         presented = bearer_of(headers)
         if presented is None:
             return "no bearer token"
+        if not _jwt_text(presented):
+            return "JWT invalid: not ASCII"
         required = ["exp"] if self.require_expiry else []
         if self.issuer is not None:
             required.append("iss")
@@ -119,6 +129,8 @@ class TokenIssuer:
         presented = bearer_of(headers)
         if presented is None:
             return "no bearer token"
+        if not _jwt_text(presented):
+            return "token not issued by this ingress"
         digest = hashlib.sha256(presented.encode()).digest()
         expires = self._verified.get(digest)
         if expires is not None:
@@ -150,7 +162,7 @@ def basic_credentials(headers: Mapping[str, str]) -> tuple[str, str] | None:
         return None
     try:
         user, separator, secret = base64.b64decode(encoded.strip(), validate=True).decode().partition(":")
-    except (binascii.Error, UnicodeDecodeError):
+    except ValueError:  # not base64 (binascii.Error; a character that is not ASCII), or not UTF-8 once decoded
         return None
     return (user, secret) if separator else None
 
