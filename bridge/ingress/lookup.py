@@ -20,6 +20,7 @@ NO_ID = frozenset({"", "null", "undefined"})
 # The route segment of the id in a PUT or DELETE path, as ``match_info["id"]``: empty too, as "an empty (null)
 # value" (seed 001) may leave it (``…/element/``); a 404 would drop that call, Kordiam retrying it in vain.
 ID_SEGMENT = "id:[^/]*"
+_MAX_ID_DIGITS = len(str(MAX_ELEMENT_ID))
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +58,9 @@ def positive_int(text: str) -> int | None:
     """A positive id the state stores and the worker take (at most ``MAX_ELEMENT_ID``); None for anything else, so
     that a larger number is unmapped here rather than enqueued as a message the worker can only dead-letter."""
     stripped = text.strip()
-    if ascii_digits(stripped) and 0 < (number := int(stripped)) <= MAX_ELEMENT_ID:
-        return number
-    return None
+    # Counted before int(), which refuses more than 4300 digits with a ValueError (the caller's state-store guard
+    # would take it for a failing store).
+    if not ascii_digits(stripped) or len(stripped.lstrip("0")) > _MAX_ID_DIGITS:
+        return None
+    number = int(stripped)
+    return number if 0 < number <= MAX_ELEMENT_ID else None

@@ -269,6 +269,24 @@ async def test_ids_with_non_ascii_digits_are_not_element_ids(ingress: Factory, o
     assert len(transport.sent) == 1
 
 
+# Python refuses to read an integer of more than 4300 digits (a ValueError): the id is simply no element's, not a
+# failing state store (a 503 Kordiam retries in vain, a misleading state_lookup_failed) nor a 500 after the enqueue.
+async def test_an_id_of_more_digits_than_python_reads_is_no_elements_id(ingress: Factory) -> None:
+    client, transport = await ingress()
+    huge = "9" * 5000
+    token = await platform_token(client)
+    for path, headers in ((f"/kordiam/element/{huge}", bearer()), (f"/platform/publication/{huge}", bearer(token))):
+        response = await client.delete(path, headers=headers)
+        assert response.status == 200 and await response.json() == {"id": None, "mapped": False}
+    assert transport.sent == []
+    response = await client.put(f"/kordiam/element/{huge}", data=fixture("seed001_update.json"), headers=bearer())
+    assert response.status == 200 and await response.json() == {"id": huge}
+    body = fixture("seed002_publication.json")
+    response = await client.put(f"/platform/publication/{huge}", data=body, headers=bearer(token))
+    assert response.status == 200 and (await response.json())["id"] == huge
+    assert len(transport.sent) == 2
+
+
 async def test_a_platform_delete_of_an_id_too_large_for_a_publication_enqueues_nothing(ingress: Factory) -> None:
     client, transport = await ingress()
     headers = bearer(await platform_token(client))
