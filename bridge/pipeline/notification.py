@@ -207,8 +207,13 @@ def _element_id(payload: dict[str, Any]) -> int:
             value = payload[key]
             if isinstance(value, int) and not isinstance(value, bool) and value > 0:
                 return _in_range(value, key)
-            if isinstance(value, str) and ascii_digits(value.strip()) and int(value) > 0:
-                return _in_range(int(value), key)
+            if isinstance(value, str) and ascii_digits(digits := value.strip().lstrip("0")):
+                # Counted before int(), which refuses more than 4300 digits with a ValueError, no PoisonMessage.
+                if len(digits) > len(str(MAX_ELEMENT_ID)):
+                    raise PoisonMessage(
+                        f"`{key}` {digits[:40]}… is larger than the largest element id ({MAX_ELEMENT_ID})"
+                    )
+                return _in_range(int(digits), key)
             raise PoisonMessage(f"`{key}` is not a positive element id: {json.dumps(value, default=str)[:40]}")
     raise PoisonMessage(f"no element id (expected `id` or `elementId`; keys: {_some_keys(payload)})")
 

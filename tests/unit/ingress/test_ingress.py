@@ -586,6 +586,7 @@ async def test_platform_calls_need_the_issued_token(ingress: Factory) -> None:
         (b"\xff\xfe", "body is not UTF-8 (byte 0)"),
         # Python refuses to read an integer of more than 4300 digits (a ValueError that is not a JSONDecodeError).
         (b'{"id": ' + b"1" * 5000 + b', "title": "x"}', "body is not JSON: Exceeds the limit (4300 digits)"),
+        (b'{"id": "' + b"1" * 5000 + b'"}', "body is not a Kordiam element: `id` " + "1" * 40 + "… is larger than"),
     ],
 )
 async def test_malformed_bodies_get_a_400_that_says_what_is_wrong(ingress: Factory, body: bytes, message: str) -> None:

@@ -77,6 +77,8 @@ def test_sns_wrapping_a_global_export_body() -> None:
         ('{"id": 99999999999999999999}', "larger than the largest element id (9223372036854775807)"),
         ('{"elementId": "9223372036854775808"}', "`elementId` 9223372036854775808 is larger than the largest"),
         ('{"id": 9223372036854775808, "title": "x"}', "`id` 9223372036854775808 is larger than the largest"),
+        # More digits than int() reads (4300): its ValueError was no PoisonMessage (a 500 at the ingress).
+        ('{"elementId": "' + "9" * 5000 + '"}', "`elementId` " + "9" * 40 + "… is larger than the largest element id"),
         ('{"id": 3, "event": "exploded"}', "unknown event"),
         ('{"id": 3, "event": 7}', "event is not a string"),
         ('{"Type": "Notification", "Message": "nope"}', "SNS envelope: Message is not JSON"),
