@@ -191,6 +191,31 @@ async def test_delete_maps_a_linked_cms_id_through_the_state_store(ingress: Fact
     ]
 
 
+# The queue failing after the first of a DELETE's messages: 503, so Kordiam retries the whole call; its retry sends
+# the first again (a duplicate the worker's fetch makes harmless) and the second for the first time. Answered 200,
+# the second element's deletion would be lost.
+async def test_a_delete_whose_queue_fails_half_way_is_a_503_and_its_retry_enqueues_every_element(
+    ingress: Factory, state: SqliteStateStore
+) -> None:
+    await state.record(Delivery(777, "web", 1, "55", "fp"))
+    client, transport = await ingress()
+    send = transport.send
+
+    async def second_fails(body: str, attributes: dict[str, str] | None = None, *, group_id: str | None = None) -> str:
+        if transport.attempts == 1:
+            transport.attempts += 1
+            raise ConnectionError("queue unreachable")
+        return await send(body, attributes, group_id=group_id)
+
+    with patch.object(transport, "send", side_effect=second_fails):
+        response = await client.delete("/kordiam/element/55", headers=bearer())
+    assert response.status == 503 and response.headers["Retry-After"] == "10"
+    assert [json.loads(body)["id"] for body, _, _ in transport.sent] == [777]
+    retried = await client.delete("/kordiam/element/55", headers=bearer())
+    assert retried.status == 200 and await retried.json() == {"id": 55}
+    assert [json.loads(body)["id"] for body, _, _ in transport.sent] == [777, 777, 55]
+
+
 async def test_a_platform_delete_of_an_id_that_is_a_cms_id_and_a_placeholder_enqueues_both(
     ingress: Factory, state: SqliteStateStore
 ) -> None:
