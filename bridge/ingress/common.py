@@ -271,7 +271,8 @@ def token_route(path: str, exchange: KeyExchange, receiver: str, name: str) -> w
             metrics.AUTH_FAILURES.labels(receiver).inc()
             log.warning("auth_failed", receiver=receiver, reason="token request with wrong or missing key/secret")
             return problem(401, "missing or invalid credentials")
-        return web.json_response(answer)
+        # RFC 6749 5.1: an answer carrying a token must not be stored by any cache on its way.
+        return web.json_response(answer, headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
 
     return web.post(path, issue_token, name=name)
 

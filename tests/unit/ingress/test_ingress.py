@@ -411,7 +411,9 @@ async def test_api_key_exchanged_for_a_token_then_used(ingress: Factory) -> None
     assert refused.status == 401
     missing = await client.post("/kordiam/auth/token")
     assert missing.status == 401
-    answer = await (await client.post("/kordiam/auth/token", headers=basic("key-1", "secret-1"))).json()
+    issued = await client.post("/kordiam/auth/token", headers=basic("key-1", "secret-1"))
+    assert issued.headers["Cache-Control"] == "no-store" and issued.headers["Pragma"] == "no-cache"
+    answer = await issued.json()
     assert answer["token_type"] == "bearer" and answer["expires_in"] == 3600
     # seed 002's form body works too
     form = await client.post(
@@ -500,6 +502,8 @@ async def platform_token(client: TestClient[Any, Any]) -> str:
         },
     )
     assert response.status == 200
+    # RFC 6749 5.1: an answer carrying a token is never stored by a cache on the way.
+    assert response.headers["Cache-Control"] == "no-store" and response.headers["Pragma"] == "no-cache"
     answer = await response.json()
     assert answer["token_type"] == "bearer" and answer["expires_in"] == 3600
     return str(answer["access_token"])
