@@ -12,6 +12,7 @@ call beyond ``ingress.max_concurrent_requests`` in progress gets 503 with ``Retr
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import secrets
 import time
@@ -19,7 +20,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Network, IPv6Network, ip_address
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import structlog
 from aiohttp import web
@@ -247,8 +248,12 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 def _payload_reason(error: web.RequestPayloadError) -> str:
     cause = error.__cause__
-    text = cause.message if isinstance(cause, HttpProcessingError) else str(error)
-    return next((line.strip() for line in str(text).splitlines() if line.strip()), "unreadable body")[:200]
+    return _first_line(cause.message if isinstance(cause, HttpProcessingError) else str(error))
+
+
+def _first_line(text: object) -> str:
+    """An aiohttp parser's message in one short line (it may quote the offending line below, with a caret)."""
+    return next((line.strip() for line in str(text).splitlines() if line.strip()), "unreadable request")[:200]
 
 
 def _limits(
@@ -280,6 +285,30 @@ def _limits(
     return limits
 
 
+# A request aiohttp refused before any handler ran, in bridge_ingress_requests_total's route label.
+UNPARSED_ROUTE = "unparsed"
+
+
+class _RefusalLog(logging.Logger):
+    """aiohttp's server log, as given to its protocol: a request aiohttp refused itself before any handler ran (an
+    ``HttpProcessingError``: a head that is not HTTP, a body framing or Content-Encoding it cannot read) is one
+    ``ingress_bad_request`` warning line with the client and the reason, and counted; aiohttp would log it as an
+    error with its traceback. Anything else goes to aiohttp's own logger, as before."""
+
+    def __init__(self) -> None:
+        super().__init__("aiohttp.server")
+        self.parent = logging.getLogger("aiohttp.server")
+
+    def exception(self, msg: object, *args: object, exc_info: Any = True, **kwargs: Any) -> None:
+        if not isinstance(exc_info, HttpProcessingError):
+            super().exception(msg, *args, exc_info=exc_info, **kwargs)
+            return
+        metrics.REQUESTS.labels(UNPARSED_ROUTE, str(exc_info.code)).inc()
+        # aiohttp's message is "Error handling request from %s" with the peer's address.
+        client = str(args[0]) if args else None
+        log.warning("ingress_bad_request", client=client, status=exc_info.code, reason=_first_line(exc_info.message))
+
+
 class IngressServer:
     """The running ingress: ``start`` binds (``port`` 0 picks a free port, read back from ``port``), ``stop``
     finishes the calls in progress (``shutdown_timeout`` seconds at most) and closes."""
@@ -302,6 +331,7 @@ class IngressServer:
         self._runner = web.AppRunner(
             self._app,
             access_log=None,
+            logger=_RefusalLog(),
             shutdown_timeout=self.shutdown_timeout,
             keepalive_timeout=self.keepalive_timeout,
         )
