@@ -82,9 +82,15 @@ CAPACITY = web.AppKey("capacity", Capacity)
 
 @dataclass(slots=True)
 class RateLimiter:
-    """A token bucket per client address: ``burst`` calls at once, refilled at ``per_second``.
+    """A token bucket per client address for the calls it gets wrong: ``burst`` at once, refilled at ``per_second``.
 
-    Only buckets that are not full are kept, least recently seen first: a client not seen for ``burst /
+    A call is refused (429) while its client's bucket is empty (``allow``), and only a call answered 4xx takes a
+    token (``charge``): no or wrong credentials, a bad body, an unknown path, a body too slow. Calls the ingress
+    took (2xx) or could not take (5xx) never do, as Kordiam drops a call after a few retries: a bulk change in
+    Kordiam, a burst well beyond ``burst`` from one address, or its retries after a queue outage, must not be
+    refused.
+
+    Only buckets that are not full are kept, least recently charged first: a client not charged for ``burst /
     per_second`` seconds is full again, so dropping its bucket changes nothing. Each call costs O(1), however many
     clients there are.
     """
@@ -94,20 +100,27 @@ class RateLimiter:
     _buckets: OrderedDict[str, tuple[float, float]] = field(default_factory=OrderedDict)
 
     def allow(self, client: str, now: float | None = None) -> bool:
+        """Whether ``client``'s bucket holds a token now (none is taken)."""
+        return self._tokens(client, time.monotonic() if now is None else now) >= 1.0
+
+    def charge(self, client: str, now: float | None = None) -> None:
+        """Take a token from ``client``'s bucket (a call it got wrong)."""
         now = time.monotonic() if now is None else now
-        tokens, seen = self._buckets.pop(client, (float(self.burst), now))
-        tokens = min(float(self.burst), tokens + (now - seen) * self.per_second)
-        allowed = tokens >= 1.0
-        self._buckets[client] = (tokens - 1.0 if allowed else tokens, now)  # the most recently seen, last
-        # One bucket dropped at most per call: a call adds at most one, so the table never outgrows _MAX_BUCKETS,
-        # and the full ones drain away as calls come.
+        tokens = self._tokens(client, now)
+        self._buckets.pop(client, None)
+        self._buckets[client] = (max(0.0, tokens - 1.0), now)  # the most recently charged, last
+        # One bucket dropped at most per charge: a charge adds at most one, so the table never outgrows
+        # _MAX_BUCKETS, and the full ones drain away as charges come.
         _, oldest_seen = next(iter(self._buckets.values()))
         if now - oldest_seen >= self.burst / self.per_second or len(self._buckets) > _MAX_BUCKETS:
             self._buckets.popitem(last=False)
-        return allowed
 
     def retry_after(self) -> int:
         return max(1, int(1 / self.per_second + 0.999))
+
+    def _tokens(self, client: str, now: float) -> float:
+        tokens, seen = self._buckets.get(client, (float(self.burst), now))
+        return min(float(self.burst), tokens + (now - seen) * self.per_second)
 
 
 def client_address(request: web.Request, trusted_proxies: tuple[IPv4Network | IPv6Network, ...]) -> str:
@@ -141,7 +154,8 @@ def build_app(
     capacity = Capacity(settings.max_concurrent_requests)
     app = web.Application(
         client_max_size=settings.max_body_bytes,
-        middlewares=[_request_log, _errors, _limits(limiter, capacity, settings)],
+        # _limits outside _errors: it sees every answer as sent (aiohttp's 404 too) when it charges a 4xx.
+        middlewares=[_request_log, _limits(limiter, capacity, settings), _errors],
     )
     app[CAPACITY] = capacity
     routes: list[web.RouteDef] = []
@@ -277,10 +291,14 @@ def _limits(
         capacity.in_progress += 1
         metrics.IN_PROGRESS.inc()
         try:
-            return await handler(request)
+            response = await handler(request)
         finally:
             capacity.in_progress -= 1
             metrics.IN_PROGRESS.dec()
+        # Not a client gone before its answer (499): that may be Kordiam's own timeout of a slow call.
+        if 400 <= response.status < 500 and response.status != CLIENT_CLOSED_REQUEST:
+            limiter.charge(client)
+        return response
 
     return limits
 
