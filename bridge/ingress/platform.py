@@ -61,10 +61,12 @@ class PlatformReceiver:
         if isinstance(parsed, web.Response):
             return parsed
         _, payload = parsed
-        if "platform" not in payload:
-            return problem(400, "body must be a JSON object with `platform` (seed 002's statuses)")
-        log.info("statuses_received", platform=payload.get("platform"))
-        return web.json_response({"platform": payload["platform"]})
+        # Logged and answered back: a platform id only (a number, or its digits), never whatever else a body holds.
+        platform = payload.get("platform")
+        if isinstance(platform, bool) or not isinstance(platform, int | str) or positive_int(str(platform)) is None:
+            return problem(400, "body must be a JSON object with `platform`, a platform id (seed 002's statuses)")
+        log.info("statuses_received", platform=platform)
+        return web.json_response({"platform": platform})
 
     async def _create(self, request: web.Request) -> web.Response:
         return await self._element_call(request, Event.CREATED)

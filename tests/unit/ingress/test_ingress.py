@@ -20,6 +20,7 @@ from unittest.mock import patch
 import jwt
 import pytest
 from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
+from structlog.testing import capture_logs
 
 from bridge.config import DEFAULT_MAX_BODY_BYTES, IngressSettings
 from bridge.errors import ConfigError
@@ -588,7 +589,27 @@ async def test_platform_statuses_accepted_not_enqueued(ingress: Factory) -> None
     headers = bearer(await platform_token(client))
     response = await client.post("/platform/statuses", data=fixture("seed002_statuses.json"), headers=headers)
     assert response.status == 200
+    assert await response.json() == {"platform": 99003}
     assert transport.sent == []
+
+
+# `platform` is logged and answered back: anything but a platform id (a 4 MiB string, an object) is refused rather
+# than written into the log ("bodies are never logged") and echoed.
+@pytest.mark.parametrize(
+    "platform", ["x" * 100_000, {"id": 1}, True, None, -1], ids=["text", "object", "bool", "null", "negative"]
+)
+async def test_platform_statuses_need_a_platform_id(ingress: Factory, platform: object) -> None:
+    client, _ = await ingress()
+    headers = bearer(await platform_token(client))
+    with capture_logs() as lines:
+        response = await client.post("/platform/statuses", data=json.dumps({"platform": platform}), headers=headers)
+    assert response.status == 400
+    assert await response.json() == {
+        "error": "body must be a JSON object with `platform`, a platform id (seed 002's statuses)"
+    }
+    assert [line for line in lines if line["event"] == "statuses_received"] == []
+    as_text = await client.post("/platform/statuses", data=json.dumps({"platform": "99003"}), headers=headers)
+    assert as_text.status == 200 and await as_text.json() == {"platform": "99003"}
 
 
 async def test_platform_calls_need_the_issued_token(ingress: Factory) -> None:
