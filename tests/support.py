@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import itertools
 import json
 import logging
 import os
@@ -16,7 +17,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,6 +25,7 @@ from typing import Any, TypeVar
 
 import boto3
 import httpx
+import pytest
 import stompman
 from moto.server import ThreadedMotoServer
 from moto.sqs.models import SQSBackend
@@ -41,7 +43,8 @@ from bridge.ops.server import OpsServer
 from bridge.queue import open_transport
 from bridge.queue.gate import ReceiveGate
 from bridge.queue.transport import QueueMessage
-from bridge.state.base import Delivery, StateStore
+from bridge.state import DynamoDbStateStore, SqliteStateStore
+from bridge.state.base import Delivery, StateStore, StateUnavailable
 from bridge.worker import run_worker
 
 REGION = "eu-central-1"
@@ -624,6 +627,7 @@ def deliveries(workdir: Path) -> list[tuple[int, str, int]]:
 # ---- state stores ----------------------------------------------------------------------------------------------
 
 Store = TypeVar("Store", bound=StateStore)
+T = TypeVar("T")
 
 
 @contextlib.asynccontextmanager
@@ -642,6 +646,36 @@ async def opened_stores(make: Callable[..., Store]) -> AsyncIterator[Callable[..
     finally:
         for store in opened:
             await store.close()
+
+
+@contextlib.contextmanager
+def writes_failing(store: StateStore, *, mark_only: bool = False) -> Iterator[None]:
+    """The store's writes fail as an outage fails them (``StateUnavailable``) while inside: all of them, or with
+    ``mark_only`` only the write that records a lease's mark as it is released (SQLite: the statement that records
+    it with the release, which fails whole; DynamoDB: its update of the mark item)."""
+    with pytest.MonkeyPatch.context() as patch:
+        if isinstance(store, DynamoDbStateStore):
+            real_call = store._call
+
+            async def call(operation: str, **request: Any) -> dict[str, Any]:
+                marks = "#deleted" in str(request.get("UpdateExpression", ""))
+                if operation in ("put_item", "update_item", "delete_item") and (marks or not mark_only):
+                    raise StateUnavailable(f"injected outage: DynamoDB {operation}")
+                return await real_call(operation, **request)
+
+            patch.setattr(store, "_call", call)
+        else:
+            assert isinstance(store, SqliteStateStore)
+            real_write = store._write
+            writes = itertools.count()
+
+            async def write(operation: Callable[[sqlite3.Connection], T]) -> T:
+                if not mark_only or next(writes) == 0:  # a release given a mark writes it first
+                    raise StateUnavailable("injected outage: SQLite write")
+                return await real_write(operation)
+
+            patch.setattr(store, "_write", write)
+        yield
 
 
 T0 = datetime(2026, 3, 1, 9, 30, tzinfo=UTC)

@@ -84,7 +84,8 @@ class HeldLease:
     ``lost`` is set by the release: the lease was no longer this holder's (it stalled past ``lease_seconds`` and
     another worker took the element, which may have written a newer version to the channels before this holder's
     older one landed). The release then marked the element for a re-sync (``ElementMark.resync``), so that whoever
-    syncs it next rewrites its channels with the newest version.
+    syncs it next rewrites its channels with the newest version. A release whose write failed (it raises the store's
+    error) sets it too: it could not tell whether the lease was still its own.
     """
 
     element_id: int
@@ -243,7 +244,9 @@ class StateStore(Protocol):
         """Hold the element exclusively across processes; raise ``ElementBusy`` if another worker keeps it. The
         ``HeldLease`` it yields records a mark given to it as the lease is released (``mark_on_release``). A
         release that finds the lease no longer its own marks the element for a re-sync (a new
-        ``ElementMark.resync`` token) and sets ``HeldLease.lost``."""
+        ``ElementMark.resync`` token) and sets ``HeldLease.lost``; one whose write failed raises the store's error
+        and sets ``HeldLease.lost`` as well (the loss cannot be ruled out). A mark that failed is raised after the
+        lease was given back, and ``lost`` says what that release found."""
         ...
 
     async def deliveries(self, element_id: int) -> list[Delivery]: ...

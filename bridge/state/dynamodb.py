@@ -702,19 +702,21 @@ class DynamoDbStateStore:
                 lost.add(element_id)
         return lost
 
-    async def _release(self, element_id: int, mark: ElementMark | None) -> bool:
+    async def _release(self, held: HeldLease) -> None:
         # Two writes, the mark first (a transaction would cost twice the write units of both): what a
-        # mark_element call at the block's end did.
+        # mark_element call at the block's end did. Until the delete has told, the loss cannot be ruled out.
+        held.lost = True
         try:
-            if mark is not None:
-                await self.mark_element(mark)
+            if held.mark is not None:
+                await self.mark_element(held.mark)
         finally:
-            lost = await self._give_back(element_id)
-        return lost
+            held.lost = await self._give_back(held.element_id)
 
     async def _give_back(self, element_id: int) -> bool:
         """Delete the lease if it is still this owner's; else mark the element for a re-sync and return True (a
-        third write, only then: the delete's own condition tells)."""
+        third write, only then: the delete's own condition tells). A delete that failed raises: whether the lease
+        was still this owner's is unknown (the caller's lease stays ``lost``), so the element is marked for a
+        re-sync first if the store lets it, for whichever worker syncs it next."""
         try:
             await self._call(
                 "delete_item",
@@ -730,17 +732,26 @@ class DynamoDbStateStore:
                 hint="this worker stalled past state.lease_seconds and another worker took the element over; "
                 "the element is marked for a re-sync, which rewrites its channels",
             )
-            try:
-                await self._mark_for_resync(element_id)
-            except (StateUnavailable, StateRejected) as error:
-                # The loss is known all the same: the holder re-syncs the element at once, forced (``HeldLease.lost``);
-                # failing its finished sync here would leave its older write to a retry no token forces.
-                log.warning("resync_mark_failed", element_id=element_id, error=str(error))
+            await self._mark_for_resync_if_possible(element_id)
             return True
         except (StateUnavailable, StateRejected) as error:
-            # Not worth failing a finished sync for: the lease expires on its own after state.lease_seconds.
-            log.warning("lease_release_failed", element_id=element_id, error=str(error))
+            log.warning(
+                "lease_release_failed",
+                element_id=element_id,
+                error=str(error),
+                hint="whether another worker took the element over is unknown: it is re-synced",
+            )
+            await self._mark_for_resync_if_possible(element_id)
+            raise
         return False
+
+    async def _mark_for_resync_if_possible(self, element_id: int) -> None:
+        try:
+            await self._mark_for_resync(element_id)
+        except (StateUnavailable, StateRejected) as error:
+            # The loss is known all the same: the holder re-syncs the element, forced (``HeldLease.lost``), and until
+            # then forces its own next sync of it; failing the release for this would change neither.
+            log.warning("resync_mark_failed", element_id=element_id, error=str(error))
 
     # ---- DynamoDB calls ------------------------------------------------------------------------------------
 

@@ -31,7 +31,7 @@ from types import TracebackType
 import structlog
 
 from bridge.digits import ascii_digits
-from bridge.state.base import ElementBusy, ElementMark, HeldLease
+from bridge.state.base import ElementBusy, HeldLease
 
 log = structlog.get_logger("bridge.state")
 
@@ -42,9 +42,10 @@ MAX_POLL_SECONDS = 2.0
 # may be taken over even before it expires. Returns the ``HeldLease`` once the lease is taken (with the mark if the
 # store read it in the same step), else its holder's owner text ("" if the lease was released meanwhile).
 TakeLease = Callable[[int, str | None], Awaitable[HeldLease | str]]
-# Gives the element's lease back if this store still owns it, recording the element's mark first when one is given
-# (``HeldLease.mark_on_release``); True if it no longer owned it (the element is then marked for a re-sync).
-ReleaseLease = Callable[[int, ElementMark | None], Awaitable[bool]]
+# Gives the element's lease back if this store still owns it, recording the lease's mark first when one was given
+# (``HeldLease.mark_on_release``); sets ``HeldLease.lost`` if it no longer owned it (the element is then marked for a
+# re-sync), and if its write failed (it raises then): a release that could not ask cannot rule the loss out.
+ReleaseLease = Callable[[HeldLease], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +126,7 @@ class HeldLeaseContext:
         self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
     ) -> None:
         self._keeper.released(self._element_id)
-        self._held.lost = await self._release(self._element_id, self._held.mark)
+        await self._release(self._held)
 
 
 async def acquire(element_id: int, take: TakeLease, *, wait_seconds: float) -> HeldLease:

@@ -545,31 +545,32 @@ class SqliteStateStore:
     def lease(self, element_id: int) -> AbstractAsyncContextManager[HeldLease]:
         return held_lease(element_id, self._try_lease, self._release, self._keeper, wait_seconds=self._lease_wait)
 
-    async def _release(self, element_id: int, mark: ElementMark | None) -> bool:
+    async def _release(self, held: HeldLease) -> None:
         # The lease given back only if it is still this owner's, as the statement's own condition says (its row
         # count). Only if it is not, a second statement marks the element for a re-sync: nothing more per message.
-        release = (element_id, self._owner)
+        element_id, mark, release = held.element_id, held.mark, (held.element_id, self._owner)
+
+        def give_back(db: sqlite3.Connection) -> bool:
+            return self._lost(db, element_id, db.execute(RELEASE, release), None)
+
+        # Until a release statement has told: one that failed cannot rule the loss out.
+        held.lost = True
         if mark is None:
-            lost = await self._write(lambda db: self._lost(db, element_id, db.execute(RELEASE, release), None))
+            held.lost = await self._write(give_back)
         else:
             values = (*_mark_values(mark), self._owner)
             try:
-                lost = await self._write(
+                held.lost = await self._write(
                     lambda db: self._lost(db, element_id, db.execute(MARK_AND_RELEASE, values), mark)
                 )
             except BaseException:
-                # The mark failed and took the release down with it: give the lease back anyway, as a failed
-                # mark_element would have left it given back, rather than hold the element until the lease expires.
-                await self._write(lambda db: db.execute(RELEASE, release))
+                # The mark failed and took the release down with it: give the lease back anyway (and tell whether it
+                # was lost), as a failed mark_element would have left it given back, rather than hold the element
+                # until the lease expires.
+                held.lost = await self._write(give_back)
+                _log_lost(held)
                 raise
-        if lost:
-            log.warning(
-                "lease_lost",
-                element_id=element_id,
-                hint="this worker stalled past state.lease_seconds and another worker took the element over; "
-                "the element is marked for a re-sync, which rewrites its channels",
-            )
-        return lost
+        _log_lost(held)
 
     def _lost(
         self, db: sqlite3.Connection, element_id: int, released: sqlite3.Cursor, mark: ElementMark | None
@@ -767,6 +768,16 @@ def _locked(error: sqlite3.DatabaseError) -> bool:
     if code is not None:
         return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
     return "locked" in str(error) or "busy" in str(error)
+
+
+def _log_lost(held: HeldLease) -> None:
+    if held.lost:
+        log.warning(
+            "lease_lost",
+            element_id=held.element_id,
+            hint="this worker stalled past state.lease_seconds and another worker took the element over; "
+            "the element is marked for a re-sync, which rewrites its channels",
+        )
 
 
 def _log_failure(event: str) -> Callable[[asyncio.Future[Any]], None]:

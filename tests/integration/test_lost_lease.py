@@ -27,7 +27,7 @@ from bridge.pipeline.sync import SyncEngine, SyncFailed
 from bridge.state import DynamoDbStateStore, SqliteStateStore
 from bridge.state.base import StateStore, StateUnavailable
 from bridge.state.dynamodb import create_table
-from tests.support import REGION, opened_stores
+from tests.support import REGION, opened_stores, writes_failing
 from tests.unit.fakes import FakeKordiam, element_body, publication
 
 pytestmark = pytest.mark.integration
@@ -211,5 +211,25 @@ async def test_a_lost_lease_whose_resync_mark_fails_and_resync_finds_the_element
     await third.__aexit__(None, None, None)
     assert channel.items == {"web-1-11": "v2"}
     report = await stalled.sync(Notification(1), sent_at=sent)  # the message's retry, on the same worker
+    assert [(a.action, a.external_id) for a in report.actions] == [("updated", "web-1-11")]
+    assert channel.items == {"web-1-11": "v3"}
+
+
+async def test_a_lost_lease_whose_release_fails_is_rewritten_by_the_messages_retry(
+    backend: str, stores: StoreFactory
+) -> None:
+    # The store unreachable for the stalled worker from the moment it resumes: its v2 lands after v3, and neither its
+    # record nor its release's write gets through, so the release cannot tell whether the lease was still its own.
+    # It must not say "not lost": the message's retry would then be covered by the other worker's later fetch and
+    # leave v2 in the channel. (Before, DynamoDB logged `lease_release_failed` and reported the release as fine.)
+    stalled, channel, first, gate, sent = await stale_write_after_newer(backend, stores)
+    store = stalled._state
+    with writes_failing(store):
+        gate.set()
+        with pytest.raises(SyncFailed) as failed:
+            await first
+    assert "state" in [failure.stage for failure in failed.value.failures]
+    assert channel.items == {"web-1-11": "v2"}
+    report = await stalled.sync(Notification(1), sent_at=sent)  # the message's retry, the store back
     assert [(a.action, a.external_id) for a in report.actions] == [("updated", "web-1-11")]
     assert channel.items == {"web-1-11": "v3"}

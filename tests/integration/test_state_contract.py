@@ -22,10 +22,10 @@ from pathlib import Path
 import pytest
 
 from bridge.state import DynamoDbStateStore, SqliteStateStore
-from bridge.state.base import ChannelCounts, ElementBusy, ElementMark, StateStore, is_older
+from bridge.state.base import ChannelCounts, ElementBusy, ElementMark, StateStore, StateUnavailable, is_older
 from bridge.state.dynamodb import create_table
 from bridge.state.leases import LeaseOwner
-from tests.support import REGION, T0, delivery, opened_stores
+from tests.support import REGION, T0, delivery, opened_stores, writes_failing
 
 pytestmark = pytest.mark.integration
 
@@ -309,6 +309,55 @@ async def test_a_resync_token_without_a_mark_is_read_and_a_stale_one_does_not_cl
     assert await other.element_mark(22) == ElementMark(22, T0, 1, deleted=False, fetched_at=1.0, resync=newer)
     await other.mark_element(ElementMark(22, T0, 1, deleted=False, fetched_at=2.0, resync=newer))
     assert await other.element_mark(22) == ElementMark(22, T0, 1, deleted=False, fetched_at=2.0)
+
+
+async def test_a_release_the_store_failed_says_the_lease_may_be_lost(stores: StoreFactory, timing: Timing) -> None:
+    """A release whose write failed cannot tell whether the lease was still its own: taken over by another worker
+    (its holder stalled, or the store unreachable, past the lease), the holder's older write may have landed after
+    the newer one. It raises the store's error and sets ``lost`` (the worker then owes the element a re-sync),
+    whether the lease was lost (element 24) or still held (25): the store cannot say which."""
+    for element_id, taken_over in ((24, True), (25, False)):
+        stalled = await stores(lease_seconds=timing.short_lease, keep_leases=False)
+        other = await stores(lease_wait_seconds=10)
+        lease = stalled.lease(element_id)
+        held = await lease.__aenter__()
+        if taken_over:
+            async with other.lease(element_id):  # waits out the stalled holder's lease
+                with writes_failing(stalled), pytest.raises(StateUnavailable):
+                    await lease.__aexit__(None, None, None)
+        else:
+            with writes_failing(stalled), pytest.raises(StateUnavailable):
+                await lease.__aexit__(None, None, None)
+        assert held.lost, f"element {element_id}: a failed release said the lease was never lost"
+
+
+async def test_a_release_whose_mark_failed_still_tells_a_lost_lease(stores: StoreFactory, timing: Timing) -> None:
+    """The mark given to a lease failed to be written: the release raises the store's error, and it still gives the
+    lease back and tells whether it was lost (then marking the element for a re-sync), as a release without a mark
+    would."""
+    stalled = await stores(lease_seconds=timing.short_lease, keep_leases=False)
+    other = await stores(lease_wait_seconds=10)
+    lease = stalled.lease(26)
+    held = await lease.__aenter__()
+    async with other.lease(26):  # waits out the stalled holder's lease
+        held.mark_on_release(ElementMark(26, T0, 1, deleted=False, fetched_at=1_764_800_000.0))
+        with writes_failing(stalled, mark_only=True), pytest.raises(StateUnavailable):
+            await lease.__aexit__(None, None, None)
+        assert held.lost
+    marked = await other.element_mark(26)
+    assert marked is not None and marked.resync is not None  # the re-sync is due for whoever syncs it next
+
+    # A lease still held: the mark's failure is raised, the lease given back all the same, and it was not lost.
+    store = await stores()
+    waiting = await stores(lease_wait_seconds=0)
+    lease = store.lease(27)
+    kept = await lease.__aenter__()
+    kept.mark_on_release(ElementMark(27, T0, 1, deleted=False, fetched_at=1_764_800_000.0))
+    with writes_failing(store, mark_only=True), pytest.raises(StateUnavailable):
+        await lease.__aexit__(None, None, None)
+    assert not kept.lost
+    async with waiting.lease(27):
+        pass
 
 
 async def test_a_release_of_a_lease_still_held_is_not_lost(stores: StoreFactory) -> None:

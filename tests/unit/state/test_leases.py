@@ -8,7 +8,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from bridge.state import leases
-from bridge.state.base import ElementMark, HeldLease
+from bridge.state.base import ElementMark, HeldLease, StateUnavailable
 from bridge.state.leases import LeaseKeeper
 from tests.unit.fakes import ManualClock
 
@@ -121,9 +121,8 @@ async def test_a_held_lease_is_kept_while_held_and_given_back_even_when_the_bloc
         events.append(f"take {element_id}")
         return HeldLease(element_id, mark_at_take=before, mark_at_take_known=True)
 
-    async def release(element_id: int, mark: ElementMark | None) -> bool:
-        events.append(f"release {element_id} with {mark}")
-        return False
+    async def release(held: HeldLease) -> None:
+        events.append(f"release {held.element_id} with {held.mark}")
 
     mark = ElementMark(7, None, 1, deleted=False)
     with pytest.raises(RuntimeError, match="channel failed"):
@@ -147,9 +146,8 @@ async def test_a_lease_not_taken_is_neither_kept_nor_given_back(clock: ManualClo
     async def held_by_another(element_id: int, replacing: str | None) -> HeldLease | str:
         return "another-worker"
 
-    async def release(element_id: int, mark: ElementMark | None) -> bool:
-        released.append(element_id)
-        return False
+    async def release(held: HeldLease) -> None:
+        released.append(held.element_id)
 
     with pytest.raises(leases.ElementBusy):
         async with leases.held_lease(7, held_by_another, release, keeper, wait_seconds=0):
@@ -159,18 +157,27 @@ async def test_a_lease_not_taken_is_neither_kept_nor_given_back(clock: ManualClo
     assert released == [] and store.calls == []
 
 
-async def test_a_release_that_found_its_lease_lost_says_so_on_the_held_lease(clock: ManualClock) -> None:
-    keeper = LeaseKeeper(3.0, Store().extend)
+async def test_the_release_is_given_the_lease_the_block_held_and_a_failed_one_is_raised(clock: ManualClock) -> None:
+    """What the store's release tells (``lost``) reaches the holder, also when it raised: the holder's own lease."""
+    store = Store()
+    keeper = LeaseKeeper(3.0, store.extend)
+    given: list[HeldLease] = []
 
     async def take(element_id: int, replacing: str | None) -> HeldLease | str:
         return HeldLease(element_id)
 
-    async def release_lost(element_id: int, mark: ElementMark | None) -> bool:
-        return True  # another worker held it by then: the store marked the element for a re-sync
+    async def release_failing(held: HeldLease) -> None:
+        given.append(held)
+        held.lost = True  # the store's write failed: whether another worker took the element over is unknown
+        raise StateUnavailable("DynamoDB delete_item: ThrottlingException")
 
-    async with leases.held_lease(7, take, release_lost, keeper, wait_seconds=0) as held:
-        assert not held.lost
-    assert held.lost
+    with pytest.raises(StateUnavailable):
+        async with leases.held_lease(7, take, release_failing, keeper, wait_seconds=0) as held:
+            assert not held.lost
+    assert given == [held] and given[0] is held and held.lost
+    clock.now += 1
+    await keeper.extend_due()  # given back as far as the keeper goes: no longer extended
+    assert store.calls == []
 
 
 def test_a_held_lease_refuses_another_elements_mark() -> None:
