@@ -207,9 +207,14 @@ class DynamoDbStateStore:
             return
         stack = AsyncExitStack()
         try:
-            self._client = await stack.enter_async_context(
-                _create_client(self.region, self.endpoint_url, max_connections=self._max_connections)
-            )
+            try:
+                self._client = await stack.enter_async_context(
+                    _create_client(self.region, self.endpoint_url, max_connections=self._max_connections)
+                )
+            except BotoCoreError as error:
+                # Resolving the credentials failed (an expired SSO login, a credential_process or an instance role
+                # that answers nothing usable): botocore raises it as the client is made, before any call.
+                raise ConfigError("state.url", f"{self._where()}: no usable AWS credentials: {error}") from None
             await self._check_table()
             if self._check_access_at_open:
                 await self._check_access()
@@ -226,10 +231,13 @@ class DynamoDbStateStore:
         if stack is not None:
             await stack.aclose()
 
-    async def _check_table(self) -> None:
-        where = f"DynamoDB table {self.table!r} in {self.region}" + (
+    def _where(self) -> str:
+        return f"DynamoDB table {self.table!r} in {self.region}" + (
             f" at {self.endpoint_url}" if self.endpoint_url else ""
         )
+
+    async def _check_table(self) -> None:
+        where = self._where()
         try:
             response = await self._client.describe_table(TableName=self.table)
         except ClientError as error:

@@ -92,6 +92,26 @@ async def test_missing_table_is_a_config_error_naming_state_url(moto_url: str) -
         assert "no-such-table" not in (await client.list_tables())["TableNames"]
 
 
+async def test_credentials_that_cannot_be_had_are_a_config_error_naming_state_url(
+    moto_url: str, table: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An expired SSO login, a credential_process that fails, an instance role not reachable: botocore raises as the
+    # client is made, before any call. Before, that escaped open() as it was: a traceback at `kordiam-bridge run`.
+    config = tmp_path / "aws-config"
+    config.write_text("[profile broken]\ncredential_process = /bin/false\n", encoding="ascii")
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+    monkeypatch.setenv("AWS_PROFILE", "broken")
+    settings = StateSettings(url=f"dynamodb://{table}", endpoint_url=moto_url, region=REGION)
+    with pytest.raises(ConfigError) as raised:
+        await open_state_store(settings, check_access=True)
+    assert raised.value.key == "state.url"
+    assert f"'{table}'" in raised.value.problem and "AWS credentials" in raised.value.problem
+    assert "custom-process" in raised.value.problem  # botocore's own words: which provider failed
+
+
 class RefusingStore(DynamoDbStateStore):
     """A worker's store whose IAM role lacks one action (moto does not check IAM): that call is refused as
     DynamoDB refuses it, ``code`` and all; every other call goes to the real table."""
