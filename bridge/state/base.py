@@ -241,12 +241,13 @@ class StateStore(Protocol):
         ...
 
     def lease(self, element_id: int) -> AbstractAsyncContextManager[HeldLease]:
-        """Hold the element exclusively across processes; raise ``ElementBusy`` if another worker keeps it. The
-        ``HeldLease`` it yields records a mark given to it as the lease is released (``mark_on_release``). A
-        release that finds the lease no longer its own marks the element for a re-sync (a new
-        ``ElementMark.resync`` token) and sets ``HeldLease.lost``; one whose write failed raises the store's error
-        and sets ``HeldLease.lost`` as well (the loss cannot be ruled out). A mark that failed is raised after the
-        lease was given back, and ``lost`` says what that release found."""
+        """Hold the element exclusively across processes; raise ``ElementBusy`` if another worker keeps it.
+        Re-entrant for its owner: a block of the element inside another gets the same ``HeldLease``, and only the
+        outermost block's end gives it back. The ``HeldLease`` it yields records a mark given to it as the lease is
+        released (``mark_on_release``). A release that finds the lease no longer its own marks the element for a
+        re-sync (a new ``ElementMark.resync`` token) and sets ``HeldLease.lost``; one whose write failed raises the
+        store's error and sets ``HeldLease.lost`` as well (the loss cannot be ruled out). A mark that failed is
+        raised after the lease was given back, and ``lost`` says what that release found."""
         ...
 
     async def deliveries(self, element_id: int) -> list[Delivery]: ...

@@ -118,15 +118,20 @@ class HeldLeaseContext:
         self._wait_seconds = wait_seconds
 
     async def __aenter__(self) -> HeldLease:
-        self._held = await acquire(self._element_id, self._take, wait_seconds=self._wait_seconds)
-        self._keeper.taken(self._element_id)
-        return self._held
+        # Re-entered by its owner: the lease already held, which only the outermost block's end gives back (with
+        # the mark any of them gave it).
+        held = self._keeper.holding(self._element_id)
+        if held is None:
+            held = await acquire(self._element_id, self._take, wait_seconds=self._wait_seconds)
+        self._keeper.taken(self._element_id, held)
+        self._held = held
+        return held
 
     async def __aexit__(
         self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
     ) -> None:
-        self._keeper.released(self._element_id)
-        await self._release(self._held)
+        if self._keeper.released(self._element_id):
+            await self._release(self._held)
 
 
 async def acquire(element_id: int, take: TakeLease, *, wait_seconds: float) -> HeldLease:
@@ -180,6 +185,7 @@ Extend = Callable[[list[int]], Awaitable[set[int]]]
 
 @dataclass(slots=True)
 class _Held:
+    lease: HeldLease
     depth: int  # a lease is re-entrant for its owner
     since: float  # monotonic time it was taken or last extended
 
@@ -206,19 +212,29 @@ class LeaseKeeper:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
 
-    def taken(self, element_id: int) -> None:
+    def holding(self, element_id: int) -> HeldLease | None:
+        """The element's lease if this store holds it (a block of its owner is running with it), else None."""
+        held = self._held.get(element_id)
+        return None if held is None else held.lease
+
+    def taken(self, element_id: int, lease: HeldLease) -> None:
         held = self._held.get(element_id)
         if held is None:
-            self._held[element_id] = _Held(1, monotonic())
+            self._held[element_id] = _Held(lease, 1, monotonic())
         else:
             held.depth += 1
 
-    def released(self, element_id: int) -> None:
+    def released(self, element_id: int) -> bool:
+        """One block holding the element ended; True if none holds it any longer (the store gives the lease back),
+        also when the keeper found it lost and stopped counting it."""
         held = self._held.get(element_id)
-        if held is not None:
-            held.depth -= 1
-            if held.depth <= 0:
-                del self._held[element_id]
+        if held is None:
+            return True
+        held.depth -= 1
+        if held.depth > 0:
+            return False
+        del self._held[element_id]
+        return True
 
     async def extend_due(self) -> None:
         """Extend the leases held for ``interval`` or longer (what each tick of the keeper does)."""

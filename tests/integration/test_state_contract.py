@@ -187,10 +187,21 @@ async def test_a_working_holder_keeps_its_lease_past_lease_seconds(stores: Store
 async def test_lease_is_reentrant_for_its_owner(stores: StoreFactory) -> None:
     store = await stores(lease_wait_seconds=0)
     other = await stores(lease_wait_seconds=0)
-    async with store.lease(1), store.lease(1):
+    async with store.lease(1) as outer:
+        async with store.lease(1) as inner:
+            with pytest.raises(ElementBusy):
+                async with other.lease(1):
+                    pass
+            inner.mark_on_release(ElementMark(1, T0, 1, deleted=False, fetched_at=1_764_800_000.0))
+        # The inner block's end gives nothing back: the outer one still holds the element.
         with pytest.raises(ElementBusy):
             async with other.lease(1):
                 pass
+    assert not outer.lost and not inner.lost
+    # The mark given at either depth is recorded as the lease is given back.
+    assert await other.element_mark(1) == ElementMark(1, T0, 1, deleted=False, fetched_at=1_764_800_000.0)
+    async with other.lease(1):
+        pass
 
 
 async def test_a_mark_given_to_the_lease_is_recorded_as_it_is_released(stores: StoreFactory) -> None:

@@ -41,9 +41,9 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> ManualClock:
 async def test_only_leases_held_a_third_of_their_life_are_extended(clock: ManualClock) -> None:
     store = Store()
     keeper = LeaseKeeper(30.0, store.extend)
-    keeper.taken(1)
+    keeper.taken(1, HeldLease(1))
     clock.now += 6
-    keeper.taken(2)
+    keeper.taken(2, HeldLease(2))
     clock.now += 4  # lease 1 held 10 s (a third of 30), lease 2 held 4 s
     await keeper.extend_due()
     assert store.calls == [[1]]
@@ -55,9 +55,9 @@ async def test_only_leases_held_a_third_of_their_life_are_extended(clock: Manual
 async def test_a_released_lease_is_not_extended_but_a_re_entered_one_is(clock: ManualClock) -> None:
     store = Store()
     keeper = LeaseKeeper(3.0, store.extend)
-    keeper.taken(1)
-    keeper.taken(1)
-    keeper.taken(2)
+    keeper.taken(1, HeldLease(1))
+    keeper.taken(1, HeldLease(1))
+    keeper.taken(2, HeldLease(2))
     keeper.released(1)  # still held once
     keeper.released(2)
     clock.now += 1
@@ -69,8 +69,8 @@ async def test_a_lost_lease_is_reported_and_no_longer_extended(clock: ManualCloc
     store = Store()
     store.lost = {2}
     keeper = LeaseKeeper(3.0, store.extend)
-    keeper.taken(1)
-    keeper.taken(2)
+    keeper.taken(1, HeldLease(1))
+    keeper.taken(2, HeldLease(2))
     clock.now += 1
     with capture_logs() as logs:
         await keeper.extend_due()
@@ -86,7 +86,7 @@ async def test_an_unreachable_store_is_tried_again_on_the_next_tick(clock: Manua
     store = Store()
     store.down = True
     keeper = LeaseKeeper(3.0, store.extend)
-    keeper.taken(1)
+    keeper.taken(1, HeldLease(1))
     clock.now += 1
     with capture_logs() as logs:
         await keeper.extend_due()
@@ -99,10 +99,11 @@ async def test_an_unreachable_store_is_tried_again_on_the_next_tick(clock: Manua
 async def test_a_lease_taken_anew_while_an_extension_ran_is_kept(clock: ManualClock) -> None:
     store = Store()
     keeper = LeaseKeeper(3.0, store.extend)
-    keeper.taken(1)
+    keeper.taken(1, HeldLease(1))
     clock.now += 1
     store.lost = {1}  # the old lease was lost...
-    store.during = lambda: (keeper.released(1), keeper.taken(1))  # ...and the element taken anew meanwhile
+    # ...and the element taken anew meanwhile
+    store.during = lambda: (keeper.released(1), keeper.taken(1, HeldLease(1)))
     await keeper.extend_due()
     store.lost, store.during = set(), None
     clock.now += 1
