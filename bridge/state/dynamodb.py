@@ -32,8 +32,10 @@ empty external id is left out of the item (read back as ``""``) and one longer t
 alone. Projecting every attribute lets a lookup answer whole deliveries, a few hundred bytes each.
 
 The table is created outside the bridge (Terraform in production; ``create_table`` for local use and tests):
-``open()`` checks that it exists and refuses to start otherwise; a table without the indexes serves the worker,
-and the lookups refuse with a ``ConfigError`` saying what to add (the ingress asks at start-up).
+``open()`` checks that it exists and refuses to start otherwise, as it refuses a table that types ``external_id`` or
+``publication_id`` otherwise (an index keyed on it: DynamoDB would refuse every delivery); a table without the
+indexes (or with one of their names on another key or projection) serves the worker, and the lookups refuse with a
+``ConfigError`` saying what to add (the ingress asks at start-up).
 
 Why one module of ~820 lines: the ``StateStore`` contract is one class (about 500 lines of statements, one method
 per contract call, as in ``sqlite.py``); the rest is the item encoding and the table definition those statements
@@ -263,8 +265,24 @@ class DynamoDbStateStore:
                 f"{where} has key schema {keys}; the bridge needs string keys {HASH_KEY!r} (hash) and "
                 f"{RANGE_KEY!r} (range)",
             )
-        indexes = description.get("GlobalSecondaryIndexes", [])
-        self._indexes = frozenset(str(index.get("IndexName")) for index in indexes)
+        for key, kind in INDEXES.values():
+            # DynamoDB refuses an item whose attribute is typed otherwise than an index keyed on it declares: every
+            # delivery would be refused (permanently), after its channel was written.
+            if types.get(key, kind) != kind:
+                raise ConfigError(
+                    "state.url",
+                    f"{where} has an index keyed on {key!r} of type {types[key]}; the bridge writes it as "
+                    f"{'a string (S)' if kind == 'S' else 'a number (N)'} on every delivery",
+                )
+        # An index serves the lookups if it has the name, the hash key and the projection their queries assume (a
+        # lookup reads whole deliveries from it).
+        self._indexes = frozenset(
+            name
+            for index in description.get("GlobalSecondaryIndexes", [])
+            if (name := str(index.get("IndexName"))) in INDEXES
+            and index.get("KeySchema") == [{"AttributeName": INDEXES[name][0], "KeyType": "HASH"}]
+            and index.get("Projection", {}).get("ProjectionType") == "ALL"
+        )
         item_count = description.get("ItemCount")
         self._item_count = int(item_count) if isinstance(item_count, int) else None
 

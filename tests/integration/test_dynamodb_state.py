@@ -224,6 +224,79 @@ async def test_a_table_without_the_lookup_indexes_serves_the_worker_and_refuses_
         await store.close()
 
 
+@pytest.mark.parametrize(
+    ("index", "key", "kind"), [("external_id", "external_id", "N"), ("by-pub", "publication_id", "S")]
+)
+async def test_an_index_keyed_on_a_delivery_attribute_of_another_type_stops_the_start(
+    moto_url: str, index: str, key: str, kind: str
+) -> None:
+    """A hand-made table whose index types a delivery's ``external_id`` or ``publication_id`` otherwise than the
+    bridge writes it refuses every delivery (a ValidationException, permanent), after the channel was written:
+    every message would be dead-lettered, and a redrive would create each item again. The start refuses it."""
+    name = f"mistyped-{uuid.uuid4().hex[:8]}"
+    async with _create_client(REGION, moto_url) as client:
+        await client.create_table(
+            TableName=name,
+            AttributeDefinitions=[
+                {"AttributeName": "pk", "AttributeType": "S"},
+                {"AttributeName": "sk", "AttributeType": "S"},
+                {"AttributeName": key, "AttributeType": kind},
+            ],
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+            GlobalSecondaryIndexes=[
+                {
+                    "IndexName": index,
+                    "KeySchema": [{"AttributeName": key, "KeyType": "HASH"}],
+                    "Projection": {"ProjectionType": "ALL"},
+                }
+            ],
+            BillingMode="PAY_PER_REQUEST",
+        )
+    store = DynamoDbStateStore(name, region=REGION, endpoint_url=moto_url, check_access=True)
+    try:
+        with pytest.raises(ConfigError) as raised:
+            await store.open()
+    finally:
+        await store.close()
+    assert raised.value.key == "state.url"
+    assert f"{key!r}" in raised.value.problem and f"'{name}'" in raised.value.problem
+
+
+@pytest.mark.parametrize(("key", "projection"), [("channel", "ALL"), ("external_id", "KEYS_ONLY")])
+async def test_an_index_of_the_bridges_name_on_another_key_or_projection_is_refused_by_the_lookup(
+    moto_url: str, key: str, projection: str
+) -> None:
+    # Queried as it is, one answered ValidationException (StateRejected), the other items without their delivery.
+    name = f"other-index-{uuid.uuid4().hex[:8]}"
+    async with _create_client(REGION, moto_url) as client:
+        await client.create_table(
+            TableName=name,
+            AttributeDefinitions=[
+                {"AttributeName": "pk", "AttributeType": "S"},
+                {"AttributeName": "sk", "AttributeType": "S"},
+                {"AttributeName": key, "AttributeType": "S"},
+            ],
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+            GlobalSecondaryIndexes=[
+                {
+                    "IndexName": "external_id",
+                    "KeySchema": [{"AttributeName": key, "KeyType": "HASH"}],
+                    "Projection": {"ProjectionType": projection},
+                }
+            ],
+            BillingMode="PAY_PER_REQUEST",
+        )
+    store = DynamoDbStateStore(name, region=REGION, endpoint_url=moto_url)
+    await store.open()
+    try:
+        assert await store.record(delivery(external_id="post-55"))
+        with pytest.raises(ConfigError, match="global secondary index 'external_id'") as raised:
+            await store.deliveries_with_external_id("post-55")
+        assert raised.value.key == "state.url"
+    finally:
+        await store.close()
+
+
 async def test_a_delivery_without_an_external_id_stays_out_of_the_index(stores: StoreFactory) -> None:
     store = await stores()
     assert await store.record(delivery(external_id=""))  # a GSI key may not be empty: the attribute is left out
