@@ -124,6 +124,9 @@ TRANSIENT_CODES = frozenset(
         "ResourceNotFoundException",
     }
 )
+# Of those, what the table check at start reports as an outage: an expired token or a missing table there is the
+# deployment's to fix, which a configuration error names.
+OUTAGE_CODES = TRANSIENT_CODES - {"ExpiredTokenException", "ResourceNotFoundException"}
 DATE_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 
@@ -249,6 +252,13 @@ class DynamoDbStateStore:
                     "state.url",
                     f"{where} does not exist; create it first (Terraform, or bridge.state.dynamodb.create_table "
                     f"for local use) with string keys {HASH_KEY!r} (hash) and {RANGE_KEY!r} (range)",
+                ) from None
+            status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+            if code in OUTAGE_CODES or status >= 500:
+                # DescribeTable's own rate limit (a fleet starting at once) or DynamoDB's trouble: nothing to fix in
+                # the configuration.
+                raise StateUnavailable(
+                    f"{where} could not be checked now (an outage, not the configuration): {code or status}: {message}"
                 ) from None
             raise ConfigError("state.url", f"{where} is not usable: {code}: {message}") from None
         except NoCredentialsError:

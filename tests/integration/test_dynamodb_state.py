@@ -7,6 +7,7 @@ tests/integration/test_state_contract.py.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import random
 import uuid
@@ -25,7 +26,7 @@ from bridge import state as state_package
 from bridge.admin import status
 from bridge.config import Settings, StateSettings, StatusSettings
 from bridge.errors import ConfigError, PermanentError, TransientError
-from bridge.state import DynamoDbStateStore, open_state_store
+from bridge.state import DynamoDbStateStore, dynamodb, open_state_store
 from bridge.state.base import ElementMark
 from bridge.state.dynamodb import (
     StateAccessRefused,
@@ -110,6 +111,36 @@ async def test_credentials_that_cannot_be_had_are_a_config_error_naming_state_ur
     assert raised.value.key == "state.url"
     assert f"'{table}'" in raised.value.problem and "AWS credentials" in raised.value.problem
     assert "custom-process" in raised.value.problem  # botocore's own words: which provider failed
+
+
+@pytest.mark.parametrize(("code", "status"), [("ThrottlingException", 400), ("InternalServerError", 500)])
+async def test_a_table_check_throttled_or_failing_server_side_at_start_is_an_outage_not_a_config_error(
+    moto_url: str, table: str, monkeypatch: pytest.MonkeyPatch, code: str, status: int
+) -> None:
+    # Many workers starting at once may meet DescribeTable's own rate limit: nothing in the configuration is wrong,
+    # so the start must not say "configuration error: state.url" (exit 2) but what happened: the store's outage.
+    real_client = dynamodb._create_client
+
+    @contextlib.asynccontextmanager
+    async def failing_describe(*args: Any, **options: Any) -> AsyncIterator[Any]:
+        async with real_client(*args, **options) as client:
+
+            async def describe_table(**request: Any) -> dict[str, Any]:
+                error = {
+                    "Error": {"Code": code, "Message": "Rate exceeded"},
+                    "ResponseMetadata": {"HTTPStatusCode": status},
+                }
+                raise ClientError(error, "DescribeTable")
+
+            client.describe_table = describe_table
+            yield client
+
+    monkeypatch.setattr(dynamodb, "_create_client", failing_describe)
+    settings = StateSettings(url=f"dynamodb://{table}", endpoint_url=moto_url, region=REGION)
+    with pytest.raises(StateUnavailable) as raised:
+        await open_state_store(settings, check_access=True)
+    assert type(raised.value) is StateUnavailable
+    assert f"'{table}'" in str(raised.value) and code in str(raised.value)
 
 
 class RefusingStore(DynamoDbStateStore):
