@@ -51,7 +51,9 @@ edit is skipped with a warning and the result reports the campaign as live. If M
 other reason (e.g. sending began between our read and our write) its ``detail`` is in the ``ChannelRejected``.
 
 Delete: the campaign is unscheduled and deleted (``delete_mode = "unschedule"``: only unscheduled, kept as a
-draft). A campaign already gone (404) counts as deleted. A campaign that was sent is left alone — an e-mail cannot
+draft). A campaign already gone (404) counts as deleted, on Mailchimp's word only (``http_errors.item_gone``: its
+problem JSON); a 404 from a proxy in front of it or a wrong path is ``ChannelUnavailable`` and retried, on the
+read, the update and the delete alike. A campaign that was sent is left alone — an e-mail cannot
 be recalled, and deleting it would only destroy its report — and the delete counts as done, with a warning.
 
 Result: ``external_id`` = the campaign id, ``edit_link`` = ``https://{dc}.admin.mailchimp.com/campaigns/edit?id=
@@ -92,7 +94,7 @@ import structlog
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator
 
 from bridge.channels.base import Channel, ChannelContext, ChannelResult, FoundItem
-from bridge.channels.http_errors import http_error, response_json, unreachable
+from bridge.channels.http_errors import answered_gone, http_error, response_json, unreachable
 from bridge.channels.text import HtmlPolicy, plain_text, sanitize_html, without_surrogates
 from bridge.config import ChannelSettings, ChannelTimeout, http_url, secret_problem
 from bridge.errors import BridgeError, ChannelRejected
@@ -398,7 +400,7 @@ class MailchimpChannel:
             return
         action = f"deleting campaign {campaign.id}"
         response = await self._request("DELETE", f"/campaigns/{campaign.id}", action)
-        if response.is_success or response.status_code == 404:
+        if response.is_success or self._gone(response, action):
             return
         raise self._error(response, action)
 
@@ -497,7 +499,7 @@ class MailchimpChannel:
     async def _get(self, campaign_id: str) -> _Campaign | None:
         action = f"reading campaign {campaign_id}"
         response = await self._request("GET", f"/campaigns/{campaign_id}", action, params={"fields": CAMPAIGN_FIELDS})
-        if response.status_code == 404:
+        if self._gone(response, action):
             return None
         return self._campaign(response, action)
 
@@ -540,7 +542,7 @@ class MailchimpChannel:
     async def _update(self, campaign_id: str, body: dict[str, Any]) -> _Campaign | None:
         action = f"updating campaign {campaign_id}"
         response = await self._request("PATCH", f"/campaigns/{campaign_id}", action, body)
-        if response.status_code == 404:
+        if self._gone(response, action):
             return None  # deleted between our read and our write: created again
         return self._campaign(response, action)
 
@@ -551,6 +553,12 @@ class MailchimpChannel:
             raise self._error(response, action)
 
     # --- HTTP plumbing ---
+
+    def _gone(self, response: HttpResponse, action: str) -> bool:
+        """Mailchimp said the campaign does not exist (its problem JSON); a 404 from a proxy in front of it
+        (``base_url``) or a wrong path is ``ChannelUnavailable``: taken for "gone", a delete would leave a scheduled
+        newsletter about a deleted story to go out, and an update would make a second campaign."""
+        return answered_gone(response, self._label, action)
 
     async def _request(
         self,

@@ -25,7 +25,7 @@ from bridge.channels.mailchimp import (
     shorten,
 )
 from bridge.channels.text import plain_text
-from bridge.errors import ChannelRejected
+from bridge.errors import ChannelRejected, ChannelUnavailable
 from bridge.kordiam.models import Element
 from bridge.pipeline.handler import MessageHandler
 from bridge.queue.outcome import Done, Retry
@@ -452,3 +452,31 @@ async def test_an_update_never_searches_and_a_recorded_campaign_is_deleted_once(
         assert isinstance(await handler(queue_message()), Done)
     assert mailchimp.state.campaigns == {}
     assert not [entry for entry in logs if entry["event"] == "unrecorded_item_retracted"]
+
+
+# --- "gone" is Mailchimp's word, not a proxy's ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "proxy_404",
+    [
+        httpx.Response(404, text="<html><body><h1>404 Not Found</h1>nginx</body></html>"),
+        httpx.Response(404),
+        httpx.Response(404, json={"message": "no Route matched with those values"}),
+    ],
+    ids=["html-page", "empty", "no-route"],
+)
+async def test_a_404_that_is_not_mailchimps_does_not_count_as_a_deleted_campaign(proxy_404: httpx.Response) -> None:
+    """A proxy in front of Mailchimp (``base_url``) answering 404 has not seen the request: taking it for "gone"
+    would record the delete as done while the scheduled newsletter about a deleted story still goes out."""
+    mailchimp = InProcessMailchimp()
+    channel = mailchimp.channel(from_name="The Daily", reply_to="desk@example.org")
+    value = Element.model_validate(newsletter_story())
+    result = await channel.upsert(value, value.publications[0], None)
+    assert [c["status"] for c in mailchimp.state.campaigns.values()] == ["schedule"]
+    proxy = MailchimpChannel("newsletter", channel.options, http_answering(lambda request: proxy_404))
+    with pytest.raises(ChannelUnavailable, match="HTTP 404"):
+        await proxy.delete(value.id, value.publications[0].id, result.external_id)
+    await channel.delete(value.id, value.publications[0].id, result.external_id)
+    assert mailchimp.state.campaigns == {}
+    await channel.delete(value.id, value.publications[0].id, result.external_id)  # Mailchimp's own 404: done
