@@ -36,11 +36,13 @@ def os_error(error: OSError, what: str) -> ChannelRejected | ChannelUnavailable:
 
 
 def atomic_write(target: Path, data: bytes) -> None:
-    """Write ``data`` to ``target`` through a temporary file beside it, fsynced, then renamed over ``target``.
+    """Write ``data`` to ``target`` through a temporary file beside it, fsynced, then renamed over ``target``, and
+    the folder fsynced.
 
     The one file write of every channel (folder, newsml's folder target). A reader sees the old file or the new
-    one, never half of one; the fsync before the rename means a crash after the channel reported success cannot
-    leave an empty file behind (the bridge would not write it again: its state says delivered).
+    one, never half of one. The bridge does not write it again once the channel reported success (its state says
+    delivered), so both must reach the disk first: the file's fsync before the rename (no empty file after a
+    crash), the folder's after it (the rename itself, else a power loss leaves the old file or none).
     """
     fd, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
@@ -53,6 +55,28 @@ def atomic_write(target: Path, data: bytes) -> None:
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
+    _sync_folder(target.parent)
+
+
+# What a file system that cannot fsync a directory answers (some network shares, FUSE), or a drop-box folder the
+# bridge may write but not read (EACCES on opening it): the rename is made, and this process can do no more.
+_FOLDER_SYNC_UNSUPPORTED = frozenset({errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EBADF, errno.EACCES})
+
+
+def _sync_folder(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as error:
+        if error.errno in _FOLDER_SYNC_UNSUPPORTED:
+            return
+        raise
+    try:
+        os.fsync(fd)
+    except OSError as error:
+        if error.errno not in _FOLDER_SYNC_UNSUPPORTED:
+            raise
+    finally:
+        os.close(fd)
 
 
 def check_writable(path: Path, key: str) -> None:

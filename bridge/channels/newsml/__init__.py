@@ -4,7 +4,8 @@ Print systems ingest through hot folders, and NewsML-G2 is the news industry's e
 publication this channel writes one XML file, ``{file_prefix}{element}-{publication}.xml``, into ``target``: an
 S3 prefix (``s3://bucket/prefix/``, one ``PutObject``, which is atomic) or a local folder (a hidden temporary file
 ``.NAME.*.tmp`` in the same folder, fsynced and renamed into place, so a watcher matching ``*.xml`` never sees half
-a file). The name is deterministic, so a re-sent story replaces its file.
+a file; the folder is fsynced after, so the rename survives a power loss). The name is deterministic, so a
+re-sent story replaces its file.
 
 Options (``[[channels]]`` keys besides name/type/platforms/statuses/main):
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from bridge.channels import ChannelContext, build_channel
-from bridge.channels.files import os_error
+from bridge.channels.files import atomic_write, os_error
 from bridge.channels.folder import FolderChannel
 from bridge.config import ChannelSettings
 from bridge.errors import ChannelRejected, ChannelUnavailable, ConfigError
@@ -88,3 +88,57 @@ async def test_a_missing_folder_is_made_at_start(tmp_path: Path) -> None:
 
 async def _no_requests(request: HttpRequest) -> HttpResponse:
     raise AssertionError(f"the folder channel made a request: {request.url}")
+
+
+def test_an_atomic_write_makes_its_rename_durable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The channel reports success once the write returns, and the bridge records the delivery and never writes
+    the file again: the rename must reach the disk too (the folder's fsync), not only the file's data, or a power
+    loss right after takes the file (or its new version) with it."""
+    synced: list[tuple[str, bool]] = []  # (what was synced, whether the target had its new name by then)
+    real_fsync = os.fsync
+    target = tmp_path / "1-2.xml"
+
+    def recording_fsync(fd: int) -> None:
+        kind = "folder" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file"
+        synced.append((kind, target.exists()))
+        real_fsync(fd)
+
+    monkeypatch.setattr("bridge.channels.files.os.fsync", recording_fsync)
+    atomic_write(target, b"<item/>")
+    assert target.read_bytes() == b"<item/>"
+    assert synced == [("file", False), ("folder", True)]
+
+
+@pytest.mark.parametrize("code", [errno.EINVAL, errno.ENOTSUP, errno.EBADF])
+def test_a_folder_that_cannot_be_fsynced_still_gets_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int
+) -> None:
+    """Some network file systems refuse fsync on a directory: the file is in place, so that is no failure (an
+    error here would retry a write that was made, or reject it for good: EINVAL is a permanent errno)."""
+    real_fsync = os.fsync
+
+    def folder_refusing_fsync(fd: int) -> None:
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            raise OSError(code, os.strerror(code))
+        real_fsync(fd)
+
+    monkeypatch.setattr("bridge.channels.files.os.fsync", folder_refusing_fsync)
+    atomic_write(tmp_path / "1-2.xml", b"<item/>")
+    assert (tmp_path / "1-2.xml").read_bytes() == b"<item/>"
+
+
+def test_a_drop_box_folder_the_bridge_cannot_read_still_gets_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hot folder with write but no read permission (``-wx``): the folder cannot be opened to be fsynced, but the
+    file is in place, which must not be reported as a failure (retried for ever)."""
+    real_open = os.open
+
+    def unreadable_folders(path: str | Path, flags: int, *args: int) -> int:
+        if flags & os.O_DIRECTORY:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr("bridge.channels.files.os.open", unreadable_folders)
+    atomic_write(tmp_path / "1-2.xml", b"<item/>")
+    assert (tmp_path / "1-2.xml").read_bytes() == b"<item/>"
