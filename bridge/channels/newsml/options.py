@@ -9,6 +9,7 @@ from urllib.parse import ParseResult, unquote, urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from bridge.channels.text import xml_text
 from bridge.config import Float, aws_endpoint_url
 
 
@@ -46,6 +47,14 @@ class NewsMLOptions(BaseModel):
         path = _folder_path(value)
         if path.exists() and not path.is_dir():
             raise ValueError(f"{path} exists and is not a directory")
+        return value
+
+    @field_validator("provider", "guid_prefix")
+    @classmethod
+    def _xml(cls, value: str) -> str:
+        # Written into every item: lxml refuses such a character, which would fail every message instead.
+        if xml_text(value) != value:
+            raise ValueError("contains a character XML 1.0 cannot carry (a control character)")
         return value
 
     @field_validator("endpoint_url")

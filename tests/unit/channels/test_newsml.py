@@ -430,6 +430,17 @@ def test_bad_options_are_refused(options: dict[str, Any]) -> None:
         NewsMLOptions.model_validate(options)
 
 
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("provider", "nprov:EXAMPLE\x01"), ("provider", "Example\x00Press"), ("guid_prefix", "urn:\x1b:")],
+)
+def test_options_xml_cannot_carry_are_refused_at_start_naming_the_key(key: str, value: str) -> None:
+    """Both are written into every item: a character XML 1.0 forbids would fail every message (lxml refuses to
+    write it), so it is refused when the worker starts, naming the key."""
+    with pytest.raises(ValidationError, match=rf"{key}\n  Value error, contains a character XML 1.0 cannot carry"):
+        NewsMLOptions.model_validate({"target": "/tmp/x", key: value})
+
+
 @pytest.mark.parametrize("target", [" ", "file://", "file://localhost"])
 def test_a_blank_folder_target_is_refused_not_read_as_the_working_directory(target: str) -> None:
     # Path("") is ".": an empty template variable would have the worker write its items where it was started, as
