@@ -55,7 +55,7 @@ def atomic_write(target: Path, data: bytes) -> None:
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
-    _sync_folder(target.parent)
+    sync_folder(target.parent)
 
 
 # What a file system that cannot fsync a directory answers (some network shares, FUSE), or a drop-box folder the
@@ -63,9 +63,12 @@ def atomic_write(target: Path, data: bytes) -> None:
 _FOLDER_SYNC_UNSUPPORTED = frozenset({errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EBADF, errno.EACCES})
 
 
-def _sync_folder(folder: Path) -> None:
+def sync_folder(folder: Path) -> None:
+    """fsync ``folder``, so the renames and removals made in it survive a power loss (where the file system can)."""
     try:
         fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except FileNotFoundError:
+        return  # no folder, so nothing in it to make durable (a delete's files are gone with it)
     except OSError as error:
         if error.errno in _FOLDER_SYNC_UNSUPPORTED:
             return

@@ -17,7 +17,7 @@ import nh3
 from pydantic import BaseModel, ConfigDict, field_validator
 
 from bridge.channels.base import Channel, ChannelContext, ChannelResult
-from bridge.channels.files import atomic_write, check_writable, os_error
+from bridge.channels.files import atomic_write, check_writable, os_error, sync_folder
 from bridge.config import ChannelSettings
 from bridge.errors import ChannelRejected
 from bridge.kordiam.models import Element, Publication
@@ -92,6 +92,7 @@ class FolderChannel:
         try:
             for suffix in (".json", ".html"):
                 (self.path / f"{stem}{suffix}").unlink(missing_ok=True)
+            sync_folder(self.path)  # recorded as retracted once this returns: a power loss must not bring it back
         except OSError as error:
             raise os_error(error, f"folder {self.path}: cannot delete {stem}") from error
 

@@ -142,3 +142,28 @@ def test_a_drop_box_folder_the_bridge_cannot_read_still_gets_the_file(
     monkeypatch.setattr("bridge.channels.files.os.open", unreadable_folders)
     atomic_write(tmp_path / "1-2.xml", b"<item/>")
     assert (tmp_path / "1-2.xml").read_bytes() == b"<item/>"
+
+
+async def test_a_folder_delete_makes_the_removal_durable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once the delete returns the bridge records the item as retracted and never removes it again: a power loss
+    must not bring a withdrawn story back into the hot folder, so the folder is fsynced after the unlinks."""
+    element = Element.model_validate(load("seed001_full"))
+    channel = FolderChannel("web", tmp_path)
+    result = await channel.upsert(element, element.publications[0], None)
+    synced: list[list[str]] = []  # the folder's entries at each fsync of the folder
+    real_fsync = os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            synced.append(sorted(p.name for p in tmp_path.iterdir()))
+        real_fsync(fd)
+
+    monkeypatch.setattr("bridge.channels.files.os.fsync", recording_fsync)
+    await channel.delete(element.id, element.publications[0].id, result.external_id)
+    assert synced == [[]]
+
+
+async def test_a_delete_in_a_folder_that_is_gone_is_done(tmp_path: Path) -> None:
+    channel = FolderChannel("web", tmp_path / "web")
+    await channel.delete(1, 2, "1-2")  # nothing there to retract: done, not retried for ever
+    assert not (tmp_path / "web").exists()
