@@ -82,6 +82,8 @@ def parse_item(data: bytes) -> StoredItem:
     version_text = root.get("version", "1")
     if not ascii_digits(version_text):
         raise ValueError(f"version {version_text!r} is not a positive integer")
+    if root.find(f"{{{NAR}}}itemMeta") is None:
+        raise ValueError("a newsItem without itemMeta (not one this channel wrote)")
     status = root.find(f"{{{NAR}}}itemMeta/{{{NAR}}}pubStatus")
     created = root.find(f"{{{NAR}}}itemMeta/{{{NAR}}}versionCreated")
     return StoredItem(

@@ -381,7 +381,12 @@ def test_canceled_stub_is_a_valid_item() -> None:
 
 
 def test_parse_rejects_what_is_not_a_news_item() -> None:
-    for data in (b"not xml", b"<newsItem/>", f'<newsItem xmlns="{NAR}" version="x"/>'.encode()):
+    for data in (
+        b"not xml",
+        b"<newsItem/>",
+        f'<newsItem xmlns="{NAR}" version="x"/>'.encode(),
+        f'<newsItem xmlns="{NAR}" version="3"/>'.encode(),  # no itemMeta: it could not be canceled
+    ):
         with pytest.raises(ValueError):
             parse_item(data)
 
@@ -592,3 +597,19 @@ async def test_a_hot_folder_that_cannot_be_listed_is_not_searched_and_said_once(
     target._client = UnlistableS3("SlowDown", 503)
     with pytest.raises(ChannelUnavailable):
         await target.names("4711-")
+
+
+async def test_a_news_item_at_the_items_name_that_is_not_one_of_ours_is_replaced_when_canceled(
+    tmp_path: Path,
+) -> None:
+    """A newsItem without itemMeta at the item's name (written there by something else) cannot be canceled in
+    place; delete writes the canceled item over it, as over any other unreadable file, instead of failing with a
+    bare ValueError on every retry."""
+    channel = NewsMLChannel("print", NewsMLOptions(target=str(tmp_path)))
+    (tmp_path / "kordiam-4711-813.xml").write_bytes(f'<newsItem xmlns="{NAR}" guid="other" version="3"/>'.encode())
+    with capture_logs() as logs:
+        await channel.delete(4711, 813, "urn:kordiam:4711:813")
+    root = assert_valid_item((tmp_path / "kordiam-4711-813.xml").read_bytes())
+    assert find(root, "itemMeta/pubStatus").get("qcode") == CANCELED
+    assert root.get("guid") == "urn:kordiam:4711:813"
+    assert [entry["event"] for entry in logs if entry["log_level"] == "warning"] == ["newsml.unreadable_item"]
