@@ -317,6 +317,22 @@ def _refused(hint: str) -> str:
     return f"the target refused the bridge's credentials; {hint}"
 
 
+def existing_item_id(response: HttpResponse) -> str | None:
+    """The id of the item a receiver already has, named in its ``409`` to a create (``{"id": …}``), else None.
+
+    Neither Kordiam protocol lets the sender look an item up, so a create whose answer was lost is sent again; a
+    receiver that keeps one item per Kordiam id refuses that second create, and naming its item lets the bridge
+    update and link it (without the id, the 409 is retried as any other).
+    """
+    if response.status_code != 409:
+        return None
+    try:
+        answer = response.json()
+    except ValueError:
+        return None
+    return answer_id(answer.get("id")) if isinstance(answer, dict) else None
+
+
 def answer_id(value: Any) -> str | None:
     """An id from an answer: a number or a non-empty string, as text."""
     if isinstance(value, bool):

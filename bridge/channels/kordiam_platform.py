@@ -60,8 +60,10 @@ the new id. Delete: ``DELETE``; a 404 counts as deleted. Either 404 only on the 
 404 that is not "no route": ``http_errors.item_gone``); any other 404 is ``ChannelUnavailable`` and retried. Errors
 as ``kordiam-webhook``: 401/403 → ``ChannelRejected`` naming the channel (after one token refresh when a cached
 token was refused); other 4xx → ``ChannelRejected`` with the connector's message; 408/409/425/429, 5xx, timeouts,
-connection errors → ``ChannelUnavailable`` with ``Retry-After``. Nothing else is retried in-process: the queue
-retries.
+connection errors → ``ChannelUnavailable`` with ``Retry-After``; but a ``POST`` answered ``409`` with ``{"id": …}``
+(a connector refusing a second item for the publication, the retry of a create whose answer was lost) updates
+that item with ``PUT`` and returns its id (``kordiam_platform.adopted``, a warning). Nothing else is retried
+in-process: the queue retries.
 """
 
 from __future__ import annotations
@@ -74,7 +76,7 @@ from urllib.parse import quote
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-from bridge.channels.auth import ProtocolHttp, TokenSource, answer_id, http_url
+from bridge.channels.auth import ProtocolHttp, TokenSource, answer_id, existing_item_id, http_url
 from bridge.channels.base import Channel, ChannelContext, ChannelResult
 from bridge.channels.http_errors import answered_gone, response_json, said_instead
 from bridge.channels.kordiam_v1 import compact, result_links, v1_custom_field, v1_publication, v1_task
@@ -200,8 +202,9 @@ class KordiamPlatformChannel:
     ``ChannelUnavailable`` (408/409/425/429, 5xx, unreachable), as the module docstring lists.
 
     A lost create (the CMS made the item, its answer did not arrive) is not found again: the protocol has no
-    lookup, so the retry ``POST``s a second item, as Kordiam's own platform integration would. No ``find_items``
-    either, for the same reason.
+    lookup, so the retry ``POST``s a second item, as Kordiam's own platform integration would, unless the CMS
+    refuses it with a 409 naming the item it has (``{"id": …}``), which is then updated and linked. No
+    ``find_items`` either, for the same reason.
     """
 
     element_scoped = False
@@ -255,6 +258,16 @@ class KordiamPlatformChannel:
                 return self._result(response_json(response, self._label, action), cms_id)
         action = f"creating publication {publication.id} of element {element.id}"
         response = await self._http.request("POST", f"{self.options.url}/publication", action, body)
+        existing = existing_item_id(response)
+        if existing is not None:
+            # It made the item on an earlier try whose answer was lost: update that one and link it.
+            log.warning("kordiam_platform.adopted", channel=self.name, publication=publication.id, cms=existing)
+            action = f"updating publication {publication.id} of element {element.id} as {existing} (named in a 409)"
+            body["post_id"] = _post_id(existing)
+            response = await self._http.request("PUT", self._publication_url(existing), action, body)
+            if not response.is_success:
+                raise self._http.error(response, action)
+            return self._result(response_json(response, self._label, action), existing)
         if not response.is_success:
             raise self._http.error(response, action)
         answer = response_json(response, self._label, action)

@@ -77,8 +77,11 @@ Errors: 401/403 → ``ChannelRejected`` naming the channel and the keys to check
 ``ChannelUnavailable``); 408/409/425/429, 5xx, timeouts and connection errors →
 ``ChannelUnavailable`` (with ``Retry-After``). Nothing is retried in-process: the queue retries. A ``POST``
 whose answer has no id is rejected: the bridge could not link the element (Kordiam itself would then send
-``PUT /element/null``). A ``PUT``'s answer is read only when it is JSON (an id or links in it are used): Kordiam
-reads nothing of it, so an answer that is not JSON (``OK``, a page) is a success like an empty one.
+``PUT /element/null``). A ``POST`` answered ``409`` with ``{"id": …}`` (a receiver that keeps one element per
+Kordiam id, refusing the retry of a create whose answer was lost) is not an error: that element is updated with
+``PUT`` and its id returned (``kordiam_webhook.adopted``, a warning). A ``PUT``'s answer is read only when it
+is JSON (an id or links in it are used): Kordiam reads nothing of it, so an answer that is not JSON (``OK``, a
+page) is a success like an empty one.
 """
 
 from __future__ import annotations
@@ -95,6 +98,7 @@ from bridge.channels.auth import (
     ProtocolHttp,
     WebhookAuth,
     answer_id,
+    existing_item_id,
     http_url,
     webhook_authenticator,
 )
@@ -215,7 +219,8 @@ class KordiamWebhookChannel:
 
     A lost create (the receiver made the element, its answer did not arrive) is not found again: the protocol has
     no lookup and the element carries no mark the receiver must keep, so the retry ``POST``s a second one, as
-    Kordiam's own Global Export would. No ``find_items`` either, for the same reason.
+    Kordiam's own Global Export would, unless the receiver refuses it with a 409 naming the element it has
+    (``{"id": …}``), which is then updated and linked. No ``find_items`` either, for the same reason.
     """
 
     element_scoped = True
@@ -275,10 +280,21 @@ class KordiamWebhookChannel:
             if item_id is None:
                 action = f"creating element {element.id}"
                 response = await self._http.request("POST", f"{self.options.url}/element", action, body)
-                if not response.is_success:
+                existing = existing_item_id(response)
+                if existing is not None:
+                    # It made the element on an earlier try whose answer was lost: update that one and link it.
+                    log.warning("kordiam_webhook.adopted", channel=self.name, element=element.id, remote=existing)
+                    action = f"updating element {element.id} as {existing} (the receiver's own, named in its 409)"
+                    response = await self._http.request("PUT", self._element_url(existing), action, body)
+                    if not response.is_success:
+                        raise self._http.error(response, action)
+                    answer = _put_answer(response)
+                    item_id = answer_id(answer.get("id") if isinstance(answer, dict) else None) or existing
+                elif not response.is_success:
                     raise self._http.error(response, action)
-                answer = response_json(response, self._label, action)
-                item_id = answer_id(answer.get("id") if isinstance(answer, dict) else None)
+                else:
+                    answer = response_json(response, self._label, action)
+                    item_id = answer_id(answer.get("id") if isinstance(answer, dict) else None)
                 if item_id is None:
                     raise ChannelRejected(
                         f"{self._label}: {action}: HTTP {response.status_code} without the element's id "

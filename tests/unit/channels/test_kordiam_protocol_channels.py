@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 from pydantic import SecretStr, ValidationError
+from structlog.testing import capture_logs
 
 from bridge.channels import ChannelContext, ChannelType, build_channel
 from bridge.channels import auth as auth_module
@@ -894,3 +895,68 @@ def test_the_bodys_modification_date_is_utc_to_the_second(moment: datetime, text
     # The text the Global Export body always carried: isoformat to the second, in UTC, with a Z.
     assert utc_timestamp(moment) == text
     assert text == moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="seconds") + "Z"
+
+
+# --- a create whose answer was lost, refused by a receiver that keeps one item per Kordiam id --------------------
+
+
+def existing_element(element_id: str) -> httpx.Response:
+    return httpx.Response(409, json={"message": "element exists", "id": int(element_id)})
+
+
+async def test_webhook_adopts_the_element_a_receiver_names_when_it_refuses_a_second_create() -> None:
+    """The receiver made the element but the answer was lost: the retry's POST is answered 409 with the id of the
+    element it already has (what the README asks of a receiver that can refuse a second one). The bridge updates
+    that element and links it, instead of retrying a POST that can never succeed."""
+    receiver = FakeReceiver()
+    receiver.elements["7"] = {"title": "the first attempt"}
+    receiver.answers.append(existing_element("7"))
+    async with mock_http(receiver) as http:
+        channel = webhook(http)
+        element = Element.model_validate(v2_element())
+        with capture_logs() as logs:
+            result = await channel.upsert(element, element.publications[0], None)
+        assert result.external_id == "7"
+        assert [(m, p) for m, p, _ in receiver.requests] == [("POST", "/element"), ("PUT", "/element/7")]
+        assert receiver.elements["7"]["title"] == element.title and len(receiver.elements) == 1
+        assert [entry["event"] for entry in logs if entry["log_level"] == "warning"] == ["kordiam_webhook.adopted"]
+        assert (await channel.upsert(element, element.publications[0], None)).external_id == "7"
+        assert receiver.requests[-1][:2] == ("PUT", "/element/7")
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        httpx.Response(409, json={"message": "busy"}),
+        httpx.Response(409, text="Conflict"),
+        httpx.Response(422, json={"message": "exists", "id": 7}),
+    ],
+    ids=["409-without-id", "409-not-json", "422-with-id"],
+)
+async def test_webhook_adopts_nothing_a_refusal_does_not_name(refusal: httpx.Response) -> None:
+    receiver = FakeReceiver()
+    receiver.answers.append(refusal)
+    async with mock_http(receiver) as http:
+        element = Element.model_validate(v2_element())
+        with pytest.raises(ChannelUnavailable if refusal.status_code == 409 else ChannelRejected):
+            await webhook(http).upsert(element, element.publications[0], None)
+        assert [(m, p) for m, p, _ in receiver.requests] == [("POST", "/element")]
+
+
+async def test_platform_adopts_the_item_a_connector_names_when_it_refuses_a_second_create() -> None:
+    connector = FakeConnector()
+    connector.answers[("POST", "/publication")] = [existing_element("55")]
+    connector.answers[("PUT", "/publication/55")] = [
+        httpx.Response(200, json={"id": 55, "cmsEditLink": "https://e/55"})
+    ]
+    async with mock_http(connector) as http:
+        element = Element.model_validate(v2_element(platforms=(99003,)))
+        with capture_logs() as logs:
+            result = await platform(http, send_statuses=False).upsert(element, element.publications[0], None)
+        assert (result.external_id, result.edit_link) == ("55", "https://e/55")
+        assert [(m, p) for m, p, _ in connector.requests if p != "/oauth2/token"] == [
+            ("POST", "/publication"),
+            ("PUT", "/publication/55"),
+        ]
+        assert connector.requests[-1][2]["post_id"] == 55
+        assert [entry["event"] for entry in logs if entry["log_level"] == "warning"] == ["kordiam_platform.adopted"]
