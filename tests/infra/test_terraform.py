@@ -25,7 +25,6 @@ TASK_ACTIONS = {
     "sqs:DeleteMessage",
     "sqs:ChangeMessageVisibility",
     "sqs:GetQueueAttributes",
-    "sqs:GetQueueUrl",
     "sqs:SendMessage",
     "dynamodb:DescribeTable",
     "dynamodb:GetItem",
@@ -33,7 +32,6 @@ TASK_ACTIONS = {
     "dynamodb:UpdateItem",
     "dynamodb:DeleteItem",
     "dynamodb:Query",
-    "dynamodb:ConditionCheckItem",
     "kms:Decrypt",
     "kms:GenerateDataKey",
     "kms:DescribeKey",
@@ -533,7 +531,7 @@ def test_ingress_task_role_sends_to_the_queue_and_only_reads_state() -> None:
     document = module().data[("aws_iam_policy_document", "ingress_task")]
     by_sid = {s["sid"]: s for s in statements(document)}
     assert set(by_sid) == {"SendToTheQueue", "ReadState", "LookUpIds", "KeyThroughSqsAndDynamoDb"}
-    assert as_list(by_sid["SendToTheQueue"]["actions"]) == ["sqs:SendMessage"]
+    assert as_list(by_sid["SendToTheQueue"]["actions"]) == ["sqs:SendMessage", "sqs:GetQueueAttributes"]
     assert as_list(by_sid["SendToTheQueue"]["resources"]) == ["${aws_sqs_queue.main.arn}"]
     # bridge/ingress/lookup.py: an element's deliveries (Query on the table), a CMS or publication id back to its
     # element (Query on the two indexes); the store's start-up DescribeTable. No Scan, no write.

@@ -1,6 +1,6 @@
 # Three identities, each with only what it uses:
-#  - the task role: the worker's own AWS calls (SQS, DynamoDB, and KMS through them). It reads no secret: ECS
-#    injects those at start with the execution role.
+#  - the task role: the worker's own AWS calls (SQS, DynamoDB, S3 hot folders, and KMS through them). It reads
+#    no secret: ECS injects those at start with the execution role.
 #  - the execution role: ECS pulling the image, writing the logs, reading the two secrets.
 #  - the operator policy: redrive the dead-letter queue, replay messages, requeue parked elements; attach it to
 #    your operators.
@@ -44,6 +44,8 @@ resource "aws_iam_role" "task" {
 data "aws_iam_policy_document" "task" {
   # bridge/queue/sqs.py: ReceiveMessage, DeleteMessageBatch, ChangeMessageVisibilityBatch, GetQueueAttributes
   # (redrive policy at start). The batch calls are authorised as DeleteMessage / ChangeMessageVisibility.
+  # SendMessageBatch (authorised as SendMessage): the worker puts parked elements back on the queue once their
+  # channel accepts again (bridge/pipeline/parking.py), and the reconciliation sweep enqueues missed changes.
   statement {
     sid    = "ConsumeTheQueue"
     effect = "Allow"
@@ -52,22 +54,22 @@ data "aws_iam_policy_document" "task" {
       "sqs:DeleteMessage",
       "sqs:ChangeMessageVisibility",
       "sqs:GetQueueAttributes",
-      "sqs:GetQueueUrl",
+      "sqs:SendMessage",
     ]
     resources = [aws_sqs_queue.main.arn]
   }
 
-  # Poison and permanently failing messages are copied to the DLQ with their failure context (SendMessage);
-  # GetQueueUrl resolves the DLQ from the redrive policy when queue.dlq_url is not set.
+  # Poison and permanently failing messages are copied to the DLQ with their failure context (SendMessage). No
+  # GetQueueUrl: the module gives the worker the DLQ's URL (BRIDGE_QUEUE__DLQ_URL).
   statement {
     sid       = "DeadLetter"
     effect    = "Allow"
-    actions   = ["sqs:SendMessage", "sqs:GetQueueAttributes", "sqs:GetQueueUrl"]
+    actions   = ["sqs:SendMessage", "sqs:GetQueueAttributes"]
     resources = [aws_sqs_queue.dlq.arn]
   }
 
   # bridge/state/dynamodb.py: DescribeTable (start-up check), conditional PutItem/UpdateItem/DeleteItem,
-  # GetItem, Query; ConditionCheckItem for condition checks inside transactions.
+  # GetItem, Query. No transactions, so no ConditionCheckItem.
   statement {
     sid    = "State"
     effect = "Allow"
@@ -78,7 +80,6 @@ data "aws_iam_policy_document" "task" {
       "dynamodb:UpdateItem",
       "dynamodb:DeleteItem",
       "dynamodb:Query",
-      "dynamodb:ConditionCheckItem",
     ]
     resources = [aws_dynamodb_table.state.arn]
   }
@@ -244,11 +245,12 @@ data "aws_iam_policy_document" "operator" {
     resources = [aws_sqs_queue.dlq.arn]
   }
 
-  # Redrive destination and replay (SendMessageBatch, authorised as SendMessage): send to the queue.
+  # Redrive destination and replay (SendMessageBatch, authorised as SendMessage): send to the queue. The commands
+  # are given its URL (queue.url), so no GetQueueUrl; GetQueueAttributes checks it at start and reads its depth.
   statement {
     sid       = "ReplayOntoTheQueue"
     effect    = "Allow"
-    actions   = ["sqs:SendMessage", "sqs:GetQueueAttributes", "sqs:GetQueueUrl"]
+    actions   = ["sqs:SendMessage", "sqs:GetQueueAttributes"]
     resources = [aws_sqs_queue.main.arn]
   }
 

@@ -424,12 +424,13 @@ resource "aws_iam_role" "ingress_task" {
 data "aws_iam_policy_document" "ingress_task" {
   count = local.ingress_count
 
-  # bridge/ingress: SendMessageBatch (bridge/queue/send_batcher.py), authorised as SendMessage; no describe:
-  # /readyz makes no SQS call.
+  # bridge/ingress: SendMessageBatch (bridge/queue/send_batcher.py), authorised as SendMessage; GetQueueAttributes
+  # for the queue's MaximumMessageSize, read by the first send of a body over 1 KiB (bridge/queue/sqs.py): without
+  # it every such webhook would be answered 503. Nothing else: /readyz makes no SQS call.
   statement {
     sid       = "SendToTheQueue"
     effect    = "Allow"
-    actions   = ["sqs:SendMessage"]
+    actions   = ["sqs:SendMessage", "sqs:GetQueueAttributes"]
     resources = [aws_sqs_queue.main.arn]
   }
 

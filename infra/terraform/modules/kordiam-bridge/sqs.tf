@@ -53,9 +53,9 @@ resource "aws_sqs_queue_redrive_allow_policy" "dlq" {
   })
 }
 
-# Kordiam may send; nobody else may (an explicit deny beats any identity policy in the account), except the
-# operators who replay messages and the webhook ingress's task role (enable_ingress; its own
-# policy allows the send, same account). TLS only.
+# Kordiam may send; nobody else may (an explicit deny beats any identity policy in the account), except the worker
+# (it requeues parked elements and, with [reconcile], missed changes), the operators who replay messages and the
+# webhook ingress's task role (enable_ingress); their own policies allow the send, same account. TLS only.
 resource "aws_sqs_queue_policy" "main" {
   queue_url = aws_sqs_queue.main.id
 
@@ -76,7 +76,7 @@ resource "aws_sqs_queue_policy" "main" {
         Action    = "sqs:SendMessage"
         Resource  = aws_sqs_queue.main.arn
         Condition = {
-          ArnNotLike = { "aws:PrincipalArn" = concat(local.kordiam_sender_patterns, var.operator_principal_arns, aws_iam_role.ingress_task[*].arn) }
+          ArnNotLike = { "aws:PrincipalArn" = concat(local.kordiam_sender_patterns, [aws_iam_role.task.arn], var.operator_principal_arns, aws_iam_role.ingress_task[*].arn) }
         }
       },
       {

@@ -24,7 +24,7 @@ variable "kordiam_sender_principal_arns" {
     IAM principals allowed to send notifications to the queue: Kordiam's role (cross-account), or the IAM user or
     role whose credentials you configured in Kordiam's message-queue export. An account root
     (arn:aws:iam::123456789012:root) admits every identity of that account. Nobody else may send (the queue policy
-    denies it), except operator_principal_arns.
+    denies it), except operator_principal_arns and the bridge's own worker and ingress roles.
   EOT
   type        = list(string)
 
