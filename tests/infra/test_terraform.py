@@ -424,6 +424,27 @@ def test_alarms_on_dead_letters_and_message_age() -> None:
         assert alarm["alarm_actions"] == "${var.alarm_actions}"
 
 
+def test_an_alarm_fires_before_sqs_deletes_a_dead_letter() -> None:
+    """The dead-letters alarm notifies once, when the DLQ stops being empty; SQS then deletes each dead letter 14
+    days after it was sent, unseen. A second alarm on the DLQ's oldest message warns while there is time to act."""
+    expiring = module().of_type("aws_cloudwatch_metric_alarm")["dead_letters_expiring"]
+    assert (expiring["namespace"], expiring["metric_name"], expiring["dimensions"]["QueueName"]) == (
+        "AWS/SQS",
+        "ApproximateAgeOfOldestMessage",
+        "${aws_sqs_queue.dlq.name}",
+    )
+    assert expiring["comparison_operator"] == "GreaterThanThreshold"
+    assert expiring["threshold"] == "${var.dead_letter_age_threshold_seconds}"
+    threshold = default("dead_letter_age_threshold_seconds")
+    retention = module().locals["dlq_retention_seconds"]
+    # Room for a weekend before SQS deletes it.
+    assert 0 < threshold <= retention - 3 * 24 * 3600
+    assert "var.dead_letter_age_threshold_seconds < local.dlq_retention_seconds" in str(
+        module().resource("aws_cloudwatch_metric_alarm", "dead_letters_expiring")["lifecycle"]
+    )
+    assert "dead_letters_expiring" in str(module().outputs["alarm_arns"]["value"])
+
+
 # --- documentation ----------------------------------------------------------------------------------------------
 
 

@@ -1,5 +1,5 @@
-# Dead letters need a person; an old message means the bridge is stalled or too slow; no running task means
-# nothing consumes at all.
+# Dead letters need a person, before SQS deletes them at 14 days; an old message means the bridge is stalled or too
+# slow; no running task means nothing consumes at all.
 
 resource "aws_cloudwatch_metric_alarm" "dlq_not_empty" {
   alarm_name        = "${var.name}-dead-letters"
@@ -21,6 +21,37 @@ resource "aws_cloudwatch_metric_alarm" "dlq_not_empty" {
   alarm_actions   = var.alarm_actions
   ok_actions      = var.ok_actions
   tags            = local.tags
+}
+
+# The dead-letters alarm notifies once, when the DLQ stops being empty; later dead letters change nothing it says, and
+# SQS deletes each one 14 days after it was sent. This one warns while there is still time to redrive it.
+resource "aws_cloudwatch_metric_alarm" "dead_letters_expiring" {
+  alarm_name        = "${var.name}-dead-letters-expiring"
+  alarm_description = "A message on ${aws_sqs_queue.dlq.name} is older than ${var.dead_letter_age_threshold_seconds} s; SQS deletes it at 14 days (1209600 s). Redrive it (kordiam-bridge dlq redrive) or drop it now."
+
+  namespace   = "AWS/SQS"
+  metric_name = "ApproximateAgeOfOldestMessage"
+  dimensions = {
+    QueueName = aws_sqs_queue.dlq.name
+  }
+  statistic           = "Maximum"
+  period              = 300
+  evaluation_periods  = 1
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = var.dead_letter_age_threshold_seconds
+  treat_missing_data  = "notBreaching"
+
+  actions_enabled = true
+  alarm_actions   = var.alarm_actions
+  ok_actions      = var.ok_actions
+  tags            = local.tags
+
+  lifecycle {
+    precondition {
+      condition     = var.dead_letter_age_threshold_seconds < local.dlq_retention_seconds
+      error_message = "dead_letter_age_threshold_seconds must be less than the dead-letter queue's retention (1209600 s): SQS deletes a dead letter then."
+    }
+  }
 }
 
 resource "aws_cloudwatch_metric_alarm" "oldest_message_age" {

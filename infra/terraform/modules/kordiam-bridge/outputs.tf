@@ -92,8 +92,9 @@ output "alarm_arns" {
   description = "The CloudWatch alarms by purpose."
   value = merge(
     {
-      dead_letters       = aws_cloudwatch_metric_alarm.dlq_not_empty.arn
-      oldest_message_age = aws_cloudwatch_metric_alarm.oldest_message_age.arn
+      dead_letters          = aws_cloudwatch_metric_alarm.dlq_not_empty.arn
+      dead_letters_expiring = aws_cloudwatch_metric_alarm.dead_letters_expiring.arn
+      oldest_message_age    = aws_cloudwatch_metric_alarm.oldest_message_age.arn
     },
     var.enable_service ? { no_running_task = aws_cloudwatch_metric_alarm.no_running_task[0].arn } : {},
   )

@@ -441,6 +441,17 @@ variable "ok_actions" {
   default     = []
 }
 
+variable "dead_letter_age_threshold_seconds" {
+  description = "Alarm when the oldest dead letter has waited longer than this (default 10 days): SQS deletes it at 14 days."
+  type        = number
+  default     = 864000
+
+  validation {
+    condition     = var.dead_letter_age_threshold_seconds >= 60
+    error_message = "dead_letter_age_threshold_seconds: at least 60 (and less than the 14-day retention)."
+  }
+}
+
 variable "oldest_message_age_threshold_seconds" {
   description = "Alarm when the oldest message on the queue has waited longer than this (the bridge is stalled or too slow)."
   type        = number
