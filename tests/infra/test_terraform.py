@@ -532,6 +532,42 @@ INGRESS_RESOURCES = {
 }
 
 
+def test_an_alarm_fires_when_the_ingress_cannot_take_webhooks() -> None:
+    """Kordiam retries a webhook the ingress does not take, then drops it; the worker's alarms do not see the ingress.
+    With it: one alarm when no ingress task is healthy behind the load balancer, one on 5xx answers to Kordiam."""
+    alarms = module().of_type("aws_cloudwatch_metric_alarm")
+    dimensions = {
+        "LoadBalancer": "${aws_lb.ingress[0].arn_suffix}",
+        "TargetGroup": "${aws_lb_target_group.ingress[0].arn_suffix}",
+    }
+    unhealthy = alarms["ingress_no_healthy_task"]
+    assert unhealthy["count"] == "${var.enable_ingress && var.enable_service ? 1 : 0}"
+    assert (unhealthy["namespace"], unhealthy["metric_name"], unhealthy["statistic"]) == (
+        "AWS/ApplicationELB",
+        "HealthyHostCount",
+        "Minimum",
+    )
+    assert unhealthy["dimensions"] == dimensions
+    assert (unhealthy["comparison_operator"], unhealthy["threshold"]) == ("LessThanThreshold", 1)
+    assert unhealthy["treat_missing_data"] == "breaching"
+
+    errors = alarms["ingress_errors"]
+    assert errors["count"] == "${var.enable_ingress && var.enable_service ? 1 : 0}"
+    queries = {query["id"]: query for query in as_list(errors["metric_query"])}
+    metrics = {
+        one(query["metric"])["metric_name"]: one(query["metric"]) for query in queries.values() if "metric" in query
+    }
+    assert set(metrics) == {"HTTPCode_ELB_5XX_Count", "HTTPCode_Target_5XX_Count"}
+    assert metrics["HTTPCode_Target_5XX_Count"]["dimensions"] == dimensions
+    assert metrics["HTTPCode_ELB_5XX_Count"]["dimensions"] == {"LoadBalancer": "${aws_lb.ingress[0].arn_suffix}"}
+    returned = [query for query in queries.values() if query.get("return_data") is True]
+    assert len(returned) == 1 and "FILL(" in returned[0]["expression"]
+    assert (errors["comparison_operator"], errors["threshold"]) == ("GreaterThanThreshold", 0)
+    for alarm in (unhealthy, errors):
+        assert alarm["alarm_actions"] == "${var.alarm_actions}"
+    assert "ingress_no_healthy_task" in str(module().outputs["alarm_arns"]["value"])
+
+
 def test_ingress_is_optional_and_off_by_default() -> None:
     assert default("enable_ingress") is False
     assert module().locals["ingress_count"] == "${var.enable_ingress ? 1 : 0}"

@@ -101,3 +101,86 @@ resource "aws_cloudwatch_metric_alarm" "no_running_task" {
   ok_actions      = var.ok_actions
   tags            = local.tags
 }
+
+# --- the webhook ingress (enable_ingress) ---------------------------------------------------------------------------
+# Kordiam retries a webhook the ingress does not take, then drops it; nothing on the queue shows that it was never
+# sent. So: an alarm when no ingress task is healthy behind the load balancer, and one on 5xx answers to Kordiam.
+
+resource "aws_cloudwatch_metric_alarm" "ingress_no_healthy_task" {
+  count = var.enable_ingress && var.enable_service ? 1 : 0
+
+  alarm_name        = "${var.name}-ingress-no-healthy-task"
+  alarm_description = "No healthy ${var.name} ingress task behind the load balancer: Kordiam's webhooks are refused and, after Kordiam's retries, dropped."
+
+  namespace   = "AWS/ApplicationELB"
+  metric_name = "HealthyHostCount"
+  dimensions = {
+    LoadBalancer = aws_lb.ingress[0].arn_suffix
+    TargetGroup  = aws_lb_target_group.ingress[0].arn_suffix
+  }
+  statistic           = "Minimum"
+  period              = 60
+  evaluation_periods  = 3
+  comparison_operator = "LessThanThreshold"
+  threshold           = 1
+  treat_missing_data  = "breaching"
+
+  actions_enabled = true
+  alarm_actions   = var.alarm_actions
+  ok_actions      = var.ok_actions
+  tags            = local.tags
+}
+
+resource "aws_cloudwatch_metric_alarm" "ingress_errors" {
+  count = var.enable_ingress && var.enable_service ? 1 : 0
+
+  alarm_name        = "${var.name}-ingress-errors"
+  alarm_description = "The ${var.name} ingress answered Kordiam with 5xx (the queue or the state store unavailable, or no task): Kordiam retries, then drops the webhook. See the ingress logs (enqueue_failed, state_lookup_failed)."
+
+  metric_query {
+    id          = "errors"
+    label       = "5xx answers to Kordiam"
+    expression  = "FILL(balancer, 0) + FILL(tasks, 0)"
+    return_data = true
+  }
+
+  metric_query {
+    id = "balancer"
+
+    metric {
+      namespace   = "AWS/ApplicationELB"
+      metric_name = "HTTPCode_ELB_5XX_Count"
+      period      = 60
+      stat        = "Sum"
+      dimensions = {
+        LoadBalancer = aws_lb.ingress[0].arn_suffix
+      }
+    }
+  }
+
+  metric_query {
+    id = "tasks"
+
+    metric {
+      namespace   = "AWS/ApplicationELB"
+      metric_name = "HTTPCode_Target_5XX_Count"
+      period      = 60
+      stat        = "Sum"
+      dimensions = {
+        LoadBalancer = aws_lb.ingress[0].arn_suffix
+        TargetGroup  = aws_lb_target_group.ingress[0].arn_suffix
+      }
+    }
+  }
+
+  evaluation_periods  = 5
+  datapoints_to_alarm = 3
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = 0
+  treat_missing_data  = "notBreaching"
+
+  actions_enabled = true
+  alarm_actions   = var.alarm_actions
+  ok_actions      = var.ok_actions
+  tags            = local.tags
+}

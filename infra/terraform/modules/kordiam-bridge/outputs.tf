@@ -97,6 +97,10 @@ output "alarm_arns" {
       oldest_message_age    = aws_cloudwatch_metric_alarm.oldest_message_age.arn
     },
     var.enable_service ? { no_running_task = aws_cloudwatch_metric_alarm.no_running_task[0].arn } : {},
+    var.enable_ingress && var.enable_service ? {
+      ingress_no_healthy_task = aws_cloudwatch_metric_alarm.ingress_no_healthy_task[0].arn
+      ingress_errors          = aws_cloudwatch_metric_alarm.ingress_errors[0].arn
+    } : {},
   )
 }
 
