@@ -23,6 +23,7 @@ from bridge.cli import _parser
 from bridge.config import ChannelSettings, FileSettings
 from bridge.ingress import metrics as ingress_metrics
 from bridge.ops import metrics as worker_metrics
+from bridge.queue.outcome import DeadLetter, Done, Retry
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -82,6 +83,51 @@ def test_the_metric_check_fails_on_a_stale_name() -> None:
     assert metric_problems("`bridge_ingress_unmapped`") == ["bridge_ingress_unmapped: no such metric"]
     assert metric_problems("`bridge_channel_errors_total{channel}`") != []
     assert metric_mentions("curl … | grep bridge_message_outcomes") == []
+
+
+# In the alert rules' PromQL: a selector with matchers (`name{label="value"}`) and an aggregation's grouping
+# (`by (label) (name)`); `metric_problems` checks the names, these the labels (and the values the code can give).
+SELECTOR = re.compile(r"\b(bridge_[a-z_]+)\{([^}]*=[^}]*)\}")
+MATCHER = re.compile(r'\s*([a-z_]+)\s*(?:=~|!=|!~|=)\s*"([^"]*)"\s*')
+GROUPING = re.compile(r"\b(?:by|without)\s*\(([^)]*)\)\s*\(\s*(bridge_[a-z_]+)")
+LABEL_VALUES = {("bridge_message_outcomes_total", "outcome"): {Done.kind, Retry.kind, DeadLetter.kind}}
+
+
+def promql_problems(text: str) -> list[str]:
+    exported = exported_metrics()
+    problems = []
+    for name, matchers in SELECTOR.findall(text):
+        labels = exported.get(name, ())
+        for matcher in matchers.split(","):
+            match = MATCHER.fullmatch(matcher)
+            if match is None:
+                problems.append(f"{name}{{{matchers}}}: not a label matcher")
+            elif match.group(1) not in labels:
+                problems.append(f"{name}: no label {match.group(1)}")
+            elif (values := LABEL_VALUES.get((name, match.group(1)))) and match.group(2) not in values:
+                problems.append(f"{name}: {match.group(1)} is never {match.group(2)!r}")
+    for grouping, name in GROUPING.findall(text):
+        for label in filter(None, (label.strip() for label in grouping.split(","))):
+            if label not in exported.get(name, ()):
+                problems.append(f"{name}: no label {label} to group by")
+    return problems
+
+
+def test_the_alert_rules_select_labels_the_metrics_have() -> None:
+    assert promql_problems(README) == []
+
+
+def test_the_label_check_fails_on_a_stale_label() -> None:
+    assert promql_problems('increase(bridge_message_outcomes_total{outcome="dead_letter"}[10m])') == []
+    assert promql_problems('bridge_message_outcomes_total{kind="dead_letter"}') == [
+        "bridge_message_outcomes_total: no label kind"
+    ]
+    assert promql_problems('bridge_message_outcomes_total{outcome="dlq"}') == [
+        "bridge_message_outcomes_total: outcome is never 'dlq'"
+    ]
+    assert promql_problems("max by (queue) (bridge_channel_parked_elements)") == [
+        "bridge_channel_parked_elements: no label queue to group by"
+    ]
 
 
 # --- settings ------------------------------------------------------------------------------------------------------
