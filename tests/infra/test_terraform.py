@@ -697,6 +697,16 @@ def test_ingress_target_group_checks_healthz_and_the_service_sits_behind_it() ->
     assert definition["readonlyRootFilesystem"] is True
 
 
+def test_the_ingress_outlasts_the_load_balancer_s_connections_and_its_own_shutdown() -> None:
+    """A keep-alive connection the task closes while the balancer still reuses it is a 502 to Kordiam: the task keeps
+    it open longer than the balancer's idle timeout. On SIGTERM it finishes the calls in flight before SIGKILL."""
+    from bridge.ingress.app import IngressServer
+
+    assert module().resource("aws_lb", "ingress")["idle_timeout"] < IngressServer.keepalive_timeout
+    definition = module().locals["ingress_container_definition"]
+    assert definition["stopTimeout"] >= IngressServer.shutdown_timeout + 5
+
+
 # Stand-ins for what Terraform computes, to check `kordiam-bridge ingress` accepts the environment the module builds.
 INGRESS_PLAUSIBLE = {
     "BRIDGE_QUEUE__URL": PLAUSIBLE["BRIDGE_QUEUE__URL"],
