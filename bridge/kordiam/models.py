@@ -9,6 +9,7 @@ optional string as absent, so that an additive change on Kordiam's side never br
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -385,6 +386,18 @@ class Token(KordiamModel):
     refresh_token: str | None = Field(default=None, repr=False)
 
 
+def _seconds(value: Any) -> float | None:
+    """A ``retryAfter`` as a wait in seconds: ``None`` for what is not a finite number; a negative one asks for no
+    wait, so the back-off decides (``KordiamClient._pause_or_raise``)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        seconds = float(value)
+    except OverflowError:  # an integer beyond any float
+        return None
+    return max(0.0, seconds) if math.isfinite(seconds) else None
+
+
 class ProblemDetails(KordiamModel):
     """RFC 9457 Problem Details, as Kordiam API v2 returns them (``application/problem+json``)."""
 
@@ -396,6 +409,28 @@ class ProblemDetails(KordiamModel):
     trace_id: str | None = Field(default=None, alias="traceId")
     retry_after: float | None = Field(default=None, alias="retryAfter")
     errors: tuple[dict[str, Any], ...] = ()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _tolerant(cls, data: Any) -> Any:
+        # Read member by member: a Java serialiser writes absent members as null (`"errors": null`), a trace id may
+        # be a number. One odd member must not cost the answer its `type`, which tells a deletion (404
+        # resource-not-found) from an unrouted path, or its `retryAfter`.
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for name in ("type", "title", "detail", "instance", "traceId"):
+            value = data.get(name)
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                data[name] = str(value)
+            elif value is not None and not isinstance(value, str):
+                data[name] = None
+        if not (isinstance(data.get("status"), int) and not isinstance(data.get("status"), bool)):
+            data["status"] = None
+        data["retryAfter"] = _seconds(data.get("retryAfter"))
+        errors = data.get("errors")
+        data["errors"] = [item for item in errors if isinstance(item, dict)] if isinstance(errors, list) else []
+        return data
 
     @property
     def slug(self) -> str | None:

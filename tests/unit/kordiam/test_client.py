@@ -401,3 +401,37 @@ async def test_a_token_refusal_echoing_the_client_secret_is_quoted_without_it(re
     with pytest.raises(KordiamCredentialsRefused) as raised:
         await client.check_credentials()
     assert "s3cret-SECRET" not in str(raised.value) and "***" in str(raised.value)
+
+
+async def test_a_404_endpoint_not_found_with_null_members_is_not_a_deletion() -> None:
+    # A Java (Jackson) serialiser writes the members it has no value for as null. Before, `"errors": null` failed the
+    # Problem Details model, the answer lost its `type`, and an unrouted path read as "the element is gone": a
+    # retraction from every channel.
+    answer = problem(404, "endpoint-not-found", detail=None, instance=None, traceId=None, errors=None, retryAfter=None)
+    with pytest.raises(KordiamUnavailable, match="endpoint-not-found"):
+        await client_for(Script(answer)).get_element(5)
+
+
+async def test_a_problem_with_odd_member_types_keeps_its_type_and_retry_after() -> None:
+    # A numeric traceId, an error item that is not an object: the rest of the problem is still read.
+    answer = problem(429, "too-many-requests", retryAfter=60, traceId=12345, errors=["odd"])
+    with pytest.raises(KordiamUnavailable) as raised:
+        await client_for(Script(*[answer] * 4)).get_element(5)
+    assert raised.value.retry_after == 60 and "traceId=12345" in str(raised.value)
+
+
+async def test_a_negative_retry_after_in_the_body_backs_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Before, retryAfter -5 slept -5 s (no wait at all) and was handed to the queue as a delay of -5.
+    slept: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def sleep(delay: float) -> None:
+        slept.append(delay)
+        await real_sleep(0)
+
+    monkeypatch.setattr("bridge.kordiam.client.asyncio.sleep", sleep)
+    script = Script(*[problem(429, "too-many-requests", retryAfter=-5)] * 4)
+    with pytest.raises(KordiamUnavailable) as raised:
+        await client_for(script).get_element(5)
+    assert slept and all(delay > 0 for delay in slept)
+    assert raised.value.retry_after is None or raised.value.retry_after >= 0
