@@ -123,7 +123,7 @@ async def test_a_401_answered_after_another_request_refreshed_the_token_keeps_th
                 both_sent.set()
                 await second_token.wait()  # answered once the first one's refresh got t2
             return problem(401, "token-revoked")
-        return httpx.Response(200, json=ELEMENT)
+        return httpx.Response(200, json=ELEMENT | {"id": int(request.url.path.rsplit("/", 1)[1])})
 
     client = KordiamClient(
         http_answering(answer), base_url="https://kordiam.test", client_id="c", client_secret=SecretStr("secret")
@@ -363,7 +363,7 @@ async def test_the_url_of_a_plain_path_is_the_one_its_text_would_give(base: str)
             body = b'{"access_token": "t", "expires_in": 3600}'
         else:
             seen.append(request.url)
-            body = json.dumps({**ELEMENT, "content": [], "hasMore": False}).encode()
+            body = json.dumps({**ELEMENT, "id": 123, "content": [], "hasMore": False}).encode()
         return HttpResponse(200, CIMultiDictProxy(CIMultiDict({"Content-Type": "application/json"})), body, request)
 
     client = KordiamClient(
@@ -418,6 +418,27 @@ async def test_a_problem_with_odd_member_types_keeps_its_type_and_retry_after() 
     with pytest.raises(KordiamUnavailable) as raised:
         await client_for(Script(*[answer] * 4)).get_element(5)
     assert raised.value.retry_after == 60 and "traceId=12345" in str(raised.value)
+
+
+async def test_an_element_other_than_the_one_asked_for_is_an_unexpected_answer() -> None:
+    # Before, a proxy or cache answering another element's body had the sync deliver that story under this id.
+    script = Script(httpx.Response(200, json=ELEMENT | {"id": 6}))
+    with pytest.raises(UnexpectedResponse, match=r"GET /api/v2/elements/5: answered element 6, not 5"):
+        await client_for(script).get_element(5)
+
+
+@pytest.mark.parametrize("flag", [{"deleted": True}, {"deleted": "true"}])
+async def test_an_element_flagged_deleted_is_deleted(flag: dict[str, object]) -> None:
+    # Kordiam elements carry a "deleted" flag (seed 002, its trigger rules). Before, the model ignored it and the
+    # sync published the deleted story.
+    assert await client_for(Script(httpx.Response(200, json=ELEMENT | flag))).get_element(5) is None
+    assert await client_for(Script(httpx.Response(200, json=ELEMENT | {"deleted": False}))).get_element(5) is not None
+
+
+async def test_410_from_kordiam_is_a_deletion_but_a_bare_410_is_not() -> None:
+    assert await client_for(Script(problem(410, "gone"))).get_element(5) is None
+    with pytest.raises(KordiamUnavailable, match="410"):
+        await client_for(Script(httpx.Response(410, text="<html>Gone</html>"))).get_element(5)
 
 
 async def test_a_negative_retry_after_in_the_body_backs_off(monkeypatch: pytest.MonkeyPatch) -> None:
