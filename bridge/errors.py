@@ -5,6 +5,7 @@
     │   └── QueueUnreachable          no answer from SQS or the broker: wrong, or down (``status`` reports it)
     ├── TransientError                may succeed later; ``retry_after`` is the earliest retry the far end asked for
     │   ├── KordiamUnavailable
+    │   │   └── KordiamRedirected     its address answers a redirect, not followed: the setting to fix
     │   ├── ChannelUnavailable
     │   │   └── ChannelCircuitOpen    its breaker fails calls fast: parked, not retried (bridge.pipeline.parking)
     │   ├── ElementBusy               (bridge.state) another worker holds the element's lease
@@ -79,6 +80,13 @@ class PermanentError(BridgeError):
 
 class KordiamUnavailable(TransientError):
     """Kordiam did not answer usefully within the retry budget."""
+
+
+class KordiamRedirected(KordiamUnavailable):
+    """Kordiam's address answered a redirect, which the bridge does not follow (the request's bearer token or client
+    secret would go with it to wherever it points): the API moved, or ``kordiam.base_url`` names the wrong address.
+    A fault of the worker's setting, not of the message that met it: at start-up a configuration error, later an
+    outage the probe confirms (``bridge.pipeline.kordiam_outage``)."""
 
 
 class KordiamRejected(PermanentError):

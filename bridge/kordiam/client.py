@@ -23,6 +23,7 @@ from bridge import redaction
 from bridge.errors import (
     KordiamAuthFailed,
     KordiamCredentialsRefused,
+    KordiamRedirected,
     KordiamRejected,
     KordiamUnavailable,
     UnexpectedResponse,
@@ -227,11 +228,13 @@ class KordiamClient:
         ``GET /platforms``, one attempt. ``KordiamCredentialsRefused`` if it is refused even with a fresh token,
         ``KordiamUnavailable`` if Kordiam cannot be asked; any other refusal returns (it is not the credentials')."""
         try:
-            await self._request("GET", "/platforms", retry=ONE_ATTEMPT)
+            response = await self._request("GET", "/platforms", retry=ONE_ATTEMPT)
         except KordiamCredentialsRefused:
             raise
         except KordiamRejected:
             return
+        assert response is not None
+        _json(response)  # a proxy's page answered 200 in Kordiam's place is no answer of Kordiam's
 
     async def list_reference(self, path: str) -> list[dict[str, Any]]:
         """A reference-data list such as ``/platforms`` or ``/publication-statuses`` (first page)."""
@@ -276,7 +279,14 @@ class KordiamClient:
 
             status = response.status_code
             if status < 300:
+                if method != "GET" and not _is_json(response):
+                    # A proxy's page in Kordiam's place: the write is not known to be done. Each is safe to redo
+                    # (PATCH and link are idempotent; a repeated publish is a 409, "already published").
+                    await self._pause_or_raise(_not_json(response), attempt, started, retry_after=None, policy=retry)
+                    continue
                 return response
+            if status < 400:
+                raise _redirected(method, path, response)
             problem = _problem(response)
             if status in GONE_STATUSES and allow_not_found:
                 if _not_found(response, problem):
@@ -388,10 +398,18 @@ class KordiamClient:
                     policy=retry,
                 )
                 continue
+            if 300 <= response.status_code < 400:
+                raise _redirected("POST", "/auth/token", response)
             if response.status_code == 200:
+                if refusal := _oauth_error(response):
+                    raise KordiamCredentialsRefused(
+                        f"Kordiam refused the client credentials of client_id {self._client_id!r}: 200 {refusal}",
+                        status=response.status_code,
+                        problem_type=refusal.partition(":")[0],
+                    )
                 try:
                     return self._parse(Token, response)
-                except UnexpectedResponse as error:
+                except (UnexpectedResponse, KordiamUnavailable) as error:
                     # No token, no request of any message: the worker's fault to pause on (a proxy's maintenance
                     # page, say), not each message's to be dead-lettered for.
                     await self._pause_or_raise(str(error), attempt, started, retry_after=None, policy=retry)
@@ -436,16 +454,56 @@ class KordiamClient:
 
 
 def _json(response: HttpResponse) -> dict[str, Any]:
+    """The answer's JSON object. ``KordiamUnavailable`` when it is not JSON at all (a proxy's page, an empty or
+    cut-off body: no answer of Kordiam's, retried), ``UnexpectedResponse`` when it is JSON but not an object."""
     try:
         body = response.json()
     except ValueError as error:
-        raise UnexpectedResponse(
-            f"{response.request.method} {response.request.url.path}: answer is not JSON "
-            f"({response.headers.get('content-type', 'no content type')})"
-        ) from error
+        raise KordiamUnavailable(_not_json(response)) from error
     if not isinstance(body, dict):
         raise UnexpectedResponse(f"{response.request.method} {response.request.url.path}: answer is not an object")
     return body
+
+
+def _not_json(response: HttpResponse) -> str:
+    content_type = response.headers.get("content-type", "no content type")
+    return f"{response.request.method} {response.request.url.path}: answer is not JSON ({content_type})"
+
+
+def _is_json(response: HttpResponse) -> bool:
+    """Whether a success answer is JSON, or has no body at all (a 204, say)."""
+    if not response.content.strip():
+        return True
+    try:
+        response.json()
+    except ValueError:
+        return False
+    return True
+
+
+def _redirected(method: str, path: str, response: HttpResponse) -> KordiamRedirected:
+    """A redirect, never followed: the request's bearer token (or the token request's client secret) would go with
+    it to wherever it points."""
+    location = " ".join(response.redact(response.headers.get("location", "nowhere named"))[:200].split())
+    return KordiamRedirected(
+        f"{method} {path}: {response.status_code} redirect to {location} not followed (the request's credentials "
+        "would go with it); if Kordiam's API moved, set kordiam.base_url to its new address"
+    )
+
+
+def _oauth_error(response: HttpResponse) -> str | None:
+    """An OAuth 2 error (RFC 6749 5.2: ``error``, ``error_description``) in a token answer without a token, as
+    ``error: description``; a token endpoint behind some gateways answers 200 with it."""
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    if not isinstance(body, dict) or body.get("access_token") or not isinstance(body.get("error"), str):
+        return None
+    said = body["error"]
+    if isinstance(body.get("error_description"), str):
+        said += f": {body['error_description']}"
+    return " ".join(response.redact(said)[:200].split())
 
 
 def _problem(response: HttpResponse) -> ProblemDetails:

@@ -379,7 +379,9 @@ def _resolve_v1_assignments(publications: list[Any], tasks: list[Any]) -> list[A
 
 
 class Token(KordiamModel):
-    access_token: str = Field(repr=False)
+    # Visible ASCII only (RFC 6750's b64token is a subset): a control character or a space would break the
+    # Authorization header of every request, or change what it says.
+    access_token: str = Field(repr=False, pattern=r"^[\x21-\x7e]+$")
     token_type: str = "Bearer"
     expires_in: int = Field(default=3600, gt=0)
     scope: str | None = None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import structlog
 
-from bridge.errors import ConfigError, KordiamCredentialsRefused, KordiamRejected
+from bridge.errors import ConfigError, KordiamCredentialsRefused, KordiamRedirected, KordiamRejected
 from bridge.kordiam.client import ONE_ATTEMPT, KordiamClient
 from bridge.ops import metrics
 from bridge.pipeline.pause import WorkerPause
@@ -17,16 +17,16 @@ class KordiamCredentials(WorkerPause):
     """Keeps the consumer's gate closed while the worker holds no working Kordiam token.
 
     At start-up (``check_at_start``) refused credentials are a configuration error naming ``kordiam.client_secret``
-    (a base URL with no token endpoint, ``kordiam.base_url``); an unreachable Kordiam is not (it may come back): the
-    worker starts with the gate closed, not ready, and takes messages once a token works. At run time a refusal met
-    by a message (a 401 even with a fresh token) is confirmed first (``confirm``: a fresh token and a request any
-    worker may make, one probe shared by every message that asks meanwhile). Confirmed (the secret was rotated
-    under the worker), it closes the gate, counts ``bridge_kordiam_auth_failures_total``, logs
-    ``kordiam_credentials_refused`` at error level, and retries with back-off (``bridge.pipeline.pause.WorkerPause``)
-    until the probe passes; then the gate opens by itself. The messages that met the refusal wait in hand and run
-    again, so none is dead-lettered for it and none spends another receive. Not confirmed, the refusal was of that
-    message's element alone: the message's failure, dead-lettered with its reason (before, it paused the worker
-    again on every receive).
+    (a base URL with no token endpoint, or one that redirects, ``kordiam.base_url``); an unreachable Kordiam is not
+    (it may come back): the worker starts with the gate closed, not ready, and takes messages once a token works. At
+    run time a refusal met by a message (a 401 even with a fresh token) is confirmed first (``confirm``: a fresh
+    token and a request any worker may make, one probe shared by every message that asks meanwhile). Confirmed (the
+    secret was rotated under the worker), it closes the gate, counts ``bridge_kordiam_auth_failures_total``, logs
+    ``kordiam_credentials_refused`` at error level, and retries with back-off
+    (``bridge.pipeline.pause.WorkerPause``) until the probe passes; then the gate opens by itself. The messages that
+    met the refusal wait in hand and run again, so none is dead-lettered for it and none spends another receive. Not
+    confirmed, the refusal was of that message's element alone: the message's failure, dead-lettered with its reason
+    (before, it paused the worker again on every receive).
     """
 
     name = "kordiam-credentials"
@@ -43,7 +43,7 @@ class KordiamCredentials(WorkerPause):
             await self._kordiam.check_credentials(retry=ONE_ATTEMPT)
         except KordiamCredentialsRefused as refused:
             raise ConfigError("kordiam.client_secret", f"{refused} (check kordiam.client_id and the secret)") from None
-        except KordiamRejected as rejected:
+        except (KordiamRejected, KordiamRedirected) as rejected:
             raise ConfigError("kordiam.base_url", f"no Kordiam token endpoint there: {rejected}") from None
         except Exception as error:  # unreachable, or an answer it does not understand: not the config's fault
             self.pause(f"Kordiam not reachable at start-up: {type(error).__name__}: {error}")

@@ -10,7 +10,8 @@ from bridge.queue.gate import ReceiveGate
 
 
 class KordiamOutage(DependencyOutage):
-    """Keeps the consumer's gate closed while Kordiam's API cannot be reached or answers every call with 5xx or 429.
+    """Keeps the consumer's gate closed while Kordiam's API cannot be reached or answers every call with 5xx or 429
+    (or a redirect, or a success that is not JSON: a proxy's page in Kordiam's place).
 
     Every message needs Kordiam (the element's fetch, the feedback). When Kordiam is down, each message would be
     retried until its receives are spent and then dead-lettered, every one of them, and an operator would have to

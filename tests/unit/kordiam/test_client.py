@@ -14,6 +14,7 @@ from yarl import URL
 from bridge.errors import (
     KordiamAuthFailed,
     KordiamCredentialsRefused,
+    KordiamRedirected,
     KordiamRejected,
     KordiamUnavailable,
     UnexpectedResponse,
@@ -240,19 +241,10 @@ async def test_validation_problems_become_typed_errors() -> None:
 @pytest.mark.parametrize(
     ("answer", "said"),
     [
-        (
-            httpx.Response(200, text="<html>maintenance</html>", headers={"content-type": "text/html"}),
-            "GET /api/v2/elements/5: answer is not JSON (text/html)",
-        ),
         (httpx.Response(200, json=[1, 2]), "GET /api/v2/elements/5: answer is not an object"),
         (
             httpx.Response(200, json={"id": "not-a-number"}),
             "GET /api/v2/elements/5: unexpected Element shape at id: Input should be a valid integer",
-        ),
-        # NaN is not JSON (Python's json module would have read it): nothing non-finite may reach a channel's body.
-        (
-            httpx.Response(200, content=b'{"id": 5, "customFields": [{"id": 3, "number": NaN}]}'),
-            "GET /api/v2/elements/5: answer is not JSON",
         ),
     ],
 )
@@ -456,3 +448,79 @@ async def test_a_negative_retry_after_in_the_body_backs_off(monkeypatch: pytest.
         await client_for(script).get_element(5)
     assert slept and all(delay > 0 for delay in slept)
     assert raised.value.retry_after is None or raised.value.retry_after >= 0
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        httpx.Response(200, text="<html>maintenance</html>", headers={"content-type": "text/html"}),
+        httpx.Response(200, content=b"", headers={"content-type": "application/json"}),
+        httpx.Response(200, content=b'{"id": 5, "title": "cut of', headers={"content-type": "application/json"}),
+        # NaN is not JSON (Python's json module would have read it): nothing non-finite may reach a channel's body.
+        httpx.Response(200, content=b'{"id": 5, "customFields": [{"id": 3, "number": NaN}]}'),
+    ],
+    ids=["a-proxys-page", "empty", "cut-off", "nan"],
+)
+async def test_a_success_that_is_not_json_is_kordiam_unavailable_not_the_elements_fault(answer: httpx.Response) -> None:
+    # Before, each was an UnexpectedResponse: a permanent error, the message dead-lettered on its first receive, every
+    # message alike while a proxy answered its maintenance page. Now retried, and the probe tells an outage.
+    with pytest.raises(KordiamUnavailable, match=r"GET /api/v2/elements/5: answer is not JSON"):
+        await client_for(Script(answer)).get_element(5)
+    with pytest.raises(KordiamUnavailable, match=r"GET /api/v2/platforms: answer is not JSON"):
+        await client_for(Script(answer)).probe()
+
+
+async def test_a_write_answered_with_a_page_that_is_not_json_is_not_a_silent_success() -> None:
+    page = httpx.Response(200, text="<html>maintenance</html>", headers={"content-type": "text/html"})
+    with pytest.raises(KordiamUnavailable, match=r"PATCH /api/v2/elements/5/publications/7: answer is not JSON"):
+        await client_for(Script(*[page] * 4)).update_publication(5, 7, external_id="42")
+    with pytest.raises(KordiamUnavailable, match=r"POST /api/v2/elements/5/publications/7/publish: answer is not JSON"):
+        await client_for(Script(*[page] * 4)).publish_publication(5, 7)
+    # No body at all (204, or a 200 without one) is a success as before.
+    assert await client_for(Script(httpx.Response(204))).publish_publication(5, 7) is True
+    await client_for(Script(httpx.Response(200))).link_external_element(5, external_id="42", link=None)
+
+
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+async def test_a_redirect_is_not_followed_and_is_kordiam_unavailable(status: int) -> None:
+    # The bearer token must not follow a redirect to another host; and a moved API is the worker's address to fix,
+    # not each message's fault (before: KordiamRejected, every message dead-lettered on its first receive).
+    moved = httpx.Response(status, headers={"Location": "https://elsewhere.example/api/v2/elements/5"})
+    script = Script(*[moved] * 4)
+    with pytest.raises(KordiamRedirected, match=rf"{status} redirect to https://elsewhere.example/api/v2/elements/5"):
+        await client_for(script).get_element(5)
+    assert len(script.requests) == 1 and all(r.url.host == "kordiam.test" for r in script.requests)
+    with pytest.raises(KordiamRedirected):
+        await client_for(Script(moved)).probe()
+
+
+async def test_a_token_endpoint_that_redirects_names_the_redirect() -> None:
+    client = KordiamClient(
+        http_answering(lambda request: httpx.Response(308, headers={"Location": "https://new.example/token"})),
+        base_url="https://kordiam.test/",
+        client_id="c",
+        client_secret=SecretStr("secret"),
+        retry=FAST,
+    )
+    with pytest.raises(KordiamRedirected, match=r"POST /auth/token: 308 redirect to https://new\.example/token"):
+        await client.check_credentials()
+
+
+async def test_a_token_answer_of_200_with_an_oauth_error_is_a_refusal_of_the_credentials() -> None:
+    # Before: "unexpected Token shape at access_token", read as Kordiam unavailable: the worker paused as if Kordiam
+    # did not answer, and a start-up took it for an unreachable Kordiam instead of naming the secret.
+    refusal = httpx.Response(200, json={"error": "invalid_client", "error_description": "Client authentication failed"})
+    client = client_for(Script())
+    client._http = http_answering(lambda request: refusal)
+    with pytest.raises(KordiamCredentialsRefused, match="invalid_client: Client authentication failed"):
+        await client.check_credentials()
+
+
+@pytest.mark.parametrize("token", ["abc\r\nX-Injected: 1", "abc def", "\x00abc"])
+async def test_a_token_that_cannot_go_into_a_header_is_an_unusable_token_answer(token: str) -> None:
+    # Before, aiohttp refused the header with a ValueError ("Forbidden control character") on every request: an
+    # unclassified error of every message, never a pause with a reason.
+    client = client_for(Script())
+    client._http = http_answering(lambda request: httpx.Response(200, json={"access_token": token}))
+    with pytest.raises(KordiamUnavailable, match="unexpected Token shape at access_token"):
+        await client.check_credentials()
