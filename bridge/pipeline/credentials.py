@@ -4,13 +4,23 @@ from __future__ import annotations
 
 import structlog
 
-from bridge.errors import ConfigError, KordiamCredentialsRefused, KordiamRedirected, KordiamRejected
+from bridge.errors import ConfigError, KordiamCredentialsRefused, KordiamRedirected, KordiamRejected, TransientError
 from bridge.kordiam.client import ONE_ATTEMPT, KordiamClient
 from bridge.ops import metrics
 from bridge.pipeline.pause import WorkerPause
 from bridge.queue.gate import ReceiveGate
 
 log = structlog.get_logger("bridge.credentials")
+
+
+class UnconfirmedRefusal(TransientError):
+    """A 401 even with a fresh token that the credentials probe does not reproduce. A 401 speaks of the token, never of
+    one element (Kordiam answers 403 or 404 for that), so this is a token that raced (another replica's grant may
+    invalidate it, reference §3.2), not the message's fault: retried, and dead-lettered with its reason only once
+    its receives are spent."""
+
+    def __init__(self, refused: KordiamCredentialsRefused) -> None:
+        super().__init__(f"{refused} (Kordiam accepts the credentials otherwise: retried)")
 
 
 class KordiamCredentials(WorkerPause):
@@ -25,8 +35,9 @@ class KordiamCredentials(WorkerPause):
     ``kordiam_credentials_refused`` at error level, and retries with back-off
     (``bridge.pipeline.pause.WorkerPause``) until the probe passes; then the gate opens by itself. The messages that
     met the refusal wait in hand and run again, so none is dead-lettered for it and none spends another receive. Not
-    confirmed, the refusal was of that message's element alone: the message's failure, dead-lettered with its reason
-    (before, it paused the worker again on every receive).
+    confirmed, the refusal was that message's request's alone: an ``UnconfirmedRefusal`` (the handler's), retried
+    and dead-lettered with its reason once the message's receives are spent (before, it paused the worker again on
+    every receive).
     """
 
     name = "kordiam-credentials"

@@ -6,13 +6,13 @@ import structlog
 
 from bridge.errors import KordiamCredentialsRefused, KordiamUnavailable
 from bridge.ops.tracing import message_span, tracing_configured
-from bridge.pipeline.credentials import KordiamCredentials
+from bridge.pipeline.credentials import KordiamCredentials, UnconfirmedRefusal
 from bridge.pipeline.fate import outcome_for, poisoned
 from bridge.pipeline.kordiam_outage import KordiamOutage
 from bridge.pipeline.notification import Notification, PoisonMessage, decode_notification, not_utf8
 from bridge.pipeline.pause import WorkerPause
 from bridge.pipeline.state_outage import StateOutage
-from bridge.pipeline.sync import SyncEngine, SyncFailed, SyncReport
+from bridge.pipeline.sync import Failure, SyncEngine, SyncFailed, SyncReport
 from bridge.queue.outcome import Done, Outcome
 from bridge.queue.transport import QueueMessage
 from bridge.state.base import StateUnavailable
@@ -113,12 +113,13 @@ class MessageHandler:
 
     async def _worker_fault(self, failed: SyncFailed) -> bool:
         """True if a failure is the worker's own (it is then paused), so the message waits in hand for its fix."""
-        for failure in failed.failures:
+        for index, failure in enumerate(failed.failures):
             error = failure.error
             if isinstance(error, KordiamCredentialsRefused) and self._credentials is not None:
                 # Confirmed by a probe: a 401 only one element's request meets is that message's own failure.
                 if await self._credentials.confirm(error):
                     return True
+                failed.failures[index] = Failure(failure.stage, UnconfirmedRefusal(error))
                 continue
             outage = self._outage_behind(failure.stage, error)
             if outage is not None and await outage.confirm(error):

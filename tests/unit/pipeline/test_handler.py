@@ -133,9 +133,11 @@ async def test_a_refusal_of_the_workers_credentials_pauses_and_the_message_runs_
 async def test_a_401_that_only_one_elements_request_meets_is_that_messages_failure_not_a_pause(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Kordiam refuses this element even with a fresh token, but takes the token and the platforms: the probe
-    passes, so the worker stays open and the message is dead-lettered with its reason (before: paused again on
-    every run of it, never settled)."""
+    """Kordiam refuses this request even with a fresh token, but takes the token and the platforms: the probe
+    passes, so the worker stays open (before: paused again on every run of it, never settled). A 401 speaks of the
+    token, never of the element (Kordiam v2 answers 403 or 404 for that): one the probe does not reproduce is a
+    token that raced (another replica's grant, reference §3.2), so the message is retried with its reason, not
+    dead-lettered on its first receive; the queue dead-letters it once its receives are spent."""
     monkeypatch.setattr("bridge.pipeline.pause.FIRST_RETRY_SECONDS", 0.01)
     kordiam, state = FakeKordiam(), MemoryStateStore()
     kordiam.elements[5] = element_body(5, publication(51, WEB))
@@ -156,9 +158,9 @@ async def test_a_401_that_only_one_elements_request_meets_is_that_messages_failu
             outcome = await handler(message('{"id": 5}'))
     finally:
         await credentials.aclose()
-    assert isinstance(outcome, DeadLetter)
-    assert (outcome.stage, outcome.error_class) == ("fetch", "KordiamCredentialsRefused")
-    assert "401 even with a fresh token" in outcome.reason
+    assert isinstance(outcome, Retry)
+    assert (outcome.stage, outcome.error_class) == ("fetch", "UnconfirmedRefusal")
+    assert "401 even with a fresh token" in outcome.reason and "Kordiam accepts the credentials" in outcome.reason
     assert gate.reason is None and "/platforms" in kordiam.reads  # the probe asked, and found the worker's fine
 
 
