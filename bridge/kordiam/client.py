@@ -21,6 +21,7 @@ from yarl import URL
 
 from bridge import redaction
 from bridge.errors import (
+    BridgeError,
     KordiamAuthFailed,
     KordiamCredentialsRefused,
     KordiamRedirected,
@@ -82,6 +83,11 @@ class KordiamClient:
         self._token: str | None = None
         self._token_expires_at = 0.0
         self._token_lock = asyncio.Lock()
+        # The token fetches that failed so far, and the last one's error: a request that waited for the lock while a
+        # fetch failed takes that answer as its own, instead of running a retry budget of its own after it (one
+        # budget after another, for every request waiting at an expired token).
+        self._token_failures = 0
+        self._token_failure: BridgeError | None = None
 
     # ---- reads -------------------------------------------------------------------------------------------
 
@@ -356,11 +362,19 @@ class KordiamClient:
     async def _access_token(self, retry: RetryPolicy | None = None) -> str:
         if self._token is not None and time.monotonic() < self._token_expires_at:
             return self._token
+        failures_before = self._token_failures
         async with self._token_lock:
-            # Another request may have fetched it while this one waited for the lock.
+            # Another request may have fetched it while this one waited for the lock, or failed to.
             if self._token is not None and time.monotonic() < self._token_expires_at:
                 return self._token
-            self._store(await self._fetch_token(retry or self._retry))
+            if self._token_failures != failures_before and self._token_failure is not None:
+                raise self._token_failure
+            try:
+                self._store(await self._fetch_token(retry or self._retry))
+            except BridgeError as error:
+                self._token_failures += 1
+                self._token_failure = error
+                raise
             assert self._token is not None
             return self._token
 

@@ -524,3 +524,30 @@ async def test_a_token_that_cannot_go_into_a_header_is_an_unusable_token_answer(
     client._http = http_answering(lambda request: httpx.Response(200, json={"access_token": token}))
     with pytest.raises(KordiamUnavailable, match="unexpected Token shape at access_token"):
         await client.check_credentials()
+
+
+async def test_requests_waiting_for_a_token_fetch_that_failed_share_its_failure() -> None:
+    # Before, each request queued behind the token lock ran a whole retry budget of its own once the one before it
+    # failed: ten requests at an expired token made forty token requests, one after another, the last request
+    # answered only after ten budgets.
+    asked = 0
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        nonlocal asked
+        asked += 1
+        return problem(503, "unavailable")
+
+    client = KordiamClient(
+        http_answering(answer),
+        base_url="https://kordiam.test",
+        client_id="c",
+        client_secret=SecretStr("secret"),
+        retry=FAST,
+    )
+    results = await asyncio.gather(*(client.get_element(5) for _ in range(10)), return_exceptions=True)
+    assert all(isinstance(result, KordiamUnavailable) for result in results)
+    assert asked == FAST.attempts
+    # A request made after the failure asks again.
+    with pytest.raises(KordiamUnavailable):
+        await client.get_element(5)
+    assert asked == 2 * FAST.attempts
