@@ -47,7 +47,8 @@ def is_transient(error: BaseException) -> bool:
 
 
 def describe(failure: StageFailure) -> str:
-    return f"{failure.stage}: {type(failure.error).__name__}: {failure.error}"
+    """One line: the reason goes into a dead letter, ``dlq list`` and the log, whatever the error's text says."""
+    return " ".join(f"{failure.stage}: {type(failure.error).__name__}: {failure.error}".split())
 
 
 def outcome_for(failures: Sequence[StageFailure], *, element_id: int) -> Retry | DeadLetter:

@@ -70,3 +70,13 @@ def test_the_reason_is_cut_to_what_the_dead_letter_context_carries() -> None:
 def test_a_poison_body_is_dead_lettered_at_decode() -> None:
     outcome = poisoned(PoisonMessage("not JSON"))
     assert outcome == DeadLetter(stage="decode", reason="not JSON", error_class="PoisonMessage")
+
+
+def test_the_reason_is_one_line_whatever_the_error_says() -> None:
+    # An error nobody classified may say several lines (pydantic's ValidationError does): before, they went into the
+    # dead letter's reason and `dlq list` as they were.
+    error = ValueError("2 validation errors for Options\nurl\n  Field required\r\n\ttimeout\n  Input should be > 0")
+    outcome = outcome_for([Failed("web", error)], element_id=5)
+    assert outcome.reason == (
+        "web: ValueError: 2 validation errors for Options url Field required timeout Input should be > 0"
+    )
