@@ -30,7 +30,7 @@ from bridge.errors import (
     KordiamRejected,
     TransientError,
 )
-from bridge.kordiam.client import KordiamClient
+from bridge.kordiam.client import GONE_STATUSES, KordiamClient
 from bridge.kordiam.models import CmsLinks, Element, Publication
 from bridge.locks import KeyedLock
 from bridge.ops import metrics
@@ -791,9 +791,9 @@ async def _concurrently(steps: list[Coroutine[Any, Any, None]]) -> None:
 
 
 def _changed_since_fetch(error: Exception) -> Exception:
-    """A feedback write's error as the message's fate should see it: a 404 is ``ElementChanged`` (retried), where
-    a ``KordiamRejected`` would dead-letter a message for an editor's removal that raced its sync."""
-    if isinstance(error, KordiamRejected) and error.status == 404:
+    """A feedback write's error as the message's fate should see it: a 404 (or 410) is ``ElementChanged``
+    (retried), where a ``KordiamRejected`` would dead-letter a message for an editor's removal that raced its sync."""
+    if isinstance(error, KordiamRejected) and error.status in GONE_STATUSES:
         changed = ElementChanged(f"{error} (removed in Kordiam after the fetch; the retry fetches it again)")
         changed.__cause__ = error
         return changed

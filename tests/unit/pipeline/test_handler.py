@@ -244,6 +244,15 @@ async def test_a_publication_gone_from_kordiam_before_its_feedback_is_retried_no
     assert web.deletes == ["web-5-51"] and web.items == {}
 
 
+async def test_a_feedback_write_answered_410_gone_is_retried_as_a_change_since_the_fetch() -> None:
+    # As a 404: the publication went after the fetch (before: dead-lettered as a refusal of the write).
+    kordiam, state = FakeKordiam(), MemoryStateStore()
+    kordiam.elements[5] = element_body(5, publication(51, WEB))
+    kordiam.failing_writes = [410]
+    outcome = await handler_over(kordiam, state, (ScriptedChannel("web"), WEB))(message('{"id": 5}'))
+    assert isinstance(outcome, Retry) and outcome.stage == "feedback" and outcome.error_class == "ElementChanged"
+
+
 async def test_a_busy_lease_is_retried() -> None:
     kordiam, state = FakeKordiam(), MemoryStateStore()
     state.busy = True
