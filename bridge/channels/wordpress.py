@@ -67,7 +67,8 @@ author          the text task assignee's e-mail → the WordPress user with that
 Upsert: with an external id, ``POST /wp/v2/{base}/{id}``; a post deleted in WordPress (404) is created again and
 the new id returned; a post moved to the trash by hand comes back out of it (Kordiam is the source of truth).
 Delete: ``DELETE /wp/v2/{base}/{id}``, to the trash or, with ``delete_mode = "force"``, for good; a post that is
-already gone (404) or already in the trash (410) counts as deleted.
+already gone (404) or already in the trash (410) counts as deleted. A 404 ``rest_no_route`` says the post type's
+routes are gone (the plugin that registers it deactivated), not the post: ``ChannelUnavailable``, never "deleted".
 
 Result: ``external_id`` = the post id, ``edit_link`` = ``{url}/wp-admin/post.php?post={id}&action=edit``,
 ``open_link`` = the post's ``link``, ``live`` = WordPress answered status ``publish``.
@@ -110,7 +111,7 @@ from bridge.channels.http_errors import http_error, unreachable
 from bridge.channels.text import HtmlPolicy, sanitize_html, strip_tags
 from bridge.config import ChannelSettings, ChannelTimeout, Int, NotBoolean, http_url, plausible_secret
 from bridge.digits import ascii_digits
-from bridge.errors import BridgeError, ChannelCredentialsRefused, ChannelRejected
+from bridge.errors import BridgeError, ChannelCredentialsRefused, ChannelRejected, ChannelUnavailable
 from bridge.http import BasicAuth, HttpClient, HttpResponse, HttpTransportError
 from bridge.kordiam.models import Element, Publication, Ref
 
@@ -513,11 +514,20 @@ class WordPressChannel:
     ) -> HttpResponse:
         path = f"wp/v2/{route.rest_base}" + (f"/{item}" if item else "")
         response = await self._send(route.style, method, path, action, params, body)
-        if response.status_code == 404 and _wordpress_error(response) is None:
-            raise ChannelRejected(
-                f"{self._label}: {action}: {response.request.url} answered 404 without a WordPress error; "
-                f"is {self.options.url} still a WordPress site with its REST API on?"
-            )
+        if response.status_code == 404:
+            error = _wordpress_error(response)
+            if error is None:
+                raise ChannelRejected(
+                    f"{self._label}: {action}: {response.request.url} answered 404 without a WordPress error; "
+                    f"is {self.options.url} still a WordPress site with its REST API on?"
+                )
+            if error[0] == "rest_no_route":
+                # The post type's routes are gone (the plugin that registers it deactivated), not this post: never
+                # "already deleted" or "deleted there, create it again". The channel is down until they are back.
+                raise ChannelUnavailable(
+                    f"{self._label}: {action}: WordPress has no route {response.request.url.path} (rest_no_route): "
+                    f"is the plugin that registers post type {self.options.post_type!r} active?"
+                )
         return response
 
     def _json(self, response: HttpResponse, action: str) -> Any:

@@ -815,3 +815,30 @@ async def test_a_deleted_storys_recorded_post_is_deleted_once_and_force_mode_del
     assert wordpress.posts == {}
     retracted = [entry for entry in logs if entry["event"] == "unrecorded_item_retracted"]
     assert [(entry["publication_id"], entry["external_id"]) for entry in retracted] == [(7002, "102")]
+
+
+async def test_a_delete_answered_no_route_is_not_taken_as_the_post_gone() -> None:
+    # A deactivated plugin that registered the post type: WordPress answers every item of it `rest_no_route`. Taken as
+    # "already deleted", the bridge would record the story retracted while its post comes back with the plugin.
+    def handler(request: httpx.Request) -> httpx.Response:
+        if "types" in request.url.path:
+            return httpx.Response(200, json=TYPE_POST)
+        return wp_error(404, "rest_no_route", "No route was found matching the URL and request method.")
+
+    with pytest.raises(ChannelUnavailable, match=r"'web': deleting post 12: .*rest_no_route"):
+        await channel(handler).delete(1, 2, "12")
+
+
+async def test_an_update_answered_no_route_creates_nothing() -> None:
+    calls: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if (answer := set_up_reads(request)) is not None:
+            return answer
+        calls.append(f"{request.method} {request.url.path}")
+        return wp_error(404, "rest_no_route", "No route was found matching the URL and request method.")
+
+    item = element()
+    with pytest.raises(ChannelUnavailable, match="rest_no_route"):
+        await channel(handler).upsert(item, item.publications[0], "12")
+    assert calls == ["POST /wp-json/wp/v2/posts/12"]
