@@ -15,7 +15,7 @@ import base64
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from http import HTTPStatus
 from typing import Any, Self
@@ -247,6 +247,19 @@ class HttpClient:
         await self.aclose()
 
 
+def http_date(value: str | None) -> datetime | None:
+    """An HTTP date header's moment (``Date``, ``Retry-After``), or ``None`` when there is none or it does not parse."""
+    if not value:
+        return None
+    try:
+        moment = parsedate_to_datetime(value.strip())
+    except (TypeError, ValueError):
+        return None
+    if moment.tzinfo is None:  # "-0000" ("zone unknown") reads as naive: an HTTP date is always GMT, not local
+        moment = moment.replace(tzinfo=UTC)
+    return moment
+
+
 def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
     """``Retry-After`` in seconds from now: the header holds either seconds or an HTTP date (RFC 9110 §10.2.3)."""
     value = headers.get("retry-after")
@@ -257,13 +270,8 @@ def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
         return max(0.0, float(value))
     except ValueError:
         pass
-    try:
-        moment = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if moment.tzinfo is None:  # "-0000" ("zone unknown") reads as naive: an HTTP date is always GMT, not local
-        moment = moment.replace(tzinfo=UTC)
-    return max(0.0, moment.timestamp() - time.time())
+    moment = http_date(value)
+    return None if moment is None else max(0.0, moment.timestamp() - time.time())
 
 
 # Form fields of a token request that are secrets (Kordiam's OAuth client credentials, the protocol channels'

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import AsyncIterator, Collection, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -29,7 +29,7 @@ from bridge.errors import (
     KordiamUnavailable,
     UnexpectedResponse,
 )
-from bridge.http import HttpClient, HttpResponse, HttpTransportError, retry_after_seconds
+from bridge.http import HttpClient, HttpResponse, HttpTransportError, http_date, retry_after_seconds
 from bridge.kordiam import assumptions
 from bridge.kordiam.models import MAX_ID, CmsLinks, Element, ProblemDetails, Token
 from bridge.ops import metrics
@@ -107,12 +107,17 @@ class KordiamClient:
         return None if body.get("deleted") in (True, "true") else element
 
     async def iter_modified_elements(
-        self, since: datetime, *, page_size: int = 100
+        self,
+        since: datetime,
+        *,
+        page_size: int = 100,
+        on_kordiam_clock: Callable[[datetime], None] | None = None,
     ) -> AsyncIterator[Element | UnreadableElement]:
         """Every element modified at or after ``since`` (cursor pagination; the API's list is cursor-only); one the
         bridge cannot read as an ``UnreadableElement`` when it names its id. ``UnexpectedResponse`` when a page
         names a cursor already followed (the sweep would loop for ever), or says there is more without a cursor to
-        it (the sweep would count the unread pages as swept)."""
+        it (the sweep would count the unread pages as swept). ``on_kordiam_clock`` is called with the first page's
+        ``Date`` (Kordiam's clock as the list began), when it has one that parses."""
         cursor: str | None = None
         followed: set[str] = set()
         while True:
@@ -121,6 +126,9 @@ class KordiamClient:
                 params["cursor"] = cursor
             response = await self._request("GET", "/elements?" + urlencode(params))
             assert response is not None
+            listed_at = http_date(response.headers.get("date")) if cursor is None else None
+            if on_kordiam_clock is not None and listed_at is not None:
+                on_kordiam_clock(listed_at)
             body = _json(response)
             content = body.get("content")
             if not isinstance(content, list):

@@ -1,9 +1,11 @@
 """The reconciliation sweep: heal changes whose notification never arrived.
 
 Every ``interval_seconds`` the sweep lists the elements Kordiam changed since the previous sweep (minus an
-overlap, because modification dates have one-second resolution and clocks differ) and enqueues a notification
-for each element newer than what the state store holds (or due a re-sync: ``ElementMark.resync``). It goes
-through the normal queue, so retries, the dead-letter queue and idempotency apply unchanged.
+overlap, because modification dates have one-second resolution and a change may show in the list late). The
+previous sweep is dated by its start on the worker's clock, or on Kordiam's (its list's ``Date``) when that is
+earlier, so a worker clock running ahead of Kordiam's skips no change. It enqueues a notification for each element
+newer than what the state store holds (or due a re-sync: ``ElementMark.resync``). It goes through the normal
+queue, so retries, the dead-letter queue and idempotency apply unchanged.
 """
 
 from __future__ import annotations
@@ -56,9 +58,10 @@ class Reconciler:
 
     async def sweep(self) -> int:
         started = datetime.now(UTC)
+        kordiam_started: list[datetime] = []
         since = self._since - timedelta(seconds=self._overlap)
         seen = enqueued = 0
-        async for element in self._kordiam.iter_modified_elements(since):
+        async for element in self._kordiam.iter_modified_elements(since, on_kordiam_clock=kordiam_started.append):
             seen += 1
             if isinstance(element, Element):
                 mark = await self._state.element_mark(element.id)
@@ -72,6 +75,9 @@ class Reconciler:
             await self._transport.send(body, attributes, group_id=str(element.id))
             enqueued += 1
             metrics.RECONCILED.inc()
-        self._since = started
+        # The next sweep starts from Kordiam's clock when it runs behind the worker's: from the worker's own, a
+        # clock ahead by more than the overlap would ask for changes from a moment Kordiam has not reached, and
+        # never list the ones between. Never moved back (a proxy's or cache's stale Date).
+        self._since = max(self._since, min([started, *kordiam_started]))
         log.info("reconcile_swept", since=since.isoformat(), seen=seen, enqueued=enqueued)
         return enqueued

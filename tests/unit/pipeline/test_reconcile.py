@@ -6,12 +6,16 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+
+import httpx
 
 from bridge.kordiam.models import Element
 from bridge.ops import metrics
 from bridge.pipeline.reconcile import Reconciler
 from bridge.state.base import ElementMark
-from tests.unit.fakes import FakeKordiam, FakeTransport, MemoryStateStore, element_body
+from tests.unit.fakes import API, FakeKordiam, FakeTransport, MemoryStateStore, element_body
 
 
 def reconciler(kordiam: FakeKordiam, state: MemoryStateStore, transport: FakeTransport) -> Reconciler:
@@ -88,3 +92,54 @@ async def test_a_failed_sweep_is_counted_in_the_metrics() -> None:
 
     assert metrics.RECONCILE_FAILURES._value.get() == before + 1
     assert transport.sent == []
+
+
+class KordiamListingFrom(FakeKordiam):
+    """Lists only what ``modificationDateFrom`` asks for (inclusive, to the second), and dates its answers by its
+    own clock, ``now``, as Kordiam does."""
+
+    def __init__(self, now: datetime) -> None:
+        super().__init__()
+        self.now = now
+        self.asked_from: list[datetime] = []
+
+    def answer(self, request: httpx.Request) -> httpx.Response:
+        if request.method != "GET" or request.url.path.removeprefix(API) != "/elements":
+            return super().answer(request)
+        since = datetime.fromisoformat(request.url.params["modificationDateFrom"])
+        self.asked_from.append(since)
+        listed = [body for body in self.elements.values() if datetime.fromisoformat(body["modificationDate"]) >= since]
+        date = format_datetime(self.now, usegmt=True)
+        return httpx.Response(200, json={"content": listed, "hasMore": False}, headers={"Date": date})
+
+
+def kordiam_date(at: datetime) -> str:
+    return at.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+async def test_an_element_changed_after_a_sweep_is_listed_by_the_next_even_when_the_worker_clock_runs_ahead() -> None:
+    """The worker's clock is ten minutes ahead of Kordiam's: a cursor taken from the worker's clock alone would ask
+    the next sweep for changes from a moment Kordiam has not reached yet, and the change between is never listed."""
+    kordiam_now = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=10)
+    kordiam, state, transport = KordiamListingFrom(kordiam_now), MemoryStateStore(), FakeTransport([])
+    first = element_body(1, modificationDate=kordiam_date(kordiam_now - timedelta(minutes=1)), version=1)
+    kordiam.elements = {1: first}
+    sweeper = reconciler(kordiam, state, transport)
+    assert await sweeper.sweep() == 1
+    state.marks[1] = mark(first)
+
+    kordiam.now = kordiam_now + timedelta(minutes=2)
+    kordiam.elements[2] = element_body(2, modificationDate=kordiam_date(kordiam_now + timedelta(minutes=1)), version=1)
+
+    assert await sweeper.sweep() == 1
+    assert [json.loads(body)["id"] for body in transport.sent] == [1, 2]
+
+
+async def test_a_stale_date_from_kordiam_never_moves_the_sweep_back() -> None:
+    """A proxy's cached answer can carry an old ``Date``: the next sweep still starts where this one did, or later."""
+    now = datetime.now(UTC)
+    kordiam, state, transport = KordiamListingFrom(now - timedelta(days=2)), MemoryStateStore(), FakeTransport([])
+    sweeper = reconciler(kordiam, state, transport)
+    await sweeper.sweep()
+    await sweeper.sweep()
+    assert kordiam.asked_from[1] >= kordiam.asked_from[0]
