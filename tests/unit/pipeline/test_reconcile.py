@@ -10,10 +10,13 @@ from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
 import httpx
+import pytest
 
+from bridge.errors import KordiamUnavailable
 from bridge.kordiam.models import Element
 from bridge.ops import metrics
 from bridge.pipeline.reconcile import Reconciler
+from bridge.retry import RetryPolicy
 from bridge.state.base import ElementMark
 from tests.unit.fakes import API, FakeKordiam, FakeTransport, MemoryStateStore, element_body
 
@@ -143,3 +146,38 @@ async def test_a_stale_date_from_kordiam_never_moves_the_sweep_back() -> None:
     await sweeper.sweep()
     await sweeper.sweep()
     assert kordiam.asked_from[1] >= kordiam.asked_from[0]
+
+
+async def test_a_sweep_that_fails_part_way_moves_nothing_on_and_the_next_lists_the_same_span() -> None:
+    """Kordiam fails the second page (a 503 past the client's retries): the element on it is listed by the next
+    sweep, which starts where the failed one did."""
+    kordiam_now = datetime.now(UTC).replace(microsecond=0)
+    kordiam = KordiamListingFrom(kordiam_now)
+    state, transport = MemoryStateStore(), FakeTransport([])
+    first = element_body(1, modificationDate=kordiam_date(kordiam_now - timedelta(minutes=2)), version=1)
+    second = element_body(2, modificationDate=kordiam_date(kordiam_now - timedelta(minutes=1)), version=1)
+    failing = [True]  # the first sweep's second page only
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path.removeprefix(API) != "/elements":
+            return FakeKordiam.answer(kordiam, request)
+        kordiam.asked_from.append(datetime.fromisoformat(request.url.params["modificationDateFrom"]))
+        if "cursor" not in request.url.params:
+            return httpx.Response(200, json={"content": [first], "hasMore": True, "nextCursor": "v1.page2"})
+        if failing:
+            failing.pop()
+            return httpx.Response(503, json={"title": "Service Unavailable", "status": 503})
+        return httpx.Response(200, json={"content": [second], "hasMore": False})
+
+    kordiam.answer = answer  # type: ignore[method-assign]
+    sweeper = Reconciler(
+        kordiam=kordiam.client(RetryPolicy(attempts=1)), state=state, transport=transport, interval=60, lookback=3600
+    )
+
+    with pytest.raises(KordiamUnavailable):
+        await sweeper.sweep()
+    state.marks[1] = mark(first)
+    assert await sweeper.sweep() == 1
+
+    assert [json.loads(body)["id"] for body in transport.sent] == [1, 2]
+    assert kordiam.asked_from[2] == kordiam.asked_from[0]
