@@ -808,8 +808,7 @@ def _behind(element: Element, notification: Notification, mark: ElementMark | No
     if notification.event is Event.DELETED:
         if found is not None and announced is not None and at_least_as_new(announced, found):
             return f"as modified {found.isoformat()}, not since the {announced.isoformat()} its deletion named"
-    elif not answers(found, False, announced=announced, deletion=False):
-        assert found is not None and announced is not None
+    elif found is not None and announced is not None and not at_least_as_new(found, announced):
         return f"as modified {found.isoformat()}, older than the {announced.isoformat()} its notification announced"
     if mark is not None and not mark.deleted:
         synced = (mark.modification_date, mark.version)
