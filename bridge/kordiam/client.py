@@ -29,7 +29,14 @@ from bridge.errors import (
     KordiamUnavailable,
     UnexpectedResponse,
 )
-from bridge.http import HttpClient, HttpResponse, HttpTransportError, http_date, retry_after_seconds
+from bridge.http import (
+    HttpAnswerTooLarge,
+    HttpClient,
+    HttpResponse,
+    HttpTransportError,
+    http_date,
+    retry_after_seconds,
+)
 from bridge.kordiam import assumptions
 from bridge.kordiam.models import MAX_ID, CmsLinks, Element, ProblemDetails, Token
 from bridge.ops import metrics
@@ -286,6 +293,8 @@ class KordiamClient:
                     headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
                     timeout_seconds=self._timeout,
                 )
+            except HttpAnswerTooLarge as error:
+                raise _too_large(f"{method} {path}", error) from error
             except HttpTransportError as error:
                 reason = f"{method} {path}: {type(error).__name__}: {error or 'no detail'}"
                 await self._pause_or_raise(reason, attempt, started, retry_after=None, policy=retry)
@@ -411,6 +420,8 @@ class KordiamClient:
             attempt += 1
             try:
                 response = await self._http.request("POST", url, data=form, timeout_seconds=self._timeout)
+            except HttpAnswerTooLarge as error:
+                raise _too_large("POST /auth/token", error) from error
             except HttpTransportError as error:
                 await self._pause_or_raise(
                     f"POST /auth/token: {type(error).__name__}: {error or 'no detail'}",
@@ -501,6 +512,13 @@ def _is_json(response: HttpResponse) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _too_large(call: str, error: HttpAnswerTooLarge) -> KordiamUnavailable:
+    """No quick retries for an answer past the client's limit: the next would be as large, and a chunked one is
+    read up to the limit each time. The message goes back to the queue at once; its receives, and the dead-letter
+    reason once they are spent, take over (or the outage's pause, if every call answers so)."""
+    return KordiamUnavailable(redaction.SECRETS.redact(f"{call}: {error} (not retried at once)"))
 
 
 def _redirected(method: str, path: str, response: HttpResponse) -> KordiamRedirected:

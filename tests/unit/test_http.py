@@ -10,11 +10,14 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from pydantic import SecretStr
 
 from bridge.channels.wordpress import WordPressChannel, WordPressOptions
-from bridge.errors import ChannelUnavailable
+from bridge.errors import ChannelUnavailable, KordiamUnavailable
 from bridge.http import HttpAnswerTooLarge, HttpClient, retry_after_seconds
+from bridge.kordiam.client import KordiamClient
 from bridge.kordiam.models import Element
+from bridge.retry import RetryPolicy
 
 LIMIT = 1000
 
@@ -94,3 +97,45 @@ def test_a_retry_after_date_with_an_unknown_zone_is_gmt_not_local_time(monkeypat
     finally:
         monkeypatch.delenv("TZ")
         time.tzset()
+
+
+async def test_kordiam_answers_too_large_are_fetched_once_per_receive(server: TestServer) -> None:
+    # A body past the limit will be past it again in a moment: the client's quick retries would download up to
+    # ``max_answer_bytes`` each time (a chunked answer is read up to the limit), so the message goes back to the
+    # queue at once, where its receives and the dead-letter reason take over.
+    fetches = 0
+
+    async def token(request: web.Request) -> web.Response:
+        return web.json_response({"access_token": "t", "expires_in": 3600})
+
+    async def element(request: web.Request) -> web.StreamResponse:
+        nonlocal fetches
+        fetches += 1
+        answer = web.StreamResponse(headers={"Content-Type": "application/json"})
+        answer.enable_chunked_encoding()
+        await answer.prepare(request)
+        for _ in range(LIMIT // 100 + 2):
+            await answer.write(b"y" * 100)
+        await answer.write_eof()
+        return answer
+
+    app = web.Application()
+    app.router.add_post("/api/v2/auth/token", token)
+    app.router.add_get("/api/v2/elements/1", element)
+    async with (
+        TestServer(app, host="127.0.0.1") as kordiam,
+        HttpClient(max_connections=2, timeout=10, max_answer_bytes=LIMIT) as http,
+    ):
+        client = KordiamClient(
+            http,
+            base_url=str(kordiam.make_url("/")),
+            client_id="c",
+            client_secret=SecretStr("s"),
+            retry=RetryPolicy(attempts=4, base_delay=0.001, max_delay=0.002, total_seconds=5),
+        )
+        with pytest.raises(
+            KordiamUnavailable,
+            match=f"GET /elements/1: the answer .* is larger than {LIMIT} bytes, .*not retried at once",
+        ):
+            await client.get_element(1)
+    assert fetches == 1
