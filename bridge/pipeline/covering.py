@@ -100,26 +100,15 @@ class FetchLedger:
             return False
         return fetch_started - self._clock_skew > sent_at
 
-    def record(
-        self,
-        element_id: int,
-        fetch_started: float,
-        local_start: float | None = None,
-        *,
-        synced: datetime | None = None,
-        gone: bool = False,
-    ) -> None:
-        """A sync whose fetch started at ``fetch_started`` (wall clock; ``local_start`` on this worker's monotonic
-        clock when this worker ran it) and found ``synced`` (or the element ``gone``) succeeded. Neither time ever
-        moves backwards; what was found is the latest-started fetch's."""
+    def record(self, element_id: int, fetched: Fetched) -> None:
+        """A sync whose fetch (``fetched``: started at ``started`` on the wall clock, ``local_start`` on this
+        worker's monotonic clock when this worker ran it, and found ``synced`` or the element ``gone``) succeeded.
+        Neither time ever moves backwards; what was found is the latest-started fetch's."""
         held = self._started.get(element_id)
-        if held is None or fetch_started >= held.started:
-            latest = Fetched(fetch_started, None, synced, gone)
-        else:
-            latest = held._replace(local_start=None)
+        latest = fetched if held is None or fetched.started >= held.started else held
         local = held.local_start if held is not None else None
-        if local_start is not None and (local is None or local_start > local):
-            local = local_start
+        if fetched.local_start is not None and (local is None or fetched.local_start > local):
+            local = fetched.local_start
         self._started[element_id] = latest._replace(local_start=local)
         self._started.move_to_end(element_id)
         while len(self._started) > self._capacity:

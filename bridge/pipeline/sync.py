@@ -280,9 +280,7 @@ class SyncEngine:
             if not held.lost:
                 # Only now is the mark recorded (with the release): a fetch whose mark failed covers nothing.
                 if (fetched := report.fetched) is not None:
-                    self._fetched.record(
-                        element_id, fetched.started, fetched.local_start, synced=fetched.synced, gone=fetched.gone
-                    )
+                    self._fetched.record(element_id, fetched)
                     if notification.force and not any(a.action is Action.PARKED for a in report.actions):
                         self._resync_due.discard(element_id)  # every channel rewritten: the owed re-sync made good
                 return report
@@ -327,7 +325,9 @@ class SyncEngine:
                 )
             ):
                 assert mark.fetched_at is not None
-                self._fetched.record(element_id, mark.fetched_at, synced=mark.modification_date, gone=mark.deleted)
+                self._fetched.record(
+                    element_id, Fetched(mark.fetched_at, synced=mark.modification_date, gone=mark.deleted)
+                )
                 report.skipped, report.covered = COVERED, True
                 return report
             if _older(notification, mark):

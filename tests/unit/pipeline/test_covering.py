@@ -13,7 +13,7 @@ import pytest
 
 from bridge.config import FeedbackSettings
 from bridge.errors import TransientError
-from bridge.pipeline.covering import FetchLedger
+from bridge.pipeline.covering import Fetched, FetchLedger
 from bridge.pipeline.handler import MessageHandler
 from bridge.pipeline.notification import Event, Notification
 from bridge.pipeline.sync import SyncEngine, SyncFailed
@@ -26,20 +26,20 @@ from tests.unit.fakes import FakeTransport
 
 def test_a_notification_sent_before_a_fetch_started_is_covered() -> None:
     ledger = FetchLedger(clock_skew=0.0)
-    ledger.record(7, fetch_started=100.0)
+    ledger.record(7, Fetched(100.0))
     assert ledger.covers(7, sent_at=99.9)
 
 
 def test_a_notification_sent_after_a_fetch_started_is_not_covered() -> None:
     ledger = FetchLedger(clock_skew=0.0)
-    ledger.record(7, fetch_started=100.0)
+    ledger.record(7, Fetched(100.0))
     assert not ledger.covers(7, sent_at=100.1)
     assert not ledger.covers(7, sent_at=100.0)
 
 
 def test_the_clock_skew_allowance_narrows_what_a_fetch_covers() -> None:
     ledger = FetchLedger(clock_skew=5.0)
-    ledger.record(7, fetch_started=100.0)
+    ledger.record(7, Fetched(100.0))
     assert not ledger.covers(7, sent_at=96.0)  # within the allowance: the fetching worker's clock may run ahead
     assert ledger.covers(7, sent_at=94.9)
 
@@ -47,33 +47,33 @@ def test_the_clock_skew_allowance_narrows_what_a_fetch_covers() -> None:
 def test_the_allowance_is_for_a_fetching_worker_whose_clock_runs_ahead_of_the_stamping_one() -> None:
     # In true time the notification was sent at 100 and the fetch started at 99: before it, so it must not cover.
     ledger = FetchLedger(clock_skew=5.0)
-    ledger.record(7, fetch_started=99.0 + 4.9)  # the worker's clock 4.9 s ahead of the queue's
+    ledger.record(7, Fetched(99.0 + 4.9))  # the worker's clock 4.9 s ahead of the queue's
     assert not ledger.covers(7, sent_at=100.0)
     ledger = FetchLedger(clock_skew=5.0)
-    ledger.record(7, fetch_started=99.0 - 60.0)  # the queue's clock a minute ahead: the fetch looks only earlier
+    ledger.record(7, Fetched(99.0 - 60.0))  # the queue's clock a minute ahead: the fetch looks only earlier
     assert not ledger.covers(7, sent_at=100.0)
     ledger = FetchLedger(clock_skew=0.0)  # no allowance: a worker's clock ahead does cover it, wrongly
-    ledger.record(7, fetch_started=99.0 + 4.9)
+    ledger.record(7, Fetched(99.0 + 4.9))
     assert ledger.covers(7, sent_at=100.0)
 
 
 def test_a_fetch_covers_only_its_own_element_and_never_an_unstamped_notification() -> None:
     ledger = FetchLedger(clock_skew=0.0)
-    ledger.record(7, fetch_started=100.0)
+    ledger.record(7, Fetched(100.0))
     assert not ledger.covers(8, sent_at=1.0)
     assert not ledger.covers(7, sent_at=None)
 
 
 def test_an_earlier_fetch_recorded_late_does_not_shrink_what_a_later_one_covers() -> None:
     ledger = FetchLedger(clock_skew=0.0)
-    ledger.record(7, fetch_started=100.0)
-    ledger.record(7, fetch_started=50.0)
+    ledger.record(7, Fetched(100.0))
+    ledger.record(7, Fetched(50.0))
     assert ledger.covers(7, sent_at=99.0)
 
 
 def test_a_notification_received_before_a_local_fetch_started_is_covered_whatever_the_skew() -> None:
     ledger = FetchLedger(clock_skew=3600.0)
-    ledger.record(7, fetch_started=100.0, local_start=50.0)
+    ledger.record(7, Fetched(100.0, local_start=50.0))
     assert ledger.covers(7, sent_at=100.0, received_at=49.9)  # received before the fetch started: sent before it
     assert not ledger.covers(7, sent_at=100.0, received_at=50.0)
     assert not ledger.covers(7, sent_at=None, received_at=50.1)
@@ -81,17 +81,17 @@ def test_a_notification_received_before_a_local_fetch_started_is_covered_whateve
 
 def test_another_workers_fetch_covers_only_by_the_broker_clock() -> None:
     ledger = FetchLedger(clock_skew=0.0)
-    ledger.record(7, fetch_started=100.0)  # from the state store's mark: no local start
+    ledger.record(7, Fetched(100.0))  # from the state store's mark: no local start
     assert not ledger.covers(7, sent_at=None, received_at=0.0)
-    ledger.record(7, fetch_started=90.0, local_start=50.0)  # an older local fetch keeps the newer wall start
+    ledger.record(7, Fetched(90.0, local_start=50.0))  # an older local fetch keeps the newer wall start
     assert ledger.covers(7, sent_at=99.0, received_at=60.0)
     assert ledger.covers(7, sent_at=None, received_at=49.0)
 
 
 def test_the_ledger_forgets_the_least_recently_recorded_element_beyond_its_capacity() -> None:
     ledger = FetchLedger(clock_skew=0.0, capacity=1)
-    ledger.record(7, fetch_started=100.0)
-    ledger.record(8, fetch_started=100.0)
+    ledger.record(7, Fetched(100.0))
+    ledger.record(8, Fetched(100.0))
     assert not ledger.covers(7, sent_at=1.0)  # forgotten: costs a fetch, never staleness
     assert ledger.covers(8, sent_at=1.0)
 

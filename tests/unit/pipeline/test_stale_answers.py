@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 import pytest
 
 from bridge.errors import TransientError
-from bridge.pipeline.covering import FetchLedger
+from bridge.pipeline.covering import Fetched, FetchLedger
 from bridge.pipeline.fate import is_transient
 from bridge.pipeline.notification import Event, Notification
 from bridge.pipeline.sync import SyncEngine, SyncFailed
@@ -118,7 +118,7 @@ async def test_a_deletion_is_covered_only_by_a_fetch_that_found_the_element_gone
 def test_the_ledger_covers_an_announced_version_only_up_to_the_one_it_synced() -> None:
     ledger = FetchLedger(clock_skew=0.0)
     synced = datetime(2026, 12, 7, 10, 0, 0, tzinfo=UTC)
-    ledger.record(7, fetch_started=100.0, local_start=50.0, synced=synced)
+    ledger.record(7, Fetched(100.0, local_start=50.0, synced=synced))
     assert ledger.covers(7, sent_at=1.0, announced=synced)
     assert not ledger.covers(7, sent_at=1.0, announced=datetime(2026, 12, 7, 10, 0, 1, tzinfo=UTC))
     assert not ledger.covers(7, sent_at=1.0, received_at=1.0, announced=datetime(2026, 12, 7, 10, 0, 1, tzinfo=UTC))
