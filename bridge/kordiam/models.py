@@ -343,8 +343,16 @@ class Element(KordiamModel):
     @field_validator("modification_date")
     @classmethod
     def _utc(cls, value: dt.datetime | None) -> dt.datetime | None:
-        if value is not None and value.tzinfo is None:
-            return value.replace(tzinfo=assumptions.KORDIAM_TZ)
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=assumptions.KORDIAM_TZ)
+        # Channels and stores write it in UTC: one whose UTC time falls outside the years 1-9999 would be an
+        # OverflowError there (counted against the channel's breaker), so it is refused here, named.
+        try:
+            value.astimezone(dt.UTC)
+        except OverflowError:
+            raise ValueError(f"{value.isoformat()} has no UTC time within the years 1 to 9999") from None
         return value
 
     @property

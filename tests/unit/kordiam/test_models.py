@@ -225,3 +225,23 @@ def test_an_odd_shape_is_a_validation_error_naming_where(body: dict[str, object]
     with pytest.raises(ValidationError) as raised:
         Element.model_validate(body)
     assert ".".join(str(part) for part in raised.value.errors()[0]["loc"]) == where
+
+
+@pytest.mark.parametrize("moment", ["9999-12-31T23:00:00-05:00", "0001-01-01T00:30:00+01:00"])
+def test_a_modification_date_with_no_utc_time_is_refused_naming_it(moment: str) -> None:
+    # Every channel and store writes the date in UTC (NewsML's versionCreated, the Global Export's
+    # modificationDate, the SQLite rows): one that has no UTC time before year 1 or after 9999 would be an
+    # OverflowError there, a "bug" that counts against the channel's breaker, not a clear dead letter.
+    with pytest.raises(ValidationError) as raised:
+        Element.model_validate({"id": 1, "modificationDate": moment})
+    assert raised.value.errors()[0]["loc"] == ("modificationDate",)
+    assert "UTC" in str(raised.value)
+
+
+def test_modification_dates_at_the_edges_with_a_utc_time_are_kept() -> None:
+    early = Element.model_validate({"id": 1, "modificationDate": "0001-01-01T00:30:00-01:00"})
+    late = Element.model_validate({"id": 1, "modificationDate": "9999-12-31T23:00:00+05:00"})
+    naive = Element.model_validate({"id": 1, "modificationDate": "9999-12-31T23:59:59"})
+    assert early.modification_date == datetime(1, 1, 1, 1, 30, tzinfo=UTC)
+    assert late.modification_date == datetime(9999, 12, 31, 18, tzinfo=UTC)
+    assert naive.modification_date == datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
