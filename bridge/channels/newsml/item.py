@@ -39,7 +39,8 @@ def g2_datetime(moment: dt.datetime) -> str:
     """An ``xs:dateTime`` in UTC, to the second, with ``Z``."""
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=dt.UTC)
-    return moment.astimezone(dt.UTC).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+    # isoformat, not strftime: "%Y" writes the year 999 as "999" (glibc), which is no xs:dateTime.
+    return moment.astimezone(dt.UTC).replace(microsecond=0, tzinfo=None).isoformat() + "Z"
 
 
 def _nar(parent: ET.Element, local: str, text: str | None = None, /, **attributes: str) -> ET.Element:

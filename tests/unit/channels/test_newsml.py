@@ -41,7 +41,7 @@ from bridge.channels.newsml import (
 )
 from bridge.channels.newsml.item import guid_for
 from bridge.errors import ChannelRejected, ChannelUnavailable
-from bridge.kordiam.models import Element
+from bridge.kordiam.models import Element, Schedule
 from tests.support import story
 
 FIXTURES = Path(__file__).parents[2] / "fixtures"
@@ -132,6 +132,8 @@ def assert_valid_item(data: bytes) -> ET.Element:
         assert set(names) - set(CONTENT_META_ADMIN) <= CONTENT_META_DESCRIPTIVE
         for prop in content_meta.iterfind(f"{{{NAR}}}contentMetaExtProperty"):
             assert prop.get("rel") and QCODE.match(prop.get("rel", "")), "ext property needs a QCode rel"
+            if prop.get("valuedatatype") == "xs:dateTime":
+                assert DATETIME.match(prop.get("value", "")), f"{prop.get('rel')}: not an xs:dateTime"
         modified = content_meta.findtext(f"{{{NAR}}}contentModified")
         assert modified is None or DATETIME.match(modified)
 
@@ -343,6 +345,18 @@ def test_version_comes_from_kordiam() -> None:
     assert derived_version(element(modificationDate=None, version=None)) == 1
     later = element(modificationDate="2026-11-20T10:00:01.900Z")
     assert derived_version(later) == derived_version(element()) + 1
+
+
+def test_dates_before_the_year_1000_keep_four_digit_years() -> None:
+    # xs:dateTime needs at least four year digits; strftime("%Y") writes year 999 as "999" on glibc.
+    old = element(modificationDate="0999-06-01T08:00:00Z")
+    schedule = Schedule(date=dt.date(1, 1, 1), time=dt.time(19, 30))
+    old = old.model_copy(update={"publications": (old.publications[0].model_copy(update={"schedule": schedule}),)})
+    root = assert_valid_item(item(old))
+    assert find(root, "itemMeta/versionCreated").text == "0999-06-01T08:00:00Z"
+    assert find(root, "contentMeta/contentModified").text == "0999-06-01T08:00:00Z"
+    assert ext(root)["kdm:plannedTime"] == "0001-01-01T19:30:00Z"
+    assert ext(root)["kdm:plannedIssueDate"] == "0001-01-01"
 
 
 def test_render_writes_the_bytes_of_the_hand_written_serialiser() -> None:
