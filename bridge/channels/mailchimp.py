@@ -215,8 +215,8 @@ def quarter_hour_ceil(moment: dt.datetime) -> dt.datetime:
 
 def plan_schedule(scheduled: dt.datetime | None, now: dt.datetime) -> dt.datetime | None:
     """When to send: the planned time rounded up to a quarter hour, or None (leave an unscheduled draft)."""
-    if scheduled is None or scheduled <= now:
-        return None
+    if scheduled is None or scheduled <= now or scheduled - now > MAX_AHEAD:
+        return None  # beyond the year before rounding too: the last quarter hour of 9999 has no next one
     send_at = quarter_hour_ceil(scheduled)
     if send_at - now < MIN_LEAD or send_at - now > MAX_AHEAD:
         return None
