@@ -3,6 +3,8 @@
 Useful on its own (a hot folder, an archive, a static preview) and as the demo's channel. File names are
 deterministic (``<element>-<publication>``), so a re-sent story replaces its files instead of adding new ones,
 and every write goes to a temporary file first and is renamed into place, so readers never see half a file.
+The story's HTML is sanitised (``PAGE_HTML``, ``bridge.channels.text``) in both files; the page shows headline
+and lead as plain text, the JSON keeps Kordiam's values as sent.
 """
 
 from __future__ import annotations
@@ -13,14 +15,37 @@ import json
 from pathlib import Path
 from typing import Any
 
-import nh3
 from pydantic import BaseModel, ConfigDict, field_validator
 
 from bridge.channels.base import Channel, ChannelContext, ChannelResult
 from bridge.channels.files import atomic_write, check_writable, os_error, sync_folder
+from bridge.channels.text import HtmlPolicy, plain_text, sanitize_html
 from bridge.config import ChannelSettings
 from bridge.errors import ChannelRejected
 from bridge.kordiam.models import Element, Publication
+
+PAGE_HTML = HtmlPolicy(
+    tags=frozenset(
+        {
+            "p", "br", "hr", "h2", "h3", "h4", "h5", "h6", "a", "strong", "b", "em", "i", "u", "s", "sub", "sup",
+            "small", "mark", "code", "pre", "kbd", "abbr", "cite", "q", "blockquote", "ul", "ol", "li", "dl", "dt",
+            "dd", "figure", "figcaption", "img", "table", "thead", "tbody", "tfoot", "tr", "th", "td", "caption",
+            "span", "div",
+        }
+    ),
+    attributes={
+        "*": frozenset({"lang", "dir"}),
+        "a": frozenset({"href", "title", "hreflang"}),
+        "img": frozenset({"src", "alt", "title", "width", "height"}),
+        "blockquote": frozenset({"cite"}),
+        "q": frozenset({"cite"}),
+        "abbr": frozenset({"title"}),
+        "ol": frozenset({"start", "reversed"}),
+        "th": frozenset({"colspan", "rowspan", "scope"}),
+        "td": frozenset({"colspan", "rowspan"}),
+    },
+)  # fmt: skip
+"""What the document's ``html`` and the page keep of the story's HTML (an article's markup)."""
 
 
 class FolderOptions(BaseModel):
@@ -99,6 +124,7 @@ class FolderChannel:
 
 def _document(element: Element, publication: Publication) -> dict[str, Any]:
     text = element.text_task_for(publication)
+    content = text.content if text else None
     scheduled = publication.scheduled_at()
     return {
         "element": {
@@ -122,9 +148,9 @@ def _document(element: Element, publication: Publication) -> dict[str, Any]:
             "scheduledAt": scheduled.isoformat() if scheduled else None,
         },
         "text": {
-            "headline": text.content.headline if text and text.content else None,
-            "lead": text.content.lead if text and text.content else None,
-            "html": nh3.clean(text.content.text) if text and text.content and text.content.text else None,
+            "headline": content.headline if content else None,
+            "lead": content.lead if content else None,
+            "html": sanitize_html(content.text, PAGE_HTML) if content and content.text else None,
             "author": text.assignee.display_name if text and text.assignee else None,
         },
         "customFields": {str(field.id): field.as_text() for field in element.custom_fields},
@@ -134,13 +160,16 @@ def _document(element: Element, publication: Publication) -> dict[str, Any]:
 def _page(element: Element, publication: Publication) -> str:
     document = _document(element, publication)
     text, meta = document["text"], document["publication"]
-    title = html.escape(text["headline"] or element.title or element.slug or f"Element {element.id}")
+    # Headline and lead read as the other channels read them (tags dropped, entities decoded), then escaped.
+    headline = plain_text(text["headline"]) or plain_text(element.title) or plain_text(element.slug)
+    title = html.escape(headline or f"Element {element.id}")
+    lead_text = plain_text(text["lead"])
     facts = " · ".join(
         html.escape(str(value))
         for value in (meta["status"], meta["category"], meta["scheduledAt"] or meta["date"], text["author"])
         if value
     )
-    lead = f'<p class="lead">{html.escape(text["lead"])}</p>' if text["lead"] else ""
+    lead = f'<p class="lead">{html.escape(lead_text)}</p>' if lead_text else ""
     return (
         '<!doctype html>\n<html lang="und"><head><meta charset="utf-8">'
         f"<title>{title}</title></head>\n<body>\n<article>\n<h1>{title}</h1>\n"
