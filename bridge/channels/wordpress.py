@@ -22,8 +22,8 @@ Mapping, Kordiam → WordPress:
 ==============  ==================================================================================================
 WordPress       Kordiam
 ==============  ==================================================================================================
-title           the publication's text task headline, else the element title, else its slug; as plain text
-                (tags removed, ``&``/``<`` escaped as WordPress itself stores them)
+title           the publication's text task headline, else the element title, else its slug: the first with text
+                once tags are removed; as plain text (``&``/``<`` escaped as WordPress itself stores them)
 content         the text task's HTML through nh3: no script/style (with their content), no event handlers, no
                 ``javascript:``/``data:`` URLs; keeps p, br, h2–h6, a[href], strong/b, em/i, lists, blockquote,
                 figure/figcaption, img[src alt], tables, code/pre and ``lang``/``dir`` on any element; then the
@@ -279,10 +279,13 @@ def map_post(
 ) -> PostPlan:
     text = element.text_task_for(publication)
     content = text.content if text else None
-    title = (content.headline if content else None) or element.title or element.slug or ""
+    # Each candidate as plain text first: a headline of markup alone (an empty paragraph) is no title.
+    headline = content.headline if content else None
+    plain = (title_text(candidate) for candidate in (headline, element.title, element.slug) if candidate)
+    title = next((text for text in plain if text), "")
     mapped = lookup(status_map, publication.status)
     status, date = plan_status(mapped, publication.scheduled_at(), now)
-    fields: dict[str, Any] = {"title": title_text(title), "status": status}
+    fields: dict[str, Any] = {"title": title, "status": status}
     if content is not None and content.text is not None:
         # Kordiam holds the text (even an emptied one): the post mirrors it, so text or a lead emptied in Kordiam
         # empties the post's rather than leave the old text online.
