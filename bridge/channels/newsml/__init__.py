@@ -52,7 +52,8 @@ Body: the story's HTML is sanitised with nh3 (no script/style with their content
 ``javascript:``/``data:`` URLs; keeps p, br, h2–h6, lists, tables, blockquote, a[href], img[src alt], b/strong,
 i/em, u, s, sub, sup, …), then parsed again and written as XHTML elements, so the item is always well-formed
 XML: HTML entities such as ``&nbsp;`` become characters, unclosed tags are closed, and characters XML 1.0
-cannot carry (control characters, lone surrogates) are dropped.
+cannot carry (control characters, lone surrogates) are dropped. Elements nested more than 100 levels deep
+(``MAX_BODY_DEPTH``) are left out, their text kept, so that libxml2 (which refuses 256) reads every item.
 
 Versions: a NewsML-G2 receiver keeps the highest ``version`` of a guid, so the version must grow with each
 change and never go back. It is derived from Kordiam, never from the clock: the element's ``modificationDate``

@@ -31,6 +31,9 @@ BODY_HTML = HtmlPolicy(
 )  # fmt: skip
 """What the body keeps of the story's HTML (then rebuilt as XHTML by ``_XhtmlBuilder``)."""
 VOID_TAGS = frozenset({"br", "hr", "img"})
+# Elements nested deeper in the body are left out, their text kept in the deepest one: libxml2, which most
+# consumers parse with, refuses an item nested over 256 levels, and the item's serialiser recurses per level.
+MAX_BODY_DEPTH = 100
 
 
 def item_text(text: str | None) -> str:
@@ -39,11 +42,13 @@ def item_text(text: str | None) -> str:
 
 
 class _XhtmlBuilder(HTMLParser):
-    """Sanitised HTML → XHTML elements under ``parent``; entities decoded, every element closed."""
+    """Sanitised HTML → XHTML elements under ``parent``; entities decoded, every element closed, at most
+    ``MAX_BODY_DEPTH`` levels deep."""
 
     def __init__(self, parent: ET.Element) -> None:
         super().__init__(convert_charrefs=True)
         self._stack = [parent]
+        self._too_deep: list[str] = []  # tags left out for depth, still open in the source (nh3 closes each)
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         self._open(tag, attrs, void=tag in VOID_TAGS)
@@ -54,6 +59,9 @@ class _XhtmlBuilder(HTMLParser):
     def _open(self, tag: str, attrs: list[tuple[str, str | None]], *, void: bool) -> None:
         if tag not in BODY_HTML.tags:  # nh3 has removed these already; never trust one layer alone
             return
+        if not void and len(self._stack) > MAX_BODY_DEPTH:
+            self._too_deep.append(tag)
+            return
         allowed = BODY_HTML.allowed_attributes(tag)
         attributes = {name: xml_text(value or "") for name, value in attrs if name in allowed}
         element = ET.SubElement(self._stack[-1], f"{{{XHTML}}}{tag}", attributes)
@@ -61,6 +69,9 @@ class _XhtmlBuilder(HTMLParser):
             self._stack.append(element)
 
     def handle_endtag(self, tag: str) -> None:
+        if self._too_deep and self._too_deep[-1] == tag:
+            self._too_deep.pop()
+            return
         for depth in range(len(self._stack) - 1, 0, -1):
             if self._stack[depth].tag == f"{{{XHTML}}}{tag}":
                 del self._stack[depth:]

@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
+from lxml import etree
 from pydantic import ValidationError
 from structlog.testing import capture_logs
 
@@ -40,6 +41,7 @@ from bridge.channels.newsml import (
     s3_error,
 )
 from bridge.channels.newsml.item import guid_for
+from bridge.channels.newsml.xhtml import MAX_BODY_DEPTH
 from bridge.errors import ChannelRejected, ChannelUnavailable
 from bridge.kordiam.models import Element, Schedule
 from tests.support import story
@@ -286,6 +288,29 @@ def test_links_tables_and_lists_keep_their_structure() -> None:
     assert link.get("href") == "https://example.org/?a=1&b=2" and link.get("title") == '"q" <x>'
     assert [li.text for li in body(root).iter(f"{{{XHTML}}}li")] == ["one", "two"]
     assert next(body(root).iter(f"{{{XHTML}}}td")).get("colspan") == "2"
+
+
+def depth(element: ET.Element) -> int:
+    """How many levels of elements ``element`` holds (itself included); no recursion, for deep trees."""
+    deepest, level = 0, [(element, 1)]
+    while level:
+        node, at = level.pop()
+        deepest = max(deepest, at)
+        level.extend((child, at + 1) for child in node)
+    return deepest
+
+
+def test_html_nested_deeper_than_a_reader_parses_is_flattened_keeping_its_text() -> None:
+    # 1,200 nested divs are legal HTML, 12 KB of it: the item was a RecursionError (an unknown error for the
+    # channel's breaker, retried to the DLQ), and nested deeper than libxml2's 256 levels no print system reads it.
+    nested = "<div>" * 1200 + "<b>deep</b> text" + "</div>" * 1200 + "<p>after</p>"
+    data = item(element(text=nested))
+    root = assert_valid_item(data)
+    etree.fromstring(data)  # libxml2 with its default limits, as a consumer reads it
+    story_body = body(root)
+    assert depth(story_body) <= MAX_BODY_DEPTH + 1
+    assert "".join(story_body.itertext()) == "deep textafter"
+    assert [local(child.tag) for child in story_body] == ["div", "p"], "what follows the deep part stays beside it"
 
 
 def test_hostile_metadata_is_plain_text() -> None:
