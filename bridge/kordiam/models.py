@@ -276,7 +276,8 @@ class CustomFieldValue(KordiamModel):
     value: str | None = None
     selected_option_ids: tuple[int, ...] = Field(default=(), alias="selectedOptionIds")
     date: dt.date | None = None
-    number: float | None = None
+    # An integer stays one: as a float, one beyond 53 bits would lose digits.
+    number: int | float | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -301,8 +302,15 @@ class CustomFieldValue(KordiamModel):
         if self.date is not None:
             return self.date.isoformat()
         if self.number is not None:
-            return f"{self.number:g}"
+            return _number_text(self.number)
         return None
+
+
+def _number_text(number: int | float) -> str:
+    """A number with every digit Kordiam sent: 1234567, not ``:g``'s 1.23457e+06; 4.0 as 4."""
+    if isinstance(number, float) and number.is_integer() and abs(number) < 2**53:
+        return str(int(number))
+    return str(number)  # for a float: the shortest text that reads back as the same number
 
 
 class Element(KordiamModel):

@@ -245,3 +245,22 @@ def test_modification_dates_at_the_edges_with_a_utc_time_are_kept() -> None:
     assert early.modification_date == datetime(1, 1, 1, 1, 30, tzinfo=UTC)
     assert late.modification_date == datetime(9999, 12, 31, 18, tzinfo=UTC)
     assert naive.modification_date == datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("number", "text"),
+    [
+        (4, "4"),
+        (1234567, "1234567"),  # was "1.23457e+06": six significant digits, in every channel's custom field
+        (9007199254740993, "9007199254740993"),  # an integer beyond a float's 53 bits keeps every digit
+        (4.0, "4"),
+        (1299.99, "1299.99"),
+        (0.1, "0.1"),
+        (123456.789, "123456.789"),
+        (1e300, "1e+300"),
+        (-2.5e-7, "-2.5e-07"),
+    ],
+)
+def test_a_number_custom_field_keeps_every_digit(number: float, text: str) -> None:
+    element = Element.model_validate({"id": 1, "customFields": [{"id": 3, "number": number}]})
+    assert element.custom_fields[0].as_text() == text
