@@ -108,7 +108,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from bridge.channels.base import Channel, ChannelContext, ChannelResult, FoundItem
 from bridge.channels.http_errors import http_error, unreachable
-from bridge.channels.text import HtmlPolicy, sanitize_html, strip_tags
+from bridge.channels.text import HtmlPolicy, plain_text, sanitize_html, strip_tags
 from bridge.config import ChannelSettings, ChannelTimeout, Int, NotBoolean, http_url, plausible_secret
 from bridge.digits import ascii_digits
 from bridge.errors import BridgeError, ChannelCredentialsRefused, ChannelRejected, ChannelUnavailable
@@ -279,10 +279,10 @@ def map_post(
 ) -> PostPlan:
     text = element.text_task_for(publication)
     content = text.content if text else None
-    # Each candidate as plain text first: a headline of markup alone (an empty paragraph) is no title.
+    # The first with text as NewsML and Mailchimp read it: a headline of markup alone (an empty paragraph, a
+    # non-breaking space) is no title.
     headline = content.headline if content else None
-    plain = (title_text(candidate) for candidate in (headline, element.title, element.slug) if candidate)
-    title = next((text for text in plain if text), "")
+    title = title_text(next((text for text in (headline, element.title, element.slug) if plain_text(text)), ""))
     mapped = lookup(status_map, publication.status)
     status, date = plan_status(mapped, publication.scheduled_at(), now)
     fields: dict[str, Any] = {"title": title, "status": status}

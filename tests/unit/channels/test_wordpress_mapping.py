@@ -235,7 +235,7 @@ def test_map_post_title_fallbacks_and_missing_parts() -> None:
     assert plan.category is None
 
 
-@pytest.mark.parametrize("headline", ["<p></p>", "<script>alert(1)</script>", "<b> </b>"])
+@pytest.mark.parametrize("headline", ["<p></p>", "<script>alert(1)</script>", "<b> </b>", "&nbsp;"])
 def test_a_headline_of_markup_alone_falls_back_to_the_title(headline: str) -> None:
     # As NewsML and Mailchimp fall back: on what the plain text is, not on the raw value (an editor's empty
     # paragraph would otherwise leave the post without a title while the element has one).
