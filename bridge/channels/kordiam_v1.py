@@ -57,7 +57,10 @@ def v1_publication(publication: Publication, tasks: Sequence[Task]) -> dict[str,
     schedule = publication.schedule
     single = None
     if schedule is not None and schedule.kind == "single" and schedule.date is not None:
-        single = {"start": compact({"date": schedule.date.isoformat(), "time": _hhmm(schedule.time)})}
+        # In GMT, as Kordiam sends it: a time with an offset of its own moves to GMT, its date with it.
+        instant = schedule.instant()
+        day, at = (instant.date(), instant.time()) if instant is not None else (schedule.date, None)
+        single = {"start": compact({"date": day.isoformat(), "time": _hhmm(at)})}
     published = v1_slot(publication.published)
     assigned = set(publication.assigned_task_ids)
     cms = publication.cms

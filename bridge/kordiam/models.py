@@ -160,11 +160,28 @@ class Task(KordiamModel):
 
 
 class Schedule(KordiamModel):
-    """When a publication is planned: a date and, where known, a time of day (UTC, as Kordiam sends GMT)."""
+    """When a publication is planned: a date and, where known, a time of day (UTC, as Kordiam sends GMT; a time
+    with an offset of its own is at that offset)."""
 
     kind: Literal["single", "recurring"] = "single"
     date: dt.date | None = None
     time: dt.time | None = None
+
+    @model_validator(mode="after")
+    def _has_utc_instant(self) -> Schedule:
+        # Channels write the instant in UTC: refused here, named, rather than an OverflowError in a channel.
+        try:
+            self.instant()
+        except OverflowError:
+            raise ValueError(f"{self.date}T{self.time} has no UTC time within the years 1 to 9999") from None
+        return self
+
+    def instant(self) -> dt.datetime | None:
+        """The planned instant in UTC, if there is a date and a time."""
+        if self.date is None or self.time is None:
+            return None
+        zone = self.time.tzinfo or assumptions.KORDIAM_TZ
+        return dt.datetime.combine(self.date, self.time.replace(tzinfo=None), tzinfo=zone).astimezone(dt.UTC)
 
 
 class CmsLinks(KordiamModel):
@@ -227,9 +244,7 @@ class Publication(KordiamModel):
 
     def scheduled_at(self) -> dt.datetime | None:
         """The planned instant in UTC, if the publication has both a date and a time."""
-        if self.schedule is None or self.schedule.date is None or self.schedule.time is None:
-            return None
-        return dt.datetime.combine(self.schedule.date, self.schedule.time, tzinfo=assumptions.KORDIAM_TZ)
+        return self.schedule.instant() if self.schedule is not None else None
 
 
 def _schedule_from(data: dict[str, Any]) -> Any:

@@ -133,6 +133,19 @@ def test_global_export_body_from_an_api_v2_element() -> None:
     assert body["customFields"] == [{"customFieldId": 77, "value": "breaking"}]
 
 
+def test_a_schedule_time_with_an_offset_is_sent_in_gmt() -> None:
+    # v1's single.start is GMT ("HH:mm"): a time with an offset of its own is sent as that instant in GMT,
+    # the date with it, not as the local time read as GMT.
+    data = v2_element()
+    data["publications"][0]["schedule"] = {"kind": "single", "date": "2026-11-23", "timing": {"time": "23:30-05:00"}}
+    element = Element.model_validate(data)
+    for body in (
+        global_export_body(element)["publications"][0],
+        platform_publication_body(element, element.publications[0], None)["publication"],
+    ):
+        assert body["single"] == {"start": {"date": "2026-11-24", "time": "04:30"}}
+
+
 def test_platform_body_reproduces_seed_002_json_example() -> None:
     seed = load("seed002_full")
     element = Element.model_validate(seed)

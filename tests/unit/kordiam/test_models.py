@@ -264,3 +264,29 @@ def test_modification_dates_at_the_edges_with_a_utc_time_are_kept() -> None:
 def test_a_number_custom_field_keeps_every_digit(number: float, text: str) -> None:
     element = Element.model_validate({"id": 1, "customFields": [{"id": 3, "number": number}]})
     assert element.custom_fields[0].as_text() == text
+
+
+@pytest.mark.parametrize(
+    ("day", "moment", "planned"),
+    [
+        ("2026-11-23", "19:30", datetime(2026, 11, 23, 19, 30, tzinfo=UTC)),  # Kordiam's GMT, as documented
+        ("2026-11-23", "19:30Z", datetime(2026, 11, 23, 19, 30, tzinfo=UTC)),
+        # A time with its own offset is that instant: it was read as UTC, two hours off for +02:00.
+        ("2026-11-23", "19:30+02:00", datetime(2026, 11, 23, 17, 30, tzinfo=UTC)),
+        ("2026-11-23", "23:30-05:00", datetime(2026, 11, 24, 4, 30, tzinfo=UTC)),
+    ],
+)
+def test_a_schedule_time_with_an_offset_is_that_instant(day: str, moment: str, planned: datetime) -> None:
+    publication = Publication.model_validate(
+        {"id": 1, "platform": 1, "schedule": {"date": day, "timing": {"time": moment}}}
+    )
+    scheduled = publication.scheduled_at()
+    assert scheduled == planned and scheduled is not None and scheduled.utcoffset() == planned.utcoffset()
+
+
+def test_a_schedule_with_no_utc_time_is_refused_naming_it() -> None:
+    schedule = {"date": "9999-12-31", "timing": {"time": "23:00-05:00"}}
+    with pytest.raises(ValidationError) as raised:
+        Element.model_validate({"id": 1, "publications": [{"id": 2, "platform": 1, "schedule": schedule}]})
+    assert raised.value.errors()[0]["loc"][:3] == ("publications", 0, "schedule")
+    assert "UTC" in str(raised.value)
