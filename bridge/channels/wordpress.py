@@ -281,8 +281,8 @@ def map_post(
     content = text.content if text else None
     # The first with text as NewsML and Mailchimp read it: a headline of markup alone (an empty paragraph, a
     # non-breaking space) is no title.
-    headline = content.headline if content else None
-    title = title_text(next((text for text in (headline, element.title, element.slug) if plain_text(text)), ""))
+    candidates = (content.headline if content else None, element.title, element.slug)
+    title = title_text(next((text for text in candidates if text and plain_text(text)), ""))
     mapped = lookup(status_map, publication.status)
     status, date = plan_status(mapped, publication.scheduled_at(), now)
     fields: dict[str, Any] = {"title": title, "status": status}
