@@ -8,6 +8,9 @@ README). What the README says in prose is not checked here, only names and liter
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
+import os
 import re
 import tomllib
 from pathlib import Path
@@ -19,7 +22,7 @@ from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
 from bridge.channels import channel_types
-from bridge.cli import _parser
+from bridge.cli import _parser, main
 from bridge.config import ChannelSettings, FileSettings
 from bridge.ingress import metrics as ingress_metrics
 from bridge.ops import metrics as worker_metrics
@@ -412,3 +415,81 @@ def test_the_layers_drawing_is_the_import_contract() -> None:
     contract = next(c for c in pyproject["tool"]["importlinter"]["contracts"] if c["id"] == "layers")
     layers = [sorted(re.findall(r"bridge(?:\.\w+)?", layer)) for layer in contract["layers"]]
     assert drawn == layers
+
+
+# --- configuration snippets ----------------------------------------------------------------------------------------
+
+# Written on the line before a ```toml block that shows part of a file (a channel, the [ingress] table): the test
+# adds the sections it lacks from WHOLE_FILE. Every other block, and the shell examples' `<<'TOML'` files, must be
+# a whole file as it stands.
+FRAGMENT = "<!-- toml: part of a file -->"
+WHOLE_FILE = {
+    "queue": '[queue]\nurl = "https://sqs.eu-central-1.amazonaws.com/123456789012/kordiam-notifications"\n',
+    "kordiam": '[kordiam]\nbase_url = "https://api.kordiam.app"\nclient_id = "bridge"\n',
+    "channels": '[[channels]]\nname = "web"\ntype = "folder"\nplatforms = [99003]\npath = "/tmp/web"\n',
+}
+# A secret as the bridge takes one: 8 characters or more, one line.
+SECRET_VALUE = "readme-secret-value"
+
+
+def toml_snippets(text: str) -> list[tuple[str, bool]]:
+    """Each ```toml block (with whether the line before marks it a fragment) and each `<<'TOML'` file."""
+    blocks = [
+        (block.group(1), text[: block.start()].rstrip("\n").rpartition("\n")[2].strip() == FRAGMENT)
+        for block in re.finditer(r"^ *```toml\n(.*?)^ *```$", text, re.MULTILINE | re.DOTALL)
+    ]
+    return blocks + [(body, False) for body in re.findall(r"<<'TOML'\n(.*?)^TOML$", text, re.MULTILINE | re.DOTALL)]
+
+
+def as_whole_file(snippet: str, fragment: bool) -> str:
+    """The snippet with, if it is a fragment, the sections of ``WHOLE_FILE`` it does not set itself."""
+    if not fragment:
+        return snippet
+    present = tomllib.loads(snippet)
+    return "".join(section for key, section in WHOLE_FILE.items() if key not in present) + snippet
+
+
+def check_config_problem(snippet: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fragment: bool) -> str:
+    """What `kordiam-bridge check-config` says of the snippet ("" when it accepts it), with the secrets set as
+    the README says: Kordiam's client secret, and every ``BRIDGE_*`` variable the snippet's comments name."""
+    for variable in [name for name in os.environ if name.upper().startswith("BRIDGE_")]:
+        monkeypatch.delenv(variable)
+    for variable in {"BRIDGE_KORDIAM__CLIENT_SECRET", *re.findall(r"\bBRIDGE_[A-Z_]+[A-Z]", snippet)}:
+        monkeypatch.setenv(variable, SECRET_VALUE)
+    path = tmp_path / "bridge.toml"
+    path.write_text(as_whole_file(snippet, fragment), encoding="utf-8")
+    errors = io.StringIO()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(errors):
+        code = main(["check-config", "--config", str(path)])
+    return "" if code == 0 else errors.getvalue().strip() or f"exit {code}"
+
+
+def test_every_toml_snippet_is_a_configuration_check_config_accepts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    snippets = toml_snippets(README)
+    assert len(snippets) >= 4
+    assert sum(fragment for _, fragment in snippets) >= 2  # the fragments are marked, so the rest are whole files
+    problems = [
+        f"{snippet.splitlines()[0]} …: {problem}"
+        for snippet, fragment in snippets
+        if (problem := check_config_problem(snippet, tmp_path, monkeypatch, fragment))
+    ]
+    assert problems == []
+
+
+def test_the_snippet_check_fails_on_a_wrong_snippet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    text = f'```toml\n[queue]\nurl = "x"\n```\n{FRAGMENT}\n```toml\n[ingress]\nport = 8780\n```\n'
+    assert toml_snippets(text) == [('[queue]\nurl = "x"\n', False), ("[ingress]\nport = 8780\n", True)]
+    # A fragment left unmarked is not a whole file; a key the bridge does not know is refused.
+    channel = '[[channels]]\nname = "web"\ntype = "folder"\nplatforms = [1]\npath = "/tmp/web"\n'
+    assert "queue" in check_config_problem(channel, tmp_path, monkeypatch, fragment=False)
+    assert check_config_problem(channel, tmp_path, monkeypatch, fragment=True) == ""
+    typo = channel.replace("path =", "pth =")
+    assert "channels[0]" in check_config_problem(typo, tmp_path, monkeypatch, fragment=True)
+    # A secret the snippet says comes from a variable is set only when the snippet names that variable.
+    wordpress = channel.replace('"folder"', '"wordpress"').replace("path", "url").replace("/tmp/web", "https://x.org")
+    wordpress += 'username = "bridge"\n'
+    assert "app_password" in check_config_problem(wordpress, tmp_path, monkeypatch, fragment=True)
+    named = wordpress + "# BRIDGE_CHANNELS__WEB__APP_PASSWORD\n"
+    assert check_config_problem(named, tmp_path, monkeypatch, fragment=True) == ""
