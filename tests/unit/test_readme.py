@@ -8,7 +8,9 @@ README). What the README says in prose is not checked here, only names and liter
 from __future__ import annotations
 
 import argparse
+import ast
 import contextlib
+import functools
 import io
 import os
 import re
@@ -22,6 +24,7 @@ from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
 from bridge.channels import channel_types
+from bridge.channels.guard import BreakerState
 from bridge.cli import _parser, main
 from bridge.config import ChannelSettings, FileSettings
 from bridge.ingress import metrics as ingress_metrics
@@ -93,6 +96,8 @@ def test_the_metric_check_fails_on_a_stale_name() -> None:
 SELECTOR = re.compile(r"\b(bridge_[a-z_]+)\{([^}]*=[^}]*)\}")
 MATCHER = re.compile(r'\s*([a-z_]+)\s*(?:=~|!=|!~|=)\s*"([^"]*)"\s*')
 GROUPING = re.compile(r"\b(?:by|without)\s*\(([^)]*)\)\s*\(\s*(bridge_[a-z_]+)")
+# A counter's (or a histogram's series') rate or increase; of a gauge it reads every fall as a counter reset.
+RANGE_FUNCTION = re.compile(r"\b(rate|irate|increase)\(\s*(bridge_[a-z_]+)")
 LABEL_VALUES = {("bridge_message_outcomes_total", "outcome"): {Done.kind, Retry.kind, DeadLetter.kind}}
 
 
@@ -109,6 +114,9 @@ def promql_problems(text: str) -> list[str]:
                 problems.append(f"{name}: no label {match.group(1)}")
             elif (values := LABEL_VALUES.get((name, match.group(1)))) and match.group(2) not in values:
                 problems.append(f"{name}: {match.group(1)} is never {match.group(2)!r}")
+    for function, name in RANGE_FUNCTION.findall(text):
+        if not name.endswith(("_total", "_bucket", "_count", "_sum")):
+            problems.append(f"{name}: {function}() of a gauge, which goes down as well as up")
     for grouping, name in GROUPING.findall(text):
         for label in filter(None, (label.strip() for label in grouping.split(","))):
             if label not in exported.get(name, ()):
@@ -130,6 +138,10 @@ def test_the_label_check_fails_on_a_stale_label() -> None:
     ]
     assert promql_problems("max by (queue) (bridge_channel_parked_elements)") == [
         "bridge_channel_parked_elements: no label queue to group by"
+    ]
+    assert promql_problems("rate(bridge_message_age_seconds_bucket[5m])") == []
+    assert promql_problems("increase(bridge_channel_parked_elements[1h]) > 0") == [
+        "bridge_channel_parked_elements: increase() of a gauge, which goes down as well as up"
     ]
 
 
@@ -493,3 +505,152 @@ def test_the_snippet_check_fails_on_a_wrong_snippet(tmp_path: Path, monkeypatch:
     assert "app_password" in check_config_problem(wordpress, tmp_path, monkeypatch, fragment=True)
     named = wordpress + "# BRIDGE_CHANNELS__WEB__APP_PASSWORD\n"
     assert check_config_problem(named, tmp_path, monkeypatch, fragment=True) == ""
+
+
+# --- links ---------------------------------------------------------------------------------------------------------
+
+
+def heading_anchors(text: str) -> set[str]:
+    """The anchors GitHub gives the headings (outside code blocks): lower case, punctuation dropped, `-` for spaces."""
+    prose = re.sub(r"^ *```.*?^ *```$", "", text, flags=re.MULTILINE | re.DOTALL)
+    headings = re.findall(r"^#{1,6} (.+)$", prose, re.MULTILINE)
+    return {re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-") for heading in headings}
+
+
+def broken_links(text: str) -> list[str]:
+    anchors = heading_anchors(text)
+    broken = []
+    for target in re.findall(r"\]\(([^)\s]+)\)", text):
+        if target.startswith("#"):
+            if target[1:] not in anchors:
+                broken.append(target)
+        elif not re.match(r"[a-z]+://", target) and not (ROOT / target.partition("#")[0]).exists():
+            broken.append(target)
+    return broken
+
+
+def test_every_link_in_the_readme_resolves() -> None:
+    assert len(re.findall(r"\]\(#", README)) > 10
+    assert broken_links(README) == []
+
+
+def test_the_link_check_fails_on_a_stale_anchor() -> None:
+    text = "## Webhook accounts\n### `kordiam-webhook` (any CMS)\n```\n# Not a heading\n```\n"
+    assert heading_anchors(text) == {"webhook-accounts", "kordiam-webhook-any-cms"}
+    assert broken_links(text + "[a](#webhook-accounts) [b](examples/bridge.toml) [c](https://x.org/y)") == []
+    assert broken_links(text + "[a](#webhook-account) [b](#not-a-heading) [c](examples/bridge.tml)") == [
+        "#webhook-account",
+        "#not-a-heading",
+        "examples/bridge.tml",
+    ]
+
+
+# --- names of log events, fields and the like ----------------------------------------------------------------------
+
+LOG_METHODS = {"debug", "info", "warning", "error", "exception", "critical"}
+# Names of other systems the README quotes: AWS's, Docker Compose's, WordPress's.
+OTHER_SYSTEMS_NAMES = {"credential_process", "depends_on.required", "rest_post_invalid_id"}
+# A `name` the README quotes that must be the code's: snake_case, maybe dotted (`newsml.cannot_list`); not a
+# metric, a setting or a file, which the checks above cover.
+NAME = re.compile(r"[a-z][a-z0-9]*(?:[._][a-z0-9]+)*_[a-z0-9]+(?:[._][a-z0-9]+)*")
+FILE = re.compile(r".*\.(?:py|toml|md|sh|json|tf|yml|yaml|db|lock)")
+
+
+def python_files(*folders: str) -> list[Path]:
+    return [path for folder in folders for path in (ROOT / folder).rglob("*.py") if "results" not in path.parts]
+
+
+def docstrings(tree: ast.AST) -> set[int]:
+    """The ids of the docstring nodes: what a docstring says is prose, not the code's."""
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+                found.add(id(first.value))
+    return found
+
+
+@functools.cache
+def code_words() -> frozenset[str]:
+    """Every word of the code outside comments and docstrings (its strings' words, its identifiers), and of the
+    other files the tools read (Terraform, shell, compose, TOML)."""
+    words: set[str] = set()
+    for path in python_files("bridge", "bench", "scripts", "infra"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        prose = docstrings(tree)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in prose:
+                words |= set(re.findall(r"[\w.]+", node.value))
+            elif isinstance(node, ast.Name | ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+                words.add(node.id if isinstance(node, ast.Name) else node.name)
+            elif isinstance(node, ast.Attribute | ast.arg | ast.keyword) and (
+                name := node.attr if isinstance(node, ast.Attribute) else node.arg
+            ):
+                words.add(name)
+    for path in [*(ROOT / "infra").rglob("*"), *(ROOT / "scripts").rglob("*"), ROOT / "docker-compose.yml"]:
+        if path.is_file() and path.suffix in (".tf", ".sh", ".toml", ".yml", ""):
+            words |= set(re.findall(r"[\w.]+", path.read_text(encoding="utf-8", errors="replace")))
+    return frozenset(words)
+
+
+@functools.cache
+def logged_events() -> frozenset[str]:
+    """The events the bridge logs: a log call's literal event (``log.info("done", …)``, either of an ``a if b else
+    c``), a worker pause's ``paused_event``/``still_event``, and the circuit breaker's ``breaker_<state>``."""
+    events = {"breaker_" + state.name.lower() for state in BreakerState}
+    for path in python_files("bridge"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in LOG_METHODS:
+                texts = [text for argument in node.args[:1] for text in ast.walk(argument)]
+                events |= {text.value for text in texts if isinstance(text, ast.Constant) and type(text.value) is str}
+            elif isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant):
+                names = [target.id for target in node.targets if isinstance(target, ast.Name)]
+                events |= {str(node.value.value) for name in names if name.endswith("_event")}
+    return frozenset(event for event in events if NAME.fullmatch(event))
+
+
+def quoted_names(text: str) -> set[str]:
+    """The `snake_case` names the text quotes, but metrics, settings and files."""
+    return {
+        name
+        for name in re.findall(r"`([^`\n]+)`", text)
+        if NAME.fullmatch(name)
+        and not name.startswith("bridge_")
+        and not SETTING.fullmatch(name)
+        and not FILE.fullmatch(name)
+    }
+
+
+def names_not_in_code(text: str, words: frozenset[str]) -> list[str]:
+    return sorted(quoted_names(text) - OTHER_SYSTEMS_NAMES - words - logged_events())
+
+
+def test_every_name_the_readme_quotes_is_the_code_s() -> None:
+    # Log events (`lease_lost`), their fields (`retry_in`), attributes (`trimmed_body_bytes`), Terraform variables
+    # (`ingress_secret_arns`), tables (`deliveries_by_external_id`): a renamed one must not stay in the README.
+    assert len(quoted_names(README)) > 150
+    assert names_not_in_code(README, code_words()) == []
+
+
+def test_the_name_check_fails_on_a_stale_name() -> None:
+    words = code_words()
+    assert "breaker_half_open" in logged_events() and "kordiam_still_unavailable" in logged_events()
+    assert names_not_in_code("`consumer_resumed`, `retry_in`, `ingress_secret_arns`, `breaker_open`", words) == []
+    assert names_not_in_code("`consumer_resume`, `breaker_opened`, `queue.url`, `import_graph.py`", words) == [
+        "breaker_opened",
+        "consumer_resume",
+    ]
+
+
+def runbook() -> str:
+    return README.split("\n### Runbook (on call)\n", 1)[1].split("\n## ", 1)[0]
+
+
+def test_every_log_line_the_runbook_names_is_an_event_the_bridge_logs() -> None:
+    # In the on-call table a name in backticks is a log line to look for, or a field of one (`retry_in`): none
+    # may be a mere word of the code.
+    fields = {"retry_in", "paused", "reason"}
+    named = quoted_names(runbook())
+    assert len(named) > 8
+    assert sorted(named - logged_events() - fields - {"breaker_threshold"}) == []
