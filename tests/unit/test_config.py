@@ -471,6 +471,28 @@ def test_all_missing_secrets_in_one_line_with_their_variables(tmp_path: Path, mo
         )
 
 
+@pytest.mark.parametrize(
+    ("auth", "expected"),
+    [
+        ('{ token = "t0ken-value" }', "auth: needs a type: 'bearer', 'jwt', 'api_key' or 'headers'"),
+        ('{ type = "beare", token = "t0ken-value" }', "auth.type: must be 'bearer', 'jwt', 'api_key' or 'headers'"),
+        ('{ type = 1, token = "t0ken-value" }', "auth.type: must be 'bearer', 'jwt', 'api_key' or 'headers'"),
+    ],
+)
+def test_an_auth_table_without_a_known_type_names_the_types(tmp_path: Path, auth: str, expected: str) -> None:
+    # pydantic's own words ("Unable to extract tag using discriminator 'type'") name no type the table may take.
+    ingress = f"\n[ingress.global_export]\nauth = {auth}\n"
+    with pytest.raises(ConfigError) as raised:
+        load_settings(write(tmp_path, VALID + ingress), model=IngressCommandSettings)
+    assert str(raised.value) == f"ingress.global_export.{expected}"
+    channel = VALID.replace('path = "/tmp/web"', f'url = "http://127.0.0.1:9/hook"\nauth = {auth}').replace(
+        'type = "folder"\nplatforms = [99003]', 'type = "kordiam-webhook"\nplatforms = [99003]'
+    )
+    with pytest.raises(ConfigError) as raised:
+        load_settings(write(tmp_path, channel), check_channel=channel_problems)
+    assert str(raised.value) == f"channels[0].{expected}"
+
+
 # ---- ActiveMQ queues ----------------------------------------------------------------------------------------------
 
 STOMP = VALID.replace(
