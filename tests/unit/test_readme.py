@@ -327,12 +327,14 @@ def command_options(words: list[str]) -> set[str] | None:
     return {option for action in parser._actions for option in action.option_strings}
 
 
-def command_lines() -> list[str]:
-    """Every `kordiam-bridge …` the README shows, in code blocks and in backticks, and its short forms
-    (`` `replay --force` ``, `` `parked requeue --channel NAME` ``)."""
+def command_lines(text: str = README) -> list[str]:
+    """Every `kordiam-bridge …` the README shows, in code blocks (a line continued with `\\` whole; the image's
+    too, `kordiam-bridge:local run …`) and in backticks, and its short forms (`` `replay --force` ``,
+    `` `parked requeue --channel NAME` ``)."""
     commands = "|".join(sorted(subcommands(_parser()), key=len, reverse=True))
-    lines = re.findall(r"kordiam-bridge ([a-z][^`\n#|]*)", README)
-    lines += re.findall(rf"`((?:{commands})(?: [a-z]+)? --[^`]*)`", README)
+    joined = re.sub(r"\s*\\\n\s*", " ", text)
+    lines = re.findall(r"kordiam-bridge(?:-demo)?(?::[\w.-]+)? ([a-z][^`\n#|]*)", joined)
+    lines += re.findall(rf"`((?:{commands})(?: [a-z]+)? --[^`]*)`", joined)
     return lines
 
 
@@ -393,6 +395,8 @@ def test_every_flag_the_readme_quotes_exists() -> None:
 
 
 def test_the_command_check_fails_on_a_stale_flag() -> None:
+    shown = "kordiam-bridge simulator --port 1 \\\n    --queue-urls Q\nkordiam-bridge-demo:local demo --work-dir /tmp"
+    assert command_lines(shown) == ["simulator --port 1 --queue-urls Q", "demo --work-dir /tmp"]
     assert "--element" in (command_options(["dlq", "redrive"]) or set())
     assert "--elements" not in (command_options(["dlq", "redrive"]) or set())
     assert command_options(["dlq", "move"]) is None
@@ -676,3 +680,33 @@ def test_every_log_line_the_runbook_names_is_an_event_the_bridge_logs() -> None:
     named = quoted_names(runbook())
     assert len(named & logged_events()) > 15
     assert sorted(named - logged_events() - log_fields() - setting_names()) == []
+
+
+def docker_check_configs(text: str) -> list[tuple[str, dict[str, str]]]:
+    """Each `docker run … -v "$PWD/FILE:…" [-e NAME=VALUE …] IMAGE check-config` the text shows (its lines joined):
+    the repository file it mounts and the variables it sets."""
+    joined = re.sub(r"\\\n\s*", " ", text)
+    found = []
+    for line in re.findall(r"docker run [^\n]* check-config [^\n]*", joined):
+        mounts = re.findall(r'-v "\$PWD/([^:"]+):', line)
+        variables = dict(re.findall(r"-e (BRIDGE_[A-Z_]+)=(\S+)", line))
+        found += [(mount, variables) for mount in mounts]
+    return found
+
+
+def test_the_image_s_check_config_example_passes_as_shown(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The Deployment section's `docker run … check-config` on the compose file: the file and the variables the
+    # command line gives must be a configuration check-config accepts, or whoever runs it meets exit 2.
+    examples = docker_check_configs(README)
+    assert examples
+    for variable in [name for name in os.environ if name.upper().startswith("BRIDGE_")]:
+        monkeypatch.delenv(variable)
+    for mount, variables in examples:
+        for name, value in variables.items():
+            monkeypatch.setenv(name, value)
+        errors = io.StringIO()
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(errors):
+            code = main(["check-config", "--config", str(ROOT / mount)])
+        assert (mount, code, errors.getvalue()) == (mount, 0, "")
+        for name in variables:
+            monkeypatch.delenv(name)
