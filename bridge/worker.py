@@ -242,10 +242,8 @@ async def assemble(
                 settings.ops.port,
                 healthy=consumer.healthy,
                 ready=consumer.ready,
-                not_ready_reason=lambda: (
-                    pipeline.gate.reason or (None if transport.connected() else "queue connection lost; reconnecting")
-                ),
-                not_ready_since=lambda: pipeline.gate.closed_since,
+                not_ready_reason=consumer.not_ready_reason,
+                not_ready_since=consumer.not_ready_since,
             )
             await ops.start()
             stack.push_async_callback(ops.stop)

@@ -191,21 +191,25 @@ class Consumer:
         }
         self.last_poll = time.monotonic()
         self.started = False
+        # Pollers waiting out the back-off after a failed receive: retrying on purpose, no stall (``healthy``).
+        self._backing_off = 0
+        # While receives fail: the last one's error class, and since when (``time.time``, for an operator).
+        self._receive_failure: str | None = None
+        self._receive_failing_since: float | None = None
 
     @property
     def in_flight(self) -> int:
         return len(self._tasks)
 
     def healthy(self) -> bool:
-        """False once the poll loop has not completed a receive for twice the long-poll wait (plus slack), or while
-        the transport's connection is down. Not polling on purpose (paused, or full: every poller waits for room
-        while the handlers work) is no stall."""
+        """False once the poll loop has not completed a receive for twice the long-poll wait (plus slack): a stall,
+        which a restart may cure. Waiting on purpose is no stall: paused for a fault of the whole worker, full (every
+        poller waits for room while the handlers work), a transport reconnecting by itself, a poller waiting out its
+        back-off after a failed receive; a restart would not cure those, and ``not_ready_reason`` names them."""
         if not self._receiving:
             return True
-        if not self._transport.connected():
-            return False
-        if self._gate.reason is not None:
-            return True  # not polling on purpose: paused for a fault of the whole worker
+        if self._gate.reason is not None or self._backing_off:
+            return True
         if self._awaiting_room == self._settings.poller_count:
             # Not polling on purpose either: every poller waits for room while the handlers work. Handlers that finish
             # nothing for as long as the heartbeat holds a message are stuck, though (a bug): that is a stall.
@@ -213,8 +217,27 @@ class Consumer:
         return time.monotonic() - self.last_poll < 2 * self._settings.wait_time_seconds + 10
 
     def ready(self) -> bool:
-        """Consuming, on a connected transport."""
-        return self.started and self._transport.connected()
+        """Started, and taking messages now (``not_ready_reason`` is None)."""
+        return self.started and self.not_ready_reason() is None
+
+    def not_ready_reason(self) -> str | None:
+        """Why the consumer takes no messages now; None while it does (or before it started: ``ready`` says that)."""
+        if self._gate.reason is not None:
+            return self._gate.reason
+        if not self._transport.connected():
+            return "queue connection lost; reconnecting"
+        if self._receive_failure is not None:
+            return f"queue receives failing ({self._receive_failure}); retrying"
+        if not self.healthy():
+            return "poll loop stalled"
+        return None
+
+    def not_ready_since(self) -> float | None:
+        """Since when (``time.time``) the pause or the failing receives ``not_ready_reason`` names have lasted;
+        None when not known."""
+        if self._gate.reason is not None:
+            return self._gate.closed_since
+        return self._receive_failing_since if self._transport.connected() else None
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set, then drain within ``shutdown_timeout``."""
@@ -344,7 +367,15 @@ class Consumer:
                 failures += 1
                 delay = min(POLL_ERROR_BACKOFF_MAX, 0.5 * 2**failures)
                 log.error("receive_failed", poller=number, error=f"{type(error).__name__}: {error}", retry_in=delay)
-                await asyncio.sleep(delay)
+                self._receive_failure = type(error).__name__
+                if self._receive_failing_since is None:
+                    self._receive_failing_since = time.time()
+                self._backing_off += 1
+                try:
+                    await asyncio.sleep(delay)
+                finally:
+                    self._backing_off -= 1
+                    self.last_poll = time.monotonic()  # a back-off is not a stalled poll loop
                 continue
             if not self._receiving:  # answered during the shutdown: handed back unrun, for another worker
                 metrics.MESSAGES_RECEIVED.inc(len(messages))  # the queue counted the receive
@@ -354,6 +385,7 @@ class Consumer:
             if failures:  # the errors above said it stopped; this says it works again
                 log.info("receive_recovered", poller=number, failures=failures)
             failures = 0
+            self._receive_failure = self._receive_failing_since = None
             self.last_poll = time.monotonic()
             self._give_back(wanted - len(messages))
             for message in messages:

@@ -114,11 +114,11 @@ async def test_broker_restart_mid_run_loses_nothing(
     worker = WorkerProcess(path, tmp_path / "worker.log")
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{ops_port}") as ops:
 
-        async def healthy() -> bool:
-            return (await ops.get("/healthz")).status_code == 200
+        async def ready() -> bool:
+            return (await ops.get("/readyz")).status_code == 200
 
-        async def unhealthy() -> bool:
-            return not await healthy()
+        async def not_ready() -> bool:
+            return not await ready()
 
         try:
             await eventually(lambda: worker.ready(ops_port), what="worker ready")
@@ -128,13 +128,14 @@ async def test_broker_restart_mid_run_loses_nothing(
                 if not await port_closed(activemq):
                     pytest.skip(f"the broker at {activemq} was not started by scripts/activemq.sh (ACTIVEMQ_HOME)")
                 down_at = time.monotonic()
-                await eventually(unhealthy, what="/healthz reporting the lost broker")
-                not_ready = await ops.get("/readyz")
-                assert not_ready.status_code == 503
-                assert not_ready.json()["reason"] == "queue connection lost; reconnecting"  # not "not started"
+                await eventually(not_ready, what="/readyz reporting the lost broker")
+                answer = await ops.get("/readyz")
+                assert answer.json()["reason"] == "queue connection lost; reconnecting"  # not "not started"
+                # Reconnecting by itself is no stall: a restart would not bring the broker back.
+                assert (await ops.get("/healthz")).status_code == 200
             finally:
                 await broker("start", activemq)
-            await eventually(healthy, timeout=60, what="/healthz after the broker is back")
+            await eventually(ready, timeout=60, what="/readyz after the broker is back")
             outage = time.monotonic() - down_at
             stories += [await stomp_admin.create(story(f"After {n}")) for n in range(10)]
             await eventually(

@@ -1138,3 +1138,113 @@ async def test_messages_a_receive_answers_during_the_shutdown_are_counted_receiv
     (draining,) = [line for line in lines if line["event"] == "consumer_draining"]
     (releasing,) = [line for line in lines if line["event"] == "releasing_unfinished"]
     assert (draining["in_flight"], draining["received_late"], releasing["count"]) == (0, 2, 2)
+
+
+async def until(condition: Any) -> None:
+    """Waits for ``condition`` (a hang guard, never a speed check)."""
+    async with asyncio.timeout(5):
+        while not condition():
+            await asyncio.sleep(0.01)
+
+
+async def test_a_lost_broker_connection_is_not_ready_and_still_alive() -> None:
+    # The transport reconnects by itself, for ever: a restart would not bring the broker back, and an orchestrator
+    # acting on a failing /healthz would restart the worker again and again for as long as the broker is down.
+    class Disconnected(FakeTransport):
+        up = True
+
+        def connected(self) -> bool:
+            return self.up
+
+    transport = Disconnected([])
+
+    async def handler(m: QueueMessage) -> Outcome:
+        return Done()
+
+    consumer = Consumer(transport, handler, settings())
+    stop = asyncio.Event()
+    task = asyncio.create_task(consumer.run(stop))
+    await until(lambda: consumer.started)
+    assert consumer.ready() and consumer.not_ready_reason() is None
+    transport.up = False
+    assert consumer.healthy()
+    assert not consumer.ready()
+    assert consumer.not_ready_reason() == "queue connection lost; reconnecting"
+    stop.set()
+    await asyncio.wait_for(task, 10)
+
+
+async def test_failing_receives_are_not_ready_with_a_reason_and_since_and_still_alive() -> None:
+    # An SQS that cannot be reached (a network cut, an endpoint down, a role that lost sqs:ReceiveMessage): the poll
+    # loop retries with back-off, correctly waiting. Before: /readyz said ready throughout, and /healthz turned 503
+    # once no receive had completed for 2 × wait + 10 s, so ECS or Kubernetes restarted the worker in a loop.
+    class Unreachable(FakeTransport):
+        receives = 0
+        failing = True
+
+        async def receive(self, max_messages: int, wait_time: int) -> list[QueueMessage]:
+            self.receives += 1
+            if self.failing:
+                raise ConnectionError("endpoint unreachable")
+            return await super().receive(max_messages, wait_time)
+
+    transport = Unreachable([])
+
+    async def handler(m: QueueMessage) -> Outcome:
+        return Done()
+
+    consumer = Consumer(transport, handler, settings())
+    stop = asyncio.Event()
+    task = asyncio.create_task(consumer.run(stop))
+    failed_after = time.time()
+    await until(lambda: transport.receives >= 1)
+    consumer.last_poll -= 3600  # as if the outage had lasted an hour: the pollers wait out a back-off, no stall
+    assert consumer.healthy()
+    assert not consumer.ready()
+    assert consumer.not_ready_reason() == "queue receives failing (ConnectionError); retrying"
+    since = consumer.not_ready_since()
+    assert since is not None and failed_after - 1 <= since <= time.time()
+    transport.failing = False
+    await until(consumer.ready)
+    assert consumer.not_ready_reason() is None and consumer.not_ready_since() is None
+    stop.set()
+    await asyncio.wait_for(task, 10)
+
+
+async def test_a_stalled_poll_loop_is_not_ready_either() -> None:
+    class HungTransport(FakeTransport):
+        async def receive(self, max_messages: int, wait_time: int) -> list[QueueMessage]:
+            await asyncio.Event().wait()  # a receive that never returns
+            return []
+
+    async def handler(m: QueueMessage) -> Outcome:
+        return Done()
+
+    hung = Consumer(HungTransport([]), handler, settings())
+    stop = asyncio.Event()
+    task = asyncio.create_task(hung.run(stop))
+    await until(lambda: hung.started)
+    hung.last_poll -= 3600
+    assert not hung.healthy()
+    assert not hung.ready()
+    assert hung.not_ready_reason() == "poll loop stalled"
+    stop.set()
+    await asyncio.wait_for(task, 10)
+
+
+async def test_a_paused_worker_is_not_ready_since_its_pause() -> None:
+    gate = ReceiveGate()
+    gate.close("kordiam-credentials", "Kordiam refuses the client credentials")
+
+    async def handler(m: QueueMessage) -> Outcome:
+        return Done()
+
+    consumer = Consumer(FakeTransport([]), handler, settings(), gate=gate)
+    stop = asyncio.Event()
+    task = asyncio.create_task(consumer.run(stop))
+    await until(lambda: consumer.started)
+    assert consumer.healthy() and not consumer.ready()
+    assert consumer.not_ready_reason() == "Kordiam refuses the client credentials"
+    assert consumer.not_ready_since() == gate.closed_since
+    stop.set()
+    await asyncio.wait_for(task, 10)
