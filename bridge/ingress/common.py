@@ -148,6 +148,8 @@ async def json_object(request: web.Request, what: str) -> tuple[str, dict[str, A
             raw = await request.read()
     except TimeoutError:
         return body_too_slow()
+    if not raw:  # no Content-Length and no chunks is no body (RFC 9112 6.3), not a 411
+        return problem(400, f"body is empty: {what}, as JSON, expected")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as error:

@@ -92,3 +92,16 @@ async def test_a_body_that_cannot_be_read_as_its_headers_say_is_a_400_in_one_lin
     assert answered(route, 500) == before_500
     assert [line["event"] for line in lines if line["log_level"] in ("warning", "error")] == []
     assert [record for record in caplog.records if record.levelno >= logging.WARNING] == []  # nor aiohttp's own
+
+
+@pytest.mark.parametrize("framing", ["no-length", "length-0", "chunked"])
+async def test_an_empty_body_says_it_is_empty(tmp_path: Path, framing: str) -> None:
+    # A POST without Content-Length or chunks has no body (RFC 9112 6.3), so no 411: it is told what was missing.
+    # Before: "body is not JSON: Expecting value at line 1 column 1", as if a body had been sent.
+    framed = {"no-length": {}, "length-0": {"Content-Length": "0"}, "chunked": {"Transfer-Encoding": "chunked"}}
+    async with running(tmp_path) as (_, transport, port):
+        status, _, content = await call(
+            port, "/kordiam/element", bearer() | framed[framing], chunked() if framing == "chunked" else b""
+        )
+    assert status == 400 and transport.sent == []
+    assert json.loads(content) == {"error": "body is empty: a Kordiam element, as JSON, expected"}
