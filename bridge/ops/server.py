@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import ClassVar
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -12,6 +13,16 @@ from bridge.errors import ConfigError
 
 
 class OpsServer:
+    """The worker's probes and metrics: ``/healthz`` (200, or 503 ``poll loop stalled`` when ``healthy`` says no),
+    ``/readyz`` (200 ``ready``, or 503 ``not ready`` with the reason and since when), ``/metrics``. Each answer only
+    reads what the worker already knows: a probe never waits on the queue, Kordiam or the state store."""
+
+    # aiohttp closes a connection that has not sent a whole request head this long after it opened or after its last
+    # answer (its own default is an hour): the ops port shares the process's file descriptors with the worker's own
+    # connections, so a head sent byte by byte, or an idle connection, must not hold one for long. Longer than a
+    # Prometheus scrape interval, so that a scraper keeps its connection.
+    keepalive_timeout: ClassVar[float] = 75.0
+
     def __init__(
         self,
         host: str,
@@ -38,7 +49,7 @@ class OpsServer:
         app.router.add_get("/healthz", self._health)
         app.router.add_get("/readyz", self._readiness)
         app.router.add_get("/metrics", self._metrics)
-        self._runner = web.AppRunner(app, access_log=None)
+        self._runner = web.AppRunner(app, access_log=None, keepalive_timeout=self.keepalive_timeout)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._host, self._port)
         try:
