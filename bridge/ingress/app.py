@@ -1,12 +1,14 @@
 """The ingress HTTP server: the receivers' routes plus ``/healthz``, ``/readyz``, ``/metrics``.
 
-Every answer is JSON and carries ``X-Request-Id`` (the caller's, when it sent a sane one); every request is logged
-once with that id, the route and the status (499 and ``ingress_client_gone`` for a client that went away before its
-answer); an unexpected error answers 500 without internals. Bodies above
-``ingress.max_body_bytes`` get 413 before they are read; a client above its rate gets 429 with ``Retry-After``; a
-call beyond ``ingress.max_concurrent_requests`` in progress gets 503 with ``Retry-After`` at once; a body later than
-``ingress.body_timeout_seconds`` gets 408; a connection without a whole request head within
-``IngressServer.keepalive_timeout`` of its opening or its last answer is closed.
+Every answer of the routes and middlewares is JSON and carries ``X-Request-Id`` (the caller's, when it sent a sane
+one); every such request is logged once with that id, the route and the status (499 and ``ingress_client_gone`` for
+a client that went away before its answer); an unexpected error answers 500 without internals. A request aiohttp
+cannot parse gets aiohttp's own plain-text 400 (logged as ``ingress_bad_request``, one line): replacing that answer
+would mean subclassing aiohttp's private server classes. Bodies above ``ingress.max_body_bytes`` get 413 before they
+are read (instead of ``100 Continue`` when the client asked for it: ``_continue_unless_too_large``); a client
+above its rate gets 429 with ``Retry-After``; a call beyond ``ingress.max_concurrent_requests`` in progress gets 503
+with ``Retry-After`` at once; a body later than ``ingress.body_timeout_seconds`` gets 408; a connection without a
+whole request head within ``IngressServer.keepalive_timeout`` of its opening or its last answer is closed.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from ipaddress import IPv4Network, IPv6Network, ip_address
 from typing import Any, ClassVar
 
 import structlog
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -184,8 +186,36 @@ def build_app(
         return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     routes += [web.get("/healthz", healthz), web.get("/readyz", readyz), web.get("/metrics", prometheus)]
-    app.add_routes(routes)
+    expect = _continue_unless_too_large(settings.max_body_bytes)
+    app.add_routes(web.RouteDef(r.method, r.path, r.handler, r.kwargs | {"expect_handler": expect}) for r in routes)
     return app, enqueuer
+
+
+def _continue_unless_too_large(max_body_bytes: int) -> Callable[[web.Request], Awaitable[web.StreamResponse | None]]:
+    """aiohttp's answer to ``Expect`` (it runs before any middleware), but for a body declared larger than
+    ``max_body_bytes`` no ``100 Continue``, so the 413 that follows (``_limits``) comes before the client sends a byte
+    of it; and an ``Expect`` other than ``100-continue`` answered JSON like every other refusal (aiohttp's own
+    answer was text quoting it)."""
+
+    async def expect(request: web.Request) -> web.StreamResponse | None:
+        if request.version != HttpVersion11:
+            return None  # HTTP/1.0 has no 100 Continue
+        if not _asks_to_continue(request):
+            refused = problem(417, "Expect: only 100-continue is understood")
+            refused.force_close()
+            return refused
+        if request.content_length is not None and request.content_length > max_body_bytes:
+            return None
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0  # as aiohttp does: the answer proper is still to be sent
+        return None
+
+    return expect
+
+
+def _asks_to_continue(request: web.Request) -> bool:
+    """An HTTP/1.1 request whose client waits for ``100 Continue`` before it sends its body."""
+    return request.version == HttpVersion11 and request.headers.get("Expect", "").lower() == "100-continue"
 
 
 def _route_name(request: web.Request) -> str:
@@ -278,7 +308,14 @@ def _limits(
         if request.path in _UNCAPPED:  # a load balancer's probe must not fail because the receivers are busy
             return await handler(request)
         if request.content_length is not None and request.content_length > settings.max_body_bytes:
-            return problem(413, f"body larger than ingress.max_body_bytes ({settings.max_body_bytes} bytes)")
+            too_large = problem(413, f"body larger than ingress.max_body_bytes ({settings.max_body_bytes} bytes)")
+            if _asks_to_continue(request):
+                # No 100 Continue invited the body, so none is on its way: the connection is closed after the
+                # answer, not read on for aiohttp's lingering time (as a body already on its way is, so that the
+                # client reads the 413 rather than a reset).
+                request.content.feed_eof()
+                too_large.force_close()
+            return too_large
         request[CLIENT] = client = client_address(request, settings.trusted_proxies)
         if not limiter.allow(client):
             metrics.RATE_LIMITED.inc()

@@ -6,12 +6,14 @@ internet can send these, and a scanner would fill the log and page whoever watch
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from pathlib import Path
 
 import pytest
 from structlog.testing import capture_logs
 
+from tests.unit.ingress.test_ingress import bearer, fixture
 from tests.unit.ingress.test_ingress_client_gone import WITHIN, running
 
 HEADS = {
@@ -23,7 +25,29 @@ HEADS = {
         b"POST /kordiam/element HTTP/1.1\r\nHost: ingress\r\nContent-Encoding: br\r\nContent-Length: 2\r\n\r\n{}"
     ),
     "byte-in-path": b"DELETE /kordiam/element/\xff HTTP/1.1\r\nHost: ingress\r\n\r\n",
+    "space-in-header-name": b"POST /kordiam/element HTTP/1.1\r\nHost: ingress\r\nBad Header: y\r\n\r\n",
+    "no-host": b"POST /kordiam/element HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}",
+    "http-3.0": b"GET /healthz HTTP/3.0\r\nHost: ingress\r\n\r\n",
+    "bad-chunk-size": (b"POST /kordiam/element HTTP/1.1\r\nHost: ingress\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"),
+    "too-many-headers": b"GET /healthz HTTP/1.1\r\nHost: ingress\r\n"
+    + b"".join(b"X-Header-%d: a\r\n" % n for n in range(200))
+    + b"\r\n",
 }
+
+
+async def refused(port: int, head: bytes) -> tuple[int, dict[str, str], bytes]:
+    """The answer to ``head``: its status, headers and body, read up to the connection's close (which follows
+    it; a hang guard would say otherwise)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(head)
+    try:
+        answer = await asyncio.wait_for(reader.read(), WITHIN)
+    finally:
+        writer.close()
+    status_line, _, rest = answer.partition(b"\r\n")
+    head_lines, _, body = rest.partition(b"\r\n\r\n")
+    headers = dict(line.decode().split(": ", 1) for line in head_lines.split(b"\r\n"))
+    return int(status_line.split(b" ")[1]), {k.lower(): v for k, v in headers.items()}, body
 
 
 @pytest.mark.parametrize("head", HEADS, ids=HEADS)
@@ -45,3 +69,50 @@ async def test_a_request_aiohttp_refuses_is_one_warning_line_without_a_traceback
     assert line["event"] == "ingress_bad_request" and line["log_level"] == "warning"
     assert line["client"] == "127.0.0.1" and line["status"] == 400
     assert line["reason"] and "\n" not in line["reason"] and "Traceback" not in line["reason"]
+
+
+async def test_an_expectation_aiohttp_does_not_meet_is_a_json_417(tmp_path: Path) -> None:
+    # aiohttp checks Expect before any middleware runs, and answered anything but 100-continue in text, quoting it.
+    head = (
+        b"POST /kordiam/element HTTP/1.1\r\nHost: ingress\r\nExpect: 200-ok\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 2\r\nConnection: close\r\n\r\n{}"
+    )
+    async with running(tmp_path) as (_, transport, port):
+        status, headers, body = await refused(port, head)
+    assert status == 417 and transport.sent == []
+    assert headers["content-type"] == "application/json; charset=utf-8"
+    assert json.loads(body) == {"error": "Expect: only 100-continue is understood"}
+
+
+async def test_a_body_declared_too_large_is_refused_before_it_is_invited(tmp_path: Path) -> None:
+    # A client that asks first (Expect: 100-continue, as curl does for a large body) was told to go on, and sent the
+    # body the 413 that followed refused. Now the 413 comes instead of the 100: the body is never sent.
+    head = (
+        b"POST /kordiam/element HTTP/1.1\r\nHost: ingress\r\nExpect: 100-continue\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 999999999\r\n\r\n"
+    )
+    async with running(tmp_path) as (_, transport, port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(head)
+        try:
+            status_line = await asyncio.wait_for(reader.readline(), WITHIN)
+        finally:
+            writer.close()
+    assert status_line.startswith(b"HTTP/1.1 413 ") and transport.sent == []
+
+
+async def test_a_body_within_the_limit_is_invited_and_taken(tmp_path: Path) -> None:
+    element = fixture("seed001_create.json")
+    auth = "".join(f"{name}: {value}\r\n" for name, value in bearer().items()).encode()
+    head = b"POST /kordiam/element HTTP/1.1\r\nHost: ingress\r\nExpect: 100-continue\r\nConnection: close\r\n"
+    head += auth + b"Content-Length: %d\r\n\r\n" % len(element)
+    async with running(tmp_path) as (_, transport, port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(head)
+        try:
+            assert await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), WITHIN) == b"HTTP/1.1 100 Continue\r\n\r\n"
+            writer.write(element)
+            answer = await asyncio.wait_for(reader.read(), WITHIN)
+        finally:
+            writer.close()
+    assert answer.startswith(b"HTTP/1.1 201 ") and transport.sent[0][0] == element.decode()
