@@ -552,11 +552,13 @@ class FeedbackSettings(Section):
 
 
 class ReconcileSettings(Section):
-    """The optional sweep that heals changes whose notification never arrived."""
+    """The optional sweep that heals changes whose notification never arrived. Safe on every worker: one at a time
+    sweeps, under a lease in the state store, and the sweep's place is kept there (``bridge.pipeline.reconcile``)."""
 
     enabled: bool = False
     interval_seconds: Float = Field(default=900.0, ge=1, le=86_400)
-    # How far back the first sweep after start-up looks.
+    # How far back the first sweep looks while the state store holds no place of the sweep yet (a new store, or the
+    # first start of a bridge that keeps it); after that every sweep resumes from the stored place, however old.
     lookback_seconds: Float = Field(default=3600.0, ge=0, le=30 * 86_400)
 
 

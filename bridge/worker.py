@@ -267,6 +267,7 @@ async def assemble(
                 transport=transport,
                 interval=settings.reconcile.interval_seconds,
                 lookback=settings.reconcile.lookback_seconds,
+                lease_seconds=settings.state.lease_seconds,
             )
         requeue = ParkedRequeue(
             pipeline.parking, state=state, transport=transport, channels=[c.name for c in pipeline.channels]

@@ -123,6 +123,7 @@ class MemoryStateStore:
         self._marks: dict[int, ElementMark] = {}
         self._parks: dict[tuple[str, int], Parked] = {}
         self._leased: set[int] = set()
+        self._sweep_cursors: dict[str, datetime] = {}
 
     async def open(self) -> None:
         return None
@@ -212,3 +213,16 @@ class MemoryStateStore:
 
     async def parked_channels(self) -> list[str]:
         return sorted({c for c, _ in self._parks})
+
+    async def sweep_cursor(self, sweep: str) -> datetime | None:
+        return self._sweep_cursors.get(sweep)
+
+    async def advance_sweep_cursor(self, sweep: str, to: datetime) -> None:
+        held = self._sweep_cursors.get(sweep)
+        self._sweep_cursors[sweep] = to if held is None else max(held, to)
+
+    async def take_sweep_lease(self, sweep: str, *, seconds: float) -> bool:
+        return True  # one process: no other worker to share the sweep with
+
+    async def release_sweep_lease(self, sweep: str) -> None:
+        return None

@@ -1,17 +1,23 @@
 """The reconciliation sweep: heal changes whose notification never arrived.
 
-Every ``interval_seconds`` the sweep lists the elements Kordiam changed since the previous sweep (minus an
-overlap, because modification dates have one-second resolution and a change may show in the list late). The
-previous sweep is dated by its start on the worker's clock, or on Kordiam's (its list's ``Date``) when that is
-earlier, so a worker clock running ahead of Kordiam's skips no change. It enqueues a notification for each element
-newer than what the state store holds (or due a re-sync: ``ElementMark.resync``). It goes through the normal
-queue, so retries, the dead-letter queue and idempotency apply unchanged.
+Each sweep lists the elements Kordiam changed since the previous sweep (minus an overlap, because modification
+dates have one-second resolution and a change may show in the list late) and enqueues a notification for each
+element newer than what the state store holds (or due a re-sync: ``ElementMark.resync``). It goes through the
+normal queue, so retries, the dead-letter queue and idempotency apply unchanged.
+
+The previous sweep's place (its cursor) is kept in the state store, so that a restart resumes there however long
+the worker was stopped: the changes made meanwhile are the lost notifications the sweep exists for. A sweep is
+dated by its start on the worker's clock, or on Kordiam's (its list's ``Date``) when that is earlier, so a worker
+clock running ahead of Kordiam's skips no change.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
+from time import monotonic
 
 import structlog
 
@@ -20,12 +26,26 @@ from bridge.kordiam.models import Element
 from bridge.ops import metrics
 from bridge.pipeline.notification import resync_notification
 from bridge.queue.transport import Transport
-from bridge.state.base import StateStore, is_older
+from bridge.state.base import RECONCILE_SWEEP, StateStore, is_older
 
 log = structlog.get_logger("bridge.reconcile")
 
+# A sweep logs its progress every this many listed elements: one resuming from a cursor weeks old lists them all.
+PROGRESS_EVERY = 1000
+
 
 class Reconciler:
+    """Sweeps every ``interval`` seconds, one worker of the fleet at a time.
+
+    A round sweeps only under the sweep's lease in the state store (``RECONCILE_SWEEP``, ``lease_seconds`` long,
+    extended while the sweep runs), and only when the stored cursor is ``interval`` old or older: a worker that
+    cannot take the lease, or finds the fleet swept recently, skips the round, so every worker may run one. A
+    sweep starts from the stored cursor (less the overlap), or, while the store holds none, from ``lookback``
+    before this reconciler was made. Only a sweep that listed its whole span advances the cursor, and never back:
+    one that failed part-way leaves it, and the next lists the same span again. A cursor however old is swept
+    whole (the changes before it may all be lost notifications), its progress logged as it goes.
+    """
+
     def __init__(
         self,
         *,
@@ -34,35 +54,66 @@ class Reconciler:
         transport: Transport,
         interval: float,
         lookback: float,
+        lease_seconds: float,
         overlap: float = 120.0,
     ) -> None:
         self._kordiam = kordiam
         self._state = state
         self._transport = transport
         self._interval = interval
+        self._lease_seconds = lease_seconds
         self._overlap = overlap
-        self._since = datetime.now(UTC) - timedelta(seconds=lookback)
+        self._first_since = datetime.now(UTC) - timedelta(seconds=lookback)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Sweep at once (catching up on ``lookback``), then every ``interval`` until ``stop``."""
+        """A round at once, then one each time the previous one says, until ``stop``."""
         while not stop.is_set():
+            wait = self._interval
             try:
-                await self.sweep()
+                wait = await self.sweep_if_due()
             except Exception as error:
                 metrics.RECONCILE_FAILURES.inc()
                 log.error("reconcile_failed", error=f"{type(error).__name__}: {error}", retry_in=self._interval)
             try:
-                await asyncio.wait_for(stop.wait(), self._interval)
+                await asyncio.wait_for(stop.wait(), wait)
             except TimeoutError:
                 continue
 
+    async def sweep_if_due(self) -> float:
+        """Sweep if this worker takes the sweep's lease and a sweep is due; the seconds until the next round."""
+        if not await self._state.take_sweep_lease(RECONCILE_SWEEP, seconds=self._lease_seconds):
+            log.info("reconcile_skipped", reason="another worker is sweeping")
+            return self._interval
+        try:
+            # Under the lease: a worker that swept just now has stored its cursor, so a second does not sweep after it.
+            cursor = await self._state.sweep_cursor(RECONCILE_SWEEP)
+            if cursor is not None and (due_in := (cursor - datetime.now(UTC)).total_seconds() + self._interval) > 0:
+                log.debug("reconcile_skipped", reason="swept recently", cursor=cursor.isoformat(), due_in=round(due_in))
+                return min(due_in, self._interval)
+            async with self._lease_kept():
+                await self.sweep()
+        finally:
+            await self._state.release_sweep_lease(RECONCILE_SWEEP)
+        return self._interval
+
     async def sweep(self) -> int:
+        """List the span since the stored cursor and enqueue what is out of date; the number enqueued."""
         started = datetime.now(UTC)
+        begun = monotonic()
         kordiam_started: list[datetime] = []
-        since = self._since - timedelta(seconds=self._overlap)
+        start = await self._state.sweep_cursor(RECONCILE_SWEEP) or self._first_since
+        since = start - timedelta(seconds=self._overlap)
         seen = enqueued = 0
         async for element in self._kordiam.iter_modified_elements(since, on_kordiam_clock=kordiam_started.append):
             seen += 1
+            if seen % PROGRESS_EVERY == 0:
+                log.info(
+                    "reconcile_progress",
+                    since=since.isoformat(),
+                    seen=seen,
+                    enqueued=enqueued,
+                    seconds=round(monotonic() - begun),
+                )
             if isinstance(element, Element):
                 mark = await self._state.element_mark(element.id)
                 # An element due a re-sync (a worker lost its lease mid-sync) counts as not synced, whatever its mark.
@@ -77,7 +128,40 @@ class Reconciler:
             metrics.RECONCILED.inc()
         # The next sweep starts from Kordiam's clock when it runs behind the worker's: from the worker's own, a
         # clock ahead by more than the overlap would ask for changes from a moment Kordiam has not reached, and
-        # never list the ones between. Never moved back (a proxy's or cache's stale Date).
-        self._since = max(self._since, min([started, *kordiam_started]))
-        log.info("reconcile_swept", since=since.isoformat(), seen=seen, enqueued=enqueued)
+        # never list the ones between. Never before this sweep's own start (a proxy's or cache's stale Date).
+        cursor = max(start, min([started, *kordiam_started]))
+        await self._state.advance_sweep_cursor(RECONCILE_SWEEP, cursor)
+        log.info(
+            "reconcile_swept",
+            since=since.isoformat(),
+            cursor=cursor.isoformat(),
+            seen=seen,
+            enqueued=enqueued,
+            seconds=round(monotonic() - begun),
+        )
         return enqueued
+
+    @asynccontextmanager
+    async def _lease_kept(self) -> AsyncIterator[None]:
+        """While inside, take the sweep's lease again every third of its life: a long sweep keeps it, and a worker
+        that died (or whose loop hangs) extends nothing, so its lease expires."""
+        keeper = asyncio.create_task(self._keep_lease(), name="reconcile-lease")
+        try:
+            yield
+        finally:
+            keeper.cancel()
+            await asyncio.gather(keeper, return_exceptions=True)
+
+    async def _keep_lease(self) -> None:
+        while True:
+            await asyncio.sleep(self._lease_seconds / 3)
+            try:
+                held = await self._state.take_sweep_lease(RECONCILE_SWEEP, seconds=self._lease_seconds)
+            except Exception as error:  # the store is unreachable: tried again while a third of the lease is left
+                log.warning("reconcile_lease_extension_failed", error=f"{type(error).__name__}: {error}")
+                continue
+            if not held:
+                # Another worker took it after it expired (this one stalled): both sweep until this one ends, and
+                # the copies they enqueue twice are covered by the first fetch.
+                log.warning("reconcile_lease_lost", hint="this worker stalled past state.lease_seconds mid-sweep")
+                return

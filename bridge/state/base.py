@@ -318,6 +318,34 @@ class StateStore(Protocol):
         (renamed or removed), which the configured names alone would never find."""
         ...
 
+    # A sweep is a background job of the fleet (the reconciliation sweep: ``RECONCILE_SWEEP``), run by one worker
+    # at a time under its lease, resuming where its last finished run left off (its cursor). Both are records of
+    # the sweep's own, apart from every element's.
+
+    async def sweep_cursor(self, sweep: str) -> datetime | None:
+        """Where the sweep resumes: the latest place ``advance_sweep_cursor`` recorded (UTC), None if none was.
+        Shared by every worker and kept across restarts."""
+        ...
+
+    async def advance_sweep_cursor(self, sweep: str, to: datetime) -> None:
+        """Record ``to`` as the sweep's cursor unless it already stands there or later: one conditional write, so
+        the cursor never moves back, whichever of two workers writes last."""
+        ...
+
+    async def take_sweep_lease(self, sweep: str, *, seconds: float) -> bool:
+        """Hold the sweep's lease until ``seconds`` from now, without waiting: True if taken (it was free, expired,
+        held by a process on this host that is gone, or this store's own: then it is extended), False if another
+        owner holds it. A holder that dies holds it no longer than ``seconds``."""
+        ...
+
+    async def release_sweep_lease(self, sweep: str) -> None:
+        """Give the sweep's lease back if it is still this store's (one another owner holds since is left)."""
+        ...
+
+
+# The reconciliation sweep's name in the store (``bridge.pipeline.reconcile``).
+RECONCILE_SWEEP = "reconcile"
+
 
 async def parked_elsewhere(store: StateStore, configured: Collection[str]) -> dict[str, int]:
     """Each channel outside ``configured`` that has parked elements, by name, with how many: renamed or removed

@@ -15,6 +15,9 @@ Single-table layout (hash key ``pk``, range key ``sk``, both strings; TTL on ``e
   fixed-width UTC text; ``generation``, drawn anew by every park, for an unpark conditional on it). One
   partition per channel, the element id zero-padded so that the range key orders by it: a page of a channel's
   parked elements is one Query, their count a Query that counts. No ``expires_at``: they never expire.
+* ``pk = "sweep#<name>"`` (``name``: ``reconcile``), ``sk = "cursor"``: where the background sweep resumes
+  (``cursor``, fixed-width UTC text), moved on only by a conditional update; no ``expires_at``, it is kept. ``sk =
+  "lease"``: the worker running the sweep (``owner``) until ``expires_at``, as an element's lease.
 * ``pk = "bridge#parked-channels"``, ``sk = "channels"``: the names of the channels that ever had an element
   parked (``channels``, a string set), added to by ``park`` once per channel per process, never shrunk, so that
   elements parked under a channel name the configuration no longer has can be found without a Scan.
@@ -37,7 +40,7 @@ The table is created outside the bridge (Terraform in production; ``create_table
 indexes (or with one of their names on another key or projection) serves the worker, and the lookups refuse with a
 ``ConfigError`` saying what to add (the ingress asks at start-up).
 
-Why one module of ~820 lines: the ``StateStore`` contract is one class (about 500 lines of statements, one method
+Why one module of ~1,100 lines: the ``StateStore`` contract is one class (about 500 lines of statements, one method
 per contract call, as in ``sqlite.py``); the rest is the item encoding and the table definition those statements
 assume, which change together with them.
 """
@@ -73,7 +76,7 @@ from bridge.state.base import (
     count_deliveries,
     new_generation,
 )
-from bridge.state.leases import LeaseKeeper, LeaseOwner, held_lease
+from bridge.state.leases import LeaseKeeper, LeaseOwner, held_lease, try_sweep_lease
 
 log = structlog.get_logger("bridge.state")
 
@@ -90,6 +93,8 @@ LEASE = "lease"
 RESYNC = "resync"
 PARKED_PK_PREFIX = "parked#"
 PARKED_SK_PREFIX = "element#"
+SWEEP_PK_PREFIX = "sweep#"
+CURSOR = "cursor"
 PARKED_CHANNELS_KEY = {HASH_KEY: {"S": "bridge#parked-channels"}, RANGE_KEY: {"S": "channels"}}
 # Digits of a parked element's range key: any positive 64-bit id (Kordiam's element ids are positive; the queue
 # refuses others), so that key order is id order.
@@ -688,6 +693,60 @@ class DynamoDbStateStore:
         response = await self._call("get_item", Key=PARKED_CHANNELS_KEY, ConsistentRead=True)
         return sorted(response.get("Item", {}).get("channels", {}).get("SS", []))
 
+    # ---- sweeps --------------------------------------------------------------------------------------------
+
+    async def sweep_cursor(self, sweep: str) -> datetime | None:
+        response = await self._call("get_item", Key=_sweep_key(sweep, CURSOR), ConsistentRead=True)
+        return _date_attribute(response.get("Item", {}), CURSOR)
+
+    async def advance_sweep_cursor(self, sweep: str, to: datetime) -> None:
+        with contextlib.suppress(_ConditionFailed):  # it stands there or later already
+            await self._call(
+                "update_item",
+                Key=_sweep_key(sweep, CURSOR),
+                UpdateExpression="SET #cursor = :to",
+                ConditionExpression="attribute_not_exists(#cursor) OR #cursor < :to",
+                ExpressionAttributeNames={"#cursor": CURSOR},
+                ExpressionAttributeValues={":to": _s(encode_date(to))},
+            )
+
+    async def take_sweep_lease(self, sweep: str, *, seconds: float) -> bool:
+        async def take(replacing: str | None) -> str | None:
+            now = time.time()
+            condition = "attribute_not_exists(#pk) OR #expires < :now OR #owner = :me"
+            values = {":now": {"N": f"{now:.3f}"}, ":me": _s(self.owner)}
+            if replacing is not None:
+                condition += " OR #owner = :gone"
+                values[":gone"] = _s(replacing)
+            try:
+                await self._call(
+                    "put_item",
+                    Item={
+                        **_sweep_key(sweep, LEASE),
+                        "owner": _s(self.owner),
+                        TTL_ATTRIBUTE: _n(math.ceil(now + seconds)),  # whole seconds, as an element's lease
+                    },
+                    ConditionExpression=condition,
+                    ExpressionAttributeNames={"#pk": HASH_KEY, "#expires": TTL_ATTRIBUTE, "#owner": "owner"},
+                    ExpressionAttributeValues=values,
+                )
+            except _ConditionFailed:
+                held = await self._call("get_item", Key=_sweep_key(sweep, LEASE), ConsistentRead=True)
+                return _str_attribute(held.get("Item", {}), "owner") or ""
+            return None
+
+        return await try_sweep_lease(sweep, take)
+
+    async def release_sweep_lease(self, sweep: str) -> None:
+        with contextlib.suppress(_ConditionFailed):  # another owner holds it since: left to it
+            await self._call(
+                "delete_item",
+                Key=_sweep_key(sweep, LEASE),
+                ConditionExpression="#owner = :me",
+                ExpressionAttributeNames={"#owner": "owner"},
+                ExpressionAttributeValues={":me": _s(self.owner)},
+            )
+
     # ---- leases --------------------------------------------------------------------------------------------
 
     def lease(self, element_id: int) -> AbstractAsyncContextManager[HeldLease]:
@@ -942,6 +1001,10 @@ def _pk(element_id: int) -> str:
 
 def _delivery_sk(channel: str, publication_id: int) -> str:
     return f"{DELIVERY_PREFIX}{channel}#{publication_id}"
+
+
+def _sweep_key(sweep: str, sk: str) -> dict[str, Any]:
+    return {HASH_KEY: _s(f"{SWEEP_PK_PREFIX}{sweep}"), RANGE_KEY: _s(sk)}
 
 
 def _parked_pk(channel: str) -> str:

@@ -13,6 +13,9 @@ resumes learns it at its release (``HeldLease.lost``): the store then marks the 
 A worker need not wait for that expiry when the holder is a process on its own host that no longer runs (the
 worker it replaces after a kill -9 or a crash): each lease records its owner's process (``LeaseOwner``), and
 ``acquire`` takes over a lease whose process is gone at once. Holders on other hosts are judged by expiry alone.
+
+A sweep's lease (``StateStore.take_sweep_lease``: one worker of the fleet runs the sweep) has the same owners and
+the same rule for a gone one (``try_sweep_lease``); its holder extends it by taking it again as the sweep goes on.
 """
 
 from __future__ import annotations
@@ -177,6 +180,23 @@ def _start_ticks(pid: int) -> int | None:
     if len(fields) < 20 or fields[0] in ("Z", "X"):
         return None
     return int(fields[19])
+
+
+# Tries to take a sweep's lease (``StateStore.take_sweep_lease``); ``replacing`` as for ``TakeLease``. Returns None
+# once the lease is taken, else its holder's owner text ("" if it was released meanwhile).
+TakeSweepLease = Callable[[str | None], Awaitable[str | None]]
+
+
+async def try_sweep_lease(sweep: str, take: TakeSweepLease) -> bool:
+    """Take the sweep's lease once, without waiting for a live holder: a sweep has its next round for that. A holder
+    whose process is gone (on this host) is replaced at once, as ``acquire`` replaces an element's."""
+    holder = await take(None)
+    if holder is None:
+        return True
+    if holder and owner_is_gone(holder) and await take(holder) is None:
+        log.warning("lease_taken_over", sweep=sweep, previous_owner=holder, reason="its process is gone")
+        return True
+    return False
 
 
 # Extends the given leases if this process still owns them; returns the ones it no longer owns.

@@ -39,7 +39,7 @@ from bridge.state.base import (
     StateUnavailable,
     new_generation,
 )
-from bridge.state.leases import LeaseKeeper, LeaseOwner, held_lease
+from bridge.state.leases import LeaseKeeper, LeaseOwner, held_lease, try_sweep_lease
 
 T = TypeVar("T")
 # Writes waiting for one group commit, each with the future its caller waits on.
@@ -53,7 +53,7 @@ log = structlog.get_logger("bridge.state")
 CHECKPOINT_EVERY_WRITES = 2000
 BUSY_TIMEOUT_MS = 5000
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 MIGRATIONS: dict[int, str] = {
     1: """
     CREATE TABLE deliveries (
@@ -142,6 +142,17 @@ MIGRATIONS: dict[int, str] = {
     # 6 still running on the file neither reads nor writes it (its releases leave it as it is).
     7: """
     ALTER TABLE elements ADD COLUMN resync TEXT;
+    """,
+    # A background sweep's cursor (fixed-width UTC text, where its next run resumes) and lease (which worker runs
+    # it): the reconciliation sweep's place survives a restart, and one worker at a time sweeps. A worker of
+    # version 7 still running on the file sweeps on its own, as it did.
+    8: """
+    CREATE TABLE sweeps (
+        name             TEXT PRIMARY KEY,
+        cursor           TEXT,
+        lease_owner      TEXT,
+        lease_expires_at REAL
+    ) WITHOUT ROWID;
     """,
 }
 # Tables every schema version of the bridge has had: version 1 made them in the transaction that made
@@ -686,6 +697,38 @@ class SqliteStateStore:
 
         return await self._read_on_thread(hop)
 
+    async def sweep_cursor(self, sweep: str) -> datetime | None:
+        row = await self._run(lambda db: db.execute("SELECT cursor FROM sweeps WHERE name = ?", (sweep,)).fetchone())
+        return None if row is None else _parse(row[0])
+
+    async def advance_sweep_cursor(self, sweep: str, to: datetime) -> None:
+        values = (sweep, _iso(to))
+        await self._write(lambda db: db.execute(ADVANCE_SWEEP_CURSOR, values))
+
+    async def take_sweep_lease(self, sweep: str, *, seconds: float) -> bool:
+        async def take(replacing: str | None) -> str | None:
+            now = time.time()
+            values = (sweep, self._owner, now + seconds, now, replacing)
+
+            def attempt(db: sqlite3.Connection) -> str | None:
+                if db.execute(TRY_SWEEP_LEASE, values).rowcount == 1:
+                    return None
+                row = db.execute("SELECT lease_owner FROM sweeps WHERE name = ?", (sweep,)).fetchone()
+                return str(row[0]) if row and row[0] is not None else ""
+
+            return await self._write(attempt)
+
+        return await try_sweep_lease(sweep, take)
+
+    async def release_sweep_lease(self, sweep: str) -> None:
+        values = (sweep, self._owner)
+        await self._write(
+            lambda db: db.execute(
+                "UPDATE sweeps SET lease_owner = NULL, lease_expires_at = NULL WHERE name = ? AND lease_owner = ?",
+                values,
+            )
+        )
+
     async def _read_on_thread(self, operation: Callable[[sqlite3.Connection], T]) -> T:
         """A read on the store's thread: one off the message path (the whole deliveries table, the parked
         elements), which may take a while or wait for a lock, and works on a read-only store (``status``, ``parked
@@ -854,6 +897,19 @@ MARK_AND_RELEASE = (
 # The mark of a release that found its lease lost (the same rule), and a new re-sync token (?8) for the element.
 LOST_MARK = _UPSERT_MARK + _MARK_BY_RULE + ", resync = ?8"
 
+# The cursor moves on only: the fixed-width text orders as the times do.
+ADVANCE_SWEEP_CURSOR = (
+    "INSERT INTO sweeps (name, cursor) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET cursor = excluded.cursor "
+    "WHERE sweeps.cursor IS NULL OR sweeps.cursor < excluded.cursor"
+)
+# Takes the sweep's lease (?1) for its owner (?2) until ?3 if it is free, expired (?4: now), the owner's own, or the
+# lease of a gone owner being replaced (?5); changes no row if another holds it.
+TRY_SWEEP_LEASE = (
+    "INSERT INTO sweeps (name, lease_owner, lease_expires_at) VALUES (?1, ?2, ?3) ON CONFLICT (name) DO UPDATE SET "
+    "lease_owner = excluded.lease_owner, lease_expires_at = excluded.lease_expires_at "
+    "WHERE sweeps.lease_owner IS NULL OR sweeps.lease_expires_at < ?4 OR sweeps.lease_owner = ?2 "
+    "OR sweeps.lease_owner = ?5"
+)
 # Parking again keeps the first ``since``, takes the latest refusal's text and a new generation.
 PARK = (
     "INSERT INTO parked (channel, element_id, reason, since, generation) VALUES (?, ?, ?, ?, ?) "

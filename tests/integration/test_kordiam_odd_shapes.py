@@ -53,7 +53,9 @@ async def test_an_odd_element_in_the_list_does_not_stop_the_sweep(
     unreadable = await kordiam.create({"title": "Odd", **odd})
     fine = await kordiam.create({"title": "Fine", "publications": [{"platform": {"id": 99003}}]})
     transport = FakeTransport([])
-    sweep = Reconciler(kordiam=client, state=MemoryStateStore(), transport=transport, interval=60, lookback=3600)
+    sweep = Reconciler(
+        kordiam=client, state=MemoryStateStore(), transport=transport, interval=60, lookback=3600, lease_seconds=120
+    )
     # The odd one is enqueued too: its lost notification may be what the sweep is for, and the worker's fetch
     # dead-letters it with the reason, where the sweep could only log it.
     assert await sweep.sweep() == 2

@@ -1,5 +1,6 @@
 """What every state store promises (``bridge.state.base.StateStore``), checked on SQLite and on DynamoDB (moto
-server): leases across store instances (as across worker processes), conditional records, deliveries, marks.
+server): leases across store instances (as across worker processes), conditional records, deliveries, marks,
+parked elements, sweeps' cursors and leases.
 
 Each store backend's own behaviour (SQLite's migrations and locking, DynamoDB's table check and errors) is tested
 beside it: tests/unit/state/test_sqlite.py and tests/integration/test_dynamodb_state.py.
@@ -22,7 +23,15 @@ from pathlib import Path
 import pytest
 
 from bridge.state import DynamoDbStateStore, SqliteStateStore
-from bridge.state.base import ChannelCounts, ElementBusy, ElementMark, StateStore, StateUnavailable, is_older
+from bridge.state.base import (
+    RECONCILE_SWEEP,
+    ChannelCounts,
+    ElementBusy,
+    ElementMark,
+    StateStore,
+    StateUnavailable,
+    is_older,
+)
 from bridge.state.dynamodb import create_table
 from bridge.state.leases import LeaseOwner
 from tests.support import REGION, T0, delivery, opened_stores, writes_failing
@@ -809,3 +818,95 @@ async def test_parked_elements_are_independent_of_deliveries_marks_and_leases(st
     await other.unpark(7, "web")
     assert await store.element_mark(7) == ElementMark(7, None, None, deleted=True, fetched_at=1_764_800_001.0)
     assert await store.parked("web") == []
+
+
+# ---- sweeps ----------------------------------------------------------------------------------------------------
+
+
+async def test_a_sweeps_cursor_is_shared_moves_on_and_never_back(stores: StoreFactory) -> None:
+    store, other = await stores(), await stores()
+    assert await store.sweep_cursor(RECONCILE_SWEEP) is None
+    await store.advance_sweep_cursor(RECONCILE_SWEEP, T0)
+    assert await other.sweep_cursor(RECONCILE_SWEEP) == T0
+    await other.advance_sweep_cursor(RECONCILE_SWEEP, T0 - timedelta(microseconds=1))  # back: ignored
+    await other.advance_sweep_cursor(RECONCILE_SWEEP, T0.astimezone(timezone(timedelta(hours=2))))  # the same
+    assert await store.sweep_cursor(RECONCILE_SWEEP) == T0
+    await store.advance_sweep_cursor(RECONCILE_SWEEP, T0 + timedelta(days=40, microseconds=7))
+    assert await other.sweep_cursor(RECONCILE_SWEEP) == T0 + timedelta(days=40, microseconds=7)
+    assert await other.sweep_cursor("another sweep") is None
+
+
+async def test_concurrent_advances_from_two_stores_keep_the_latest_cursor(stores: StoreFactory) -> None:
+    first, second = await stores(), await stores()
+    places = [T0 + timedelta(seconds=n) for n in range(20)]
+    random.Random(7).shuffle(places)
+    await asyncio.gather(
+        *((first if n % 2 else second).advance_sweep_cursor(RECONCILE_SWEEP, place) for n, place in enumerate(places))
+    )
+    assert await first.sweep_cursor(RECONCILE_SWEEP) == max(places)
+
+
+async def test_a_sweeps_lease_is_held_by_one_store_at_a_time_and_given_back(stores: StoreFactory) -> None:
+    store, other = await stores(), await stores()
+    assert await store.take_sweep_lease(RECONCILE_SWEEP, seconds=60)
+    assert not await other.take_sweep_lease(RECONCILE_SWEEP, seconds=60)
+    assert await store.take_sweep_lease(RECONCILE_SWEEP, seconds=60)  # its own: extended
+    assert await other.take_sweep_lease("another sweep", seconds=60)  # another sweep's lease is its own
+    await other.release_sweep_lease(RECONCILE_SWEEP)  # not its lease: left to its holder
+    assert not await other.take_sweep_lease(RECONCILE_SWEEP, seconds=60)
+    await store.release_sweep_lease(RECONCILE_SWEEP)
+    assert await other.take_sweep_lease(RECONCILE_SWEEP, seconds=60)
+    await store.release_sweep_lease(RECONCILE_SWEEP)  # no longer its own: the new holder keeps it
+    assert not await store.take_sweep_lease(RECONCILE_SWEEP, seconds=60)
+
+
+async def test_of_stores_taking_a_sweeps_lease_at_once_one_gets_it(stores: StoreFactory) -> None:
+    opened = [await stores() for _ in range(4)]
+    for round_ in range(3):
+        sweep = f"sweep {round_}"
+        taken = await asyncio.gather(*(store.take_sweep_lease(sweep, seconds=60) for store in opened))
+        assert taken.count(True) == 1
+
+
+async def test_a_sweeps_lease_and_cursor_leave_each_other_and_the_elements_alone(stores: StoreFactory) -> None:
+    store, other = await stores(lease_wait_seconds=0), await stores(lease_wait_seconds=0)
+    assert await store.take_sweep_lease(RECONCILE_SWEEP, seconds=60)
+    await store.advance_sweep_cursor(RECONCILE_SWEEP, T0)
+    async with other.lease(1):  # an element's lease is no sweep's
+        assert not await other.take_sweep_lease(RECONCILE_SWEEP, seconds=60)
+    await store.release_sweep_lease(RECONCILE_SWEEP)
+    assert await other.sweep_cursor(RECONCILE_SWEEP) == T0
+    assert await other.take_sweep_lease(RECONCILE_SWEEP, seconds=60)
+    assert await store.sweep_cursor(RECONCILE_SWEEP) == T0
+    async with store.lease(1):
+        pass
+    assert await store.element_mark(1) is None and await store.all_deliveries() == []
+
+
+async def test_a_sweeps_lease_whose_holder_stopped_extending_it_is_free_once_it_expires(
+    stores: StoreFactory, timing: Timing
+) -> None:
+    """A worker that died mid-sweep on another host: the sweep is blocked for no longer than the lease's expiry."""
+    me = LeaseOwner.of_process(os.getpid())
+    elsewhere = replace(me, host="another-boot-id.4026531836", pid=2**22 + 1)
+    dead = await stores(owner=elsewhere)
+    successor = await stores()
+    assert await dead.take_sweep_lease(RECONCILE_SWEEP, seconds=timing.short_lease)
+    assert not await successor.take_sweep_lease(RECONCILE_SWEEP, seconds=60)
+    await asyncio.sleep(timing.past_expiry)
+    assert await successor.take_sweep_lease(RECONCILE_SWEEP, seconds=60)
+    assert not await dead.take_sweep_lease(RECONCILE_SWEEP, seconds=60)  # were it to come back
+
+
+async def test_a_sweeps_lease_whose_owner_process_is_gone_is_taken_over_at_once(stores: StoreFactory) -> None:
+    process = await asyncio.create_subprocess_exec("sleep", "600")
+    killed = await stores(owner=LeaseOwner.of_process(process.pid))
+    successor = await stores()
+    try:
+        assert await killed.take_sweep_lease(RECONCILE_SWEEP, seconds=600)
+        assert not await successor.take_sweep_lease(RECONCILE_SWEEP, seconds=60)  # its process still runs
+    finally:
+        process.kill()
+        await process.wait()
+    assert await successor.take_sweep_lease(RECONCILE_SWEEP, seconds=60)
+    assert not await killed.take_sweep_lease(RECONCILE_SWEEP, seconds=60)

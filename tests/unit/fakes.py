@@ -171,7 +171,8 @@ class MemoryStateStore:
     to a newer version, as when another worker synced the element meanwhile; ``down`` (a count) makes that many
     lease takes and probes fail with ``StateUnavailable``, as a store that is down for everyone; ``probes`` counts
     the probes; ``parks`` holds the parked elements by (channel, element id); ``leases`` the leases other workers
-    hold."""
+    hold; ``sweep_cursors`` the sweeps' cursors; ``sweeps_held_elsewhere`` the sweeps whose lease another worker
+    holds, ``sweeps_held`` those this store holds."""
 
     reads_in_process = True
 
@@ -181,6 +182,9 @@ class MemoryStateStore:
         self.parks: dict[tuple[str, int], Parked] = {}
         # What ``element_record`` says of a lease held by another worker (this store keeps none of its own).
         self.leases: dict[int, LeaseRecord] = {}
+        self.sweep_cursors: dict[str, datetime] = {}
+        self.sweeps_held_elsewhere: set[str] = set()
+        self.sweeps_held: set[str] = set()
         self.busy = False
         self.stale = False
         self.down = 0
@@ -288,6 +292,22 @@ class MemoryStateStore:
 
     async def parked_channels(self) -> list[str]:
         return sorted({c for c, _ in self.parks})
+
+    async def sweep_cursor(self, sweep: str) -> datetime | None:
+        return self.sweep_cursors.get(sweep)
+
+    async def advance_sweep_cursor(self, sweep: str, to: datetime) -> None:
+        held = self.sweep_cursors.get(sweep)
+        self.sweep_cursors[sweep] = to if held is None else max(held, to)
+
+    async def take_sweep_lease(self, sweep: str, *, seconds: float) -> bool:
+        if sweep in self.sweeps_held_elsewhere:
+            return False
+        self.sweeps_held.add(sweep)
+        return True
+
+    async def release_sweep_lease(self, sweep: str) -> None:
+        self.sweeps_held.discard(sweep)
 
 
 class ScriptedChannel:

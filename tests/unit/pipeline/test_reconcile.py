@@ -8,6 +8,7 @@ import json
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from pathlib import Path
 
 import httpx
 import pytest
@@ -17,12 +18,18 @@ from bridge.kordiam.models import Element
 from bridge.ops import metrics
 from bridge.pipeline.reconcile import Reconciler
 from bridge.retry import RetryPolicy
-from bridge.state.base import ElementMark
+from bridge.state import SqliteStateStore
+from bridge.state.base import RECONCILE_SWEEP, ElementMark, StateStore
+from tests.support import opened_stores
 from tests.unit.fakes import API, FakeKordiam, FakeTransport, MemoryStateStore, element_body
 
 
-def reconciler(kordiam: FakeKordiam, state: MemoryStateStore, transport: FakeTransport) -> Reconciler:
-    return Reconciler(kordiam=kordiam.client(), state=state, transport=transport, interval=60, lookback=3600)
+def reconciler(
+    kordiam: FakeKordiam, state: StateStore, transport: FakeTransport, *, lookback: float = 3600
+) -> Reconciler:
+    return Reconciler(
+        kordiam=kordiam.client(), state=state, transport=transport, interval=60, lookback=lookback, lease_seconds=120
+    )
 
 
 def mark(body: dict[str, object], *, deleted: bool = False) -> ElementMark:
@@ -171,7 +178,12 @@ async def test_a_sweep_that_fails_part_way_moves_nothing_on_and_the_next_lists_t
 
     kordiam.answer = answer  # type: ignore[method-assign]
     sweeper = Reconciler(
-        kordiam=kordiam.client(RetryPolicy(attempts=1)), state=state, transport=transport, interval=60, lookback=3600
+        kordiam=kordiam.client(RetryPolicy(attempts=1)),
+        state=state,
+        transport=transport,
+        interval=60,
+        lookback=3600,
+        lease_seconds=120,
     )
 
     with pytest.raises(KordiamUnavailable):
@@ -181,3 +193,158 @@ async def test_a_sweep_that_fails_part_way_moves_nothing_on_and_the_next_lists_t
 
     assert [json.loads(body)["id"] for body in transport.sent] == [1, 2]
     assert kordiam.asked_from[2] == kordiam.asked_from[0]
+
+
+async def test_a_restart_resumes_from_the_stored_place_however_long_the_worker_was_stopped() -> None:
+    """The last sweep ran three hours ago (Kordiam's clock says so as it answers); the worker was stopped since,
+    longer than its lookback. An element changed while it was stopped is listed by the first sweep after the
+    restart, which asks from the stored place, less the overlap."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    kordiam, state, transport = KordiamListingFrom(now - timedelta(hours=3)), MemoryStateStore(), FakeTransport([])
+    before_the_stop = reconciler(kordiam, state, transport, lookback=4 * 3600)
+    assert await before_the_stop.sweep() == 0
+
+    kordiam.now = now
+    kordiam.elements[1] = element_body(1, modificationDate=kordiam_date(now - timedelta(hours=2)), version=1)
+    restarted = reconciler(kordiam, state, transport)  # lookback: one hour
+
+    assert await restarted.sweep() == 1
+    assert kordiam.asked_from[1] == now - timedelta(hours=3, minutes=2)
+
+
+def shared_store_reconciler(kordiam: FakeKordiam, state: StateStore, transport: FakeTransport) -> Reconciler:
+    return Reconciler(
+        kordiam=kordiam.client(), state=state, transport=transport, interval=900, lookback=3600, lease_seconds=120
+    )
+
+
+class PausingStore(SqliteStateStore):
+    """A worker's store whose sweep stops at its first element until ``go`` is set (``sweeping`` says it got there)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.sweeping, self.go = asyncio.Event(), asyncio.Event()
+
+    async def element_mark(self, element_id: int) -> ElementMark | None:
+        self.sweeping.set()
+        await self.go.wait()
+        return await super().element_mark(element_id)
+
+
+async def test_of_two_workers_sharing_a_store_one_sweeps_and_the_other_skips_the_round(tmp_path: Path) -> None:
+    now = datetime.now(UTC).replace(microsecond=0)
+    kordiam, transport = KordiamListingFrom(now), FakeTransport([])
+    kordiam.elements[1] = element_body(1, modificationDate=kordiam_date(now - timedelta(minutes=5)), version=1)
+    async with opened_stores(PausingStore) as stores:
+        first, second = await stores(tmp_path / "state.db"), await stores(tmp_path / "state.db")
+        second.go.set()
+        sweeping = asyncio.create_task(shared_store_reconciler(kordiam, first, transport).sweep_if_due())
+        await first.sweeping.wait()
+        other = shared_store_reconciler(kordiam, second, transport)
+
+        assert await other.sweep_if_due() == 900  # the lease is taken: skipped, the next round an interval later
+        first.go.set()
+        assert await sweeping == 900
+        next_in = await other.sweep_if_due()  # the lease is free, but the fleet swept just now
+
+        assert 0 < next_in <= 900
+        assert len(kordiam.asked_from) == 1 and len(transport.sent) == 1
+        assert await second.sweep_cursor(RECONCILE_SWEEP) == now  # Kordiam's clock, a fraction behind the worker's
+
+
+async def test_a_round_whose_lease_another_worker_holds_lists_nothing_and_is_no_failure() -> None:
+    kordiam, state, transport = KordiamListingFrom(datetime.now(UTC)), MemoryStateStore(), FakeTransport([])
+    state.sweeps_held_elsewhere.add(RECONCILE_SWEEP)
+    before = metrics.RECONCILE_FAILURES._value.get()
+    stop = asyncio.Event()
+
+    class StopAfterOneRound(Reconciler):
+        async def sweep_if_due(self) -> float:
+            stop.set()
+            return await super().sweep_if_due()
+
+    await StopAfterOneRound(
+        kordiam=kordiam.client(), state=state, transport=transport, interval=60, lookback=3600, lease_seconds=120
+    ).run(stop)
+
+    assert kordiam.asked_from == [] and state.sweep_cursors == {}
+    assert metrics.RECONCILE_FAILURES._value.get() == before
+
+
+async def test_a_round_sweeps_once_the_stored_cursor_is_an_interval_old() -> None:
+    now = datetime.now(UTC)
+    kordiam, state, transport = KordiamListingFrom(now), MemoryStateStore(), FakeTransport([])
+    sweeper = shared_store_reconciler(kordiam, state, transport)
+    state.sweep_cursors[RECONCILE_SWEEP] = now - timedelta(seconds=600)
+    assert 0 < await sweeper.sweep_if_due() <= 300  # swept 10 minutes ago, every 15: not yet
+    assert kordiam.asked_from == []
+    state.sweep_cursors[RECONCILE_SWEEP] = now - timedelta(seconds=900)
+    assert await sweeper.sweep_if_due() == 900
+    assert kordiam.asked_from == [(now - timedelta(seconds=900 + 120)).replace(microsecond=0)]
+    assert state.sweeps_held == set()  # given back
+
+
+async def test_a_failed_sweep_leaves_the_stored_cursor_and_gives_the_lease_back() -> None:
+    kordiam = KordiamListingFrom(datetime.now(UTC))
+    kordiam.answer = lambda request: httpx.Response(503, json={"title": "Service Unavailable"})  # type: ignore[method-assign]
+    state, transport = MemoryStateStore(), FakeTransport([])
+    stored = datetime.now(UTC) - timedelta(days=1)
+    state.sweep_cursors[RECONCILE_SWEEP] = stored
+    sweeper = Reconciler(
+        kordiam=kordiam.client(RetryPolicy(attempts=1)),
+        state=state,
+        transport=transport,
+        interval=60,
+        lookback=3600,
+        lease_seconds=120,
+    )
+    with pytest.raises(KordiamUnavailable):
+        await sweeper.sweep_if_due()
+    assert state.sweep_cursors[RECONCILE_SWEEP] == stored
+    assert state.sweeps_held == set()
+
+
+async def test_a_sweep_never_moves_the_cursor_back_behind_another_workers() -> None:
+    """Another worker finished a sweep while this one ran, and stored a later place: it stays."""
+    now = datetime.now(UTC)
+    later = now + timedelta(minutes=5)
+
+    class AdvancedMeanwhile(MemoryStateStore):
+        async def element_mark(self, element_id: int) -> ElementMark | None:
+            await self.advance_sweep_cursor(RECONCILE_SWEEP, later)
+            return await super().element_mark(element_id)
+
+    kordiam, state, transport = KordiamListingFrom(now), AdvancedMeanwhile(), FakeTransport([])
+    kordiam.elements[1] = element_body(1, modificationDate=kordiam_date(now - timedelta(minutes=1)), version=1)
+    assert await reconciler(kordiam, state, transport).sweep() == 1
+    assert state.sweep_cursors[RECONCILE_SWEEP] == later
+
+
+async def test_a_long_sweep_keeps_its_lease() -> None:
+    """The sweep outlasts its lease (a cursor weeks old): it takes the lease again as it goes, so that no other
+    worker starts the same sweep meanwhile."""
+
+    class SlowStore(MemoryStateStore):
+        def __init__(self) -> None:
+            super().__init__()
+            self.takes = 0
+            self.extended = asyncio.Event()
+
+        async def take_sweep_lease(self, sweep: str, *, seconds: float) -> bool:
+            self.takes += 1
+            if self.takes == 3:
+                self.extended.set()
+            return await super().take_sweep_lease(sweep, seconds=seconds)
+
+        async def element_mark(self, element_id: int) -> ElementMark | None:
+            await self.extended.wait()  # the sweep stays here until its lease was extended twice
+            return await super().element_mark(element_id)
+
+    now = datetime.now(UTC)
+    kordiam, state, transport = KordiamListingFrom(now), SlowStore(), FakeTransport([])
+    kordiam.elements[1] = element_body(1, modificationDate=kordiam_date(now - timedelta(minutes=1)), version=1)
+    sweeper = Reconciler(
+        kordiam=kordiam.client(), state=state, transport=transport, interval=60, lookback=3600, lease_seconds=0.03
+    )
+    assert await asyncio.wait_for(sweeper.sweep_if_due(), 30) == 60
+    assert state.takes >= 3 and state.sweeps_held == set()

@@ -164,6 +164,27 @@ async def test_a_version_5_file_gains_the_parked_table_and_keeps_its_rows(stores
     assert "SEARCH parked USING PRIMARY KEY" in plan and "TEMP B-TREE" not in plan
 
 
+async def test_a_version_7_file_gains_the_sweeps_table_and_keeps_its_rows(stores: StoreFactory, tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    with sqlite3.connect(path) as db:
+        _migrate_up_to(db, 7)
+        db.execute(
+            "INSERT INTO elements VALUES "
+            "(7, '2026-03-01T09:30:00.000000Z', 3, 0, 12.5, '2026-03-01', NULL, NULL, 'tok')"
+        )
+        db.execute("INSERT INTO parked VALUES ('web', 7, '401 Unauthorized', '2026-03-01T09:30:00.000000Z', 5)")
+    store = await stores()
+    assert await store.element_mark(7) == ElementMark(7, T0, 3, deleted=False, fetched_at=12.5, resync="tok")
+    assert [(p.element_id, p.generation) for p in await store.parked("web")] == [(7, 5)]
+    assert await store.sweep_cursor("reconcile") is None
+    await store.advance_sweep_cursor("reconcile", T0)
+    assert await store.sweep_cursor("reconcile") == T0
+    assert await store.take_sweep_lease("reconcile", seconds=60)
+    with sqlite3.connect(path) as db:
+        versions = [row[0] for row in db.execute("SELECT version FROM schema_version ORDER BY version")]
+    assert versions == list(range(1, SCHEMA_VERSION + 1))
+
+
 def _migrate_up_to(db: sqlite3.Connection, last: int) -> None:
     """Make ``db`` a file of schema version ``last``, as a bridge of that version left it."""
     db.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
