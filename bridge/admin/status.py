@@ -40,7 +40,7 @@ from bridge.errors import AdminError, BridgeError, QueueUnreachable
 from bridge.queue import QueueAdmin, open_queue_admin
 from bridge.queue.transport import PeekedMessage
 from bridge.state import open_state_store
-from bridge.state.base import ChannelCounts, DeliveryCounts, parked_elsewhere
+from bridge.state.base import RECONCILE_SWEEP, ChannelCounts, DeliveryCounts, parked_elsewhere
 
 DEFAULT_SAMPLE = 10
 # Where the broker gives no depth (ActiveMQ over STOMP): the dead letters a status browses to count them.
@@ -116,6 +116,8 @@ class StateStatus:
     # All the items in the table (deliveries, marks, leases, parked): DynamoDB's ItemCount, updated about every
     # six hours; None where the store gives none.
     table_items_estimate: int | None = None
+    # Where the reconciliation sweep resumes (about when the last sweep that finished began); None if none has.
+    reconcile_cursor: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -334,6 +336,7 @@ async def _state_status(settings: StatusSettings) -> tuple[StateStatus, dict[str
         # And a channel renamed or removed from the configuration that still holds parked elements.
         for name, parked in (await parked_elsewhere(store, configured)).items():
             channels.setdefault(name, _ChannelStats()).parked = parked
+        reconcile_cursor = await store.sweep_cursor(RECONCILE_SWEEP)
     except Exception as error:
         return StateStatus(state.url, False, f"cannot read deliveries: {type(error).__name__}: {error}"), {}
     finally:
@@ -347,6 +350,7 @@ async def _state_status(settings: StatusSettings) -> tuple[StateStatus, dict[str
         deliveries_complete=counts.complete,
         items_read=counts.read,
         table_items_estimate=counts.table_items,
+        reconcile_cursor=reconcile_cursor,
     )
     return status, channels
 
@@ -535,6 +539,9 @@ def render_status(report: StatusReport, console: Console) -> None:
         console.print(f"[yellow]state store:[/yellow] {escape(report.state.detail or '')}")
     if not report.state.available:
         console.print(f"[yellow]state store:[/yellow] {escape(report.state.detail or '')}")
+    if (cursor := report.state.reconcile_cursor) is not None:
+        age = format_age((report.generated_at - cursor).total_seconds())
+        console.print(f"Reconciliation sweep: resumes from {cursor.isoformat(timespec='seconds')} ({age} ago)")
 
     problems = report.problems
     if problems:

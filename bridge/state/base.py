@@ -324,7 +324,7 @@ class StateStore(Protocol):
 
     async def sweep_cursor(self, sweep: str) -> datetime | None:
         """Where the sweep resumes: the latest place ``advance_sweep_cursor`` recorded (UTC), None if none was.
-        Shared by every worker and kept across restarts."""
+        Shared by every worker and kept across restarts; served by a store opened ``read_only`` (``status``)."""
         ...
 
     async def advance_sweep_cursor(self, sweep: str, to: datetime) -> None:

@@ -698,7 +698,9 @@ class SqliteStateStore:
         return await self._read_on_thread(hop)
 
     async def sweep_cursor(self, sweep: str) -> datetime | None:
-        row = await self._run(lambda db: db.execute("SELECT cursor FROM sweeps WHERE name = ?", (sweep,)).fetchone())
+        # On the thread: a store opened read-only (``status``) has no connection on the loop; once a sweep, no cost.
+        query = "SELECT cursor FROM sweeps WHERE name = ?"
+        row = await self._read_on_thread(lambda db: db.execute(query, (sweep,)).fetchone())
         return None if row is None else _parse(row[0])
 
     async def advance_sweep_cursor(self, sweep: str, to: datetime) -> None:

@@ -89,7 +89,7 @@ CALLS: dict[str, dict[tuple[str, str], str]] = {
         ("sqs:CancelMessageMoveTask", DLQ): "dlq redrive interrupted",
         ("dynamodb:DescribeTable", TABLE): "DynamoDbStateStore._check_table",
         ("dynamodb:Scan", TABLE): "status (delivery_counts)",
-        ("dynamodb:GetItem", TABLE): "status (parked_channels)",
+        ("dynamodb:GetItem", TABLE): "status (parked_channels, sweep_cursor)",
         ("dynamodb:Query", TABLE): "parked list, element, status (parked_count)",
         ("dynamodb:DeleteItem", TABLE): "parked requeue (unpark)",
     },

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 import sqlite3
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -24,8 +24,9 @@ from bridge.admin.status import (
 )
 from bridge.config import OpsSettings, QueueSettings, StatusSettings
 from bridge.queue.gate import ReceiveGate
+from bridge.state.base import RECONCILE_SWEEP
 from bridge.state.sqlite import SCHEMA_VERSION, SqliteStateStore
-from tests.support import worker_ops
+from tests.support import T0, worker_ops
 from tests.unit.state.test_sqlite import _migrate_up_to
 
 
@@ -89,6 +90,33 @@ async def test_status_counts_the_elements_parked_for_each_configured_channel_and
         "channel print (not configured): 1 element(s) parked, which no worker requeues "
         "(`kordiam-bridge parked requeue --channel print`)",
     ]
+
+
+async def test_status_says_where_the_reconciliation_sweep_resumes(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    store = SqliteStateStore(path)
+    await store.open()
+    try:
+        state, _ = await _state_status(settings(path))
+        assert state.available and state.reconcile_cursor is None  # no sweep finished yet
+        await store.advance_sweep_cursor(RECONCILE_SWEEP, T0)
+    finally:
+        await store.close()
+
+    state, _ = await _state_status(settings(path))
+
+    assert state.reconcile_cursor == T0
+    report = StatusReport(
+        T0 + timedelta(minutes=20),
+        QueueStatus("queue", "q"),
+        QueueStatus("dead-letter queue", "dlq"),
+        state,
+        [],
+        WorkerHealth(None, False),
+    )
+    console = Console(record=True, width=200)
+    render_status(report, console)
+    assert "Reconciliation sweep: resumes from 2026-03-01T09:30:00+00:00 (20m ago)" in console.export_text()
 
 
 async def test_a_paused_worker_is_reported_with_since_when_it_takes_no_messages(tmp_path: Path) -> None:
