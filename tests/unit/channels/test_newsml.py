@@ -48,6 +48,9 @@ from tests.support import story
 
 FIXTURES = Path(__file__).parents[2] / "fixtures"
 NOW = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.UTC)
+# A folder option that is only validated, never written: no path that may exist (a file at /tmp/x made the
+# option checks fail for the wrong key).
+UNUSED_FOLDER = "/nonexistent/kordiam-bridge-newsml"
 MODIFIED = "2026-11-20T10:00:00Z"
 
 # --- a structural NewsML-G2 check ------------------------------------------------------------------------------
@@ -184,7 +187,7 @@ def element(title: str = "Council approves budget", *, text: str | None = None, 
 
 
 def item(value: Element, **options: Any) -> bytes:
-    settings = NewsMLOptions(target="/tmp/unused-newsml-folder", **options)
+    settings = NewsMLOptions(target=UNUSED_FOLDER, **options)
     root = build_item(value, value.publications[0], options=settings, version=derived_version(value), now=NOW)
     return render(root)
 
@@ -346,7 +349,7 @@ def test_headline_falls_back_to_title_slug_and_id() -> None:
 def test_seed_examples_make_valid_items(name: str) -> None:
     value = Element.model_validate(json.loads((FIXTURES / name).read_text()))
     for publication in value.publications:
-        settings = NewsMLOptions(target="/tmp/unused-newsml-folder")
+        settings = NewsMLOptions(target=UNUSED_FOLDER)
         root = build_item(value, publication, options=settings, version=derived_version(value), now=NOW)
         assert_valid_item(render(root))
 
@@ -413,7 +416,7 @@ def test_cancel_keeps_the_content_and_grows_the_version() -> None:
 
 
 def test_canceled_stub_is_a_valid_item() -> None:
-    root = canceled_stub("urn:kordiam:1:2", 1_800_000_000, options=NewsMLOptions(target="/tmp/x"), now=NOW)
+    root = canceled_stub("urn:kordiam:1:2", 1_800_000_000, options=NewsMLOptions(target=UNUSED_FOLDER), now=NOW)
     parsed = assert_valid_item(render(root))
     assert find(parsed, "itemMeta/pubStatus").get("qcode") == CANCELED
     assert parsed.find(f"{{{NAR}}}contentSet") is None
@@ -459,13 +462,13 @@ def test_folder_target_accepts_paths_and_file_uris(tmp_path: Path) -> None:
         {"target": "s3://bucket/x?y=1"},
         {"target": "ftp://host/x"},
         {"target": "file://remote-host/x"},
-        {"target": "/tmp/x", "endpoint_url": "http://127.0.0.1:4566"},
-        {"target": "/tmp/x", "region": "eu-central-1"},
+        {"target": UNUSED_FOLDER, "endpoint_url": "http://127.0.0.1:4566"},
+        {"target": UNUSED_FOLDER, "region": "eu-central-1"},
         {"target": "s3://bucket/x", "endpoint_url": "localhost:4566"},
-        {"target": "/tmp/x", "guid_prefix": "urn:with space:"},
-        {"target": "/tmp/x", "file_prefix": "../escape"},
-        {"target": "/tmp/x", "language": "not a tag"},
-        {"target": "/tmp/x", "unknown": 1},
+        {"target": UNUSED_FOLDER, "guid_prefix": "urn:with space:"},
+        {"target": UNUSED_FOLDER, "file_prefix": "../escape"},
+        {"target": UNUSED_FOLDER, "language": "not a tag"},
+        {"target": UNUSED_FOLDER, "unknown": 1},
         {"target": ""},
     ],
 )
@@ -482,7 +485,7 @@ def test_options_xml_cannot_carry_are_refused_at_start_naming_the_key(key: str, 
     """Both are written into every item: a character XML 1.0 forbids would fail every message (lxml refuses to
     write it), so it is refused when the worker starts, naming the key."""
     with pytest.raises(ValidationError, match=rf"{key}\n  Value error, contains a character XML 1.0 cannot carry"):
-        NewsMLOptions.model_validate({"target": "/tmp/x", key: value})
+        NewsMLOptions.model_validate({"target": UNUSED_FOLDER, key: value})
 
 
 @pytest.mark.parametrize("target", [" ", "file://", "file://localhost"])
