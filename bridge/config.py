@@ -100,6 +100,36 @@ NotBoolean = BeforeValidator(_not_a_boolean)
 Int = Annotated[int, NotBoolean]
 
 
+class VariableText(str):
+    """A value as a ``BRIDGE_*`` variable's text gave it (not parsed as JSON): the one place a boolean setting reads a
+    word (``Bool``), since a variable has no booleans, where the file and JSON have theirs."""
+
+
+# The words a variable may say for a boolean, case-insensitive, around spaces ignored (as a number's are).
+TRUE_WORDS = ("true", "yes", "on", "1")
+FALSE_WORDS = ("false", "no", "off", "0")
+
+
+def _boolean(value: Any) -> Any:
+    # pydantic's lax mode reads "no", "off", "f", 0 as false and "yes", "on", "t", 1 as true: a file's `enabled =
+    # "false"`, text that other tools reading the file take as true, would pass, and a variable's " true" would not.
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, VariableText):
+        word = value.strip().lower()
+        if word in TRUE_WORDS or word in FALSE_WORDS:
+            return word in TRUE_WORDS
+        raise ValueError("must be true or false (or yes/no, on/off, 1/0)")
+    if isinstance(value, str):
+        raise ValueError("must be true or false, without quotes")
+    raise ValueError("must be true or false")
+
+
+# Every boolean setting of the configuration and the channels' own keys: true or false in the file (and in JSON), a
+# word of TRUE_WORDS or FALSE_WORDS in a variable; anything else is refused, naming the key.
+Bool = Annotated[bool, BeforeValidator(_boolean)]
+
+
 def _finite(value: Any) -> Any:
     # TOML has nan and inf, and an environment variable's text reads as them ("nan", "1e400"); neither is a
     # duration or a rate, and nan would fail a bound as "less than … 120".
@@ -442,7 +472,7 @@ class StateSettings(Section):
     lease_seconds: Float = Field(default=120.0, gt=0, le=3600)
     lease_wait_seconds: Float = Field(default=300.0, ge=0, le=3600)
     # SQLite: make the database file's directory if it does not exist (default: refuse, naming state.url).
-    create_directories: bool = False
+    create_directories: Bool = False
 
     @field_validator("url")
     @classmethod
@@ -501,7 +531,7 @@ class ChannelSettings(BaseModel):
     type: str = Field(min_length=1)
     platforms: list[Int] = Field(min_length=1)
     statuses: list[StatusSelector] | None = None
-    main: bool = False
+    main: Bool = False
     # Isolation: after this many transient failures in a row the channel's calls fail fast for the cool-down.
     breaker_threshold: Int = Field(default=5, ge=1, le=1000)
     breaker_cooldown: Float = Field(default=30.0, gt=0, le=3600)
@@ -534,10 +564,10 @@ class ChannelSettings(BaseModel):
 
 
 class FeedbackSettings(Section):
-    enabled: bool = True
-    link_element: bool = True
+    enabled: Bool = True
+    link_element: Bool = True
     # When a channel reports the item live and Kordiam does not yet show the publication as published.
-    publish_when_live: bool = True
+    publish_when_live: Bool = True
 
     @model_validator(mode="after")
     def _writes_need_feedback(self) -> FeedbackSettings:
@@ -555,7 +585,7 @@ class ReconcileSettings(Section):
     """The optional sweep that heals changes whose notification never arrived. Safe on every worker: one at a time
     sweeps, under a lease in the state store, and the sweep's place is kept there (``bridge.pipeline.reconcile``)."""
 
-    enabled: bool = False
+    enabled: Bool = False
     interval_seconds: Float = Field(default=900.0, ge=1, le=86_400)
     # How far back the first sweep looks while the state store holds no place of the sweep yet (a new store, or the
     # first start of a bridge that keeps it); after that every sweep resumes from the stored place, however old.
@@ -667,7 +697,7 @@ class JwtCheck(JwtOptions):
     when set here are verified."""
 
     # Kordiam's JWT is a persistent token (seed 001); set true to refuse tokens without ``exp``.
-    require_expiry: bool = False
+    require_expiry: Bool = False
 
 
 class ApiKeyCheck(ApiKeyOptions):
@@ -867,12 +897,12 @@ class FileSettings(Settings):
 
 class _SectionEnvSource(EnvSettingsSource):
     """The environment, minus the channel variables ``load_settings`` applies itself (``BRIDGE_CHANNELS``, then
-    the per-channel ones by channel name)."""
+    the per-channel ones by channel name); each value as ``VariableText``."""
 
     def _load_env_vars(self) -> Mapping[str, str | None]:
         loaded = super()._load_env_vars()
         return {
-            key: value
+            key: value if value is None else VariableText(value)
             for key, value in loaded.items()
             if key != CHANNELS_ENV.lower() and not key.startswith(CHANNEL_ENV_PREFIX.lower())
         }
@@ -927,7 +957,7 @@ def _channel_overrides(data: dict[str, Any]) -> dict[str, str]:
         if channel is None or not path or not all(path):
             known = ", ".join(sorted(by_name)) or "none"
             raise ConfigError(variable, f"names no configured channel key (channels: {known})")
-        value: Any = raw
+        value: Any = VariableText(raw)
         if raw.lstrip().startswith(("{", "[")):
             try:
                 value = json.loads(raw)

@@ -80,7 +80,7 @@ from bridge.channels.auth import ProtocolHttp, TokenSource, answer_id, existing_
 from bridge.channels.base import Channel, ChannelContext, ChannelResult
 from bridge.channels.http_errors import answered_gone, response_json, said_instead
 from bridge.channels.kordiam_v1 import compact, result_links, v1_custom_field, v1_publication, v1_task
-from bridge.config import ChannelSettings, ChannelTimeout, Int, StatusSelector, plausible_secret
+from bridge.config import Bool, ChannelSettings, ChannelTimeout, Int, StatusSelector, plausible_secret
 from bridge.digits import ascii_digits
 from bridge.errors import ChannelRejected
 from bridge.http import HttpClient, HttpResponse
@@ -96,7 +96,7 @@ class PlatformStatus(BaseModel):
 
     id: Int
     name: str = Field(min_length=1)
-    triggers_export: bool | None = Field(default=None, alias="triggersExport")
+    triggers_export: Bool | None = Field(default=None, alias="triggersExport")
 
 
 # Seed 002's example of POST /statuses.
@@ -116,13 +116,13 @@ class KordiamPlatformOptions(BaseModel):
     api_user: str = Field(min_length=1)
     api_secret: SecretStr
     token_path: str = Field(default="oauth2/token", pattern=r"^/?[A-Za-z0-9._~/-]+$")
-    token_cache: bool = True
-    send_statuses: bool = True
+    token_cache: Bool = True
+    send_statuses: Bool = True
     platform_statuses: tuple[PlatformStatus, ...] = DEFAULT_PLATFORM_STATUSES
     timeout: ChannelTimeout = None  # seconds per request (bridge.config.ChannelTimeout)
     # The receiver answers a bare 404 ({"detail": "Not Found"}, an empty body) for an item it no longer has: count
     # such a 404 as "gone" too (not one saying no route matched), rather than fail every call on that item.
-    bare_404_is_gone: bool = False
+    bare_404_is_gone: Bool = False
 
     @field_validator("url")
     @classmethod

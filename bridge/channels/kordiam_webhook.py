@@ -113,7 +113,7 @@ from bridge.channels.kordiam_v1 import (
     v1_ref,
     v1_task,
 )
-from bridge.config import ChannelSettings, ChannelTimeout, StatusSelector
+from bridge.config import Bool, ChannelSettings, ChannelTimeout, StatusSelector
 from bridge.errors import ChannelRejected
 from bridge.http import HttpClient, HttpResponse
 from bridge.kordiam.models import Element, Publication
@@ -149,7 +149,7 @@ class KordiamWebhookOptions(BaseModel):
     timeout: ChannelTimeout = None  # seconds per request (bridge.config.ChannelTimeout)
     # The receiver answers a bare 404 ({"detail": "Not Found"}, an empty body) for an item it no longer has: count
     # such a 404 as "gone" too (not one saying no route matched), rather than fail every call on that item.
-    bare_404_is_gone: bool = False
+    bare_404_is_gone: Bool = False
 
     @field_validator("url")
     @classmethod

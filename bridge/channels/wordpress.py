@@ -109,7 +109,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from bridge.channels.base import Channel, ChannelContext, ChannelResult, FoundItem
 from bridge.channels.http_errors import http_error, unreachable
 from bridge.channels.text import HtmlPolicy, plain_text, sanitize_html, strip_tags
-from bridge.config import ChannelSettings, ChannelTimeout, Int, NotBoolean, http_url, plausible_secret
+from bridge.config import Bool, ChannelSettings, ChannelTimeout, Int, NotBoolean, http_url, plausible_secret
 from bridge.digits import ascii_digits
 from bridge.errors import BridgeError, ChannelCredentialsRefused, ChannelRejected, ChannelUnavailable
 from bridge.http import BasicAuth, HttpClient, HttpResponse, HttpTransportError
@@ -159,7 +159,7 @@ class WordPressOptions(BaseModel):
     post_type: str = Field(default="post", pattern=r"^[a-z0-9_-]{1,20}$")
     status_map: dict[str, WordPressStatus] = Field(default_factory=dict)
     category_map: dict[str, Annotated[int | str, NotBoolean]] = Field(default_factory=dict)
-    create_missing_categories: bool = False
+    create_missing_categories: Bool = False
     default_author: Int | None = Field(default=None, gt=0)
     delete_mode: Literal["trash", "force"] = "trash"
     rest_route: Literal["auto", "pretty", "query"] = "auto"

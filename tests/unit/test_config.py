@@ -19,6 +19,7 @@ from bridge.config import (
     SHORTEST_SECRET,
     FileSettings,
     IngressCommandSettings,
+    JwtCheck,
     QueueCommandSettings,
     StatusSettings,
     load_settings,
@@ -856,7 +857,7 @@ def test_a_boolean_for_a_channels_own_number_names_the_key(tmp_path: Path) -> No
     assert (raised.value.key, raised.value.problem) == ("channels[0].timeout", "must be a number, not true or false")
 
 
-def _number_models() -> list[type[BaseModel]]:
+def _setting_models() -> list[type[BaseModel]]:
     """Every model a configuration value is read into: the sections, the channel table, each adapter's options,
     and the tables nested in them."""
     from bridge import config
@@ -909,7 +910,7 @@ def _a_boolean_in_place_of_a_number(annotation: Any) -> Any:
 def test_every_number_setting_refuses_a_boolean() -> None:
     # A number setting added later without config.Int / config.Float (or NotBoolean) fails here, by name.
     checked, accepted = [], []
-    for model in _number_models():
+    for model in _setting_models():
         for name, field in model.model_fields.items():
             value = _a_boolean_in_place_of_a_number(field.annotation)
             if value is None:
@@ -924,6 +925,167 @@ def test_every_number_setting_refuses_a_boolean() -> None:
     assert accepted == []
     assert {"QueueSettings.concurrency", "ChannelSettings.platforms", "NewsMLOptions.timeout"} <= set(checked)
     assert {"WordPressOptions.category_map", "PlatformStatus.id", "JwtAuth.ttl_seconds"} <= set(checked)
+
+
+# ---- booleans are booleans --------------------------------------------------------------------------------------
+
+FILE_BOOLEAN = "must be true or false, without quotes"
+VARIABLE_BOOLEAN = "must be true or false (or yes/no, on/off, 1/0)"
+
+
+@pytest.mark.parametrize("value", ['"no"', '"yes"', '"false"', '"true"', "1", "0", '""'])
+@pytest.mark.parametrize(
+    ("section", "key"),
+    [("[reconcile]", "reconcile.enabled"), ("[feedback]", "feedback.enabled"), ("[state]", "state.create_directories")],
+)
+def test_a_boolean_in_the_file_is_true_or_false_nothing_else(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], value: str, section: str, key: str
+) -> None:
+    # Before: "no", "off", 0 read as false and "yes", "on", 1 as true, silently; "false" in quotes is text, which
+    # other tools reading the same file take as true. The file has booleans: a value of any other type is a mistake.
+    line = f"{key.split('.')[1]} = {value}\n"
+    text = VALID.replace("[state]\n", f"[state]\n{line}", 1) if section == "[state]" else f"{VALID}\n{section}\n{line}"
+    path = write(tmp_path, text)
+    problem = FILE_BOOLEAN if value.startswith('"') else "must be true or false"
+    with pytest.raises(ConfigError) as raised:
+        load_settings(path)
+    assert (raised.value.key, raised.value.problem) == (key, problem)
+    assert main(["check-config", "--config", str(path)]) == 2
+    assert capsys.readouterr().err == f"kordiam-bridge: configuration error: {key}: {problem}\n"
+
+
+def test_a_channel_boolean_in_the_file_is_true_or_false_nothing_else(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_settings(write(tmp_path, VALID.replace("main = true", 'main = "yes"')))
+    assert (raised.value.key, raised.value.problem) == ("channels[1].main", FILE_BOOLEAN)
+    platform = (
+        'type = "kordiam-platform"\nplatforms = [99003]\nurl = "https://cms.example"\napi_user = "u"\n'
+        'api_secret = "s3cret-value"\ntoken_cache = "off"'
+    )
+    text = VALID.replace('type = "folder"\nplatforms = [99003]\npath = "/tmp/web"', platform)
+    with pytest.raises(ConfigError) as raised:
+        load_settings(write(tmp_path, text), check_channel=channel_problems)
+    assert (raised.value.key, raised.value.problem) == ("channels[0].token_cache", FILE_BOOLEAN)
+
+
+@pytest.mark.parametrize(
+    ("text", "meant"),
+    [
+        ("true", True),
+        ("TRUE", True),
+        (" True\n", True),
+        ("yes", True),
+        ("on", True),
+        ("1", True),
+        ("false", False),
+        ("False", False),
+        ("no", False),
+        ("OFF", False),
+        ("0", False),
+    ],
+)
+def test_a_boolean_from_a_variable_reads_the_words_an_operator_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str, meant: bool
+) -> None:
+    monkeypatch.setenv("BRIDGE_RECONCILE__ENABLED", text)
+    monkeypatch.setenv("BRIDGE_STATE__CREATE_DIRECTORIES", text)
+    monkeypatch.setenv("BRIDGE_CHANNELS__PRINT__MAIN", text)
+    monkeypatch.setenv("BRIDGE_INGRESS__GLOBAL_EXPORT__AUTH__REQUIRE_EXPIRY", text)
+    ingress = '\n[ingress]\n[ingress.global_export]\nauth = { type = "jwt", secret = "s3cret-value" }\n'
+    settings = load_settings(write(tmp_path, VALID.replace("main = true", "") + ingress), model=FileSettings)
+    assert settings.reconcile.enabled is meant
+    assert settings.state.create_directories is meant
+    assert settings.channels[1].main is meant  # else the first channel is the main one
+    assert settings.ingress is not None and settings.ingress.global_export is not None
+    assert isinstance(settings.ingress.global_export.auth, JwtCheck)
+    assert settings.ingress.global_export.auth.require_expiry is meant
+
+
+def test_a_channel_option_from_a_variable_reads_the_same_words(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    platform = (
+        'type = "kordiam-platform"\nplatforms = [99003]\nurl = "https://cms.example"\napi_user = "u"\n'
+        'api_secret = "s3cret-value"'
+    )
+    text = VALID.replace('type = "folder"\nplatforms = [99003]\npath = "/tmp/web"', platform)
+    monkeypatch.setenv("BRIDGE_CHANNELS__WEB__TOKEN_CACHE", "no")
+    load_settings(write(tmp_path, text), check_channel=channel_problems)  # "no" is a word a variable may say
+    monkeypatch.setenv("BRIDGE_CHANNELS__WEB__TOKEN_CACHE", "nope")
+    with pytest.raises(ConfigError) as raised:
+        load_settings(write(tmp_path, text), check_channel=channel_problems)
+    assert (raised.value.key, raised.value.problem) == (
+        "BRIDGE_CHANNELS__WEB__TOKEN_CACHE (channels[0].token_cache)",
+        VARIABLE_BOOLEAN,
+    )
+
+
+@pytest.mark.parametrize("text", ["", " ", "maybe", "2", "t", "y", "enabled", "-1"])
+def test_a_boolean_variable_that_is_no_such_word_is_one_line_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], text: str
+) -> None:
+    monkeypatch.setenv("BRIDGE_RECONCILE__ENABLED", text)
+    path = write(tmp_path, VALID)
+    with pytest.raises(ConfigError) as raised:
+        load_settings(path)
+    key = "BRIDGE_RECONCILE__ENABLED (reconcile.enabled)"
+    assert (raised.value.key, raised.value.problem) == (key, VARIABLE_BOOLEAN)
+    assert main(["check-config", "--config", str(path)]) == 2
+    line = f"{key}: {VARIABLE_BOOLEAN}"
+    assert capsys.readouterr().err == f"kordiam-bridge: configuration error: {line}\n"
+
+
+def test_a_boolean_in_json_from_a_variable_is_a_json_boolean(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # JSON has booleans, as TOML has: "true" in quotes is text there too.
+    monkeypatch.setenv("BRIDGE_RECONCILE", '{"enabled": "yes"}')
+    with pytest.raises(ConfigError) as raised:
+        load_settings(write(tmp_path, VALID))
+    assert (raised.value.key, raised.value.problem) == ("BRIDGE_RECONCILE (reconcile.enabled)", FILE_BOOLEAN)
+    monkeypatch.setenv("BRIDGE_RECONCILE", '{"enabled": true}')
+    assert load_settings(write(tmp_path, VALID)).reconcile.enabled
+    monkeypatch.delenv("BRIDGE_RECONCILE")
+    monkeypatch.setenv("BRIDGE_CHANNELS", '[{"name": "cms", "type": "folder", "platforms": [7], "main": 1}]')
+    with pytest.raises(ConfigError) as raised:
+        load_settings(write(tmp_path, VALID))
+    assert (raised.value.key, raised.value.problem) == ("BRIDGE_CHANNELS (channels[0].main)", "must be true or false")
+
+
+def _a_word_in_place_of_a_boolean(annotation: Any) -> Any:
+    """A value of ``annotation``'s shape with ``"no"`` where a boolean goes; None when it holds no boolean."""
+    origin, arguments = get_origin(annotation), get_args(annotation)
+    if annotation is bool:
+        return "no"
+    if origin is Annotated:
+        return _a_word_in_place_of_a_boolean(arguments[0])
+    if origin in (list, tuple, set, frozenset):
+        inner = _a_word_in_place_of_a_boolean(arguments[0])
+        return None if inner is None else [inner]
+    if origin is dict:
+        inner = _a_word_in_place_of_a_boolean(arguments[1])
+        return None if inner is None else {"key": inner}
+    if origin in (Union, types.UnionType):
+        shapes = [_a_word_in_place_of_a_boolean(argument) for argument in arguments]
+        return next((shape for shape in shapes if shape is not None), None)
+    return None
+
+
+def test_every_boolean_setting_refuses_a_word_in_quotes() -> None:
+    # A boolean setting added later without config.Bool fails here, by name.
+    checked, accepted = [], []
+    for model in _setting_models():
+        for name, field in model.model_fields.items():
+            value = _a_word_in_place_of_a_boolean(field.annotation)
+            if value is None:
+                continue
+            checked.append(f"{model.__name__}.{name}")
+            try:
+                model.model_validate({field.alias or name: value})
+            except ValidationError as error:
+                if any(e["loc"][:1] == (field.alias or name,) and FILE_BOOLEAN in e["msg"] for e in error.errors()):
+                    continue
+            accepted.append(f"{model.__name__}.{name}")
+    assert accepted == []
+    assert {"ReconcileSettings.enabled", "ChannelSettings.main", "JwtCheck.require_expiry"} <= set(checked)
+    assert {"KordiamPlatformOptions.token_cache", "WordPressOptions.create_missing_categories"} <= set(checked)
+    assert {"PlatformStatus.triggers_export", "FeedbackSettings.publish_when_live"} <= set(checked)
 
 
 # ---- http(s) addresses -------------------------------------------------------------------------------------------
