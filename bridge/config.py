@@ -100,6 +100,19 @@ NotBoolean = BeforeValidator(_not_a_boolean)
 Int = Annotated[int, NotBoolean]
 
 
+def _not_blank(value: Any) -> Any:
+    # Spaces, or a file's last newline, are as absent as nothing: a client id, a user or an issuer of " " would pass
+    # `check-config` and fail only at the far end, as credentials refused.
+    if isinstance(value, str) and not value.strip():
+        raise ValueError("must not be empty or blank")
+    return value
+
+
+# Every text setting that names something (an id, a user, an issuer, a channel type): at least one character that is
+# not a space.
+NonBlank = Annotated[str, BeforeValidator(_not_blank), Field(min_length=1)]
+
+
 class VariableText(str):
     """A value as a ``BRIDGE_*`` variable's text gave it (not parsed as JSON): the one place a boolean setting reads a
     word (``Bool``), since a variable has no booleans, where the file and JSON have theirs."""
@@ -323,7 +336,7 @@ class QueueSettings(Section):
     wait_time_seconds: Int = Field(default=20, ge=0, le=20)
     visibility_timeout: Int = Field(default=60, ge=5, le=43_200)
     # ActiveMQ only: the broker login, and a CA bundle for stomp+ssl:// (default: the system's).
-    username: str | None = Field(default=None, min_length=1)
+    username: NonBlank | None = None
     password: SecretStr | None = None
     ca_file: FilePath | None = None
     # Both.
@@ -440,7 +453,7 @@ class QueueSettings(Section):
 
 class KordiamSettings(Section):
     base_url: str
-    client_id: str = Field(min_length=1)
+    client_id: NonBlank
     client_secret: SecretStr
     timeout: Float = Field(default=10.0, gt=0, le=120)
 
@@ -527,8 +540,8 @@ class ChannelSettings(BaseModel):
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
-    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
-    type: str = Field(min_length=1)
+    name: NonBlank = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    type: NonBlank
     platforms: list[Int] = Field(min_length=1)
     statuses: list[StatusSelector] | None = None
     main: Bool = False
@@ -627,8 +640,8 @@ class JwtOptions(Section):
 
     type: Literal["jwt"]
     secret: SecretStr
-    issuer: str | None = Field(default=None, min_length=1)
-    audience: str | None = Field(default=None, min_length=1)
+    issuer: NonBlank | None = None
+    audience: NonBlank | None = None
 
     _secret = field_validator("secret")(plausible_secret)
 
@@ -637,7 +650,7 @@ class ApiKeyOptions(Section):
     """``api_key`` / ``api_secret`` exchanged at a token endpoint for a bearer token."""
 
     type: Literal["api_key"]
-    api_key: str = Field(min_length=1)
+    api_key: NonBlank
     api_secret: SecretStr
 
     _secret = field_validator("api_secret")(plausible_secret)
@@ -730,7 +743,7 @@ class PlatformReceiver(Section):
     the bearer token it got."""
 
     path: str = "/platform"
-    api_user: str = Field(min_length=1)
+    api_user: NonBlank
     api_secret: SecretStr
     token_ttl_seconds: Int = Field(default=3600, ge=60, le=31_536_000)
 

@@ -40,7 +40,7 @@ from pydantic import BaseModel, Field, SecretStr, field_validator
 
 from bridge import jsontext, redaction
 from bridge.channels.http_errors import http_error, response_json, unreachable
-from bridge.config import ApiKeyOptions, BearerAuth, HeadersOptions, Int, JwtOptions
+from bridge.config import ApiKeyOptions, BearerAuth, HeadersOptions, Int, JwtOptions, NonBlank
 from bridge.config import http_url as config_http_url
 from bridge.digits import ascii_digits
 from bridge.errors import BridgeError, ChannelRejected
@@ -67,8 +67,8 @@ def http_url(value: str) -> str:
 class JwtAuth(JwtOptions):
     """An HS256 JWT minted per request: ``iat``, ``exp`` = iat + ttl_seconds, ``jti``, and iss/aud/sub if set."""
 
-    issuer: str | None = Field(default="kordiam-bridge", min_length=1)
-    subject: str | None = Field(default=None, min_length=1)
+    issuer: NonBlank | None = "kordiam-bridge"
+    subject: NonBlank | None = None
     ttl_seconds: Int = Field(default=60, ge=5, le=3600)
 
 

@@ -80,7 +80,7 @@ from bridge.channels.auth import ProtocolHttp, TokenSource, answer_id, existing_
 from bridge.channels.base import Channel, ChannelContext, ChannelResult
 from bridge.channels.http_errors import answered_gone, response_json, said_instead
 from bridge.channels.kordiam_v1 import compact, result_links, v1_custom_field, v1_publication, v1_task
-from bridge.config import Bool, ChannelSettings, ChannelTimeout, Int, StatusSelector, plausible_secret
+from bridge.config import Bool, ChannelSettings, ChannelTimeout, Int, NonBlank, StatusSelector, plausible_secret
 from bridge.digits import ascii_digits
 from bridge.errors import ChannelRejected
 from bridge.http import HttpClient, HttpResponse
@@ -95,7 +95,7 @@ class PlatformStatus(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     id: Int
-    name: str = Field(min_length=1)
+    name: NonBlank
     triggers_export: Bool | None = Field(default=None, alias="triggersExport")
 
 
@@ -113,7 +113,7 @@ class KordiamPlatformOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     url: str
-    api_user: str = Field(min_length=1)
+    api_user: NonBlank
     api_secret: SecretStr
     token_path: str = Field(default="oauth2/token", pattern=r"^/?[A-Za-z0-9._~/-]+$")
     token_cache: Bool = True

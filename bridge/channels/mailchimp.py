@@ -96,7 +96,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, fi
 from bridge.channels.base import Channel, ChannelContext, ChannelResult, FoundItem
 from bridge.channels.http_errors import answered_gone, http_error, response_json, unreachable
 from bridge.channels.text import HtmlPolicy, plain_text, sanitize_html, without_surrogates
-from bridge.config import ChannelSettings, ChannelTimeout, http_url, secret_problem
+from bridge.config import ChannelSettings, ChannelTimeout, NonBlank, http_url, secret_problem
 from bridge.errors import BridgeError, ChannelRejected
 from bridge.http import BasicAuth, HttpClient, HttpResponse, HttpTransportError
 from bridge.kordiam.models import Element, Publication
@@ -131,7 +131,7 @@ class MailchimpOptions(BaseModel):
     base_url: str | None = None
     api_key: SecretStr
     list_id: str = Field(pattern=r"^[A-Za-z0-9]{1,64}$")
-    from_name: str | None = Field(default=None, min_length=1, max_length=100)
+    from_name: NonBlank | None = Field(default=None, max_length=100)
     reply_to: str | None = None
     folder_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9]{1,64}$")
     footer_html: str = DEFAULT_FOOTER

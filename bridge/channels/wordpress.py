@@ -109,7 +109,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from bridge.channels.base import Channel, ChannelContext, ChannelResult, FoundItem
 from bridge.channels.http_errors import http_error, unreachable
 from bridge.channels.text import HtmlPolicy, plain_text, sanitize_html, strip_tags
-from bridge.config import Bool, ChannelSettings, ChannelTimeout, Int, NotBoolean, http_url, plausible_secret
+from bridge.config import Bool, ChannelSettings, ChannelTimeout, Int, NonBlank, NotBoolean, http_url, plausible_secret
 from bridge.digits import ascii_digits
 from bridge.errors import BridgeError, ChannelCredentialsRefused, ChannelRejected, ChannelUnavailable
 from bridge.http import BasicAuth, HttpClient, HttpResponse, HttpTransportError
@@ -154,7 +154,7 @@ class WordPressOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     url: str
-    username: str = Field(min_length=1)
+    username: NonBlank
     app_password: SecretStr
     post_type: str = Field(default="post", pattern=r"^[a-z0-9_-]{1,20}$")
     status_map: dict[str, WordPressStatus] = Field(default_factory=dict)

@@ -1088,6 +1088,74 @@ def test_every_boolean_setting_refuses_a_word_in_quotes() -> None:
     assert {"PlatformStatus.triggers_export", "FeedbackSettings.publish_when_live"} <= set(checked)
 
 
+# ---- text that names something is not blank ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("change", "key"),
+    [
+        (('client_id = "bridge"', 'client_id = " "'), "kordiam.client_id"),
+        (('client_id = "bridge"', 'client_id = "\\n"'), "kordiam.client_id"),
+        (('client_id = "bridge"', 'client_id = ""'), "kordiam.client_id"),
+    ],
+)
+def test_a_blank_name_or_id_is_refused_naming_the_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], change: tuple[str, str], key: str
+) -> None:
+    # Before: " " passed check-config as a client id (only the empty string was refused), to fail at Kordiam.
+    path = write(tmp_path, VALID.replace(*change, 1))
+    with pytest.raises(ConfigError) as raised:
+        load_settings(path)
+    assert (raised.value.key, raised.value.problem) == (key, "must not be empty or blank")
+    assert main(["check-config", "--config", str(path)]) == 2
+    assert capsys.readouterr().err == f"kordiam-bridge: configuration error: {key}: must not be empty or blank\n"
+
+
+def test_a_blank_name_from_a_variable_is_refused_naming_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BRIDGE_KORDIAM__CLIENT_ID", "  ")
+    with pytest.raises(ConfigError) as raised:
+        load_settings(write(tmp_path, VALID))
+    assert (raised.value.key, raised.value.problem) == (
+        "BRIDGE_KORDIAM__CLIENT_ID (kordiam.client_id)",
+        "must not be empty or blank",
+    )
+
+
+def _requires_text(annotation: Any, metadata: list[Any]) -> bool:
+    """Whether a field is text that must hold at least one character (``min_length=1``), itself or in a union."""
+
+    def at_least_one(constraints: Any) -> bool:
+        return any(getattr(c, "min_length", None) for c in constraints) or any(
+            at_least_one(getattr(c, "metadata", ())) for c in constraints
+        )
+
+    members = get_args(annotation) if get_origin(annotation) in (Union, types.UnionType) else (annotation,)
+    return any(
+        (member is str and at_least_one(metadata))
+        or (get_origin(member) is Annotated and get_args(member)[0] is str and at_least_one(get_args(member)[1:]))
+        for member in members
+    )
+
+
+def test_every_text_setting_that_must_not_be_empty_refuses_a_blank_one() -> None:
+    # A setting added later with Field(min_length=1) but not config.NonBlank fails here, by name.
+    checked, accepted = [], []
+    for model in _setting_models():
+        for name, field in model.model_fields.items():
+            if not _requires_text(field.annotation, field.metadata):
+                continue
+            checked.append(f"{model.__name__}.{name}")
+            try:
+                model.model_validate({field.alias or name: " \t"})
+            except ValidationError as error:
+                if any(e["loc"][:1] == (field.alias or name,) and "blank" in e["msg"] for e in error.errors()):
+                    continue
+            accepted.append(f"{model.__name__}.{name}")
+    assert accepted == []
+    assert {"KordiamSettings.client_id", "QueueSettings.username", "PlatformReceiver.api_user"} <= set(checked)
+    assert {"WordPressOptions.username", "JwtAuth.subject", "NewsMLOptions.provider"} <= set(checked)
+
+
 # ---- http(s) addresses -------------------------------------------------------------------------------------------
 
 HTTP_URL_CREDENTIALS = "must not hold credentials (user:password@): set them in the keys for secrets"

@@ -28,8 +28,8 @@ def problem(adapter: TypeAdapter[Any], auth: dict[str, Any]) -> tuple[str, str]:
     [
         ({"type": "bearer", "token": " "}, "token", "must not be empty"),
         ({"type": "jwt", "secret": ""}, "secret", "must not be empty"),
-        ({"type": "jwt", "secret": "jwt-secret", "audience": ""}, "audience", "at least 1 character"),
-        ({"type": "api_key", "api_key": "", "api_secret": "api-secret"}, "api_key", "at least 1 character"),
+        ({"type": "jwt", "secret": "jwt-secret", "audience": ""}, "audience", "must not be empty or blank"),
+        ({"type": "api_key", "api_key": " ", "api_secret": "api-secret"}, "api_key", "must not be empty or blank"),
         ({"type": "api_key", "api_key": "k", "api_secret": " "}, "api_secret", "must not be empty"),
         ({"type": "headers", "headers": {}}, "headers", "at least 1 item"),
         ({"type": "headers", "headers": {"Bad Name": "x"}}, "headers", "'Bad Name' is not a valid header name"),

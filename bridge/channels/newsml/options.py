@@ -10,7 +10,7 @@ from urllib.parse import ParseResult, unquote, urlparse
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from bridge.channels.text import xml_text
-from bridge.config import Float, aws_endpoint_url
+from bridge.config import Float, NonBlank, aws_endpoint_url
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,10 +25,10 @@ _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 class NewsMLOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    target: str = Field(min_length=1)
+    target: NonBlank
     endpoint_url: str | None = None
     region: str | None = Field(default=None, pattern=r"^[a-z0-9-]+$")
-    provider: str = Field(default="kordiam-bridge", min_length=1, max_length=200)
+    provider: NonBlank = Field(default="kordiam-bridge", max_length=200)
     guid_prefix: str = Field(default="urn:kordiam:", pattern=r"^\S+$", max_length=200)
     file_prefix: str = Field(default="kordiam-", pattern=r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,99}$|^$")
     language: str | None = Field(default=None, pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$")
