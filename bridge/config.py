@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import difflib
 import ipaddress
 import json
 import math
@@ -23,7 +24,7 @@ import stat
 import tomllib
 import types
 import unicodedata
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin, overload
@@ -551,6 +552,19 @@ class ChannelSettings(BaseModel):
     # Optional limits for a CMS that cannot take the worker's full concurrency or rate.
     max_in_flight: Int | None = Field(default=None, ge=1, le=1000)
     rate_limit: Float | None = Field(default=None, gt=0, le=10_000)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _misspelt_common_key(cls, data: Any) -> Any:
+        # The adapter's keys are let through here, so a misspelt required key (plattforms) would be reported only as
+        # the key it stands for missing: name it instead. Only for a missing key, since an adapter's own key may look
+        # like a common one (status_map, statuses).
+        if isinstance(data, dict):
+            missing = [name for name, field in cls.model_fields.items() if field.is_required() and name not in data]
+            for key in data:
+                if key not in cls.model_fields and (meant := did_you_mean(str(key), missing)):
+                    raise ValueError(f"{key}: is not a known key{meant}")
+        return data
 
     @model_validator(mode="after")
     def _takes_publications(self) -> ChannelSettings:
@@ -1109,7 +1123,7 @@ def _validated(
     _warn_unused_variables(validated=model)
     for key in data:
         if key not in FileSettings.model_fields:
-            raise ConfigError(key, "is not a known key")
+            raise ConfigError(key, f"is not a known key{did_you_mean(key, FileSettings.model_fields)}")
     wanted = {key: value for key, value in data.items() if key in model.model_fields}
     problems: list[Problem] = []
     settings: _FileAndEnvironment | None = None
@@ -1352,11 +1366,12 @@ def _warn_unused_variables(*, validated: type[BaseModel]) -> None:
         section, _, key = upper.removeprefix(ENV_PREFIX).partition("__")
         model = sections.get(section.lower())
         if model is None:
-            reason = f"no section {section.lower()!r} (sections: {', '.join(sections)})"
+            meant = did_you_mean(section.lower(), sections)
+            reason = f"no section {section.lower()!r}" + (meant or f" (sections: {', '.join(sections)})")
         elif not key or section.lower() in validated.model_fields:
             continue  # BRIDGE_QUEUE='{…}': the whole section; or a section the command validates
-        elif key.lower().partition("__")[0] not in model.model_fields:  # a nested key names its table first
-            reason = f"[{section.lower()}] has no key {key.lower()!r}"
+        elif (name := key.lower().partition("__")[0]) not in model.model_fields:  # a nested key names its table first
+            reason = f"[{section.lower()}] has no key {key.lower()!r}{did_you_mean(name, model.model_fields)}"
         else:
             continue
         log.warning("environment_variable_ignored", variable=variable, reason=reason)
@@ -1398,13 +1413,18 @@ def _first_problem(
     return ConfigError("secrets", f"not set: {missing}")
 
 
-def validation_problems(error: ValidationError, model: type[BaseModel], prefix: str = "") -> list[Problem]:
+def validation_problems(
+    error: ValidationError, model: type[BaseModel], prefix: str = "", *, known_beside: Collection[str] = ()
+) -> list[Problem]:
     """Each validation error as a ``Problem`` naming its key, never echoing the offending value.
 
     A union's tag is left out of the key (``auth.token``, not ``auth.bearer.token``): it is not a key anyone
-    writes. A missing ``SecretStr`` is marked so that all of them can be reported together.
+    writes. A missing ``SecretStr`` is marked so that all of them can be reported together. An unknown key says
+    which known one it is likely a misspelling of, among the table's keys and ``known_beside`` (a channel's common
+    keys, beside its adapter's); that key's own "is required" is then left out, the misspelling being the problem.
     """
     problems = []
+    meant_keys = set()
     # The input is looked at for its shape only (a table or a list): never echoed, it may be a secret.
     for detail in error.errors(include_url=False):
         parts, annotation = _field_path(model, detail["loc"])
@@ -1417,7 +1437,10 @@ def validation_problems(error: ValidationError, model: type[BaseModel], prefix: 
         if detail["type"] == "missing":
             message = "is required"
         elif detail["type"] == "extra_forbidden":
-            message = "is not a known key"
+            known = [*_keys_of(model, detail["loc"][:-1]), *known_beside]
+            message = "is not a known key" + did_you_mean(str(detail["loc"][-1]), known)
+            if close := difflib.get_close_matches(str(detail["loc"][-1]), known, n=1):
+                meant_keys.add(f"{key.rpartition('.')[0]}.{close[0]}".removeprefix("."))
         elif detail["type"] in ("model_type", "dict_type", "model_attributes_type"):
             if isinstance(detail.get("input"), list):
                 message = f"must be one table ([{header}]), not a list of them ([[{header}]])"
@@ -1443,12 +1466,36 @@ def validation_problems(error: ValidationError, model: type[BaseModel], prefix: 
             key, message = (f"{key}.{head}" if key else head), rest
         secret = detail["type"] == "missing" and _strip(annotation) is SecretStr
         problems.append(Problem(key or "config", message, missing_secret=secret, variable=_variable_for(key)))
-    return problems
+    return [p for p in problems if not (p.key in meant_keys and (p.missing_secret or p.message == "is required"))]
 
 
-def config_error(error: ValidationError, prefix: str = "", model: type[BaseModel] | None = None) -> ConfigError:
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """`` (did you mean 'KEY'?)`` for the known key ``name`` is most likely a misspelling of; empty if none is close."""
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _keys_of(model: type[BaseModel], loc: Sequence[int | str]) -> list[str]:
+    """The keys (names and aliases) of the table at ``loc`` in ``model``."""
+    _, annotation = _field_path(model, loc)
+    return [
+        key
+        for table in _models_of(_strip(annotation))
+        for name, field in table.model_fields.items()
+        for key in (name, field.alias)
+        if key
+    ]
+
+
+def config_error(
+    error: ValidationError,
+    prefix: str = "",
+    model: type[BaseModel] | None = None,
+    *,
+    known_beside: Collection[str] = (),
+) -> ConfigError:
     """The first validation error as a ``ConfigError`` naming its key, never echoing the offending value."""
-    return _first_problem(validation_problems(error, model or BaseModel, prefix), {})
+    return _first_problem(validation_problems(error, model or BaseModel, prefix, known_beside=known_beside), {})
 
 
 def _variable_for(key: str) -> str | None:

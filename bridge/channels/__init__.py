@@ -79,7 +79,8 @@ def channel_options(
     try:
         return kind.options.model_validate(settings.options)
     except ValidationError as error:
-        raise config_error(error, prefix=f"channels[{index}]", model=kind.options) from None
+        prefix, common = f"channels[{index}]", ChannelSettings.model_fields
+        raise config_error(error, prefix=prefix, model=kind.options, known_beside=common) from None
 
 
 def channel_options_model(type_name: str) -> type[BaseModel] | None:
@@ -102,7 +103,8 @@ def channel_problems(settings: ChannelSettings, index: int, *, secrets: bool = T
     try:
         kind.options.model_validate(settings.options)
     except ValidationError as error:
-        problems = validation_problems(error, kind.options, prefix=f"channels[{index}]")
+        common = ChannelSettings.model_fields
+        problems = validation_problems(error, kind.options, prefix=f"channels[{index}]", known_beside=common)
         return [
             Problem(p.key, p.message, True, channel_variable(settings.name, p.key.split(".", 1)[1]))
             if p.missing_secret

@@ -144,7 +144,8 @@ def test_cli_exits_2_with_one_line_naming_the_key(tmp_path: Path, capsys: pytest
 def test_cli_names_a_wrong_adapter_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = write(tmp_path, VALID.replace('path = "/tmp/web"', 'pth = "/tmp/web"'))
     assert main(["check-config", "--config", str(path)]) == 2
-    assert "channels[0].path: is required (and 1 more problem)" in capsys.readouterr().err
+    # The misspelling, not the key it stands for missing (which it explains).
+    assert "channels[0].pth: is not a known key (did you mean 'path'?)\n" in capsys.readouterr().err
 
 
 def test_example_config_is_valid(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
@@ -337,7 +338,8 @@ def test_a_misspelt_key_of_a_section_the_command_reads_is_its_error_not_also_an_
     monkeypatch.setenv("BRIDGE_QUEUE__CONCURREN", "5")
     assert main(["check-config", "--config", str(write(tmp_path, VALID))]) == 2
     assert capsys.readouterr().err == (
-        "kordiam-bridge: configuration error: BRIDGE_QUEUE__CONCURREN (queue.concurren): is not a known key\n"
+        "kordiam-bridge: configuration error: BRIDGE_QUEUE__CONCURREN (queue.concurren): is not a known key "
+        "(did you mean 'concurrency'?)\n"
     )
     # A command that does not read the section (dlq list reads [queue] and [ops]) leaves the variable unused: said.
     monkeypatch.delenv("BRIDGE_QUEUE__CONCURREN")
@@ -925,6 +927,67 @@ def test_every_number_setting_refuses_a_boolean() -> None:
     assert accepted == []
     assert {"QueueSettings.concurrency", "ChannelSettings.platforms", "NewsMLOptions.timeout"} <= set(checked)
     assert {"WordPressOptions.category_map", "PlatformStatus.id", "JwtAuth.ttl_seconds"} <= set(checked)
+
+
+# ---- typos --------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("change", "key", "meant"),
+    [
+        (("[state]\n", "[recocile]\nenabled = true\n\n[state]\n"), "recocile", "reconcile"),
+        (("[queue]\n", "[queue]\nconcurency = 8\n"), "queue.concurency", "concurrency"),
+        (("[state]\n", "[feedback]\nenabeld = false\n\n[state]\n"), "feedback.enabeld", "enabled"),
+        (('path = "/tmp/web"', 'pth = "/tmp/web"'), "channels[0].pth", "path"),
+        (("platforms = [99003]", "plattforms = [99003]"), "channels[0].plattforms", "platforms"),
+    ],
+)
+def test_a_misspelt_key_or_section_says_which_was_meant(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], change: tuple[str, str], key: str, meant: str
+) -> None:
+    path = write(tmp_path, VALID.replace(*change, 1))
+    problem = f"is not a known key (did you mean {meant!r}?)"
+    with pytest.raises(ConfigError) as raised:
+        load_settings(path, check_channel=channel_problems)
+    assert (raised.value.key, raised.value.problem) == (key, problem)
+    assert main(["check-config", "--config", str(path)]) == 2
+    assert capsys.readouterr().err == f"kordiam-bridge: configuration error: {key}: {problem}\n"
+
+
+def test_a_key_like_no_other_is_only_unknown(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_settings(write(tmp_path, VALID.replace("[queue]\n", "[queue]\nxyzzy = 1\n", 1)))
+    assert (raised.value.key, raised.value.problem) == ("queue.xyzzy", "is not a known key")
+
+
+def test_a_misspelt_key_of_a_nested_table_says_which_was_meant(tmp_path: Path) -> None:
+    ingress = '\n[ingress]\n[ingress.global_export]\nauth = { type = "bearer", tokn = "t0ken-value" }\n'
+    with pytest.raises(ConfigError) as raised:
+        load_settings(write(tmp_path, VALID + ingress), model=FileSettings)
+    assert (raised.value.key, raised.value.problem) == (
+        "ingress.global_export.auth.tokn",
+        "is not a known key (did you mean 'token'?)",
+    )
+
+
+def test_a_misspelt_variable_says_which_key_or_section_was_meant(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("BRIDGE_QUEUE__URLL", "https://sqs.eu-central-1.amazonaws.com/1/q")
+    with pytest.raises(ConfigError) as raised:
+        load_settings(write(tmp_path, VALID))
+    assert str(raised.value) == "BRIDGE_QUEUE__URLL (queue.urll): is not a known key (did you mean 'url'?)"
+    # A misspelt section is ignored, not an error (BRIDGE_SQS_PORT and the like are compose's): the warning says
+    # which section was meant.
+    monkeypatch.delenv("BRIDGE_QUEUE__URLL")
+    monkeypatch.setenv("BRIDGE_RECOCILE__ENABLED", "true")
+    configure_logging("info")
+    load_settings(write(tmp_path, VALID))
+    (warned,) = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    assert (warned["variable"], warned["reason"]) == (
+        "BRIDGE_RECOCILE__ENABLED",
+        "no section 'recocile' (did you mean 'reconcile'?)",
+    )
 
 
 # ---- booleans are booleans --------------------------------------------------------------------------------------
