@@ -98,7 +98,17 @@ def _not_a_boolean(value: Any) -> Any:
 # Every number setting of the configuration and the channels' own keys is one of these (or wrapped in
 # ``NotBoolean`` where a number shares a union with text): a boolean is refused, naming the key, like any wrong value.
 NotBoolean = BeforeValidator(_not_a_boolean)
-Int = Annotated[int, NotBoolean]
+
+
+def _without_unit(value: Any) -> Any:
+    # "30s", "15m", "4MiB": plainly a number, which pydantic would call "not a valid number"; say what is wrong.
+    if isinstance(value, str) and re.fullmatch(r"\s*[+-]?(\d[\d_]*(\.\d*)?|\.\d+)\s*[A-Za-z]+\s*", value):
+        raise ValueError("must be a plain number, without a unit: durations are in seconds, sizes in bytes")
+    return value
+
+
+WithoutUnit = BeforeValidator(_without_unit)
+Int = Annotated[int, NotBoolean, WithoutUnit]
 
 
 def _not_blank(value: Any) -> Any:
@@ -158,7 +168,7 @@ def _finite(value: Any) -> Any:
     return value
 
 
-Float = Annotated[float, NotBoolean, BeforeValidator(_finite)]
+Float = Annotated[float, NotBoolean, WithoutUnit, BeforeValidator(_finite)]
 # An HTTP channel's `timeout` key: seconds per request to its target; None (unset) is the shared client's
 # (kordiam.timeout). A CMS slower than Kordiam to save a story needs more: a write that outlasts its timeout is
 # retried, so it would never succeed.

@@ -990,6 +990,25 @@ def test_a_misspelt_variable_says_which_key_or_section_was_meant(
     )
 
 
+@pytest.mark.parametrize(
+    ("line", "key"),
+    [
+        ('[reconcile]\ninterval_seconds = "15m"', "reconcile.interval_seconds"),
+        ('[kordiam]\ntimeout = "30s"', "kordiam.timeout"),
+        ('[ingress]\nmax_body_bytes = "4MiB"', "ingress.max_body_bytes"),
+        ('[queue]\nvisibility_timeout = "2 min"', "queue.visibility_timeout"),
+    ],
+)
+def test_a_number_with_a_unit_says_numbers_take_none(tmp_path: Path, line: str, key: str) -> None:
+    # Before: "Input should be a valid number, unable to parse string as a number", for a value that plainly is one.
+    section, _, assignment = line.partition("\n")
+    text = VALID.replace(f"{section}\n", f"{section}\n{assignment}\n", 1) if section in VALID else f"{VALID}\n{line}\n"
+    with pytest.raises(ConfigError) as raised:
+        load_settings(write(tmp_path, text + INGRESS if section != "[ingress]" else text), model=FileSettings)
+    problem = "must be a plain number, without a unit: durations are in seconds, sizes in bytes"
+    assert (raised.value.key, raised.value.problem) == (key, problem)
+
+
 # ---- booleans are booleans --------------------------------------------------------------------------------------
 
 FILE_BOOLEAN = "must be true or false, without quotes"
