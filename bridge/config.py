@@ -1408,7 +1408,8 @@ def _first_problem(
     if real:
         first = real[0]
         key = first.key
-        variable = _variable_of(variables, key) or (channels_variable if key.startswith("channels[") else None)
+        from_channels_variable = key == "channels" or key.startswith("channels[")
+        variable = _variable_of(variables, key) or (channels_variable if from_channels_variable else None)
         if variable:
             key = f"{variable} ({key})"
         message = first.message

@@ -222,6 +222,16 @@ def test_the_whole_channel_list_from_one_variable(tmp_path: Path, monkeypatch: p
     assert settings.channels[0].options == {"path": "/srv/cms"}
 
 
+def test_an_empty_channel_list_from_the_variable_names_the_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Before: "channels: List should have at least 1 item …", the file's key, which the file had set right.
+    monkeypatch.setenv("BRIDGE_CHANNELS", "[]")
+    with pytest.raises(ConfigError) as raised:
+        load_settings(write(tmp_path, VALID))
+    assert raised.value.key == "BRIDGE_CHANNELS (channels)"
+
+
 def test_channel_keys_by_name_apply_to_the_channels_of_the_one_variable(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
