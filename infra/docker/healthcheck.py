@@ -12,6 +12,7 @@ points it at the simulator's and the ingress's own ``/healthz``).
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import tomllib
@@ -48,7 +49,8 @@ def healthz_url(environ: Mapping[str, str], argv: list[str]) -> str:
     if environ.get("BRIDGE_HEALTHCHECK_URL"):
         return environ["BRIDGE_HEALTHCHECK_URL"]
     section, variable, default = SERVERS.get(command(argv) or "", WORKER)
-    port: object = environ.get(variable)
+    # The bridge reads its variables' names in any case.
+    port: object = next((value for name, value in environ.items() if name.upper() == variable), None)
     path = config_file(environ, argv)
     if not port and path:
         try:
@@ -56,7 +58,19 @@ def healthz_url(environ: Mapping[str, str], argv: list[str]) -> str:
                 port = tomllib.load(handle).get(section, {}).get("port")
         except (OSError, tomllib.TOMLDecodeError, AttributeError):
             port = None  # the process would not have started on such a file; the check below fails anyway
-    return f"http://127.0.0.1:{port or default}/healthz"
+    return f"http://127.0.0.1:{port_number(port) or default}/healthz"
+
+
+def port_number(value: object) -> int | None:
+    """The port as the bridge reads ``ops.port``: a number, or its text with spaces around ("9090 ", a file's
+    last newline) or in quotes; None for what the bridge would not have started on."""
+    try:
+        number = float(value.strip()) if isinstance(value, str) else value
+    except ValueError:
+        return None
+    if isinstance(number, bool) or not isinstance(number, (int, float)) or not math.isfinite(number):
+        return None
+    return int(number) if number == int(number) else None
 
 
 def init_argv() -> list[str]:

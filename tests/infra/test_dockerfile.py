@@ -149,6 +149,31 @@ def test_healthcheck_asks_the_ops_port_the_worker_listens_on(tmp_path: Path) -> 
     assert healthcheck.healthz_url({"BRIDGE_HEALTHCHECK_URL": url}, worker) == url
 
 
+@pytest.mark.parametrize(
+    ("environ", "file_port", "port"),
+    [
+        ({"BRIDGE_OPS__PORT": " 9292\n"}, "9191", 9292),
+        ({"bridge_ops__port": "9292"}, "9191", 9292),
+        ({}, '"9191"', 9191),
+        ({}, "9191.0", 9191),
+        ({}, '" 9191 "', 9191),
+    ],
+)
+def test_healthcheck_reads_the_port_as_the_worker_does(
+    tmp_path: Path, environ: dict[str, str], file_port: str, port: int
+) -> None:
+    # Before: http://127.0.0.1: 9292/healthz, :9191.0 … for a port the worker listens on: unhealthy for ever.
+    sys.path.insert(0, str(INFRA / "docker"))
+    try:
+        healthcheck = importlib.import_module("healthcheck")
+    finally:
+        sys.path.pop(0)
+    config = tmp_path / "bridge.toml"
+    config.write_text(f"[ops]\nport = {file_port}\n")
+    worker = ["/usr/bin/tini", "--", "kordiam-bridge", "run", "--config", str(config)]
+    assert healthcheck.healthz_url(environ, worker) == f"http://127.0.0.1:{port}/healthz"
+
+
 def test_healthcheck_asks_the_ingress_port_when_the_container_runs_the_ingress(tmp_path: Path) -> None:
     """`kordiam-bridge ingress` serves /healthz on ingress.port and runs no ops server."""
     sys.path.insert(0, str(INFRA / "docker"))
