@@ -629,12 +629,20 @@ class ReconcileSettings(Section):
     lookback_seconds: Float = Field(default=3600.0, ge=0, le=30 * 86_400)
 
 
+def _in_lower_case(value: Any) -> Any:
+    # LOG_LEVEL=INFO is how most tools spell it; the words are the same in any case.
+    return value.strip().lower() if isinstance(value, str) else value
+
+
+LogLevel = Annotated[Literal["debug", "info", "warning", "error"], BeforeValidator(_in_lower_case)]
+
+
 class OpsSettings(Section):
     host: str = "127.0.0.1"
     port: Int = Field(default=9090, ge=0, le=65535)
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_level: LogLevel = "info"
     # "json": one JSON object a line (log pipelines); "console": readable key=value lines for local use.
-    log_format: Literal["json", "console"] = "json"
+    log_format: Annotated[Literal["json", "console"], BeforeValidator(_in_lower_case)] = "json"
 
     _host = field_validator("host")(listen_host)
 
@@ -816,7 +824,7 @@ class IngressSettings(Section):
     # trickling its body cannot hold one of max_concurrent_requests. 10 s: Kordiam's largest element (about 1.1 MB)
     # at 1 Mbit/s; a whole max_body_bytes at 3.4 Mbit/s.
     body_timeout_seconds: Float = Field(default=10.0, gt=0, le=300)
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_level: LogLevel = "info"
 
     _host = field_validator("host")(listen_host)
 

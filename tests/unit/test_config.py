@@ -1019,6 +1019,22 @@ def test_a_number_with_a_unit_says_numbers_take_none(tmp_path: Path, line: str, 
     assert (raised.value.key, raised.value.problem) == (key, problem)
 
 
+@pytest.mark.parametrize("level", ["INFO", "Warning", " debug\n"])
+def test_a_log_level_or_format_is_read_in_any_case(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, level: str) -> None:
+    # LOG_LEVEL=INFO is how most tools spell it: before, refused as "Input should be 'debug', 'info', …".
+    monkeypatch.setenv("BRIDGE_OPS__LOG_LEVEL", level)
+    monkeypatch.setenv("BRIDGE_INGRESS__LOG_LEVEL", level)
+    text = VALID + '\n[ops]\nlog_format = "Console"\n' + INGRESS
+    settings = load_settings(write(tmp_path, text), model=FileSettings)
+    assert settings.ingress is not None
+    assert settings.ops.log_level == settings.ingress.log_level == level.strip().lower()
+    assert settings.ops.log_format == "console"
+    monkeypatch.setenv("BRIDGE_OPS__LOG_LEVEL", "verbose")
+    with pytest.raises(ConfigError) as raised:
+        load_settings(write(tmp_path, text), model=FileSettings)
+    assert raised.value.key == "BRIDGE_OPS__LOG_LEVEL (ops.log_level)"
+
+
 # ---- booleans are booleans --------------------------------------------------------------------------------------
 
 FILE_BOOLEAN = "must be true or false, without quotes"
