@@ -391,10 +391,11 @@ class QueueSettings(Section):
     def _queue_urls(cls, value: str | None) -> str | None:
         if value is None:
             return None
+        value = value.strip()  # as every http(s) address is (a variable's last newline)
         if _url_parts(value).scheme in STOMP_SCHEMES:
             parse_stomp_url(value)
             return value
-        if _url_parts(value.strip()).scheme not in ("http", "https"):
+        if _url_parts(value).scheme not in ("http", "https"):
             raise ValueError("must be an SQS queue URL (https://…) or stomp://HOST:PORT/queue/NAME")
         return http_url(value)
 
@@ -501,6 +502,11 @@ class StateSettings(Section):
     @field_validator("url")
     @classmethod
     def _known_backend(cls, value: str) -> str:
+        # Read as every address is, without the spaces around it: a variable's last newline would otherwise end the
+        # SQLite file's name, a fresh and empty store beside the real one.
+        value = value.strip()
+        if any(unicodedata.category(character) == "Cc" for character in value):
+            raise ValueError("must not contain a line break or control character")
         scheme, _, rest = value.partition("://")
         if scheme == "sqlite" and rest.startswith("/") and len(rest) > 1:
             return value

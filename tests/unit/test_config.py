@@ -1035,6 +1035,41 @@ def test_a_log_level_or_format_is_read_in_any_case(tmp_path: Path, monkeypatch: 
     assert raised.value.key == "BRIDGE_OPS__LOG_LEVEL (ops.log_level)"
 
 
+@pytest.mark.parametrize(
+    ("variable", "value", "key", "kept"),
+    [
+        ("BRIDGE_STATE__URL", "sqlite:////tmp/state.db\n", "state.url", "sqlite:////tmp/state.db"),
+        ("BRIDGE_STATE__URL", " sqlite:////tmp/state.db ", "state.url", "sqlite:////tmp/state.db"),
+        ("BRIDGE_STATE__URL", "dynamodb://bridge-state\n", "state.url", "dynamodb://bridge-state"),
+        ("BRIDGE_QUEUE__URL", " stomp://mq:61613/queue/in\n", "queue.url", "stomp://mq:61613/queue/in"),
+    ],
+)
+def test_a_store_or_queue_address_is_read_without_the_spaces_around_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variable: str, value: str, key: str, kept: str
+) -> None:
+    # Before: a variable's last newline became part of the SQLite file's name ("state.db\n"): a fresh, empty store
+    # beside the real one, silently. Every http(s) address was already read so.
+    monkeypatch.setenv(variable, value)
+    if variable == "BRIDGE_QUEUE__URL":
+        monkeypatch.setenv("BRIDGE_QUEUE__DLQ_URL", "stomp://mq:61613/queue/dlq")
+    text = VALID.replace('endpoint_url = "http://127.0.0.1:4566"\n', "", 1)  # an SQS key: refused for stomp://
+    settings = load_settings(write(tmp_path, text))
+    section, _, name = key.partition(".")
+    assert getattr(getattr(settings, section), name) == kept
+    if kept.startswith("sqlite"):
+        assert settings.state.sqlite_path == Path("/tmp/state.db")
+
+
+def test_a_state_path_with_a_control_character_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BRIDGE_STATE__URL", "sqlite:////tmp/state\n.db")
+    with pytest.raises(ConfigError) as raised:
+        load_settings(write(tmp_path, VALID))
+    assert (raised.value.key, raised.value.problem) == (
+        "BRIDGE_STATE__URL (state.url)",
+        "must not contain a line break or control character",
+    )
+
+
 # ---- booleans are booleans --------------------------------------------------------------------------------------
 
 FILE_BOOLEAN = "must be true or false, without quotes"
