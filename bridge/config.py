@@ -232,6 +232,17 @@ def _check_host_name(host: str) -> None:
         raise ValueError(HOST_NAME_PROBLEM)
 
 
+def path_text(value: str) -> str:
+    """The check of a setting that names a file or directory (``state.url``, a folder channel's ``path``): read
+    without the spaces around it, as every address is, and refused with a control character inside. A variable's
+    last newline, or a space before it, would otherwise name another file than meant (``state.db\\n``, a relative
+    `` /srv/out``): a fresh, empty store, or exports written where nobody looks, silently."""
+    text = value.strip()
+    if any(unicodedata.category(character) == "Cc" for character in text):
+        raise ValueError("must not contain a line break or control character")
+    return text
+
+
 def aws_endpoint_url(value: str) -> str:
     """An endpoint for the AWS clients (``queue.endpoint_url``, ``state.endpoint_url``, an S3 ``endpoint_url``):
     ``http_url``'s rules and botocore's own, stricter on the host, whose "Invalid endpoint" would otherwise come out
@@ -502,11 +513,7 @@ class StateSettings(Section):
     @field_validator("url")
     @classmethod
     def _known_backend(cls, value: str) -> str:
-        # Read as every address is, without the spaces around it: a variable's last newline would otherwise end the
-        # SQLite file's name, a fresh and empty store beside the real one.
-        value = value.strip()
-        if any(unicodedata.category(character) == "Cc" for character in value):
-            raise ValueError("must not contain a line break or control character")
+        value = path_text(value)
         scheme, _, rest = value.partition("://")
         if scheme == "sqlite" and rest.startswith("/") and len(rest) > 1:
             return value

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, field_validator
 from bridge.channels.base import Channel, ChannelContext, ChannelResult
 from bridge.channels.files import atomic_write, check_writable, os_error, sync_folder
 from bridge.channels.text import HtmlPolicy, plain_text, sanitize_html
-from bridge.config import ChannelSettings
+from bridge.config import ChannelSettings, path_text
 from bridge.errors import ChannelRejected
 from bridge.kordiam.models import Element, Publication
 
@@ -59,7 +59,7 @@ class FolderOptions(BaseModel):
         # Path("") is ".": an empty template variable would have the worker write into its working directory.
         if isinstance(value, str) and not value.strip():
             raise ValueError("must not be empty")
-        return value
+        return path_text(value) if isinstance(value, str) else value
 
     @field_validator("path")
     @classmethod

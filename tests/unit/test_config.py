@@ -13,7 +13,8 @@ from pydantic import BaseModel, ValidationError
 from pydantic_settings import BaseSettings
 
 from bridge import config as config_module
-from bridge.channels import channel_problems
+from bridge.channels import channel_options, channel_problems
+from bridge.channels.folder import FolderOptions
 from bridge.cli import main
 from bridge.config import (
     SHORTEST_SECRET,
@@ -1066,6 +1067,23 @@ def test_a_state_path_with_a_control_character_is_refused(tmp_path: Path, monkey
         load_settings(write(tmp_path, VALID))
     assert (raised.value.key, raised.value.problem) == (
         "BRIDGE_STATE__URL (state.url)",
+        "must not contain a line break or control character",
+    )
+
+
+def test_a_folder_channel_path_is_read_without_the_spaces_around_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Before: "/srv/out\n" from a variable was a directory named "out\n", made at start-up and written to, silently.
+    monkeypatch.setenv("BRIDGE_CHANNELS__WEB__PATH", f" {tmp_path / 'out'}\n")
+    settings = load_settings(write(tmp_path, VALID))
+    options = channel_options(settings.channels[0], index=0)
+    assert isinstance(options, FolderOptions) and options.path == tmp_path / "out"
+    monkeypatch.setenv("BRIDGE_CHANNELS__WEB__PATH", f"{tmp_path}/o\tut")
+    with pytest.raises(ConfigError) as raised:
+        load_settings(write(tmp_path, VALID), check_channel=channel_problems)
+    assert (raised.value.key, raised.value.problem) == (
+        "BRIDGE_CHANNELS__WEB__PATH (channels[0].path)",
         "must not contain a line break or control character",
     )
 
