@@ -111,17 +111,23 @@ WithoutUnit = BeforeValidator(_without_unit)
 Int = Annotated[int, NotBoolean, WithoutUnit]
 
 
-def _not_blank(value: Any) -> Any:
-    # Spaces, or a file's last newline, are as absent as nothing: a client id, a user or an issuer of " " would pass
-    # `check-config` and fail only at the far end, as credentials refused.
-    if isinstance(value, str) and not value.strip():
+def _name_text(value: Any) -> Any:
+    # Spaces, or a file's last newline, are as absent as nothing, and around a name they are no part of it: a client
+    # id, a user or an issuer of " " or "id\n" would pass `check-config` and fail only at the far end, as credentials
+    # refused.
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if not text:
         raise ValueError("must not be empty or blank")
-    return value
+    if any(unicodedata.category(character) == "Cc" for character in text):
+        raise ValueError("must not contain a line break or control character")
+    return text
 
 
-# Every text setting that names something (an id, a user, an issuer, a channel type): at least one character that is
-# not a space.
-NonBlank = Annotated[str, BeforeValidator(_not_blank), Field(min_length=1)]
+# Every text setting that names something (an id, a user, an issuer, a channel type): one line, read without the
+# spaces around it, of at least one character that is not a space.
+NonBlank = Annotated[str, BeforeValidator(_name_text), Field(min_length=1)]
 
 
 class VariableText(str):

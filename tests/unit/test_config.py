@@ -1282,6 +1282,25 @@ def test_a_blank_name_from_a_variable_is_refused_naming_it(tmp_path: Path, monke
     )
 
 
+@pytest.mark.parametrize("value", ["bridge\n", " bridge "])
+def test_a_name_or_id_is_read_without_the_spaces_around_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    # Before: kept as is and sent to Kordiam, whose refusal said "credentials refused", not which key was wrong.
+    monkeypatch.setenv("BRIDGE_KORDIAM__CLIENT_ID", value)
+    assert load_settings(write(tmp_path, VALID)).kordiam.client_id == "bridge"
+
+
+def test_a_name_or_id_with_a_control_character_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BRIDGE_KORDIAM__CLIENT_ID", "bri\tdge")
+    with pytest.raises(ConfigError) as raised:
+        load_settings(write(tmp_path, VALID))
+    assert (raised.value.key, raised.value.problem) == (
+        "BRIDGE_KORDIAM__CLIENT_ID (kordiam.client_id)",
+        "must not contain a line break or control character",
+    )
+
+
 def _requires_text(annotation: Any, metadata: list[Any]) -> bool:
     """Whether a field is text that must hold at least one character (``min_length=1``), itself or in a union."""
 
