@@ -1160,7 +1160,9 @@ def _validated(
     _warn_unused_variables(validated=model)
     for key in data:
         if key not in FileSettings.model_fields:
-            raise ConfigError(key, f"is not a known key{did_you_mean(key, FileSettings.model_fields)}")
+            raise ConfigError(
+                key, f"is not a known key{did_you_mean(key, FileSettings.model_fields) or _belongs_elsewhere(key)}"
+            )
     wanted = {key: value for key, value in data.items() if key in model.model_fields}
     problems: list[Problem] = []
     settings: _FileAndEnvironment | None = None
@@ -1475,10 +1477,12 @@ def validation_problems(
         if detail["type"] == "missing":
             message = "is required"
         elif detail["type"] == "extra_forbidden":
-            known = [*_keys_of(model, detail["loc"][:-1]), *known_beside]
-            message = "is not a known key" + did_you_mean(str(detail["loc"][-1]), known)
-            if close := difflib.get_close_matches(str(detail["loc"][-1]), known, n=1):
+            name = str(detail["loc"][-1])
+            if close := difflib.get_close_matches(name, [*_keys_of(model, detail["loc"][:-1]), *known_beside], n=1):
+                message = f"is not a known key (did you mean {close[0]!r}?)"
                 meant_keys.add(f"{key.rpartition('.')[0]}.{close[0]}".removeprefix("."))
+            else:
+                message = "is not a known key" + _belongs_elsewhere(name)
         elif detail["type"] in ("model_type", "dict_type", "model_attributes_type"):
             if isinstance(detail.get("input"), list):
                 message = f"must be one table ([{header}]), not a list of them ([[{header}]])"
@@ -1511,6 +1515,19 @@ def did_you_mean(name: str, known: Iterable[str]) -> str:
     """`` (did you mean 'KEY'?)`` for the known key ``name`` is most likely a misspelling of; empty if none is close."""
     close = difflib.get_close_matches(name, list(known), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _belongs_elsewhere(name: str) -> str:
+    """`` here: it is a key of [queue]`` when ``name`` is a key of other sections, else empty: written below
+    another header than meant, most often at the end of the file, in the last [[channels]] table."""
+    sections = [
+        f"[[{section}]]" if section == "channels" else f"[{section}]"
+        for section, field in FileSettings.model_fields.items()
+        if (table := _section_model(field.annotation)) is not None and name in table.model_fields
+    ]
+    if not sections:
+        return ""
+    return f" here: it is a key of {' or '.join(sections)}"
 
 
 def _keys_of(model: type[BaseModel], loc: Sequence[int | str]) -> list[str]:

@@ -965,6 +965,31 @@ def test_a_misspelt_key_or_section_says_which_was_meant(
     assert capsys.readouterr().err == f"kordiam-bridge: configuration error: {key}: {problem}\n"
 
 
+@pytest.mark.parametrize(
+    ("text", "key", "sections"),
+    [
+        # A key appended at the end of the file belongs to the last [[channels]] table, not to the section meant.
+        (VALID + "concurrency = 8\n", "channels[1].concurrency", "[queue]"),
+        (VALID + "enabled = true\n", "channels[1].enabled", "[feedback] or [reconcile]"),
+        (
+            VALID.replace('client_id = "bridge"', 'client_id = "bridge"\nconcurrency = 8'),
+            "kordiam.concurrency",
+            "[queue]",
+        ),
+        ("concurrency = 8\n" + VALID, "concurrency", "[queue]"),
+    ],
+)
+def test_a_key_under_the_wrong_header_says_which_section_it_belongs_to(
+    tmp_path: Path, text: str, key: str, sections: str
+) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_settings(write(tmp_path, text), check_channel=channel_problems)
+    assert (raised.value.key, raised.value.problem) == (
+        key,
+        f"is not a known key here: it is a key of {sections}",
+    )
+
+
 def test_a_key_like_no_other_is_only_unknown(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as raised:
         load_settings(write(tmp_path, VALID.replace("[queue]\n", "[queue]\nxyzzy = 1\n", 1)))
