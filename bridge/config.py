@@ -1476,6 +1476,8 @@ def validation_problems(
         header = key if key and "[" not in key else "section"
         if detail["type"] == "missing":
             message = "is required"
+        elif detail["type"] == "string_type" and isinstance(detail.get("input"), (int, float)):
+            message = 'must be text, in quotes ("…")'  # an id of digits written as a number
         elif detail["type"] == "extra_forbidden":
             name = str(detail["loc"][-1])
             if close := difflib.get_close_matches(name, [*_keys_of(model, detail["loc"][:-1]), *known_beside], n=1):

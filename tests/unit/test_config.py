@@ -1113,6 +1113,21 @@ def test_a_folder_channel_path_is_read_without_the_spaces_around_it(
     )
 
 
+@pytest.mark.parametrize(
+    ("change", "key"),
+    [
+        (('client_id = "bridge"', "client_id = 12345"), "kordiam.client_id"),
+        (('client_secret = "s3cret-value"', "client_secret = 123456789"), "kordiam.client_secret"),
+        (('name = "web"', "name = 7"), "channels[0].name"),
+    ],
+)
+def test_a_number_where_text_belongs_says_to_quote_it(tmp_path: Path, change: tuple[str, str], key: str) -> None:
+    # Before: "Input should be a valid string", for an id that is all digits: the fix is a pair of quotes.
+    with pytest.raises(ConfigError) as raised:
+        load_settings(write(tmp_path, VALID.replace(*change, 1)))
+    assert (raised.value.key, raised.value.problem) == (key, 'must be text, in quotes ("…")')
+
+
 # ---- booleans are booleans --------------------------------------------------------------------------------------
 
 FILE_BOOLEAN = "must be true or false, without quotes"
