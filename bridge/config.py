@@ -570,7 +570,8 @@ class ChannelSettings(BaseModel):
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
-    name: NonBlank = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    # Not stripped like other names: the channel variables (BRIDGE_CHANNELS__<NAME>__…) match the name as written.
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     type: NonBlank
     platforms: list[Int] = Field(min_length=1)
     statuses: list[StatusSelector] | None = None
