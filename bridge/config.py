@@ -592,7 +592,7 @@ class ChannelSettings(BaseModel):
         if isinstance(data, dict):
             missing = [name for name, field in cls.model_fields.items() if field.is_required() and name not in data]
             for key in data:
-                if key not in cls.model_fields and (meant := did_you_mean(str(key), missing)):
+                if key not in cls.model_fields and (meant := _did_you_mean(str(key), missing)):
                     raise ValueError(f"{key}: is not a known key{meant}")
         return data
 
@@ -1162,7 +1162,7 @@ def _validated(
     for key in data:
         if key not in FileSettings.model_fields:
             raise ConfigError(
-                key, f"is not a known key{did_you_mean(key, FileSettings.model_fields) or _belongs_elsewhere(key)}"
+                key, f"is not a known key{_did_you_mean(key, FileSettings.model_fields) or _belongs_elsewhere(key)}"
             )
     wanted = {key: value for key, value in data.items() if key in model.model_fields}
     problems: list[Problem] = []
@@ -1406,12 +1406,12 @@ def _warn_unused_variables(*, validated: type[BaseModel]) -> None:
         section, _, key = upper.removeprefix(ENV_PREFIX).partition("__")
         model = sections.get(section.lower())
         if model is None:
-            meant = did_you_mean(section.lower(), sections)
+            meant = _did_you_mean(section.lower(), sections)
             reason = f"no section {section.lower()!r}" + (meant or f" (sections: {', '.join(sections)})")
         elif not key or section.lower() in validated.model_fields:
             continue  # BRIDGE_QUEUE='{…}': the whole section; or a section the command validates
         elif (name := key.lower().partition("__")[0]) not in model.model_fields:  # a nested key names its table first
-            reason = f"[{section.lower()}] has no key {key.lower()!r}{did_you_mean(name, model.model_fields)}"
+            reason = f"[{section.lower()}] has no key {key.lower()!r}{_did_you_mean(name, model.model_fields)}"
         else:
             continue
         log.warning("environment_variable_ignored", variable=variable, reason=reason)
@@ -1481,9 +1481,9 @@ def validation_problems(
             message = 'must be text, in quotes ("…")'  # an id of digits written as a number
         elif detail["type"] == "extra_forbidden":
             name = str(detail["loc"][-1])
-            if close := difflib.get_close_matches(name, [*_keys_of(model, detail["loc"][:-1]), *known_beside], n=1):
-                message = f"is not a known key (did you mean {close[0]!r}?)"
-                meant_keys.add(f"{key.rpartition('.')[0]}.{close[0]}".removeprefix("."))
+            if meant := _closest_key(name, [*_keys_of(model, detail["loc"][:-1]), *known_beside]):
+                message = f"is not a known key (did you mean {meant!r}?)"
+                meant_keys.add(f"{key.rpartition('.')[0]}.{meant}".removeprefix("."))
             else:
                 message = "is not a known key" + _belongs_elsewhere(name)
         elif detail["type"] in ("model_type", "dict_type", "model_attributes_type"):
@@ -1514,10 +1514,16 @@ def validation_problems(
     return [p for p in problems if not (p.key in meant_keys and (p.missing_secret or p.message == "is required"))]
 
 
-def did_you_mean(name: str, known: Iterable[str]) -> str:
-    """`` (did you mean 'KEY'?)`` for the known key ``name`` is most likely a misspelling of; empty if none is close."""
+def _closest_key(name: str, known: Iterable[str]) -> str | None:
+    """The known key ``name`` is most likely a misspelling of; None if none is close."""
     close = difflib.get_close_matches(name, list(known), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    return close[0] if close else None
+
+
+def _did_you_mean(name: str, known: Iterable[str]) -> str:
+    """`` (did you mean 'KEY'?)`` for ``_closest_key``; empty if none is close."""
+    meant = _closest_key(name, known)
+    return "" if meant is None else f" (did you mean {meant!r}?)"
 
 
 def _belongs_elsewhere(name: str) -> str:
