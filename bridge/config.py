@@ -1477,6 +1477,12 @@ def validation_problems(
         header = key if key and "[" not in key else "section"
         if detail["type"] == "missing":
             message = "is required"
+        elif detail["type"] in ("union_tag_not_found", "union_tag_invalid") and (tags := _tags_of(annotation, detail)):
+            # A credentials table's type ("Unable to extract tag using discriminator 'type'"): the key to fix is it.
+            tag, values = tags
+            choices = f"{', '.join(values[:-1])} or {values[-1]}" if len(values) > 1 else values[0]
+            key = f"{key}.{tag}"
+            message = f"is required: {choices}" if detail["type"] == "union_tag_not_found" else f"must be {choices}"
         elif detail["type"] == "string_type" and isinstance(detail.get("input"), (int, float)):
             message = 'must be text, in quotes ("…")'  # an id of digits written as a number
         elif detail["type"] == "extra_forbidden":
@@ -1512,6 +1518,17 @@ def validation_problems(
         secret = detail["type"] == "missing" and _strip(annotation) is SecretStr
         problems.append(Problem(key or "config", message, missing_secret=secret, variable=_variable_for(key)))
     return [p for p in problems if not (p.key in meant_keys and (p.missing_secret or p.message == "is required"))]
+
+
+def _tags_of(annotation: Any, detail: Any) -> tuple[str, list[str]] | None:
+    """The discriminator key of the tagged union ``annotation`` that ``detail`` (a union tag error) is about, and the
+    values it takes, quoted; None when it is not a key with literal values."""
+    tag = str(detail.get("ctx", {}).get("discriminator", "")).strip("'")
+    members = _models_of(_strip(annotation))
+    if not members or not all(tag in member.model_fields for member in members):
+        return None
+    values = [repr(value) for member in members for value in get_args(member.model_fields[tag].annotation)]
+    return (tag, values) if values else None
 
 
 def _closest_key(name: str, known: Iterable[str]) -> str | None:

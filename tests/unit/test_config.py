@@ -1128,6 +1128,25 @@ def test_a_number_where_text_belongs_says_to_quote_it(tmp_path: Path, change: tu
     assert (raised.value.key, raised.value.problem) == (key, 'must be text, in quotes ("…")')
 
 
+@pytest.mark.parametrize(
+    ("auth", "problem"),
+    [
+        ('{ token = "t0ken-value" }', "is required: 'bearer', 'jwt', 'api_key' or 'headers'"),
+        ('{ type = "Bearer", token = "t0ken-value" }', "must be 'bearer', 'jwt', 'api_key' or 'headers'"),
+    ],
+)
+def test_a_credentials_table_without_its_type_names_the_type_key(tmp_path: Path, auth: str, problem: str) -> None:
+    # Before: "ingress.global_export.auth: Unable to extract tag using discriminator 'type'", pydantic's words.
+    ingress = f"\n[ingress]\n[ingress.global_export]\nauth = {auth}\n"
+    with pytest.raises(ConfigError) as raised:
+        load_settings(write(tmp_path, VALID + ingress), model=FileSettings)
+    assert (raised.value.key, raised.value.problem) == ("ingress.global_export.auth.type", problem)
+    channel = WEBHOOK_CHANNEL.replace('auth = { type = "bearer" }', f"auth = {auth}")
+    with pytest.raises(ConfigError) as raised:
+        load_settings(write(tmp_path, VALID + channel), check_channel=channel_problems)
+    assert (raised.value.key, raised.value.problem) == ("channels[2].auth.type", problem)
+
+
 # ---- booleans are booleans --------------------------------------------------------------------------------------
 
 FILE_BOOLEAN = "must be true or false, without quotes"
