@@ -1502,15 +1502,6 @@ def validation_problems(
                 message = f"must be a list ([[{header}]] tables, or [ … ]), not one table"
             else:
                 message = "must be a list ([ … ]), not one value"
-        elif detail["type"] in ("union_tag_not_found", "union_tag_invalid"):
-            # A table whose `type` picks its shape (an `auth`): pydantic's words name no type it may take.
-            tag = detail["ctx"]["discriminator"].strip("'")
-            tags = _tags_of(annotation, tag)
-            choices = ", ".join(map(repr, tags[:-1])) + f" or {tags[-1]!r}"
-            if detail["type"] == "union_tag_not_found":
-                message = f"needs a {tag}: {choices}"
-            else:
-                key, message = f"{key}.{tag}", f"must be {choices}"
         # Model validators report their own key in the message ("channels[1].name: …", "dlq_url: …" in queue).
         head, separator, rest = message.partition(": ")
         if separator and re.fullmatch(r"[A-Za-z_][\w.\[\]]*", head):
@@ -1618,16 +1609,6 @@ def _field_path(model: type[BaseModel], loc: Sequence[int | str]) -> tuple[list[
             shown.append(part)
             current = None
     return shown, current
-
-
-def _tags_of(annotation: Any, field: str) -> list[Any]:
-    """The values of ``field`` (a ``Literal``) that pick each member of the tagged union ``annotation``."""
-    return [
-        tag
-        for member in get_args(_strip(annotation))
-        if isinstance(member, type) and issubclass(member, BaseModel) and field in member.model_fields
-        for tag in get_args(member.model_fields[field].annotation)
-    ]
 
 
 def _has_tag(member: Any, tag: int | str) -> bool:

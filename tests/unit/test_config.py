@@ -488,7 +488,7 @@ def test_all_missing_secrets_in_one_line_with_their_variables(tmp_path: Path, mo
 @pytest.mark.parametrize(
     ("auth", "expected"),
     [
-        ('{ token = "t0ken-value" }', "auth: needs a type: 'bearer', 'jwt', 'api_key' or 'headers'"),
+        ('{ token = "t0ken-value" }', "auth.type: is required: 'bearer', 'jwt', 'api_key' or 'headers'"),
         ('{ type = "beare", token = "t0ken-value" }', "auth.type: must be 'bearer', 'jwt', 'api_key' or 'headers'"),
         ('{ type = 1, token = "t0ken-value" }', "auth.type: must be 'bearer', 'jwt', 'api_key' or 'headers'"),
     ],
