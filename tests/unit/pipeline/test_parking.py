@@ -27,6 +27,7 @@ from bridge.pipeline.parking import TRIAL_TIMEOUT_SECONDS, Admission, ChannelPar
 from bridge.pipeline.routing import Route
 from bridge.pipeline.sync import Action, SyncEngine, SyncFailed
 from bridge.queue.outcome import Done
+from bridge.queue.send_batcher import SendBatcher, SendRejected
 from bridge.queue.transport import QueueMessage
 from bridge.state.base import StateUnavailable
 from tests.unit.fakes import (
@@ -634,3 +635,54 @@ def test_the_lines_of_a_channel_taking_calls_again_quote_its_failure_without_a_c
         "channel_recovered": "channel web: circuit open; the last: ***",
         "channel_credentials_accepted": "print: 401 ***",
     }
+
+
+class Batching(FakeTransport):
+    """Sends as ``SqsTransport`` does: concurrent sends share ``SendMessageBatch`` calls (``SendBatcher``), each
+    counted; SQS refuses the entries whose element is in ``refused`` alone, and sends the rest of their batch."""
+
+    def __init__(self, refused: set[int]) -> None:
+        super().__init__([])
+        self.refused = refused
+        self.batch_calls: list[list[int]] = []
+        self._batcher = SendBatcher(self._send_batch)
+
+    async def send(self, body: str, attributes: dict[str, str] | None = None, *, group_id: str | None = None) -> str:
+        return await self._batcher.send({"MessageBody": body, "MessageAttributes": {}})
+
+    async def _send_batch(self, entries: list[dict[str, Any]]) -> dict[str, Any]:
+        ids = [json.loads(entry["MessageBody"])["id"] for entry in entries]
+        self.batch_calls.append(ids)
+        answered: dict[str, list[dict[str, str]]] = {"Successful": [], "Failed": []}
+        for entry, element_id in zip(entries, ids, strict=True):
+            if element_id in self.refused:
+                answered["Failed"].append({"Id": entry["Id"], "Code": "KMS.Throttling"})
+            else:
+                answered["Successful"].append({"Id": entry["Id"], "MessageId": f"m-{element_id}"})
+        return dict(answered)
+
+
+async def test_a_requeue_sends_its_elements_in_batches_and_a_refused_entry_stays_parked_alone(
+    state: MemoryStateStore, clock: ManualClock
+) -> None:
+    # 25 parked for a channel accepted again: three SendMessageBatch calls, not 25 one-message calls (each a round
+    # trip, minutes for thousands). SQS refuses element 14 alone: the rest of its batch is on the queue and
+    # unparked, 14 stays parked, and the batch after it (21..25) is not sent, for the next round.
+    for element_id in range(1, 26):
+        await state.park(element_id, "web", "HTTP 401")
+    parking = ChannelParking(state, ["web"], clock=clock)
+    await parking.load()
+    parking.accepted("web", parking.admit("web"))
+    transport = Batching(refused={14})
+    requeue = ParkedRequeue(parking, state=state, transport=transport, channels=["web"])
+
+    with pytest.raises(SendRejected):
+        await requeue.round()
+    assert transport.batch_calls == [list(range(1, 11)), list(range(11, 21))]
+    assert await parked_ids(state, "web") == [14, *range(21, 26)]
+    assert parking.requeue_due == {"web"}
+
+    transport.refused.clear()
+    await requeue.round()
+    assert transport.batch_calls[2:] == [[14, 21, 22, 23, 24, 25]]
+    assert await parked_ids(state, "web") == []
