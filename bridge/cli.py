@@ -245,11 +245,14 @@ def serve_until_signalled(serve: Callable[[asyncio.Event], Coroutine[Any, Any, N
 
 
 def run_command(main: Callable[[asyncio.Event], Coroutine[Any, Any, T]], *, stops_on_interrupt: bool = False) -> T:
-    """Run a command's coroutine with Ctrl-C handled in two steps.
+    """Run a command's coroutine with Ctrl-C handled in two steps; SIGTERM (``timeout``, ``docker stop``, a
+    Kubernetes job deleted) as the first Ctrl-C, or it would kill the command between a copy and its delete, with
+    no summary.
 
-    The first Ctrl-C sets the event ``main`` is given: a command that watches it (``stops_on_interrupt``) stops at
-    its next safe point and returns what it did (redrive prints its partial summary); any other is cancelled, and
-    its clean-up still runs. A second Ctrl-C exits at once with 130, the way out of a clean-up that hangs.
+    The first Ctrl-C (or SIGTERM) sets the event ``main`` is given: a command that watches it
+    (``stops_on_interrupt``) stops at its next safe point and returns what it did (redrive prints its partial
+    summary); any other is cancelled, and its clean-up still runs. A second Ctrl-C exits at once with 130, the way
+    out of a clean-up that hangs.
     """
 
     async def runner() -> T:
@@ -269,7 +272,7 @@ def run_command(main: Callable[[asyncio.Event], Coroutine[Any, Any, T]], *, stop
 
         # Python's own handler, not the loop's: a loop stuck in a write (stderr or stdout a full pipe) cannot hold
         # up the second Ctrl-C (``bridge.signals.two_steps``).
-        with two_steps((signal.SIGINT,), lambda _: interrupted(), FORCE_EXIT_LINE):
+        with two_steps((signal.SIGINT, signal.SIGTERM), lambda _: interrupted(), FORCE_EXIT_LINE):
             return await main(stop)
 
     return asyncio.run(runner())

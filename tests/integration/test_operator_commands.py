@@ -754,6 +754,35 @@ async def test_ctrl_c_during_redrive_prints_the_partial_summary_as_json(
     await eventually(lambda: queue_depth(sqs_endpoint.url, queues[1]) == total - moved, what="rest released")
 
 
+async def test_sigterm_during_redrive_stops_as_ctrl_c_does(
+    sqs_endpoint: SqsEndpoint, queues: tuple[str, str], tmp_path: Path
+) -> None:
+    """`timeout 60 kordiam-bridge dlq redrive`, `docker stop`, a Kubernetes job deleted: SIGTERM, not SIGINT. It
+    killed the command at once: no summary, and a batch copied but not yet deleted from the DLQ was copied twice
+    by the next run (and its held dead letters hidden for REDRIVE_HOLD_SECONDS)."""
+    total = 500
+    client = sqs_client(sqs_endpoint.url)
+    for start in range(0, total, 10):
+        entries = [{"Id": str(i), "MessageBody": json.dumps({"id": start + i + 1})} for i in range(10)]
+        client.send_message_batch(QueueUrl=queues[1], Entries=entries)
+    path = config_file(sqs_endpoint, queues, tmp_path)
+    process = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "bridge", "dlq", "redrive", "--no-native", "--json", "--config", str(path)),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    await eventually(lambda: queue_depth(sqs_endpoint.url, queues[0]) > 0, what="redrive under way")
+    process.send_signal(signal.SIGTERM)
+    out, err = await process.communicate()
+    assert process.returncode == 130, err.decode()
+    summary = json.loads(out)
+    assert summary["interrupted"] is True
+    moved = len(summary["moved"])
+    assert 0 < moved < total and summary["failed"] == [] and summary["duplicated"] == []
+    await eventually(lambda: queue_depth(sqs_endpoint.url, queues[0]) == moved, what="copies counted")
+    await eventually(lambda: queue_depth(sqs_endpoint.url, queues[1]) == total - moved, what="rest released")
+
+
 async def test_a_second_ctrl_c_exits_at_once_while_stderr_is_a_full_pipe(
     sqs_endpoint: SqsEndpoint, queues: tuple[str, str], tmp_path: Path
 ) -> None:
