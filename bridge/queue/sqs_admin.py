@@ -61,6 +61,10 @@ MAX_STALE_RECEIVES = 3
 # SendMessageBatch refuses requests over 256 KiB in total; stay below with room for the request's own overhead.
 MAX_BATCH_PAYLOAD = 240 * 1024
 MOVE_TASK_POLL_SECONDS = 1.0
+# The error codes of a SendMessageBatch call SQS refuses for what one entry holds, not for the queue.
+_ENTRY_REFUSALS = frozenset(
+    {"InvalidParameterValue", "InvalidMessageContents", "InvalidAttributeName", "InvalidAttributeValue"}
+)
 MOVE_TASK_RUNNING = frozenset({"RUNNING", "CANCELLING"})
 
 
@@ -583,20 +587,13 @@ class _ManualRedrive:
             entries.append(entry)
         keep_going = True
         for batch in _size_batches(entries):
-            try:
-                response = await self.client.send_message_batch(QueueUrl=destination, Entries=batch)
-            except (ClientError, BotoCoreError) as error:
-                # The whole batch failed (queue gone, endpoint down, access denied): nothing was copied, nothing is
-                # deleted; the rest of the run would fail the same way.
-                reason = error_text(error)
-                for entry in batch:
-                    raw, message = by_entry[entry["Id"]]
-                    self.held[message.message_id] = str(raw["ReceiptHandle"])
-                    result.failed.append(RedriveFailure(message.message_id, reason))
-                result.stopped_reason = f"sending to {destination} failed: {reason}"
-                log.warning("redrive_send_failed", destination=destination, count=len(batch), error=reason)
+            response, refused = await self._send_copies(destination, batch)
+            if refused is not None:
+                # The destination refused the call itself (queue gone, endpoint down, access denied): what it did
+                # not confirm was not copied, nothing of it is deleted; the rest of the run would fail the same way.
+                result.stopped_reason = f"sending to {destination} failed: {refused}"
+                log.warning("redrive_send_failed", destination=destination, count=len(batch), error=refused)
                 keep_going = False
-                continue
             for success in response.get("Successful", []):
                 raw, message = by_entry[str(success["Id"])]
                 self.copied_not_deleted[message.message_id] = str(raw["ReceiptHandle"])
@@ -613,9 +610,34 @@ class _ManualRedrive:
                 if entry["Id"] not in acknowledged:  # neither copied nor refused: treat as not copied
                     raw, message = by_entry[entry["Id"]]
                     self.held[message.message_id] = str(raw["ReceiptHandle"])
-                    result.failed.append(RedriveFailure(message.message_id, "not acknowledged by SQS"))
+                    result.failed.append(RedriveFailure(message.message_id, refused or "not acknowledged by SQS"))
         await self._finish_deletes()
         return keep_going
+
+    async def _send_copies(self, destination: str, batch: list[dict[str, Any]]) -> tuple[dict[str, Any], str | None]:
+        """SQS's answer to sending ``batch`` (``Successful`` and ``Failed`` entries), and why the destination refused
+        the call itself, if it did (then the entries it did not answer were not sent).
+
+        SQS refuses a whole call for what one entry holds (``_ENTRY_REFUSALS``: a copy over the main queue's
+        MaximumMessageSize, which a larger dead-letter queue took, or an attribute it will not take): the entries
+        then go again one by one, so that only the one refused fails and stays in the dead-letter queue, and one such
+        dead letter does not stop every run at the same batch."""
+        try:
+            return dict(await self.client.send_message_batch(QueueUrl=destination, Entries=batch)), None
+        except (ClientError, BotoCoreError) as error:
+            details = error.response.get("Error", {}) if isinstance(error, ClientError) else {}
+            if details.get("Code") not in _ENTRY_REFUSALS:
+                return {}, error_text(error)
+            if len(batch) == 1:
+                return {"Failed": [{"Id": batch[0]["Id"], **details}]}, None
+        answered: dict[str, list[dict[str, Any]]] = {"Successful": [], "Failed": []}
+        for entry in batch:
+            alone, refused = await self._send_copies(destination, [entry])
+            answered["Successful"] += alone.get("Successful", [])
+            answered["Failed"] += alone.get("Failed", [])
+            if refused is not None:
+                return dict(answered), refused
+        return dict(answered), None
 
     def _copy_entry(self, entry_id: str, raw: dict[str, Any], message: QueueMessage) -> dict[str, Any]:
         """The copy's send entry: the dead letter's own attributes as they were (binary ones too), without its

@@ -848,6 +848,55 @@ async def test_a_send_failure_midway_loses_nothing(
     assert queue_depth(sqs_endpoint.url, queues[1]) == 0
 
 
+async def test_a_dead_letter_too_large_for_the_main_queue_is_left_alone_and_the_rest_moves(
+    settings: Settings, transport: SqsTransport, sqs_endpoint: SqsEndpoint, queues: tuple[str, str]
+) -> None:
+    """A dead-letter queue may take larger messages than the main queue (1 MiB beside 256 KiB; here 256 KiB beside
+    1 KiB), and a dead letter's copy keeps its own attributes. SQS refuses a SendMessageBatch call as a whole for
+    one entry over the limit (InvalidParameterValue): the run stopped at that batch, its nine other dead letters not
+    moved, and every later run stopped at the same one."""
+    for element_id in range(1, 26):
+        if element_id in (7, 15):
+            body = json.dumps({"id": element_id, "event": "updated", "pad": "x" * 2000})
+            await dead_letter(transport, element_id, body=body)
+        else:
+            await dead_letter(transport, element_id)
+    sqs_client(sqs_endpoint.url).set_queue_attributes(QueueUrl=queues[0], Attributes={"MaximumMessageSize": "1024"})
+
+    result = await redrive(transport, native=False)
+    assert result.stopped_reason is None
+    assert len(result.moved) == 23 and len(result.failed) == 2 and result.duplicated == []
+    assert all("shorter than 1024 bytes" in failure.reason for failure in result.failed)
+    left = receive_all(sqs_endpoint.url, queues[1])
+    assert sorted(json.loads(m["Body"])["id"] for m in left) == [7, 15]
+    moved = [json.loads(m["Body"])["id"] for m in receive_all(sqs_endpoint.url, queues[0])]
+    assert sorted(moved) == [e for e in range(1, 26) if e not in (7, 15)]
+
+
+async def test_a_dead_letter_whose_attribute_the_main_queue_refuses_is_left_alone_and_the_rest_moves(
+    settings: Settings, transport: SqsTransport, sqs_endpoint: SqsEndpoint, queues: tuple[str, str]
+) -> None:
+    """SQS refuses a whole SendMessageBatch call for one entry's attribute (InvalidAttributeName, with a message
+    naming it), as moto does for an invalid name: only that dead letter stays."""
+    for element_id in range(1, 13):
+        await dead_letter(transport, element_id, attributes={"x-odd": "1"} if element_id == 4 else None)
+
+    class RefusingAnAttribute(FlakyClient):
+        async def send_message_batch(self, **request: Any) -> Any:
+            if any("x-odd" in entry["MessageAttributes"] for entry in request["Entries"]):
+                error = {"Code": "InvalidAttributeName", "Message": "The message attribute name 'x-odd' is refused."}
+                raise ClientError({"Error": error}, "SendMessageBatch")
+            return await super().send_message_batch(**request)
+
+    transport._client = RefusingAnAttribute(transport._client)
+    result = await redrive(transport, native=False)
+    assert result.stopped_reason is None and len(result.moved) == 11
+    assert [f.reason for f in result.failed] == ["InvalidAttributeName: The message attribute name 'x-odd' is refused."]
+    left = receive_all(sqs_endpoint.url, queues[1])
+    assert [json.loads(m["Body"])["id"] for m in left] == [4]
+    assert string_attributes(left[0])["failure.stage"] == "sync"  # untouched
+
+
 async def test_refused_entries_stay_in_the_dead_letter_queue(
     settings: Settings, transport: SqsTransport, sqs_endpoint: SqsEndpoint, queues: tuple[str, str]
 ) -> None:
