@@ -516,8 +516,14 @@ class _ManualRedrive:
         handled: set[str] = set()
         moved_ids: set[str] = set()
         stale = 0
+        held_at = time.monotonic()
         try:
             while (limit is None or len(result.moved) < limit) and not stop.is_set():
+                if time.monotonic() - held_at > self.hold / 2:
+                    # As a long peek: what the run skipped would otherwise come back once its hold ran out, be taken
+                    # for the end of the queue (only handled ones), and the run end short of what it was to move.
+                    await self.admin._hide(self.dlq_url, self.held.values(), self.hold)
+                    held_at = time.monotonic()
                 count = MAX_BATCH if self.wanted is not None or limit is None else limit - len(result.moved)
                 batch = await self.admin._receive(self.dlq_url, count, self.hold)
                 if not batch:

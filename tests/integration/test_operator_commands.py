@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -895,6 +896,37 @@ async def test_a_dead_letter_whose_attribute_the_main_queue_refuses_is_left_alon
     left = receive_all(sqs_endpoint.url, queues[1])
     assert [json.loads(m["Body"])["id"] for m in left] == [4]
     assert string_attributes(left[0])["failure.stage"] == "sync"  # untouched
+
+
+class StallingProgress(NoProgress):
+    """A progress sink that stalls the run once, at its 40th step, longer than a 1 s hold (a slow endpoint, a
+    long scan of a big dead-letter queue)."""
+
+    def __init__(self) -> None:
+        self.steps = 0
+
+    def advance(self, amount: int = 1) -> None:
+        self.steps += amount
+        if self.steps == 40:
+            time.sleep(2.5)
+
+
+async def test_a_filtered_redrive_longer_than_its_hold_still_reaches_every_dead_letter(
+    settings: Settings, transport: SqsTransport, sqs_endpoint: SqsEndpoint, queues: tuple[str, str]
+) -> None:
+    """`dlq redrive --element N` on a big dead-letter queue: the dead letters it skipped came back once their hold
+    ran out, before the run reached the end; three receives of only those ended the run as if the queue were done,
+    and the element's dead letter further on was not moved (the summary said all well)."""
+    for element_id in range(1, 81):
+        await dead_letter(transport, element_id)
+    result = await SqsQueueAdmin(transport).redrive(
+        redrive_request(limit=None, element_ids=[80], native=None),
+        progress=StallingProgress(),
+        stop=asyncio.Event(),
+        hold=1,
+    )
+    assert [m.element_id for m in result.moved] == [80] and result.ok
+    await eventually(lambda: visible(sqs_endpoint.url, queues[1]) == 79, what="the skipped ones released")
 
 
 async def test_refused_entries_stay_in_the_dead_letter_queue(
