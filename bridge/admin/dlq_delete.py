@@ -15,7 +15,7 @@ from bridge.admin.progress import ProgressSink
 from bridge.admin.results import DlqDeleteResult, DlqDeletion, DlqMessage
 from bridge.config import QueueSettings
 from bridge.queue import QueueAdmin, open_queue_admin
-from bridge.queue.transport import PeekedMessage
+from bridge.queue.transport import PeekedMessage, QueueDepth
 
 log = structlog.get_logger("bridge.admin")
 
@@ -43,22 +43,25 @@ async def delete_dead_letters(
     """Find the dead letter each of ``message_ids`` names among the first ``scan_limit`` (``is_named``) and, with
     ``delete``, delete those and nothing else; without, delete nothing. An id that is a dead letter's own names that
     one, though another came first whose original message had that id (the bridge dead-lettered a message SQS then
-    moved itself): so the look goes on past such a match, to the end, and the first one found serves only when no
-    dead letter has the id as its own. An id found nowhere, or beyond what was looked at (``not_found_beyond``), is
-    reported in its ``DlqDeletion``."""
+    moved itself): where the main queue may do that (``moves_failed_messages``), the look goes on past such a
+    match, to the end, and the first one found serves only when no dead letter has the id as its own; where it
+    cannot, the look stops once every id is found. An id found nowhere, or beyond what was looked at
+    (``not_found_beyond``), is reported in its ``DlqDeletion``."""
     wanted = list(dict.fromkeys(message_ids))
     own: dict[str, DlqMessage] = {}
     as_source: dict[str, DlqMessage] = {}
+    original_may_follow = moves_failed_messages(await queue.depth(queue.url))
 
     def look(peeked: PeekedMessage) -> bool:
-        """Notes what ``peeked`` is named by; True (stop) once every id names a dead letter as its own."""
+        """Notes what ``peeked`` is named by; True (stop) once every id names a dead letter as its own, or by its
+        original where that original cannot be a dead letter too."""
         message = to_dlq_message(peeked)
         for message_id in wanted:
             if message.message_id == message_id:
                 own.setdefault(message_id, message)
             elif is_named(message, message_id):
                 as_source.setdefault(message_id, message)
-        return all(message_id in own for message_id in wanted)
+        return all(i in own or (i in as_source and not original_may_follow) for i in wanted)
 
     def named() -> dict[str, DlqMessage]:
         return {i: m for i in wanted if (m := own.get(i) or as_source.get(i)) is not None}
@@ -105,3 +108,10 @@ async def delete_dead_letters(
         else:
             deletions.append(DlqDeletion(message_id, message, message.message_id in deleted))
     return DlqDeleteResult(url, not delete, deletions)
+
+
+def moves_failed_messages(main: QueueDepth) -> bool:
+    """Whether the main queue (its ``depth``) may move a failed message to the dead-letter queue itself, under its
+    own id: an SQS queue with a redrive policy; ActiveMQ, whose depth says nothing, may (the broker's redelivery
+    policy). Only then can a dead letter's original be a dead letter too."""
+    return main.visible is None or main.redrive_policy is not None

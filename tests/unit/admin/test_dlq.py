@@ -51,9 +51,13 @@ class ListedQueue:
         *,
         refuse_deletes: Sequence[str] = (),
         interrupted_after: int | None = None,
+        main_depth: QueueDepth | None = None,
     ) -> None:
         self.letters = letters
         self._depth = depth
+        # The main queue's (its redrive policy): by default as the dead-letter queue's.
+        self._main_depth = main_depth
+        self.looked_at = 0
         self.refuse_deletes = set(refuse_deletes)
         # Ctrl-C (the command's task cancelled) once this many are deleted.
         self.interrupted_after = interrupted_after
@@ -67,7 +71,7 @@ class ListedQueue:
         return DLQ
 
     async def depth(self, url: str) -> QueueDepth:
-        return self._depth
+        return self._main_depth if url == MAIN and self._main_depth is not None else self._depth
 
     async def peek(
         self,
@@ -100,6 +104,7 @@ class ListedQueue:
             if until is not None and until(letter):
                 more = True
                 break
+        self.looked_at = len(seen)
         picked = [letter.message.message_id for letter in seen if chosen(letter)]
         failed = {message_id: "refused" for message_id in picked if message_id in self.refuse_deletes}
         deleted: list[str] = []
@@ -306,12 +311,35 @@ async def test_an_id_that_is_a_dead_letters_own_deletes_that_one_not_another_fro
     # second by the id it shows.
     failed = dead_letter("d-5", "{}", 1000.0, DeadLetterContext("sync", "refused", "X", element_id=15))
     moved = dead_letter("source-d-5", "{}", 2000.0, None)
-    queue = ListedQueue([failed, moved], QueueDepth(visible=2, in_flight=0, delayed=0))
+    queue = ListedQueue([failed, moved], QueueDepth(visible=2, in_flight=0, delayed=0), main_depth=MOVES_ITSELF)
     result = await delete_dead_letters(queue, ["source-d-5"], delete=True, scan_limit=10)
     assert queue.deleted == ["source-d-5"] and [p.message.message_id for p in queue.letters] == ["d-5"]
     assert [(d.requested_id, d.message and d.message.message_id) for d in result.deletions] == [
         ("source-d-5", "source-d-5")
     ]
+
+
+# A main queue with a redrive policy of its own: SQS may move a failed message to the dead-letter queue itself.
+MOVES_ITSELF = QueueDepth(visible=0, in_flight=0, delayed=0, redrive_policy='{"maxReceiveCount": "5"}')
+
+
+async def test_an_id_of_an_original_message_stops_the_look_where_no_queue_moves_messages_itself() -> None:
+    # Found by its original's id (the message_id of its `dead_lettered` line): the look went on through every dead
+    # letter (5,000: 500 receives, each dead letter held and counted a receive) in case the original was there
+    # under its own id. Without a redrive policy on the main queue nothing puts it there: the first match is it.
+    letters = [
+        dead_letter(f"d-{n}", json.dumps({"id": n}), 1000.0 + n, DeadLetterContext("decode", "bad", "X", element_id=n))
+        for n in range(5000)
+    ]
+    queue = ListedQueue(letters, QueueDepth(visible=5000, in_flight=0, delayed=0))
+    result = await delete_dead_letters(queue, ["source-d-5"], delete=True, scan_limit=10_000)
+    assert queue.deleted == ["d-5"] and [d.deleted for d in result.deletions] == [True]
+    assert queue.looked_at == 6
+
+    # With a redrive policy the look still goes on: the original may follow under its own id.
+    queue = ListedQueue(letters, QueueDepth(visible=4999, in_flight=0, delayed=0), main_depth=MOVES_ITSELF)
+    await delete_dead_letters(queue, ["source-d-6"], delete=True, scan_limit=10_000)
+    assert queue.deleted == ["d-6"] and queue.looked_at == 4999
 
 
 async def test_an_id_given_twice_deletes_its_dead_letter_once() -> None:
