@@ -356,13 +356,13 @@ def _parser() -> argparse.ArgumentParser:
     dlq_list = dlq_commands.add_parser("list", help="show dead letters with their failure context")
     _config_option(dlq_list)
     dlq_list.add_argument("--limit", type=_count, default=50, help="show at most N dead letters")
-    _output_options(dlq_list)
+    _output_options(dlq_list, progress=True)
     dlq_list.set_defaults(command=_dlq_list)
     dlq_show = dlq_commands.add_parser("show", help="one dead letter, whole")
     _config_option(dlq_show)
     dlq_show.add_argument("message_id", metavar="MESSAGE_ID", type=_message_id)
     dlq_show.add_argument("--scan-limit", type=_count, default=1000, help="look at most at N dead letters")
-    _output_options(dlq_show)
+    _output_options(dlq_show, progress=True)
     dlq_show.set_defaults(command=_dlq_show)
     redrive = dlq_commands.add_parser("redrive", help="move dead letters back to the queue, never losing one")
     _config_option(redrive)
@@ -565,7 +565,9 @@ def _dlq_list(args: argparse.Namespace) -> int:
 
     settings = _queue_command_settings(args)
     _log_format(settings.ops)
-    _show(args, run_command(lambda _: dlq_list(settings.queue, limit=args.limit)), render_dlq_list)
+    with _progress(args) as progress:
+        listing = run_command(lambda _: dlq_list(settings.queue, limit=args.limit, progress=progress))
+    _show(args, listing, render_dlq_list)
     return 0
 
 
@@ -575,7 +577,10 @@ def _dlq_show(args: argparse.Namespace) -> int:
 
     settings = _queue_command_settings(args)
     _log_format(settings.ops)
-    found = run_command(lambda _: dlq_show(settings.queue, args.message_id, scan_limit=args.scan_limit))
+    with _progress(args) as progress:
+        found = run_command(
+            lambda _: dlq_show(settings.queue, args.message_id, scan_limit=args.scan_limit, progress=progress)
+        )
     if found is None:
         _say(f"kordiam-bridge: no dead letter {args.message_id} found")
         return 1

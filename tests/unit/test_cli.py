@@ -570,3 +570,34 @@ def test_a_progress_bar_stderr_cannot_take_leaves_the_output_and_the_exit_code_a
     finally:
         os.close(writer)
     assert (done.returncode, done.stdout) == (0, b'{"redriven": 3}\n')
+
+
+def test_dlq_list_and_show_draw_a_progress_bar_when_asked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # `dlq list --limit 5000` and `dlq show ID --scan-limit 5000` make 500 receives (minutes on a slow endpoint):
+    # they took no --progress, and showed nothing until done, as `dlq delete` and `redrive` do not.
+    from bridge.admin import dlq as dlq_module
+    from bridge.admin.progress import RichProgress
+    from bridge.admin.results import DlqListing
+
+    config = write_config(
+        tmp_path / "bridge.toml",
+        queue="https://sqs.eu-central-1.amazonaws.com/123456789012/bridge",
+        endpoint="http://127.0.0.1:9",
+        kordiam="http://127.0.0.1:9",
+        workdir=tmp_path,
+        ops_port=0,
+    )
+    given: list[object] = []
+
+    async def dlq_list(_: object, *, limit: int, progress: object = None) -> DlqListing:
+        given.append(progress)
+        return DlqListing("https://sqs.test/dlq", [], 0, 0, truncated=False)
+
+    async def dlq_show(_: object, message_id: str, *, scan_limit: int, progress: object = None) -> None:
+        given.append(progress)
+
+    monkeypatch.setattr(dlq_module, "dlq_list", dlq_list)
+    monkeypatch.setattr(dlq_module, "dlq_show", dlq_show)
+    assert main(["dlq", "list", "--progress", "--json", "--config", str(config)]) == 0
+    assert main(["dlq", "show", "m-1", "--progress", "--config", str(config)]) == 1  # not found
+    assert [type(progress) for progress in given] == [RichProgress, RichProgress]
