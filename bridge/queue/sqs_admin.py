@@ -525,7 +525,13 @@ class _ManualRedrive:
                     await self.admin._hide(self.dlq_url, self.held.values(), self.hold)
                     held_at = time.monotonic()
                 count = MAX_BATCH if self.wanted is not None or limit is None else limit - len(result.moved)
-                batch = await self.admin._receive(self.dlq_url, count, self.hold)
+                try:
+                    batch = await self.admin._receive(self.dlq_url, count, self.hold)
+                except AdminError as error:
+                    # What moved stays moved and what is held is released (below): the summary says how far it got.
+                    result.stopped_reason = str(error)
+                    log.warning("redrive_receive_failed", source=self.dlq_url, error=str(error))
+                    break
                 if not batch:
                     break
                 fresh: list[dict[str, Any]] = []
@@ -568,7 +574,8 @@ class _ManualRedrive:
             # Also on errors and Ctrl-C: delete what was copied, release what stays.
             await asyncio.shield(self._settle())
         result.interrupted = stop.is_set()
-        result.remaining = await self.admin._remaining(self.dlq_url)
+        with contextlib.suppress(AdminError):  # the endpoint failing now leaves it unknown, not the summary unsaid
+            result.remaining = await self.admin._remaining(self.dlq_url)
         log.info(
             "redriven",
             arrived=result.arrived,

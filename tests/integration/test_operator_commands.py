@@ -929,6 +929,32 @@ async def test_a_filtered_redrive_longer_than_its_hold_still_reaches_every_dead_
     await eventually(lambda: visible(sqs_endpoint.url, queues[1]) == 79, what="the skipped ones released")
 
 
+async def test_a_receive_failure_midway_ends_the_run_with_its_summary(
+    settings: Settings, transport: SqsTransport, sqs_endpoint: SqsEndpoint, queues: tuple[str, str]
+) -> None:
+    """The endpoint failing a receive after 20 dead letters had moved: the run raised, and the command printed one
+    line ("cannot receive from …"), no summary: what had moved was known from nowhere."""
+    for element_id in range(1, 26):
+        await dead_letter(transport, element_id)
+
+    class ReceiveFailsThird(FlakyClient):
+        receives = 0
+
+        async def receive_message(self, **request: Any) -> Any:
+            ReceiveFailsThird.receives += 1
+            if ReceiveFailsThird.receives == 3:
+                raise ClientError({"Error": {"Code": "ServiceUnavailable", "Message": "try later"}}, "ReceiveMessage")
+            return await self._client.receive_message(**request)
+
+    transport._client = ReceiveFailsThird(transport._client)
+    result = await redrive(transport, native=False)
+    assert len(result.moved) == 20 and result.failed == [] and result.duplicated == [] and not result.ok
+    assert result.stopped_reason is not None and "ServiceUnavailable: try later" in result.stopped_reason
+    assert "stopped early" in rendered(render_redrive, result)
+    assert queue_depth(sqs_endpoint.url, queues[0]) == 20
+    assert visible(sqs_endpoint.url, queues[1]) == 5
+
+
 async def test_refused_entries_stay_in_the_dead_letter_queue(
     settings: Settings, transport: SqsTransport, sqs_endpoint: SqsEndpoint, queues: tuple[str, str]
 ) -> None:
