@@ -532,12 +532,16 @@ class StompTransport:
         any, each with the broker's own headers of it (``BROKER_HEADERS_TITLE``), and whether it holds more.
 
         An ActiveMQ queue browser (``browser:true``) sees the queue as it is and ends with a ``browser:end`` frame;
-        a browsed message is not delivered, so it counts as no attempt.
+        a browsed message is not delivered, so it counts as no attempt. ``TimeoutError`` when the broker sends
+        nothing for ``RECEIPT_TIMEOUT_SECONDS``: a deep queue takes longer than that in all (stompman reads about
+        3 MB/s), so the wait is for each frame, not for the whole browse.
         """
         seen: list[PeekedMessage] = []
         ended = asyncio.Event()
+        answered = asyncio.Event()
 
         async def on_frame(frame: stompman.AckableMessageFrame) -> None:
+            answered.set()
             if frame.headers.get("browser") == "end":
                 ended.set()
             elif len(seen) <= limit:
@@ -553,8 +557,10 @@ class StompTransport:
             receipt_timeout=RECEIPT_TIMEOUT_SECONDS,
         )
         try:
-            async with asyncio.timeout(RECEIPT_TIMEOUT_SECONDS):
-                await ended.wait()
+            while not ended.is_set():
+                answered.clear()
+                async with asyncio.timeout(RECEIPT_TIMEOUT_SECONDS):
+                    await answered.wait()
         finally:
             await subscription.unsubscribe()
         return seen[:limit], len(seen) > limit

@@ -359,3 +359,59 @@ async def test_a_retry_of_a_redriven_message_keeps_its_first_failure() -> None:
     assert headers["first_failure.source_message_id"] == "ID:first"
     assert headers["first_failure.at"] == "2026-12-01T10:00:00.000+00:00"
     assert headers["redriven_from"] == "ID:dlq-1" and headers["event"] == "updated"
+
+
+class BrowsingClient(ConnectedClient):
+    """A queue browser on a deep queue: the broker sends ``count`` messages, then ``browser:end``, and reading each
+    one takes ``per_frame`` seconds of the loop's clock (stompman parses a frame byte by byte: about 3 MB/s,
+    measured)."""
+
+    def __init__(self, count: int, per_frame: float) -> None:
+        super().__init__()
+        self.count, self.per_frame = count, per_frame
+        self.clock_ahead = 0.0
+        self.unsubscribed = False
+        self._delivering: asyncio.Task[None] | None = None
+
+    async def subscribe_with_manual_ack(self, destination: str, handler: Any, **options: Any) -> Any:
+        assert options["headers"] == {"browser": "true"}
+
+        async def deliver() -> None:
+            for number in range(self.count):
+                await asyncio.sleep(0)
+                self.clock_ahead += self.per_frame
+                await handler(frame(**{"message-id": f"ID:broker-1:1:1:{number}", "subscription": "browse-1"}))
+            await handler(Frame({"subscription": "browse-1", "browser": "end"}, b""))
+
+        self._delivering = asyncio.create_task(deliver())
+        return self
+
+    async def unsubscribe(self) -> None:
+        self.unsubscribed = True
+
+
+async def test_a_browse_of_a_deep_queue_goes_on_while_the_broker_keeps_sending(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Each message comes well within the receipt timeout of the one before, the whole browse takes five of them.
+    client = BrowsingClient(count=10, per_frame=stomp.RECEIPT_TIMEOUT_SECONDS / 2)
+    loop = asyncio.get_running_loop()
+    real_time = loop.time
+    monkeypatch.setattr(loop, "time", lambda: real_time() + client.clock_ahead)
+    browsing = StompTransport(stomp_settings("stomp://127.0.0.1:61613/queue/kordiam"), client)  # type: ignore[arg-type]
+    seen, more = await browsing.browse("stomp://127.0.0.1:61613/queue/kordiam-dlq", limit=100)
+    assert [p.message.message_id for p in seen] == [f"ID:broker-1:1:1:{n}" for n in range(10)] and not more
+    assert client.unsubscribed
+
+
+async def test_a_browse_the_broker_stops_answering_ends_in_a_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(stomp, "RECEIPT_TIMEOUT_SECONDS", 0.05)
+
+    class SilentBrowsingClient(BrowsingClient):
+        async def subscribe_with_manual_ack(self, destination: str, handler: Any, **options: Any) -> Any:
+            await handler(frame(subscription="browse-1"))  # one message, then nothing: no browser:end
+            return self
+
+    client = SilentBrowsingClient(count=1, per_frame=0)
+    browsing = StompTransport(stomp_settings("stomp://127.0.0.1:61613/queue/kordiam"), client)  # type: ignore[arg-type]
+    with pytest.raises(TimeoutError):
+        await browsing.browse("stomp://127.0.0.1:61613/queue/kordiam-dlq", limit=100)
+    assert client.unsubscribed
