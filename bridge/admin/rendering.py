@@ -238,7 +238,8 @@ def render_redrive(result: RedriveResult, console: Console) -> None:
             " — they will be processed twice, which is safe; delete or redrive them again"
         )
     if result.stopped_reason:
-        console.print(f"  [red]stopped early:[/red] {escape(result.stopped_reason)}")
+        # It names a message id: an ActiveMQ one holds ":-1:", an emoji code to rich in markup.
+        console.print(Text.assemble(("  stopped early:", "red"), f" {result.stopped_reason}"))
     if result.remaining is not None:
         console.print(f"  dead-letter queue now holds about {result.remaining} message(s)")
 

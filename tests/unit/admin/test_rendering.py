@@ -7,9 +7,10 @@ from datetime import UTC, datetime
 
 from rich.console import Console
 
-from bridge.admin.rendering import render_dlq_message
+from bridge.admin.rendering import render_dlq_message, render_redrive
 from bridge.admin.results import DlqMessage
 from bridge.queue.dead_letter import FailureContext
+from bridge.queue.transport import RedriveFailure, RedriveResult
 
 
 def shown(message: DlqMessage) -> str:
@@ -60,3 +61,20 @@ def test_a_body_that_is_not_json_is_shown_as_it_is() -> None:
     text = shown(dataclasses.replace(SQS_LETTER, body=body, group_id="[red]g[/red]"))
     assert body in text
     assert "[red]g[/red]" in text
+
+
+def test_a_redrive_that_stopped_early_names_the_activemq_message_id_as_it_is() -> None:
+    # An ActiveMQ message id holds ":-1:", which rich would read as an emoji code (a thumbs-down) in markup.
+    stuck, gone = "ID:vm-1-179:149:-1:1:154", "ID:vm-1-179:149:-1:1:155"
+    result = RedriveResult(
+        "manual",
+        "stomp://127.0.0.1:61613/queue/kordiam-dlq",
+        "stomp://127.0.0.1:61613/queue/kordiam",
+        failed=[RedriveFailure(stuck, "SendReceiptError: timeout")],
+        stopped_reason=f"dead letter {gone} did not come [red]",
+    )
+    console = Console(record=True, width=200)
+    render_redrive(result, console)
+    text = console.export_text()
+    assert f"not moved {stuck}: SendReceiptError: timeout" in text
+    assert f"stopped early: dead letter {gone} did not come [red]" in text
