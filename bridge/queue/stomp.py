@@ -205,6 +205,17 @@ class WrongDeadLetter(Exception):
         )
 
 
+class BrokerNotAnswering(Exception):
+    """A dead letter asked for alone did not come, and meanwhile the connection was lost or the broker stopped
+    answering (its heart-beats missed): nothing was settled, and whether it is still on its queue is not known."""
+
+    def __init__(self, message_id: str) -> None:
+        super().__init__(
+            f"dead letter {message_id} did not come: the connection to the broker was lost or the broker stopped "
+            "answering meanwhile; nothing was moved or deleted"
+        )
+
+
 class CommitUnconfirmed(Exception):
     """The broker did not confirm a transaction's COMMIT (no RECEIPT in time, or the connection lost while waiting):
     its copy and its ACK took effect both or neither, which is not known; never one without the other."""
@@ -598,7 +609,8 @@ class StompTransport:
     async def _dead_letter_alone(self, message_id: str) -> AsyncIterator[stompman.AckableMessageFrame | None]:
         """The dead letter ``message_id`` delivered to a subscription of its own, for as long as the block runs;
         None when it did not come within ``RECEIPT_TIMEOUT_SECONDS`` (gone: another consumer took it; or the broker
-        did not take the subscription); ``WrongDeadLetter`` when another came instead.
+        did not take the subscription); ``WrongDeadLetter`` when another came instead; ``BrokerNotAnswering`` when it
+        did not come and the connection was lost or the broker went silent meanwhile (then it may well be there).
 
         The subscription's selector names this one message, so no other dead letter is delivered to it: one
         delivered and not ACKed would come back marked redelivered, a receive counted on a message the operator left
@@ -608,6 +620,7 @@ class StompTransport:
         async def on_frame(frame: stompman.AckableMessageFrame) -> None:
             frames.put_nowait(frame)
 
+        epoch = self._client._connection_manager._reconnection_count
         subscription = await self._client.subscribe_with_manual_ack(
             self._dlq_destination,
             on_frame,
@@ -624,6 +637,8 @@ class StompTransport:
                 async with asyncio.timeout(RECEIPT_TIMEOUT_SECONDS):
                     frame = await frames.get()
             except TimeoutError:
+                if not self._client.is_alive() or self._client._connection_manager._reconnection_count != epoch:
+                    raise BrokerNotAnswering(message_id) from None
                 frame = None
             if frame is not None and (delivered := frame.headers.get("message-id")) != message_id:
                 # A broker that ignores the selector delivers any dead letter: never settle one nobody chose. Not

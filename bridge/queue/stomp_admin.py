@@ -17,7 +17,7 @@ import stompman
 import structlog
 
 from bridge.errors import AdminError
-from bridge.queue.stomp import REDRIVE_BROWSE_LIMIT, StompTransport, stomp_error_text
+from bridge.queue.stomp import REDRIVE_BROWSE_LIMIT, BrokerNotAnswering, StompTransport, stomp_error_text
 from bridge.queue.transport import (
     MAX_BATCH,
     DeadLetterDeletion,
@@ -92,10 +92,15 @@ class StompQueueAdmin:
         to_delete = [peeked for peeked in seen if chosen(peeked)]
         deleted: list[str] = []
         failed: dict[str, str] = {}
-        for peeked in to_delete:
+        for index, peeked in enumerate(to_delete):
             message_id = peeked.message.message_id
             try:
                 came = await self.transport.delete_dead_letter(message_id)
+            except BrokerNotAnswering as error:  # each of the rest would wait as long for nothing
+                failed[message_id] = str(error)
+                for left in to_delete[index + 1 :]:
+                    failed[left.message.message_id] = "not tried: the broker stopped answering before its turn"
+                break
             except Exception as error:  # the ACK not confirmed (refused, no receipt, connection lost): it stays
                 failed[message_id] = f"{type(error).__name__}: {error}"
                 continue
@@ -157,6 +162,10 @@ class StompQueueAdmin:
             tried += 1
             try:
                 copied = await self.transport.move_dead_letter(message.message_id)
+            except BrokerNotAnswering as error:  # not "another consumer took it"; each of the rest would wait too
+                result.skipped += len(at_start) - index
+                result.stopped_reason = f"{error}; the rest are left for a later run"
+                break
             except Exception as error:  # the copy not confirmed (refused, no receipt, connection lost): it stays
                 result.failed.append(RedriveFailure(message.message_id, f"{type(error).__name__}: {error}"))
                 continue

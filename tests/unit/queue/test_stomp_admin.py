@@ -75,6 +75,8 @@ class Broker:
         self.refuse_copies_of: set[str] = set()
         # A broker that does not honour a subscription's selector delivers whatever is first on the queue.
         self.ignores_selectors = False
+        # A broker paused or cut off: it delivers nothing, and the client sees its heart-beats missed.
+        self.answering = True
         # What the transport reads of stompman's client about a delivery: on the connection that is up, to a
         # subscription still active?
         self._connection_manager = SimpleNamespace(_reconnection_count=0)
@@ -83,6 +85,9 @@ class Broker:
 
     def subscribed(self, subscription_id: str) -> bool:
         return subscription_id in self._subscriptions
+
+    def is_alive(self) -> bool:
+        return self.answering
 
     def put(self, destination: str, body: bytes, headers: dict[str, str]) -> str:
         message_id = f"ID:broker-{next(self._ids)}"
@@ -107,6 +112,8 @@ class Broker:
                     Delivery(frame | stored.headers | {"message-id": stored.message_id}, stored.body, self, destination)
                 )
             await handler(Delivery(frame | {"browser": "end"}, b"", self, destination))
+            return subscription
+        if not self.answering:
             return subscription
         selector = re.fullmatch(r"JMSMessageID = '(.*)'", headers.get("selector", ""))
         prefetch = int(headers.get("activemq.prefetchSize", "1000"))
@@ -311,3 +318,42 @@ async def test_delete_chooses_once_the_browse_has_ended_so_a_later_dead_letter_c
         until=lambda p: looked.append(p.message.message_id) is not None,
     )
     assert deletion.deleted == [first] and broker.bodies(DLQ) == ['{"id": 2}', '{"id": 3}']
+
+
+async def test_a_redrive_whose_broker_stops_answering_stops_saying_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    broker = Broker()
+    first, second, _ = dead_letters(broker, 1, 2, 3)
+    monkeypatch.setattr(stomp, "RECEIPT_TIMEOUT_SECONDS", 0.01)  # the fake delivers at once or never
+
+    def pause_after_the_first_copy(destination: str) -> None:
+        broker.answering = False
+
+    broker.on_send = pause_after_the_first_copy
+    result = await redrive(broker)
+    assert [m.dlq_message_id for m in result.moved] == [first] and result.skipped == 2 and not result.ok
+    # Not "another consumer took it": the dead letter did not come because the broker stopped answering.
+    assert result.stopped_reason is not None and second in result.stopped_reason
+    assert "stopped answering" in result.stopped_reason and "another consumer" not in result.stopped_reason
+    assert broker.bodies(DLQ) == ['{"id": 2}', '{"id": 3}'] and broker.redelivered() == []
+
+
+async def test_a_delete_whose_broker_stops_answering_says_so_and_tries_no_more(monkeypatch: pytest.MonkeyPatch) -> None:
+    broker = Broker()
+    first, second, third = dead_letters(broker, 1, 2, 3)
+    monkeypatch.setattr(stomp, "RECEIPT_TIMEOUT_SECONDS", 0.01)
+    transport = StompTransport(stomp_settings(f"stomp://127.0.0.1:61613{MAIN}"), broker)  # type: ignore[arg-type]
+    delete = StompTransport.delete_dead_letter
+    tried: list[str] = []
+
+    async def pause_after_the_first(self: StompTransport, message_id: str) -> bool:
+        tried.append(message_id)
+        deleted = await delete(self, message_id)
+        broker.answering = False
+        return deleted
+
+    monkeypatch.setattr(StompTransport, "delete_dead_letter", pause_after_the_first)
+    deletion = await StompQueueAdmin(transport).delete_dead_letters(limit=10, chosen=lambda p: True)
+    assert deletion.deleted == [first] and tried == [first, second]  # the third is not waited for as well
+    assert "stopped answering" in deletion.failed[second] and "another consumer" not in deletion.failed[second]
+    assert "not tried" in deletion.failed[third]
+    assert broker.bodies(DLQ) == ['{"id": 2}', '{"id": 3}']
