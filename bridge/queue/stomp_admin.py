@@ -112,6 +112,18 @@ class StompQueueAdmin:
                 failed[message_id] = "it did not come: no longer on the dead-letter queue (another consumer took it?)"
         return DeadLetterDeletion(seen, more, deleted, failed)
 
+    async def _left_after_redrive(self) -> int | None:
+        """How many dead letters a browse sees once a run is over (up to ``REDRIVE_BROWSE_LIMIT``); None when the
+        browse fails. The run's own browse may have ended early: ActiveMQ shows a browser only what it has paged into
+        memory, so on a dead-letter queue larger than its memory limit the first browse sees the head alone, and
+        the rest is only seen once the moved ones are gone."""
+        try:
+            left, _ = await self._browse(self._dlq_url, REDRIVE_BROWSE_LIMIT)
+        except AdminError as error:
+            log.warning("redrive_remaining_unknown", queue=self._dlq_url, error=str(error))
+            return None
+        return len(left)
+
     async def _browse(self, url: str, limit: int) -> tuple[list[PeekedMessage], bool]:
         """``StompTransport.browse``; ``AdminError`` when the broker refuses the browser or does not answer."""
         try:
@@ -145,7 +157,8 @@ class StompQueueAdmin:
 
         Bounded by what the dead-letter queue held at the start (up to ``REDRIVE_BROWSE_LIMIT``): a dead letter that
         arrives during the run (a moved message failing again) is not in the browse, so the run ends. A chosen one
-        that no longer comes (another consumer took it) ends the run with ``stopped_reason``.
+        that no longer comes (another consumer took it) ends the run with ``stopped_reason``. A run that went through
+        its browse browses again to say what is left (``remaining``): the first browse may have ended early.
         """
         self.check_redrive(request)
         wanted = request.wanted or (lambda _: True)
@@ -178,6 +191,8 @@ class StompQueueAdmin:
                 break
             result.moved.append(MovedMessage(message.message_id, copied.send_id, request.element_of(message)))
         result.interrupted = stop.is_set()
+        if not result.interrupted and result.stopped_reason is None:
+            result.remaining = await self._left_after_redrive()
         log.info(
             "redriven", queue=self._dlq_url, moved=len(result.moved), failed=len(result.failed), left=result.skipped
         )

@@ -77,6 +77,9 @@ class Broker:
         self.ignores_selectors = False
         # A broker paused or cut off: it delivers nothing, and the client sees its heart-beats missed.
         self.answering = True
+        # How many messages of a queue a browser is shown: ActiveMQ shows what it has paged into memory, so on a queue
+        # larger than its memory limit a browse ends early, saying nothing of the rest.
+        self.browse_page: int | None = None
         # What the transport reads of stompman's client about a delivery: on the connection that is up, to a
         # subscription still active?
         self._connection_manager = SimpleNamespace(_reconnection_count=0)
@@ -107,7 +110,7 @@ class Broker:
         self._subscriptions.add(subscription.id)
         frame = {"subscription": subscription.id, "destination": destination}
         if headers.get("browser") == "true":
-            for stored in list(self.queues[destination]):
+            for stored in list(self.queues[destination])[: self.browse_page]:
                 await handler(
                     Delivery(frame | stored.headers | {"message-id": stored.message_id}, stored.body, self, destination)
                 )
@@ -357,3 +360,21 @@ async def test_a_delete_whose_broker_stops_answering_says_so_and_tries_no_more(m
     assert "stopped answering" in deletion.failed[second] and "another consumer" not in deletion.failed[second]
     assert "not tried" in deletion.failed[third]
     assert broker.bodies(DLQ) == ['{"id": 2}', '{"id": 3}']
+
+
+async def test_a_redrive_says_what_the_dead_letter_queue_still_holds_after_it() -> None:
+    broker = Broker()
+    broker.browse_page = 2  # a dead-letter queue deeper than the broker pages into memory
+    first, second, _ = dead_letters(broker, 1, 2, 3)
+    result = await redrive(broker)
+    assert [m.dlq_message_id for m in result.moved] == [first, second]
+    # The browse at the start ended after two; the third was there all along, and the summary says so.
+    assert result.remaining == 1 and broker.bodies(DLQ) == ['{"id": 3}'] and broker.redelivered() == []
+
+
+async def test_an_interrupted_redrive_does_not_browse_again() -> None:
+    broker, stop = Broker(), asyncio.Event()
+    dead_letters(broker, 1, 2)
+    broker.on_send = lambda destination: stop.set()
+    result = await redrive(broker, stop=stop)
+    assert result.interrupted and result.remaining is None
