@@ -225,6 +225,7 @@ class CommitUnconfirmed(Exception):
             f"message {message_id}: the broker did not confirm the commit of its copy and ACK ({reason}): both took "
             "effect or neither"
         )
+        self.reason = reason
 
 
 class StompTransport:
@@ -1064,6 +1065,14 @@ def _header_line_bytes(name: str, value: str) -> int:
 def _encoded_length(text: str) -> int:
     """Bytes of ``text`` in a STOMP 1.2 header: UTF-8, with backslash, colon, CR and LF escaped to two."""
     return len(text.encode(errors="replace")) + sum(text.count(char) for char in "\\:\r\n")
+
+
+def broker_stalled(error: Exception) -> bool:
+    """Whether ``error`` is the broker not answering a frame in time: a broker that blocks its producers (memory or
+    store full: producer flow control) or is overloaded, which makes every frame after it wait as long."""
+    if isinstance(error, stompman.SendReceiptError):
+        return error.reason == "timeout"
+    return isinstance(error, CommitUnconfirmed) and error.reason == "timeout"
 
 
 def stomp_error_text(error: Exception) -> str:

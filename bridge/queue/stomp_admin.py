@@ -17,7 +17,14 @@ import stompman
 import structlog
 
 from bridge.errors import AdminError
-from bridge.queue.stomp import REDRIVE_BROWSE_LIMIT, BrokerNotAnswering, StompTransport, stomp_error_text
+from bridge.queue.stomp import (
+    RECEIPT_TIMEOUT_SECONDS,
+    REDRIVE_BROWSE_LIMIT,
+    BrokerNotAnswering,
+    StompTransport,
+    broker_stalled,
+    stomp_error_text,
+)
 from bridge.queue.transport import (
     MAX_BATCH,
     DeadLetterDeletion,
@@ -35,6 +42,10 @@ from bridge.queue.transport import (
 log = structlog.get_logger("bridge.admin")
 
 NO_DEPTH = "ActiveMQ gives no queue depth over STOMP"
+STALLED = (
+    f"the broker did not answer within {RECEIPT_TIMEOUT_SECONDS:g} s (overloaded, or blocking producers because its "
+    "memory or store is full: see its log)"
+)
 
 
 class StompQueueAdmin:
@@ -96,13 +107,12 @@ class StompQueueAdmin:
             message_id = peeked.message.message_id
             try:
                 came = await self.transport.delete_dead_letter(message_id)
-            except BrokerNotAnswering as error:  # each of the rest would wait as long for nothing
-                failed[message_id] = str(error)
-                for left in to_delete[index + 1 :]:
-                    failed[left.message.message_id] = "not tried: the broker stopped answering before its turn"
-                break
             except Exception as error:  # the ACK not confirmed (refused, no receipt, connection lost): it stays
-                failed[message_id] = f"{type(error).__name__}: {error}"
+                failed[message_id] = str(error) if isinstance(error, BrokerNotAnswering) else stomp_error_text(error)
+                if isinstance(error, BrokerNotAnswering) or broker_stalled(error):  # the rest would wait as long
+                    for left in to_delete[index + 1 :]:
+                        failed[left.message.message_id] = "not tried: the broker stopped answering before its turn"
+                    break
                 continue
             if came:
                 deleted.append(message_id)
@@ -180,7 +190,11 @@ class StompQueueAdmin:
                 result.stopped_reason = f"{error}; the rest are left for a later run"
                 break
             except Exception as error:  # the copy not confirmed (refused, no receipt, connection lost): it stays
-                result.failed.append(RedriveFailure(message.message_id, f"{type(error).__name__}: {error}"))
+                result.failed.append(RedriveFailure(message.message_id, stomp_error_text(error)))
+                if broker_stalled(error):  # each of the rest would wait as long
+                    result.skipped += len(at_start) - index - 1
+                    result.stopped_reason = f"{STALLED}; the rest are left for a later run"
+                    break
                 continue
             if copied is None:
                 result.skipped += len(at_start) - index - 1

@@ -14,6 +14,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+import stompman
 
 from bridge.admin.redrive import redrive_request
 from bridge.queue import stomp
@@ -49,6 +50,8 @@ class Delivery:
     _received_at_reconnection_count: int = 0
 
     async def ack(self) -> None:
+        if self.broker.blocks_producers:  # ActiveMQ stops reading the connection: no ACK confirmed either
+            raise stompman.SendReceiptError(receipt_id="r-2", reason="timeout")
         self.broker.acked(self.destination, self.headers["message-id"])
 
 
@@ -80,6 +83,8 @@ class Broker:
         # How many messages of a queue a browser is shown: ActiveMQ shows what it has paged into memory, so on a queue
         # larger than its memory limit a browse ends early, saying nothing of the rest.
         self.browse_page: int | None = None
+        # A broker that blocks its producers (memory or store full: producer flow control) confirms no SEND.
+        self.blocks_producers = False
         # What the transport reads of stompman's client about a delivery: on the connection that is up, to a
         # subscription still active?
         self._connection_manager = SimpleNamespace(_reconnection_count=0)
@@ -100,6 +105,8 @@ class Broker:
     async def send(self, body: bytes, destination: str, *, headers: dict[str, str], receipt_timeout: float) -> None:
         if headers.get("redriven_from") in self.refuse_copies_of:
             raise RuntimeError("refused")
+        if self.blocks_producers:
+            raise stompman.SendReceiptError(receipt_id="r-1", reason="timeout")
         self.put(destination, body, dict(headers))
         self.on_send(destination)
 
@@ -378,3 +385,25 @@ async def test_an_interrupted_redrive_does_not_browse_again() -> None:
     broker.on_send = lambda destination: stop.set()
     result = await redrive(broker, stop=stop)
     assert result.interrupted and result.remaining is None
+
+
+async def test_a_redrive_whose_copies_the_broker_does_not_confirm_stops_at_the_first() -> None:
+    broker = Broker()
+    first, _, _ = dead_letters(broker, 1, 2, 3)
+    broker.blocks_producers = True  # each move would wait its full receipt timeout for nothing
+    result = await redrive(broker)
+    assert [(f.dlq_message_id, f.reason) for f in result.failed] == [(first, "timeout: no answer within 10 s")]
+    assert result.moved == [] and result.skipped == 2 and not result.ok
+    assert result.stopped_reason is not None and "did not answer" in result.stopped_reason
+    assert broker.bodies(DLQ) == ['{"id": 1}', '{"id": 2}', '{"id": 3}'] and broker.bodies(MAIN) == []
+
+
+async def test_a_delete_whose_acks_the_broker_does_not_confirm_stops_at_the_first() -> None:
+    broker = Broker()
+    first, second, third = dead_letters(broker, 1, 2, 3)
+    broker.blocks_producers = True
+    transport = StompTransport(stomp_settings(f"stomp://127.0.0.1:61613{MAIN}"), broker)  # type: ignore[arg-type]
+    deletion = await StompQueueAdmin(transport).delete_dead_letters(limit=10, chosen=lambda p: True)
+    assert deletion.deleted == [] and deletion.failed[first] == "timeout: no answer within 10 s"
+    assert "not tried" in deletion.failed[second] and "not tried" in deletion.failed[third]
+    assert broker.bodies(DLQ) == ['{"id": 1}', '{"id": 2}', '{"id": 3}']
