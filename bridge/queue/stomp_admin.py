@@ -56,6 +56,8 @@ class StompQueueAdmin:
             raise AdminError("queue.dlq_url is required for a stomp:// queue")
         self.transport = transport
         self._dlq_url: str = transport.dlq_url
+        # A send the broker did not confirm in time (``broker_stalled``): every later one would wait as long.
+        self._stalled = False
 
     @property
     def url(self) -> str:
@@ -142,15 +144,20 @@ class StompQueueAdmin:
             raise AdminError(f"cannot browse {url}: {stomp_error_text(error)}") from None
 
     async def send(self, messages: Sequence[OutgoingMessage]) -> list[SendOutcome]:
-        """One confirmed SEND each; ``group_id`` is left out (``StompTransport.ordered_groups`` is False)."""
+        """One confirmed SEND each; ``group_id`` is left out (``StompTransport.ordered_groups`` is False). Once the
+        broker has not confirmed one in time, the rest (of this call and later ones) are not tried."""
         if len(messages) > MAX_BATCH:
             raise ValueError(f"send takes at most {MAX_BATCH} messages at once")
         outcomes: list[SendOutcome] = []
         for message in messages:
+            if self._stalled:
+                outcomes.append(SendOutcome(None, f"not sent: {STALLED} on an earlier send"))
+                continue
             try:
                 outcomes.append(SendOutcome(await self.transport.send(message.body, message.attributes)))
             except Exception as error:  # stompman's errors: refused, no receipt in time, connection lost
-                outcomes.append(SendOutcome(None, f"{type(error).__name__}: {error}"))
+                outcomes.append(SendOutcome(None, stomp_error_text(error)))
+                self._stalled = broker_stalled(error)
         return outcomes
 
     @staticmethod

@@ -20,7 +20,7 @@ from bridge.admin.redrive import redrive_request
 from bridge.queue import stomp
 from bridge.queue.stomp import StompTransport
 from bridge.queue.stomp_admin import StompQueueAdmin
-from bridge.queue.transport import NoProgress, RedriveResult
+from bridge.queue.transport import NoProgress, OutgoingMessage, RedriveResult
 from tests.support import stomp_settings
 
 pytestmark = pytest.mark.usefixtures("stomp_copy_then_ack", "stomp_plain_ack")
@@ -407,3 +407,25 @@ async def test_a_delete_whose_acks_the_broker_does_not_confirm_stops_at_the_firs
     assert deletion.deleted == [] and deletion.failed[first] == "timeout: no answer within 10 s"
     assert "not tried" in deletion.failed[second] and "not tried" in deletion.failed[third]
     assert broker.bodies(DLQ) == ['{"id": 1}', '{"id": 2}', '{"id": 3}']
+
+
+async def test_sends_after_one_the_broker_did_not_confirm_are_not_tried() -> None:
+    broker = Broker()
+    broker.blocks_producers = True  # replay and parked requeue would wait the receipt timeout for each element
+    sends: list[str] = []
+    broker.on_send = sends.append
+    transport = StompTransport(stomp_settings(f"stomp://127.0.0.1:61613{MAIN}"), broker)  # type: ignore[arg-type]
+    admin = StompQueueAdmin(transport)
+    tried: list[int] = []
+    original = transport.send
+
+    async def counted(body: str, attributes: dict[str, str] | None = None, *, group_id: str | None = None) -> str:
+        tried.append(len(tried))
+        return await original(body, attributes, group_id=group_id)
+
+    transport.send = counted  # type: ignore[method-assign]
+    first = await admin.send([OutgoingMessage('{"id": 1}', {}), OutgoingMessage('{"id": 2}', {})])
+    later = await admin.send([OutgoingMessage('{"id": 3}', {})])
+    assert len(tried) == 1 and broker.bodies(MAIN) == []
+    assert first[0].error == "timeout: no answer within 10 s"
+    assert all(o.error is not None and o.error.startswith("not sent:") for o in first[1:] + later)
