@@ -107,6 +107,9 @@ PUBLICATION_KEY = "publication_id"
 # What the ingress needs beyond the keys: each index with its hash key and that key's type.
 INDEXES = {EXTERNAL_ID_INDEX: (EXTERNAL_KEY, "S"), PUBLICATION_INDEX: (PUBLICATION_KEY, "N")}
 MAX_EXTERNAL_KEY_BYTES = 1024
+# DynamoDB keeps no item over 400 KB, attribute names and values together. What makes a delivery large is its
+# channel's answer: the sync bounds the links and their titles (``bridge.pipeline.sync``), not the id.
+MAX_ITEM_BYTES = 400 * 1024
 
 # Throttling and server-side trouble: the same request may succeed later.
 TRANSIENT_CODES = frozenset(
@@ -491,6 +494,11 @@ class DynamoDbStateStore:
             await self._call("put_item", **request)
         except _ConditionFailed:
             return False
+        except StateRejected:
+            # Measured only once refused: DynamoDB's own words name neither the delivery nor what made it large.
+            if (size := sum(_attribute_bytes(name, value) for name, value in item.items())) > MAX_ITEM_BYTES:
+                raise _too_large(delivery, item, size) from None
+            raise
         return True
 
     async def forget(self, element_id: int, channel: str, publication_id: int) -> None:
@@ -1077,6 +1085,28 @@ def _delivery(item: dict[str, Any]) -> Delivery:
         open_link_title=_str_attribute(item, "open_link_title"),
         modification_date=_date_attribute(item, "modification_date"),
         version=_int_attribute(item, "version"),
+    )
+
+
+def _attribute_bytes(name: str, value: dict[str, Any]) -> int:
+    """What an attribute counts against DynamoDB's item limit: its name and its value in UTF-8."""
+    return len(name.encode()) + _value_bytes(value)
+
+
+def _value_bytes(value: dict[str, Any]) -> int:
+    """A value's size in UTF-8 (a number a few bytes more than DynamoDB counts, a boolean one byte)."""
+    ((kind, content),) = value.items()
+    return 1 if kind == "BOOL" else len(str(content).encode("utf-8", "surrogatepass"))
+
+
+def _too_large(delivery: Delivery, item: dict[str, Any], size: int) -> StateRejected:
+    largest = max(item, key=lambda name: _value_bytes(item[name]))
+    field = EXTERNAL_KEY if largest == UNINDEXED_EXTERNAL_ID else largest
+    return StateRejected(
+        f"the delivery of element {delivery.element_id} to channel {delivery.channel!r} (publication "
+        f"{delivery.publication_id}) is {size:,} bytes, over DynamoDB's 400 KB item limit: its {field} is "
+        f"{_value_bytes(item[largest]):,} bytes, as the channel answered; the channel holds the item, which the "
+        "bridge cannot record (a redrive makes it again: fix the channel's answer first)"
     )
 
 

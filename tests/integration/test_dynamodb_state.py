@@ -526,12 +526,21 @@ async def test_status_reads_a_bounded_part_of_a_large_table(
 # ---- errors ----------------------------------------------------------------------------------------------------
 
 
-async def test_oversized_item_is_a_permanent_error(stores: StoreFactory) -> None:
+async def test_a_delivery_over_the_item_limit_is_refused_naming_it_and_its_largest_field(
+    stores: StoreFactory,
+) -> None:
+    # A channel that answered an id of half a megabyte: its item exists, but DynamoDB keeps no item over 400 KB.
+    # The dead letter's reason must say which delivery, that it is the item limit, and what made it large (before:
+    # DynamoDB's own "Item size has exceeded the maximum allowed size", naming nothing).
     store = await stores()
     with pytest.raises(StateRejected) as raised:
-        await store.record(delivery(external_id="x" * 500_000))
+        await store.record(delivery(7, "web", 11, external_id="x" * 500_000))
     assert isinstance(raised.value, PermanentError)
-    assert "ValidationException" in str(raised.value)
+    text = str(raised.value)
+    assert "element 7" in text and "'web'" in text and "publication 11" in text
+    assert "400 KB" in text and "external_id" in text and "500,000 bytes" in text
+    assert "\n" not in text and "x" * 100 not in text  # one line, the value itself not quoted
+    assert await store.deliveries(7) == []
 
 
 async def test_lost_connection_and_missing_table_are_transient(table: str, stores: StoreFactory) -> None:
