@@ -93,6 +93,10 @@ COVERED = "covered by a fetch that started after it was sent"
 _NO_LINKS: tuple[None, None, None, None] = (None, None, None, None)
 # The CMS links' field names (``CmsLinks``, ``Delivery``), in the order ``_links_of`` gives them.
 _CMS_NAMES = ("edit_link", "open_link", "edit_link_title", "open_link_title")
+# A CMS link or title longer than this (UTF-8) is no link: a channel's answer gone wrong. Kept, it could make the
+# delivery too large for the state store (DynamoDB keeps no item over 400 KB), refused after the channel made the
+# item. Dropped instead, from the delivery and so from the feedback alike; four of them stay far below the limit.
+MAX_LINK_BYTES = 8 * 1024
 
 
 class StaleWrite(TransientError):
@@ -856,8 +860,8 @@ def _stand_in(
     return []
 
 
-def _links_of(links: Delivery | CmsLinks) -> tuple[str | None, str | None, str | None, str | None]:
-    """The four CMS links, in ``_CMS_NAMES``' order: what a delivery carries, or what Kordiam holds."""
+def _links_of(links: Delivery | CmsLinks | ChannelResult) -> tuple[str | None, str | None, str | None, str | None]:
+    """The four CMS links, in ``_CMS_NAMES``' order: what a channel answered, a delivery carries, or Kordiam holds."""
     return (links.edit_link, links.open_link, links.edit_link_title, links.open_link_title)
 
 
@@ -891,20 +895,43 @@ def _ours_in(publication: Publication, delivery: Delivery) -> tuple[bool, list[s
 
 
 def _delivery(element: Element, publication: Publication, channel: str, result: ChannelResult, digest: str) -> Delivery:
+    edit_link, open_link, edit_link_title, open_link_title = (
+        _bounded_link(element.id, channel, name, value)
+        for name, value in zip(_CMS_NAMES, _links_of(result), strict=True)
+    )
     return Delivery(
         element_id=element.id,
         channel=channel,
         publication_id=publication.id,
         external_id=result.external_id,
         fingerprint=digest,
-        edit_link=result.edit_link,
-        open_link=result.open_link,
+        edit_link=edit_link,
+        open_link=open_link,
         live=result.live,
-        edit_link_title=result.edit_link_title,
-        open_link_title=result.open_link_title,
+        edit_link_title=edit_link_title,
+        open_link_title=open_link_title,
         modification_date=element.modification_date,
         version=element.version,
     )
+
+
+def _bounded_link(element_id: int, channel: str, name: str, value: str | None) -> str | None:
+    """The channel's link or title, unless it is longer than ``MAX_LINK_BYTES``."""
+    if value is None or len(value) * 4 <= MAX_LINK_BYTES:  # no UTF-8 character takes more than 4 bytes
+        return value
+    size = len(value.encode("utf-8", "surrogatepass"))
+    if size <= MAX_LINK_BYTES:
+        return value
+    log.warning(
+        "channel_link_dropped",
+        element_id=element_id,
+        channel=channel,
+        field=name,
+        bytes=size,
+        hint=f"the channel answered a {name} longer than {MAX_LINK_BYTES} bytes: it is neither recorded nor written "
+        "back to Kordiam",
+    )
+    return None
 
 
 def _kind(error: BaseException) -> str:

@@ -10,12 +10,15 @@ from typing import Any
 
 import httpx
 import pytest
+from structlog.testing import capture_logs
 
+from bridge.channels.base import ChannelResult
 from bridge.channels.kordiam_webhook import KordiamWebhookChannel, KordiamWebhookOptions
 from bridge.config import FeedbackSettings
 from bridge.errors import ChannelRejected, ChannelUnavailable, KordiamRejected, KordiamUnavailable
 from bridge.http import HttpClient
 from bridge.kordiam.client import ONE_ATTEMPT
+from bridge.kordiam.models import Element, Publication
 from bridge.pipeline.fate import is_transient
 from bridge.pipeline.notification import Notification
 from bridge.pipeline.routing import Route
@@ -122,6 +125,31 @@ async def test_a_stale_write_fails_the_channel_as_transient(kordiam: FakeKordiam
     (failure,) = raised.value.failures
     assert failure.stage == "web" and isinstance(failure.error, StaleWrite) and is_transient(failure.error)
     assert state.rows == {}
+
+
+class LongLinkChannel(ScriptedChannel):
+    """A channel whose answer carries an edit link of half a megabyte (a partner system's bug)."""
+
+    async def upsert(self, element: Element, publication: Publication, external_id: str | None) -> ChannelResult:
+        result = await super().upsert(element, publication, external_id)
+        return replace(result, edit_link="https://web.test/" + "x" * 500_000, open_link_title="Open it")
+
+
+async def test_a_link_too_long_to_keep_is_dropped_from_the_delivery_and_its_feedback(
+    kordiam: FakeKordiam, state: MemoryStateStore
+) -> None:
+    # Kept, it made the delivery too large for DynamoDB's 400 KB item: the record refused, the message
+    # dead-lettered although the channel held the item, and its redrive made the item a second time.
+    kordiam.elements[1] = element_body(1, publication(11, WEB))
+    with capture_logs() as logs:
+        await sync_engine(kordiam, state, [(LongLinkChannel("web"), WEB)]).sync(Notification(1))
+    recorded = state.rows[(1, "web", 11)]
+    assert recorded.edit_link is None and recorded.open_link_title == "Open it"
+    assert recorded.external_id == "web-1-11"
+    patch = next(body for method, path, body in kordiam.writes if path == "/elements/1/publications/11")
+    assert patch is not None and patch["cms"] == {"openLinkTitle": "Open it"}
+    (dropped,) = [entry for entry in logs if entry["event"] == "channel_link_dropped"]
+    assert dropped["channel"] == "web" and dropped["field"] == "edit_link" and dropped["bytes"] == 500_017
 
 
 async def test_an_element_scoped_channel_gives_a_new_publication_its_siblings_item(
