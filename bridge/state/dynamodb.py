@@ -787,7 +787,10 @@ class DynamoDbStateStore:
         return HeldLease(element_id)  # the mark is an item of its own: not read here
 
     async def _extend_leases(self, element_ids: list[int]) -> set[int]:
+        # One write per lease: one that fails (its partition throttled, say) leaves the others to be extended, and is
+        # raised once they were, for the keeper to try again at its next tick.
         lost: set[int] = set()
+        failed: StateUnavailable | StateRejected | None = None
         for element_id in element_ids:
             try:
                 await self._call(
@@ -803,6 +806,10 @@ class DynamoDbStateStore:
                 )
             except _ConditionFailed:
                 lost.add(element_id)
+            except (StateUnavailable, StateRejected) as error:
+                failed = failed or error
+        if failed is not None:
+            raise failed
         return lost
 
     async def _release(self, held: HeldLease) -> None:

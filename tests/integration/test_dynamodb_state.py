@@ -388,6 +388,37 @@ async def test_lease_item_carries_owner_and_ttl(stores: StoreFactory, moto_url: 
         assert "Item" not in gone
 
 
+class OneLeaseThrottled(DynamoDbStateStore):
+    """DynamoDB throttling every write to element 1's lease (its partition hot); every other call served."""
+
+    async def _call(self, operation: str, **request: Any) -> dict[str, Any]:
+        if operation == "update_item" and request.get("Key") == {"pk": {"S": "element#1"}, "sk": {"S": "lease"}}:
+            error = ClientError(
+                {"Error": {"Code": "ThrottlingException", "Message": "Rate exceeded"}}
+                | {"ResponseMetadata": {"HTTPStatusCode": 400}},
+                operation,
+            )
+            raise self._translate(operation, error)
+        return await super()._call(operation, **request)
+
+
+async def test_a_lease_whose_extension_failed_does_not_keep_the_others_from_theirs(moto_url: str, table: str) -> None:
+    # The keeper extends every lease held in one call; one that fails must not leave the rest to expire under their
+    # live holders (before: the first failure ended the call, every lease after it left as it was, tick after tick).
+    store = OneLeaseThrottled(table, region=REGION, endpoint_url=moto_url, lease_seconds=30, keep_leases=False)
+    await store.open()
+    try:
+        async with store.lease(1), store.lease(2), _create_client(REGION, moto_url) as client:
+            store._lease_seconds = 3600  # what an extension sets now stands out from what the take set
+            with pytest.raises(StateUnavailable, match="ThrottlingException"):
+                await store._extend_leases([1, 2])
+            key = {"pk": {"S": "element#2"}, "sk": {"S": "lease"}}
+            item = (await client.get_item(TableName=table, Key=key))["Item"]
+            assert int(item["expires_at"]["N"]) - datetime.now(UTC).timestamp() > 3000
+    finally:
+        await store.close()
+
+
 # ---- parked elements -------------------------------------------------------------------------------------------
 
 
