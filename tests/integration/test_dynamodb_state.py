@@ -467,6 +467,36 @@ async def test_parked_and_its_count_go_on_past_short_query_pages(moto_url: str, 
         assert await store.parked_count("web") == 11
 
 
+class ShortReads(DynamoDbStateStore):
+    """A table whose Query and Scan pages end after 3 items, as DynamoDB's do at 1 MB; ``pages`` counts them."""
+
+    pages = 0
+
+    async def _call(self, operation: str, **request: Any) -> dict[str, Any]:
+        if operation in ("query", "scan"):
+            request["Limit"] = min(request.get("Limit", 3), 3)
+            self.pages += 1
+        return await super()._call(operation, **request)
+
+
+async def test_every_read_of_deliveries_goes_on_past_short_pages(moto_url: str, table: str) -> None:
+    # An element with many publications (or deliveries of a few hundred KB each) fills more than one page.
+    async with opened_stores(functools.partial(ShortReads, table, region=REGION, endpoint_url=moto_url)) as stores:
+        store = await stores()
+        for publication in range(1, 9):
+            await store.record(delivery(1, "web", publication, external_id="shared"))
+        await store.record(delivery(2, "web", 5, external_id="shared"))
+        await store.mark_element(ElementMark(1, T0, 1, deleted=False))
+        expected = [(1, "web", p) for p in range(1, 9)]
+        store.pages = 0
+        assert [(d.element_id, d.channel, d.publication_id) for d in await store.deliveries(1)] == expected
+        assert len((await store.element_record(1)).deliveries) == 8
+        assert len(await store.deliveries_with_external_id("shared")) == 9
+        assert [d.element_id for d in await store.deliveries_of_publication(5)] == [1, 2]
+        assert len(await store.all_deliveries()) == 9
+        assert store.pages > 5  # the pages were short indeed
+
+
 @pytest.mark.parametrize(
     ("code", "kind"),
     [("ThrottlingException", StateUnavailable), ("AccessDeniedException", StateAccessRefused)],
