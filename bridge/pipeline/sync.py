@@ -919,7 +919,7 @@ def _bounded_link(element_id: int, channel: str, name: str, value: str | None) -
     """The channel's link or title, unless it is longer than ``MAX_LINK_BYTES``."""
     if value is None or len(value) * 4 <= MAX_LINK_BYTES:  # no UTF-8 character takes more than 4 bytes
         return value
-    size = len(value.encode("utf-8", "surrogatepass"))
+    size = len(value.encode())
     if size <= MAX_LINK_BYTES:
         return value
     log.warning(
