@@ -571,7 +571,9 @@ class ChannelSettings(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
 
     # Not stripped like other names: the channel variables (BRIDGE_CHANNELS__<NAME>__…) match the name as written.
-    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    # At most 100 characters: the name is part of DynamoDB keys (a delivery's range key may hold 1024 bytes, with
+    # its publication id), which would refuse every delivery after its channel made the item.
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.-]+$")
     type: NonBlank
     platforms: list[Int] = Field(min_length=1)
     statuses: list[StatusSelector] | None = None

@@ -40,7 +40,7 @@ The table is created outside the bridge (Terraform in production; ``create_table
 indexes (or with one of their names on another key or projection) serves the worker, and the lookups refuse with a
 ``ConfigError`` saying what to add (the ingress asks at start-up).
 
-Why one module of ~1,150 lines: the ``StateStore`` contract is one class (about 750 lines of statements, one method
+Why one module of ~1,130 lines: the ``StateStore`` contract is one class (about 750 lines of statements, one method
 per contract call, as in ``sqlite.py``); the rest is the item encoding and the table definition those statements
 assume, which change together with them.
 """

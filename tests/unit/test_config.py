@@ -201,6 +201,16 @@ def test_two_channel_names_the_environment_cannot_tell_apart_are_an_error(tmp_pa
     )
 
 
+def test_a_channel_name_longer_than_the_state_keys_carry_is_an_error(tmp_path: Path) -> None:
+    # The name is part of every delivery's DynamoDB range key (at most 1024 bytes) and of its parked elements' hash
+    # key: one of 1100 characters was accepted, and then every delivery refused after its channel made the item.
+    with pytest.raises(ConfigError) as raised:
+        load_settings(write(tmp_path, VALID.replace('name = "print"', f'name = "{"p" * 1100}"')))
+    assert raised.value.key == "channels[1].name"
+    assert "at most 100 characters" in raised.value.problem
+    assert load_settings(write(tmp_path, VALID.replace('name = "print"', f'name = "{"p" * 100}"'))).channels
+
+
 def test_nested_channel_keys_and_json_tables_from_the_environment(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
