@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TextIO, TypeVar
 from rich.console import Console
 
 from bridge import __version__
-from bridge.errors import BridgeError, ConfigError
+from bridge.errors import BridgeError, ConfigError, TransientError
 from bridge.signals import two_steps
 
 if TYPE_CHECKING:
@@ -24,6 +24,9 @@ if TYPE_CHECKING:
     from bridge.config import OpsSettings, QueueCommandSettings, StatusSettings
 
 EXIT_CONFIG = 2
+# sysexits.h's EX_TEMPFAIL: a long-lived command (the worker, the ingress) could not start for a fault that may pass
+# (the state file locked by another program, DynamoDB or SQS answering 5xx or throttling): start it again later.
+EXIT_UNAVAILABLE = 75
 EXIT_INTERRUPTED = 130
 # 128 + SIGPIPE, what a shell reports for a writer whose reader went away.
 EXIT_BROKEN_PIPE = 141
@@ -231,9 +234,10 @@ def _misplaced_option(token: str, allowed: tuple[str, ...]) -> bool:
     return not (name.startswith("--") and any(option.startswith(name) for option in allowed))
 
 
-def serve_until_signalled(serve: Callable[[asyncio.Event], Coroutine[Any, Any, None]]) -> None:
+def serve_until_signalled(serve: Callable[[asyncio.Event], Coroutine[Any, Any, None]]) -> int:
     """Run a long-lived command (the worker, the ingress) until SIGTERM or SIGINT sets the event ``serve`` is
-    given; it then drains and returns."""
+    given; it then drains and returns. The exit code: 0, or ``EXIT_UNAVAILABLE`` with one line when the start
+    met a fault that may pass (a ``TransientError``), which an orchestrator's restart with back-off waits out."""
     from bridge.worker import stop_on_signals
 
     async def main() -> None:
@@ -241,7 +245,12 @@ def serve_until_signalled(serve: Callable[[asyncio.Event], Coroutine[Any, Any, N
         with stop_on_signals(stop):
             await serve(stop)
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except TransientError as error:
+        _say(f"kordiam-bridge: cannot start now (a fault that may pass, not the configuration): {_one_line(error)}")
+        return EXIT_UNAVAILABLE
+    return 0
 
 
 def run_command(main: Callable[[asyncio.Event], Coroutine[Any, Any, T]], *, stops_on_interrupt: bool = False) -> T:
@@ -742,8 +751,7 @@ def _run(args: argparse.Namespace) -> int:
 
     settings = load_settings(args.config, check_channel=channel_problems)
     configure_logging(settings.ops.log_level, log_format=settings.ops.log_format)
-    serve_until_signalled(lambda stop: run_worker(settings, stop, own_process=True))
-    return 0
+    return serve_until_signalled(lambda stop: run_worker(settings, stop, own_process=True))
 
 
 def _ingress(args: argparse.Namespace) -> int:
@@ -753,8 +761,7 @@ def _ingress(args: argparse.Namespace) -> int:
 
     settings = load_settings(args.config, model=IngressCommandSettings)
     configure_logging(settings.ingress.log_level, log_format=settings.ops.log_format)
-    serve_until_signalled(lambda stop: run_ingress(settings, stop, own_process=True))
-    return 0
+    return serve_until_signalled(lambda stop: run_ingress(settings, stop, own_process=True))
 
 
 def _check_config(args: argparse.Namespace) -> int:

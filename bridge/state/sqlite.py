@@ -222,7 +222,13 @@ class SqliteStateStore:
             self._loop_db = await self._on_thread(lambda: self._connect(busy_timeout_ms=0))
         except sqlite3.OperationalError as error:
             await self.close()
-            # A read-only or full file system, a file another process keeps locked: one line naming the file.
+            if _locked(error):
+                # Nothing in the settings to fix: the same start works once the other program lets go.
+                raise StateUnavailable(
+                    f"SQLite {self.path} is locked by another program (a sqlite3 shell left in a transaction, a "
+                    f"backup) for longer than the busy timeout: {error}"
+                ) from None
+            # A read-only or full file system: one line naming the file.
             raise ConfigError("state.url", f"cannot open SQLite database {self.path}: {error}") from None
         except BaseException:
             await self.close()

@@ -601,3 +601,47 @@ def test_dlq_list_and_show_draw_a_progress_bar_when_asked(tmp_path: Path, monkey
     assert main(["dlq", "list", "--progress", "--json", "--config", str(config)]) == 0
     assert main(["dlq", "show", "m-1", "--progress", "--config", str(config)]) == 1  # not found
     assert [type(progress) for progress in given] == [RichProgress, RichProgress]
+
+
+def test_run_on_a_state_file_another_program_holds_locked_is_one_line_not_a_configuration_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Before: "kordiam-bridge: configuration error: state.url: cannot open SQLite database …: database is locked",
+    # exit 2: the code that says "fix a setting", for a fault that passes once the other program lets go.
+    import asyncio
+    import sqlite3
+
+    from bridge.state import SqliteStateStore
+
+    monkeypatch.setattr("bridge.state.sqlite.BUSY_TIMEOUT_MS", 50)
+    monkeypatch.setenv("BRIDGE_KORDIAM__CLIENT_SECRET", "demo-secret")
+    path = tmp_path / "state.db"
+
+    async def initialise() -> None:
+        store = SqliteStateStore(path)
+        await store.open()
+        await store.close()
+
+    asyncio.run(initialise())
+    # Neither is reached: the state store is the first thing the start opens.
+    config = write_config(
+        tmp_path / "bridge.toml",
+        queue="http://127.0.0.1:9/000000000000/never-reached",
+        endpoint="http://127.0.0.1:9",
+        kordiam="http://127.0.0.1:9",
+        workdir=tmp_path,
+        ops_port=0,
+    )
+    with sqlite3.connect(path, isolation_level=None) as other:
+        other.execute("BEGIN IMMEDIATE")
+        try:
+            code = main(["run", "--config", str(config)])
+        finally:
+            other.execute("ROLLBACK")
+    assert code == cli.EXIT_UNAVAILABLE == 75
+    lines = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("{")]  # JSON logs aside
+    assert lines == [
+        f"kordiam-bridge: cannot start now (a fault that may pass, not the configuration): SQLite {path} is locked "
+        "by another program (a sqlite3 shell left in a transaction, a backup) for longer than the busy timeout: "
+        "database is locked"
+    ]

@@ -449,6 +449,34 @@ async def test_a_file_locked_past_the_busy_timeout_is_the_state_store_unavailabl
     assert await store.record(delivery())
 
 
+@pytest.mark.parametrize("lock", ["BEGIN IMMEDIATE", "BEGIN EXCLUSIVE"])
+async def test_a_file_locked_past_the_busy_timeout_at_open_is_the_store_unavailable_not_the_configuration(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, lock: str
+) -> None:
+    # Before: ConfigError "state.url: cannot open SQLite database …: database is locked" (exit 2, "configuration
+    # error"), though nothing in the settings is wrong and the same start works once the other program lets go.
+    monkeypatch.setattr("bridge.state.sqlite.BUSY_TIMEOUT_MS", 50)
+    path = tmp_path / "state.db"
+    first = SqliteStateStore(path)
+    await first.open()
+    await first.close()
+    store = SqliteStateStore(path)
+    with sqlite3.connect(path, isolation_level=None) as other:
+        other.execute(lock)  # an operator's sqlite3 shell left in a transaction, a backup
+        try:
+            with pytest.raises(StateUnavailable) as raised:
+                await store.open()
+        finally:
+            other.execute("ROLLBACK")
+    assert not isinstance(raised.value, ConfigError)
+    assert str(raised.value) == (
+        f"SQLite {path} is locked by another program (a sqlite3 shell left in a transaction, a backup) for "
+        "longer than the busy timeout: database is locked"
+    )
+    await store.open()  # the same start, once the lock is gone
+    await store.close()
+
+
 # ---- keeping a lease ---------------------------------------------------------------------------------------------
 
 
