@@ -29,7 +29,7 @@ from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from bridge.config import QueueSettings, is_fifo_url
-from bridge.errors import ConfigError, QueueUnreachable
+from bridge.errors import BridgeError, ConfigError, QueueUnreachable, TransientError
 from bridge.queue.dead_letter import REDRIVEN_FROM, DeadLetterContext, dead_letter_attributes, is_failure_attribute
 from bridge.queue.send_batcher import SendBatcher, entry_size
 from bridge.queue.transport import (
@@ -42,6 +42,10 @@ from bridge.queue.transport import (
 
 log = structlog.get_logger("bridge.queue")
 
+# SQS's answers at start that say it is in trouble (or throttling the calls), not that the queue is wrong.
+START_OUTAGE_CODES = frozenset(
+    {"RequestThrottled", "ThrottlingException", "Throttling", "ServiceUnavailable", "InternalError", "InternalFailure"}
+)
 # SQS allows 10 message attributes; the failure context takes these, the original attributes get the rest.
 MAX_ATTRIBUTES = 10
 MAX_ATTRIBUTE_VALUE = 1024
@@ -170,7 +174,18 @@ class SqsTransport:
                     "(the bridge never drops a message it cannot process)",
                 )
             *_, account, name = target.split(":")
-            found = await self._client.get_queue_url(QueueName=name, QueueOwnerAWSAccountId=account)
+            try:
+                found = await self._client.get_queue_url(QueueName=name, QueueOwnerAWSAccountId=account)
+            except ClientError as error:
+                # SQS lets a dead-letter queue be deleted and keeps its ARN in the policy.
+                raise _start_error(
+                    error,
+                    f"the dead-letter queue {target} (queue {self.url}'s redrive policy names it)",
+                    "queue.dlq_url",
+                    advice="; re-create it, or set queue.dlq_url",
+                ) from None
+            except BotoCoreError as error:
+                raise _unreachable(error) from None
             self.dlq_url = str(found["QueueUrl"])
         dead = await self._start_attributes(self.dlq_url, ["QueueArn", "MaximumMessageSize"], key="queue.dlq_url")
         if dead.get("QueueArn") is not None and dead.get("QueueArn") == attributes.get("QueueArn"):
@@ -210,8 +225,7 @@ class SqsTransport:
         try:
             response = await self._client.get_queue_attributes(QueueUrl=url, AttributeNames=names)
         except ClientError as error:
-            code = error.response.get("Error", {}).get("Code", "")
-            raise ConfigError(key, f"queue {url} is not usable: {code or error}") from None
+            raise _start_error(error, f"queue {url}", key) from None
         except BotoCoreError as error:
             raise _unreachable(error) from None
         return dict(response.get("Attributes", {}))
@@ -431,6 +445,16 @@ def fit_attributes(body_bytes: int, attributes: dict[str, str], limit: int) -> d
             return kept
         kept.pop(name, None)
     return kept if over() <= 0 else None
+
+
+def _start_error(error: ClientError, what: str, key: str, *, advice: str = "") -> BridgeError:
+    """What stops the start when SQS refused a call about a queue (``what``): SQS's own trouble is an outage, which
+    a later start may not meet; anything else (no such queue, access denied) the setting ``key`` names."""
+    code = error.response.get("Error", {}).get("Code", "")
+    status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+    if code in START_OUTAGE_CODES or status >= 500:
+        return TransientError(f"{what} could not be checked now (an outage, not the configuration): {code or status}")
+    return ConfigError(key, f"{what} is not usable: {code or error}{advice}")
 
 
 def _unreachable(error: BotoCoreError) -> ConfigError:
