@@ -235,8 +235,8 @@ def _misplaced_option(token: str, allowed: tuple[str, ...]) -> bool:
 
 
 def serve_until_signalled(serve: Callable[[asyncio.Event], Coroutine[Any, Any, None]]) -> int:
-    """Run a long-lived command (the worker, the ingress) until SIGTERM or SIGINT sets the event ``serve`` is
-    given; it then drains and returns. The exit code: 0, or ``EXIT_UNAVAILABLE`` with one line when the start
+    """Run a long-lived command (the worker, the ingress) until SIGTERM, SIGINT or SIGHUP sets the event ``serve``
+    is given; it then drains and returns. The exit code: 0, or ``EXIT_UNAVAILABLE`` with one line when the start
     met a fault that may pass (a ``TransientError``), which an orchestrator's restart with back-off waits out."""
     from bridge.worker import stop_on_signals
 

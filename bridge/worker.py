@@ -276,11 +276,16 @@ async def assemble(
 
 
 def stop_on_signals(stop: asyncio.Event) -> contextlib.AbstractContextManager[None]:
-    """While inside, SIGTERM (ECS, Kubernetes, docker stop) and SIGINT (Ctrl-C) start a graceful drain (set
+    """While inside, SIGTERM (ECS, Kubernetes, docker stop), SIGINT (Ctrl-C) and SIGHUP start a graceful drain (set
     ``stop``); a second Ctrl-C exits at once (130): messages in flight come back when their visibility timeout ends.
-    Python's own handlers, so that a loop stuck in a log write cannot hold them up (``bridge.signals.two_steps``)."""
+    Python's own handlers, so that a loop stuck in a log write cannot hold them up (``bridge.signals.two_steps``).
+
+    SIGHUP (a closed terminal, a ``kill -HUP`` meant as a reload) would otherwise kill the worker without its drain;
+    the worker reads its settings only at start, so a stop (and a supervisor's restart) is its reload. A SIGHUP its
+    starter ignores (``nohup``) stays ignored."""
+    hangup = () if signal.getsignal(signal.SIGHUP) is signal.SIG_IGN else (signal.SIGHUP,)
     return two_steps(
-        (signal.SIGTERM, signal.SIGINT),
+        (signal.SIGTERM, signal.SIGINT, *hangup),
         lambda sig: _request_shutdown(stop, sig),
         "kordiam-bridge: interrupted again, exiting now without draining",
     )

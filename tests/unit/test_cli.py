@@ -645,3 +645,46 @@ def test_run_on_a_state_file_another_program_holds_locked_is_one_line_not_a_conf
         "by another program (a sqlite3 shell left in a transaction, a backup) for longer than the busy timeout: "
         "database is locked"
     ]
+
+
+SERVING_SCRIPT = (
+    "import asyncio, signal, sys\n"
+    "from bridge import cli\n"
+    "if sys.argv[1] == 'nohup':\n"
+    "    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as nohup starts it\n"
+    "async def serve(stop):\n"
+    "    print('serving', flush=True)\n"
+    "    await stop.wait()\n"
+    "    print('drained', flush=True)\n"
+    "sys.exit(cli.serve_until_signalled(serve))\n"
+)
+
+
+def test_sighup_drains_the_worker_as_sigterm_does() -> None:
+    # A closed terminal or a `kill -HUP` meant as a reload: before, SIGHUP's default action killed the worker on the
+    # spot, without the drain (its messages held until their visibility timeout ended) and without a line.
+    command = subprocess.Popen([sys.executable, "-c", SERVING_SCRIPT, "plain"], stdout=subprocess.PIPE)
+    assert command.stdout is not None
+    try:
+        assert command.stdout.readline() == b"serving\n"
+        command.send_signal(signal.SIGHUP)
+        assert command.wait(timeout=60) == 0
+        said = command.stdout.read()  # structlog's default output is stdout here
+        assert b"shutdown_requested" in said and b"signal=SIGHUP" in said and said.endswith(b"drained\n")
+    finally:
+        command.kill()
+
+
+def test_sighup_ignored_by_whoever_started_the_worker_stays_ignored() -> None:
+    # `nohup kordiam-bridge run &`: the terminal's hangup is not meant for the worker.
+    command = subprocess.Popen([sys.executable, "-c", SERVING_SCRIPT, "nohup"], stdout=subprocess.PIPE)
+    assert command.stdout is not None
+    try:
+        assert command.stdout.readline() == b"serving\n"
+        command.send_signal(signal.SIGHUP)
+        command.send_signal(signal.SIGTERM)  # the first stop it takes: SIGHUP changed nothing
+        assert command.wait(timeout=60) == 0
+        said = command.stdout.read()  # structlog's default output is stdout here
+        assert b"signal=SIGTERM" in said and b"SIGHUP" not in said and said.endswith(b"drained\n")
+    finally:
+        command.kill()
