@@ -50,23 +50,30 @@ class OpsServer:
         app.router.add_get("/readyz", self._readiness)
         app.router.add_get("/metrics", self._metrics)
         self._runner = web.AppRunner(app, access_log=None, keepalive_timeout=self.keepalive_timeout)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self._host, self._port)
         try:
-            await site.start()
+            await self._runner.setup()
+            await web.TCPSite(self._runner, self._host, self._port).start()
         except OSError as error:
-            await self._runner.cleanup()
-            self._runner = None
+            await self._cleanup()
             raise ConfigError.cannot_listen(
                 error, self._host, self._port, port_key="ops.port", host_key="ops.host"
             ) from None
+        except BaseException:
+            # A stop during start-up cancels the start (bridge.worker.StopEndsStart), perhaps after the bind: the
+            # caller has no server to stop yet, so the port is let go here.
+            await self._cleanup()
+            raise
         addresses = self._runner.addresses  # the bound port, when port 0 asked for any free one
         if addresses:
             self.port = int(addresses[0][1])
 
     async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
+        await self._cleanup()
+
+    async def _cleanup(self) -> None:
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
 
     async def _health(self, _: web.Request) -> web.Response:
         ok = self._healthy()
