@@ -483,3 +483,46 @@ async def test_sigterm_while_sqs_hangs_exits_by_the_shutdown_deadline(
     assert process.returncode == 0, err.decode()[-3000:]
     events = [json.loads(line)["event"] for line in err.decode().splitlines()]
     assert "releasing_unfinished" in events and "consumer_stopped" in events
+
+
+@pytest.mark.parametrize("backend", ["sqs", "stomp"])
+async def test_sigterm_while_the_queue_holds_the_start_stops_at_once(backend: str, tmp_path: Path) -> None:
+    """The start's step after Kordiam's token: the queue's connection and description. An endpoint or a broker that
+    accepts the connection and never answers would hold the start until botocore's read timeout (SQS) or the first
+    connection's 15 s (ActiveMQ), and the start would then end as unreachable (exit 2); a SIGTERM meanwhile ends it at
+    once, exit 0."""
+    held = asyncio.Event()
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.set()
+        with contextlib.suppress(OSError):
+            await reader.read()  # until the worker closes it
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    address = f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    if backend == "sqs":
+        queue, endpoint = f"http://{address}/000000000000/never-answered", f"http://{address}"
+    else:
+        queue, endpoint = f"stomp://{address}/queue/never-answered", f"stomp://{address}/queue/never-answered.dlq"
+    async with held_kordiam(answer_token=True) as kordiam:
+        path = write_config(
+            tmp_path / "bridge.toml",
+            queue=queue,
+            endpoint=endpoint,
+            kordiam=kordiam.url,
+            workdir=tmp_path,
+            ops_port=free_port(),
+        )
+        process = await run_process(path)
+        waiting, ended = asyncio.create_task(held.wait()), asyncio.create_task(process.wait())
+        await asyncio.wait({waiting, ended}, return_when=asyncio.FIRST_COMPLETED)
+        waiting.cancel()
+        assert not ended.done(), "the worker ended before it connected to the queue"
+        ended.cancel()
+        process.send_signal(signal.SIGTERM)
+        _, err = await process.communicate()
+    server.close()
+    assert process.returncode == 0
+    events = [json.loads(line)["event"] for line in err.decode().splitlines()]  # every line a JSON log line
+    assert events[-2:] == ["shutdown_requested", "stopped_during_start_up"]
