@@ -185,7 +185,7 @@ class SqsTransport:
                     advice="; re-create it, or set queue.dlq_url",
                 ) from None
             except BotoCoreError as error:
-                raise _unreachable(error) from None
+                raise _unreachable(error, self.settings) from None
             self.dlq_url = str(found["QueueUrl"])
         dead = await self._start_attributes(self.dlq_url, ["QueueArn", "MaximumMessageSize"], key="queue.dlq_url")
         if dead.get("QueueArn") is not None and dead.get("QueueArn") == attributes.get("QueueArn"):
@@ -227,7 +227,7 @@ class SqsTransport:
         except ClientError as error:
             raise _start_error(error, f"queue {url}", key) from None
         except BotoCoreError as error:
-            raise _unreachable(error) from None
+            raise _unreachable(error, self.settings) from None
         return dict(response.get("Attributes", {}))
 
     async def receive(self, max_messages: int, wait_time: int) -> list[QueueMessage]:
@@ -457,12 +457,14 @@ def _start_error(error: ClientError, what: str, key: str, *, advice: str = "") -
     return ConfigError(key, f"{what} is not usable: {code or error}{advice}")
 
 
-def _unreachable(error: BotoCoreError) -> ConfigError:
-    """What stops the start when SQS did not answer: no credentials to sign with, or no endpoint that answers."""
+def _unreachable(error: BotoCoreError, settings: QueueSettings) -> ConfigError:
+    """What stops the start when SQS did not answer: no credentials to sign with, or no endpoint that answers,
+    named by the setting that chose the address (``queue.endpoint_url``, else on AWS ``queue.region``)."""
     if isinstance(error, NoCredentialsError):
         return ConfigError(
             "AWS credentials",
             "none found (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or the task's role; "
             "any pair will do for an emulator)",
         )
-    return QueueUnreachable("queue.endpoint_url", f"cannot reach SQS: {error}")
+    key = "queue.endpoint_url" if settings.endpoint_url else "queue.region"
+    return QueueUnreachable(key, f"cannot reach SQS: {error}")

@@ -6,10 +6,10 @@ import json
 from typing import Any
 
 import pytest
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, EndpointConnectionError
 
 from bridge.config import QueueSettings
-from bridge.errors import ConfigError, TransientError
+from bridge.errors import ConfigError, QueueUnreachable, TransientError
 from bridge.queue.sqs import SqsTransport
 
 URL = "https://sqs.eu-central-1.amazonaws.com/000000000000/q"
@@ -75,3 +75,23 @@ async def test_a_queue_that_does_not_exist_is_still_the_setting_to_fix() -> None
     with pytest.raises(ConfigError) as raised:
         await SqsTransport(client, QueueSettings(url=URL)).describe()
     assert str(raised.value) == f"queue.url: queue {URL} is not usable: AWS.SimpleQueueService.NonExistentQueue"
+
+
+class UnreachableClient:
+    async def get_queue_attributes(self, QueueUrl: str, AttributeNames: list[str]) -> dict[str, Any]:
+        raise EndpointConnectionError(endpoint_url="https://sqs.eu-central-1.amazonaws.com/")
+
+
+@pytest.mark.parametrize(
+    ("endpoint_url", "key"), [(None, "queue.region"), ("http://127.0.0.1:9", "queue.endpoint_url")]
+)
+async def test_sqs_that_does_not_answer_at_start_names_the_setting_that_chose_where_to_call(
+    endpoint_url: str | None, key: str
+) -> None:
+    # Before: always "queue.endpoint_url: cannot reach SQS: …", on AWS too, where no endpoint_url is set and the
+    # region (with the network to it) decides the address.
+    settings = QueueSettings(url=URL, endpoint_url=endpoint_url)
+    with pytest.raises(QueueUnreachable) as raised:
+        await SqsTransport(UnreachableClient(), settings).describe()
+    assert raised.value.key == key
+    assert raised.value.problem.startswith("cannot reach SQS: Could not connect to the endpoint URL")
