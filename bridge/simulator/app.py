@@ -94,9 +94,17 @@ class ApiCall:
                 415, "unsupported-media-type", "The request body must be application/json (Content-Type)."
             )
         try:
-            return json.loads(self.body)
+            return json.loads(self.body, parse_constant=_refuse_constant)
         except ValueError:
             raise bad_request("The request body is not valid JSON.") from None
+        except RecursionError:  # Python's parser recurses; Kordiam's answers a client error, not a crash
+            raise bad_request("The request body is nested too deeply.") from None
+
+
+def _refuse_constant(name: str) -> Any:
+    """NaN and Infinity are not JSON (RFC 8259) and Kordiam's parser refuses them; stored, one would make every
+    later answer carrying it unserialisable."""
+    raise ValueError(f"{name} is not a JSON value")
 
 
 ApiHandler = Callable[[ApiCall], Awaitable[Response]]
@@ -263,13 +271,18 @@ class Simulator:
 
     @staticmethod
     def admin(handler: ApiHandler) -> Endpoint:
-        """Admin routes share problem rendering but are neither authenticated, faulted nor logged."""
+        """Admin routes share problem rendering, their own faults' included, but are neither authenticated, faulted
+        nor logged."""
 
         async def endpoint(request: Request) -> Response:
             try:
                 return await handler(ApiCall(request, await request.body()))
             except SimulatorProblem as problem:
                 return problem_response(problem, request.url.path)
+            except Exception:
+                logger.exception("Unhandled simulator error on %s %s", request.method, request.url.path)
+                internal = SimulatorProblem(500, "server-error", "Unexpected simulator error.")
+                return problem_response(internal, request.url.path)
 
         return endpoint
 
