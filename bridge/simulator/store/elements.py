@@ -13,6 +13,7 @@ from bridge.simulator.store.base import Clock, JSONObject, utc_now
 from bridge.simulator.store.cursors import CursorKey
 from bridge.simulator.store.reference import (
     DEFAULT_STATUS_ID,
+    MAX_ID,
     PUBLISHED_STATUS_ID,
     ReferenceData,
     is_id,
@@ -31,11 +32,16 @@ _LINK_FIELDS: Final = frozenset({"externalId", "link", "systemUrl"})
 
 
 class _IdSequence:
-    def __init__(self, first: int) -> None:
+    def __init__(self, first: int, kind: str) -> None:
         self._next = first
+        self._kind = kind
 
     def take(self) -> int:
+        """The next free id; a conflict once an explicit id at the top took the last one (past it, an id would be
+        one Kordiam never sends)."""
         value = self._next
+        if value > MAX_ID:
+            raise SimulatorProblem(409, "conflict", f"No {self._kind} id is left after {MAX_ID}; give ids explicitly.")
         self._next += 1
         return value
 
@@ -46,9 +52,9 @@ class _IdSequence:
 
 @dataclass
 class _Sequences:
-    element: _IdSequence = field(default_factory=lambda: _IdSequence(1001))
-    task: _IdSequence = field(default_factory=lambda: _IdSequence(5001))
-    publication: _IdSequence = field(default_factory=lambda: _IdSequence(7001))
+    element: _IdSequence = field(default_factory=lambda: _IdSequence(1001, "element"))
+    task: _IdSequence = field(default_factory=lambda: _IdSequence(5001, "task"))
+    publication: _IdSequence = field(default_factory=lambda: _IdSequence(7001, "publication"))
 
 
 @dataclass(frozen=True)

@@ -947,3 +947,12 @@ async def test_an_admin_handlers_own_fault_is_a_problem(monkeypatch: pytest.Monk
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://sim") as http:
         assert_problem(await http.get("/_admin/elements"), 500, "server-error")
+
+
+async def test_generated_ids_never_pass_kordiams_64_bit_ids(api: httpx.AsyncClient) -> None:
+    # An explicit id at the top of the range made the next generated one 2**63: an element Kordiam never sends.
+    await create_element(api, {"id": 2**63 - 1, "tasks": [{"id": 2**63 - 1}], "publications": [{"id": 2**63 - 1}]})
+    for body in ({"title": "next"}, {"id": 5, "tasks": [{}]}, {"id": 6, "publications": [{}]}):
+        response = await api.post("/_admin/elements", json=body)
+        assert_problem(response, 409, "conflict")
+    assert [element["id"] for element in (await api.get("/_admin/elements")).json()] == [2**63 - 1]
