@@ -956,3 +956,30 @@ async def test_generated_ids_never_pass_kordiams_64_bit_ids(api: httpx.AsyncClie
         response = await api.post("/_admin/elements", json=body)
         assert_problem(response, 409, "conflict")
     assert [element["id"] for element in (await api.get("/_admin/elements")).json()] == [2**63 - 1]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "2026-11-22T10:01:00",  # no offset: Kordiam documents an instant or a date-time with offset
+        "2026-11-22T10:01:00 01:00",  # an unencoded "+" decodes to a space: Kordiam's parser refuses it
+        "20261122T100100Z",  # ISO 8601 basic format, which fromisoformat reads
+        "2026-11-22T10",  # no minutes
+        "20261122",  # a date without its dashes
+        "2026-11-22 10:01:00Z",  # a space for the T
+    ],
+)
+async def test_a_query_date_kordiam_refuses_is_refused(api: httpx.AsyncClient, raw: str) -> None:
+    response = await api.get("/api/v2/elements", params={"modificationDateFrom": raw})
+    problem = assert_problem(response, 400, "date-format-error")
+    assert "modificationDateFrom" in problem["detail"]
+
+
+@pytest.mark.parametrize(
+    "raw", ["2026-11-22T10:01:00Z", "2026-11-22T11:01:00+01:00", "2026-11-22T10:01Z", "2026-11-22T10:01:00.5Z"]
+)
+async def test_documented_query_dates_are_read(api: httpx.AsyncClient, clock: FakeClock, raw: str) -> None:
+    await make_elements(api, clock, 2)  # 10:00, 10:01
+    body = (await api.get("/api/v2/elements", params={"modificationDateFrom": raw})).json()
+    expected = [1002] if raw != "2026-11-22T10:01:00.5Z" else []
+    assert [element["id"] for element in body["content"]] == expected
