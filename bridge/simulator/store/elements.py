@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
+from bridge.kordiam import assumptions
 from bridge.simulator.errors import FieldError, SimulatorProblem, not_found, validation_failed
 from bridge.simulator.store.base import Clock, JSONObject, utc_now
 from bridge.simulator.store.cursors import CursorKey
@@ -27,7 +28,8 @@ _LIST_FIELDS: Final = ("groups", "customFields", "tasks", "publications")
 
 _PUBLICATION_PATCHABLE: Final = frozenset({"statusId", "externalId", "cms", "categoryId", "typeId"})
 _PUBLICATION_SCHEDULE_FIELDS: Final = frozenset({"schedule", "published"})
-CMS_KEYS: Final = frozenset({"editLink", "openLink", "editLinkTitle", "openLinkTitle"})
+# The publication's `cms` names and the link body's wrapper are the bridge's assumptions (bridge.kordiam.assumptions),
+# read at each request: the simulator accepts what the bridge assumes Kordiam takes, and one place changes both.
 _LINK_FIELDS: Final = frozenset({"externalId", "link", "systemUrl"})
 
 
@@ -377,8 +379,9 @@ def _cms_errors(value: Any) -> list[FieldError]:
     if not isinstance(value, dict):
         return [_body_error("cms", "type-mismatch", "cms must be an object or null.")]
     errors: list[FieldError] = []
+    cms_keys = set(assumptions.CMS_FIELDS.values())
     for key, item in value.items():
-        if key not in CMS_KEYS:
+        if key not in cms_keys:
             errors.append(_body_error(f"cms.{key}", "unknown-field", f"Unknown cms field '{key}'."))
         elif item is not None and not isinstance(item, str):
             errors.append(_body_error(f"cms.{key}", "type-mismatch", f"cms.{key} must be a string or null."))
@@ -399,12 +402,27 @@ def _merge_cms(current: Any, patch: Any) -> JSONObject | None:
 
 
 def _link_representation(body: object) -> JSONObject:
+    """The representation a link body carries: at the top level, or under ``assumptions.LINK_BODY_WRAPPER``."""
     if not isinstance(body, dict):
         raise validation_failed([_body_error(None, "invalid-body", "Body must be a JSON object.")])
-    errors = [_body_error(key, "unknown-field", f"Unknown field '{key}'.") for key in body if key not in _LINK_FIELDS]
+    wrapper = assumptions.LINK_BODY_WRAPPER
+    prefix = f"{wrapper}." if wrapper else ""
+    if wrapper:
+        outside = [_body_error(key, "unknown-field", f"Unknown field '{key}'.") for key in body if key != wrapper]
+        inner = body.get(wrapper)
+        if not isinstance(inner, dict):
+            raise validation_failed(
+                [*outside, _body_error(wrapper, "type-mismatch", f"'{wrapper}' must be an object.")]
+            )
+        if outside:
+            raise validation_failed(outside)
+        body = inner
+    errors = [
+        _body_error(prefix + key, "unknown-field", f"Unknown field '{key}'.") for key in body if key not in _LINK_FIELDS
+    ]
     for key in _LINK_FIELDS & body.keys():
         if body[key] is not None and not isinstance(body[key], str):
-            errors.append(_body_error(key, "type-mismatch", f"{key} must be a string or null."))
+            errors.append(_body_error(prefix + key, "type-mismatch", f"{key} must be a string or null."))
     if not any(isinstance(body.get(key), str) and body[key] for key in ("externalId", "link")):
         errors.append(
             _body_error(None, "external-reference-required", "At least one of externalId or link is required.")

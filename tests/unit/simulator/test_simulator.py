@@ -983,3 +983,35 @@ async def test_documented_query_dates_are_read(api: httpx.AsyncClient, clock: Fa
     body = (await api.get("/api/v2/elements", params={"modificationDateFrom": raw})).json()
     expected = [1002] if raw != "2026-11-22T10:01:00.5Z" else []
     assert [element["id"] for element in body["content"]] == expected
+
+
+async def test_the_simulator_reads_the_cms_names_from_the_bridges_assumptions(
+    api: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # README: each assumption lives in bridge/kordiam/assumptions.py and the simulator reads it from there. It kept a
+    # copy of the cms names: a corrected assumption would fail against the simulator, not exercise the new names.
+    from bridge.kordiam import assumptions
+
+    await create_element(api)
+    monkeypatch.setattr(assumptions, "CMS_FIELDS", {"edit_link": "cmsEditLink", "open_link": "cmsOpenLink"})
+    response = await api.patch(PUBLICATION_URL, json={"cms": {"cmsEditLink": "https://cms/e"}})
+    assert response.status_code == 200, response.text
+    assert response.json()["publications"][0]["cms"] == {"cmsEditLink": "https://cms/e"}
+    problem = assert_problem(
+        await api.patch(PUBLICATION_URL, json={"cms": {"editLink": "x"}}), 400, "validation-failed"
+    )
+    assert [error["path"] for error in problem["errors"]] == ["cms.editLink"]
+
+
+async def test_the_simulator_reads_the_link_body_wrapper_from_the_bridges_assumptions(
+    api: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bridge.kordiam import assumptions
+
+    await create_element(api)
+    monkeypatch.setattr(assumptions, "LINK_BODY_WRAPPER", "externalElement")
+    link = "/api/v2/elements/1001/external-element/link"
+    response = await api.post(link, json={"externalElement": {"externalId": "wp-12"}})
+    assert response.status_code == 200, response.text
+    assert response.json() == {"externalId": "wp-12", "link": None, "systemUrl": None}
+    assert_problem(await api.post(link, json={"externalId": "wp-12"}), 400, "validation-failed")
