@@ -19,14 +19,18 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC
+from email.utils import formatdate
 from typing import Any, Final
 from urllib.parse import parse_qsl
 
 from starlette.applications import Starlette
+from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bridge.simulator.errors import (
     FieldError,
@@ -541,6 +545,28 @@ async def _routing_error(request: Request, exc: Exception) -> Response:
     return problem_response(SimulatorProblem(status, slug, detail, headers=headers), request.url.path)
 
 
+class _DatedBySimulatorClock:
+    """Every answer's ``Date`` comes from the simulator's clock, as Kordiam's comes from the clock that stamps
+    ``modificationDate``: the bridge's reconciliation reads Kordiam's clock from it. The servers in ``server.py``
+    leave out uvicorn's own wall-clock ``Date`` so that this is the only one."""
+
+    def __init__(self, app: ASGIApp, clock: Clock) -> None:
+        self._app = app
+        self._clock = clock
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+
+        async def dated(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                MutableHeaders(scope=message)["date"] = formatdate(self._clock().timestamp(), usegmt=True)
+            await send(message)
+
+        await self._app(scope, receive, dated)
+
+
 def create_app(settings: SimulatorSettings, *, clock: Clock | None = None) -> Starlette:
     """Build the simulator app. ``clock`` (returns an aware UTC datetime) lets tests control time.
 
@@ -560,6 +586,7 @@ def create_app(settings: SimulatorSettings, *, clock: Clock | None = None) -> St
     app = Starlette(
         routes=simulator.routes(),
         exception_handlers={HTTPException: _routing_error},
+        middleware=[Middleware(_DatedBySimulatorClock, clock=simulator.clock)],
         lifespan=lifespan,
     )
     app.state.simulator = simulator

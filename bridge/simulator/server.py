@@ -42,6 +42,7 @@ def run_simulator(settings: SimulatorSettings, host: str = "127.0.0.1", port: in
         lifespan="on",
         timeout_graceful_shutdown=_GRACEFUL_SHUTDOWN_SECONDS,
         log_config=None,
+        date_header=False,  # the app dates its answers by the simulator's clock
     )
     logging.getLogger("uvicorn").setLevel(logging.INFO)
     with sock:
@@ -120,6 +121,7 @@ class RunningSimulator:
             log_config=None,  # leave the host application's logging configuration alone
             access_log=False,
             timeout_graceful_shutdown=_GRACEFUL_SHUTDOWN_SECONDS,
+            date_header=False,  # the app dates its answers by the simulator's clock
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(

@@ -1015,3 +1015,23 @@ async def test_the_simulator_reads_the_link_body_wrapper_from_the_bridges_assump
     assert response.status_code == 200, response.text
     assert response.json() == {"externalId": "wp-12", "link": None, "systemUrl": None}
     assert_problem(await api.post(link, json={"externalId": "wp-12"}), 400, "validation-failed")
+
+
+async def test_answers_are_dated_by_the_simulators_clock(api: httpx.AsyncClient, clock: FakeClock) -> None:
+    # Kordiam's Date header and its modificationDate come from one clock, and the bridge's reconciliation reads
+    # Kordiam's clock from the list's Date (reconcile.py): the simulator sent none in-process, and over HTTP
+    # uvicorn's wall-clock one, so a scenario with a simulator clock behind the worker's could not be tested.
+    clock.advance(90)
+    listed = await api.get("/api/v2/elements")
+    assert listed.headers["date"] == "Sun, 22 Nov 2026 10:01:30 GMT"
+    missing = await api.get("/api/v2/elements/4242")
+    assert_problem(missing, 404, "resource-not-found")
+    assert missing.headers["date"] == "Sun, 22 Nov 2026 10:01:30 GMT"
+
+
+async def test_a_running_simulator_sends_one_date_its_own() -> None:
+    behind = FakeClock(datetime(2020, 1, 2, 3, 4, 5, tzinfo=UTC))
+    with RunningSimulator(SimulatorSettings(), clock=behind) as running:
+        async with httpx.AsyncClient(base_url=running.base_url) as http:
+            response = await http.get("/api/v2/platforms")
+    assert response.headers.get_list("date") == ["Thu, 02 Jan 2020 03:04:05 GMT"]
