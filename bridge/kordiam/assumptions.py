@@ -13,6 +13,12 @@ from typing import Final
 # All Kordiam dates and times are GMT (seed 001, "What time zone is used?").
 KORDIAM_TZ: Final = UTC
 
+# The field of a v2 schedule's `timing` object that holds a time of day ("HH:mm", or with an offset). The docs show
+# one timing only, `{"type": "timeSlot", "timeSlotId": 10}` (time slots come from the platform's `timeSlots[]`,
+# whose shape is not visible); the bridge does not resolve slot ids, so such a publication is planned for its date
+# alone. A timing carrying a time of day under this name, whatever its type, gives the publication that time.
+SCHEDULE_TIMING_TIME_KEY: Final = "time"
+
 # Inner names of a publication's `cms` object (PATCH /elements/{id}/publications/{pid}). The docs show only that
 # the object exists ("CMS-related publication metadata and links"); these names follow the Platform integration
 # response (seed 002: cmsEditLink, cmsOpenLink, …) without its `cms` prefix, as v2 names nested fields.

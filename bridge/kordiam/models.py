@@ -255,7 +255,7 @@ def _schedule_from(data: dict[str, Any]) -> Any:
     schedule = data.get("schedule")
     if isinstance(schedule, dict):
         timing = schedule.get("timing") or {}
-        slot_time = timing.get("time") if isinstance(timing, dict) else None
+        slot_time = timing.get(assumptions.SCHEDULE_TIMING_TIME_KEY) if isinstance(timing, dict) else None
         return {"kind": schedule.get("kind") or "single", "date": schedule.get("date"), "time": slot_time}
     single = data.get("single")
     if isinstance(single, dict):

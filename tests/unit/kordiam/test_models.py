@@ -290,3 +290,24 @@ def test_a_schedule_with_no_utc_time_is_refused_naming_it() -> None:
         Element.model_validate({"id": 1, "publications": [{"id": 2, "platform": 1, "schedule": schedule}]})
     assert raised.value.errors()[0]["loc"][:3] == ("publications", 0, "schedule")
     assert "UTC" in str(raised.value)
+
+
+def test_the_documented_time_slot_timing_is_a_date_without_a_time() -> None:
+    # reference 3.9: the only timing shown is {"type": "timeSlot", "timeSlotId": 10}; the bridge does not resolve
+    # slot ids (the platform's timeSlots[] shape is not visible), so the publication is planned for its date only.
+    timing = {"type": "timeSlot", "timeSlotId": 10}
+    publication = Publication.model_validate(
+        {"id": 2, "platform": 1, "schedule": {"kind": "single", "date": "2026-11-23", "timing": timing}}
+    )
+    assert publication.schedule is not None and publication.schedule.date == date(2026, 11, 23)
+    assert publication.schedule.time is None and publication.scheduled_at() is None
+
+
+def test_the_timing_field_holding_the_time_of_day_is_an_assumption(monkeypatch: pytest.MonkeyPatch) -> None:
+    # README: each assumption about Kordiam's names lives in assumptions.py; the `time` inside `timing` did not.
+    from bridge.kordiam import assumptions
+
+    monkeypatch.setattr(assumptions, "SCHEDULE_TIMING_TIME_KEY", "startTime")
+    schedule = {"date": "2026-11-23", "timing": {"type": "exact", "startTime": "08:15"}}
+    publication = Publication.model_validate({"id": 2, "platform": 1, "schedule": schedule})
+    assert publication.scheduled_at() == datetime(2026, 11, 23, 8, 15, tzinfo=UTC)
