@@ -257,7 +257,7 @@ class Simulator:
                 # Faults come first: a throttling proxy or failing node answers before auth happens.
                 fault = self.faults.take(request.method, request.url.path)
                 if fault is not None:
-                    raise fault.to_problem()
+                    raise fault.to_problem(self.clock())
                 if authenticated:
                     self._authenticate(request)
                 _check_api_version(request)

@@ -283,7 +283,10 @@ async def test_an_expiring_token_is_renewed_before_it_lapses(
     assert len(channel_log.creates) == 4 and set(channel_log.creates.values()) == {1}
 
 
-@pytest.mark.parametrize(("status", "retry_after_in"), [(429, "header"), (429, "body"), (503, "header")])
+@pytest.mark.parametrize(
+    ("status", "retry_after_in", "retry_after_format"),
+    [(429, "header", "seconds"), (429, "header", "http-date"), (429, "body", "seconds"), (503, "header", "seconds")],
+)
 async def test_throttling_and_server_errors_are_retried(
     settings_for,
     admin: SimulatorAdmin,
@@ -292,6 +295,7 @@ async def test_throttling_and_server_errors_are_retried(
     queues,
     status: int,
     retry_after_in: str,
+    retry_after_format: str,
 ) -> None:
     await admin.fault(
         method="GET",
@@ -300,6 +304,7 @@ async def test_throttling_and_server_errors_are_retried(
         count=2,
         retry_after=1,
         retry_after_in=retry_after_in,
+        retry_after_format=retry_after_format,
     )
     created = await admin.create(story())
     async with running_worker(settings_for()):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 import re
 from dataclasses import dataclass
+from datetime import datetime
+from email.utils import formatdate
 from typing import Any, Final, Literal
 
 from bridge.simulator.errors import FieldError, SimulatorProblem, validation_failed
@@ -12,6 +14,9 @@ from bridge.simulator.store.base import JSONObject
 
 RetryAfterPlacement = Literal["header", "body", "both"]
 _PLACEMENTS: Final[tuple[RetryAfterPlacement, ...]] = ("header", "body", "both")
+# How the Retry-After header says it (RFC 9110 10.2.3 allows both; Kordiam's choice is not documented).
+RetryAfterFormat = Literal["seconds", "http-date"]
+_FORMATS: Final[tuple[RetryAfterFormat, ...]] = ("seconds", "http-date")
 
 # Slugs for injected 4xx statuses; 429 and 5xx are handled explicitly.
 _FAULT_SLUGS: Final[dict[int, str]] = {
@@ -39,11 +44,13 @@ class Fault:
     # The answer's error type (slug), when not the one its status implies: a 404 `endpoint-not-found`, as a gateway
     # or a Kordiam mid-deployment answers for a path it does not route, where the default is `resource-not-found`.
     slug: str | None = None
+    retry_after_format: RetryAfterFormat = "seconds"
 
     def matches(self, method: str, path: str) -> bool:
         return self.remaining > 0 and self.method in ("*", method) and self.path.search(path) is not None
 
-    def to_problem(self) -> SimulatorProblem:
+    def to_problem(self, now: datetime) -> SimulatorProblem:
+        """The answer at ``now`` (the simulator's clock, from which an HTTP-date ``Retry-After`` counts)."""
         if self.slug is not None:
             slug = self.slug
         elif self.status == 429:
@@ -56,7 +63,11 @@ class Fault:
         extensions: dict[str, Any] = {}
         if self.retry_after is not None:
             if self.retry_after_in in ("header", "both"):
-                headers["Retry-After"] = str(self.retry_after)
+                headers["Retry-After"] = (
+                    str(self.retry_after)
+                    if self.retry_after_format == "seconds"
+                    else formatdate(now.timestamp() + self.retry_after, usegmt=True)
+                )
             if self.retry_after_in in ("body", "both"):
                 extensions["retryAfter"] = self.retry_after
         return SimulatorProblem(self.status, slug, "Injected fault.", headers=headers, extensions=extensions)
@@ -69,12 +80,23 @@ class Fault:
             "count": self.remaining,
             "retry_after": self.retry_after,
             "retry_after_in": self.retry_after_in,
+            "retry_after_format": self.retry_after_format,
             "probability": self.probability,
             "type": self.slug,
         }
 
 
-_FAULT_KEYS: Final = ("method", "path", "status", "count", "retry_after", "retry_after_in", "probability", "type")
+_FAULT_KEYS: Final = (
+    "method",
+    "path",
+    "status",
+    "count",
+    "retry_after",
+    "retry_after_in",
+    "retry_after_format",
+    "probability",
+    "type",
+)
 
 
 def _bounded_int(
@@ -125,6 +147,11 @@ def parse_fault(body: object) -> Fault:
         errors.append(FieldError("body", "retry_after_in", "invalid", "retry_after_in: header, body or both."))
     elif "retry_after_in" in body and body.get("retry_after") is None:
         errors.append(FieldError("body", "retry_after_in", "invalid", "retry_after_in needs retry_after."))
+    retry_after_format = body.get("retry_after_format", "seconds")
+    if retry_after_format not in _FORMATS:
+        errors.append(FieldError("body", "retry_after_format", "invalid", "retry_after_format: seconds or http-date."))
+    elif "retry_after_format" in body and body.get("retry_after") is None:
+        errors.append(FieldError("body", "retry_after_format", "invalid", "retry_after_format needs retry_after."))
     probability = body.get("probability", 1.0)
     if isinstance(probability, bool) or not isinstance(probability, int | float) or not 0 < probability <= 1:
         errors.append(FieldError("body", "probability", "invalid", "probability must be a number in (0, 1]."))
@@ -133,7 +160,17 @@ def parse_fault(body: object) -> Fault:
         errors.append(FieldError("body", "type", "invalid", "type must be an error slug such as endpoint-not-found."))
     if errors or pattern is None or status is None or count is None:
         raise validation_failed(errors)
-    return Fault(str(method).upper(), pattern, status, count, retry_after, placement, float(probability), slug)
+    return Fault(
+        str(method).upper(),
+        pattern,
+        status,
+        count,
+        retry_after,
+        placement,
+        float(probability),
+        slug,
+        retry_after_format,
+    )
 
 
 class FaultInjector:

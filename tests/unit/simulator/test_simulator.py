@@ -1035,3 +1035,19 @@ async def test_a_running_simulator_sends_one_date_its_own() -> None:
         async with httpx.AsyncClient(base_url=running.base_url) as http:
             response = await http.get("/api/v2/platforms")
     assert response.headers.get_list("date") == ["Thu, 02 Jan 2020 03:04:05 GMT"]
+
+
+async def test_a_fault_can_send_retry_after_as_an_http_date(api: httpx.AsyncClient, clock: FakeClock) -> None:
+    # RFC 9110 lets Retry-After be seconds or an HTTP date, and Kordiam's format is not documented (reference 6.7):
+    # the bridge reads both, but the simulator could only send seconds, so the date form was never met over HTTP.
+    fault = {"path": "/platforms", "status": 429, "retry_after": 30, "retry_after_format": "http-date"}
+    assert (await api.post("/_admin/faults", json=fault)).status_code == 201
+    problem = assert_problem(response := await api.get("/api/v2/platforms"), 429, "too-many-requests")
+    assert response.headers["retry-after"] == "Sun, 22 Nov 2026 10:00:30 GMT"  # the simulator's clock + 30 s
+    assert problem["retryAfter"] == 30  # the body's member is documented as seconds
+    refused = {"status": 429, "retry_after": 30, "retry_after_format": "minutes"}
+    problem = assert_problem(await api.post("/_admin/faults", json=refused), 400, "validation-failed")
+    assert [error["path"] for error in problem["errors"]] == ["retry_after_format"]
+    alone = {"status": 429, "retry_after_format": "http-date"}
+    problem = assert_problem(await api.post("/_admin/faults", json=alone), 400, "validation-failed")
+    assert [error["path"] for error in problem["errors"]] == ["retry_after_format"]
