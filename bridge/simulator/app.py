@@ -244,6 +244,7 @@ class Simulator:
         self.requests.clear()
         self.notifier.clear()
         self.faults.clear()
+        self.webhooks.reset()
 
     # -- request plumbing ------------------------------------------------------------------------------
 

@@ -4,9 +4,10 @@ With ``--global-export-url`` the simulator calls ``POST {url}/element`` on a sto
 {url}/element/{id}`` on its update and deletion, where ``{id}`` is the element's linked external id, else the id the
 receiver answered to the POST, else ``null`` (seed 001). With ``--platform-url`` it fetches a token at
 ``{url}/oauth2/token`` (HTTP Basic) before every call, as Kordiam does, and calls ``POST {url}/publication`` /
-``PUT``/``DELETE {url}/publication/{id}`` once per publication, ``{id}`` being the publication's ``externalId`` or
-the id answered earlier. A failed call is retried as Kordiam retries (Global Export 3 × 5 s, Platform 5 × 1 s) and
-then dropped; every outcome is recorded. Calls run in the background, one element's calls in order.
+``PUT``/``DELETE {url}/publication/{id}`` once per publication (``DELETE`` also for a publication an update no longer
+has), ``{id}`` being the publication's ``externalId`` or the id answered earlier. A failed call is retried as Kordiam
+retries (Global Export 3 × 5 s, Platform 5 × 1 s) and then dropped; every outcome is recorded. Calls run in the
+background, one element's calls in order.
 """
 
 from __future__ import annotations
@@ -115,6 +116,8 @@ class WebhookCaller:
     records: list[WebhookRecord] = field(default_factory=list)
     _answered: dict[int, str] = field(default_factory=dict)
     _publication_ids: dict[int, str] = field(default_factory=dict)
+    # The publications last sent to the Platform integration, by element: one gone from the next change is deleted.
+    _platform_sent: dict[int, dict[int, dict[str, Any]]] = field(default_factory=dict)
     _chains: dict[int, asyncio.Task[None]] = field(default_factory=dict)
     _http: httpx.AsyncClient | None = None
 
@@ -127,6 +130,17 @@ class WebhookCaller:
         if self._http is not None:
             await self._http.aclose()
             self._http = None
+
+    def reset(self) -> None:
+        """Back to the start: calls in flight cancelled, records and the ids receivers answered forgotten (element
+        and publication ids start over after the store's reset, and must not inherit an earlier element's link)."""
+        for chain in self._chains.values():
+            chain.cancel()
+        self._chains.clear()
+        self.records.clear()
+        self._answered.clear()
+        self._publication_ids.clear()
+        self._platform_sent.clear()
 
     async def idle(self) -> None:
         """Wait until every call started so far has ended (answered or given up)."""
@@ -150,8 +164,7 @@ class WebhookCaller:
             if self.global_export_url is not None:
                 await self._global_export(self.global_export_url, element, event)
             if self.platform_url is not None:
-                for publication in element.get("publications") or []:
-                    await self._platform(self.platform_url, element, publication, event)
+                await self._platform_all(self.platform_url, element, event)
         except Exception:  # a webhook failure must never break the simulator
             logger.exception("webhook for element %s failed", element.get("id"))
 
@@ -166,6 +179,21 @@ class WebhookCaller:
         record = await self._send("global_export", url, method, path, body, self.global_export_retries, self._ge_auth)
         if event == "created" and isinstance(record.answer, dict) and record.answer.get("id") is not None:
             self._answered[element_id] = str(record.answer["id"])
+
+    async def _platform_all(self, url: str, element: dict[str, Any], event: WebhookEvent) -> None:
+        """One call per publication; a publication sent before and missing now was taken off its platform, and the
+        Platform integration deletes it there too (reference 5.2: DELETE on "removed/deleted")."""
+        publications = element.get("publications") or []
+        for publication in publications:
+            await self._platform(url, element, publication, event)
+        earlier = self._platform_sent.pop(int(element["id"]), {})
+        if event == "deleted":
+            return
+        current = {int(publication["id"]): publication for publication in publications}
+        for publication_id, publication in earlier.items():
+            if publication_id not in current:
+                await self._platform(url, element, publication, "deleted")
+        self._platform_sent[int(element["id"])] = current
 
     async def _platform(
         self, url: str, element: dict[str, Any], publication: dict[str, Any], event: WebhookEvent

@@ -15,8 +15,10 @@ from moto.server import ThreadedMotoServer
 
 from bridge.simulator import RunningSimulator, SimulatorSettings, create_app
 from bridge.simulator.notify import build_message
+from bridge.simulator.webhooks import WebhookAuth
 
 ERRORS = "https://docs.kordiam.app/docs/errors/"
+_BEARER = WebhookAuth("bearer", token="ge-token")
 START = datetime(2026, 11, 22, 10, 0, 0, tzinfo=UTC)
 
 
@@ -1051,3 +1053,60 @@ async def test_a_fault_can_send_retry_after_as_an_http_date(api: httpx.AsyncClie
     alone = {"status": 429, "retry_after_format": "http-date"}
     problem = assert_problem(await api.post("/_admin/faults", json=alone), 400, "validation-failed")
     assert [error["path"] for error in problem["errors"]] == ["retry_after_format"]
+
+
+async def test_a_publication_taken_off_its_platform_is_deleted_there() -> None:
+    # Platform integration (reference 5.2, the Desk-Net plugin): DELETE {base}/publication/{cmsId} when a publication
+    # is removed, not only when its story is deleted. An update without the publication sent nothing for it, so the
+    # CMS item of an unassigned publication was never removed by the simulator's Kordiam.
+    from bridge.simulator.webhooks import WebhookCaller
+
+    calls: list[tuple[str, str]] = []
+
+    def receiver(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/oauth2/token"):
+            return httpx.Response(200, json={"access_token": "t"})
+        calls.append((request.method, request.url.path))
+        cms_id = f"cms-{len(calls)}" if request.method == "POST" else request.url.path.rsplit("/", 1)[-1]
+        return httpx.Response(201, json={"id": cms_id})
+
+    caller = WebhookCaller(platform_url="http://cms.test/p", platform_user="u", platform_secret="s")
+    caller._http = httpx.AsyncClient(transport=httpx.MockTransport(receiver))
+    web, print_ = {"id": 7001, "platform": {"id": 99003}}, {"id": 7002, "platform": {"id": 99004}}
+    caller.changed({"id": 1001, "publications": [web, print_]}, "created")
+    caller.changed({"id": 1001, "publications": [web]}, "updated")
+    caller.changed({"id": 1001, "publications": [web]}, "updated")  # gone already: no second DELETE
+    caller.changed({"id": 1001, "publications": [web]}, "deleted")
+    await caller.close()
+    assert calls == [
+        ("POST", "/p/publication"),
+        ("POST", "/p/publication"),
+        ("PUT", "/p/publication/cms-1"),
+        ("DELETE", "/p/publication/cms-2"),
+        ("PUT", "/p/publication/cms-1"),
+        ("DELETE", "/p/publication/cms-1"),
+    ]
+
+
+async def test_reset_forgets_the_webhooks_calls_and_the_ids_answered() -> None:
+    # README: reset is "back to the empty start". The webhook records stayed, and so did the ids receivers answered:
+    # the next element 1001 was PUT to the id answered for the element 1001 before the reset.
+    calls: list[str] = []
+
+    def receiver(request: httpx.Request) -> httpx.Response:
+        calls.append(f"{request.method} {request.url.path}")
+        return httpx.Response(200, json={"id": "cms-1"} if len(calls) == 1 else {})
+
+    app = create_app(SimulatorSettings(global_export_url="http://cms.test/ge", global_export_auth=_BEARER))
+    caller = app.state.simulator.webhooks
+    caller._http = httpx.AsyncClient(transport=httpx.MockTransport(receiver))
+    caller.global_export_retries = ()
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sim") as http:
+        await create_element(http)
+        assert (await http.get("/_admin/webhooks")).status_code == 200
+        assert (await http.post("/_admin/reset")).status_code == 204
+        assert (await http.get("/_admin/webhooks")).json() == []
+        await create_element(http)  # element 1001 again, its POST answered without an id
+        await http.patch("/_admin/elements/1001", json={"note": "n"})
+        await http.get("/_admin/webhooks")
+    assert calls == ["POST /ge/element", "POST /ge/element", "PUT /ge/element/null"]
