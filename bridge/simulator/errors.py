@@ -14,7 +14,8 @@ ERROR_TYPE_BASE = "https://docs.kordiam.app/docs/errors/"
 
 Scope = Literal["body", "query", "path", "header", "global"]
 
-# Titles follow the error catalogue in the Kordiam docs; unknown slugs fall back to a generic title.
+# Titles follow the error catalogue in the Kordiam docs; unknown slugs fall back to a generic title. `server-error` is
+# the simulator's own: the catalogue's 5xx section is not visible (reference 3.3), and the bridge reads no 5xx type.
 _TITLES: dict[str, str] = {
     "validation-failed": "Validation failed",
     "bad-request": "Bad request",

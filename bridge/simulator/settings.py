@@ -11,9 +11,11 @@ from bridge.simulator.webhooks import WebhookAuth
 class SimulatorSettings:
     """Everything the simulator needs; immutable so one instance can be shared between threads.
 
-    ``notify_on_api_writes`` mirrors real Kordiam, which emits a change notification for writes made
-    through the API too (PATCH publication, publish, link). Keeping it on lets the bridge prove that its
-    own write-back does not start an endless notify/write loop.
+    ``notify_on_api_writes`` sends an ``updated`` notification for every API write (PATCH publication, publish,
+    link, unlink), even one that changes nothing. Kordiam's message queue documents its triggers (reference 1:
+    publication status, date, platform, category, type, …), not CMS links or external ids, so this is more than
+    Kordiam sends, on purpose: keeping it on lets the bridge prove that its own write-back does not start an
+    endless notify/write loop, whichever of its writes Kordiam turns out to announce.
     """
 
     client_id: str = "demo-client"
