@@ -590,6 +590,9 @@ def create_app(settings: SimulatorSettings, *, clock: Clock | None = None) -> St
         middleware=[Middleware(_DatedBySimulatorClock, clock=simulator.clock)],
         lifespan=lifespan,
     )
+    # Starlette answers a trailing slash with a 307 to the path without it; Kordiam documents no redirects, and its
+    # answer for a path it does not route is 404 endpoint-not-found.
+    app.router.redirect_slashes = False
     app.state.simulator = simulator
     return app
 
