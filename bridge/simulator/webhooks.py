@@ -7,7 +7,7 @@ receiver answered to the POST, else ``null`` (seed 001). With ``--platform-url``
 ``PUT``/``DELETE {url}/publication/{id}`` once per publication (``DELETE`` also for a publication an update no longer
 has), ``{id}`` being the publication's ``externalId`` or the id answered earlier. A failed call is retried as Kordiam
 retries (Global Export 3 × 5 s, Platform 5 × 1 s) and then dropped; every outcome is recorded. Calls run in the
-background, one element's calls in order.
+background, one element's calls in order. Bodies are the v1 element model the seeds show (``v1shape``).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import httpx
 import jwt
 
 from bridge.config import HEADER_NAME
+from bridge.simulator.v1shape import global_export_body, platform_body
 
 logger = logging.getLogger(__name__)
 
@@ -175,7 +176,7 @@ class WebhookCaller:
         method, path = {"created": ("POST", "/element"), "updated": ("PUT", f"/element/{target}")}.get(
             event, ("DELETE", f"/element/{target}")
         )
-        body = None if event == "deleted" else element
+        body = None if event == "deleted" else global_export_body(element)
         record = await self._send("global_export", url, method, path, body, self.global_export_retries, self._ge_auth)
         if event == "created" and isinstance(record.answer, dict) and record.answer.get("id") is not None:
             self._answered[element_id] = str(record.answer["id"])
@@ -200,8 +201,7 @@ class WebhookCaller:
     ) -> None:
         publication_id = int(publication["id"])
         target = str(publication.get("externalId") or self._publication_ids.get(publication_id) or "null")
-        single = {key: value for key, value in element.items() if key != "publications"}
-        body = None if event == "deleted" else {**single, "publication": publication}
+        body = None if event == "deleted" else platform_body(element, publication)
         method, path = {"created": ("POST", "/publication"), "updated": ("PUT", f"/publication/{target}")}.get(
             event, ("DELETE", f"/publication/{target}")
         )

@@ -1118,3 +1118,80 @@ async def test_a_trailing_slash_is_no_route_not_a_redirect(api: httpx.AsyncClien
     # bridge never follows; Kordiam's own word for a path it does not route is 404 endpoint-not-found.
     await create_element(api)
     assert_problem(await api.get(path), 404, "endpoint-not-found")
+
+
+def stored_element() -> dict[str, Any]:
+    """sample_element as the store holds it: ids, version and dates set, the publication linked to the task."""
+    element = {"id": 1001, "version": 2, **sample_element(), "modificationDate": "2026-11-22T10:00:00Z"}
+    element["tasks"][0]["id"] = 5001
+    element["publications"][0].update(id=7001, status={"id": 1, "name": "No Status"}, assignedTaskIds=[5001])
+    element["externalElement"] = {"externalId": "wp-12", "link": "https://wp/?p=12", "systemUrl": None}
+    return element
+
+
+async def webhook_bodies(caller_kwargs: dict[str, Any], element: dict[str, Any]) -> list[dict[str, Any]]:
+    from bridge.simulator.webhooks import WebhookCaller
+
+    bodies: list[dict[str, Any]] = []
+
+    def receiver(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/oauth2/token"):
+            return httpx.Response(200, json={"access_token": "t"})
+        bodies.append(json.loads(request.content))
+        return httpx.Response(200, json={"id": "cms-1"})
+
+    caller = WebhookCaller(**caller_kwargs)
+    caller._http = httpx.AsyncClient(transport=httpx.MockTransport(receiver))
+    caller.changed(element, "created")
+    await caller.close()
+    return bodies
+
+
+async def test_the_global_export_body_is_v1_shaped_as_seed_001_shows() -> None:
+    # Seed 001 (and Livingdocs, reference 5.1): Global Export sends the v1 element model (platform a bare id,
+    # single.start, assignments positional to tasks, assignee {id, name: e-mail, external_id}, externalElement.id).
+    # The simulator sent its stored v2 element, so the ingress never met Kordiam's shape end to end.
+    from bridge.kordiam.models import Element
+
+    element = stored_element()
+    [body] = await webhook_bodies({"global_export_url": "http://ge.test", "global_export_auth": _BEARER}, element)
+    publication, task = body["publications"][0], body["tasks"][0]
+    assert publication["platform"] == 99003 and "schedule" not in publication
+    assert publication["single"] == {"start": {"date": "2026-11-23", "time": "19:30"}}
+    assert publication["assignments"] == [True] and "assignedTaskIds" not in publication
+    assert task["assignee"] == {"id": 3, "name": "anna@example.org"} and "user" not in task
+    assert body["externalElement"] == {"id": "wp-12", "link": "https://wp/?p=12"}
+    assert "version" not in body and "creationTime" not in body
+    # What the bridge reads from it is what it reads from the API's element, but for what v1 does not carry: the
+    # platform's name, the task's content (Global Export sends none) and the assignee's names.
+    from_webhook, from_api = Element.model_validate(body), Element.model_validate(element)
+    v1_carries = {
+        "version": True,
+        "tasks": {"__all__": {"content", "assignee"}},
+        "publications": {"__all__": {"platform"}},
+    }
+    assert from_webhook.model_dump(exclude=v1_carries) == from_api.model_dump(exclude=v1_carries)
+    assert from_webhook.publications[0].platform.id == 99003
+    webhook_assignee, api_assignee = from_webhook.tasks[0].assignee, from_api.tasks[0].assignee
+    assert webhook_assignee is not None and api_assignee is not None
+    assert (webhook_assignee.id, webhook_assignee.email) == (api_assignee.id, api_assignee.email)
+
+
+async def test_the_platform_body_is_v1_shaped_as_seed_002_shows() -> None:
+    # Seed 002: one `publication`, the title also as `description`, the element status as a bare id, and the text
+    # task's content as a string with `headline` beside it.
+    from bridge.kordiam.models import Element
+
+    element = stored_element()
+    settings = {"platform_url": "http://cms.test/p", "platform_user": "u", "platform_secret": "s"}
+    [body] = await webhook_bodies(settings, element)
+    assert "publications" not in body and body["publication"]["id"] == 7001
+    assert body["description"] == body["title"] == "Budget vote" and body["elementStatus"] == 2
+    assert body["tasks"][0]["content"] == "<p>Body</p>" and body["tasks"][0]["headline"] == "Budget passes"
+    from_webhook, from_api = Element.model_validate(body), Element.model_validate(element)
+    v1_carries = {"publications": {"__all__": {"platform"}}}
+    assert from_webhook.model_dump(include={"publications"}, exclude=v1_carries) == from_api.model_dump(
+        include={"publications"}, exclude=v1_carries
+    )
+    assert from_webhook.tasks[0].content == from_api.tasks[0].content
+    assert from_webhook.status is not None and from_webhook.status.id == 2
