@@ -1195,3 +1195,16 @@ async def test_the_platform_body_is_v1_shaped_as_seed_002_shows() -> None:
     )
     assert from_webhook.tasks[0].content == from_api.tasks[0].content
     assert from_webhook.status is not None and from_webhook.status.id == 2
+
+
+@pytest.mark.parametrize(
+    "name", ["dateFrom", "dateTo", "creationDateFrom", "creationDateTo", "groupIds", "platformId", "userId", "sort"]
+)
+async def test_a_list_filter_the_simulator_does_not_implement_is_refused_by_name(
+    api: httpx.AsyncClient, clock: FakeClock, name: str
+) -> None:
+    # Kordiam filters the list by these (reference 3.5, 3.6); the simulator ignored them and answered every
+    # element, so a client relying on one would pass here on data Kordiam would never list.
+    await make_elements(api, clock, 2)
+    problem = assert_problem(await api.get("/api/v2/elements", params={name: "1"}), 400, "bad-request")
+    assert name in problem["detail"] and "simulator" in problem["detail"]
