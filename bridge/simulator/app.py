@@ -4,7 +4,7 @@ Public API routes live under ``/api/v2`` and behave like Kordiam (bearer auth, p
 cursor pagination). Admin routes under ``/_admin`` need no auth; they change elements the way editors
 would in Kordiam and emit the matching SQS change notification.
 
-Why one module of ~510 lines: one ``Simulator`` class holds the route table and a handler per route (the API's
+Why one module of ~620 lines: one ``Simulator`` class holds the route table and a handler per route (the API's
 shape, read top to bottom against ``reference/kordiam-api.md``); its state lives in ``bridge.simulator.store``.
 """
 
@@ -117,7 +117,7 @@ class ApiCall:
             return json.loads(self.body, parse_constant=_refuse_constant)
         except ValueError:
             raise bad_request("The request body is not valid JSON.") from None
-        except RecursionError:  # Python's parser recurses; Kordiam's answers a client error, not a crash
+        except RecursionError:  # Python's parser recurses: a body too deep for it is the client's error, not a crash
             raise bad_request("The request body is nested too deeply.") from None
 
 
@@ -292,8 +292,8 @@ class Simulator:
 
     @staticmethod
     def admin(handler: ApiHandler) -> Endpoint:
-        """Admin routes share problem rendering, their own faults' included, but are neither authenticated, faulted
-        nor logged."""
+        """Admin routes render problems (an unexpected error of their own as a 500 problem too) but are neither
+        authenticated, fault-injected nor logged."""
 
         async def endpoint(request: Request) -> Response:
             try:
