@@ -27,6 +27,8 @@ _FAULT_SLUGS: Final[dict[int, str]] = {
     405: "method-not-allowed",
     406: "not-acceptable",
     409: "conflict",
+    # Not in Kordiam's catalogue; a 410 stands for an element gone (README, "Assumptions about Kordiam").
+    410: "resource-not-found",
     415: "unsupported-media-type",
 }
 

@@ -1208,3 +1208,11 @@ async def test_a_list_filter_the_simulator_does_not_implement_is_refused_by_name
     await make_elements(api, clock, 2)
     problem = assert_problem(await api.get("/api/v2/elements", params={name: "1"}), 400, "bad-request")
     assert name in problem["detail"] and "simulator" in problem["detail"]
+
+
+async def test_a_410_fault_says_the_resource_is_gone(api: httpx.AsyncClient) -> None:
+    # README lets a fault stand for a Kordiam that answers 410 for a deleted element; its problem said bad-request,
+    # a type whose status is 400, not the documented "does not exist or is not visible".
+    await create_element(api)
+    await api.post("/_admin/faults", json={"method": "GET", "path": "/elements/", "status": 410})
+    assert_problem(await api.get("/api/v2/elements/1001"), 410, "resource-not-found")
