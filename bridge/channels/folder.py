@@ -3,7 +3,7 @@
 Useful on its own (a hot folder, an archive, a static preview) and as the demo's channel. File names are
 deterministic (``<element>-<publication>``), so a re-sent story replaces its files instead of adding new ones,
 and every write goes to a temporary file first and is renamed into place, so readers never see half a file.
-The story's HTML is sanitised (``PAGE_HTML``, ``bridge.channels.text``) in both files; the page shows headline
+The story's HTML is sanitised (``ARTICLE_HTML``, ``bridge.channels.text``) in both files; the page shows headline
 and lead as plain text, the JSON keeps Kordiam's values as sent.
 """
 
@@ -19,33 +19,10 @@ from pydantic import BaseModel, ConfigDict, field_validator
 
 from bridge.channels.base import Channel, ChannelContext, ChannelResult
 from bridge.channels.files import atomic_write, check_writable, os_error, sync_folder
-from bridge.channels.text import HtmlPolicy, plain_text, sanitize_html
+from bridge.channels.text import ARTICLE_HTML, plain_text, sanitize_html
 from bridge.config import ChannelSettings, path_text
 from bridge.errors import ChannelRejected
 from bridge.kordiam.models import Element, Publication
-
-PAGE_HTML = HtmlPolicy(
-    tags=frozenset(
-        {
-            "p", "br", "hr", "h2", "h3", "h4", "h5", "h6", "a", "strong", "b", "em", "i", "u", "s", "sub", "sup",
-            "small", "mark", "code", "pre", "kbd", "abbr", "cite", "q", "blockquote", "ul", "ol", "li", "dl", "dt",
-            "dd", "figure", "figcaption", "img", "table", "thead", "tbody", "tfoot", "tr", "th", "td", "caption",
-            "span", "div",
-        }
-    ),
-    attributes={
-        "*": frozenset({"lang", "dir"}),
-        "a": frozenset({"href", "title", "hreflang"}),
-        "img": frozenset({"src", "alt", "title", "width", "height"}),
-        "blockquote": frozenset({"cite"}),
-        "q": frozenset({"cite"}),
-        "abbr": frozenset({"title"}),
-        "ol": frozenset({"start", "reversed"}),
-        "th": frozenset({"colspan", "rowspan", "scope"}),
-        "td": frozenset({"colspan", "rowspan"}),
-    },
-)  # fmt: skip
-"""What the document's ``html`` and the page keep of the story's HTML (an article's markup)."""
 
 
 class FolderOptions(BaseModel):
@@ -150,7 +127,7 @@ def _document(element: Element, publication: Publication) -> dict[str, Any]:
         "text": {
             "headline": content.headline if content else None,
             "lead": content.lead if content else None,
-            "html": sanitize_html(content.text, PAGE_HTML) if content and content.text else None,
+            "html": sanitize_html(content.text, ARTICLE_HTML) if content and content.text else None,
             "author": text.assignee.display_name if text and text.assignee else None,
         },
         "customFields": {str(field.id): field.as_text() for field in element.custom_fields},

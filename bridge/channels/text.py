@@ -69,3 +69,28 @@ def plain_text(text: str | None, *, keep: Callable[[str], str] = without_surroga
     if not text:
         return ""
     return " ".join(keep(html.unescape(strip_tags(keep(text)))).split())
+
+
+ARTICLE_HTML = HtmlPolicy(
+    tags=frozenset(
+        {
+            "p", "br", "hr", "h2", "h3", "h4", "h5", "h6", "a", "strong", "b", "em", "i", "u", "s", "sub", "sup",
+            "small", "mark", "code", "pre", "kbd", "abbr", "cite", "q", "blockquote", "ul", "ol", "li", "dl", "dt",
+            "dd", "figure", "figcaption", "img", "table", "thead", "tbody", "tfoot", "tr", "th", "td", "caption",
+            "span", "div",
+        }
+    ),
+    attributes={
+        "*": frozenset({"lang", "dir"}),
+        "a": frozenset({"href", "title", "hreflang"}),
+        "img": frozenset({"src", "alt", "title", "width", "height"}),
+        "blockquote": frozenset({"cite"}),
+        "q": frozenset({"cite"}),
+        "abbr": frozenset({"title"}),
+        "ol": frozenset({"start", "reversed"}),
+        "th": frozenset({"colspan", "rowspan", "scope"}),
+        "td": frozenset({"colspan", "rowspan"}),
+    },
+)  # fmt: skip
+"""An article's markup, for targets that show it as a page (WordPress's content, the folder channel's page):
+text structure, links, images, tables and code; no script, style, form or embed."""

@@ -108,7 +108,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from bridge.channels.base import Channel, ChannelContext, ChannelResult, FoundItem
 from bridge.channels.http_errors import http_error, unreachable
-from bridge.channels.text import HtmlPolicy, plain_text, sanitize_html, strip_tags
+from bridge.channels.text import ARTICLE_HTML, plain_text, sanitize_html, strip_tags
 from bridge.config import Bool, ChannelSettings, ChannelTimeout, Int, NonBlank, NotBoolean, http_url, plausible_secret
 from bridge.digits import ascii_digits
 from bridge.errors import BridgeError, ChannelCredentialsRefused, ChannelRejected, ChannelUnavailable
@@ -216,28 +216,8 @@ def lookup(mapping: Mapping[str, T], ref: Ref | None) -> T | None:
 
 # --- pure mapping --------------------------------------------------------------------------------------------
 
-CONTENT_HTML = HtmlPolicy(
-    tags=frozenset(
-        {
-            "p", "br", "hr", "h2", "h3", "h4", "h5", "h6", "a", "strong", "b", "em", "i", "u", "s", "sub", "sup",
-            "small", "mark", "code", "pre", "kbd", "abbr", "cite", "q", "blockquote", "ul", "ol", "li", "dl", "dt",
-            "dd", "figure", "figcaption", "img", "table", "thead", "tbody", "tfoot", "tr", "th", "td", "caption",
-            "span", "div",
-        }
-    ),
-    attributes={
-        "*": frozenset({"lang", "dir"}),
-        "a": frozenset({"href", "title", "hreflang"}),
-        "img": frozenset({"src", "alt", "title", "width", "height"}),
-        "blockquote": frozenset({"cite"}),
-        "q": frozenset({"cite"}),
-        "abbr": frozenset({"title"}),
-        "ol": frozenset({"start", "reversed"}),
-        "th": frozenset({"colspan", "rowspan", "scope"}),
-        "td": frozenset({"colspan", "rowspan"}),
-    },
-)  # fmt: skip
-"""The story's HTML, safe to store in WordPress (where the API user usually may post unfiltered HTML)."""
+# The story's HTML, safe to store in WordPress (where the API user usually may post unfiltered HTML).
+CONTENT_HTML = ARTICLE_HTML
 
 
 def title_text(text: str) -> str:
