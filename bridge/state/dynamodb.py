@@ -721,11 +721,7 @@ class DynamoDbStateStore:
     async def take_sweep_lease(self, sweep: str, *, seconds: float) -> bool:
         async def take(replacing: str | None) -> str | None:
             now = time.time()
-            condition = "attribute_not_exists(#pk) OR #expires < :now OR #owner = :me"
-            values = {":now": {"N": f"{now:.3f}"}, ":me": _s(self.owner)}
-            if replacing is not None:
-                condition += " OR #owner = :gone"
-                values[":gone"] = _s(replacing)
+            condition, values = self._lease_free(now, replacing)
             try:
                 await self._call(
                     "put_item",
@@ -760,13 +756,19 @@ class DynamoDbStateStore:
     def lease(self, element_id: int) -> AbstractAsyncContextManager[HeldLease]:
         return held_lease(element_id, self._try_lease, self._release, self._keeper, wait_seconds=self._lease_wait)
 
-    async def _try_lease(self, element_id: int, replacing: str | None) -> HeldLease | str:
-        now = time.time()
+    def _lease_free(self, now: float, replacing: str | None) -> tuple[str, dict[str, Any]]:
+        """The condition (and its values) on which a lease item may be written by this store at ``now``: none there,
+        expired, this store's own, or ``replacing``'s (an owner found gone)."""
         condition = "attribute_not_exists(#pk) OR #expires < :now OR #owner = :me"
-        values = {":now": {"N": f"{now:.3f}"}, ":me": _s(self.owner)}
+        values: dict[str, Any] = {":now": {"N": f"{now:.3f}"}, ":me": _s(self.owner)}
         if replacing is not None:
             condition += " OR #owner = :gone"
             values[":gone"] = _s(replacing)
+        return condition, values
+
+    async def _try_lease(self, element_id: int, replacing: str | None) -> HeldLease | str:
+        now = time.time()
+        condition, values = self._lease_free(now, replacing)
         try:
             await self._call(
                 "put_item",
