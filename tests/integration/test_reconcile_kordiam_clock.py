@@ -38,7 +38,12 @@ async def test_a_sweep_lists_what_a_kordiam_clock_behind_the_workers_stamped() -
             )
             transport = FakeTransport([])
             sweep = Reconciler(
-                kordiam=client, state=MemoryStateStore(), transport=transport, interval=60, lookback=3600
+                kordiam=client,
+                state=MemoryStateStore(),
+                transport=transport,
+                interval=60,
+                lookback=3600,
+                lease_seconds=60,
             )
             first = (await admin.post("/_admin/elements", json={"title": "First"})).json()
             assert await sweep.sweep() == 1
