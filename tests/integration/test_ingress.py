@@ -188,7 +188,7 @@ async def test_queue_down_answers_503_then_recovers(tmp_path: Path) -> None:
 
 # A bound against a hang, not a speed check: on a loaded 2-core machine the burst and its drain take minutes.
 @pytest.mark.timeout(600)
-async def test_a_burst_of_1000_calls_with_kordiams_retries_delivers_every_story_once(
+async def test_a_burst_of_500_calls_with_kordiams_retries_delivers_every_story_once(
     sqs_endpoint: SqsEndpoint,
     queues: tuple[str, str],
     quiet_simulator: RunningSimulator,
@@ -196,18 +196,19 @@ async def test_a_burst_of_1000_calls_with_kordiams_retries_delivers_every_story_
     channel_log: ChannelLog,
     tmp_path: Path,
 ) -> None:
-    """250 stories, four calls each from 32 clients at once: the POST, Kordiam's retry of it (its answer was lost,
-    Global Export retries 3 × 5 s), a PUT and the PUT's retry. Every story lands once in its channel."""
+    """125 stories, four calls each from 32 clients at once: the POST, Kordiam's retry of it (its answer was lost,
+    Global Export retries 3 × 5 s), a PUT and the PUT's retry. Every story lands once in its channel. (The
+    ingress's rate under load is `make bench`'s to measure; 500 calls keep 32 clients busy without a minute of CI.)"""
     settings = worker_settings(
         queue=queues[0], endpoint=sqs_endpoint.url, kordiam=quiet_simulator.base_url, workdir=tmp_path, concurrency=32
     )
-    elements = [await kordiam.create(story(f"Story {n}", platforms=(99003,))) for n in range(250)]
+    elements = [await kordiam.create(story(f"Story {n}", platforms=(99003,))) for n in range(125)]
     calls: list[tuple[str, str, dict[str, Any]]] = []
     for element in elements:
         calls += [("POST", "/kordiam/element", element)] * 2
         calls += [("PUT", f"/kordiam/element/{element['id']}", element)] * 2
-    assert len(calls) == 1000
-    ingress = INGRESS.model_copy(update={"rate_limit_burst": 2000})
+    assert len(calls) == 500
+    ingress = INGRESS.model_copy(update={"rate_limit_burst": 1000})
     async with running_ingress(settings, ingress) as url, httpx.AsyncClient(timeout=30) as http:
         pending = iter(calls)
         statuses: list[int] = []
@@ -219,7 +220,7 @@ async def test_a_burst_of_1000_calls_with_kordiams_retries_delivers_every_story_
 
         await asyncio.gather(*(client() for _ in range(32)))
         assert sorted(set(statuses)) == [200, 201]
-        assert queue_depth(sqs_endpoint.url, queues[0]) == 1000
+        assert queue_depth(sqs_endpoint.url, queues[0]) == 500
         async with running_worker(settings):
 
             async def all_delivered() -> bool:
