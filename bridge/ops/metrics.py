@@ -31,6 +31,12 @@ BREAKER_STATE = Gauge(
 RECONCILED = Counter("bridge_reconcile_enqueued", "Elements the reconciliation sweep found out of date and enqueued")
 # A sweep that fails is retried only at the next interval; without this, only a log line would show it.
 RECONCILE_FAILURES = Counter("bridge_reconcile_failures", "Reconciliation sweeps that failed (Kordiam, state, queue)")
+# Every worker with the sweep enabled exports the fleet's cursor as it last read or wrote it: max() over them says
+# where the sweep stands, and an alert on its age catches a sweep that neither fails nor advances.
+RECONCILE_CURSOR = Gauge(
+    "bridge_reconcile_cursor_timestamp_seconds",
+    "Where the reconciliation sweep resumes (Unix time): the stored cursor as this worker last read or wrote it",
+)
 KORDIAM_AUTH_FAILURES = Counter(
     "bridge_kordiam_auth_failures", "Kordiam refusals of the worker's own credentials (by a message or a token retry)"
 )

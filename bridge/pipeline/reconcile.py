@@ -87,6 +87,8 @@ class Reconciler:
         try:
             # Under the lease: a worker that swept just now has stored its cursor, so a second does not sweep after it.
             cursor = await self._state.sweep_cursor(RECONCILE_SWEEP)
+            if cursor is not None:
+                metrics.RECONCILE_CURSOR.set(cursor.timestamp())
             if cursor is not None and (due_in := (cursor - datetime.now(UTC)).total_seconds() + self._interval) > 0:
                 log.debug("reconcile_skipped", reason="swept recently", cursor=cursor.isoformat(), due_in=round(due_in))
                 return min(due_in, self._interval)
@@ -131,6 +133,7 @@ class Reconciler:
         # never list the ones between. Never before this sweep's own start (a proxy's or cache's stale Date).
         cursor = max(start, min([started, *kordiam_started]))
         await self._state.advance_sweep_cursor(RECONCILE_SWEEP, cursor)
+        metrics.RECONCILE_CURSOR.set(cursor.timestamp())
         log.info(
             "reconcile_swept",
             since=since.isoformat(),

@@ -284,6 +284,23 @@ async def test_a_round_sweeps_once_the_stored_cursor_is_an_interval_old() -> Non
     assert state.sweeps_held == set()  # given back
 
 
+async def test_every_worker_exports_where_the_sweep_stands_for_an_alert_on_its_age() -> None:
+    # A sweep that neither fails nor advances (one held up, a Date that never moves) shows in no counter: the
+    # cursor's gauge, read by a worker that skips the round as well as written by one that sweeps, does.
+    now = datetime.now(UTC)
+    kordiam, state, transport = KordiamListingFrom(now), MemoryStateStore(), FakeTransport([])
+    sweeper = shared_store_reconciler(kordiam, state, transport)
+    recent = now - timedelta(seconds=600)
+    state.sweep_cursors[RECONCILE_SWEEP] = recent
+    await sweeper.sweep_if_due()  # swept recently: skipped, and the cursor it read exported
+    assert metrics.RECONCILE_CURSOR._value.get() == recent.timestamp()
+    state.sweep_cursors[RECONCILE_SWEEP] = now - timedelta(seconds=900)
+    await sweeper.sweep_if_due()  # swept: the cursor it stored exported
+    assert (
+        metrics.RECONCILE_CURSOR._value.get() == state.sweep_cursors[RECONCILE_SWEEP].timestamp() > recent.timestamp()
+    )
+
+
 async def test_a_failed_sweep_leaves_the_stored_cursor_and_gives_the_lease_back() -> None:
     kordiam = KordiamListingFrom(datetime.now(UTC))
     kordiam.answer = lambda request: httpx.Response(503, json={"title": "Service Unavailable"})  # type: ignore[method-assign]
