@@ -720,24 +720,7 @@ class DynamoDbStateStore:
 
     async def take_sweep_lease(self, sweep: str, *, seconds: float) -> bool:
         async def take(replacing: str | None) -> str | None:
-            now = time.time()
-            condition, values = self._lease_free(now, replacing)
-            try:
-                await self._call(
-                    "put_item",
-                    Item={
-                        **_sweep_key(sweep, LEASE),
-                        "owner": _s(self.owner),
-                        TTL_ATTRIBUTE: _n(math.ceil(now + seconds)),  # whole seconds, as an element's lease
-                    },
-                    ConditionExpression=condition,
-                    ExpressionAttributeNames={"#pk": HASH_KEY, "#expires": TTL_ATTRIBUTE, "#owner": "owner"},
-                    ExpressionAttributeValues=values,
-                )
-            except _ConditionFailed:
-                held = await self._call("get_item", Key=_sweep_key(sweep, LEASE), ConsistentRead=True)
-                return _str_attribute(held.get("Item", {}), "owner") or ""
-            return None
+            return await self._put_lease(_sweep_key(sweep, LEASE), {}, seconds, replacing)
 
         return await try_sweep_lease(sweep, take)
 
@@ -756,37 +739,41 @@ class DynamoDbStateStore:
     def lease(self, element_id: int) -> AbstractAsyncContextManager[HeldLease]:
         return held_lease(element_id, self._try_lease, self._release, self._keeper, wait_seconds=self._lease_wait)
 
-    def _lease_free(self, now: float, replacing: str | None) -> tuple[str, dict[str, Any]]:
-        """The condition (and its values) on which a lease item may be written by this store at ``now``: none there,
-        expired, this store's own, or ``replacing``'s (an owner found gone)."""
+    async def _put_lease(
+        self, key: dict[str, Any], fields: dict[str, Any], seconds: float, replacing: str | None
+    ) -> str | None:
+        """Write the lease item at ``key`` (with ``fields``) for this store until ``seconds`` from now, if it may: none
+        there, expired, this store's own, or ``replacing``'s (an owner found gone). None once written, else the
+        holder's owner text ("" if it was released meanwhile)."""
+        now = time.time()
         condition = "attribute_not_exists(#pk) OR #expires < :now OR #owner = :me"
         values: dict[str, Any] = {":now": {"N": f"{now:.3f}"}, ":me": _s(self.owner)}
         if replacing is not None:
             condition += " OR #owner = :gone"
             values[":gone"] = _s(replacing)
-        return condition, values
-
-    async def _try_lease(self, element_id: int, replacing: str | None) -> HeldLease | str:
-        now = time.time()
-        condition, values = self._lease_free(now, replacing)
         try:
             await self._call(
                 "put_item",
                 Item={
-                    **_key(element_id, LEASE),
-                    "element_id": _n(element_id),
+                    **key,
+                    **fields,
                     "owner": _s(self.owner),
                     # Whole seconds: what DynamoDB's TTL expects; a lease lasts at most a second longer.
-                    TTL_ATTRIBUTE: _n(math.ceil(now + self._lease_seconds)),
+                    TTL_ATTRIBUTE: _n(math.ceil(now + seconds)),
                 },
                 ConditionExpression=condition,
                 ExpressionAttributeNames={"#pk": HASH_KEY, "#expires": TTL_ATTRIBUTE, "#owner": "owner"},
                 ExpressionAttributeValues=values,
             )
         except _ConditionFailed:
-            held = await self._call("get_item", Key=_key(element_id, LEASE), ConsistentRead=True)
+            held = await self._call("get_item", Key=key, ConsistentRead=True)
             return _str_attribute(held.get("Item", {}), "owner") or ""
-        return HeldLease(element_id)  # the mark is an item of its own: not read here
+        return None
+
+    async def _try_lease(self, element_id: int, replacing: str | None) -> HeldLease | str:
+        fields = {"element_id": _n(element_id)}
+        holder = await self._put_lease(_key(element_id, LEASE), fields, self._lease_seconds, replacing)
+        return HeldLease(element_id) if holder is None else holder  # the mark is an item of its own: not read here
 
     async def _extend_leases(self, element_ids: list[int]) -> set[int]:
         # One write per lease: one that fails (its partition throttled, say) leaves the others to be extended, and is
