@@ -117,18 +117,22 @@ class KordiamClient:
         self,
         since: datetime,
         *,
+        until: datetime | None = None,
         page_size: int = 100,
         on_kordiam_clock: Callable[[datetime], None] | None = None,
     ) -> AsyncIterator[Element | UnreadableElement]:
-        """Every element modified at or after ``since`` (cursor pagination; the API's list is cursor-only); one the
-        bridge cannot read as an ``UnreadableElement`` when it names its id. ``UnexpectedResponse`` when a page
+        """Every element modified at or after ``since``, and at or before ``until`` when given (both bounds
+        inclusive, to the second, as Kordiam documents them), by cursor pagination (the API's list is cursor-only);
+        one the bridge cannot read as an ``UnreadableElement`` when it names its id. ``UnexpectedResponse`` when a page
         names a cursor already followed (the sweep would loop for ever), or says there is more without a cursor to
         it (the sweep would count the unread pages as swept). ``on_kordiam_clock`` is called with the first page's
         ``Date`` (Kordiam's clock as the list began), when it has one that parses."""
         cursor: str | None = None
         followed: set[str] = set()
         while True:
-            params = {"modificationDateFrom": since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), "size": page_size}
+            params = {"modificationDateFrom": _query_date(since), "size": page_size}
+            if until is not None:
+                params["modificationDateTo"] = _query_date(until)
             if cursor:
                 params["cursor"] = cursor
             response = await self._request("GET", "/elements?" + urlencode(params))
@@ -484,6 +488,11 @@ class KordiamClient:
                 f"{response.request.method} {response.request.url.path}: unexpected {model.__name__} shape "
                 f"at {where}: {first['msg']}"
             ) from error
+
+
+def _query_date(moment: datetime) -> str:
+    """A date filter as Kordiam writes its dates: UTC, to the second (a fraction is dropped, never rounded up)."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _json(response: HttpResponse) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 import asyncio
 import json
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 
 import httpx
 import pytest
@@ -309,6 +309,21 @@ async def test_the_modified_list_pages_by_cursor_to_its_end() -> None:
     found = [element.id async for element in client_for(script).iter_modified_elements(datetime.now(UTC))]
     assert found == [5, 6]
     assert "cursor=c1" in str(script.requests[1].url)
+
+
+async def test_a_bounded_modified_list_asks_both_dates_on_every_page_as_kordiam_writes_dates() -> None:
+    """UTC, to the second, a fraction dropped: the sweep's windows share their edge second (both bounds
+    inclusive), so a rounded-up bound would list past where the sweep then stores its place."""
+    script = Script(
+        httpx.Response(200, json={"content": [ELEMENT], "hasMore": True, "nextCursor": "c1"}),
+        httpx.Response(200, json={"content": [], "hasMore": False}),
+    )
+    since = datetime(2026, 1, 2, 1, 0, 0, 700_000, tzinfo=timezone(timedelta(hours=1)))
+    until = datetime(2026, 1, 3, 0, 59, 59, 999_999, tzinfo=timezone(timedelta(hours=1)))
+    _ = [element async for element in client_for(script).iter_modified_elements(since, until=until)]
+    for request in script.requests:
+        assert request.url.params["modificationDateFrom"] == "2026-01-02T00:00:00Z"
+        assert request.url.params["modificationDateTo"] == "2026-01-02T23:59:59Z"
 
 
 @pytest.mark.parametrize("cursor", [{}, {"nextCursor": None}, {"nextCursor": ""}], ids=["absent", "null", "empty"])
