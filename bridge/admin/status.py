@@ -116,7 +116,8 @@ class StateStatus:
     # All the items in the table (deliveries, marks, leases, parked): DynamoDB's ItemCount, updated about every
     # six hours; None where the store gives none.
     table_items_estimate: int | None = None
-    # Where the reconciliation sweep resumes (about when the last sweep that finished began); None if none has.
+    # Where the reconciliation sweep resumes (about when the last sweep that finished began, or the end of the last
+    # day a longer one listed whole); None if none has.
     reconcile_cursor: datetime | None = None
 
 

@@ -156,8 +156,8 @@ async def test_a_stale_date_from_kordiam_never_moves_the_sweep_back() -> None:
 
 
 async def test_a_sweep_that_fails_part_way_moves_nothing_on_and_the_next_lists_the_same_span() -> None:
-    """Kordiam fails the second page (a 503 past the client's retries): the element on it is listed by the next
-    sweep, which starts where the failed one did."""
+    """Kordiam fails the second page (a 503 past the client's retries) of a span shorter than a day, so one list:
+    the element on it is listed by the next sweep, which starts where the failed one did."""
     kordiam_now = datetime.now(UTC).replace(microsecond=0)
     kordiam = KordiamListingFrom(kordiam_now)
     state, transport = MemoryStateStore(), FakeTransport([])
@@ -365,3 +365,113 @@ async def test_a_long_sweep_keeps_its_lease() -> None:
     )
     assert await asyncio.wait_for(sweeper.sweep_if_due(), 30) == 60
     assert state.takes >= 3 and state.sweeps_held == set()
+
+
+class KordiamListingWindows(FakeKordiam):
+    """Lists what ``modificationDateFrom`` and ``modificationDateTo`` ask for (to the second; both inclusive, as
+    Kordiam documents, unless ``to_exclusive``: a Kordiam comparing sub-second stamps with a whole-second bound
+    leaves out a change made within that second), one element a page, and dates its answers ``now``. The list
+    call whose page would hold the element ``fail_at`` answers 503, once."""
+
+    def __init__(self, now: datetime, *, to_exclusive: bool = False, fail_at: int | None = None) -> None:
+        super().__init__()
+        self.now, self.to_exclusive, self.fail_at = now, to_exclusive, fail_at
+        self.asked: list[tuple[datetime, datetime | None]] = []  # each list's span, as its first page asked
+
+    def answer(self, request: httpx.Request) -> httpx.Response:
+        if request.method != "GET" or request.url.path.removeprefix(API) != "/elements":
+            return super().answer(request)
+        params = request.url.params
+        since = datetime.fromisoformat(params["modificationDateFrom"])
+        until = datetime.fromisoformat(params["modificationDateTo"]) if "modificationDateTo" in params else None
+        if "cursor" not in params:
+            self.asked.append((since, until))
+
+        def listed(modified: datetime) -> bool:
+            return since <= modified and (until is None or modified < until or modified == until != self.to_exclusive)
+
+        span = sorted(
+            (body for body in self.elements.values() if listed(datetime.fromisoformat(body["modificationDate"]))),
+            key=lambda body: (body["modificationDate"], body["id"]),
+        )
+        at = int(params.get("cursor", "0"))
+        page = span[at : at + 1]
+        if page and page[0]["id"] == self.fail_at:
+            self.fail_at = None
+            return httpx.Response(503, json={"title": "Service Unavailable", "status": 503})
+        more = at + 1 < len(span)
+        body = {"content": page, "hasMore": more, **({"nextCursor": str(at + 1)} if more else {})}
+        return httpx.Response(200, json=body, headers={"Date": format_datetime(self.now, usegmt=True)})
+
+
+def sweeper_for(kordiam: FakeKordiam, state: StateStore, transport: FakeTransport) -> Reconciler:
+    return Reconciler(
+        kordiam=kordiam.client(RetryPolicy(attempts=1)),
+        state=state,
+        transport=transport,
+        interval=60,
+        lookback=3600,
+        lease_seconds=120,
+    )
+
+
+async def test_a_sweep_over_days_that_fails_part_way_keeps_the_days_it_listed_and_the_next_resumes_there() -> None:
+    """The stored cursor is three days old: the sweep lists it a day at a time and stores its place after each
+    day. Kordiam fails on the third day's page (a 503 past the client's retries): the next sweep starts at the
+    third day (less the overlap), not at the first again."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    kordiam, state, transport = KordiamListingWindows(now, fail_at=3), MemoryStateStore(), FakeTransport([])
+    state.sweep_cursors[RECONCILE_SWEEP] = stored = now - timedelta(days=3)
+    since = stored - timedelta(seconds=120)
+    day = timedelta(days=1)
+    for element_id, modified in enumerate([since + day / 2, since + 1.5 * day, since + 2.5 * day, now], start=1):
+        kordiam.elements[element_id] = element_body(element_id, modificationDate=kordiam_date(modified), version=1)
+    sweeper = sweeper_for(kordiam, state, transport)
+
+    with pytest.raises(KordiamUnavailable):
+        await sweeper.sweep()
+
+    assert kordiam.asked == [(since, since + day), (since + day, since + 2 * day), (since + 2 * day, since + 3 * day)]
+    assert state.sweep_cursors[RECONCILE_SWEEP] == since + 2 * day
+    assert [json.loads(body)["id"] for body in transport.sent] == [1, 2]
+
+    kordiam.asked.clear()
+    assert await sweeper.sweep() == 2
+    resumed = since + 2 * day - timedelta(seconds=120)
+    assert kordiam.asked == [(resumed, resumed + day), (resumed + day, None)]
+    assert [json.loads(body)["id"] for body in transport.sent] == [1, 2, 3, 4]
+    assert state.sweep_cursors[RECONCILE_SWEEP] == now
+
+
+@pytest.mark.parametrize("to_exclusive", [False, True], ids=["documented", "sub-second-stamps"])
+async def test_an_element_changed_at_the_second_one_window_ends_and_the_next_begins_is_listed(
+    to_exclusive: bool,
+) -> None:
+    """Windows share their edge second, both bounds inclusive: a change at that second is listed (by both windows
+    where Kordiam compares as documented), whether or not Kordiam's ``modificationDateTo`` takes it in."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    kordiam = KordiamListingWindows(now, to_exclusive=to_exclusive)
+    state, transport = MemoryStateStore(), FakeTransport([])
+    state.sweep_cursors[RECONCILE_SWEEP] = stored = now - timedelta(days=1, hours=12)
+    edge = stored - timedelta(seconds=120) + timedelta(days=1)
+    kordiam.elements[1] = element_body(1, modificationDate=kordiam_date(edge), version=1)
+
+    assert await sweeper_for(kordiam, state, transport).sweep() >= 1
+
+    assert {json.loads(body)["id"] for body in transport.sent} == {1}
+    assert [until for _, until in kordiam.asked] == [edge, None]
+    assert [since for since, _ in kordiam.asked][1] == edge
+
+
+async def test_a_stale_date_in_a_sweep_over_days_ends_it_instead_of_going_back_or_round() -> None:
+    """A proxy's cached answer dates the first day's list before the sweep's span: no day is past Kordiam's clock,
+    so the sweep lists the rest in one, and stores no place before the one it started from."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    kordiam, state, transport = KordiamListingWindows(now - timedelta(days=10)), MemoryStateStore(), FakeTransport([])
+    state.sweep_cursors[RECONCILE_SWEEP] = stored = now - timedelta(days=3)
+    since = stored - timedelta(seconds=120)
+
+    await sweeper_for(kordiam, state, transport).sweep()
+
+    assert kordiam.asked == [(since, since + timedelta(days=1)), (since, None)]
+    assert state.sweep_cursors[RECONCILE_SWEEP] == stored
