@@ -971,10 +971,28 @@ async def test_generated_ids_never_pass_kordiams_64_bit_ids(api: httpx.AsyncClie
         "2026-11-22 10:01:00Z",  # a space for the T
     ],
 )
-async def test_a_query_date_kordiam_refuses_is_refused(api: httpx.AsyncClient, raw: str) -> None:
-    response = await api.get("/api/v2/elements", params={"modificationDateFrom": raw})
+@pytest.mark.parametrize("name", ["modificationDateFrom", "modificationDateTo"])
+async def test_a_query_date_kordiam_refuses_is_refused(api: httpx.AsyncClient, name: str, raw: str) -> None:
+    response = await api.get("/api/v2/elements", params={name: raw})
     problem = assert_problem(response, 400, "date-format-error")
-    assert "modificationDateFrom" in problem["detail"]
+    assert name in problem["detail"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("2026-11-22T10:01:00Z", [1001, 1002]),  # inclusive, to the second: as the sweep's windows send it
+        ("2026-11-22T10:00:59Z", [1001]),
+        ("2026-11-22", [1001, 1002, 1003]),  # a bare date as an upper bound: the end of that day
+        ("2026-11-21", []),
+    ],
+)
+async def test_the_upper_modification_date_takes_in_its_own_second(
+    api: httpx.AsyncClient, clock: FakeClock, raw: str, expected: list[int]
+) -> None:
+    await make_elements(api, clock, 3)  # 10:00, 10:01, 10:02
+    body = (await api.get("/api/v2/elements", params={"modificationDateTo": raw})).json()
+    assert [element["id"] for element in body["content"]] == expected
 
 
 @pytest.mark.parametrize(
