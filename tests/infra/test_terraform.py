@@ -471,6 +471,31 @@ def test_example_uses_the_module_with_a_pinned_provider() -> None:
         assert step in readme
 
 
+# Arguments the module sets that the AWS provider did not always have: (resource, argument) -> the first 5.x release
+# with it (the provider's CHANGELOG). Below that release `terraform plan` stops with "An argument named ... is not
+# expected here", so the module's lower bound must be at least the newest of them.
+PROVIDER_ARGUMENTS_SINCE = {
+    ("aws_kms_key", "rotation_period_in_days"): (5, 49, 0),  # hashicorp/terraform-provider-aws#37140
+}
+
+
+def _lower_bound(constraint: str) -> tuple[int, ...]:
+    bounds = re.findall(r">=\s*(\d+)\.(\d+)\.(\d+)", constraint)
+    assert len(bounds) == 1, f"expected one lower bound in {constraint!r}"
+    return tuple(int(part) for part in bounds[0])
+
+
+def test_the_module_s_provider_lower_bound_has_every_argument_it_sets() -> None:
+    required = one(one(module().terraform)["required_providers"])["aws"]
+    lower = _lower_bound(required["version"])
+    for (kind, argument), since in PROVIDER_ARGUMENTS_SINCE.items():
+        for name, body in module().of_type(kind).items():
+            if argument in body:
+                assert lower >= since, f"{kind}.{name} sets {argument}, which needs hashicorp/aws >= {since}"
+    example = one(one(load_module(EXAMPLE).terraform)["required_providers"])["aws"]["version"]
+    assert tuple(int(part) for part in re.findall(r"~>\s*(\d+)\.(\d+)", example)[0]) >= lower[:2]
+
+
 def test_checkov_skips_carry_a_reason() -> None:
     for path in TERRAFORM.rglob("*.tf"):
         for line in path.read_text().splitlines():

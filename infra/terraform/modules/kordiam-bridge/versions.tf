@@ -5,9 +5,10 @@ terraform {
   required_providers {
     aws = {
       source = "hashicorp/aws"
-      # Metric-math target tracking (customized_metric_specification.metrics) and the redrive allow policy
-      # resource are in every 5.x release used here; 6.x renames data.aws_region.name.
-      version = ">= 5.46.0, < 6.0.0"
+      # 5.49.0 is the first release with aws_kms_key.rotation_period_in_days (older ones refuse the argument at
+      # plan); metric-math target tracking and the redrive allow policy resource predate it. 6.x renames
+      # data.aws_region.name.
+      version = ">= 5.49.0, < 6.0.0"
     }
   }
 }
