@@ -24,10 +24,11 @@ resource "aws_cloudwatch_metric_alarm" "dlq_not_empty" {
 }
 
 # The dead-letters alarm notifies once, when the DLQ stops being empty; later dead letters change nothing it says, and
-# SQS deletes each one 14 days after it was sent. This one warns while there is still time to redrive it.
+# SQS deletes each one 14 days after it was sent. This one warns while there is still time to redrive it. Its age is
+# the time on the DLQ; a standard queue's dead letter that SQS moved was sent up to message_retention_seconds earlier.
 resource "aws_cloudwatch_metric_alarm" "dead_letters_expiring" {
   alarm_name        = "${var.name}-dead-letters-expiring"
-  alarm_description = "A message on ${aws_sqs_queue.dlq.name} is older than ${var.dead_letter_age_threshold_seconds} s; SQS deletes it at 14 days (1209600 s). Redrive it (kordiam-bridge dlq redrive) or drop it now."
+  alarm_description = "A message has been on ${aws_sqs_queue.dlq.name} for more than ${var.dead_letter_age_threshold_seconds} s; SQS deletes it 14 days (1209600 s) after it was first sent, no sooner than ${local.dlq_retention_seconds - var.dead_letter_age_threshold_seconds - local.time_on_the_queue_before_dead_letter_seconds} s from now. Redrive it (kordiam-bridge dlq redrive) or drop it now."
 
   namespace   = "AWS/SQS"
   metric_name = "ApproximateAgeOfOldestMessage"
@@ -48,8 +49,8 @@ resource "aws_cloudwatch_metric_alarm" "dead_letters_expiring" {
 
   lifecycle {
     precondition {
-      condition     = var.dead_letter_age_threshold_seconds < local.dlq_retention_seconds
-      error_message = "dead_letter_age_threshold_seconds must be less than the dead-letter queue's retention (1209600 s): SQS deletes a dead letter then."
+      condition     = var.dead_letter_age_threshold_seconds + local.time_on_the_queue_before_dead_letter_seconds < local.dlq_retention_seconds
+      error_message = "dead_letter_age_threshold_seconds (plus message_retention_seconds on a standard queue) must be less than the dead-letter queue's retention (1209600 s): SQS deletes a dead letter 14 days after it was first sent, and a standard queue's dead letter may have waited message_retention_seconds on the queue before SQS moved it."
     }
   }
 }

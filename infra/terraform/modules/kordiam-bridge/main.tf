@@ -29,6 +29,11 @@ locals {
 
   dlq_retention_seconds = 1209600 # 14 days, the SQS maximum: time to inspect and redrive
 
+  # How much of the DLQ's retention a dead letter SQS moved (max_receive_count) may have used up on the queue: a
+  # standard queue keeps its first enqueue time through the move, a FIFO queue resets it (AWS, "Setting-up
+  # dead-letter queue retention"). The DLQ's ApproximateAgeOfOldestMessage counts from the move either way.
+  time_on_the_queue_before_dead_letter_seconds = var.fifo_queue ? 0 : var.message_retention_seconds
+
   # aws:PrincipalArn is the role or user ARN of a request, never an account root: an account root given as a
   # sender admits every identity of that account.
   kordiam_sender_patterns = [

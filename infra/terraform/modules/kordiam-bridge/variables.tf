@@ -88,7 +88,7 @@ variable "max_receive_count" {
 }
 
 variable "message_retention_seconds" {
-  description = "How long an unprocessed notification stays on the queue (60 s to 14 days; default 4 days). The dead-letter queue always keeps 14 days."
+  description = "How long an unprocessed notification stays on the queue (60 s to 14 days; default 4 days). The dead-letter queue always keeps 14 days, counted on a standard queue from when a message was first sent: keep this plus dead_letter_age_threshold_seconds under 14 days."
   type        = number
   default     = 345600
 
@@ -442,13 +442,13 @@ variable "ok_actions" {
 }
 
 variable "dead_letter_age_threshold_seconds" {
-  description = "Alarm when the oldest dead letter has waited longer than this (default 10 days): SQS deletes it at 14 days."
+  description = "Alarm when the oldest dead letter has been on the dead-letter queue longer than this (default 7 days). SQS deletes a dead letter 14 days after it was first sent; on a standard queue one SQS moved may have waited message_retention_seconds before, so this plus message_retention_seconds must stay under 14 days."
   type        = number
-  default     = 864000
+  default     = 604800
 
   validation {
     condition     = var.dead_letter_age_threshold_seconds >= 60
-    error_message = "dead_letter_age_threshold_seconds: at least 60 (and less than the 14-day retention)."
+    error_message = "dead_letter_age_threshold_seconds: at least 60 (and, with message_retention_seconds on a standard queue, less than the 14-day retention)."
   }
 }
 
