@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 from bridge.config import QueueSettings
 from bridge.queue.dead_letter import DeadLetterContext
-from bridge.queue.sqs import SqsTransport
+from bridge.queue.sqs import SqsTransport, pool_connections
 from bridge.queue.sqs_admin import RECEIVE_WAIT_SECONDS, SqsQueueAdmin
 from bridge.queue.stomp import StompTransport
 from bridge.queue.stomp_admin import StompQueueAdmin
@@ -27,6 +27,7 @@ __all__ = [
     "check_redrive",
     "open_queue_admin",
     "open_transport",
+    "pooled_connections",
 ]
 
 
@@ -46,6 +47,11 @@ async def open_transport(
     else:
         async with SqsTransport.connect(settings, pollers=pollers) as transport:
             yield transport
+
+
+def pooled_connections(settings: QueueSettings, *, pollers: int = 1) -> int:
+    """The most connections the transport ``open_transport`` opens may hold (its file descriptors)."""
+    return 1 if settings.backend == "stomp" else pool_connections(settings, pollers)
 
 
 @contextlib.asynccontextmanager

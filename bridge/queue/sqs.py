@@ -94,6 +94,12 @@ def string_attributes(attributes: Mapping[str, str]) -> dict[str, dict[str, str]
     return {name: {"DataType": "String", "StringValue": value} for name, value in attributes.items()}
 
 
+def pool_connections(settings: QueueSettings, pollers: int) -> int:
+    """The most connections an ``SqsTransport`` holds: long polls, deletes, heartbeats and dead-letter sends must
+    never wait for each other's."""
+    return max(10, settings.concurrency + pollers + 8)
+
+
 class SqsTransport:
     """The ``Transport`` contract over SQS: a thin, typed wrapper over the aiobotocore client, one per process."""
 
@@ -135,8 +141,7 @@ class SqsTransport:
     @contextlib.asynccontextmanager
     async def connect(cls, settings: QueueSettings, *, pollers: int = 1) -> AsyncIterator[SqsTransport]:
         config = AioConfig(
-            # Long polls, deletes, heartbeats and dead-letter sends must never wait for each other's connections.
-            max_pool_connections=max(10, settings.concurrency + pollers + 8),
+            max_pool_connections=pool_connections(settings, pollers),
             # The read timeout must outlast the long poll, or every empty poll would end in a timeout error.
             read_timeout=settings.wait_time_seconds + 10,
             connect_timeout=5,

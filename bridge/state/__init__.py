@@ -2,7 +2,7 @@
 
 from bridge.config import StateSettings
 from bridge.state.base import Delivery, ElementBusy, ElementMark, StateStore
-from bridge.state.dynamodb import DynamoDbStateStore
+from bridge.state.dynamodb import POOL_CONNECTIONS, DynamoDbStateStore
 from bridge.state.sqlite import SqliteStateStore
 
 __all__ = [
@@ -13,7 +13,14 @@ __all__ = [
     "SqliteStateStore",
     "StateStore",
     "open_state_store",
+    "pooled_connections",
 ]
+
+
+def pooled_connections(settings: StateSettings) -> int:
+    """The most connections the store ``open_state_store`` opens may hold (its file descriptors; SQLite's files are
+    the process's own few)."""
+    return POOL_CONNECTIONS if settings.backend == "dynamodb" else 0
 
 
 async def open_state_store(

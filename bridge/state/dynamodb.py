@@ -161,6 +161,10 @@ def resolve_region(settings: StateSettings, default_region: str | None = None) -
     return region
 
 
+# The most connections a store's DynamoDB client holds (unless told otherwise): one per call at once.
+POOL_CONNECTIONS = 64
+
+
 class DynamoDbStateStore:
     """Safe for many worker processes on many hosts: leases and records are conditional writes."""
 
@@ -174,7 +178,7 @@ class DynamoDbStateStore:
         endpoint_url: str | None = None,
         lease_seconds: float = 120.0,
         lease_wait_seconds: float = 10.0,
-        max_connections: int = 64,
+        max_connections: int = POOL_CONNECTIONS,
         keep_leases: bool = True,
         owner: LeaseOwner | None = None,
         check_access: bool = False,
