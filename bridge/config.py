@@ -842,6 +842,12 @@ class IngressSettings(Section):
     # pause of the ingress benchmark, so its measured load is never refused; and 64 bodies of max_body_bytes (4 MiB)
     # are 256 MiB, half of the Terraform module's default ingress task (512 MiB).
     max_concurrent_requests: Int = Field(default=64, ge=1, le=100_000)
+    # Connections open at once, idle keep-alive ones included: beyond it a new connection closes the longest idle one,
+    # or is closed itself when none is idle (bridge/ingress/connections.py), so that idle or slow-header connections
+    # cannot take every file descriptor and leave none for the queue. 512: eight times max_concurrent_requests, for
+    # the keep-alive connections a load balancer and Kordiam hold between calls; with the ingress's other descriptors
+    # (128 kept for them) it fits the soft `ulimit -n` of 1024 that systemd services and many containers start with.
+    max_connections: Int = Field(default=512, ge=2, le=1_000_000)
     # Longest a call's body may take to arrive once its head has, else 408 and its slot is free again: a client
     # trickling its body cannot hold one of max_concurrent_requests. 10 s: Kordiam's largest element (about 1.1 MB)
     # at 1 Mbit/s; a whole max_body_bytes at 3.4 Mbit/s.
@@ -851,7 +857,7 @@ class IngressSettings(Section):
     _host = field_validator("host")(listen_host)
 
     @model_validator(mode="after")
-    def _receivers(self) -> IngressSettings:
+    def _consistent(self) -> IngressSettings:
         if self.global_export is None and self.platform is None:
             raise ValueError("global_export: configure [ingress.global_export] or [ingress.platform] (or both)")
         if (
@@ -860,6 +866,11 @@ class IngressSettings(Section):
             and self.global_export.path == self.platform.path
         ):
             raise ValueError("platform.path: must differ from global_export.path")
+        if self.max_connections <= self.max_concurrent_requests:
+            raise ValueError(
+                f"max_connections: must be more than max_concurrent_requests ({self.max_concurrent_requests}): every "
+                "call in progress holds a connection, and a health check needs one more"
+            )
         return self
 
 

@@ -8,7 +8,9 @@ would mean subclassing aiohttp's private server classes. Bodies above ``ingress.
 are read (instead of ``100 Continue`` when the client asked for it: ``_continue_unless_too_large``); a client
 above its rate gets 429 with ``Retry-After``; a call beyond ``ingress.max_concurrent_requests`` in progress gets 503
 with ``Retry-After`` at once; a body later than ``ingress.body_timeout_seconds`` gets 408; a connection without a
-whole request head within ``IngressServer.keepalive_timeout`` of its opening or its last answer is closed.
+whole request head within ``IngressServer.keepalive_timeout`` of its opening or its last answer is closed; beyond
+``ingress.max_connections`` open connections, the longest idle one is closed for a new one, or the new one is
+(``ConnectionCap``).
 """
 
 from __future__ import annotations
@@ -43,12 +45,14 @@ from bridge.ingress.common import (
     problem,
     retry_later,
 )
+from bridge.ingress.connections import ConnectionCap, ensure_descriptors
 from bridge.ingress.global_export import GlobalExportReceiver
 from bridge.ingress.lookup import ElementLookup
 from bridge.ingress.platform import PlatformReceiver
 from bridge.ops.heap import settle_after_startup
-from bridge.queue import Transport, open_transport
+from bridge.queue import Transport, open_transport, pooled_connections
 from bridge.state import StateStore, open_state_store
+from bridge.state import pooled_connections as state_pooled_connections
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -80,6 +84,7 @@ class Capacity:
 
 
 CAPACITY = web.AppKey("capacity", Capacity)
+CONNECTIONS = web.AppKey("connections", ConnectionCap)
 
 
 @dataclass(slots=True)
@@ -154,12 +159,14 @@ def build_app(
     lookup = ElementLookup(state, main_channel)
     limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
     capacity = Capacity(settings.max_concurrent_requests)
+    connections = ConnectionCap(settings.max_connections)
     app = web.Application(
         client_max_size=settings.max_body_bytes,
         # _limits outside _errors: it sees every answer as sent (aiohttp's 404 too) when it charges a 4xx.
-        middlewares=[_request_log, _limits(limiter, capacity, settings), _errors],
+        middlewares=[_in_call(connections), _request_log, _limits(limiter, capacity, settings), _errors],
     )
     app[CAPACITY] = capacity
+    app[CONNECTIONS] = connections
     routes: list[web.RouteDef] = []
     if settings.global_export is not None:
         receiver = settings.global_export
@@ -222,6 +229,22 @@ def _route_name(request: web.Request) -> str:
     resource = request.match_info.route.resource
     name = resource.name if resource is not None else None
     return name or ("unmatched" if request.match_info.http_exception is not None else request.path)
+
+
+def _in_call(connections: ConnectionCap) -> Callable[..., Awaitable[web.StreamResponse]]:
+    """Outermost: the connection of a call in a handler is not idle, so ``connections`` never closes it for another.
+    The answer is written right after the handler returns, with no await between, so it cannot be cut either."""
+
+    @web.middleware
+    async def in_call(request: web.Request, handler: Handler) -> web.StreamResponse:
+        transport = request.transport
+        connections.call_started(transport)
+        try:
+            return await handler(request)
+        finally:
+            connections.call_finished(transport)
+
+    return in_call
 
 
 @web.middleware
@@ -365,8 +388,11 @@ class _RefusalLog(logging.Logger):
 
 
 class IngressServer:
-    """The running ingress: ``start`` binds (``port`` 0 picks a free port, read back from ``port``), ``stop``
-    finishes the calls in progress (``shutdown_timeout`` seconds at most) and closes."""
+    """The running ingress of an app from ``build_app``: ``start`` binds (``port`` 0 picks a free port, read back from
+    ``port``), ``stop`` finishes the calls in progress (``shutdown_timeout`` seconds at most) and closes.
+
+    It listens itself rather than through aiohttp's ``TCPSite``, with the runner's server (a protocol factory) behind
+    the app's ``ConnectionCap``: aiohttp offers no hook on accepted connections."""
 
     shutdown_timeout: ClassVar[float] = 10.0
     # aiohttp closes a connection that has not sent a whole request head this long after it opened or after its
@@ -381,6 +407,7 @@ class IngressServer:
         self._host = host
         self.port = port
         self._runner: web.AppRunner | None = None
+        self._listener: asyncio.Server | None = None
 
     async def start(self) -> None:
         self._runner = web.AppRunner(
@@ -391,18 +418,27 @@ class IngressServer:
             keepalive_timeout=self.keepalive_timeout,
         )
         await self._runner.setup()
+        server = self._runner.server
+        assert server is not None  # set up just above
+        connections = self._app[CONNECTIONS]
         try:
-            await web.TCPSite(self._runner, self._host, self.port).start()
+            self._listener = await asyncio.get_running_loop().create_server(
+                lambda: connections.protocol(server),
+                self._host,
+                self.port,
+                backlog=128,  # as aiohttp's TCPSite
+            )
         except OSError as error:
             await self.stop()
             raise ConfigError.cannot_listen(
                 error, self._host, self.port, port_key="ingress.port", host_key="ingress.host"
             ) from None
-        addresses = self._runner.addresses
-        if addresses:
-            self.port = int(addresses[0][1])
+        self.port = int(self._listener.sockets[0].getsockname()[1])
 
     async def stop(self) -> None:
+        if self._listener is not None:
+            self._listener.close()  # no new connection; those open finish their calls below
+            self._listener = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -423,6 +459,9 @@ async def run_ingress(
     whole of the p99 at 32 clients.
     """
     ingress = settings.ingress
+    ensure_descriptors(
+        ingress.max_connections, pooled=pooled_connections(settings.queue) + state_pooled_connections(settings.state)
+    )
     state = await open_state_store(settings.state, default_region=settings.queue.region)
     try:
         # Refuse to start, with a one-line error, on a store that cannot map Kordiam's ids (a DynamoDB table
@@ -435,7 +474,7 @@ async def run_ingress(
             await server.start()
             if own_process:
                 settle_after_startup()
-            log.info("ingress_listening", host=ingress.host, port=server.port)
+            log.info("ingress_listening", host=ingress.host, port=server.port, max_connections=ingress.max_connections)
             if started is not None:
                 started.set()
             try:

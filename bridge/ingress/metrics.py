@@ -31,3 +31,10 @@ OVER_CAPACITY = Counter(
     "bridge_ingress_over_capacity", "Calls answered 503 because max_concurrent_requests calls were in progress"
 )
 BODY_TIMEOUTS = Counter("bridge_ingress_body_timeouts", "Calls answered 408: the body took over body_timeout_seconds")
+OPEN_CONNECTIONS = Gauge("bridge_ingress_open_connections", "Client connections open (at most max_connections)")
+CONNECTIONS_SHED = Counter(
+    "bridge_ingress_connections_shed",
+    "Connections closed at max_connections: the longest idle for a new one (idle_closed), or a new one with none "
+    "idle (refused)",
+    ["outcome"],
+)

@@ -17,6 +17,7 @@ import httpx
 import pytest
 from aiohttp import web
 from moto.server import ThreadedMotoServer
+from prometheus_client import REGISTRY
 
 from bridge.config import IngressSettings, Settings
 from bridge.ingress.app import IngressServer, build_app
@@ -459,3 +460,55 @@ async def test_an_answer_lost_after_the_enqueue_makes_a_harmless_duplicate(
     assert cut == ["/kordiam/element"]
     assert channel_log.duplicates() == 0
     assert drain(sqs_endpoint.url, queues[1]) == []
+
+
+async def healthz_answered(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+    """Whether a ``/healthz`` call on this connection is answered 200 (the connection is kept alive after it)."""
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost: ingress\r\n\r\n")
+    head = (await reader.readuntil(b"\r\n\r\n")).decode()
+    [length] = [line.split(":")[1] for line in head.split("\r\n") if line.lower().startswith("content-length:")]
+    await reader.readexactly(int(length))
+    return head.startswith("HTTP/1.1 200")
+
+
+async def keep_alive_call(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection that had one call answered (``/healthz``) and is kept alive for the next."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    assert await healthz_answered(reader, writer)
+    return reader, writer
+
+
+async def test_idle_connections_beyond_max_connections_are_closed_and_a_webhook_still_reaches_the_queue(
+    sqs_endpoint: SqsEndpoint, queues: tuple[str, str], tmp_path: Path
+) -> None:
+    """Twice ``max_connections`` idle connections (keep-alive ones, then ones that never send a byte, as a port scan
+    or a slowloris holds them): each new one closes the longest idle, so the ingress never holds more than its cap,
+    and a webhook call on a new connection is answered 201 with its message on the queue."""
+    settings = worker_settings(
+        queue=queues[0], endpoint=sqs_endpoint.url, kordiam="http://127.0.0.1:9", workdir=tmp_path
+    )
+    ingress = INGRESS.model_copy(update={"max_concurrent_requests": 2, "max_connections": 4})
+    idle_closed = REGISTRY.get_sample_value("bridge_ingress_connections_shed_total", {"outcome": "idle_closed"}) or 0
+    async with running_ingress(settings, ingress) as url:
+        port = int(url.rsplit(":", 1)[1])
+        idle = [await keep_alive_call(port) for _ in range(4)]
+        for _ in range(4):
+            idle.append(await asyncio.open_connection("127.0.0.1", port))
+            # The longest idle is closed for it: the keep-alive ones first, in the order of their answers.
+            assert await idle[len(idle) - 5][0].read() == b""
+        # The newest is still open (it is then the most recently active, the others keep their order).
+        assert await healthz_answered(*idle[-1])
+        assert REGISTRY.get_sample_value("bridge_ingress_open_connections") == 4
+        body = json.dumps({"id": 4712, "title": "Through", "modificationDate": "2026-12-07T10:00:00Z"})
+        async with httpx.AsyncClient(timeout=10) as http:
+            answer = await http.post(f"{url}/kordiam/element", content=body, headers=AUTH)
+            assert answer.status_code == 201
+            assert await idle[4][0].read() == b""  # the oldest of the silent ones made room for the webhook's
+            # (c) the metric, as /metrics exports it (on the webhook's kept-alive connection: no one more is closed)
+            exported = (await http.get(f"{url}/metrics")).text
+        for _, writer in idle:
+            writer.close()
+    counted = 'bridge_ingress_connections_shed_total{outcome="idle_closed"}'
+    assert [float(line.split()[-1]) for line in exported.splitlines() if line.startswith(counted)] == [idle_closed + 5]
+    [message] = drain(sqs_endpoint.url, queues[0])
+    assert json.loads(message["Body"])["id"] == 4712

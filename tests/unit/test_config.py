@@ -20,6 +20,7 @@ from bridge.config import (
     SHORTEST_SECRET,
     FileSettings,
     IngressCommandSettings,
+    IngressSettings,
     JwtCheck,
     QueueCommandSettings,
     StatusSettings,
@@ -27,8 +28,11 @@ from bridge.config import (
 )
 from bridge.errors import ConfigError
 from bridge.http import SHORTEST_REDACTED
+from bridge.ingress.connections import PROCESS_DESCRIPTORS
 from bridge.ops.logging import configure_logging
 from bridge.pipeline.covering import DEFAULT_CLOCK_SKEW_SECONDS
+from bridge.queue import pooled_connections
+from bridge.state.dynamodb import POOL_CONNECTIONS
 
 VALID = """
 [queue]
@@ -1987,3 +1991,43 @@ def test_a_config_from_a_file_descriptor_not_open_here_says_so(path: str) -> Non
         f"--config: {named}: file descriptor {reader} is not open in this process (sudo closes the one of "
         "--config <(…)): give a file"
     )
+
+
+# ---- the ingress's open connections ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("line", "problem"),
+    [
+        ("max_connections = 1", "Input should be greater than or equal to 2"),
+        ("max_connections = 1000001", "Input should be less than or equal to 1000000"),
+        (
+            "max_connections = 64",
+            "must be more than max_concurrent_requests (64): every call in progress holds a "
+            "connection, and a health check needs one more",
+        ),
+        (
+            "max_concurrent_requests = 8\nmax_connections = 8",
+            "must be more than max_concurrent_requests (8): every "
+            "call in progress holds a connection, and a health check needs one more",
+        ),
+    ],
+)
+def test_max_connections_out_of_bounds_is_one_line_naming_it(tmp_path: Path, line: str, problem: str) -> None:
+    text = VALID + INGRESS.replace("[ingress]\n", f"[ingress]\n{line}\n")
+    with pytest.raises(ConfigError) as raised:
+        load_settings(write(tmp_path, text), model=FileSettings)
+    assert (raised.value.key, raised.value.problem) == ("ingress.max_connections", problem)
+    assert "\n" not in str(raised.value)
+
+
+def test_max_connections_is_read_and_its_default_fits_a_descriptor_limit_of_1024(tmp_path: Path) -> None:
+    text = VALID + INGRESS.replace("[ingress]\n", "[ingress]\nmax_connections = 100\n")
+    settings = load_settings(write(tmp_path, text), model=FileSettings)
+    assert settings.ingress is not None and settings.ingress.max_connections == 100
+    default = IngressSettings.model_fields["max_connections"].default
+    # The justification of the default: with the ingress's other descriptors (its SQS and DynamoDB pools) it fits
+    # the common soft `ulimit -n`.
+    pooled = pooled_connections(settings.queue) + POOL_CONNECTIONS
+    assert default + pooled + PROCESS_DESCRIPTORS <= 1024
+    assert default > IngressSettings.model_fields["max_concurrent_requests"].default

@@ -1,0 +1,168 @@
+"""The ingress's bound on open connections (``ingress.max_connections``) and on the file descriptors it needs.
+
+aiohttp accepts every connection it is offered and leaves a cap to the application (aio-libs/aiohttp#675); asyncio's
+servers have none either (python/asyncio#210). Without one, idle or slow-header connections (a port scan, a
+misbehaving proxy, a slowloris) hold a descriptor each until ``IngressServer.keepalive_timeout``, and a process out of
+descriptors cannot open its connections to the queue: every webhook call would then fail. So the cap sits where
+asyncio hands over a new connection, the protocol factory, with public asyncio API only (aiohttp's ``web.Server`` is
+a documented protocol factory).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import resource
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable
+
+from bridge.errors import ConfigError
+from bridge.ingress import metrics
+from bridge.ingress.common import log
+
+# Descriptors the process holds besides its connections: stdio, the event loop's epoll and self-pipe, the listening
+# socket, SQLite's database, journal and shared memory, what libraries open. Measured: 12 for `kordiam-bridge
+# ingress` on SQLite, started and after 200 calls (its queue's pooled connections apart); five times that is margin.
+PROCESS_DESCRIPTORS = 64
+
+
+def ensure_descriptors(max_connections: int, pooled: int) -> None:
+    """Make sure the process may open a descriptor for each of ``max_connections`` client connections, the
+    ``pooled`` connections of its queue and state store clients, and ``PROCESS_DESCRIPTORS``: the soft
+    ``RLIMIT_NOFILE`` is raised towards the hard limit when it is lower (as nginx's ``worker_rlimit_nofile`` and Go's
+    runtime do), and a hard limit too low is a ``ConfigError`` naming both ways out; an ingress that ran out of
+    descriptors would fail its enqueues, not its clients' connections."""
+    besides = pooled + PROCESS_DESCRIPTORS
+    needed = max_connections + besides
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        raise ConfigError(
+            "ingress.max_connections",
+            f"{max_connections} connections need {needed} file descriptors (with {besides} for the queue's and the "
+            f"state store's connections and the process's own), but this process may open at most {hard} "
+            f"(ulimit -Hn): lower ingress.max_connections to {max(hard - besides, 0)} or raise the limit",
+        )
+    resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+    log.info("ingress_descriptor_limit_raised", soft_limit=soft, raised_to=needed, max_connections=max_connections)
+
+
+class ConnectionCap:
+    """At most ``limit`` open connections. A new connection beyond them first closes the connection that has been idle
+    the longest (no call in a handler: a keep-alive connection between calls, or one that has not sent a whole
+    request head since it opened), as nginx reuses its idle connections when out of ``worker_connections``; with
+    none idle (every connection in a call) the new connection is closed at once. Either is counted in
+    ``bridge_ingress_connections_shed_total``; an episode of them is logged in two lines, one when the cap is
+    first reached and one, with its counts, when the open connections are back below ``resume_below``.
+
+    ``protocol`` wraps the server's protocol factory; the ingress's outermost middleware calls ``call_started`` and
+    ``call_finished`` around every call, so a connection in a call is never closed by the cap. The ordering by when a
+    connection was last active (opened, or last answered) makes a flood of idle connections close its own oldest
+    first, while a webhook's connection, the newest, gets its head in.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        # Below this many open connections after an episode, it is over: a margin, so that connections coming and
+        # going at the cap are one episode, not one per connection.
+        self.resume_below = limit - max(1, limit // 10)
+        # From the factory's call to the connection's loss (or its closing by the cap). Weak: a connection whose
+        # transport asyncio failed to make is never reported lost, and must not hold a place for good.
+        self._open: weakref.WeakSet[_CountedConnection] = weakref.WeakSet()
+        # Connected, with no call in a handler: the longest idle first.
+        self._idle: OrderedDict[asyncio.BaseTransport, _CountedConnection] = OrderedDict()
+        self._episode: dict[str, int] | None = None
+
+    def protocol(self, make: Callable[[], asyncio.Protocol]) -> asyncio.Protocol:
+        """The protocol for a connection asyncio has just accepted: ``make()``'s, counted, or one that closes it."""
+        if len(self._open) >= self.limit and not self._close_longest_idle():
+            self._shed("refused")
+            return _RefusedConnection()
+        connection = _CountedConnection(self, make())
+        self._open.add(connection)
+        metrics.OPEN_CONNECTIONS.set(len(self._open))
+        return connection
+
+    def call_started(self, transport: asyncio.BaseTransport | None) -> None:
+        if transport is not None:
+            self._idle.pop(transport, None)
+
+    def call_finished(self, transport: asyncio.BaseTransport | None) -> None:
+        if transport is None or transport.is_closing():
+            return
+        connection = transport.get_protocol()
+        if isinstance(connection, _CountedConnection) and connection in self._open:
+            self._idle[transport] = connection  # the most recently active, last
+
+    def opened(self, connection: _CountedConnection, transport: asyncio.BaseTransport) -> None:
+        self._idle[transport] = connection
+
+    def lost(self, connection: _CountedConnection, transport: asyncio.BaseTransport | None) -> None:
+        self._open.discard(connection)
+        if transport is not None:
+            self._idle.pop(transport, None)
+        metrics.OPEN_CONNECTIONS.set(len(self._open))
+        if self._episode is not None and len(self._open) < self.resume_below:
+            log.info("ingress_connections_below_limit", max_connections=self.limit, **self._episode)
+            self._episode = None
+
+    def _close_longest_idle(self) -> bool:
+        if not self._idle:
+            return False
+        transport, connection = self._idle.popitem(last=False)
+        # Its place is free now, not when asyncio reports the loss (on a later turn of the loop).
+        self._open.discard(connection)
+        transport.close()
+        self._shed("idle_closed")
+        return True
+
+    def _shed(self, outcome: str) -> None:
+        metrics.CONNECTIONS_SHED.labels(outcome).inc()
+        if self._episode is None:
+            self._episode = {"idle_closed": 0, "refused": 0}
+            log.warning("ingress_connections_at_limit", max_connections=self.limit, open_connections=len(self._open))
+        self._episode[outcome] += 1
+
+
+class _CountedConnection(asyncio.Protocol):
+    """The server's protocol for one connection, passed every event, and its place in ``ConnectionCap`` released
+    when the connection is lost."""
+
+    __slots__ = ("__weakref__", "_cap", "_inner", "_transport")
+
+    def __init__(self, cap: ConnectionCap, inner: asyncio.Protocol) -> None:
+        self._cap = cap
+        self._inner = inner
+        self._transport: asyncio.BaseTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport
+        self._cap.opened(self, transport)
+        self._inner.connection_made(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cap.lost(self, self._transport)
+        self._transport = None
+        self._inner.connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        self._inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self._inner.eof_received()
+
+    def pause_writing(self) -> None:
+        self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._inner.resume_writing()
+
+
+class _RefusedConnection(asyncio.Protocol):
+    """A connection beyond the cap with none idle to close: closed as soon as it is made, nothing read."""
+
+    __slots__ = ()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.close()
