@@ -351,6 +351,8 @@ STOMP_ONLY_KEYS = ("username", "password", "ca_file")
 # messages for one slot, each waiting up to 16 syncs instead of hundreds.
 READ_AHEAD_PER_SLOT = 16
 READ_AHEAD_MAX_DEFAULT = 512
+# Default of ingress.max_connections: this many per call in progress (ingress.max_concurrent_requests).
+CONNECTIONS_PER_CALL = 8
 
 
 class QueueSettings(Section):
@@ -844,10 +846,12 @@ class IngressSettings(Section):
     max_concurrent_requests: Int = Field(default=64, ge=1, le=100_000)
     # Connections open at once, idle keep-alive ones included: beyond it a new connection closes the longest idle one,
     # or is closed itself when none is idle (bridge/ingress/connections.py), so that idle or slow-header connections
-    # cannot take every file descriptor and leave none for the queue. 512: eight times max_concurrent_requests, for
-    # the keep-alive connections a load balancer and Kordiam hold between calls; with the ingress's other descriptors
-    # (128 kept for them) it fits the soft `ulimit -n` of 1024 that systemd services and many containers start with.
-    max_connections: Int = Field(default=512, ge=2, le=1_000_000)
+    # cannot take every file descriptor and leave none for the queue. Unset: CONNECTIONS_PER_CALL times
+    # max_concurrent_requests (512 by default), for the keep-alive connections a load balancer and Kordiam hold
+    # between calls; a config that raised max_concurrent_requests raises it with it. 512 with the ingress's other
+    # descriptors (128 kept for them) fits the soft `ulimit -n` of 1024 that systemd services and many containers
+    # start with.
+    max_connections: Int = Field(default=CONNECTIONS_PER_CALL * 64, ge=2, le=1_000_000)
     # Longest a call's body may take to arrive once its head has, else 408 and its slot is free again: a client
     # trickling its body cannot hold one of max_concurrent_requests. 10 s: Kordiam's largest element (about 1.1 MB)
     # at 1 Mbit/s; a whole max_body_bytes at 3.4 Mbit/s.
@@ -855,6 +859,17 @@ class IngressSettings(Section):
     log_level: LogLevel = "info"
 
     _host = field_validator("host")(listen_host)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _max_connections_from_calls(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("max_connections") is None:
+            try:
+                calls = int(data.get("max_concurrent_requests", cls.model_fields["max_concurrent_requests"].default))
+            except (TypeError, ValueError):
+                return data  # max_concurrent_requests's own error says what is wrong
+            return {**data, "max_connections": min(1_000_000, CONNECTIONS_PER_CALL * max(1, calls))}
+        return data
 
     @model_validator(mode="after")
     def _consistent(self) -> IngressSettings:

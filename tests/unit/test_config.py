@@ -2031,3 +2031,12 @@ def test_max_connections_is_read_and_its_default_fits_a_descriptor_limit_of_1024
     pooled = pooled_connections(settings.queue) + POOL_CONNECTIONS
     assert default + pooled + PROCESS_DESCRIPTORS <= 1024
     assert default > IngressSettings.model_fields["max_concurrent_requests"].default
+
+
+def test_max_connections_unset_follows_max_concurrent_requests(tmp_path: Path) -> None:
+    # A config that raised max_concurrent_requests before max_connections existed still starts.
+    text = VALID + INGRESS.replace("[ingress]\n", "[ingress]\nmax_concurrent_requests = 600\n")
+    settings = load_settings(write(tmp_path, text), model=FileSettings)
+    assert settings.ingress is not None and settings.ingress.max_connections == 8 * 600
+    settings = load_settings(write(tmp_path, VALID + INGRESS), model=FileSettings)
+    assert settings.ingress is not None and settings.ingress.max_connections == 512
