@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 
 from bridge.queue import open_transport
-from bridge.queue.stomp import StompTransport
-from bridge.queue.transport import QueueMessage
+from bridge.queue.transport import QueueMessage, Transport
 from tests.support import stomp_drain, stomp_settings
 
 pytestmark = [pytest.mark.integration]
@@ -40,7 +39,7 @@ asyncio.run(main())
 """
 
 
-async def receive_one(transport: StompTransport, *, timeout: float = 15) -> QueueMessage:
+async def receive_one(transport: Transport, *, timeout: float = 15) -> QueueMessage:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if messages := await transport.receive(1, wait_time=1):
@@ -95,9 +94,7 @@ async def test_a_message_redelivered_once_is_processed_as_its_next_attempt(stomp
         first = await receive_one(transport)
         assert first.receive_count == 1
     # Closed without settling it: the broker has it back, marked redelivered.
-    async with open_transport(settings) as opened:
-        assert isinstance(opened, StompTransport)
-        transport = opened
+    async with open_transport(settings) as transport:
         again = await receive_one(transport)
         assert again.receive_count == 2 and again.body == first.body and again.attributes["event"] == "updated"
         assert await transport.complete([again]) == []

@@ -15,6 +15,7 @@ import pytest
 from bridge.queue import open_transport
 from bridge.queue.consumer import Consumer, ConsumerSettings
 from bridge.queue.outcome import Outcome
+from bridge.queue.stomp import StompTransport
 from bridge.queue.transport import QueueMessage
 from tests.support import eventually, stomp_drain, stomp_settings
 
@@ -74,6 +75,7 @@ async def test_messages_left_in_the_prefetch_cost_no_attempt_at_a_clean_close(st
     url, dlq = stomp_queues
     await send_numbered(url, 5)
     async with open_transport(stomp_settings(url, dlq_url=dlq)) as transport:
+        assert isinstance(transport, StompTransport)  # its prefetch inbox is what this test watches
         await eventually(lambda: transport._inbox.qsize() == 5, what="the broker pushing every message")
         (received,) = await transport.receive(1, wait_time=1)
         await transport.release([received])

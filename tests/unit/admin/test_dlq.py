@@ -70,6 +70,9 @@ class ListedQueue:
     async def dead_letter_url(self) -> str:
         return DLQ
 
+    async def ensure_usable(self) -> None:
+        return None
+
     async def depth(self, url: str) -> QueueDepth:
         return self._main_depth if url == MAIN and self._main_depth is not None else self._depth
 
