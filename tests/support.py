@@ -602,7 +602,7 @@ class WorkerProcess:
             self.process.wait()
         self._handle.close()
 
-    def events(self) -> list[dict[str, object]]:
+    def events(self) -> list[dict[str, Any]]:  # JSON log lines
         lines = self.log.read_text(encoding="utf-8").splitlines()
         return [json.loads(line) for line in lines if line.startswith("{")]
 

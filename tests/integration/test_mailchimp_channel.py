@@ -93,13 +93,13 @@ def element(title: str = "Council approves budget", *, when: dt.datetime | None 
     return Element.model_validate(data)
 
 
-async def campaigns(mailchimp_admin: HttpClient) -> dict[str, dict[str, Any]]:
+async def campaigns(mailchimp_admin: httpx.AsyncClient) -> dict[str, dict[str, Any]]:
     response = await mailchimp_admin.get("/campaigns")
     response.raise_for_status()
     return {campaign["id"]: campaign for campaign in response.json()}
 
 
-async def requests(mailchimp_admin: HttpClient) -> list[str]:
+async def requests(mailchimp_admin: httpx.AsyncClient) -> list[str]:
     response = await mailchimp_admin.get("/requests")
     return [f"{r['method']} {r['path'].removeprefix('/3.0')}" for r in response.json()]
 
@@ -112,7 +112,7 @@ async def upsert(channel: MailchimpChannel, value: Element, external_id: str | N
 
 
 async def test_create_without_a_date_is_a_draft_with_content(
-    channel: MailchimpChannel, mailchimp_admin: HttpClient
+    channel: MailchimpChannel, mailchimp_admin: httpx.AsyncClient
 ) -> None:
     result = await upsert(channel, element())
     campaign = (await campaigns(mailchimp_admin))[result.external_id]
@@ -137,7 +137,9 @@ async def test_create_without_a_date_is_a_draft_with_content(
     ]
 
 
-async def test_schedule_reschedule_lose_date_and_delete(channel: MailchimpChannel, mailchimp_admin: HttpClient) -> None:
+async def test_schedule_reschedule_lose_date_and_delete(
+    channel: MailchimpChannel, mailchimp_admin: httpx.AsyncClient
+) -> None:
     first = future(minute=37)  # Mailchimp sends on the quarter hour: 19:37 → 19:45
     result = await upsert(channel, element(when=first))
     campaign_id = result.external_id
@@ -177,7 +179,7 @@ async def test_schedule_reschedule_lose_date_and_delete(channel: MailchimpChanne
 
 
 async def test_a_time_in_the_past_leaves_an_unscheduled_draft(
-    channel: MailchimpChannel, mailchimp_admin: HttpClient
+    channel: MailchimpChannel, mailchimp_admin: httpx.AsyncClient
 ) -> None:
     past = dt.datetime.now(dt.UTC) - dt.timedelta(hours=3)
     result = await upsert(channel, element(when=past))
@@ -218,7 +220,12 @@ def losing(http: HttpClient, method: str, path_end: str, *, performed: bool) -> 
     ],
 )
 async def test_a_retry_after_a_lost_step_makes_no_second_campaign(
-    server: RunningMailchimp, http: HttpClient, mailchimp_admin: HttpClient, method: str, path_end: str, performed: bool
+    server: RunningMailchimp,
+    http: HttpClient,
+    mailchimp_admin: httpx.AsyncClient,
+    method: str,
+    path_end: str,
+    performed: bool,
 ) -> None:
     flaky = make_channel(server, losing(http, method, path_end, performed=performed), from_name="X", reply_to="x@e.org")
     with pytest.raises(ChannelUnavailable, match="unreachable"):
@@ -299,7 +306,7 @@ async def test_a_story_deleted_before_the_retry_of_a_lost_schedule_loses_its_cam
 
 
 async def test_delete_mode_unschedule_keeps_a_draft(
-    server: RunningMailchimp, http: HttpClient, mailchimp_admin: HttpClient
+    server: RunningMailchimp, http: HttpClient, mailchimp_admin: httpx.AsyncClient
 ) -> None:
     channel = make_channel(server, http, delete_mode="unschedule", from_name="X", reply_to="x@example.org")
     result = await upsert(channel, element(when=future()))
@@ -308,7 +315,7 @@ async def test_delete_mode_unschedule_keeps_a_draft(
 
 
 async def test_sender_defaults_come_from_the_audience(
-    server: RunningMailchimp, http: HttpClient, mailchimp_admin: HttpClient
+    server: RunningMailchimp, http: HttpClient, mailchimp_admin: httpx.AsyncClient
 ) -> None:
     channel = make_channel(server, http)
     await upsert(channel, element(when=future()))
@@ -324,7 +331,7 @@ async def test_sender_defaults_come_from_the_audience(
 
 
 async def test_an_edit_after_sending_is_rejected_clearly(
-    channel: MailchimpChannel, mailchimp_admin: HttpClient
+    channel: MailchimpChannel, mailchimp_admin: httpx.AsyncClient
 ) -> None:
     result = await upsert(channel, element(when=future()))
     (await mailchimp_admin.post(f"/campaigns/{result.external_id}/send")).raise_for_status()
@@ -336,7 +343,7 @@ async def test_an_edit_after_sending_is_rejected_clearly(
 
 
 async def test_sent_edits_ignore_reports_the_campaign_live(
-    server: RunningMailchimp, http: HttpClient, mailchimp_admin: HttpClient
+    server: RunningMailchimp, http: HttpClient, mailchimp_admin: httpx.AsyncClient
 ) -> None:
     channel = make_channel(server, http, sent_edits="ignore", from_name="X", reply_to="x@example.org")
     result = await upsert(channel, element(when=future()))
@@ -345,7 +352,7 @@ async def test_sent_edits_ignore_reports_the_campaign_live(
     assert again.external_id == result.external_id and again.live is True
 
 
-async def test_a_sent_campaign_is_never_deleted(channel: MailchimpChannel, mailchimp_admin: HttpClient) -> None:
+async def test_a_sent_campaign_is_never_deleted(channel: MailchimpChannel, mailchimp_admin: httpx.AsyncClient) -> None:
     result = await upsert(channel, element(when=future()))
     await mailchimp_admin.post(f"/campaigns/{result.external_id}/send")
     await channel.delete(4711, 813, result.external_id)  # no error: an e-mail cannot be recalled
@@ -375,7 +382,7 @@ async def test_validation_errors_keep_mailchimps_detail(server: RunningMailchimp
 
 @pytest.mark.parametrize("status", [429, 500, 503])
 async def test_throttling_and_outages_are_transient(
-    channel: MailchimpChannel, mailchimp_admin: HttpClient, status: int
+    channel: MailchimpChannel, mailchimp_admin: httpx.AsyncClient, status: int
 ) -> None:
     await mailchimp_admin.post("/faults", json={"status": status, "count": 1, "retry_after": 7})
     with pytest.raises(ChannelUnavailable, match=rf"mailchimp channel 'newsletter'.*HTTP {status}") as caught:
@@ -397,7 +404,7 @@ async def test_unreachable_is_transient(http: HttpClient, server: RunningMailchi
 # --- the test server keeps Mailchimp's rules (so the adapter is tested against them) ----------------------------------
 
 
-async def test_server_enforces_mailchimps_rules(server: RunningMailchimp, mailchimp_admin: HttpClient) -> None:
+async def test_server_enforces_mailchimps_rules(server: RunningMailchimp, mailchimp_admin: httpx.AsyncClient) -> None:
     async with httpx.AsyncClient(base_url=server.base_url, auth=("anyone", KEY), timeout=10) as api:
         assert (await api.get("/campaigns/nope")).json()["title"] == "Resource Not Found"
         async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as without_key:

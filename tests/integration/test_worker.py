@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from bridge.config import Settings
 from bridge.simulator import RunningSimulator
 from tests.support import (
     ChannelLog,
@@ -32,9 +35,14 @@ def files(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.glob("*")) if folder.exists() else []
 
 
+SettingsFor = Callable[..., Settings]
+
+
 @pytest.fixture
-def settings_for(sqs_endpoint: SqsEndpoint, queues: tuple[str, str], simulator: RunningSimulator, tmp_path: Path):  # type: ignore[no-untyped-def]
-    def make(**overrides: object):  # type: ignore[no-untyped-def]
+def settings_for(
+    sqs_endpoint: SqsEndpoint, queues: tuple[str, str], simulator: RunningSimulator, tmp_path: Path
+) -> SettingsFor:
+    def make(**overrides: Any) -> Settings:
         return worker_settings(
             queue=queues[0], endpoint=sqs_endpoint.url, kordiam=simulator.base_url, workdir=tmp_path, **overrides
         )
@@ -49,7 +57,12 @@ async def feedback_written(admin: SimulatorAdmin, element_id: int) -> bool:
 
 
 async def test_create_update_delete_with_two_platforms(
-    settings_for, admin: SimulatorAdmin, channel_log: ChannelLog, sqs_endpoint: SqsEndpoint, queues, tmp_path: Path
+    settings_for: SettingsFor,
+    admin: SimulatorAdmin,
+    channel_log: ChannelLog,
+    sqs_endpoint: SqsEndpoint,
+    queues: tuple[str, str],
+    tmp_path: Path,
 ) -> None:
     async with running_worker(settings_for()):
         created = await admin.create(story("Budget passes"))
@@ -116,7 +129,12 @@ async def test_create_update_delete_with_two_platforms(
 
 
 async def test_a_publication_moved_to_a_platform_no_channel_takes_loses_its_stale_feedback(
-    settings_for, admin: SimulatorAdmin, channel_log: ChannelLog, sqs_endpoint: SqsEndpoint, queues, tmp_path: Path
+    settings_for: SettingsFor,
+    admin: SimulatorAdmin,
+    channel_log: ChannelLog,
+    sqs_endpoint: SqsEndpoint,
+    queues: tuple[str, str],
+    tmp_path: Path,
 ) -> None:
     async with running_worker(settings_for()):
         created = await admin.create(story("Budget passes"))
@@ -154,7 +172,11 @@ async def test_a_publication_moved_to_a_platform_no_channel_takes_loses_its_stal
 
 
 async def test_duplicate_delivery_creates_nothing_twice(
-    settings_for, admin: SimulatorAdmin, channel_log: ChannelLog, sqs_endpoint: SqsEndpoint, queues
+    settings_for: SettingsFor,
+    admin: SimulatorAdmin,
+    channel_log: ChannelLog,
+    sqs_endpoint: SqsEndpoint,
+    queues: tuple[str, str],
 ) -> None:
     created = await admin.create(story())
     for _ in range(4):
@@ -167,7 +189,12 @@ async def test_duplicate_delivery_creates_nothing_twice(
 
 
 async def test_out_of_order_delivery(
-    settings_for, admin: SimulatorAdmin, channel_log: ChannelLog, sqs_endpoint: SqsEndpoint, queues, tmp_path: Path
+    settings_for: SettingsFor,
+    admin: SimulatorAdmin,
+    channel_log: ChannelLog,
+    sqs_endpoint: SqsEndpoint,
+    queues: tuple[str, str],
+    tmp_path: Path,
 ) -> None:
     created = await admin.create(story("First"))
     element_id = created["id"]
@@ -199,7 +226,12 @@ async def test_out_of_order_delivery(
     ],
 )
 async def test_poison_message_goes_to_the_dlq_with_a_reason_on_first_receive(
-    settings_for, sqs_endpoint: SqsEndpoint, queues, channel_log: ChannelLog, body: str, reason: str
+    settings_for: SettingsFor,
+    sqs_endpoint: SqsEndpoint,
+    queues: tuple[str, str],
+    channel_log: ChannelLog,
+    body: str,
+    reason: str,
 ) -> None:
     message_id = send(sqs_endpoint.url, queues[0], body, {"origin": "test"})
     async with running_worker(settings_for()):
@@ -216,7 +248,11 @@ async def test_poison_message_goes_to_the_dlq_with_a_reason_on_first_receive(
 
 
 async def test_a_message_received_past_its_budget_on_a_queue_without_redrive_is_dead_lettered(
-    settings_for, sqs_endpoint: SqsEndpoint, queues, admin: SimulatorAdmin, channel_log: ChannelLog
+    settings_for: SettingsFor,
+    sqs_endpoint: SqsEndpoint,
+    queues: tuple[str, str],
+    admin: SimulatorAdmin,
+    channel_log: ChannelLog,
 ) -> None:
     # A queue with no redrive policy of its own (the DLQ named in queue.dlq_url): a message a worker was killed on
     # at every receive came back for ever. Three receives that ended without an outcome stand for three crashes.
@@ -242,7 +278,11 @@ async def test_a_message_received_past_its_budget_on_a_queue_without_redrive_is_
 
 
 async def test_token_expiry_and_revocation_refresh_the_token(
-    settings_for, admin: SimulatorAdmin, channel_log: ChannelLog, sqs_endpoint: SqsEndpoint, queues
+    settings_for: SettingsFor,
+    admin: SimulatorAdmin,
+    channel_log: ChannelLog,
+    sqs_endpoint: SqsEndpoint,
+    queues: tuple[str, str],
 ) -> None:
     async with running_worker(settings_for()):
         first = await admin.create(story("One"))
@@ -258,7 +298,7 @@ async def test_token_expiry_and_revocation_refresh_the_token(
 
 
 async def test_an_expiring_token_is_renewed_before_it_lapses(
-    sqs_endpoint: SqsEndpoint, queues, channel_log: ChannelLog, tmp_path: Path
+    sqs_endpoint: SqsEndpoint, queues: tuple[str, str], channel_log: ChannelLog, tmp_path: Path
 ) -> None:
     from bridge.simulator import SimulatorSettings
 
@@ -288,11 +328,11 @@ async def test_an_expiring_token_is_renewed_before_it_lapses(
     [(429, "header", "seconds"), (429, "header", "http-date"), (429, "body", "seconds"), (503, "header", "seconds")],
 )
 async def test_throttling_and_server_errors_are_retried(
-    settings_for,
+    settings_for: SettingsFor,
     admin: SimulatorAdmin,
     channel_log: ChannelLog,
     sqs_endpoint: SqsEndpoint,
-    queues,
+    queues: tuple[str, str],
     status: int,
     retry_after_in: str,
     retry_after_format: str,
@@ -321,7 +361,11 @@ async def test_throttling_and_server_errors_are_retried(
 
 
 async def test_a_long_outage_is_retried_through_the_queue(
-    settings_for, admin: SimulatorAdmin, channel_log: ChannelLog, sqs_endpoint: SqsEndpoint, queues
+    settings_for: SettingsFor,
+    admin: SimulatorAdmin,
+    channel_log: ChannelLog,
+    sqs_endpoint: SqsEndpoint,
+    queues: tuple[str, str],
 ) -> None:
     # More failures than the client's in-process budget (4 attempts): the message goes back to the queue with a
     # back-off and succeeds on a later receive, without being re-sent (its receive count grows).
@@ -336,7 +380,11 @@ async def test_a_long_outage_is_retried_through_the_queue(
 
 
 async def test_a_channel_failure_retries_only_that_channel(
-    settings_for, admin: SimulatorAdmin, channel_log: ChannelLog, sqs_endpoint: SqsEndpoint, queues
+    settings_for: SettingsFor,
+    admin: SimulatorAdmin,
+    channel_log: ChannelLog,
+    sqs_endpoint: SqsEndpoint,
+    queues: tuple[str, str],
 ) -> None:
     from bridge.errors import ChannelUnavailable
 
@@ -352,7 +400,11 @@ async def test_a_channel_failure_retries_only_that_channel(
 
 
 async def test_a_permanent_channel_rejection_is_dead_lettered_with_context(
-    settings_for, admin: SimulatorAdmin, channel_log: ChannelLog, sqs_endpoint: SqsEndpoint, queues
+    settings_for: SettingsFor,
+    admin: SimulatorAdmin,
+    channel_log: ChannelLog,
+    sqs_endpoint: SqsEndpoint,
+    queues: tuple[str, str],
 ) -> None:
     from bridge.errors import ChannelRejected
 
@@ -374,7 +426,11 @@ async def test_a_permanent_channel_rejection_is_dead_lettered_with_context(
 
 
 async def test_the_reconciliation_sweep_heals_a_lost_notification(
-    settings_for, admin: SimulatorAdmin, channel_log: ChannelLog, sqs_endpoint: SqsEndpoint, queues
+    settings_for: SettingsFor,
+    admin: SimulatorAdmin,
+    channel_log: ChannelLog,
+    sqs_endpoint: SqsEndpoint,
+    queues: tuple[str, str],
 ) -> None:
     created = await admin.create(story("Never notified"))
     assert len(drain(sqs_endpoint.url, queues[0])) == 1  # the notification is lost before any worker sees it
@@ -401,7 +457,9 @@ async def test_the_reconciliation_sweep_heals_a_lost_notification(
     assert drain(sqs_endpoint.url, queues[1]) == []
 
 
-async def test_elements_parked_for_a_channel_renamed_since_are_counted_and_named_at_start(settings_for) -> None:
+async def test_elements_parked_for_a_channel_renamed_since_are_counted_and_named_at_start(
+    settings_for: SettingsFor,
+) -> None:
     # The state file holds an element parked for "newsroom-web", which the configuration has since renamed: no
     # worker calls that channel again, so nothing would requeue it. The worker counts it (the gauge's alert
     # fires) and says which command serves it; it sends nothing by itself.

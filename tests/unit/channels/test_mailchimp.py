@@ -10,8 +10,10 @@ from typing import Any
 
 import httpx
 import pytest
+from multidict import CIMultiDict, CIMultiDictProxy
 from pydantic import ValidationError
 from structlog.testing import capture_logs
+from yarl import URL
 
 from bridge.channels.mailchimp import (
     DEFAULT_FOOTER,
@@ -26,6 +28,7 @@ from bridge.channels.mailchimp import (
 )
 from bridge.channels.text import plain_text
 from bridge.errors import ChannelRejected, ChannelUnavailable
+from bridge.http import HttpRequest, HttpResponse
 from bridge.kordiam.models import Element
 from bridge.pipeline.handler import MessageHandler
 from bridge.queue.outcome import Done, Retry
@@ -284,6 +287,11 @@ async def test_an_unexpected_answer_echoing_the_key_is_quoted_without_it() -> No
     assert "unexpected answer" in str(rejected.value) and key[:20] not in str(rejected.value)
 
 
+def mailchimp_answer(status: int, body: bytes) -> HttpResponse:
+    request = HttpRequest("POST", URL("https://us1.api.mailchimp.com/3.0/campaigns"), CIMultiDict(), None, 5.0)
+    return HttpResponse(status, CIMultiDictProxy(CIMultiDict()), body, request)
+
+
 def test_problem_summary_keeps_detail_and_field_errors() -> None:
     body = {
         "type": "https://mailchimp.com/developer/marketing/docs/errors/",
@@ -293,12 +301,12 @@ def test_problem_summary_keeps_detail_and_field_errors() -> None:
         "instance": "8cf2c011",
         "errors": [{"field": "settings.reply_to", "message": "This value should be a valid email."}],
     }
-    response = httpx.Response(400, json=body)
+    response = mailchimp_answer(400, json.dumps(body).encode())
     assert problem_summary(response) == (
         "Invalid Resource; The resource submitted could not be validated.; "
         "settings.reply_to: This value should be a valid email.; instance 8cf2c011"
     )
-    assert problem_summary(httpx.Response(502, text="<html>bad gateway</html>")) == "Bad Gateway"
+    assert problem_summary(mailchimp_answer(502, b"<html>bad gateway</html>")) == "Bad Gateway"
 
 
 # --- a story deleted in Kordiam before the retry of a lost step (the engine over the test server, in process) -----

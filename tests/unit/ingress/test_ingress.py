@@ -11,7 +11,7 @@ import base64
 import json
 import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,7 +91,7 @@ def settings(**overrides: Any) -> IngressSettings:
     return IngressSettings.model_validate(data)
 
 
-Factory = Callable[..., Any]
+Factory = Callable[..., Awaitable[tuple[TestClient[Any, Any], RecordingTransport]]]
 
 
 @pytest.fixture
@@ -108,7 +108,7 @@ async def ingress(state: SqliteStateStore) -> AsyncIterator[Factory]:
 
     async def start(config: IngressSettings | None = None) -> tuple[TestClient[Any, Any], RecordingTransport]:
         transport = RecordingTransport()
-        app, _ = build_app(config or settings(), transport, state, "web")  # type: ignore[arg-type]
+        app, _ = build_app(config or settings(), transport, state, "web")
         client: TestClient[Any, Any] = TestClient(TestServer(app))
         await client.start_server()
         clients.append(client)
@@ -372,7 +372,7 @@ async def test_jwt(ingress: Factory, expires_in: int | None, secret: str, status
 
 async def test_jwt_missing_and_unsigned_are_refused(ingress: Factory) -> None:
     client, transport = await ingress(jwt_settings())
-    unsigned = jwt.encode({"sub": "x"}, None, algorithm="none")
+    unsigned = jwt.encode({"sub": "x"}, "", algorithm="none")  # PyJWT takes "" as no key
     for headers in (JSON, bearer(unsigned), bearer("not.a.jwt")):
         response = await client.post("/kordiam/element", data=fixture("seed001_create.json"), headers=headers)
         assert response.status == 401

@@ -1,6 +1,7 @@
 """The element models accept API v2 responses and the seeds' v1-shaped bodies."""
 
 from datetime import UTC, date, datetime, time
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
@@ -8,7 +9,7 @@ from pydantic import ValidationError
 from bridge.kordiam.models import Element, ProblemDetails, Publication, Ref, Task
 from tests.fixtures import load
 
-V2_ELEMENT = {
+V2_ELEMENT: dict[str, Any] = {  # a JSON body
     "id": 1001,
     "version": 3,
     "title": "Council approves budget",

@@ -21,8 +21,8 @@ def test_fingerprint_ignores_what_the_bridge_writes_back() -> None:
             "modificationDate": "2026-11-22T11:00:00Z",
             "externalElement": {"externalId": "other", "link": "https://x"},
             "publications": [
-                {**V2_ELEMENT["publications"][0], "externalId": "99", "cms": {"editLink": "https://new"}},  # type: ignore[dict-item]
-                V2_ELEMENT["publications"][1],  # type: ignore[index]
+                {**V2_ELEMENT["publications"][0], "externalId": "99", "cms": {"editLink": "https://new"}},
+                V2_ELEMENT["publications"][1],
             ],
         }
     )

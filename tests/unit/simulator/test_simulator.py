@@ -1183,7 +1183,7 @@ async def test_the_global_export_body_is_v1_shaped_as_seed_001_shows() -> None:
     # What the bridge reads from it is what it reads from the API's element, but for what v1 does not carry: the
     # platform's name, the task's content (Global Export sends none) and the assignee's names.
     from_webhook, from_api = Element.model_validate(body), Element.model_validate(element)
-    v1_carries = {
+    v1_carries: dict[str, Any] = {
         "version": True,
         "tasks": {"__all__": {"content", "assignee"}},
         "publications": {"__all__": {"platform"}},
