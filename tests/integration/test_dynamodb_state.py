@@ -27,11 +27,10 @@ from bridge.admin import status
 from bridge.config import Settings, StateSettings, StatusSettings
 from bridge.errors import ConfigError, PermanentError, TransientError
 from bridge.state import DynamoDbStateStore, dynamodb, open_state_store
-from bridge.state.base import ElementMark
+from bridge.state.base import ElementMark, StateUnavailable
 from bridge.state.dynamodb import (
     StateAccessRefused,
     StateRejected,
-    StateUnavailable,
     _create_client,
     create_table,
     decode_date,
@@ -744,7 +743,10 @@ async def test_a_role_stripped_of_writes_under_a_running_worker_pauses_it_and_no
     )
 
     outages_before = REGISTRY.get_sample_value("bridge_state_outages_total") or 0.0
-    written = lambda: sorted(p.name for p in (tmp_path / "web").glob("*.json"))  # noqa: E731
+
+    def written() -> list[str]:
+        return sorted(p.name for p in (tmp_path / "web").glob("*.json"))
+
     async with running_worker(settings):
         stories = [await admin.create(story("Before"))]
         await eventually(lambda: len(written()) == 1, what="the story before delivered")

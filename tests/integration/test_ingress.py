@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from moto.server import ThreadedMotoServer
 from prometheus_client import REGISTRY
 
@@ -423,7 +424,7 @@ async def test_an_answer_lost_after_the_enqueue_makes_a_harmless_duplicate(
     cut: list[str] = []
 
     @web.middleware
-    async def cut_the_first_answer(request: web.Request, handler: Any) -> web.StreamResponse:
+    async def cut_the_first_answer(request: web.Request, handler: Handler) -> web.StreamResponse:
         response = await handler(request)
         if not cut and request.transport is not None:
             cut.append(request.path)

@@ -42,8 +42,9 @@ from bridge.ops import metrics
 from bridge.ops.logging import configure_logging
 from bridge.ops.server import OpsServer
 from bridge.queue.dead_letter import DeadLetterContext
-from bridge.queue.sqs import QueueMessage, SqsTransport
+from bridge.queue.sqs import SqsTransport
 from bridge.queue.sqs_admin import MOVE_TASK_POLL_SECONDS, REDRIVE_HOLD_SECONDS, SqsQueueAdmin
+from bridge.queue.transport import QueueMessage
 from bridge.simulator import RunningSimulator
 from bridge.state import Delivery, open_state_store
 from tests.support import (

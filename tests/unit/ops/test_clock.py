@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from bridge.ops import clock
 from bridge.ops.clock import utc_now_iso
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -25,7 +25,7 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
     ],
 )
 def test_the_text_is_isoformats_for_the_same_clock_reading(nanoseconds: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(clock.time, "time_ns", lambda: nanoseconds)
+    monkeypatch.setattr(time, "time_ns", lambda: nanoseconds)  # the clock the module reads
     moment = EPOCH + timedelta(microseconds=nanoseconds // 1000)
     assert utc_now_iso("+00:00") == moment.isoformat()
     assert utc_now_iso("Z") == moment.isoformat().replace("+00:00", "Z")

@@ -85,7 +85,7 @@ def test_the_simulator_logs_through_the_same_renderer() -> None:
     )
     try:
         assert process.stderr is not None
-        lines = []
+        lines: list[str] = []
         while not any("startup complete" in line for line in lines):
             line = process.stderr.readline()
             assert line, f"the simulator ended: {lines}"

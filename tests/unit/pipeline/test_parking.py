@@ -15,11 +15,13 @@ from structlog.testing import capture_logs
 from yarl import URL
 
 from bridge import redaction
+from bridge.channels.base import ChannelResult
 from bridge.channels.http_errors import http_error
 from bridge.channels.newsml.targets import s3_error
 from bridge.config import FeedbackSettings
 from bridge.errors import ChannelCircuitOpen, ChannelCredentialsRefused, ChannelRejected, ChannelUnavailable
 from bridge.http import HttpRequest, HttpResponse
+from bridge.kordiam.models import Element, Publication
 from bridge.ops import metrics
 from bridge.pipeline.handler import MessageHandler
 from bridge.pipeline.notification import Notification, decode_notification, resync_notification
@@ -128,10 +130,10 @@ async def test_while_refused_the_channel_is_not_called_until_the_back_off_allows
 
     original = web.upsert
 
-    async def counting(*args: object) -> object:
+    async def counting(element: Element, publication: Publication, external_id: str | None) -> ChannelResult:
         nonlocal calls
         calls += 1
-        return await original(*args)  # type: ignore[arg-type]
+        return await original(element, publication, external_id)
 
     web.upsert = counting  # type: ignore[method-assign]
     report = await engine.sync(Notification(2))

@@ -139,7 +139,7 @@ async def test_a_message_received_past_its_budget_on_a_queue_with_a_redrive_poli
 
 
 def outcome_count(kind: str) -> float:
-    return metrics.MESSAGE_OUTCOMES.labels(kind)._value.get()
+    return float(metrics.MESSAGE_OUTCOMES.labels(kind)._value.get())
 
 
 async def test_a_dead_letter_the_dlq_did_not_take_is_retried_and_counted_as_a_retry() -> None:

@@ -14,7 +14,7 @@ import pytest
 
 from bridge.queue.sqs import AbandonedPolls
 from bridge.queue.sqs_admin import SqsQueueAdmin
-from bridge.queue.transport import QueueInfo
+from bridge.queue.transport import PeekedMessage, QueueInfo
 
 DLQ = "https://sqs.example/1/kordiam-dlq"
 
@@ -94,9 +94,12 @@ async def test_a_delete_deletes_only_the_chosen_and_releases_the_rest() -> None:
 async def test_the_choice_is_made_once_the_look_has_ended_so_a_later_dead_letter_can_decide_it() -> None:
     sqs = Sqs(3)
     looked: list[str] = []
+
+    def look(peeked: PeekedMessage) -> bool:
+        looked.append(peeked.message.message_id)
+        return False  # looks at every one
+
     deletion = await admin(sqs).delete_dead_letters(
-        limit=20,
-        chosen=lambda p: p.message.message_id == "m-0" and "m-2" in looked,
-        until=lambda p: looked.append(p.message.message_id) is not None,
+        limit=20, chosen=lambda p: p.message.message_id == "m-0" and "m-2" in looked, until=look
     )
     assert deletion.deleted == ["m-0"] and sqs.visible() == ["m-1", "m-2"]

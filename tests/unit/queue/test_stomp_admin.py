@@ -20,7 +20,7 @@ from bridge.admin.redrive import redrive_request
 from bridge.queue import stomp
 from bridge.queue.stomp import StompTransport
 from bridge.queue.stomp_admin import StompQueueAdmin
-from bridge.queue.transport import NoProgress, OutgoingMessage, RedriveResult
+from bridge.queue.transport import NoProgress, OutgoingMessage, PeekedMessage, RedriveResult
 from tests.support import stomp_settings
 
 pytestmark = pytest.mark.usefixtures("stomp_copy_then_ack", "stomp_plain_ack")
@@ -322,10 +322,13 @@ async def test_delete_chooses_once_the_browse_has_ended_so_a_later_dead_letter_c
     first, _, third = dead_letters(broker, 1, 2, 3)
     transport = StompTransport(stomp_settings(f"stomp://127.0.0.1:61613{MAIN}"), broker)  # type: ignore[arg-type]
     looked: list[str] = []
+
+    def look(peeked: PeekedMessage) -> bool:
+        looked.append(peeked.message.message_id)
+        return False  # browses every one
+
     deletion = await StompQueueAdmin(transport).delete_dead_letters(
-        limit=10,
-        chosen=lambda p: p.message.message_id == first and third in looked,
-        until=lambda p: looked.append(p.message.message_id) is not None,
+        limit=10, chosen=lambda p: p.message.message_id == first and third in looked, until=look
     )
     assert deletion.deleted == [first] and broker.bodies(DLQ) == ['{"id": 2}', '{"id": 3}']
 

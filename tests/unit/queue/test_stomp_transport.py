@@ -79,7 +79,7 @@ def transport() -> StompTransport:
     return StompTransport(stomp_settings("stomp://127.0.0.1:61613/queue/kordiam"), client)
 
 
-def frame(body: bytes = b'{"id": 7}', **headers: str) -> Frame:
+def frame(body: bytes = b'{"id": 7}', /, **headers: str) -> Frame:
     base = {
         "message-id": "ID:broker-1:1:1:1",
         "ack": "ID:conn-1:5",
@@ -123,7 +123,7 @@ async def test_a_redelivery_is_replaced_by_its_copy_one_attempt_higher() -> None
     # on the message, so a message that kills the worker every time still runs out of attempts.
     copying, client = copying_transport()
     redelivered = frame(
-        body=b"\xff bytes", event="updated", JMSXGroupID="7", **{"bridge-attempt": "3", "redelivered": "true"}
+        b"\xff bytes", event="updated", JMSXGroupID="7", **{"bridge-attempt": "3", "redelivered": "true"}
     )
     await copying._on_message(redelivered)  # type: ignore[arg-type]
     assert redelivered.acked and copying._inbox.empty()  # not handed out: its copy comes instead
@@ -159,9 +159,9 @@ async def test_a_redelivery_the_broker_takes_no_copy_of_is_handed_out_as_it_is()
 
 async def test_a_body_that_is_not_utf8_arrives_with_its_bytes_kept() -> None:
     # The text is for reading (the decoder rejects it, dlq show prints it); the bytes are the message.
-    message = await received(transport(), frame(body=b"\xff\xfe not text"))
+    message = await received(transport(), frame(b"\xff\xfe not text"))
     assert message.body == "\ufffd\ufffd not text" and message.raw_body == b"\xff\xfe not text"
-    assert (await received(transport(), frame(body=b'{"id": 7}'))).raw_body is None  # UTF-8: the text is the body
+    assert (await received(transport(), frame(b'{"id": 7}'))).raw_body is None  # UTF-8: the text is the body
 
 
 async def test_a_dead_letter_and_a_retry_carry_the_bytes_as_received() -> None:
@@ -170,9 +170,9 @@ async def test_a_dead_letter_and_a_retry_carry_the_bytes_as_received() -> None:
     copying = StompTransport(stomp_settings("stomp://127.0.0.1:61613/queue/kordiam"), client)  # type: ignore[arg-type]
     latin1 = b'{"id": 7, "title": "caf\xe9"}'
     context = DeadLetterContext("decode", "body is not UTF-8", "PoisonMessage")
-    await copying.send_dead_letter(await received(copying, frame(body=latin1)), context)
-    await copying.send_dead_letter(await received(copying, frame(body=b"", ack="ID:conn-1:6")), context)
-    assert await copying.retry_later([await received(copying, frame(body=latin1, ack="ID:conn-1:7"))], 5) == []
+    await copying.send_dead_letter(await received(copying, frame(latin1)), context)
+    await copying.send_dead_letter(await received(copying, frame(b"", ack="ID:conn-1:6")), context)
+    assert await copying.retry_later([await received(copying, frame(latin1, ack="ID:conn-1:7"))], 5) == []
     assert [(body, destination) for body, destination, _ in client.sent] == [
         (latin1, "/queue/kordiam-dlq"),
         (b"", "/queue/kordiam-dlq"),

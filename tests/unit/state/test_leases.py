@@ -8,7 +8,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from bridge.state import leases
-from bridge.state.base import ElementMark, HeldLease, StateUnavailable
+from bridge.state.base import ElementBusy, ElementMark, HeldLease, StateUnavailable
 from bridge.state.leases import LeaseKeeper
 from tests.unit.fakes import ManualClock
 
@@ -102,8 +102,12 @@ async def test_a_lease_taken_anew_while_an_extension_ran_is_kept(clock: ManualCl
     keeper.taken(1, HeldLease(1))
     clock.now += 1
     store.lost = {1}  # the old lease was lost...
-    # ...and the element taken anew meanwhile
-    store.during = lambda: (keeper.released(1), keeper.taken(1, HeldLease(1)))
+
+    def taken_anew() -> None:  # ...and the element taken anew meanwhile
+        keeper.released(1)
+        keeper.taken(1, HeldLease(1))
+
+    store.during = taken_anew
     await keeper.extend_due()
     store.lost, store.during = set(), None
     clock.now += 1
@@ -150,7 +154,7 @@ async def test_a_lease_not_taken_is_neither_kept_nor_given_back(clock: ManualClo
     async def release(held: HeldLease) -> None:
         released.append(held.element_id)
 
-    with pytest.raises(leases.ElementBusy):
+    with pytest.raises(ElementBusy):
         async with leases.held_lease(7, held_by_another, release, keeper, wait_seconds=0):
             pytest.fail("the block must not run without the lease")
     clock.now += 1
