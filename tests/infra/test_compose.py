@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 import pytest
-import yaml  # type: ignore[import-untyped]
+import yaml
 
 from bridge.config import IngressCommandSettings, load_settings
 from bridge.ingress.app import IngressServer
