@@ -10,7 +10,7 @@ import contextlib
 import io
 import json
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -31,7 +31,16 @@ from bridge.admin.results import (
 from bridge.cli import main
 from bridge.config import StatusSettings
 from bridge.errors import ConfigError
-from bridge.queue.transport import OutgoingMessage, SendOutcome
+from bridge.queue.transport import (
+    DeadLetterDeletion,
+    OutgoingMessage,
+    PeekedMessage,
+    ProgressSink,
+    QueueDepth,
+    RedriveRequest,
+    RedriveResult,
+    SendOutcome,
+)
 from bridge.state import SqliteStateStore
 from bridge.state.base import Parked
 from bridge.state.sqlite import SCHEMA_VERSION
@@ -41,7 +50,8 @@ MAIN = "queue://main"
 
 
 class SendingQueue:
-    """The ``send`` of a ``QueueAdmin``: records every message; ``refuse`` names the elements whose send fails."""
+    """A ``QueueAdmin`` for ``parked requeue``, which only sends: records every message; ``refuse`` names the
+    elements whose send fails."""
 
     def __init__(self, refuse: Sequence[int] = ()) -> None:
         self.sent: list[tuple[str, dict[str, str], str | None]] = []
@@ -65,6 +75,40 @@ class SendingQueue:
                 self.sent.append((message.body, message.attributes, message.group_id))
                 outcomes.append(SendOutcome(f"m-{len(self.sent)}"))
         return outcomes
+
+    async def dead_letter_url(self) -> str:
+        raise AssertionError("not asked by parked requeue")
+
+    async def depth(self, url: str) -> QueueDepth:
+        raise AssertionError("not asked by parked requeue")
+
+    async def peek(
+        self,
+        url: str,
+        *,
+        limit: int,
+        until: Callable[[PeekedMessage], bool] | None = None,
+        progress: ProgressSink | None = None,
+    ) -> tuple[list[PeekedMessage], bool]:
+        raise AssertionError("not asked by parked requeue")
+
+    async def delete_dead_letters(
+        self,
+        *,
+        limit: int,
+        chosen: Callable[[PeekedMessage], bool],
+        until: Callable[[PeekedMessage], bool] | None = None,
+        progress: ProgressSink | None = None,
+        on_deleted: Callable[[PeekedMessage], None] | None = None,
+    ) -> DeadLetterDeletion:
+        raise AssertionError("not asked by parked requeue")
+
+    @staticmethod
+    def check_redrive(request: RedriveRequest) -> None:
+        raise AssertionError("not asked by parked requeue")
+
+    async def redrive(self, request: RedriveRequest, *, progress: ProgressSink, stop: asyncio.Event) -> RedriveResult:
+        raise AssertionError("not asked by parked requeue")
 
 
 def park(store: MemoryStateStore, element_id: int, channel: str, minutes_ago: float, reason: str = "401") -> None:
@@ -122,7 +166,7 @@ async def test_list_of_one_channel(store: MemoryStateStore) -> None:
 async def test_requeue_sends_one_notification_per_element_and_unparks_it(store: MemoryStateStore) -> None:
     queue = SendingQueue()
     since = {name: store.parks[(name, 10)].since.isoformat(timespec="microseconds") for name in ("web", "print")}
-    result = await requeue_parked(queue, store, ["web", "print"])  # type: ignore[arg-type]
+    result = await requeue_parked(queue, store, ["web", "print"])
     # Element 10 is parked for both channels: one notification serves both, and it is unparked for each.
     assert [json.loads(body)["id"] for body, _, _ in queue.sent] == [10, 20, 30]
     # The first element sent for each channel asks a worker holding it back for refused credentials to try it now.
@@ -149,13 +193,13 @@ async def test_requeue_sends_one_notification_per_element_and_unparks_it(store: 
 
 
 async def test_requeue_of_one_channel_leaves_the_others_parked(store: MemoryStateStore) -> None:
-    await requeue_parked(SendingQueue(), store, ["print"])  # type: ignore[arg-type]
+    await requeue_parked(SendingQueue(), store, ["print"])
     assert ("print", 10) not in store.parks and ("web", 10) in store.parks
 
 
 async def test_a_failed_send_leaves_the_element_parked_and_is_reported(store: MemoryStateStore) -> None:
     queue = SendingQueue(refuse=[20])
-    result = await requeue_parked(queue, store, ["web"])  # type: ignore[arg-type]
+    result = await requeue_parked(queue, store, ["web"])
     assert ("web", 20) in store.parks and ("web", 10) not in store.parks and ("web", 30) not in store.parks
     failed = [e for e in result.elements if e.error is not None]
     assert [(e.element_id, e.message_id) for e in failed] == [(20, None)]
@@ -169,14 +213,14 @@ async def test_when_the_element_asking_for_a_trial_was_not_sent_the_next_batch_a
     for element_id in range(1, 13):
         park(store, element_id, "web", 1)
     queue = SendingQueue(refuse=[1])
-    await requeue_parked(queue, store, ["web"])  # type: ignore[arg-type]
+    await requeue_parked(queue, store, ["web"])
     asked = [json.loads(body)["id"] for body, attributes, _ in queue.sent if "try-channels" in attributes]
     assert queue.batches == [10, 2] and asked == [11]
 
 
 async def test_requeue_by_element_sends_only_those_and_names_one_not_parked(store: MemoryStateStore) -> None:
     queue = SendingQueue()
-    result = await requeue_parked(queue, store, ["web", "print"], element_ids=[30, 99, 30])  # type: ignore[arg-type]
+    result = await requeue_parked(queue, store, ["web", "print"], element_ids=[30, 99, 30])
     assert [json.loads(body)["id"] for body, _, _ in queue.sent] == [30]
     assert [(e.element_id, e.error) for e in result.elements] == [(30, None), (99, NOT_PARKED)]
     assert result.failed == 1
@@ -194,7 +238,7 @@ async def test_an_interrupted_requeue_leaves_the_rest_parked(store: MemoryStateS
             return await super().send(messages)
 
     queue = StopAfterFirstBatch()
-    result = await requeue_parked(queue, store, ["web"], stop=stop)  # type: ignore[arg-type]
+    result = await requeue_parked(queue, store, ["web"], stop=stop)
     assert queue.batches == [10]
     interrupted = [e.element_id for e in result.elements if e.error == INTERRUPTED]
     assert len(interrupted) == 18

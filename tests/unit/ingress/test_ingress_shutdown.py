@@ -22,13 +22,13 @@ WITHIN = 10.0
 
 @dataclass
 class HeldTransport(RecordingTransport):
-    """Takes a send only once ``release`` is set."""
+    """Takes a send only once ``sends_let_through`` is set."""
 
-    release: asyncio.Event = field(default_factory=asyncio.Event)
+    sends_let_through: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def send(self, body: str, attributes: dict[str, str] | None = None, *, group_id: str | None = None) -> str:
         self.attempts += 1
-        await self.release.wait()
+        await self.sends_let_through.wait()
         return await super().send(body, attributes, group_id=group_id)
 
 
@@ -45,7 +45,7 @@ async def test_a_call_in_flight_at_shutdown_is_answered_after_its_enqueue(tmp_pa
     store = SqliteStateStore(tmp_path / "state.db")
     await store.open()
     transport = HeldTransport()
-    app, _ = build_app(settings(), transport, store, "web")  # type: ignore[arg-type]
+    app, _ = build_app(settings(), transport, store, "web")
     server = IngressServer(app, "127.0.0.1", 0)
     await server.start()
     port = server.port
@@ -62,7 +62,7 @@ async def test_a_call_in_flight_at_shutdown_is_answered_after_its_enqueue(tmp_pa
             stopping = asyncio.create_task(server.stop())
             await eventually(lambda: refused(port), timeout=WITHIN, what="the listener closed")
             assert not call.done() and not stopping.done()
-            transport.release.set()
+            transport.sends_let_through.set()
             assert await asyncio.wait_for(call, WITHIN) == (201, {"id": 123456})
             await asyncio.wait_for(stopping, WITHIN)
         assert len(transport.sent) == 1

@@ -15,7 +15,7 @@ from structlog.testing import capture_logs
 from yarl import URL
 
 from bridge import redaction
-from bridge.channels.base import ChannelResult
+from bridge.channels.base import Channel, ChannelResult
 from bridge.channels.http_errors import http_error
 from bridge.channels.newsml.targets import s3_error
 from bridge.config import FeedbackSettings
@@ -49,7 +49,7 @@ OPEN = ChannelCircuitOpen("channel web: circuit open after 5 failures", retry_af
 
 
 def engine_with(
-    kordiam: FakeKordiam, state: MemoryStateStore, clock: ManualClock, *channels: tuple[ScriptedChannel, int]
+    kordiam: FakeKordiam, state: MemoryStateStore, clock: ManualClock, *channels: tuple[Channel, int]
 ) -> SyncEngine:
     parking = ChannelParking(state, [channel.name for channel, _ in channels], clock=clock)
     return SyncEngine(

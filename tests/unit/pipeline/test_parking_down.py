@@ -72,7 +72,7 @@ async def test_a_real_breaker_parks_from_the_call_after_it_opens_and_its_success
     inner = ScriptedChannel("web")
     inner.fail = ChannelUnavailable("web: HTTP 503")
     web = GuardedChannel(inner, breaker_threshold=1, breaker_cooldown=0.0)
-    engine = engine_with(kordiam, state, clock, (web, WEB))  # type: ignore[arg-type]
+    engine = engine_with(kordiam, state, clock, (web, WEB))
 
     with pytest.raises(SyncFailed):
         await engine.sync(Notification(1))  # the failure that opens the breaker: the message retries
@@ -99,7 +99,7 @@ async def test_a_parked_requeue_after_the_fix_makes_the_first_requeued_element_t
     inner = ScriptedChannel("web")
     inner.fail = ChannelUnavailable("web: HTTP 503")
     web = GuardedChannel(inner, breaker_threshold=1, breaker_cooldown=3600.0)
-    engine = engine_with(kordiam, state, clock, (web, WEB))  # type: ignore[arg-type]
+    engine = engine_with(kordiam, state, clock, (web, WEB))
     with pytest.raises(SyncFailed):
         await engine.sync(Notification(1))  # opens the breaker for an hour
     assert [a.action for a in (await engine.sync(Notification(2))).actions] == [Action.PARKED]
@@ -166,7 +166,7 @@ async def test_a_carrier_whose_probe_fails_holds_the_next_back_for_the_breakers_
     inner = ScriptedChannel("web")
     inner.fail = ChannelUnavailable("web: HTTP 503")
     web = GuardedChannel(inner, breaker_threshold=1, breaker_cooldown=300.0)
-    engine = engine_with(kordiam, state, clock, (web, WEB))  # type: ignore[arg-type]
+    engine = engine_with(kordiam, state, clock, (web, WEB))
     with pytest.raises(SyncFailed):
         await engine.sync(Notification(1))  # opens the breaker
     await engine.sync(Notification(2))
@@ -199,7 +199,7 @@ async def test_a_storys_failed_probe_holds_the_carriers_back_for_the_breakers_ne
     inner = ScriptedChannel("web")
     inner.fail = ChannelUnavailable("web: HTTP 503")
     web = GuardedChannel(inner, breaker_threshold=1, breaker_cooldown=300.0)
-    engine = engine_with(kordiam, state, clock, (web, WEB))  # type: ignore[arg-type]
+    engine = engine_with(kordiam, state, clock, (web, WEB))
     with pytest.raises(SyncFailed):
         await engine.sync(Notification(1))  # opens the breaker
     await engine.sync(Notification(2))  # parked: a carrier is due once the cool-down (300 s) has passed
@@ -409,7 +409,7 @@ async def test_a_covered_parked_requeue_hands_its_probe_to_a_carrier_at_once(
     inner = ScriptedChannel("web")
     inner.fail = ChannelUnavailable("web: HTTP 503")
     web = GuardedChannel(inner, breaker_threshold=1, breaker_cooldown=3600.0)
-    engine = engine_with(kordiam, state, clock, (web, WEB))  # type: ignore[arg-type]
+    engine = engine_with(kordiam, state, clock, (web, WEB))
     transport = FakeTransport([])
     requeue = ParkedRequeue(engine.parking, state=state, transport=transport, channels=["web"], clock=clock)
     with pytest.raises(SyncFailed):
@@ -490,7 +490,7 @@ async def test_a_parked_requeue_whose_element_needs_no_call_hands_its_probe_to_a
         kordiam.elements[element_id] = element_body(element_id, publication(element_id * 10, WEB))
     inner = ScriptedChannel("web")
     web = GuardedChannel(inner, breaker_threshold=1, breaker_cooldown=3600.0)
-    engine = engine_with(kordiam, state, clock, (web, WEB))  # type: ignore[arg-type]
+    engine = engine_with(kordiam, state, clock, (web, WEB))
     transport = FakeTransport([])
     requeue = ParkedRequeue(engine.parking, state=state, transport=transport, channels=["web"], clock=clock)
     await engine.sync(Notification(2))  # written while the web was up
