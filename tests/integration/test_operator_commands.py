@@ -12,6 +12,7 @@ import signal
 import sys
 import time
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -384,7 +385,8 @@ async def test_dlq_list_and_show_give_the_failure_context(
         "PoisonMessage",
     )
     assert poison.failure.attempts == 3 and poison.failure.source_message_id == first
-    assert poison.age_seconds() is not None and poison.age_seconds() < 60  # type: ignore[operator]
+    age = poison.age_seconds()
+    assert age is not None and age < 60
     assert by_element[12].attributes["origin"] == "kordiam"
     assert by_element[13].failure is None and by_element[13].message_id == moved_by_sqs
 
@@ -443,7 +445,7 @@ async def test_dlq_list_pages_past_ten_messages(
     for element_id in range(1, 26):
         await dead_letter(transport, element_id)
     listing = await dlq_list(settings.queue, limit=100)
-    assert sorted(m.element_id for m in listing.messages) == list(range(1, 26))  # type: ignore[type-var]
+    assert Counter(m.element_id for m in listing.messages) == Counter(range(1, 26))
     assert len({m.message_id for m in listing.messages}) == 25
     short = await dlq_list(settings.queue, limit=12)
     assert len(short.messages) == 12 and short.truncated
@@ -501,7 +503,7 @@ async def test_dlq_delete_deletes_exactly_the_named_dead_letters_and_releases_th
     # The rest are visible again at once (released, not left to their hold), and only the two named are gone.
     assert visible(sqs_endpoint.url, queues[1]) == 11
     left = (await dlq_list(settings.queue, limit=50)).messages
-    assert sorted(m.element_id for m in left) == list(range(1, 12))  # type: ignore[type-var]
+    assert Counter(m.element_id for m in left) == Counter(range(1, 12))
 
 
 async def test_dlq_delete_on_the_command_line_reports_an_unknown_id_and_still_deletes_the_others(
@@ -650,7 +652,7 @@ async def test_redrive_by_element_and_with_a_limit(
 
     chosen = await dlq_redrive(settings.queue, element_ids=[2, 4])
     assert chosen.method == "manual" and chosen.ok
-    assert sorted(m.element_id for m in chosen.moved) == [2, 2, 2, 4, 4, 4]  # type: ignore[type-var]
+    assert Counter(m.element_id for m in chosen.moved) == Counter([2, 2, 2, 4, 4, 4])
     assert chosen.skipped == 9
     # The others stay, visible again at once (released, not left to expire).
     assert visible(sqs_endpoint.url, queues[1]) == 9

@@ -942,12 +942,12 @@ def test_webhook_auth_specs() -> None:
         WebhookAuth.parse(["bearer:t", "bearer:u"])
 
 
-async def test_an_ingress_port_in_use_is_a_config_error_naming_it() -> None:
-    app, _ = build_app(settings(), RecordingTransport(), None, "web")  # type: ignore[arg-type]
+async def test_an_ingress_port_in_use_is_a_config_error_naming_it(state: SqliteStateStore) -> None:
+    app, _ = build_app(settings(), RecordingTransport(), state, "web")
     taken = IngressServer(app, "127.0.0.1", 0)
     await taken.start()
     try:
-        second, _ = build_app(settings(), RecordingTransport(), None, "web")  # type: ignore[arg-type]
+        second, _ = build_app(settings(), RecordingTransport(), state, "web")
         with pytest.raises(ConfigError) as raised:
             await IngressServer(second, "127.0.0.1", taken.port).start()
         assert raised.value.key == "ingress.port"
