@@ -11,10 +11,12 @@ from datetime import datetime
 
 import pytest
 
+from bridge.channels.base import ChannelResult
+from bridge.kordiam.models import Element, Publication
 from bridge.pipeline.notification import Notification
 from bridge.pipeline.parking import Admission, ChannelParking, ParkedRequeue
 from bridge.pipeline.sync import SyncFailed
-from bridge.state.base import StateUnavailable
+from bridge.state.base import Parked, StateUnavailable
 from tests.unit.fakes import (
     FakeKordiam,
     FakeTransport,
@@ -45,7 +47,7 @@ async def test_a_confirmed_refusal_with_nothing_left_parked_does_not_poll_the_st
     reads = 0
     original = state.parked
 
-    async def counting(channel: str, *, after: int | None = None, limit: int = 100):  # type: ignore[no-untyped-def]
+    async def counting(channel: str, *, after: int | None = None, limit: int = 100) -> list[Parked]:
         nonlocal reads
         reads += 1
         return await original(channel, after=after, limit=limit)
@@ -120,12 +122,12 @@ async def test_a_store_failure_parking_one_channel_leaves_no_other_channels_call
     first = True
     original_upsert = paper.upsert
 
-    async def slow_first(*args):  # type: ignore[no-untyped-def]
+    async def slow_first(element: Element, publication: Publication, external_id: str | None) -> ChannelResult:
         nonlocal first
         if first:
             first = False
             await gate.wait()  # the print CMS is slow to answer the first attempt's create
-        return await original_upsert(*args)
+        return await original_upsert(element, publication, external_id)
 
     paper.upsert = slow_first  # type: ignore[method-assign]
     engine = engine_with(kordiam, state, clock, (web, WEB), (paper, PRINT))
