@@ -289,7 +289,8 @@ class ProtocolHttp:
         self.timeout = timeout  # seconds per request; None: the shared client's
 
     async def request(self, method: str, url: str, action: str, body: Any = None) -> HttpResponse:
-        """Send; a 401 to renewable credentials (a cached token) is retried once with new ones."""
+        """Send ``body`` as JSON (``bytes``: JSON encoded already); a 401 to renewable credentials (a cached token)
+        is retried once with new ones."""
         credentials = await self.auth.credentials()
         response = await self._send(method, url, action, body, credentials)
         if response.status_code == 401 and credentials.renewable:
@@ -302,7 +303,7 @@ class ProtocolHttp:
         headers = {**JSON_HEADERS, **credentials.headers}
         content: bytes | None = None
         if body is not None:
-            content = jsontext.encode(body)
+            content = body if isinstance(body, bytes) else jsontext.encode(body)
             headers["Content-Type"] = "application/json;charset=UTF-8"
         try:
             return await self.http.request(method, url, content=content, headers=headers, timeout_seconds=self.timeout)

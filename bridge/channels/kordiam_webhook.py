@@ -48,9 +48,9 @@ element, and every one of them reports that element's id as its external id:
 - The body carries the element with the publications on the channel's ``platforms`` (whatever their status:
   the channel's ``statuses`` filter decides when something is sent, as Kordiam's trigger rules do, not what).
 - The remote id is looked for in this order: the id this process last used for the element (kept in memory
-  for the most recent 10,000 elements); the external id the bridge passes for the publication (its own or,
-  since the channel is ``element_scoped``, a sibling publication's from the shared state store, which survives
-  restarts and is shared by all workers); with
+  for the most recent 10,000 elements, fewer once their bodies pass 16 MiB); the external id the bridge passes
+  for the publication (its own or, since the channel is ``element_scoped``, a sibling publication's from the
+  shared state store, which survives restarts and is shared by all workers); with
   ``main = true``, the id Kordiam's ``externalElement`` holds (the bridge links the element to the main
   channel's item, as Kordiam's Global Export itself does). Each known id is tried with ``PUT`` until one is
   not answered 404; with none left (all deleted in the CMS, or none known) the element is created with
@@ -94,6 +94,7 @@ from urllib.parse import quote
 import structlog
 from pydantic import BaseModel, ConfigDict, field_validator
 
+from bridge import jsontext
 from bridge.channels.auth import (
     ProtocolHttp,
     WebhookAuth,
@@ -124,6 +125,10 @@ log = structlog.get_logger(__name__)
 
 CHANNEL_TYPE = "kordiam-webhook"
 REMEMBERED_ELEMENTS = 10_000
+# What the remembered bodies may take in all, per channel: an element's body is as large as its texts make it, so
+# the count alone would let a channel hold 10,000 of the largest for the process's life (the bench's 2.9 KB
+# element took 5.5 KB as the dict it was kept as before).
+REMEMBERED_BYTES = 16 * 1024 * 1024
 
 
 # --- options -------------------------------------------------------------------------------------------------
@@ -203,7 +208,7 @@ class RemoteElement:
     """What this process knows of an element's remote item."""
 
     remote_id: str
-    body: dict[str, Any]
+    sent: bytes  # the body last sent, as sent (JSON): a dict would keep the parsed element's objects alive too
     held: frozenset[int]  # the publications the remote element stands for (their deliveries point at it)
 
 
@@ -243,6 +248,7 @@ class KordiamWebhookChannel:
         authenticator = webhook_authenticator(options.auth, http, options.url, self._label, timeout=options.timeout)
         self._http = ProtocolHttp(http, authenticator, self._label, timeout=options.timeout)
         self._remote: OrderedDict[int, RemoteElement] = OrderedDict()
+        self._remembered_bytes = 0  # the bodies' bytes in ``_remote``
         self._locks = KeyedLock()
 
     @property
@@ -263,7 +269,7 @@ class KordiamWebhookChannel:
             known = self._remote.get(element.id)
             exported = {p.id for p in carried if status_passes(p, self._statuses)} | {publication.id}
             held = exported | (known.held & {p.id for p in carried} if known else set())
-            body = global_export_body(element, carried)
+            body = jsontext.encode(global_export_body(element, carried))  # once, for every call below
             answer: Any = None
             item_id: str | None = None
             for remote_id in self._candidates(element, external_id, known):
@@ -302,7 +308,7 @@ class KordiamWebhookChannel:
                         + said_instead(response)
                         + "; the element cannot be linked"
                     )
-            self._remember(element.id, RemoteElement(item_id, body, frozenset(held)))
+            self._remember(element.id, item_id, body, frozenset(held))
             links = result_links(answer, item_id, self.options.edit_link_template, self.options.open_link_template)
             return ChannelResult(external_id=item_id, **links)
 
@@ -314,28 +320,29 @@ class KordiamWebhookChannel:
             known = self._remote.get(element_id)
             if known is not None and known.remote_id == remote_id and known.held - {publication_id}:
                 # Other publications of the element still stand on the remote element: keep it, without this one.
-                body = {
-                    **known.body,
-                    "publications": [p for p in known.body.get("publications", []) if p.get("id") != publication_id],
-                }
+                sent = jsontext.decode(known.sent)
+                body = jsontext.encode(
+                    {**sent, "publications": [p for p in sent.get("publications", []) if p.get("id") != publication_id]}
+                )
                 action = f"removing publication {publication_id} from element {element_id} ({remote_id})"
                 response = await self._http.request("PUT", self._element_url(remote_id), action, body)
                 if self._gone(response, action):
-                    self._remote.pop(element_id, None)
+                    self._forget(element_id)
                     return
                 if not response.is_success:
                     raise self._http.error(response, action)
-                self._remember(element_id, RemoteElement(remote_id, body, known.held - {publication_id}))
+                self._remember(element_id, remote_id, body, known.held - {publication_id})
                 return
             action = f"deleting element {element_id} ({remote_id})"
             response = await self._http.request("DELETE", self._element_url(remote_id), action)
             if not (response.is_success or self._gone(response, action)):
                 raise self._http.error(response, action)
             if known is not None and known.remote_id == remote_id:
-                self._remote.pop(element_id, None)
+                self._forget(element_id)
 
     async def aclose(self) -> None:
         self._remote.clear()
+        self._remembered_bytes = 0
 
     # --- helpers ---
 
@@ -351,11 +358,24 @@ class KordiamWebhookChannel:
     def _element_url(self, remote_id: str) -> str:
         return f"{self.options.url}/element/{quote(remote_id, safe='')}"
 
-    def _remember(self, element_id: int, remote: RemoteElement) -> None:
+    def _remember(self, element_id: int, remote_id: str, sent: bytes, held: frozenset[int]) -> None:
+        """Keep the most recently written elements, at most ``REMEMBERED_ELEMENTS`` and ``REMEMBERED_BYTES`` of
+        bodies: one forgotten costs what a restart does (the delivery's external id is tried instead; a delete
+        removes the remote element rather than PUT it without the publication, which only the deletion of the
+        whole element asks of a channel whose siblings stand on it, so its other publications' deletes follow)."""
+        self._forget(element_id)
+        # A copy: orjson's bytes keep the buffer they were written in, about three times their length.
+        remote = RemoteElement(remote_id, bytes(memoryview(sent)), held)
         self._remote[element_id] = remote
-        self._remote.move_to_end(element_id)
-        while len(self._remote) > REMEMBERED_ELEMENTS:
-            self._remote.popitem(last=False)
+        self._remembered_bytes += len(remote.sent)
+        while len(self._remote) > REMEMBERED_ELEMENTS or self._remembered_bytes > REMEMBERED_BYTES:
+            _, oldest = self._remote.popitem(last=False)
+            self._remembered_bytes -= len(oldest.sent)
+
+    def _forget(self, element_id: int) -> None:
+        forgotten = self._remote.pop(element_id, None)
+        if forgotten is not None:
+            self._remembered_bytes -= len(forgotten.sent)
 
 
 def _put_answer(response: HttpResponse) -> Any:

@@ -17,7 +17,7 @@ import pytest
 from pydantic import SecretStr, ValidationError
 from structlog.testing import capture_logs
 
-from bridge.channels import ChannelContext, ChannelType, build_channel
+from bridge.channels import ChannelContext, ChannelType, build_channel, kordiam_webhook
 from bridge.channels import auth as auth_module
 from bridge.channels.auth import JwtAuth, JwtSigner, TokenSource, mint_hs256
 from bridge.channels.kordiam_platform import (
@@ -445,6 +445,29 @@ async def test_removing_one_publication_keeps_the_element_and_the_last_deletes_i
         assert channel.remote(element.id) is None
         await channel.delete(element.id, web.id, "1")  # again: already gone is fine
         assert receiver.requests[-1][:2] == ("DELETE", "/element/1")
+
+
+async def test_what_the_channel_remembers_is_bounded_in_bytes_as_well_as_in_elements(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Each remembered element keeps the body last sent (a partial delete sends it without the publication): a count
+    # alone lets large elements hold count x body size for the process's life.
+    monkeypatch.setattr(kordiam_webhook, "REMEMBERED_BYTES", 100_000)
+    receiver = FakeReceiver()
+    async with mock_http(receiver) as http:
+        channel = webhook(http)
+        ids = range(1, 41)
+        for element_id in ids:
+            element = Element.model_validate(v2_element(element_id, title="x" * 20_000))
+            await channel.upsert(element, element.publications[0], None)
+        remembered = [element_id for element_id in ids if channel.remote(element_id) is not None]
+        assert 0 < len(remembered) < len(ids)
+        assert remembered == list(ids)[-len(remembered) :]  # the most recently written
+        assert sum(len(channel.remote(i).sent) for i in remembered) <= 100_000  # type: ignore[union-attr]
+        # Forgotten only costs what a restarted process does: the delivery's external id is PUT to, as before.
+        first = Element.model_validate(v2_element(1, title="x" * 20_000))
+        assert (await channel.upsert(first, first.publications[0], "1")).external_id == "1"
+        assert receiver.requests[-1][:2] == ("PUT", "/element/1")
 
 
 async def test_status_filtered_publication_travels_but_does_not_keep_the_element_alive() -> None:
