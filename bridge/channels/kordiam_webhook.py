@@ -125,9 +125,8 @@ log = structlog.get_logger(__name__)
 
 CHANNEL_TYPE = "kordiam-webhook"
 REMEMBERED_ELEMENTS = 10_000
-# What the remembered bodies may take in all, per channel: an element's body is as large as its texts make it, so
-# the count alone would let a channel hold 10,000 of the largest for the process's life (the bench's 2.9 KB
-# element took 5.5 KB as the dict it was kept as before).
+# What the remembered bodies may take in all, per channel: a body is as large as the element's texts make it, and
+# the count alone would let a channel hold 10,000 of the largest for the process's life.
 REMEMBERED_BYTES = 16 * 1024 * 1024
 
 
