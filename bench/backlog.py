@@ -98,13 +98,14 @@ def drain(
     run_dir: Path,
     timeout: float,
     loader_threads: int,
+    clock_skew_seconds: float = DEFAULT_CLOCK_SKEW_SECONDS,
 ) -> dict[str, Any]:
     """One implementation through the whole workload on a fresh ``queue``; the figures of the run (see the module
-    docstring)."""
+    docstring). ``clock_skew_seconds`` is the worker's ``queue.clock_skew_seconds``."""
     stubs.reset()
     queues.send(queue, backlog.interleaved, {}, threads=loader_threads)
     # A real backlog is minutes old; this one only needs to be older than the covering rule's allowance.
-    time.sleep(DEFAULT_CLOCK_SKEW_SECONDS + 1)
+    time.sleep(clock_skew_seconds + 1)
     log = run_dir / "worker.log"
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
     worker = psutil.Process(process.pid)

@@ -63,6 +63,7 @@ import psutil  # type: ignore[import-untyped]
 import stompman
 
 from bench import backlog, diagnostics
+from bridge.pipeline.covering import DEFAULT_CLOCK_SKEW_SECONDS
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
@@ -97,6 +98,7 @@ MACHINE_BOUND_IDLE_PCT = 10.0
 # Runs get element ids 100,000 apart below the ingress's 50,000,000: 4 concurrencies x every impl x this many
 # rounds fits.
 MAX_ROUNDS = 20
+SMOKE_CLOCK_SKEW_SECONDS = 1.0  # the backlog waits it out (plus a second) before the worker starts
 
 
 def free_port() -> int:
@@ -375,7 +377,14 @@ async def _ignore(frame: stompman.MessageFrame) -> None:
 Queues = SqsQueues | StompQueues
 
 
-def bridge_command(config_dir: Path, queue_toml: str, base: str, concurrency: int, log_level: str) -> list[str]:
+def bridge_command(
+    config_dir: Path,
+    queue_toml: str,
+    base: str,
+    concurrency: int,
+    log_level: str,
+    clock_skew_seconds: float = DEFAULT_CLOCK_SKEW_SECONDS,
+) -> list[str]:
     config = config_dir / "bridge.toml"
     config.write_text(
         f"""
@@ -383,6 +392,7 @@ def bridge_command(config_dir: Path, queue_toml: str, base: str, concurrency: in
 {queue_toml}
 concurrency = {concurrency}
 shutdown_timeout = 5
+clock_skew_seconds = {clock_skew_seconds}
 
 [kordiam]
 base_url = "{base}"
@@ -418,11 +428,19 @@ IMPLS = ("bridge", "simple", *DIAGNOSTIC_IMPLS)
 
 
 def worker_command(
-    impl: str, run_dir: Path, queues: Queues, queue: str, dlq: str, base: str, concurrency: int, log_level: str
+    impl: str,
+    run_dir: Path,
+    queues: Queues,
+    queue: str,
+    dlq: str,
+    base: str,
+    concurrency: int,
+    log_level: str,
+    clock_skew_seconds: float = DEFAULT_CLOCK_SKEW_SECONDS,
 ) -> list[str]:
     if impl == "simple":
         return queues.simple_command(queue, base, concurrency)
-    return bridge_command(run_dir, queues.queue_toml(queue, dlq), base, concurrency, log_level)
+    return bridge_command(run_dir, queues.queue_toml(queue, dlq), base, concurrency, log_level, clock_skew_seconds)
 
 
 def worker_env(impl: str = "bridge") -> dict[str, str]:
@@ -733,11 +751,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "to the simple loop are paired by round and reported as their median",
     )
     parser.add_argument(
-        "--smoke", action="store_true", help="20 messages (backlog: 60 over 6 elements), C=4, 1 ms latencies, moto"
+        "--smoke",
+        action="store_true",
+        help="20 messages (backlog: 60 over 6 elements, a 1 s clock-skew allowance), C=4, 1 ms latencies, moto",
     )
     args = parser.parse_args(argv)
+    # The worker's queue.clock_skew_seconds: the backlog waits it out before the worker starts.
+    args.clock_skew_seconds = DEFAULT_CLOCK_SKEW_SECONDS
     if args.smoke:
         args.messages, args.concurrency, args.sqs = 20, "4", "moto"
+        # The covering rule is the same at any allowance; the smoke run need not wait out the default's 5 s twice.
+        args.clock_skew_seconds = SMOKE_CLOCK_SKEW_SECONDS
         args.backlog_notifications, args.backlog_elements = 60, 6
         args.kordiam_latency_ms = args.channel_latency_ms = 1
         args.timeout = 120
@@ -877,11 +901,14 @@ def run_backlog(
         run_dir = workdir / f"backlog-{impl}-{concurrency}"
         run_dir.mkdir(parents=True, exist_ok=True)
         queue, dlq = queues.create(f"backlog-{impl}-{concurrency}-{plan.offset}")
-        command = worker_command(impl, run_dir, queues, queue, dlq, stubs.base, concurrency, args.log_level)
+        command = worker_command(
+            impl, run_dir, queues, queue, dlq, stubs.base, concurrency, args.log_level, args.clock_skew_seconds
+        )
         print(f"bench: backlog {impl} C={concurrency} …", file=sys.stderr, flush=True)
         row = backlog.drain(
-            impl, command, worker_env(impl), queues, queue, dlq, stubs, plan, run_dir, args.timeout, LOADER_THREADS
-        )
+            impl, command, worker_env(impl), queues, queue, dlq, stubs, plan, run_dir, args.timeout, LOADER_THREADS,
+            args.clock_skew_seconds,
+        )  # fmt: skip
         print(f"bench:   {row['element_gets']} GETs, drained in {row['drain_s']} s", file=sys.stderr, flush=True)
         rows.append({"concurrency": concurrency, **row})
     plan = backlog.Backlog(args.backlog_notifications, args.backlog_elements, run_offset + 900_000)
@@ -896,6 +923,7 @@ def run_backlog(
         "workload": {
             "kind": "backlog",
             "queue": args.queue,
+            "clock_skew_seconds": args.clock_skew_seconds,
             "sqs": args.sqs if args.queue == "sqs" else None,
             "endpoint": endpoint if args.queue == "sqs" else args.broker,
             "kordiam_latency_ms": args.kordiam_latency_ms,
