@@ -748,9 +748,14 @@ class SqliteStateStore:
             self._reraise(error)
 
     async def probe(self) -> None:
-        # A write SQLite cannot skip (it rewrites the row, so the commit appends to the WAL: a full disk or a lock
-        # held by another program fails it as a message's write would), then a read.
-        await self._write(lambda db: db.execute("UPDATE schema_version SET version = version"))
+        # Writes that need room in the WAL for more than a group commit of messages takes, then a read. One page
+        # is not enough: a commit that failed on a full disk leaves the frames it wrote allocated past the WAL's
+        # end, one page's write fits in them, and the probe passed while every message's write still failed (the
+        # worker resumed and paused again, and a message whose own check passed spent a receive). A lock held by
+        # another program or a read-only disk fails these writes as a message's.
+        room = (PROBE_ELEMENT_ID, PROBE_ROOM_BYTES)
+        await self._write(lambda db: db.execute(PROBE_ROOM, room))
+        await self._write(lambda db: db.execute("DELETE FROM elements WHERE element_id = ?", room[:1]))
         await self._run(lambda db: db.execute("SELECT MAX(version) FROM schema_version").fetchone())
 
 
@@ -917,6 +922,14 @@ TRY_SWEEP_LEASE = (
     "lease_owner = excluded.lease_owner, lease_expires_at = excluded.lease_expires_at "
     "WHERE sweeps.lease_owner IS NULL OR sweeps.lease_expires_at < ?4 OR sweeps.lease_owner = ?2 "
     "OR sweeps.lease_owner = ?5"
+)
+# The probe's row: no element has id 0 (Kordiam's start at 1), and no statement scans the table.
+PROBE_ELEMENT_ID = 0
+# What the probe writes: 128 pages, several times what a group commit of a worker's messages writes.
+PROBE_ROOM_BYTES = 512 * 1024
+PROBE_ROOM = (
+    "INSERT INTO elements (element_id, resync) VALUES (?1, zeroblob(?2)) "
+    "ON CONFLICT (element_id) DO UPDATE SET resync = excluded.resync"
 )
 # Parking again keeps the first ``since``, takes the latest refusal's text and a new generation.
 PARK = (

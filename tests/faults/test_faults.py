@@ -26,6 +26,7 @@ from prometheus_client import REGISTRY
 from bridge.errors import ChannelRejected
 from bridge.simulator import RunningSimulator
 from bridge.state import SqliteStateStore
+from bridge.state.base import StateUnavailable
 from tests.faults.conftest import Figures
 from tests.support import (
     ChannelLog,
@@ -34,6 +35,7 @@ from tests.support import (
     WorkerProcess,
     consumer_paused,
     deliveries,
+    delivery,
     drain,
     eventually,
     free_port,
@@ -377,6 +379,27 @@ def fill(folder: Path) -> Path:
         except OSError as error:
             assert error.errno == errno.ENOSPC, error
     return filler
+
+
+async def test_on_a_full_disk_the_state_probe_fails_as_the_writes_of_messages_do(tmp_path: Path) -> None:
+    # A group commit that fails on a full disk leaves the WAL frames it did write allocated past the WAL's end; a
+    # probe that writes one page fits in them. Before, the probe passed while every message's write failed: the
+    # worker resumed, paused again at the next message, and a message whose own check passed spent a receive.
+    with small_filesystem(tmp_path / "state", "2m") as disk:
+        store = SqliteStateStore(disk / "state.db")
+        await store.open()
+        try:
+            filler = fill(disk)
+            writes = [store.record(delivery(element_id=n, publication_id=n)) for n in range(1, 40)]
+            failed = await asyncio.gather(*writes, return_exceptions=True)
+            assert all(isinstance(error, StateUnavailable) for error in failed), failed
+            with pytest.raises(StateUnavailable, match="database or disk is full"):
+                await store.probe()
+            filler.unlink()
+            await store.probe()  # the disk freed: the store answers again
+            assert await store.record(delivery(element_id=1, publication_id=1))
+        finally:
+            await store.close()
 
 
 async def test_a_full_disk_under_the_folder_channel_heals_and_nothing_is_dead_lettered(
@@ -751,3 +774,120 @@ async def test_waiting_for_a_live_workers_lease_spends_no_receive(
     # It waited in hand: no retry through the queue, so no receive spent on the other worker's lease.
     assert figures.notes["retries"] == 0
     assert (figures.dead_lettered, figures.duplicates) == (0, 0)
+
+
+def written_files(workdir: Path) -> list[str]:
+    """The folder channels' items (``web/…``, ``print/…``): the test reads these, never the state file, which may
+    sit on a full or read-only disk."""
+    return sorted(f"{channel}/{p.name}" for channel in ("web", "print") for p in (workdir / channel).glob("*.json"))
+
+
+def expected_files(stories: list[dict[str, Any]]) -> list[str]:
+    return sorted(
+        f"{channel}/{s['id']}-{p['id']}.json"
+        for s in stories
+        for channel, p in zip(("web", "print"), s["publications"], strict=True)
+    )
+
+
+def creates_per_item(events: list[dict[str, Any]]) -> dict[str, int]:
+    """How often the worker's log says it created each channel item (``done`` and ``channel_synced`` lines): more
+    than once is a story published twice."""
+    created: dict[str, int] = {}
+    for event in events:
+        if event.get("event") == "done":
+            actions = dict(event.get("channels") or {})
+        elif event.get("event") == "channel_synced":
+            actions = {f"{event['channel']}/{event['publication_id']}": event["action"]}
+        else:
+            continue
+        for item, action in actions.items():
+            if action == "created":
+                key = f"{event.get('element_id')}:{item}"
+                created[key] = created.get(key, 0) + 1
+    return created
+
+
+async def metric_value(ops: httpx.AsyncClient, name: str) -> float:
+    return _metric((await ops.get("/metrics")).text, name)
+
+
+@pytest.mark.parametrize("queues", [3], indirect=True)
+async def test_the_state_files_disk_filled_mid_run_pauses_the_worker_and_it_heals_once_freed(
+    sqs_endpoint: SqsEndpoint,
+    queues: tuple[str, str],
+    simulator: RunningSimulator,
+    admin: SimulatorAdmin,
+    tmp_path: Path,
+    figures: Figures,
+) -> None:
+    # The state file (and its -wal and -shm) on a small filesystem that fills up while stories flow: the WAL cannot
+    # grow, every write fails with SQLITE_FULL. The worker's own fault: it pauses, nothing is dead-lettered (three
+    # receives allowed, the disk stays full for longer than they would take), and it heals once the disk is freed.
+    with small_filesystem(tmp_path / "state", "2m") as disk:
+        config, ops_port = process_config(
+            sqs_endpoint, queues, simulator, tmp_path, state_url=f"sqlite:///{disk / 'state.db'}", visibility_timeout=6
+        )
+        ops = httpx.AsyncClient(base_url=f"http://127.0.0.1:{ops_port}", timeout=5)
+        worker = WorkerProcess(config, tmp_path / "worker.log")
+        try:
+            await eventually(lambda: worker.ready(ops_port), what="worker ready")
+            stories = [await admin.create(story(f"Before {n}")) for n in range(4)]
+            await eventually(lambda: written_files(tmp_path) == expected_files(stories), what="stories before")
+            filler = fill(disk)
+            full_at = time.monotonic()
+            stories += [await admin.create(story(f"Full {n}")) for n in range(6)]
+            await eventually(
+                lambda: not_ready_because(ops, "the state store cannot serve the worker"),
+                timeout=60,
+                what="/readyz not ready, naming the state store",
+            )
+            assert (await ops.get("/healthz")).status_code == 200  # paused on purpose, not stalled
+            outages = await metric_value(ops, "bridge_state_outages_total")
+            # Full through several probes (1, 2, 4 s apart): longer than three receives of a message would take.
+            await eventually(
+                lambda: sum(e.get("event") == "state_store_still_unavailable" for e in worker.events()) >= 3,
+                timeout=60,
+                what="probes failing while the disk is full",
+            )
+            filler.unlink()
+            full_for = time.monotonic() - full_at
+            stories += [await admin.create(story(f"After {n}")) for n in range(2)]
+            await eventually(lambda: worker.ready(ops_port), timeout=90, what="ready again once the disk is freed")
+            await eventually(
+                lambda: written_files(tmp_path) == expected_files(stories), timeout=60, what="every story delivered"
+            )
+            await eventually(lambda: queue_settled(sqs_endpoint.url, queues[0]), timeout=60, what="queue settled")
+        finally:
+            await ops.aclose()
+            code, _ = worker.terminate()
+        events = worker.events()
+        recorded = deliveries_in(disk / "state.db")
+    dead = drain(sqs_endpoint.url, queues[1])
+    created = creates_per_item(events)
+    figures.sent = len(stories)
+    figures.delivered = len(written_files(tmp_path))
+    figures.dead_lettered = len(dead)
+    figures.duplicates = sum(n - 1 for n in created.values())
+    figures.lost = len(set(expected_files(stories)) - set(written_files(tmp_path)))
+    figures.notes = {
+        "full_for_s": round(full_for, 1),
+        "outages_counted": outages,
+        "highest_receive_count": highest_receive_count(events),
+        "failed_probes": sum(e.get("event") == "state_store_still_unavailable" for e in events),
+    }
+    assert code == 0
+    assert outages >= 1
+    # One pause, one resumption: no probe passed while the disk was full (the worker did not flap).
+    assert [e["level"] for e in events if e.get("event") == "state_store_unavailable"] == ["error"]
+    assert [e.get("event") for e in events if e.get("event") == "consumer_resumed"] == ["consumer_resumed"]
+    assert not any("Traceback" in line for line in worker.log.read_text(encoding="utf-8").splitlines())
+    # Every item recorded in the state, and none created twice on its channel (an item whose record failed is
+    # rewritten in place by the forced re-sync: ``updated``, the same file).
+    assert len(recorded) == 2 * len(stories)
+    assert (figures.dead_lettered, figures.duplicates, figures.lost) == (0, 0, 0)
+
+
+def deliveries_in(state_file: Path) -> list[tuple[int, str, int]]:
+    with contextlib.closing(sqlite3.connect(state_file)) as db:
+        return db.execute("SELECT element_id, channel, publication_id FROM deliveries ORDER BY 1, 2, 3").fetchall()
