@@ -134,6 +134,9 @@ class MemoryStateStore:
     async def probe(self) -> None:
         return None
 
+    async def flush(self) -> None:
+        return None
+
     def lease(self, element_id: int) -> AbstractAsyncContextManager[HeldLease]:
         return in_process_lease(self, self._leased, element_id)
 

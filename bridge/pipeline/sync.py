@@ -241,6 +241,9 @@ class SyncEngine:
                 self._parked_since[notification.element_id] = notification.parked_since
             try:
                 report = await self._sync_leased(notification, sent_at=sent_at)
+                # Before the message is acknowledged: a delivery the store forgot after a crash of the host would
+                # be published again at the element's next change.
+                await self._state.flush()
             except ElementBusy as busy:
                 report = SyncReport(notification.element_id, failures=[Failure("lease", busy)])
             except BridgeError as error:  # the state store itself failed (transient or permanent, as it says)

@@ -240,6 +240,12 @@ class StateStore(Protocol):
         at the store, to tell its own fault (the store down for everyone: pause) from the message's."""
         ...
 
+    async def flush(self) -> None:
+        """Make every write this store committed so far survive a crash of the host (a power loss, the kernel
+        remounting the disk read-only after an I/O error); raise the store's error if it cannot. The worker asks
+        before a message is acknowledged: a delivery forgotten after the message is gone is published again."""
+        ...
+
     def lease(self, element_id: int) -> AbstractAsyncContextManager[HeldLease]:
         """Hold the element exclusively across processes; raise ``ElementBusy`` if another worker keeps it.
         Re-entrant for its owner: a block of the element inside another gets the same ``HeldLease``, and only the

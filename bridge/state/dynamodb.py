@@ -327,6 +327,9 @@ class DynamoDbStateStore:
                 await self._tidy_access_check(steps)
                 return
 
+    async def flush(self) -> None:
+        return None  # a write DynamoDB answered is durable already
+
     async def probe(self) -> None:
         steps = self._access_steps()
         for _, operation, request in steps:

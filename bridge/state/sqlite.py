@@ -4,8 +4,9 @@ Per-element operations run on the event loop itself, on a connection that never 
 statement of some 10–50 µs, and in WAL mode with ``synchronous=NORMAL`` a commit appends to the WAL without an
 fsync. What could block is moved off the loop: a statement that finds the database locked by another process
 (``busy_timeout`` is 0 on that connection) is retried on a second connection on a thread of the store's own,
-which waits up to 5 s; checkpoints (they fsync) and whole-table reads run on that thread too. Handing every
-statement to a thread cost 2–6 ms of latency per hop under load, three hops per message (measured).
+which waits up to 5 s; checkpoints (they fsync), the WAL's fsync before messages are acknowledged (``flush``) and
+whole-table reads run on that thread too. Handing every statement to a thread cost 2–6 ms of latency per hop under
+load, three hops per message (measured).
 """
 
 from __future__ import annotations
@@ -193,6 +194,10 @@ class SqliteStateStore:
         self._writes = 0
         # Writes waiting for the next group commit, with the futures their callers wait on (``_write``).
         self._queued: Batch = []
+        # The WAL's fsync (``flush``) running on the thread, and the next one, which the callers asking meanwhile
+        # share.
+        self._flush_running: asyncio.Future[None] | None = None
+        self._flush_next: asyncio.Future[None] | None = None
         self._owner = (owner or LeaseOwner.of_process(os.getpid())).encode()
         # Counts the releases that found their lease lost: with the owner, the re-sync token each sets.
         self._releases = itertools.count()
@@ -757,6 +762,55 @@ class SqliteStateStore:
         await self._write(lambda db: db.execute(PROBE_ROOM, room))
         await self._write(lambda db: db.execute("DELETE FROM elements WHERE element_id = ?", room[:1]))
         await self._run(lambda db: db.execute("SELECT MAX(version) FROM schema_version").fetchone())
+        await self.flush()
+
+    async def flush(self) -> None:
+        """fsync the WAL on the store's thread. Commits append to it without one (``synchronous=NORMAL``, so that
+        no commit blocks the loop), and until it runs a crash of the host or the kernel remounting the disk
+        read-only loses them, acknowledged or not. One fsync serves every caller that asks while none runs; one
+        that asks while one runs waits for the next, as its writes may have come after that one started."""
+        waiting = self._flush_next
+        if waiting is None:
+            waiting = self._flush_next = asyncio.get_running_loop().create_future()
+            if self._flush_running is None:
+                self._start_flush(waiting)
+        await asyncio.shield(waiting)
+
+    def _start_flush(self, done: asyncio.Future[None]) -> None:
+        self._flush_next, self._flush_running = None, done
+        if self._thread is None:
+            self._flush_running = None
+            done.set_exception(RuntimeError("state store is not open"))
+            return
+        syncing = asyncio.get_running_loop().run_in_executor(self._thread, self._sync_wal)
+        syncing.add_done_callback(lambda answer: self._flushed(done, answer))
+
+    def _flushed(self, done: asyncio.Future[None], answer: asyncio.Future[None]) -> None:
+        self._flush_running = None
+        if answer.cancelled():  # the loop is closing
+            done.cancel()
+        elif (error := answer.exception()) is not None:
+            done.set_exception(error)
+        else:
+            done.set_result(None)
+        if self._flush_next is not None:
+            self._start_flush(self._flush_next)
+
+    def _sync_wal(self) -> None:
+        try:
+            descriptor = os.open(f"{self.path}-wal", os.O_RDONLY)
+        except FileNotFoundError:
+            return  # no WAL (SQLite kept the file in a rollback journal mode): each commit synced itself
+        except OSError as error:
+            raise StateUnavailable(f"SQLite {self.path}: cannot open the WAL: {error.strerror or error}") from None
+        try:
+            os.fsync(descriptor)
+        except OSError as error:  # EIO, or the disk remounted read-only: what the WAL holds may not be on disk
+            raise StateUnavailable(
+                f"SQLite {self.path}: cannot sync the WAL to disk: {error.strerror or error}"
+            ) from None
+        finally:
+            os.close(descriptor)
 
 
 def _commit(db: sqlite3.Connection, batch: Batch) -> list[Any]:

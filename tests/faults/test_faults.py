@@ -891,3 +891,121 @@ async def test_the_state_files_disk_filled_mid_run_pauses_the_worker_and_it_heal
 def deliveries_in(state_file: Path) -> list[tuple[int, str, int]]:
     with contextlib.closing(sqlite3.connect(state_file)) as db:
         return db.execute("SELECT element_id, channel, publication_id FROM deliveries ORDER BY 1, 2, 3").fetchall()
+
+
+@contextlib.contextmanager
+def ext4_filesystem(path: Path, image: Path, size: str = "16M") -> Iterator[Path]:
+    """An ext4 file system in ``image`` (a loop device) mounted at ``path``, as a state volume is: the kernel
+    remounts it read-only after an I/O error (``abort_to_read_only``)."""
+    path.mkdir(parents=True)
+    subprocess.run(["truncate", "-s", size, str(image)], check=True)
+    subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], check=True, capture_output=True)
+    mounted = subprocess.run(["mount", "-o", "loop", str(image), str(path)], check=False, capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a loop device here: {mounted.stderr.decode().strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def abort_to_read_only(path: Path) -> None:
+    """What ext4 does on an I/O error with ``errors=remount-ro``: the file system read-only under every open file.
+    (``mount -o remount,ro`` is refused while a file is open for writing: the worker's state file always is.)"""
+    aborted = subprocess.run(["mount", "-o", "remount,abort", str(path)], check=False, capture_output=True)
+    if aborted.returncode != 0:
+        pytest.skip(f"this kernel's ext4 cannot be aborted: {aborted.stderr.decode().strip()}")
+
+
+def remount_checked(path: Path, image: Path) -> None:
+    """The operator's fix: unmount, check the file system, mount it again read-write."""
+    subprocess.run(["umount", str(path)], check=True)
+    checked = subprocess.run(["e2fsck", "-fy", str(image)], check=False, capture_output=True)
+    assert checked.returncode in (0, 1), checked.stdout.decode()  # 1: errors corrected
+    subprocess.run(["mount", "-o", "loop", str(image), str(path)], check=True)
+
+
+@pytest.mark.parametrize("queues", [3], indirect=True)
+async def test_the_state_files_disk_turned_read_only_mid_run_pauses_the_worker_and_a_restart_after_the_fix_heals(
+    sqs_endpoint: SqsEndpoint,
+    queues: tuple[str, str],
+    simulator: RunningSimulator,
+    admin: SimulatorAdmin,
+    tmp_path: Path,
+    figures: Figures,
+) -> None:
+    # The kernel remounts the state file's ext4 volume read-only under a running worker (errors=remount-ro after an
+    # I/O error). Every write fails; the worker's own fault: it pauses, nothing is dead-lettered. An aborted ext4
+    # cannot be made writable again under open files: the operator stops the worker, checks and remounts the
+    # volume, and starts it again; every story is delivered, none twice.
+    with ext4_filesystem(tmp_path / "state", tmp_path / "state.img") as disk:
+        config, ops_port = process_config(
+            sqs_endpoint, queues, simulator, tmp_path, state_url=f"sqlite:///{disk / 'state.db'}", visibility_timeout=6
+        )
+        ops = httpx.AsyncClient(base_url=f"http://127.0.0.1:{ops_port}", timeout=5)
+        first = WorkerProcess(config, tmp_path / "worker-1.log")
+        try:
+            await eventually(lambda: first.ready(ops_port), what="worker ready")
+            stories = [await admin.create(story(f"Before {n}")) for n in range(4)]
+            await eventually(lambda: written_files(tmp_path) == expected_files(stories), what="stories before")
+            abort_to_read_only(disk)
+            stories += [await admin.create(story(f"Read-only {n}")) for n in range(6)]
+            await eventually(
+                lambda: not_ready_because(ops, "the state store cannot serve the worker"),
+                timeout=60,
+                what="/readyz not ready, naming the state store",
+            )
+            assert (await ops.get("/healthz")).status_code == 200
+            outages = await metric_value(ops, "bridge_state_outages_total")
+            await eventually(
+                lambda: sum(e.get("event") == "state_store_still_unavailable" for e in first.events()) >= 3,
+                timeout=60,
+                what="probes failing while the disk is read-only",
+            )
+        finally:
+            await ops.aclose()
+            first_code, _ = first.terminate()
+        remount_checked(disk, tmp_path / "state.img")
+        stories += [await admin.create(story(f"After {n}")) for n in range(2)]
+        second = WorkerProcess(config, tmp_path / "worker-2.log")
+        try:
+            await eventually(
+                lambda: written_files(tmp_path) == expected_files(stories), timeout=60, what="every story delivered"
+            )
+            # A story delivered before the disk turned read-only changes: its items are updated, not created again
+            # (the delivery acknowledged before the fault is still in the state after the kernel's remount).
+            first_story = stories[0]["id"]
+            await admin.patch(first_story, {"title": "Before 0, corrected"})
+            await eventually(
+                lambda: any(
+                    e.get("event") == "done" and e.get("element_id") == first_story and e.get("changed")
+                    for e in second.events()
+                ),
+                timeout=60,
+                what="the corrected story synced",
+            )
+            await eventually(lambda: queue_settled(sqs_endpoint.url, queues[0]), timeout=60, what="queue settled")
+        finally:
+            second_code, _ = second.terminate()
+        events = first.events() + second.events()
+        recorded = deliveries_in(disk / "state.db")
+    dead = drain(sqs_endpoint.url, queues[1])
+    created = creates_per_item(events)
+    figures.sent = len(stories)
+    figures.delivered = len(written_files(tmp_path))
+    figures.dead_lettered = len(dead)
+    figures.duplicates = sum(n - 1 for n in created.values())
+    figures.lost = len(set(expected_files(stories)) - set(written_files(tmp_path)))
+    figures.notes = {
+        "outages_counted": outages,
+        "highest_receive_count": highest_receive_count(events),
+        "failed_probes": sum(e.get("event") == "state_store_still_unavailable" for e in events),
+        "exit_codes": (first_code, second_code),
+    }
+    logs = first.log.read_text(encoding="utf-8") + second.log.read_text(encoding="utf-8")
+    assert not any("Traceback" in line for line in logs.splitlines())
+    assert (first_code, second_code) == (0, 0)
+    assert outages >= 1
+    assert [e["level"] for e in first.events() if e.get("event") == "state_store_unavailable"] == ["error"]
+    assert len(recorded) == 2 * len(stories)
+    assert (figures.dead_lettered, figures.duplicates, figures.lost) == (0, 0, 0)

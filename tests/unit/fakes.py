@@ -170,7 +170,8 @@ class MemoryStateStore:
     """The ``StateStore`` contract in a dict. ``busy`` makes every lease refused; ``stale`` makes every record lose
     to a newer version, as when another worker synced the element meanwhile; ``down`` (a count) makes that many
     lease takes and probes fail with ``StateUnavailable``, as a store that is down for everyone; ``probes`` counts
-    the probes; ``parks`` holds the parked elements by (channel, element id); ``leases`` the leases other workers
+    the probes; ``unflushable`` (a count) makes that many flushes fail so, ``flushes`` counts those that passed;
+    ``parks`` holds the parked elements by (channel, element id); ``leases`` the leases other workers
     hold; ``sweep_cursors`` the sweeps' cursors; ``sweeps_held_elsewhere`` the sweeps whose lease another worker
     holds, ``sweeps_held`` those this store holds."""
 
@@ -189,6 +190,8 @@ class MemoryStateStore:
         self.stale = False
         self.down = 0
         self.probes = 0
+        self.unflushable = 0
+        self.flushes = 0
 
     async def open(self) -> None:
         return None
@@ -199,6 +202,12 @@ class MemoryStateStore:
     async def probe(self) -> None:
         self.probes += 1
         self._fail_if_down()
+
+    async def flush(self) -> None:
+        if self.unflushable:
+            self.unflushable -= 1
+            raise StateUnavailable("SQLite state.db: cannot sync the WAL to disk: Input/output error")
+        self.flushes += 1
 
     def _fail_if_down(self) -> None:
         if self.down:

@@ -81,6 +81,21 @@ async def test_a_failure_the_probe_does_not_confirm_is_the_messages_own_and_retr
     assert state.probes == 1 and not outage.paused and web.upserts == []
 
 
+async def test_a_message_is_acknowledged_only_once_the_store_made_its_writes_durable() -> None:
+    state = MemoryStateStore()
+    state.unflushable = 1  # the fsync after the message's sync fails once; the probe passes
+    handler, outage, web = pipeline(state, 5)
+    try:
+        failed = await handler(message(5))
+        done = await handler(message(5))
+    finally:
+        await outage.aclose()
+    # Not acknowledged while a crash of the host could still make the store forget its delivery (and the next
+    # change of the element publish it again): retried, then done once a flush passed. The item was written once.
+    assert isinstance(failed, Retry) and failed.stage == "state" and failed.error_class == "StateUnavailable"
+    assert isinstance(done, Done) and state.flushes == 1 and web.upserts == [(50, None)]
+
+
 async def test_messages_that_meet_the_outage_together_share_one_probe() -> None:
     state = MemoryStateStore()
     state.down = 3  # both messages' leases, then the one probe they share; the pause's first probe passes

@@ -763,3 +763,41 @@ def test_a_rows_time_is_fixed_width_utc_text(moment: datetime, text: str) -> Non
     assert _iso(moment) == text
     naive_utc = moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment
     assert text == naive_utc.isoformat(timespec="microseconds") + "Z"
+
+
+async def test_flush_fsyncs_the_wal_once_for_the_callers_asking_together(
+    stores: StoreFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = await stores()
+    assert await store.record(delivery())
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(descriptor: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{descriptor}"))
+        real_fsync(descriptor)
+
+    monkeypatch.setattr("bridge.state.sqlite.os.fsync", fsync)
+    await asyncio.gather(*(store.flush() for _ in range(5)))
+    # The first caller's fsync, and one more that the four asking while it ran share (their writes may have come
+    # after it started).
+    assert synced == [f"{store.path.resolve()}-wal"] * 2
+
+
+async def test_a_wal_that_cannot_be_synced_fails_the_flush_and_the_probe_naming_the_file(
+    stores: StoreFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = await stores()
+
+    def fsync(descriptor: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr("bridge.state.sqlite.os.fsync", fsync)
+    with pytest.raises(StateUnavailable, match=r"state\.db: cannot sync the WAL to disk: Input/output error"):
+        await store.flush()
+    # The writes a message makes pass (they stay in the page cache), but they cannot be made durable: the probe
+    # fails as the message's flush did, and the worker pauses rather than retry the message through the queue.
+    with pytest.raises(StateUnavailable, match="cannot sync the WAL"):
+        await store.probe()
+    monkeypatch.undo()
+    await store.flush()
