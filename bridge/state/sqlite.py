@@ -233,7 +233,10 @@ class SqliteStateStore:
                     f"SQLite {self.path} is locked by another program (a sqlite3 shell left in a transaction, a "
                     f"backup) for longer than the busy timeout: {error}"
                 ) from None
-            # A read-only or full file system: one line naming the file.
+            if self._disk_full(error):
+                # Nothing in the settings either: the same start works once there is room.
+                raise StateUnavailable(f"SQLite {self.path}: the disk holding it is full ({error})") from None
+            # A read-only file system, a directory the worker may not write: one line naming the file.
             raise ConfigError("state.url", f"cannot open SQLite database {self.path}: {error}") from None
         except BaseException:
             await self.close()
@@ -281,6 +284,19 @@ class SqliteStateStore:
                 raise not_sqlite from None
             raise
         return db
+
+    def _disk_full(self, error: sqlite3.OperationalError) -> bool:
+        """SQLITE_FULL, or an I/O error on a disk without a free block: an existing file's shared-memory index
+        that cannot grow is SQLITE_IOERR_SHMSIZE, "disk I/O error"."""
+        code = getattr(error, "sqlite_errorcode", 0) & 0xFF
+        if code == sqlite3.SQLITE_FULL:
+            return True
+        if code != sqlite3.SQLITE_IOERR:
+            return False
+        try:
+            return os.statvfs(self.path.parent).f_bavail == 0
+        except OSError:
+            return False
 
     def _not_sqlite(self, error: BaseException) -> ConfigError | None:
         """SQLITE_NOTADB and the like (``state.url`` names some other file) as one line naming it; None for the

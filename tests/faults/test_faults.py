@@ -1009,3 +1009,58 @@ async def test_the_state_files_disk_turned_read_only_mid_run_pauses_the_worker_a
     assert [e["level"] for e in first.events() if e.get("event") == "state_store_unavailable"] == ["error"]
     assert len(recorded) == 2 * len(stories)
     assert (figures.dead_lettered, figures.duplicates, figures.lost) == (0, 0, 0)
+
+
+@pytest.mark.parametrize("existing", [False, True], ids=["new-file", "existing-file"])
+async def test_a_full_disk_under_the_state_file_at_start_is_exit_75_and_the_same_start_works_once_freed(
+    sqs_endpoint: SqsEndpoint,
+    queues: tuple[str, str],
+    simulator: RunningSimulator,
+    admin: SimulatorAdmin,
+    tmp_path: Path,
+    figures: Figures,
+    existing: bool,
+) -> None:
+    # A full disk is no setting to fix: a restart with back-off starts the worker once there is room (exit 75),
+    # not "fix what the line names" (exit 2). SQLite says "database or disk is full" for a new file, and "disk I/O
+    # error" for an existing one (its shared-memory index cannot grow).
+    with small_filesystem(tmp_path / "state", "1m") as disk:
+        if existing:
+            made = SqliteStateStore(disk / "state.db")
+            await made.open()
+            await made.close()
+        config, ops_port = process_config(
+            sqs_endpoint, queues, simulator, tmp_path, state_url=f"sqlite:///{disk / 'state.db'}"
+        )
+        stories = [await admin.create(story(f"Waiting {n}")) for n in range(3)]
+        filler = fill(disk)
+        refused = WorkerProcess(config, tmp_path / "worker-1.log")
+        try:
+            code = refused.process.wait(timeout=60)
+        finally:
+            refused.kill()
+        lines = refused.log.read_text(encoding="utf-8").strip().splitlines()
+        filler.unlink()
+        second = WorkerProcess(config, tmp_path / "worker-2.log")
+        try:
+            await eventually(lambda: second.ready(ops_port), timeout=60, what="the same start, once there is room")
+            await eventually(
+                lambda: written_files(tmp_path) == expected_files(stories), timeout=60, what="every story delivered"
+            )
+            await eventually(lambda: queue_settled(sqs_endpoint.url, queues[0]), timeout=30, what="queue settled")
+        finally:
+            second_code, _ = second.terminate()
+    dead = drain(sqs_endpoint.url, queues[1])
+    figures.sent = len(stories)
+    figures.delivered = len(written_files(tmp_path))
+    figures.dead_lettered = len(dead)
+    figures.notes = {"exit_code": code, "existing_file": existing}
+    assert code == 75, lines[-1]
+    assert re.fullmatch(
+        r"kordiam-bridge: cannot start now \(a fault that may pass, not the configuration\): SQLite "
+        + re.escape(str(disk / "state.db"))
+        + r": the disk holding it is full \((database or disk is full|disk I/O error)\)",
+        lines[-1],
+    ), lines[-1]
+    assert not any("Traceback" in line for line in lines)
+    assert second_code == 0 and dead == []
