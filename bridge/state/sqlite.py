@@ -850,7 +850,10 @@ def _commit(db: sqlite3.Connection, batch: Batch) -> list[Any]:
     try:
         results = [operation(db) for operation, _ in batch]
     except Exception:
-        db.execute("ROLLBACK")
+        # SQLite rolls the transaction back itself on some errors (a full disk, an I/O error): a ROLLBACK then
+        # fails ("no transaction is active"), and its error would stand for every write of the batch.
+        if db.in_transaction:
+            db.execute("ROLLBACK")
         return [_alone(db, operation) for operation, _ in batch]
     try:
         db.execute("COMMIT")
@@ -1015,7 +1018,8 @@ def _transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     try:
         yield db
     except BaseException:
-        db.execute("ROLLBACK")
+        if db.in_transaction:  # not rolled back by SQLite itself (a full disk, an I/O error)
+            db.execute("ROLLBACK")
         raise
     db.execute("COMMIT")
 

@@ -22,7 +22,7 @@ from bridge.config import StateSettings
 from bridge.errors import ConfigError
 from bridge.state import Delivery, SqliteStateStore, open_state_store
 from bridge.state.base import ElementBusy, ElementMark, StateUnavailable
-from bridge.state.sqlite import CHECKPOINT_EVERY_WRITES, MIGRATIONS, SCHEMA_VERSION, _iso, _others_ready
+from bridge.state.sqlite import CHECKPOINT_EVERY_WRITES, MIGRATIONS, SCHEMA_VERSION, _iso, _others_ready, _transaction
 from tests.support import T0, delivery, opened_stores
 
 StoreFactory = Callable[..., Awaitable[SqliteStateStore]]
@@ -801,3 +801,34 @@ async def test_a_wal_that_cannot_be_synced_fails_the_flush_and_the_probe_naming_
         await store.probe()
     monkeypatch.undo()
     await store.flush()
+
+
+async def test_a_write_of_a_group_commit_that_finds_the_disk_full_fails_alone_with_sqlites_words(
+    stores: StoreFactory,
+) -> None:
+    store = await stores()
+    # The file may not grow by more than a page or two: as a disk that fills up under a statement.
+    loop_db = store._loop_db
+    assert loop_db is not None
+    pages = loop_db.execute("PRAGMA page_count").fetchone()[0]
+    loop_db.execute(f"PRAGMA max_page_count={pages + 2}")
+    big, small = delivery(element_id=1, edit_link="x" * 200_000), delivery(element_id=2)
+    results = await asyncio.gather(store.record(big), store.record(small), return_exceptions=True)
+    # SQLite rolled the transaction back itself on SQLITE_FULL. Before, the batch's own ROLLBACK then failed, and
+    # both writes failed with "cannot rollback - no transaction is active" instead of running again alone.
+    assert isinstance(results[0], StateUnavailable) and "database or disk is full" in str(results[0])
+    assert results[1] is True
+    assert [d.element_id for d in await store.all_deliveries()] == [2]
+
+
+def test_a_transaction_sqlite_rolled_back_itself_raises_its_own_error(tmp_path: Path) -> None:
+    db = sqlite3.connect(tmp_path / "state.db", isolation_level=None)
+    try:
+        db.execute("CREATE TABLE t (x)")
+        db.execute(f"PRAGMA max_page_count={db.execute('PRAGMA page_count').fetchone()[0] + 1}")
+        # Before: "cannot rollback - no transaction is active", the context's ROLLBACK failing in its place.
+        with pytest.raises(sqlite3.OperationalError, match="database or disk is full"), _transaction(db):
+            db.execute("INSERT INTO t VALUES (zeroblob(100000))")
+        assert not db.in_transaction
+    finally:
+        db.close()
