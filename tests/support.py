@@ -662,7 +662,10 @@ async def resumed_and_delivered(endpoint: str, queue: str, workdir: Path, delive
 
 
 def deliveries(workdir: Path) -> list[tuple[int, str, int]]:
-    with sqlite3.connect(workdir / "state.db") as db:
+    """The deliveries in the worker's state file; none while the worker, starting, has not made its tables yet."""
+    with contextlib.closing(sqlite3.connect(workdir / "state.db")) as db:
+        if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'deliveries'").fetchone() is None:
+            return []
         return db.execute("SELECT element_id, channel, publication_id FROM deliveries ORDER BY 1, 2, 3").fetchall()
 
 

@@ -862,7 +862,7 @@ async def test_the_state_files_disk_filled_mid_run_pauses_the_worker_and_it_heal
             await ops.aclose()
             code, _ = worker.terminate()
         events = worker.events()
-        recorded = deliveries_in(disk / "state.db")
+        recorded = deliveries(disk)
     dead = drain(sqs_endpoint.url, queues[1])
     created = creates_per_item(events)
     figures.sent = len(stories)
@@ -886,11 +886,6 @@ async def test_the_state_files_disk_filled_mid_run_pauses_the_worker_and_it_heal
     # rewritten in place by the forced re-sync: ``updated``, the same file).
     assert len(recorded) == 2 * len(stories)
     assert (figures.dead_lettered, figures.duplicates, figures.lost) == (0, 0, 0)
-
-
-def deliveries_in(state_file: Path) -> list[tuple[int, str, int]]:
-    with contextlib.closing(sqlite3.connect(state_file)) as db:
-        return db.execute("SELECT element_id, channel, publication_id FROM deliveries ORDER BY 1, 2, 3").fetchall()
 
 
 @contextlib.contextmanager
@@ -988,7 +983,7 @@ async def test_the_state_files_disk_turned_read_only_mid_run_pauses_the_worker_a
         finally:
             second_code, _ = second.terminate()
         events = first.events() + second.events()
-        recorded = deliveries_in(disk / "state.db")
+        recorded = deliveries(disk)
     dead = drain(sqs_endpoint.url, queues[1])
     created = creates_per_item(events)
     figures.sent = len(stories)
