@@ -198,6 +198,8 @@ class SqliteStateStore:
         # share.
         self._flush_running: asyncio.Future[None] | None = None
         self._flush_next: asyncio.Future[None] | None = None
+        # A sync of the WAL failed, and no checkpoint has written its commits again since (on the thread only).
+        self._wal_in_doubt = False
         self._owner = (owner or LeaseOwner.of_process(os.getpid())).encode()
         # Counts the releases that found their lease lost: with the owner, the re-sync token each sets.
         self._releases = itertools.count()
@@ -813,6 +815,9 @@ class SqliteStateStore:
             self._start_flush(self._flush_next)
 
     def _sync_wal(self) -> None:
+        if self._wal_in_doubt:
+            self._rewrite_wal()
+            return
         try:
             descriptor = os.open(f"{self.path}-wal", os.O_RDONLY)
         except FileNotFoundError:
@@ -822,11 +827,28 @@ class SqliteStateStore:
         try:
             os.fsync(descriptor)
         except OSError as error:  # EIO, or the disk remounted read-only: what the WAL holds may not be on disk
+            self._wal_in_doubt = True
             raise StateUnavailable(
                 f"SQLite {self.path}: cannot sync the WAL to disk: {error.strerror or error}"
             ) from None
         finally:
             os.close(descriptor)
+
+    def _rewrite_wal(self) -> None:
+        """After a failed sync of the WAL: Linux reports a failed writeback once and marks its pages clean, so the
+        next fsync passes with those commits still not on disk. A checkpoint that copies every frame into the
+        database file (read back from the page cache, which still holds them) and syncs it writes them again."""
+        thread_db = self._require(self._thread_db)
+        try:
+            busy, _, _ = thread_db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        except sqlite3.DatabaseError as error:
+            self._reraise(error)
+        if busy:
+            raise StateUnavailable(
+                f"SQLite {self.path}: a sync of the WAL failed, and the checkpoint that writes its commits again "
+                "could not finish (another connection is reading or writing the file); retried at the next flush"
+            )
+        self._wal_in_doubt = False
 
 
 def _commit(db: sqlite3.Connection, batch: Batch) -> list[Any]:
