@@ -241,9 +241,10 @@ class StateStore(Protocol):
         ...
 
     async def flush(self) -> None:
-        """Make every write this store committed so far survive a crash of the host (a power loss, the kernel
-        remounting the disk read-only after an I/O error); raise the store's error if it cannot. The worker asks
-        before a message is acknowledged: a delivery forgotten after the message is gone is published again."""
+        """Have every write this store committed so far made to survive a crash of the host (a power loss, the
+        kernel remounting the disk read-only after an I/O error) soon, or at once (each store says how soon); raise
+        the store's error while it cannot. The worker asks before a message is acknowledged: a delivery forgotten
+        is published again at the element's next change."""
         ...
 
     def lease(self, element_id: int) -> AbstractAsyncContextManager[HeldLease]:

@@ -4,9 +4,9 @@ Per-element operations run on the event loop itself, on a connection that never 
 statement of some 10–50 µs, and in WAL mode with ``synchronous=NORMAL`` a commit appends to the WAL without an
 fsync. What could block is moved off the loop: a statement that finds the database locked by another process
 (``busy_timeout`` is 0 on that connection) is retried on a second connection on a thread of the store's own,
-which waits up to 5 s; checkpoints (they fsync), the WAL's fsync before messages are acknowledged (``flush``) and
-whole-table reads run on that thread too. Handing every statement to a thread cost 2–6 ms of latency per hop under
-load, three hops per message (measured).
+which waits up to 5 s; checkpoints (they fsync), the WAL's sync every ``WAL_SYNC_SECONDS`` (``flush``) and
+whole-table reads run on that thread too. Handing every statement to a thread cost 2–6 ms of latency per hop
+under load, three hops per message (measured).
 """
 
 from __future__ import annotations
@@ -52,6 +52,12 @@ log = structlog.get_logger("bridge.state")
 # locked and wait for it on the thread. RESTART, not PASSIVE: under steady writes a passive checkpoint never
 # catches up, and the WAL would grow without end.
 CHECKPOINT_EVERY_WRITES = 2000
+# The longest a commit waits in the page cache for the WAL's fdatasync (``flush``). A host crash, or the kernel
+# remounting the disk read-only after an I/O error, loses the commits not yet synced; the kernel's own writeback
+# would leave up to 30 s of them. Not before each acknowledgement: a sync a message, on the store's thread, cost
+# the worker about a sixth more CPU a message at 32 in flight (`make bench`, four paired runs), and its window
+# would not close either (a crash between a channel's write and its record's sync repeats the write all the same).
+WAL_SYNC_SECONDS = 0.1
 BUSY_TIMEOUT_MS = 5000
 
 SCHEMA_VERSION = 8
@@ -200,6 +206,10 @@ class SqliteStateStore:
         self._flush_next: asyncio.Future[None] | None = None
         # A sync of the WAL failed, and no checkpoint has written its commits again since (on the thread only).
         self._wal_in_doubt = False
+        # The next sync ``flush`` asked for (a timer), and the task running it; whether the last sync failed.
+        self._sync_timer: asyncio.TimerHandle | None = None
+        self._background_sync: asyncio.Task[None] | None = None
+        self._sync_failed = False
         self._owner = (owner or LeaseOwner.of_process(os.getpid())).encode()
         # Counts the releases that found their lease lost: with the owner, the re-sync token each sets.
         self._releases = itertools.count()
@@ -368,6 +378,11 @@ class SqliteStateStore:
 
     async def close(self) -> None:
         await self._keeper.stop()
+        if self._sync_timer is not None:
+            self._sync_timer.cancel()  # closing the connections below syncs what they wrote
+            self._sync_timer = None
+        if self._background_sync is not None:
+            await asyncio.gather(self._background_sync, return_exceptions=True)
         if self._queued:
             self._commit_queued()  # what callers still wait for is committed, not dropped
         thread, loop_db, thread_db = self._thread, self._loop_db, self._thread_db
@@ -780,13 +795,37 @@ class SqliteStateStore:
         await self._write(lambda db: db.execute(PROBE_ROOM, room))
         await self._write(lambda db: db.execute("DELETE FROM elements WHERE element_id = ?", room[:1]))
         await self._run(lambda db: db.execute("SELECT MAX(version) FROM schema_version").fetchone())
-        await self.flush()
+        await self._sync_now()
 
     async def flush(self) -> None:
-        """fsync the WAL on the store's thread. Commits append to it without one (``synchronous=NORMAL``, so that
-        no commit blocks the loop), and until it runs a crash of the host or the kernel remounting the disk
-        read-only loses them, acknowledged or not. One fsync serves every caller that asks while none runs; one
-        that asks while one runs waits for the next, as its writes may have come after that one started."""
+        """Have the WAL synced within ``WAL_SYNC_SECONDS`` (an fdatasync on the store's thread, shared by every
+        commit made meanwhile), without waiting for it; raise ``StateUnavailable`` while the last sync failed, so that
+        no message is acknowledged until a sync passes again (this call then waits for one). Commits append to the
+        WAL without a sync (``synchronous=NORMAL``, so that no commit blocks the loop)."""
+        if self._sync_failed:
+            await self._sync_now()
+            return
+        if self._sync_timer is None and self._background_sync is None and self._thread is not None:
+            self._sync_timer = asyncio.get_running_loop().call_later(WAL_SYNC_SECONDS, self._sync_in_background)
+
+    def _sync_in_background(self) -> None:
+        self._sync_timer = None
+        self._background_sync = asyncio.ensure_future(self._background_sync_run())
+
+    async def _background_sync_run(self) -> None:
+        try:
+            await self._sync_now()
+        except RuntimeError:  # closed meanwhile
+            pass
+        except Exception as error:  # the next flush raises it, and the worker pauses on the probe
+            log.error("state_wal_sync_failed", error=f"{type(error).__name__}: {error}")
+        finally:
+            self._background_sync = None
+
+    async def _sync_now(self) -> None:
+        """fsync the WAL on the store's thread, raising the store's error if it cannot be. One sync serves every
+        caller that asks while none runs; one that asks while one runs waits for the next, as its writes may have
+        come after that one started."""
         waiting = self._flush_next
         if waiting is None:
             waiting = self._flush_next = asyncio.get_running_loop().create_future()
@@ -808,8 +847,10 @@ class SqliteStateStore:
         if answer.cancelled():  # the loop is closing
             done.cancel()
         elif (error := answer.exception()) is not None:
+            self._sync_failed = True
             done.set_exception(error)
         else:
+            self._sync_failed = False
             done.set_result(None)
         if self._flush_next is not None:
             self._start_flush(self._flush_next)
@@ -825,7 +866,9 @@ class SqliteStateStore:
         except OSError as error:
             raise StateUnavailable(f"SQLite {self.path}: cannot open the WAL: {error.strerror or error}") from None
         try:
-            os.fsync(descriptor)
+            # fdatasync, as SQLite's own syncs on Linux: the data and the size, not the modification time, whose
+            # journal commit an fsync would wait for at every flush.
+            os.fdatasync(descriptor)
         except OSError as error:  # EIO, or the disk remounted read-only: what the WAL holds may not be on disk
             self._wal_in_doubt = True
             raise StateUnavailable(

@@ -27,6 +27,7 @@ from bridge.errors import ChannelRejected
 from bridge.simulator import RunningSimulator
 from bridge.state import SqliteStateStore
 from bridge.state.base import StateUnavailable
+from bridge.state.sqlite import WAL_SYNC_SECONDS
 from tests.faults.conftest import Figures
 from tests.support import (
     ChannelLog,
@@ -943,6 +944,9 @@ async def test_the_state_files_disk_turned_read_only_mid_run_pauses_the_worker_a
             await eventually(lambda: first.ready(ops_port), what="worker ready")
             stories = [await admin.create(story(f"Before {n}")) for n in range(4)]
             await eventually(lambda: written_files(tmp_path) == expected_files(stories), what="stories before")
+            # The fault comes after the WAL's sync window: what a host crash or the kernel's remount may lose is
+            # the commits of the last WAL_SYNC_SECONDS, where the kernel's writeback alone would leave 30 s of them.
+            await asyncio.sleep(5 * WAL_SYNC_SECONDS)
             abort_to_read_only(disk)
             stories += [await admin.create(story(f"Read-only {n}")) for n in range(6)]
             await eventually(

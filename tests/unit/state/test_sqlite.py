@@ -22,8 +22,16 @@ from bridge.config import StateSettings
 from bridge.errors import ConfigError
 from bridge.state import Delivery, SqliteStateStore, open_state_store
 from bridge.state.base import ElementBusy, ElementMark, StateUnavailable
-from bridge.state.sqlite import CHECKPOINT_EVERY_WRITES, MIGRATIONS, SCHEMA_VERSION, _iso, _others_ready, _transaction
-from tests.support import T0, delivery, opened_stores
+from bridge.state.sqlite import (
+    CHECKPOINT_EVERY_WRITES,
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    WAL_SYNC_SECONDS,
+    _iso,
+    _others_ready,
+    _transaction,
+)
+from tests.support import T0, delivery, eventually, opened_stores
 
 StoreFactory = Callable[..., Awaitable[SqliteStateStore]]
 
@@ -765,23 +773,44 @@ def test_a_rows_time_is_fixed_width_utc_text(moment: datetime, text: str) -> Non
     assert text == naive_utc.isoformat(timespec="microseconds") + "Z"
 
 
-async def test_flush_fsyncs_the_wal_once_for_the_callers_asking_together(
+async def test_flushes_asked_together_share_one_sync_of_the_wal_soon_after_without_waiting_for_it(
     stores: StoreFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store = await stores()
     assert await store.record(delivery())
     synced: list[str] = []
-    real_fsync = os.fsync
+    real_fsync = os.fdatasync
 
     def fsync(descriptor: int) -> None:
         synced.append(os.readlink(f"/proc/self/fd/{descriptor}"))
         real_fsync(descriptor)
 
-    monkeypatch.setattr("bridge.state.sqlite.os.fsync", fsync)
+    monkeypatch.setattr("bridge.state.sqlite.os.fdatasync", fsync)
+    # A message's flush only asks for the sync: the acknowledgement does not wait on a thread's round trip.
     await asyncio.gather(*(store.flush() for _ in range(5)))
-    # The first caller's fsync, and one more that the four asking while it ran share (their writes may have come
+    assert synced == []
+    await eventually(lambda: bool(synced), what="the WAL synced")
+    await asyncio.sleep(3 * WAL_SYNC_SECONDS)
+    assert synced == [f"{store.path.resolve()}-wal"]
+    await store.flush()  # a commit since: the next one is asked for
+    await eventually(lambda: len(synced) == 2, what="the WAL synced again")
+
+
+async def test_syncs_asked_while_one_runs_share_the_next(stores: StoreFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = await stores()
+    assert await store.record(delivery())
+    synced: list[int] = []
+    real_fsync = os.fdatasync
+
+    def fsync(descriptor: int) -> None:
+        synced.append(descriptor)
+        real_fsync(descriptor)
+
+    monkeypatch.setattr("bridge.state.sqlite.os.fdatasync", fsync)
+    await asyncio.gather(*(store._sync_now() for _ in range(5)))
+    # The first caller's sync, and one more that the four asking while it ran share (their writes may have come
     # after it started).
-    assert synced == [f"{store.path.resolve()}-wal"] * 2
+    assert len(synced) == 2
 
 
 async def test_a_wal_that_cannot_be_synced_fails_the_probe_naming_the_file(
@@ -792,7 +821,7 @@ async def test_a_wal_that_cannot_be_synced_fails_the_probe_naming_the_file(
     def fsync(descriptor: int) -> None:
         raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr("bridge.state.sqlite.os.fsync", fsync)
+    monkeypatch.setattr("bridge.state.sqlite.os.fdatasync", fsync)
     # The writes a message makes pass (they stay in the page cache), but they cannot be made durable: the probe
     # fails as the message's flush does, and the worker pauses rather than retry the message through the queue.
     with pytest.raises(StateUnavailable, match=r"state\.db: cannot sync the WAL to disk: Input/output error"):
@@ -838,16 +867,16 @@ async def test_after_a_failed_sync_of_the_wal_a_flush_passes_only_once_a_checkpo
     store = await stores()
     assert await store.record(delivery())
     failures = [OSError(5, "Input/output error")]
-    real_fsync = os.fsync
+    real_fsync = os.fdatasync
 
     def fsync(descriptor: int) -> None:
         if failures:
             raise failures.pop()
         real_fsync(descriptor)
 
-    monkeypatch.setattr("bridge.state.sqlite.os.fsync", fsync)
-    with pytest.raises(StateUnavailable, match="cannot sync the WAL to disk: Input/output error"):
-        await store.flush()
+    monkeypatch.setattr("bridge.state.sqlite.os.fdatasync", fsync)
+    await store.flush()  # asks for the sync, which fails on the store's thread
+    await eventually(lambda: store._sync_failed, what="the sync failed")
     # Linux reports a failed writeback once and marks the pages clean: the next fsync passes with the commits still
     # not on disk. Before, that fsync was taken for durable; now the commits are checkpointed into the database
     # file (which SQLite syncs) and the WAL emptied.
