@@ -15,74 +15,99 @@ from urllib.parse import quote
 from bridge.kordiam.models import CustomFieldValue, DateTimeSlot, Person, Publication, Ref, Task
 from bridge.ops.clock import utc_text
 
+# The builders below write each object key by key, leaving out what ``compact`` would (``None``, and the empty
+# object or list), in the same order: a dict literal filtered by ``compact`` cost twice as much, and they run for
+# some ten objects of every Global Export body.
+
 
 def v1_ref(ref: Ref | None) -> dict[str, Any] | None:
     if ref is None:
         return None
-    return compact({"id": ref.id, "name": ref.name})
+    return {"id": ref.id} if ref.name is None else {"id": ref.id, "name": ref.name}
 
 
 def v1_slot(slot: DateTimeSlot | None) -> dict[str, Any] | None:
     if slot is None or slot.date is None:
         return None
-    return compact({"date": slot.date.isoformat(), "time": _hhmm(slot.time)})
+    day = slot.date.isoformat()
+    return {"date": day} if slot.time is None else {"date": day, "time": _hhmm(slot.time)}
 
 
 def v1_person(person: Person | None) -> dict[str, Any] | None:
     if person is None:
         return None
+    body: dict[str, Any] = {}
+    if person.id is not None:
+        body["id"] = person.id
     # v1 puts the e-mail address into `name`.
-    return compact({"id": person.id, "name": person.email or person.name, "external_id": person.external_id}) or None
+    if (name := person.email or person.name) is not None:
+        body["name"] = name
+    if person.external_id is not None:
+        body["external_id"] = person.external_id
+    return body or None
 
 
 def v1_task(task: Task) -> dict[str, Any]:
+    body: dict[str, Any] = {"id": task.id}
+    if task.format is not None:
+        body["format"] = v1_ref(task.format)
+    if task.status is not None:
+        body["status"] = v1_ref(task.status)
+    if task.confirmation_status is not None:
+        body["confirmationStatus"] = v1_ref(task.confirmation_status)
+    if (assignee := v1_person(task.assignee)) is not None:
+        body["assignee"] = assignee
+    if (deadline := v1_slot(task.deadline)) is not None:
+        body["deadline"] = deadline
+    if task.note is not None:
+        body["note"] = task.note
+    if task.done is not None:
+        body["done"] = task.done
     content = task.content
-    return compact(
-        {
-            "id": task.id,
-            "format": v1_ref(task.format),
-            "status": v1_ref(task.status),
-            "confirmationStatus": v1_ref(task.confirmation_status),
-            "assignee": v1_person(task.assignee),
-            "deadline": v1_slot(task.deadline),
-            "note": task.note,
-            "done": task.done,
-            "content": content.text if content else None,
-            "headline": content.headline if content else None,
-        }
-    )
+    if content is not None:
+        if content.text is not None:
+            body["content"] = content.text
+        if content.headline is not None:
+            body["headline"] = content.headline
+    return body
 
 
 def v1_publication(publication: Publication, tasks: Sequence[Task]) -> dict[str, Any]:
+    body: dict[str, Any] = {"id": publication.id}
+    if publication.status is not None:
+        body["status"] = v1_ref(publication.status)
+    body["platform"] = publication.platform.id
+    if publication.category is not None:
+        body["category"] = v1_ref(publication.category)
+    if publication.type is not None:
+        body["type"] = v1_ref(publication.type)
     schedule = publication.schedule
-    single = None
     if schedule is not None and schedule.kind == "single" and schedule.date is not None:
         # In GMT, as Kordiam sends it: a time with an offset of its own moves to GMT, its date with it.
         instant = schedule.instant()
-        day, at = (instant.date(), instant.time()) if instant is not None else (schedule.date, None)
-        single = {"start": compact({"date": day.isoformat(), "time": _hhmm(at)})}
-    published = v1_slot(publication.published)
-    assigned = set(publication.assigned_task_ids)
+        if instant is None:
+            body["single"] = {"start": {"date": schedule.date.isoformat()}}
+        else:
+            body["single"] = {"start": {"date": instant.date().isoformat(), "time": _hhmm(instant.time())}}
+    if (published := v1_slot(publication.published)) is not None:
+        body["published"] = {"start": published}
+    if publication.assigned_task_ids and tasks:
+        assigned = set(publication.assigned_task_ids)
+        body["assignments"] = [task.id in assigned for task in tasks]
+    if publication.external_id is not None:
+        body["cms_id"] = publication.external_id
     cms = publication.cms
-    return compact(
-        {
-            "id": publication.id,
-            "status": v1_ref(publication.status),
-            "platform": publication.platform.id,
-            "category": v1_ref(publication.category),
-            "type": v1_ref(publication.type),
-            "single": single,
-            "published": {"start": published} if published else None,
-            "assignments": [task.id in assigned for task in tasks] if assigned else None,
-            "cms_id": publication.external_id,
-            "url_to_content_in_cms": cms.edit_link if cms else None,
-            "url_to_published_content": cms.open_link if cms else None,
-        }
-    )
+    if cms is not None:
+        if cms.edit_link is not None:
+            body["url_to_content_in_cms"] = cms.edit_link
+        if cms.open_link is not None:
+            body["url_to_published_content"] = cms.open_link
+    return body
 
 
 def v1_custom_field(field: CustomFieldValue) -> dict[str, Any]:
-    return compact({"customFieldId": field.id, "value": field.as_text()})
+    value = field.as_text()
+    return {"customFieldId": field.id} if value is None else {"customFieldId": field.id, "value": value}
 
 
 def compact(data: dict[str, Any], keep: Sequence[str] = ()) -> dict[str, Any]:

@@ -172,23 +172,27 @@ class KordiamWebhookOptions(BaseModel):
 def global_export_body(element: Element, publications: Iterable[Publication] | None = None) -> dict[str, Any]:
     """The Global Export body (seed 001) for ``element`` with ``publications`` (default: all of its own)."""
     chosen = element.publications if publications is None else tuple(publications)
+    # Key by key, as ``bridge.channels.kordiam_v1``'s builders: absent values left out, the lists always there.
+    body: dict[str, Any] = {"id": element.id}
+    if element.title is not None:
+        body["title"] = element.title
+    if element.slug is not None:
+        body["slug"] = element.slug
+    if element.note is not None:
+        body["note"] = element.note
+    if element.status is not None:
+        body["elementStatus"] = v1_ref(element.status)
+    if element.modification_date is not None:
+        body["modificationDate"] = utc_timestamp(element.modification_date)
+    if element.custom_fields:
+        body["customFields"] = [v1_custom_field(f) for f in element.custom_fields]
     external = element.external_element
-    return compact(
-        {
-            "id": element.id,
-            "title": element.title,
-            "slug": element.slug,
-            "note": element.note,
-            "elementStatus": v1_ref(element.status),
-            "modificationDate": utc_timestamp(element.modification_date),
-            "customFields": [v1_custom_field(f) for f in element.custom_fields] or None,
-            "externalElement": compact({"id": external.external_id, "link": external.link}) if external else None,
-            "tasks": [v1_task(task) for task in element.tasks],
-            "publications": [v1_publication(p, element.tasks) for p in chosen],
-            "groups": [v1_ref(group) for group in element.groups],
-        },
-        keep=("tasks", "publications", "groups"),
-    )
+    if external is not None and (linked := compact({"id": external.external_id, "link": external.link})):
+        body["externalElement"] = linked
+    body["tasks"] = [v1_task(task) for task in element.tasks]
+    body["publications"] = [v1_publication(p, element.tasks) for p in chosen]
+    body["groups"] = [v1_ref(group) for group in element.groups]
+    return body
 
 
 def status_passes(publication: Publication, statuses: Sequence[StatusSelector] | None) -> bool:
