@@ -23,8 +23,14 @@ pytest.importorskip("psutil", reason="the bench extra is not installed")
 
 from bench import ingress, state_statements
 from bench.backlog import Backlog
-from bench.pipeline import measure
+from bench.pipeline import element_bodies, measure
 from bench.run import FIELDS, StompQueues, check_variant, limited_by, main, paired_cpu_ratios, write_report
+from bench.stubs import element
+
+
+def test_the_pipeline_benchs_element_bodies_are_the_stubs_own() -> None:
+    ids = [1, 9, 10, 99, 12_345, 9_999_999, 10_000_000, 987_654_321]
+    assert element_bodies(ids) == {element_id: element(element_id) for element_id in ids}
 
 
 @pytest.mark.integration
