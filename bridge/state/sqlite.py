@@ -200,15 +200,15 @@ class SqliteStateStore:
         self._writes = 0
         # Writes waiting for the next group commit, with the futures their callers wait on (``_write``).
         self._queued: Batch = []
-        # The WAL's fsync (``flush``) running on the thread, and the next one, which the callers asking meanwhile
+        # The WAL's sync (``_sync_now``) running on the thread, and the next one, which the callers asking meanwhile
         # share.
-        self._flush_running: asyncio.Future[None] | None = None
-        self._flush_next: asyncio.Future[None] | None = None
+        self._sync_running: asyncio.Future[None] | None = None
+        self._sync_next: asyncio.Future[None] | None = None
         # A sync of the WAL failed, and no checkpoint has written its commits again since (on the thread only).
         self._wal_in_doubt = False
-        # The next sync ``flush`` asked for (a timer), and the task running it; whether the last sync failed.
-        self._sync_timer: asyncio.TimerHandle | None = None
-        self._background_sync: asyncio.Task[None] | None = None
+        # The task that syncs the WAL WAL_SYNC_SECONDS after a ``flush`` (until no commit came during a sync), and
+        # whether the last sync failed.
+        self._syncing_soon: asyncio.Task[None] | None = None
         self._sync_failed = False
         self._owner = (owner or LeaseOwner.of_process(os.getpid())).encode()
         # Counts the releases that found their lease lost: with the owner, the re-sync token each sets.
@@ -378,11 +378,9 @@ class SqliteStateStore:
 
     async def close(self) -> None:
         await self._keeper.stop()
-        if self._sync_timer is not None:
-            self._sync_timer.cancel()  # closing the connections below syncs what they wrote
-            self._sync_timer = None
-        if self._background_sync is not None:
-            await asyncio.gather(self._background_sync, return_exceptions=True)
+        if self._syncing_soon is not None:
+            self._syncing_soon.cancel()  # closing the connections below syncs what they wrote
+            await asyncio.gather(self._syncing_soon, return_exceptions=True)
         if self._queued:
             self._commit_queued()  # what callers still wait for is committed, not dropped
         thread, loop_db, thread_db = self._thread, self._loop_db, self._thread_db
@@ -804,46 +802,48 @@ class SqliteStateStore:
         WAL without a sync (``synchronous=NORMAL``, so that no commit blocks the loop)."""
         if self._sync_failed:
             await self._sync_now()
-            return
-        if self._sync_timer is None and self._background_sync is None and self._thread is not None:
-            self._sync_timer = asyncio.get_running_loop().call_later(WAL_SYNC_SECONDS, self._sync_in_background)
+        elif self._syncing_soon is None and self._thread is not None:
+            self._syncing_soon = asyncio.ensure_future(self._sync_soon())
 
-    def _sync_in_background(self) -> None:
-        self._sync_timer = None
-        self._background_sync = asyncio.ensure_future(self._background_sync_run())
-
-    async def _background_sync_run(self) -> None:
+    async def _sync_soon(self) -> None:
+        """Sync the WAL ``WAL_SYNC_SECONDS`` from now, and again as long as commits came while one ran (the last
+        message of a burst is synced too, whether or not another asks after it)."""
         try:
-            await self._sync_now()
+            while True:
+                await asyncio.sleep(WAL_SYNC_SECONDS)
+                committed = self._writes
+                await self._sync_now()
+                if self._writes == committed:
+                    return
         except RuntimeError:  # closed meanwhile
             pass
         except Exception as error:  # the next flush raises it, and the worker pauses on the probe
             log.error("state_wal_sync_failed", error=f"{type(error).__name__}: {error}")
         finally:
-            self._background_sync = None
+            self._syncing_soon = None
 
     async def _sync_now(self) -> None:
         """fsync the WAL on the store's thread, raising the store's error if it cannot be. One sync serves every
         caller that asks while none runs; one that asks while one runs waits for the next, as its writes may have
         come after that one started."""
-        waiting = self._flush_next
+        waiting = self._sync_next
         if waiting is None:
-            waiting = self._flush_next = asyncio.get_running_loop().create_future()
-            if self._flush_running is None:
-                self._start_flush(waiting)
+            waiting = self._sync_next = asyncio.get_running_loop().create_future()
+            if self._sync_running is None:
+                self._start_sync(waiting)
         await asyncio.shield(waiting)
 
-    def _start_flush(self, done: asyncio.Future[None]) -> None:
-        self._flush_next, self._flush_running = None, done
+    def _start_sync(self, done: asyncio.Future[None]) -> None:
+        self._sync_next, self._sync_running = None, done
         if self._thread is None:
-            self._flush_running = None
+            self._sync_running = None
             done.set_exception(RuntimeError("state store is not open"))
             return
         syncing = asyncio.get_running_loop().run_in_executor(self._thread, self._sync_wal)
-        syncing.add_done_callback(lambda answer: self._flushed(done, answer))
+        syncing.add_done_callback(lambda answer: self._synced(done, answer))
 
-    def _flushed(self, done: asyncio.Future[None], answer: asyncio.Future[None]) -> None:
-        self._flush_running = None
+    def _synced(self, done: asyncio.Future[None], answer: asyncio.Future[None]) -> None:
+        self._sync_running = None
         if answer.cancelled():  # the loop is closing
             done.cancel()
         elif (error := answer.exception()) is not None:
@@ -852,8 +852,8 @@ class SqliteStateStore:
         else:
             self._sync_failed = False
             done.set_result(None)
-        if self._flush_next is not None:
-            self._start_flush(self._flush_next)
+        if self._sync_next is not None:
+            self._start_sync(self._sync_next)
 
     def _sync_wal(self) -> None:
         if self._wal_in_doubt:

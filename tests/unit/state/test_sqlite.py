@@ -796,6 +796,32 @@ async def test_flushes_asked_together_share_one_sync_of_the_wal_soon_after_witho
     await eventually(lambda: len(synced) == 2, what="the WAL synced again")
 
 
+async def test_a_commit_made_while_the_wal_syncs_is_synced_after_it_without_another_flush(
+    stores: StoreFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = await stores()
+    assert await store.record(delivery())
+    running, release = threading.Event(), threading.Event()
+    synced: list[int] = []
+    real_fsync = os.fdatasync
+
+    def fsync(descriptor: int) -> None:
+        synced.append(descriptor)
+        if len(synced) == 1:
+            running.set()
+            release.wait(5)
+        real_fsync(descriptor)
+
+    monkeypatch.setattr("bridge.state.sqlite.os.fdatasync", fsync)
+    await store.flush()
+    await eventually(running.is_set, what="the first sync running")
+    # The last message of a burst: its commit and its flush come while the sync runs, and no message follows.
+    assert await store.record(delivery(element_id=2))
+    await store.flush()
+    release.set()
+    await eventually(lambda: len(synced) == 2, what="the commit made during the first sync synced")
+
+
 async def test_syncs_asked_while_one_runs_share_the_next(stores: StoreFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     store = await stores()
     assert await store.record(delivery())
