@@ -813,6 +813,36 @@ async def metric_value(ops: httpx.AsyncClient, name: str) -> float:
     return _metric((await ops.get("/metrics")).text, name)
 
 
+def failed_probes(events: list[dict[str, Any]]) -> int:
+    return sum(e.get("event") == "state_store_still_unavailable" for e in events)
+
+
+async def paused_on_the_state_store(ops: httpx.AsyncClient, worker: WorkerProcess, what: str) -> float:
+    """The worker paused for its state store: ``/readyz`` names it, ``/healthz`` stays 200 (paused on purpose, not
+    stalled), and the probes keep failing (1, 2, 4 s apart: longer than three receives of a message would take).
+    The outages counted."""
+    await eventually(
+        lambda: not_ready_because(ops, "the state store cannot serve the worker"),
+        timeout=60,
+        what="/readyz not ready, naming the state store",
+    )
+    assert (await ops.get("/healthz")).status_code == 200
+    outages = await metric_value(ops, "bridge_state_outages_total")
+    await eventually(lambda: failed_probes(worker.events()) >= 3, timeout=60, what=what)
+    return outages
+
+
+def count_deliveries(
+    figures: Figures, stories: list[dict[str, Any]], events: list[dict[str, Any]], dead: list[Any], tmp_path: Path
+) -> None:
+    """The figures of a case whose stories are written to files: sent, delivered, dead-lettered, created twice, lost."""
+    figures.sent = len(stories)
+    figures.delivered = len(written_files(tmp_path))
+    figures.dead_lettered = len(dead)
+    figures.duplicates = sum(n - 1 for n in creates_per_item(events).values())
+    figures.lost = len(set(expected_files(stories)) - set(written_files(tmp_path)))
+
+
 @pytest.mark.parametrize("queues", [3], indirect=True)
 async def test_the_state_files_disk_filled_mid_run_pauses_the_worker_and_it_heals_once_freed(
     sqs_endpoint: SqsEndpoint,
@@ -838,19 +868,7 @@ async def test_the_state_files_disk_filled_mid_run_pauses_the_worker_and_it_heal
             filler = fill(disk)
             full_at = time.monotonic()
             stories += [await admin.create(story(f"Full {n}")) for n in range(6)]
-            await eventually(
-                lambda: not_ready_because(ops, "the state store cannot serve the worker"),
-                timeout=60,
-                what="/readyz not ready, naming the state store",
-            )
-            assert (await ops.get("/healthz")).status_code == 200  # paused on purpose, not stalled
-            outages = await metric_value(ops, "bridge_state_outages_total")
-            # Full through several probes (1, 2, 4 s apart): longer than three receives of a message would take.
-            await eventually(
-                lambda: sum(e.get("event") == "state_store_still_unavailable" for e in worker.events()) >= 3,
-                timeout=60,
-                what="probes failing while the disk is full",
-            )
+            outages = await paused_on_the_state_store(ops, worker, "probes failing while the disk is full")
             filler.unlink()
             full_for = time.monotonic() - full_at
             stories += [await admin.create(story(f"After {n}")) for n in range(2)]
@@ -864,18 +882,12 @@ async def test_the_state_files_disk_filled_mid_run_pauses_the_worker_and_it_heal
             code, _ = worker.terminate()
         events = worker.events()
         recorded = deliveries(disk)
-    dead = drain(sqs_endpoint.url, queues[1])
-    created = creates_per_item(events)
-    figures.sent = len(stories)
-    figures.delivered = len(written_files(tmp_path))
-    figures.dead_lettered = len(dead)
-    figures.duplicates = sum(n - 1 for n in created.values())
-    figures.lost = len(set(expected_files(stories)) - set(written_files(tmp_path)))
+    count_deliveries(figures, stories, events, drain(sqs_endpoint.url, queues[1]), tmp_path)
     figures.notes = {
         "full_for_s": round(full_for, 1),
         "outages_counted": outages,
         "highest_receive_count": highest_receive_count(events),
-        "failed_probes": sum(e.get("event") == "state_store_still_unavailable" for e in events),
+        "failed_probes": failed_probes(events),
     }
     assert code == 0
     assert outages >= 1
@@ -949,18 +961,7 @@ async def test_the_state_files_disk_turned_read_only_mid_run_pauses_the_worker_a
             await asyncio.sleep(5 * WAL_SYNC_SECONDS)
             abort_to_read_only(disk)
             stories += [await admin.create(story(f"Read-only {n}")) for n in range(6)]
-            await eventually(
-                lambda: not_ready_because(ops, "the state store cannot serve the worker"),
-                timeout=60,
-                what="/readyz not ready, naming the state store",
-            )
-            assert (await ops.get("/healthz")).status_code == 200
-            outages = await metric_value(ops, "bridge_state_outages_total")
-            await eventually(
-                lambda: sum(e.get("event") == "state_store_still_unavailable" for e in first.events()) >= 3,
-                timeout=60,
-                what="probes failing while the disk is read-only",
-            )
+            outages = await paused_on_the_state_store(ops, first, "probes failing while the disk is read-only")
         finally:
             await ops.aclose()
             first_code, _ = first.terminate()
@@ -988,17 +989,11 @@ async def test_the_state_files_disk_turned_read_only_mid_run_pauses_the_worker_a
             second_code, _ = second.terminate()
         events = first.events() + second.events()
         recorded = deliveries(disk)
-    dead = drain(sqs_endpoint.url, queues[1])
-    created = creates_per_item(events)
-    figures.sent = len(stories)
-    figures.delivered = len(written_files(tmp_path))
-    figures.dead_lettered = len(dead)
-    figures.duplicates = sum(n - 1 for n in created.values())
-    figures.lost = len(set(expected_files(stories)) - set(written_files(tmp_path)))
+    count_deliveries(figures, stories, events, drain(sqs_endpoint.url, queues[1]), tmp_path)
     figures.notes = {
         "outages_counted": outages,
         "highest_receive_count": highest_receive_count(events),
-        "failed_probes": sum(e.get("event") == "state_store_still_unavailable" for e in events),
+        "failed_probes": failed_probes(events),
         "exit_codes": (first_code, second_code),
     }
     logs = first.log.read_text(encoding="utf-8") + second.log.read_text(encoding="utf-8")
