@@ -3,11 +3,7 @@ outlive the element's sync, or stay beyond its bound. Counts after many distinct
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from pathlib import Path
-
-import pytest
 
 from bridge.config import FeedbackSettings
 from bridge.errors import ChannelUnavailable
@@ -20,16 +16,6 @@ from tests.unit.fakes import FakeKordiam, ScriptedChannel, element_body, publica
 
 ELEMENTS = 600
 LEDGER_CAPACITY = 50
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteStateStore]:
-    opened = SqliteStateStore(tmp_path / "state.db")
-    await opened.open()
-    try:
-        yield opened
-    finally:
-        await opened.close()
 
 
 async def test_many_distinct_elements_leave_no_per_element_state_behind(

@@ -6,8 +6,6 @@ import asyncio
 import itertools
 import json
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
@@ -114,16 +112,6 @@ class CountingKordiam:
         if self.failing:
             self.failing = False  # only this fetch fails
             raise TransientError("Kordiam answered 503")
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteStateStore]:
-    opened = SqliteStateStore(tmp_path / "state.db")
-    await opened.open()
-    try:
-        yield opened
-    finally:
-        await opened.close()
 
 
 def engine(
