@@ -25,10 +25,20 @@ from tests.unit.fakes import API, FakeKordiam, FakeTransport, MemoryStateStore, 
 
 
 def reconciler(
-    kordiam: FakeKordiam, state: StateStore, transport: FakeTransport, *, lookback: float = 3600
+    kordiam: FakeKordiam,
+    state: StateStore,
+    transport: FakeTransport,
+    *,
+    lookback: float = 3600,
+    retry: RetryPolicy | None = None,
 ) -> Reconciler:
     return Reconciler(
-        kordiam=kordiam.client(), state=state, transport=transport, interval=60, lookback=lookback, lease_seconds=120
+        kordiam=kordiam.client(retry),
+        state=state,
+        transport=transport,
+        interval=60,
+        lookback=lookback,
+        lease_seconds=120,
     )
 
 
@@ -177,14 +187,7 @@ async def test_a_sweep_that_fails_part_way_moves_nothing_on_and_the_next_lists_t
         return httpx.Response(200, json={"content": [second], "hasMore": False})
 
     kordiam.answer = answer  # type: ignore[method-assign]
-    sweeper = Reconciler(
-        kordiam=kordiam.client(RetryPolicy(attempts=1)),
-        state=state,
-        transport=transport,
-        interval=60,
-        lookback=3600,
-        lease_seconds=120,
-    )
+    sweeper = reconciler(kordiam, state, transport, retry=RetryPolicy(attempts=1))
 
     with pytest.raises(KordiamUnavailable):
         await sweeper.sweep()
@@ -307,14 +310,7 @@ async def test_a_failed_sweep_leaves_the_stored_cursor_and_gives_the_lease_back(
     state, transport = MemoryStateStore(), FakeTransport([])
     stored = datetime.now(UTC) - timedelta(days=1)
     state.sweep_cursors[RECONCILE_SWEEP] = stored
-    sweeper = Reconciler(
-        kordiam=kordiam.client(RetryPolicy(attempts=1)),
-        state=state,
-        transport=transport,
-        interval=60,
-        lookback=3600,
-        lease_seconds=120,
-    )
+    sweeper = reconciler(kordiam, state, transport, retry=RetryPolicy(attempts=1))
     with pytest.raises(KordiamUnavailable):
         await sweeper.sweep_if_due()
     assert state.sweep_cursors[RECONCILE_SWEEP] == stored
@@ -404,17 +400,6 @@ class KordiamListingWindows(FakeKordiam):
         return httpx.Response(200, json=body, headers={"Date": format_datetime(self.now, usegmt=True)})
 
 
-def sweeper_for(kordiam: FakeKordiam, state: StateStore, transport: FakeTransport) -> Reconciler:
-    return Reconciler(
-        kordiam=kordiam.client(RetryPolicy(attempts=1)),
-        state=state,
-        transport=transport,
-        interval=60,
-        lookback=3600,
-        lease_seconds=120,
-    )
-
-
 async def test_a_sweep_over_days_that_fails_part_way_keeps_the_days_it_listed_and_the_next_resumes_there() -> None:
     """The stored cursor is three days old: the sweep lists it a day at a time and stores its place after each
     day. Kordiam fails on the third day's page (a 503 past the client's retries): the next sweep starts at the
@@ -426,7 +411,7 @@ async def test_a_sweep_over_days_that_fails_part_way_keeps_the_days_it_listed_an
     day = timedelta(days=1)
     for element_id, modified in enumerate([since + day / 2, since + 1.5 * day, since + 2.5 * day, now], start=1):
         kordiam.elements[element_id] = element_body(element_id, modificationDate=kordiam_date(modified), version=1)
-    sweeper = sweeper_for(kordiam, state, transport)
+    sweeper = reconciler(kordiam, state, transport, retry=RetryPolicy(attempts=1))
 
     with pytest.raises(KordiamUnavailable):
         await sweeper.sweep()
@@ -456,7 +441,7 @@ async def test_an_element_changed_at_the_second_one_window_ends_and_the_next_beg
     edge = stored - timedelta(seconds=120) + timedelta(days=1)
     kordiam.elements[1] = element_body(1, modificationDate=kordiam_date(edge), version=1)
 
-    assert await sweeper_for(kordiam, state, transport).sweep() >= 1
+    assert await reconciler(kordiam, state, transport, retry=RetryPolicy(attempts=1)).sweep() >= 1
 
     assert {json.loads(body)["id"] for body in transport.sent} == {1}
     assert [until for _, until in kordiam.asked] == [edge, None]
@@ -471,7 +456,7 @@ async def test_a_stale_date_in_a_sweep_over_days_ends_it_instead_of_going_back_o
     state.sweep_cursors[RECONCILE_SWEEP] = stored = now - timedelta(days=3)
     since = stored - timedelta(seconds=120)
 
-    await sweeper_for(kordiam, state, transport).sweep()
+    await reconciler(kordiam, state, transport, retry=RetryPolicy(attempts=1)).sweep()
 
     assert kordiam.asked == [(since, since + timedelta(days=1)), (since, None)]
     assert state.sweep_cursors[RECONCILE_SWEEP] == stored
