@@ -371,20 +371,32 @@ class _RefusalLog(logging.Logger):
     """aiohttp's server log, as given to its protocol: a request aiohttp refused itself before any handler ran (an
     ``HttpProcessingError``: a head that is not HTTP, a body framing or Content-Encoding it cannot read) is one
     ``ingress_bad_request`` warning line with the client and the reason, and counted; aiohttp would log it as an
-    error with its traceback. Anything else goes to aiohttp's own logger, as before."""
+    error with its traceback, or, for a connection's first request whose method is not HTTP (TLS sent to the port,
+    a scanner's garbage), at debug, so that it was neither logged nor counted. Anything else goes to aiohttp's own
+    logger, as before."""
 
     def __init__(self) -> None:
         super().__init__("aiohttp.server")
         self.parent = logging.getLogger("aiohttp.server")
 
     def exception(self, msg: object, *args: object, exc_info: Any = True, **kwargs: Any) -> None:
-        if not isinstance(exc_info, HttpProcessingError):
+        if isinstance(exc_info, HttpProcessingError):
+            self._refused(exc_info, args)
+        else:
             super().exception(msg, *args, exc_info=exc_info, **kwargs)
-            return
-        metrics.REQUESTS.labels(UNPARSED_ROUTE, str(exc_info.code)).inc()
+
+    def debug(self, msg: object, *args: object, **kwargs: Any) -> None:
+        if isinstance(refusal := kwargs.get("exc_info"), HttpProcessingError):
+            self._refused(refusal, args)
+        else:
+            super().debug(msg, *args, **kwargs)
+
+    @staticmethod
+    def _refused(refusal: HttpProcessingError, args: tuple[object, ...]) -> None:
+        metrics.REQUESTS.labels(UNPARSED_ROUTE, str(refusal.code)).inc()
         # aiohttp's message is "Error handling request from %s" with the peer's address.
         client = str(args[0]) if args else None
-        log.warning("ingress_bad_request", client=client, status=exc_info.code, reason=_first_line(exc_info.message))
+        log.warning("ingress_bad_request", client=client, status=refusal.code, reason=_first_line(refusal.message))
 
 
 class IngressServer:

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
+from bridge.ingress.app import UNPARSED_ROUTE
 from tests.unit.ingress.test_ingress import bearer, fixture
-from tests.unit.ingress.test_ingress_client_gone import WITHIN, running
+from tests.unit.ingress.test_ingress_client_gone import WITHIN, answered, running
 
 HEADS = {
     "bad-content-length": b"POST /kordiam/element HTTP/1.1\r\nHost: ingress\r\nContent-Length: abc\r\n\r\n",
@@ -32,6 +33,11 @@ HEADS = {
     "too-many-headers": b"GET /healthz HTTP/1.1\r\nHost: ingress\r\n"
     + b"".join(b"X-Header-%d: a\r\n" % n for n in range(200))
     + b"\r\n",
+    # The first request of a connection whose method is not HTTP: aiohttp logs these at debug only, so they were
+    # neither logged nor counted. TLS sent to the plain-HTTP port (a client or health check with https:// for
+    # http://), and a scanner's garbage.
+    "tls-client-hello": b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03" + bytes(40),
+    "not-a-method": b"G(T /healthz HTTP/1.1\r\nHost: ingress\r\n\r\n",
 }
 
 
@@ -54,6 +60,7 @@ async def refused(port: int, head: bytes) -> tuple[int, dict[str, str], bytes]:
 async def test_a_request_aiohttp_refuses_is_one_warning_line_without_a_traceback(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, head: str
 ) -> None:
+    before = answered(UNPARSED_ROUTE, 400)
     async with running(tmp_path) as (_, transport, port):
         with capture_logs() as lines:
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -69,6 +76,7 @@ async def test_a_request_aiohttp_refuses_is_one_warning_line_without_a_traceback
     assert line["event"] == "ingress_bad_request" and line["log_level"] == "warning"
     assert line["client"] == "127.0.0.1" and line["status"] == 400
     assert line["reason"] and "\n" not in line["reason"] and "Traceback" not in line["reason"]
+    assert answered(UNPARSED_ROUTE, 400) == before + 1
 
 
 async def test_an_expectation_aiohttp_does_not_meet_is_a_json_417(tmp_path: Path) -> None:
