@@ -1,0 +1,259 @@
+"""Hostile and broken clients over raw sockets against a running ingress and a real queue (moto server or
+LocalStack): for each, the answers, that nothing is logged as an error or with a traceback, that a message is
+enqueued only for a whole and valid webhook, and that ``bridge_ingress_requests_total`` counts what happened.
+
+aiohttp refuses some requests itself before any route (route ``unparsed``); those answers are aiohttp's own plain
+text, not the ingress's JSON: aiohttp 3 offers no public way to replace them (its 4.0 passes them through the
+middlewares, aio-libs/aiohttp#3287).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import pytest
+from prometheus_client import REGISTRY
+from structlog.testing import capture_logs
+
+from bridge.ingress.app import UNPARSED_ROUTE, IngressServer
+from tests.integration.test_ingress import INGRESS, TOKEN, running_ingress
+from tests.support import SqsEndpoint, drain, eventually, worker_settings
+
+pytestmark = pytest.mark.integration
+
+# A hang guard, never a speed check.
+WITHIN = 10.0
+CREATE = "global_export.create"
+ELEMENT = json.dumps({"id": 4712, "title": "Hostile", "modificationDate": "2026-12-07T10:00:00Z"}).encode()
+SECOND = ELEMENT.replace(b"4712", b"4713")
+AUTH = b"Authorization: Bearer " + TOKEN.encode() + b"\r\nContent-Type: application/json\r\n"
+
+
+def post(
+    body: bytes = ELEMENT,
+    *,
+    head: bytes = b"",
+    path: bytes = b"/kordiam/element",
+    version: bytes = b"HTTP/1.1",
+    host: bytes = b"Host: ingress\r\n",
+    length: bool = True,
+) -> bytes:
+    """A Global Export POST as raw bytes: ``head`` adds header lines; ``length`` a Content-Length of ``body``."""
+    sized = b"Content-Length: %d\r\n" % len(body) if length else b""
+    return b"POST " + path + b" " + version + b"\r\n" + host + AUTH + head + sized + b"\r\n" + body
+
+
+def chunk(data: bytes, declared: int | None = None) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data) if declared is None else declared, data)
+
+
+JSON = "json"  # the ingress's own {"error": ...} (or, for a 2xx, its JSON answer)
+TEXT = "text"  # aiohttp's own plain-text 400
+
+
+@dataclass(frozen=True)
+class Case:
+    sent: bytes
+    # Each answer in order: its status and its Content-Type's kind (100 Continue: none).
+    answers: tuple[tuple[int, str | None], ...]
+    # bridge_ingress_requests_total's samples that grow, and by how much; no other grows.
+    counted: dict[tuple[str, int], int] = field(default_factory=dict)
+    enqueued: tuple[int, ...] = ()
+    # After sending: wait for the answers; or close the sending side (half-close) or the connection (abort), with
+    # the body still unfinished.
+    then: Literal["wait", "half-close", "abort"] = "wait"
+
+
+def refused(status: int = 400) -> dict[tuple[str, int], int]:
+    return {(UNPARSED_ROUTE, status): 1}
+
+
+CASES = {
+    "whole-webhook": Case(post(), ((201, JSON),), {(CREATE, 201): 1}, (4712,)),
+    # A head that never ends: lines that each fit but never the empty line (more than aiohttp's 128 headers).
+    "head-never-ends": Case(
+        b"POST /kordiam/element HTTP/1.1\r\nHost: ingress\r\n" + b"".join(b"X-%d: a\r\n" % n for n in range(500)),
+        ((400, TEXT),),
+        refused(),
+    ),
+    "header-over-8190-bytes": Case(post(head=b"X-Big: " + b"a" * 9000 + b"\r\n"), ((400, TEXT),), refused()),
+    "request-line-over-8190-bytes": Case(post(path=b"/kordiam/" + b"a" * 9000), ((400, TEXT),), refused()),
+    "129-headers": Case(post(head=b"".join(b"X-%d: a\r\n" % n for n in range(129))), ((400, TEXT),), refused()),
+    "length-and-chunked": Case(post(head=b"Transfer-Encoding: chunked\r\n"), ((400, TEXT),), refused()),
+    "two-content-lengths": Case(post(head=b"Content-Length: 3\r\n"), ((400, TEXT),), refused()),
+    "chunked-whole": Case(
+        post(chunk(ELEMENT) + chunk(b""), head=b"Transfer-Encoding: chunked\r\n", length=False),
+        ((201, JSON),),
+        {(CREATE, 201): 1},
+        (4712,),
+    ),
+    "chunk-size-smaller-than-its-data": Case(
+        post(chunk(ELEMENT, 5) + chunk(b""), head=b"Transfer-Encoding: chunked\r\n", length=False),
+        ((400, TEXT),),
+        refused(),
+    ),
+    # The body ends (the client half-closes) before the chunk it announced.
+    "chunk-size-larger-than-its-data": Case(
+        post(chunk(ELEMENT, 0xFFFF) + chunk(b""), head=b"Transfer-Encoding: chunked\r\n", length=False),
+        (),
+        {(CREATE, 499): 1},
+        then="half-close",
+    ),
+    "expect-100-continue-with-body": Case(
+        post(head=b"Expect: 100-continue\r\n"), ((100, None), (201, JSON)), {(CREATE, 201): 1}, (4712,)
+    ),
+    "expect-100-continue-without-body": Case(
+        post(b"", head=b"Expect: 100-continue\r\n"), ((100, None), (400, JSON)), {(CREATE, 400): 1}
+    ),
+    "expect-100-continue-too-large": Case(
+        post(b"", head=b"Expect: 100-continue\r\nContent-Length: 99999999\r\n", length=False),
+        ((413, JSON),),
+        {(CREATE, 413): 1},
+    ),
+    "http-1.0-without-host": Case(post(version=b"HTTP/1.0", host=b""), ((201, JSON),), {(CREATE, 201): 1}, (4712,)),
+    "two-webhooks-in-one-write": Case(
+        post() + post(SECOND), ((201, JSON), (201, JSON)), {(CREATE, 201): 2}, (4712, 4713)
+    ),
+    "not-gzip": Case(post(ELEMENT, head=b"Content-Encoding: gzip\r\n"), ((400, JSON),), {(CREATE, 400): 1}),
+    "gzip-header-then-garbage": Case(
+        post(b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03" + b"\xff" * 30, head=b"Content-Encoding: gzip\r\n"),
+        ((400, JSON),),
+        {(CREATE, 400): 1},
+    ),
+    "content-length-overflows": Case(
+        post(b"", head=b"Content-Length: 99999999999999999999999999\r\n", length=False), ((400, TEXT),), refused()
+    ),
+    "content-length-over-max-body-bytes": Case(
+        post(b"", head=b"Content-Length: 99999999\r\n", length=False), ((413, JSON),), {(CREATE, 413): 1}
+    ),
+    "closed-half-way-through-the-body": Case(
+        post(ELEMENT[:20], head=b"Content-Length: %d\r\n" % len(ELEMENT), length=False),
+        (),
+        {(CREATE, 499): 1},
+        then="abort",
+    ),
+    "nul-in-the-path": Case(post(path=b"/kordiam/element\x00"), ((400, TEXT),), refused()),
+    "non-utf-8-in-the-path": Case(
+        b"DELETE /kordiam/element/\xff\xfe HTTP/1.1\r\nHost: ingress\r\n" + AUTH + b"\r\n", ((400, TEXT),), refused()
+    ),
+    "nul-in-a-header": Case(post(head=b"X-Request-Id: a\x00b\r\n"), ((400, TEXT),), refused()),
+    "non-utf-8-in-a-header-name": Case(post(head=b"X-\xff: a\r\n"), ((400, TEXT),), refused()),
+    # Header values are bytes to HTTP: a request id that is not sane is replaced, the webhook taken.
+    "non-utf-8-in-a-header-value": Case(
+        post(head=b"X-Request-Id: \xff\xfe\r\n"), ((201, JSON),), {(CREATE, 201): 1}, (4712,)
+    ),
+    "non-utf-8-in-the-token": Case(
+        post().replace(TOKEN.encode(), b"\xff" + TOKEN.encode()), ((401, JSON),), {(CREATE, 401): 1}
+    ),
+    "tls-client-hello": Case(b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03" + bytes(40), ((400, TEXT),), refused()),
+}
+
+
+async def read_answer(reader: asyncio.StreamReader) -> tuple[int, str | None]:
+    """One answer's status and the kind of its Content-Type, its body read by its Content-Length (a JSON answer's
+    body checked to be the ingress's shape)."""
+    head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+    status_line, *lines = head.strip().split("\r\n")
+    headers = {name.lower(): value for name, _, value in (line.partition(": ") for line in lines)}
+    status = int(status_line.split()[1])
+    if status == 100:
+        return status, None
+    body = await reader.readexactly(int(headers["content-length"]))
+    kind = JSON if headers["content-type"].startswith("application/json") else TEXT
+    if kind == JSON and status >= 400:
+        error = json.loads(body)["error"]
+        assert isinstance(error, str) and error and "\n" not in error
+    elif kind == TEXT:
+        assert b"Traceback" not in body
+    return status, kind
+
+
+def requests_counted() -> dict[tuple[str, int], float]:
+    return {
+        (sample.labels["route"], int(sample.labels["status"])): sample.value
+        for family in REGISTRY.collect()
+        if family.name == "bridge_ingress_requests"
+        for sample in family.samples
+        if sample.name == "bridge_ingress_requests_total"
+    }
+
+
+def grown(before: dict[tuple[str, int], float]) -> dict[tuple[str, int], int]:
+    after = requests_counted()
+    return {key: int(value - before.get(key, 0)) for key, value in after.items() if value != before.get(key, 0)}
+
+
+@pytest.mark.parametrize("name", CASES, ids=CASES)
+async def test_a_hostile_or_broken_client_gets_a_clear_answer_and_only_a_whole_webhook_is_enqueued(
+    sqs_endpoint: SqsEndpoint,
+    queues: tuple[str, str],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    name: str,
+) -> None:
+    case = CASES[name]
+    settings = worker_settings(
+        queue=queues[0], endpoint=sqs_endpoint.url, kordiam="http://127.0.0.1:9", workdir=tmp_path
+    )
+    before = requests_counted()
+    async with running_ingress(settings, INGRESS) as url:
+        with capture_logs() as lines:
+            reader, writer = await asyncio.open_connection("127.0.0.1", int(url.rsplit(":", 1)[1]))
+            try:
+                writer.write(case.sent)
+                if case.then == "half-close":
+                    writer.write_eof()
+                elif case.then == "abort":
+                    await eventually(
+                        lambda: REGISTRY.get_sample_value("bridge_ingress_requests_in_progress") == 1,
+                        timeout=WITHIN,
+                        what="the body being read",
+                    )
+                    writer.transport.abort()
+                answers = [await asyncio.wait_for(read_answer(reader), WITHIN) for _ in case.answers]
+                await eventually(lambda: grown(before) == case.counted, timeout=WITHIN, what=f"{case.counted}")
+            finally:
+                writer.close()
+    assert answers == list(case.answers)
+    assert sorted(json.loads(message["Body"])["id"] for message in drain(sqs_endpoint.url, queues[0])) == list(
+        case.enqueued
+    )
+    assert grown(before) == case.counted
+    assert [line for line in lines if line["log_level"] in ("error", "critical") or "exc_info" in line] == []
+    assert [record for record in caplog.records if record.levelno >= logging.ERROR or record.exc_info] == []
+
+
+async def test_a_head_that_is_never_finished_is_closed_without_an_answer(
+    sqs_endpoint: SqsEndpoint,
+    queues: tuple[str, str],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A head trickled and never finished (a slowloris) holds no call slot and is closed once
+    ``IngressServer.keepalive_timeout`` has passed since the connection opened: no answer, nothing counted as a
+    request (there was none), nothing logged as an error."""
+    monkeypatch.setattr(IngressServer, "keepalive_timeout", 1.0)
+    settings = worker_settings(
+        queue=queues[0], endpoint=sqs_endpoint.url, kordiam="http://127.0.0.1:9", workdir=tmp_path
+    )
+    before = requests_counted()
+    async with running_ingress(settings, INGRESS) as url:
+        with capture_logs() as lines:
+            reader, writer = await asyncio.open_connection("127.0.0.1", int(url.rsplit(":", 1)[1]))
+            writer.write(b"POST /kordiam/element HTTP/1.1\r\nHost: ingress\r\n" + AUTH + b"Content-Len")
+            try:
+                closed_with = await asyncio.wait_for(reader.read(), WITHIN)
+            finally:
+                writer.close()
+        assert REGISTRY.get_sample_value("bridge_ingress_requests_in_progress") == 0
+    assert closed_with == b""
+    assert grown(before) == {}
+    assert drain(sqs_endpoint.url, queues[0]) == []
+    assert [line for line in lines if line["log_level"] in ("error", "critical") or "exc_info" in line] == []
+    assert [record for record in caplog.records if record.levelno >= logging.ERROR or record.exc_info] == []
