@@ -32,6 +32,8 @@ CREATE = "global_export.create"
 ELEMENT = json.dumps({"id": 4712, "title": "Hostile", "modificationDate": "2026-12-07T10:00:00Z"}).encode()
 SECOND = ELEMENT.replace(b"4712", b"4713")
 AUTH = b"Authorization: Bearer " + TOKEN.encode() + b"\r\nContent-Type: application/json\r\n"
+# A body late by this much ends in a 408, which one case waits for (within WITHIN).
+HOSTILE = INGRESS.model_copy(update={"body_timeout_seconds": 2})
 
 
 def post(
@@ -65,8 +67,9 @@ class Case:
     counted: dict[tuple[str, int], int] = field(default_factory=dict)
     enqueued: tuple[int, ...] = ()
     # After sending: wait for the answers; or close the sending side (half-close) or the connection (abort), with
-    # the body still unfinished.
-    then: Literal["wait", "half-close", "abort"] = "wait"
+    # the body still unfinished; or, once the body is being read, send ``later`` (later).
+    then: Literal["wait", "half-close", "abort", "later"] = "wait"
+    later: bytes = b""
 
 
 def refused(status: int = 400) -> dict[tuple[str, int], int]:
@@ -116,6 +119,19 @@ CASES = {
         {(CREATE, 413): 1},
     ),
     "http-1.0-without-host": Case(post(version=b"HTTP/1.0", host=b""), ((201, JSON),), {(CREATE, 201): 1}, (4712,)),
+    # aiohttp drops every request it parsed from a read that ends in a parser error: the whole webhook before the
+    # garbage is answered by the 400 alone and not enqueued, so its client retries it (Kordiam sends one call at a
+    # time on a connection).
+    "a-webhook-then-garbage-in-one-write": Case(post() + b"GARBAGE\r\n\r\n", ((400, TEXT),), refused()),
+    # A chunk-size line broken once the body is being read: aiohttp's C parser drops the body it was feeding
+    # without an error (and queues its 400 behind the call), so the call ends at ingress.body_timeout_seconds.
+    "chunk-size-line-broken-mid-body": Case(
+        post(chunk(ELEMENT[:16]), head=b"Transfer-Encoding: chunked\r\n", length=False),
+        ((408, JSON),),
+        {(CREATE, 408): 1},
+        then="later",
+        later=b"zz\r\n",
+    ),
     "two-webhooks-in-one-write": Case(
         post() + post(SECOND), ((201, JSON), (201, JSON)), {(CREATE, 201): 2}, (4712, 4713)
     ),
@@ -201,20 +217,23 @@ async def test_a_hostile_or_broken_client_gets_a_clear_answer_and_only_a_whole_w
         queue=queues[0], endpoint=sqs_endpoint.url, kordiam="http://127.0.0.1:9", workdir=tmp_path
     )
     before = requests_counted()
-    async with running_ingress(settings, INGRESS) as url:
+    async with running_ingress(settings, HOSTILE) as url:
         with capture_logs() as lines:
             reader, writer = await asyncio.open_connection("127.0.0.1", int(url.rsplit(":", 1)[1]))
             try:
                 writer.write(case.sent)
                 if case.then == "half-close":
                     writer.write_eof()
-                elif case.then == "abort":
+                elif case.then in ("abort", "later"):
                     await eventually(
                         lambda: REGISTRY.get_sample_value("bridge_ingress_requests_in_progress") == 1,
                         timeout=WITHIN,
                         what="the body being read",
                     )
-                    writer.transport.abort()
+                    if case.then == "abort":
+                        writer.transport.abort()
+                    else:
+                        writer.write(case.later)
                 answers = [await asyncio.wait_for(read_answer(reader), WITHIN) for _ in case.answers]
                 await eventually(lambda: grown(before) == case.counted, timeout=WITHIN, what=f"{case.counted}")
             finally:
