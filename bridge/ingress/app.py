@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 
 import structlog
 from aiohttp import HttpVersion11, web
-from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.http_exceptions import HttpProcessingError, TransferEncodingError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from bridge.config import ApiKeyCheck, IngressCommandSettings, IngressSettings
@@ -286,14 +286,7 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     except web.HTTPRequestEntityTooLarge:
         return problem(413, "body larger than ingress.max_body_bytes")
     except web.RequestPayloadError as error:
-        # aiohttp could not read the body as its headers say (a Content-Encoding it does not hold): the caller's
-        # fault, nothing enqueued; its reason is the parser's, the first line of the cause's message. The body is
-        # ended here and the connection closed after the answer: aiohttp would otherwise read on after the answer
-        # ("lingering"), meet the same error and log it as an unhandled exception with its traceback.
-        request.content.feed_eof()
-        answer = problem(400, f"body could not be read as sent: {_payload_reason(error)}")
-        answer.force_close()
-        return answer
+        return _unreadable_body(request, error)
     except web.HTTPException as error:
         if error.status < 400:
             raise
@@ -309,13 +302,32 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         # gone. Nothing was enqueued and no one can receive an answer; not the bridge's failure.
         if isinstance(error, ConnectionResetError) and request.transport is None:
             return problem(CLIENT_CLOSED_REQUEST, "client closed the connection before its answer")
+        # aiohttp's pure-Python parser hands a broken chunk to the body's read as its own error, unwrapped (and then
+        # sets the wrapped one on the body's reader, which is how it is told from an error of the bridge's own).
+        if isinstance(error, HttpProcessingError) and request.content.exception() is not None:
+            return _unreadable_body(request, error)
         log.exception("ingress_error", route=_route_name(request))
         return problem(500, "internal error; the call was not taken, retry later")
 
 
-def _payload_reason(error: web.RequestPayloadError) -> str:
-    cause = error.__cause__
-    return _first_line(cause.message if isinstance(cause, HttpProcessingError) else str(error))
+def _unreadable_body(request: web.Request, error: web.RequestPayloadError | HttpProcessingError) -> web.Response:
+    """aiohttp could not read the body as its headers say (a Content-Encoding it does not hold, a broken chunk): the
+    caller's fault, nothing enqueued; its reason is the parser's, the first line of its message. The body is ended
+    here and the connection closed after the answer: aiohttp would otherwise read on after the answer
+    ("lingering"), meet the same error and log it as an unhandled exception with its traceback."""
+    request.content.feed_eof()
+    answer = problem(400, f"body could not be read as sent: {_payload_reason(error)}")
+    answer.force_close()
+    return answer
+
+
+def _payload_reason(error: web.RequestPayloadError | HttpProcessingError) -> str:
+    cause = error if isinstance(error, HttpProcessingError) else error.__cause__
+    if not isinstance(cause, HttpProcessingError):
+        return _first_line(error)
+    # A broken chunk's message may be only the line it could not read.
+    broken = "broken chunked encoding: " if isinstance(cause, TransferEncodingError) else ""
+    return broken + _first_line(cause.message)
 
 
 def _first_line(text: object) -> str:

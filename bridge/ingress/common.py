@@ -174,7 +174,8 @@ class ElementCalls:
     ``take`` (a POST or PUT): the caller's credentials (401), the element body (415/400), the enqueue (503 when
     the queue did not confirm); the receiver builds the answer from what it returns. ``delete``: the id in the
     path mapped back to the elements it may stand for by ``elements_for`` (nothing enqueued, 200 ``mapped:
-    false``, when it maps to none), a ``deleted`` notification enqueued for each, the id answered back.
+    false``, when it maps to none; 400 when it is not UTF-8), a ``deleted`` notification enqueued for each, the id
+    answered back.
     """
 
     receiver: str
@@ -205,6 +206,10 @@ class ElementCalls:
         if (refused := authenticate(request, self.check, self.receiver)) is not None:
             return refused
         external_id = request.match_info["id"]
+        if not external_id.isascii() and not _utf8(external_id):
+            # Raw bytes that are not UTF-8, which aiohttp's pure-Python parser takes into the path (its C parser
+            # answers them 400 itself): no state store can look them up, and a 503 would have Kordiam retry in vain.
+            return problem(400, "the id in the path is not UTF-8")
         unknown = external_id.strip().casefold() in NO_ID
         try:
             element_ids = [] if unknown else await elements_for(external_id)
@@ -239,6 +244,15 @@ class ElementCalls:
             "message_id": message_id,
         }
         return None
+
+
+def _utf8(text: str) -> bool:
+    """Whether ``text`` is UTF-8 as received: aiohttp keeps the bytes of a path that are not as lone surrogates."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 # A token request's form is read before its caller is known, for up to ingress.body_timeout_seconds: at most this

@@ -10,19 +10,25 @@ middlewares, aio-libs/aiohttp#3287).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+import httpx
 import pytest
 from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
 
 from bridge.ingress.app import UNPARSED_ROUTE, IngressServer
 from tests.integration.test_ingress import INGRESS, TOKEN, running_ingress
-from tests.support import SqsEndpoint, drain, eventually, worker_settings
+from tests.support import SqsEndpoint, drain, eventually, free_port, worker_settings, write_config
 
 pytestmark = pytest.mark.integration
 
@@ -276,3 +282,89 @@ async def test_a_head_that_is_never_finished_is_closed_without_an_answer(
     assert drain(sqs_endpoint.url, queues[0]) == []
     assert [line for line in lines if line["log_level"] in ("error", "critical") or "exc_info" in line] == []
     assert [record for record in caplog.records if record.levelno >= logging.ERROR or record.exc_info] == []
+
+
+@contextlib.asynccontextmanager
+async def ingress_process(
+    sqs_endpoint: SqsEndpoint, queue: str, workdir: Path, env: dict[str, str]
+) -> AsyncIterator[tuple[int, Path]]:
+    """``kordiam-bridge ingress`` as a process with ``env`` added; yields its port and its log file."""
+    port = free_port()
+    config = write_config(
+        workdir / "bridge.toml",
+        queue=queue,
+        endpoint=sqs_endpoint.url,
+        kordiam="http://127.0.0.1:9",
+        workdir=workdir,
+        ops_port=free_port(),
+    )
+    config.write_text(
+        config.read_text()
+        + f'\n[ingress]\nport = {port}\n[ingress.global_export]\npath = "/kordiam"\nauth = {{ type = "bearer" }}\n'
+    )
+    log = workdir / "ingress.log"
+    with log.open("w") as output:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bridge",
+            "ingress",
+            "--config",
+            str(config),
+            stdout=output,
+            stderr=output,
+            env={**os.environ, "BRIDGE_INGRESS__GLOBAL_EXPORT__AUTH__TOKEN": TOKEN, **env},
+        )
+        try:
+            await eventually(lambda: '"ingress_listening"' in log.read_text(), what="the ingress process listening")
+            yield port, log
+        finally:
+            process.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(process.wait(), WITHIN)
+
+
+async def in_progress(port: int) -> bool:
+    """Whether a call is in progress, as the ingress's /metrics says."""
+    async with httpx.AsyncClient(timeout=WITHIN) as http:
+        exported = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
+    return "bridge_ingress_requests_in_progress 1.0" in exported.splitlines()
+
+
+async def one_answer(port: int, sent: bytes, later: bytes = b"") -> tuple[int, str]:
+    """The status and JSON error of the answer to ``sent`` (and ``later``, sent once ``sent`` has been)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(sent)
+        if later:
+            await eventually(lambda: in_progress(port), timeout=WITHIN, what="the body being read")
+            writer.write(later)
+        head = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), WITHIN)).decode("latin-1")
+        length = next(line.split(":")[1] for line in head.split("\r\n") if line.lower().startswith("content-length:"))
+        body = await asyncio.wait_for(reader.readexactly(int(length)), WITHIN)
+    finally:
+        writer.close()
+    return int(head.split()[1]), json.loads(body).get("error", "")
+
+
+async def test_on_aiohttps_pure_python_parser_a_broken_chunk_and_a_non_utf8_id_are_400s_not_failures(
+    sqs_endpoint: SqsEndpoint, queues: tuple[str, str], tmp_path: Path
+) -> None:
+    """aiohttp's pure-Python parser (``AIOHTTP_NO_EXTENSIONS=1``, aiohttp's own fallback where its C extension
+    is not built) delivers a broken chunk to the body's reader as its own parser error, and takes non-UTF-8 bytes in
+    a path, which its C parser refuses. Before: the broken chunk was a 500 with an ``ingress_error`` traceback, and
+    a DELETE of such an id a 503 "state store unavailable" (SQLite cannot encode it), retried by Kordiam in vain."""
+    async with ingress_process(sqs_endpoint, queues[0], tmp_path, {"AIOHTTP_NO_EXTENSIONS": "1"}) as (port, log):
+        broken_chunk = await one_answer(
+            port,
+            post(chunk(ELEMENT[:16]), head=b"Transfer-Encoding: chunked\r\n", length=False),
+            later=b"zz\r\n",
+        )
+        non_utf8_id = await one_answer(
+            port, b"DELETE /kordiam/element/\xff\xfe HTTP/1.1\r\nHost: ingress\r\n" + AUTH + b"\r\n"
+        )
+    assert broken_chunk == (400, "body could not be read as sent: broken chunked encoding: zz")
+    assert non_utf8_id == (400, "the id in the path is not UTF-8")
+    assert drain(sqs_endpoint.url, queues[0]) == []
+    logged = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    assert [line["event"] for line in logged if line["level"] in ("warning", "error", "critical")] == []
+    assert "Traceback" not in log.read_text()
