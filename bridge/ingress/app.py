@@ -3,13 +3,15 @@
 Every answer of the routes and middlewares is JSON and carries ``X-Request-Id`` (the caller's, when it sent a sane
 one); every such request is logged once with that id, the route and the status (499 and ``ingress_client_gone`` for
 a client that went away before its answer); an unexpected error answers 500 without internals. A request aiohttp
-cannot parse gets aiohttp's own plain-text 400 (logged as ``ingress_bad_request``, one line): replacing that answer
-would mean subclassing aiohttp's private server classes. Bodies above ``ingress.max_body_bytes`` get 413 before they
-are read (instead of ``100 Continue`` when the client asked for it: ``_continue_unless_too_large``); a client
-above its rate gets 429 with ``Retry-After``; a call beyond ``ingress.max_concurrent_requests`` in progress gets 503
-with ``Retry-After`` at once; a body later than ``ingress.body_timeout_seconds`` gets 408; a connection without a
-whole request head within ``IngressServer.keepalive_timeout`` of its opening or its last answer is closed; beyond
-``ingress.max_connections`` open connections, the longest idle one is closed for a new one, or the new one is
+cannot parse gets aiohttp's own plain-text 400 (logged as ``ingress_bad_request``, one line): aiohttp 3 builds that
+answer in ``RequestHandler.handle_error``, outside the middlewares and ``on_response_prepare``, so replacing it
+would mean subclassing its undocumented protocol class; aiohttp 4.0 passes these requests through the middlewares
+(aio-libs/aiohttp#3287), where ``_errors`` would answer them in JSON. Bodies above ``ingress.max_body_bytes`` get
+413 before they are read (instead of ``100 Continue`` when the client asked for it: ``_continue_unless_too_large``);
+a client above its rate gets 429 with ``Retry-After``; a call beyond ``ingress.max_concurrent_requests`` in progress
+gets 503 with ``Retry-After`` at once; a body later than ``ingress.body_timeout_seconds`` gets 408; a connection
+without a whole request head within ``IngressServer.keepalive_timeout`` of its opening or its last answer is closed;
+beyond ``ingress.max_connections`` open connections, the longest idle one is closed for a new one, or the new one is
 (``ConnectionCap``).
 """
 
