@@ -4,7 +4,9 @@ enqueued only for a whole and valid webhook, and that ``bridge_ingress_requests_
 
 aiohttp refuses some requests itself before any route (route ``unparsed``); those answers are aiohttp's own plain
 text, not the ingress's JSON: aiohttp 3 offers no public way to replace them (its 4.0 passes them through the
-middlewares, aio-libs/aiohttp#3287).
+middlewares, aio-libs/aiohttp#3287). The table is that of aiohttp's C parser, the one its wheels carry; where its
+pure-Python parser (``AIOHTTP_NO_EXTENSIONS=1``) hands the ingress what the C parser refuses, the last test checks
+the ingress's answers.
 """
 
 from __future__ import annotations
