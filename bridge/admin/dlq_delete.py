@@ -50,6 +50,9 @@ async def delete_dead_letters(
     wanted = list(dict.fromkeys(message_ids))
     own: dict[str, DlqMessage] = {}
     as_source: dict[str, DlqMessage] = {}
+    task = "deleting dead letters" if delete else "searching the dead-letter queue"
+    # First, as every dlq command: a queue that does not exist is a configuration error naming queue.url.
+    url, depth = await start_look(queue, limit=scan_limit, progress=progress, task=task)
     original_may_follow = moves_failed_messages(await queue.depth(queue.url))
 
     def look(peeked: PeekedMessage) -> bool:
@@ -69,9 +72,6 @@ async def delete_dead_letters(
     def chosen(peeked: PeekedMessage) -> bool:
         """Asked once the look has ended."""
         return peeked.message.message_id in {message.message_id for message in named().values()}
-
-    task = "deleting dead letters" if delete else "searching the dead-letter queue"
-    url, depth = await start_look(queue, limit=scan_limit, progress=progress, task=task)
 
     def logged(peeked: PeekedMessage) -> None:
         """As the queue confirms it: a run cut short (Ctrl-C) keeps the record of each one it deleted."""

@@ -280,6 +280,16 @@ async def test_replay_and_parked_requeue_to_a_queue_that_does_not_exist_are_one_
     assert (await parked_list(settings)).parked == 1  # nothing unparked
 
 
+async def test_dlq_delete_from_a_queue_that_does_not_exist_is_a_configuration_error(settings: Settings) -> None:
+    # As `dlq list`, `dlq show` and `dlq redrive` say it (exit 2 naming queue.url), not "cannot read the attributes".
+    missing = settings.queue.url.rsplit("/", 1)[0] + f"/nope-{uuid.uuid4().hex[:8]}"
+    wrong = settings.queue.model_copy(update={"url": missing})
+    with pytest.raises(ConfigError, match=r"^queue\.url: queue .*/nope-\w+ is not usable: .*NonExistentQueue"):
+        await dlq_delete(wrong, ["some-id"], delete=False)
+    with pytest.raises(ConfigError, match=r"^queue\.url: queue .*/nope-\w+ is not usable: .*NonExistentQueue"):
+        await dlq_delete(wrong, ["some-id"], delete=True)
+
+
 async def test_replay_on_a_fifo_queue_groups_by_element(sqs_endpoint: SqsEndpoint, tmp_path: Path) -> None:
     queue, _ = make_queues(sqs_endpoint.url, f"t-{uuid.uuid4().hex[:12]}", fifo=True)
     settings = worker_settings(queue=queue, endpoint=sqs_endpoint.url, kordiam=NOWHERE, workdir=tmp_path)
