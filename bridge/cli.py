@@ -771,6 +771,7 @@ def _check_config(args: argparse.Namespace) -> int:
     from bridge.config import FileSettings, load_settings
 
     settings = load_settings(args.config, model=FileSettings, check_channel=channel_problems)
+    _log_format(settings.ops)
     effective = settings.model_dump(mode="json", exclude={"channels"})
     effective["channels"] = [
         {

@@ -291,6 +291,14 @@ def test_a_warning_logged_while_the_config_is_read_comes_in_the_format_the_confi
     assert "variable=BRIDGE_QUEU__URL" in warning
     assert error.startswith("kordiam-bridge: configuration error: state.url: ")
 
+    # check-config too, whose JSON goes to stdout: the warning on stderr was JSON whatever the config said.
+    monkeypatch.setenv("BRIDGE_KORDIAM__CLIENT_SECRET", "demo-secret")
+    assert main(["check-config", "--config", str(config)]) == 0
+    captured = capsys.readouterr()
+    [warning] = captured.err.splitlines()
+    assert not warning.startswith("{") and "environment_variable_ignored" in warning, warning
+    assert json.loads(captured.out)["ops"]["log_format"] == "console"
+
     # A command stopped before it set its format (here by the file itself) still prints them, as JSON, first.
     config.write_text(config.read_text().replace("[queue]", "[queue]\nbogus = 1", 1))
     assert main(["parked", "list", "--config", str(config)]) == 2
