@@ -1047,9 +1047,16 @@ def _channel_overrides(data: dict[str, Any]) -> dict[str, str]:
             continue
         name, *path = variable[len(CHANNEL_ENV_PREFIX) :].split("__")
         channel = by_name.get(name.upper())
-        if channel is None or not path or not all(path):
+        if channel is None:
             known = ", ".join(sorted(by_name)) or "none"
-            raise ConfigError(variable, f"names no configured channel key (channels: {known})")
+            raise ConfigError(variable, f"names no configured channel (channels: {known})")
+        if not path or not all(path):
+            prefix = CHANNEL_ENV_PREFIX + name.upper()
+            raise ConfigError(
+                variable,
+                f"names channel {name.upper()} but no key of it: {prefix}__KEY sets one ({prefix}__AUTH__TOKEN "
+                "a nested one)",
+            )
         value: Any = VariableText(raw)
         if raw.lstrip().startswith(("{", "[")):
             try:

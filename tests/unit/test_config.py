@@ -194,6 +194,21 @@ def test_an_environment_variable_for_an_unknown_channel_is_an_error(
     assert "channels: PRINT, WEB" in raised.value.problem
 
 
+@pytest.mark.parametrize("variable", ["BRIDGE_CHANNELS__WEB", "BRIDGE_CHANNELS__WEB__", "BRIDGE_CHANNELS__WEB__AUTH__"])
+def test_an_environment_variable_naming_a_channel_but_no_key_says_so(
+    variable: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Before: "names no configured channel key (channels: PRINT, WEB)", as if WEB were not one of them.
+    monkeypatch.setenv(variable, '{"path": "/x"}')
+    with pytest.raises(ConfigError) as raised:
+        load_settings(write(tmp_path, VALID))
+    assert raised.value.key == variable
+    assert raised.value.problem == (
+        "names channel WEB but no key of it: BRIDGE_CHANNELS__WEB__KEY sets one (BRIDGE_CHANNELS__WEB__AUTH__TOKEN "
+        "a nested one)"
+    )
+
+
 def test_two_channel_names_the_environment_cannot_tell_apart_are_an_error(tmp_path: Path) -> None:
     # BRIDGE_CHANNELS__WEB_SITE__… would set one of them, silently: a secret could reach the wrong channel.
     text = VALID.replace('name = "web"', 'name = "Web-Site"').replace('name = "print"', 'name = "web.site"')
