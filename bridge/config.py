@@ -575,7 +575,7 @@ class ChannelSettings(BaseModel):
     # Not stripped like other names: the channel variables (BRIDGE_CHANNELS__<NAME>__…) match the name as written.
     # At most 100 characters: the name is part of DynamoDB keys (a delivery's range key may hold 1024 bytes, with
     # its publication id), which would refuse every delivery after its channel made the item.
-    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str = Field(max_length=100)
     type: NonBlank
     platforms: list[Int] = Field(min_length=1)
     statuses: list[StatusSelector] | None = None
@@ -586,6 +586,19 @@ class ChannelSettings(BaseModel):
     # Optional limits for a CMS that cannot take the worker's full concurrency or rate.
     max_in_flight: Int | None = Field(default=None, ge=1, le=1000)
     rate_limit: Float | None = Field(default=None, gt=0, le=10_000)
+
+    @field_validator("name")
+    @classmethod
+    def _name_of_key_characters(cls, name: str) -> str:
+        # Said in words: pydantic's own message for a pattern is the regular expression.
+        if not name:
+            raise ValueError("must not be empty")
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+            raise ValueError(
+                "must be letters, digits, '_', '.' or '-' (it is part of the state store's keys and of the "
+                "BRIDGE_CHANNELS__NAME__KEY variables)"
+            )
+        return name
 
     @model_validator(mode="before")
     @classmethod

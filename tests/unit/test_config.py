@@ -1142,6 +1142,21 @@ def test_a_folder_channel_path_is_read_without_the_spaces_around_it(
     )
 
 
+@pytest.mark.parametrize(("name", "problem"), [("web site", "letters"), ("wéb", "letters"), ("", "empty")])
+def test_a_channel_name_of_other_characters_says_which_it_may_hold(tmp_path: Path, name: str, problem: str) -> None:
+    # Before: "String should match pattern '^[A-Za-z0-9_.-]+$'", and "String should have at least 1 character".
+    with pytest.raises(ConfigError) as raised:
+        load_settings(write(tmp_path, VALID.replace('name = "web"', f'name = "{name}"', 1)))
+    assert (raised.value.key, raised.value.problem) == (
+        "channels[0].name",
+        {
+            "letters": "must be letters, digits, '_', '.' or '-' (it is part of the state store's keys and of the "
+            "BRIDGE_CHANNELS__NAME__KEY variables)",
+            "empty": "must not be empty",
+        }[problem],
+    )
+
+
 @pytest.mark.parametrize(
     ("change", "key"),
     [
