@@ -449,7 +449,12 @@ def _parser() -> argparse.ArgumentParser:
         "--json), 2 a configuration or argument error.",
     )
     _config_option(status)
-    status.add_argument("--sample", action="store_true", help="also peek at the main queue for the oldest message")
+    status.add_argument(
+        "--sample",
+        action="store_true",
+        help="also peek at the main queue for the oldest message (on SQS each peek counts as a receive towards the "
+        "queue's maxReceiveCount)",
+    )
     status.add_argument(
         "--sample-size",
         type=_count,

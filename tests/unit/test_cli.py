@@ -113,6 +113,12 @@ def test_parked_list_help_says_it_lists_channels_no_longer_configured_too(capsys
     assert "then any channel no longer configured that still holds parked elements" in text
 
 
+def test_status_help_says_what_a_sample_of_the_main_queue_costs(capsys: pytest.CaptureFixture[str]) -> None:
+    # As `element --dlq` says it: each peek is a receive, which counts towards the queue's maxReceiveCount.
+    text = help_text(["status", "--help"], capsys)
+    assert "--sample also peek at the main queue for the oldest message (on SQS each peek counts as a receive" in text
+
+
 def test_the_simulator_on_a_taken_port_is_one_line_naming_it(capsys: pytest.CaptureFixture[str]) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
