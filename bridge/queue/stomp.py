@@ -228,6 +228,17 @@ class CommitUnconfirmed(Exception):
         self.reason = reason
 
 
+def _not_connected(error: Exception) -> str:
+    """Why the first connection was not made. stompman tries again after a refused connection or a login left
+    unanswered, so its deadline ending is the usual way: its class name, TimeoutError, would read as a network that
+    drops the packets."""
+    if isinstance(error, TimeoutError):  # an OSError too
+        return f"no STOMP connection within {FIRST_CONNECT_TIMEOUT_SECONDS:g} s of trying"
+    if isinstance(error, stompman.FailedAllConnectAttemptsError):
+        return f"no STOMP connection in {error.retry_attempts} attempts"
+    return str(error) or type(error).__name__  # a TLS handshake's reason, for one
+
+
 class StompTransport:
     """The ``Transport`` contract over one STOMP connection to ActiveMQ (see the module docstring for the mechanics).
 
@@ -324,7 +335,7 @@ class StompTransport:
             except (TimeoutError, stompman.FailedAllConnectAttemptsError, OSError) as error:
                 raise QueueUnreachable(
                     "queue.url",
-                    f"cannot connect to the ActiveMQ broker at {address.broker} ({type(error).__name__}); is it "
+                    f"cannot connect to the ActiveMQ broker at {address.broker}: {_not_connected(error)}; is it "
                     "running, and are host, port, username and password right?",
                 ) from None
             transport = cls(settings, client)

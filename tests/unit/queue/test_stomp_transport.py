@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,6 +11,7 @@ import pytest
 import stompman
 from structlog.testing import capture_logs
 
+from bridge.errors import QueueUnreachable
 from bridge.queue import stomp
 from bridge.queue.dead_letter import DeadLetterContext
 from bridge.queue.stomp import (
@@ -415,3 +417,22 @@ async def test_a_browse_the_broker_stops_answering_ends_in_a_timeout(monkeypatch
     with pytest.raises(TimeoutError):
         await browsing.browse("stomp://127.0.0.1:61613/queue/kordiam-dlq", limit=100)
     assert client.unsubscribed
+
+
+async def test_a_broker_that_cannot_be_reached_at_start_up_is_one_line_naming_queue_url(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The README's line. Before: "… at HOST:PORT (TimeoutError); …" for a port where nothing listens, which reads
+    # as a network that drops the packets: the start had tried again and again until its deadline.
+    monkeypatch.setattr(stomp, "FIRST_CONNECT_TIMEOUT_SECONDS", 2.0)
+    with socket.socket() as closed:  # bound, never listening: every connection is refused
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+        with pytest.raises(QueueUnreachable) as raised:
+            async with StompTransport.connect(stomp_settings(f"stomp://127.0.0.1:{port}/queue/q")):
+                pass
+    assert (raised.value.key, raised.value.problem) == (
+        "queue.url",
+        f"cannot connect to the ActiveMQ broker at 127.0.0.1:{port}: no STOMP connection within 2 s of trying; is "
+        "it running, and are host, port, username and password right?",
+    )
