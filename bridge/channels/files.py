@@ -25,10 +25,20 @@ PERMANENT_ERRNOS = frozenset(
     {errno.ENAMETOOLONG, errno.EFBIG, errno.EINVAL, errno.ELOOP, errno.EXDEV, errno.ENOTDIR, errno.EEXIST, errno.EISDIR}
 )
 
+# What a path through a folder that is not a directory gives: the folder a file (mkdir's EEXIST), or a file above
+# it or at it (ENOTDIR), or a link loop on the way.
+_FOLDER_GONE_ERRNOS = frozenset({errno.EEXIST, errno.ENOTDIR, errno.ELOOP})
 
-def os_error(error: OSError, what: str) -> ChannelRejected | ChannelUnavailable:
-    """``error`` as the bridge's taxonomy; ``what`` says which file operation failed, for the reason."""
+
+def os_error(error: OSError, what: str, folder: Path | None = None) -> ChannelRejected | ChannelUnavailable:
+    """``error`` as the bridge's taxonomy; ``what`` says which file operation failed, for the reason.
+
+    ``folder`` is the channel's own folder: when it is no longer a directory (a file put where it was, or above it),
+    the error is the whole channel's, not the item's, and waits like a share that is gone (retried, then parked once
+    the breaker opens) instead of dead-lettering every story until someone notices."""
     name = errno.errorcode.get(error.errno or 0, "no errno")
+    if folder is not None and error.errno in _FOLDER_GONE_ERRNOS and not folder.is_dir():
+        return ChannelUnavailable(f"{what}: {folder} is not a directory ({name})")
     reason = f"{what}: {error.strerror or error} ({name})"
     if error.errno in PERMANENT_ERRNOS:
         return ChannelRejected(reason)

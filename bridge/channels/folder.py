@@ -85,7 +85,7 @@ class FolderChannel:
             atomic_write(self.path / f"{stem}.json", document.encode())
             atomic_write(self.path / f"{stem}.html", page.encode())
         except OSError as error:
-            raise os_error(error, f"folder {self.path}: cannot write {stem}") from error
+            raise os_error(error, f"folder {self.path}: cannot write {stem}", self.path) from error
 
     def _remove(self, stem: str) -> None:
         # The external id is ours; refuse anything that could point outside the folder.
@@ -96,7 +96,7 @@ class FolderChannel:
                 (self.path / f"{stem}{suffix}").unlink(missing_ok=True)
             sync_folder(self.path)  # recorded as retracted once this returns: a power loss must not bring it back
         except OSError as error:
-            raise os_error(error, f"folder {self.path}: cannot delete {stem}") from error
+            raise os_error(error, f"folder {self.path}: cannot delete {stem}", self.path) from error
 
 
 def _document(element: Element, publication: Publication) -> dict[str, Any]:

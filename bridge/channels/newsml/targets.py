@@ -65,7 +65,7 @@ class FolderTarget:
         except FileNotFoundError:
             return []
         except OSError as error:
-            raise os_error(error, f"{self._label}: cannot list {self.path}") from error
+            raise os_error(error, f"{self._label}: cannot list {self.path}", self.path) from error
 
     def _read(self, name: str) -> bytes | None:
         try:
@@ -73,7 +73,7 @@ class FolderTarget:
         except FileNotFoundError:
             return None
         except OSError as error:
-            raise os_error(error, f"{self._label}: cannot read {self.path / name}") from error
+            raise os_error(error, f"{self._label}: cannot read {self.path / name}", self.path) from error
 
     def _write(self, name: str, data: bytes) -> None:
         target = self.path / name
@@ -82,7 +82,7 @@ class FolderTarget:
             # Readable by the print system, which usually runs as another user.
             atomic_write(target, data)
         except OSError as error:
-            raise os_error(error, f"{self._label}: cannot write {target}") from error
+            raise os_error(error, f"{self._label}: cannot write {target}", self.path) from error
 
 
 # S3 error codes that retrying cannot fix; everything else 4xx is rejected too, 5xx and these are transient.

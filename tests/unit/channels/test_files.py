@@ -12,6 +12,7 @@ import pytest
 from bridge.channels import ChannelContext, build_channel
 from bridge.channels.files import atomic_write, os_error
 from bridge.channels.folder import FolderChannel
+from bridge.channels.newsml.targets import FolderTarget
 from bridge.config import ChannelSettings
 from bridge.errors import ChannelRejected, ChannelUnavailable, ConfigError
 from bridge.http import HttpClient, HttpRequest, HttpResponse
@@ -53,6 +54,55 @@ async def test_folder_write_errors_at_the_os_layer(
     with pytest.raises(expected, match=errno.errorcode[code]):
         await channel.upsert(element, element.publications[0], None)
     assert [p.name for p in tmp_path.iterdir()] == []  # no temporary file left behind
+
+
+@pytest.mark.parametrize("replaced_by", ["a file", "a file above it"])
+async def test_a_file_where_the_channels_own_folder_was_is_retried_for_every_story_not_rejected(
+    tmp_path: Path, replaced_by: str
+) -> None:
+    """The folder itself gone wrong (EEXIST, ENOTDIR) is the whole channel's fault, never one story's: it waits like
+    a share that is gone (retried, then parked once the breaker opens) instead of dead-lettering every story. A file
+    in the folder where an item's file should be (EISDIR for one item) stays a rejection (above)."""
+    element = Element.model_validate(load("seed001_full"))
+    publication = element.publications[0]
+    folder = tmp_path / "parent" / "web"
+    folder.mkdir(parents=True)
+    channel = FolderChannel("web", folder)
+    result = await channel.upsert(element, publication, None)
+    folder.joinpath(f"{result.external_id}.json").unlink()
+    folder.joinpath(f"{result.external_id}.html").unlink()
+    folder.rmdir()
+    if replaced_by == "a file":
+        folder.write_text("not a folder", encoding="utf-8")
+        code = "EEXIST"
+    else:
+        folder.parent.rmdir()
+        folder.parent.write_text("not a folder", encoding="utf-8")
+        code = "ENOTDIR"
+    with pytest.raises(ChannelUnavailable, match=f"is not a directory.*{code}") as raised:
+        await channel.upsert(element, publication, None)
+    assert not isinstance(raised.value, ChannelRejected)
+    with pytest.raises(ChannelUnavailable, match="is not a directory") as deleting:
+        await channel.delete(element.id, publication.id, result.external_id or "")
+    assert not isinstance(deleting.value, ChannelRejected)
+
+
+async def test_the_newsml_folder_target_waits_too_when_its_folder_is_a_file(tmp_path: Path) -> None:
+    folder = tmp_path / "print"
+    folder.write_text("not a folder", encoding="utf-8")
+    target = FolderTarget("newsml print", folder)
+    for attempt in (target.write("1-2.xml", b"<x/>", {}), target.names("1-"), target.read("1-2.xml")):
+        with pytest.raises(ChannelUnavailable, match="is not a directory") as raised:
+            await attempt
+        assert not isinstance(raised.value, ChannelRejected)
+
+
+async def test_an_item_path_taken_by_a_folder_is_still_a_rejection(tmp_path: Path) -> None:
+    element = Element.model_validate(load("seed001_full"))
+    publication = element.publications[0]
+    tmp_path.joinpath(f"{element.id}-{publication.id}.json").mkdir()
+    with pytest.raises(ChannelRejected, match="EISDIR"):
+        await FolderChannel("web", tmp_path).upsert(element, publication, None)
 
 
 async def test_folder_files_get_the_mode_open_would_give(tmp_path: Path) -> None:
