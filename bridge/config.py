@@ -543,7 +543,9 @@ class StateSettings(Section):
         # Like the queue's keys: set for the other kind of store, they would silently do nothing.
         dynamodb = self.backend == "dynamodb"
         for key in SQLITE_ONLY_KEYS if dynamodb else DYNAMODB_ONLY_KEYS:
-            if key in self.model_fields_set:
+            # Set to its default it asks for nothing (create_directories = false from the environment, where a
+            # file's key cannot be removed).
+            if key in self.model_fields_set and getattr(self, key) != type(self).model_fields[key].default:
                 kind = "sqlite:///" if dynamodb else "dynamodb://"
                 raise ValueError(f"{key}: is for {kind} state stores only; remove it for this state.url")
         return self

@@ -1879,6 +1879,18 @@ def test_a_state_key_of_the_other_backend_is_refused(tmp_path: Path, url: str, l
     )
 
 
+def test_create_directories_false_asks_nothing_of_a_dynamodb_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A file written for local use (create_directories = true) moved to DynamoDB through the environment: the key
+    # cannot be removed from there, and false asks for nothing a DynamoDB store would silently not do.
+    text = VALID.replace('url = "sqlite:///tmp/state.db"', 'url = "sqlite:///tmp/state.db"\ncreate_directories = true')
+    monkeypatch.setenv("BRIDGE_STATE__URL", "dynamodb://bridge-state")
+    monkeypatch.setenv("BRIDGE_STATE__CREATE_DIRECTORIES", "false")
+    settings = load_settings(write(tmp_path, text))
+    assert (settings.state.backend, settings.state.create_directories) == ("dynamodb", False)
+
+
 # ---- which publications a channel takes --------------------------------------------------------------------------
 
 
