@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import inspect
 import itertools
 import json
@@ -292,6 +293,33 @@ async def stomp_browse_raw(url: str) -> list[tuple[dict[str, str], bytes]]:
         await asyncio.wait_for(ended.wait(), 10)
         await subscription.unsubscribe()
     return seen
+
+
+@contextlib.contextmanager
+def small_filesystem(path: Path, size: str = "256k") -> Iterator[Path]:
+    """A tmpfs of ``size`` mounted at ``path`` (root can fill a disk; it cannot be kept out of a read-only folder)."""
+    path.mkdir(parents=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], check=False, capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=True)
+
+
+def fill(folder: Path) -> Path:
+    """Fill the filesystem holding ``folder`` until a write fails with ENOSPC; the filler file is returned."""
+    filler = folder / ".filler"
+    with filler.open("wb", buffering=0) as handle:
+        try:
+            while True:
+                handle.write(b"\0" * 4096)
+        except OSError as error:
+            assert error.errno == errno.ENOSPC, error
+    return filler
 
 
 async def eventually(

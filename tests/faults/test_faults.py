@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import json
 import re
 import signal
@@ -39,12 +38,14 @@ from tests.support import (
     delivery,
     drain,
     eventually,
+    fill,
     free_port,
     make_queues,
     queue_settled,
     resumed_and_delivered,
     running_worker,
     send,
+    small_filesystem,
     sqs_client,
     stop_worker_mid_batch,
     story,
@@ -353,33 +354,6 @@ async def test_malformed_bodies_big_messages_and_hostile_html(
     figures.lost = len(bodies) + 1 - len(dead)
     figures.notes = {"largest_body_bytes": len(big)}
     assert (figures.delivered, figures.duplicates, figures.lost) == (1, 0, 0)
-
-
-@contextlib.contextmanager
-def small_filesystem(path: Path, size: str = "256k") -> Iterator[Path]:
-    """A tmpfs of ``size`` mounted at ``path`` (root can fill a disk; it cannot be kept out of a read-only folder)."""
-    path.mkdir(parents=True)
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], check=False, capture_output=True
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=True)
-
-
-def fill(folder: Path) -> Path:
-    """Fill the filesystem holding ``folder`` until a write fails with ENOSPC; the filler file is returned."""
-    filler = folder / ".filler"
-    with filler.open("wb", buffering=0) as handle:
-        try:
-            while True:
-                handle.write(b"\0" * 4096)
-        except OSError as error:
-            assert error.errno == errno.ENOSPC, error
-    return filler
 
 
 async def test_on_a_full_disk_the_state_probe_fails_as_the_writes_of_messages_do(tmp_path: Path) -> None:
