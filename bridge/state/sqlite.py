@@ -49,8 +49,8 @@ log = structlog.get_logger("bridge.state")
 # Checkpoint the WAL (on the thread) after this many writes on the loop's connection, whose automatic
 # checkpoints are off. Each commit appends every page it changed, so this bounds the WAL (about 15 MB at most in
 # `make bench`, 3 writes per message); fewer checkpoints mean fewer loop writes that meet one, find the file
-# locked and wait for it on the thread. RESTART, not PASSIVE: under steady writes a passive checkpoint never
-# catches up, and the WAL would grow without end.
+# locked and wait for it on the thread. RESTART or TRUNCATE, not PASSIVE: under steady writes a passive checkpoint
+# never catches up, and the WAL would grow without end (``_checkpoint``).
 CHECKPOINT_EVERY_WRITES = 2000
 # The longest a commit waits in the page cache for the WAL's fdatasync (``flush``). A host crash, or the kernel
 # remounting the disk read-only after an I/O error, loses the commits not yet synced; the kernel's own writeback
@@ -206,6 +206,8 @@ class SqliteStateStore:
         self._sync_next: asyncio.Future[None] | None = None
         # A sync of the WAL failed, and no checkpoint has written its commits again since (on the thread only).
         self._wal_in_doubt = False
+        # The last checkpoint did not finish, so the WAL grew past its usual size meanwhile (on the thread only).
+        self._checkpoint_owed = False
         # The task that syncs the WAL WAL_SYNC_SECONDS after a ``flush`` (until no commit came during a sync), and
         # whether the last sync failed.
         self._syncing_soon: asyncio.Task[None] | None = None
@@ -504,12 +506,40 @@ class SqliteStateStore:
         before, self._writes = self._writes, self._writes + count
         if before // CHECKPOINT_EVERY_WRITES == self._writes // CHECKPOINT_EVERY_WRITES:
             return
-        if self._thread is not None and self._thread_db is not None:
-            thread_db = self._thread_db
-            checkpoint = asyncio.get_running_loop().run_in_executor(
-                self._thread, lambda: thread_db.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+        if self._thread is not None:
+            checkpoint = asyncio.get_running_loop().run_in_executor(self._thread, self._checkpoint)
+            checkpoint.add_done_callback(_log_checkpoint)
+
+    def _checkpoint(self) -> str | None:
+        """Copy the WAL into the database file and have the next commit write it from its start (on the store's
+        thread); None once done, else why it could not finish (``StateUnavailable`` for the file's trouble).
+
+        RESTART; TRUNCATE after one that did not finish, so that the space the WAL grew by meanwhile goes back to the
+        disk. A full disk fails it when the database file must grow to take the WAL's pages: the WAL then grows with
+        every commit until the disk's end, where the writes fail and the worker pauses (the probe makes the owed
+        checkpoint). Another program's open transaction (a ``sqlite3`` shell, a backup) holds it back: SQLite
+        cannot reset the WAL under a reader's snapshot, so it grows for as long as that program reads.
+        """
+        thread_db = self._require(self._thread_db)
+        mode = "TRUNCATE" if self._checkpoint_owed else "RESTART"
+        self._checkpoint_owed = True
+        try:
+            busy, _, _ = thread_db.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
+        except sqlite3.DatabaseError as error:
+            self._reraise(error)
+        if busy:
+            size = _megabytes(f"{self.path}-wal")
+            return (
+                f"SQLite {self.path}: the WAL's checkpoint could not finish: another connection is reading or writing "
+                f"the file (a sqlite3 shell left in a transaction, a backup), and the WAL ({size}) grows with every "
+                "commit until it lets go"
             )
-            checkpoint.add_done_callback(_log_failure("wal_checkpoint_failed"))
+        self._checkpoint_owed = False
+        return None
+
+    def _owed_checkpoint(self) -> str | None:
+        """The checkpoint, if the last one did not finish (the probe's, on the store's thread)."""
+        return self._checkpoint() if self._checkpoint_owed else None
 
     def _migrate(self, db: sqlite3.Connection) -> None:
         # One immediate transaction, so two workers starting at once cannot both apply a migration.
@@ -789,10 +819,15 @@ class SqliteStateStore:
         # end, one page's write fits in them, and the probe passed while every message's write still failed (the
         # worker resumed and paused again, and a message whose own check passed spent a receive). A lock held by
         # another program or a read-only disk fails these writes as a message's.
-        room = (PROBE_ELEMENT_ID, PROBE_ROOM_BYTES)
-        await self._write(lambda db: db.execute(PROBE_ROOM, room))
-        await self._write(lambda db: db.execute("DELETE FROM elements WHERE element_id = ?", room[:1]))
+        await self._write(_take_room)
+        await self._write(_give_room_back)
         await self._run(lambda db: db.execute("SELECT MAX(version) FROM schema_version").fetchone())
+        # After a checkpoint that did not finish, the probe makes it: on a full disk the database file may have no
+        # room for the WAL's pages where the WAL still has room for the probe's, and the worker would resume and
+        # fill the WAL up to the disk's end again. Once made, the WAL's space goes back to the disk. One that another
+        # program's transaction holds back is no fault of the worker's: logged, and the probe passes.
+        if (held_back := await self._on_thread(self._owed_checkpoint)) is not None:
+            log.warning("wal_checkpoint_failed", error=held_back)
         await self._sync_now()
 
     async def flush(self) -> None:
@@ -891,7 +926,7 @@ class SqliteStateStore:
                 f"SQLite {self.path}: a sync of the WAL failed, and the checkpoint that writes its commits again "
                 "could not finish (another connection is reading or writing the file); retried at the next flush"
             )
-        self._wal_in_doubt = False
+        self._wal_in_doubt = self._checkpoint_owed = False
 
 
 def _commit(db: sqlite3.Connection, batch: Batch) -> list[Any]:
@@ -974,12 +1009,28 @@ def _log_lost(held: HeldLease) -> None:
         )
 
 
-def _log_failure(event: str) -> Callable[[asyncio.Future[Any]], None]:
-    def log_failure(done: asyncio.Future[Any]) -> None:
-        if not done.cancelled() and (error := done.exception()) is not None:
-            log.warning(event, error=f"{type(error).__name__}: {error}")
+def _log_checkpoint(done: asyncio.Future[str | None]) -> None:
+    if done.cancelled():
+        return
+    if (error := done.exception()) is not None:
+        log.warning("wal_checkpoint_failed", error=f"{type(error).__name__}: {error}")
+    elif (held_back := done.result()) is not None:
+        log.warning("wal_checkpoint_failed", error=held_back)
 
-    return log_failure
+
+def _megabytes(path: str) -> str:
+    try:
+        return f"{os.path.getsize(path) / 1e6:.1f} MB"
+    except OSError as error:
+        return f"size unknown: {error.strerror or error}"
+
+
+def _take_room(db: sqlite3.Connection) -> None:
+    db.execute(PROBE_ROOM, (PROBE_ELEMENT_ID, PROBE_ROOM_BYTES))
+
+
+def _give_room_back(db: sqlite3.Connection) -> None:
+    db.execute("DELETE FROM elements WHERE element_id = ?", (PROBE_ELEMENT_ID,))
 
 
 RECORD = (

@@ -11,12 +11,14 @@ import os
 import sqlite3
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import closing
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from structlog.testing import capture_logs
 
 from bridge.config import StateSettings
 from bridge.errors import ConfigError
@@ -25,13 +27,14 @@ from bridge.state.base import ElementBusy, ElementMark, StateUnavailable
 from bridge.state.sqlite import (
     CHECKPOINT_EVERY_WRITES,
     MIGRATIONS,
+    PROBE_ROOM_BYTES,
     SCHEMA_VERSION,
     WAL_SYNC_SECONDS,
     _iso,
     _others_ready,
     _transaction,
 )
-from tests.support import T0, delivery, eventually, opened_stores
+from tests.support import T0, delivery, eventually, fill, opened_stores, small_filesystem
 
 StoreFactory = Callable[..., Awaitable[SqliteStateStore]]
 
@@ -911,3 +914,128 @@ async def test_after_a_failed_sync_of_the_wal_a_flush_passes_only_once_a_checkpo
     with sqlite3.connect(store.path) as db:
         assert db.execute("SELECT COUNT(*) FROM deliveries").fetchone()[0] == 1
     await store.flush()  # and from then on, as before
+
+
+# ---- a full disk past a checkpoint, and checkpoints held back --------------------------------------------------
+
+
+async def _record_new_deliveries(store: SqliteStateStore, first: int, count: int, *, link: int = 500) -> int:
+    """Record deliveries of elements ``first``… (with a link of ``link`` bytes), 20 to a group commit, until
+    ``count`` were acknowledged or a group had one fail; how many were acknowledged."""
+    acknowledged = 0
+    for start in range(first, first + count, 20):
+        writes = [store.record(delivery(element_id=n, edit_link="x" * link)) for n in range(start, start + 20)]
+        results = await asyncio.gather(*writes, return_exceptions=True)
+        acknowledged += sum(result is True for result in results)
+        if any(isinstance(result, StateUnavailable) for result in results):
+            break
+        await asyncio.sleep(0.001)  # a worker waits on the network between writes; the thread runs then
+    return acknowledged
+
+
+async def _thread_idle(store: SqliteStateStore) -> None:
+    """Wait until what the store handed its thread (a checkpoint) has run: the thread runs its work in order."""
+    await store._on_thread(lambda: None)
+
+
+def _rows(path: Path) -> int:
+    with closing(sqlite3.connect(path)) as db:
+        return int(db.execute("SELECT COUNT(*) FROM deliveries").fetchone()[0])
+
+
+async def test_a_full_disk_that_fails_a_checkpoint_refuses_writes_and_once_freed_the_probe_empties_the_wal(
+    tmp_path: Path,
+) -> None:
+    # The disk fills right after a checkpoint: the next writes reuse the WAL's space and are acknowledged, but the
+    # next checkpoint needs the database file to grow, and fails; then the WAL cannot grow either.
+    with small_filesystem(tmp_path / "state", "32m") as disk:
+        store = SqliteStateStore(disk / "state.db")
+        await store.open()
+        try:
+            written = await _record_new_deliveries(store, 1, CHECKPOINT_EVERY_WRITES)
+            await _thread_idle(store)
+            filler = fill(disk)
+            with capture_logs() as lines:
+                # Smaller rows than before the checkpoint: fewer pages to a commit, so that the WAL's space holds
+                # the writes up to the next checkpoint.
+                written += await _record_new_deliveries(store, written + 1, 2 * CHECKPOINT_EVERY_WRITES, link=100)
+                await _thread_idle(store)
+            failed = [line for line in lines if line["event"] == "wal_checkpoint_failed"]
+            # The checkpoint failed, and then a write (the WAL could not grow): the worker would pause on its probe.
+            assert 2 * CHECKPOINT_EVERY_WRITES < written < 3 * CHECKPOINT_EVERY_WRITES and len(failed) == 1, written
+            assert "database or disk is full" in failed[0]["error"]
+            with pytest.raises(StateUnavailable, match="database or disk is full"):
+                await store.probe()
+            # Every write acknowledged is in the file.
+            assert _rows(disk / "state.db") == written
+            filler.unlink()
+            # The probe passes, and the checkpoint the full disk failed is made: the WAL gives its space back.
+            await store.probe()
+            assert os.path.getsize(f"{store.path}-wal") == 0
+            assert _rows(disk / "state.db") == written
+            assert await _record_new_deliveries(store, written + 1, 20) == 20
+        finally:
+            await store.close()
+
+
+async def test_a_full_disk_that_fails_the_checkpoint_a_probe_makes_keeps_the_worker_paused(tmp_path: Path) -> None:
+    # Room for the probe's writes in the WAL, none for the database file to take the WAL's pages: the probe fails
+    # (the worker stays paused) rather than let messages fill the WAL up to the disk's end again.
+    with small_filesystem(tmp_path / "state", "32m") as disk:
+        store = SqliteStateStore(disk / "state.db")
+        await store.open()
+        try:
+            written = await _record_new_deliveries(store, 1, CHECKPOINT_EVERY_WRITES)
+            await _thread_idle(store)
+            filler = fill(disk)
+            written += await _record_new_deliveries(store, written + 1, 2 * CHECKPOINT_EVERY_WRITES, link=100)
+            await _thread_idle(store)
+            filler.unlink()
+            # Room for the probe's frames in the WAL (its row written, then zeroed where SQLite deletes securely)
+            # and 64 KiB more, not for the database file to grow by the probe's pages as well.
+            with sqlite3.connect(disk / "state.db") as db:
+                page_size, secure = (
+                    db.execute(f"PRAGMA {name}").fetchone()[0] for name in ("page_size", "secure_delete")
+                )
+            frames = (PROBE_ROOM_BYTES // page_size + 8) * (2 if secure else 1)
+            free = os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize
+            with (disk / ".filler").open("wb") as handle:
+                handle.write(b"\0" * (free - frames * (page_size + 24) - 64 * 1024))
+            with pytest.raises(StateUnavailable, match="database or disk is full"):
+                await store.probe()
+            (disk / ".filler").unlink()
+            await store.probe()
+            assert os.path.getsize(f"{store.path}-wal") == 0
+            assert _rows(disk / "state.db") == written
+        finally:
+            await store.close()
+
+
+async def test_a_checkpoint_a_reader_holds_back_is_logged_and_the_next_after_it_let_go_empties_the_wal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Another program reading the file in a transaction left open (a sqlite3 shell): no checkpoint can reset the WAL
+    # past its snapshot, and the WAL grows with every commit for as long as it reads. Before, nothing said so.
+    monkeypatch.setattr("bridge.state.sqlite.BUSY_TIMEOUT_MS", 100)  # the checkpoint waits 0.1 s for it, not 5
+    store = SqliteStateStore(tmp_path / "state.db")
+    await store.open()
+    reader = sqlite3.connect(tmp_path / "state.db", isolation_level=None)
+    try:
+        reader.execute("BEGIN")
+        reader.execute("SELECT COUNT(*) FROM elements").fetchone()
+        with capture_logs() as lines:
+            written = await _record_new_deliveries(store, 1, 2 * CHECKPOINT_EVERY_WRITES)
+            await _thread_idle(store)
+        held_back = [line for line in lines if line["event"] == "wal_checkpoint_failed"]
+        assert len(held_back) == 2, lines
+        assert "another connection is reading or writing the file" in held_back[0]["error"]
+        grown = os.path.getsize(f"{store.path}-wal")
+        reader.execute("COMMIT")
+        written += await _record_new_deliveries(store, written + 1, CHECKPOINT_EVERY_WRITES)
+        await _thread_idle(store)
+        # The checkpoint after the reader let go resets the WAL and gives back the space it grew by meanwhile.
+        assert grown > 0 and os.path.getsize(f"{store.path}-wal") == 0
+        assert _rows(tmp_path / "state.db") == written
+    finally:
+        reader.close()
+        await store.close()
