@@ -231,6 +231,10 @@ class SqliteStateStore:
                 "state.url",
                 f"{self.path} is not a regular file (a pipe, a device or a socket); name a file for the database",
             )
+        # A WAL left behind (by a worker stopped on a full disk, which could not checkpoint it at its close, or by
+        # one still running) is read where it lies, with its index: opening writes nothing then, and finds no full
+        # disk, where a new file's pages or a new index (32 KiB) would not fit.
+        wal_left = _size(Path(f"{self.path}-wal")) > 0
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="state-sqlite")
         try:
             if self._read_only:
@@ -238,6 +242,8 @@ class SqliteStateStore:
                 return
             self._thread_db = await self._on_thread(lambda: self._connect(busy_timeout_ms=BUSY_TIMEOUT_MS))
             await self._on_thread(lambda: self._migrate(self._require(self._thread_db)))
+            if wal_left:
+                await self._on_thread(self._check_room)
             self._loop_db = await self._on_thread(lambda: self._connect(busy_timeout_ms=0))
         except sqlite3.OperationalError as error:
             await self.close()
@@ -298,6 +304,20 @@ class SqliteStateStore:
                 raise not_sqlite from None
             raise
         return db
+
+    def _check_room(self) -> None:
+        """Room for the writes of messages, as the probe checks it (on the store's thread), at an open that wrote
+        nothing: a worker started on a full disk would only pause at its first message, where the start promises
+        to stop (exit 75)."""
+        db = self._require(self._thread_db)
+        try:
+            _take_room(db)
+            _give_room_back(db)
+        except sqlite3.DatabaseError as error:
+            # Only a full disk or a lock stops the start here; other trouble (a damaged page) the worker meets at
+            # its messages, as it did before this check.
+            if isinstance(error, sqlite3.OperationalError) and (_locked(error) or self._disk_full(error)):
+                raise
 
     def _disk_full(self, error: sqlite3.OperationalError) -> bool:
         """SQLITE_FULL, or an I/O error on a disk without a free block: an existing file's shared-memory index
@@ -1016,6 +1036,14 @@ def _log_checkpoint(done: asyncio.Future[str | None]) -> None:
         log.warning("wal_checkpoint_failed", error=f"{type(error).__name__}: {error}")
     elif (held_back := done.result()) is not None:
         log.warning("wal_checkpoint_failed", error=held_back)
+
+
+def _size(path: Path) -> int:
+    """A file's size; 0 if there is none (or it cannot be read: opening the database names what is wrong)."""
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 def _megabytes(path: str) -> str:

@@ -875,6 +875,87 @@ async def test_the_state_files_disk_filled_mid_run_pauses_the_worker_and_it_heal
     assert (figures.dead_lettered, figures.duplicates, figures.lost) == (0, 0, 0)
 
 
+@pytest.mark.parametrize("queues", [3], indirect=True)
+async def test_a_worker_stopped_on_a_full_state_disk_leaves_its_wal_and_a_restart_is_exit_75_until_it_is_freed(
+    sqs_endpoint: SqsEndpoint,
+    queues: tuple[str, str],
+    simulator: RunningSimulator,
+    admin: SimulatorAdmin,
+    tmp_path: Path,
+    figures: Figures,
+) -> None:
+    # The disk fills under a running worker, which pauses. Stopped, its close cannot checkpoint the WAL into the
+    # database file (the file would have to grow), so the WAL stays, and its index with it: a restart opens the file
+    # without writing anything. Before, that worker started and paused at its first message; the start promises to
+    # stop on a full disk (exit 75), and does. Once freed, the same start delivers every story once, nothing is
+    # dead-lettered, and the WAL goes back into the database file. 4 MiB: the last start checks the disk's room as
+    # the probe does (a 512 KiB row written, then zeroed: 1 MiB of WAL), and its close copies that into the file.
+    with small_filesystem(tmp_path / "state", "4m") as disk:
+        config, ops_port = process_config(
+            sqs_endpoint, queues, simulator, tmp_path, state_url=f"sqlite:///{disk / 'state.db'}", visibility_timeout=6
+        )
+        ops = httpx.AsyncClient(base_url=f"http://127.0.0.1:{ops_port}", timeout=5)
+        first = WorkerProcess(config, tmp_path / "worker-1.log")
+        try:
+            await eventually(lambda: first.ready(ops_port), what="worker ready")
+            stories = [await admin.create(story(f"Before {n}")) for n in range(4)]
+            await eventually(lambda: written_files(tmp_path) == expected_files(stories), what="stories before")
+            filler = fill(disk)
+            stories += [await admin.create(story(f"Full {n}")) for n in range(6)]
+            await paused_on_the_state_store(ops, first, "probes failing while the disk is full")
+        finally:
+            first_code, _ = first.terminate()
+        wal_left = (disk / "state.db-wal").stat().st_size
+        restarted = WorkerProcess(config, tmp_path / "worker-2.log")
+        try:
+            restart_code: int | None = restarted.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            restart_code = None  # still running: it started on the full disk
+        finally:
+            restarted.kill()
+        lines = restarted.log.read_text(encoding="utf-8").strip().splitlines()
+        filler.unlink()
+        again = WorkerProcess(config, tmp_path / "worker-3.log")
+        try:
+            await eventually(lambda: again.ready(ops_port), timeout=60, what="the same start, once there is room")
+            stories += [await admin.create(story(f"After {n}")) for n in range(2)]
+            await eventually(
+                lambda: written_files(tmp_path) == expected_files(stories), timeout=60, what="every story delivered"
+            )
+            await eventually(lambda: queue_settled(sqs_endpoint.url, queues[0]), timeout=60, what="queue settled")
+        finally:
+            await ops.aclose()
+            again_code, _ = again.terminate()
+        events = first.events() + again.events()
+        wal_at_the_end = (disk / "state.db-wal").exists()
+        recorded = deliveries(disk)
+    count_deliveries(figures, stories, events, drain(sqs_endpoint.url, queues[1]), tmp_path)
+    figures.notes = {
+        "wal_left_bytes": wal_left,
+        "restart_exit_code": restart_code,
+        "highest_receive_count": highest_receive_count(events),
+        "failed_probes": failed_probes(events),
+    }
+    logs = first.log.read_text(encoding="utf-8") + again.log.read_text(encoding="utf-8")
+    assert not any("Traceback" in line for line in logs.splitlines() + lines)
+    assert (first_code, again_code) == (0, 0)
+    assert wal_left > 0
+    assert restart_code == 75, lines[-3:]
+    assert re.fullmatch(
+        r"kordiam-bridge: cannot start now \(a fault that may pass, not the configuration\): SQLite "
+        + re.escape(str(disk / "state.db"))
+        + r": the disk holding it is full \(database or disk is full\)",
+        lines[-1],
+    ), lines[-1]
+    # The last worker's close checkpointed the WAL into the database file and removed it.
+    assert not wal_at_the_end
+    # The messages the first worker held were released at its stop (one receive), received again by the last:
+    # none came near the queue's three.
+    assert figures.notes["highest_receive_count"] <= 2
+    assert len(recorded) == 2 * len(stories)
+    assert (figures.dead_lettered, figures.duplicates, figures.lost) == (0, 0, 0)
+
+
 @contextlib.contextmanager
 def ext4_filesystem(path: Path, image: Path, size: str = "16M") -> Iterator[Path]:
     """An ext4 file system in ``image`` (a loop device) mounted at ``path``, as a state volume is: the kernel

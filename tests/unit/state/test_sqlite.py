@@ -1039,3 +1039,25 @@ async def test_a_checkpoint_a_reader_holds_back_is_logged_and_the_next_after_it_
     finally:
         reader.close()
         await store.close()
+
+
+async def test_a_full_disk_at_open_is_the_store_unavailable_even_with_a_wal_left_behind(tmp_path: Path) -> None:
+    # A worker stopped on a full disk leaves its WAL (the checkpoint of its close needed room) and the WAL's index:
+    # a new one opening the file needs no new space to read it, and opened (then paused at its first message) where
+    # the start promises to stop (exit 75).
+    with small_filesystem(tmp_path / "state", "32m") as disk:
+        store = SqliteStateStore(disk / "state.db")
+        await store.open()
+        written = await _record_new_deliveries(store, 1, CHECKPOINT_EVERY_WRITES // 2)
+        filler = fill(disk)
+        await store.close()
+        assert os.path.getsize(disk / "state.db-wal") > 0
+        again = SqliteStateStore(disk / "state.db")
+        with pytest.raises(
+            StateUnavailable, match=r"state\.db: the disk holding it is full \(database or disk is full\)"
+        ):
+            await again.open()
+        filler.unlink()
+        await again.open()
+        await again.close()
+        assert _rows(disk / "state.db") == written
