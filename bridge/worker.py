@@ -202,6 +202,22 @@ async def assemble(
 ) -> AsyncIterator[Worker]:
     queue = settings.queue
     async with contextlib.AsyncExitStack() as stack:
+        # The ops port first: a taken one stops the start before anything is opened, and /healthz answers while
+        # the start waits (on the state store, Kordiam's token, the parked load, the queue), or a liveness probe
+        # could kill a worker that is only starting.
+        probes = ConsumerProbes()
+        ops = None
+        if serve_ops:
+            ops = OpsServer(
+                settings.ops.host,
+                settings.ops.port,
+                healthy=probes.healthy,
+                ready=probes.ready,
+                not_ready_reason=probes.not_ready_reason,
+                not_ready_since=probes.not_ready_since,
+            )
+            await ops.start()
+            stack.push_async_callback(ops.stop)
         # Connections: every in-flight message may talk to Kordiam and a channel at the same time.
         http = HttpClient(max_connections=max(10, queue.concurrency * 2), timeout=settings.kordiam.timeout)
         stack.push_async_callback(http.aclose)
@@ -235,18 +251,7 @@ async def assemble(
             retry_max_seconds=queue.retry_max_seconds,
         )
         consumer = Consumer(transport, pipeline.handler, consumer_settings, gate=pipeline.gate, slots=pipeline.slots)
-        ops = None
-        if serve_ops:
-            ops = OpsServer(
-                settings.ops.host,
-                settings.ops.port,
-                healthy=consumer.healthy,
-                ready=consumer.ready,
-                not_ready_reason=consumer.not_ready_reason,
-                not_ready_since=consumer.not_ready_since,
-            )
-            await ops.start()
-            stack.push_async_callback(ops.stop)
+        probes.consumer = consumer
         # Up, and consuming unless a fault of the whole worker holds it paused from the start (Kordiam not reachable):
         # the line says so, and `consumer_resumed` follows once it heals.
         log.info(
@@ -272,7 +277,35 @@ async def assemble(
         requeue = ParkedRequeue(
             pipeline.parking, state=state, transport=transport, channels=[c.name for c in pipeline.channels]
         )
-        yield Worker(consumer, ops, reconciler, requeue)
+        try:
+            yield Worker(consumer, ops, reconciler, requeue)
+        finally:
+            if ops is not None:
+                # Closed first once the worker has run: while the rest closes (its queue connection among it),
+                # /readyz would answer `queue connection lost; reconnecting`.
+                await ops.stop()
+
+
+class ConsumerProbes:
+    """What the ops port answers for the worker: alive and not ready (`not started`) until ``consumer`` is set at
+    the end of the start, then the consumer's own answers."""
+
+    __slots__ = ("consumer",)
+
+    def __init__(self) -> None:
+        self.consumer: Consumer | None = None
+
+    def healthy(self) -> bool:
+        return self.consumer is None or self.consumer.healthy()
+
+    def ready(self) -> bool:
+        return self.consumer is not None and self.consumer.ready()
+
+    def not_ready_reason(self) -> str | None:
+        return None if self.consumer is None else self.consumer.not_ready_reason()
+
+    def not_ready_since(self) -> float | None:
+        return None if self.consumer is None else self.consumer.not_ready_since()
 
 
 def stop_on_signals(stop: asyncio.Event) -> contextlib.AbstractContextManager[None]:

@@ -1,17 +1,21 @@
-"""Worker assembly: a stop during start-up ends the start at once, whatever start-up is waiting for."""
+"""Worker assembly: the ops port answers from the start's first step, and a stop during start-up ends the start at
+once, whatever start-up is waiting for."""
 
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
 import pytest
 from structlog.testing import capture_logs
 
 from bridge.config import Settings
+from bridge.errors import ConfigError
 from bridge.worker import StopEndsStart, run_worker
-from tests.support import HeldKordiam, held_kordiam
+from tests.support import HeldKordiam, free_port, held_kordiam
 
 # The longest kordiam.timeout the configuration takes: without the fix the start waits all of it.
 LONGEST_KORDIAM_TIMEOUT = 120
@@ -23,9 +27,10 @@ async def hanging_kordiam() -> AsyncIterator[HeldKordiam]:
         yield kordiam
 
 
-def settings_on(kordiam: str, workdir: Path) -> Settings:
+def settings_on(kordiam: str, workdir: Path, *, ops_port: int = 9090) -> Settings:
     # The queue is never reached: the start stops on the token request before it connects.
     return Settings(
+        ops={"host": "127.0.0.1", "port": ops_port},
         queue={"url": "http://127.0.0.1:9/000000000000/never", "endpoint_url": "http://127.0.0.1:9"},
         kordiam={
             "base_url": kordiam,
@@ -93,3 +98,52 @@ async def test_a_cancellation_from_outside_during_the_start_is_kept() -> None:
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+async def test_the_ops_port_answers_alive_and_not_started_while_the_start_waits(
+    hanging_kordiam: HeldKordiam, tmp_path: Path
+) -> None:
+    # Before: ops.port was bound once everything else had started, so a start waiting on Kordiam (its token, up to
+    # kordiam.timeout), the state store, the parked load or the queue had no /healthz: a liveness probe (ECS, the
+    # image's HEALTHCHECK) found nothing listening and could kill a worker that was only starting.
+    ops_port = free_port()
+    stop = asyncio.Event()
+    worker = asyncio.create_task(run_worker(settings_on(hanging_kordiam.url, tmp_path, ops_port=ops_port), stop))
+    try:
+        holding = asyncio.create_task(hanging_kordiam.held.wait())
+        await asyncio.wait({worker, holding}, return_when=asyncio.FIRST_COMPLETED)
+        assert hanging_kordiam.held.is_set(), f"the worker ended before asking for a token: {worker}"
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{ops_port}", timeout=5) as ops:
+            health, ready = await ops.get("/healthz"), await ops.get("/readyz")
+    finally:
+        stop.set()
+        await worker
+    assert (health.status_code, health.json()) == (200, {"status": "ok"})
+    assert (ready.status_code, ready.json()) == (503, {"status": "not ready", "reason": "not started"})
+    with socket.socket() as again:
+        again.bind(("127.0.0.1", ops_port))  # the stop during the start let the port go
+
+
+async def test_a_taken_ops_port_stops_the_start_before_it_opens_anything(
+    hanging_kordiam: HeldKordiam, tmp_path: Path
+) -> None:
+    # Before: the port was found taken only after the state store, Kordiam's token and the queue (here the start
+    # waited on the token request instead, and would have gone on to connect to the queue).
+    stop = asyncio.Event()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        ops_port = taken.getsockname()[1]
+        worker = asyncio.create_task(run_worker(settings_on(hanging_kordiam.url, tmp_path, ops_port=ops_port), stop))
+        holding = asyncio.create_task(hanging_kordiam.held.wait())
+        try:
+            await asyncio.wait({worker, holding}, return_when=asyncio.FIRST_COMPLETED)
+            assert worker.done(), f"the start went on past a taken ops port: {hanging_kordiam.held_requests}"
+        finally:
+            stop.set()
+            holding.cancel()
+        with pytest.raises(ConfigError) as raised:
+            await worker
+    assert str(raised.value) == f"ops.port: cannot listen on 127.0.0.1:{ops_port}: address already in use"
+    assert hanging_kordiam.held_requests == []
+    assert not (tmp_path / "state.db").exists()  # the state store was not opened either
