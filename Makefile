@@ -78,8 +78,9 @@ TEST_LOCALSTACK := LOCALSTACK_PORT=4599 LOCALSTACK_HOME=$(CURDIR)/.cache/localst
 
 test-localstack: venv
 	$(TEST_LOCALSTACK) scripts/localstack.sh start
-	BRIDGE_TEST_SQS=localstack LOCALSTACK_ENDPOINT=http://127.0.0.1:4599 $(BIN)/pytest $(PYTEST_FLAGS) -m localstack tests; \
-	  status=$$?; $(TEST_LOCALSTACK) scripts/localstack.sh stop; exit $$status
+	. scripts/interruptible.sh; \
+	  interruptible env BRIDGE_TEST_SQS=localstack LOCALSTACK_ENDPOINT=http://127.0.0.1:4599 $(BIN)/pytest $(PYTEST_FLAGS) -m localstack tests; \
+	  status=$$?; $(TEST_LOCALSTACK) scripts/localstack.sh stop; [ -z "$$interrupted" ] || status=130; exit $$status
 
 WORDPRESS_ENV := BRIDGE_TEST_WORDPRESS=$(CURDIR)/.cache/wordpress/credentials.json
 # The tests' broker has a port and a folder of its own, so it never stops one running for `make activemq`; the
@@ -92,9 +93,11 @@ ACTIVEMQ_ENV := $(TEST_ACTIVEMQ) BRIDGE_TEST_ACTIVEMQ=stomp://127.0.0.1:61623
 # .cache/image-prepare.log), and `test-localstack` and `image-test` wait for them (the scripts' locks). A main pass
 # that fails stops both again (`discard` stops a prepare still running); a LocalStack pass that fails discards the
 # prepare (`image-test` would have stopped its engine).
-# Interrupted (Ctrl-C, SIGTERM to make's process group), the passes' shells stop them too: neither gets the signal
-# (the prepare has a process group of its own; a shell's background job ignores SIGINT), and make waits for the
-# shell before it exits. The shell's trap runs once its foreground command has ended.
+# Interrupted (Ctrl-C, SIGTERM to make's process group or to make's pid alone), the passes' shells stop them too:
+# neither gets the signal (the prepare has a process group of its own; a shell's background job ignores SIGINT), and
+# make waits for the shell before it exits. Each pass runs through scripts/interruptible.sh, which passes the
+# shell's signal on to it: make signals its recipe's shell alone when it gets SIGTERM alone, and a shell's trap runs
+# only once its foreground command has ended, so the pass would otherwise run to its end first.
 STOP_BACKGROUND := $(TEST_LOCALSTACK) scripts/localstack.sh stop; scripts/docker.sh discard
 
 test: lint typecheck venv
@@ -103,15 +106,19 @@ test: lint typecheck venv
 	@mkdir -p .cache; ($(TEST_LOCALSTACK) scripts/localstack.sh start >.cache/localstack-tests-start.log 2>&1 </dev/null &) ; \
 	  echo "localstack: starting in the background for the LocalStack pass (log .cache/localstack-tests-start.log)"
 	scripts/docker.sh prepare-background
-	trap 'interrupted=1' INT TERM; \
-	  $(WORDPRESS_ENV) $(ACTIVEMQ_ENV) $(BIN)/pytest $(PYTEST_FLAGS) --durations=15 tests; status=$$?; \
+	. scripts/interruptible.sh; \
+	  interruptible env $(WORDPRESS_ENV) $(ACTIVEMQ_ENV) $(BIN)/pytest $(PYTEST_FLAGS) --durations=15 tests; status=$$?; \
 	  scripts/wordpress.sh stop; $(TEST_ACTIVEMQ) scripts/activemq.sh stop; \
 	  [ -z "$$interrupted" ] || status=130; \
 	  if [ $$status -ne 0 ]; then $(STOP_BACKGROUND); fi; \
 	  exit $$status
 	@cat .cache/localstack-tests-start.log
-	trap '$(STOP_BACKGROUND); exit 130' INT TERM; $(MAKE) test-localstack || { scripts/docker.sh discard; exit 1; }
-	trap 'scripts/docker.sh discard; exit 130' INT TERM; $(MAKE) image-test
+	. scripts/interruptible.sh; interruptible $(MAKE) test-localstack; status=$$?; \
+	  if [ -n "$$interrupted" ]; then $(STOP_BACKGROUND); exit 130; fi; \
+	  [ $$status -eq 0 ] || { scripts/docker.sh discard; exit 1; }
+	. scripts/interruptible.sh; interruptible $(MAKE) image-test; status=$$?; \
+	  if [ -n "$$interrupted" ]; then scripts/docker.sh discard; exit 130; fi; \
+	  exit $$status
 
 localstack:
 	scripts/localstack.sh start

@@ -112,11 +112,13 @@ def test_make_down_takes_down_either_emulator() -> None:
 
 def fake_make_test_tree(tmp_path: Path, pytest_script: str, docker_script: str) -> None:
     """The Makefile with stand-in scripts and tools, the virtualenv up to date: `make test` runs only the stand-ins.
-    The service scripts log `localstack start` and the like to calls (docker.sh: what docker_script does)."""
+    The service scripts log `localstack start` and the like to calls (docker.sh: what docker_script does); the
+    passes run through the real scripts/interruptible.sh."""
     shutil.copy(ROOT / "Makefile", tmp_path / "Makefile")
     shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
     calls = tmp_path / "calls"
     (tmp_path / "scripts").mkdir()
+    shutil.copy(ROOT / "scripts" / "interruptible.sh", tmp_path / "scripts" / "interruptible.sh")
     for script in ("wordpress", "activemq", "localstack"):
         (tmp_path / "scripts" / f"{script}.sh").write_text(f'#!/bin/sh\necho "{script} $1" >>{calls}\n')
     (tmp_path / "scripts" / "docker.sh").write_text(f"#!/bin/sh\nCALLS={calls}\n{docker_script}")
@@ -148,10 +150,19 @@ def test_make_test_discards_the_background_image_prepare_when_the_localstack_pas
     assert docker_calls == ["prepare-background", "discard"], result.stdout + result.stderr
 
 
-# The stand-ins for the passes: `wait_here STAGE` logs `STAGE waiting` and runs on until a signal ends it, when
-# $STAGE names that pass. The main and the LocalStack pass exit 2 on SIGINT, as pytest does (a KeyboardInterrupt);
-# `docker.sh test` dies of it, as the script waiting for the prepare's lock does. SIGTERM ends them all.
-WAIT_HERE = 'wait_here() { echo "$1 waiting" >>$CALLS; while :; do sleep 0.1; done; }\n'
+# The stand-ins for the passes: `wait_here STAGE` logs `STAGE pid PID` and `STAGE waiting`, and runs on until a
+# signal ends it, when $STAGE names that pass (or, with $PASS_STEPS, until it has slept that many tenths of a second:
+# it then logs `STAGE ran to its end`). The main and the LocalStack pass exit 2 on SIGINT, as pytest does (a
+# KeyboardInterrupt); `docker.sh test` dies of it, as the script waiting for the prepare's lock does. SIGTERM ends
+# them all.
+WAIT_HERE = """wait_here() {
+  echo "$1 pid $$" >>$CALLS
+  echo "$1 waiting" >>$CALLS
+  steps=0
+  while [ -z "$PASS_STEPS" ] || [ $steps -lt "$PASS_STEPS" ]; do sleep 0.1; steps=$((steps + 1)); done
+  echo "$1 ran to its end" >>$CALLS
+}
+"""
 INTERRUPTIBLE_PYTEST = (
     WAIT_HERE
     + """stage=main
@@ -180,21 +191,29 @@ INTERRUPTIBLE = [
 
 
 @pytest.mark.parametrize("stage", ["main", "localstack", "image"])
-@pytest.mark.parametrize("interruption", [signal.SIGINT, signal.SIGTERM])
-def test_an_interrupted_make_test_stops_what_it_started_in_the_background(
-    tmp_path: Path, stage: str, interruption: signal.Signals
+@pytest.mark.parametrize(
+    ("interruption", "to_group"),
+    [(signal.SIGINT, True), (signal.SIGTERM, True), (signal.SIGTERM, False)],
+    ids=["ctrl-c", "sigterm-to-group", "sigterm-to-make-alone"],
+)
+def test_an_interrupted_make_test_stops_the_pass_and_what_it_started(
+    tmp_path: Path, stage: str, interruption: signal.Signals, to_group: bool
 ) -> None:
-    """Ctrl-C (SIGINT to make's process group, as the terminal sends it) or SIGTERM to that group, during each of the
-    passes after `make test` started LocalStack and the images' prepare in the background: those do not get the
-    signal (the prepare has a process group of its own, LocalStack's start ignores SIGINT like every background job
-    of a shell), so make must stop them, and exit non-zero."""
+    """Ctrl-C (SIGINT to make's process group, as the terminal sends it), SIGTERM to that group, or SIGTERM to make's
+    pid alone (as some CI runners send it), during each of the passes after `make test` started LocalStack and the
+    images' prepare in the background. The pass stops: make passes a SIGTERM it gets alone to its recipe's shell
+    only, which must pass it on (before, the shell's trap ran once the pass had ended by itself: a whole test run, and
+    a runner's SIGKILL after its grace period left pytest, the brokers and the prepares running). LocalStack's start
+    and the prepare never get the signal (the prepare has a process group of its own, LocalStack's start ignores
+    SIGINT like every background job of a shell), so make must stop them, and exit non-zero."""
     fake_make_test_tree(tmp_path, pytest_script=INTERRUPTIBLE_PYTEST, docker_script=INTERRUPTIBLE_DOCKER)
     environment = {name: value for name, value in os.environ.items() if name not in PARENT_MAKE}
     command = ["make", "--no-print-directory", "test"]
+    # The pass ends by itself after 300 steps (30 s): a pass the signal never reached says so, rather than hang.
     run = subprocess.Popen(
         [*INTERRUPTIBLE, *command],
         cwd=tmp_path,
-        env=dict(environment, STAGE=stage),
+        env=dict(environment, STAGE=stage, PASS_STEPS="300"),
         start_new_session=True,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -206,14 +225,22 @@ def test_an_interrupted_make_test_stops_what_it_started_in_the_background(
         while not (calls.exists() and f"{stage} waiting" in calls.read_text().splitlines()):
             assert run.poll() is None and time.monotonic() < deadline, f"make test never reached the {stage} pass"
             time.sleep(0.05)
-        os.killpg(run.pid, interruption)
-        output, _ = run.communicate(timeout=60)
+        if to_group:
+            os.killpg(run.pid, interruption)
+        else:
+            os.kill(run.pid, interruption)
+        output, _ = run.communicate(timeout=90)
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(run.pid, signal.SIGKILL)
     assert run.returncode != 0, output
-    after = calls.read_text().splitlines()
-    after = after[after.index(f"{stage} waiting") + 1 :]
+    logged = calls.read_text().splitlines()
+    after = logged[logged.index(f"{stage} waiting") + 1 :]
+    assert f"{stage} ran to its end" not in after, f"the {stage} pass never got the signal: {after}\n{output}"
+    pass_pid = int(logged[logged.index(f"{stage} waiting") - 1].removeprefix(f"{stage} pid "))
+    assert not alive(pass_pid), f"the {stage} pass outlived make: {after}\n{output}"
     assert "docker discard" in after, output
     if stage != "image":  # the LocalStack pass stopped its LocalStack before the image test began
         assert "localstack stop" in after, output
+    if stage == "main":
+        assert "wordpress stop" in after and "activemq stop" in after, output
