@@ -95,18 +95,19 @@ ACTIVEMQ_ENV := $(TEST_ACTIVEMQ) BRIDGE_TEST_ACTIVEMQ=stomp://127.0.0.1:61623
 # prepare (`image-test` would have stopped its engine).
 # Interrupted (Ctrl-C, SIGTERM to make's process group or to make's pid alone), the passes' shells stop them too:
 # neither gets the signal (the prepare has a process group of its own; a shell's background job ignores SIGINT), and
-# make waits for the shell before it exits. Each pass runs through scripts/interruptible.sh, which passes the
+# make waits for the shell before it exits. Each step runs through scripts/interruptible.sh, which passes the
 # shell's signal on to it: make signals its recipe's shell alone when it gets SIGTERM alone, and a shell's trap runs
-# only once its foreground command has ended, so the pass would otherwise run to its end first.
+# only once its foreground command has ended, so the pass would otherwise run to its end first. The services'
+# starts share the main pass's shell, so that one interrupted (or failing) stops those already up, and the rest.
 STOP_BACKGROUND := $(TEST_LOCALSTACK) scripts/localstack.sh stop; scripts/docker.sh discard
 
 test: lint typecheck venv
-	scripts/wordpress.sh start
-	$(TEST_ACTIVEMQ) scripts/activemq.sh start
-	@mkdir -p .cache; ($(TEST_LOCALSTACK) scripts/localstack.sh start >.cache/localstack-tests-start.log 2>&1 </dev/null &) ; \
-	  echo "localstack: starting in the background for the LocalStack pass (log .cache/localstack-tests-start.log)"
-	scripts/docker.sh prepare-background
+	@mkdir -p .cache
 	. scripts/interruptible.sh; \
+	  interruptible scripts/wordpress.sh start && interruptible env $(TEST_ACTIVEMQ) scripts/activemq.sh start && { \
+	    ($(TEST_LOCALSTACK) scripts/localstack.sh start >.cache/localstack-tests-start.log 2>&1 </dev/null &); \
+	    echo "localstack: starting in the background for the LocalStack pass (log .cache/localstack-tests-start.log)"; \
+	    interruptible scripts/docker.sh prepare-background; } && \
 	  interruptible env $(WORDPRESS_ENV) $(ACTIVEMQ_ENV) $(BIN)/pytest $(PYTEST_FLAGS) --durations=15 tests; status=$$?; \
 	  scripts/wordpress.sh stop; $(TEST_ACTIVEMQ) scripts/activemq.sh stop; \
 	  [ -z "$$interrupted" ] || status=130; \

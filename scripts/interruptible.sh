@@ -1,6 +1,7 @@
-# Sourced by the Makefile's test recipes (bash): `interruptible COMMAND [ARG...]` runs a test pass (pytest, or the
-# sub-make that runs one) in a process group of its own, waits for it and returns its exit status; `interrupted`
-# names the signal once the shell got SIGINT or SIGTERM (the traps stay, so the recipe's clean-up after it runs whole).
+# Sourced by the Makefile's test recipes (bash): `interruptible COMMAND [ARG...]` runs a step of `make test` (a
+# service's start, pytest, the sub-make that runs a pass) in a process group of its own, waits for it and returns its
+# exit status. Once the shell has got SIGINT or SIGTERM, `interrupted` names the signal and `interruptible` starts
+# nothing more (it returns 130); the traps stay, so the recipe's clean-up after it runs whole.
 #
 # make hands a SIGTERM sent to its pid alone (as some CI runners send it, rather than to its process group) to its
 # recipe's shell only, and a shell runs its trap only once its foreground command has ended: the pass never heard of
@@ -12,30 +13,34 @@
 # the command has SIGINT as the shell has it, not ignored as a background command of a shell without job control
 # (Python would then never raise KeyboardInterrupt), and is signalled once, by this shell. Its stdin is /dev/null:
 # a background group that reads the terminal is stopped (SIGTTIN).
+interrupted=
+_step=
+trap '_pass_on INT' INT
+trap '_pass_on TERM' TERM
+
 interruptible() {
-  interrupted=
-  local pass= status
-  trap '_pass_on INT' INT
-  trap '_pass_on TERM' TERM
+  [ -z "$interrupted" ] || return 130
+  local status
   set -m
   "$@" </dev/null &
-  pass=$!
+  _step=$!
   set +m
-  # A signal between the start and `pass=` had no group to go to yet.
-  [ -z "$interrupted" ] || kill -s "$interrupted" -- "-$pass" 2>/dev/null
-  wait "$pass"
+  # A signal between the start and `_step=` had no group to go to yet.
+  [ -z "$interrupted" ] || kill -s "$interrupted" -- "-$_step" 2>/dev/null
+  wait "$_step"
   status=$?
   # `wait` ended by a trapped signal: the command is still stopping.
-  while kill -0 "$pass" 2>/dev/null; do
-    wait "$pass"
+  while kill -0 "$_step" 2>/dev/null; do
+    wait "$_step"
     status=$?
   done
+  _step=
   return "$status"
 }
 
-# The traps' action: the first signal only, to the group `interruptible` started (none once it has returned).
+# The traps' action: the first signal only, to the group of the step that runs (if one does).
 _pass_on() {
   [ -z "$interrupted" ] || return 0
   interrupted=$1
-  [ -z "${pass:-}" ] || kill -s "$1" -- "-$pass" 2>/dev/null
+  [ -z "$_step" ] || kill -s "$1" -- "-$_step" 2>/dev/null
 }

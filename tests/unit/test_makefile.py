@@ -119,8 +119,13 @@ def fake_make_test_tree(tmp_path: Path, pytest_script: str, docker_script: str) 
     calls = tmp_path / "calls"
     (tmp_path / "scripts").mkdir()
     shutil.copy(ROOT / "scripts" / "interruptible.sh", tmp_path / "scripts" / "interruptible.sh")
-    for script in ("wordpress", "activemq", "localstack"):
+    for script in ("wordpress", "localstack"):
         (tmp_path / "scripts" / f"{script}.sh").write_text(f'#!/bin/sh\necho "{script} $1" >>{calls}\n')
+    # The broker's start is the `start` stage: it waits there when $STAGE names it (see WAIT_HERE).
+    (tmp_path / "scripts" / "activemq.sh").write_text(
+        f'#!/bin/sh\nCALLS={calls}\n{WAIT_HERE}echo "activemq $1" >>$CALLS\n'
+        '[ "$STAGE" != start ] || [ "$1" != start ] || wait_here start\n'
+    )
     (tmp_path / "scripts" / "docker.sh").write_text(f"#!/bin/sh\nCALLS={calls}\n{docker_script}")
     bin_dir = tmp_path / ".venv" / "bin"
     bin_dir.mkdir(parents=True)
@@ -190,7 +195,7 @@ INTERRUPTIBLE = [
 ]
 
 
-@pytest.mark.parametrize("stage", ["main", "localstack", "image"])
+@pytest.mark.parametrize("stage", ["start", "main", "localstack", "image"])
 @pytest.mark.parametrize(
     ("interruption", "to_group"),
     [(signal.SIGINT, True), (signal.SIGTERM, True), (signal.SIGTERM, False)],
@@ -200,12 +205,13 @@ def test_an_interrupted_make_test_stops_the_pass_and_what_it_started(
     tmp_path: Path, stage: str, interruption: signal.Signals, to_group: bool
 ) -> None:
     """Ctrl-C (SIGINT to make's process group, as the terminal sends it), SIGTERM to that group, or SIGTERM to make's
-    pid alone (as some CI runners send it), during each of the passes after `make test` started LocalStack and the
-    images' prepare in the background. The pass stops: make passes a SIGTERM it gets alone to its recipe's shell
-    only, which must pass it on (before, the shell's trap ran once the pass had ended by itself: a whole test run, and
-    a runner's SIGKILL after its grace period left pytest, the brokers and the prepares running). LocalStack's start
-    and the prepare never get the signal (the prepare has a process group of its own, LocalStack's start ignores
-    SIGINT like every background job of a shell), so make must stop them, and exit non-zero."""
+    pid alone (as some CI runners send it), during the services' start (WordPress up, the broker starting) or each of
+    the passes after `make test` started LocalStack and the images' prepare in the background. The step stops, and
+    the services with it: make passes a SIGTERM it gets alone to its recipe's shell only, which must pass it on
+    (before, the shell's trap ran once the pass had ended by itself, a whole test run later, and a runner's SIGKILL
+    after its grace period left pytest, the brokers and the prepares running). LocalStack's start and the prepare
+    never get the signal (the prepare has a process group of its own, LocalStack's start ignores SIGINT like every
+    background job of a shell), so make must stop them, and exit non-zero."""
     fake_make_test_tree(tmp_path, pytest_script=INTERRUPTIBLE_PYTEST, docker_script=INTERRUPTIBLE_DOCKER)
     environment = {name: value for name, value in os.environ.items() if name not in PARENT_MAKE}
     command = ["make", "--no-print-directory", "test"]
@@ -242,5 +248,5 @@ def test_an_interrupted_make_test_stops_the_pass_and_what_it_started(
     assert "docker discard" in after, output
     if stage != "image":  # the LocalStack pass stopped its LocalStack before the image test began
         assert "localstack stop" in after, output
-    if stage == "main":
+    if stage in ("start", "main"):
         assert "wordpress stop" in after and "activemq stop" in after, output
