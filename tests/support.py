@@ -563,6 +563,7 @@ def write_config(
     wait_time_seconds: int = 2,
     retry_max_seconds: float = 900,
     clock_skew_seconds: float = 5,
+    kordiam_timeout: float = 5,
 ) -> Path:
     """A worker config with two folder channels (web: 99003, print: 99004); SQLite state unless ``state_url``.
 
@@ -590,7 +591,7 @@ clock_skew_seconds = {clock_skew_seconds}
 [kordiam]
 base_url = "{kordiam}"
 client_id = "demo-client"
-timeout = 5
+timeout = {kordiam_timeout}
 
 [state]
 url = "{state_url}"

@@ -1,0 +1,114 @@
+"""Network faults that close nothing: a peer behind ``FaultProxy`` that stops answering (blackhole), stops mid-answer
+(stall) or answers a byte at a time (drip), under a worker process. Every call must end by its deadline with a log
+line, every message must end in its right outcome (never a dead letter for an outage), and once the proxy is back
+to normal the worker must deliver everything exactly once."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from bridge.simulator import RunningSimulator
+from tests.faults.conftest import Figures
+from tests.faults.test_faults import (
+    count_deliveries,
+    expected_files,
+    highest_receive_count,
+    not_ready_because,
+    queues,
+    written_files,
+)
+from tests.servers.fault_proxy import FaultProxy, Mode, fault_proxy
+from tests.support import (
+    SimulatorAdmin,
+    SqsEndpoint,
+    WorkerProcess,
+    drain,
+    eventually,
+    free_port,
+    queue_settled,
+    story,
+    write_config,
+)
+
+pytestmark = pytest.mark.integration
+
+__all__ = ["queues"]  # the fixture: queues that allow 10 receives
+
+
+def events_named(worker: WorkerProcess, name: str) -> list[dict[str, Any]]:
+    return [e for e in worker.events() if e.get("event") == name]
+
+
+@pytest.fixture
+async def kordiam_proxy(simulator: RunningSimulator) -> AsyncIterator[FaultProxy]:
+    async with fault_proxy(simulator.base_url) as proxy:
+        yield proxy
+
+
+@pytest.mark.parametrize("mode", ["blackhole", "stall", "drip"])
+async def test_kordiam_that_stops_answering_without_closing_pauses_the_worker_and_it_recovers(
+    mode: Mode,
+    sqs_endpoint: SqsEndpoint,
+    queues: tuple[str, str],
+    simulator: RunningSimulator,
+    admin: SimulatorAdmin,
+    kordiam_proxy: FaultProxy,
+    tmp_path: Path,
+    figures: Figures,
+) -> None:
+    # Kordiam's API (element reads, feedback, the probe) reached through a route that takes requests and never
+    # answers, stops mid-answer, or answers a byte every half second: each call ends by kordiam.timeout, the
+    # worker pauses as for any outage of Kordiam, and resumes once the route is back, on new connections.
+    ops_port = free_port()
+    config = write_config(
+        tmp_path / "bridge.toml",
+        queue=queues[0],
+        endpoint=sqs_endpoint.url,
+        kordiam=kordiam_proxy.url(),
+        workdir=tmp_path,
+        ops_port=ops_port,
+        kordiam_timeout=1,
+    )
+    worker = WorkerProcess(config, tmp_path / "worker.log")
+    ops = httpx.AsyncClient(base_url=f"http://127.0.0.1:{ops_port}", timeout=5)
+    try:
+        await eventually(lambda: worker.ready(ops_port), timeout=30, what="worker ready")
+        stories = [await admin.create(story("Before the fault"))]
+        await eventually(lambda: len(written_files(tmp_path)) == 2, what="the story before delivered")
+        kordiam_proxy.fail(mode)
+        stories += [await admin.create(story(f"During the fault {n}")) for n in range(3)]
+        await eventually(
+            lambda: not_ready_because(ops, "Kordiam does not answer"), timeout=40, what="paused for Kordiam"
+        )
+        assert (await ops.get("/healthz")).status_code == 200  # paused on purpose: a restart would not help
+        await eventually(
+            lambda: len(events_named(worker, "kordiam_still_unavailable")) >= 2, timeout=30, what="probes failing"
+        )
+        kordiam_proxy.heal()
+        await eventually(lambda: worker.ready(ops_port), timeout=60, what="resumed")
+        await eventually(lambda: written_files(tmp_path) == expected_files(stories), timeout=60, what="all delivered")
+        await eventually(lambda: queue_settled(sqs_endpoint.url, queues[0]), timeout=30, what="queue settled")
+    finally:
+        await ops.aclose()
+        code, _ = worker.terminate()
+    events = worker.events()
+    dead = drain(sqs_endpoint.url, queues[1])
+    count_deliveries(figures, stories, events, dead, tmp_path)
+    [paused] = events_named(worker, "kordiam_unavailable")
+    figures.notes = {
+        "mode": mode,
+        "reason": str(paused.get("reason") or paused.get("error"))[:120],
+        "failed_probes": len(events_named(worker, "kordiam_still_unavailable")),
+        "highest_receive_count": highest_receive_count(events),
+        "faulted_requests": kordiam_proxy.faulted,
+    }
+    assert code == 0
+    assert not any("Traceback" in line for line in worker.log.read_text(encoding="utf-8").splitlines())
+    assert (figures.dead_lettered, figures.duplicates, figures.lost) == (0, 0, 0)
+    # The messages that met the fault waited in hand, heartbeated, and ran again: no receive spent.
+    assert figures.notes["highest_receive_count"] == 1
