@@ -20,13 +20,13 @@ import math
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import structlog
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
-from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, ReadTimeoutError
 
 from bridge.config import QueueSettings, is_fifo_url
 from bridge.errors import BridgeError, ConfigError, QueueUnreachable, TransientError
@@ -53,6 +53,15 @@ MAX_ATTRIBUTE_VALUE = 1024
 SMALLEST_MESSAGE_LIMIT = 1024
 # How much longer than its wait an abandoned long poll may run on the server (request and answer in transit).
 ABANDONED_POLL_MARGIN_SECONDS = 1.0
+# Deadlines of the worker's SQS calls, botocore's retries included. botocore's read timeout counts per read, so an
+# endpoint that answers a byte at a time (a sick proxy, a congested link) never meets it, and one that stops
+# mid-answer meets it only after the long poll's margin on every attempt: a receive, a delete or a heartbeat would
+# hang for minutes, with the poll loop or the heartbeat stuck in it. A receive gets its wait and the read timeout's
+# margin; any other call CALL_SECONDS, and a heartbeat's extension at most a sixth of the visibility timeout (the
+# heartbeat's interval), so that a dead connection costs one heartbeat: the next, on a new connection, lands before
+# the message's visibility runs out.
+RECEIVE_MARGIN_SECONDS = 10
+CALL_SECONDS = 10.0
 # SQS refuses a visibility that ends more than 12 h after the message's receive (ChangeMessageVisibility). What the
 # bridge asks for leaves a margin: SQS counts from when it handed the message out, before its answer arrived here.
 MAX_VISIBILITY_SECONDS = 43_200
@@ -60,6 +69,16 @@ VISIBILITY_LIMIT_MARGIN_SECONDS = 10
 # What SQS refuses in a body, and so in a String attribute's value (SendMessage): control characters, lone
 # surrogates, U+FFFE and U+FFFF.
 _NOT_SQS_TEXT = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+T = TypeVar("T")
+
+
+class SqsCallTimeout(ReadTimeoutError):  # type: ignore[misc]  # botocore has no type hints
+    """An SQS call that did not end by its deadline (``CALL_SECONDS``, a receive's wait and margin); a
+    ``BotoCoreError``, as botocore's own read timeout is, for the callers that handle SQS failing."""
+
+    fmt = "SQS {action} did not answer within {seconds:g} s (endpoint {endpoint_url})"
 
 
 class AbandonedPolls:
@@ -143,7 +162,7 @@ class SqsTransport:
         config = AioConfig(
             max_pool_connections=pool_connections(settings, pollers),
             # The read timeout must outlast the long poll, or every empty poll would end in a timeout error.
-            read_timeout=settings.wait_time_seconds + 10,
+            read_timeout=settings.wait_time_seconds + RECEIVE_MARGIN_SECONDS,
             connect_timeout=5,
             retries={"max_attempts": 3, "mode": "standard"},
             # Every call's parameters are built here from typed values, and SQS checks them anyway; botocore's
@@ -180,7 +199,11 @@ class SqsTransport:
                 )
             *_, account, name = target.split(":")
             try:
-                found = await self._client.get_queue_url(QueueName=name, QueueOwnerAWSAccountId=account)
+                found = await self._by_deadline(
+                    "GetQueueUrl",
+                    CALL_SECONDS,
+                    self._client.get_queue_url(QueueName=name, QueueOwnerAWSAccountId=account),
+                )
             except ClientError as error:
                 # SQS lets a dead-letter queue be deleted and keeps its ARN in the policy.
                 raise _start_error(
@@ -228,7 +251,11 @@ class SqsTransport:
         """A queue's attributes read at start; ``ConfigError`` naming ``key`` (the queue's setting) when the queue
         is not usable, or the credentials or the endpoint when SQS did not answer."""
         try:
-            response = await self._client.get_queue_attributes(QueueUrl=url, AttributeNames=names)
+            response = await self._by_deadline(
+                "GetQueueAttributes",
+                CALL_SECONDS,
+                self._client.get_queue_attributes(QueueUrl=url, AttributeNames=names),
+            )
         except ClientError as error:
             raise _start_error(error, f"queue {url}", key) from None
         except BotoCoreError as error:
@@ -237,22 +264,27 @@ class SqsTransport:
 
     async def receive(self, max_messages: int, wait_time: int) -> list[QueueMessage]:
         started = time.monotonic()
+        seconds = wait_time + RECEIVE_MARGIN_SECONDS
         try:
-            response = await self._client.receive_message(
-                QueueUrl=self.url,
-                MaxNumberOfMessages=max(1, min(MAX_BATCH, max_messages)),
-                WaitTimeSeconds=wait_time,
-                VisibilityTimeout=self.settings.visibility_timeout,
-                MessageSystemAttributeNames=[
-                    "ApproximateReceiveCount",
-                    "SentTimestamp",
-                    "MessageGroupId",
-                    "AWSTraceHeader",
-                ],
-                MessageAttributeNames=["All"],
+            response = await self._by_deadline(
+                "ReceiveMessage",
+                seconds,
+                self._client.receive_message(
+                    QueueUrl=self.url,
+                    MaxNumberOfMessages=max(1, min(MAX_BATCH, max_messages)),
+                    WaitTimeSeconds=wait_time,
+                    VisibilityTimeout=self.settings.visibility_timeout,
+                    MessageSystemAttributeNames=[
+                        "ApproximateReceiveCount",
+                        "SentTimestamp",
+                        "MessageGroupId",
+                        "AWSTraceHeader",
+                    ],
+                    MessageAttributeNames=["All"],
+                ),
             )
-        except asyncio.CancelledError:
-            self.abandoned_polls.abandoned(self.url, started, wait_time)
+        except (asyncio.CancelledError, SqsCallTimeout):
+            self.abandoned_polls.abandoned(self.url, started, wait_time)  # it may still run on the server
             raise
         now = time.monotonic()
         messages = []
@@ -282,7 +314,9 @@ class SqsTransport:
     async def delete_batch(self, messages: Sequence[QueueMessage]) -> list[str]:
         """Delete up to 10 messages; returns the ids SQS did not delete."""
         entries = [{"Id": str(i), "ReceiptHandle": m.receipt_handle} for i, m in enumerate(messages)]
-        response = await self._client.delete_message_batch(QueueUrl=self.url, Entries=entries)
+        response = await self._by_deadline(
+            "DeleteMessageBatch", CALL_SECONDS, self._client.delete_message_batch(QueueUrl=self.url, Entries=entries)
+        )
         failed = response.get("Failed", [])
         for failure in failed:
             message = messages[int(failure["Id"])]
@@ -295,7 +329,9 @@ class SqsTransport:
             )
         return [messages[int(f["Id"])].message_id for f in failed]
 
-    async def change_visibility(self, messages: Sequence[QueueMessage], seconds: int) -> list[str]:
+    async def change_visibility(
+        self, messages: Sequence[QueueMessage], seconds: int, *, deadline: float = CALL_SECONDS
+    ) -> list[str]:
         """Set the visibility of up to 10 messages; returns the ids that failed (e.g. already deleted).
 
         Each message gets at most what SQS still accepts for it (``visibility_left``): a longer wait is cut to
@@ -335,7 +371,11 @@ class SqsTransport:
             )
         if not entries:
             return spent
-        response = await self._client.change_message_visibility_batch(QueueUrl=self.url, Entries=entries)
+        response = await self._by_deadline(
+            "ChangeMessageVisibilityBatch",
+            deadline,
+            self._client.change_message_visibility_batch(QueueUrl=self.url, Entries=entries),
+        )
         return spent + [messages[int(f["Id"])].message_id for f in response.get("Failed", [])]
 
     async def complete(self, messages: Sequence[QueueMessage]) -> list[str]:
@@ -350,7 +390,8 @@ class SqsTransport:
         return await self.change_visibility(messages, self.abandoned_polls.seconds_left(self.url))
 
     async def extend(self, messages: Sequence[QueueMessage], seconds: int) -> list[str]:
-        return await self.change_visibility(messages, seconds)
+        deadline = min(CALL_SECONDS, max(1.0, self.settings.visibility_timeout / 6))
+        return await self.change_visibility(messages, seconds, deadline=deadline)
 
     async def send_dead_letter(self, message: QueueMessage, context: DeadLetterContext) -> None:
         """Copy the message to the dead-letter queue with its failure context as message attributes."""
@@ -381,7 +422,7 @@ class SqsTransport:
         if is_fifo_url(self.dlq_url):
             request["MessageGroupId"] = message.group_id or "dead-letters"
             request["MessageDeduplicationId"] = message.message_id
-        await self._client.send_message(**request)
+        await self._by_deadline("SendMessage", CALL_SECONDS, self._client.send_message(**request))
 
     async def send(self, body: str, attributes: dict[str, str] | None = None, *, group_id: str | None = None) -> str:
         """Send one message to the main queue (the sweep, ``replay``, the ingress); concurrent sends share
@@ -403,12 +444,28 @@ class SqsTransport:
     async def _max_message_size(self, url: str) -> int:
         limit = self._message_limits.get(url)
         if limit is None:
-            response = await self._client.get_queue_attributes(QueueUrl=url, AttributeNames=["MaximumMessageSize"])
+            response = await self._by_deadline(
+                "GetQueueAttributes",
+                CALL_SECONDS,
+                self._client.get_queue_attributes(QueueUrl=url, AttributeNames=["MaximumMessageSize"]),
+            )
             limit = self._message_limits[url] = int(response["Attributes"]["MaximumMessageSize"])
         return limit
 
     async def _send_batch(self, entries: list[dict[str, Any]]) -> dict[str, Any]:
-        return dict(await self._client.send_message_batch(QueueUrl=self.url, Entries=entries))
+        call = self._client.send_message_batch(QueueUrl=self.url, Entries=entries)
+        return dict(await self._by_deadline("SendMessageBatch", CALL_SECONDS, call))
+
+    async def _by_deadline(self, action: str, seconds: float, call: Awaitable[T]) -> T:
+        """``call``'s answer, or ``SqsCallTimeout`` once it has taken ``seconds`` (botocore's retries included)."""
+        deadline = asyncio.timeout(seconds)
+        try:
+            async with deadline:
+                return await call
+        except TimeoutError as error:
+            if not deadline.expired():
+                raise
+            raise SqsCallTimeout(action=action, seconds=seconds, endpoint_url=self._client.meta.endpoint_url) from error
 
 
 # What a dead letter gives up, in this order, when it must fit its queue's MaximumMessageSize (after the message's own

@@ -40,8 +40,72 @@ pytestmark = pytest.mark.integration
 __all__ = ["queues"]  # the fixture: queues that allow 10 receives
 
 
+@pytest.fixture
+async def sqs_proxy(sqs_endpoint: SqsEndpoint) -> AsyncIterator[FaultProxy]:
+    async with fault_proxy(sqs_endpoint.url) as proxy:
+        yield proxy
+
+
 def events_named(worker: WorkerProcess, name: str) -> list[dict[str, Any]]:
     return [e for e in worker.events() if e.get("event") == name]
+
+
+async def test_an_sqs_endpoint_that_drips_its_answers_fails_each_call_by_its_deadline_and_the_worker_recovers(
+    sqs_endpoint: SqsEndpoint,
+    queues: tuple[str, str],
+    simulator: RunningSimulator,
+    admin: SimulatorAdmin,
+    sqs_proxy: FaultProxy,
+    tmp_path: Path,
+    figures: Figures,
+) -> None:
+    # botocore's read timeout counts per read: an answer that comes a byte a second never meets it, and a receive
+    # (or a delete) would last as long as its answer is long, minutes, with the poll loop stuck in it.
+    ops_port = free_port()
+    config = write_config(
+        tmp_path / "bridge.toml",
+        queue=queues[0],
+        endpoint=sqs_proxy.url(),
+        kordiam=simulator.base_url,
+        workdir=tmp_path,
+        ops_port=ops_port,
+        visibility_timeout=20,
+        wait_time_seconds=2,
+    )
+    worker = WorkerProcess(config, tmp_path / "worker.log")
+    ops = httpx.AsyncClient(base_url=f"http://127.0.0.1:{ops_port}", timeout=5)
+    try:
+        await eventually(lambda: worker.ready(ops_port), timeout=30, what="worker ready")
+        stories = [await admin.create(story("Before the drip"))]
+        await eventually(lambda: len(written_files(tmp_path)) == 2, what="the story before delivered")
+        sqs_proxy.fail("drip", drip_seconds=1.0)
+        stories += [await admin.create(story(f"During the drip {n}")) for n in range(3)]
+        await eventually(
+            lambda: any("Timeout" in str(e.get("error")) for e in events_named(worker, "receive_failed")),
+            timeout=45,
+            what="a dripping receive failed by its deadline",
+        )
+        # Failing receives, each ending by its deadline: the poll loop is not stalled, it is retrying.
+        assert await not_ready_because(ops, "queue receives failing")
+        assert (await ops.get("/healthz")).status_code == 200
+        sqs_proxy.heal()
+        await eventually(lambda: written_files(tmp_path) == expected_files(stories), timeout=60, what="all delivered")
+        await eventually(lambda: queue_settled(sqs_endpoint.url, queues[0]), timeout=30, what="queue settled")
+        assert await worker.ready(ops_port)
+    finally:
+        await ops.aclose()
+        code, _ = worker.terminate()
+    events = worker.events()
+    dead = drain(sqs_endpoint.url, queues[1])
+    count_deliveries(figures, stories, events, dead, tmp_path)
+    figures.notes = {
+        "receives_failed": len(events_named(worker, "receive_failed")),
+        "delete_batches_failed": len(events_named(worker, "delete_batch_failed")),
+        "dripped_requests": sqs_proxy.faulted,
+    }
+    assert code == 0
+    assert not any("Traceback" in line for line in worker.log.read_text(encoding="utf-8").splitlines())
+    assert (figures.dead_lettered, figures.duplicates, figures.lost) == (0, 0, 0)
 
 
 @pytest.fixture
