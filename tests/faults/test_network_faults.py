@@ -5,6 +5,7 @@ to normal the worker must deliver everything exactly once."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -13,8 +14,10 @@ import httpx
 import pytest
 
 from bridge.simulator import RunningSimulator
+from bridge.state import SqliteStateStore
 from tests.faults.conftest import Figures
 from tests.faults.test_faults import (
+    _metric,
     count_deliveries,
     expected_files,
     highest_receive_count,
@@ -176,3 +179,76 @@ async def test_kordiam_that_stops_answering_without_closing_pauses_the_worker_an
     assert (figures.dead_lettered, figures.duplicates, figures.lost) == (0, 0, 0)
     # The messages that met the fault waited in hand, heartbeated, and ran again: no receive spent.
     assert figures.notes["highest_receive_count"] == 1
+
+
+async def received(ops_port: int, at_least: int) -> bool:
+    """The worker process's ``bridge_messages_received_total`` is ``at_least``."""
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{ops_port}", timeout=5) as ops:
+        return _metric((await ops.get("/metrics")).text, "bridge_messages_received_total") >= at_least
+
+
+@pytest.mark.parametrize("outage", ["one-call", "longer-than-the-visibility"])
+async def test_heartbeats_that_meet_a_dead_connection_and_a_longer_stall_of_sqs(
+    outage: str,
+    sqs_endpoint: SqsEndpoint,
+    queues: tuple[str, str],
+    simulator: RunningSimulator,
+    admin: SimulatorAdmin,
+    sqs_proxy: FaultProxy,
+    tmp_path: Path,
+    figures: Figures,
+) -> None:
+    # A message held in hand (another live worker, this test, holds its element's lease) while the heartbeat's
+    # ChangeMessageVisibility calls are black-holed. One call on a dead connection must cost one heartbeat, not the
+    # message's visibility: the next heartbeat, on a new connection, extends it, and the message is received once.
+    # A stall longer than the visibility lets it run out: the message is received again, and still published once.
+    visibility = 12
+    ops_port = free_port()
+    config = write_config(
+        tmp_path / "bridge.toml",
+        queue=queues[0],
+        endpoint=sqs_proxy.url(),
+        kordiam=simulator.base_url,
+        workdir=tmp_path,
+        ops_port=ops_port,
+        visibility_timeout=visibility,
+    )
+    other_worker = SqliteStateStore(tmp_path / "state.db")
+    await other_worker.open()
+    created = await admin.create(story("Held elsewhere"))
+    holding: Any = other_worker.lease(created["id"])
+    await holding.__aenter__()
+    worker = WorkerProcess(config, tmp_path / "worker.log")
+    try:
+        await eventually(lambda: worker.ready(ops_port), timeout=30, what="worker ready")
+        await eventually(lambda: received(ops_port, 1), what="the message in hand")
+        sqs_proxy.fail("blackhole", only=b"AmazonSQS.ChangeMessageVisibility")
+        await eventually(lambda: sqs_proxy.faulted >= 1, timeout=30, what="a heartbeat black-holed")
+        if outage == "one-call":
+            sqs_proxy.heal()
+            # Held for longer than a visibility timeout more: only heartbeats keep it hidden meanwhile.
+            await asyncio.sleep(visibility * 1.5)
+        else:
+            await eventually(lambda: received(ops_port, 2), timeout=60, what="the message received again")
+            sqs_proxy.heal()
+        await holding.__aexit__(None, None, None)
+        holding = None
+        await eventually(lambda: written_files(tmp_path) == expected_files([created]), what="delivered")
+        await eventually(lambda: queue_settled(sqs_endpoint.url, queues[0]), timeout=30, what="queue settled")
+    finally:
+        if holding is not None:
+            await holding.__aexit__(None, None, None)
+        await other_worker.close()
+        code, _ = worker.terminate()
+    events = worker.events()
+    dead = drain(sqs_endpoint.url, queues[1])
+    count_deliveries(figures, [created], events, dead, tmp_path)
+    figures.notes = {
+        "outage": outage,
+        "heartbeats_failed": len(events_named(worker, "heartbeat_failed")),
+        "highest_receive_count": highest_receive_count(events),
+    }
+    assert code == 0
+    assert (figures.dead_lettered, figures.duplicates, figures.lost) == (0, 0, 0)
+    assert figures.notes["highest_receive_count"] == (1 if outage == "one-call" else 2)
+    assert figures.notes["heartbeats_failed"] >= 1  # each black-holed call ended by its deadline, with a line
