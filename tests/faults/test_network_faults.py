@@ -26,6 +26,7 @@ from tests.faults.test_faults import (
     written_files,
 )
 from tests.servers.fault_proxy import FaultProxy, Mode, fault_proxy
+from tests.servers.global_export import GlobalExportServer
 from tests.support import (
     SimulatorAdmin,
     SqsEndpoint,
@@ -252,3 +253,91 @@ async def test_heartbeats_that_meet_a_dead_connection_and_a_longer_stall_of_sqs(
     assert (figures.dead_lettered, figures.duplicates, figures.lost) == (0, 0, 0)
     assert figures.notes["highest_receive_count"] == (1 if outage == "one-call" else 2)
     assert figures.notes["heartbeats_failed"] >= 1  # each black-holed call ended by its deadline, with a line
+
+
+def with_cms_channel(config: Path, workdir: Path, cms_url: str) -> Path:
+    """``config`` (write_config's) with its web channel a ``kordiam-webhook`` channel to ``cms_url``: 1 s per
+    request, its breaker open after 3 failures in a row for 1 s."""
+    text = config.read_text(encoding="utf-8")
+    folder = f'[[channels]]\nname = "web"\ntype = "folder"\nplatforms = [99003]\npath = "{workdir / "web"}"\n'
+    assert folder in text
+    webhook = (
+        '[[channels]]\nname = "web"\ntype = "kordiam-webhook"\nplatforms = [99003]\n'
+        f'url = "{cms_url}"\nauth = {{type = "bearer", token = "persistent-token"}}\n'
+        "timeout = 1\nbreaker_threshold = 3\nbreaker_cooldown = 1\n"
+    )
+    config.write_text(text.replace(folder, webhook), encoding="utf-8")
+    return config
+
+
+def print_files(workdir: Path) -> list[str]:
+    return sorted(p.name for p in (workdir / "print").glob("*.json"))
+
+
+async def test_a_cms_that_stops_answering_without_closing_is_parked_and_gets_each_story_once_when_back(
+    sqs_endpoint: SqsEndpoint,
+    queues: tuple[str, str],
+    simulator: RunningSimulator,
+    admin: SimulatorAdmin,
+    tmp_path: Path,
+    figures: Figures,
+) -> None:
+    # The website's CMS (a Global Export receiver) behind a route that takes every request and never answers, its
+    # idle keep-alive connections included: each write ends by the channel's timeout, the breaker opens, the
+    # stories are parked for the website while print and the feedback go on, and once the route is back the parked
+    # stories reach the CMS on new connections, each created once.
+    with GlobalExportServer() as cms:
+        async with fault_proxy(cms.base_url) as proxy:
+            ops_port = free_port()
+            config = write_config(
+                tmp_path / "bridge.toml",
+                queue=queues[0],
+                endpoint=sqs_endpoint.url,
+                kordiam=simulator.base_url,
+                workdir=tmp_path,
+                ops_port=ops_port,
+            )
+            with_cms_channel(config, tmp_path, proxy.url())
+            worker = WorkerProcess(config, tmp_path / "worker.log")
+            ops = httpx.AsyncClient(base_url=f"http://127.0.0.1:{ops_port}", timeout=5)
+            try:
+                await eventually(lambda: worker.ready(ops_port), timeout=30, what="worker ready")
+                stories = [await admin.create(story("Before the fault"))]
+                await eventually(lambda: len(cms.elements()) == 1, what="the story before on the CMS")
+                proxy.fail("blackhole")
+                stories += [await admin.create(story(f"During the fault {n}")) for n in range(5)]
+                await eventually(lambda: len(print_files(tmp_path)) == len(stories), what="print went on")
+                await eventually(
+                    lambda: len(events_named(worker, "channel_down_parking")) >= 1, what="the website parked"
+                )
+                # Down through a failed probe of its breaker (a carrier's call timed out too).
+                await eventually(lambda: len(events_named(worker, "breaker_open")) >= 2, what="a probe failed")
+                assert (await ops.get("/healthz")).status_code == 200
+                assert await worker.ready(ops_port)  # a channel down is not the worker's fault
+                proxy.heal()
+                await eventually(lambda: len(cms.elements()) == len(stories), timeout=60, what="all on the CMS")
+                await eventually(lambda: queue_settled(sqs_endpoint.url, queues[0]), timeout=30, what="settled")
+            finally:
+                await ops.aclose()
+                code, _ = worker.terminate()
+            events = worker.events()
+            dead = drain(sqs_endpoint.url, queues[1])
+            posts = [call.body.get("id") for call in cms.calls("POST")]
+            linked = [(await admin.get(s["id"]))["publications"][0].get("externalId") for s in stories]
+    timeouts = [e for e in events if "no answer within 1 s" in str(e.get("reason", ""))]
+    figures.sent = len(stories)
+    figures.delivered = len(set(posts)) + len(print_files(tmp_path))
+    figures.dead_lettered = len(dead)
+    figures.duplicates = len(posts) - len(set(posts))
+    figures.lost = 2 * len(stories) - figures.delivered
+    figures.notes = {
+        "black_holed_requests": proxy.faulted,
+        "timeouts_logged": len(timeouts),
+        "breaker_opened": len(events_named(worker, "breaker_open")),
+        "parked_requeued": sum(int(e["requeued"]) for e in events_named(worker, "parked_requeued")),
+    }
+    assert code == 0
+    assert not any("Traceback" in line for line in worker.log.read_text(encoding="utf-8").splitlines())
+    assert sorted(posts) == sorted(s["id"] for s in stories)  # each created once
+    assert all(linked)  # the CMS's id fed back to Kordiam for every story
+    assert (figures.dead_lettered, figures.duplicates, figures.lost) == (0, 0, 0)
