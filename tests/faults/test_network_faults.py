@@ -341,3 +341,57 @@ async def test_a_cms_that_stops_answering_without_closing_is_parked_and_gets_eac
     assert sorted(posts) == sorted(s["id"] for s in stories)  # each created once
     assert all(linked)  # the CMS's id fed back to Kordiam for every story
     assert (figures.dead_lettered, figures.duplicates, figures.lost) == (0, 0, 0)
+
+
+@pytest.mark.parametrize("mode", ["blackhole", "stall"])
+async def test_kordiam_feedback_writes_that_hang_are_retried_and_publish_nothing_twice(
+    mode: Mode,
+    sqs_endpoint: SqsEndpoint,
+    queues: tuple[str, str],
+    simulator: RunningSimulator,
+    admin: SimulatorAdmin,
+    kordiam_proxy: FaultProxy,
+    tmp_path: Path,
+    figures: Figures,
+) -> None:
+    # Only Kordiam's feedback writes (PATCH of a publication) hang: the element reads and the probe answer, so the
+    # failure is each message's own and is retried through the queue (a stalled PATCH reached Kordiam: its retry
+    # writes the same again). Once the writes answer, every story is linked, and no channel item was written twice.
+    ops_port = free_port()
+    config = write_config(
+        tmp_path / "bridge.toml",
+        queue=queues[0],
+        endpoint=sqs_endpoint.url,
+        kordiam=kordiam_proxy.url(),
+        workdir=tmp_path,
+        ops_port=ops_port,
+        kordiam_timeout=1,
+        retry_max_seconds=2,
+    )
+    worker = WorkerProcess(config, tmp_path / "worker.log")
+    stories: list[dict[str, Any]] = []
+    try:
+        await eventually(lambda: worker.ready(ops_port), timeout=30, what="worker ready")
+        kordiam_proxy.fail(mode, only=b"PATCH /api/v2/elements/")
+        stories += [await admin.create(story(f"Feedback hangs {n}")) for n in range(3)]
+        await eventually(lambda: len(events_named(worker, "retry_later")) >= len(stories), timeout=60, what="retried")
+        kordiam_proxy.heal()
+        await eventually(lambda: written_files(tmp_path) == expected_files(stories), timeout=60, what="delivered")
+        await eventually(lambda: queue_settled(sqs_endpoint.url, queues[0]), timeout=60, what="queue settled")
+        linked = [all(p.get("externalId") for p in (await admin.get(s["id"]))["publications"]) for s in stories]
+    finally:
+        code, _ = worker.terminate()
+    events = worker.events()
+    dead = drain(sqs_endpoint.url, queues[1])
+    count_deliveries(figures, stories, events, dead, tmp_path)
+    retries = events_named(worker, "retry_later")
+    figures.notes = {
+        "mode": mode,
+        "retries": len(retries),
+        "reason": str(retries[0].get("reason"))[:140] if retries else None,
+        "highest_receive_count": highest_receive_count(events),
+        "paused": len(events_named(worker, "kordiam_unavailable")),
+    }
+    assert code == 0
+    assert all(linked)
+    assert (figures.dead_lettered, figures.duplicates, figures.lost) == (0, 0, 0)
