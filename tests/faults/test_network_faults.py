@@ -6,6 +6,8 @@ to normal the worker must deliver everything exactly once."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -54,7 +56,9 @@ def events_named(worker: WorkerProcess, name: str) -> list[dict[str, Any]]:
     return [e for e in worker.events() if e.get("event") == name]
 
 
-async def test_an_sqs_endpoint_that_drips_its_answers_fails_each_call_by_its_deadline_and_the_worker_recovers(
+@pytest.mark.parametrize("mode", ["blackhole", "stall", "drip"])
+async def test_an_sqs_endpoint_that_stops_answering_fails_each_call_by_its_deadline_and_the_worker_recovers(
+    mode: Mode,
     sqs_endpoint: SqsEndpoint,
     queues: tuple[str, str],
     simulator: RunningSimulator,
@@ -64,7 +68,9 @@ async def test_an_sqs_endpoint_that_drips_its_answers_fails_each_call_by_its_dea
     figures: Figures,
 ) -> None:
     # botocore's read timeout counts per read: an answer that comes a byte a second never meets it, and a receive
-    # (or a delete) would last as long as its answer is long, minutes, with the poll loop stuck in it.
+    # (or a delete) would last as long as its answer is long, minutes, with the poll loop stuck in it. A black hole
+    # (every connection, idle ones too) or a stall after the head held each call for the read timeout times
+    # botocore's attempts.
     ops_port = free_port()
     config = write_config(
         tmp_path / "bridge.toml",
@@ -80,22 +86,20 @@ async def test_an_sqs_endpoint_that_drips_its_answers_fails_each_call_by_its_dea
     ops = httpx.AsyncClient(base_url=f"http://127.0.0.1:{ops_port}", timeout=5)
     try:
         await eventually(lambda: worker.ready(ops_port), timeout=30, what="worker ready")
-        stories = [await admin.create(story("Before the drip"))]
+        stories = [await admin.create(story("Before the fault"))]
         await eventually(lambda: len(written_files(tmp_path)) == 2, what="the story before delivered")
-        sqs_proxy.fail("drip", drip_seconds=1.0)
-        stories += [await admin.create(story(f"During the drip {n}")) for n in range(3)]
-        await eventually(
-            lambda: any("Timeout" in str(e.get("error")) for e in events_named(worker, "receive_failed")),
-            timeout=45,
-            what="a dripping receive failed by its deadline",
-        )
-        # Failing receives, each ending by its deadline: the poll loop is not stalled, it is retrying.
-        assert await not_ready_because(ops, "queue receives failing")
-        assert (await ops.get("/healthz")).status_code == 200
+        sqs_proxy.fail(mode, drip_seconds=1.0)
+        stories += [await admin.create(story(f"During the fault {n}")) for n in range(3)]
+        # Failing receives, each ending by its deadline: the poll loop is not stalled, it is retrying, and /healthz
+        # (restart me) must not say otherwise at any time, which a restart would not cure.
+        async with liveness_watched(ops) as liveness:
+            await eventually(lambda: a_poller_failed_twice(worker), timeout=90, what="receives failing")
+            assert await not_ready_because(ops, "queue receives failing")
         sqs_proxy.heal()
         await eventually(lambda: written_files(tmp_path) == expected_files(stories), timeout=60, what="all delivered")
         await eventually(lambda: queue_settled(sqs_endpoint.url, queues[0]), timeout=30, what="queue settled")
-        assert await worker.ready(ops_port)
+        # Ready again once every poller's receive has answered (one that met the fault may fail after the heal).
+        await eventually(lambda: worker.ready(ops_port), timeout=60, what="ready again")
     finally:
         await ops.aclose()
         code, _ = worker.terminate()
@@ -103,13 +107,41 @@ async def test_an_sqs_endpoint_that_drips_its_answers_fails_each_call_by_its_dea
     dead = drain(sqs_endpoint.url, queues[1])
     count_deliveries(figures, stories, events, dead, tmp_path)
     figures.notes = {
+        "mode": mode,
+        "healthz_answers": dict(liveness),
         "receives_failed": len(events_named(worker, "receive_failed")),
         "delete_batches_failed": len(events_named(worker, "delete_batch_failed")),
-        "dripped_requests": sqs_proxy.faulted,
+        "faulted_requests": sqs_proxy.faulted,
     }
     assert code == 0
     assert not any("Traceback" in line for line in worker.log.read_text(encoding="utf-8").splitlines())
+    assert all("SqsCallTimeout" in str(e["error"]) for e in events_named(worker, "receive_failed"))
+    assert set(liveness) == {200}, liveness
     assert (figures.dead_lettered, figures.duplicates, figures.lost) == (0, 0, 0)
+
+
+def a_poller_failed_twice(worker: WorkerProcess) -> bool:
+    pollers = Counter(e["poller"] for e in events_named(worker, "receive_failed"))
+    return any(count >= 2 for count in pollers.values())
+
+
+@contextlib.asynccontextmanager
+async def liveness_watched(ops: httpx.AsyncClient) -> AsyncIterator[Counter[int]]:
+    """``/healthz``'s answers, asked every 0.5 s while the block runs, counted by status."""
+    answers: Counter[int] = Counter()
+
+    async def watch() -> None:
+        while True:
+            answers[(await ops.get("/healthz")).status_code] += 1
+            await asyncio.sleep(0.5)
+
+    watching = asyncio.create_task(watch())
+    try:
+        yield answers
+    finally:
+        watching.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watching
 
 
 @pytest.fixture

@@ -40,8 +40,8 @@ class FaultProxy:
         self.connections = 0
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        # Each open connection's answer mode (see _serve).
-        self._open: list[list[str]] = []
+        # Each open connection's answer mode (see _serve), by the connection's own list (identity, not value).
+        self._open: dict[int, list[str]] = {}
         self.port = 0
 
     def url(self, path: str = "") -> str:
@@ -51,7 +51,7 @@ class FaultProxy:
     def fail(self, mode: Mode, *, only: bytes | None = None, drip_seconds: float = 0.5) -> None:
         self.mode, self.only, self.drip_seconds = mode, only, drip_seconds
         if mode == "blackhole" and only is None:  # the route is gone for every connection, idle or busy
-            for answers in self._open:
+            for answers in self._open.values():
                 answers[0] = "dead"
 
     def heal(self) -> None:
@@ -87,7 +87,7 @@ class FaultProxy:
         peer_in, peer_out = await asyncio.open_connection(self._host, self._port)
         # What the connection's answers get: the mode its last request met ("dead": nothing, ever again).
         answers: list[str] = ["normal"]
-        self._open.append(answers)
+        self._open[id(answers)] = answers
         forwarding = asyncio.create_task(self._answers(peer_in, client_out, answers))
         try:
             while chunk := await client_in.read(_CHUNK):
@@ -102,7 +102,7 @@ class FaultProxy:
                 peer_out.write(chunk)
                 await peer_out.drain()
         finally:  # the client closed (its timeout): so does the proxy, toward the peer
-            self._open.remove(answers)
+            del self._open[id(answers)]
             forwarding.cancel()
             with contextlib.suppress(asyncio.CancelledError, ConnectionError):
                 await forwarding
