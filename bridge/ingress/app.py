@@ -244,7 +244,7 @@ def _in_call(connections: ConnectionCap) -> Callable[..., Awaitable[web.StreamRe
         try:
             return await handler(request)
         finally:
-            connections.call_finished(transport)
+            connections.call_finished(transport, request.content)
 
     return in_call
 
@@ -427,6 +427,11 @@ class IngressServer:
     # Terraform module's load balancer, as AWS asks of its targets: the balancer, not the ingress, closes an idle
     # connection, so it never sends a call down one the ingress is closing (a 502 to Kordiam).
     keepalive_timeout: ClassVar[float] = 75.0
+    # After answering a call whose body it did not read whole (a 413 before the body), aiohttp reads on and drops
+    # what comes for this long ("lingering"), so that a client still sending its body reads the answer rather than
+    # a reset (RFC 9112 9.6). aiohttp's default; the connection's loss or the ingress's stop ends it at once
+    # (``ConnectionCap.end_unread_bodies``).
+    lingering_time: ClassVar[float] = 10.0
 
     def __init__(self, app: web.Application, host: str, port: int) -> None:
         self._app = app
@@ -442,6 +447,7 @@ class IngressServer:
             logger=_RefusalLog(),
             shutdown_timeout=self.shutdown_timeout,
             keepalive_timeout=self.keepalive_timeout,
+            lingering_time=self.lingering_time,
         )
         await self._runner.setup()
         server = self._runner.server
@@ -465,6 +471,7 @@ class IngressServer:
         if self._listener is not None:
             self._listener.close()  # no new connection; those open finish their calls below
             self._listener = None
+            self._app[CONNECTIONS].end_unread_bodies()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

@@ -16,6 +16,8 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 
+from aiohttp import StreamReader
+
 from bridge.errors import ConfigError
 from bridge.ingress import metrics
 from bridge.ingress.common import log
@@ -56,6 +58,11 @@ class ConnectionCap:
     ``bridge_ingress_connections_shed_total``; an episode of them is logged in two lines, one when the cap is
     first reached and one, with its counts, when the open connections are back below ``resume_below``.
 
+    It also ends aiohttp's read after an answer ("lingering": the rest of a body the call did not read, up to
+    ``IngressServer.lingering_time``) when the connection is lost or the ingress stops (``end_unread_bodies``):
+    aiohttp 3.14 ends it at neither, so the handler of a connection its client had closed ran on, and a stop waited
+    for it up to its ``shutdown_timeout``.
+
     ``protocol`` wraps the server's protocol factory; the ingress's outermost middleware calls ``call_started`` and
     ``call_finished`` around every call, so a connection in a call is never closed by the cap. The ordering by when a
     connection was last active (opened, or last answered) makes a flood of idle connections close its own oldest
@@ -88,12 +95,21 @@ class ConnectionCap:
         if transport is not None:
             self._idle.pop(transport, None)
 
-    def call_finished(self, transport: asyncio.BaseTransport | None) -> None:
+    def call_finished(self, transport: asyncio.BaseTransport | None, body: StreamReader) -> None:
+        """A call on ``transport`` has been answered; ``body`` is its request's, which aiohttp reads on unless it
+        has ended."""
         if transport is None or transport.is_closing():
             return
         connection = transport.get_protocol()
         if isinstance(connection, _CountedConnection) and connection in self._open:
+            connection.unread_body = None if body.is_eof() else body
             self._idle[transport] = connection  # the most recently active, last
+
+    def end_unread_bodies(self) -> None:
+        """End aiohttp's reads after an answer on every open connection (the ingress is stopping): a stop finishes
+        the calls in progress, not the bodies their clients were told not to send."""
+        for connection in list(self._open):
+            connection.end_unread_body()
 
     def opened(self, connection: _CountedConnection, transport: asyncio.BaseTransport) -> None:
         self._idle[transport] = connection
@@ -127,14 +143,16 @@ class ConnectionCap:
 
 class _CountedConnection(asyncio.Protocol):
     """The server's protocol for one connection, passed every event, and its place in ``ConnectionCap`` released
-    when the connection is lost."""
+    when the connection is lost; so is the body aiohttp may still be reading after the last answer."""
 
-    __slots__ = ("__weakref__", "_cap", "_inner", "_transport")
+    __slots__ = ("__weakref__", "_cap", "_inner", "_transport", "unread_body")
 
     def __init__(self, cap: ConnectionCap, inner: asyncio.Protocol) -> None:
         self._cap = cap
         self._inner = inner
         self._transport: asyncio.BaseTransport | None = None
+        # The body of the last answered call, while aiohttp may read on (until its end, or ``lingering_time``).
+        self.unread_body: StreamReader | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport
@@ -145,6 +163,13 @@ class _CountedConnection(asyncio.Protocol):
         self._cap.lost(self, self._transport)
         self._transport = None
         self._inner.connection_lost(exc)
+        # aiohttp's handler is past the call, so its loss wakes no read: nothing more can come.
+        self.end_unread_body()
+
+    def end_unread_body(self) -> None:
+        if self.unread_body is not None:
+            self.unread_body.feed_eof()
+            self.unread_body = None
 
     def data_received(self, data: bytes) -> None:
         self._inner.data_received(data)

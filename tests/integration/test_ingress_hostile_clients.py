@@ -84,6 +84,11 @@ def refused(status: int = 400) -> dict[tuple[str, int], int]:
     return {(UNPARSED_ROUTE, status): 1}
 
 
+# A head announcing a body above ingress.max_body_bytes, sent without it: answered 413 at once, and then aiohttp reads
+# on for the body the head announced (lingering) so that a client sending it reads its 413 rather than a reset.
+TOO_LARGE = post(b"", head=b"Content-Length: 99999999\r\n", length=False)
+
+
 CASES = {
     "whole-webhook": Case(post(), ((201, JSON),), {(CREATE, 201): 1}, (4712,)),
     # A head that never ends: lines that each fit but never the empty line (more than aiohttp's 128 headers).
@@ -152,9 +157,7 @@ CASES = {
     "content-length-overflows": Case(
         post(b"", head=b"Content-Length: 99999999999999999999999999\r\n", length=False), ((400, TEXT),), refused()
     ),
-    "content-length-over-max-body-bytes": Case(
-        post(b"", head=b"Content-Length: 99999999\r\n", length=False), ((413, JSON),), {(CREATE, 413): 1}
-    ),
+    "content-length-over-max-body-bytes": Case(TOO_LARGE, ((413, JSON),), {(CREATE, 413): 1}),
     "closed-half-way-through-the-body": Case(
         post(ELEMENT[:20], head=b"Content-Length: %d\r\n" % len(ELEMENT), length=False),
         (),
@@ -284,6 +287,61 @@ async def test_a_head_that_is_never_finished_is_closed_without_an_answer(
     assert drain(sqs_endpoint.url, queues[0]) == []
     assert [line for line in lines if line["log_level"] in ("error", "critical") or "exc_info" in line] == []
     assert [record for record in caplog.records if record.levelno >= logging.ERROR or record.exc_info] == []
+
+
+def aiohttp_connection_handlers() -> int:
+    """aiohttp's connection handlers still running in this process: one task (``RequestHandler.start``) per
+    connection, from its opening until aiohttp is done with it, reading on after an answer ("lingering") included."""
+    return sum(
+        1 for task in asyncio.all_tasks() if getattr(task.get_coro(), "__qualname__", "") == "RequestHandler.start"
+    )
+
+
+async def test_a_client_that_leaves_while_aiohttp_reads_on_after_its_answer_ends_its_connection_handler(
+    sqs_endpoint: SqsEndpoint, queues: tuple[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """aiohttp 3.14 does not end its read after an answer when the connection is lost: before, the handler of a
+    connection its client had closed ran on for ``lingering_time``, and an ingress stopped meanwhile waited for it
+    (its ``shutdown_timeout``). Here the lingering time outlasts the test."""
+    monkeypatch.setattr(IngressServer, "lingering_time", 3600.0)
+    settings = worker_settings(
+        queue=queues[0], endpoint=sqs_endpoint.url, kordiam="http://127.0.0.1:9", workdir=tmp_path
+    )
+    async with running_ingress(settings, HOSTILE) as url:
+        assert aiohttp_connection_handlers() == 0
+        reader, writer = await asyncio.open_connection("127.0.0.1", int(url.rsplit(":", 1)[1]))
+        writer.write(TOO_LARGE)
+        assert await asyncio.wait_for(read_answer(reader), WITHIN) == (413, JSON)
+        assert aiohttp_connection_handlers() == 1
+        writer.close()
+        await writer.wait_closed()
+        await eventually(
+            lambda: aiohttp_connection_handlers() == 0, timeout=WITHIN, what="the closed connection's handler to end"
+        )
+
+
+async def test_an_ingress_stopped_while_aiohttp_reads_on_after_an_answer_closes_that_connection_at_once(
+    sqs_endpoint: SqsEndpoint, queues: tuple[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stop finishes the calls in progress, not aiohttp's read after an answer: before, it waited for that read
+    (at most ``shutdown_timeout``, here as long as the lingering time, both beyond the test), so a client that kept
+    its connection open after a 413 held a SIGTERM of ``kordiam-bridge ingress`` for 10 s."""
+    monkeypatch.setattr(IngressServer, "lingering_time", 3600.0)
+    monkeypatch.setattr(IngressServer, "shutdown_timeout", 3600.0)
+    settings = worker_settings(
+        queue=queues[0], endpoint=sqs_endpoint.url, kordiam="http://127.0.0.1:9", workdir=tmp_path
+    )
+    async with contextlib.AsyncExitStack() as stack:
+        url = await stack.enter_async_context(running_ingress(settings, HOSTILE))
+        reader, writer = await asyncio.open_connection("127.0.0.1", int(url.rsplit(":", 1)[1]))
+        try:
+            writer.write(TOO_LARGE)
+            assert await asyncio.wait_for(read_answer(reader), WITHIN) == (413, JSON)
+            await asyncio.wait_for(stack.aclose(), WITHIN)  # a hang guard
+            assert await asyncio.wait_for(reader.read(), WITHIN) == b""
+        finally:
+            writer.close()
+    assert aiohttp_connection_handlers() == 0
 
 
 @contextlib.asynccontextmanager

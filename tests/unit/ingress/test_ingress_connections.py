@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from aiohttp.streams import EMPTY_PAYLOAD
 from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
 
@@ -96,7 +97,7 @@ async def test_a_new_connection_closes_the_longest_idle_one_or_is_closed_itself_
             assert await still_open(*first) and await still_open(*second)
             assert open_connections() == 2
             # The first call ends: its connection is idle, and the next connection takes its place.
-            cap.call_finished(made[0])
+            cap.call_finished(made[0], EMPTY_PAYLOAD)
             fourth = await greeted(port)
             assert await first[0].read() == b""
             assert shed("idle_closed") == idle_closed + 1
