@@ -432,6 +432,20 @@ class IngressServer:
     # a reset (RFC 9112 9.6). aiohttp's default; the connection's loss or the ingress's stop ends it at once
     # (``ConnectionCap.end_unread_bodies``).
     lingering_time: ClassVar[float] = 10.0
+    # What a request head may hold; beyond it aiohttp answers 400 itself (``ingress_bad_request``, route
+    # ``unparsed``). aiohttp keeps an unfinished head's fields twice (their bytes and their text) until it ends or
+    # ``keepalive_timeout`` closes it: at its defaults (128 fields, 8190 bytes) a head took 2 MB, and 300
+    # unfinished ones +613 MiB, more than the Terraform module's 512 MiB task. A Kordiam call has about ten fields
+    # (Host, Content-Type, Content-Length, Authorization with a token or a JWT of a few hundred bytes or a custom
+    # auth header, User-Agent, Accept, Accept-Encoding, Connection) and a path of tens of bytes; the module's load
+    # balancer adds four fields of at most about 100 bytes (X-Forwarded-For, -Proto and -Port, X-Amzn-Trace-Id).
+    # 32 fields of 2 KiB are twice as many and several times the longest. aiohttp's C parser checks a field's value
+    # on its own and its name with the name before it, so a head may hold 32 values of 2 KiB and names of 1 KiB:
+    # measured (``kordiam-bridge ingress``), 512 (``max_connections``) such heads unfinished took +102 MiB over the
+    # idle 93 MiB, which leaves the half of the task that ``ingress.max_concurrent_requests`` bodies may take.
+    max_line_size: ClassVar[int] = 2048  # the request target (the C parser), the request line (the Python one)
+    max_field_size: ClassVar[int] = 2048
+    max_headers: ClassVar[int] = 32
 
     def __init__(self, app: web.Application, host: str, port: int) -> None:
         self._app = app
@@ -448,6 +462,9 @@ class IngressServer:
             shutdown_timeout=self.shutdown_timeout,
             keepalive_timeout=self.keepalive_timeout,
             lingering_time=self.lingering_time,
+            max_line_size=self.max_line_size,
+            max_field_size=self.max_field_size,
+            max_headers=self.max_headers,
         )
         await self._runner.setup()
         server = self._runner.server
