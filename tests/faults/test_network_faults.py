@@ -56,7 +56,8 @@ def events_named(worker: WorkerProcess, name: str) -> list[dict[str, Any]]:
     return [e for e in worker.events() if e.get("event") == name]
 
 
-@pytest.mark.parametrize("mode", ["blackhole", "stall", "drip"])
+# A stall mid-answer meets the same deadline as a blackhole (both measured so by hand): left out, for CI's time.
+@pytest.mark.parametrize("mode", ["blackhole", "drip"])
 async def test_an_sqs_endpoint_that_stops_answering_fails_each_call_by_its_deadline_and_the_worker_recovers(
     mode: Mode,
     sqs_endpoint: SqsEndpoint,
@@ -150,7 +151,8 @@ async def kordiam_proxy(simulator: RunningSimulator) -> AsyncIterator[FaultProxy
         yield proxy
 
 
-@pytest.mark.parametrize("mode", ["blackhole", "stall", "drip"])
+# A stall mid-answer meets the same total timeout as a drip (both measured so by hand): left out, for CI's time.
+@pytest.mark.parametrize("mode", ["blackhole", "drip"])
 async def test_kordiam_that_stops_answering_without_closing_pauses_the_worker_and_it_recovers(
     mode: Mode,
     sqs_endpoint: SqsEndpoint,
@@ -375,7 +377,8 @@ async def test_a_cms_that_stops_answering_without_closing_is_parked_and_gets_eac
     assert (figures.dead_lettered, figures.duplicates, figures.lost) == (0, 0, 0)
 
 
-@pytest.mark.parametrize("mode", ["blackhole", "stall"])
+# A stall mid-answer ends as a blackhole does (measured so by hand): left out, for CI's time.
+@pytest.mark.parametrize("mode", ["blackhole"])
 async def test_kordiam_feedback_writes_that_hang_are_retried_and_publish_nothing_twice(
     mode: Mode,
     sqs_endpoint: SqsEndpoint,
