@@ -106,11 +106,13 @@ async def test_folder_replaces_an_unreadable_file(tmp_path: Path) -> None:
     assert facts((tmp_path / "kordiam-4711-812.xml").read_bytes())[1] == USABLE
 
 
-async def test_folder_not_writable_is_rejected(tmp_path: Path) -> None:
+async def test_a_folder_under_a_file_waits_as_the_whole_channels_fault(tmp_path: Path) -> None:
     (tmp_path / "a-file").write_text("x")  # the target's parent is a file: nobody, not even root, can write there
     channel = NewsMLChannel("print", NewsMLOptions(target=str(tmp_path / "a-file" / "in")))
-    with pytest.raises(ChannelRejected, match="newsml channel 'print'"):
+    # Every story would fail alike: retried, then parked once the breaker opens, never dead-lettered one by one.
+    with pytest.raises(ChannelUnavailable, match="newsml channel 'print'.*is not a directory") as raised:
         await channel.upsert(element(), element().publications[0], None)
+    assert not isinstance(raised.value, ChannelRejected)
 
 
 async def test_built_through_create_with_the_shared_context(tmp_path: Path) -> None:
