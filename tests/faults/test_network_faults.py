@@ -56,8 +56,10 @@ def events_named(worker: WorkerProcess, name: str) -> list[dict[str, Any]]:
     return [e for e in worker.events() if e.get("event") == name]
 
 
-# A stall mid-answer meets the same deadline as a blackhole (both measured so by hand): left out, for CI's time.
-@pytest.mark.parametrize("mode", ["blackhole", "drip"])
+# The drip, which no per-read timeout ends, only: a blackhole and a stall mid-answer meet the same deadline (measured
+# so under a worker when this case was written; tests/unit/queue/test_sqs_deadlines.py keeps a call never answered),
+# left out for CI's time (30 s each).
+@pytest.mark.parametrize("mode", ["drip"])
 async def test_an_sqs_endpoint_that_stops_answering_fails_each_call_by_its_deadline_and_the_worker_recovers(
     mode: Mode,
     sqs_endpoint: SqsEndpoint,
@@ -151,8 +153,9 @@ async def kordiam_proxy(simulator: RunningSimulator) -> AsyncIterator[FaultProxy
         yield proxy
 
 
-# A stall mid-answer meets the same total timeout as a drip (both measured so by hand): left out, for CI's time.
-@pytest.mark.parametrize("mode", ["blackhole", "drip"])
+# The blackhole only, which also leaves every pooled connection dead after the heal: a stall mid-answer and a drip
+# meet the same total timeout (measured so under a worker when this case was written), left out for CI's time.
+@pytest.mark.parametrize("mode", ["blackhole"])
 async def test_kordiam_that_stops_answering_without_closing_pauses_the_worker_and_it_recovers(
     mode: Mode,
     sqs_endpoint: SqsEndpoint,
