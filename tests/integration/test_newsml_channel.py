@@ -110,7 +110,7 @@ async def test_a_folder_under_a_file_waits_as_the_whole_channels_fault(tmp_path:
     (tmp_path / "a-file").write_text("x")  # the target's parent is a file: nobody, not even root, can write there
     channel = NewsMLChannel("print", NewsMLOptions(target=str(tmp_path / "a-file" / "in")))
     # Every story would fail alike: retried, then parked once the breaker opens, never dead-lettered one by one.
-    with pytest.raises(ChannelUnavailable, match="newsml channel 'print'.*is not a directory") as raised:
+    with pytest.raises(ChannelUnavailable, match=r"newsml channel 'print'.*is not a directory") as raised:
         await channel.upsert(element(), element().publications[0], None)
     assert not isinstance(raised.value, ChannelRejected)
 
