@@ -3,7 +3,7 @@
 Every answer of the routes and middlewares is JSON and carries ``X-Request-Id`` (the caller's, when it sent a sane
 one); every such request is logged once with that id, the route and the status (499 and ``ingress_client_gone`` for
 a client that went away before its answer); an unexpected error answers 500 without internals. A request aiohttp
-cannot parse gets aiohttp's own plain-text 400 (logged as ``ingress_bad_request``, one line): aiohttp 3 builds that
+cannot parse gets aiohttp's own plain-text 400 (logged as ``ingress_bad_request``, paced): aiohttp 3 builds that
 answer in ``RequestHandler.handle_error``, outside the middlewares and ``on_response_prepare``, so replacing it
 would mean subclassing its undocumented protocol class; aiohttp 4.0 passes these requests through the middlewares
 (aio-libs/aiohttp#3287), where ``_errors`` would answer them in JSON. Bodies above ``ingress.max_body_bytes`` get
@@ -66,22 +66,34 @@ _UNCAPPED = ("/healthz", "/readyz", "/metrics")
 
 
 @dataclass(slots=True)
-class Capacity:
-    """How many calls are in progress, of at most ``limit``; a refusal is counted, and logged in one line at most
-    once per ``RECHECK_SECONDS`` (with the refusals since the last line), so a flood does not flood the log too."""
+class WarningPace:
+    """One warning line at most once per ``RECHECK_SECONDS`` for refusals that may come as a flood, so that the
+    flood does not flood the log too: the first after a quiet spell at once, later ones with the count since."""
 
-    limit: int
-    in_progress: int = 0
     _refused: int = 0
     _logged_at: float = float("-inf")
 
+    def due(self, now: float) -> int | None:
+        """Count a refusal at ``now``; the refusals since the last line (this one included) when a line is due."""
+        self._refused += 1
+        if now - self._logged_at < RECHECK_SECONDS:
+            return None
+        refused, self._refused, self._logged_at = self._refused, 0, now
+        return refused
+
+
+@dataclass(slots=True)
+class Capacity:
+    """How many calls are in progress, of at most ``limit``; a refusal is counted, and logged (``WarningPace``)."""
+
+    limit: int
+    in_progress: int = 0
+    _pace: WarningPace = field(default_factory=WarningPace)
+
     def refuse(self) -> web.Response:
         metrics.OVER_CAPACITY.inc()
-        self._refused += 1
-        now = time.monotonic()
-        if now - self._logged_at >= RECHECK_SECONDS:
-            log.warning("ingress_over_capacity", max_concurrent_requests=self.limit, refused=self._refused)
-            self._logged_at, self._refused = now, 0
+        if (refused := self._pace.due(time.monotonic())) is not None:
+            log.warning("ingress_over_capacity", max_concurrent_requests=self.limit, refused=refused)
         return retry_later(f"ingress at capacity (ingress.max_concurrent_requests = {self.limit}), retry later")
 
 
@@ -383,15 +395,18 @@ UNPARSED_ROUTE = "unparsed"
 
 class _RefusalLog(logging.Logger):
     """aiohttp's server log, as given to its protocol: a request aiohttp refused itself before any handler ran (an
-    ``HttpProcessingError``: a head that is not HTTP, a body framing or Content-Encoding it cannot read) is one
-    ``ingress_bad_request`` warning line with the client and the reason, and counted; aiohttp would log it as an
-    error with its traceback, or, for a connection's first request whose method is not HTTP (TLS sent to the port,
-    a scanner's garbage), at debug, so that it was neither logged nor counted. Anything else goes to aiohttp's own
-    logger, as before."""
+    ``HttpProcessingError``: a head that is not HTTP, a body framing or Content-Encoding it cannot read) is counted,
+    and logged as an ``ingress_bad_request`` warning line with the client and the reason, paced (``WarningPace``:
+    these come before the per-client rate limit, and a client looping garbage at the port would flood the log);
+    aiohttp would log each as an error with its traceback, or, for a connection's first request whose method is not
+    HTTP (TLS sent to the port, a scanner's garbage), at debug, so that it was neither logged nor counted. Anything
+    else goes to aiohttp's own logger, as before."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__("aiohttp.server")
         self.parent = logging.getLogger("aiohttp.server")
+        self._clock = clock
+        self._pace = WarningPace()
 
     def exception(self, msg: object, *args: object, exc_info: Any = True, **kwargs: Any) -> None:
         if isinstance(exc_info, HttpProcessingError):
@@ -405,12 +420,14 @@ class _RefusalLog(logging.Logger):
         else:
             super().debug(msg, *args, **kwargs)
 
-    @staticmethod
-    def _refused(refusal: HttpProcessingError, args: tuple[object, ...]) -> None:
+    def _refused(self, refusal: HttpProcessingError, args: tuple[object, ...]) -> None:
         metrics.REQUESTS.labels(UNPARSED_ROUTE, str(refusal.code)).inc()
+        if (refused := self._pace.due(self._clock())) is None:
+            return
         # aiohttp's message is "Error handling request from %s" with the peer's address.
         client = str(args[0]) if args else None
-        log.warning("ingress_bad_request", client=client, status=refusal.code, reason=_first_line(refusal.message))
+        reason = _first_line(refusal.message)
+        log.warning("ingress_bad_request", client=client, status=refusal.code, reason=reason, refused=refused)
 
 
 class IngressServer:

@@ -1,7 +1,7 @@
 """Requests aiohttp refuses before any handler runs (a head that is not valid HTTP, a Content-Encoding it cannot
-decode), over real TCP connections: aiohttp answers them 400 itself, and the ingress logs each as one warning line
-with the client and the reason, never an error with a traceback (the bridge's own failures; anyone on the
-internet can send these, and a scanner would fill the log and page whoever watches its errors)."""
+decode), over real TCP connections: aiohttp answers them 400 itself, and the ingress logs them as warning lines (at
+most one per 10 s) with the client and the reason, never an error with a traceback (the bridge's own failures;
+anyone on the internet can send these, and a scanner would fill the log and page whoever watches its errors)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ import logging
 from pathlib import Path
 
 import pytest
+from aiohttp.http_exceptions import BadHttpMethod, BadStatusLine, HttpProcessingError, LineTooLong
 from structlog.testing import capture_logs
 
-from bridge.ingress.app import UNPARSED_ROUTE
+from bridge.ingress.app import UNPARSED_ROUTE, _RefusalLog
 from tests.unit.ingress.test_ingress import bearer, fixture
 from tests.unit.ingress.test_ingress_client_gone import WITHIN, answered, running
 
@@ -124,3 +125,42 @@ async def test_a_body_within_the_limit_is_invited_and_taken(tmp_path: Path) -> N
         finally:
             writer.close()
     assert answer.startswith(b"HTTP/1.1 201 ") and transport.sent[0][0] == element.decode()
+
+
+def test_a_flood_of_bad_requests_is_one_warning_line_per_10_seconds_and_every_one_counted() -> None:
+    # A client looping garbage at the port was one warning line per request (aiohttp's refusals come before the
+    # per-client rate limit): the first of an episode is logged at once, then at most one line per 10 s with the
+    # refusals since the last line and the last reason, as ingress_over_capacity is.
+    now = [1000.0]
+    refusals = _RefusalLog(clock=lambda: now[0])
+    before = answered(UNPARSED_ROUTE, 400)
+
+    def refuse(client: str, error: HttpProcessingError, seconds_later: float) -> None:
+        now[0] += seconds_later
+        # As aiohttp reports them: the first request of a connection with a method that is not HTTP at debug, any
+        # other refusal as an exception.
+        if isinstance(error, BadHttpMethod):
+            refusals.debug("Error handling request from %s", client, exc_info=error)
+        else:
+            refusals.exception("Error handling request from %s", client, exc_info=error)
+
+    with capture_logs() as lines:
+        refuse("203.0.113.7", BadHttpMethod("G(T"), 0)
+        for _ in range(99):
+            refuse("203.0.113.7", BadStatusLine("junk"), 0.05)  # 4.95 s of them
+        refuse("203.0.113.8", LineTooLong("X-Header", 2048), 5.5)  # 10.45 s after the first line
+        for _ in range(10):
+            refuse("203.0.113.7", BadHttpMethod("G(T"), 0.5)
+        refuse("203.0.113.9", BadStatusLine("junk"), 60)  # a new episode, after a quiet minute
+    assert [(line["event"], line["log_level"]) for line in lines] == [("ingress_bad_request", "warning")] * 3
+    assert [(line["client"], line["refused"]) for line in lines] == [
+        ("203.0.113.7", 1),
+        ("203.0.113.8", 100),
+        ("203.0.113.9", 11),
+    ]
+    assert [line["reason"] for line in lines] == [
+        "Bad HTTP method in status line 'G(T'",
+        "Got more than 2048 bytes when reading: 'X-Header'.",
+        "Bad status line 'junk'",
+    ]
+    assert answered(UNPARSED_ROUTE, 400) == before + 112
