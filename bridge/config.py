@@ -772,8 +772,39 @@ def _ingress_path(value: str) -> str:
     return value.rstrip("/")
 
 
-# Kordiam sends ``Authorization: Bearer {token}``.
-BearerCheck = BearerAuth
+# What a request head the ingress takes may hold (``bridge.ingress.app.IngressServer``, which says why): a header
+# line of INGRESS_FIELD_BYTES, name and value (aiohttp's pure-Python parser counts the line; its C parser counts the
+# value, but with the name for a head's first field or a name split across reads), and a name of half that (the C
+# parser counts a name with the name before it). A credential the ingress expects must fit in them, or every call
+# that carries it is answered 400 before the ingress sees it.
+INGRESS_FIELD_BYTES = 2048
+INGRESS_NAME_BYTES = INGRESS_FIELD_BYTES // 2
+
+
+def _header_line_problem(name: str, value_bytes: int, what: str, *, prefix: str = "") -> str | None:
+    """Why the line ``{name}: {prefix}{value}``, its value ``value_bytes`` long, cannot reach the ingress (``what``
+    names the value); None when it can."""
+    room = INGRESS_FIELD_BYTES - len(f"{name}: {prefix}".encode())
+    if value_bytes <= room:
+        return None
+    return (
+        f"is {value_bytes} bytes, too long to reach the ingress: it takes a header line ({name}: {prefix}…) of at most "
+        f"{INGRESS_FIELD_BYTES} bytes, so {what} of at most {room}"
+    )
+
+
+class BearerCheck(BearerAuth):
+    """Kordiam sends ``Authorization: Bearer {token}``."""
+
+    @field_validator("token")
+    @classmethod
+    def _fits_a_request_head(cls, value: SecretStr) -> SecretStr:
+        problem = _header_line_problem(
+            "Authorization", len(value.get_secret_value().encode()), "a token", prefix="Bearer "
+        )
+        if problem:
+            raise ValueError(problem)
+        return value
 
 
 class JwtCheck(JwtOptions):
@@ -795,6 +826,18 @@ class ApiKeyCheck(ApiKeyOptions):
 
 class HeadersCheck(HeadersOptions):
     """Kordiam sends these custom headers with these values (every one must match)."""
+
+    @classmethod
+    def value_problem(cls, name: str, value: str) -> str | None:
+        if len(name.encode()) > INGRESS_NAME_BYTES:
+            return (
+                f"header {name[:20]!r}…: the name is {len(name.encode())} bytes, too long to reach the ingress: it "
+                f"takes a name of at most {INGRESS_NAME_BYTES} bytes"
+            )
+        if problem := super().value_problem(name, value):
+            return problem
+        too_long = _header_line_problem(name, len(value.encode()), "a value")
+        return f"header {name!r}: the value {too_long}" if too_long else None
 
 
 IngressAuth = Annotated[BearerCheck | JwtCheck | ApiKeyCheck | HeadersCheck, Field(discriminator="type")]
@@ -820,6 +863,19 @@ class PlatformReceiver(Section):
 
     _path = field_validator("path")(_ingress_path)
     _secret = field_validator("api_secret")(plausible_secret)
+
+    @model_validator(mode="after")
+    def _fits_a_request_head(self) -> PlatformReceiver:
+        # Kordiam sends both as HTTP Basic: base64 of "api_user:api_secret", 4 characters for every 3 bytes.
+        joined = len(f"{self.api_user}:{self.api_secret.get_secret_value()}".encode())
+        room = INGRESS_FIELD_BYTES - len("Authorization: Basic ")
+        if 4 * -(-joined // 3) > room:
+            raise ValueError(
+                f"api_secret: with api_user, is {joined - 1} bytes, too long to reach the ingress: it takes a header "
+                f"line (Authorization: Basic …, their base64) of at most {INGRESS_FIELD_BYTES} bytes, so api_user and "
+                f"api_secret of at most {room // 4 * 3 - 1} bytes together"
+            )
+        return self
 
 
 def _network_not_an_address_in_it(value: Any) -> Any:

@@ -9,15 +9,17 @@ from pathlib import Path
 from typing import Annotated, Any, Union, get_args, get_origin
 
 import pytest
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic_settings import BaseSettings
 
 from bridge import config as config_module
 from bridge.channels import channel_options, channel_problems
+from bridge.channels.auth import WebhookAuth
 from bridge.channels.folder import FolderOptions
 from bridge.cli import main
 from bridge.config import (
     SHORTEST_SECRET,
+    BearerAuth,
     FileSettings,
     IngressCommandSettings,
     IngressSettings,
@@ -833,6 +835,66 @@ def test_the_ingress_refuses_a_shared_secret_too_short_to_be_one(key: str, ingre
         load_settings(write(tmp_path, VALID + ingress), model=IngressCommandSettings)
     assert raised.value.key == key and "at least 8 characters" in raised.value.problem
     assert SHORT not in str(raised.value)
+
+
+# Credentials the ingress's request head limits (IngressServer: a header line of 2048 bytes, a name of 1024) would
+# refuse on every call: before, each passed check-config, and every webhook was answered 400 by aiohttp.
+LONG_CREDENTIALS = [
+    (
+        "ingress.global_export.auth.token",
+        '[ingress.global_export]\nauth = { type = "bearer", token = "%s" }',
+        ("T" * 2027, "T" * 2026),  # 2048 - len("Authorization: Bearer ")
+        "a token of at most 2026",
+    ),
+    (
+        "ingress.global_export.auth.headers",
+        '[ingress.global_export]\nauth = { type = "headers", headers = { X-Key = "%s" } }',
+        ("V" * 2042, "V" * 2041),  # 2048 - len("X-Key: ")
+        "a value of at most 2041",
+    ),
+    (
+        "ingress.global_export.auth.headers",
+        '[ingress.global_export]\nauth = { type = "headers", headers = { %s = "header-value" } }',
+        ("N" * 1025, "N" * 1024),
+        "a name of at most 1024",
+    ),
+    (
+        "ingress.platform.api_secret",
+        '[ingress.platform]\napi_user = "kordiam"\napi_secret = "%s"',
+        # "Authorization: Basic " and base64 of "kordiam:" and the secret: 4 characters per 3 bytes, 2027 at most.
+        ("S" * 1511, "S" * 1510),
+        "api_user and api_secret of at most 1517 bytes together",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("key", "ingress", "lengths", "limit"), LONG_CREDENTIALS, ids=["bearer", "header-value", "header-name", "basic"]
+)
+def test_the_ingress_refuses_credentials_too_long_for_a_request_head(
+    key: str, ingress: str, lengths: tuple[str, str], limit: str, tmp_path: Path
+) -> None:
+    too_long, longest = lengths
+    with pytest.raises(ConfigError) as raised:
+        load_settings(write(tmp_path, VALID + ingress % too_long), model=IngressCommandSettings)
+    assert raised.value.key == key and limit in raised.value.problem
+    assert too_long[:100] not in str(raised.value) and "\n" not in str(raised.value)
+    load_settings(write(tmp_path, VALID + ingress % longest), model=IngressCommandSettings)
+
+
+def test_check_config_refuses_a_bearer_token_too_long_for_a_request_head(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    key, ingress, (too_long, _), _ = LONG_CREDENTIALS[0]
+    assert main(["check-config", "--config", str(write(tmp_path, VALID + "\n[ingress]\n" + ingress % too_long))]) == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert key in line and "2026" in line and too_long[:100] not in line
+
+
+def test_a_channel_may_send_a_token_longer_than_the_ingress_takes() -> None:
+    # The head limits are the ingress's own: a CMS may take a longer token.
+    sent = TypeAdapter(WebhookAuth).validate_python({"type": "bearer", "token": "T" * 4000})
+    assert isinstance(sent, BearerAuth) and sent.token.get_secret_value() == "T" * 4000
 
 
 @pytest.mark.parametrize(("concurrency", "read_ahead"), [(1, 16), (8, 128), (32, 512), (100, 512)])

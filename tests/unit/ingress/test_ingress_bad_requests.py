@@ -6,16 +6,19 @@ anyone on the internet can send these, and a scanner would fill the log and page
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp.http_exceptions import BadHttpMethod, BadStatusLine, HttpProcessingError, LineTooLong
 from structlog.testing import capture_logs
 
-from bridge.ingress.app import UNPARSED_ROUTE, _RefusalLog
-from tests.unit.ingress.test_ingress import bearer, fixture
+from bridge.ingress.app import UNPARSED_ROUTE, IngressServer, _RefusalLog, build_app
+from bridge.state import SqliteStateStore
+from tests.unit.ingress.test_ingress import RecordingTransport, bearer, fixture, settings
 from tests.unit.ingress.test_ingress_client_gone import WITHIN, answered, running
 
 HEADS = {
@@ -164,3 +167,53 @@ def test_a_flood_of_bad_requests_is_one_warning_line_per_10_seconds_and_every_on
         "Bad status line 'junk'",
     ]
     assert answered(UNPARSED_ROUTE, 400) == before + 112
+
+
+LONGEST_TOKEN = "T" * 2026
+LONGEST_SECRET = "S" * (1517 - len("kordiam"))
+LONGEST_HEADERS = {"N" * 1024: "header-value-1", "M" * 1024: "header-value-2", "X-Key": "V" * 2041}
+
+
+@pytest.mark.parametrize("auth", ["bearer", "headers"])
+async def test_the_longest_credentials_the_configuration_takes_reach_the_ingress(tmp_path: Path, auth: str) -> None:
+    # The configuration refuses credentials beyond these (bridge.config.INGRESS_FIELD_BYTES): each is taken as sent
+    # first in the head, where aiohttp's C parser counts a field's name with its value, and two names of 1024
+    # bytes one after the other, which it counts together.
+    store = SqliteStateStore(tmp_path / "state.db")
+    await store.open()
+    checks: dict[str, Any] = {
+        "bearer": {"type": "bearer", "token": LONGEST_TOKEN},
+        "headers": {"type": "headers", "headers": LONGEST_HEADERS},
+    }
+    config = settings(
+        global_export={"path": "/kordiam", "auth": checks[auth]},
+        platform={"path": "/platform", "api_user": "kordiam", "api_secret": LONGEST_SECRET},
+    )
+    credentials = {
+        "bearer": [("Authorization", f"Bearer {LONGEST_TOKEN}")],
+        "headers": list(LONGEST_HEADERS.items()),
+    }[auth]
+    element = fixture("seed001_create.json")
+    basic = base64.b64encode(f"kordiam:{LONGEST_SECRET}".encode()).decode()
+    app, _ = build_app(config, RecordingTransport(), store, "web")
+    server = IngressServer(app, "127.0.0.1", 0)
+    await server.start()
+    try:
+        created = await answer_to(server.port, "/kordiam/element", credentials, element)
+        token = await answer_to(server.port, "/platform/oauth2/token", [("Authorization", f"Basic {basic}")], b"")
+    finally:
+        await server.stop()
+        await store.close()
+    assert created.startswith(b"HTTP/1.1 201 ") and token.startswith(b"HTTP/1.1 200 ")
+
+
+async def answer_to(port: int, path: str, first_fields: list[tuple[str, str]], body: bytes) -> bytes:
+    """The answer to a POST whose head starts with ``first_fields``."""
+    head = f"POST {path} HTTP/1.1\r\n" + "".join(f"{name}: {value}\r\n" for name, value in first_fields)
+    head += f"Host: ingress\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(head.encode() + b"\r\n" + body)
+    try:
+        return await asyncio.wait_for(reader.read(), WITHIN)
+    finally:
+        writer.close()
