@@ -53,7 +53,7 @@ from bridge.ops import metrics
 from bridge.queue.gate import ReceiveGate
 from bridge.queue.outcome import DeadLetter, Done, Outcome, Retry
 from bridge.queue.slots import WorkSlots
-from bridge.queue.transport import MAX_BATCH, QueueMessage, Transport, prefetch_for
+from bridge.queue.transport import MAX_BATCH, RECEIVE_MARGIN_SECONDS, QueueMessage, Transport, prefetch_for
 from bridge.retry import queue_backoff
 
 log = structlog.get_logger("bridge.consumer")
@@ -70,6 +70,11 @@ DELETE_LINGER_SECONDS = 0.2
 MAX_HOLD_SECONDS = 3600.0
 MAX_PAUSED_HOLD_SECONDS = 43_200.0
 POLL_ERROR_BACKOFF_MAX = 30.0
+# /healthz calls the poll loop stalled once no receive completed for this long past a receive's deadline (its wait and
+# RECEIVE_MARGIN_SECONDS): a receive that meets its deadline fails, and the pollers back off (an outage /readyz
+# reports; a restart would not cure it), so a stall must outlast it; the margin covers the loop's steps between two
+# receives.
+STALL_MARGIN_SECONDS = 10
 # What releasing and flushing at shutdown get even when the drain used its whole deadline: a queue that answers
 # needs far less, one that does not would otherwise hold the worker for botocore's read timeout and its retries.
 SETTLE_GRACE_SECONDS = 1.0
@@ -202,10 +207,11 @@ class Consumer:
         return len(self._tasks)
 
     def healthy(self) -> bool:
-        """False once the poll loop has not completed a receive for twice the long-poll wait (plus slack): a stall,
-        which a restart may cure. Waiting on purpose is no stall: paused for a fault of the whole worker, full (every
-        poller waits for room while the handlers work), a transport reconnecting by itself, a poller waiting out its
-        back-off after a failed receive; a restart would not cure those, and ``not_ready_reason`` names them."""
+        """False once the poll loop has not completed a receive for ``STALL_MARGIN_SECONDS`` past a receive's
+        deadline: a stall, which a restart may cure. Waiting on purpose is no stall: paused for a fault of the whole
+        worker, full (every poller waits for room while the handlers work), a transport reconnecting by itself, a
+        poller waiting out its back-off after a failed receive; a restart would not cure those, and
+        ``not_ready_reason`` names them."""
         if not self._receiving:
             return True
         if self._gate.reason is not None or self._backing_off:
@@ -214,7 +220,8 @@ class Consumer:
             # Not polling on purpose either: every poller waits for room while the handlers work. Handlers that finish
             # nothing for as long as the heartbeat holds a message are stuck, though (a bug): that is a stall.
             return time.monotonic() - self._progress < MAX_HOLD_SECONDS
-        return time.monotonic() - self.last_poll < 2 * self._settings.wait_time_seconds + 10
+        receive_deadline = self._settings.wait_time_seconds + RECEIVE_MARGIN_SECONDS
+        return time.monotonic() - self.last_poll < receive_deadline + STALL_MARGIN_SECONDS
 
     def ready(self) -> bool:
         """Started, and taking messages now (``not_ready_reason`` is None)."""

@@ -35,6 +35,7 @@ from bridge.queue.send_batcher import SendBatcher, entry_size
 from bridge.queue.transport import (
     DEFAULT_MAX_RECEIVE_COUNT,
     MAX_BATCH,
+    RECEIVE_MARGIN_SECONDS,
     MessageTooLarge,
     QueueInfo,
     QueueMessage,
@@ -59,8 +60,8 @@ ABANDONED_POLL_MARGIN_SECONDS = 1.0
 # hang for minutes, with the poll loop or the heartbeat stuck in it. A receive gets its wait and the read timeout's
 # margin; any other call CALL_SECONDS, and a heartbeat's extension at most a sixth of the visibility timeout (the
 # heartbeat's interval), so that a dead connection costs one heartbeat: the next, on a new connection, lands before
-# the message's visibility runs out.
-RECEIVE_MARGIN_SECONDS = 10
+# the message's visibility runs out. The receive's margin is RECEIVE_MARGIN_SECONDS, of the Transport's contract:
+# the consumer's stall limit (/healthz) outlasts it.
 CALL_SECONDS = 10.0
 # SQS refuses a visibility that ends more than 12 h after the message's receive (ChangeMessageVisibility). What the
 # bridge asks for leaves a margin: SQS counts from when it handed the message out, before its answer arrived here.

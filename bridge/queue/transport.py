@@ -21,6 +21,9 @@ from bridge.queue.dead_letter import DeadLetterContext
 
 # The most messages one receive returns, and one settling call takes.
 MAX_BATCH = 10
+# A receive returns or fails within its wait and this: SQS's deadline for the call, botocore's retries included
+# (``bridge.queue.sqs``); ActiveMQ's takes its wait at most.
+RECEIVE_MARGIN_SECONDS = 10
 # Without a redrive policy (SQS) or on a broker that has none the worker honours (ActiveMQ), the worker dead-letters
 # a message itself on this many attempts.
 DEFAULT_MAX_RECEIVE_COUNT = 10
@@ -142,11 +145,11 @@ class Transport(Protocol):
 
     async def receive(self, max_messages: int, wait_time: int) -> list[QueueMessage]:
         """At most ``max_messages`` (and ``MAX_BATCH``), waiting up to ``wait_time`` s for the first; ``[]`` when
-        none came. Every message returned is the caller's to settle. Cancelling it costs nothing that is released
-        after it (SQS finishes an abandoned long poll on the server, so its ``release`` makes messages visible only
-        once that poll has ended), but on SQS an answer already on its way is lost to every reader until the
-        visibility timeout ends (``aborted_receive_hides``): a receive that may be answering is let finish (the
-        consumer's shutdown does)."""
+        none came; an answer or an error within ``wait_time + RECEIVE_MARGIN_SECONDS``. Every message returned is the
+        caller's to settle. Cancelling it costs nothing that is released after it (SQS finishes an abandoned long poll
+        on the server, so its ``release`` makes messages visible only once that poll has ended), but on SQS an answer
+        already on its way is lost to every reader until the visibility timeout ends (``aborted_receive_hides``): a
+        receive that may be answering is let finish (the consumer's shutdown does)."""
         ...
 
     async def complete(self, messages: Sequence[QueueMessage]) -> list[str]:

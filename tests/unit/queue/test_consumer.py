@@ -13,11 +13,11 @@ import pytest
 from structlog.testing import capture_logs
 
 from bridge.ops import metrics
-from bridge.queue.consumer import MAX_HOLD_SECONDS, Consumer, ConsumerSettings
+from bridge.queue.consumer import MAX_HOLD_SECONDS, STALL_MARGIN_SECONDS, Consumer, ConsumerSettings
 from bridge.queue.gate import ReceiveGate
 from bridge.queue.outcome import DeadLetter, Done, Outcome, Retry
 from bridge.queue.slots import WorkSlots
-from bridge.queue.transport import MAX_BATCH, QueueMessage, prefetch_for
+from bridge.queue.transport import MAX_BATCH, RECEIVE_MARGIN_SECONDS, QueueMessage, prefetch_for
 from tests.unit.fakes import FakeTransport
 
 ids = itertools.count(1)
@@ -1228,6 +1228,32 @@ async def test_a_stalled_poll_loop_is_not_ready_either() -> None:
     assert not hung.healthy()
     assert not hung.ready()
     assert hung.not_ready_reason() == "poll loop stalled"
+    stop.set()
+    await asyncio.wait_for(task, 10)
+
+
+@pytest.mark.parametrize("wait_time_seconds", [0, 1, 20])
+async def test_a_receive_within_its_deadline_is_no_stall(wait_time_seconds: int) -> None:
+    # A receive may take its wait and RECEIVE_MARGIN_SECONDS (SQS's deadline for it) before it fails, and a failed
+    # receive is an outage /readyz reports, not a stall. At queue.wait_time_seconds = 0 the stall limit was 10 s,
+    # the deadline itself: a receive meeting its deadline made /healthz 503, and a restart, for an SQS outage.
+    class HungTransport(FakeTransport):
+        async def receive(self, max_messages: int, wait_time: int) -> list[QueueMessage]:
+            await asyncio.Event().wait()  # a receive still under way
+            return []
+
+    async def handler(m: QueueMessage) -> Outcome:
+        return Done()
+
+    hung = Consumer(HungTransport([]), handler, settings(wait_time_seconds=wait_time_seconds))
+    stop = asyncio.Event()
+    task = asyncio.create_task(hung.run(stop))
+    await until(lambda: hung.started)
+    deadline = wait_time_seconds + RECEIVE_MARGIN_SECONDS
+    hung.last_poll = time.monotonic() - deadline
+    assert hung.healthy()
+    hung.last_poll = time.monotonic() - deadline - STALL_MARGIN_SECONDS
+    assert not hung.healthy()
     stop.set()
     await asyncio.wait_for(task, 10)
 
