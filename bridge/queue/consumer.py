@@ -75,6 +75,16 @@ POLL_ERROR_BACKOFF_MAX = 30.0
 # reports; a restart would not cure it), so a stall must outlast it; the margin covers the loop's steps between two
 # receives.
 STALL_MARGIN_SECONDS = 10
+
+
+def stall_limit(wait_time_seconds: int) -> float:
+    """How long the poll loop may go without completing a receive before /healthz calls it stalled: past a
+    receive's deadline by ``STALL_MARGIN_SECONDS``, and never less than twice the wait plus 10 s, the limit before
+    receives had a deadline (40 s would otherwise replace 50 s at the default wait: a liveness probe's tolerance is
+    not shortened by a fix meant to lengthen it at wait 0)."""
+    return max(wait_time_seconds + RECEIVE_MARGIN_SECONDS + STALL_MARGIN_SECONDS, 2 * wait_time_seconds + 10)
+
+
 # What releasing and flushing at shutdown get even when the drain used its whole deadline: a queue that answers
 # needs far less, one that does not would otherwise hold the worker for botocore's read timeout and its retries.
 SETTLE_GRACE_SECONDS = 1.0
@@ -207,8 +217,8 @@ class Consumer:
         return len(self._tasks)
 
     def healthy(self) -> bool:
-        """False once the poll loop has not completed a receive for ``STALL_MARGIN_SECONDS`` past a receive's
-        deadline: a stall, which a restart may cure. Waiting on purpose is no stall: paused for a fault of the whole
+        """False once the poll loop has not completed a receive for ``stall_limit``, past a receive's deadline: a
+        stall, which a restart may cure. Waiting on purpose is no stall: paused for a fault of the whole
         worker, full (every poller waits for room while the handlers work), a transport reconnecting by itself, a
         poller waiting out its back-off after a failed receive; a restart would not cure those, and
         ``not_ready_reason`` names them."""
@@ -220,8 +230,7 @@ class Consumer:
             # Not polling on purpose either: every poller waits for room while the handlers work. Handlers that finish
             # nothing for as long as the heartbeat holds a message are stuck, though (a bug): that is a stall.
             return time.monotonic() - self._progress < MAX_HOLD_SECONDS
-        receive_deadline = self._settings.wait_time_seconds + RECEIVE_MARGIN_SECONDS
-        return time.monotonic() - self.last_poll < receive_deadline + STALL_MARGIN_SECONDS
+        return time.monotonic() - self.last_poll < stall_limit(self._settings.wait_time_seconds)
 
     def ready(self) -> bool:
         """Started, and taking messages now (``not_ready_reason`` is None)."""

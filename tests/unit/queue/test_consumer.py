@@ -1252,7 +1252,11 @@ async def test_a_receive_within_its_deadline_is_no_stall(wait_time_seconds: int)
     deadline = wait_time_seconds + RECEIVE_MARGIN_SECONDS
     hung.last_poll = time.monotonic() - deadline
     assert hung.healthy()
-    hung.last_poll = time.monotonic() - deadline - STALL_MARGIN_SECONDS
+    # Past its deadline by the margin, and never sooner than the limit before receives had deadlines (50 s at 20).
+    limit = max(deadline + STALL_MARGIN_SECONDS, 2 * wait_time_seconds + 10)
+    hung.last_poll = time.monotonic() - limit + 1
+    assert hung.healthy()
+    hung.last_poll = time.monotonic() - limit
     assert not hung.healthy()
     stop.set()
     await asyncio.wait_for(task, 10)
