@@ -47,6 +47,7 @@ assume, which change together with them.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import math
 import os
@@ -163,6 +164,15 @@ def resolve_region(settings: StateSettings, default_region: str | None = None) -
 
 # The most connections a store's DynamoDB client holds (unless told otherwise): one per call at once.
 POOL_CONNECTIONS = 64
+# Deadlines of the store's DynamoDB calls, botocore's retries included. botocore's read timeout counts per read, so
+# an endpoint that answers a byte at a time never meets it, and one that stops mid-answer meets it only after 10 s
+# on each of its 3 attempts: a lease take, a record or a mark would hold its message's sync for that long, and the
+# probe the worker's pause. Any call gets CALL_SECONDS (DynamoDB answers in milliseconds; the SQS calls' deadline).
+# A lease extension gets at most a twelfth of state.lease_seconds: the keeper tries a failed one again a sixth of
+# the lease later and a lease is extended at the latest half-way into its life, so both tries end before it
+# lapses under its live holder even when the first met a dead connection (at least 1 s: a short lease in tests).
+CALL_SECONDS = 10.0
+MIN_EXTENSION_SECONDS = 1.0
 
 
 class DynamoDbStateStore:
@@ -255,8 +265,10 @@ class DynamoDbStateStore:
 
     async def _check_table(self) -> None:
         where = self._where()
+        timeout = asyncio.timeout(CALL_SECONDS)
         try:
-            response = await self._client.describe_table(TableName=self.table)
+            async with timeout:
+                response = await self._client.describe_table(TableName=self.table)
         except ClientError as error:
             code, message = _code(error), _message(error)
             if code == "ResourceNotFoundException":
@@ -277,7 +289,8 @@ class DynamoDbStateStore:
             raise ConfigError("state.url", f"{where}: no AWS credentials found") from None
         except (BotoCoreError, OSError) as error:
             key = "state.endpoint_url" if self.endpoint_url else "state.region"
-            raise ConfigError(key, f"cannot reach DynamoDB for {where}: {error}") from None
+            reason = f"DescribeTable did not answer within {CALL_SECONDS:g} s" if timeout.expired() else str(error)
+            raise ConfigError(key, f"cannot reach DynamoDB for {where}: {reason}") from None
         description = response.get("Table", {})
         keys = {k["AttributeName"]: k["KeyType"] for k in description.get("KeySchema", [])}
         types = {a["AttributeName"]: a["AttributeType"] for a in description.get("AttributeDefinitions", [])}
@@ -783,13 +796,16 @@ class DynamoDbStateStore:
         return HeldLease(element_id) if holder is None else holder  # the mark is an item of its own: not read here
 
     async def _extend_leases(self, element_ids: list[int]) -> set[int]:
-        # One write per lease: one that fails (its partition throttled, say) leaves the others to be extended, and is
-        # raised once they were, for the keeper to try again at its next tick.
-        lost: set[int] = set()
-        failed: StateUnavailable | StateRejected | None = None
-        for element_id in element_ids:
+        # One write per lease, all at once, each by the extension's deadline: a pass over many leases takes one
+        # deadline at most, however the store hangs. One that fails (its partition throttled, say) leaves the others
+        # to be extended, and is raised once they were, for the keeper to try again at its next tick.
+        deadline = min(CALL_SECONDS, max(MIN_EXTENSION_SECONDS, self._lease_seconds / 12))
+
+        async def extend(element_id: int) -> bool:
+            """True if the lease is no longer this owner's."""
             try:
-                await self._call(
+                await self._call_by(
+                    deadline,
                     "update_item",
                     Key=_key(element_id, LEASE),
                     UpdateExpression="SET #expires = :until",
@@ -801,9 +817,19 @@ class DynamoDbStateStore:
                     },
                 )
             except _ConditionFailed:
+                return True
+            return False
+
+        outcomes = await asyncio.gather(*(extend(element_id) for element_id in element_ids), return_exceptions=True)
+        lost: set[int] = set()
+        failed: StateUnavailable | StateRejected | None = None
+        for element_id, outcome in zip(element_ids, outcomes, strict=True):
+            if isinstance(outcome, StateUnavailable | StateRejected):
+                failed = failed or outcome
+            elif isinstance(outcome, BaseException):
+                raise outcome
+            elif outcome:
                 lost.add(element_id)
-            except (StateUnavailable, StateRejected) as error:
-                failed = failed or error
         if failed is not None:
             raise failed
         return lost
@@ -875,14 +901,25 @@ class DynamoDbStateStore:
                 return items
 
     async def _call(self, operation: str, **request: Any) -> dict[str, Any]:
+        return await self._call_by(CALL_SECONDS, operation, **request)
+
+    async def _call_by(self, seconds: float, operation: str, **request: Any) -> dict[str, Any]:
+        """DynamoDB's answer to ``operation``, or ``StateUnavailable`` once it has taken ``seconds``."""
         if self._client is None:
             raise RuntimeError("state store is not open")
         method = getattr(self._client, operation)
+        timeout = asyncio.timeout(seconds)
         try:
-            response: dict[str, Any] = await method(TableName=self.table, **request)
+            async with timeout:
+                response: dict[str, Any] = await method(TableName=self.table, **request)
         except ClientError as error:
             raise self._translate(operation, error) from error
-        except (BotoCoreError, OSError) as error:
+        except (BotoCoreError, OSError) as error:  # the deadline's TimeoutError is an OSError
+            if timeout.expired():
+                raise StateUnavailable(
+                    f"DynamoDB {operation} on {self.table} did not answer within {seconds:g} s "
+                    f"(endpoint {self._client.meta.endpoint_url})"
+                ) from None
             raise StateUnavailable(f"DynamoDB {operation} on {self.table}: {type(error).__name__}: {error}") from error
         return response
 

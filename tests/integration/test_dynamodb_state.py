@@ -390,7 +390,7 @@ async def test_lease_item_carries_owner_and_ttl(stores: StoreFactory, moto_url: 
 class OneLeaseThrottled(DynamoDbStateStore):
     """DynamoDB throttling every write to element 1's lease (its partition hot); every other call served."""
 
-    async def _call(self, operation: str, **request: Any) -> dict[str, Any]:
+    async def _call_by(self, seconds: float, operation: str, **request: Any) -> dict[str, Any]:
         if operation == "update_item" and request.get("Key") == {"pk": {"S": "element#1"}, "sk": {"S": "lease"}}:
             error = ClientError(
                 {"Error": {"Code": "ThrottlingException", "Message": "Rate exceeded"}}
@@ -398,7 +398,7 @@ class OneLeaseThrottled(DynamoDbStateStore):
                 operation,
             )
             raise self._translate(operation, error)
-        return await super()._call(operation, **request)
+        return await super()._call_by(seconds, operation, **request)
 
 
 async def test_a_lease_whose_extension_failed_does_not_keep_the_others_from_theirs(moto_url: str, table: str) -> None:
