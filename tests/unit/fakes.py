@@ -7,6 +7,7 @@ Each implements the real interface (``StateStore``, ``Channel``, ``Transport``; 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -454,3 +455,25 @@ class FakeTransport:
         self.sent.append(body)
         self.attributes.append(dict(attributes or {}))
         return f"s{len(self.sent)}"
+
+
+async def _drip_forever(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Reads a request, then answers its head and a body one byte every 50 ms, never finishing."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    lengths = [line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")]
+    await reader.readexactly(int(lengths[0]) if lengths else 0)
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: 100000\r\n\r\n")
+    with contextlib.suppress(ConnectionError):
+        while True:
+            writer.write(b" ")
+            await writer.drain()
+            await asyncio.sleep(0.05)
+
+
+@asynccontextmanager
+async def dripping_endpoint() -> AsyncIterator[str]:
+    """An HTTP endpoint (its URL) that answers every request a byte at a time, for ever: what botocore's per-read
+    timeout never catches (a sick proxy, a congested link)."""
+    server = await asyncio.start_server(_drip_forever, "127.0.0.1", 0)
+    async with server:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"

@@ -5,7 +5,6 @@ call with ``StateUnavailable`` naming the call, the table and the endpoint, as D
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from types import SimpleNamespace
 from typing import Any
@@ -16,6 +15,7 @@ from bridge.errors import ConfigError
 from bridge.state import dynamodb
 from bridge.state.base import Delivery, StateUnavailable
 from bridge.state.dynamodb import DynamoDbStateStore
+from tests.unit.fakes import dripping_endpoint
 
 
 class SilentClient:
@@ -91,26 +91,10 @@ async def test_lease_extensions_run_at_once_each_by_a_deadline_within_the_keeper
     assert client.most_in_flight == 4
 
 
-async def drip_forever(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """Reads a request, then answers its head and a body one byte every 50 ms, never finishing."""
-    head = await reader.readuntil(b"\r\n\r\n")
-    length = next(
-        (int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")), 0
-    )
-    await reader.readexactly(length)
-    writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/x-amz-json-1.0\r\nContent-Length: 100000\r\n\r\n")
-    with contextlib.suppress(ConnectionError):
-        while True:
-            writer.write(b" ")
-            await writer.drain()
-            await asyncio.sleep(0.05)
-
-
 @pytest.fixture
-async def dripping_endpoint() -> AsyncIterator[str]:
-    server = await asyncio.start_server(drip_forever, "127.0.0.1", 0)
-    async with server:
-        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+async def dripping() -> AsyncIterator[str]:
+    async with dripping_endpoint() as url:
+        yield url
 
 
 @pytest.fixture
@@ -121,31 +105,29 @@ def dynamodb_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.usefixtures("dynamodb_credentials")
 async def test_an_answer_that_drips_fails_by_the_deadline_which_botocores_read_timeout_never_meets(
-    dripping_endpoint: str, monkeypatch: pytest.MonkeyPatch
+    dripping: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(dynamodb, "CALL_SECONDS", 0.5)
-    store = DynamoDbStateStore("bridge-state", region="eu-central-1", endpoint_url=dripping_endpoint)
-    async with dynamodb._create_client("eu-central-1", dripping_endpoint) as client:
+    store = DynamoDbStateStore("bridge-state", region="eu-central-1", endpoint_url=dripping)
+    async with dynamodb._create_client("eu-central-1", dripping) as client:
         store._client = client
         # A guard, not the assertion: without a deadline the drip holds the call for ever.
         async with asyncio.timeout(10):
             with pytest.raises(StateUnavailable) as raised:
                 await store.element_mark(7)
-    assert str(raised.value) == (
-        f"DynamoDB get_item on bridge-state did not answer within 0.5 s (endpoint {dripping_endpoint})"
-    )
+    assert str(raised.value) == (f"DynamoDB get_item on bridge-state did not answer within 0.5 s (endpoint {dripping})")
 
 
 @pytest.mark.usefixtures("dynamodb_credentials")
 async def test_a_table_check_at_start_that_drips_fails_by_its_deadline_as_an_unreachable_endpoint(
-    dripping_endpoint: str, monkeypatch: pytest.MonkeyPatch
+    dripping: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(dynamodb, "CALL_SECONDS", 0.5)
-    store = DynamoDbStateStore("bridge-state", region="eu-central-1", endpoint_url=dripping_endpoint)
+    store = DynamoDbStateStore("bridge-state", region="eu-central-1", endpoint_url=dripping)
     async with asyncio.timeout(10):  # a guard, as above
         with pytest.raises(ConfigError) as raised:
             await store.open()
     assert str(raised.value).endswith(
-        f"cannot reach DynamoDB for DynamoDB table 'bridge-state' in eu-central-1 at {dripping_endpoint}: "
+        f"cannot reach DynamoDB for DynamoDB table 'bridge-state' in eu-central-1 at {dripping}: "
         "DescribeTable did not answer within 0.5 s"
     )
