@@ -21,7 +21,7 @@ Options (``[[channels]]`` keys besides name/type/platforms/statuses/main):
 - ``guid_prefix`` = "urn:kordiam:": the guid is ``{guid_prefix}{element}:{publication}``. Changing it later gives
   every story a new identity in the print system.
 - ``file_prefix`` = "kordiam-", ``language`` (optional BCP 47 tag: ``xml:lang`` and ``<language>``),
-  ``timeout`` = 10 (S3 connect/read seconds).
+  ``timeout`` = 10 (seconds each S3 call may take, botocore's retries included).
 
 Mapping, Kordiam → NewsML-G2 (standard version 2.35, ``conformance="power"``):
 

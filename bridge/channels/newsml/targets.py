@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Awaitable
 from contextlib import AsyncExitStack
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import aiohttp
 import structlog
@@ -21,6 +22,8 @@ from bridge.digits import ascii_digits
 from bridge.errors import BridgeError, ChannelCredentialsRefused, ChannelRejected, ChannelUnavailable
 
 log = structlog.get_logger("bridge.channels.newsml")
+
+T = TypeVar("T")
 
 
 class Target(Protocol):
@@ -171,14 +174,36 @@ class S3Target:
             self._stack = stack
             return self._client
 
+    async def _by_deadline(self, client: Any, action: str, call: Awaitable[T]) -> T:
+        """``call``'s answer, or ``ChannelUnavailable`` once it has taken the channel's ``timeout``, botocore's retries
+        included. botocore's read timeout counts per read: an answer that drips a byte at a time never meets it, and
+        one that stops mid-answer holds each of botocore's 3 attempts for it, with the channel's write waiting. The
+        whole call gets the ``timeout``, as an HTTP channel's request does: a write that outlasts it is retried
+        through the queue, and the item's name is the same, so a retry replaces it."""
+        deadline = asyncio.timeout(self._options.timeout)
+        try:
+            async with deadline:
+                return await call
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+            raise ChannelUnavailable(
+                f"{self._label}: {action}: S3 did not answer within {self._options.timeout:g} s "
+                f"(endpoint {client.meta.endpoint_url})"
+            ) from None
+
     async def read(self, name: str) -> bytes | None:
         client = await self._ensure_client()
         action = f"reading {self.uri(name)}"
-        try:
+
+        async def get() -> bytes:
             response = await client.get_object(Bucket=self.location.bucket, Key=self.key(name))
             async with response["Body"] as stream:
                 data: bytes = await stream.read()
                 return data
+
+        try:
+            return await self._by_deadline(client, action, get())
         except ClientError as error:
             code = error.response.get("Error", {}).get("Code")
             if code in ("NoSuchKey", "404", "NotFound"):
@@ -197,16 +222,21 @@ class S3Target:
 
     async def write(self, name: str, data: bytes, metadata: dict[str, str]) -> None:
         client = await self._ensure_client()
+        action = f"writing {self.uri(name)}"
         try:
-            await client.put_object(
-                Bucket=self.location.bucket,
-                Key=self.key(name),
-                Body=data,
-                ContentType=f"{MEDIA_TYPE}; charset=utf-8",
-                Metadata=metadata,
+            await self._by_deadline(
+                client,
+                action,
+                client.put_object(
+                    Bucket=self.location.bucket,
+                    Key=self.key(name),
+                    Body=data,
+                    ContentType=f"{MEDIA_TYPE}; charset=utf-8",
+                    Metadata=metadata,
+                ),
             )
         except (ClientError, BotoCoreError, OSError, TimeoutError, aiohttp.ClientError) as error:
-            raise s3_error(error, self._label, f"writing {self.uri(name)}") from error
+            raise s3_error(error, self._label, action) from error
 
     async def names(self, prefix: str) -> list[str] | None:
         client = await self._ensure_client()
@@ -215,7 +245,7 @@ class S3Target:
         request: dict[str, Any] = {"Bucket": self.location.bucket, "Prefix": self.key(prefix)}
         try:
             while True:
-                page = await client.list_objects_v2(**request)
+                page = await self._by_deadline(client, action, client.list_objects_v2(**request))
                 cut = len(self.location.prefix)
                 names.extend(str(item["Key"])[cut:] for item in page.get("Contents", []))
                 if not page.get("IsTruncated"):
