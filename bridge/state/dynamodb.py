@@ -173,6 +173,9 @@ POOL_CONNECTIONS = 64
 # lapses under its live holder even when the first met a dead connection (at least 1 s: a short lease in tests).
 CALL_SECONDS = 10.0
 MIN_EXTENSION_SECONDS = 1.0
+# The tidy-up after a failed probe or access check only deletes their item (no element's key: harmless if it stays),
+# so it gets a short deadline: a hung store must not hold the worker's pause, or each probe of it, another 10 s.
+TIDY_SECONDS = 1.0
 
 
 class DynamoDbStateStore:
@@ -355,7 +358,7 @@ class DynamoDbStateStore:
     async def _tidy_access_check(self, steps: list[tuple[str, str, dict[str, Any]]]) -> None:
         _, operation, request = steps[-1]
         with contextlib.suppress(Exception):  # no element's key, so harmless if it stays; tidy if it can
-            await self._call(operation, **request)
+            await self._call_by(TIDY_SECONDS, operation, **request)
 
     def _access_steps(self) -> list[tuple[str, str, dict[str, Any]]]:
         """Each call the worker makes, once, on an item no element has (``ACCESS_CHECK_PK``), deleted last."""

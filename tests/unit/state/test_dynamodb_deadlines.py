@@ -10,6 +10,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
 from bridge.errors import ConfigError
 from bridge.state import dynamodb
@@ -75,6 +76,25 @@ async def test_a_lease_take_and_the_probe_that_meet_no_answer_fail_by_their_dead
     with pytest.raises(StateUnavailable, match=r"did not answer within 0\.05 s"):
         await store.probe()
     assert client.calls == ["put_item", "put_item", "delete_item"]  # the probe's first step, then its tidy-up
+
+
+class FailingPutSilentDelete(SilentClient):
+    """DynamoDB failing a put at once (a 500) and never answering the delete that tidies up after it."""
+
+    async def put_item(self, **_: Any) -> dict[str, Any]:
+        self.calls.append("put_item")
+        raise ClientError({"Error": {"Code": "InternalServerError", "Message": "boom"}}, "PutItem")
+
+
+async def test_a_failed_probes_tidy_up_has_a_short_deadline_of_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The tidy-up only deletes the probe's own item: a hung store must not hold the pause another whole deadline.
+    monkeypatch.setattr(dynamodb, "CALL_SECONDS", 3600.0)
+    monkeypatch.setattr(dynamodb, "TIDY_SECONDS", 0.05)
+    client = FailingPutSilentDelete()
+    async with asyncio.timeout(10):  # a guard, not the assertion: the tidy-up by CALL_SECONDS would outlast it
+        with pytest.raises(StateUnavailable, match="InternalServerError"):
+            await silent_store(client).probe()
+    assert client.calls == ["put_item", "delete_item"]
 
 
 async def test_lease_extensions_run_at_once_each_by_a_deadline_within_the_keepers_margin(
