@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,6 +18,7 @@ import pytest
 
 from bridge.simulator import RunningSimulator
 from bridge.state import SqliteStateStore
+from bridge.state.dynamodb import create_table
 from tests.faults.conftest import Figures
 from tests.faults.test_faults import (
     _metric,
@@ -30,6 +32,7 @@ from tests.faults.test_faults import (
 from tests.servers.fault_proxy import FaultProxy, Mode, fault_proxy
 from tests.servers.global_export import GlobalExportServer
 from tests.support import (
+    REGION,
     SimulatorAdmin,
     SqsEndpoint,
     WorkerProcess,
@@ -145,6 +148,84 @@ async def liveness_watched(ops: httpx.AsyncClient) -> AsyncIterator[Counter[int]
         watching.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await watching
+
+
+@pytest.fixture
+async def dynamodb_proxy(sqs_endpoint: SqsEndpoint) -> AsyncIterator[FaultProxy]:
+    # moto serves DynamoDB on the SQS endpoint too: the queue's calls go to it directly, the state store's through
+    # the proxy.
+    async with fault_proxy(sqs_endpoint.url) as proxy:
+        yield proxy
+
+
+async def test_a_dynamodb_state_store_that_answers_a_byte_at_a_time_pauses_the_worker_and_it_recovers(
+    sqs_endpoint: SqsEndpoint,
+    queues: tuple[str, str],
+    simulator: RunningSimulator,
+    admin: SimulatorAdmin,
+    dynamodb_proxy: FaultProxy,
+    tmp_path: Path,
+    figures: Figures,
+) -> None:
+    # botocore's read timeout counts per read: a DynamoDB answer dripping a byte every half second never met it, and
+    # a message's lease take (or record, or mark) held its sync, and the probe the pause, for as long as the answer
+    # was long (minutes). Each call now fails by its deadline (10 s): the message meets the store failing, the
+    # probe fails too, the worker pauses, and once the route is back the probe passes and it resumes.
+    table = f"bridge-state-{uuid.uuid4().hex[:12]}"
+    await create_table(sqs_endpoint.url, table, region=REGION)
+    ops_port = free_port()
+    config = write_config(
+        tmp_path / "bridge.toml",
+        queue=queues[0],
+        endpoint=sqs_endpoint.url,
+        kordiam=simulator.base_url,
+        workdir=tmp_path,
+        ops_port=ops_port,
+        state_url=f"dynamodb://{table}",
+        state_extra=f'endpoint_url = "{dynamodb_proxy.url()}"\nregion = "{REGION}"',
+    )
+    worker = WorkerProcess(config, tmp_path / "worker.log")
+    ops = httpx.AsyncClient(base_url=f"http://127.0.0.1:{ops_port}", timeout=5)
+    try:
+        await eventually(lambda: worker.ready(ops_port), timeout=30, what="worker ready")
+        stories = [await admin.create(story("Before the fault"))]
+        await eventually(lambda: len(written_files(tmp_path)) == 2, what="the story before delivered")
+        # Its feedback's notifications too: none of its syncs meets the fault half-way (its lease's release would
+        # then fail by the deadline and the message be retried, as the README says, but not always).
+        await eventually(lambda: queue_settled(sqs_endpoint.url, queues[0]), timeout=30, what="queue settled before")
+        dynamodb_proxy.fail("drip", drip_seconds=0.5)
+        stories += [await admin.create(story(f"During the fault {n}")) for n in range(2)]
+        # Paused on purpose (a restart would not help): /healthz must say alive at every look meanwhile.
+        async with liveness_watched(ops) as liveness:
+            await eventually(
+                lambda: not_ready_because(ops, "the state store cannot serve the worker"),
+                timeout=40,
+                what="paused for the state store",
+            )
+        dynamodb_proxy.heal()
+        await eventually(lambda: worker.ready(ops_port), timeout=30, what="resumed")
+        await eventually(lambda: written_files(tmp_path) == expected_files(stories), timeout=30, what="all delivered")
+        await eventually(lambda: queue_settled(sqs_endpoint.url, queues[0]), timeout=30, what="queue settled")
+    finally:
+        await ops.aclose()
+        code, _ = worker.terminate()
+    events = worker.events()
+    dead = drain(sqs_endpoint.url, queues[1])
+    count_deliveries(figures, stories, events, dead, tmp_path)
+    [paused] = events_named(worker, "state_store_unavailable")
+    figures.notes = {
+        "reason": str(paused["error"])[:160],
+        "healthz_answers": dict(liveness),
+        "highest_receive_count": highest_receive_count(events),
+        "faulted_requests": dynamodb_proxy.faulted,
+    }
+    assert code == 0
+    assert not any("Traceback" in line for line in worker.log.read_text(encoding="utf-8").splitlines())
+    assert f"did not answer within 10 s (endpoint {dynamodb_proxy.url()})" in str(paused["error"])
+    assert set(liveness) == {200}, liveness
+    assert (figures.dead_lettered, figures.duplicates, figures.lost) == (0, 0, 0)
+    # The messages that met the fault waited in hand, heartbeated, and ran again: no receive spent.
+    assert figures.notes["highest_receive_count"] == 1
 
 
 @pytest.fixture
