@@ -29,6 +29,7 @@ from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, ReadTimeoutError
 
 from bridge.config import QueueSettings, is_fifo_url
+from bridge.deadline import DeadlineMissed, by_deadline
 from bridge.errors import BridgeError, ConfigError, QueueUnreachable, TransientError
 from bridge.queue.dead_letter import REDRIVEN_FROM, DeadLetterContext, dead_letter_attributes, is_failure_attribute
 from bridge.queue.send_batcher import SendBatcher, entry_size
@@ -459,13 +460,9 @@ class SqsTransport:
 
     async def _by_deadline(self, action: str, seconds: float, call: Awaitable[T]) -> T:
         """``call``'s answer, or ``SqsCallTimeout`` once it has taken ``seconds`` (botocore's retries included)."""
-        deadline = asyncio.timeout(seconds)
         try:
-            async with deadline:
-                return await call
-        except TimeoutError as error:
-            if not deadline.expired():
-                raise
+            return await by_deadline(seconds, call)
+        except DeadlineMissed as error:
             raise SqsCallTimeout(action=action, seconds=seconds, endpoint_url=self._client.meta.endpoint_url) from error
 
 

@@ -63,6 +63,7 @@ from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from bridge.config import StateSettings
+from bridge.deadline import DeadlineMissed, by_deadline
 from bridge.errors import ConfigError, PermanentError
 from bridge.state.base import (
     Delivery,
@@ -268,10 +269,8 @@ class DynamoDbStateStore:
 
     async def _check_table(self) -> None:
         where = self._where()
-        timeout = asyncio.timeout(CALL_SECONDS)
         try:
-            async with timeout:
-                response = await self._client.describe_table(TableName=self.table)
+            response = await by_deadline(CALL_SECONDS, self._client.describe_table(TableName=self.table))
         except ClientError as error:
             code, message = _code(error), _message(error)
             if code == "ResourceNotFoundException":
@@ -290,9 +289,10 @@ class DynamoDbStateStore:
             raise ConfigError("state.url", f"{where} is not usable: {code}: {message}") from None
         except NoCredentialsError:
             raise ConfigError("state.url", f"{where}: no AWS credentials found") from None
-        except (BotoCoreError, OSError) as error:
+        except (BotoCoreError, OSError, DeadlineMissed) as error:
             key = "state.endpoint_url" if self.endpoint_url else "state.region"
-            reason = f"DescribeTable did not answer within {CALL_SECONDS:g} s" if timeout.expired() else str(error)
+            missed = isinstance(error, DeadlineMissed)
+            reason = f"DescribeTable did not answer within {CALL_SECONDS:g} s" if missed else str(error)
             raise ConfigError(key, f"cannot reach DynamoDB for {where}: {reason}") from None
         description = response.get("Table", {})
         keys = {k["AttributeName"]: k["KeyType"] for k in description.get("KeySchema", [])}
@@ -911,18 +911,16 @@ class DynamoDbStateStore:
         if self._client is None:
             raise RuntimeError("state store is not open")
         method = getattr(self._client, operation)
-        timeout = asyncio.timeout(seconds)
         try:
-            async with timeout:
-                response: dict[str, Any] = await method(TableName=self.table, **request)
+            response: dict[str, Any] = await by_deadline(seconds, method(TableName=self.table, **request))
+        except DeadlineMissed:
+            raise StateUnavailable(
+                f"DynamoDB {operation} on {self.table} did not answer within {seconds:g} s "
+                f"(endpoint {self._client.meta.endpoint_url})"
+            ) from None
         except ClientError as error:
             raise self._translate(operation, error) from error
-        except (BotoCoreError, OSError) as error:  # the deadline's TimeoutError is an OSError
-            if timeout.expired():
-                raise StateUnavailable(
-                    f"DynamoDB {operation} on {self.table} did not answer within {seconds:g} s "
-                    f"(endpoint {self._client.meta.endpoint_url})"
-                ) from None
+        except (BotoCoreError, OSError) as error:
             raise StateUnavailable(f"DynamoDB {operation} on {self.table}: {type(error).__name__}: {error}") from error
         return response
 

@@ -18,6 +18,7 @@ from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, 
 from bridge.channels.files import atomic_write, os_error
 from bridge.channels.newsml.g2 import MEDIA_TYPE
 from bridge.channels.newsml.options import NewsMLOptions
+from bridge.deadline import DeadlineMissed, by_deadline
 from bridge.digits import ascii_digits
 from bridge.errors import BridgeError, ChannelCredentialsRefused, ChannelRejected, ChannelUnavailable
 
@@ -180,13 +181,9 @@ class S3Target:
         one that stops mid-answer holds each of botocore's 3 attempts for it, with the channel's write waiting. The
         whole call gets the ``timeout``, as an HTTP channel's request does: a write that outlasts it is retried
         through the queue, and the item's name is the same, so a retry replaces it."""
-        deadline = asyncio.timeout(self._options.timeout)
         try:
-            async with deadline:
-                return await call
-        except TimeoutError:
-            if not deadline.expired():
-                raise
+            return await by_deadline(self._options.timeout, call)
+        except DeadlineMissed:
             raise ChannelUnavailable(
                 f"{self._label}: {action}: S3 did not answer within {self._options.timeout:g} s "
                 f"(endpoint {client.meta.endpoint_url})"
