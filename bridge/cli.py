@@ -20,6 +20,8 @@ from bridge.errors import BridgeError, ConfigError, TransientError
 from bridge.signals import two_steps
 
 if TYPE_CHECKING:
+    from _typeshed import SupportsWrite
+
     from bridge.admin.progress import ProgressSink
     from bridge.config import OpsSettings, QueueCommandSettings, StatusSettings
 
@@ -54,6 +56,16 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_CONFIG, f"{self.prog}: {message}\n")
+
+    def _print_message(self, message: str, file: SupportsWrite[str] | None = None) -> None:
+        # --help and --version are output like any command's: one that cannot be written (a full disk, a closed
+        # stdout) is an error line and exit 1, where argparse drops the OSError and exits 0 having printed nothing.
+        # Its own lines on stderr (usage, errors) it still writes as it does.
+        if file is not sys.stdout or not message:
+            super()._print_message(message, file)
+            return
+        with _writing_output():
+            print(message, end="")
 
     def parse_known_args(  # type: ignore[override]
         self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
@@ -109,7 +121,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         _say(misplaced)
         return EXIT_CONFIG
     parser = _parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except (OutputUnwritable, BrokenPipeError) as error:  # --help or --version
+        return _output_failed(error)
     from bridge.ops.logging import configure_logging, release_held_logs
 
     # Logs go to stderr (JSON); stdout is for a command's own output (tables, --json). Lines logged while a
@@ -126,22 +141,26 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         _say(f"kordiam-bridge: configuration error: {_one_line(naming_its_variable(error))}")
         return EXIT_CONFIG
+    except (OutputUnwritable, BrokenPipeError) as error:
+        return _output_failed(error)
     except BridgeError as error:  # operator commands: a clear message, no traceback
         _say(f"kordiam-bridge: {_one_line(error)}")
         return 1
     except (KeyboardInterrupt, asyncio.CancelledError):
         _say("kordiam-bridge: interrupted")
         return EXIT_INTERRUPTED
-    except BrokenPipeError:
-        # The reader of stdout went away (`dlq list --json | head`): nothing more to say to it. Python's own flush
-        # at exit would raise again, so stdout goes to /dev/null first.
-        _discard(sys.stdout)
-        return EXIT_BROKEN_PIPE
-    except OutputUnwritable as error:
-        _say(f"kordiam-bridge: {error}")
-        _discard(sys.stdout)
-        return 1
     return result
+
+
+def _output_failed(error: OutputUnwritable | BrokenPipeError) -> int:
+    """The exit code of a command whose output could not be written. What stdout still buffers would fail again at
+    Python's own flush at exit, so it goes to /dev/null first."""
+    _discard(sys.stdout)
+    if isinstance(error, BrokenPipeError):
+        # The reader of stdout went away (`dlq list --json | head`): nothing more to say to it.
+        return EXIT_BROKEN_PIPE
+    _say(f"kordiam-bridge: {error}")
+    return 1
 
 
 def _say(line: str) -> None:

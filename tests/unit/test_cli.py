@@ -235,6 +235,29 @@ def test_output_that_cannot_be_written_is_one_line_and_exit_1(
         assert capsys.readouterr().err == "kordiam-bridge: cannot write the output: stdout is closed\n"
 
 
+@pytest.mark.parametrize("argv", [["--help"], ["--version"], ["dlq", "list", "--help"], ["status", "-h"]])
+def test_help_that_cannot_be_written_is_one_line_and_exit_1(argv: list[str]) -> None:
+    # As every command's output: before, argparse dropped the write error and the help exited 0, printing nothing.
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(
+            [sys.executable, "-m", "bridge", *argv], check=False, stdout=full, stderr=subprocess.PIPE, timeout=60
+        )
+    assert (done.returncode, done.stderr) == (1, b"kordiam-bridge: cannot write the output: No space left on device\n")
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["dlq", "delete", "--help"]])
+def test_help_on_a_closed_or_full_stdout_is_one_line_and_exit_1(
+    argv: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "stdout", _FullDisk())
+    assert main(argv) == 1
+    assert capsys.readouterr().err == "kordiam-bridge: cannot write the output: No space left on device\n"
+    # `>&-`: before, argparse printed the help to stderr instead, exit 0.
+    monkeypatch.setattr(sys, "stdout", None)
+    assert main(argv) == 1
+    assert capsys.readouterr().err == "kordiam-bridge: cannot write the output: stdout is closed\n"
+
+
 def test_an_error_that_quotes_several_lines_is_printed_on_one(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
