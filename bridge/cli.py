@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TextIO, TypeVar
 from rich.console import Console
 
 from bridge import __version__
-from bridge.errors import BridgeError, ConfigError, TransientError
+from bridge.errors import BridgeError, ConfigError, TransientError, shown
 from bridge.signals import two_steps
 
 if TYPE_CHECKING:
@@ -74,7 +74,7 @@ class _Parser(argparse.ArgumentParser):
         # A command's own parser says what it does not know, named by its prog (`kordiam-bridge dlq list: …`);
         # argparse would leave it to the top parser, as "kordiam-bridge: unrecognized arguments".
         if unknown and self._subparsers is None:
-            self.error(f"unrecognized arguments: {' '.join(unknown)}")
+            self.error(f"unrecognized arguments: {' '.join(map(shown, unknown))}")
         return parsed, unknown
 
 

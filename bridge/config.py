@@ -47,7 +47,7 @@ from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSetti
 from pydantic_settings.exceptions import SettingsError
 
 from bridge import redaction
-from bridge.errors import ConfigError
+from bridge.errors import ConfigError, shown
 
 log = structlog.get_logger("bridge.config")
 
@@ -426,7 +426,7 @@ class QueueSettings(Section):
             try:
                 ssl.create_default_context(cafile=str(value))
             except (ssl.SSLError, OSError, ValueError) as error:
-                raise ValueError(f"{value} is not a PEM file of CA certificates ({error})") from None
+                raise ValueError(f"{shown(value)} is not a PEM file of CA certificates ({error})") from None
         return value
 
     @field_validator("endpoint_url")
@@ -1125,8 +1125,8 @@ def _channel_overrides(data: dict[str, Any]) -> dict[str, str]:
             prefix = CHANNEL_ENV_PREFIX + name.upper()
             raise ConfigError(
                 variable,
-                f"names channel {name.upper()} but no key of it: {prefix}__KEY sets one ({prefix}__AUTH__TOKEN "
-                "a nested one)",
+                f"names channel {shown(name.upper())} but no key of it: {shown(prefix + '__KEY')} sets one "
+                f"({shown(prefix + '__AUTH__TOKEN')} a nested one)",
             )
         value: Any = VariableText(raw)
         if raw.lstrip().startswith(("{", "[")):
@@ -1138,7 +1138,7 @@ def _channel_overrides(data: dict[str, Any]) -> dict[str, str]:
         for part in path[:-1]:
             nested = target.setdefault(part.lower(), {})
             if not isinstance(nested, dict):
-                raise ConfigError(variable, f"{part.lower()} is not a table")
+                raise ConfigError(variable, f"{shown(part.lower())} is not a table")
             target = nested
         target[path[-1].lower()] = value
         applied[f"channels[{index_of[id(channel)]}]." + ".".join(part.lower() for part in path)] = variable
@@ -1219,11 +1219,13 @@ def load_settings(
         except FileNotFoundError:
             if (descriptor := _descriptor_named(file)) is not None:
                 why = "stdin is closed" if descriptor == 0 else "sudo closes the one of --config <(…)"
-                problem = f"{file}: file descriptor {descriptor} is not open in this process ({why}): give a file"
+                problem = (
+                    f"{shown(file)}: file descriptor {descriptor} is not open in this process ({why}): give a file"
+                )
                 raise ConfigError(origin, problem) from None
-            raise ConfigError(origin, f"file {file} does not exist") from None
+            raise ConfigError(origin, f"file {shown(file)} does not exist") from None
         except IsADirectoryError:
-            raise ConfigError(origin, f"{file} is a directory, not a file") from None
+            raise ConfigError(origin, f"{shown(file)} is a directory, not a file") from None
         except RecursionError:
             raise ConfigError(str(file), "not valid TOML: nested too deeply") from None
         except tomllib.TOMLDecodeError as error:
@@ -1261,7 +1263,7 @@ def _validated(
     if not given and not variables:
         raise ConfigError("--config", "no configuration file given (--config or BRIDGE_CONFIG)")
     if empty_file is not None and not data and not variables:  # an empty mount or template, most likely
-        raise ConfigError(empty_file[0], f"{empty_file[1]} holds no settings (it is empty, or only comments)")
+        raise ConfigError(empty_file[0], f"{shown(empty_file[1])} holds no settings (it is empty, or only comments)")
     channels_variable = CHANNELS_ENV if _channels_from_environment(data) else None
     channel_variables = _channel_overrides(data)
     _warn_unused_variables(validated=model)
@@ -1419,13 +1421,13 @@ def _read_config_file(file: Path, origin: str) -> bytes:
             if not readable:
                 raise ConfigError(
                     origin,
-                    f"{file} is a pipe nothing was written to within {CONFIG_PIPE_WAIT_SECONDS:g} s (is the process "
-                    "that should write it running?)",
+                    f"{shown(file)} is a pipe nothing was written to within {CONFIG_PIPE_WAIT_SECONDS:g} s (is the "
+                    "process that should write it running?)",
                 )
         os.set_blocking(descriptor, True)
         content = handle.read(CONFIG_MAX_BYTES + 1)
     if len(content) > CONFIG_MAX_BYTES:
-        raise ConfigError(origin, f"{file} is larger than {CONFIG_MAX_BYTES} bytes: no configuration is")
+        raise ConfigError(origin, f"{shown(file)} is larger than {CONFIG_MAX_BYTES} bytes: no configuration is")
     return content
 
 

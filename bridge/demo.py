@@ -27,7 +27,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from bridge.config import Settings
-from bridge.errors import ConfigError
+from bridge.errors import ConfigError, shown
 from bridge.ops.logging import configure_logging
 from bridge.simulator import RunningSimulator, SimulatorSettings
 from bridge.simulator.webhooks import WebhookAuth
@@ -158,13 +158,14 @@ def _fresh_workdir(workdir: Path) -> Path:
     """``workdir`` emptied of an earlier run's output; ``ConfigError`` if it is not a directory, cannot be made, or
     holds anything else (``--workdir ~/site`` must never remove someone's ``website`` folder)."""
     if workdir.exists() and not workdir.is_dir():
-        raise ConfigError("--workdir", f"{workdir} is not a directory")
+        raise ConfigError("--workdir", f"{shown(workdir)} is not a directory")
     if workdir.is_dir():
         foreign = sorted(p.name for p in workdir.iterdir() if p.name not in GENERATED)
         if foreign:
-            shown = ", ".join(foreign[:3]) + (", …" if len(foreign) > 3 else "")
+            listed = ", ".join(map(shown, foreign[:3])) + (", …" if len(foreign) > 3 else "")
             raise ConfigError(
-                "--workdir", f"{workdir} holds files the demo did not make ({shown}); give a new or empty directory"
+                "--workdir",
+                f"{shown(workdir)} holds files the demo did not make ({listed}); give a new or empty directory",
             )
     try:
         for generated in GENERATED:
@@ -175,7 +176,7 @@ def _fresh_workdir(workdir: Path) -> Path:
                 target.unlink(missing_ok=True)
         workdir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise ConfigError("--workdir", f"cannot use {workdir}: {error.strerror or error}") from None
+        raise ConfigError("--workdir", f"cannot use {shown(workdir)}: {error.strerror or error}") from None
     return workdir
 
 

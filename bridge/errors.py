@@ -38,6 +38,14 @@ import os
 import socket
 
 
+def shown(name: object) -> str:
+    """``name`` (a file, a key, a variable or an argument the user gave) as a one-line error quotes it: as it is, or,
+    when it holds a line break or another character that is not printable, in ``repr``'s quotes and escapes
+    (``'bridge\\x1b[31m.toml'``): raw, it would break the line in two, or reach the terminal as an escape sequence."""
+    text = str(name)
+    return text if text.isprintable() else repr(text)
+
+
 class BridgeError(Exception):
     """Base class for errors the bridge raises on purpose."""
 
@@ -46,7 +54,7 @@ class ConfigError(BridgeError):
     """A configuration value is missing or wrong; ``key`` names it as the user wrote it."""
 
     def __init__(self, key: str, problem: str) -> None:
-        super().__init__(f"{key}: {problem}")
+        super().__init__(f"{shown(key)}: {problem}")
         self.key = key
         self.problem = problem
 

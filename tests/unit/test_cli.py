@@ -53,6 +53,8 @@ from tests.unit.fakes import MemoryStateStore
         (["dlq", "list", "--bogus"], "kordiam-bridge dlq list: unrecognized arguments: --bogus\n"),
         (["element", "1", "2"], "kordiam-bridge element: unrecognized arguments: 2\n"),
         (["status", "--sizes=3", "x"], "kordiam-bridge status: unrecognized arguments: --sizes=3 x\n"),
+        # A terminal escape, shown escaped: raw, it would clear the operator's screen.
+        (["status", "\x1b[2J"], "kordiam-bridge status: unrecognized arguments: '\\x1b[2J'\n"),
     ],
 )
 def test_a_bad_argument_is_one_line_naming_it_and_exit_2(
@@ -277,6 +279,113 @@ def test_an_error_that_quotes_several_lines_is_printed_on_one(
     monkeypatch.setattr(cli, "_check_config", refused)
     assert main(["check-config", "--config", "unused.toml"]) == 2
     assert capsys.readouterr().err == "kordiam-bridge: configuration error: queue.url: the broker said: not allowed\n"
+
+
+# A name with a line break and a terminal escape (it colours the rest of the terminal red).
+ODD_NAME = "odd\nname\x1b[31m"
+
+
+@pytest.mark.parametrize(
+    ("make", "argv", "variables", "line"),
+    [
+        (
+            None,
+            ["check-config", "--config", "{dir}/{odd}.toml"],
+            {},
+            "--config: file '{dir}/{odd}.toml' does not exist",
+        ),
+        (
+            None,
+            ["check-config"],
+            {"BRIDGE_CONFIG": "{dir}/{odd}.toml"},
+            "BRIDGE_CONFIG: file '{dir}/{odd}.toml' does not exist",
+        ),
+        ("dir", ["check-config", "--config", "{dir}/{odd}"], {}, "--config: '{dir}/{odd}' is a directory, not a file"),
+        (
+            "x = [",
+            ["check-config", "--config", "{dir}/{odd}"],
+            {},
+            "'{dir}/{odd}': not valid TOML: Invalid value (at end of document)",
+        ),
+        (
+            "",
+            ["check-config", "--config", "{dir}/{odd}"],
+            {},
+            "--config: '{dir}/{odd}' holds no settings (it is empty, or only comments)",
+        ),
+        (
+            "\xff",
+            ["check-config", "--config", "{dir}/{odd}"],
+            {},
+            "'{dir}/{odd}': not UTF-8 (byte 0); TOML files are UTF-8",
+        ),
+        (
+            '"odd\\nname\\u001b[31m" = 1\n',
+            ["check-config", "--config", "{dir}/{odd}"],
+            {},
+            "'{odd}': is not a known key",
+        ),
+        ("file", ["demo", "--workdir", "{dir}/{odd}"], {}, "--workdir: '{dir}/{odd}' is not a directory"),
+    ],
+)
+def test_a_name_with_a_control_character_is_escaped_in_an_error_line(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    make: str | None,
+    argv: list[str],
+    variables: dict[str, str],
+    line: str,
+) -> None:
+    # Before: printed raw, the line break read as a space (the file named so cannot be found) and the escape
+    # sequence reached the terminal.
+    def filled(text: str) -> str:
+        return text.replace("{dir}", str(tmp_path)).replace("{odd}", ODD_NAME)
+
+    def shown(text: str) -> str:
+        return text.replace("{dir}", str(tmp_path)).replace("{odd}", repr(ODD_NAME)[1:-1])
+
+    if make == "dir":
+        (tmp_path / ODD_NAME).mkdir()
+    elif make == "file":
+        (tmp_path / ODD_NAME).write_text("x")
+    elif make is not None:
+        (tmp_path / ODD_NAME).write_bytes(filled(make).encode("latin-1"))
+    for name, value in variables.items():
+        monkeypatch.setenv(name, filled(value))
+    main([filled(token) for token in argv])
+    err = capsys.readouterr().err
+    assert err.startswith(f"kordiam-bridge: configuration error: {shown(line)}"), err
+    assert err.count("\n") == 1 and "\x1b" not in err, err
+
+
+@pytest.mark.parametrize(
+    ("variable", "line"),
+    [
+        (f"BRIDGE_CHANNELS__WEB{ODD_NAME}__PATH", "'BRIDGE_CHANNELS__WEB{odd}__PATH': names no configured channel"),
+        (
+            f"BRIDGE_QUEUE__CONCURRENCY{ODD_NAME}",
+            "'BRIDGE_QUEUE__CONCURRENCY{odd} (queue.concurrency{lower})': is not a known key",
+        ),
+    ],
+)
+def test_a_variable_named_with_a_control_character_is_escaped_in_an_error_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, variable: str, line: str
+) -> None:
+    config = write_config(
+        tmp_path / "bridge.toml",
+        queue="https://sqs.eu-central-1.amazonaws.com/123456789012/bridge",
+        endpoint="http://127.0.0.1:9",
+        kordiam="http://127.0.0.1:9",
+        workdir=tmp_path,
+        ops_port=0,
+    )
+    monkeypatch.setenv(variable, "3")
+    assert main(["dlq", "list", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    expected = line.replace("{odd}", repr(ODD_NAME)[1:-1]).replace("{lower}", repr(ODD_NAME.lower())[1:-1])
+    assert err.startswith(f"kordiam-bridge: configuration error: {expected}"), err
+    assert err.count("\n") == 1 and "\x1b" not in err, err
 
 
 def test_an_error_found_after_loading_names_the_variable_that_set_the_setting(

@@ -917,6 +917,19 @@ def test_a_ca_file_that_holds_no_certificate_is_one_line(tmp_path: Path) -> None
     assert raised.value.key == "queue.ca_file" and "is not a PEM file of CA certificates" in raised.value.problem
 
 
+def test_a_ca_file_named_with_a_control_character_is_escaped_in_its_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Before: the name raw in the one line, its line break breaking it and its escape sequence reaching the terminal.
+    not_pem = tmp_path / "ca\n\x1b[31m.pem"
+    not_pem.write_text("[queue]\nurl = 'x'\n")
+    monkeypatch.setenv("BRIDGE_QUEUE__CA_FILE", str(not_pem))
+    with pytest.raises(ConfigError) as raised:
+        load_settings(write(tmp_path, STOMP))
+    assert raised.value.key == "BRIDGE_QUEUE__CA_FILE (queue.ca_file)", raised.value
+    assert raised.value.problem.startswith(f"{str(not_pem)!r} is not a PEM file of CA certificates"), raised.value
+
+
 def test_an_empty_folder_path_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # An empty template variable must not turn into "." (the worker's working directory).
     monkeypatch.setenv("BRIDGE_CHANNELS__PRINT__PATH", "")
