@@ -1259,6 +1259,7 @@ def _validated(
     """``load_settings`` past the file: ``data`` (the file's and ``overrides``' keys) with the environment applied,
     validated as ``model``. ``empty_file``: the file's origin and path, when it held no settings."""
     _refuse_variables_not_utf8()
+    _refuse_keys_set_twice(model)
     variables = _setting_variables()
     if not given and not variables:
         raise ConfigError("--config", "no configuration file given (--config or BRIDGE_CONFIG)")
@@ -1312,6 +1313,41 @@ def _refuse_variables_not_utf8() -> None:
             # Where the first wrong byte is, never the value itself: it may be a secret.
             at = len(value[: error.start].encode())
             raise ConfigError(variable, f"its value is not UTF-8 (byte {at}); write it in UTF-8") from None
+
+
+def _refuse_keys_set_twice(model: type[_FileAndEnvironment]) -> None:
+    """A variable that sets a table as JSON (``BRIDGE_QUEUE='{"concurrency": 8}'``) beside one that sets a key
+    of it the JSON sets too (``BRIDGE_QUEUE__CONCURRENCY=64``): one of the two would be ignored without a word (the
+    single key wins), and which one was meant only the operator knows. Keys of the table its JSON leaves out may come
+    from their own variables (a secret beside the rest). Only for the sections ``model`` reads; ``BRIDGE_CHANNELS``
+    and the by-name variables are documented to apply together."""
+    names = {
+        variable.upper(): variable
+        for variable in os.environ
+        if variable.upper().startswith(ENV_PREFIX)
+        and not variable.upper().startswith(OTHER_ENV_PREFIXES)
+        and variable.upper() not in (CONFIG_ENV, CHANNELS_ENV)
+        and variable.upper().removeprefix(ENV_PREFIX).partition("__")[0].lower() in model.model_fields
+    }
+    for upper, table_variable in sorted(names.items()):
+        raw = os.environ[table_variable]
+        if not raw.lstrip().startswith("{"):
+            continue
+        try:
+            table = json.loads(raw)
+        except ValueError:
+            continue  # the variable's own error, where it is read
+        for other in sorted(name for name in names if name.startswith(upper + "__")):
+            path = other[len(upper) + 2 :].lower().split("__")
+            held: Any = table
+            for depth, part in enumerate(path):
+                if not isinstance(held, dict) or part not in held:
+                    break
+                held = held[part]
+                if depth == len(path) - 1 or not isinstance(held, dict):
+                    key = ".".join([*upper.removeprefix(ENV_PREFIX).lower().split("__"), *path[: depth + 1]])
+                    problem = f"sets {shown(key)}, which {shown(table_variable)} sets too (a JSON table): set it in one"
+                    raise ConfigError(names[other], f"{problem} of them")
 
 
 def _unvalidated_secrets(data: dict[str, Any], channel_options_model: ChannelOptionsModel | None) -> list[str]:

@@ -687,6 +687,71 @@ def test_a_whole_section_from_a_variable_that_is_not_a_json_table_is_one_line(
 
 
 @pytest.mark.parametrize(
+    ("table", "value", "variable", "key"),
+    [
+        ("BRIDGE_QUEUE", '{"concurrency": 8}', "BRIDGE_QUEUE__CONCURRENCY", "queue.concurrency"),
+        ("bridge_queue", '{"concurrency": 8}', "BRIDGE_QUEUE__CONCURRENCY", "queue.concurrency"),
+        # The table sets url as a text: the other variable sets a key inside that text.
+        ("BRIDGE_QUEUE", '{"url": "http://127.0.0.1:4566/0/q"}', "BRIDGE_QUEUE__URL__HOST", "queue.url"),
+        (
+            "BRIDGE_INGRESS__GLOBAL_EXPORT",
+            '{"auth": {"type": "bearer", "token": "t0ken-value-1"}}',
+            "BRIDGE_INGRESS__GLOBAL_EXPORT__AUTH__TOKEN",
+            "ingress.global_export.auth.token",
+        ),
+        (
+            "BRIDGE_CHANNELS__CMS__AUTH",
+            '{"type": "bearer", "token": "t0ken-value-1"}',
+            "BRIDGE_CHANNELS__CMS__AUTH__TOKEN",
+            "channels.cms.auth.token",
+        ),
+    ],
+)
+def test_a_key_set_both_by_a_table_variable_and_its_own_variable_is_refused_naming_both(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    table: str,
+    value: str,
+    variable: str,
+    key: str,
+) -> None:
+    # Before: the single key won silently (BRIDGE_QUEUE='{"concurrency": 8}' beside BRIDGE_QUEUE__CONCURRENCY=64
+    # ran 64), whichever the operator meant.
+    monkeypatch.setenv(table, value)
+    monkeypatch.setenv(variable, "t0ken-value-2" if key.endswith("token") else "64")
+    path = write(tmp_path, VALID + INGRESS + WEBHOOK_CHANNEL)
+    with pytest.raises(ConfigError) as raised:
+        load_settings(path, model=FileSettings)
+    assert (raised.value.key, raised.value.problem) == (
+        variable,
+        f"sets {key}, which {table} sets too (a JSON table): set it in one of them",
+    )
+    assert main(["check-config", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"kordiam-bridge: configuration error: {variable}: {raised.value.problem}\n", err
+    assert "t0ken" not in err
+
+
+def test_a_table_variable_and_a_variable_for_another_of_its_keys_both_apply(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Nothing is set twice: the table from one place (a deployment's JSON), a key beside it from another (a secret).
+    monkeypatch.setenv("BRIDGE_QUEUE", '{"concurrency": 8}')
+    monkeypatch.setenv("BRIDGE_QUEUE__READ_AHEAD", "0")
+    monkeypatch.setenv("BRIDGE_INGRESS__GLOBAL_EXPORT", '{"auth": {"type": "bearer"}}')
+    monkeypatch.setenv("BRIDGE_INGRESS__GLOBAL_EXPORT__AUTH__TOKEN", "t0ken-value-1")
+    monkeypatch.setenv("BRIDGE_CHANNELS__CMS__AUTH", '{"type": "bearer"}')
+    monkeypatch.setenv("BRIDGE_CHANNELS__CMS__AUTH__TOKEN", "t0ken-value-2")
+    settings = load_settings(write(tmp_path, VALID + INGRESS + WEBHOOK_CHANNEL), model=FileSettings)
+    assert (settings.queue.concurrency, settings.queue.read_ahead) == (8, 0)
+    assert settings.ingress is not None and settings.ingress.global_export is not None
+    auth = settings.ingress.global_export.auth
+    assert isinstance(auth, BearerAuth) and auth.token.get_secret_value() == "t0ken-value-1"
+    assert settings.channels[2].options["auth"] == {"type": "bearer", "token": "t0ken-value-2"}
+
+
+@pytest.mark.parametrize(
     ("change", "key", "problem"),
     [
         (("username", "endpoint_url = 'http://x'\nusername"), "queue.endpoint_url", "is for SQS queues only"),
