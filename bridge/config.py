@@ -779,6 +779,13 @@ def _ingress_path(value: str) -> str:
 # that carries it is answered 400 before the ingress sees it.
 INGRESS_FIELD_BYTES = 2048
 INGRESS_NAME_BYTES = INGRESS_FIELD_BYTES // 2
+# And a request line of this many bytes (aiohttp's C parser counts its target, path and query; its pure-Python parser
+# the whole line): a receiver's path must leave room in it for Kordiam's longest call, or that call is answered 400
+# before the ingress sees it. Kordiam adds no query string (seeds 001 and 002); the id it puts in a PUT or DELETE
+# path is kept INGRESS_ID_BYTES: the CMS item's id the worker linked, of which a DynamoDB state store maps back at
+# most 1 KiB (bridge.state.dynamodb.MAX_EXTERNAL_KEY_BYTES), or the id the ingress answered itself.
+INGRESS_LINE_BYTES = 2048
+INGRESS_ID_BYTES = 1024
 
 
 def _header_line_problem(name: str, value_bytes: int, what: str, *, prefix: str = "") -> str | None:
@@ -791,6 +798,26 @@ def _header_line_problem(name: str, value_bytes: int, what: str, *, prefix: str 
         f"is {value_bytes} bytes, too long to reach the ingress: it takes a header line ({name}: {prefix}…) of at most "
         f"{INGRESS_FIELD_BYTES} bytes, so {what} of at most {room}"
     )
+
+
+def _request_line_room(call: str) -> int:
+    """How long a path Kordiam's ``call`` (method and target, ``{path}`` where the path goes and ``{id}`` where an id
+    does) may carry within a request line of INGRESS_LINE_BYTES."""
+    fixed = f"{call} HTTP/1.1".replace("{path}", "").replace("{id}", "")
+    return INGRESS_LINE_BYTES - len(fixed.encode()) - (INGRESS_ID_BYTES if "{id}" in call else 0)
+
+
+def _longest_call(path: str, call: str) -> str:
+    """``path``, or the error when Kordiam's longest ``call`` under it (``_request_line_room``) cannot reach the
+    ingress."""
+    room = _request_line_room(call)
+    if len(path.encode()) > room:
+        kept = f", {INGRESS_ID_BYTES} bytes kept for the id" if "{id}" in call else ""
+        raise ValueError(
+            f"is {len(path.encode())} bytes, too long to reach the ingress: Kordiam's longest call to it "
+            f"({call}{kept}) takes a request line of at most {INGRESS_LINE_BYTES} bytes, so a path of at most {room}"
+        )
+    return path
 
 
 class BearerCheck(BearerAuth):
@@ -851,6 +878,23 @@ class GlobalExportReceiver(Section):
 
     _path = field_validator("path")(_ingress_path)
 
+    @field_validator("path")
+    @classmethod
+    def _fits_a_request_line(cls, value: str) -> str:
+        return _longest_call(value, "DELETE {path}/element/{id}")
+
+    @model_validator(mode="after")
+    def _token_path_fits_a_request_line(self) -> GlobalExportReceiver:
+        if isinstance(self.auth, ApiKeyCheck):
+            room = _request_line_room(f"POST {self.path}{{path}}")  # the token path after this receiver's path
+            if len(self.auth.token_path.encode()) > room:
+                raise ValueError(
+                    f"auth.token_path: is {len(self.auth.token_path.encode())} bytes, too long to reach the ingress: "
+                    f"Kordiam's token call (POST {{path}}{{token_path}}) takes a request line of at most "
+                    f"{INGRESS_LINE_BYTES} bytes, so a token_path of at most {room} after this path"
+                )
+        return self
+
 
 class PlatformReceiver(Section):
     """Seed 002: Kordiam calls ``{path}/oauth2/token`` with HTTP Basic ``api_user:api_secret``, then the rest with
@@ -863,6 +907,11 @@ class PlatformReceiver(Section):
 
     _path = field_validator("path")(_ingress_path)
     _secret = field_validator("api_secret")(plausible_secret)
+
+    @field_validator("path")
+    @classmethod
+    def _fits_a_request_line(cls, value: str) -> str:
+        return _longest_call(value, "DELETE {path}/publication/{id}")
 
     @model_validator(mode="after")
     def _fits_a_request_head(self) -> PlatformReceiver:

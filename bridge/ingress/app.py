@@ -33,7 +33,7 @@ from aiohttp import HttpVersion11, web
 from aiohttp.http_exceptions import HttpProcessingError, TransferEncodingError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from bridge.config import INGRESS_FIELD_BYTES, ApiKeyCheck, IngressCommandSettings, IngressSettings
+from bridge.config import INGRESS_FIELD_BYTES, INGRESS_LINE_BYTES, ApiKeyCheck, IngressCommandSettings, IngressSettings
 from bridge.errors import ConfigError
 from bridge.ingress import metrics
 from bridge.ingress.auth import KeyExchange, TokenIssuer, credential_check
@@ -461,9 +461,10 @@ class IngressServer:
     # name before it, so a head may hold 32 values of 2 KiB and names of 1 KiB:
     # measured (``kordiam-bridge ingress``), 512 (``max_connections``) such heads unfinished took +102 MiB over the
     # idle 93 MiB, which leaves the half of the task that ``ingress.max_concurrent_requests`` bodies may take.
-    # The configuration refuses credentials that could not arrive within these (``bridge.config``'s
-    # INGRESS_FIELD_BYTES: a whole field line, as the pure-Python parser counts it, and a name of half of it).
-    max_line_size: ClassVar[int] = 2048  # the request target (the C parser), the request line (the Python one)
+    # The configuration refuses credentials and receiver paths that could not arrive within these (``bridge.config``'s
+    # INGRESS_FIELD_BYTES: a whole field line, as the pure-Python parser counts it, and a name of half of it;
+    # INGRESS_LINE_BYTES: the request target for the C parser, the request line for the Python one).
+    max_line_size: ClassVar[int] = INGRESS_LINE_BYTES
     max_field_size: ClassVar[int] = INGRESS_FIELD_BYTES
     max_headers: ClassVar[int] = 32
 

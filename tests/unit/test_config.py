@@ -956,6 +956,55 @@ def test_check_config_refuses_a_bearer_token_too_long_for_a_request_head(
     assert key in line and "2026" in line and too_long[:100] not in line
 
 
+# Receiver paths the ingress's request line limit (IngressServer.max_line_size, 2048 bytes) would refuse: before, each
+# passed check-config, and every call to it was answered 400 by aiohttp. Kordiam's longest call is a DELETE with the
+# id in its path, for which 1024 bytes are kept (the longest id a DynamoDB state store maps back).
+LONG_PATHS = [
+    (
+        "ingress.global_export.path",
+        '[ingress.global_export]\npath = "/%s"\nauth = { type = "bearer", token = "a-bearer-token" }',
+        998,  # 2048 - len("DELETE ") - len("/element/") - 1024 - len(" HTTP/1.1"), its "/" apart
+        "a path of at most 999",
+    ),
+    (
+        "ingress.platform.path",
+        '[ingress.platform]\npath = "/%s"\napi_user = "kordiam"\napi_secret = "an-api-secret"',
+        994,  # 2048 - len("DELETE ") - len("/publication/") - 1024 - len(" HTTP/1.1"), its "/" apart
+        "a path of at most 995",
+    ),
+    (
+        "ingress.global_export.auth.token_path",
+        '[ingress.global_export]\nauth = { type = "api_key", api_key = "key", api_secret = "an-api-secret", '
+        'token_path = "/%s" }',
+        2025,  # 2048 - len("POST ") - len("/kordiam") - len(" HTTP/1.1"), its "/" apart
+        "a token_path of at most 2026",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("key", "ingress", "longest", "limit"), LONG_PATHS, ids=["global-export", "platform", "token-path"]
+)
+def test_the_ingress_refuses_a_path_too_long_for_a_request_line(
+    key: str, ingress: str, longest: int, limit: str, tmp_path: Path
+) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_settings(write(tmp_path, VALID + ingress % ("p" * (longest + 1))), model=IngressCommandSettings)
+    assert raised.value.key == key and limit in raised.value.problem and "2048" in raised.value.problem
+    assert "\n" not in str(raised.value)
+    load_settings(write(tmp_path, VALID + ingress % ("p" * longest)), model=IngressCommandSettings)
+
+
+def test_check_config_refuses_a_receiver_path_too_long_for_a_request_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    key, ingress, longest, limit = LONG_PATHS[0]
+    config = write(tmp_path, VALID + "\n[ingress]\n" + ingress % ("p" * (longest + 1)))
+    assert main(["check-config", "--config", str(config)]) == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert key in line and limit in line
+
+
 def test_a_channel_may_send_a_token_longer_than_the_ingress_takes() -> None:
     # The head limits are the ingress's own: a CMS may take a longer token.
     sent = TypeAdapter(WebhookAuth).validate_python({"type": "bearer", "token": "T" * 4000})

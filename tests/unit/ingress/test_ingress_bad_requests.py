@@ -217,3 +217,43 @@ async def answer_to(port: int, path: str, first_fields: list[tuple[str, str]], b
         return await asyncio.wait_for(reader.read(), WITHIN)
     finally:
         writer.close()
+
+
+async def test_the_longest_receiver_paths_the_configuration_takes_reach_the_ingress(tmp_path: Path) -> None:
+    # The configuration refuses paths beyond these (bridge.config.INGRESS_LINE_BYTES): Kordiam's longest call to
+    # each, a DELETE with an id of the 1024 bytes kept for it, is a request line of exactly 2048 bytes.
+    store = SqliteStateStore(tmp_path / "state.db")
+    await store.open()
+    global_export, platform = "/" + "g" * 998, "/" + "p" * 994
+    config = settings(
+        global_export={"path": global_export, "auth": {"type": "bearer", "token": LONGEST_TOKEN}},
+        platform={"path": platform, "api_user": "kordiam", "api_secret": LONGEST_SECRET},
+    )
+    app, _ = build_app(config, RecordingTransport(), store, "web")
+    server = IngressServer(app, "127.0.0.1", 0)
+    await server.start()
+    try:
+        basic = base64.b64encode(f"kordiam:{LONGEST_SECRET}".encode()).decode()
+        issued = await answer_to(server.port, f"{platform}/oauth2/token", [("Authorization", f"Basic {basic}")], b"")
+        token = json.loads(issued.partition(b"\r\n\r\n")[2])["access_token"]
+        answers = [
+            await delete(server.port, f"{global_export}/element/{'1' * 1024}", LONGEST_TOKEN),
+            await delete(server.port, f"{platform}/publication/{'2' * 1024}", token),
+        ]
+    finally:
+        await server.stop()
+        await store.close()
+    assert [answer.partition(b"\r\n")[0] for answer in answers] == [b"HTTP/1.1 200 OK"] * 2
+    assert all(answer.endswith(b'{"id": null, "mapped": false}') for answer in answers)
+
+
+async def delete(port: int, target: str, token: str) -> bytes:
+    """The answer to a DELETE of ``target`` with ``token``, its request line exactly 2048 bytes."""
+    line = f"DELETE {target} HTTP/1.1"
+    assert len(line) == 2048
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"{line}\r\nHost: ingress\r\nConnection: close\r\nAuthorization: Bearer {token}\r\n\r\n".encode())
+    try:
+        return await asyncio.wait_for(reader.read(), WITHIN)
+    finally:
+        writer.close()
