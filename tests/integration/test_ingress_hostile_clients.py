@@ -174,6 +174,16 @@ CASES = {
     # garbage is answered by the 400 alone and not enqueued, so its client retries it (Kordiam sends one call at a
     # time on a connection).
     "a-webhook-then-garbage-in-one-write": Case(post() + b"GARBAGE\r\n\r\n", ((400, TEXT),), refused()),
+    # Garbage in the same write as the end of a body whose head came before: that call was under way, so it is
+    # answered and enqueued, and the garbage gets its own 400 after it.
+    "a-body-ends-then-garbage-in-one-write": Case(
+        post()[:-10],
+        ((201, JSON), (400, TEXT)),
+        {(CREATE, 201): 1, (UNPARSED_ROUTE, 400): 1},
+        (4712,),
+        then="later",
+        later=post()[-10:] + b"GARBAGE\r\n\r\n",
+    ),
     # A chunk-size line broken once the body is being read: aiohttp's C parser drops the body it was feeding
     # without an error (and queues its 400 behind the call), so the call ends at ingress.body_timeout_seconds.
     "chunk-size-line-broken-mid-body": Case(
