@@ -7,12 +7,12 @@ cannot parse gets aiohttp's own plain-text 400 (logged as ``ingress_bad_request`
 answer in ``RequestHandler.handle_error``, outside the middlewares and ``on_response_prepare``, so replacing it
 would mean subclassing its undocumented protocol class; aiohttp 4.0 passes these requests through the middlewares
 (aio-libs/aiohttp#3287), where ``_errors`` would answer them in JSON. Bodies above ``ingress.max_body_bytes`` get
-413 before they are read (instead of ``100 Continue`` when the client asked for it: ``_continue_unless_too_large``);
-a client above its rate gets 429 with ``Retry-After``; a call beyond ``ingress.max_concurrent_requests`` in progress
-gets 503 with ``Retry-After`` at once; a body later than ``ingress.body_timeout_seconds`` gets 408; a connection
-without a whole request head within ``IngressServer.keepalive_timeout`` of its opening or its last answer is closed;
-beyond ``ingress.max_connections`` open connections, the longest idle one is closed for a new one, or the new one is
-(``ConnectionCap``).
+413 before they are read, and calls with credentials their route refuses 401, instead of ``100 Continue`` when the
+client asked for it (``_continue_if``); a client above its rate gets 429 with ``Retry-After``; a call beyond
+``ingress.max_concurrent_requests`` in progress gets 503 with ``Retry-After`` at once; a body later than
+``ingress.body_timeout_seconds`` gets 408; a connection without a whole request head within
+``IngressServer.keepalive_timeout`` of its opening or its last answer is closed; beyond ``ingress.max_connections``
+open connections, the longest idle one is closed for a new one, or the new one is (``ConnectionCap``).
 """
 
 from __future__ import annotations
@@ -36,13 +36,15 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from bridge.config import INGRESS_FIELD_BYTES, INGRESS_LINE_BYTES, ApiKeyCheck, IngressCommandSettings, IngressSettings
 from bridge.errors import ConfigError
 from bridge.ingress import metrics
-from bridge.ingress.auth import KeyExchange, TokenIssuer, credential_check
+from bridge.ingress.auth import CredentialCheck, KeyExchange, TokenIssuer, credential_check
 from bridge.ingress.common import (
     BODY_DEADLINE,
     CLIENT_CLOSED_REQUEST,
     ENQUEUED,
     RECHECK_SECONDS,
+    ContinueIf,
     Enqueuer,
+    ExpectHandler,
     log,
     problem,
     retry_later,
@@ -181,17 +183,18 @@ def build_app(
     )
     app[CAPACITY] = capacity
     app[CONNECTIONS] = connections
+    expect = _continue_if(settings.max_body_bytes)
     routes: list[web.RouteDef] = []
     if settings.global_export is not None:
         receiver = settings.global_export
         token_path = receiver.auth.token_path if isinstance(receiver.auth, ApiKeyCheck) else None
         check = credential_check(receiver.auth, audience="global_export")
-        routes += GlobalExportReceiver(receiver.path, check, enqueuer, lookup, token_path=token_path).routes()
+        routes += GlobalExportReceiver(receiver.path, check, enqueuer, lookup, token_path=token_path).routes(expect)
     if settings.platform is not None:
         platform = settings.platform
         secret = platform.api_secret.get_secret_value()
         exchange = KeyExchange(platform.api_user, secret, TokenIssuer(secret, platform.token_ttl_seconds, "platform"))
-        routes += PlatformReceiver(platform.path, exchange, enqueuer, lookup).routes()
+        routes += PlatformReceiver(platform.path, exchange, enqueuer, lookup).routes(expect)
 
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
@@ -206,37 +209,64 @@ def build_app(
     async def prometheus(_: web.Request) -> web.Response:
         return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
-    routes += [web.get("/healthz", healthz), web.get("/readyz", readyz), web.get("/metrics", prometheus)]
-    expect = _continue_unless_too_large(settings.max_body_bytes)
-    app.add_routes(web.RouteDef(r.method, r.path, r.handler, r.kwargs | {"expect_handler": expect}) for r in routes)
+    health = expect(None)
+    routes += [
+        web.get("/healthz", healthz, expect_handler=health),
+        web.get("/readyz", readyz, expect_handler=health),
+        web.get("/metrics", prometheus, expect_handler=health),
+    ]
+    app.add_routes(routes)
     return app, enqueuer
 
 
-def _continue_unless_too_large(max_body_bytes: int) -> Callable[[web.Request], Awaitable[web.StreamResponse | None]]:
-    """aiohttp's answer to ``Expect`` (it runs before any middleware), but for a body declared larger than
-    ``max_body_bytes`` no ``100 Continue``, so the 413 that follows (``_limits``) comes before the client sends a byte
-    of it; and an ``Expect`` other than ``100-continue`` answered JSON like every other refusal (aiohttp's own
-    answer was text quoting it)."""
+# 100 Continue was sent: the client's body is on its way.
+CONTINUED = web.RequestKey("continued", bool)
 
-    async def expect(request: web.Request) -> web.StreamResponse | None:
-        if request.version != HttpVersion11:
-            return None  # HTTP/1.0 has no 100 Continue
-        if not _asks_to_continue(request):
-            refused = problem(417, "Expect: only 100-continue is understood")
-            refused.force_close()
-            return refused
-        if request.content_length is not None and request.content_length > max_body_bytes:
+
+def _continue_if(max_body_bytes: int) -> ContinueIf:
+    """aiohttp's answer to ``Expect`` (it runs before any middleware, and an answer it returns skips them all), for a
+    route whose callers must pass ``check``: ``100 Continue`` only for a body that may be taken, so a refusal the
+    middlewares or the handler answer comes before the client sends a byte of it: a body declared larger than
+    ``max_body_bytes`` (413, ``_limits``), credentials ``check`` refuses (401, the handler's own check). An ``Expect``
+    other than ``100-continue`` gets no 100 either, and its 417 from ``_limits``."""
+
+    def for_route(check: CredentialCheck | KeyExchange | None) -> ExpectHandler:
+        async def expect(request: web.Request) -> web.StreamResponse | None:
+            if not _asks_to_continue(request):
+                return None
+            if request.content_length is not None and request.content_length > max_body_bytes:
+                return None
+            if check is not None and check.check(request.headers) is not None:
+                return None
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            request.writer.output_size = 0  # as aiohttp does: the answer proper is still to be sent
+            request[CONTINUED] = True
             return None
-        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        request.writer.output_size = 0  # as aiohttp does: the answer proper is still to be sent
-        return None
 
-    return expect
+        return expect
+
+    return for_route
 
 
 def _asks_to_continue(request: web.Request) -> bool:
     """An HTTP/1.1 request whose client waits for ``100 Continue`` before it sends its body."""
     return request.version == HttpVersion11 and request.headers.get("Expect", "").lower() == "100-continue"
+
+
+def _expects_otherwise(request: web.Request) -> bool:
+    """An HTTP/1.1 request with an expectation the ingress cannot meet (HTTP/1.0 has none: its ``Expect`` is
+    ignored)."""
+    return request.version == HttpVersion11 and "Expect" in request.headers and not _asks_to_continue(request)
+
+
+def _uninvited(request: web.Request, answer: web.StreamResponse) -> web.StreamResponse:
+    """``answer``, and for a client that waits for ``100 Continue`` and got none, the connection closed after it: no
+    body is on its way, so none is read on for aiohttp's lingering time (as a body already on its way is, so that its
+    client reads the answer rather than a reset)."""
+    if _asks_to_continue(request) and CONTINUED not in request and not request.content.is_eof():
+        request.content.feed_eof()
+        answer.force_close()
+    return answer
 
 
 def _route_name(request: web.Request) -> str:
@@ -354,17 +384,16 @@ def _limits(
 ) -> Callable[..., Awaitable[web.StreamResponse]]:
     @web.middleware
     async def limits(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if _expects_otherwise(request):  # aiohttp's own answer was text quoting it
+            refused = problem(417, "Expect: only 100-continue is understood")
+            refused.force_close()
+            return refused
         if request.path in _UNCAPPED:  # a load balancer's probe must not fail because the receivers are busy
             return await handler(request)
         if request.content_length is not None and request.content_length > settings.max_body_bytes:
-            too_large = problem(413, f"body larger than ingress.max_body_bytes ({settings.max_body_bytes} bytes)")
-            if _asks_to_continue(request):
-                # No 100 Continue invited the body, so none is on its way: the connection is closed after the
-                # answer, not read on for aiohttp's lingering time (as a body already on its way is, so that the
-                # client reads the 413 rather than a reset).
-                request.content.feed_eof()
-                too_large.force_close()
-            return too_large
+            return _uninvited(
+                request, problem(413, f"body larger than ingress.max_body_bytes ({settings.max_body_bytes} bytes)")
+            )
         request[CLIENT] = client = client_address(request, settings.trusted_proxies)
         if not limiter.allow(client):
             metrics.RATE_LIMITED.inc()
@@ -384,7 +413,7 @@ def _limits(
         # Not a client gone before its answer (499): that may be Kordiam's own timeout of a slow call.
         if 400 <= response.status < 500 and response.status != CLIENT_CLOSED_REQUEST:
             limiter.charge(client)
-        return response
+        return _uninvited(request, response)
 
     return limits
 

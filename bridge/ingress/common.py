@@ -44,6 +44,13 @@ BODY_DEADLINE = web.RequestKey("body_deadline", float)
 CLIENT_CLOSED_REQUEST = 499
 
 
+# A route's answer to ``Expect: 100-continue`` (aiohttp's ``expect_handler``), and what builds it (bridge.ingress.app)
+# from the credential check the route's callers must pass before their body is invited: None for a token route,
+# whose caller may be known only from its body (seed 002's form).
+ExpectHandler = Callable[[web.Request], Awaitable[web.StreamResponse | None]]
+ContinueIf = Callable[[CredentialCheck | KeyExchange | None], ExpectHandler]
+
+
 class QueueUnavailable(Exception):
     """The queue did not confirm the send in time: the caller answers 503 and Kordiam retries."""
 
@@ -262,7 +269,7 @@ def _utf8(text: str) -> bool:
 MAX_TOKEN_FORMS_IN_PROGRESS = 8
 
 
-def token_route(path: str, exchange: KeyExchange, receiver: str, name: str) -> web.RouteDef:
+def token_route(path: str, exchange: KeyExchange, receiver: str, name: str, expect: ContinueIf) -> web.RouteDef:
     """``POST {path}``: HTTP Basic ``key:secret`` or the form ``api_key=…&api_secret=…`` → a bearer token."""
     forms_in_progress = 0
 
@@ -290,7 +297,7 @@ def token_route(path: str, exchange: KeyExchange, receiver: str, name: str) -> w
         # RFC 6749 5.1: an answer carrying a token must not be stored by any cache on its way.
         return web.json_response(answer, headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
 
-    return web.post(path, issue_token, name=name)
+    return web.post(path, issue_token, name=name, expect_handler=expect(None))
 
 
 async def _small_body(request: web.Request) -> bytes | web.Response:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from bridge.ingress.auth import CredentialCheck, KeyExchange
-from bridge.ingress.common import ElementCalls, Enqueuer, token_route
+from bridge.ingress.common import ContinueIf, ElementCalls, Enqueuer, token_route
 from bridge.ingress.lookup import ID_SEGMENT, NO_ID, ElementLookup, distinct_elements, id_answer, positive_int
 from bridge.pipeline.notification import Event
 
@@ -39,14 +39,18 @@ class GlobalExportReceiver:
         self._calls = ElementCalls(RECEIVER, SOURCE, check, enqueuer)
         self._lookup = lookup
 
-    def routes(self) -> list[web.RouteDef]:
+    def routes(self, expect: ContinueIf) -> list[web.RouteDef]:
+        element, checked = f"{self.path}/element", expect(self._check)
         routes = [
-            web.post(f"{self.path}/element", self._create, name="global_export.create"),
-            web.put(f"{self.path}/element/{{{ID_SEGMENT}}}", self._update, name="global_export.update"),
-            web.delete(f"{self.path}/element/{{{ID_SEGMENT}}}", self._delete, name="global_export.delete"),
+            web.post(element, self._create, name="global_export.create", expect_handler=checked),
+            web.put(f"{element}/{{{ID_SEGMENT}}}", self._update, name="global_export.update", expect_handler=checked),
+            web.delete(
+                f"{element}/{{{ID_SEGMENT}}}", self._delete, name="global_export.delete", expect_handler=checked
+            ),
         ]
         if isinstance(self._check, KeyExchange) and self._token_path is not None:
-            routes.append(token_route(f"{self.path}{self._token_path}", self._check, RECEIVER, "global_export.token"))
+            token_path = f"{self.path}{self._token_path}"
+            routes.append(token_route(token_path, self._check, RECEIVER, "global_export.token", expect))
         return routes
 
     async def _create(self, request: web.Request) -> web.Response:

@@ -19,6 +19,7 @@ from aiohttp import web
 
 from bridge.ingress.auth import KeyExchange
 from bridge.ingress.common import (
+    ContinueIf,
     ElementCalls,
     Enqueuer,
     authenticate,
@@ -44,14 +45,15 @@ class PlatformReceiver:
         self._calls = ElementCalls(RECEIVER, SOURCE, exchange, enqueuer)
         self._lookup = lookup
 
-    def routes(self) -> list[web.RouteDef]:
+    def routes(self, expect: ContinueIf) -> list[web.RouteDef]:
+        publication, checked = f"{self.path}/publication", expect(self._exchange)
         return [
-            token_route(f"{self.path}/oauth2/token", self._exchange, RECEIVER, "platform.token"),
-            web.post(f"{self.path}/statuses", self._statuses, name="platform.statuses"),
-            web.post(f"{self.path}/publication", self._create, name="platform.create"),
-            web.put(f"{self.path}/publication/{{{ID_SEGMENT}}}", self._update, name="platform.update"),
-            web.delete(f"{self.path}/publication/{{{ID_SEGMENT}}}", self._delete, name="platform.delete"),
-            web.post(f"{self.path}/files", self._update, name="platform.files"),
+            token_route(f"{self.path}/oauth2/token", self._exchange, RECEIVER, "platform.token", expect),
+            web.post(f"{self.path}/statuses", self._statuses, name="platform.statuses", expect_handler=checked),
+            web.post(publication, self._create, name="platform.create", expect_handler=checked),
+            web.put(f"{publication}/{{{ID_SEGMENT}}}", self._update, name="platform.update", expect_handler=checked),
+            web.delete(f"{publication}/{{{ID_SEGMENT}}}", self._delete, name="platform.delete", expect_handler=checked),
+            web.post(f"{self.path}/files", self._update, name="platform.files", expect_handler=checked),
         ]
 
     async def _statuses(self, request: web.Request) -> web.Response:

@@ -169,6 +169,16 @@ CASES = {
         ((413, JSON),),
         {(CREATE, 413): 1},
     ),
+    # The credentials are checked before the body is invited: a 401 instead of 100 Continue, the body never sent.
+    "expect-100-continue-wrong-token": Case(
+        post(b"", head=b"Expect: 100-continue\r\nContent-Length: %d\r\n" % len(ELEMENT), length=False).replace(
+            TOKEN.encode(), b"not-" + TOKEN.encode()
+        ),
+        ((401, JSON),),
+        {(CREATE, 401): 1},
+    ),
+    # An expectation other than 100-continue: answered, counted and logged as any other refusal.
+    "expect-something-else": Case(post(head=b"Expect: 200-ok\r\n"), ((417, JSON),), {(CREATE, 417): 1}),
     "http-1.0-without-host": Case(post(version=b"HTTP/1.0", host=b""), ((201, JSON),), {(CREATE, 201): 1}, (4712,)),
     # aiohttp drops every request it parsed from a read that ends in a parser error: the whole webhook before the
     # garbage is answered by the 400 alone and not enqueued, so its client retries it (Kordiam sends one call at a

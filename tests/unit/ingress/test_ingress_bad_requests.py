@@ -113,6 +113,43 @@ async def test_a_body_declared_too_large_is_refused_before_it_is_invited(tmp_pat
     assert status_line.startswith(b"HTTP/1.1 413 ") and transport.sent == []
 
 
+@pytest.mark.parametrize("path", ["/kordiam/element", "/platform/publication"])
+async def test_a_call_with_wrong_credentials_is_refused_before_its_body_is_invited(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, path: str
+) -> None:
+    # 100 Continue went out before the credentials were checked, so a client asking first sent its body (up to
+    # max_body_bytes) for a 401. Now the 401 comes instead of the 100 and the connection is closed after it: no body
+    # was invited, so none is read on for (here longer than the test).
+    monkeypatch.setattr(IngressServer, "lingering_time", 3600.0)
+    head = f"POST {path} HTTP/1.1\r\nHost: ingress\r\nExpect: 100-continue\r\nContent-Type: application/json\r\n"
+    head += "Authorization: Bearer not-the-token\r\nContent-Length: 100000\r\n\r\n"
+    async with running(tmp_path) as (_, transport, port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(head.encode())
+        try:
+            answer = await asyncio.wait_for(reader.read(), WITHIN)
+        finally:
+            writer.close()
+    assert answer.startswith(b"HTTP/1.1 401 ") and b"100 Continue" not in answer and transport.sent == []
+
+
+async def test_a_token_request_is_invited_to_send_its_form(tmp_path: Path) -> None:
+    # Its credentials may be in its body (seed 002's form), so they cannot be checked before it.
+    form = b"grant_type=client_credentials&api_key=api_5d4be039440a9004126215&api_secret=5d4be039440c5479906369"
+    head = b"POST /platform/oauth2/token HTTP/1.1\r\nHost: ingress\r\nExpect: 100-continue\r\nConnection: close\r\n"
+    head += b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: %d\r\n\r\n" % len(form)
+    async with running(tmp_path) as (_, _transport, port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(head)
+        try:
+            assert await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), WITHIN) == b"HTTP/1.1 100 Continue\r\n\r\n"
+            writer.write(form)
+            answer = await asyncio.wait_for(reader.read(), WITHIN)
+        finally:
+            writer.close()
+    assert answer.startswith(b"HTTP/1.1 200 ") and b"access_token" in answer
+
+
 async def test_a_body_within_the_limit_is_invited_and_taken(tmp_path: Path) -> None:
     element = fixture("seed001_create.json")
     auth = "".join(f"{name}: {value}\r\n" for name, value in bearer().items()).encode()
