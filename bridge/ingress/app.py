@@ -49,9 +49,10 @@ from bridge.ingress.common import (
     problem,
     retry_later,
 )
-from bridge.ingress.connections import ConnectionCap, ensure_descriptors
+from bridge.ingress.connections import ConnectionCap, ensure_descriptors, head_refused
 from bridge.ingress.global_export import GlobalExportReceiver
 from bridge.ingress.lookup import ElementLookup
+from bridge.ingress.metrics import UNPARSED_ROUTE
 from bridge.ingress.platform import PlatformReceiver
 from bridge.ops.heap import settle_after_startup
 from bridge.queue import Transport, open_transport, pooled_connections
@@ -418,10 +419,6 @@ def _limits(
     return limits
 
 
-# A request aiohttp refused before any handler ran, in bridge_ingress_requests_total's route label.
-UNPARSED_ROUTE = "unparsed"
-
-
 class _RefusalLog(logging.Logger):
     """aiohttp's server log, as given to its protocol: a request aiohttp refused itself before any handler ran (an
     ``HttpProcessingError``: a head that is not HTTP, a body framing or Content-Encoding it cannot read) is counted,
@@ -451,6 +448,7 @@ class _RefusalLog(logging.Logger):
 
     def _refused(self, refusal: HttpProcessingError, args: tuple[object, ...]) -> None:
         metrics.REQUESTS.labels(UNPARSED_ROUTE, str(refusal.code)).inc()
+        head_refused()  # counted here, not again as a head never finished when its connection ends
         if (refused := self._pace.due(self._clock())) is None:
             return
         # aiohttp's message is "Error handling request from %s" with the peer's address.

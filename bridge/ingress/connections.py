@@ -11,6 +11,7 @@ a documented protocol factory).
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import resource
 import weakref
 from collections import OrderedDict
@@ -20,7 +21,14 @@ from aiohttp import StreamReader
 
 from bridge.errors import ConfigError
 from bridge.ingress import metrics
-from bridge.ingress.common import log
+from bridge.ingress.common import CLIENT_CLOSED_REQUEST, log
+
+# The connection whose aiohttp handler runs in this context: aiohttp starts a connection's handler task in its
+# protocol's ``connection_made``, which ``_CountedConnection`` calls with this set, and a task copies the context it
+# was started in. So aiohttp's refusal of a head, logged from that task, is known to be this connection's.
+_CONNECTION: contextvars.ContextVar[_CountedConnection | None] = contextvars.ContextVar(
+    "ingress_connection", default=None
+)
 
 # Descriptors the process holds besides its connections: stdio, the event loop's epoll and self-pipe, the listening
 # socket, SQLite's database, journal and shared memory, what libraries open. Measured: 12 for `kordiam-bridge
@@ -94,6 +102,9 @@ class ConnectionCap:
     def call_started(self, transport: asyncio.BaseTransport | None) -> None:
         if transport is not None:
             self._idle.pop(transport, None)
+            if isinstance(connection := transport.get_protocol(), _CountedConnection):
+                connection.in_call = True
+                connection.head_pending = False  # the head was whole: this call is counted by its route
 
     def call_finished(self, transport: asyncio.BaseTransport | None, body: StreamReader) -> None:
         """A call on ``transport`` has been answered; ``body`` is its request's, which aiohttp reads on unless it
@@ -101,7 +112,10 @@ class ConnectionCap:
         if transport is None or transport.is_closing():
             return
         connection = transport.get_protocol()
-        if isinstance(connection, _CountedConnection) and connection in self._open:
+        if not isinstance(connection, _CountedConnection):
+            return
+        connection.in_call = False
+        if connection in self._open:
             connection.unread_body = None if body.is_eof() else body
             self._idle[transport] = connection  # the most recently active, last
 
@@ -141,11 +155,35 @@ class ConnectionCap:
         self._episode[outcome] += 1
 
 
+def head_refused() -> None:
+    """aiohttp refused a request head (its refusal is counted by the ingress's refusal log) on the connection whose
+    handler runs in this context: aiohttp closes it after its answer, and its head is not counted again."""
+    if (connection := _CONNECTION.get()) is not None:
+        connection.head_refused = True
+        connection.head_pending = False
+
+
 class _CountedConnection(asyncio.Protocol):
     """The server's protocol for one connection, passed every event, and its place in ``ConnectionCap`` released
-    when the connection is lost; so is the body aiohttp may still be reading after the last answer."""
+    when the connection is lost; so is the body aiohttp may still be reading after the last answer.
 
-    __slots__ = ("__weakref__", "_cap", "_inner", "_transport", "unread_body")
+    A request head begun and never finished when the connection ends (bytes came since the last answer, no call
+    started on them, aiohttp refused none) is counted in ``bridge_ingress_requests_total`` under route ``unparsed``:
+    408 when the ingress closed the connection (``IngressServer.keepalive_timeout``, another connection at
+    ``ingress.max_connections``, a stop), 499 when its client did. Bytes of a next head that came in one read with a
+    call's are taken for that call's, so such a head is not counted: a count may miss a head, never add one."""
+
+    __slots__ = (
+        "__weakref__",
+        "_cap",
+        "_client_closed",
+        "_inner",
+        "_transport",
+        "head_pending",
+        "head_refused",
+        "in_call",
+        "unread_body",
+    )
 
     def __init__(self, cap: ConnectionCap, inner: asyncio.Protocol) -> None:
         self._cap = cap
@@ -153,11 +191,19 @@ class _CountedConnection(asyncio.Protocol):
         self._transport: asyncio.BaseTransport | None = None
         # The body of the last answered call, while aiohttp may read on (until its end, or ``lingering_time``).
         self.unread_body: StreamReader | None = None
+        self.in_call = False
+        self.head_pending = False
+        self.head_refused = False
+        self._client_closed = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport
         self._cap.opened(self, transport)
-        self._inner.connection_made(transport)
+        handler_context = _CONNECTION.set(self)
+        try:
+            self._inner.connection_made(transport)
+        finally:
+            _CONNECTION.reset(handler_context)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cap.lost(self, self._transport)
@@ -165,6 +211,9 @@ class _CountedConnection(asyncio.Protocol):
         self._inner.connection_lost(exc)
         # aiohttp's handler is past the call, so its loss wakes no read: nothing more can come.
         self.end_unread_body()
+        if self.head_pending:
+            status = CLIENT_CLOSED_REQUEST if self._client_closed or exc is not None else 408
+            metrics.REQUESTS.labels(metrics.UNPARSED_ROUTE, str(status)).inc()
 
     def end_unread_body(self) -> None:
         if self.unread_body is not None:
@@ -172,9 +221,13 @@ class _CountedConnection(asyncio.Protocol):
             self.unread_body = None
 
     def data_received(self, data: bytes) -> None:
+        # Between calls, and not the rest of an answered call's body that aiohttp reads on: a head.
+        if not self.in_call and not self.head_refused and (self.unread_body is None or self.unread_body.is_eof()):
+            self.head_pending = True
         self._inner.data_received(data)
 
     def eof_received(self) -> bool | None:
+        self._client_closed = True
         return self._inner.eof_received()
 
     def pause_writing(self) -> None:

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+# The route label of a request that never reached a route: a head aiohttp refused (400), or one never finished
+# (408: the ingress closed its connection first; 499: its client did).
+UNPARSED_ROUTE = "unparsed"
+
 REQUESTS = Counter(
     "bridge_ingress_requests",
     "Webhook calls by route and HTTP status (499: the client went away before its answer)",

@@ -28,7 +28,8 @@ import pytest
 from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
 
-from bridge.ingress.app import UNPARSED_ROUTE, IngressServer
+from bridge.ingress.app import IngressServer
+from bridge.ingress.metrics import UNPARSED_ROUTE
 from tests.integration.test_ingress import INGRESS, TOKEN, running_ingress
 from tests.support import SqsEndpoint, drain, eventually, free_port, worker_settings, write_config
 
@@ -137,6 +138,10 @@ CASES = {
         post(head=b"".join(header_field(n) for n in range(HEAD_FIELDS - FIELDS_OF_POST + 1))),
         ((400, TEXT),),
         refused(),
+    ),
+    # A head its client gives up on (it closes the connection before the head's end): counted as such (499).
+    "head-then-the-client-closes": Case(
+        b"POST /kordiam/element HTTP/1.1\r\nHost: ingress\r\n" + AUTH, (), {(UNPARSED_ROUTE, 499): 1}, then="half-close"
     ),
     "length-and-chunked": Case(post(head=b"Transfer-Encoding: chunked\r\n"), ((400, TEXT),), refused()),
     "two-content-lengths": Case(post(head=b"Content-Length: 3\r\n"), ((400, TEXT),), refused()),
@@ -324,25 +329,33 @@ async def test_a_head_that_is_never_finished_is_closed_without_an_answer(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A head trickled and never finished (a slowloris) holds no call slot and is closed once
-    ``IngressServer.keepalive_timeout`` has passed since the connection opened: no answer, nothing counted as a
-    request (there was none), nothing logged as an error."""
+    ``IngressServer.keepalive_timeout`` has passed since the connection opened: no answer, counted under route
+    ``unparsed`` as 408 (before, it was counted nowhere), nothing logged as an error. A connection that sent nothing,
+    closed alike, is no request and is not counted; nor is a keep-alive connection closed after its answer."""
     monkeypatch.setattr(IngressServer, "keepalive_timeout", 1.0)
     settings = worker_settings(
         queue=queues[0], endpoint=sqs_endpoint.url, kordiam="http://127.0.0.1:9", workdir=tmp_path
     )
     before = requests_counted()
     async with running_ingress(settings, INGRESS) as url:
+        port = int(url.rsplit(":", 1)[1])
         with capture_logs() as lines:
-            reader, writer = await asyncio.open_connection("127.0.0.1", int(url.rsplit(":", 1)[1]))
+            connections = [await asyncio.open_connection("127.0.0.1", port) for _ in range(3)]
+            (reader, writer), (silent_reader, _), (answered_reader, answered_writer) = connections
             writer.write(b"POST /kordiam/element HTTP/1.1\r\nHost: ingress\r\n" + AUTH + b"Content-Len")
+            answered_writer.write(post())
             try:
-                closed_with = await asyncio.wait_for(reader.read(), WITHIN)
+                answered = await asyncio.wait_for(read_answer(answered_reader), WITHIN)
+                closed_with = [
+                    await asyncio.wait_for(r.read(), WITHIN) for r in (reader, silent_reader, answered_reader)
+                ]
             finally:
-                writer.close()
+                for _, each in connections:
+                    each.close()
         assert REGISTRY.get_sample_value("bridge_ingress_requests_in_progress") == 0
-    assert closed_with == b""
-    assert grown(before) == {}
-    assert drain(sqs_endpoint.url, queues[0]) == []
+    assert answered == (201, JSON) and closed_with == [b""] * 3
+    assert grown(before) == {(CREATE, 201): 1, (UNPARSED_ROUTE, 408): 1}
+    assert [json.loads(m["Body"])["id"] for m in drain(sqs_endpoint.url, queues[0])] == [4712]
     assert [line for line in lines if line["log_level"] in ("error", "critical") or "exc_info" in line] == []
     assert [record for record in caplog.records if record.levelno >= logging.ERROR or record.exc_info] == []
 

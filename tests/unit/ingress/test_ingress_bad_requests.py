@@ -16,7 +16,8 @@ import pytest
 from aiohttp.http_exceptions import BadHttpMethod, BadStatusLine, HttpProcessingError, LineTooLong
 from structlog.testing import capture_logs
 
-from bridge.ingress.app import UNPARSED_ROUTE, IngressServer, _RefusalLog, build_app
+from bridge.ingress.app import IngressServer, _RefusalLog, build_app
+from bridge.ingress.metrics import UNPARSED_ROUTE
 from bridge.state import SqliteStateStore
 from tests.unit.ingress.test_ingress import RecordingTransport, bearer, fixture, settings
 from tests.unit.ingress.test_ingress_client_gone import WITHIN, answered, running

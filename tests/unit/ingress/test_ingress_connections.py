@@ -120,6 +120,35 @@ async def test_a_new_connection_closes_the_longest_idle_one_or_is_closed_itself_
     assert (lines[1]["refused"], lines[1]["idle_closed"]) == (1, 2)
 
 
+def unfinished_heads(status: int) -> float:
+    labels = {"route": "unparsed", "status": str(status)}
+    return REGISTRY.get_sample_value("bridge_ingress_requests_total", labels) or 0.0
+
+
+async def test_a_head_begun_and_never_finished_is_counted_when_its_connection_ends() -> None:
+    # Before, it was counted nowhere (the open-connections gauge showed it only while it was open).
+    before = {status: unfinished_heads(status) for status in (408, 499)}
+    async with capped(2) as (_, port, _made, lost):
+        silent = await greeted(port)
+        begun = await greeted(port)
+        begun[1].write(b"POST /kordiam/el")
+        assert await begun[0].readexactly(16) == b"POST /kordiam/el"  # echoed: the server has it
+        # Each new connection closes the longest idle one: one that sent nothing made no request.
+        third = await greeted(port)
+        assert await silent[0].read() == b""
+        # One that began a head, closed by the ingress: 408.
+        fourth = await greeted(port)
+        assert await begun[0].read() == b""
+        # One whose client closes it in the middle of a head: 499.
+        fourth[1].write(b"GET /")
+        assert await fourth[0].readexactly(5) == b"GET /"
+        fourth[1].close()
+        await lost[3].wait()
+        third[1].close()
+        await lost[2].wait()
+    assert {status: unfinished_heads(status) - before[status] for status in (408, 499)} == {408: 1, 499: 1}
+
+
 def with_descriptor_limit(soft: int, hard: int, code: str) -> subprocess.CompletedProcess[str]:
     """``code`` in a Python of its own whose ``ulimit -n`` is ``soft`` (``-Sn``) and ``hard`` (``-Hn``)."""
 
