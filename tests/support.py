@@ -678,6 +678,30 @@ class WorkerProcess:
         return [json.loads(line) for line in lines if line.startswith("{")]
 
 
+@contextlib.asynccontextmanager
+async def worker_process(
+    config: Path,
+    ops_port: int,
+    log: Path,
+    *,
+    ready_within: float | None,
+) -> AsyncIterator[tuple[WorkerProcess, httpx.AsyncClient]]:
+    """``kordiam-bridge run`` on ``config`` as a real process, and a client of its ops endpoint on ``ops_port``.
+
+    Entered once ``/readyz`` answers 200 (``ready_within`` seconds at most), or at once with ``ready_within=None``
+    for a case that waits for something else first. At the end (a failure too) the client is closed and the worker
+    stopped with SIGTERM: its exit code is then ``worker.process.returncode``."""
+    worker = WorkerProcess(config, log)
+    ops = httpx.AsyncClient(base_url=f"http://127.0.0.1:{ops_port}", timeout=5)
+    try:
+        if ready_within is not None:
+            await eventually(lambda: worker.ready(ops_port), timeout=ready_within, what="worker ready")
+        yield worker, ops
+    finally:
+        await ops.aclose()
+        worker.terminate()
+
+
 def consumer_paused() -> bool:
     """An in-process worker's ``bridge_consumer_paused`` gauge is 1: it takes no messages for a fault of its own."""
     return (REGISTRY.get_sample_value("bridge_consumer_paused") or 0.0) == 1.0

@@ -27,6 +27,13 @@ class Figures:
 RESULTS: list[Figures] = []
 
 
+def assert_each_story_once(figures: Figures) -> None:
+    """The fault cost nothing: no message dead-lettered, no item delivered twice, none lost."""
+    assert (figures.dead_lettered, figures.duplicates, figures.lost) == (0, 0, 0), (
+        f"dead_lettered={figures.dead_lettered} duplicates={figures.duplicates} lost={figures.lost}"
+    )
+
+
 @pytest.fixture
 def figures(request: pytest.FixtureRequest) -> Iterator[Figures]:
     found = Figures(case=request.node.name)

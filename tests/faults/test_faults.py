@@ -27,7 +27,7 @@ from bridge.simulator import RunningSimulator
 from bridge.state import SqliteStateStore
 from bridge.state.base import StateUnavailable
 from bridge.state.sqlite import WAL_SYNC_SECONDS
-from tests.faults.conftest import Figures
+from tests.faults.conftest import Figures, assert_each_story_once
 from tests.support import (
     ChannelLog,
     SimulatorAdmin,
@@ -49,6 +49,7 @@ from tests.support import (
     sqs_client,
     stop_worker_mid_batch,
     story,
+    worker_process,
     worker_settings,
     write_config,
 )
@@ -86,23 +87,20 @@ async def test_worker_stopped_mid_batch_then_restarted(
 ) -> None:
     # The default state.lease_seconds (120 s): a killed worker's leases are recognised as its own, not waited out.
     # A killed worker's in-flight messages come back after this visibility timeout, not after the default.
-    config, _ = process_config(sqs_endpoint, queues, simulator, tmp_path, visibility_timeout=6)
+    config, ops_port = process_config(sqs_endpoint, queues, simulator, tmp_path, visibility_timeout=6)
     stories, stop_seconds = await stop_worker_mid_batch(sig, config, admin, tmp_path)
     delivered_before = len(deliveries(tmp_path))
 
-    second = WorkerProcess(config, tmp_path / "worker-2.log")
     expected = sorted(
         (s["id"], channel, p["id"])
         for s in stories
         for channel, p in zip(("web", "print"), s["publications"], strict=True)
     )
-    restarted = time.monotonic()
-    try:
+    async with worker_process(config, ops_port, tmp_path / "worker-2.log", ready_within=None) as (second, _):
+        restarted = time.monotonic()
         await eventually(lambda: deliveries(tmp_path) == expected, timeout=60, what="every story delivered")
         all_delivered = time.monotonic() - restarted
         await eventually(lambda: queue_settled(sqs_endpoint.url, queues[0]), timeout=30, what="queue settled")
-    finally:
-        second.terminate()
     files = sorted(p.name for p in (tmp_path / "web").glob("*.json")) + sorted(
         p.name for p in (tmp_path / "print").glob("*.json")
     )
@@ -134,7 +132,7 @@ async def test_worker_stopped_mid_batch_then_restarted(
     # The stop costs no message a receive of its own: the second worker's is at most its second. (A message released
     # at a SIGTERM while the first worker's aborted long polls still ran on the server was taken by them: a third.)
     assert figures.notes["highest_receive_count"] <= 2
-    assert (figures.dead_lettered, figures.duplicates, figures.lost) == (0, 0, 0)
+    assert_each_story_once(figures)
 
 
 async def test_kordiam_answering_30_percent_5xx_and_bursts_of_429(
@@ -169,7 +167,7 @@ async def test_kordiam_answering_30_percent_5xx_and_bursts_of_429(
         "answered_429": sum(r["status"] == 429 for r in requests),
     }
     assert figures.notes["answered_5xx"] > 10 and figures.notes["answered_429"] == 10
-    assert (figures.dead_lettered, figures.duplicates, figures.lost) == (0, 0, 0)
+    assert_each_story_once(figures)
 
 
 @pytest.mark.parametrize("workers", [1, 2], ids=["one-worker", "two-workers"])
@@ -231,7 +229,7 @@ async def test_a_channel_down_for_a_while_delays_only_itself(
     # The website was not held back by the print outage, and print caught up once it returned.
     assert web_done < channel_log.down_until["print"]
     assert min(channel_log.written_at["print"]) >= channel_log.down_until["print"]
-    assert (figures.dead_lettered, figures.duplicates, figures.lost) == (0, 0, 0)
+    assert_each_story_once(figures)
     # Once the breaker opened, print's stories were parked instead of retried, and requeued once it was back.
     assert parked >= 1
 
@@ -572,10 +570,7 @@ async def test_credentials_refused_under_a_running_worker_pause_it_until_a_token
     figures: Figures,
 ) -> None:
     config, ops_port = process_config(sqs_endpoint, queues, simulator, tmp_path)
-    ops = httpx.AsyncClient(base_url=f"http://127.0.0.1:{ops_port}", timeout=5)
-    worker = WorkerProcess(config, tmp_path / "worker.log")
-    try:
-        await eventually(lambda: worker.ready(ops_port), what="worker ready")
+    async with worker_process(config, ops_port, tmp_path / "worker.log", ready_within=20) as (worker, ops):
         before = [await admin.create(story(f"Before {n}")) for n in range(4)]
         await eventually(lambda: len(deliveries(tmp_path)) == 8, what="stories before the rotation")
         # The secret is rotated: every token the worker holds is revoked and the token endpoint refuses every token
@@ -598,9 +593,6 @@ async def test_credentials_refused_under_a_running_worker_pause_it_until_a_token
         await eventually(lambda: len(deliveries(tmp_path)) == 24, timeout=60, what="every story delivered")
         await eventually(lambda: queue_settled(sqs_endpoint.url, queues[0]), timeout=30, what="queue settled")
         resumed_metrics = (await ops.get("/metrics")).text
-    finally:
-        await ops.aclose()
-        code, _ = worker.terminate()
     events = worker.events()
     refused = [e for e in events if e.get("event") == "kordiam_credentials_refused"]
     resumed = [e for e in events if e.get("event") == "consumer_resumed"]
@@ -615,7 +607,7 @@ async def test_credentials_refused_under_a_running_worker_pause_it_until_a_token
         "paused_seconds": resumed[0]["paused_seconds"] if resumed else None,
         "highest_receive_count": highest_receive_count(events),
     }
-    assert code == 0
+    assert worker.process.returncode == 0
     assert len(refused) == 1 and refused[0]["level"] == "error" and len(resumed) == 1
     assert auth_failures >= 1 and "bridge_consumer_paused 0.0" in resumed_metrics
     assert figures.notes["highest_receive_count"] == 1  # the messages that met the refusal waited in hand
@@ -629,17 +621,11 @@ def _metric(exposition: str, name: str) -> float:
 def process_config(
     sqs_endpoint: SqsEndpoint, queues: tuple[str, str], simulator: RunningSimulator, workdir: Path, **extra: Any
 ) -> tuple[Path, int]:
-    """A config file for a worker process (two folder channels in ``workdir``) and its ops port."""
+    """A config file for a worker process (two folder channels in ``workdir``) and its ops port. ``extra`` goes to
+    ``write_config``, and may replace the SQS ``endpoint`` or the ``kordiam`` URL (a proxy in front of either)."""
     ops_port = free_port()
-    config = write_config(
-        workdir / "bridge.toml",
-        queue=queues[0],
-        endpoint=sqs_endpoint.url,
-        kordiam=simulator.base_url,
-        workdir=workdir,
-        ops_port=ops_port,
-        **extra,
-    )
+    peers = {"endpoint": sqs_endpoint.url, "kordiam": simulator.base_url}
+    config = write_config(workdir / "bridge.toml", queue=queues[0], workdir=workdir, ops_port=ops_port, **peers | extra)
     return config, ops_port
 
 
@@ -669,9 +655,7 @@ async def test_kordiam_unreachable_at_start_the_worker_waits_not_ready_then_star
     stories = [await admin.create(story(f"Early {n}")) for n in range(3)]
     # Kordiam answers the start-up check and the first retry with 503: not a configuration error.
     await admin.fault(method="POST", path=r"^/api/v2/auth/token$", status=503, count=2)
-    worker = WorkerProcess(config, tmp_path / "worker.log")
-    ops = httpx.AsyncClient(base_url=f"http://127.0.0.1:{ops_port}", timeout=5)
-    try:
+    async with worker_process(config, ops_port, tmp_path / "worker.log", ready_within=None) as (worker, ops):
         await eventually(
             lambda: not_ready_because(ops, "not reachable at start-up"),
             what="/readyz not ready while Kordiam is unreachable",
@@ -679,9 +663,6 @@ async def test_kordiam_unreachable_at_start_the_worker_waits_not_ready_then_star
         await eventually(lambda: worker.ready(ops_port), timeout=60, what="ready once Kordiam answers")
         await eventually(lambda: len(deliveries(tmp_path)) == 6, timeout=60, what="every story delivered")
         await eventually(lambda: queue_settled(sqs_endpoint.url, queues[0]), timeout=30, what="queue settled")
-    finally:
-        await ops.aclose()
-        code, _ = worker.terminate()
     events = worker.events()
     dead = drain(sqs_endpoint.url, queues[1])
     figures.sent = len(stories)
@@ -691,7 +672,7 @@ async def test_kordiam_unreachable_at_start_the_worker_waits_not_ready_then_star
         "highest_receive_count": highest_receive_count(events),
         "paused_seconds": next(e["paused_seconds"] for e in events if e.get("event") == "consumer_resumed"),
     }
-    assert code == 0 and figures.notes["highest_receive_count"] == 1 and dead == []
+    assert worker.process.returncode == 0 and figures.notes["highest_receive_count"] == 1 and dead == []
     # Up but paused: the ready line says why, and the resumption follows it.
     [ready] = [e for e in events if e.get("event") == "worker_ready"]
     assert "not reachable at start-up" in str(ready["paused"])
@@ -833,10 +814,7 @@ async def test_the_state_files_disk_filled_mid_run_pauses_the_worker_and_it_heal
         config, ops_port = process_config(
             sqs_endpoint, queues, simulator, tmp_path, state_url=f"sqlite:///{disk / 'state.db'}", visibility_timeout=6
         )
-        ops = httpx.AsyncClient(base_url=f"http://127.0.0.1:{ops_port}", timeout=5)
-        worker = WorkerProcess(config, tmp_path / "worker.log")
-        try:
-            await eventually(lambda: worker.ready(ops_port), what="worker ready")
+        async with worker_process(config, ops_port, tmp_path / "worker.log", ready_within=20) as (worker, ops):
             stories = [await admin.create(story(f"Before {n}")) for n in range(4)]
             await eventually(lambda: written_files(tmp_path) == expected_files(stories), what="stories before")
             filler = fill(disk)
@@ -851,9 +829,6 @@ async def test_the_state_files_disk_filled_mid_run_pauses_the_worker_and_it_heal
                 lambda: written_files(tmp_path) == expected_files(stories), timeout=60, what="every story delivered"
             )
             await eventually(lambda: queue_settled(sqs_endpoint.url, queues[0]), timeout=60, what="queue settled")
-        finally:
-            await ops.aclose()
-            code, _ = worker.terminate()
         events = worker.events()
         recorded = deliveries(disk)
     count_deliveries(figures, stories, events, drain(sqs_endpoint.url, queues[1]), tmp_path)
@@ -863,7 +838,7 @@ async def test_the_state_files_disk_filled_mid_run_pauses_the_worker_and_it_heal
         "highest_receive_count": highest_receive_count(events),
         "failed_probes": failed_probes(events),
     }
-    assert code == 0
+    assert worker.process.returncode == 0
     assert outages >= 1
     # One pause, one resumption: no probe passed while the disk was full (the worker did not flap).
     assert [e["level"] for e in events if e.get("event") == "state_store_unavailable"] == ["error"]
@@ -872,7 +847,7 @@ async def test_the_state_files_disk_filled_mid_run_pauses_the_worker_and_it_heal
     # Every item recorded in the state, and none created twice on its channel (an item whose record failed is
     # rewritten in place by the forced re-sync: ``updated``, the same file).
     assert len(recorded) == 2 * len(stories)
-    assert (figures.dead_lettered, figures.duplicates, figures.lost) == (0, 0, 0)
+    assert_each_story_once(figures)
 
 
 @pytest.mark.parametrize("queues", [3], indirect=True)
@@ -894,17 +869,12 @@ async def test_a_worker_stopped_on_a_full_state_disk_leaves_its_wal_and_a_restar
         config, ops_port = process_config(
             sqs_endpoint, queues, simulator, tmp_path, state_url=f"sqlite:///{disk / 'state.db'}", visibility_timeout=6
         )
-        ops = httpx.AsyncClient(base_url=f"http://127.0.0.1:{ops_port}", timeout=5)
-        first = WorkerProcess(config, tmp_path / "worker-1.log")
-        try:
-            await eventually(lambda: first.ready(ops_port), what="worker ready")
+        async with worker_process(config, ops_port, tmp_path / "worker-1.log", ready_within=20) as (first, ops):
             stories = [await admin.create(story(f"Before {n}")) for n in range(4)]
             await eventually(lambda: written_files(tmp_path) == expected_files(stories), what="stories before")
             filler = fill(disk)
             stories += [await admin.create(story(f"Full {n}")) for n in range(6)]
             await paused_on_the_state_store(ops, first, "probes failing while the disk is full")
-        finally:
-            first_code, _ = first.terminate()
         wal_left = (disk / "state.db-wal").stat().st_size
         restarted = WorkerProcess(config, tmp_path / "worker-2.log")
         try:
@@ -915,17 +885,13 @@ async def test_a_worker_stopped_on_a_full_state_disk_leaves_its_wal_and_a_restar
             restarted.kill()
         lines = restarted.log.read_text(encoding="utf-8").strip().splitlines()
         filler.unlink()
-        again = WorkerProcess(config, tmp_path / "worker-3.log")
-        try:
+        async with worker_process(config, ops_port, tmp_path / "worker-3.log", ready_within=None) as (again, _):
             await eventually(lambda: again.ready(ops_port), timeout=60, what="the same start, once there is room")
             stories += [await admin.create(story(f"After {n}")) for n in range(2)]
             await eventually(
                 lambda: written_files(tmp_path) == expected_files(stories), timeout=60, what="every story delivered"
             )
             await eventually(lambda: queue_settled(sqs_endpoint.url, queues[0]), timeout=60, what="queue settled")
-        finally:
-            await ops.aclose()
-            again_code, _ = again.terminate()
         events = first.events() + again.events()
         wal_at_the_end = (disk / "state.db-wal").exists()
         recorded = deliveries(disk)
@@ -938,7 +904,7 @@ async def test_a_worker_stopped_on_a_full_state_disk_leaves_its_wal_and_a_restar
     }
     logs = first.log.read_text(encoding="utf-8") + again.log.read_text(encoding="utf-8")
     assert not any("Traceback" in line for line in logs.splitlines() + lines)
-    assert (first_code, again_code) == (0, 0)
+    assert (first.process.returncode, again.process.returncode) == (0, 0)
     assert wal_left > 0
     assert restart_code == 75, lines[-3:]
     assert re.fullmatch(
@@ -953,7 +919,7 @@ async def test_a_worker_stopped_on_a_full_state_disk_leaves_its_wal_and_a_restar
     # none came near the queue's three.
     assert figures.notes["highest_receive_count"] <= 2
     assert len(recorded) == 2 * len(stories)
-    assert (figures.dead_lettered, figures.duplicates, figures.lost) == (0, 0, 0)
+    assert_each_story_once(figures)
 
 
 @contextlib.contextmanager
@@ -1005,10 +971,7 @@ async def test_the_state_files_disk_turned_read_only_mid_run_pauses_the_worker_a
         config, ops_port = process_config(
             sqs_endpoint, queues, simulator, tmp_path, state_url=f"sqlite:///{disk / 'state.db'}", visibility_timeout=6
         )
-        ops = httpx.AsyncClient(base_url=f"http://127.0.0.1:{ops_port}", timeout=5)
-        first = WorkerProcess(config, tmp_path / "worker-1.log")
-        try:
-            await eventually(lambda: first.ready(ops_port), what="worker ready")
+        async with worker_process(config, ops_port, tmp_path / "worker-1.log", ready_within=20) as (first, ops):
             stories = [await admin.create(story(f"Before {n}")) for n in range(4)]
             await eventually(lambda: written_files(tmp_path) == expected_files(stories), what="stories before")
             # The fault comes after the WAL's sync window: what a host crash or the kernel's remount may lose is
@@ -1017,13 +980,9 @@ async def test_the_state_files_disk_turned_read_only_mid_run_pauses_the_worker_a
             abort_to_read_only(disk)
             stories += [await admin.create(story(f"Read-only {n}")) for n in range(6)]
             outages = await paused_on_the_state_store(ops, first, "probes failing while the disk is read-only")
-        finally:
-            await ops.aclose()
-            first_code, _ = first.terminate()
         remount_checked(disk, tmp_path / "state.img")
         stories += [await admin.create(story(f"After {n}")) for n in range(2)]
-        second = WorkerProcess(config, tmp_path / "worker-2.log")
-        try:
+        async with worker_process(config, ops_port, tmp_path / "worker-2.log", ready_within=None) as (second, _):
             await eventually(
                 lambda: written_files(tmp_path) == expected_files(stories), timeout=60, what="every story delivered"
             )
@@ -1040,8 +999,6 @@ async def test_the_state_files_disk_turned_read_only_mid_run_pauses_the_worker_a
                 what="the corrected story synced",
             )
             await eventually(lambda: queue_settled(sqs_endpoint.url, queues[0]), timeout=60, what="queue settled")
-        finally:
-            second_code, _ = second.terminate()
         events = first.events() + second.events()
         recorded = deliveries(disk)
     count_deliveries(figures, stories, events, drain(sqs_endpoint.url, queues[1]), tmp_path)
@@ -1049,15 +1006,15 @@ async def test_the_state_files_disk_turned_read_only_mid_run_pauses_the_worker_a
         "outages_counted": outages,
         "highest_receive_count": highest_receive_count(events),
         "failed_probes": failed_probes(events),
-        "exit_codes": (first_code, second_code),
+        "exit_codes": (first.process.returncode, second.process.returncode),
     }
     logs = first.log.read_text(encoding="utf-8") + second.log.read_text(encoding="utf-8")
     assert not any("Traceback" in line for line in logs.splitlines())
-    assert (first_code, second_code) == (0, 0)
+    assert (first.process.returncode, second.process.returncode) == (0, 0)
     assert outages >= 1
     assert [e["level"] for e in first.events() if e.get("event") == "state_store_unavailable"] == ["error"]
     assert len(recorded) == 2 * len(stories)
-    assert (figures.dead_lettered, figures.duplicates, figures.lost) == (0, 0, 0)
+    assert_each_story_once(figures)
 
 
 @pytest.mark.parametrize("existing", [False, True], ids=["new-file", "existing-file"])
@@ -1090,15 +1047,12 @@ async def test_a_full_disk_under_the_state_file_at_start_is_exit_75_and_the_same
             refused.kill()
         lines = refused.log.read_text(encoding="utf-8").strip().splitlines()
         filler.unlink()
-        second = WorkerProcess(config, tmp_path / "worker-2.log")
-        try:
+        async with worker_process(config, ops_port, tmp_path / "worker-2.log", ready_within=None) as (second, _):
             await eventually(lambda: second.ready(ops_port), timeout=60, what="the same start, once there is room")
             await eventually(
                 lambda: written_files(tmp_path) == expected_files(stories), timeout=60, what="every story delivered"
             )
             await eventually(lambda: queue_settled(sqs_endpoint.url, queues[0]), timeout=30, what="queue settled")
-        finally:
-            second_code, _ = second.terminate()
     dead = drain(sqs_endpoint.url, queues[1])
     figures.sent = len(stories)
     figures.delivered = len(written_files(tmp_path))
@@ -1112,4 +1066,4 @@ async def test_a_full_disk_under_the_state_file_at_start_is_exit_75_and_the_same
         lines[-1],
     ), lines[-1]
     assert not any("Traceback" in line for line in lines)
-    assert second_code == 0 and dead == []
+    assert second.process.returncode == 0 and dead == []
