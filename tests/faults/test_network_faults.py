@@ -19,13 +19,14 @@ import pytest
 from bridge.simulator import RunningSimulator
 from bridge.state import SqliteStateStore
 from bridge.state.dynamodb import create_table
-from tests.faults.conftest import Figures
+from tests.faults.conftest import Figures, assert_each_story_once
 from tests.faults.test_faults import (
     _metric,
     count_deliveries,
     expected_files,
     highest_receive_count,
     not_ready_because,
+    process_config,
     queues,
     written_files,
 )
@@ -38,10 +39,9 @@ from tests.support import (
     WorkerProcess,
     drain,
     eventually,
-    free_port,
     queue_settled,
     story,
-    write_config,
+    worker_process,
 )
 
 pytestmark = pytest.mark.integration
@@ -77,21 +77,10 @@ async def test_an_sqs_endpoint_that_stops_answering_fails_each_call_by_its_deadl
     # (or a delete) would last as long as its answer is long, minutes, with the poll loop stuck in it. A black hole
     # (every connection, idle ones too) or a stall after the head held each call for the read timeout times
     # botocore's attempts.
-    ops_port = free_port()
-    config = write_config(
-        tmp_path / "bridge.toml",
-        queue=queues[0],
-        endpoint=sqs_proxy.url(),
-        kordiam=simulator.base_url,
-        workdir=tmp_path,
-        ops_port=ops_port,
-        visibility_timeout=20,
-        wait_time_seconds=2,
+    config, ops_port = process_config(
+        sqs_endpoint, queues, simulator, tmp_path, endpoint=sqs_proxy.url(), visibility_timeout=20, wait_time_seconds=2
     )
-    worker = WorkerProcess(config, tmp_path / "worker.log")
-    ops = httpx.AsyncClient(base_url=f"http://127.0.0.1:{ops_port}", timeout=5)
-    try:
-        await eventually(lambda: worker.ready(ops_port), timeout=30, what="worker ready")
+    async with worker_process(config, ops_port, tmp_path / "worker.log", ready_within=30) as (worker, ops):
         stories = [await admin.create(story("Before the fault"))]
         await eventually(lambda: len(written_files(tmp_path)) == 2, what="the story before delivered")
         sqs_proxy.fail(mode, drip_seconds=1.0)
@@ -106,9 +95,6 @@ async def test_an_sqs_endpoint_that_stops_answering_fails_each_call_by_its_deadl
         await eventually(lambda: queue_settled(sqs_endpoint.url, queues[0]), timeout=30, what="queue settled")
         # Ready again once every poller's receive has answered (one that met the fault may fail after the heal).
         await eventually(lambda: worker.ready(ops_port), timeout=60, what="ready again")
-    finally:
-        await ops.aclose()
-        code, _ = worker.terminate()
     events = worker.events()
     dead = drain(sqs_endpoint.url, queues[1])
     count_deliveries(figures, stories, events, dead, tmp_path)
@@ -119,11 +105,11 @@ async def test_an_sqs_endpoint_that_stops_answering_fails_each_call_by_its_deadl
         "delete_batches_failed": len(events_named(worker, "delete_batch_failed")),
         "faulted_requests": sqs_proxy.faulted,
     }
-    assert code == 0
+    assert worker.process.returncode == 0
     assert not any("Traceback" in line for line in worker.log.read_text(encoding="utf-8").splitlines())
     assert all("SqsCallTimeout" in str(e["error"]) for e in events_named(worker, "receive_failed"))
     assert set(liveness) == {200}, liveness
-    assert (figures.dead_lettered, figures.duplicates, figures.lost) == (0, 0, 0)
+    assert_each_story_once(figures)
 
 
 def a_poller_failed_twice(worker: WorkerProcess) -> bool:
@@ -173,21 +159,15 @@ async def test_a_dynamodb_state_store_that_answers_a_byte_at_a_time_pauses_the_w
     # probe fails too, the worker pauses, and once the route is back the probe passes and it resumes.
     table = f"bridge-state-{uuid.uuid4().hex[:12]}"
     await create_table(sqs_endpoint.url, table, region=REGION)
-    ops_port = free_port()
-    config = write_config(
-        tmp_path / "bridge.toml",
-        queue=queues[0],
-        endpoint=sqs_endpoint.url,
-        kordiam=simulator.base_url,
-        workdir=tmp_path,
-        ops_port=ops_port,
+    config, ops_port = process_config(
+        sqs_endpoint,
+        queues,
+        simulator,
+        tmp_path,
         state_url=f"dynamodb://{table}",
         state_extra=f'endpoint_url = "{dynamodb_proxy.url()}"\nregion = "{REGION}"',
     )
-    worker = WorkerProcess(config, tmp_path / "worker.log")
-    ops = httpx.AsyncClient(base_url=f"http://127.0.0.1:{ops_port}", timeout=5)
-    try:
-        await eventually(lambda: worker.ready(ops_port), timeout=30, what="worker ready")
+    async with worker_process(config, ops_port, tmp_path / "worker.log", ready_within=30) as (worker, ops):
         stories = [await admin.create(story("Before the fault"))]
         await eventually(lambda: len(written_files(tmp_path)) == 2, what="the story before delivered")
         # Its feedback's notifications too: none of its syncs meets the fault half-way (its lease's release would
@@ -206,9 +186,6 @@ async def test_a_dynamodb_state_store_that_answers_a_byte_at_a_time_pauses_the_w
         await eventually(lambda: worker.ready(ops_port), timeout=30, what="resumed")
         await eventually(lambda: written_files(tmp_path) == expected_files(stories), timeout=30, what="all delivered")
         await eventually(lambda: queue_settled(sqs_endpoint.url, queues[0]), timeout=30, what="queue settled")
-    finally:
-        await ops.aclose()
-        code, _ = worker.terminate()
     events = worker.events()
     dead = drain(sqs_endpoint.url, queues[1])
     count_deliveries(figures, stories, events, dead, tmp_path)
@@ -219,11 +196,11 @@ async def test_a_dynamodb_state_store_that_answers_a_byte_at_a_time_pauses_the_w
         "highest_receive_count": highest_receive_count(events),
         "faulted_requests": dynamodb_proxy.faulted,
     }
-    assert code == 0
+    assert worker.process.returncode == 0
     assert not any("Traceback" in line for line in worker.log.read_text(encoding="utf-8").splitlines())
     assert f"did not answer within 10 s (endpoint {dynamodb_proxy.url()})" in str(paused["error"])
     assert set(liveness) == {200}, liveness
-    assert (figures.dead_lettered, figures.duplicates, figures.lost) == (0, 0, 0)
+    assert_each_story_once(figures)
     # The messages that met the fault waited in hand, heartbeated, and ran again: no receive spent.
     assert figures.notes["highest_receive_count"] == 1
 
@@ -250,20 +227,10 @@ async def test_kordiam_that_stops_answering_without_closing_pauses_the_worker_an
     # Kordiam's API (element reads, feedback, the probe) reached through a route that takes requests and never
     # answers, stops mid-answer, or answers a byte every half second: each call ends by kordiam.timeout, the
     # worker pauses as for any outage of Kordiam, and resumes once the route is back, on new connections.
-    ops_port = free_port()
-    config = write_config(
-        tmp_path / "bridge.toml",
-        queue=queues[0],
-        endpoint=sqs_endpoint.url,
-        kordiam=kordiam_proxy.url(),
-        workdir=tmp_path,
-        ops_port=ops_port,
-        kordiam_timeout=1,
+    config, ops_port = process_config(
+        sqs_endpoint, queues, simulator, tmp_path, kordiam=kordiam_proxy.url(), kordiam_timeout=1
     )
-    worker = WorkerProcess(config, tmp_path / "worker.log")
-    ops = httpx.AsyncClient(base_url=f"http://127.0.0.1:{ops_port}", timeout=5)
-    try:
-        await eventually(lambda: worker.ready(ops_port), timeout=30, what="worker ready")
+    async with worker_process(config, ops_port, tmp_path / "worker.log", ready_within=30) as (worker, ops):
         stories = [await admin.create(story("Before the fault"))]
         await eventually(lambda: len(written_files(tmp_path)) == 2, what="the story before delivered")
         kordiam_proxy.fail(mode)
@@ -279,9 +246,6 @@ async def test_kordiam_that_stops_answering_without_closing_pauses_the_worker_an
         await eventually(lambda: worker.ready(ops_port), timeout=60, what="resumed")
         await eventually(lambda: written_files(tmp_path) == expected_files(stories), timeout=60, what="all delivered")
         await eventually(lambda: queue_settled(sqs_endpoint.url, queues[0]), timeout=30, what="queue settled")
-    finally:
-        await ops.aclose()
-        code, _ = worker.terminate()
     events = worker.events()
     dead = drain(sqs_endpoint.url, queues[1])
     count_deliveries(figures, stories, events, dead, tmp_path)
@@ -293,9 +257,9 @@ async def test_kordiam_that_stops_answering_without_closing_pauses_the_worker_an
         "highest_receive_count": highest_receive_count(events),
         "faulted_requests": kordiam_proxy.faulted,
     }
-    assert code == 0
+    assert worker.process.returncode == 0
     assert not any("Traceback" in line for line in worker.log.read_text(encoding="utf-8").splitlines())
-    assert (figures.dead_lettered, figures.duplicates, figures.lost) == (0, 0, 0)
+    assert_each_story_once(figures)
     # The messages that met the fault waited in hand, heartbeated, and ran again: no receive spent.
     assert figures.notes["highest_receive_count"] == 1
 
@@ -322,43 +286,34 @@ async def test_heartbeats_that_meet_a_dead_connection_and_a_longer_stall_of_sqs(
     # message's visibility: the next heartbeat, on a new connection, extends it, and the message is received once.
     # A stall longer than the visibility lets it run out: the message is received again, and still published once.
     visibility = 12
-    ops_port = free_port()
-    config = write_config(
-        tmp_path / "bridge.toml",
-        queue=queues[0],
-        endpoint=sqs_proxy.url(),
-        kordiam=simulator.base_url,
-        workdir=tmp_path,
-        ops_port=ops_port,
-        visibility_timeout=visibility,
+    config, ops_port = process_config(
+        sqs_endpoint, queues, simulator, tmp_path, endpoint=sqs_proxy.url(), visibility_timeout=visibility
     )
     other_worker = SqliteStateStore(tmp_path / "state.db")
     await other_worker.open()
     created = await admin.create(story("Held elsewhere"))
     holding: Any = other_worker.lease(created["id"])
-    await holding.__aenter__()
-    worker = WorkerProcess(config, tmp_path / "worker.log")
+    await holding.__aenter__()  # before the worker starts: it can only meet the element held
     try:
-        await eventually(lambda: worker.ready(ops_port), timeout=30, what="worker ready")
-        await eventually(lambda: received(ops_port, 1), what="the message in hand")
-        sqs_proxy.fail("blackhole", only=b"AmazonSQS.ChangeMessageVisibility")
-        await eventually(lambda: sqs_proxy.faulted >= 1, timeout=30, what="a heartbeat black-holed")
-        if outage == "one-call":
-            sqs_proxy.heal()
-            # Held for longer than a visibility timeout more: only heartbeats keep it hidden meanwhile.
-            await asyncio.sleep(visibility * 1.5)
-        else:
-            await eventually(lambda: received(ops_port, 2), timeout=60, what="the message received again")
-            sqs_proxy.heal()
-        await holding.__aexit__(None, None, None)
-        holding = None
-        await eventually(lambda: written_files(tmp_path) == expected_files([created]), what="delivered")
-        await eventually(lambda: queue_settled(sqs_endpoint.url, queues[0]), timeout=30, what="queue settled")
+        async with worker_process(config, ops_port, tmp_path / "worker.log", ready_within=30) as (worker, _):
+            await eventually(lambda: received(ops_port, 1), what="the message in hand")
+            sqs_proxy.fail("blackhole", only=b"AmazonSQS.ChangeMessageVisibility")
+            await eventually(lambda: sqs_proxy.faulted >= 1, timeout=30, what="a heartbeat black-holed")
+            if outage == "one-call":
+                sqs_proxy.heal()
+                # Held for longer than a visibility timeout more: only heartbeats keep it hidden meanwhile.
+                await asyncio.sleep(visibility * 1.5)
+            else:
+                await eventually(lambda: received(ops_port, 2), timeout=60, what="the message received again")
+                sqs_proxy.heal()
+            await holding.__aexit__(None, None, None)
+            holding = None
+            await eventually(lambda: written_files(tmp_path) == expected_files([created]), what="delivered")
+            await eventually(lambda: queue_settled(sqs_endpoint.url, queues[0]), timeout=30, what="queue settled")
     finally:
         if holding is not None:
             await holding.__aexit__(None, None, None)
         await other_worker.close()
-        code, _ = worker.terminate()
     events = worker.events()
     dead = drain(sqs_endpoint.url, queues[1])
     count_deliveries(figures, [created], events, dead, tmp_path)
@@ -367,8 +322,8 @@ async def test_heartbeats_that_meet_a_dead_connection_and_a_longer_stall_of_sqs(
         "heartbeats_failed": len(events_named(worker, "heartbeat_failed")),
         "highest_receive_count": highest_receive_count(events),
     }
-    assert code == 0
-    assert (figures.dead_lettered, figures.duplicates, figures.lost) == (0, 0, 0)
+    assert worker.process.returncode == 0
+    assert_each_story_once(figures)
     assert figures.notes["highest_receive_count"] == (1 if outage == "one-call" else 2)
     assert figures.notes["heartbeats_failed"] >= 1  # each black-holed call ended by its deadline, with a line
 
@@ -406,20 +361,9 @@ async def test_a_cms_that_stops_answering_without_closing_is_parked_and_gets_eac
     # stories reach the CMS on new connections, each created once.
     with GlobalExportServer() as cms:
         async with fault_proxy(cms.base_url) as proxy:
-            ops_port = free_port()
-            config = write_config(
-                tmp_path / "bridge.toml",
-                queue=queues[0],
-                endpoint=sqs_endpoint.url,
-                kordiam=simulator.base_url,
-                workdir=tmp_path,
-                ops_port=ops_port,
-            )
+            config, ops_port = process_config(sqs_endpoint, queues, simulator, tmp_path)
             with_cms_channel(config, tmp_path, proxy.url())
-            worker = WorkerProcess(config, tmp_path / "worker.log")
-            ops = httpx.AsyncClient(base_url=f"http://127.0.0.1:{ops_port}", timeout=5)
-            try:
-                await eventually(lambda: worker.ready(ops_port), timeout=30, what="worker ready")
+            async with worker_process(config, ops_port, tmp_path / "worker.log", ready_within=30) as (worker, ops):
                 stories = [await admin.create(story("Before the fault"))]
                 await eventually(lambda: len(cms.elements()) == 1, what="the story before on the CMS")
                 proxy.fail("blackhole")
@@ -435,9 +379,6 @@ async def test_a_cms_that_stops_answering_without_closing_is_parked_and_gets_eac
                 proxy.heal()
                 await eventually(lambda: len(cms.elements()) == len(stories), timeout=60, what="all on the CMS")
                 await eventually(lambda: queue_settled(sqs_endpoint.url, queues[0]), timeout=30, what="settled")
-            finally:
-                await ops.aclose()
-                code, _ = worker.terminate()
             events = worker.events()
             dead = drain(sqs_endpoint.url, queues[1])
             posts = [call.body.get("id") for call in cms.calls("POST")]
@@ -454,11 +395,11 @@ async def test_a_cms_that_stops_answering_without_closing_is_parked_and_gets_eac
         "breaker_opened": len(events_named(worker, "breaker_open")),
         "parked_requeued": sum(int(e["requeued"]) for e in events_named(worker, "parked_requeued")),
     }
-    assert code == 0
+    assert worker.process.returncode == 0
     assert not any("Traceback" in line for line in worker.log.read_text(encoding="utf-8").splitlines())
     assert sorted(posts) == sorted(s["id"] for s in stories)  # each created once
     assert all(linked)  # the CMS's id fed back to Kordiam for every story
-    assert (figures.dead_lettered, figures.duplicates, figures.lost) == (0, 0, 0)
+    assert_each_story_once(figures)
 
 
 # A stall mid-answer ends as a blackhole does (measured so by hand): left out, for CI's time.
@@ -476,30 +417,17 @@ async def test_kordiam_feedback_writes_that_hang_are_retried_and_publish_nothing
     # Only Kordiam's feedback writes (PATCH of a publication) hang: the element reads and the probe answer, so the
     # failure is each message's own and is retried through the queue (a stalled PATCH reached Kordiam: its retry
     # writes the same again). Once the writes answer, every story is linked, and no channel item was written twice.
-    ops_port = free_port()
-    config = write_config(
-        tmp_path / "bridge.toml",
-        queue=queues[0],
-        endpoint=sqs_endpoint.url,
-        kordiam=kordiam_proxy.url(),
-        workdir=tmp_path,
-        ops_port=ops_port,
-        kordiam_timeout=1,
-        retry_max_seconds=2,
+    config, ops_port = process_config(
+        sqs_endpoint, queues, simulator, tmp_path, kordiam=kordiam_proxy.url(), kordiam_timeout=1, retry_max_seconds=2
     )
-    worker = WorkerProcess(config, tmp_path / "worker.log")
-    stories: list[dict[str, Any]] = []
-    try:
-        await eventually(lambda: worker.ready(ops_port), timeout=30, what="worker ready")
+    async with worker_process(config, ops_port, tmp_path / "worker.log", ready_within=30) as (worker, _):
         kordiam_proxy.fail(mode, only=b"PATCH /api/v2/elements/")
-        stories += [await admin.create(story(f"Feedback hangs {n}")) for n in range(3)]
+        stories = [await admin.create(story(f"Feedback hangs {n}")) for n in range(3)]
         await eventually(lambda: len(events_named(worker, "retry_later")) >= len(stories), timeout=60, what="retried")
         kordiam_proxy.heal()
         await eventually(lambda: written_files(tmp_path) == expected_files(stories), timeout=60, what="delivered")
         await eventually(lambda: queue_settled(sqs_endpoint.url, queues[0]), timeout=60, what="queue settled")
         linked = [all(p.get("externalId") for p in (await admin.get(s["id"]))["publications"]) for s in stories]
-    finally:
-        code, _ = worker.terminate()
     events = worker.events()
     dead = drain(sqs_endpoint.url, queues[1])
     count_deliveries(figures, stories, events, dead, tmp_path)
@@ -511,6 +439,6 @@ async def test_kordiam_feedback_writes_that_hang_are_retried_and_publish_nothing
         "highest_receive_count": highest_receive_count(events),
         "paused": len(events_named(worker, "kordiam_unavailable")),
     }
-    assert code == 0
+    assert worker.process.returncode == 0
     assert all(linked)
-    assert (figures.dead_lettered, figures.duplicates, figures.lost) == (0, 0, 0)
+    assert_each_story_once(figures)
