@@ -11,18 +11,17 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-import httpx
 import pytest
 
-from tests.faults.conftest import Figures
+from tests.faults.conftest import Figures, assert_each_story_once
 from tests.support import (
     SimulatorAdmin,
-    WorkerProcess,
     deliveries,
     eventually,
     stomp_drain,
     stop_worker_mid_batch,
     story,
+    worker_process,
 )
 
 pytestmark = pytest.mark.integration
@@ -63,21 +62,17 @@ async def test_worker_on_activemq_stopped_mid_batch_then_restarted(
     delivered_before = len(deliveries(tmp_path))
 
     # The broker hands the first worker's unacknowledged messages to the second; the state store deduplicates.
-    second = WorkerProcess(path, tmp_path / "worker-2.log")
-    try:
-        await eventually(lambda: second.ready(ops_port), what="second worker ready")
+    async with worker_process(path, ops_port, tmp_path / "worker-2.log", ready_within=20):
         await eventually(
             lambda: deliveries(tmp_path) == expected_deliveries(stories), timeout=60, what="every story delivered"
         )
-    finally:
-        second.terminate()
     dead = await stomp_drain(stomp_queues[1])
     record(figures, stories, tmp_path, len(dead))
     figures.notes = {"delivered_before_stop": delivered_before, "stop_seconds": round(stop_seconds, 2)}
     for created in stories:
         element = await stomp_admin.get(created["id"])
         assert all(p.get("externalId") for p in element["publications"])
-    assert (figures.dead_lettered, figures.duplicates, figures.lost) == (0, 0, 0)
+    assert_each_story_once(figures)
 
 
 async def broker(command: str, url: str) -> None:
@@ -111,8 +106,7 @@ async def test_broker_restart_mid_run_loses_nothing(
     path, ops_port = stomp_config
     stories = [await stomp_admin.create(story(f"Before {n}")) for n in range(10)]
     await stomp_admin.fault(method="GET", path=r"^/api/v2/elements/\d+$", status=429, count=6, retry_after=1)
-    worker = WorkerProcess(path, tmp_path / "worker.log")
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{ops_port}") as ops:
+    async with worker_process(path, ops_port, tmp_path / "worker.log", ready_within=20) as (worker, ops):
 
         async def ready() -> bool:
             return (await ops.get("/readyz")).status_code == 200
@@ -120,37 +114,33 @@ async def test_broker_restart_mid_run_loses_nothing(
         async def not_ready() -> bool:
             return not await ready()
 
+        await eventually(lambda: len(deliveries(tmp_path)) >= 2, what="first deliveries")
+        await broker("stop", activemq)
         try:
-            await eventually(lambda: worker.ready(ops_port), what="worker ready")
-            await eventually(lambda: len(deliveries(tmp_path)) >= 2, what="first deliveries")
-            await broker("stop", activemq)
-            try:
-                if not await port_closed(activemq):
-                    pytest.skip(f"the broker at {activemq} was not started by scripts/activemq.sh (ACTIVEMQ_HOME)")
-                down_at = time.monotonic()
-                await eventually(not_ready, what="/readyz reporting the lost broker")
-                answer = await ops.get("/readyz")
-                assert answer.json()["reason"] == "queue connection lost; reconnecting"  # not "not started"
-                # Reconnecting by itself is no stall: a restart would not bring the broker back.
-                assert (await ops.get("/healthz")).status_code == 200
-            finally:
-                await broker("start", activemq)
-            await eventually(ready, timeout=60, what="/readyz after the broker is back")
-            outage = time.monotonic() - down_at
-            stories += [await stomp_admin.create(story(f"After {n}")) for n in range(10)]
-            await eventually(
-                lambda: deliveries(tmp_path) == expected_deliveries(stories), timeout=90, what="every story delivered"
-            )
-
-            # The worker says so in its log, both ways (it looks at the connection once a second).
-            def logged_both_ways() -> bool:
-                return {"broker_connection_lost", "broker_reconnected"} <= {e.get("event") for e in worker.events()}
-
-            await eventually(logged_both_ways, what="the log lines of the lost and regained connection")
+            if not await port_closed(activemq):
+                pytest.skip(f"the broker at {activemq} was not started by scripts/activemq.sh (ACTIVEMQ_HOME)")
+            down_at = time.monotonic()
+            await eventually(not_ready, what="/readyz reporting the lost broker")
+            answer = await ops.get("/readyz")
+            assert answer.json()["reason"] == "queue connection lost; reconnecting"  # not "not started"
+            # Reconnecting by itself is no stall: a restart would not bring the broker back.
+            assert (await ops.get("/healthz")).status_code == 200
         finally:
-            code, _ = worker.terminate()
-    assert code == 0
+            await broker("start", activemq)
+        await eventually(ready, timeout=60, what="/readyz after the broker is back")
+        outage = time.monotonic() - down_at
+        stories += [await stomp_admin.create(story(f"After {n}")) for n in range(10)]
+        await eventually(
+            lambda: deliveries(tmp_path) == expected_deliveries(stories), timeout=90, what="every story delivered"
+        )
+
+        # The worker says so in its log, both ways (it looks at the connection once a second).
+        def logged_both_ways() -> bool:
+            return {"broker_connection_lost", "broker_reconnected"} <= {e.get("event") for e in worker.events()}
+
+        await eventually(logged_both_ways, what="the log lines of the lost and regained connection")
+    assert worker.process.returncode == 0
     dead = await stomp_drain(stomp_queues[1])
     record(figures, stories, tmp_path, len(dead))
     figures.notes = {"outage_seconds": round(outage, 1)}
-    assert (figures.dead_lettered, figures.duplicates, figures.lost) == (0, 0, 0)
+    assert_each_story_once(figures)

@@ -18,7 +18,7 @@ from aiohttp import web
 from moto.server import ThreadedMotoServer
 
 from bridge.simulator import RunningSimulator
-from tests.faults.conftest import Figures
+from tests.faults.conftest import Figures, assert_each_story_once
 from tests.support import (
     SimulatorAdmin,
     SqsEndpoint,
@@ -182,7 +182,7 @@ async def test_the_ingress_killed_between_the_enqueue_and_its_answer_then_kordia
     figures.notes = {"killed_after": proxy.killed_after[0][:60], "writes": dict(writes)}
     assert len(proxy.killed_after) == 1
     assert sorted(writes) == [f"print/{expected[0][2]}", f"web/{expected[1][2]}"]
-    assert (figures.dead_lettered, figures.duplicates, figures.lost) == (0, 0, 0)
+    assert_each_story_once(figures)
 
 
 async def test_a_queue_outage_answers_503_acknowledges_nothing_and_kordiams_retry_is_delivered_after(
@@ -253,4 +253,4 @@ async def test_a_queue_outage_answers_503_acknowledges_nothing_and_kordiams_retr
     # The three calls answered 503 reached the queue neither then nor once it was back (a send is not retried into
     # the queue after its caller was told to retry): the worker handled the two answered 201, nothing else.
     assert late == 0 and handled == 2
-    assert (figures.dead_lettered, figures.duplicates, figures.lost) == (0, 0, 0)
+    assert_each_story_once(figures)
