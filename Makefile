@@ -102,10 +102,12 @@ ACTIVEMQ_ENV := $(TEST_ACTIVEMQ) BRIDGE_TEST_ACTIVEMQ=stomp://127.0.0.1:61623
 STOP_BACKGROUND := $(TEST_LOCALSTACK) scripts/localstack.sh stop; scripts/docker.sh discard
 
 test: lint typecheck venv
-	@mkdir -p .cache
+	@# The log exists before the background start opens it: the `cat` below must not race that start's redirect
+	@# (a main pass that ends at once, `PYTEST_FLAGS=-k …`, reached the `cat` first on a busy machine).
+	@mkdir -p .cache && : >.cache/localstack-tests-start.log
 	. scripts/interruptible.sh; \
 	  interruptible scripts/wordpress.sh start && interruptible env $(TEST_ACTIVEMQ) scripts/activemq.sh start && { \
-	    ($(TEST_LOCALSTACK) scripts/localstack.sh start >.cache/localstack-tests-start.log 2>&1 </dev/null &); \
+	    ($(TEST_LOCALSTACK) scripts/localstack.sh start >>.cache/localstack-tests-start.log 2>&1 </dev/null &); \
 	    echo "localstack: starting in the background for the LocalStack pass (log .cache/localstack-tests-start.log)"; \
 	    interruptible scripts/docker.sh prepare-background; } && \
 	  interruptible env $(WORDPRESS_ENV) $(ACTIVEMQ_ENV) $(BIN)/pytest $(PYTEST_FLAGS) --durations=15 tests; status=$$?; \
