@@ -18,6 +18,7 @@ from rich.console import Console
 from bridge import __version__
 from bridge.errors import BridgeError, ConfigError, TransientError, shown
 from bridge.signals import two_steps
+from bridge.terminal import visible
 
 if TYPE_CHECKING:
     from _typeshed import SupportsWrite
@@ -139,12 +140,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         from bridge.config import naming_its_variable
 
-        _say(f"kordiam-bridge: configuration error: {_one_line(naming_its_variable(error))}")
+        _say(f"kordiam-bridge: configuration error: {naming_its_variable(error)}")
         return EXIT_CONFIG
     except (OutputUnwritable, BrokenPipeError) as error:
         return _output_failed(error)
     except BridgeError as error:  # operator commands: a clear message, no traceback
-        _say(f"kordiam-bridge: {_one_line(error)}")
+        _say(f"kordiam-bridge: {error}")
         return 1
     except (KeyboardInterrupt, asyncio.CancelledError):
         _say("kordiam-bridge: interrupted")
@@ -166,11 +167,14 @@ def _output_failed(error: OutputUnwritable | BrokenPipeError) -> int:
 def _say(line: str) -> None:
     """A line for the operator on stderr; none when stderr is closed (`2>&-`): print's None is stdout, where the
     line would reach what reads the output (`status --json 2>&- | jq`). A stderr that cannot take it (a pipe whose
-    reader went away, a full disk) leaves the exit code to say what happened."""
+    reader went away, a full disk) leaves the exit code to say what happened.
+
+    What the line quotes from outside (a server's HTML page, a broker's ERROR frame) may hold line breaks, folded
+    here, and other control characters, written out (``bridge.terminal``)."""
     if sys.stderr is None:
         return
     try:
-        print(line, file=sys.stderr, flush=True)
+        print(visible(" ".join(line.split())), file=sys.stderr, flush=True)
     except OSError:
         _discard(sys.stderr)
 
@@ -200,11 +204,6 @@ class _OutputConsole(Console):
 
     def on_broken_pipe(self) -> None:
         raise BrokenPipeError
-
-
-def _one_line(error: BaseException) -> str:
-    """The error's text on one line: what it quotes (a server's HTML page, a broker's frame) may hold line breaks."""
-    return " ".join(str(error).split())
 
 
 def _discard(stream: TextIO | None) -> None:
@@ -267,7 +266,7 @@ def serve_until_signalled(serve: Callable[[asyncio.Event], Coroutine[Any, Any, N
     try:
         asyncio.run(main())
     except TransientError as error:
-        _say(f"kordiam-bridge: cannot start now (a fault that may pass, not the configuration): {_one_line(error)}")
+        _say(f"kordiam-bridge: cannot start now (a fault that may pass, not the configuration): {error}")
         return EXIT_UNAVAILABLE
     return 0
 
@@ -670,7 +669,7 @@ def _dlq_delete(args: argparse.Namespace) -> int:
     _show(args, result, render_dlq_delete)
     for deletion in result.deletions:
         if deletion.error is not None:
-            _say(f"kordiam-bridge: {' '.join(deletion.error.split())}")
+            _say(f"kordiam-bridge: {deletion.error}")
     return 1 if result.failed else 0
 
 

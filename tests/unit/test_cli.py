@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import http.server
 import io
 import json
 import os
@@ -10,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -834,3 +836,48 @@ def test_sighup_ignored_by_whoever_started_the_worker_stays_ignored() -> None:
         assert b"signal=SIGTERM" in said and b"SIGHUP" not in said and said.endswith(b"drained\n")
     finally:
         command.kill()
+
+
+class _RefusingSqs(http.server.BaseHTTPRequestHandler):
+    """An SQS endpoint that refuses every call, its error code holding terminal escapes and rich markup."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        body = json.dumps({"__type": f"com.amazonaws.sqs#{HOSTILE}", "message": "refused"}).encode()
+        self.send_response(403)
+        self.send_header("Content-Type", "application/x-amz-json-1.0")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_: object) -> None:
+        pass
+
+
+# What a hostile or broken peer may answer: a screen clear, a window title, a bell, an 8-bit CSI, rich markup.
+HOSTILE = "denied\x1b[2J\x1b]0;owned\x07 [bold]x[/bold]\x9b31m"
+HOSTILE_SHOWN = "denied\\x1b[2J\\x1b]0;owned\\x07 [bold]x[/bold]\\x9b31m"
+
+
+def test_an_error_line_shows_the_control_characters_a_server_answered_escaped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Before, the escape sequences reached the operator's terminal raw: the screen cleared, the window renamed.
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _RefusingSqs)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        config = write_config(
+            tmp_path / "bridge.toml",
+            queue="https://sqs.eu-central-1.amazonaws.com/123456789012/bridge",
+            endpoint=f"http://127.0.0.1:{server.server_address[1]}",
+            kordiam="http://127.0.0.1:9",
+            workdir=tmp_path,
+            ops_port=0,
+        )
+        code = main(["dlq", "list", "--config", str(config)])
+    finally:
+        server.shutdown()
+        server.server_close()
+    err = capsys.readouterr().err
+    assert code in (1, 2) and err.count("\n") == 1
+    assert HOSTILE_SHOWN in err and not any(c in err for c in "\x1b\x07\x9b")
