@@ -1,7 +1,9 @@
 """Terminal rendering of the operator commands' results with rich; nothing here talks to a queue.
 
 What came off a queue (ids, attribute names and values) goes in as ``Text``: rich then reads no markup or emoji
-codes in it (an ActiveMQ message id such as ``ID:host-1:2:-1:1`` would otherwise show a thumbs-down).
+codes in it (an ActiveMQ message id such as ``ID:host-1:2:-1:1`` would otherwise show a thumbs-down). What came from
+outside (that, and what a failure's reason or an error quotes of a peer's answer) has its control characters written
+out (``bridge.terminal``) before rich measures it: raw, an escape sequence would reach the operator's terminal.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from bridge.admin.results import (
     ReplayResult,
 )
 from bridge.queue.dead_letter import FAILURE_PREFIX
+from bridge.terminal import visible
 
 # --------------------------------------------------------------------------------------------------- rendering
 
@@ -45,10 +48,16 @@ def format_age(seconds: float | None) -> str:
     return f"{seconds / 86400:.1f}d"
 
 
+def outside(text: str, style: str = "") -> Text:
+    """``text`` from outside as a cell or a line: no markup read, its control characters written out."""
+    return Text(visible(text), style=style)
+
+
 def _short(text: str | None, width: int) -> str:
+    """A reason (which quotes a peer's answer) on one line of at most ``width`` characters as it is shown."""
     if not text:
         return "-"
-    text = " ".join(text.split())
+    text = visible(" ".join(text.split()))
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
@@ -58,9 +67,9 @@ def render_replay(result: ReplayResult, console: Console) -> None:
         if element.error == INTERRUPTED:
             continue
         if element.error is None:
-            console.print(f"element {element.element_id}: enqueued as {element.message_id}")
+            console.print(outside(f"element {element.element_id}: enqueued as {element.message_id}"))
         else:
-            console.print(f"[red]element {element.element_id}: not enqueued: {escape(element.error)}[/red]")
+            console.print(f"[red]element {element.element_id}: not enqueued: {escape(visible(element.error))}[/red]")
     console.print(f"{result.sent} of {len(result.elements)} notification(s) sent to {result.queue_url}")
     if unsent:
         shown = " ".join(map(str, unsent[:10])) + (" …" if len(unsent) > 10 else "")
@@ -78,7 +87,7 @@ def render_parked_list(listing: ParkedListing, console: Console) -> None:
     for parked in listing.elements:
         table.add_row(
             str(parked.element_id),
-            Text(parked.channel),
+            outside(parked.channel),
             parked.since.isoformat(timespec="seconds"),
             format_age(parked.age_seconds),
             Text(_short(parked.reason, 80)),
@@ -111,10 +120,10 @@ def render_parked_requeue(result: ParkedRequeueResult, console: Console) -> None
         channels = ", ".join(element.channels)
         if element.error is None:
             console.print(
-                Text(f"element {element.element_id}: enqueued as {element.message_id}, unparked ({channels})")
+                outside(f"element {element.element_id}: enqueued as {element.message_id}, unparked ({channels})")
             )
         else:
-            console.print(Text(f"element {element.element_id}: {element.error}", style="red"))
+            console.print(outside(f"element {element.element_id}: {element.error}", style="red"))
     console.print(f"{result.sent} of {len(result.elements)} notification(s) sent to {result.queue_url}")
     if unsent:
         shown = " ".join(map(str, unsent[:10])) + (" …" if len(unsent) > 10 else "")
@@ -131,11 +140,11 @@ def render_dlq_list(listing: DlqListing, console: Console) -> None:
     for message in listing.messages:
         failure = message.failure
         table.add_row(
-            Text(message.message_id),
+            outside(message.message_id),
             str(message.element_id) if message.element_id is not None else "-",
-            escape(failure.stage or "-") if failure else "(moved by SQS)",
-            escape(failure.error_class or "-") if failure else "-",
-            escape(_short(failure.reason if failure else None, 60)),
+            outside(failure.stage or "-") if failure else "(moved by SQS)",
+            outside(failure.error_class or "-") if failure else "-",
+            Text(_short(failure.reason if failure else None, 60)),
             # Without the worker's context only SQS's receive count is known, and listings add to it.
             str(failure.attempts) if failure and failure.attempts is not None else "-",
             format_age(message.age_seconds(now)),
@@ -155,20 +164,20 @@ def render_dlq_message(message: DlqMessage, console: Console) -> None:
     table = Table(show_header=False, box=None)
     table.add_column(style="bold")
     table.add_column(overflow="fold")
-    table.add_row("message id", Text(message.message_id))
+    table.add_row("message id", outside(message.message_id))
     table.add_row("element", str(message.element_id) if message.element_id is not None else "-")
     table.add_row("sent", message.sent_at.isoformat() if message.sent_at else "-")
     table.add_row("age", format_age(message.age_seconds()))
     table.add_row("receive count", str(message.receive_count))
     if message.group_id:
-        table.add_row("group", Text(message.group_id))
+        table.add_row("group", outside(message.group_id))
     console.print(table)
     if message.attributes:
         attributes = Table(title="Message attributes", title_justify="left")
         attributes.add_column("name")
         attributes.add_column("value", overflow="fold")
         for name in sorted(message.attributes, key=lambda n: (not n.startswith(FAILURE_PREFIX), n)):
-            attributes.add_row(Text(name), Text(message.attributes[name]))
+            attributes.add_row(outside(name), outside(message.attributes[name]))
         console.print(attributes)
     else:
         console.print("Message attributes: none")
@@ -178,7 +187,7 @@ def render_dlq_message(message: DlqMessage, console: Console) -> None:
         system.add_column("name")
         system.add_column("value", overflow="fold")
         for name, value in sorted(message.system_attributes.items()):
-            system.add_row(Text(name), Text(value))
+            system.add_row(outside(name), outside(value))
         console.print(system)
     if message.body_is_utf8:
         console.print("[bold]Body[/bold]")
@@ -187,10 +196,14 @@ def render_dlq_message(message: DlqMessage, console: Console) -> None:
             "[bold]Body[/bold] (not UTF-8: its bad bytes shown as \ufffd; the dead letter keeps them as they came)"
         )
     parsed = message.body_json
+    # Its line breaks and tabs kept (a JSON body's are the indentation's: json.dumps escapes those inside strings,
+    # and every other C0 character, not DEL or C1).
     if parsed is not None:
-        console.print(Syntax(json.dumps(parsed, indent=2, ensure_ascii=False), "json", word_wrap=True))
+        indented = json.dumps(parsed, indent=2, ensure_ascii=False)
+        console.print(Syntax(visible(indented, keep="\n"), "json", word_wrap=True))
     else:
-        console.print(Text(message.body), highlight=False)  # as it is: no markup read, none escaped
+        # As it is but for its control characters: no markup read, none escaped.
+        console.print(Text(visible(message.body, keep="\n\t")), highlight=False)
 
 
 def render_dlq_delete(result: DlqDeleteResult, console: Console) -> None:
@@ -207,7 +220,7 @@ def render_dlq_delete(result: DlqDeleteResult, console: Console) -> None:
         element = str(message.element_id) if message.element_id is not None else "-"
         done = "would delete" if result.dry_run else "deleted"
         console.print(
-            Text(f"{done} {message.message_id}{named}: element {element}, stage {stage}, reason {reason}"),
+            outside(f"{done} {message.message_id}{named}: element {element}, stage {stage}, reason {reason}"),
             soft_wrap=True,
         )
     if result.dry_run and found:
@@ -220,10 +233,10 @@ def render_redrive(result: RedriveResult, console: Console) -> None:
     via = "SQS move task" if result.method == "move-task" else "copy and delete"
     console.print(f"Redrive {result.source_url} → {result.destination_url} ({via})")
     if result.fallback_reason:
-        console.print(f"  manual copy because: {escape(result.fallback_reason)}")
+        console.print(f"  manual copy because: {escape(visible(result.fallback_reason))}")
     console.print(f"  moved: {result.moved_total}")
     if result.task_status:
-        console.print(f"  move task status: {result.task_status}")
+        console.print(outside(f"  move task status: {result.task_status}"))
     if result.skipped:
         console.print(f"  left in the dead-letter queue (filter/limit): {result.skipped}")
     if result.arrived:
@@ -231,7 +244,7 @@ def render_redrive(result: RedriveResult, console: Console) -> None:
     if result.interrupted:
         console.print("  [yellow]interrupted (Ctrl-C): the figures above are what this run did before[/yellow]")
     for failure in result.failed:
-        console.print(Text.assemble(("  not moved", "red"), f" {failure.dlq_message_id}: {failure.reason}"))
+        console.print(Text.assemble(("  not moved", "red"), outside(f" {failure.dlq_message_id}: {failure.reason}")))
     if result.duplicated:
         console.print(
             f"  [yellow]copied but still in the dead-letter queue (delete failed): {len(result.duplicated)}[/yellow]"
@@ -239,7 +252,7 @@ def render_redrive(result: RedriveResult, console: Console) -> None:
         )
     if result.stopped_reason:
         # It names a message id: an ActiveMQ one holds ":-1:", an emoji code to rich in markup.
-        console.print(Text.assemble(("  stopped early:", "red"), f" {result.stopped_reason}"))
+        console.print(Text.assemble(("  stopped early:", "red"), outside(f" {result.stopped_reason}")))
     if result.remaining is not None:
         console.print(f"  dead-letter queue now holds about {result.remaining} message(s)")
 
@@ -280,11 +293,11 @@ def render_element(report: ElementReport, console: Console) -> None:
         for column in ("channel", "publication", "external id", "version", "recorded", "fingerprint", "links"):
             table.add_column(column, overflow="fold")
         for delivery in report.deliveries:
-            links = "\n".join(link for link in (delivery.edit_link, delivery.open_link) if link) or "-"
+            links = "\n".join(visible(link) for link in (delivery.edit_link, delivery.open_link) if link) or "-"
             table.add_row(
-                Text(delivery.channel if delivery.configured else f"{delivery.channel} (not configured)"),
+                outside(delivery.channel if delivery.configured else f"{delivery.channel} (not configured)"),
                 str(delivery.publication_id),
-                Text(delivery.external_id or "-"),
+                outside(delivery.external_id or "-"),
                 _version(delivery.modification_date, delivery.version) + (", live" if delivery.live else ""),
                 _when(delivery.recorded_at),
                 short_fingerprint(delivery.fingerprint),
@@ -296,7 +309,7 @@ def render_element(report: ElementReport, console: Console) -> None:
     for parked in report.parked:
         where = parked.channel if parked.configured else f"{parked.channel} (not configured)"
         console.print(
-            Text(
+            outside(
                 f"Parked for {where} since {_when(parked.since)} ({format_age(parked.age_seconds)}): "
                 f"{_short(parked.reason, 200)}",
                 style="red",
@@ -311,13 +324,13 @@ def render_element(report: ElementReport, console: Console) -> None:
             line = f"Lease: held now by {who} until {_when(lease.expires_at)} (a worker is syncing it)"
         else:
             line = f"Lease: free (the last, {who}'s, expired at {_when(lease.expires_at)})"
-        console.print(Text(line))
+        console.print(outside(line))
     else:
         console.print("Lease: free")
     found = report.dead_letters
     if found is not None:
         if found.error is not None:
-            console.print(Text(f"Dead letters: not looked at: {found.error}"))
+            console.print(outside(f"Dead letters: not looked at: {found.error}"))
         elif found.messages:
             table = Table(title=f"Dead letters in {found.queue_url}", title_justify="left")
             for column in ("message id", "stage", "error", "reason", "age"):
@@ -325,9 +338,9 @@ def render_element(report: ElementReport, console: Console) -> None:
             for message in found.messages:
                 failure = message.failure
                 table.add_row(
-                    Text(message.message_id),
-                    Text(failure.stage or "-") if failure else "(moved by SQS)",
-                    Text(failure.error_class or "-") if failure else "-",
+                    outside(message.message_id),
+                    outside(failure.stage or "-") if failure else "(moved by SQS)",
+                    outside(failure.error_class or "-") if failure else "-",
                     Text(_short(failure.reason if failure else None, 60)),
                     format_age(message.age_seconds()),
                 )
@@ -347,7 +360,7 @@ def render_element(report: ElementReport, console: Console) -> None:
     kordiam = report.kordiam
     if kordiam is not None:
         if kordiam.error is not None:
-            console.print(Text(f"In Kordiam now: not known: {kordiam.error}", style="yellow"))
+            console.print(outside(f"In Kordiam now: not known: {kordiam.error}", style="yellow"))
         elif kordiam.found:
             console.print(f"In Kordiam now: {_version(kordiam.modification_date, kordiam.version)}")
         else:
@@ -358,13 +371,13 @@ def render_element(report: ElementReport, console: Console) -> None:
                 table.add_column(column, overflow="fold")
             for check in kordiam.checks:
                 table.add_row(
-                    Text(check.channel),
+                    outside(check.channel),
                     str(check.publication_id),
                     Text(
                         check.verdict,
                         style="red" if check.out_of_line else "green" if check.verdict == IN_LINE else "",
                     ),
-                    Text(check.detail or ""),
+                    outside(check.detail or ""),
                 )
             console.print(table)
         elif not kordiam.found and kordiam.error is None:
@@ -374,19 +387,19 @@ def render_element(report: ElementReport, console: Console) -> None:
     unknown = ""
     if worker is not None and not worker.reachable:
         if worker.endpoint:
-            console.print(Text(f"Worker at {worker.endpoint} not reachable: {worker.detail}", style="yellow"))
+            console.print(outside(f"Worker at {worker.endpoint} not reachable: {worker.detail}", style="yellow"))
             unknown = "; whether the worker is paused is not known (its ops endpoint was not reached)"
         else:
-            console.print(Text(f"Worker not asked: {worker.detail}", style="yellow"))
+            console.print(outside(f"Worker not asked: {worker.detail}", style="yellow"))
             unknown = "; whether the worker is paused is not known (no ops endpoint to ask)"
     elif worker is not None and worker.paused is not None:
         since = f" since {_when(worker.paused_since)}" if worker.paused_since else ""
         state = f"paused{since}" if worker.paused_since else "takes no messages"
-        console.print(Text(f"Worker at {worker.endpoint}: {state}: {worker.paused}", style="red"))
+        console.print(outside(f"Worker at {worker.endpoint}: {state}: {worker.paused}", style="red"))
     elif worker is not None:
         # A pause is per worker process: another worker, paused or not, answers on its own ops endpoint.
         console.print(
-            Text(
+            outside(
                 f"Worker at {worker.endpoint}: taking messages (only this worker process was asked, at [ops]; "
                 "another worker, with its own ops endpoint, was not asked)"
             )
@@ -394,7 +407,7 @@ def render_element(report: ElementReport, console: Console) -> None:
     for failing in report.failing_channels:
         if failing.goes is None:
             console.print(
-                Text(
+                outside(
                     f"Channel {failing.channel}: {failing.why}; whether element {report.element_id} goes to it is not "
                     "known without --kordiam (the store holds no delivery of it there, nothing parked for it)",
                     style="yellow",
@@ -402,7 +415,7 @@ def render_element(report: ElementReport, console: Console) -> None:
             )
         elif not failing.goes:
             console.print(
-                Text(
+                outside(
                     f"Channel {failing.channel}: {failing.why}; element {report.element_id} does not go to it "
                     "(the configured routing of the element Kordiam holds now): no problem for it"
                 )
@@ -411,6 +424,6 @@ def render_element(report: ElementReport, console: Console) -> None:
     if problems:
         console.print("[bold red]Problems[/bold red]")
         for problem in problems:
-            console.print(Text(f"  - {problem}"))
+            console.print(outside(f"  - {problem}"))
     else:
         console.print(Text(f"No problems found{unknown}.", style="green" if not unknown else "yellow"))

@@ -41,6 +41,7 @@ from bridge.queue import QueueAdmin, open_queue_admin
 from bridge.queue.transport import PeekedMessage
 from bridge.state import open_state_store
 from bridge.state.base import RECONCILE_SWEEP, ChannelCounts, DeliveryCounts, parked_elsewhere
+from bridge.terminal import visible
 
 DEFAULT_SAMPLE = 10
 # Where the broker gives no depth (ActiveMQ over STOMP): the dead letters a status browses to count them.
@@ -489,7 +490,9 @@ def render_status(report: StatusReport, console: Console) -> None:
         queues.add_column(column, overflow="fold" if column in ("queue", "note") else "ellipsis")
     for status in (report.queue, report.dead_letter):
         if status.error:
-            queues.add_row(f"{status.role}\n{status.url}", "-", "-", "-", "-", f"[red]{escape(status.error)}[/red]")
+            queues.add_row(
+                f"{status.role}\n{status.url}", "-", "-", "-", "-", f"[red]{escape(visible(status.error))}[/red]"
+            )
             continue
         queues.add_row(
             f"{status.role}\n{status.url}",
@@ -497,21 +500,25 @@ def render_status(report: StatusReport, console: Console) -> None:
             _count(status.in_flight),
             _count(status.delayed),
             f"~{format_age(status.oldest_age_seconds)}" if status.oldest_age_seconds is not None else "-",
-            escape(status.age_note or ""),
+            escape(visible(status.age_note or "")),
         )
     console.print(queues)
 
     worker = report.worker
     if worker.reachable:
-        state = "[green]healthy[/green]" if worker.healthy else f"[red]unhealthy[/red] ({escape(worker.detail or '')})"
+        state = (
+            "[green]healthy[/green]"
+            if worker.healthy
+            else f"[red]unhealthy[/red] ({escape(visible(worker.detail or ''))})"
+        )
         since = f" since {worker.not_ready_since.isoformat(timespec='seconds')}" if worker.not_ready_since else ""
-        reason = escape(worker.not_ready_reason or "")
+        reason = escape(visible(worker.not_ready_reason or ""))
         ready = "ready" if worker.ready else f"[red]not ready[/red]{since} ({reason})"
         extra = f", {worker.in_flight} in flight" if worker.in_flight is not None else ""
         console.print(f"Worker at {worker.endpoint}: {state}, {ready}{extra}")
     else:
         where = f"at {worker.endpoint} " if worker.endpoint else ""
-        console.print(f"Worker {where}[yellow]not reachable[/yellow]: {escape(worker.detail or '')}")
+        console.print(f"Worker {where}[yellow]not reachable[/yellow]: {escape(visible(worker.detail or ''))}")
 
     channels = Table(title=f"Channels (state: {report.state.url})", title_justify="left")
     for column in ("channel", "type", "deliveries", "elements", "live", "newest version synced", "parked", "errors"):
@@ -537,9 +544,9 @@ def render_status(report: StatusReport, console: Console) -> None:
         )
     console.print(channels)
     if report.state.available and not report.state.deliveries_complete:
-        console.print(f"[yellow]state store:[/yellow] {escape(report.state.detail or '')}")
+        console.print(f"[yellow]state store:[/yellow] {escape(visible(report.state.detail or ''))}")
     if not report.state.available:
-        console.print(f"[yellow]state store:[/yellow] {escape(report.state.detail or '')}")
+        console.print(f"[yellow]state store:[/yellow] {escape(visible(report.state.detail or ''))}")
     if (cursor := report.state.reconcile_cursor) is not None:
         age = format_age((report.generated_at - cursor).total_seconds())
         console.print(f"Reconciliation sweep: resumes from {cursor.isoformat(timespec='seconds')} ({age} ago)")
@@ -548,6 +555,6 @@ def render_status(report: StatusReport, console: Console) -> None:
     if problems:
         console.print("[bold red]Problems[/bold red]")
         for problem in problems:
-            console.print(f"  - {escape(problem)}")
+            console.print(f"  - {escape(visible(problem))}")
     else:
         console.print("[green]No problems found.[/green]")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +99,40 @@ def test_dlq_list_on_an_empty_queue_and_the_cli(
     assert main(["dlq", "list", "--json", "--config", str(config)]) == 0
     listed = json.loads(capsys.readouterr().out)
     assert [m["failure"]["reason"] for m in listed["messages"]] == ["body is not JSON"]
+
+
+# What a hostile or broken peer may answer, quoted in a failure reason or carried in a body: a screen clear, a
+# window title, a bell, an 8-bit CSI, rich markup. ActiveMQ carries them all, where SQS refuses most control characters.
+HOSTILE = "denied\x1b[2J\x1b]0;owned\x07 [bold]x[/bold]\x9b31m"
+HOSTILE_SHOWN = "denied\\x1b[2J\\x1b]0;owned\\x07 [bold]x[/bold]\\x9b31m"
+
+
+def test_dlq_list_and_show_print_the_control_characters_a_peer_sent_escaped(
+    stomp_queues: tuple[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Before, they reached the operator's terminal raw: `dlq show` cleared the screen and renamed the window.
+    queue, dlq = stomp_queues
+    reason = f"channel web refused the item: HTTP 422: {HOSTILE}"
+    body = f"first line\n\tsecond {HOSTILE}"
+    message_id = asyncio.run(_dead_letter(queue, dlq, body, DeadLetterContext("sync", reason, "ChannelRejected", 7)))
+    config = tmp_path / "bridge.toml"
+    config.write_text(
+        f'[kordiam]\nbase_url = "http://127.0.0.1:9"\nclient_id = "c"\nclient_secret = "s3cret-value"\n'
+        f'[queue]\nurl = "{queue}"\ndlq_url = "{dlq}"\n'
+    )
+    monkeypatch.setenv("COLUMNS", "400")
+    assert main(["dlq", "list", "--config", str(config)]) == 0
+    listed = capsys.readouterr().out
+    assert main(["dlq", "show", message_id, "--config", str(config)]) == 0
+    shown = capsys.readouterr().out
+    for out in (listed, shown):
+        assert not any(control in out for control in "\x1b\x07\x9b"), out
+    assert "HTTP 422: denied\\x1b[2J" in listed  # the table's column cuts the reason short
+    assert f"HTTP 422: {HOSTILE_SHOWN}" in shown
+    # The body keeps its line break and its tab (spaces on a terminal, as rich expands it): harmless, and its own.
+    assert re.search("first line\n +second " + re.escape(HOSTILE_SHOWN), shown)
+    assert main(["dlq", "show", message_id, "--json", "--config", str(config)]) == 0
+    assert json.loads(capsys.readouterr().out)["body"] == body  # --json is exact: JSON escapes them itself
 
 
 async def test_status_counts_the_dead_letters_by_browsing(stomp_queues: tuple[str, str], tmp_path: Path) -> None:

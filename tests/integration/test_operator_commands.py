@@ -1231,6 +1231,23 @@ async def test_status_with_an_unreachable_worker_endpoint(settings: Settings) ->
     assert "not reachable" in rendered(render_status, report)
 
 
+async def test_status_prints_the_control_characters_a_worker_answered_escaped(settings: Settings) -> None:
+    # What /readyz answers is quoted as it came; before, its escape sequences reached the operator's terminal raw.
+    hostile = "Kordiam answered 500: \x1b[2J\x1b]0;owned\x07 [bold]x[/bold]\x9b31m"
+    server = OpsServer("127.0.0.1", 0, healthy=lambda: True, ready=lambda: False, not_ready_reason=lambda: hostile)
+    await server.start()
+    try:
+        report = await collect_status(
+            settings.model_copy(update={"ops": OpsSettings(host="127.0.0.1", port=server.port)})
+        )
+    finally:
+        await server.stop()
+    assert report.worker.not_ready_reason == hostile  # --json quotes it exactly: JSON escapes them itself
+    text = rendered(render_status, report)
+    assert not any(control in text for control in "\x1b\x07\x9b"), text
+    assert "Kordiam answered 500: \\x1b[2J\\x1b]0;owned\\x07 [bold]x[/bold]\\x9b31m" in text
+
+
 async def test_status_exit_code_says_whether_it_found_problems(
     sqs_endpoint: SqsEndpoint, queues: tuple[str, str], tmp_path: Path
 ) -> None:

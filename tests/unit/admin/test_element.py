@@ -27,6 +27,7 @@ from bridge.admin.results import (
     SENT_AGAIN,
     WITHDRAWN,
     ElementDeadLetters,
+    ElementParked,
     ElementReport,
     ElementWorker,
     to_json,
@@ -569,6 +570,25 @@ def test_the_report_shows_the_mark_deliveries_lease_dead_letters_and_the_compari
 def test_a_fingerprint_is_shortened_to_its_prefix_and_ten_digits() -> None:
     assert short_fingerprint("2:0123456789abcdef") == "2:0123456789…"
     assert short_fingerprint("0123456789") == "0123456789"
+
+
+def test_what_a_peer_answered_is_printed_with_its_control_characters_escaped() -> None:
+    # A parked reason (a channel's answer), Kordiam's error, a dead-letter look's error and /readyz's reason are
+    # quoted as they came: before, their escape sequences reached the operator's terminal raw.
+    hostile = "answered \x1b[2J\x1b]0;owned\x07 [bold]x[/bold]\x9b31m"
+    report = full_report()
+    assert report.kordiam is not None and report.dead_letters is not None
+    report = replace(
+        report,
+        parked=[ElementParked("web", T0, 60, f"web: {hostile}")],
+        kordiam=replace(report.kordiam, error=f"kordiam: {hostile}"),
+        dead_letters=replace(report.dead_letters, error=f"dlq: {hostile}"),
+        worker=ElementWorker("http://127.0.0.1:9090", reachable=True, paused=f"paused: {hostile}"),
+    )
+    text = shown(report)
+    assert not any(control in text for control in "\x1b\x07\x9b"), text
+    for who in ("web", "kordiam", "dlq", "paused"):
+        assert f"{who}: answered \\x1b[2J\\x1b]0;owned\\x07 [bold]x[/bold]\\x9b31m" in text
 
 
 def test_the_report_as_json_names_its_problems_and_whether_a_look_was_partial() -> None:

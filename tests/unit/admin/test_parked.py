@@ -148,6 +148,14 @@ async def test_list_is_by_channel_in_configuration_order_then_by_element_id(stor
     assert "4 shown; 4 parked: 3 for web, 1 for print" in text and "raise --limit" not in text
 
 
+async def test_a_parked_reason_is_printed_with_its_control_characters_escaped(store: MemoryStateStore) -> None:
+    # The reason quotes a channel's answer: before, its escape sequences reached the operator's terminal raw.
+    park(store, 50, "web", 3, reason="HTTP 401: \x1b[2J\x1b]0;owned\x07 [bold]x[/bold]\x9b31m")
+    text = rendered(render_parked_list, await list_parked(store, ["web"], limit=50, state_url="sqlite:///state.db"))
+    assert not any(control in text for control in "\x1b\x07\x9b"), text
+    assert "HTTP 401: \\x1b[2J\\x1b]0;owned\\x07 [bold]x[/bold]\\x9b31m" in text
+
+
 async def test_list_stops_at_the_limit_and_says_how_many_are_parked(store: MemoryStateStore) -> None:
     listing = await list_parked(store, ["web", "print"], limit=2, state_url="sqlite:///state.db")
     assert [(p.channel, p.element_id) for p in listing.elements] == [("web", 10), ("web", 20)]

@@ -78,3 +78,10 @@ def test_a_redrive_that_stopped_early_names_the_activemq_message_id_as_it_is() -
     text = console.export_text()
     assert f"not moved {stuck}: SendReceiptError: timeout" in text
     assert f"stopped early: dead letter {gone} did not come [red]" in text
+
+
+def test_a_json_body_s_8_bit_controls_are_written_out_too() -> None:
+    # json.dumps escapes C0 characters in strings, not DEL or C1: SQS carries \x9b, an 8-bit CSI to some terminals.
+    text = shown(dataclasses.replace(SQS_LETTER, body='{"title": "a\\u009b2Jb\\u007f"}'))
+    assert "\x9b" not in text and "\x7f" not in text
+    assert '"title": "a\\x9b2Jb\\x7f"' in text
