@@ -21,6 +21,7 @@ import structlog
 
 from bridge import jsontext, redaction
 from bridge.ops.clock import utc_now_iso
+from bridge.terminal import visible
 
 LogFormat = Literal["json", "console"]
 
@@ -81,6 +82,21 @@ def _redact_quoted(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableM
     return event
 
 
+def _console_renderer() -> structlog.types.Processor:
+    """structlog's readable lines, with what they quote of a peer's answer (an event's text, a field, a traceback)
+    unable to reach the terminal as an escape sequence or to forge a line: its control characters written out
+    (``bridge.terminal``). structlog quotes a field with a space or a line break as ``repr`` does, which escapes
+    them already, and never the event; a traceback keeps its line breaks."""
+    render = structlog.dev.ConsoleRenderer(colors=False, pad_event_to=0)
+
+    def rendered(logger: Any, method: str, event: MutableMapping[str, Any]) -> str:
+        if "event" in event:
+            event["event"] = visible(str(event["event"]))
+        return visible(str(render(logger, method, event)), keep="\n")
+
+    return rendered
+
+
 # The bridge's own events logged while held: each as it would have been rendered, but for the renderer.
 _held: list[dict[str, Any]] | None = None
 
@@ -97,9 +113,7 @@ def configure_logging(level: str = "info", *, log_format: LogFormat = "json", ho
     global _held
     numeric = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
     renderer: structlog.types.Processor = (
-        structlog.processors.JSONRenderer(serializer=_json_line)
-        if log_format == "json"
-        else structlog.dev.ConsoleRenderer(colors=False, pad_event_to=0)
+        structlog.processors.JSONRenderer(serializer=_json_line) if log_format == "json" else _console_renderer()
     )
     held, _held = _held, [] if hold else None
     structlog.configure(

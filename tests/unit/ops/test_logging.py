@@ -54,6 +54,39 @@ def test_the_console_format_is_readable(capsys: object) -> None:
     assert "[info     ] done" in line and "element_id=1001" in line and "outcome=done" in line
 
 
+def test_the_console_format_shows_the_control_characters_a_peer_sent_escaped() -> None:
+    # The event, a field and a traceback quote what a peer answered; before, their escape sequences reached the
+    # terminal raw, and a line break in an event forged a log line of its own.
+    hostile = "answered \x1b[2J\x1b]0;owned\x07\x9b31m"
+    shown = "answered \\x1b[2J\\x1b]0;owned\\x07\\x9b31m"
+    forged = "\n2026-12-07T00:00:00Z [error    ] forged"
+    stream = io.StringIO()
+    sys_stderr, sys.stderr = sys.stderr, stream
+    try:
+        configure_logging("info", log_format="console")
+        log = structlog.get_logger("bridge.test")
+        log.warning("channel_refused", reason=hostile + forged, code="\x1b[2J\x07")
+        try:
+            raise RuntimeError(hostile)
+        except RuntimeError:
+            log.exception(f"fetch_failed {hostile}{forged}")
+        logging.getLogger("aiohttp.client").warning("peer said %s", hostile + forged)
+    finally:
+        sys.stderr = sys_stderr
+        configure_logging("info")
+    text = stream.getvalue()
+    assert not any(control in text for control in "\x1b\x07\x9b"), text
+    first, second, *traceback, library = text.splitlines()
+    # A field with a space or a line break structlog quotes as repr does; one without it leaves as it is.
+    assert first.endswith(
+        f"channel_refused code=\\x1b[2J\\x07 reason='{shown}\\n2026-12-07T00:00:00Z [error    ] forged'"
+    )
+    assert second.endswith(f"fetch_failed {shown}\\n2026-12-07T00:00:00Z [error    ] forged")
+    # A traceback keeps its own line breaks.
+    assert traceback[0] == "Traceback (most recent call last):" and traceback[-1] == f"RuntimeError: {shown}"
+    assert library.endswith(f"peer said {shown}\\n2026-12-07T00:00:00Z [error    ] forged [aiohttp.client]")
+
+
 def test_log_lines_are_printed_above_the_progress_bar_not_inside_it() -> None:
     configure_logging("info")
     terminal = io.StringIO()
