@@ -62,8 +62,19 @@ class CircuitBreaker:
         if self.state == BreakerState.HALF_OPEN and not self._probing:
             self._probing = True
             return
+        raise self._circuit_open(remaining)
+
+    def open_error(self) -> ChannelCircuitOpen | None:
+        """While open, what a call meets now (None: not open). Asked after a call that failed: the failure may have
+        opened it (a failed probe, the ``threshold``-th failure), and its caller treats the call as one that met the
+        open circuit."""
+        if self.state != BreakerState.OPEN:
+            return None
+        return self._circuit_open(self._remaining())
+
+    def _circuit_open(self, remaining: float) -> ChannelCircuitOpen:
         last = f"; the last: {self.last_failure}" if self.last_failure else ""
-        raise ChannelCircuitOpen(
+        return ChannelCircuitOpen(
             f"channel {self.channel}: circuit open after {self.failures} failure{'' if self.failures == 1 else 's'}"
             f"{last}",
             retry_after=max(1.0, remaining),
