@@ -65,6 +65,9 @@ OTHER_ENV_PREFIXES = ("BRIDGE_TEST_", "BRIDGE_INIT_", "BRIDGE_HEALTHCHECK_", "BR
 # answer quotes it (``bridge.http.HttpResponse.redact``); a shorter one could be guessed, and would match
 # ordinary words in those answers, so it is refused at start-up and redaction never has to skip one.
 SHORTEST_SECRET = 8
+# What Kordiam's feedback writes are parked under while they fail for every element (``bridge.pipeline.sync``): a
+# name no channel may take, since a channel's parked elements are kept under its name.
+KORDIAM_FEEDBACK = "kordiam-feedback"
 
 
 def secret_problem(text: str) -> str | None:
@@ -1061,6 +1064,10 @@ class StatusSettings(_FileAndEnvironment):
         for index, name in enumerate(names):
             if name in names[:index]:
                 raise ValueError(f"channels[{index}].name: {name!r} is used by another channel")
+            if name == KORDIAM_FEEDBACK:
+                raise ValueError(
+                    f"channels[{index}].name: {name!r} is the name Kordiam's feedback is parked under: rename it"
+                )
             prefix = channel_variable(name, "")
             if (other := by_variable.setdefault(prefix, name)) != name:
                 # BRIDGE_CHANNELS__<NAME>__… would set one of them, silently: a secret could reach the wrong one.

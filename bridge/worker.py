@@ -12,7 +12,7 @@ import structlog
 
 from bridge.channels import Channel, ChannelContext, ChannelType, build_channel
 from bridge.channels.guard import guarded
-from bridge.config import Settings
+from bridge.config import KORDIAM_FEEDBACK, Settings
 from bridge.http import HttpClient
 from bridge.kordiam.client import KordiamClient
 from bridge.ops.heap import settle_after_startup
@@ -100,7 +100,8 @@ def build_pipeline(
         timeout=settings.kordiam.timeout,
     )
     slots = WorkSlots(settings.queue.concurrency)
-    parking = ChannelParking(state, [channel.name for channel in channels])
+    # Kordiam's feedback is parked like a channel while its writes fail for every element (``SyncEngine``).
+    parking = ChannelParking(state, [*(channel.name for channel in channels), KORDIAM_FEEDBACK])
     engine = SyncEngine(
         kordiam=kordiam,
         routes=routes,
@@ -275,7 +276,10 @@ async def assemble(
                 lease_seconds=settings.state.lease_seconds,
             )
         requeue = ParkedRequeue(
-            pipeline.parking, state=state, transport=transport, channels=[c.name for c in pipeline.channels]
+            pipeline.parking,
+            state=state,
+            transport=transport,
+            channels=[*(c.name for c in pipeline.channels), KORDIAM_FEEDBACK],
         )
         try:
             yield Worker(consumer, ops, reconciler, requeue)

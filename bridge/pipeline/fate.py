@@ -10,7 +10,8 @@
 
 Some faults are not the message's and so are not decided here: a lease another worker holds (the state store
 waits for it, ``bridge.state.leases``), a channel that refuses the bridge's credentials or whose circuit breaker is
-open (the sync engine parks the element for it: ``bridge.pipeline.parking``), refused Kordiam credentials, and
+open (the sync engine parks the element for it: ``bridge.pipeline.parking``; so too for Kordiam's feedback writes
+once they fail for every element), refused Kordiam credentials, and
 Kordiam or the state store failing for every message (the handler pauses the worker and keeps the message in
 hand: ``bridge.pipeline.credentials``, ``bridge.pipeline.kordiam_outage``, ``bridge.pipeline.state_outage``). The
 queue layer (``bridge.queue.consumer.Consumer``) carries the outcome out; of its own it only spends the retry

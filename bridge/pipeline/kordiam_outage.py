@@ -27,7 +27,8 @@ class KordiamOutage(DependencyOutage):
       where they spend no receive and keep for the queue's retention period.
     - The probe passes: the failure was that message's alone (one element Kordiam cannot serve, a blip), and the
       message takes its usual outcome (``bridge.pipeline.fate``): retried, and dead-lettered with its reason once
-      its receives are spent.
+      its receives are spent. The probe is a read, and Kordiam's API has no write without an effect: its writes
+      failing alone are the feedback breaker's to find (``SyncEngine._feed_back`` parks the elements).
 
     Any answer that is not unavailability ends the pause, a refusal included: the message then meets the refusal
     itself, and ``bridge.pipeline.credentials`` takes over if it is of the worker's credentials.

@@ -48,6 +48,10 @@ A ``parked requeue`` notification that names channels to try at once (``try_now`
 them (covered by a fetch that started after it was sent, which parked the element again, or the channel's item
 current) hands its trial or probe to a carrier sent at once (``carry_now``).
 
+Kordiam's feedback is parked the same way, under ``KORDIAM_FEEDBACK``, while its writes fail for every element (the
+sync engine's feedback breaker is open): ``owed`` like a channel that is down, requeued by the first feedback write
+Kordiam takes (``SyncEngine._feed_back``).
+
 A requeued element is a fresh notification (``resync_notification``, source ``parked``, or ``parked-trial`` for
 a carrier) on the worker's own queue, and is unparked once the queue has it: from then on the queue's guarantees
 hold (retries, the dead-letter queue with a reason for a failure that is the message's own), and a refusal or an

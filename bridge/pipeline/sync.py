@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
@@ -20,14 +20,15 @@ import structlog
 
 from bridge import redaction
 from bridge.channels.base import Channel, ChannelResult, FindsItems
-from bridge.channels.guard import GuardedChannel
-from bridge.config import FeedbackSettings
+from bridge.channels.guard import CircuitBreaker, GuardedChannel
+from bridge.config import KORDIAM_FEEDBACK, FeedbackSettings
 from bridge.errors import (
     BridgeError,
     ChannelCircuitOpen,
     ChannelCredentialsRefused,
     KordiamCredentialsRefused,
     KordiamRejected,
+    KordiamUnavailable,
     TransientError,
 )
 from bridge.kordiam.client import GONE_STATUSES, KordiamClient
@@ -97,6 +98,12 @@ _CMS_NAMES = ("edit_link", "open_link", "edit_link_title", "open_link_title")
 # delivery too large for the state store (DynamoDB keeps no item over 400 KB), refused after the channel made the
 # item. Dropped instead, from the delivery and so from the feedback alike; four of them stay far below the limit.
 MAX_LINK_BYTES = 8 * 1024
+# Kordiam's feedback writes failing for every element while its reads answer (the outage probe, a read, finds it
+# healthy): after this many feedback steps in a row failed with ``KordiamUnavailable`` (each after the client's own
+# retries), the elements are parked for ``KORDIAM_FEEDBACK`` instead of spending their receives, as a channel's are
+# once its breaker opens; the same figures as a channel's defaults.
+FEEDBACK_BREAKER_THRESHOLD = 5
+FEEDBACK_BREAKER_COOLDOWN = 30.0
 
 
 class StaleWrite(TransientError):
@@ -142,7 +149,8 @@ class SyncEngine:
     (``ChannelCircuitOpen``) is not a failure of the message: the element is parked for that channel
     (``bridge.pipeline.parking``, reported as ``parked``). While the channel keeps refusing, the engine parks
     without calling it, but for one trial call per back-off; while it is down, its breaker decides which call may
-    probe it.
+    probe it. Kordiam's feedback writes have a breaker of their own (``_feed_back``): while they fail for every
+    element, the element is parked for ``KORDIAM_FEEDBACK`` the same way, its channels written and recorded.
 
     A sync whose lease was lost before its release (``HeldLease.lost``: it stalled, and another worker may have
     written a newer version before this one's older write landed) is run again at once, under a new lease; the
@@ -191,7 +199,10 @@ class SyncEngine:
         # element's lock makes that one sync at a time here).
         self._parked_since: dict[int, Mapping[str, datetime]] = {}
         self._slots = slots
-        self.parking = parking or ChannelParking(state, [route.name for route in self._routes])
+        self.parking = parking or ChannelParking(state, [*(route.name for route in self._routes), KORDIAM_FEEDBACK])
+        self._feedback_breaker = CircuitBreaker(
+            KORDIAM_FEEDBACK, threshold=FEEDBACK_BREAKER_THRESHOLD, cooldown=FEEDBACK_BREAKER_COOLDOWN
+        )
         # Labelled once: looking a metric's labels up takes a lock and builds a key, on every message otherwise.
         self._upsert_seconds = {r.name: metrics.CHANNEL_LATENCY.labels(r.name, "upsert") for r in self._routes}
         self._feedback_writes = {
@@ -204,7 +215,10 @@ class SyncEngine:
         being parked again until the cool-down ends."""
         for name in sorted(names):
             channel = self._channels.get(name)
-            if isinstance(channel, GuardedChannel) and channel.breaker.probe_now():
+            breaker = self._feedback_breaker if name == KORDIAM_FEEDBACK else None
+            if isinstance(channel, GuardedChannel):
+                breaker = channel.breaker
+            if breaker is not None and breaker.probe_now():
                 log.info("parked_trial_asked", channel=name)
 
     async def sync(
@@ -251,7 +265,10 @@ class SyncEngine:
             finally:
                 self._parked_since.pop(notification.element_id, None)
         if notification.carrier:  # another worker may be waiting for this news of its channel
-            self.parking.carried({action.channel for action in report.actions if action.action in _CALLED})
+            called = {action.channel for action in report.actions if action.action in _CALLED}
+            if report.feedback and KORDIAM_FEEDBACK in notification.parked_since:  # it carried Kordiam's writes' probe
+                called.add(KORDIAM_FEEDBACK)
+            self.parking.carried(called)
         if report.failures:
             raise SyncFailed(report)
         if report.covered:
@@ -288,7 +305,7 @@ class SyncEngine:
                 # Only now is the mark recorded (with the release): a fetch whose mark failed covers nothing.
                 if (fetched := report.fetched) is not None:
                     self._fetched.record(element_id, fetched)
-                    if notification.force and not any(a.action is Action.PARKED for a in report.actions):
+                    if notification.force and not _parked_a_channel(report):
                         self._resync_due.discard(element_id)  # every channel rewritten: the owed re-sync made good
                 return report
             log.warning(
@@ -389,14 +406,11 @@ class SyncEngine:
         # After a failed clear Kordiam's answers are in doubt and a retracted delivery may still be held: the retry
         # (or redrive) writes every publication's feedback, after its clear.
         if self._feedback.enabled and not clear_failed:
-            try:
-                await self._write_feedback(element, held, report)
-            except Exception as error:
-                report.failures.append(Failure("feedback", _changed_since_fetch(error)))
+            await self._feed_back(element, held, report)
         if not report.failures:
             # A channel parked meanwhile was not rewritten: the re-sync token stays for the sync its requeue brings
             # (not forced, and that channel's delivery fingerprint may match an older item's).
-            if resync is not None and any(action.action is Action.PARKED for action in report.actions):
+            if resync is not None and _parked_a_channel(report):
                 resync = None
             # Recorded with the lease's release, in one transaction where the store can: one write fewer.
             lease.mark_on_release(
@@ -723,10 +737,61 @@ class SyncEngine:
         external_id = delivery.external_id if delivery is not None else None
         report.actions.append(ChannelAction(channel, publication_id or 0, Action.PARKED, external_id))
 
+    async def _feed_back(self, element: Element, held: dict[tuple[str, int], Delivery], report: SyncReport) -> None:
+        """The feedback step behind its breaker: while Kordiam's writes fail for every element, the element is parked
+        for ``KORDIAM_FEEDBACK`` (its channels are written and recorded: the requeue's sync writes only the
+        feedback), and requeued once a feedback write succeeds again (``bridge.pipeline.parking``). The breaker is
+        asked only before the step's first write: a step with nothing to write is never parked, and says nothing of
+        Kordiam's writes."""
+        admission = self.parking.admit(KORDIAM_FEEDBACK)
+        if admission is Admission.PARK:
+            await self._park(element.id, KORDIAM_FEEDBACK, None, None, report)
+            return
+        breaker = self._feedback_breaker
+        asked = False
+
+        def before_write() -> None:
+            nonlocal asked
+            if not asked:
+                breaker.before_call()  # half-open, it lets one call through: asked once per step
+                asked = True
+
+        try:
+            await self._write_feedback(element, held, report, before_write)
+        except ChannelCircuitOpen as error:
+            await self._set_aside(KORDIAM_FEEDBACK, admission, error, element.id, None, None, report)
+        except Exception as error:
+            if asked and isinstance(error, KordiamUnavailable):
+                breaker.failed(error)
+                if (circuit := breaker.open_error()) is not None:
+                    # This failure opened the breaker, or was its probe: parked like the elements that meet it
+                    # next, not retried (the probe's message would spend a receive on every failed probe).
+                    await self._set_aside(KORDIAM_FEEDBACK, admission, circuit, element.id, None, None, report)
+                    return
+            elif asked:  # Kordiam answered (a refusal, a removed publication): nothing of its writes' health
+                breaker.release_probe()
+            self.parking.inconclusive(KORDIAM_FEEDBACK, admission, breaker_open_for=breaker.retry_after())
+            report.failures.append(Failure("feedback", _changed_since_fetch(error)))
+        except BaseException:
+            if asked:  # cancelled: a probe left marked in flight would hold every later one back
+                breaker.release_probe()
+            raise
+        else:
+            if asked:
+                breaker.succeeded()
+                self.parking.accepted(KORDIAM_FEEDBACK, admission)
+            else:
+                self.parking.inconclusive(KORDIAM_FEEDBACK, admission)
+
     async def _write_feedback(
-        self, element: Element, deliveries: dict[tuple[str, int], Delivery], report: SyncReport
+        self,
+        element: Element,
+        deliveries: dict[tuple[str, int], Delivery],
+        report: SyncReport,
+        before_write: Callable[[], None],
     ) -> None:
-        """Tell Kordiam where each publication landed, skipping every value Kordiam already holds."""
+        """Tell Kordiam where each publication landed, skipping every value Kordiam already holds; ``before_write``
+        is called before each write (it raises ``ChannelCircuitOpen`` while Kordiam's writes are held back)."""
         linked = False
         for publication in element.publications:
             # The first route (main channel first) that holds this publication and still carries it speaks for it:
@@ -742,13 +807,18 @@ class SyncEngine:
             )
             if delivery is None:
                 continue
-            await self._publication_feedback(element, publication, delivery, report)
+            await self._publication_feedback(element, publication, delivery, report, before_write)
             if self._feedback.link_element and not linked and delivery.channel == self._main:
                 linked = True
-                await self._link_element(element, delivery, report)
+                await self._link_element(element, delivery, report, before_write)
 
     async def _publication_feedback(
-        self, element: Element, publication: Publication, delivery: Delivery, report: SyncReport
+        self,
+        element: Element,
+        publication: Publication,
+        delivery: Delivery,
+        report: SyncReport,
+        before_write: Callable[[], None],
     ) -> None:
         ours = _links_of(delivery)
         held = publication.cms
@@ -764,21 +834,27 @@ class SyncEngine:
                     edit_link_title=delivery.edit_link_title,
                     open_link_title=delivery.open_link_title,
                 )
+            before_write()
             await self._kordiam.update_publication(
                 element.id, publication.id, external_id=delivery.external_id if id_stale else None, cms=cms
             )
             self._feedback_writes["publication"].inc()
             report.feedback.append(f"publication {publication.id}: externalId={delivery.external_id}")
         wants_publish = delivery.live and not publication.is_published and self._feedback.publish_when_live
+        if wants_publish:
+            before_write()
         if wants_publish and await self._kordiam.publish_publication(element.id, publication.id):
             self._feedback_writes["publish"].inc()
             report.feedback.append(f"publication {publication.id}: published")
 
-    async def _link_element(self, element: Element, delivery: Delivery, report: SyncReport) -> None:
+    async def _link_element(
+        self, element: Element, delivery: Delivery, report: SyncReport, before_write: Callable[[], None]
+    ) -> None:
         link = delivery.edit_link or delivery.open_link
         held = element.external_element
         if held is not None and held.external_id == delivery.external_id and (link is None or held.link == link):
             return
+        before_write()
         await self._kordiam.link_external_element(element.id, external_id=delivery.external_id, link=link)
         self._feedback_writes["link"].inc()
         report.feedback.append(f"element {element.id}: linked to {delivery.channel} {delivery.external_id}")
@@ -795,6 +871,11 @@ async def _concurrently(steps: list[Coroutine[Any, Any, None]]) -> None:
         for result in results:
             if isinstance(result, BaseException):
                 raise result
+
+
+def _parked_a_channel(report: SyncReport) -> bool:
+    """Whether the sync left a channel unwritten, parked for it (the feedback parked leaves every channel written)."""
+    return any(a.action is Action.PARKED and a.channel != KORDIAM_FEEDBACK for a in report.actions)
 
 
 def _changed_since_fetch(error: Exception) -> Exception:

@@ -518,6 +518,87 @@ async def test_kordiam_down_for_longer_than_the_receives_last_pauses_the_worker_
     assert (figures.dead_lettered, figures.lost) == (0, 0)
 
 
+@pytest.mark.parametrize("queues", [3], indirect=True)
+async def test_kordiam_writes_down_while_its_reads_answer_park_the_feedback_and_dead_letter_nothing(
+    sqs_endpoint: SqsEndpoint,
+    queues: tuple[str, str],
+    simulator: RunningSimulator,
+    admin: SimulatorAdmin,
+    channel_log: ChannelLog,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    figures: Figures,
+) -> None:
+    # Kordiam answers its reads (the element fetch, the outage probe's GET /platforms) but every feedback write
+    # (PATCH of a publication, POST of a link or a publish) 503, for longer than three receives of a message take.
+    # Before, the probe found Kordiam healthy, the failures counted against each message and all 6 were
+    # dead-lettered on their third receive. Now the feedback's breaker opens, the elements are parked for
+    # kordiam-feedback (their channel items written and recorded), and requeued once a write succeeds again.
+    monkeypatch.setattr("bridge.pipeline.sync.FEEDBACK_BREAKER_COOLDOWN", 1.0)
+    settings_ = worker_settings(
+        queue=queues[0], endpoint=sqs_endpoint.url, kordiam=simulator.base_url, workdir=tmp_path
+    )
+    writes = r"^/api/v2/elements/\d+/(publications|external-element)"
+
+    async def failed_writes() -> int:
+        return sum(
+            1
+            for r in await admin.requests()
+            if r.get("method") in ("PATCH", "POST") and re.search(writes, str(r.get("path"))) and r.get("status") == 503
+        )
+
+    async with running_worker(settings_):
+        for method in ("PATCH", "POST"):
+            await admin.fault(method=method, path=writes, status=503, count=1_000_000)
+        stories = [await admin.create(story(f"Writes down {n}")) for n in range(6)]
+        await eventually(lambda: len(deliveries(tmp_path)) == 2 * len(stories), timeout=30, what="delivered")
+        # Every message has ended (done, or dead-lettered before the fix) while the writes still fail, and the
+        # breaker's first probe (a requeued element's feedback, 4 attempts) failed too.
+        await eventually(lambda: queue_settled(sqs_endpoint.url, queues[0]), timeout=60, what="queue settled")
+        await eventually(lambda: writes_failed(failed_writes, 4 * (len(stories) + 1)), timeout=30, what="a probe")
+        dead_while_down = drain(sqs_endpoint.url, queues[1])
+        figures.dead_lettered = len(dead_while_down)
+        reasons = [m["MessageAttributes"]["failure.reason"]["StringValue"] for m in dead_while_down]
+        assert not dead_while_down, f"{len(dead_while_down)} dead-lettered: {reasons[:1]}"
+        parked_while_down = parked_feedback(tmp_path)
+        await admin.clear_faults()
+        await eventually(lambda: all_linked(admin, stories), timeout=30, what="every story linked")
+        await eventually(lambda: queue_settled(sqs_endpoint.url, queues[0]), timeout=30, what="queue settled")
+        parked_after = parked_feedback(tmp_path)
+    dead = drain(sqs_endpoint.url, queues[1])
+    figures.sent = len(stories)
+    figures.delivered = len(deliveries(tmp_path))
+    figures.dead_lettered = len(dead)
+    figures.duplicates = channel_log.duplicates()
+    figures.lost = 2 * figures.sent - figures.delivered
+    figures.notes = {
+        "failed_writes": await failed_writes(),
+        "parked_while_down": parked_while_down,
+        "channel_updates": sum(channel_log.updates.values()),
+    }
+    assert (figures.dead_lettered, figures.duplicates, figures.lost) == (0, 0, 0)
+    assert parked_while_down == len(stories)
+    assert parked_after == 0
+    # The requeued syncs wrote only the feedback: no channel item was written a second time.
+    assert sum(channel_log.updates.values()) == 0
+
+
+async def writes_failed(failed: Callable[[], Awaitable[int]], at_least: int) -> bool:
+    return await failed() >= at_least
+
+
+def parked_feedback(workdir: Path) -> int:
+    """Elements parked for Kordiam's feedback in the worker's state file."""
+    with contextlib.closing(sqlite3.connect(workdir / "state.db")) as db:
+        (count,) = db.execute("SELECT COUNT(*) FROM parked WHERE channel = 'kordiam-feedback'").fetchone()
+        return int(count)
+
+
+async def all_linked(admin: SimulatorAdmin, stories: list[dict[str, Any]]) -> bool:
+    elements = [await admin.get(s["id"]) for s in stories]
+    return all(all(p.get("externalId") for p in element["publications"]) for element in elements)
+
+
 async def probes_seen(probes: Callable[[], Awaitable[int]], at_least: int) -> bool:
     return await probes() >= at_least
 

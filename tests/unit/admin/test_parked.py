@@ -336,7 +336,7 @@ async def test_the_summary_names_the_channels_that_hold_parked_elements_with_the
 async def test_a_listing_with_nothing_parked_says_so_naming_the_channels_looked_at(tmp_path: Path) -> None:
     await parked_in_sqlite(tmp_path / "state.db")
     text = rendered(render_parked_list, await parked_list(settings_for(tmp_path)))
-    assert "0 shown; nothing parked (looked at web, print)" in text
+    assert "0 shown; nothing parked (looked at web, print, kordiam-feedback)" in text
 
 
 async def test_a_channel_neither_configured_nor_holding_parked_elements_is_one_line(tmp_path: Path) -> None:
@@ -344,7 +344,7 @@ async def test_a_channel_neither_configured_nor_holding_parked_elements_is_one_l
     with pytest.raises(
         ConfigError,
         match="--channel: no channel 'fax' is configured, nor has one of that name parked elements "
-        "\\(channels: web, print, old-print\\)",
+        "\\(channels: web, print, kordiam-feedback, old-print\\)",
     ):
         await parked_list(settings_for(tmp_path), channel="fax")
 
@@ -363,7 +363,9 @@ async def test_a_channel_renamed_or_removed_with_parked_elements_is_listed_and_r
     await store.close()
     settings = settings_for(tmp_path)
     listing = await parked_list(settings)
-    assert listing.channels == ["web", "print", "old-print"] and listing.unconfigured == ["old-print"]
+    assert listing.channels == ["web", "print", "kordiam-feedback", "old-print"] and listing.unconfigured == [
+        "old-print"
+    ]
     assert [(p.channel, p.element_id) for p in listing.elements] == [("web", 7), ("old-print", 8), ("old-print", 9)]
     text = rendered(render_parked_list, listing)
     assert "old-print is not configured (renamed or removed?)" in text
