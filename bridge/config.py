@@ -1080,6 +1080,12 @@ class StatusSettings(_FileAndEnvironment):
         return self
 
     @property
+    def parked_under(self) -> list[str]:
+        """The names a worker of this configuration parks elements under, and requeues them from: its channels', in
+        configuration order, then Kordiam's feedback's (``KORDIAM_FEEDBACK``)."""
+        return [*(c.name for c in self.channels), KORDIAM_FEEDBACK]
+
+    @property
     def main_channel(self) -> str:
         """The channel whose item the Kordiam element is linked to: the one marked main (the first by default; also
         for settings made with ``model_copy``, which validates nothing)."""

@@ -132,7 +132,7 @@ async def _read(store: StateStore, element_id: int) -> ElementRecord:
 async def parked_for(store: StateStore, settings: StatusSettings, element_id: int) -> list[ElementParked]:
     """The channels the element is parked for: the configured ones in configuration order, then those the
     configuration no longer has; a key lookup each."""
-    names = [c.name for c in settings.channels]
+    names = settings.parked_under
     configured = set(names)
     now = datetime.now(UTC)
     found: list[ElementParked] = []

@@ -35,7 +35,7 @@ from bridge.admin.results import (
     ParkedRequeueResult,
     RequeuedElement,
 )
-from bridge.config import KORDIAM_FEEDBACK, StatusSettings
+from bridge.config import StatusSettings
 from bridge.errors import AdminError, BridgeError, ConfigError
 from bridge.pipeline.notification import resync_notification
 from bridge.queue import QueueAdmin, open_queue_admin
@@ -53,8 +53,7 @@ async def parked_channels(store: StateStore, settings: StatusSettings, channel: 
     those the configuration no longer has (renamed or removed) that still have parked elements, by name: no worker
     calls those, so only a command requeues what they hold. ``ConfigError`` naming ``--channel`` for a channel
     neither configured nor holding parked elements."""
-    # Kordiam's feedback is parked like a channel while its writes fail for every element (``SyncEngine``).
-    names = [*(c.name for c in settings.channels), KORDIAM_FEEDBACK]
+    names = settings.parked_under
     if channel is not None and channel in names:
         return [channel]
     unconfigured = list(await parked_elsewhere(store, names))
@@ -82,7 +81,7 @@ async def parked_list(settings: StatusSettings, *, channel: str | None = None, l
     store = await open_store(settings, read_only=True)
     try:
         names = await parked_channels(store, settings, channel)
-        configured = {*(c.name for c in settings.channels), KORDIAM_FEEDBACK}
+        configured = set(settings.parked_under)
         unconfigured = [name for name in names if name not in configured]
         return await list_parked(store, names, limit=limit, state_url=settings.state.url, unconfigured=unconfigured)
     finally:

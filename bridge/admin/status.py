@@ -219,6 +219,7 @@ async def _report(
     errors, failing = worker.channel_errors, worker.failing_channels
     channels: list[ChannelHealth] = []
     configured = {c.name: c.type for c in settings.channels}
+    known = set(settings.parked_under)  # Kordiam's feedback too, parked while its writes fail for every element
     names = list(configured) + sorted(set(store_channels) - set(configured))
     for name in names:
         stats = store_channels.get(name, _ChannelStats())
@@ -226,7 +227,7 @@ async def _report(
             ChannelHealth(
                 name=name,
                 type=configured.get(name),
-                configured=name in configured,
+                configured=name in known,
                 deliveries=stats.counts.deliveries,
                 elements=stats.counts.elements,
                 live=stats.counts.live,
@@ -332,7 +333,7 @@ async def _state_status(settings: StatusSettings) -> tuple[StateStatus, dict[str
     channels: dict[str, _ChannelStats] = {}
     try:
         counts = await store.delivery_counts(DELIVERY_COUNT_LIMIT)
-        configured = [channel.name for channel in settings.channels]
+        configured = settings.parked_under
         for name in configured:
             channels.setdefault(name, _ChannelStats()).parked = await store.parked_count(name)
         # And a channel renamed or removed from the configuration that still holds parked elements.

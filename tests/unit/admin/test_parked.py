@@ -29,7 +29,7 @@ from bridge.admin.results import (
     to_json,
 )
 from bridge.cli import main
-from bridge.config import StatusSettings
+from bridge.config import KORDIAM_FEEDBACK, StatusSettings
 from bridge.errors import ConfigError
 from bridge.queue.transport import (
     DeadLetterDeletion,
@@ -458,3 +458,12 @@ def test_listing_and_result_are_json_serialisable() -> None:
     assert json.loads(to_json(listing))["elements"][0]["since"] == "2026-01-01T00:00:00+00:00"
     result = ParkedRequeueResult(MAIN, [RequeuedElement(1, ["web"], "m-1"), RequeuedElement(2, [], None, NOT_PARKED)])
     assert json.loads(to_json(result))["failed"] == 1
+
+
+async def test_elements_parked_for_kordiams_feedback_are_listed_as_the_workers_own(tmp_path: Path) -> None:
+    # Parked while Kordiam's writes failed for every element: a worker requeues them once Kordiam takes one again.
+    await parked_in_sqlite(tmp_path / "state.db", (7, KORDIAM_FEEDBACK))
+    listing = await parked_list(settings_for(tmp_path))
+    assert listing.unconfigured == []
+    assert [(p.channel, p.element_id) for p in listing.elements] == [(KORDIAM_FEEDBACK, 7)]
+    assert "not configured" not in rendered(render_parked_list, listing)
