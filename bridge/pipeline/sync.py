@@ -20,7 +20,7 @@ import structlog
 
 from bridge import redaction
 from bridge.channels.base import Channel, ChannelResult, FindsItems
-from bridge.channels.guard import CircuitBreaker, GuardedChannel
+from bridge.channels.guard import BreakerState, CircuitBreaker, GuardedChannel
 from bridge.config import KORDIAM_FEEDBACK, FeedbackSettings
 from bridge.errors import (
     BridgeError,
@@ -99,9 +99,9 @@ _CMS_NAMES = ("edit_link", "open_link", "edit_link_title", "open_link_title")
 # item. Dropped instead, from the delivery and so from the feedback alike; four of them stay far below the limit.
 MAX_LINK_BYTES = 8 * 1024
 # Kordiam's feedback writes failing for every element while its reads answer (the outage probe, a read, finds it
-# healthy): after this many feedback steps in a row failed with ``KordiamUnavailable`` (each after the client's own
-# retries), the elements are parked for ``KORDIAM_FEEDBACK`` instead of spending their receives, as a channel's are
-# once its breaker opens; the same figures as a channel's defaults.
+# healthy): once the feedback of this many elements failed with ``KordiamUnavailable`` (each after the client's own
+# retries) and none went through since, the elements are parked for ``KORDIAM_FEEDBACK`` instead of spending their
+# receives, as a channel's are once its breaker opens; the same figures as a channel's defaults.
 FEEDBACK_BREAKER_THRESHOLD = 5
 FEEDBACK_BREAKER_COOLDOWN = 30.0
 
@@ -203,6 +203,9 @@ class SyncEngine:
         self._feedback_breaker = CircuitBreaker(
             KORDIAM_FEEDBACK, threshold=FEEDBACK_BREAKER_THRESHOLD, cooldown=FEEDBACK_BREAKER_COOLDOWN
         )
+        # The elements whose feedback failed since a feedback write last went through: the breaker counts each once,
+        # so one element whose writes Kordiam cannot take never opens it (its retries are its own, and dead-letter it).
+        self._feedback_failing: set[int] = set()
         # Labelled once: looking a metric's labels up takes a lock and builds a key, on every message otherwise.
         self._upsert_seconds = {r.name: metrics.CHANNEL_LATENCY.labels(r.name, "upsert") for r in self._routes}
         self._feedback_writes = {
@@ -762,7 +765,11 @@ class SyncEngine:
             await self._set_aside(KORDIAM_FEEDBACK, admission, error, element.id, None, None, report)
         except Exception as error:
             if asked and isinstance(error, KordiamUnavailable):
-                breaker.failed(error)
+                if breaker.state is not BreakerState.CLOSED:
+                    breaker.failed(error)
+                elif element.id not in self._feedback_failing:
+                    self._feedback_failing.add(element.id)
+                    breaker.failed(error)
                 if (circuit := breaker.open_error()) is not None:
                     # This failure opened the breaker, or was its probe: parked like the elements that meet it
                     # next, not retried (the probe's message would spend a receive on every failed probe).
@@ -778,6 +785,7 @@ class SyncEngine:
             raise
         else:
             if asked:
+                self._feedback_failing.clear()
                 breaker.succeeded()
                 self.parking.accepted(KORDIAM_FEEDBACK, admission)
             else:

@@ -214,3 +214,19 @@ async def test_a_resync_whose_feedback_is_parked_rewrote_every_channel_and_clear
         (KORDIAM_FEEDBACK, Action.PARKED),
     }
     assert state.marks[resynced].resync is None
+
+
+async def test_one_elements_writes_failing_again_and_again_never_open_the_breaker(
+    kordiam: FakeKordiam, state: MemoryStateStore, clock: ManualClock
+) -> None:
+    # Kordiam cannot take one element's writes: its retries are its own failure (dead-lettered once they are spent),
+    # and do not park every other element's feedback behind a breaker it opened alone.
+    web = ScriptedChannel("web")
+    engine = engine_for(kordiam, state, clock, web)
+    ids = stories(kordiam, FEEDBACK_BREAKER_THRESHOLD)
+    raised = await writes_down_until_the_breaker_opens(kordiam, engine, [ids[0]] * (FEEDBACK_BREAKER_THRESHOLD + 2))
+    assert raised == [SyncFailed] * (FEEDBACK_BREAKER_THRESHOLD + 2)
+    assert not engine.parking.owes(KORDIAM_FEEDBACK)
+
+    # The feedback of as many different elements failing is Kordiam's writes down: the last of them is parked.
+    assert await writes_down_until_the_breaker_opens(kordiam, engine, ids[1:]) == [SyncFailed] * 3 + [None]
