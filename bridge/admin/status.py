@@ -35,7 +35,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from bridge.admin.rendering import format_age
-from bridge.config import QueueSettings, StatusSettings
+from bridge.config import KORDIAM_FEEDBACK, QueueSettings, StatusSettings
 from bridge.errors import AdminError, BridgeError, QueueUnreachable
 from bridge.queue import QueueAdmin, open_queue_admin
 from bridge.queue.transport import PeekedMessage
@@ -335,7 +335,10 @@ async def _state_status(settings: StatusSettings) -> tuple[StateStatus, dict[str
         counts = await store.delivery_counts(DELIVERY_COUNT_LIMIT)
         configured = settings.parked_under
         for name in configured:
-            channels.setdefault(name, _ChannelStats()).parked = await store.parked_count(name)
+            parked = await store.parked_count(name)
+            # Kordiam's feedback is a row only while elements are parked for it: it is no channel of the operator's.
+            if parked or name != KORDIAM_FEEDBACK:
+                channels.setdefault(name, _ChannelStats()).parked = parked
         # And a channel renamed or removed from the configuration that still holds parked elements.
         for name, parked in (await parked_elsewhere(store, configured)).items():
             channels.setdefault(name, _ChannelStats()).parked = parked

@@ -22,7 +22,7 @@ from bridge.admin.status import (
     collect_status,
     render_status,
 )
-from bridge.config import OpsSettings, QueueSettings, StatusSettings
+from bridge.config import KORDIAM_FEEDBACK, OpsSettings, QueueSettings, StatusSettings
 from bridge.queue.gate import ReceiveGate
 from bridge.state.base import RECONCILE_SWEEP
 from bridge.state.sqlite import SCHEMA_VERSION, SqliteStateStore
@@ -73,6 +73,7 @@ async def test_status_counts_the_elements_parked_for_each_configured_channel_and
 
     assert state.available
     assert channels["web"].parked == 3 and channels["print"].parked == 1 and "fax" not in channels
+    assert KORDIAM_FEEDBACK not in channels  # nothing parked for it: no row for what is no channel of the operator's
     report = StatusReport(
         datetime.now(UTC),
         QueueStatus("queue", "q"),
@@ -90,6 +91,22 @@ async def test_status_counts_the_elements_parked_for_each_configured_channel_and
         "channel print (not configured): 1 element(s) parked, which no worker requeues "
         "(`kordiam-bridge parked requeue --channel print`)",
     ]
+
+
+async def test_status_shows_kordiams_feedback_as_a_row_of_its_own_while_elements_are_parked_for_it(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "state.db"
+    store = SqliteStateStore(path)
+    await store.open()
+    try:
+        await store.park(7, KORDIAM_FEEDBACK, "feedback: KordiamUnavailable: PATCH /elements/7/publications/1: 503")
+    finally:
+        await store.close()
+
+    state, channels = await _state_status(settings(path))
+
+    assert state.available and channels[KORDIAM_FEEDBACK].parked == 1
 
 
 async def test_status_says_where_the_reconciliation_sweep_resumes(tmp_path: Path) -> None:
