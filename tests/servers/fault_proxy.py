@@ -7,6 +7,8 @@ switch between answering normally and failing the way a network does without clo
   again, so a client's pool of such connections shows.
 - ``stall``: forwards the request and the head of the answer, then nothing more, never closing.
 - ``drip``: forwards the answer one byte every ``drip_seconds``.
+- ``answer``: answers the request itself with an HTTP answer the test gives (``answer``: an error the peer could
+  give, such as SQS refusing one action to the caller), and closes the connection; the peer never sees it.
 
 ``only`` limits the fault to requests whose bytes contain it (an ``X-Amz-Target`` naming one SQS action, a path),
 so that the rest of a peer's calls go on. A request's first chunk decides; HTTP clients write a request's head in
@@ -22,7 +24,7 @@ from typing import Literal
 
 from yarl import URL
 
-Mode = Literal["normal", "blackhole", "stall", "drip"]
+Mode = Literal["normal", "blackhole", "stall", "drip", "answer"]
 _CHUNK = 64 * 1024
 
 
@@ -35,7 +37,8 @@ class FaultProxy:
         self.mode: Mode = "normal"
         self.only: bytes | None = None
         self.drip_seconds = 0.5
-        # Requests the fault took (held unanswered, stalled or dripped), and connections accepted.
+        self.answer = b""
+        # Requests the fault took (held unanswered, stalled, dripped or answered), and connections accepted.
         self.faulted = 0
         self.connections = 0
         self._server: asyncio.Server | None = None
@@ -53,6 +56,16 @@ class FaultProxy:
         if mode == "blackhole" and only is None:  # the route is gone for every connection, idle or busy
             for answers in self._open.values():
                 answers[0] = "dead"
+
+    def answer_with(self, status: int, body: str, *, only: bytes, headers: dict[str, str] | None = None) -> None:
+        """``answer`` mode: each request containing ``only`` is answered ``status`` with ``body`` (JSON) and
+        ``headers``, by the proxy."""
+        head = [f"HTTP/1.1 {status} Fault", "Content-Type: application/x-amz-json-1.0", "Connection: close"]
+        head += [f"{name}: {value}" for name, value in (headers or {}).items()]
+        encoded = body.encode()
+        head.append(f"Content-Length: {len(encoded)}")
+        self.answer = ("\r\n".join(head) + "\r\n\r\n").encode() + encoded
+        self.mode, self.only = "answer", only
 
     def heal(self) -> None:
         self.mode, self.only = "normal", None
@@ -98,6 +111,10 @@ class FaultProxy:
                     if self.mode == "blackhole":
                         answers[0] = "dead"
                         continue
+                    if self.mode == "answer":  # not forwarded; what is left of the request is dropped with it
+                        client_out.write(self.answer)
+                        await client_out.drain()
+                        return
                     answers[0] = self.mode
                 peer_out.write(chunk)
                 await peer_out.drain()
