@@ -23,15 +23,16 @@ import contextlib
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import structlog
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
+from botocore.exceptions import ConnectionError as NoConnection
 
 from bridge.config import is_fifo_url
-from bridge.errors import AdminError
+from bridge.errors import AdminError, ConfigError
 from bridge.queue.dead_letter import REDRIVEN_FROM, is_failure_attribute, redrive_markers
-from bridge.queue.sqs import MAX_ATTRIBUTES, SqsTransport, string_attributes
+from bridge.queue.sqs import MAX_ATTRIBUTES, START_OUTAGE_CODES, SqsTransport, string_attributes
 from bridge.queue.transport import (
     MAX_BATCH,
     DeadLetterDeletion,
@@ -66,6 +67,10 @@ _ENTRY_REFUSALS = frozenset(
     {"InvalidParameterValue", "InvalidMessageContents", "InvalidAttributeName", "InvalidAttributeValue"}
 )
 MOVE_TASK_RUNNING = frozenset({"RUNNING", "CANCELLING"})
+# SQS refusing a call to the caller's credentials (IAM): its query protocol's code, and its JSON protocol's.
+_ACCESS_DENIED = frozenset({"AccessDenied", "AccessDeniedException"})
+# A gateway's or an overloaded server's answer, with or without an SQS error in it: the same call may pass later.
+_GATEWAY_STATUSES = frozenset({502, 503, 504})
 
 
 def error_text(error: Exception) -> str:
@@ -78,6 +83,32 @@ def error_text(error: Exception) -> str:
             message = ""
         return f"{code}: {message}" if message else str(code)
     return f"{type(error).__name__}: {error}"
+
+
+def move_task_failure(error: Exception) -> Literal["transient", "denied", "unavailable"]:
+    """Why ``StartMessageMoveTask`` failed, as what the operator does about it:
+
+    - ``transient``: it may pass (SQS throttling or in trouble, a gateway's 502 to 504, no answer): run again;
+    - ``denied``: the credentials may not start it (IAM): allow ``sqs:StartMessageMoveTask``, or copy by hand;
+    - ``unavailable``: the endpoint cannot start it, and would not on a second try: it lacks the call (moto
+      answers a bare 500, an error page with no SQS error in it; LocalStack before it had the call a 501; a botocore
+      without it), or refuses it for this queue (not another queue's dead-letter queue, a task already running).
+    """
+    if isinstance(error, HTTPClientError | NoConnection):  # no answer: a connection error, a timeout
+        return "transient"
+    if not isinstance(error, ClientError):
+        return "unavailable"
+    code = str(error.response.get("Error", {}).get("Code") or "")
+    status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+    if code in _ACCESS_DENIED:
+        return "denied"
+    if status == 501:
+        return "unavailable"
+    if code in START_OUTAGE_CODES or status == 429 or status in _GATEWAY_STATUSES:
+        return "transient"
+    if status >= 500 and not code.isdigit():  # an SQS error; botocore's code is the bare status where none came
+        return "transient"
+    return "unavailable"
 
 
 def _entry_failure(failure: dict[str, Any]) -> str:
@@ -420,9 +451,10 @@ class SqsQueueAdmin:
                     return await self._redrive_move_task(dlq_url, progress, poll_interval, stop)
                 except _MoveTaskUnavailable as unavailable:
                     if request.native:
-                        raise AdminError(f"StartMessageMoveTask is not available: {unavailable}") from None
-                    fallback = f"StartMessageMoveTask unavailable ({unavailable})"
-                    log.info("move_task_unavailable", reason=str(unavailable), using="manual copy")
+                        raise unavailable.for_native() from None
+                    # The manual copy needs neither the call nor its permission.
+                    fallback = f"StartMessageMoveTask unavailable ({unavailable.reason})"
+                    log.info("move_task_unavailable", reason=unavailable.reason, using="manual copy")
         run = _ManualRedrive(self, dlq_url, request, hold=hold)
         result = await run.run(progress, stop)
         result.fallback_reason = fallback
@@ -436,7 +468,15 @@ class SqsQueueAdmin:
         try:
             started = await self.client.start_message_move_task(SourceArn=source_arn, DestinationArn=destination_arn)
         except (ClientError, BotoCoreError, AttributeError) as error:
-            raise _MoveTaskUnavailable(error_text(error)) from None
+            failure = move_task_failure(error)
+            if failure == "transient":
+                # Not the manual copy instead: the endpoint has the move task, and a copy by hand would make its many
+                # calls to an endpoint in trouble (a start whose answer was lost may also have started the task).
+                raise AdminError(
+                    f"SQS did not start the move task ({error_text(error)}); this may pass: run dlq redrive again"
+                ) from None
+            endpoint = str(self.client.meta.endpoint_url)
+            raise _MoveTaskUnavailable(error_text(error), endpoint, source_arn, denied=failure == "denied") from None
         handle = str(started.get("TaskHandle", ""))
         log.info("move_task_started", source=dlq_url, destination=self.url, task=handle)
         progress.start("moving dead letters (SQS move task)", None)
@@ -484,7 +524,29 @@ class SqsQueueAdmin:
 
 
 class _MoveTaskUnavailable(Exception):
-    pass
+    """StartMessageMoveTask cannot be had here (``move_task_failure``: ``unavailable`` or ``denied``); without
+    ``--native`` the manual copy takes over."""
+
+    def __init__(self, reason: str, endpoint: str, source_arn: str, *, denied: bool) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.endpoint = endpoint
+        self.source_arn = source_arn
+        self.denied = denied
+
+    def for_native(self) -> ConfigError:
+        """What stops ``dlq redrive --native`` (exit 2): the permission to grant, or the flag to drop."""
+        without = "run without --native: the manual copy moves the dead letters"
+        if self.denied:
+            return ConfigError(
+                "--native",
+                f"these credentials may not start SQS's move task ({self.reason}): allow the IAM action "
+                f"sqs:StartMessageMoveTask on the dead-letter queue {self.source_arn}, or {without}",
+            )
+        return ConfigError(
+            "--native",
+            f"SQS's move task cannot be started at {self.endpoint} (StartMessageMoveTask: {self.reason}): {without}",
+        )
 
 
 class _ManualRedrive:

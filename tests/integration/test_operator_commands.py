@@ -48,6 +48,7 @@ from bridge.queue.sqs_admin import MOVE_TASK_POLL_SECONDS, REDRIVE_HOLD_SECONDS,
 from bridge.queue.transport import QueueMessage
 from bridge.simulator import RunningSimulator
 from bridge.state import Delivery, open_state_store
+from tests.servers.fault_proxy import fault_proxy
 from tests.support import (
     ChannelLog,
     SimulatorAdmin,
@@ -1084,6 +1085,100 @@ async def test_the_move_task_is_followed_to_completion(
     assert moving.request["SourceArn"].endswith(queues[1].rsplit("/", 1)[1])
     assert moving.request["DestinationArn"].endswith(queues[0].rsplit("/", 1)[1])
     assert queue_depth(sqs_endpoint.url, queues[0]) == 3
+
+
+# How SQS answers a call it refuses (its JSON protocol, with the query protocol's code in a header).
+MOVE_TASK_CALL = b"AmazonSQS.StartMessageMoveTask"
+ACCESS_DENIED = (
+    403,
+    '{"__type": "com.amazon.coral.service#AccessDeniedException", "message": "User: arn:aws:iam::123456789012:user/'
+    "operator is not authorized to perform: sqs:startmessagemovetask on resource: arn:aws:sqs:eu-west-1:"
+    '123456789012:dlq because no identity-based policy allows the sqs:startmessagemovetask action"}',
+    {"x-amzn-query-error": "AccessDenied;Sender"},
+)
+SERVICE_UNAVAILABLE = (
+    503,
+    '{"__type": "com.amazonaws.sqs#ServiceUnavailable", "message": "Service Unavailable"}',
+    {"x-amzn-query-error": "ServiceUnavailable;Server"},
+)
+
+
+async def redrive_command(config: Path, *flags: str) -> tuple[int | None, list[str]]:
+    """``dlq redrive`` run as a process: its exit code and its own lines on stderr (not the log's JSON lines)."""
+    process = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "bridge", "dlq", "redrive", *flags, "--config", str(config)),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await process.communicate()
+    return process.returncode, [line for line in err.decode().splitlines() if line.startswith("kordiam-bridge")]
+
+
+async def test_redrive_native_on_an_endpoint_without_the_move_task_says_to_run_without_it(
+    settings: Settings, transport: SqsTransport, sqs_endpoint: SqsEndpoint, queues: tuple[str, str], tmp_path: Path
+) -> None:
+    """moto server does not implement StartMessageMoveTask (it answers a bare 500): with --native that is the
+    command's configuration to change (exit 2), nothing is moved, and the line says how."""
+    if sqs_endpoint.kind != "moto":
+        pytest.skip("LocalStack has the move task")
+    for element_id in range(1, 4):
+        await dead_letter(transport, element_id)
+    code, lines = await redrive_command(config_file(sqs_endpoint, queues, tmp_path), "--native")
+    assert code == 2, lines
+    assert len(lines) == 1 and "--native" in lines[0] and "run without --native" in lines[0], lines
+    assert queue_depth(sqs_endpoint.url, queues[1]) == 3 and queue_depth(sqs_endpoint.url, queues[0]) == 0
+
+
+async def test_redrive_native_refused_to_the_credentials_names_the_iam_action_and_the_default_falls_back(
+    sqs_endpoint: SqsEndpoint, queues: tuple[str, str], tmp_path: Path
+) -> None:
+    async with fault_proxy(sqs_endpoint.url) as proxy:
+        settings = worker_settings(queue=queues[0], endpoint=proxy.url(), kordiam=NOWHERE, workdir=tmp_path)
+        async with SqsTransport.connect(settings.queue) as transport:
+            await transport.describe()
+            for element_id in range(1, 4):
+                await dead_letter(transport, element_id)
+        status, body, headers = ACCESS_DENIED
+        proxy.answer_with(status, body, only=MOVE_TASK_CALL, headers=headers)
+        config = write_config(
+            tmp_path / "bridge.toml",
+            queue=queues[0],
+            endpoint=proxy.url(),
+            kordiam=NOWHERE,
+            workdir=tmp_path,
+            ops_port=0,
+        )
+        code, lines = await redrive_command(config, "--native")
+        assert code == 2, lines
+        assert len(lines) == 1 and "sqs:StartMessageMoveTask" in lines[0] and "AccessDenied" in lines[0], lines
+        assert proxy.faulted == 1  # refused once, not retried
+        assert queue_depth(sqs_endpoint.url, queues[1]) == 3 and queue_depth(sqs_endpoint.url, queues[0]) == 0
+        # Without --native the manual copy needs no such permission: it moves them.
+        result = await dlq_redrive(settings.queue)
+    assert result.method == "manual" and result.ok and len(result.moved) == 3
+    assert result.fallback_reason is not None and "AccessDenied" in result.fallback_reason
+    assert queue_depth(sqs_endpoint.url, queues[0]) == 3 and queue_depth(sqs_endpoint.url, queues[1]) == 0
+
+
+@pytest.mark.parametrize("native", [None, True])
+async def test_a_move_task_start_that_may_pass_stops_the_redrive_rather_than_copying_by_hand(
+    native: bool | None, sqs_endpoint: SqsEndpoint, queues: tuple[str, str], tmp_path: Path
+) -> None:
+    """SQS in trouble (here 503 on every attempt botocore makes) is no endpoint without the move task: the run
+    stops with one line to run it again, and no manual copy starts against the same struggling endpoint."""
+    async with fault_proxy(sqs_endpoint.url) as proxy:
+        settings = worker_settings(queue=queues[0], endpoint=proxy.url(), kordiam=NOWHERE, workdir=tmp_path)
+        async with SqsTransport.connect(settings.queue) as transport:
+            await transport.describe()
+            for element_id in range(1, 4):
+                await dead_letter(transport, element_id)
+        status, body, headers = SERVICE_UNAVAILABLE
+        proxy.answer_with(status, body, only=MOVE_TASK_CALL, headers=headers)
+        with pytest.raises(AdminError, match="may pass") as raised:
+            await dlq_redrive(settings.queue, native=native)
+    assert "ServiceUnavailable" in str(raised.value) and "again" in str(raised.value)
+    assert "\n" not in str(raised.value)
+    assert queue_depth(sqs_endpoint.url, queues[1]) == 3 and queue_depth(sqs_endpoint.url, queues[0]) == 0
 
 
 # --------------------------------------------------------------------------------------------------- status
