@@ -167,6 +167,19 @@ async def test_a_deletion_is_never_skipped_as_older_than_the_version_synced() ->
     assert web.deletes == ["web-7-71"]
 
 
+async def test_a_deletion_naming_a_version_seconds_older_than_the_one_synced_still_retracts() -> None:
+    # The test above reads older only at millisecond precision, which the skip's comparison to the second already
+    # ignores. A deletion body whose date is whole seconds older than the mark must not be skipped either.
+    state, web = MemoryStateStore(), ScriptedChannel("web")
+    kordiam = kordiam_holding(NEW, "Last version")
+    sync = engine_of(kordiam, state, web)
+    await sync.sync(Notification(7))
+    del kordiam.elements[7]
+    report = await sync.sync(deletion_announcing(OLD))
+    assert report.skipped is None and report.deleted_element
+    assert web.deletes == ["web-7-71"]
+
+
 async def test_a_change_in_the_same_second_as_the_version_synced_is_not_skipped_as_older() -> None:
     # Two saves within one second: the API gave the synced version's date in milliseconds, the newer version's
     # body gives its date to the second, which reads earlier. Skipped as older, the newer version never arrives.
