@@ -67,7 +67,9 @@ async def test_each_outcome_settles_explicitly() -> None:
         ok.message_id: Done(),
         flaky.message_id: Retry(delay=7, stage="fetch", reason="503", error_class="KordiamUnavailable"),
         poison.message_id: DeadLetter(stage="decode", reason="not JSON", error_class="PoisonMessage"),
-        exhausted.message_id: Retry(delay=None, stage="web", reason="down", error_class="ChannelUnavailable"),
+        exhausted.message_id: Retry(
+            delay=None, stage="web", reason="down", error_class="ChannelUnavailable", element_id=7
+        ),
     }
 
     async def handler(m: QueueMessage) -> Outcome:
@@ -83,6 +85,8 @@ async def test_each_outcome_settles_explicitly() -> None:
     assert dead[poison.message_id].stage == "decode"
     assert dead[exhausted.message_id].stage == "web"
     assert dead[exhausted.message_id].reason == "gave up after 3 attempts: down"
+    # Still naming its element: `element ID --dlq` and `dlq redrive --element ID` find it by that.
+    assert dead[exhausted.message_id].element_id == 7
 
 
 async def test_a_message_received_past_its_budget_without_an_outcome_is_dead_lettered_unhandled() -> None:
@@ -863,6 +867,76 @@ async def test_a_retry_during_a_heartbeat_of_its_message_is_applied_after_the_ex
     consumer = Consumer(transport, handler, settings(visibility_timeout=6, retry_max_seconds=200))
     await run_until(consumer, lambda: len(transport.visibility) == 2, timeout=10)
     assert transport.visibility[-1] == (flaky.message_id, 120)
+
+
+async def test_a_retried_message_is_not_heartbeated_after_its_back_off() -> None:
+    # A retry hands the message back to the queue with its back-off. Still held, the heartbeat would extend it at
+    # its next tick (and every tick after, for up to MAX_HOLD_SECONDS): the retry would come back only then.
+    flaky, slow = message(), message()
+    transport = FakeTransport([[flaky, slow]])
+    release = asyncio.Event()
+
+    async def handler(m: QueueMessage) -> Outcome:
+        if m is flaky:
+            return Retry(delay=120, stage="fetch", reason="503", error_class="KordiamUnavailable")
+        await release.wait()
+        return Done()
+
+    def slow_extended_after_the_retry() -> bool:
+        if (flaky.message_id, 120) not in transport.visibility:
+            return False
+        after = transport.visibility[transport.visibility.index((flaky.message_id, 120)) + 1 :]
+        return (slow.message_id, 6) in after
+
+    consumer = Consumer(transport, handler, settings(visibility_timeout=6, retry_max_seconds=200))
+    stop = asyncio.Event()
+    task = asyncio.create_task(consumer.run(stop))
+    async with asyncio.timeout(10):
+        while not slow_extended_after_the_retry():
+            await asyncio.sleep(0.05)
+    release.set()
+    stop.set()
+    await asyncio.wait_for(task, 10)
+    assert [seconds for m, seconds in transport.visibility if m == flaky.message_id] == [120]
+
+
+async def test_a_message_retried_while_an_earlier_wave_of_its_heartbeat_is_on_its_way_is_not_extended() -> None:
+    # One tick's extensions go out in waves of HEARTBEAT_CALLS batches. A message settled while an earlier wave is
+    # on its way must drop out of its own batch, which is not on its way yet (``_after_extension`` cannot wait for
+    # it), or that batch's extension lands after the back-off and undoes it.
+    first_extension = asyncio.Event()
+
+    class SlowExtends(FakeTransport):
+        async def extend(self, messages: Sequence[QueueMessage], seconds: int) -> list[str]:
+            first_extension.set()
+            await asyncio.sleep(0.4)
+            return await super().extend(messages, seconds)
+
+    batches = [[message() for _ in range(10)] for _ in range(10)]
+    flaky = batches[-1][-1]  # received last: in the last batch of the tick, past the first wave
+    transport = SlowExtends(batches)
+    slots = WorkSlots(1)
+    release = asyncio.Event()
+
+    async def handler(m: QueueMessage) -> Outcome:
+        if m is flaky:
+            await first_extension.wait()
+            return Retry(delay=120, stage="fetch", reason="503", error_class="KordiamUnavailable")
+        async with slots.hold():
+            await release.wait()
+        return Done()
+
+    wide = settings(concurrency=1, read_ahead=99, visibility_timeout=6, retry_max_seconds=200)
+    consumer = Consumer(transport, handler, wide, slots=slots)
+    stop = asyncio.Event()
+    task = asyncio.create_task(consumer.run(stop))
+    async with asyncio.timeout(15):
+        while sum(1 for m, seconds in transport.visibility if seconds == 6 and m != flaky.message_id) < 99:
+            await asyncio.sleep(0.05)
+    release.set()
+    stop.set()
+    await asyncio.wait_for(task, 10)
+    assert [seconds for m, seconds in transport.visibility if m == flaky.message_id][-1] == 120
 
 
 async def test_the_heartbeat_extends_a_full_worker_before_any_visibility_runs_out_when_sqs_is_slow() -> None:
