@@ -523,6 +523,25 @@ async def test_a_lease_outlives_an_extension_that_failed_slowly(stores: StoreFac
     assert failed
 
 
+async def test_the_keeper_of_a_stalled_holder_finds_its_lease_lost_and_leaves_the_new_holders_alone(
+    stores: StoreFactory,
+) -> None:
+    """A worker whose loop stalled past its lease wakes to another worker holding the element: its keeper's next
+    extension must find the lease lost (``lease_lost``, and it stops extending it), not extend the new holder's."""
+    stalled = await stores(lease_seconds=0.3, keep_leases=False)  # its keeper ticks only when the test says
+    other = await stores(lease_wait_seconds=10)
+    lease = stalled.lease(30)
+    await lease.__aenter__()
+    async with other.lease(30):  # waits out the stalled holder's lease
+        taken = (await other.element_record(30)).lease
+        with capture_logs() as logs:
+            await stalled._keeper.extend_due()
+        assert [entry["element_id"] for entry in logs if entry["event"] == "lease_lost"] == [30]
+        assert stalled._keeper.holding(30) is None
+        assert (await other.element_record(30)).lease == taken
+        await lease.__aexit__(None, None, None)
+
+
 # ---- a mark recorded with the lease's release ------------------------------------------------------------------
 
 
