@@ -383,6 +383,20 @@ def test_a_trial_never_reported_holds_the_next_one_back_only_until_it_times_out(
     assert parking.admit("web") is Admission.TRIAL
 
 
+def test_a_call_admitted_before_the_refusal_and_accepted_after_it_does_not_reopen_the_channel(
+    state: MemoryStateStore, clock: ManualClock
+) -> None:
+    # Two calls under way at once: one meets the refusal, the other (let through before it) is answered after it.
+    # Only a trial speaks for the credentials now; otherwise every parked element is requeued into the refusal.
+    parking = ChannelParking(state, ["web"], clock=clock)
+    earlier = parking.admit("web")
+    assert earlier is Admission.GO
+    parking.refused("web", Admission.GO, REFUSED)
+    parking.accepted("web", earlier)
+    assert parking.refusing("web")
+    assert parking.requeue_due == set()
+
+
 async def test_a_moved_publication_on_a_refusing_channel_is_parked_and_kordiam_keeps_pointing_at_the_kept_item(
     kordiam: FakeKordiam, state: MemoryStateStore, clock: ManualClock
 ) -> None:
