@@ -95,6 +95,11 @@ write_config() {
   <broker xmlns="http://activemq.apache.org/schema/core" brokerName="kordiam-bridge" useJmx="false"
           dataDirectory="$DATA" schedulerSupport="true" schedulerDirectory="$DATA/scheduler">
     <managementContext><managementContext createConnector="false"/></managementContext>
+    <!-- A queue deeper than the broker's memory, cheaply: a browser is shown only what the broker has paged in. The
+         tests name such queues paged-in-test.<name> (test_activemq_operator_commands.py). -->
+    <destinationPolicy><policyMap><policyEntries>
+      <policyEntry queue="paged-in-test.>" memoryLimit="1 mb"/>
+    </policyEntries></policyMap></destinationPolicy>
     <persistenceAdapter><kahaDB directory="$DATA/kahadb"/></persistenceAdapter>
     <systemUsage>
       <systemUsage>

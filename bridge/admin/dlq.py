@@ -17,7 +17,7 @@ from bridge.errors import AdminError
 from bridge.pipeline.notification import PoisonMessage, decode_notification
 from bridge.queue import QueueAdmin, open_queue_admin
 from bridge.queue.dead_letter import FailureContext
-from bridge.queue.transport import PeekedMessage, QueueDepth, QueueMessage
+from bridge.queue.transport import PagedIn, PeekedMessage, QueueDepth, QueueMessage
 
 log = structlog.get_logger("bridge.admin")
 
@@ -42,7 +42,8 @@ async def list_dead_letters(queue: QueueAdmin, *, limit: int, progress: Progress
     listing short of its limit saw the whole queue, whatever the depth says: SQS's is approximate, read before the
     listing, and lags (it still counts dead letters just redriven or deleted, for a while). On a FIFO queue, though,
     a look reaches only the first messages of each message group (``_held_back``): ``held_back`` says about how
-    many it could not reach.
+    many it could not reach; and an ActiveMQ browse sees only what the broker has paged into memory: ``paged_in``
+    says so when it saw fewer than the broker's statistics count.
     """
     if limit < 1:
         raise ValueError("limit must be at least 1")
@@ -53,7 +54,8 @@ async def list_dead_letters(queue: QueueAdmin, *, limit: int, progress: Progress
         return DlqListing(url, messages, len(messages) + (1 if more else 0), 0, truncated=at_limit and more)
     truncated = at_limit and len(messages) < depth.visible
     held_back = _held_back(url, depth, len(messages), more)
-    return DlqListing(url, messages, depth.visible, depth.in_flight or 0, truncated, held_back)
+    paged_in = PagedIn.of(len(messages), more, depth.visible) if depth.browsed else None
+    return DlqListing(url, messages, depth.visible, depth.in_flight or 0, truncated, held_back, paged_in)
 
 
 async def find_dead_letter(

@@ -112,6 +112,6 @@ async def delete_dead_letters(
 
 def moves_failed_messages(main: QueueDepth) -> bool:
     """Whether the main queue (its ``depth``) may move a failed message to the dead-letter queue itself, under its
-    own id: an SQS queue with a redrive policy; ActiveMQ, whose depth says nothing, may (the broker's redelivery
-    policy). Only then can a dead letter's original be a dead letter too."""
-    return main.visible is None or main.redrive_policy is not None
+    own id: an SQS queue with a redrive policy; ActiveMQ may (the broker's redelivery policy). Only then can a dead
+    letter's original be a dead letter too."""
+    return main.browsed or main.redrive_policy is not None

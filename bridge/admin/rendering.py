@@ -29,6 +29,7 @@ from bridge.admin.results import (
     ParkedRequeueResult,
     RedriveResult,
     ReplayResult,
+    paged_in_note,
 )
 from bridge.queue.dead_letter import FAILURE_PREFIX
 from bridge.terminal import visible
@@ -157,6 +158,8 @@ def render_dlq_list(listing: DlqListing, console: Console) -> None:
         summary += "; more not shown (raise --limit)"
     if listing.held_back:
         summary += f"; about {listing.held_back} more {FIFO_HELD_BACK}"
+    if listing.paged_in:
+        summary += f"; {paged_in_note(listing.paged_in)}"
     console.print(summary)
 
 
@@ -253,6 +256,8 @@ def render_redrive(result: RedriveResult, console: Console) -> None:
     if result.stopped_reason:
         # It names a message id: an ActiveMQ one holds ":-1:", an emoji code to rich in markup.
         console.print(Text.assemble(("  stopped early:", "red"), outside(f" {result.stopped_reason}")))
+    if result.paged_in:
+        console.print(f"  [yellow]{paged_in_note(result.paged_in)}[/yellow]")
     if result.remaining is not None:
         console.print(f"  dead-letter queue now holds about {result.remaining} message(s)")
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from bridge.errors import AdminError
 from bridge.queue.dead_letter import FailureContext
-from bridge.queue.transport import MovedMessage, RedriveFailure, RedriveResult
+from bridge.queue.transport import MovedMessage, PagedIn, RedriveFailure, RedriveResult
 
 __all__ = [
     "AdminError",
@@ -74,6 +74,14 @@ class DlqMessage:
             return None
 
 
+def paged_in_note(paged_in: PagedIn) -> str:
+    """What a look that saw only what the broker had paged into memory (``PagedIn``) says of it."""
+    return (
+        f"showing {paged_in.seen} of {paged_in.size} (the broker pages in only part of a deep queue: run again once "
+        "these are handled)"
+    )
+
+
 # Why a look at a FIFO dead-letter queue may miss some (``DlqListing.held_back``), and how to see them.
 FIFO_HELD_BACK = (
     "wait behind them in their FIFO message group (SQS hands out a group's next messages only once the ones "
@@ -92,6 +100,8 @@ class DlqListing:
     truncated: bool
     # About how many a FIFO dead-letter queue held back behind those listed in their message group (``dlq``).
     held_back: int = 0
+    # The listing ended short of what the broker counts: it showed only what the broker had paged in (ActiveMQ).
+    paged_in: PagedIn | None = None
 
 
 @dataclass(frozen=True, slots=True)

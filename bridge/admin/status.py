@@ -35,10 +35,11 @@ from rich.markup import escape
 from rich.table import Table
 
 from bridge.admin.rendering import format_age
+from bridge.admin.results import paged_in_note
 from bridge.config import KORDIAM_FEEDBACK, QueueSettings, StatusSettings
 from bridge.errors import AdminError, BridgeError, QueueUnreachable
 from bridge.queue import QueueAdmin, open_queue_admin
-from bridge.queue.transport import PeekedMessage
+from bridge.queue.transport import PagedIn, PeekedMessage, QueueDepth
 from bridge.state import open_state_store
 from bridge.state.base import RECONCILE_SWEEP, ChannelCounts, DeliveryCounts, parked_elsewhere
 from bridge.terminal import visible
@@ -245,10 +246,16 @@ async def _queue_status(queue: QueueAdmin, role: str, url: str, sample_size: int
         depth = await queue.depth(url)
     except AdminError as error:
         return QueueStatus(role, url, error=str(error))
-    if depth.visible is None:
-        if main:
+    if depth.browsed:
+        if not main:
+            return await _browsed_status(queue, role, url, depth)
+        if depth.visible is None:
             return QueueStatus(role, url, age_note=f"broker connected; {depth.note}")
-        return await _browsed_status(queue, role, url)
+        return QueueStatus(
+            role, url, visible=depth.visible, in_flight=depth.in_flight, age_note="from the broker's statistics"
+        )
+    if depth.visible is None:  # no broker does this: one that gives no depth is read with a browser (above)
+        return QueueStatus(role, url, age_note=depth.note)
     note: str | None
     oldest: datetime | None = None
     sampled = 0
@@ -282,21 +289,27 @@ async def _queue_status(queue: QueueAdmin, role: str, url: str, sample_size: int
     )
 
 
-async def _browsed_status(queue: QueueAdmin, role: str, url: str) -> QueueStatus:
-    """A queue whose broker gives no depth (ActiveMQ over STOMP), counted by browsing it (up to
-    ``BROKER_COUNT_LIMIT``, consuming nothing, no attempt counted); its oldest message is the oldest browsed."""
+async def _browsed_status(queue: QueueAdmin, role: str, url: str, depth: QueueDepth) -> QueueStatus:
+    """A queue read with a browser (ActiveMQ): browsed up to ``BROKER_COUNT_LIMIT`` (consuming nothing, no attempt
+    counted), its oldest message the oldest browsed. Its depth is the broker's statistics, where it answers them;
+    else what the browse saw. A browse that saw fewer than the statistics count says so (``PagedIn``)."""
     try:
         seen, more = await queue.peek(url, limit=BROKER_COUNT_LIMIT)
     except Exception as error:  # a browse that timed out or was refused: reported, not fatal
         return QueueStatus(role, url, error=f"browsing failed: {error!r}")
     note = f"browsed all {len(seen)}" if seen else "empty"
     if more:
-        note = f"at least {len(seen)}: browsed the first {len(seen)}"
+        note = f"browsed the first {len(seen)}"
+        if depth.visible is None:
+            note = f"at least {len(seen)}: {note}"
+    if paged_in := PagedIn.of(len(seen), more, depth.visible):
+        note = paged_in_note(paged_in)
     oldest = _oldest(seen)
     return QueueStatus(
         role,
         url,
-        visible=len(seen),
+        visible=len(seen) if depth.visible is None else depth.visible,
+        in_flight=depth.in_flight,
         oldest_sent_at=oldest,
         oldest_age_seconds=_age(oldest),
         sampled=len(seen),

@@ -76,6 +76,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import ssl
 import time
 import uuid
@@ -144,6 +145,12 @@ RECEIPT_TIMEOUT_SECONDS = 10.0
 FramedWrite = BeginFrame | SendFrame | AckFrame | CommitFrame
 # The most dead letters one redrive run takes on (it browses them first to bound the run).
 REDRIVE_BROWSE_LIMIT = 10_000
+# A queue's size on request: ActiveMQ Classic's statistics plugin (optional: a broker without it never answers)
+# answers a SEND to STATISTICS_DESTINATION + the queue's name on its ``reply-to``. STATISTICS_END asks it to end its
+# answer with an empty map, so that a queue the broker does not hold (nothing on it: no entry) is answered at once.
+STATISTICS_DESTINATION = "/queue/ActiveMQ.Statistics.Destination."
+STATISTICS_END = "ActiveMQ.Statistics.Destination.List.End.With.Null"
+STATISTICS_TIMEOUT_SECONDS = 2.0
 FIRST_CONNECT_TIMEOUT_SECONDS = 15.0
 # The most copies one release transaction takes (``StompTransport.release``): measured on 5.17, the 500 copies of one
 # transaction committed at a shutdown were dispatched to the next consumer only some 28 s later (its 30 s expiry
@@ -177,6 +184,20 @@ class _ReleaseTransaction:
     transaction: str
     copies: int = 0
     spoiled: bool = False
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class QueueStatistics:
+    """A queue as ActiveMQ's statistics plugin counts it: ``size`` messages on it not yet acknowledged, all of them
+    (also those beyond what the broker has paged into memory), of which ``in_flight`` are delivered to a consumer."""
+
+    size: int
+    in_flight: int
+
+    @property
+    def waiting(self) -> int:
+        """The ones no consumer holds: what a browse would show, were they all in memory."""
+        return max(0, self.size - self.in_flight)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -587,6 +608,52 @@ class StompTransport:
         finally:
             await subscription.unsubscribe()
         return seen[:limit], len(seen) > limit
+
+    async def queue_statistics(self, url: str) -> QueueStatistics | None:
+        """The queue at ``url`` as the broker's statistics plugin counts it, asked on this connection (the answer
+        comes on a temporary queue of this call's); a queue the broker does not hold counts 0. None when nothing
+        answers within ``STATISTICS_TIMEOUT_SECONDS`` (a broker without the plugin), the broker refuses, or the answer
+        is not understood: unknown, never a failure.
+
+        The request is non-persistent and expires with the wait: a broker without the plugin queues it as a
+        message on ``ActiveMQ.Statistics.Destination.<queue>``, and drops it once expired."""
+        name = parse_stomp_url(url).destination.removeprefix("/queue/")
+        answers: asyncio.Queue[bytes] = asyncio.Queue()
+
+        async def on_frame(frame: stompman.AckableMessageFrame) -> None:
+            answers.put_nowait(frame.body)
+
+        reply_to = f"/temp-queue/bridge-statistics-{uuid.uuid4().hex}"
+        expires = int((time.time() + STATISTICS_TIMEOUT_SECONDS) * 1000)
+        try:
+            subscription = await self._client.subscribe_with_manual_ack(
+                reply_to,
+                on_frame,
+                ack="auto",
+                headers={"transformation": "jms-map-json"},  # the answer, a JMS map message, as JSON
+                receipt_timeout=STATISTICS_TIMEOUT_SECONDS,
+            )
+            try:
+                async with asyncio.timeout(STATISTICS_TIMEOUT_SECONDS):
+                    await self._client.send(
+                        b"",
+                        STATISTICS_DESTINATION + name,
+                        headers={
+                            "reply-to": reply_to,
+                            STATISTICS_END: "true",
+                            "persistent": "false",
+                            "expires": str(expires),
+                        },
+                    )
+                    while (entries := _statistics_map(await answers.get())) is not None:
+                        if entries.get("destinationName") == f"queue://{name}":
+                            return QueueStatistics(_count(entries, "size"), _count(entries, "inflightCount"))
+                    return QueueStatistics(0, 0)  # the end, and no entry for it: the broker holds no such queue
+            finally:
+                await subscription.unsubscribe()
+        except (stompman.Error, TimeoutError, ValueError) as error:
+            log.info("queue_statistics_unknown", queue=url, error=stomp_error_text(error))
+            return None
 
     async def move_dead_letter(self, message_id: str) -> MovedDeadLetter | None:
         """Move the dead letter ``message_id`` back to the main queue: receive it alone (``_dead_letter_alone``),
@@ -1149,6 +1216,35 @@ def _to_message(frame: stompman.AckableMessageFrame) -> QueueMessage:
         sent_at=timestamp / 1000 if timestamp else None,
         group_id=headers.get(GROUP_HEADER),
     )
+
+
+def _statistics_map(body: bytes) -> dict[str, object] | None:
+    """One answer of the statistics plugin (a JMS map message as ``jms-map-json``: ``{"map": {"entry": [...]}}``,
+    each entry ``{"string": key, "long": value}`` or ``{"string": [key, value]}``) as a dict; None for the empty map
+    that ends the answer (``{"map": ""}``). ``ValueError`` for anything else."""
+    try:
+        shape = json.loads(body)["map"]
+        if not shape:
+            return None
+        entries = shape["entry"]
+        values: dict[str, object] = {}
+        for entry in entries if isinstance(entries, list) else [entries]:  # one entry comes as an object, not a list
+            key = entry["string"]
+            if isinstance(key, list):
+                values[str(key[0])] = key[1]
+            else:
+                (values[str(key)],) = (value for kind, value in entry.items() if kind != "string")
+    except (KeyError, TypeError, IndexError, AttributeError, ValueError) as error:  # ValueError: not JSON
+        raise ValueError(f"not a statistics answer: {error!r}") from None
+    return values
+
+
+def _count(entries: dict[str, object], name: str) -> int:
+    """The statistic ``name`` of a statistics answer (``_statistics_map``); ``ValueError`` when it holds no count."""
+    value = entries.get(name)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValueError(f"no count {name}: {value!r}")
+    return value
 
 
 def _log_error_frame(frame: stompman.ErrorFrame) -> None:

@@ -1,10 +1,13 @@
 """The ActiveMQ backend of ``QueueAdmin``, on a ``StompTransport`` that does not subscribe.
 
-ActiveMQ Classic answers no depth query over STOMP: ``depth`` says so, and a queue is counted by browsing it
-(``peek``: a queue browser, which delivers nothing and counts no attempt). Redrive chooses from a browse and moves
-each chosen dead letter on its own: receive it, then SEND its copy and ACK it in one transaction
-(``StompTransport.move_dead_letter``), so a run never leaves a dead letter twice; there is no move task. Deleting
-dead letters chooses from a browse the same way, and receives and ACKs each chosen one alone
+A queue's depth comes from ActiveMQ Classic's statistics plugin, where the broker runs it
+(``StompTransport.queue_statistics``; unknown otherwise, and the queue is counted by browsing it). A look at a queue is
+a queue browser (``peek``), which delivers nothing and counts no attempt, and is shown only what the broker has paged
+into memory: a look that saw fewer than the statistics count says so (``PagedIn``).
+
+Redrive chooses from a browse and moves each chosen dead letter on its own: receive it, then SEND its copy and ACK it
+in one transaction (``StompTransport.move_dead_letter``), so a run never leaves a dead letter twice; there is no move
+task. Deleting dead letters chooses from a browse the same way, and receives and ACKs each chosen one alone
 (``StompTransport.delete_dead_letter``).
 """
 
@@ -21,6 +24,7 @@ from bridge.queue.stomp import (
     RECEIPT_TIMEOUT_SECONDS,
     REDRIVE_BROWSE_LIMIT,
     BrokerNotAnswering,
+    QueueStatistics,
     StompTransport,
     broker_stalled,
     stomp_error_text,
@@ -30,6 +34,7 @@ from bridge.queue.transport import (
     DeadLetterDeletion,
     MovedMessage,
     OutgoingMessage,
+    PagedIn,
     PeekedMessage,
     ProgressSink,
     QueueDepth,
@@ -41,7 +46,9 @@ from bridge.queue.transport import (
 
 log = structlog.get_logger("bridge.admin")
 
-NO_DEPTH = "ActiveMQ gives no queue depth over STOMP"
+NO_DEPTH = (
+    "no queue depth: the broker did not answer a statistics query (statisticsBrokerPlugin off, or XStream missing)"
+)
 STALLED = (
     f"the broker did not answer within {RECEIPT_TIMEOUT_SECONDS:g} s (overloaded, or blocking producers because its "
     "memory or store is full: see its log)"
@@ -58,6 +65,9 @@ class StompQueueAdmin:
         self._dlq_url: str = transport.dlq_url
         # A send the broker did not confirm in time (``broker_stalled``): every later one would wait as long.
         self._stalled = False
+        # A statistics query went unanswered (no plugin; or one without XStream, which drops the connection on
+        # answering): later ones would do the same.
+        self._no_statistics = False
 
     @property
     def url(self) -> str:
@@ -69,8 +79,20 @@ class StompQueueAdmin:
     async def ensure_usable(self) -> None:
         return None  # the broker answered the connection, and ActiveMQ makes a queue at its first message
 
+    async def _statistics(self, url: str) -> QueueStatistics | None:
+        """``StompTransport.queue_statistics``, asked at most until the broker once did not answer."""
+        if self._no_statistics:
+            return None
+        statistics = await self.transport.queue_statistics(url)
+        self._no_statistics = statistics is None
+        return statistics
+
     async def depth(self, url: str) -> QueueDepth:
-        return QueueDepth(visible=None, in_flight=None, delayed=None, note=NO_DEPTH)
+        statistics = await self._statistics(url)
+        if statistics is None:
+            return QueueDepth(visible=None, in_flight=None, delayed=None, note=NO_DEPTH, browsed=True)
+        # Scheduled messages (a retry's delay) wait in the broker's scheduler, on no queue: no count of them.
+        return QueueDepth(visible=statistics.waiting, in_flight=statistics.in_flight, delayed=None, browsed=True)
 
     async def peek(
         self,
@@ -125,10 +147,13 @@ class StompQueueAdmin:
         return DeadLetterDeletion(seen, more, deleted, failed)
 
     async def _left_after_redrive(self) -> int | None:
-        """How many dead letters a browse sees once a run is over (up to ``REDRIVE_BROWSE_LIMIT``); None when the
-        browse fails. The run's own browse may have ended early: ActiveMQ shows a browser only what it has paged into
-        memory, so on a dead-letter queue larger than its memory limit the first browse sees the head alone, and
-        the rest is only seen once the moved ones are gone."""
+        """How many dead letters are left once a run is over: the broker's statistics, else as many as a browse sees
+        (up to ``REDRIVE_BROWSE_LIMIT``); None when the browse fails. The run's own browse may have ended early:
+        ActiveMQ shows a browser only what it has paged into memory, so on a dead-letter queue larger than its memory
+        limit the first browse sees the head alone, and the rest is only seen once the moved ones are gone."""
+        statistics = await self._statistics(self._dlq_url)
+        if statistics is not None:
+            return statistics.size
         try:
             left, _ = await self._browse(self._dlq_url, REDRIVE_BROWSE_LIMIT)
         except AdminError as error:
@@ -175,12 +200,15 @@ class StompQueueAdmin:
         Bounded by what the dead-letter queue held at the start (up to ``REDRIVE_BROWSE_LIMIT``): a dead letter that
         arrives during the run (a moved message failing again) is not in the browse, so the run ends. A chosen one
         that no longer comes (another consumer took it) ends the run with ``stopped_reason``. A run that went through
-        its browse browses again to say what is left (``remaining``): the first browse may have ended early.
+        its browse says what is left (``remaining``: the statistics, else a browse again): the first browse may have
+        ended early, having seen fewer than the statistics count (``paged_in``).
         """
         self.check_redrive(request)
         wanted = request.wanted or (lambda _: True)
-        at_start, _ = await self._browse(self._dlq_url, REDRIVE_BROWSE_LIMIT)
+        counted = await self._statistics(self._dlq_url)
+        at_start, more = await self._browse(self._dlq_url, REDRIVE_BROWSE_LIMIT)
         result = RedriveResult("manual", self._dlq_url, self.url)
+        result.paged_in = PagedIn.of(len(at_start), more, counted.waiting if counted is not None else None)
         tried = 0
         for index, message in enumerate(peeked.message for peeked in at_start):
             if stop.is_set() or (request.limit is not None and tried >= request.limit):

@@ -223,19 +223,40 @@ class NoProgress:
 @dataclass(frozen=True, slots=True)
 class QueueDepth:
     """A queue's approximate depth; the counts are None where the broker answers no depth query (``note`` says
-    so, e.g. ActiveMQ over STOMP). ``redrive_policy``: the queue's own redrive policy (SQS), if it has one."""
+    so, e.g. ActiveMQ without its statistics plugin). ``redrive_policy``: the queue's own redrive policy (SQS), if it
+    has one. ``browsed``: a look at the queue is a queue browser (ActiveMQ), which consumes nothing and counts no
+    receive, and is shown only what the broker has paged into memory (``PagedIn``)."""
 
     visible: int | None
     in_flight: int | None
     delayed: int | None
     redrive_policy: str | None = None
     note: str | None = None
+    browsed: bool = False
 
     @property
     def total(self) -> int | None:
         if self.visible is None:
             return None
         return self.visible + (self.in_flight or 0) + (self.delayed or 0)
+
+
+@dataclass(frozen=True, slots=True)
+class PagedIn:
+    """A browse that ended by itself having seen fewer than the broker counts on the queue: ActiveMQ shows a browser
+    only what it has paged into memory, so on a queue deeper than its memory limit the browse sees ``seen`` of the
+    ``size`` (the oldest), and the rest only once those are gone."""
+
+    seen: int
+    size: int
+
+    @staticmethod
+    def of(seen: int, more: bool, size: int | None) -> PagedIn | None:
+        """For a browse that saw ``seen`` (``more``: it stopped at its limit) of a queue whose broker counts
+        ``size`` not held by a consumer (None: unknown); None unless it ended short of that."""
+        if more or size is None or seen >= size:
+            return None
+        return PagedIn(seen, size)
 
 
 @dataclass(frozen=True, slots=True)
@@ -323,6 +344,8 @@ class RedriveResult:
     duplicated: list[str] = field(default_factory=list)
     # Approximate dead-letter depth (visible + in flight) after the run.
     remaining: int | None = None
+    # The run's browse of the dead-letter queue saw only part of it (ActiveMQ): run again for the rest.
+    paged_in: PagedIn | None = None
     # Why the native move task was not used, when it was not.
     fallback_reason: str | None = None
     # Why the run stopped before the queue was empty (a failed batch), if it did.

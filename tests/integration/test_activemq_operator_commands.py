@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from bridge.admin.redrive import dlq_redrive
 from bridge.admin.rendering import render_dlq_list, render_dlq_message
 from bridge.admin.status import collect_status, render_status
 from bridge.cli import main
+from bridge.config import parse_stomp_url
 from bridge.queue import open_transport
 from bridge.queue.dead_letter import DeadLetterContext
 from tests.support import (
@@ -135,23 +137,68 @@ def test_dlq_list_and_show_print_the_control_characters_a_peer_sent_escaped(
     assert json.loads(capsys.readouterr().out)["body"] == body  # --json is exact: JSON escapes them itself
 
 
-async def test_status_counts_the_dead_letters_by_browsing(stomp_queues: tuple[str, str], tmp_path: Path) -> None:
+async def test_status_shows_the_queue_depth_and_the_dead_letters_from_the_brokers_statistics(
+    stomp_queues: tuple[str, str], tmp_path: Path
+) -> None:
     queue, dlq = stomp_queues
     settings = worker_settings(queue=queue, endpoint=dlq, kordiam=NOWHERE, workdir=tmp_path)
-    empty = await collect_status(settings)
-    assert (empty.queue.visible, empty.queue.error, empty.dead_letter.visible) == (None, None, 0)
-    assert "no queue depth over STOMP" in (empty.queue.age_note or "")
+    empty = await collect_status(settings)  # neither queue exists yet: the broker counts them empty
+    assert (empty.queue.visible, empty.queue.error, empty.dead_letter.visible) == (0, None, 0)
     assert not any("dead-letter" in problem for problem in empty.problems)
 
     await _dead_letter(queue, dlq, "not json", DeadLetterContext("decode", "body is not JSON", "PoisonMessage"))
+    for element in (1, 2):
+        await stomp_send(queue, json.dumps({"id": element}))
     report = await collect_status(settings)
+    assert (report.queue.visible, report.queue.in_flight, report.queue.age_note) == (
+        2,
+        0,
+        "from the broker's statistics",
+    )
     assert (report.dead_letter.visible, report.dead_letter.age_note) == (1, "browsed all 1")
     assert report.dead_letter.oldest_age_seconds is not None
     assert "1 message(s) in the dead-letter queue" in report.problems
     console = Console(record=True, width=200)
     render_status(report, console)
-    assert "no queue depth over STOMP" in console.export_text()
+    assert "no queue depth" not in console.export_text()
     assert [m.body for m in await stomp_drain(dlq)] == ["not json"]  # counted, not consumed
+
+
+async def _send_many(url: str, bodies: list[bytes]) -> None:
+    """Persistent SENDs on one connection, the last with a receipt (the broker then holds them all)."""
+    address = parse_stomp_url(url)
+    server = stompman.ConnectionParameters(host=address.host, port=address.port, login="", passcode="")
+    async with stompman.Client(servers=[server]) as client:
+        for index, body in enumerate(bodies):
+            last = index == len(bodies) - 1
+            headers = {"persistent": "true"}
+            await client.send(body, address.destination, headers=headers, receipt_timeout=10 if last else None)
+
+
+async def test_a_dead_letter_queue_deeper_than_the_broker_pages_in_is_shown_as_part_of_it(
+    activemq: str, tmp_path: Path
+) -> None:
+    # scripts/activemq.sh gives the queues named paged-in-test.* 1 MB of memory: 400 dead letters of 8 KB are
+    # more than a browser is shown (about 260), as 6,001 are at the default 64 MB.
+    queue = f"{activemq}/queue/paged-in-test.{uuid.uuid4().hex[:12]}"
+    dlq, settings = f"{queue}-dlq", stomp_settings(queue, dlq_url=f"{queue}-dlq")
+    await _send_many(dlq, [json.dumps({"id": element, "pad": "x" * 8192}).encode() for element in range(400)])
+
+    listing = await dlq_list(settings, limit=1000)
+    assert listing.paged_in is not None and listing.paged_in.size == listing.approximate_visible == 400
+    shown = len(listing.messages)
+    assert listing.paged_in.seen == shown and 0 < shown < 400 and not listing.truncated
+    console = Console(record=True, width=300)
+    render_dlq_list(listing, console)
+    assert f"showing {shown} of 400 (the broker pages in only part of a deep queue" in console.export_text()
+
+    report = await collect_status(worker_settings(queue=queue, endpoint=dlq, kordiam=NOWHERE, workdir=tmp_path))
+    assert report.dead_letter.visible == 400 and report.dead_letter.age_note is not None
+    assert report.dead_letter.age_note.startswith(f"showing {shown} of 400")
+
+    moved = await dlq_redrive(settings, limit=1)
+    assert len(moved.moved) == 1 and moved.paged_in is not None and moved.paged_in.size == 400
+    assert moved.remaining == 399  # the broker's count, not a browse's
 
 
 async def test_redrive_moves_what_was_there_at_the_start_and_keeps_the_first_failure(

@@ -15,17 +15,21 @@ from typing import Any
 
 import pytest
 import stompman
+from rich.console import Console
 
+from bridge.admin.dlq import list_dead_letters
 from bridge.admin.redrive import redrive_request
+from bridge.admin.rendering import render_dlq_list
 from bridge.queue import stomp
 from bridge.queue.stomp import StompTransport
-from bridge.queue.stomp_admin import StompQueueAdmin
-from bridge.queue.transport import NoProgress, OutgoingMessage, PeekedMessage, RedriveResult
+from bridge.queue.stomp_admin import NO_DEPTH, StompQueueAdmin
+from bridge.queue.transport import NoProgress, OutgoingMessage, PagedIn, PeekedMessage, QueueDepth, RedriveResult
 from tests.support import stomp_settings
 
 pytestmark = pytest.mark.usefixtures("stomp_copy_then_ack", "stomp_plain_ack")
 
 MAIN, DLQ = "/queue/kordiam", "/queue/kordiam-dlq"
+DLQ_URL = f"stomp://127.0.0.1:61613{DLQ}"
 Handler = Callable[[Any], Coroutine[Any, Any, Any]]
 
 
@@ -85,6 +89,11 @@ class Broker:
         self.browse_page: int | None = None
         # A broker that blocks its producers (memory or store full: producer flow control) confirms no SEND.
         self.blocks_producers = False
+        # What the statistics plugin answers a request about a queue (``statistics_answer``); None: a broker without
+        # the plugin, which answers nothing.
+        self.statistics: Callable[[Broker, str], list[bytes]] | None = statistics_answer
+        self._reply_handlers: dict[str, Handler] = {}
+        self.statistics_requests = 0
         # What the transport reads of stompman's client about a delivery: on the connection that is up, to a
         # subscription still active?
         self._connection_manager = SimpleNamespace(_reconnection_count=0)
@@ -102,7 +111,16 @@ class Broker:
         self.queues[destination].append(Stored(message_id, body, headers))
         return message_id
 
-    async def send(self, body: bytes, destination: str, *, headers: dict[str, str], receipt_timeout: float) -> None:
+    async def send(
+        self, body: bytes, destination: str, *, headers: dict[str, str], receipt_timeout: float | None = None
+    ) -> None:
+        if destination.startswith(stomp.STATISTICS_DESTINATION):
+            self.statistics_requests += 1
+            queue = "/queue/" + destination.removeprefix(stomp.STATISTICS_DESTINATION)
+            if self.statistics is not None and self.answering and not self.blocks_producers:
+                for answer in self.statistics(self, queue) if queue in self.queues else [EMPTY_MAP]:
+                    await self._reply_handlers[headers["reply-to"]](Delivery({}, answer, self, headers["reply-to"]))
+            return
         if headers.get("redriven_from") in self.refuse_copies_of:
             raise RuntimeError("refused")
         if self.blocks_producers:
@@ -115,6 +133,9 @@ class Broker:
     ) -> Subscription:
         subscription = Subscription(f"sub-{next(self._ids)}", destination, self)
         self._subscriptions.add(subscription.id)
+        if destination.startswith("/temp-queue/"):
+            self._reply_handlers[destination] = handler
+            return subscription
         frame = {"subscription": subscription.id, "destination": destination}
         if headers.get("browser") == "true":
             for stored in list(self.queues[destination])[: self.browse_page]:
@@ -145,7 +166,7 @@ class Broker:
 
     def ended(self, subscription: Subscription) -> None:
         self._subscriptions.discard(subscription.id)
-        for stored in self.queues[subscription.destination]:
+        for stored in self.queues.get(subscription.destination, []):
             if stored.message_id in subscription.delivered:
                 stored.redelivered = True
 
@@ -154,6 +175,20 @@ class Broker:
 
     def redelivered(self) -> list[str]:
         return [m.body.decode() for m in self.queues[DLQ] if m.redelivered]
+
+
+EMPTY_MAP = b'{"map":""}'  # what ends the statistics plugin's answer
+
+
+def statistics_answer(broker: Broker, queue: str) -> list[bytes]:
+    """The statistics plugin's answer about ``queue`` as ActiveMQ 5.17 writes it (``jms-map-json``), then its end."""
+    entries = [
+        {"string": "size", "long": len(broker.queues[queue])},
+        {"string": "inflightCount", "long": 0},
+        {"string": ["destinationName", "queue://" + queue.removeprefix("/queue/")]},
+        {"string": ["brokerName", "fake"]},
+    ]
+    return [json.dumps({"map": {"entry": entries}}).encode(), EMPTY_MAP]
 
 
 def dead_letters(broker: Broker, *elements: int) -> list[str]:
@@ -372,14 +407,87 @@ async def test_a_delete_whose_broker_stops_answering_says_so_and_tries_no_more(m
     assert broker.bodies(DLQ) == ['{"id": 2}', '{"id": 3}']
 
 
-async def test_a_redrive_says_what_the_dead_letter_queue_still_holds_after_it() -> None:
+@pytest.mark.parametrize("statistics", [True, False], ids=["statistics", "no statistics plugin"])
+async def test_a_redrive_says_what_the_dead_letter_queue_still_holds_after_it(
+    statistics: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
     broker = Broker()
     broker.browse_page = 2  # a dead-letter queue deeper than the broker pages into memory
+    if not statistics:
+        broker.statistics = None
+        monkeypatch.setattr(stomp, "STATISTICS_TIMEOUT_SECONDS", 0.01)  # the fake answers at once or never
     first, second, _ = dead_letters(broker, 1, 2, 3)
     result = await redrive(broker)
     assert [m.dlq_message_id for m in result.moved] == [first, second]
     # The browse at the start ended after two; the third was there all along, and the summary says so.
     assert result.remaining == 1 and broker.bodies(DLQ) == ['{"id": 3}'] and broker.redelivered() == []
+    # Where the broker counts its dead letters, the run says at once that it saw only part of them.
+    assert result.paged_in == (PagedIn(2, 3) if statistics else None)
+
+
+async def test_the_depth_is_the_brokers_statistics_and_unknown_when_nothing_answers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    broker = Broker()
+    dead_letters(broker, 1, 2, 3)
+
+    def admin() -> StompQueueAdmin:
+        return StompQueueAdmin(StompTransport(stomp_settings(f"stomp://127.0.0.1:61613{MAIN}"), broker))  # type: ignore[arg-type]
+
+    assert await admin().depth(DLQ_URL) == QueueDepth(visible=3, in_flight=0, delayed=None, browsed=True)
+    # The plugin answers nothing of its own about a queue the broker does not hold, only the end: nothing on it.
+    assert await admin().depth("stomp://127.0.0.1:61613/queue/never-used") == QueueDepth(0, 0, None, browsed=True)
+
+    monkeypatch.setattr(stomp, "STATISTICS_TIMEOUT_SECONDS", 0.01)  # the fake answers at once or never
+    broker.statistics = None  # a broker without the statistics plugin: nothing answers
+    unanswered = admin()
+    unknown = await unanswered.depth(DLQ_URL)
+    assert (unknown.visible, unknown.in_flight, unknown.browsed) == (None, None, True) and unknown.note == NO_DEPTH
+    asked = broker.statistics_requests
+    assert (await unanswered.depth(DLQ_URL)).visible is None and broker.statistics_requests == asked  # once only
+
+    broker.statistics = lambda broker, queue: [b"<map>not asked for</map>"]  # an answer not understood
+    assert (await admin().depth(DLQ_URL)).visible is None
+
+
+@pytest.mark.parametrize("statistics", [True, False], ids=["statistics", "no statistics plugin"])
+async def test_dlq_list_says_when_it_shows_only_what_the_broker_paged_in(
+    statistics: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    broker = Broker()
+    broker.browse_page = 2
+    if not statistics:
+        broker.statistics = None
+        monkeypatch.setattr(stomp, "STATISTICS_TIMEOUT_SECONDS", 0.01)
+    dead_letters(broker, 1, 2, 3)
+    admin = StompQueueAdmin(StompTransport(stomp_settings(f"stomp://127.0.0.1:61613{MAIN}"), broker))  # type: ignore[arg-type]
+    listing = await list_dead_letters(admin, limit=50)
+    assert [m.element_id for m in listing.messages] == [1, 2] and not listing.truncated
+    console = Console(record=True, width=300)
+    render_dlq_list(listing, console)
+    summary = console.export_text().splitlines()[-1]
+    if statistics:
+        assert (listing.approximate_visible, listing.paged_in) == (3, PagedIn(2, 3))
+        assert summary == (
+            "2 shown; about 3 visible; showing 2 of 3 (the broker pages in only part of a deep queue: run again once "
+            "these are handled)"
+        )
+    else:  # as before: what the browse saw is all that is known
+        assert (listing.approximate_visible, listing.paged_in, summary) == (2, None, "2 shown; about 2 visible")
+    # A limit that stopped the listing is the usual "raise --limit", not a paged-in one.
+    limited = await list_dead_letters(admin, limit=1)
+    assert limited.truncated and limited.paged_in is None
+
+
+def test_a_statistics_answer_in_each_shape_jettison_writes() -> None:
+    one_entry = b'{"map":{"entry":{"string":"size","long":7}}}'  # a single entry comes as an object
+    assert stomp._statistics_map(one_entry) == {"size": 7}
+    pairs = b'{"map":{"entry":[{"string":["destinationName","queue:\\/\\/q"]},{"string":"inflightCount","int":1}]}}'
+    assert stomp._statistics_map(pairs) == {"destinationName": "queue://q", "inflightCount": 1}
+    assert stomp._statistics_map(EMPTY_MAP) is None
+    for odd in (b"", b"[]", b'{"map":{"entry":[{"long":1}]}}', b'{"map":{"entry":[{"string":"a"}]}}'):
+        with pytest.raises(ValueError, match="not a statistics answer"):
+            stomp._statistics_map(odd)
 
 
 async def test_an_interrupted_redrive_does_not_browse_again() -> None:
