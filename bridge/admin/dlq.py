@@ -11,7 +11,7 @@ import structlog
 
 from bridge import redaction
 from bridge.admin.progress import ProgressSink
-from bridge.admin.results import FIFO_HELD_BACK, DlqListing, DlqMessage, ElementDeadLetters
+from bridge.admin.results import FIFO_HELD_BACK, DlqListing, DlqMessage, ElementDeadLetters, paged_in_note
 from bridge.config import QueueSettings, is_fifo_url
 from bridge.errors import AdminError
 from bridge.pipeline.notification import PoisonMessage, decode_notification
@@ -90,8 +90,9 @@ def not_found_beyond(
     message_id: str, url: str, depth: QueueDepth, looked_at: int, more: bool, scan_limit: int
 ) -> str | None:
     """Why a look that did not find ``message_id`` cannot say it is not there: the dead-letter queue may hold more
-    than the ``looked_at`` seen (the scan limit stopped the look, or a FIFO queue held some back behind them in
-    their message group); None when the look saw the whole queue."""
+    than the ``looked_at`` seen (the scan limit stopped the look, a FIFO queue held some back behind them in their
+    message group, or the broker showed a browser only what it had paged in); None when the look saw the whole
+    queue."""
     if more:
         return (
             f"dead letter {message_id} is not among the first {looked_at} looked at, and the dead-letter queue may "
@@ -102,6 +103,8 @@ def not_found_beyond(
         return f"dead letter {message_id} is not among the {looked_at} looked at, and about {held_back} more " + (
             FIFO_HELD_BACK
         )
+    if depth.browsed and (paged_in := PagedIn.of(looked_at, more, depth.visible)):
+        return f"dead letter {message_id} is not among the {looked_at} looked at: {paged_in_note(paged_in)}"
     return None
 
 

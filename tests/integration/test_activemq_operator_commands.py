@@ -23,6 +23,7 @@ from bridge.admin.rendering import render_dlq_list, render_dlq_message
 from bridge.admin.status import collect_status, render_status
 from bridge.cli import main
 from bridge.config import parse_stomp_url
+from bridge.errors import AdminError
 from bridge.queue import open_transport
 from bridge.queue.dead_letter import DeadLetterContext
 from tests.support import (
@@ -191,6 +192,9 @@ async def test_a_dead_letter_queue_deeper_than_the_broker_pages_in_is_shown_as_p
     console = Console(record=True, width=300)
     render_dlq_list(listing, console)
     assert f"showing {shown} of 400 (the broker pages in only part of a deep queue" in console.export_text()
+    # An id not among those the broker showed may be among the rest: not "not found".
+    with pytest.raises(AdminError, match=f"not among the {shown} looked at: showing {shown} of 400"):
+        await dlq_show(settings, "ID:not-paged-in")
 
     report = await collect_status(worker_settings(queue=queue, endpoint=dlq, kordiam=NOWHERE, workdir=tmp_path))
     assert report.dead_letter.visible == 400 and report.dead_letter.age_note is not None

@@ -17,9 +17,10 @@ import pytest
 import stompman
 from rich.console import Console
 
-from bridge.admin.dlq import list_dead_letters
+from bridge.admin.dlq import find_dead_letter, list_dead_letters
 from bridge.admin.redrive import redrive_request
 from bridge.admin.rendering import render_dlq_list
+from bridge.errors import AdminError
 from bridge.queue import stomp
 from bridge.queue.stomp import StompTransport
 from bridge.queue.stomp_admin import NO_DEPTH, StompQueueAdmin
@@ -540,3 +541,18 @@ async def test_sends_after_one_the_broker_did_not_confirm_are_not_tried() -> Non
     assert len(tried) == 1 and broker.bodies(MAIN) == []
     assert first[0].error == "timeout: no answer within 10 s"
     assert all(o.error is not None and o.error.startswith("not sent:") for o in first[1:] + later)
+
+
+async def test_dlq_show_of_one_beyond_what_the_broker_paged_in_is_not_called_gone() -> None:
+    broker = Broker()
+    broker.browse_page = 2
+    _, _, third = dead_letters(broker, 1, 2, 3)
+    admin = StompQueueAdmin(StompTransport(stomp_settings(f"stomp://127.0.0.1:61613{MAIN}"), broker))  # type: ignore[arg-type]
+    with pytest.raises(AdminError) as raised:
+        await find_dead_letter(admin, third, scan_limit=1000)
+    assert str(raised.value) == (
+        f"dead letter {third} is not among the 2 looked at: showing 2 of 3 (the broker pages in only part of a deep "
+        "queue: run again once these are handled)"
+    )
+    broker.browse_page = None  # once the broker shows them all, one not there is not found
+    assert await find_dead_letter(admin, "ID:no-such", scan_limit=1000) is None
