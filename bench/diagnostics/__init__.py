@@ -7,4 +7,4 @@ difference against ``bridge`` in the same run. They are measurements, never a wa
 
 # A variant announces itself on the worker's stderr with this line; bench.run refuses a run whose log lacks it.
 MARKER = "bench-diagnostic: installed"
-VARIANTS = ("queue-only", "memory-state", "local-leases")
+VARIANTS = ("queue-only", "memory-state", "local-leases", "lean-http")

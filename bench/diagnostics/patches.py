@@ -8,6 +8,9 @@
 - ``local-leases``: the real SQLite store, but an element's lease is held in process, not in the ``leases`` table
   (one worker per file): no lease write and no release statement; the mark is recorded on its own as the lease
   ends. Against ``bridge`` it measures what leases shared through the file cost per message.
+- ``lean-http``: the whole pipeline, with ``HttpClient``'s requests (Kordiam's and the channel's) sent by a minimal
+  HTTP/1.1 client (``lean_http``) instead of aiohttp's; the SQS calls stay on aiobotocore. Against ``bridge`` it
+  measures what aiohttp's client machinery costs per message beyond the bytes on the wire.
 
 A variant announces itself on stderr (``MARKER``); ``bench.run`` refuses a run whose worker log lacks it, so a
 variant that silently failed to install never passes for a measurement.
@@ -25,7 +28,7 @@ from datetime import UTC, datetime
 import aiohttp
 
 import bridge.worker
-from bench.diagnostics import MARKER, VARIANTS
+from bench.diagnostics import MARKER, VARIANTS, lean_http
 from bench.simple_loop import sync_element
 from bridge.config import StateSettings
 from bridge.pipeline.handler import MessageHandler
@@ -55,6 +58,8 @@ def install(variant: str) -> None:
         _memory_state()
     elif variant == "local-leases":
         _local_leases()
+    elif variant == "lean-http":
+        lean_http.install()
     else:
         sys.exit(f"BENCH_DIAGNOSTIC: unknown variant {variant!r} (one of {', '.join(VARIANTS)})")
     print(f"{MARKER} {variant}", file=sys.stderr, flush=True)

@@ -75,7 +75,9 @@ def test_bench_smoke_run_reports_every_field_and_delivers_everything() -> None:
 @pytest.mark.integration
 @pytest.mark.timeout(300)
 def test_the_diagnostic_variants_run_the_worker_with_their_part_swapped_out() -> None:
-    report = main(["--smoke", "--impl", "bridge,bridge-queue-only,bridge-memory-state,bridge-local-leases"])
+    report = main(
+        ["--smoke", "--impl", "bridge,bridge-queue-only,bridge-memory-state,bridge-local-leases,bridge-lean-http"]
+    )
     results = {row["impl"]: row for row in report["results"]}
     for impl, row in results.items():
         assert row["processed"] == row["messages"] == 20 and row["left_in_queue"] == 0, impl
@@ -93,6 +95,7 @@ def test_the_diagnostic_variants_run_the_worker_with_their_part_swapped_out() ->
         return {event["message_id"] for event in events if event["event"] == "done"}
 
     assert len(synced("bridge")) == len(synced("bridge-memory-state")) == len(synced("bridge-local-leases")) == 21
+    assert len(synced("bridge-lean-http")) == 21
     assert synced("bridge-queue-only") == set()
 
     # The local-leases variant keeps its deliveries and marks in SQLite like the real worker: only leases moved.
@@ -100,7 +103,7 @@ def test_the_diagnostic_variants_run_the_worker_with_their_part_swapped_out() ->
         with closing(sqlite3.connect(workdir / f"{impl}-4" / "state.db")) as db:
             return int(db.execute("SELECT COUNT(*) FROM elements WHERE fetched_at IS NOT NULL").fetchone()[0])
 
-    assert marks("bridge") == marks("bridge-local-leases") == 21
+    assert marks("bridge") == marks("bridge-local-leases") == marks("bridge-lean-http") == 21
 
 
 def test_a_diagnostic_run_whose_variant_did_not_install_is_refused(tmp_path: Path) -> None:
