@@ -99,6 +99,7 @@ ACTIVEMQ_ENV := $(TEST_ACTIVEMQ) BRIDGE_TEST_ACTIVEMQ=stomp://127.0.0.1:61623
 # shell's signal on to it: make signals its recipe's shell alone when it gets SIGTERM alone, and a shell's trap runs
 # only once its foreground command has ended, so the pass would otherwise run to its end first. The services'
 # starts share the main pass's shell, so that one interrupted (or failing) stops those already up, and the rest.
+# The main pass (scripts/main-pass.sh) runs the unit tests alongside the service tests, the fault suite last.
 STOP_BACKGROUND := $(TEST_LOCALSTACK) scripts/localstack.sh stop; scripts/docker.sh discard
 
 test: lint typecheck venv
@@ -110,7 +111,7 @@ test: lint typecheck venv
 	    ($(TEST_LOCALSTACK) scripts/localstack.sh start >>.cache/localstack-tests-start.log 2>&1 </dev/null &); \
 	    echo "localstack: starting in the background for the LocalStack pass (log .cache/localstack-tests-start.log)"; \
 	    interruptible scripts/docker.sh prepare-background; } && \
-	  interruptible env $(WORDPRESS_ENV) $(ACTIVEMQ_ENV) $(BIN)/pytest $(PYTEST_FLAGS) --durations=15 tests; status=$$?; \
+	  interruptible env $(WORDPRESS_ENV) $(ACTIVEMQ_ENV) scripts/main-pass.sh $(BIN)/pytest $(PYTEST_FLAGS); status=$$?; \
 	  scripts/wordpress.sh stop; $(TEST_ACTIVEMQ) scripts/activemq.sh stop; \
 	  [ -z "$$interrupted" ] || status=130; \
 	  if [ $$status -ne 0 ]; then $(STOP_BACKGROUND); fi; \

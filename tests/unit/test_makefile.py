@@ -113,12 +113,13 @@ def test_make_down_takes_down_either_emulator() -> None:
 def fake_make_test_tree(tmp_path: Path, pytest_script: str, docker_script: str) -> None:
     """The Makefile with stand-in scripts and tools, the virtualenv up to date: `make test` runs only the stand-ins.
     The service scripts log `localstack start` and the like to calls (docker.sh: what docker_script does); the
-    passes run through the real scripts/interruptible.sh."""
+    passes run through the real scripts/interruptible.sh and scripts/main-pass.sh."""
     shutil.copy(ROOT / "Makefile", tmp_path / "Makefile")
     shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
     calls = tmp_path / "calls"
     (tmp_path / "scripts").mkdir()
-    shutil.copy(ROOT / "scripts" / "interruptible.sh", tmp_path / "scripts" / "interruptible.sh")
+    for script in ("interruptible.sh", "main-pass.sh"):
+        shutil.copy(ROOT / "scripts" / script, tmp_path / "scripts" / script)
     for script in ("wordpress", "localstack"):
         (tmp_path / "scripts" / f"{script}.sh").write_text(f'#!/bin/sh\necho "{script} $1" >>{calls}\n')
     # The broker's start is the `start` stage: it waits there when $STAGE names it (see WAIT_HERE).
@@ -226,9 +227,10 @@ def test_an_interrupted_make_test_stops_the_pass_and_what_it_started(
         text=True,
     )
     calls = tmp_path / "calls"
+    passes = 2 if stage == "main" else 1  # the main pass: the unit tests and the service tests, side by side
     try:
         deadline = time.monotonic() + 60  # a guard against a hang, not a measurement
-        while not (calls.exists() and f"{stage} waiting" in calls.read_text().splitlines()):
+        while not (calls.exists() and calls.read_text().splitlines().count(f"{stage} waiting") == passes):
             assert run.poll() is None and time.monotonic() < deadline, f"make test never reached the {stage} pass"
             time.sleep(0.05)
         if to_group:
@@ -243,8 +245,9 @@ def test_an_interrupted_make_test_stops_the_pass_and_what_it_started(
     logged = calls.read_text().splitlines()
     after = logged[logged.index(f"{stage} waiting") + 1 :]
     assert f"{stage} ran to its end" not in after, f"the {stage} pass never got the signal: {after}\n{output}"
-    pass_pid = int(logged[logged.index(f"{stage} waiting") - 1].removeprefix(f"{stage} pid "))
-    assert not alive(pass_pid), f"the {stage} pass outlived make: {after}\n{output}"
+    pass_pids = [int(line.removeprefix(f"{stage} pid ")) for line in logged if line.startswith(f"{stage} pid ")]
+    assert len(pass_pids) == passes, logged
+    assert not [pid for pid in pass_pids if alive(pid)], f"the {stage} pass outlived make: {after}\n{output}"
     assert "docker discard" in after, output
     if stage != "image":  # the LocalStack pass stopped its LocalStack before the image test began
         assert "localstack stop" in after, output
