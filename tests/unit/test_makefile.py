@@ -156,6 +156,22 @@ def test_make_test_discards_the_background_image_prepare_when_the_localstack_pas
     assert docker_calls == ["prepare-background", "discard"], result.stdout + result.stderr
 
 
+def test_a_failing_unit_run_fails_make_test_though_the_service_tests_pass(tmp_path: Path) -> None:
+    """The main pass runs the unit tests beside the service tests: a failure in either fails it, and `make test`
+    stops there (no LocalStack pass; the background prepare discarded), the unit run's output shown."""
+    fake_make_test_tree(
+        tmp_path,
+        pytest_script='echo "pytest $*" >>$CALLS\ncase "$*" in *tests/unit*) echo "unit run failed"; exit 1 ;; esac\n',
+        docker_script='echo "$1" >>$CALLS.docker\n',
+    )
+    result = make("test", cwd=tmp_path, check=False)
+    assert result.returncode != 0, result.stdout + result.stderr
+    runs = [line for line in (tmp_path / "calls").read_text().splitlines() if line.startswith("pytest ")]
+    assert len(runs) == 2 and not any("-m localstack" in run for run in runs), runs
+    assert "unit run failed" in result.stdout
+    assert (tmp_path / "calls.docker").read_text().split() == ["prepare-background", "discard"]
+
+
 # The stand-ins for the passes: `wait_here STAGE` logs `STAGE pid PID` and `STAGE waiting`, and runs on until a
 # signal ends it, when $STAGE names that pass (or, with $PASS_STEPS, until it has slept that many tenths of a second:
 # it then logs `STAGE ran to its end`). The main and the LocalStack pass exit 2 on SIGINT, as pytest does (a
