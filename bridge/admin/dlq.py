@@ -113,12 +113,15 @@ async def dead_letters_of(
 ) -> ElementDeadLetters:
     """The dead letters about ``element_id`` (``element_of``) among the first ``scan_limit`` of the dead-letter
     queue, oldest first, without consuming any; ``partial`` when the queue may hold more than were looked at (the
-    limit stopped the look, or a FIFO queue held some back behind them in their message group)."""
+    limit stopped the look, a FIFO queue held some back behind them in their message group, or the broker showed a
+    browser only what it had paged in)."""
     url, depth, peeked, more = await _look(
         queue, limit=scan_limit, progress=progress, task="searching the dead-letter queue"
     )
     found = sorted((m for m in map(to_dlq_message, peeked) if m.element_id == element_id), key=_oldest_first)
-    return ElementDeadLetters(url, found, len(peeked), more, _held_back(url, depth, len(peeked), more))
+    held_back = _held_back(url, depth, len(peeked), more)
+    paged_in = PagedIn.of(len(peeked), more, depth.visible) if depth.browsed else None
+    return ElementDeadLetters(url, found, len(peeked), more, held_back, paged_in=paged_in)
 
 
 async def _look(

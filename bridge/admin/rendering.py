@@ -362,6 +362,8 @@ def render_element(report: ElementReport, console: Console) -> None:
             )
         if found.held_back:
             console.print(Text(f"About {found.held_back} more {FIFO_HELD_BACK}", style="yellow"))
+        if found.paged_in:
+            console.print(Text(f"Dead letters looked at: {paged_in_note(found.paged_in)}", style="yellow"))
     kordiam = report.kordiam
     if kordiam is not None:
         if kordiam.error is not None:

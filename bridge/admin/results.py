@@ -223,10 +223,12 @@ class ElementDeadLetters:
     held_back: int = 0
     # Not looked at: the queue's endpoint or broker did not answer (the rest of the report stands).
     error: str | None = None
+    # The look ended short of what the broker counts: it saw only what the broker had paged in (ActiveMQ).
+    paged_in: PagedIn | None = None
 
     @property
     def partial(self) -> bool:
-        return self.more or self.held_back > 0
+        return self.more or self.held_back > 0 or self.paged_in is not None
 
 
 @dataclass(frozen=True, slots=True)

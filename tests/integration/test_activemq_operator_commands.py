@@ -18,6 +18,7 @@ from stompman.frames import AckFrame
 
 from bridge.admin.dlq import dlq_list, dlq_show
 from bridge.admin.dlq_delete import dlq_delete
+from bridge.admin.element import element_report
 from bridge.admin.redrive import dlq_redrive
 from bridge.admin.rendering import render_dlq_list, render_dlq_message
 from bridge.admin.status import collect_status, render_status
@@ -26,6 +27,8 @@ from bridge.config import parse_stomp_url
 from bridge.errors import AdminError
 from bridge.queue import open_transport
 from bridge.queue.dead_letter import DeadLetterContext
+from bridge.queue.transport import PagedIn
+from bridge.state import open_state_store
 from tests.support import (
     stomp_browse_raw,
     stomp_drain,
@@ -198,7 +201,14 @@ async def test_a_dead_letter_queue_deeper_than_the_broker_pages_in_is_shown_as_p
     with pytest.raises(AdminError, match=f"not among the {shown} looked at: showing {shown} of 400"):
         await dlq_show(settings, "ID:not-paged-in")
 
-    report = await collect_status(worker_settings(queue=queue, endpoint=dlq, kordiam=NOWHERE, workdir=tmp_path))
+    # `element N --dlq` saw the same part of the queue, and says so as `dlq list` does.
+    worker = worker_settings(queue=queue, endpoint=dlq, kordiam=NOWHERE, workdir=tmp_path)
+    await (await open_state_store(worker.state)).close()  # a store, empty
+    found = (await element_report(worker, 1, dead_letters=True)).dead_letters
+    assert found is not None and [m.element_id for m in found.messages] == [1]
+    assert found.paged_in == PagedIn(shown, 400) and found.partial and not found.more
+
+    report = await collect_status(worker)
     assert report.dead_letter.visible == 400 and report.dead_letter.age_note is not None
     assert report.dead_letter.age_note.startswith(f"showing {shown} of 400")
 

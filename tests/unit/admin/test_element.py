@@ -50,6 +50,7 @@ from bridge.pipeline.pause import WorkerPause
 from bridge.pipeline.routing import Route
 from bridge.pipeline.sync import Action, SyncEngine
 from bridge.queue.gate import ReceiveGate
+from bridge.queue.transport import PagedIn
 from bridge.state.base import Delivery, ElementMark, ElementRecord, LeaseRecord, RecordedDelivery
 from bridge.state.leases import LeaseOwner
 from tests.support import worker_ops
@@ -597,6 +598,21 @@ def test_the_report_as_json_names_its_problems_and_whether_a_look_was_partial() 
     assert data["dead_letters"]["partial"] is True
     assert {c["verdict"] for c in data["kordiam"]["checks"]} == {IN_LINE, NOT_EXPORTED, SENT_AGAIN}
     assert data["deliveries"][0]["recorded_at"] == T0.isoformat()
+
+
+def test_a_look_at_only_what_the_broker_paged_in_is_partial_and_says_so() -> None:
+    dead = ElementDeadLetters("stomp://127.0.0.1:61613/queue/dlq", [], 2, more=False, paged_in=PagedIn(2, 3))
+    report = replace(full_report(), dead_letters=dead)
+    assert dead.partial
+    text = shown(report)
+    assert "Dead letters: none among the 2 looked at" in text and "raise --scan-limit" not in text
+    assert (
+        "Dead letters looked at: showing 2 of 3 (the broker pages in only part of a deep queue: run again once these "
+        "are handled)"
+    ) in text
+    data = json.loads(to_json(report))["dead_letters"]
+    assert data["paged_in"] == {"seen": 2, "size": 3} and data["partial"] is True
+    assert json.loads(to_json(full_report()))["dead_letters"]["paged_in"] is None
 
 
 def test_a_held_back_fifo_look_is_partial_too() -> None:

@@ -17,7 +17,7 @@ import pytest
 import stompman
 from rich.console import Console
 
-from bridge.admin.dlq import find_dead_letter, list_dead_letters
+from bridge.admin.dlq import dead_letters_of, find_dead_letter, list_dead_letters
 from bridge.admin.redrive import redrive_request
 from bridge.admin.rendering import render_dlq_list
 from bridge.errors import AdminError
@@ -556,3 +556,20 @@ async def test_dlq_show_of_one_beyond_what_the_broker_paged_in_is_not_called_gon
     )
     broker.browse_page = None  # once the broker shows them all, one not there is not found
     assert await find_dead_letter(admin, "ID:no-such", scan_limit=1000) is None
+
+
+async def test_element_dlq_says_when_its_look_saw_only_what_the_broker_paged_in() -> None:
+    broker = Broker()
+    broker.browse_page = 2
+    dead_letters(broker, 7, 8, 7)
+    admin = StompQueueAdmin(StompTransport(stomp_settings(f"stomp://127.0.0.1:61613{MAIN}"), broker))  # type: ignore[arg-type]
+    found = await dead_letters_of(admin, 7, scan_limit=1000)
+    # The third dead letter, element 7's too, is beyond what the broker showed: the look says it saw part only.
+    assert [m.element_id for m in found.messages] == [7] and found.looked_at == 2 and not found.more
+    assert found.paged_in == PagedIn(2, 3) and found.partial
+    # A scan limit that stopped the look is the usual "raise --scan-limit", not a paged-in one.
+    limited = await dead_letters_of(admin, 7, scan_limit=1)
+    assert limited.more and limited.paged_in is None
+    broker.browse_page = None  # once the broker shows them all, the look is whole
+    whole = await dead_letters_of(admin, 7, scan_limit=1000)
+    assert len(whole.messages) == 2 and whole.paged_in is None and not whole.partial
