@@ -691,7 +691,8 @@ class SyncEngine:
 
     def _call_failed(self, name: str, admission: Admission) -> None:
         """Tell the parking a call to the channel failed, for a reason of the message's or the channel's: with how
-        long the channel's breaker is open now, as the failure may have opened it (a failed probe)."""
+        long the channel's breaker is open now, as another call may have opened it meanwhile (a failure that opens
+        it is set aside, ``_set_aside``)."""
         channel = self._channels[name]
         open_for = channel.breaker.retry_after() if isinstance(channel, GuardedChannel) else None
         self.parking.inconclusive(name, admission, breaker_open_for=open_for)
@@ -707,7 +708,8 @@ class SyncEngine:
         report: SyncReport,
     ) -> bool:
         """Park the element if the call failed because the channel refused the bridge's credentials or its circuit
-        is open, and tell the parking so; False for any other error (the message's failure)."""
+        is open, or if its failure opened the channel's breaker (the ``threshold``-th, or a failed probe), and tell
+        the parking so; False for any other error (the message's failure)."""
         if isinstance(error, ChannelCredentialsRefused):
             # A call the channel answered, refusing: a failed write (an open circuit's fail-fast reached nothing).
             metrics.CHANNEL_ERRORS.labels(channel, "credentials_refused").inc()
@@ -715,12 +717,24 @@ class SyncEngine:
         elif isinstance(error, ChannelCircuitOpen):
             self.parking.inconclusive(channel, admission)  # the call never reached the channel
             self.parking.circuit_open(channel, error)
+        elif is_transient(error) and (circuit := self._opened_by(channel)) is not None:
+            # Parked like the calls that meet the breaker next, not retried: the probe's message would spend a
+            # receive on every failed probe, and be dead-lettered so.
+            metrics.CHANNEL_ERRORS.labels(channel, _kind(error)).inc()  # this call reached the channel and failed
+            self.parking.inconclusive(channel, admission)
+            self.parking.circuit_open(channel, circuit)
+            error = circuit  # its text names the failure
         else:
             return False
         # The refusal may quote anything (an exception's text, a proxy's page): `parked` and `element` show it.
         reason = redaction.SECRETS.redact(str(error))
         await self._park(element_id, channel, publication_id, delivery, report, reason=reason)
         return True
+
+    def _opened_by(self, name: str) -> ChannelCircuitOpen | None:
+        """What the channel's breaker says now that a call failed (None: not open, or a channel without one)."""
+        channel = self._channels.get(name)
+        return channel.breaker.open_error() if isinstance(channel, GuardedChannel) else None
 
     async def _park(
         self,

@@ -64,7 +64,7 @@ async def test_the_channels_own_failure_before_the_breaker_opens_is_still_the_me
     assert await parked_ids(state, "web") == [] and not engine.parking.owes("web")
 
 
-async def test_a_real_breaker_parks_from_the_call_after_it_opens_and_its_successful_probe_requeues(
+async def test_a_real_breaker_parks_from_the_call_that_opens_it_and_its_successful_probe_requeues(
     kordiam: FakeKordiam, state: MemoryStateStore, clock: ManualClock
 ) -> None:
     for element_id in (1, 2, 3):
@@ -74,12 +74,12 @@ async def test_a_real_breaker_parks_from_the_call_after_it_opens_and_its_success
     web = GuardedChannel(inner, breaker_threshold=1, breaker_cooldown=0.0)
     engine = engine_with(kordiam, state, clock, (web, WEB))
 
-    with pytest.raises(SyncFailed):
-        await engine.sync(Notification(1))  # the failure that opens the breaker: the message retries
+    report = await engine.sync(Notification(1))  # the failure that opens the breaker: parked, not retried
+    assert [a.action for a in report.actions] == [Action.PARKED]
     web.breaker.cooldown = 3600.0
     report = await engine.sync(Notification(2))
     assert [a.action for a in report.actions] == [Action.PARKED] and inner.upserts == []
-    assert await parked_ids(state, "web") == [2]
+    assert await parked_ids(state, "web") == [1, 2]
 
     inner.fail = None
     web.breaker.cooldown = 0.0  # the cool-down has passed: the next call is the breaker's probe
@@ -100,8 +100,7 @@ async def test_a_parked_requeue_after_the_fix_makes_the_first_requeued_element_t
     inner.fail = ChannelUnavailable("web: HTTP 503")
     web = GuardedChannel(inner, breaker_threshold=1, breaker_cooldown=3600.0)
     engine = engine_with(kordiam, state, clock, (web, WEB))
-    with pytest.raises(SyncFailed):
-        await engine.sync(Notification(1))  # opens the breaker for an hour
+    await engine.sync(Notification(1))  # opens the breaker for an hour: parked
     assert [a.action for a in (await engine.sync(Notification(2))).actions] == [Action.PARKED]
 
     inner.fail = None  # fixed; the operator requeues, and the first notification names the channel
@@ -167,20 +166,19 @@ async def test_a_carrier_whose_probe_fails_holds_the_next_back_for_the_breakers_
     inner.fail = ChannelUnavailable("web: HTTP 503")
     web = GuardedChannel(inner, breaker_threshold=1, breaker_cooldown=300.0)
     engine = engine_with(kordiam, state, clock, (web, WEB))
-    with pytest.raises(SyncFailed):
-        await engine.sync(Notification(1))  # opens the breaker
+    await engine.sync(Notification(1))  # opens the breaker: parked
     await engine.sync(Notification(2))
     await engine.sync(Notification(3))
-    assert await parked_ids(state, "web") == [2, 3]
+    assert await parked_ids(state, "web") == [1, 2, 3]
     transport = FakeTransport([])
     requeue = ParkedRequeue(engine.parking, state=state, transport=transport, channels=["web"], clock=clock)
     clock.now += 300.0
     web.breaker.probe_now()  # its cool-down has passed: the next call is the breaker's probe
     await requeue.round()
-    assert [json.loads(body)["id"] for body in transport.sent] == [2]
+    assert [json.loads(body)["id"] for body in transport.sent] == [1]
 
-    with pytest.raises(SyncFailed):  # the carrier's probe fails: the breaker opens again for 600 s
-        await engine.sync(Notification(2, carrier=True))
+    report = await engine.sync(Notification(1, carrier=True))  # its probe fails: the breaker opens for 600 s
+    assert [a.action for a in report.actions] == [Action.PARKED]  # parked again, no receive spent
     assert web.breaker.cooldown == 600.0
     for step in (1.0, 2.0, 596.0):  # the carrier back-off (1 s, doubling) would have sent one at each
         clock.now += step
@@ -188,7 +186,8 @@ async def test_a_carrier_whose_probe_fails_holds_the_next_back_for_the_breakers_
     assert len(transport.sent) == 1
     clock.now += 2.0
     await requeue.round()
-    assert [json.loads(body)["id"] for body in transport.sent] == [2, 3]  # not sooner than the breaker's time
+    # Not sooner than the breaker's time; element 1, parked again since it was first, carries it again.
+    assert [json.loads(body)["id"] for body in transport.sent] == [1, 1]
 
 
 async def test_a_storys_failed_probe_holds_the_carriers_back_for_the_breakers_new_cool_down(
@@ -200,20 +199,19 @@ async def test_a_storys_failed_probe_holds_the_carriers_back_for_the_breakers_ne
     inner.fail = ChannelUnavailable("web: HTTP 503")
     web = GuardedChannel(inner, breaker_threshold=1, breaker_cooldown=300.0)
     engine = engine_with(kordiam, state, clock, (web, WEB))
-    with pytest.raises(SyncFailed):
-        await engine.sync(Notification(1))  # opens the breaker
+    await engine.sync(Notification(1))  # opens the breaker: parked
     await engine.sync(Notification(2))  # parked: a carrier is due once the cool-down (300 s) has passed
     clock.now += 300.0
     web.breaker.probe_now()
-    with pytest.raises(SyncFailed):  # a story comes first, and its call is the probe: it fails
-        await engine.sync(Notification(3))
+    report = await engine.sync(Notification(3))  # a story comes first, and its call is the probe: it fails
+    assert [a.action for a in report.actions] == [Action.PARKED]
     transport = FakeTransport([])
     requeue = ParkedRequeue(engine.parking, state=state, transport=transport, channels=["web"], clock=clock)
     await requeue.round()
     assert transport.sent == []  # a carrier now would meet the breaker open again for 600 s
     clock.now += 601.0
     await requeue.round()
-    assert [json.loads(body)["id"] for body in transport.sent] == [2]
+    assert [json.loads(body)["id"] for body in transport.sent] == [1]
 
 
 async def test_carriers_that_bring_no_news_back_go_at_a_doubling_back_off(
@@ -412,23 +410,22 @@ async def test_a_covered_parked_requeue_hands_its_probe_to_a_carrier_at_once(
     engine = engine_with(kordiam, state, clock, (web, WEB))
     transport = FakeTransport([])
     requeue = ParkedRequeue(engine.parking, state=state, transport=transport, channels=["web"], clock=clock)
-    with pytest.raises(SyncFailed):
-        await engine.sync(Notification(1))  # opens the breaker for an hour
+    await engine.sync(Notification(1))  # opens the breaker for an hour: parked
     await engine.sync(Notification(2))  # parked
     inner.fail = None  # fixed; the operator requeues element 2 (the command unparks it once sent)
     calls = len(inner.upserts)
     await state.unpark(2, "web")
     received = time.monotonic() - 1.0
     await engine.sync(Notification(2))  # the editor's save, fetched after the requeue came in: parked again
-    assert await parked_ids(state, "web") == [2]
+    assert await parked_ids(state, "web") == [1, 2]
 
     covered = await engine.sync(Notification(2, try_now=frozenset({"web"})), received_at=received)
     assert covered.covered and len(inner.upserts) == calls
 
     await requeue.round()
-    assert [json.loads(body)["id"] for body in transport.sent] == [2]  # the carrier takes the probe at once
+    assert [json.loads(body)["id"] for body in transport.sent] == [1]  # the carrier takes the probe at once
     assert transport.attributes[0]["source"] == "parked-trial"
-    carried = await engine.sync(Notification(2, carrier=True))
+    carried = await engine.sync(Notification(1, carrier=True))
     assert [a.action for a in carried.actions] == [Action.CREATED]
     assert engine.parking.requeue_due == {"web"}
 
@@ -495,8 +492,7 @@ async def test_a_parked_requeue_whose_element_needs_no_call_hands_its_probe_to_a
     requeue = ParkedRequeue(engine.parking, state=state, transport=transport, channels=["web"], clock=clock)
     await engine.sync(Notification(2))  # written while the web was up
     inner.fail = ChannelUnavailable("web: HTTP 503")
-    with pytest.raises(SyncFailed):
-        await engine.sync(Notification(1))  # opens the breaker for an hour
+    await engine.sync(Notification(1))  # opens the breaker for an hour: parked
     await engine.sync(Notification(3))  # parked
     await state.park(2, "web", str(OPEN))  # by another worker, before the item was written there
     inner.fail = None  # fixed; the operator requeues element 2 (the command unparks it once sent)
@@ -506,4 +502,4 @@ async def test_a_parked_requeue_whose_element_needs_no_call_hands_its_probe_to_a
     assert [a.action for a in report.actions] == [Action.UNCHANGED]
 
     await requeue.round()
-    assert [json.loads(body)["id"] for body in transport.sent] == [3]  # the carrier takes the probe at once
+    assert [json.loads(body)["id"] for body in transport.sent] == [1]  # the carrier takes the probe at once
